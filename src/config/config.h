@@ -1,0 +1,63 @@
+// Tally's configuration: one TOML file, loaded once at start.
+//
+// Every option lives in one table (config.cc) that both validates the file and generates the
+// documented reference (docs/configuration.md). Unknown keys and invalid values fail start-up
+// with the file, line and key named.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <tally/status.h>
+
+#include "core/meter.h"
+
+namespace tally::config {
+
+struct ServerConfig {
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 8080;
+  std::string data_dir = "./data";
+  int threads = 0;                                  // HTTP I/O threads; 0 = number of cores
+  std::uint64_t body_bytes_max = 10 * 1024 * 1024;  // larger bodies get 413
+  std::uint32_t batch_events_max = 10'000;          // more events in one request get 413
+  std::int64_t future_skew_seconds_max = 300;       // event time this far ahead is refused
+  bool auto_create_customers = true;                // false: unknown customers get 422
+  std::string admin_key;                            // optional; TALLY_ADMIN_KEY also works
+};
+
+struct StorageConfig {
+  bool fsync = true;                       // 202 only after fsync; off only for tests/benchmarks
+  std::uint32_t commit_interval_us = 0;    // extra wait to gather a group commit (0 = none)
+  std::uint32_t commit_events_max = 50'000;  // events in one group commit
+  std::int64_t dedup_window_seconds = 0;   // 0 = forever (while the event is retained)
+  std::uint64_t block_cache_bytes = 64ull << 20;
+};
+
+struct CustomerSeed {
+  std::string id;
+  std::string name;
+  std::string email;
+  std::string timezone;  // IANA name; empty = UTC
+};
+
+struct Config {
+  std::string source_path;  // the file this came from, for messages; empty for defaults
+  ServerConfig server;
+  StorageConfig storage;
+  std::vector<core::MeterSpec> meters;
+  std::vector<CustomerSeed> customers;
+};
+
+// Parses TOML text. `path` names the file in messages ("tally.toml:12: unknown key 'x'").
+// Errors: kInvalidArgument with file, line and key.
+Result<Config> parse_config(std::string_view toml_text, std::string_view path);
+
+// Reads and parses a file. Errors: kNotFound when the file cannot be read; as parse_config.
+Result<Config> load_config_file(const std::string& path);
+
+// Parses "host:port" ("127.0.0.1:8080", "[::1]:0", ":8080" = all interfaces).
+Status parse_listen(std::string_view text, std::string* host, std::uint16_t* port);
+
+}  // namespace tally::config

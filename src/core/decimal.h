@@ -1,0 +1,46 @@
+// Exact decimal numbers: a signed 128-bit integer count of 1e-9 units.
+//
+// Meter values, sums and averages are Decimals, never binary floating point, so an aggregate
+// is the same whatever order its events were added in, and `tally verify` can compare exactly.
+// Nine fractional digits cover per-token prices; the range is about +-1.7e29.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <tally/status.h>
+
+namespace tally::core {
+
+struct Decimal {
+  static constexpr std::int64_t kScale = 1'000'000'000;  // units per 1
+  static constexpr int kFractionDigits = 9;
+
+  __int128 units = 0;  // value * kScale
+
+  static Decimal from_int(std::int64_t v) { return Decimal{static_cast<__int128>(v) * kScale}; }
+
+  friend bool operator==(const Decimal&, const Decimal&) = default;
+  friend auto operator<=>(const Decimal& a, const Decimal& b) { return a.units <=> b.units; }
+  Decimal& operator+=(const Decimal& o) {
+    units += o.units;
+    return *this;
+  }
+  friend Decimal operator+(Decimal a, const Decimal& b) { return a += b; }
+  friend Decimal operator-(const Decimal& a, const Decimal& b) { return Decimal{a.units - b.units}; }
+};
+
+// Parses a JSON number or a decimal string ("12", "-0.5", "1.5e3", "2E-4"). Digits beyond the
+// ninth fractional place are rounded half to even. Errors: kInvalidArgument when the text is
+// not a number or its magnitude exceeds 1e28 (this also refuses JSON's stand-ins for
+// infinities, such as 1e999).
+Result<Decimal> parse_decimal(std::string_view text);
+
+// Shortest exact text: "12", "-0.5", "0.000000001".
+std::string format_decimal(Decimal d);
+
+// a / n rounded half to even. REQUIRES: n != 0.
+Decimal divide_half_even(Decimal a, std::int64_t n);
+
+}  // namespace tally::core
