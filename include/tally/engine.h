@@ -1,0 +1,100 @@
+// tally::Engine: the whole of Tally in-process. The `tally` server, the CLI, the tests and any
+// C++ program that embeds Tally use this one class.
+//
+// An Engine owns a data directory (or an in-memory store), the meters of its configuration,
+// and everything read often: aggregates, the dedup index, customers and keys. Ingest goes
+// through one group-commit pipeline: an ingest call is answered only after its events, their
+// aggregates and their dedup entries are on disk in one atomic write (fsync), shared by every
+// batch that arrived meanwhile. Reads are answered from memory.
+//
+// Thread safety: every method may be called from any thread at once.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <tally/clock.h>
+#include <tally/status.h>
+#include <tally/types.h>
+
+namespace tally {
+
+struct EngineOptions {
+  std::string config_path;  // a TOML file; empty = defaults (and config_toml, if set)
+  std::string config_toml;  // TOML text, used when config_path is empty (tests, embedding)
+  std::string data_dir;     // overrides the config's data_dir when set
+  bool in_memory = false;   // no disk at all: for tests and simulations
+  bool read_only = false;   // open a live data directory for reading (verify, queries)
+  const Clock* clock = nullptr;  // not owned; null = the system clock
+  std::string admin_key;    // an extra admin key (from TALLY_ADMIN_KEY); empty = none
+};
+
+class Engine {
+ public:
+  // Opens the store, loads state into memory, rebuilds the aggregates of meters whose
+  // definition changed, and starts the commit thread.
+  // Errors: kInvalidArgument (config), kUnavailable (directory in use), kIOError, kCorruption.
+  static Result<std::unique_ptr<Engine>> open(const EngineOptions& options);
+
+  // Finishes in-flight commits, then closes the store.
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // ---- ingest -------------------------------------------------------------------------------
+  using IngestCallback = std::function<void(Result<IngestSummary>)>;
+
+  // Parses a JSON body (see docs/api.md for the accepted shapes) and commits its valid events.
+  // `done` runs once, on the commit thread (or at once for requests refused before commit),
+  // after the events are durable. Errors passed to `done`: kInvalidArgument (malformed JSON, or
+  // every event invalid: then the summary is in the message details), kPermissionDenied (a
+  // customer key sent another customer's events), kUnprocessable (unknown customer with
+  // auto-create off), kResourceExhausted (too many events / queue full), kIOError.
+  void ingest_json_async(std::string body, const IngestOptions& options, IngestCallback done);
+  // The same, waiting for the answer.
+  Result<IngestSummary> ingest_json(std::string body, const IngestOptions& options = {});
+
+  // ---- reads --------------------------------------------------------------------------------
+  std::vector<MeterInfo> meters() const;
+  Result<QueryResult> query(const MeterQuery& q) const;
+  // Totals per meter for one customer over [from, to); from = to = 0 means the current
+  // calendar month in the customer's zone. Errors: kNotFound.
+  Result<CustomerUsage> customer_usage(const std::string& customer, TimeUs from_us,
+                                       TimeUs to_us) const;
+  Result<EventPage> list_events(const EventListQuery& q) const;
+
+  // ---- customers ----------------------------------------------------------------------------
+  // Errors: kInvalidArgument, kAlreadyExists.
+  Result<Customer> create_customer(const Customer& c);
+  Result<Customer> get_customer(const std::string& id) const;  // kNotFound
+  std::vector<Customer> list_customers() const;
+  Result<Customer> update_customer(const std::string& id, const CustomerPatch& patch);
+
+  // ---- API keys -----------------------------------------------------------------------------
+  Result<NewApiKey> create_key(const NewApiKeyRequest& request);  // kNotFound (customer)
+  std::vector<ApiKeyInfo> list_keys() const;
+  Status revoke_key(const std::string& key_id);  // kNotFound
+  // Checks a presented secret and counts the use (total_requests, last_used_at).
+  // Errors: kUnauthenticated (unknown or revoked), kPermissionDenied (customer suspended).
+  Result<Identity> authenticate(std::string_view secret);
+
+  // ---- operations ---------------------------------------------------------------------------
+  EngineStats stats() const;
+  // Whether the store answers reads. Errors: kUnavailable / kIOError.
+  Status ready() const;
+  // Recomputes every aggregate from the stored events and compares (see `tally verify`).
+  Result<VerifyReport> verify() const;
+  // Waits until everything submitted so far is committed. For tests and the CLI.
+  void flush();
+  const Clock& clock() const;
+
+  struct Impl;
+
+ private:
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tally

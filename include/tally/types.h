@@ -1,0 +1,231 @@
+// Plain value types of Tally's public API. Times are microseconds since the Unix epoch (UTC);
+// meter values and other exact numbers travel as decimal text ("1500", "0.015") so no binary
+// floating point ever touches them.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace tally {
+
+using TimeUs = std::int64_t;
+
+// ---- ingest ---------------------------------------------------------------------------------
+
+struct EventError {
+  std::uint32_t index = 0;  // position of the event in the request
+  std::string id;
+  std::string code;  // MISSING_FIELD, INVALID_TYPE, INVALID_VALUE, INVALID_TIME, TIME_IN_FUTURE,
+                     // UNKNOWN_CUSTOMER
+  std::string message;
+};
+
+struct IngestOptions {
+  // For a customer key: every event must name this customer (or none, and get it); otherwise
+  // the whole request is refused with kPermissionDenied and nothing is written.
+  std::string restrict_customer;
+};
+
+struct IngestSummary {
+  std::uint32_t accepted = 0;
+  std::uint32_t rejected = 0;
+  std::uint32_t duplicates = 0;
+  std::string batch_id;  // empty when nothing was written
+  std::vector<EventError> errors;
+  std::int64_t processing_time_us = 0;
+
+  // "accepted" | "partial" | "all_duplicates" | "rejected".
+  const char* status() const {
+    if (accepted == 0 && rejected == 0 && duplicates > 0) {
+      return "all_duplicates";
+    }
+    if (accepted == 0 && duplicates == 0) {
+      return "rejected";
+    }
+    if (rejected > 0 || duplicates > 0) {
+      return "partial";
+    }
+    return "accepted";
+  }
+};
+
+// ---- customers and keys ---------------------------------------------------------------------
+
+struct Customer {
+  std::string id;
+  std::string name;
+  std::string email;
+  std::string timezone = "UTC";
+  std::string status = "active";  // active | suspended
+  std::string metadata_json = "{}";  // a JSON object
+  TimeUs created_at_us = 0;
+  TimeUs updated_at_us = 0;
+};
+
+struct CustomerPatch {
+  std::optional<std::string> name;
+  std::optional<std::string> email;
+  std::optional<std::string> timezone;
+  std::optional<std::string> status;
+  std::optional<std::string> metadata_json;
+};
+
+enum Scope : std::uint32_t {
+  kScopeIngest = 1u << 0,
+  kScopeCheck = 1u << 1,
+  kScopeRead = 1u << 2,
+  kScopeAdmin = 1u << 31,
+};
+
+struct ApiKeyInfo {
+  std::string id;        // "key_..." : names the key in the API; not secret
+  std::string prefix;    // the first characters of the secret, to recognise it
+  std::string customer;  // empty for an admin key
+  std::string name;
+  std::uint32_t scopes = 0;
+  TimeUs created_at_us = 0;
+  TimeUs revoked_at_us = 0;    // 0 = active
+  TimeUs last_used_at_us = 0;  // 0 = never
+  std::uint64_t total_requests = 0;
+};
+
+struct NewApiKey {
+  ApiKeyInfo info;
+  std::string secret;  // shown once; only its SHA-256 is stored
+};
+
+struct NewApiKeyRequest {
+  std::string customer;  // empty = admin key
+  std::uint32_t scopes = 0;  // 0 = the default (admin, or ingest|check|read for a customer)
+  std::string name;
+};
+
+// Who a presented key is.
+struct Identity {
+  std::string key_id;
+  std::string customer;  // empty for admin
+  std::uint32_t scopes = 0;
+  bool admin() const { return (scopes & kScopeAdmin) != 0; }
+};
+
+// ---- meters and queries ---------------------------------------------------------------------
+
+struct MeterInfo {
+  std::string key;
+  std::string event_type;
+  std::string aggregation;
+  std::string value_property;
+  std::vector<std::string> group_by;
+  std::vector<std::pair<std::string, std::string>> filter;
+  std::string unit;
+  std::string description;
+};
+
+struct MeterQuery {
+  std::string meter;
+  TimeUs from_us = 0;
+  TimeUs to_us = 0;
+  std::string window;    // "" (one total row), minute, hour, day, week, month
+  std::string timezone;  // IANA; "" = the customer's zone when one customer is asked, else UTC
+  std::string customer;  // "" = every customer
+  std::vector<std::string> group_by;  // a subset of the meter's group_by
+  std::vector<std::pair<std::string, std::string>> filter;  // group-by property == value
+};
+
+struct QueryRow {
+  TimeUs window_start_us = 0;
+  TimeUs window_end_us = 0;
+  std::string customer;
+  std::vector<std::pair<std::string, std::string>> group;
+  std::string value;  // decimal text, or empty for "no value" (min of nothing)
+};
+
+struct QueryResult {
+  std::string meter;
+  TimeUs from_us = 0;
+  TimeUs to_us = 0;
+  std::string window;
+  std::string timezone;
+  std::vector<QueryRow> rows;
+};
+
+struct UsageItem {
+  std::string meter;
+  std::string aggregation;
+  std::string unit;
+  std::string value;  // decimal text; empty = no value
+};
+
+struct CustomerUsage {
+  std::string customer;
+  TimeUs from_us = 0;
+  TimeUs to_us = 0;
+  std::string timezone;
+  std::vector<UsageItem> meters;
+};
+
+// ---- stored events --------------------------------------------------------------------------
+
+struct EventProperty {
+  std::string key;
+  std::string text;
+  enum class Kind : std::uint8_t { kString, kNumber, kBool, kNull } kind = Kind::kString;
+};
+
+struct StoredEvent {
+  std::string id;
+  std::string customer;
+  std::string type;
+  TimeUs time_us = 0;
+  TimeUs received_at_us = 0;
+  std::uint64_t seq = 0;
+  bool flagged = false;  // the customer was suspended when it arrived
+  std::vector<EventProperty> properties;
+};
+
+struct EventListQuery {
+  std::string customer;  // "" = all
+  std::string type;      // "" = all
+  TimeUs from_us = 0;
+  TimeUs to_us = 0;  // 0 = no upper bound
+  std::uint32_t limit = 100;
+  std::string cursor;  // from a previous page
+};
+
+struct EventPage {
+  std::vector<StoredEvent> events;
+  std::string next_cursor;  // empty on the last page
+};
+
+// ---- operations -----------------------------------------------------------------------------
+
+struct VerifyReport {
+  std::uint64_t events = 0;
+  std::uint64_t aggregates = 0;
+  std::vector<std::string> differences;  // empty when everything matches
+  bool ok() const { return differences.empty(); }
+};
+
+struct EngineStats {
+  std::uint64_t events_accepted = 0;
+  std::uint64_t events_rejected = 0;
+  std::uint64_t events_duplicate = 0;
+  std::uint64_t batches = 0;
+  std::uint64_t commits = 0;
+  std::uint64_t customers = 0;
+  std::uint64_t aggregates_live = 0;
+  std::uint64_t events_indexed = 0;
+  std::uint64_t store_bytes = 0;
+  std::uint64_t pending_events = 0;
+  // Latency histograms: bucket upper bounds in microseconds and cumulative counts.
+  std::vector<std::uint64_t> latency_bounds_us;
+  std::vector<std::uint64_t> commit_latency_counts;  // one per bound, then +Inf
+  std::uint64_t commit_latency_sum_us = 0;
+  std::vector<std::uint64_t> batch_latency_counts;
+  std::uint64_t batch_latency_sum_us = 0;
+};
+
+}  // namespace tally

@@ -1,0 +1,53 @@
+#include "common/crypto.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include "common/assert.h"
+
+namespace tally::common {
+
+std::string sha256(std::string_view data) {
+  unsigned char out[32];
+  unsigned int len = 0;
+  const bool ok = EVP_Digest(data.data(), data.size(), out, &len, EVP_sha256(), nullptr) == 1;
+  TALLY_ASSERT(ok && len == 32, "SHA-256 failed");
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+std::string hmac_sha256(std::string_view key, std::string_view data) {
+  unsigned char out[32];
+  unsigned int len = 0;
+  const unsigned char* r =
+      HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+           reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
+  TALLY_ASSERT(r != nullptr && len == 32, "HMAC-SHA256 failed");
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+std::string random_bytes(std::size_t n) {
+  std::string out(n, '\0');
+  const bool ok = RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) == 1;
+  TALLY_ASSERT(ok, "the system's random generator failed");
+  return out;
+}
+
+std::string to_hex(std::string_view bytes) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (char c : bytes) {
+    auto b = static_cast<unsigned char>(c);
+    out += kHex[b >> 4];
+    out += kHex[b & 0xF];
+  }
+  return out;
+}
+
+bool constant_time_equal(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+}  // namespace tally::common

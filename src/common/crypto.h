@@ -1,0 +1,23 @@
+// The few cryptographic operations Tally needs, over OpenSSL: SHA-256 for stored key hashes,
+// HMAC-SHA256 for webhook signatures, a CSPRNG for secrets, and constant-time comparison.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace tally::common {
+
+// 32 raw bytes.
+std::string sha256(std::string_view data);
+// 32 raw bytes.
+std::string hmac_sha256(std::string_view key, std::string_view data);
+// n cryptographically random bytes. Aborts if the system's generator fails (nothing sensible
+// can be done without one).
+std::string random_bytes(std::size_t n);
+// Lower-case hex.
+std::string to_hex(std::string_view bytes);
+// Compares in time independent of where the inputs differ (lengths are not secret).
+bool constant_time_equal(std::string_view a, std::string_view b);
+
+}  // namespace tally::common

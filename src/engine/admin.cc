@@ -1,0 +1,291 @@
+// Customers and API keys: created and changed through the commit thread like everything else,
+// so a record is visible only once it is durable.
+#include <future>
+
+#include "common/crypto.h"
+#include "engine/engine_impl.h"
+
+namespace tally {
+
+namespace {
+
+bool valid_id(std::string_view id) {
+  if (id.empty() || id.size() > core::kEventNameBytesMax) {
+    return false;
+  }
+  for (char c : id) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == '/' || c == '?' || c == '#') {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Runs an admin job on the commit thread and waits for it.
+Status run_admin(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prepare,
+                 std::function<void()> install) {
+  if (d.read_only) {
+    return Status::unavailable("the engine is open read-only");
+  }
+  auto promise = std::make_shared<std::promise<Status>>();
+  auto future = promise->get_future();
+  auto job = std::make_unique<engine::AdminJob>();
+  job->prepare = std::move(prepare);
+  job->install = std::move(install);
+  job->done = [promise](Status s) { promise->set_value(std::move(s)); };
+  engine::Job j;
+  j.admin = std::move(job);
+  d.submit(std::move(j), 0);
+  return future.get();
+}
+
+Status validate_customer_fields(const Customer& c) {
+  if (c.status != "active" && c.status != "suspended") {
+    return Status::invalid_argument("status must be 'active' or 'suspended'");
+  }
+  auto tz = core::TimeZone::find(c.timezone);
+  if (!tz) {
+    return Status::invalid_argument("timezone '" + c.timezone + "' is not an IANA time zone name");
+  }
+  if (c.name.size() > 256 || c.email.size() > 256) {
+    return Status::invalid_argument("name and email are at most 256 bytes");
+  }
+  if (c.metadata_json.size() > 16384) {
+    return Status::invalid_argument("metadata is at most 16 KiB");
+  }
+  return Status();
+}
+
+}  // namespace
+
+Result<Customer> Engine::create_customer(const Customer& in) {
+  Impl& d = *impl_;
+  if (!valid_id(in.id)) {
+    return Status::invalid_argument("id must be 1..128 bytes without control characters, '/', '?' or '#'");
+  }
+  Customer c = in;
+  if (c.name.empty()) {
+    c.name = c.id;
+  }
+  if (c.timezone.empty()) {
+    c.timezone = "UTC";
+  }
+  if (c.status.empty()) {
+    c.status = "active";
+  }
+  if (c.metadata_json.empty()) {
+    c.metadata_json = "{}";
+  }
+  TALLY_TRY(validate_customer_fields(c));
+  const core::TimeUs now = d.clock->now_us();
+  c.created_at_us = now;
+  c.updated_at_us = now;
+  auto num = std::make_shared<std::uint32_t>(0);
+  Status s = run_admin(
+      d,
+      [&d, c, num](store::WriteBatch& wb) -> Status {
+        if (d.customer_nums.count(c.id) != 0) {
+          return Status::already_exists("customer '" + c.id + "' already exists");
+        }
+        if (d.next_customer > engine::DedupIndex::kCustomerMax) {
+          return Status::resource_exhausted("the customer table is full");
+        }
+        *num = d.next_customer++;
+        wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
+        std::string n;
+        engine::put_be32(n, d.next_customer);
+        wb.put(store::Space::kMeta, std::string(engine::kMetaNextCustomer), n);
+        return Status();
+      },
+      [&d, c, num]() {
+        engine::CustomerState cs;
+        cs.num = *num;
+        cs.record = c;
+        auto tz = core::TimeZone::find(c.timezone);
+        cs.tz = tz ? *tz : core::TimeZone();
+        d.customer_nums.emplace(c.id, cs.num);
+        d.customers.emplace(cs.num, std::move(cs));
+      });
+  if (!s.ok()) {
+    return s;
+  }
+  return c;
+}
+
+Result<Customer> Engine::get_customer(const std::string& id) const {
+  std::shared_lock lock(impl_->state_mutex);
+  const auto* cs = impl_->find_customer(id);
+  if (cs == nullptr) {
+    return Status::not_found("customer '" + id + "' does not exist");
+  }
+  return cs->record;
+}
+
+std::vector<Customer> Engine::list_customers() const {
+  std::shared_lock lock(impl_->state_mutex);
+  std::vector<Customer> out;
+  out.reserve(impl_->customers.size());
+  for (const auto& [num, cs] : impl_->customers) {
+    out.push_back(cs.record);
+  }
+  std::sort(out.begin(), out.end(), [](const Customer& a, const Customer& b) { return a.id < b.id; });
+  return out;
+}
+
+Result<Customer> Engine::update_customer(const std::string& id, const CustomerPatch& patch) {
+  Impl& d = *impl_;
+  auto updated = std::make_shared<Customer>();
+  auto num = std::make_shared<std::uint32_t>(0);
+  const core::TimeUs now = d.clock->now_us();
+  Status s = run_admin(
+      d,
+      [&d, id, patch, updated, num, now](store::WriteBatch& wb) -> Status {
+        auto it = d.customer_nums.find(id);
+        if (it == d.customer_nums.end()) {
+          return Status::not_found("customer '" + id + "' does not exist");
+        }
+        *num = it->second;
+        Customer c = d.customers.at(*num).record;
+        if (patch.name) c.name = *patch.name;
+        if (patch.email) c.email = *patch.email;
+        if (patch.timezone) c.timezone = *patch.timezone;
+        if (patch.status) c.status = *patch.status;
+        if (patch.metadata_json) c.metadata_json = *patch.metadata_json;
+        TALLY_TRY(validate_customer_fields(c));
+        c.updated_at_us = now;
+        *updated = c;
+        wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
+        return Status();
+      },
+      [&d, updated, num]() {
+        engine::CustomerState& cs = d.customers.at(*num);
+        cs.record = *updated;
+        auto tz = core::TimeZone::find(updated->timezone);
+        cs.tz = tz ? *tz : core::TimeZone();
+      });
+  if (!s.ok()) {
+    return s;
+  }
+  return *updated;
+}
+
+// ---- keys -----------------------------------------------------------------------------------
+
+Result<NewApiKey> Engine::create_key(const NewApiKeyRequest& request) {
+  Impl& d = *impl_;
+  if (request.name.size() > 256) {
+    return Status::invalid_argument("name is at most 256 bytes");
+  }
+  std::uint32_t scopes = request.scopes;
+  if (request.customer.empty()) {
+    scopes = kScopeAdmin | kScopeIngest | kScopeCheck | kScopeRead;
+  } else if (scopes == 0) {
+    scopes = kScopeIngest | kScopeCheck | kScopeRead;
+  } else if ((scopes & kScopeAdmin) != 0) {
+    return Status::invalid_argument("a customer key cannot have the admin scope");
+  }
+  NewApiKey out;
+  out.secret = "tk_" + common::to_hex(common::random_bytes(32));
+  engine::KeyRecord rec;
+  rec.info.id = "key_" + common::to_hex(common::random_bytes(8));
+  rec.info.prefix = out.secret.substr(0, 11);
+  rec.info.customer = request.customer;
+  rec.info.name = request.name;
+  rec.info.scopes = scopes;
+  rec.info.created_at_us = d.clock->now_us();
+  rec.hash = common::sha256(out.secret);
+  out.info = rec.info;
+  Status s = run_admin(
+      d,
+      [&d, rec](store::WriteBatch& wb) -> Status {
+        if (!rec.info.customer.empty() && d.customer_nums.count(rec.info.customer) == 0) {
+          return Status::not_found("customer '" + rec.info.customer + "' does not exist");
+        }
+        wb.put(store::Space::kKeys, rec.info.id, engine::encode_key_record(rec));
+        return Status();
+      },
+      [&d, rec]() {
+        auto ks = std::make_unique<engine::KeyState>();
+        ks->record = rec;
+        d.keys_by_id[rec.info.id] = ks.get();
+        d.keys_by_hash[rec.hash] = std::move(ks);
+      });
+  if (!s.ok()) {
+    return s;
+  }
+  return out;
+}
+
+std::vector<ApiKeyInfo> Engine::list_keys() const {
+  std::shared_lock lock(impl_->state_mutex);
+  std::vector<ApiKeyInfo> out;
+  for (const auto& [id, ks] : impl_->keys_by_id) {
+    ApiKeyInfo info = ks->record.info;
+    info.total_requests = ks->total_requests.load();
+    info.last_used_at_us = ks->last_used_at_us.load();
+    out.push_back(std::move(info));
+  }
+  std::sort(out.begin(), out.end(), [](const ApiKeyInfo& a, const ApiKeyInfo& b) {
+    return a.created_at_us != b.created_at_us ? a.created_at_us < b.created_at_us : a.id < b.id;
+  });
+  return out;
+}
+
+Status Engine::revoke_key(const std::string& key_id) {
+  Impl& d = *impl_;
+  const core::TimeUs now = d.clock->now_us();
+  return run_admin(
+      d,
+      [&d, key_id, now](store::WriteBatch& wb) -> Status {
+        auto it = d.keys_by_id.find(key_id);
+        if (it == d.keys_by_id.end()) {
+          return Status::not_found("key '" + key_id + "' does not exist");
+        }
+        engine::KeyRecord rec = it->second->record;
+        if (rec.info.revoked_at_us == 0) {
+          rec.info.revoked_at_us = now;
+        }
+        rec.info.total_requests = it->second->total_requests.load();
+        rec.info.last_used_at_us = it->second->last_used_at_us.load();
+        wb.put(store::Space::kKeys, rec.info.id, engine::encode_key_record(rec));
+        return Status();
+      },
+      [&d, key_id, now]() {
+        auto& rec = d.keys_by_id.at(key_id)->record;
+        if (rec.info.revoked_at_us == 0) {
+          rec.info.revoked_at_us = now;
+        }
+      });
+}
+
+Result<Identity> Engine::authenticate(std::string_view secret) {
+  Impl& d = *impl_;
+  if (secret.empty() || secret.size() > 512) {
+    return Status::unauthenticated("Invalid or missing API key");
+  }
+  const std::string hash = common::sha256(secret);
+  if (!d.admin_key_hash.empty() && common::constant_time_equal(hash, d.admin_key_hash)) {
+    return Identity{"admin-env", "", kScopeAdmin | kScopeIngest | kScopeCheck | kScopeRead};
+  }
+  std::shared_lock lock(d.state_mutex);
+  auto it = d.keys_by_hash.find(hash);
+  if (it == d.keys_by_hash.end() || !common::constant_time_equal(it->second->record.hash, hash)) {
+    return Status::unauthenticated("Invalid or missing API key");
+  }
+  engine::KeyState& ks = *it->second;
+  if (ks.record.info.revoked_at_us != 0) {
+    return Status::unauthenticated("this API key has been revoked");
+  }
+  ks.total_requests.fetch_add(1, std::memory_order_relaxed);
+  ks.last_used_at_us.store(d.clock->now_us(), std::memory_order_relaxed);
+  ks.dirty.store(true, std::memory_order_relaxed);
+  if (!ks.record.info.customer.empty()) {
+    const auto* cs = d.find_customer(ks.record.info.customer);
+    if (cs != nullptr && cs->record.status == "suspended") {
+      return Status::permission_denied("customer '" + ks.record.info.customer + "' is suspended");
+    }
+  }
+  return Identity{ks.record.info.id, ks.record.info.customer, ks.record.info.scopes};
+}
+
+}  // namespace tally

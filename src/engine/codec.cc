@@ -1,0 +1,462 @@
+#include "engine/codec.h"
+
+#include <cstring>
+
+namespace tally::engine {
+
+void put_varint(std::string& out, std::uint64_t v) {
+  while (v >= 0x80) {
+    out += static_cast<char>((v & 0x7F) | 0x80);
+    v >>= 7;
+  }
+  out += static_cast<char>(v);
+}
+
+void put_zigzag(std::string& out, std::int64_t v) {
+  put_varint(out, (static_cast<std::uint64_t>(v) << 1) ^ static_cast<std::uint64_t>(v >> 63));
+}
+
+void put_bytes(std::string& out, std::string_view s) {
+  put_varint(out, s.size());
+  out.append(s);
+}
+
+void put_be32(std::string& out, std::uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    out += static_cast<char>((v >> shift) & 0xFF);
+  }
+}
+
+void put_be64(std::string& out, std::uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    out += static_cast<char>((v >> shift) & 0xFF);
+  }
+}
+
+std::uint32_t read_be32(std::string_view s) {
+  std::uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) {
+    v = (v << 8) | static_cast<unsigned char>(s[static_cast<std::size_t>(i)]);
+  }
+  return v;
+}
+
+std::uint64_t read_be64(std::string_view s) {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) {
+    v = (v << 8) | static_cast<unsigned char>(s[static_cast<std::size_t>(i)]);
+  }
+  return v;
+}
+
+bool Reader::get_varint(std::uint64_t* v) {
+  std::uint64_t result = 0;
+  for (int shift = 0; shift <= 63 && !in_.empty(); shift += 7) {
+    auto byte = static_cast<unsigned char>(in_.front());
+    in_.remove_prefix(1);
+    result |= static_cast<std::uint64_t>(byte & 0x7F) << shift;
+    if ((byte & 0x80) == 0) {
+      *v = result;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool Reader::get_zigzag(std::int64_t* v) {
+  std::uint64_t u = 0;
+  if (!get_varint(&u)) {
+    return false;
+  }
+  *v = static_cast<std::int64_t>(u >> 1) ^ -static_cast<std::int64_t>(u & 1);
+  return true;
+}
+
+bool Reader::get_bytes(std::string_view* s) {
+  std::uint64_t n = 0;
+  if (!get_varint(&n) || n > in_.size()) {
+    return false;
+  }
+  *s = in_.substr(0, n);
+  in_.remove_prefix(n);
+  return true;
+}
+
+bool Reader::get_u8(std::uint8_t* v) {
+  if (in_.empty()) {
+    return false;
+  }
+  *v = static_cast<std::uint8_t>(in_.front());
+  in_.remove_prefix(1);
+  return true;
+}
+
+bool Reader::get_be32(std::uint32_t* v) {
+  if (in_.size() < 4) {
+    return false;
+  }
+  *v = read_be32(in_);
+  in_.remove_prefix(4);
+  return true;
+}
+
+bool Reader::get_be64(std::uint64_t* v) {
+  if (in_.size() < 8) {
+    return false;
+  }
+  *v = read_be64(in_);
+  in_.remove_prefix(8);
+  return true;
+}
+
+bool Reader::get_raw(std::size_t n, std::string_view* s) {
+  if (in_.size() < n) {
+    return false;
+  }
+  *s = in_.substr(0, n);
+  in_.remove_prefix(n);
+  return true;
+}
+
+// ---- event blocks ---------------------------------------------------------------------------
+
+namespace {
+constexpr std::uint8_t kBlockVersion = 1;
+constexpr std::uint8_t kRecordVersion = 1;
+}  // namespace
+
+std::string event_block_key(std::uint32_t customer_num, std::uint64_t last_seq) {
+  std::string k;
+  k.reserve(12);
+  put_be32(k, customer_num);
+  put_be64(k, last_seq);
+  return k;
+}
+
+void EventBlockWriter::begin(std::uint64_t first_seq, core::TimeUs received_at_us) {
+  body_.clear();
+  first_seq_ = first_seq;
+  received_at_us_ = received_at_us;
+  count_ = 0;
+}
+
+void EventBlockWriter::add(const core::EventBatch& batch, const core::Event& e, std::uint64_t seq,
+                           bool flagged) {
+  put_varint(body_, seq - first_seq_);
+  put_zigzag(body_, e.time_us);
+  body_ += static_cast<char>(flagged ? 1 : 0);
+  put_bytes(body_, batch.text(e.id));
+  put_bytes(body_, batch.text(e.type));
+  put_varint(body_, e.prop_count);
+  for (std::uint32_t i = e.prop_begin; i < e.prop_begin + e.prop_count; ++i) {
+    const core::Prop& p = batch.props()[i];
+    body_ += static_cast<char>(p.kind);
+    put_bytes(body_, batch.text(p.key));
+    put_bytes(body_, batch.text(p.text));
+  }
+  ++count_;
+}
+
+std::string EventBlockWriter::finish() {
+  std::string out;
+  out.reserve(body_.size() + 24);
+  out += static_cast<char>(kBlockVersion);
+  put_varint(out, count_);
+  put_varint(out, first_seq_);
+  put_zigzag(out, received_at_us_);
+  out += body_;
+  return out;
+}
+
+bool decode_event_block_header(Reader& r, BlockHeader* header) {
+  std::uint8_t version = 0;
+  std::uint64_t count = 0;
+  if (!r.get_u8(&version) || version != kBlockVersion || !r.get_varint(&count) ||
+      !r.get_varint(&header->first_seq) || !r.get_zigzag(&header->received_at_us)) {
+    return false;
+  }
+  header->count = static_cast<std::uint32_t>(count);
+  return true;
+}
+
+bool decode_block_event(Reader& r, const BlockHeader& h, BlockEvent* e) {
+  std::uint64_t delta = 0;
+  std::uint8_t flags = 0;
+  std::uint64_t nprops = 0;
+  if (!r.get_varint(&delta) || !r.get_zigzag(&e->time_us) || !r.get_u8(&flags) ||
+      !r.get_bytes(&e->id) || !r.get_bytes(&e->type) || !r.get_varint(&nprops) ||
+      nprops > core::kEventPropsMax + 1) {
+    return false;
+  }
+  e->seq = h.first_seq + delta;
+  e->flagged = (flags & 1) != 0;
+  e->props.resize(nprops);
+  for (auto& p : e->props) {
+    std::uint8_t kind = 0;
+    if (!r.get_u8(&kind) || kind > 3 || !r.get_bytes(&p.key) || !r.get_bytes(&p.text)) {
+      return false;
+    }
+    p.kind = static_cast<core::PropKind>(kind);
+  }
+  return true;
+}
+
+// ---- dedup ----------------------------------------------------------------------------------
+
+std::string dedup_key(std::uint64_t first_seq) {
+  std::string k;
+  put_be64(k, first_seq);
+  return k;
+}
+
+std::string encode_dedup_record(core::TimeUs received_at_us, const std::vector<DedupEntry>& entries) {
+  std::string out;
+  out.reserve(entries.size() * 16 + 16);
+  out += static_cast<char>(kRecordVersion);
+  put_zigzag(out, received_at_us);
+  put_varint(out, entries.size());
+  for (const auto& e : entries) {
+    char buf[8];
+    std::memcpy(buf, &e.hash, 8);
+    out.append(buf, 8);
+    put_varint(out, e.seq);
+    put_varint(out, e.customer_num);
+  }
+  return out;
+}
+
+bool decode_dedup_record(std::string_view value, core::TimeUs* received_at_us,
+                         std::vector<DedupEntry>* entries) {
+  Reader r(value);
+  std::uint8_t version = 0;
+  std::uint64_t n = 0;
+  if (!r.get_u8(&version) || version != kRecordVersion || !r.get_zigzag(received_at_us) ||
+      !r.get_varint(&n)) {
+    return false;
+  }
+  entries->clear();
+  entries->reserve(n);
+  for (std::uint64_t i = 0; i < n; ++i) {
+    DedupEntry e;
+    std::string_view raw;
+    std::uint64_t cust = 0;
+    if (!r.get_raw(8, &raw) || !r.get_varint(&e.seq) || !r.get_varint(&cust)) {
+      return false;
+    }
+    std::memcpy(&e.hash, raw.data(), 8);
+    e.customer_num = static_cast<std::uint32_t>(cust);
+    entries->push_back(e);
+  }
+  return r.done();
+}
+
+std::uint64_t dedup_hash(std::string_view customer, std::string_view id) {
+  // FNV-1a over customer, a separator, and id, then a final avalanche (splitmix64's mixer) so
+  // that the low bits used for table slots are well spread.
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  auto mix = [&h](std::string_view s) {
+    for (char c : s) {
+      h ^= static_cast<unsigned char>(c);
+      h *= 0x100000001b3ull;
+    }
+  };
+  mix(customer);
+  h ^= 0xFF;
+  h *= 0x100000001b3ull;
+  mix(id);
+  h ^= h >> 30;
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 27;
+  h *= 0x94d049bb133111ebull;
+  h ^= h >> 31;
+  return h == 0 ? 1 : h;
+}
+
+// ---- aggregates -----------------------------------------------------------------------------
+
+std::string aggregate_meter_prefix(std::string_view meter) {
+  std::string k(meter);
+  k += '\0';
+  return k;
+}
+
+std::string aggregate_key(std::string_view meter, std::uint32_t customer_num,
+                          core::TimeUs minute_us, std::string_view group) {
+  std::string k;
+  k.reserve(meter.size() + 13 + group.size());
+  k.append(meter);
+  k += '\0';
+  put_be32(k, customer_num);
+  put_be64(k, static_cast<std::uint64_t>(minute_us));
+  k.append(group);
+  return k;
+}
+
+bool decode_aggregate_key(std::string_view key, AggregateKey* out) {
+  auto zero = key.find('\0');
+  if (zero == std::string_view::npos || key.size() < zero + 13) {
+    return false;
+  }
+  out->meter = key.substr(0, zero);
+  out->customer_num = read_be32(key.substr(zero + 1));
+  out->minute_us = static_cast<core::TimeUs>(read_be64(key.substr(zero + 5)));
+  out->group = key.substr(zero + 13);
+  return true;
+}
+
+namespace {
+void put_i128(std::string& out, __int128 v) {
+  auto u = static_cast<unsigned __int128>(v);
+  put_be64(out, static_cast<std::uint64_t>(u >> 64));
+  put_be64(out, static_cast<std::uint64_t>(u));
+}
+
+bool get_i128(Reader& r, __int128* v) {
+  std::uint64_t hi = 0;
+  std::uint64_t lo = 0;
+  if (!r.get_be64(&hi) || !r.get_be64(&lo)) {
+    return false;
+  }
+  *v = static_cast<__int128>((static_cast<unsigned __int128>(hi) << 64) | lo);
+  return true;
+}
+}  // namespace
+
+std::string encode_agg_state(const core::AggState& s) {
+  std::string out;
+  out.reserve(96);
+  out += static_cast<char>(kRecordVersion);
+  put_zigzag(out, s.count);
+  put_i128(out, s.sum.units);
+  put_i128(out, s.min.units);
+  put_i128(out, s.max.units);
+  put_i128(out, s.latest.units);
+  put_zigzag(out, s.latest_time_us);
+  put_varint(out, s.latest_seq);
+  return out;
+}
+
+bool decode_agg_state(std::string_view value, core::AggState* s) {
+  Reader r(value);
+  std::uint8_t version = 0;
+  return r.get_u8(&version) && version == kRecordVersion && r.get_zigzag(&s->count) &&
+         get_i128(r, &s->sum.units) && get_i128(r, &s->min.units) && get_i128(r, &s->max.units) &&
+         get_i128(r, &s->latest.units) && r.get_zigzag(&s->latest_time_us) &&
+         r.get_varint(&s->latest_seq) && r.done();
+}
+
+std::string unique_key(std::string_view meter, std::uint32_t customer_num, core::TimeUs minute_us,
+                       std::string_view group, std::string_view value) {
+  std::string k;
+  k.reserve(meter.size() + 16 + group.size() + value.size());
+  k.append(meter);
+  k += '\0';
+  put_be32(k, customer_num);
+  put_be64(k, static_cast<std::uint64_t>(minute_us));
+  put_bytes(k, group);
+  k.append(value);
+  return k;
+}
+
+bool decode_unique_key(std::string_view key, UniqueKey* out) {
+  auto zero = key.find('\0');
+  if (zero == std::string_view::npos || key.size() < zero + 13) {
+    return false;
+  }
+  out->meter = key.substr(0, zero);
+  out->customer_num = read_be32(key.substr(zero + 1));
+  out->minute_us = static_cast<core::TimeUs>(read_be64(key.substr(zero + 5)));
+  Reader r(key.substr(zero + 13));
+  std::string_view group;
+  if (!r.get_bytes(&group)) {
+    return false;
+  }
+  out->group = group;
+  // The value is whatever follows the group.
+  std::size_t group_end = static_cast<std::size_t>(group.data() - key.data()) + group.size();
+  out->value = key.substr(group_end);
+  return true;
+}
+
+// ---- customers and keys ---------------------------------------------------------------------
+
+std::string encode_customer(std::uint32_t num, const Customer& c) {
+  std::string out;
+  out += static_cast<char>(kRecordVersion);
+  put_varint(out, num);
+  put_bytes(out, c.id);
+  put_bytes(out, c.name);
+  put_bytes(out, c.email);
+  put_bytes(out, c.timezone);
+  put_bytes(out, c.status);
+  put_bytes(out, c.metadata_json);
+  put_zigzag(out, c.created_at_us);
+  put_zigzag(out, c.updated_at_us);
+  return out;
+}
+
+bool decode_customer(std::string_view value, std::uint32_t* num, Customer* c) {
+  Reader r(value);
+  std::uint8_t version = 0;
+  std::uint64_t n = 0;
+  std::string_view id, name, email, tz, status, meta;
+  if (!r.get_u8(&version) || version != kRecordVersion || !r.get_varint(&n) ||
+      !r.get_bytes(&id) || !r.get_bytes(&name) || !r.get_bytes(&email) || !r.get_bytes(&tz) ||
+      !r.get_bytes(&status) || !r.get_bytes(&meta) || !r.get_zigzag(&c->created_at_us) ||
+      !r.get_zigzag(&c->updated_at_us)) {
+    return false;
+  }
+  *num = static_cast<std::uint32_t>(n);
+  c->id = id;
+  c->name = name;
+  c->email = email;
+  c->timezone = tz;
+  c->status = status;
+  c->metadata_json = meta;
+  return true;
+}
+
+std::string encode_key_record(const KeyRecord& k) {
+  std::string out;
+  out += static_cast<char>(kRecordVersion);
+  put_bytes(out, k.info.id);
+  put_bytes(out, k.info.prefix);
+  put_bytes(out, k.hash);
+  put_bytes(out, k.info.customer);
+  put_bytes(out, k.info.name);
+  put_varint(out, k.info.scopes);
+  put_zigzag(out, k.info.created_at_us);
+  put_zigzag(out, k.info.revoked_at_us);
+  put_zigzag(out, k.info.last_used_at_us);
+  put_varint(out, k.info.total_requests);
+  return out;
+}
+
+bool decode_key_record(std::string_view value, KeyRecord* k) {
+  Reader r(value);
+  std::uint8_t version = 0;
+  std::string_view id, prefix, hash, customer, name;
+  std::uint64_t scopes = 0;
+  if (!r.get_u8(&version) || version != kRecordVersion || !r.get_bytes(&id) ||
+      !r.get_bytes(&prefix) || !r.get_bytes(&hash) || !r.get_bytes(&customer) ||
+      !r.get_bytes(&name) || !r.get_varint(&scopes) || !r.get_zigzag(&k->info.created_at_us) ||
+      !r.get_zigzag(&k->info.revoked_at_us) || !r.get_zigzag(&k->info.last_used_at_us) ||
+      !r.get_varint(&k->info.total_requests)) {
+    return false;
+  }
+  k->info.id = id;
+  k->info.prefix = prefix;
+  k->hash = hash;
+  k->info.customer = customer;
+  k->info.name = name;
+  k->info.scopes = static_cast<std::uint32_t>(scopes);
+  return true;
+}
+
+std::string meter_fingerprint_key(std::string_view meter) {
+  std::string k("meter:");
+  k.append(meter);
+  return k;
+}
+
+}  // namespace tally::engine

@@ -1,0 +1,168 @@
+// Byte encodings of everything the engine stores: keys that sort the way they are scanned,
+// and compact values. docs/storage.md describes the same formats in prose.
+//
+// All multi-byte key parts are big-endian so byte order equals numeric order; values use
+// LEB128 varints and length-prefixed bytes. Every value starts with a format version byte.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <tally/types.h>
+
+#include "core/aggregate.h"
+#include "core/event.h"
+
+namespace tally::engine {
+
+// ---- primitives -----------------------------------------------------------------------------
+void put_varint(std::string& out, std::uint64_t v);
+void put_zigzag(std::string& out, std::int64_t v);
+void put_bytes(std::string& out, std::string_view s);  // varint length + bytes
+void put_be32(std::string& out, std::uint32_t v);
+void put_be64(std::string& out, std::uint64_t v);
+
+// A cursor over an encoded value. Every get_* returns false when the input is short or bad.
+class Reader {
+ public:
+  explicit Reader(std::string_view in) : in_(in) {}
+  bool get_varint(std::uint64_t* v);
+  bool get_zigzag(std::int64_t* v);
+  bool get_bytes(std::string_view* s);
+  bool get_u8(std::uint8_t* v);
+  bool get_be32(std::uint32_t* v);
+  bool get_be64(std::uint64_t* v);
+  bool get_raw(std::size_t n, std::string_view* s);
+  bool done() const { return in_.empty(); }
+
+ private:
+  std::string_view in_;
+};
+
+std::uint32_t read_be32(std::string_view s);  // REQUIRES: s.size() >= 4
+std::uint64_t read_be64(std::string_view s);  // REQUIRES: s.size() >= 8
+
+// ---- event blocks (Space::kEvents) ----------------------------------------------------------
+// Key: customer number (be32) + last sequence in the block (be64). One block per customer per
+// group commit, so the events of one customer read back in sequence order.
+std::string event_block_key(std::uint32_t customer_num, std::uint64_t last_seq);
+
+struct BlockEvent {
+  std::uint64_t seq = 0;
+  core::TimeUs time_us = 0;
+  bool flagged = false;
+  std::string_view id;
+  std::string_view type;
+  struct Prop {
+    core::PropKind kind;
+    std::string_view key;
+    std::string_view text;
+  };
+  std::vector<Prop> props;
+};
+
+class EventBlockWriter {
+ public:
+  void begin(std::uint64_t first_seq, core::TimeUs received_at_us);
+  void add(const core::EventBatch& batch, const core::Event& e, std::uint64_t seq, bool flagged);
+  // Finishes the block; returns its value bytes. The writer can begin() again after.
+  std::string finish();
+  std::uint32_t count() const { return count_; }
+
+ private:
+  std::string body_;
+  std::uint64_t first_seq_ = 0;
+  core::TimeUs received_at_us_ = 0;
+  std::uint32_t count_ = 0;
+};
+
+// Decodes a block. `fn(const BlockEvent&)` is called per event, in sequence order; the views
+// point into `value`. Returns false when the block is corrupt.
+struct BlockHeader {
+  std::uint64_t first_seq = 0;
+  core::TimeUs received_at_us = 0;
+  std::uint32_t count = 0;
+};
+template <typename Fn>
+bool decode_event_block(std::string_view value, BlockHeader* header, Fn&& fn);
+bool decode_event_block_header(Reader& r, BlockHeader* header);
+bool decode_block_event(Reader& r, const BlockHeader& h, BlockEvent* e);
+
+template <typename Fn>
+bool decode_event_block(std::string_view value, BlockHeader* header, Fn&& fn) {
+  Reader r(value);
+  if (!decode_event_block_header(r, header)) {
+    return false;
+  }
+  BlockEvent e;
+  for (std::uint32_t i = 0; i < header->count; ++i) {
+    if (!decode_block_event(r, *header, &e)) {
+      return false;
+    }
+    fn(static_cast<const BlockEvent&>(e));
+  }
+  return r.done();
+}
+
+// ---- dedup records (Space::kDedup) ----------------------------------------------------------
+// Key: first sequence of the commit (be64). Value: received_at, then (hash, seq) per event.
+struct DedupEntry {
+  std::uint64_t hash = 0;
+  std::uint64_t seq = 0;
+  std::uint32_t customer_num = 0;
+};
+std::string dedup_key(std::uint64_t first_seq);
+std::string encode_dedup_record(core::TimeUs received_at_us, const std::vector<DedupEntry>& entries);
+bool decode_dedup_record(std::string_view value, core::TimeUs* received_at_us,
+                         std::vector<DedupEntry>* entries);
+
+// The dedup hash of (customer, id). Never 0.
+std::uint64_t dedup_hash(std::string_view customer, std::string_view id);
+
+// ---- aggregates (Space::kAggregates, Space::kUniques) ---------------------------------------
+// Key: meter key + '\0' + customer number (be32) + minute start (be64) + group text.
+std::string aggregate_key(std::string_view meter, std::uint32_t customer_num,
+                          core::TimeUs minute_us, std::string_view group);
+std::string aggregate_meter_prefix(std::string_view meter);  // meter key + '\0'
+struct AggregateKey {
+  std::string_view meter;
+  std::uint32_t customer_num = 0;
+  core::TimeUs minute_us = 0;
+  std::string_view group;
+};
+bool decode_aggregate_key(std::string_view key, AggregateKey* out);
+std::string encode_agg_state(const core::AggState& s);
+bool decode_agg_state(std::string_view value, core::AggState* s);
+
+// Key: aggregate key's parts with the group length-prefixed, then the distinct value.
+std::string unique_key(std::string_view meter, std::uint32_t customer_num, core::TimeUs minute_us,
+                       std::string_view group, std::string_view value);
+struct UniqueKey {
+  std::string_view meter;
+  std::uint32_t customer_num = 0;
+  core::TimeUs minute_us = 0;
+  std::string_view group;
+  std::string_view value;
+};
+bool decode_unique_key(std::string_view key, UniqueKey* out);
+
+// ---- customers and keys ---------------------------------------------------------------------
+std::string encode_customer(std::uint32_t num, const Customer& c);
+bool decode_customer(std::string_view value, std::uint32_t* num, Customer* c);
+
+struct KeyRecord {
+  ApiKeyInfo info;
+  std::string hash;  // 32 raw bytes of SHA-256(secret)
+};
+std::string encode_key_record(const KeyRecord& k);
+bool decode_key_record(std::string_view value, KeyRecord* k);
+
+// ---- meta (Space::kMeta) --------------------------------------------------------------------
+inline constexpr std::string_view kMetaNextSeq = "next_seq";
+inline constexpr std::string_view kMetaNextCustomer = "next_customer";
+inline constexpr std::string_view kMetaSchema = "schema";
+std::string meter_fingerprint_key(std::string_view meter);  // "meter:" + key
+
+}  // namespace tally::engine

@@ -1,0 +1,66 @@
+// The in-memory dedup index: an open-addressing hash table from the 64-bit hash of
+// (customer, event id) to where that event is stored (its sequence number and customer number).
+//
+// A hash match is only a candidate: the engine confirms it by reading the stored event and
+// comparing the full id, so dedup is exact. 16 bytes per slot, at most 70 % full.
+//
+// Thread safety: none; only the commit thread touches it.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace tally::engine {
+
+class DedupIndex {
+ public:
+  static constexpr std::uint64_t kSeqBits = 40;
+  static constexpr std::uint64_t kSeqMax = (1ull << kSeqBits) - 1;
+  static constexpr std::uint32_t kCustomerMax = (1u << 24) - 1;
+
+  struct Location {
+    std::uint64_t seq = 0;
+    std::uint32_t customer_num = 0;
+  };
+
+  DedupIndex() { slots_.resize(1024); }
+
+  // Adds an entry; several entries may share a hash (true collisions).
+  void insert(std::uint64_t hash, std::uint64_t seq, std::uint32_t customer_num);
+
+  // Calls fn(Location) for every entry with this hash.
+  template <typename Fn>
+  void find(std::uint64_t hash, Fn&& fn) const {
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
+      const Slot& s = slots_[i];
+      if (s.hash == 0) {
+        return;
+      }
+      if (s.hash == hash) {
+        fn(Location{s.packed & kSeqMax, static_cast<std::uint32_t>(s.packed >> kSeqBits)});
+      }
+    }
+  }
+
+  // Replaces the location of the entry (hash, old_seq) with new_seq (an event accepted again
+  // after its dedup window ran out).
+  void replace(std::uint64_t hash, std::uint64_t old_seq, std::uint64_t new_seq,
+               std::uint32_t customer_num);
+
+  std::size_t size() const { return size_; }
+  std::size_t bytes() const { return slots_.size() * sizeof(Slot); }
+
+ private:
+  struct Slot {
+    std::uint64_t hash = 0;    // 0 = empty
+    std::uint64_t packed = 0;  // customer_num << 40 | seq
+  };
+
+  void grow();
+
+  std::vector<Slot> slots_;
+  std::size_t size_ = 0;
+};
+
+}  // namespace tally::engine

@@ -1,0 +1,912 @@
+// The engine: opening and recovery, the ingest pipeline and its group commit.
+//
+// Ingest path: a caller's thread parses the body (core/event_parse) and queues an IngestJob.
+// The commit thread takes every queued job (up to commit_events_max events), then for each
+// event resolves the customer, checks the dedup index (a hash hit is confirmed by reading the
+// stored event, so dedup is exact), assigns a sequence number, and adds the event to its
+// customer's block and to per-minute aggregate deltas. One store write carries the blocks, the
+// dedup record, the new state of every touched minute aggregate, new distinct values, new
+// customers and the next sequence number; with fsync on, it returns only when durable. Only
+// then is the in-memory state updated and are the callers answered, so nothing a reader sees
+// or a client was told can be lost by a crash.
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <future>
+
+#include "common/assert.h"
+#include "common/crypto.h"
+#include "engine/engine_impl.h"
+
+namespace tally {
+
+using engine::AdminJob;
+using engine::IngestJob;
+using engine::Job;
+
+namespace {
+
+std::int64_t steady_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+constexpr std::uint64_t kQueuedEventsMax = 500'000;
+constexpr std::int64_t kKeyFlushIntervalUs = 1'000'000;
+
+}  // namespace
+
+namespace engine {
+
+const std::vector<std::uint64_t>& Histogram::bounds_us() {
+  static const std::vector<std::uint64_t> kBounds = {100,    250,    500,     1000,   2500,
+                                                     5000,   10000,  25000,   50000,  100000,
+                                                     250000, 500000, 1000000, 2500000, 5000000};
+  return kBounds;
+}
+
+void Histogram::record(std::uint64_t us) {
+  const auto& b = bounds_us();
+  std::size_t i = 0;
+  while (i < b.size() && us > b[i]) {
+    ++i;
+  }
+  counts_[i].fetch_add(1, std::memory_order_relaxed);
+  sum_us_.fetch_add(us, std::memory_order_relaxed);
+}
+
+std::vector<std::uint64_t> Histogram::cumulative() const {
+  std::vector<std::uint64_t> out;
+  std::uint64_t total = 0;
+  for (std::size_t i = 0; i <= bounds_us().size(); ++i) {
+    total += counts_[i].load(std::memory_order_relaxed);
+    out.push_back(total);
+  }
+  return out;
+}
+
+}  // namespace engine
+
+// ---- open -----------------------------------------------------------------------------------
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Engine::~Engine() { impl_->stop(); }
+
+Result<std::unique_ptr<Engine>> Engine::open(const EngineOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  if (!options.config_path.empty()) {
+    auto c = config::load_config_file(options.config_path);
+    if (!c) {
+      return c.error();
+    }
+    impl->config = std::move(*c);
+  } else if (!options.config_toml.empty()) {
+    auto c = config::parse_config(options.config_toml, "<config>");
+    if (!c) {
+      return c.error();
+    }
+    impl->config = std::move(*c);
+  }
+  if (!options.data_dir.empty()) {
+    impl->config.server.data_dir = options.data_dir;
+  }
+  impl->clock = options.clock != nullptr ? options.clock : &system_clock();
+  impl->read_only = options.read_only;
+  std::string admin_key = options.admin_key;
+  if (admin_key.empty()) {
+    admin_key = impl->config.server.admin_key;
+  }
+  if (!admin_key.empty()) {
+    impl->admin_key_hash = common::sha256(admin_key);
+  }
+
+  if (options.in_memory) {
+    impl->store = store::make_memory_store();
+  } else {
+    store::RocksOptions ro;
+    ro.path = impl->config.server.data_dir;
+    ro.read_only = options.read_only;
+    ro.create_if_missing = !options.read_only;
+    ro.block_cache_bytes = impl->config.storage.block_cache_bytes;
+    auto s = store::open_rocksdb_store(ro);
+    if (!s) {
+      return s.error();
+    }
+    impl->store = std::move(*s);
+  }
+
+  for (const auto& spec : impl->config.meters) {
+    engine::MeterState m;
+    m.spec = spec;
+    impl->meters.push_back(std::move(m));
+  }
+  for (std::uint32_t i = 0; i < impl->meters.size(); ++i) {
+    const std::string& type = impl->meters[i].spec.event_type;
+    auto it = std::find_if(impl->meters_by_type.begin(), impl->meters_by_type.end(),
+                           [&](const auto& p) { return p.first == type; });
+    if (it == impl->meters_by_type.end()) {
+      impl->meters_by_type.push_back({type, {i}});
+    } else {
+      it->second.push_back(i);
+    }
+  }
+
+  TALLY_TRY(impl->load());
+  if (!impl->read_only) {
+    impl->start();
+  }
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+const Clock& Engine::clock() const { return *impl_->clock; }
+
+Status Engine::Impl::load() {
+  // Meta: sequence numbers.
+  auto seq = store->get(store::Space::kMeta, engine::kMetaNextSeq);
+  if (!seq) {
+    return seq.error();
+  }
+  if (seq->has_value() && (*seq)->size() == 8) {
+    next_seq = engine::read_be64(**seq);
+  }
+  auto cust = store->get(store::Space::kMeta, engine::kMetaNextCustomer);
+  if (!cust) {
+    return cust.error();
+  }
+  if (cust->has_value() && (*cust)->size() == 4) {
+    next_customer = engine::read_be32(**cust);
+  }
+
+  // Customers.
+  Status bad;
+  TALLY_TRY(store->scan(store::Space::kCustomers, "", "", [&](std::string_view, std::string_view v) {
+    engine::CustomerState cs;
+    if (!engine::decode_customer(v, &cs.num, &cs.record)) {
+      bad = Status::corruption("a customer record cannot be decoded");
+      return false;
+    }
+    auto tz = core::TimeZone::find(cs.record.timezone.empty() ? "UTC" : cs.record.timezone);
+    cs.tz = tz ? *tz : core::TimeZone();
+    customer_nums.emplace(cs.record.id, cs.num);
+    customers.emplace(cs.num, std::move(cs));
+    return true;
+  }));
+  TALLY_TRY(bad);
+
+  // Keys.
+  TALLY_TRY(store->scan(store::Space::kKeys, "", "", [&](std::string_view, std::string_view v) {
+    auto ks = std::make_unique<engine::KeyState>();
+    if (!engine::decode_key_record(v, &ks->record)) {
+      bad = Status::corruption("a key record cannot be decoded");
+      return false;
+    }
+    ks->total_requests.store(ks->record.info.total_requests);
+    ks->last_used_at_us.store(ks->record.info.last_used_at_us);
+    keys_by_id[ks->record.info.id] = ks.get();
+    keys_by_hash[ks->record.hash] = std::move(ks);
+    return true;
+  }));
+  TALLY_TRY(bad);
+
+  // Meters whose definition changed since the aggregates were written are rebuilt.
+  for (std::uint32_t i = 0; i < meters.size(); ++i) {
+    const auto& spec = meters[i].spec;
+    auto fp = store->get(store::Space::kMeta, engine::meter_fingerprint_key(spec.key));
+    if (!fp) {
+      return fp.error();
+    }
+    if (!fp->has_value() || **fp != spec.fingerprint()) {
+      if (read_only) {
+        return Status::unavailable("meter '" + spec.key +
+                                   "' changed since its aggregates were written; start the "
+                                   "server once to rebuild them");
+      }
+      TALLY_TRY(rebuild_meter(i));
+    }
+  }
+
+  // Aggregates and distinct values.
+  std::unordered_map<std::string, std::uint32_t> meter_index;
+  for (std::uint32_t i = 0; i < meters.size(); ++i) {
+    meter_index[meters[i].spec.key] = i;
+  }
+  TALLY_TRY(store->scan(store::Space::kAggregates, "", "", [&](std::string_view k, std::string_view v) {
+    engine::AggregateKey ak;
+    core::AggState s;
+    if (!engine::decode_aggregate_key(k, &ak) || !engine::decode_agg_state(v, &s)) {
+      bad = Status::corruption("an aggregate record cannot be decoded");
+      return false;
+    }
+    auto it = meter_index.find(std::string(ak.meter));
+    if (it != meter_index.end()) {
+      install_state(it->second, ak.customer_num, intern_group(ak.group), ak.minute_us, s);
+    }
+    return true;
+  }));
+  TALLY_TRY(bad);
+  TALLY_TRY(store->scan(store::Space::kUniques, "", "", [&](std::string_view k, std::string_view) {
+    engine::UniqueKey uk;
+    if (!engine::decode_unique_key(k, &uk)) {
+      bad = Status::corruption("a distinct-value record cannot be decoded");
+      return false;
+    }
+    auto it = meter_index.find(std::string(uk.meter));
+    if (it != meter_index.end()) {
+      install_unique(it->second, uk.customer_num, intern_group(uk.group), uk.minute_us,
+                     std::string(uk.value));
+    }
+    return true;
+  }));
+  TALLY_TRY(bad);
+
+  // The dedup index, within the dedup window.
+  const std::int64_t window_us = config.storage.dedup_window_seconds * core::kUsPerSecond;
+  const core::TimeUs now = clock->now_us();
+  std::vector<engine::DedupEntry> entries;
+  TALLY_TRY(store->scan(store::Space::kDedup, "", "", [&](std::string_view, std::string_view v) {
+    core::TimeUs received = 0;
+    if (!engine::decode_dedup_record(v, &received, &entries)) {
+      bad = Status::corruption("a dedup record cannot be decoded");
+      return false;
+    }
+    if (window_us > 0 && received < now - window_us) {
+      return true;
+    }
+    for (const auto& e : entries) {
+      dedup.insert(e.hash, e.seq, e.customer_num);
+    }
+    return true;
+  }));
+  TALLY_TRY(bad);
+
+  // Customers from the config that do not exist yet are created in the first commit.
+  return Status();
+}
+
+Status Engine::Impl::rebuild_meter(std::uint32_t meter_index) {
+  const core::MeterSpec& spec = meters[meter_index].spec;
+  // Delete the meter's old aggregates and distinct values.
+  const std::string prefix = engine::aggregate_meter_prefix(spec.key);
+  std::string end = prefix;
+  end.back() = '\x01';
+  for (auto space : {store::Space::kAggregates, store::Space::kUniques}) {
+    store::WriteBatch wb;
+    TALLY_TRY(store->scan(space, prefix, end, [&](std::string_view k, std::string_view) {
+      wb.del(space, std::string(k));
+      return true;
+    }));
+    if (!wb.empty()) {
+      TALLY_TRY(store->write(wb, true));
+    }
+  }
+  // Recompute from the events.
+  std::unordered_map<std::uint32_t, std::string> ids;
+  for (const auto& [num, cs] : customers) {
+    ids[num] = cs.record.id;
+  }
+  engine::Recomputed r;
+  TALLY_TRY(engine::recompute(*store, {spec}, ids, &r));
+  store::WriteBatch wb;
+  for (const auto& [k, s] : r.aggregates) {
+    wb.put(store::Space::kAggregates, k, engine::encode_agg_state(s));
+    if (wb.bytes() > (8u << 20)) {
+      TALLY_TRY(store->write(wb, false));
+      wb.clear();
+    }
+  }
+  for (const auto& [k, unused] : r.uniques) {
+    wb.put(store::Space::kUniques, k, "");
+    if (wb.bytes() > (8u << 20)) {
+      TALLY_TRY(store->write(wb, false));
+      wb.clear();
+    }
+  }
+  wb.put(store::Space::kMeta, engine::meter_fingerprint_key(spec.key), spec.fingerprint());
+  return store->write(wb, true);
+}
+
+std::uint32_t Engine::Impl::intern_group(std::string_view group) {
+  auto it = group_ids.find(group);
+  if (it != group_ids.end()) {
+    return it->second;
+  }
+  const auto id = static_cast<std::uint32_t>(group_texts.size());
+  // Readers resolve group ids to texts, so growing the table takes the lock.
+  std::unique_lock lock(state_mutex, std::defer_lock);
+  if (committer.joinable()) {
+    lock.lock();
+  }
+  group_texts.emplace_back(group);
+  group_ids.emplace(std::string(group), id);
+  return id;
+}
+
+void Engine::Impl::install_state(std::uint32_t meter, std::uint32_t customer_num,
+                                 std::uint32_t group, core::TimeUs minute_us,
+                                 const core::AggState& delta) {
+  engine::Series& s = meters[meter].series[customer_num][group];
+  auto [it, inserted] = s.minutes.try_emplace(minute_us);
+  if (inserted) {
+    ++aggregates_live;
+  }
+  it->second.merge(delta);
+  const core::TimeUs hour = minute_us - (minute_us % core::kUsPerHour);
+  s.hours[hour].merge(delta);
+}
+
+void Engine::Impl::install_unique(std::uint32_t meter, std::uint32_t customer_num,
+                                  std::uint32_t group, core::TimeUs minute_us,
+                                  const std::string& value) {
+  engine::Series& s = meters[meter].series[customer_num][group];
+  s.minute_uniques[minute_us].insert(value);
+  const core::TimeUs hour = minute_us - (minute_us % core::kUsPerHour);
+  s.hour_uniques[hour].insert(value);
+}
+
+// ---- the commit thread ----------------------------------------------------------------------
+
+void Engine::Impl::start() {
+  // Customers named in the config are created before anything else is accepted.
+  committer = std::thread([this] { run_committer(); });
+  for (const auto& seed : config.customers) {
+    if (customer_nums.count(seed.id) != 0) {
+      continue;
+    }
+    Customer c;
+    c.id = seed.id;
+    c.name = seed.name.empty() ? seed.id : seed.name;
+    c.email = seed.email;
+    c.timezone = seed.timezone.empty() ? "UTC" : seed.timezone;
+    auto done = std::make_shared<std::promise<Status>>();
+    auto job = std::make_unique<AdminJob>();
+    const core::TimeUs now = clock->now_us();
+    c.created_at_us = now;
+    c.updated_at_us = now;
+    auto tz = core::TimeZone::find(c.timezone);
+    auto num_holder = std::make_shared<std::uint32_t>(0);
+    job->prepare = [this, c, num_holder](store::WriteBatch& wb) -> Status {
+      if (customer_nums.count(c.id) != 0) {
+        return Status::already_exists("customer exists");
+      }
+      *num_holder = next_customer++;
+      wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num_holder, c));
+      std::string n;
+      engine::put_be32(n, next_customer);
+      wb.put(store::Space::kMeta, std::string(engine::kMetaNextCustomer), n);
+      return Status();
+    };
+    job->install = [this, c, num_holder, tz]() {
+      engine::CustomerState cs;
+      cs.num = *num_holder;
+      cs.record = c;
+      cs.tz = tz ? *tz : core::TimeZone();
+      customer_nums.emplace(c.id, cs.num);
+      customers.emplace(cs.num, std::move(cs));
+    };
+    job->done = [](Status) {};
+    Job j;
+    j.admin = std::move(job);
+    submit(std::move(j), 0);
+  }
+}
+
+void Engine::Impl::stop() {
+  {
+    std::lock_guard lock(queue_mutex);
+    stopping = true;
+  }
+  queue_cv.notify_all();
+  if (committer.joinable()) {
+    committer.join();
+  }
+}
+
+void Engine::Impl::submit(Job job, std::uint64_t events) {
+  {
+    std::lock_guard lock(queue_mutex);
+    queued_events += events;
+    ++jobs_submitted;
+    queue.push_back(std::move(job));
+  }
+  queue_cv.notify_one();
+}
+
+void Engine::Impl::run_committer() {
+  std::vector<std::unique_ptr<IngestJob>> ingest_jobs;
+  for (;;) {
+    Job admin_job;
+    std::uint64_t taken = 0;
+    ingest_jobs.clear();
+    {
+      std::unique_lock lock(queue_mutex);
+      const bool woke = queue_cv.wait_for(lock, std::chrono::milliseconds(1000), [this] {
+        return stopping || !queue.empty();
+      });
+      if (!woke || queue.empty()) {
+        if (stopping && queue.empty()) {
+          break;
+        }
+        lock.unlock();
+        store::WriteBatch wb;
+        flush_key_counters(wb, false);
+        if (!wb.empty()) {
+          store->write(wb, config.storage.fsync).ignore_error();  // retried next second
+        }
+        continue;
+      }
+      if (queue.front().admin) {
+        admin_job = std::move(queue.front());
+        queue.pop_front();
+        taken = 1;
+      } else {
+        std::uint64_t events = 0;
+        while (!queue.empty() && queue.front().ingest &&
+               (ingest_jobs.empty() ||
+                events + queue.front().ingest->parsed.batch.size() <=
+                    config.storage.commit_events_max)) {
+          events += queue.front().ingest->parsed.batch.size();
+          ingest_jobs.push_back(std::move(queue.front().ingest));
+          queue.pop_front();
+        }
+        queued_events -= events;
+        taken = ingest_jobs.size();
+      }
+    }
+    if (admin_job.admin) {
+      commit_admin(*admin_job.admin);
+    } else {
+      commit_ingest(ingest_jobs);
+    }
+    {
+      std::lock_guard lock(queue_mutex);
+      jobs_finished += taken;
+    }
+    idle_cv.notify_all();
+  }
+}
+
+void Engine::Impl::flush_key_counters(store::WriteBatch& wb, bool force) {
+  const std::int64_t now = steady_us();
+  if (!force && now - last_key_flush_us < kKeyFlushIntervalUs) {
+    return;
+  }
+  last_key_flush_us = now;
+  std::shared_lock lock(state_mutex);
+  for (auto& [hash, ks] : keys_by_hash) {
+    if (!ks->dirty.exchange(false)) {
+      continue;
+    }
+    engine::KeyRecord rec = ks->record;
+    rec.info.total_requests = ks->total_requests.load();
+    rec.info.last_used_at_us = ks->last_used_at_us.load();
+    wb.put(store::Space::kKeys, rec.info.id, engine::encode_key_record(rec));
+  }
+}
+
+void Engine::Impl::commit_admin(AdminJob& job) {
+  store::WriteBatch wb;
+  Status s = job.prepare(wb);
+  if (s.ok() && !wb.empty()) {
+    s = store->write(wb, config.storage.fsync);
+  }
+  if (s.ok()) {
+    std::unique_lock lock(state_mutex);
+    job.install();
+  }
+  job.done(s);
+}
+
+bool Engine::Impl::read_stored_event(std::uint32_t customer_num, std::uint64_t seq, std::string* id,
+                                     core::TimeUs* received_at_us) const {
+  bool found = false;
+  const std::string begin = engine::event_block_key(customer_num, seq);
+  const std::string end = engine::event_block_key(customer_num + 1, 0);
+  store->scan(store::Space::kEvents, begin, end, [&](std::string_view, std::string_view v) {
+        engine::BlockHeader h;
+        engine::decode_event_block(v, &h, [&](const engine::BlockEvent& e) {
+          if (e.seq == seq) {
+            id->assign(e.id);
+            *received_at_us = h.received_at_us;
+            found = true;
+          }
+        });
+        return false;  // only the first block at or after seq can hold it
+      })
+      .ignore_error();  // a failed read counts as "not found": the event is accepted
+  return found;
+}
+
+namespace {
+
+struct BucketKey {
+  std::uint32_t meter;
+  std::uint32_t customer_num;
+  std::uint32_t group;
+  core::TimeUs minute_us;
+  bool operator==(const BucketKey&) const = default;
+};
+
+struct BucketKeyHash {
+  std::size_t operator()(const BucketKey& k) const {
+    std::uint64_t h = k.meter;
+    h = h * 0x9E3779B97F4A7C15ull + k.customer_num;
+    h = h * 0x9E3779B97F4A7C15ull + k.group;
+    h = h * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(k.minute_us);
+    return static_cast<std::size_t>(h ^ (h >> 29));
+  }
+};
+
+struct Touched {
+  core::AggState delta;
+  std::vector<std::string> new_uniques;
+};
+
+struct PendingCustomer {
+  std::uint32_t num;
+  Customer record;
+};
+
+}  // namespace
+
+void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) {
+  const std::int64_t commit_start = steady_us();
+  const core::TimeUs now = clock->now_us();
+  const std::uint64_t first_seq = next_seq;
+  const std::uint32_t first_customer = next_customer;
+  const std::int64_t window_us = config.storage.dedup_window_seconds * core::kUsPerSecond;
+
+  std::vector<IngestSummary> summaries(jobs.size());
+  std::unordered_map<std::string, PendingCustomer, engine::StringHash, std::equal_to<>> new_customers;
+  // Per customer number: the block of this commit.
+  std::unordered_map<std::uint32_t, engine::EventBlockWriter> blocks;
+  std::unordered_map<std::uint32_t, std::uint64_t> block_last_seq;
+  std::vector<engine::DedupEntry> dedup_entries;
+  // Ids accepted in this commit, for duplicates inside it: hash -> (customer num, id).
+  std::unordered_multimap<std::uint64_t, std::pair<std::uint32_t, std::string_view>> commit_ids;
+  std::unordered_map<BucketKey, Touched, BucketKeyHash> touched;
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> dedup_replacements;  // hash, old seq
+  core::MeterInput input;
+  std::string group;
+  std::string stored_id;
+
+  for (std::size_t j = 0; j < jobs.size(); ++j) {
+    IngestJob& job = *jobs[j];
+    IngestSummary& sum = summaries[j];
+    const core::EventBatch& b = job.parsed.batch;
+    for (const auto& err : job.parsed.errors) {
+      sum.errors.push_back(EventError{err.index, err.id, err.code, err.message});
+    }
+    sum.rejected = static_cast<std::uint32_t>(job.parsed.errors.size());
+    for (std::size_t i = 0; i < b.size(); ++i) {
+      const core::Event& e = b.events()[i];
+      const std::string_view customer = b.text(e.customer);
+      const std::string_view id = b.text(e.id);
+
+      // The customer.
+      std::uint32_t cnum = 0;
+      bool suspended = false;
+      if (auto it = customer_nums.find(customer); it != customer_nums.end()) {
+        cnum = it->second;
+        suspended = customers.at(cnum).record.status == "suspended";
+      } else if (auto nit = new_customers.find(customer); nit != new_customers.end()) {
+        cnum = nit->second.num;
+      } else if (config.server.auto_create_customers && next_customer <= engine::DedupIndex::kCustomerMax) {
+        PendingCustomer pc;
+        pc.num = next_customer++;
+        pc.record.id = customer;
+        pc.record.name = customer;
+        pc.record.created_at_us = now;
+        pc.record.updated_at_us = now;
+        cnum = pc.num;
+        new_customers.emplace(std::string(customer), std::move(pc));
+      } else {
+        ++sum.rejected;
+        sum.errors.push_back(EventError{job.parsed.indexes[i], std::string(id), "UNKNOWN_CUSTOMER",
+                                        "customer '" + std::string(customer) + "' does not exist"});
+        continue;
+      }
+
+      // Dedup: within this commit, then against the index (confirmed by the stored id).
+      const std::uint64_t h = engine::dedup_hash(customer, id);
+      bool duplicate = false;
+      auto range = commit_ids.equal_range(h);
+      for (auto it = range.first; it != range.second && !duplicate; ++it) {
+        duplicate = it->second.first == cnum && it->second.second == id;
+      }
+      std::uint64_t expired_seq = 0;
+      if (!duplicate) {
+        dedup.find(h, [&](engine::DedupIndex::Location loc) {
+          if (duplicate || loc.customer_num != cnum) {
+            return;
+          }
+          core::TimeUs received = 0;
+          if (read_stored_event(loc.customer_num, loc.seq, &stored_id, &received) &&
+              stored_id == id) {
+            if (window_us > 0 && received < now - window_us) {
+              expired_seq = loc.seq;  // seen, but outside the window: accept again
+            } else {
+              duplicate = true;
+            }
+          }
+        });
+      }
+      if (duplicate) {
+        ++sum.duplicates;
+        continue;
+      }
+
+      const std::uint64_t seq = next_seq++;
+      commit_ids.emplace(h, std::make_pair(cnum, id));
+      dedup_entries.push_back(engine::DedupEntry{h, seq, cnum});
+      if (expired_seq != 0) {
+        dedup_replacements.emplace_back(h, expired_seq);
+      }
+      auto [bit, fresh] = blocks.try_emplace(cnum);
+      if (fresh) {
+        bit->second.begin(seq, now);
+      }
+      bit->second.add(b, e, seq, suspended);
+      block_last_seq[cnum] = seq;
+      ++sum.accepted;
+
+      // Meters.
+      const std::string_view type = b.text(e.type);
+      for (const auto& [mtype, indexes] : meters_by_type) {
+        if (mtype != type) {
+          continue;
+        }
+        for (std::uint32_t m : indexes) {
+          if (!core::meter_accepts(meters[m].spec, b, e, &input, &group)) {
+            continue;
+          }
+          const core::TimeUs minute = e.time_us - (((e.time_us % core::kUsPerMinute) + core::kUsPerMinute) % core::kUsPerMinute);
+          Touched& t = touched[BucketKey{m, cnum, intern_group(group), minute}];
+          t.delta.add(input.value, e.time_us, seq);
+          if (meters[m].spec.aggregation == core::Aggregation::kUniqueCount) {
+            bool known = false;
+            auto cit = meters[m].series.find(cnum);
+            if (cit != meters[m].series.end()) {
+              auto git = cit->second.find(group_ids.find(group)->second);
+              if (git != cit->second.end()) {
+                auto uit = git->second.minute_uniques.find(minute);
+                known = uit != git->second.minute_uniques.end() &&
+                        uit->second.count(std::string(input.unique)) != 0;
+              }
+            }
+            if (!known && std::find(t.new_uniques.begin(), t.new_uniques.end(), input.unique) ==
+                              t.new_uniques.end()) {
+              t.new_uniques.emplace_back(input.unique);
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // One write for the whole commit.
+  store::WriteBatch wb;
+  for (auto& [cnum, writer] : blocks) {
+    wb.put(store::Space::kEvents, engine::event_block_key(cnum, block_last_seq[cnum]),
+           writer.finish());
+  }
+  if (!dedup_entries.empty()) {
+    wb.put(store::Space::kDedup, engine::dedup_key(first_seq),
+           engine::encode_dedup_record(now, dedup_entries));
+  }
+  for (const auto& [k, t] : touched) {
+    const engine::MeterState& ms = meters[k.meter];
+    core::AggState state;
+    auto cit = ms.series.find(k.customer_num);
+    if (cit != ms.series.end()) {
+      auto git = cit->second.find(k.group);
+      if (git != cit->second.end()) {
+        auto mit = git->second.minutes.find(k.minute_us);
+        if (mit != git->second.minutes.end()) {
+          state = mit->second;
+        }
+      }
+    }
+    state.merge(t.delta);
+    const std::string& gtext = group_texts[k.group];
+    wb.put(store::Space::kAggregates,
+           engine::aggregate_key(ms.spec.key, k.customer_num, k.minute_us, gtext),
+           engine::encode_agg_state(state));
+    for (const auto& u : t.new_uniques) {
+      wb.put(store::Space::kUniques,
+             engine::unique_key(ms.spec.key, k.customer_num, k.minute_us, gtext, u), "");
+    }
+  }
+  for (const auto& [id, pc] : new_customers) {
+    wb.put(store::Space::kCustomers, id, engine::encode_customer(pc.num, pc.record));
+  }
+  if (next_seq != first_seq) {
+    std::string v;
+    engine::put_be64(v, next_seq);
+    wb.put(store::Space::kMeta, std::string(engine::kMetaNextSeq), v);
+  }
+  if (next_customer != first_customer) {
+    std::string v;
+    engine::put_be32(v, next_customer);
+    wb.put(store::Space::kMeta, std::string(engine::kMetaNextCustomer), v);
+  }
+  flush_key_counters(wb, false);
+
+  Status written;
+  if (!wb.empty()) {
+    written = store->write(wb, config.storage.fsync);
+  }
+  if (!written.ok()) {
+    next_seq = first_seq;
+    next_customer = first_customer;
+    for (auto& job : jobs) {
+      job->done(Status::io_error("the events could not be stored: " + written.message()));
+    }
+    return;
+  }
+
+  // Durable: now make it visible.
+  {
+    std::unique_lock lock(state_mutex);
+    for (auto& [id, pc] : new_customers) {
+      engine::CustomerState cs;
+      cs.num = pc.num;
+      cs.record = std::move(pc.record);
+      customer_nums.emplace(id, cs.num);
+      customers.emplace(cs.num, std::move(cs));
+    }
+    for (const auto& [k, t] : touched) {
+      install_state(k.meter, k.customer_num, k.group, k.minute_us, t.delta);
+      for (const auto& u : t.new_uniques) {
+        install_unique(k.meter, k.customer_num, k.group, k.minute_us, u);
+      }
+    }
+  }
+  std::size_t replaced = 0;
+  for (const auto& d : dedup_entries) {
+    bool was_replacement = false;
+    for (const auto& [h, old_seq] : dedup_replacements) {
+      if (h == d.hash) {
+        dedup.replace(h, old_seq, d.seq, d.customer_num);
+        was_replacement = true;
+        ++replaced;
+        break;
+      }
+    }
+    if (!was_replacement) {
+      dedup.insert(d.hash, d.seq, d.customer_num);
+    }
+  }
+  (void)replaced;
+
+  const std::int64_t end = steady_us();
+  commits.fetch_add(1, std::memory_order_relaxed);
+  commit_latency.record(static_cast<std::uint64_t>(end - commit_start));
+  for (std::size_t j = 0; j < jobs.size(); ++j) {
+    IngestSummary& sum = summaries[j];
+    events_accepted.fetch_add(sum.accepted, std::memory_order_relaxed);
+    events_rejected.fetch_add(sum.rejected, std::memory_order_relaxed);
+    events_duplicate.fetch_add(sum.duplicates, std::memory_order_relaxed);
+    batches.fetch_add(1, std::memory_order_relaxed);
+    sum.processing_time_us = end - jobs[j]->start_us;
+    batch_latency.record(static_cast<std::uint64_t>(sum.processing_time_us));
+    if (sum.accepted > 0) {
+      sum.batch_id = "batch_" + std::to_string(first_seq) + "_" + std::to_string(j);
+    }
+    std::sort(sum.errors.begin(), sum.errors.end(),
+              [](const EventError& a, const EventError& b) { return a.index < b.index; });
+    jobs[j]->done(std::move(sum));
+  }
+}
+
+// ---- ingest entry points --------------------------------------------------------------------
+
+void Engine::ingest_json_async(std::string body, const IngestOptions& options,
+                               IngestCallback done) {
+  Impl& d = *impl_;
+  if (d.read_only) {
+    done(Status::unavailable("the engine is open read-only"));
+    return;
+  }
+  auto job = std::make_unique<IngestJob>();
+  job->start_us = steady_us();
+  core::ParseOptions po;
+  po.now_us = d.clock->now_us();
+  po.future_skew_us_max = d.config.server.future_skew_seconds_max * core::kUsPerSecond;
+  po.default_customer = options.restrict_customer;
+  po.events_max = d.config.server.batch_events_max;
+  Status parsed = core::parse_events(body, po, &job->parsed);
+  if (!parsed.ok()) {
+    done(parsed);
+    return;
+  }
+  const core::EventBatch& b = job->parsed.batch;
+  if (!options.restrict_customer.empty()) {
+    for (const auto& e : b.events()) {
+      if (b.text(e.customer) != options.restrict_customer) {
+        done(Status::permission_denied(
+            "Events contain invalid customer_id. All events must belong to the authenticated "
+            "customer."));
+        return;
+      }
+    }
+  }
+  if (b.empty()) {
+    // Nothing valid: answered without touching the store.
+    IngestSummary sum;
+    sum.rejected = static_cast<std::uint32_t>(job->parsed.errors.size());
+    for (const auto& err : job->parsed.errors) {
+      sum.errors.push_back(EventError{err.index, err.id, err.code, err.message});
+    }
+    sum.processing_time_us = steady_us() - job->start_us;
+    d.events_rejected.fetch_add(sum.rejected, std::memory_order_relaxed);
+    done(std::move(sum));
+    return;
+  }
+  const std::uint64_t n = b.size();
+  {
+    std::lock_guard lock(d.queue_mutex);
+    if (d.stopping) {
+      done(Status::unavailable("shutting down"));
+      return;
+    }
+    if (d.queued_events + n > kQueuedEventsMax) {
+      done(Status::resource_exhausted("the ingest queue is full; retry shortly"));
+      return;
+    }
+  }
+  job->options = options;
+  job->done = std::move(done);
+  Job j;
+  j.ingest = std::move(job);
+  d.submit(std::move(j), n);
+}
+
+Result<IngestSummary> Engine::ingest_json(std::string body, const IngestOptions& options) {
+  std::promise<Result<IngestSummary>> p;
+  auto f = p.get_future();
+  ingest_json_async(std::move(body), options,
+                    [&p](Result<IngestSummary> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+void Engine::flush() {
+  Impl& d = *impl_;
+  std::unique_lock lock(d.queue_mutex);
+  const std::uint64_t target = d.jobs_submitted;
+  d.idle_cv.wait(lock, [&] { return d.jobs_finished >= target || !d.committer.joinable(); });
+}
+
+EngineStats Engine::stats() const {
+  const Impl& d = *impl_;
+  EngineStats s;
+  s.events_accepted = d.events_accepted.load();
+  s.events_rejected = d.events_rejected.load();
+  s.events_duplicate = d.events_duplicate.load();
+  s.batches = d.batches.load();
+  s.commits = d.commits.load();
+  {
+    std::shared_lock lock(d.state_mutex);
+    s.customers = d.customers.size();
+    s.aggregates_live = d.aggregates_live;
+  }
+  s.store_bytes = d.store->size_bytes();
+  {
+    std::lock_guard lock(const_cast<Impl&>(d).queue_mutex);
+    s.pending_events = d.queued_events;
+  }
+  s.latency_bounds_us = engine::Histogram::bounds_us();
+  s.commit_latency_counts = d.commit_latency.cumulative();
+  s.commit_latency_sum_us = d.commit_latency.sum_us();
+  s.batch_latency_counts = d.batch_latency.cumulative();
+  s.batch_latency_sum_us = d.batch_latency.sum_us();
+  return s;
+}
+
+Status Engine::ready() const {
+  auto r = impl_->store->get(store::Space::kMeta, engine::kMetaSchema);
+  return r ? Status() : r.error();
+}
+
+}  // namespace tally

@@ -1,0 +1,192 @@
+// The engine's private state. See include/tally/engine.h for the contract.
+//
+// Concurrency model:
+//  - One commit thread is the only writer of the store and the only mutator of in-memory
+//    state. It takes queued jobs in order, builds one store write per group of ingest jobs,
+//    writes it (fsync), then installs the new state under `state_mutex_` held exclusively.
+//  - Readers (queries, listings, authentication) take `state_mutex_` shared.
+//  - Key usage counters are atomics, written back by the commit thread about once a second.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <tally/engine.h>
+
+#include "config/config.h"
+#include "core/aggregate.h"
+#include "core/event_parse.h"
+#include "core/meter.h"
+#include "core/time.h"
+#include "engine/codec.h"
+#include "engine/dedup_index.h"
+#include "store/store.h"
+
+namespace tally {
+
+namespace engine {
+
+struct StringHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+using StringMap = std::unordered_map<std::string, std::uint32_t, StringHash, std::equal_to<>>;
+
+struct CustomerState {
+  std::uint32_t num = 0;
+  Customer record;
+  core::TimeZone tz;
+};
+
+struct KeyState {
+  KeyRecord record;  // record.info counters are stale; the atomics below are current
+  std::atomic<std::uint64_t> total_requests{0};
+  std::atomic<std::int64_t> last_used_at_us{0};
+  std::atomic<bool> dirty{false};
+};
+
+// One meter's aggregates for one customer and group.
+struct Series {
+  std::map<core::TimeUs, core::AggState> minutes;
+  std::map<core::TimeUs, core::AggState> hours;
+  std::map<core::TimeUs, core::UniqueSet> minute_uniques;
+  std::map<core::TimeUs, core::UniqueSet> hour_uniques;
+};
+
+struct MeterState {
+  core::MeterSpec spec;
+  // customer number -> group id -> series
+  std::unordered_map<std::uint32_t, std::unordered_map<std::uint32_t, Series>> series;
+};
+
+// A job for the commit thread.
+struct IngestJob {
+  core::ParsedEvents parsed;
+  IngestOptions options;
+  Engine::IngestCallback done;
+  std::int64_t start_us = 0;  // steady clock, for latency
+};
+
+struct AdminJob {
+  // Runs on the commit thread; adds its writes. A non-OK status fails the job, writes nothing.
+  std::function<Status(store::WriteBatch&)> prepare;
+  // Runs after the write succeeded, with state_mutex_ held exclusively.
+  std::function<void()> install;
+  std::function<void(Status)> done;
+};
+
+struct Job {
+  std::unique_ptr<IngestJob> ingest;
+  std::unique_ptr<AdminJob> admin;
+};
+
+// A latency histogram with fixed bounds (microseconds), cumulative on output.
+class Histogram {
+ public:
+  static const std::vector<std::uint64_t>& bounds_us();
+  void record(std::uint64_t us);
+  std::vector<std::uint64_t> cumulative() const;
+  std::uint64_t sum_us() const { return sum_us_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<std::uint64_t> counts_[16] = {};
+  std::atomic<std::uint64_t> sum_us_{0};
+};
+
+}  // namespace engine
+
+struct Engine::Impl {
+  // ---- fixed at open --------------------------------------------------------------------------
+  config::Config config;
+  const Clock* clock = nullptr;
+  std::unique_ptr<store::Store> store;
+  bool read_only = false;
+  std::string admin_key_hash;  // SHA-256 of the extra admin key, or empty
+
+  // ---- state (guarded by state_mutex_ for readers; mutated only by the commit thread) --------
+  mutable std::shared_mutex state_mutex;
+  std::vector<engine::MeterState> meters;
+  std::vector<std::pair<std::string, std::vector<std::uint32_t>>> meters_by_type;
+  engine::StringMap customer_nums;                       // id -> number
+  std::unordered_map<std::uint32_t, engine::CustomerState> customers;  // number -> state
+  engine::StringMap group_ids;                           // group text -> id
+  std::deque<std::string> group_texts;                   // id -> group text
+  std::unordered_map<std::string, std::unique_ptr<engine::KeyState>> keys_by_hash;
+  std::unordered_map<std::string, engine::KeyState*> keys_by_id;
+  std::uint64_t aggregates_live = 0;
+
+  // ---- commit thread only --------------------------------------------------------------------
+  engine::DedupIndex dedup;
+  std::uint64_t next_seq = 1;
+  std::uint32_t next_customer = 1;
+  std::int64_t last_key_flush_us = 0;
+
+  // ---- the queue ---------------------------------------------------------------------------
+  std::mutex queue_mutex;
+  std::condition_variable queue_cv;
+  std::condition_variable idle_cv;
+  std::deque<engine::Job> queue;
+  std::uint64_t queued_events = 0;
+  std::uint64_t jobs_submitted = 0;
+  std::uint64_t jobs_finished = 0;
+  bool stopping = false;
+  std::thread committer;
+
+  // ---- statistics ----------------------------------------------------------------------------
+  std::atomic<std::uint64_t> events_accepted{0};
+  std::atomic<std::uint64_t> events_rejected{0};
+  std::atomic<std::uint64_t> events_duplicate{0};
+  std::atomic<std::uint64_t> batches{0};
+  std::atomic<std::uint64_t> commits{0};
+  engine::Histogram commit_latency;
+  engine::Histogram batch_latency;
+
+  // ---- engine.cc -----------------------------------------------------------------------------
+  Status load();
+  Status rebuild_meter(std::uint32_t meter_index);
+  void start();
+  void stop();
+  void submit(engine::Job job, std::uint64_t events);
+  void run_committer();
+  void commit_ingest(std::vector<std::unique_ptr<engine::IngestJob>>& jobs);
+  void commit_admin(engine::AdminJob& job);
+  void flush_key_counters(store::WriteBatch& wb, bool force);
+  std::uint32_t intern_group(std::string_view group);  // commit thread only
+  // Reads the stored event (customer_num, seq); false when absent.
+  bool read_stored_event(std::uint32_t customer_num, std::uint64_t seq, std::string* id,
+                         core::TimeUs* received_at_us) const;
+  void install_state(std::uint32_t meter, std::uint32_t customer_num, std::uint32_t group,
+                     core::TimeUs minute_us, const core::AggState& delta);
+  void install_unique(std::uint32_t meter, std::uint32_t customer_num, std::uint32_t group,
+                      core::TimeUs minute_us, const std::string& value);
+
+  // ---- query.cc ------------------------------------------------------------------------------
+  const engine::CustomerState* find_customer(std::string_view id) const;
+  const engine::MeterState* find_meter(std::string_view key) const;
+};
+
+namespace engine {
+// Recomputes the minute aggregates of the given meters from every stored event.
+// Output: aggregate key -> state, and the set of unique keys.
+struct Recomputed {
+  std::map<std::string, core::AggState> aggregates;
+  std::map<std::string, bool> uniques;
+  std::uint64_t events = 0;
+  std::vector<std::string> problems;  // duplicate ids, corrupt blocks
+};
+Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& meters,
+                 const std::unordered_map<std::uint32_t, std::string>& customer_ids,
+                 Recomputed* out);
+}  // namespace engine
+
+}  // namespace tally

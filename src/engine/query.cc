@@ -1,0 +1,432 @@
+// Reads: meter queries, customer usage and stored-event listings, all answered from memory
+// except the event listing, which reads the event blocks of the store.
+//
+// A range [from, to) is assembled from whole hour aggregates plus the minute aggregates of its
+// ragged edges, so any window of any time zone (including +05:30 zones, whose days start at
+// half past a UTC hour) is exact. `from` is aligned down and `to` up to whole minutes.
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+
+#include "engine/engine_impl.h"
+
+namespace tally {
+
+namespace {
+
+constexpr std::size_t kQueryRowsMax = 100'000;
+
+core::TimeUs floor_to(core::TimeUs t, core::TimeUs unit) {
+  const core::TimeUs r = ((t % unit) + unit) % unit;
+  return t - r;
+}
+
+core::TimeUs ceil_to(core::TimeUs t, core::TimeUs unit) {
+  const core::TimeUs f = floor_to(t, unit);
+  return f == t ? t : f + unit;
+}
+
+// Accumulates the aggregates of one series over [a, b) into `state` (and `uniques`).
+void combine_range(const engine::Series& s, core::TimeUs a, core::TimeUs b, bool want_uniques,
+                   core::AggState* state, core::UniqueSet* uniques) {
+  if (a >= b) {
+    return;
+  }
+  auto minutes = [&](core::TimeUs x, core::TimeUs y) {
+    for (auto it = s.minutes.lower_bound(x); it != s.minutes.end() && it->first < y; ++it) {
+      state->merge(it->second);
+    }
+    if (want_uniques) {
+      for (auto it = s.minute_uniques.lower_bound(x); it != s.minute_uniques.end() && it->first < y;
+           ++it) {
+        uniques->insert(it->second.begin(), it->second.end());
+      }
+    }
+  };
+  const core::TimeUs ha = ceil_to(a, core::kUsPerHour);
+  const core::TimeUs hb = floor_to(b, core::kUsPerHour);
+  if (ha >= hb) {
+    minutes(a, b);
+    return;
+  }
+  minutes(a, ha);
+  for (auto it = s.hours.lower_bound(ha); it != s.hours.end() && it->first < hb; ++it) {
+    state->merge(it->second);
+  }
+  if (want_uniques) {
+    for (auto it = s.hour_uniques.lower_bound(ha); it != s.hour_uniques.end() && it->first < hb;
+         ++it) {
+      uniques->insert(it->second.begin(), it->second.end());
+    }
+  }
+  minutes(hb, b);
+}
+
+std::vector<std::string_view> split_group(std::string_view text, std::size_t n) {
+  std::vector<std::string_view> out;
+  out.reserve(n);
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    auto sep = text.find('\x1f', start);
+    if (sep == std::string_view::npos) {
+      out.push_back(text.substr(std::min(start, text.size())));
+      start = text.size() + 1;
+    } else {
+      out.push_back(text.substr(start, sep - start));
+      start = sep + 1;
+    }
+  }
+  return out;
+}
+
+std::string value_text(core::Aggregation a, const core::AggState& s, const core::UniqueSet* u) {
+  core::Decimal v;
+  if (!core::aggregate_value(a, s, u, &v)) {
+    return {};
+  }
+  return core::format_decimal(v);
+}
+
+}  // namespace
+
+const engine::CustomerState* Engine::Impl::find_customer(std::string_view id) const {
+  auto it = customer_nums.find(id);
+  if (it == customer_nums.end()) {
+    return nullptr;
+  }
+  return &customers.at(it->second);
+}
+
+const engine::MeterState* Engine::Impl::find_meter(std::string_view key) const {
+  for (const auto& m : meters) {
+    if (m.spec.key == key) {
+      return &m;
+    }
+  }
+  return nullptr;
+}
+
+std::vector<MeterInfo> Engine::meters() const {
+  std::vector<MeterInfo> out;
+  for (const auto& m : impl_->meters) {
+    MeterInfo info;
+    info.key = m.spec.key;
+    info.event_type = m.spec.event_type;
+    info.aggregation = std::string(core::aggregation_name(m.spec.aggregation));
+    info.value_property = m.spec.value_property;
+    info.group_by = m.spec.group_by;
+    info.filter = m.spec.filter;
+    info.unit = m.spec.unit;
+    info.description = m.spec.description;
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+Result<QueryResult> Engine::query(const MeterQuery& q) const {
+  const Impl& d = *impl_;
+  std::shared_lock lock(d.state_mutex);
+  const engine::MeterState* m = d.find_meter(q.meter);
+  if (m == nullptr) {
+    return Status::not_found("meter '" + q.meter + "' does not exist");
+  }
+  const core::MeterSpec& spec = m->spec;
+  // Projection and filters name group-by properties of the meter.
+  std::vector<std::size_t> projection;
+  for (const auto& g : q.group_by) {
+    auto it = std::find(spec.group_by.begin(), spec.group_by.end(), g);
+    if (it == spec.group_by.end()) {
+      return Status::invalid_argument("group_by '" + g + "' is not a group-by property of meter '" +
+                                      spec.key + "'");
+    }
+    projection.push_back(static_cast<std::size_t>(it - spec.group_by.begin()));
+  }
+  std::vector<std::pair<std::size_t, std::string>> filters;
+  for (const auto& [k, v] : q.filter) {
+    auto it = std::find(spec.group_by.begin(), spec.group_by.end(), k);
+    if (it == spec.group_by.end()) {
+      return Status::invalid_argument("filter '" + k + "' is not a group-by property of meter '" +
+                                      spec.key + "'");
+    }
+    filters.emplace_back(static_cast<std::size_t>(it - spec.group_by.begin()), v);
+  }
+  const engine::CustomerState* only = nullptr;
+  if (!q.customer.empty()) {
+    only = d.find_customer(q.customer);
+    if (only == nullptr) {
+      return Status::not_found("customer '" + q.customer + "' does not exist");
+    }
+  }
+  core::TimeZone tz;
+  if (!q.timezone.empty()) {
+    auto z = core::TimeZone::find(q.timezone);
+    if (!z) {
+      return z.error();
+    }
+    tz = *z;
+  } else if (only != nullptr) {
+    tz = only->tz;
+  }
+  std::optional<core::Window> window;
+  if (!q.window.empty()) {
+    auto w = core::parse_window(q.window);
+    if (!w) {
+      return w.error();
+    }
+    window = *w;
+  }
+  const core::TimeUs from = floor_to(q.from_us, core::kUsPerMinute);
+  const core::TimeUs to = ceil_to(q.to_us, core::kUsPerMinute);
+  if (to <= from) {
+    return Status::invalid_argument("'to' must be after 'from'");
+  }
+
+  QueryResult out;
+  out.meter = spec.key;
+  out.from_us = from;
+  out.to_us = to;
+  out.window = q.window;
+  out.timezone = tz.name();
+  const bool want_uniques = spec.aggregation == core::Aggregation::kUniqueCount;
+
+  // Gather the series per (customer, projected group), ordered for stable output.
+  using Key = std::pair<std::string, std::vector<std::string>>;
+  std::map<Key, std::vector<const engine::Series*>> groups;
+  for (const auto& [cnum, by_group] : m->series) {
+    if (only != nullptr && cnum != only->num) {
+      continue;
+    }
+    const std::string& customer_id = d.customers.at(cnum).record.id;
+    for (const auto& [gid, series] : by_group) {
+      auto values = split_group(d.group_texts[gid], spec.group_by.size());
+      bool pass = true;
+      for (const auto& [idx, v] : filters) {
+        pass = pass && values[idx] == v;
+      }
+      if (!pass) {
+        continue;
+      }
+      Key key{customer_id, {}};
+      for (std::size_t idx : projection) {
+        key.second.emplace_back(values[idx]);
+      }
+      groups[key].push_back(&series);
+    }
+  }
+
+  auto emit = [&](const Key& key, core::TimeUs ws, core::TimeUs we, const core::AggState& st,
+                  const core::UniqueSet& u) {
+    QueryRow row;
+    row.window_start_us = ws;
+    row.window_end_us = we;
+    row.customer = key.first;
+    for (std::size_t i = 0; i < projection.size(); ++i) {
+      row.group.emplace_back(q.group_by[i], key.second[i]);
+    }
+    row.value = value_text(spec.aggregation, st, &u);
+    out.rows.push_back(std::move(row));
+  };
+
+  for (const auto& [key, list] : groups) {
+    if (!window) {
+      core::AggState st;
+      core::UniqueSet u;
+      for (const auto* s : list) {
+        combine_range(*s, from, to, want_uniques, &st, &u);
+      }
+      if (!st.empty()) {
+        emit(key, from, to, st, u);
+      }
+      continue;
+    }
+    // Windows with data only: jump from one data point to the next.
+    auto next_data = [&](core::TimeUs t) {
+      core::TimeUs best = to;
+      for (const auto* s : list) {
+        auto it = s->minutes.lower_bound(t);
+        if (it != s->minutes.end() && it->first < best) {
+          best = it->first;
+        }
+      }
+      return best;
+    };
+    core::TimeUs t = next_data(from);
+    while (t < to) {
+      const core::TimeUs ws = core::window_start(t, *window, tz);
+      const core::TimeUs we = core::window_next(ws, *window, tz);
+      const core::TimeUs a = std::max(ws, from);
+      const core::TimeUs b = std::min(we, to);
+      core::AggState st;
+      core::UniqueSet u;
+      for (const auto* s : list) {
+        combine_range(*s, a, b, want_uniques, &st, &u);
+      }
+      if (!st.empty()) {
+        emit(key, ws, we, st, u);
+        if (out.rows.size() > kQueryRowsMax) {
+          return Status::resource_exhausted("the query has more than " +
+                                            std::to_string(kQueryRowsMax) +
+                                            " rows; narrow the range or use a larger window");
+        }
+      }
+      t = next_data(we);
+    }
+  }
+  return out;
+}
+
+Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs from_us,
+                                             TimeUs to_us) const {
+  const Impl& d = *impl_;
+  std::shared_lock lock(d.state_mutex);
+  const engine::CustomerState* cs = d.find_customer(customer);
+  if (cs == nullptr) {
+    return Status::not_found("customer '" + customer + "' does not exist");
+  }
+  CustomerUsage out;
+  out.customer = customer;
+  out.timezone = cs->tz.name();
+  if (from_us == 0 && to_us == 0) {
+    const core::TimeUs now = d.clock->now_us();
+    from_us = core::window_start(now, core::Window::kMonth, cs->tz);
+    to_us = core::window_next(from_us, core::Window::kMonth, cs->tz);
+  }
+  const core::TimeUs from = floor_to(from_us, core::kUsPerMinute);
+  const core::TimeUs to = ceil_to(to_us, core::kUsPerMinute);
+  if (to <= from) {
+    return Status::invalid_argument("'to' must be after 'from'");
+  }
+  out.from_us = from;
+  out.to_us = to;
+  for (const auto& m : d.meters) {
+    core::AggState st;
+    core::UniqueSet u;
+    const bool want_uniques = m.spec.aggregation == core::Aggregation::kUniqueCount;
+    auto it = m.series.find(cs->num);
+    if (it != m.series.end()) {
+      for (const auto& [gid, series] : it->second) {
+        combine_range(series, from, to, want_uniques, &st, &u);
+      }
+    }
+    UsageItem item;
+    item.meter = m.spec.key;
+    item.aggregation = std::string(core::aggregation_name(m.spec.aggregation));
+    item.unit = m.spec.unit;
+    item.value = value_text(m.spec.aggregation, st, &u);
+    out.meters.push_back(std::move(item));
+  }
+  return out;
+}
+
+// ---- stored events --------------------------------------------------------------------------
+
+namespace {
+
+std::string encode_cursor(std::uint32_t cnum, std::uint64_t seq) {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%" PRIx32 ".%" PRIx64, cnum, seq);
+  return buf;
+}
+
+bool decode_cursor(const std::string& c, std::uint32_t* cnum, std::uint64_t* seq) {
+  unsigned int a = 0;
+  unsigned long long b = 0;
+  char tail = 0;
+  if (std::sscanf(c.c_str(), "%x.%llx%c", &a, &b, &tail) != 2) {
+    return false;
+  }
+  *cnum = a;
+  *seq = b;
+  return true;
+}
+
+}  // namespace
+
+Result<EventPage> Engine::list_events(const EventListQuery& q) const {
+  const Impl& d = *impl_;
+  if (q.limit == 0 || q.limit > 1000) {
+    return Status::invalid_argument("limit must be 1..1000");
+  }
+  std::unordered_map<std::uint32_t, std::string> ids;
+  std::uint32_t only = 0;
+  {
+    std::shared_lock lock(d.state_mutex);
+    if (!q.customer.empty()) {
+      const auto* cs = d.find_customer(q.customer);
+      if (cs == nullptr) {
+        return Status::not_found("customer '" + q.customer + "' does not exist");
+      }
+      only = cs->num;
+      ids[cs->num] = cs->record.id;
+    } else {
+      for (const auto& [num, cs] : d.customers) {
+        ids[num] = cs.record.id;
+      }
+    }
+  }
+  std::uint32_t after_cnum = only;
+  std::uint64_t after_seq = 0;
+  if (!q.cursor.empty()) {
+    if (!decode_cursor(q.cursor, &after_cnum, &after_seq) || (only != 0 && after_cnum != only)) {
+      return Status::invalid_argument("cursor is not one this listing returned");
+    }
+  }
+  const std::string begin = engine::event_block_key(after_cnum, after_seq + 1);
+  const std::string end = only != 0 ? engine::event_block_key(only + 1, 0) : std::string();
+  EventPage page;
+  bool more = false;
+  Status bad;
+  Status scanned = d.store->scan(store::Space::kEvents, begin, end, [&](std::string_view k,
+                                                                        std::string_view v) {
+    const std::uint32_t cnum = engine::read_be32(k);
+    engine::BlockHeader h;
+    bool stop = false;
+    const bool ok = engine::decode_event_block(v, &h, [&](const engine::BlockEvent& e) {
+      if (stop || (cnum == after_cnum && e.seq <= after_seq)) {
+        return;
+      }
+      if (!q.type.empty() && e.type != q.type) {
+        return;
+      }
+      if (e.time_us < q.from_us || (q.to_us != 0 && e.time_us >= q.to_us)) {
+        return;
+      }
+      if (page.events.size() == q.limit) {
+        more = true;
+        stop = true;
+        return;
+      }
+      StoredEvent se;
+      se.id = e.id;
+      auto it = ids.find(cnum);
+      se.customer = it != ids.end() ? it->second : std::string();
+      se.type = e.type;
+      se.time_us = e.time_us;
+      se.received_at_us = h.received_at_us;
+      se.seq = e.seq;
+      se.flagged = e.flagged;
+      for (const auto& p : e.props) {
+        EventProperty prop;
+        prop.key = p.key;
+        prop.text = p.text;
+        prop.kind = static_cast<EventProperty::Kind>(p.kind);
+        se.properties.push_back(std::move(prop));
+      }
+      page.events.push_back(std::move(se));
+      page.next_cursor = encode_cursor(cnum, e.seq);
+    });
+    if (!ok) {
+      bad = Status::corruption("an event block cannot be decoded");
+      return false;
+    }
+    return !stop;
+  });
+  TALLY_TRY(scanned);
+  TALLY_TRY(bad);
+  if (!more) {
+    page.next_cursor.clear();
+  }
+  return page;
+}
+
+}  // namespace tally
