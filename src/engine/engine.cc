@@ -426,6 +426,12 @@ void Engine::Impl::run_committer() {
       });
       if (!woke || queue.empty()) {
         if (stopping && queue.empty()) {
+          lock.unlock();
+          store::WriteBatch wb;
+          flush_key_counters(wb, true);
+          if (!wb.empty()) {
+            store->write(wb, true).ignore_error();  // best effort: counters are not ledger data
+          }
           break;
         }
         lock.unlock();
@@ -435,6 +441,11 @@ void Engine::Impl::run_committer() {
           store->write(wb, config.storage.fsync).ignore_error();  // retried next second
         }
         continue;
+      }
+      if (queue.front().ingest && config.storage.commit_interval_us > 0 &&
+          queue.front().ingest->parsed.batch.size() < config.storage.commit_events_max) {
+        // Give concurrent batches a moment to join this commit.
+        queue_cv.wait_for(lock, std::chrono::microseconds(config.storage.commit_interval_us));
       }
       if (queue.front().admin) {
         admin_job = std::move(queue.front());
@@ -852,7 +863,7 @@ void Engine::ingest_json_async(std::string body, const IngestOptions& options,
       return;
     }
     if (d.queued_events + n > kQueuedEventsMax) {
-      done(Status::resource_exhausted("the ingest queue is full; retry shortly"));
+      done(Status::unavailable("the ingest queue is full; retry shortly"));
       return;
     }
   }

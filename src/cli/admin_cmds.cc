@@ -1,0 +1,145 @@
+// `tally keys ...` and `tally customers ...`: work on a data directory no server is using
+// (use the HTTP API while one runs).
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+
+#include "cli/cli.h"
+#include "common/json_writer.h"
+#include "http/json_util.h"
+
+namespace tally::cli {
+
+namespace {
+
+int print_json(const std::string& s) {
+  std::printf("%s\n", s.c_str());
+  return 0;
+}
+
+int fail(const Status& s) {
+  std::fprintf(stderr, "tally: %s\n", s.message().c_str());
+  return 1;
+}
+
+struct KeyCreate {
+  DataOptions data;
+  bool admin = false;
+  std::string customer;
+  std::string scopes;
+  std::string name;
+};
+
+int keys_create(const KeyCreate& o) {
+  if (o.admin == !o.customer.empty()) {
+    std::fprintf(stderr, "tally: give exactly one of --admin or --customer ID\n");
+    return 2;
+  }
+  NewApiKeyRequest req;
+  req.customer = o.customer;
+  req.name = o.name;
+  std::size_t start = 0;
+  while (start < o.scopes.size()) {
+    auto comma = o.scopes.find(',', start);
+    if (comma == std::string::npos) comma = o.scopes.size();
+    const std::string s = o.scopes.substr(start, comma - start);
+    if (s == "ingest") req.scopes |= kScopeIngest;
+    else if (s == "check") req.scopes |= kScopeCheck;
+    else if (s == "read") req.scopes |= kScopeRead;
+    else if (!s.empty()) {
+      std::fprintf(stderr, "tally: unknown scope '%s' (ingest, check, read)\n", s.c_str());
+      return 2;
+    }
+    start = comma + 1;
+  }
+  auto engine = open_engine(o.data, false);
+  if (!engine) return 1;
+  auto k = engine->create_key(req);
+  if (!k) return fail(k.error());
+  common::JsonWriter w;
+  w.begin_object().key("id").value(k->info.id).key("key").value(k->secret).key("prefix").value(k->info.prefix);
+  w.key("customer");
+  k->info.customer.empty() ? w.null() : w.value(k->info.customer);
+  w.key("scopes");
+  http::write_scopes(w, k->info.scopes);
+  w.end_object();
+  std::fprintf(stderr, "Save the key now: only its hash is stored.\n");
+  return print_json(w.take());
+}
+
+}  // namespace
+
+void register_admin(CLI::App& app) {
+  auto* keys = app.add_subcommand("keys", "manage API keys (server stopped)");
+  keys->require_subcommand(1);
+
+  auto kc = std::make_shared<KeyCreate>();
+  auto* create = keys->add_subcommand("create", "create a key and print it once");
+  add_data_options(create, &kc->data);
+  create->add_flag("--admin", kc->admin, "an admin key");
+  create->add_option("--customer", kc->customer, "a key for this customer");
+  create->add_option("--scopes", kc->scopes, "comma-separated: ingest,check,read (customer keys)");
+  create->add_option("--name", kc->name, "a label");
+  create->callback([kc] { std::exit(keys_create(*kc)); });
+
+  auto kl = std::make_shared<DataOptions>();
+  auto* list = keys->add_subcommand("list", "list keys (never their secrets)");
+  add_data_options(list, kl.get());
+  list->callback([kl] {
+    auto engine = open_engine(*kl, true);
+    if (!engine) std::exit(1);
+    common::JsonWriter w;
+    w.begin_object().key("keys").begin_array();
+    for (const auto& k : engine->list_keys()) http::write_key(w, k);
+    w.end_array().end_object();
+    std::exit(print_json(w.take()));
+  });
+
+  auto kr = std::make_shared<std::pair<DataOptions, std::string>>();
+  auto* revoke = keys->add_subcommand("revoke", "revoke a key by id");
+  add_data_options(revoke, &kr->first);
+  revoke->add_option("id", kr->second, "key id (key_...)")->required();
+  revoke->callback([kr] {
+    auto engine = open_engine(kr->first, false);
+    if (!engine) std::exit(1);
+    Status s = engine->revoke_key(kr->second);
+    std::exit(s.ok() ? print_json("{\"id\":\"" + kr->second + "\",\"revoked\":true}") : fail(s));
+  });
+
+  auto* customers = app.add_subcommand("customers", "manage customers (server stopped)");
+  customers->require_subcommand(1);
+  struct CustomerCreate {
+    DataOptions data;
+    Customer c;
+  };
+  auto cc = std::make_shared<CustomerCreate>();
+  auto* ccreate = customers->add_subcommand("create", "create a customer");
+  add_data_options(ccreate, &cc->data);
+  ccreate->add_option("id", cc->c.id, "customer id")->required();
+  ccreate->add_option("--name", cc->c.name, "display name");
+  ccreate->add_option("--email", cc->c.email, "email");
+  ccreate->add_option("--timezone", cc->c.timezone, "IANA time zone (default UTC)");
+  ccreate->callback([cc] {
+    auto engine = open_engine(cc->data, false);
+    if (!engine) std::exit(1);
+    auto r = engine->create_customer(cc->c);
+    if (!r) std::exit(fail(r.error()));
+    common::JsonWriter w;
+    http::write_customer(w, *r);
+    std::exit(print_json(w.take()));
+  });
+  auto cl = std::make_shared<DataOptions>();
+  auto* clist = customers->add_subcommand("list", "list customers");
+  add_data_options(clist, cl.get());
+  clist->callback([cl] {
+    auto engine = open_engine(*cl, true);
+    if (!engine) std::exit(1);
+    common::JsonWriter w;
+    w.begin_object().key("customers").begin_array();
+    for (const auto& c : engine->list_customers()) http::write_customer(w, c);
+    w.end_array().end_object();
+    std::exit(print_json(w.take()));
+  });
+}
+
+}  // namespace tally::cli

@@ -1,0 +1,28 @@
+// The `tally` command: one function per subcommand, each a thin client of tally::Engine.
+#pragma once
+
+#include <string>
+
+#include <tally/engine.h>
+
+namespace CLI {
+class App;
+}
+
+namespace tally::cli {
+
+// Options every data command shares.
+struct DataOptions {
+  std::string config_path;
+  std::string data_dir;
+};
+
+void add_data_options(CLI::App* cmd, DataOptions* o);
+// Opens the engine for a command; prints the error and returns nullptr on failure.
+std::unique_ptr<Engine> open_engine(const DataOptions& o, bool read_only);
+
+void register_serve(CLI::App& app);
+void register_admin(CLI::App& app);  // keys, customers
+void register_data(CLI::App& app);   // ingest, query, usage, verify
+
+}  // namespace tally::cli

@@ -1,0 +1,212 @@
+// `tally ingest`, `tally query`, `tally usage`, `tally verify`.
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include "cli/cli.h"
+#include "core/time.h"
+#include "http/json_util.h"
+
+namespace tally::cli {
+
+namespace {
+
+bool parse_time_flag(const std::string& text, const char* name, TimeUs* out) {
+  if (text.empty()) return true;
+  auto t = core::parse_rfc3339(text);
+  if (!t) {
+    std::fprintf(stderr, "tally: --%s: %s\n", name, t.error().message().c_str());
+    return false;
+  }
+  *out = *t;
+  return true;
+}
+
+struct IngestOptionsCli {
+  DataOptions data;
+  std::string file;
+  std::uint32_t batch = 1000;
+};
+
+// Reads JSON Lines and feeds them through the same parser and commit pipeline as the API,
+// `batch` events per commit.
+int ingest(const IngestOptionsCli& o) {
+  std::ifstream file;
+  std::istream* in = &std::cin;
+  if (o.file != "-") {
+    file.open(o.file);
+    if (!file) {
+      std::fprintf(stderr, "tally: cannot read %s\n", o.file.c_str());
+      return 1;
+    }
+    in = &file;
+  }
+  auto engine = open_engine(o.data, false);
+  if (!engine) return 1;
+  std::uint64_t lines = 0, accepted = 0, duplicates = 0, rejected = 0;
+  std::uint64_t batch_first_line = 1;
+  std::string body = "{\"events\":[";
+  std::uint32_t in_batch = 0;
+  const auto start = std::chrono::steady_clock::now();
+  auto last_progress = start;
+  int exit_code = 0;
+  auto flush_batch = [&]() {
+    if (in_batch == 0) return;
+    body += "]}";
+    auto r = engine->ingest_json(std::move(body));
+    if (!r) {
+      std::fprintf(stderr, "\ntally: lines %llu..%llu: %s\n",
+                   static_cast<unsigned long long>(batch_first_line),
+                   static_cast<unsigned long long>(lines), r.error().message().c_str());
+      exit_code = 1;
+      rejected += in_batch;
+    } else {
+      accepted += r->accepted;
+      duplicates += r->duplicates;
+      rejected += r->rejected;
+      for (const auto& e : r->errors) {
+        std::fprintf(stderr, "\ntally: line %llu: %s: %s\n",
+                     static_cast<unsigned long long>(batch_first_line + e.index), e.code.c_str(),
+                     e.message.c_str());
+        exit_code = 1;
+      }
+    }
+    body = "{\"events\":[";
+    in_batch = 0;
+    batch_first_line = lines + 1;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_progress > std::chrono::milliseconds(500)) {
+      last_progress = now;
+      const double secs = std::chrono::duration<double>(now - start).count();
+      std::fprintf(stderr, "\r%llu lines, %llu accepted, %llu duplicates, %llu rejected (%.0f/s)",
+                   static_cast<unsigned long long>(lines), static_cast<unsigned long long>(accepted),
+                   static_cast<unsigned long long>(duplicates),
+                   static_cast<unsigned long long>(rejected), static_cast<double>(lines) / secs);
+    }
+  };
+  std::string line;
+  while (std::getline(*in, line)) {
+    ++lines;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) {
+      if (in_batch == 0) batch_first_line = lines + 1;
+      continue;  // blank lines are skipped; they keep line numbers right
+    }
+    if (in_batch > 0) body += ',';
+    body += line;
+    ++in_batch;
+    if (in_batch >= o.batch) flush_batch();
+  }
+  flush_batch();
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::fprintf(stderr, "\r%llu lines, %llu accepted, %llu duplicates, %llu rejected in %.2f s\n",
+               static_cast<unsigned long long>(lines), static_cast<unsigned long long>(accepted),
+               static_cast<unsigned long long>(duplicates),
+               static_cast<unsigned long long>(rejected), secs);
+  return exit_code;
+}
+
+struct QueryCli {
+  DataOptions data;
+  MeterQuery q;
+  std::string from, to, group_by;
+};
+
+struct UsageCli {
+  DataOptions data;
+  std::string customer, from, to;
+};
+
+}  // namespace
+
+void register_data(CLI::App& app) {
+  auto io = std::make_shared<IngestOptionsCli>();
+  auto* ing = app.add_subcommand("ingest", "bulk-load JSON Lines events (server stopped)");
+  add_data_options(ing, &io->data);
+  ing->add_option("file", io->file, "a JSON Lines file, or - for standard input")->required();
+  ing->add_option("--batch", io->batch, "events per commit")->check(CLI::Range(1, 10000));
+  ing->callback([io] { std::exit(ingest(*io)); });
+
+  auto qo = std::make_shared<QueryCli>();
+  auto* query = app.add_subcommand("query", "query a meter (works beside a running server)");
+  add_data_options(query, &qo->data);
+  query->add_option("meter", qo->q.meter, "meter key")->required();
+  query->add_option("--from", qo->from, "RFC 3339 start (inclusive)");
+  query->add_option("--to", qo->to, "RFC 3339 end (exclusive; default now)");
+  query->add_option("--window", qo->q.window, "minute|hour|day|week|month");
+  query->add_option("--tz", qo->q.timezone, "IANA time zone for day/week/month windows");
+  query->add_option("--customer", qo->q.customer, "one customer");
+  query->add_option("--group-by", qo->group_by, "comma-separated group-by properties");
+  query->callback([qo] {
+    auto engine = open_engine(qo->data, true);
+    if (!engine) std::exit(1);
+    qo->q.to_us = engine->clock().now_us() + 300 * core::kUsPerSecond;
+    if (!parse_time_flag(qo->from, "from", &qo->q.from_us) ||
+        !parse_time_flag(qo->to, "to", &qo->q.to_us)) {
+      std::exit(2);
+    }
+    std::size_t start = 0;
+    while (start < qo->group_by.size()) {
+      auto comma = qo->group_by.find(',', start);
+      if (comma == std::string::npos) comma = qo->group_by.size();
+      qo->q.group_by.push_back(qo->group_by.substr(start, comma - start));
+      start = comma + 1;
+    }
+    auto r = engine->query(qo->q);
+    if (!r) {
+      std::fprintf(stderr, "tally: %s\n", r.error().message().c_str());
+      std::exit(1);
+    }
+    std::printf("%s\n", http::query_result_json(*r).c_str());
+    std::exit(0);
+  });
+
+  auto uo = std::make_shared<UsageCli>();
+  auto* usage = app.add_subcommand("usage", "one customer's totals per meter");
+  add_data_options(usage, &uo->data);
+  usage->add_option("customer", uo->customer, "customer id")->required();
+  usage->add_option("--from", uo->from, "RFC 3339 start (default: start of this month)");
+  usage->add_option("--to", uo->to, "RFC 3339 end");
+  usage->callback([uo] {
+    auto engine = open_engine(uo->data, true);
+    if (!engine) std::exit(1);
+    TimeUs from = 0, to = 0;
+    if (!parse_time_flag(uo->from, "from", &from) || !parse_time_flag(uo->to, "to", &to)) {
+      std::exit(2);
+    }
+    auto r = engine->customer_usage(uo->customer, from, to);
+    if (!r) {
+      std::fprintf(stderr, "tally: %s\n", r.error().message().c_str());
+      std::exit(1);
+    }
+    std::printf("%s\n", http::customer_usage_json(*r).c_str());
+    std::exit(0);
+  });
+
+  auto vo = std::make_shared<DataOptions>();
+  auto* verify = app.add_subcommand(
+      "verify", "recompute every aggregate from the stored events and compare (exit 1 on any difference)");
+  add_data_options(verify, vo.get());
+  verify->callback([vo] {
+    auto engine = open_engine(*vo, true);
+    if (!engine) std::exit(2);
+    auto r = engine->verify();
+    if (!r) {
+      std::fprintf(stderr, "tally: %s\n", r.error().message().c_str());
+      std::exit(2);
+    }
+    for (const auto& d : r->differences) {
+      std::printf("DIFFERENCE: %s\n", d.c_str());
+    }
+    std::printf("verified %llu events, %llu aggregates: %s\n",
+                static_cast<unsigned long long>(r->events),
+                static_cast<unsigned long long>(r->aggregates),
+                r->ok() ? "OK" : "DIFFERENCES FOUND");
+    std::exit(r->ok() ? 0 : 1);
+  });
+}
+
+}  // namespace tally::cli

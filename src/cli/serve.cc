@@ -1,0 +1,119 @@
+// `tally serve`: the HTTP server on the embedded store.
+#include <CLI/CLI.hpp>
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+
+#include <spdlog/spdlog.h>
+
+#include "cli/cli.h"
+#include "config/config.h"
+#include "http/api.h"
+#include "http/server.h"
+
+namespace tally::cli {
+
+namespace {
+
+struct ServeOptions {
+  DataOptions data;
+  std::string listen;
+  std::string port_file;
+  int threads = -1;
+};
+
+int serve(const ServeOptions& o) {
+  // Block the stop signals in every thread; this one waits for them below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  config::Config cfg;
+  if (!o.data.config_path.empty()) {
+    auto c = config::load_config_file(o.data.config_path);
+    if (!c) {
+      std::fprintf(stderr, "tally: %s\n", c.error().message().c_str());
+      return 2;
+    }
+    cfg = std::move(*c);
+  }
+  if (!o.listen.empty()) {
+    Status s = config::parse_listen(o.listen, &cfg.server.listen_host, &cfg.server.listen_port);
+    if (!s.ok()) {
+      std::fprintf(stderr, "tally: --listen: %s\n", s.message().c_str());
+      return 2;
+    }
+  }
+  if (o.threads >= 0) {
+    cfg.server.threads = o.threads;
+  }
+
+  EngineOptions eo;
+  eo.config_path = o.data.config_path;
+  eo.data_dir = o.data.data_dir;
+  if (const char* k = std::getenv("TALLY_ADMIN_KEY"); k != nullptr) {
+    eo.admin_key = k;
+  }
+  auto engine = Engine::open(eo);
+  if (!engine) {
+    std::fprintf(stderr, "tally: %s\n", engine.error().message().c_str());
+    return 1;
+  }
+
+  http::ApiOptions api_options;
+  api_options.future_skew_seconds_max = cfg.server.future_skew_seconds_max;
+  http::Api api(**engine, api_options);
+  http::ServerOptions so;
+  so.host = cfg.server.listen_host;
+  so.port = cfg.server.listen_port;
+  so.threads = cfg.server.threads;
+  so.body_bytes_max = cfg.server.body_bytes_max;
+  http::Server server(so, [&api](http::Request&& r, http::Responder respond) {
+    api.handle(std::move(r), std::move(respond));
+  });
+  Status started = server.start();
+  if (!started.ok()) {
+    std::fprintf(stderr, "tally: %s\n", started.message().c_str());
+    return 1;
+  }
+  const std::string host = so.host.find(':') != std::string::npos ? "[" + so.host + "]" : so.host;
+  spdlog::info("tally {} listening on http://{}:{} (data: {})", TALLY_VERSION, host, server.port(),
+               o.data.data_dir.empty() ? cfg.server.data_dir : o.data.data_dir);
+  std::printf("tally listening on http://%s:%u\n", host.c_str(), server.port());
+  std::fflush(stdout);
+  if (!o.port_file.empty()) {
+    const std::string tmp = o.port_file + ".tmp";
+    {
+      std::ofstream f(tmp);
+      f << server.port() << "\n";
+    }
+    std::rename(tmp.c_str(), o.port_file.c_str());
+  }
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  spdlog::info("signal {}: finishing in-flight requests", sig);
+  server.stop();        // stops accepting; in-flight ingest batches are answered
+  engine->reset();      // drains the commit queue and closes the store
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace
+
+void register_serve(CLI::App& app) {
+  auto o = std::make_shared<ServeOptions>();
+  auto* cmd = app.add_subcommand("serve", "run the HTTP server");
+  add_data_options(cmd, &o->data);
+  cmd->add_option("-l,--listen", o->listen, "HOST:PORT to listen on (overrides the config)");
+  cmd->add_option("--threads", o->threads, "HTTP worker threads (0 = one per core)");
+  cmd->add_option("--port-file", o->port_file, "write the bound port to this file once listening");
+  cmd->callback([o] { std::exit(serve(*o)); });
+}
+
+}  // namespace tally::cli

@@ -1,0 +1,546 @@
+// Engine tests on the in-memory store (fast) and on RocksDB in a temp dir (durability):
+// ingest, dedup, queries across windows and zones, keys, and a randomized comparison of every
+// query with a brute-force recomputation.
+#include <tally/engine.h>
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <random>
+#include <set>
+
+#include "core/decimal.h"
+#include "core/time.h"
+
+namespace tally {
+namespace {
+
+constexpr const char* kConfig = R"(
+[[meters]]
+key = "calls"
+event_type = "api_call"
+aggregation = "count"
+group_by = ["service"]
+
+[[meters]]
+key = "tokens"
+event_type = "tokens"
+aggregation = "sum"
+value = "$.n"
+group_by = ["model"]
+
+[[meters]]
+key = "tokens_max"
+event_type = "tokens"
+aggregation = "max"
+value = "$.n"
+
+[[meters]]
+key = "tokens_avg"
+event_type = "tokens"
+aggregation = "avg"
+value = "$.n"
+
+[[meters]]
+key = "users"
+event_type = "api_call"
+aggregation = "unique_count"
+value = "$.user"
+
+[[meters]]
+key = "patients"
+event_type = "gauge"
+aggregation = "latest"
+value = "$.count"
+)";
+
+TimeUs at(const char* rfc3339) { return *core::parse_rfc3339(rfc3339); }
+
+std::unique_ptr<Engine> open_memory(const Clock* clock, const std::string& extra = "") {
+  EngineOptions o;
+  o.in_memory = true;
+  o.config_toml = std::string(kConfig) + extra;
+  o.clock = clock;
+  auto e = Engine::open(o);
+  EXPECT_TRUE(e.has_value()) << e.error().message();
+  return std::move(*e);
+}
+
+std::string query_total(Engine& e, const std::string& meter, const std::string& customer,
+                        TimeUs from, TimeUs to) {
+  MeterQuery q;
+  q.meter = meter;
+  q.customer = customer;
+  q.from_us = from;
+  q.to_us = to;
+  auto r = e.query(q);
+  EXPECT_TRUE(r.has_value()) << r.error().message();
+  if (!r || r->rows.empty()) {
+    return "none";
+  }
+  EXPECT_EQ(r->rows.size(), 1u);
+  return r->rows[0].value;
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  FakeClock clock_{at("2025-01-20T12:00:00Z")};
+};
+
+TEST_F(EngineTest, IngestCountsAndSums) {
+  auto e = open_memory(&clock_);
+  auto r = e->ingest_json(R"({"events":[
+    {"id":"a","customer":"c1","type":"api_call","time":"2025-01-17T14:30:00Z","properties":{"service":"chat","user":"u1"}},
+    {"id":"b","customer":"c1","type":"api_call","time":"2025-01-17T14:31:00Z","properties":{"service":"search","user":"u2"}},
+    {"id":"c","customer":"c1","type":"tokens","time":"2025-01-17T14:32:00Z","properties":{"n":1000.5,"model":"gpt"}},
+    {"id":"d","customer":"c2","type":"tokens","time":"2025-01-17T14:33:00Z","properties":{"n":7,"model":"gpt"}}
+  ]})");
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_EQ(r->accepted, 4u);
+  EXPECT_EQ(r->duplicates, 0u);
+  EXPECT_STREQ(r->status(), "accepted");
+  EXPECT_FALSE(r->batch_id.empty());
+  const TimeUs from = at("2025-01-17T00:00:00Z");
+  const TimeUs to = at("2025-01-18T00:00:00Z");
+  EXPECT_EQ(query_total(*e, "calls", "c1", from, to), "2");
+  EXPECT_EQ(query_total(*e, "tokens", "c1", from, to), "1000.5");
+  EXPECT_EQ(query_total(*e, "tokens", "c2", from, to), "7");
+  EXPECT_EQ(query_total(*e, "users", "c1", from, to), "2");
+  EXPECT_EQ(query_total(*e, "tokens", "c1", at("2025-01-17T14:33:00Z"), to), "none");
+  auto usage = e->customer_usage("c1", from, to);
+  ASSERT_TRUE(usage.has_value());
+  ASSERT_EQ(usage->meters.size(), 6u);
+  EXPECT_EQ(usage->meters[0].meter, "calls");
+  EXPECT_EQ(usage->meters[0].value, "2");
+  EXPECT_EQ(usage->meters[5].value, "");  // no gauge reported
+}
+
+TEST_F(EngineTest, DuplicatesWithinAndAcrossBatches) {
+  auto e = open_memory(&clock_);
+  auto r = e->ingest_json(R"({"events":[
+    {"id":"x","customer":"c1","type":"api_call","properties":{"service":"chat"}},
+    {"id":"x","customer":"c1","type":"api_call","properties":{"service":"chat"}},
+    {"id":"x","customer":"c2","type":"api_call","properties":{"service":"chat"}}
+  ]})");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->accepted, 2u);  // ids are scoped per customer
+  EXPECT_EQ(r->duplicates, 1u);
+  EXPECT_STREQ(r->status(), "partial");
+  auto again = e->ingest_json(R"({"id":"x","customer":"c1","type":"api_call","properties":{"service":"chat"}})");
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->accepted, 0u);
+  EXPECT_EQ(again->duplicates, 1u);
+  EXPECT_STREQ(again->status(), "all_duplicates");
+  EXPECT_TRUE(again->batch_id.empty());
+  EXPECT_EQ(query_total(*e, "calls", "c1", 0, at("2026-01-01T00:00:00Z")), "1");
+}
+
+TEST_F(EngineTest, IdempotencyKeyWinsOverEventId) {
+  auto e = open_memory(&clock_);
+  auto first = e->ingest_json(R"({"events":[{"event_id":"e1","customer_id":"c","event_type":"api_call","service":"chat"}]})");
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->accepted, 1u);
+  auto keyed = e->ingest_json(R"({"events":[{"event_id":"e1","customer_id":"c","event_type":"api_call","idempotency_key":"k1"}]})");
+  ASSERT_TRUE(keyed.has_value());
+  EXPECT_EQ(keyed->accepted, 1u);
+  auto keyed_again = e->ingest_json(R"({"events":[{"event_id":"e1","customer_id":"c","event_type":"api_call","idempotency_key":"k1"}]})");
+  ASSERT_TRUE(keyed_again.has_value());
+  EXPECT_EQ(keyed_again->duplicates, 1u);
+}
+
+TEST_F(EngineTest, InvalidEventsAreReportedAndValidOnesKept) {
+  auto e = open_memory(&clock_);
+  auto r = e->ingest_json(R"({"events":[
+    {"id":"ok","customer":"c1","type":"api_call"},
+    {"customer":"c1","type":"api_call"},
+    {"id":"t","customer":"c1","type":"api_call","time":"yesterday"},
+    {"id":"f","customer":"c1","type":"api_call","time":"2030-01-01T00:00:00Z"},
+    {"id":"arr","customer":"c1","type":"api_call","properties":{"a":[1]}},
+    {"id":"big","customer":"c1","type":"tokens","properties":{"n":1e999}}
+  ]})");
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_EQ(r->accepted, 1u);
+  EXPECT_EQ(r->rejected, 5u);
+  ASSERT_EQ(r->errors.size(), 5u);
+  EXPECT_EQ(r->errors[0].index, 1u);
+  EXPECT_EQ(r->errors[0].code, "MISSING_FIELD");
+  EXPECT_EQ(r->errors[1].code, "INVALID_TIME");
+  EXPECT_EQ(r->errors[2].code, "TIME_IN_FUTURE");
+  EXPECT_EQ(r->errors[3].code, "INVALID_TYPE");
+  EXPECT_EQ(r->errors[4].code, "INVALID_VALUE");
+  EXPECT_EQ(r->errors[4].id, "big");
+}
+
+TEST_F(EngineTest, MalformedBodiesChangeNothing) {
+  auto e = open_memory(&clock_);
+  for (const char* body : {"", "{", "[1,2", "{\"events\":[{\"id\":\"a\"}]", "\"x\"", "{\"events\":{}}",
+                           "{\"events\":[]} trailing", "{\"events\":[]}"}) {
+    auto r = e->ingest_json(body);
+    EXPECT_FALSE(r.has_value()) << body;
+    if (!r) {
+      EXPECT_EQ(r.error().code(), StatusCode::kInvalidArgument) << body;
+    }
+  }
+  EXPECT_EQ(e->stats().events_accepted, 0u);
+  EXPECT_TRUE(e->list_customers().empty());
+}
+
+TEST_F(EngineTest, CustomerKeyCannotSendOtherCustomersEvents) {
+  auto e = open_memory(&clock_);
+  IngestOptions o;
+  o.restrict_customer = "c1";
+  auto r = e->ingest_json(R"({"events":[{"id":"a","customer":"c1","type":"api_call"},{"id":"b","customer":"c2","type":"api_call"}]})", o);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kPermissionDenied);
+  EXPECT_TRUE(e->list_customers().empty());
+  // Without a customer field, the key's customer is used.
+  auto ok = e->ingest_json(R"({"events":[{"id":"a","type":"api_call"}]})", o);
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_EQ(ok->accepted, 1u);
+  EXPECT_TRUE(e->get_customer("c1").has_value());
+}
+
+TEST_F(EngineTest, UnknownCustomersRejectedWhenAutoCreateIsOff) {
+  EngineOptions o;
+  o.in_memory = true;
+  o.clock = &clock_;
+  o.config_toml = std::string("[server]\nauto_create_customers = false\n") + kConfig;
+  auto strict = Engine::open(o);
+  ASSERT_TRUE(strict.has_value()) << strict.error().message();
+  auto r = (*strict)->ingest_json(R"({"id":"a","customer":"nobody","type":"api_call"})");
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->accepted, 0u);
+  ASSERT_EQ(r->errors.size(), 1u);
+  EXPECT_EQ(r->errors[0].code, "UNKNOWN_CUSTOMER");
+  Customer c;
+  c.id = "nobody";
+  ASSERT_TRUE((*strict)->create_customer(c).has_value());
+  auto again = (*strict)->ingest_json(R"({"id":"a","customer":"nobody","type":"api_call"})");
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->accepted, 1u);
+}
+
+TEST_F(EngineTest, DayWindowsFollowTheZoneAcrossDst) {
+  clock_.set_us(at("2025-04-01T00:00:00Z"));
+  auto e = open_memory(&clock_);
+  // Berlin's 2025-03-30 lasts 23 hours: 2025-03-29T23:00Z .. 2025-03-30T22:00Z.
+  auto r = e->ingest_json(R"({"events":[
+    {"id":"1","customer":"c","type":"api_call","time":"2025-03-29T22:59:00Z","properties":{"service":"a"}},
+    {"id":"2","customer":"c","type":"api_call","time":"2025-03-29T23:00:00Z","properties":{"service":"a"}},
+    {"id":"3","customer":"c","type":"api_call","time":"2025-03-30T21:59:00Z","properties":{"service":"b"}},
+    {"id":"4","customer":"c","type":"api_call","time":"2025-03-30T22:00:00Z","properties":{"service":"b"}}
+  ]})");
+  ASSERT_TRUE(r.has_value());
+  ASSERT_EQ(r->accepted, 4u);
+  MeterQuery q;
+  q.meter = "calls";
+  q.window = "day";
+  q.timezone = "Europe/Berlin";
+  q.from_us = at("2025-03-28T00:00:00Z");
+  q.to_us = at("2025-04-01T00:00:00Z");
+  auto res = e->query(q);
+  ASSERT_TRUE(res.has_value()) << res.error().message();
+  ASSERT_EQ(res->rows.size(), 3u);
+  EXPECT_EQ(res->rows[0].value, "1");
+  EXPECT_EQ(res->rows[1].window_start_us, at("2025-03-29T23:00:00Z"));
+  EXPECT_EQ(res->rows[1].window_end_us, at("2025-03-30T22:00:00Z"));
+  EXPECT_EQ(res->rows[1].value, "2");
+  EXPECT_EQ(res->rows[2].value, "1");
+  // Grouped by service, with a filter.
+  q.group_by = {"service"};
+  q.filter = {{"service", "b"}};
+  res = e->query(q);
+  ASSERT_TRUE(res.has_value());
+  ASSERT_EQ(res->rows.size(), 2u);
+  EXPECT_EQ(res->rows[0].group[0].second, "b");
+  // Kolkata days start at 18:30Z.
+  q.group_by.clear();
+  q.filter.clear();
+  q.timezone = "Asia/Kolkata";
+  res = e->query(q);
+  ASSERT_TRUE(res.has_value());
+  ASSERT_EQ(res->rows.size(), 2u);
+  EXPECT_EQ(res->rows[0].window_start_us, at("2025-03-29T18:30:00Z"));
+  EXPECT_EQ(res->rows[0].value, "2");
+  EXPECT_EQ(res->rows[1].window_start_us, at("2025-03-30T18:30:00Z"));
+  EXPECT_EQ(res->rows[1].value, "2");
+}
+
+TEST_F(EngineTest, LatestFollowsEventTimeNotArrival) {
+  auto e = open_memory(&clock_);
+  ASSERT_TRUE(e->ingest_json(R"({"id":"late","customer":"c","type":"gauge","time":"2025-01-10T10:00:00Z","properties":{"count":5}})").has_value());
+  ASSERT_TRUE(e->ingest_json(R"({"id":"early","customer":"c","type":"gauge","time":"2025-01-10T09:00:00Z","properties":{"count":9}})").has_value());
+  EXPECT_EQ(query_total(*e, "patients", "c", at("2025-01-10T00:00:00Z"), at("2025-01-11T00:00:00Z")), "5");
+}
+
+TEST_F(EngineTest, UniqueCountIsAUnionAcrossWindows) {
+  auto e = open_memory(&clock_);
+  ASSERT_TRUE(e->ingest_json(R"({"events":[
+    {"id":"1","customer":"c","type":"api_call","time":"2025-01-10T09:00:00Z","properties":{"user":"u1"}},
+    {"id":"2","customer":"c","type":"api_call","time":"2025-01-10T11:00:00Z","properties":{"user":"u1"}},
+    {"id":"3","customer":"c","type":"api_call","time":"2025-01-11T11:00:00Z","properties":{"user":"u2"}},
+    {"id":"4","customer":"c","type":"api_call","time":"2025-01-11T11:30:00Z","properties":{"user":"u1"}}
+  ]})").has_value());
+  EXPECT_EQ(query_total(*e, "users", "c", at("2025-01-10T00:00:00Z"), at("2025-01-12T00:00:00Z")), "2");
+  EXPECT_EQ(query_total(*e, "users", "c", at("2025-01-10T10:00:00Z"), at("2025-01-11T11:15:00Z")), "2");
+  EXPECT_EQ(query_total(*e, "users", "c", at("2025-01-10T00:00:00Z"), at("2025-01-11T00:00:00Z")), "1");
+}
+
+TEST_F(EngineTest, DedupWindowExpires) {
+  EngineOptions o;
+  o.in_memory = true;
+  o.clock = &clock_;
+  o.config_toml = std::string("[storage]\ndedup_window = 60\n") + kConfig;
+  auto e = Engine::open(o);
+  ASSERT_TRUE(e.has_value()) << e.error().message();
+  ASSERT_EQ((*e)->ingest_json(R"({"id":"w","customer":"c","type":"api_call"})")->accepted, 1u);
+  ASSERT_EQ((*e)->ingest_json(R"({"id":"w","customer":"c","type":"api_call"})")->duplicates, 1u);
+  clock_.advance_us(61 * core::kUsPerSecond);
+  EXPECT_EQ((*e)->ingest_json(R"({"id":"w","customer":"c","type":"api_call"})")->accepted, 1u);
+  EXPECT_EQ((*e)->ingest_json(R"({"id":"w","customer":"c","type":"api_call"})")->duplicates, 1u);
+}
+
+TEST_F(EngineTest, KeysAuthenticateCountAndRevoke) {
+  auto e = open_memory(&clock_);
+  NewApiKeyRequest admin_req;
+  auto admin = e->create_key(admin_req);
+  ASSERT_TRUE(admin.has_value());
+  EXPECT_EQ(admin->secret.rfind("tk_", 0), 0u);
+  EXPECT_EQ(admin->secret.substr(0, admin->info.prefix.size()), admin->info.prefix);
+  NewApiKeyRequest missing;
+  missing.customer = "ghost";
+  auto bad = e->create_key(missing);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code(), StatusCode::kNotFound);
+
+  Customer c;
+  c.id = "c1";
+  ASSERT_TRUE(e->create_customer(c).has_value());
+  EXPECT_EQ(e->create_customer(c).error().code(), StatusCode::kAlreadyExists);
+  NewApiKeyRequest cust;
+  cust.customer = "c1";
+  auto ck = e->create_key(cust);
+  ASSERT_TRUE(ck.has_value());
+  for (int i = 0; i < 3; ++i) {
+    auto id = e->authenticate(ck->secret);
+    ASSERT_TRUE(id.has_value());
+    EXPECT_EQ(id->customer, "c1");
+    EXPECT_FALSE(id->admin());
+  }
+  EXPECT_TRUE(e->authenticate(admin->secret)->admin());
+  EXPECT_EQ(e->authenticate("tk_nope").error().code(), StatusCode::kUnauthenticated);
+  auto keys = e->list_keys();
+  ASSERT_EQ(keys.size(), 2u);
+  EXPECT_EQ(keys[1].total_requests, 3u);
+  EXPECT_EQ(keys[1].last_used_at_us, clock_.now_us());
+
+  CustomerPatch p;
+  p.status = "suspended";
+  ASSERT_TRUE(e->update_customer("c1", p).has_value());
+  EXPECT_EQ(e->authenticate(ck->secret).error().code(), StatusCode::kPermissionDenied);
+  p.status = "closed";
+  EXPECT_EQ(e->update_customer("c1", p).error().code(), StatusCode::kInvalidArgument);
+
+  ASSERT_TRUE(e->revoke_key(admin->info.id).ok());
+  EXPECT_EQ(e->authenticate(admin->secret).error().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(e->revoke_key("key_missing").code(), StatusCode::kNotFound);
+}
+
+TEST_F(EngineTest, ListEventsPaginates) {
+  auto e = open_memory(&clock_);
+  std::string body = "{\"events\":[";
+  for (int i = 0; i < 25; ++i) {
+    if (i > 0) body += ",";
+    body += R"({"id":"e)" + std::to_string(i) + R"(","customer":")" + (i % 2 ? "odd" : "even") +
+            R"(","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":)" +
+            std::to_string(i) + R"(,"model":"m","nested":{"a":true}}})";
+  }
+  body += "]}";
+  ASSERT_EQ(e->ingest_json(body)->accepted, 25u);
+  EventListQuery q;
+  q.customer = "even";
+  q.limit = 5;
+  std::set<std::string> seen;
+  int pages = 0;
+  do {
+    auto page = e->list_events(q);
+    ASSERT_TRUE(page.has_value()) << page.error().message();
+    for (const auto& ev : page->events) {
+      EXPECT_EQ(ev.customer, "even");
+      EXPECT_TRUE(seen.insert(ev.id).second);
+      ASSERT_EQ(ev.properties.size(), 3u);
+      EXPECT_EQ(ev.properties[2].key, "nested.a");
+    }
+    q.cursor = page->next_cursor;
+    ++pages;
+  } while (!q.cursor.empty() && pages < 10);
+  EXPECT_EQ(seen.size(), 13u);
+  EXPECT_EQ(pages, 3);
+  q.cursor = "garbage";
+  EXPECT_EQ(e->list_events(q).error().code(), StatusCode::kInvalidArgument);
+  EventListQuery all;
+  all.limit = 1000;
+  EXPECT_EQ(e->list_events(all)->events.size(), 25u);
+}
+
+// Random batches with duplicates, out-of-order and late events; every query is compared with a
+// brute-force recomputation over the accepted events.
+TEST_F(EngineTest, RandomizedMatchesBruteForce) {
+  auto e = open_memory(&clock_);
+  std::mt19937_64 rng(20251123);
+  struct Accepted {
+    std::string customer;
+    std::string model;
+    TimeUs time;
+    std::int64_t n;
+  };
+  std::map<std::pair<std::string, std::string>, Accepted> accepted;  // (customer, id) -> event
+  const TimeUs base = at("2025-01-01T00:00:00Z");
+  const char* zones[] = {"UTC", "Europe/Berlin", "Asia/Kolkata", "America/New_York"};
+  clock_.set_us(base + 60ll * 24 * 3600 * core::kUsPerSecond);
+  for (int batch = 0; batch < 40; ++batch) {
+    std::string body = "{\"events\":[";
+    std::vector<std::tuple<std::string, std::string, Accepted>> sent;
+    const int n = 1 + static_cast<int>(rng() % 60);
+    for (int i = 0; i < n; ++i) {
+      Accepted a;
+      a.customer = "c" + std::to_string(rng() % 4);
+      a.model = "m" + std::to_string(rng() % 3);
+      a.time = base + static_cast<TimeUs>(rng() % (40ull * 24 * 3600)) * core::kUsPerSecond;
+      a.n = static_cast<std::int64_t>(rng() % 1000) - 100;
+      const std::string id = "id" + std::to_string(rng() % 1500);  // collisions = duplicates
+      if (i > 0) body += ",";
+      body += R"({"id":")" + id + R"(","customer":")" + a.customer +
+              R"(","type":"tokens","time":")" + core::format_rfc3339(a.time) +
+              R"(","properties":{"n":)" + std::to_string(a.n) + R"(,"model":")" + a.model + "\"}}";
+      sent.emplace_back(a.customer, id, a);
+    }
+    body += "]}";
+    auto r = e->ingest_json(body);
+    ASSERT_TRUE(r.has_value()) << r.error().message();
+    std::uint32_t expect_accepted = 0;
+    for (auto& [customer, id, a] : sent) {
+      if (accepted.emplace(std::make_pair(customer, id), a).second) {
+        ++expect_accepted;
+      }
+    }
+    ASSERT_EQ(r->accepted, expect_accepted);
+    ASSERT_EQ(r->accepted + r->duplicates, static_cast<std::uint32_t>(n));
+  }
+  for (int trial = 0; trial < 60; ++trial) {
+    const std::string customer = "c" + std::to_string(rng() % 4);
+    TimeUs from = base + static_cast<TimeUs>(rng() % (40ull * 24 * 60)) * core::kUsPerMinute;
+    TimeUs to = from + static_cast<TimeUs>(1 + rng() % (20ull * 24 * 60)) * core::kUsPerMinute;
+    const char* window = trial % 3 == 0 ? "" : (trial % 3 == 1 ? "day" : "hour");
+    const char* zone = zones[rng() % 4];
+    auto tz = core::TimeZone::find(zone);
+    ASSERT_TRUE(tz.has_value());
+    // Brute force: per window start, sum / max of n.
+    std::map<TimeUs, std::pair<std::int64_t, std::int64_t>> expect;  // start -> (sum, max)
+    for (const auto& [key, a] : accepted) {
+      if (a.customer != customer || a.time < from || a.time >= to) continue;
+      TimeUs ws = from;
+      if (*window != '\0') {
+        ws = core::window_start(a.time, *core::parse_window(window), *tz);
+      }
+      auto [it, fresh] = expect.try_emplace(ws, std::make_pair(0, a.n));
+      it->second.first += a.n;
+      it->second.second = std::max(it->second.second, a.n);
+    }
+    for (const char* meter : {"tokens", "tokens_max"}) {
+      MeterQuery q;
+      q.meter = meter;
+      q.customer = customer;
+      q.from_us = from;
+      q.to_us = to;
+      q.window = window;
+      q.timezone = zone;
+      auto res = e->query(q);
+      ASSERT_TRUE(res.has_value()) << res.error().message();
+      ASSERT_EQ(res->rows.size(), expect.size()) << meter << " " << window << " " << zone;
+      std::size_t i = 0;
+      for (const auto& [ws, v] : expect) {
+        EXPECT_EQ(res->rows[i].window_start_us, ws);
+        const std::int64_t want = std::string(meter) == "tokens" ? v.first : v.second;
+        EXPECT_EQ(res->rows[i].value, std::to_string(want)) << meter << " window " << i;
+        ++i;
+      }
+    }
+  }
+  auto report = e->verify();
+  ASSERT_TRUE(report.has_value());
+  EXPECT_TRUE(report->ok()) << (report->differences.empty() ? "" : report->differences[0]);
+  EXPECT_EQ(report->events, accepted.size());
+}
+
+class EngineDiskTest : public EngineTest {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/tally-engine-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::unique_ptr<Engine> open(const std::string& config) {
+    EngineOptions o;
+    o.data_dir = dir_;
+    o.config_toml = config;
+    o.clock = &clock_;
+    auto e = Engine::open(o);
+    EXPECT_TRUE(e.has_value()) << e.error().message();
+    return e ? std::move(*e) : nullptr;
+  }
+  std::string dir_;
+};
+
+TEST_F(EngineDiskTest, StateSurvivesReopen) {
+  std::string secret;
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(R"({"events":[{"id":"a","customer":"c","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":5,"model":"m"}},{"id":"b","customer":"c","type":"api_call","time":"2025-01-10T09:00:00Z","properties":{"user":"u"}}]})")->accepted, 2u);
+    NewApiKeyRequest r;
+    r.customer = "c";
+    auto k = e->create_key(r);
+    ASSERT_TRUE(k.has_value());
+    secret = k->secret;
+    ASSERT_TRUE(e->authenticate(secret).has_value());
+  }
+  auto e = open(kConfig);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->ingest_json(R"({"id":"a","customer":"c","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":5,"model":"m"}})")->duplicates, 1u);
+  EXPECT_EQ(query_total(*e, "tokens", "c", 0, at("2025-02-01T00:00:00Z")), "5");
+  EXPECT_EQ(query_total(*e, "users", "c", 0, at("2025-02-01T00:00:00Z")), "1");
+  auto id = e->authenticate(secret);
+  ASSERT_TRUE(id.has_value());
+  EXPECT_EQ(e->list_keys()[0].total_requests, 2u);  // flushed at shutdown or on the commit
+  auto report = e->verify();
+  ASSERT_TRUE(report.has_value());
+  EXPECT_TRUE(report->ok());
+  EXPECT_EQ(report->events, 2u);
+}
+
+TEST_F(EngineDiskTest, ChangedMeterIsRebuiltFromEvents) {
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(R"({"events":[{"id":"a","customer":"c","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":5,"model":"m1"}},{"id":"b","customer":"c","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":7,"model":"m2"}}]})")->accepted, 2u);
+  }
+  const std::string changed = R"(
+[[meters]]
+key = "tokens"
+event_type = "tokens"
+aggregation = "sum"
+value = "$.n"
+filter = { model = "m2" }
+)";
+  auto e = open(changed);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(query_total(*e, "tokens", "c", 0, at("2025-02-01T00:00:00Z")), "7");
+  EXPECT_TRUE(e->verify()->ok());
+}
+
+}  // namespace
+}  // namespace tally

@@ -1,0 +1,55 @@
+// The route handlers, one file per resource, and the small helpers they share.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include <tally/engine.h>
+
+#include "http/api.h"
+#include "http/json_util.h"
+
+namespace tally::http::handlers {
+
+using Call = Api::Call;
+
+struct Context {
+  Engine& engine;
+  const ApiOptions& options;
+  const Api& api;
+};
+
+// events.cc
+void ingest(Context& ctx, Call& call);
+void list_events(Context& ctx, Call& call);
+// meters.cc
+void list_meters(Context& ctx, Call& call);
+void query_meter(Context& ctx, Call& call);
+void customer_usage(Context& ctx, Call& call);
+// customers.cc
+void create_customer(Context& ctx, Call& call);
+void list_customers(Context& ctx, Call& call);
+void get_customer(Context& ctx, Call& call);
+void update_customer(Context& ctx, Call& call);
+void create_key(Context& ctx, Call& call);
+void list_keys(Context& ctx, Call& call);
+void revoke_key(Context& ctx, Call& call);
+// ops.cc
+void health(Context& ctx, Call& call);
+void ready(Context& ctx, Call& call);
+void metrics(Context& ctx, Call& call);
+
+// ---- helpers (handlers.cc) ------------------------------------------------------------------
+
+// Parses an RFC 3339 query parameter. Returns false (and answers 400) when it is malformed.
+bool time_param(Call& call, std::string_view name, TimeUs* out);
+// Parses an unsigned integer query parameter within [1, max]; false after answering 400.
+bool uint_param(Call& call, std::string_view name, std::uint32_t max, std::uint32_t* out);
+// The customer a read may see: a customer key sees only its own customer; returns false after
+// answering 403 when `requested` names another one.
+bool scope_customer(Call& call, std::string* requested);
+// True when the request's Content-Type is JSON or absent; otherwise answers 415.
+bool require_json(Call& call);
+void answer(Call& call, Response r);
+
+}  // namespace tally::http::handlers

@@ -1,0 +1,39 @@
+// GET /health, GET /ready, GET /metrics.
+#include "http/handlers/handlers.h"
+
+#include "core/time.h"
+
+namespace tally::http::handlers {
+
+void health(Context& ctx, Call& call) {
+  common::JsonWriter w;
+  w.begin_object()
+      .key("status").value("ok")
+      .key("timestamp").value(time_text(ctx.engine.clock().now_us()))
+      .key("version").value(TALLY_VERSION)
+      .end_object();
+  answer(call, json_response(200, w.take()));
+}
+
+void ready(Context& ctx, Call& call) {
+  const Status s = ctx.engine.ready();
+  common::JsonWriter w;
+  w.begin_object()
+      .key("status").value(s.ok() ? "ready" : "not_ready")
+      .key("timestamp").value(time_text(ctx.engine.clock().now_us()))
+      .key("services").begin_object()
+      .key("store").value(s.ok() ? "connected" : s.message())
+      .end_object()
+      .end_object();
+  answer(call, json_response(s.ok() ? 200 : 503, w.take()));
+}
+
+void metrics(Context& ctx, Call& call) {
+  Response r;
+  r.status = 200;
+  r.content_type = "text/plain; version=0.0.4";
+  r.body = ctx.api.metrics_text();
+  answer(call, std::move(r));
+}
+
+}  // namespace tally::http::handlers

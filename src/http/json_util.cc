@@ -1,0 +1,155 @@
+#include "http/json_util.h"
+
+#include "core/time.h"
+
+namespace tally::http {
+
+Response json_response(unsigned status, std::string body) {
+  Response r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+Response error_response(unsigned status, std::string_view code, std::string_view message,
+                        std::string_view details_json) {
+  common::JsonWriter w;
+  w.begin_object().key("error").value(code).key("message").value(message);
+  if (!details_json.empty()) {
+    w.key("details").raw(details_json);
+  }
+  w.end_object();
+  return json_response(status, w.take());
+}
+
+Response status_response(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kOk:
+      return json_response(200, "{}");
+    case StatusCode::kInvalidArgument:
+      return error_response(400, "VALIDATION_ERROR", s.message(), s.details_json());
+    case StatusCode::kUnauthenticated:
+      return error_response(401, "UNAUTHORIZED", s.message());
+    case StatusCode::kPermissionDenied:
+      return error_response(403, "FORBIDDEN", s.message());
+    case StatusCode::kNotFound:
+      return error_response(404, "NOT_FOUND", s.message());
+    case StatusCode::kAlreadyExists:
+      return error_response(409, "CONFLICT", s.message());
+    case StatusCode::kUnprocessable:
+      return error_response(422, "UNPROCESSABLE_ENTITY", s.message(), s.details_json());
+    case StatusCode::kResourceExhausted: {
+      Response r = error_response(503, "SERVICE_UNAVAILABLE", s.message());
+      r.headers.emplace_back("Retry-After", "1");
+      return r;
+    }
+    case StatusCode::kUnavailable: {
+      Response r = error_response(503, "SERVICE_UNAVAILABLE", s.message());
+      r.headers.emplace_back("Retry-After", "1");
+      return r;
+    }
+    case StatusCode::kIOError:
+    case StatusCode::kCorruption:
+    case StatusCode::kInternal:
+      return error_response(500, "INTERNAL_ERROR", s.message());
+  }
+  return error_response(500, "INTERNAL_ERROR", s.message());
+}
+
+std::string time_text(TimeUs t) { return core::format_rfc3339(t); }
+
+void write_customer(common::JsonWriter& w, const Customer& c) {
+  w.begin_object()
+      .key("id").value(c.id)
+      .key("name").value(c.name)
+      .key("email").value(c.email)
+      .key("timezone").value(c.timezone)
+      .key("status").value(c.status)
+      .key("metadata").raw(c.metadata_json.empty() ? "{}" : c.metadata_json)
+      .key("created_at").value(time_text(c.created_at_us))
+      .key("updated_at").value(time_text(c.updated_at_us))
+      .end_object();
+}
+
+void write_scopes(common::JsonWriter& w, std::uint32_t scopes) {
+  w.begin_array();
+  if ((scopes & kScopeAdmin) != 0) w.value("admin");
+  if ((scopes & kScopeIngest) != 0) w.value("ingest");
+  if ((scopes & kScopeCheck) != 0) w.value("check");
+  if ((scopes & kScopeRead) != 0) w.value("read");
+  w.end_array();
+}
+
+void write_key(common::JsonWriter& w, const ApiKeyInfo& k) {
+  w.begin_object().key("id").value(k.id).key("prefix").value(k.prefix).key("customer");
+  if (k.customer.empty()) {
+    w.null();
+  } else {
+    w.value(k.customer);
+  }
+  w.key("name").value(k.name).key("scopes");
+  write_scopes(w, k.scopes);
+  w.key("created_at").value(time_text(k.created_at_us));
+  w.key("revoked_at");
+  k.revoked_at_us != 0 ? w.value(time_text(k.revoked_at_us)) : w.null();
+  w.key("last_used_at");
+  k.last_used_at_us != 0 ? w.value(time_text(k.last_used_at_us)) : w.null();
+  w.key("total_requests").value(k.total_requests).end_object();
+}
+
+void write_decimal(common::JsonWriter& w, const std::string& decimal) {
+  if (decimal.empty()) {
+    w.null();
+  } else {
+    w.raw(decimal);
+  }
+}
+
+std::string query_result_json(const QueryResult& r) {
+  common::JsonWriter w;
+  w.begin_object()
+      .key("meter").value(r.meter)
+      .key("from").value(time_text(r.from_us))
+      .key("to").value(time_text(r.to_us))
+      .key("window");
+  r.window.empty() ? w.null() : w.value(r.window);
+  w.key("timezone").value(r.timezone).key("data").begin_array();
+  for (const auto& row : r.rows) {
+    w.begin_object()
+        .key("window_start").value(time_text(row.window_start_us))
+        .key("window_end").value(time_text(row.window_end_us))
+        .key("customer").value(row.customer)
+        .key("group").begin_object();
+    for (const auto& [k, v] : row.group) {
+      w.key(k).value(v);
+    }
+    w.end_object().key("value");
+    write_decimal(w, row.value);
+    w.end_object();
+  }
+  w.end_array().end_object();
+  return w.take();
+}
+
+std::string customer_usage_json(const CustomerUsage& r) {
+  common::JsonWriter w;
+  w.begin_object()
+      .key("customer").value(r.customer)
+      .key("from").value(time_text(r.from_us))
+      .key("to").value(time_text(r.to_us))
+      .key("timezone").value(r.timezone)
+      .key("meters").begin_array();
+  for (const auto& m : r.meters) {
+    w.begin_object()
+        .key("meter").value(m.meter)
+        .key("aggregation").value(m.aggregation)
+        .key("unit").value(m.unit)
+        .key("value");
+    write_decimal(w, m.value);
+    w.end_object();
+  }
+  w.end_array().end_object();
+  return w.take();
+}
+
+}  // namespace tally::http

@@ -1,0 +1,35 @@
+// JSON helpers shared by the HTTP handlers: error bodies, Status -> HTTP status, and the
+// encoding of engine values.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include <tally/status.h>
+#include <tally/types.h>
+
+#include "common/json_writer.h"
+#include "http/server.h"
+
+namespace tally::http {
+
+// {"error": code, "message": message, "details"?: details_json}
+Response error_response(unsigned status, std::string_view code, std::string_view message,
+                        std::string_view details_json = {});
+// Maps a Status to its HTTP status and error code.
+Response status_response(const Status& s);
+Response json_response(unsigned status, std::string body);
+
+std::string time_text(TimeUs t);
+void write_customer(common::JsonWriter& w, const Customer& c);
+void write_key(common::JsonWriter& w, const ApiKeyInfo& k);
+// A decimal text as a JSON number, or null when empty.
+void write_decimal(common::JsonWriter& w, const std::string& decimal);
+// ["admin", "ingest", ...]
+void write_scopes(common::JsonWriter& w, std::uint32_t scopes);
+
+// The bodies of GET /v1/meters/{key}/query and GET /v1/customers/{id}/usage.
+std::string query_result_json(const QueryResult& r);
+std::string customer_usage_json(const CustomerUsage& r);
+
+}  // namespace tally::http
