@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <tally/status.h>
@@ -25,14 +26,18 @@ struct ServerConfig {
   std::int64_t future_skew_seconds_max = 300;       // event time this far ahead is refused
   bool auto_create_customers = true;                // false: unknown customers get 422
   std::string admin_key;                            // optional; TALLY_ADMIN_KEY also works
+
+  friend bool operator==(const ServerConfig&, const ServerConfig&) = default;
 };
 
 struct StorageConfig {
-  bool fsync = true;                       // 202 only after fsync; off only for tests/benchmarks
-  std::uint32_t commit_interval_us = 0;    // extra wait to gather a group commit (0 = none)
+  bool fsync = true;                         // 202 only after fsync; off only for tests/benchmarks
+  std::uint32_t commit_interval_us = 0;      // extra wait to gather a group commit (0 = none)
   std::uint32_t commit_events_max = 50'000;  // events in one group commit
-  std::int64_t dedup_window_seconds = 0;   // 0 = forever (while the event is retained)
+  std::int64_t dedup_window_seconds = 0;     // 0 = forever (while the event is retained)
   std::uint64_t block_cache_bytes = 64ull << 20;
+
+  friend bool operator==(const StorageConfig&, const StorageConfig&) = default;
 };
 
 struct CustomerSeed {
@@ -40,6 +45,8 @@ struct CustomerSeed {
   std::string name;
   std::string email;
   std::string timezone;  // IANA name; empty = UTC
+
+  friend bool operator==(const CustomerSeed&, const CustomerSeed&) = default;
 };
 
 struct Config {
@@ -58,6 +65,36 @@ Result<Config> parse_config(std::string_view toml_text, std::string_view path);
 Result<Config> load_config_file(const std::string& path);
 
 // Parses "host:port" ("127.0.0.1:8080", "[::1]:0", ":8080" = all interfaces).
+// ":8080" yields host "0.0.0.0"; brackets are removed from IPv6 hosts ("[::1]" -> "::1").
+// Errors: kInvalidArgument saying what is wrong; *host and *port are unchanged then.
+// REQUIRES: host and port are not null.
 Status parse_listen(std::string_view text, std::string* host, std::uint16_t* port);
+
+// Parses a byte size: "10485760", "512KiB", "64MiB", "1GiB", "10MB" (KiB/MiB/GiB/TiB are powers
+// of 1024, KB/MB/GB/TB powers of 1000, "B" is bytes; units are case-insensitive; a space may
+// precede the unit). Whole numbers only. Errors: kInvalidArgument. REQUIRES: bytes not null.
+Status parse_byte_size(std::string_view text, std::uint64_t* bytes);
+
+// Parses a duration into seconds: "45s", "90m", "12h", "30d", "2w", sums such as "1h30m", or
+// bare digits (seconds). Errors: kInvalidArgument. REQUIRES: seconds not null.
+Status parse_duration_seconds(std::string_view text, std::int64_t* seconds);
+
+// One row of the option table, for help text and the generated reference.
+struct OptionInfo {
+  std::string section;            // "server", "storage", "meters", "customers"
+  bool section_is_array = false;  // true for [[meters]] and [[customers]]
+  std::string key;
+  std::string type;          // "integer (0..256)", "size", "duration", "host:port", ...
+  std::string default_toml;  // the default as TOML text ("\"64MiB\"", "true"); empty = none
+  bool required = false;
+  std::string doc;
+};
+
+// Every option, in the order of the reference.
+std::vector<OptionInfo> config_options();
+
+// The option reference as Markdown (one table per section), generated from the same table that
+// parses the file. docs/configuration.md embeds it verbatim; a test keeps the two in step.
+std::string config_reference_markdown();
 
 }  // namespace tally::config

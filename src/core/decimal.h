@@ -37,6 +37,10 @@ struct Decimal {
 // infinities, such as 1e999).
 Result<Decimal> parse_decimal(std::string_view text);
 
+// As parse_decimal, but reports only whether the text was accepted, so a refusal builds no
+// message: allocation-free on every path, for per-event use. *out is set only on success.
+bool try_parse_decimal(std::string_view text, Decimal* out);
+
 // Shortest exact text: "12", "-0.5", "0.000000001".
 std::string format_decimal(Decimal d);
 

@@ -60,6 +60,8 @@ class TimeZone {
   std::string name() const;
   // Offset of local wall-clock time from UTC at instant t, in seconds.
   std::int64_t offset_seconds_at(TimeUs t) const;
+  // The tz database zone, or nullptr for UTC. For core's own calendar code.
+  const date::time_zone* zone() const { return zone_; }
 
  private:
   explicit TimeZone(const date::time_zone* zone) : zone_(zone) {}

@@ -333,8 +333,10 @@ TEST_F(EngineTest, KeysAuthenticateCountAndRevoke) {
   EXPECT_EQ(e->authenticate("tk_nope").error().code(), StatusCode::kUnauthenticated);
   auto keys = e->list_keys();
   ASSERT_EQ(keys.size(), 2u);
-  EXPECT_EQ(keys[1].total_requests, 3u);
-  EXPECT_EQ(keys[1].last_used_at_us, clock_.now_us());
+  const ApiKeyInfo& used = keys[0].id == ck->info.id ? keys[0] : keys[1];
+  EXPECT_EQ(used.id, ck->info.id);
+  EXPECT_EQ(used.total_requests, 3u);
+  EXPECT_EQ(used.last_used_at_us, clock_.now_us());
 
   CustomerPatch p;
   p.status = "suspended";

@@ -95,14 +95,20 @@ class Store {
 std::unique_ptr<Store> make_memory_store();
 
 struct RocksOptions {
-  std::string path;                // the data directory
-  bool read_only = false;          // open a live directory without taking its lock
-  bool create_if_missing = true;
+  std::string path;               // the data directory
+  bool read_only = false;         // open a live directory without taking its lock
+  bool create_if_missing = true;  // ignored when read_only
+  // One LRU block cache shared by every space.
   std::uint64_t block_cache_bytes = 64ull << 20;
 };
 
 // Opens (or creates) a RocksDB store. Errors: kIOError naming the path, kUnavailable when
 // another process holds the directory's lock ("data directory is in use").
+// Also: kNotFound when `path` holds no database and read_only or !create_if_missing;
+// kCorruption when RocksDB finds damaged files; kInvalidArgument for an empty path.
+// A read-only store sees what was committed when it was opened, not later writes; its write()
+// returns kUnavailable. The lock also holds within one process: a second read-write open of the
+// same directory gets kUnavailable while the first is alive.
 Result<std::unique_ptr<Store>> open_rocksdb_store(const RocksOptions& options);
 
 }  // namespace tally::store

@@ -1,0 +1,1150 @@
+// Loading Tally's TOML configuration.
+//
+// Design, after Redis's config.c: every option is one row of a table below (section, key, type,
+// bounds, default, doc text, setter). The same rows drive parsing, validation and the reference
+// text that docs/configuration.md embeds, so an option cannot exist without its documentation
+// and the docs cannot describe an option the parser does not know.
+//
+// Guarantees:
+// - Anything the table does not name (a section, a key, a key inside a [[meters]] entry) is an
+//   error, never silently ignored: a typo must not leave a limit or a meter unconfigured.
+// - Errors name the file, the line and the field ("tally.toml:9: meters[1].aggregation: ...").
+//   Keys are visited in file order, so the error reported is the first one in the file.
+// - toml++ is used only in this file; its exceptions are caught here and become Status values.
+// - An empty file, or no file at all, gives the defaults of `Config{}`.
+#include "config/config.h"
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <span>
+#include <sstream>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+#include <toml++/toml.h>
+
+#include "core/time.h"
+
+namespace tally::config {
+namespace {
+
+// Bounds on what the file may hold, so a config cannot make start-up unbounded.
+constexpr std::size_t kMetersMax = 1024;
+constexpr std::size_t kCustomersMax = 10'000;
+constexpr std::size_t kMeterKeyBytesMax = 64;
+constexpr std::int64_t kGroupByMax = 8;
+constexpr std::int64_t kFilterEntriesMax = 16;
+constexpr std::size_t kNameBytesMax = 128;  // group_by entries and filter keys
+constexpr std::size_t kFilterTextBytesMax = 1024;
+
+constexpr std::int64_t kKiB = 1024;
+constexpr std::int64_t kMiB = 1024 * kKiB;
+constexpr std::int64_t kGiB = 1024 * kMiB;
+constexpr std::int64_t kTiB = 1024 * kGiB;
+constexpr std::int64_t kSecondsPerDay = 86'400;
+
+// How a TOML value is read before its setter sees it.
+enum class Kind {
+  kString,   // bounds: length in bytes
+  kInteger,  // bounds: value
+  kBool,
+  kBytes,       // integer or size string ("64MiB"); bounds: bytes
+  kDuration,    // integer seconds, "forever" (= 0) or "30d"; bounds: seconds
+  kListen,      // "host:port"
+  kStringList,  // array of non-empty strings without duplicates; bounds: entries
+  kFilter,      // table of scalars, kept as text; bounds: entries
+};
+
+// A TOML value read according to its Kind.
+struct Value {
+  std::string text;               // kString; the host for kListen
+  std::int64_t number = 0;        // kInteger, kBytes, kDuration; the port for kListen
+  bool flag = false;              // kBool
+  std::vector<std::string> list;  // kStringList
+  std::vector<std::pair<std::string, std::string>> pairs;  // kFilter
+};
+
+// One option. `set` receives a value already checked against kind and bounds; it returns an
+// error without location (the caller adds file, line and field).
+template <typename T>
+struct Option {
+  std::string_view key;
+  Kind kind;
+  std::int64_t min;
+  std::int64_t max;
+  bool required;
+  std::string_view default_toml;  // TOML text; empty = no default
+  std::string_view doc;
+  Status (*set)(T& target, Value&& v);
+};
+
+// ---------------------------------------------------------------------------------------------
+// The option table.
+
+constexpr Option<ServerConfig> kServerOptions[] = {
+    {"listen", Kind::kListen, 0, 0, false, R"("127.0.0.1:8080")",
+     "Address the HTTP API listens on: `\"host:port\"`, `\"[::1]:8080\"` for IPv6, "
+     "`\":8080\"` for all interfaces. Port 0 picks a free port (useful in tests).",
+     [](ServerConfig& s, Value&& v) {
+       s.listen_host = std::move(v.text);
+       s.listen_port = static_cast<std::uint16_t>(v.number);
+       return Status();
+     }},
+    {"data_dir", Kind::kString, 1, 4096, false, R"("./data")",
+     "Directory of the embedded store, created if missing. It holds every event, aggregate and "
+     "ledger entry: put it on durable storage and back it up.",
+     [](ServerConfig& s, Value&& v) {
+       s.data_dir = std::move(v.text);
+       return Status();
+     }},
+    {"threads", Kind::kInteger, 0, 256, false, "0", "HTTP I/O threads; 0 = one per CPU core.",
+     [](ServerConfig& s, Value&& v) {
+       s.threads = static_cast<int>(v.number);
+       return Status();
+     }},
+    {"body_bytes_max", Kind::kBytes, kKiB, kGiB, false, "10485760",
+     "Largest request body accepted; a larger one is answered 413 without being read. An "
+     "integer (bytes) or a size such as `\"10MiB\"`.",
+     [](ServerConfig& s, Value&& v) {
+       s.body_bytes_max = static_cast<std::uint64_t>(v.number);
+       return Status();
+     }},
+    {"batch_events_max", Kind::kInteger, 1, 1'000'000, false, "10000",
+     "Most events in one ingest request; a larger batch is answered 413 and nothing of it is "
+     "stored.",
+     [](ServerConfig& s, Value&& v) {
+       s.batch_events_max = static_cast<std::uint32_t>(v.number);
+       return Status();
+     }},
+    {"future_skew_seconds_max", Kind::kInteger, 0, 7 * kSecondsPerDay, false, "300",
+     "How far ahead of the server's clock an event's time may be, in seconds; events further "
+     "in the future are refused, so a client with a wrong clock cannot fill future windows.",
+     [](ServerConfig& s, Value&& v) {
+       s.future_skew_seconds_max = v.number;
+       return Status();
+     }},
+    {"auto_create_customers", Kind::kBool, 0, 0, false, "true",
+     "Whether an event for an unknown customer creates that customer (true) or is refused "
+     "with 422 (false).",
+     [](ServerConfig& s, Value&& v) {
+       s.auto_create_customers = v.flag;
+       return Status();
+     }},
+    {"admin_key", Kind::kString, 16, 256, false, "",
+     "Admin API key (at least 16 bytes; `openssl rand -hex 32` makes a good one). Optional; the "
+     "environment variable `TALLY_ADMIN_KEY` can supply it instead, which keeps the secret out "
+     "of the file.",
+     [](ServerConfig& s, Value&& v) {
+       s.admin_key = std::move(v.text);
+       return Status();
+     }},
+};
+
+constexpr Option<StorageConfig> kStorageOptions[] = {
+    {"fsync", Kind::kBool, 0, 0, false, "true",
+     "Acknowledge ingest only after the commit is on disk (fsync). With false, a power loss "
+     "can lose acknowledged events: for tests and benchmarks only.",
+     [](StorageConfig& s, Value&& v) {
+       s.fsync = v.flag;
+       return Status();
+     }},
+    {"commit_interval_us", Kind::kInteger, 0, 1'000'000, false, "0",
+     "Extra wait, in microseconds, before a group commit, to gather more concurrent batches "
+     "into one fsync. 0 = no extra wait (batches that arrive during a commit still share the "
+     "next one).",
+     [](StorageConfig& s, Value&& v) {
+       s.commit_interval_us = static_cast<std::uint32_t>(v.number);
+       return Status();
+     }},
+    {"commit_events_max", Kind::kInteger, 1, 10'000'000, false, "50000",
+     "Most events in one group commit; bounds commit latency and memory.",
+     [](StorageConfig& s, Value&& v) {
+       s.commit_events_max = static_cast<std::uint32_t>(v.number);
+       return Status();
+     }},
+    {"dedup_window", Kind::kDuration, 0, 3650 * kSecondsPerDay, false, R"("forever")",
+     "How long an event id is remembered to drop duplicates: `\"forever\"` (as long as the "
+     "event is retained), an integer number of seconds, or a duration such as `\"30d\"`, "
+     "`\"12h\"`, `\"90m\"`, `\"45s\"`, `\"1h30m\"`. 0 also means forever. A retry that arrives "
+     "after the window is counted again.",
+     [](StorageConfig& s, Value&& v) {
+       s.dedup_window_seconds = v.number;
+       return Status();
+     }},
+    {"block_cache_bytes", Kind::kBytes, 0, kTiB, false, R"("64MiB")",
+     "Memory for the embedded store's block cache: an integer (bytes) or a size such as "
+     "`\"512MiB\"`.",
+     [](StorageConfig& s, Value&& v) {
+       s.block_cache_bytes = static_cast<std::uint64_t>(v.number);
+       return Status();
+     }},
+};
+
+bool is_meter_key_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+}
+
+std::string aggregation_choices() {
+  std::string out;
+  for (int i = 0; i <= static_cast<int>(core::Aggregation::kUniqueCount); ++i) {
+    if (i > 0) {
+      out += ", ";
+    }
+    out += core::aggregation_name(static_cast<core::Aggregation>(i));
+  }
+  return out;
+}
+
+constexpr Option<core::MeterSpec> kMeterOptions[] = {
+    {"key", Kind::kString, 1, kMeterKeyBytesMax, true, "",
+     "The meter's name in the API, reports and limits: `[a-z0-9_-]`, 1 to 64 bytes, unique.",
+     [](core::MeterSpec& m, Value&& v) {
+       if (!std::all_of(v.text.begin(), v.text.end(), is_meter_key_char)) {
+         return Status::invalid_argument("'" + v.text + "' may use only a-z, 0-9, '_' and '-'");
+       }
+       m.key = std::move(v.text);
+       return Status();
+     }},
+    {"event_type", Kind::kString, 1, static_cast<std::int64_t>(core::kEventNameBytesMax), true, "",
+     "Events whose `type` equals this feed the meter (1 to 128 bytes).",
+     [](core::MeterSpec& m, Value&& v) {
+       m.event_type = std::move(v.text);
+       return Status();
+     }},
+    {"aggregation", Kind::kString, 1, 64, false, R"("count")",
+     "How values combine: `count` (events), `sum`, `min`, `max`, `avg`, `latest` (the most "
+     "recent value: gauges such as patients or storage) or `unique_count` (distinct values).",
+     [](core::MeterSpec& m, Value&& v) {
+       Result<core::Aggregation> a = core::parse_aggregation(v.text);
+       if (!a) {
+         return Status::invalid_argument("'" + v.text + "' is not one of " + aggregation_choices());
+       }
+       m.aggregation = *a;
+       return Status();
+     }},
+    {"value", Kind::kString, 1, 512, false, "",
+     "JSON path of the property to aggregate (`\"$.input_tokens\"`, `\"usage.input\"`, "
+     "`\"$['usage']['input']\"`); for `unique_count`, the property whose distinct values are "
+     "counted. Required for every aggregation except `count`, and refused for `count`.",
+     [](core::MeterSpec& m, Value&& v) {
+       Result<std::string> path = core::parse_value_path(v.text);
+       if (!path) {
+         return path.error();  // core's message names the path and what is wrong with it
+       }
+       m.value_property = std::move(path).value();
+       return Status();
+     }},
+    {"group_by", Kind::kStringList, 0, kGroupByMax, false, "",
+     "Properties whose values split the meter into groups, e.g. `[\"provider\", \"model\"]`. "
+     "At most 8, no duplicates; an event without the property falls in the group \"\".",
+     [](core::MeterSpec& m, Value&& v) {
+       m.group_by = std::move(v.list);
+       return Status();
+     }},
+    {"filter", Kind::kFilter, 0, kFilterEntriesMax, false, "",
+     "Equality filters on properties, e.g. `{ feature_id = \"ai-text-generation\" }`: only "
+     "events whose properties equal every value feed the meter. Values may be strings, "
+     "integers, floats or booleans and are compared as text (integers as their digits, "
+     "booleans as `true`/`false`). At most 16.",
+     [](core::MeterSpec& m, Value&& v) {
+       m.filter = std::move(v.pairs);
+       return Status();
+     }},
+    {"unit", Kind::kString, 0, 64, false, "",
+     "Unit shown in reports and the dashboard (`\"tokens\"`, `\"bytes\"`, `\"GB\"`).",
+     [](core::MeterSpec& m, Value&& v) {
+       m.unit = std::move(v.text);
+       return Status();
+     }},
+    {"description", Kind::kString, 0, 1024, false, "", "Free text for people reading reports.",
+     [](core::MeterSpec& m, Value&& v) {
+       m.description = std::move(v.text);
+       return Status();
+     }},
+};
+
+constexpr Option<CustomerSeed> kCustomerOptions[] = {
+    {"id", Kind::kString, 1, 128, true, "",
+     "The customer id that events and API keys refer to (1 to 128 bytes, unique).",
+     [](CustomerSeed& c, Value&& v) {
+       c.id = std::move(v.text);
+       return Status();
+     }},
+    {"name", Kind::kString, 0, 256, false, "", "Display name.",
+     [](CustomerSeed& c, Value&& v) {
+       c.name = std::move(v.text);
+       return Status();
+     }},
+    {"email", Kind::kString, 0, 256, false, "", "Contact email address.",
+     [](CustomerSeed& c, Value&& v) {
+       if (!v.text.empty() && v.text.find('@') == std::string::npos) {
+         return Status::invalid_argument("'" + v.text + "' is not an email address");
+       }
+       c.email = std::move(v.text);
+       return Status();
+     }},
+    {"timezone", Kind::kString, 0, 64, false, R"("UTC")",
+     "IANA time zone (`\"Europe/Berlin\"`) for the customer's day, week and month windows and "
+     "quota resets.",
+     [](CustomerSeed& c, Value&& v) {
+       if (!v.text.empty()) {
+         Result<core::TimeZone> tz = core::TimeZone::find(v.text);
+         if (!tz) {
+           return Status::invalid_argument("'" + v.text + "' is not a known IANA time zone");
+         }
+       }
+       c.timezone = std::move(v.text);
+       return Status();
+     }},
+};
+
+// The sections, in the order of the reference.
+struct SectionDoc {
+  std::string_view name;
+  bool is_array;
+  std::string_view doc;
+};
+
+constexpr SectionDoc kServerSection{
+    "server", false, "The HTTP server and the limits on what one request may carry."};
+constexpr SectionDoc kStorageSection{
+    "storage", false, "The embedded store: durability, group commit and deduplication."};
+constexpr SectionDoc kMetersSection{
+    "meters", true,
+    "One `[[meters]]` entry per meter: which events it takes, which property it aggregates, "
+    "how, and by which properties it groups."};
+constexpr SectionDoc kCustomersSection{
+    "customers", true,
+    "Customers to create at start-up, handy for development and tests. Customers are run-time "
+    "state kept in the store; most are created through the API or by their first event."};
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers.
+
+std::string_view type_phrase(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::table:
+      return "a table";
+    case toml::node_type::array:
+      return n.as_array()->is_array_of_tables() && !n.as_array()->empty() ? "an array of tables"
+                                                                          : "an array";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a float";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::date:
+      return "a date";
+    case toml::node_type::time:
+      return "a time";
+    case toml::node_type::date_time:
+      return "a date-time";
+    case toml::node_type::none:
+      break;
+  }
+  return "nothing";
+}
+
+// Edit distance, for "did you mean" hints on misspelt keys. Keys are short, so quadratic is fine.
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) {
+    row[j] = j;
+  }
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+// " (did you mean 'x'?)" when one of `known` is close to `key`, else "".
+template <typename Range>
+std::string suggestion(std::string_view key, const Range& known) {
+  std::string_view best;
+  std::size_t best_distance = 3;  // more than two edits away is a different word
+  for (std::string_view k : known) {
+    std::size_t d = edit_distance(key, k);
+    if (d < best_distance) {
+      best = k;
+      best_distance = d;
+    }
+  }
+  return best.empty() ? std::string() : " (did you mean '" + std::string(best) + "'?)";
+}
+
+std::string format_bytes(std::int64_t bytes) {
+  static constexpr std::pair<std::int64_t, std::string_view> kUnits[] = {
+      {kTiB, "TiB"}, {kGiB, "GiB"}, {kMiB, "MiB"}, {kKiB, "KiB"}};
+  for (const auto& [size, name] : kUnits) {
+    if (bytes >= size && bytes % size == 0) {
+      return std::to_string(bytes / size) + std::string(name);
+    }
+  }
+  return std::to_string(bytes) + "B";
+}
+
+std::string format_seconds(std::int64_t seconds) {
+  if (seconds > 0 && seconds % kSecondsPerDay == 0) {
+    return std::to_string(seconds / kSecondsPerDay) + "d";
+  }
+  return std::to_string(seconds) + "s";
+}
+
+std::string kind_name(Kind kind, std::int64_t min, std::int64_t max) {
+  switch (kind) {
+    case Kind::kString:
+      return "string";
+    case Kind::kInteger:
+      return "integer (" + std::to_string(min) + ".." + std::to_string(max) + ")";
+    case Kind::kBool:
+      return "boolean";
+    case Kind::kBytes:
+      return "size (" + format_bytes(min) + ".." + format_bytes(max) + ")";
+    case Kind::kDuration:
+      return "duration (up to " + format_seconds(max) + ")";
+    case Kind::kListen:
+      return "host:port";
+    case Kind::kStringList:
+      return "array of strings";
+    case Kind::kFilter:
+      return "table";
+  }
+  return "?";
+}
+
+// Text of a scalar filter value, as an event property of that value would read.
+bool scalar_text(const toml::node& n, std::string* out) {
+  if (const auto* s = n.as_string()) {
+    *out = s->get();
+    return true;
+  }
+  if (const auto* i = n.as_integer()) {
+    *out = std::to_string(i->get());
+    return true;
+  }
+  if (const auto* b = n.as_boolean()) {
+    *out = b->get() ? "true" : "false";
+    return true;
+  }
+  if (const auto* f = n.as_floating_point()) {
+    double d = f->get();
+    if (d != d || d == std::numeric_limits<double>::infinity() ||
+        d == -std::numeric_limits<double>::infinity()) {
+      return false;  // no JSON number has this text
+    }
+    std::array<char, 64> buf{};
+    auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), d);
+    if (ec != std::errc()) {
+      return false;
+    }
+    out->assign(buf.data(), end);
+    return true;
+  }
+  return false;
+}
+
+bool before(const toml::source_position& a, const toml::source_position& b) {
+  return a.line != b.line ? a.line < b.line : a.column < b.column;
+}
+
+// A table's entries in file order. toml++ keeps keys sorted by name; errors should come in the
+// order a person reads the file.
+std::vector<std::pair<const toml::key*, const toml::node*>> in_file_order(const toml::table& t) {
+  std::vector<std::pair<const toml::key*, const toml::node*>> out;
+  out.reserve(t.size());
+  for (const auto& [k, v] : t) {
+    out.emplace_back(&k, &v);
+  }
+  std::stable_sort(out.begin(), out.end(), [](const auto& a, const auto& b) {
+    return before(a.first->source().begin, b.first->source().begin);
+  });
+  return out;
+}
+
+// Where each key of one table was given, for checks that span keys.
+using Positions = std::map<std::string, toml::source_position, std::less<>>;
+
+// ---------------------------------------------------------------------------------------------
+// The loader: walks the TOML tree against the option table.
+
+class Loader {
+ public:
+  explicit Loader(std::string_view path) : path_(path.empty() ? "<config>" : path) {}
+
+  Status load(const toml::table& root, Config* config) {
+    for (const auto& [key, node] : in_file_order(root)) {
+      std::string_view name = key->str();
+      const toml::source_position at = key->source().begin;
+      if (name == kServerSection.name) {
+        TALLY_TRY(load_section(*node, at, kServerSection, kServerOptions, &config->server));
+      } else if (name == kStorageSection.name) {
+        TALLY_TRY(load_section(*node, at, kStorageSection, kStorageOptions, &config->storage));
+      } else if (name == kMetersSection.name) {
+        TALLY_TRY(load_meters(*node, at, &config->meters));
+      } else if (name == kCustomersSection.name) {
+        TALLY_TRY(load_customers(*node, at, &config->customers));
+      } else {
+        static constexpr std::string_view kNames[] = {kServerSection.name, kStorageSection.name,
+                                                      kMetersSection.name, kCustomersSection.name};
+        std::string hint = suggestion(name, kNames);
+        if (node->is_table()) {
+          return fail(at, "unknown section [" + std::string(name) + "]" + hint);
+        }
+        if (node->is_array_of_tables()) {
+          return fail(at, "unknown section [[" + std::string(name) + "]]" + hint);
+        }
+        return fail(at, "unknown key '" + std::string(name) + "' at top level" + hint);
+      }
+    }
+    return Status();
+  }
+
+ private:
+  // "file:line: what".
+  Status fail(const toml::source_position& at, std::string_view what) const {
+    return Status::invalid_argument(path_ + ":" + std::to_string(at.line) + ": " +
+                                    std::string(what));
+  }
+
+  Status fail_field(const toml::source_position& at, std::string_view field,
+                    std::string_view what) const {
+    return fail(at, std::string(field) + ": " + std::string(what));
+  }
+
+  template <typename T>
+  Status load_section(const toml::node& node, const toml::source_position& at,
+                      const SectionDoc& section,
+                      std::span<const Option<std::type_identity_t<T>>> options, T* target) {
+    const toml::table* table = node.as_table();
+    if (table == nullptr) {
+      return fail(at, std::string(section.name) + ": expected a table ([" +
+                          std::string(section.name) + "]), got " + std::string(type_phrase(node)));
+    }
+    Positions positions;
+    return apply(*table, options, std::string(section.name) + ".",
+                 "[" + std::string(section.name) + "]", target, &positions);
+  }
+
+  // Sets every key of `table` through `options`. `field_prefix` starts field names in messages
+  // ("server.", "meters[2]."); `where` names the table in unknown-key messages ("[[meters]]").
+  template <typename T>
+  Status apply(const toml::table& table, std::span<const Option<std::type_identity_t<T>>> options,
+               const std::string& field_prefix, const std::string& where, T* target,
+               Positions* positions) {
+    for (const auto& [key, node] : in_file_order(table)) {
+      std::string_view name = key->str();
+      const toml::source_position at = key->source().begin;
+      const auto option = std::find_if(options.begin(), options.end(),
+                                       [&](const Option<T>& o) { return o.key == name; });
+      if (option == options.end()) {
+        std::vector<std::string_view> known;
+        for (const Option<T>& o : options) {
+          known.push_back(o.key);
+        }
+        return fail(
+            at, "unknown key '" + std::string(name) + "' in " + where + suggestion(name, known));
+      }
+      const std::string field = field_prefix + std::string(name);
+      Value value;
+      TALLY_TRY(read(*node, *option, field, &value));
+      Status s = option->set(*target, std::move(value));
+      if (!s.ok()) {
+        return fail_field(node->source().begin, field, s.message());
+      }
+      positions->emplace(std::string(name), at);
+    }
+    // The table's own position is its header ("[[meters]]"), where a missing key belongs.
+    for (const Option<T>& o : options) {
+      if (o.required && positions->find(o.key) == positions->end()) {
+        return fail(table.source().begin, field_prefix.substr(0, field_prefix.size() - 1) +
+                                              ": missing required key '" + std::string(o.key) +
+                                              "'");
+      }
+    }
+    return Status();
+  }
+
+  // Reads `node` as option o's kind into *out, checking the bounds.
+  template <typename T>
+  Status read(const toml::node& node, const Option<T>& o, const std::string& field,
+              Value* out) const {
+    const toml::source_position at = node.source().begin;
+    auto wrong_type = [&](std::string_view expected) {
+      return fail_field(
+          at, field,
+          "expected " + std::string(expected) + ", got " + std::string(type_phrase(node)));
+    };
+    switch (o.kind) {
+      case Kind::kString: {
+        const auto* s = node.as_string();
+        if (s == nullptr) {
+          return wrong_type("a string");
+        }
+        const std::string& text = s->get();
+        const auto size = static_cast<std::int64_t>(text.size());
+        if (size < o.min || size > o.max) {
+          if (o.min > 0 && size == 0) {
+            return fail_field(at, field, "must not be empty");
+          }
+          return fail_field(at, field,
+                            "must be " + std::to_string(o.min) + " to " + std::to_string(o.max) +
+                                " bytes long, got " + std::to_string(size));
+        }
+        out->text = text;
+        return Status();
+      }
+      case Kind::kInteger: {
+        const auto* i = node.as_integer();
+        if (i == nullptr) {
+          return wrong_type("an integer");
+        }
+        out->number = i->get();
+        if (out->number < o.min || out->number > o.max) {
+          return fail_field(at, field,
+                            std::to_string(out->number) + " is out of range " +
+                                std::to_string(o.min) + ".." + std::to_string(o.max));
+        }
+        return Status();
+      }
+      case Kind::kBool: {
+        const auto* b = node.as_boolean();
+        if (b == nullptr) {
+          return wrong_type("true or false");
+        }
+        out->flag = b->get();
+        return Status();
+      }
+      case Kind::kBytes: {
+        std::uint64_t bytes = 0;
+        if (const auto* i = node.as_integer()) {
+          if (i->get() < 0) {
+            return fail_field(at, field, std::to_string(i->get()) + " is negative");
+          }
+          bytes = static_cast<std::uint64_t>(i->get());
+        } else if (const auto* s = node.as_string()) {
+          Status st = parse_byte_size(s->get(), &bytes);
+          if (!st.ok()) {
+            return fail_field(at, field, st.message());
+          }
+        } else {
+          return wrong_type("a size (an integer, or a string such as \"64MiB\")");
+        }
+        if (bytes < static_cast<std::uint64_t>(o.min) ||
+            bytes > static_cast<std::uint64_t>(o.max)) {
+          return fail_field(at, field,
+                            std::to_string(bytes) + " bytes is out of range " +
+                                format_bytes(o.min) + ".." + format_bytes(o.max));
+        }
+        out->number = static_cast<std::int64_t>(bytes);
+        return Status();
+      }
+      case Kind::kDuration: {
+        std::int64_t seconds = 0;
+        if (const auto* i = node.as_integer()) {
+          seconds = i->get();
+          if (seconds < 0) {
+            return fail_field(at, field, std::to_string(seconds) + " is negative");
+          }
+        } else if (const auto* s = node.as_string()) {
+          if (s->get() != "forever") {
+            Status st = parse_duration_seconds(s->get(), &seconds);
+            if (!st.ok()) {
+              return fail_field(at, field, st.message() + ", or \"forever\"");
+            }
+          }
+        } else {
+          return wrong_type("a duration (\"forever\", seconds, or a string such as \"30d\")");
+        }
+        if (seconds < o.min || seconds > o.max) {
+          return fail_field(at, field,
+                            std::to_string(seconds) + " seconds is out of range " +
+                                format_seconds(o.min) + ".." + format_seconds(o.max));
+        }
+        out->number = seconds;
+        return Status();
+      }
+      case Kind::kListen: {
+        const auto* s = node.as_string();
+        if (s == nullptr) {
+          return wrong_type("a string \"host:port\"");
+        }
+        std::uint16_t port = 0;
+        Status st = parse_listen(s->get(), &out->text, &port);
+        if (!st.ok()) {
+          return fail_field(at, field, st.message());
+        }
+        out->number = port;
+        return Status();
+      }
+      case Kind::kStringList: {
+        const auto* array = node.as_array();
+        if (array == nullptr) {
+          return wrong_type("an array of strings");
+        }
+        if (static_cast<std::int64_t>(array->size()) > o.max) {
+          return fail_field(at, field,
+                            "has " + std::to_string(array->size()) + " entries; at most " +
+                                std::to_string(o.max) + " are allowed");
+        }
+        for (std::size_t i = 0; i < array->size(); ++i) {
+          const toml::node& element = *array->get(i);
+          const std::string element_field = field + "[" + std::to_string(i) + "]";
+          const toml::source_position element_at = element.source().begin;
+          const auto* s = element.as_string();
+          if (s == nullptr) {
+            return fail_field(element_at, element_field,
+                              "expected a string, got " + std::string(type_phrase(element)));
+          }
+          if (s->get().empty() || s->get().size() > kNameBytesMax) {
+            return fail_field(element_at, element_field,
+                              "must be 1 to " + std::to_string(kNameBytesMax) + " bytes long");
+          }
+          if (std::find(out->list.begin(), out->list.end(), s->get()) != out->list.end()) {
+            return fail_field(element_at, element_field, "'" + s->get() + "' is listed twice");
+          }
+          out->list.push_back(s->get());
+        }
+        return Status();
+      }
+      case Kind::kFilter: {
+        const auto* table = node.as_table();
+        if (table == nullptr) {
+          return wrong_type("a table such as { feature_id = \"x\" }");
+        }
+        if (static_cast<std::int64_t>(table->size()) > o.max) {
+          return fail_field(at, field,
+                            "has " + std::to_string(table->size()) + " entries; at most " +
+                                std::to_string(o.max) + " are allowed");
+        }
+        for (const auto& [key, value] : in_file_order(*table)) {
+          const std::string entry_field = field + "." + std::string(key->str());
+          const toml::source_position entry_at = key->source().begin;
+          if (key->str().empty() || key->str().size() > kNameBytesMax) {
+            return fail_field(
+                entry_at, field,
+                "property names must be 1 to " + std::to_string(kNameBytesMax) + " bytes long");
+          }
+          std::string text;
+          if (!scalar_text(*value, &text)) {
+            return fail_field(entry_at, entry_field,
+                              "expected a string, integer, float or boolean, got " +
+                                  std::string(type_phrase(*value)));
+          }
+          if (text.size() > kFilterTextBytesMax) {
+            return fail_field(entry_at, entry_field,
+                              "longer than " + std::to_string(kFilterTextBytesMax) + " bytes");
+          }
+          out->pairs.emplace_back(std::string(key->str()), std::move(text));
+        }
+        return Status();
+      }
+    }
+    return fail_field(at, field, "unsupported option kind");  // unreachable: all kinds handled
+  }
+
+  // The node of an array-of-tables section, or an error saying how to write one.
+  Result<const toml::array*> array_of_tables(const toml::node& node,
+                                             const toml::source_position& at,
+                                             const SectionDoc& section) const {
+    const toml::array* array = node.as_array();
+    const std::string name(section.name);
+    if (array == nullptr) {
+      return fail(at, name + ": expected an array of tables ([[" + name + "]]), got " +
+                          std::string(type_phrase(node)));
+    }
+    for (std::size_t i = 0; i < array->size(); ++i) {
+      const toml::node& entry = *array->get(i);
+      if (!entry.is_table()) {
+        return fail(entry.source().begin, name + "[" + std::to_string(i) +
+                                              "]: expected a table, got " +
+                                              std::string(type_phrase(entry)));
+      }
+    }
+    return array;
+  }
+
+  Status load_meters(const toml::node& node, const toml::source_position& at,
+                     std::vector<core::MeterSpec>* meters) {
+    Result<const toml::array*> array = array_of_tables(node, at, kMetersSection);
+    if (!array) {
+      return array.error();
+    }
+    if ((*array)->size() > kMetersMax) {
+      return fail(at, "meters: " + std::to_string((*array)->size()) + " meters; at most " +
+                          std::to_string(kMetersMax) + " are allowed");
+    }
+    std::map<std::string, std::pair<std::size_t, std::uint32_t>, std::less<>> seen;  // line
+    for (std::size_t i = 0; i < (*array)->size(); ++i) {
+      const toml::table& entry = *(*array)->get(i)->as_table();
+      const std::string prefix = "meters[" + std::to_string(i) + "]";
+      core::MeterSpec meter;
+      Positions positions;
+      TALLY_TRY(apply(entry, kMeterOptions, prefix + ".", "[[meters]]", &meter, &positions));
+
+      const toml::source_position key_at = positions.at("key");
+      auto [it, inserted] = seen.try_emplace(meter.key, i, key_at.line);
+      if (!inserted) {
+        return fail_field(key_at, prefix + ".key",
+                          "'" + meter.key + "' is already the key of meters[" +
+                              std::to_string(it->second.first) + "] (line " +
+                              std::to_string(it->second.second) + ")");
+      }
+
+      const auto value_at = positions.find("value");
+      const bool has_value = value_at != positions.end();
+      if (meter.aggregation == core::Aggregation::kCount && has_value) {
+        const bool explicit_count = positions.count("aggregation") > 0;
+        return fail_field(value_at->second, prefix + ".value",
+                          std::string("a count takes no value") +
+                              (explicit_count ? "" : " (aggregation defaults to count)") +
+                              "; remove 'value' or choose another aggregation");
+      }
+      if (meter.aggregation != core::Aggregation::kCount && !has_value) {
+        return fail(entry.source().begin,
+                    prefix + ": aggregation '" +
+                        std::string(core::aggregation_name(meter.aggregation)) +
+                        "' needs a 'value' (a path such as \"$.input_tokens\")");
+      }
+      meters->push_back(std::move(meter));
+    }
+    return Status();
+  }
+
+  Status load_customers(const toml::node& node, const toml::source_position& at,
+                        std::vector<CustomerSeed>* customers) {
+    Result<const toml::array*> array = array_of_tables(node, at, kCustomersSection);
+    if (!array) {
+      return array.error();
+    }
+    if ((*array)->size() > kCustomersMax) {
+      return fail(at, "customers: " + std::to_string((*array)->size()) + " customers; at most " +
+                          std::to_string(kCustomersMax) + " are allowed");
+    }
+    std::map<std::string, std::pair<std::size_t, std::uint32_t>, std::less<>> seen;
+    for (std::size_t i = 0; i < (*array)->size(); ++i) {
+      const toml::table& entry = *(*array)->get(i)->as_table();
+      const std::string prefix = "customers[" + std::to_string(i) + "]";
+      CustomerSeed customer;
+      Positions positions;
+      TALLY_TRY(
+          apply(entry, kCustomerOptions, prefix + ".", "[[customers]]", &customer, &positions));
+      const toml::source_position id_at = positions.at("id");
+      auto [it, inserted] = seen.try_emplace(customer.id, i, id_at.line);
+      if (!inserted) {
+        return fail_field(id_at, prefix + ".id",
+                          "'" + customer.id + "' is already the id of customers[" +
+                              std::to_string(it->second.first) + "] (line " +
+                              std::to_string(it->second.second) + ")");
+      }
+      customers->push_back(std::move(customer));
+    }
+    return Status();
+  }
+
+  std::string path_;
+};
+
+template <typename T>
+void append_options(const SectionDoc& section, std::span<const Option<T>> options,
+                    std::vector<OptionInfo>* out) {
+  for (const Option<T>& o : options) {
+    out->push_back(OptionInfo{std::string(section.name), section.is_array, std::string(o.key),
+                              kind_name(o.kind, o.min, o.max), std::string(o.default_toml),
+                              o.required, std::string(o.doc)});
+  }
+}
+
+// Markdown table cells cannot hold '|' or line breaks.
+std::string cell(std::string_view text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '|') {
+      out += "\\|";
+    } else if (c == '\n') {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+bool equals_ignore_case(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    auto lower = [](char c) {
+      return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
+    };
+    if (lower(a[i]) != lower(b[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Reads leading digits of *s into *value (consuming them). False when there are none or the
+// number exceeds uint64.
+bool take_number(std::string_view* s, std::uint64_t* value) {
+  const char* begin = s->data();
+  const char* end = s->data() + s->size();
+  auto [ptr, ec] = std::from_chars(begin, end, *value);
+  if (ec != std::errc() || ptr == begin) {
+    return false;
+  }
+  s->remove_prefix(static_cast<std::size_t>(ptr - begin));
+  return true;
+}
+
+}  // namespace
+
+// -----------------------------------------------------------------------------------------------
+
+Result<Config> parse_config(std::string_view toml_text, std::string_view path) {
+  const std::string shown_path = path.empty() ? std::string("<config>") : std::string(path);
+  Config config;
+  config.source_path = std::string(path);
+  try {
+    toml::table root = toml::parse(toml_text, std::string_view(shown_path));
+    Loader loader(shown_path);
+    TALLY_TRY(loader.load(root, &config));
+  } catch (const toml::parse_error& e) {
+    const toml::source_position at = e.source().begin;
+    return Status::invalid_argument(shown_path + ":" + std::to_string(at.line) + ":" +
+                                    std::to_string(at.column) + ": " +
+                                    std::string(e.description()));
+  } catch (const std::exception& e) {
+    // Only allocation failure is expected here; no exception may leave the config layer.
+    return Status::internal(shown_path + ": " + e.what());
+  }
+  return config;
+}
+
+Result<Config> load_config_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return Status::not_found("cannot read config file '" + path + "': " + std::strerror(errno));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad() || text.fail()) {
+    // A directory opens on Linux but cannot be read.
+    return Status::not_found("cannot read config file '" + path + "'");
+  }
+  return parse_config(text.str(), path);
+}
+
+Status parse_listen(std::string_view text, std::string* host, std::uint16_t* port) {
+  std::string_view host_part;
+  std::string_view port_part;
+  if (!text.empty() && text.front() == '[') {
+    const std::size_t close = text.find(']');
+    if (close == std::string_view::npos) {
+      return Status::invalid_argument("'" + std::string(text) +
+                                      "': missing ']' after the "
+                                      "IPv6 address");
+    }
+    host_part = text.substr(1, close - 1);
+    if (host_part.empty()) {
+      return Status::invalid_argument("'" + std::string(text) + "': empty IPv6 address");
+    }
+    if (close + 1 >= text.size() || text[close + 1] != ':') {
+      return Status::invalid_argument("'" + std::string(text) +
+                                      "': expected host:port, such as \"[::1]:8080\"");
+    }
+    port_part = text.substr(close + 2);
+  } else {
+    const std::size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) {
+      return Status::invalid_argument("'" + std::string(text) +
+                                      "': expected host:port, such as \"127.0.0.1:8080\"");
+    }
+    host_part = text.substr(0, colon);
+    port_part = text.substr(colon + 1);
+    if (host_part.find(':') != std::string_view::npos) {
+      return Status::invalid_argument("'" + std::string(text) +
+                                      "': an IPv6 address needs brackets, as in \"[::1]:8080\"");
+    }
+  }
+  for (char c : host_part) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || is_digit(c) || c == '.' ||
+                    c == '-' || c == '_' || c == ':' || c == '%';
+    if (!ok) {
+      return Status::invalid_argument("'" + std::string(text) + "': invalid character in host");
+    }
+  }
+  if (port_part.empty() || port_part.size() > 5 ||
+      !std::all_of(port_part.begin(), port_part.end(), is_digit)) {
+    return Status::invalid_argument("'" + std::string(text) + "': the port must be 0..65535");
+  }
+  std::uint32_t value = 0;
+  for (char c : port_part) {
+    value = value * 10 + static_cast<std::uint32_t>(c - '0');
+  }
+  if (value > 65535) {
+    return Status::invalid_argument("'" + std::string(text) + "': the port must be 0..65535");
+  }
+  *host = host_part.empty() ? std::string("0.0.0.0") : std::string(host_part);
+  *port = static_cast<std::uint16_t>(value);
+  return Status();
+}
+
+Status parse_byte_size(std::string_view text, std::uint64_t* bytes) {
+  static constexpr std::pair<std::string_view, std::uint64_t> kUnits[] = {
+      {"", 1},
+      {"B", 1},
+      {"KiB", 1ull << 10},
+      {"MiB", 1ull << 20},
+      {"GiB", 1ull << 30},
+      {"TiB", 1ull << 40},
+      {"KB", 1'000},
+      {"MB", 1'000'000},
+      {"GB", 1'000'000'000},
+      {"TB", 1'000'000'000'000},
+  };
+  auto invalid = [&] {
+    return Status::invalid_argument("'" + std::string(text) +
+                                    "' is not a size; use bytes or a whole number with a unit: "
+                                    "B, KiB, MiB, GiB, TiB, KB, MB, GB, TB (e.g. \"64MiB\")");
+  };
+  std::string_view rest = trim(text);
+  std::uint64_t number = 0;
+  if (!take_number(&rest, &number)) {
+    return invalid();
+  }
+  rest = trim(rest);
+  for (const auto& [unit, scale] : kUnits) {
+    if (equals_ignore_case(rest, unit)) {
+      if (number > std::numeric_limits<std::uint64_t>::max() / scale) {
+        return Status::invalid_argument("'" + std::string(text) + "' is too large");
+      }
+      *bytes = number * scale;
+      return Status();
+    }
+  }
+  return invalid();
+}
+
+Status parse_duration_seconds(std::string_view text, std::int64_t* seconds) {
+  auto invalid = [&] {
+    return Status::invalid_argument("'" + std::string(text) +
+                                    "' is not a duration; use seconds or whole numbers with "
+                                    "units s, m, h, d, w (e.g. \"30d\", \"12h\", \"1h30m\")");
+  };
+  std::string_view rest = trim(text);
+  if (rest.empty()) {
+    return invalid();
+  }
+  constexpr auto kMax = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+  if (std::all_of(rest.begin(), rest.end(), is_digit)) {
+    std::uint64_t number = 0;
+    if (!take_number(&rest, &number) || number > kMax) {
+      return Status::invalid_argument("'" + std::string(text) + "' is too large");
+    }
+    *seconds = static_cast<std::int64_t>(number);
+    return Status();
+  }
+  std::uint64_t total = 0;
+  while (!rest.empty()) {
+    std::uint64_t number = 0;
+    if (!take_number(&rest, &number) || rest.empty()) {
+      return invalid();
+    }
+    std::uint64_t scale = 0;
+    switch (rest.front()) {
+      case 's':
+        scale = 1;
+        break;
+      case 'm':
+        scale = 60;
+        break;
+      case 'h':
+        scale = 3'600;
+        break;
+      case 'd':
+        scale = 86'400;
+        break;
+      case 'w':
+        scale = 7 * 86'400;
+        break;
+      default:
+        return invalid();
+    }
+    rest.remove_prefix(1);
+    if (number > kMax / scale || total > kMax - number * scale) {
+      return Status::invalid_argument("'" + std::string(text) + "' is too large");
+    }
+    total += number * scale;
+  }
+  *seconds = static_cast<std::int64_t>(total);
+  return Status();
+}
+
+std::vector<OptionInfo> config_options() {
+  std::vector<OptionInfo> out;
+  append_options<ServerConfig>(kServerSection, kServerOptions, &out);
+  append_options<StorageConfig>(kStorageSection, kStorageOptions, &out);
+  append_options<core::MeterSpec>(kMetersSection, kMeterOptions, &out);
+  append_options<CustomerSeed>(kCustomersSection, kCustomerOptions, &out);
+  return out;
+}
+
+std::string config_reference_markdown() {
+  static constexpr const SectionDoc* kSections[] = {&kServerSection, &kStorageSection,
+                                                    &kMetersSection, &kCustomersSection};
+  const std::vector<OptionInfo> options = config_options();
+  std::string out;
+  for (const SectionDoc* section : kSections) {
+    const std::string name(section->name);
+    out += section->is_array ? "### [[" + name + "]]\n\n" : "### [" + name + "]\n\n";
+    out += std::string(section->doc) + "\n\n";
+    out += "| key | type | default | meaning |\n";
+    out += "|---|---|---|---|\n";
+    for (const OptionInfo& o : options) {
+      if (o.section != name) {
+        continue;
+      }
+      std::string default_text = o.required               ? "required"
+                                 : o.default_toml.empty() ? "none"
+                                                          : "`" + o.default_toml + "`";
+      out += "| `" + o.key + "` | " + cell(o.type) + " | " + cell(default_text) + " | " +
+             cell(o.doc) + " |\n";
+    }
+    out += "\n";
+  }
+  out.pop_back();  // one trailing newline, not a blank line
+  return out;
+}
+
+}  // namespace tally::config

@@ -1,0 +1,605 @@
+// Tests for the configuration layer: the example file, the defaults, every error path with its
+// message and line, and the generated reference that docs/configuration.md embeds.
+#include "config/config.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <initializer_list>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace tally::config {
+namespace {
+
+constexpr std::string_view kDocsBegin = "<!-- reference:begin -->\n";
+constexpr std::string_view kDocsEnd = "<!-- reference:end -->";
+
+std::string source_path(std::string_view relative) {
+  return std::string(TALLY_SOURCE_DIR) + "/" + std::string(relative);
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+// Parses `text` as tally.toml, expecting kInvalidArgument with every fragment in the message.
+::testing::AssertionResult fails_with(std::string_view text,
+                                      std::initializer_list<std::string_view> fragments) {
+  Result<Config> r = parse_config(text, "tally.toml");
+  if (r) {
+    return ::testing::AssertionFailure() << "parsed without error";
+  }
+  if (r.error().code() != StatusCode::kInvalidArgument) {
+    return ::testing::AssertionFailure() << "wrong code: " << r.error().to_string();
+  }
+  for (std::string_view f : fragments) {
+    if (r.error().message().find(f) == std::string::npos) {
+      return ::testing::AssertionFailure()
+             << "message '" << r.error().message() << "' lacks '" << f << "'";
+    }
+  }
+  return ::testing::AssertionSuccess() << r.error().message();
+}
+
+Config parse_ok(std::string_view text) {
+  Result<Config> r = parse_config(text, "tally.toml");
+  EXPECT_TRUE(r.has_value()) << r.status().to_string();
+  return r ? std::move(r).value() : Config{};
+}
+
+// A minimal valid meter to embed in error tests.
+constexpr std::string_view kMeterA = R"([[meters]]
+key = "a"
+event_type = "A"
+)";
+
+// ---------------------------------------------------------------------------------------------
+// Defaults and the full shape.
+
+TEST(ConfigTest, DefaultsAreValidAndMatchTheStruct) {
+  const Config defaults;
+  EXPECT_EQ(defaults.server.listen_host, "127.0.0.1");
+  EXPECT_EQ(defaults.server.listen_port, 8080);
+  EXPECT_EQ(defaults.server.data_dir, "./data");
+  EXPECT_EQ(defaults.server.body_bytes_max, 10u * 1024 * 1024);
+  EXPECT_TRUE(defaults.storage.fsync);
+  EXPECT_EQ(defaults.storage.dedup_window_seconds, 0);
+
+  for (std::string_view text : {std::string_view(""), std::string_view("# nothing\n\n"),
+                                std::string_view("[server]\n[storage]\n")}) {
+    Config c = parse_ok(text);
+    EXPECT_EQ(c.server, defaults.server);
+    EXPECT_EQ(c.storage, defaults.storage);
+    EXPECT_TRUE(c.meters.empty());
+    EXPECT_TRUE(c.customers.empty());
+    EXPECT_EQ(c.source_path, "tally.toml");
+  }
+}
+
+// Each documented default, written into a file, gives the struct's default: the table and the
+// header cannot drift apart.
+TEST(ConfigTest, DocumentedDefaultsEqualStructDefaults) {
+  const Config defaults;
+  int checked = 0;
+  for (const OptionInfo& o : config_options()) {
+    if (o.default_toml.empty() || o.section_is_array) {
+      continue;
+    }
+    const std::string text = "[" + o.section + "]\n" + o.key + " = " + o.default_toml + "\n";
+    Config c = parse_ok(text);
+    EXPECT_EQ(c.server, defaults.server) << text;
+    EXPECT_EQ(c.storage, defaults.storage) << text;
+    ++checked;
+  }
+  EXPECT_GE(checked, 10);
+}
+
+TEST(ConfigTest, ParsesTheFullShape) {
+  Config c = parse_ok(R"(
+[server]
+listen = "[::1]:0"
+data_dir = "/var/lib/tally"
+threads = 4
+body_bytes_max = "512KiB"
+batch_events_max = 500
+future_skew_seconds_max = 60
+auto_create_customers = false
+admin_key = "0123456789abcdef0123"
+
+[storage]
+fsync = false
+commit_interval_us = 200
+commit_events_max = 1000
+dedup_window = "30d"
+block_cache_bytes = 1048576
+
+[[meters]]
+key = "tokens_in"
+event_type = "TOKEN_USAGE"
+aggregation = "sum"
+value = "$.input_tokens"
+group_by = ["provider", "model"]
+filter = { feature_id = "ai-text-generation", tier = 3, ratio = 0.5, beta = true }
+unit = "tokens"
+description = "Input tokens"
+
+[[meters]]
+key = "calls"
+event_type = "api_call"
+
+[[customers]]
+id = "cust-test-001"
+name = "Test Company"
+email = "test@example.com"
+timezone = "Europe/Berlin"
+)");
+  EXPECT_EQ(c.server.listen_host, "::1");
+  EXPECT_EQ(c.server.listen_port, 0);
+  EXPECT_EQ(c.server.data_dir, "/var/lib/tally");
+  EXPECT_EQ(c.server.threads, 4);
+  EXPECT_EQ(c.server.body_bytes_max, 512u * 1024);
+  EXPECT_EQ(c.server.batch_events_max, 500u);
+  EXPECT_EQ(c.server.future_skew_seconds_max, 60);
+  EXPECT_FALSE(c.server.auto_create_customers);
+  EXPECT_EQ(c.server.admin_key, "0123456789abcdef0123");
+  EXPECT_FALSE(c.storage.fsync);
+  EXPECT_EQ(c.storage.commit_interval_us, 200u);
+  EXPECT_EQ(c.storage.commit_events_max, 1000u);
+  EXPECT_EQ(c.storage.dedup_window_seconds, 30 * 86400);
+  EXPECT_EQ(c.storage.block_cache_bytes, 1048576u);
+
+  ASSERT_EQ(c.meters.size(), 2u);
+  const core::MeterSpec& m = c.meters[0];
+  EXPECT_EQ(m.key, "tokens_in");
+  EXPECT_EQ(m.event_type, "TOKEN_USAGE");
+  EXPECT_EQ(m.aggregation, core::Aggregation::kSum);
+  EXPECT_EQ(m.value_property, "input_tokens");
+  EXPECT_EQ(m.group_by, (std::vector<std::string>{"provider", "model"}));
+  EXPECT_EQ(m.filter,
+            (std::vector<std::pair<std::string, std::string>>{{"feature_id", "ai-text-generation"},
+                                                              {"tier", "3"},
+                                                              {"ratio", "0.5"},
+                                                              {"beta", "true"}}));
+  EXPECT_EQ(m.unit, "tokens");
+  EXPECT_EQ(m.description, "Input tokens");
+  EXPECT_EQ(c.meters[1].aggregation, core::Aggregation::kCount);  // the default
+  EXPECT_TRUE(c.meters[1].value_property.empty());
+
+  ASSERT_EQ(c.customers.size(), 1u);
+  EXPECT_EQ(c.customers[0],
+            (CustomerSeed{"cust-test-001", "Test Company", "test@example.com", "Europe/Berlin"}));
+}
+
+TEST(ConfigTest, DedupWindowForms) {
+  EXPECT_EQ(parse_ok("[storage]\ndedup_window = \"forever\"").storage.dedup_window_seconds, 0);
+  EXPECT_EQ(parse_ok("[storage]\ndedup_window = 3600").storage.dedup_window_seconds, 3600);
+  EXPECT_EQ(parse_ok("[storage]\ndedup_window = \"12h\"").storage.dedup_window_seconds, 43200);
+  EXPECT_EQ(parse_ok("[storage]\ndedup_window = \"90m\"").storage.dedup_window_seconds, 5400);
+  EXPECT_EQ(parse_ok("[storage]\ndedup_window = \"45s\"").storage.dedup_window_seconds, 45);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The example and the docs.
+
+TEST(ConfigTest, ExampleFileParses) {
+  Result<Config> r = load_config_file(source_path("examples/tally.toml"));
+  ASSERT_TRUE(r.has_value()) << r.status().to_string();
+  const Config& c = *r;
+  EXPECT_EQ(c.server.listen_host, "127.0.0.1");
+  EXPECT_EQ(c.server.listen_port, 8080);
+  EXPECT_EQ(c.server.data_dir, "./data");
+
+  auto find = [&](std::string_view key) -> const core::MeterSpec* {
+    for (const core::MeterSpec& m : c.meters) {
+      if (m.key == key) {
+        return &m;
+      }
+    }
+    return nullptr;
+  };
+
+  struct Expected {
+    std::string_view key;
+    std::string_view event_type;
+    core::Aggregation aggregation;
+    std::string_view value;
+  };
+
+  const Expected expected[] = {
+      {"api_calls", "api_call", core::Aggregation::kCount, ""},
+      {"tokens_in", "TOKEN_USAGE", core::Aggregation::kSum, "input_tokens"},
+      {"tokens_out", "TOKEN_USAGE", core::Aggregation::kSum, "output_tokens"},
+      {"file_uploads", "file_upload", core::Aggregation::kCount, ""},
+      {"upload_bytes", "file_upload", core::Aggregation::kSum, "bytes"},
+      {"appointments", "appointment_created", core::Aggregation::kCount, ""},
+      {"patients", "patients_gauge", core::Aggregation::kLatest, "count"},
+      {"users", "users_gauge", core::Aggregation::kLatest, "count"},
+      {"storage_gb", "storage_gauge", core::Aggregation::kLatest, "gb"},
+      {"active_users", "api_call", core::Aggregation::kUniqueCount, "user_id"},
+  };
+  for (const Expected& e : expected) {
+    const core::MeterSpec* m = find(e.key);
+    ASSERT_NE(m, nullptr) << e.key;
+    EXPECT_EQ(m->event_type, e.event_type) << e.key;
+    EXPECT_EQ(m->aggregation, e.aggregation) << e.key;
+    EXPECT_EQ(m->value_property, e.value) << e.key;
+  }
+  EXPECT_EQ(find("api_calls")->group_by, (std::vector<std::string>{"service"}));
+  EXPECT_EQ(find("tokens_in")->group_by, (std::vector<std::string>{"provider", "model"}));
+  EXPECT_EQ(find("tokens_out")->group_by, (std::vector<std::string>{"provider", "model"}));
+  EXPECT_FALSE(c.customers.empty());
+}
+
+// The example is what users copy, so it shows every [server] and [storage] option (some as
+// comments).
+TEST(ConfigTest, ExampleMentionsEveryServerAndStorageOption) {
+  const std::string text = read_text(source_path("examples/tally.toml"));
+  ASSERT_FALSE(text.empty());
+  for (const OptionInfo& o : config_options()) {
+    if (o.section == "server" || o.section == "storage") {
+      EXPECT_NE(text.find(o.key + " = "), std::string::npos) << o.key;
+    }
+  }
+}
+
+// docs/configuration.md embeds config_reference_markdown() verbatim. To regenerate it, run this
+// test with TALLY_UPDATE_DOCS=1.
+TEST(ConfigTest, DocsEmbedTheGeneratedReference) {
+  const std::string path = source_path("docs/configuration.md");
+  std::string doc = read_text(path);
+  const std::size_t begin = doc.find(kDocsBegin);
+  const std::size_t end = doc.find(kDocsEnd);
+  ASSERT_NE(begin, std::string::npos) << path << " lacks " << kDocsBegin;
+  ASSERT_NE(end, std::string::npos) << path << " lacks " << kDocsEnd;
+  ASSERT_LT(begin, end);
+  const std::size_t body = begin + kDocsBegin.size();
+  const std::string generated = config_reference_markdown() + "\n";
+  if (std::getenv("TALLY_UPDATE_DOCS") != nullptr) {
+    doc.replace(body, end - body, generated);
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << doc;
+    return;
+  }
+  EXPECT_EQ(doc.substr(body, end - body), generated)
+      << path << " is out of date; run this test with TALLY_UPDATE_DOCS=1 to regenerate it";
+}
+
+TEST(ConfigTest, ReferenceNamesEveryOption) {
+  const std::string md = config_reference_markdown();
+  for (const OptionInfo& o : config_options()) {
+    EXPECT_NE(md.find("| `" + o.key + "` |"), std::string::npos) << o.key;
+    EXPECT_FALSE(o.doc.empty()) << o.key;
+  }
+  EXPECT_NE(md.find("### [server]"), std::string::npos);
+  EXPECT_NE(md.find("### [[meters]]"), std::string::npos);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Unknown names.
+
+TEST(ConfigTest, UnknownTopLevelKey) {
+  EXPECT_TRUE(fails_with("\n\nfoo = 1\n", {"tally.toml:3: unknown key 'foo' at top level"}));
+}
+
+TEST(ConfigTest, UnknownSection) {
+  EXPECT_TRUE(fails_with("[server]\n[serverr]\nthreads = 1\n",
+                         {"tally.toml:2: unknown section [serverr]", "did you mean 'server'?"}));
+  EXPECT_TRUE(fails_with("[[plans]]\nname = \"x\"\n", {"tally.toml:1: unknown section [[plans]]"}));
+}
+
+TEST(ConfigTest, UnknownKeyInSection) {
+  EXPECT_TRUE(
+      fails_with("[server]\nthreads = 2\nthread = 4\n",
+                 {"tally.toml:3: unknown key 'thread' in [server]", "did you mean 'threads'?"}));
+  EXPECT_TRUE(fails_with("[storage]\n\nfsync = true\nwal = 1\n",
+                         {"tally.toml:4: unknown key 'wal' in [storage]"}));
+  EXPECT_TRUE(
+      fails_with("[server.tls]\ncert = \"x\"\n", {"tally.toml:1: unknown key 'tls' in [server]"}));
+}
+
+TEST(ConfigTest, UnknownKeyInMeterEntry) {
+  const std::string text = std::string(kMeterA) + R"(
+[[meters]]
+key = "tokens_in"
+event_type = "TOKEN_USAGE"
+value = "$.input_tokens"
+unit = "tokens"
+
+
+description = "x"
+
+agregation = "sum"
+)";
+  // kMeterA is 3 lines, then a blank line; the typo sits on line 14.
+  EXPECT_TRUE(fails_with(text, {"tally.toml:14: unknown key 'agregation' in [[meters]]",
+                                "did you mean 'aggregation'?"}));
+}
+
+TEST(ConfigTest, FirstErrorInFileOrderIsReported) {
+  // toml++ keeps keys sorted by name; the error for line 2 must still win over line 3's.
+  EXPECT_TRUE(fails_with("[server]\nzzz = 1\naaa = 2\n", {"tally.toml:2: unknown key 'zzz'"}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Types and values.
+
+TEST(ConfigTest, WrongTypes) {
+  EXPECT_TRUE(fails_with("[server]\nthreads = \"four\"\n",
+                         {"tally.toml:2: server.threads: expected an integer, got a string"}));
+  EXPECT_TRUE(fails_with("[server]\nthreads = 2.0\n",
+                         {"tally.toml:2: server.threads: expected an integer, got a float"}));
+  EXPECT_TRUE(fails_with("[storage]\nfsync = \"yes\"\n",
+                         {"tally.toml:2: storage.fsync: expected true or false, got a string"}));
+  EXPECT_TRUE(
+      fails_with("[server]\nlisten = 8080\n", {"tally.toml:2: server.listen: expected a string"}));
+  EXPECT_TRUE(fails_with("server = 5\n", {"tally.toml:1: server: expected a table"}));
+  EXPECT_TRUE(fails_with("[meters]\nkey = \"a\"\n",
+                         {"tally.toml:1: meters: expected an array of tables ([[meters]])"}));
+  EXPECT_TRUE(fails_with("meters = [1]\n", {"meters[0]: expected a table, got an integer"}));
+  EXPECT_TRUE(fails_with(std::string(kMeterA) + "group_by = \"provider\"\n",
+                         {"tally.toml:4: meters[0].group_by: expected an array of strings"}));
+}
+
+TEST(ConfigTest, OutOfRange) {
+  EXPECT_TRUE(fails_with("[server]\nthreads = -1\n",
+                         {"tally.toml:2: server.threads: -1 is out of range 0..256"}));
+  EXPECT_TRUE(fails_with("[server]\nbatch_events_max = 0\n", {"server.batch_events_max: 0"}));
+  EXPECT_TRUE(fails_with("[server]\nbody_bytes_max = \"2GiB\"\n",
+                         {"server.body_bytes_max: 2147483648 bytes is out of range 1KiB..1GiB"}));
+  EXPECT_TRUE(fails_with("[server]\nadmin_key = \"short\"\n",
+                         {"server.admin_key: must be 16 to 256 bytes long, got 5"}));
+  EXPECT_TRUE(fails_with("[server]\ndata_dir = \"\"\n", {"server.data_dir: must not be empty"}));
+}
+
+TEST(ConfigTest, BadAggregation) {
+  const std::string text = std::string(kMeterA) + R"(
+[[meters]]
+key = "b"
+event_type = "B"
+aggregation = "median"
+value = "$.x"
+)";
+  EXPECT_TRUE(fails_with(text, {"tally.toml:8: meters[1].aggregation: 'median' is not one of "
+                                "count, sum, min, max, avg, latest, unique_count"}));
+}
+
+TEST(ConfigTest, SumWithoutValue) {
+  const std::string text = std::string(kMeterA) + R"(
+[[meters]]
+key = "tokens_in"
+event_type = "TOKEN_USAGE"
+aggregation = "sum"
+)";
+  EXPECT_TRUE(fails_with(text, {"tally.toml:5: meters[1]: aggregation 'sum' needs a 'value'"}));
+}
+
+TEST(ConfigTest, CountWithValue) {
+  EXPECT_TRUE(
+      fails_with("[[meters]]\nkey = \"a\"\nevent_type = \"A\"\naggregation = \"count\"\n"
+                 "value = \"$.n\"\n",
+                 {"tally.toml:5: meters[0].value: a count takes no value"}));
+  EXPECT_TRUE(fails_with(
+      "[[meters]]\nkey = \"a\"\nevent_type = \"A\"\nvalue = \"$.n\"\n",
+      {"tally.toml:4: meters[0].value: a count takes no value", "aggregation defaults to count"}));
+}
+
+TEST(ConfigTest, DuplicateMeterKey) {
+  const std::string text = std::string(kMeterA) + "\n" + std::string(kMeterA);
+  EXPECT_TRUE(fails_with(text, {"tally.toml:6: meters[1].key: 'a' is already the key of "
+                                "meters[0] (line 2)"}));
+}
+
+TEST(ConfigTest, BadMeterFields) {
+  EXPECT_TRUE(fails_with("[[meters]]\nkey = \"Tokens In\"\nevent_type = \"A\"\n",
+                         {"tally.toml:2: meters[0].key: 'Tokens In' may use only a-z, 0-9"}));
+  EXPECT_TRUE(fails_with("[[meters]]\nkey = \"\"\nevent_type = \"A\"\n",
+                         {"meters[0].key: must not be empty"}));
+  EXPECT_TRUE(fails_with("[[meters]]\nkey = \"" + std::string(65, 'a') + "\"\nevent_type = \"A\"\n",
+                         {"meters[0].key: must be 1 to 64 bytes long, got 65"}));
+  EXPECT_TRUE(
+      fails_with("[[meters]]\nkey = \"a\"\nevent_type = \"" + std::string(129, 'x') + "\"\n",
+                 {"tally.toml:3: meters[0].event_type: must be 1 to 128 bytes long"}));
+  EXPECT_TRUE(fails_with("\n[[meters]]\nevent_type = \"A\"\n",
+                         {"tally.toml:2: meters[0]: missing required key 'key'"}));
+  EXPECT_TRUE(fails_with("[[meters]]\nkey = \"a\"\n",
+                         {"tally.toml:1: meters[0]: missing required key 'event_type'"}));
+}
+
+TEST(ConfigTest, BadValuePath) {
+  EXPECT_TRUE(fails_with(std::string(kMeterA) + "aggregation = \"sum\"\nvalue = \"\"\n",
+                         {"tally.toml:5: meters[0].value: must not be empty"}));
+  EXPECT_TRUE(fails_with(std::string(kMeterA) + "aggregation = \"sum\"\nvalue = \"$..x\"\n",
+                         {"tally.toml:5: meters[0].value: ", "$..x"}));
+}
+
+TEST(ConfigTest, BadGroupBy) {
+  EXPECT_TRUE(fails_with(std::string(kMeterA) + "group_by = [\"provider\", \"provider\"]\n",
+                         {"tally.toml:4: meters[0].group_by[1]: 'provider' is listed twice"}));
+  EXPECT_TRUE(fails_with(std::string(kMeterA) + "group_by = [\"a\", \"\"]\n",
+                         {"meters[0].group_by[1]: must be 1 to 128 bytes long"}));
+  EXPECT_TRUE(fails_with(std::string(kMeterA) + "group_by = [\"a\", 2]\n",
+                         {"meters[0].group_by[1]: expected a string, got an integer"}));
+  EXPECT_TRUE(fails_with(
+      std::string(kMeterA) + "group_by = [\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\"]\n",
+      {"meters[0].group_by: has 9 entries; at most 8 are allowed"}));
+  // The line of the offending element, not of the key.
+  EXPECT_TRUE(fails_with(std::string(kMeterA) + "group_by = [\n  \"a\",\n  \"a\",\n]\n",
+                         {"tally.toml:6: meters[0].group_by[1]"}));
+}
+
+TEST(ConfigTest, BadFilter) {
+  EXPECT_TRUE(fails_with(std::string(kMeterA) + "filter = { day = 2025-01-01 }\n",
+                         {"tally.toml:4: meters[0].filter.day: expected a string, integer, "
+                          "float or boolean, got a date"}));
+  EXPECT_TRUE(fails_with(std::string(kMeterA) + "filter = \"feature\"\n",
+                         {"meters[0].filter: expected a table"}));
+  EXPECT_TRUE(fails_with(std::string(kMeterA) + "filter = { x = nan }\n",
+                         {"meters[0].filter.x: expected"}));
+}
+
+TEST(ConfigTest, BadListen) {
+  EXPECT_TRUE(fails_with("[server]\nlisten = \"localhost\"\n",
+                         {"tally.toml:2: server.listen: 'localhost': expected host:port"}));
+  EXPECT_TRUE(fails_with("[server]\nlisten = \"127.0.0.1:65536\"\n",
+                         {"server.listen: '127.0.0.1:65536': the port must be 0..65535"}));
+  EXPECT_TRUE(fails_with("[server]\nlisten = \"::1:8080\"\n", {"needs brackets"}));
+}
+
+TEST(ConfigTest, ParseListen) {
+  std::string host = "unchanged";
+  std::uint16_t port = 1;
+  ASSERT_TRUE(parse_listen("127.0.0.1:8080", &host, &port).ok());
+  EXPECT_EQ(host, "127.0.0.1");
+  EXPECT_EQ(port, 8080);
+  ASSERT_TRUE(parse_listen("[::1]:0", &host, &port).ok());
+  EXPECT_EQ(host, "::1");
+  EXPECT_EQ(port, 0);
+  ASSERT_TRUE(parse_listen(":9000", &host, &port).ok());
+  EXPECT_EQ(host, "0.0.0.0");
+  EXPECT_EQ(port, 9000);
+  ASSERT_TRUE(parse_listen("localhost:65535", &host, &port).ok());
+  EXPECT_EQ(host, "localhost");
+  EXPECT_EQ(port, 65535);
+
+  host = "unchanged";
+  port = 1;
+  for (std::string_view bad :
+       {"", "8080", "host:", "host:port", "host:-1", "host:99999", "[::1]", "[::1]8080", "[]:80",
+        "[::1:80", "::1:80", "bad host:80", "h/x:80", "host:080000"}) {
+    Status s = parse_listen(bad, &host, &port);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_EQ(host, "unchanged");
+  EXPECT_EQ(port, 1);
+}
+
+TEST(ConfigTest, BadDuration) {
+  EXPECT_TRUE(fails_with(
+      "[storage]\ndedup_window = \"30 days\"\n",
+      {"tally.toml:2: storage.dedup_window: '30 days' is not a duration", "or \"forever\""}));
+  EXPECT_TRUE(
+      fails_with("[storage]\ndedup_window = -5\n", {"storage.dedup_window: -5 is negative"}));
+  EXPECT_TRUE(fails_with("[storage]\ndedup_window = \"100000d\"\n",
+                         {"storage.dedup_window: 8640000000 seconds is out of range 0s..3650d"}));
+  EXPECT_TRUE(fails_with("[storage]\ndedup_window = true\n",
+                         {"storage.dedup_window: expected a duration"}));
+}
+
+TEST(ConfigTest, ParseDurationSeconds) {
+  std::int64_t s = -1;
+  ASSERT_TRUE(parse_duration_seconds("45s", &s).ok());
+  EXPECT_EQ(s, 45);
+  ASSERT_TRUE(parse_duration_seconds("90m", &s).ok());
+  EXPECT_EQ(s, 5400);
+  ASSERT_TRUE(parse_duration_seconds("12h", &s).ok());
+  EXPECT_EQ(s, 43200);
+  ASSERT_TRUE(parse_duration_seconds("30d", &s).ok());
+  EXPECT_EQ(s, 30 * 86400);
+  ASSERT_TRUE(parse_duration_seconds("2w", &s).ok());
+  EXPECT_EQ(s, 14 * 86400);
+  ASSERT_TRUE(parse_duration_seconds("1h30m", &s).ok());
+  EXPECT_EQ(s, 5400);
+  ASSERT_TRUE(parse_duration_seconds("600", &s).ok());
+  EXPECT_EQ(s, 600);
+  for (std::string_view bad : {"", "s", "5", "5x", "5 d", "-5s", "1.5h", "h5", "5M", "5d3",
+                               "99999999999999999999s", "9223372036854775807w"}) {
+    if (bad == "5") {
+      continue;  // bare digits are seconds
+    }
+    EXPECT_FALSE(parse_duration_seconds(bad, &s).ok()) << bad;
+  }
+}
+
+TEST(ConfigTest, BadSize) {
+  EXPECT_TRUE(fails_with("[storage]\nblock_cache_bytes = \"64 MiBs\"\n",
+                         {"tally.toml:2: storage.block_cache_bytes: '64 MiBs' is not a size"}));
+  EXPECT_TRUE(
+      fails_with("[server]\nbody_bytes_max = -1\n", {"server.body_bytes_max: -1 is negative"}));
+  EXPECT_TRUE(fails_with("[server]\nbody_bytes_max = \"1.5MiB\"\n", {"is not a size"}));
+  EXPECT_TRUE(
+      fails_with("[server]\nbody_bytes_max = 1.5\n", {"server.body_bytes_max: expected a size"}));
+}
+
+TEST(ConfigTest, ParseByteSize) {
+  std::uint64_t b = 0;
+  ASSERT_TRUE(parse_byte_size("10MiB", &b).ok());
+  EXPECT_EQ(b, 10u << 20);
+  ASSERT_TRUE(parse_byte_size("512KiB", &b).ok());
+  EXPECT_EQ(b, 512u << 10);
+  ASSERT_TRUE(parse_byte_size("64 mib", &b).ok());
+  EXPECT_EQ(b, 64u << 20);
+  ASSERT_TRUE(parse_byte_size("2GB", &b).ok());
+  EXPECT_EQ(b, 2'000'000'000u);
+  ASSERT_TRUE(parse_byte_size("100", &b).ok());
+  EXPECT_EQ(b, 100u);
+  ASSERT_TRUE(parse_byte_size("7B", &b).ok());
+  EXPECT_EQ(b, 7u);
+  for (std::string_view bad :
+       {"", "MiB", "10M", "-1KiB", "1.5GiB", "10 MiB x", "99999999999TiB", "ten"}) {
+    EXPECT_FALSE(parse_byte_size(bad, &b).ok()) << bad;
+  }
+}
+
+TEST(ConfigTest, BadTimezone) {
+  EXPECT_TRUE(fails_with("[[customers]]\nid = \"c1\"\ntimezone = \"Europe/Berln\"\n",
+                         {"tally.toml:3: customers[0].timezone: 'Europe/Berln' is not a known "
+                          "IANA time zone"}));
+}
+
+TEST(ConfigTest, BadCustomers) {
+  EXPECT_TRUE(fails_with("[[customers]]\nid = \"c1\"\n\n[[customers]]\nid = \"c1\"\n",
+                         {"tally.toml:5: customers[1].id: 'c1' is already the id of "
+                          "customers[0] (line 2)"}));
+  EXPECT_TRUE(fails_with("[[customers]]\nname = \"x\"\n",
+                         {"tally.toml:1: customers[0]: missing required key 'id'"}));
+  EXPECT_TRUE(fails_with("[[customers]]\nid = \"c1\"\nplan = \"pro\"\n",
+                         {"tally.toml:3: unknown key 'plan' in [[customers]]"}));
+  EXPECT_TRUE(fails_with("[[customers]]\nid = \"c1\"\nemail = \"nobody\"\n",
+                         {"customers[0].email: 'nobody' is not an email address"}));
+  EXPECT_TRUE(fails_with("[[customers]]\nid = \"" + std::string(129, 'c') + "\"\n",
+                         {"customers[0].id: must be 1 to 128 bytes long"}));
+}
+
+TEST(ConfigTest, TomlSyntaxErrorHasLineAndColumn) {
+  Result<Config> r = parse_config("[server]\nthreads = 2\nlisten = \n", "conf/tally.toml");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.error().message().rfind("conf/tally.toml:3:", 0), 0u) << r.error().message();
+
+  EXPECT_TRUE(fails_with("[server]\nthreads = 1\nthreads = 2\n", {"tally.toml:3:"}));
+  EXPECT_TRUE(fails_with("[[meters]\n", {"tally.toml:1:"}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files.
+
+TEST(ConfigTest, MissingFileIsNotFound) {
+  Result<Config> r = load_config_file(::testing::TempDir() + "/no-such-dir/tally.toml");
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kNotFound);
+  EXPECT_NE(r.error().message().find("no-such-dir/tally.toml"), std::string::npos);
+
+  Result<Config> dir = load_config_file(::testing::TempDir());
+  ASSERT_FALSE(dir.has_value());
+  EXPECT_EQ(dir.error().code(), StatusCode::kNotFound);
+}
+
+TEST(ConfigTest, FileErrorsNameTheFile) {
+  const std::string path = ::testing::TempDir() + "/config_test_bad.toml";
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << "[server]\nthreads = \"x\"\n";
+  Result<Config> r = load_config_file(path);
+  std::remove(path.c_str());
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().message().rfind(path + ":2: server.threads:", 0), 0u) << r.error().message();
+}
+
+}  // namespace
+}  // namespace tally::config

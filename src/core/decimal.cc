@@ -1,0 +1,250 @@
+// Exact decimals: parsing JSON number text, formatting, and half-even division (see decimal.h).
+//
+// parse_decimal runs for every numeric meter value on the ingest path, so it scans the text once
+// and allocates nothing unless it fails. It keeps up to 38 significant digits exactly in an
+// unsigned 128-bit integer (10^38 - 1 fits), remembers whether any digit beyond those was
+// non-zero, and scales the kept digits to units of 1e-9 in one step, rounding half to even.
+// Since accepted magnitudes are at most 1e28, 38 kept digits always reach the 1e-9 place, so
+// the remembered "sticky" digits only ever decide a rounding tie.
+#include "core/decimal.h"
+
+#include <cstddef>
+
+namespace tally::core {
+namespace {
+
+using U128 = unsigned __int128;
+
+constexpr int kDigitsKeptMax = 38;
+constexpr std::int64_t kExponentAbsMax = 100'000;  // saturates "1e999999999999" safely
+// 1e28 in units of 1e-9.
+constexpr U128 kUnitsAbsMax = static_cast<U128>(10'000'000'000'000'000'000ULL) *
+                              static_cast<U128>(1'000'000'000'000'000'000ULL);
+
+constexpr U128 pow10_u128(int n) {
+  U128 p = 1;
+  for (int i = 0; i < n; ++i) {
+    p *= 10;
+  }
+  return p;
+}
+
+Status decimal_error(std::string_view text, std::string_view what) {
+  constexpr std::size_t kQuotedBytesMax = 64;
+  std::string msg = "invalid number \"";
+  msg.append(text.substr(0, kQuotedBytesMax));
+  if (text.size() > kQuotedBytesMax) {
+    msg.append("...");
+  }
+  msg.append("\": ");
+  msg.append(what);
+  return Status::invalid_argument(std::move(msg));
+}
+
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+// Parses `text` into *out; returns nullptr on success, else why the text was refused (a static
+// string, so refusing allocates nothing either).
+const char* parse_impl(std::string_view text, Decimal* out) {
+  std::size_t pos = 0;
+  const std::size_t n = text.size();
+  bool negative = false;
+  if (pos < n && text[pos] == '-') {
+    negative = true;
+    ++pos;
+  }
+
+  U128 mantissa = 0;
+  int digits_kept = 0;        // significant digits in mantissa
+  std::int64_t exponent = 0;  // value = mantissa * 10^exponent (before sticky digits)
+  bool sticky = false;        // a non-zero digit was dropped after the kept ones
+
+  auto take_digit = [&](char c, bool in_fraction) {
+    const int d = c - '0';
+    if (mantissa == 0 && d == 0) {
+      // A leading zero: it only moves the decimal point.
+      if (in_fraction) {
+        --exponent;
+      }
+      return;
+    }
+    if (digits_kept < kDigitsKeptMax) {
+      mantissa = mantissa * 10 + static_cast<U128>(d);
+      ++digits_kept;
+      if (in_fraction) {
+        --exponent;
+      }
+    } else {
+      if (!in_fraction) {
+        ++exponent;
+      }
+      sticky = sticky || d != 0;
+    }
+  };
+
+  // Integer part: "0" or a non-zero digit followed by digits (JSON has no leading zeros).
+  if (pos >= n || !is_digit(text[pos])) {
+    return "expected a digit";
+  }
+  if (text[pos] == '0') {
+    ++pos;
+    if (pos < n && is_digit(text[pos])) {
+      return "leading zeros are not allowed";
+    }
+  } else {
+    while (pos < n && is_digit(text[pos])) {
+      take_digit(text[pos], false);
+      ++pos;
+    }
+  }
+
+  if (pos < n && text[pos] == '.') {
+    ++pos;
+    if (pos >= n || !is_digit(text[pos])) {
+      return "expected a digit after '.'";
+    }
+    while (pos < n && is_digit(text[pos])) {
+      take_digit(text[pos], true);
+      ++pos;
+    }
+  }
+
+  if (pos < n && (text[pos] == 'e' || text[pos] == 'E')) {
+    ++pos;
+    bool exponent_negative = false;
+    if (pos < n && (text[pos] == '+' || text[pos] == '-')) {
+      exponent_negative = text[pos] == '-';
+      ++pos;
+    }
+    if (pos >= n || !is_digit(text[pos])) {
+      return "expected a digit in the exponent";
+    }
+    std::int64_t e = 0;
+    while (pos < n && is_digit(text[pos])) {
+      if (e < kExponentAbsMax) {
+        e = e * 10 + (text[pos] - '0');
+      }
+      ++pos;
+    }
+    exponent += exponent_negative ? -e : e;
+  }
+
+  if (pos != n) {
+    return "unexpected character";
+  }
+
+  if (mantissa == 0) {
+    *out = Decimal{};  // all digits zero ("0", "-0.000e5")
+    return nullptr;
+  }
+
+  // units = mantissa * 10^(exponent + 9), rounded half to even.
+  const std::int64_t shift = exponent + Decimal::kFractionDigits;
+  U128 units = 0;
+  if (shift >= 0) {
+    // mantissa >= 1, so a shift this large is far beyond the limit.
+    if (shift > kDigitsKeptMax) {
+      return "magnitude exceeds 1e28";
+    }
+    const U128 scale = pow10_u128(static_cast<int>(shift));
+    if (mantissa > kUnitsAbsMax / scale) {
+      return "magnitude exceeds 1e28";
+    }
+    units = mantissa * scale;
+    // Dropped digits only exist when 38 digits were kept; then a shift >= 0 means the value
+    // is at least 1e28, so any non-zero dropped digit puts it over the limit.
+    if (sticky || units > kUnitsAbsMax) {
+      return "magnitude exceeds 1e28";
+    }
+  } else {
+    if (-shift > kDigitsKeptMax) {
+      // mantissa < 10^38 <= divisor / 10, so the value is below half a unit: it rounds to 0.
+      *out = Decimal{};
+      return nullptr;
+    }
+    const U128 divisor = pow10_u128(static_cast<int>(-shift));
+    units = mantissa / divisor;
+    const U128 remainder = mantissa % divisor;
+    const U128 twice = remainder * 2;  // < 2 * 10^38, fits
+    const bool round_up = twice > divisor || (twice == divisor && (sticky || (units & 1) != 0));
+    if (units > kUnitsAbsMax || (units == kUnitsAbsMax && (remainder != 0 || sticky))) {
+      return "magnitude exceeds 1e28";
+    }
+    if (round_up) {
+      ++units;
+    }
+  }
+
+  const auto value = static_cast<__int128>(units);
+  *out = Decimal{negative ? -value : value};
+  return nullptr;
+}
+
+}  // namespace
+
+Result<Decimal> parse_decimal(std::string_view text) {
+  Decimal d;
+  if (const char* why = parse_impl(text, &d); why != nullptr) {
+    return decimal_error(text, why);
+  }
+  return d;
+}
+
+bool try_parse_decimal(std::string_view text, Decimal* out) {
+  return parse_impl(text, out) == nullptr;
+}
+
+std::string format_decimal(Decimal d) {
+  const bool negative = d.units < 0;
+  // Negating in unsigned arithmetic is defined for the most negative value too.
+  U128 magnitude = negative ? U128{0} - static_cast<U128>(d.units) : static_cast<U128>(d.units);
+  const auto scale = static_cast<U128>(Decimal::kScale);
+  U128 whole = magnitude / scale;
+  auto fraction = static_cast<std::uint32_t>(magnitude % scale);
+
+  // 40 digits cover 2^128; plus sign, point and nine fraction digits.
+  char buf[64];
+  char* end = buf + sizeof(buf);
+  char* p = end;
+  if (fraction != 0) {
+    int digits = Decimal::kFractionDigits;
+    while (fraction % 10 == 0) {
+      fraction /= 10;
+      --digits;
+    }
+    for (int i = 0; i < digits; ++i) {
+      *--p = static_cast<char>('0' + fraction % 10);
+      fraction /= 10;
+    }
+    *--p = '.';
+  }
+  do {
+    *--p = static_cast<char>('0' + static_cast<int>(whole % 10));
+    whole /= 10;
+  } while (whole != 0);
+  if (negative) {
+    *--p = '-';
+  }
+  return std::string(p, static_cast<std::size_t>(end - p));
+}
+
+Decimal divide_half_even(Decimal a, std::int64_t n) {
+  // Work on magnitudes so the rounding rule does not depend on C++'s truncating division.
+  const bool negative = (a.units < 0) != (n < 0);
+  const U128 dividend =
+      a.units < 0 ? U128{0} - static_cast<U128>(a.units) : static_cast<U128>(a.units);
+  const U128 divisor =
+      n < 0 ? U128{0} - static_cast<U128>(static_cast<__int128>(n)) : static_cast<U128>(n);
+  U128 quotient = dividend / divisor;
+  const U128 remainder = dividend % divisor;
+  const U128 twice = remainder * 2;  // remainder < 2^63, so no overflow
+  if (twice > divisor || (twice == divisor && (quotient & 1) != 0)) {
+    ++quotient;
+  }
+  const auto q = static_cast<__int128>(quotient);
+  return Decimal{negative ? -q : q};
+}
+
+}  // namespace tally::core

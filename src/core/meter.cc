@@ -1,0 +1,268 @@
+// Meters: names of aggregations, value paths from config, fingerprints, and the per-event
+// match that decides what an event contributes (see meter.h).
+//
+// meter_accepts runs for every (event, meter) pair on the ingest path. It compares views into
+// the batch arena, parses numbers without allocating, and writes the group key into a string
+// the caller reuses, so a steady stream of events allocates nothing here.
+#include "core/meter.h"
+
+#include <algorithm>
+
+namespace tally::core {
+namespace {
+
+constexpr char kGroupSeparator = '\x1f';
+
+Status path_error(std::string_view path, std::string_view what) {
+  constexpr std::size_t kQuotedBytesMax = 64;
+  std::string msg = "invalid property path \"";
+  msg.append(path.substr(0, kQuotedBytesMax));
+  if (path.size() > kQuotedBytesMax) {
+    msg.append("...");
+  }
+  msg.append("\": ");
+  msg.append(what);
+  return Status::invalid_argument(std::move(msg));
+}
+
+// Characters that carry JSONPath meaning and so cannot appear in a bare (dotted) segment.
+bool is_path_syntax(char c) {
+  return c == '.' || c == '[' || c == ']' || c == '*' || c == '$' || c == '\'' || c == '"' ||
+         c == '@' || c == '?' || c == '(' || c == ')' || c == ' ' || c == '\t' || c == '\\';
+}
+
+// Appends `s` with its length in front, so the fields of a fingerprint cannot run together
+// ("ab" + "c" and "a" + "bc" give different text).
+void append_field(std::string* out, std::string_view s) {
+  out->append(std::to_string(s.size()));
+  out->push_back(':');
+  out->append(s);
+  out->push_back(';');
+}
+
+}  // namespace
+
+Result<Aggregation> parse_aggregation(std::string_view name) {
+  static constexpr Aggregation kAll[] = {
+      Aggregation::kCount, Aggregation::kSum,    Aggregation::kMin,         Aggregation::kMax,
+      Aggregation::kAvg,   Aggregation::kLatest, Aggregation::kUniqueCount,
+  };
+  for (Aggregation a : kAll) {
+    if (aggregation_name(a) == name) {
+      return a;
+    }
+  }
+  return Status::invalid_argument("unknown aggregation \"" + std::string(name.substr(0, 64)) +
+                                  "\"; expected count, sum, min, max, avg, latest or unique_count");
+}
+
+std::string_view aggregation_name(Aggregation a) {
+  switch (a) {
+    case Aggregation::kCount:
+      return "count";
+    case Aggregation::kSum:
+      return "sum";
+    case Aggregation::kMin:
+      return "min";
+    case Aggregation::kMax:
+      return "max";
+    case Aggregation::kAvg:
+      return "avg";
+    case Aggregation::kLatest:
+      return "latest";
+    case Aggregation::kUniqueCount:
+      return "unique_count";
+  }
+  return "unknown";
+}
+
+std::string MeterSpec::fingerprint() const {
+  // Versioned so a future change of this encoding is itself a visible change. Filters are an
+  // AND of equalities, so their order does not change any number and is normalised away;
+  // group_by order does (it orders the group tuple) and is kept.
+  std::string out = "meter-v1;";
+  append_field(&out, key);
+  append_field(&out, event_type);
+  append_field(&out, aggregation_name(aggregation));
+  append_field(&out, value_property);
+  out.append("group_by=");
+  out.append(std::to_string(group_by.size()));
+  out.push_back(';');
+  for (const std::string& g : group_by) {
+    append_field(&out, g);
+  }
+  std::vector<std::pair<std::string, std::string>> sorted_filter = filter;
+  std::sort(sorted_filter.begin(), sorted_filter.end());
+  out.append("filter=");
+  out.append(std::to_string(sorted_filter.size()));
+  out.push_back(';');
+  for (const auto& [property, value] : sorted_filter) {
+    append_field(&out, property);
+    append_field(&out, value);
+  }
+  return out;
+}
+
+Result<std::string> parse_value_path(std::string_view path) {
+  if (path.empty()) {
+    return path_error(path, "empty");
+  }
+  if (path.size() > kPropKeyBytesMax) {
+    return path_error(path, "longer than a property key may be");
+  }
+  std::string out;
+  out.reserve(path.size());
+  std::size_t pos = 0;
+  bool after_root = false;  // true right after "$": the next segment needs '.' or '['
+  if (path[0] == '$') {
+    pos = 1;
+    after_root = true;
+    if (pos == path.size()) {
+      return path_error(path, "names no property");
+    }
+  }
+  bool first_segment = true;
+  while (pos < path.size()) {
+    const char c = path[pos];
+    if (c == '[') {
+      // ['name'] or ["name"]; anything else in brackets is an index, slice or filter.
+      ++pos;
+      if (pos >= path.size() || (path[pos] != '\'' && path[pos] != '"')) {
+        return path_error(path, "array indexes, wildcards and filters are not supported");
+      }
+      const char quote = path[pos];
+      ++pos;
+      const std::size_t name_begin = pos;
+      while (pos < path.size() && path[pos] != quote) {
+        if (path[pos] == '\\') {
+          return path_error(path, "escapes in quoted names are not supported");
+        }
+        ++pos;
+      }
+      if (pos >= path.size()) {
+        return path_error(path, "unterminated quoted name");
+      }
+      const std::string_view name = path.substr(name_begin, pos - name_begin);
+      ++pos;  // closing quote
+      if (pos >= path.size() || path[pos] != ']') {
+        return path_error(path, "expected ']' after a quoted name");
+      }
+      ++pos;
+      if (name.empty()) {
+        return path_error(path, "empty property name");
+      }
+      if (!first_segment) {
+        out.push_back('.');
+      }
+      out.append(name);
+    } else {
+      if (c == '.') {
+        if (first_segment && !after_root) {
+          return path_error(path, "starts with '.'; write \"$.name\" or \"name\"");
+        }
+        ++pos;
+      } else if (after_root || !first_segment) {
+        return path_error(path, "expected '.' or '[' between names");
+      }
+      const std::size_t name_begin = pos;
+      while (pos < path.size() && !is_path_syntax(path[pos])) {
+        ++pos;
+      }
+      const std::string_view name = path.substr(name_begin, pos - name_begin);
+      if (name.empty()) {
+        if (pos < path.size() && path[pos] == '*') {
+          return path_error(path, "wildcards are not supported");
+        }
+        if (pos < path.size() && path[pos] == '.') {
+          return path_error(path, "recursive descent ('..') is not supported");
+        }
+        if (pos < path.size() && path[pos] == '[') {
+          // "$.['a']" is not JSONPath; "$['a']" is.
+          return path_error(path, "expected a name after '.'");
+        }
+        if (pos >= path.size()) {
+          return path_error(path, "ends with '.'");
+        }
+        return path_error(path, "unexpected character");
+      }
+      if (pos < path.size() && path[pos] != '.' && path[pos] != '[') {
+        return path_error(
+            path, path[pos] == '*' ? "wildcards are not supported" : "unexpected character");
+      }
+      if (!first_segment) {
+        out.push_back('.');
+      }
+      out.append(name);
+    }
+    first_segment = false;
+    after_root = false;
+  }
+  return out;
+}
+
+bool meter_accepts(const MeterSpec& m, const EventBatch& b, const Event& e, MeterInput* input,
+                   std::string* group) {
+  if (b.text(e.type) != m.event_type) {
+    return false;
+  }
+  for (const auto& [property, value] : m.filter) {
+    const Prop* p = b.find_prop(e, property);
+    // A JSON null equals no filter value: it means "no value", not the text "null".
+    if (p == nullptr || p->kind == PropKind::kNull || b.text(p->text) != value) {
+      return false;
+    }
+  }
+
+  MeterInput out;
+  switch (m.aggregation) {
+    case Aggregation::kCount:
+      out.value = Decimal::from_int(1);
+      break;
+    case Aggregation::kSum:
+    case Aggregation::kMin:
+    case Aggregation::kMax:
+    case Aggregation::kAvg:
+    case Aggregation::kLatest: {
+      const Prop* p = b.find_prop(e, m.value_property);
+      if (p == nullptr || p->kind != PropKind::kNumber) {
+        return false;
+      }
+      if (!try_parse_decimal(b.text(p->text), &out.value)) {
+        return false;
+      }
+      break;
+    }
+    case Aggregation::kUniqueCount: {
+      const Prop* p = b.find_prop(e, m.value_property);
+      if (p == nullptr || p->kind == PropKind::kNull) {
+        return false;
+      }
+      out.value = Decimal::from_int(1);
+      out.unique = b.text(p->text);
+      break;
+    }
+    default:
+      return false;
+  }
+
+  if (input != nullptr) {
+    *input = out;
+  }
+  if (group != nullptr) {
+    // clear() keeps the capacity, so a reused string stops allocating after the first events.
+    group->clear();
+    for (std::size_t i = 0; i < m.group_by.size(); ++i) {
+      if (i > 0) {
+        group->push_back(kGroupSeparator);
+      }
+      const Prop* p = b.find_prop(e, m.group_by[i]);
+      // Absent and null both group as "": neither carries a value.
+      if (p != nullptr && p->kind != PropKind::kNull) {
+        group->append(b.text(p->text));
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace tally::core
