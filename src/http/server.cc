@@ -1,0 +1,928 @@
+// The HTTP/1.1 server (see server.h for the contract).
+//
+// Lifetime, the subtle part. A Session (one connection) is owned by the asynchronous operations
+// pending on it, plus `self_hold_` while it waits for its handler to answer. Responders hold only
+// a weak reference, and reach the session's worker through that worker's Gate: a mutex-guarded
+// "open" flag that stop() clears before the io_contexts are destroyed, so a Responder called late
+// (the engine's commit thread answering after shutdown) never posts into freed memory. All
+// sessions are destroyed while their io_context still exists: stop() drops every `self_hold_`
+// after joining the threads, and destroying each io_context destroys the sessions its pending
+// operations held.
+//
+// A Responder called inline, inside the handler on the worker thread, skips the Gate: the
+// response is stashed and written when the handler returns, with no cross-thread post.
+//
+// Responses are serialised by hand into a per-connection buffer and written with one gather
+// write (head, body): Beast's serializer is general but slower for this one shape.
+#include "http/server.h"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/status.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include "common/assert.h"
+#include "common/json_writer.h"
+
+namespace tally::http {
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+using ErrorCode = boost::system::error_code;
+// The concrete executor, not any_io_executor: every operation is cheaper without type erasure.
+using Executor = asio::io_context::executor_type;
+using Socket = asio::basic_stream_socket<tcp, Executor>;
+using Stream = beast::basic_stream<tcp, Executor, beast::unlimited_rate_policy>;
+using Parser = bhttp::request_parser<bhttp::string_body>;
+
+constexpr int kThreadsMax = 256;  // also bounds the worker index folded into request numbers
+// A connection's read buffer is shrunk back after a request that grew it beyond this, so a single
+// large upload does not pin memory for the rest of a long keep-alive connection.
+constexpr std::size_t kBufferKeepBytesMax = 64 * 1024;
+// After an error response the rest of the request is read and discarded (up to these bounds)
+// before closing: closing with unread data makes the kernel send RST, which can destroy the
+// error response before the client reads it.
+constexpr std::uint64_t kDrainBytesMax = 4 << 20;
+constexpr std::uint32_t kDrainTimeoutMs = 1000;
+constexpr std::size_t kDrainChunkBytes = 16 * 1024;
+// Pause before accepting again after an accept error (e.g. EMFILE), so it cannot spin.
+constexpr std::uint32_t kAcceptRetryMs = 50;
+constexpr std::string_view kContinueResponse = "HTTP/1.1 100 Continue\r\n\r\n";
+
+std::string error_body(std::string_view code, std::string_view message) {
+  std::string out;
+  out.reserve(32 + code.size() + message.size());
+  out += "{\"error\":";
+  common::append_json_string(out, code);
+  out += ",\"message\":";
+  common::append_json_string(out, message);
+  out += '}';
+  return out;
+}
+
+Response error_response(unsigned status, std::string_view code, std::string_view message) {
+  Response r;
+  r.status = status;
+  r.body = error_body(code, message);
+  return r;
+}
+
+char ascii_lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (ascii_lower(a[i]) != ascii_lower(b[i])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') {
+    return c - '0';
+  }
+  if (c >= 'a' && c <= 'f') {
+    return c - 'a' + 10;
+  }
+  if (c >= 'A' && c <= 'F') {
+    return c - 'A' + 10;
+  }
+  return -1;
+}
+
+// Appends the percent-decoding of `in` to `out`. Returns false on a malformed escape or an
+// encoded NUL (which no handler should ever have to think about).
+bool percent_decode(std::string_view in, bool plus_is_space, std::string& out) {
+  out.reserve(out.size() + in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c == '%') {
+      if (i + 2 >= in.size()) {
+        return false;
+      }
+      int hi = hex_value(in[i + 1]);
+      int lo = hex_value(in[i + 2]);
+      if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+        return false;
+      }
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return true;
+}
+
+// Splits a request target into the decoded path and query. Returns false when it is malformed.
+bool parse_target(std::string_view target, Request& request) {
+  if (target == "*") {  // asterisk-form, OPTIONS only
+    request.path = "*";
+    return true;
+  }
+  bool absolute_form = false;
+  // Absolute-form ("http://host/path?q"), which proxies send: keep only the path and query.
+  for (std::string_view scheme : {std::string_view("http://"), std::string_view("https://")}) {
+    if (target.size() >= scheme.size() && iequals(target.substr(0, scheme.size()), scheme)) {
+      std::size_t start = target.find_first_of("/?", scheme.size());
+      target = start == std::string_view::npos ? std::string_view() : target.substr(start);
+      absolute_form = true;
+      break;
+    }
+  }
+  if (!absolute_form && (target.empty() || target.front() != '/')) {
+    return false;
+  }
+  std::size_t question = target.find('?');
+  std::string_view path = target.substr(0, question);
+  request.path.clear();
+  if (path.empty()) {
+    request.path = "/";
+  } else if (!percent_decode(path, /*plus_is_space=*/false, request.path)) {
+    return false;
+  }
+  if (question == std::string_view::npos) {
+    return true;
+  }
+  std::string_view query = target.substr(question + 1);
+  while (!query.empty()) {
+    std::size_t amp = query.find('&');
+    std::string_view part = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    if (part.empty()) {
+      continue;
+    }
+    std::size_t eq = part.find('=');
+    std::string name;
+    std::string value;
+    if (!percent_decode(part.substr(0, eq), /*plus_is_space=*/true, name)) {
+      return false;
+    }
+    if (eq != std::string_view::npos &&
+        !percent_decode(part.substr(eq + 1), /*plus_is_space=*/true, value)) {
+      return false;
+    }
+    request.query.emplace_back(std::move(name), std::move(value));
+  }
+  return true;
+}
+
+bool header_safe(std::string_view s) {
+  return std::none_of(s.begin(), s.end(), [](char c) { return c == '\r' || c == '\n' || c == 0; });
+}
+
+// Headers the server writes itself; a handler's copy of one would make the framing ambiguous.
+bool reserved_header(std::string_view name) {
+  return iequals(name, "content-length") || iequals(name, "content-type") ||
+         iequals(name, "connection") || iequals(name, "server") ||
+         iequals(name, "transfer-encoding");
+}
+
+void append_decimal(std::string& out, std::uint64_t v) {
+  char digits[20];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0);
+  while (n > 0) {
+    out += digits[--n];
+  }
+}
+
+class Session;
+
+// The way from any thread into a worker's io_context, closed by stop() before it is destroyed.
+struct Gate {
+  explicit Gate(Executor e) : executor(e) {}
+
+  template <typename F>
+  void post(F&& f) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (open) {
+      asio::post(executor, std::forward<F>(f));
+    }
+  }
+
+  std::mutex mu;
+  bool open = true;  // guarded by mu
+  Executor executor;
+};
+
+struct Worker {
+  explicit Worker(std::uint64_t i)
+      : index(i), ioc(1), gate(std::make_shared<Gate>(ioc.get_executor())) {}
+
+  // A request number unique across all workers: a Responder compares it against the request its
+  // session is serving now, and session memory can be reused by any worker.
+  std::uint64_t next_request_seq() { return (request_counter++ << 8) | index; }
+
+  // Declared before ioc so they outlive it: sessions destroyed along with the io_context's
+  // pending operations unlink themselves from this list.
+  Session* sessions_head = nullptr;   // all live sessions of this worker; worker thread only
+  bool stopping = false;              // worker thread only
+  const std::uint64_t index;          // < kThreadsMax <= 256, so it fits the low 8 bits
+  std::uint64_t request_counter = 1;  // worker thread only
+  asio::io_context ioc;
+  std::shared_ptr<Gate> gate;
+  std::thread thread;
+};
+
+// The session whose handler is running on this thread, for the inline-response fast path.
+thread_local Session* tls_dispatching = nullptr;
+
+// What every session needs from the server. Outlives all sessions (see stop()).
+struct Shared {
+  Shared(ServerOptions o, Handler h) : options(std::move(o)), handler(std::move(h)) {}
+
+  const ServerOptions options;
+  const Handler handler;
+  std::atomic<std::uint32_t> live_connections{0};  // sessions alive, plus accepted ones in transit
+};
+
+}  // namespace
+
+class Server::Impl {
+ public:
+  Impl(ServerOptions options, Handler handler)
+      : shared_(std::move(options), std::move(handler)), options_(shared_.options) {}
+
+  ~Impl() { stop(); }
+
+  Status start();
+  void stop();
+
+  std::uint16_t port() const { return port_; }
+
+ private:
+  void accept_next();
+  void on_accept(const ErrorCode& ec, Socket socket, Worker& worker);
+  void start_session(Worker& worker, Socket socket);
+
+  Shared shared_;
+  const ServerOptions& options_;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::optional<tcp::acceptor> acceptor_;           // on workers_[0]
+  std::optional<asio::steady_timer> accept_timer_;  // on workers_[0]
+  std::size_t next_worker_ = 0;                     // workers_[0]'s thread only
+  std::uint16_t port_ = 0;
+  bool started_ = false;
+  bool stopped_ = false;
+};
+
+namespace {
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(Shared& server, Worker& worker, Socket socket)
+      : server_(server), worker_(worker), stream_(std::move(socket)) {
+    ErrorCode ec;
+    auto remote = stream_.socket().remote_endpoint(ec);
+    if (!ec) {
+      remote_address_ = remote.address().to_string();
+    }
+    next_ = worker_.sessions_head;
+    if (next_ != nullptr) {
+      next_->prev_ = this;
+    }
+    worker_.sessions_head = this;
+  }
+
+  ~Session() {
+    if (prev_ != nullptr) {
+      prev_->next_ = next_;
+    } else {
+      worker_.sessions_head = next_;
+    }
+    if (next_ != nullptr) {
+      next_->prev_ = prev_;
+    }
+    server_.live_connections.fetch_sub(1, std::memory_order_acq_rel);
+  }
+
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  Session* next() const { return next_; }
+
+  void start() { read_header(); }
+
+  // A response for request `seq` arrived through the Gate. Stale or duplicate ones are ignored.
+  void deliver(std::uint64_t seq, Response&& response) {
+    if (state_ != State::kHandling || seq != seq_) {
+      return;
+    }
+    self_hold_.reset();  // the caller holds a reference for the duration of this call
+    write_response(std::move(response), /*close_after=*/false, /*drain=*/false);
+  }
+
+  // A response given inside the handler; written when the handler returns.
+  void stash(std::uint64_t seq, Response&& response) {
+    if (state_ == State::kHandling && seq == seq_ && !stash_) {
+      stash_.emplace(std::move(response));
+    }
+  }
+
+  // The server is stopping: close now if nothing is in flight, else close after the response.
+  void on_server_stop() {
+    if (state_ == State::kReading && !reading_body_ && buffer_.size() == 0) {
+      close();
+    }
+  }
+
+  // Called by stop() after the worker threads have been joined.
+  void release() {
+    close();
+    self_hold_.reset();
+  }
+
+ private:
+  enum class State { kReading, kHandling, kWriting, kClosing };
+
+  const ServerOptions& options() const { return server_.options; }
+
+  void read_header() {
+    state_ = State::kReading;
+    reading_body_ = false;
+    if (worker_.stopping && buffer_.size() == 0) {
+      close();
+      return;
+    }
+    if (buffer_.capacity() > kBufferKeepBytesMax && buffer_.size() == 0) {
+      buffer_.shrink_to_fit();
+    }
+    parser_.emplace();
+    parser_->header_limit(options().header_bytes_max);
+    parser_->body_limit(options().body_bytes_max);
+    stream_.expires_after(std::chrono::milliseconds(options().idle_timeout_ms));
+    bhttp::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](const ErrorCode& ec, std::size_t) { self->on_header(ec); });
+  }
+
+  void on_header(const ErrorCode& ec) {
+    if (ec) {
+      on_read_error(ec);
+      return;
+    }
+    if (parser_->is_done()) {
+      dispatch();
+      return;
+    }
+    reading_body_ = true;
+    const auto& message = parser_->get();
+    auto expect = message.find(bhttp::field::expect);
+    if (message.version() >= 11 && expect != message.end() &&
+        iequals(std::string_view(expect->value().data(), expect->value().size()), "100-continue")) {
+      // The client waits for this before sending the body (curl does so above 1 KiB).
+      asio::async_write(stream_, asio::buffer(kContinueResponse.data(), kContinueResponse.size()),
+                        [self = shared_from_this()](const ErrorCode& write_ec, std::size_t) {
+                          if (write_ec) {
+                            self->close();
+                          } else {
+                            self->read_body();
+                          }
+                        });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
+    if (state_ == State::kClosing) {
+      return;
+    }
+    stream_.expires_after(std::chrono::milliseconds(options().idle_timeout_ms));
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      [self = shared_from_this()](const ErrorCode& ec, std::size_t) {
+                        if (ec) {
+                          self->on_read_error(ec);
+                        } else {
+                          self->dispatch();
+                        }
+                      });
+  }
+
+  void on_read_error(const ErrorCode& ec) {
+    if (state_ == State::kClosing) {
+      return;
+    }
+    if (ec == bhttp::error::body_limit) {
+      fail_request(413, "PAYLOAD_TOO_LARGE",
+                   "request body exceeds " + std::to_string(options().body_bytes_max) + " bytes");
+    } else if (ec == bhttp::error::header_limit) {
+      fail_request(
+          431, "HEADER_TOO_LARGE",
+          "request header exceeds " + std::to_string(options().header_bytes_max) + " bytes");
+    } else if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message ||
+               ec == bhttp::error::buffer_overflow) {
+      close();  // the client went away, possibly mid-request: nobody to answer
+    } else if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category()) {
+      fail_request(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message());
+    } else {
+      close();  // a socket error or the idle timeout
+    }
+  }
+
+  // Answers a request the handler never saw, then closes: the stream position is unknown.
+  void fail_request(unsigned status, std::string_view code, std::string_view message) {
+    head_request_ = false;
+    version_ = 11;
+    write_response(error_response(status, code, message), /*close_after=*/true, /*drain=*/true);
+  }
+
+  void dispatch() {
+    auto& message = parser_->get();
+    Request request;
+    auto method = message.method_string();
+    request.method.assign(method.data(), method.size());
+    auto target = message.target();
+    request.target.assign(target.data(), target.size());
+    request.headers.reserve(
+        static_cast<std::size_t>(std::distance(message.begin(), message.end())));
+    for (const auto& field : message) {
+      auto name = field.name_string();
+      auto value = field.value();
+      std::string lower(name.data(), name.size());
+      std::transform(lower.begin(), lower.end(), lower.begin(), ascii_lower);
+      request.headers.emplace_back(std::move(lower), std::string(value.data(), value.size()));
+    }
+    request.body = std::move(message.body());
+    request.remote_address = remote_address_;
+    keep_alive_ = message.keep_alive();
+    version_ = message.version();
+    head_request_ = message.method() == bhttp::verb::head;
+    parser_.reset();
+    if (!parse_target(request.target, request)) {
+      fail_request(400, "BAD_REQUEST", "malformed request target");
+      return;
+    }
+
+    state_ = State::kHandling;
+    seq_ = worker_.next_request_seq();
+    auto reply = std::make_shared<Reply>(weak_from_this(), this, seq_, worker_.gate);
+    tls_dispatching = this;
+    try {
+      server_.handler(std::move(request),
+                      [reply](Response response) { reply->respond(std::move(response)); });
+    } catch (const std::exception& e) {
+      reply->respond(error_response(500, "INTERNAL", std::string("handler failed: ") + e.what()));
+    } catch (...) {
+      reply->respond(error_response(500, "INTERNAL", "handler failed"));
+    }
+    // If the handler kept no copy of the Responder, this runs ~Reply, which answers 500 inline.
+    reply.reset();
+    tls_dispatching = nullptr;
+
+    if (stash_) {
+      Response response = std::move(*stash_);
+      stash_.reset();
+      write_response(std::move(response), /*close_after=*/false, /*drain=*/false);
+    } else if (state_ == State::kHandling) {
+      self_hold_ = shared_from_this();  // nothing else owns us until the Responder is called
+    }
+  }
+
+  void write_response(Response&& response, bool close_after, bool drain) {
+    state_ = State::kWriting;
+    response_ = std::move(response);
+    close_after_ = close_after || !keep_alive_ || worker_.stopping;
+    drain_ = drain;
+
+    unsigned status = response_.status;
+    if (status < 200 || status > 599) {
+      TALLY_BUG(status >= 200 && status <= 599, "a handler answered with a non-final status");
+      response_ = error_response(500, "INTERNAL", "handler answered an invalid status");
+      status = 500;
+    }
+    // 204 and 304 have no body by definition (RFC 9110 6.4.1), so no body headers either.
+    const bool bodiless = status == 204 || status == 304;
+    if (bodiless) {
+      response_.body.clear();
+    }
+
+    head_.clear();
+    head_ += "HTTP/1.1 ";
+    append_decimal(head_, status);
+    head_ += ' ';
+    auto reason = bhttp::obsolete_reason(static_cast<bhttp::status>(status));
+    head_.append(reason.data(), reason.size());
+    head_ += "\r\nServer: tally\r\n";
+    if (!bodiless) {
+      head_ += "Content-Type: ";
+      if (header_safe(response_.content_type)) {
+        head_ += response_.content_type;
+      } else {
+        TALLY_BUG(false, "a handler set a content type containing CR, LF or NUL");
+        head_ += "text/plain";
+      }
+      head_ += "\r\nContent-Length: ";
+      append_decimal(head_, response_.body.size());
+      head_ += "\r\n";
+    }
+    if (close_after_) {
+      head_ += "Connection: close\r\n";
+    } else if (version_ < 11) {
+      head_ += "Connection: keep-alive\r\n";
+    }
+    for (const auto& [name, value] : response_.headers) {
+      if (reserved_header(name)) {
+        continue;
+      }
+      if (name.empty() || !header_safe(name) || !header_safe(value)) {
+        TALLY_BUG(false, "a handler set a header containing CR, LF or NUL");
+        continue;
+      }
+      head_ += name;
+      head_ += ": ";
+      head_ += value;
+      head_ += "\r\n";
+    }
+    head_ += "\r\n";
+
+    std::array<asio::const_buffer, 2> buffers{
+        asio::buffer(head_), head_request_ ? asio::const_buffer() : asio::buffer(response_.body)};
+    stream_.expires_after(std::chrono::milliseconds(options().idle_timeout_ms));
+    asio::async_write(
+        stream_, buffers,
+        [self = shared_from_this()](const ErrorCode& ec, std::size_t) { self->on_write(ec); });
+  }
+
+  void on_write(const ErrorCode& ec) {
+    response_.body.clear();
+    response_.headers.clear();
+    if (ec || state_ == State::kClosing) {
+      close();
+      return;
+    }
+    if (close_after_) {
+      ErrorCode ignored;
+      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+      if (drain_) {
+        state_ = State::kClosing;
+        drained_bytes_ = 0;
+        buffer_.clear();
+        stream_.expires_after(std::chrono::milliseconds(kDrainTimeoutMs));
+        drain_some();
+      } else {
+        close();
+      }
+      return;
+    }
+    read_header();
+  }
+
+  // Reads and discards until the client closes, kDrainBytesMax, or kDrainTimeoutMs.
+  void drain_some() {
+    stream_.async_read_some(buffer_.prepare(kDrainChunkBytes),
+                            [self = shared_from_this()](const ErrorCode& ec, std::size_t n) {
+                              self->drained_bytes_ += n;
+                              if (ec || self->drained_bytes_ > kDrainBytesMax) {
+                                self->close();
+                              } else {
+                                self->drain_some();
+                              }
+                            });
+  }
+
+  void close() {
+    state_ = State::kClosing;
+    ErrorCode ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.close();
+  }
+
+  // The shared state behind every copy of one request's Responder.
+  struct Reply {
+    Reply(std::weak_ptr<Session> s, Session* raw, std::uint64_t n, std::shared_ptr<Gate> g)
+        : session(std::move(s)), session_raw(raw), seq(n), gate(std::move(g)) {}
+
+    ~Reply() {
+      if (!called.load(std::memory_order_acquire)) {
+        respond(error_response(500, "INTERNAL", "the request was dropped without an answer"));
+      }
+    }
+
+    void respond(Response response) {
+      if (called.exchange(true, std::memory_order_acq_rel)) {
+        return;
+      }
+      if (tls_dispatching == session_raw) {
+        // Inside the handler, on the session's own thread: the session is alive and busy.
+        session_raw->stash(seq, std::move(response));
+        return;
+      }
+      gate->post([weak = session, n = seq, r = std::move(response)]() mutable {
+        if (auto s = weak.lock()) {
+          s->deliver(n, std::move(r));
+        }
+      });
+    }
+
+    std::weak_ptr<Session> session;
+    Session* session_raw;  // compared only, dereferenced only when it is tls_dispatching
+    std::uint64_t seq;
+    std::shared_ptr<Gate> gate;
+    std::atomic<bool> called{false};
+  };
+
+  Shared& server_;
+  Worker& worker_;
+  Stream stream_;
+  beast::flat_buffer buffer_;  // kept across requests: leftover pipelined bytes live here
+  std::optional<Parser> parser_;
+  std::string remote_address_;
+  State state_ = State::kReading;
+  bool reading_body_ = false;
+  bool keep_alive_ = false;
+  bool head_request_ = false;
+  bool close_after_ = false;
+  bool drain_ = false;
+  unsigned version_ = 11;
+  std::uint64_t seq_ = 0;
+  std::uint64_t drained_bytes_ = 0;
+  std::optional<Response> stash_;
+  Response response_;  // the one being written; its body is the second write buffer
+  std::string head_;   // its serialized head; capacity reused across requests
+  std::shared_ptr<Session> self_hold_;
+  Session* prev_ = nullptr;  // in worker_.sessions_head's list
+  Session* next_ = nullptr;
+};
+
+void run_worker(Worker& worker) {
+  for (;;) {
+    try {
+      worker.ioc.run();
+      return;
+    } catch (const std::exception& e) {
+      // Handlers catch their own exceptions; this is bad_alloc or a bug. Keep serving.
+      std::fprintf(stderr, "tally: http worker caught exception: %s\n", e.what());
+    } catch (...) {
+      std::fprintf(stderr, "tally: http worker caught unknown exception\n");
+    }
+  }
+}
+
+}  // namespace
+
+Status Server::Impl::start() {
+  if (started_) {
+    return Status::invalid_argument("http server: start() called twice");
+  }
+  if (options_.threads < 0 || options_.threads > kThreadsMax) {
+    return Status::invalid_argument("http server: threads must be between 0 and " +
+                                    std::to_string(kThreadsMax));
+  }
+  if (options_.connections_max == 0 || options_.header_bytes_max == 0 ||
+      options_.idle_timeout_ms == 0) {
+    return Status::invalid_argument(
+        "http server: connections_max, header_bytes_max and idle_timeout_ms must be positive");
+  }
+  int threads = options_.threads;
+  if (threads == 0) {
+    threads = static_cast<int>(
+        std::clamp(std::thread::hardware_concurrency(), 1u, static_cast<unsigned>(kThreadsMax)));
+  }
+  const std::string where = options_.host + ":" + std::to_string(options_.port);
+
+  for (int i = 0; i < threads; ++i) {
+    workers_.push_back(std::make_unique<Worker>(static_cast<std::uint64_t>(i)));
+  }
+  asio::io_context& ioc0 = workers_[0]->ioc;
+
+  ErrorCode ec;
+  tcp::endpoint endpoint;
+  auto address = asio::ip::make_address(options_.host, ec);
+  if (!ec) {
+    endpoint = tcp::endpoint(address, options_.port);
+  } else {
+    tcp::resolver resolver(ioc0);
+    auto results =
+        resolver.resolve(options_.host, std::to_string(options_.port), tcp::resolver::passive, ec);
+    if (ec || results.empty()) {
+      workers_.clear();
+      return Status::io_error("http server: cannot resolve " + where + ": " +
+                              (ec ? ec.message() : std::string("no addresses")));
+    }
+    endpoint = results.begin()->endpoint();
+  }
+
+  acceptor_.emplace(ioc0);
+  auto fail = [&](const char* step) {
+    std::string message =
+        "http server: cannot " + std::string(step) + " " + where + ": " + ec.message();
+    acceptor_.reset();
+    workers_.clear();
+    return Status::io_error(std::move(message));
+  };
+  acceptor_->open(endpoint.protocol(), ec);
+  if (ec) {
+    return fail("open a socket for");
+  }
+  // SO_REUSEADDR only lets a restarted server bind over TIME_WAIT leftovers; on Linux it does
+  // not let two live listeners share the port, so "address in use" is still reported.
+  acceptor_->set_option(asio::socket_base::reuse_address(true), ec);
+  if (ec) {
+    return fail("configure");
+  }
+  acceptor_->bind(endpoint, ec);
+  if (ec) {
+    return fail("bind");
+  }
+  acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return fail("listen on");
+  }
+  auto local = acceptor_->local_endpoint(ec);
+  if (ec) {
+    return fail("read the bound address of");
+  }
+  port_ = local.port();
+  accept_timer_.emplace(ioc0);
+  started_ = true;
+
+  asio::post(ioc0, [this] { accept_next(); });
+  for (auto& worker : workers_) {
+    Worker* w = worker.get();
+    w->thread = std::thread([w] {
+      auto guard = asio::make_work_guard(w->ioc);
+      run_worker(*w);
+    });
+  }
+  return Status();
+}
+
+void Server::Impl::accept_next() {
+  Worker& worker = *workers_[next_worker_];
+  next_worker_ = (next_worker_ + 1) % workers_.size();
+  acceptor_->async_accept(worker.ioc, [this, &worker](const ErrorCode& ec, Socket socket) {
+    on_accept(ec, std::move(socket), worker);
+  });
+}
+
+void Server::Impl::on_accept(const ErrorCode& ec, Socket socket, Worker& worker) {
+  if (ec == asio::error::operation_aborted || !acceptor_->is_open()) {
+    return;
+  }
+  if (ec) {
+    accept_timer_->expires_after(std::chrono::milliseconds(kAcceptRetryMs));
+    accept_timer_->async_wait([this](const ErrorCode& wait_ec) {
+      if (!wait_ec && acceptor_->is_open()) {
+        accept_next();
+      }
+    });
+    return;
+  }
+  if (shared_.live_connections.load(std::memory_order_acquire) >= options_.connections_max) {
+    ErrorCode ignored;
+    socket.close(ignored);  // over the bound: the client sees the connection closed at once
+  } else {
+    shared_.live_connections.fetch_add(1, std::memory_order_acq_rel);
+    asio::post(worker.ioc, [this, &worker, s = std::move(socket)]() mutable {
+      start_session(worker, std::move(s));
+    });
+  }
+  accept_next();
+}
+
+void Server::Impl::start_session(Worker& worker, Socket socket) {
+  ErrorCode ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  // The Session's destructor gives back the slot counted in on_accept.
+  auto session = std::make_shared<Session>(shared_, worker, std::move(socket));
+  if (worker.stopping) {
+    return;  // dropping the last reference closes the socket
+  }
+  session->start();
+}
+
+void Server::Impl::stop() {
+  if (!started_ || stopped_) {
+    return;
+  }
+  stopped_ = true;
+
+  asio::post(workers_[0]->ioc, [this] {
+    ErrorCode ignored;
+    acceptor_->close(ignored);
+    accept_timer_->cancel();
+  });
+  for (auto& worker : workers_) {
+    Worker* w = worker.get();
+    asio::post(w->ioc, [w] {
+      w->stopping = true;
+      for (Session* s = w->sessions_head; s != nullptr;) {
+        Session* next = s->next();  // on_server_stop may not unlink s, but be safe
+        s->on_server_stop();
+        s = next;
+      }
+    });
+  }
+
+  // Polling is fine here: it runs once, at shutdown, and is bounded by the grace period.
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.stop_grace_ms);
+  while (shared_.live_connections.load(std::memory_order_acquire) > 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+
+  for (auto& worker : workers_) {
+    std::lock_guard<std::mutex> lock(worker->gate->mu);
+    worker->gate->open = false;
+  }
+  for (auto& worker : workers_) {
+    worker->ioc.stop();
+  }
+  for (auto& worker : workers_) {
+    if (worker->thread.joinable()) {
+      worker->thread.join();
+    }
+  }
+
+  // Single-threaded from here. Free the sessions still waiting for an answer while their
+  // io_context exists; destroying each io_context frees the rest.
+  for (auto& worker : workers_) {
+    std::vector<std::shared_ptr<Session>> waiting;
+    for (Session* s = worker->sessions_head; s != nullptr; s = s->next()) {
+      if (auto p = s->weak_from_this().lock()) {
+        waiting.push_back(std::move(p));
+      }
+    }
+    for (auto& s : waiting) {
+      s->release();
+    }
+  }
+  accept_timer_.reset();
+  acceptor_.reset();
+  workers_.clear();
+}
+
+const std::string* Request::header(std::string_view lower_name) const {
+  for (const auto& [name, value] : headers) {
+    if (name == lower_name) {
+      return &value;
+    }
+  }
+  return nullptr;
+}
+
+const std::string* Request::query_param(std::string_view name) const {
+  for (const auto& [key, value] : query) {
+    if (key == name) {
+      return &value;
+    }
+  }
+  return nullptr;
+}
+
+Server::Server(ServerOptions options, Handler handler)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(handler))) {}
+
+Server::~Server() {
+  stop();
+}
+
+Status Server::start() {
+  return impl_->start();
+}
+
+std::uint16_t Server::port() const {
+  return impl_->port();
+}
+
+void Server::stop() {
+  impl_->stop();
+}
+
+}  // namespace tally::http
