@@ -1,0 +1,514 @@
+// Tests of the HTTP server over real sockets on 127.0.0.1, port 0.
+#include "http/server.h"
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "support/http_client.h"
+
+namespace tally::http {
+namespace {
+
+using tally::testing::HttpClient;
+using tally::testing::HttpResponse;
+
+// Echoes the request as "METHOD PATH BODY" and lets individual tests swap the handler.
+Response echo(const Request& request) {
+  Response r;
+  r.content_type = "text/plain";
+  r.body = request.method + " " + request.path + " " + request.body;
+  return r;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void start(ServerOptions options = {}, Handler handler = nullptr) {
+    options.port = 0;
+    if (options.threads == 0) {
+      options.threads = 2;
+    }
+    if (!handler) {
+      handler = [](Request&& request, Responder respond) {
+        respond(echo(request));
+      };
+    }
+    server_ = std::make_unique<Server>(options, std::move(handler));
+    Status status = server_->start();
+    ASSERT_TRUE(status.ok()) << status.to_string();
+    ASSERT_NE(server_->port(), 0);
+  }
+
+  std::unique_ptr<Server> server_;
+};
+
+TEST_F(ServerTest, GetAndPostAreEchoed) {
+  start();
+  HttpClient c("127.0.0.1", server_->port());
+  HttpResponse get = c.request("GET", "/v1/things");
+  EXPECT_EQ(get.status, 200) << get.body;
+  EXPECT_EQ(get.body, "GET /v1/things ");
+  HttpResponse post = c.request("POST", "/v1/events", R"({"a":1})");
+  EXPECT_EQ(post.status, 200) << post.body;
+  EXPECT_EQ(post.body, R"(POST /v1/events {"a":1})");
+}
+
+TEST_F(ServerTest, EveryResponseCarriesServerTypeAndLength) {
+  start({}, [](Request&&, Responder respond) {
+    Response r;
+    r.status = 201;
+    r.body = R"({"ok":true})";
+    r.headers = {{"X-Request-Id", "abc"}, {"Content-Length", "999"}, {"Server", "other"}};
+    respond(std::move(r));
+  });
+  HttpClient c("127.0.0.1", server_->port());
+  HttpResponse r = c.request("GET", "/");
+  EXPECT_EQ(r.status, 201);
+  EXPECT_EQ(r.header("server"), "tally");
+  EXPECT_EQ(r.header("content-type"), "application/json");
+  EXPECT_EQ(r.header("content-length"), "11");
+  EXPECT_EQ(r.header("x-request-id"), "abc");
+  int servers = 0;
+  for (const auto& h : r.headers) {
+    servers += h.first == "Server" ? 1 : 0;
+  }
+  EXPECT_EQ(servers, 1) << "a handler's reserved header must not be written";
+}
+
+TEST_F(ServerTest, NoContentHasNoBodyHeaders) {
+  start({}, [](Request&&, Responder respond) {
+    Response r;
+    r.status = 204;
+    r.body = "ignored";
+    respond(std::move(r));
+  });
+  HttpClient c("127.0.0.1", server_->port());
+  HttpResponse r = c.request("DELETE", "/x");
+  EXPECT_EQ(r.status, 204);
+  EXPECT_FALSE(r.has_header("content-length"));
+  EXPECT_EQ(r.body, "");
+  EXPECT_EQ(c.request("GET", "/").status, 204) << "connection stays usable";
+  EXPECT_EQ(c.connections_opened(), 1);
+}
+
+TEST_F(ServerTest, HeadHasLengthButNoBody) {
+  start();
+  HttpClient c("127.0.0.1", server_->port());
+  HttpResponse r = c.request("HEAD", "/abc");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("content-length"), std::to_string(std::string("HEAD /abc ").size()));
+  EXPECT_EQ(r.body, "");
+  EXPECT_EQ(c.request("GET", "/").body, "GET / ");
+  EXPECT_EQ(c.connections_opened(), 1);
+}
+
+TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+  start();
+  HttpClient c("127.0.0.1", server_->port());
+  for (int i = 0; i < 5; ++i) {
+    HttpResponse r = c.request("POST", "/n", std::to_string(i));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.body, "POST /n " + std::to_string(i));
+    EXPECT_FALSE(r.has_header("connection"));
+  }
+  EXPECT_EQ(c.connections_opened(), 1);
+}
+
+TEST_F(ServerTest, PipelinedRequestsAreAnsweredInOrder) {
+  start();
+  HttpClient c("127.0.0.1", server_->port());
+  ASSERT_EQ(c.send_raw("GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
+                       "POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"),
+            "");
+  HttpResponse first = c.read_response();
+  HttpResponse second = c.read_response();
+  EXPECT_EQ(first.body, "GET /one ");
+  EXPECT_EQ(second.body, "POST /two abc");
+}
+
+TEST_F(ServerTest, ConnectionCloseIsHonoured) {
+  start();
+  HttpClient c("127.0.0.1", server_->port());
+  HttpResponse r = c.request("GET", "/", {}, {{"Connection", "close"}});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("connection"), "close");
+  EXPECT_TRUE(c.wait_closed_by_peer(2000));
+}
+
+TEST_F(ServerTest, Http10ClosesUnlessKeepAliveAsked) {
+  start();
+  HttpClient c("127.0.0.1", server_->port());
+  ASSERT_EQ(c.send_raw("GET /old HTTP/1.0\r\n\r\n"), "");
+  HttpResponse r = c.read_response();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "GET /old ");
+  EXPECT_TRUE(c.wait_closed_by_peer(2000));
+
+  HttpClient k("127.0.0.1", server_->port());
+  ASSERT_EQ(k.send_raw("GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"), "");
+  HttpResponse first = k.read_response();
+  EXPECT_EQ(first.header("connection"), "keep-alive");
+  ASSERT_EQ(k.send_raw("GET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"), "");
+  EXPECT_EQ(k.read_response().body, "GET /b ");
+  EXPECT_EQ(k.connections_opened(), 1);
+}
+
+TEST_F(ServerTest, ResponderCalledLaterFromAnotherThread) {
+  std::mutex mu;
+  std::vector<std::thread> threads;
+  start({}, [&](Request&& request, Responder respond) {
+    std::lock_guard<std::mutex> lock(mu);
+    threads.emplace_back([r = echo(request), respond = std::move(respond)]() mutable {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      respond(std::move(r));
+    });
+  });
+  HttpClient c("127.0.0.1", server_->port());
+  for (int i = 0; i < 3; ++i) {
+    HttpResponse r = c.request("POST", "/later", "x" + std::to_string(i));
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.body, "POST /later x" + std::to_string(i));
+  }
+  EXPECT_EQ(c.connections_opened(), 1);
+  std::lock_guard<std::mutex> lock(mu);
+  for (auto& t : threads) {
+    t.join();
+  }
+}
+
+TEST_F(ServerTest, SecondResponderCallIsIgnored) {
+  start({}, [](Request&&, Responder respond) {
+    Response a;
+    a.body = "first";
+    respond(a);
+    Response b;
+    b.body = "second";
+    respond(b);
+  });
+  HttpClient c("127.0.0.1", server_->port());
+  EXPECT_EQ(c.request("GET", "/").body, "first");
+  EXPECT_EQ(c.request("GET", "/").body, "first");
+}
+
+TEST_F(ServerTest, HandlerExceptionAnswers500) {
+  start({}, [](Request&&, Responder) { throw std::runtime_error("boom"); });
+  HttpClient c("127.0.0.1", server_->port());
+  HttpResponse r = c.request("GET", "/");
+  EXPECT_EQ(r.status, 500);
+  EXPECT_NE(r.body.find(R"("error":"INTERNAL")"), std::string::npos) << r.body;
+  EXPECT_EQ(c.request("GET", "/").status, 500) << "the connection survives";
+}
+
+TEST_F(ServerTest, DroppedResponderAnswers500) {
+  start({}, [](Request&&, Responder) {});
+  HttpClient c("127.0.0.1", server_->port());
+  HttpResponse r = c.request("GET", "/");
+  EXPECT_EQ(r.status, 500);
+  EXPECT_NE(r.body.find(R"("error":"INTERNAL")"), std::string::npos) << r.body;
+}
+
+TEST_F(ServerTest, ResponderAfterStopIsHarmless) {
+  std::promise<Responder> got;
+  ServerOptions options;
+  options.stop_grace_ms = 100;
+  start(options, [&](Request&&, Responder respond) { got.set_value(std::move(respond)); });
+  std::future<HttpResponse> response = std::async(std::launch::async, [port = server_->port()] {
+    HttpClient c("127.0.0.1", port);
+    return c.request("GET", "/never");
+  });
+  Responder respond = got.get_future().get();
+  server_->stop();
+  EXPECT_EQ(response.get().status, 0) << "the connection is closed without an answer";
+  respond(Response{});  // after stop
+  server_.reset();
+  respond(Response{});  // after the server is gone
+}
+
+TEST_F(ServerTest, OversizedBodyAnswers413AndCloses) {
+  ServerOptions options;
+  options.body_bytes_max = 1024;
+  std::atomic<int> handled{0};
+  start(options, [&](Request&& request, Responder respond) {
+    handled++;
+    respond(echo(request));
+  });
+  HttpClient c("127.0.0.1", server_->port());
+  EXPECT_EQ(c.request("POST", "/", std::string(1024, 'a')).status, 200) << "at the limit is fine";
+  HttpResponse r = c.request("POST", "/", std::string(4096, 'a'));
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(r.body, R"({"error":"PAYLOAD_TOO_LARGE","message":"request body exceeds 1024 bytes"})");
+  EXPECT_EQ(r.header("content-type"), "application/json");
+  EXPECT_EQ(r.header("connection"), "close");
+  EXPECT_TRUE(c.wait_closed_by_peer(3000));
+  EXPECT_EQ(handled.load(), 1);
+}
+
+TEST_F(ServerTest, OversizedChunkedBodyAnswers413) {
+  ServerOptions options;
+  options.body_bytes_max = 10;
+  start(options);
+  HttpClient c("127.0.0.1", server_->port());
+  ASSERT_EQ(c.send_raw("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "8\r\n12345678\r\n8\r\n12345678\r\n0\r\n\r\n"),
+            "");
+  HttpResponse r = c.read_response();
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(r.body, R"({"error":"PAYLOAD_TOO_LARGE","message":"request body exceeds 10 bytes"})");
+}
+
+TEST_F(ServerTest, ChunkedBodyIsDecoded) {
+  start();
+  HttpClient c("127.0.0.1", server_->port());
+  ASSERT_EQ(c.send_raw("POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            "");
+  HttpResponse r = c.read_response();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "POST /c hello world");
+}
+
+TEST_F(ServerTest, ExpectContinueGetsInterimResponse) {
+  start();
+  HttpClient c("127.0.0.1", server_->port());
+  ASSERT_EQ(c.send_raw("POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                       "Expect: 100-continue\r\n\r\n"),
+            "");
+  HttpResponse interim = c.read_response();
+  EXPECT_EQ(interim.status, 100);
+  ASSERT_EQ(c.send_raw("abcde"), "");
+  HttpResponse r = c.read_response();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "POST /e abcde");
+}
+
+TEST_F(ServerTest, ExpectContinueOverLimitGets413Instead) {
+  ServerOptions options;
+  options.body_bytes_max = 100;
+  start(options);
+  HttpClient c("127.0.0.1", server_->port());
+  ASSERT_EQ(c.send_raw("POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n"
+                       "Expect: 100-continue\r\n\r\n"),
+            "");
+  HttpResponse r = c.read_response();
+  EXPECT_EQ(r.status, 413);
+}
+
+TEST_F(ServerTest, MalformedRequestAnswers400AndCloses) {
+  start();
+  HttpClient c("127.0.0.1", server_->port());
+  ASSERT_EQ(c.send_raw("THIS IS NOT HTTP\r\n\r\n"), "");
+  HttpResponse r = c.read_response();
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find(R"("error":"BAD_REQUEST")"), std::string::npos) << r.body;
+  EXPECT_EQ(r.header("content-type"), "application/json");
+  EXPECT_TRUE(c.wait_closed_by_peer(3000));
+
+  HttpClient bad_length("127.0.0.1", server_->port());
+  ASSERT_EQ(bad_length.send_raw("POST / HTTP/1.1\r\nContent-Length: nope\r\n\r\n"), "");
+  EXPECT_EQ(bad_length.read_response().status, 400);
+}
+
+TEST_F(ServerTest, HeaderTooLargeAnswers431) {
+  ServerOptions options;
+  options.header_bytes_max = 1024;
+  start(options);
+  HttpClient c("127.0.0.1", server_->port());
+  HttpResponse r = c.request("GET", "/", {}, {{"X-Big", std::string(4096, 'b')}});
+  EXPECT_EQ(r.status, 431);
+  EXPECT_NE(r.body.find("1024"), std::string::npos) << r.body;
+}
+
+TEST_F(ServerTest, PathAndQueryAreDecoded) {
+  Request seen;
+  start({}, [&](Request&& request, Responder respond) {
+    seen = std::move(request);
+    respond(Response{});
+  });
+  HttpClient c("127.0.0.1", server_->port());
+  ASSERT_EQ(c.request("GET", "/v1/a%20b/c%2Fd?x=1&y=hello+world&z=%E2%9C%93&flag&&x=2").status,
+            200);
+  EXPECT_EQ(seen.target, "/v1/a%20b/c%2Fd?x=1&y=hello+world&z=%E2%9C%93&flag&&x=2");
+  EXPECT_EQ(seen.path, "/v1/a b/c/d");
+  using Pairs = std::vector<std::pair<std::string, std::string>>;
+  EXPECT_EQ(
+      seen.query,
+      (Pairs{{"x", "1"}, {"y", "hello world"}, {"z", "\xE2\x9C\x93"}, {"flag", ""}, {"x", "2"}}));
+  ASSERT_NE(seen.query_param("x"), nullptr);
+  EXPECT_EQ(*seen.query_param("x"), "1");
+  EXPECT_EQ(seen.query_param("missing"), nullptr);
+  EXPECT_EQ(seen.remote_address, "127.0.0.1");
+
+  ASSERT_EQ(c.request("GET", "/plus+stays").status, 200);
+  EXPECT_EQ(seen.path, "/plus+stays");
+  EXPECT_TRUE(seen.query.empty());
+
+  ASSERT_EQ(c.request("GET", "http://example.com/abs%21?q=1").status, 200);
+  EXPECT_EQ(seen.path, "/abs!");
+  ASSERT_NE(seen.query_param("q"), nullptr);
+  EXPECT_EQ(*seen.query_param("q"), "1");
+
+  EXPECT_EQ(c.request("GET", "no-slash").status, 400);
+}
+
+TEST_F(ServerTest, BadPercentEncodingAnswers400) {
+  start();
+  for (const char* target : {"/a%zz", "/a%2", "/a?b=%", "/nul%00"}) {
+    HttpClient c("127.0.0.1", server_->port());
+    HttpResponse r = c.request("GET", target);
+    EXPECT_EQ(r.status, 400) << target;
+    EXPECT_NE(r.body.find(R"("error":"BAD_REQUEST")"), std::string::npos) << r.body;
+  }
+}
+
+TEST_F(ServerTest, HeaderLookupIsCaseInsensitive) {
+  Request seen;
+  start({}, [&](Request&& request, Responder respond) {
+    seen = std::move(request);
+    respond(Response{});
+  });
+  HttpClient c("127.0.0.1", server_->port());
+  ASSERT_EQ(
+      c.request("GET", "/", {}, {{"X-Api-Key", "k1"}, {"X-TWICE", "a"}, {"x-twice", "b"}}).status,
+      200);
+  ASSERT_NE(seen.header("x-api-key"), nullptr);
+  EXPECT_EQ(*seen.header("x-api-key"), "k1");
+  ASSERT_NE(seen.header("x-twice"), nullptr);
+  EXPECT_EQ(*seen.header("x-twice"), "a");
+  EXPECT_EQ(seen.header("x-missing"), nullptr);
+  int twice = 0;
+  for (const auto& [name, value] : seen.headers) {
+    EXPECT_EQ(name.find_first_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ"), std::string::npos) << name;
+    twice += name == "x-twice" ? 1 : 0;
+  }
+  EXPECT_EQ(twice, 2);
+}
+
+TEST_F(ServerTest, ConcurrentClientsAreAllAnswered) {
+  start();
+  constexpr int kThreads = 8;
+  constexpr int kRequests = 200;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t, port = server_->port()] {
+      HttpClient c("127.0.0.1", port);
+      for (int i = 0; i < kRequests; ++i) {
+        std::string body = std::to_string(t) + ":" + std::to_string(i);
+        HttpResponse r = c.request("POST", "/c", body);
+        if (r.status == 200 && r.body == "POST /c " + body) {
+          ok++;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(ok.load(), kThreads * kRequests);
+}
+
+TEST_F(ServerTest, StopWithIdleConnectionsIsPrompt) {
+  start();
+  std::vector<std::unique_ptr<HttpClient>> clients;
+  for (int i = 0; i < 10; ++i) {
+    clients.push_back(std::make_unique<HttpClient>("127.0.0.1", server_->port()));
+    ASSERT_EQ(clients.back()->request("GET", "/").status, 200);
+  }
+  auto begin = std::chrono::steady_clock::now();
+  server_->stop();
+  auto took = std::chrono::steady_clock::now() - begin;
+  EXPECT_LT(took, std::chrono::milliseconds(500));
+  EXPECT_TRUE(clients[0]->wait_closed_by_peer(1000));
+  server_->stop();  // idempotent
+}
+
+TEST_F(ServerTest, StopLetsInFlightRequestFinish) {
+  std::vector<std::thread> threads;
+  std::promise<void> got;
+  start({}, [&](Request&& request, Responder respond) {
+    got.set_value();
+    threads.emplace_back([r = echo(request), respond = std::move(respond)]() mutable {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      respond(std::move(r));
+    });
+  });
+  std::future<HttpResponse> response = std::async(std::launch::async, [port = server_->port()] {
+    HttpClient c("127.0.0.1", port);
+    return c.request("GET", "/slow");
+  });
+  got.get_future().wait();
+  server_->stop();
+  HttpResponse r = response.get();
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("connection"), "close");
+  for (auto& t : threads) {
+    t.join();
+  }
+}
+
+TEST_F(ServerTest, StartOnPortInUseFails) {
+  start();
+  ServerOptions options;
+  options.port = server_->port();
+  Server second(options, [](Request&&, Responder respond) { respond(Response{}); });
+  Status status = second.start();
+  EXPECT_EQ(status.code(), StatusCode::kIOError);
+  EXPECT_NE(status.message().find("127.0.0.1:" + std::to_string(server_->port())),
+            std::string::npos)
+      << status.message();
+  EXPECT_EQ(second.port(), 0);
+}
+
+TEST_F(ServerTest, BadOptionsAreRejected) {
+  ServerOptions options;
+  options.port = 0;
+  options.threads = -1;
+  Server bad(options, [](Request&&, Responder respond) { respond(Response{}); });
+  EXPECT_EQ(bad.start().code(), StatusCode::kInvalidArgument);
+
+  ServerOptions no_headers;
+  no_headers.port = 0;
+  no_headers.header_bytes_max = 0;
+  Server zero(no_headers, [](Request&&, Responder respond) { respond(Response{}); });
+  EXPECT_EQ(zero.start().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(ServerTest, ConnectionsBeyondTheBoundAreClosed) {
+  ServerOptions options;
+  options.connections_max = 2;
+  start(options);
+  HttpClient a("127.0.0.1", server_->port());
+  HttpClient b("127.0.0.1", server_->port());
+  ASSERT_EQ(a.request("GET", "/").status, 200);
+  ASSERT_EQ(b.request("GET", "/").status, 200);
+  HttpClient c("127.0.0.1", server_->port(), 2000);
+  EXPECT_EQ(c.request("GET", "/").status, 0);
+  a.close();
+  // The slot comes back once the server has seen the close.
+  int status = 0;
+  for (int i = 0; i < 100 && status != 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    HttpClient d("127.0.0.1", server_->port(), 2000);
+    status = d.request("GET", "/").status;
+  }
+  EXPECT_EQ(status, 200);
+}
+
+TEST_F(ServerTest, IdleConnectionsTimeOut) {
+  ServerOptions options;
+  options.idle_timeout_ms = 100;
+  start(options);
+  HttpClient c("127.0.0.1", server_->port());
+  ASSERT_EQ(c.request("GET", "/").status, 200);
+  auto begin = std::chrono::steady_clock::now();
+  EXPECT_TRUE(c.wait_closed_by_peer(3000));
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::milliseconds(2000));
+  EXPECT_EQ(c.request("GET", "/").status, 200) << "the client reconnects";
+}
+
+}  // namespace
+}  // namespace tally::http
