@@ -166,6 +166,73 @@ TEST(CliTest, IngestQueryVerifyKeys) {
   remove_tree(dir);
 }
 
+TEST(CliTest, IngestRefusesBadLinesAloneWithTheirLineNumbers) {
+  const std::string dir = make_temp_dir("tally-cli-lines-");
+  std::ofstream(dir + "/tally.toml") << kConfig;
+  {
+    std::ofstream f(dir + "/events.jsonl");
+    f << R"({"id":"l1","customer":"lines-co","type":"api_call","time":"2025-03-01T10:00:00Z","properties":{"bytes":1,"route":"r"}})" << "\n";  // line 1
+    f << "\n   \n";                                                                                                  // lines 2, 3
+    f << R"({"id":"l4","customer":"lines-co","type":"api_call","time":"2025-03-01T10:00:00Z","properties":{"bytes":2,"route":"r"}})" << "\n";  // 4
+    f << R"({"id":"l5","customer":"lines-co","type":"api_call","time":"2025-03-01T10:00:00Z","properties":{"bytes":)" << "\n";          // 5: malformed
+    f << "\n";                                                                                                         // 6
+    f << R"({"customer":"lines-co","type":"api_call"})" << "\n";                                                        // 7: no id
+    f << R"({"id":"l8","customer":"lines-co","type":"api_call"}, {"id":"l8b","customer":"lines-co","type":"api_call"})" << "\n";  // 8: two values
+    f << "[1,2]\n";                                                                                                    // 9: not an object
+    f << R"({"id":"l10","customer":"lines-co","type":"api_call","time":"2025-03-01T10:00:00Z","properties":{"bytes":4,"route":"r"}})" << "\n";  // 10
+  }
+  const std::vector<std::string> args = {"ingest", dir + "/events.jsonl", "--config", dir + "/tally.toml",
+                                         "--data", dir + "/data"};
+  std::string out;
+  EXPECT_EQ(run_tally(args, &out, dir), 1) << out;
+  EXPECT_NE(out.find("10 lines, 3 accepted, 0 duplicates, 4 rejected"), std::string::npos) << out;
+  EXPECT_NE(out.find("line 5: INVALID_JSON"), std::string::npos) << out;
+  EXPECT_NE(out.find("line 7: MISSING_FIELD"), std::string::npos) << out;
+  EXPECT_NE(out.find("line 8: INVALID_JSON"), std::string::npos) << out;
+  EXPECT_NE(out.find("line 9: INVALID_TYPE"), std::string::npos) << out;
+  EXPECT_EQ(out.find("tally: lines "), std::string::npos) << "no whole batch may fail: " << out;
+  EXPECT_EQ(run_tally({"query", "bytes", "--customer", "lines-co", "--from", "2025-03-01T00:00:00Z",
+                       "--config", dir + "/tally.toml", "--data", dir + "/data"},
+                      &out, dir),
+            0)
+      << out;
+  EXPECT_NE(out.find("\"value\":7"), std::string::npos) << out;
+  remove_tree(dir);
+}
+
+TEST(CliTest, ReadCommandsNeedTheConfigForTheirMeters) {
+  const std::string dir = make_temp_dir("tally-cli-noconfig-");
+  std::ofstream(dir + "/tally.toml") << kConfig;
+  std::ofstream(dir + "/e.jsonl") << R"({"id":"a","customer":"c","type":"api_call"})" << "\n";
+  std::string out;
+  ASSERT_EQ(run_tally({"ingest", dir + "/e.jsonl", "--config", dir + "/tally.toml", "--data", dir + "/data"}, &out, dir), 0) << out;
+  for (std::vector<std::string> args : {std::vector<std::string>{"verify"},
+                                        std::vector<std::string>{"query", "calls"},
+                                        std::vector<std::string>{"usage", "c"}}) {
+    args.insert(args.end(), {"--data", dir + "/data"});
+    std::remove((dir + "/cli.log").c_str());
+    EXPECT_EQ(run_tally(args, &out, dir), 2) << args[0] << ": " << out;
+    EXPECT_NE(out.find("needs --config"), std::string::npos) << args[0] << ": " << out;
+    EXPECT_NE(out.find("meters are defined in the configuration"), std::string::npos) << out;
+  }
+  remove_tree(dir);
+}
+
+TEST(ServeTest, ShortAdminKeyFailsStartUp) {
+  const std::string dir = make_temp_dir("tally-short-key-");
+  ProcessOptions o;
+  o.executable = TALLY_BINARY;
+  o.args = {"serve", "--data", dir + "/data", "--listen", "127.0.0.1:0"};
+  o.env = {{"TALLY_ADMIN_KEY", "short-secret"}};
+  o.log_path = dir + "/server.log";
+  auto p = ChildProcess::start(o);
+  ASSERT_TRUE(p.has_value()) << p.error().message();
+  EXPECT_EQ(p->wait_exit(30000), 2);
+  const std::string log = read_file(o.log_path).value_or("");
+  EXPECT_NE(log.find("TALLY_ADMIN_KEY must be 16 to 256 bytes long, got 12"), std::string::npos) << log;
+  remove_tree(dir);
+}
+
 TEST(ServeTest, SigtermShutsDownCleanly) {
   TallyServer server(kConfig);
   auto c = server.client();

@@ -297,5 +297,73 @@ TEST_F(HttpApiTest, MetersQueryAndUsage) {
   EXPECT_EQ(admin("GET", "/v1/customers/ghost/usage").status, 404);
 }
 
+TEST_F(HttpApiTest, OnlyOneJsonDocumentPerIngestBody) {
+  const std::string two_docs =
+      R"({"id":"nd1","customer":"ndjson-co","type":"api_call"})" "\n"
+      R"({"id":"nd2","customer":"ndjson-co","type":"api_call"})" "\n";
+  auto r = admin("POST", "/v1/events", two_docs);
+  EXPECT_EQ(r.status, 400) << r.body;
+  Json j(r.body);
+  EXPECT_EQ(j.str("error"), "INVALID_JSON");
+  EXPECT_NE(j.str("message").find("content after the JSON document"), std::string::npos) << r.body;
+  auto garbage = admin("POST", "/v1/events", R"({"events":[]} garbage)");
+  EXPECT_EQ(garbage.status, 400) << garbage.body;
+  EXPECT_EQ(Json(garbage.body).str("error"), "INVALID_JSON");
+  auto ndjson = client_->request("POST", "/v1/events", two_docs,
+                                 {{"x-api-key", kAdminKey}, {"content-type", "application/x-ndjson"}});
+  EXPECT_EQ(ndjson.status, 415) << ndjson.body;
+  EXPECT_EQ(Json(ndjson.body).str("error"), "UNSUPPORTED_MEDIA_TYPE");
+  EXPECT_EQ(admin("GET", "/v1/customers/ndjson-co").status, 404);  // nothing was stored
+}
+
+TEST_F(HttpApiTest, KeyWithoutCustomerHonoursItsScopes) {
+  auto created = admin("POST", "/v1/keys", R"({"name":"loader","scopes":["ingest"]})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  Json j(created.body);
+  EXPECT_TRUE(j.is_null("customer"));
+  auto scopes = j["scopes"].get_array();
+  ASSERT_EQ(scopes.size(), 1u);
+  EXPECT_EQ(std::string(scopes.at(0).get_string().value()), "ingest");
+  const std::string key = j.str("key");
+  EXPECT_EQ(client_->request("POST", "/v1/events", R"({"id":"sc1","customer":"scoped-co","type":"api_call"})", key_header(key)).status, 202);
+  EXPECT_EQ(client_->request("GET", "/v1/events", {}, key_header(key)).status, 403);
+  EXPECT_EQ(client_->request("GET", "/v1/customers", {}, key_header(key)).status, 403);
+  EXPECT_EQ(client_->request("POST", "/v1/keys", "{}", key_header(key)).status, 403);
+
+  for (const char* body : {R"({"scopes":[]})", R"({"customer":"cust-test-001","scopes":[]})",
+                           R"({"scopes":["ingest","fly"]})"}) {
+    auto bad = admin("POST", "/v1/keys", body);
+    EXPECT_EQ(bad.status, 400) << body << ": " << bad.body;
+    EXPECT_EQ(Json(bad.body).str("error"), "VALIDATION_ERROR") << body;
+  }
+}
+
+TEST_F(HttpApiTest, NothingNewIsNotCalledAllDuplicates) {
+  ASSERT_EQ(admin("POST", "/v1/events", R"({"id":"nn1","customer":"nothing-new","type":"api_call"})").status, 202);
+  auto r = admin("POST", "/v1/events", R"([{"id":"nn1","customer":"nothing-new","type":"api_call"},
+                                           {"id":"nn2","customer":"nothing-new","type":"api_call","time":"never"}])");
+  ASSERT_EQ(r.status, 202) << r.body;
+  Json j(r.body);
+  EXPECT_EQ(j.str("status"), "partial");
+  EXPECT_EQ(j.num("accepted"), 0);
+  EXPECT_NE(j.str("message"), "All events were duplicates");
+}
+
+TEST_F(HttpApiTest, EventListingRefusesUnknownParameters) {
+  auto r = admin("GET", "/v1/events?custmer=acme");
+  EXPECT_EQ(r.status, 400) << r.body;
+  Json j(r.body);
+  EXPECT_EQ(j.str("error"), "VALIDATION_ERROR");
+  EXPECT_NE(j.str("message").find("custmer"), std::string::npos) << r.body;
+  EXPECT_NE(j.str("message").find("customer, type, from, to, limit, cursor"), std::string::npos) << r.body;
+  EXPECT_EQ(admin("GET", "/v1/events?limit=5&type=api_call").status, 200);
+}
+
+TEST_F(HttpApiTest, MetricsCountBugs) {
+  auto m = client_->request("GET", "/metrics");
+  ASSERT_EQ(m.status, 200);
+  EXPECT_NE(m.body.find("# TYPE tally_bugs_total counter\ntally_bugs_total 0\n"), std::string::npos) << m.body;
+}
+
 }  // namespace
 }  // namespace tally::testing

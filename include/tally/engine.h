@@ -21,6 +21,10 @@
 
 namespace tally {
 
+namespace config {
+struct Config;
+}
+
 struct EngineOptions {
   std::string config_path;  // a TOML file; empty = defaults (and config_toml, if set)
   std::string config_toml;  // TOML text, used when config_path is empty (tests, embedding)
@@ -65,6 +69,33 @@ class Engine {
                                        TimeUs to_us) const;
   Result<EventPage> list_events(const EventListQuery& q) const;
 
+  // ---- checks (see docs/api.md "Checks") -------------------------------------------------------
+  // Evaluates every rule that applies (customer status, feature, each limit of the plan on the
+  // meter) atomically; when allowed and consuming, counts the amount at once and queues its
+  // usage event for the next group commit (with check_durability = "sync", returns after it is
+  // durable). A denial is a result, not an error. Errors: kNotFound (customer, meter),
+  // kInvalidArgument (amount, fields), kUnavailable (read-only).
+  Result<CheckResult> check(const CheckRequest& request);
+  // Up to 100 checks, all or nothing: when one is denied, none consumes.
+  Result<std::vector<CheckResult>> check_batch(const std::vector<CheckRequest>& requests);
+  // Settles a reservation with the actual amount ("" = the reserved amount; "0" records
+  // nothing) and frees the rest. Errors: kNotFound (unknown or expired), kInvalidArgument.
+  Result<CheckResult> commit_reservation(const std::string& id, const std::string& amount);
+  // Frees a reservation. Errors: kNotFound.
+  Status release_reservation(const std::string& id);
+  // Plan, features and every limit with its usage now. Errors: kNotFound.
+  Result<LimitsReport> limits_report(const std::string& customer);
+  // Replaces the customer's limit overrides. Errors: kNotFound, kInvalidArgument.
+  Result<Customer> set_overrides(const std::string& customer,
+                                 const std::vector<LimitOverride>& overrides);
+  // Starts the current period of a meter's limits over for one customer, from now on; usage
+  // history is kept, and the reset is written to the audit log. Errors: kNotFound,
+  // kInvalidArgument.
+  Result<Customer> reset_period(const std::string& customer, const std::string& meter,
+                                const std::string& actor);
+  // The newest `limit` audit records (JSON objects), oldest first.
+  std::vector<std::string> audit_log(std::size_t limit) const;
+
   // ---- customers ----------------------------------------------------------------------------
   // Errors: kInvalidArgument, kAlreadyExists.
   Result<Customer> create_customer(const Customer& c);
@@ -89,6 +120,8 @@ class Engine {
   // Waits until everything submitted so far is committed. For tests and the CLI.
   void flush();
   const Clock& clock() const;
+  // The configuration the engine was opened with (src/config/config.h).
+  const config::Config& config() const;
 
   struct Impl;
 

@@ -54,6 +54,16 @@ struct IngestSummary {
 
 // ---- customers and keys ---------------------------------------------------------------------
 
+// A per-customer limit that replaces the plan's limit on the same meter and period (or adds
+// one). amount: a decimal text, or "unlimited".
+struct LimitOverride {
+  std::string meter;
+  std::string period;  // second .. lifetime, as in the config
+  std::int64_t days = 0;  // for period "trial"
+  std::string amount;
+  bool hard = true;
+};
+
 struct Customer {
   std::string id;
   std::string name;
@@ -63,6 +73,12 @@ struct Customer {
   std::string metadata_json = "{}";  // a JSON object
   TimeUs created_at_us = 0;
   TimeUs updated_at_us = 0;
+  std::string plan;                // "" = the configured default plan
+  TimeUs trial_started_at_us = 0;  // 0 = created_at
+  TimeUs billing_anchor_us = 0;    // 0 = created_at
+  std::vector<LimitOverride> overrides;
+  // Per meter: limits count usage from this instant on (POST /v1/customers/{id}/reset).
+  std::vector<std::pair<std::string, TimeUs>> resets;
 };
 
 struct CustomerPatch {
@@ -71,6 +87,9 @@ struct CustomerPatch {
   std::optional<std::string> timezone;
   std::optional<std::string> status;
   std::optional<std::string> metadata_json;
+  std::optional<std::string> plan;
+  std::optional<TimeUs> trial_started_at_us;
+  std::optional<TimeUs> billing_anchor_us;
 };
 
 enum Scope : std::uint32_t {
@@ -165,6 +184,67 @@ struct CustomerUsage {
   TimeUs to_us = 0;
   std::string timezone;
   std::vector<UsageItem> meters;
+};
+
+// ---- checks -------------------------------------------------------------------------------
+
+enum class Consume : std::uint8_t {
+  kNo,       // only ask
+  kYes,      // record the amount as usage when allowed
+  kReserve,  // hold the amount until commit, release or expiry
+};
+
+struct CheckRequest {
+  std::string customer;
+  std::string meter;
+  std::string amount = "1";  // decimal text, > 0
+  Consume consume = Consume::kYes;
+  std::string feature;  // "" = none required
+  std::vector<std::pair<std::string, std::string>> properties;  // for the usage event
+  std::string event_id;  // idempotency: a retried check with the same id consumes once
+  std::int64_t reservation_ttl_seconds = 0;  // 0 = the configured default
+};
+
+// One limit as it stands for a customer.
+struct LimitState {
+  std::string meter;
+  std::string period;
+  std::string rule;  // "api_calls per day"
+  bool unlimited = false;
+  bool hard = true;
+  std::string limit;      // decimal text; "" when unlimited
+  std::string used;       // decimal text
+  std::string remaining;  // decimal text; "" when unlimited
+  TimeUs window_start_us = 0;
+  TimeUs reset_us = 0;  // when the window ends or the rate bucket is empty; 0 = never
+  std::string percent;  // used / limit * 100, two decimals; "" when unlimited
+};
+
+struct CheckResult {
+  bool allowed = false;
+  // "" when allowed; else "limit_exceeded", "feature_not_enabled", "customer_suspended",
+  // "trial_expired".
+  std::string reason;
+  std::string message;
+  std::string plan;
+  std::string meter;
+  std::string amount;
+  bool overage = false;  // allowed past a soft limit
+  bool replayed = false;  // an event_id already consumed: nothing consumed again
+  bool has_rule = false;  // false when no limit applies (unlimited)
+  LimitState rule;        // the most restrictive limit
+  std::vector<LimitState> limits;  // every limit on the meter
+  TimeUs retry_after_us = 0;       // on denial: when the amount may fit again; 0 = unknown
+  std::string reservation_id;
+  TimeUs reservation_expires_us = 0;
+};
+
+struct LimitsReport {
+  std::string customer;
+  std::string plan;
+  std::vector<std::string> features;
+  std::vector<LimitState> limits;
+  std::vector<std::string> warnings;  // "api_calls per day at 85.00%"
 };
 
 // ---- stored events --------------------------------------------------------------------------

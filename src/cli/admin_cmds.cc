@@ -27,6 +27,7 @@ struct KeyCreate {
   bool admin = false;
   std::string customer;
   std::string scopes;
+  bool scopes_given = false;
   std::string name;
 };
 
@@ -51,6 +52,10 @@ int keys_create(const KeyCreate& o) {
       return 2;
     }
     start = comma + 1;
+  }
+  if (o.scopes_given && req.scopes == 0) {
+    std::fprintf(stderr, "tally: --scopes names no scope (ingest, check, read)\n");
+    return 2;
   }
   auto engine = open_engine(o.data, false);
   if (!engine) return 1;
@@ -78,9 +83,14 @@ void register_admin(CLI::App& app) {
   add_data_options(create, &kc->data);
   create->add_flag("--admin", kc->admin, "an admin key");
   create->add_option("--customer", kc->customer, "a key for this customer");
-  create->add_option("--scopes", kc->scopes, "comma-separated: ingest,check,read (customer keys)");
+  create->add_option("--scopes", kc->scopes,
+                     "comma-separated: ingest,check,read (default: all; with --admin, a key for "
+                     "every customer with only these scopes, not an admin key)");
   create->add_option("--name", kc->name, "a label");
-  create->callback([kc] { std::exit(keys_create(*kc)); });
+  create->callback([kc, create] {
+    kc->scopes_given = create->count("--scopes") > 0;
+    std::exit(keys_create(*kc));
+  });
 
   auto kl = std::make_shared<DataOptions>();
   auto* list = keys->add_subcommand("list", "list keys (never their secrets)");

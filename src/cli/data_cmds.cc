@@ -5,8 +5,11 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <limits>
+#include <vector>
 
 #include "cli/cli.h"
+#include "core/event_parse.h"
 #include "core/time.h"
 #include "http/json_util.h"
 
@@ -32,7 +35,9 @@ struct IngestOptionsCli {
 };
 
 // Reads JSON Lines and feeds them through the same parser and commit pipeline as the API,
-// `batch` events per commit.
+// `batch` events per commit. Each line is checked on its own first (one JSON object), so a
+// malformed line is refused alone, with its own line number, and cannot merge with its
+// neighbours in the batch body; every other line is still stored.
 int ingest(const IngestOptionsCli& o) {
   std::ifstream file;
   std::istream* in = &std::cin;
@@ -47,36 +52,37 @@ int ingest(const IngestOptionsCli& o) {
   auto engine = open_engine(o.data, false);
   if (!engine) return 1;
   std::uint64_t lines = 0, accepted = 0, duplicates = 0, rejected = 0;
-  std::uint64_t batch_first_line = 1;
+  std::vector<std::uint64_t> batch_lines;  // the 1-based line number of each event of the batch
   std::string body = "{\"events\":[";
-  std::uint32_t in_batch = 0;
   const auto start = std::chrono::steady_clock::now();
   auto last_progress = start;
   int exit_code = 0;
+  auto refuse = [&](std::uint64_t line_no, const std::string& code, const std::string& message) {
+    std::fprintf(stderr, "\ntally: line %llu: %s: %s\n", static_cast<unsigned long long>(line_no),
+                 code.c_str(), message.c_str());
+    ++rejected;
+    exit_code = 1;
+  };
   auto flush_batch = [&]() {
-    if (in_batch == 0) return;
+    if (batch_lines.empty()) return;
     body += "]}";
     auto r = engine->ingest_json(std::move(body));
     if (!r) {
       std::fprintf(stderr, "\ntally: lines %llu..%llu: %s\n",
-                   static_cast<unsigned long long>(batch_first_line),
-                   static_cast<unsigned long long>(lines), r.error().message().c_str());
+                   static_cast<unsigned long long>(batch_lines.front()),
+                   static_cast<unsigned long long>(batch_lines.back()),
+                   r.error().message().c_str());
       exit_code = 1;
-      rejected += in_batch;
+      rejected += batch_lines.size();
     } else {
       accepted += r->accepted;
       duplicates += r->duplicates;
-      rejected += r->rejected;
       for (const auto& e : r->errors) {
-        std::fprintf(stderr, "\ntally: line %llu: %s: %s\n",
-                     static_cast<unsigned long long>(batch_first_line + e.index), e.code.c_str(),
-                     e.message.c_str());
-        exit_code = 1;
+        refuse(e.index < batch_lines.size() ? batch_lines[e.index] : 0, e.code, e.message);
       }
     }
     body = "{\"events\":[";
-    in_batch = 0;
-    batch_first_line = lines + 1;
+    batch_lines.clear();
     const auto now = std::chrono::steady_clock::now();
     if (now - last_progress > std::chrono::milliseconds(500)) {
       last_progress = now;
@@ -87,17 +93,33 @@ int ingest(const IngestOptionsCli& o) {
                    static_cast<unsigned long long>(rejected), static_cast<double>(lines) / secs);
     }
   };
+  // The line check uses the API's own parser, so a line is refused alone exactly when the API
+  // would refuse a body holding it (numbers, for one, are judged alike); its events' rules are
+  // checked once, by the engine, with the batch.
+  core::ParseOptions check_options;
+  check_options.events_max = std::numeric_limits<std::uint32_t>::max();
+  core::ParsedEvents checked;
+  std::string scratch;
   std::string line;
   while (std::getline(*in, line)) {
     ++lines;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) {
-      if (in_batch == 0) batch_first_line = lines + 1;
-      continue;  // blank lines are skipped; they keep line numbers right
+    const auto first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos) {
+      continue;  // blank lines are skipped; they still count for line numbers
     }
-    if (in_batch > 0) body += ',';
+    if (line[first] != '{') {
+      refuse(lines, "INVALID_TYPE", "a line must hold one event object");
+      continue;
+    }
+    scratch.assign(line);
+    if (Status s = core::parse_events(scratch, check_options, &checked); !s.ok()) {
+      refuse(lines, "INVALID_JSON", s.message());
+      continue;
+    }
+    if (!batch_lines.empty()) body += ',';
     body += line;
-    ++in_batch;
-    if (in_batch >= o.batch) flush_batch();
+    batch_lines.push_back(lines);
+    if (batch_lines.size() >= o.batch) flush_batch();
   }
   flush_batch();
   const double secs =
@@ -107,6 +129,17 @@ int ingest(const IngestOptionsCli& o) {
                static_cast<unsigned long long>(duplicates),
                static_cast<unsigned long long>(rejected), secs);
   return exit_code;
+}
+
+// Meters live in the configuration only (the data directory keeps no definitions), so a command
+// that reads them without --config would see no meters and answer wrongly rather than fail.
+bool require_config(const DataOptions& data, const char* command) {
+  if (!data.config_path.empty()) return true;
+  std::fprintf(stderr,
+               "tally: %s needs --config FILE: meters are defined in the configuration file, "
+               "not stored in the data directory\n",
+               command);
+  return false;
 }
 
 struct QueryCli {
@@ -141,6 +174,7 @@ void register_data(CLI::App& app) {
   query->add_option("--customer", qo->q.customer, "one customer");
   query->add_option("--group-by", qo->group_by, "comma-separated group-by properties");
   query->callback([qo] {
+    if (!require_config(qo->data, "query")) std::exit(2);
     auto engine = open_engine(qo->data, true);
     if (!engine) std::exit(1);
     qo->q.to_us = engine->clock().now_us() + 300 * core::kUsPerSecond;
@@ -171,6 +205,7 @@ void register_data(CLI::App& app) {
   usage->add_option("--from", uo->from, "RFC 3339 start (default: start of this month)");
   usage->add_option("--to", uo->to, "RFC 3339 end");
   usage->callback([uo] {
+    if (!require_config(uo->data, "usage")) std::exit(2);
     auto engine = open_engine(uo->data, true);
     if (!engine) std::exit(1);
     TimeUs from = 0, to = 0;
@@ -191,6 +226,7 @@ void register_data(CLI::App& app) {
       "verify", "recompute every aggregate from the stored events and compare (exit 1 on any difference)");
   add_data_options(verify, vo.get());
   verify->callback([vo] {
+    if (!require_config(*vo, "verify")) std::exit(2);
     auto engine = open_engine(*vo, true);
     if (!engine) std::exit(2);
     auto r = engine->verify();

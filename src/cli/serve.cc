@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 
 #include <spdlog/spdlog.h>
@@ -56,7 +57,16 @@ int serve(const ServeOptions& o) {
   EngineOptions eo;
   eo.config_path = o.data.config_path;
   eo.data_dir = o.data.data_dir;
-  if (const char* k = std::getenv("TALLY_ADMIN_KEY"); k != nullptr) {
+  if (const char* k = std::getenv("TALLY_ADMIN_KEY"); k != nullptr && *k != '\0') {
+    // The same bounds as server.admin_key in the config: a short key is guessable.
+    const std::size_t n = std::strlen(k);
+    if (n < 16 || n > 256) {
+      std::fprintf(stderr,
+                   "tally: TALLY_ADMIN_KEY must be 16 to 256 bytes long, got %zu "
+                   "(`openssl rand -hex 32` makes a good one)\n",
+                   n);
+      return 2;
+    }
     eo.admin_key = k;
   }
   auto engine = Engine::open(eo);

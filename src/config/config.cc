@@ -60,6 +60,9 @@ enum class Kind {
   kListen,      // "host:port"
   kStringList,  // array of non-empty strings without duplicates; bounds: entries
   kFilter,      // table of scalars, kept as text; bounds: entries
+  kIntList,     // array of integers, ascending; bounds: each value
+  kLimits,      // array of limit tables { meter, period, amount, days?, hard? }; bounds: entries
+  kAmount,      // integer, decimal string or "unlimited"/-1 (kept as text)
 };
 
 // A TOML value read according to its Kind.
@@ -69,6 +72,8 @@ struct Value {
   bool flag = false;              // kBool
   std::vector<std::string> list;  // kStringList
   std::vector<std::pair<std::string, std::string>> pairs;  // kFilter
+  std::vector<std::int64_t> ints;                          // kIntList
+  std::vector<core::LimitRule> limits;                     // kLimits
 };
 
 // One option. `set` receives a value already checked against kind and bounds; it returns an
@@ -271,6 +276,12 @@ constexpr Option<core::MeterSpec> kMeterOptions[] = {
 };
 
 constexpr Option<CustomerSeed> kCustomerOptions[] = {
+    {"plan", Kind::kString, 0, kMeterKeyBytesMax, false, "",
+     "The customer's plan (a `[[plans]]` key); empty = `enforcement.default_plan`.",
+     [](CustomerSeed& c, Value&& v) {
+       c.plan = std::move(v.text);
+       return Status();
+     }},
     {"id", Kind::kString, 1, 128, true, "",
      "The customer id that events and API keys refer to (1 to 128 bytes, unique).",
      [](CustomerSeed& c, Value&& v) {
@@ -305,6 +316,135 @@ constexpr Option<CustomerSeed> kCustomerOptions[] = {
      }},
 };
 
+constexpr std::int64_t kPlanLimitsMax = 64;
+
+constexpr Option<core::Plan> kPlanOptions[] = {
+    {"key", Kind::kString, 1, kMeterKeyBytesMax, true, "",
+     "The plan's name, as customers' `plan` field names it: `[a-z0-9_-]`, unique.",
+     [](core::Plan& p, Value&& v) {
+       if (!std::all_of(v.text.begin(), v.text.end(), is_meter_key_char)) {
+         return Status::invalid_argument("'" + v.text + "' may use only a-z, 0-9, '_' and '-'");
+       }
+       p.key = std::move(v.text);
+       return Status();
+     }},
+    {"name", Kind::kString, 0, 256, false, "", "Display name (\"Professional\").",
+     [](core::Plan& p, Value&& v) {
+       p.name = std::move(v.text);
+       return Status();
+     }},
+    {"features", Kind::kStringList, 0, 256, false, "",
+     "Features the plan enables (`[\"chat\", \"tts\"]`); a check naming a feature outside this "
+     "list is answered 403.",
+     [](core::Plan& p, Value&& v) {
+       p.features = std::move(v.list);
+       return Status();
+     }},
+    {"limits", Kind::kLimits, 0, kPlanLimitsMax, false, "",
+     "Limits: `{ meter = \"api_calls\", period = \"day\", amount = 100 }`. `period` is one of "
+     "`second`, `minute`, `hour` (rates, enforced by GCRA), `day`, `week`, `month`, "
+     "`billing_period`, `trial` (with `days = N`) or `lifetime` (calendar windows in the "
+     "customer's time zone). `amount` is a number, a decimal string, or `-1` / `\"unlimited\"`. "
+     "`hard = false` makes a soft limit: allowed, flagged as overage.",
+     [](core::Plan& p, Value&& v) {
+       p.limits = std::move(v.limits);
+       return Status();
+     }},
+    {"alert_thresholds", Kind::kIntList, 1, 1000, false, "",
+     "Percentages of each limit at which alerts fire, ascending (`[50, 80, 95]`).",
+     [](core::Plan& p, Value&& v) {
+       p.alert_thresholds = std::move(v.ints);
+       return Status();
+     }},
+};
+
+constexpr Option<RouteRule> kRouteOptions[] = {
+    {"path", Kind::kString, 1, 1024, true, "",
+     "The original request path this rule covers: a glob with `*` (`\"/api/v1/llm/*\"`) or a "
+     "prefix (`\"/api/v1/search\"` covers `/api/v1/search` and `/api/v1/search/...`). The first "
+     "matching rule wins.",
+     [](RouteRule& r, Value&& v) {
+       if (v.text.front() != '/') {
+         return Status::invalid_argument("'" + v.text + "' must start with '/'");
+       }
+       r.path = std::move(v.text);
+       return Status();
+     }},
+    {"method", Kind::kString, 0, 16, false, "", "HTTP method to match (`\"POST\"`); empty = any.",
+     [](RouteRule& r, Value&& v) {
+       r.method = std::move(v.text);
+       return Status();
+     }},
+    {"meter", Kind::kString, 1, kMeterKeyBytesMax, true, "",
+     "The meter a matching request consumes (must be a configured meter).",
+     [](RouteRule& r, Value&& v) {
+       r.meter = std::move(v.text);
+       return Status();
+     }},
+    {"amount", Kind::kAmount, 0, 0, false, "1", "How much one request consumes.",
+     [](RouteRule& r, Value&& v) {
+       Result<core::Decimal> d = core::parse_decimal(v.text);
+       if (!d || d->units <= 0) {
+         return Status::invalid_argument("'" + v.text + "' is not a positive number");
+       }
+       r.amount = *d;
+       return Status();
+     }},
+    {"feature", Kind::kString, 0, 128, false, "",
+     "A feature the customer's plan must enable for the request to pass.",
+     [](RouteRule& r, Value&& v) {
+       r.feature = std::move(v.text);
+       return Status();
+     }},
+};
+
+constexpr Option<EnforcementConfig> kEnforcementOptions[] = {
+    {"check_durability", Kind::kString, 1, 16, false, R"("async")",
+     "`\"async\"`: a consuming check is answered at once and its usage event joins the next "
+     "group commit, so a crash can lose at most the consumption of the last commit interval "
+     "(a few milliseconds). `\"sync\"`: the check is answered after its event is durable.",
+     [](EnforcementConfig& e, Value&& v) {
+       if (v.text != "async" && v.text != "sync") {
+         return Status::invalid_argument("'" + v.text + "' is not \"async\" or \"sync\"");
+       }
+       e.check_sync = v.text == "sync";
+       return Status();
+     }},
+    {"reservation_ttl", Kind::kDuration, 1, 7 * kSecondsPerDay, false, "300",
+     "Default lifetime of a reservation (`\"consume\": \"reserve\"`); an expired reservation "
+     "frees what it held.",
+     [](EnforcementConfig& e, Value&& v) {
+       if (v.number == 0) {
+         return Status::invalid_argument("a reservation cannot live forever");
+       }
+       e.reservation_ttl_seconds = v.number;
+       return Status();
+     }},
+    {"default_plan", Kind::kString, 0, kMeterKeyBytesMax, false, "",
+     "The plan of customers that name none; empty = such customers have no limits.",
+     [](EnforcementConfig& e, Value&& v) {
+       e.default_plan = std::move(v.text);
+       return Status();
+     }},
+    {"api_rate_limit_per_minute", Kind::kInteger, 0, 100'000'000, false, "0",
+     "Requests per minute each API key may make to Tally's own API (GCRA); excess requests "
+     "get 429 with rate-limit headers. 0 = off.",
+     [](EnforcementConfig& e, Value&& v) {
+       e.api_rate_limit_per_minute = static_cast<std::uint32_t>(v.number);
+       return Status();
+     }},
+    {"authorize_key_header", Kind::kString, 1, 128, false, R"("x-api-key")",
+     "Header of the original request that carries the end customer's Tally key, for "
+     "`/v1/authorize` (`Authorization: Bearer` is also accepted).",
+     [](EnforcementConfig& e, Value&& v) {
+       std::string h = std::move(v.text);
+       std::transform(h.begin(), h.end(), h.begin(),
+                      [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+       e.authorize_key_header = std::move(h);
+       return Status();
+     }},
+};
+
 // The sections, in the order of the reference.
 struct SectionDoc {
   std::string_view name;
@@ -320,6 +460,16 @@ constexpr SectionDoc kMetersSection{
     "meters", true,
     "One `[[meters]]` entry per meter: which events it takes, which property it aggregates, "
     "how, and by which properties it groups."};
+constexpr SectionDoc kEnforcementSection{
+    "enforcement", false, "Checks, reservations and Tally's own API rate limit."};
+constexpr SectionDoc kPlansSection{
+    "plans", true,
+    "One `[[plans]]` entry per plan: its features, limits and alert thresholds. Customers name "
+    "their plan in the `plan` field."};
+constexpr SectionDoc kRoutesSection{
+    "routes", true,
+    "Route rules for `/v1/authorize` (nginx `auth_request`): which meter an original request "
+    "consumes."};
 constexpr SectionDoc kCustomersSection{
     "customers", true,
     "Customers to create at start-up, handy for development and tests. Customers are run-time "
@@ -424,6 +574,12 @@ std::string kind_name(Kind kind, std::int64_t min, std::int64_t max) {
       return "array of strings";
     case Kind::kFilter:
       return "table";
+    case Kind::kIntList:
+      return "array of integers (" + std::to_string(min) + ".." + std::to_string(max) + ")";
+    case Kind::kLimits:
+      return "array of limit tables";
+    case Kind::kAmount:
+      return "amount";
   }
   return "?";
 }
@@ -499,9 +655,18 @@ class Loader {
         TALLY_TRY(load_meters(*node, at, &config->meters));
       } else if (name == kCustomersSection.name) {
         TALLY_TRY(load_customers(*node, at, &config->customers));
+      } else if (name == kEnforcementSection.name) {
+        TALLY_TRY(load_section(*node, at, kEnforcementSection, kEnforcementOptions,
+                               &config->enforcement));
+      } else if (name == kPlansSection.name) {
+        TALLY_TRY(load_plans(*node, at, &config->plans));
+      } else if (name == kRoutesSection.name) {
+        TALLY_TRY(load_routes(*node, at, &config->routes));
       } else {
-        static constexpr std::string_view kNames[] = {kServerSection.name, kStorageSection.name,
-                                                      kMetersSection.name, kCustomersSection.name};
+        static constexpr std::string_view kNames[] = {
+            kServerSection.name, kStorageSection.name, kEnforcementSection.name,
+            kMetersSection.name, kPlansSection.name,   kRoutesSection.name,
+            kCustomersSection.name};
         std::string hint = suggestion(name, kNames);
         if (node->is_table()) {
           return fail(at, "unknown section [" + std::string(name) + "]" + hint);
@@ -512,7 +677,7 @@ class Loader {
         return fail(at, "unknown key '" + std::string(name) + "' at top level" + hint);
       }
     }
-    return Status();
+    return cross_check(root, *config);
   }
 
  private:
@@ -754,6 +919,104 @@ class Loader {
         }
         return Status();
       }
+      case Kind::kIntList: {
+        const auto* array = node.as_array();
+        if (array == nullptr) {
+          return wrong_type("an array of integers");
+        }
+        for (std::size_t i = 0; i < array->size(); ++i) {
+          const toml::node& element = *array->get(i);
+          const std::string element_field = field + "[" + std::to_string(i) + "]";
+          const auto* n = element.as_integer();
+          if (n == nullptr) {
+            return fail_field(element.source().begin, element_field,
+                              "expected an integer, got " + std::string(type_phrase(element)));
+          }
+          if (n->get() < o.min || n->get() > o.max) {
+            return fail_field(element.source().begin, element_field,
+                              std::to_string(n->get()) + " is out of range " +
+                                  std::to_string(o.min) + ".." + std::to_string(o.max));
+          }
+          if (!out->ints.empty() && n->get() <= out->ints.back()) {
+            return fail_field(element.source().begin, element_field,
+                              "values must be ascending without repeats");
+          }
+          out->ints.push_back(n->get());
+        }
+        return Status();
+      }
+      case Kind::kAmount: {
+        if (!scalar_text(node, &out->text) || node.is_boolean()) {
+          return wrong_type("a number or a decimal string");
+        }
+        return Status();
+      }
+      case Kind::kLimits: {
+        const auto* array = node.as_array();
+        if (array == nullptr) {
+          return wrong_type("an array of tables such as [{ meter = \"api_calls\", period = "
+                            "\"day\", amount = 100 }]");
+        }
+        if (static_cast<std::int64_t>(array->size()) > o.max) {
+          return fail_field(at, field,
+                            "has " + std::to_string(array->size()) + " entries; at most " +
+                                std::to_string(o.max) + " are allowed");
+        }
+        for (std::size_t i = 0; i < array->size(); ++i) {
+          const toml::node& element = *array->get(i);
+          const std::string ef = field + "[" + std::to_string(i) + "]";
+          const toml::source_position eat = element.source().begin;
+          const auto* t = element.as_table();
+          if (t == nullptr) {
+            return fail_field(eat, ef, "expected a table, got " + std::string(type_phrase(element)));
+          }
+          std::string meter, period, amount;
+          std::int64_t days = 0;
+          bool hard = true;
+          bool has_amount = false;
+          for (const auto& [key, value] : in_file_order(*t)) {
+            const std::string kf = ef + "." + std::string(key->str());
+            const toml::source_position kat = key->source().begin;
+            const std::string_view k = key->str();
+            if (k == "meter" || k == "period") {
+              const auto* str = value->as_string();
+              if (str == nullptr) {
+                return fail_field(kat, kf, "expected a string, got " + std::string(type_phrase(*value)));
+              }
+              (k == "meter" ? meter : period) = str->get();
+            } else if (k == "amount") {
+              if (!scalar_text(*value, &amount) || value->is_boolean()) {
+                return fail_field(kat, kf, "expected a number, -1 or \"unlimited\"");
+              }
+              has_amount = true;
+            } else if (k == "days") {
+              const auto* n = value->as_integer();
+              if (n == nullptr || n->get() < 1 || n->get() > 3650) {
+                return fail_field(kat, kf, "expected an integer 1..3650");
+              }
+              days = n->get();
+            } else if (k == "hard") {
+              const auto* b = value->as_boolean();
+              if (b == nullptr) {
+                return fail_field(kat, kf, "expected true or false");
+              }
+              hard = b->get();
+            } else {
+              static constexpr std::string_view kKeys[] = {"meter", "period", "amount", "days", "hard"};
+              return fail(kat, "unknown key '" + std::string(k) + "' in " + ef + suggestion(k, kKeys));
+            }
+          }
+          if (meter.empty() || period.empty() || !has_amount) {
+            return fail_field(eat, ef, "a limit needs 'meter', 'period' and 'amount'");
+          }
+          Result<core::LimitRule> rule = make_limit(meter, period, days, amount, hard);
+          if (!rule) {
+            return fail_field(eat, ef, rule.error().message());
+          }
+          out->limits.push_back(std::move(*rule));
+        }
+        return Status();
+      }
     }
     return fail_field(at, field, "unsupported option kind");  // unreachable: all kinds handled
   }
@@ -853,6 +1116,104 @@ class Loader {
                               std::to_string(it->second.second) + ")");
       }
       customers->push_back(std::move(customer));
+    }
+    return Status();
+  }
+
+  Status load_plans(const toml::node& node, const toml::source_position& at,
+                    std::vector<core::Plan>* plans) {
+    Result<const toml::array*> array = array_of_tables(node, at, kPlansSection);
+    if (!array) {
+      return array.error();
+    }
+    for (std::size_t i = 0; i < (*array)->size(); ++i) {
+      const toml::table& entry = *(*array)->get(i)->as_table();
+      const std::string prefix = "plans[" + std::to_string(i) + "]";
+      core::Plan plan;
+      Positions positions;
+      TALLY_TRY(apply(entry, kPlanOptions, prefix + ".", "[[plans]]", &plan, &positions));
+      for (std::size_t j = 0; j < plans->size(); ++j) {
+        if ((*plans)[j].key == plan.key) {
+          return fail_field(positions.at("key"), prefix + ".key",
+                            "'" + plan.key + "' is already the key of plans[" +
+                                std::to_string(j) + "]");
+        }
+      }
+      plans->push_back(std::move(plan));
+    }
+    return Status();
+  }
+
+  Status load_routes(const toml::node& node, const toml::source_position& at,
+                     std::vector<RouteRule>* routes) {
+    Result<const toml::array*> array = array_of_tables(node, at, kRoutesSection);
+    if (!array) {
+      return array.error();
+    }
+    for (std::size_t i = 0; i < (*array)->size(); ++i) {
+      const toml::table& entry = *(*array)->get(i)->as_table();
+      RouteRule route;
+      Positions positions;
+      TALLY_TRY(apply(entry, kRouteOptions, "routes[" + std::to_string(i) + "].", "[[routes]]",
+                      &route, &positions));
+      routes->push_back(std::move(route));
+    }
+    return Status();
+  }
+
+  // References between sections: limits and routes name meters, default_plan names a plan.
+  Status cross_check(const toml::table& root, const Config& config) const {
+    auto entry_at = [&](std::string_view section, std::size_t i) {
+      const toml::array* a = root[section].as_array();
+      return a != nullptr && i < a->size() ? a->get(i)->source().begin : root.source().begin;
+    };
+    for (std::size_t i = 0; i < config.plans.size(); ++i) {
+      const core::Plan& plan = config.plans[i];
+      for (std::size_t j = 0; j < plan.limits.size(); ++j) {
+        const core::LimitRule& l = plan.limits[j];
+        const std::string field =
+            "plans[" + std::to_string(i) + "].limits[" + std::to_string(j) + "]";
+        const core::MeterSpec* m = config.find_meter(l.meter);
+        if (m == nullptr) {
+          return fail_field(entry_at("plans", i), field + ".meter",
+                            "'" + l.meter + "' is not a configured meter");
+        }
+        if (m->aggregation != core::Aggregation::kCount &&
+            m->aggregation != core::Aggregation::kSum &&
+            m->aggregation != core::Aggregation::kLatest &&
+            m->aggregation != core::Aggregation::kMax) {
+          return fail_field(entry_at("plans", i), field + ".meter",
+                            "meter '" + l.meter + "' aggregates by " +
+                                std::string(core::aggregation_name(m->aggregation)) +
+                                "; limits apply to count, sum, latest and max meters");
+        }
+        if (core::period_is_rate(l.period) && m->aggregation != core::Aggregation::kCount &&
+            m->aggregation != core::Aggregation::kSum) {
+          return fail_field(entry_at("plans", i), field + ".period",
+                            "a rate limit needs a count or sum meter");
+        }
+      }
+    }
+    for (std::size_t i = 0; i < config.routes.size(); ++i) {
+      const RouteRule& r = config.routes[i];
+      if (config.find_meter(r.meter) == nullptr) {
+        return fail_field(entry_at("routes", i), "routes[" + std::to_string(i) + "].meter",
+                          "'" + r.meter + "' is not a configured meter");
+      }
+    }
+    for (std::size_t i = 0; i < config.customers.size(); ++i) {
+      const std::string& plan = config.customers[i].plan;
+      if (!plan.empty() && config.find_plan(plan) == nullptr) {
+        return fail_field(entry_at("customers", i), "customers[" + std::to_string(i) + "].plan",
+                          "'" + plan + "' is not a configured plan");
+      }
+    }
+    if (!config.enforcement.default_plan.empty() &&
+        config.find_plan(config.enforcement.default_plan) == nullptr) {
+      const toml::node* n = root.at_path("enforcement.default_plan").node();
+      return fail_field(n != nullptr ? n->source().begin : root.source().begin,
+                        "enforcement.default_plan",
+                        "'" + config.enforcement.default_plan + "' is not a configured plan");
     }
     return Status();
   }
@@ -1116,13 +1477,17 @@ std::vector<OptionInfo> config_options() {
   append_options<ServerConfig>(kServerSection, kServerOptions, &out);
   append_options<StorageConfig>(kStorageSection, kStorageOptions, &out);
   append_options<core::MeterSpec>(kMetersSection, kMeterOptions, &out);
+  append_options<EnforcementConfig>(kEnforcementSection, kEnforcementOptions, &out);
+  append_options<core::Plan>(kPlansSection, kPlanOptions, &out);
+  append_options<RouteRule>(kRoutesSection, kRouteOptions, &out);
   append_options<CustomerSeed>(kCustomersSection, kCustomerOptions, &out);
   return out;
 }
 
 std::string config_reference_markdown() {
-  static constexpr const SectionDoc* kSections[] = {&kServerSection, &kStorageSection,
-                                                    &kMetersSection, &kCustomersSection};
+  static constexpr const SectionDoc* kSections[] = {
+      &kServerSection, &kStorageSection, &kMetersSection,   &kEnforcementSection,
+      &kPlansSection,  &kRoutesSection,  &kCustomersSection};
   const std::vector<OptionInfo> options = config_options();
   std::string out;
   for (const SectionDoc* section : kSections) {
@@ -1145,6 +1510,90 @@ std::string config_reference_markdown() {
   }
   out.pop_back();  // one trailing newline, not a blank line
   return out;
+}
+
+Result<core::LimitRule> make_limit(std::string meter, std::string_view period,
+                                   std::int64_t days, std::string_view amount, bool hard) {
+  core::LimitRule rule;
+  rule.meter = std::move(meter);
+  Result<core::PeriodKind> p = core::parse_period(period);
+  if (!p) {
+    return p.error();
+  }
+  rule.period = *p;
+  if (rule.period == core::PeriodKind::kTrial) {
+    if (days <= 0) {
+      return Status::invalid_argument("a trial limit needs 'days' (the trial's length)");
+    }
+    rule.days = days;
+  } else if (days != 0) {
+    return Status::invalid_argument("'days' applies only to period \"trial\"");
+  }
+  if (amount == "unlimited" || amount == "-1") {
+    rule.unlimited = true;
+  } else {
+    Result<core::Decimal> d = core::parse_decimal(amount);
+    if (!d || d->units < 0) {
+      return Status::invalid_argument("amount '" + std::string(amount) +
+                                      "' is not a number >= 0, -1 or \"unlimited\"");
+    }
+    rule.amount = *d;
+  }
+  rule.hard = hard;
+  return rule;
+}
+
+bool route_matches(const RouteRule& rule, std::string_view method, std::string_view path) {
+  if (!rule.method.empty() && !equals_ignore_case(rule.method, method)) {
+    return false;
+  }
+  const std::string_view pattern = rule.path;
+  if (pattern.find('*') == std::string_view::npos) {
+    if (path.substr(0, pattern.size()) != pattern) {
+      return false;
+    }
+    return path.size() == pattern.size() || pattern.back() == '/' || path[pattern.size()] == '/' ||
+           path[pattern.size()] == '?';
+  }
+  // Glob: '*' matches any run of characters (iterative with backtracking to the last star).
+  std::size_t p = 0, s = 0, star = std::string_view::npos, mark = 0;
+  const std::string_view subject = path.substr(0, path.find('?'));
+  while (s < subject.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = s;
+    } else if (p < pattern.size() && pattern[p] == subject[s]) {
+      ++p;
+      ++s;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      s = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') {
+    ++p;
+  }
+  return p == pattern.size();
+}
+
+const core::Plan* Config::find_plan(std::string_view key) const {
+  for (const auto& p : plans) {
+    if (p.key == key) {
+      return &p;
+    }
+  }
+  return nullptr;
+}
+
+const core::MeterSpec* Config::find_meter(std::string_view key) const {
+  for (const auto& m : meters) {
+    if (m.key == key) {
+      return &m;
+    }
+  }
+  return nullptr;
 }
 
 }  // namespace tally::config

@@ -12,6 +12,7 @@
 
 #include <tally/status.h>
 
+#include "core/limits.h"
 #include "core/meter.h"
 
 namespace tally::config {
@@ -45,17 +46,55 @@ struct CustomerSeed {
   std::string name;
   std::string email;
   std::string timezone;  // IANA name; empty = UTC
+  std::string plan;      // a configured plan; empty = the default plan
 
   friend bool operator==(const CustomerSeed&, const CustomerSeed&) = default;
 };
+
+// How checks behave.
+struct EnforcementConfig {
+  bool check_sync = false;  // true: a consuming check answers after its event is durable
+  std::int64_t reservation_ttl_seconds = 300;
+  std::string default_plan;           // the plan of customers that name none; "" = no limits
+  std::uint32_t api_rate_limit_per_minute = 0;  // per API key on Tally's own API; 0 = off
+  std::string authorize_key_header = "x-api-key";  // where /v1/authorize finds the end key
+
+  friend bool operator==(const EnforcementConfig&, const EnforcementConfig&) = default;
+};
+
+// Maps an original request (for /v1/authorize) to a meter.
+struct RouteRule {
+  std::string path;    // "/api/v1/llm/*" (glob: '*' any run of characters) or a prefix
+  std::string method;  // "" = any
+  std::string meter;
+  core::Decimal amount = core::Decimal::from_int(1);
+  std::string feature;  // "" = none required
+
+  friend bool operator==(const RouteRule&, const RouteRule&) = default;
+};
+
+// Whether `path` matches the rule's pattern: with a '*', as a glob over the whole path;
+// without one, as a prefix ending at a '/' boundary or the end.
+bool route_matches(const RouteRule& rule, std::string_view method, std::string_view path);
 
 struct Config {
   std::string source_path;  // the file this came from, for messages; empty for defaults
   ServerConfig server;
   StorageConfig storage;
+  EnforcementConfig enforcement;
   std::vector<core::MeterSpec> meters;
   std::vector<CustomerSeed> customers;
+  std::vector<core::Plan> plans;
+  std::vector<RouteRule> routes;
+
+  const core::Plan* find_plan(std::string_view key) const;
+  const core::MeterSpec* find_meter(std::string_view key) const;
 };
+
+// Parses one limit from its parts, as config and the overrides API give them.
+// amount: an integer, "unlimited", -1 or a decimal string. Errors: kInvalidArgument.
+Result<core::LimitRule> make_limit(std::string meter, std::string_view period,
+                                   std::int64_t days, std::string_view amount, bool hard);
 
 // Parses TOML text. `path` names the file in messages ("tally.toml:12: unknown key 'x'").
 // Errors: kInvalidArgument with file, line and key.

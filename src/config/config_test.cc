@@ -292,7 +292,7 @@ TEST(ConfigTest, UnknownTopLevelKey) {
 TEST(ConfigTest, UnknownSection) {
   EXPECT_TRUE(fails_with("[server]\n[serverr]\nthreads = 1\n",
                          {"tally.toml:2: unknown section [serverr]", "did you mean 'server'?"}));
-  EXPECT_TRUE(fails_with("[[plans]]\nname = \"x\"\n", {"tally.toml:1: unknown section [[plans]]"}));
+  EXPECT_TRUE(fails_with("[[plan]]\nname = \"x\"\n", {"tally.toml:1: unknown section [[plan]]", "did you mean"}));
 }
 
 TEST(ConfigTest, UnknownKeyInSection) {
@@ -561,7 +561,9 @@ TEST(ConfigTest, BadCustomers) {
   EXPECT_TRUE(fails_with("[[customers]]\nname = \"x\"\n",
                          {"tally.toml:1: customers[0]: missing required key 'id'"}));
   EXPECT_TRUE(fails_with("[[customers]]\nid = \"c1\"\nplan = \"pro\"\n",
-                         {"tally.toml:3: unknown key 'plan' in [[customers]]"}));
+                         {"tally.toml:1: customers[0].plan: 'pro' is not a configured plan"}));
+  EXPECT_TRUE(fails_with("[[customers]]\nid = \"c1\"\ntier = \"pro\"\n",
+                         {"tally.toml:3: unknown key 'tier' in [[customers]]"}));
   EXPECT_TRUE(fails_with("[[customers]]\nid = \"c1\"\nemail = \"nobody\"\n",
                          {"customers[0].email: 'nobody' is not an email address"}));
   EXPECT_TRUE(fails_with("[[customers]]\nid = \"" + std::string(129, 'c') + "\"\n",

@@ -327,6 +327,13 @@ class EventReader {
 };
 
 Status json_error(simdjson::error_code err) {
+  if (err == simdjson::INCOMPLETE_ARRAY_OR_OBJECT) {
+    // simdjson reports a root whose last token is not its closing bracket this way: a
+    // truncated body, or one with a scalar after the document (`{...} garbage`).
+    return Status::invalid_argument(
+        "malformed JSON: the document ends inside an object or array, or has content after the "
+        "JSON document");
+  }
   return Status::invalid_argument(std::string("malformed JSON: ") + simdjson::error_message(err));
 }
 
@@ -423,16 +430,15 @@ Status parse_events(std::string& body, const ParseOptions& options, ParsedEvents
     return Status::invalid_argument(
         "body must be a JSON object ({\"events\": [...]} or one event) or an array of events");
   }
-  // simdjson 3.0's on-demand API cannot report content after the root value; the root's
-  // closing bracket must be the body's last non-space byte.
-  std::size_t last = length;
-  while (last > 0 && (body[last - 1] == ' ' || body[last - 1] == '\n' || body[last - 1] == '\r' ||
-                      body[last - 1] == '\t')) {
-    --last;
-  }
-  const char closing = root_type == od::json_type::array ? ']' : '}';
-  if (last == 0 || body[last - 1] != closing) {
-    return Status::invalid_argument("malformed JSON: unexpected content after the document");
+  // The root value has been read to its closing bracket. simdjson indexes every token of the
+  // buffer, so any token left (a second NDJSON document, `{...} garbage`) means the body is
+  // more than one JSON value; whitespace is never a token.
+  const char* rest = nullptr;
+  if (doc.current_location().get(rest) == simdjson::SUCCESS) {
+    return Status::invalid_argument(
+        "malformed JSON: unexpected content after the JSON document at byte " +
+        std::to_string(rest - body.data()) +
+        "; send one JSON document per request (newline-delimited JSON is not accepted)");
   }
   if (out->total == 0) {
     return Status::invalid_argument("the batch holds no events");

@@ -18,6 +18,7 @@
 // that first use inside its try block, so later calls on a found zone do not throw.
 #include "core/time.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -420,6 +421,37 @@ bool windows_align_to_hours(const TimeZone& tz, TimeUs from, TimeUs to) {
     }
     info = next;
   }
+}
+
+}  // namespace tally::core
+
+namespace tally::core {
+namespace {
+
+// The local day in month (y, m) on which a billing period anchored on day-of-month `anchor_day`
+// starts: the anchor day, or the month's last day when the month is shorter.
+date::local_days billing_day(date::year y, date::month m, unsigned anchor_day) {
+  const unsigned last = static_cast<unsigned>((y / m / date::last).day());
+  return date::local_days{y / m / date::day{std::min(anchor_day, last)}};
+}
+
+}  // namespace
+
+void billing_period_span(TimeUs t, TimeUs anchor_us, const TimeZone& tz, TimeUs* start,
+                         TimeUs* end) {
+  const date::time_zone* zone = tz.zone();
+  const unsigned anchor_day =
+      static_cast<unsigned>(date::year_month_day{local_day_of(anchor_us, zone)}.day());
+  const date::year_month_day today{local_day_of(t, zone)};
+  date::year_month ym = today.year() / today.month();
+  date::local_days first = billing_day(ym.year(), ym.month(), anchor_day);
+  if (day_start_utc(first, zone) > t) {
+    ym -= date::months{1};
+    first = billing_day(ym.year(), ym.month(), anchor_day);
+  }
+  const date::year_month next = ym + date::months{1};
+  *start = day_start_utc(first, zone);
+  *end = day_start_utc(billing_day(next.year(), next.month(), anchor_day), zone);
 }
 
 }  // namespace tally::core

@@ -73,6 +73,13 @@ TimeUs window_start(TimeUs t, Window w, const TimeZone& tz);
 // The start of the window after the one starting at `start`. REQUIRES: start is a window start.
 TimeUs window_next(TimeUs start, Window w, const TimeZone& tz);
 
+// The billing period containing t: monthly from the local day of month of `anchor_us`, at
+// midnight in tz, clamped to the month's last day (an anchor on the 31st renews on April 30th
+// and February 28th or 29th, and on the 31st again where a month has one).
+// REQUIRES: start and end are not null.
+void billing_period_span(TimeUs t, TimeUs anchor_us, const TimeZone& tz, TimeUs* start,
+                         TimeUs* end);
+
 // True when every window boundary of kind w in zone tz falls on a UTC hour boundary for
 // instants in [from, to): then the window can be assembled from hour aggregates alone.
 bool windows_align_to_hours(const TimeZone& tz, TimeUs from, TimeUs to);

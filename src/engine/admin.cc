@@ -77,6 +77,9 @@ Result<Customer> Engine::create_customer(const Customer& in) {
     c.metadata_json = "{}";
   }
   TALLY_TRY(validate_customer_fields(c));
+  if (!c.plan.empty() && d.config.find_plan(c.plan) == nullptr) {
+    return Status::invalid_argument("plan '" + c.plan + "' is not a configured plan");
+  }
   const core::TimeUs now = d.clock->now_us();
   c.created_at_us = now;
   c.updated_at_us = now;
@@ -151,7 +154,13 @@ Result<Customer> Engine::update_customer(const std::string& id, const CustomerPa
         if (patch.timezone) c.timezone = *patch.timezone;
         if (patch.status) c.status = *patch.status;
         if (patch.metadata_json) c.metadata_json = *patch.metadata_json;
+        if (patch.plan) c.plan = *patch.plan;
+        if (patch.trial_started_at_us) c.trial_started_at_us = *patch.trial_started_at_us;
+        if (patch.billing_anchor_us) c.billing_anchor_us = *patch.billing_anchor_us;
         TALLY_TRY(validate_customer_fields(c));
+        if (!c.plan.empty() && d.config.find_plan(c.plan) == nullptr) {
+          return Status::invalid_argument("plan '" + c.plan + "' is not a configured plan");
+        }
         c.updated_at_us = now;
         *updated = c;
         wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
@@ -162,6 +171,12 @@ Result<Customer> Engine::update_customer(const std::string& id, const CustomerPa
         cs.record = *updated;
         auto tz = core::TimeZone::find(updated->timezone);
         cs.tz = tz ? *tz : core::TimeZone();
+        // Plan, zone or anchors may have changed: windows are recomputed on the next check.
+        std::lock_guard limits_lock(d.limits_mutex);
+        auto lit = d.limits.find(*num);
+        if (lit != d.limits.end()) {
+          lit->second.counters.clear();
+        }
       });
   if (!s.ok()) {
     return s;
@@ -176,11 +191,19 @@ Result<NewApiKey> Engine::create_key(const NewApiKeyRequest& request) {
   if (request.name.size() > 256) {
     return Status::invalid_argument("name is at most 256 bytes");
   }
+  constexpr std::uint32_t kDataScopes = kScopeIngest | kScopeCheck | kScopeRead;
   std::uint32_t scopes = request.scopes;
+  if ((scopes & ~(kDataScopes | kScopeAdmin)) != 0) {
+    return Status::invalid_argument("unknown scope; scopes are ingest, check, read");
+  }
   if (request.customer.empty()) {
-    scopes = kScopeAdmin | kScopeIngest | kScopeCheck | kScopeRead;
+    // No scopes (or admin): a full admin key. Given scopes: a key for every customer that
+    // holds exactly those scopes and may not administer.
+    if (scopes == 0 || (scopes & kScopeAdmin) != 0) {
+      scopes = kScopeAdmin | kDataScopes;
+    }
   } else if (scopes == 0) {
-    scopes = kScopeIngest | kScopeCheck | kScopeRead;
+    scopes = kDataScopes;
   } else if ((scopes & kScopeAdmin) != 0) {
     return Status::invalid_argument("a customer key cannot have the admin scope");
   }

@@ -392,6 +392,23 @@ std::string encode_customer(std::uint32_t num, const Customer& c) {
   put_bytes(out, c.metadata_json);
   put_zigzag(out, c.created_at_us);
   put_zigzag(out, c.updated_at_us);
+  // Plan fields (appended later: a record without them decodes with none).
+  put_bytes(out, c.plan);
+  put_zigzag(out, c.trial_started_at_us);
+  put_zigzag(out, c.billing_anchor_us);
+  put_varint(out, c.overrides.size());
+  for (const auto& o : c.overrides) {
+    put_bytes(out, o.meter);
+    put_bytes(out, o.period);
+    put_zigzag(out, o.days);
+    put_bytes(out, o.amount);
+    out += static_cast<char>(o.hard ? 1 : 0);
+  }
+  put_varint(out, c.resets.size());
+  for (const auto& [meter, at] : c.resets) {
+    put_bytes(out, meter);
+    put_zigzag(out, at);
+  }
   return out;
 }
 
@@ -413,7 +430,48 @@ bool decode_customer(std::string_view value, std::uint32_t* num, Customer* c) {
   c->timezone = tz;
   c->status = status;
   c->metadata_json = meta;
-  return true;
+  c->plan.clear();
+  c->trial_started_at_us = 0;
+  c->billing_anchor_us = 0;
+  c->overrides.clear();
+  c->resets.clear();
+  if (r.done()) {
+    return true;
+  }
+  std::string_view plan;
+  std::uint64_t n_overrides = 0;
+  if (!r.get_bytes(&plan) || !r.get_zigzag(&c->trial_started_at_us) ||
+      !r.get_zigzag(&c->billing_anchor_us) || !r.get_varint(&n_overrides)) {
+    return false;
+  }
+  c->plan = plan;
+  for (std::uint64_t i = 0; i < n_overrides; ++i) {
+    std::string_view meter, period, amount;
+    LimitOverride o;
+    std::uint8_t hard = 0;
+    if (!r.get_bytes(&meter) || !r.get_bytes(&period) || !r.get_zigzag(&o.days) ||
+        !r.get_bytes(&amount) || !r.get_u8(&hard)) {
+      return false;
+    }
+    o.meter = meter;
+    o.period = period;
+    o.amount = amount;
+    o.hard = hard != 0;
+    c->overrides.push_back(std::move(o));
+  }
+  std::uint64_t n_resets = 0;
+  if (!r.get_varint(&n_resets)) {
+    return false;
+  }
+  for (std::uint64_t i = 0; i < n_resets; ++i) {
+    std::string_view meter;
+    TimeUs at = 0;
+    if (!r.get_bytes(&meter) || !r.get_zigzag(&at)) {
+      return false;
+    }
+    c->resets.emplace_back(std::string(meter), at);
+  }
+  return r.done();
 }
 
 std::string encode_key_record(const KeyRecord& k) {

@@ -122,6 +122,12 @@ Result<std::unique_ptr<Engine>> Engine::open(const EngineOptions& options) {
     m.spec = spec;
     impl->meters.push_back(std::move(m));
   }
+  for (const auto& m : impl->meters) {
+    const core::Aggregation a = m.spec.aggregation;
+    impl->meter_limited.push_back(a == core::Aggregation::kCount || a == core::Aggregation::kSum ||
+                                  a == core::Aggregation::kLatest || a == core::Aggregation::kMax);
+  }
+  impl->token_prefix = common::to_hex(common::random_bytes(6));
   for (std::uint32_t i = 0; i < impl->meters.size(); ++i) {
     const std::string& type = impl->meters[i].spec.event_type;
     auto it = std::find_if(impl->meters_by_type.begin(), impl->meters_by_type.end(),
@@ -141,6 +147,8 @@ Result<std::unique_ptr<Engine>> Engine::open(const EngineOptions& options) {
 }
 
 const Clock& Engine::clock() const { return *impl_->clock; }
+
+const config::Config& Engine::config() const { return impl_->config; }
 
 Status Engine::Impl::load() {
   // Meta: sequence numbers.
@@ -189,6 +197,27 @@ Status Engine::Impl::load() {
     return true;
   }));
   TALLY_TRY(bad);
+
+  // A meter no longer configured gets no aggregates from now on, so its fingerprint record
+  // goes: re-adding the meter later, even unchanged, must rebuild it from the events stored
+  // meanwhile. (A read-only open writes nothing; a writer removes the records on its open.)
+  if (!read_only) {
+    const std::string begin = engine::meter_fingerprint_key("");
+    std::string end = begin;
+    ++end.back();
+    store::WriteBatch stale;
+    TALLY_TRY(store->scan(store::Space::kMeta, begin, end, [&](std::string_view k, std::string_view) {
+      const std::string_view key = k.substr(begin.size());
+      if (std::none_of(meters.begin(), meters.end(),
+                       [&](const engine::MeterState& m) { return m.spec.key == key; })) {
+        stale.del(store::Space::kMeta, std::string(k));
+      }
+      return true;
+    }));
+    if (!stale.empty()) {
+      TALLY_TRY(store->write(stale, true));
+    }
+  }
 
   // Meters whose definition changed since the aggregates were written are rebuilt.
   for (std::uint32_t i = 0; i < meters.size(); ++i) {
@@ -359,6 +388,7 @@ void Engine::Impl::start() {
     c.name = seed.name.empty() ? seed.id : seed.name;
     c.email = seed.email;
     c.timezone = seed.timezone.empty() ? "UTC" : seed.timezone;
+    c.plan = seed.plan;
     auto done = std::make_shared<std::promise<Status>>();
     auto job = std::make_unique<AdminJob>();
     const core::TimeUs now = clock->now_us();
@@ -458,6 +488,9 @@ void Engine::Impl::run_committer() {
                 events + queue.front().ingest->parsed.batch.size() <=
                     config.storage.commit_events_max)) {
           events += queue.front().ingest->parsed.batch.size();
+          if (queue.front().ingest.get() == open_check_job) {
+            open_check_job = nullptr;  // taken: later check events start a new job
+          }
           ingest_jobs.push_back(std::move(queue.front().ingest));
           queue.pop_front();
         }
@@ -509,23 +542,27 @@ void Engine::Impl::commit_admin(AdminJob& job) {
   job.done(s);
 }
 
-bool Engine::Impl::read_stored_event(std::uint32_t customer_num, std::uint64_t seq, std::string* id,
-                                     core::TimeUs* received_at_us) const {
+Result<bool> Engine::Impl::read_stored_event(std::uint32_t customer_num, std::uint64_t seq,
+                                             std::string* id, core::TimeUs* received_at_us) const {
   bool found = false;
+  bool decoded = true;
   const std::string begin = engine::event_block_key(customer_num, seq);
   const std::string end = engine::event_block_key(customer_num + 1, 0);
-  store->scan(store::Space::kEvents, begin, end, [&](std::string_view, std::string_view v) {
-        engine::BlockHeader h;
-        engine::decode_event_block(v, &h, [&](const engine::BlockEvent& e) {
-          if (e.seq == seq) {
-            id->assign(e.id);
-            *received_at_us = h.received_at_us;
-            found = true;
-          }
-        });
-        return false;  // only the first block at or after seq can hold it
-      })
-      .ignore_error();  // a failed read counts as "not found": the event is accepted
+  // A failed read is an error, never "not found": that would store a duplicate.
+  TALLY_TRY(store->scan(store::Space::kEvents, begin, end, [&](std::string_view, std::string_view v) {
+    engine::BlockHeader h;
+    decoded = engine::decode_event_block(v, &h, [&](const engine::BlockEvent& e) {
+      if (e.seq == seq) {
+        id->assign(e.id);
+        *received_at_us = h.received_at_us;
+        found = true;
+      }
+    });
+    return false;  // only the first block at or after seq can hold it
+  }));
+  if (!decoded) {
+    return Status::corruption("an event block cannot be decoded");
+  }
   return found;
 }
 
@@ -578,14 +615,69 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
   std::unordered_multimap<std::uint64_t, std::pair<std::uint32_t, std::string_view>> commit_ids;
   std::unordered_map<BucketKey, Touched, BucketKeyHash> touched;
   std::vector<std::pair<std::uint64_t, std::uint64_t>> dedup_replacements;  // hash, old seq
+  std::vector<engine::LimitDelta> limit_deltas;
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> settled;  // customer num, check token
   core::MeterInput input;
   std::string group;
   std::string stored_id;
+  std::vector<Status> failed(jobs.size());  // per job: OK, or why it failed alone
+
+  // The stored copies behind a job's dedup index hits are read before any of its events joins
+  // the commit, so a failed read fails that job alone: nothing of it is written and its caller
+  // gets the error, instead of a possible duplicate going through. Per event: 0 = no stored
+  // copy, kStoredDuplicate = a copy within the dedup window, else the seq of a copy outside
+  // it (accepted again, replacing that copy in the index).
+  constexpr std::uint64_t kStoredDuplicate = ~std::uint64_t{0};
+  std::vector<std::uint64_t> stored_copies;
+  auto read_stored_copies = [&](const IngestJob& job) -> Status {
+    const core::EventBatch& b = job.parsed.batch;
+    stored_copies.assign(b.size(), 0);
+    Status read_failed;
+    for (std::size_t i = 0; i < b.size() && read_failed.ok(); ++i) {
+      const std::string_view customer = b.text(b.events()[i].customer);
+      auto it = customer_nums.find(customer);
+      if (it == customer_nums.end()) {
+        continue;  // a customer created by this commit has nothing stored
+      }
+      const std::uint32_t cnum = it->second;
+      const std::string_view id = b.text(b.events()[i].id);
+      std::uint64_t& copy = stored_copies[i];
+      dedup.find(engine::dedup_hash(customer, id), [&](engine::DedupIndex::Location loc) {
+        if (!read_failed.ok() || copy == kStoredDuplicate || loc.customer_num != cnum) {
+          return;
+        }
+        core::TimeUs received = 0;
+        auto found = read_stored_event(loc.customer_num, loc.seq, &stored_id, &received);
+        if (!found) {
+          read_failed = found.error();
+        } else if (*found && stored_id == id) {
+          if (window_us > 0 && received < now - window_us) {
+            copy = loc.seq;  // seen, but outside the window: accept again
+          } else {
+            copy = kStoredDuplicate;
+          }
+        }
+      });
+    }
+    return read_failed;
+  };
 
   for (std::size_t j = 0; j < jobs.size(); ++j) {
     IngestJob& job = *jobs[j];
     IngestSummary& sum = summaries[j];
     const core::EventBatch& b = job.parsed.batch;
+    if (Status read = read_stored_copies(job); !read.ok()) {
+      failed[j] = Status(read.code(), "the events could not be checked for duplicates: " +
+                                          read.message());
+      // Its checks' usage is lost, as when a commit fails: free their holds.
+      for (std::size_t i = 0; i < job.check_tokens.size() && i < b.size(); ++i) {
+        auto it = customer_nums.find(b.text(b.events()[i].customer));
+        if (job.check_tokens[i] != 0 && it != customer_nums.end()) {
+          settled.emplace_back(it->second, job.check_tokens[i]);
+        }
+      }
+      continue;
+    }
     for (const auto& err : job.parsed.errors) {
       sum.errors.push_back(EventError{err.index, err.id, err.code, err.message});
     }
@@ -594,6 +686,7 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
       const core::Event& e = b.events()[i];
       const std::string_view customer = b.text(e.customer);
       const std::string_view id = b.text(e.id);
+      const std::uint64_t token = job.check_tokens.empty() ? 0 : job.check_tokens[i];
 
       // The customer.
       std::uint32_t cnum = 0;
@@ -628,20 +721,11 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
       }
       std::uint64_t expired_seq = 0;
       if (!duplicate) {
-        dedup.find(h, [&](engine::DedupIndex::Location loc) {
-          if (duplicate || loc.customer_num != cnum) {
-            return;
-          }
-          core::TimeUs received = 0;
-          if (read_stored_event(loc.customer_num, loc.seq, &stored_id, &received) &&
-              stored_id == id) {
-            if (window_us > 0 && received < now - window_us) {
-              expired_seq = loc.seq;  // seen, but outside the window: accept again
-            } else {
-              duplicate = true;
-            }
-          }
-        });
+        duplicate = stored_copies[i] == kStoredDuplicate;  // read by read_stored_copies
+        expired_seq = duplicate ? 0 : stored_copies[i];
+      }
+      if (token != 0) {
+        settled.emplace_back(cnum, token);
       }
       if (duplicate) {
         ++sum.duplicates;
@@ -675,6 +759,10 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
           const core::TimeUs minute = e.time_us - (((e.time_us % core::kUsPerMinute) + core::kUsPerMinute) % core::kUsPerMinute);
           Touched& t = touched[BucketKey{m, cnum, intern_group(group), minute}];
           t.delta.add(input.value, e.time_us, seq);
+          if (meter_limited[m]) {
+            limit_deltas.push_back(
+                engine::LimitDelta{cnum, m, e.time_us, input.value, seq, token != 0});
+          }
           if (meters[m].spec.aggregation == core::Aggregation::kUniqueCount) {
             bool known = false;
             auto cit = meters[m].series.find(cnum);
@@ -751,8 +839,14 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
   if (!written.ok()) {
     next_seq = first_seq;
     next_customer = first_customer;
-    for (auto& job : jobs) {
-      job->done(Status::io_error("the events could not be stored: " + written.message()));
+    if (!settled.empty()) {
+      std::unique_lock lock(state_mutex);
+      settle_limits({}, settled);  // the checks' usage is lost, as in a crash: free its hold
+    }
+    for (std::size_t j = 0; j < jobs.size(); ++j) {
+      jobs[j]->done(failed[j].ok()
+                        ? Status::io_error("the events could not be stored: " + written.message())
+                        : failed[j]);
     }
     return;
   }
@@ -772,6 +866,9 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
       for (const auto& u : t.new_uniques) {
         install_unique(k.meter, k.customer_num, k.group, k.minute_us, u);
       }
+    }
+    if (!limit_deltas.empty() || !settled.empty()) {
+      settle_limits(limit_deltas, settled);
     }
   }
   std::size_t replaced = 0;
@@ -795,6 +892,10 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
   commits.fetch_add(1, std::memory_order_relaxed);
   commit_latency.record(static_cast<std::uint64_t>(end - commit_start));
   for (std::size_t j = 0; j < jobs.size(); ++j) {
+    if (!failed[j].ok()) {
+      jobs[j]->done(failed[j]);
+      continue;
+    }
     IngestSummary& sum = summaries[j];
     events_accepted.fetch_add(sum.accepted, std::memory_order_relaxed);
     events_rejected.fetch_add(sum.rejected, std::memory_order_relaxed);

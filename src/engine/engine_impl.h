@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <deque>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -26,6 +27,7 @@
 #include "config/config.h"
 #include "core/aggregate.h"
 #include "core/event_parse.h"
+#include "core/limits.h"
 #include "core/meter.h"
 #include "core/time.h"
 #include "engine/codec.h"
@@ -75,6 +77,69 @@ struct IngestJob {
   IngestOptions options;
   Engine::IngestCallback done;
   std::int64_t start_us = 0;  // steady clock, for latency
+  // Usage events of consuming checks: one token per event (already counted against limits
+  // in memory), and the callers waiting for durability (check_durability = "sync").
+  std::vector<std::uint64_t> check_tokens;
+  std::vector<std::function<void(Status)>> check_waiters;
+};
+
+// ---- limits (check.cc) ----------------------------------------------------------------------
+
+// Usage of one meter in one calendar window of one customer, as limits see it.
+struct LimitCounter {
+  std::uint32_t meter = 0;
+  core::PeriodKind period = core::PeriodKind::kMonth;
+  std::int64_t days = 0;
+  core::Span span;                 // the window; re-initialised when time leaves it
+  core::TimeUs count_from_us = 0;  // span.start, or a reset inside the span
+  core::AggState committed;        // durable events in [count_from, span.end)
+  core::Decimal pending;           // consumed or held in memory, not yet committed
+};
+
+struct RateCounter {
+  std::uint32_t meter = 0;
+  core::PeriodKind period = core::PeriodKind::kMinute;
+  core::RateState state;
+  bool initialised = false;
+};
+
+// Consumption in memory that no commit has settled yet: a check's usage event on its way to
+// disk, or a reservation's hold.
+struct InFlight {
+  std::uint32_t meter = 0;
+  core::TimeUs time_us = 0;
+  core::Decimal amount;
+};
+
+struct CustomerLimits {
+  // Lists: a check holds pointers to several counters while it creates others.
+  std::list<LimitCounter> counters;
+  std::list<RateCounter> rates;
+  std::map<std::uint64_t, InFlight> in_flight;  // token -> consumption
+  // Check event ids consumed recently (id -> token), so a retry is answered without consuming.
+  std::unordered_map<std::string, std::uint64_t> recent_ids;
+  std::deque<std::string> recent_order;
+};
+
+struct Reservation {
+  std::uint32_t customer_num = 0;
+  std::string customer;
+  std::uint32_t meter = 0;
+  core::Decimal amount;
+  core::TimeUs expires_us = 0;
+  std::uint64_t token = 0;
+  std::vector<std::pair<std::string, std::string>> properties;
+  std::string event_id;
+};
+
+// What one committed event did to a limited meter.
+struct LimitDelta {
+  std::uint32_t customer_num;
+  std::uint32_t meter;
+  core::TimeUs time_us;
+  core::Decimal value;
+  std::uint64_t seq;
+  bool from_check;  // already counted by its check (rates and pending)
 };
 
 struct AdminJob {
@@ -124,6 +189,14 @@ struct Engine::Impl {
   std::unordered_map<std::string, std::unique_ptr<engine::KeyState>> keys_by_hash;
   std::unordered_map<std::string, engine::KeyState*> keys_by_id;
   std::uint64_t aggregates_live = 0;
+  std::vector<bool> meter_limited;  // per meter: some plan or override limits it
+
+  // ---- limits (guarded by limits_mutex; taken after state_mutex, never before) ---------------
+  mutable std::mutex limits_mutex;
+  std::unordered_map<std::uint32_t, engine::CustomerLimits> limits;
+  std::unordered_map<std::string, engine::Reservation> reservations;
+  std::uint64_t next_token = 1;
+  std::string token_prefix;  // random per process: names of check events and reservations
 
   // ---- commit thread only --------------------------------------------------------------------
   engine::DedupIndex dedup;
@@ -136,6 +209,7 @@ struct Engine::Impl {
   std::condition_variable queue_cv;
   std::condition_variable idle_cv;
   std::deque<engine::Job> queue;
+  engine::IngestJob* open_check_job = nullptr;  // the queue's last job, taking check events
   std::uint64_t queued_events = 0;
   std::uint64_t jobs_submitted = 0;
   std::uint64_t jobs_finished = 0;
@@ -162,13 +236,21 @@ struct Engine::Impl {
   void commit_admin(engine::AdminJob& job);
   void flush_key_counters(store::WriteBatch& wb, bool force);
   std::uint32_t intern_group(std::string_view group);  // commit thread only
-  // Reads the stored event (customer_num, seq); false when absent.
-  bool read_stored_event(std::uint32_t customer_num, std::uint64_t seq, std::string* id,
-                         core::TimeUs* received_at_us) const;
+  // Reads the stored event (customer_num, seq); false when absent. Errors: the store's read
+  // error (kIOError), kCorruption when its block cannot be decoded.
+  Result<bool> read_stored_event(std::uint32_t customer_num, std::uint64_t seq, std::string* id,
+                                 core::TimeUs* received_at_us) const;
   void install_state(std::uint32_t meter, std::uint32_t customer_num, std::uint32_t group,
                      core::TimeUs minute_us, const core::AggState& delta);
   void install_unique(std::uint32_t meter, std::uint32_t customer_num, std::uint32_t group,
                       core::TimeUs minute_us, const std::string& value);
+
+  // ---- check.cc ------------------------------------------------------------------------------
+  // Applies committed events to limit counters and settles check tokens. Called by the commit
+  // thread with state_mutex held exclusively.
+  void settle_limits(const std::vector<engine::LimitDelta>& deltas,
+                     const std::vector<std::pair<std::uint32_t, std::uint64_t>>& settled);
+  void expire_reservations(core::TimeUs now);
 
   // ---- query.cc ------------------------------------------------------------------------------
   const engine::CustomerState* find_customer(std::string_view id) const;
@@ -176,6 +258,11 @@ struct Engine::Impl {
 };
 
 namespace engine {
+// Accumulates the aggregates of one series over [a, b) into `state` (and `uniques`): whole
+// hours from the hour map, the edges from minutes. a and b are minute boundaries.
+void combine_range(const Series& s, core::TimeUs a, core::TimeUs b, bool want_uniques,
+                   core::AggState* state, core::UniqueSet* uniques);
+
 // Recomputes the minute aggregates of the given meters from every stored event.
 // Output: aggregate key -> state, and the set of unique keys.
 struct Recomputed {
@@ -184,9 +271,11 @@ struct Recomputed {
   std::uint64_t events = 0;
   std::vector<std::string> problems;  // duplicate ids, corrupt blocks
 };
+// An id stored twice for one customer is a problem only when the copies were received within
+// `dedup_window_us` of each other (0 = forever): after the window a copy is accepted again.
 Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& meters,
                  const std::unordered_map<std::uint32_t, std::string>& customer_ids,
-                 Recomputed* out);
+                 Recomputed* out, std::int64_t dedup_window_us = 0);
 }  // namespace engine
 
 }  // namespace tally

@@ -302,6 +302,25 @@ TEST_F(EngineTest, DedupWindowExpires) {
   EXPECT_EQ((*e)->ingest_json(R"({"id":"w","customer":"c","type":"api_call"})")->duplicates, 1u);
 }
 
+TEST_F(EngineTest, VerifyAcceptsCopiesStoredAfterTheDedupWindow) {
+  EngineOptions o;
+  o.in_memory = true;
+  o.clock = &clock_;
+  o.config_toml = std::string("[storage]\ndedup_window = 60\n") + kConfig;
+  auto e = Engine::open(o);
+  ASSERT_TRUE(e.has_value()) << e.error().message();
+  const char* event = R"({"id":"w","customer":"c","type":"api_call","properties":{"user":"u"}})";
+  ASSERT_EQ((*e)->ingest_json(event)->accepted, 1u);
+  clock_.advance_us(61 * core::kUsPerSecond);
+  ASSERT_EQ((*e)->ingest_json(event)->accepted, 1u);  // the window expired: stored again
+  clock_.advance_us(61 * core::kUsPerSecond);
+  ASSERT_EQ((*e)->ingest_json(event)->accepted, 1u);
+  auto report = (*e)->verify();
+  ASSERT_TRUE(report.has_value()) << report.error().message();
+  EXPECT_EQ(report->events, 3u);
+  EXPECT_TRUE(report->ok()) << (report->differences.empty() ? "" : report->differences[0]);
+}
+
 TEST_F(EngineTest, KeysAuthenticateCountAndRevoke) {
   auto e = open_memory(&clock_);
   NewApiKeyRequest admin_req;
@@ -348,6 +367,68 @@ TEST_F(EngineTest, KeysAuthenticateCountAndRevoke) {
   ASSERT_TRUE(e->revoke_key(admin->info.id).ok());
   EXPECT_EQ(e->authenticate(admin->secret).error().code(), StatusCode::kUnauthenticated);
   EXPECT_EQ(e->revoke_key("key_missing").code(), StatusCode::kNotFound);
+}
+
+TEST_F(EngineTest, KeysWithoutCustomerHonourTheirScopes) {
+  auto e = open_memory(&clock_);
+  NewApiKeyRequest scoped;
+  scoped.scopes = kScopeIngest | kScopeRead;
+  auto k = e->create_key(scoped);
+  ASSERT_TRUE(k.has_value()) << k.error().message();
+  EXPECT_EQ(k->info.scopes, kScopeIngest | kScopeRead);
+  auto id = e->authenticate(k->secret);
+  ASSERT_TRUE(id.has_value());
+  EXPECT_FALSE(id->admin());
+  EXPECT_EQ(id->scopes, kScopeIngest | kScopeRead);
+  EXPECT_EQ(id->customer, "");  // every customer
+
+  NewApiKeyRequest full;  // no scopes: a full admin key
+  auto a = e->create_key(full);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->info.scopes, kScopeAdmin | kScopeIngest | kScopeCheck | kScopeRead);
+
+  NewApiKeyRequest unknown;
+  unknown.scopes = 1u << 5;
+  EXPECT_EQ(e->create_key(unknown).error().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(EngineTest, QueryRowCapHoldsWithAndWithoutWindow) {
+  auto e = open_memory(&clock_);
+  // One more group than a query may return: each event its own "service".
+  constexpr int kGroups = 100'001;
+  for (int first = 0; first < kGroups; first += 10'000) {
+    std::string body = "[";
+    for (int i = first; i < std::min(first + 10'000, kGroups); ++i) {
+      body += (i == first ? "" : ",");
+      body += R"({"id":"r)" + std::to_string(i) +
+              R"(","customer":"c","type":"api_call","time":"2025-01-10T09:00:00Z","properties":{"service":"s)" +
+              std::to_string(i) + "\"}}";
+    }
+    body += "]";
+    auto r = e->ingest_json(std::move(body));
+    ASSERT_TRUE(r.has_value()) << r.error().message();
+    ASSERT_EQ(r->rejected, 0u);
+  }
+  MeterQuery q;
+  q.meter = "calls";
+  q.group_by = {"service"};
+  q.from_us = at("2025-01-10T00:00:00Z");
+  q.to_us = at("2025-01-11T00:00:00Z");
+  auto r = e->query(q);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(r.error().message().find("more than 100000 rows"), std::string::npos);
+  q.window = "day";
+  r = e->query(q);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(r.error().message().find("use a larger window"), std::string::npos);
+  q.window.clear();
+  q.group_by.clear();  // one row: fine
+  r = e->query(q);
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  ASSERT_EQ(r->rows.size(), 1u);
+  EXPECT_EQ(r->rows[0].value, "100001");
 }
 
 TEST_F(EngineTest, ListEventsPaginates) {
@@ -542,6 +623,39 @@ filter = { model = "m2" }
   ASSERT_TRUE(e);
   EXPECT_EQ(query_total(*e, "tokens", "c", 0, at("2025-02-01T00:00:00Z")), "7");
   EXPECT_TRUE(e->verify()->ok());
+}
+
+TEST_F(EngineDiskTest, MeterRemovedAndReAddedCountsEventsFromMeanwhile) {
+  const std::string only_calls = R"(
+[[meters]]
+key = "calls"
+event_type = "api_call"
+aggregation = "count"
+group_by = ["service"]
+)";
+  const std::string with_tokens = only_calls + R"(
+[[meters]]
+key = "tokens"
+event_type = "tokens"
+aggregation = "sum"
+value = "$.n"
+)";
+  {
+    auto e = open(with_tokens);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(R"({"id":"a","customer":"c","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":5}})")->accepted, 1u);
+  }
+  {
+    auto e = open(only_calls);  // "tokens" removed: its events are stored, not aggregated
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(R"({"id":"b","customer":"c","type":"tokens","time":"2025-01-11T09:00:00Z","properties":{"n":7}})")->accepted, 1u);
+  }
+  auto e = open(with_tokens);  // re-added unchanged: rebuilt from every stored event
+  ASSERT_TRUE(e);
+  EXPECT_EQ(query_total(*e, "tokens", "c", 0, at("2025-02-01T00:00:00Z")), "12");
+  auto report = e->verify();
+  ASSERT_TRUE(report.has_value());
+  EXPECT_TRUE(report->ok()) << (report->differences.empty() ? "" : report->differences[0]);
 }
 
 }  // namespace

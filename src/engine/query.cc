@@ -26,7 +26,10 @@ core::TimeUs ceil_to(core::TimeUs t, core::TimeUs unit) {
   return f == t ? t : f + unit;
 }
 
-// Accumulates the aggregates of one series over [a, b) into `state` (and `uniques`).
+}  // namespace
+
+namespace engine {
+
 void combine_range(const engine::Series& s, core::TimeUs a, core::TimeUs b, bool want_uniques,
                    core::AggState* state, core::UniqueSet* uniques) {
   if (a >= b) {
@@ -61,6 +64,10 @@ void combine_range(const engine::Series& s, core::TimeUs a, core::TimeUs b, bool
   }
   minutes(hb, b);
 }
+
+}  // namespace engine
+
+namespace {
 
 std::vector<std::string_view> split_group(std::string_view text, std::size_t n) {
   std::vector<std::string_view> out;
@@ -227,15 +234,26 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
     out.rows.push_back(std::move(row));
   };
 
+  // The row cap holds with or without a window (without one, a row per customer and group).
+  auto too_large = [&]() {
+    const std::string rows = "the query has more than " + std::to_string(kQueryRowsMax) + " rows";
+    return Status::resource_exhausted(
+        window ? rows + "; narrow the range or use a larger window"
+               : rows + " (one per customer and group); narrow the range, name a customer, add "
+                        "filters or group by fewer properties");
+  };
   for (const auto& [key, list] : groups) {
     if (!window) {
       core::AggState st;
       core::UniqueSet u;
       for (const auto* s : list) {
-        combine_range(*s, from, to, want_uniques, &st, &u);
+        engine::combine_range(*s, from, to, want_uniques, &st, &u);
       }
       if (!st.empty()) {
         emit(key, from, to, st, u);
+        if (out.rows.size() > kQueryRowsMax) {
+          return too_large();
+        }
       }
       continue;
     }
@@ -259,14 +277,12 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
       core::AggState st;
       core::UniqueSet u;
       for (const auto* s : list) {
-        combine_range(*s, a, b, want_uniques, &st, &u);
+        engine::combine_range(*s, a, b, want_uniques, &st, &u);
       }
       if (!st.empty()) {
         emit(key, ws, we, st, u);
         if (out.rows.size() > kQueryRowsMax) {
-          return Status::resource_exhausted("the query has more than " +
-                                            std::to_string(kQueryRowsMax) +
-                                            " rows; narrow the range or use a larger window");
+          return too_large();
         }
       }
       t = next_data(we);
@@ -305,7 +321,7 @@ Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs
     auto it = m.series.find(cs->num);
     if (it != m.series.end()) {
       for (const auto& [gid, series] : it->second) {
-        combine_range(series, from, to, want_uniques, &st, &u);
+        engine::combine_range(series, from, to, want_uniques, &st, &u);
       }
     }
     UsageItem item;

@@ -1,5 +1,6 @@
 // Recomputation of aggregates from raw events: used to rebuild a meter whose definition
 // changed, and by `tally verify` to prove that every stored aggregate equals its events.
+#include <map>
 #include <set>
 
 #include "engine/engine_impl.h"
@@ -9,11 +10,12 @@ namespace engine {
 
 Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& meters,
                  const std::unordered_map<std::uint32_t, std::string>& customer_ids,
-                 Recomputed* out) {
+                 Recomputed* out, std::int64_t dedup_window_us) {
   core::EventBatch scratch;
   core::MeterInput input;
   std::string group;
-  std::set<std::pair<std::uint32_t, std::string>> seen;
+  // (customer, id) -> when its latest copy was received.
+  std::map<std::pair<std::uint32_t, std::string>, core::TimeUs> seen;
   Status bad;
   Status s = store.scan(store::Space::kEvents, "", "", [&](std::string_view k, std::string_view v) {
     if (k.size() != 12) {
@@ -31,9 +33,17 @@ Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& 
     BlockHeader h;
     const bool ok = decode_event_block(v, &h, [&](const BlockEvent& be) {
       ++out->events;
-      if (!seen.emplace(cnum, std::string(be.id)).second) {
-        out->problems.push_back("event id '" + std::string(be.id) + "' of customer '" + customer +
-                                "' is stored twice");
+      auto [sit, first] = seen.try_emplace({cnum, std::string(be.id)}, h.received_at_us);
+      if (!first) {
+        // The commit accepts a copy again once the earlier one is older than the window.
+        const core::TimeUs apart = h.received_at_us > sit->second
+                                       ? h.received_at_us - sit->second
+                                       : sit->second - h.received_at_us;
+        if (dedup_window_us <= 0 || apart <= dedup_window_us) {
+          out->problems.push_back("event id '" + std::string(be.id) + "' of customer '" +
+                                  customer + "' is stored twice");
+        }
+        sit->second = h.received_at_us;
       }
       scratch.clear();
       core::Event e;
@@ -87,7 +97,8 @@ Result<VerifyReport> Engine::verify() const {
     meter_keys.insert(m.spec.key);
   }
   engine::Recomputed r;
-  TALLY_TRY(engine::recompute(*d.store, specs, ids, &r));
+  TALLY_TRY(engine::recompute(*d.store, specs, ids, &r,
+                              d.config.storage.dedup_window_seconds * core::kUsPerSecond));
   VerifyReport report;
   report.events = r.events;
   report.differences = r.problems;

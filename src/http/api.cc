@@ -12,7 +12,7 @@ namespace tally::http {
 
 namespace {
 
-enum class Need : std::uint8_t { kNone, kAnyKey, kRead, kIngest, kAdmin };
+enum class Need : std::uint8_t { kNone, kAnyKey, kRead, kIngest, kCheck, kAdmin };
 
 using Fn = void (*)(handlers::Context&, handlers::Call&);
 
@@ -40,6 +40,14 @@ const Route kRoutes[] = {
     {"POST", "/v1/keys", Need::kAdmin, handlers::create_key},
     {"GET", "/v1/keys", Need::kAdmin, handlers::list_keys},
     {"DELETE", "/v1/keys/{}", Need::kAdmin, handlers::revoke_key},
+    {"POST", "/v1/check", Need::kCheck, handlers::check},
+    {"POST", "/v1/check/batch", Need::kCheck, handlers::check_batch},
+    {"POST", "/v1/reservations/{}/commit", Need::kCheck, handlers::commit_reservation},
+    {"POST", "/v1/reservations/{}/release", Need::kCheck, handlers::release_reservation},
+    {"GET", "/v1/customers/{}/limits", Need::kRead, handlers::customer_limits},
+    {"PUT", "/v1/customers/{}/overrides", Need::kAdmin, handlers::put_overrides},
+    {"POST", "/v1/customers/{}/reset", Need::kAdmin, handlers::reset_customer},
+    {"GET", "/v1/authorize", Need::kNone, handlers::authorize},
 };
 
 int hex_value(char c) {
@@ -190,6 +198,7 @@ void Api::handle(Request&& request, Responder respond) {
     const bool permitted = found->need == Need::kAnyKey ||
                            (found->need == Need::kRead && (scopes & kScopeRead) != 0) ||
                            (found->need == Need::kIngest && (scopes & kScopeIngest) != 0) ||
+                           (found->need == Need::kCheck && (scopes & kScopeCheck) != 0) ||
                            (found->need == Need::kAdmin && id->admin());
     if (!permitted) {
       call.respond(error_response(403, "FORBIDDEN",

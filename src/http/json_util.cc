@@ -68,7 +68,29 @@ void write_customer(common::JsonWriter& w, const Customer& c) {
       .key("metadata").raw(c.metadata_json.empty() ? "{}" : c.metadata_json)
       .key("created_at").value(time_text(c.created_at_us))
       .key("updated_at").value(time_text(c.updated_at_us))
-      .end_object();
+      .key("plan");
+  if (c.plan.empty()) {
+    w.null();
+  } else {
+    w.value(c.plan);
+  }
+  w.key("trial_started_at").value(time_text(c.trial_started_at_us != 0 ? c.trial_started_at_us : c.created_at_us));
+  w.key("billing_anchor").value(time_text(c.billing_anchor_us != 0 ? c.billing_anchor_us : c.created_at_us));
+  w.key("overrides").begin_array();
+  for (const auto& o : c.overrides) {
+    w.begin_object().key("meter").value(o.meter).key("period").value(o.period);
+    if (o.days != 0) {
+      w.key("days").value(o.days);
+    }
+    w.key("amount");
+    if (o.amount == "unlimited" || o.amount == "-1") {
+      w.value("unlimited");
+    } else {
+      w.raw(o.amount);
+    }
+    w.key("hard").value(o.hard).end_object();
+  }
+  w.end_array().end_object();
 }
 
 void write_scopes(common::JsonWriter& w, std::uint32_t scopes) {

@@ -496,9 +496,9 @@ class Session : public std::enable_shared_from_this<Session> {
       server_.handler(std::move(request),
                       [reply](Response response) { reply->respond(std::move(response)); });
     } catch (const std::exception& e) {
-      reply->respond(error_response(500, "INTERNAL", std::string("handler failed: ") + e.what()));
+      reply->respond(error_response(500, "INTERNAL_ERROR", std::string("handler failed: ") + e.what()));
     } catch (...) {
-      reply->respond(error_response(500, "INTERNAL", "handler failed"));
+      reply->respond(error_response(500, "INTERNAL_ERROR", "handler failed"));
     }
     // If the handler kept no copy of the Responder, this runs ~Reply, which answers 500 inline.
     reply.reset();
@@ -522,7 +522,7 @@ class Session : public std::enable_shared_from_this<Session> {
     unsigned status = response_.status;
     if (status < 200 || status > 599) {
       TALLY_BUG(status >= 200 && status <= 599, "a handler answered with a non-final status");
-      response_ = error_response(500, "INTERNAL", "handler answered an invalid status");
+      response_ = error_response(500, "INTERNAL_ERROR", "handler answered an invalid status");
       status = 500;
     }
     // 204 and 304 have no body by definition (RFC 9110 6.4.1), so no body headers either.
@@ -629,7 +629,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
     ~Reply() {
       if (!called.load(std::memory_order_acquire)) {
-        respond(error_response(500, "INTERNAL", "the request was dropped without an answer"));
+        respond(error_response(500, "INTERNAL_ERROR", "the request was dropped without an answer"));
       }
     }
 

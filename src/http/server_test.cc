@@ -199,7 +199,7 @@ TEST_F(ServerTest, HandlerExceptionAnswers500) {
   HttpClient c("127.0.0.1", server_->port());
   HttpResponse r = c.request("GET", "/");
   EXPECT_EQ(r.status, 500);
-  EXPECT_NE(r.body.find(R"("error":"INTERNAL")"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find(R"("error":"INTERNAL_ERROR")"), std::string::npos) << r.body;
   EXPECT_EQ(c.request("GET", "/").status, 500) << "the connection survives";
 }
 
@@ -208,7 +208,7 @@ TEST_F(ServerTest, DroppedResponderAnswers500) {
   HttpClient c("127.0.0.1", server_->port());
   HttpResponse r = c.request("GET", "/");
   EXPECT_EQ(r.status, 500);
-  EXPECT_NE(r.body.find(R"("error":"INTERNAL")"), std::string::npos) << r.body;
+  EXPECT_NE(r.body.find(R"("error":"INTERNAL_ERROR")"), std::string::npos) << r.body;
 }
 
 TEST_F(ServerTest, ResponderAfterStopIsHarmless) {

@@ -2,6 +2,7 @@
 // simdjson's DOM parser; unknown fields are refused so a typo never passes silently.
 #include <simdjson.h>
 
+#include "core/time.h"
 #include "http/handlers/handlers.h"
 
 namespace tally::http::handlers {
@@ -66,6 +67,21 @@ bool read_customer_fields(Call& call, const dom::object& obj, std::string* id, C
     } else if (k == "status") {
       if (!string_field(call, field.value, k, &s)) return false;
       patch->status = s;
+    } else if (k == "plan") {
+      if (field.value.is_null()) {
+        patch->plan = std::string();
+      } else {
+        if (!string_field(call, field.value, k, &s)) return false;
+        patch->plan = s;
+      }
+    } else if (k == "trial_started_at" || k == "billing_anchor") {
+      if (!string_field(call, field.value, k, &s)) return false;
+      auto t = core::parse_rfc3339(s);
+      if (!t) {
+        answer(call, error_response(400, "VALIDATION_ERROR", "'" + std::string(k) + "': " + t.error().message()));
+        return false;
+      }
+      (k == "trial_started_at" ? patch->trial_started_at_us : patch->billing_anchor_us) = *t;
     } else if (k == "metadata") {
       if (!field.value.is_object()) {
         answer(call, error_response(400, "VALIDATION_ERROR", "'metadata' must be an object"));
@@ -109,6 +125,9 @@ void create_customer(Context& ctx, Call& call) {
   c.timezone = p.timezone.value_or("UTC");
   c.status = p.status.value_or("active");
   c.metadata_json = p.metadata_json.value_or("{}");
+  c.plan = p.plan.value_or("");
+  c.trial_started_at_us = p.trial_started_at_us.value_or(0);
+  c.billing_anchor_us = p.billing_anchor_us.value_or(0);
   auto r = ctx.engine.create_customer(c);
   answer(call, r ? customer_response(201, *r) : status_response(r.error()));
 }
@@ -169,6 +188,12 @@ void create_key(Context& ctx, Call& call) {
         dom::array arr;
         if (field.value.get_array().get(arr) != simdjson::SUCCESS) {
           answer(call, error_response(400, "VALIDATION_ERROR", "'scopes' must be an array of strings"));
+          return;
+        }
+        if (arr.size() == 0) {
+          answer(call, error_response(400, "VALIDATION_ERROR",
+                                      "'scopes' must name at least one of ingest, check, read; "
+                                      "leave it out for the default"));
           return;
         }
         for (auto s : arr) {

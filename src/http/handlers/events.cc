@@ -30,8 +30,11 @@ Response summary_response(const IngestSummary& s) {
     w.key("error").value(all_unknown ? "UNKNOWN_CUSTOMER" : "VALIDATION_ERROR");
     w.key("message").value(all_unknown ? "Events name customers that do not exist"
                                        : "Invalid event batch format");
-  } else if (s.accepted == 0) {
+  } else if (s.accepted == 0 && s.rejected == 0) {
     w.key("message").value("All events were duplicates");
+  } else if (s.accepted == 0) {
+    // "partial": duplicates and refused events, nothing new stored.
+    w.key("message").value("No new events: each was a duplicate or refused (see errors)");
   }
   w.key("accepted").value(s.accepted);
   w.key("rejected").value(s.rejected);
@@ -101,6 +104,15 @@ void ingest(Context& ctx, Call& call) {
 }
 
 void list_events(Context& ctx, Call& call) {
+  for (const auto& [k, v] : call.request.query) {
+    if (k != "customer" && k != "type" && k != "from" && k != "to" && k != "limit" &&
+        k != "cursor") {
+      answer(call, error_response(400, "VALIDATION_ERROR",
+                                  "unknown query parameter '" + k +
+                                      "'; allowed: customer, type, from, to, limit, cursor"));
+      return;
+    }
+  }
   EventListQuery q;
   if (const auto* c = call.request.query_param("customer")) q.customer = *c;
   if (const auto* t = call.request.query_param("type")) q.type = *t;

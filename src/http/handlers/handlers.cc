@@ -70,12 +70,16 @@ bool require_json(Call& call) {
   for (char& c : lower) {
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   }
+  // Newline-delimited JSON (application/x-ndjson) is refused: a body is one JSON document.
   const bool json = lower == "application/json" || lower == "text/json" ||
-                    (lower.size() > 5 && lower.compare(lower.size() - 5, 5, "+json") == 0) ||
-                    lower == "application/x-ndjson";
+                    (lower.size() > 5 && lower.compare(lower.size() - 5, 5, "+json") == 0);
   if (!json) {
+    const bool ndjson = lower == "application/x-ndjson" || lower == "application/jsonl";
     answer(call, error_response(415, "UNSUPPORTED_MEDIA_TYPE",
-                                "Content-Type '" + *ct + "' is not JSON; send application/json"));
+                                "Content-Type '" + *ct +
+                                    (ndjson ? "' (one JSON document per line) is not accepted; "
+                                              "send one JSON document as application/json"
+                                            : "' is not JSON; send application/json")));
     return false;
   }
   return true;

@@ -34,6 +34,17 @@ void update_customer(Context& ctx, Call& call);
 void create_key(Context& ctx, Call& call);
 void list_keys(Context& ctx, Call& call);
 void revoke_key(Context& ctx, Call& call);
+// check.cc
+void check(Context& ctx, Call& call);
+void check_batch(Context& ctx, Call& call);
+void commit_reservation(Context& ctx, Call& call);
+void release_reservation(Context& ctx, Call& call);
+void customer_limits(Context& ctx, Call& call);
+void put_overrides(Context& ctx, Call& call);
+void reset_customer(Context& ctx, Call& call);
+void authorize(Context& ctx, Call& call);
+// The X-RateLimit-*, Retry-After and draft RateLimit-Policy / RateLimit headers of a check.
+void add_rate_limit_headers(Response& resp, const CheckResult& r, TimeUs now);
 // ops.cc
 void health(Context& ctx, Call& call);
 void ready(Context& ctx, Call& call);

@@ -76,6 +76,12 @@ void query_meter(Context& ctx, Call& call) {
   }
   auto r = ctx.engine.query(q);
   if (!r) {
+    if (r.error().code() == StatusCode::kResourceExhausted) {
+      // The row cap: the same query always gets the same answer, so it is the client's to
+      // change (400), not a reason to retry (503).
+      answer(call, error_response(400, "QUERY_TOO_LARGE", r.error().message()));
+      return;
+    }
     answer(call, status_response(r.error()));
     return;
   }

@@ -1,0 +1,115 @@
+// Plans and limits: the pure rules behind a check.
+//
+// A limit caps a meter's value over a period. Calendar periods (day, week, month,
+// billing_period, trial, lifetime) are fixed windows in the customer's time zone: usage in the
+// window is compared with the amount. Rate periods (second, minute, hour) use GCRA (the generic
+// cell rate algorithm, equivalently a leaky bucket that drains at amount/period): a bucket holds
+// at most `amount` units and drains continuously, so no sliding interval of one period ever
+// admits more than `amount` units plus what drained within it. A burst at a window boundary
+// therefore cannot double the rate, as it can with fixed windows.
+//
+// Nothing here reads a clock or does I/O: "now" and the usage arrive as parameters.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <tally/status.h>
+
+#include "core/decimal.h"
+#include "core/time.h"
+
+namespace tally::core {
+
+enum class PeriodKind : std::uint8_t {
+  kSecond,
+  kMinute,
+  kHour,
+  kDay,
+  kWeek,
+  kMonth,
+  kBillingPeriod,
+  kTrial,
+  kLifetime,
+};
+
+// "second" | "minute" | "hour" | "day" | "week" | "month" | "billing_period" | "trial" |
+// "lifetime". Errors: kInvalidArgument.
+Result<PeriodKind> parse_period(std::string_view name);
+std::string_view period_name(PeriodKind p);
+// Second, minute and hour limits are rates (GCRA); the others are calendar windows.
+bool period_is_rate(PeriodKind p);
+// The length of a rate period. REQUIRES: period_is_rate(p).
+TimeUs rate_period_us(PeriodKind p);
+
+struct LimitRule {
+  std::string meter;
+  PeriodKind period = PeriodKind::kMonth;
+  std::int64_t days = 0;   // the length of a trial period
+  bool unlimited = false;  // amount -1 or "unlimited"
+  Decimal amount;
+  bool hard = true;  // false: allow and flag the overage
+
+  friend bool operator==(const LimitRule&, const LimitRule&) = default;
+};
+
+struct Plan {
+  std::string key;
+  std::string name;
+  std::vector<std::string> features;
+  std::vector<LimitRule> limits;
+  std::vector<std::int64_t> alert_thresholds;  // percent of each limit, ascending
+
+  bool has_feature(std::string_view f) const;
+  friend bool operator==(const Plan&, const Plan&) = default;
+};
+
+// What a customer's calendar periods hang on.
+struct PeriodContext {
+  TimeZone tz;
+  TimeUs billing_anchor_us = 0;  // the billing period repeats monthly from this instant's date
+  TimeUs trial_start_us = 0;     // the trial period starts at this instant's minute
+};
+
+struct Span {
+  TimeUs start = 0;
+  TimeUs end = std::numeric_limits<TimeUs>::max();  // exclusive
+  bool contains(TimeUs t) const { return t >= start && t < end; }
+};
+
+// The calendar window of `rule` that contains t. The billing period runs from the anchor's
+// day of month (clamped to the length of short months: an anchor on the 31st renews on the
+// 30th of April and on the 28th or 29th of February) at midnight in the zone. The trial runs
+// `days` days from the minute of the trial start; before or after it there is no window and
+// this returns false. REQUIRES: !period_is_rate(rule.period).
+bool period_span(const LimitRule& rule, TimeUs t, const PeriodContext& ctx, Span* out);
+
+// GCRA state of one rate limit. `level` is the bucket's fill at `at_us`.
+struct RateState {
+  Decimal level;
+  TimeUs at_us = 0;
+};
+
+struct RateDecision {
+  bool allowed = false;
+  Decimal level_after;  // the fill after admitting `amount` (when allowed) at now
+  Decimal remaining;    // units that could still be admitted now
+  TimeUs reset_us = 0;  // when the bucket will be empty
+  TimeUs retry_after_us = 0;  // when denied: wait this long before `amount` fits
+};
+
+// Evaluates admitting `amount` at `now_us` against `limit` per `period_us`.
+RateDecision rate_evaluate(const RateState& s, const Decimal& limit, TimeUs period_us,
+                           const Decimal& amount, TimeUs now_us);
+// The bucket's fill at now_us after draining since s.at_us.
+Decimal rate_level(const RateState& s, const Decimal& limit, TimeUs period_us, TimeUs now_us);
+
+// Rounds toward zero to a whole number (for remaining counts in headers).
+std::int64_t decimal_floor_int(const Decimal& d);
+// Rounds up to a whole number.
+std::int64_t decimal_ceil_int(const Decimal& d);
+
+}  // namespace tally::core

@@ -1,0 +1,1153 @@
+// Checks: plans and limits enforced in memory, atomically, without waiting for the disk.
+//
+// Every limit of a customer has a counter in memory: for calendar periods the usage of the
+// current window (durable events plus consumption not yet committed), for rates a GCRA bucket.
+// A check takes limits_mutex, evaluates every rule, and when allowed adds its amount to every
+// counter and queues its usage event for the next group commit. When that commit is durable,
+// the commit thread moves the amount from "pending" to "committed" (settle_limits) under the
+// same lock, so a counter never counts an event twice or misses one.
+//
+// Counters are built lazily: the first check of a window sums the minute and hour aggregates of
+// the window and adds the in-flight consumption of the customer. A counter whose window has
+// passed is rebuilt the same way.
+#include <algorithm>
+#include <chrono>
+#include <future>
+
+#include "common/assert.h"
+#include "engine/engine_impl.h"
+
+namespace tally {
+
+using engine::CustomerLimits;
+using engine::InFlight;
+using engine::LimitCounter;
+using engine::RateCounter;
+
+namespace {
+
+constexpr std::size_t kRecentIdsMax = 100'000;  // per customer
+constexpr std::int64_t kCountAmountMax = 10'000;  // events one check may record on a count meter
+
+core::TimeUs floor_minute(core::TimeUs t) {
+  return t - (((t % core::kUsPerMinute) + core::kUsPerMinute) % core::kUsPerMinute);
+}
+
+std::string rule_text(const core::LimitRule& r) {
+  std::string out = r.meter + " per " + std::string(core::period_name(r.period));
+  if (r.period == core::PeriodKind::kTrial) {
+    out = r.meter + " per trial (" + std::to_string(r.days) + " days)";
+  } else if (r.period == core::PeriodKind::kLifetime) {
+    out = r.meter + " (lifetime)";
+  }
+  return out;
+}
+
+std::string percent_text(const core::Decimal& used, const core::Decimal& limit) {
+  if (limit.units <= 0) {
+    return used.units > 0 ? "100.00" : "0.00";
+  }
+  // used / limit * 100 with two decimals, half-even.
+  const __int128 scaled = used.units * 10000;
+  __int128 q = scaled / limit.units;
+  const __int128 r = scaled % limit.units;
+  if (r * 2 > limit.units || (r * 2 == limit.units && (q % 2) != 0)) {
+    ++q;
+  }
+  std::string digits = std::to_string(static_cast<long long>(q / 100));
+  const long long frac = static_cast<long long>(q % 100);
+  digits += frac < 10 ? ".0" + std::to_string(frac) : "." + std::to_string(frac);
+  return digits;
+}
+
+struct Ctx {
+  const Engine::Impl& d;
+  const engine::CustomerState& cs;
+  core::PeriodContext periods;
+};
+
+core::PeriodContext period_context(const engine::CustomerState& cs) {
+  core::PeriodContext p;
+  p.tz = cs.tz;
+  p.billing_anchor_us =
+      cs.record.billing_anchor_us != 0 ? cs.record.billing_anchor_us : cs.record.created_at_us;
+  p.trial_start_us = cs.record.trial_started_at_us != 0 ? cs.record.trial_started_at_us
+                                                        : cs.record.created_at_us;
+  return p;
+}
+
+core::TimeUs reset_at(const Customer& c, std::string_view meter) {
+  core::TimeUs at = 0;
+  for (const auto& [m, t] : c.resets) {
+    if (m == meter) {
+      at = std::max(at, t);
+    }
+  }
+  return at;
+}
+
+// The value limits compare: count, sum, or the gauge's value.
+core::Decimal used_value(core::Aggregation a, const core::AggState& s) {
+  switch (a) {
+    case core::Aggregation::kCount:
+      return core::Decimal::from_int(s.count);
+    case core::Aggregation::kSum:
+      return s.sum;
+    case core::Aggregation::kMax:
+      return s.count > 0 ? s.max : core::Decimal{};
+    default:
+      return s.count > 0 ? s.latest : core::Decimal{};
+  }
+}
+
+bool is_gauge(core::Aggregation a) {
+  return a == core::Aggregation::kLatest || a == core::Aggregation::kMax;
+}
+
+// A limit with everything needed to evaluate it now.
+struct Evaluated {
+  core::LimitRule rule;
+  LimitState state;
+  bool fits = true;        // used + amount <= limit (or unlimited)
+  bool outside = false;    // a trial limit outside its window
+  core::Decimal headroom;  // limit - used before this request (for ranking)
+  core::TimeUs retry_after_us = 0;
+  LimitCounter* counter = nullptr;
+  RateCounter* rate = nullptr;
+  core::RateDecision rate_decision;
+};
+
+}  // namespace
+
+// ---- rules ----------------------------------------------------------------------------------
+
+namespace engine {
+
+// The plan of a customer: its own, or the default; null when it has none.
+const core::Plan* plan_of(const config::Config& config, const Customer& c) {
+  return config.find_plan(c.plan.empty() ? config.enforcement.default_plan : c.plan);
+}
+
+// The limits that apply to a customer: the plan's, with overrides replacing a limit on the same
+// meter and period, or added. meter == "" means every meter.
+std::vector<core::LimitRule> limits_of(const config::Config& config, const Customer& c,
+                                       std::string_view meter) {
+  std::vector<core::LimitRule> out;
+  if (const core::Plan* plan = plan_of(config, c)) {
+    for (const auto& l : plan->limits) {
+      if (meter.empty() || l.meter == meter) {
+        out.push_back(l);
+      }
+    }
+  }
+  for (const auto& o : c.overrides) {
+    if (!meter.empty() && o.meter != meter) {
+      continue;
+    }
+    Result<core::LimitRule> r = config::make_limit(o.meter, o.period, o.days, o.amount, o.hard);
+    if (!r) {
+      continue;  // validated when set; a config change may have made it moot
+    }
+    auto same = std::find_if(out.begin(), out.end(), [&](const core::LimitRule& l) {
+      return l.meter == r->meter && l.period == r->period;
+    });
+    if (same != out.end()) {
+      *same = *r;
+    } else {
+      out.push_back(*r);
+    }
+  }
+  return out;
+}
+
+}  // namespace engine
+
+namespace {
+
+// Finds or (re)builds the counter of a calendar limit. REQUIRES: state_mutex held (shared or
+// exclusive) and limits_mutex held.
+LimitCounter* calendar_counter(const Engine::Impl& d, const engine::CustomerState& cs,
+                               CustomerLimits& cl, std::uint32_t meter, const core::LimitRule& rule,
+                               core::TimeUs now, const core::PeriodContext& pc, bool* outside) {
+  core::Span span;
+  *outside = !core::period_span(rule, now, pc, &span);
+  if (*outside) {
+    return nullptr;
+  }
+  const core::TimeUs reset = reset_at(cs.record, rule.meter);
+  const core::TimeUs count_from =
+      span.contains(reset) ? std::max(span.start, floor_minute(reset)) : span.start;
+  for (auto it = cl.counters.begin(); it != cl.counters.end(); ++it) {
+    LimitCounter& c = *it;
+    if (c.meter == meter && c.period == rule.period && c.days == rule.days) {
+      if (c.span.start == span.start && c.span.end == span.end && c.count_from_us == count_from) {
+        return &c;
+      }
+      cl.counters.erase(it);
+      break;
+    }
+  }
+  LimitCounter c;
+  c.meter = meter;
+  c.period = rule.period;
+  c.days = rule.days;
+  c.span = span;
+  c.count_from_us = count_from;
+  const engine::MeterState& ms = d.meters[meter];
+  auto sit = ms.series.find(cs.num);
+  if (sit != ms.series.end()) {
+    for (const auto& [group, series] : sit->second) {
+      engine::combine_range(series, count_from, span.end, false, &c.committed, nullptr);
+    }
+  }
+  for (const auto& [token, f] : cl.in_flight) {
+    if (f.meter == meter && f.time_us >= count_from && f.time_us < span.end) {
+      c.pending += f.amount;
+    }
+  }
+  cl.counters.push_back(std::move(c));
+  return &cl.counters.back();
+}
+
+RateCounter* rate_counter(const Engine::Impl& d, const engine::CustomerState& cs,
+                          CustomerLimits& cl, std::uint32_t meter, const core::LimitRule& rule,
+                          core::TimeUs now) {
+  for (auto& r : cl.rates) {
+    if (r.meter == meter && r.period == rule.period) {
+      return &r;
+    }
+  }
+  // After a start, the bucket is filled conservatively with the last period's usage (minute
+  // aggregates, so up to a minute more than the period) as if it had all just happened.
+  RateCounter r;
+  r.meter = meter;
+  r.period = rule.period;
+  const core::TimeUs period = core::rate_period_us(rule.period);
+  core::AggState recent;
+  const engine::MeterState& ms = d.meters[meter];
+  auto sit = ms.series.find(cs.num);
+  if (sit != ms.series.end()) {
+    for (const auto& [group, series] : sit->second) {
+      engine::combine_range(series, floor_minute(now - period), floor_minute(now) + core::kUsPerMinute,
+                            false, &recent, nullptr);
+    }
+  }
+  r.state.level = used_value(ms.spec.aggregation, recent);
+  for (const auto& [token, f] : cl.in_flight) {
+    if (f.meter == meter && f.time_us >= now - period) {
+      r.state.level += f.amount;
+    }
+  }
+  if (r.state.level > rule.amount) {
+    r.state.level = rule.amount;
+  }
+  r.state.at_us = now;
+  cl.rates.push_back(r);
+  return &cl.rates.back();
+}
+
+// Evaluates every limit of `rules` for `amount` at `now`. REQUIRES: locks as calendar_counter.
+std::vector<Evaluated> evaluate(const Engine::Impl& d, const engine::CustomerState& cs,
+                                CustomerLimits& cl, std::uint32_t meter,
+                                const std::vector<core::LimitRule>& rules,
+                                const core::Decimal& amount, core::TimeUs now) {
+  const core::PeriodContext pc = period_context(cs);
+  const core::Aggregation agg = d.meters[meter].spec.aggregation;
+  std::vector<Evaluated> out;
+  for (const auto& rule : rules) {
+    Evaluated e;
+    e.rule = rule;
+    e.state.meter = rule.meter;
+    e.state.period = std::string(core::period_name(rule.period));
+    e.state.rule = rule_text(rule);
+    e.state.unlimited = rule.unlimited;
+    e.state.hard = rule.hard;
+    if (core::period_is_rate(rule.period)) {
+      if (rule.unlimited) {
+        e.state.used = "0";
+        out.push_back(std::move(e));
+        continue;
+      }
+      e.rate = rate_counter(d, cs, cl, meter, rule, now);
+      const core::TimeUs period = core::rate_period_us(rule.period);
+      e.rate_decision = core::rate_evaluate(e.rate->state, rule.amount, period, amount, now);
+      const core::Decimal level = core::rate_level(e.rate->state, rule.amount, period, now);
+      e.fits = e.rate_decision.allowed;
+      e.headroom = rule.amount - level;
+      e.retry_after_us = e.rate_decision.retry_after_us;
+      e.state.used = core::format_decimal(level);
+      e.state.limit = core::format_decimal(rule.amount);
+      e.state.remaining = core::format_decimal(rule.amount > level ? rule.amount - level : core::Decimal{});
+      e.state.window_start_us = now - period;
+      e.state.reset_us = core::rate_evaluate(e.rate->state, rule.amount, period, core::Decimal{}, now).reset_us;
+      e.state.percent = percent_text(level, rule.amount);
+      out.push_back(std::move(e));
+      continue;
+    }
+    e.counter = calendar_counter(d, cs, cl, meter, rule, now, pc, &e.outside);
+    core::Decimal used;
+    if (e.counter != nullptr) {
+      used = used_value(agg, e.counter->committed) + e.counter->pending;
+      e.state.window_start_us = e.counter->count_from_us;
+      e.state.reset_us = e.counter->span.end == std::numeric_limits<core::TimeUs>::max()
+                             ? 0
+                             : e.counter->span.end;
+    } else {
+      core::Span span;
+      core::period_span(rule, now, pc, &span);
+      e.state.window_start_us = span.start;
+      e.state.reset_us = 0;  // a trial does not come back
+    }
+    e.state.used = core::format_decimal(used);
+    if (rule.unlimited) {
+      out.push_back(std::move(e));
+      continue;
+    }
+    e.fits = !e.outside && used + amount <= rule.amount;
+    e.headroom = e.outside ? core::Decimal{} : rule.amount - used;
+    e.state.limit = core::format_decimal(rule.amount);
+    const core::Decimal remaining = e.outside || used > rule.amount ? core::Decimal{} : rule.amount - used;
+    e.state.remaining = core::format_decimal(remaining);
+    e.state.percent = percent_text(used, rule.amount);
+    if (!e.fits && !e.outside) {
+      e.retry_after_us = e.state.reset_us == 0 ? 0 : e.state.reset_us - now;
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+// Applies `amount` to the counters of an evaluated check and records the in-flight token.
+void apply(CustomerLimits& cl, std::vector<Evaluated>& ev, std::uint32_t meter,
+           const core::Decimal& amount, core::TimeUs now, std::uint64_t token) {
+  for (auto& e : ev) {
+    if (e.rate != nullptr) {
+      e.rate->state.level = core::rate_level(e.rate->state, e.rule.amount,
+                                             core::rate_period_us(e.rule.period), now) +
+                            amount;
+      e.rate->state.at_us = now;
+    }
+  }
+  // Every calendar counter of the meter whose window holds now (also those of other rules).
+  for (auto& c : cl.counters) {
+    if (c.meter == meter && now >= c.count_from_us && now < c.span.end) {
+      c.pending += amount;
+    }
+  }
+  cl.in_flight.emplace(token, InFlight{meter, now, amount});
+}
+
+// Takes back what apply() did (for all-or-nothing batches).
+void unapply(CustomerLimits& cl, std::uint32_t meter, const core::Decimal& amount,
+             std::uint64_t token, const std::vector<std::pair<RateCounter*, core::RateState>>& rates) {
+  for (auto& c : cl.counters) {
+    if (c.meter == meter && cl.in_flight.count(token) != 0 &&
+        cl.in_flight.at(token).time_us >= c.count_from_us &&
+        cl.in_flight.at(token).time_us < c.span.end) {
+      c.pending = c.pending - amount;
+    }
+  }
+  for (const auto& [r, before] : rates) {
+    r->state = before;
+  }
+  cl.in_flight.erase(token);
+}
+
+// Removes a settled or released token's amount from pending.
+void drop_in_flight(CustomerLimits& cl, std::uint64_t token) {
+  auto it = cl.in_flight.find(token);
+  if (it == cl.in_flight.end()) {
+    return;
+  }
+  const InFlight f = it->second;
+  cl.in_flight.erase(it);
+  for (auto& c : cl.counters) {
+    if (c.meter == f.meter && f.time_us >= c.count_from_us && f.time_us < c.span.end) {
+      c.pending = c.pending - f.amount;
+    }
+  }
+}
+
+// Ranks limits: a failing hard limit first (the one that frees last), then the one with the
+// least headroom.
+const Evaluated* most_restrictive(const std::vector<Evaluated>& ev) {
+  const Evaluated* best = nullptr;
+  for (const auto& e : ev) {
+    if (e.rule.unlimited) {
+      continue;
+    }
+    if (best == nullptr) {
+      best = &e;
+      continue;
+    }
+    const bool e_blocks = !e.fits && e.rule.hard;
+    const bool b_blocks = !best->fits && best->rule.hard;
+    if (e_blocks != b_blocks) {
+      if (e_blocks) {
+        best = &e;
+      }
+      continue;
+    }
+    if (e_blocks) {
+      if (e.outside || (e.retry_after_us > best->retry_after_us && !best->outside)) {
+        best = &e;
+      }
+    } else if (e.headroom < best->headroom) {
+      best = &e;
+    }
+  }
+  return best;
+}
+
+// The usage event(s) of a consumption. Count meters take one event per unit.
+void add_usage_events(engine::IngestJob& job, const engine::MeterState& ms,
+                      const std::string& customer, const std::string& id,
+                      const std::vector<std::pair<std::string, std::string>>& properties,
+                      const core::Decimal& amount, const core::Decimal& gauge_value, core::TimeUs now,
+                      std::uint64_t token) {
+  core::EventBatch& b = job.parsed.batch;
+  const std::int64_t n = ms.spec.aggregation == core::Aggregation::kCount
+                             ? std::max<std::int64_t>(1, core::decimal_floor_int(amount))
+                             : 1;
+  for (std::int64_t i = 0; i < n; ++i) {
+    core::Event e;
+    e.id = b.add_text(i == 0 ? id : id + "#" + std::to_string(i + 1));
+    e.customer = b.add_text(customer);
+    e.type = b.add_text(ms.spec.event_type);
+    e.time_us = now;
+    e.prop_begin = static_cast<std::uint32_t>(b.props().size());
+    auto add_prop = [&](std::string_view k, std::string_view v, core::PropKind kind) {
+      b.props().push_back(core::Prop{b.add_text(k), b.add_text(v), kind});
+    };
+    for (const auto& [k, v] : ms.spec.filter) {
+      add_prop(k, v, core::PropKind::kString);
+    }
+    for (const auto& [k, v] : properties) {
+      if (k == ms.spec.value_property) {
+        continue;
+      }
+      bool in_filter = false;
+      for (const auto& f : ms.spec.filter) {
+        in_filter = in_filter || f.first == k;
+      }
+      if (!in_filter) {
+        add_prop(k, v, core::PropKind::kString);
+      }
+    }
+    if (!ms.spec.value_property.empty()) {
+      add_prop(ms.spec.value_property,
+               core::format_decimal(is_gauge(ms.spec.aggregation) ? gauge_value : amount),
+               core::PropKind::kNumber);
+    }
+    e.prop_count = static_cast<std::uint32_t>(b.props().size()) - e.prop_begin;
+    job.parsed.indexes.push_back(static_cast<std::uint32_t>(b.size()));
+    b.events().push_back(e);
+    job.check_tokens.push_back(i == 0 ? token : 0);
+  }
+}
+
+}  // namespace
+
+// ---- settle (commit thread) ------------------------------------------------------------------
+
+void Engine::Impl::settle_limits(const std::vector<engine::LimitDelta>& deltas,
+                                 const std::vector<std::pair<std::uint32_t, std::uint64_t>>& settled) {
+  std::lock_guard lock(limits_mutex);
+  if (limits.empty()) {
+    return;
+  }
+  for (const auto& delta : deltas) {
+    auto it = limits.find(delta.customer_num);
+    if (it == limits.end()) {
+      continue;
+    }
+    for (auto& c : it->second.counters) {
+      if (c.meter == delta.meter && delta.time_us >= c.count_from_us && delta.time_us < c.span.end) {
+        c.committed.add(delta.value, delta.time_us, delta.seq);
+      }
+    }
+    if (!delta.from_check) {
+      for (auto& r : it->second.rates) {
+        if (r.meter == delta.meter) {
+          // Usage reported by ingest fills the bucket when it arrives.
+          r.state.level += delta.value;
+        }
+      }
+    }
+  }
+  for (const auto& [cnum, token] : settled) {
+    auto it = limits.find(cnum);
+    if (it != limits.end()) {
+      drop_in_flight(it->second, token);
+    }
+  }
+}
+
+void Engine::Impl::expire_reservations(core::TimeUs now) {
+  // REQUIRES: limits_mutex held.
+  for (auto it = reservations.begin(); it != reservations.end();) {
+    if (it->second.expires_us <= now) {
+      auto lit = limits.find(it->second.customer_num);
+      if (lit != limits.end()) {
+        drop_in_flight(lit->second, it->second.token);
+      }
+      it = reservations.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+// ---- the check -------------------------------------------------------------------------------
+
+namespace {
+
+struct Prepared {
+  const CheckRequest* request;
+  const engine::CustomerState* cs;
+  std::uint32_t meter;
+  core::Decimal amount;
+  const core::Plan* plan;
+};
+
+Result<Prepared> prepare(const Engine::Impl& d, const CheckRequest& r) {
+  Prepared p;
+  p.request = &r;
+  p.cs = d.find_customer(r.customer);
+  if (p.cs == nullptr) {
+    return Status::not_found("customer '" + r.customer + "' does not exist");
+  }
+  const engine::MeterState* ms = d.find_meter(r.meter);
+  if (ms == nullptr) {
+    return Status::not_found("meter '" + r.meter + "' does not exist");
+  }
+  p.meter = static_cast<std::uint32_t>(ms - d.meters.data());
+  if (!d.meter_limited[p.meter]) {
+    return Status::invalid_argument("meter '" + r.meter + "' aggregates by " +
+                                    std::string(core::aggregation_name(ms->spec.aggregation)) +
+                                    "; checks apply to count, sum, latest and max meters");
+  }
+  if (!core::try_parse_decimal(r.amount, &p.amount) || p.amount.units <= 0) {
+    return Status::invalid_argument("amount must be a number greater than 0");
+  }
+  if (ms->spec.aggregation == core::Aggregation::kCount && r.consume != Consume::kNo) {
+    if (p.amount.units % core::Decimal::kScale != 0 ||
+        p.amount > core::Decimal::from_int(kCountAmountMax)) {
+      return Status::invalid_argument("meter '" + r.meter +
+                                      "' counts events: amount must be a whole number up to " +
+                                      std::to_string(kCountAmountMax));
+    }
+  }
+  if (r.event_id.size() > core::kEventIdBytesMax - 8) {
+    return Status::invalid_argument("event_id is at most 120 bytes");
+  }
+  if (r.reservation_ttl_seconds < 0 || r.reservation_ttl_seconds > 7 * 86400) {
+    return Status::invalid_argument("ttl_seconds must be 1..604800");
+  }
+  for (const auto& [k, v] : r.properties) {
+    if (k.empty() || k.size() > core::kPropKeyBytesMax || v.size() > core::kPropTextBytesMax) {
+      return Status::invalid_argument("property names are 1..256 bytes, values up to 8 KiB");
+    }
+  }
+  if (r.properties.size() > 64) {
+    return Status::invalid_argument("at most 64 properties");
+  }
+  p.plan = engine::plan_of(d.config, p.cs->record);
+  return p;
+}
+
+CheckResult base_result(const Prepared& p) {
+  CheckResult out;
+  out.plan = p.plan != nullptr ? p.plan->key : "";
+  out.meter = p.request->meter;
+  out.amount = core::format_decimal(p.amount);
+  return out;
+}
+
+}  // namespace
+
+// Evaluates one prepared check under the locks; on allow (and consume), applies it and appends
+// its usage event to `job`. Returns the token applied (0 when nothing was applied).
+static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now,
+                            engine::IngestJob* job, CheckResult* out,
+                            std::vector<std::pair<RateCounter*, core::RateState>>* rates_before) {
+  const CheckRequest& r = *p.request;
+  *out = base_result(p);
+  if (p.cs->record.status == "suspended") {
+    out->reason = "customer_suspended";
+    out->message = "Customer '" + r.customer + "' is suspended.";
+    return 0;
+  }
+  if (!r.feature.empty() && p.plan != nullptr && !p.plan->has_feature(r.feature)) {
+    out->reason = "feature_not_enabled";
+    out->message = "Feature '" + r.feature + "' is not available on the " + p.plan->key + " plan.";
+    return 0;
+  }
+  CustomerLimits& cl = d.limits[p.cs->num];
+  const std::string id_key = r.event_id.empty() ? std::string() : r.meter + "\x1f" + r.event_id;
+  const bool replay = r.consume == Consume::kYes && !id_key.empty() && cl.recent_ids.count(id_key) != 0;
+  const std::vector<core::LimitRule> rules = engine::limits_of(d.config, p.cs->record, r.meter);
+  std::vector<Evaluated> ev = evaluate(d, *p.cs, cl, p.meter, rules, replay ? core::Decimal{} : p.amount, now);
+  bool denied = false;
+  for (const auto& e : ev) {
+    if (!e.rule.unlimited && !e.fits) {
+      if (e.rule.hard) {
+        denied = true;
+      } else {
+        out->overage = true;
+      }
+    }
+  }
+  const Evaluated* top = most_restrictive(ev);
+  if (denied) {
+    out->allowed = false;
+    const bool trial_over = top != nullptr && top->outside;
+    out->reason = trial_over ? "trial_expired" : "limit_exceeded";
+    out->message = trial_over ? "The trial period of customer '" + r.customer + "' is over."
+                              : "Limit of " + top->state.limit + " " + top->state.rule +
+                                    " reached: " + top->state.used + " used, " +
+                                    out->amount + " requested.";
+    out->retry_after_us = top->retry_after_us;
+  } else {
+    out->allowed = true;
+    out->replayed = replay;
+  }
+  std::uint64_t token = 0;
+  if (out->allowed && !replay && r.consume != Consume::kNo) {
+    token = d.next_token++;
+    for (auto& e : ev) {
+      if (e.rate != nullptr && rates_before != nullptr) {
+        rates_before->emplace_back(e.rate, e.rate->state);
+      }
+    }
+    const core::Decimal gauge_before = ev.empty() ? core::Decimal{} : [&] {
+      // The gauge's current value: the committed value plus pending of any counter.
+      for (const auto& e : ev) {
+        if (e.counter != nullptr) {
+          return used_value(d.meters[p.meter].spec.aggregation, e.counter->committed) + e.counter->pending;
+        }
+      }
+      return core::Decimal{};
+    }();
+    apply(cl, ev, p.meter, p.amount, now, token);
+    // Re-read the states after consumption for the answer.
+    for (auto& e : ev) {
+      if (e.rule.unlimited) {
+        continue;
+      }
+      core::Decimal used;
+      if (e.rate != nullptr) {
+        used = e.rate->state.level;
+        e.state.reset_us = core::rate_evaluate(e.rate->state, e.rule.amount,
+                                               core::rate_period_us(e.rule.period), core::Decimal{}, now)
+                               .reset_us;
+      } else if (e.counter != nullptr) {
+        used = used_value(d.meters[p.meter].spec.aggregation, e.counter->committed) + e.counter->pending;
+      }
+      e.state.used = core::format_decimal(used);
+      e.state.remaining = core::format_decimal(e.rule.amount > used ? e.rule.amount - used : core::Decimal{});
+      e.state.percent = percent_text(used, e.rule.amount);
+      e.headroom = e.rule.amount - used;
+    }
+    top = most_restrictive(ev);
+    if (r.consume == Consume::kYes) {
+      const std::string id = r.event_id.empty() ? "chk_" + d.token_prefix + "_" + std::to_string(token)
+                                                : r.event_id;
+      add_usage_events(*job, d.meters[p.meter], r.customer, id, r.properties, p.amount,
+                       gauge_before + p.amount, now, token);
+      if (!id_key.empty()) {
+        cl.recent_ids.emplace(id_key, token);
+        cl.recent_order.push_back(id_key);
+        if (cl.recent_order.size() > kRecentIdsMax) {
+          cl.recent_ids.erase(cl.recent_order.front());
+          cl.recent_order.pop_front();
+        }
+      }
+    }
+  }
+  if (top != nullptr) {
+    out->has_rule = true;
+    out->rule = top->state;
+  }
+  for (auto& e : ev) {
+    out->limits.push_back(std::move(e.state));
+  }
+  return token;
+}
+
+namespace {
+
+// Hands a check job's events to the commit thread: appended to the open check job at the end
+// of the queue, or a new one. Returns a future when the caller waits for durability.
+void enqueue_check_events(Engine::Impl& d, std::unique_ptr<engine::IngestJob> job,
+                          std::function<void(Status)> waiter) {
+  if (job->parsed.batch.empty()) {
+    if (waiter) {
+      waiter(Status());
+    }
+    return;
+  }
+  bool wake = false;
+  {
+    std::lock_guard lock(d.queue_mutex);
+    engine::IngestJob* open = d.open_check_job;
+    if (open != nullptr) {
+      const core::EventBatch& from = job->parsed.batch;
+      for (std::size_t i = 0; i < from.size(); ++i) {
+        open->parsed.indexes.push_back(static_cast<std::uint32_t>(open->parsed.batch.size()));
+        open->parsed.batch.append_from(from, from.events()[i]);
+        open->check_tokens.push_back(job->check_tokens[i]);
+      }
+      if (waiter) {
+        open->check_waiters.push_back(std::move(waiter));
+      }
+      d.queued_events += from.size();
+    } else {
+      if (waiter) {
+        job->check_waiters.push_back(std::move(waiter));
+      }
+      engine::IngestJob* raw = job.get();
+      raw->start_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+      raw->done = [raw](Result<IngestSummary> r) {
+        const Status s = r.status();
+        for (auto& w : raw->check_waiters) {
+          w(s);
+        }
+      };
+      d.queued_events += raw->parsed.batch.size();
+      ++d.jobs_submitted;
+      engine::Job j;
+      j.ingest = std::move(job);
+      d.queue.push_back(std::move(j));
+      d.open_check_job = raw;
+      wake = true;
+    }
+  }
+  if (wake) {
+    d.queue_cv.notify_one();
+  }
+}
+
+}  // namespace
+
+Result<std::vector<CheckResult>> Engine::check_batch(const std::vector<CheckRequest>& requests) {
+  Impl& d = *impl_;
+  if (requests.empty() || requests.size() > 100) {
+    return Status::invalid_argument("a batch holds 1 to 100 checks");
+  }
+  if (d.read_only) {
+    return Status::unavailable("the engine is open read-only");
+  }
+  const core::TimeUs now = clock().now_us();
+  auto job = std::make_unique<engine::IngestJob>();
+  std::vector<CheckResult> results(requests.size());
+  {
+    std::shared_lock state_lock(d.state_mutex);
+    std::vector<Prepared> prepared;
+    for (const auto& r : requests) {
+      Result<Prepared> p = prepare(d, r);
+      if (!p) {
+        return p.error();
+      }
+      prepared.push_back(*p);
+    }
+    std::lock_guard limits_lock(d.limits_mutex);
+    if (!d.reservations.empty()) {
+      d.expire_reservations(now);
+    }
+    struct Undo {
+      std::uint32_t cnum;
+      std::uint32_t meter;
+      core::Decimal amount;
+      std::uint64_t token;
+      std::vector<std::pair<RateCounter*, core::RateState>> rates;
+    };
+    std::vector<Undo> undo;
+    bool any_denied = false;
+    for (std::size_t i = 0; i < prepared.size(); ++i) {
+      Undo u;
+      const std::uint64_t token = decide(d, prepared[i], now, job.get(), &results[i], &u.rates);
+      if (!results[i].allowed) {
+        any_denied = true;
+      }
+      if (token != 0) {
+        u.cnum = prepared[i].cs->num;
+        u.meter = prepared[i].meter;
+        u.amount = prepared[i].amount;
+        u.token = token;
+        undo.push_back(std::move(u));
+      }
+      if (requests[i].consume == Consume::kReserve && token != 0) {
+        engine::Reservation res;
+        res.customer_num = prepared[i].cs->num;
+        res.customer = requests[i].customer;
+        res.meter = prepared[i].meter;
+        res.amount = prepared[i].amount;
+        const std::int64_t ttl = requests[i].reservation_ttl_seconds > 0
+                                     ? requests[i].reservation_ttl_seconds
+                                     : d.config.enforcement.reservation_ttl_seconds;
+        res.expires_us = now + ttl * core::kUsPerSecond;
+        res.token = token;
+        res.properties = requests[i].properties;
+        res.event_id = requests[i].event_id;
+        results[i].reservation_id = "res_" + d.token_prefix + "_" + std::to_string(token);
+        results[i].reservation_expires_us = res.expires_us;
+        d.reservations.emplace(results[i].reservation_id, std::move(res));
+      }
+    }
+    if (any_denied && requests.size() > 1) {
+      // All or nothing: take back what the allowed ones applied.
+      for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
+        CustomerLimits& cl = d.limits[it->cnum];
+        unapply(cl, it->meter, it->amount, it->token, it->rates);
+        for (auto rit = cl.recent_ids.begin(); rit != cl.recent_ids.end();) {
+          rit = rit->second == it->token ? cl.recent_ids.erase(rit) : std::next(rit);
+        }
+      }
+      for (auto& res : results) {
+        if (!res.reservation_id.empty()) {
+          d.reservations.erase(res.reservation_id);
+          res.reservation_id.clear();
+          res.reservation_expires_us = 0;
+        }
+      }
+      job = std::make_unique<engine::IngestJob>();
+      for (std::size_t i = 0; i < results.size(); ++i) {
+        if (results[i].allowed) {
+          results[i].allowed = false;
+          results[i].reason = "batch_denied";
+          results[i].message = "Not consumed: another check of the batch was denied.";
+        }
+      }
+    }
+  }
+  if (d.config.enforcement.check_sync && !job->parsed.batch.empty()) {
+    auto promise = std::make_shared<std::promise<Status>>();
+    auto future = promise->get_future();
+    enqueue_check_events(d, std::move(job), [promise](Status s) { promise->set_value(std::move(s)); });
+    Status s = future.get();
+    if (!s.ok()) {
+      return s;
+    }
+  } else {
+    enqueue_check_events(d, std::move(job), nullptr);
+  }
+  return results;
+}
+
+Result<CheckResult> Engine::check(const CheckRequest& request) {
+  Result<std::vector<CheckResult>> r = check_batch(std::vector<CheckRequest>{request});
+  if (!r) {
+    return r.error();
+  }
+  return std::move((*r)[0]);
+}
+
+// ---- reservations ------------------------------------------------------------------------------
+
+Result<CheckResult> Engine::commit_reservation(const std::string& id, const std::string& amount_text) {
+  Impl& d = *impl_;
+  const core::TimeUs now = clock().now_us();
+  auto job = std::make_unique<engine::IngestJob>();
+  CheckResult out;
+  {
+    std::shared_lock state_lock(d.state_mutex);
+    std::lock_guard limits_lock(d.limits_mutex);
+    d.expire_reservations(now);
+    auto it = d.reservations.find(id);
+    if (it == d.reservations.end()) {
+      return Status::not_found("reservation '" + id + "' does not exist or has expired");
+    }
+    engine::Reservation res = it->second;
+    core::Decimal amount = res.amount;
+    if (!amount_text.empty() &&
+        (!core::try_parse_decimal(amount_text, &amount) || amount.units < 0)) {
+      return Status::invalid_argument("amount must be a number >= 0");
+    }
+    const engine::MeterState& ms = d.meters[res.meter];
+    if (ms.spec.aggregation == core::Aggregation::kCount &&
+        (amount.units % core::Decimal::kScale != 0 || amount > core::Decimal::from_int(kCountAmountMax))) {
+      return Status::invalid_argument("this meter counts events: amount must be a whole number");
+    }
+    d.reservations.erase(it);
+    CustomerLimits& cl = d.limits[res.customer_num];
+    drop_in_flight(cl, res.token);
+    const auto* cs = d.find_customer(res.customer);
+    out.allowed = true;
+    out.meter = ms.spec.key;
+    out.amount = core::format_decimal(amount);
+    out.reservation_id = id;
+    if (cs != nullptr) {
+      out.plan = engine::plan_of(d.config, cs->record) != nullptr ? engine::plan_of(d.config, cs->record)->key : "";
+    }
+    if (amount.units > 0 && cs != nullptr) {
+      // The work is done: its actual usage is recorded whatever the limits say now.
+      const std::uint64_t token = d.next_token++;
+      const std::vector<core::LimitRule> rules = engine::limits_of(d.config, cs->record, ms.spec.key);
+      std::vector<Evaluated> ev = evaluate(d, *cs, cl, res.meter, rules, amount, now);
+      core::Decimal gauge_before;
+      for (const auto& e : ev) {
+        if (e.counter != nullptr) {
+          gauge_before = used_value(ms.spec.aggregation, e.counter->committed) + e.counter->pending;
+          break;
+        }
+      }
+      apply(cl, ev, res.meter, amount, now, token);
+      const std::string event_id = res.event_id.empty() ? id : res.event_id;
+      add_usage_events(*job, ms, res.customer, event_id, res.properties, amount, gauge_before + amount,
+                       now, token);
+      std::vector<Evaluated> after = evaluate(d, *cs, cl, res.meter, rules, core::Decimal{}, now);
+      for (const auto& e : after) {
+        out.overage = out.overage || (!e.rule.unlimited && e.headroom.units < 0);
+      }
+      if (const Evaluated* top = most_restrictive(after)) {
+        out.has_rule = true;
+        out.rule = top->state;
+      }
+      for (auto& e : after) {
+        out.limits.push_back(std::move(e.state));
+      }
+    }
+  }
+  enqueue_check_events(d, std::move(job), nullptr);
+  return out;
+}
+
+Status Engine::release_reservation(const std::string& id) {
+  Impl& d = *impl_;
+  const core::TimeUs now = clock().now_us();
+  std::lock_guard limits_lock(d.limits_mutex);
+  d.expire_reservations(now);
+  auto it = d.reservations.find(id);
+  if (it == d.reservations.end()) {
+    return Status::not_found("reservation '" + id + "' does not exist or has expired");
+  }
+  auto lit = d.limits.find(it->second.customer_num);
+  if (lit != d.limits.end()) {
+    drop_in_flight(lit->second, it->second.token);
+  }
+  d.reservations.erase(it);
+  return Status();
+}
+
+// ---- reports ------------------------------------------------------------------------------------
+
+Result<LimitsReport> Engine::limits_report(const std::string& customer) {
+  Impl& d = *impl_;
+  const core::TimeUs now = clock().now_us();
+  std::shared_lock state_lock(d.state_mutex);
+  const engine::CustomerState* cs = d.find_customer(customer);
+  if (cs == nullptr) {
+    return Status::not_found("customer '" + customer + "' does not exist");
+  }
+  LimitsReport out;
+  out.customer = customer;
+  const core::Plan* plan = engine::plan_of(d.config, cs->record);
+  if (plan != nullptr) {
+    out.plan = plan->key;
+    out.features = plan->features;
+  }
+  const std::vector<core::LimitRule> rules = engine::limits_of(d.config, cs->record, "");
+  std::lock_guard limits_lock(d.limits_mutex);
+  d.expire_reservations(now);
+  CustomerLimits& cl = d.limits[cs->num];
+  for (const auto& rule : rules) {
+    const engine::MeterState* ms = d.find_meter(rule.meter);
+    if (ms == nullptr) {
+      continue;
+    }
+    const auto m = static_cast<std::uint32_t>(ms - d.meters.data());
+    std::vector<Evaluated> ev = evaluate(d, *cs, cl, m, {rule}, core::Decimal{}, now);
+    for (auto& e : ev) {
+      if (!e.rule.unlimited && !e.state.percent.empty()) {
+        core::Decimal pct;
+        if (core::try_parse_decimal(e.state.percent, &pct) && pct > core::Decimal::from_int(80)) {
+          out.warnings.push_back(e.state.rule + " at " + e.state.percent + "%");
+        }
+      }
+      out.limits.push_back(std::move(e.state));
+    }
+  }
+  return out;
+}
+
+// ---- admin: overrides and resets -----------------------------------------------------------------
+
+namespace {
+
+Status run_admin_job(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prepare_fn,
+                     std::function<void()> install) {
+  if (d.read_only) {
+    return Status::unavailable("the engine is open read-only");
+  }
+  auto promise = std::make_shared<std::promise<Status>>();
+  auto future = promise->get_future();
+  auto job = std::make_unique<engine::AdminJob>();
+  job->prepare = std::move(prepare_fn);
+  job->install = std::move(install);
+  job->done = [promise](Status s) { promise->set_value(std::move(s)); };
+  engine::Job j;
+  j.admin = std::move(job);
+  d.submit(std::move(j), 0);
+  return future.get();
+}
+
+std::string audit_key(core::TimeUs at, std::uint64_t n) {
+  std::string k;
+  engine::put_be64(k, static_cast<std::uint64_t>(at));
+  engine::put_be64(k, n);
+  return k;
+}
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<Customer> Engine::set_overrides(const std::string& customer,
+                                       const std::vector<LimitOverride>& overrides) {
+  Impl& d = *impl_;
+  if (overrides.size() > 64) {
+    return Status::invalid_argument("at most 64 overrides");
+  }
+  for (std::size_t i = 0; i < overrides.size(); ++i) {
+    const LimitOverride& o = overrides[i];
+    const core::MeterSpec* m = d.config.find_meter(o.meter);
+    if (m == nullptr) {
+      return Status::invalid_argument("overrides[" + std::to_string(i) + "].meter: '" + o.meter +
+                                      "' is not a configured meter");
+    }
+    const auto idx = static_cast<std::size_t>(m - d.config.meters.data());
+    if (!d.meter_limited[idx]) {
+      return Status::invalid_argument("overrides[" + std::to_string(i) + "].meter: limits apply "
+                                      "to count, sum, latest and max meters");
+    }
+    Result<core::LimitRule> r = config::make_limit(o.meter, o.period, o.days, o.amount, o.hard);
+    if (!r) {
+      return Status::invalid_argument("overrides[" + std::to_string(i) + "]: " + r.error().message());
+    }
+  }
+  auto updated = std::make_shared<Customer>();
+  auto num = std::make_shared<std::uint32_t>(0);
+  const core::TimeUs now = clock().now_us();
+  Status s = run_admin_job(
+      d,
+      [&d, customer, overrides, updated, num, now](store::WriteBatch& wb) -> Status {
+        const engine::CustomerState* cs = d.find_customer(customer);
+        if (cs == nullptr) {
+          return Status::not_found("customer '" + customer + "' does not exist");
+        }
+        *num = cs->num;
+        Customer c = cs->record;
+        c.overrides = overrides;
+        c.updated_at_us = now;
+        *updated = c;
+        wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
+        std::string audit = "{\"action\":\"overrides\",\"customer\":\"" + json_escape(customer) +
+                            "\",\"at\":\"" + core::format_rfc3339(now) + "\",\"count\":" +
+                            std::to_string(overrides.size()) + "}";
+        wb.put(store::Space::kAudit, audit_key(now, d.next_seq), audit);
+        return Status();
+      },
+      [&d, updated, num]() {
+        d.customers.at(*num).record = *updated;
+        std::lock_guard lock(d.limits_mutex);
+        auto it = d.limits.find(*num);
+        if (it != d.limits.end()) {
+          it->second.counters.clear();
+          it->second.rates.clear();
+        }
+      });
+  if (!s.ok()) {
+    return s;
+  }
+  return *updated;
+}
+
+Result<Customer> Engine::reset_period(const std::string& customer, const std::string& meter,
+                                      const std::string& actor) {
+  Impl& d = *impl_;
+  if (d.config.find_meter(meter) == nullptr) {
+    return Status::invalid_argument("'" + meter + "' is not a configured meter");
+  }
+  const auto meter_index =
+      static_cast<std::uint32_t>(d.config.find_meter(meter) - d.config.meters.data());
+  auto updated = std::make_shared<Customer>();
+  auto num = std::make_shared<std::uint32_t>(0);
+  const core::TimeUs now = clock().now_us();
+  Status s = run_admin_job(
+      d,
+      [&d, customer, meter, actor, updated, num, now](store::WriteBatch& wb) -> Status {
+        const engine::CustomerState* cs = d.find_customer(customer);
+        if (cs == nullptr) {
+          return Status::not_found("customer '" + customer + "' does not exist");
+        }
+        *num = cs->num;
+        Customer c = cs->record;
+        bool replaced = false;
+        for (auto& [m, at] : c.resets) {
+          if (m == meter) {
+            at = now;
+            replaced = true;
+          }
+        }
+        if (!replaced) {
+          c.resets.emplace_back(meter, now);
+        }
+        c.updated_at_us = now;
+        *updated = c;
+        wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
+        std::string audit = "{\"action\":\"reset\",\"customer\":\"" + json_escape(customer) +
+                            "\",\"meter\":\"" + json_escape(meter) + "\",\"actor\":\"" +
+                            json_escape(actor) + "\",\"at\":\"" + core::format_rfc3339(now) + "\"}";
+        wb.put(store::Space::kAudit, audit_key(now, d.next_seq), audit);
+        return Status();
+      },
+      [&d, updated, num, meter_index]() {
+        d.customers.at(*num).record = *updated;
+        std::lock_guard lock(d.limits_mutex);
+        auto it = d.limits.find(*num);
+        if (it != d.limits.end()) {
+          auto& cl = it->second;
+          std::erase_if(cl.counters, [&](const LimitCounter& c) { return c.meter == meter_index; });
+          std::erase_if(cl.rates, [&](const RateCounter& r) { return r.meter == meter_index; });
+        }
+      });
+  if (!s.ok()) {
+    return s;
+  }
+  return *updated;
+}
+
+std::vector<std::string> Engine::audit_log(std::size_t limit) const {
+  std::vector<std::string> out;
+  impl_->store
+      ->scan(store::Space::kAudit, "", "",
+             [&](std::string_view, std::string_view v) {
+               out.emplace_back(v);
+               return true;
+             })
+      .ignore_error();
+  if (out.size() > limit) {
+    out.erase(out.begin(), out.end() - static_cast<std::ptrdiff_t>(limit));
+  }
+  return out;
+}
+
+}  // namespace tally

@@ -1,0 +1,609 @@
+// /v1/check, /v1/check/batch, /v1/reservations, /v1/authorize, and the customer limit routes.
+//
+// Every check answer carries the rate-limit headers of the most restrictive limit:
+// X-RateLimit-Limit/-Remaining/-Reset (the de-facto headers), Retry-After on 429, and the
+// IETF draft fields RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers:
+// `"name";q=<quota>;w=<window seconds>` and `"name";r=<remaining>;t=<seconds to reset>`).
+#include <simdjson.h>
+
+#include <algorithm>
+
+#include "config/config.h"
+#include "core/decimal.h"
+#include "core/limits.h"
+#include "core/time.h"
+#include "http/handlers/handlers.h"
+
+namespace tally::http::handlers {
+
+namespace {
+
+namespace dom = simdjson::dom;
+
+bool parse_body(Call& call, dom::parser& parser, dom::element* root) {
+  if (!require_json(call)) {
+    return false;
+  }
+  if (auto err = parser.parse(call.request.body).get(*root); err) {
+    answer(call, error_response(400, "INVALID_JSON",
+                                std::string("malformed JSON: ") + simdjson::error_message(err)));
+    return false;
+  }
+  return true;
+}
+
+// Reads a JSON number or numeric string as decimal text.
+bool amount_text(dom::element v, std::string* out) {
+  std::string_view s;
+  if (v.get_string().get(s) == simdjson::SUCCESS) {
+    out->assign(s);
+    return true;
+  }
+  if (v.is_int64() || v.is_uint64() || v.is_double()) {
+    out->assign(simdjson::minify(v));
+    return true;
+  }
+  return false;
+}
+
+std::string scalar_text(dom::element v) {
+  std::string_view s;
+  if (v.get_string().get(s) == simdjson::SUCCESS) {
+    return std::string(s);
+  }
+  return simdjson::minify(v);
+}
+
+// Reads one check object. Returns an error message, or "" on success.
+std::string read_check(dom::element el, CheckRequest* r) {
+  dom::object obj;
+  if (el.get_object().get(obj) != simdjson::SUCCESS) {
+    return "a check must be a JSON object";
+  }
+  bool have_customer = false, have_meter = false;
+  for (auto field : obj) {
+    const std::string_view k = field.key;
+    std::string_view s;
+    if (k == "customer" || k == "customer_id") {
+      if (field.value.get_string().get(s) != simdjson::SUCCESS) return "'customer' must be a string";
+      r->customer.assign(s);
+      have_customer = true;
+    } else if (k == "meter") {
+      if (field.value.get_string().get(s) != simdjson::SUCCESS) return "'meter' must be a string";
+      r->meter.assign(s);
+      have_meter = true;
+    } else if (k == "amount") {
+      if (!amount_text(field.value, &r->amount)) return "'amount' must be a number";
+    } else if (k == "consume") {
+      bool b = false;
+      if (field.value.get_bool().get(b) == simdjson::SUCCESS) {
+        r->consume = b ? Consume::kYes : Consume::kNo;
+      } else if (field.value.get_string().get(s) == simdjson::SUCCESS && s == "reserve") {
+        r->consume = Consume::kReserve;
+      } else {
+        return "'consume' must be true, false or \"reserve\"";
+      }
+    } else if (k == "feature") {
+      if (field.value.get_string().get(s) != simdjson::SUCCESS) return "'feature' must be a string";
+      r->feature.assign(s);
+    } else if (k == "event_id" || k == "idempotency_key") {
+      if (field.value.get_string().get(s) != simdjson::SUCCESS || s.empty()) {
+        return "'event_id' must be a non-empty string";
+      }
+      r->event_id.assign(s);
+    } else if (k == "ttl_seconds") {
+      std::int64_t n = 0;
+      if (field.value.get_int64().get(n) != simdjson::SUCCESS || n < 1 || n > 7 * 86400) {
+        return "'ttl_seconds' must be an integer 1..604800";
+      }
+      r->reservation_ttl_seconds = n;
+    } else if (k == "properties") {
+      dom::object props;
+      if (field.value.get_object().get(props) != simdjson::SUCCESS) {
+        return "'properties' must be an object";
+      }
+      for (auto p : props) {
+        if (p.value.is_object() || p.value.is_array()) {
+          return "property '" + std::string(p.key) + "' must be a string, number or boolean";
+        }
+        r->properties.emplace_back(std::string(p.key), scalar_text(p.value));
+      }
+    } else {
+      return "unknown field '" + std::string(k) + "'";
+    }
+  }
+  if (!have_customer || r->customer.empty()) return "'customer' is required";
+  if (!have_meter || r->meter.empty()) return "'meter' is required";
+  return "";
+}
+
+void write_number_or(common::JsonWriter& w, const std::string& decimal, std::string_view absent) {
+  if (decimal.empty()) {
+    w.value(absent);
+  } else {
+    w.raw(decimal);
+  }
+}
+
+void write_limit_state(common::JsonWriter& w, const LimitState& s) {
+  w.begin_object()
+      .key("meter").value(s.meter)
+      .key("period").value(s.period)
+      .key("rule").value(s.rule)
+      .key("hard").value(s.hard)
+      .key("used").raw(s.used.empty() ? "0" : s.used)
+      .key("limit");
+  write_number_or(w, s.unlimited ? "" : s.limit, "unlimited");
+  w.key("remaining");
+  write_number_or(w, s.unlimited ? "" : s.remaining, "unlimited");
+  w.key("percent");
+  if (s.unlimited || s.percent.empty()) {
+    w.null();
+  } else {
+    w.raw(s.percent);
+  }
+  w.key("window_start").value(time_text(s.window_start_us));
+  w.key("reset");
+  if (s.reset_us == 0) {
+    w.null();
+  } else {
+    w.value(time_text(s.reset_us));
+  }
+  w.end_object();
+}
+
+void write_check(common::JsonWriter& w, const CheckResult& r) {
+  w.begin_object().key("allowed").value(r.allowed);
+  if (!r.allowed) {
+    const char* error = r.reason == "limit_exceeded"        ? "Rate Limit Exceeded"
+                        : r.reason == "trial_expired"        ? "Trial Expired"
+                        : r.reason == "feature_not_enabled"  ? "Feature Not Available"
+                        : r.reason == "customer_suspended"   ? "Customer Suspended"
+                                                             : "Denied";
+    w.key("error").value(error).key("reason").value(r.reason);
+  }
+  w.key("message").value(r.allowed ? (r.overage ? "Allowed past a soft limit (overage)." : "Allowed.")
+                                   : r.message);
+  w.key("tier").value(r.plan).key("plan").value(r.plan).key("meter").value(r.meter);
+  w.key("amount").raw(r.amount.empty() ? "0" : r.amount);
+  if (r.has_rule) {
+    const LimitState& s = r.rule;
+    w.key("used").raw(s.used.empty() ? "0" : s.used);
+    w.key("limit");
+    write_number_or(w, s.unlimited ? "" : s.limit, "unlimited");
+    w.key("remaining");
+    write_number_or(w, s.unlimited ? "" : s.remaining, "unlimited");
+    w.key("reset");
+    if (s.reset_us == 0) {
+      w.null();
+    } else {
+      w.value(time_text(s.reset_us));
+    }
+    w.key("period").value(s.period).key("rule").value(s.rule);
+  } else {
+    w.key("used").null().key("limit").value("unlimited").key("remaining").value("unlimited");
+    w.key("reset").null().key("period").null().key("rule").null();
+  }
+  w.key("overage").value(r.overage);
+  if (r.replayed) {
+    w.key("replayed").value(true);
+  }
+  if (!r.reservation_id.empty()) {
+    w.key("reservation_id").value(r.reservation_id);
+    w.key("expires_at").value(time_text(r.reservation_expires_us));
+  }
+  w.key("limits").begin_array();
+  for (const auto& l : r.limits) {
+    write_limit_state(w, l);
+  }
+  w.end_array().end_object();
+}
+
+unsigned check_status(const CheckResult& r) {
+  if (r.allowed) return 200;
+  if (r.reason == "feature_not_enabled" || r.reason == "customer_suspended") return 403;
+  return 429;
+}
+
+std::string policy_name(const LimitState& s) {
+  return s.meter + "-" + s.period;
+}
+
+std::int64_t ceil_seconds(TimeUs us) {
+  return us <= 0 ? 0 : (us + core::kUsPerSecond - 1) / core::kUsPerSecond;
+}
+
+std::int64_t int_of(const std::string& decimal, bool ceil) {
+  core::Decimal d;
+  if (!core::try_parse_decimal(decimal, &d)) {
+    return 0;
+  }
+  return ceil ? core::decimal_ceil_int(d) : core::decimal_floor_int(d);
+}
+
+}  // namespace
+
+void add_rate_limit_headers(Response& resp, const CheckResult& r, TimeUs now) {
+  if (!r.has_rule || r.rule.unlimited) {
+    resp.headers.emplace_back("X-RateLimit-Limit", "unlimited");
+    resp.headers.emplace_back("X-RateLimit-Remaining", "unlimited");
+  } else {
+    const LimitState& s = r.rule;
+    resp.headers.emplace_back("X-RateLimit-Limit", std::to_string(int_of(s.limit, false)));
+    resp.headers.emplace_back("X-RateLimit-Remaining", std::to_string(int_of(s.remaining, false)));
+    if (s.reset_us != 0) {
+      resp.headers.emplace_back("X-RateLimit-Reset", std::to_string(ceil_seconds(s.reset_us)));
+    }
+    std::string policy;
+    for (const auto& l : r.limits) {
+      if (l.unlimited) continue;
+      const TimeUs window = l.reset_us > l.window_start_us && l.reset_us != 0
+                                ? (l.period == "second"   ? core::kUsPerSecond
+                                   : l.period == "minute" ? core::kUsPerMinute
+                                   : l.period == "hour"   ? core::kUsPerHour
+                                                          : l.reset_us - l.window_start_us)
+                                : 0;
+      if (!policy.empty()) policy += ", ";
+      policy += "\"" + policy_name(l) + "\";q=" + std::to_string(int_of(l.limit, false));
+      if (window > 0) {
+        policy += ";w=" + std::to_string(ceil_seconds(window));
+      }
+    }
+    resp.headers.emplace_back("RateLimit-Policy", policy);
+    std::string current = "\"" + policy_name(s) + "\";r=" + std::to_string(int_of(s.remaining, false));
+    if (s.reset_us != 0) {
+      current += ";t=" + std::to_string(ceil_seconds(s.reset_us - now));
+    }
+    resp.headers.emplace_back("RateLimit", current);
+  }
+  if (!r.allowed && check_status(r) == 429) {
+    resp.headers.emplace_back("Retry-After",
+                              std::to_string(std::max<std::int64_t>(1, ceil_seconds(r.retry_after_us))));
+  }
+}
+
+namespace {
+
+bool may_check_for(Call& call, const std::string& customer) {
+  if (call.identity.customer.empty() || call.identity.customer == customer) {
+    return true;
+  }
+  answer(call, error_response(403, "FORBIDDEN",
+                              "this key may only check customer '" + call.identity.customer + "'"));
+  return false;
+}
+
+}  // namespace
+
+void check(Context& ctx, Call& call) {
+  thread_local dom::parser parser;
+  dom::element root;
+  if (!parse_body(call, parser, &root)) return;
+  CheckRequest req;
+  if (call.identity.customer.size() > 0) req.customer = call.identity.customer;
+  const std::string err = read_check(root, &req);
+  if (!err.empty()) {
+    answer(call, error_response(400, "VALIDATION_ERROR", err));
+    return;
+  }
+  if (!may_check_for(call, req.customer)) return;
+  Result<CheckResult> r = ctx.engine.check(req);
+  if (!r) {
+    answer(call, status_response(r.error()));
+    return;
+  }
+  common::JsonWriter w;
+  write_check(w, *r);
+  Response resp = json_response(check_status(*r), w.take());
+  add_rate_limit_headers(resp, *r, ctx.engine.clock().now_us());
+  answer(call, std::move(resp));
+}
+
+void check_batch(Context& ctx, Call& call) {
+  thread_local dom::parser parser;
+  dom::element root;
+  if (!parse_body(call, parser, &root)) return;
+  dom::array checks;
+  dom::object obj;
+  if (root.get_object().get(obj) != simdjson::SUCCESS || obj["checks"].get_array().get(checks) != simdjson::SUCCESS) {
+    answer(call, error_response(400, "VALIDATION_ERROR", "the body must be {\"checks\": [ ... ]}"));
+    return;
+  }
+  for (auto field : obj) {
+    if (field.key != "checks") {
+      answer(call, error_response(400, "VALIDATION_ERROR", "unknown field '" + std::string(field.key) + "'"));
+      return;
+    }
+  }
+  std::vector<CheckRequest> reqs;
+  std::size_t i = 0;
+  for (dom::element el : checks) {
+    CheckRequest req;
+    const std::string err = read_check(el, &req);
+    if (!err.empty()) {
+      answer(call, error_response(400, "VALIDATION_ERROR", "checks[" + std::to_string(i) + "]: " + err));
+      return;
+    }
+    if (!may_check_for(call, req.customer)) return;
+    reqs.push_back(std::move(req));
+    ++i;
+  }
+  if (reqs.empty() || reqs.size() > 100) {
+    answer(call, error_response(400, "VALIDATION_ERROR", "a batch holds 1 to 100 checks"));
+    return;
+  }
+  Result<std::vector<CheckResult>> r = ctx.engine.check_batch(reqs);
+  if (!r) {
+    answer(call, status_response(r.error()));
+    return;
+  }
+  const CheckResult* first_denied = nullptr;
+  for (const auto& c : *r) {
+    if (!c.allowed && c.reason != "batch_denied") {
+      first_denied = &c;
+      break;
+    }
+  }
+  common::JsonWriter w;
+  w.begin_object().key("allowed").value(first_denied == nullptr).key("results").begin_array();
+  for (const auto& c : *r) {
+    write_check(w, c);
+  }
+  w.end_array().end_object();
+  const CheckResult& head = first_denied != nullptr ? *first_denied : r->front();
+  Response resp = json_response(first_denied != nullptr ? check_status(*first_denied) : 200, w.take());
+  add_rate_limit_headers(resp, head, ctx.engine.clock().now_us());
+  answer(call, std::move(resp));
+}
+
+void commit_reservation(Context& ctx, Call& call) {
+  std::string amount;
+  if (!call.request.body.empty()) {
+    thread_local dom::parser parser;
+    dom::element root;
+    if (!parse_body(call, parser, &root)) return;
+    dom::object obj;
+    if (root.get_object().get(obj) != simdjson::SUCCESS) {
+      answer(call, error_response(400, "VALIDATION_ERROR", "the body must be a JSON object"));
+      return;
+    }
+    for (auto field : obj) {
+      if (field.key == "amount") {
+        if (!amount_text(field.value, &amount)) {
+          answer(call, error_response(400, "VALIDATION_ERROR", "'amount' must be a number"));
+          return;
+        }
+      } else {
+        answer(call, error_response(400, "VALIDATION_ERROR", "unknown field '" + std::string(field.key) + "'"));
+        return;
+      }
+    }
+  }
+  Result<CheckResult> r = ctx.engine.commit_reservation(call.params[0], amount);
+  if (!r) {
+    answer(call, status_response(r.error()));
+    return;
+  }
+  common::JsonWriter w;
+  write_check(w, *r);
+  Response resp = json_response(200, w.take());
+  add_rate_limit_headers(resp, *r, ctx.engine.clock().now_us());
+  answer(call, std::move(resp));
+}
+
+void release_reservation(Context& ctx, Call& call) {
+  Status s = ctx.engine.release_reservation(call.params[0]);
+  if (!s.ok()) {
+    answer(call, status_response(s));
+    return;
+  }
+  answer(call, json_response(200, "{\"released\":true,\"reservation_id\":" +
+                                      [&] {
+                                        std::string out;
+                                        common::append_json_string(out, call.params[0]);
+                                        return out;
+                                      }() +
+                                      "}"));
+}
+
+void customer_limits(Context& ctx, Call& call) {
+  std::string customer = call.params[0];
+  if (!scope_customer(call, &customer)) return;
+  Result<LimitsReport> r = ctx.engine.limits_report(customer);
+  if (!r) {
+    answer(call, status_response(r.error()));
+    return;
+  }
+  common::JsonWriter w;
+  w.begin_object().key("customer").value(r->customer).key("plan");
+  if (r->plan.empty()) {
+    w.null();
+  } else {
+    w.value(r->plan);
+  }
+  w.key("features").begin_array();
+  for (const auto& f : r->features) w.value(f);
+  w.end_array().key("limits").begin_array();
+  for (const auto& l : r->limits) write_limit_state(w, l);
+  w.end_array().key("warnings").begin_array();
+  for (const auto& x : r->warnings) w.value(x);
+  w.end_array().end_object();
+  answer(call, json_response(200, w.take()));
+}
+
+void put_overrides(Context& ctx, Call& call) {
+  thread_local dom::parser parser;
+  dom::element root;
+  if (!parse_body(call, parser, &root)) return;
+  dom::array arr;
+  dom::object obj;
+  if (root.get_object().get(obj) == simdjson::SUCCESS) {
+    if (obj["overrides"].get_array().get(arr) != simdjson::SUCCESS) {
+      answer(call, error_response(400, "VALIDATION_ERROR", "the body must be {\"overrides\": [ ... ]}"));
+      return;
+    }
+  } else if (root.get_array().get(arr) != simdjson::SUCCESS) {
+    answer(call, error_response(400, "VALIDATION_ERROR", "the body must be {\"overrides\": [ ... ]}"));
+    return;
+  }
+  std::vector<LimitOverride> overrides;
+  std::size_t i = 0;
+  for (dom::element el : arr) {
+    const std::string at = "overrides[" + std::to_string(i++) + "]";
+    dom::object o;
+    if (el.get_object().get(o) != simdjson::SUCCESS) {
+      answer(call, error_response(400, "VALIDATION_ERROR", at + " must be an object"));
+      return;
+    }
+    LimitOverride lo;
+    bool has_amount = false;
+    for (auto f : o) {
+      std::string_view s;
+      const std::string_view k = f.key;
+      if ((k == "meter" || k == "period") && f.value.get_string().get(s) == simdjson::SUCCESS) {
+        (k == "meter" ? lo.meter : lo.period).assign(s);
+      } else if (k == "amount" && amount_text(f.value, &lo.amount)) {
+        has_amount = true;
+      } else if (k == "days" && f.value.get_int64().get(lo.days) == simdjson::SUCCESS) {
+      } else if (k == "hard" && f.value.get_bool().get(lo.hard) == simdjson::SUCCESS) {
+      } else {
+        answer(call, error_response(400, "VALIDATION_ERROR", at + ": unknown or mistyped field '" + std::string(k) + "'"));
+        return;
+      }
+    }
+    if (lo.meter.empty() || lo.period.empty() || !has_amount) {
+      answer(call, error_response(400, "VALIDATION_ERROR", at + " needs 'meter', 'period' and 'amount'"));
+      return;
+    }
+    overrides.push_back(std::move(lo));
+  }
+  Result<Customer> r = ctx.engine.set_overrides(call.params[0], overrides);
+  if (!r) {
+    answer(call, status_response(r.error()));
+    return;
+  }
+  common::JsonWriter w;
+  write_customer(w, *r);
+  answer(call, json_response(200, w.take()));
+}
+
+void reset_customer(Context& ctx, Call& call) {
+  thread_local dom::parser parser;
+  dom::element root;
+  if (!parse_body(call, parser, &root)) return;
+  dom::object obj;
+  std::string meter;
+  if (root.get_object().get(obj) != simdjson::SUCCESS) {
+    answer(call, error_response(400, "VALIDATION_ERROR", "the body must be {\"meter\": \"...\"}"));
+    return;
+  }
+  for (auto f : obj) {
+    std::string_view s;
+    if (f.key == "meter" && f.value.get_string().get(s) == simdjson::SUCCESS) {
+      meter.assign(s);
+    } else {
+      answer(call, error_response(400, "VALIDATION_ERROR", "unknown or mistyped field '" + std::string(f.key) + "'"));
+      return;
+    }
+  }
+  if (meter.empty()) {
+    answer(call, error_response(400, "VALIDATION_ERROR", "'meter' is required"));
+    return;
+  }
+  Result<Customer> r = ctx.engine.reset_period(call.params[0], meter, call.identity.key_id);
+  if (!r) {
+    answer(call, status_response(r.error()));
+    return;
+  }
+  common::JsonWriter w;
+  w.begin_object().key("reset").value(true).key("meter").value(meter).key("customer");
+  write_customer(w, *r);
+  w.end_object();
+  answer(call, json_response(200, w.take()));
+}
+
+// GET /v1/authorize for nginx auth_request. The end customer's key comes from the original
+// request's headers, which nginx forwards to the subrequest; the route rules map the original
+// URI to a meter. nginx treats 2xx as allow, 401/403 as deny and anything else as an error, so
+// denials are 403 with X-Tally-Reason (and X-Tally-Status: 429 for limits) for nginx to turn
+// into the client's answer.
+void authorize(Context& ctx, Call& call) {
+  const config::Config& cfg = ctx.engine.config();
+  const std::string* uri = call.request.header("x-original-uri");
+  const std::string* method = call.request.header("x-original-method");
+  auto deny = [&](unsigned status, std::string_view reason, std::string_view message) {
+    Response r = error_response(403, "FORBIDDEN", message);
+    r.headers.emplace_back("X-Tally-Reason", std::string(reason));
+    r.headers.emplace_back("X-Tally-Status", std::to_string(status));
+    answer(call, std::move(r));
+  };
+  if (uri == nullptr || uri->empty()) {
+    deny(400, "missing_original_uri", "X-Original-URI is required (proxy_set_header in nginx)");
+    return;
+  }
+  const std::string* key = call.request.header(cfg.enforcement.authorize_key_header);
+  std::string secret = key != nullptr ? *key : "";
+  if (secret.empty()) {
+    if (const std::string* auth = call.request.header("authorization")) {
+      constexpr std::string_view kBearer = "Bearer ";
+      if (auth->size() > kBearer.size() && std::equal(kBearer.begin(), kBearer.end(), auth->begin(),
+                                                      [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
+        secret = auth->substr(kBearer.size());
+      }
+    }
+  }
+  if (secret.empty()) {
+    deny(401, "missing_key", "no API key in the original request");
+    return;
+  }
+  Result<Identity> id = ctx.engine.authenticate(secret);
+  if (!id) {
+    deny(id.error().code() == StatusCode::kPermissionDenied ? 403 : 401,
+         id.error().code() == StatusCode::kPermissionDenied ? "customer_suspended" : "invalid_key",
+         id.error().message());
+    return;
+  }
+  if (id->customer.empty()) {
+    Response r = json_response(200, "{\"allowed\":true,\"admin\":true}");
+    r.headers.emplace_back("X-Tally-Reason", "admin");
+    answer(call, std::move(r));
+    return;
+  }
+  const std::string m = method != nullptr && !method->empty() ? *method : "GET";
+  const config::RouteRule* rule = nullptr;
+  for (const auto& route : cfg.routes) {
+    if (config::route_matches(route, m, *uri)) {
+      rule = &route;
+      break;
+    }
+  }
+  if (rule == nullptr) {
+    Response r = json_response(200, "{\"allowed\":true,\"metered\":false}");
+    r.headers.emplace_back("X-Tally-Reason", "unmetered");
+    r.headers.emplace_back("X-Tally-Customer", id->customer);
+    answer(call, std::move(r));
+    return;
+  }
+  CheckRequest req;
+  req.customer = id->customer;
+  req.meter = rule->meter;
+  req.amount = core::format_decimal(rule->amount);
+  req.feature = rule->feature;
+  req.properties.emplace_back("route", rule->path);
+  req.properties.emplace_back("method", m);
+  Result<CheckResult> r = ctx.engine.check(req);
+  if (!r) {
+    deny(500, "error", r.error().message());
+    return;
+  }
+  common::JsonWriter w;
+  write_check(w, *r);
+  Response resp = json_response(r->allowed ? 200 : 403, w.take());
+  add_rate_limit_headers(resp, *r, ctx.engine.clock().now_us());
+  resp.headers.emplace_back("X-Tally-Reason", r->allowed ? (r->overage ? "overage" : "allowed") : r->reason);
+  resp.headers.emplace_back("X-Tally-Status", std::to_string(check_status(*r)));
+  resp.headers.emplace_back("X-Tally-Customer", id->customer);
+  answer(call, std::move(resp));
+}
+
+}  // namespace tally::http::handlers
