@@ -52,10 +52,14 @@ class Engine {
 
   // Parses a JSON body (see docs/api.md for the accepted shapes) and commits its valid events.
   // `done` runs once, on the commit thread (or at once for requests refused before commit),
-  // after the events are durable. Errors passed to `done`: kInvalidArgument (malformed JSON, or
-  // every event invalid: then the summary is in the message details), kPermissionDenied (a
-  // customer key sent another customer's events), kUnprocessable (unknown customer with
-  // auto-create off), kResourceExhausted (too many events / queue full), kIOError.
+  // after the events are durable. Invalid events, unknown customers (auto-create off) and
+  // duplicates are not errors: they are counted and listed in the IngestSummary, also when no
+  // event was valid. Errors passed to `done`: kInvalidArgument (malformed JSON, content after
+  // the document, a body of the wrong shape, no events), kPermissionDenied (a customer key sent
+  // another customer's events), kResourceExhausted (more than batch_events_max events),
+  // kUnavailable (queue full, shutting down, or opened read-only), kIOError / kCorruption (the
+  // commit could not be written, or a stored event needed for dedup could not be read; nothing
+  // of the request is stored).
   void ingest_json_async(std::string body, const IngestOptions& options, IngestCallback done);
   // The same, waiting for the answer.
   Result<IngestSummary> ingest_json(std::string body, const IngestOptions& options = {});
@@ -93,6 +97,10 @@ class Engine {
   // kInvalidArgument.
   Result<Customer> reset_period(const std::string& customer, const std::string& meter,
                                 const std::string& actor);
+  // Tally's own API rate limit ([enforcement] api_rate_limit_per_minute), by GCRA per key:
+  // counts one request of `key_id` and says whether it is allowed, with the limit's state for
+  // the rate-limit headers. Always allowed (has_rule false) when the limit is off.
+  CheckResult limit_api_request(const std::string& key_id);
   // The newest `limit` audit records (JSON objects), oldest first.
   std::vector<std::string> audit_log(std::size_t limit) const;
 

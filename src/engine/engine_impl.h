@@ -198,6 +198,10 @@ struct Engine::Impl {
   std::uint64_t next_token = 1;
   std::string token_prefix;  // random per process: names of check events and reservations
 
+  // ---- Tally's own API rate limit (api_limit.cc), per key id ----------------------------------
+  std::mutex api_rates_mutex;
+  std::unordered_map<std::string, core::RateState> api_rates;
+
   // ---- commit thread only --------------------------------------------------------------------
   engine::DedupIndex dedup;
   std::uint64_t next_seq = 1;

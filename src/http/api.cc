@@ -206,6 +206,27 @@ void Api::handle(Request&& request, Responder respond) {
                                                               : "this key lacks the scope for this route"));
       return;
     }
+    // Tally's own API rate limit, per key (off unless configured).
+    CheckResult limit = engine_.limit_api_request(id->key_id);
+    if (limit.has_rule) {
+      Response headers_of;
+      handlers::add_rate_limit_headers(headers_of, limit, engine_.clock().now_us());
+      if (!limit.allowed) {
+        Response r = error_response(429, "RATE_LIMITED", limit.message);
+        r.headers = std::move(headers_of.headers);
+        call.respond(std::move(r));
+        return;
+      }
+      // Check answers carry the headers of their own limits; other answers those of this one.
+      const std::string_view pattern = found->pattern;
+      if (pattern.substr(0, 9) != "/v1/check" && pattern.substr(0, 17) != "/v1/reservations/") {
+        call.respond = [inner = std::move(call.respond),
+                        extra = std::move(headers_of.headers)](Response r) {
+          r.headers.insert(r.headers.end(), extra.begin(), extra.end());
+          inner(std::move(r));
+        };
+      }
+    }
   }
   call.request = std::move(request);
   call.params = std::move(params);
