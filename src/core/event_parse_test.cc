@@ -14,7 +14,9 @@ Status parse(std::string body, ParsedEvents* out) {
 
 TEST(EventParseTest, WhitespaceAroundTheDocumentIsFine) {
   ParsedEvents out;
-  ASSERT_TRUE(parse(" \n{\"events\":[{\"id\":\"a\",\"customer\":\"c\",\"type\":\"t\"}]}\r\n\t ", &out).ok());
+  ASSERT_TRUE(
+      parse(" \n{\"events\":[{\"id\":\"a\",\"customer\":\"c\",\"type\":\"t\"}]}\r\n\t ", &out)
+          .ok());
   EXPECT_EQ(out.batch.size(), 1u);
   ASSERT_TRUE(parse("[{\"id\":\"a\",\"customer\":\"c\",\"type\":\"t\"}]\n", &out).ok());
   EXPECT_EQ(out.batch.size(), 1u);
@@ -25,7 +27,8 @@ TEST(EventParseTest, WhitespaceAroundTheDocumentIsFine) {
 TEST(EventParseTest, ContentAfterTheDocumentIsMalformed) {
   const char* bodies[] = {
       // NDJSON: two documents, the second ending in the same bracket as a single one would.
-      "{\"id\":\"a\",\"customer\":\"c\",\"type\":\"t\"}\n{\"id\":\"b\",\"customer\":\"c\",\"type\":\"t\"}\n",
+      "{\"id\":\"a\",\"customer\":\"c\",\"type\":\"t\"}\n{\"id\":\"b\",\"customer\":\"c\",\"type\":"
+      "\"t\"}\n",
       "{\"events\":[{\"id\":\"a\",\"customer\":\"c\",\"type\":\"t\"}]} garbage",
       "{\"events\":[{\"id\":\"a\",\"customer\":\"c\",\"type\":\"t\"}]} {\"x\":1}",
       "[{\"id\":\"a\",\"customer\":\"c\",\"type\":\"t\"}] [1]",

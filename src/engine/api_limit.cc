@@ -30,7 +30,7 @@ CheckResult Engine::limit_api_request(const std::string& key_id) {
   }
   out.allowed = decision.allowed;
   out.meter = "api_requests";
-  out.amount = "1";
+  out.amount = std::string(1, '1');
   if (!decision.allowed) {
     out.reason = "limit_exceeded";
     out.message = "API rate limit of " + std::to_string(per_minute) +

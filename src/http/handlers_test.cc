@@ -1,8 +1,8 @@
 // Route handlers driven through Api::handle on an in-memory engine: for answers that would be
 // slow or awkward to provoke through a real server (large data sets), with no sockets.
-#include <gtest/gtest.h>
-
 #include <future>
+
+#include <gtest/gtest.h>
 
 #include "core/time.h"
 #include "http/api.h"
@@ -64,9 +64,10 @@ TEST_F(HandlersTest, QueryOverTheRowCapIs400QueryTooLarge) {
     std::string body = "[";
     for (int i = first; i < std::min(first + 10'000, kGroups); ++i) {
       body += (i == first ? "" : ",");
-      body += R"({"id":"r)" + std::to_string(i) +
-              R"(","customer":"c","type":"api_call","time":"2025-01-10T09:00:00Z","properties":{"service":"s)" +
-              std::to_string(i) + "\"}}";
+      body +=
+          R"({"id":"r)" + std::to_string(i) +
+          R"(","customer":"c","type":"api_call","time":"2025-01-10T09:00:00Z","properties":{"service":"s)" +
+          std::to_string(i) + "\"}}";
     }
     body += "]";
     auto r = engine_->ingest_json(std::move(body));
