@@ -8,7 +8,31 @@ packages=(
   libboost-dev libboost-system-dev libsimdjson-dev librocksdb-dev libssl-dev
   libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev libhowardhinnant-date-dev
   libzstd-dev libgtest-dev libgmock-dev libbenchmark-dev
+  # Run by the tests and benchmarks as plain child processes on loopback, never as services:
+  # nginx in front of `tally serve` (auth_request, tests/nginx_test.cc) and as the HTTP
+  # baseline, redis-server for the Redis+Lua comparison in bench/.
+  nginx redis-server
 )
+
+# Debian's postinst scripts start nginx and redis-server as system services. Tally only runs
+# them as children of a test, so a service started by the install is stopped (by the pid in its
+# pid file, never by name) and disabled at boot.
+stop_service() {
+  local name=$1 pid_file=$2 pid
+  if [ -r "$pid_file" ]; then
+    pid=$(cat "$pid_file" 2>/dev/null || true)
+    if [[ "$pid" =~ ^[0-9]+$ ]] && [ -d "/proc/$pid" ]; then
+      echo "setup: stopping the $name service the package started (pid $pid)"
+      "${sudo_cmd[@]}" kill -TERM "$pid" || true
+    fi
+  fi
+  if command -v systemctl >/dev/null 2>&1; then
+    "${sudo_cmd[@]}" systemctl disable "$name" >/dev/null 2>&1 || true
+  fi
+  if command -v update-rc.d >/dev/null 2>&1; then
+    "${sudo_cmd[@]}" update-rc.d "$name" disable >/dev/null 2>&1 || true
+  fi
+}
 
 missing=()
 for p in "${packages[@]}"; do
@@ -22,9 +46,17 @@ if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
 
-echo "setup: installing ${missing[*]}"
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+
+echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 "${sudo_cmd[@]}" apt-get update -qq
 "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+for p in "${missing[@]}"; do
+  case "$p" in
+    nginx) stop_service nginx /run/nginx.pid ;;
+    redis-server) stop_service redis-server /run/redis/redis-server.pid ;;
+  esac
+done
