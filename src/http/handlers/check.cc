@@ -60,14 +60,13 @@ std::string read_check(dom::element el, CheckRequest* r) {
   if (el.get_object().get(obj) != simdjson::SUCCESS) {
     return "a check must be a JSON object";
   }
-  bool have_customer = false, have_meter = false;
+  bool have_meter = false;
   for (auto field : obj) {
     const std::string_view k = field.key;
     std::string_view s;
     if (k == "customer" || k == "customer_id") {
       if (field.value.get_string().get(s) != simdjson::SUCCESS) return "'customer' must be a string";
       r->customer.assign(s);
-      have_customer = true;
     } else if (k == "meter") {
       if (field.value.get_string().get(s) != simdjson::SUCCESS) return "'meter' must be a string";
       r->meter.assign(s);
@@ -112,7 +111,9 @@ std::string read_check(dom::element el, CheckRequest* r) {
       return "unknown field '" + std::string(k) + "'";
     }
   }
-  if (!have_customer || r->customer.empty()) return "'customer' is required";
+  if (r->customer.empty()) {
+    return "'customer' is required (a customer key supplies its own)";
+  }
   if (!have_meter || r->meter.empty()) return "'meter' is required";
   return "";
 }
@@ -256,7 +257,8 @@ void add_rate_limit_headers(Response& resp, const CheckResult& r, TimeUs now) {
     }
     resp.headers.emplace_back("RateLimit", current);
   }
-  if (!r.allowed && check_status(r) == 429) {
+  // Retry-After only when waiting helps: not for a trial that is over or a lifetime limit.
+  if (!r.allowed && check_status(r) == 429 && r.retry_after_us > 0) {
     resp.headers.emplace_back("Retry-After",
                               std::to_string(std::max<std::int64_t>(1, ceil_seconds(r.retry_after_us))));
   }
@@ -319,6 +321,7 @@ void check_batch(Context& ctx, Call& call) {
   std::size_t i = 0;
   for (dom::element el : checks) {
     CheckRequest req;
+    req.customer = call.identity.customer;  // a customer key's own; "" for admin
     const std::string err = read_check(el, &req);
     if (!err.empty()) {
       answer(call, error_response(400, "VALIDATION_ERROR", "checks[" + std::to_string(i) + "]: " + err));
@@ -561,6 +564,10 @@ void authorize(Context& ctx, Call& call) {
     deny(id.error().code() == StatusCode::kPermissionDenied ? 403 : 401,
          id.error().code() == StatusCode::kPermissionDenied ? "customer_suspended" : "invalid_key",
          id.error().message());
+    return;
+  }
+  if ((id->scopes & kScopeCheck) == 0) {
+    deny(403, "missing_scope", "this key lacks the check scope");
     return;
   }
   if (id->customer.empty()) {
