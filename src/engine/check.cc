@@ -9,12 +9,17 @@
 //
 // Counters are built lazily: the first check of a window sums the minute and hour aggregates of
 // the window and adds the in-flight consumption of the customer. A counter whose window has
-// passed is rebuilt the same way.
+// passed is rebuilt the same way. A reset starts the windows of a meter at the reset instant
+// (reset_period builds them exactly then; see calendar_counter for a later rebuild).
+//
+// A reservation holds its amount as in-flight consumption and in the rate buckets until it is
+// committed, released or expires; freeing it gives back what is left of the hold (free_hold).
 #include <algorithm>
 #include <chrono>
 #include <future>
 
 #include "common/assert.h"
+#include "common/crypto.h"
 #include "engine/engine_impl.h"
 
 namespace tally {
@@ -174,9 +179,13 @@ LimitCounter* calendar_counter(const Engine::Impl& d, const engine::CustomerStat
   if (*outside) {
     return nullptr;
   }
+  // A reset inside the window moves its start to the reset instant itself. Aggregates hold whole
+  // minutes, so a counter built here sums from the reset's minute: the usage of that minute
+  // before the reset is counted again (conservative). reset_period() builds the counters at the
+  // reset with that part taken off, so the count is exact until a counter is rebuilt (a restart,
+  // a customer update).
   const core::TimeUs reset = reset_at(cs.record, rule.meter);
-  const core::TimeUs count_from =
-      span.contains(reset) ? std::max(span.start, floor_minute(reset)) : span.start;
+  const core::TimeUs count_from = span.contains(reset) ? std::max(span.start, reset) : span.start;
   for (auto it = cl.counters.begin(); it != cl.counters.end(); ++it) {
     LimitCounter& c = *it;
     if (c.meter == meter && c.period == rule.period && c.days == rule.days) {
@@ -197,7 +206,8 @@ LimitCounter* calendar_counter(const Engine::Impl& d, const engine::CustomerStat
   auto sit = ms.series.find(cs.num);
   if (sit != ms.series.end()) {
     for (const auto& [group, series] : sit->second) {
-      engine::combine_range(series, count_from, span.end, false, &c.committed, nullptr);
+      engine::combine_range(series, floor_minute(count_from), span.end, false, &c.committed,
+                            nullptr);
     }
   }
   for (const auto& [token, f] : cl.in_flight) {
@@ -368,6 +378,42 @@ void drop_in_flight(CustomerLimits& cl, std::uint64_t token) {
   }
 }
 
+// Frees a reservation's hold: its pending amount in the calendar counters, and what is left of
+// it in the rate buckets of its meter (apply() put it there). The hold sits on top of the bucket
+// as it was, but is counted as draining first, so what is given back is never more than what
+// the hold still adds. REQUIRES: state_mutex held (shared or exclusive) and limits_mutex held.
+void free_hold(const Engine::Impl& d, CustomerLimits& cl, const engine::Reservation& res,
+               core::TimeUs now) {
+  auto fit = cl.in_flight.find(res.token);
+  if (fit == cl.in_flight.end()) {
+    return;
+  }
+  const core::TimeUs held_at = fit->second.time_us;
+  auto cit = d.customers.find(res.customer_num);
+  if (cit != d.customers.end() && !cl.rates.empty()) {
+    const std::vector<core::LimitRule> rules =
+        engine::limits_of(d.config, cit->second.record, d.meters[res.meter].spec.key);
+    for (auto& r : cl.rates) {
+      if (r.meter != res.meter) {
+        continue;
+      }
+      auto rule = std::find_if(rules.begin(), rules.end(), [&](const core::LimitRule& l) {
+        return l.period == r.period && !l.unlimited;
+      });
+      if (rule == rules.end()) {
+        continue;
+      }
+      const core::TimeUs period = core::rate_period_us(r.period);
+      const core::Decimal hold_left =
+          core::rate_level(core::RateState{res.amount, held_at}, rule->amount, period, now);
+      const core::Decimal level = core::rate_level(r.state, rule->amount, period, now);
+      r.state.level = level > hold_left ? level - hold_left : core::Decimal{};
+      r.state.at_us = now;
+    }
+  }
+  drop_in_flight(cl, res.token);
+}
+
 // Ranks limits: a failing hard limit first (the one that frees last), then the one with the
 // least headroom.
 const Evaluated* most_restrictive(const std::vector<Evaluated>& ev) {
@@ -442,7 +488,9 @@ void add_usage_events(engine::IngestJob& job, const engine::MeterState& ms,
     e.prop_count = static_cast<std::uint32_t>(b.props().size()) - e.prop_begin;
     job.parsed.indexes.push_back(static_cast<std::uint32_t>(b.size()));
     b.events().push_back(e);
-    job.check_tokens.push_back(i == 0 ? token : 0);
+    // Every event of the check carries its token, so the commit settles them as the check's
+    // own (already counted in rate buckets), not as fresh usage to add again.
+    job.check_tokens.push_back(token);
   }
 }
 
@@ -484,12 +532,12 @@ void Engine::Impl::settle_limits(const std::vector<engine::LimitDelta>& deltas,
 }
 
 void Engine::Impl::expire_reservations(core::TimeUs now) {
-  // REQUIRES: limits_mutex held.
+  // REQUIRES: state_mutex held (shared or exclusive) and limits_mutex held.
   for (auto it = reservations.begin(); it != reservations.end();) {
     if (it->second.expires_us <= now) {
       auto lit = limits.find(it->second.customer_num);
       if (lit != limits.end()) {
-        drop_in_flight(lit->second, it->second.token);
+        free_hold(*this, lit->second, it->second, now);
       }
       it = reservations.erase(it);
     } else {
@@ -584,7 +632,9 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
     return 0;
   }
   CustomerLimits& cl = d.limits[p.cs->num];
-  const std::string id_key = r.event_id.empty() ? std::string() : r.meter + "\x1f" + r.event_id;
+  // The event id names one stored event of the customer, whatever its meter: the commit drops
+  // a second event with the same id as a duplicate, so a second check with it must not count.
+  const std::string& id_key = r.event_id;
   const bool replay = r.consume == Consume::kYes && !id_key.empty() && cl.recent_ids.count(id_key) != 0;
   const std::vector<core::LimitRule> rules = engine::limits_of(d.config, p.cs->record, r.meter);
   std::vector<Evaluated> ev = evaluate(d, *p.cs, cl, p.meter, rules, replay ? core::Decimal{} : p.amount, now);
@@ -792,7 +842,11 @@ Result<std::vector<CheckResult>> Engine::check_batch(const std::vector<CheckRequ
         res.token = token;
         res.properties = requests[i].properties;
         res.event_id = requests[i].event_id;
-        results[i].reservation_id = "res_" + d.token_prefix + "_" + std::to_string(token);
+        // The id is the only credential for commit and release (any key with the check scope
+        // may call them), so it carries 64 random bits: another customer cannot guess it from
+        // its own ids.
+        results[i].reservation_id = "res_" + d.token_prefix + "_" + std::to_string(token) + "_" +
+                                    common::to_hex(common::random_bytes(8));
         results[i].reservation_expires_us = res.expires_us;
         d.reservations.emplace(results[i].reservation_id, std::move(res));
       }
@@ -873,7 +927,7 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id, const std:
     }
     d.reservations.erase(it);
     CustomerLimits& cl = d.limits[res.customer_num];
-    drop_in_flight(cl, res.token);
+    free_hold(d, cl, res, now);
     const auto* cs = d.find_customer(res.customer);
     out.allowed = true;
     out.meter = ms.spec.key;
@@ -918,6 +972,7 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id, const std:
 Status Engine::release_reservation(const std::string& id) {
   Impl& d = *impl_;
   const core::TimeUs now = clock().now_us();
+  std::shared_lock state_lock(d.state_mutex);
   std::lock_guard limits_lock(d.limits_mutex);
   d.expire_reservations(now);
   auto it = d.reservations.find(id);
@@ -926,7 +981,7 @@ Status Engine::release_reservation(const std::string& id) {
   }
   auto lit = d.limits.find(it->second.customer_num);
   if (lit != d.limits.end()) {
-    drop_in_flight(lit->second, it->second.token);
+    free_hold(d, lit->second, it->second, now);
   }
   d.reservations.erase(it);
   return Status();
@@ -1067,10 +1122,12 @@ Result<Customer> Engine::set_overrides(const std::string& customer,
       },
       [&d, updated, num]() {
         d.customers.at(*num).record = *updated;
+        // Calendar counters measure usage, whatever the amounts: they stay (rebuilding one
+        // would lose the exactness of a reset, see reset_period). Rate buckets drain at the
+        // limit's rate, so they are refilled from the recent usage under the new limits.
         std::lock_guard lock(d.limits_mutex);
         auto it = d.limits.find(*num);
         if (it != d.limits.end()) {
-          it->second.counters.clear();
           it->second.rates.clear();
         }
       });
@@ -1090,14 +1147,19 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
       static_cast<std::uint32_t>(d.config.find_meter(meter) - d.config.meters.data());
   auto updated = std::make_shared<Customer>();
   auto num = std::make_shared<std::uint32_t>(0);
-  const core::TimeUs now = clock().now_us();
+  // The reset instant is read on the commit thread, in prepare: every event committed before it
+  // is then older than the reset, so the reset minute's aggregate at install time holds exactly
+  // the usage to take off (see below).
+  auto reset_us = std::make_shared<core::TimeUs>(0);
   Status s = run_admin_job(
       d,
-      [&d, customer, meter, actor, updated, num, now](store::WriteBatch& wb) -> Status {
+      [&d, customer, meter, actor, updated, num, reset_us](store::WriteBatch& wb) -> Status {
         const engine::CustomerState* cs = d.find_customer(customer);
         if (cs == nullptr) {
           return Status::not_found("customer '" + customer + "' does not exist");
         }
+        const core::TimeUs now = d.clock->now_us();
+        *reset_us = now;
         *num = cs->num;
         Customer c = cs->record;
         bool replaced = false;
@@ -1119,14 +1181,47 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
         wb.put(store::Space::kAudit, audit_key(now, d.next_seq), audit);
         return Status();
       },
-      [&d, updated, num, meter_index]() {
-        d.customers.at(*num).record = *updated;
+      [&d, updated, num, meter_index, reset_us]() {
+        engine::CustomerState& cs = d.customers.at(*num);
+        cs.record = *updated;
         std::lock_guard lock(d.limits_mutex);
-        auto it = d.limits.find(*num);
-        if (it != d.limits.end()) {
-          auto& cl = it->second;
-          std::erase_if(cl.counters, [&](const LimitCounter& c) { return c.meter == meter_index; });
-          std::erase_if(cl.rates, [&](const RateCounter& r) { return r.meter == meter_index; });
+        CustomerLimits& cl = d.limits[*num];
+        std::erase_if(cl.counters, [&](const LimitCounter& c) { return c.meter == meter_index; });
+        std::erase_if(cl.rates, [&](const RateCounter& r) { return r.meter == meter_index; });
+        // Build the meter's counters now, exactly: a counter sums whole minutes, so the usage
+        // of the reset's minute before the reset (all of that minute's committed usage: nothing
+        // newer is committed yet) is taken off. Check usage still in flight from before the
+        // reset is older than the counter's start and never counts in it.
+        const engine::MeterState& ms = d.meters[meter_index];
+        const core::TimeUs at = *reset_us;
+        core::Decimal before_reset;
+        const core::Aggregation agg = ms.spec.aggregation;
+        if (floor_minute(at) != at &&
+            (agg == core::Aggregation::kCount || agg == core::Aggregation::kSum)) {
+          core::AggState minute;
+          auto sit = ms.series.find(cs.num);
+          if (sit != ms.series.end()) {
+            for (const auto& [group, series] : sit->second) {
+              engine::combine_range(series, floor_minute(at), floor_minute(at) + core::kUsPerMinute,
+                                    false, &minute, nullptr);
+            }
+          }
+          before_reset = used_value(agg, minute);
+        }
+        const core::PeriodContext pc = period_context(cs);
+        std::vector<const LimitCounter*> built;
+        for (const auto& rule : engine::limits_of(d.config, cs.record, ms.spec.key)) {
+          if (core::period_is_rate(rule.period)) {
+            continue;
+          }
+          bool outside = false;
+          LimitCounter* c = calendar_counter(d, cs, cl, meter_index, rule, at, pc, &outside);
+          if (c == nullptr || c->count_from_us != at ||
+              std::find(built.begin(), built.end(), c) != built.end()) {
+            continue;
+          }
+          built.push_back(c);
+          c->pending = c->pending - before_reset;
         }
       });
   if (!s.ok()) {

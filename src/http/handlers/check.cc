@@ -257,8 +257,9 @@ void add_rate_limit_headers(Response& resp, const CheckResult& r, TimeUs now) {
     }
     resp.headers.emplace_back("RateLimit", current);
   }
-  // Retry-After only when waiting helps: not for a trial that is over or a lifetime limit.
-  if (!r.allowed && check_status(r) == 429 && r.retry_after_us > 0) {
+  // Every 429 says when to retry: 1 s when no time is known (a trial that is over, a lifetime
+  // limit), as docs/api.md states.
+  if (!r.allowed && check_status(r) == 429) {
     resp.headers.emplace_back("Retry-After",
                               std::to_string(std::max<std::int64_t>(1, ceil_seconds(r.retry_after_us))));
   }
