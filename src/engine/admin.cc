@@ -21,24 +21,6 @@ bool valid_id(std::string_view id) {
   return true;
 }
 
-// Runs an admin job on the commit thread and waits for it.
-Status run_admin(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prepare,
-                 std::function<void()> install) {
-  if (d.read_only) {
-    return Status::unavailable("the engine is open read-only");
-  }
-  auto promise = std::make_shared<std::promise<Status>>();
-  auto future = promise->get_future();
-  auto job = std::make_unique<engine::AdminJob>();
-  job->prepare = std::move(prepare);
-  job->install = std::move(install);
-  job->done = [promise](Status s) { promise->set_value(std::move(s)); };
-  engine::Job j;
-  j.admin = std::move(job);
-  d.submit(std::move(j), 0);
-  return future.get();
-}
-
 Status validate_customer_fields(const Customer& c) {
   if (c.status != "active" && c.status != "suspended") {
     return Status::invalid_argument("status must be 'active' or 'suspended'");
@@ -57,6 +39,27 @@ Status validate_customer_fields(const Customer& c) {
 }
 
 }  // namespace
+
+namespace engine {
+
+Status run_admin(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prepare,
+                 std::function<void()> install) {
+  if (d.read_only) {
+    return Status::unavailable("the engine is open read-only");
+  }
+  auto promise = std::make_shared<std::promise<Status>>();
+  auto future = promise->get_future();
+  auto job = std::make_unique<engine::AdminJob>();
+  job->prepare = std::move(prepare);
+  job->install = std::move(install);
+  job->done = [promise](Status s) { promise->set_value(std::move(s)); };
+  engine::Job j;
+  j.admin = std::move(job);
+  d.submit(std::move(j), 0);
+  return future.get();
+}
+
+}  // namespace engine
 
 Result<Customer> Engine::create_customer(const Customer& in) {
   Impl& d = *impl_;
@@ -84,7 +87,7 @@ Result<Customer> Engine::create_customer(const Customer& in) {
   c.created_at_us = now;
   c.updated_at_us = now;
   auto num = std::make_shared<std::uint32_t>(0);
-  Status s = run_admin(
+  Status s = engine::run_admin(
       d,
       [&d, c, num](store::WriteBatch& wb) -> Status {
         if (d.customer_nums.count(c.id) != 0) {
@@ -140,7 +143,7 @@ Result<Customer> Engine::update_customer(const std::string& id, const CustomerPa
   auto updated = std::make_shared<Customer>();
   auto num = std::make_shared<std::uint32_t>(0);
   const core::TimeUs now = d.clock->now_us();
-  Status s = run_admin(
+  Status s = engine::run_admin(
       d,
       [&d, id, patch, updated, num, now](store::WriteBatch& wb) -> Status {
         auto it = d.customer_nums.find(id);
@@ -218,7 +221,7 @@ Result<NewApiKey> Engine::create_key(const NewApiKeyRequest& request) {
   rec.info.created_at_us = d.clock->now_us();
   rec.hash = common::sha256(out.secret);
   out.info = rec.info;
-  Status s = run_admin(
+  Status s = engine::run_admin(
       d,
       [&d, rec](store::WriteBatch& wb) -> Status {
         if (!rec.info.customer.empty() && d.customer_nums.count(rec.info.customer) == 0) {
@@ -257,7 +260,7 @@ std::vector<ApiKeyInfo> Engine::list_keys() const {
 Status Engine::revoke_key(const std::string& key_id) {
   Impl& d = *impl_;
   const core::TimeUs now = d.clock->now_us();
-  return run_admin(
+  return engine::run_admin(
       d,
       [&d, key_id, now](store::WriteBatch& wb) -> Status {
         auto it = d.keys_by_id.find(key_id);

@@ -19,6 +19,7 @@
 #include <future>
 
 #include "common/assert.h"
+#include "common/json_writer.h"
 #include "common/crypto.h"
 #include "engine/engine_impl.h"
 
@@ -1032,23 +1033,6 @@ Result<LimitsReport> Engine::limits_report(const std::string& customer) {
 
 namespace {
 
-Status run_admin_job(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prepare_fn,
-                     std::function<void()> install) {
-  if (d.read_only) {
-    return Status::unavailable("the engine is open read-only");
-  }
-  auto promise = std::make_shared<std::promise<Status>>();
-  auto future = promise->get_future();
-  auto job = std::make_unique<engine::AdminJob>();
-  job->prepare = std::move(prepare_fn);
-  job->install = std::move(install);
-  job->done = [promise](Status s) { promise->set_value(std::move(s)); };
-  engine::Job j;
-  j.admin = std::move(job);
-  d.submit(std::move(j), 0);
-  return future.get();
-}
-
 std::string audit_key(core::TimeUs at, std::uint64_t n) {
   std::string k;
   engine::put_be64(k, static_cast<std::uint64_t>(at));
@@ -1056,21 +1040,14 @@ std::string audit_key(core::TimeUs at, std::uint64_t n) {
   return k;
 }
 
-std::string json_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out += buf;
-    } else {
-      out += c;
-    }
-  }
-  return out;
+// {"action":..., "customer":..., <extra fields>, "at":...}: one audit record.
+std::string audit_record(std::string_view action, std::string_view customer,
+                         const std::function<void(common::JsonWriter&)>& extra, core::TimeUs at) {
+  common::JsonWriter w;
+  w.begin_object().key("action").value(action).key("customer").value(customer);
+  extra(w);
+  w.key("at").value(core::format_rfc3339(at)).end_object();
+  return w.take();
 }
 
 }  // namespace
@@ -1101,7 +1078,7 @@ Result<Customer> Engine::set_overrides(const std::string& customer,
   auto updated = std::make_shared<Customer>();
   auto num = std::make_shared<std::uint32_t>(0);
   const core::TimeUs now = clock().now_us();
-  Status s = run_admin_job(
+  Status s = engine::run_admin(
       d,
       [&d, customer, overrides, updated, num, now](store::WriteBatch& wb) -> Status {
         const engine::CustomerState* cs = d.find_customer(customer);
@@ -1114,9 +1091,9 @@ Result<Customer> Engine::set_overrides(const std::string& customer,
         c.updated_at_us = now;
         *updated = c;
         wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
-        std::string audit = "{\"action\":\"overrides\",\"customer\":\"" + json_escape(customer) +
-                            "\",\"at\":\"" + core::format_rfc3339(now) + "\",\"count\":" +
-                            std::to_string(overrides.size()) + "}";
+        std::string audit = audit_record(
+            "overrides", customer,
+            [&](common::JsonWriter& w) { w.key("count").value(std::uint64_t{overrides.size()}); }, now);
         wb.put(store::Space::kAudit, audit_key(now, d.next_seq), audit);
         return Status();
       },
@@ -1151,7 +1128,7 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
   // is then older than the reset, so the reset minute's aggregate at install time holds exactly
   // the usage to take off (see below).
   auto reset_us = std::make_shared<core::TimeUs>(0);
-  Status s = run_admin_job(
+  Status s = engine::run_admin(
       d,
       [&d, customer, meter, actor, updated, num, reset_us](store::WriteBatch& wb) -> Status {
         const engine::CustomerState* cs = d.find_customer(customer);
@@ -1175,9 +1152,10 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
         c.updated_at_us = now;
         *updated = c;
         wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
-        std::string audit = "{\"action\":\"reset\",\"customer\":\"" + json_escape(customer) +
-                            "\",\"meter\":\"" + json_escape(meter) + "\",\"actor\":\"" +
-                            json_escape(actor) + "\",\"at\":\"" + core::format_rfc3339(now) + "\"}";
+        std::string audit =
+            audit_record(
+            "reset", customer,
+            [&](common::JsonWriter& w) { w.key("meter").value(meter).key("actor").value(actor); }, now);
         wb.put(store::Space::kAudit, audit_key(now, d.next_seq), audit);
         return Status();
       },

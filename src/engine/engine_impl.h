@@ -262,6 +262,10 @@ struct Engine::Impl {
 };
 
 namespace engine {
+// Runs an admin job on the commit thread and waits for its result (admin.cc).
+Status run_admin(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prepare,
+                 std::function<void()> install);
+
 // Accumulates the aggregates of one series over [a, b) into `state` (and `uniques`): whole
 // hours from the hour map, the edges from minutes. a and b are minute boundaries.
 void combine_range(const Series& s, core::TimeUs a, core::TimeUs b, bool want_uniques,
