@@ -248,3 +248,71 @@ Decimal divide_half_even(Decimal a, std::int64_t n) {
 }
 
 }  // namespace tally::core
+
+namespace tally::core {
+
+namespace {
+U128 magnitude(__int128 v) { return v < 0 ? U128{0} - static_cast<U128>(v) : static_cast<U128>(v); }
+
+// q rounded half to even from a remainder r of divisor d.
+U128 round_half_even(U128 q, U128 r, U128 d) {
+  const U128 twice = r * 2;
+  return (twice > d || (twice == d && (q & 1) != 0)) ? q + 1 : q;
+}
+}  // namespace
+
+bool multiply_half_even(Decimal a, Decimal b, Decimal* out) {
+  constexpr U128 kScaleU = static_cast<U128>(Decimal::kScale);
+  const bool negative = (a.units < 0) != (b.units < 0);
+  const U128 x = magnitude(a.units);
+  const U128 y = magnitude(b.units);
+  // x * y / 1e9 = x * yq + xq * yr + xr * yr / 1e9, with x = xq * 1e9 + xr, y = yq * 1e9 + yr.
+  const U128 xq = x / kScaleU;
+  const U128 xr = x % kScaleU;
+  const U128 yq = y / kScaleU;
+  const U128 yr = y % kScaleU;
+  if (yq != 0 && x > kUnitsAbsMax / yq) {
+    return false;
+  }
+  const U128 low = xr * yr;  // < 1e18
+  U128 total = x * yq + xq * yr + round_half_even(low / kScaleU, low % kScaleU, kScaleU);
+  if (total > kUnitsAbsMax) {
+    return false;
+  }
+  const auto t = static_cast<__int128>(total);
+  out->units = negative ? -t : t;
+  return true;
+}
+
+bool divide_decimal_half_even(Decimal a, Decimal b, Decimal* out) {
+  if (b.units == 0) {
+    return false;
+  }
+  constexpr U128 kScaleU = static_cast<U128>(Decimal::kScale);
+  const bool negative = (a.units < 0) != (b.units < 0);
+  const U128 x = magnitude(a.units);
+  const U128 y = magnitude(b.units);
+  // (x / y) * 1e9 in units: long division, one 1e9 step, to stay inside 128 bits.
+  const U128 q1 = x / y;
+  const U128 r1 = x % y;
+  if (q1 > kUnitsAbsMax / kScaleU) {
+    return false;
+  }
+  // r1 < y <= 1e37; r1 * 1e9 may overflow, so do it digit group by digit group.
+  U128 frac = 0;
+  U128 r = r1;
+  for (int i = 0; i < 9; ++i) {
+    r *= 10;  // r < y <= ~1.7e38 / 10 for every Decimal in range
+    frac = frac * 10 + r / y;
+    r %= y;
+  }
+  U128 total = round_half_even(q1 * kScaleU + frac, r, y);
+  if (total > kUnitsAbsMax) {
+    return false;
+  }
+  const auto t = static_cast<__int128>(total);
+  out->units = negative ? -t : t;
+  return true;
+}
+
+}  // namespace tally::core

@@ -47,4 +47,11 @@ std::string format_decimal(Decimal d);
 // a / n rounded half to even. REQUIRES: n != 0.
 Decimal divide_half_even(Decimal a, std::int64_t n);
 
+// a x b rounded half to even at 1e-9. False (and *out untouched) when the magnitude of the
+// result would exceed 1e28, the range parse_decimal accepts.
+bool multiply_half_even(Decimal a, Decimal b, Decimal* out);
+
+// a / b rounded half to even at 1e-9. False when b is 0 or the result is out of range.
+bool divide_decimal_half_even(Decimal a, Decimal b, Decimal* out);
+
 }  // namespace tally::core

@@ -1,0 +1,122 @@
+#include "core/pricing.h"
+
+#include <algorithm>
+
+namespace tally::core {
+
+namespace {
+
+Decimal times(Decimal a, Decimal b) {
+  Decimal out;
+  // Prices and period totals are validated at configuration time; a product outside the
+  // Decimal range saturates rather than wrapping.
+  if (!multiply_half_even(a, b, &out)) {
+    const __int128 max = static_cast<__int128>(10'000'000'000'000'000'000ULL) *
+                         static_cast<__int128>(1'000'000'000'000'000'000LL);  // 1e28 in units
+    out.units = (a.units < 0) != (b.units < 0) ? -max : max;
+  }
+  return out;
+}
+
+Decimal max0(Decimal d) { return d.units < 0 ? Decimal{} : d; }
+
+Decimal graduated(const PriceSpec& p, Decimal units) {
+  Decimal cost;
+  Decimal lower;
+  for (const auto& t : p.tiers) {
+    if (units <= lower) {
+      break;
+    }
+    const Decimal upper = t.unbounded ? units : std::min(units, t.up_to);
+    cost += times(max0(upper - lower), t.unit_price) + t.flat_fee;
+    if (t.unbounded) {
+      break;
+    }
+    lower = t.up_to;
+  }
+  return cost;
+}
+
+Decimal volume(const PriceSpec& p, Decimal units) {
+  if (units.units <= 0 || p.tiers.empty()) {
+    return Decimal{};
+  }
+  for (const auto& t : p.tiers) {
+    if (t.unbounded || units <= t.up_to) {
+      return times(units, t.unit_price) + t.flat_fee;
+    }
+  }
+  const PriceTier& last = p.tiers.back();  // a configuration always ends unbounded
+  return times(units, last.unit_price) + last.flat_fee;
+}
+
+Decimal packages(const PriceSpec& p, Decimal units) {
+  if (units.units <= 0 || p.package_size.units <= 0) {
+    return Decimal{};
+  }
+  __int128 n = units.units / p.package_size.units;
+  if (units.units % p.package_size.units != 0) {
+    ++n;
+  }
+  return times(Decimal{n * Decimal::kScale}, p.package_price);
+}
+
+}  // namespace
+
+const char* price_model_name(PriceModel m) {
+  switch (m) {
+    case PriceModel::kPerUnit:
+      return "per_unit";
+    case PriceModel::kGraduated:
+      return "graduated";
+    case PriceModel::kVolume:
+      return "volume";
+    case PriceModel::kPackage:
+      return "package";
+    case PriceModel::kFlat:
+      return "flat";
+  }
+  return "per_unit";
+}
+
+bool parse_price_model(std::string_view text, PriceModel* out) {
+  for (PriceModel m : {PriceModel::kPerUnit, PriceModel::kGraduated, PriceModel::kVolume,
+                       PriceModel::kPackage, PriceModel::kFlat}) {
+    if (text == price_model_name(m)) {
+      *out = m;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool price_is_tiered(const PriceSpec& p) { return p.model != PriceModel::kPerUnit; }
+
+Decimal period_cost(const PriceSpec& p, Decimal units) {
+  switch (p.model) {
+    case PriceModel::kPerUnit:
+      return times(units, p.unit_price);
+    case PriceModel::kGraduated:
+      return graduated(p, units);
+    case PriceModel::kVolume:
+      return volume(p, units);
+    case PriceModel::kPackage:
+      return packages(p, units);
+    case PriceModel::kFlat:
+      return units.units > 0 ? p.flat_fee : Decimal{};
+  }
+  return Decimal{};
+}
+
+Decimal incremental_cost(const PriceSpec& p, Decimal before, Decimal amount) {
+  if (p.model == PriceModel::kPerUnit) {
+    return times(amount, p.unit_price);  // exact per event, whatever came before
+  }
+  return period_cost(p, before + amount) - period_cost(p, before);
+}
+
+Decimal credits_for(const PriceSpec& p, Decimal cost) {
+  return times(cost, p.credits_per_currency_unit);
+}
+
+}  // namespace tally::core
