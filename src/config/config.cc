@@ -63,6 +63,7 @@ enum class Kind {
   kIntList,     // array of integers, ascending; bounds: each value
   kLimits,      // array of limit tables { meter, period, amount, days?, hard? }; bounds: entries
   kAmount,      // integer, decimal string or "unlimited"/-1 (kept as text)
+  kTiers,       // array of tier tables { up_to?, unit_price?, flat_fee? }; bounds: entries
 };
 
 // A TOML value read according to its Kind.
@@ -74,7 +75,21 @@ struct Value {
   std::vector<std::pair<std::string, std::string>> pairs;  // kFilter
   std::vector<std::int64_t> ints;                          // kIntList
   std::vector<core::LimitRule> limits;                     // kLimits
+  std::vector<core::PriceTier> tiers;                      // kTiers
 };
+
+// A decimal option's text as a Decimal, refusing negatives unless allowed.
+Status decimal_value(const std::string& text, bool allow_negative, core::Decimal* out) {
+  Result<core::Decimal> d = core::parse_decimal(text);
+  if (!d) {
+    return Status::invalid_argument("'" + text + "' is not a decimal number");
+  }
+  if (!allow_negative && d->units < 0) {
+    return Status::invalid_argument("'" + text + "' is negative");
+  }
+  *out = *d;
+  return Status();
+}
 
 // One option. `set` receives a value already checked against kind and bounds; it returns an
 // error without location (the caller adds file, line and field).
@@ -314,6 +329,14 @@ constexpr Option<CustomerSeed> kCustomerOptions[] = {
        c.timezone = std::move(v.text);
        return Status();
      }},
+    {"credits", Kind::kAmount, 0, 0, false, "",
+     "Credits granted (a `top_up` transaction) when this entry creates the customer.",
+     [](CustomerSeed& c, Value&& v) {
+       core::Decimal d;
+       TALLY_TRY(decimal_value(v.text, false, &d));
+       c.credits = core::format_decimal(d);
+       return Status();
+     }},
 };
 
 constexpr std::int64_t kPlanLimitsMax = 64;
@@ -355,6 +378,106 @@ constexpr Option<core::Plan> kPlanOptions[] = {
      [](core::Plan& p, Value&& v) {
        p.alert_thresholds = std::move(v.ints);
        return Status();
+     }},
+    {"prepaid", Kind::kBool, 0, 0, false, "false",
+     "Whether usage must be paid from the customer's credit wallet in advance: a check is "
+     "answered 402 when the balance cannot cover the estimated cost of what it asks for.",
+     [](core::Plan& p, Value&& v) {
+       p.prepaid = v.flag;
+       return Status();
+     }},
+};
+
+constexpr Option<CreditsConfig> kCreditsOptions[] = {
+    {"currency", Kind::kString, 3, 3, false, R"("USD")",
+     "ISO 4217 code of the currency prices are given in. Every price uses this currency.",
+     [](CreditsConfig& c, Value&& v) {
+       if (!std::all_of(v.text.begin(), v.text.end(),
+                        [](char ch) { return ch >= 'A' && ch <= 'Z'; })) {
+         return Status::invalid_argument("'" + v.text + "' is not a currency code such as \"USD\"");
+       }
+       c.currency = std::move(v.text);
+       return Status();
+     }},
+    {"per_currency_unit", Kind::kAmount, 0, 0, false, "1",
+     "Credits one unit of the currency buys (`1000`: 1 credit = 0.001 USD). A positive number "
+     "or decimal string.",
+     [](CreditsConfig& c, Value&& v) {
+       TALLY_TRY(decimal_value(v.text, false, &c.per_currency_unit));
+       if (c.per_currency_unit.units == 0) {
+         return Status::invalid_argument("must be positive");
+       }
+       return Status();
+     }},
+    {"markup_percent", Kind::kAmount, 0, 0, false, "0",
+     "Markup on every price when converted to credits, in percent (`20`: credits = cost x "
+     "per_currency_unit x 1.2). A price may set its own.",
+     [](CreditsConfig& c, Value&& v) { return decimal_value(v.text, false, &c.markup_percent); }},
+};
+
+constexpr std::int64_t kPriceTiersMax = 32;
+
+constexpr Option<PriceConfig> kPriceOptions[] = {
+    {"meter", Kind::kString, 1, kMeterKeyBytesMax, true, "",
+     "The meter this price applies to (a configured meter). Its value is the number of units.",
+     [](PriceConfig& p, Value&& v) {
+       p.spec.meter = std::move(v.text);
+       return Status();
+     }},
+    {"match", Kind::kFilter, 0, kFilterEntriesMax, false, "",
+     "Property values an event must have for this price to apply, e.g. `{ provider = "
+     "\"OPENAI\", model = \"gpt-4-turbo\" }`. The first matching price of a meter applies, so "
+     "put specific prices before general ones.",
+     [](PriceConfig& p, Value&& v) {
+       p.spec.match = std::move(v.pairs);
+       return Status();
+     }},
+    {"model", Kind::kString, 1, 16, false, R"("per_unit")",
+     "`per_unit`, `graduated` (each unit at its tier's price), `volume` (every unit at the "
+     "price of the tier the period's total reaches), `package` (per started block of "
+     "`package_size` units) or `flat` (`flat_fee` once per billing period). Tiered models "
+     "count units within the customer's billing period.",
+     [](PriceConfig& p, Value&& v) {
+       if (!core::parse_price_model(v.text, &p.spec.model)) {
+         return Status::invalid_argument("'" + v.text +
+                                         "' is not per_unit, graduated, volume, package or flat");
+       }
+       return Status();
+     }},
+    {"unit_price", Kind::kAmount, 0, 0, false, "",
+     "Price of one unit for `per_unit`, as an exact decimal string (`\"0.00001\"`).",
+     [](PriceConfig& p, Value&& v) {
+       p.has_unit_price = true;
+       return decimal_value(v.text, false, &p.spec.unit_price);
+     }},
+    {"currency", Kind::kString, 3, 3, false, R"("USD")",
+     "Currency of the price; must equal `[credits] currency`.",
+     [](PriceConfig& p, Value&& v) {
+       p.spec.currency = std::move(v.text);
+       return Status();
+     }},
+    {"tiers", Kind::kTiers, 1, kPriceTiersMax, false, "",
+     "For `graduated` and `volume`: `[{ up_to = 1000, unit_price = \"0.01\" }, { up_to = "
+     "\"inf\", unit_price = \"0.008\", flat_fee = \"2\" }]`, ascending; the last tier has "
+     "no bound (`\"inf\"` or no `up_to`). A tier's `flat_fee` is charged when usage enters it.",
+     [](PriceConfig& p, Value&& v) {
+       p.spec.tiers = std::move(v.tiers);
+       return Status();
+     }},
+    {"package_size", Kind::kAmount, 0, 0, false, "", "For `package`: units per block (> 0).",
+     [](PriceConfig& p, Value&& v) { return decimal_value(v.text, false, &p.spec.package_size); }},
+    {"package_price", Kind::kAmount, 0, 0, false, "", "For `package`: the price of one block.",
+     [](PriceConfig& p, Value&& v) {
+       return decimal_value(v.text, false, &p.spec.package_price);
+     }},
+    {"flat_fee", Kind::kAmount, 0, 0, false, "",
+     "For `flat`: the fee per billing period, charged with the period's first units.",
+     [](PriceConfig& p, Value&& v) { return decimal_value(v.text, false, &p.spec.flat_fee); }},
+    {"markup_percent", Kind::kAmount, 0, 0, false, "",
+     "This price's markup in percent, instead of `[credits] markup_percent`.",
+     [](PriceConfig& p, Value&& v) {
+       p.has_markup = true;
+       return decimal_value(v.text, false, &p.markup_percent);
      }},
 };
 
@@ -470,6 +593,13 @@ constexpr SectionDoc kRoutesSection{
     "routes", true,
     "Route rules for `/v1/authorize` (nginx `auth_request`): which meter an original request "
     "consumes."};
+constexpr SectionDoc kCreditsSection{
+    "credits", false, "What credits are worth: the currency of prices and its credit rate."};
+constexpr SectionDoc kPricesSection{
+    "prices", true,
+    "One `[[prices]]` entry per price: a meter, optionally narrowed by property values, and a "
+    "pricing model. Every stored event carries its cost and credits, burned from the "
+    "customer's wallet in the same commit."};
 constexpr SectionDoc kCustomersSection{
     "customers", true,
     "Customers to create at start-up, handy for development and tests. Customers are run-time "
@@ -580,6 +710,8 @@ std::string kind_name(Kind kind, std::int64_t min, std::int64_t max) {
       return "array of limit tables";
     case Kind::kAmount:
       return "amount";
+    case Kind::kTiers:
+      return "array of tier tables";
   }
   return "?";
 }
@@ -662,11 +794,15 @@ class Loader {
         TALLY_TRY(load_plans(*node, at, &config->plans));
       } else if (name == kRoutesSection.name) {
         TALLY_TRY(load_routes(*node, at, &config->routes));
+      } else if (name == kCreditsSection.name) {
+        TALLY_TRY(load_section(*node, at, kCreditsSection, kCreditsOptions, &config->credits));
+      } else if (name == kPricesSection.name) {
+        TALLY_TRY(load_prices(*node, at, &config->prices));
       } else {
         static constexpr std::string_view kNames[] = {
             kServerSection.name, kStorageSection.name, kEnforcementSection.name,
             kMetersSection.name, kPlansSection.name,   kRoutesSection.name,
-            kCustomersSection.name};
+            kCreditsSection.name, kPricesSection.name, kCustomersSection.name};
         std::string hint = suggestion(name, kNames);
         if (node->is_table()) {
           return fail(at, "unknown section [" + std::string(name) + "]" + hint);
@@ -951,6 +1087,69 @@ class Loader {
         }
         return Status();
       }
+      case Kind::kTiers: {
+        const auto* array = node.as_array();
+        if (array == nullptr || array->empty()) {
+          return wrong_type("a non-empty array of tables such as [{ up_to = 1000, unit_price = "
+                            "\"0.01\" }, { unit_price = \"0.008\" }]");
+        }
+        if (static_cast<std::int64_t>(array->size()) > o.max) {
+          return fail_field(at, field,
+                            "has " + std::to_string(array->size()) + " entries; at most " +
+                                std::to_string(o.max) + " are allowed");
+        }
+        for (std::size_t i = 0; i < array->size(); ++i) {
+          const toml::node& element = *array->get(i);
+          const std::string ef = field + "[" + std::to_string(i) + "]";
+          const toml::source_position eat = element.source().begin;
+          const auto* t = element.as_table();
+          if (t == nullptr) {
+            return fail_field(eat, ef, "expected a table, got " + std::string(type_phrase(element)));
+          }
+          core::PriceTier tier;
+          tier.unbounded = true;
+          for (const auto& [key, value] : in_file_order(*t)) {
+            const std::string kf = ef + "." + std::string(key->str());
+            const toml::source_position kat = key->source().begin;
+            const std::string_view k = key->str();
+            std::string text;
+            if (!scalar_text(*value, &text) || value->is_boolean()) {
+              return fail_field(kat, kf, "expected a number or a decimal string");
+            }
+            if (k == "up_to") {
+              if (text == "inf" || text == "unlimited" || text == "-1") {
+                continue;
+              }
+              Status st = decimal_value(text, false, &tier.up_to);
+              if (!st.ok() || tier.up_to.units == 0) {
+                return fail_field(kat, kf, "expected a positive number or \"inf\"");
+              }
+              tier.unbounded = false;
+            } else if (k == "unit_price" || k == "flat_fee") {
+              Status st = decimal_value(text, false, k == "unit_price" ? &tier.unit_price
+                                                                        : &tier.flat_fee);
+              if (!st.ok()) {
+                return fail_field(kat, kf, st.message());
+              }
+            } else {
+              static constexpr std::string_view kKeys[] = {"up_to", "unit_price", "flat_fee"};
+              return fail(kat, "unknown key '" + std::string(k) + "' in " + ef + suggestion(k, kKeys));
+            }
+          }
+          const bool last = i + 1 == array->size();
+          if (tier.unbounded != last) {
+            return fail_field(eat, ef,
+                              last ? "the last tier has no bound: use up_to = \"inf\" or leave "
+                                     "it out"
+                                   : "every tier but the last needs 'up_to'");
+          }
+          if (!out->tiers.empty() && !tier.unbounded && tier.up_to <= out->tiers.back().up_to) {
+            return fail_field(eat, ef + ".up_to", "tiers must be ascending");
+          }
+          out->tiers.push_back(tier);
+        }
+        return Status();
+      }
       case Kind::kLimits: {
         const auto* array = node.as_array();
         if (array == nullptr) {
@@ -1161,6 +1360,52 @@ class Loader {
     return Status();
   }
 
+  Status load_prices(const toml::node& node, const toml::source_position& at,
+                     std::vector<PriceConfig>* prices) {
+    Result<const toml::array*> array = array_of_tables(node, at, kPricesSection);
+    if (!array) {
+      return array.error();
+    }
+    for (std::size_t i = 0; i < (*array)->size(); ++i) {
+      const toml::table& entry = *(*array)->get(i)->as_table();
+      const std::string prefix = "prices[" + std::to_string(i) + "]";
+      PriceConfig price;
+      Positions positions;
+      TALLY_TRY(apply(entry, kPriceOptions, prefix + ".", "[[prices]]", &price, &positions));
+      const core::PriceSpec& p = price.spec;
+      const toml::source_position eat = entry.source().begin;
+      auto needs = [&](std::string_view what) {
+        return fail(eat, prefix + ": model '" + std::string(core::price_model_name(p.model)) +
+                             "' needs " + std::string(what));
+      };
+      switch (p.model) {
+        case core::PriceModel::kPerUnit:
+          if (!price.has_unit_price) {
+            return needs("'unit_price'");
+          }
+          break;
+        case core::PriceModel::kGraduated:
+        case core::PriceModel::kVolume:
+          if (p.tiers.empty()) {
+            return needs("'tiers'");
+          }
+          break;
+        case core::PriceModel::kPackage:
+          if (p.package_size.units <= 0 || positions.count("package_price") == 0) {
+            return needs("'package_size' (> 0) and 'package_price'");
+          }
+          break;
+        case core::PriceModel::kFlat:
+          if (positions.count("flat_fee") == 0) {
+            return needs("'flat_fee'");
+          }
+          break;
+      }
+      prices->push_back(std::move(price));
+    }
+    return Status();
+  }
+
   // References between sections: limits and routes name meters, default_plan names a plan.
   Status cross_check(const toml::table& root, const Config& config) const {
     auto entry_at = [&](std::string_view section, std::size_t i) {
@@ -1206,6 +1451,26 @@ class Loader {
       if (!plan.empty() && config.find_plan(plan) == nullptr) {
         return fail_field(entry_at("customers", i), "customers[" + std::to_string(i) + "].plan",
                           "'" + plan + "' is not a configured plan");
+      }
+    }
+    for (std::size_t i = 0; i < config.prices.size(); ++i) {
+      const core::PriceSpec& p = config.prices[i].spec;
+      const std::string field = "prices[" + std::to_string(i) + "]";
+      const core::MeterSpec* m = config.find_meter(p.meter);
+      if (m == nullptr) {
+        return fail_field(entry_at("prices", i), field + ".meter",
+                          "'" + p.meter + "' is not a configured meter");
+      }
+      if (m->aggregation != core::Aggregation::kCount && m->aggregation != core::Aggregation::kSum) {
+        return fail_field(entry_at("prices", i), field + ".meter",
+                          "meter '" + p.meter + "' aggregates by " +
+                              std::string(core::aggregation_name(m->aggregation)) +
+                              "; prices apply to count and sum meters");
+      }
+      if (p.currency != config.credits.currency) {
+        return fail_field(entry_at("prices", i), field + ".currency",
+                          "'" + p.currency + "' differs from [credits] currency '" +
+                              config.credits.currency + "'");
       }
     }
     if (!config.enforcement.default_plan.empty() &&
@@ -1300,6 +1565,19 @@ Result<Config> parse_config(std::string_view toml_text, std::string_view path) {
     toml::table root = toml::parse(toml_text, std::string_view(shown_path));
     Loader loader(shown_path);
     TALLY_TRY(loader.load(root, &config));
+    for (PriceConfig& price : config.prices) {
+      const core::Decimal markup =
+          price.has_markup ? price.markup_percent : config.credits.markup_percent;
+      core::Decimal factor;
+      core::Decimal rate;
+      if (!core::divide_decimal_half_even(markup + core::Decimal::from_int(100),
+                                          core::Decimal::from_int(100), &factor) ||
+          !core::multiply_half_even(config.credits.per_currency_unit, factor, &rate)) {
+        return Status::invalid_argument(shown_path + ": prices of meter '" + price.spec.meter +
+                                        "': the credit rate is out of range");
+      }
+      price.spec.credits_per_currency_unit = rate;
+    }
   } catch (const toml::parse_error& e) {
     const toml::source_position at = e.source().begin;
     return Status::invalid_argument(shown_path + ":" + std::to_string(at.line) + ":" +
@@ -1480,6 +1758,8 @@ std::vector<OptionInfo> config_options() {
   append_options<EnforcementConfig>(kEnforcementSection, kEnforcementOptions, &out);
   append_options<core::Plan>(kPlansSection, kPlanOptions, &out);
   append_options<RouteRule>(kRoutesSection, kRouteOptions, &out);
+  append_options<CreditsConfig>(kCreditsSection, kCreditsOptions, &out);
+  append_options<PriceConfig>(kPricesSection, kPriceOptions, &out);
   append_options<CustomerSeed>(kCustomersSection, kCustomerOptions, &out);
   return out;
 }
@@ -1487,7 +1767,8 @@ std::vector<OptionInfo> config_options() {
 std::string config_reference_markdown() {
   static constexpr const SectionDoc* kSections[] = {
       &kServerSection, &kStorageSection, &kMetersSection,   &kEnforcementSection,
-      &kPlansSection,  &kRoutesSection,  &kCustomersSection};
+      &kPlansSection,  &kRoutesSection,  &kCreditsSection,     &kPricesSection,
+      &kCustomersSection};
   const std::vector<OptionInfo> options = config_options();
   std::string out;
   for (const SectionDoc* section : kSections) {

@@ -14,6 +14,7 @@
 
 #include "core/limits.h"
 #include "core/meter.h"
+#include "core/pricing.h"
 
 namespace tally::config {
 
@@ -47,6 +48,7 @@ struct CustomerSeed {
   std::string email;
   std::string timezone;  // IANA name; empty = UTC
   std::string plan;      // a configured plan; empty = the default plan
+  std::string credits;   // decimal text granted when the seed creates the customer; "" = none
 
   friend bool operator==(const CustomerSeed&, const CustomerSeed&) = default;
 };
@@ -60,6 +62,25 @@ struct EnforcementConfig {
   std::string authorize_key_header = "x-api-key";  // where /v1/authorize finds the end key
 
   friend bool operator==(const EnforcementConfig&, const EnforcementConfig&) = default;
+};
+
+// What credits are worth. Prices name a currency; credits = cost x per_currency_unit x
+// (1 + markup_percent / 100).
+struct CreditsConfig {
+  std::string currency = "USD";
+  core::Decimal per_currency_unit = core::Decimal::from_int(1);
+  core::Decimal markup_percent;
+
+  friend bool operator==(const CreditsConfig&, const CreditsConfig&) = default;
+};
+
+// One [[prices]] entry: the spec, with credits_per_currency_unit computed from [credits] and
+// the entry's own markup.
+struct PriceConfig {
+  core::PriceSpec spec;
+  bool has_markup = false;  // markup_percent given here, overriding [credits]
+  core::Decimal markup_percent;
+  bool has_unit_price = false;
 };
 
 // Maps an original request (for /v1/authorize) to a meter.
@@ -86,6 +107,8 @@ struct Config {
   std::vector<CustomerSeed> customers;
   std::vector<core::Plan> plans;
   std::vector<RouteRule> routes;
+  CreditsConfig credits;
+  std::vector<PriceConfig> prices;  // in file order: the first matching price of a meter applies
 
   const core::Plan* find_plan(std::string_view key) const;
   const core::MeterSpec* find_meter(std::string_view key) const;

@@ -605,3 +605,114 @@ TEST(ConfigTest, FileErrorsNameTheFile) {
 
 }  // namespace
 }  // namespace tally::config
+
+namespace tally::config {
+namespace {
+
+constexpr std::string_view kPriceMeters = R"(
+[[meters]]
+key = "tokens_in"
+event_type = "TOKEN_USAGE"
+aggregation = "sum"
+value = "$.input_tokens"
+
+[[meters]]
+key = "last_seen"
+event_type = "TOKEN_USAGE"
+aggregation = "latest"
+value = "$.input_tokens"
+)";
+
+TEST(ConfigPrices, SeedShapeWithCreditRateAndMarkup) {
+  const std::string text = std::string(kPriceMeters) + R"(
+[credits]
+per_currency_unit = 1000
+markup_percent = 20
+
+[[prices]]
+meter = "tokens_in"
+match = { provider = "OPENAI", model = "gpt-4-turbo" }
+unit_price = "0.00001"
+currency = "USD"
+
+[[prices]]
+meter = "tokens_in"
+model = "graduated"
+markup_percent = 0
+tiers = [{ up_to = 1000, unit_price = "0.01" }, { up_to = "inf", unit_price = "0.005", flat_fee = 2 }]
+)";
+  Result<Config> c = parse_config(text, "tally.toml");
+  ASSERT_TRUE(c.has_value()) << c.error().message();
+  ASSERT_EQ(c->prices.size(), 2u);
+  const core::PriceSpec& first = c->prices[0].spec;
+  EXPECT_EQ(first.model, core::PriceModel::kPerUnit);
+  EXPECT_EQ(core::format_decimal(first.unit_price), "0.00001");
+  ASSERT_EQ(first.match.size(), 2u);
+  EXPECT_EQ(first.match[0], (std::pair<std::string, std::string>{"provider", "OPENAI"}));
+  EXPECT_EQ(core::format_decimal(first.credits_per_currency_unit), "1200");
+  const core::PriceSpec& second = c->prices[1].spec;
+  EXPECT_EQ(core::format_decimal(second.credits_per_currency_unit), "1000");
+  ASSERT_EQ(second.tiers.size(), 2u);
+  EXPECT_FALSE(second.tiers[0].unbounded);
+  EXPECT_TRUE(second.tiers[1].unbounded);
+  EXPECT_EQ(core::format_decimal(second.tiers[1].flat_fee), "2");
+}
+
+TEST(ConfigPrices, PrepaidPlanAndSeedCredits) {
+  const std::string text = std::string(kPriceMeters) + R"(
+[[plans]]
+key = "payg"
+prepaid = true
+
+[[customers]]
+id = "cust-test-001"
+plan = "payg"
+credits = 1000000
+)";
+  Result<Config> c = parse_config(text, "tally.toml");
+  ASSERT_TRUE(c.has_value()) << c.error().message();
+  EXPECT_TRUE(c->plans[0].prepaid);
+  EXPECT_EQ(c->customers[0].credits, "1000000");
+}
+
+TEST(ConfigPrices, BadPrices) {
+  const std::string m(kPriceMeters);
+  EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"nope\"\nunit_price = \"1\"\n",
+                         {"prices[0].meter", "'nope' is not a configured meter"}));
+  EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"last_seen\"\nunit_price = \"1\"\n",
+                         {"prices[0].meter", "prices apply to count and sum meters"}));
+  EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"tokens_in\"\n",
+                         {"prices[0]", "needs 'unit_price'"}));
+  EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"abc\"\n",
+                         {"prices[0].unit_price", "not a decimal number"}));
+  EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"-1\"\n",
+                         {"prices[0].unit_price", "negative"}));
+  EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"tokens_in\"\nmodel = \"tiered\"\n",
+                         {"prices[0].model", "'tiered' is not per_unit"}));
+  EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"tokens_in\"\nmodel = \"volume\"\n",
+                         {"prices[0]", "needs 'tiers'"}));
+  EXPECT_TRUE(fails_with(
+      m + "[[prices]]\nmeter = \"tokens_in\"\nmodel = \"volume\"\ntiers = [{ up_to = 10, "
+          "unit_price = 1 }]\n",
+      {"prices[0].tiers[0]", "the last tier has no bound"}));
+  EXPECT_TRUE(fails_with(
+      m + "[[prices]]\nmeter = \"tokens_in\"\nmodel = \"volume\"\ntiers = [{ up_to = 10, "
+          "unit_price = 1 }, { up_to = 5, unit_price = 1 }, { unit_price = 1 }]\n",
+      {"prices[0].tiers[1].up_to", "ascending"}));
+  EXPECT_TRUE(fails_with(
+      m + "[[prices]]\nmeter = \"tokens_in\"\nmodel = \"graduated\"\ntiers = [{ unit_price = 1, "
+          "colour = 2 }]\n",
+      {"unknown key 'colour'"}));
+  EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"tokens_in\"\nmodel = \"package\"\n",
+                         {"prices[0]", "'package_size' (> 0) and 'package_price'"}));
+  EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = 1\ncurrency = \"EUR\"\n",
+                         {"prices[0].currency", "differs from [credits] currency 'USD'"}));
+  EXPECT_TRUE(fails_with(m + "[credits]\nper_currency_unit = 0\n", {"credits.per_currency_unit",
+                                                                     "must be positive"}));
+  EXPECT_TRUE(fails_with(m + "[credits]\ncurrency = \"usd\"\n", {"credits.currency"}));
+  EXPECT_TRUE(fails_with(m + "[[customers]]\nid = \"a\"\ncredits = \"x\"\n",
+                         {"customers[0].credits", "not a decimal number"}));
+}
+
+}  // namespace
+}  // namespace tally::config

@@ -62,6 +62,7 @@ struct Plan {
   std::vector<std::string> features;
   std::vector<LimitRule> limits;
   std::vector<std::int64_t> alert_thresholds;  // percent of each limit, ascending
+  bool prepaid = false;  // checks also need credits in the wallet for the estimated cost
 
   bool has_feature(std::string_view f) const;
   friend bool operator==(const Plan&, const Plan&) = default;
