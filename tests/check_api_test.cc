@@ -20,6 +20,9 @@ namespace tally::testing {
 namespace {
 
 constexpr const char* kConfig = R"(
+[server]
+accept_unmetered_events = true  # the tests' barrier events
+
 [enforcement]
 default_plan = "starter"
 reservation_ttl = "60s"

@@ -104,6 +104,16 @@ class Engine {
   // The newest `limit` audit records (JSON objects), oldest first.
   std::vector<std::string> audit_log(std::size_t limit) const;
 
+  // ---- wallets (see docs/api.md "Wallets") ----------------------------------------------------
+  // The customer's credit wallet (an empty one when nothing was ever granted). Errors: kNotFound.
+  Result<Wallet> wallet(const std::string& customer);
+  // Records an admin's grant, top_up, refund or adjustment, durable when it returns.
+  // Errors: kNotFound, kInvalidArgument.
+  Result<LedgerTransaction> wallet_transaction(const std::string& customer,
+                                               const WalletTransactionRequest& request);
+  // The customer's ledger, oldest first. Errors: kNotFound, kInvalidArgument.
+  Result<LedgerPage> wallet_transactions(const LedgerQuery& query) const;
+
   // ---- customers ----------------------------------------------------------------------------
   // Errors: kInvalidArgument, kAlreadyExists.
   Result<Customer> create_customer(const Customer& c);

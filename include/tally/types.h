@@ -264,6 +264,9 @@ struct StoredEvent {
   std::uint64_t seq = 0;
   bool flagged = false;  // the customer was suspended when it arrived
   std::vector<EventProperty> properties;
+  bool priced = false;   // a price applied: cost and credits below are set
+  std::string cost;      // decimal text in the [credits] currency
+  std::string credits;   // decimal text
 };
 
 struct EventListQuery {
@@ -280,11 +283,79 @@ struct EventPage {
   std::string next_cursor;  // empty on the last page
 };
 
+// ---- wallets and the ledger ------------------------------------------------------------------
+
+// One immutable ledger entry. Amounts are signed decimal credits: positive adds to the balance.
+struct LedgerTransaction {
+  std::string id;        // "txn_<n>"
+  std::uint64_t seq = 0;  // global order of transactions
+  std::string customer;
+  // grant, top_up, burn, refund, adjustment, expiry, reservation, settlement, release
+  std::string type;
+  std::string amount;
+  std::string balance_before;
+  std::string balance_after;
+  std::string event_id;        // burn: the event it pays for
+  std::string grant_id;        // grant/top_up/refund/adjustment: this id; expiry: the grant
+  std::string reservation_id;  // reservation, settlement, release
+  std::string description;
+  TimeUs created_at_us = 0;
+  TimeUs expires_at_us = 0;  // grants that expire; 0 = never
+  std::int64_t priority = 0;  // grants: lower burns first
+};
+
+struct WalletGrant {
+  std::string id;    // the id of the transaction that created it
+  std::string type;  // grant, top_up, refund, adjustment
+  std::string amount;
+  std::string remaining;
+  std::int64_t priority = 0;
+  TimeUs expires_at_us = 0;
+  TimeUs created_at_us = 0;
+};
+
+struct Wallet {
+  std::string customer;
+  std::string currency;     // of the prices; credits per unit below
+  std::string credits_per_currency_unit;
+  std::string balance;      // sum of every transaction
+  std::string available;    // balance minus usage counted by checks but not yet committed
+  std::string held;         // by open reservations (already out of the balance)
+  bool exhausted = false;   // balance <= 0: prepaid checks deny
+  std::vector<WalletGrant> grants;  // with credits left, in burn order
+  std::uint64_t transactions = 0;
+};
+
+// An admin's change to a wallet: grant (promotional, default priority 0, may expire), top_up
+// (paid, default priority 100), refund (credits given back, like a top-up), adjustment (signed).
+struct WalletTransactionRequest {
+  std::string type;
+  std::string amount;  // decimal text; > 0, except adjustments (non-zero, signed)
+  std::string description;
+  std::int64_t priority = -1;  // -1 = the type's default
+  TimeUs expires_at_us = 0;    // grant and top_up only; 0 = never
+};
+
+struct LedgerQuery {
+  std::string customer;
+  std::string type;  // "" = all
+  TimeUs from_us = 0;
+  TimeUs to_us = 0;  // 0 = no bound
+  std::uint32_t limit = 100;
+  std::string cursor;
+};
+
+struct LedgerPage {
+  std::vector<LedgerTransaction> transactions;  // oldest first
+  std::string next_cursor;
+};
+
 // ---- operations -----------------------------------------------------------------------------
 
 struct VerifyReport {
   std::uint64_t events = 0;
   std::uint64_t aggregates = 0;
+  std::uint64_t transactions = 0;  // ledger transactions checked
   std::vector<std::string> differences;  // empty when everything matches
   bool ok() const { return differences.empty(); }
 };

@@ -157,6 +157,14 @@ constexpr Option<ServerConfig> kServerOptions[] = {
        s.auto_create_customers = v.flag;
        return Status();
      }},
+    {"accept_unmetered_events", Kind::kBool, 0, 0, false, "false",
+     "Whether an event whose type no meter takes is stored anyway (true) or refused with "
+     "`UNKNOWN_EVENT_TYPE` (false), which catches misspelt types before they are lost to every "
+     "meter. Without any meter configured every type is accepted.",
+     [](ServerConfig& s, Value&& v) {
+       s.accept_unmetered_events = v.flag;
+       return Status();
+     }},
     {"admin_key", Kind::kString, 16, 256, false, "",
      "Admin API key (at least 16 bytes; `openssl rand -hex 32` makes a good one). Optional; the "
      "environment variable `TALLY_ADMIN_KEY` can supply it instead, which keeps the secret out "

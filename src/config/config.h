@@ -27,6 +27,7 @@ struct ServerConfig {
   std::uint32_t batch_events_max = 10'000;          // more events in one request get 413
   std::int64_t future_skew_seconds_max = 300;       // event time this far ahead is refused
   bool auto_create_customers = true;                // false: unknown customers get 422
+  bool accept_unmetered_events = false;             // false: types no meter takes are refused
   std::string admin_key;                            // optional; TALLY_ADMIN_KEY also works
 
   friend bool operator==(const ServerConfig&, const ServerConfig&) = default;

@@ -2,6 +2,8 @@
 // copied once into the batch arena, numbers kept as their exact JSON text.
 #include "core/event_parse.h"
 
+#include <algorithm>
+
 #include <simdjson.h>
 
 #include "core/decimal.h"
@@ -275,6 +277,10 @@ class EventReader {
       } else if (type_.size() > kEventNameBytesMax) {
         set_problem("INVALID_VALUE",
                     "type is longer than " + std::to_string(kEventNameBytesMax) + " bytes");
+      } else if (options_.known_types != nullptr &&
+                 std::find(options_.known_types->begin(), options_.known_types->end(), type_) ==
+                     options_.known_types->end()) {
+        set_problem("UNKNOWN_EVENT_TYPE", "no meter takes events of type '" + type_ + "'");
       }
     }
     TimeUs time_us = options_.now_us;

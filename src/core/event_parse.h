@@ -39,6 +39,8 @@ struct ParseOptions {
   TimeUs future_skew_us_max = 300 * kUsPerSecond;
   std::string_view default_customer;    // used when an event names no customer
   std::uint32_t events_max = 10'000;
+  // When set, an event whose type is not listed is refused (UNKNOWN_EVENT_TYPE).
+  const std::vector<std::string>* known_types = nullptr;
 };
 
 struct ParsedEvents {

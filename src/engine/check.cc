@@ -14,7 +14,15 @@
 //
 // A reservation holds its amount as in-flight consumption and in the rate buckets until it is
 // committed, released or expires; freeing it gives back what is left of the hold (free_hold).
+//
+// The check path is kept short: a customer's limits of a meter are resolved once, with their
+// texts, and reused while its plan and overrides are unchanged (resolved_rules); a counter is
+// reused without recomputing its window while now is inside it and nothing the window depends
+// on has changed (WindowContext); evaluation works on numbers and the answer's texts are made
+// once at the end; the usage event is written straight into the open check job, and scratch
+// buffers are per thread, so a check allocates little more than its answer.
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <future>
 
@@ -49,28 +57,87 @@ std::string rule_text(const core::LimitRule& r) {
   return out;
 }
 
+// Appends core::format_decimal(d)'s text to `out`. Checks format several decimals per call, so
+// the digits are made with 64-bit arithmetic: one 128-bit division splits off the fraction, and
+// core::format_decimal is left only the magnitudes whose whole part passes 2^64.
+void append_decimal(std::string& out, core::Decimal d) {
+  using U128 = unsigned __int128;
+  const bool negative = d.units < 0;
+  const U128 magnitude = negative ? U128{0} - static_cast<U128>(d.units) : static_cast<U128>(d.units);
+  std::uint64_t whole = 0;
+  std::uint32_t fraction = 0;
+  constexpr auto kScale = static_cast<std::uint64_t>(core::Decimal::kScale);
+  if ((magnitude >> 64) == 0) {
+    const auto m = static_cast<std::uint64_t>(magnitude);
+    whole = m / kScale;
+    fraction = static_cast<std::uint32_t>(m % kScale);
+  } else if ((magnitude >> 64) < kScale) {  // the quotient fits 64 bits
+    whole = static_cast<std::uint64_t>(magnitude / kScale);
+    fraction = static_cast<std::uint32_t>(magnitude - static_cast<U128>(whole) * kScale);
+  } else {
+    out += core::format_decimal(d);
+    return;
+  }
+  char buf[48];
+  char* const end = buf + sizeof(buf);
+  char* p = end;
+  if (fraction != 0) {
+    int digits = core::Decimal::kFractionDigits;
+    while (fraction % 10 == 0) {
+      fraction /= 10;
+      --digits;
+    }
+    for (int i = 0; i < digits; ++i) {
+      *--p = static_cast<char>('0' + fraction % 10);
+      fraction /= 10;
+    }
+    *--p = '.';
+  }
+  do {
+    *--p = static_cast<char>('0' + whole % 10);
+    whole /= 10;
+  } while (whole != 0);
+  if (negative) {
+    *--p = '-';
+  }
+  out.append(p, static_cast<std::size_t>(end - p));
+}
+
+std::string decimal_text(core::Decimal d) {
+  std::string out;
+  append_decimal(out, d);
+  return out;
+}
+
 std::string percent_text(const core::Decimal& used, const core::Decimal& limit) {
   if (limit.units <= 0) {
     return used.units > 0 ? "100.00" : "0.00";
   }
   // used / limit * 100 with two decimals, half-even.
   const __int128 scaled = used.units * 10000;
-  __int128 q = scaled / limit.units;
-  const __int128 r = scaled % limit.units;
+  __int128 q = 0;
+  __int128 r = 0;
+  if (scaled >= 0 && scaled < limit.units) {
+    r = scaled;  // far from the limit, the common case: no division
+  } else {
+    q = scaled / limit.units;
+    r = scaled % limit.units;
+  }
   if (r * 2 > limit.units || (r * 2 == limit.units && (q % 2) != 0)) {
     ++q;
   }
-  std::string digits = std::to_string(static_cast<long long>(q / 100));
+  // As std::to_string(q / 100) + (frac < 10 ? ".0" : ".") + std::to_string(frac).
+  // (Appending to a std::string: GCC 12 at -O2 misreads pointer writes into a stack buffer
+  // after to_chars as overflows.)
+  char digits[24];
+  const auto whole = std::to_chars(digits, digits + sizeof(digits), static_cast<long long>(q / 100));
+  std::string out(digits, whole.ptr);
   const long long frac = static_cast<long long>(q % 100);
-  digits += frac < 10 ? ".0" + std::to_string(frac) : "." + std::to_string(frac);
-  return digits;
+  out += frac < 10 ? ".0" : ".";
+  const auto part = std::to_chars(digits, digits + sizeof(digits), frac);
+  out.append(digits, part.ptr);
+  return out;
 }
-
-struct Ctx {
-  const Engine::Impl& d;
-  const engine::CustomerState& cs;
-  core::PeriodContext periods;
-};
 
 core::PeriodContext period_context(const engine::CustomerState& cs) {
   core::PeriodContext p;
@@ -92,6 +159,17 @@ core::TimeUs reset_at(const Customer& c, std::string_view meter) {
   return at;
 }
 
+// Everything a calendar window of `meter` depends on besides its rule and the time.
+engine::WindowContext window_context(const engine::CustomerState& cs, const core::PeriodContext& pc,
+                                     std::string_view meter) {
+  engine::WindowContext w;
+  w.zone = pc.tz.zone();
+  w.billing_anchor_us = pc.billing_anchor_us;
+  w.trial_start_us = pc.trial_start_us;
+  w.reset_us = reset_at(cs.record, meter);
+  return w;
+}
+
 // The value limits compare: count, sum, or the gauge's value.
 core::Decimal used_value(core::Aggregation a, const core::AggState& s) {
   switch (a) {
@@ -110,18 +188,69 @@ bool is_gauge(core::Aggregation a) {
   return a == core::Aggregation::kLatest || a == core::Aggregation::kMax;
 }
 
-// A limit with everything needed to evaluate it now.
+engine::ResolvedRule resolve_rule(const core::LimitRule& rule) {
+  engine::ResolvedRule out;
+  out.rule = rule;
+  out.rule_text = rule_text(rule);
+  if (!rule.unlimited) {
+    out.limit_text = decimal_text(rule.amount);
+  }
+  return out;
+}
+
+std::vector<engine::ResolvedRule> resolve_rules(const std::vector<core::LimitRule>& rules) {
+  std::vector<engine::ResolvedRule> out;
+  out.reserve(rules.size());
+  for (const auto& r : rules) {
+    out.push_back(resolve_rule(r));
+  }
+  return out;
+}
+
+// A limit with everything needed to evaluate it now. Numbers only: the texts of its LimitState
+// are made once, at the end (state_of).
 struct Evaluated {
-  core::LimitRule rule;
-  LimitState state;
+  const engine::ResolvedRule* resolved = nullptr;
   bool fits = true;        // used + amount <= limit (or unlimited)
   bool outside = false;    // a trial limit outside its window
+  core::Decimal used;      // as reported
+  core::Decimal remaining;  // as reported (not when unlimited)
   core::Decimal headroom;  // limit - used before this request (for ranking)
+  core::TimeUs window_start_us = 0;
+  core::TimeUs reset_us = 0;
   core::TimeUs retry_after_us = 0;
   LimitCounter* counter = nullptr;
   RateCounter* rate = nullptr;
-  core::RateDecision rate_decision;
+
+  const core::LimitRule& rule() const { return resolved->rule; }
 };
+
+LimitState state_of(const Evaluated& e) {
+  const core::LimitRule& rule = e.rule();
+  LimitState s;
+  s.meter = rule.meter;
+  s.period = core::period_name(rule.period);
+  s.rule = e.resolved->rule_text;
+  s.unlimited = rule.unlimited;
+  s.hard = rule.hard;
+  append_decimal(s.used, e.used);
+  if (!rule.unlimited) {
+    s.limit = e.resolved->limit_text;
+    append_decimal(s.remaining, e.remaining);
+    s.percent = percent_text(e.used, rule.amount);
+  }
+  s.window_start_us = e.window_start_us;
+  s.reset_us = e.reset_us;
+  return s;
+}
+
+bool same_overrides(const std::vector<LimitOverride>& a, const std::vector<LimitOverride>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(),
+                    [](const LimitOverride& x, const LimitOverride& y) {
+                      return x.meter == y.meter && x.period == y.period && x.days == y.days &&
+                             x.amount == y.amount && x.hard == y.hard;
+                    });
+}
 
 }  // namespace
 
@@ -170,11 +299,51 @@ std::vector<core::LimitRule> limits_of(const config::Config& config, const Custo
 
 namespace {
 
-// Finds or (re)builds the counter of a calendar limit. REQUIRES: state_mutex held (shared or
-// exclusive) and limits_mutex held.
+// The limits of `meter` for a customer (limits_of), resolved once and kept while the plan and
+// the overrides stay the same: a plan or override change takes effect on the next check.
+// REQUIRES: state_mutex held (shared or exclusive) and limits_mutex held. The reference stays
+// valid until the customer's plan or overrides change.
+const std::vector<engine::ResolvedRule>& resolved_rules(const Engine::Impl& d,
+                                                        const engine::CustomerState& cs,
+                                                        CustomerLimits& cl, std::uint32_t meter,
+                                                        const core::Plan* plan) {
+  engine::ResolvedRules* entry = nullptr;
+  for (auto& r : cl.resolved) {
+    if (r.meter == meter) {
+      entry = &r;
+      break;
+    }
+  }
+  if (entry != nullptr && entry->plan == plan && same_overrides(entry->overrides, cs.record.overrides)) {
+    return entry->rules;
+  }
+  if (entry == nullptr) {
+    entry = &cl.resolved.emplace_back();
+    entry->meter = meter;
+  }
+  entry->plan = plan;
+  entry->overrides = cs.record.overrides;
+  entry->rules = resolve_rules(engine::limits_of(d.config, cs.record, d.meters[meter].spec.key));
+  return entry->rules;
+}
+
+// Finds or (re)builds the counter of a calendar limit. `wc` is window_context() of the meter.
+// REQUIRES: state_mutex held (shared or exclusive) and limits_mutex held.
 LimitCounter* calendar_counter(const Engine::Impl& d, const engine::CustomerState& cs,
                                CustomerLimits& cl, std::uint32_t meter, const core::LimitRule& rule,
-                               core::TimeUs now, const core::PeriodContext& pc, bool* outside) {
+                               core::TimeUs now, const core::PeriodContext& pc,
+                               const engine::WindowContext& wc, bool* outside) {
+  // Windows partition time: while nothing they depend on has changed, the window that holds
+  // now is the counter's own, and so is its start (its reset is the same).
+  for (auto& c : cl.counters) {
+    if (c.meter == meter && c.period == rule.period && c.days == rule.days) {
+      if (c.context == wc && now >= c.span.start && now < c.span.end) {
+        *outside = false;
+        return &c;
+      }
+      break;
+    }
+  }
   core::Span span;
   *outside = !core::period_span(rule, now, pc, &span);
   if (*outside) {
@@ -185,12 +354,13 @@ LimitCounter* calendar_counter(const Engine::Impl& d, const engine::CustomerStat
   // before the reset is counted again (conservative). reset_period() builds the counters at the
   // reset with that part taken off, so the count is exact until a counter is rebuilt (a restart,
   // a customer update).
-  const core::TimeUs reset = reset_at(cs.record, rule.meter);
+  const core::TimeUs reset = wc.reset_us;
   const core::TimeUs count_from = span.contains(reset) ? std::max(span.start, reset) : span.start;
   for (auto it = cl.counters.begin(); it != cl.counters.end(); ++it) {
     LimitCounter& c = *it;
     if (c.meter == meter && c.period == rule.period && c.days == rule.days) {
       if (c.span.start == span.start && c.span.end == span.end && c.count_from_us == count_from) {
+        c.context = wc;
         return &c;
       }
       cl.counters.erase(it);
@@ -203,6 +373,7 @@ LimitCounter* calendar_counter(const Engine::Impl& d, const engine::CustomerStat
   c.days = rule.days;
   c.span = span;
   c.count_from_us = count_from;
+  c.context = wc;
   const engine::MeterState& ms = d.meters[meter];
   auto sit = ms.series.find(cs.num);
   if (sit != ms.series.end()) {
@@ -211,11 +382,11 @@ LimitCounter* calendar_counter(const Engine::Impl& d, const engine::CustomerStat
                             nullptr);
     }
   }
-  for (const auto& [token, f] : cl.in_flight) {
+  cl.in_flight.for_each([&](std::uint64_t, const InFlight& f) {
     if (f.meter == meter && f.time_us >= count_from && f.time_us < span.end) {
       c.pending += f.amount;
     }
-  }
+  });
   cl.counters.push_back(std::move(c));
   return &cl.counters.back();
 }
@@ -244,11 +415,11 @@ RateCounter* rate_counter(const Engine::Impl& d, const engine::CustomerState& cs
     }
   }
   r.state.level = used_value(ms.spec.aggregation, recent);
-  for (const auto& [token, f] : cl.in_flight) {
+  cl.in_flight.for_each([&](std::uint64_t, const InFlight& f) {
     if (f.meter == meter && f.time_us >= now - period) {
       r.state.level += f.amount;
     }
-  }
+  });
   if (r.state.level > rule.amount) {
     r.state.level = rule.amount;
   }
@@ -257,75 +428,68 @@ RateCounter* rate_counter(const Engine::Impl& d, const engine::CustomerState& cs
   return &cl.rates.back();
 }
 
-// Evaluates every limit of `rules` for `amount` at `now`. REQUIRES: locks as calendar_counter.
-std::vector<Evaluated> evaluate(const Engine::Impl& d, const engine::CustomerState& cs,
-                                CustomerLimits& cl, std::uint32_t meter,
-                                const std::vector<core::LimitRule>& rules,
-                                const core::Decimal& amount, core::TimeUs now) {
+// Evaluates every limit of `rules` for `amount` at `now` into `out` (cleared first). REQUIRES:
+// locks as calendar_counter; `rules` outlives `out`'s use.
+void evaluate(const Engine::Impl& d, const engine::CustomerState& cs, CustomerLimits& cl,
+              std::uint32_t meter, const std::vector<engine::ResolvedRule>& rules,
+              const core::Decimal& amount, core::TimeUs now, std::vector<Evaluated>* out) {
+  out->clear();
+  if (rules.empty()) {
+    return;
+  }
   const core::PeriodContext pc = period_context(cs);
+  const engine::WindowContext wc = window_context(cs, pc, d.meters[meter].spec.key);
   const core::Aggregation agg = d.meters[meter].spec.aggregation;
-  std::vector<Evaluated> out;
-  for (const auto& rule : rules) {
-    Evaluated e;
-    e.rule = rule;
-    e.state.meter = rule.meter;
-    e.state.period = std::string(core::period_name(rule.period));
-    e.state.rule = rule_text(rule);
-    e.state.unlimited = rule.unlimited;
-    e.state.hard = rule.hard;
+  for (const auto& resolved : rules) {
+    const core::LimitRule& rule = resolved.rule;
+    Evaluated& e = out->emplace_back();
+    e.resolved = &resolved;
     if (core::period_is_rate(rule.period)) {
       if (rule.unlimited) {
-        e.state.used = "0";
-        out.push_back(std::move(e));
-        continue;
+        continue;  // used 0, window and reset unknown
       }
       e.rate = rate_counter(d, cs, cl, meter, rule, now);
       const core::TimeUs period = core::rate_period_us(rule.period);
-      e.rate_decision = core::rate_evaluate(e.rate->state, rule.amount, period, amount, now);
+      const core::RateDecision decision =
+          core::rate_evaluate(e.rate->state, rule.amount, period, amount, now);
       const core::Decimal level = core::rate_level(e.rate->state, rule.amount, period, now);
-      e.fits = e.rate_decision.allowed;
+      e.fits = decision.allowed;
       e.headroom = rule.amount - level;
-      e.retry_after_us = e.rate_decision.retry_after_us;
-      e.state.used = core::format_decimal(level);
-      e.state.limit = core::format_decimal(rule.amount);
-      e.state.remaining = core::format_decimal(rule.amount > level ? rule.amount - level : core::Decimal{});
-      e.state.window_start_us = now - period;
-      e.state.reset_us = core::rate_evaluate(e.rate->state, rule.amount, period, core::Decimal{}, now).reset_us;
-      e.state.percent = percent_text(level, rule.amount);
-      out.push_back(std::move(e));
+      e.retry_after_us = decision.retry_after_us;
+      e.used = level;
+      e.remaining = rule.amount > level ? rule.amount - level : core::Decimal{};
+      e.window_start_us = now - period;
+      e.reset_us = amount.units == 0
+                       ? decision.reset_us
+                       : core::rate_evaluate(e.rate->state, rule.amount, period, core::Decimal{}, now)
+                             .reset_us;
       continue;
     }
-    e.counter = calendar_counter(d, cs, cl, meter, rule, now, pc, &e.outside);
+    e.counter = calendar_counter(d, cs, cl, meter, rule, now, pc, wc, &e.outside);
     core::Decimal used;
     if (e.counter != nullptr) {
       used = used_value(agg, e.counter->committed) + e.counter->pending;
-      e.state.window_start_us = e.counter->count_from_us;
-      e.state.reset_us = e.counter->span.end == std::numeric_limits<core::TimeUs>::max()
-                             ? 0
-                             : e.counter->span.end;
+      e.window_start_us = e.counter->count_from_us;
+      e.reset_us = e.counter->span.end == std::numeric_limits<core::TimeUs>::max()
+                       ? 0
+                       : e.counter->span.end;
     } else {
       core::Span span;
       core::period_span(rule, now, pc, &span);
-      e.state.window_start_us = span.start;
-      e.state.reset_us = 0;  // a trial does not come back
+      e.window_start_us = span.start;
+      e.reset_us = 0;  // a trial does not come back
     }
-    e.state.used = core::format_decimal(used);
+    e.used = used;
     if (rule.unlimited) {
-      out.push_back(std::move(e));
       continue;
     }
     e.fits = !e.outside && used + amount <= rule.amount;
     e.headroom = e.outside ? core::Decimal{} : rule.amount - used;
-    e.state.limit = core::format_decimal(rule.amount);
-    const core::Decimal remaining = e.outside || used > rule.amount ? core::Decimal{} : rule.amount - used;
-    e.state.remaining = core::format_decimal(remaining);
-    e.state.percent = percent_text(used, rule.amount);
+    e.remaining = e.outside || used > rule.amount ? core::Decimal{} : rule.amount - used;
     if (!e.fits && !e.outside) {
-      e.retry_after_us = e.state.reset_us == 0 ? 0 : e.state.reset_us - now;
+      e.retry_after_us = e.reset_us == 0 ? 0 : e.reset_us - now;
     }
-    out.push_back(std::move(e));
   }
-  return out;
 }
 
 // Applies `amount` to the counters of an evaluated check and records the in-flight token.
@@ -333,8 +497,8 @@ void apply(CustomerLimits& cl, std::vector<Evaluated>& ev, std::uint32_t meter,
            const core::Decimal& amount, core::TimeUs now, std::uint64_t token) {
   for (auto& e : ev) {
     if (e.rate != nullptr) {
-      e.rate->state.level = core::rate_level(e.rate->state, e.rule.amount,
-                                             core::rate_period_us(e.rule.period), now) +
+      e.rate->state.level = core::rate_level(e.rate->state, e.rule().amount,
+                                             core::rate_period_us(e.rule().period), now) +
                             amount;
       e.rate->state.at_us = now;
     }
@@ -345,17 +509,17 @@ void apply(CustomerLimits& cl, std::vector<Evaluated>& ev, std::uint32_t meter,
       c.pending += amount;
     }
   }
-  cl.in_flight.emplace(token, InFlight{meter, now, amount});
+  cl.in_flight.add(token, InFlight{meter, now, amount});
 }
 
 // Takes back what apply() did (for all-or-nothing batches).
 void unapply(CustomerLimits& cl, std::uint32_t meter, const core::Decimal& amount,
              std::uint64_t token, const std::vector<std::pair<RateCounter*, core::RateState>>& rates) {
-  for (auto& c : cl.counters) {
-    if (c.meter == meter && cl.in_flight.count(token) != 0 &&
-        cl.in_flight.at(token).time_us >= c.count_from_us &&
-        cl.in_flight.at(token).time_us < c.span.end) {
-      c.pending = c.pending - amount;
+  if (const InFlight* f = cl.in_flight.find(token)) {
+    for (auto& c : cl.counters) {
+      if (c.meter == meter && f->time_us >= c.count_from_us && f->time_us < c.span.end) {
+        c.pending = c.pending - amount;
+      }
     }
   }
   for (const auto& [r, before] : rates) {
@@ -366,12 +530,12 @@ void unapply(CustomerLimits& cl, std::uint32_t meter, const core::Decimal& amoun
 
 // Removes a settled or released token's amount from pending.
 void drop_in_flight(CustomerLimits& cl, std::uint64_t token) {
-  auto it = cl.in_flight.find(token);
-  if (it == cl.in_flight.end()) {
+  const InFlight* found = cl.in_flight.find(token);
+  if (found == nullptr) {
     return;
   }
-  const InFlight f = it->second;
-  cl.in_flight.erase(it);
+  const InFlight f = *found;
+  cl.in_flight.erase(token);
   for (auto& c : cl.counters) {
     if (c.meter == f.meter && f.time_us >= c.count_from_us && f.time_us < c.span.end) {
       c.pending = c.pending - f.amount;
@@ -385,11 +549,11 @@ void drop_in_flight(CustomerLimits& cl, std::uint64_t token) {
 // the hold still adds. REQUIRES: state_mutex held (shared or exclusive) and limits_mutex held.
 void free_hold(const Engine::Impl& d, CustomerLimits& cl, const engine::Reservation& res,
                core::TimeUs now) {
-  auto fit = cl.in_flight.find(res.token);
-  if (fit == cl.in_flight.end()) {
+  const InFlight* held = cl.in_flight.find(res.token);
+  if (held == nullptr) {
     return;
   }
-  const core::TimeUs held_at = fit->second.time_us;
+  const core::TimeUs held_at = held->time_us;
   auto cit = d.customers.find(res.customer_num);
   if (cit != d.customers.end() && !cl.rates.empty()) {
     const std::vector<core::LimitRule> rules =
@@ -420,15 +584,15 @@ void free_hold(const Engine::Impl& d, CustomerLimits& cl, const engine::Reservat
 const Evaluated* most_restrictive(const std::vector<Evaluated>& ev) {
   const Evaluated* best = nullptr;
   for (const auto& e : ev) {
-    if (e.rule.unlimited) {
+    if (e.rule().unlimited) {
       continue;
     }
     if (best == nullptr) {
       best = &e;
       continue;
     }
-    const bool e_blocks = !e.fits && e.rule.hard;
-    const bool b_blocks = !best->fits && best->rule.hard;
+    const bool e_blocks = !e.fits && e.rule().hard;
+    const bool b_blocks = !best->fits && best->rule().hard;
     if (e_blocks != b_blocks) {
       if (e_blocks) {
         best = &e;
@@ -446,22 +610,48 @@ const Evaluated* most_restrictive(const std::vector<Evaluated>& ev) {
   return best;
 }
 
-// The usage event(s) of a consumption. Count meters take one event per unit.
-void add_usage_events(engine::IngestJob& job, const engine::MeterState& ms,
-                      const std::string& customer, const std::string& id,
-                      const std::vector<std::pair<std::string, std::string>>& properties,
-                      const core::Decimal& amount, const core::Decimal& gauge_value, core::TimeUs now,
-                      std::uint64_t token) {
+// A consumption whose usage event(s) are still to be queued (enqueue_usage), once the limit
+// locks are released. The pointers outlive the enqueue (the request, or the reservation).
+struct Usage {
+  const engine::MeterState* ms = nullptr;
+  const std::string* customer = nullptr;
+  const std::string* event_id = nullptr;  // null: named after the token
+  const std::vector<std::pair<std::string, std::string>>* properties = nullptr;
+  core::Decimal amount;
+  core::Decimal gauge_value;
+  core::TimeUs now = 0;
+  std::uint64_t token = 0;
+};
+
+// The usage event(s) of a consumption, appended to `job`. Count meters take one event per unit.
+// The texts go straight into the job's arena; `scratch` only builds the ids.
+void add_usage_events(const Engine::Impl& d, engine::IngestJob& job, const Usage& u,
+                      std::string& scratch) {
+  const engine::MeterState& ms = *u.ms;
   core::EventBatch& b = job.parsed.batch;
   const std::int64_t n = ms.spec.aggregation == core::Aggregation::kCount
-                             ? std::max<std::int64_t>(1, core::decimal_floor_int(amount))
+                             ? std::max<std::int64_t>(1, core::decimal_floor_int(u.amount))
                              : 1;
+  char digits[24];
   for (std::int64_t i = 0; i < n; ++i) {
     core::Event e;
-    e.id = b.add_text(i == 0 ? id : id + "#" + std::to_string(i + 1));
-    e.customer = b.add_text(customer);
+    scratch.clear();
+    if (u.event_id != nullptr) {
+      scratch += *u.event_id;
+    } else {
+      scratch += "chk_";
+      scratch += d.token_prefix;
+      scratch += '_';
+      scratch.append(digits, std::to_chars(digits, digits + sizeof(digits), u.token).ptr);
+    }
+    if (i != 0) {
+      scratch += '#';
+      scratch.append(digits, std::to_chars(digits, digits + sizeof(digits), i + 1).ptr);
+    }
+    e.id = b.add_text(scratch);
+    e.customer = b.add_text(*u.customer);
     e.type = b.add_text(ms.spec.event_type);
-    e.time_us = now;
+    e.time_us = u.now;
     e.prop_begin = static_cast<std::uint32_t>(b.props().size());
     auto add_prop = [&](std::string_view k, std::string_view v, core::PropKind kind) {
       b.props().push_back(core::Prop{b.add_text(k), b.add_text(v), kind});
@@ -469,7 +659,7 @@ void add_usage_events(engine::IngestJob& job, const engine::MeterState& ms,
     for (const auto& [k, v] : ms.spec.filter) {
       add_prop(k, v, core::PropKind::kString);
     }
-    for (const auto& [k, v] : properties) {
+    for (const auto& [k, v] : *u.properties) {
       if (k == ms.spec.value_property) {
         continue;
       }
@@ -482,16 +672,16 @@ void add_usage_events(engine::IngestJob& job, const engine::MeterState& ms,
       }
     }
     if (!ms.spec.value_property.empty()) {
-      add_prop(ms.spec.value_property,
-               core::format_decimal(is_gauge(ms.spec.aggregation) ? gauge_value : amount),
-               core::PropKind::kNumber);
+      scratch.clear();
+      append_decimal(scratch, is_gauge(ms.spec.aggregation) ? u.gauge_value : u.amount);
+      add_prop(ms.spec.value_property, scratch, core::PropKind::kNumber);
     }
     e.prop_count = static_cast<std::uint32_t>(b.props().size()) - e.prop_begin;
     job.parsed.indexes.push_back(static_cast<std::uint32_t>(b.size()));
     b.events().push_back(e);
     // Every event of the check carries its token, so the commit settles them as the check's
     // own (already counted in rate buckets), not as fresh usage to add again.
-    job.check_tokens.push_back(token);
+    job.check_tokens.push_back(u.token);
   }
 }
 
@@ -559,8 +749,9 @@ struct Prepared {
   const core::Plan* plan;
 };
 
-Result<Prepared> prepare(const Engine::Impl& d, const CheckRequest& r) {
-  Prepared p;
+// Validates a request. Returns an empty status and fills *p, or the error.
+Status prepare(const Engine::Impl& d, const CheckRequest& r, Prepared* out) {
+  Prepared& p = *out;
   p.request = &r;
   p.cs = d.find_customer(r.customer);
   if (p.cs == nullptr) {
@@ -602,26 +793,42 @@ Result<Prepared> prepare(const Engine::Impl& d, const CheckRequest& r) {
     return Status::invalid_argument("at most 64 properties");
   }
   p.plan = engine::plan_of(d.config, p.cs->record);
-  return p;
+  return Status();
 }
 
-CheckResult base_result(const Prepared& p) {
-  CheckResult out;
-  out.plan = p.plan != nullptr ? p.plan->key : "";
-  out.meter = p.request->meter;
-  out.amount = core::format_decimal(p.amount);
-  return out;
+// REQUIRES: *out is a fresh CheckResult.
+void base_result(const Prepared& p, CheckResult* out) {
+  if (p.plan != nullptr) {
+    out->plan = p.plan->key;
+  }
+  out->meter = p.request->meter;
+  append_decimal(out->amount, p.amount);
+}
+
+// Per-thread scratch of the check path, reused so a check allocates only its answer.
+struct Scratch {
+  std::vector<Prepared> prepared;
+  std::vector<Usage> usage;
+  std::vector<Evaluated> evaluated;
+  std::string text;
+};
+
+Scratch& scratch() {
+  thread_local Scratch s;
+  return s;
 }
 
 }  // namespace
 
-// Evaluates one prepared check under the locks; on allow (and consume), applies it and appends
-// its usage event to `job`. Returns the token applied (0 when nothing was applied).
+// Evaluates one prepared check under the locks; on allow (and consume), applies it and, when it
+// consumes, appends its usage to `usage` (queued after the locks). Returns the token applied (0
+// when nothing was applied). `rates_before` (may be null) receives the rate states before.
 static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now,
-                            engine::IngestJob* job, CheckResult* out,
+                            std::vector<Usage>* usage, std::vector<Evaluated>& ev,
+                            CheckResult* out,
                             std::vector<std::pair<RateCounter*, core::RateState>>* rates_before) {
   const CheckRequest& r = *p.request;
-  *out = base_result(p);
+  base_result(p, out);
   if (p.cs->record.status == "suspended") {
     out->reason = "customer_suspended";
     out->message = "Customer '" + r.customer + "' is suspended.";
@@ -637,12 +844,12 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
   // a second event with the same id as a duplicate, so a second check with it must not count.
   const std::string& id_key = r.event_id;
   const bool replay = r.consume == Consume::kYes && !id_key.empty() && cl.recent_ids.count(id_key) != 0;
-  const std::vector<core::LimitRule> rules = engine::limits_of(d.config, p.cs->record, r.meter);
-  std::vector<Evaluated> ev = evaluate(d, *p.cs, cl, p.meter, rules, replay ? core::Decimal{} : p.amount, now);
+  const std::vector<engine::ResolvedRule>& rules = resolved_rules(d, *p.cs, cl, p.meter, p.plan);
+  evaluate(d, *p.cs, cl, p.meter, rules, replay ? core::Decimal{} : p.amount, now, &ev);
   bool denied = false;
   for (const auto& e : ev) {
-    if (!e.rule.unlimited && !e.fits) {
-      if (e.rule.hard) {
+    if (!e.rule().unlimited && !e.fits) {
+      if (e.rule().hard) {
         denied = true;
       } else {
         out->overage = true;
@@ -655,9 +862,10 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
     const bool trial_over = top != nullptr && top->outside;
     out->reason = trial_over ? "trial_expired" : "limit_exceeded";
     out->message = trial_over ? "The trial period of customer '" + r.customer + "' is over."
-                              : "Limit of " + top->state.limit + " " + top->state.rule +
-                                    " reached: " + top->state.used + " used, " +
-                                    out->amount + " requested.";
+                              : "Limit of " + top->resolved->limit_text + " " +
+                                    top->resolved->rule_text + " reached: " +
+                                    decimal_text(top->used) + " used, " + out->amount +
+                                    " requested.";
     out->retry_after_us = top->retry_after_us;
   } else {
     out->allowed = true;
@@ -666,46 +874,50 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
   std::uint64_t token = 0;
   if (out->allowed && !replay && r.consume != Consume::kNo) {
     token = d.next_token++;
+    const core::Aggregation agg = d.meters[p.meter].spec.aggregation;
     for (auto& e : ev) {
       if (e.rate != nullptr && rates_before != nullptr) {
         rates_before->emplace_back(e.rate, e.rate->state);
       }
     }
-    const core::Decimal gauge_before = ev.empty() ? core::Decimal{} : [&] {
-      // The gauge's current value: the committed value plus pending of any counter.
-      for (const auto& e : ev) {
-        if (e.counter != nullptr) {
-          return used_value(d.meters[p.meter].spec.aggregation, e.counter->committed) + e.counter->pending;
-        }
+    // The gauge's current value: the committed value plus pending of any counter.
+    core::Decimal gauge_before;
+    for (const auto& e : ev) {
+      if (e.counter != nullptr) {
+        gauge_before = used_value(agg, e.counter->committed) + e.counter->pending;
+        break;
       }
-      return core::Decimal{};
-    }();
+    }
     apply(cl, ev, p.meter, p.amount, now, token);
     // Re-read the states after consumption for the answer.
     for (auto& e : ev) {
-      if (e.rule.unlimited) {
+      if (e.rule().unlimited) {
         continue;
       }
       core::Decimal used;
       if (e.rate != nullptr) {
         used = e.rate->state.level;
-        e.state.reset_us = core::rate_evaluate(e.rate->state, e.rule.amount,
-                                               core::rate_period_us(e.rule.period), core::Decimal{}, now)
-                               .reset_us;
+        e.reset_us = core::rate_evaluate(e.rate->state, e.rule().amount,
+                                         core::rate_period_us(e.rule().period), core::Decimal{}, now)
+                         .reset_us;
       } else if (e.counter != nullptr) {
-        used = used_value(d.meters[p.meter].spec.aggregation, e.counter->committed) + e.counter->pending;
+        used = used_value(agg, e.counter->committed) + e.counter->pending;
       }
-      e.state.used = core::format_decimal(used);
-      e.state.remaining = core::format_decimal(e.rule.amount > used ? e.rule.amount - used : core::Decimal{});
-      e.state.percent = percent_text(used, e.rule.amount);
-      e.headroom = e.rule.amount - used;
+      e.used = used;
+      e.remaining = e.rule().amount > used ? e.rule().amount - used : core::Decimal{};
+      e.headroom = e.rule().amount - used;
     }
     top = most_restrictive(ev);
     if (r.consume == Consume::kYes) {
-      const std::string id = r.event_id.empty() ? "chk_" + d.token_prefix + "_" + std::to_string(token)
-                                                : r.event_id;
-      add_usage_events(*job, d.meters[p.meter], r.customer, id, r.properties, p.amount,
-                       gauge_before + p.amount, now, token);
+      Usage& u = usage->emplace_back();
+      u.ms = &d.meters[p.meter];
+      u.customer = &r.customer;
+      u.event_id = r.event_id.empty() ? nullptr : &r.event_id;
+      u.properties = &r.properties;
+      u.amount = p.amount;
+      u.gauge_value = gauge_before + p.amount;
+      u.now = now;
+      u.token = token;
       if (!id_key.empty()) {
         cl.recent_ids.emplace(id_key, token);
         cl.recent_order.push_back(id_key);
@@ -716,64 +928,63 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
       }
     }
   }
-  if (top != nullptr) {
-    out->has_rule = true;
-    out->rule = top->state;
-  }
-  for (auto& e : ev) {
-    out->limits.push_back(std::move(e.state));
+  out->limits.reserve(ev.size());
+  for (const auto& e : ev) {
+    out->limits.push_back(state_of(e));
+    if (&e == top) {
+      out->has_rule = true;
+      out->rule = out->limits.back();
+    }
   }
   return token;
 }
 
 namespace {
 
-// Hands a check job's events to the commit thread: appended to the open check job at the end
-// of the queue, or a new one. Returns a future when the caller waits for durability.
-void enqueue_check_events(Engine::Impl& d, std::unique_ptr<engine::IngestJob> job,
-                          std::function<void(Status)> waiter) {
-  if (job->parsed.batch.empty()) {
+// Hands usage events to the commit thread: written straight into the open check job at the end
+// of the queue, or into a new one when there is none or it is full. `waiter` (may be empty) is called when they are durable.
+// REQUIRES: no engine lock held.
+void enqueue_usage(Engine::Impl& d, const Usage* usage, std::size_t n,
+                   std::function<void(Status)> waiter) {
+  if (n == 0) {
     if (waiter) {
       waiter(Status());
     }
     return;
   }
+  std::string& text = scratch().text;
   bool wake = false;
   {
     std::lock_guard lock(d.queue_mutex);
-    engine::IngestJob* open = d.open_check_job;
-    if (open != nullptr) {
-      const core::EventBatch& from = job->parsed.batch;
-      for (std::size_t i = 0; i < from.size(); ++i) {
-        open->parsed.indexes.push_back(static_cast<std::uint32_t>(open->parsed.batch.size()));
-        open->parsed.batch.append_from(from, from.events()[i]);
-        open->check_tokens.push_back(job->check_tokens[i]);
-      }
-      if (waiter) {
-        open->check_waiters.push_back(std::move(waiter));
-      }
-      d.queued_events += from.size();
-    } else {
-      if (waiter) {
-        job->check_waiters.push_back(std::move(waiter));
-      }
-      engine::IngestJob* raw = job.get();
-      raw->start_us = std::chrono::duration_cast<std::chrono::microseconds>(
+    engine::IngestJob* job = d.open_check_job;
+    // A full job is left to its commit: group commits stay within commit_events_max, and
+    // the job's buffers stop growing (and being copied) while the commit thread catches up.
+    if (job == nullptr || job->parsed.batch.size() >= d.config.storage.commit_events_max) {
+      auto fresh = std::make_unique<engine::IngestJob>();
+      job = fresh.get();
+      job->start_us = std::chrono::duration_cast<std::chrono::microseconds>(
                           std::chrono::steady_clock::now().time_since_epoch())
                           .count();
-      raw->done = [raw](Result<IngestSummary> r) {
+      job->done = [job](Result<IngestSummary> r) {
         const Status s = r.status();
-        for (auto& w : raw->check_waiters) {
+        for (auto& w : job->check_waiters) {
           w(s);
         }
       };
-      d.queued_events += raw->parsed.batch.size();
       ++d.jobs_submitted;
       engine::Job j;
-      j.ingest = std::move(job);
+      j.ingest = std::move(fresh);
       d.queue.push_back(std::move(j));
-      d.open_check_job = raw;
+      d.open_check_job = job;
       wake = true;
+    }
+    const std::size_t before = job->parsed.batch.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      add_usage_events(d, *job, usage[i], text);
+    }
+    d.queued_events += job->parsed.batch.size() - before;
+    if (waiter) {
+      job->check_waiters.push_back(std::move(waiter));
     }
   }
   if (wake) {
@@ -783,26 +994,21 @@ void enqueue_check_events(Engine::Impl& d, std::unique_ptr<engine::IngestJob> jo
 
 }  // namespace
 
-Result<std::vector<CheckResult>> Engine::check_batch(const std::vector<CheckRequest>& requests) {
-  Impl& d = *impl_;
-  if (requests.empty() || requests.size() > 100) {
-    return Status::invalid_argument("a batch holds 1 to 100 checks");
-  }
-  if (d.read_only) {
-    return Status::unavailable("the engine is open read-only");
-  }
-  const core::TimeUs now = clock().now_us();
-  auto job = std::make_unique<engine::IngestJob>();
-  std::vector<CheckResult> results(requests.size());
+// The checks of check() and check_batch(): all or nothing when there are several.
+static Status run_checks(Engine::Impl& d, core::TimeUs now, const CheckRequest* requests,
+                         std::size_t n, CheckResult* results) {
+  Scratch& sc = scratch();
+  std::vector<Usage>& usage = sc.usage;
+  usage.clear();
   {
     std::shared_lock state_lock(d.state_mutex);
-    std::vector<Prepared> prepared;
-    for (const auto& r : requests) {
-      Result<Prepared> p = prepare(d, r);
-      if (!p) {
-        return p.error();
+    std::vector<Prepared>& prepared = sc.prepared;
+    prepared.resize(n);
+    for (std::size_t i = 0; i < n; ++i) {
+      Status s = prepare(d, requests[i], &prepared[i]);
+      if (!s.ok()) {
+        return s;
       }
-      prepared.push_back(*p);
     }
     std::lock_guard limits_lock(d.limits_mutex);
     if (!d.reservations.empty()) {
@@ -817,13 +1023,14 @@ Result<std::vector<CheckResult>> Engine::check_batch(const std::vector<CheckRequ
     };
     std::vector<Undo> undo;
     bool any_denied = false;
-    for (std::size_t i = 0; i < prepared.size(); ++i) {
+    for (std::size_t i = 0; i < n; ++i) {
       Undo u;
-      const std::uint64_t token = decide(d, prepared[i], now, job.get(), &results[i], &u.rates);
+      const std::uint64_t token = decide(d, prepared[i], now, &usage, sc.evaluated, &results[i],
+                                         n > 1 ? &u.rates : nullptr);
       if (!results[i].allowed) {
         any_denied = true;
       }
-      if (token != 0) {
+      if (token != 0 && n > 1) {
         u.cnum = prepared[i].cs->num;
         u.meter = prepared[i].meter;
         u.amount = prepared[i].amount;
@@ -852,7 +1059,7 @@ Result<std::vector<CheckResult>> Engine::check_batch(const std::vector<CheckRequ
         d.reservations.emplace(results[i].reservation_id, std::move(res));
       }
     }
-    if (any_denied && requests.size() > 1) {
+    if (any_denied && n > 1) {
       // All or nothing: take back what the allowed ones applied.
       for (auto it = undo.rbegin(); it != undo.rend(); ++it) {
         CustomerLimits& cl = d.limits[it->cnum];
@@ -861,15 +1068,16 @@ Result<std::vector<CheckResult>> Engine::check_batch(const std::vector<CheckRequ
           rit = rit->second == it->token ? cl.recent_ids.erase(rit) : std::next(rit);
         }
       }
-      for (auto& res : results) {
+      for (std::size_t i = 0; i < n; ++i) {
+        CheckResult& res = results[i];
         if (!res.reservation_id.empty()) {
           d.reservations.erase(res.reservation_id);
           res.reservation_id.clear();
           res.reservation_expires_us = 0;
         }
       }
-      job = std::make_unique<engine::IngestJob>();
-      for (std::size_t i = 0; i < results.size(); ++i) {
+      usage.clear();
+      for (std::size_t i = 0; i < n; ++i) {
         if (results[i].allowed) {
           results[i].allowed = false;
           results[i].reason = "batch_denied";
@@ -878,26 +1086,50 @@ Result<std::vector<CheckResult>> Engine::check_batch(const std::vector<CheckRequ
       }
     }
   }
-  if (d.config.enforcement.check_sync && !job->parsed.batch.empty()) {
+  if (d.config.enforcement.check_sync && !usage.empty()) {
     auto promise = std::make_shared<std::promise<Status>>();
     auto future = promise->get_future();
-    enqueue_check_events(d, std::move(job), [promise](Status s) { promise->set_value(std::move(s)); });
+    enqueue_usage(d, usage.data(), usage.size(),
+                  [promise](Status s) { promise->set_value(std::move(s)); });
+    usage.clear();
     Status s = future.get();
     if (!s.ok()) {
       return s;
     }
   } else {
-    enqueue_check_events(d, std::move(job), nullptr);
+    enqueue_usage(d, usage.data(), usage.size(), nullptr);
+    usage.clear();
+  }
+  return Status();
+}
+
+Result<std::vector<CheckResult>> Engine::check_batch(const std::vector<CheckRequest>& requests) {
+  Impl& d = *impl_;
+  if (requests.empty() || requests.size() > 100) {
+    return Status::invalid_argument("a batch holds 1 to 100 checks");
+  }
+  if (d.read_only) {
+    return Status::unavailable("the engine is open read-only");
+  }
+  std::vector<CheckResult> results(requests.size());
+  Status s = run_checks(d, clock().now_us(), requests.data(), requests.size(), results.data());
+  if (!s.ok()) {
+    return s;
   }
   return results;
 }
 
 Result<CheckResult> Engine::check(const CheckRequest& request) {
-  Result<std::vector<CheckResult>> r = check_batch(std::vector<CheckRequest>{request});
-  if (!r) {
-    return r.error();
+  Impl& d = *impl_;
+  if (d.read_only) {
+    return Status::unavailable("the engine is open read-only");
   }
-  return std::move((*r)[0]);
+  CheckResult result;
+  Status s = run_checks(d, clock().now_us(), &request, 1, &result);
+  if (!s.ok()) {
+    return s;
+  }
+  return result;
 }
 
 // ---- reservations ------------------------------------------------------------------------------
@@ -905,8 +1137,12 @@ Result<CheckResult> Engine::check(const CheckRequest& request) {
 Result<CheckResult> Engine::commit_reservation(const std::string& id, const std::string& amount_text) {
   Impl& d = *impl_;
   const core::TimeUs now = clock().now_us();
-  auto job = std::make_unique<engine::IngestJob>();
   CheckResult out;
+  // The usage event is queued after the locks; it points into these.
+  engine::Reservation res;
+  std::string event_id;
+  Usage usage;
+  bool consumed = false;
   {
     std::shared_lock state_lock(d.state_mutex);
     std::lock_guard limits_lock(d.limits_mutex);
@@ -915,7 +1151,7 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id, const std:
     if (it == d.reservations.end()) {
       return Status::not_found("reservation '" + id + "' does not exist or has expired");
     }
-    engine::Reservation res = it->second;
+    res = it->second;
     core::Decimal amount = res.amount;
     if (!amount_text.empty() &&
         (!core::try_parse_decimal(amount_text, &amount) || amount.units < 0)) {
@@ -940,8 +1176,10 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id, const std:
     if (amount.units > 0 && cs != nullptr) {
       // The work is done: its actual usage is recorded whatever the limits say now.
       const std::uint64_t token = d.next_token++;
-      const std::vector<core::LimitRule> rules = engine::limits_of(d.config, cs->record, ms.spec.key);
-      std::vector<Evaluated> ev = evaluate(d, *cs, cl, res.meter, rules, amount, now);
+      const std::vector<engine::ResolvedRule> rules =
+          resolve_rules(engine::limits_of(d.config, cs->record, ms.spec.key));
+      std::vector<Evaluated> ev;
+      evaluate(d, *cs, cl, res.meter, rules, amount, now, &ev);
       core::Decimal gauge_before;
       for (const auto& e : ev) {
         if (e.counter != nullptr) {
@@ -950,23 +1188,31 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id, const std:
         }
       }
       apply(cl, ev, res.meter, amount, now, token);
-      const std::string event_id = res.event_id.empty() ? id : res.event_id;
-      add_usage_events(*job, ms, res.customer, event_id, res.properties, amount, gauge_before + amount,
-                       now, token);
-      std::vector<Evaluated> after = evaluate(d, *cs, cl, res.meter, rules, core::Decimal{}, now);
+      event_id = res.event_id.empty() ? id : res.event_id;
+      usage.ms = &ms;
+      usage.customer = &res.customer;
+      usage.event_id = &event_id;
+      usage.properties = &res.properties;
+      usage.amount = amount;
+      usage.gauge_value = gauge_before + amount;
+      usage.now = now;
+      usage.token = token;
+      consumed = true;
+      std::vector<Evaluated> after;
+      evaluate(d, *cs, cl, res.meter, rules, core::Decimal{}, now, &after);
       for (const auto& e : after) {
-        out.overage = out.overage || (!e.rule.unlimited && e.headroom.units < 0);
+        out.overage = out.overage || (!e.rule().unlimited && e.headroom.units < 0);
       }
       if (const Evaluated* top = most_restrictive(after)) {
         out.has_rule = true;
-        out.rule = top->state;
+        out.rule = state_of(*top);
       }
-      for (auto& e : after) {
-        out.limits.push_back(std::move(e.state));
+      for (const auto& e : after) {
+        out.limits.push_back(state_of(e));
       }
     }
   }
-  enqueue_check_events(d, std::move(job), nullptr);
+  enqueue_usage(d, &usage, consumed ? 1 : 0, nullptr);
   return out;
 }
 
@@ -1015,15 +1261,18 @@ Result<LimitsReport> Engine::limits_report(const std::string& customer) {
       continue;
     }
     const auto m = static_cast<std::uint32_t>(ms - d.meters.data());
-    std::vector<Evaluated> ev = evaluate(d, *cs, cl, m, {rule}, core::Decimal{}, now);
-    for (auto& e : ev) {
-      if (!e.rule.unlimited && !e.state.percent.empty()) {
+    const std::vector<engine::ResolvedRule> one{resolve_rule(rule)};
+    std::vector<Evaluated> ev;
+    evaluate(d, *cs, cl, m, one, core::Decimal{}, now, &ev);
+    for (const auto& e : ev) {
+      LimitState state = state_of(e);
+      if (!e.rule().unlimited && !state.percent.empty()) {
         core::Decimal pct;
-        if (core::try_parse_decimal(e.state.percent, &pct) && pct > core::Decimal::from_int(80)) {
-          out.warnings.push_back(e.state.rule + " at " + e.state.percent + "%");
+        if (core::try_parse_decimal(state.percent, &pct) && pct > core::Decimal::from_int(80)) {
+          out.warnings.push_back(state.rule + " at " + state.percent + "%");
         }
       }
-      out.limits.push_back(std::move(e.state));
+      out.limits.push_back(std::move(state));
     }
   }
   return out;
@@ -1187,13 +1436,14 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
           before_reset = used_value(agg, minute);
         }
         const core::PeriodContext pc = period_context(cs);
+        const engine::WindowContext wc = window_context(cs, pc, ms.spec.key);
         std::vector<const LimitCounter*> built;
         for (const auto& rule : engine::limits_of(d.config, cs.record, ms.spec.key)) {
           if (core::period_is_rate(rule.period)) {
             continue;
           }
           bool outside = false;
-          LimitCounter* c = calendar_counter(d, cs, cl, meter_index, rule, at, pc, &outside);
+          LimitCounter* c = calendar_counter(d, cs, cl, meter_index, rule, at, pc, wc, &outside);
           if (c == nullptr || c->count_from_us != at ||
               std::find(built.begin(), built.end(), c) != built.end()) {
             continue;

@@ -140,11 +140,20 @@ void EventBlockWriter::begin(std::uint64_t first_seq, core::TimeUs received_at_u
   count_ = 0;
 }
 
+namespace {
+void put_i128(std::string& out, __int128 v);
+bool get_i128(Reader& r, __int128* v);
+}  // namespace
+
 void EventBlockWriter::add(const core::EventBatch& batch, const core::Event& e, std::uint64_t seq,
-                           bool flagged) {
+                           bool flagged, bool priced, core::Decimal cost, core::Decimal credits) {
   put_varint(body_, seq - first_seq_);
   put_zigzag(body_, e.time_us);
-  body_ += static_cast<char>(flagged ? 1 : 0);
+  body_ += static_cast<char>((flagged ? 1 : 0) | (priced ? 2 : 0));
+  if (priced) {
+    put_i128(body_, cost.units);
+    put_i128(body_, credits.units);
+  }
   put_bytes(body_, batch.text(e.id));
   put_bytes(body_, batch.text(e.type));
   put_varint(body_, e.prop_count);
@@ -183,13 +192,24 @@ bool decode_block_event(Reader& r, const BlockHeader& h, BlockEvent* e) {
   std::uint64_t delta = 0;
   std::uint8_t flags = 0;
   std::uint64_t nprops = 0;
-  if (!r.get_varint(&delta) || !r.get_zigzag(&e->time_us) || !r.get_u8(&flags) ||
-      !r.get_bytes(&e->id) || !r.get_bytes(&e->type) || !r.get_varint(&nprops) ||
-      nprops > core::kEventPropsMax + 1) {
+  if (!r.get_varint(&delta) || !r.get_zigzag(&e->time_us) || !r.get_u8(&flags) || flags > 3) {
     return false;
   }
   e->seq = h.first_seq + delta;
   e->flagged = (flags & 1) != 0;
+  e->priced = (flags & 2) != 0;
+  if (e->priced) {
+    if (!get_i128(r, &e->cost.units) || !get_i128(r, &e->credits.units)) {
+      return false;
+    }
+  } else {
+    e->cost = core::Decimal{};
+    e->credits = core::Decimal{};
+  }
+  if (!r.get_bytes(&e->id) || !r.get_bytes(&e->type) || !r.get_varint(&nprops) ||
+      nprops > core::kEventPropsMax + 1) {
+    return false;
+  }
   e->props.resize(nprops);
   for (auto& p : e->props) {
     std::uint8_t kind = 0;
@@ -305,7 +325,7 @@ bool decode_aggregate_key(std::string_view key, AggregateKey* out) {
 }
 
 namespace {
-void put_i128(std::string& out, __int128 v) {
+void put_i128(std::string& out, __int128 v) {  // declared above the event blocks
   auto u = static_cast<unsigned __int128>(v);
   put_be64(out, static_cast<std::uint64_t>(u >> 64));
   put_be64(out, static_cast<std::uint64_t>(u));
@@ -515,6 +535,165 @@ std::string meter_fingerprint_key(std::string_view meter) {
   std::string k("meter:");
   k.append(meter);
   return k;
+}
+
+// ---- ledger ------------------------------------------------------------------------------
+
+std::string ledger_key(std::uint32_t customer_num, std::uint64_t txn_seq) {
+  std::string k;
+  put_be32(k, customer_num);
+  put_be64(k, txn_seq);
+  return k;
+}
+
+namespace {
+bool get_decimal(Reader& r, core::Decimal* d) { return get_i128(r, &d->units); }
+void put_decimal(std::string& out, core::Decimal d) { put_i128(out, d.units); }
+}  // namespace
+
+std::string encode_ledger_txn(const LedgerTransaction& t) {
+  std::string out;
+  out += static_cast<char>(kRecordVersion);
+  put_varint(out, t.seq);
+  put_bytes(out, t.type);
+  put_bytes(out, t.amount);
+  put_bytes(out, t.balance_before);
+  put_bytes(out, t.balance_after);
+  put_bytes(out, t.event_id);
+  put_bytes(out, t.grant_id);
+  put_bytes(out, t.reservation_id);
+  put_bytes(out, t.description);
+  put_zigzag(out, t.created_at_us);
+  put_zigzag(out, t.expires_at_us);
+  put_zigzag(out, t.priority);
+  return out;
+}
+
+bool decode_ledger_txn(std::string_view value, LedgerTransaction* t) {
+  Reader r(value);
+  std::uint8_t version = 0;
+  std::string_view type, amount, before, after, event_id, grant_id, reservation_id, description;
+  if (!r.get_u8(&version) || version != kRecordVersion || !r.get_varint(&t->seq) ||
+      !r.get_bytes(&type) || !r.get_bytes(&amount) || !r.get_bytes(&before) ||
+      !r.get_bytes(&after) || !r.get_bytes(&event_id) || !r.get_bytes(&grant_id) ||
+      !r.get_bytes(&reservation_id) || !r.get_bytes(&description) ||
+      !r.get_zigzag(&t->created_at_us) || !r.get_zigzag(&t->expires_at_us) ||
+      !r.get_zigzag(&t->priority) || !r.done()) {
+    return false;
+  }
+  t->id = "txn_" + std::to_string(t->seq);
+  t->type = type;
+  t->amount = amount;
+  t->balance_before = before;
+  t->balance_after = after;
+  t->event_id = event_id;
+  t->grant_id = grant_id;
+  t->reservation_id = reservation_id;
+  t->description = description;
+  return true;
+}
+
+std::string wallet_key(std::uint32_t customer_num) {
+  std::string k(kWalletKeyPrefix);
+  put_be32(k, customer_num);
+  return k;
+}
+
+std::string encode_wallet(const WalletRecord& w) {
+  std::string out;
+  out += static_cast<char>(kRecordVersion);
+  put_decimal(out, w.balance);
+  put_decimal(out, w.debt);
+  put_varint(out, w.transactions);
+  put_varint(out, w.last_txn_seq);
+  put_varint(out, w.grants.size());
+  for (const auto& g : w.grants) {
+    put_varint(out, g.txn_seq);
+    put_bytes(out, g.type);
+    put_decimal(out, g.amount);
+    put_decimal(out, g.remaining);
+    put_zigzag(out, g.priority);
+    put_zigzag(out, g.expires_us);
+    put_zigzag(out, g.created_us);
+  }
+  put_varint(out, w.holds.size());
+  for (const auto& [id, credits] : w.holds) {
+    put_bytes(out, id);
+    put_decimal(out, credits);
+  }
+  return out;
+}
+
+bool decode_wallet(std::string_view value, WalletRecord* w) {
+  Reader r(value);
+  std::uint8_t version = 0;
+  std::uint64_t n = 0;
+  if (!r.get_u8(&version) || version != kRecordVersion || !get_decimal(r, &w->balance) ||
+      !get_decimal(r, &w->debt) || !r.get_varint(&w->transactions) ||
+      !r.get_varint(&w->last_txn_seq) || !r.get_varint(&n) || n > 1'000'000) {
+    return false;
+  }
+  w->grants.resize(n);
+  for (auto& g : w->grants) {
+    std::string_view type;
+    if (!r.get_varint(&g.txn_seq) || !r.get_bytes(&type) || !get_decimal(r, &g.amount) ||
+        !get_decimal(r, &g.remaining) || !r.get_zigzag(&g.priority) ||
+        !r.get_zigzag(&g.expires_us) || !r.get_zigzag(&g.created_us)) {
+      return false;
+    }
+    g.type = type;
+  }
+  if (!r.get_varint(&n) || n > 10'000'000) {
+    return false;
+  }
+  w->holds.resize(n);
+  for (auto& [id, credits] : w->holds) {
+    std::string_view text;
+    if (!r.get_bytes(&text) || !get_decimal(r, &credits)) {
+      return false;
+    }
+    id = text;
+  }
+  return r.done();
+}
+
+std::string price_usage_key(std::string_view price_key, std::uint32_t customer_num,
+                            core::TimeUs period_start_us) {
+  std::string k(kPriceUsagePrefix);
+  k += price_key;
+  k += '\0';
+  put_be32(k, customer_num);
+  put_be64(k, static_cast<std::uint64_t>(period_start_us));
+  return k;
+}
+
+bool decode_price_usage_key(std::string_view key, std::string_view* price_key,
+                            std::uint32_t* customer_num, core::TimeUs* period_start_us) {
+  if (key.substr(0, kPriceUsagePrefix.size()) != kPriceUsagePrefix) {
+    return false;
+  }
+  key.remove_prefix(kPriceUsagePrefix.size());
+  const std::size_t zero = key.find('\0');
+  if (zero == std::string_view::npos || key.size() != zero + 13) {
+    return false;
+  }
+  *price_key = key.substr(0, zero);
+  *customer_num = read_be32(key.substr(zero + 1));
+  *period_start_us = static_cast<core::TimeUs>(read_be64(key.substr(zero + 5)));
+  return true;
+}
+
+std::string encode_decimal(core::Decimal d) {
+  std::string out;
+  out += static_cast<char>(kRecordVersion);
+  put_decimal(out, d);
+  return out;
+}
+
+bool decode_decimal(std::string_view value, core::Decimal* d) {
+  Reader r(value);
+  std::uint8_t version = 0;
+  return r.get_u8(&version) && version == kRecordVersion && get_decimal(r, d) && r.done();
 }
 
 }  // namespace tally::engine

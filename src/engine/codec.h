@@ -61,12 +61,17 @@ struct BlockEvent {
     std::string_view text;
   };
   std::vector<Prop> props;
+  bool priced = false;
+  core::Decimal cost;
+  core::Decimal credits;
 };
 
 class EventBlockWriter {
  public:
   void begin(std::uint64_t first_seq, core::TimeUs received_at_us);
-  void add(const core::EventBatch& batch, const core::Event& e, std::uint64_t seq, bool flagged);
+  // `cost` and `credits` are stored when `priced`.
+  void add(const core::EventBatch& batch, const core::Event& e, std::uint64_t seq, bool flagged,
+           bool priced = false, core::Decimal cost = {}, core::Decimal credits = {});
   // Finishes the block; returns its value bytes. The writer can begin() again after.
   std::string finish();
   std::uint32_t count() const { return count_; }
@@ -159,10 +164,52 @@ struct KeyRecord {
 std::string encode_key_record(const KeyRecord& k);
 bool decode_key_record(std::string_view value, KeyRecord* k);
 
+// ---- ledger (Space::kLedger) -------------------------------------------------------------
+// Key: customer number (be32) + transaction sequence (be64).
+std::string ledger_key(std::uint32_t customer_num, std::uint64_t txn_seq);
+// The record: a LedgerTransaction without its customer (the key's number names it).
+std::string encode_ledger_txn(const LedgerTransaction& t);
+bool decode_ledger_txn(std::string_view value, LedgerTransaction* t);
+
+// Wallet snapshots (Space::kMeta, key wallet_key(num)): the state the ledger leads to, so start-up
+// need not replay every transaction.
+struct GrantRecord {
+  std::uint64_t txn_seq = 0;  // the transaction that created it
+  std::string type;
+  core::Decimal amount;
+  core::Decimal remaining;
+  std::int64_t priority = 0;
+  core::TimeUs expires_us = 0;
+  core::TimeUs created_us = 0;
+};
+struct WalletRecord {
+  core::Decimal balance;
+  core::Decimal debt;  // usage burned beyond the grants: the negative part of the balance
+  std::vector<GrantRecord> grants;
+  std::vector<std::pair<std::string, core::Decimal>> holds;  // reservation id -> credits
+  std::uint64_t transactions = 0;
+  std::uint64_t last_txn_seq = 0;
+};
+std::string wallet_key(std::uint32_t customer_num);  // "wallet:" + be32
+inline constexpr std::string_view kWalletKeyPrefix = "wallet:";
+std::string encode_wallet(const WalletRecord& w);
+bool decode_wallet(std::string_view value, WalletRecord* w);
+
+// Units a tiered price has counted in one billing period of one customer (Space::kMeta).
+// Key: "price_usage:" + price key + '\0' + customer (be32) + period start (be64).
+inline constexpr std::string_view kPriceUsagePrefix = "price_usage:";
+std::string price_usage_key(std::string_view price_key, std::uint32_t customer_num,
+                            core::TimeUs period_start_us);
+bool decode_price_usage_key(std::string_view key, std::string_view* price_key,
+                            std::uint32_t* customer_num, core::TimeUs* period_start_us);
+std::string encode_decimal(core::Decimal d);
+bool decode_decimal(std::string_view value, core::Decimal* d);
+
 // ---- meta (Space::kMeta) --------------------------------------------------------------------
 inline constexpr std::string_view kMetaNextSeq = "next_seq";
 inline constexpr std::string_view kMetaNextCustomer = "next_customer";
 inline constexpr std::string_view kMetaSchema = "schema";
+inline constexpr std::string_view kMetaNextTxn = "next_txn";
 std::string meter_fingerprint_key(std::string_view meter);  // "meter:" + key
 
 }  // namespace tally::engine

@@ -128,6 +128,19 @@ Result<std::unique_ptr<Engine>> Engine::open(const EngineOptions& options) {
                                   a == core::Aggregation::kLatest || a == core::Aggregation::kMax);
   }
   impl->token_prefix = common::to_hex(common::random_bytes(6));
+  impl->prices_by_meter.resize(impl->meters.size());
+  for (const auto& pc : impl->config.prices) {
+    engine::PriceState ps;
+    ps.spec = pc.spec;
+    for (std::uint32_t i = 0; i < impl->meters.size(); ++i) {
+      if (impl->meters[i].spec.key == pc.spec.meter) {
+        ps.meter = i;
+      }
+    }
+    ps.key = pc.spec.meter + "#" + std::to_string(impl->prices_by_meter[ps.meter].size());
+    impl->prices_by_meter[ps.meter].push_back(static_cast<std::uint32_t>(impl->prices.size()));
+    impl->prices.push_back(std::move(ps));
+  }
   for (std::uint32_t i = 0; i < impl->meters.size(); ++i) {
     const std::string& type = impl->meters[i].spec.event_type;
     auto it = std::find_if(impl->meters_by_type.begin(), impl->meters_by_type.end(),
@@ -137,6 +150,10 @@ Result<std::unique_ptr<Engine>> Engine::open(const EngineOptions& options) {
     } else {
       it->second.push_back(i);
     }
+  }
+
+  for (const auto& [type, indexes] : impl->meters_by_type) {
+    impl->metered_types.push_back(type);
   }
 
   TALLY_TRY(impl->load());
@@ -289,6 +306,7 @@ Status Engine::Impl::load() {
     return true;
   }));
   TALLY_TRY(bad);
+  TALLY_TRY(load_wallets());
 
   // Customers from the config that do not exist yet are created in the first commit.
   return Status();
@@ -396,7 +414,9 @@ void Engine::Impl::start() {
     c.updated_at_us = now;
     auto tz = core::TimeZone::find(c.timezone);
     auto num_holder = std::make_shared<std::uint32_t>(0);
-    job->prepare = [this, c, num_holder](store::WriteBatch& wb) -> Status {
+    auto work = std::make_shared<engine::LedgerWork>();
+    const std::string credits = seed.credits;
+    job->prepare = [this, c, num_holder, work, credits](store::WriteBatch& wb) -> Status {
       if (customer_nums.count(c.id) != 0) {
         return Status::already_exists("customer exists");
       }
@@ -405,9 +425,18 @@ void Engine::Impl::start() {
       std::string n;
       engine::put_be32(n, next_customer);
       wb.put(store::Space::kMeta, std::string(engine::kMetaNextCustomer), n);
+      if (!credits.empty() && credits != "0") {
+        WalletTransactionRequest top_up;
+        top_up.type = "top_up";
+        top_up.amount = credits;
+        top_up.description = "initial credits from the configuration";
+        TALLY_TRY(apply_wallet_request(*work, *num_holder, top_up, c.created_at_us));
+        write_ledger(*work, wb);
+      }
       return Status();
     };
-    job->install = [this, c, num_holder, tz]() {
+    job->install = [this, c, num_holder, tz, work]() {
+      install_ledger(*work);
       engine::CustomerState cs;
       cs.num = *num_holder;
       cs.record = c;
@@ -470,6 +499,7 @@ void Engine::Impl::run_committer() {
         if (!wb.empty()) {
           store->write(wb, config.storage.fsync).ignore_error();  // retried next second
         }
+        expire_grants(clock->now_us());
         continue;
       }
       if (queue.front().ingest && config.storage.commit_interval_us > 0 &&
@@ -620,6 +650,9 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
   core::MeterInput input;
   std::string group;
   std::string stored_id;
+  engine::LedgerWork ledger;
+  std::vector<std::pair<std::string_view, std::string_view>> event_props;
+  std::string priced_meters;
   std::vector<Status> failed(jobs.size());  // per job: OK, or why it failed alone
 
   // The stored copies behind a job's dedup index hits are read before any of its events joins
@@ -691,9 +724,11 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
       // The customer.
       std::uint32_t cnum = 0;
       bool suspended = false;
+      const engine::CustomerState* cstate = nullptr;
       if (auto it = customer_nums.find(customer); it != customer_nums.end()) {
         cnum = it->second;
-        suspended = customers.at(cnum).record.status == "suspended";
+        cstate = &customers.at(cnum);
+        suspended = cstate->record.status == "suspended";
       } else if (auto nit = new_customers.find(customer); nit != new_customers.end()) {
         cnum = nit->second.num;
       } else if (config.server.auto_create_customers && next_customer <= engine::DedupIndex::kCustomerMax) {
@@ -738,15 +773,14 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
       if (expired_seq != 0) {
         dedup_replacements.emplace_back(h, expired_seq);
       }
-      auto [bit, fresh] = blocks.try_emplace(cnum);
-      if (fresh) {
-        bit->second.begin(seq, now);
-      }
-      bit->second.add(b, e, seq, suspended);
-      block_last_seq[cnum] = seq;
       ++sum.accepted;
 
-      // Meters.
+      // Meters, and the event's price.
+      bool priced = false;
+      core::Decimal event_cost;
+      core::Decimal event_credits;
+      event_props.clear();
+      priced_meters.clear();
       const std::string_view type = b.text(e.type);
       for (const auto& [mtype, indexes] : meters_by_type) {
         if (mtype != type) {
@@ -762,6 +796,28 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
           if (meter_limited[m]) {
             limit_deltas.push_back(
                 engine::LimitDelta{cnum, m, e.time_us, input.value, seq, token != 0});
+          }
+          if (!prices_by_meter[m].empty()) {
+            if (event_props.empty()) {
+              for (std::uint32_t p = e.prop_begin; p < e.prop_begin + e.prop_count; ++p) {
+                event_props.emplace_back(b.text(b.props()[p].key), b.text(b.props()[p].text));
+              }
+            }
+            static const core::TimeZone kUtc;
+            core::Decimal cost;
+            core::Decimal credits;
+            const core::TimeUs anchor =
+                cstate == nullptr ? now
+                : cstate->record.billing_anchor_us != 0 ? cstate->record.billing_anchor_us
+                                                        : cstate->record.created_at_us;
+            if (price_of(m, cnum, cstate != nullptr ? cstate->tz : kUtc, anchor, e.time_us,
+                         input.value, event_props, &ledger, &cost, &credits)) {
+              priced = true;
+              event_cost += cost;
+              event_credits += credits;
+              priced_meters += priced_meters.empty() ? "" : ", ";
+              priced_meters += meters[m].spec.key;
+            }
           }
           if (meters[m].spec.aggregation == core::Aggregation::kUniqueCount) {
             bool known = false;
@@ -780,6 +836,15 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
             }
           }
         }
+      }
+      auto [bit, fresh] = blocks.try_emplace(cnum);
+      if (fresh) {
+        bit->second.begin(seq, now);
+      }
+      bit->second.add(b, e, seq, suspended, priced, event_cost, event_credits);
+      block_last_seq[cnum] = seq;
+      if (priced && event_credits.units != 0) {
+        burn(ledger, cnum, event_credits, id, "usage credit burn (" + priced_meters + ")", now);
       }
     }
   }
@@ -831,6 +896,7 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
     wb.put(store::Space::kMeta, std::string(engine::kMetaNextCustomer), v);
   }
   flush_key_counters(wb, false);
+  write_ledger(ledger, wb);
 
   Status written;
   if (!wb.empty()) {
@@ -870,6 +936,7 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
     if (!limit_deltas.empty() || !settled.empty()) {
       settle_limits(limit_deltas, settled);
     }
+    install_ledger(ledger);
   }
   std::size_t replaced = 0;
   for (const auto& d : dedup_entries) {
@@ -928,6 +995,9 @@ void Engine::ingest_json_async(std::string body, const IngestOptions& options,
   po.future_skew_us_max = d.config.server.future_skew_seconds_max * core::kUsPerSecond;
   po.default_customer = options.restrict_customer;
   po.events_max = d.config.server.batch_events_max;
+  if (!d.config.server.accept_unmetered_events && !d.metered_types.empty()) {
+    po.known_types = &d.metered_types;
+  }
   Status parsed = core::parse_events(body, po, &job->parsed);
   if (!parsed.ok()) {
     done(parsed);

@@ -8,6 +8,7 @@
 //  - Key usage counters are atomics, written back by the commit thread about once a second.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -17,8 +18,10 @@
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -29,6 +32,7 @@
 #include "core/event_parse.h"
 #include "core/limits.h"
 #include "core/meter.h"
+#include "core/pricing.h"
 #include "core/time.h"
 #include "engine/codec.h"
 #include "engine/dedup_index.h"
@@ -85,6 +89,17 @@ struct IngestJob {
 
 // ---- limits (check.cc) ----------------------------------------------------------------------
 
+// What a calendar window depends on besides the rule: a counter built under other values (the
+// customer's zone, anchors or reset changed) is rebuilt, never reused.
+struct WindowContext {
+  const void* zone = nullptr;  // core::TimeZone::zone()
+  core::TimeUs billing_anchor_us = 0;
+  core::TimeUs trial_start_us = 0;
+  core::TimeUs reset_us = 0;  // the meter's last reset, 0 = none
+
+  friend bool operator==(const WindowContext&, const WindowContext&) = default;
+};
+
 // Usage of one meter in one calendar window of one customer, as limits see it.
 struct LimitCounter {
   std::uint32_t meter = 0;
@@ -92,6 +107,7 @@ struct LimitCounter {
   std::int64_t days = 0;
   core::Span span;                 // the window; re-initialised when time leaves it
   core::TimeUs count_from_us = 0;  // span.start, or a reset inside the span
+  WindowContext context;           // what span and count_from_us were computed from
   core::AggState committed;        // durable events in [count_from, span.end)
   core::Decimal pending;           // consumed or held in memory, not yet committed
 };
@@ -111,14 +127,104 @@ struct InFlight {
   core::Decimal amount;
 };
 
+// The in-flight consumption of one customer, in token order. Tokens only grow (they are taken
+// under limits_mutex just before their consumption is added), so adding appends, and commits
+// settle them mostly oldest first, so erasing usually trims the front: no allocation per token
+// and no tree to walk, however far the commit thread lags. An entry erased from the middle (a
+// reservation released early) is marked dead until the front reaches it.
+class InFlightLog {
+ public:
+  void add(std::uint64_t token, const InFlight& f) {
+    if (entries_.empty() || entries_.back().token < token) {
+      entries_.push_back(Entry{token, true, f});
+    } else {  // not expected; kept correct anyway
+      auto it = lower(entries_, token);
+      if (it != entries_.end() && it->token == token) {
+        live_ -= it->live ? 1 : 0;
+        *it = Entry{token, true, f};
+      } else {
+        entries_.insert(it, Entry{token, true, f});
+      }
+    }
+    ++live_;
+  }
+  // The live entry of `token`, or null.
+  const InFlight* find(std::uint64_t token) const {
+    auto it = lower(entries_, token);
+    return it != entries_.end() && it->token == token && it->live ? &it->f : nullptr;
+  }
+  // Erases `token`; false when it is not live.
+  bool erase(std::uint64_t token) {
+    auto it = lower(entries_, token);
+    if (it == entries_.end() || it->token != token || !it->live) {
+      return false;
+    }
+    it->live = false;
+    --live_;
+    while (!entries_.empty() && !entries_.front().live) {
+      entries_.pop_front();
+    }
+    while (!entries_.empty() && !entries_.back().live) {
+      entries_.pop_back();
+    }
+    return true;
+  }
+  template <typename F>
+  void for_each(F&& f) const {
+    for (const auto& e : entries_) {
+      if (e.live) {
+        f(e.token, e.f);
+      }
+    }
+  }
+  std::size_t size() const { return live_; }
+  bool empty() const { return live_ == 0; }
+
+ private:
+  struct Entry {
+    std::uint64_t token;
+    bool live;
+    InFlight f;
+  };
+  template <typename Entries>
+  static auto lower(Entries& entries, std::uint64_t token) -> decltype(entries.begin()) {
+    if (!entries.empty() && entries.front().token == token) {
+      return entries.begin();  // the common case: the oldest settles first
+    }
+    return std::lower_bound(entries.begin(), entries.end(), token,
+                            [](const Entry& e, std::uint64_t t) { return e.token < t; });
+  }
+  std::deque<Entry> entries_;
+  std::size_t live_ = 0;
+};
+
+// One limit of a customer's meter, resolved from the plan and overrides, with the texts every
+// answer repeats.
+struct ResolvedRule {
+  core::LimitRule rule;
+  std::string rule_text;   // "api_calls per day"
+  std::string limit_text;  // the amount; "" when unlimited
+};
+
+// The resolved limits of one meter of a customer, valid while its plan and overrides are the
+// ones they were resolved from (the configuration, so every plan, is fixed at open).
+struct ResolvedRules {
+  std::uint32_t meter = 0;
+  const core::Plan* plan = nullptr;
+  std::vector<LimitOverride> overrides;
+  std::vector<ResolvedRule> rules;
+};
+
 struct CustomerLimits {
   // Lists: a check holds pointers to several counters while it creates others.
   std::list<LimitCounter> counters;
   std::list<RateCounter> rates;
-  std::map<std::uint64_t, InFlight> in_flight;  // token -> consumption
+  InFlightLog in_flight;  // token -> consumption
   // Check event ids consumed recently (id -> token), so a retry is answered without consuming.
   std::unordered_map<std::string, std::uint64_t> recent_ids;
   std::deque<std::string> recent_order;
+  // Per meter checked (bounded by the meters); a deque, so adding one keeps the others in place.
+  std::deque<ResolvedRules> resolved;
 };
 
 struct Reservation {
@@ -140,6 +246,25 @@ struct LimitDelta {
   core::Decimal value;
   std::uint64_t seq;
   bool from_check;  // already counted by its check (rates and pending)
+};
+
+// ---- wallets (wallet.cc) --------------------------------------------------------------------
+
+// A price in force: its spec and a key naming it in stored tiered usage.
+struct PriceState {
+  core::PriceSpec spec;
+  std::string key;  // meter + '#' + index among the meter's prices
+  std::uint32_t meter = 0;
+};
+
+// The working state of wallets and tiered price usage during one commit: copies of what the
+// commit touches, installed when the write is durable.
+struct LedgerWork {
+  std::unordered_map<std::uint32_t, WalletRecord> wallets;
+  // (price index, customer, period start) -> units
+  std::map<std::tuple<std::uint32_t, std::uint32_t, core::TimeUs>, core::Decimal> price_usage;
+  std::vector<std::pair<std::uint32_t, LedgerTransaction>> txns;  // customer num, txn
+  bool from_scratch = false;  // price_of counts tiered usage from zero, not the live state
 };
 
 struct AdminJob {
@@ -182,6 +307,7 @@ struct Engine::Impl {
   mutable std::shared_mutex state_mutex;
   std::vector<engine::MeterState> meters;
   std::vector<std::pair<std::string, std::vector<std::uint32_t>>> meters_by_type;
+  std::vector<std::string> metered_types;  // fixed at open
   engine::StringMap customer_nums;                       // id -> number
   std::unordered_map<std::uint32_t, engine::CustomerState> customers;  // number -> state
   engine::StringMap group_ids;                           // group text -> id
@@ -190,6 +316,10 @@ struct Engine::Impl {
   std::unordered_map<std::string, engine::KeyState*> keys_by_id;
   std::uint64_t aggregates_live = 0;
   std::vector<bool> meter_limited;  // per meter: some plan or override limits it
+  std::vector<engine::PriceState> prices;                   // fixed at open
+  std::vector<std::vector<std::uint32_t>> prices_by_meter;  // meter -> price indexes, in order
+  std::unordered_map<std::uint32_t, engine::WalletRecord> wallets;  // customer number -> wallet
+  std::map<std::tuple<std::uint32_t, std::uint32_t, core::TimeUs>, core::Decimal> price_usage;
 
   // ---- limits (guarded by limits_mutex; taken after state_mutex, never before) ---------------
   mutable std::mutex limits_mutex;
@@ -207,6 +337,7 @@ struct Engine::Impl {
   std::uint64_t next_seq = 1;
   std::uint32_t next_customer = 1;
   std::int64_t last_key_flush_us = 0;
+  std::uint64_t next_txn = 1;
 
   // ---- the queue ---------------------------------------------------------------------------
   std::mutex queue_mutex;
@@ -256,6 +387,44 @@ struct Engine::Impl {
                      const std::vector<std::pair<std::uint32_t, std::uint64_t>>& settled);
   void expire_reservations(core::TimeUs now);
 
+  // ---- wallet.cc -----------------------------------------------------------------------------
+  Status load_wallets();
+  // The price of one meter's value for an event with these properties: false when no price
+  // of the meter matches. Tiered prices count units in the customer's billing period (from
+  // `anchor_us` in `tz`) of the event's time: from `work`'s copy when given (and add the value
+  // there), else from the installed state (readers: state_mutex held).
+  bool price_of(std::uint32_t meter, std::uint32_t customer_num, const core::TimeZone& tz,
+                core::TimeUs anchor_us, core::TimeUs time_us, core::Decimal value,
+                std::span<const std::pair<std::string_view, std::string_view>> props,
+                engine::LedgerWork* work, core::Decimal* cost, core::Decimal* credits) const;
+  // The wallet of a customer in `work` (copied in on first use). Commit thread only.
+  engine::WalletRecord& work_wallet(engine::LedgerWork& work, std::uint32_t customer_num,
+                                    core::TimeUs now);
+  // Appends a transaction changing a wallet of `work`. Commit thread only.
+  void append_txn(engine::LedgerWork& work, std::uint32_t customer_num, core::Decimal amount,
+                  LedgerTransaction t);
+  // Burns credits for an event from the customer's wallet in `work`.
+  void burn(engine::LedgerWork& work, std::uint32_t customer_num, core::Decimal credits,
+            std::string_view event_id, std::string description, core::TimeUs now);
+  // Writes `work` (transactions, wallets, price usage, next txn) into `wb`.
+  void write_ledger(const engine::LedgerWork& work, store::WriteBatch& wb) const;
+  // Installs `work` into the live state. REQUIRES: state_mutex held exclusively.
+  void install_ledger(engine::LedgerWork& work);
+  // The ledger half of `tally verify`: chains, balances, and burns against the stored events
+  // (priced again from scratch in `priced`, filled by the recompute hook).
+  struct PricedEvent {
+    core::Decimal stored;    // credits stored with the event
+    core::Decimal computed;  // credits its prices give now
+  };
+  void verify_ledger(
+      const std::map<std::pair<std::uint32_t, std::string>, std::vector<PricedEvent>>& priced,
+      const std::unordered_map<std::uint32_t, std::string>& ids, VerifyReport* report) const;
+  // Applies an admin's wallet transaction to `work`. Errors: kInvalidArgument.
+  Status apply_wallet_request(engine::LedgerWork& work, std::uint32_t customer_num,
+                              const WalletTransactionRequest& req, core::TimeUs now);
+  // Writes expiry transactions for grants past their time. Commit thread only.
+  void expire_grants(core::TimeUs now);
+
   // ---- query.cc ------------------------------------------------------------------------------
   const engine::CustomerState* find_customer(std::string_view id) const;
   const engine::MeterState* find_meter(std::string_view key) const;
@@ -281,9 +450,14 @@ struct Recomputed {
 };
 // An id stored twice for one customer is a problem only when the copies were received within
 // `dedup_window_us` of each other (0 = forever): after the window a copy is accepted again.
+// `on_event`, when set, sees every stored event in (customer, sequence) order with a one-event
+// batch holding it.
+using RecomputeHook =
+    std::function<void(std::uint32_t customer_num, const BlockEvent& e, const core::EventBatch& b)>;
 Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& meters,
                  const std::unordered_map<std::uint32_t, std::string>& customer_ids,
-                 Recomputed* out, std::int64_t dedup_window_us = 0);
+                 Recomputed* out, std::int64_t dedup_window_us = 0,
+                 const RecomputeHook& on_event = {});
 }  // namespace engine
 
 }  // namespace tally

@@ -627,6 +627,9 @@ filter = { model = "m2" }
 
 TEST_F(EngineDiskTest, MeterRemovedAndReAddedCountsEventsFromMeanwhile) {
   const std::string only_calls = R"(
+[server]
+accept_unmetered_events = true
+
 [[meters]]
 key = "calls"
 event_type = "api_call"

@@ -421,6 +421,11 @@ Result<EventPage> Engine::list_events(const EventListQuery& q) const {
       se.received_at_us = h.received_at_us;
       se.seq = e.seq;
       se.flagged = e.flagged;
+      se.priced = e.priced;
+      if (e.priced) {
+        se.cost = core::format_decimal(e.cost);
+        se.credits = core::format_decimal(e.credits);
+      }
       for (const auto& p : e.props) {
         EventProperty prop;
         prop.key = p.key;

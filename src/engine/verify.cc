@@ -10,7 +10,7 @@ namespace engine {
 
 Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& meters,
                  const std::unordered_map<std::uint32_t, std::string>& customer_ids,
-                 Recomputed* out, std::int64_t dedup_window_us) {
+                 Recomputed* out, std::int64_t dedup_window_us, const RecomputeHook& on_event) {
   core::EventBatch scratch;
   core::MeterInput input;
   std::string group;
@@ -57,6 +57,9 @@ Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& 
         scratch.props().push_back(core::Prop{scratch.add_text(p.key), scratch.add_text(p.text), p.kind});
       }
       scratch.events().push_back(e);
+      if (on_event) {
+        on_event(cnum, be, scratch);
+      }
       for (const auto& m : meters) {
         if (m.event_type != be.type || !core::meter_accepts(m, scratch, scratch.events()[0], &input, &group)) {
           continue;
@@ -96,9 +99,48 @@ Result<VerifyReport> Engine::verify() const {
     specs.push_back(m.spec);
     meter_keys.insert(m.spec.key);
   }
+  // Every event priced again from scratch, in order, as its commit priced it.
+  std::map<std::pair<std::uint32_t, std::string>, std::vector<Impl::PricedEvent>> priced;
+  engine::LedgerWork repriced;
+  repriced.from_scratch = true;
+  std::unordered_map<std::uint32_t, std::pair<core::TimeZone, core::TimeUs>> periods;
+  {
+    std::shared_lock lock(d.state_mutex);
+    for (const auto& [num, cs] : d.customers) {
+      periods[num] = {cs.tz, cs.record.billing_anchor_us != 0 ? cs.record.billing_anchor_us
+                                                              : cs.record.created_at_us};
+    }
+  }
+  core::MeterInput input;
+  std::string group;
+  std::vector<std::pair<std::string_view, std::string_view>> props;
+  auto reprice = [&](std::uint32_t cnum, const engine::BlockEvent& be, const core::EventBatch& b) {
+    core::Decimal credits;
+    bool any = false;
+    props.clear();
+    for (const auto& p : be.props) {
+      props.emplace_back(p.key, p.text);
+    }
+    const auto& [tz, anchor] = periods[cnum];
+    for (std::uint32_t m = 0; m < d.meters.size(); ++m) {
+      if (d.prices_by_meter[m].empty() || d.meters[m].spec.event_type != be.type ||
+          !core::meter_accepts(d.meters[m].spec, b, b.events()[0], &input, &group)) {
+        continue;
+      }
+      core::Decimal cost;
+      core::Decimal c;
+      if (d.price_of(m, cnum, tz, anchor, be.time_us, input.value, props, &repriced, &cost, &c)) {
+        credits += c;
+        any = true;
+      }
+    }
+    if (any || be.priced) {
+      priced[{cnum, std::string(be.id)}].push_back(Impl::PricedEvent{be.credits, credits});
+    }
+  };
   engine::Recomputed r;
   TALLY_TRY(engine::recompute(*d.store, specs, ids, &r,
-                              d.config.storage.dedup_window_seconds * core::kUsPerSecond));
+                              d.config.storage.dedup_window_seconds * core::kUsPerSecond, reprice));
   VerifyReport report;
   report.events = r.events;
   report.differences = r.problems;
@@ -165,6 +207,7 @@ Result<VerifyReport> Engine::verify() const {
       report.differences.push_back("a distinct value of the events is not stored");
     }
   }
+  d.verify_ledger(priced, ids, &report);
   return report;
 }
 

@@ -32,7 +32,8 @@ enum class Space : std::uint8_t {
   kCustomers = 5,   // customer records
   kKeys = 6,        // API key records
   kAudit = 7,       // audit log
-  kCount = 8,
+  kLedger = 8,      // wallet transactions, per customer in order
+  kCount = 9,
 };
 
 class WriteBatch {

@@ -1,4 +1,8 @@
 // POST /v1/events (and the seed walkthrough's /v1/events/ingest), GET /v1/events.
+#include <algorithm>
+#include <cctype>
+
+#include "config/config.h"
 #include "http/handlers/handlers.h"
 
 namespace tally::http::handlers {
@@ -54,7 +58,9 @@ Response summary_response(const IngestSummary& s) {
   return json_response(none_valid ? (all_unknown ? 422 : 400) : 202, w.take());
 }
 
-void write_event(common::JsonWriter& w, const StoredEvent& e) {
+// `cost_key` is "cost_" + the lower-case currency ("cost_usd").
+void write_event(common::JsonWriter& w, const StoredEvent& e, const std::string& currency,
+                 const std::string& cost_key) {
   w.begin_object()
       .key("id").value(e.id)
       .key("customer").value(e.customer)
@@ -63,6 +69,15 @@ void write_event(common::JsonWriter& w, const StoredEvent& e) {
       .key("received_at").value(time_text(e.received_at_us));
   if (e.flagged) {
     w.key("flagged").value(true);
+  }
+  if (e.priced) {
+    w.key("cost");
+    write_decimal(w, e.cost);
+    w.key(cost_key);
+    write_decimal(w, e.cost);
+    w.key("currency").value(currency);
+    w.key("credits");
+    write_decimal(w, e.credits);
   }
   w.key("properties").begin_object();
   for (const auto& p : e.properties) {
@@ -126,10 +141,14 @@ void list_events(Context& ctx, Call& call) {
     answer(call, status_response(page.error()));
     return;
   }
+  const std::string& currency = ctx.engine.config().credits.currency;
+  std::string cost_key = "cost_" + currency;
+  std::transform(cost_key.begin(), cost_key.end(), cost_key.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   common::JsonWriter w;
   w.begin_object().key("events").begin_array();
   for (const auto& e : page->events) {
-    write_event(w, e);
+    write_event(w, e, currency, cost_key);
   }
   w.end_array().key("next_cursor");
   page->next_cursor.empty() ? w.null() : w.value(page->next_cursor);

@@ -45,6 +45,10 @@ void reset_customer(Context& ctx, Call& call);
 void authorize(Context& ctx, Call& call);
 // The X-RateLimit-*, Retry-After and draft RateLimit-Policy / RateLimit headers of a check.
 void add_rate_limit_headers(Response& resp, const CheckResult& r, TimeUs now);
+// wallet.cc
+void get_wallet(Context& ctx, Call& call);
+void create_wallet_transaction(Context& ctx, Call& call);
+void list_wallet_transactions(Context& ctx, Call& call);
 // ops.cc
 void health(Context& ctx, Call& call);
 void ready(Context& ctx, Call& call);

@@ -1,0 +1,585 @@
+// Credit wallets and the ledger.
+//
+// Every change to a wallet is an immutable transaction in Space::kLedger, written in the same
+// store write as whatever caused it: a burn with its event (commit_ingest), a grant with the
+// admin request. The wallet itself (balance, grants with what is left of them, debt, holds) is
+// the state those transactions lead to; a snapshot of it is written with them, so start-up
+// reads one record per wallet instead of replaying the ledger. `tally verify` replays the ledger
+// and compares.
+//
+// The balance is sum(grant remaining) - debt - held. Burns take credits from grants in burn
+// order (lowest priority first, then the soonest expiry, then the oldest); what no grant can
+// cover becomes debt, the negative part of the balance, which the next credits pay off first.
+#include <algorithm>
+
+#include "engine/engine_impl.h"
+
+namespace tally {
+
+using engine::GrantRecord;
+using engine::LedgerWork;
+using engine::WalletRecord;
+
+namespace {
+
+constexpr std::int64_t kPromotionalPriority = 0;
+constexpr std::int64_t kPaidPriority = 100;
+
+bool burns_before(const GrantRecord& a, const GrantRecord& b) {
+  if (a.priority != b.priority) {
+    return a.priority < b.priority;
+  }
+  const core::TimeUs ea = a.expires_us == 0 ? INT64_MAX : a.expires_us;
+  const core::TimeUs eb = b.expires_us == 0 ? INT64_MAX : b.expires_us;
+  if (ea != eb) {
+    return ea < eb;
+  }
+  return a.txn_seq < b.txn_seq;
+}
+
+std::string text(core::Decimal d) { return core::format_decimal(d); }
+
+// Takes up to `credits` from the grants in burn order; returns what they could not cover.
+core::Decimal take_from_grants(WalletRecord& w, core::Decimal credits) {
+  std::sort(w.grants.begin(), w.grants.end(), burns_before);
+  for (auto& g : w.grants) {
+    if (credits.units <= 0) {
+      break;
+    }
+    const core::Decimal taken = std::min(g.remaining, credits);
+    g.remaining = g.remaining - taken;
+    credits = credits - taken;
+  }
+  std::erase_if(w.grants, [](const GrantRecord& g) { return g.remaining.units <= 0; });
+  return credits;
+}
+
+// Adds credits: pays off debt first, the rest becomes a grant.
+void add_credits(WalletRecord& w, GrantRecord g) {
+  const core::Decimal paid = std::min(w.debt, g.amount);
+  w.debt = w.debt - paid;
+  g.remaining = g.amount - paid;
+  if (g.remaining.units > 0) {
+    w.grants.push_back(std::move(g));
+    std::sort(w.grants.begin(), w.grants.end(), burns_before);
+  }
+}
+
+core::Decimal held_total(const WalletRecord& w) {
+  core::Decimal held;
+  for (const auto& [id, credits] : w.holds) {
+    held += credits;
+  }
+  return held;
+}
+
+}  // namespace
+
+// ---- state ----------------------------------------------------------------------------------
+
+Status Engine::Impl::load_wallets() {
+  Status bad;
+  TALLY_TRY(store->scan(
+      store::Space::kMeta, engine::kWalletKeyPrefix, "wallet;",
+      [&](std::string_view key, std::string_view value) {
+        WalletRecord w;
+        if (key.size() != engine::kWalletKeyPrefix.size() + 4 || !engine::decode_wallet(value, &w)) {
+          bad = Status::corruption("a wallet record cannot be decoded");
+          return false;
+        }
+        wallets[engine::read_be32(key.substr(engine::kWalletKeyPrefix.size()))] = std::move(w);
+        return true;
+      }));
+  TALLY_TRY(bad);
+  TALLY_TRY(store->scan(
+      store::Space::kMeta, engine::kPriceUsagePrefix, "price_usage;",
+      [&](std::string_view key, std::string_view value) {
+        std::string_view price_key;
+        std::uint32_t cnum = 0;
+        core::TimeUs start = 0;
+        core::Decimal units;
+        if (!engine::decode_price_usage_key(key, &price_key, &cnum, &start) ||
+            !engine::decode_decimal(value, &units)) {
+          bad = Status::corruption("a price usage record cannot be decoded");
+          return false;
+        }
+        for (std::uint32_t i = 0; i < prices.size(); ++i) {
+          if (prices[i].key == price_key) {
+            price_usage[{i, cnum, start}] = units;
+          }
+        }
+        return true;  // a price no longer configured: its usage is kept but unused
+      }));
+  TALLY_TRY(bad);
+  auto next = store->get(store::Space::kMeta, engine::kMetaNextTxn);
+  if (!next) {
+    return next.error();
+  }
+  if (next->has_value()) {
+    if ((*next)->size() != 8) {
+      return Status::corruption("the next transaction number cannot be decoded");
+    }
+    next_txn = engine::read_be64(**next);
+  }
+  return Status();
+}
+
+bool Engine::Impl::price_of(std::uint32_t meter, std::uint32_t customer_num,
+                            const core::TimeZone& tz, core::TimeUs anchor_us, core::TimeUs time_us,
+                            core::Decimal value,
+                            std::span<const std::pair<std::string_view, std::string_view>> props,
+                            LedgerWork* work, core::Decimal* cost, core::Decimal* credits) const {
+  if (meter >= prices_by_meter.size()) {
+    return false;
+  }
+  for (std::uint32_t index : prices_by_meter[meter]) {
+    const core::PriceSpec& spec = prices[index].spec;
+    const bool matches = std::all_of(spec.match.begin(), spec.match.end(), [&](const auto& m) {
+      return std::any_of(props.begin(), props.end(),
+                         [&](const auto& p) { return p.first == m.first && p.second == m.second; });
+    });
+    if (!matches) {
+      continue;
+    }
+    if (!core::price_is_tiered(spec)) {
+      *cost = core::incremental_cost(spec, core::Decimal{}, value);
+    } else {
+      core::TimeUs start = 0;
+      core::TimeUs end = 0;
+      core::billing_period_span(time_us, anchor_us, tz, &start, &end);
+      const auto key = std::make_tuple(index, customer_num, start);
+      core::Decimal before;
+      if (work != nullptr && work->price_usage.count(key) != 0) {
+        before = work->price_usage[key];
+      } else if (auto it = price_usage.find(key);
+                 (work == nullptr || !work->from_scratch) && it != price_usage.end()) {
+        before = it->second;
+      }
+      *cost = core::incremental_cost(spec, before, value);
+      if (work != nullptr) {
+        work->price_usage[key] = before + value;
+      }
+    }
+    *credits = core::credits_for(spec, *cost);
+    return true;
+  }
+  return false;
+}
+
+WalletRecord& Engine::Impl::work_wallet(LedgerWork& work, std::uint32_t customer_num,
+                                        core::TimeUs now) {
+  auto [it, fresh] = work.wallets.try_emplace(customer_num);
+  if (!fresh) {
+    return it->second;
+  }
+  if (auto live = wallets.find(customer_num); live != wallets.end()) {
+    it->second = live->second;
+  }
+  // Grants past their expiry go first, so nothing burns credits that are gone.
+  std::vector<GrantRecord> expired;
+  for (const auto& g : it->second.grants) {
+    if (g.expires_us != 0 && g.expires_us <= now && g.remaining.units > 0) {
+      expired.push_back(g);
+    }
+  }
+  for (const auto& g : expired) {
+    std::erase_if(it->second.grants, [&](const GrantRecord& x) { return x.txn_seq == g.txn_seq; });
+    LedgerTransaction t;
+    t.type = "expiry";
+    t.grant_id = "txn_" + std::to_string(g.txn_seq);
+    t.description = "expiry of " + g.type + " " + t.grant_id;
+    t.created_at_us = now;
+    append_txn(work, customer_num, core::Decimal{} - g.remaining, std::move(t));
+  }
+  return it->second;
+}
+
+void Engine::Impl::append_txn(LedgerWork& work, std::uint32_t customer_num, core::Decimal amount,
+                              LedgerTransaction t) {
+  WalletRecord& w = work.wallets[customer_num];
+  t.seq = next_txn++;
+  t.id = "txn_" + std::to_string(t.seq);
+  t.amount = text(amount);
+  t.balance_before = text(w.balance);
+  w.balance += amount;
+  t.balance_after = text(w.balance);
+  ++w.transactions;
+  w.last_txn_seq = t.seq;
+  work.txns.emplace_back(customer_num, std::move(t));
+}
+
+void Engine::Impl::burn(LedgerWork& work, std::uint32_t customer_num, core::Decimal credits,
+                        std::string_view event_id, std::string description, core::TimeUs now) {
+  WalletRecord& w = work_wallet(work, customer_num, now);
+  if (credits.units >= 0) {
+    w.debt += take_from_grants(w, credits);
+  } else {
+    // A negative cost (volume pricing crossing into a cheaper tier) gives credits back.
+    GrantRecord g;
+    g.txn_seq = next_txn;
+    g.type = "burn";
+    g.amount = core::Decimal{} - credits;
+    g.priority = kPaidPriority;
+    g.created_us = now;
+    add_credits(w, std::move(g));
+  }
+  LedgerTransaction t;
+  t.type = "burn";
+  t.event_id = std::string(event_id);
+  t.description = std::move(description);
+  t.created_at_us = now;
+  append_txn(work, customer_num, core::Decimal{} - credits, std::move(t));
+}
+
+Status Engine::Impl::apply_wallet_request(LedgerWork& work, std::uint32_t customer_num,
+                                          const WalletTransactionRequest& req, core::TimeUs now) {
+  const bool credit_type = req.type == "grant" || req.type == "top_up" || req.type == "refund";
+  if (!credit_type && req.type != "adjustment") {
+    return Status::invalid_argument("type must be one of grant, top_up, refund, adjustment "
+                                    "(burns come from events)");
+  }
+  Result<core::Decimal> amount = core::parse_decimal(req.amount);
+  if (!amount) {
+    return Status::invalid_argument("amount '" + req.amount + "' is not a decimal number");
+  }
+  if (credit_type && amount->units <= 0) {
+    return Status::invalid_argument("the amount of a " + req.type + " must be positive");
+  }
+  if (amount->units == 0) {
+    return Status::invalid_argument("the amount of an adjustment must not be zero");
+  }
+  if (req.expires_at_us != 0 && req.type != "grant" && req.type != "top_up") {
+    return Status::invalid_argument("only grants and top-ups can expire");
+  }
+  if (req.expires_at_us != 0 && req.expires_at_us <= now) {
+    return Status::invalid_argument("expires_at must be in the future");
+  }
+  if (req.priority < -1 || req.priority > 1'000'000) {
+    return Status::invalid_argument("priority must be 0..1000000");
+  }
+  if (req.description.size() > 1024) {
+    return Status::invalid_argument("description is at most 1024 bytes");
+  }
+  WalletRecord& w = work_wallet(work, customer_num, now);
+  if (amount->units > 0) {
+    GrantRecord g;
+    g.txn_seq = next_txn;  // the transaction appended below
+    g.type = req.type;
+    g.amount = *amount;
+    g.priority = req.priority >= 0 ? req.priority
+                 : req.type == "grant" ? kPromotionalPriority
+                                       : kPaidPriority;
+    g.expires_us = req.expires_at_us;
+    g.created_us = now;
+    add_credits(w, g);
+  } else {
+    w.debt += take_from_grants(w, core::Decimal{} - *amount);
+  }
+  LedgerTransaction t;
+  t.type = req.type;
+  t.grant_id = "txn_" + std::to_string(next_txn);
+  t.description = req.description;
+  t.created_at_us = now;
+  t.expires_at_us = req.expires_at_us;
+  t.priority = req.priority >= 0 ? req.priority
+               : req.type == "grant" ? kPromotionalPriority
+                                     : kPaidPriority;
+  append_txn(work, customer_num, *amount, std::move(t));
+  return Status();
+}
+
+void Engine::Impl::write_ledger(const LedgerWork& work, store::WriteBatch& wb) const {
+  for (const auto& [cnum, t] : work.txns) {
+    wb.put(store::Space::kLedger, engine::ledger_key(cnum, t.seq), engine::encode_ledger_txn(t));
+  }
+  for (const auto& [cnum, w] : work.wallets) {
+    wb.put(store::Space::kMeta, engine::wallet_key(cnum), engine::encode_wallet(w));
+  }
+  for (const auto& [key, units] : work.price_usage) {
+    const auto& [index, cnum, start] = key;
+    wb.put(store::Space::kMeta, engine::price_usage_key(prices[index].key, cnum, start),
+           engine::encode_decimal(units));
+  }
+  if (!work.txns.empty()) {
+    std::string v;
+    engine::put_be64(v, next_txn);
+    wb.put(store::Space::kMeta, std::string(engine::kMetaNextTxn), v);
+  }
+}
+
+void Engine::Impl::install_ledger(LedgerWork& work) {
+  for (auto& [cnum, w] : work.wallets) {
+    wallets[cnum] = std::move(w);
+  }
+  for (const auto& [key, units] : work.price_usage) {
+    price_usage[key] = units;
+  }
+}
+
+void Engine::Impl::expire_grants(core::TimeUs now) {
+  LedgerWork work;
+  for (const auto& [cnum, w] : wallets) {
+    for (const auto& g : w.grants) {
+      if (g.expires_us != 0 && g.expires_us <= now) {
+        work_wallet(work, cnum, now);
+        break;
+      }
+    }
+  }
+  if (work.txns.empty()) {
+    return;
+  }
+  store::WriteBatch wb;
+  write_ledger(work, wb);
+  if (!store->write(wb, config.storage.fsync).ok()) {
+    return;  // tried again on the next pass; a burn before then expires the grant itself
+  }
+  std::unique_lock lock(state_mutex);
+  install_ledger(work);
+}
+
+// ---- verify ---------------------------------------------------------------------------------
+
+void Engine::Impl::verify_ledger(
+    const std::map<std::pair<std::uint32_t, std::string>, std::vector<PricedEvent>>& priced,
+    const std::unordered_map<std::uint32_t, std::string>& ids, VerifyReport* report) const {
+  auto name = [&](std::uint32_t cnum) {
+    auto it = ids.find(cnum);
+    return it != ids.end() ? it->second : std::to_string(cnum);
+  };
+  // Burns per (customer, event id), in ledger order.
+  std::map<std::pair<std::uint32_t, std::string>, std::vector<core::Decimal>> burns;
+  std::map<std::uint32_t, core::Decimal> sums;
+  std::uint32_t current = 0;
+  bool first = true;
+  core::Decimal running;
+  std::uint64_t txns = 0;
+  Status scanned = store->scan(
+      store::Space::kLedger, "", "", [&](std::string_view key, std::string_view value) {
+        LedgerTransaction t;
+        if (key.size() != 12 || !engine::decode_ledger_txn(value, &t)) {
+          report->differences.push_back("a ledger transaction cannot be decoded");
+          return true;
+        }
+        ++txns;
+        const std::uint32_t cnum = engine::read_be32(key);
+        if (first || cnum != current) {
+          current = cnum;
+          running = core::Decimal{};
+          first = false;
+        }
+        const std::string where = "ledger of customer '" + name(cnum) + "', " + t.id;
+        Result<core::Decimal> amount = core::parse_decimal(t.amount);
+        Result<core::Decimal> before = core::parse_decimal(t.balance_before);
+        Result<core::Decimal> after = core::parse_decimal(t.balance_after);
+        if (!amount || !before || !after) {
+          report->differences.push_back(where + ": amounts cannot be read");
+          return true;
+        }
+        if (*before != running) {
+          report->differences.push_back(where + ": balance_before " + t.balance_before +
+                                        " differs from the previous balance_after " +
+                                        text(running));
+        }
+        if (*before + *amount != *after) {
+          report->differences.push_back(where + ": balance_before + amount != balance_after");
+        }
+        running = *after;
+        sums[cnum] += *amount;
+        if (t.type == "burn") {
+          burns[{cnum, t.event_id}].push_back(core::Decimal{} - *amount);
+        }
+        return true;
+      });
+  if (!scanned.ok()) {
+    report->differences.push_back("the ledger cannot be read: " + scanned.message());
+    return;
+  }
+  {
+    std::shared_lock lock(state_mutex);
+    for (const auto& [cnum, w] : wallets) {
+      const core::Decimal sum = sums.count(cnum) != 0 ? sums.at(cnum) : core::Decimal{};
+      if (sum != w.balance) {
+        report->differences.push_back("wallet of customer '" + name(cnum) + "': balance " +
+                                      text(w.balance) + ", its transactions sum to " + text(sum));
+      }
+      if (w.balance != [&] {
+            core::Decimal g;
+            for (const auto& x : w.grants) g += x.remaining;
+            return g - w.debt - held_total(w);
+          }()) {
+        report->differences.push_back("wallet of customer '" + name(cnum) +
+                                      "': grants, debt and holds do not add up to the balance");
+      }
+    }
+    for (const auto& [cnum, sum] : sums) {
+      if (wallets.count(cnum) == 0) {
+        report->differences.push_back("customer '" + name(cnum) +
+                                      "' has transactions but no wallet");
+      }
+    }
+  }
+  // Every burn matches a stored event and its price; every priced event has its burn.
+  for (const auto& [k, events] : priced) {
+    std::vector<core::Decimal> wanted;
+    for (const auto& e : events) {
+      if (e.stored != e.computed) {
+        report->differences.push_back("event '" + k.second + "' of customer '" + name(k.first) +
+                                      "': stored credits " + text(e.stored) + ", its prices give " +
+                                      text(e.computed));
+      }
+      if (e.stored.units != 0) {
+        wanted.push_back(e.stored);
+      }
+    }
+    std::vector<core::Decimal> got;
+    if (auto it = burns.find(k); it != burns.end()) {
+      got = it->second;
+    }
+    std::sort(wanted.begin(), wanted.end());
+    std::sort(got.begin(), got.end());
+    if (wanted != got) {
+      report->differences.push_back("event '" + k.second + "' of customer '" + name(k.first) +
+                                    "': " + std::to_string(wanted.size()) + " priced copies, " +
+                                    std::to_string(got.size()) + " burns that match them");
+    }
+  }
+  for (const auto& [k, amounts] : burns) {
+    if (priced.count(k) == 0) {
+      report->differences.push_back("a burn of customer '" + name(k.first) + "' names event '" +
+                                    k.second + "', which is not stored");
+    }
+  }
+  report->transactions = txns;
+}
+
+// ---- the API --------------------------------------------------------------------------------
+
+namespace {
+
+Wallet wallet_view(const Engine::Impl& d, const std::string& customer, const WalletRecord* w,
+                   core::Decimal in_flight) {
+  Wallet out;
+  out.customer = customer;
+  out.currency = d.config.credits.currency;
+  out.credits_per_currency_unit = text(d.config.credits.per_currency_unit);
+  const WalletRecord empty;
+  const WalletRecord& r = w != nullptr ? *w : empty;
+  out.balance = text(r.balance);
+  out.available = text(r.balance - in_flight);
+  out.held = text(held_total(r));
+  out.exhausted = r.balance.units <= 0;
+  out.transactions = r.transactions;
+  for (const auto& g : r.grants) {
+    WalletGrant wg;
+    wg.id = "txn_" + std::to_string(g.txn_seq);
+    wg.type = g.type;
+    wg.amount = text(g.amount);
+    wg.remaining = text(g.remaining);
+    wg.priority = g.priority;
+    wg.expires_at_us = g.expires_us;
+    wg.created_at_us = g.created_us;
+    out.grants.push_back(std::move(wg));
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<Wallet> Engine::wallet(const std::string& customer) {
+  Impl& d = *impl_;
+  std::shared_lock lock(d.state_mutex);
+  const engine::CustomerState* cs = d.find_customer(customer);
+  if (cs == nullptr) {
+    return Status::not_found("customer '" + customer + "' does not exist");
+  }
+  auto it = d.wallets.find(cs->num);
+  return wallet_view(d, customer, it != d.wallets.end() ? &it->second : nullptr,
+                     core::Decimal{});
+}
+
+Result<LedgerTransaction> Engine::wallet_transaction(const std::string& customer,
+                                                      const WalletTransactionRequest& req) {
+  Impl& d = *impl_;
+  auto work = std::make_shared<LedgerWork>();
+  Status s = engine::run_admin(
+      d,
+      [&d, work, customer, req](store::WriteBatch& wb) -> Status {
+        auto it = d.customer_nums.find(customer);
+        if (it == d.customer_nums.end()) {
+          return Status::not_found("customer '" + customer + "' does not exist");
+        }
+        TALLY_TRY(d.apply_wallet_request(*work, it->second, req, d.clock->now_us()));
+        d.write_ledger(*work, wb);
+        return Status();
+      },
+      [&d, work]() { d.install_ledger(*work); });
+  TALLY_TRY(s);
+  LedgerTransaction t = work->txns.back().second;
+  t.customer = customer;
+  return t;
+}
+
+Result<LedgerPage> Engine::wallet_transactions(const LedgerQuery& q) const {
+  const Impl& d = *impl_;
+  if (q.limit == 0 || q.limit > 1000) {
+    return Status::invalid_argument("limit must be 1..1000");
+  }
+  std::uint32_t cnum = 0;
+  {
+    std::shared_lock lock(d.state_mutex);
+    const engine::CustomerState* cs = d.find_customer(q.customer);
+    if (cs == nullptr) {
+      return Status::not_found("customer '" + q.customer + "' does not exist");
+    }
+    cnum = cs->num;
+  }
+  static constexpr std::string_view kTypes[] = {"grant",      "top_up",      "burn",
+                                                "refund",     "adjustment",  "expiry",
+                                                "reservation", "settlement", "release"};
+  if (!q.type.empty() && std::find(std::begin(kTypes), std::end(kTypes), q.type) == std::end(kTypes)) {
+    return Status::invalid_argument("type '" + q.type + "' is not a transaction type");
+  }
+  std::uint64_t after = 0;
+  if (!q.cursor.empty()) {
+    const bool digits = q.cursor.size() <= 19 &&
+                        std::all_of(q.cursor.begin(), q.cursor.end(),
+                                    [](char c) { return c >= '0' && c <= '9'; });
+    if (!digits) {
+      return Status::invalid_argument("cursor '" + q.cursor + "' is not a cursor from this API");
+    }
+    after = std::stoull(q.cursor);
+  }
+  LedgerPage page;
+  Status bad;
+  bool more = false;
+  const std::string begin = engine::ledger_key(cnum, after + 1);
+  const std::string end = engine::ledger_key(cnum + 1, 0);
+  TALLY_TRY(d.store->scan(store::Space::kLedger, begin, end,
+                          [&](std::string_view, std::string_view value) {
+                            LedgerTransaction t;
+                            if (!engine::decode_ledger_txn(value, &t)) {
+                              bad = Status::corruption("a ledger transaction cannot be decoded");
+                              return false;
+                            }
+                            if ((!q.type.empty() && t.type != q.type) ||
+                                t.created_at_us < q.from_us ||
+                                (q.to_us != 0 && t.created_at_us >= q.to_us)) {
+                              return true;
+                            }
+                            if (page.transactions.size() == q.limit) {
+                              more = true;
+                              return false;
+                            }
+                            t.customer = q.customer;
+                            page.transactions.push_back(std::move(t));
+                            return true;
+                          }));
+  TALLY_TRY(bad);
+  if (more) {
+    page.next_cursor = std::to_string(page.transactions.back().seq);
+  }
+  return page;
+}
+
+}  // namespace tally

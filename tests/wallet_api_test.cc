@@ -1,0 +1,344 @@
+// Prices, wallets and the ledger against a real `tally serve`: the seed walkthrough of
+// 003_*.txt sections 2 to 6 end to end (keys, ingest answers, prices from config, burns with
+// balance_before/after, the reduced balance), then grants, expiry order, refunds, adjustments,
+// the negative-balance policy, restarts and every error path of the wallet routes.
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "json_test_util.h"
+#include "tally_server.h"
+
+namespace tally::testing {
+namespace {
+
+constexpr const char* kConfig = R"(
+[credits]
+per_currency_unit = 1000        # 1 credit = 0.001 USD
+
+[[meters]]
+key = "tokens_in"
+event_type = "TOKEN_USAGE"
+aggregation = "sum"
+value = "$.input_tokens"
+
+[[meters]]
+key = "tokens_out"
+event_type = "TOKEN_USAGE"
+aggregation = "sum"
+value = "$.output_tokens"
+
+[[meters]]
+key = "images"
+event_type = "image"
+aggregation = "count"
+
+[[prices]]
+meter = "tokens_in"
+match = { provider = "OPENAI", model = "gpt-4-turbo" }
+unit_price = "0.00001"
+currency = "USD"
+
+[[prices]]
+meter = "tokens_out"
+match = { provider = "OPENAI", model = "gpt-4-turbo" }
+unit_price = "0.00001"
+
+[[prices]]
+meter = "tokens_in"
+match = { provider = "ANTHROPIC", model = "claude-3-sonnet" }
+unit_price = "0.000003"
+
+[[prices]]
+meter = "tokens_out"
+match = { provider = "ANTHROPIC", model = "claude-3-sonnet" }
+unit_price = "0.000015"
+
+[[prices]]
+meter = "images"
+model = "package"
+package_size = 10
+package_price = "0.5"
+)";
+
+std::string token_event(const std::string& id, const std::string& customer,
+                        const std::string& provider, const std::string& model, int in, int out,
+                        const std::string& time) {
+  return R"({"event_id":")" + id + R"(","customer_id":")" + customer +
+         R"(","event_type":"TOKEN_USAGE","feature_id":"ai-text-generation","provider":")" +
+         provider + R"(","model":")" + model + R"(","input_tokens":)" + std::to_string(in) +
+         R"(,"output_tokens":)" + std::to_string(out) + R"(,"timestamp":")" + time + R"("})";
+}
+
+std::string raw(simdjson::dom::element e) { return simdjson::minify(e); }
+
+class WalletApiTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { server_ = new TallyServer(kConfig); }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override { client_ = server_->client(); }
+
+  HttpResponse admin(const std::string& method, const std::string& target,
+                     const std::string& body = {}) {
+    return client_->request(method, target, body, key_header(kAdminKey));
+  }
+  void create_customer(const std::string& id) {
+    auto r = admin("POST", "/v1/customers", R"({"id":")" + id + R"("})");
+    ASSERT_EQ(r.status, 201) << r.body;
+  }
+  std::string create_key(const std::string& customer) {
+    auto r = admin("POST", "/v1/keys", R"({"customer":")" + customer + R"("})");
+    EXPECT_EQ(r.status, 201) << r.body;
+    return Json(r.body).str("key");
+  }
+  HttpResponse txn(const std::string& customer, const std::string& body) {
+    return admin("POST", "/v1/customers/" + customer + "/wallet/transactions", body);
+  }
+  std::string balance(const std::string& customer) {
+    auto r = admin("GET", "/v1/customers/" + customer + "/wallet");
+    EXPECT_EQ(r.status, 200) << r.body;
+    return raw(Json(r.body)["balance"]);
+  }
+
+  static TallyServer* server_;
+  std::unique_ptr<HttpClient> client_;
+};
+
+TallyServer* WalletApiTest::server_ = nullptr;
+
+TEST_F(WalletApiTest, SeedWalkthroughEndToEnd) {
+  // 2: a customer with a hashed key and 1,000,000 credits.
+  create_customer("cust-test-001");
+  const std::string key = create_key("cust-test-001");
+  auto grant = txn("cust-test-001", R"({"type":"top_up","amount":1000000,"description":"seed"})");
+  ASSERT_EQ(grant.status, 201) << grant.body;
+  EXPECT_EQ(raw(Json(grant.body)["balance_after"]), "1000000");
+
+  const std::string first = token_event("550e8400-e29b-41d4-a716-446655440001", "cust-test-001",
+                                        "OPENAI", "gpt-4-turbo", 1000, 500, "2025-01-17T14:30:00Z");
+  // 4.1: no key.
+  auto no_key = client_->request("POST", "/v1/events/ingest", R"({"events":[)" + first + "]}",
+                                 {{"content-type", "application/json"}});
+  EXPECT_EQ(no_key.status, 401) << no_key.body;
+  EXPECT_EQ(Json(no_key.body).str("error"), "UNAUTHORIZED");
+
+  // 4.2: accepted.
+  auto ok = client_->request("POST", "/v1/events/ingest", R"({"events":[)" + first + "]}",
+                             key_header(key));
+  ASSERT_EQ(ok.status, 202) << ok.body;
+  Json a(ok.body);
+  EXPECT_EQ(a.num("accepted"), 1);
+  EXPECT_EQ(a.num("rejected"), 0);
+  EXPECT_EQ(a.num("duplicates"), 0);
+  EXPECT_FALSE(a.is_null("batch_id"));
+  EXPECT_EQ(a.str("status"), "accepted");
+  EXPECT_TRUE(a.has("processing_time_ms"));
+
+  // 4.3: the same event again is a duplicate and burns nothing.
+  auto dup = client_->request("POST", "/v1/events/ingest", R"({"events":[)" + first + "]}",
+                              key_header(key));
+  ASSERT_EQ(dup.status, 202) << dup.body;
+  EXPECT_EQ(Json(dup.body).num("duplicates"), 1);
+  EXPECT_EQ(Json(dup.body).str("status"), "all_duplicates");
+  EXPECT_TRUE(Json(dup.body).is_null("batch_id"));
+
+  // 4.4: a batch of three.
+  auto batch = client_->request(
+      "POST", "/v1/events/ingest",
+      R"({"events":[)" +
+          token_event("550e8400-e29b-41d4-a716-446655440002", "cust-test-001", "OPENAI",
+                      "gpt-4-turbo", 2000, 1000, "2025-01-17T14:31:00Z") +
+          "," +
+          token_event("550e8400-e29b-41d4-a716-446655440003", "cust-test-001", "ANTHROPIC",
+                      "claude-3-sonnet", 500, 200, "2025-01-17T14:32:00Z") +
+          "," +
+          token_event("550e8400-e29b-41d4-a716-446655440004", "cust-test-001", "OPENAI",
+                      "gpt-4-turbo", 3000, 1500, "2025-01-17T14:33:00Z") +
+          "]}",
+      key_header(key));
+  ASSERT_EQ(batch.status, 202) << batch.body;
+  EXPECT_EQ(Json(batch.body).num("accepted"), 3);
+
+  // 6.1: another customer's events: 403, nothing stored or burned.
+  auto other = client_->request(
+      "POST", "/v1/events/ingest",
+      R"({"events":[)" +
+          token_event("550e8400-e29b-41d4-a716-446655440099", "cust-wrong-999", "OPENAI",
+                      "gpt-4-turbo", 1000, 500, "2025-01-17T14:30:00Z") +
+          "]}",
+      key_header(key));
+  EXPECT_EQ(other.status, 403) << other.body;
+  EXPECT_EQ(Json(other.body).str("error"), "FORBIDDEN");
+
+  // 6.2: an invalid event: 400 VALIDATION_ERROR with details.
+  auto invalid = client_->request(
+      "POST", "/v1/events/ingest",
+      R"({"events":[{"event_id":"not-a-uuid","customer_id":"cust-test-001","event_type":"INVALID_TYPE","feature_id":"ai-text-generation","timestamp":"2025-01-17T14:30:00Z"}]})",
+      key_header(key));
+  EXPECT_EQ(invalid.status, 400) << invalid.body;
+  EXPECT_EQ(Json(invalid.body).str("error"), "VALIDATION_ERROR");
+  EXPECT_TRUE(Json(invalid.body).has("details")) << invalid.body;
+
+  // 5.2: stored events carry credits and cost_usd.
+  auto events = client_->request("GET", "/v1/events?customer=cust-test-001", {}, key_header(key));
+  ASSERT_EQ(events.status, 200) << events.body;
+  Json ev(events.body);
+  std::vector<std::pair<std::string, std::string>> priced;  // credits, cost_usd per event
+  for (auto e : ev["events"].get_array()) {
+    priced.emplace_back(raw(e["credits"]), raw(e["cost_usd"]));
+  }
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {"15", "0.015"}, {"30", "0.03"}, {"4.5", "0.0045"}, {"45", "0.045"}};
+  EXPECT_EQ(priced, expected) << events.body;
+
+  // The burns, in order, with balance_before and balance_after.
+  auto burns = client_->request("GET", "/v1/customers/cust-test-001/wallet/transactions?type=burn",
+                                {}, key_header(key));
+  ASSERT_EQ(burns.status, 200) << burns.body;
+  std::vector<std::string> rows;
+  for (auto t : Json(burns.body)["transactions"].get_array()) {
+    rows.push_back(raw(t["amount"]) + " " + raw(t["balance_before"]) + " " +
+                   raw(t["balance_after"]) + " " + std::string(t["event_id"].get_string().value()));
+  }
+  const std::vector<std::string> expected_burns = {
+      "-15 1000000 999985 550e8400-e29b-41d4-a716-446655440001",
+      "-30 999985 999955 550e8400-e29b-41d4-a716-446655440002",
+      "-4.5 999955 999950.5 550e8400-e29b-41d4-a716-446655440003",
+      "-45 999950.5 999905.5 550e8400-e29b-41d4-a716-446655440004"};
+  EXPECT_EQ(rows, expected_burns) << burns.body;
+
+  // The reduced balance, also after a restart.
+  EXPECT_EQ(balance("cust-test-001"), "999905.5");
+  server_->stop();
+  server_->start();
+  client_ = server_->client();
+  EXPECT_EQ(balance("cust-test-001"), "999905.5");
+  auto all = admin("GET", "/v1/customers/cust-test-001/wallet/transactions");
+  EXPECT_EQ(Json(all.body)["transactions"].get_array().size(), 5u) << all.body;
+}
+
+TEST_F(WalletApiTest, PromotionalCreditsBurnBeforePaidAndDebtIsPaidFirst) {
+  create_customer("cust-promo");
+  ASSERT_EQ(txn("cust-promo", R"({"type":"top_up","amount":"1"})").status, 201);
+  ASSERT_EQ(txn("cust-promo", R"({"type":"grant","amount":"0.5","expires_at":"2099-01-01T00:00:00Z"})").status,
+            201);
+  // 10 images = one package of 0.5 USD = 500 credits: more than the wallet holds.
+  std::string body = R"({"events":[)";
+  for (int i = 0; i < 10; ++i) {
+    body += std::string(i == 0 ? "" : ",") + R"({"id":"img-)" + std::to_string(i) +
+            R"(","customer":"cust-promo","type":"image"})";
+  }
+  body += "]}";
+  auto r = admin("POST", "/v1/events", body);
+  ASSERT_EQ(r.status, 202) << r.body;
+  // The first image opens the package (500 credits); the other nine cost nothing.
+  auto w = admin("GET", "/v1/customers/cust-promo/wallet");
+  Json j(w.body);
+  EXPECT_EQ(raw(j["balance"]), "-498.5") << w.body;
+  EXPECT_TRUE(j["exhausted"].get_bool().value());
+  EXPECT_EQ(j["grants"].get_array().size(), 0u) << w.body;  // both used up, promo first
+  // A top-up pays the debt first.
+  auto t = txn("cust-promo", R"({"type":"top_up","amount":1000})");
+  ASSERT_EQ(t.status, 201) << t.body;
+  EXPECT_EQ(raw(Json(t.body)["balance_before"]), "-498.5");
+  EXPECT_EQ(raw(Json(t.body)["balance_after"]), "501.5");
+  auto w2 = admin("GET", "/v1/customers/cust-promo/wallet");
+  Json j2(w2.body);
+  ASSERT_EQ(j2["grants"].get_array().size(), 1u) << w2.body;
+  EXPECT_EQ(raw(j2["grants"].at(0)["remaining"]), "501.5");
+  EXPECT_FALSE(j2["exhausted"].get_bool().value());
+  // Refunds and signed adjustments.
+  EXPECT_EQ(txn("cust-promo", R"({"type":"refund","amount":"8.5"})").status, 201);
+  auto adj = txn("cust-promo", R"({"type":"adjustment","amount":"-10","description":"correction"})");
+  ASSERT_EQ(adj.status, 201) << adj.body;
+  EXPECT_EQ(raw(Json(adj.body)["balance_after"]), "500");
+  EXPECT_EQ(balance("cust-promo"), "500");
+}
+
+TEST_F(WalletApiTest, ErrorsAnswerClearlyAndChangeNothing) {
+  create_customer("cust-err");
+  const std::string key = create_key("cust-err");
+  ASSERT_EQ(txn("cust-err", R"({"type":"top_up","amount":10})").status, 201);
+  struct Case {
+    std::string body;
+    int status;
+  };
+  const std::vector<Case> cases = {
+      {R"({"type":"burn","amount":1})", 400},
+      {R"({"type":"gift","amount":1})", 400},
+      {R"({"type":"top_up","amount":0})", 400},
+      {R"({"type":"top_up","amount":-5})", 400},
+      {R"({"type":"adjustment","amount":0})", 400},
+      {R"({"type":"top_up","amount":"ten"})", 400},
+      {R"({"type":"top_up"})", 400},
+      {R"({"amount":5})", 400},
+      {R"({"type":"top_up","amount":5,"colour":"red"})", 400},
+      {R"({"type":"top_up","amount":5,"expires_at":"2001-01-01T00:00:00Z"})", 400},
+      {R"({"type":"refund","amount":5,"expires_at":"2099-01-01T00:00:00Z"})", 400},
+      {R"({"type":"top_up","amount":5,"expires_at":"tomorrow"})", 400},
+      {R"({"type":"grant","amount":5,"priority":-3})", 400},
+      {R"([1,2])", 400},
+      {R"({"type":)", 400},
+  };
+  for (const auto& c : cases) {
+    auto r = txn("cust-err", c.body);
+    EXPECT_EQ(r.status, c.status) << c.body << " -> " << r.body;
+    EXPECT_TRUE(Json(r.body).has("error")) << r.body;
+  }
+  EXPECT_EQ(balance("cust-err"), "10");
+  EXPECT_EQ(txn("ghost", R"({"type":"top_up","amount":1})").status, 404);
+  EXPECT_EQ(admin("GET", "/v1/customers/ghost/wallet").status, 404);
+  EXPECT_EQ(admin("GET", "/v1/customers/ghost/wallet/transactions").status, 404);
+  // A customer key reads its own wallet, never another's, and cannot grant itself credits.
+  EXPECT_EQ(client_->request("GET", "/v1/customers/cust-err/wallet", {}, key_header(key)).status,
+            200);
+  EXPECT_EQ(client_->request("GET", "/v1/customers/cust-promo/wallet", {}, key_header(key)).status,
+            403);
+  EXPECT_EQ(client_->request("POST", "/v1/customers/cust-err/wallet/transactions",
+                             R"({"type":"top_up","amount":1})", key_header(key))
+                .status,
+            403);
+  EXPECT_EQ(client_->request("GET", "/v1/customers/cust-err/wallet").status, 401);
+  // Listing errors.
+  EXPECT_EQ(admin("GET", "/v1/customers/cust-err/wallet/transactions?type=gift").status, 400);
+  EXPECT_EQ(admin("GET", "/v1/customers/cust-err/wallet/transactions?cursor=x").status, 400);
+  EXPECT_EQ(admin("GET", "/v1/customers/cust-err/wallet/transactions?limit=0").status, 400);
+  EXPECT_EQ(admin("GET", "/v1/customers/cust-err/wallet/transactions?colour=1").status, 400);
+  EXPECT_EQ(admin("GET", "/v1/customers/cust-err/wallet/transactions?from=yesterday").status, 400);
+  EXPECT_EQ(balance("cust-err"), "10");
+}
+
+TEST_F(WalletApiTest, TransactionsPageByCursorAndFilterByType) {
+  create_customer("cust-page");
+  for (int i = 1; i <= 5; ++i) {
+    ASSERT_EQ(txn("cust-page", R"({"type":"top_up","amount":)" + std::to_string(i) + "}").status,
+              201);
+  }
+  ASSERT_EQ(txn("cust-page", R"({"type":"grant","amount":100})").status, 201);
+  std::vector<std::string> amounts;
+  std::string cursor;
+  for (int page = 0; page < 10; ++page) {
+    auto r = admin("GET", "/v1/customers/cust-page/wallet/transactions?limit=2" +
+                              (cursor.empty() ? "" : "&cursor=" + cursor));
+    ASSERT_EQ(r.status, 200) << r.body;
+    Json j(r.body);
+    for (auto t : j["transactions"].get_array()) {
+      amounts.push_back(raw(t["amount"]));
+    }
+    if (j.is_null("next_cursor")) {
+      break;
+    }
+    cursor = j.str("next_cursor");
+  }
+  EXPECT_EQ(amounts, (std::vector<std::string>{"1", "2", "3", "4", "5", "100"}));
+  auto grants = admin("GET", "/v1/customers/cust-page/wallet/transactions?type=grant");
+  ASSERT_EQ(Json(grants.body)["transactions"].get_array().size(), 1u) << grants.body;
+  EXPECT_EQ(raw(Json(grants.body)["transactions"].at(0)["priority"]), "0");
+}
+
+}  // namespace
+}  // namespace tally::testing
