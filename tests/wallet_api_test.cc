@@ -2,7 +2,9 @@
 // 003_*.txt sections 2 to 6 end to end (keys, ingest answers, prices from config, burns with
 // balance_before/after, the reduced balance), then grants, expiry order, refunds, adjustments,
 // the negative-balance policy, restarts and every error path of the wallet routes.
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -60,6 +62,10 @@ meter = "images"
 model = "package"
 package_size = 10
 package_price = "0.5"
+
+[[plans]]
+key = "payg"
+prepaid = true
 )";
 
 std::string token_event(const std::string& id, const std::string& customer,
@@ -338,6 +344,61 @@ TEST_F(WalletApiTest, TransactionsPageByCursorAndFilterByType) {
   auto grants = admin("GET", "/v1/customers/cust-page/wallet/transactions?type=grant");
   ASSERT_EQ(Json(grants.body)["transactions"].get_array().size(), 1u) << grants.body;
   EXPECT_EQ(raw(Json(grants.body)["transactions"].at(0)["priority"]), "0");
+}
+
+TEST_F(WalletApiTest, PrepaidChecksNeedCreditsAnd402WhenShort) {
+  auto c = admin("POST", "/v1/customers", R"({"id":"cust-prepaid","plan":"payg"})");
+  ASSERT_EQ(c.status, 201) << c.body;
+  const std::string check =
+      R"({"customer":"cust-prepaid","meter":"tokens_in","amount":1000,)"
+      R"("properties":{"provider":"OPENAI","model":"gpt-4-turbo"}})";
+  // No credits at all: denied.
+  auto empty = admin("POST", "/v1/check", check);
+  EXPECT_EQ(empty.status, 402) << empty.body;
+  EXPECT_EQ(Json(empty.body).str("error"), "Insufficient Credits");
+  EXPECT_FALSE(Json(empty.body)["allowed"].get_bool().value());
+  ASSERT_EQ(txn("cust-prepaid", R"({"type":"top_up","amount":15})").status, 201);
+  // 1,000 tokens at 0.00001 USD = 10 credits: allowed, and counted at once.
+  auto first = admin("POST", "/v1/check", check);
+  ASSERT_EQ(first.status, 200) << first.body;
+  EXPECT_EQ(raw(Json(first.body)["credits_required"]), "10");
+  EXPECT_EQ(raw(Json(first.body)["credits_available"]), "15");
+  // Only 5 left (whether or not the first check's event is burned yet): denied, nothing taken.
+  auto second = admin("POST", "/v1/check", check);
+  EXPECT_EQ(second.status, 402) << second.body;
+  EXPECT_EQ(Json(second.body).str("reason"), "insufficient_credits");
+  EXPECT_EQ(raw(Json(second.body)["credits_available"]), "5");
+  // A cheaper request still fits.
+  auto small = admin("POST", "/v1/check",
+                     R"({"customer":"cust-prepaid","meter":"tokens_in","amount":500,)"
+                     R"("consume":false,"properties":{"provider":"OPENAI","model":"gpt-4-turbo"}})");
+  EXPECT_EQ(small.status, 200) << small.body;
+  // The first check's event is burned: 10 credits, once.
+  auto burns = admin("GET", "/v1/customers/cust-prepaid/wallet/transactions?type=burn");
+  for (int i = 0; i < 100 && Json(burns.body)["transactions"].get_array().size() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    burns = admin("GET", "/v1/customers/cust-prepaid/wallet/transactions?type=burn");
+  }
+  ASSERT_EQ(Json(burns.body)["transactions"].get_array().size(), 1u) << burns.body;
+  EXPECT_EQ(raw(Json(burns.body)["transactions"].at(0)["amount"]), "-10");
+  EXPECT_EQ(balance("cust-prepaid"), "5");
+}
+
+TEST_F(WalletApiTest, VerifyProvesTheLedgerAfterTheWalkthrough) {
+  create_customer("cust-verify");
+  ASSERT_EQ(txn("cust-verify", R"({"type":"grant","amount":50})").status, 201);
+  auto r = admin("POST", "/v1/events",
+                 R"({"events":[)" +
+                     token_event("v-1", "cust-verify", "OPENAI", "gpt-4-turbo", 100, 100,
+                                 "2025-01-17T14:30:00Z") +
+                     "]}");
+  ASSERT_EQ(r.status, 202) << r.body;
+  std::string out;
+  const int code = run_tally({"verify", "--config", server_->dir() + "/tally.toml", "--data",
+                              server_->dir() + "/data"},
+                             &out, server_->dir());
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("transactions"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -223,7 +223,7 @@ struct LimitState {
 struct CheckResult {
   bool allowed = false;
   // "" when allowed; else "limit_exceeded", "feature_not_enabled", "customer_suspended",
-  // "trial_expired".
+  // "trial_expired", "insufficient_credits".
   std::string reason;
   std::string message;
   std::string plan;
@@ -237,6 +237,10 @@ struct CheckResult {
   TimeUs retry_after_us = 0;       // on denial: when the amount may fit again; 0 = unknown
   std::string reservation_id;
   TimeUs reservation_expires_us = 0;
+  // Prepaid plans: the estimated credits of the request and what the wallet had available
+  // for it ("" when the plan is not prepaid).
+  std::string credits_required;
+  std::string credits_available;
 };
 
 struct LimitsReport {

@@ -237,9 +237,10 @@ void register_data(CLI::App& app) {
     for (const auto& d : r->differences) {
       std::printf("DIFFERENCE: %s\n", d.c_str());
     }
-    std::printf("verified %llu events, %llu aggregates: %s\n",
+    std::printf("verified %llu events, %llu aggregates, %llu ledger transactions: %s\n",
                 static_cast<unsigned long long>(r->events),
                 static_cast<unsigned long long>(r->aggregates),
+                static_cast<unsigned long long>(r->transactions),
                 r->ok() ? "OK" : "DIFFERENCES FOUND");
     std::exit(r->ok() ? 0 : 1);
   });

@@ -494,7 +494,8 @@ void evaluate(const Engine::Impl& d, const engine::CustomerState& cs, CustomerLi
 
 // Applies `amount` to the counters of an evaluated check and records the in-flight token.
 void apply(CustomerLimits& cl, std::vector<Evaluated>& ev, std::uint32_t meter,
-           const core::Decimal& amount, core::TimeUs now, std::uint64_t token) {
+           const core::Decimal& amount, core::TimeUs now, std::uint64_t token,
+           core::Decimal credits = {}) {
   for (auto& e : ev) {
     if (e.rate != nullptr) {
       e.rate->state.level = core::rate_level(e.rate->state, e.rule().amount,
@@ -509,13 +510,15 @@ void apply(CustomerLimits& cl, std::vector<Evaluated>& ev, std::uint32_t meter,
       c.pending += amount;
     }
   }
-  cl.in_flight.add(token, InFlight{meter, now, amount});
+  cl.in_flight.add(token, InFlight{meter, now, amount, credits});
+  cl.credits_in_flight += credits;
 }
 
 // Takes back what apply() did (for all-or-nothing batches).
 void unapply(CustomerLimits& cl, std::uint32_t meter, const core::Decimal& amount,
              std::uint64_t token, const std::vector<std::pair<RateCounter*, core::RateState>>& rates) {
   if (const InFlight* f = cl.in_flight.find(token)) {
+    cl.credits_in_flight = cl.credits_in_flight - f->credits;
     for (auto& c : cl.counters) {
       if (c.meter == meter && f->time_us >= c.count_from_us && f->time_us < c.span.end) {
         c.pending = c.pending - amount;
@@ -536,6 +539,7 @@ void drop_in_flight(CustomerLimits& cl, std::uint64_t token) {
   }
   const InFlight f = *found;
   cl.in_flight.erase(token);
+  cl.credits_in_flight = cl.credits_in_flight - f.credits;
   for (auto& c : cl.counters) {
     if (c.meter == f.meter && f.time_us >= c.count_from_us && f.time_us < c.span.end) {
       c.pending = c.pending - f.amount;
@@ -871,6 +875,36 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
     out->allowed = true;
     out->replayed = replay;
   }
+  // A prepaid plan also needs the credits: the wallet's balance, less what checks have counted
+  // but not yet burned, must cover the request's estimated cost (and not be exhausted).
+  core::Decimal credits;
+  if (out->allowed && !replay && p.plan != nullptr && p.plan->prepaid) {
+    core::Decimal cost;
+    const core::TimeUs anchor = p.cs->record.billing_anchor_us != 0
+                                    ? p.cs->record.billing_anchor_us
+                                    : p.cs->record.created_at_us;
+    std::vector<std::pair<std::string_view, std::string_view>> props;
+    props.reserve(r.properties.size());
+    for (const auto& [k, v] : r.properties) {
+      props.emplace_back(k, v);
+    }
+    if (!d.price_of(p.meter, p.cs->num, p.cs->tz, anchor, now, p.amount, props, nullptr, &cost,
+                    &credits)) {
+      credits = core::Decimal{};
+    }
+    auto wit = d.wallets.find(p.cs->num);
+    const core::Decimal balance = wit != d.wallets.end() ? wit->second.balance : core::Decimal{};
+    const core::Decimal available = balance - cl.credits_in_flight;
+    append_decimal(out->credits_required, credits);
+    append_decimal(out->credits_available, available);
+    if (available.units <= 0 || available < credits) {
+      out->allowed = false;
+      out->overage = false;
+      out->reason = "insufficient_credits";
+      out->message = "Insufficient credits: " + out->credits_required + " needed, " +
+                     out->credits_available + " available.";
+    }
+  }
   std::uint64_t token = 0;
   if (out->allowed && !replay && r.consume != Consume::kNo) {
     token = d.next_token++;
@@ -888,7 +922,7 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
         break;
       }
     }
-    apply(cl, ev, p.meter, p.amount, now, token);
+    apply(cl, ev, p.meter, p.amount, now, token, credits);
     // Re-read the states after consumption for the answer.
     for (auto& e : ev) {
       if (e.rule().unlimited) {

@@ -125,6 +125,7 @@ struct InFlight {
   std::uint32_t meter = 0;
   core::TimeUs time_us = 0;
   core::Decimal amount;
+  core::Decimal credits;  // estimated, for prepaid wallets; 0 when not prepaid or unpriced
 };
 
 // The in-flight consumption of one customer, in token order. Tokens only grow (they are taken
@@ -225,6 +226,9 @@ struct CustomerLimits {
   std::deque<std::string> recent_order;
   // Per meter checked (bounded by the meters); a deque, so adding one keeps the others in place.
   std::deque<ResolvedRules> resolved;
+  // Estimated credits of in-flight consumption and reservations not yet burned: a prepaid
+  // check compares the wallet's balance minus this with its own estimate.
+  core::Decimal credits_in_flight;
 };
 
 struct Reservation {

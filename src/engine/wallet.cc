@@ -493,9 +493,15 @@ Result<Wallet> Engine::wallet(const std::string& customer) {
   if (cs == nullptr) {
     return Status::not_found("customer '" + customer + "' does not exist");
   }
+  core::Decimal in_flight;
+  {
+    std::lock_guard limits_lock(d.limits_mutex);
+    if (auto lit = d.limits.find(cs->num); lit != d.limits.end()) {
+      in_flight = lit->second.credits_in_flight;
+    }
+  }
   auto it = d.wallets.find(cs->num);
-  return wallet_view(d, customer, it != d.wallets.end() ? &it->second : nullptr,
-                     core::Decimal{});
+  return wallet_view(d, customer, it != d.wallets.end() ? &it->second : nullptr, in_flight);
 }
 
 Result<LedgerTransaction> Engine::wallet_transaction(const std::string& customer,

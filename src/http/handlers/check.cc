@@ -160,6 +160,7 @@ void write_check(common::JsonWriter& w, const CheckResult& r) {
                         : r.reason == "trial_expired"        ? "Trial Expired"
                         : r.reason == "feature_not_enabled"  ? "Feature Not Available"
                         : r.reason == "customer_suspended"   ? "Customer Suspended"
+                        : r.reason == "insufficient_credits" ? "Insufficient Credits"
                                                              : "Denied";
     w.key("error").value(error).key("reason").value(r.reason);
   }
@@ -186,6 +187,10 @@ void write_check(common::JsonWriter& w, const CheckResult& r) {
     w.key("reset").null().key("period").null().key("rule").null();
   }
   w.key("overage").value(r.overage);
+  if (!r.credits_required.empty()) {
+    w.key("credits_required").raw(r.credits_required);
+    w.key("credits_available").raw(r.credits_available);
+  }
   if (r.replayed) {
     w.key("replayed").value(true);
   }
@@ -203,6 +208,7 @@ void write_check(common::JsonWriter& w, const CheckResult& r) {
 unsigned check_status(const CheckResult& r) {
   if (r.allowed) return 200;
   if (r.reason == "feature_not_enabled" || r.reason == "customer_suspended") return 403;
+  if (r.reason == "insufficient_credits") return 402;
   return 429;
 }
 

@@ -1,0 +1,198 @@
+// Wallets in the engine, on a fake clock: burn order and expiry, graduated prices counted per
+// billing period (also across a restart), the ledger chain, and verify catching a price change.
+#include <filesystem>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include <tally/clock.h>
+#include <tally/engine.h>
+
+#include "core/time.h"
+
+namespace tally {
+namespace {
+
+constexpr const char* kConfig = R"(
+[credits]
+per_currency_unit = 100
+
+[[meters]]
+key = "calls"
+event_type = "call"
+aggregation = "count"
+
+[[meters]]
+key = "gb"
+event_type = "storage"
+aggregation = "sum"
+value = "$.gb"
+
+[[prices]]
+meter = "calls"
+unit_price = "0.01"   # 1 credit per call
+
+[[prices]]
+meter = "gb"
+model = "graduated"
+tiers = [{ up_to = 10, unit_price = "1" }, { unit_price = "0.5" }]
+)";
+
+TimeUs at(const char* rfc3339) { return *core::parse_rfc3339(rfc3339); }
+
+class WalletTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("tally-wallet-" + std::to_string(std::random_device{}()));
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::unique_ptr<Engine> open(const std::string& config = kConfig) {
+    EngineOptions o;
+    o.config_toml = config;
+    o.data_dir = dir_.string();
+    o.clock = &clock_;
+    auto e = Engine::open(o);
+    EXPECT_TRUE(e.has_value()) << e.error().message();
+    return e ? std::move(*e) : nullptr;
+  }
+
+  static void credit(Engine& e, const std::string& customer, const std::string& type,
+                     const std::string& amount, TimeUs expires = 0, std::int64_t priority = -1) {
+    WalletTransactionRequest r;
+    r.type = type;
+    r.amount = amount;
+    r.expires_at_us = expires;
+    r.priority = priority;
+    auto t = e.wallet_transaction(customer, r);
+    ASSERT_TRUE(t.has_value()) << t.error().message();
+  }
+
+  static void ingest(Engine& e, const std::string& body) {
+    auto r = e.ingest_json(body);
+    ASSERT_TRUE(r.has_value()) << r.error().message();
+    EXPECT_EQ(r->rejected, 0u);
+  }
+
+  static std::vector<LedgerTransaction> ledger(Engine& e, const std::string& customer) {
+    LedgerQuery q;
+    q.customer = customer;
+    q.limit = 1000;
+    auto p = e.wallet_transactions(q);
+    EXPECT_TRUE(p.has_value());
+    return p ? p->transactions : std::vector<LedgerTransaction>{};
+  }
+
+  static void expect_verified(Engine& e) {
+    e.flush();
+    auto v = e.verify();
+    ASSERT_TRUE(v.has_value()) << v.error().message();
+    EXPECT_TRUE(v->ok()) << v->differences.front();
+  }
+
+  std::filesystem::path dir_;
+  FakeClock clock_{at("2025-03-10T12:00:00Z")};
+};
+
+TEST_F(WalletTest, ExpiringGrantsBurnFirstAndExpireWithAnExpiryTransaction) {
+  auto e = open();
+  Customer c;
+  c.id = "acme";
+  ASSERT_TRUE(e->create_customer(c).has_value());
+  credit(*e, "acme", "top_up", "10");
+  credit(*e, "acme", "grant", "5", at("2025-03-20T00:00:00Z"), 50);  // burns after priority 0
+  credit(*e, "acme", "grant", "3", at("2025-03-15T00:00:00Z"), 50);  // same priority, sooner
+  credit(*e, "acme", "grant", "2");                                   // priority 0: first
+  ingest(*e, R"({"events":[{"id":"a","customer":"acme","type":"call"},)"
+             R"({"id":"b","customer":"acme","type":"call"},)"
+             R"({"id":"c","customer":"acme","type":"call"},)"
+             R"({"id":"d","customer":"acme","type":"call"}]})");
+  auto w = e->wallet("acme");
+  ASSERT_TRUE(w.has_value());
+  EXPECT_EQ(w->balance, "16");
+  // 4 credits: the priority-0 grant (2), then the sooner-expiring grant (2 of 3).
+  ASSERT_EQ(w->grants.size(), 3u);
+  EXPECT_EQ(w->grants[0].remaining, "1");  // expires 03-15
+  EXPECT_EQ(w->grants[1].remaining, "5");  // expires 03-20
+  EXPECT_EQ(w->grants[2].remaining, "10");
+  // Past the first expiry, the next burn first expires what is left of that grant.
+  clock_.set_us(at("2025-03-16T00:00:00Z"));
+  ingest(*e, R"({"id":"e","customer":"acme","type":"call"})");
+  auto txns = ledger(*e, "acme");
+  ASSERT_GE(txns.size(), 2u);
+  EXPECT_EQ(txns[txns.size() - 2].type, "expiry");
+  EXPECT_EQ(txns[txns.size() - 2].amount, "-1");
+  EXPECT_EQ(txns.back().type, "burn");
+  EXPECT_EQ(e->wallet("acme")->balance, "14");
+  // Each balance_before is the previous balance_after.
+  std::string previous = "0";
+  for (const auto& t : txns) {
+    EXPECT_EQ(t.balance_before, previous) << t.id;
+    previous = t.balance_after;
+  }
+  expect_verified(*e);
+}
+
+TEST_F(WalletTest, GraduatedPricesCountTheBillingPeriodAlsoAcrossARestart) {
+  {
+    auto e = open();
+    Customer c;
+    c.id = "acme";
+    c.billing_anchor_us = at("2025-01-05T00:00:00Z");
+    ASSERT_TRUE(e->create_customer(c).has_value());
+    // 8 GB at 1 USD = 800 credits.
+    ingest(*e, R"({"id":"s1","customer":"acme","type":"storage","time":"2025-03-06T00:00:00Z","properties":{"gb":8}})");
+  }
+  auto e = open();
+  // 4 more GB in the same period (from 03-05): 2 at 1, 2 at 0.5 = 3 USD = 300 credits.
+  ingest(*e, R"({"id":"s2","customer":"acme","type":"storage","time":"2025-03-07T00:00:00Z","properties":{"gb":4}})");
+  // A new billing period (from 04-05) starts the tiers again: 1 GB at 1 USD.
+  clock_.set_us(at("2025-04-06T00:00:00Z"));
+  ingest(*e, R"({"id":"s3","customer":"acme","type":"storage","time":"2025-04-05T10:00:00Z","properties":{"gb":1}})");
+  EventListQuery q;
+  q.customer = "acme";
+  auto page = e->list_events(q);
+  ASSERT_TRUE(page.has_value());
+  std::vector<std::string> credits;
+  for (const auto& ev : page->events) {
+    credits.push_back(ev.credits);
+  }
+  EXPECT_EQ(credits, (std::vector<std::string>{"800", "300", "100"}));
+  EXPECT_EQ(e->wallet("acme")->balance, "-1200");
+  EXPECT_TRUE(e->wallet("acme")->exhausted);
+  expect_verified(*e);
+}
+
+TEST_F(WalletTest, VerifyFindsEventsWhosePricesChanged) {
+  {
+    auto e = open();
+    Customer c;
+    c.id = "acme";
+    ASSERT_TRUE(e->create_customer(c).has_value());
+    ingest(*e, R"({"id":"a","customer":"acme","type":"call"})");
+    expect_verified(*e);
+  }
+  std::string changed = kConfig;
+  changed.replace(changed.find("\"0.01\""), 6, "\"0.02\"");
+  auto e = open(changed);
+  auto v = e->verify();
+  ASSERT_TRUE(v.has_value());
+  ASSERT_FALSE(v->ok());
+  EXPECT_NE(v->differences.front().find("its prices give 2"), std::string::npos)
+      << v->differences.front();
+}
+
+TEST_F(WalletTest, DuplicatesNeverBurnTwice) {
+  auto e = open();
+  for (int i = 0; i < 3; ++i) {
+    ingest(*e, R"({"id":"same","customer":"acme","type":"call"})");
+  }
+  EXPECT_EQ(e->wallet("acme")->balance, "-1");
+  EXPECT_EQ(ledger(*e, "acme").size(), 1u);
+  expect_verified(*e);
+}
+
+}  // namespace
+}  // namespace tally
