@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the benchmarks of bench/README.md on this machine and prints one JSON line per figure.
-# Usage: bash bench/run.sh [ingest|check|all]   (builds build/bench in release mode first)
+# Usage: bash bench/run.sh [ingest|check|pricing|all]   (builds build/bench in release mode first)
 # Starts its own tally, nginx and redis-server on loopback ports with temporary directories and
 # stops them by process id.
 set -euo pipefail
@@ -83,6 +83,43 @@ if [ "$what" = ingest ] || [ "$what" = all ]; then
   grep VmRSS "/proc/$tally_pid/status"
   curl -s "127.0.0.1:$port/metrics" | grep -E "^tally_(aggregates_live|events_indexed|store_bytes|events_ingested)" || true
   stop_tally
+fi
+
+if [ "$what" = pricing ] || [ "$what" = all ]; then
+  # The same closed-loop ingest without and with prices (every event priced on two meters and
+  # burned from its customer's wallet), alternated twice so drift on a shared machine shows.
+  prices='
+[credits]
+per_currency_unit = 1000
+[[prices]]
+meter = "tokens_in"
+match = { provider = "OPENAI", model = "gpt-4-turbo" }
+unit_price = "0.00001"
+[[prices]]
+meter = "tokens_out"
+match = { provider = "OPENAI", model = "gpt-4-turbo" }
+unit_price = "0.00003"'
+  for round in 1 2; do
+    for variant in plain priced; do
+      if [ "$variant" = priced ]; then start_tally "$prices"; else start_tally ""; fi
+      for c in $(seq 0 99); do
+        curl -s -o /dev/null -XPOST "127.0.0.1:$port/v1/customers" -H "x-api-key: $key" \
+          -H 'content-type: application/json' -d "{\"id\":\"cust-$c\"}"
+        curl -s -o /dev/null -XPOST "127.0.0.1:$port/v1/customers/cust-$c/wallet/transactions" \
+          -H "x-api-key: $key" -H 'content-type: application/json' \
+          -d '{"type":"top_up","amount":1000000000}'
+      done
+      echo "# ingest ($variant, round $round), closed loop, batches of 1000, 16 connections"
+      "$build/bench/tally_loadgen" --port "$port" --mode ingest --key "$key" --batch 1000 \
+        --connections 16 --duration-s "${DURATION:-10}"
+      if [ "$variant" = priced ] && [ "$round" = 2 ]; then
+        echo "# wallet balance read, open loop 2000/s"
+        "$build/bench/tally_loadgen" --port "$port" --mode get --path /v1/customers/cust-1/wallet \
+          --key "$key" --connections 32 --rate 2000 --duration-s 10
+      fi
+      stop_tally
+    done
+  done
 fi
 
 if [ "$what" = check ] || [ "$what" = all ]; then

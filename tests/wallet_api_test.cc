@@ -36,6 +36,11 @@ key = "images"
 event_type = "image"
 aggregation = "count"
 
+[[meters]]
+key = "logins"
+event_type = "login"
+aggregation = "count"
+
 [[prices]]
 meter = "tokens_in"
 match = { provider = "OPENAI", model = "gpt-4-turbo" }
@@ -206,7 +211,8 @@ TEST_F(WalletApiTest, SeedWalkthroughEndToEnd) {
                                 {}, key_header(key));
   ASSERT_EQ(burns.status, 200) << burns.body;
   std::vector<std::string> rows;
-  for (auto t : Json(burns.body)["transactions"].get_array()) {
+  const Json burn_list(burns.body);
+  for (auto t : burn_list["transactions"].get_array()) {
     rows.push_back(raw(t["amount"]) + " " + raw(t["balance_before"]) + " " +
                    raw(t["balance_after"]) + " " + std::string(t["event_id"].get_string().value()));
   }
@@ -216,6 +222,41 @@ TEST_F(WalletApiTest, SeedWalkthroughEndToEnd) {
       "-4.5 999955 999950.5 550e8400-e29b-41d4-a716-446655440003",
       "-45 999950.5 999905.5 550e8400-e29b-41d4-a716-446655440004"};
   EXPECT_EQ(rows, expected_burns) << burns.body;
+
+  // Usage queries give cost and credits beside units.
+  const std::string range = "customer=cust-test-001&from=2025-01-17T00:00:00Z&to=2025-01-18T00:00:00Z";
+  auto value_of = [&](const std::string& target) {
+    auto r = client_->request("GET", target, {}, key_header(key));
+    EXPECT_EQ(r.status, 200) << target << " -> " << r.body;
+    Json j(r.body);
+    return raw(j["data"].at(0)["value"]);
+  };
+  EXPECT_EQ(value_of("/v1/meters/tokens_in/query?" + range), "6500");
+  EXPECT_EQ(value_of("/v1/meters/tokens_in/query?" + range + "&measure=units"), "6500");
+  EXPECT_EQ(value_of("/v1/meters/tokens_in/query?" + range + "&measure=cost"), "0.0615");
+  EXPECT_EQ(value_of("/v1/meters/tokens_in/query?" + range + "&measure=credits"), "61.5");
+  EXPECT_EQ(value_of("/v1/meters/tokens_out/query?" + range + "&measure=credits"), "33");
+  auto bad_measure = client_->request("GET", "/v1/meters/tokens_in/query?" + range + "&measure=euros",
+                                      {}, key_header(key));
+  EXPECT_EQ(bad_measure.status, 400) << bad_measure.body;
+  auto unpriced = client_->request("GET", "/v1/meters/logins/query?" + range + "&measure=cost", {},
+                                   key_header(key));
+  EXPECT_EQ(unpriced.status, 400) << unpriced.body;
+  auto usage = client_->request(
+      "GET", "/v1/customers/cust-test-001/usage?from=2025-01-17T00:00:00Z&to=2025-01-18T00:00:00Z",
+      {}, key_header(key));
+  ASSERT_EQ(usage.status, 200) << usage.body;
+  bool seen = false;
+  const Json usage_json(usage.body);
+  for (auto m : usage_json["meters"].get_array()) {
+    if (std::string_view(m["meter"].get_string().value()) == "tokens_in") {
+      EXPECT_EQ(raw(m["value"]), "6500");
+      EXPECT_EQ(raw(m["cost"]), "0.0615");
+      EXPECT_EQ(raw(m["credits"]), "61.5");
+      seen = true;
+    }
+  }
+  EXPECT_TRUE(seen) << usage.body;
 
   // The reduced balance, also after a restart.
   EXPECT_EQ(balance("cust-test-001"), "999905.5");

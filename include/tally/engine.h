@@ -114,6 +114,31 @@ class Engine {
   // The customer's ledger, oldest first. Errors: kNotFound, kInvalidArgument.
   Result<LedgerPage> wallet_transactions(const LedgerQuery& query) const;
 
+  // ---- reports and statistics (see docs/api.md "Reports") --------------------------------------
+  // The meter's value per window of one customer over the range, every window listed (0 for
+  // count, sum and unique_count without events; no value for the others), optionally also one
+  // series per value of a group-by property. At most 10,000 windows.
+  // Errors: kNotFound (customer, meter), kInvalidArgument (window, zone, range, property).
+  Result<UsageHistory> usage_history(const HistoryQuery& q) const;
+  // Customer, plan, current calendar month's usage, limits, warnings, and per meter a breakdown
+  // by `group_by` (or, when empty, by the meter's first group-by property).
+  // Errors: kNotFound, kInvalidArgument (a property no meter groups by).
+  Result<UsageReport> usage_report(const std::string& customer, const std::string& group_by);
+  // Every meter over the customers naming `organization`, over [from, to) (from = to = 0: the
+  // current calendar month in `timezone`, "" = UTC).
+  // Errors: kNotFound (no customer names it), kInvalidArgument.
+  Result<OrganizationUsage> organization_usage(const std::string& organization, TimeUs from_us,
+                                               TimeUs to_us, const std::string& timezone) const;
+  // The `n` customers with the largest value of the meter over the current `period` (a window
+  // name, in `timezone`) or, with period "", over [from, to).
+  // Errors: kNotFound (meter), kInvalidArgument, kResourceExhausted (too many customers).
+  Result<TopUsage> top_customers(const std::string& meter, const std::string& period,
+                                 TimeUs from_us, TimeUs to_us, const std::string& timezone,
+                                 std::uint32_t n) const;
+  // Statistics of the meter's per-window values (see docs/api.md for the exact definitions).
+  // Errors: kNotFound (customer, meter), kInvalidArgument.
+  Result<MeterStats> meter_stats(const StatsQuery& q) const;
+
   // ---- customers ----------------------------------------------------------------------------
   // Errors: kInvalidArgument, kAlreadyExists.
   Result<Customer> create_customer(const Customer& c);

@@ -79,6 +79,7 @@ struct Customer {
   std::vector<LimitOverride> overrides;
   // Per meter: limits count usage from this instant on (POST /v1/customers/{id}/reset).
   std::vector<std::pair<std::string, TimeUs>> resets;
+  std::string organization;  // the parent organization's id; "" = none
 };
 
 struct CustomerPatch {
@@ -90,6 +91,7 @@ struct CustomerPatch {
   std::optional<std::string> plan;
   std::optional<TimeUs> trial_started_at_us;
   std::optional<TimeUs> billing_anchor_us;
+  std::optional<std::string> organization;  // "" removes it
 };
 
 enum Scope : std::uint32_t {
@@ -152,6 +154,7 @@ struct MeterQuery {
   std::string customer;  // "" = every customer
   std::vector<std::string> group_by;  // a subset of the meter's group_by
   std::vector<std::pair<std::string, std::string>> filter;  // group-by property == value
+  std::string measure;  // "" or "units": the meter's values; "cost" or "credits" (priced meters)
 };
 
 struct QueryRow {
@@ -176,6 +179,8 @@ struct UsageItem {
   std::string aggregation;
   std::string unit;
   std::string value;  // decimal text; empty = no value
+  std::string cost;     // priced meters: the cost of that usage ("" = not priced)
+  std::string credits;  // priced meters: the credits burned for it
 };
 
 struct CustomerUsage {
@@ -249,6 +254,135 @@ struct LimitsReport {
   std::vector<std::string> features;
   std::vector<LimitState> limits;
   std::vector<std::string> warnings;  // "api_calls per day at 85.00%"
+};
+
+// ---- reports and statistics (src/engine/reports.cc) ------------------------------------------
+
+// One window of a series: its calendar bounds and the meter's value inside [from, to).
+struct WindowValue {
+  TimeUs window_start_us = 0;
+  TimeUs window_end_us = 0;
+  std::string value;  // decimal text; "" = no value (min/max/avg/latest without events)
+};
+
+struct HistoryQuery {
+  std::string customer;
+  std::string meter;
+  std::string window = "day";  // minute, hour, day, week, month
+  TimeUs from_us = 0;          // from = to = 0: the last 30 windows, the current one included
+  TimeUs to_us = 0;
+  std::string timezone;  // IANA; "" = the customer's zone
+  std::string group_by;  // "" or one group-by property of the meter: a series per value too
+};
+
+struct HistorySeries {
+  std::vector<std::pair<std::string, std::string>> group;  // property -> value
+  std::vector<WindowValue> data;                           // every window, zero-filled
+};
+
+struct UsageHistory {
+  std::string customer;
+  std::string meter;
+  std::string aggregation;
+  std::string unit;
+  std::string window;
+  std::string timezone;
+  TimeUs from_us = 0;
+  TimeUs to_us = 0;
+  std::vector<WindowValue> data;      // every window of the range, zero-filled
+  std::vector<HistorySeries> groups;  // with group_by: one per value seen, ordered by value
+};
+
+// One group's share of a meter in the usage report (the "service breakdown").
+struct BreakdownItem {
+  std::string value;    // the group-by property's value ("" = events without it)
+  std::string usage;    // decimal text
+  std::string percent;  // of the meter's total, two decimals; "" for non-additive meters
+};
+
+struct Breakdown {
+  std::string meter;
+  std::string property;
+  std::string aggregation;
+  std::string unit;
+  std::vector<BreakdownItem> groups;  // by usage, largest first
+};
+
+struct UsageReport {
+  Customer customer;
+  std::string plan;                 // "" = none
+  CustomerUsage current_period;     // the calendar month in the customer's zone
+  std::vector<LimitState> limits;   // as limits_report gives them
+  std::vector<std::string> warnings;
+  std::vector<Breakdown> breakdown;
+};
+
+struct OrganizationUsage {
+  std::string organization;
+  TimeUs from_us = 0;
+  TimeUs to_us = 0;
+  std::string timezone;
+  std::vector<std::string> customers;   // members, ordered by id
+  std::vector<UsageItem> meters;        // the meter's aggregation over every member's events
+  std::vector<CustomerUsage> by_customer;
+};
+
+struct TopCustomer {
+  std::string customer;
+  std::string name;
+  std::string value;
+};
+
+struct TopUsage {
+  std::string meter;
+  std::string aggregation;
+  std::string unit;
+  std::string period;  // "" when from/to were given
+  TimeUs from_us = 0;
+  TimeUs to_us = 0;
+  std::string timezone;
+  std::vector<TopCustomer> customers;  // by value, largest first; ties by id
+};
+
+struct StatsQuery {
+  std::string meter;
+  std::string customer;  // "" = every customer, merged per window
+  std::string window = "day";
+  TimeUs from_us = 0;  // from = to = 0: the last 30 windows, the current one included
+  TimeUs to_us = 0;
+  std::string timezone;  // "" = the customer's zone with one customer, else UTC
+  std::vector<std::pair<std::string, std::string>> filter;  // group-by property == value
+  std::uint32_t peaks_max = 5;
+};
+
+// A value against the one before it. change and change_percent are "" when either is missing;
+// change_percent is also "" when the previous value is 0.
+struct TrendPoint {
+  TimeUs window_start_us = 0;
+  TimeUs window_end_us = 0;
+  std::string value;
+  std::string previous;
+  std::string change;
+  std::string change_percent;  // two decimals, half to even
+};
+
+struct MeterStats {
+  std::string meter;
+  std::string aggregation;
+  std::string unit;
+  std::string customer;  // "" = every customer
+  std::string window;
+  std::string timezone;
+  TimeUs from_us = 0;
+  TimeUs to_us = 0;
+  std::uint64_t windows = 0;            // windows in the range
+  std::uint64_t windows_with_data = 0;  // windows with at least one event
+  std::uint64_t count = 0;              // per-window values the statistics are over
+  // Decimal texts; "" when count is 0.
+  std::string sum, avg, min, max, median, p95, p99;
+  std::vector<TrendPoint> window_over_window;
+  std::vector<TrendPoint> day_over_day;
+  std::vector<WindowValue> peaks;
 };
 
 // ---- stored events --------------------------------------------------------------------------

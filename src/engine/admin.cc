@@ -35,6 +35,10 @@ Status validate_customer_fields(const Customer& c) {
   if (c.metadata_json.size() > 16384) {
     return Status::invalid_argument("metadata is at most 16 KiB");
   }
+  if (!c.organization.empty() && !valid_id(c.organization)) {
+    return Status::invalid_argument(
+        "organization must be 1..128 bytes without control characters, '/', '?' or '#'");
+  }
   return Status();
 }
 
@@ -160,6 +164,7 @@ Result<Customer> Engine::update_customer(const std::string& id, const CustomerPa
         if (patch.plan) c.plan = *patch.plan;
         if (patch.trial_started_at_us) c.trial_started_at_us = *patch.trial_started_at_us;
         if (patch.billing_anchor_us) c.billing_anchor_us = *patch.billing_anchor_us;
+        if (patch.organization) c.organization = *patch.organization;
         TALLY_TRY(validate_customer_fields(c));
         if (!c.plan.empty() && d.config.find_plan(c.plan) == nullptr) {
           return Status::invalid_argument("plan '" + c.plan + "' is not a configured plan");

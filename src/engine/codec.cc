@@ -429,6 +429,10 @@ std::string encode_customer(std::uint32_t num, const Customer& c) {
     put_bytes(out, meter);
     put_zigzag(out, at);
   }
+  // The parent organization (appended later still: a record without it decodes with none).
+  if (!c.organization.empty()) {
+    put_bytes(out, c.organization);
+  }
   return out;
 }
 
@@ -455,6 +459,7 @@ bool decode_customer(std::string_view value, std::uint32_t* num, Customer* c) {
   c->billing_anchor_us = 0;
   c->overrides.clear();
   c->resets.clear();
+  c->organization.clear();
   if (r.done()) {
     return true;
   }
@@ -491,6 +496,14 @@ bool decode_customer(std::string_view value, std::uint32_t* num, Customer* c) {
     }
     c->resets.emplace_back(std::string(meter), at);
   }
+  if (r.done()) {
+    return true;
+  }
+  std::string_view organization;
+  if (!r.get_bytes(&organization) || organization.empty()) {
+    return false;
+  }
+  c->organization = organization;
   return r.done();
 }
 

@@ -155,6 +155,28 @@ Result<std::unique_ptr<Engine>> Engine::open(const EngineOptions& options) {
   for (const auto& [type, indexes] : impl->meters_by_type) {
     impl->metered_types.push_back(type);
   }
+  // Hidden sum meters for the cost and credits of each priced meter, grouped like it.
+  const std::size_t configured = impl->meters.size();
+  impl->cost_meter.assign(configured, Impl::kNoMeter);
+  impl->credits_meter.assign(configured, Impl::kNoMeter);
+  for (std::uint32_t i = 0; i < configured; ++i) {
+    if (impl->prices_by_meter[i].empty()) {
+      continue;
+    }
+    for (const char* measure : {"cost", "credits"}) {
+      engine::MeterState hidden;
+      hidden.hidden = true;
+      hidden.spec.key = impl->meters[i].spec.key + ":" + measure;
+      hidden.spec.event_type = impl->meters[i].spec.event_type;
+      hidden.spec.aggregation = core::Aggregation::kSum;
+      hidden.spec.value_property = measure;
+      hidden.spec.group_by = impl->meters[i].spec.group_by;
+      (std::string_view(measure) == "cost" ? impl->cost_meter : impl->credits_meter)[i] =
+          static_cast<std::uint32_t>(impl->meters.size());
+      impl->meters.push_back(std::move(hidden));
+      impl->meter_limited.push_back(false);
+    }
+  }
 
   TALLY_TRY(impl->load());
   if (!impl->read_only) {
@@ -239,6 +261,9 @@ Status Engine::Impl::load() {
   // Meters whose definition changed since the aggregates were written are rebuilt.
   for (std::uint32_t i = 0; i < meters.size(); ++i) {
     const auto& spec = meters[i].spec;
+    if (meters[i].hidden) {
+      continue;  // costs are what was burned: never recomputed from the events
+    }
     auto fp = store->get(store::Space::kMeta, engine::meter_fingerprint_key(spec.key));
     if (!fp) {
       return fp.error();
@@ -812,6 +837,10 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
                                                         : cstate->record.created_at_us;
             if (price_of(m, cnum, cstate != nullptr ? cstate->tz : kUtc, anchor, e.time_us,
                          input.value, event_props, &ledger, &cost, &credits)) {
+              const std::uint32_t gid = intern_group(group);
+              touched[BucketKey{cost_meter[m], cnum, gid, minute}].delta.add(cost, e.time_us, seq);
+              touched[BucketKey{credits_meter[m], cnum, gid, minute}].delta.add(credits, e.time_us,
+                                                                                seq);
               priced = true;
               event_cost += cost;
               event_credits += credits;

@@ -71,6 +71,9 @@ struct Series {
 
 struct MeterState {
   core::MeterSpec spec;
+  // The cost or credits of a priced meter ("tokens_in:cost"): fed by the commit's pricing,
+  // never by events directly; not listed and not checkable.
+  bool hidden = false;
   // customer number -> group id -> series
   std::unordered_map<std::uint32_t, std::unordered_map<std::uint32_t, Series>> series;
 };
@@ -321,6 +324,10 @@ struct Engine::Impl {
   std::uint64_t aggregates_live = 0;
   std::vector<bool> meter_limited;  // per meter: some plan or override limits it
   std::vector<engine::PriceState> prices;                   // fixed at open
+  // Per configured meter: the index of its hidden cost / credits meter, or kNoMeter.
+  static constexpr std::uint32_t kNoMeter = ~std::uint32_t{0};
+  std::vector<std::uint32_t> cost_meter;
+  std::vector<std::uint32_t> credits_meter;
   std::vector<std::vector<std::uint32_t>> prices_by_meter;  // meter -> price indexes, in order
   std::unordered_map<std::uint32_t, engine::WalletRecord> wallets;  // customer number -> wallet
   std::map<std::tuple<std::uint32_t, std::uint32_t, core::TimeUs>, core::Decimal> price_usage;

@@ -106,7 +106,7 @@ const engine::CustomerState* Engine::Impl::find_customer(std::string_view id) co
 
 const engine::MeterState* Engine::Impl::find_meter(std::string_view key) const {
   for (const auto& m : meters) {
-    if (m.spec.key == key) {
+    if (!m.hidden && m.spec.key == key) {
       return &m;
     }
   }
@@ -116,6 +116,9 @@ const engine::MeterState* Engine::Impl::find_meter(std::string_view key) const {
 std::vector<MeterInfo> Engine::meters() const {
   std::vector<MeterInfo> out;
   for (const auto& m : impl_->meters) {
+    if (m.hidden) {
+      continue;
+    }
     MeterInfo info;
     info.key = m.spec.key;
     info.event_type = m.spec.event_type;
@@ -136,6 +139,18 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
   const engine::MeterState* m = d.find_meter(q.meter);
   if (m == nullptr) {
     return Status::not_found("meter '" + q.meter + "' does not exist");
+  }
+  if (!q.measure.empty() && q.measure != "units") {
+    if (q.measure != "cost" && q.measure != "credits") {
+      return Status::invalid_argument("measure must be units, cost or credits");
+    }
+    const auto base = static_cast<std::size_t>(m - d.meters.data());
+    const std::uint32_t hidden =
+        (q.measure == "cost" ? d.cost_meter : d.credits_meter)[base];
+    if (hidden == Impl::kNoMeter) {
+      return Status::invalid_argument("meter '" + q.meter + "' has no price, so no " + q.measure);
+    }
+    m = &d.meters[hidden];
   }
   const core::MeterSpec& spec = m->spec;
   // Projection and filters name group-by properties of the meter.
@@ -314,7 +329,7 @@ Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs
   }
   out.from_us = from;
   out.to_us = to;
-  for (const auto& m : d.meters) {
+  auto total = [&](const engine::MeterState& m) {
     core::AggState st;
     core::UniqueSet u;
     const bool want_uniques = m.spec.aggregation == core::Aggregation::kUniqueCount;
@@ -324,11 +339,22 @@ Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs
         engine::combine_range(series, from, to, want_uniques, &st, &u);
       }
     }
+    return value_text(m.spec.aggregation, st, &u);
+  };
+  for (std::size_t i = 0; i < d.meters.size(); ++i) {
+    const engine::MeterState& m = d.meters[i];
+    if (m.hidden) {
+      continue;
+    }
     UsageItem item;
     item.meter = m.spec.key;
     item.aggregation = std::string(core::aggregation_name(m.spec.aggregation));
     item.unit = m.spec.unit;
-    item.value = value_text(m.spec.aggregation, st, &u);
+    item.value = total(m);
+    if (d.cost_meter[i] != Impl::kNoMeter) {
+      item.cost = total(d.meters[d.cost_meter[i]]);
+      item.credits = total(d.meters[d.credits_meter[i]]);
+    }
     out.meters.push_back(std::move(item));
   }
   return out;

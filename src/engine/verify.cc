@@ -96,7 +96,9 @@ Result<VerifyReport> Engine::verify() const {
   }
   std::set<std::string> meter_keys;
   for (const auto& m : d.meters) {
-    specs.push_back(m.spec);
+    if (!m.hidden) {
+      specs.push_back(m.spec);  // hidden cost meters are recomputed by repricing, below
+    }
     meter_keys.insert(m.spec.key);
   }
   // Every event priced again from scratch, in order, as its commit priced it.
@@ -114,6 +116,7 @@ Result<VerifyReport> Engine::verify() const {
   core::MeterInput input;
   std::string group;
   std::vector<std::pair<std::string_view, std::string_view>> props;
+  std::map<std::string, core::AggState> hidden_aggregates;
   auto reprice = [&](std::uint32_t cnum, const engine::BlockEvent& be, const core::EventBatch& b) {
     core::Decimal credits;
     bool any = false;
@@ -122,7 +125,7 @@ Result<VerifyReport> Engine::verify() const {
       props.emplace_back(p.key, p.text);
     }
     const auto& [tz, anchor] = periods[cnum];
-    for (std::uint32_t m = 0; m < d.meters.size(); ++m) {
+    for (std::uint32_t m = 0; m < d.prices_by_meter.size(); ++m) {
       if (d.prices_by_meter[m].empty() || d.meters[m].spec.event_type != be.type ||
           !core::meter_accepts(d.meters[m].spec, b, b.events()[0], &input, &group)) {
         continue;
@@ -132,6 +135,14 @@ Result<VerifyReport> Engine::verify() const {
       if (d.price_of(m, cnum, tz, anchor, be.time_us, input.value, props, &repriced, &cost, &c)) {
         credits += c;
         any = true;
+        const core::TimeUs minute =
+            be.time_us - (((be.time_us % core::kUsPerMinute) + core::kUsPerMinute) % core::kUsPerMinute);
+        hidden_aggregates[engine::aggregate_key(d.meters[d.cost_meter[m]].spec.key, cnum, minute,
+                                                group)]
+            .add(cost, be.time_us, be.seq);
+        hidden_aggregates[engine::aggregate_key(d.meters[d.credits_meter[m]].spec.key, cnum,
+                                                minute, group)]
+            .add(c, be.time_us, be.seq);
       }
     }
     if (any || be.priced) {
@@ -141,6 +152,9 @@ Result<VerifyReport> Engine::verify() const {
   engine::Recomputed r;
   TALLY_TRY(engine::recompute(*d.store, specs, ids, &r,
                               d.config.storage.dedup_window_seconds * core::kUsPerSecond, reprice));
+  for (auto& [k, st] : hidden_aggregates) {
+    r.aggregates[k] = st;
+  }
   VerifyReport report;
   report.events = r.events;
   report.differences = r.problems;

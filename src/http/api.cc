@@ -51,6 +51,11 @@ const Route kRoutes[] = {
     {"PUT", "/v1/customers/{}/overrides", Need::kAdmin, handlers::put_overrides},
     {"POST", "/v1/customers/{}/reset", Need::kAdmin, handlers::reset_customer},
     {"GET", "/v1/authorize", Need::kNone, handlers::authorize},
+    {"GET", "/v1/customers/{}/usage/history", Need::kRead, handlers::usage_history},
+    {"GET", "/v1/customers/{}/report", Need::kRead, handlers::usage_report},
+    {"GET", "/v1/organizations/{}/usage", Need::kAdmin, handlers::organization_usage},
+    {"GET", "/v1/admin/usage/top", Need::kAdmin, handlers::top_customers},
+    {"GET", "/v1/meters/{}/stats", Need::kRead, handlers::meter_stats},
 };
 
 int hex_value(char c) {

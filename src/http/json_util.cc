@@ -76,6 +76,12 @@ void write_customer(common::JsonWriter& w, const Customer& c) {
   }
   w.key("trial_started_at").value(time_text(c.trial_started_at_us != 0 ? c.trial_started_at_us : c.created_at_us));
   w.key("billing_anchor").value(time_text(c.billing_anchor_us != 0 ? c.billing_anchor_us : c.created_at_us));
+  w.key("organization");
+  if (c.organization.empty()) {
+    w.null();
+  } else {
+    w.value(c.organization);
+  }
   w.key("overrides").begin_array();
   for (const auto& o : c.overrides) {
     w.begin_object().key("meter").value(o.meter).key("period").value(o.period);
@@ -168,6 +174,12 @@ std::string customer_usage_json(const CustomerUsage& r) {
         .key("unit").value(m.unit)
         .key("value");
     write_decimal(w, m.value);
+    if (!m.cost.empty()) {
+      w.key("cost");
+      write_decimal(w, m.cost);
+      w.key("credits");
+      write_decimal(w, m.credits);
+    }
     w.end_object();
   }
   w.end_array().end_object();

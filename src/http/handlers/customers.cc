@@ -74,6 +74,18 @@ bool read_customer_fields(Call& call, const dom::object& obj, std::string* id, C
         if (!string_field(call, field.value, k, &s)) return false;
         patch->plan = s;
       }
+    } else if (k == "organization") {
+      if (field.value.is_null()) {
+        patch->organization = std::string();
+      } else {
+        if (!string_field(call, field.value, k, &s)) return false;
+        if (s.empty()) {
+          answer(call, error_response(400, "VALIDATION_ERROR",
+                                      "'organization' must not be empty; send null to remove it"));
+          return false;
+        }
+        patch->organization = s;
+      }
     } else if (k == "trial_started_at" || k == "billing_anchor") {
       if (!string_field(call, field.value, k, &s)) return false;
       auto t = core::parse_rfc3339(s);
@@ -128,6 +140,7 @@ void create_customer(Context& ctx, Call& call) {
   c.plan = p.plan.value_or("");
   c.trial_started_at_us = p.trial_started_at_us.value_or(0);
   c.billing_anchor_us = p.billing_anchor_us.value_or(0);
+  c.organization = p.organization.value_or("");
   auto r = ctx.engine.create_customer(c);
   answer(call, r ? customer_response(201, *r) : status_response(r.error()));
 }

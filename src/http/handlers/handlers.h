@@ -49,6 +49,12 @@ void add_rate_limit_headers(Response& resp, const CheckResult& r, TimeUs now);
 void get_wallet(Context& ctx, Call& call);
 void create_wallet_transaction(Context& ctx, Call& call);
 void list_wallet_transactions(Context& ctx, Call& call);
+// reports.cc
+void usage_history(Context& ctx, Call& call);
+void usage_report(Context& ctx, Call& call);
+void organization_usage(Context& ctx, Call& call);
+void top_customers(Context& ctx, Call& call);
+void meter_stats(Context& ctx, Call& call);
 // ops.cc
 void health(Context& ctx, Call& call);
 void ready(Context& ctx, Call& call);

@@ -52,6 +52,8 @@ void query_meter(Context& ctx, Call& call) {
       q.timezone = v;
     } else if (k == "customer") {
       q.customer = v;
+    } else if (k == "measure") {
+      q.measure = v;
     } else if (k == "group_by") {
       std::size_t start = 0;
       while (start <= v.size()) {

@@ -1,0 +1,713 @@
+// Read-side reports: usage history for charts, the customer usage report, organization roll-ups,
+// top customers, and statistics of a meter's per-window values.
+//
+// Everything is answered from the in-memory minute and hour aggregates, exactly:
+//  - history, the report's breakdown and the top list are built on Engine::query (one customer,
+//    or one row per customer), with the windows query leaves out (no events) filled in;
+//  - statistics and organization totals merge several customers into one value per window,
+//    which query cannot do for min, max, avg, latest and unique_count (they are not sums of the
+//    per-customer values), so they combine the same aggregates with engine::combine_range, the
+//    primitive query itself uses, and give the same numbers query gives for one customer.
+//
+// Every list is bounded: at most kWindowsMax windows per series, kPeaksMax peaks, kTopMax
+// customers in a top list.
+#include <algorithm>
+#include <optional>
+
+#include "common/assert.h"
+#include "engine/engine_impl.h"
+
+namespace tally {
+
+namespace {
+
+constexpr std::size_t kWindowsMax = 10'000;
+constexpr std::size_t kDefaultWindows = 30;
+constexpr std::uint32_t kPeaksMax = 100;
+constexpr std::uint32_t kTopMax = 1000;
+
+core::TimeUs floor_to(core::TimeUs t, core::TimeUs unit) {
+  const core::TimeUs r = ((t % unit) + unit) % unit;
+  return t - r;
+}
+
+core::TimeUs ceil_to(core::TimeUs t, core::TimeUs unit) {
+  const core::TimeUs f = floor_to(t, unit);
+  return f == t ? t : f + unit;
+}
+
+struct Span {
+  core::TimeUs start = 0;
+  core::TimeUs end = 0;
+};
+
+// The calendar windows that meet [from, to), in order. Errors: kInvalidArgument past `max`.
+Result<std::vector<Span>> windows_of(core::TimeUs from, core::TimeUs to, core::Window w,
+                                     const core::TimeZone& tz) {
+  std::vector<Span> out;
+  for (core::TimeUs ws = core::window_start(from, w, tz); ws < to;) {
+    if (out.size() == kWindowsMax) {
+      return Status::invalid_argument("the range has more than " + std::to_string(kWindowsMax) +
+                                      " " + std::string(core::window_name(w)) +
+                                      " windows; narrow it or use a larger window");
+    }
+    const core::TimeUs we = core::window_next(ws, w, tz);
+    out.push_back(Span{ws, we});
+    ws = we;
+  }
+  return out;
+}
+
+// from = to = 0: the last kDefaultWindows windows, the one holding `now` included. Otherwise
+// the range aligned to minutes. Errors: kInvalidArgument when to is not after from.
+Status resolve_range(core::TimeUs now, core::Window w, const core::TimeZone& tz, core::TimeUs* from,
+                     core::TimeUs* to) {
+  if (*from == 0 && *to == 0) {
+    *to = core::window_next(core::window_start(now, w, tz), w, tz);
+    core::TimeUs start = *to;
+    for (std::size_t i = 0; i < kDefaultWindows; ++i) {
+      start = core::window_start(start - 1, w, tz);
+    }
+    *from = start;
+    return Status();
+  }
+  *from = floor_to(*from, core::kUsPerMinute);
+  *to = ceil_to(*to, core::kUsPerMinute);
+  if (*to <= *from) {
+    return Status::invalid_argument("'to' must be after 'from'");
+  }
+  return Status();
+}
+
+Result<core::TimeZone> zone_named(const std::string& name, const core::TimeZone& fallback) {
+  if (name.empty()) {
+    return fallback;
+  }
+  return core::TimeZone::find(name);
+}
+
+// The value a window without events has: 0 for count, sum and unique_count; none otherwise.
+std::string empty_value(core::Aggregation a) {
+  core::Decimal v;
+  return core::aggregate_value(a, core::AggState{}, nullptr, &v) ? core::format_decimal(v)
+                                                                 : std::string();
+}
+
+// a / b * 100 with two decimals, rounded half to even; "" when b is 0.
+std::string percent_of(core::Decimal a, core::Decimal b) {
+  if (b.units == 0) {
+    return {};
+  }
+  const bool negative = (a.units < 0) != (b.units < 0) && a.units != 0;
+  const __int128 x = a.units < 0 ? -a.units : a.units;
+  const __int128 y = b.units < 0 ? -b.units : b.units;
+  __int128 q = 0;  // hundredths of a percent
+  // x * 10^4 / y exactly while it fits in 128 bits (|a| < 1e25), else at 1e-9 first.
+  constexpr __int128 kExactMax = static_cast<__int128>(1'000'000'000'000'000'000) * 10'000'000;
+  if (x < kExactMax) {
+    const __int128 scaled = x * 10'000;
+    q = scaled / y;
+    const __int128 r = scaled % y;
+    if (r * 2 > y || (r * 2 == y && q % 2 != 0)) {
+      ++q;
+    }
+  } else {
+    core::Decimal ratio;
+    if (!core::divide_decimal_half_even(core::Decimal{x}, core::Decimal{y}, &ratio)) {
+      return {};
+    }
+    // ratio * 100 in hundredths: units / 1e5, half to even.
+    q = ratio.units / 100'000;
+    const __int128 r = ratio.units % 100'000;
+    if (r * 2 > 100'000 || (r * 2 == 100'000 && q % 2 != 0)) {
+      ++q;
+    }
+  }
+  const __int128 whole = q / 100;
+  const int frac = static_cast<int>(q % 100);
+  std::string out = negative && q != 0 ? "-" : "";
+  out += core::format_decimal(core::Decimal::from_int(static_cast<std::int64_t>(whole)));
+  out += frac < 10 ? ".0" : ".";
+  out += std::to_string(frac);
+  return out;
+}
+
+std::vector<std::string_view> split_group(std::string_view text, std::size_t n) {
+  std::vector<std::string_view> out;
+  out.reserve(n);
+  std::size_t start = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto sep = text.find('\x1f', start);
+    if (sep == std::string_view::npos) {
+      out.push_back(text.substr(std::min(start, text.size())));
+      start = text.size() + 1;
+    } else {
+      out.push_back(text.substr(start, sep - start));
+      start = sep + 1;
+    }
+  }
+  return out;
+}
+
+struct Acc {
+  core::AggState st;
+  core::UniqueSet u;
+};
+
+// Adds every series of the meter (of `only`, or of every customer) whose group passes the
+// filters into one accumulator per window of `windows`, counting only [from, to).
+// REQUIRES: state_mutex held; windows cover [from, to) in order.
+void accumulate(const Engine::Impl& d, const engine::MeterState& m,
+                const engine::CustomerState* only,
+                const std::vector<std::pair<std::size_t, std::string>>& filters,
+                const std::vector<Span>& windows, core::TimeUs from, core::TimeUs to,
+                std::vector<Acc>* acc) {
+  const bool want_uniques = m.spec.aggregation == core::Aggregation::kUniqueCount;
+  for (const auto& [cnum, by_group] : m.series) {
+    if (only != nullptr && cnum != only->num) {
+      continue;
+    }
+    for (const auto& [gid, s] : by_group) {
+      if (!filters.empty()) {
+        const auto values = split_group(d.group_texts[gid], m.spec.group_by.size());
+        bool pass = true;
+        for (const auto& [idx, v] : filters) {
+          pass = pass && values[idx] == v;
+        }
+        if (!pass) {
+          continue;
+        }
+      }
+      // Jump from one minute with data to the next window holding some.
+      auto it = s.minutes.lower_bound(from);
+      while (it != s.minutes.end() && it->first < to) {
+        const auto w =
+            std::upper_bound(windows.begin(), windows.end(), it->first,
+                             [](core::TimeUs t, const Span& sp) { return t < sp.start; });
+        TALLY_DASSERT(w != windows.begin(), "windows cover [from, to)");
+        if (w == windows.begin()) {
+          break;
+        }
+        const Span& span = *(w - 1);
+        Acc& a = (*acc)[static_cast<std::size_t>(w - 1 - windows.begin())];
+        engine::combine_range(s, std::max(span.start, from), std::min(span.end, to), want_uniques,
+                              &a.st, &a.u);
+        it = s.minutes.lower_bound(span.end);
+      }
+    }
+  }
+}
+
+// Per-window values of one meter: nullopt for windows without a value.
+std::vector<std::optional<core::Decimal>> values_of(core::Aggregation a,
+                                                    const std::vector<Acc>& acc) {
+  std::vector<std::optional<core::Decimal>> out;
+  out.reserve(acc.size());
+  for (const auto& x : acc) {
+    core::Decimal v;
+    if (core::aggregate_value(a, x.st, &x.u, &v)) {
+      out.emplace_back(v);
+    } else {
+      out.emplace_back(std::nullopt);
+    }
+  }
+  return out;
+}
+
+std::vector<TrendPoint> trend_of(const std::vector<Span>& windows,
+                                 const std::vector<std::optional<core::Decimal>>& values) {
+  std::vector<TrendPoint> out;
+  for (std::size_t i = 1; i < windows.size(); ++i) {
+    TrendPoint p;
+    p.window_start_us = windows[i].start;
+    p.window_end_us = windows[i].end;
+    const auto& cur = values[i];
+    const auto& prev = values[i - 1];
+    if (cur) {
+      p.value = core::format_decimal(*cur);
+    }
+    if (prev) {
+      p.previous = core::format_decimal(*prev);
+    }
+    if (cur && prev) {
+      p.change = core::format_decimal(*cur - *prev);
+      p.change_percent = percent_of(*cur - *prev, *prev);
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+// The value of nearest rank: the smallest value with at least p% of the values at or below it,
+// i.e. sorted[ceil(p * n / 100) - 1]. REQUIRES: sorted is not empty, 0 < p <= 100.
+core::Decimal nearest_rank(const std::vector<core::Decimal>& sorted, std::size_t p) {
+  const std::size_t n = sorted.size();
+  TALLY_DASSERT(n > 0 && p > 0 && p <= 100, "a percentile of values");
+  const std::size_t rank = (p * n + 99) / 100;
+  return sorted[std::max<std::size_t>(rank, 1) - 1];
+}
+
+}  // namespace
+
+// ---- history --------------------------------------------------------------------------------
+
+Result<UsageHistory> Engine::usage_history(const HistoryQuery& q) const {
+  const Impl& d = *impl_;
+  UsageHistory out;
+  core::TimeZone tz;
+  core::Aggregation aggregation = core::Aggregation::kCount;
+  {
+    std::shared_lock lock(d.state_mutex);
+    const engine::CustomerState* cs = d.find_customer(q.customer);
+    if (cs == nullptr) {
+      return Status::not_found("customer '" + q.customer + "' does not exist");
+    }
+    const engine::MeterState* m = d.find_meter(q.meter);
+    if (m == nullptr) {
+      return Status::not_found("meter '" + q.meter + "' does not exist");
+    }
+    if (!q.group_by.empty() && std::find(m->spec.group_by.begin(), m->spec.group_by.end(),
+                                         q.group_by) == m->spec.group_by.end()) {
+      return Status::invalid_argument("group_by '" + q.group_by +
+                                      "' is not a group-by property of meter '" + q.meter + "'");
+    }
+    auto z = zone_named(q.timezone, cs->tz);
+    if (!z) {
+      return z.error();
+    }
+    tz = *z;
+    aggregation = m->spec.aggregation;
+    out.unit = m->spec.unit;
+  }
+  auto w = core::parse_window(q.window);
+  if (!w) {
+    return w.error();
+  }
+  core::TimeUs from = q.from_us;
+  core::TimeUs to = q.to_us;
+  TALLY_TRY(resolve_range(d.clock->now_us(), *w, tz, &from, &to));
+  auto windows = windows_of(from, to, *w, tz);
+  if (!windows) {
+    return windows.error();
+  }
+  out.customer = q.customer;
+  out.meter = q.meter;
+  out.aggregation = std::string(core::aggregation_name(aggregation));
+  out.window = std::string(core::window_name(*w));
+  out.timezone = tz.name();
+  out.from_us = from;
+  out.to_us = to;
+
+  const std::string zero = empty_value(aggregation);
+  auto series = [&](const std::vector<const QueryRow*>& rows) {
+    std::vector<WindowValue> data;
+    data.reserve(windows->size());
+    auto r = rows.begin();
+    for (const Span& sp : *windows) {
+      WindowValue v{sp.start, sp.end, zero};
+      while (r != rows.end() && (*r)->window_start_us < sp.start) {
+        ++r;  // not expected: query's windows are these windows
+      }
+      if (r != rows.end() && (*r)->window_start_us == sp.start) {
+        v.value = (*r)->value;
+        ++r;
+      }
+      data.push_back(std::move(v));
+    }
+    return data;
+  };
+
+  MeterQuery mq;
+  mq.meter = q.meter;
+  mq.customer = q.customer;
+  mq.from_us = from;
+  mq.to_us = to;
+  mq.window = out.window;
+  mq.timezone = out.timezone;
+  auto total = query(mq);
+  if (!total) {
+    return total.error();
+  }
+  std::vector<const QueryRow*> rows;
+  for (const auto& row : total->rows) {
+    rows.push_back(&row);
+  }
+  out.data = series(rows);
+
+  if (!q.group_by.empty()) {
+    mq.group_by = {q.group_by};
+    auto grouped = query(mq);
+    if (!grouped) {
+      return grouped.error();
+    }
+    // Rows come ordered by group value, then window start.
+    std::size_t i = 0;
+    while (i < grouped->rows.size()) {
+      std::vector<const QueryRow*> one;
+      const auto& group = grouped->rows[i].group;
+      while (i < grouped->rows.size() && grouped->rows[i].group == group) {
+        one.push_back(&grouped->rows[i]);
+        ++i;
+      }
+      HistorySeries s;
+      s.group = group;
+      s.data = series(one);
+      out.groups.push_back(std::move(s));
+    }
+  }
+  return out;
+}
+
+// ---- the usage report -----------------------------------------------------------------------
+
+Result<UsageReport> Engine::usage_report(const std::string& customer, const std::string& group_by) {
+  UsageReport out;
+  auto c = get_customer(customer);
+  if (!c) {
+    return c.error();
+  }
+  out.customer = std::move(*c);
+  auto limits = limits_report(customer);
+  if (!limits) {
+    return limits.error();
+  }
+  out.plan = limits->plan;
+  out.limits = std::move(limits->limits);
+  out.warnings = std::move(limits->warnings);
+  auto usage = customer_usage(customer, 0, 0);
+  if (!usage) {
+    return usage.error();
+  }
+  out.current_period = std::move(*usage);
+
+  bool property_seen = group_by.empty();
+  for (const MeterInfo& m : meters()) {
+    std::string property;
+    if (group_by.empty()) {
+      if (m.group_by.empty()) {
+        continue;
+      }
+      property = m.group_by.front();
+    } else if (std::find(m.group_by.begin(), m.group_by.end(), group_by) != m.group_by.end()) {
+      property = group_by;
+      property_seen = true;
+    } else {
+      continue;
+    }
+    MeterQuery mq;
+    mq.meter = m.key;
+    mq.customer = customer;
+    mq.from_us = out.current_period.from_us;
+    mq.to_us = out.current_period.to_us;
+    mq.group_by = {property};
+    auto r = query(mq);
+    if (!r) {
+      return r.error();
+    }
+    Breakdown b;
+    b.meter = m.key;
+    b.property = property;
+    b.aggregation = m.aggregation;
+    b.unit = m.unit;
+    // A share of the total means something only where the total is the sum of the groups.
+    const bool sums = m.aggregation == "count" || m.aggregation == "sum";
+    core::Decimal total;
+    std::vector<std::pair<core::Decimal, BreakdownItem>> items;
+    for (const auto& row : r->rows) {
+      BreakdownItem item;
+      item.value = row.group.empty() ? std::string() : row.group.front().second;
+      item.usage = row.value;
+      core::Decimal v;
+      if (!core::try_parse_decimal(row.value, &v)) {
+        v = core::Decimal{};
+      }
+      total += v;
+      items.emplace_back(v, std::move(item));
+    }
+    std::stable_sort(items.begin(), items.end(),
+                     [](const auto& x, const auto& y) { return x.first > y.first; });
+    for (auto& [v, item] : items) {
+      if (sums) {
+        item.percent = percent_of(v, total);
+      }
+      b.groups.push_back(std::move(item));
+    }
+    out.breakdown.push_back(std::move(b));
+  }
+  if (!property_seen) {
+    return Status::invalid_argument("group_by '" + group_by +
+                                    "' is not a group-by property of any meter");
+  }
+  return out;
+}
+
+// ---- organizations and top customers --------------------------------------------------------
+
+Result<OrganizationUsage> Engine::organization_usage(const std::string& organization,
+                                                     TimeUs from_us, TimeUs to_us,
+                                                     const std::string& timezone) const {
+  const Impl& d = *impl_;
+  auto tz = zone_named(timezone, core::TimeZone());
+  if (!tz) {
+    return tz.error();
+  }
+  core::TimeUs from = from_us;
+  core::TimeUs to = to_us;
+  if (from == 0 && to == 0) {
+    from = core::window_start(d.clock->now_us(), core::Window::kMonth, *tz);
+    to = core::window_next(from, core::Window::kMonth, *tz);
+  }
+  TALLY_TRY(resolve_range(0, core::Window::kMonth, *tz, &from, &to));
+
+  std::shared_lock lock(d.state_mutex);
+  std::vector<const engine::CustomerState*> members;
+  for (const auto& [num, cs] : d.customers) {
+    if (!organization.empty() && cs.record.organization == organization) {
+      members.push_back(&cs);
+    }
+  }
+  if (members.empty()) {
+    return Status::not_found("organization '" + organization + "' has no customers");
+  }
+  std::sort(members.begin(), members.end(),
+            [](const auto* a, const auto* b) { return a->record.id < b->record.id; });
+  OrganizationUsage out;
+  out.organization = organization;
+  out.from_us = from;
+  out.to_us = to;
+  out.timezone = tz->name();
+  for (const auto* cs : members) {
+    out.customers.push_back(cs->record.id);
+    CustomerUsage cu;
+    cu.customer = cs->record.id;
+    cu.from_us = from;
+    cu.to_us = to;
+    cu.timezone = cs->tz.name();
+    out.by_customer.push_back(std::move(cu));
+  }
+  for (const auto& m : d.meters) {
+    if (m.hidden) {
+      continue;
+    }
+    const bool want_uniques = m.spec.aggregation == core::Aggregation::kUniqueCount;
+    Acc org;
+    UsageItem item;
+    item.meter = m.spec.key;
+    item.aggregation = std::string(core::aggregation_name(m.spec.aggregation));
+    item.unit = m.spec.unit;
+    for (std::size_t i = 0; i < members.size(); ++i) {
+      Acc one;
+      auto it = m.series.find(members[i]->num);
+      if (it != m.series.end()) {
+        for (const auto& [gid, s] : it->second) {
+          engine::combine_range(s, from, to, want_uniques, &one.st, &one.u);
+        }
+      }
+      UsageItem mine = item;
+      core::Decimal v;
+      if (core::aggregate_value(m.spec.aggregation, one.st, &one.u, &v)) {
+        mine.value = core::format_decimal(v);
+      }
+      out.by_customer[i].meters.push_back(std::move(mine));
+      org.st.merge(one.st);
+      if (want_uniques) {
+        org.u.insert(one.u.begin(), one.u.end());
+      }
+    }
+    core::Decimal v;
+    if (core::aggregate_value(m.spec.aggregation, org.st, &org.u, &v)) {
+      item.value = core::format_decimal(v);
+    }
+    out.meters.push_back(std::move(item));
+  }
+  return out;
+}
+
+Result<TopUsage> Engine::top_customers(const std::string& meter, const std::string& period,
+                                       TimeUs from_us, TimeUs to_us, const std::string& timezone,
+                                       std::uint32_t n) const {
+  const Impl& d = *impl_;
+  if (n == 0 || n > kTopMax) {
+    return Status::invalid_argument("n must be 1.." + std::to_string(kTopMax));
+  }
+  auto tz = zone_named(timezone, core::TimeZone());
+  if (!tz) {
+    return tz.error();
+  }
+  TopUsage out;
+  core::TimeUs from = from_us;
+  core::TimeUs to = to_us;
+  if (!period.empty()) {
+    auto w = core::parse_window(period);
+    if (!w) {
+      return Status::invalid_argument("period must be minute, hour, day, week or month");
+    }
+    from = core::window_start(d.clock->now_us(), *w, *tz);
+    to = core::window_next(from, *w, *tz);
+    out.period = period;
+  }
+  MeterQuery mq;
+  mq.meter = meter;
+  mq.from_us = from;
+  mq.to_us = to;
+  mq.timezone = tz->name();
+  auto r = query(mq);
+  if (!r) {
+    return r.error();
+  }
+  out.meter = meter;
+  out.from_us = r->from_us;
+  out.to_us = r->to_us;
+  out.timezone = r->timezone;
+  std::vector<std::pair<core::Decimal, const QueryRow*>> ranked;
+  for (const auto& row : r->rows) {
+    core::Decimal v;
+    if (core::try_parse_decimal(row.value, &v)) {
+      ranked.emplace_back(v, &row);
+    }
+  }
+  // Rows come ordered by customer id: a stable sort keeps ties in id order.
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  if (ranked.size() > n) {
+    ranked.resize(n);
+  }
+  std::shared_lock lock(d.state_mutex);
+  if (const auto* m = d.find_meter(meter); m != nullptr) {
+    out.aggregation = std::string(core::aggregation_name(m->spec.aggregation));
+    out.unit = m->spec.unit;
+  }
+  for (const auto& [v, row] : ranked) {
+    TopCustomer t;
+    t.customer = row->customer;
+    const auto* cs = d.find_customer(row->customer);
+    t.name = cs != nullptr ? cs->record.name : row->customer;
+    t.value = row->value;
+    out.customers.push_back(std::move(t));
+  }
+  return out;
+}
+
+// ---- statistics -----------------------------------------------------------------------------
+
+Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
+  const Impl& d = *impl_;
+  if (q.peaks_max > kPeaksMax) {
+    return Status::invalid_argument("peaks must be 0.." + std::to_string(kPeaksMax));
+  }
+  auto w = core::parse_window(q.window);
+  if (!w) {
+    return w.error();
+  }
+  std::shared_lock lock(d.state_mutex);
+  const engine::MeterState* m = d.find_meter(q.meter);
+  if (m == nullptr) {
+    return Status::not_found("meter '" + q.meter + "' does not exist");
+  }
+  const engine::CustomerState* only = nullptr;
+  if (!q.customer.empty()) {
+    only = d.find_customer(q.customer);
+    if (only == nullptr) {
+      return Status::not_found("customer '" + q.customer + "' does not exist");
+    }
+  }
+  std::vector<std::pair<std::size_t, std::string>> filters;
+  for (const auto& [k, v] : q.filter) {
+    auto it = std::find(m->spec.group_by.begin(), m->spec.group_by.end(), k);
+    if (it == m->spec.group_by.end()) {
+      return Status::invalid_argument("filter '" + k + "' is not a group-by property of meter '" +
+                                      q.meter + "'");
+    }
+    filters.emplace_back(static_cast<std::size_t>(it - m->spec.group_by.begin()), v);
+  }
+  auto tz = zone_named(q.timezone, only != nullptr ? only->tz : core::TimeZone());
+  if (!tz) {
+    return tz.error();
+  }
+  core::TimeUs from = q.from_us;
+  core::TimeUs to = q.to_us;
+  TALLY_TRY(resolve_range(d.clock->now_us(), *w, *tz, &from, &to));
+  auto windows = windows_of(from, to, *w, *tz);
+  if (!windows) {
+    return windows.error();
+  }
+  const core::Aggregation agg = m->spec.aggregation;
+
+  MeterStats out;
+  out.meter = q.meter;
+  out.aggregation = std::string(core::aggregation_name(agg));
+  out.unit = m->spec.unit;
+  out.customer = q.customer;
+  out.window = std::string(core::window_name(*w));
+  out.timezone = tz->name();
+  out.from_us = from;
+  out.to_us = to;
+  out.windows = windows->size();
+
+  std::vector<Acc> acc(windows->size());
+  accumulate(d, *m, only, filters, *windows, from, to, &acc);
+  const auto values = values_of(agg, acc);
+
+  std::vector<core::Decimal> sorted;
+  core::Decimal sum;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (!acc[i].st.empty()) {
+      ++out.windows_with_data;
+    }
+    if (values[i]) {
+      sorted.push_back(*values[i]);
+      sum += *values[i];
+    }
+  }
+  std::sort(sorted.begin(), sorted.end());
+  out.count = sorted.size();
+  if (!sorted.empty()) {
+    out.sum = core::format_decimal(sum);
+    out.avg =
+        core::format_decimal(core::divide_half_even(sum, static_cast<std::int64_t>(sorted.size())));
+    out.min = core::format_decimal(sorted.front());
+    out.max = core::format_decimal(sorted.back());
+    out.median = core::format_decimal(nearest_rank(sorted, 50));
+    out.p95 = core::format_decimal(nearest_rank(sorted, 95));
+    out.p99 = core::format_decimal(nearest_rank(sorted, 99));
+  }
+  out.window_over_window = trend_of(*windows, values);
+
+  // Day over day: the days of the range (the last kWindowsMax of them), however the range is
+  // windowed.
+  if (*w == core::Window::kDay) {
+    out.day_over_day = out.window_over_window;
+  } else {
+    std::vector<Span> days;
+    for (core::TimeUs ds = core::window_start(to - 1, core::Window::kDay, *tz);
+         days.size() < kWindowsMax;) {
+      days.push_back(Span{ds, core::window_next(ds, core::Window::kDay, *tz)});
+      if (ds <= from) {
+        break;
+      }
+      ds = core::window_start(ds - 1, core::Window::kDay, *tz);
+    }
+    std::reverse(days.begin(), days.end());
+    const core::TimeUs days_from = std::max(from, days.front().start);
+    std::vector<Acc> day_acc(days.size());
+    accumulate(d, *m, only, filters, days, days_from, to, &day_acc);
+    out.day_over_day = trend_of(days, values_of(agg, day_acc));
+  }
+
+  // Peaks: windows with events, largest value first, earlier first among equals.
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (values[i] && !acc[i].st.empty()) {
+      order.push_back(i);
+    }
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return *values[a] > *values[b]; });
+  for (std::size_t i = 0; i < order.size() && i < q.peaks_max; ++i) {
+    const Span& sp = (*windows)[order[i]];
+    out.peaks.push_back(WindowValue{sp.start, sp.end, core::format_decimal(*values[order[i]])});
+  }
+  return out;
+}
+
+}  // namespace tally
