@@ -564,9 +564,8 @@ bool get_decimal(Reader& r, core::Decimal* d) { return get_i128(r, &d->units); }
 void put_decimal(std::string& out, core::Decimal d) { put_i128(out, d.units); }
 }  // namespace
 
-std::string encode_ledger_txn(const LedgerTransaction& t) {
-  std::string out;
-  out += static_cast<char>(kRecordVersion);
+namespace {
+void put_ledger_txn(std::string& out, const LedgerTransaction& t) {
   put_varint(out, t.seq);
   put_bytes(out, t.type);
   put_bytes(out, t.amount);
@@ -579,19 +578,16 @@ std::string encode_ledger_txn(const LedgerTransaction& t) {
   put_zigzag(out, t.created_at_us);
   put_zigzag(out, t.expires_at_us);
   put_zigzag(out, t.priority);
-  return out;
 }
 
-bool decode_ledger_txn(std::string_view value, LedgerTransaction* t) {
-  Reader r(value);
-  std::uint8_t version = 0;
+bool get_ledger_txn(Reader& r, LedgerTransaction* t) {
   std::string_view type, amount, before, after, event_id, grant_id, reservation_id, description;
-  if (!r.get_u8(&version) || version != kRecordVersion || !r.get_varint(&t->seq) ||
+  if (!r.get_varint(&t->seq) ||
       !r.get_bytes(&type) || !r.get_bytes(&amount) || !r.get_bytes(&before) ||
       !r.get_bytes(&after) || !r.get_bytes(&event_id) || !r.get_bytes(&grant_id) ||
       !r.get_bytes(&reservation_id) || !r.get_bytes(&description) ||
       !r.get_zigzag(&t->created_at_us) || !r.get_zigzag(&t->expires_at_us) ||
-      !r.get_zigzag(&t->priority) || !r.done()) {
+      !r.get_zigzag(&t->priority)) {
     return false;
   }
   t->id = "txn_" + std::to_string(t->seq);
@@ -604,6 +600,36 @@ bool decode_ledger_txn(std::string_view value, LedgerTransaction* t) {
   t->reservation_id = reservation_id;
   t->description = description;
   return true;
+}
+}  // namespace
+
+std::string encode_ledger_block(const std::vector<const LedgerTransaction*>& txns) {
+  std::string out;
+  out.reserve(txns.size() * 96 + 8);
+  out += static_cast<char>(kRecordVersion);
+  put_varint(out, txns.size());
+  for (const LedgerTransaction* t : txns) {
+    put_ledger_txn(out, *t);
+  }
+  return out;
+}
+
+bool decode_ledger_block(std::string_view value,
+                         const std::function<void(LedgerTransaction&&)>& fn) {
+  Reader r(value);
+  std::uint8_t version = 0;
+  std::uint64_t n = 0;
+  if (!r.get_u8(&version) || version != kRecordVersion || !r.get_varint(&n)) {
+    return false;
+  }
+  for (std::uint64_t i = 0; i < n; ++i) {
+    LedgerTransaction t;
+    if (!get_ledger_txn(r, &t)) {
+      return false;
+    }
+    fn(std::move(t));
+  }
+  return r.done();
 }
 
 std::string wallet_key(std::uint32_t customer_num) {

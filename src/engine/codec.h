@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -165,11 +166,15 @@ std::string encode_key_record(const KeyRecord& k);
 bool decode_key_record(std::string_view value, KeyRecord* k);
 
 // ---- ledger (Space::kLedger) -------------------------------------------------------------
-// Key: customer number (be32) + transaction sequence (be64).
-std::string ledger_key(std::uint32_t customer_num, std::uint64_t txn_seq);
-// The record: a LedgerTransaction without its customer (the key's number names it).
-std::string encode_ledger_txn(const LedgerTransaction& t);
-bool decode_ledger_txn(std::string_view value, LedgerTransaction* t);
+// One block per customer per commit, like event blocks: key = customer number (be32) + the
+// sequence of the block's last transaction (be64); value = the block's transactions in order,
+// each a LedgerTransaction without its customer (the key's number names it). A commit of many
+// burns writes one key per customer, not one per burn.
+std::string ledger_key(std::uint32_t customer_num, std::uint64_t last_txn_seq);
+std::string encode_ledger_block(const std::vector<const LedgerTransaction*>& txns);
+// Calls fn(LedgerTransaction&&) per transaction in order; false when the block is corrupt.
+bool decode_ledger_block(std::string_view value,
+                         const std::function<void(LedgerTransaction&&)>& fn);
 
 // Wallet snapshots (Space::kMeta, key wallet_key(num)): the state the ledger leads to, so start-up
 // need not replay every transaction.

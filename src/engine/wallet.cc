@@ -289,8 +289,14 @@ Status Engine::Impl::apply_wallet_request(LedgerWork& work, std::uint32_t custom
 }
 
 void Engine::Impl::write_ledger(const LedgerWork& work, store::WriteBatch& wb) const {
+  // One block per customer: its transactions of this commit, in order.
+  std::map<std::uint32_t, std::vector<const LedgerTransaction*>> blocks;
   for (const auto& [cnum, t] : work.txns) {
-    wb.put(store::Space::kLedger, engine::ledger_key(cnum, t.seq), engine::encode_ledger_txn(t));
+    blocks[cnum].push_back(&t);
+  }
+  for (const auto& [cnum, txns] : blocks) {
+    wb.put(store::Space::kLedger, engine::ledger_key(cnum, txns.back()->seq),
+           engine::encode_ledger_block(txns));
   }
   for (const auto& [cnum, w] : work.wallets) {
     wb.put(store::Space::kMeta, engine::wallet_key(cnum), engine::encode_wallet(w));
@@ -354,40 +360,41 @@ void Engine::Impl::verify_ledger(
   bool first = true;
   core::Decimal running;
   std::uint64_t txns = 0;
+  auto check_txn = [&](std::uint32_t cnum, const LedgerTransaction& t) {
+    ++txns;
+    if (first || cnum != current) {
+      current = cnum;
+      running = core::Decimal{};
+      first = false;
+    }
+    const std::string where = "ledger of customer '" + name(cnum) + "', " + t.id;
+    Result<core::Decimal> amount = core::parse_decimal(t.amount);
+    Result<core::Decimal> before = core::parse_decimal(t.balance_before);
+    Result<core::Decimal> after = core::parse_decimal(t.balance_after);
+    if (!amount || !before || !after) {
+      report->differences.push_back(where + ": amounts cannot be read");
+      return;
+    }
+    if (*before != running) {
+      report->differences.push_back(where + ": balance_before " + t.balance_before +
+                                    " differs from the previous balance_after " + text(running));
+    }
+    if (*before + *amount != *after) {
+      report->differences.push_back(where + ": balance_before + amount != balance_after");
+    }
+    running = *after;
+    sums[cnum] += *amount;
+    if (t.type == "burn") {
+      burns[{cnum, t.event_id}].push_back(core::Decimal{} - *amount);
+    }
+  };
   Status scanned = store->scan(
       store::Space::kLedger, "", "", [&](std::string_view key, std::string_view value) {
-        LedgerTransaction t;
-        if (key.size() != 12 || !engine::decode_ledger_txn(value, &t)) {
-          report->differences.push_back("a ledger transaction cannot be decoded");
-          return true;
-        }
-        ++txns;
-        const std::uint32_t cnum = engine::read_be32(key);
-        if (first || cnum != current) {
-          current = cnum;
-          running = core::Decimal{};
-          first = false;
-        }
-        const std::string where = "ledger of customer '" + name(cnum) + "', " + t.id;
-        Result<core::Decimal> amount = core::parse_decimal(t.amount);
-        Result<core::Decimal> before = core::parse_decimal(t.balance_before);
-        Result<core::Decimal> after = core::parse_decimal(t.balance_after);
-        if (!amount || !before || !after) {
-          report->differences.push_back(where + ": amounts cannot be read");
-          return true;
-        }
-        if (*before != running) {
-          report->differences.push_back(where + ": balance_before " + t.balance_before +
-                                        " differs from the previous balance_after " +
-                                        text(running));
-        }
-        if (*before + *amount != *after) {
-          report->differences.push_back(where + ": balance_before + amount != balance_after");
-        }
-        running = *after;
-        sums[cnum] += *amount;
-        if (t.type == "burn") {
-          burns[{cnum, t.event_id}].push_back(core::Decimal{} - *amount);
+        const std::uint32_t cnum = key.size() == 12 ? engine::read_be32(key) : 0;
+        if (key.size() != 12 ||
+            !engine::decode_ledger_block(
+                value, [&](LedgerTransaction&& t) { check_txn(cnum, t); })) {
+          report->differences.push_back("a ledger block cannot be decoded");
         }
         return true;
       });
@@ -561,26 +568,28 @@ Result<LedgerPage> Engine::wallet_transactions(const LedgerQuery& q) const {
   bool more = false;
   const std::string begin = engine::ledger_key(cnum, after + 1);
   const std::string end = engine::ledger_key(cnum + 1, 0);
-  TALLY_TRY(d.store->scan(store::Space::kLedger, begin, end,
-                          [&](std::string_view, std::string_view value) {
-                            LedgerTransaction t;
-                            if (!engine::decode_ledger_txn(value, &t)) {
-                              bad = Status::corruption("a ledger transaction cannot be decoded");
-                              return false;
-                            }
-                            if ((!q.type.empty() && t.type != q.type) ||
-                                t.created_at_us < q.from_us ||
-                                (q.to_us != 0 && t.created_at_us >= q.to_us)) {
-                              return true;
-                            }
-                            if (page.transactions.size() == q.limit) {
-                              more = true;
-                              return false;
-                            }
-                            t.customer = q.customer;
-                            page.transactions.push_back(std::move(t));
-                            return true;
-                          }));
+  bool stop = false;
+  TALLY_TRY(d.store->scan(
+      store::Space::kLedger, begin, end, [&](std::string_view, std::string_view value) {
+        const bool ok = engine::decode_ledger_block(value, [&](LedgerTransaction&& t) {
+          if (stop || t.seq <= after || (!q.type.empty() && t.type != q.type) ||
+              t.created_at_us < q.from_us || (q.to_us != 0 && t.created_at_us >= q.to_us)) {
+            return;
+          }
+          if (page.transactions.size() == q.limit) {
+            more = true;
+            stop = true;
+            return;
+          }
+          t.customer = q.customer;
+          page.transactions.push_back(std::move(t));
+        });
+        if (!ok) {
+          bad = Status::corruption("a ledger block cannot be decoded");
+          return false;
+        }
+        return !stop;
+      }));
   TALLY_TRY(bad);
   if (more) {
     page.next_cursor = std::to_string(page.transactions.back().seq);
