@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config git curl ca-certificates tzdata
   libboost-dev libboost-system-dev libsimdjson-dev librocksdb-dev libssl-dev
   libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev libhowardhinnant-date-dev
-  libzstd-dev libgtest-dev libgmock-dev libbenchmark-dev
+  libzstd-dev libxlsxwriter-dev libgtest-dev libgmock-dev libbenchmark-dev
   # Run by the tests and benchmarks as plain child processes on loopback, never as services:
   # nginx in front of `tally serve` (auth_request, tests/nginx_test.cc) and as the HTTP
   # baseline, redis-server for the Redis+Lua comparison in bench/.

@@ -24,5 +24,6 @@ std::unique_ptr<Engine> open_engine(const DataOptions& o, bool read_only);
 void register_serve(CLI::App& app);
 void register_admin(CLI::App& app);  // keys, customers
 void register_data(CLI::App& app);   // ingest, query, usage, verify
+void register_export(CLI::App& app);  // export
 
 }  // namespace tally::cli

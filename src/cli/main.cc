@@ -35,6 +35,7 @@ int main(int argc, char** argv) {
   tally::cli::register_serve(app);
   tally::cli::register_admin(app);
   tally::cli::register_data(app);
+  tally::cli::register_export(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1034,6 +1034,14 @@ static Status run_checks(Engine::Impl& d, core::TimeUs now, const CheckRequest* 
   Scratch& sc = scratch();
   std::vector<Usage>& usage = sc.usage;
   usage.clear();
+  // Consuming checks queue usage events: refuse them while the queue is full, before anything
+  // is counted, as ingest does.
+  if (std::any_of(requests, requests + n, [](const CheckRequest& r) { return r.consume != Consume::kNo; })) {
+    std::lock_guard lock(d.queue_mutex);
+    if (d.queued_events >= Engine::Impl::kQueuedEventsMax) {
+      return Status::unavailable("the usage queue is full; retry shortly");
+    }
+  }
   {
     std::shared_lock state_lock(d.state_mutex);
     std::vector<Prepared>& prepared = sc.prepared;

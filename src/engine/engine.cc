@@ -32,7 +32,6 @@ std::int64_t steady_us() {
       .count();
 }
 
-constexpr std::uint64_t kQueuedEventsMax = 500'000;
 constexpr std::int64_t kKeyFlushIntervalUs = 1'000'000;
 
 }  // namespace
@@ -1062,7 +1061,7 @@ void Engine::ingest_json_async(std::string body, const IngestOptions& options,
       done(Status::unavailable("shutting down"));
       return;
     }
-    if (d.queued_events + n > kQueuedEventsMax) {
+    if (d.queued_events + n > Impl::kQueuedEventsMax) {
       done(Status::unavailable("the ingest queue is full; retry shortly"));
       return;
     }

@@ -357,6 +357,9 @@ struct Engine::Impl {
   std::deque<engine::Job> queue;
   engine::IngestJob* open_check_job = nullptr;  // the queue's last job, taking check events
   std::uint64_t queued_events = 0;
+  // Past this many queued events, ingest and consuming checks are refused (kUnavailable) until
+  // the commit thread catches up: memory stays bounded however fast callers are.
+  static constexpr std::uint64_t kQueuedEventsMax = 500'000;
   std::uint64_t jobs_submitted = 0;
   std::uint64_t jobs_finished = 0;
   bool stopping = false;

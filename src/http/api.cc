@@ -56,6 +56,7 @@ const Route kRoutes[] = {
     {"GET", "/v1/organizations/{}/usage", Need::kAdmin, handlers::organization_usage},
     {"GET", "/v1/admin/usage/top", Need::kAdmin, handlers::top_customers},
     {"GET", "/v1/meters/{}/stats", Need::kRead, handlers::meter_stats},
+    {"GET", "/v1/export", Need::kRead, handlers::export_data},
 };
 
 int hex_value(char c) {

@@ -13,7 +13,9 @@
 // response is stashed and written when the handler returns, with no cross-thread post.
 //
 // Responses are serialised by hand into a per-connection buffer and written with one gather
-// write (head, body): Beast's serializer is general but slower for this one shape.
+// write (head, body): Beast's serializer is general but slower for this one shape. A streamed
+// body (Response::stream) is written the same way, one chunk per gather write (size line, piece,
+// CRLF), asking the stream for the next piece only when the previous write completed.
 #include "http/server.h"
 
 #include <algorithm>
@@ -206,6 +208,18 @@ bool reserved_header(std::string_view name) {
   return iequals(name, "content-length") || iequals(name, "content-type") ||
          iequals(name, "connection") || iequals(name, "server") ||
          iequals(name, "transfer-encoding");
+}
+
+void append_hex(std::string& out, std::uint64_t v) {
+  char digits[16];
+  int n = 0;
+  do {
+    digits[n++] = "0123456789abcdef"[v % 16];
+    v /= 16;
+  } while (v != 0);
+  while (n > 0) {
+    out += digits[--n];
+  }
 }
 
 void append_decimal(std::string& out, std::uint64_t v) {
@@ -546,10 +560,22 @@ class Session : public std::enable_shared_from_this<Session> {
         TALLY_BUG(false, "a handler set a content type containing CR, LF or NUL");
         head_ += "text/plain";
       }
-      head_ += "\r\nContent-Length: ";
-      append_decimal(head_, response_.body.size());
-      head_ += "\r\n";
+      if (response_.stream) {
+        response_.body.clear();
+        if (version_ >= 11) {
+          head_ += "\r\nTransfer-Encoding: chunked\r\n";
+        } else {
+          head_ += "\r\n";
+          close_after_ = true;  // HTTP/1.0 has no chunks: the end of the body is the close
+        }
+      } else {
+        head_ += "\r\nContent-Length: ";
+        append_decimal(head_, response_.body.size());
+        head_ += "\r\n";
+      }
     }
+    streaming_ = response_.stream && !bodiless && !head_request_;
+    chunked_ = version_ >= 11;
     if (close_after_) {
       head_ += "Connection: close\r\n";
     } else if (version_ < 11) {
@@ -582,9 +608,15 @@ class Session : public std::enable_shared_from_this<Session> {
     response_.body.clear();
     response_.headers.clear();
     if (ec || state_ == State::kClosing) {
+      response_.stream = nullptr;
       close();
       return;
     }
+    if (streaming_) {
+      write_chunk();
+      return;
+    }
+    response_.stream = nullptr;
     if (close_after_) {
       ErrorCode ignored;
       stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
@@ -600,6 +632,54 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     read_header();
+  }
+
+  // Asks the response's stream for its next piece and writes it as one chunk (with the final
+  // empty chunk after the last piece). A failed stream closes the connection unterminated.
+  void write_chunk() {
+    bool more = true;
+    bool failed = false;
+    response_.body.clear();  // the piece, written as the second buffer
+    try {
+      // A piece may be empty (e.g. a page whose rows were all filtered out): ask again.
+      while (more && response_.body.empty()) {
+        auto r = response_.stream(&response_.body);
+        if (!r) {
+          failed = true;
+          break;
+        }
+        more = *r;
+      }
+    } catch (...) {
+      failed = true;
+    }
+    if (failed) {
+      // Not a bug (e.g. a disk error mid-export): the handler's stream reports it itself.
+      streaming_ = false;
+      response_.stream = nullptr;
+      close();
+      return;
+    }
+    head_.clear();
+    chunk_tail_.clear();
+    if (chunked_ && !response_.body.empty()) {
+      append_hex(head_, response_.body.size());
+      head_ += "\r\n";
+      chunk_tail_ = "\r\n";
+    }
+    if (!more) {
+      streaming_ = false;
+      response_.stream = nullptr;  // release what it holds before the connection idles
+      if (chunked_) {
+        chunk_tail_ += "0\r\n\r\n";
+      }
+    }
+    std::array<asio::const_buffer, 3> buffers{asio::buffer(head_), asio::buffer(response_.body),
+                                              asio::buffer(chunk_tail_)};
+    stream_.expires_after(std::chrono::milliseconds(options().idle_timeout_ms));
+    asio::async_write(
+        stream_, buffers,
+        [self = shared_from_this()](const ErrorCode& ec, std::size_t) { self->on_write(ec); });
   }
 
   // Reads and discards until the client closes, kDrainBytesMax, or kDrainTimeoutMs.
@@ -668,12 +748,15 @@ class Session : public std::enable_shared_from_this<Session> {
   bool head_request_ = false;
   bool close_after_ = false;
   bool drain_ = false;
+  bool streaming_ = false;  // response_.stream has more chunks to write
+  bool chunked_ = false;    // the streamed body is framed as chunks (HTTP/1.1)
   unsigned version_ = 11;
   std::uint64_t seq_ = 0;
   std::uint64_t drained_bytes_ = 0;
   std::optional<Response> stash_;
   Response response_;  // the one being written; its body is the second write buffer
-  std::string head_;   // its serialized head; capacity reused across requests
+  std::string head_;   // its serialized head (or a chunk's size line); capacity reused
+  std::string chunk_tail_;  // a chunk's CRLF, and the final empty chunk
   std::shared_ptr<Session> self_hold_;
   Session* prev_ = nullptr;  // in worker_.sessions_head's list
   Session* next_ = nullptr;

@@ -48,9 +48,20 @@ struct Response {
   unsigned status = 200;
   std::string body;
   std::string content_type = "application/json";
-  // Extra headers. The server writes Server, Content-Type, Content-Length and Connection itself
-  // and skips handler-supplied headers with those names.
+  // Extra headers. The server writes Server, Content-Type, Content-Length, Transfer-Encoding and
+  // Connection itself and skips handler-supplied headers with those names.
   std::vector<std::pair<std::string, std::string>> headers;
+  // A streamed body, for answers too large to hold in memory. When set, `body` is ignored and
+  // the body is sent with chunked transfer encoding (to an HTTP/1.0 client: unframed, and the
+  // connection closes after it). The server calls it on the connection's worker thread, once
+  // per chunk and only after the previous chunk was written (so a slow client slows it, and
+  // memory stays at one chunk): it appends the next piece to `out` and returns true while more
+  // follows, false with the last piece. Each call holds up its worker, so it should take
+  // milliseconds, not seconds. An error (or exception) comes after the status was sent: the
+  // server closes the connection without the final empty chunk, so the client sees a truncated
+  // response, never a complete-looking one. It is destroyed once the body is done or the
+  // connection closes.
+  std::function<Result<bool>(std::string* out)> stream;
 };
 
 // Delivers the response to a request. Call it exactly once, from any thread; later calls are

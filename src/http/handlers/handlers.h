@@ -55,6 +55,8 @@ void usage_report(Context& ctx, Call& call);
 void organization_usage(Context& ctx, Call& call);
 void top_customers(Context& ctx, Call& call);
 void meter_stats(Context& ctx, Call& call);
+// export.cc
+void export_data(Context& ctx, Call& call);
 // ops.cc
 void health(Context& ctx, Call& call);
 void ready(Context& ctx, Call& call);

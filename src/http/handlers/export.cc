@@ -1,0 +1,121 @@
+// GET /v1/export: events or a meter's aggregates as CSV, JSON or JSON Lines, streamed.
+//
+// Every check (parameters, scope, customer, meter, range) is made before the status is sent;
+// the body is then produced a page at a time by src/export and sent as HTTP chunks
+// (Response::stream), so the server's memory stays flat whatever the size. An error after the
+// status was sent (a disk error) can only cut the response short: the server closes the
+// connection without the final chunk. XLSX is a zip written at close, so it is not served here:
+// `tally export --format xlsx` writes it.
+#include <cstdio>
+#include <memory>
+
+#include "core/time.h"
+#include "export/export.h"
+#include "http/handlers/handlers.h"
+
+namespace tally::http::handlers {
+
+namespace {
+
+constexpr const char* kAllowed =
+    "format, kind, customer, meter, type, from, to, window, tz, measure";
+
+bool allowed_param(const std::string& k) {
+  return k == "format" || k == "kind" || k == "customer" || k == "meter" || k == "type" ||
+         k == "from" || k == "to" || k == "window" || k == "tz" || k == "measure";
+}
+
+// 2025-01-17T14:30:00.25Z -> 20250117T143000Z
+std::string compact_time(TimeUs t) {
+  std::string out;
+  for (char c : core::format_rfc3339(t)) {
+    if (c == '.') break;
+    if (c != '-' && c != ':') out += c;
+  }
+  if (out.empty() || out.back() != 'Z') out += 'Z';
+  return out;
+}
+
+}  // namespace
+
+void export_data(Context& ctx, Call& call) {
+  for (const auto& [k, v] : call.request.query) {
+    if (!allowed_param(k)) {
+      answer(call, error_response(400, "VALIDATION_ERROR", "unknown query parameter '" + k +
+                                                               "'; allowed: " + kAllowed));
+      return;
+    }
+  }
+  exporter::ExportRequest r;
+  if (const auto* f = call.request.query_param("format")) {
+    auto format = exporter::parse_format(*f);
+    if (!format) {
+      answer(call, error_response(400, "VALIDATION_ERROR",
+                                  "query parameter 'format' must be csv, json or jsonl"));
+      return;
+    }
+    if (*format == exporter::Format::kXlsx) {
+      answer(call, error_response(
+                       400, "VALIDATION_ERROR",
+                       "format 'xlsx' cannot be streamed; use `tally export --format xlsx`"));
+      return;
+    }
+    r.format = *format;
+  }
+  if (const auto* k = call.request.query_param("kind")) {
+    auto kind = exporter::parse_kind(*k);
+    if (!kind) {
+      answer(call, error_response(400, "VALIDATION_ERROR",
+                                  "query parameter 'kind' must be events or aggregates"));
+      return;
+    }
+    r.kind = *kind;
+  }
+  if (const auto* c = call.request.query_param("customer")) r.customer = *c;
+  if (const auto* m = call.request.query_param("meter")) r.meter = *m;
+  if (const auto* t = call.request.query_param("type")) r.type = *t;
+  if (const auto* w = call.request.query_param("window")) r.window = *w;
+  if (const auto* z = call.request.query_param("tz")) r.timezone = *z;
+  if (const auto* m = call.request.query_param("measure")) r.measure = *m;
+  const TimeUs now = ctx.engine.clock().now_us();
+  if (r.kind == exporter::Kind::kAggregates) {
+    r.to_us = now + ctx.options.future_skew_seconds_max * core::kUsPerSecond;
+  }
+  const bool to_given = call.request.query_param("to") != nullptr;
+  if (!scope_customer(call, &r.customer) || !time_param(call, "from", &r.from_us) ||
+      !time_param(call, "to", &r.to_us)) {
+    return;
+  }
+  auto text = exporter::TextExport::open(ctx.engine, r);
+  if (!text) {
+    const Status& s = text.error();
+    if (s.code() == StatusCode::kResourceExhausted) {
+      // The aggregate row cap: the same request always gets the same answer (see query_meter).
+      answer(call, error_response(400, "QUERY_TOO_LARGE", s.message()));
+    } else {
+      answer(call, status_response(s));
+    }
+    return;
+  }
+  Response resp;
+  resp.status = 200;
+  resp.content_type = exporter::content_type(r.format);
+  const std::string file = std::string("tally-") + exporter::kind_name(r.kind) + "-" +
+                           (r.from_us != 0 ? compact_time(r.from_us) : "start") + "-" +
+                           (to_given ? compact_time(r.to_us) : "end") + "-" + compact_time(now) +
+                           "." + exporter::format_name(r.format);
+  resp.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + file + "\"");
+  std::shared_ptr<exporter::TextExport> stream(std::move(*text));
+  resp.stream = [stream](std::string* out) -> Result<bool> {
+    auto more = stream->next(out);
+    if (!more) {
+      std::fprintf(stderr, "tally: GET /v1/export cut short after %llu rows: %s\n",
+                   static_cast<unsigned long long>(stream->rows()),
+                   more.error().message().c_str());
+    }
+    return more;
+  };
+  answer(call, std::move(resp));
+}
+
+}  // namespace tally::http::handlers
