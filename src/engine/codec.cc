@@ -565,14 +565,14 @@ void put_decimal(std::string& out, core::Decimal d) { put_i128(out, d.units); }
 }  // namespace
 
 namespace {
-void put_ledger_txn(std::string& out, const LedgerTransaction& t) {
+void put_ledger_record(std::string& out, const LedgerRecord& t) {
   put_varint(out, t.seq);
   put_bytes(out, t.type);
-  put_bytes(out, t.amount);
-  put_bytes(out, t.balance_before);
-  put_bytes(out, t.balance_after);
+  put_decimal(out, t.amount);
+  put_decimal(out, t.before);
+  put_decimal(out, t.after);
   put_bytes(out, t.event_id);
-  put_bytes(out, t.grant_id);
+  put_varint(out, t.grant_seq);
   put_bytes(out, t.reservation_id);
   put_bytes(out, t.description);
   put_zigzag(out, t.created_at_us);
@@ -580,42 +580,55 @@ void put_ledger_txn(std::string& out, const LedgerTransaction& t) {
   put_zigzag(out, t.priority);
 }
 
-bool get_ledger_txn(Reader& r, LedgerTransaction* t) {
-  std::string_view type, amount, before, after, event_id, grant_id, reservation_id, description;
-  if (!r.get_varint(&t->seq) ||
-      !r.get_bytes(&type) || !r.get_bytes(&amount) || !r.get_bytes(&before) ||
-      !r.get_bytes(&after) || !r.get_bytes(&event_id) || !r.get_bytes(&grant_id) ||
-      !r.get_bytes(&reservation_id) || !r.get_bytes(&description) ||
-      !r.get_zigzag(&t->created_at_us) || !r.get_zigzag(&t->expires_at_us) ||
-      !r.get_zigzag(&t->priority)) {
+bool get_ledger_record(Reader& r, LedgerRecord* t) {
+  std::string_view type, event_id, reservation_id, description;
+  if (!r.get_varint(&t->seq) || !r.get_bytes(&type) || !get_decimal(r, &t->amount) ||
+      !get_decimal(r, &t->before) || !get_decimal(r, &t->after) || !r.get_bytes(&event_id) ||
+      !r.get_varint(&t->grant_seq) || !r.get_bytes(&reservation_id) ||
+      !r.get_bytes(&description) || !r.get_zigzag(&t->created_at_us) ||
+      !r.get_zigzag(&t->expires_at_us) || !r.get_zigzag(&t->priority)) {
     return false;
   }
-  t->id = "txn_" + std::to_string(t->seq);
   t->type = type;
-  t->amount = amount;
-  t->balance_before = before;
-  t->balance_after = after;
   t->event_id = event_id;
-  t->grant_id = grant_id;
   t->reservation_id = reservation_id;
   t->description = description;
   return true;
 }
 }  // namespace
 
-std::string encode_ledger_block(const std::vector<const LedgerTransaction*>& txns) {
+LedgerTransaction to_transaction(const LedgerRecord& r) {
+  LedgerTransaction t;
+  t.seq = r.seq;
+  t.id = "txn_" + std::to_string(r.seq);
+  t.type = r.type;
+  t.amount = core::format_decimal(r.amount);
+  t.balance_before = core::format_decimal(r.before);
+  t.balance_after = core::format_decimal(r.after);
+  t.event_id = r.event_id;
+  if (r.grant_seq != 0) {
+    t.grant_id = "txn_" + std::to_string(r.grant_seq);
+  }
+  t.reservation_id = r.reservation_id;
+  t.description = r.description;
+  t.created_at_us = r.created_at_us;
+  t.expires_at_us = r.expires_at_us;
+  t.priority = r.priority;
+  return t;
+}
+
+std::string encode_ledger_block(const std::vector<const LedgerRecord*>& txns) {
   std::string out;
   out.reserve(txns.size() * 96 + 8);
   out += static_cast<char>(kRecordVersion);
   put_varint(out, txns.size());
-  for (const LedgerTransaction* t : txns) {
-    put_ledger_txn(out, *t);
+  for (const LedgerRecord* t : txns) {
+    put_ledger_record(out, *t);
   }
   return out;
 }
 
-bool decode_ledger_block(std::string_view value,
-                         const std::function<void(LedgerTransaction&&)>& fn) {
+bool decode_ledger_block(std::string_view value, const std::function<void(LedgerRecord&&)>& fn) {
   Reader r(value);
   std::uint8_t version = 0;
   std::uint64_t n = 0;
@@ -623,8 +636,8 @@ bool decode_ledger_block(std::string_view value,
     return false;
   }
   for (std::uint64_t i = 0; i < n; ++i) {
-    LedgerTransaction t;
-    if (!get_ledger_txn(r, &t)) {
+    LedgerRecord t;
+    if (!get_ledger_record(r, &t)) {
       return false;
     }
     fn(std::move(t));

@@ -171,10 +171,26 @@ bool decode_key_record(std::string_view value, KeyRecord* k);
 // each a LedgerTransaction without its customer (the key's number names it). A commit of many
 // burns writes one key per customer, not one per burn.
 std::string ledger_key(std::uint32_t customer_num, std::uint64_t last_txn_seq);
-std::string encode_ledger_block(const std::vector<const LedgerTransaction*>& txns);
-// Calls fn(LedgerTransaction&&) per transaction in order; false when the block is corrupt.
-bool decode_ledger_block(std::string_view value,
-                         const std::function<void(LedgerTransaction&&)>& fn);
+// A transaction as stored: amounts as Decimals (formatted only when read through the API).
+struct LedgerRecord {
+  std::uint64_t seq = 0;
+  std::string type;
+  core::Decimal amount;
+  core::Decimal before;
+  core::Decimal after;
+  std::string event_id;
+  std::uint64_t grant_seq = 0;  // the grant a grant/expiry names; 0 = none
+  std::string reservation_id;
+  std::string description;
+  core::TimeUs created_at_us = 0;
+  core::TimeUs expires_at_us = 0;
+  std::int64_t priority = 0;
+};
+// The API's view of a record (customer left empty).
+LedgerTransaction to_transaction(const LedgerRecord& r);
+std::string encode_ledger_block(const std::vector<const LedgerRecord*>& txns);
+// Calls fn(LedgerRecord&&) per transaction in order; false when the block is corrupt.
+bool decode_ledger_block(std::string_view value, const std::function<void(LedgerRecord&&)>& fn);
 
 // Wallet snapshots (Space::kMeta, key wallet_key(num)): the state the ledger leads to, so start-up
 // need not replay every transaction.

@@ -676,7 +676,6 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
   std::string stored_id;
   engine::LedgerWork ledger;
   std::vector<std::pair<std::string_view, std::string_view>> event_props;
-  std::string priced_meters;
   std::vector<Status> failed(jobs.size());  // per job: OK, or why it failed alone
 
   // The stored copies behind a job's dedup index hits are read before any of its events joins
@@ -804,7 +803,6 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
       core::Decimal event_cost;
       core::Decimal event_credits;
       event_props.clear();
-      priced_meters.clear();
       const std::string_view type = b.text(e.type);
       for (const auto& [mtype, indexes] : meters_by_type) {
         if (mtype != type) {
@@ -843,8 +841,6 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
               priced = true;
               event_cost += cost;
               event_credits += credits;
-              priced_meters += priced_meters.empty() ? "" : ", ";
-              priced_meters += meters[m].spec.key;
             }
           }
           if (meters[m].spec.aggregation == core::Aggregation::kUniqueCount) {
@@ -872,7 +868,7 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
       bit->second.add(b, e, seq, suspended, priced, event_cost, event_credits);
       block_last_seq[cnum] = seq;
       if (priced && event_credits.units != 0) {
-        burn(ledger, cnum, event_credits, id, "usage credit burn (" + priced_meters + ")", now);
+        burn(ledger, cnum, event_credits, id, now);
       }
     }
   }

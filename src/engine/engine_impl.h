@@ -270,7 +270,7 @@ struct LedgerWork {
   std::unordered_map<std::uint32_t, WalletRecord> wallets;
   // (price index, customer, period start) -> units
   std::map<std::tuple<std::uint32_t, std::uint32_t, core::TimeUs>, core::Decimal> price_usage;
-  std::vector<std::pair<std::uint32_t, LedgerTransaction>> txns;  // customer num, txn
+  std::vector<std::pair<std::uint32_t, LedgerRecord>> txns;  // customer num, txn
   bool from_scratch = false;  // price_of counts tiered usage from zero, not the live state
 };
 
@@ -416,10 +416,10 @@ struct Engine::Impl {
                                     core::TimeUs now);
   // Appends a transaction changing a wallet of `work`. Commit thread only.
   void append_txn(engine::LedgerWork& work, std::uint32_t customer_num, core::Decimal amount,
-                  LedgerTransaction t);
+                  engine::LedgerRecord t);
   // Burns credits for an event from the customer's wallet in `work`.
   void burn(engine::LedgerWork& work, std::uint32_t customer_num, core::Decimal credits,
-            std::string_view event_id, std::string description, core::TimeUs now);
+            std::string_view event_id, core::TimeUs now);
   // Writes `work` (transactions, wallets, price usage, next txn) into `wb`.
   void write_ledger(const engine::LedgerWork& work, store::WriteBatch& wb) const;
   // Installs `work` into the live state. REQUIRES: state_mutex held exclusively.

@@ -184,10 +184,10 @@ WalletRecord& Engine::Impl::work_wallet(LedgerWork& work, std::uint32_t customer
   }
   for (const auto& g : expired) {
     std::erase_if(it->second.grants, [&](const GrantRecord& x) { return x.txn_seq == g.txn_seq; });
-    LedgerTransaction t;
+    engine::LedgerRecord t;
     t.type = "expiry";
-    t.grant_id = "txn_" + std::to_string(g.txn_seq);
-    t.description = "expiry of " + g.type + " " + t.grant_id;
+    t.grant_seq = g.txn_seq;
+    t.description = "expiry of " + g.type + " txn_" + std::to_string(g.txn_seq);
     t.created_at_us = now;
     append_txn(work, customer_num, core::Decimal{} - g.remaining, std::move(t));
   }
@@ -195,21 +195,20 @@ WalletRecord& Engine::Impl::work_wallet(LedgerWork& work, std::uint32_t customer
 }
 
 void Engine::Impl::append_txn(LedgerWork& work, std::uint32_t customer_num, core::Decimal amount,
-                              LedgerTransaction t) {
+                              engine::LedgerRecord t) {
   WalletRecord& w = work.wallets[customer_num];
   t.seq = next_txn++;
-  t.id = "txn_" + std::to_string(t.seq);
-  t.amount = text(amount);
-  t.balance_before = text(w.balance);
+  t.amount = amount;
+  t.before = w.balance;
   w.balance += amount;
-  t.balance_after = text(w.balance);
+  t.after = w.balance;
   ++w.transactions;
   w.last_txn_seq = t.seq;
   work.txns.emplace_back(customer_num, std::move(t));
 }
 
 void Engine::Impl::burn(LedgerWork& work, std::uint32_t customer_num, core::Decimal credits,
-                        std::string_view event_id, std::string description, core::TimeUs now) {
+                        std::string_view event_id, core::TimeUs now) {
   WalletRecord& w = work_wallet(work, customer_num, now);
   if (credits.units >= 0) {
     w.debt += take_from_grants(w, credits);
@@ -223,10 +222,10 @@ void Engine::Impl::burn(LedgerWork& work, std::uint32_t customer_num, core::Deci
     g.created_us = now;
     add_credits(w, std::move(g));
   }
-  LedgerTransaction t;
+  engine::LedgerRecord t;
   t.type = "burn";
   t.event_id = std::string(event_id);
-  t.description = std::move(description);
+  t.description = "usage credit burn";
   t.created_at_us = now;
   append_txn(work, customer_num, core::Decimal{} - credits, std::move(t));
 }
@@ -275,9 +274,9 @@ Status Engine::Impl::apply_wallet_request(LedgerWork& work, std::uint32_t custom
   } else {
     w.debt += take_from_grants(w, core::Decimal{} - *amount);
   }
-  LedgerTransaction t;
+  engine::LedgerRecord t;
   t.type = req.type;
-  t.grant_id = "txn_" + std::to_string(next_txn);
+  t.grant_seq = next_txn;
   t.description = req.description;
   t.created_at_us = now;
   t.expires_at_us = req.expires_at_us;
@@ -290,7 +289,7 @@ Status Engine::Impl::apply_wallet_request(LedgerWork& work, std::uint32_t custom
 
 void Engine::Impl::write_ledger(const LedgerWork& work, store::WriteBatch& wb) const {
   // One block per customer: its transactions of this commit, in order.
-  std::map<std::uint32_t, std::vector<const LedgerTransaction*>> blocks;
+  std::map<std::uint32_t, std::vector<const engine::LedgerRecord*>> blocks;
   for (const auto& [cnum, t] : work.txns) {
     blocks[cnum].push_back(&t);
   }
@@ -360,32 +359,26 @@ void Engine::Impl::verify_ledger(
   bool first = true;
   core::Decimal running;
   std::uint64_t txns = 0;
-  auto check_txn = [&](std::uint32_t cnum, const LedgerTransaction& t) {
+  auto check_txn = [&](std::uint32_t cnum, const engine::LedgerRecord& t) {
     ++txns;
     if (first || cnum != current) {
       current = cnum;
       running = core::Decimal{};
       first = false;
     }
-    const std::string where = "ledger of customer '" + name(cnum) + "', " + t.id;
-    Result<core::Decimal> amount = core::parse_decimal(t.amount);
-    Result<core::Decimal> before = core::parse_decimal(t.balance_before);
-    Result<core::Decimal> after = core::parse_decimal(t.balance_after);
-    if (!amount || !before || !after) {
-      report->differences.push_back(where + ": amounts cannot be read");
-      return;
-    }
-    if (*before != running) {
-      report->differences.push_back(where + ": balance_before " + t.balance_before +
+    const std::string where =
+        "ledger of customer '" + name(cnum) + "', txn_" + std::to_string(t.seq);
+    if (t.before != running) {
+      report->differences.push_back(where + ": balance_before " + text(t.before) +
                                     " differs from the previous balance_after " + text(running));
     }
-    if (*before + *amount != *after) {
+    if (t.before + t.amount != t.after) {
       report->differences.push_back(where + ": balance_before + amount != balance_after");
     }
-    running = *after;
-    sums[cnum] += *amount;
+    running = t.after;
+    sums[cnum] += t.amount;
     if (t.type == "burn") {
-      burns[{cnum, t.event_id}].push_back(core::Decimal{} - *amount);
+      burns[{cnum, t.event_id}].push_back(core::Decimal{} - t.amount);
     }
   };
   Status scanned = store->scan(
@@ -393,7 +386,7 @@ void Engine::Impl::verify_ledger(
         const std::uint32_t cnum = key.size() == 12 ? engine::read_be32(key) : 0;
         if (key.size() != 12 ||
             !engine::decode_ledger_block(
-                value, [&](LedgerTransaction&& t) { check_txn(cnum, t); })) {
+                value, [&](engine::LedgerRecord&& t) { check_txn(cnum, t); })) {
           report->differences.push_back("a ledger block cannot be decoded");
         }
         return true;
@@ -528,7 +521,7 @@ Result<LedgerTransaction> Engine::wallet_transaction(const std::string& customer
       },
       [&d, work]() { d.install_ledger(*work); });
   TALLY_TRY(s);
-  LedgerTransaction t = work->txns.back().second;
+  LedgerTransaction t = engine::to_transaction(work->txns.back().second);
   t.customer = customer;
   return t;
 }
@@ -571,7 +564,8 @@ Result<LedgerPage> Engine::wallet_transactions(const LedgerQuery& q) const {
   bool stop = false;
   TALLY_TRY(d.store->scan(
       store::Space::kLedger, begin, end, [&](std::string_view, std::string_view value) {
-        const bool ok = engine::decode_ledger_block(value, [&](LedgerTransaction&& t) {
+        const bool ok = engine::decode_ledger_block(value, [&](engine::LedgerRecord&& r) {
+          LedgerTransaction t = engine::to_transaction(r);
           if (stop || t.seq <= after || (!q.type.empty() && t.type != q.type) ||
               t.created_at_us < q.from_us || (q.to_us != 0 && t.created_at_us >= q.to_us)) {
             return;
