@@ -229,11 +229,15 @@ TEST_F(WalletApiTest, SeedWalkthroughEndToEnd) {
     auto r = client_->request("GET", target, {}, key_header(key));
     EXPECT_EQ(r.status, 200) << target << " -> " << r.body;
     Json j(r.body);
+    EXPECT_EQ(j.str("meter"), target.substr(11, target.find('/', 11) - 11)) << r.body;
     return raw(j["data"].at(0)["value"]);
   };
   EXPECT_EQ(value_of("/v1/meters/tokens_in/query?" + range), "6500");
   EXPECT_EQ(value_of("/v1/meters/tokens_in/query?" + range + "&measure=units"), "6500");
   EXPECT_EQ(value_of("/v1/meters/tokens_in/query?" + range + "&measure=cost"), "0.0615");
+  auto measured = client_->request("GET", "/v1/meters/tokens_in/query?" + range + "&measure=cost",
+                                   {}, key_header(key));
+  EXPECT_EQ(Json(measured.body).str("measure"), "cost") << measured.body;
   EXPECT_EQ(value_of("/v1/meters/tokens_in/query?" + range + "&measure=credits"), "61.5");
   EXPECT_EQ(value_of("/v1/meters/tokens_out/query?" + range + "&measure=credits"), "33");
   auto bad_measure = client_->request("GET", "/v1/meters/tokens_in/query?" + range + "&measure=euros",

@@ -167,6 +167,7 @@ struct QueryRow {
 
 struct QueryResult {
   std::string meter;
+  std::string measure;  // units, cost or credits
   TimeUs from_us = 0;
   TimeUs to_us = 0;
   std::string window;

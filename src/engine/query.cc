@@ -204,7 +204,8 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
   }
 
   QueryResult out;
-  out.meter = spec.key;
+  out.meter = q.meter;  // the meter asked for, also when its cost or credits were
+  out.measure = q.measure.empty() ? "units" : q.measure;
   out.from_us = from;
   out.to_us = to;
   out.window = q.window;

@@ -137,6 +137,7 @@ std::string query_result_json(const QueryResult& r) {
   common::JsonWriter w;
   w.begin_object()
       .key("meter").value(r.meter)
+      .key("measure").value(r.measure)
       .key("from").value(time_text(r.from_us))
       .key("to").value(time_text(r.to_us))
       .key("window");
