@@ -353,6 +353,31 @@ TEST_F(ExportTest, MeterSelectsItsEventsAndAggregates) {
             R"("customer":"exp-bulk","group":{},"value":2500}])");
 }
 
+TEST_F(ExportTest, AggregatesKeepTheGroupsAsked) {
+  auto j = get("/v1/export?kind=aggregates&meter=calls&format=jsonl&customer=exp-bulk&"
+               "group_by=service&from=2025-01-01T00:00:00Z&to=2025-03-01T00:00:00Z");
+  ASSERT_EQ(j.status, 200) << j.body;
+  std::int64_t total = 0;
+  std::size_t rows = 0;
+  std::size_t start = 0;
+  while (start < j.body.size()) {
+    std::size_t end = j.body.find('\n', start);
+    if (end == std::string::npos) end = j.body.size();
+    const std::string line = j.body.substr(start, end - start);
+    start = end + 1;
+    if (line.empty()) continue;
+    Json row(line);
+    ASSERT_TRUE(row.ok()) << line;
+    EXPECT_TRUE(row["group"]["service"].is_string()) << line;
+    total += row.num("value");
+    ++rows;
+  }
+  EXPECT_GE(rows, 1u);
+  EXPECT_EQ(total, 2500) << j.body;
+  expect_error("/v1/export?kind=aggregates&meter=calls&group_by=colour", 400, "VALIDATION_ERROR");
+  expect_error("/v1/export?group_by=service", 400, "VALIDATION_ERROR");
+}
+
 TEST_F(ExportTest, CustomerKeySeesOnlyItsOwnCustomer) {
   auto k = client_->request("POST", "/v1/keys", R"({"customer":"exp-b"})", key_header(kAdminKey));
   ASSERT_EQ(k.status, 201) << k.body;

@@ -26,6 +26,7 @@ struct ExportCli {
   std::string format = "csv";
   std::string kind = "events";
   std::string customer, meter, type, from, to, window, timezone, measure;
+  std::vector<std::string> group_by;
   std::string output;
   bool quiet = false;
 };
@@ -125,6 +126,7 @@ int run_export(const ExportCli& o) {
   request.window = o.window;
   request.timezone = o.timezone;
   request.measure = o.measure;
+  request.group_by = o.group_by;
   if (!o.meter.empty() && o.data.config_path.empty()) {
     std::fprintf(stderr,
                  "tally: export: --meter needs --config FILE: meters are defined in the "
@@ -215,6 +217,9 @@ void register_export(CLI::App& app) {
   cmd->add_option("--window", o->window, "aggregates: minute|hour|day|week|month (default: none)");
   cmd->add_option("--tz", o->timezone, "aggregates: IANA zone for day/week/month windows");
   cmd->add_option("--measure", o->measure, "aggregates: units (default), cost or credits");
+  cmd->add_option("--group-by", o->group_by,
+                  "aggregates: group-by properties of the meter to keep (repeat or comma-separate)")
+      ->delimiter(',');
   cmd->add_option("-o,--output", o->output,
                   "file to write, - for standard output (default: "
                   "tally-<kind>-<from>-<to>-<now>.<format> in the current directory)");

@@ -127,8 +127,10 @@ Status validate(const Engine& engine, const ExportRequest& r) {
   if (!aggregates && !r.type.empty() && !r.meter.empty()) {
     return Status::invalid_argument("give 'type' or 'meter', not both");
   }
-  if (!aggregates && (!r.window.empty() || !r.timezone.empty() || !r.measure.empty())) {
-    return Status::invalid_argument("'window', 'tz' and 'measure' apply to kind 'aggregates' only");
+  if (!aggregates &&
+      (!r.window.empty() || !r.timezone.empty() || !r.measure.empty() || !r.group_by.empty())) {
+    return Status::invalid_argument(
+        "'window', 'tz', 'measure' and 'group_by' apply to kind 'aggregates' only");
   }
   if (r.to_us != 0 && r.to_us <= r.from_us) {
     return Status::invalid_argument("'to' must be after 'from'");
@@ -166,6 +168,7 @@ Result<std::unique_ptr<Source>> Source::open(const Engine& engine, const ExportR
   q.timezone = r.timezone;
   q.customer = r.customer;
   q.measure = r.measure;
+  q.group_by = r.group_by;
   auto result = engine.query(q);
   if (!result) return result.error();
   s->aggregates_ = std::move(result->rows);

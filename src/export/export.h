@@ -57,6 +57,7 @@ struct ExportRequest {
   std::string window;
   std::string timezone;
   std::string measure;
+  std::vector<std::string> group_by;  // aggregates only: group-by properties to keep
 };
 
 // Checks `request` against the engine before any output is made. Errors: kInvalidArgument (a

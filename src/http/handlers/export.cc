@@ -18,11 +18,12 @@ namespace tally::http::handlers {
 namespace {
 
 constexpr const char* kAllowed =
-    "format, kind, customer, meter, type, from, to, window, tz, measure";
+    "format, kind, customer, meter, type, from, to, window, tz, measure, group_by";
 
 bool allowed_param(const std::string& k) {
   return k == "format" || k == "kind" || k == "customer" || k == "meter" || k == "type" ||
-         k == "from" || k == "to" || k == "window" || k == "tz" || k == "measure";
+         k == "from" || k == "to" || k == "window" || k == "tz" || k == "measure" ||
+         k == "group_by";
 }
 
 // 2025-01-17T14:30:00.25Z -> 20250117T143000Z
@@ -77,6 +78,15 @@ void export_data(Context& ctx, Call& call) {
   if (const auto* w = call.request.query_param("window")) r.window = *w;
   if (const auto* z = call.request.query_param("tz")) r.timezone = *z;
   if (const auto* m = call.request.query_param("measure")) r.measure = *m;
+  for (const auto& [k, v] : call.request.query) {
+    if (k != "group_by") continue;
+    for (std::size_t start = 0; start <= v.size();) {  // comma-separated, or repeated
+      std::size_t comma = v.find(',', start);
+      if (comma == std::string::npos) comma = v.size();
+      if (comma > start) r.group_by.push_back(v.substr(start, comma - start));
+      start = comma + 1;
+    }
+  }
   const TimeUs now = ctx.engine.clock().now_us();
   if (r.kind == exporter::Kind::kAggregates) {
     r.to_us = now + ctx.options.future_skew_seconds_max * core::kUsPerSecond;
