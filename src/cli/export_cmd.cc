@@ -31,25 +31,6 @@ struct ExportCli {
   bool quiet = false;
 };
 
-// 2025-01-17T14:30:00.25Z -> 20250117T143000Z (seconds precision, for file names).
-std::string compact_time(TimeUs t) {
-  std::string out;
-  for (char c : core::format_rfc3339(t)) {
-    if (c == '.') break;
-    if (c != '-' && c != ':') out += c;
-  }
-  if (out.empty() || out.back() != 'Z') out += 'Z';
-  return out;
-}
-
-// tally-<kind>-<from|start>-<to|end>-<now>.<format>
-std::string default_file_name(const exporter::ExportRequest& r, TimeUs now_us) {
-  return std::string("tally-") + exporter::kind_name(r.kind) + "-" +
-         (r.from_us != 0 ? compact_time(r.from_us) : "start") + "-" +
-         (r.to_us != 0 ? compact_time(r.to_us) : "end") + "-" + compact_time(now_us) + "." +
-         exporter::format_name(r.format);
-}
-
 // A progress line on stderr for exports that last more than a second, every half second.
 class Progress {
  public:
@@ -166,7 +147,9 @@ int run_export(const ExportCli& o) {
     }
     return code;
   }
-  const std::string path = o.output.empty() ? default_file_name(request, now_us) : o.output;
+  const std::string path = o.output.empty()
+                               ? exporter::default_file_name(request, request.to_us != 0, now_us)
+                               : o.output;
   const std::string partial = path + ".partial";
   int code = 0;
   if (request.format == exporter::Format::kXlsx) {

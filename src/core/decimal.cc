@@ -196,13 +196,24 @@ bool try_parse_decimal(std::string_view text, Decimal* out) {
   return parse_impl(text, out) == nullptr;
 }
 
-std::string format_decimal(Decimal d) {
+void append_decimal(std::string& out, Decimal d) {
   const bool negative = d.units < 0;
   // Negating in unsigned arithmetic is defined for the most negative value too.
-  U128 magnitude = negative ? U128{0} - static_cast<U128>(d.units) : static_cast<U128>(d.units);
-  const auto scale = static_cast<U128>(Decimal::kScale);
-  U128 whole = magnitude / scale;
-  auto fraction = static_cast<std::uint32_t>(magnitude % scale);
+  const U128 magnitude =
+      negative ? U128{0} - static_cast<U128>(d.units) : static_cast<U128>(d.units);
+  constexpr auto kScale64 = static_cast<std::uint64_t>(Decimal::kScale);
+  // Most values have a whole part below 2^64: one division splits off the fraction and the
+  // digits are made with 64-bit arithmetic; only larger ones divide in 128 bits.
+  U128 whole = 0;
+  std::uint32_t fraction = 0;
+  if ((magnitude >> 64) == 0) {
+    const auto m = static_cast<std::uint64_t>(magnitude);
+    whole = m / kScale64;
+    fraction = static_cast<std::uint32_t>(m % kScale64);
+  } else {
+    whole = magnitude / kScale64;
+    fraction = static_cast<std::uint32_t>(magnitude - whole * kScale64);
+  }
 
   // 40 digits cover 2^128; plus sign, point and nine fraction digits.
   char buf[64];
@@ -220,14 +231,28 @@ std::string format_decimal(Decimal d) {
     }
     *--p = '.';
   }
-  do {
-    *--p = static_cast<char>('0' + static_cast<int>(whole % 10));
-    whole /= 10;
-  } while (whole != 0);
+  if ((whole >> 64) == 0) {
+    auto w = static_cast<std::uint64_t>(whole);
+    do {
+      *--p = static_cast<char>('0' + w % 10);
+      w /= 10;
+    } while (w != 0);
+  } else {
+    do {
+      *--p = static_cast<char>('0' + static_cast<int>(whole % 10));
+      whole /= 10;
+    } while (whole != 0);
+  }
   if (negative) {
     *--p = '-';
   }
-  return std::string(p, static_cast<std::size_t>(end - p));
+  out.append(p, static_cast<std::size_t>(end - p));
+}
+
+std::string format_decimal(Decimal d) {
+  std::string out;
+  append_decimal(out, d);
+  return out;
 }
 
 Decimal divide_half_even(Decimal a, std::int64_t n) {

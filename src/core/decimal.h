@@ -43,6 +43,8 @@ bool try_parse_decimal(std::string_view text, Decimal* out);
 
 // Shortest exact text: "12", "-0.5", "0.000000001".
 std::string format_decimal(Decimal d);
+// The same text appended to `out`, without a temporary string (hot paths format several).
+void append_decimal(std::string& out, Decimal d);
 
 // a / n rounded half to even. REQUIRES: n != 0.
 Decimal divide_half_even(Decimal a, std::int64_t n);

@@ -57,58 +57,6 @@ std::string rule_text(const core::LimitRule& r) {
   return out;
 }
 
-// Appends core::format_decimal(d)'s text to `out`. Checks format several decimals per call, so
-// the digits are made with 64-bit arithmetic: one 128-bit division splits off the fraction, and
-// core::format_decimal is left only the magnitudes whose whole part passes 2^64.
-void append_decimal(std::string& out, core::Decimal d) {
-  using U128 = unsigned __int128;
-  const bool negative = d.units < 0;
-  const U128 magnitude = negative ? U128{0} - static_cast<U128>(d.units) : static_cast<U128>(d.units);
-  std::uint64_t whole = 0;
-  std::uint32_t fraction = 0;
-  constexpr auto kScale = static_cast<std::uint64_t>(core::Decimal::kScale);
-  if ((magnitude >> 64) == 0) {
-    const auto m = static_cast<std::uint64_t>(magnitude);
-    whole = m / kScale;
-    fraction = static_cast<std::uint32_t>(m % kScale);
-  } else if ((magnitude >> 64) < kScale) {  // the quotient fits 64 bits
-    whole = static_cast<std::uint64_t>(magnitude / kScale);
-    fraction = static_cast<std::uint32_t>(magnitude - static_cast<U128>(whole) * kScale);
-  } else {
-    out += core::format_decimal(d);
-    return;
-  }
-  char buf[48];
-  char* const end = buf + sizeof(buf);
-  char* p = end;
-  if (fraction != 0) {
-    int digits = core::Decimal::kFractionDigits;
-    while (fraction % 10 == 0) {
-      fraction /= 10;
-      --digits;
-    }
-    for (int i = 0; i < digits; ++i) {
-      *--p = static_cast<char>('0' + fraction % 10);
-      fraction /= 10;
-    }
-    *--p = '.';
-  }
-  do {
-    *--p = static_cast<char>('0' + whole % 10);
-    whole /= 10;
-  } while (whole != 0);
-  if (negative) {
-    *--p = '-';
-  }
-  out.append(p, static_cast<std::size_t>(end - p));
-}
-
-std::string decimal_text(core::Decimal d) {
-  std::string out;
-  append_decimal(out, d);
-  return out;
-}
-
 std::string percent_text(const core::Decimal& used, const core::Decimal& limit) {
   if (limit.units <= 0) {
     return used.units > 0 ? "100.00" : "0.00";
@@ -193,7 +141,7 @@ engine::ResolvedRule resolve_rule(const core::LimitRule& rule) {
   out.rule = rule;
   out.rule_text = rule_text(rule);
   if (!rule.unlimited) {
-    out.limit_text = decimal_text(rule.amount);
+    out.limit_text = core::format_decimal(rule.amount);
   }
   return out;
 }
@@ -233,10 +181,10 @@ LimitState state_of(const Evaluated& e) {
   s.rule = e.resolved->rule_text;
   s.unlimited = rule.unlimited;
   s.hard = rule.hard;
-  append_decimal(s.used, e.used);
+  core::append_decimal(s.used, e.used);
   if (!rule.unlimited) {
     s.limit = e.resolved->limit_text;
-    append_decimal(s.remaining, e.remaining);
+    core::append_decimal(s.remaining, e.remaining);
     s.percent = percent_text(e.used, rule.amount);
   }
   s.window_start_us = e.window_start_us;
@@ -374,14 +322,8 @@ LimitCounter* calendar_counter(const Engine::Impl& d, const engine::CustomerStat
   c.span = span;
   c.count_from_us = count_from;
   c.context = wc;
-  const engine::MeterState& ms = d.meters[meter];
-  auto sit = ms.series.find(cs.num);
-  if (sit != ms.series.end()) {
-    for (const auto& [group, series] : sit->second) {
-      engine::combine_range(series, floor_minute(count_from), span.end, false, &c.committed,
-                            nullptr);
-    }
-  }
+  engine::combine_customer(d.meters[meter], cs.num, floor_minute(count_from), span.end, false,
+                           &c.committed, nullptr);
   cl.in_flight.for_each([&](std::uint64_t, const InFlight& f) {
     if (f.meter == meter && f.time_us >= count_from && f.time_us < span.end) {
       c.pending += f.amount;
@@ -407,13 +349,8 @@ RateCounter* rate_counter(const Engine::Impl& d, const engine::CustomerState& cs
   const core::TimeUs period = core::rate_period_us(rule.period);
   core::AggState recent;
   const engine::MeterState& ms = d.meters[meter];
-  auto sit = ms.series.find(cs.num);
-  if (sit != ms.series.end()) {
-    for (const auto& [group, series] : sit->second) {
-      engine::combine_range(series, floor_minute(now - period), floor_minute(now) + core::kUsPerMinute,
-                            false, &recent, nullptr);
-    }
-  }
+  engine::combine_customer(ms, cs.num, floor_minute(now - period),
+                           floor_minute(now) + core::kUsPerMinute, false, &recent, nullptr);
   r.state.level = used_value(ms.spec.aggregation, recent);
   cl.in_flight.for_each([&](std::uint64_t, const InFlight& f) {
     if (f.meter == meter && f.time_us >= now - period) {
@@ -677,7 +614,7 @@ void add_usage_events(const Engine::Impl& d, engine::IngestJob& job, const Usage
     }
     if (!ms.spec.value_property.empty()) {
       scratch.clear();
-      append_decimal(scratch, is_gauge(ms.spec.aggregation) ? u.gauge_value : u.amount);
+      core::append_decimal(scratch, is_gauge(ms.spec.aggregation) ? u.gauge_value : u.amount);
       add_prop(ms.spec.value_property, scratch, core::PropKind::kNumber);
     }
     e.prop_count = static_cast<std::uint32_t>(b.props().size()) - e.prop_begin;
@@ -806,7 +743,7 @@ void base_result(const Prepared& p, CheckResult* out) {
     out->plan = p.plan->key;
   }
   out->meter = p.request->meter;
-  append_decimal(out->amount, p.amount);
+  core::append_decimal(out->amount, p.amount);
 }
 
 // Per-thread scratch of the check path, reused so a check allocates only its answer.
@@ -868,7 +805,7 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
     out->message = trial_over ? "The trial period of customer '" + r.customer + "' is over."
                               : "Limit of " + top->resolved->limit_text + " " +
                                     top->resolved->rule_text + " reached: " +
-                                    decimal_text(top->used) + " used, " + out->amount +
+                                    core::format_decimal(top->used) + " used, " + out->amount +
                                     " requested.";
     out->retry_after_us = top->retry_after_us;
   } else {
@@ -895,8 +832,8 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
     auto wit = d.wallets.find(p.cs->num);
     const core::Decimal balance = wit != d.wallets.end() ? wit->second.balance : core::Decimal{};
     const core::Decimal available = balance - cl.credits_in_flight;
-    append_decimal(out->credits_required, credits);
-    append_decimal(out->credits_available, available);
+    core::append_decimal(out->credits_required, credits);
+    core::append_decimal(out->credits_available, available);
     if (available.units <= 0 || available < credits) {
       out->allowed = false;
       out->overage = false;
@@ -1468,13 +1405,8 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
         if (floor_minute(at) != at &&
             (agg == core::Aggregation::kCount || agg == core::Aggregation::kSum)) {
           core::AggState minute;
-          auto sit = ms.series.find(cs.num);
-          if (sit != ms.series.end()) {
-            for (const auto& [group, series] : sit->second) {
-              engine::combine_range(series, floor_minute(at), floor_minute(at) + core::kUsPerMinute,
-                                    false, &minute, nullptr);
-            }
-          }
+          engine::combine_customer(ms, cs.num, floor_minute(at),
+                                   floor_minute(at) + core::kUsPerMinute, false, &minute, nullptr);
           before_reset = used_value(agg, minute);
         }
         const core::PeriodContext pc = period_context(cs);

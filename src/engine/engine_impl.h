@@ -454,6 +454,15 @@ Status run_admin(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prep
 void combine_range(const Series& s, core::TimeUs a, core::TimeUs b, bool want_uniques,
                    core::AggState* state, core::UniqueSet* uniques);
 
+// combine_range over every group of one customer's series of a meter.
+void combine_customer(const MeterState& m, std::uint32_t customer_num, core::TimeUs a,
+                      core::TimeUs b, bool want_uniques, core::AggState* state,
+                      core::UniqueSet* uniques);
+
+// The `n` group-by values of an interned group text (values joined by '\x1f'); missing ones
+// are empty (query.cc).
+std::vector<std::string_view> split_group(std::string_view text, std::size_t n);
+
 // Recomputes the minute aggregates of the given meters from every stored event.
 // Output: aggregate key -> state, and the set of unique keys.
 struct Recomputed {

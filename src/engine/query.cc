@@ -65,9 +65,17 @@ void combine_range(const engine::Series& s, core::TimeUs a, core::TimeUs b, bool
   minutes(hb, b);
 }
 
-}  // namespace engine
-
-namespace {
+void combine_customer(const MeterState& m, std::uint32_t customer_num, core::TimeUs a,
+                      core::TimeUs b, bool want_uniques, core::AggState* state,
+                      core::UniqueSet* uniques) {
+  auto it = m.series.find(customer_num);
+  if (it == m.series.end()) {
+    return;
+  }
+  for (const auto& [gid, series] : it->second) {
+    combine_range(series, a, b, want_uniques, state, uniques);
+  }
+}
 
 std::vector<std::string_view> split_group(std::string_view text, std::size_t n) {
   std::vector<std::string_view> out;
@@ -85,6 +93,10 @@ std::vector<std::string_view> split_group(std::string_view text, std::size_t n) 
   }
   return out;
 }
+
+}  // namespace engine
+
+namespace {
 
 std::string value_text(core::Aggregation a, const core::AggState& s, const core::UniqueSet* u) {
   core::Decimal v;
@@ -221,7 +233,7 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
     }
     const std::string& customer_id = d.customers.at(cnum).record.id;
     for (const auto& [gid, series] : by_group) {
-      auto values = split_group(d.group_texts[gid], spec.group_by.size());
+      auto values = engine::split_group(d.group_texts[gid], spec.group_by.size());
       bool pass = true;
       for (const auto& [idx, v] : filters) {
         pass = pass && values[idx] == v;
@@ -334,12 +346,7 @@ Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs
     core::AggState st;
     core::UniqueSet u;
     const bool want_uniques = m.spec.aggregation == core::Aggregation::kUniqueCount;
-    auto it = m.series.find(cs->num);
-    if (it != m.series.end()) {
-      for (const auto& [gid, series] : it->second) {
-        engine::combine_range(series, from, to, want_uniques, &st, &u);
-      }
-    }
+    engine::combine_customer(m, cs->num, from, to, want_uniques, &st, &u);
     return value_text(m.spec.aggregation, st, &u);
   };
   for (std::size_t i = 0; i < d.meters.size(); ++i) {

@@ -132,23 +132,6 @@ std::string percent_of(core::Decimal a, core::Decimal b) {
   return out;
 }
 
-std::vector<std::string_view> split_group(std::string_view text, std::size_t n) {
-  std::vector<std::string_view> out;
-  out.reserve(n);
-  std::size_t start = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto sep = text.find('\x1f', start);
-    if (sep == std::string_view::npos) {
-      out.push_back(text.substr(std::min(start, text.size())));
-      start = text.size() + 1;
-    } else {
-      out.push_back(text.substr(start, sep - start));
-      start = sep + 1;
-    }
-  }
-  return out;
-}
-
 struct Acc {
   core::AggState st;
   core::UniqueSet u;
@@ -169,7 +152,7 @@ void accumulate(const Engine::Impl& d, const engine::MeterState& m,
     }
     for (const auto& [gid, s] : by_group) {
       if (!filters.empty()) {
-        const auto values = split_group(d.group_texts[gid], m.spec.group_by.size());
+        const auto values = engine::split_group(d.group_texts[gid], m.spec.group_by.size());
         bool pass = true;
         for (const auto& [idx, v] : filters) {
           pass = pass && values[idx] == v;
@@ -497,12 +480,7 @@ Result<OrganizationUsage> Engine::organization_usage(const std::string& organiza
     item.unit = m.spec.unit;
     for (std::size_t i = 0; i < members.size(); ++i) {
       Acc one;
-      auto it = m.series.find(members[i]->num);
-      if (it != m.series.end()) {
-        for (const auto& [gid, s] : it->second) {
-          engine::combine_range(s, from, to, want_uniques, &one.st, &one.u);
-        }
-      }
+      engine::combine_customer(m, members[i]->num, from, to, want_uniques, &one.st, &one.u);
       UsageItem mine = item;
       core::Decimal v;
       if (core::aggregate_value(m.spec.aggregation, one.st, &one.u, &v)) {

@@ -38,6 +38,26 @@ const char* format_name(Format f) {
 
 const char* kind_name(Kind k) { return k == Kind::kEvents ? "events" : "aggregates"; }
 
+namespace {
+// 2025-01-17T14:30:00.25Z -> 20250117T143000Z (seconds precision, for file names).
+std::string compact_time(TimeUs t) {
+  std::string out;
+  for (char c : core::format_rfc3339(t)) {
+    if (c == '.') break;
+    if (c != '-' && c != ':') out += c;
+  }
+  if (out.empty() || out.back() != 'Z') out += 'Z';
+  return out;
+}
+}  // namespace
+
+std::string default_file_name(const ExportRequest& r, bool to_given, TimeUs now_us) {
+  return std::string("tally-") + kind_name(r.kind) + "-" +
+         (r.from_us != 0 ? compact_time(r.from_us) : "start") + "-" +
+         (to_given ? compact_time(r.to_us) : "end") + "-" + compact_time(now_us) + "." +
+         format_name(r.format);
+}
+
 const char* content_type(Format f) {
   switch (f) {
     case Format::kCsv: return "text/csv; charset=utf-8; header=present";

@@ -43,6 +43,11 @@ const char* format_name(Format f);                          // also the file ext
 const char* kind_name(Kind k);
 const char* content_type(Format f);
 
+struct ExportRequest;
+// tally-<kind>-<from|start>-<to|end>-<now>.<format>, times as 20250117T143000Z (seconds); "start"
+// when the request has no `from`, "end" when `to_given` is false.
+std::string default_file_name(const ExportRequest& r, bool to_given, TimeUs now_us);
+
 struct ExportRequest {
   Format format = Format::kCsv;
   Kind kind = Kind::kEvents;

@@ -126,6 +126,8 @@ void write_number_or(common::JsonWriter& w, const std::string& decimal, std::str
   }
 }
 
+}  // namespace
+
 void write_limit_state(common::JsonWriter& w, const LimitState& s) {
   w.begin_object()
       .key("meter").value(s.meter)
@@ -152,6 +154,8 @@ void write_limit_state(common::JsonWriter& w, const LimitState& s) {
   }
   w.end_object();
 }
+
+namespace {
 
 void write_check(common::JsonWriter& w, const CheckResult& r) {
   w.begin_object().key("allowed").value(r.allowed);

@@ -26,17 +26,6 @@ bool allowed_param(const std::string& k) {
          k == "group_by";
 }
 
-// 2025-01-17T14:30:00.25Z -> 20250117T143000Z
-std::string compact_time(TimeUs t) {
-  std::string out;
-  for (char c : core::format_rfc3339(t)) {
-    if (c == '.') break;
-    if (c != '-' && c != ':') out += c;
-  }
-  if (out.empty() || out.back() != 'Z') out += 'Z';
-  return out;
-}
-
 }  // namespace
 
 void export_data(Context& ctx, Call& call) {
@@ -110,10 +99,7 @@ void export_data(Context& ctx, Call& call) {
   Response resp;
   resp.status = 200;
   resp.content_type = exporter::content_type(r.format);
-  const std::string file = std::string("tally-") + exporter::kind_name(r.kind) + "-" +
-                           (r.from_us != 0 ? compact_time(r.from_us) : "start") + "-" +
-                           (to_given ? compact_time(r.to_us) : "end") + "-" + compact_time(now) +
-                           "." + exporter::format_name(r.format);
+  const std::string file = exporter::default_file_name(r, to_given, now);
   resp.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + file + "\"");
   std::shared_ptr<exporter::TextExport> stream(std::move(*text));
   resp.stream = [stream](std::string* out) -> Result<bool> {

@@ -43,6 +43,8 @@ void customer_limits(Context& ctx, Call& call);
 void put_overrides(Context& ctx, Call& call);
 void reset_customer(Context& ctx, Call& call);
 void authorize(Context& ctx, Call& call);
+// One limit as GET /v1/customers/{id}/limits and the customer report write it.
+void write_limit_state(common::JsonWriter& w, const LimitState& s);
 // The X-RateLimit-*, Retry-After and draft RateLimit-Policy / RateLimit headers of a check.
 void add_rate_limit_headers(Response& resp, const CheckResult& r, TimeUs now);
 // wallet.cc

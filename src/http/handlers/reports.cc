@@ -82,25 +82,6 @@ void write_nullable(common::JsonWriter& w, const std::string& s) {
   }
 }
 
-// The shape of GET /v1/customers/{id}/limits' entries.
-void write_limit(common::JsonWriter& w, const LimitState& s) {
-  w.begin_object()
-      .key("meter").value(s.meter)
-      .key("period").value(s.period)
-      .key("rule").value(s.rule)
-      .key("hard").value(s.hard)
-      .key("used").raw(s.used.empty() ? "0" : s.used)
-      .key("limit");
-  s.unlimited ? w.value("unlimited") : w.raw(s.limit);
-  w.key("remaining");
-  s.unlimited ? w.value("unlimited") : w.raw(s.remaining);
-  w.key("percent");
-  write_decimal(w, s.unlimited ? std::string() : s.percent);
-  w.key("window_start").value(time_text(s.window_start_us)).key("reset");
-  s.reset_us == 0 ? w.null() : w.value(time_text(s.reset_us));
-  w.end_object();
-}
-
 void write_trend(common::JsonWriter& w, const std::vector<TrendPoint>& points) {
   w.begin_array();
   for (const auto& p : points) {
@@ -198,7 +179,7 @@ void usage_report(Context& ctx, Call& call) {
   w.key("current_period").raw(customer_usage_json(r->current_period));
   w.key("limits").begin_array();
   for (const auto& l : r->limits) {
-    write_limit(w, l);
+    write_limit_state(w, l);
   }
   w.end_array().key("usage_percentage").begin_object();
   for (const auto& l : r->limits) {
