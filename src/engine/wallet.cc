@@ -565,9 +565,8 @@ Result<LedgerPage> Engine::wallet_transactions(const LedgerQuery& q) const {
   TALLY_TRY(d.store->scan(
       store::Space::kLedger, begin, end, [&](std::string_view, std::string_view value) {
         const bool ok = engine::decode_ledger_block(value, [&](engine::LedgerRecord&& r) {
-          LedgerTransaction t = engine::to_transaction(r);
-          if (stop || t.seq <= after || (!q.type.empty() && t.type != q.type) ||
-              t.created_at_us < q.from_us || (q.to_us != 0 && t.created_at_us >= q.to_us)) {
+          if (stop || r.seq <= after || (!q.type.empty() && r.type != q.type) ||
+              r.created_at_us < q.from_us || (q.to_us != 0 && r.created_at_us >= q.to_us)) {
             return;
           }
           if (page.transactions.size() == q.limit) {
@@ -575,6 +574,7 @@ Result<LedgerPage> Engine::wallet_transactions(const LedgerQuery& q) const {
             stop = true;
             return;
           }
+          LedgerTransaction t = engine::to_transaction(r);  // formatted only when listed
           t.customer = q.customer;
           page.transactions.push_back(std::move(t));
         });
