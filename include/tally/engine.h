@@ -139,6 +139,25 @@ class Engine {
   // Errors: kNotFound (customer, meter), kInvalidArgument.
   Result<MeterStats> meter_stats(const StatsQuery& q) const;
 
+  // ---- alerts and webhook deliveries (see docs/webhooks.md) -----------------------------------
+  // Alerts are evaluated by the engine as usage changes and stored with their deliveries (a
+  // durable outbox, one delivery per alert and subscribed [[webhooks]] entry). Sending is the
+  // job of a webhook sender (src/webhook), which takes due deliveries and reports attempts.
+  // Errors: kInvalidArgument (cursor, level, status).
+  Result<AlertPage> alerts(const AlertQuery& query) const;
+  // One alert with its deliveries. Errors: kNotFound.
+  Result<Alert> alert(const std::string& id) const;
+  // Up to `max` pending deliveries due at `now`, oldest first, skipping `skip` (ids being sent).
+  // *next_due_us: the earliest later attempt (0 = none pending).
+  std::vector<WebhookDelivery> due_deliveries(TimeUs now, std::size_t max,
+                                              const std::vector<std::string>& skip,
+                                              TimeUs* next_due_us) const;
+  // Records an attempt durably. Errors: kNotFound, kIOError.
+  Status record_delivery_attempt(const DeliveryAttempt& attempt);
+  // Waits up to `max_wait_us` for a delivery to be added (or the engine to close). Returns the
+  // number of deliveries ever added, to pass back as `seen`.
+  std::uint64_t wait_for_deliveries(std::uint64_t seen, TimeUs max_wait_us) const;
+
   // ---- customers ----------------------------------------------------------------------------
   // Errors: kInvalidArgument, kAlreadyExists.
   Result<Customer> create_customer(const Customer& c);

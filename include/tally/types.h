@@ -489,6 +489,79 @@ struct LedgerPage {
   std::string next_cursor;
 };
 
+// ---- alerts and webhooks ----------------------------------------------------------------------
+
+// One attempt, or all of them, to deliver an event to one webhook endpoint.
+struct WebhookDelivery {
+  std::string id;        // unique; sent as the delivery id header, the same on every retry
+  std::string alert_id;
+  std::string event;     // "alert.triggered"
+  std::uint32_t webhook = 0;  // index in [[webhooks]]
+  std::string url;
+  std::string status;    // "pending", "delivered", "failed"
+  std::uint32_t attempts = 0;
+  TimeUs created_at_us = 0;
+  TimeUs next_attempt_at_us = 0;  // pending only
+  TimeUs last_attempt_at_us = 0;  // 0 = never tried
+  TimeUs delivered_at_us = 0;
+  int last_status_code = 0;       // the endpoint's last HTTP status; 0 = no answer
+  std::string last_error;
+};
+
+// A threshold crossed: a limit's usage reached a percentage of it, or a wallet's balance
+// dropped below an amount. Fired once per customer, limit, period and threshold.
+struct Alert {
+  std::string id;
+  std::string customer;
+  std::string kind;   // "limit" or "low_balance"
+  std::string level;  // "info", "warning", "critical", "exceeded"
+  // kind "limit": the limit, its window and usage when the alert fired.
+  std::string meter;
+  std::string period;  // "month", "day", ...
+  std::string limit;   // "api_calls per month"
+  std::int64_t threshold_percent = 0;
+  std::string limit_amount;
+  std::string used;
+  std::string percent;  // used / limit x 100, two decimals
+  TimeUs window_start_us = 0;
+  TimeUs window_end_us = 0;  // 0 = no end (lifetime)
+  // kind "low_balance": the amount it fell below and the balance.
+  std::string threshold_amount;
+  std::string balance;
+  TimeUs created_at_us = 0;
+  // Delivery: "pending" (some delivery not finished), "sent" (every webhook answered 2xx),
+  // "failed" (some delivery gave up), "none" (no webhook takes alert.triggered).
+  std::string status;
+  bool sent = false;
+  std::uint32_t delivery_attempts = 0;  // over all its deliveries
+  std::vector<WebhookDelivery> deliveries;
+};
+
+struct AlertQuery {
+  std::string customer;  // "" = all
+  std::string level;     // "" = all
+  std::string status;    // "" = all; else as Alert::status
+  TimeUs from_us = 0;    // created_at >= from
+  TimeUs to_us = 0;      // created_at < to; 0 = no bound
+  std::uint32_t limit = 100;
+  std::string cursor;
+};
+
+struct AlertPage {
+  std::vector<Alert> alerts;  // oldest first
+  std::string next_cursor;
+};
+
+// What one delivery attempt came to, as the webhook sender reports it.
+struct DeliveryAttempt {
+  std::string delivery_id;
+  bool delivered = false;
+  int status_code = 0;
+  std::string error;
+  TimeUs at_us = 0;
+  TimeUs next_attempt_at_us = 0;  // when not delivered; 0 = give up (the delivery fails)
+};
+
 // ---- operations -----------------------------------------------------------------------------
 
 struct VerifyReport {

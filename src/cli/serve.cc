@@ -13,6 +13,7 @@
 #include "config/config.h"
 #include "http/api.h"
 #include "http/server.h"
+#include "webhook/sender.h"
 
 namespace tally::cli {
 
@@ -105,10 +106,18 @@ int serve(const ServeOptions& o) {
     std::rename(tmp.c_str(), o.port_file.c_str());
   }
 
+  // Webhook deliveries from the outbox, pending ones from before a restart included.
+  std::unique_ptr<webhook::Sender> sender;
+  if (!cfg.webhooks.empty()) {
+    sender = std::make_unique<webhook::Sender>(**engine, cfg.webhooks, (*engine)->clock());
+    sender->start();
+  }
+
   int sig = 0;
   sigwait(&stop_signals, &sig);
   spdlog::info("signal {}: finishing in-flight requests", sig);
   server.stop();        // stops accepting; in-flight ingest batches are answered
+  sender.reset();       // finishes the deliveries under way (each within its timeout)
   engine->reset();      // drains the commit queue and closes the store
   spdlog::info("stopped");
   return 0;

@@ -17,6 +17,10 @@ std::string hmac_sha256(std::string_view key, std::string_view data);
 std::string random_bytes(std::size_t n);
 // Lower-case hex.
 std::string to_hex(std::string_view bytes);
+// Standard base64 (RFC 4648, with padding).
+std::string base64_encode(std::string_view bytes);
+// Decodes standard base64 (padding optional); false on any other character.
+bool base64_decode(std::string_view text, std::string* out);
 // Compares in time independent of where the inputs differ (lengths are not secret).
 bool constant_time_equal(std::string_view a, std::string_view b);
 

@@ -91,6 +91,18 @@ Status decimal_value(const std::string& text, bool allow_negative, core::Decimal
   return Status();
 }
 
+// Alert level names must be known ones.
+Status check_alert_levels(const std::vector<std::string>& levels) {
+  for (const auto& l : levels) {
+    if (std::find(std::begin(core::kAlertLevels), std::end(core::kAlertLevels), l) ==
+        std::end(core::kAlertLevels)) {
+      return Status::invalid_argument("'" + l +
+                                      "' is not an alert level (info, warning, critical, exceeded)");
+    }
+  }
+  return Status();
+}
+
 // One option. `set` receives a value already checked against kind and bounds; it returns an
 // error without location (the caller adds file, line and field).
 template <typename T>
@@ -382,9 +394,28 @@ constexpr Option<core::Plan> kPlanOptions[] = {
        return Status();
      }},
     {"alert_thresholds", Kind::kIntList, 1, 1000, false, "",
-     "Percentages of each limit at which alerts fire, ascending (`[50, 80, 95]`).",
+     "Percentages of each limit at which alerts fire, ascending (`[50, 80, 95]`); each fires "
+     "once per customer, limit and period. Unset = `alerts.thresholds`.",
      [](core::Plan& p, Value&& v) {
        p.alert_thresholds = std::move(v.ints);
+       return Status();
+     }},
+    {"alert_levels", Kind::kStringList, 0, 1000, false, "",
+     "Names of the alert thresholds, one per threshold: `info`, `warning`, `critical` or "
+     "`exceeded`. Without them, a threshold of 100 or more is `exceeded`, the highest below 100 "
+     "is `critical` when two or more are below 100, and the rest are `warning`.",
+     [](core::Plan& p, Value&& v) {
+       TALLY_TRY(check_alert_levels(v.list));
+       p.alert_levels = std::move(v.list);
+       return Status();
+     }},
+    {"alert_balance_below", Kind::kAmount, 0, 0, false, "",
+     "A `low_balance` alert when the customer's wallet drops below this many credits (once per "
+     "drop: it fires again only after the balance has been at or above it). Overrides "
+     "`alerts.balance_below`.",
+     [](core::Plan& p, Value&& v) {
+       TALLY_TRY(decimal_value(v.text, true, &p.alert_balance_below));
+       p.has_alert_balance_below = true;
        return Status();
      }},
     {"prepaid", Kind::kBool, 0, 0, false, "false",
@@ -392,6 +423,97 @@ constexpr Option<core::Plan> kPlanOptions[] = {
      "answered 402 when the balance cannot cover the estimated cost of what it asks for.",
      [](core::Plan& p, Value&& v) {
        p.prepaid = v.flag;
+       return Status();
+     }},
+};
+
+constexpr Option<AlertsConfig> kAlertsOptions[] = {
+    {"thresholds", Kind::kIntList, 1, 1000, false, "[]",
+     "Percentages of each limit at which alerts fire, for plans without `alert_thresholds` "
+     "(`[75, 90, 100]`). Each fires once per customer, limit and period.",
+     [](AlertsConfig& a, Value&& v) {
+       a.thresholds = std::move(v.ints);
+       return Status();
+     }},
+    {"levels", Kind::kStringList, 0, 1000, false, "",
+     "Names of `thresholds`, as the plans' `alert_levels`.",
+     [](AlertsConfig& a, Value&& v) {
+       TALLY_TRY(check_alert_levels(v.list));
+       a.levels = std::move(v.list);
+       return Status();
+     }},
+    {"balance_below", Kind::kAmount, 0, 0, false, "",
+     "A `low_balance` alert when a wallet drops below this many credits, for plans without "
+     "`alert_balance_below`; none when unset.",
+     [](AlertsConfig& a, Value&& v) {
+       TALLY_TRY(decimal_value(v.text, true, &a.balance_below));
+       a.has_balance_below = true;
+       return Status();
+     }},
+};
+
+constexpr std::int64_t kWebhookBackoffMax = 7 * kSecondsPerDay;
+
+constexpr Option<WebhookConfig> kWebhookOptions[] = {
+    {"url", Kind::kString, 8, 2048, true, "",
+     "Where deliveries are POSTed: `http://host[:port]/path`.",
+     [](WebhookConfig& w, Value&& v) {
+       if (v.text.rfind("https://", 0) == 0) {
+         return Status::invalid_argument(
+             "'" + v.text + "': https is not supported yet; deliver to an http:// endpoint, "
+             "for example a local TLS-terminating proxy");
+       }
+       if (v.text.rfind("http://", 0) != 0 || v.text.size() == 7) {
+         return Status::invalid_argument("'" + v.text + "' is not an http:// URL");
+       }
+       w.url = std::move(v.text);
+       return Status();
+     }},
+    {"events", Kind::kStringList, 1, 64, false, R"(["alert.triggered"])",
+     "The event types delivered here: `alert.triggered`, or `*` for all.",
+     [](WebhookConfig& w, Value&& v) {
+       for (const auto& e : v.list) {
+         const bool known = e == "*" || std::find(std::begin(kWebhookEvents),
+                                                  std::end(kWebhookEvents),
+                                                  e) != std::end(kWebhookEvents);
+         if (!known) {
+           return Status::invalid_argument("'" + e +
+                                           "' is not an event type (alert.triggered, *)");
+         }
+       }
+       w.events = std::move(v.list);
+       return Status();
+     }},
+    {"secret", Kind::kString, 16, 256, true, "",
+     "The shared secret that signs every delivery (HMAC-SHA256; see docs/webhooks.md), e.g. "
+     "`whsec_` and random base64.",
+     [](WebhookConfig& w, Value&& v) {
+       w.secret = std::move(v.text);
+       return Status();
+     }},
+    {"timeout", Kind::kDuration, 1, 300, false, "10",
+     "How long one attempt may take (connect, send, answer) before it counts as failed.",
+     [](WebhookConfig& w, Value&& v) {
+       w.timeout_seconds = v.number;
+       return Status();
+     }},
+    {"retry_for", Kind::kDuration, 0, 30 * kSecondsPerDay, false, R"("3d")",
+     "How long after its alert a failing delivery is retried; then it is marked failed.",
+     [](WebhookConfig& w, Value&& v) {
+       w.retry_for_seconds = v.number;
+       return Status();
+     }},
+    {"retry_backoff", Kind::kDuration, 1, kWebhookBackoffMax, false, "1",
+     "The wait before the first retry; each later wait doubles, with random jitter (50-100% "
+     "of the doubled wait).",
+     [](WebhookConfig& w, Value&& v) {
+       w.retry_backoff_seconds = v.number;
+       return Status();
+     }},
+    {"retry_backoff_max", Kind::kDuration, 1, kWebhookBackoffMax, false, R"("1h")",
+     "The longest wait between two attempts.",
+     [](WebhookConfig& w, Value&& v) {
+       w.retry_backoff_max_seconds = v.number;
        return Status();
      }},
 };
@@ -608,6 +730,15 @@ constexpr SectionDoc kPricesSection{
     "One `[[prices]]` entry per price: a meter, optionally narrowed by property values, and a "
     "pricing model. Every stored event carries its cost and credits, burned from the "
     "customer's wallet in the same commit."};
+constexpr SectionDoc kAlertsSection{
+    "alerts", false,
+    "Alert rules for plans that set none: thresholds of limits and a low balance. Alerts are "
+    "stored (`GET /v1/alerts`) and delivered to `[[webhooks]]`."};
+constexpr SectionDoc kWebhooksSection{
+    "webhooks", true,
+    "One `[[webhooks]]` entry per endpoint that receives events: signed JSON POSTs from a "
+    "durable outbox, retried with exponential backoff until delivered or `retry_for` has "
+    "passed. See docs/webhooks.md for the payload and how to verify signatures."};
 constexpr SectionDoc kCustomersSection{
     "customers", true,
     "Customers to create at start-up, handy for development and tests. Customers are run-time "
@@ -806,11 +937,16 @@ class Loader {
         TALLY_TRY(load_section(*node, at, kCreditsSection, kCreditsOptions, &config->credits));
       } else if (name == kPricesSection.name) {
         TALLY_TRY(load_prices(*node, at, &config->prices));
+      } else if (name == kAlertsSection.name) {
+        TALLY_TRY(load_section(*node, at, kAlertsSection, kAlertsOptions, &config->alerts));
+      } else if (name == kWebhooksSection.name) {
+        TALLY_TRY(load_webhooks(*node, at, &config->webhooks));
       } else {
         static constexpr std::string_view kNames[] = {
             kServerSection.name, kStorageSection.name, kEnforcementSection.name,
             kMetersSection.name, kPlansSection.name,   kRoutesSection.name,
-            kCreditsSection.name, kPricesSection.name, kCustomersSection.name};
+            kCreditsSection.name, kPricesSection.name, kAlertsSection.name,
+            kWebhooksSection.name, kCustomersSection.name};
         std::string hint = suggestion(name, kNames);
         if (node->is_table()) {
           return fail(at, "unknown section [" + std::string(name) + "]" + hint);
@@ -1368,6 +1504,23 @@ class Loader {
     return Status();
   }
 
+  Status load_webhooks(const toml::node& node, const toml::source_position& at,
+                       std::vector<WebhookConfig>* webhooks) {
+    Result<const toml::array*> array = array_of_tables(node, at, kWebhooksSection);
+    if (!array) {
+      return array.error();
+    }
+    for (std::size_t i = 0; i < (*array)->size(); ++i) {
+      const toml::table& entry = *(*array)->get(i)->as_table();
+      WebhookConfig hook;
+      Positions positions;
+      TALLY_TRY(apply(entry, kWebhookOptions, "webhooks[" + std::to_string(i) + "].",
+                      "[[webhooks]]", &hook, &positions));
+      webhooks->push_back(std::move(hook));
+    }
+    return Status();
+  }
+
   Status load_prices(const toml::node& node, const toml::source_position& at,
                      std::vector<PriceConfig>* prices) {
     Result<const toml::array*> array = array_of_tables(node, at, kPricesSection);
@@ -1487,6 +1640,31 @@ class Loader {
       return fail_field(n != nullptr ? n->source().begin : root.source().begin,
                         "enforcement.default_plan",
                         "'" + config.enforcement.default_plan + "' is not a configured plan");
+    }
+    for (std::size_t i = 0; i < config.plans.size(); ++i) {
+      const core::Plan& plan = config.plans[i];
+      if (!plan.alert_levels.empty() && plan.alert_levels.size() != plan.alert_thresholds.size()) {
+        return fail_field(entry_at("plans", i), "plans[" + std::to_string(i) + "].alert_levels",
+                          "names " + std::to_string(plan.alert_levels.size()) +
+                              " levels for " + std::to_string(plan.alert_thresholds.size()) +
+                              " alert_thresholds; give one per threshold");
+      }
+    }
+    const AlertsConfig& alerts = config.alerts;
+    if (!alerts.levels.empty() && alerts.levels.size() != alerts.thresholds.size()) {
+      const toml::node* n = root.at_path("alerts.levels").node();
+      return fail_field(n != nullptr ? n->source().begin : root.source().begin, "alerts.levels",
+                        "names " + std::to_string(alerts.levels.size()) + " levels for " +
+                            std::to_string(alerts.thresholds.size()) +
+                            " thresholds; give one per threshold");
+    }
+    for (std::size_t i = 0; i < config.webhooks.size(); ++i) {
+      const WebhookConfig& w = config.webhooks[i];
+      if (w.retry_backoff_max_seconds < w.retry_backoff_seconds) {
+        return fail_field(entry_at("webhooks", i),
+                          "webhooks[" + std::to_string(i) + "].retry_backoff_max",
+                          "is shorter than retry_backoff");
+      }
     }
     return Status();
   }
@@ -1768,6 +1946,8 @@ std::vector<OptionInfo> config_options() {
   append_options<RouteRule>(kRoutesSection, kRouteOptions, &out);
   append_options<CreditsConfig>(kCreditsSection, kCreditsOptions, &out);
   append_options<PriceConfig>(kPricesSection, kPriceOptions, &out);
+  append_options<AlertsConfig>(kAlertsSection, kAlertsOptions, &out);
+  append_options<WebhookConfig>(kWebhooksSection, kWebhookOptions, &out);
   append_options<CustomerSeed>(kCustomersSection, kCustomerOptions, &out);
   return out;
 }
@@ -1776,7 +1956,7 @@ std::string config_reference_markdown() {
   static constexpr const SectionDoc* kSections[] = {
       &kServerSection, &kStorageSection, &kMetersSection,   &kEnforcementSection,
       &kPlansSection,  &kRoutesSection,  &kCreditsSection,     &kPricesSection,
-      &kCustomersSection};
+      &kAlertsSection, &kWebhooksSection, &kCustomersSection};
   const std::vector<OptionInfo> options = config_options();
   std::string out;
   for (const SectionDoc* section : kSections) {

@@ -84,6 +84,33 @@ struct PriceConfig {
   bool has_unit_price = false;
 };
 
+// [alerts]: the defaults of plans that set no alert rules of their own.
+struct AlertsConfig {
+  std::vector<std::int64_t> thresholds;  // percent of each limit, ascending; [] = none
+  std::vector<std::string> levels;       // names of the thresholds; [] = core::alert_level()'s
+  bool has_balance_below = false;
+  core::Decimal balance_below;  // a low-balance alert when a wallet drops below this
+
+  friend bool operator==(const AlertsConfig&, const AlertsConfig&) = default;
+};
+
+// One [[webhooks]] endpoint: where events are POSTed, signed with `secret`, and how long a
+// failing delivery is retried.
+struct WebhookConfig {
+  std::string url;  // http://host[:port]/path
+  std::vector<std::string> events{"alert.triggered"};
+  std::string secret;
+  std::int64_t timeout_seconds = 10;                   // per attempt
+  std::int64_t retry_for_seconds = 3 * 86'400;         // then the delivery fails
+  std::int64_t retry_backoff_seconds = 1;              // before the first retry; doubles
+  std::int64_t retry_backoff_max_seconds = 3'600;      // the longest wait between attempts
+
+  friend bool operator==(const WebhookConfig&, const WebhookConfig&) = default;
+};
+
+// The event types a webhook may subscribe to ("*" = all).
+inline constexpr std::string_view kWebhookEvents[] = {"alert.triggered"};
+
 // Maps an original request (for /v1/authorize) to a meter.
 struct RouteRule {
   std::string path;    // "/api/v1/llm/*" (glob: '*' any run of characters) or a prefix
@@ -110,6 +137,8 @@ struct Config {
   std::vector<RouteRule> routes;
   CreditsConfig credits;
   std::vector<PriceConfig> prices;  // in file order: the first matching price of a meter applies
+  AlertsConfig alerts;
+  std::vector<WebhookConfig> webhooks;
 
   const core::Plan* find_plan(std::string_view key) const;
   const core::MeterSpec* find_meter(std::string_view key) const;

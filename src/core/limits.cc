@@ -151,4 +151,30 @@ std::int64_t decimal_ceil_int(const Decimal& d) {
   return static_cast<std::int64_t>(q);
 }
 
+std::string_view alert_level(const std::vector<std::int64_t>& thresholds,
+                             const std::vector<std::string>& levels, std::size_t i) {
+  if (i < levels.size()) {
+    return levels[i];
+  }
+  if (thresholds[i] >= 100) {
+    return "exceeded";
+  }
+  std::size_t below = 0;
+  std::int64_t highest_below = 0;
+  for (std::int64_t t : thresholds) {
+    if (t < 100) {
+      ++below;
+      highest_below = std::max(highest_below, t);
+    }
+  }
+  return below >= 2 && thresholds[i] == highest_below ? "critical" : "warning";
+}
+
+bool threshold_reached(const Decimal& used, const Decimal& limit, std::int64_t percent) {
+  if (limit.units <= 0) {
+    return used.units > 0 || percent <= 0;
+  }
+  return used.units * 100 >= static_cast<__int128>(percent) * limit.units;
+}
+
 }  // namespace tally::core

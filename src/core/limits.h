@@ -61,7 +61,10 @@ struct Plan {
   std::string name;
   std::vector<std::string> features;
   std::vector<LimitRule> limits;
-  std::vector<std::int64_t> alert_thresholds;  // percent of each limit, ascending
+  std::vector<std::int64_t> alert_thresholds;  // percent of each limit, ascending; [] = [alerts]'s
+  std::vector<std::string> alert_levels;       // names of the thresholds; [] = alert_level()'s
+  bool has_alert_balance_below = false;        // false = [alerts] balance_below applies
+  Decimal alert_balance_below;                 // a low-balance alert below this many credits
   bool prepaid = false;  // checks also need credits in the wallet for the estimated cost
 
   bool has_feature(std::string_view f) const;
@@ -107,6 +110,22 @@ RateDecision rate_evaluate(const RateState& s, const Decimal& limit, TimeUs peri
                            const Decimal& amount, TimeUs now_us);
 // The bucket's fill at now_us after draining since s.at_us.
 Decimal rate_level(const RateState& s, const Decimal& limit, TimeUs period_us, TimeUs now_us);
+
+// ---- alerts ---------------------------------------------------------------------------------
+
+// The names an alert level may have, least urgent first.
+inline constexpr std::string_view kAlertLevels[] = {"info", "warning", "critical", "exceeded"};
+
+// The level of threshold `i` of ascending `thresholds` (percent of a limit): `levels[i]` when
+// levels are given; otherwise "exceeded" at 100 or more, "critical" for the highest threshold
+// below 100 when two or more are below it, and "warning" for the rest. So [50, 80, 95] names
+// warning, warning, critical and [75, 90, 100] warning, critical, exceeded.
+std::string_view alert_level(const std::vector<std::int64_t>& thresholds,
+                             const std::vector<std::string>& levels, std::size_t i);
+
+// Whether `used` has reached `percent` percent of `limit` (used x 100 >= percent x limit,
+// exactly). A limit of zero or less is reached by any use.
+bool threshold_reached(const Decimal& used, const Decimal& limit, std::int64_t percent);
 
 // Rounds toward zero to a whole number (for remaining counts in headers).
 std::int64_t decimal_floor_int(const Decimal& d);

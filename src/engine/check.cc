@@ -57,6 +57,10 @@ std::string rule_text(const core::LimitRule& r) {
   return out;
 }
 
+}  // namespace
+
+namespace engine {
+
 std::string percent_text(const core::Decimal& used, const core::Decimal& limit) {
   if (limit.units <= 0) {
     return used.units > 0 ? "100.00" : "0.00";
@@ -86,6 +90,12 @@ std::string percent_text(const core::Decimal& used, const core::Decimal& limit) 
   out.append(digits, part.ptr);
   return out;
 }
+
+}  // namespace engine
+
+namespace {
+
+using engine::percent_text;
 
 core::PeriodContext period_context(const engine::CustomerState& cs) {
   core::PeriodContext p;
@@ -1255,6 +1265,29 @@ Result<LimitsReport> Engine::limits_report(const std::string& customer) {
     }
   }
   return out;
+}
+
+void Engine::Impl::limit_usages(const engine::CustomerState& cs, std::uint32_t meter,
+                                core::TimeUs now, std::vector<engine::LimitUsage>* out) {
+  std::lock_guard limits_lock(limits_mutex);
+  CustomerLimits& cl = limits[cs.num];
+  const auto& rules = resolved_rules(*this, cs, cl, meter, engine::plan_of(config, cs.record));
+  const core::PeriodContext pc = period_context(cs);
+  const engine::WindowContext wc = window_context(cs, pc, meters[meter].spec.key);
+  const core::Aggregation agg = meters[meter].spec.aggregation;
+  for (const auto& resolved : rules) {
+    const core::LimitRule& rule = resolved.rule;
+    if (rule.unlimited || core::period_is_rate(rule.period)) {
+      continue;
+    }
+    bool outside = false;
+    const LimitCounter* c = calendar_counter(*this, cs, cl, meter, rule, now, pc, wc, &outside);
+    if (c == nullptr) {
+      continue;
+    }
+    out->push_back(engine::LimitUsage{&resolved, used_value(agg, c->committed) + c->pending,
+                                      c->span});
+  }
 }
 
 // ---- admin: overrides and resets -----------------------------------------------------------------

@@ -1,6 +1,7 @@
 #include "engine/codec.h"
 
 #include <cstring>
+#include <limits>
 
 namespace tally::engine {
 
@@ -746,6 +747,123 @@ bool decode_decimal(std::string_view value, core::Decimal* d) {
   Reader r(value);
   std::uint8_t version = 0;
   return r.get_u8(&version) && version == kRecordVersion && get_decimal(r, d) && r.done();
+}
+
+// ---- alerts ---------------------------------------------------------------------------------
+
+namespace {
+
+std::string numbered_key(std::string_view prefix, std::uint64_t num) {
+  std::string k(prefix);
+  put_be64(k, num);
+  return k;
+}
+
+bool get_string(Reader& r, std::string* out) {
+  std::string_view s;
+  if (!r.get_bytes(&s)) {
+    return false;
+  }
+  out->assign(s);
+  return true;
+}
+
+bool get_int(Reader& r, std::int64_t* out) { return r.get_zigzag(out); }
+
+bool get_u32(Reader& r, std::uint32_t* out) {
+  std::uint64_t v = 0;
+  if (!r.get_varint(&v) || v > std::numeric_limits<std::uint32_t>::max()) {
+    return false;
+  }
+  *out = static_cast<std::uint32_t>(v);
+  return true;
+}
+
+}  // namespace
+
+std::string alert_key(std::uint64_t num) { return numbered_key(kAlertKeyPrefix, num); }
+std::string delivery_key(std::uint64_t num) { return numbered_key(kDeliveryKeyPrefix, num); }
+std::string balance_low_key(std::uint32_t customer_num) {
+  std::string k(kBalanceLowKeyPrefix);
+  put_be32(k, customer_num);
+  return k;
+}
+
+std::string encode_alert(const Alert& a) {
+  std::string out;
+  out += static_cast<char>(kRecordVersion);
+  for (const std::string* s : {&a.id, &a.customer, &a.kind, &a.level, &a.meter, &a.period,
+                               &a.limit, &a.limit_amount, &a.used, &a.percent,
+                               &a.threshold_amount, &a.balance}) {
+    put_bytes(out, *s);
+  }
+  for (std::int64_t v : {a.threshold_percent, a.window_start_us, a.window_end_us,
+                         a.created_at_us}) {
+    put_zigzag(out, v);
+  }
+  return out;
+}
+
+bool decode_alert(std::string_view value, Alert* a) {
+  Reader r(value);
+  std::uint8_t version = 0;
+  if (!r.get_u8(&version) || version != kRecordVersion) {
+    return false;
+  }
+  for (std::string* s : {&a->id, &a->customer, &a->kind, &a->level, &a->meter, &a->period,
+                         &a->limit, &a->limit_amount, &a->used, &a->percent,
+                         &a->threshold_amount, &a->balance}) {
+    if (!get_string(r, s)) {
+      return false;
+    }
+  }
+  for (std::int64_t* v : {&a->threshold_percent, &a->window_start_us, &a->window_end_us,
+                          &a->created_at_us}) {
+    if (!get_int(r, v)) {
+      return false;
+    }
+  }
+  return r.done();
+}
+
+std::string encode_delivery(const WebhookDelivery& d) {
+  std::string out;
+  out += static_cast<char>(kRecordVersion);
+  for (const std::string* s : {&d.id, &d.alert_id, &d.event, &d.url, &d.status, &d.last_error}) {
+    put_bytes(out, *s);
+  }
+  put_varint(out, d.webhook);
+  put_varint(out, d.attempts);
+  for (std::int64_t v : {d.created_at_us, d.next_attempt_at_us, d.last_attempt_at_us,
+                         d.delivered_at_us, static_cast<std::int64_t>(d.last_status_code)}) {
+    put_zigzag(out, v);
+  }
+  return out;
+}
+
+bool decode_delivery(std::string_view value, WebhookDelivery* d) {
+  Reader r(value);
+  std::uint8_t version = 0;
+  if (!r.get_u8(&version) || version != kRecordVersion) {
+    return false;
+  }
+  for (std::string* s : {&d->id, &d->alert_id, &d->event, &d->url, &d->status, &d->last_error}) {
+    if (!get_string(r, s)) {
+      return false;
+    }
+  }
+  std::int64_t status_code = 0;
+  if (!get_u32(r, &d->webhook) || !get_u32(r, &d->attempts)) {
+    return false;
+  }
+  for (std::int64_t* v : {&d->created_at_us, &d->next_attempt_at_us, &d->last_attempt_at_us,
+                          &d->delivered_at_us, &status_code}) {
+    if (!get_int(r, v)) {
+      return false;
+    }
+  }
+  d->last_status_code = static_cast<int>(status_code);
+  return r.done();
 }
 
 }  // namespace tally::engine

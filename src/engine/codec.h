@@ -226,6 +226,21 @@ bool decode_price_usage_key(std::string_view key, std::string_view* price_key,
 std::string encode_decimal(core::Decimal d);
 bool decode_decimal(std::string_view value, core::Decimal* d);
 
+// ---- alerts (Space::kMeta) ------------------------------------------------------------------
+// "alert:" + number (be64) -> an Alert without its deliveries; "delivery:" + number (be64) -> a
+// WebhookDelivery (the outbox: pending ones are sent after a restart); "balance_low:" +
+// customer (be32) -> "" while that customer's low-balance alert has fired and not re-armed.
+inline constexpr std::string_view kAlertKeyPrefix = "alert:";
+inline constexpr std::string_view kDeliveryKeyPrefix = "delivery:";
+inline constexpr std::string_view kBalanceLowKeyPrefix = "balance_low:";
+std::string alert_key(std::uint64_t num);
+std::string delivery_key(std::uint64_t num);
+std::string balance_low_key(std::uint32_t customer_num);
+std::string encode_alert(const Alert& a);
+bool decode_alert(std::string_view value, Alert* a);
+std::string encode_delivery(const WebhookDelivery& d);
+bool decode_delivery(std::string_view value, WebhookDelivery* d);
+
 // ---- meta (Space::kMeta) --------------------------------------------------------------------
 inline constexpr std::string_view kMetaNextSeq = "next_seq";
 inline constexpr std::string_view kMetaNextCustomer = "next_customer";

@@ -331,6 +331,7 @@ Status Engine::Impl::load() {
   }));
   TALLY_TRY(bad);
   TALLY_TRY(load_wallets());
+  TALLY_TRY(load_alerts());
 
   // Customers from the config that do not exist yet are created in the first commit.
   return Status();
@@ -420,6 +421,7 @@ void Engine::Impl::install_unique(std::uint32_t meter, std::uint32_t customer_nu
 
 void Engine::Impl::start() {
   // Customers named in the config are created before anything else is accepted.
+  touch_all_for_alerts();
   committer = std::thread([this] { run_committer(); });
   for (const auto& seed : config.customers) {
     if (customer_nums.count(seed.id) != 0) {
@@ -481,6 +483,11 @@ void Engine::Impl::stop() {
     stopping = true;
   }
   queue_cv.notify_all();
+  {
+    std::lock_guard lock(alerts_mutex);
+    alerts_closing = true;
+  }
+  deliveries_cv.notify_all();
   if (committer.joinable()) {
     committer.join();
   }
@@ -524,6 +531,7 @@ void Engine::Impl::run_committer() {
           store->write(wb, config.storage.fsync).ignore_error();  // retried next second
         }
         expire_grants(clock->now_us());
+        evaluate_alerts(clock->now_us());
         continue;
       }
       if (queue.front().ingest && config.storage.commit_interval_us > 0 &&
@@ -557,6 +565,7 @@ void Engine::Impl::run_committer() {
     } else {
       commit_ingest(ingest_jobs);
     }
+    evaluate_alerts(clock->now_us());
     {
       std::lock_guard lock(queue_mutex);
       jobs_finished += taken;
@@ -959,6 +968,11 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
     }
     if (!limit_deltas.empty() || !settled.empty()) {
       settle_limits(limit_deltas, settled);
+    }
+    if (alerts_enabled) {
+      for (const auto& delta : limit_deltas) {
+        alert_touched_limits.emplace_back(delta.customer_num, delta.meter);
+      }
     }
     install_ledger(ledger);
   }

@@ -17,12 +17,14 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <span>
 #include <string>
 #include <thread>
 #include <tuple>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include <tally/engine.h>
@@ -255,6 +257,25 @@ struct LimitDelta {
   bool from_check;  // already counted by its check (rates and pending)
 };
 
+// The usage of one calendar limit now, for alerts (Impl::limit_usages).
+struct LimitUsage {
+  const ResolvedRule* rule = nullptr;  // valid while the customer's rules are unchanged
+  core::Decimal used;                  // committed and in flight
+  core::Span span;                     // the window
+};
+
+// ---- alerts (alerts.cc) ---------------------------------------------------------------------
+
+// A stored alert and the numbers of its deliveries.
+struct AlertEntry {
+  std::uint64_t num = 0;
+  Alert alert;  // deliveries empty: they live in Impl::delivery_records
+  std::vector<std::uint64_t> deliveries;
+};
+
+// What makes an alert once-only: customer, meter, period, window start and threshold.
+using FiredKey = std::tuple<std::uint32_t, std::string, std::string, core::TimeUs, std::int64_t>;
+
 // ---- wallets (wallet.cc) --------------------------------------------------------------------
 
 // A price in force: its spec and a key naming it in stored tiered usage.
@@ -365,6 +386,25 @@ struct Engine::Impl {
   bool stopping = false;
   std::thread committer;
 
+  // ---- alerts (alerts.cc) ----------------------------------------------------------------------
+  bool alerts_enabled = false;  // fixed at open: some plan or [alerts] has an alert rule
+  // Commit thread only: what changed since alerts were last evaluated, and what has fired.
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> alert_touched_limits;  // customer, meter
+  std::vector<std::uint32_t> alert_touched_wallets;
+  std::set<engine::FiredKey> alerts_fired;
+  std::unordered_set<std::uint32_t> balance_low;  // customers whose low-balance alert fired
+  std::uint64_t next_alert = 1;
+  std::uint64_t next_delivery = 1;
+  // Guarded by alerts_mutex (taken after state_mutex, never before; never with limits_mutex).
+  mutable std::mutex alerts_mutex;
+  mutable std::condition_variable deliveries_cv;
+  std::map<std::uint64_t, engine::AlertEntry> alert_records;
+  std::map<std::uint64_t, WebhookDelivery> delivery_records;
+  std::unordered_map<std::string, std::uint64_t> delivery_nums;  // id -> number
+  std::set<std::uint64_t> pending_deliveries;
+  std::uint64_t deliveries_added = 0;
+  bool alerts_closing = false;
+
   // ---- statistics ----------------------------------------------------------------------------
   std::atomic<std::uint64_t> events_accepted{0};
   std::atomic<std::uint64_t> events_rejected{0};
@@ -400,6 +440,20 @@ struct Engine::Impl {
   void settle_limits(const std::vector<engine::LimitDelta>& deltas,
                      const std::vector<std::pair<std::uint32_t, std::uint64_t>>& settled);
   void expire_reservations(core::TimeUs now);
+
+  // The calendar limits of `meter` for a customer now, with their usage (building counters as a
+  // check would). REQUIRES: state_mutex held (shared or exclusive); takes limits_mutex.
+  void limit_usages(const engine::CustomerState& cs, std::uint32_t meter, core::TimeUs now,
+                    std::vector<engine::LimitUsage>* out);
+
+  // ---- alerts.cc -----------------------------------------------------------------------------
+  Status load_alerts();
+  // Marks every limited meter of every customer, and every wallet, for evaluation: at open, so
+  // an alert lost to a crash between a commit and its alert write fires after the restart.
+  void touch_all_for_alerts();
+  // Evaluates the alert rules of what changed since the last call, then stores and installs
+  // the alerts that fire with their deliveries. Commit thread only.
+  void evaluate_alerts(core::TimeUs now);
 
   // ---- wallet.cc -----------------------------------------------------------------------------
   Status load_wallets();
@@ -458,6 +512,12 @@ void combine_range(const Series& s, core::TimeUs a, core::TimeUs b, bool want_un
 void combine_customer(const MeterState& m, std::uint32_t customer_num, core::TimeUs a,
                       core::TimeUs b, bool want_uniques, core::AggState* state,
                       core::UniqueSet* uniques);
+
+// used / limit x 100 with two decimals, half-even ("100.00" for any use of a zero limit).
+std::string percent_text(const core::Decimal& used, const core::Decimal& limit);
+
+// The plan of a customer: its own, or the default; null when it has none (check.cc).
+const core::Plan* plan_of(const config::Config& config, const Customer& c);
 
 // The `n` group-by values of an interned group text (values joined by '\x1f'); missing ones
 // are empty (query.cc).

@@ -314,6 +314,9 @@ void Engine::Impl::write_ledger(const LedgerWork& work, store::WriteBatch& wb) c
 
 void Engine::Impl::install_ledger(LedgerWork& work) {
   for (auto& [cnum, w] : work.wallets) {
+    if (alerts_enabled) {
+      alert_touched_wallets.push_back(cnum);
+    }
     wallets[cnum] = std::move(w);
   }
   for (const auto& [key, units] : work.price_usage) {

@@ -57,6 +57,8 @@ const Route kRoutes[] = {
     {"GET", "/v1/admin/usage/top", Need::kAdmin, handlers::top_customers},
     {"GET", "/v1/meters/{}/stats", Need::kRead, handlers::meter_stats},
     {"GET", "/v1/export", Need::kRead, handlers::export_data},
+    {"GET", "/v1/alerts", Need::kRead, handlers::list_alerts},
+    {"GET", "/v1/alerts/{}", Need::kRead, handlers::get_alert},
 };
 
 int hex_value(char c) {

@@ -187,4 +187,48 @@ std::string customer_usage_json(const CustomerUsage& r) {
   return w.take();
 }
 
+void write_alert(common::JsonWriter& w, const Alert& a, bool deliveries) {
+  w.begin_object().key("id").value(a.id).key("customer").value(a.customer);
+  w.key("kind").value(a.kind).key("level").value(a.level);
+  if (a.kind == "limit") {
+    w.key("meter").value(a.meter).key("period").value(a.period).key("limit").value(a.limit);
+    w.key("threshold_percent").value(a.threshold_percent).key("limit_amount");
+    write_decimal(w, a.limit_amount);
+    w.key("used");
+    write_decimal(w, a.used);
+    w.key("percent");
+    write_decimal(w, a.percent);
+    w.key("window_start").value(time_text(a.window_start_us)).key("window_end");
+    a.window_end_us == 0 ? w.null() : w.value(time_text(a.window_end_us));
+  } else {
+    w.key("threshold_amount");
+    write_decimal(w, a.threshold_amount);
+    w.key("balance");
+    write_decimal(w, a.balance);
+  }
+  w.key("created_at").value(time_text(a.created_at_us));
+  if (deliveries) {
+    w.key("status").value(a.status).key("sent").value(a.sent);
+    w.key("delivery_attempts").value(static_cast<std::uint64_t>(a.delivery_attempts));
+    w.key("deliveries").begin_array();
+    for (const auto& d : a.deliveries) {
+      w.begin_object().key("id").value(d.id).key("event").value(d.event).key("url").value(d.url);
+      w.key("status").value(d.status).key("attempts").value(static_cast<std::uint64_t>(d.attempts));
+      w.key("last_attempt_at");
+      d.last_attempt_at_us == 0 ? w.null() : w.value(time_text(d.last_attempt_at_us));
+      w.key("last_status_code");
+      d.last_status_code == 0 ? w.null() : w.value(static_cast<std::int64_t>(d.last_status_code));
+      w.key("last_error");
+      d.last_error.empty() ? w.null() : w.value(d.last_error);
+      w.key("next_attempt_at");
+      d.status != "pending" ? w.null() : w.value(time_text(d.next_attempt_at_us));
+      w.key("delivered_at");
+      d.delivered_at_us == 0 ? w.null() : w.value(time_text(d.delivered_at_us));
+      w.end_object();
+    }
+    w.end_array();
+  }
+  w.end_object();
+}
+
 }  // namespace tally::http

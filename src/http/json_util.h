@@ -26,6 +26,9 @@ void write_key(common::JsonWriter& w, const ApiKeyInfo& k);
 // A decimal text as a JSON number, or null when empty.
 void write_decimal(common::JsonWriter& w, const std::string& decimal);
 // ["admin", "ingest", ...]
+// An alert as GET /v1/alerts and webhook payloads show it; with `deliveries`, also each
+// delivery's state.
+void write_alert(common::JsonWriter& w, const Alert& a, bool deliveries);
 void write_scopes(common::JsonWriter& w, std::uint32_t scopes);
 
 // The bodies of GET /v1/meters/{key}/query and GET /v1/customers/{id}/usage.

@@ -1,0 +1,484 @@
+// Alerts: thresholds of limits and low balances, evaluated as usage changes, stored with their
+// webhook deliveries (the outbox).
+//
+// The commit thread notes which (customer, meter) pairs and wallets each commit changed; after
+// the commit is installed it evaluates just those (evaluate_alerts): the usage of each calendar
+// limit is the counter a check would use (durable events plus consumption in flight), so a
+// check's consumption is seen by the commit that carries its event. Every threshold reached and
+// not fired before for that customer, meter, period window and threshold fires, lowest first,
+// each its own alert; a write then stores the alerts and one pending delivery per subscribed
+// webhook. The fired set is rebuilt from the stored alerts at open, and every customer is
+// evaluated once after open, so an alert lost to a crash between a commit and its alert write
+// fires after the restart, and none fires twice.
+//
+// A low-balance alert fires when a wallet is below its amount and has not fired since the
+// balance was last at or above it ("balance_low:" keys remember which have).
+//
+// Sending belongs to the webhook sender (src/webhook), outside the engine: it takes due
+// deliveries and reports each attempt, which is stored before the next is made.
+#include <algorithm>
+#include <charconv>
+
+#include "common/crypto.h"
+#include "engine/engine_impl.h"
+
+namespace tally {
+
+namespace {
+
+constexpr std::string_view kAlertIdPrefix = "alrt_";
+constexpr std::string_view kAlertEvent = "alert.triggered";
+
+std::string alert_id(std::uint64_t num) { return std::string(kAlertIdPrefix) + std::to_string(num); }
+
+bool parse_number(std::string_view text, std::uint64_t* out) {
+  const auto r = std::from_chars(text.data(), text.data() + text.size(), *out);
+  return r.ec == std::errc() && r.ptr == text.data() + text.size() && !text.empty();
+}
+
+bool webhook_takes(const config::WebhookConfig& w, std::string_view event) {
+  return std::any_of(w.events.begin(), w.events.end(),
+                     [&](const std::string& e) { return e == "*" || e == event; });
+}
+
+// The delivery state of an alert, from its deliveries.
+void summarise(Alert& a, const std::vector<const WebhookDelivery*>& deliveries) {
+  a.delivery_attempts = 0;
+  bool pending = false;
+  bool failed = false;
+  for (const WebhookDelivery* d : deliveries) {
+    a.delivery_attempts += d->attempts;
+    pending = pending || d->status == "pending";
+    failed = failed || d->status == "failed";
+  }
+  a.status = deliveries.empty() ? "none" : pending ? "pending" : failed ? "failed" : "sent";
+  a.sent = a.status == "sent";
+}
+
+}  // namespace
+
+// ---- state ----------------------------------------------------------------------------------
+
+Status Engine::Impl::load_alerts() {
+  Status bad;
+  std::unordered_map<std::string, std::uint64_t> alert_nums;
+  TALLY_TRY(store->scan(store::Space::kMeta, engine::kAlertKeyPrefix, "alert;",
+                        [&](std::string_view key, std::string_view value) {
+                          engine::AlertEntry e;
+                          if (key.size() != engine::kAlertKeyPrefix.size() + 8 ||
+                              !engine::decode_alert(value, &e.alert)) {
+                            bad = Status::corruption("an alert record cannot be decoded");
+                            return false;
+                          }
+                          e.num = engine::read_be64(key.substr(engine::kAlertKeyPrefix.size()));
+                          next_alert = std::max(next_alert, e.num + 1);
+                          alert_nums.emplace(e.alert.id, e.num);
+                          alert_records.emplace(e.num, std::move(e));
+                          return true;
+                        }));
+  TALLY_TRY(bad);
+  TALLY_TRY(store->scan(
+      store::Space::kMeta, engine::kDeliveryKeyPrefix, "delivery;",
+      [&](std::string_view key, std::string_view value) {
+        WebhookDelivery d;
+        if (key.size() != engine::kDeliveryKeyPrefix.size() + 8 || !engine::decode_delivery(value, &d)) {
+          bad = Status::corruption("a webhook delivery record cannot be decoded");
+          return false;
+        }
+        const std::uint64_t num = engine::read_be64(key.substr(engine::kDeliveryKeyPrefix.size()));
+        next_delivery = std::max(next_delivery, num + 1);
+        auto a = alert_nums.find(d.alert_id);
+        if (a != alert_nums.end()) {
+          alert_records[a->second].deliveries.push_back(num);
+        }
+        if (d.status == "pending") {
+          pending_deliveries.insert(num);
+        }
+        delivery_nums.emplace(d.id, num);
+        delivery_records.emplace(num, std::move(d));
+        return true;
+      }));
+  TALLY_TRY(bad);
+  TALLY_TRY(store->scan(store::Space::kMeta, engine::kBalanceLowKeyPrefix, "balance_low;",
+                        [&](std::string_view key, std::string_view) {
+                          if (key.size() == engine::kBalanceLowKeyPrefix.size() + 4) {
+                            balance_low.insert(engine::read_be32(
+                                key.substr(engine::kBalanceLowKeyPrefix.size())));
+                          }
+                          return true;
+                        }));
+  for (const auto& [num, e] : alert_records) {
+    if (e.alert.kind != "limit") {
+      continue;
+    }
+    auto c = customer_nums.find(e.alert.customer);
+    if (c != customer_nums.end()) {
+      alerts_fired.emplace(c->second, e.alert.meter, e.alert.period, e.alert.window_start_us,
+                           e.alert.threshold_percent);
+    }
+  }
+  deliveries_added = delivery_records.size();
+
+  alerts_enabled = !config.alerts.thresholds.empty() || config.alerts.has_balance_below;
+  for (const auto& p : config.plans) {
+    alerts_enabled = alerts_enabled || !p.alert_thresholds.empty() || p.has_alert_balance_below;
+  }
+  return Status();
+}
+
+void Engine::Impl::touch_all_for_alerts() {
+  if (!alerts_enabled || read_only) {
+    return;
+  }
+  for (const auto& [num, cs] : customers) {
+    for (std::uint32_t m = 0; m < meters.size(); ++m) {
+      if (meter_limited[m]) {
+        alert_touched_limits.emplace_back(num, m);
+      }
+    }
+  }
+  for (const auto& [num, w] : wallets) {
+    alert_touched_wallets.push_back(num);
+  }
+}
+
+// ---- evaluation (commit thread) ----------------------------------------------------------------
+
+void Engine::Impl::evaluate_alerts(core::TimeUs now) {
+  if (!alerts_enabled || read_only) {
+    alert_touched_limits.clear();
+    alert_touched_wallets.clear();
+    return;
+  }
+  if (alert_touched_limits.empty() && alert_touched_wallets.empty()) {
+    return;
+  }
+  std::sort(alert_touched_limits.begin(), alert_touched_limits.end());
+  alert_touched_limits.erase(std::unique(alert_touched_limits.begin(), alert_touched_limits.end()),
+                             alert_touched_limits.end());
+  std::sort(alert_touched_wallets.begin(), alert_touched_wallets.end());
+  alert_touched_wallets.erase(
+      std::unique(alert_touched_wallets.begin(), alert_touched_wallets.end()),
+      alert_touched_wallets.end());
+
+  std::vector<engine::AlertEntry> fresh;
+  std::vector<engine::FiredKey> fired_now;
+  std::vector<std::pair<std::uint32_t, bool>> balance_changes;  // customer, low now
+  auto add = [&](Alert a) {
+    engine::AlertEntry e;
+    e.num = next_alert + fresh.size();
+    a.id = alert_id(e.num);
+    a.created_at_us = now;
+    e.alert = std::move(a);
+    fresh.push_back(std::move(e));
+  };
+  {
+    std::shared_lock lock(state_mutex);
+    std::vector<engine::LimitUsage> usages;
+    for (const auto& [cnum, meter] : alert_touched_limits) {
+      auto cit = customers.find(cnum);
+      if (cit == customers.end()) {
+        continue;
+      }
+      const engine::CustomerState& cs = cit->second;
+      const core::Plan* plan = engine::plan_of(config, cs.record);
+      const bool own = plan != nullptr && !plan->alert_thresholds.empty();
+      const std::vector<std::int64_t>& thresholds =
+          own ? plan->alert_thresholds : config.alerts.thresholds;
+      const std::vector<std::string>& levels = own ? plan->alert_levels : config.alerts.levels;
+      if (thresholds.empty()) {
+        continue;
+      }
+      usages.clear();
+      limit_usages(cs, meter, now, &usages);
+      for (const engine::LimitUsage& u : usages) {
+        const core::LimitRule& rule = u.rule->rule;
+        const std::string period(core::period_name(rule.period));
+        for (std::size_t i = 0; i < thresholds.size(); ++i) {
+          if (!core::threshold_reached(u.used, rule.amount, thresholds[i])) {
+            break;  // ascending: the rest are not reached either
+          }
+          engine::FiredKey key{cnum, rule.meter, period, u.span.start, thresholds[i]};
+          if (!alerts_fired.insert(key).second) {
+            continue;
+          }
+          fired_now.push_back(std::move(key));
+          Alert a;
+          a.customer = cs.record.id;
+          a.kind = "limit";
+          a.level = std::string(core::alert_level(thresholds, levels, i));
+          a.meter = rule.meter;
+          a.period = period;
+          a.limit = u.rule->rule_text;
+          a.threshold_percent = thresholds[i];
+          a.limit_amount = core::format_decimal(rule.amount);
+          a.used = core::format_decimal(u.used);
+          a.percent = engine::percent_text(u.used, rule.amount);
+          a.window_start_us = u.span.start;
+          a.window_end_us =
+              u.span.end == std::numeric_limits<core::TimeUs>::max() ? 0 : u.span.end;
+          add(std::move(a));
+        }
+      }
+    }
+    for (std::uint32_t cnum : alert_touched_wallets) {
+      auto cit = customers.find(cnum);
+      auto wit = wallets.find(cnum);
+      if (cit == customers.end() || wit == wallets.end()) {
+        continue;
+      }
+      const core::Plan* plan = engine::plan_of(config, cit->second.record);
+      const bool own = plan != nullptr && plan->has_alert_balance_below;
+      if (!own && !config.alerts.has_balance_below) {
+        continue;
+      }
+      const core::Decimal below = own ? plan->alert_balance_below : config.alerts.balance_below;
+      const core::Decimal balance = wit->second.balance;
+      const bool low = balance < below;
+      const bool was_low = balance_low.count(cnum) != 0;
+      if (low == was_low) {
+        continue;
+      }
+      balance_changes.emplace_back(cnum, low);
+      if (low) {
+        Alert a;
+        a.customer = cit->second.record.id;
+        a.kind = "low_balance";
+        a.level = balance.units <= 0 ? "exceeded" : "warning";
+        a.threshold_amount = core::format_decimal(below);
+        a.balance = core::format_decimal(balance);
+        add(std::move(a));
+      }
+    }
+  }
+  alert_touched_limits.clear();
+  alert_touched_wallets.clear();
+  if (fresh.empty() && balance_changes.empty()) {
+    return;
+  }
+
+  // One pending delivery per alert and subscribed webhook, due at once.
+  std::vector<std::pair<std::uint64_t, WebhookDelivery>> deliveries;
+  for (auto& e : fresh) {
+    for (std::uint32_t w = 0; w < config.webhooks.size(); ++w) {
+      if (!webhook_takes(config.webhooks[w], kAlertEvent)) {
+        continue;
+      }
+      WebhookDelivery d;
+      d.id = "dlv_" + common::to_hex(common::random_bytes(12));
+      d.alert_id = e.alert.id;
+      d.event = std::string(kAlertEvent);
+      d.webhook = w;
+      d.url = config.webhooks[w].url;
+      d.status = "pending";
+      d.created_at_us = now;
+      d.next_attempt_at_us = now;
+      const std::uint64_t num = next_delivery + deliveries.size();
+      e.deliveries.push_back(num);
+      deliveries.emplace_back(num, std::move(d));
+    }
+  }
+
+  store::WriteBatch wb;
+  for (const auto& e : fresh) {
+    wb.put(store::Space::kMeta, engine::alert_key(e.num), engine::encode_alert(e.alert));
+  }
+  for (const auto& [num, d] : deliveries) {
+    wb.put(store::Space::kMeta, engine::delivery_key(num), engine::encode_delivery(d));
+  }
+  for (const auto& [cnum, low] : balance_changes) {
+    if (low) {
+      wb.put(store::Space::kMeta, engine::balance_low_key(cnum), "");
+    } else {
+      wb.del(store::Space::kMeta, engine::balance_low_key(cnum));
+    }
+  }
+  if (!store->write(wb, config.storage.fsync).ok()) {
+    // Nothing was stored: forget what fired, so the next change (or the next open) fires it.
+    for (const auto& k : fired_now) {
+      alerts_fired.erase(k);
+    }
+    return;
+  }
+  for (const auto& [cnum, low] : balance_changes) {
+    if (low) {
+      balance_low.insert(cnum);
+    } else {
+      balance_low.erase(cnum);
+    }
+  }
+  next_alert += fresh.size();
+  next_delivery += deliveries.size();
+  {
+    std::lock_guard lock(alerts_mutex);
+    for (auto& e : fresh) {
+      alert_records.emplace(e.num, std::move(e));
+    }
+    for (auto& [num, d] : deliveries) {
+      pending_deliveries.insert(num);
+      delivery_nums.emplace(d.id, num);
+      delivery_records.emplace(num, std::move(d));
+    }
+    deliveries_added += deliveries.size();
+  }
+  if (!deliveries.empty()) {
+    deliveries_cv.notify_all();
+  }
+}
+
+// ---- reads ----------------------------------------------------------------------------------
+
+Result<AlertPage> Engine::alerts(const AlertQuery& q) const {
+  const Impl& d = *impl_;
+  if (!q.level.empty() && std::find(std::begin(core::kAlertLevels), std::end(core::kAlertLevels),
+                                    q.level) == std::end(core::kAlertLevels)) {
+    return Status::invalid_argument("level must be info, warning, critical or exceeded");
+  }
+  if (!q.status.empty() && q.status != "pending" && q.status != "sent" && q.status != "failed" &&
+      q.status != "none") {
+    return Status::invalid_argument("status must be pending, sent, failed or none");
+  }
+  std::uint64_t after = 0;
+  if (!q.cursor.empty() && !parse_number(q.cursor, &after)) {
+    return Status::invalid_argument("cursor is not one this API returned");
+  }
+  if (!q.customer.empty()) {
+    std::shared_lock lock(d.state_mutex);
+    if (d.find_customer(q.customer) == nullptr) {
+      return Status::not_found("customer '" + q.customer + "' does not exist");
+    }
+  }
+  const std::uint32_t limit = q.limit == 0 ? 100 : q.limit;
+  AlertPage page;
+  std::uint64_t last = 0;
+  std::lock_guard lock(d.alerts_mutex);
+  for (auto it = d.alert_records.upper_bound(after); it != d.alert_records.end(); ++it) {
+    const Alert& a = it->second.alert;
+    if ((!q.customer.empty() && a.customer != q.customer) ||
+        (!q.level.empty() && a.level != q.level) || a.created_at_us < q.from_us ||
+        (q.to_us != 0 && a.created_at_us >= q.to_us)) {
+      continue;
+    }
+    std::vector<const WebhookDelivery*> ds;
+    for (std::uint64_t n : it->second.deliveries) {
+      ds.push_back(&d.delivery_records.at(n));
+    }
+    Alert out = a;
+    summarise(out, ds);
+    if (!q.status.empty() && out.status != q.status) {
+      continue;
+    }
+    if (page.alerts.size() == limit) {
+      page.next_cursor = std::to_string(last);
+      break;
+    }
+    last = it->first;
+    for (const WebhookDelivery* w : ds) {
+      out.deliveries.push_back(*w);
+    }
+    page.alerts.push_back(std::move(out));
+  }
+  return page;
+}
+
+Result<Alert> Engine::alert(const std::string& id) const {
+  const Impl& d = *impl_;
+  std::uint64_t num = 0;
+  if (id.rfind(kAlertIdPrefix, 0) != 0 ||
+      !parse_number(std::string_view(id).substr(kAlertIdPrefix.size()), &num)) {
+    return Status::not_found("alert '" + id + "' does not exist");
+  }
+  std::lock_guard lock(d.alerts_mutex);
+  auto it = d.alert_records.find(num);
+  if (it == d.alert_records.end()) {
+    return Status::not_found("alert '" + id + "' does not exist");
+  }
+  Alert out = it->second.alert;
+  std::vector<const WebhookDelivery*> ds;
+  for (std::uint64_t n : it->second.deliveries) {
+    ds.push_back(&d.delivery_records.at(n));
+    out.deliveries.push_back(d.delivery_records.at(n));
+  }
+  summarise(out, ds);
+  return out;
+}
+
+// ---- the outbox -----------------------------------------------------------------------------
+
+std::vector<WebhookDelivery> Engine::due_deliveries(TimeUs now, std::size_t max,
+                                                    const std::vector<std::string>& skip,
+                                                    TimeUs* next_due_us) const {
+  const Impl& d = *impl_;
+  std::vector<WebhookDelivery> out;
+  *next_due_us = 0;
+  std::lock_guard lock(d.alerts_mutex);
+  for (std::uint64_t num : d.pending_deliveries) {
+    const WebhookDelivery& w = d.delivery_records.at(num);
+    if (std::find(skip.begin(), skip.end(), w.id) != skip.end()) {
+      continue;
+    }
+    if (w.next_attempt_at_us <= now) {
+      if (out.size() < max) {
+        out.push_back(w);
+      }
+    } else if (*next_due_us == 0 || w.next_attempt_at_us < *next_due_us) {
+      *next_due_us = w.next_attempt_at_us;
+    }
+  }
+  return out;
+}
+
+Status Engine::record_delivery_attempt(const DeliveryAttempt& attempt) {
+  Impl& d = *impl_;
+  auto updated = std::make_shared<std::pair<std::uint64_t, WebhookDelivery>>();
+  return engine::run_admin(
+      d,
+      [&d, attempt, updated](store::WriteBatch& wb) -> Status {
+        std::lock_guard lock(d.alerts_mutex);
+        auto n = d.delivery_nums.find(attempt.delivery_id);
+        if (n == d.delivery_nums.end()) {
+          return Status::not_found("delivery '" + attempt.delivery_id + "' does not exist");
+        }
+        WebhookDelivery w = d.delivery_records.at(n->second);
+        if (w.status != "pending") {
+          return Status::already_exists("delivery '" + attempt.delivery_id +
+                                             "' is already " + w.status);
+        }
+        ++w.attempts;
+        w.last_attempt_at_us = attempt.at_us;
+        w.last_status_code = attempt.status_code;
+        w.last_error = attempt.error;
+        if (attempt.delivered) {
+          w.status = "delivered";
+          w.delivered_at_us = attempt.at_us;
+          w.next_attempt_at_us = 0;
+        } else if (attempt.next_attempt_at_us == 0) {
+          w.status = "failed";
+          w.next_attempt_at_us = 0;
+        } else {
+          w.next_attempt_at_us = attempt.next_attempt_at_us;
+        }
+        wb.put(store::Space::kMeta, engine::delivery_key(n->second), engine::encode_delivery(w));
+        *updated = {n->second, std::move(w)};
+        return Status();
+      },
+      [&d, updated]() {
+        std::lock_guard lock(d.alerts_mutex);
+        const auto& [num, w] = *updated;
+        if (w.status != "pending") {
+          d.pending_deliveries.erase(num);
+        }
+        d.delivery_records[num] = w;
+      });
+}
+
+std::uint64_t Engine::wait_for_deliveries(std::uint64_t seen, TimeUs max_wait_us) const {
+  const Impl& d = *impl_;
+  std::unique_lock lock(d.alerts_mutex);
+  d.deliveries_cv.wait_for(lock, std::chrono::microseconds(max_wait_us), [&] {
+    return d.deliveries_added != seen || d.alerts_closing;
+  });
+  return d.deliveries_added;
+}
+
+}  // namespace tally

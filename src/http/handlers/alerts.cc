@@ -1,0 +1,62 @@
+// Alerts: GET /v1/alerts and GET /v1/alerts/{id}.
+#include "http/handlers/handlers.h"
+
+namespace tally::http::handlers {
+
+void list_alerts(Context& ctx, Call& call) {
+  for (const auto& [k, v] : call.request.query) {
+    if (k != "customer" && k != "level" && k != "status" && k != "from" && k != "to" &&
+        k != "limit" && k != "cursor") {
+      answer(call, error_response(400, "VALIDATION_ERROR",
+                                  "unknown query parameter '" + k +
+                                      "'; allowed: customer, level, status, from, to, limit, "
+                                      "cursor"));
+      return;
+    }
+  }
+  AlertQuery q;
+  if (const auto* c = call.request.query_param("customer")) q.customer = *c;
+  if (const auto* l = call.request.query_param("level")) q.level = *l;
+  if (const auto* s = call.request.query_param("status")) q.status = *s;
+  if (const auto* c = call.request.query_param("cursor")) q.cursor = *c;
+  if (!scope_customer(call, &q.customer) || !time_param(call, "from", &q.from_us) ||
+      !time_param(call, "to", &q.to_us) || !uint_param(call, "limit", 1000, &q.limit)) {
+    return;
+  }
+  if (q.to_us != 0 && q.to_us <= q.from_us) {
+    answer(call, error_response(400, "VALIDATION_ERROR", "to must be after from"));
+    return;
+  }
+  Result<AlertPage> page = ctx.engine.alerts(q);
+  if (!page) {
+    answer(call, status_response(page.error()));
+    return;
+  }
+  common::JsonWriter w;
+  w.begin_object().key("alerts").begin_array();
+  for (const auto& a : page->alerts) {
+    write_alert(w, a, true);
+  }
+  w.end_array().key("next_cursor");
+  page->next_cursor.empty() ? w.null() : w.value(page->next_cursor);
+  w.end_object();
+  answer(call, json_response(200, w.take()));
+}
+
+void get_alert(Context& ctx, Call& call) {
+  Result<Alert> a = ctx.engine.alert(call.params[0]);
+  if (!a) {
+    answer(call, status_response(a.error()));
+    return;
+  }
+  if (!call.identity.customer.empty() && a->customer != call.identity.customer) {
+    // Another customer's alert does not exist for this key.
+    answer(call, error_response(404, "NOT_FOUND", "alert '" + call.params[0] + "' does not exist"));
+    return;
+  }
+  common::JsonWriter w;
+  write_alert(w, *a, true);
+  answer(call, json_response(200, w.take()));
+}
+
+}  // namespace tally::http::handlers

@@ -1,0 +1,308 @@
+#include "webhook/sender.h"
+
+#include <algorithm>
+#include <chrono>
+#include <random>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/crypto.h"
+#include "common/json_writer.h"
+#include "http/json_util.h"
+
+namespace tally::webhook {
+
+namespace beast = boost::beast;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+namespace {
+
+constexpr std::string_view kWhsecPrefix = "whsec_";
+constexpr std::size_t kResponseBytesMax = 64 * 1024;
+constexpr std::size_t kErrorTextMax = 200;
+
+// The Standard Webhooks key: the base64 after "whsec_", else the secret itself.
+std::string standard_key(std::string_view secret) {
+  if (secret.substr(0, kWhsecPrefix.size()) == kWhsecPrefix) {
+    std::string key;
+    if (common::base64_decode(secret.substr(kWhsecPrefix.size()), &key) && !key.empty()) {
+      return key;
+    }
+  }
+  return std::string(secret);
+}
+
+struct Url {
+  std::string host;  // without brackets
+  std::string port = "80";
+  std::string target = "/";
+  std::string host_header;
+};
+
+bool parse_url(std::string_view url, Url* out) {
+  constexpr std::string_view kScheme = "http://";
+  if (url.substr(0, kScheme.size()) != kScheme) {
+    return false;
+  }
+  url.remove_prefix(kScheme.size());
+  const std::size_t slash = url.find_first_of("/?");
+  std::string_view authority = url.substr(0, slash);
+  if (slash != std::string_view::npos) {
+    out->target = std::string(url.substr(slash));
+    if (out->target.front() == '?') {
+      out->target.insert(out->target.begin(), '/');
+    }
+  }
+  out->host_header = std::string(authority);
+  if (!authority.empty() && authority.front() == '[') {
+    const std::size_t close = authority.find(']');
+    if (close == std::string_view::npos) {
+      return false;
+    }
+    out->host = std::string(authority.substr(1, close - 1));
+    authority.remove_prefix(close + 1);
+    if (!authority.empty()) {
+      if (authority.front() != ':') {
+        return false;
+      }
+      out->port = std::string(authority.substr(1));
+    }
+  } else {
+    const std::size_t colon = authority.rfind(':');
+    out->host = std::string(authority.substr(0, colon));
+    if (colon != std::string_view::npos) {
+      out->port = std::string(authority.substr(colon + 1));
+    }
+  }
+  return !out->host.empty() && !out->port.empty() &&
+         std::all_of(out->port.begin(), out->port.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+std::string clip(std::string s) {
+  if (s.size() > kErrorTextMax) {
+    s.resize(kErrorTextMax);
+    s += "...";
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string tally_signature(std::string_view secret, std::int64_t timestamp_s,
+                            std::string_view body) {
+  const std::string t = std::to_string(timestamp_s);
+  std::string signed_text = t;
+  signed_text += '.';
+  signed_text += body;
+  return "t=" + t + ",v1=" + common::to_hex(common::hmac_sha256(secret, signed_text));
+}
+
+std::string standard_signature(std::string_view secret, std::string_view id,
+                               std::int64_t timestamp_s, std::string_view body) {
+  std::string signed_text(id);
+  signed_text += '.';
+  signed_text += std::to_string(timestamp_s);
+  signed_text += '.';
+  signed_text += body;
+  return "v1," + common::base64_encode(common::hmac_sha256(standard_key(secret), signed_text));
+}
+
+TimeUs retry_delay_us(std::uint32_t attempts, std::int64_t backoff_s, std::int64_t max_s,
+                      double jitter) {
+  constexpr TimeUs kUsPerSecond = 1'000'000;
+  TimeUs delay = backoff_s * kUsPerSecond;
+  const TimeUs max = max_s * kUsPerSecond;
+  for (std::uint32_t i = 1; i < attempts && delay < max; ++i) {
+    delay *= 2;
+  }
+  delay = std::min(delay, max);
+  jitter = std::clamp(jitter, 0.5, 1.0);
+  return static_cast<TimeUs>(static_cast<double>(delay) * jitter);
+}
+
+std::string payload(const WebhookDelivery& d, const Alert& alert) {
+  common::JsonWriter w;
+  w.begin_object().key("id").value(d.id).key("type").value(d.event);
+  w.key("created_at").value(http::time_text(alert.created_at_us)).key("data");
+  http::write_alert(w, alert, false);
+  w.end_object();
+  return w.take();
+}
+
+PostResult post(const std::string& url,
+                const std::vector<std::pair<std::string, std::string>>& headers,
+                const std::string& body, std::int64_t timeout_s) {
+  PostResult out;
+  Url u;
+  if (!parse_url(url, &u)) {
+    out.error = "not an http:// URL";
+    return out;
+  }
+  // Asynchronous operations run one at a time, so the stream's deadline covers each of them
+  // (blocking calls would ignore it).
+  net::io_context ioc;
+  tcp::resolver resolver(ioc);
+  beast::tcp_stream stream(ioc);
+  stream.expires_after(std::chrono::seconds(timeout_s));
+  beast::error_code ec;
+  auto run = [&] {
+    ioc.restart();
+    ioc.run();
+  };
+  tcp::resolver::results_type endpoints;
+  resolver.async_resolve(u.host, u.port, [&](beast::error_code e, tcp::resolver::results_type r) {
+    ec = e;
+    endpoints = std::move(r);
+  });
+  run();
+  if (ec) {
+    out.error = "cannot resolve " + u.host + ": " + ec.message();
+    return out;
+  }
+  stream.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
+  run();
+  if (ec) {
+    out.error = "cannot connect: " + ec.message();
+    return out;
+  }
+  beast::http::request<beast::http::string_body> req{beast::http::verb::post, u.target, 11};
+  req.set(beast::http::field::host, u.host_header);
+  req.set(beast::http::field::user_agent, "Tally-Webhooks/1");
+  req.set(beast::http::field::content_type, "application/json");
+  for (const auto& [name, value] : headers) {
+    req.set(name, value);
+  }
+  req.body() = body;
+  req.prepare_payload();
+  beast::http::async_write(stream, req, [&](beast::error_code e, std::size_t) { ec = e; });
+  run();
+  if (ec) {
+    out.error = "cannot send: " + ec.message();
+    return out;
+  }
+  beast::flat_buffer buffer;
+  beast::http::response_parser<beast::http::string_body> parser;
+  parser.body_limit(kResponseBytesMax);
+  beast::http::async_read(stream, buffer, parser, [&](beast::error_code e, std::size_t) { ec = e; });
+  run();
+  if (ec) {
+    out.error = ec == beast::error::timeout ? "timed out after " + std::to_string(timeout_s) + "s"
+                                           : "no answer: " + ec.message();
+    return out;
+  }
+  out.status = static_cast<int>(parser.get().result_int());
+  if (out.status < 200 || out.status > 299) {
+    out.error = clip("HTTP " + std::to_string(out.status) + ": " + parser.get().body());
+  }
+  stream.socket().shutdown(tcp::socket::shutdown_both, ec);
+  return out;
+}
+
+// ---- the sender -----------------------------------------------------------------------------
+
+Sender::Sender(Engine& engine, std::vector<config::WebhookConfig> hooks, const Clock& clock,
+               unsigned workers)
+    : engine_(engine), hooks_(std::move(hooks)), clock_(clock), workers_(std::max(1u, workers)) {}
+
+Sender::~Sender() { stop(); }
+
+void Sender::start() {
+  for (unsigned i = 0; i < workers_; ++i) {
+    threads_.emplace_back([this] { run(); });
+  }
+}
+
+void Sender::stop() {
+  stopping_ = true;
+  for (auto& t : threads_) {
+    t.join();
+  }
+  threads_.clear();
+}
+
+void Sender::run() {
+  constexpr TimeUs kPollUs = 200'000;  // how soon a stop or a due retry is noticed at worst
+  std::uint64_t seen = 0;
+  while (!stopping_) {
+    TimeUs next_due = 0;
+    std::vector<WebhookDelivery> due;
+    {
+      std::lock_guard lock(mutex_);
+      due = engine_.due_deliveries(clock_.now_us(), 1, in_flight_, &next_due);
+      if (!due.empty()) {
+        in_flight_.push_back(due.front().id);
+      }
+    }
+    if (due.empty()) {
+      TimeUs wait = kPollUs;
+      if (next_due != 0) {
+        wait = std::clamp<TimeUs>(next_due - clock_.now_us(), 1'000, kPollUs);
+      }
+      seen = engine_.wait_for_deliveries(seen, wait);
+      continue;
+    }
+    deliver(due.front());
+    std::lock_guard lock(mutex_);
+    in_flight_.erase(std::find(in_flight_.begin(), in_flight_.end(), due.front().id));
+  }
+}
+
+void Sender::deliver(const WebhookDelivery& d) {
+  DeliveryAttempt attempt;
+  attempt.delivery_id = d.id;
+  // The endpoint of the delivery: its [[webhooks]] entry while that still has its URL.
+  const config::WebhookConfig* hook = nullptr;
+  if (d.webhook < hooks_.size() && hooks_[d.webhook].url == d.url) {
+    hook = &hooks_[d.webhook];
+  } else {
+    for (const auto& h : hooks_) {
+      if (h.url == d.url) {
+        hook = &h;
+      }
+    }
+  }
+  Result<Alert> alert = engine_.alert(d.alert_id);
+  if (hook == nullptr || !alert) {
+    attempt.at_us = clock_.now_us();
+    attempt.error = hook == nullptr ? "no [[webhooks]] entry has this URL any more"
+                                    : "the alert is gone";
+    engine_.record_delivery_attempt(attempt).ignore_error();
+    return;
+  }
+  const std::string body = payload(d, *alert);
+  const std::int64_t ts = clock_.now_us() / 1'000'000;
+  const std::vector<std::pair<std::string, std::string>> headers = {
+      {"Tally-Delivery-Id", d.id},
+      {"Tally-Event", d.event},
+      {"Tally-Timestamp", std::to_string(ts)},
+      {"Tally-Signature", tally_signature(hook->secret, ts, body)},
+      {"webhook-id", d.id},
+      {"webhook-timestamp", std::to_string(ts)},
+      {"webhook-signature", standard_signature(hook->secret, d.id, ts, body)},
+  };
+  const PostResult r = post(d.url, headers, body, hook->timeout_seconds);
+  attempt.at_us = clock_.now_us();
+  attempt.status_code = r.status;
+  attempt.delivered = r.status >= 200 && r.status <= 299;
+  if (!attempt.delivered) {
+    attempt.error = r.error;
+    const TimeUs give_up_at = alert->created_at_us + hook->retry_for_seconds * 1'000'000;
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    const double jitter = std::uniform_real_distribution<double>(0.5, 1.0)(rng);
+    const TimeUs next = attempt.at_us + retry_delay_us(d.attempts + 1, hook->retry_backoff_seconds,
+                                                       hook->retry_backoff_max_seconds, jitter);
+    attempt.next_attempt_at_us = next <= give_up_at ? next : 0;
+    spdlog::warn("webhook delivery {} to {} failed (attempt {}): {}{}", d.id, d.url,
+                 d.attempts + 1, r.error, attempt.next_attempt_at_us == 0 ? "; giving up" : "");
+  }
+  Status s = engine_.record_delivery_attempt(attempt);
+  if (!s.ok()) {
+    spdlog::warn("webhook delivery {}: the attempt could not be recorded: {}", d.id, s.message());
+  }
+}
+
+}  // namespace tally::webhook
