@@ -3,6 +3,7 @@
 // (chunked) over several engine pages, aggregates, XLSX files, default file names, and every
 // error a user can cause.
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <vector>
@@ -394,7 +395,7 @@ TEST_F(ExportTest, CustomerKeySeesOnlyItsOwnCustomer) {
 
 TEST_F(ExportTest, ErrorsAreClearJson) {
   expect_error("/v1/export?format=xml", 400, "VALIDATION_ERROR");
-  expect_error("/v1/export?format=xlsx", 400, "VALIDATION_ERROR");
+  expect_error("/v1/export?format=xlsx&kind=aggregates&meter=nope", 404, "NOT_FOUND");
   expect_error("/v1/export?kind=invoices", 400, "VALIDATION_ERROR");
   expect_error("/v1/export?from=yesterday", 400, "VALIDATION_ERROR");
   expect_error("/v1/export?from=2025-02-01T00:00:00Z&to=2025-01-01T00:00:00Z", 400,
@@ -464,6 +465,28 @@ TEST_F(ExportTest, CliXlsxIsAWorkbookWithTheRows) {
   EXPECT_NE(sheet.find(">properties<"), std::string::npos);
   EXPECT_NE(sheet.find(">bulk-0<"), std::string::npos);
   EXPECT_NE(sheet.find(">bulk-2499<"), std::string::npos);
+  EXPECT_NE(sheet.find("<row r=\"2501\""), std::string::npos);  // header + 2,500 rows
+  EXPECT_EQ(sheet.find("<row r=\"2502\""), std::string::npos);
+}
+
+TEST_F(ExportTest, HttpXlsxIsAWorkbookWithTheRows) {
+  auto r = get("/v1/export?format=xlsx&customer=exp-bulk");
+  ASSERT_EQ(r.status, 200) << r.body.substr(0, 200);
+  EXPECT_EQ(r.header("content-type"),
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet");
+  EXPECT_NE(r.header("content-disposition").find(".xlsx\""), std::string::npos);
+  ASSERT_GT(r.body.size(), 1000u);
+  EXPECT_EQ(r.body.substr(0, 2), "PK");
+  if (!std::filesystem::exists("/usr/bin/unzip")) {
+    GTEST_SKIP() << "no unzip: checked the zip signature only";
+  }
+  std::ofstream(path("h.xlsx"), std::ios::binary) << r.body;
+  ASSERT_EQ(std::system(("unzip -p " + path("h.xlsx") + " xl/worksheets/sheet1.xml > " +
+                         path("h-sheet1.xml"))
+                            .c_str()),
+            0);
+  auto sheet = read_file(path("h-sheet1.xml")).value_or("");
+  EXPECT_NE(sheet.find(">bulk-0<"), std::string::npos);
   EXPECT_NE(sheet.find("<row r=\"2501\""), std::string::npos);  // header + 2,500 rows
   EXPECT_EQ(sheet.find("<row r=\"2502\""), std::string::npos);
 }

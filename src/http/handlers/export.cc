@@ -1,12 +1,18 @@
-// GET /v1/export: events or a meter's aggregates as CSV, JSON or JSON Lines, streamed.
+// GET /v1/export: events or a meter's aggregates as CSV, JSON, JSON Lines or XLSX.
 //
 // Every check (parameters, scope, customer, meter, range) is made before the status is sent;
 // the body is then produced a page at a time by src/export and sent as HTTP chunks
 // (Response::stream), so the server's memory stays flat whatever the size. An error after the
 // status was sent (a disk error) can only cut the response short: the server closes the
-// connection without the final chunk. XLSX is a zip written at close, so it is not served here:
-// `tally export --format xlsx` writes it.
+// connection without the final chunk. XLSX is a zip whose directory is written at close, so it
+// is first written to a temporary file (libxlsxwriter's constant-memory mode), then streamed
+// from it and removed.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <memory>
 
 #include "core/time.h"
@@ -26,6 +32,76 @@ bool allowed_param(const std::string& k) {
          k == "group_by";
 }
 
+// Answers an export's error before anything was sent.
+void answer_export_error(Call& call, const Status& s) {
+  if (s.code() == StatusCode::kResourceExhausted) {
+    // The aggregate row cap: the same request always gets the same answer (see query_meter).
+    answer(call, error_response(400, "QUERY_TOO_LARGE", s.message()));
+  } else {
+    answer(call, status_response(s));
+  }
+}
+
+// A workbook written to a temporary file, read back a chunk at a time, removed when done.
+class XlsxFile {
+ public:
+  static constexpr std::size_t kChunkBytes = 256 * 1024;
+  explicit XlsxFile(std::string path) : path_(std::move(path)) {}
+  ~XlsxFile() {
+    if (fd_ >= 0) {
+      ::close(fd_);
+    }
+    std::remove(path_.c_str());
+  }
+  const std::string& path() const { return path_; }
+  bool open() {
+    fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    return fd_ >= 0;
+  }
+  Result<bool> next(std::string* out) {
+    out->resize(kChunkBytes);
+    const ssize_t n = ::read(fd_, out->data(), kChunkBytes);
+    if (n < 0) {
+      return Status::io_error("cannot read the workbook");
+    }
+    out->resize(static_cast<std::size_t>(n));
+    return n > 0;
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+void export_xlsx(Context& ctx, Call& call, const exporter::ExportRequest& r,
+                 const std::string& file) {
+  std::error_code ec;
+  const std::filesystem::path dir = std::filesystem::temp_directory_path(ec);
+  std::string name = (dir / "tally-export-XXXXXX").string();
+  const int fd = ::mkstemp(name.data());
+  if (fd < 0) {
+    answer(call, status_response(Status::io_error("cannot create a temporary file")));
+    return;
+  }
+  ::close(fd);
+  auto workbook = std::make_shared<XlsxFile>(name);
+  auto rows = exporter::write_xlsx(ctx.engine, r, workbook->path());
+  if (!rows) {
+    answer_export_error(call, rows.error());
+    return;
+  }
+  if (!workbook->open()) {
+    answer(call, status_response(Status::io_error("cannot read the workbook back")));
+    return;
+  }
+  Response resp;
+  resp.status = 200;
+  resp.content_type = exporter::content_type(r.format);
+  resp.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + file + "\"");
+  resp.stream = [workbook](std::string* out) { return workbook->next(out); };
+  answer(call, std::move(resp));
+}
+
 }  // namespace
 
 void export_data(Context& ctx, Call& call) {
@@ -41,13 +117,7 @@ void export_data(Context& ctx, Call& call) {
     auto format = exporter::parse_format(*f);
     if (!format) {
       answer(call, error_response(400, "VALIDATION_ERROR",
-                                  "query parameter 'format' must be csv, json or jsonl"));
-      return;
-    }
-    if (*format == exporter::Format::kXlsx) {
-      answer(call, error_response(
-                       400, "VALIDATION_ERROR",
-                       "format 'xlsx' cannot be streamed; use `tally export --format xlsx`"));
+                                  "query parameter 'format' must be csv, json, jsonl or xlsx"));
       return;
     }
     r.format = *format;
@@ -85,15 +155,13 @@ void export_data(Context& ctx, Call& call) {
       !time_param(call, "to", &r.to_us)) {
     return;
   }
+  if (r.format == exporter::Format::kXlsx) {
+    export_xlsx(ctx, call, r, exporter::default_file_name(r, to_given, now));
+    return;
+  }
   auto text = exporter::TextExport::open(ctx.engine, r);
   if (!text) {
-    const Status& s = text.error();
-    if (s.code() == StatusCode::kResourceExhausted) {
-      // The aggregate row cap: the same request always gets the same answer (see query_meter).
-      answer(call, error_response(400, "QUERY_TOO_LARGE", s.message()));
-    } else {
-      answer(call, status_response(s));
-    }
+    answer_export_error(call, text.error());
     return;
   }
   Response resp;
