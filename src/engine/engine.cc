@@ -406,6 +406,7 @@ void Engine::Impl::install_state(std::uint32_t meter, std::uint32_t customer_num
   it->second.merge(delta);
   const core::TimeUs hour = minute_us - (minute_us % core::kUsPerHour);
   s.hours[hour].merge(delta);
+  s.days[minute_us - (minute_us % core::kUsPerDay)].merge(delta);
 }
 
 void Engine::Impl::install_unique(std::uint32_t meter, std::uint32_t customer_num,

@@ -64,9 +64,12 @@ struct KeyState {
 };
 
 // One meter's aggregates for one customer and group.
+// Minutes are what is stored; hours and UTC days are sums of them kept in memory, so a range
+// is combined from a few days, hours at its edges and minutes at theirs (combine_range).
 struct Series {
   std::map<core::TimeUs, core::AggState> minutes;
   std::map<core::TimeUs, core::AggState> hours;
+  std::map<core::TimeUs, core::AggState> days;
   std::map<core::TimeUs, core::UniqueSet> minute_uniques;
   std::map<core::TimeUs, core::UniqueSet> hour_uniques;
 };

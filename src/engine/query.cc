@@ -46,23 +46,37 @@ void combine_range(const engine::Series& s, core::TimeUs a, core::TimeUs b, bool
       }
     }
   };
-  const core::TimeUs ha = ceil_to(a, core::kUsPerHour);
-  const core::TimeUs hb = floor_to(b, core::kUsPerHour);
-  if (ha >= hb) {
-    minutes(a, b);
+  auto hours = [&](core::TimeUs x, core::TimeUs y) {
+    const core::TimeUs ha = ceil_to(x, core::kUsPerHour);
+    const core::TimeUs hb = floor_to(y, core::kUsPerHour);
+    if (ha >= hb) {
+      minutes(x, y);
+      return;
+    }
+    minutes(x, ha);
+    for (auto it = s.hours.lower_bound(ha); it != s.hours.end() && it->first < hb; ++it) {
+      state->merge(it->second);
+    }
+    if (want_uniques) {
+      for (auto it = s.hour_uniques.lower_bound(ha); it != s.hour_uniques.end() && it->first < hb;
+           ++it) {
+        uniques->insert(it->second.begin(), it->second.end());
+      }
+    }
+    minutes(hb, y);
+  };
+  // Distinct values are kept per hour at most: a day's set would repeat them all again.
+  const core::TimeUs da = ceil_to(a, core::kUsPerDay);
+  const core::TimeUs db = floor_to(b, core::kUsPerDay);
+  if (want_uniques || da >= db) {
+    hours(a, b);
     return;
   }
-  minutes(a, ha);
-  for (auto it = s.hours.lower_bound(ha); it != s.hours.end() && it->first < hb; ++it) {
+  hours(a, da);
+  for (auto it = s.days.lower_bound(da); it != s.days.end() && it->first < db; ++it) {
     state->merge(it->second);
   }
-  if (want_uniques) {
-    for (auto it = s.hour_uniques.lower_bound(ha); it != s.hour_uniques.end() && it->first < hb;
-         ++it) {
-      uniques->insert(it->second.begin(), it->second.end());
-    }
-  }
-  minutes(hb, b);
+  hours(db, b);
 }
 
 void combine_customer(const MeterState& m, std::uint32_t customer_num, core::TimeUs a,
