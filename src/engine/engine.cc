@@ -395,18 +395,57 @@ std::uint32_t Engine::Impl::intern_group(std::string_view group) {
   return id;
 }
 
+namespace {
+
+// The entry of `key`, made when absent. Usage mostly arrives in time order, so the key is
+// usually the last one or after it: then no search of the tree is needed.
+core::AggState& entry_at(std::map<core::TimeUs, core::AggState>& m, core::TimeUs key,
+                         bool* inserted) {
+  if (!m.empty()) {
+    auto last = std::prev(m.end());
+    if (last->first == key) {
+      *inserted = false;
+      return last->second;
+    }
+    if (last->first < key) {
+      *inserted = true;
+      return m.emplace_hint(m.end(), key, core::AggState{})->second;
+    }
+  }
+  auto [it, added] = m.try_emplace(key);
+  *inserted = added;
+  return it->second;
+}
+
+// The entry of `key`, or null; as entry_at, a key at or after the last takes no search.
+const core::AggState* find_entry(const std::map<core::TimeUs, core::AggState>& m,
+                                 core::TimeUs key) {
+  if (!m.empty()) {
+    auto last = std::prev(m.end());
+    if (last->first == key) {
+      return &last->second;
+    }
+    if (last->first < key) {
+      return nullptr;
+    }
+  }
+  auto it = m.find(key);
+  return it == m.end() ? nullptr : &it->second;
+}
+
+}  // namespace
+
 void Engine::Impl::install_state(std::uint32_t meter, std::uint32_t customer_num,
                                  std::uint32_t group, core::TimeUs minute_us,
                                  const core::AggState& delta) {
   engine::Series& s = meters[meter].series[customer_num][group];
-  auto [it, inserted] = s.minutes.try_emplace(minute_us);
+  bool inserted = false;
+  entry_at(s.minutes, minute_us, &inserted).merge(delta);
   if (inserted) {
     ++aggregates_live;
   }
-  it->second.merge(delta);
-  const core::TimeUs hour = minute_us - (minute_us % core::kUsPerHour);
-  s.hours[hour].merge(delta);
-  s.days[minute_us - (minute_us % core::kUsPerDay)].merge(delta);
+  entry_at(s.hours, minute_us - (minute_us % core::kUsPerHour), &inserted).merge(delta);
+  entry_at(s.days, minute_us - (minute_us % core::kUsPerDay), &inserted).merge(delta);
 }
 
 void Engine::Impl::install_unique(std::uint32_t meter, std::uint32_t customer_num,
@@ -900,9 +939,8 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
     if (cit != ms.series.end()) {
       auto git = cit->second.find(k.group);
       if (git != cit->second.end()) {
-        auto mit = git->second.minutes.find(k.minute_us);
-        if (mit != git->second.minutes.end()) {
-          state = mit->second;
+        if (const core::AggState* current = find_entry(git->second.minutes, k.minute_us)) {
+          state = *current;
         }
       }
     }
