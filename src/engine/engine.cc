@@ -444,8 +444,13 @@ void Engine::Impl::install_state(std::uint32_t meter, std::uint32_t customer_num
   if (inserted) {
     ++aggregates_live;
   }
-  entry_at(s.hours, minute_us - (minute_us % core::kUsPerHour), &inserted).merge(delta);
-  entry_at(s.days, minute_us - (minute_us % core::kUsPerDay), &inserted).merge(delta);
+  const core::TimeUs hour = minute_us - (minute_us % core::kUsPerHour);
+  const core::TimeUs day = minute_us - (minute_us % core::kUsPerDay);
+  entry_at(s.hours, hour, &inserted).merge(delta);
+  entry_at(s.days, day, &inserted).merge(delta);
+  engine::GroupTotals& t = meters[meter].totals[group];
+  entry_at(t.hours, hour, &inserted).merge(delta);
+  entry_at(t.days, day, &inserted).merge(delta);
 }
 
 void Engine::Impl::install_unique(std::uint32_t meter, std::uint32_t customer_num,

@@ -74,6 +74,12 @@ struct Series {
   std::map<core::TimeUs, core::UniqueSet> hour_uniques;
 };
 
+// Hour and UTC day sums of one group over every customer, for statistics of all customers.
+struct GroupTotals {
+  std::map<core::TimeUs, core::AggState> hours;
+  std::map<core::TimeUs, core::AggState> days;
+};
+
 struct MeterState {
   core::MeterSpec spec;
   // The cost or credits of a priced meter ("tokens_in:cost"): fed by the commit's pricing,
@@ -81,6 +87,7 @@ struct MeterState {
   bool hidden = false;
   // customer number -> group id -> series
   std::unordered_map<std::uint32_t, std::unordered_map<std::uint32_t, Series>> series;
+  std::unordered_map<std::uint32_t, GroupTotals> totals;  // group id -> sums over customers
 };
 
 // A job for the commit thread.

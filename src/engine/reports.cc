@@ -161,33 +161,49 @@ void accumulate(const Engine::Impl& d, const engine::MeterState& m,
                 const std::vector<Span>& windows, core::TimeUs from, core::TimeUs to,
                 std::vector<Acc>* acc) {
   const bool want_uniques = m.spec.aggregation == core::Aggregation::kUniqueCount;
+  auto passes = [&](std::uint32_t gid) {
+    if (filters.empty()) {
+      return true;
+    }
+    const auto values = engine::split_group(d.group_texts[gid], m.spec.group_by.size());
+    for (const auto& [idx, v] : filters) {
+      if (values[idx] != v) {
+        return false;
+      }
+    }
+    return true;
+  };
   // When windows fall on whole days or hours, each series is one ordered walk over its day or
   // hour sums, each going to the window that holds it, instead of a lookup per window.
   const core::TimeUs unit = want_uniques || windows.empty() ? 0 : common_unit(windows, from, to);
+  auto walk = [&](const std::map<core::TimeUs, core::AggState>& sums) {
+    std::size_t w = 0;
+    for (auto it = sums.lower_bound(from); it != sums.end() && it->first < to; ++it) {
+      while (windows[w].end <= it->first) {
+        ++w;
+      }
+      (*acc)[w].st.merge(it->second);
+    }
+  };
+  if (only == nullptr && unit != 0) {
+    // Every customer: the sums of each group over all of them, kept as usage is installed.
+    for (const auto& [gid, t] : m.totals) {
+      if (passes(gid)) {
+        walk(unit == core::kUsPerDay ? t.days : t.hours);
+      }
+    }
+    return;
+  }
   for (const auto& [cnum, by_group] : m.series) {
     if (only != nullptr && cnum != only->num) {
       continue;
     }
     for (const auto& [gid, s] : by_group) {
-      if (!filters.empty()) {
-        const auto values = engine::split_group(d.group_texts[gid], m.spec.group_by.size());
-        bool pass = true;
-        for (const auto& [idx, v] : filters) {
-          pass = pass && values[idx] == v;
-        }
-        if (!pass) {
-          continue;
-        }
+      if (!passes(gid)) {
+        continue;
       }
       if (unit != 0) {
-        const auto& sums = unit == core::kUsPerDay ? s.days : s.hours;
-        std::size_t w = 0;
-        for (auto it = sums.lower_bound(from); it != sums.end() && it->first < to; ++it) {
-          while (windows[w].end <= it->first) {
-            ++w;
-          }
-          (*acc)[w].st.merge(it->second);
-        }
+        walk(unit == core::kUsPerDay ? s.days : s.hours);
         continue;
       }
       // Jump from one minute with data to the next window holding some.

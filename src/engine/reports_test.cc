@@ -253,12 +253,17 @@ TEST_F(ReportsTest, StatsMatchBruteForce) {
       {"users", "hour", "UTC", "c1", ""},
       {"calls", "month", "UTC", "", ""},
   };
-  // A ragged range: starts and ends inside windows.
-  const TimeUs from = at("2025-02-02T05:17:00Z");
-  const TimeUs to = at("2025-02-19T22:43:00Z");
+  // A ragged range (starts and ends inside windows), and one of whole UTC days, over which
+  // windows on whole hours or days are added from hour and day sums (of all customers, too).
+  const std::pair<TimeUs, TimeUs> ranges[] = {
+      {at("2025-02-02T05:17:00Z"), at("2025-02-19T22:43:00Z")},
+      {at("2025-02-03T00:00:00Z"), at("2025-02-19T00:00:00Z")}};
+  for (const auto& range : ranges) {
+  const TimeUs from = range.first;
+  const TimeUs to = range.second;
   for (const Case& c : cases) {
-    const std::string what =
-        std::string(c.meter) + "/" + c.window + "/" + c.zone + "/" + c.customer + "/" + c.service;
+    const std::string what = std::string(c.meter) + "/" + c.window + "/" + c.zone + "/" +
+                             c.customer + "/" + c.service + "/" + std::to_string(from);
     StatsQuery q;
     q.meter = c.meter;
     q.window = c.window;
@@ -343,6 +348,7 @@ TEST_F(ReportsTest, StatsMatchBruteForce) {
         EXPECT_EQ(row.value, text(values[static_cast<std::size_t>(it - windows.begin())])) << what;
       }
     }
+  }
   }
 }
 
