@@ -1015,7 +1015,10 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
     }
     if (alerts_enabled) {
       for (const auto& delta : limit_deltas) {
-        alert_touched_limits.emplace_back(delta.customer_num, delta.meter);
+        const std::pair<std::uint32_t, std::uint32_t> touched_limit{delta.customer_num, delta.meter};
+        if (alert_touched_limits.empty() || alert_touched_limits.back() != touched_limit) {
+          alert_touched_limits.push_back(touched_limit);  // a customer's events come together
+        }
       }
     }
     install_ledger(ledger);
