@@ -11,6 +11,7 @@
 #include <tally/engine.h>
 
 #include "core/time.h"
+#include "engine/engine_test_util.h"
 
 namespace tally {
 namespace {
@@ -51,24 +52,13 @@ secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 TimeUs at(const char* rfc3339) { return *core::parse_rfc3339(rfc3339); }
 
-class AlertsTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("tally-alerts-" + std::to_string(std::random_device{}()));
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+constexpr const char* kStart = "2025-03-10T12:00:00Z";
 
-  std::unique_ptr<Engine> open(const std::string& config = kConfig) {
-    EngineOptions o;
-    o.config_toml = config;
-    o.data_dir = dir_.string();
-    o.clock = &clock_;
-    auto e = Engine::open(o);
-    EXPECT_TRUE(e.has_value()) << e.error().message();
-    return e ? std::move(*e) : nullptr;
-  }
+class AlertsTest : public EngineDirTest {
+ protected:
+  AlertsTest() : EngineDirTest("tally-alerts-", at(kStart)) {}
+
+  std::unique_ptr<Engine> open(const std::string& config = kConfig) { return open_engine(config); }
 
   static void customer(Engine& e, const std::string& id, const std::string& plan) {
     Customer c;
@@ -98,8 +88,6 @@ class AlertsTest : public ::testing::Test {
     return p ? p->alerts : std::vector<Alert>{};
   }
 
-  std::filesystem::path dir_;
-  FakeClock clock_{at("2025-03-10T12:00:00Z")};
 };
 
 TEST_F(AlertsTest, OneBatchOverSeveralThresholdsFiresEachOnceLowestFirst) {

@@ -9,6 +9,7 @@
 #include <tally/engine.h>
 
 #include "core/time.h"
+#include "engine/engine_test_util.h"
 
 namespace tally {
 namespace {
@@ -40,24 +41,13 @@ tiers = [{ up_to = 10, unit_price = "1" }, { unit_price = "0.5" }]
 
 TimeUs at(const char* rfc3339) { return *core::parse_rfc3339(rfc3339); }
 
-class WalletTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("tally-wallet-" + std::to_string(std::random_device{}()));
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+constexpr const char* kStart = "2025-03-10T12:00:00Z";
 
-  std::unique_ptr<Engine> open(const std::string& config = kConfig) {
-    EngineOptions o;
-    o.config_toml = config;
-    o.data_dir = dir_.string();
-    o.clock = &clock_;
-    auto e = Engine::open(o);
-    EXPECT_TRUE(e.has_value()) << e.error().message();
-    return e ? std::move(*e) : nullptr;
-  }
+class WalletTest : public EngineDirTest {
+ protected:
+  WalletTest() : EngineDirTest("tally-wallet-", at(kStart)) {}
+
+  std::unique_ptr<Engine> open(const std::string& config = kConfig) { return open_engine(config); }
 
   static void credit(Engine& e, const std::string& customer, const std::string& type,
                      const std::string& amount, TimeUs expires = 0, std::int64_t priority = -1) {
@@ -92,8 +82,6 @@ class WalletTest : public ::testing::Test {
     EXPECT_TRUE(v->ok()) << v->differences.front();
   }
 
-  std::filesystem::path dir_;
-  FakeClock clock_{at("2025-03-10T12:00:00Z")};
 };
 
 TEST_F(WalletTest, ExpiringGrantsBurnFirstAndExpireWithAnExpiryTransaction) {
