@@ -345,7 +345,9 @@ Status read_archive(const std::string& path, const engine::ArchiveManifest& m,
   for (;;) {
     Result<bool> more = reader.next_line(&line);
     if (!more) {
-      return Status::corruption(path + ": " + more.error().message());
+      return more.error().code() == StatusCode::kCorruption
+                 ? Status::corruption(path + " is damaged: " + more.error().message())
+                 : more.error();
     }
     if (!*more) {
       break;

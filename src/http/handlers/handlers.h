@@ -59,6 +59,9 @@ void top_customers(Context& ctx, Call& call);
 void meter_stats(Context& ctx, Call& call);
 // export.cc
 void export_data(Context& ctx, Call& call);
+// archive.cc
+void archive_events(Context& ctx, Call& call);
+
 // ops.cc
 void health(Context& ctx, Call& call);
 void ready(Context& ctx, Call& call);
