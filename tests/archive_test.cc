@@ -78,8 +78,8 @@ TEST(ArchiveCliTest, ArchiveRestoreAndVerify) {
   };
   std::string out;
   ASSERT_EQ(run_fresh(with({"ingest", dir + "/events.jsonl"}), &out, dir), 0) << out;
-  ASSERT_EQ(run_fresh(with({"query", "bytes", "--customer", "co", "--from",
-                            "2024-01-01T00:00:00Z", "--to", "2025-04-01T00:00:00Z"}),
+  ASSERT_EQ(run_fresh(with({"query", "bytes", "--customer", "co", "--from", "2024-01-01T00:00:00Z",
+                            "--to", "2025-04-01T00:00:00Z"}),
                       &out, dir),
             0)
       << out;
@@ -102,15 +102,14 @@ TEST(ArchiveCliTest, ArchiveRestoreAndVerify) {
   EXPECT_NE(out.find("archive_after"), std::string::npos) << out;
 
   // Archive everything before 2025 into a directory of our choice.
-  ASSERT_EQ(run_fresh(with({"archive", "--before", "2025-01-01T00:00:00Z", "--out",
-                            dir + "/cold"}),
+  ASSERT_EQ(run_fresh(with({"archive", "--before", "2025-01-01T00:00:00Z", "--out", dir + "/cold"}),
                       &out, dir),
             0)
       << out;
   EXPECT_NE(out.find("archived 200 events"), std::string::npos) << out;
   // The JSON line (stdout) among the messages (stderr).
-  const std::size_t brace = out.find("\n{") != std::string::npos ? out.find("\n{") + 1
-                                                                  : out.find('{');
+  const std::size_t brace =
+      out.find("\n{") != std::string::npos ? out.find("\n{") + 1 : out.find('{');
   ASSERT_NE(brace, std::string::npos) << out;
   Json result(out.substr(brace, out.find('\n', brace) - brace));
   EXPECT_EQ(result.num("events"), 200);
@@ -129,9 +128,9 @@ TEST(ArchiveCliTest, ArchiveRestoreAndVerify) {
     EXPECT_EQ(m.num("events"), 200);
     EXPECT_EQ(m.num("format_version"), 1);
   }
-  if (std::system(("command -v zstd >/dev/null && zstd -dcq '" + file + "' > '" + dir +
-                   "/plain.jsonl'")
-                      .c_str()) == 0) {
+  if (std::system(
+          ("command -v zstd >/dev/null && zstd -dcq '" + file + "' > '" + dir + "/plain.jsonl'")
+              .c_str()) == 0) {
     EXPECT_EQ(count_lines(dir + "/plain.jsonl"), 200u);
   }
   if (std::system(("sha256sum '" + file + "' > '" + dir + "/sum.txt'").c_str()) == 0) {
@@ -139,8 +138,8 @@ TEST(ArchiveCliTest, ArchiveRestoreAndVerify) {
   }
 
   // Answers unchanged, verify passes, a retried archived id is a duplicate.
-  ASSERT_EQ(run_fresh(with({"query", "bytes", "--customer", "co", "--from",
-                            "2024-01-01T00:00:00Z", "--to", "2025-04-01T00:00:00Z"}),
+  ASSERT_EQ(run_fresh(with({"query", "bytes", "--customer", "co", "--from", "2024-01-01T00:00:00Z",
+                            "--to", "2025-04-01T00:00:00Z"}),
                       &out, dir),
             0);
   EXPECT_NE(out.find(total), std::string::npos) << out;
@@ -152,14 +151,15 @@ TEST(ArchiveCliTest, ArchiveRestoreAndVerify) {
   EXPECT_NE(out.find("0 accepted, 1 duplicates"), std::string::npos) << out;
 
   // Nothing more to archive: exit 0, no file.
-  EXPECT_EQ(run_fresh(with({"archive", "--before", "2025-01-01T00:00:00Z", "--out",
-                            dir + "/cold"}),
+  EXPECT_EQ(run_fresh(with({"archive", "--before", "2025-01-01T00:00:00Z", "--out", dir + "/cold"}),
                       &out, dir),
             0)
       << out;
   EXPECT_NE(out.find("nothing to archive"), std::string::npos) << out;
 
-  // Restore errors: a missing file, a damaged one (nothing changes).
+  // Restore errors: no config, a missing file, a damaged one (nothing changes).
+  EXPECT_EQ(run_fresh({"restore", "--data-dir", dir + "/data", manifest}, &out, dir), 2);
+  EXPECT_NE(out.find("needs --config"), std::string::npos) << out;
   EXPECT_EQ(run_fresh(with({"restore", dir + "/cold/none.jsonl.zst"}), &out, dir), 1);
   EXPECT_NE(out.find("no manifest"), std::string::npos) << out;
   std::string bytes = read_file(file).value_or("");

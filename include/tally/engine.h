@@ -158,7 +158,8 @@ class Engine {
   EngineStats stats() const;
   // Whether the store answers reads. Errors: kUnavailable / kIOError.
   Status ready() const;
-  // Recomputes every aggregate from the stored events and compares (see `tally verify`).
+  // Recomputes every aggregate from the stored events (and what archives recorded of theirs)
+  // and compares (see `tally verify`). Waits for an archive or restore in progress.
   Result<VerifyReport> verify() const;
   // Moves every stored event whose event time is before the request's cutoff to a new
   // zstd-compressed JSON Lines file and a manifest in the archive directory (both fsynced and
@@ -167,7 +168,8 @@ class Engine {
   // checks keep running. At most 5,000,000 events per call (`more` says whether some remain).
   // Nothing older than the cutoff: OK with events = 0 and no file.
   // Errors: kInvalidArgument (no cutoff: no age given and none configured), kUnavailable
-  // (read-only, or another archive or restore is running), kIOError (the directory or file).
+  // (read-only, or another archive, restore or verify is running), kIOError (the directory or
+  // file).
   Result<ArchiveResult> archive(const ArchiveRequest& request);
   // Puts the events of an archive (its .jsonl.zst file or its manifest) back into the hot store
   // with their original sequences, and forgets the archive's records. Restoring an archive

@@ -2,9 +2,9 @@
 // files and back (docs/operations.md, "Archiving"). Both open the data directory read-write, so
 // they run while the server is stopped; a running server archives on its own schedule and
 // through POST /v1/admin/archive.
-#include <CLI/CLI.hpp>
-
 #include <cstdio>
+
+#include <CLI/CLI.hpp>
 
 #include "cli/cli.h"
 #include "config/config.h"
@@ -55,7 +55,8 @@ std::unique_ptr<Engine> open_for(const DataOptions& data, const char* command) {
 }
 
 bool needs_config(const DataOptions& data, const char* command) {
-  if (!data.config_path.empty()) return true;
+  if (!data.config_path.empty())
+    return true;
   // Archiving records each meter's share of the archived events: it must see the server's
   // meters, which live in the configuration file.
   std::fprintf(stderr,
@@ -66,7 +67,8 @@ bool needs_config(const DataOptions& data, const char* command) {
 }
 
 int archive(const ArchiveCli& o) {
-  if (!needs_config(o.data, "archive")) return 2;
+  if (!needs_config(o.data, "archive"))
+    return 2;
   ArchiveRequest req;
   req.out_dir = o.out;
   if (!o.older_than.empty() && !o.before.empty()) {
@@ -90,7 +92,8 @@ int archive(const ArchiveCli& o) {
     req.before_us = *t;
   }
   auto engine = open_for(o.data, "archive");
-  if (!engine) return 1;
+  if (!engine)
+    return 1;
   auto r = engine->archive(req);
   if (!r) {
     std::fprintf(stderr, "tally: archive: %s\n", r.error().message().c_str());
@@ -110,9 +113,11 @@ int archive(const ArchiveCli& o) {
 }
 
 int restore(const RestoreCli& o) {
-  if (!needs_config(o.data, "restore")) return 2;
+  if (!needs_config(o.data, "restore"))
+    return 2;
   auto engine = open_for(o.data, "restore");
-  if (!engine) return 1;
+  if (!engine)
+    return 1;
   auto r = engine->restore(o.path);
   if (!r) {
     std::fprintf(stderr, "tally: restore: %s\n", r.error().message().c_str());
@@ -129,9 +134,9 @@ int restore(const RestoreCli& o) {
 
 void register_archive(CLI::App& app) {
   auto ao = std::make_shared<ArchiveCli>();
-  auto* a = app.add_subcommand(
-      "archive",
-      "move raw events older than an age to a zstd JSON Lines file and a manifest (server stopped)");
+  auto* a = app.add_subcommand("archive",
+                               "move raw events older than an age to a zstd JSON Lines file and a "
+                               "manifest (server stopped)");
   add_data_options(a, &ao->data);
   a->add_option("--older-than", ao->older_than,
                 "archive events older than this duration (e.g. 90d); default: [retention] "

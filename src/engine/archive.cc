@@ -49,7 +49,8 @@ std::string file_time(core::TimeUs t) {
 std::string manifest_name_for(const std::string& data_file) {
   constexpr std::string_view kExt = ".jsonl.zst";
   std::string base = data_file;
-  if (base.size() > kExt.size() && base.compare(base.size() - kExt.size(), kExt.size(), kExt) == 0) {
+  if (base.size() > kExt.size() &&
+      base.compare(base.size() - kExt.size(), kExt.size(), kExt) == 0) {
     base.resize(base.size() - kExt.size());
   }
   return base + ".manifest.json";
@@ -130,7 +131,7 @@ Result<ArchiveResult> Engine::archive(const ArchiveRequest& request) {
   }
   std::unique_lock busy(d.archive_mutex, std::try_to_lock);
   if (!busy.owns_lock()) {
-    return Status::unavailable("another archive or restore is running");
+    return Status::unavailable("another archive, restore or verify is running");
   }
   const std::string dir = archive_dir(d, request);
   std::error_code ec;
@@ -178,73 +179,74 @@ Result<ArchiveResult> Engine::archive(const ArchiveRequest& request) {
   core::EventBatch batch;
   core::Decimal credits;
   Status failed;
-  Status scanned = d.store->scan(store::Space::kEvents, "", "", [&](std::string_view k,
-                                                                   std::string_view v) {
-    if (k.size() != 12) {
-      failed = Status::corruption("an event block key has the wrong length");
-      return false;
-    }
-    const std::uint32_t cnum = engine::read_be32(k);
-    auto cit = ids.find(cnum);
-    if (cit == ids.end()) {
-      failed = Status::corruption("events stored for a customer with no record");
-      return false;
-    }
-    const bool take = res.events < kArchiveEventsMax;
-    engine::BlockHeader h;
-    engine::EventBlockWriter kept;
-    bool kept_begun = false;
-    std::uint32_t archived_here = 0;
-    const bool ok = engine::decode_event_block(v, &h, [&](const engine::BlockEvent& be) {
-      if (!failed.ok()) {
-        return;
-      }
-      engine::stored_event_batch(cit->second, be, &batch);
-      const bool archived = take && be.time_us < *cutoff;
-      res.more = res.more || (!take && be.time_us < *cutoff);
-      // Every event is priced, in order, so tiered prices see the units before each one.
-      repricer.price(cnum, be, batch, archived ? &w.aggregates : nullptr, &credits,
-                     archived ? &w.units : nullptr);
-      if (!archived) {
-        if (!kept_begun) {
-          kept.begin(be.seq, h.received_at_us);
-          kept_begun = true;
+  Status scanned =
+      d.store->scan(store::Space::kEvents, "", "", [&](std::string_view k, std::string_view v) {
+        if (k.size() != 12) {
+          failed = Status::corruption("an event block key has the wrong length");
+          return false;
         }
-        kept.add_stored(be);
-        return;
-      }
-      ++archived_here;
-      engine::add_event_aggregates(specs, cnum, be, batch, &w.aggregates, &w.uniques);
-      failed = writer->write_line(engine::encode_archive_line(cit->second, h.received_at_us, be));
-      engine::ArchivedEventRecord rec{h.received_at_us, std::string(be.id), archive_id, be.priced,
-                                      be.credits};
-      w.wb.put(store::Space::kArchive, engine::archived_event_key(cnum, be.seq),
-               engine::encode_archived_event(rec));
-      res.from_us = res.events == 0 ? be.time_us : std::min(res.from_us, be.time_us);
-      res.to_us = res.events == 0 ? be.time_us : std::max(res.to_us, be.time_us);
-      res.first_seq = res.events == 0 ? be.seq : std::min(res.first_seq, be.seq);
-      res.last_seq = std::max(res.last_seq, be.seq);
-      ++res.events;
-      w.customers.insert(cit->second);
-    });
-    if (!ok) {
-      failed = Status::corruption("an event block of customer '" + cit->second +
-                                  "' cannot be decoded");
-    }
-    if (!failed.ok()) {
-      return false;
-    }
-    if (archived_here == h.count) {
-      w.wb.del(store::Space::kEvents, std::string(k));
-      ++res.blocks_deleted;
-    } else if (archived_here > 0) {
-      // The key keeps the block's original last sequence: the block holding sequence s is
-      // still the first at or after (customer, s), whether or not s itself is still in it.
-      w.wb.put(store::Space::kEvents, std::string(k), kept.finish());
-      ++res.blocks_rewritten;
-    }
-    return true;
-  });
+        const std::uint32_t cnum = engine::read_be32(k);
+        auto cit = ids.find(cnum);
+        if (cit == ids.end()) {
+          failed = Status::corruption("events stored for a customer with no record");
+          return false;
+        }
+        const bool take = res.events < kArchiveEventsMax;
+        engine::BlockHeader h;
+        engine::EventBlockWriter kept;
+        bool kept_begun = false;
+        std::uint32_t archived_here = 0;
+        const bool ok = engine::decode_event_block(v, &h, [&](const engine::BlockEvent& be) {
+          if (!failed.ok()) {
+            return;
+          }
+          engine::stored_event_batch(cit->second, be, &batch);
+          const bool archived = take && be.time_us < *cutoff;
+          res.more = res.more || (!take && be.time_us < *cutoff);
+          // Every event is priced, in order, so tiered prices see the units before each one.
+          repricer.price(cnum, be, batch, archived ? &w.aggregates : nullptr, &credits,
+                         archived ? &w.units : nullptr);
+          if (!archived) {
+            if (!kept_begun) {
+              kept.begin(be.seq, h.received_at_us);
+              kept_begun = true;
+            }
+            kept.add_stored(be);
+            return;
+          }
+          ++archived_here;
+          engine::add_event_aggregates(specs, cnum, be, batch, &w.aggregates, &w.uniques);
+          failed =
+              writer->write_line(engine::encode_archive_line(cit->second, h.received_at_us, be));
+          engine::ArchivedEventRecord rec{h.received_at_us, std::string(be.id), archive_id,
+                                          be.priced, be.credits};
+          w.wb.put(store::Space::kArchive, engine::archived_event_key(cnum, be.seq),
+                   engine::encode_archived_event(rec));
+          res.from_us = res.events == 0 ? be.time_us : std::min(res.from_us, be.time_us);
+          res.to_us = res.events == 0 ? be.time_us : std::max(res.to_us, be.time_us);
+          res.first_seq = res.events == 0 ? be.seq : std::min(res.first_seq, be.seq);
+          res.last_seq = std::max(res.last_seq, be.seq);
+          ++res.events;
+          w.customers.insert(cit->second);
+        });
+        if (!ok) {
+          failed = Status::corruption("an event block of customer '" + cit->second +
+                                      "' cannot be decoded");
+        }
+        if (!failed.ok()) {
+          return false;
+        }
+        if (archived_here == h.count) {
+          w.wb.del(store::Space::kEvents, std::string(k));
+          ++res.blocks_deleted;
+        } else if (archived_here > 0) {
+          // The key keeps the block's original last sequence: the block holding sequence s is
+          // still the first at or after (customer, s), whether or not s itself is still in it.
+          w.wb.put(store::Space::kEvents, std::string(k), kept.finish());
+          ++res.blocks_rewritten;
+        }
+        return true;
+      });
   TALLY_TRY(scanned);
   TALLY_TRY(failed);
   if (res.events == 0) {
@@ -361,7 +363,8 @@ Status read_archive(const std::string& path, const engine::ArchiveManifest& m,
     }
   }
   if (reader.bytes() != m.bytes || reader.sha256_hex() != m.sha256) {
-    return Status::corruption(path + " does not match its manifest's size and SHA-256: the file "
+    return Status::corruption(path +
+                              " does not match its manifest's size and SHA-256: the file "
                               "is damaged or not the one archived");
   }
   if (lines != m.events) {
@@ -415,13 +418,16 @@ struct RestorePlan {
     std::string value;  // the stored block
     std::vector<engine::ArchivedEvent> events;
   };
+
   std::map<std::string, Merge> merges;  // block key -> what it gets back
+
   struct NewBlock {
     std::uint32_t cnum = 0;
     std::string gap;  // key of the stored block after the gap ("" = none)
     core::TimeUs received_at_us = 0;
     std::vector<engine::ArchivedEvent> events;
   };
+
   std::vector<NewBlock> blocks;
   std::vector<std::pair<std::uint32_t, std::uint64_t>> restored;  // customer, seq
   std::uint64_t already_present = 0;
@@ -485,8 +491,9 @@ Status write_plan(RestorePlan& plan, store::WriteBatch* wb) {
     for (const auto& a : merge.events) {
       events.push_back(view_of(a));
     }
-    std::sort(events.begin(), events.end(),
-              [](const engine::BlockEvent& a, const engine::BlockEvent& b) { return a.seq < b.seq; });
+    std::sort(
+        events.begin(), events.end(),
+        [](const engine::BlockEvent& a, const engine::BlockEvent& b) { return a.seq < b.seq; });
     engine::EventBlockWriter writer;
     writer.begin(events.front().seq, h.received_at_us);
     for (const auto& e : events) {
@@ -510,15 +517,15 @@ Status write_plan(RestorePlan& plan, store::WriteBatch* wb) {
 }
 
 Status forget_archive(const store::Store& store, std::uint64_t archive_id, store::WriteBatch* wb) {
-  for (char tag : {engine::kArchiveAggregateTag, engine::kArchiveUniqueTag,
-                   engine::kArchivePriceTag}) {
+  for (char tag :
+       {engine::kArchiveAggregateTag, engine::kArchiveUniqueTag, engine::kArchivePriceTag}) {
     const std::string begin = engine::archive_record_key(tag, archive_id, "");
     const std::string end = engine::archive_record_key(tag, archive_id + 1, "");
-    TALLY_TRY(store.scan(store::Space::kArchive, begin, end, [&](std::string_view k,
-                                                                 std::string_view) {
-      wb->del(store::Space::kArchive, std::string(k));
-      return true;
-    }));
+    TALLY_TRY(
+        store.scan(store::Space::kArchive, begin, end, [&](std::string_view k, std::string_view) {
+          wb->del(store::Space::kArchive, std::string(k));
+          return true;
+        }));
   }
   wb->del(store::Space::kArchive,
           engine::archive_record_key(engine::kArchiveManifestTag, archive_id, ""));
@@ -534,7 +541,7 @@ Result<RestoreResult> Engine::restore(const std::string& path) {
   }
   std::unique_lock busy(d.archive_mutex, std::try_to_lock);
   if (!busy.owns_lock()) {
-    return Status::unavailable("another archive or restore is running");
+    return Status::unavailable("another archive, restore or verify is running");
   }
   const std::string manifest_path =
       path.ends_with(".manifest.json") ? path : manifest_name_for(path);
@@ -571,9 +578,9 @@ Result<RestoreResult> Engine::restore(const std::string& path) {
     return Status();
   }));
 
-  auto record = d.store->get(store::Space::kArchive,
-                             engine::archive_record_key(engine::kArchiveManifestTag,
-                                                        m.archive_id, ""));
+  auto record =
+      d.store->get(store::Space::kArchive,
+                   engine::archive_record_key(engine::kArchiveManifestTag, m.archive_id, ""));
   if (!record) {
     return record.error();
   }

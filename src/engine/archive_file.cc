@@ -1,15 +1,14 @@
 #include "engine/archive_file.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#include <zstd.h>
-
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 
+#include <fcntl.h>
 #include <simdjson.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
 
 #include "common/json_writer.h"
 #include "core/time.h"
@@ -58,7 +57,9 @@ bool kind_from_name(std::string_view s, core::PropKind* k) {
 }
 
 // simdjson's on-demand parser needs padding after the text.
-simdjson::padded_string padded(std::string_view text) { return simdjson::padded_string(text); }
+simdjson::padded_string padded(std::string_view text) {
+  return simdjson::padded_string(text);
+}
 
 Status bad_line(std::string_view what) {
   return Status::invalid_argument("an archive line " + std::string(what));
@@ -267,13 +268,12 @@ Status decode_manifest(std::string_view text, ArchiveManifest* out) {
       err = v.get_uint64().get(out->bytes);
     } else if (key == "events") {
       err = v.get_uint64().get(out->events);
-    } else if (key == "cutoff_us" || key == "from_us" || key == "to_us" ||
-               key == "created_at_us") {
+    } else if (key == "cutoff_us" || key == "from_us" || key == "to_us" || key == "created_at_us") {
       err = v.get_int64().get(i);
-      (key == "cutoff_us"  ? out->cutoff_us
-       : key == "from_us"  ? out->from_us
-       : key == "to_us"    ? out->to_us
-                           : out->created_at_us) = i;
+      (key == "cutoff_us" ? out->cutoff_us
+       : key == "from_us" ? out->from_us
+       : key == "to_us"   ? out->to_us
+                          : out->created_at_us) = i;
     } else if (key == "first_seq") {
       err = v.get_uint64().get(out->first_seq);
     } else if (key == "last_seq") {
@@ -298,10 +298,9 @@ Status decode_manifest(std::string_view text, ArchiveManifest* out) {
     return Status::invalid_argument("not a Tally archive manifest");
   }
   if (out->format_version != kArchiveFormatVersion) {
-    return Status::invalid_argument("archive format version " +
-                                    std::to_string(out->format_version) +
-                                    " is not one this Tally reads (" +
-                                    std::to_string(kArchiveFormatVersion) + ")");
+    return Status::invalid_argument(
+        "archive format version " + std::to_string(out->format_version) +
+        " is not one this Tally reads (" + std::to_string(kArchiveFormatVersion) + ")");
   }
   if (out->file.empty() || out->file.find('/') != std::string::npos || out->sha256.size() != 64 ||
       out->archive_id == 0) {
@@ -332,7 +331,8 @@ Status ArchiveWriter::open(const std::string& path) {
     return errno_status("cannot create", path);
   }
   auto* c = static_cast<ZSTD_CCtx*>(cctx_);
-  if (c == nullptr || ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, kZstdLevel)) ||
+  if (c == nullptr ||
+      ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, kZstdLevel)) ||
       ZSTD_isError(ZSTD_CCtx_setParameter(c, ZSTD_c_checksumFlag, 1))) {
     return Status::internal("zstd could not be set up");
   }

@@ -38,11 +38,13 @@ struct ArchivedEvent {
   bool priced = false;
   core::Decimal cost;
   core::Decimal credits;
+
   struct Prop {
     core::PropKind kind = core::PropKind::kString;
     std::string key;
     std::string text;
   };
+
   std::vector<Prop> props;
 };
 
@@ -67,6 +69,7 @@ struct ArchiveManifest {
   std::vector<std::string> customers;  // sorted
   TimeUs created_at_us = 0;
 };
+
 std::string encode_manifest(const ArchiveManifest& m);
 // Errors: kInvalidArgument (not a manifest, or an unknown format version).
 Status decode_manifest(std::string_view text, ArchiveManifest* out);
@@ -79,11 +82,13 @@ class ArchiveWriter {
   ArchiveWriter(const ArchiveWriter&) = delete;
   ArchiveWriter& operator=(const ArchiveWriter&) = delete;
 
-  Status open(const std::string& path);  // kIOError, kAlreadyExists
+  Status open(const std::string& path);      // kIOError, kAlreadyExists
   Status write_line(std::string_view line);  // appends line + '\n'
   // Ends the zstd frame, fsyncs and closes the file.
   Status finish();
+
   std::uint64_t bytes() const { return bytes_; }
+
   std::string sha256_hex() { return common::to_hex(sha_.finish()); }  // after finish()
 
  private:
@@ -111,8 +116,10 @@ class ArchiveReader {
   // The next line (without '\n') into *line; false at the end of the file.
   // Errors: kIOError, kCorruption (not zstd, truncated, a line too long).
   Result<bool> next_line(std::string* line);
+
   // After next_line returned false.
   std::uint64_t bytes() const { return bytes_; }
+
   std::string sha256_hex() { return common::to_hex(sha_.finish()); }
 
  private:
@@ -122,7 +129,7 @@ class ArchiveReader {
   void* dctx_ = nullptr;  // ZSTD_DCtx
   std::string in_;
   std::size_t in_pos_ = 0;
-  std::string text_;        // decompressed, not yet returned
+  std::string text_;  // decompressed, not yet returned
   std::size_t text_pos_ = 0;
   bool eof_ = false;
   bool frame_done_ = true;  // the last decompress call ended a frame

@@ -60,7 +60,9 @@ model = "graduated"
 tiers = [{ up_to = 10, unit_price = "1" }, { unit_price = "0.5" }]
 )";
 
-TimeUs at(const char* rfc3339) { return *core::parse_rfc3339(rfc3339); }
+TimeUs at(const char* rfc3339) {
+  return *core::parse_rfc3339(rfc3339);
+}
 
 class ArchiveTest : public ::testing::Test {
  protected:
@@ -69,6 +71,7 @@ class ArchiveTest : public ::testing::Test {
     fs::create_directories(dir_);
     out_ = (dir_ / "archive").string();
   }
+
   void TearDown() override { fs::remove_all(dir_); }
 
   std::unique_ptr<Engine> open() {
@@ -223,8 +226,9 @@ TEST_F(ArchiveTest, ArchiveKeepsAnswersAndVerifyAndRestoreBringsEventsBack) {
   // The same after a restart: the dedup index is rebuilt from the kept hash lists.
   e.reset();
   e = open();
-  dup = e->ingest_json("{\"events\":[" + event("g1", "acme", "2025-01-20T00:00:00Z", R"({"gb":8})",
-                                               "storage") + "]}");
+  dup =
+      e->ingest_json("{\"events\":[" +
+                     event("g1", "acme", "2025-01-20T00:00:00Z", R"({"gb":8})", "storage") + "]}");
   ASSERT_TRUE(dup.has_value());
   EXPECT_EQ(dup->duplicates, 1u);
   expect_verified(*e);
@@ -319,6 +323,19 @@ TEST_F(ArchiveTest, CutoffFromAgeOrConfigAndErrors) {
   EXPECT_NE(none.error().message().find("archive_after"), std::string::npos);
   r.older_than_seconds = -1;
   EXPECT_EQ(e->archive(r).error().code(), StatusCode::kInvalidArgument);
+
+  // A read-only engine (as `tally verify` opens one) cannot archive or restore.
+  {
+    EngineOptions o;
+    o.config_toml = kConfig;
+    o.data_dir = (dir_ / "data").string();
+    o.clock = &clock_;
+    o.read_only = true;
+    auto ro = Engine::open(o);
+    ASSERT_TRUE(ro.has_value()) << ro.error().message();
+    EXPECT_EQ((*ro)->archive(before_february()).error().code(), StatusCode::kUnavailable);
+    EXPECT_EQ((*ro)->restore(out_ + "/x.manifest.json").error().code(), StatusCode::kUnavailable);
+  }
 
   r.older_than_seconds = 30 * 86400;  // before 2025-02-08
   auto a = e->archive(r);
@@ -443,8 +460,8 @@ TEST_F(ArchiveTest, IngestConcurrentWithArchiveLosesNothing) {
   for (int i = 0; i < 200; ++i) {
     std::string body = "{\"events\":[";
     for (int j = 0; j < 20; ++j) {
-      body += (j > 0 ? "," : "") + event("old" + std::to_string(i * 20 + j), "acme",
-                                         "2025-01-15T00:00:00Z");
+      body += (j > 0 ? "," : "") +
+              event("old" + std::to_string(i * 20 + j), "acme", "2025-01-15T00:00:00Z");
     }
     ingest(*e, body + "]}");
   }
@@ -452,11 +469,9 @@ TEST_F(ArchiveTest, IngestConcurrentWithArchiveLosesNothing) {
   std::atomic<int> accepted{0};
   std::thread writer([&] {
     for (int i = 0; !done.load() || i < 50; ++i) {
-      auto r = e->ingest_json("{\"events\":[" +
-                              event("new" + std::to_string(i), "acme", "2025-03-09T00:00:00Z") +
-                              "," +
-                              event("late" + std::to_string(i), "beta", "2025-01-05T00:00:00Z") +
-                              "]}");
+      auto r = e->ingest_json(
+          "{\"events\":[" + event("new" + std::to_string(i), "acme", "2025-03-09T00:00:00Z") + "," +
+          event("late" + std::to_string(i), "beta", "2025-01-05T00:00:00Z") + "]}");
       ASSERT_TRUE(r.has_value()) << r.error().message();
       accepted += static_cast<int>(r->accepted);
     }

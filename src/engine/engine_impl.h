@@ -344,8 +344,9 @@ struct Engine::Impl {
   std::mutex api_rates_mutex;
   std::unordered_map<std::string, core::RateState> api_rates;
 
-  // ---- archive.cc: one archive or restore at a time (taken without waiting) ------------------
-  std::mutex archive_mutex;
+  // ---- archive.cc: one archive or restore at a time (taken without waiting); verify holds it
+  // too, so it never sees events both in their blocks and in an archive's records ------------
+  mutable std::mutex archive_mutex;
 
   // ---- commit thread only --------------------------------------------------------------------
   engine::DedupIndex dedup;

@@ -211,6 +211,7 @@ Status add_archive_baselines(
 
 Result<VerifyReport> Engine::verify() const {
   const Impl& d = *impl_;
+  std::lock_guard no_archive(d.archive_mutex);
   std::unordered_map<std::uint32_t, std::string> ids;
   std::vector<core::MeterSpec> specs;
   {

@@ -63,7 +63,8 @@ bool parse_archive_body(Call& call, ArchiveRequest* req) {
     }
   }
   if (req->older_than_seconds != 0 && req->before_us != 0) {
-    answer(call, error_response(400, "VALIDATION_ERROR", "give 'older_than' or 'before', not both"));
+    answer(call,
+           error_response(400, "VALIDATION_ERROR", "give 'older_than' or 'before', not both"));
     return false;
   }
   return true;
@@ -72,9 +73,11 @@ bool parse_archive_body(Call& call, ArchiveRequest* req) {
 }  // namespace
 
 void archive_events(Context& ctx, Call& call) {
-  if (!require_json(call)) return;
+  if (!require_json(call))
+    return;
   ArchiveRequest req;
-  if (!parse_archive_body(call, &req)) return;
+  if (!parse_archive_body(call, &req))
+    return;
   Result<ArchiveResult> r = ctx.engine.archive(req);
   if (!r) {
     answer(call, status_response(r.error()));
