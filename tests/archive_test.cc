@@ -218,6 +218,8 @@ TEST(ArchiveApiTest, PostAdminArchive) {
            {R"({"older_than":90})", "unknown or mistyped field 'older_than'"},
            {R"({"before":"2025-13-01"})", "before:"},
            {R"({"older_than":"90d","before":"2025-01-01T00:00:00Z"})", "not both"},
+           {R"({"before":"2100-01-01T00:00:00Z"})", "is in the future"},
+           {R"({"older_than":"999999d"})", "older_than must be 0 to 36500 days"},
            {R"({"after":"90d"})", "unknown or mistyped field 'after'"},
            {R"([1])", "the body must be an object"},
            {"", "archive_after"},

@@ -33,6 +33,8 @@ namespace fs = std::filesystem;
 // Bounds the memory and the size of the one write of a run; the rest waits for the next run.
 constexpr std::uint64_t kArchiveEventsMax = 5'000'000;
 constexpr std::size_t kManifestBytesMax = 64u << 20;
+// Ages beyond this would put the cutoff before 1970 (and overflow microseconds far beyond).
+constexpr std::int64_t kAgeSecondsMax = 36500LL * 86400;
 
 // "20240101T000000Z": sortable and safe in file names.
 std::string file_time(core::TimeUs t) {
@@ -57,12 +59,18 @@ std::string manifest_name_for(const std::string& data_file) {
 }
 
 Result<core::TimeUs> archive_cutoff(const Engine::Impl& d, const ArchiveRequest& req) {
+  const core::TimeUs now = d.clock->now_us();
   if (req.before_us != 0) {
+    if (req.before_us > now) {
+      // Archiving events newer than now is never what was meant (a typo in a year, say).
+      return Status::invalid_argument("before " + core::format_rfc3339(req.before_us) +
+                                      " is in the future");
+    }
     return req.before_us;
   }
   std::int64_t age_s = req.older_than_seconds;
-  if (age_s < 0) {
-    return Status::invalid_argument("older_than must not be negative");
+  if (age_s < 0 || age_s > kAgeSecondsMax) {
+    return Status::invalid_argument("older_than must be 0 to 36500 days");
   }
   if (age_s == 0) {
     age_s = d.config.retention.archive_after_seconds;
@@ -72,7 +80,7 @@ Result<core::TimeUs> archive_cutoff(const Engine::Impl& d, const ArchiveRequest&
         "no cutoff: give an age (older_than) or a time (before), or set [retention] "
         "archive_after");
   }
-  return d.clock->now_us() - age_s * core::kUsPerSecond;
+  return now - age_s * core::kUsPerSecond;
 }
 
 std::string archive_dir(const Engine::Impl& d, const ArchiveRequest& req) {

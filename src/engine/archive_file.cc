@@ -175,14 +175,14 @@ Status decode_archive_line(std::string_view line, ArchivedEvent* out) {
       }
     } else if (key == "properties") {
       od::array props;
+      // Iterating an array that failed to parse is undefined in simdjson: only a good one.
       err = v.get_array().get(props);
-      for (auto p : props) {
-        if (err) {
-          break;
+      if (!err) {
+        for (auto p : props) {
+          ArchivedEvent::Prop prop;
+          TALLY_TRY(decode_prop(p, &prop));
+          out->props.push_back(std::move(prop));
         }
-        ArchivedEvent::Prop prop;
-        TALLY_TRY(decode_prop(p, &prop));
-        out->props.push_back(std::move(prop));
       }
     } else {
       // "time" (for people) and fields of later versions: on-demand skips what is not read
@@ -281,11 +281,13 @@ Status decode_manifest(std::string_view text, ArchiveManifest* out) {
     } else if (key == "customers") {
       od::array a;
       err = v.get_array().get(a);
-      for (auto c : a) {
-        if (err || (err = c.get_string().get(s))) {
-          break;
+      if (!err) {
+        for (auto c : a) {
+          if ((err = c.get_string().get(s))) {
+            break;
+          }
+          out->customers.emplace_back(s);
         }
-        out->customers.emplace_back(s);
       }
     } else {
       // unknown fields are skipped by the on-demand parser
@@ -322,6 +324,9 @@ ArchiveWriter::~ArchiveWriter() {
 }
 
 Status ArchiveWriter::open(const std::string& path) {
+  if (fd_ >= 0) {
+    return Status::internal("an archive writer opens one file");  // a bug of the caller
+  }
   path_ = path;
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd_ < 0) {
@@ -406,6 +411,9 @@ ArchiveReader::~ArchiveReader() {
 }
 
 Status ArchiveReader::open(const std::string& path) {
+  if (fd_ >= 0) {
+    return Status::internal("an archive reader opens one file");
+  }
   fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd_ < 0) {
     return errno_status("cannot open", path);

@@ -4,6 +4,7 @@
 // nothing changed, and ingest concurrent with an archive loses nothing.
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <thread>
 
@@ -323,6 +324,15 @@ TEST_F(ArchiveTest, CutoffFromAgeOrConfigAndErrors) {
   EXPECT_NE(none.error().message().find("archive_after"), std::string::npos);
   r.older_than_seconds = -1;
   EXPECT_EQ(e->archive(r).error().code(), StatusCode::kInvalidArgument);
+  r.older_than_seconds = std::numeric_limits<std::int64_t>::max();  // no overflow
+  EXPECT_EQ(e->archive(r).error().code(), StatusCode::kInvalidArgument);
+  r.older_than_seconds = 0;
+  r.before_us = at("2100-01-01T00:00:00Z");
+  auto future = e->archive(r);
+  ASSERT_FALSE(future.has_value());
+  EXPECT_NE(future.error().message().find("is in the future"), std::string::npos);
+  r.before_us = 0;
+  EXPECT_EQ(events(*e).size(), 8u);
 
   // A read-only engine (as `tally verify` opens one) cannot archive or restore.
   {
