@@ -165,7 +165,7 @@ class Engine {
   // zstd-compressed JSON Lines file and a manifest in the archive directory (both fsynced and
   // read back), then removes them from the hot store in one write that also records what
   // verify and dedup need of them; aggregates and the ledger are not touched. Ingest and
-  // checks keep running. At most 5,000,000 events per call (`more` says whether some remain).
+  // checks keep running. At most 1,000,000 events per call (`more` says whether some remain).
   // Nothing older than the cutoff: OK with events = 0 and no file.
   // Errors: kInvalidArgument (no cutoff: no age given and none configured), kUnavailable
   // (read-only, or another archive, restore or verify is running), kIOError (the directory or

@@ -71,21 +71,32 @@ class ArchiveSchedule {
         }
       }
       wait = std::chrono::seconds(r.archive_interval_seconds);
-      archive_once();
+      // A run stops at its bound; the rest follows at once rather than an interval later.
+      while (archive_once() && !stopped()) {
+      }
     }
   }
 
-  void archive_once() {
+  bool stopped() {
+    std::lock_guard lock(mutex_);
+    return stopping_;
+  }
+
+  // One run; true when it stopped at its bound with older events left.
+  bool archive_once() {
     auto res = engine_.archive(ArchiveRequest{});
     if (!res) {
       spdlog::error("scheduled archive failed: {}", res.error().message());
-    } else if (res->events == 0) {
+      return false;
+    }
+    if (res->events == 0) {
       spdlog::debug("scheduled archive: nothing before {}", core::format_rfc3339(res->cutoff_us));
     } else {
       spdlog::info("scheduled archive: {} events before {} to {} ({} bytes, manifest {}){}",
                    res->events, core::format_rfc3339(res->cutoff_us), res->file, res->bytes,
-                   res->manifest, res->more ? "; more remain for the next run" : "");
+                   res->manifest, res->more ? "; more remain: running again" : "");
     }
+    return res->more;
   }
 
   Engine& engine_;

@@ -31,7 +31,7 @@ namespace {
 namespace fs = std::filesystem;
 
 // Bounds the memory and the size of the one write of a run; the rest waits for the next run.
-constexpr std::uint64_t kArchiveEventsMax = 5'000'000;
+constexpr std::uint64_t kArchiveEventsMax = 1'000'000;
 constexpr std::size_t kManifestBytesMax = 64u << 20;
 // Ages beyond this would put the cutoff before 1970 (and overflow microseconds far beyond).
 constexpr std::int64_t kAgeSecondsMax = 36500LL * 86400;
