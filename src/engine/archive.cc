@@ -128,6 +128,208 @@ Status check_written(const std::string& path, const std::string& sha256, std::ui
 
 }  // namespace
 
+namespace {
+
+// One pass over the stored blocks: writes the archived events to the file and gathers what the
+// hot store must keep of them into `w`.
+class ArchiveScan {
+ public:
+  ArchiveScan(const Engine::Impl& d, core::TimeUs cutoff, std::uint64_t archive_id,
+              engine::ArchiveWriter* writer, ArchiveWork* w)
+      : d_(d), cutoff_(cutoff), archive_id_(archive_id), writer_(writer), w_(*w), repricer_(d) {
+    std::shared_lock lock(d.state_mutex);
+    for (const auto& [num, cs] : d.customers) {
+      ids_[num] = cs.record.id;
+    }
+    for (const auto& m : d.meters) {
+      if (!m.hidden) {
+        specs_.push_back(m.spec);  // hidden cost meters come from repricing
+      }
+    }
+  }
+
+  Status run() {
+    TALLY_TRY(repricer_.seed_from_archives());
+    TALLY_TRY(d_.store->scan(store::Space::kEvents, "", "",
+                             [this](std::string_view k, std::string_view v) {
+                               failed_ = block(k, v);
+                               return failed_.ok();
+                             }));
+    return failed_;
+  }
+
+ private:
+  Status block(std::string_view key, std::string_view value) {
+    if (key.size() != 12) {
+      return Status::corruption("an event block key has the wrong length");
+    }
+    const std::uint32_t cnum = engine::read_be32(key);
+    auto cit = ids_.find(cnum);
+    if (cit == ids_.end()) {
+      // A customer created after the snapshot of customers: its events are for the next run.
+      return Status();
+    }
+    const bool take = w_.result.events < kArchiveEventsMax;
+    engine::BlockHeader h;
+    engine::EventBlockWriter kept;
+    std::uint32_t archived = 0;
+    std::uint32_t stay = 0;
+    Status s;
+    const bool ok = engine::decode_event_block(value, &h, [&](const engine::BlockEvent& be) {
+      engine::stored_event_batch(cit->second, be, &batch_);
+      const bool old = be.time_us < cutoff_;
+      w_.result.more = w_.result.more || (old && !take);
+      // Every event is priced, in order, so tiered prices see the units before each one.
+      core::Decimal credits;
+      repricer_.price(cnum, be, batch_, old && take ? &w_.aggregates : nullptr, &credits,
+                      old && take ? &w_.units : nullptr);
+      if (old && take) {
+        ++archived;
+        if (s.ok()) {
+          s = event(cnum, cit->second, h, be);
+        }
+        return;
+      }
+      if (stay++ == 0) {
+        kept.begin(be.seq, h.received_at_us);
+      }
+      kept.add_stored(be);
+    });
+    if (!ok) {
+      return Status::corruption("an event block of customer '" + cit->second +
+                                "' cannot be decoded");
+    }
+    TALLY_TRY(s);
+    if (archived > 0 && stay == 0) {
+      w_.wb.del(store::Space::kEvents, std::string(key));
+      ++w_.result.blocks_deleted;
+    } else if (archived > 0) {
+      // The key keeps the block's original last sequence: the block holding sequence s is
+      // still the first at or after (customer, s), whether or not s itself is still in it.
+      w_.wb.put(store::Space::kEvents, std::string(key), kept.finish());
+      ++w_.result.blocks_rewritten;
+    }
+    return Status();
+  }
+
+  Status event(std::uint32_t cnum, const std::string& customer, const engine::BlockHeader& h,
+               const engine::BlockEvent& be) {
+    engine::add_event_aggregates(specs_, cnum, be, batch_, &w_.aggregates, &w_.uniques);
+    TALLY_TRY(writer_->write_line(engine::encode_archive_line(customer, h.received_at_us, be)));
+    engine::ArchivedEventRecord rec{h.received_at_us, std::string(be.id), archive_id_, be.priced,
+                                    be.credits};
+    w_.wb.put(store::Space::kArchive, engine::archived_event_key(cnum, be.seq),
+              engine::encode_archived_event(rec));
+    ArchiveResult& res = w_.result;
+    const bool first = res.events == 0;
+    res.from_us = first ? be.time_us : std::min(res.from_us, be.time_us);
+    res.to_us = first ? be.time_us : std::max(res.to_us, be.time_us);
+    res.first_seq = first ? be.seq : std::min(res.first_seq, be.seq);
+    res.last_seq = std::max(res.last_seq, be.seq);
+    ++res.events;
+    w_.customers.insert(customer);
+    return Status();
+  }
+
+  const Engine::Impl& d_;
+  const core::TimeUs cutoff_;
+  const std::uint64_t archive_id_;
+  engine::ArchiveWriter* writer_;
+  ArchiveWork& w_;
+  engine::Repricer repricer_;
+  std::unordered_map<std::uint32_t, std::string> ids_;
+  std::vector<core::MeterSpec> specs_;
+  core::EventBatch batch_;
+  Status failed_;
+};
+
+// Names the finished file after its time range, checks it by reading it back, and writes its
+// manifest. Returns the manifest's text. On error, the files are removed.
+Result<std::string> publish_files(const std::string& dir, const std::string& tmp_path,
+                                  core::TimeUs created, const ArchiveWork& w, ArchiveResult* res) {
+  const std::string base = "events-" + file_time(res->from_us) + "-" + file_time(res->to_us) + "-" +
+                           file_time(created) + "-" + std::to_string(res->archive_id);
+  res->file = (fs::path(dir) / (base + ".jsonl.zst")).string();
+  res->manifest = (fs::path(dir) / (base + ".manifest.json")).string();
+  std::error_code ec;
+  if (fs::exists(res->file, ec)) {
+    fs::remove(tmp_path, ec);
+    return Status::already_exists("archive file " + res->file + " exists already");
+  }
+  fs::rename(tmp_path, res->file, ec);
+  if (ec) {
+    fs::remove(tmp_path, ec);
+    return Status::io_error("cannot rename " + tmp_path + ": " + ec.message());
+  }
+  Status s = engine::sync_dir(dir);
+  if (s.ok()) {
+    s = check_written(res->file, res->sha256, res->bytes, res->events);
+  }
+  engine::ArchiveManifest m;
+  m.archive_id = res->archive_id;
+  m.file = base + ".jsonl.zst";
+  m.sha256 = res->sha256;
+  m.bytes = res->bytes;
+  m.events = res->events;
+  m.cutoff_us = res->cutoff_us;
+  m.from_us = res->from_us;
+  m.to_us = res->to_us;
+  m.first_seq = res->first_seq;
+  m.last_seq = res->last_seq;
+  m.customers.assign(w.customers.begin(), w.customers.end());
+  m.created_at_us = created;
+  std::string text = engine::encode_manifest(m);
+  if (s.ok()) {
+    s = engine::write_file_synced(res->manifest, text);
+  }
+  if (!s.ok()) {
+    fs::remove(res->file, ec);
+    fs::remove(res->manifest, ec);
+    return s;
+  }
+  return text;
+}
+
+// The records verify adds to what it recomputes, for the write that removes the events.
+void add_archive_records(const Engine::Impl& d, const std::string& manifest_text, ArchiveWork* w) {
+  const std::uint64_t id = w->result.archive_id;
+  for (const auto& [key, st] : w->aggregates) {
+    w->wb.put(store::Space::kArchive,
+              engine::archive_record_key(engine::kArchiveAggregateTag, id, key),
+              engine::encode_agg_state(st));
+  }
+  for (const auto& [key, unused_flag] : w->uniques) {
+    w->wb.put(store::Space::kArchive,
+              engine::archive_record_key(engine::kArchiveUniqueTag, id, key), "");
+  }
+  for (const auto& [key, units] : w->units.price_usage) {
+    const auto& [price, cnum, start] = key;
+    w->wb.put(store::Space::kArchive,
+              engine::archive_record_key(engine::kArchivePriceTag, id,
+                                         engine::price_usage_key(d.prices[price].key, cnum, start)),
+              engine::encode_decimal(units));
+  }
+  w->wb.put(store::Space::kArchive, engine::archive_record_key(engine::kArchiveManifestTag, id, ""),
+            manifest_text);
+  std::string next_id;
+  engine::put_be64(next_id, id + 1);
+  w->wb.put(store::Space::kMeta, std::string(engine::kMetaNextArchive), next_id);
+}
+
+// Runs a prepared write on the commit thread.
+Status write_on_commit_thread(Engine::Impl& d, store::WriteBatch&& wb) {
+  auto batch = std::make_shared<store::WriteBatch>(std::move(wb));
+  return engine::run_admin(
+      d,
+      [batch](store::WriteBatch& target) {
+        target = std::move(*batch);
+        return Status();
+      },
+      [] {});
+}
+
+}  // namespace
+
 Result<ArchiveResult> Engine::archive(const ArchiveRequest& request) {
   Impl& d = *impl_;
   if (d.read_only) {
@@ -151,189 +353,36 @@ Result<ArchiveResult> Engine::archive(const ArchiveRequest& request) {
   if (!next) {
     return next.error();
   }
-  const std::uint64_t archive_id =
-      next->has_value() && (*next)->size() == 8 ? engine::read_be64(**next) : 1;
-  const core::TimeUs created = d.clock->now_us();
-
-  std::unordered_map<std::uint32_t, std::string> ids;
-  {
-    std::shared_lock lock(d.state_mutex);
-    for (const auto& [num, cs] : d.customers) {
-      ids[num] = cs.record.id;
-    }
-  }
-  std::vector<core::MeterSpec> specs;
-  for (const auto& m : d.meters) {
-    if (!m.hidden) {
-      specs.push_back(m.spec);
-    }
-  }
-
   ArchiveWork w;
-  ArchiveResult& res = w.result;
-  res.cutoff_us = *cutoff;
-  res.archive_id = archive_id;
+  w.result.cutoff_us = *cutoff;
+  w.result.archive_id = next->has_value() && (*next)->size() == 8 ? engine::read_be64(**next) : 1;
   w.units.from_scratch = true;
-  engine::Repricer repricer(d);
-  TALLY_TRY(repricer.seed_from_archives());
+  const core::TimeUs created = d.clock->now_us();
 
   // The file is named when its time range is known; written under a temporary name first.
   const std::string tmp_path =
-      (fs::path(dir) / ("events-archive-" + std::to_string(archive_id) + ".partial")).string();
+      (fs::path(dir) / ("events-archive-" + std::to_string(w.result.archive_id) + ".partial"))
+          .string();
   fs::remove(tmp_path, ec);
   auto writer = std::make_unique<engine::ArchiveWriter>();
   TALLY_TRY(writer->open(tmp_path));
-
-  core::EventBatch batch;
-  core::Decimal credits;
-  Status failed;
-  Status scanned =
-      d.store->scan(store::Space::kEvents, "", "", [&](std::string_view k, std::string_view v) {
-        if (k.size() != 12) {
-          failed = Status::corruption("an event block key has the wrong length");
-          return false;
-        }
-        const std::uint32_t cnum = engine::read_be32(k);
-        auto cit = ids.find(cnum);
-        if (cit == ids.end()) {
-          failed = Status::corruption("events stored for a customer with no record");
-          return false;
-        }
-        const bool take = res.events < kArchiveEventsMax;
-        engine::BlockHeader h;
-        engine::EventBlockWriter kept;
-        bool kept_begun = false;
-        std::uint32_t archived_here = 0;
-        const bool ok = engine::decode_event_block(v, &h, [&](const engine::BlockEvent& be) {
-          if (!failed.ok()) {
-            return;
-          }
-          engine::stored_event_batch(cit->second, be, &batch);
-          const bool archived = take && be.time_us < *cutoff;
-          res.more = res.more || (!take && be.time_us < *cutoff);
-          // Every event is priced, in order, so tiered prices see the units before each one.
-          repricer.price(cnum, be, batch, archived ? &w.aggregates : nullptr, &credits,
-                         archived ? &w.units : nullptr);
-          if (!archived) {
-            if (!kept_begun) {
-              kept.begin(be.seq, h.received_at_us);
-              kept_begun = true;
-            }
-            kept.add_stored(be);
-            return;
-          }
-          ++archived_here;
-          engine::add_event_aggregates(specs, cnum, be, batch, &w.aggregates, &w.uniques);
-          failed =
-              writer->write_line(engine::encode_archive_line(cit->second, h.received_at_us, be));
-          engine::ArchivedEventRecord rec{h.received_at_us, std::string(be.id), archive_id,
-                                          be.priced, be.credits};
-          w.wb.put(store::Space::kArchive, engine::archived_event_key(cnum, be.seq),
-                   engine::encode_archived_event(rec));
-          res.from_us = res.events == 0 ? be.time_us : std::min(res.from_us, be.time_us);
-          res.to_us = res.events == 0 ? be.time_us : std::max(res.to_us, be.time_us);
-          res.first_seq = res.events == 0 ? be.seq : std::min(res.first_seq, be.seq);
-          res.last_seq = std::max(res.last_seq, be.seq);
-          ++res.events;
-          w.customers.insert(cit->second);
-        });
-        if (!ok) {
-          failed = Status::corruption("an event block of customer '" + cit->second +
-                                      "' cannot be decoded");
-        }
-        if (!failed.ok()) {
-          return false;
-        }
-        if (archived_here == h.count) {
-          w.wb.del(store::Space::kEvents, std::string(k));
-          ++res.blocks_deleted;
-        } else if (archived_here > 0) {
-          // The key keeps the block's original last sequence: the block holding sequence s is
-          // still the first at or after (customer, s), whether or not s itself is still in it.
-          w.wb.put(store::Space::kEvents, std::string(k), kept.finish());
-          ++res.blocks_rewritten;
-        }
-        return true;
-      });
-  TALLY_TRY(scanned);
-  TALLY_TRY(failed);
-  if (res.events == 0) {
-    return res;  // the writer removes its empty file
+  TALLY_TRY(ArchiveScan(d, *cutoff, w.result.archive_id, writer.get(), &w).run());
+  if (w.result.events == 0) {
+    return w.result;  // the writer removes its empty file
   }
   TALLY_TRY(writer->finish());
-  res.bytes = writer->bytes();
-  res.sha256 = writer->sha256_hex();
+  w.result.bytes = writer->bytes();
+  w.result.sha256 = writer->sha256_hex();
   writer.reset();
-  res.customers = static_cast<std::uint32_t>(w.customers.size());
-
-  const std::string base = "events-" + file_time(res.from_us) + "-" + file_time(res.to_us) + "-" +
-                           file_time(created) + "-" + std::to_string(archive_id);
-  res.file = (fs::path(dir) / (base + ".jsonl.zst")).string();
-  res.manifest = (fs::path(dir) / (base + ".manifest.json")).string();
-  if (fs::exists(res.file, ec)) {
-    fs::remove(tmp_path, ec);
-    return Status::already_exists("archive file " + res.file + " exists already");
+  w.result.customers = static_cast<std::uint32_t>(w.customers.size());
+  Result<std::string> manifest = publish_files(dir, tmp_path, created, w, &w.result);
+  if (!manifest) {
+    return manifest.error();
   }
-  fs::rename(tmp_path, res.file, ec);
-  if (ec) {
-    fs::remove(tmp_path, ec);
-    return Status::io_error("cannot rename " + tmp_path + ": " + ec.message());
-  }
-  TALLY_TRY(engine::sync_dir(dir));
-  if (Status s = check_written(res.file, res.sha256, res.bytes, res.events); !s.ok()) {
-    fs::remove(res.file, ec);
-    return s;
-  }
-
-  engine::ArchiveManifest m;
-  m.archive_id = archive_id;
-  m.file = base + ".jsonl.zst";
-  m.sha256 = res.sha256;
-  m.bytes = res.bytes;
-  m.events = res.events;
-  m.cutoff_us = res.cutoff_us;
-  m.from_us = res.from_us;
-  m.to_us = res.to_us;
-  m.first_seq = res.first_seq;
-  m.last_seq = res.last_seq;
-  m.customers.assign(w.customers.begin(), w.customers.end());
-  m.created_at_us = created;
-  const std::string manifest_text = engine::encode_manifest(m);
-  TALLY_TRY(engine::write_file_synced(res.manifest, manifest_text));
-
-  // The records verify adds to what it recomputes, in the same write that removes the events.
-  for (const auto& [key, st] : w.aggregates) {
-    w.wb.put(store::Space::kArchive,
-             engine::archive_record_key(engine::kArchiveAggregateTag, archive_id, key),
-             engine::encode_agg_state(st));
-  }
-  for (const auto& [key, unused_flag] : w.uniques) {
-    w.wb.put(store::Space::kArchive,
-             engine::archive_record_key(engine::kArchiveUniqueTag, archive_id, key), "");
-  }
-  for (const auto& [key, units] : w.units.price_usage) {
-    const auto& [price, cnum, start] = key;
-    w.wb.put(store::Space::kArchive,
-             engine::archive_record_key(engine::kArchivePriceTag, archive_id,
-                                        engine::price_usage_key(d.prices[price].key, cnum, start)),
-             engine::encode_decimal(units));
-  }
-  w.wb.put(store::Space::kArchive,
-           engine::archive_record_key(engine::kArchiveManifestTag, archive_id, ""), manifest_text);
-  std::string next_id;
-  engine::put_be64(next_id, archive_id + 1);
-  w.wb.put(store::Space::kMeta, std::string(engine::kMetaNextArchive), next_id);
-
-  auto batch_ptr = std::make_shared<store::WriteBatch>(std::move(w.wb));
-  Status written = engine::run_admin(
-      d,
-      [batch_ptr](store::WriteBatch& wb) {
-        wb = std::move(*batch_ptr);
-        return Status();
-      },
-      [] {});
-  if (!written.ok()) {
-    // The events stay in the hot store; the file would only confuse a later restore.
+  add_archive_records(d, *manifest, &w);
+  ArchiveResult res = w.result;
+  if (Status written = write_on_commit_thread(d, std::move(w.wb)); !written.ok()) {
+    // The events stay in the hot store; the files would only confuse a later restore.
     fs::remove(res.file, ec);
     fs::remove(res.manifest, ec);
     return written;
@@ -618,14 +667,7 @@ Result<RestoreResult> Engine::restore(const std::string& path) {
   store::WriteBatch wb;
   TALLY_TRY(write_plan(plan, &wb));
   TALLY_TRY(forget_archive(*d.store, m.archive_id, &wb));
-  auto batch_ptr = std::make_shared<store::WriteBatch>(std::move(wb));
-  TALLY_TRY(engine::run_admin(
-      d,
-      [batch_ptr](store::WriteBatch& target) {
-        target = std::move(*batch_ptr);
-        return Status();
-      },
-      [] {}));
+  TALLY_TRY(write_on_commit_thread(d, std::move(wb)));
   return out;
 }
 
