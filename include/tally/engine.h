@@ -177,8 +177,27 @@ class Engine {
   EngineStats stats() const;
   // Whether the store answers reads. Errors: kUnavailable / kIOError.
   Status ready() const;
-  // Recomputes every aggregate from the stored events and compares (see `tally verify`).
+  // Recomputes every aggregate from the stored events (and what archives recorded of theirs)
+  // and compares (see `tally verify`). Waits for an archive or restore in progress.
   Result<VerifyReport> verify() const;
+  // Moves every stored event whose event time is before the request's cutoff to a new
+  // zstd-compressed JSON Lines file and a manifest in the archive directory (both fsynced and
+  // read back), then removes them from the hot store in one write that also records what
+  // verify and dedup need of them; aggregates and the ledger are not touched. Ingest and
+  // checks keep running. At most 1,000,000 events per call (`more` says whether some remain).
+  // Nothing older than the cutoff: OK with events = 0 and no file.
+  // Errors: kInvalidArgument (no cutoff: no age given and none configured), kUnavailable
+  // (read-only, or another archive, restore or verify is running), kIOError (the directory or
+  // file).
+  Result<ArchiveResult> archive(const ArchiveRequest& request);
+  // Puts the events of an archive (its .jsonl.zst file or its manifest) back into the hot store
+  // with their original sequences, and forgets the archive's records. Restoring an archive
+  // already restored changes nothing. A file whose size, checksum or content does not match
+  // its manifest is refused and nothing changes.
+  // Errors: kNotFound (file), kCorruption (size, checksum or count differ from the manifest),
+  // kInvalidArgument (not an archive or manifest), kUnprocessable (an archive this data
+  // directory has no record of, or a customer it does not know), kUnavailable.
+  Result<RestoreResult> restore(const std::string& path);
   // Waits until everything submitted so far is committed. For tests and the CLI.
   void flush();
   const Clock& clock() const;

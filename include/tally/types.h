@@ -565,11 +565,46 @@ struct DeliveryAttempt {
 // ---- operations -----------------------------------------------------------------------------
 
 struct VerifyReport {
-  std::uint64_t events = 0;
+  std::uint64_t events = 0;           // in the hot store
+  std::uint64_t archived_events = 0;  // archived: checked through what archiving recorded
   std::uint64_t aggregates = 0;
   std::uint64_t transactions = 0;  // ledger transactions checked
   std::vector<std::string> differences;  // empty when everything matches
   bool ok() const { return differences.empty(); }
+};
+
+// Archiving raw events (Engine::archive, docs/operations.md "Archiving").
+struct ArchiveRequest {
+  // Events whose event time is before `before_us` are archived. When 0: before now minus
+  // `older_than_seconds`, or, when that is 0 too, now minus [retention] archive_after.
+  TimeUs before_us = 0;
+  std::int64_t older_than_seconds = 0;
+  std::string out_dir;  // "" = [retention] archive_dir, or <data_dir>/archive
+};
+
+struct ArchiveResult {
+  std::uint64_t archive_id = 0;  // 0 when nothing was archived
+  TimeUs cutoff_us = 0;          // the `before` used
+  std::uint64_t events = 0;      // 0: nothing older than the cutoff; no file was written
+  std::string file;              // the .jsonl.zst file's path
+  std::string manifest;          // the manifest's path
+  std::uint64_t bytes = 0;       // size of the compressed file
+  std::string sha256;            // of the compressed file, lower-case hex
+  TimeUs from_us = 0;            // the archived events' earliest and latest event times
+  TimeUs to_us = 0;
+  std::uint64_t first_seq = 0;   // their lowest and highest sequences
+  std::uint64_t last_seq = 0;
+  std::uint32_t customers = 0;
+  std::uint64_t blocks_deleted = 0;    // event blocks removed whole
+  std::uint64_t blocks_rewritten = 0;  // event blocks that kept some events
+  bool more = false;  // stopped at the per-run bound: events before the cutoff remain
+};
+
+struct RestoreResult {
+  std::uint64_t archive_id = 0;
+  std::string file;
+  std::uint64_t events = 0;           // put back into the hot store
+  std::uint64_t already_present = 0;  // in the hot store already (a restore done before)
 };
 
 struct EngineStats {

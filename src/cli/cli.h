@@ -25,5 +25,6 @@ void register_serve(CLI::App& app);
 void register_admin(CLI::App& app);  // keys, customers
 void register_data(CLI::App& app);   // ingest, query, usage, verify
 void register_export(CLI::App& app);  // export
+void register_archive(CLI::App& app);  // archive, restore
 
 }  // namespace tally::cli

@@ -237,8 +237,11 @@ void register_data(CLI::App& app) {
     for (const auto& d : r->differences) {
       std::printf("DIFFERENCE: %s\n", d.c_str());
     }
-    std::printf("verified %llu events, %llu aggregates, %llu ledger transactions: %s\n",
-                static_cast<unsigned long long>(r->events),
+    const std::string archived =
+        r->archived_events == 0 ? ""
+                                : " (" + std::to_string(r->archived_events) + " archived)";
+    std::printf("verified %llu events%s, %llu aggregates, %llu ledger transactions: %s\n",
+                static_cast<unsigned long long>(r->events), archived.c_str(),
                 static_cast<unsigned long long>(r->aggregates),
                 static_cast<unsigned long long>(r->transactions),
                 r->ok() ? "OK" : "DIFFERENCES FOUND");

@@ -8,7 +8,8 @@ namespace tally::cli {
 
 void add_data_options(CLI::App* cmd, DataOptions* o) {
   cmd->add_option("-c,--config", o->config_path, "TOML configuration file");
-  cmd->add_option("-d,--data", o->data_dir, "data directory (overrides the config's data_dir)");
+  cmd->add_option("-d,--data,--data-dir", o->data_dir,
+                  "data directory (overrides the config's data_dir)");
 }
 
 std::unique_ptr<Engine> open_engine(const DataOptions& o, bool read_only) {
@@ -36,6 +37,7 @@ int main(int argc, char** argv) {
   tally::cli::register_admin(app);
   tally::cli::register_data(app);
   tally::cli::register_export(app);
+  tally::cli::register_archive(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -2,15 +2,20 @@
 #include <CLI/CLI.hpp>
 #include <signal.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "cli/cli.h"
 #include "config/config.h"
+#include "core/time.h"
 #include "http/api.h"
 #include "http/server.h"
 #include "webhook/sender.h"
@@ -24,6 +29,82 @@ struct ServeOptions {
   std::string listen;
   std::string port_file;
   int threads = -1;
+};
+
+// Archives raw events every [retention] archive_interval while the server runs, when
+// archive_after is set, on its own thread: ingest and checks go on meanwhile (see
+// Engine::archive). The first run comes a minute after start (or one interval, if shorter), so
+// a server restarted more often than the interval still archives.
+class ArchiveSchedule {
+ public:
+  explicit ArchiveSchedule(Engine& engine) : engine_(engine) {
+    const config::RetentionConfig& r = engine.config().retention;
+    if (r.archive_after_seconds > 0) {
+      thread_ = std::thread([this, r] { run(r); });
+    }
+  }
+  ~ArchiveSchedule() { stop(); }
+  ArchiveSchedule(const ArchiveSchedule&) = delete;
+  ArchiveSchedule& operator=(const ArchiveSchedule&) = delete;
+
+  // Waits for a run in progress to finish.
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+  }
+
+ private:
+  void run(const config::RetentionConfig& r) {
+    spdlog::info("archiving events older than {}s every {}s", r.archive_after_seconds,
+                 r.archive_interval_seconds);
+    auto wait = std::chrono::seconds(std::min<std::int64_t>(60, r.archive_interval_seconds));
+    for (;;) {
+      {
+        std::unique_lock lock(mutex_);
+        if (cv_.wait_for(lock, wait, [this] { return stopping_; })) {
+          return;
+        }
+      }
+      wait = std::chrono::seconds(r.archive_interval_seconds);
+      // A run stops at its bound; the rest follows at once rather than an interval later.
+      while (archive_once() && !stopped()) {
+      }
+    }
+  }
+
+  bool stopped() {
+    std::lock_guard lock(mutex_);
+    return stopping_;
+  }
+
+  // One run; true when it stopped at its bound with older events left.
+  bool archive_once() {
+    auto res = engine_.archive(ArchiveRequest{});
+    if (!res) {
+      spdlog::error("scheduled archive failed: {}", res.error().message());
+      return false;
+    }
+    if (res->events == 0) {
+      spdlog::debug("scheduled archive: nothing before {}", core::format_rfc3339(res->cutoff_us));
+    } else {
+      spdlog::info("scheduled archive: {} events before {} to {} ({} bytes, manifest {}){}",
+                   res->events, core::format_rfc3339(res->cutoff_us), res->file, res->bytes,
+                   res->manifest, res->more ? "; more remain: running again" : "");
+    }
+    return res->more;
+  }
+
+  Engine& engine_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::thread thread_;
 };
 
 int serve(const ServeOptions& o) {
@@ -112,12 +193,14 @@ int serve(const ServeOptions& o) {
     sender = std::make_unique<webhook::Sender>(**engine, cfg.webhooks, (*engine)->clock());
     sender->start();
   }
+  ArchiveSchedule archive_schedule(**engine);
 
   int sig = 0;
   sigwait(&stop_signals, &sig);
   spdlog::info("signal {}: finishing in-flight requests", sig);
   server.stop();        // stops accepting; in-flight ingest batches are answered
   sender.reset();       // finishes the deliveries under way (each within its timeout)
+  archive_schedule.stop();  // lets a run in progress finish: its files and write stay whole
   engine->reset();      // drains the commit queue and closes the store
   spdlog::info("stopped");
   return 0;

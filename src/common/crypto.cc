@@ -17,6 +17,27 @@ std::string sha256(std::string_view data) {
   return std::string(reinterpret_cast<const char*>(out), len);
 }
 
+Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
+  TALLY_ASSERT(ctx_ != nullptr && EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(),
+                                                    nullptr) == 1,
+               "SHA-256 failed");
+}
+
+Sha256::~Sha256() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+
+void Sha256::update(std::string_view data) {
+  const bool ok = EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size()) == 1;
+  TALLY_ASSERT(ok, "SHA-256 failed");
+}
+
+std::string Sha256::finish() {
+  unsigned char out[32];
+  unsigned int len = 0;
+  const bool ok = EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(ctx_), out, &len) == 1;
+  TALLY_ASSERT(ok && len == 32, "SHA-256 failed");
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
 std::string hmac_sha256(std::string_view key, std::string_view data) {
   unsigned char out[32];
   unsigned int len = 0;

@@ -10,6 +10,21 @@ namespace tally::common {
 
 // 32 raw bytes.
 std::string sha256(std::string_view data);
+// SHA-256 over data fed in pieces (archive files, streamed). Not copyable.
+class Sha256 {
+ public:
+  Sha256();
+  ~Sha256();
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void update(std::string_view data);
+  // 32 raw bytes; the object cannot be updated after.
+  std::string finish();
+
+ private:
+  void* ctx_;  // EVP_MD_CTX, kept out of this header
+};
+
 // 32 raw bytes.
 std::string hmac_sha256(std::string_view key, std::string_view data);
 // n cryptographically random bytes. Aborts if the system's generator fails (nothing sensible

@@ -545,6 +545,46 @@ constexpr Option<CreditsConfig> kCreditsOptions[] = {
      [](CreditsConfig& c, Value&& v) { return decimal_value(v.text, false, &c.markup_percent); }},
 };
 
+// A retention age: a duration string, or "" / "0" / "never" for no automatic archiving.
+Status set_archive_after(RetentionConfig& r, Value&& v) {
+  if (v.text.empty() || v.text == "0" || v.text == "never") {
+    r.archive_after_seconds = 0;
+    return Status();
+  }
+  std::int64_t seconds = 0;
+  TALLY_TRY(parse_duration_seconds(v.text, &seconds));
+  if (seconds < 3600 || seconds > 100 * 365 * kSecondsPerDay) {
+    // Under an hour would archive events still arriving late; the upper bound keeps the
+    // cutoff after 1970.
+    return Status::invalid_argument("'" + v.text + "' is out of range 1h..36500d");
+  }
+  r.archive_after_seconds = seconds;
+  return Status();
+}
+
+constexpr Option<RetentionConfig> kRetentionOptions[] = {
+    {"archive_after", Kind::kString, 0, 32, false, R"("")",
+     "Archive raw events whose event time is older than this (a duration such as `\"90d\"`, "
+     "at least `\"1h\"`): the server moves them to compressed files in `archive_dir` every "
+     "`archive_interval`, and `tally archive` uses it when given no age. `\"\"`, `\"0\"` or "
+     "`\"never\"`: never archive automatically. Aggregates and the ledger are kept.",
+     set_archive_after},
+    {"archive_dir", Kind::kString, 0, 4096, false, R"("")",
+     "Directory of archive files and their manifests, created if missing. `\"\"` = "
+     "`<data_dir>/archive`.",
+     [](RetentionConfig& r, Value&& v) {
+       r.archive_dir = std::move(v.text);
+       return Status();
+     }},
+    {"archive_interval", Kind::kDuration, 60, 7 * kSecondsPerDay, false, R"("1h")",
+     "How often a running server archives (when `archive_after` is set): a duration from "
+     "`\"1m\"` to `\"7d\"`.",
+     [](RetentionConfig& r, Value&& v) {
+       r.archive_interval_seconds = v.number;
+       return Status();
+     }},
+};
+
 constexpr std::int64_t kPriceTiersMax = 32;
 
 constexpr Option<PriceConfig> kPriceOptions[] = {
@@ -725,6 +765,10 @@ constexpr SectionDoc kRoutesSection{
     "consumes."};
 constexpr SectionDoc kCreditsSection{
     "credits", false, "What credits are worth: the currency of prices and its credit rate."};
+constexpr SectionDoc kRetentionSection{
+    "retention", false,
+    "Retention of raw events: archiving old events to compressed JSON Lines files (see "
+    "docs/operations.md, \"Archiving\")."};
 constexpr SectionDoc kPricesSection{
     "prices", true,
     "One `[[prices]]` entry per price: a meter, optionally narrowed by property values, and a "
@@ -935,6 +979,9 @@ class Loader {
         TALLY_TRY(load_routes(*node, at, &config->routes));
       } else if (name == kCreditsSection.name) {
         TALLY_TRY(load_section(*node, at, kCreditsSection, kCreditsOptions, &config->credits));
+      } else if (name == kRetentionSection.name) {
+        TALLY_TRY(load_section(*node, at, kRetentionSection, kRetentionOptions,
+                               &config->retention));
       } else if (name == kPricesSection.name) {
         TALLY_TRY(load_prices(*node, at, &config->prices));
       } else if (name == kAlertsSection.name) {
@@ -946,7 +993,7 @@ class Loader {
             kServerSection.name, kStorageSection.name, kEnforcementSection.name,
             kMetersSection.name, kPlansSection.name,   kRoutesSection.name,
             kCreditsSection.name, kPricesSection.name, kAlertsSection.name,
-            kWebhooksSection.name, kCustomersSection.name};
+            kWebhooksSection.name, kCustomersSection.name, kRetentionSection.name};
         std::string hint = suggestion(name, kNames);
         if (node->is_table()) {
           return fail(at, "unknown section [" + std::string(name) + "]" + hint);
@@ -1948,6 +1995,7 @@ std::vector<OptionInfo> config_options() {
   append_options<PriceConfig>(kPricesSection, kPriceOptions, &out);
   append_options<AlertsConfig>(kAlertsSection, kAlertsOptions, &out);
   append_options<WebhookConfig>(kWebhooksSection, kWebhookOptions, &out);
+  append_options<RetentionConfig>(kRetentionSection, kRetentionOptions, &out);
   append_options<CustomerSeed>(kCustomersSection, kCustomerOptions, &out);
   return out;
 }
@@ -1956,7 +2004,7 @@ std::string config_reference_markdown() {
   static constexpr const SectionDoc* kSections[] = {
       &kServerSection, &kStorageSection, &kMetersSection,   &kEnforcementSection,
       &kPlansSection,  &kRoutesSection,  &kCreditsSection,     &kPricesSection,
-      &kAlertsSection, &kWebhooksSection, &kCustomersSection};
+      &kAlertsSection, &kWebhooksSection, &kRetentionSection, &kCustomersSection};
   const std::vector<OptionInfo> options = config_options();
   std::string out;
   for (const SectionDoc* section : kSections) {

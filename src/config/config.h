@@ -65,6 +65,16 @@ struct EnforcementConfig {
   friend bool operator==(const EnforcementConfig&, const EnforcementConfig&) = default;
 };
 
+// Retention of raw events ([retention]): which events `tally archive` and the server's
+// schedule move to archive files. Aggregates and the ledger are never archived.
+struct RetentionConfig {
+  std::int64_t archive_after_seconds = 0;      // archive events older than this; 0 = never
+  std::string archive_dir;                     // empty = <data_dir>/archive
+  std::int64_t archive_interval_seconds = 3600;  // how often the server runs the archive
+
+  friend bool operator==(const RetentionConfig&, const RetentionConfig&) = default;
+};
+
 // What credits are worth. Prices name a currency; credits = cost x per_currency_unit x
 // (1 + markup_percent / 100).
 struct CreditsConfig {
@@ -136,6 +146,7 @@ struct Config {
   std::vector<core::Plan> plans;
   std::vector<RouteRule> routes;
   CreditsConfig credits;
+  RetentionConfig retention;
   std::vector<PriceConfig> prices;  // in file order: the first matching price of a meter applies
   AlertsConfig alerts;
   std::vector<WebhookConfig> webhooks;

@@ -714,5 +714,37 @@ TEST(ConfigPrices, BadPrices) {
                          {"customers[0].credits", "not a decimal number"}));
 }
 
+
+TEST(ConfigTest, Retention) {
+  auto c = parse_config(
+      "[retention]\narchive_after = \"90d\"\narchive_dir = \"/srv/arch\"\n"
+      "archive_interval = \"15m\"\n",
+      "tally.toml");
+  ASSERT_TRUE(c.has_value()) << c.error().message();
+  EXPECT_EQ(c->retention.archive_after_seconds, 90 * 86400);
+  EXPECT_EQ(c->retention.archive_dir, "/srv/arch");
+  EXPECT_EQ(c->retention.archive_interval_seconds, 900);
+  for (std::string_view never : {"", "0", "never"}) {
+    auto n = parse_config("[retention]\narchive_after = \"" + std::string(never) + "\"\n", "t");
+    ASSERT_TRUE(n.has_value()) << never;
+    EXPECT_EQ(n->retention.archive_after_seconds, 0);
+  }
+  auto d = parse_config("", "t");
+  ASSERT_TRUE(d.has_value());
+  EXPECT_EQ(d->retention.archive_after_seconds, 0);
+  EXPECT_EQ(d->retention.archive_interval_seconds, 3600);
+}
+
+TEST(ConfigTest, BadRetention) {
+  EXPECT_TRUE(fails_with("[retention]\narchive_after = \"90 days\"\n",
+                         {"tally.toml:2: retention.archive_after: '90 days' is not a duration"}));
+  EXPECT_TRUE(fails_with("[retention]\narchive_after = \"5m\"\n",
+                         {"retention.archive_after: '5m' is out of range 1h..36500d"}));
+  EXPECT_TRUE(fails_with("[retention]\narchive_after = 90\n",
+                         {"retention.archive_after: expected a string"}));
+  EXPECT_TRUE(fails_with("[retention]\narchive_interval = \"10s\"\n",
+                         {"retention.archive_interval: 10 seconds is out of range 60s..7d"}));
+  EXPECT_TRUE(fails_with("[retention]\narchive_every = \"1h\"\n", {"archive_every"}));
+}
 }  // namespace
 }  // namespace tally::config

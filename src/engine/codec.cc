@@ -167,6 +167,25 @@ void EventBlockWriter::add(const core::EventBatch& batch, const core::Event& e, 
   ++count_;
 }
 
+void EventBlockWriter::add_stored(const BlockEvent& e) {
+  put_varint(body_, e.seq - first_seq_);
+  put_zigzag(body_, e.time_us);
+  body_ += static_cast<char>((e.flagged ? 1 : 0) | (e.priced ? 2 : 0));
+  if (e.priced) {
+    put_i128(body_, e.cost.units);
+    put_i128(body_, e.credits.units);
+  }
+  put_bytes(body_, e.id);
+  put_bytes(body_, e.type);
+  put_varint(body_, e.props.size());
+  for (const auto& p : e.props) {
+    body_ += static_cast<char>(p.kind);
+    put_bytes(body_, p.key);
+    put_bytes(body_, p.text);
+  }
+  ++count_;
+}
+
 std::string EventBlockWriter::finish() {
   std::string out;
   out.reserve(body_.size() + 24);
@@ -747,6 +766,52 @@ bool decode_decimal(std::string_view value, core::Decimal* d) {
   Reader r(value);
   std::uint8_t version = 0;
   return r.get_u8(&version) && version == kRecordVersion && get_decimal(r, d) && r.done();
+}
+
+// ---- archive records ------------------------------------------------------------------------
+
+std::string archived_event_key(std::uint32_t customer_num, std::uint64_t seq) {
+  std::string k(1, kArchivedEventTag);
+  put_be32(k, customer_num);
+  put_be64(k, seq);
+  return k;
+}
+
+std::string encode_archived_event(const ArchivedEventRecord& r) {
+  std::string out(1, '\x01');
+  put_zigzag(out, r.received_at_us);
+  put_bytes(out, r.id);
+  put_varint(out, r.archive_id);
+  out += static_cast<char>(r.priced ? 1 : 0);
+  if (r.priced) {
+    put_i128(out, r.credits.units);
+  }
+  return out;
+}
+
+bool decode_archived_event(std::string_view value, ArchivedEventRecord* r) {
+  Reader rd(value);
+  std::uint8_t version = 0;
+  std::uint8_t priced = 0;
+  std::string_view id;
+  if (!rd.get_u8(&version) || version != 1 || !rd.get_zigzag(&r->received_at_us) ||
+      !rd.get_bytes(&id) || !rd.get_varint(&r->archive_id) || !rd.get_u8(&priced)) {
+    return false;
+  }
+  r->id.assign(id);
+  r->priced = priced != 0;
+  r->credits = core::Decimal{};
+  if (r->priced && !get_i128(rd, &r->credits.units)) {
+    return false;
+  }
+  return rd.done();
+}
+
+std::string archive_record_key(char tag, std::uint64_t archive_id, std::string_view inner) {
+  std::string k(1, tag);
+  put_be64(k, archive_id);
+  k += inner;
+  return k;
 }
 
 // ---- alerts ---------------------------------------------------------------------------------

@@ -73,6 +73,9 @@ class EventBlockWriter {
   // `cost` and `credits` are stored when `priced`.
   void add(const core::EventBatch& batch, const core::Event& e, std::uint64_t seq, bool flagged,
            bool priced = false, core::Decimal cost = {}, core::Decimal credits = {});
+  // Adds an event read from a stored block or an archive, keeping every field as it was
+  // (archiving rewrites partly archived blocks, restoring puts events back).
+  void add_stored(const BlockEvent& e);
   // Finishes the block; returns its value bytes. The writer can begin() again after.
   std::string finish();
   std::uint32_t count() const { return count_; }
@@ -241,11 +244,40 @@ bool decode_alert(std::string_view value, Alert* a);
 std::string encode_delivery(const WebhookDelivery& d);
 bool decode_delivery(std::string_view value, WebhookDelivery* d);
 
+// ---- archive records (Space::kArchive) -----------------------------------------------------
+// What archiving removed from the hot store and what still depends on it. Keys start with a
+// tag byte:
+//   'e' + customer (be32) + seq (be64): an archived event's id (dedup confirms hits with it)
+//       and its stored credits (verify matches its burn with them)
+//   'a' + archive id (be64) + aggregate key: the archived events' part of that minute aggregate
+//   'u' + archive id (be64) + unique key: a distinct value that only archived events carried
+//   'p' + archive id (be64) + price usage key: tiered units the archived events counted
+//   'm' + archive id (be64): the archive's manifest (JSON), present while it is archived
+inline constexpr char kArchivedEventTag = 'e';
+inline constexpr char kArchiveAggregateTag = 'a';
+inline constexpr char kArchiveUniqueTag = 'u';
+inline constexpr char kArchivePriceTag = 'p';
+inline constexpr char kArchiveManifestTag = 'm';
+std::string archived_event_key(std::uint32_t customer_num, std::uint64_t seq);
+struct ArchivedEventRecord {
+  core::TimeUs received_at_us = 0;
+  std::string id;
+  std::uint64_t archive_id = 0;
+  bool priced = false;
+  core::Decimal credits;
+};
+std::string encode_archived_event(const ArchivedEventRecord& r);
+bool decode_archived_event(std::string_view value, ArchivedEventRecord* r);
+// tag + archive id (be64) + inner key; with an empty inner key, the prefix of one archive's
+// records of that tag.
+std::string archive_record_key(char tag, std::uint64_t archive_id, std::string_view inner);
+
 // ---- meta (Space::kMeta) --------------------------------------------------------------------
 inline constexpr std::string_view kMetaNextSeq = "next_seq";
 inline constexpr std::string_view kMetaNextCustomer = "next_customer";
 inline constexpr std::string_view kMetaSchema = "schema";
 inline constexpr std::string_view kMetaNextTxn = "next_txn";
+inline constexpr std::string_view kMetaNextArchive = "next_archive";  // be64
 std::string meter_fingerprint_key(std::string_view meter);  // "meter:" + key
 
 }  // namespace tally::engine

@@ -671,7 +671,24 @@ Result<bool> Engine::Impl::read_stored_event(std::uint32_t customer_num, std::ui
   if (!decoded) {
     return Status::corruption("an event block cannot be decoded");
   }
-  return found;
+  if (found) {
+    return true;
+  }
+  // An archived event keeps its id here, so a retry is still known for what it is.
+  auto archived = store->get(store::Space::kArchive, engine::archived_event_key(customer_num, seq));
+  if (!archived) {
+    return archived.error();
+  }
+  if (!archived->has_value()) {
+    return false;
+  }
+  engine::ArchivedEventRecord rec;
+  if (!engine::decode_archived_event(**archived, &rec)) {
+    return Status::corruption("an archived event record cannot be decoded");
+  }
+  *id = std::move(rec.id);
+  *received_at_us = rec.received_at_us;
+  return true;
 }
 
 namespace {

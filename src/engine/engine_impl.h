@@ -374,6 +374,10 @@ struct Engine::Impl {
   std::mutex api_rates_mutex;
   std::unordered_map<std::string, core::RateState> api_rates;
 
+  // ---- archive.cc: one archive or restore at a time (taken without waiting); verify holds it
+  // too, so it never sees events both in their blocks and in an archive's records ------------
+  mutable std::mutex archive_mutex;
+
   // ---- commit thread only --------------------------------------------------------------------
   engine::DedupIndex dedup;
   std::uint64_t next_seq = 1;
@@ -435,8 +439,9 @@ struct Engine::Impl {
   void commit_admin(engine::AdminJob& job);
   void flush_key_counters(store::WriteBatch& wb, bool force);
   std::uint32_t intern_group(std::string_view group);  // commit thread only
-  // Reads the stored event (customer_num, seq); false when absent. Errors: the store's read
-  // error (kIOError), kCorruption when its block cannot be decoded.
+  // Reads the id of the stored event (customer_num, seq), in its block or, once archived, in
+  // its archived record; false when absent. Errors: the store's read error (kIOError),
+  // kCorruption when its block or record cannot be decoded.
   Result<bool> read_stored_event(std::uint32_t customer_num, std::uint64_t seq, std::string* id,
                                  core::TimeUs* received_at_us) const;
   void install_state(std::uint32_t meter, std::uint32_t customer_num, std::uint32_t group,
@@ -547,6 +552,46 @@ struct Recomputed {
 // batch holding it.
 using RecomputeHook =
     std::function<void(std::uint32_t customer_num, const BlockEvent& e, const core::EventBatch& b)>;
+// The one-event batch meters read a stored event from (verify.cc).
+void stored_event_batch(std::string_view customer, const BlockEvent& be, core::EventBatch* b);
+// Adds what one stored event gives the minute aggregates and distinct values of `meters`.
+void add_event_aggregates(const std::vector<core::MeterSpec>& meters, std::uint32_t cnum,
+                          const BlockEvent& be, const core::EventBatch& b,
+                          std::map<std::string, core::AggState>* aggregates,
+                          std::map<std::string, bool>* uniques);
+
+// Prices stored events again from scratch, fed in (customer, sequence) order, as their commits
+// priced them: verify compares the result with what was stored and burned, and archiving
+// records the archived events' part. Tiered prices count units from those that archives
+// recorded (seed_from_archives), so a period partly archived prices on where it left off.
+class Repricer {
+ public:
+  explicit Repricer(const Engine::Impl& d);
+  Status seed_from_archives();
+  // Prices one event; returns whether a price applied, with its credits in *credits. Adds its
+  // cost and credits to the hidden meters' minute states in `hidden` when set, and counts its
+  // tiered units in `units` when set.
+  bool price(std::uint32_t cnum, const BlockEvent& be, const core::EventBatch& b,
+             std::map<std::string, core::AggState>* hidden, core::Decimal* credits,
+             LedgerWork* units);
+
+ private:
+  const Engine::Impl& d_;
+  LedgerWork work_;
+  std::unordered_map<std::uint32_t, std::pair<core::TimeZone, core::TimeUs>> periods_;
+  core::MeterInput input_;
+  std::string group_;
+  std::vector<std::pair<std::string_view, std::string_view>> props_;
+};
+
+// Adds the baselines archives recorded (Space::kArchive) to a recomputation: archived events'
+// part of aggregates and distinct values (of the meters in `meter_keys`), and each archived
+// priced event's credits to `priced`; counts archived events in *archived.
+Status add_archive_baselines(
+    const store::Store& store, const std::set<std::string>& meter_keys, Recomputed* r,
+    std::map<std::pair<std::uint32_t, std::string>, std::vector<Engine::Impl::PricedEvent>>* priced,
+    std::uint64_t* archived);
+
 Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& meters,
                  const std::unordered_map<std::uint32_t, std::string>& customer_ids,
                  Recomputed* out, std::int64_t dedup_window_us = 0,

@@ -8,15 +8,51 @@
 namespace tally {
 namespace engine {
 
+void stored_event_batch(std::string_view customer, const BlockEvent& be, core::EventBatch* b) {
+  b->clear();
+  core::Event e;
+  e.id = b->add_text(be.id);
+  e.customer = b->add_text(customer);
+  e.type = b->add_text(be.type);
+  e.time_us = be.time_us;
+  e.prop_begin = 0;
+  e.prop_count = static_cast<std::uint32_t>(be.props.size());
+  for (const auto& p : be.props) {
+    b->props().push_back(core::Prop{b->add_text(p.key), b->add_text(p.text), p.kind});
+  }
+  b->events().push_back(e);
+}
+
+namespace {
+core::TimeUs minute_of(core::TimeUs t) {
+  return t - (((t % core::kUsPerMinute) + core::kUsPerMinute) % core::kUsPerMinute);
+}
+}  // namespace
+
+void add_event_aggregates(const std::vector<core::MeterSpec>& meters, std::uint32_t cnum,
+                          const BlockEvent& be, const core::EventBatch& b,
+                          std::map<std::string, core::AggState>* aggregates,
+                          std::map<std::string, bool>* uniques) {
+  core::MeterInput input;
+  std::string group;
+  for (const auto& m : meters) {
+    if (m.event_type != be.type || !core::meter_accepts(m, b, b.events()[0], &input, &group)) {
+      continue;
+    }
+    const core::TimeUs minute = minute_of(be.time_us);
+    (*aggregates)[aggregate_key(m.key, cnum, minute, group)].add(input.value, be.time_us, be.seq);
+    if (m.aggregation == core::Aggregation::kUniqueCount) {
+      (*uniques)[unique_key(m.key, cnum, minute, group, input.unique)] = true;
+    }
+  }
+}
+
 Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& meters,
                  const std::unordered_map<std::uint32_t, std::string>& customer_ids,
                  Recomputed* out, std::int64_t dedup_window_us, const RecomputeHook& on_event) {
   core::EventBatch scratch;
-  core::MeterInput input;
-  std::string group;
   // (customer, id) -> when its latest copy was received.
   std::map<std::pair<std::uint32_t, std::string>, core::TimeUs> seen;
-  Status bad;
   Status s = store.scan(store::Space::kEvents, "", "", [&](std::string_view k, std::string_view v) {
     if (k.size() != 12) {
       out->problems.push_back("an event block key has the wrong length");
@@ -45,47 +81,137 @@ Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& 
         }
         sit->second = h.received_at_us;
       }
-      scratch.clear();
-      core::Event e;
-      e.id = scratch.add_text(be.id);
-      e.customer = scratch.add_text(customer);
-      e.type = scratch.add_text(be.type);
-      e.time_us = be.time_us;
-      e.prop_begin = 0;
-      e.prop_count = static_cast<std::uint32_t>(be.props.size());
-      for (const auto& p : be.props) {
-        scratch.props().push_back(core::Prop{scratch.add_text(p.key), scratch.add_text(p.text), p.kind});
-      }
-      scratch.events().push_back(e);
+      stored_event_batch(customer, be, &scratch);
       if (on_event) {
         on_event(cnum, be, scratch);
       }
-      for (const auto& m : meters) {
-        if (m.event_type != be.type || !core::meter_accepts(m, scratch, scratch.events()[0], &input, &group)) {
-          continue;
-        }
-        const core::TimeUs minute =
-            be.time_us - (((be.time_us % core::kUsPerMinute) + core::kUsPerMinute) % core::kUsPerMinute);
-        out->aggregates[aggregate_key(m.key, cnum, minute, group)].add(input.value, be.time_us,
-                                                                       be.seq);
-        if (m.aggregation == core::Aggregation::kUniqueCount) {
-          out->uniques[unique_key(m.key, cnum, minute, group, input.unique)] = true;
-        }
-      }
+      add_event_aggregates(meters, cnum, be, scratch, &out->aggregates, &out->uniques);
     });
     if (!ok) {
       out->problems.push_back("an event block of customer '" + customer + "' cannot be decoded");
     }
     return true;
   });
-  TALLY_TRY(s);
-  return bad;
+  return s;
+}
+
+Repricer::Repricer(const Engine::Impl& d) : d_(d) {
+  work_.from_scratch = true;
+  std::shared_lock lock(d.state_mutex);
+  for (const auto& [num, cs] : d.customers) {
+    periods_[num] = {cs.tz, cs.record.billing_anchor_us != 0 ? cs.record.billing_anchor_us
+                                                             : cs.record.created_at_us};
+  }
+}
+
+Status Repricer::seed_from_archives() {
+  std::unordered_map<std::string_view, std::uint32_t> index;
+  for (std::uint32_t i = 0; i < d_.prices.size(); ++i) {
+    index[d_.prices[i].key] = i;
+  }
+  const std::string begin(1, kArchivePriceTag);
+  const std::string end(1, static_cast<char>(kArchivePriceTag + 1));
+  return d_.store->scan(store::Space::kArchive, begin, end, [&](std::string_view k,
+                                                                 std::string_view v) {
+    std::string_view price;
+    std::uint32_t cnum = 0;
+    core::TimeUs start = 0;
+    core::Decimal units;
+    if (k.size() > 9 && decode_price_usage_key(k.substr(9), &price, &cnum, &start) &&
+        decode_decimal(v, &units)) {
+      if (auto it = index.find(price); it != index.end()) {
+        work_.price_usage[{it->second, cnum, start}] += units;  // a price since removed: skip
+      }
+    }
+    return true;
+  });
+}
+
+bool Repricer::price(std::uint32_t cnum, const BlockEvent& be, const core::EventBatch& b,
+                     std::map<std::string, core::AggState>* hidden, core::Decimal* credits,
+                     LedgerWork* units) {
+  bool any = false;
+  *credits = core::Decimal{};
+  props_.clear();
+  for (const auto& p : be.props) {
+    props_.emplace_back(p.key, p.text);
+  }
+  const auto& [tz, anchor] = periods_[cnum];
+  for (std::uint32_t m = 0; m < d_.prices_by_meter.size(); ++m) {
+    if (d_.prices_by_meter[m].empty() || d_.meters[m].spec.event_type != be.type ||
+        !core::meter_accepts(d_.meters[m].spec, b, b.events()[0], &input_, &group_)) {
+      continue;
+    }
+    core::Decimal cost;
+    core::Decimal c;
+    if (!d_.price_of(m, cnum, tz, anchor, be.time_us, input_.value, props_, &work_, &cost, &c)) {
+      continue;
+    }
+    *credits += c;
+    any = true;
+    if (units != nullptr) {
+      // The same price matches again (matching depends on properties only), so this counts the
+      // event's tiered units under the same key; its price there is not used.
+      core::Decimal unused_cost;
+      core::Decimal unused_credits;
+      d_.price_of(m, cnum, tz, anchor, be.time_us, input_.value, props_, units, &unused_cost,
+                  &unused_credits);
+    }
+    if (hidden != nullptr) {
+      const core::TimeUs minute = minute_of(be.time_us);
+      (*hidden)[aggregate_key(d_.meters[d_.cost_meter[m]].spec.key, cnum, minute, group_)].add(
+          cost, be.time_us, be.seq);
+      (*hidden)[aggregate_key(d_.meters[d_.credits_meter[m]].spec.key, cnum, minute, group_)]
+          .add(c, be.time_us, be.seq);
+    }
+  }
+  return any;
+}
+
+Status add_archive_baselines(
+    const store::Store& store, const std::set<std::string>& meter_keys, Recomputed* r,
+    std::map<std::pair<std::uint32_t, std::string>, std::vector<Engine::Impl::PricedEvent>>* priced,
+    std::uint64_t* archived) {
+  return store.scan(store::Space::kArchive, "", "", [&](std::string_view k, std::string_view v) {
+    const char tag = k.empty() ? '\0' : k[0];
+    if (tag == kArchivedEventTag) {
+      ArchivedEventRecord rec;
+      if (k.size() != 13 || !decode_archived_event(v, &rec)) {
+        r->problems.push_back("an archived event record cannot be decoded");
+        return true;
+      }
+      ++*archived;
+      if (rec.priced) {
+        // Its credits were checked against its prices before it was archived.
+        (*priced)[{read_be32(k.substr(1)), rec.id}].push_back(
+            Engine::Impl::PricedEvent{rec.credits, rec.credits});
+      }
+    } else if ((tag == kArchiveAggregateTag || tag == kArchiveUniqueTag) && k.size() > 9) {
+      const std::string_view inner = k.substr(9);
+      const std::string_view meter = inner.substr(0, inner.find('\0'));
+      if (meter_keys.count(std::string(meter)) == 0) {
+        return true;  // a meter no longer configured, like its stored aggregates
+      }
+      if (tag == kArchiveUniqueTag) {
+        r->uniques[std::string(inner)] = true;
+        return true;
+      }
+      core::AggState st;
+      if (!decode_agg_state(v, &st)) {
+        r->problems.push_back("an archived aggregate baseline cannot be decoded");
+        return true;
+      }
+      r->aggregates[std::string(inner)].merge(st);
+    }
+    return true;
+  });
 }
 
 }  // namespace engine
 
 Result<VerifyReport> Engine::verify() const {
   const Impl& d = *impl_;
+  std::lock_guard no_archive(d.archive_mutex);
   std::unordered_map<std::uint32_t, std::string> ids;
   std::vector<core::MeterSpec> specs;
   {
@@ -101,50 +227,15 @@ Result<VerifyReport> Engine::verify() const {
     }
     meter_keys.insert(m.spec.key);
   }
-  // Every event priced again from scratch, in order, as its commit priced it.
+  // Every event priced again from scratch, in order, as its commit priced it (tiered prices
+  // start from the units archived events counted).
   std::map<std::pair<std::uint32_t, std::string>, std::vector<Impl::PricedEvent>> priced;
-  engine::LedgerWork repriced;
-  repriced.from_scratch = true;
-  std::unordered_map<std::uint32_t, std::pair<core::TimeZone, core::TimeUs>> periods;
-  {
-    std::shared_lock lock(d.state_mutex);
-    for (const auto& [num, cs] : d.customers) {
-      periods[num] = {cs.tz, cs.record.billing_anchor_us != 0 ? cs.record.billing_anchor_us
-                                                              : cs.record.created_at_us};
-    }
-  }
-  core::MeterInput input;
-  std::string group;
-  std::vector<std::pair<std::string_view, std::string_view>> props;
   std::map<std::string, core::AggState> hidden_aggregates;
+  engine::Repricer repricer(d);
+  TALLY_TRY(repricer.seed_from_archives());
   auto reprice = [&](std::uint32_t cnum, const engine::BlockEvent& be, const core::EventBatch& b) {
     core::Decimal credits;
-    bool any = false;
-    props.clear();
-    for (const auto& p : be.props) {
-      props.emplace_back(p.key, p.text);
-    }
-    const auto& [tz, anchor] = periods[cnum];
-    for (std::uint32_t m = 0; m < d.prices_by_meter.size(); ++m) {
-      if (d.prices_by_meter[m].empty() || d.meters[m].spec.event_type != be.type ||
-          !core::meter_accepts(d.meters[m].spec, b, b.events()[0], &input, &group)) {
-        continue;
-      }
-      core::Decimal cost;
-      core::Decimal c;
-      if (d.price_of(m, cnum, tz, anchor, be.time_us, input.value, props, &repriced, &cost, &c)) {
-        credits += c;
-        any = true;
-        const core::TimeUs minute =
-            be.time_us - (((be.time_us % core::kUsPerMinute) + core::kUsPerMinute) % core::kUsPerMinute);
-        hidden_aggregates[engine::aggregate_key(d.meters[d.cost_meter[m]].spec.key, cnum, minute,
-                                                group)]
-            .add(cost, be.time_us, be.seq);
-        hidden_aggregates[engine::aggregate_key(d.meters[d.credits_meter[m]].spec.key, cnum,
-                                                minute, group)]
-            .add(c, be.time_us, be.seq);
-      }
-    }
+    const bool any = repricer.price(cnum, be, b, &hidden_aggregates, &credits, nullptr);
     if (any || be.priced) {
       priced[{cnum, std::string(be.id)}].push_back(Impl::PricedEvent{be.credits, credits});
     }
@@ -155,8 +246,13 @@ Result<VerifyReport> Engine::verify() const {
   for (auto& [k, st] : hidden_aggregates) {
     r.aggregates[k] = st;
   }
+  // Archived events are gone from the hot store; what they added stays in the aggregates and
+  // the ledger, and was recorded when they left.
+  std::uint64_t archived = 0;
+  TALLY_TRY(engine::add_archive_baselines(*d.store, meter_keys, &r, &priced, &archived));
   VerifyReport report;
   report.events = r.events;
+  report.archived_events = archived;
   report.differences = r.problems;
 
   auto describe = [&](std::string_view key) {

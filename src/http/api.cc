@@ -55,6 +55,7 @@ const Route kRoutes[] = {
     {"GET", "/v1/customers/{}/report", Need::kRead, handlers::usage_report},
     {"GET", "/v1/organizations/{}/usage", Need::kAdmin, handlers::organization_usage},
     {"GET", "/v1/admin/usage/top", Need::kAdmin, handlers::top_customers},
+    {"POST", "/v1/admin/archive", Need::kAdmin, handlers::archive_events},
     {"GET", "/v1/meters/{}/stats", Need::kRead, handlers::meter_stats},
     {"GET", "/v1/export", Need::kRead, handlers::export_data},
     {"GET", "/v1/alerts", Need::kRead, handlers::list_alerts},

@@ -187,6 +187,40 @@ std::string customer_usage_json(const CustomerUsage& r) {
   return w.take();
 }
 
+std::string archive_result_json(const ArchiveResult& r) {
+  common::JsonWriter w;
+  w.begin_object().key("events").value(r.events).key("cutoff").value(time_text(r.cutoff_us));
+  if (r.events == 0) {
+    w.key("file").null().key("manifest").null();
+  } else {
+    w.key("archive_id").value(r.archive_id)
+        .key("file").value(r.file)
+        .key("manifest").value(r.manifest)
+        .key("bytes").value(r.bytes)
+        .key("sha256").value(r.sha256)
+        .key("from").value(time_text(r.from_us))
+        .key("to").value(time_text(r.to_us))
+        .key("first_seq").value(r.first_seq)
+        .key("last_seq").value(r.last_seq)
+        .key("customers").value(static_cast<std::uint64_t>(r.customers))
+        .key("blocks_deleted").value(r.blocks_deleted)
+        .key("blocks_rewritten").value(r.blocks_rewritten);
+  }
+  w.key("more").value(r.more).end_object();
+  return w.take();
+}
+
+std::string restore_result_json(const RestoreResult& r) {
+  common::JsonWriter w;
+  w.begin_object()
+      .key("archive_id").value(r.archive_id)
+      .key("file").value(r.file)
+      .key("events").value(r.events)
+      .key("already_present").value(r.already_present)
+      .end_object();
+  return w.take();
+}
+
 void write_alert(common::JsonWriter& w, const Alert& a, bool deliveries) {
   w.begin_object().key("id").value(a.id).key("customer").value(a.customer);
   w.key("kind").value(a.kind).key("level").value(a.level);

@@ -34,5 +34,9 @@ void write_scopes(common::JsonWriter& w, std::uint32_t scopes);
 // The bodies of GET /v1/meters/{key}/query and GET /v1/customers/{id}/usage.
 std::string query_result_json(const QueryResult& r);
 std::string customer_usage_json(const CustomerUsage& r);
+// What an archive run or a restore did: the body of POST /v1/admin/archive and what
+// `tally archive` / `tally restore` print.
+std::string archive_result_json(const ArchiveResult& r);
+std::string restore_result_json(const RestoreResult& r);
 
 }  // namespace tally::http

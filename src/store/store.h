@@ -33,7 +33,8 @@ enum class Space : std::uint8_t {
   kKeys = 6,        // API key records
   kAudit = 7,       // audit log
   kLedger = 8,      // wallet transactions, per customer in order
-  kCount = 9,
+  kArchive = 9,     // what archiving removed: archived ids, aggregate baselines, manifests
+  kCount = 10,
 };
 
 class WriteBatch {

@@ -38,7 +38,8 @@ using Rows = std::vector<std::pair<std::string, std::string>>;
 
 constexpr Space kAllSpaces[] = {Space::kMeta,       Space::kEvents,  Space::kDedup,
                                 Space::kAggregates, Space::kUniques, Space::kCustomers,
-                                Space::kKeys,       Space::kAudit,   Space::kLedger};
+                                Space::kKeys,       Space::kAudit,   Space::kLedger,
+                                Space::kArchive};
 
 // Environment variables that turn a RocksStoreChild test from a skip into a child's role.
 constexpr const char* kLockedDirEnv = "TALLY_STORE_TEST_LOCKED_DIR";

@@ -62,6 +62,9 @@ void export_data(Context& ctx, Call& call);
 // alerts.cc
 void list_alerts(Context& ctx, Call& call);
 void get_alert(Context& ctx, Call& call);
+// archive.cc
+void archive_events(Context& ctx, Call& call);
+
 // ops.cc
 void health(Context& ctx, Call& call);
 void ready(Context& ctx, Call& call);

@@ -57,6 +57,7 @@ constexpr std::size_t kSpaceCount = static_cast<std::size_t>(Space::kCount);
 // RocksDB's default column family, which always exists.
 constexpr std::array<std::string_view, kSpaceCount> kColumnFamilyNames = {
     "default", "events", "dedup", "aggregates", "uniques", "customers", "keys", "audit", "ledger",
+    "archive",
 };
 static_assert(kColumnFamilyNames[0] == "default", "kMeta must map to RocksDB's default family");
 
@@ -212,6 +213,7 @@ rocksdb::ColumnFamilyOptions family_options(Space space,
     case Space::kUniques:
     case Space::kAudit:
     case Space::kLedger:
+    case Space::kArchive:
     case Space::kCount:
       cf.write_buffer_size = kOtherWriteBufferBytes;
       cf.compression = pick_compression({rocksdb::kLZ4Compression});
