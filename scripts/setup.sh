@@ -12,8 +12,9 @@ packages=(
   # nginx in front of `tally serve` (auth_request, tests/nginx_test.cc) and as the HTTP
   # baseline, redis-server for the Redis+Lua comparison in bench/.
   nginx redis-server
-  # The export tests open the XLSX workbooks they get to read their rows.
-  unzip
+  # The export tests open the XLSX workbooks they get to read their rows; the archive tests
+  # read archives with the zstd command, as an operator would.
+  unzip zstd
 )
 
 # Debian's postinst scripts start nginx and redis-server as system services. Tally only runs
