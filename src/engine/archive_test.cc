@@ -16,6 +16,7 @@
 #include "core/time.h"
 #include "engine/archive_file.h"
 #include "engine/codec.h"
+#include "engine/engine_test_util.h"
 #include "store/store.h"
 
 namespace tally {
@@ -65,25 +66,16 @@ TimeUs at(const char* rfc3339) {
   return *core::parse_rfc3339(rfc3339);
 }
 
-class ArchiveTest : public ::testing::Test {
+class ArchiveTest : public EngineDirTest {
  protected:
+  ArchiveTest() : EngineDirTest("tally-archive-", at("2025-03-10T00:00:00Z")) {}
+
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("tally-archive-" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir_);
+    EngineDirTest::SetUp();
     out_ = (dir_ / "archive").string();
   }
 
-  void TearDown() override { fs::remove_all(dir_); }
-
-  std::unique_ptr<Engine> open() {
-    EngineOptions o;
-    o.config_toml = kConfig;
-    o.data_dir = (dir_ / "data").string();
-    o.clock = &clock_;
-    auto e = Engine::open(o);
-    EXPECT_TRUE(e.has_value()) << e.error().message();
-    return e ? std::move(*e) : nullptr;
-  }
+  std::unique_ptr<Engine> open() { return open_engine(kConfig); }
 
   static void ingest(Engine& e, const std::string& body) {
     auto r = e.ingest_json(body);
@@ -177,8 +169,6 @@ class ArchiveTest : public ::testing::Test {
     return r;
   }
 
-  FakeClock clock_{at("2025-03-10T00:00:00Z")};
-  fs::path dir_;
   std::string out_;
 };
 
@@ -338,7 +328,7 @@ TEST_F(ArchiveTest, CutoffFromAgeOrConfigAndErrors) {
   {
     EngineOptions o;
     o.config_toml = kConfig;
-    o.data_dir = (dir_ / "data").string();
+    o.data_dir = data_dir();
     o.clock = &clock_;
     o.read_only = true;
     auto ro = Engine::open(o);
@@ -366,7 +356,7 @@ TEST_F(ArchiveTest, VerifyStillFindsARealMismatchAfterArchiving) {
   // past the engine: the baseline no longer explains it.
   {
     store::RocksOptions ro;
-    ro.path = (dir_ / "data").string();
+    ro.path = data_dir();
     auto st = store::open_rocksdb_store(ro);
     ASSERT_TRUE(st.has_value()) << st.error().message();
     const std::string key = engine::aggregate_key("calls", 1, at("2025-01-10T10:00:00Z"), "chat");
@@ -446,7 +436,7 @@ TEST_F(ArchiveTest, ArchiveOfAnotherDataDirectoryIsRefused) {
     ASSERT_TRUE(a.has_value());
     manifest = a->manifest;
   }
-  fs::remove_all(dir_ / "data");
+  fs::remove_all(data_dir());
   auto e = open();
   // Customers it does not have.
   auto r = e->restore(manifest);

@@ -25,11 +25,14 @@ class EngineDirTest : public ::testing::Test {
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  // Opens (or reopens) the engine of the directory with `config`.
+  // The engine's data directory, inside dir_ (which tests may use for other files).
+  std::string data_dir() const { return (dir_ / "data").string(); }
+
+  // Opens (or reopens) the engine of data_dir() with `config`.
   std::unique_ptr<Engine> open_engine(const std::string& config) {
     EngineOptions o;
     o.config_toml = config;
-    o.data_dir = dir_.string();
+    o.data_dir = data_dir();
     o.clock = &clock_;
     auto e = Engine::open(o);
     EXPECT_TRUE(e.has_value()) << e.error().message();
