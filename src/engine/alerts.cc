@@ -17,7 +17,6 @@
 // Sending belongs to the webhook sender (src/webhook), outside the engine: it takes due
 // deliveries and reports each attempt, which is stored before the next is made.
 #include <algorithm>
-#include <charconv>
 
 #include "common/crypto.h"
 #include "engine/engine_impl.h"
@@ -30,11 +29,6 @@ constexpr std::string_view kAlertIdPrefix = "alrt_";
 constexpr std::string_view kAlertEvent = "alert.triggered";
 
 std::string alert_id(std::uint64_t num) { return std::string(kAlertIdPrefix) + std::to_string(num); }
-
-bool parse_number(std::string_view text, std::uint64_t* out) {
-  const auto r = std::from_chars(text.data(), text.data() + text.size(), *out);
-  return r.ec == std::errc() && r.ptr == text.data() + text.size() && !text.empty();
-}
 
 bool webhook_takes(const config::WebhookConfig& w, std::string_view event) {
   return std::any_of(w.events.begin(), w.events.end(),
@@ -339,9 +333,7 @@ Result<AlertPage> Engine::alerts(const AlertQuery& q) const {
     return Status::invalid_argument("status must be pending, sent, failed or none");
   }
   std::uint64_t after = 0;
-  if (!q.cursor.empty() && !parse_number(q.cursor, &after)) {
-    return Status::invalid_argument("cursor is not one this API returned");
-  }
+  TALLY_TRY(engine::parse_cursor(q.cursor, &after));
   if (!q.customer.empty()) {
     std::shared_lock lock(d.state_mutex);
     if (d.find_customer(q.customer) == nullptr) {
@@ -385,7 +377,7 @@ Result<Alert> Engine::alert(const std::string& id) const {
   const Impl& d = *impl_;
   std::uint64_t num = 0;
   if (id.rfind(kAlertIdPrefix, 0) != 0 ||
-      !parse_number(std::string_view(id).substr(kAlertIdPrefix.size()), &num)) {
+      !engine::parse_u64(std::string_view(id).substr(kAlertIdPrefix.size()), &num)) {
     return Status::not_found("alert '" + id + "' does not exist");
   }
   std::lock_guard lock(d.alerts_mutex);

@@ -528,6 +528,12 @@ void combine_customer(const MeterState& m, std::uint32_t customer_num, core::Tim
                       core::TimeUs b, bool want_uniques, core::AggState* state,
                       core::UniqueSet* uniques);
 
+// A whole decimal number of 1 to 19 digits (no sign), as ids and cursors carry them; false
+// when `text` is anything else (query.cc).
+bool parse_u64(std::string_view text, std::uint64_t* out);
+// The position a page's `next_cursor` gave; "" = the start (0). Errors: kInvalidArgument.
+Status parse_cursor(const std::string& cursor, std::uint64_t* after);
+
 // used / limit x 100 with two decimals, half-even ("100.00" for any use of a zero limit).
 std::string percent_text(const core::Decimal& used, const core::Decimal& limit);
 

@@ -5,6 +5,7 @@
 // ragged edges, so any window of any time zone (including +05:30 zones, whose days start at
 // half past a UTC hour) is exact. `from` is aligned down and `to` up to whole minutes.
 #include <algorithm>
+#include <charconv>
 #include <cinttypes>
 #include <cstdio>
 
@@ -89,6 +90,21 @@ void combine_customer(const MeterState& m, std::uint32_t customer_num, core::Tim
   for (const auto& [gid, series] : it->second) {
     combine_range(series, a, b, want_uniques, state, uniques);
   }
+}
+
+bool parse_u64(std::string_view text, std::uint64_t* out) {
+  const auto r = std::from_chars(text.data(), text.data() + text.size(), *out);
+  // At most 19 digits: every such number fits, and no id or cursor handed out is longer.
+  return !text.empty() && text.size() <= 19 && r.ec == std::errc() &&
+         r.ptr == text.data() + text.size();
+}
+
+Status parse_cursor(const std::string& cursor, std::uint64_t* after) {
+  *after = 0;
+  if (!cursor.empty() && !parse_u64(cursor, after)) {
+    return Status::invalid_argument("cursor '" + cursor + "' is not a cursor from this API");
+  }
+  return Status();
 }
 
 std::vector<std::string_view> split_group(std::string_view text, std::size_t n) {

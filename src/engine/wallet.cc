@@ -550,15 +550,7 @@ Result<LedgerPage> Engine::wallet_transactions(const LedgerQuery& q) const {
     return Status::invalid_argument("type '" + q.type + "' is not a transaction type");
   }
   std::uint64_t after = 0;
-  if (!q.cursor.empty()) {
-    const bool digits = q.cursor.size() <= 19 &&
-                        std::all_of(q.cursor.begin(), q.cursor.end(),
-                                    [](char c) { return c >= '0' && c <= '9'; });
-    if (!digits) {
-      return Status::invalid_argument("cursor '" + q.cursor + "' is not a cursor from this API");
-    }
-    after = std::stoull(q.cursor);
-  }
+  TALLY_TRY(engine::parse_cursor(q.cursor, &after));
   LedgerPage page;
   Status bad;
   bool more = false;
