@@ -784,3 +784,75 @@ TEST(CheckCrashTest, NoAcknowledgedConsumptionOlderThanTheBoundIsLost) {
 
 }  // namespace
 }  // namespace tally::testing
+
+namespace tally::testing {
+namespace {
+
+// ---- hardening (issue #16), over HTTP as an adversarial customer would try it -------------------
+
+TEST_F(CheckApiTest, ACustomerKeyCannotUseAnotherCustomersReservation) {
+  customer("res-a", "metered");
+  customer("res-b", "metered");
+  const std::string key_a = customer_key("res-a");
+  const std::string key_b = customer_key("res-b");
+  auto held = as(key_b, "POST", "/v1/check",
+                 R"({"customer":"res-b","meter":"tokens","amount":100,"consume":"reserve"})");
+  ASSERT_EQ(held.status, 200) << held.body;
+  const std::string id = Json(held.body).str("reservation_id");
+  ASSERT_FALSE(id.empty());
+  auto stolen = as(key_a, "POST", "/v1/reservations/" + id + "/commit", R"({"amount":500})");
+  EXPECT_EQ(stolen.status, 404) << stolen.body;
+  EXPECT_EQ(Json(stolen.body).str("error"), "NOT_FOUND");
+  auto released = as(key_a, "POST", "/v1/reservations/" + id + "/release");
+  EXPECT_EQ(released.status, 404) << released.body;
+  EXPECT_EQ(usage("res-b", "tokens"), "none");
+  auto own = as(key_b, "POST", "/v1/reservations/" + id + "/commit", R"({"amount":40})");
+  EXPECT_EQ(own.status, 200) << own.body;
+  EXPECT_EQ(usage("res-b", "tokens"), "40");
+  EXPECT_EQ(usage("res-a", "tokens"), "none");
+}
+
+TEST_F(CheckApiTest, NegativeUsageFromACustomerKeyIsRefusedAndChangesNothing) {
+  customer("neg-cust", "metered");
+  const std::string key = customer_key("neg-cust");
+  auto r = as(key, "POST", "/v1/events",
+              R"({"id":"neg-1","type":"tokens","properties":{"n":-1000000000}})");
+  EXPECT_EQ(r.status, 400) << r.body;  // nothing valid in the batch
+  EXPECT_NE(r.body.find("NEGATIVE_VALUE"), std::string::npos) << r.body;
+  EXPECT_EQ(usage("neg-cust", "tokens"), "none");
+  auto c = as(key, "POST", "/v1/check",
+              R"({"customer":"neg-cust","meter":"tokens","amount":1001,"consume":false})");
+  EXPECT_EQ(c.status, 429) << "the lifetime limit of 1000 still counts from zero: " << c.body;
+}
+
+TEST_F(CheckApiTest, IngestCannotCreateCustomersTheApiRefuses) {
+  for (const char* id : {R"(nul\u0000id)", R"(evil\r\nX-Injected: yes)"}) {
+    auto r = admin("POST", "/v1/events",
+                   std::string(R"({"id":"bad-id-1","customer":")") + id + R"(","type":"api_call"})");
+    EXPECT_EQ(r.status, 400) << id << ": " << r.body;
+    EXPECT_NE(r.body.find("INVALID_VALUE"), std::string::npos) << r.body;
+  }
+  auto list = admin("GET", "/v1/customers?limit=1000");
+  ASSERT_EQ(list.status, 200);
+  EXPECT_EQ(list.body.find("X-Injected"), std::string::npos) << "no such customer was created";
+  EXPECT_EQ(list.body.find("nul\\u0000id"), std::string::npos);
+}
+
+TEST_F(CheckApiTest, ARetryWithAKnownEventIdAnswersTheOriginalDecision) {
+  customer("retry-cust", "metered");
+  // metered: tokens lifetime 1000. Consume 600 (X), then 400 (Y), then ingest 1 more.
+  auto x = check(R"({"customer":"retry-cust","meter":"tokens","amount":600,"event_id":"X"})");
+  ASSERT_EQ(x.status, 200) << x.body;
+  ASSERT_EQ(check(R"({"customer":"retry-cust","meter":"tokens","amount":400,"event_id":"Y"})").status,
+            200);
+  auto more = admin("POST", "/v1/events",
+                    R"({"id":"one-more","customer":"retry-cust","type":"tokens","properties":{"n":1}})");
+  ASSERT_EQ(more.status, 202) << more.body;
+  auto again = check(R"({"customer":"retry-cust","meter":"tokens","amount":600,"event_id":"X"})");
+  EXPECT_EQ(again.status, 200) << again.body;
+  EXPECT_NE(again.body.find("\"replayed\":true"), std::string::npos) << again.body;
+  EXPECT_EQ(usage("retry-cust", "tokens"), "1001");
+}
+
+}  // namespace
+}  // namespace tally::testing

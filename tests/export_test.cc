@@ -128,9 +128,9 @@ std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
   return rows;
 }
 
-const std::vector<std::string> kEventHeader = {"id",          "customer", "type",
-                                               "time",        "received_at", "flagged",
-                                               "cost",        "credits",  "properties"};
+const std::vector<std::string> kEventHeader = {"id",      "customer", "type",    "time",
+                                               "received_at", "flagged", "quantity", "cost",
+                                               "credits", "properties"};
 
 class ExportTest : public ::testing::Test {
  protected:
@@ -206,9 +206,10 @@ void expect_tricky_csv(const std::string& csv) {
     EXPECT_EQ(row[3], s.time);
     EXPECT_FALSE(row[4].empty());
     EXPECT_EQ(row[5], "false");
-    EXPECT_EQ(row[6], "");
+    EXPECT_EQ(row[6], "1");
     EXPECT_EQ(row[7], "");
-    EXPECT_EQ(row[8], s.properties_json);
+    EXPECT_EQ(row[8], "");
+    EXPECT_EQ(row[9], s.properties_json);
   }
 }
 
@@ -221,7 +222,7 @@ TEST_F(ExportTest, CsvIsRfc4180AndHoldsExactlyTheEvents) {
       << r.header("content-disposition");
   expect_tricky_csv(r.body);
   // The exact bytes of the quoting: a comma, a doubled quote, a raw LF and CR inside quotes.
-  EXPECT_EQ(r.body.rfind("id,customer,type,time,received_at,flagged,cost,credits,properties\r\n"
+  EXPECT_EQ(r.body.rfind("id,customer,type,time,received_at,flagged,quantity,cost,credits,properties\r\n"
                          "\"comma,id\",exp-a,api_call,2025-01-17T14:30:00Z,",
                          0),
             0u)

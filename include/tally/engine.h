@@ -83,10 +83,13 @@ class Engine {
   // Up to 100 checks, all or nothing: when one is denied, none consumes.
   Result<std::vector<CheckResult>> check_batch(const std::vector<CheckRequest>& requests);
   // Settles a reservation with the actual amount ("" = the reserved amount; "0" records
-  // nothing) and frees the rest. Errors: kNotFound (unknown or expired), kInvalidArgument.
-  Result<CheckResult> commit_reservation(const std::string& id, const std::string& amount);
-  // Frees a reservation. Errors: kNotFound.
-  Status release_reservation(const std::string& id);
+  // nothing) and frees the rest. A non-empty `restrict_customer` (a customer key's customer)
+  // sees only that customer's reservations: another's is kNotFound, as an unknown one is.
+  // Errors: kNotFound (unknown, expired or another customer's), kInvalidArgument.
+  Result<CheckResult> commit_reservation(const std::string& id, const std::string& amount,
+                                         const std::string& restrict_customer = {});
+  // Frees a reservation. Errors: kNotFound (unknown, expired or another customer's).
+  Status release_reservation(const std::string& id, const std::string& restrict_customer = {});
   // Plan, features and every limit with its usage now. Errors: kNotFound.
   Result<LimitsReport> limits_report(const std::string& customer);
   // Replaces the customer's limit overrides. Errors: kNotFound, kInvalidArgument.

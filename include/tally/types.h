@@ -27,6 +27,10 @@ struct IngestOptions {
   // For a customer key: every event must name this customer (or none, and get it); otherwise
   // the whole request is refused with kPermissionDenied and nothing is written.
   std::string restrict_customer;
+  // For an admin caller: events may carry values below zero for meters configured with
+  // `allow_negative = true` (corrections). Otherwise, and always for other meters, an event
+  // that feeds a meter a negative value is refused with NEGATIVE_VALUE.
+  bool negative_corrections = false;
 };
 
 struct IngestSummary {
@@ -402,6 +406,8 @@ struct StoredEvent {
   TimeUs received_at_us = 0;
   std::uint64_t seq = 0;
   bool flagged = false;  // the customer was suspended when it arrived
+  // Occurrences the record stands for on count meters: 1, or N for a consuming check of N.
+  std::uint32_t quantity = 1;
   std::vector<EventProperty> properties;
   bool priced = false;   // a price applied: cost and credits below are set
   std::string cost;      // decimal text in the [credits] currency
@@ -618,6 +624,9 @@ struct EngineStats {
   std::uint64_t events_indexed = 0;
   std::uint64_t store_bytes = 0;
   std::uint64_t pending_events = 0;
+  // Consumptions of checks already answered (check_durability = "async") whose usage events
+  // are not yet durable: what a crash now would lose. Bounded by the queue's 500,000 events.
+  std::uint64_t check_events_not_durable = 0;
   // Latency histograms: bucket upper bounds in microseconds and cumulative counts.
   std::vector<std::uint64_t> latency_bounds_us;
   std::vector<std::uint64_t> commit_latency_counts;  // one per bound, then +Inf

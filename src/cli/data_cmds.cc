@@ -66,7 +66,9 @@ int ingest(const IngestOptionsCli& o) {
   auto flush_batch = [&]() {
     if (batch_lines.empty()) return;
     body += "]}";
-    auto r = engine->ingest_json(std::move(body));
+    IngestOptions options;
+    options.negative_corrections = true;  // the operator, on the data directory: an admin
+    auto r = engine->ingest_json(std::move(body), options);
     if (!r) {
       std::fprintf(stderr, "\ntally: lines %llu..%llu: %s\n",
                    static_cast<unsigned long long>(batch_lines.front()),

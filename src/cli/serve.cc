@@ -1,4 +1,5 @@
 // `tally serve`: the HTTP server on the embedded store.
+#include <algorithm>
 #include <CLI/CLI.hpp>
 #include <signal.h>
 
@@ -155,6 +156,19 @@ int serve(const ServeOptions& o) {
   if (!engine) {
     std::fprintf(stderr, "tally: %s\n", engine.error().message().c_str());
     return 1;
+  }
+
+  {
+    const std::vector<ApiKeyInfo> keys = (*engine)->list_keys();
+    const bool stored_admin = std::any_of(keys.begin(), keys.end(), [](const ApiKeyInfo& k) {
+      return k.customer.empty() && k.revoked_at_us == 0 && (k.scopes & kScopeAdmin) != 0;
+    });
+    if (eo.admin_key.empty() && cfg.server.admin_key.empty() && !stored_admin) {
+      spdlog::warn(
+          "no admin key: nobody can manage customers, keys or plans over the API. Set "
+          "TALLY_ADMIN_KEY (or [server] admin_key), or create one on the stopped server's data "
+          "directory with `tally keys create --admin`");
+    }
   }
 
   http::ApiOptions api_options;

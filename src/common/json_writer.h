@@ -17,6 +17,9 @@ namespace tally::common {
 // invalid UTF-8 bytes are replaced by U+FFFD so output is always valid JSON).
 void append_json_string(std::string& out, std::string_view s);
 
+// Whether `s` is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+bool valid_utf8(std::string_view s);
+
 class JsonWriter {
  public:
   JsonWriter() { out_.reserve(256); }

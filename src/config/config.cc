@@ -19,7 +19,9 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <span>
@@ -30,6 +32,7 @@
 
 #include <toml++/toml.h>
 
+#include "core/ids.h"
 #include "core/time.h"
 
 namespace tally::config {
@@ -37,6 +40,7 @@ namespace {
 
 // Bounds on what the file may hold, so a config cannot make start-up unbounded.
 constexpr std::size_t kMetersMax = 1024;
+constexpr std::int64_t kReplacedPlansMax = 256;
 constexpr std::size_t kCustomersMax = 10'000;
 constexpr std::size_t kMeterKeyBytesMax = 64;
 constexpr std::int64_t kGroupByMax = 8;
@@ -253,8 +257,10 @@ constexpr Option<core::MeterSpec> kMeterOptions[] = {
        return Status();
      }},
     {"event_type", Kind::kString, 1, static_cast<std::int64_t>(core::kEventNameBytesMax), true, "",
-     "Events whose `type` equals this feed the meter (1 to 128 bytes).",
+     "Events whose `type` equals this feed the meter: 1 to 128 bytes of UTF-8 without control "
+     "characters, `/`, `?` or `#`, the rule events' types follow.",
      [](core::MeterSpec& m, Value&& v) {
+       TALLY_TRY(core::check_name("event_type", v.text));
        m.event_type = std::move(v.text);
        return Status();
      }},
@@ -308,6 +314,15 @@ constexpr Option<core::MeterSpec> kMeterOptions[] = {
        m.description = std::move(v.text);
        return Status();
      }},
+    {"allow_negative", Kind::kBool, 0, 0, false, "false",
+     "Whether events may feed the meter values below zero (corrections). Even then only an "
+     "admin key (or `tally ingest`) may send them; a customer key's negative value is refused "
+     "with `NEGATIVE_VALUE`, so usage can never lower a limit's count or earn credits. Only for "
+     "aggregations with a value other than `unique_count`.",
+     [](core::MeterSpec& m, Value&& v) {
+       m.allow_negative = v.flag;
+       return Status();
+     }},
 };
 
 constexpr Option<CustomerSeed> kCustomerOptions[] = {
@@ -318,8 +333,10 @@ constexpr Option<CustomerSeed> kCustomerOptions[] = {
        return Status();
      }},
     {"id", Kind::kString, 1, 128, true, "",
-     "The customer id that events and API keys refer to (1 to 128 bytes, unique).",
+     "The customer id that events and API keys refer to: 1 to 128 bytes of UTF-8 without control "
+     "characters, `/`, `?` or `#` (the rule every customer id follows), unique.",
      [](CustomerSeed& c, Value&& v) {
+       TALLY_TRY(core::check_name("id", v.text));
        c.id = std::move(v.text);
        return Status();
      }},
@@ -694,8 +711,11 @@ constexpr Option<RouteRule> kRouteOptions[] = {
 constexpr Option<EnforcementConfig> kEnforcementOptions[] = {
     {"check_durability", Kind::kString, 1, 16, false, R"("async")",
      "`\"async\"`: a consuming check is answered at once and its usage event joins the next "
-     "group commit, so a crash can lose at most the consumption of the last commit interval "
-     "(a few milliseconds). `\"sync\"`: the check is answered after its event is durable.",
+     "group commit, so a crash loses the consumptions not yet committed: those of the commit in "
+     "flight and the queue behind it, at most 500,000 events (under load one commit has taken "
+     "hundreds of milliseconds; `tally_check_events_not_durable` and "
+     "`tally_commit_duration_seconds` in `/metrics` show it). `\"sync\"`: the check is answered "
+     "after its event is durable.",
      [](EnforcementConfig& e, Value&& v) {
        if (v.text != "async" && v.text != "sync") {
          return Status::invalid_argument("'" + v.text + "' is not \"async\" or \"sync\"");
@@ -717,6 +737,15 @@ constexpr Option<EnforcementConfig> kEnforcementOptions[] = {
      "The plan of customers that name none; empty = such customers have no limits.",
      [](EnforcementConfig& e, Value&& v) {
        e.default_plan = std::move(v.text);
+       return Status();
+     }},
+    {"replaced_plans", Kind::kFilter, 0, kReplacedPlansMax, false, "",
+     "Where the customers of a plan removed from this file go, e.g. `{ starter = \"basic\" }`: "
+     "the removed key, then a configured plan. Tally refuses to start while stored customers "
+     "name a plan that is neither configured nor replaced here (the message names the plan and "
+     "how many customers use it), so no customer silently loses its limits.",
+     [](EnforcementConfig& e, Value&& v) {
+       e.replaced_plans = std::move(v.pairs);
        return Status();
      }},
     {"api_rate_limit_per_minute", Kind::kInteger, 0, 100'000'000, false, "0",
@@ -1468,6 +1497,13 @@ class Loader {
                               (explicit_count ? "" : " (aggregation defaults to count)") +
                               "; remove 'value' or choose another aggregation");
       }
+      if (meter.allow_negative && (meter.aggregation == core::Aggregation::kCount ||
+                                   meter.aggregation == core::Aggregation::kUniqueCount)) {
+        return fail_field(positions.at("allow_negative"), prefix + ".allow_negative",
+                          std::string("a ") +
+                              std::string(core::aggregation_name(meter.aggregation)) +
+                              " has no value that could be negative; remove 'allow_negative'");
+      }
       if (meter.aggregation != core::Aggregation::kCount && !has_value) {
         return fail(entry.source().begin,
                     prefix + ": aggregation '" +
@@ -1631,6 +1667,16 @@ class Loader {
           return fail_field(entry_at("plans", i), field + ".meter",
                             "'" + l.meter + "' is not a configured meter");
         }
+        for (std::size_t k = 0; k < j; ++k) {
+          const core::LimitRule& earlier = plan.limits[k];
+          if (earlier.meter == l.meter && earlier.period == l.period) {
+            return fail_field(entry_at("plans", i), field,
+                              "repeats the " + std::string(core::period_name(l.period)) +
+                                  " limit of meter '" + l.meter + "' (limits[" +
+                                  std::to_string(k) +
+                                  "]); a plan has one limit per meter and period");
+          }
+        }
         if (m->aggregation != core::Aggregation::kCount &&
             m->aggregation != core::Aggregation::kSum &&
             m->aggregation != core::Aggregation::kLatest &&
@@ -1687,6 +1733,18 @@ class Loader {
       return fail_field(n != nullptr ? n->source().begin : root.source().begin,
                         "enforcement.default_plan",
                         "'" + config.enforcement.default_plan + "' is not a configured plan");
+    }
+    for (const auto& [removed, replacement] : config.enforcement.replaced_plans) {
+      const toml::node* n = root.at_path("enforcement.replaced_plans").node();
+      const toml::source_position where = n != nullptr ? n->source().begin : root.source().begin;
+      if (config.find_plan(removed) != nullptr) {
+        return fail_field(where, "enforcement.replaced_plans." + removed,
+                          "'" + removed + "' is a configured plan; only removed plans are replaced");
+      }
+      if (config.find_plan(replacement) == nullptr) {
+        return fail_field(where, "enforcement.replaced_plans." + removed,
+                          "'" + replacement + "' is not a configured plan");
+      }
     }
     for (std::size_t i = 0; i < config.plans.size(); ++i) {
       const core::Plan& plan = config.plans[i];
@@ -1824,17 +1882,22 @@ Result<Config> parse_config(std::string_view toml_text, std::string_view path) {
 }
 
 Result<Config> load_config_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    return Status::not_found("cannot read config file '" + path + "': it is a directory");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return Status::not_found("cannot read config file '" + path + "': " + std::strerror(errno));
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad() || text.fail()) {
+  // Not `stream << in.rdbuf()`: it fails on an empty file, and an empty file is a valid
+  // config (every default).
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) {
     // A directory opens on Linux but cannot be read.
     return Status::not_found("cannot read config file '" + path + "'");
   }
-  return parse_config(text.str(), path);
+  return parse_config(text, path);
 }
 
 Status parse_listen(std::string_view text, std::string* host, std::uint16_t* port) {

@@ -61,6 +61,10 @@ struct EnforcementConfig {
   std::string default_plan;           // the plan of customers that name none; "" = no limits
   std::uint32_t api_rate_limit_per_minute = 0;  // per API key on Tally's own API; 0 = off
   std::string authorize_key_header = "x-api-key";  // where /v1/authorize finds the end key
+  // Plans removed from the config, and the configured plan their customers now have
+  // (removed key, new key). A stored customer whose plan is neither configured nor here stops
+  // the engine from opening: its limits would silently vanish.
+  std::vector<std::pair<std::string, std::string>> replaced_plans;
 
   friend bool operator==(const EnforcementConfig&, const EnforcementConfig&) = default;
 };

@@ -748,3 +748,81 @@ TEST(ConfigTest, BadRetention) {
 }
 }  // namespace
 }  // namespace tally::config
+
+namespace tally::config {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Hardening (issue #16): negative values, ids, removed plans, repeated limits, empty files.
+
+constexpr std::string_view kUsageMeters = R"(
+[[meters]]
+key = "api_calls"
+event_type = "api_call"
+
+[[meters]]
+key = "tokens"
+event_type = "TOKEN_USAGE"
+aggregation = "sum"
+value = "$.input_tokens"
+)";
+
+TEST(ConfigHardening, AllowNegativeIsForMetersWithAValue) {
+  Config c = parse_ok(std::string(kUsageMeters) + "allow_negative = true\n");
+  ASSERT_EQ(c.meters.size(), 2u);
+  EXPECT_FALSE(c.meters[0].allow_negative);
+  EXPECT_TRUE(c.meters[1].allow_negative);
+  EXPECT_TRUE(fails_with("[[meters]]\nkey = \"a\"\nevent_type = \"A\"\nallow_negative = true\n",
+                         {"tally.toml:4: meters[0].allow_negative: a count has no value"}));
+}
+
+TEST(ConfigHardening, IdsFollowTheOneRule) {
+  EXPECT_TRUE(fails_with("[[customers]]\nid = \"evil\\r\\nX-Injected: yes\"\n",
+                         {"customers[0].id: id must be 1 to 128 bytes of UTF-8 without control"}));
+  EXPECT_TRUE(fails_with("[[customers]]\nid = \"a/b\"\n", {"customers[0].id: id must be"}));
+  EXPECT_TRUE(fails_with("[[meters]]\nkey = \"a\"\nevent_type = \"A\\u0007\"\n",
+                         {"meters[0].event_type: event_type must be"}));
+  Config ok = parse_ok("[[customers]]\nid = \"K\\u00f6ln\"\n");
+  EXPECT_EQ(ok.customers[0].id, "K\xC3\xB6ln");
+}
+
+TEST(ConfigHardening, APlanRepeatingALimitIsRefused) {
+  EXPECT_TRUE(fails_with(std::string(kUsageMeters) + R"(
+[[plans]]
+key = "starter"
+limits = [{ meter = "api_calls", period = "day", amount = 100 },
+          { meter = "api_calls", period = "month", amount = 1000 },
+          { meter = "api_calls", period = "day", amount = 200 }]
+)",
+                         {"plans[0].limits[2]: repeats the day limit of meter 'api_calls' "
+                          "(limits[0])"}));
+}
+
+TEST(ConfigHardening, ReplacedPlansNameARemovedAndAConfiguredPlan) {
+  const std::string plans = std::string(kUsageMeters) + R"(
+[[plans]]
+key = "basic"
+limits = [{ meter = "api_calls", period = "day", amount = 100 }]
+)";
+  Config c = parse_ok(plans + "[enforcement]\nreplaced_plans = { starter = \"basic\" }\n");
+  ASSERT_EQ(c.enforcement.replaced_plans.size(), 1u);
+  EXPECT_EQ(c.enforcement.replaced_plans[0].first, "starter");
+  EXPECT_EQ(c.enforcement.replaced_plans[0].second, "basic");
+  EXPECT_TRUE(fails_with(plans + "[enforcement]\nreplaced_plans = { starter = \"gold\" }\n",
+                         {"enforcement.replaced_plans.starter: 'gold' is not a configured plan"}));
+  EXPECT_TRUE(fails_with(plans + "[enforcement]\nreplaced_plans = { basic = \"basic\" }\n",
+                         {"'basic' is a configured plan"}));
+}
+
+TEST(ConfigHardening, AnEmptyFileIsEveryDefault) {
+  const std::string path = ::testing::TempDir() + "/config_test_empty.toml";
+  { std::ofstream(path, std::ios::binary | std::ios::trunc); }
+  Result<Config> r = load_config_file(path);
+  std::remove(path.c_str());
+  ASSERT_TRUE(r.has_value()) << r.error().to_string();
+  EXPECT_TRUE(r->meters.empty());
+  EXPECT_EQ(r->server.listen_port, Config{}.server.listen_port);
+}
+
+}  // namespace
+}  // namespace tally::config

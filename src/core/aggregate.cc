@@ -5,7 +5,9 @@ namespace tally::core {
 bool aggregate_value(Aggregation a, const AggState& s, const UniqueSet* uniques, Decimal* out) {
   switch (a) {
     case Aggregation::kCount:
-      *out = Decimal::from_int(s.count);
+      // The sum of the events' quantities (core::Event::quantity): 1 per ingested event, N for
+      // a check's one event carrying N. Equal to `count` when every quantity is 1.
+      *out = s.sum;
       return true;
     case Aggregation::kSum:
       *out = s.sum;

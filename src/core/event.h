@@ -41,7 +41,14 @@ struct Event {
   TimeUs time_us = 0;
   std::uint32_t prop_begin = 0;  // index into EventBatch::props
   std::uint32_t prop_count = 0;
+  // How many occurrences this one record stands for on count meters: 1 for every ingested
+  // event; a consuming check of N on a count meter records one event carrying N (not N events),
+  // so what one request may store stays bounded by its size.
+  std::uint32_t quantity = 1;
 };
+
+// The largest quantity one record may carry (a check's count amount is bounded far below).
+inline constexpr std::uint32_t kEventQuantityMax = 1'000'000;
 
 // Limits on what one event may carry.
 inline constexpr std::size_t kEventIdBytesMax = 128;

@@ -7,9 +7,48 @@
 #include <simdjson.h>
 
 #include "core/decimal.h"
+#include "core/ids.h"
 
 namespace tally::core {
 namespace {
+
+// Whether `t` is a number as RFC 8259 §6 writes it: -? (0 | [1-9][0-9]*) (. [0-9]+)?
+// ([eE] [+-]? [0-9]+)?. simdjson's on-demand raw token is not validated on its own.
+bool is_json_number(std::string_view t) {
+  std::size_t i = 0;
+  auto digits = [&] {
+    const std::size_t from = i;
+    while (i < t.size() && t[i] >= '0' && t[i] <= '9') {
+      ++i;
+    }
+    return i - from;
+  };
+  if (i < t.size() && t[i] == '-') {
+    ++i;
+  }
+  if (i < t.size() && t[i] == '0') {
+    ++i;
+  } else if (i >= t.size() || t[i] < '1' || t[i] > '9' || digits() == 0) {
+    return false;
+  }
+  if (i < t.size() && t[i] == '.') {
+    ++i;
+    if (digits() == 0) {
+      return false;
+    }
+  }
+  if (i < t.size() && (t[i] == 'e' || t[i] == 'E')) {
+    ++i;
+    if (i < t.size() && (t[i] == '+' || t[i] == '-')) {
+      ++i;
+    }
+    if (digits() == 0) {
+      return false;
+    }
+  }
+  return i == t.size();
+}
+
 
 namespace od = simdjson::ondemand;
 
@@ -203,6 +242,12 @@ class EventReader {
       }
       case od::json_type::number: {
         std::string_view raw = trim_right(v.raw_json_token());
+        if (!is_json_number(raw)) {
+          // `01`, `1.`, `.5`, `+1`: not JSON (RFC 8259 §6), so the document is malformed and
+          // the whole request fails, not only this event.
+          result = simdjson::NUMBER_ERROR;
+          break;
+        }
         {
           // Validate the number token fully: on-demand does not for a raw token.
           double checked = 0;
@@ -233,6 +278,42 @@ class EventReader {
     }
     prefix_.resize(prefix_size);
     return result;
+  }
+
+  // Refuses the event when it feeds a meter of options_.nonnegative with a value below zero.
+  // The event's properties are b.props()[props_mark, end).
+  void check_nonnegative(const EventBatch& b, std::size_t props_mark) {
+    auto find = [&](std::string_view key) -> const Prop* {
+      for (std::size_t i = props_mark; i < b.props().size(); ++i) {
+        if (b.text(b.props()[i].key) == key) {
+          return &b.props()[i];
+        }
+      }
+      return nullptr;
+    };
+    for (const MeterSpec* m : *options_.nonnegative) {
+      if (m->event_type != type_ || m->value_property.empty()) {
+        continue;
+      }
+      const bool filtered_out = std::any_of(m->filter.begin(), m->filter.end(), [&](const auto& f) {
+        const Prop* p = find(f.first);
+        return p == nullptr || p->kind == PropKind::kNull || b.text(p->text) != f.second;
+      });
+      const Prop* value = find(m->value_property);
+      if (filtered_out || value == nullptr || value->kind != PropKind::kNumber) {
+        continue;
+      }
+      Decimal d;
+      if (try_parse_decimal(b.text(value->text), &d) && d.units < 0) {
+        set_problem("NEGATIVE_VALUE",
+                    "property '" + m->value_property + "' is " + std::string(b.text(value->text)) +
+                        "; meter '" + m->key + "' takes values of zero or more" +
+                        (m->allow_negative ? " from customer keys (negative corrections need an "
+                                             "admin key)"
+                                           : ""));
+        return;
+      }
+    }
   }
 
   void push_prop(EventBatch& b, PropKind kind, std::string_view text) {
@@ -267,16 +348,17 @@ class EventReader {
       } else if (dedup_key.size() > kEventIdBytesMax) {
         set_problem("INVALID_VALUE",
                     "event id is longer than " + std::to_string(kEventIdBytesMax) + " bytes");
+      } else if (Status bad = check_event_id("event id", dedup_key); !bad.ok()) {
+        set_problem("INVALID_VALUE", bad.message());
       } else if (customer_.empty() && options_.default_customer.empty()) {
         set_problem("MISSING_FIELD", "event needs a 'customer' (or 'customer_id' / 'subject')");
-      } else if (customer_.size() > kEventNameBytesMax) {
-        set_problem("INVALID_VALUE",
-                    "customer is longer than " + std::to_string(kEventNameBytesMax) + " bytes");
+      } else if (Status bad_customer = customer_.empty() ? Status() : check_name("customer", customer_);
+                 !bad_customer.ok()) {
+        set_problem("INVALID_VALUE", bad_customer.message());
       } else if (type_.empty()) {
         set_problem("MISSING_FIELD", "event needs a 'type' (or 'event_type')");
-      } else if (type_.size() > kEventNameBytesMax) {
-        set_problem("INVALID_VALUE",
-                    "type is longer than " + std::to_string(kEventNameBytesMax) + " bytes");
+      } else if (Status bad_type = check_name("type", type_); !bad_type.ok()) {
+        set_problem("INVALID_VALUE", bad_type.message());
       } else if (options_.known_types != nullptr &&
                  std::find(options_.known_types->begin(), options_.known_types->end(), type_) ==
                      options_.known_types->end()) {
@@ -300,6 +382,9 @@ class EventReader {
     if (problem_.ok() && prop_count > kEventPropsMax) {
       set_problem("INVALID_VALUE",
                   "event has more than " + std::to_string(kEventPropsMax) + " properties");
+    }
+    if (problem_.ok() && options_.nonnegative != nullptr) {
+      check_nonnegative(b, props_mark);
     }
     if (!problem_.ok()) {
       b.props().resize(props_mark);  // the arena keeps the bytes; they are never referenced

@@ -23,6 +23,7 @@
 #include <tally/status.h>
 
 #include "core/event.h"
+#include "core/meter.h"
 #include "core/time.h"
 
 namespace tally::core {
@@ -41,6 +42,9 @@ struct ParseOptions {
   std::uint32_t events_max = 10'000;
   // When set, an event whose type is not listed is refused (UNKNOWN_EVENT_TYPE).
   const std::vector<std::string>* known_types = nullptr;
+  // Meters whose value must not be negative in this request: an event that feeds one of them
+  // (its type and filter match) with a number below zero is refused (NEGATIVE_VALUE).
+  const std::vector<const MeterSpec*>* nonnegative = nullptr;
 };
 
 struct ParsedEvents {

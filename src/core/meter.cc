@@ -216,7 +216,7 @@ bool meter_accepts(const MeterSpec& m, const EventBatch& b, const Event& e, Mete
   MeterInput out;
   switch (m.aggregation) {
     case Aggregation::kCount:
-      out.value = Decimal::from_int(1);
+      out.value = Decimal::from_int(e.quantity);
       break;
     case Aggregation::kSum:
     case Aggregation::kMin:

@@ -42,6 +42,11 @@ struct MeterSpec {
   std::vector<std::pair<std::string, std::string>> filter;  // property == value (as text)
   std::string unit;
   std::string description;
+  // Whether the value may be below zero (corrections). Even then only an admin caller may send
+  // one (core::ParseOptions::nonnegative); other meters refuse negative values at ingest, so
+  // usage can never lower a limit's count or mint credits. Not part of the fingerprint: it
+  // decides which events are accepted, not what accepted events add up to.
+  bool allow_negative = false;
 
   // A stable text of everything that decides the meter's numbers; when it changes between
   // runs, the meter's aggregates are rebuilt from the stored events.

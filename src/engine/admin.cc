@@ -3,23 +3,12 @@
 #include <future>
 
 #include "common/crypto.h"
+#include "core/ids.h"
 #include "engine/engine_impl.h"
 
 namespace tally {
 
 namespace {
-
-bool valid_id(std::string_view id) {
-  if (id.empty() || id.size() > core::kEventNameBytesMax) {
-    return false;
-  }
-  for (char c : id) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == '/' || c == '?' || c == '#') {
-      return false;
-    }
-  }
-  return true;
-}
 
 Status validate_customer_fields(const Customer& c) {
   if (c.status != "active" && c.status != "suspended") {
@@ -35,9 +24,8 @@ Status validate_customer_fields(const Customer& c) {
   if (c.metadata_json.size() > 16384) {
     return Status::invalid_argument("metadata is at most 16 KiB");
   }
-  if (!c.organization.empty() && !valid_id(c.organization)) {
-    return Status::invalid_argument(
-        "organization must be 1..128 bytes without control characters, '/', '?' or '#'");
+  if (!c.organization.empty()) {
+    TALLY_TRY(core::check_name("organization", c.organization));
   }
   return Status();
 }
@@ -67,9 +55,7 @@ Status run_admin(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prep
 
 Result<Customer> Engine::create_customer(const Customer& in) {
   Impl& d = *impl_;
-  if (!valid_id(in.id)) {
-    return Status::invalid_argument("id must be 1..128 bytes without control characters, '/', '?' or '#'");
-  }
+  TALLY_TRY(core::check_name("id", in.id));
   Customer c = in;
   if (c.name.empty()) {
     c.name = c.id;
@@ -166,7 +152,9 @@ Result<Customer> Engine::update_customer(const std::string& id, const CustomerPa
         if (patch.billing_anchor_us) c.billing_anchor_us = *patch.billing_anchor_us;
         if (patch.organization) c.organization = *patch.organization;
         TALLY_TRY(validate_customer_fields(c));
-        if (!c.plan.empty() && d.config.find_plan(c.plan) == nullptr) {
+        // Only a plan the patch names is checked: a customer of a replaced plan
+        // ([enforcement] replaced_plans) can still be renamed or suspended.
+        if (patch.plan && !c.plan.empty() && d.config.find_plan(c.plan) == nullptr) {
           return Status::invalid_argument("plan '" + c.plan + "' is not a configured plan");
         }
         c.updated_at_us = now;

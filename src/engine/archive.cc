@@ -462,6 +462,7 @@ engine::BlockEvent view_of(const engine::ArchivedEvent& a) {
   e.priced = a.priced;
   e.cost = a.cost;
   e.credits = a.credits;
+  e.quantity = a.quantity;
   for (const auto& p : a.props) {
     e.props.push_back(engine::BlockEvent::Prop{p.kind, p.key, p.text});
   }

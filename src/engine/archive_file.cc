@@ -108,6 +108,9 @@ std::string encode_archive_line(std::string_view customer, TimeUs received_at_us
     w.key("cost").value(core::format_decimal(e.cost));
     w.key("credits").value(core::format_decimal(e.credits));
   }
+  if (e.quantity != 1) {
+    w.key("quantity").value(static_cast<std::uint64_t>(e.quantity));
+  }
   // [key, kind, text] keeps each property's kind and exact text, and its order.
   w.key("properties").begin_array();
   for (const auto& p : e.props) {
@@ -173,6 +176,13 @@ Status decode_archive_line(std::string_view line, ArchivedEvent* out) {
       if (!err && !core::try_parse_decimal(s, key == "cost" ? &out->cost : &out->credits)) {
         return bad_line("has a bad " + std::string(key));
       }
+    } else if (key == "quantity") {
+      std::uint64_t q = 0;
+      err = v.get_uint64().get(q);
+      if (!err && (q < 1 || q > core::kEventQuantityMax)) {
+        return bad_line("has a quantity outside 1.." + std::to_string(core::kEventQuantityMax));
+      }
+      out->quantity = static_cast<std::uint32_t>(q);
     } else if (key == "properties") {
       od::array props;
       // Iterating an array that failed to parse is undefined in simdjson: only a good one.

@@ -38,6 +38,7 @@ struct ArchivedEvent {
   bool priced = false;
   core::Decimal cost;
   core::Decimal credits;
+  std::uint32_t quantity = 1;  // core::Event::quantity
 
   struct Prop {
     core::PropKind kind = core::PropKind::kString;

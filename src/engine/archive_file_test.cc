@@ -46,6 +46,29 @@ TEST(ArchiveFileTest, LineRoundTripsEveryField) {
   }
 }
 
+TEST(ArchiveFileTest, AQuantityRoundTripsAndIsAbsentWhenOne) {
+  BlockEvent e;
+  e.seq = 7;
+  e.time_us = 1'705'312'800'000'000;
+  e.id = "chk-1";
+  e.type = "api_call";
+  e.quantity = 10'000;
+  ArchivedEvent a;
+  std::string line = encode_archive_line("acme", e.time_us, e);
+  ASSERT_TRUE(decode_archive_line(line, &a).ok()) << line;
+  EXPECT_EQ(a.quantity, 10'000u);
+  e.quantity = 1;
+  line = encode_archive_line("acme", e.time_us, e);
+  EXPECT_EQ(line.find("quantity"), std::string::npos) << line;
+  ASSERT_TRUE(decode_archive_line(line, &a).ok());
+  EXPECT_EQ(a.quantity, 1u);
+  for (const char* bad : {R"({"customer":"c","seq":1,"id":"x","time_us":1,"quantity":0})",
+                          R"({"customer":"c","seq":1,"id":"x","time_us":1,"quantity":-2})",
+                          R"({"customer":"c","seq":1,"id":"x","time_us":1,"quantity":1000001})"}) {
+    EXPECT_FALSE(decode_archive_line(bad, &a).ok()) << bad;
+  }
+}
+
 TEST(ArchiveFileTest, BadLinesAreRefused) {
   ArchivedEvent a;
   for (const char* bad : {

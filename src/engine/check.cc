@@ -29,6 +29,7 @@
 #include "common/assert.h"
 #include "common/json_writer.h"
 #include "common/crypto.h"
+#include "core/ids.h"
 #include "engine/engine_impl.h"
 
 namespace tally {
@@ -41,7 +42,7 @@ using engine::RateCounter;
 namespace {
 
 constexpr std::size_t kRecentIdsMax = 100'000;  // per customer
-constexpr std::int64_t kCountAmountMax = 10'000;  // events one check may record on a count meter
+constexpr std::int64_t kCountAmountMax = 10'000;  // the most one check may count on a count meter
 
 core::TimeUs floor_minute(core::TimeUs t) {
   return t - (((t % core::kUsPerMinute) + core::kUsPerMinute) % core::kUsPerMinute);
@@ -131,8 +132,7 @@ engine::WindowContext window_context(const engine::CustomerState& cs, const core
 // The value limits compare: count, sum, or the gauge's value.
 core::Decimal used_value(core::Aggregation a, const core::AggState& s) {
   switch (a) {
-    case core::Aggregation::kCount:
-      return core::Decimal::from_int(s.count);
+    case core::Aggregation::kCount:  // quantities summed: see core::aggregate_value
     case core::Aggregation::kSum:
       return s.sum;
     case core::Aggregation::kMax:
@@ -218,7 +218,18 @@ namespace engine {
 
 // The plan of a customer: its own, or the default; null when it has none.
 const core::Plan* plan_of(const config::Config& config, const Customer& c) {
-  return config.find_plan(c.plan.empty() ? config.enforcement.default_plan : c.plan);
+  const std::string& key = c.plan.empty() ? config.enforcement.default_plan : c.plan;
+  if (const core::Plan* plan = config.find_plan(key)) {
+    return plan;
+  }
+  for (const auto& [removed, replacement] : config.enforcement.replaced_plans) {
+    if (removed == key) {
+      return config.find_plan(replacement);
+    }
+  }
+  // Only a customer without a plan and no default plan gets here: open() refuses to start
+  // while a stored customer names a plan that is neither configured nor replaced.
+  return nullptr;
 }
 
 // The limits that apply to a customer: the plan's, with overrides replacing a limit on the same
@@ -574,66 +585,64 @@ struct Usage {
   std::uint64_t token = 0;
 };
 
-// The usage event(s) of a consumption, appended to `job`. Count meters take one event per unit.
-// The texts go straight into the job's arena; `scratch` only builds the ids.
-void add_usage_events(const Engine::Impl& d, engine::IngestJob& job, const Usage& u,
-                      std::string& scratch) {
+// The usage event of a consumption, appended to `job`: one record whatever the amount (a count
+// meter's amount is its quantity), so one check stores one event. The texts go straight into
+// the job's arena; `scratch` only builds the id.
+void add_usage_event(const Engine::Impl& d, engine::IngestJob& job, const Usage& u,
+                     std::string& scratch) {
   const engine::MeterState& ms = *u.ms;
   core::EventBatch& b = job.parsed.batch;
-  const std::int64_t n = ms.spec.aggregation == core::Aggregation::kCount
-                             ? std::max<std::int64_t>(1, core::decimal_floor_int(u.amount))
-                             : 1;
-  char digits[24];
-  for (std::int64_t i = 0; i < n; ++i) {
-    core::Event e;
-    scratch.clear();
-    if (u.event_id != nullptr) {
-      scratch += *u.event_id;
-    } else {
-      scratch += "chk_";
-      scratch += d.token_prefix;
-      scratch += '_';
-      scratch.append(digits, std::to_chars(digits, digits + sizeof(digits), u.token).ptr);
+  core::Event e;
+  if (ms.spec.aggregation == core::Aggregation::kCount) {
+    const std::int64_t n = core::decimal_floor_int(u.amount);
+    TALLY_ASSERT(n >= 1 && n <= static_cast<std::int64_t>(core::kEventQuantityMax),
+                 "a check's count amount is validated to 1..kCountAmountMax");
+    e.quantity = static_cast<std::uint32_t>(n);
+  }
+  scratch.clear();
+  if (u.event_id != nullptr) {
+    scratch += *u.event_id;
+  } else {
+    char digits[24];
+    scratch += "chk_";
+    scratch += d.token_prefix;
+    scratch += '_';
+    scratch.append(digits, std::to_chars(digits, digits + sizeof(digits), u.token).ptr);
+  }
+  e.id = b.add_text(scratch);
+  e.customer = b.add_text(*u.customer);
+  e.type = b.add_text(ms.spec.event_type);
+  e.time_us = u.now;
+  e.prop_begin = static_cast<std::uint32_t>(b.props().size());
+  auto add_prop = [&](std::string_view k, std::string_view v, core::PropKind kind) {
+    b.props().push_back(core::Prop{b.add_text(k), b.add_text(v), kind});
+  };
+  for (const auto& [k, v] : ms.spec.filter) {
+    add_prop(k, v, core::PropKind::kString);
+  }
+  for (const auto& [k, v] : *u.properties) {
+    if (k == ms.spec.value_property) {
+      continue;
     }
-    if (i != 0) {
-      scratch += '#';
-      scratch.append(digits, std::to_chars(digits, digits + sizeof(digits), i + 1).ptr);
+    bool in_filter = false;
+    for (const auto& f : ms.spec.filter) {
+      in_filter = in_filter || f.first == k;
     }
-    e.id = b.add_text(scratch);
-    e.customer = b.add_text(*u.customer);
-    e.type = b.add_text(ms.spec.event_type);
-    e.time_us = u.now;
-    e.prop_begin = static_cast<std::uint32_t>(b.props().size());
-    auto add_prop = [&](std::string_view k, std::string_view v, core::PropKind kind) {
-      b.props().push_back(core::Prop{b.add_text(k), b.add_text(v), kind});
-    };
-    for (const auto& [k, v] : ms.spec.filter) {
+    if (!in_filter) {
       add_prop(k, v, core::PropKind::kString);
     }
-    for (const auto& [k, v] : *u.properties) {
-      if (k == ms.spec.value_property) {
-        continue;
-      }
-      bool in_filter = false;
-      for (const auto& f : ms.spec.filter) {
-        in_filter = in_filter || f.first == k;
-      }
-      if (!in_filter) {
-        add_prop(k, v, core::PropKind::kString);
-      }
-    }
-    if (!ms.spec.value_property.empty()) {
-      scratch.clear();
-      core::append_decimal(scratch, is_gauge(ms.spec.aggregation) ? u.gauge_value : u.amount);
-      add_prop(ms.spec.value_property, scratch, core::PropKind::kNumber);
-    }
-    e.prop_count = static_cast<std::uint32_t>(b.props().size()) - e.prop_begin;
-    job.parsed.indexes.push_back(static_cast<std::uint32_t>(b.size()));
-    b.events().push_back(e);
-    // Every event of the check carries its token, so the commit settles them as the check's
-    // own (already counted in rate buckets), not as fresh usage to add again.
-    job.check_tokens.push_back(u.token);
   }
+  if (!ms.spec.value_property.empty()) {
+    scratch.clear();
+    core::append_decimal(scratch, is_gauge(ms.spec.aggregation) ? u.gauge_value : u.amount);
+    add_prop(ms.spec.value_property, scratch, core::PropKind::kNumber);
+  }
+  e.prop_count = static_cast<std::uint32_t>(b.props().size()) - e.prop_begin;
+  job.parsed.indexes.push_back(static_cast<std::uint32_t>(b.size()));
+  b.events().push_back(e);
+  // The event carries its check's token, so the commit settles it as the check's own (already
+  // counted in rate buckets), not as fresh usage to add again.
+  job.check_tokens.push_back(u.token);
 }
 
 }  // namespace
@@ -732,6 +741,9 @@ Status prepare(const Engine::Impl& d, const CheckRequest& r, Prepared* out) {
   if (r.event_id.size() > core::kEventIdBytesMax - 8) {
     return Status::invalid_argument("event_id is at most 120 bytes");
   }
+  if (!r.event_id.empty()) {
+    TALLY_TRY(core::check_event_id("event_id", r.event_id));
+  }
   if (r.reservation_ttl_seconds < 0 || r.reservation_ttl_seconds > 7 * 86400) {
     return Status::invalid_argument("ttl_seconds must be 1..604800");
   }
@@ -771,6 +783,19 @@ Scratch& scratch() {
 
 }  // namespace
 
+// The answer's limit states, `top` (may be null) as its deciding rule.
+static void add_limit_states(const std::vector<Evaluated>& ev, const Evaluated* top,
+                             CheckResult* out) {
+  out->limits.reserve(ev.size());
+  for (const auto& e : ev) {
+    out->limits.push_back(state_of(e));
+    if (&e == top) {
+      out->has_rule = true;
+      out->rule = out->limits.back();
+    }
+  }
+}
+
 // Evaluates one prepared check under the locks; on allow (and consume), applies it and, when it
 // consumes, appends its usage to `usage` (queued after the locks). Returns the token applied (0
 // when nothing was applied). `rates_before` (may be null) receives the rate states before.
@@ -780,6 +805,23 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
                             std::vector<std::pair<RateCounter*, core::RateState>>* rates_before) {
   const CheckRequest& r = *p.request;
   base_result(p, out);
+  CustomerLimits& cl = d.limits[p.cs->num];
+  // The event id names one stored event of the customer, whatever its meter: the commit drops
+  // a second event with the same id as a duplicate, so a second check with it must not count.
+  // A retry answers the original decision (allowed: only consumed checks record their id),
+  // whatever the usage, plan or status is now, for as long as the id is remembered: in
+  // recent_ids until its event commits, then in the dedup index, across restarts.
+  const std::string& id_key = r.event_id;
+  const bool replay = r.consume == Consume::kYes && !id_key.empty() &&
+                      (cl.recent_ids.count(id_key) != 0 || d.event_id_stored(*p.cs, r.customer, id_key));
+  const std::vector<engine::ResolvedRule>& rules = resolved_rules(d, *p.cs, cl, p.meter, p.plan);
+  if (replay) {
+    evaluate(d, *p.cs, cl, p.meter, rules, core::Decimal{}, now, &ev);
+    out->allowed = true;
+    out->replayed = true;
+    add_limit_states(ev, most_restrictive(ev), out);
+    return 0;
+  }
   if (p.cs->record.status == "suspended") {
     out->reason = "customer_suspended";
     out->message = "Customer '" + r.customer + "' is suspended.";
@@ -790,13 +832,7 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
     out->message = "Feature '" + r.feature + "' is not available on the " + p.plan->key + " plan.";
     return 0;
   }
-  CustomerLimits& cl = d.limits[p.cs->num];
-  // The event id names one stored event of the customer, whatever its meter: the commit drops
-  // a second event with the same id as a duplicate, so a second check with it must not count.
-  const std::string& id_key = r.event_id;
-  const bool replay = r.consume == Consume::kYes && !id_key.empty() && cl.recent_ids.count(id_key) != 0;
-  const std::vector<engine::ResolvedRule>& rules = resolved_rules(d, *p.cs, cl, p.meter, p.plan);
-  evaluate(d, *p.cs, cl, p.meter, rules, replay ? core::Decimal{} : p.amount, now, &ev);
+  evaluate(d, *p.cs, cl, p.meter, rules, p.amount, now, &ev);
   bool denied = false;
   for (const auto& e : ev) {
     if (!e.rule().unlimited && !e.fits) {
@@ -820,12 +856,11 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
     out->retry_after_us = top->retry_after_us;
   } else {
     out->allowed = true;
-    out->replayed = replay;
   }
   // A prepaid plan also needs the credits: the wallet's balance, less what checks have counted
   // but not yet burned, must cover the request's estimated cost (and not be exhausted).
   core::Decimal credits;
-  if (out->allowed && !replay && p.plan != nullptr && p.plan->prepaid) {
+  if (out->allowed && p.plan != nullptr && p.plan->prepaid) {
     core::Decimal cost;
     const core::TimeUs anchor = p.cs->record.billing_anchor_us != 0
                                     ? p.cs->record.billing_anchor_us
@@ -853,7 +888,7 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
     }
   }
   std::uint64_t token = 0;
-  if (out->allowed && !replay && r.consume != Consume::kNo) {
+  if (out->allowed && r.consume != Consume::kNo) {
     token = d.next_token++;
     const core::Aggregation agg = d.meters[p.meter].spec.aggregation;
     for (auto& e : ev) {
@@ -909,14 +944,7 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
       }
     }
   }
-  out->limits.reserve(ev.size());
-  for (const auto& e : ev) {
-    out->limits.push_back(state_of(e));
-    if (&e == top) {
-      out->has_rule = true;
-      out->rule = out->limits.back();
-    }
-  }
+  add_limit_states(ev, top, out);
   return token;
 }
 
@@ -946,7 +974,8 @@ void enqueue_usage(Engine::Impl& d, const Usage* usage, std::size_t n,
       job->start_us = std::chrono::duration_cast<std::chrono::microseconds>(
                           std::chrono::steady_clock::now().time_since_epoch())
                           .count();
-      job->done = [job](Result<IngestSummary> r) {
+      job->done = [job, &d](Result<IngestSummary> r) {
+        d.check_events_not_durable.fetch_sub(job->parsed.batch.size(), std::memory_order_relaxed);
         const Status s = r.status();
         for (auto& w : job->check_waiters) {
           w(s);
@@ -961,9 +990,11 @@ void enqueue_usage(Engine::Impl& d, const Usage* usage, std::size_t n,
     }
     const std::size_t before = job->parsed.batch.size();
     for (std::size_t i = 0; i < n; ++i) {
-      add_usage_events(d, *job, usage[i], text);
+      add_usage_event(d, *job, usage[i], text);
     }
     d.queued_events += job->parsed.batch.size() - before;
+    d.check_events_not_durable.fetch_add(job->parsed.batch.size() - before,
+                                         std::memory_order_relaxed);
     if (waiter) {
       job->check_waiters.push_back(std::move(waiter));
     }
@@ -1123,7 +1154,8 @@ Result<CheckResult> Engine::check(const CheckRequest& request) {
 
 // ---- reservations ------------------------------------------------------------------------------
 
-Result<CheckResult> Engine::commit_reservation(const std::string& id, const std::string& amount_text) {
+Result<CheckResult> Engine::commit_reservation(const std::string& id, const std::string& amount_text,
+                                               const std::string& restrict_customer) {
   Impl& d = *impl_;
   const core::TimeUs now = clock().now_us();
   CheckResult out;
@@ -1137,7 +1169,8 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id, const std:
     std::lock_guard limits_lock(d.limits_mutex);
     d.expire_reservations(now);
     auto it = d.reservations.find(id);
-    if (it == d.reservations.end()) {
+    if (it == d.reservations.end() ||
+        (!restrict_customer.empty() && it->second.customer != restrict_customer)) {
       return Status::not_found("reservation '" + id + "' does not exist or has expired");
     }
     res = it->second;
@@ -1205,14 +1238,15 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id, const std:
   return out;
 }
 
-Status Engine::release_reservation(const std::string& id) {
+Status Engine::release_reservation(const std::string& id, const std::string& restrict_customer) {
   Impl& d = *impl_;
   const core::TimeUs now = clock().now_us();
   std::shared_lock state_lock(d.state_mutex);
   std::lock_guard limits_lock(d.limits_mutex);
   d.expire_reservations(now);
   auto it = d.reservations.find(id);
-  if (it == d.reservations.end()) {
+  if (it == d.reservations.end() ||
+      (!restrict_customer.empty() && it->second.customer != restrict_customer)) {
     return Status::not_found("reservation '" + id + "' does not exist or has expired");
   }
   auto lit = d.limits.find(it->second.customer_num);

@@ -1112,3 +1112,189 @@ TEST_F(CheckTest, CheckEventsCarryPropertiesAndVerify) {
 
 }  // namespace
 }  // namespace tally
+
+namespace tally {
+namespace {
+
+// ---- hardening (issue #16) ---------------------------------------------------------------------
+
+constexpr const char* kDailyTen = R"(
+[enforcement]
+default_plan = "ten"
+
+[[meters]]
+key = "tokens"
+event_type = "tokens"
+aggregation = "sum"
+value = "$.n"
+
+[[plans]]
+key = "ten"
+limits = [{ meter = "tokens", period = "day", amount = 10 }]
+
+[[plans]]
+key = "eleven"
+limits = [{ meter = "tokens", period = "day", amount = 11 }]
+)";
+
+// Defect 10: consume 6 (X) then 4 (Y) of a daily 10; one more unit ingested makes 11 of 10;
+// retrying X must answer the original decision, not a denial.
+void expect_retry_answers_the_original_decision(Engine& e) {
+  CheckRequest x = req("acme", "tokens", "6");
+  x.event_id = "X";
+  CheckRequest y = req("acme", "tokens", "4");
+  y.event_id = "Y";
+  auto first = e.check(x);
+  ASSERT_TRUE(first.has_value());
+  EXPECT_TRUE(first->allowed);
+  ASSERT_TRUE(e.check(y).has_value());
+  auto replayed = e.check(x);
+  ASSERT_TRUE(replayed.has_value());
+  EXPECT_TRUE(replayed->allowed);
+  EXPECT_TRUE(replayed->replayed);
+  ASSERT_TRUE(
+      e.ingest_json(R"({"id":"one-more","customer":"acme","type":"tokens","properties":{"n":1}})")
+          .has_value());
+  e.flush();
+  auto after = e.check(x);
+  ASSERT_TRUE(after.has_value());
+  EXPECT_TRUE(after->allowed) << after->reason;
+  EXPECT_TRUE(after->replayed);
+  EXPECT_EQ(after->rule.used, "11") << "the answer shows today's usage, and nothing more";
+  // A fresh check is denied, as it should be.
+  auto fresh = e.check(req("acme", "tokens", "1"));
+  ASSERT_TRUE(fresh.has_value());
+  EXPECT_FALSE(fresh->allowed);
+}
+
+TEST_F(CheckTest, ARetriedCheckAnswersItsOriginalDecisionWhateverTheUsageNow) {
+  auto e = open_memory(kDailyTen);
+  add_customer(*e, "acme");
+  expect_retry_answers_the_original_decision(*e);
+  EXPECT_EQ(total(*e, "tokens", "acme"), "11");
+  // Suspending the customer does not turn an answered retry into a denial either.
+  CustomerPatch p;
+  p.status = "suspended";
+  ASSERT_TRUE(e->update_customer("acme", p).has_value());
+  CheckRequest x = req("acme", "tokens", "6");
+  x.event_id = "X";
+  auto r = e->check(x);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_TRUE(r->allowed);
+  EXPECT_TRUE(r->replayed);
+  EXPECT_EQ(total(*e, "tokens", "acme"), "11");
+}
+
+TEST_F(CheckDiskTest, ARetriedCheckIsRememberedAcrossARestart) {
+  {
+    auto e = open_disk(kDailyTen);
+    ASSERT_TRUE(e);
+    add_customer(*e, "acme");
+    expect_retry_answers_the_original_decision(*e);
+  }
+  auto e = open_disk(kDailyTen);
+  ASSERT_TRUE(e);
+  CheckRequest y = req("acme", "tokens", "4");
+  y.event_id = "Y";
+  auto r = e->check(y);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_TRUE(r->allowed) << r->reason;
+  EXPECT_TRUE(r->replayed);
+  EXPECT_EQ(total(*e, "tokens", "acme"), "11");
+  expect_verified(*e);
+}
+
+// Defect 1: what one request may store is bounded by its size. A consumption of N on a count
+// meter is one event carrying N, not N events.
+TEST_F(CheckTest, ACountOfNIsOneEventCarryingN) {
+  auto e = open_memory();
+  add_customer(*e, "big", "unlimited");
+  std::vector<CheckRequest> batch;
+  for (int i = 0; i < 100; ++i) {
+    CheckRequest r = req("big", "api_calls", "10000");
+    r.event_id = "bulk-" + std::to_string(i);
+    batch.push_back(r);
+  }
+  auto r = e->check_batch(batch);
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  for (const auto& one : *r) {
+    EXPECT_TRUE(one.allowed);
+  }
+  EXPECT_EQ(total(*e, "api_calls", "big"), "1000000");
+  EventListQuery q;
+  q.customer = "big";
+  q.limit = 1000;
+  auto page = e->list_events(q);
+  ASSERT_TRUE(page.has_value());
+  ASSERT_EQ(page->events.size(), 100u);
+  for (const auto& ev : page->events) {
+    EXPECT_EQ(ev.quantity, 10'000u) << ev.id;
+  }
+  EXPECT_EQ(e->stats().events_accepted, 100u);
+  expect_verified(*e);
+}
+
+// Defect 8: a reservation id is no credential across customers.
+TEST_F(CheckTest, ReservationsAreScopedToTheirCustomer) {
+  auto e = open_memory(kDailyTen);
+  add_customer(*e, "a");
+  add_customer(*e, "b");
+  CheckRequest r = req("b", "tokens", "5", Consume::kReserve);
+  auto held = e->check(r);
+  ASSERT_TRUE(held.has_value());
+  ASSERT_FALSE(held->reservation_id.empty());
+  auto stolen = e->commit_reservation(held->reservation_id, "5", "a");
+  ASSERT_FALSE(stolen.has_value());
+  EXPECT_EQ(stolen.error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(e->release_reservation(held->reservation_id, "a").code(), StatusCode::kNotFound);
+  // Nothing changed: b's own key (and an admin, with no restriction) can still settle it.
+  auto own = e->commit_reservation(held->reservation_id, "3", "b");
+  ASSERT_TRUE(own.has_value()) << own.error().message();
+  EXPECT_EQ(total(*e, "tokens", "b"), "3");
+  EXPECT_EQ(total(*e, "tokens", "a"), "none");
+}
+
+// Defect 6: a plan removed from the config fails closed.
+TEST_F(CheckDiskTest, ARemovedPlanStopsTheEngineUnlessTheConfigSaysWhereItsCustomersGo) {
+  {
+    auto e = open_disk(kDailyTen);
+    ASSERT_TRUE(e);
+    add_customer(*e, "a", "eleven");
+    add_customer(*e, "b", "eleven");
+    add_customer(*e, "c", "ten");
+  }
+  std::string without_eleven = kDailyTen;
+  without_eleven.resize(without_eleven.find("[[plans]]\nkey = \"eleven\""));
+  {
+    EngineOptions o;
+    o.data_dir = dir_;
+    o.config_toml = without_eleven;
+    o.clock = &clock_;
+    auto e = Engine::open(o);
+    ASSERT_FALSE(e.has_value()) << "customers of a removed plan would be unlimited";
+    EXPECT_EQ(e.error().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(e.error().message().find("plan 'eleven' is used by 2 customers"), std::string::npos)
+        << e.error().message();
+    EXPECT_NE(e.error().message().find("replaced_plans"), std::string::npos);
+    // Read-only tools (verify, export) still open the data directory.
+    o.read_only = true;
+    EXPECT_TRUE(Engine::open(o).has_value());
+  }
+  std::string config = without_eleven;
+  config.replace(config.find("default_plan = \"ten\""), 0, "replaced_plans = { eleven = \"ten\" }\n");
+  auto e = open_disk(config);
+  ASSERT_TRUE(e);
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(check(*e, req("a", "tokens", "1")).allowed);
+  }
+  const CheckResult denied = check(*e, req("a", "tokens", "1"));
+  EXPECT_FALSE(denied.allowed) << "the customer of the removed plan has the new plan's limit";
+  EXPECT_EQ(denied.plan, "ten");
+  // And the customer can still be changed, e.g. suspended.
+  CustomerPatch p;
+  p.status = "suspended";
+  EXPECT_TRUE(e->update_customer("b", p).has_value());
+}
+
+}  // namespace
+}  // namespace tally

@@ -144,16 +144,27 @@ void EventBlockWriter::begin(std::uint64_t first_seq, core::TimeUs received_at_u
 namespace {
 void put_i128(std::string& out, __int128 v);
 bool get_i128(Reader& r, __int128* v);
+
+// An event's flags byte: 1 flagged, 2 priced (cost and credits follow), 4 a quantity other than
+// 1 follows (as a varint, after cost and credits). Blocks written before quantities existed
+// never set 4, so they read unchanged.
+constexpr std::uint8_t kEventFlagsMax = 7;
+std::uint8_t event_flags(bool flagged, bool priced, std::uint32_t quantity) {
+  return static_cast<std::uint8_t>((flagged ? 1 : 0) | (priced ? 2 : 0) | (quantity != 1 ? 4 : 0));
+}
 }  // namespace
 
 void EventBlockWriter::add(const core::EventBatch& batch, const core::Event& e, std::uint64_t seq,
                            bool flagged, bool priced, core::Decimal cost, core::Decimal credits) {
   put_varint(body_, seq - first_seq_);
   put_zigzag(body_, e.time_us);
-  body_ += static_cast<char>((flagged ? 1 : 0) | (priced ? 2 : 0));
+  body_ += static_cast<char>(event_flags(flagged, priced, e.quantity));
   if (priced) {
     put_i128(body_, cost.units);
     put_i128(body_, credits.units);
+  }
+  if (e.quantity != 1) {
+    put_varint(body_, e.quantity);
   }
   put_bytes(body_, batch.text(e.id));
   put_bytes(body_, batch.text(e.type));
@@ -170,10 +181,13 @@ void EventBlockWriter::add(const core::EventBatch& batch, const core::Event& e, 
 void EventBlockWriter::add_stored(const BlockEvent& e) {
   put_varint(body_, e.seq - first_seq_);
   put_zigzag(body_, e.time_us);
-  body_ += static_cast<char>((e.flagged ? 1 : 0) | (e.priced ? 2 : 0));
+  body_ += static_cast<char>(event_flags(e.flagged, e.priced, e.quantity));
   if (e.priced) {
     put_i128(body_, e.cost.units);
     put_i128(body_, e.credits.units);
+  }
+  if (e.quantity != 1) {
+    put_varint(body_, e.quantity);
   }
   put_bytes(body_, e.id);
   put_bytes(body_, e.type);
@@ -212,7 +226,8 @@ bool decode_block_event(Reader& r, const BlockHeader& h, BlockEvent* e) {
   std::uint64_t delta = 0;
   std::uint8_t flags = 0;
   std::uint64_t nprops = 0;
-  if (!r.get_varint(&delta) || !r.get_zigzag(&e->time_us) || !r.get_u8(&flags) || flags > 3) {
+  if (!r.get_varint(&delta) || !r.get_zigzag(&e->time_us) || !r.get_u8(&flags) ||
+      flags > kEventFlagsMax) {
     return false;
   }
   e->seq = h.first_seq + delta;
@@ -225,6 +240,14 @@ bool decode_block_event(Reader& r, const BlockHeader& h, BlockEvent* e) {
   } else {
     e->cost = core::Decimal{};
     e->credits = core::Decimal{};
+  }
+  e->quantity = 1;
+  if ((flags & 4) != 0) {
+    std::uint64_t quantity = 0;
+    if (!r.get_varint(&quantity) || quantity < 2 || quantity > core::kEventQuantityMax) {
+      return false;
+    }
+    e->quantity = static_cast<std::uint32_t>(quantity);
   }
   if (!r.get_bytes(&e->id) || !r.get_bytes(&e->type) || !r.get_varint(&nprops) ||
       nprops > core::kEventPropsMax + 1) {

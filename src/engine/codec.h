@@ -65,6 +65,7 @@ struct BlockEvent {
   bool priced = false;
   core::Decimal cost;
   core::Decimal credits;
+  std::uint32_t quantity = 1;  // core::Event::quantity
 };
 
 class EventBlockWriter {

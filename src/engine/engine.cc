@@ -154,6 +154,18 @@ Result<std::unique_ptr<Engine>> Engine::open(const EngineOptions& options) {
   for (const auto& [type, indexes] : impl->meters_by_type) {
     impl->metered_types.push_back(type);
   }
+  for (const auto& m : impl->meters) {
+    if (!m.hidden && !m.spec.value_property.empty() &&
+        m.spec.aggregation != core::Aggregation::kUniqueCount) {
+      impl->value_meters.push_back(m.spec);
+    }
+  }
+  for (const auto& spec : impl->value_meters) {
+    impl->nonnegative_for_customers.push_back(&spec);
+    if (!spec.allow_negative) {
+      impl->nonnegative_for_admins.push_back(&spec);
+    }
+  }
   // Hidden sum meters for the cost and credits of each priced meter, grouped like it.
   const std::size_t configured = impl->meters.size();
   impl->cost_meter.assign(configured, Impl::kNoMeter);
@@ -179,6 +191,7 @@ Result<std::unique_ptr<Engine>> Engine::open(const EngineOptions& options) {
 
   TALLY_TRY(impl->load());
   if (!impl->read_only) {
+    TALLY_TRY(impl->check_plans_configured());
     impl->start();
   }
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
@@ -187,6 +200,30 @@ Result<std::unique_ptr<Engine>> Engine::open(const EngineOptions& options) {
 const Clock& Engine::clock() const { return *impl_->clock; }
 
 const config::Config& Engine::config() const { return impl_->config; }
+
+Status Engine::Impl::check_plans_configured() const {
+  // Fail closed: a customer whose plan left the config would be checked as unlimited.
+  std::map<std::string, std::size_t> orphans;  // plan -> customers
+  for (const auto& [num, cs] : customers) {
+    const std::string& plan = cs.record.plan;
+    if (!plan.empty() && engine::plan_of(config, cs.record) == nullptr) {
+      ++orphans[plan];
+    }
+  }
+  if (orphans.empty()) {
+    return Status();
+  }
+  std::string message;
+  for (const auto& [plan, n] : orphans) {
+    message += (message.empty() ? "" : "; ") + ("plan '" + plan + "' is used by " +
+                                                 std::to_string(n) + " customer" +
+                                                 (n == 1 ? "" : "s"));
+  }
+  return Status::invalid_argument(
+      message + " but is not in the configuration. Add it back to [[plans]], or say where its "
+                "customers go with [enforcement] replaced_plans = { " + orphans.begin()->first +
+      " = \"<a configured plan>\" }");
+}
 
 Status Engine::Impl::load() {
   // Meta: sequence numbers.
@@ -1039,23 +1076,19 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
       }
     }
     install_ledger(ledger);
-  }
-  std::size_t replaced = 0;
-  for (const auto& d : dedup_entries) {
-    bool was_replacement = false;
-    for (const auto& [h, old_seq] : dedup_replacements) {
-      if (h == d.hash) {
-        dedup.replace(h, old_seq, d.seq, d.customer_num);
-        was_replacement = true;
-        ++replaced;
-        break;
+    // Under the lock too: checks read the index (a retried check's event id) while holding
+    // state_mutex shared.
+    for (const auto& d : dedup_entries) {
+      const auto replacement =
+          std::find_if(dedup_replacements.begin(), dedup_replacements.end(),
+                       [&](const auto& rep) { return rep.first == d.hash; });
+      if (replacement != dedup_replacements.end()) {
+        dedup.replace(d.hash, replacement->second, d.seq, d.customer_num);
+      } else {
+        dedup.insert(d.hash, d.seq, d.customer_num);
       }
     }
-    if (!was_replacement) {
-      dedup.insert(d.hash, d.seq, d.customer_num);
-    }
   }
-  (void)replaced;
 
   const std::int64_t end = steady_us();
   commits.fetch_add(1, std::memory_order_relaxed);
@@ -1081,6 +1114,15 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
   }
 }
 
+bool Engine::Impl::event_id_stored(const engine::CustomerState& cs, std::string_view customer,
+                                   std::string_view id) const {
+  bool found = false;
+  dedup.find(engine::dedup_hash(customer, id), [&](engine::DedupIndex::Location loc) {
+    found = found || loc.customer_num == cs.num;
+  });
+  return found;
+}
+
 // ---- ingest entry points --------------------------------------------------------------------
 
 void Engine::ingest_json_async(std::string body, const IngestOptions& options,
@@ -1100,6 +1142,8 @@ void Engine::ingest_json_async(std::string body, const IngestOptions& options,
   if (!d.config.server.accept_unmetered_events && !d.metered_types.empty()) {
     po.known_types = &d.metered_types;
   }
+  po.nonnegative = options.negative_corrections ? &d.nonnegative_for_admins
+                                                : &d.nonnegative_for_customers;
   Status parsed = core::parse_events(body, po, &job->parsed);
   if (!parsed.ok()) {
     done(parsed);
@@ -1180,6 +1224,7 @@ EngineStats Engine::stats() const {
     std::lock_guard lock(const_cast<Impl&>(d).queue_mutex);
     s.pending_events = d.queued_events;
   }
+  s.check_events_not_durable = d.check_events_not_durable.load(std::memory_order_relaxed);
   s.latency_bounds_us = engine::Histogram::bounds_us();
   s.commit_latency_counts = d.commit_latency.cumulative();
   s.commit_latency_sum_us = d.commit_latency.sum_us();

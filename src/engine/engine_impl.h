@@ -346,6 +346,12 @@ struct Engine::Impl {
   std::vector<engine::MeterState> meters;
   std::vector<std::pair<std::string, std::vector<std::uint32_t>>> meters_by_type;
   std::vector<std::string> metered_types;  // fixed at open
+  // Meters whose value must not be negative (core::ParseOptions::nonnegative), fixed at open:
+  // for customer keys every meter with a value, for admin callers those without
+  // allow_negative. The pointers point into value_meters.
+  std::vector<core::MeterSpec> value_meters;
+  std::vector<const core::MeterSpec*> nonnegative_for_customers;
+  std::vector<const core::MeterSpec*> nonnegative_for_admins;
   engine::StringMap customer_nums;                       // id -> number
   std::unordered_map<std::uint32_t, engine::CustomerState> customers;  // number -> state
   engine::StringMap group_ids;                           // group text -> id
@@ -380,6 +386,8 @@ struct Engine::Impl {
 
   // ---- commit thread only --------------------------------------------------------------------
   engine::DedupIndex dedup;
+  // Usage events of answered checks queued or committing, not yet durable (EngineStats).
+  std::atomic<std::uint64_t> check_events_not_durable{0};
   std::uint64_t next_seq = 1;
   std::uint32_t next_customer = 1;
   std::int64_t last_key_flush_us = 0;
@@ -510,6 +518,14 @@ struct Engine::Impl {
 
   // ---- query.cc ------------------------------------------------------------------------------
   const engine::CustomerState* find_customer(std::string_view id) const;
+  // kInvalidArgument naming each plan that stored customers have but the config neither
+  // configures nor replaces ([enforcement] replaced_plans), and how many customers have it.
+  Status check_plans_configured() const;
+  // Whether the dedup index holds event `id` of customer `cs` (named `customer`): a hash match
+  // of the same customer, not confirmed against the stored id (a false match of two 64-bit
+  // hashes of one customer is not a concern). REQUIRES: state_mutex held (shared or exclusive).
+  bool event_id_stored(const engine::CustomerState& cs, std::string_view customer,
+                       std::string_view id) const;
   const engine::MeterState* find_meter(std::string_view key) const;
 };
 

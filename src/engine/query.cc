@@ -485,6 +485,7 @@ Result<EventPage> Engine::list_events(const EventListQuery& q) const {
       se.received_at_us = h.received_at_us;
       se.seq = e.seq;
       se.flagged = e.flagged;
+      se.quantity = e.quantity;
       se.priced = e.priced;
       if (e.priced) {
         se.cost = core::format_decimal(e.cost);

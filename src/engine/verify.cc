@@ -15,6 +15,7 @@ void stored_event_batch(std::string_view customer, const BlockEvent& be, core::E
   e.customer = b->add_text(customer);
   e.type = b->add_text(be.type);
   e.time_us = be.time_us;
+  e.quantity = be.quantity;
   e.prop_begin = 0;
   e.prop_count = static_cast<std::uint32_t>(be.props.size());
   for (const auto& p : be.props) {

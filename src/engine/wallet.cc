@@ -210,23 +210,31 @@ void Engine::Impl::append_txn(LedgerWork& work, std::uint32_t customer_num, core
 void Engine::Impl::burn(LedgerWork& work, std::uint32_t customer_num, core::Decimal credits,
                         std::string_view event_id, core::TimeUs now) {
   WalletRecord& w = work_wallet(work, customer_num, now);
-  if (credits.units >= 0) {
-    w.debt += take_from_grants(w, credits);
-  } else {
-    // A negative cost (volume pricing crossing into a cheaper tier) gives credits back.
-    GrantRecord g;
-    g.txn_seq = next_txn;
-    g.type = "burn";
-    g.amount = core::Decimal{} - credits;
-    g.priority = kPaidPriority;
-    g.created_us = now;
-    add_credits(w, std::move(g));
-  }
   engine::LedgerRecord t;
-  t.type = "burn";
   t.event_id = std::string(event_id);
-  t.description = "usage credit burn";
   t.created_at_us = now;
+  if (credits.units >= 0) {
+    // A burn only ever takes credits: usage can never mint them.
+    w.debt += take_from_grants(w, credits);
+    t.type = "burn";
+    t.description = "usage credit burn";
+    append_txn(work, customer_num, core::Decimal{} - credits, std::move(t));
+    return;
+  }
+  // A negative cost is not a burn: volume pricing crossing into a cheaper tier lowers the
+  // period's price, or an admin's correction (a meter with allow_negative) takes usage back.
+  // Either gives credits back as a refund tied to the event, never as a burn.
+  GrantRecord g;
+  g.txn_seq = next_txn;
+  g.type = "refund";
+  g.amount = core::Decimal{} - credits;
+  g.priority = kPaidPriority;
+  g.created_us = now;
+  add_credits(w, std::move(g));
+  t.type = "refund";
+  t.grant_seq = next_txn;
+  t.priority = kPaidPriority;
+  t.description = "usage credit refund (the event lowered the period's price)";
   append_txn(work, customer_num, core::Decimal{} - credits, std::move(t));
 }
 
@@ -380,7 +388,11 @@ void Engine::Impl::verify_ledger(
     }
     running = t.after;
     sums[cnum] += t.amount;
-    if (t.type == "burn") {
+    // An event's credits are its burn, or its refund when its cost was negative.
+    if (t.type == "burn" || (t.type == "refund" && !t.event_id.empty())) {
+      if (t.type == "burn" && t.amount.units > 0) {
+        report->differences.push_back(where + ": a burn adds credits");
+      }
       burns[{cnum, t.event_id}].push_back(core::Decimal{} - t.amount);
     }
   };

@@ -191,3 +191,150 @@ TEST_F(WalletTest, DuplicatesNeverBurnTwice) {
 
 }  // namespace
 }  // namespace tally
+
+namespace tally {
+namespace {
+
+// ---- hardening (issue #16, defect 1) -----------------------------------------------------------
+
+constexpr const char* kNegativeConfig = R"(
+[credits]
+per_currency_unit = 1000
+
+[[meters]]
+key = "tokens_in"
+event_type = "TOKEN_USAGE"
+aggregation = "sum"
+value = "$.input_tokens"
+
+[[meters]]
+key = "corrections"
+event_type = "correction"
+aggregation = "sum"
+value = "$.units"
+allow_negative = true
+
+[[meters]]
+key = "seats"
+event_type = "seats"
+aggregation = "sum"
+value = "$.n"
+
+[[prices]]
+meter = "tokens_in"
+unit_price = "0.00001"
+
+[[prices]]
+meter = "corrections"
+unit_price = "0.01"
+
+[[prices]]
+meter = "seats"
+model = "volume"
+tiers = [{ up_to = 10, unit_price = "2" }, { unit_price = "1" }]
+
+[[plans]]
+key = "payg"
+prepaid = true
+limits = [{ meter = "tokens_in", period = "day", amount = 1000 }]
+)";
+
+TEST_F(WalletTest, NegativeUsageNeitherMintsCreditsNorLowersALimit) {
+  auto e = open(kNegativeConfig);
+  Customer c;
+  c.id = "acme";
+  c.plan = "payg";
+  ASSERT_TRUE(e->create_customer(c).has_value());
+  credit(*e, "acme", "top_up", "100");
+  // The issue's reproduction, as a customer key sends it.
+  IngestOptions as_customer;
+  as_customer.restrict_customer = "acme";
+  auto r = e->ingest_json(
+      R"({"id":"neg-1","type":"TOKEN_USAGE","properties":{"provider":"OPENAI","model":"gpt-4","input_tokens":-1000000000}})",
+      as_customer);
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_EQ(r->accepted, 0u);
+  ASSERT_EQ(r->errors.size(), 1u);
+  EXPECT_EQ(r->errors[0].code, "NEGATIVE_VALUE");
+  // Also from an admin: the meter does not allow negative values.
+  IngestOptions as_admin;
+  as_admin.negative_corrections = true;
+  r = e->ingest_json(
+      R"({"id":"neg-2","customer":"acme","type":"TOKEN_USAGE","properties":{"input_tokens":-5}})",
+      as_admin);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->accepted, 0u);
+  e->flush();
+  EXPECT_EQ(e->wallet("acme")->balance, "100");
+  CheckRequest one;
+  one.customer = "acme";
+  one.meter = "tokens_in";
+  one.amount = "1001";
+  one.consume = Consume::kNo;
+  auto denied = e->check(one);
+  ASSERT_TRUE(denied.has_value());
+  EXPECT_FALSE(denied->allowed) << "the day limit still counts from zero";
+  for (const auto& t : ledger(*e, "acme")) {
+    EXPECT_NE(t.type, "burn") << "nothing was burned";
+  }
+  expect_verified(*e);
+}
+
+TEST_F(WalletTest, CorrectionsNeedAnAdminAndRefundInsteadOfBurning) {
+  auto e = open(kNegativeConfig);
+  Customer c;
+  c.id = "acme";
+  ASSERT_TRUE(e->create_customer(c).has_value());
+  credit(*e, "acme", "top_up", "100");
+  ingest(*e, R"({"id":"u1","customer":"acme","type":"correction","properties":{"units":5}})");
+  EXPECT_EQ(e->wallet("acme")->balance, "50");  // 5 x 0.01 USD x 1000 credits
+  IngestOptions as_customer;
+  as_customer.restrict_customer = "acme";
+  auto refused = e->ingest_json(
+      R"({"id":"fix-1","type":"correction","properties":{"units":-2}})", as_customer);
+  ASSERT_TRUE(refused.has_value());
+  ASSERT_EQ(refused->errors.size(), 1u);
+  EXPECT_EQ(refused->errors[0].code, "NEGATIVE_VALUE");
+  IngestOptions as_admin;
+  as_admin.negative_corrections = true;
+  auto fixed = e->ingest_json(
+      R"({"id":"fix-1","customer":"acme","type":"correction","properties":{"units":-2}})", as_admin);
+  ASSERT_TRUE(fixed.has_value());
+  EXPECT_EQ(fixed->accepted, 1u);
+  e->flush();
+  EXPECT_EQ(e->wallet("acme")->balance, "70");
+  const auto txns = ledger(*e, "acme");
+  ASSERT_FALSE(txns.empty());
+  EXPECT_EQ(txns.back().type, "refund") << "a burn never adds credits";
+  EXPECT_EQ(txns.back().amount, "20");
+  EXPECT_EQ(txns.back().event_id, "fix-1");
+  for (const auto& t : txns) {
+    if (t.type == "burn") {
+      EXPECT_EQ(t.amount.front(), '-') << t.id;
+    }
+  }
+  expect_verified(*e);
+}
+
+TEST_F(WalletTest, AVolumePriceFallingIsARefundNotANegativeBurn) {
+  auto e = open(kNegativeConfig);
+  Customer c;
+  c.id = "acme";
+  ASSERT_TRUE(e->create_customer(c).has_value());
+  credit(*e, "acme", "top_up", "100000");
+  // 10 seats at 2 USD = 20 USD; an 11th moves all 11 to 1 USD: the period's price falls to 11.
+  ingest(*e, R"({"id":"s1","customer":"acme","type":"seats","properties":{"n":10}})");
+  ingest(*e, R"({"id":"s2","customer":"acme","type":"seats","properties":{"n":1}})");
+  const auto txns = ledger(*e, "acme");
+  ASSERT_GE(txns.size(), 3u);
+  EXPECT_EQ(txns[txns.size() - 2].type, "burn");
+  EXPECT_EQ(txns[txns.size() - 2].amount, "-20000");
+  EXPECT_EQ(txns.back().type, "refund");
+  EXPECT_EQ(txns.back().amount, "9000");
+  EXPECT_EQ(txns.back().event_id, "s2");
+  EXPECT_EQ(e->wallet("acme")->balance, "89000");
+  expect_verified(*e);
+}
+
+}  // namespace
+}  // namespace tally

@@ -1,5 +1,6 @@
 // Exports: the row sources (events by page, aggregates from one query) and the CSV, JSON and
 // JSON Lines writers. The XLSX writer is in xlsx.cc, the only file that includes libxlsxwriter.
+#include <charconv>
 #include "export/export.h"
 
 #include <algorithm>
@@ -85,7 +86,8 @@ void append_csv_field(std::string& out, std::string_view field) {
 
 const std::vector<std::string>& event_columns() {
   static const std::vector<std::string> kColumns = {
-      "id", "customer", "type", "time", "received_at", "flagged", "cost", "credits", "properties"};
+      "id",   "customer", "type",    "time",      "received_at",
+      "flagged", "quantity", "cost", "credits", "properties"};
   return kColumns;
 }
 
@@ -230,6 +232,11 @@ namespace {
 
 void append_time(std::string& out, TimeUs t) { out += core::format_rfc3339(t); }
 
+void append_uint(std::string& out, std::uint64_t v) {
+  char digits[24];
+  out.append(digits, std::to_chars(digits, digits + sizeof(digits), v).ptr);
+}
+
 // Formatting a time is the costliest part of a row, and neighbouring events mostly share
 // received_at (one per commit) and often time: remember the last one of each.
 struct TimeText {
@@ -319,6 +326,8 @@ class TextExportImpl final : public TextExport {
       out += ',';
       received_text_.append(out, e.received_at_us);
       out += e.flagged ? ",true," : ",false,";
+      append_uint(out, e.quantity);
+      out += ',';
       out += e.cost;  // decimal text: never needs quoting
       out += ',';
       out += e.credits;
@@ -343,6 +352,10 @@ class TextExportImpl final : public TextExport {
     received_text_.append(out, e.received_at_us);
     out += '"';
     if (e.flagged) out += ",\"flagged\":true";
+    if (e.quantity != 1) {
+      out += ",\"quantity\":";
+      append_uint(out, e.quantity);
+    }
     if (e.priced) {
       out += ",\"cost\":";
       out += e.cost;

@@ -139,6 +139,7 @@ Result<std::uint64_t> write_xlsx(const Engine& engine, const ExportRequest& requ
         book.string(core::format_rfc3339(e.time_us));
         book.string(core::format_rfc3339(e.received_at_us));
         book.boolean(e.flagged);
+        book.number(std::to_string(e.quantity));
         book.number(e.cost);
         book.number(e.credits);
         text.clear();

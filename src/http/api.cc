@@ -273,6 +273,10 @@ std::string Api::metrics_text() const {
   counter("tally_customers", "Customers known.", s.customers, "gauge");
   counter("tally_aggregates_live", "Minute aggregates held in memory.", s.aggregates_live, "gauge");
   counter("tally_ingest_pending_events", "Events queued for the next commit.", s.pending_events, "gauge");
+  counter("tally_check_events_not_durable",
+          "Consumptions of answered checks whose usage events are not yet durable: what a crash "
+          "would lose now (check_durability = \"async\").",
+          s.check_events_not_durable, "gauge");
   counter("tally_store_bytes", "Approximate bytes of the store on disk.", s.store_bytes, "gauge");
   auto histogram = [&](const char* name, const char* help, const std::vector<std::uint64_t>& counts,
                        std::uint64_t sum_us) {

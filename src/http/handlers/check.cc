@@ -393,7 +393,7 @@ void commit_reservation(Context& ctx, Call& call) {
       }
     }
   }
-  Result<CheckResult> r = ctx.engine.commit_reservation(call.params[0], amount);
+  Result<CheckResult> r = ctx.engine.commit_reservation(call.params[0], amount, call.identity.customer);
   if (!r) {
     answer(call, status_response(r.error()));
     return;
@@ -406,7 +406,7 @@ void commit_reservation(Context& ctx, Call& call) {
 }
 
 void release_reservation(Context& ctx, Call& call) {
-  Status s = ctx.engine.release_reservation(call.params[0]);
+  Status s = ctx.engine.release_reservation(call.params[0], call.identity.customer);
   if (!s.ok()) {
     answer(call, status_response(s));
     return;

@@ -67,6 +67,9 @@ void write_event(common::JsonWriter& w, const StoredEvent& e, const std::string&
       .key("type").value(e.type)
       .key("time").value(time_text(e.time_us))
       .key("received_at").value(time_text(e.received_at_us));
+  if (e.quantity != 1) {
+    w.key("quantity").value(static_cast<std::uint64_t>(e.quantity));
+  }
   if (e.flagged) {
     w.key("flagged").value(true);
   }
@@ -100,6 +103,7 @@ void ingest(Context& ctx, Call& call) {
   }
   IngestOptions options;
   options.restrict_customer = call.identity.customer;
+  options.negative_corrections = call.identity.admin();
   Responder respond = std::move(call.respond);
   ctx.engine.ingest_json_async(std::move(call.request.body), options,
                                [respond](Result<IngestSummary> r) {
