@@ -74,6 +74,11 @@ Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() { impl_->stop(); }
 
 Result<std::unique_ptr<Engine>> Engine::open(const EngineOptions& options) {
+  return Impl::open(options, nullptr);
+}
+
+Result<std::unique_ptr<Engine>> Engine::Impl::open(const EngineOptions& options,
+                                                   std::unique_ptr<store::Store> given_store) {
   auto impl = std::make_unique<Impl>();
   if (!options.config_path.empty()) {
     auto c = config::load_config_file(options.config_path);
@@ -101,7 +106,9 @@ Result<std::unique_ptr<Engine>> Engine::open(const EngineOptions& options) {
     impl->admin_key_hash = common::sha256(admin_key);
   }
 
-  if (options.in_memory) {
+  if (given_store != nullptr) {
+    impl->store = std::move(given_store);
+  } else if (options.in_memory) {
     impl->store = store::make_memory_store();
   } else {
     store::RocksOptions ro;

@@ -429,6 +429,11 @@ struct Engine::Impl {
   engine::Histogram batch_latency;
 
   // ---- engine.cc -----------------------------------------------------------------------------
+  // Engine::open on `given_store` instead of the store the options name (null: theirs): the
+  // seam through which the simulation (tests/simulation) runs the engine on a fault-injecting
+  // store. Internal, so the public API names no store type.
+  static Result<std::unique_ptr<Engine>> open(const EngineOptions& options,
+                                              std::unique_ptr<store::Store> given_store);
   Status load();
   Status rebuild_meter(std::uint32_t meter_index);
   void start();
