@@ -216,6 +216,32 @@ std::string prop(const StoredEvent& e, const std::string& key) {
   return "";
 }
 
+// The end of the name of the manifest an archive run made at `created` with `id` writes
+// (archive.cc, publish_files): "-20260120T090000Z-3.manifest.json".
+std::string manifest_suffix(TimeUs created, std::uint64_t id) {
+  std::string t;
+  for (char ch : core::format_rfc3339(created).substr(0, 19)) {
+    if (ch != '-' && ch != ':') {
+      t += ch;
+    }
+  }
+  return "-" + t + "Z-" + std::to_string(id) + ".manifest.json";
+}
+
+// An id for the trace. The engine names a check's event without event_id "chk_<process>_<n>"
+// and a reservation "res_<process>_<n>_<random>", with random parts: the trace shows "chk_<n>"
+// and "res_<n>", so it is the same in every run of a seed.
+std::string shown(const std::string& id) {
+  if (id.starts_with("chk_") || id.starts_with("res_")) {
+    const std::size_t a = id.find('_', 4);
+    if (a != std::string::npos) {
+      const std::size_t b = id.find('_', a + 1);
+      return id.substr(0, 4) + id.substr(a + 1, b == std::string::npos ? b : b - a - 1);
+    }
+  }
+  return id;
+}
+
 std::string code_name(const Status& s) {
   return std::string(status_code_name(s.code()));
 }
@@ -556,7 +582,7 @@ class Simulation {
       body += event_json(customer, id, ev, valid);
       if (!valid) {
         ++want_rejected;
-        line += " " + customer + ":" + id + "(invalid)";
+        line += " " + customer + ":" + shown(id) + "(invalid)";
         continue;
       }
       const bool known = model_.count(customer) != 0 && model_.at(customer).events.count(id) != 0;
@@ -566,13 +592,13 @@ class Simulation {
       }
       if (known || again) {
         ++want_duplicates;
-        line += " " + customer + ":" + id + "(dup)";
+        line += " " + customer + ":" + shown(id) + "(dup)";
         continue;
       }
       ++want_accepted;
       in_batch.emplace_back(customer, id);
       stored.push_back(Maybe{customer, id, ev, false, false});
-      line += " " + customer + ":" + id;
+      line += " " + customer + ":" + shown(id);
     }
     body += "]";
     auto r = engine_->ingest_json(body);
@@ -613,7 +639,8 @@ class Simulation {
     const std::string id = c.order[rng_.below(c.order.size())];
     const Ev& ev = c.events.at(id);
     auto r = engine_->ingest_json(event_json(customer, id, ev, true));
-    const std::string what = "resend " + customer + ":" + id + (ev.archived ? " (archived)" : "");
+    const std::string what =
+        "resend " + customer + ":" + shown(id) + (ev.archived ? " (archived)" : "");
     if (!r) {
       note(what + " -> " + code_name(r.error()));
       if (r.error().code() != StatusCode::kIOError) {
@@ -624,7 +651,7 @@ class Simulation {
     note(what + " -> accepted " + std::to_string(r->accepted) + " duplicates " +
          std::to_string(r->duplicates));
     if (r->accepted != 0 || r->duplicates != 1) {
-      fail("re-sending the acknowledged event " + customer + ":" + id +
+      fail("re-sending the acknowledged event " + customer + ":" + shown(id) +
            (ev.archived ? " (archived)" : "") + " was not a duplicate: accepted " +
            std::to_string(r->accepted) + ", duplicates " + std::to_string(r->duplicates));
     }
@@ -676,7 +703,7 @@ class Simulation {
               (consume == Consume::kNo        ? " ask"
                : consume == Consume::kReserve ? " reserve"
                                               : "") +
-              (p.req.event_id.empty() ? "" : " id " + p.req.event_id) +
+              (p.req.event_id.empty() ? "" : " id " + shown(p.req.event_id)) +
               (p.fresh ? (retry_failed ? " (retry of a failed check)" : "") : " (retry)");
     return p;
   }
@@ -1065,10 +1092,20 @@ class Simulation {
         }
       }
     }
-    const std::set<std::string> before = manifests_on_disk();
+    // A run whose write failed left its files (they may be the only copy of its events); a
+    // run in the same second with the same archive id and events would take their name.
+    const std::string suffix = manifest_suffix(clock_.now_us(), next_archive_id_);
+    bool name_taken = false;
+    for (const auto& m : manifests_on_disk()) {
+      name_taken = name_taken || m.ends_with(suffix);
+    }
     auto r = engine_->archive(req);
     const std::string line = "archive before " + core::format_rfc3339(cutoff) + " (" +
                              std::to_string(candidates.size()) + " events)";
+    if (!r && name_taken && r.error().code() == StatusCode::kAlreadyExists) {
+      note(line + " -> " + code_name(r.error()) + " (the files of a failed run)");
+      return;
+    }
     if (!r) {
       note(line + " -> " + code_name(r.error()));
       if (r.error().code() != StatusCode::kIOError) {
@@ -1077,7 +1114,7 @@ class Simulation {
       }
       pending_archive_ = true;
       archive_candidates_ = std::move(candidates);
-      manifests_before_ = before;
+      archive_suffix_ = suffix;
       return;
     }
     note(line + " -> " + std::to_string(r->events) + " archived");
@@ -1090,6 +1127,12 @@ class Simulation {
     if (r->events == 0) {
       return;
     }
+    if (r->archive_id != next_archive_id_ || !r->manifest.ends_with(suffix)) {
+      fail("archive " + std::to_string(r->archive_id) + " wrote " + r->manifest +
+           "; the model expects archive " + std::to_string(next_archive_id_));
+      return;
+    }
+    ++next_archive_id_;
     for (const auto& [cid, id] : candidates) {
       model_.at(cid).events.at(id).archived = true;
     }
@@ -1221,8 +1264,8 @@ class Simulation {
   }
 
   static std::string describe(const StoredEvent& s) {
-    return s.customer + ":" + s.id + " " + s.type + " at " + core::format_rfc3339(s.time_us) +
-           " n=" + prop(s, "n");
+    return s.customer + ":" + shown(s.id) + " " + s.type + " at " +
+           core::format_rfc3339(s.time_us) + " n=" + prop(s, "n");
   }
 
   // Settles every maybe by looking at the engine; then the stored events must be exactly the
@@ -1263,22 +1306,23 @@ class Simulation {
                     std::to_string(archive_candidates_.size()) + " events archived");
       }
       if (gone != 0) {
-        std::vector<std::string> fresh;
+        std::string manifest;
         for (const auto& m : manifests_on_disk()) {
-          if (manifests_before_.count(m) == 0) {
-            fresh.push_back(m);
+          if (m.ends_with(archive_suffix_)) {
+            manifest = m;
           }
         }
         note("the failed archive took effect: " + std::to_string(gone) + " events");
-        if (fresh.size() != 1) {
+        if (manifest.empty()) {
           return fail("an archive answered with an error removed " + std::to_string(gone) +
-                      " events from the hot store, but " + std::to_string(fresh.size()) +
-                      " new archive files hold them: their raw events are lost");
+                      " events from the hot store, but its file is gone: their raw events are "
+                      "lost");
         }
+        ++next_archive_id_;
         for (const auto& [cid, id] : archive_candidates_) {
           model_.at(cid).events.at(id).archived = true;
         }
-        archives_.push_back(ArchiveRec{fresh[0], archive_candidates_, false});
+        archives_.push_back(ArchiveRec{manifest, archive_candidates_, false});
       }
       archive_candidates_.clear();
     }
@@ -1308,12 +1352,12 @@ class Simulation {
         auto it = seen.find({cid, id});
         if (ev.archived) {
           if (it != seen.end()) {
-            return fail("the archived event " + cid + ":" + id + " is in the hot store");
+            return fail("the archived event " + cid + ":" + shown(id) + " is in the hot store");
           }
           continue;
         }
         if (it == seen.end()) {
-          return fail("the acknowledged event " + cid + ":" + id + " (" + ev.type + " at " +
+          return fail("the acknowledged event " + cid + ":" + shown(id) + " (" + ev.type + " at " +
                       core::format_rfc3339(ev.time_us) + ") is lost");
         }
         if (!same_content(*it->second, ev)) {
@@ -1364,7 +1408,7 @@ class Simulation {
       }
       if (maybes_[i].must) {
         return fail("the event of a check acknowledged as durable (" + maybes_[i].customer + ":" +
-                    (maybes_[i].id.empty() ? "<unnamed>" : maybes_[i].id) + ") is lost");
+                    (maybes_[i].id.empty() ? "<unnamed>" : shown(maybes_[i].id)) + ") is lost");
       }
       ++dropped;
     }
@@ -1601,7 +1645,8 @@ class Simulation {
   std::vector<ArchiveRec> archives_;
   bool pending_archive_ = false;
   std::vector<std::pair<std::string, std::string>> archive_candidates_;
-  std::set<std::string> manifests_before_;
+  std::string archive_suffix_;  // of the manifest of the archive answered with an error
+  std::uint64_t next_archive_id_ = 1;
   int pending_restore_ = -1;
   std::uint64_t next_id_ = 0;
   std::uint64_t next_hold_ = 0;
