@@ -460,6 +460,9 @@ struct Engine::Impl {
   void settle_limits(const std::vector<engine::LimitDelta>& deltas,
                      const std::vector<std::pair<std::uint32_t, std::uint64_t>>& settled);
   void expire_reservations(core::TimeUs now);
+  // Forgets the event ids of checks whose usage events were not stored (their commit failed), so
+  // that a retry counts instead of being answered as a replay. Takes limits_mutex.
+  void forget_check_ids(const std::vector<std::pair<std::uint32_t, std::uint64_t>>& lost);
 
   // The calendar limits of `meter` for a customer now, with their usage (building counters as a
   // check would). REQUIRES: state_mutex held (shared or exclusive); takes limits_mutex.

@@ -42,7 +42,9 @@ namespace tally::sim {
 // splitmix64: small, fast, and the same sequence on every platform and standard library.
 class Rng {
  public:
-  explicit Rng(std::uint64_t seed) : state_(seed) {}
+  // The seed is mixed first: splitmix64 steps its state by a constant, so seeds s and s + 1
+  // would otherwise give the same sequence shifted by one.
+  explicit Rng(std::uint64_t seed) : state_(seed) { state_ = next(); }
 
   std::uint64_t next() {
     std::uint64_t z = (state_ += 0x9E3779B97F4A7C15ull);

@@ -796,6 +796,7 @@ class Simulation {
       if (!p.fresh || p.req.event_id.empty()) {
         p.req.event_id = fresh_id("k");
         p.fresh = true;
+        p.label = p.req.customer + " " + p.req.meter + " " + p.req.amount + " id " + p.req.event_id;
       }
       line += " [" + p.label + "]";
       reqs.push_back(p.req);
@@ -1208,6 +1209,7 @@ class Simulation {
       if (!p.fresh || p.req.event_id.empty()) {
         p.req.event_id = fresh_id("k");
         p.fresh = true;
+        p.label = customer + " " + p.req.meter + " " + p.req.amount + " id " + p.req.event_id;
       }
       const bool want = fits(customer, p.req.meter, p.amount);
       auto r = engine_->check(p.req);
@@ -1396,7 +1398,9 @@ class Simulation {
       ++adopted;
       Cust& c = customer_entry(e.customer);
       c.add(e.id, m.ev);
-      if (m.check) {
+      // Only a check sent with an event_id can be retried: the id of an unnamed one is the
+      // engine's (it is not a check id the engine remembers).
+      if (m.check && !m.id.empty()) {
         c.check_ids.emplace_back(e.id, m.process);
         std::erase(c.lost_check_ids, e.id);
       }
