@@ -225,6 +225,7 @@ TEST(Simulation, ExercisesEveryFault) {
   EXPECT_GT(total.torn_applied, 0u);
   EXPECT_LT(total.torn_applied, total.crashed_in_write);
   EXPECT_GT(total.crashes, 12u);
+  EXPECT_GT(total.unsynced_lost, 0u) << "seeds with fsync = false lose unsynced writes";
 }
 
 TEST(Simulation, CatchesADiskThatLiesAboutFsync) {
