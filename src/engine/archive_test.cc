@@ -464,8 +464,10 @@ TEST_F(ArchiveTest, ArchiveOfAnotherDataDirectoryIsRefused) {
 class ArchiveWriteFails final : public store::Store {
  public:
   enum class Mode { kOff, kNothingWritten, kWrittenAnyway };
+
   explicit ArchiveWriteFails(std::shared_ptr<store::Store> inner, Mode* mode)
       : inner_(std::move(inner)), mode_(mode) {}
+
   Status write(const store::WriteBatch& batch, bool sync) override {
     const bool archive = std::any_of(batch.ops().begin(), batch.ops().end(), [](const auto& op) {
       return op.space == store::Space::kArchive;
@@ -478,14 +480,18 @@ class ArchiveWriteFails final : public store::Store {
     }
     return Status::io_error("injected: the archive's write failed");
   }
+
   Result<std::optional<std::string>> get(store::Space space, std::string_view key) const override {
     return inner_->get(space, key);
   }
+
   Status scan(store::Space space, std::string_view begin, std::string_view end,
               const store::ScanFn& fn) const override {
     return inner_->scan(space, begin, end, fn);
   }
+
   std::uint64_t size_bytes() const override { return 0; }
+
   std::string_view name() const override { return "archive-write-fails"; }
 
  private:
