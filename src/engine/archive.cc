@@ -382,9 +382,10 @@ Result<ArchiveResult> Engine::archive(const ArchiveRequest& request) {
   add_archive_records(d, *manifest, &w);
   ArchiveResult res = w.result;
   if (Status written = write_on_commit_thread(d, std::move(w.wb)); !written.ok()) {
-    // The events stay in the hot store; the files would only confuse a later restore.
-    fs::remove(res.file, ec);
-    fs::remove(res.manifest, ec);
+    // The files stay. A write that answered an error may still reach the store (RocksDB finds a
+    // write whose fsync failed, or that the process died in, in its log at the restart): the
+    // events are then archived and these files are their only copy. When it did not, they are
+    // harmless: restoring them finds every event present and changes nothing.
     return written;
   }
   return res;

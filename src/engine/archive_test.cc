@@ -2,9 +2,12 @@
 // listings lose the archived events, verify passes, a retried id stays a duplicate, restore
 // brings every event back exactly (twice is harmless), a damaged archive is refused with
 // nothing changed, and ingest concurrent with an archive loses nothing.
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <memory>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -16,6 +19,7 @@
 #include "core/time.h"
 #include "engine/archive_file.h"
 #include "engine/codec.h"
+#include "engine/engine_impl.h"
 #include "engine/engine_test_util.h"
 #include "store/store.h"
 
@@ -450,6 +454,119 @@ TEST_F(ArchiveTest, ArchiveOfAnotherDataDirectoryIsRefused) {
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), StatusCode::kUnprocessable) << r.error().message();
   EXPECT_EQ(events(*e).size(), 2u);
+  expect_verified(*e);
+}
+
+// A memory store shared by successive engines (a "disk" across restarts) whose writes that
+// record an archive fail while `fail` is set: cleanly, or after the write reached the store, as a
+// write does when the process dies in it or its fsync fails after the log write (RocksDB then
+// finds it in its log at the restart).
+class ArchiveWriteFails final : public store::Store {
+ public:
+  enum class Mode { kOff, kNothingWritten, kWrittenAnyway };
+
+  explicit ArchiveWriteFails(std::shared_ptr<store::Store> inner, Mode* mode)
+      : inner_(std::move(inner)), mode_(mode) {}
+
+  Status write(const store::WriteBatch& batch, bool sync) override {
+    const bool archive = std::any_of(batch.ops().begin(), batch.ops().end(), [](const auto& op) {
+      return op.space == store::Space::kArchive;
+    });
+    if (!archive || *mode_ == Mode::kOff) {
+      return inner_->write(batch, sync);
+    }
+    if (*mode_ == Mode::kWrittenAnyway) {
+      EXPECT_TRUE(inner_->write(batch, sync).ok());
+    }
+    return Status::io_error("injected: the archive's write failed");
+  }
+
+  Result<std::optional<std::string>> get(store::Space space, std::string_view key) const override {
+    return inner_->get(space, key);
+  }
+
+  Status scan(store::Space space, std::string_view begin, std::string_view end,
+              const store::ScanFn& fn) const override {
+    return inner_->scan(space, begin, end, fn);
+  }
+
+  std::uint64_t size_bytes() const override { return 0; }
+
+  std::string_view name() const override { return "archive-write-fails"; }
+
+ private:
+  std::shared_ptr<store::Store> inner_;
+  Mode* mode_;
+};
+
+// Found by the simulation (tests/simulation, seed 2): an archive whose write answered an error
+// removed its files, but such a write may still be in the store after a restart, and then the
+// files were the only copy of the archived events.
+TEST_F(ArchiveTest, AFailedArchiveWriteKeepsItsFiles) {
+  auto disk = std::shared_ptr<store::Store>(store::make_memory_store());
+  ArchiveWriteFails::Mode mode = ArchiveWriteFails::Mode::kOff;
+  auto reopen = [&]() {
+    EngineOptions o;
+    o.config_toml = kConfig;
+    o.clock = &clock_;
+    auto e = Engine::Impl::open(o, std::make_unique<ArchiveWriteFails>(disk, &mode));
+    EXPECT_TRUE(e.has_value()) << e.error().message();
+    return e ? std::move(*e) : nullptr;
+  };
+  auto e = reopen();
+  fill(*e);
+  const std::string before = answers(*e);
+  const std::string listed = describe(events(*e));
+
+  // The write did not happen: the events stay hot, and the files left behind change nothing
+  // when restored.
+  mode = ArchiveWriteFails::Mode::kNothingWritten;
+  auto a = e->archive(before_february());
+  ASSERT_FALSE(a.has_value());
+  EXPECT_EQ(a.error().code(), StatusCode::kIOError);
+  mode = ArchiveWriteFails::Mode::kOff;
+  std::vector<std::string> manifests;
+  for (const auto& f : fs::directory_iterator(out_)) {
+    if (f.path().string().ends_with(".manifest.json")) {
+      manifests.push_back(f.path().string());
+    }
+  }
+  ASSERT_EQ(manifests.size(), 1u) << "the failed run's files are kept";
+  EXPECT_EQ(describe(events(*e)), listed);
+  auto r = e->restore(manifests[0]);
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_EQ(r->events, 0u);
+  EXPECT_EQ(describe(events(*e)), listed);
+  expect_verified(*e);
+
+  // The write happened although it answered an error: after the restart the events are
+  // archived, and their file is there to restore them from.
+  clock_.advance_us(1'000'000);
+  mode = ArchiveWriteFails::Mode::kWrittenAnyway;
+  a = e->archive(before_february());
+  ASSERT_FALSE(a.has_value());
+  mode = ArchiveWriteFails::Mode::kOff;
+  e.reset();
+  e = reopen();
+  EXPECT_EQ(events(*e).size(), 3u) << "the January events are archived";
+  EXPECT_EQ(answers(*e), before);
+  expect_verified(*e);
+  manifests.clear();
+  for (const auto& f : fs::directory_iterator(out_)) {
+    if (f.path().string().ends_with(".manifest.json")) {
+      manifests.push_back(f.path().string());
+    }
+  }
+  ASSERT_EQ(manifests.size(), 2u);
+  std::uint64_t restored = 0;
+  for (const auto& m : manifests) {
+    auto rr = e->restore(m);
+    ASSERT_TRUE(rr.has_value()) << m << ": " << rr.error().message();
+    restored += rr->events;
+  }
+  EXPECT_EQ(restored, 5u);
+  EXPECT_EQ(describe(events(*e)), listed);
+  EXPECT_EQ(answers(*e), before);
   expect_verified(*e);
 }
 

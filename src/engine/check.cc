@@ -682,6 +682,25 @@ void Engine::Impl::settle_limits(const std::vector<engine::LimitDelta>& deltas,
   }
 }
 
+void Engine::Impl::forget_check_ids(
+    const std::vector<std::pair<std::uint32_t, std::uint64_t>>& lost) {
+  std::unordered_map<std::uint32_t, std::unordered_set<std::uint64_t>> tokens;
+  for (const auto& [cnum, token] : lost) {
+    tokens[cnum].insert(token);
+  }
+  std::lock_guard lock(limits_mutex);
+  for (const auto& [cnum, set] : tokens) {
+    auto it = limits.find(cnum);
+    if (it == limits.end()) {
+      continue;
+    }
+    auto& ids = it->second.recent_ids;
+    for (auto rit = ids.begin(); rit != ids.end();) {
+      rit = set.count(rit->second) != 0 ? ids.erase(rit) : std::next(rit);
+    }
+  }
+}
+
 void Engine::Impl::expire_reservations(core::TimeUs now) {
   // REQUIRES: state_mutex held (shared or exclusive) and limits_mutex held.
   for (auto it = reservations.begin(); it != reservations.end();) {

@@ -74,6 +74,11 @@ Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Engine::~Engine() { impl_->stop(); }
 
 Result<std::unique_ptr<Engine>> Engine::open(const EngineOptions& options) {
+  return Impl::open(options, nullptr);
+}
+
+Result<std::unique_ptr<Engine>> Engine::Impl::open(const EngineOptions& options,
+                                                   std::unique_ptr<store::Store> given_store) {
   auto impl = std::make_unique<Impl>();
   if (!options.config_path.empty()) {
     auto c = config::load_config_file(options.config_path);
@@ -101,7 +106,9 @@ Result<std::unique_ptr<Engine>> Engine::open(const EngineOptions& options) {
     impl->admin_key_hash = common::sha256(admin_key);
   }
 
-  if (options.in_memory) {
+  if (given_store != nullptr) {
+    impl->store = std::move(given_store);
+  } else if (options.in_memory) {
     impl->store = store::make_memory_store();
   } else {
     store::RocksOptions ro;
@@ -785,6 +792,8 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
   engine::LedgerWork ledger;
   std::vector<std::pair<std::string_view, std::string_view>> event_props;
   std::vector<Status> failed(jobs.size());  // per job: OK, or why it failed alone
+  // Check tokens of jobs that failed alone: their usage is not stored, so their ids are forgotten.
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> lost;
 
   // The stored copies behind a job's dedup index hits are read before any of its events joins
   // the commit, so a failed read fails that job alone: nothing of it is written and its caller
@@ -838,6 +847,7 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
         auto it = customer_nums.find(b.text(b.events()[i].customer));
         if (job.check_tokens[i] != 0 && it != customer_nums.end()) {
           settled.emplace_back(it->second, job.check_tokens[i]);
+          lost.emplace_back(it->second, job.check_tokens[i]);
         }
       }
       continue;
@@ -1039,6 +1049,7 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
     if (!settled.empty()) {
       std::unique_lock lock(state_mutex);
       settle_limits({}, settled);  // the checks' usage is lost, as in a crash: free its hold
+      forget_check_ids(settled);   // and a retry of one of them must count
     }
     for (std::size_t j = 0; j < jobs.size(); ++j) {
       jobs[j]->done(failed[j].ok()
@@ -1066,6 +1077,9 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
     }
     if (!limit_deltas.empty() || !settled.empty()) {
       settle_limits(limit_deltas, settled);
+    }
+    if (!lost.empty()) {
+      forget_check_ids(lost);
     }
     if (alerts_enabled) {
       for (const auto& delta : limit_deltas) {

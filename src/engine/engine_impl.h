@@ -437,6 +437,11 @@ struct Engine::Impl {
   engine::Histogram batch_latency;
 
   // ---- engine.cc -----------------------------------------------------------------------------
+  // Engine::open on `given_store` instead of the store the options name (null: theirs): the
+  // seam through which the simulation (tests/simulation) runs the engine on a fault-injecting
+  // store. Internal, so the public API names no store type.
+  static Result<std::unique_ptr<Engine>> open(const EngineOptions& options,
+                                              std::unique_ptr<store::Store> given_store);
   Status load();
   Status rebuild_meter(std::uint32_t meter_index);
   void start();
@@ -463,6 +468,9 @@ struct Engine::Impl {
   void settle_limits(const std::vector<engine::LimitDelta>& deltas,
                      const std::vector<std::pair<std::uint32_t, std::uint64_t>>& settled);
   void expire_reservations(core::TimeUs now);
+  // Forgets the event ids of checks whose usage events were not stored (their commit failed), so
+  // that a retry counts instead of being answered as a replay. Takes limits_mutex.
+  void forget_check_ids(const std::vector<std::pair<std::uint32_t, std::uint64_t>>& lost);
 
   // The calendar limits of `meter` for a customer now, with their usage (building counters as a
   // check would). REQUIRES: state_mutex held (shared or exclusive); takes limits_mutex.
