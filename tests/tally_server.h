@@ -60,6 +60,9 @@ class TallyServer {
     process_.reset();
   }
 
+  // True while the process has not been seen to exit (it did not crash or abort).
+  bool running() { return process_ != nullptr && process_->running(); }
+
   std::uint16_t port() const { return port_; }
   const std::string& dir() const { return dir_; }
   std::string log() const { return read_file(dir_ + "/server.log").value_or(""); }

@@ -29,6 +29,9 @@ enum class StatusCode : int {
   kIOError = 9,            // disk: 500
   kCorruption = 10,        // stored data fails its checks: 500
   kInternal = 11,          // a bug: 500
+  // The data directory's filesystem is (nearly) full: writes are refused until space is
+  // freed, reads go on: 507
+  kInsufficientStorage = 12,
 };
 
 class [[nodiscard]] Status {
@@ -68,6 +71,9 @@ class [[nodiscard]] Status {
   }
   static Status internal(std::string message) {
     return Status(StatusCode::kInternal, std::move(message));
+  }
+  static Status insufficient_storage(std::string message) {
+    return Status(StatusCode::kInsufficientStorage, std::move(message));
   }
 
   Status(StatusCode code, std::string message, std::string details_json = {})

@@ -627,6 +627,13 @@ struct EngineStats {
   // Consumptions of checks already answered (check_durability = "async") whose usage events
   // are not yet durable: what a crash now would lose. Bounded by the queue's 500,000 events.
   std::uint64_t check_events_not_durable = 0;
+  // The data directory's filesystem at the last look (about once a second, and before every
+  // commit); disk_known is false for an in-memory engine or before the first look.
+  bool disk_known = false;
+  std::uint64_t disk_free_bytes = 0;
+  std::uint64_t disk_total_bytes = 0;
+  std::uint64_t disk_reserve_bytes = 0;  // writes are refused while free is below this
+  bool writes_refused = false;           // by the disk reserve or a write that found no space
   // Latency histograms: bucket upper bounds in microseconds and cumulative counts.
   std::vector<std::uint64_t> latency_bounds_us;
   std::vector<std::uint64_t> commit_latency_counts;  // one per bound, then +Inf

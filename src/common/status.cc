@@ -17,6 +17,7 @@ std::string_view status_code_name(StatusCode code) {
     case StatusCode::kIOError: return "IO_ERROR";
     case StatusCode::kCorruption: return "CORRUPTION";
     case StatusCode::kInternal: return "INTERNAL";
+    case StatusCode::kInsufficientStorage: return "INSUFFICIENT_STORAGE";
   }
   return "UNKNOWN";
 }

@@ -229,6 +229,25 @@ constexpr Option<StorageConfig> kStorageOptions[] = {
        s.block_cache_bytes = static_cast<std::uint64_t>(v.number);
        return Status();
      }},
+    {"disk_reserve_bytes", Kind::kBytes, 0, kTiB, false, R"("256MiB")",
+     "Free space kept on the data directory's filesystem: while less is free than the smaller "
+     "of this and `disk_reserve_percent`, everything that writes (ingest, consuming checks, "
+     "admin changes, wallet transactions) is refused with `507 INSUFFICIENT_STORAGE` and "
+     "`/ready` answers 503, while reads and dry-run checks go on; writes resume by themselves "
+     "once space is freed. The reserve is the room the store needs to flush and compact. An "
+     "integer (bytes) or a size such as `\"1GiB\"`; 0 = no reserve (writes stop only when the "
+     "disk is full). See docs/operations.md, \"A full disk\".",
+     [](StorageConfig& s, Value&& v) {
+       s.disk_reserve_bytes = static_cast<std::uint64_t>(v.number);
+       return Status();
+     }},
+    {"disk_reserve_percent", Kind::kInteger, 0, 50, false, "5",
+     "The same reserve as a percentage of the filesystem's size, so that a small filesystem "
+     "keeps a reserve that fits it; the smaller of the two applies. 0 = no reserve.",
+     [](StorageConfig& s, Value&& v) {
+       s.disk_reserve_percent = static_cast<std::uint32_t>(v.number);
+       return Status();
+     }},
 };
 
 bool is_meter_key_char(char c) {

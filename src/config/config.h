@@ -39,6 +39,10 @@ struct StorageConfig {
   std::uint32_t commit_events_max = 50'000;  // events in one group commit
   std::int64_t dedup_window_seconds = 0;     // 0 = forever (while the event is retained)
   std::uint64_t block_cache_bytes = 64ull << 20;
+  // Writes are refused (507) while the data directory's filesystem has less free space than
+  // the smaller of these: room kept for the store's own flushes and compactions. 0 = off.
+  std::uint64_t disk_reserve_bytes = 256ull << 20;
+  std::uint32_t disk_reserve_percent = 5;  // of the filesystem's size
 
   friend bool operator==(const StorageConfig&, const StorageConfig&) = default;
 };

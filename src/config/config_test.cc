@@ -187,6 +187,20 @@ TEST(ConfigTest, DedupWindowForms) {
   EXPECT_EQ(parse_ok("[storage]\ndedup_window = \"45s\"").storage.dedup_window_seconds, 45);
 }
 
+TEST(ConfigTest, DiskReserve) {
+  const Config defaults = parse_ok("");
+  EXPECT_EQ(defaults.storage.disk_reserve_bytes, 256u << 20);
+  EXPECT_EQ(defaults.storage.disk_reserve_percent, 5u);
+  const Config c = parse_ok("[storage]\ndisk_reserve_bytes = \"1GiB\"\ndisk_reserve_percent = 0");
+  EXPECT_EQ(c.storage.disk_reserve_bytes, 1u << 30);
+  EXPECT_EQ(c.storage.disk_reserve_percent, 0u);
+  EXPECT_EQ(parse_ok("[storage]\ndisk_reserve_bytes = 0").storage.disk_reserve_bytes, 0u);
+  EXPECT_TRUE(
+      fails_with("[storage]\ndisk_reserve_percent = 51", {"tally.toml:2", "disk_reserve_percent"}));
+  EXPECT_TRUE(
+      fails_with("[storage]\ndisk_reserve_bytes = -1", {"tally.toml:2", "disk_reserve_bytes"}));
+}
+
 // ---------------------------------------------------------------------------------------------
 // The example and the docs.
 

@@ -39,6 +39,7 @@ Status run_admin(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prep
   if (d.read_only) {
     return Status::unavailable("the engine is open read-only");
   }
+  TALLY_TRY(d.writes_allowed());  // the disk reserve; the commit thread checks again
   auto promise = std::make_shared<std::promise<Status>>();
   auto future = promise->get_future();
   auto job = std::make_unique<engine::AdminJob>();

@@ -287,7 +287,7 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
       wb.del(store::Space::kMeta, engine::balance_low_key(cnum));
     }
   }
-  if (!store->write(wb, config.storage.fsync).ok()) {
+  if (!write_store(wb, config.storage.fsync).ok()) {
     // Nothing was stored: forget what fired, so the next change (or the next open) fires it.
     for (const auto& k : fired_now) {
       alerts_fired.erase(k);

@@ -335,6 +335,9 @@ Result<ArchiveResult> Engine::archive(const ArchiveRequest& request) {
   if (d.read_only) {
     return Status::unavailable("the engine is open read-only");
   }
+  // The run ends in a store write: refused before any file is written while the disk reserve
+  // refuses writes.
+  TALLY_TRY(d.writes_allowed());
   Result<core::TimeUs> cutoff = archive_cutoff(d, request);
   if (!cutoff) {
     return cutoff.error();
@@ -598,6 +601,7 @@ Result<RestoreResult> Engine::restore(const std::string& path) {
   if (d.read_only) {
     return Status::unavailable("the engine is open read-only");
   }
+  TALLY_TRY(d.writes_allowed());
   std::unique_lock busy(d.archive_mutex, std::try_to_lock);
   if (!busy.owns_lock()) {
     return Status::unavailable("another archive, restore or verify is running");

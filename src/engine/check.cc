@@ -1034,6 +1034,9 @@ static Status run_checks(Engine::Impl& d, core::TimeUs now, const CheckRequest* 
   // Consuming checks queue usage events: refuse them while the queue is full, before anything
   // is counted, as ingest does.
   if (std::any_of(requests, requests + n, [](const CheckRequest& r) { return r.consume != Consume::kNo; })) {
+    // A consumption must reach the disk: refused while the disk reserve refuses writes (a
+    // dry run, which consumes nothing, is still answered).
+    TALLY_TRY(d.writes_allowed());
     std::lock_guard lock(d.queue_mutex);
     if (d.queued_events >= Engine::Impl::kQueuedEventsMax) {
       return Status::unavailable("the usage queue is full; retry shortly");
@@ -1176,6 +1179,9 @@ Result<CheckResult> Engine::check(const CheckRequest& request) {
 Result<CheckResult> Engine::commit_reservation(const std::string& id, const std::string& amount_text,
                                                const std::string& restrict_customer) {
   Impl& d = *impl_;
+  // Its usage must reach the disk: refused, the reservation kept, while the disk reserve
+  // refuses writes.
+  TALLY_TRY(d.writes_allowed());
   const core::TimeUs now = clock().now_us();
   CheckResult out;
   // The usage event is queued after the locks; it points into these.

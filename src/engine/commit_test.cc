@@ -10,12 +10,29 @@
 namespace tally {
 namespace {
 
-// A memory store whose reads of stored events fail while `fail_event_reads` is set.
+// A memory store whose reads of stored events fail while `fail_event_reads` is set, that reports
+// the free space it is told to, and whose writes find no space while `no_space` is set. Like
+// RocksDB, after a write that found no space it must not be written again before resume().
 class FlakyStore final : public store::Store {
  public:
   std::atomic<bool> fail_event_reads{false};
+  std::atomic<std::uint64_t> free_bytes{1ull << 30};
+  std::atomic<std::uint64_t> total_bytes{4ull << 30};
+  std::atomic<bool> no_space{false};               // writes fail with kInsufficientStorage
+  std::atomic<bool> resume_fails{false};           // resume() fails with kInsufficientStorage
+  std::atomic<int> writes{0};                      // write() calls
+  std::atomic<int> resumes{0};                     // resume() calls
+  std::atomic<bool> written_before_resume{false};  // a write reached a store that must resume
 
   Status write(const store::WriteBatch& batch, bool sync) override {
+    ++writes;
+    if (needs_resume_) {
+      written_before_resume = true;
+    }
+    if (no_space.load()) {
+      needs_resume_ = true;
+      return Status::insufficient_storage("injected: no space left on device");
+    }
     return inner_->write(batch, sync);
   }
 
@@ -35,8 +52,22 @@ class FlakyStore final : public store::Store {
 
   std::string_view name() const override { return "flaky"; }
 
+  Result<std::optional<store::DiskSpace>> disk_space() const override {
+    return std::optional<store::DiskSpace>(store::DiskSpace{free_bytes.load(), total_bytes.load()});
+  }
+
+  Status resume() override {
+    ++resumes;
+    if (resume_fails.load()) {
+      return Status::insufficient_storage("injected: resume found no space");
+    }
+    needs_resume_ = false;
+    return Status();
+  }
+
  private:
   std::unique_ptr<store::Store> inner_ = store::make_memory_store();
+  bool needs_resume_ = false;
 };
 
 class CommitTest : public ::testing::Test {
@@ -115,6 +146,128 @@ TEST_F(CommitTest, FailedDuplicateReadFailsThatJobAloneAndWritesNothingOfIt) {
 
   engine::Recomputed r = stored();
   EXPECT_EQ(r.events, 3u);  // a, z, b: once each
+  EXPECT_TRUE(r.problems.empty()) << r.problems[0];
+}
+
+constexpr std::uint64_t kMiB = 1ull << 20;
+
+TEST(DiskReserveTest, IsTheSmallerOfBytesAndPercentOfTheFilesystem) {
+  config::StorageConfig storage;  // defaults: 256 MiB, 5 %
+  EXPECT_EQ(engine::disk_reserve_for(storage, 64 * kMiB), 64 * kMiB / 100 * 5);
+  EXPECT_EQ(engine::disk_reserve_for(storage, 1ull << 40), 256 * kMiB);
+  storage.disk_reserve_bytes = 0;
+  EXPECT_EQ(engine::disk_reserve_for(storage, 1ull << 40), 0u);
+  storage.disk_reserve_bytes = 256 * kMiB;
+  storage.disk_reserve_percent = 0;
+  EXPECT_EQ(engine::disk_reserve_for(storage, 1ull << 40), 0u);
+}
+
+TEST_F(CommitTest, BelowTheDiskReserveACommitIsRefusedBeforeTheStoreAndResumesWhenSpaceReturns) {
+  d_.config.storage.disk_reserve_bytes = 8 * kMiB;  // of 4 GiB: 8 MiB, less than 5 %
+  std::optional<Result<IngestSummary>> first, refused, retry;
+  std::vector<std::unique_ptr<engine::IngestJob>> jobs;
+  jobs.push_back(job(R"({"id":"a","customer":"c","type":"t"})", &first));
+  commit(std::move(jobs));
+  ASSERT_TRUE(first.has_value() && first->has_value()) << first->error().message();
+  EXPECT_FALSE(d_.disk.refusing());
+  EXPECT_TRUE(d_.writes_allowed().ok());
+
+  // Free space drops under the reserve: the commit is refused, and nothing reaches the store.
+  store_->free_bytes = 8 * kMiB - 1;
+  const int writes_before = store_->writes.load();
+  jobs.clear();
+  jobs.push_back(job(R"({"id":"b","customer":"c","type":"t"})", &refused));
+  commit(std::move(jobs));
+  ASSERT_TRUE(refused.has_value());
+  ASSERT_FALSE(refused->has_value()) << "a commit below the reserve must not be acknowledged";
+  EXPECT_EQ(refused->error().code(), StatusCode::kInsufficientStorage);
+  EXPECT_NE(refused->error().message().find("less than the reserve of 8388608 bytes"),
+            std::string::npos)
+      << refused->error().message();
+  EXPECT_EQ(store_->writes.load(), writes_before);
+  EXPECT_TRUE(d_.disk.refusing());
+  // What request threads ask before queuing anything that writes.
+  EXPECT_EQ(d_.writes_allowed().code(), StatusCode::kInsufficientStorage);
+  const engine::DiskState state = d_.disk.state();
+  EXPECT_TRUE(state.known);
+  EXPECT_EQ(state.free_bytes, 8 * kMiB - 1);
+  EXPECT_EQ(state.reserve_bytes, 8 * kMiB);
+  EXPECT_TRUE(state.refusing);
+
+  // Space is back: the next look lifts the refusal, and the retry is stored.
+  store_->free_bytes = 8 * kMiB;
+  jobs.clear();
+  jobs.push_back(job(R"({"id":"b","customer":"c","type":"t"})", &retry));
+  commit(std::move(jobs));
+  ASSERT_TRUE(retry.has_value() && retry->has_value()) << retry->error().message();
+  EXPECT_EQ((*retry)->accepted, 1u);
+  EXPECT_FALSE(d_.disk.refusing());
+  EXPECT_TRUE(d_.writes_allowed().ok());
+
+  engine::Recomputed r = stored();
+  EXPECT_EQ(r.events, 2u);
+  EXPECT_TRUE(r.problems.empty()) << r.problems[0];
+}
+
+TEST_F(CommitTest, AWriteThatFindsNoSpaceFailsEveryWaiterAndNothingWritesUntilTheStoreResumes) {
+  d_.config.storage.disk_reserve_bytes = 0;  // no reserve: the store itself runs out
+  std::optional<Result<IngestSummary>> one, two, still_full, after;
+  store_->no_space = true;
+  std::vector<std::unique_ptr<engine::IngestJob>> jobs;
+  jobs.push_back(job(R"({"id":"a","customer":"c","type":"t"})", &one));
+  jobs.push_back(job(R"({"id":"b","customer":"d","type":"t"})", &two));
+  commit(std::move(jobs));
+  // One commit, two waiters: neither is acknowledged.
+  for (auto* answer : {&one, &two}) {
+    ASSERT_TRUE(answer->has_value());
+    ASSERT_FALSE((*answer)->has_value());
+    EXPECT_EQ((*answer)->error().code(), StatusCode::kInsufficientStorage);
+  }
+  EXPECT_TRUE(d_.disk.refusing());
+  EXPECT_EQ(d_.writes_allowed().code(), StatusCode::kInsufficientStorage);
+
+  // Hardly any space is back: refused without even trying to resume the store.
+  store_->no_space = false;
+  store_->free_bytes = engine::DiskGuard::kResumeFreeBytesMin - 1;
+  const int writes_before = store_->writes.load();
+  std::optional<Result<IngestSummary>> barely;
+  jobs.clear();
+  jobs.push_back(job(R"({"id":"a","customer":"c","type":"t"})", &barely));
+  commit(std::move(jobs));
+  ASSERT_TRUE(barely.has_value());
+  ASSERT_FALSE(barely->has_value());
+  EXPECT_EQ(barely->error().code(), StatusCode::kInsufficientStorage);
+  EXPECT_EQ(store_->resumes.load(), 0);
+  EXPECT_EQ(store_->writes.load(), writes_before);
+
+  // Space is back but the store cannot resume yet: refused, and no write reaches the store.
+  store_->free_bytes = engine::DiskGuard::kResumeFreeBytesMin;
+  store_->resume_fails = true;
+  jobs.clear();
+  jobs.push_back(job(R"({"id":"a","customer":"c","type":"t"})", &still_full));
+  commit(std::move(jobs));
+  ASSERT_TRUE(still_full.has_value());
+  ASSERT_FALSE(still_full->has_value());
+  EXPECT_EQ(still_full->error().code(), StatusCode::kInsufficientStorage);
+  EXPECT_NE(still_full->error().message().find("resume found no space"), std::string::npos)
+      << still_full->error().message();
+  EXPECT_GE(store_->resumes.load(), 1);
+  EXPECT_EQ(store_->writes.load(), writes_before);
+
+  // The store resumes: writing goes on, and the retried events are stored once each.
+  store_->resume_fails = false;
+  jobs.clear();
+  jobs.push_back(job(
+      R"([{"id":"a","customer":"c","type":"t"},{"id":"b","customer":"d","type":"t"}])", &after));
+  commit(std::move(jobs));
+  ASSERT_TRUE(after.has_value() && after->has_value()) << after->error().message();
+  EXPECT_EQ((*after)->accepted, 2u);
+  EXPECT_FALSE(d_.disk.refusing());
+  EXPECT_FALSE(store_->written_before_resume.load())
+      << "a write reached the store after it found no space and before it resumed";
+
+  engine::Recomputed r = stored();
+  EXPECT_EQ(r.events, 2u);
   EXPECT_TRUE(r.problems.empty()) << r.problems[0];
 }
 

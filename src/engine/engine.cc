@@ -297,7 +297,7 @@ Status Engine::Impl::load() {
       return true;
     }));
     if (!stale.empty()) {
-      TALLY_TRY(store->write(stale, true));
+      TALLY_TRY(write_store(stale, true));
     }
   }
 
@@ -394,7 +394,7 @@ Status Engine::Impl::rebuild_meter(std::uint32_t meter_index) {
       return true;
     }));
     if (!wb.empty()) {
-      TALLY_TRY(store->write(wb, true));
+      TALLY_TRY(write_store(wb, true));
     }
   }
   // Recompute from the events.
@@ -408,19 +408,19 @@ Status Engine::Impl::rebuild_meter(std::uint32_t meter_index) {
   for (const auto& [k, s] : r.aggregates) {
     wb.put(store::Space::kAggregates, k, engine::encode_agg_state(s));
     if (wb.bytes() > (8u << 20)) {
-      TALLY_TRY(store->write(wb, false));
+      TALLY_TRY(write_store(wb, false));
       wb.clear();
     }
   }
   for (const auto& [k, unused] : r.uniques) {
     wb.put(store::Space::kUniques, k, "");
     if (wb.bytes() > (8u << 20)) {
-      TALLY_TRY(store->write(wb, false));
+      TALLY_TRY(write_store(wb, false));
       wb.clear();
     }
   }
   wb.put(store::Space::kMeta, engine::meter_fingerprint_key(spec.key), spec.fingerprint());
-  return store->write(wb, true);
+  return write_store(wb, true);
 }
 
 std::uint32_t Engine::Impl::intern_group(std::string_view group) {
@@ -509,6 +509,9 @@ void Engine::Impl::install_unique(std::uint32_t meter, std::uint32_t customer_nu
 // ---- the commit thread ----------------------------------------------------------------------
 
 void Engine::Impl::start() {
+  // A first look at the disk, so a server started on a full disk refuses writes (and says so
+  // in /ready) from its first request.
+  disk.admit(*store, config.storage).ignore_error();
   // Customers named in the config are created before anything else is accepted.
   touch_all_for_alerts();
   committer = std::thread([this] { run_committer(); });
@@ -607,17 +610,24 @@ void Engine::Impl::run_committer() {
         if (stopping && queue.empty()) {
           lock.unlock();
           store::WriteBatch wb;
-          flush_key_counters(wb, true);
+          if (disk.admit(*store, config.storage).ok()) {
+            flush_key_counters(wb, true);
+          }
           if (!wb.empty()) {
-            store->write(wb, true).ignore_error();  // best effort: counters are not ledger data
+            // Best effort: counters are not ledger data.
+            write_store(wb, true).ignore_error();
           }
           break;
         }
         lock.unlock();
+        // The disk reserve's cadence when idle: a refusal is lifted within a second of space
+        // coming back, though request threads queue nothing while it lasts.
         store::WriteBatch wb;
-        flush_key_counters(wb, false);
+        if (disk.admit(*store, config.storage).ok()) {
+          flush_key_counters(wb, false);
+        }
         if (!wb.empty()) {
-          store->write(wb, config.storage.fsync).ignore_error();  // retried next second
+          write_store(wb, config.storage.fsync).ignore_error();  // counters are not ledger data
         }
         expire_grants(clock->now_us());
         evaluate_alerts(clock->now_us());
@@ -681,11 +691,22 @@ void Engine::Impl::flush_key_counters(store::WriteBatch& wb, bool force) {
   }
 }
 
+Status Engine::Impl::write_store(const store::WriteBatch& wb, bool sync) {
+  TALLY_TRY(disk.admit(*store, config.storage));
+  Status written = store->write(wb, sync);
+  disk.written(written);
+  return written;
+}
+
+Status Engine::Impl::writes_allowed() const {
+  return disk.refusing() ? disk.refusal() : Status();
+}
+
 void Engine::Impl::commit_admin(AdminJob& job) {
   store::WriteBatch wb;
   Status s = job.prepare(wb);
   if (s.ok() && !wb.empty()) {
-    s = store->write(wb, config.storage.fsync);
+    s = write_store(wb, config.storage.fsync);
   }
   if (s.ok()) {
     std::unique_lock lock(state_mutex);
@@ -1041,7 +1062,7 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
 
   Status written;
   if (!wb.empty()) {
-    written = store->write(wb, config.storage.fsync);
+    written = write_store(wb, config.storage.fsync);
   }
   if (!written.ok()) {
     next_seq = first_seq;
@@ -1051,9 +1072,13 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
       settle_limits({}, settled);  // the checks' usage is lost, as in a crash: free its hold
       forget_check_ids(settled);   // and a retry of one of them must count
     }
+    // Every waiter of the commit gets the failure: nothing of it was stored, or acknowledged.
+    const StatusCode code = written.code() == StatusCode::kInsufficientStorage
+                                ? StatusCode::kInsufficientStorage
+                                : StatusCode::kIOError;
     for (std::size_t j = 0; j < jobs.size(); ++j) {
       jobs[j]->done(failed[j].ok()
-                        ? Status::io_error("the events could not be stored: " + written.message())
+                        ? Status(code, "the events could not be stored: " + written.message())
                         : failed[j]);
     }
     return;
@@ -1187,6 +1212,10 @@ void Engine::ingest_json_async(std::string body, const IngestOptions& options,
     return;
   }
   const std::uint64_t n = b.size();
+  if (Status allowed = d.writes_allowed(); !allowed.ok()) {
+    done(std::move(allowed));  // the disk reserve: nothing is queued that cannot be stored
+    return;
+  }
   {
     std::lock_guard lock(d.queue_mutex);
     if (d.stopping) {
@@ -1244,12 +1273,21 @@ EngineStats Engine::stats() const {
   s.commit_latency_sum_us = d.commit_latency.sum_us();
   s.batch_latency_counts = d.batch_latency.cumulative();
   s.batch_latency_sum_us = d.batch_latency.sum_us();
+  const engine::DiskState disk = d.disk.state();
+  s.disk_known = disk.known;
+  s.disk_free_bytes = disk.free_bytes;
+  s.disk_total_bytes = disk.total_bytes;
+  s.disk_reserve_bytes = disk.reserve_bytes;
+  s.writes_refused = disk.refusing;
   return s;
 }
 
 Status Engine::ready() const {
   auto r = impl_->store->get(store::Space::kMeta, engine::kMetaSchema);
-  return r ? Status() : r.error();
+  if (!r) {
+    return r.error();
+  }
+  return impl_->writes_allowed();
 }
 
 }  // namespace tally

@@ -38,6 +38,7 @@
 #include "core/time.h"
 #include "engine/codec.h"
 #include "engine/dedup_index.h"
+#include "engine/disk_guard.h"
 #include "store/store.h"
 
 namespace tally {
@@ -384,6 +385,9 @@ struct Engine::Impl {
   // too, so it never sees events both in their blocks and in an archive's records ------------
   mutable std::mutex archive_mutex;
 
+  // ---- the disk reserve: written by the commit thread (admit before each write), read by any
+  engine::DiskGuard disk;
+
   // ---- commit thread only --------------------------------------------------------------------
   engine::DedupIndex dedup;
   // Usage events of answered checks queued or committing, not yet durable (EngineStats).
@@ -451,6 +455,12 @@ struct Engine::Impl {
   void commit_ingest(std::vector<std::unique_ptr<engine::IngestJob>>& jobs);
   void commit_admin(engine::AdminJob& job);
   void flush_key_counters(store::WriteBatch& wb, bool force);
+  // Every store write of the engine goes through here (the commit thread, or the opening thread
+  // before it starts): refused without touching the store while the disk reserve says so
+  // (kInsufficientStorage), and a write that finds no space refuses the next ones.
+  Status write_store(const store::WriteBatch& wb, bool sync);
+  // Request threads, before queuing work that writes: the disk reserve's refusal, or OK.
+  Status writes_allowed() const;
   std::uint32_t intern_group(std::string_view group);  // commit thread only
   // Reads the id of the stored event (customer_num, seq), in its block or, once archived, in
   // its archived record; false when absent. Errors: the store's read error (kIOError),

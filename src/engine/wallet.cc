@@ -347,7 +347,7 @@ void Engine::Impl::expire_grants(core::TimeUs now) {
   }
   store::WriteBatch wb;
   write_ledger(work, wb);
-  if (!store->write(wb, config.storage.fsync).ok()) {
+  if (!write_store(wb, config.storage.fsync).ok()) {
     return;  // tried again on the next pass; a burn before then expires the grant itself
   }
   std::unique_lock lock(state_mutex);

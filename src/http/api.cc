@@ -278,6 +278,15 @@ std::string Api::metrics_text() const {
           "would lose now (check_durability = \"async\").",
           s.check_events_not_durable, "gauge");
   counter("tally_store_bytes", "Approximate bytes of the store on disk.", s.store_bytes, "gauge");
+  if (s.disk_known) {
+    counter("tally_disk_free_bytes", "Free bytes on the data directory's filesystem.",
+            s.disk_free_bytes, "gauge");
+    counter("tally_disk_reserve_bytes",
+            "Free bytes below which writes are refused ([storage] disk_reserve_bytes).",
+            s.disk_reserve_bytes, "gauge");
+  }
+  counter("tally_writes_refused", "1 while writes are refused for lack of disk space, else 0.",
+          s.writes_refused ? 1 : 0, "gauge");
   auto histogram = [&](const char* name, const char* help, const std::vector<std::uint64_t>& counts,
                        std::uint64_t sum_us) {
     std::snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);

@@ -48,6 +48,9 @@ Response status_response(const Status& s) {
       r.headers.emplace_back("Retry-After", "1");
       return r;
     }
+    case StatusCode::kInsufficientStorage:
+      // Writes wait for free space; reads, dry-run checks and /health go on (docs/operations.md).
+      return error_response(507, "INSUFFICIENT_STORAGE", s.message());
     case StatusCode::kIOError:
     case StatusCode::kCorruption:
     case StatusCode::kInternal:

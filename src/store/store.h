@@ -67,6 +67,12 @@ class WriteBatch {
   std::size_t bytes_ = 0;
 };
 
+// The filesystem under a store's files, as the engine's disk reserve sees it.
+struct DiskSpace {
+  std::uint64_t free_bytes = 0;   // available to this process (statvfs f_bavail)
+  std::uint64_t total_bytes = 0;  // the filesystem's size
+};
+
 // Called per key in order; return false to stop the scan early.
 using ScanFn = std::function<bool(std::string_view key, std::string_view value)>;
 
@@ -75,7 +81,9 @@ class Store {
   virtual ~Store() = default;
 
   // Applies every op of `batch` atomically. With sync, returns after the data is durable.
-  // Errors: kIOError (disk), kUnavailable (read-only store).
+  // Errors: kIOError (disk), kUnavailable (read-only store), kInsufficientStorage (no space
+  // left: nothing of the batch is applied, and the store refuses every later write, without
+  // touching its files, until resume() succeeds).
   virtual Status write(const WriteBatch& batch, bool sync) = 0;
 
   // The value of `key`, or nullopt when absent. Errors: kIOError.
@@ -91,6 +99,16 @@ class Store {
 
   // A short name for logs and /ready: "rocksdb", "memory".
   virtual std::string_view name() const = 0;
+
+  // The filesystem holding the store's files; nullopt for a store without one (memory). One
+  // statvfs, cheap enough to call before every commit. Errors: kIOError.
+  virtual Result<std::optional<DiskSpace>> disk_space() const { return std::optional<DiskSpace>(); }
+
+  // Makes the store writable again after a write failed with kInsufficientStorage, once space
+  // is back (RocksDB: DB::Resume(), which first writes out what it holds in memory). OK at once
+  // when the store is writable. Errors: kInsufficientStorage (still no room), kIOError.
+  // Called by the writer's thread only, like write().
+  virtual Status resume() { return Status(); }
 };
 
 // An in-memory store for tests and simulations. Never durable; write() ignores `sync`.

@@ -8,8 +8,10 @@
 #include "store/store.h"
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -26,6 +28,9 @@
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -605,6 +610,124 @@ TEST(RocksStoreChild, OpenLockedDirectory) {
   Result<std::unique_ptr<Store>> reader = open_rocks(path, /*read_only=*/true);
   ASSERT_TRUE(reader) << reader.error().to_string();
   EXPECT_EQ(get_text(**reader, Space::kMeta, "owner"), "parent");
+}
+
+// A RocksDB store on a small tmpfs that the test fills. Debian's librocksdb keeps its debug
+// assertions: before rocksdb_store.cc handled a full disk, the first write that found no space
+// aborted the process (RocksDB's info logger), and so did the first write after a Resume() with
+// empty memtables (the failed WAL file reused). Needs root to mount; skips otherwise.
+class RocksStoreFullDiskTest : public ::testing::Test {
+ protected:
+  static constexpr std::uint64_t kMiB = 1ull << 20;
+
+  void SetUp() override {
+    ASSERT_TRUE(dir_.ok());
+    if (geteuid() != 0) {
+      GTEST_SKIP() << "mounting a small tmpfs for a full disk needs root; run as root to test it";
+    }
+    mount_ = dir_.sub("fs");
+    ASSERT_EQ(mkdir(mount_.c_str(), 0700), 0);
+    if (mount("tally-test", mount_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "size=16m") != 0) {
+      const int error = errno;
+      mount_.clear();
+      GTEST_SKIP() << "cannot mount a 16 MiB tmpfs: " << std::strerror(error);
+    }
+  }
+
+  void TearDown() override {
+    store_.reset();
+    if (!mount_.empty() && umount2(mount_.c_str(), 0) != 0) {
+      umount2(mount_.c_str(), MNT_DETACH);
+    }
+  }
+
+  std::uint64_t free_bytes() const {
+    struct statvfs fs {};
+    EXPECT_EQ(statvfs(mount_.c_str(), &fs), 0);
+    return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+  }
+
+  // Grows a filler file until about `left` bytes are free.
+  void fill_until_free(std::uint64_t left) {
+    std::ofstream filler(mount_ + "/filler", std::ios::binary | std::ios::app);
+    const std::string chunk(64 << 10, 'z');
+    while (free_bytes() > left + chunk.size() && filler.good()) {
+      filler.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      filler.flush();
+    }
+  }
+
+  void remove_filler() { ASSERT_EQ(std::remove((mount_ + "/filler").c_str()), 0); }
+
+  // `bytes` of text that does not compress.
+  static std::string incompressible(std::size_t bytes) {
+    std::string out(bytes, ' ');
+    std::uint64_t x = 88172645463325252ull;
+    for (char& c : out) {
+      x ^= x << 13;
+      x ^= x >> 7;
+      x ^= x << 17;
+      c = static_cast<char>('a' + x % 26);
+    }
+    return out;
+  }
+
+  std::string mount_;
+  TempDir dir_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(RocksStoreFullDiskTest, AWriteThatFindsNoSpaceFailsAndTheStoreResumesOnceSpaceIsBack) {
+  const std::string db = mount_ + "/db";
+  Result<std::unique_ptr<Store>> opened = open_rocks(db);
+  ASSERT_TRUE(opened) << opened.error().to_string();
+  store_ = std::move(*opened);
+  Result<std::optional<DiskSpace>> space = store_->disk_space();
+  ASSERT_TRUE(space && space->has_value());
+  EXPECT_EQ((*space)->total_bytes, 16 * kMiB);
+  EXPECT_GT((*space)->free_bytes, 8 * kMiB);
+
+  // The first write after open finds no space: every memtable is empty, the case in which
+  // RocksDB 7.8's Resume() would keep the WAL file that failed.
+  fill_until_free(kMiB);
+  const std::string big = incompressible(3 * kMiB);
+  Status failed = put(*store_, Space::kEvents, "big-1", big);
+  ASSERT_EQ(failed.code(), StatusCode::kInsufficientStorage) << failed.to_string();
+  EXPECT_NE(failed.message().find("No space left"), std::string::npos) << failed.message();
+  // Later writes are refused without reaching RocksDB; reads go on.
+  EXPECT_EQ(put(*store_, Space::kMeta, "small", "1").code(), StatusCode::kInsufficientStorage);
+  EXPECT_EQ(get_text(*store_, Space::kEvents, "big-1"), "<absent>");
+
+  // Resuming on a disk still full may fail, but reads go on either way.
+  store_->resume().ignore_error();
+  EXPECT_EQ(get_text(*store_, Space::kEvents, "big-1"), "<absent>");
+
+  remove_filler();
+  ASSERT_TRUE(store_->resume().ok());
+  ASSERT_TRUE(put(*store_, Space::kMeta, "after-1", "1").ok());
+  ASSERT_TRUE(put(*store_, Space::kEvents, "big-2", big).ok());
+
+  // Again with data in the memtables, where RocksDB's own Resume() would do.
+  fill_until_free(kMiB);
+  failed = put(*store_, Space::kEvents, "big-3", big);
+  ASSERT_EQ(failed.code(), StatusCode::kInsufficientStorage) << failed.to_string();
+  remove_filler();
+  ASSERT_TRUE(store_->resume().ok());
+  ASSERT_TRUE(put(*store_, Space::kMeta, "after-2", "2").ok());
+  EXPECT_EQ(get_text(*store_, Space::kMeta, "after-1"), "1");
+  EXPECT_EQ(get_text(*store_, Space::kEvents, "big-2").size(), big.size());
+
+  // What was acknowledged survives a reopen; what failed is not there.
+  store_.reset();
+  opened = open_rocks(db);
+  ASSERT_TRUE(opened) << opened.error().to_string();
+  store_ = std::move(*opened);
+  EXPECT_EQ(get_text(*store_, Space::kMeta, "after-1"), "1");
+  EXPECT_EQ(get_text(*store_, Space::kMeta, "after-2"), "2");
+  EXPECT_EQ(get_text(*store_, Space::kEvents, "big-2").size(), big.size());
+  EXPECT_EQ(get_text(*store_, Space::kEvents, "big-1"), "<absent>");
+  EXPECT_EQ(get_text(*store_, Space::kEvents, "big-3"), "<absent>");
+  EXPECT_EQ(get_text(*store_, Space::kMeta, "small"), "<absent>");
 }
 
 TEST(RocksStoreChild, WriteSyncedThenDie) {

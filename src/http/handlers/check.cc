@@ -611,6 +611,11 @@ void authorize(Context& ctx, Call& call) {
   req.properties.emplace_back("method", m);
   Result<CheckResult> r = ctx.engine.check(req);
   if (!r) {
+    if (r.error().code() == StatusCode::kInsufficientStorage) {
+      // The usage could not be recorded: denied, as any consumption is while the disk is full.
+      deny(507, "insufficient_storage", r.error().message());
+      return;
+    }
     deny(500, "error", r.error().message());
     return;
   }

@@ -18,12 +18,18 @@ void health(Context& ctx, Call& call) {
 
 void ready(Context& ctx, Call& call) {
   const Status s = ctx.engine.ready();
+  // A full disk leaves the store readable: only writes are refused (docs/operations.md).
+  const bool disk_full = s.code() == StatusCode::kInsufficientStorage;
   common::JsonWriter w;
-  w.begin_object()
-      .key("status").value(s.ok() ? "ready" : "not_ready")
-      .key("timestamp").value(time_text(ctx.engine.clock().now_us()))
+  w.begin_object().key("status").value(s.ok() ? "ready" : "not_ready");
+  if (!s.ok()) {
+    w.key("reason").value(disk_full ? "disk_full" : "store_unavailable");
+    w.key("message").value(s.message());
+  }
+  w.key("timestamp").value(time_text(ctx.engine.clock().now_us()))
       .key("services").begin_object()
-      .key("store").value(s.ok() ? "connected" : s.message())
+      .key("store").value(s.ok() || disk_full ? "connected" : s.message())
+      .key("writes").value(disk_full ? "refused" : "accepted")
       .end_object()
       .end_object();
   answer(call, json_response(s.ok() ? 200 : 503, w.take()));
