@@ -267,6 +267,10 @@ class EventReader {
       } else if (dedup_key.size() > kEventIdBytesMax) {
         set_problem("INVALID_VALUE",
                     "event id is longer than " + std::to_string(kEventIdBytesMax) + " bytes");
+      } else if (!idempotency_key_.empty() && event_id_.size() > kEventIdBytesMax) {
+        // Kept as a property below; still an id field, so the id limit holds.
+        set_problem("INVALID_VALUE",
+                    "event_id is longer than " + std::to_string(kEventIdBytesMax) + " bytes");
       } else if (customer_.empty() && options_.default_customer.empty()) {
         set_problem("MISSING_FIELD", "event needs a 'customer' (or 'customer_id' / 'subject')");
       } else if (customer_.size() > kEventNameBytesMax) {
