@@ -350,6 +350,10 @@ class EventReader {
                     "event id is longer than " + std::to_string(kEventIdBytesMax) + " bytes");
       } else if (Status bad = check_event_id("event id", dedup_key); !bad.ok()) {
         set_problem("INVALID_VALUE", bad.message());
+      } else if (!idempotency_key_.empty() && event_id_.size() > kEventIdBytesMax) {
+        // Kept as a property below; still an id field, so the id limit holds.
+        set_problem("INVALID_VALUE",
+                    "event_id is longer than " + std::to_string(kEventIdBytesMax) + " bytes");
       } else if (customer_.empty() && options_.default_customer.empty()) {
         set_problem("MISSING_FIELD", "event needs a 'customer' (or 'customer_id' / 'subject')");
       } else if (Status bad_customer = customer_.empty() ? Status() : check_name("customer", customer_);

@@ -159,6 +159,32 @@ TEST(EventParseTest, NegativeValuesOfMetersAreRefused) {
                   .ok());
   EXPECT_EQ(out.batch.size(), 1u);
   EXPECT_TRUE(out.errors.empty());
+// Found by tests/fuzz/ingest_body_fuzz.cc: an event_id that lost to idempotency_key was kept as
+// a property of any length, past both the id limit and the 8 KiB property value limit.
+TEST(EventParseTest, AnEventIdKeptAsAPropertyKeepsTheIdLimit) {
+  for (std::size_t n : {kEventIdBytesMax + 1, kPropTextBytesMax + 1}) {
+    ParsedEvents out;
+    ASSERT_TRUE(parse(R"({"idempotency_key":"k","event_id":")" + std::string(n, 'x') +
+                          R"(","customer":"c","type":"t"})",
+                      &out)
+                    .ok());
+    EXPECT_EQ(out.batch.size(), 0u) << n;
+    ASSERT_EQ(out.errors.size(), 1u) << n;
+    EXPECT_EQ(out.errors[0].code, "INVALID_VALUE");
+    EXPECT_NE(out.errors[0].message.find("event_id is longer than 128 bytes"), std::string::npos)
+        << out.errors[0].message;
+    EXPECT_EQ(out.errors[0].id, "k");
+  }
+  ParsedEvents out;
+  ASSERT_TRUE(parse(R"({"idempotency_key":"k","event_id":")" + std::string(kEventIdBytesMax, 'x') +
+                        R"(","customer":"c","type":"t"})",
+                    &out)
+                  .ok());
+  ASSERT_EQ(out.batch.size(), 1u);
+  const Event& e = out.batch.events()[0];
+  ASSERT_EQ(e.prop_count, 1u);
+  EXPECT_EQ(out.batch.text(out.batch.props()[e.prop_begin].key), "event_id");
+  EXPECT_EQ(out.batch.text(out.batch.props()[e.prop_begin].text).size(), kEventIdBytesMax);
 }
 
 }  // namespace

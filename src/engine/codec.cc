@@ -293,8 +293,11 @@ bool decode_dedup_record(std::string_view value, core::TimeUs* received_at_us,
   Reader r(value);
   std::uint8_t version = 0;
   std::uint64_t n = 0;
+  // An entry takes at least 10 bytes (hash, then two varints): a larger count is damage, and
+  // reserving it would throw.
+  constexpr std::size_t kEntryBytesMin = 10;
   if (!r.get_u8(&version) || version != kRecordVersion || !r.get_zigzag(received_at_us) ||
-      !r.get_varint(&n)) {
+      !r.get_varint(&n) || n > r.remaining() / kEntryBytesMin) {
     return false;
   }
   entries->clear();
@@ -723,9 +726,15 @@ bool decode_wallet(std::string_view value, WalletRecord* w) {
   Reader r(value);
   std::uint8_t version = 0;
   std::uint64_t n = 0;
+  // The fewest bytes a grant (txn, type, amount, remaining, priority, expiry, creation) and a
+  // hold (id, credits) take: a count beyond what the value holds is damage, refused before
+  // the records are built.
+  constexpr std::size_t kGrantBytesMin = 1 + 1 + 16 + 16 + 1 + 1 + 1;
+  constexpr std::size_t kHoldBytesMin = 1 + 16;
   if (!r.get_u8(&version) || version != kRecordVersion || !get_decimal(r, &w->balance) ||
       !get_decimal(r, &w->debt) || !r.get_varint(&w->transactions) ||
-      !r.get_varint(&w->last_txn_seq) || !r.get_varint(&n) || n > 1'000'000) {
+      !r.get_varint(&w->last_txn_seq) || !r.get_varint(&n) || n > 1'000'000 ||
+      n > r.remaining() / kGrantBytesMin) {
     return false;
   }
   w->grants.resize(n);
@@ -738,7 +747,7 @@ bool decode_wallet(std::string_view value, WalletRecord* w) {
     }
     g.type = type;
   }
-  if (!r.get_varint(&n) || n > 10'000'000) {
+  if (!r.get_varint(&n) || n > 10'000'000 || n > r.remaining() / kHoldBytesMin) {
     return false;
   }
   w->holds.resize(n);

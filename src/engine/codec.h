@@ -38,6 +38,10 @@ class Reader {
   bool get_raw(std::size_t n, std::string_view* s);
   bool done() const { return in_.empty(); }
 
+  // Bytes not read yet: a count read from the value is checked against it before anything is
+  // allocated for that many items.
+  std::size_t remaining() const { return in_.size(); }
+
  private:
   std::string_view in_;
 };

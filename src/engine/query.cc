@@ -300,7 +300,10 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
                : rows + " (one per customer and group); narrow the range, name a customer, add "
                         "filters or group by fewer properties");
   };
-  for (const auto& [key, list] : groups) {
+  for (const auto& group : groups) {
+    // Not a structured binding: clang before 16 cannot capture one in the lambda below.
+    const auto& key = group.first;
+    const auto& list = group.second;
     if (!window) {
       core::AggState st;
       core::UniqueSet u;

@@ -412,7 +412,10 @@ void Engine::Impl::verify_ledger(
   }
   {
     std::shared_lock lock(state_mutex);
-    for (const auto& [cnum, w] : wallets) {
+    for (const auto& entry : wallets) {
+      // Not a structured binding: clang before 16 cannot capture one in the lambda below.
+      const auto cnum = entry.first;
+      const auto& w = entry.second;
       const core::Decimal sum = sums.count(cnum) != 0 ? sums.at(cnum) : core::Decimal{};
       if (sum != w.balance) {
         report->differences.push_back("wallet of customer '" + name(cnum) + "': balance " +

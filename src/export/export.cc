@@ -198,10 +198,12 @@ Result<std::unique_ptr<Source>> Source::open(const Engine& engine, const ExportR
 }
 
 bool Source::matches(const StoredEvent& e) const {
-  for (const auto& [key, text] : meter_filter_) {
+  for (const auto& filter : meter_filter_) {
+    // Not a structured binding: clang before 16 cannot capture one in a lambda.
+    const auto& key = filter.first;
     auto it = std::find_if(e.properties.begin(), e.properties.end(),
                            [&](const EventProperty& p) { return p.key == key; });
-    if (it == e.properties.end() || it->text != text) return false;
+    if (it == e.properties.end() || it->text != filter.second) return false;
   }
   return true;
 }
