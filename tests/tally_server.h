@@ -64,6 +64,8 @@ class TallyServer {
   bool running() { return process_ != nullptr && process_->running(); }
 
   std::uint16_t port() const { return port_; }
+
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
   const std::string& dir() const { return dir_; }
   std::string log() const { return read_file(dir_ + "/server.log").value_or(""); }
   std::unique_ptr<HttpClient> client() const {

@@ -421,9 +421,14 @@ struct EventListQuery {
   TimeUs to_us = 0;  // 0 = no upper bound
   std::uint32_t limit = 100;
   std::string cursor;  // from a previous page
+  // The page stops scanning once this long has passed on the engine's clock (looked at every
+  // few hundred events examined, so each page moves on) and returns what it found, maybe
+  // nothing, with a next_cursor. 0 = no budget: a page ends only at `limit` or at the end.
+  std::uint32_t budget_ms = 0;
 };
 
 struct EventPage {
+  // At most `limit`; fewer, even none, when the budget ran out (next_cursor is then set).
   std::vector<StoredEvent> events;
   std::string next_cursor;  // empty on the last page
 };

@@ -173,15 +173,22 @@ int serve(const ServeOptions& o) {
 
   http::ApiOptions api_options;
   api_options.future_skew_seconds_max = cfg.server.future_skew_seconds_max;
+  api_options.scan_threads = cfg.server.scan_threads;
+  api_options.scan_queue_max = cfg.server.scan_queue_max;
+  api_options.page_budget_ms = cfg.server.page_budget_ms;
   http::Api api(**engine, api_options);
   http::ServerOptions so;
   so.host = cfg.server.listen_host;
   so.port = cfg.server.listen_port;
   so.threads = cfg.server.threads;
   so.body_bytes_max = cfg.server.body_bytes_max;
-  http::Server server(so, [&api](http::Request&& r, http::Responder respond) {
-    api.handle(std::move(r), std::move(respond));
-  });
+  so.connections_max = cfg.server.connections_max;
+  so.connections_per_address_max = cfg.server.connections_per_address_max;
+  so.header_timeout_ms = cfg.server.header_timeout_ms;
+  so.idle_timeout_ms = cfg.server.idle_timeout_ms;
+  // Heads first: a request is authenticated and authorized before its body is read.
+  http::Server server(so, [&api](const http::Request& head) { return api.admit(head); });
+  api.set_server(&server);
   Status started = server.start();
   if (!started.ok()) {
     std::fprintf(stderr, "tally: %s\n", started.message().c_str());
@@ -213,6 +220,8 @@ int serve(const ServeOptions& o) {
   sigwait(&stop_signals, &sig);
   spdlog::info("signal {}: finishing in-flight requests", sig);
   server.stop();        // stops accepting; in-flight ingest batches are answered
+  api.set_server(nullptr);
+  api.stop();           // finishes the scans running on the work pool
   sender.reset();       // finishes the deliveries under way (each within its timeout)
   archive_schedule.stop();  // lets a run in progress finish: its files and write stay whole
   engine->reset();      // drains the commit queue and closes the store

@@ -189,6 +189,63 @@ constexpr Option<ServerConfig> kServerOptions[] = {
        s.admin_key = std::move(v.text);
        return Status();
      }},
+    {"connections_max", Kind::kInteger, 1, 1'000'000, false, "10000",
+     "Most open HTTP connections; a connection beyond it is closed at once. Once 90% are open, "
+     "each new connection closes the longest-idle kept-alive one, so the last tenth stays free "
+     "for new clients. Keep it below the process's open-file limit (`ulimit -n`).",
+     [](ServerConfig& s, Value&& v) {
+       s.connections_max = static_cast<std::uint32_t>(v.number);
+       return Status();
+     }},
+    {"connections_per_address_max", Kind::kInteger, 1, 1'000'000, false, "1000",
+     "Most open connections from one client address (an IPv6 client: from one /64 prefix); a "
+     "connection beyond it is closed at once, so one client cannot take every connection. "
+     "Behind a reverse proxy every connection comes from the proxy's address: raise it to "
+     "`connections_max` there, and let the proxy limit its clients.",
+     [](ServerConfig& s, Value&& v) {
+       s.connections_per_address_max = static_cast<std::uint32_t>(v.number);
+       return Status();
+     }},
+    {"header_timeout_ms", Kind::kInteger, 100, 600'000, false, "10000",
+     "How long a client has to send a whole request head (request line and headers), in "
+     "milliseconds, from its first byte (on a new connection: from the connection's opening). "
+     "A connection that takes longer is closed, so slow or silent clients cannot hold "
+     "connections.",
+     [](ServerConfig& s, Value&& v) {
+       s.header_timeout_ms = static_cast<std::uint32_t>(v.number);
+       return Status();
+     }},
+    {"idle_timeout_ms", Kind::kInteger, 100, 3'600'000, false, "60000",
+     "How long a kept-alive connection may wait for its next request, in milliseconds, before "
+     "it is closed (sooner when connections run short, see `connections_max`).",
+     [](ServerConfig& s, Value&& v) {
+       s.idle_timeout_ms = static_cast<std::uint32_t>(v.number);
+       return Status();
+     }},
+    {"scan_threads", Kind::kInteger, 1, 64, false, "2",
+     "Threads for the requests that may take long: event listings, exports, meter queries, "
+     "reports, listings of customers, keys, wallet transactions and alerts, and archiving. "
+     "They never run on the HTTP I/O threads, so `/health`, checks and ingest stay quick "
+     "meanwhile.",
+     [](ServerConfig& s, Value&& v) {
+       s.scan_threads = static_cast<int>(v.number);
+       return Status();
+     }},
+    {"scan_queue_max", Kind::kInteger, 1, 100'000, false, "256",
+     "Most such requests waiting for a scan thread; one more is answered 503 "
+     "`SERVICE_UNAVAILABLE` with `Retry-After: 1`.",
+     [](ServerConfig& s, Value&& v) {
+       s.scan_queue_max = static_cast<std::uint32_t>(v.number);
+       return Status();
+     }},
+    {"page_budget_ms", Kind::kInteger, 0, 60'000, false, "200",
+     "How long one page of `GET /v1/events` (or of an events export) may scan, in "
+     "milliseconds. A page that runs out of time returns the events found so far, perhaps "
+     "none, with a `next_cursor` to go on from. 0 = no budget.",
+     [](ServerConfig& s, Value&& v) {
+       s.page_budget_ms = static_cast<std::uint32_t>(v.number);
+       return Status();
+     }},
 };
 
 constexpr Option<StorageConfig> kStorageOptions[] = {

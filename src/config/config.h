@@ -29,6 +29,13 @@ struct ServerConfig {
   bool auto_create_customers = true;                // false: unknown customers get 422
   bool accept_unmetered_events = false;             // false: types no meter takes are refused
   std::string admin_key;                            // optional; TALLY_ADMIN_KEY also works
+  std::uint32_t connections_max = 10'000;           // open connections, all clients
+  std::uint32_t connections_per_address_max = 1'000;  // of one client address (IPv6: /64)
+  std::uint32_t header_timeout_ms = 10'000;           // to send a whole request head
+  std::uint32_t idle_timeout_ms = 60'000;             // between requests on a kept-alive connection
+  int scan_threads = 2;                               // threads for scans, exports and reports
+  std::uint32_t scan_queue_max = 256;                 // such requests waiting; more get 503
+  std::uint32_t page_budget_ms = 200;                 // a page of events stops scanning after it
 
   friend bool operator==(const ServerConfig&, const ServerConfig&) = default;
 };

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -469,6 +470,91 @@ TEST_F(EngineTest, ListEventsPaginates) {
   EventListQuery all;
   all.limit = 1000;
   EXPECT_EQ(e->list_events(all)->events.size(), 25u);
+}
+
+// A clock that moves a millisecond each time it is read: a page's time budget then runs out at
+// its first look, deterministically.
+class StepClock final : public Clock {
+ public:
+  explicit StepClock(TimeUs start_us) : now_us_(start_us) {}
+
+  TimeUs now_us() const override { return now_us_.fetch_add(1000, std::memory_order_relaxed); }
+
+ private:
+  mutable std::atomic<TimeUs> now_us_;
+};
+
+TEST_F(EngineTest, ListEventsBudgetEndsPagesEarlyAndCursorsResume) {
+  StepClock clock(at("2025-01-20T12:00:00Z"));
+  auto e = open_memory(&clock);
+  // 3000 events over three customers; one in ten is a "gauge", the rare type listed below.
+  std::set<std::string> gauges;
+  for (int batch = 0; batch < 3; ++batch) {
+    std::string body = "{\"events\":[";
+    for (int i = batch * 1000; i < (batch + 1) * 1000; ++i) {
+      const bool gauge = i % 10 == 7;
+      const std::string id = "e" + std::to_string(i);
+      if (gauge) {
+        gauges.insert(id);
+      }
+      body += std::string(i % 1000 == 0 ? "" : ",") + R"({"id":")" + id + R"(","customer":"c)" +
+              std::to_string(i % 3) + R"(","type":")" + (gauge ? "gauge" : "tokens") +
+              R"(","time":"2025-01-10T09:00:00Z","properties":{"n":1,"count":2}})";
+    }
+    body += "]}";
+    auto r = e->ingest_json(body);
+    ASSERT_TRUE(r.has_value()) << r.error().message();
+    ASSERT_EQ(r->accepted, 1000u);
+  }
+
+  EventListQuery q;
+  q.type = "gauge";
+  q.limit = 1000;
+  q.budget_ms = 1;
+  std::set<std::string> seen;
+  int pages = 0;
+  int partial_pages = 0;
+  do {
+    auto page = e->list_events(q);
+    ASSERT_TRUE(page.has_value()) << page.error().message();
+    for (const auto& ev : page->events) {
+      EXPECT_EQ(ev.type, "gauge");
+      EXPECT_TRUE(seen.insert(ev.id).second) << ev.id << " listed twice";
+    }
+    if (!page->next_cursor.empty() && page->events.size() < q.limit) {
+      ++partial_pages;
+    }
+    EXPECT_NE(page->next_cursor, q.cursor) << "a page must move on";
+    q.cursor = page->next_cursor;
+    ++pages;
+  } while (!q.cursor.empty() && pages < 100);
+  EXPECT_EQ(seen, gauges);
+  // Each page examines 256 events before its first look at the clock, which says it is late.
+  EXPECT_GE(pages, 3000 / 256);
+  EXPECT_GE(partial_pages, pages - 1);
+
+  // One customer's listing resumes the same way, and without a budget it is one page.
+  q = EventListQuery{};
+  q.customer = "c1";
+  q.type = "gauge";
+  q.budget_ms = 1;
+  std::size_t c1 = 0;
+  pages = 0;
+  do {
+    auto page = e->list_events(q);
+    ASSERT_TRUE(page.has_value()) << page.error().message();
+    c1 += page->events.size();
+    q.cursor = page->next_cursor;
+    ++pages;
+  } while (!q.cursor.empty() && pages < 100);
+  EXPECT_EQ(c1, 100u);
+  EXPECT_GT(pages, 1);
+  q.cursor.clear();
+  q.budget_ms = 0;
+  auto whole = e->list_events(q);
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(whole->events.size(), 100u);
+  EXPECT_TRUE(whole->next_cursor.empty());
 }
 
 // Random batches with duplicates, out-of-order and late events; every query is compared with a

@@ -456,6 +456,15 @@ Result<EventPage> Engine::list_events(const EventListQuery& q) const {
   }
   const std::string begin = engine::event_block_key(after_cnum, after_seq + 1);
   const std::string end = only != 0 ? engine::event_block_key(only + 1, 0) : std::string();
+  // The budget is looked at every kBudgetCheckEvents events examined, so a page always gets
+  // past that many before it can stop: each page moves on, however slow the clock says it is.
+  constexpr std::uint64_t kBudgetCheckEvents = 256;
+  const TimeUs deadline_us =
+      q.budget_ms == 0 ? 0 : clock().now_us() + static_cast<TimeUs>(q.budget_ms) * 1000;
+  std::uint64_t examined = 0;
+  // The last event examined: the next page starts after it.
+  std::uint32_t last_cnum = after_cnum;
+  std::uint64_t last_seq = after_seq;
   EventPage page;
   bool more = false;
   Status bad;
@@ -468,15 +477,22 @@ Result<EventPage> Engine::list_events(const EventListQuery& q) const {
       if (stop || (cnum == after_cnum && e.seq <= after_seq)) {
         return;
       }
-      if (!q.type.empty() && e.type != q.type) {
-        return;
-      }
-      if (e.time_us < q.from_us || (q.to_us != 0 && e.time_us >= q.to_us)) {
-        return;
-      }
-      if (page.events.size() == q.limit) {
-        more = true;
+      if (deadline_us != 0 && ++examined % kBudgetCheckEvents == 0 &&
+          clock().now_us() >= deadline_us) {
+        more = true;  // out of time: the page ends before this event
         stop = true;
+        return;
+      }
+      const bool wanted = (q.type.empty() || e.type == q.type) && e.time_us >= q.from_us &&
+                          (q.to_us == 0 || e.time_us < q.to_us);
+      if (wanted && page.events.size() == q.limit) {
+        more = true;  // the page is full: it ends before this event
+        stop = true;
+        return;
+      }
+      last_cnum = cnum;
+      last_seq = e.seq;
+      if (!wanted) {
         return;
       }
       StoredEvent se;
@@ -502,7 +518,6 @@ Result<EventPage> Engine::list_events(const EventListQuery& q) const {
         se.properties.push_back(std::move(prop));
       }
       page.events.push_back(std::move(se));
-      page.next_cursor = encode_cursor(cnum, e.seq);
     });
     if (!ok) {
       bad = Status::corruption("an event block cannot be decoded");
@@ -512,8 +527,8 @@ Result<EventPage> Engine::list_events(const EventListQuery& q) const {
   });
   TALLY_TRY(scanned);
   TALLY_TRY(bad);
-  if (!more) {
-    page.next_cursor.clear();
+  if (more) {
+    page.next_cursor = encode_cursor(last_cnum, last_seq);
   }
   return page;
 }

@@ -172,6 +172,7 @@ Result<std::unique_ptr<Source>> Source::open(const Engine& engine, const ExportR
     s->events_query_.from_us = r.from_us;
     s->events_query_.to_us = r.to_us;
     s->events_query_.limit = kPageEvents;
+    s->events_query_.budget_ms = r.page_budget_ms;
     if (!r.meter.empty()) {
       for (const auto& m : engine.meters()) {
         if (m.key == r.meter) {

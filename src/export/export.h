@@ -63,6 +63,9 @@ struct ExportRequest {
   std::string timezone;
   std::string measure;
   std::vector<std::string> group_by;  // aggregates only: group-by properties to keep
+  // Events only: each page stops scanning after this long (EventListQuery::budget_ms), so one
+  // piece of a sparse export never takes long. 0 = no budget.
+  std::uint32_t page_budget_ms = 0;
 };
 
 // Checks `request` against the engine before any output is made. Errors: kInvalidArgument (a

@@ -2,9 +2,14 @@
 //
 // Routes are matched on the raw request path split at '/', each segment percent-decoded on
 // its own, so an id may hold any character, an encoded '/' included.
+//
+// The head stage (Api::admit) and the whole request share one path: handle() is admit() then
+// the admitted handler, so no check exists twice and a key is authenticated (and its use
+// counted, its rate limit charged) once per request.
 #include "http/api.h"
 
 #include <cstdio>
+#include <memory>
 
 #include "http/handlers/handlers.h"
 
@@ -14,6 +19,13 @@ namespace {
 
 enum class Need : std::uint8_t { kNone, kAnyKey, kRead, kIngest, kCheck, kAdmin };
 
+// Where a route runs: inline on the I/O thread (quick: point reads, checks, ingest, which the
+// engine takes asynchronously), or on the work pool (scans of stored events or ledgers,
+// exports, reports over many aggregates or customers, archiving).
+enum class Run : std::uint8_t { kInline, kPool };
+constexpr Run kInline = Run::kInline;
+constexpr Run kPool = Run::kPool;
+
 using Fn = void (*)(handlers::Context&, handlers::Call&);
 
 struct Route {
@@ -21,6 +33,7 @@ struct Route {
   const char* pattern;  // segments; "{}" matches any one segment
   Need need;
   Fn fn;
+  Run run = kInline;
 };
 
 const Route kRoutes[] = {
@@ -29,16 +42,16 @@ const Route kRoutes[] = {
     {"GET", "/metrics", Need::kNone, handlers::metrics},
     {"POST", "/v1/events", Need::kIngest, handlers::ingest},
     {"POST", "/v1/events/ingest", Need::kIngest, handlers::ingest},
-    {"GET", "/v1/events", Need::kRead, handlers::list_events},
+    {"GET", "/v1/events", Need::kRead, handlers::list_events, kPool},
     {"GET", "/v1/meters", Need::kAnyKey, handlers::list_meters},
-    {"GET", "/v1/meters/{}/query", Need::kRead, handlers::query_meter},
-    {"GET", "/v1/customers/{}/usage", Need::kRead, handlers::customer_usage},
+    {"GET", "/v1/meters/{}/query", Need::kRead, handlers::query_meter, kPool},
+    {"GET", "/v1/customers/{}/usage", Need::kRead, handlers::customer_usage, kPool},
     {"POST", "/v1/customers", Need::kAdmin, handlers::create_customer},
-    {"GET", "/v1/customers", Need::kAdmin, handlers::list_customers},
+    {"GET", "/v1/customers", Need::kAdmin, handlers::list_customers, kPool},
     {"GET", "/v1/customers/{}", Need::kRead, handlers::get_customer},
     {"PATCH", "/v1/customers/{}", Need::kAdmin, handlers::update_customer},
     {"POST", "/v1/keys", Need::kAdmin, handlers::create_key},
-    {"GET", "/v1/keys", Need::kAdmin, handlers::list_keys},
+    {"GET", "/v1/keys", Need::kAdmin, handlers::list_keys, kPool},
     {"DELETE", "/v1/keys/{}", Need::kAdmin, handlers::revoke_key},
     {"POST", "/v1/check", Need::kCheck, handlers::check},
     {"POST", "/v1/check/batch", Need::kCheck, handlers::check_batch},
@@ -46,19 +59,21 @@ const Route kRoutes[] = {
     {"POST", "/v1/reservations/{}/release", Need::kCheck, handlers::release_reservation},
     {"GET", "/v1/customers/{}/limits", Need::kRead, handlers::customer_limits},
     {"GET", "/v1/customers/{}/wallet", Need::kRead, handlers::get_wallet},
-    {"GET", "/v1/customers/{}/wallet/transactions", Need::kRead, handlers::list_wallet_transactions},
-    {"POST", "/v1/customers/{}/wallet/transactions", Need::kAdmin, handlers::create_wallet_transaction},
+    {"GET", "/v1/customers/{}/wallet/transactions", Need::kRead, handlers::list_wallet_transactions,
+     kPool},
+    {"POST", "/v1/customers/{}/wallet/transactions", Need::kAdmin,
+     handlers::create_wallet_transaction},
     {"PUT", "/v1/customers/{}/overrides", Need::kAdmin, handlers::put_overrides},
     {"POST", "/v1/customers/{}/reset", Need::kAdmin, handlers::reset_customer},
     {"GET", "/v1/authorize", Need::kNone, handlers::authorize},
-    {"GET", "/v1/customers/{}/usage/history", Need::kRead, handlers::usage_history},
-    {"GET", "/v1/customers/{}/report", Need::kRead, handlers::usage_report},
-    {"GET", "/v1/organizations/{}/usage", Need::kAdmin, handlers::organization_usage},
-    {"GET", "/v1/admin/usage/top", Need::kAdmin, handlers::top_customers},
-    {"POST", "/v1/admin/archive", Need::kAdmin, handlers::archive_events},
-    {"GET", "/v1/meters/{}/stats", Need::kRead, handlers::meter_stats},
-    {"GET", "/v1/export", Need::kRead, handlers::export_data},
-    {"GET", "/v1/alerts", Need::kRead, handlers::list_alerts},
+    {"GET", "/v1/customers/{}/usage/history", Need::kRead, handlers::usage_history, kPool},
+    {"GET", "/v1/customers/{}/report", Need::kRead, handlers::usage_report, kPool},
+    {"GET", "/v1/organizations/{}/usage", Need::kAdmin, handlers::organization_usage, kPool},
+    {"GET", "/v1/admin/usage/top", Need::kAdmin, handlers::top_customers, kPool},
+    {"POST", "/v1/admin/archive", Need::kAdmin, handlers::archive_events, kPool},
+    {"GET", "/v1/meters/{}/stats", Need::kRead, handlers::meter_stats, kPool},
+    {"GET", "/v1/export", Need::kRead, handlers::export_data, kPool},
+    {"GET", "/v1/alerts", Need::kRead, handlers::list_alerts, kPool},
     {"GET", "/v1/alerts/{}", Need::kRead, handlers::get_alert},
 };
 
@@ -144,7 +159,12 @@ std::string_view presented_key(const Request& r) {
 
 }  // namespace
 
-Api::Api(Engine& engine, ApiOptions options) : engine_(engine), options_(options) {}
+Api::Api(Engine& engine, ApiOptions options)
+    : engine_(engine), options_(options), pool_(options.scan_threads, options.scan_queue_max) {}
+
+Api::~Api() {
+  stop();
+}
 
 void Api::count(const char* route, unsigned status) {
   std::lock_guard lock(metrics_mutex_);
@@ -158,8 +178,15 @@ Responder Api::counting(const char* route, Responder respond) {
   };
 }
 
-void Api::handle(Request&& request, Responder respond) {
-  const auto segments = split_path(request.target);
+Admission Api::refuse(const char* route, Response response) {
+  count(route, response.status);
+  Admission a;
+  a.refusal = std::move(response);
+  return a;
+}
+
+Admission Api::admit(const Request& head) {
+  const auto segments = split_path(head.target);
   std::vector<std::string> params;
   const Route* found = nullptr;
   std::string allowed;
@@ -167,7 +194,7 @@ void Api::handle(Request&& request, Responder respond) {
     if (!match(r.pattern, segments, &params)) {
       continue;
     }
-    if (request.method == r.method || (request.method == "HEAD" && std::string_view(r.method) == "GET")) {
+    if (head.method == r.method || (head.method == "HEAD" && std::string_view(r.method) == "GET")) {
       found = &r;
       break;
     }
@@ -179,71 +206,115 @@ void Api::handle(Request&& request, Responder respond) {
   if (found == nullptr) {
     if (!allowed.empty()) {
       Response r = error_response(405, "METHOD_NOT_ALLOWED",
-                                  "method " + request.method + " is not allowed here; use " + allowed);
+                                  "method " + head.method + " is not allowed here; use " + allowed);
       r.headers.emplace_back("Allow", allowed);
-      count("unmatched", 405);
-      respond(std::move(r));
-      return;
+      return refuse("unmatched", std::move(r));
     }
-    count("unmatched", 404);
-    respond(error_response(404, "NOT_FOUND", "no route for " + request.method + " " + request.path));
-    return;
+    return refuse("unmatched", error_response(404, "NOT_FOUND",
+                                              "no route for " + head.method + " " + head.path));
   }
   match(found->pattern, segments, &params);
 
-  Call call;
-  call.route = found->pattern;
-  call.respond = counting(found->pattern, std::move(respond));
+  Identity identity;
+  std::vector<std::pair<std::string, std::string>> extra_headers;
   if (found->need != Need::kNone) {
-    const std::string_view key = presented_key(request);
+    const std::string_view key = presented_key(head);
     if (key.empty()) {
-      call.respond(error_response(401, "UNAUTHORIZED", "Invalid or missing API key"));
-      return;
+      return refuse(found->pattern,
+                    error_response(401, "UNAUTHORIZED", "Invalid or missing API key"));
     }
     auto id = engine_.authenticate(key);
     if (!id) {
-      call.respond(status_response(id.error()));
-      return;
+      return refuse(found->pattern, status_response(id.error()));
     }
-    call.identity = *id;
-    const std::uint32_t scopes = id->scopes;
+    identity = std::move(*id);
+    const std::uint32_t scopes = identity.scopes;
     const bool permitted = found->need == Need::kAnyKey ||
                            (found->need == Need::kRead && (scopes & kScopeRead) != 0) ||
                            (found->need == Need::kIngest && (scopes & kScopeIngest) != 0) ||
                            (found->need == Need::kCheck && (scopes & kScopeCheck) != 0) ||
-                           (found->need == Need::kAdmin && id->admin());
+                           (found->need == Need::kAdmin && identity.admin());
     if (!permitted) {
-      call.respond(error_response(403, "FORBIDDEN",
-                                  found->need == Need::kAdmin ? "this route needs an admin key"
-                                                              : "this key lacks the scope for this route"));
-      return;
+      return refuse(
+          found->pattern,
+          error_response(403, "FORBIDDEN",
+                         found->need == Need::kAdmin ? "this route needs an admin key"
+                                                     : "this key lacks the scope for this route"));
+    }
+    // A customer key naming another customer in the path: the routes under /v1/customers/{id}.
+    const std::string_view pattern = found->pattern;
+    if (pattern.substr(0, 16) == "/v1/customers/{}" && !params.empty()) {
+      if (auto refusal = handlers::customer_refusal(identity, params[0])) {
+        return refuse(found->pattern, std::move(*refusal));
+      }
     }
     // Tally's own API rate limit, per key (off unless configured).
-    CheckResult limit = engine_.limit_api_request(id->key_id);
+    CheckResult limit = engine_.limit_api_request(identity.key_id);
     if (limit.has_rule) {
       Response headers_of;
       handlers::add_rate_limit_headers(headers_of, limit, engine_.clock().now_us());
       if (!limit.allowed) {
         Response r = error_response(429, "RATE_LIMITED", limit.message);
         r.headers = std::move(headers_of.headers);
-        call.respond(std::move(r));
-        return;
+        return refuse(found->pattern, std::move(r));
       }
       // Check answers carry the headers of their own limits; other answers those of this one.
-      const std::string_view pattern = found->pattern;
       if (pattern.substr(0, 9) != "/v1/check" && pattern.substr(0, 17) != "/v1/reservations/") {
-        call.respond = [inner = std::move(call.respond),
-                        extra = std::move(headers_of.headers)](Response r) {
-          r.headers.insert(r.headers.end(), extra.begin(), extra.end());
-          inner(std::move(r));
-        };
+        extra_headers = std::move(headers_of.headers);
       }
     }
   }
-  call.request = std::move(request);
-  call.params = std::move(params);
-  handlers::Context ctx{engine_, options_, *this};
-  found->fn(ctx, call);
+
+  Admission admission;
+  admission.handler = [this, found, identity = std::move(identity), params = std::move(params),
+                       extra_headers = std::move(extra_headers)](Request&& request,
+                                                                 Responder respond) mutable {
+    auto call = std::make_shared<Call>();
+    call->route = found->pattern;
+    call->respond = counting(found->pattern, std::move(respond));
+    if (!extra_headers.empty()) {
+      call->respond = [inner = std::move(call->respond),
+                       extra = std::move(extra_headers)](Response r) {
+        r.headers.insert(r.headers.end(), extra.begin(), extra.end());
+        inner(std::move(r));
+      };
+    }
+    call->identity = std::move(identity);
+    call->request = std::move(request);
+    call->params = std::move(params);
+    const Fn fn = found->fn;
+    if (found->run == kInline) {
+      handlers::Context ctx{engine_, options_, *this, pool_};
+      fn(ctx, *call);
+      return;
+    }
+    const bool queued = pool_.try_submit([this, fn, call] {
+      handlers::Context ctx{engine_, options_, *this, pool_};
+      try {
+        fn(ctx, *call);
+      } catch (const std::exception& e) {
+        call->respond(
+            error_response(500, "INTERNAL_ERROR", std::string("handler failed: ") + e.what()));
+      }
+    });
+    if (!queued) {
+      Response r = error_response(503, "SERVICE_UNAVAILABLE",
+                                  "the server is busy with other long requests (scans, exports, "
+                                  "reports); retry shortly");
+      r.headers.emplace_back("Retry-After", "1");
+      call->respond(std::move(r));
+    }
+  };
+  return admission;
+}
+
+void Api::handle(Request&& request, Responder respond) {
+  Admission admission = admit(request);
+  if (admission.refusal) {
+    respond(std::move(*admission.refusal));
+    return;
+  }
+  admission.handler(std::move(request), std::move(respond));
 }
 
 std::string Api::metrics_text() const {
@@ -265,6 +336,33 @@ std::string Api::metrics_text() const {
                   type, name, static_cast<unsigned long long>(v));
     out += line;
   };
+  // Two values of one counter, told apart by `reason`.
+  auto by_reason = [&](std::string_view name, std::string_view help, std::string_view a,
+                       std::uint64_t va, std::string_view b, std::uint64_t vb) {
+    out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+    out.append("# TYPE ").append(name).append(" counter\n");
+    out.append(name).append("{reason=\"").append(a).append("\"} ").append(std::to_string(va));
+    out.append("\n").append(name).append("{reason=\"").append(b).append("\"} ");
+    out.append(std::to_string(vb)).append("\n");
+  };
+  if (server_ != nullptr) {
+    const ServerStats c = server_->stats();
+    counter("tally_http_connections", "Open HTTP connections.", c.connections_live, "gauge");
+    by_reason("tally_http_connections_refused_total",
+              "New connections closed at once: server.connections_max reached, or the client "
+              "address had server.connections_per_address_max.",
+              "connections_max", c.refused_connections_max, "per_address", c.refused_per_address);
+    by_reason("tally_http_connections_closed_total",
+              "Connections closed by the server's limits: idle ones closed to make room for new "
+              "clients, and ones without a complete request head in server.header_timeout_ms.",
+              "idle_evicted", c.idle_evicted, "header_timeout", c.header_timeouts);
+  }
+  const WorkPoolStats p = pool_.stats();
+  counter("tally_http_work_pool_queued",
+          "Long requests (scans, exports, reports) waiting for a thread.", p.queued, "gauge");
+  counter("tally_http_work_pool_running", "Long requests running.", p.running, "gauge");
+  counter("tally_http_work_pool_rejected_total",
+          "Long requests answered 503 because the queue was full.", p.rejected, "counter");
   counter("tally_events_accepted_total", "Events accepted and stored.", s.events_accepted, "counter");
   counter("tally_events_rejected_total", "Events refused as invalid.", s.events_rejected, "counter");
   counter("tally_events_duplicate_total", "Events answered as duplicates.", s.events_duplicate, "counter");

@@ -1,6 +1,15 @@
 // Tally's HTTP API: routes, authentication, JSON codecs, and the translation of engine
 // results and Status codes into HTTP answers. Thin by design: every decision of substance is
 // the engine's. docs/api.md is the reference for what each route accepts and answers.
+//
+// A request is decided in two stages, matching the server's (see server.h). On its head alone,
+// admit() finds the route and checks everything the headers and the path can tell: 404/405, the
+// key (401), its scope (403), a customer key naming another customer in the path (403) and the
+// API rate limit (429). Only an admitted request has its body read; its route then runs, inline
+// on the I/O thread for quick ones, or on the work pool for those that may scan or take long
+// (a full pool answers 503).
+//
+// Thread safety: admit(), handle() and metrics_text() may be called concurrently.
 #pragma once
 
 #include <atomic>
@@ -11,19 +20,37 @@
 #include <tally/engine.h>
 
 #include "http/server.h"
+#include "http/work_pool.h"
 
 namespace tally::http {
 
 struct ApiOptions {
   std::int64_t future_skew_seconds_max = 300;  // default `to` of queries reaches this far
+  int scan_threads = 2;                        // threads of the work pool
+  std::uint32_t scan_queue_max = 256;          // requests waiting for it; beyond, 503
+  // A page of GET /v1/events (and of an export) stops scanning after this long and returns
+  // what it found, with a cursor to go on from. 0 = no budget.
+  std::uint32_t page_budget_ms = 200;
 };
 
 class Api {
  public:
   Api(Engine& engine, ApiOptions options);
+  // Stops the work pool (see stop()).
+  ~Api();
 
-  // The server's Handler.
+  // The server's Admit: the head stage (see the file comment).
+  Admission admit(const Request& head);
+  // Both stages at once, for callers that hold the whole request.
   void handle(Request&& request, Responder respond);
+
+  // The server whose connection counters /metrics shows; null = none. REQUIRES: called before
+  // requests arrive; `server` outlives this Api or is unset first.
+  void set_server(const Server* server) { server_ = server; }
+
+  // Finishes the requests running on the work pool and drops the waiting ones (answered as
+  // dropped). Call it after the server stopped and before the engine goes. Idempotent.
+  void stop() { pool_.stop(); }
 
   // The Prometheus text exposition of the server's and the engine's counters.
   std::string metrics_text() const;
@@ -40,9 +67,13 @@ class Api {
  private:
   void count(const char* route, unsigned status);
   Responder counting(const char* route, Responder respond);
+  // Refuses at the head stage, counted under `route`.
+  Admission refuse(const char* route, Response response);
 
   Engine& engine_;
   ApiOptions options_;
+  WorkPool pool_;
+  const Server* server_ = nullptr;
   mutable std::mutex metrics_mutex_;
   std::map<std::pair<std::string, unsigned>, std::uint64_t> requests_;
 };

@@ -90,5 +90,75 @@ TEST_F(HandlersTest, QueryOverTheRowCapIs400QueryTooLarge) {
   }
 }
 
+// The head stage decides on the method, path and headers alone: nothing of a refused request's
+// body is needed, and a key is checked once.
+Request head_of(std::string method, std::string path, std::string key) {
+  Request r;
+  r.method = std::move(method);
+  r.target = path;
+  r.path = std::move(path);
+  if (!key.empty()) {
+    r.headers = {{"x-api-key", std::move(key)}};
+  }
+  return r;
+}
+
+TEST_F(HandlersTest, AdmitRefusesOnTheHead) {
+  Admission no_key = api_->admit(head_of("POST", "/v1/events", ""));
+  ASSERT_TRUE(no_key.refusal.has_value());
+  EXPECT_EQ(no_key.refusal->status, 401u);
+  EXPECT_NE(no_key.refusal->body.find(R"("error":"UNAUTHORIZED")"), std::string::npos);
+
+  Admission bad_key = api_->admit(head_of("POST", "/v1/events", "tk_not_a_key"));
+  ASSERT_TRUE(bad_key.refusal.has_value());
+  EXPECT_EQ(bad_key.refusal->status, 401u);
+
+  Admission no_route = api_->admit(head_of("POST", "/v1/nowhere", ""));
+  ASSERT_TRUE(no_route.refusal.has_value());
+  EXPECT_EQ(no_route.refusal->status, 404u);
+
+  Admission wrong_method = api_->admit(head_of("PUT", "/v1/events", ""));
+  ASSERT_TRUE(wrong_method.refusal.has_value());
+  EXPECT_EQ(wrong_method.refusal->status, 405u);
+
+  ASSERT_TRUE(engine_->create_customer(Customer{.id = "acme"}).has_value());
+  ASSERT_TRUE(engine_->create_customer(Customer{.id = "other"}).has_value());
+  NewApiKeyRequest k;
+  k.customer = "acme";
+  auto key = engine_->create_key(k);
+  ASSERT_TRUE(key.has_value()) << key.error().message();
+  Admission admin_route = api_->admit(head_of("POST", "/v1/customers", key->secret));
+  ASSERT_TRUE(admin_route.refusal.has_value());
+  EXPECT_EQ(admin_route.refusal->status, 403u);
+  Admission other_customer = api_->admit(head_of("GET", "/v1/customers/other/usage", key->secret));
+  ASSERT_TRUE(other_customer.refusal.has_value()) << "the path names another customer";
+  EXPECT_EQ(other_customer.refusal->status, 403u);
+  EXPECT_NE(other_customer.refusal->body.find("may only read customer 'acme'"), std::string::npos);
+
+  Admission own = api_->admit(head_of("POST", "/v1/events", key->secret));
+  EXPECT_FALSE(own.refusal.has_value());
+  EXPECT_TRUE(static_cast<bool>(own.handler));
+  auto keys = engine_->list_keys();
+  for (const auto& info : keys) {
+    if (info.id == key->info.id) {
+      EXPECT_EQ(info.total_requests, 3u) << "each admitted or refused head counts the key once";
+    }
+  }
+}
+
+TEST_F(HandlersTest, LongRequestsAreRefused503WhenTheWorkPoolCannotTakeThem) {
+  EXPECT_EQ(call("GET", "/v1/events").status, 200u) << "runs on the work pool";
+  api_->stop();
+  Response r = call("GET", "/v1/events");
+  EXPECT_EQ(r.status, 503u) << r.body;
+  EXPECT_NE(r.body.find(R"("error":"SERVICE_UNAVAILABLE")"), std::string::npos) << r.body;
+  bool retry_after = false;
+  for (const auto& [name, value] : r.headers) {
+    retry_after = retry_after || (name == "Retry-After" && value == "1");
+  }
+  EXPECT_TRUE(retry_after);
+  EXPECT_EQ(call("GET", "/v1/meters").status, 200u) << "quick routes run inline still";
+}
+
 }  // namespace
 }  // namespace tally::http

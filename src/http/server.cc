@@ -1,21 +1,37 @@
 // The HTTP/1.1 server (see server.h for the contract).
 //
+// A connection's life. A Session reads a request head (async_read_header, under the header
+// deadline), checks its framing, and hands the head to Admit. A refused request is answered at
+// once; if a body was due, the answer says "Connection: close" and the rest of what the client
+// sends is read and discarded within bounds (kDrainBytesMax, kDrainTimeoutMs) before closing,
+// so the answer is not destroyed by a reset. An admitted request's body is read (after
+// "100 Continue" when asked) into the parser's string, and the request goes to the admitted
+// Handler. After the response, a kept-alive connection waits for its next request's first
+// bytes with a plain read (the idle phase: idle timeout, and listed in its worker's idle list,
+// oldest first, so it can be closed to make room), then reads the head again.
+//
 // Lifetime, the subtle part. A Session (one connection) is owned by the asynchronous operations
-// pending on it, plus `self_hold_` while it waits for its handler to answer. Responders hold only
-// a weak reference, and reach the session's worker through that worker's Gate: a mutex-guarded
-// "open" flag that stop() clears before the io_contexts are destroyed, so a Responder called late
-// (the engine's commit thread answering after shutdown) never posts into freed memory. All
-// sessions are destroyed while their io_context still exists: stop() drops every `self_hold_`
-// after joining the threads, and destroying each io_context destroys the sessions its pending
-// operations held.
+// pending on it, plus `self_hold_` while it waits for its handler to answer or for a streamed
+// body's next piece. Responders and StreamReadys hold only a weak reference, and reach the
+// session's worker through that worker's Gate: a mutex-guarded "open" flag that stop() clears
+// before the io_contexts are destroyed, so one called late (the engine's commit thread answering
+// after shutdown) never posts into freed memory. All sessions are destroyed while their
+// io_context still exists: stop() drops every `self_hold_` after joining the threads, and
+// destroying each io_context destroys the sessions its pending operations held.
 //
 // A Responder called inline, inside the handler on the worker thread, skips the Gate: the
 // response is stashed and written when the handler returns, with no cross-thread post.
 //
 // Responses are serialised by hand into a per-connection buffer and written with one gather
 // write (head, body): Beast's serializer is general but slower for this one shape. A streamed
-// body (Response::stream) is written the same way, one chunk per gather write (size line, piece,
-// CRLF), asking the stream for the next piece only when the previous write completed.
+// body (Response::stream) is written the same way, one piece per gather write (size line, piece,
+// CRLF), asking the stream for the next piece only when the previous write completed; the piece
+// always comes back through the Gate, so a producer on another thread and one answering inline
+// take the same path.
+//
+// Connection counts. on_accept (worker 0's thread) takes a ConnectionSlot, counting the
+// connection in the total and under its client's address, or closes the socket when either
+// bound is reached; the slot, moved into the Session, gives both back when destroyed.
 #include "http/server.h"
 
 #include <algorithm>
@@ -27,13 +43,16 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <unordered_map>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/read_size.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -71,6 +90,9 @@ constexpr std::uint32_t kDrainTimeoutMs = 1000;
 constexpr std::size_t kDrainChunkBytes = 16 * 1024;
 // Pause before accepting again after an accept error (e.g. EMFILE), so it cannot spin.
 constexpr std::uint32_t kAcceptRetryMs = 50;
+// The share of connections_max kept for new clients: above 100 - this percent, each new
+// connection closes one idle kept-alive connection.
+constexpr std::uint32_t kReservedPercent = 10;
 constexpr std::string_view kContinueResponse = "HTTP/1.1 100 Continue\r\n\r\n";
 
 std::string error_body(std::string_view code, std::string_view message) {
@@ -146,14 +168,17 @@ bool percent_decode(std::string_view in, bool plus_is_space, std::string& out) {
   return true;
 }
 
-// Splits a request target into the decoded path and query. Returns false when it is malformed.
+// Splits a request target into the decoded path and query, and sets request.target to its
+// origin form. Returns false when it is malformed.
 bool parse_target(std::string_view target, Request& request) {
   if (target == "*") {  // asterisk-form, OPTIONS only
+    request.target = "*";
     request.path = "*";
     return true;
   }
   bool absolute_form = false;
-  // Absolute-form ("http://host/path?q"), which proxies send: keep only the path and query.
+  // Absolute-form ("http://host/path?q"), which proxies send (RFC 9112 3.2.2): the authority
+  // is not ours to check; keep only the path and query.
   for (std::string_view scheme : {std::string_view("http://"), std::string_view("https://")}) {
     if (target.size() >= scheme.size() && iequals(target.substr(0, scheme.size()), scheme)) {
       std::size_t start = target.find_first_of("/?", scheme.size());
@@ -165,6 +190,11 @@ bool parse_target(std::string_view target, Request& request) {
   if (!absolute_form && (target.empty() || target.front() != '/')) {
     return false;
   }
+  request.target.clear();
+  if (target.empty() || target.front() != '/') {
+    request.target = "/";  // "http://host" and "http://host?q" have an empty path
+  }
+  request.target.append(target.data(), target.size());
   std::size_t question = target.find('?');
   std::string_view path = target.substr(0, question);
   request.path.clear();
@@ -197,6 +227,102 @@ bool parse_target(std::string_view target, Request& request) {
     request.query.emplace_back(std::move(name), std::move(value));
   }
   return true;
+}
+
+// A Host value is uri-host [":" port] (RFC 9110 7.2); it may be empty.
+bool valid_host(std::string_view host) {
+  return std::all_of(host.begin(), host.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           std::string_view("-._~!$&'()*+,;=:[]%").find(c) != std::string_view::npos;
+  });
+}
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) {
+    s.remove_prefix(1);
+  }
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) {
+    s.remove_suffix(1);
+  }
+  return s;
+}
+
+// The framing rules of RFC 9112 that Beast's parser leaves to its user, checked on the head
+// before anything else happens to the request. Returns the answer to close with, if any.
+std::optional<Response> framing_error(const bhttp::request<bhttp::string_body>& message) {
+  // Host (RFC 9112 3.2): exactly one in HTTP/1.1, never more than one.
+  const std::size_t hosts = message.count(bhttp::field::host);
+  if (hosts > 1) {
+    return error_response(400, "BAD_REQUEST", "more than one Host header");
+  }
+  if (hosts == 0 && message.version() >= 11) {
+    return error_response(400, "BAD_REQUEST", "an HTTP/1.1 request needs a Host header");
+  }
+  if (hosts == 1) {
+    auto host = message[bhttp::field::host];
+    if (!valid_host(std::string_view(host.data(), host.size()))) {
+      return error_response(400, "BAD_REQUEST", "malformed Host header");
+    }
+  }
+  // Transfer-Encoding (RFC 9112 6.1, 6.3, 7): the only coding understood is chunked, and it
+  // must come last (else the body's end cannot be found), once. Beast takes a body as chunked
+  // whenever chunked is last, whatever precedes it, and as absent when chunked is not last.
+  if (message.count(bhttp::field::transfer_encoding) == 0) {
+    return std::nullopt;
+  }
+  if (message.version() < 11) {
+    return error_response(400, "BAD_REQUEST", "Transfer-Encoding is not defined in HTTP/1.0");
+  }
+  std::vector<std::string_view> codings;
+  for (const auto& field : message) {
+    if (field.name() != bhttp::field::transfer_encoding) {
+      continue;
+    }
+    std::string_view list(field.value().data(), field.value().size());
+    while (!list.empty()) {
+      const std::size_t comma = list.find(',');
+      std::string_view coding = trim_ows(list.substr(0, comma));
+      list = comma == std::string_view::npos ? std::string_view() : list.substr(comma + 1);
+      if (!coding.empty()) {
+        codings.push_back(coding);
+      }
+    }
+  }
+  if (codings.empty() || !iequals(codings.back(), "chunked")) {
+    return error_response(400, "BAD_REQUEST",
+                          "Transfer-Encoding must end with chunked, or the body's length is "
+                          "unknown");
+  }
+  for (std::size_t i = 0; i + 1 < codings.size(); ++i) {
+    if (iequals(codings[i], "chunked")) {
+      return error_response(400, "BAD_REQUEST", "Transfer-Encoding applies chunked twice");
+    }
+  }
+  if (codings.size() > 1) {
+    return error_response(501, "NOT_IMPLEMENTED",
+                          "transfer coding '" + std::string(codings.front()) +
+                              "' is not supported; send the body with Transfer-Encoding: "
+                              "chunked alone");
+  }
+  return std::nullopt;
+}
+
+// The key a client's connections are counted under: its IPv4 address, or the /64 prefix of its
+// IPv6 address (one host usually holds a whole /64).
+std::string address_key(const asio::ip::address& address) {
+  std::string key;
+  if (address.is_v6() && !address.to_v6().is_v4_mapped()) {
+    const auto bytes = address.to_v6().to_bytes();
+    key = "6";
+    key.append(reinterpret_cast<const char*>(bytes.data()), 8);
+    return key;
+  }
+  const auto v4 = address.is_v4() ? address.to_v4()
+                                  : asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  const auto bytes = v4.to_bytes();
+  key = "4";
+  key.append(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  return key;
 }
 
 bool header_safe(std::string_view s) {
@@ -262,8 +388,10 @@ struct Worker {
   std::uint64_t next_request_seq() { return (request_counter++ << 8) | index; }
 
   // Declared before ioc so they outlive it: sessions destroyed along with the io_context's
-  // pending operations unlink themselves from this list.
+  // pending operations unlink themselves from these lists.
   Session* sessions_head = nullptr;   // all live sessions of this worker; worker thread only
+  Session* idle_head = nullptr;       // sessions in their idle phase, longest idle first
+  Session* idle_tail = nullptr;       // the most recently idle; worker thread only
   bool stopping = false;              // worker thread only
   const std::uint64_t index;          // < kThreadsMax <= 256, so it fits the low 8 bits
   std::uint64_t request_counter = 1;  // worker thread only
@@ -277,19 +405,85 @@ thread_local Session* tls_dispatching = nullptr;
 
 // What every session needs from the server. Outlives all sessions (see stop()).
 struct Shared {
-  Shared(ServerOptions o, Handler h) : options(std::move(o)), handler(std::move(h)) {}
+  Shared(ServerOptions o, Admit a, Handler h)
+      : options(std::move(o)), admit(std::move(a)), handler(std::move(h)) {}
+
+  // Counts a new connection from `address` unless a bound is reached. Accept thread only.
+  bool take_slot(const std::string& address) {
+    std::lock_guard<std::mutex> lock(addresses_mu);
+    if (live_connections.load(std::memory_order_acquire) >= options.connections_max) {
+      refused_connections_max.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    std::uint32_t& n = connections_by_address[address];
+    if (n >= options.connections_per_address_max) {
+      if (n == 0) {
+        connections_by_address.erase(address);
+      }
+      refused_per_address.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    ++n;
+    live_connections.fetch_add(1, std::memory_order_acq_rel);
+    return true;
+  }
+
+  void give_back_slot(const std::string& address) {
+    std::lock_guard<std::mutex> lock(addresses_mu);
+    auto it = connections_by_address.find(address);
+    const bool counted = it != connections_by_address.end() && it->second > 0;
+    TALLY_BUG(counted, "a connection slot given back that was not taken");
+    if (counted && --it->second == 0) {
+      connections_by_address.erase(it);
+    }
+    live_connections.fetch_sub(1, std::memory_order_acq_rel);
+  }
 
   const ServerOptions options;
-  const Handler handler;
-  std::atomic<std::uint32_t> live_connections{0};  // sessions alive, plus accepted ones in transit
+  const Admit admit;      // empty: every request is admitted to `handler`
+  const Handler handler;  // empty when `admit` is set
+  // Sessions alive, plus accepted ones in transit; read without the lock by stop() and stats().
+  std::atomic<std::uint32_t> live_connections{0};
+  std::mutex addresses_mu;
+  std::unordered_map<std::string, std::uint32_t> connections_by_address;  // guarded
+  std::atomic<std::uint64_t> refused_connections_max{0};
+  std::atomic<std::uint64_t> refused_per_address{0};
+  std::atomic<std::uint64_t> idle_evicted{0};
+  std::atomic<std::uint64_t> header_timeouts{0};
+};
+
+// A connection's place in the counts of Shared, given back when destroyed (with its Session, or
+// with the accepted socket when the session never started).
+class ConnectionSlot {
+ public:
+  ConnectionSlot(Shared* shared, std::string address)
+      : shared_(shared), address_(std::move(address)) {}
+
+  ConnectionSlot(ConnectionSlot&& other) noexcept
+      : shared_(std::exchange(other.shared_, nullptr)), address_(std::move(other.address_)) {}
+
+  ConnectionSlot& operator=(ConnectionSlot&&) = delete;
+  ConnectionSlot(const ConnectionSlot&) = delete;
+  ConnectionSlot& operator=(const ConnectionSlot&) = delete;
+
+  ~ConnectionSlot() {
+    if (shared_ != nullptr) {
+      shared_->give_back_slot(address_);
+    }
+  }
+
+ private:
+  Shared* shared_;
+  std::string address_;
 };
 
 }  // namespace
 
 class Server::Impl {
  public:
-  Impl(ServerOptions options, Handler handler)
-      : shared_(std::move(options), std::move(handler)), options_(shared_.options) {}
+  Impl(ServerOptions options, Admit admit, Handler handler)
+      : shared_(std::move(options), std::move(admit), std::move(handler)),
+        options_(shared_.options) {}
 
   ~Impl() { stop(); }
 
@@ -298,10 +492,23 @@ class Server::Impl {
 
   std::uint16_t port() const { return port_; }
 
+  ServerStats stats() const {
+    ServerStats s;
+    s.connections_live = shared_.live_connections.load(std::memory_order_relaxed);
+    s.refused_connections_max = shared_.refused_connections_max.load(std::memory_order_relaxed);
+    s.refused_per_address = shared_.refused_per_address.load(std::memory_order_relaxed);
+    s.idle_evicted = shared_.idle_evicted.load(std::memory_order_relaxed);
+    s.header_timeouts = shared_.header_timeouts.load(std::memory_order_relaxed);
+    return s;
+  }
+
  private:
   void accept_next();
   void on_accept(const ErrorCode& ec, Socket socket, Worker& worker);
-  void start_session(Worker& worker, Socket socket);
+  void start_session(Worker& worker, Socket socket, ConnectionSlot slot);
+  // On worker `index`'s thread: closes its longest-idle session, or passes the request on to
+  // the next worker when it has none, until every worker was asked once.
+  void evict_idle(std::size_t index, std::size_t asked);
 
   Shared shared_;
   const ServerOptions& options_;
@@ -309,6 +516,7 @@ class Server::Impl {
   std::optional<tcp::acceptor> acceptor_;           // on workers_[0]
   std::optional<asio::steady_timer> accept_timer_;  // on workers_[0]
   std::size_t next_worker_ = 0;                     // workers_[0]'s thread only
+  std::size_t next_evict_worker_ = 0;               // workers_[0]'s thread only
   std::uint16_t port_ = 0;
   bool started_ = false;
   bool stopped_ = false;
@@ -318,8 +526,8 @@ namespace {
 
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Shared& server, Worker& worker, Socket socket)
-      : server_(server), worker_(worker), stream_(std::move(socket)) {
+  Session(Shared& server, Worker& worker, Socket socket, ConnectionSlot slot)
+      : server_(server), worker_(worker), stream_(std::move(socket)), slot_(std::move(slot)) {
     ErrorCode ec;
     auto remote = stream_.socket().remote_endpoint(ec);
     if (!ec) {
@@ -333,6 +541,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   ~Session() {
+    unlink_idle();
     if (prev_ != nullptr) {
       prev_->next_ = next_;
     } else {
@@ -341,7 +550,6 @@ class Session : public std::enable_shared_from_this<Session> {
     if (next_ != nullptr) {
       next_->prev_ = prev_;
     }
-    server_.live_connections.fetch_sub(1, std::memory_order_acq_rel);
   }
 
   Session(const Session&) = delete;
@@ -349,6 +557,9 @@ class Session : public std::enable_shared_from_this<Session> {
 
   Session* next() const { return next_; }
 
+  Session* idle_next() const { return idle_next_; }
+
+  // A new connection: its first head is due within the header deadline from now.
   void start() { read_header(); }
 
   // A response for request `seq` arrived through the Gate. Stale or duplicate ones are ignored.
@@ -367,9 +578,38 @@ class Session : public std::enable_shared_from_this<Session> {
     }
   }
 
+  // A streamed body's piece number `n` arrived through the Gate. Stale ones are ignored.
+  void deliver_piece(std::uint64_t n, Result<StreamPiece>&& piece) {
+    if (state_ != State::kStreaming || n != piece_seq_) {
+      return;
+    }
+    self_hold_.reset();  // the caller holds a reference for the duration of this call
+    if (!piece) {
+      // Not a bug (e.g. a disk error mid-export): the producer reports it itself.
+      streaming_ = false;
+      response_.stream = nullptr;
+      close();
+      return;
+    }
+    if (piece->data.empty() && piece->more) {
+      ask_piece();  // e.g. a page whose rows were all filtered out: ask again
+      return;
+    }
+    write_piece(std::move(piece->data), piece->more);
+  }
+
   // The server is stopping: close now if nothing is in flight, else close after the response.
   void on_server_stop() {
-    if (state_ == State::kReading && !reading_body_ && buffer_.size() == 0) {
+    if (state_ == State::kIdle ||
+        (state_ == State::kReading && !reading_body_ && buffer_.size() == 0)) {
+      close();
+    }
+  }
+
+  // Closes an idle session to make room for new connections. Worker thread only.
+  void evict() {
+    if (state_ == State::kIdle) {
+      server_.idle_evicted.fetch_add(1, std::memory_order_relaxed);
       close();
     }
   }
@@ -381,9 +621,77 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
  private:
-  enum class State { kReading, kHandling, kWriting, kClosing };
+  // kIdle: waiting for the first bytes of the next request. kReading: its head, then its body.
+  // kHandling: the handler has it. kWriting: a response (or a piece of one) is being written.
+  // kStreaming: waiting for a streamed body's next piece. kClosing: draining, or closed.
+  enum class State { kIdle, kReading, kHandling, kWriting, kStreaming, kClosing };
 
   const ServerOptions& options() const { return server_.options; }
+
+  void link_idle() {
+    TALLY_DASSERT(!idle_linked_, "a session listed as idle twice");
+    idle_linked_ = true;
+    idle_prev_ = worker_.idle_tail;
+    idle_next_ = nullptr;
+    if (idle_prev_ != nullptr) {
+      idle_prev_->idle_next_ = this;
+    } else {
+      worker_.idle_head = this;
+    }
+    worker_.idle_tail = this;
+  }
+
+  void unlink_idle() {
+    if (!idle_linked_) {
+      return;
+    }
+    idle_linked_ = false;
+    if (idle_prev_ != nullptr) {
+      idle_prev_->idle_next_ = idle_next_;
+    } else {
+      worker_.idle_head = idle_next_;
+    }
+    if (idle_next_ != nullptr) {
+      idle_next_->idle_prev_ = idle_prev_;
+    } else {
+      worker_.idle_tail = idle_prev_;
+    }
+    idle_prev_ = nullptr;
+    idle_next_ = nullptr;
+  }
+
+  // After a response on a kept-alive connection: the idle phase, until the next request's
+  // first bytes arrive (at once when the client pipelined it).
+  void wait_for_request() {
+    if (worker_.stopping && buffer_.size() == 0) {
+      close();
+      return;
+    }
+    if (buffer_.size() > 0) {
+      read_header();
+      return;
+    }
+    if (buffer_.capacity() > kBufferKeepBytesMax) {
+      buffer_.shrink_to_fit();
+    }
+    state_ = State::kIdle;
+    link_idle();
+    stream_.expires_after(std::chrono::milliseconds(options().idle_timeout_ms));
+    stream_.async_read_some(buffer_.prepare(beast::read_size(buffer_, kBufferKeepBytesMax)),
+                            [self = shared_from_this()](const ErrorCode& ec, std::size_t n) {
+                              self->on_idle_read(ec, n);
+                            });
+  }
+
+  void on_idle_read(const ErrorCode& ec, std::size_t n) {
+    unlink_idle();
+    if (ec || state_ == State::kClosing) {
+      close();  // the idle timeout, the client closing, or an eviction
+      return;
+    }
+    buffer_.commit(n);
+    read_header();
+  }
 
   void read_header() {
     state_ = State::kReading;
@@ -398,7 +706,7 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->header_limit(options().header_bytes_max);
     parser_->body_limit(options().body_bytes_max);
-    stream_.expires_after(std::chrono::milliseconds(options().idle_timeout_ms));
+    stream_.expires_after(std::chrono::milliseconds(options().header_timeout_ms));
     bhttp::async_read_header(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](const ErrorCode& ec, std::size_t) { self->on_header(ec); });
@@ -409,16 +717,67 @@ class Session : public std::enable_shared_from_this<Session> {
       on_read_error(ec);
       return;
     }
-    if (parser_->is_done()) {
+    auto& message = parser_->get();
+    keep_alive_ = message.keep_alive();
+    version_ = message.version();
+    head_request_ = message.method() == bhttp::verb::head;
+    const bool body_due = !parser_->is_done();
+    if (auto error = framing_error(message)) {
+      fail_request(std::move(*error));
+      return;
+    }
+
+    Request head;
+    auto method = message.method_string();
+    head.method.assign(method.data(), method.size());
+    head.headers.reserve(static_cast<std::size_t>(std::distance(message.begin(), message.end())));
+    for (const auto& field : message) {
+      auto name = field.name_string();
+      auto value = field.value();
+      std::string lower(name.data(), name.size());
+      std::transform(lower.begin(), lower.end(), lower.begin(), ascii_lower);
+      head.headers.emplace_back(std::move(lower), std::string(value.data(), value.size()));
+    }
+    head.remote_address = remote_address_;
+    auto target = message.target();
+    if (!parse_target(std::string_view(target.data(), target.size()), head)) {
+      fail_request(error_response(400, "BAD_REQUEST", "malformed request target"));
+      return;
+    }
+
+    Admission admission;
+    if (server_.admit) {
+      try {
+        admission = server_.admit(head);
+      } catch (const std::exception& e) {
+        admission.refusal =
+            error_response(500, "INTERNAL_ERROR", std::string("handler failed: ") + e.what());
+      } catch (...) {
+        admission.refusal = error_response(500, "INTERNAL_ERROR", "handler failed");
+      }
+      if (!admission.refusal && !admission.handler) {
+        TALLY_BUG(false, "an admission without a refusal or a handler");
+        admission.refusal = error_response(500, "INTERNAL_ERROR", "the request was not handled");
+      }
+      if (admission.refusal) {
+        // The body is never read: when one was due, close after the answer (see Admission).
+        write_response(std::move(*admission.refusal), /*close_after=*/body_due,
+                       /*drain=*/body_due);
+        return;
+      }
+    }
+    pending_ = std::move(head);
+    pending_handler_ = std::move(admission.handler);
+    if (!body_due) {
       dispatch();
       return;
     }
     reading_body_ = true;
-    const auto& message = parser_->get();
     auto expect = message.find(bhttp::field::expect);
     if (message.version() >= 11 && expect != message.end() &&
         iequals(std::string_view(expect->value().data(), expect->value().size()), "100-continue")) {
-      // The client waits for this before sending the body (curl does so above 1 KiB).
+      // The client waits for this before sending the body (curl does so above 1 KiB); it comes
+      // only now that the request was admitted.
       asio::async_write(stream_, asio::buffer(kContinueResponse.data(), kContinueResponse.size()),
                         [self = shared_from_this()](const ErrorCode& write_ec, std::size_t) {
                           if (write_ec) {
@@ -452,65 +811,52 @@ class Session : public std::enable_shared_from_this<Session> {
       return;
     }
     if (ec == bhttp::error::body_limit) {
-      fail_request(413, "PAYLOAD_TOO_LARGE",
-                   "request body exceeds " + std::to_string(options().body_bytes_max) + " bytes");
+      fail_request(error_response(
+          413, "PAYLOAD_TOO_LARGE",
+          "request body exceeds " + std::to_string(options().body_bytes_max) + " bytes"));
     } else if (ec == bhttp::error::header_limit) {
-      fail_request(
+      fail_request(error_response(
           431, "HEADER_TOO_LARGE",
-          "request header exceeds " + std::to_string(options().header_bytes_max) + " bytes");
+          "request header exceeds " + std::to_string(options().header_bytes_max) + " bytes"));
     } else if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message ||
                ec == bhttp::error::buffer_overflow) {
       close();  // the client went away, possibly mid-request: nobody to answer
     } else if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category()) {
-      fail_request(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message());
+      fail_request(error_response(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message()));
     } else {
-      close();  // a socket error or the idle timeout
+      if (ec == beast::error::timeout && !reading_body_) {
+        server_.header_timeouts.fetch_add(1, std::memory_order_relaxed);
+      }
+      close();  // a socket error, or a deadline: the stream has closed the socket already
     }
   }
 
   // Answers a request the handler never saw, then closes: the stream position is unknown.
-  void fail_request(unsigned status, std::string_view code, std::string_view message) {
+  void fail_request(Response&& response) {
     head_request_ = false;
     version_ = 11;
-    write_response(error_response(status, code, message), /*close_after=*/true, /*drain=*/true);
+    write_response(std::move(response), /*close_after=*/true, /*drain=*/true);
   }
 
   void dispatch() {
-    auto& message = parser_->get();
-    Request request;
-    auto method = message.method_string();
-    request.method.assign(method.data(), method.size());
-    auto target = message.target();
-    request.target.assign(target.data(), target.size());
-    request.headers.reserve(
-        static_cast<std::size_t>(std::distance(message.begin(), message.end())));
-    for (const auto& field : message) {
-      auto name = field.name_string();
-      auto value = field.value();
-      std::string lower(name.data(), name.size());
-      std::transform(lower.begin(), lower.end(), lower.begin(), ascii_lower);
-      request.headers.emplace_back(std::move(lower), std::string(value.data(), value.size()));
-    }
-    request.body = std::move(message.body());
-    request.remote_address = remote_address_;
-    keep_alive_ = message.keep_alive();
-    version_ = message.version();
-    head_request_ = message.method() == bhttp::verb::head;
+    Request request = std::move(pending_);
+    request.body = std::move(parser_->get().body());
     parser_.reset();
-    if (!parse_target(request.target, request)) {
-      fail_request(400, "BAD_REQUEST", "malformed request target");
-      return;
-    }
+    // Moved out, so that what it holds goes when it returns, not with the next request.
+    Handler admitted = std::move(pending_handler_);
+    pending_handler_ = nullptr;
+    const Handler& handler = admitted ? admitted : server_.handler;
 
     state_ = State::kHandling;
     seq_ = worker_.next_request_seq();
     auto reply = std::make_shared<Reply>(weak_from_this(), this, seq_, worker_.gate);
     tls_dispatching = this;
     try {
-      server_.handler(std::move(request),
-                      [reply](Response response) { reply->respond(std::move(response)); });
+      handler(std::move(request),
+              [reply](Response response) { reply->respond(std::move(response)); });
     } catch (const std::exception& e) {
-      reply->respond(error_response(500, "INTERNAL_ERROR", std::string("handler failed: ") + e.what()));
+      reply->respond(
+          error_response(500, "INTERNAL_ERROR", std::string("handler failed: ") + e.what()));
     } catch (...) {
       reply->respond(error_response(500, "INTERNAL_ERROR", "handler failed"));
     }
@@ -575,6 +921,9 @@ class Session : public std::enable_shared_from_this<Session> {
       }
     }
     streaming_ = response_.stream && !bodiless && !head_request_;
+    if (!streaming_) {
+      response_.stream = nullptr;  // never called: release what it holds now
+    }
     chunked_ = version_ >= 11;
     if (close_after_) {
       head_ += "Connection: close\r\n";
@@ -608,12 +957,13 @@ class Session : public std::enable_shared_from_this<Session> {
     response_.body.clear();
     response_.headers.clear();
     if (ec || state_ == State::kClosing) {
+      streaming_ = false;
       response_.stream = nullptr;
       close();
       return;
     }
     if (streaming_) {
-      write_chunk();
+      ask_piece();
       return;
     }
     response_.stream = nullptr;
@@ -631,35 +981,28 @@ class Session : public std::enable_shared_from_this<Session> {
       }
       return;
     }
-    read_header();
+    wait_for_request();
   }
 
-  // Asks the response's stream for its next piece and writes it as one chunk (with the final
-  // empty chunk after the last piece). A failed stream closes the connection unterminated.
-  void write_chunk() {
-    bool more = true;
-    bool failed = false;
-    response_.body.clear();  // the piece, written as the second buffer
+  // Asks the response's stream for its next piece; it arrives in deliver_piece.
+  void ask_piece() {
+    state_ = State::kStreaming;
+    const std::uint64_t n = ++piece_seq_;
+    auto ready = std::make_shared<PieceReply>(weak_from_this(), n, worker_.gate);
+    self_hold_ = shared_from_this();  // nothing else owns us until the piece arrives
     try {
-      // A piece may be empty (e.g. a page whose rows were all filtered out): ask again.
-      while (more && response_.body.empty()) {
-        auto r = response_.stream(&response_.body);
-        if (!r) {
-          failed = true;
-          break;
-        }
-        more = *r;
-      }
+      response_.stream([ready](Result<StreamPiece> piece) { ready->give(std::move(piece)); });
+    } catch (const std::exception& e) {
+      ready->give(Status::internal(std::string("stream failed: ") + e.what()));
     } catch (...) {
-      failed = true;
+      ready->give(Status::internal("stream failed"));
     }
-    if (failed) {
-      // Not a bug (e.g. a disk error mid-export): the handler's stream reports it itself.
-      streaming_ = false;
-      response_.stream = nullptr;
-      close();
-      return;
-    }
+  }
+
+  // Writes a piece as one chunk (with the final empty chunk after the last piece).
+  void write_piece(std::string&& piece, bool more) {
+    state_ = State::kWriting;
+    response_.body = std::move(piece);  // written as the second buffer
     head_.clear();
     chunk_tail_.clear();
     if (chunked_ && !response_.body.empty()) {
@@ -697,6 +1040,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void close() {
     state_ = State::kClosing;
+    unlink_idle();
     ErrorCode ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
     stream_.close();
@@ -736,11 +1080,43 @@ class Session : public std::enable_shared_from_this<Session> {
     std::atomic<bool> called{false};
   };
 
+  // The shared state behind every copy of one piece's StreamReady. The piece always goes
+  // through the Gate, even when given inline: the session is then inside ask_piece.
+  struct PieceReply {
+    PieceReply(std::weak_ptr<Session> s, std::uint64_t n, std::shared_ptr<Gate> g)
+        : session(std::move(s)), seq(n), gate(std::move(g)) {}
+
+    ~PieceReply() {
+      if (!called.load(std::memory_order_acquire)) {
+        give(Status::internal("a streamed body's piece was dropped without an answer"));
+      }
+    }
+
+    void give(Result<StreamPiece> piece) {
+      if (called.exchange(true, std::memory_order_acq_rel)) {
+        return;
+      }
+      gate->post([weak = session, n = seq, p = std::move(piece)]() mutable {
+        if (auto s = weak.lock()) {
+          s->deliver_piece(n, std::move(p));
+        }
+      });
+    }
+
+    std::weak_ptr<Session> session;
+    std::uint64_t seq;
+    std::shared_ptr<Gate> gate;
+    std::atomic<bool> called{false};
+  };
+
   Shared& server_;
   Worker& worker_;
   Stream stream_;
+  ConnectionSlot slot_;
   beast::flat_buffer buffer_;  // kept across requests: leftover pipelined bytes live here
   std::optional<Parser> parser_;
+  Request pending_;          // the admitted head, while its body is read
+  Handler pending_handler_;  // what Admit chose for it (empty: the server's handler)
   std::string remote_address_;
   State state_ = State::kReading;
   bool reading_body_ = false;
@@ -748,18 +1124,22 @@ class Session : public std::enable_shared_from_this<Session> {
   bool head_request_ = false;
   bool close_after_ = false;
   bool drain_ = false;
-  bool streaming_ = false;  // response_.stream has more chunks to write
-  bool chunked_ = false;    // the streamed body is framed as chunks (HTTP/1.1)
+  bool streaming_ = false;    // response_.stream has more pieces to write
+  bool chunked_ = false;      // the streamed body is framed as chunks (HTTP/1.1)
+  bool idle_linked_ = false;  // in worker_'s idle list
   unsigned version_ = 11;
   std::uint64_t seq_ = 0;
+  std::uint64_t piece_seq_ = 0;
   std::uint64_t drained_bytes_ = 0;
   std::optional<Response> stash_;
-  Response response_;  // the one being written; its body is the second write buffer
-  std::string head_;   // its serialized head (or a chunk's size line); capacity reused
+  Response response_;       // the one being written; its body is the second write buffer
+  std::string head_;        // its serialized head (or a chunk's size line); capacity reused
   std::string chunk_tail_;  // a chunk's CRLF, and the final empty chunk
   std::shared_ptr<Session> self_hold_;
   Session* prev_ = nullptr;  // in worker_.sessions_head's list
   Session* next_ = nullptr;
+  Session* idle_prev_ = nullptr;  // in worker_.idle_head's list
+  Session* idle_next_ = nullptr;
 };
 
 void run_worker(Worker& worker) {
@@ -786,10 +1166,12 @@ Status Server::Impl::start() {
     return Status::invalid_argument("http server: threads must be between 0 and " +
                                     std::to_string(kThreadsMax));
   }
-  if (options_.connections_max == 0 || options_.header_bytes_max == 0 ||
-      options_.idle_timeout_ms == 0) {
+  if (options_.connections_max == 0 || options_.connections_per_address_max == 0 ||
+      options_.header_bytes_max == 0 || options_.idle_timeout_ms == 0 ||
+      options_.header_timeout_ms == 0) {
     return Status::invalid_argument(
-        "http server: connections_max, header_bytes_max and idle_timeout_ms must be positive");
+        "http server: connections_max, connections_per_address_max, header_bytes_max, "
+        "idle_timeout_ms and header_timeout_ms must be positive");
   }
   int threads = options_.threads;
   if (threads == 0) {
@@ -886,27 +1268,57 @@ void Server::Impl::on_accept(const ErrorCode& ec, Socket socket, Worker& worker)
     });
     return;
   }
-  if (shared_.live_connections.load(std::memory_order_acquire) >= options_.connections_max) {
+  ErrorCode endpoint_ec;
+  const tcp::endpoint remote = socket.remote_endpoint(endpoint_ec);
+  if (endpoint_ec) {
     ErrorCode ignored;
-    socket.close(ignored);  // over the bound: the client sees the connection closed at once
+    socket.close(ignored);  // the client has gone already
+  } else if (std::string address = address_key(remote.address()); !shared_.take_slot(address)) {
+    ErrorCode ignored;
+    socket.close(ignored);  // over a bound: the client sees the connection closed at once
   } else {
-    shared_.live_connections.fetch_add(1, std::memory_order_acq_rel);
-    asio::post(worker.ioc, [this, &worker, s = std::move(socket)]() mutable {
-      start_session(worker, std::move(s));
-    });
+    ConnectionSlot slot(&shared_, std::move(address));
+    asio::post(worker.ioc,
+               [this, &worker, s = std::move(socket), slot = std::move(slot)]() mutable {
+                 start_session(worker, std::move(s), std::move(slot));
+               });
+    // Above the high-water mark, make room: one idle kept-alive connection closes for each new
+    // one, so the reserve stays free for clients that are not connected yet.
+    const auto reserve = static_cast<std::uint32_t>(std::uint64_t{options_.connections_max} *
+                                                    kReservedPercent / 100);
+    if (shared_.live_connections.load(std::memory_order_acquire) >
+        options_.connections_max - reserve) {
+      const std::size_t first = next_evict_worker_;
+      next_evict_worker_ = (next_evict_worker_ + 1) % workers_.size();
+      asio::post(workers_[first]->ioc, [this, first] { evict_idle(first, 0); });
+    }
   }
   accept_next();
 }
 
-void Server::Impl::start_session(Worker& worker, Socket socket) {
+void Server::Impl::start_session(Worker& worker, Socket socket, ConnectionSlot slot) {
   ErrorCode ignored;
   socket.set_option(tcp::no_delay(true), ignored);
-  // The Session's destructor gives back the slot counted in on_accept.
-  auto session = std::make_shared<Session>(shared_, worker, std::move(socket));
+  auto session = std::make_shared<Session>(shared_, worker, std::move(socket), std::move(slot));
   if (worker.stopping) {
-    return;  // dropping the last reference closes the socket
+    return;  // dropping the last reference closes the socket and gives back the slot
   }
   session->start();
+}
+
+void Server::Impl::evict_idle(std::size_t index, std::size_t asked) {
+  Worker& worker = *workers_[index];
+  if (worker.stopping) {
+    return;
+  }
+  if (worker.idle_head != nullptr) {
+    worker.idle_head->evict();
+    return;
+  }
+  if (asked + 1 < workers_.size()) {
+    const std::size_t next = (index + 1) % workers_.size();
+    asio::post(workers_[next]->ioc, [this, next, asked] { evict_idle(next, asked + 1); });
+  }
 }
 
 void Server::Impl::stop() {
@@ -990,7 +1402,10 @@ const std::string* Request::query_param(std::string_view name) const {
 }
 
 Server::Server(ServerOptions options, Handler handler)
-    : impl_(std::make_unique<Impl>(std::move(options), std::move(handler))) {}
+    : impl_(std::make_unique<Impl>(std::move(options), nullptr, std::move(handler))) {}
+
+Server::Server(ServerOptions options, Admit admit)
+    : impl_(std::make_unique<Impl>(std::move(options), std::move(admit), nullptr)) {}
 
 Server::~Server() {
   stop();
@@ -1002,6 +1417,10 @@ Status Server::start() {
 
 std::uint16_t Server::port() const {
   return impl_->port();
+}
+
+ServerStats Server::stats() const {
+  return impl_->stats();
 }
 
 void Server::stop() {

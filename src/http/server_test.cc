@@ -28,16 +28,26 @@ Response echo(const Request& request) {
 class ServerTest : public ::testing::Test {
  protected:
   void start(ServerOptions options = {}, Handler handler = nullptr) {
-    options.port = 0;
-    if (options.threads == 0) {
-      options.threads = 2;
-    }
     if (!handler) {
       handler = [](Request&& request, Responder respond) {
         respond(echo(request));
       };
     }
-    server_ = std::make_unique<Server>(options, std::move(handler));
+    start_server(options, [&](ServerOptions o) { return std::make_unique<Server>(o, handler); });
+  }
+
+  // A server whose heads go to `admit` first.
+  void start_admitting(ServerOptions options, Admit admit) {
+    start_server(options, [&](ServerOptions o) { return std::make_unique<Server>(o, admit); });
+  }
+
+  template <typename Make>
+  void start_server(ServerOptions options, Make make) {
+    options.port = 0;
+    if (options.threads == 0) {
+      options.threads = 2;
+    }
+    server_ = make(options);
     Status status = server_->start();
     ASSERT_TRUE(status.ok()) << status.to_string();
     ASSERT_NE(server_->port(), 0);
@@ -348,8 +358,12 @@ TEST_F(ServerTest, PathAndQueryAreDecoded) {
 
   ASSERT_EQ(c.request("GET", "http://example.com/abs%21?q=1").status, 200);
   EXPECT_EQ(seen.path, "/abs!");
+  EXPECT_EQ(seen.target, "/abs%21?q=1") << "an absolute-form target is given in origin form";
   ASSERT_NE(seen.query_param("q"), nullptr);
   EXPECT_EQ(*seen.query_param("q"), "1");
+  ASSERT_EQ(c.request("GET", "http://example.com?q=2").status, 200);
+  EXPECT_EQ(seen.target, "/?q=2");
+  EXPECT_EQ(seen.path, "/");
 
   EXPECT_EQ(c.request("GET", "no-slash").status, 400);
 }
@@ -508,6 +522,377 @@ TEST_F(ServerTest, IdleConnectionsTimeOut) {
   EXPECT_TRUE(c.wait_closed_by_peer(3000));
   EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::milliseconds(2000));
   EXPECT_EQ(c.request("GET", "/").status, 200) << "the client reconnects";
+}
+
+// ---- the head stage ------------------------------------------------------------------------
+
+// Refuses every request without "x-key: good", as the API refuses a request without a valid key.
+struct KeyGate {
+  Admission operator()(const Request& head) {
+    ++admits;
+    if (!head.body.empty()) {
+      ++heads_with_body;
+    }
+    const std::string* key = head.header("x-key");
+    if (key == nullptr || *key != "good") {
+      Admission a;
+      a.refusal = Response{};
+      a.refusal->status = 401;
+      a.refusal->body = R"({"error":"UNAUTHORIZED","message":"no key"})";
+      return a;
+    }
+    Admission a;
+    a.handler = [this](Request&& request, Responder respond) {
+      ++handled;
+      respond(echo(request));
+    };
+    return a;
+  }
+
+  std::atomic<int> admits{0};
+  std::atomic<int> heads_with_body{0};
+  std::atomic<int> handled{0};
+};
+
+TEST_F(ServerTest, RefusedHeadIsAnsweredWithoutReadingTheBody) {
+  KeyGate gate;
+  ServerOptions options;
+  options.body_bytes_max = 16 << 20;
+  start_admitting(options, std::ref(gate));
+  HttpClient c("127.0.0.1", server_->port(), 5000);
+  // Announces 9 MiB and sends 64 KiB of it: the answer must come without the rest.
+  ASSERT_EQ(c.send_raw("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 9437184\r\n\r\n" +
+                       std::string(64 * 1024, 'a')),
+            "");
+  HttpResponse r = c.read_response();
+  EXPECT_EQ(r.status, 401) << r.body;
+  EXPECT_EQ(r.body, R"({"error":"UNAUTHORIZED","message":"no key"})");
+  EXPECT_EQ(r.header("connection"), "close") << "the unread body ends the connection";
+  EXPECT_TRUE(c.wait_closed_by_peer(5000));
+  EXPECT_EQ(gate.handled.load(), 0);
+  EXPECT_EQ(gate.heads_with_body.load(), 0);
+
+  HttpClient ok("127.0.0.1", server_->port());
+  HttpResponse admitted = ok.request("POST", "/up", "payload", {{"x-key", "good"}});
+  EXPECT_EQ(admitted.status, 200);
+  EXPECT_EQ(admitted.body, "POST /up payload");
+  EXPECT_EQ(gate.handled.load(), 1);
+}
+
+TEST_F(ServerTest, RefusedHeadWithoutBodyKeepsTheConnection) {
+  KeyGate gate;
+  start_admitting({}, std::ref(gate));
+  HttpClient c("127.0.0.1", server_->port());
+  HttpResponse refused = c.request("GET", "/x");
+  EXPECT_EQ(refused.status, 401);
+  EXPECT_FALSE(refused.has_header("connection"));
+  EXPECT_EQ(c.request("GET", "/x", {}, {{"x-key", "good"}}).status, 200);
+  HttpResponse empty_post = c.request("POST", "/x");  // Content-Length: 0: nothing left unread
+  EXPECT_EQ(empty_post.status, 401);
+  EXPECT_EQ(c.request("GET", "/y", {}, {{"x-key", "good"}}).body, "GET /y ");
+  EXPECT_EQ(c.connections_opened(), 1);
+}
+
+TEST_F(ServerTest, HeadIsAdmittedBeforeTheBodyArrives) {
+  std::promise<void> admitted;
+  std::atomic<bool> once{false};
+  start_admitting({}, [&](const Request&) {
+    if (!once.exchange(true)) {
+      admitted.set_value();
+    }
+    Admission a;
+    a.handler = [](Request&& request, Responder respond) {
+      respond(echo(request));
+    };
+    return a;
+  });
+  HttpClient c("127.0.0.1", server_->port());
+  ASSERT_EQ(c.send_raw("POST /later HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"), "");
+  ASSERT_EQ(admitted.get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready)
+      << "Admit must see the head while the body is still to come";
+  ASSERT_EQ(c.send_raw("abcde"), "");
+  HttpResponse r = c.read_response();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "POST /later abcde");
+}
+
+TEST_F(ServerTest, ExpectContinueIsSentOnlyToAdmittedHeads) {
+  KeyGate gate;
+  start_admitting({}, std::ref(gate));
+  HttpClient refused("127.0.0.1", server_->port());
+  ASSERT_EQ(refused.send_raw("POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                             "Expect: 100-continue\r\n\r\n"),
+            "");
+  HttpResponse r = refused.read_response();
+  EXPECT_EQ(r.status, 401) << "no 100 Continue before the refusal";
+  EXPECT_EQ(r.header("connection"), "close");
+
+  HttpClient admitted("127.0.0.1", server_->port());
+  ASSERT_EQ(admitted.send_raw("POST /e HTTP/1.1\r\nHost: x\r\nX-Key: good\r\nContent-Length: 5\r\n"
+                              "Expect: 100-continue\r\n\r\n"),
+            "");
+  EXPECT_EQ(admitted.read_response().status, 100);
+  ASSERT_EQ(admitted.send_raw("abcde"), "");
+  HttpResponse ok = admitted.read_response();
+  EXPECT_EQ(ok.status, 200);
+  EXPECT_EQ(ok.body, "POST /e abcde");
+}
+
+TEST_F(ServerTest, AdmitExceptionAnswers500) {
+  start_admitting({}, [](const Request&) -> Admission { throw std::runtime_error("boom"); });
+  HttpClient c("127.0.0.1", server_->port());
+  HttpResponse r = c.request("GET", "/");
+  EXPECT_EQ(r.status, 500);
+  EXPECT_NE(r.body.find(R"("error":"INTERNAL_ERROR")"), std::string::npos) << r.body;
+}
+
+// ---- framing (RFC 9112) --------------------------------------------------------------------
+
+// Sends `raw` on a fresh connection and reads the answer.
+HttpResponse send_once(std::uint16_t port, const std::string& raw) {
+  HttpClient c("127.0.0.1", port);
+  if (std::string error = c.send_raw(raw); !error.empty()) {
+    HttpResponse failed;
+    failed.body = error;
+    return failed;
+  }
+  return c.read_response();
+}
+
+TEST_F(ServerTest, TransferCodingOtherThanChunkedIs501) {
+  std::atomic<int> handled{0};
+  start({}, [&](Request&& request, Responder respond) {
+    ++handled;
+    respond(echo(request));
+  });
+  const std::string body = "5\r\nhello\r\n0\r\n\r\n";
+  for (const char* te : {"Transfer-Encoding: gzip, chunked\r\n",
+                         "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+                         "Transfer-Encoding: deflate,chunked\r\n"}) {
+    HttpClient c("127.0.0.1", server_->port());
+    ASSERT_EQ(c.send_raw("POST /t HTTP/1.1\r\nHost: x\r\n" + std::string(te) + "\r\n" + body), "");
+    HttpResponse r = c.read_response();
+    EXPECT_EQ(r.status, 501) << te;
+    EXPECT_NE(r.body.find(R"("error":"NOT_IMPLEMENTED")"), std::string::npos) << r.body;
+    EXPECT_EQ(r.header("content-type"), "application/json");
+    EXPECT_TRUE(c.wait_closed_by_peer(3000)) << te;
+  }
+  EXPECT_EQ(handled.load(), 0);
+  HttpResponse chunked = send_once(
+      server_->port(), "POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n" + body);
+  EXPECT_EQ(chunked.status, 200);
+  EXPECT_EQ(chunked.body, "POST /t hello");
+}
+
+TEST_F(ServerTest, UnframedTransferEncodingIs400) {
+  std::atomic<int> handled{0};
+  start({}, [&](Request&& request, Responder respond) {
+    ++handled;
+    respond(echo(request));
+  });
+  // Without chunked last the body's end is unknown (RFC 9112 6.3); chunked twice is invalid
+  // (7); HTTP/1.0 has no transfer codings (6.1).
+  for (const char* head :
+       {"POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+        "POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        "POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+        "POST /t HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\n",
+        "POST /t HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"}) {
+    HttpResponse r = send_once(server_->port(), std::string(head) + "5\r\nhello\r\n0\r\n\r\n");
+    EXPECT_EQ(r.status, 400) << head;
+    EXPECT_NE(r.body.find(R"("error":"BAD_REQUEST")"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(handled.load(), 0);
+}
+
+TEST_F(ServerTest, Http11NeedsExactlyOneHost) {
+  start();
+  HttpResponse none = send_once(server_->port(), "GET /h HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(none.status, 400);
+  EXPECT_NE(none.body.find("Host"), std::string::npos) << none.body;
+  HttpResponse two = send_once(server_->port(), "GET /h HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+  EXPECT_EQ(two.status, 400);
+  EXPECT_NE(two.body.find("more than one Host"), std::string::npos) << two.body;
+  EXPECT_EQ(send_once(server_->port(), "GET /h HTTP/1.1\r\nHost: a/b\r\n\r\n").status, 400);
+  EXPECT_EQ(send_once(server_->port(), "GET /h HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n").status,
+            400);
+
+  HttpResponse old = send_once(server_->port(), "GET /h HTTP/1.0\r\n\r\n");
+  EXPECT_EQ(old.status, 200) << "HTTP/1.0 may leave Host out";
+  EXPECT_EQ(send_once(server_->port(), "GET /h HTTP/1.1\r\nHost: \r\n\r\n").status, 200)
+      << "an empty Host is valid (RFC 9110 7.2)";
+  EXPECT_EQ(send_once(server_->port(), "GET /h HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n").status, 200);
+}
+
+TEST_F(ServerTest, AbsoluteFormTargetIsServedByItsPath) {
+  std::mutex mu;
+  std::vector<std::string> targets;
+  KeyGate gate;
+  start_admitting({}, [&](const Request& head) {
+    std::lock_guard<std::mutex> lock(mu);
+    targets.push_back(head.target + " " + head.path);
+    return gate(head);
+  });
+  HttpResponse r = send_once(server_->port(),
+                             "POST http://127.0.0.1:8080/v1/events?x=1 HTTP/1.1\r\nHost: "
+                             "127.0.0.1:8080\r\nX-Key: good\r\nContent-Length: 2\r\n\r\n{}");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "POST /v1/events {}");
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(targets.size(), 1u);
+  EXPECT_EQ(targets[0], "/v1/events?x=1 /v1/events");
+}
+
+// ---- connection limits ----------------------------------------------------------------------
+
+TEST_F(ServerTest, ConnectionsPerAddressAreCapped) {
+  ServerOptions options;
+  options.connections_max = 50;
+  options.connections_per_address_max = 3;
+  start(options);
+  std::vector<std::unique_ptr<HttpClient>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<HttpClient>("127.0.0.1", server_->port()));
+    held.back()->set_local_address("127.0.0.2");
+    ASSERT_EQ(held.back()->request("GET", "/").status, 200);
+  }
+  HttpClient fourth("127.0.0.1", server_->port(), 2000);
+  fourth.set_local_address("127.0.0.2");
+  EXPECT_EQ(fourth.request("GET", "/").status, 0) << "over its address's share";
+  HttpClient other("127.0.0.1", server_->port());
+  other.set_local_address("127.0.0.3");
+  EXPECT_EQ(other.request("GET", "/").status, 200) << "another address has its own share";
+  EXPECT_EQ(server_->stats().refused_per_address, 1u);
+
+  // A closed connection gives its slot back.
+  held[0]->close();
+  int status = 0;
+  for (int i = 0; i < 100 && status != 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    HttpClient again("127.0.0.1", server_->port(), 2000);
+    again.set_local_address("127.0.0.2");
+    status = again.request("GET", "/").status;
+  }
+  EXPECT_EQ(status, 200);
+}
+
+TEST_F(ServerTest, IdleConnectionsMakeRoomForNewClients) {
+  ServerOptions options;
+  options.connections_max = 50;
+  options.connections_per_address_max = 20;
+  start(options);
+  // One address opens more than its share of idle kept-alive connections, a second one fills
+  // the rest: without the reserve, a third client would be shut out for the idle timeout.
+  std::vector<std::unique_ptr<HttpClient>> idle;
+  int refused = 0;
+  auto open_idle = [&](const char* address, int n) {
+    for (int i = 0; i < n; ++i) {
+      auto c = std::make_unique<HttpClient>("127.0.0.1", server_->port(), 2000);
+      c->set_local_address(address);
+      const int status = c->request("GET", "/").status;
+      if (status == 200) {
+        idle.push_back(std::move(c));
+      } else {
+        ++refused;
+      }
+    }
+  };
+  open_idle("127.0.0.2", 30);
+  EXPECT_EQ(refused, 10) << "the first address gets its share, 20";
+  open_idle("127.0.0.3", 20);
+  open_idle("127.0.0.4", 20);
+  EXPECT_EQ(refused, 10) << "new clients got in: idle connections were closed for them";
+  HttpClient late("127.0.0.1", server_->port(), 2000);
+  late.set_local_address("127.0.0.5");
+  EXPECT_EQ(late.request("GET", "/").status, 200);
+  const ServerStats stats = server_->stats();
+  EXPECT_GT(stats.idle_evicted, 0u);
+  EXPECT_LE(stats.connections_live, 50u);
+  EXPECT_EQ(stats.refused_connections_max, 0u);
+}
+
+TEST_F(ServerTest, HalfAHeadIsClosedAfterTheHeaderDeadline) {
+  ServerOptions options;
+  options.header_timeout_ms = 200;
+  options.idle_timeout_ms = 60000;
+  start(options);
+  HttpClient slow("127.0.0.1", server_->port());
+  ASSERT_EQ(slow.send_raw("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "), "");
+  auto begin = std::chrono::steady_clock::now();
+  EXPECT_TRUE(slow.wait_closed_by_peer(5000));
+  EXPECT_LT(std::chrono::steady_clock::now() - begin, std::chrono::milliseconds(3000))
+      << "the header deadline, not the idle timeout";
+
+  HttpClient silent("127.0.0.1", server_->port());
+  ASSERT_EQ(silent.send_raw(""), "");  // connects, sends nothing
+  EXPECT_TRUE(silent.wait_closed_by_peer(5000));
+  // Counted when the server's read completes, which may be just after the client saw the close.
+  for (int i = 0; i < 500 && server_->stats().header_timeouts < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(server_->stats().header_timeouts, 2u);
+
+  // Between requests a kept-alive connection waits the idle timeout, not the header deadline.
+  HttpClient kept("127.0.0.1", server_->port());
+  ASSERT_EQ(kept.request("GET", "/a").status, 200);
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  EXPECT_EQ(kept.request("GET", "/b").body, "GET /b ");
+  EXPECT_EQ(kept.connections_opened(), 1);
+}
+
+// ---- streamed bodies -----------------------------------------------------------------------
+
+TEST_F(ServerTest, StreamedPiecesMayComeFromAnotherThread) {
+  std::mutex mu;
+  std::vector<std::thread> threads;
+  start({}, [&](Request&&, Responder respond) {
+    Response r;
+    r.content_type = "text/plain";
+    auto n = std::make_shared<int>(0);
+    r.stream = [&, n](StreamReady ready) {
+      const int i = (*n)++;
+      std::lock_guard<std::mutex> lock(mu);
+      threads.emplace_back([i, ready] {
+        StreamPiece piece;
+        piece.data = i == 1 ? "" : "piece" + std::to_string(i) + ";";  // an empty one too
+        piece.more = i < 3;
+        ready(std::move(piece));
+      });
+    };
+    respond(std::move(r));
+  });
+  HttpClient c("127.0.0.1", server_->port());
+  HttpResponse r = c.request("GET", "/s");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.header("transfer-encoding"), "chunked");
+  EXPECT_EQ(r.body, "piece0;piece2;piece3;");
+  EXPECT_EQ(c.request("GET", "/s").body, "piece0;piece2;piece3;") << "and the connection lives on";
+  EXPECT_EQ(c.connections_opened(), 1);
+  std::lock_guard<std::mutex> lock(mu);
+  for (auto& t : threads) {
+    t.join();
+  }
+}
+
+TEST_F(ServerTest, FailedOrDroppedPieceCutsTheBodyShort) {
+  start({}, [&](Request&& request, Responder respond) {
+    Response r;
+    const bool drop = request.path == "/drop";
+    auto n = std::make_shared<int>(0);
+    r.stream = [drop, n](StreamReady ready) {
+      if ((*n)++ == 0) {
+        ready(StreamPiece{"first", true});
+      } else if (!drop) {
+        ready(Status::io_error("disk"));
+      }  // else: `ready` is dropped without an answer
+    };
+    respond(std::move(r));
+  });
+  for (const char* path : {"/fail", "/drop"}) {
+    HttpClient c("127.0.0.1", server_->port(), 3000);
+    HttpResponse r = c.request("GET", path);
+    EXPECT_EQ(r.status, 0) << path << ": a truncated body must not look complete: " << r.body;
+  }
 }
 
 }  // namespace

@@ -231,6 +231,8 @@ class HttpClient::Impl {
 
   int connections_opened() const { return connections_opened_; }
 
+  void set_local_address(std::string address) { local_address_ = std::move(address); }
+
  private:
   bool is_open() const { return socket_.is_open(); }
 
@@ -243,10 +245,32 @@ class HttpClient::Impl {
     }
     ErrorCode result;
     bool done = false;
-    asio::async_connect(socket_, endpoints, [&](const ErrorCode& connect_ec, const tcp::endpoint&) {
-      result = connect_ec;
-      done = true;
-    });
+    if (local_address_.empty()) {
+      asio::async_connect(socket_, endpoints,
+                          [&](const ErrorCode& connect_ec, const tcp::endpoint&) {
+                            result = connect_ec;
+                            done = true;
+                          });
+    } else {
+      // A range connect reopens the socket for each endpoint, losing the bind: one endpoint.
+      const tcp::endpoint remote = endpoints.begin()->endpoint();
+      socket_.open(remote.protocol(), ec);
+      asio::ip::address local;
+      if (!ec) {
+        local = asio::ip::make_address(local_address_, ec);
+      }
+      if (!ec) {
+        socket_.bind(tcp::endpoint(local, 0), ec);
+      }
+      if (ec) {
+        close();
+        return "cannot bind to " + local_address_ + ": " + ec.message();
+      }
+      socket_.async_connect(remote, [&](const ErrorCode& connect_ec) {
+        result = connect_ec;
+        done = true;
+      });
+    }
     if (!run(done)) {
       close();
       return "timeout connecting to " + host_ + ":" + std::to_string(port_);
@@ -276,6 +300,8 @@ class HttpClient::Impl {
     ioc_.run();
     return false;
   }
+
+  std::string local_address_;  // empty: the kernel's choice
 
   const std::string host_;
   const std::uint16_t port_;
@@ -310,6 +336,10 @@ HttpResponse HttpClient::read_response(bool head_request) {
 
 bool HttpClient::wait_closed_by_peer(std::uint32_t timeout_ms) {
   return impl_->wait_closed_by_peer(timeout_ms);
+}
+
+void HttpClient::set_local_address(std::string address) {
+  impl_->set_local_address(std::move(address));
 }
 
 void HttpClient::close() {

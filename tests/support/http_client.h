@@ -52,6 +52,11 @@ class HttpClient {
   // arrive meanwhile are discarded. False when no connection is open.
   bool wait_closed_by_peer(std::uint32_t timeout_ms);
 
+  // Connects from this local IP address (e.g. "127.0.0.2": Linux routes all of 127.0.0.0/8 to
+  // the loopback, so tests can be several clients) instead of the one the kernel picks. Takes
+  // effect at the next connection.
+  void set_local_address(std::string address);
+
   // Closes the connection; the next request opens a new one.
   void close();
   // How many TCP connections this client has opened so far.

@@ -136,6 +136,9 @@ void list_events(Context& ctx, Call& call) {
   if (const auto* c = call.request.query_param("customer")) q.customer = *c;
   if (const auto* t = call.request.query_param("type")) q.type = *t;
   if (const auto* c = call.request.query_param("cursor")) q.cursor = *c;
+  // A sparse listing (a rare type, a narrow range) would otherwise scan on until it filled the
+  // page: each page has a time budget, and the client follows next_cursor.
+  q.budget_ms = ctx.options.page_budget_ms;
   if (!scope_customer(call, &q.customer) || !time_param(call, "from", &q.from_us) ||
       !time_param(call, "to", &q.to_us) || !uint_param(call, "limit", 1000, &q.limit)) {
     return;

@@ -2,11 +2,12 @@
 //
 // Every check (parameters, scope, customer, meter, range) is made before the status is sent;
 // the body is then produced a page at a time by src/export and sent as HTTP chunks
-// (Response::stream), so the server's memory stays flat whatever the size. An error after the
-// status was sent (a disk error) can only cut the response short: the server closes the
-// connection without the final chunk. XLSX is a zip whose directory is written at close, so it
-// is first written to a temporary file (libxlsxwriter's constant-memory mode), then streamed
-// from it and removed.
+// (Response::stream), so the server's memory stays flat whatever the size. Each piece is made
+// on the work pool, never on the I/O thread, and each page of events has the time budget of
+// GET /v1/events. An error after the status was sent (a disk error) can only cut the response
+// short: the server closes the connection without the final chunk. XLSX is a zip whose
+// directory is written at close, so it is first written to a temporary file (libxlsxwriter's
+// constant-memory mode), then streamed from it and removed.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -30,6 +31,26 @@ bool allowed_param(const std::string& k) {
   return k == "format" || k == "kind" || k == "customer" || k == "meter" || k == "type" ||
          k == "from" || k == "to" || k == "window" || k == "tz" || k == "measure" ||
          k == "group_by";
+}
+
+// A streamed body whose pieces `next` makes on the work pool: it may read the store or a file.
+std::function<void(StreamReady)> stream_on_pool(WorkPool& pool,
+                                                std::function<Result<bool>(std::string*)> next) {
+  return [&pool, next = std::move(next)](StreamReady ready) {
+    const bool queued = pool.submit_continuation([next, ready] {
+      StreamPiece piece;
+      Result<bool> more = next(&piece.data);
+      if (!more) {
+        ready(more.error());
+        return;
+      }
+      piece.more = *more;
+      ready(std::move(piece));
+    });
+    if (!queued) {
+      ready(Status::unavailable("the server is stopping"));
+    }
+  };
 }
 
 // Answers an export's error before anything was sent.
@@ -98,7 +119,8 @@ void export_xlsx(Context& ctx, Call& call, const exporter::ExportRequest& r,
   resp.status = 200;
   resp.content_type = exporter::content_type(r.format);
   resp.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + file + "\"");
-  resp.stream = [workbook](std::string* out) { return workbook->next(out); };
+  resp.stream =
+      stream_on_pool(ctx.pool, [workbook](std::string* out) { return workbook->next(out); });
   answer(call, std::move(resp));
 }
 
@@ -155,6 +177,7 @@ void export_data(Context& ctx, Call& call) {
       !time_param(call, "to", &r.to_us)) {
     return;
   }
+  r.page_budget_ms = ctx.options.page_budget_ms;
   if (r.format == exporter::Format::kXlsx) {
     export_xlsx(ctx, call, r, exporter::default_file_name(r, to_given, now));
     return;
@@ -170,7 +193,7 @@ void export_data(Context& ctx, Call& call) {
   const std::string file = exporter::default_file_name(r, to_given, now);
   resp.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + file + "\"");
   std::shared_ptr<exporter::TextExport> stream(std::move(*text));
-  resp.stream = [stream](std::string* out) -> Result<bool> {
+  resp.stream = stream_on_pool(ctx.pool, [stream](std::string* out) -> Result<bool> {
     auto more = stream->next(out);
     if (!more) {
       std::fprintf(stderr, "tally: GET /v1/export cut short after %llu rows: %s\n",
@@ -178,7 +201,7 @@ void export_data(Context& ctx, Call& call) {
                    more.error().message().c_str());
     }
     return more;
-  };
+  });
   answer(call, std::move(resp));
 }
 

@@ -40,17 +40,24 @@ bool uint_param(Call& call, std::string_view name, std::uint32_t max, std::uint3
   return true;
 }
 
+std::optional<Response> customer_refusal(const Identity& identity, const std::string& requested) {
+  const std::string& own = identity.customer;
+  if (own.empty() || requested == own) {
+    return std::nullopt;  // admin, or its own customer
+  }
+  return error_response(403, "FORBIDDEN", "this key may only read customer '" + own + "'");
+}
+
 bool scope_customer(Call& call, std::string* requested) {
-  const std::string& own = call.identity.customer;
-  if (own.empty()) {
+  if (call.identity.customer.empty()) {
     return true;  // admin
   }
   if (requested->empty()) {
-    *requested = own;
+    *requested = call.identity.customer;
     return true;
   }
-  if (*requested != own) {
-    answer(call, error_response(403, "FORBIDDEN", "this key may only read customer '" + own + "'"));
+  if (auto refusal = customer_refusal(call.identity, *requested)) {
+    answer(call, std::move(*refusal));
     return false;
   }
   return true;

@@ -17,6 +17,7 @@ struct Context {
   Engine& engine;
   const ApiOptions& options;
   const Api& api;
+  WorkPool& pool;  // for the pieces of a streamed answer (see export.cc)
 };
 
 // events.cc
@@ -79,6 +80,9 @@ bool uint_param(Call& call, std::string_view name, std::uint32_t max, std::uint3
 // The customer a read may see: a customer key sees only its own customer; returns false after
 // answering 403 when `requested` names another one.
 bool scope_customer(Call& call, std::string* requested);
+// The 403 a key gets for naming `requested`, a customer other than its own; nullopt when it may
+// (an admin key, or its own customer). Api::admit applies it to the customer in the path.
+std::optional<Response> customer_refusal(const Identity& identity, const std::string& requested);
 // True when the request's Content-Type is JSON or absent; otherwise answers 415.
 bool require_json(Call& call);
 void answer(Call& call, Response r);
