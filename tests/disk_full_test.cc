@@ -207,6 +207,10 @@ class DiskFullTest : public ::testing::Test {
     expect_insufficient_storage(
         c.request("POST", "/v1/customers", R"({"id":"refused-co"})", key_header(kAdminKey)),
         "creating a customer");
+    expect_insufficient_storage(
+        c.request("POST", "/v1/customers/disk-co/wallet/transactions",
+                  R"({"type":"top_up","amount":"10"})", key_header(kAdminKey)),
+        "a wallet transaction");
   }
 
   // Every acknowledged event is stored exactly once, and `tally verify` agrees with the

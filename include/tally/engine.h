@@ -59,7 +59,8 @@ class Engine {
   // another customer's events), kResourceExhausted (more than batch_events_max events),
   // kUnavailable (queue full, shutting down, or opened read-only), kIOError / kCorruption (the
   // commit could not be written, or a stored event needed for dedup could not be read; nothing
-  // of the request is stored).
+  // of the request is stored), kInsufficientStorage (the data directory's disk is below its
+  // reserve, or the commit found it full; nothing is stored, retry once space is freed).
   void ingest_json_async(std::string body, const IngestOptions& options, IngestCallback done);
   // The same, waiting for the answer.
   Result<IngestSummary> ingest_json(std::string body, const IngestOptions& options = {});
@@ -78,7 +79,8 @@ class Engine {
   // meter) atomically; when allowed and consuming, counts the amount at once and queues its
   // usage event for the next group commit (with check_durability = "sync", returns after it is
   // durable). A denial is a result, not an error. Errors: kNotFound (customer, meter),
-  // kInvalidArgument (amount, fields), kUnavailable (read-only).
+  // kInvalidArgument (amount, fields), kUnavailable (read-only), kInsufficientStorage (a
+  // consuming check while writes are refused for lack of disk space; a dry run is answered).
   Result<CheckResult> check(const CheckRequest& request);
   // Up to 100 checks, all or nothing: when one is denied, none consumes.
   Result<std::vector<CheckResult>> check_batch(const std::vector<CheckRequest>& requests);
@@ -178,7 +180,9 @@ class Engine {
 
   // ---- operations ---------------------------------------------------------------------------
   EngineStats stats() const;
-  // Whether the store answers reads. Errors: kUnavailable / kIOError.
+  // Whether the store answers reads and accepts writes. Errors: kUnavailable / kIOError (the
+  // store cannot be read), kInsufficientStorage (writes are refused for lack of disk space;
+  // reads still work; see [storage] disk_reserve_bytes).
   Status ready() const;
   // Recomputes every aggregate from the stored events (and what archives recorded of theirs)
   // and compares (see `tally verify`). Waits for an archive or restore in progress.

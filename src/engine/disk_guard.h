@@ -11,8 +11,8 @@
 // microseconds next to the fsync that follows) and once a second when idle, so a refusal is
 // lifted within a second of space coming back even when nothing is being written. admit()
 // refuses while free space is below the reserve; when a write failed for space (written()), it
-// also refuses until free space is above the reserve again and the store's resume() succeeds,
-// so nothing reaches the store in between. Request threads read refusing() (an atomic) to
+// also refuses until kResumeFreeBytesMin more than the reserve is free and the store's resume()
+// succeeds, so nothing reaches the store in between. Request threads read refusing() (an atomic) to
 // answer 507 without queuing work that cannot be committed.
 //
 // Thread safety: admit() and written() are for the writer's thread (the commit thread, or the

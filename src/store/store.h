@@ -105,9 +105,10 @@ class Store {
   virtual Result<std::optional<DiskSpace>> disk_space() const { return std::optional<DiskSpace>(); }
 
   // Makes the store writable again after a write failed with kInsufficientStorage, once space
-  // is back (RocksDB: DB::Resume(), which first writes out what it holds in memory). OK at once
-  // when the store is writable. Errors: kInsufficientStorage (still no room), kIOError.
-  // Called by the writer's thread only, like write().
+  // is back (RocksDB: opens the database again, replaying its log, or DB::Resume() after a
+  // background error); reads go on meanwhile. OK at once when the store is writable.
+  // Errors: kInsufficientStorage (still no room), kIOError, kUnavailable. Called by the
+  // writer's thread only, like write().
   virtual Status resume() { return Status(); }
 };
 
