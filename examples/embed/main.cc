@@ -95,11 +95,15 @@ int main(int argc, char** argv) {
     if (!r) {
       return fail("check", r.error());
     }
-    if (r->allowed) {
+    if (r->allowed && r->replayed) {
+      // A retry of a check that was allowed before (here: by an earlier run) answers that
+      // decision again and consumes nothing, whatever the usage is now.
+      std::printf("check %d: replayed: allowed before, nothing consumed\n", n);
+    } else if (r->allowed) {
       ++allowed;
-      std::printf("check %d: allowed, used %s of %s, remaining %s (%s)%s\n", n,
+      std::printf("check %d: allowed, used %s of %s, remaining %s (%s)\n", n,
                   r->rule.used.c_str(), r->rule.limit.c_str(), r->rule.remaining.c_str(),
-                  r->rule.rule.c_str(), r->replayed ? ", a replay: nothing consumed" : "");
+                  r->rule.rule.c_str());
     } else {
       denied = true;
       std::printf("check %d: denied (%s): %s; retry after %lld s\n", n, r->reason.c_str(),

@@ -159,6 +159,8 @@ TEST(EventParseTest, NegativeValuesOfMetersAreRefused) {
                   .ok());
   EXPECT_EQ(out.batch.size(), 1u);
   EXPECT_TRUE(out.errors.empty());
+}
+
 // Found by tests/fuzz/ingest_body_fuzz.cc: an event_id that lost to idempotency_key was kept as
 // a property of any length, past both the id limit and the 8 KiB property value limit.
 TEST(EventParseTest, AnEventIdKeptAsAPropertyKeepsTheIdLimit) {
