@@ -66,29 +66,56 @@ std::string percent_text(const core::Decimal& used, const core::Decimal& limit) 
   if (limit.units <= 0) {
     return used.units > 0 ? "100.00" : "0.00";
   }
-  // used / limit * 100 with two decimals, half-even.
-  const __int128 scaled = used.units * 10000;
-  __int128 q = 0;
-  __int128 r = 0;
-  if (scaled >= 0 && scaled < limit.units) {
-    r = scaled;  // far from the limit, the common case: no division
-  } else {
-    q = scaled / limit.units;
-    r = scaled % limit.units;
+  // |used| / limit x 100 with two decimals, half-even, by long division on unsigned 128-bit
+  // integers: the whole quotient, then four more digits one at a time. No product can overflow
+  // whatever the magnitudes (usage is a sum, so it may exceed any one amount), and the result
+  // is written from 128 bits, not cut to 64.
+  using U = unsigned __int128;
+  const bool negative = used.units < 0;
+  U n = negative ? U(0) - static_cast<U>(used.units) : static_cast<U>(used.units);
+  U d = static_cast<U>(limit.units);
+  // rest x 10 below needs d <= max / 10; a limit that large (over 3e28) drops a last digit of
+  // both, which cannot change two decimals of a percentage.
+  while (d > ~U(0) / 20) {
+    n /= 10;
+    d /= 10;
   }
-  if (r * 2 > limit.units || (r * 2 == limit.units && (q % 2) != 0)) {
-    ++q;
+  const U whole = n / d;  // percent / 100
+  U rest = n % d;
+  unsigned fraction = 0;  // the next four digits: hundredths of a percent
+  for (int i = 0; i < 4; ++i) {
+    rest *= 10;
+    fraction = fraction * 10 + static_cast<unsigned>(rest / d);
+    rest %= d;
   }
-  // As std::to_string(q / 100) + (frac < 10 ? ".0" : ".") + std::to_string(frac).
-  // (Appending to a std::string: GCC 12 at -O2 misreads pointer writes into a stack buffer
-  // after to_chars as overflows.)
-  char digits[24];
-  const auto whole = std::to_chars(digits, digits + sizeof(digits), static_cast<long long>(q / 100));
-  std::string out(digits, whole.ptr);
-  const long long frac = static_cast<long long>(q % 100);
-  out += frac < 10 ? ".0" : ".";
-  const auto part = std::to_chars(digits, digits + sizeof(digits), frac);
-  out.append(digits, part.ptr);
+  U whole_rounded = whole;
+  if (rest * 2 > d || (rest * 2 == d && fraction % 2 != 0)) {
+    if (++fraction == 10000) {
+      fraction = 0;
+      ++whole_rounded;
+    }
+  }
+  // Written backwards: two decimals, the point, the percentage's last two digits (no leading
+  // zero when there is nothing before them), then whole_rounded's digits before those.
+  const unsigned decimals = fraction % 100;
+  const unsigned low = fraction / 100;
+  char digits[48];  // whole_rounded has at most 39 digits
+  char* p = digits + sizeof(digits);
+  *--p = static_cast<char>('0' + decimals % 10);
+  *--p = static_cast<char>('0' + decimals / 10);
+  *--p = '.';
+  *--p = static_cast<char>('0' + low % 10);
+  if (whole_rounded != 0 || low >= 10) {
+    *--p = static_cast<char>('0' + low / 10);
+  }
+  for (U w = whole_rounded; w != 0; w /= 10) {
+    *--p = static_cast<char>('0' + static_cast<int>(w % 10));
+  }
+  std::string out;
+  if (negative && (whole_rounded != 0 || fraction != 0)) {
+    out += '-';
+  }
+  out.append(p, static_cast<std::size_t>(digits + sizeof(digits) - p));
   return out;
 }
 

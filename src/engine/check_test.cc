@@ -11,7 +11,9 @@
 
 #include <tally/engine.h>
 
+#include "core/decimal.h"
 #include "core/time.h"
+#include "engine/engine_impl.h"
 
 namespace tally {
 namespace {
@@ -1108,6 +1110,37 @@ TEST_F(CheckTest, CheckEventsCarryPropertiesAndVerify) {
   EXPECT_EQ(rows->rows[0].group[0].second, "tts");
   EXPECT_EQ(total(*e, "users", "acme"), "1");
   expect_verified(*e);
+}
+
+core::Decimal dec(const char* text) {
+  return *core::parse_decimal(text);
+}
+
+TEST(PercentTextTest, TwoDecimalsHalfEven) {
+  EXPECT_EQ(engine::percent_text(dec("0"), dec("34")), "0.00");
+  EXPECT_EQ(engine::percent_text(dec("1"), dec("3")), "33.33");
+  EXPECT_EQ(engine::percent_text(dec("2"), dec("3")), "66.67");
+  EXPECT_EQ(engine::percent_text(dec("34"), dec("34")), "100.00");
+  EXPECT_EQ(engine::percent_text(dec("0.5"), dec("1000")), "0.05");
+  EXPECT_EQ(engine::percent_text(dec("1"), dec("20000")), "0.00");  // 0.005: half to even
+  EXPECT_EQ(engine::percent_text(dec("3"), dec("20000")), "0.02");  // 0.015: half to even
+  EXPECT_EQ(engine::percent_text(dec("5"), dec("0")), "100.00");
+  EXPECT_EQ(engine::percent_text(dec("0"), dec("0")), "0.00");
+}
+
+// Found by tests/fuzz/check_body_fuzz.cc: a reservation committed with an amount of 3.5e24 on a
+// limit of 100,000 answered "percent": -4666051220526992198.25 (the quotient was cut to 64 bits;
+// larger usage overflowed the 128-bit product first).
+TEST(PercentTextTest, HugeUsageIsExact) {
+  EXPECT_EQ(engine::percent_text(dec("3555555555005416469690252"), dec("100000")),
+            "3555555555005416469690.25");
+  EXPECT_EQ(engine::percent_text(dec("10000000000000000000000000000"), dec("0.000000001")),
+            "1000000000000000000000000000000000000000.00");
+  EXPECT_EQ(engine::percent_text(dec("10000000000000000000000000000"),
+                                 dec("10000000000000000000000000000")),
+            "100.00");
+  EXPECT_EQ(engine::percent_text(dec("-3"), dec("20000")), "-0.02");
+  EXPECT_EQ(engine::percent_text(dec("-1"), dec("20000")), "0.00");
 }
 
 }  // namespace
