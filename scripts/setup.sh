@@ -15,6 +15,8 @@ packages=(
   # The export tests open the XLSX workbooks they get to read their rows; the archive tests
   # read archives with the zstd command, as an operator would.
   unzip zstd
+  # The libFuzzer targets (tests/fuzz, scripts/fuzz.sh) build with clang 14 and its runtimes.
+  clang-14 libfuzzer-14-dev libclang-rt-14-dev
 )
 
 # Debian's postinst scripts start nginx and redis-server as system services. Tally only runs

@@ -13,6 +13,8 @@ cmake -G Ninja -S . -B "$build" \
   -DTALLY_SANITIZE=ON \
   -DTALLY_BUILD_BENCH=ON
 cmake --build "$build"
+# The libFuzzer targets, built by clang-14 in build/fuzz; ctest's fuzz_smoke runs each for 3 s.
+bash scripts/fuzz.sh --build
 
 # LeakSanitizer is on; a leak fails the test that made it.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"

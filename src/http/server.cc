@@ -45,6 +45,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
@@ -59,6 +60,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/status.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <boost/system/system_error.hpp>
 
 #include "common/assert.h"
 #include "common/json_writer.h"
@@ -303,6 +305,59 @@ std::optional<Response> framing_error(const bhttp::request<bhttp::string_body>& 
                           "transfer coding '" + std::string(codings.front()) +
                               "' is not supported; send the body with Transfer-Encoding: "
                               "chunked alone");
+  }
+  return std::nullopt;
+}
+
+// The parser of each request of a connection.
+void configure_parser(Parser& parser, const ServerOptions& options) {
+  parser.header_limit(options.header_bytes_max);
+  parser.body_limit(options.body_bytes_max);
+}
+
+// The head of a request as its handler sees it (method, headers with lower-cased names, the
+// decoded target), or the answer to close with when its framing or its target is malformed.
+std::optional<Response> read_head(const bhttp::request<bhttp::string_body>& message,
+                                  Request& head) {
+  if (auto error = framing_error(message)) {
+    return error;
+  }
+  auto method = message.method_string();
+  head.method.assign(method.data(), method.size());
+  head.headers.reserve(static_cast<std::size_t>(std::distance(message.begin(), message.end())));
+  for (const auto& field : message) {
+    auto name = field.name_string();
+    auto value = field.value();
+    std::string lower(name.data(), name.size());
+    std::transform(lower.begin(), lower.end(), lower.begin(), ascii_lower);
+    head.headers.emplace_back(std::move(lower), std::string(value.data(), value.size()));
+  }
+  auto target = message.target();
+  if (!parse_target(std::string_view(target.data(), target.size()), head)) {
+    return error_response(400, "BAD_REQUEST", "malformed request target");
+  }
+  return std::nullopt;
+}
+
+// What a connection answers when reading a request failed; nothing when it just closes (the
+// client went away, a socket error, a deadline).
+std::optional<Response> read_failure(const ErrorCode& ec, const ServerOptions& options) {
+  if (ec == bhttp::error::body_limit) {
+    return error_response(
+        413, "PAYLOAD_TOO_LARGE",
+        "request body exceeds " + std::to_string(options.body_bytes_max) + " bytes");
+  }
+  if (ec == bhttp::error::header_limit) {
+    return error_response(
+        431, "HEADER_TOO_LARGE",
+        "request header exceeds " + std::to_string(options.header_bytes_max) + " bytes");
+  }
+  if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message ||
+      ec == bhttp::error::buffer_overflow) {
+    return std::nullopt;  // the client went away, possibly mid-request: nobody to answer
+  }
+  if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category()) {
+    return error_response(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message());
   }
   return std::nullopt;
 }
@@ -704,8 +759,7 @@ class Session : public std::enable_shared_from_this<Session> {
       buffer_.shrink_to_fit();
     }
     parser_.emplace();
-    parser_->header_limit(options().header_bytes_max);
-    parser_->body_limit(options().body_bytes_max);
+    configure_parser(*parser_, options());
     stream_.expires_after(std::chrono::milliseconds(options().header_timeout_ms));
     bhttp::async_read_header(
         stream_, buffer_, *parser_,
@@ -722,28 +776,12 @@ class Session : public std::enable_shared_from_this<Session> {
     version_ = message.version();
     head_request_ = message.method() == bhttp::verb::head;
     const bool body_due = !parser_->is_done();
-    if (auto error = framing_error(message)) {
+    Request head;
+    if (auto error = read_head(message, head)) {
       fail_request(std::move(*error));
       return;
     }
-
-    Request head;
-    auto method = message.method_string();
-    head.method.assign(method.data(), method.size());
-    head.headers.reserve(static_cast<std::size_t>(std::distance(message.begin(), message.end())));
-    for (const auto& field : message) {
-      auto name = field.name_string();
-      auto value = field.value();
-      std::string lower(name.data(), name.size());
-      std::transform(lower.begin(), lower.end(), lower.begin(), ascii_lower);
-      head.headers.emplace_back(std::move(lower), std::string(value.data(), value.size()));
-    }
     head.remote_address = remote_address_;
-    auto target = message.target();
-    if (!parse_target(std::string_view(target.data(), target.size()), head)) {
-      fail_request(error_response(400, "BAD_REQUEST", "malformed request target"));
-      return;
-    }
 
     Admission admission;
     if (server_.admit) {
@@ -810,25 +848,14 @@ class Session : public std::enable_shared_from_this<Session> {
     if (state_ == State::kClosing) {
       return;
     }
-    if (ec == bhttp::error::body_limit) {
-      fail_request(error_response(
-          413, "PAYLOAD_TOO_LARGE",
-          "request body exceeds " + std::to_string(options().body_bytes_max) + " bytes"));
-    } else if (ec == bhttp::error::header_limit) {
-      fail_request(error_response(
-          431, "HEADER_TOO_LARGE",
-          "request header exceeds " + std::to_string(options().header_bytes_max) + " bytes"));
-    } else if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message ||
-               ec == bhttp::error::buffer_overflow) {
-      close();  // the client went away, possibly mid-request: nobody to answer
-    } else if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category()) {
-      fail_request(error_response(400, "BAD_REQUEST", "malformed HTTP request: " + ec.message()));
-    } else {
-      if (ec == beast::error::timeout && !reading_body_) {
-        server_.header_timeouts.fetch_add(1, std::memory_order_relaxed);
-      }
-      close();  // a socket error, or a deadline: the stream has closed the socket already
+    if (auto answer = read_failure(ec, options())) {
+      fail_request(std::move(*answer));
+      return;
     }
+    if (ec == beast::error::timeout && !reading_body_) {
+      server_.header_timeouts.fetch_add(1, std::memory_order_relaxed);
+    }
+    close();  // the client went away, a socket error, or a deadline (the socket is closed)
   }
 
   // Answers a request the handler never saw, then closes: the stream position is unknown.
@@ -1381,6 +1408,88 @@ void Server::Impl::stop() {
   accept_timer_.reset();
   acceptor_.reset();
   workers_.clear();
+}
+
+namespace {
+
+// A SyncReadStream over fixed bytes, handing out at most `read_bytes_max` per read, then EOF.
+class BytesStream {
+ public:
+  BytesStream(std::string_view bytes, std::size_t read_bytes_max)
+      : rest_(bytes), read_bytes_max_(std::max<std::size_t>(read_bytes_max, 1)) {}
+
+  template <typename MutableBuffers>
+  std::size_t read_some(const MutableBuffers& buffers, ErrorCode& ec) {
+    if (rest_.empty()) {
+      ec = asio::error::eof;
+      return 0;
+    }
+    ec = {};
+    const std::size_t n = asio::buffer_copy(
+        buffers, asio::buffer(rest_.data(), std::min(rest_.size(), read_bytes_max_)));
+    rest_.remove_prefix(n);
+    return n;
+  }
+
+  template <typename MutableBuffers>
+  std::size_t read_some(const MutableBuffers& buffers) {
+    ErrorCode ec;
+    const std::size_t n = read_some(buffers, ec);
+    if (ec) {
+      throw boost::system::system_error(ec);
+    }
+    return n;
+  }
+
+ private:
+  std::string_view rest_;
+  const std::size_t read_bytes_max_;
+};
+
+}  // namespace
+
+FramedStream frame_requests(std::string_view bytes, const ServerOptions& options,
+                            std::size_t read_bytes_max) {
+  FramedStream out;
+  BytesStream stream(bytes, read_bytes_max);
+  beast::flat_buffer buffer;
+  auto fail = [&out](Response&& answer) {
+    out.error_status = answer.status;
+    out.error_body = std::move(answer.body);
+  };
+  // Each request consumes bytes, so this ends with the input.
+  for (;;) {
+    Parser parser;
+    configure_parser(parser, options);
+    ErrorCode ec;
+    bhttp::read_header(stream, buffer, parser, ec);
+    if (ec) {
+      if (auto answer = read_failure(ec, options)) {
+        fail(std::move(*answer));
+      }
+      return out;
+    }
+    Request request;
+    if (auto error = read_head(parser.get(), request)) {
+      fail(std::move(*error));
+      return out;
+    }
+    if (!parser.is_done()) {
+      bhttp::read(stream, buffer, parser, ec);
+      if (ec) {
+        if (auto answer = read_failure(ec, options)) {
+          fail(std::move(*answer));
+        }
+        return out;
+      }
+    }
+    const bool keep_alive = parser.get().keep_alive();
+    request.body = std::move(parser.get().body());
+    out.requests.push_back(std::move(request));
+    if (!keep_alive) {
+      return out;  // the server closes after answering it
+    }
+  }
 }
 
 const std::string* Request::header(std::string_view lower_name) const {

@@ -146,6 +146,23 @@ struct ServerStats {
   std::uint64_t header_timeouts = 0;          // connections closed with no complete head in time
 };
 
+// How a connection frames a byte stream into requests, without a socket: the same parser
+// settings, read algorithm, framing checks, error answers and target decoding as the server's
+// connections (of a server whose every request is admitted), over `bytes` delivered at most
+// `read_bytes_max` bytes per read (so requests split across reads are framed as they would
+// be). For tests and fuzzing (tests/fuzz/http_request_fuzz.cc); the server itself reads sockets.
+struct FramedStream {
+  std::vector<Request> requests;  // what the handler would be given, in order
+  // What the server answers on its own before closing (400 malformed, 413 body too large,
+  // 431 header too large, 501 a transfer coding it does not implement) after the last request;
+  // 0 when the stream just ends or the last request asked to close.
+  unsigned error_status = 0;
+  std::string error_body;
+};
+
+FramedStream frame_requests(std::string_view bytes, const ServerOptions& options,
+                            std::size_t read_bytes_max);
+
 class Server {
  public:
   // Every request is admitted and its whole request handed to `handler`.

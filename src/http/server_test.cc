@@ -895,5 +895,77 @@ TEST_F(ServerTest, FailedOrDroppedPieceCutsTheBodyShort) {
   }
 }
 
+// frame_requests is what tests/fuzz/http_request_fuzz.cc drives: it must frame bytes exactly as
+// a connection does. The same streams go to a real server and through frame_requests (whole,
+// and a few bytes per read); the requests handed on and the server's own refusal must agree.
+TEST_F(ServerTest, FrameRequestsFramesBytesAsAConnectionDoes) {
+  std::mutex mu;
+  std::vector<Request> seen;
+  ServerOptions options;
+  options.body_bytes_max = 64;
+  start(options, [&](Request&& request, Responder respond) {
+    Response r = echo(request);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      seen.push_back(std::move(request));
+    }
+    respond(std::move(r));
+  });
+  const std::string streams[] = {
+      "GET /a%20b?x=1&y=+z&&e HTTP/1.1\r\nHost: h\r\nX-Two: 1\r\nx-two: 2\r\n\r\n"
+      "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+      "GET /last HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n",
+      "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+      "3\r\nabc\r\n0\r\n\r\n",
+      "GET /ok HTTP/1.1\r\nHost: h\r\n\r\nGET /bad%zz HTTP/1.1\r\nHost: h\r\n\r\n",
+      "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n"
+      "POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n" +
+          std::string(100, 'x'),
+      "GET / HTTP/1.0\r\n\r\nGET /after-close HTTP/1.0\r\n\r\n",
+      "NOT HTTP\r\n\r\n",
+      "GET /ok HTTP/1.1\r\nHost: h\r\n\r\nGET /no-host HTTP/1.1\r\n\r\n",
+      "POST /gz HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+  };
+  for (const std::string& stream : streams) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      seen.clear();
+    }
+    HttpClient c("127.0.0.1", server_->port(), 3000);
+    ASSERT_EQ(c.send_raw(stream), "");
+    int last_status = 0;
+    for (int i = 0; i < 10; ++i) {
+      HttpResponse r = c.read_response();
+      if (r.status == 0) {
+        break;  // closed by the server
+      }
+      last_status = r.status;
+    }
+    std::vector<Request> served;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      served = seen;
+    }
+    for (std::size_t read_bytes : {std::size_t{4096}, std::size_t{3}}) {
+      const FramedStream framed = frame_requests(stream, options, read_bytes);
+      ASSERT_EQ(framed.requests.size(), served.size()) << stream;
+      for (std::size_t i = 0; i < served.size(); ++i) {
+        EXPECT_EQ(framed.requests[i].method, served[i].method);
+        EXPECT_EQ(framed.requests[i].target, served[i].target);
+        EXPECT_EQ(framed.requests[i].path, served[i].path);
+        EXPECT_EQ(framed.requests[i].query, served[i].query);
+        EXPECT_EQ(framed.requests[i].headers, served[i].headers);
+        EXPECT_EQ(framed.requests[i].body, served[i].body);
+      }
+      if (framed.error_status != 0) {
+        EXPECT_EQ(static_cast<int>(framed.error_status), last_status) << stream;
+        EXPECT_NE(framed.error_body.find("\"error\""), std::string::npos) << framed.error_body;
+      } else {
+        EXPECT_EQ(last_status, served.empty() ? 0 : 200) << stream;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tally::http
