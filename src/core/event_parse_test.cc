@@ -27,8 +27,10 @@ TEST(EventParseTest, WhitespaceAroundTheDocumentIsFine) {
 TEST(EventParseTest, ContentAfterTheDocumentIsMalformed) {
   const char* bodies[] = {
       // NDJSON: two documents, the second ending in the same bracket as a single one would.
-      "{\"id\":\"a\",\"customer\":\"c\",\"type\":\"t\"}\n{\"id\":\"b\",\"customer\":\"c\",\"type\":"
-      "\"t\"}\n",
+      // (One element split over two lines: the parentheses tell clang the concatenation is
+      // meant.)
+      ("{\"id\":\"a\",\"customer\":\"c\",\"type\":\"t\"}\n"
+       "{\"id\":\"b\",\"customer\":\"c\",\"type\":\"t\"}\n"),
       "{\"events\":[{\"id\":\"a\",\"customer\":\"c\",\"type\":\"t\"}]} garbage",
       "{\"events\":[{\"id\":\"a\",\"customer\":\"c\",\"type\":\"t\"}]} {\"x\":1}",
       "[{\"id\":\"a\",\"customer\":\"c\",\"type\":\"t\"}] [1]",
