@@ -446,5 +446,82 @@ TEST_F(WalletApiTest, VerifyProvesTheLedgerAfterTheWalkthrough) {
   EXPECT_NE(out.find("transactions"), std::string::npos) << out;
 }
 
+// A reservation's hold is a ledger entry: it survives SIGKILL, and its commit after the restart
+// burns the actual credits and releases the rest; verify proves available = balance - holds.
+TEST(WalletHoldsTest, HoldsSurviveSigkillAndSettleAfterTheRestart) {
+  TallyServer server(kConfig);
+  auto c = server.client();
+  auto admin = [&](const std::string& method, const std::string& target,
+                   const std::string& body = {}) {
+    return c->request(method, target, body, key_header(kAdminKey));
+  };
+  ASSERT_EQ(admin("POST", "/v1/customers", R"({"id":"h","plan":"payg"})").status, 201);
+  ASSERT_EQ(admin("POST", "/v1/customers/h/wallet/transactions", R"({"type":"top_up","amount":100})")
+                .status,
+            201);
+  // 2,000 tokens at 0.00001 USD x 1000 credits: 20 credits held.
+  const std::string reserve =
+      R"({"customer":"h","meter":"tokens_in","amount":2000,"consume":"reserve",)"
+      R"("properties":{"provider":"OPENAI","model":"gpt-4-turbo"}})";
+  auto held = admin("POST", "/v1/check", reserve);
+  ASSERT_EQ(held.status, 200) << held.body;
+  const std::string id = Json(held.body).str("reservation_id");
+  auto second = admin("POST", "/v1/check", reserve);
+  ASSERT_EQ(second.status, 200) << second.body;
+  const std::string id2 = Json(second.body).str("reservation_id");
+  const Json before(admin("GET", "/v1/customers/h/wallet").body);
+  EXPECT_EQ(raw(before["balance"]), "100");
+  EXPECT_EQ(raw(before["held"]), "40");
+  EXPECT_EQ(raw(before["available"]), "60");
+
+  server.kill_hard();  // SIGKILL by pid: the holds were acknowledged, so they are on disk
+  server.start();
+  c = server.client();
+  const Json restarted(admin("GET", "/v1/customers/h/wallet").body);
+  EXPECT_EQ(raw(restarted["balance"]), "100");
+  EXPECT_EQ(raw(restarted["held"]), "40");
+  EXPECT_EQ(raw(restarted["available"]), "60");
+  const Json holds = Json(admin("GET", "/v1/customers/h/wallet/transactions?type=hold").body);
+  ASSERT_EQ(holds["transactions"].get_array().size(), 2u);
+  EXPECT_EQ(raw(holds["transactions"].at(0)["held"]), "20");
+  EXPECT_EQ(raw(holds["transactions"].at(0)["amount"]), "0");
+  EXPECT_EQ(holds["transactions"].at(0)["reservation_id"].get_string().value(), id);
+
+  auto committed = admin("POST", "/v1/reservations/" + id + "/commit", R"({"amount":500})");
+  ASSERT_EQ(committed.status, 200) << committed.body;
+  ASSERT_EQ(admin("POST", "/v1/reservations/" + id2 + "/release").status, 200);
+  EXPECT_EQ(admin("POST", "/v1/reservations/" + id + "/commit").status, 404);
+  const Json settled(admin("GET", "/v1/customers/h/wallet").body);
+  EXPECT_EQ(raw(settled["balance"]), "95");  // 500 tokens: 5 credits
+  EXPECT_EQ(raw(settled["held"]), "0");
+  EXPECT_EQ(raw(settled["available"]), "95");
+  const Json all = Json(admin("GET", "/v1/customers/h/wallet/transactions").body);
+  std::vector<std::string> seen;
+  for (auto t : all["transactions"].get_array()) {
+    std::string line(t["type"].get_string().value());
+    if (auto h = t["held"]; !h.error()) {
+      line += " " + raw(h.value());
+    } else {
+      line += " " + raw(t["amount"]);
+    }
+    seen.push_back(line);
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"top_up 100", "hold 20", "hold 20", "burn -5",
+                                            "release 15", "release 20"}));
+
+  server.kill_hard();
+  server.start();
+  c = server.client();
+  EXPECT_EQ(admin("POST", "/v1/reservations/" + id + "/commit").status, 404);
+  EXPECT_EQ(admin("POST", "/v1/reservations/" + id2 + "/release").status, 404);
+  EXPECT_EQ(raw(Json(admin("GET", "/v1/customers/h/wallet").body)["available"]), "95");
+  EXPECT_EQ(server.stop(), 0);
+  std::string out;
+  const int code = run_tally(
+      {"verify", "--config", server.dir() + "/tally.toml", "--data", server.dir() + "/data"}, &out,
+      server.dir());
+  EXPECT_EQ(code, 0) << out;
+}
+
 }  // namespace
 }  // namespace tally::testing

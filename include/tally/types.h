@@ -440,14 +440,15 @@ struct LedgerTransaction {
   std::string id;        // "txn_<n>"
   std::uint64_t seq = 0;  // global order of transactions
   std::string customer;
-  // grant, top_up, burn, refund, adjustment, expiry, reservation, settlement, release
+  // grant, top_up, burn, refund, adjustment, expiry, hold, release
   std::string type;
   std::string amount;
   std::string balance_before;
   std::string balance_after;
   std::string event_id;        // burn: the event it pays for
   std::string grant_id;        // grant/top_up/refund/adjustment: this id; expiry: the grant
-  std::string reservation_id;  // reservation, settlement, release
+  std::string reservation_id;  // hold, release, and the burn of a reservation's commit
+  std::string held;            // hold: the credits held; release: the credits freed ("" else)
   std::string description;
   TimeUs created_at_us = 0;
   TimeUs expires_at_us = 0;  // grants that expire; 0 = never
@@ -469,8 +470,9 @@ struct Wallet {
   std::string currency;     // of the prices; credits per unit below
   std::string credits_per_currency_unit;
   std::string balance;      // sum of every transaction
-  std::string available;    // balance minus usage counted by checks but not yet committed
-  std::string held;         // by open reservations (already out of the balance)
+  // balance minus open holds and usage counted by checks but not yet committed
+  std::string available;
+  std::string held;         // by open reservations (hold transactions not yet released)
   bool exhausted = false;   // balance <= 0: prepaid checks deny
   std::vector<WalletGrant> grants;  // with credits left, in burn order
   std::uint64_t transactions = 0;

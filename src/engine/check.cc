@@ -729,13 +729,19 @@ void Engine::Impl::forget_check_ids(
 }
 
 void Engine::Impl::expire_reservations(core::TimeUs now) {
-  // REQUIRES: state_mutex held (shared or exclusive) and limits_mutex held.
   for (auto it = reservations.begin(); it != reservations.end();) {
-    if (it->second.expires_us <= now) {
+    // One not yet durable waits for its open to be written: its close must come after it.
+    if (it->second.expires_us <= now && it->second.durable) {
       auto lit = limits.find(it->second.customer_num);
       if (lit != limits.end()) {
         free_hold(*this, lit->second, it->second, now);
       }
+      engine::ReservationOp op;
+      op.id = it->first;
+      op.record.customer_num = it->second.customer_num;
+      op.record.credits = it->second.credits;
+      op.reason = engine::ReservationOp::kExpiry;
+      expired_reservation_ops.push_back(std::move(op));
       it = reservations.erase(it);
     } else {
       ++it;
@@ -818,6 +824,7 @@ void base_result(const Prepared& p, CheckResult* out) {
 struct Scratch {
   std::vector<Prepared> prepared;
   std::vector<Usage> usage;
+  std::vector<engine::ReservationOp> opens;
   std::vector<Evaluated> evaluated;
   std::string text;
 };
@@ -1000,8 +1007,9 @@ namespace {
 // of the queue, or into a new one when there is none or it is full. `waiter` (may be empty) is called when they are durable.
 // REQUIRES: no engine lock held.
 void enqueue_usage(Engine::Impl& d, const Usage* usage, std::size_t n,
-                   std::function<void(Status)> waiter) {
-  if (n == 0) {
+                   std::function<void(Status)> waiter,
+                   std::vector<engine::ReservationOp>* ops = nullptr) {
+  if (n == 0 && (ops == nullptr || ops->empty())) {
     if (waiter) {
       waiter(Status());
     }
@@ -1041,6 +1049,12 @@ void enqueue_usage(Engine::Impl& d, const Usage* usage, std::size_t n,
     d.queued_events += job->parsed.batch.size() - before;
     d.check_events_not_durable.fetch_add(job->parsed.batch.size() - before,
                                          std::memory_order_relaxed);
+    if (ops != nullptr) {
+      for (auto& op : *ops) {
+        job->reservation_ops.push_back(std::move(op));
+      }
+      ops->clear();
+    }
     if (waiter) {
       job->check_waiters.push_back(std::move(waiter));
     }
@@ -1048,6 +1062,51 @@ void enqueue_usage(Engine::Impl& d, const Usage* usage, std::size_t n,
   if (wake) {
     d.queue_cv.notify_one();
   }
+}
+
+// enqueue_usage, then waits until the commit that takes them is durable; its status.
+// REQUIRES: no engine lock held.
+Status enqueue_and_wait(Engine::Impl& d, const Usage* usage, std::size_t n,
+                        std::vector<engine::ReservationOp>* ops) {
+  auto promise = std::make_shared<std::promise<Status>>();
+  auto future = promise->get_future();
+  enqueue_usage(d, usage, n, [promise](Status s) { promise->set_value(std::move(s)); }, ops);
+  return future.get();
+}
+
+// The record of an open reservation, as written by its commit.
+engine::ReservationOp open_op(const Engine::Impl& d, const std::string& id,
+                              const engine::Reservation& res) {
+  engine::ReservationOp op;
+  op.open = true;
+  op.id = id;
+  op.record.customer_num = res.customer_num;
+  op.record.meter = d.meters[res.meter].spec.key;
+  op.record.amount = res.amount;
+  op.record.credits = res.credits;
+  op.record.created_us = res.created_us;
+  op.record.expires_us = res.expires_us;
+  op.record.event_id = res.event_id;
+  op.record.properties = res.properties;
+  return op;
+}
+
+// Puts a reservation whose close could not be written back in memory, holding again.
+// REQUIRES: no engine lock held.
+void restore_reservation(Engine::Impl& d, const std::string& id, engine::Reservation res,
+                         core::TimeUs now) {
+  std::shared_lock state_lock(d.state_mutex);
+  std::lock_guard limits_lock(d.limits_mutex);
+  CustomerLimits& cl = d.limits[res.customer_num];
+  res.token = d.next_token++;
+  for (auto& c : cl.counters) {
+    if (c.meter == res.meter && now >= c.count_from_us && now < c.span.end) {
+      c.pending += res.amount;
+    }
+  }
+  cl.in_flight.add(res.token, InFlight{res.meter, now, res.amount, res.credits});
+  cl.credits_in_flight += res.credits;
+  d.reservations.emplace(id, std::move(res));
 }
 
 }  // namespace
@@ -1119,6 +1178,10 @@ static Status run_checks(Engine::Impl& d, core::TimeUs now, const CheckRequest* 
         res.token = token;
         res.properties = requests[i].properties;
         res.event_id = requests[i].event_id;
+        res.created_us = now;
+        if (const InFlight* f = d.limits[res.customer_num].in_flight.find(token)) {
+          res.credits = f->credits;
+        }
         // The id is the only credential for commit and release (any key with the check scope
         // may call them), so it carries 64 random bits: another customer cannot guess it from
         // its own ids.
@@ -1155,13 +1218,42 @@ static Status run_checks(Engine::Impl& d, core::TimeUs now, const CheckRequest* 
       }
     }
   }
-  if (d.config.enforcement.check_sync && !usage.empty()) {
-    auto promise = std::make_shared<std::promise<Status>>();
-    auto future = promise->get_future();
-    enqueue_usage(d, usage.data(), usage.size(),
-                  [promise](Status s) { promise->set_value(std::move(s)); });
+  // A reservation is answered once its record (and hold) is durable, whatever check_sync.
+  std::vector<engine::ReservationOp>& opens = sc.opens;
+  opens.clear();
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!results[i].reservation_id.empty()) {
+      std::shared_lock state_lock(d.state_mutex);
+      std::lock_guard limits_lock(d.limits_mutex);
+      auto it = d.reservations.find(results[i].reservation_id);
+      if (it != d.reservations.end()) {
+        opens.push_back(open_op(d, it->first, it->second));
+      }
+    }
+  }
+  if (!opens.empty()) {
+    std::vector<std::string> ids;
+    for (const auto& op : opens) {
+      ids.push_back(op.id);
+    }
+    Status s = enqueue_and_wait(d, usage.data(), usage.size(), &opens);
     usage.clear();
-    Status s = future.get();
+    if (!s.ok()) {
+      // Not durable: the reservations are taken back, their holds freed.
+      std::shared_lock state_lock(d.state_mutex);
+      std::lock_guard limits_lock(d.limits_mutex);
+      for (const auto& id : ids) {
+        auto it = d.reservations.find(id);
+        if (it != d.reservations.end()) {
+          free_hold(d, d.limits[it->second.customer_num], it->second, now);
+          d.reservations.erase(it);
+        }
+      }
+      return s;
+    }
+  } else if (d.config.enforcement.check_sync && !usage.empty()) {
+    Status s = enqueue_and_wait(d, usage.data(), usage.size(), nullptr);
+    usage.clear();
     if (!s.ok()) {
       return s;
     }
@@ -1286,26 +1378,49 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id, const std:
       }
     }
   }
-  enqueue_usage(d, &usage, consumed ? 1 : 0, nullptr);
+  // The usage event and the close are one write: committed once, even across a crash.
+  std::vector<engine::ReservationOp> close(1);
+  close[0].id = id;
+  close[0].record.customer_num = res.customer_num;
+  close[0].record.credits = res.credits;
+  close[0].usage_token = consumed ? usage.token : 0;
+  close[0].reason = engine::ReservationOp::kCommit;
+  if (Status s = enqueue_and_wait(d, &usage, consumed ? 1 : 0, &close); !s.ok()) {
+    restore_reservation(d, id, std::move(res), now);
+    return s;
+  }
   return out;
 }
 
 Status Engine::release_reservation(const std::string& id, const std::string& restrict_customer) {
   Impl& d = *impl_;
   const core::TimeUs now = clock().now_us();
-  std::shared_lock state_lock(d.state_mutex);
-  std::lock_guard limits_lock(d.limits_mutex);
-  d.expire_reservations(now);
-  auto it = d.reservations.find(id);
-  if (it == d.reservations.end() ||
-      (!restrict_customer.empty() && it->second.customer != restrict_customer)) {
-    return Status::not_found("reservation '" + id + "' does not exist or has expired");
+  engine::Reservation res;
+  {
+    std::shared_lock state_lock(d.state_mutex);
+    std::lock_guard limits_lock(d.limits_mutex);
+    d.expire_reservations(now);
+    auto it = d.reservations.find(id);
+    if (it == d.reservations.end() ||
+        (!restrict_customer.empty() && it->second.customer != restrict_customer)) {
+      return Status::not_found("reservation '" + id + "' does not exist or has expired");
+    }
+    auto lit = d.limits.find(it->second.customer_num);
+    if (lit != d.limits.end()) {
+      free_hold(d, lit->second, it->second, now);
+    }
+    res = std::move(it->second);
+    d.reservations.erase(it);
   }
-  auto lit = d.limits.find(it->second.customer_num);
-  if (lit != d.limits.end()) {
-    free_hold(d, lit->second, it->second, now);
+  std::vector<engine::ReservationOp> close(1);
+  close[0].id = id;
+  close[0].record.customer_num = res.customer_num;
+  close[0].record.credits = res.credits;
+  close[0].reason = engine::ReservationOp::kRelease;
+  if (Status s = enqueue_and_wait(d, nullptr, 0, &close); !s.ok()) {
+    restore_reservation(d, id, std::move(res), now);
+    return s;
   }
-  d.reservations.erase(it);
   return Status();
 }
 

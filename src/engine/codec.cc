@@ -124,6 +124,8 @@ bool Reader::get_raw(std::size_t n, std::string_view* s) {
 namespace {
 constexpr std::uint8_t kBlockVersion = 1;
 constexpr std::uint8_t kRecordVersion = 1;
+// Ledger blocks since holds became ledger entries: each transaction ends with `held`.
+constexpr std::uint8_t kLedgerBlockVersion = 2;
 }  // namespace
 
 std::string event_block_key(std::uint32_t customer_num, std::uint64_t last_seq) {
@@ -624,15 +626,18 @@ void put_ledger_record(std::string& out, const LedgerRecord& t) {
   put_zigzag(out, t.created_at_us);
   put_zigzag(out, t.expires_at_us);
   put_zigzag(out, t.priority);
+  put_decimal(out, t.held);
 }
 
-bool get_ledger_record(Reader& r, LedgerRecord* t) {
+// `version` 1: blocks written before holds were ledger entries, without `held`.
+bool get_ledger_record(Reader& r, std::uint8_t version, LedgerRecord* t) {
   std::string_view type, event_id, reservation_id, description;
   if (!r.get_varint(&t->seq) || !r.get_bytes(&type) || !get_decimal(r, &t->amount) ||
       !get_decimal(r, &t->before) || !get_decimal(r, &t->after) || !r.get_bytes(&event_id) ||
       !r.get_varint(&t->grant_seq) || !r.get_bytes(&reservation_id) ||
       !r.get_bytes(&description) || !r.get_zigzag(&t->created_at_us) ||
-      !r.get_zigzag(&t->expires_at_us) || !r.get_zigzag(&t->priority)) {
+      !r.get_zigzag(&t->expires_at_us) || !r.get_zigzag(&t->priority) ||
+      (version >= kLedgerBlockVersion && !get_decimal(r, &t->held))) {
     return false;
   }
   t->type = type;
@@ -656,6 +661,9 @@ LedgerTransaction to_transaction(const LedgerRecord& r) {
     t.grant_id = "txn_" + std::to_string(r.grant_seq);
   }
   t.reservation_id = r.reservation_id;
+  if (r.type == "hold" || r.type == "release") {
+    t.held = core::format_decimal(r.held);
+  }
   t.description = r.description;
   t.created_at_us = r.created_at_us;
   t.expires_at_us = r.expires_at_us;
@@ -665,8 +673,8 @@ LedgerTransaction to_transaction(const LedgerRecord& r) {
 
 std::string encode_ledger_block(const std::vector<const LedgerRecord*>& txns) {
   std::string out;
-  out.reserve(txns.size() * 96 + 8);
-  out += static_cast<char>(kRecordVersion);
+  out.reserve(txns.size() * 112 + 8);
+  out += static_cast<char>(kLedgerBlockVersion);
   put_varint(out, txns.size());
   for (const LedgerRecord* t : txns) {
     put_ledger_record(out, *t);
@@ -678,12 +686,13 @@ bool decode_ledger_block(std::string_view value, const std::function<void(Ledger
   Reader r(value);
   std::uint8_t version = 0;
   std::uint64_t n = 0;
-  if (!r.get_u8(&version) || version != kRecordVersion || !r.get_varint(&n)) {
+  if (!r.get_u8(&version) || (version != kRecordVersion && version != kLedgerBlockVersion) ||
+      !r.get_varint(&n)) {
     return false;
   }
   for (std::uint64_t i = 0; i < n; ++i) {
     LedgerRecord t;
-    if (!get_ledger_record(r, &t)) {
+    if (!get_ledger_record(r, version, &t)) {
       return false;
     }
     fn(std::move(t));
@@ -759,6 +768,58 @@ bool decode_wallet(std::string_view value, WalletRecord* w) {
     id = text;
   }
   return r.done();
+}
+
+std::string reservation_key(std::string_view id) {
+  std::string k(kReservationKeyPrefix);
+  k += id;
+  return k;
+}
+
+std::string encode_reservation(const ReservationRecord& r) {
+  std::string out;
+  out += static_cast<char>(kRecordVersion);
+  put_varint(out, r.customer_num);
+  put_bytes(out, r.meter);
+  put_decimal(out, r.amount);
+  put_decimal(out, r.credits);
+  put_zigzag(out, r.created_us);
+  put_zigzag(out, r.expires_us);
+  put_bytes(out, r.event_id);
+  put_varint(out, r.properties.size());
+  for (const auto& [k, v] : r.properties) {
+    put_bytes(out, k);
+    put_bytes(out, v);
+  }
+  return out;
+}
+
+bool decode_reservation(std::string_view value, ReservationRecord* r) {
+  Reader in(value);
+  std::uint8_t version = 0;
+  std::uint64_t cnum = 0;
+  std::uint64_t n = 0;
+  std::string_view meter, event_id;
+  if (!in.get_u8(&version) || version != kRecordVersion || !in.get_varint(&cnum) ||
+      cnum > UINT32_MAX || !in.get_bytes(&meter) || !get_decimal(in, &r->amount) ||
+      !get_decimal(in, &r->credits) || !in.get_zigzag(&r->created_us) ||
+      !in.get_zigzag(&r->expires_us) || !in.get_bytes(&event_id) || !in.get_varint(&n) ||
+      n > in.remaining() / 2) {  // a property takes at least two length bytes
+    return false;
+  }
+  r->customer_num = static_cast<std::uint32_t>(cnum);
+  r->meter = meter;
+  r->event_id = event_id;
+  r->properties.resize(n);
+  for (auto& [k, v] : r->properties) {
+    std::string_view key, text;
+    if (!in.get_bytes(&key) || !in.get_bytes(&text)) {
+      return false;
+    }
+    k = key;
+    v = text;
+  }
+  return in.done();
 }
 
 std::string price_usage_key(std::string_view price_key, std::uint32_t customer_num,

@@ -193,6 +193,9 @@ struct LedgerRecord {
   core::TimeUs created_at_us = 0;
   core::TimeUs expires_at_us = 0;
   std::int64_t priority = 0;
+  // A hold or release: the credits it holds or frees. It moves `available`, never the balance
+  // (amount is 0). Blocks of format 1, written before holds were ledger entries, read as 0.
+  core::Decimal held;
 };
 // The API's view of a record (customer left empty).
 LedgerTransaction to_transaction(const LedgerRecord& r);
@@ -233,6 +236,24 @@ bool decode_price_usage_key(std::string_view key, std::string_view* price_key,
                             std::uint32_t* customer_num, core::TimeUs* period_start_us);
 std::string encode_decimal(core::Decimal d);
 bool decode_decimal(std::string_view value, core::Decimal* d);
+
+// ---- reservations (Space::kMeta) ------------------------------------------------------------
+// "reservation:" + id -> an open reservation, written when it is answered and deleted in the
+// write that commits, releases or expires it, so holds survive restarts and crashes.
+inline constexpr std::string_view kReservationKeyPrefix = "reservation:";
+struct ReservationRecord {
+  std::uint32_t customer_num = 0;
+  std::string meter;  // the meter's key
+  core::Decimal amount;
+  core::Decimal credits;  // held on a prepaid plan (a `hold` transaction), else 0
+  core::TimeUs created_us = 0;
+  core::TimeUs expires_us = 0;
+  std::string event_id;  // the check's, or "" (the usage event then takes the reservation id)
+  std::vector<std::pair<std::string, std::string>> properties;
+};
+std::string reservation_key(std::string_view id);
+std::string encode_reservation(const ReservationRecord& r);
+bool decode_reservation(std::string_view value, ReservationRecord* r);
 
 // ---- alerts (Space::kMeta) ------------------------------------------------------------------
 // "alert:" + number (be64) -> an Alert without its deliveries; "delivery:" + number (be64) -> a

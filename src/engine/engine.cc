@@ -375,6 +375,7 @@ Status Engine::Impl::load() {
   }));
   TALLY_TRY(bad);
   TALLY_TRY(load_wallets());
+  TALLY_TRY(load_reservations());
   TALLY_TRY(load_alerts());
 
   // Customers from the config that do not exist yet are created in the first commit.
@@ -630,6 +631,7 @@ void Engine::Impl::run_committer() {
           write_store(wb, config.storage.fsync).ignore_error();  // counters are not ledger data
         }
         expire_grants(clock->now_us());
+        expire_reservations_idle(clock->now_us());
         evaluate_alerts(clock->now_us());
         continue;
       }
@@ -856,6 +858,18 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
     return read_failed;
   };
 
+  // The usage events of reservation commits (token -> reservation id): their burns name the
+  // reservation, and what they burn is taken from its hold before the rest is released.
+  std::unordered_map<std::uint64_t, std::string_view> reservation_usage;
+  std::unordered_map<std::uint64_t, core::Decimal> burned;
+  for (const auto& job : jobs) {
+    for (const auto& op : job->reservation_ops) {
+      if (!op.open && op.usage_token != 0 && op.record.credits.units > 0) {
+        reservation_usage.emplace(op.usage_token, op.id);
+      }
+    }
+  }
+
   for (std::size_t j = 0; j < jobs.size(); ++j) {
     IngestJob& job = *jobs[j];
     IngestSummary& sum = summaries[j];
@@ -1007,10 +1021,33 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
       bit->second.add(b, e, seq, suspended, priced, event_cost, event_credits);
       block_last_seq[cnum] = seq;
       if (priced && event_credits.units != 0) {
-        burn(ledger, cnum, event_credits, id, now);
+        std::string_view reservation;
+        if (token != 0 && !reservation_usage.empty()) {
+          if (auto rit = reservation_usage.find(token); rit != reservation_usage.end()) {
+            reservation = rit->second;
+            burned[token] += event_credits;
+          }
+        }
+        burn(ledger, cnum, event_credits, id, now, reservation);
       }
     }
   }
+
+  // Reservations opened and closed by the jobs, then those expiry closed: after the events, so
+  // a commit's release knows what its usage burned.
+  std::vector<engine::ReservationOp> reservation_ops;
+  for (std::size_t j = 0; j < jobs.size(); ++j) {
+    if (failed[j].ok()) {
+      reservation_ops.insert(reservation_ops.end(), jobs[j]->reservation_ops.begin(),
+                             jobs[j]->reservation_ops.end());
+    }
+  }
+  std::vector<engine::ReservationOp> expired;
+  {
+    std::lock_guard lock(limits_mutex);
+    expired.swap(expired_reservation_ops);
+  }
+  reservation_ops.insert(reservation_ops.end(), expired.begin(), expired.end());
 
   // One write for the whole commit.
   store::WriteBatch wb;
@@ -1058,6 +1095,7 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
     wb.put(store::Space::kMeta, std::string(engine::kMetaNextCustomer), v);
   }
   flush_key_counters(wb, false);
+  write_reservations(reservation_ops, burned, ledger, wb, now);
   write_ledger(ledger, wb);
 
   Status written;
@@ -1067,6 +1105,11 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
   if (!written.ok()) {
     next_seq = first_seq;
     next_customer = first_customer;
+    if (!expired.empty()) {
+      std::lock_guard lock(limits_mutex);  // written by a later commit
+      expired_reservation_ops.insert(expired_reservation_ops.end(), expired.begin(),
+                                     expired.end());
+    }
     if (!settled.empty()) {
       std::unique_lock lock(state_mutex);
       settle_limits({}, settled);  // the checks' usage is lost, as in a crash: free its hold
@@ -1115,6 +1158,7 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
       }
     }
     install_ledger(ledger);
+    install_reservations(reservation_ops);
     // Under the lock too: checks read the index (a retried check's event id) while holding
     // state_mutex shared.
     for (const auto& d : dedup_entries) {

@@ -91,6 +91,17 @@ struct MeterState {
   std::unordered_map<std::uint32_t, GroupTotals> totals;  // group id -> sums over customers
 };
 
+// A change to the durable reservations, written by a group commit (Impl::write_reservations):
+// an open (the record, and a `hold` transaction when it holds credits) or a close (the record
+// deleted, and a `release` of what its commit's burn did not take).
+struct ReservationOp {
+  bool open = false;
+  std::string id;
+  ReservationRecord record;  // open: the whole record; close: customer_num and credits
+  std::uint64_t usage_token = 0;  // close by a commit: the token of its usage event, else 0
+  enum Reason { kCommit, kRelease, kExpiry } reason = kCommit;  // of a close
+};
+
 // A job for the commit thread.
 struct IngestJob {
   core::ParsedEvents parsed;
@@ -101,6 +112,7 @@ struct IngestJob {
   // in memory), and the callers waiting for durability (check_durability = "sync").
   std::vector<std::uint64_t> check_tokens;
   std::vector<std::function<void(Status)>> check_waiters;
+  std::vector<ReservationOp> reservation_ops;  // written in the same commit as the events
 };
 
 // ---- limits (check.cc) ----------------------------------------------------------------------
@@ -256,6 +268,11 @@ struct Reservation {
   std::uint64_t token = 0;
   std::vector<std::pair<std::string, std::string>> properties;
   std::string event_id;
+  core::Decimal credits;       // held from a prepaid wallet (its `hold` transaction)
+  core::TimeUs created_us = 0;
+  // Its record and hold are durable: only then may expiry close it (a close must follow its
+  // open in the store).
+  bool durable = false;
 };
 
 // What one committed event did to a limited meter.
@@ -374,6 +391,8 @@ struct Engine::Impl {
   mutable std::mutex limits_mutex;
   std::unordered_map<std::uint32_t, engine::CustomerLimits> limits;
   std::unordered_map<std::string, engine::Reservation> reservations;
+  // Closes of expired reservations, for the commit thread's next write.
+  std::vector<engine::ReservationOp> expired_reservation_ops;
   std::uint64_t next_token = 1;
   std::string token_prefix;  // random per process: names of check events and reservations
 
@@ -477,6 +496,9 @@ struct Engine::Impl {
   // thread with state_mutex held exclusively.
   void settle_limits(const std::vector<engine::LimitDelta>& deltas,
                      const std::vector<std::pair<std::uint32_t, std::uint64_t>>& settled);
+  // Frees the holds of reservations past their expiry and queues their closes
+  // (expired_reservation_ops). REQUIRES: state_mutex held (shared or exclusive) and
+  // limits_mutex held.
   void expire_reservations(core::TimeUs now);
   // Forgets the event ids of checks whose usage events were not stored (their commit failed), so
   // that a retry counts instead of being answered as a replay. Takes limits_mutex.
@@ -512,9 +534,24 @@ struct Engine::Impl {
   // Appends a transaction changing a wallet of `work`. Commit thread only.
   void append_txn(engine::LedgerWork& work, std::uint32_t customer_num, core::Decimal amount,
                   engine::LedgerRecord t);
-  // Burns credits for an event from the customer's wallet in `work`.
+  // Burns credits for an event from the customer's wallet in `work`; `reservation_id` names
+  // the reservation whose commit the event records, or is empty.
   void burn(engine::LedgerWork& work, std::uint32_t customer_num, core::Decimal credits,
-            std::string_view event_id, core::TimeUs now);
+            std::string_view event_id, core::TimeUs now, std::string_view reservation_id = {});
+
+  // ---- reservations.cc -------------------------------------------------------------------------
+  // Reads the open reservations back into memory with their holds (at open).
+  Status load_reservations();
+  // Writes reservation opens and closes into `wb` and their hold and release transactions into
+  // `work`; `burned` gives the credits the commit burned per usage token. Commit thread only.
+  void write_reservations(const std::vector<engine::ReservationOp>& ops,
+                          const std::unordered_map<std::uint64_t, core::Decimal>& burned,
+                          engine::LedgerWork& work, store::WriteBatch& wb, core::TimeUs now);
+  // Marks the opened reservations durable once their write is. REQUIRES: state_mutex held
+  // exclusively.
+  void install_reservations(const std::vector<engine::ReservationOp>& ops);
+  // The commit thread's expiry pass when idle: frees expired holds and writes their closes.
+  void expire_reservations_idle(core::TimeUs now);
   // Writes `work` (transactions, wallets, price usage, next txn) into `wb`.
   void write_ledger(const engine::LedgerWork& work, store::WriteBatch& wb) const;
   // Installs `work` into the live state. REQUIRES: state_mutex held exclusively.

@@ -208,10 +208,12 @@ void Engine::Impl::append_txn(LedgerWork& work, std::uint32_t customer_num, core
 }
 
 void Engine::Impl::burn(LedgerWork& work, std::uint32_t customer_num, core::Decimal credits,
-                        std::string_view event_id, core::TimeUs now) {
+                        std::string_view event_id, core::TimeUs now,
+                        std::string_view reservation_id) {
   WalletRecord& w = work_wallet(work, customer_num, now);
   engine::LedgerRecord t;
   t.event_id = std::string(event_id);
+  t.reservation_id = std::string(reservation_id);
   t.created_at_us = now;
   if (credits.units >= 0) {
     // A burn only ever takes credits: usage can never mint them.
@@ -365,6 +367,12 @@ void Engine::Impl::verify_ledger(
   };
   // Burns per (customer, event id), in ledger order.
   std::map<std::pair<std::uint32_t, std::string>, std::vector<core::Decimal>> burns;
+  // Per (customer, reservation id): its hold, what its commit burned, and what was released.
+  struct HoldTrail {
+    core::Decimal held, burned, released;
+    int holds = 0, releases = 0;
+  };
+  std::map<std::pair<std::uint32_t, std::string>, HoldTrail> holds;
   std::map<std::uint32_t, core::Decimal> sums;
   std::uint32_t current = 0;
   bool first = true;
@@ -388,6 +396,16 @@ void Engine::Impl::verify_ledger(
     }
     running = t.after;
     sums[cnum] += t.amount;
+    if (t.type == "hold" || t.type == "release") {
+      if (t.amount.units != 0) {
+        report->differences.push_back(where + ": a " + t.type + " changes the balance");
+      }
+      HoldTrail& h = holds[{cnum, t.reservation_id}];
+      (t.type == "hold" ? h.held : h.released) += t.held;
+      (t.type == "hold" ? h.holds : h.releases) += 1;
+    } else if (t.type == "burn" && !t.reservation_id.empty()) {
+      holds[{cnum, t.reservation_id}].burned += core::Decimal{} - t.amount;
+    }
     // An event's credits are its burn, or its refund when its cost was negative.
     if (t.type == "burn" || (t.type == "refund" && !t.event_id.empty())) {
       if (t.type == "burn" && t.amount.units > 0) {
@@ -410,6 +428,26 @@ void Engine::Impl::verify_ledger(
     report->differences.push_back("the ledger cannot be read: " + scanned.message());
     return;
   }
+  // The open reservations' records: (customer, id) -> credits held.
+  std::map<std::pair<std::uint32_t, std::string>, core::Decimal> open_reservations;
+  const std::string rbegin(engine::kReservationKeyPrefix);
+  std::string rend = rbegin;
+  rend.back() = static_cast<char>(rend.back() + 1);
+  scanned = store->scan(store::Space::kMeta, rbegin, rend,
+                        [&](std::string_view key, std::string_view value) {
+                          engine::ReservationRecord r;
+                          if (!engine::decode_reservation(value, &r)) {
+                            report->differences.push_back("a reservation record cannot be decoded");
+                          } else {
+                            open_reservations[{r.customer_num,
+                                               std::string(key.substr(rbegin.size()))}] = r.credits;
+                          }
+                          return true;
+                        });
+  if (!scanned.ok()) {
+    report->differences.push_back("the reservations cannot be read: " + scanned.message());
+    return;
+  }
   {
     std::shared_lock lock(state_mutex);
     for (const auto& entry : wallets) {
@@ -424,10 +462,55 @@ void Engine::Impl::verify_ledger(
       if (w.balance != [&] {
             core::Decimal g;
             for (const auto& x : w.grants) g += x.remaining;
-            return g - w.debt - held_total(w);
+            return g - w.debt;
           }()) {
         report->differences.push_back("wallet of customer '" + name(cnum) +
-                                      "': grants, debt and holds do not add up to the balance");
+                                      "': grants and debt do not add up to the balance");
+      }
+      for (const auto& [id, credits] : w.holds) {
+        auto it = holds.find({cnum, id});
+        if (it == holds.end() || it->second.holds != 1 || it->second.releases != 0 ||
+            it->second.held != credits) {
+          report->differences.push_back("wallet of customer '" + name(cnum) + "': the hold of " +
+                                        id + " (" + text(credits) +
+                                        ") is not an open hold of its ledger");
+        }
+      }
+    }
+    // Every hold of the ledger is open (in its wallet, and its reservation open) or closed by
+    // one release of what its commit's burn did not take.
+    for (const auto& [k, h] : holds) {
+      const std::string what = "reservation " + k.second + " of customer '" + name(k.first) + "'";
+      if (h.holds != 1 || h.releases > 1) {
+        report->differences.push_back(what + ": " + std::to_string(h.holds) + " holds and " +
+                                      std::to_string(h.releases) + " releases");
+        continue;
+      }
+      if (h.releases == 1) {
+        const core::Decimal taken = std::min(h.held, h.burned);
+        if (h.held - taken != h.released) {
+          report->differences.push_back(what + ": held " + text(h.held) + ", burned " +
+                                        text(h.burned) + ", released " + text(h.released));
+        }
+        continue;
+      }
+      auto wit = wallets.find(k.first);
+      const bool in_wallet =
+          wit != wallets.end() &&
+          std::any_of(wit->second.holds.begin(), wit->second.holds.end(),
+                      [&](const auto& x) { return x.first == k.second && x.second == h.held; });
+      auto rit = open_reservations.find(k);
+      if (!in_wallet || rit == open_reservations.end() || rit->second != h.held) {
+        report->differences.push_back(what + ": its hold of " + text(h.held) +
+                                      " is open in the ledger but not in its wallet and records");
+      }
+      open_reservations.erase(k);
+    }
+    for (const auto& [k, credits] : open_reservations) {
+      if (credits.units > 0) {
+        report->differences.push_back("reservation " + k.second + " of customer '" +
+                                      name(k.first) + "' holds " + text(credits) +
+                                      " credits that no hold transaction holds");
       }
     }
     for (const auto& [cnum, sum] : sums) {
@@ -558,9 +641,9 @@ Result<LedgerPage> Engine::wallet_transactions(const LedgerQuery& q) const {
     }
     cnum = cs->num;
   }
-  static constexpr std::string_view kTypes[] = {"grant",      "top_up",      "burn",
-                                                "refund",     "adjustment",  "expiry",
-                                                "reservation", "settlement", "release"};
+  static constexpr std::string_view kTypes[] = {"grant",      "top_up", "burn",
+                                                "refund",     "adjustment", "expiry",
+                                                "hold",       "release"};
   if (!q.type.empty() && std::find(std::begin(kTypes), std::end(kTypes), q.type) == std::end(kTypes)) {
     return Status::invalid_argument("type '" + q.type + "' is not a transaction type");
   }

@@ -336,5 +336,113 @@ TEST_F(WalletTest, AVolumePriceFallingIsARefundNotANegativeBurn) {
   expect_verified(*e);
 }
 
+// ---- reservation holds in the ledger (issue #17) -------------------------------------------
+
+CheckRequest reserve(const std::string& customer, const std::string& amount, std::int64_t ttl = 0) {
+  CheckRequest r;
+  r.customer = customer;
+  r.meter = "tokens_in";
+  r.amount = amount;
+  r.consume = Consume::kReserve;
+  r.reservation_ttl_seconds = ttl;
+  return r;
+}
+
+TEST_F(WalletTest, AHoldIsALedgerEntryThatSurvivesARestartAndItsCommitBurnsAndReleasesTheRest) {
+  auto e = open(kNegativeConfig);
+  Customer c;
+  c.id = "acme";
+  c.plan = "payg";
+  ASSERT_TRUE(e->create_customer(c).has_value());
+  credit(*e, "acme", "top_up", "100");
+  // 800 tokens at 0.00001 USD x 1000 credits: 8 credits held.
+  auto held = e->check(reserve("acme", "800"));
+  ASSERT_TRUE(held.has_value()) << held.error().message();
+  ASSERT_TRUE(held->allowed);
+  const std::string id = held->reservation_id;
+  auto txns = ledger(*e, "acme");
+  ASSERT_EQ(txns.size(), 2u);
+  EXPECT_EQ(txns[1].type, "hold");
+  EXPECT_EQ(txns[1].amount, "0") << "a hold leaves the balance";
+  EXPECT_EQ(txns[1].held, "8");
+  EXPECT_EQ(txns[1].reservation_id, id);
+  auto w = e->wallet("acme");
+  EXPECT_EQ(w->balance, "100");
+  EXPECT_EQ(w->held, "8");
+  EXPECT_EQ(w->available, "92");
+  expect_verified(*e);
+
+  // A restart keeps the hold: the wallet, the quota and the reservation itself.
+  e.reset();
+  e = open(kNegativeConfig);
+  w = e->wallet("acme");
+  EXPECT_EQ(w->balance, "100");
+  EXPECT_EQ(w->held, "8");
+  EXPECT_EQ(w->available, "92");
+  CheckRequest rest = reserve("acme", "201");
+  rest.consume = Consume::kNo;
+  EXPECT_FALSE(e->check(rest)->allowed) << "800 of the 1000 tokens a day are still held";
+  rest.amount = "200";
+  EXPECT_TRUE(e->check(rest)->allowed);
+  expect_verified(*e);
+
+  // The commit burns the actual 300 tokens (3 credits) and releases the other 5.
+  auto committed = e->commit_reservation(id, "300");
+  ASSERT_TRUE(committed.has_value()) << committed.error().message();
+  txns = ledger(*e, "acme");
+  ASSERT_EQ(txns.size(), 4u);
+  EXPECT_EQ(txns[2].type, "burn");
+  EXPECT_EQ(txns[2].amount, "-3");
+  EXPECT_EQ(txns[2].reservation_id, id);
+  EXPECT_EQ(txns[3].type, "release");
+  EXPECT_EQ(txns[3].held, "5");
+  EXPECT_EQ(txns[3].amount, "0");
+  w = e->wallet("acme");
+  EXPECT_EQ(w->balance, "97");
+  EXPECT_EQ(w->held, "0");
+  EXPECT_EQ(w->available, "97");
+  EXPECT_FALSE(e->commit_reservation(id, "300").has_value()) << "committed once";
+  expect_verified(*e);
+  e.reset();
+  e = open(kNegativeConfig);
+  EXPECT_EQ(e->commit_reservation(id, "300").error().code(), StatusCode::kNotFound)
+      << "a committed reservation stays closed after a restart";
+  EXPECT_EQ(e->wallet("acme")->available, "97");
+  expect_verified(*e);
+}
+
+TEST_F(WalletTest, ReleaseAndExpiryReleaseTheWholeHoldAlsoAcrossARestart) {
+  auto e = open(kNegativeConfig);
+  Customer c;
+  c.id = "acme";
+  c.plan = "payg";
+  ASSERT_TRUE(e->create_customer(c).has_value());
+  credit(*e, "acme", "top_up", "100");
+  auto a = e->check(reserve("acme", "500", 60));
+  auto b = e->check(reserve("acme", "200", 600));
+  ASSERT_TRUE(a.has_value() && a->allowed && b.has_value() && b->allowed);
+  EXPECT_EQ(e->wallet("acme")->held, "7");
+  ASSERT_TRUE(e->release_reservation(b->reservation_id).ok());
+  auto txns = ledger(*e, "acme");
+  ASSERT_EQ(txns.back().type, "release");
+  EXPECT_EQ(txns.back().held, "2");
+  EXPECT_EQ(e->wallet("acme")->held, "5");
+  // Past its time, the first expires; a restart in between changes nothing.
+  e.reset();
+  clock_.set_us(at(kStart) + 61 * core::kUsPerSecond);
+  e = open(kNegativeConfig);
+  EXPECT_EQ(e->release_reservation(a->reservation_id).code(), StatusCode::kNotFound);
+  ingest(*e, R"({"id":"later","customer":"acme","type":"seats","properties":{"n":0}})");
+  txns = ledger(*e, "acme");
+  ASSERT_EQ(txns.back().type, "release") << txns.back().type;
+  EXPECT_EQ(txns.back().held, "5");
+  EXPECT_EQ(txns.back().reservation_id, a->reservation_id);
+  auto w = e->wallet("acme");
+  EXPECT_EQ(w->balance, "100");
+  EXPECT_EQ(w->held, "0");
+  EXPECT_EQ(w->available, "100");
+  expect_verified(*e);
+}
+
 }  // namespace
 }  // namespace tally

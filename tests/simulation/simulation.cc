@@ -385,7 +385,20 @@ class Simulation {
     disk_.crash();
     engine_.reset();
     disk_.recover();
-    holds_.clear();  // reservations live in memory only
+    // Reservations are durable once answered, and so are commits and releases once answered:
+    // they survive with fsync; without it a suffix of writes may be lost, so any reservation
+    // not yet expired may be open or closed. Unsettled async checks (holds without an id) are
+    // gone either way.
+    std::erase_if(holds_, [](const Hold& h) { return h.id.empty(); });
+    if (!fsync_) {
+      for (const Hold& h : all_holds_) {
+        if (std::none_of(maybe_holds_.begin(), maybe_holds_.end(),
+                         [&](const Hold& m) { return m.id == h.id; })) {
+          maybe_holds_.push_back(h);
+        }
+      }
+      holds_.clear();
+    }
     relaxed_ = !fsync_;
     if (!open_engine()) {
       return;
@@ -458,8 +471,10 @@ class Simulation {
     return plan.empty() ? "basic" : plan;
   }
 
-  // Usage of a limited meter in the window that holds now: stored events and open holds.
-  std::int64_t used_now(const std::string& customer, const std::string& meter) const {
+  // Usage of a limited meter in the window that holds now: stored events and open holds; with
+  // `maybe`, also the holds that may be open.
+  std::int64_t used_now(const std::string& customer, const std::string& meter,
+                        bool maybe = false) const {
     const TimeUs now = clock_.now_us();
     const bool calls = meter == "calls";
     const TimeUs from = calls ? day_start(now) : month_start(now);
@@ -479,7 +494,24 @@ class Simulation {
         used += h.amount;
       }
     }
+    for (const Hold& h : maybe ? maybe_holds_ : std::vector<Hold>{}) {
+      if (h.customer == customer && h.meter == meter && h.expires_us > now && h.at_us >= from &&
+          h.at_us < to) {
+        used += h.amount;
+      }
+    }
     return used;
+  }
+
+  // Whether `amount` fits whatever the holds that may be open are: false when the answer
+  // depends on them.
+  bool decided(const std::string& customer, const std::string& meter, std::int64_t amount) const {
+    if (plan_of(customer) != "basic") {
+      return true;
+    }
+    const std::int64_t limit = meter == "calls" ? kCallsPerDay : kTokensPerMonth;
+    return (used_now(customer, meter) + amount <= limit) ==
+           (used_now(customer, meter, true) + amount <= limit);
   }
 
   bool fits(const std::string& customer, const std::string& meter, std::int64_t amount) const {
@@ -493,6 +525,7 @@ class Simulation {
   void drop_expired_holds() {
     const TimeUs now = clock_.now_us();
     std::erase_if(holds_, [&](const Hold& h) { return h.expires_us <= now; });
+    std::erase_if(maybe_holds_, [&](const Hold& h) { return h.expires_us <= now; });
   }
 
   std::int64_t balance_of(const std::string& customer) const {
@@ -794,7 +827,7 @@ class Simulation {
          (r->replayed ? " replayed" : ""));
     if (p.fresh) {
       const bool want = fits(customer, p.req.meter, p.amount);
-      if (r->allowed != want) {
+      if (r->allowed != want && decided(customer, p.req.meter, p.amount)) {
         fail("check " + p.label + " answered " + (r->allowed ? "allowed" : "denied") +
              "; the model has " + std::to_string(used_now(customer, p.req.meter)) +
              " used of the " + p.req.meter + " limit of plan " + plan_of(customer));
@@ -841,11 +874,13 @@ class Simulation {
     drop_expired_holds();
     // All or nothing, each check seeing the ones before it.
     bool all = true;
+    bool sure = true;
     std::vector<Hold> tentative;
     for (const auto& p : plans) {
       if (!fits(p.req.customer, p.req.meter, p.amount)) {
         all = false;
       }
+      sure = sure && decided(p.req.customer, p.req.meter, p.amount);
       // Counted like a hold for the checks after it (removed below).
       holds_.push_back(Hold{"", "", p.req.customer, p.req.meter, p.amount, clock_.now_us(),
                             clock_.now_us() + kDayUs, "", "", ""});
@@ -864,6 +899,9 @@ class Simulation {
         model_.at(p.req.customer).lost_check_ids.push_back(p.req.event_id);
       }
       return;
+    }
+    if (!sure) {
+      all = (*r)[0].allowed;  // holds that may be open decide; all agree, as below
     }
     note(line + " -> " + (all ? "allowed" : "denied"));
     for (std::size_t i = 0; i < plans.size(); ++i) {
@@ -893,16 +931,28 @@ class Simulation {
     p.req.reservation_ttl_seconds = rng_.range(30, 900);
     drop_expired_holds();
     const bool want = fits(customer, p.req.meter, p.amount);
+    const bool sure = decided(customer, p.req.meter, p.amount);
     auto r = engine_->check(p.req);
     if (!r) {
       note("reserve " + p.label + " -> " + code_name(r.error()));
-      fail("a reservation answered " + code_name(r.error()) + ": " + r.error().message());
+      if (r.error().code() != StatusCode::kIOError) {
+        fail("a reservation answered " + code_name(r.error()) + ": " + r.error().message());
+      }
+      // Its record's write failed: taken back, unless a crash in the write kept it (an id the
+      // model never learns: counted as maybe open until it would expire).
+      Hold h;
+      h.customer = customer;
+      h.meter = p.req.meter;
+      h.amount = p.amount;
+      h.at_us = clock_.now_us();
+      h.expires_us = clock_.now_us() + p.req.reservation_ttl_seconds * kSecondUs;
+      maybe_holds_.push_back(h);
       return;
     }
     const std::string label = "r" + std::to_string(++next_hold_);
     note("reserve " + p.label + " ttl " + std::to_string(p.req.reservation_ttl_seconds) + " -> " +
          (r->allowed ? "allowed " + label : "denied " + r->reason));
-    if (r->allowed != want) {
+    if (r->allowed != want && sure) {
       fail("reservation " + p.label + " answered " + (r->allowed ? "allowed" : "denied") +
            "; the model has " + std::to_string(used_now(customer, p.req.meter)) + " used of the " +
            p.req.meter + " limit");
@@ -952,8 +1002,23 @@ class Simulation {
     return false;
   }
 
+  // Whether a reservation may be open or closed (a crash without fsync, or a failed close).
+  bool hold_maybe(const std::string& id) const {
+    return std::any_of(maybe_holds_.begin(), maybe_holds_.end(), [&](const Hold& h) {
+      return h.id == id && h.expires_us > clock_.now_us();
+    });
+  }
+
   void forget_hold(const std::string& id) {
     std::erase_if(holds_, [&](const Hold& h) { return h.id == id; });
+    std::erase_if(maybe_holds_, [&](const Hold& h) { return h.id == id; });
+  }
+
+  // A close (commit or release) answered with an error: not written, or (a crash in its write)
+  // written; either way the reservation may be open.
+  void close_failed(const Hold& h) {
+    forget_hold(h.id);
+    maybe_holds_.push_back(h);
   }
 
   void step_commit() {
@@ -964,6 +1029,7 @@ class Simulation {
     }
     const Hold h = *picked;
     const bool open = hold_open(h.id);
+    const bool maybe = hold_maybe(h.id);
     std::string amount_text;
     std::int64_t amount = h.amount;
     if (rng_.below(3) != 0) {
@@ -973,22 +1039,37 @@ class Simulation {
     auto r = engine_->commit_reservation(h.id, amount_text);
     const std::string line =
         "commit " + h.label + " " + (amount_text.empty() ? "(reserved)" : amount_text);
-    note(line + " -> " + (r ? "ok" : code_name(r.error())) + (open ? "" : " (gone)"));
+    note(line + " -> " + (r ? "ok" : code_name(r.error())) +
+         (open ? "" : maybe ? " (maybe open)" : " (gone)"));
     drop_expired_holds();
-    if (!open) {
+    const bool failed = !r && r.error().code() == StatusCode::kIOError && (open || maybe);
+    if (failed) {
+      close_failed(h);
+    } else if (maybe) {
+      if (!r && r.error().code() != StatusCode::kNotFound) {
+        fail("committing reservation " + h.label + ", which may be open, answered " +
+             code_name(r.error()));
+        return;
+      }
+      forget_hold(h.id);  // now closed for sure
+      if (!r) {
+        return;
+      }
+    } else if (!open) {
       if (r || r.error().code() != StatusCode::kNotFound) {
         fail("committing reservation " + h.label +
              ", which was settled, expired or lost in a crash, was not answered NOT_FOUND");
       }
       return;
-    }
-    if (!r) {
+    } else if (!r) {
       fail("committing the open reservation " + h.label + " answered " + code_name(r.error()) +
            ": " + r.error().message());
       return;
     }
-    forget_hold(h.id);
-    if (amount > 0) {
+    if (!failed) {
+      forget_hold(h.id);
+    }
+    if (r && amount > 0) {
       Ev ev;
       ev.ack = step_;
       ev.time_us = clock_.now_us();
@@ -996,9 +1077,18 @@ class Simulation {
       ev.group = h.group;
       ev.user = h.user;
       ev.n = h.meter == "calls" ? 0 : amount;
-      // The usage of a commit joins the next group commit without being waited for, even with
-      // check_durability = "sync" (commit_reservation passes no waiter), so it is a maybe here
-      // although docs/operations.md counts reservation commits among the checks "sync" waits for.
+      // A commit is answered once its usage event and close are durable: with fsync, the
+      // event must be found.
+      maybes_.push_back(
+          Maybe{h.customer, h.event_id.empty() ? h.id : h.event_id, ev, fsync_, false, process_});
+    } else if (!r && amount > 0) {
+      Ev ev;
+      ev.ack = step_;
+      ev.time_us = clock_.now_us();
+      ev.type = h.meter == "calls" ? "api_call" : "tokens";
+      ev.group = h.group;
+      ev.user = h.user;
+      ev.n = h.meter == "calls" ? 0 : amount;
       maybes_.push_back(
           Maybe{h.customer, h.event_id.empty() ? h.id : h.event_id, ev, false, false, process_});
     }
@@ -1012,9 +1102,24 @@ class Simulation {
     }
     const Hold h = *picked;
     const bool open = hold_open(h.id);
+    const bool maybe = hold_maybe(h.id);
     Status s = engine_->release_reservation(h.id);
-    note("release " + h.label + " -> " + (s.ok() ? "ok" : code_name(s)) + (open ? "" : " (gone)"));
+    note("release " + h.label + " -> " + (s.ok() ? "ok" : code_name(s)) +
+         (open ? "" : maybe ? " (maybe open)" : " (gone)"));
     drop_expired_holds();
+    if (s.code() == StatusCode::kIOError && (open || maybe)) {
+      close_failed(h);
+      return;
+    }
+    if (maybe) {
+      if (!s.ok() && s.code() != StatusCode::kNotFound) {
+        fail("releasing reservation " + h.label + ", which may be open, answered " +
+             code_name(s));
+        return;
+      }
+      forget_hold(h.id);
+      return;
+    }
     if (open != s.ok() || (!open && s.code() != StatusCode::kNotFound)) {
       fail("releasing reservation " + h.label + " (" + (open ? "open" : "gone") + ") answered " +
            code_name(s));
@@ -1254,7 +1359,7 @@ class Simulation {
       auto r = engine_->check(p.req);
       note("check " + p.label + " -> " +
            (r ? (r->allowed ? "allowed" : "denied") : code_name(r.error())));
-      if (!r || r->allowed != want) {
+      if (!r || (r->allowed != want && decided(customer, p.req.meter, p.amount))) {
         fail("check " + p.label + " while writes wait: answered " +
              (r ? (r->allowed ? "allowed" : "denied") : code_name(r.error())) + ", model " +
              (want ? "allowed" : "denied"));
@@ -1745,9 +1850,11 @@ class Simulation {
         for (const auto& l : lr->limits) {
           std::int64_t used = 0;
           const std::int64_t model_used = used_now(cid, l.meter);
-          if (!as_int(l.used, &used) || used != model_used) {
+          const std::int64_t model_most = used_now(cid, l.meter, true);
+          if (!as_int(l.used, &used) || used < model_used || used > model_most) {
             return fail("the " + l.rule + " limit of " + cid + " has " + l.used +
-                        " used; the model has " + std::to_string(model_used));
+                        " used; the model has " + std::to_string(model_used) +
+                        (model_most != model_used ? " to " + std::to_string(model_most) : ""));
           }
         }
       }
@@ -1798,6 +1905,9 @@ class Simulation {
   std::vector<MaybeTxn> maybe_txns_;
   std::vector<Hold> holds_;      // open reservations (and, briefly, unsettled async checks)
   std::vector<Hold> all_holds_;  // every reservation made, to try settled ones again
+  // Reservations that may be open or closed (see crash, close_failed), and failed reservations
+  // a crash may have kept (no id): counted by limits as maybe used.
+  std::vector<Hold> maybe_holds_;
   std::vector<ArchiveRec> archives_;
   bool pending_archive_ = false;
   std::vector<std::pair<std::string, std::string>> archive_candidates_;

@@ -28,6 +28,10 @@ void write_txn(common::JsonWriter& w, const LedgerTransaction& t) {
   if (!t.reservation_id.empty()) {
     w.key("reservation_id").value(t.reservation_id);
   }
+  if (!t.held.empty()) {
+    w.key("held");
+    write_decimal(w, t.held);
+  }
   if (t.type == "grant" || t.type == "top_up") {
     w.key("priority").value(t.priority).key("expires_at");
     t.expires_at_us == 0 ? w.null() : w.value(time_text(t.expires_at_us));

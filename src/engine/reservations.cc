@@ -1,0 +1,158 @@
+// Reservations on disk and in the ledger.
+//
+// A reservation is decided in memory by its check (check.cc), like any consumption, and answered
+// once its record is durable: the group commit that takes the check's job writes
+// "reservation:<id>" and, when it holds credits of a prepaid wallet, a `hold` transaction (amount
+// 0: the balance does not move; `held`: the credits, which leave `available`). Its commit writes
+// the usage event, the event's burn (naming the reservation), the record's deletion and a
+// `release` of what the burn did not take, all in one write; a release or an expiry writes the
+// deletion and a `release` of the whole hold. So after any crash the store holds each
+// reservation either open, with its hold, or closed, with its usage: never both, never neither.
+// At open the records come back into memory with their holds, and those past their time expire.
+#include <algorithm>
+
+#include "engine/engine_impl.h"
+
+namespace tally {
+
+using engine::ReservationOp;
+using engine::ReservationRecord;
+
+Status Engine::Impl::load_reservations() {
+  std::vector<std::pair<std::string, ReservationRecord>> found;
+  Status bad;
+  const std::string begin(engine::kReservationKeyPrefix);
+  std::string end = begin;
+  end.back() = static_cast<char>(end.back() + 1);
+  TALLY_TRY(store->scan(store::Space::kMeta, begin, end,
+                        [&](std::string_view key, std::string_view value) {
+                          ReservationRecord r;
+                          if (!engine::decode_reservation(value, &r)) {
+                            bad = Status::corruption("a reservation record cannot be decoded");
+                            return false;
+                          }
+                          found.emplace_back(std::string(key.substr(begin.size())), std::move(r));
+                          return true;
+                        }));
+  TALLY_TRY(bad);
+  std::unique_lock state_lock(state_mutex);
+  std::lock_guard limits_lock(limits_mutex);
+  for (auto& [id, r] : found) {
+    const engine::MeterState* ms = find_meter(r.meter);
+    auto cit = customers.find(r.customer_num);
+    if (ms == nullptr || cit == customers.end()) {
+      // Its meter left the configuration (or its customer is unknown): nothing to hold against,
+      // so it is closed by the first commit, releasing its credits.
+      ReservationOp op;
+      op.id = id;
+      op.record = r;
+      op.reason = ReservationOp::kExpiry;
+      expired_reservation_ops.push_back(std::move(op));
+      continue;
+    }
+    engine::Reservation res;
+    res.customer_num = r.customer_num;
+    res.customer = cit->second.record.id;
+    res.meter = static_cast<std::uint32_t>(ms - meters.data());
+    res.amount = r.amount;
+    res.credits = r.credits;
+    res.created_us = r.created_us;
+    res.expires_us = r.expires_us;
+    res.token = next_token++;
+    res.properties = std::move(r.properties);
+    res.event_id = std::move(r.event_id);
+    res.durable = true;
+    engine::CustomerLimits& cl = limits[res.customer_num];
+    // Counters are built later, from the aggregates and this in-flight log.
+    cl.in_flight.add(res.token, engine::InFlight{res.meter, res.created_us, res.amount, res.credits});
+    cl.credits_in_flight += res.credits;
+    reservations.emplace(std::move(id), std::move(res));
+  }
+  expire_reservations(clock->now_us());
+  return Status();
+}
+
+void Engine::Impl::write_reservations(const std::vector<ReservationOp>& ops,
+                                      const std::unordered_map<std::uint64_t, core::Decimal>& burned,
+                                      engine::LedgerWork& work, store::WriteBatch& wb,
+                                      core::TimeUs now) {
+  for (const ReservationOp& op : ops) {
+    const std::uint32_t cnum = op.record.customer_num;
+    if (op.open) {
+      wb.put(store::Space::kMeta, engine::reservation_key(op.id),
+             engine::encode_reservation(op.record));
+      if (op.record.credits.units <= 0) {
+        continue;
+      }
+      engine::WalletRecord& w = work_wallet(work, cnum, now);
+      w.holds.emplace_back(op.id, op.record.credits);
+      engine::LedgerRecord t;
+      t.type = "hold";
+      t.held = op.record.credits;
+      t.reservation_id = op.id;
+      t.description = "hold of reservation " + op.id;
+      t.created_at_us = now;
+      t.expires_at_us = op.record.expires_us;
+      append_txn(work, cnum, core::Decimal{}, std::move(t));
+      continue;
+    }
+    wb.del(store::Space::kMeta, engine::reservation_key(op.id));
+    if (op.record.credits.units <= 0) {
+      continue;
+    }
+    engine::WalletRecord& w = work_wallet(work, cnum, now);
+    auto hold = std::find_if(w.holds.begin(), w.holds.end(),
+                             [&](const auto& h) { return h.first == op.id; });
+    if (hold == w.holds.end()) {
+      continue;  // nothing held (its open was never written)
+    }
+    const core::Decimal held = hold->second;
+    w.holds.erase(hold);
+    core::Decimal taken;
+    if (op.usage_token != 0) {
+      if (auto it = burned.find(op.usage_token); it != burned.end() && it->second.units > 0) {
+        taken = std::min(held, it->second);
+      }
+    }
+    engine::LedgerRecord t;
+    t.type = "release";
+    t.held = held - taken;
+    t.reservation_id = op.id;
+    t.description = op.reason == ReservationOp::kCommit
+                        ? "rest of the hold of reservation " + op.id + " after its commit burned " +
+                              core::format_decimal(taken)
+                    : op.reason == ReservationOp::kRelease ? "release of reservation " + op.id
+                                                           : "expiry of reservation " + op.id;
+    t.created_at_us = now;
+    append_txn(work, cnum, core::Decimal{}, std::move(t));
+  }
+}
+
+void Engine::Impl::install_reservations(const std::vector<ReservationOp>& ops) {
+  std::lock_guard limits_lock(limits_mutex);
+  for (const ReservationOp& op : ops) {
+    if (op.open) {
+      if (auto it = reservations.find(op.id); it != reservations.end()) {
+        it->second.durable = true;
+      }
+    }
+  }
+}
+
+void Engine::Impl::expire_reservations_idle(core::TimeUs now) {
+  bool pending = false;
+  {
+    std::shared_lock state_lock(state_mutex);
+    std::lock_guard limits_lock(limits_mutex);
+    if (!reservations.empty()) {
+      expire_reservations(now);
+    }
+    pending = !expired_reservation_ops.empty();
+  }
+  if (pending) {
+    std::vector<std::unique_ptr<engine::IngestJob>> none;
+    commit_ingest(none);  // writes the closes alone
+  }
+}
+
+}  // namespace tally
