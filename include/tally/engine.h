@@ -119,6 +119,15 @@ class Engine {
   // The customer's ledger, oldest first. Errors: kNotFound, kInvalidArgument.
   Result<LedgerPage> wallet_transactions(const LedgerQuery& query) const;
 
+  // ---- prices (see docs/api.md "Prices") ---------------------------------------------------------
+  // Every price with its versions: the configured ones in config order, then those removed.
+  std::vector<PriceInfo> prices() const;
+  // Re-rating: the current price versions applied to the customer's priced events whose event
+  // time is in [from, to), with one `adjustment` transaction per billing period for the
+  // difference (none in a dry run); running it again changes nothing. Archived events are not
+  // re-rated. Errors: kNotFound, kInvalidArgument.
+  Result<RepriceReport> reprice(const RepriceRequest& request);
+
   // ---- reports and statistics (see docs/api.md "Reports") --------------------------------------
   // The meter's value per window of one customer over the range, every window listed (0 for
   // count, sum and unique_count without events; no value for the others), optionally also one

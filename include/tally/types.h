@@ -449,6 +449,9 @@ struct LedgerTransaction {
   std::string grant_id;        // grant/top_up/refund/adjustment: this id; expiry: the grant
   std::string reservation_id;  // hold, release, and the burn of a reservation's commit
   std::string held;            // hold: the credits held; release: the credits freed ("" else)
+  // A re-rating adjustment (Engine::reprice): the billing period it adjusts; 0 otherwise.
+  TimeUs period_start_us = 0;
+  TimeUs period_end_us = 0;
   std::string description;
   TimeUs created_at_us = 0;
   TimeUs expires_at_us = 0;  // grants that expire; 0 = never
@@ -573,6 +576,66 @@ struct DeliveryAttempt {
   std::string error;
   TimeUs at_us = 0;
   TimeUs next_attempt_at_us = 0;  // when not delivered; 0 = give up (the delivery fails)
+};
+
+// ---- prices -------------------------------------------------------------------------------------
+
+struct PriceTierInfo {
+  std::string up_to;  // "" = no bound
+  std::string unit_price;
+  std::string flat_fee;
+};
+
+// One version of a price: what it charges from effective_from on.
+struct PriceVersionInfo {
+  TimeUs effective_from_us = INT64_MIN;  // INT64_MIN: since forever (the first version)
+  TimeUs created_at_us = 0;              // when the server first ran with it
+  bool ended = false;                    // the price was removed from the configuration
+  bool in_effect = false;                // the version that prices an event of now
+  std::string model;                     // per_unit, graduated, volume, package, flat
+  std::string unit_price;
+  std::vector<PriceTierInfo> tiers;
+  std::string package_size;
+  std::string package_price;
+  std::string flat_fee;
+  std::string currency;
+  std::string credits_per_currency_unit;  // markup included
+};
+
+// A price (a meter and match) with every version it has had.
+struct PriceInfo {
+  std::string id;  // "tokens_in#0"
+  std::string meter;
+  std::vector<std::pair<std::string, std::string>> match;
+  bool configured = true;  // false: removed from the configuration; its history is kept
+  std::vector<PriceVersionInfo> versions;  // by effective_from, then created_at
+};
+
+// Re-rating (Engine::reprice): the current versions applied to already priced events.
+struct RepriceRequest {
+  std::string customer;
+  TimeUs from_us = 0;  // event time, inclusive
+  TimeUs to_us = 0;    // event time, exclusive
+  bool dry_run = false;
+};
+
+// What re-rating changed in one billing period of the customer.
+struct RepricePeriod {
+  TimeUs start_us = 0;
+  TimeUs end_us = 0;
+  std::uint64_t events = 0;  // events of the range in it whose credits changed
+  std::string charged;       // credits those events were charged (with earlier re-ratings)
+  std::string rated;         // credits the current versions give them
+  std::string difference;    // rated - charged: the adjustment takes this from the wallet
+  std::string transaction_id;  // the adjustment's ("" in a dry run)
+};
+
+struct RepriceReport {
+  std::string customer;
+  bool dry_run = false;
+  std::uint64_t events = 0;           // priced events of the range looked at
+  std::uint64_t changed = 0;          // of them, those whose credits changed
+  std::vector<RepricePeriod> periods;  // with a difference only
 };
 
 // ---- operations -----------------------------------------------------------------------------

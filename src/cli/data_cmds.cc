@@ -155,6 +155,12 @@ struct UsageCli {
   std::string customer, from, to;
 };
 
+struct RepriceCli {
+  DataOptions data;
+  std::string customer, from, to;
+  bool dry_run = false;
+};
+
 }  // namespace
 
 void register_data(CLI::App& app) {
@@ -220,6 +226,37 @@ void register_data(CLI::App& app) {
       std::exit(1);
     }
     std::printf("%s\n", http::customer_usage_json(*r).c_str());
+    std::exit(0);
+  });
+
+  auto ro = std::make_shared<RepriceCli>();
+  auto* reprice = app.add_subcommand(
+      "reprice",
+      "apply today's price versions to a customer's priced events of a range: one adjustment "
+      "per billing period for the difference (server stopped; --dry-run works beside it)");
+  add_data_options(reprice, &ro->data);
+  reprice->add_option("--customer", ro->customer, "customer id")->required();
+  reprice->add_option("--from", ro->from, "RFC 3339 start of the events' time (inclusive)")
+      ->required();
+  reprice->add_option("--to", ro->to, "RFC 3339 end (exclusive)")->required();
+  reprice->add_flag("--dry-run", ro->dry_run, "print what would change, write nothing");
+  reprice->callback([ro] {
+    if (!require_config(ro->data, "reprice")) std::exit(2);
+    RepriceRequest req;
+    req.customer = ro->customer;
+    req.dry_run = ro->dry_run;
+    if (!parse_time_flag(ro->from, "from", &req.from_us) ||
+        !parse_time_flag(ro->to, "to", &req.to_us)) {
+      std::exit(2);
+    }
+    auto engine = open_engine(ro->data, ro->dry_run);
+    if (!engine) std::exit(1);
+    auto r = engine->reprice(req);
+    if (!r) {
+      std::fprintf(stderr, "tally: %s\n", r.error().message().c_str());
+      std::exit(r.error().code() == StatusCode::kInvalidArgument ? 2 : 1);
+    }
+    std::printf("%s\n", http::reprice_report_json(*r).c_str());
     std::exit(0);
   });
 

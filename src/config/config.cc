@@ -95,6 +95,14 @@ Status decimal_value(const std::string& text, bool allow_negative, core::Decimal
   return Status();
 }
 
+// Whether two price matches name the same properties and values, in any order.
+bool same_match(std::vector<std::pair<std::string, std::string>> a,
+                std::vector<std::pair<std::string, std::string>> b) {
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  return a == b;
+}
+
 // Alert level names must be known ones.
 Status check_alert_levels(const std::vector<std::string>& levels) {
   for (const auto& l : levels) {
@@ -741,6 +749,21 @@ constexpr Option<PriceConfig> kPriceOptions[] = {
      [](PriceConfig& p, Value&& v) {
        p.has_markup = true;
        return decimal_value(v.text, false, &p.markup_percent);
+     }},
+    {"effective_from", Kind::kString, 1, 64, false, "",
+     "When this version of the price takes effect (RFC 3339, event time), e.g. "
+     "`\"2027-01-01T00:00:00Z\"` for a change at the start of next month. Without it, a changed "
+     "price takes effect when the server starts with it. Several entries with the same `meter` "
+     "and `match` and different `effective_from` are versions of one price; every version is "
+     "stored, and each event is priced by the version in effect at its event time.",
+     [](PriceConfig& p, Value&& v) {
+       Result<core::TimeUs> t = core::parse_rfc3339(v.text);
+       if (!t) {
+         return Status::invalid_argument("'" + v.text + "' is not an RFC 3339 time");
+       }
+       p.has_effective_from = true;
+       p.effective_from_us = *t;
+       return Status();
      }},
 };
 
@@ -1801,6 +1824,21 @@ class Loader {
         return fail_field(entry_at("prices", i), field + ".currency",
                           "'" + p.currency + "' differs from [credits] currency '" +
                               config.credits.currency + "'");
+      }
+      // Entries of one meter and match are versions of one price: each its own start.
+      for (std::size_t j = 0; j < i; ++j) {
+        const PriceConfig& earlier = config.prices[j];
+        if (earlier.spec.meter != p.meter || !same_match(earlier.spec.match, p.match)) {
+          continue;
+        }
+        const PriceConfig& here = config.prices[i];
+        if (here.has_effective_from == earlier.has_effective_from &&
+            (!here.has_effective_from || here.effective_from_us == earlier.effective_from_us)) {
+          return fail_field(entry_at("prices", i), field,
+                            "repeats the meter and match of prices[" + std::to_string(j) +
+                                "]: versions of one price each need their own effective_from "
+                                "(one may have none)");
+        }
       }
     }
     if (!config.enforcement.default_plan.empty() &&

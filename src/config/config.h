@@ -107,6 +107,10 @@ struct PriceConfig {
   bool has_markup = false;  // markup_percent given here, overriding [credits]
   core::Decimal markup_percent;
   bool has_unit_price = false;
+  // effective_from: this version's start (event time); without it, when the server first runs
+  // with this spec.
+  bool has_effective_from = false;
+  core::TimeUs effective_from_us = 0;
 };
 
 // [alerts]: the defaults of plans that set no alert rules of their own.

@@ -14,6 +14,8 @@
 
 #include <gtest/gtest.h>
 
+#include "core/time.h"
+
 namespace tally::config {
 namespace {
 
@@ -687,6 +689,35 @@ credits = 1000000
   ASSERT_TRUE(c.has_value()) << c.error().message();
   EXPECT_TRUE(c->plans[0].prepaid);
   EXPECT_EQ(c->customers[0].credits, "1000000");
+}
+
+TEST(ConfigPrices, VersionsOfOnePriceEachHaveTheirOwnStart) {
+  const std::string m(kPriceMeters);
+  const std::string base = m + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"1\"\n";
+  Result<Config> c = parse_config(
+      base + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"2\"\n"
+             "effective_from = \"2027-01-01T00:00:00+01:00\"\n",
+      "tally.toml");
+  ASSERT_TRUE(c.has_value()) << c.error().message();
+  EXPECT_FALSE(c->prices[0].has_effective_from);
+  EXPECT_TRUE(c->prices[1].has_effective_from);
+  EXPECT_EQ(c->prices[1].effective_from_us, *core::parse_rfc3339("2026-12-31T23:00:00Z"));
+  EXPECT_TRUE(fails_with(base + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"2\"\n",
+                         {"prices[1]", "repeats the meter and match of prices[0]"}));
+  EXPECT_TRUE(fails_with(
+      m + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"1\"\n"
+          "effective_from = \"2027-01-01T00:00:00Z\"\n"
+          "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"2\"\n"
+          "effective_from = \"2027-01-01T00:00:00Z\"\n",
+      {"prices[1]", "their own effective_from"}));
+  EXPECT_TRUE(fails_with(base + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"2\"\n"
+                                "effective_from = \"next month\"\n",
+                         {"prices[1].effective_from", "not an RFC 3339 time"}));
+  // Another match is another price, not a version.
+  EXPECT_TRUE(parse_config(base + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"2\"\n"
+                                  "match = { model = \"x\" }\n",
+                           "tally.toml")
+                  .has_value());
 }
 
 TEST(ConfigPrices, BadPrices) {

@@ -119,4 +119,33 @@ Decimal credits_for(const PriceSpec& p, Decimal cost) {
   return times(cost, p.credits_per_currency_unit);
 }
 
+bool same_charges(const PriceSpec& a, const PriceSpec& b) {
+  auto same_tiers = [](const std::vector<PriceTier>& x, const std::vector<PriceTier>& y) {
+    return std::equal(x.begin(), x.end(), y.begin(), y.end(),
+                      [](const PriceTier& t, const PriceTier& u) {
+                        return t.unbounded == u.unbounded && t.up_to == u.up_to &&
+                               t.unit_price == u.unit_price && t.flat_fee == u.flat_fee;
+                      });
+  };
+  return a.model == b.model && a.unit_price == b.unit_price && same_tiers(a.tiers, b.tiers) &&
+         a.package_size == b.package_size && a.package_price == b.package_price &&
+         a.flat_fee == b.flat_fee && a.currency == b.currency &&
+         a.credits_per_currency_unit == b.credits_per_currency_unit;
+}
+
+const PriceVersion* version_at(std::span<const PriceVersion> versions, std::int64_t time_us,
+                               std::int64_t known_at_us) {
+  const PriceVersion* best = nullptr;
+  for (const PriceVersion& v : versions) {
+    if (v.created_us > known_at_us || v.effective_from > time_us) {
+      continue;
+    }
+    if (best == nullptr || v.effective_from > best->effective_from ||
+        (v.effective_from == best->effective_from && v.created_us >= best->created_us)) {
+      best = &v;
+    }
+  }
+  return best != nullptr && !best->ended ? best : nullptr;
+}
+
 }  // namespace tally::core

@@ -18,6 +18,8 @@
 // same way.
 #pragma once
 
+#include <cstdint>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -65,5 +67,29 @@ Decimal credits_for(const PriceSpec& p, Decimal cost);
 
 // Whether a price's model counts units within the billing period (everything but per_unit).
 bool price_is_tiered(const PriceSpec& p);
+
+// Whether two specs charge the same (everything but the meter and match, which name the price).
+bool same_charges(const PriceSpec& a, const PriceSpec& b);
+
+// ---- versions ---------------------------------------------------------------------------------
+// A price changes by versions: each takes effect at `effective_from` (event time) and is known
+// from `created_us` (when the server first ran with it). An event is priced by the version in
+// effect at its event time among those known when it is priced, so a late event is priced as
+// of its time, and a version added later (a change back-dated with effective_from) does not
+// alter what earlier commits charged: re-rating applies it (tally reprice).
+inline constexpr std::int64_t kSinceForever = INT64_MIN;  // effective_from of a first version
+
+struct PriceVersion {
+  std::int64_t effective_from = kSinceForever;  // microseconds since the epoch
+  std::int64_t created_us = 0;
+  bool ended = false;  // the price was removed: nothing is charged from effective_from on
+  PriceSpec spec;
+};
+
+// The version in effect at `time_us` among `versions` created at or before `known_at_us`: the
+// one with the latest effective_from <= time_us (of two with the same, the later created).
+// Null when there is none, or when it is an ended one.
+const PriceVersion* version_at(std::span<const PriceVersion> versions, std::int64_t time_us,
+                               std::int64_t known_at_us = INT64_MAX);
 
 }  // namespace tally::core

@@ -180,5 +180,77 @@ TEST(Price, ModelNamesRoundTrip) {
   EXPECT_FALSE(parse_price_model("tiered", &unused));
 }
 
+// ---- versions ----------------------------------------------------------------------------------
+
+PriceVersion version(std::int64_t from, std::int64_t created, const char* unit_price,
+                     bool ended = false) {
+  PriceVersion v;
+  v.effective_from = from;
+  v.created_us = created;
+  v.ended = ended;
+  v.spec.unit_price = d(unit_price);
+  return v;
+}
+
+std::string price_at(const std::vector<PriceVersion>& vs, std::int64_t t,
+                     std::int64_t known = INT64_MAX) {
+  const PriceVersion* v = version_at(vs, t, known);
+  return v == nullptr ? "none" : format_decimal(v->spec.unit_price);
+}
+
+TEST(PriceVersions, AnEventExactlyAtTheBoundaryTakesTheNewVersion) {
+  const std::vector<PriceVersion> vs = {version(kSinceForever, 0, "1"), version(1000, 500, "2")};
+  EXPECT_EQ(price_at(vs, -5), "1");
+  EXPECT_EQ(price_at(vs, 999), "1");
+  EXPECT_EQ(price_at(vs, 1000), "2");
+  EXPECT_EQ(price_at(vs, 1001), "2");
+}
+
+TEST(PriceVersions, ALateEventIsPricedAsOfItsEventTime) {
+  // The change was made (created) at 2000, effective at 2000; an event of time 1500 arriving at
+  // 2500 is priced by the old version, one of time 2100 by the new.
+  const std::vector<PriceVersion> vs = {version(kSinceForever, 0, "1"), version(2000, 2000, "3")};
+  EXPECT_EQ(price_at(vs, 1500, 2500), "1");
+  EXPECT_EQ(price_at(vs, 2100, 2500), "3");
+}
+
+TEST(PriceVersions, AVersionNotYetKnownDoesNotApply) {
+  // Back-dated: effective from 1000 but created at 5000. What commits before 5000 charged used
+  // the old version; after, the new one applies to events from 1000 on.
+  const std::vector<PriceVersion> vs = {version(kSinceForever, 0, "1"), version(1000, 5000, "4")};
+  EXPECT_EQ(price_at(vs, 2000, 4999), "1");
+  EXPECT_EQ(price_at(vs, 2000, 5000), "4");
+  EXPECT_EQ(price_at(vs, 999, 6000), "1");
+}
+
+TEST(PriceVersions, OfTwoAtTheSameInstantTheLaterCreatedWins) {
+  const std::vector<PriceVersion> vs = {version(1000, 300, "7"), version(1000, 100, "5")};
+  EXPECT_EQ(price_at(vs, 1000), "7");
+  EXPECT_EQ(price_at(vs, 1000, 200), "5");
+  EXPECT_EQ(price_at(vs, 999), "none") << "nothing is in effect before the first version";
+}
+
+TEST(PriceVersions, AnEndedPriceChargesNothingFromItsEndOn) {
+  const std::vector<PriceVersion> vs = {version(kSinceForever, 0, "1"),
+                                        version(3000, 3000, "0", true)};
+  EXPECT_EQ(price_at(vs, 2999), "1");
+  EXPECT_EQ(price_at(vs, 3000), "none");
+  EXPECT_EQ(price_at(vs, 2999, 2000), "1");
+}
+
+TEST(PriceVersions, SameChargesIgnoresTheNameOnly) {
+  PriceSpec a;
+  a.meter = "x";
+  a.unit_price = d("0.5");
+  PriceSpec b = a;
+  b.meter = "y";
+  EXPECT_TRUE(same_charges(a, b));
+  b.credits_per_currency_unit = d("2");
+  EXPECT_FALSE(same_charges(a, b)) << "a new credit rate is a new version";
+  b = a;
+  b.tiers.push_back(PriceTier{true, Decimal{}, d("1"), Decimal{}});
+  EXPECT_FALSE(same_charges(a, b));
+}
+
 }  // namespace
 }  // namespace tally::core

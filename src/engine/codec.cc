@@ -233,6 +233,7 @@ bool decode_block_event(Reader& r, const BlockHeader& h, BlockEvent* e) {
     return false;
   }
   e->seq = h.first_seq + delta;
+  e->received_at_us = h.received_at_us;
   e->flagged = (flags & 1) != 0;
   e->priced = (flags & 2) != 0;
   if (e->priced) {
@@ -627,6 +628,8 @@ void put_ledger_record(std::string& out, const LedgerRecord& t) {
   put_zigzag(out, t.expires_at_us);
   put_zigzag(out, t.priority);
   put_decimal(out, t.held);
+  put_zigzag(out, t.period_start_us);
+  put_zigzag(out, t.period_end_us);
 }
 
 // `version` 1: blocks written before holds were ledger entries, without `held`.
@@ -637,7 +640,9 @@ bool get_ledger_record(Reader& r, std::uint8_t version, LedgerRecord* t) {
       !r.get_varint(&t->grant_seq) || !r.get_bytes(&reservation_id) ||
       !r.get_bytes(&description) || !r.get_zigzag(&t->created_at_us) ||
       !r.get_zigzag(&t->expires_at_us) || !r.get_zigzag(&t->priority) ||
-      (version >= kLedgerBlockVersion && !get_decimal(r, &t->held))) {
+      (version >= kLedgerBlockVersion &&
+       (!get_decimal(r, &t->held) || !r.get_zigzag(&t->period_start_us) ||
+        !r.get_zigzag(&t->period_end_us)))) {
     return false;
   }
   t->type = type;
@@ -664,6 +669,8 @@ LedgerTransaction to_transaction(const LedgerRecord& r) {
   if (r.type == "hold" || r.type == "release") {
     t.held = core::format_decimal(r.held);
   }
+  t.period_start_us = r.period_start_us;
+  t.period_end_us = r.period_end_us;
   t.description = r.description;
   t.created_at_us = r.created_at_us;
   t.expires_at_us = r.expires_at_us;
@@ -768,6 +775,151 @@ bool decode_wallet(std::string_view value, WalletRecord* w) {
     id = text;
   }
   return r.done();
+}
+
+std::string price_line_key(std::string_view price_key) {
+  std::string k(kPriceLinePrefix);
+  k += price_key;
+  return k;
+}
+
+std::string encode_price_line(const PriceLineRecord& r) {
+  std::string out;
+  out += static_cast<char>(kRecordVersion);
+  put_bytes(out, r.meter);
+  put_bytes(out, r.event_type);
+  put_varint(out, r.match.size());
+  for (const auto& [k, v] : r.match) {
+    put_bytes(out, k);
+    put_bytes(out, v);
+  }
+  return out;
+}
+
+bool decode_price_line(std::string_view value, PriceLineRecord* r) {
+  Reader in(value);
+  std::uint8_t version = 0;
+  std::uint64_t n = 0;
+  std::string_view meter, type;
+  if (!in.get_u8(&version) || version != kRecordVersion || !in.get_bytes(&meter) ||
+      !in.get_bytes(&type) || !in.get_varint(&n) || n > in.remaining() / 2) {
+    return false;
+  }
+  r->meter = meter;
+  r->event_type = type;
+  r->match.resize(n);
+  for (auto& [k, v] : r->match) {
+    std::string_view key, text;
+    if (!in.get_bytes(&key) || !in.get_bytes(&text)) {
+      return false;
+    }
+    k = key;
+    v = text;
+  }
+  return in.done();
+}
+
+std::string price_version_key(std::string_view price_key, core::TimeUs effective_from,
+                              core::TimeUs created_us) {
+  std::string k(kPriceVersionPrefix);
+  k += price_key;
+  k += '\0';
+  put_be64(k, static_cast<std::uint64_t>(effective_from) ^ (std::uint64_t{1} << 63));
+  put_be64(k, static_cast<std::uint64_t>(created_us) ^ (std::uint64_t{1} << 63));
+  return k;
+}
+
+bool decode_price_version_key(std::string_view key, std::string_view* price_key,
+                              core::TimeUs* effective_from, core::TimeUs* created_us) {
+  if (key.size() < kPriceVersionPrefix.size() + 17 ||
+      key.substr(0, kPriceVersionPrefix.size()) != kPriceVersionPrefix) {
+    return false;
+  }
+  const std::string_view rest = key.substr(kPriceVersionPrefix.size());
+  if (rest[rest.size() - 17] != '\0') {
+    return false;
+  }
+  *price_key = rest.substr(0, rest.size() - 17);
+  *effective_from = static_cast<core::TimeUs>(read_be64(rest.substr(rest.size() - 16)) ^
+                                              (std::uint64_t{1} << 63));
+  *created_us = static_cast<core::TimeUs>(read_be64(rest.substr(rest.size() - 8)) ^
+                                          (std::uint64_t{1} << 63));
+  return true;
+}
+
+std::string encode_price_version(const core::PriceSpec& spec, bool ended) {
+  std::string out;
+  out += static_cast<char>(kRecordVersion);
+  out += static_cast<char>(ended ? 1 : 0);
+  out += static_cast<char>(spec.model);
+  put_decimal(out, spec.unit_price);
+  put_varint(out, spec.tiers.size());
+  for (const auto& t : spec.tiers) {
+    out += static_cast<char>(t.unbounded ? 1 : 0);
+    put_decimal(out, t.up_to);
+    put_decimal(out, t.unit_price);
+    put_decimal(out, t.flat_fee);
+  }
+  put_decimal(out, spec.package_size);
+  put_decimal(out, spec.package_price);
+  put_decimal(out, spec.flat_fee);
+  put_bytes(out, spec.currency);
+  put_decimal(out, spec.credits_per_currency_unit);
+  return out;
+}
+
+bool decode_price_version(std::string_view value, core::PriceSpec* spec, bool* ended) {
+  Reader in(value);
+  std::uint8_t version = 0;
+  std::uint8_t end = 0;
+  std::uint8_t model = 0;
+  std::uint64_t n = 0;
+  if (!in.get_u8(&version) || version != kRecordVersion || !in.get_u8(&end) || end > 1 ||
+      !in.get_u8(&model) || model > static_cast<std::uint8_t>(core::PriceModel::kFlat) ||
+      !get_decimal(in, &spec->unit_price) || !in.get_varint(&n) || n > in.remaining() / 49) {
+    return false;
+  }
+  *ended = end == 1;
+  spec->model = static_cast<core::PriceModel>(model);
+  spec->tiers.resize(n);
+  for (auto& t : spec->tiers) {
+    std::uint8_t unbounded = 0;
+    if (!in.get_u8(&unbounded) || unbounded > 1 || !get_decimal(in, &t.up_to) ||
+        !get_decimal(in, &t.unit_price) || !get_decimal(in, &t.flat_fee)) {
+      return false;
+    }
+    t.unbounded = unbounded == 1;
+  }
+  std::string_view currency;
+  if (!get_decimal(in, &spec->package_size) || !get_decimal(in, &spec->package_price) ||
+      !get_decimal(in, &spec->flat_fee) || !in.get_bytes(&currency) ||
+      !get_decimal(in, &spec->credits_per_currency_unit)) {
+    return false;
+  }
+  spec->currency = currency;
+  return in.done();
+}
+
+std::string rerate_key(std::uint32_t customer_num, std::uint64_t seq) {
+  std::string k(kRerateKeyPrefix);
+  put_be32(k, customer_num);
+  put_be64(k, seq);
+  return k;
+}
+
+std::string encode_rerate(core::Decimal credits, core::TimeUs at_us) {
+  std::string out;
+  out += static_cast<char>(kRecordVersion);
+  put_decimal(out, credits);
+  put_zigzag(out, at_us);
+  return out;
+}
+
+bool decode_rerate(std::string_view value, core::Decimal* credits, core::TimeUs* at_us) {
+  Reader in(value);
+  std::uint8_t version = 0;
+  return in.get_u8(&version) && version == kRecordVersion && get_decimal(in, credits) &&
+         in.get_zigzag(at_us) && in.done();
 }
 
 std::string reservation_key(std::string_view id) {

@@ -15,6 +15,7 @@
 
 #include "core/aggregate.h"
 #include "core/event.h"
+#include "core/pricing.h"
 
 namespace tally::engine {
 
@@ -70,6 +71,7 @@ struct BlockEvent {
   core::Decimal cost;
   core::Decimal credits;
   std::uint32_t quantity = 1;  // core::Event::quantity
+  core::TimeUs received_at_us = 0;  // its block's (when it was committed, and priced)
 };
 
 class EventBlockWriter {
@@ -196,6 +198,9 @@ struct LedgerRecord {
   // A hold or release: the credits it holds or frees. It moves `available`, never the balance
   // (amount is 0). Blocks of format 1, written before holds were ledger entries, read as 0.
   core::Decimal held;
+  // A re-rating adjustment: the billing period it adjusts (both 0 for any other transaction).
+  core::TimeUs period_start_us = 0;
+  core::TimeUs period_end_us = 0;
 };
 // The API's view of a record (customer left empty).
 LedgerTransaction to_transaction(const LedgerRecord& r);
@@ -236,6 +241,36 @@ bool decode_price_usage_key(std::string_view key, std::string_view* price_key,
                             std::uint32_t* customer_num, core::TimeUs* period_start_us);
 std::string encode_decimal(core::Decimal d);
 bool decode_decimal(std::string_view value, core::Decimal* d);
+
+// ---- price versions (Space::kMeta) ---------------------------------------------------------
+// "price_line:" + price key -> the meter, its event type and the match of one price (a meter
+// and match; the key is meter + '#' + a number that never changes). "price_version:" + price
+// key + '\0' + effective_from (be64, sign bit flipped so it sorts) + created (be64) -> what the
+// version charges. Versions are only ever added.
+inline constexpr std::string_view kPriceLinePrefix = "price_line:";
+inline constexpr std::string_view kPriceVersionPrefix = "price_version:";
+struct PriceLineRecord {
+  std::string meter;
+  std::string event_type;
+  std::vector<std::pair<std::string, std::string>> match;
+};
+std::string price_line_key(std::string_view price_key);
+std::string encode_price_line(const PriceLineRecord& r);
+bool decode_price_line(std::string_view value, PriceLineRecord* r);
+std::string price_version_key(std::string_view price_key, core::TimeUs effective_from,
+                              core::TimeUs created_us);
+bool decode_price_version_key(std::string_view key, std::string_view* price_key,
+                              core::TimeUs* effective_from, core::TimeUs* created_us);
+// The charges of a version (spec.meter and spec.match are not stored) and whether it ends it.
+std::string encode_price_version(const core::PriceSpec& spec, bool ended);
+bool decode_price_version(std::string_view value, core::PriceSpec* spec, bool* ended);
+
+// "rerate:" + customer (be32) + event sequence (be64) -> the credits the event's last re-rating
+// gave it (a Decimal) and when (zigzag): what it is charged in place of its stored credits.
+inline constexpr std::string_view kRerateKeyPrefix = "rerate:";
+std::string rerate_key(std::uint32_t customer_num, std::uint64_t seq);
+std::string encode_rerate(core::Decimal credits, core::TimeUs at_us);
+bool decode_rerate(std::string_view value, core::Decimal* credits, core::TimeUs* at_us);
 
 // ---- reservations (Space::kMeta) ------------------------------------------------------------
 // "reservation:" + id -> an open reservation, written when it is answered and deleted in the

@@ -134,16 +134,30 @@ Result<std::unique_ptr<Engine>> Engine::Impl::open(const EngineOptions& options,
                                   a == core::Aggregation::kLatest || a == core::Aggregation::kMax);
   }
   impl->token_prefix = common::to_hex(common::random_bytes(6));
+  // One price per meter and match; its config entries are its versions. Keys and versions
+  // come from the store at load (load_prices); stored prices the config lost join there too.
   impl->prices_by_meter.resize(impl->meters.size());
-  for (const auto& pc : impl->config.prices) {
+  for (std::size_t e = 0; e < impl->config.prices.size(); ++e) {
+    const core::PriceSpec& spec = impl->config.prices[e].spec;
+    std::vector<std::pair<std::string, std::string>> match = spec.match;
+    std::sort(match.begin(), match.end());
+    auto same = std::find_if(impl->prices.begin(), impl->prices.end(), [&](const auto& ps) {
+      return ps.spec.meter == spec.meter && ps.spec.match == match;
+    });
+    if (same != impl->prices.end()) {
+      same->entries.push_back(e);
+      continue;
+    }
     engine::PriceState ps;
-    ps.spec = pc.spec;
+    ps.spec.meter = spec.meter;
+    ps.spec.match = std::move(match);
     for (std::uint32_t i = 0; i < impl->meters.size(); ++i) {
-      if (impl->meters[i].spec.key == pc.spec.meter) {
+      if (impl->meters[i].spec.key == spec.meter) {
         ps.meter = i;
+        ps.event_type = impl->meters[i].spec.event_type;
       }
     }
-    ps.key = pc.spec.meter + "#" + std::to_string(impl->prices_by_meter[ps.meter].size());
+    ps.entries.push_back(e);
     impl->prices_by_meter[ps.meter].push_back(static_cast<std::uint32_t>(impl->prices.size()));
     impl->prices.push_back(std::move(ps));
   }
@@ -374,6 +388,7 @@ Status Engine::Impl::load() {
     return true;
   }));
   TALLY_TRY(bad);
+  TALLY_TRY(load_prices());
   TALLY_TRY(load_wallets());
   TALLY_TRY(load_reservations());
   TALLY_TRY(load_alerts());

@@ -306,11 +306,17 @@ using FiredKey = std::tuple<std::uint32_t, std::string, std::string, core::TimeU
 
 // ---- wallets (wallet.cc) --------------------------------------------------------------------
 
-// A price in force: its spec and a key naming it in stored tiered usage.
+// A price (one meter and match) with its versions (prices.cc). Configured prices come first,
+// in config order, then prices the configuration no longer has, whose history is kept.
 struct PriceState {
-  core::PriceSpec spec;
-  std::string key;  // meter + '#' + index among the meter's prices
-  std::uint32_t meter = 0;
+  core::PriceSpec spec;  // meter and match; the charges are the versions'
+  std::string key;       // meter + '#' + a number: names it in stored versions and usage
+  std::uint32_t meter = 0;  // Impl::kNoMeter when its meter is no longer configured
+  std::string event_type;
+  bool configured = true;
+  std::vector<core::PriceVersion> versions;  // in stored order: effective_from, then created
+  // The config entries of this price (Config::prices indexes), each a version.
+  std::vector<std::size_t> entries;
 };
 
 // The working state of wallets and tiered price usage during one commit: copies of what the
@@ -524,10 +530,19 @@ struct Engine::Impl {
   // of the meter matches. Tiered prices count units in the customer's billing period (from
   // `anchor_us` in `tz`) of the event's time: from `work`'s copy when given (and add the value
   // there), else from the installed state (readers: state_mutex held).
+  // The version of a price that applies is the one in effect at the event's time among those
+  // created by `known_at_us` (verify passes when the event was priced; commits know all).
   bool price_of(std::uint32_t meter, std::uint32_t customer_num, const core::TimeZone& tz,
                 core::TimeUs anchor_us, core::TimeUs time_us, core::Decimal value,
                 std::span<const std::pair<std::string_view, std::string_view>> props,
-                engine::LedgerWork* work, core::Decimal* cost, core::Decimal* credits) const;
+                engine::LedgerWork* work, core::Decimal* cost, core::Decimal* credits,
+                core::TimeUs known_at_us = INT64_MAX) const;
+
+  // ---- prices.cc -----------------------------------------------------------------------------
+  // Reads the stored prices and versions, gives each configured price its key, stores a
+  // version for each config entry that differs from the stored ones (and an ending version for
+  // a price the config no longer has), at open. Before load_wallets.
+  Status load_prices();
   // The wallet of a customer in `work` (copied in on first use). Commit thread only.
   engine::WalletRecord& work_wallet(engine::LedgerWork& work, std::uint32_t customer_num,
                                     core::TimeUs now);
@@ -552,6 +567,10 @@ struct Engine::Impl {
   void install_reservations(const std::vector<engine::ReservationOp>& ops);
   // The commit thread's expiry pass when idle: frees expired holds and writes their closes.
   void expire_reservations_idle(core::TimeUs now);
+  // Appends `t` (an adjustment) changing the wallet by the signed `amount`: credits become a
+  // grant (paying debt first), a negative amount is taken from the grants (or becomes debt).
+  void adjust_wallet(engine::LedgerWork& work, std::uint32_t customer_num, core::Decimal amount,
+                     engine::LedgerRecord t, core::TimeUs now);
   // Writes `work` (transactions, wallets, price usage, next txn) into `wb`.
   void write_ledger(const engine::LedgerWork& work, store::WriteBatch& wb) const;
   // Installs `work` into the live state. REQUIRES: state_mutex held exclusively.
@@ -562,9 +581,13 @@ struct Engine::Impl {
     core::Decimal stored;    // credits stored with the event
     core::Decimal computed;  // credits its prices give now
   };
+  // `rerate_differences`: per customer, what its re-rated events are charged beyond their
+  // stored credits, which its re-rating adjustments must take (add back when negative).
   void verify_ledger(
       const std::map<std::pair<std::uint32_t, std::string>, std::vector<PricedEvent>>& priced,
-      const std::unordered_map<std::uint32_t, std::string>& ids, VerifyReport* report) const;
+      const std::unordered_map<std::uint32_t, std::string>& ids,
+      const std::map<std::uint32_t, core::Decimal>& rerate_differences,
+      VerifyReport* report) const;
   // Applies an admin's wallet transaction to `work`. Errors: kInvalidArgument.
   Status apply_wallet_request(engine::LedgerWork& work, std::uint32_t customer_num,
                               const WalletTransactionRequest& req, core::TimeUs now);
@@ -648,9 +671,14 @@ class Repricer {
   // Prices one event; returns whether a price applied, with its credits in *credits. Adds its
   // cost and credits to the hidden meters' minute states in `hidden` when set, and counts its
   // tiered units in `units` when set.
+  // With `as_committed`, the versions known when the event was committed price it (as its
+  // commit did); without, every version (re-rating).
   bool price(std::uint32_t cnum, const BlockEvent& be, const core::EventBatch& b,
              std::map<std::string, core::AggState>* hidden, core::Decimal* credits,
-             LedgerWork* units);
+             LedgerWork* units, bool as_committed = true);
+  // Whether events of `type` were priced by a meter the configuration no longer has: their
+  // stored credits cannot be priced again.
+  bool priced_by_removed_meter(std::string_view type) const;
 
  private:
   const Engine::Impl& d_;

@@ -128,9 +128,16 @@ Status Repricer::seed_from_archives() {
   });
 }
 
+bool Repricer::priced_by_removed_meter(std::string_view type) const {
+  return std::any_of(d_.prices.begin(), d_.prices.end(), [&](const PriceState& ps) {
+    return ps.meter == Engine::Impl::kNoMeter && ps.event_type == type;
+  });
+}
+
 bool Repricer::price(std::uint32_t cnum, const BlockEvent& be, const core::EventBatch& b,
                      std::map<std::string, core::AggState>* hidden, core::Decimal* credits,
-                     LedgerWork* units) {
+                     LedgerWork* units, bool as_committed) {
+  const core::TimeUs known_at = as_committed ? be.received_at_us : INT64_MAX;
   bool any = false;
   *credits = core::Decimal{};
   props_.clear();
@@ -145,7 +152,8 @@ bool Repricer::price(std::uint32_t cnum, const BlockEvent& be, const core::Event
     }
     core::Decimal cost;
     core::Decimal c;
-    if (!d_.price_of(m, cnum, tz, anchor, be.time_us, input_.value, props_, &work_, &cost, &c)) {
+    if (!d_.price_of(m, cnum, tz, anchor, be.time_us, input_.value, props_, &work_, &cost, &c,
+                     known_at)) {
       continue;
     }
     *credits += c;
@@ -156,9 +164,9 @@ bool Repricer::price(std::uint32_t cnum, const BlockEvent& be, const core::Event
       core::Decimal unused_cost;
       core::Decimal unused_credits;
       d_.price_of(m, cnum, tz, anchor, be.time_us, input_.value, props_, units, &unused_cost,
-                  &unused_credits);
+                  &unused_credits, known_at);
     }
-    if (hidden != nullptr) {
+    if (hidden != nullptr && d_.cost_meter[m] != Engine::Impl::kNoMeter) {
       const core::TimeUs minute = minute_of(be.time_us);
       (*hidden)[aggregate_key(d_.meters[d_.cost_meter[m]].spec.key, cnum, minute, group_)].add(
           cost, be.time_us, be.seq);
@@ -234,11 +242,40 @@ Result<VerifyReport> Engine::verify() const {
   std::map<std::string, core::AggState> hidden_aggregates;
   engine::Repricer repricer(d);
   TALLY_TRY(repricer.seed_from_archives());
+  // Re-rated events: (customer, seq) -> what their last re-rating charges; per customer, the
+  // sum of those charges less the stored credits, which its re-rating adjustments must undo.
+  std::map<std::pair<std::uint32_t, std::uint64_t>, core::Decimal> rerates;
+  std::map<std::uint32_t, core::Decimal> rerate_differences;
+  VerifyReport report;
+  const std::string rerate_begin(engine::kRerateKeyPrefix);
+  std::string rerate_end = rerate_begin;
+  rerate_end.back() = static_cast<char>(rerate_end.back() + 1);
+  TALLY_TRY(d.store->scan(store::Space::kMeta, rerate_begin, rerate_end,
+                          [&](std::string_view key, std::string_view value) {
+                            core::Decimal credits;
+                            core::TimeUs at = 0;
+                            if (key.size() != rerate_begin.size() + 12 ||
+                                !engine::decode_rerate(value, &credits, &at)) {
+                              report.differences.push_back("a re-rating record cannot be decoded");
+                              return true;
+                            }
+                            const std::string_view k = key.substr(rerate_begin.size());
+                            rerates[{engine::read_be32(k), engine::read_be64(k.substr(4))}] = credits;
+                            return true;
+                          }));
   auto reprice = [&](std::uint32_t cnum, const engine::BlockEvent& be, const core::EventBatch& b) {
     core::Decimal credits;
-    const bool any = repricer.price(cnum, be, b, &hidden_aggregates, &credits, nullptr);
+    bool any = repricer.price(cnum, be, b, &hidden_aggregates, &credits, nullptr);
+    if (!any && be.priced && repricer.priced_by_removed_meter(be.type)) {
+      credits = be.credits;  // its meter is gone: what it was charged cannot be priced again
+      any = true;
+    }
     if (any || be.priced) {
       priced[{cnum, std::string(be.id)}].push_back(Impl::PricedEvent{be.credits, credits});
+    }
+    if (auto it = rerates.find({cnum, be.seq}); it != rerates.end()) {
+      rerate_differences[cnum] += it->second - (be.priced ? be.credits : core::Decimal{});
+      rerates.erase(it);
     }
   };
   engine::Recomputed r;
@@ -251,10 +288,21 @@ Result<VerifyReport> Engine::verify() const {
   // the ledger, and was recorded when they left.
   std::uint64_t archived = 0;
   TALLY_TRY(engine::add_archive_baselines(*d.store, meter_keys, &r, &priced, &archived));
-  VerifyReport report;
+  // Re-rated events archived since: their stored credits are in their archived records.
+  for (const auto& [k, credits] : rerates) {
+    auto rec = d.store->get(store::Space::kArchive, engine::archived_event_key(k.first, k.second));
+    engine::ArchivedEventRecord a;
+    if (!rec || !rec->has_value() || !engine::decode_archived_event(**rec, &a)) {
+      report.differences.push_back("a re-rating names event " + std::to_string(k.second) +
+                                   " of customer number " + std::to_string(k.first) +
+                                   ", which is not stored");
+      continue;
+    }
+    rerate_differences[k.first] += credits - (a.priced ? a.credits : core::Decimal{});
+  }
   report.events = r.events;
   report.archived_events = archived;
-  report.differences = r.problems;
+  report.differences.insert(report.differences.end(), r.problems.begin(), r.problems.end());
 
   auto describe = [&](std::string_view key) {
     engine::AggregateKey ak;
@@ -318,7 +366,7 @@ Result<VerifyReport> Engine::verify() const {
       report.differences.push_back("a distinct value of the events is not stored");
     }
   }
-  d.verify_ledger(priced, ids, &report);
+  d.verify_ledger(priced, ids, rerate_differences, &report);
   return report;
 }
 

@@ -11,6 +11,7 @@
 // order (lowest priority first, then the soonest expiry, then the oldest); what no grant can
 // cover becomes debt, the negative part of the balance, which the next credits pay off first.
 #include <algorithm>
+#include <set>
 
 #include "engine/engine_impl.h"
 
@@ -128,19 +129,27 @@ bool Engine::Impl::price_of(std::uint32_t meter, std::uint32_t customer_num,
                             const core::TimeZone& tz, core::TimeUs anchor_us, core::TimeUs time_us,
                             core::Decimal value,
                             std::span<const std::pair<std::string_view, std::string_view>> props,
-                            LedgerWork* work, core::Decimal* cost, core::Decimal* credits) const {
+                            LedgerWork* work, core::Decimal* cost, core::Decimal* credits,
+                            core::TimeUs known_at_us) const {
   if (meter >= prices_by_meter.size()) {
     return false;
   }
   for (std::uint32_t index : prices_by_meter[meter]) {
-    const core::PriceSpec& spec = prices[index].spec;
-    const bool matches = std::all_of(spec.match.begin(), spec.match.end(), [&](const auto& m) {
+    const auto& match = prices[index].spec.match;
+    const bool matches = std::all_of(match.begin(), match.end(), [&](const auto& m) {
       return std::any_of(props.begin(), props.end(),
                          [&](const auto& p) { return p.first == m.first && p.second == m.second; });
     });
     if (!matches) {
       continue;
     }
+    // A price with no version in effect then (not yet, or removed) leaves the event to the next.
+    const core::PriceVersion* version =
+        core::version_at(prices[index].versions, time_us, known_at_us);
+    if (version == nullptr) {
+      continue;
+    }
+    const core::PriceSpec& spec = version->spec;
     if (!core::price_is_tiered(spec)) {
       *cost = core::incremental_cost(spec, core::Decimal{}, value);
     } else {
@@ -238,6 +247,25 @@ void Engine::Impl::burn(LedgerWork& work, std::uint32_t customer_num, core::Deci
   t.priority = kPaidPriority;
   t.description = "usage credit refund (the event lowered the period's price)";
   append_txn(work, customer_num, core::Decimal{} - credits, std::move(t));
+}
+
+void Engine::Impl::adjust_wallet(LedgerWork& work, std::uint32_t customer_num,
+                                 core::Decimal amount, engine::LedgerRecord t, core::TimeUs now) {
+  WalletRecord& w = work_wallet(work, customer_num, now);
+  if (amount.units > 0) {
+    GrantRecord g;
+    g.txn_seq = next_txn;  // the transaction appended below
+    g.type = t.type;
+    g.amount = amount;
+    g.priority = kPaidPriority;
+    g.created_us = now;
+    add_credits(w, std::move(g));
+    t.grant_seq = next_txn;
+    t.priority = kPaidPriority;
+  } else {
+    w.debt += take_from_grants(w, core::Decimal{} - amount);
+  }
+  append_txn(work, customer_num, amount, std::move(t));
 }
 
 Status Engine::Impl::apply_wallet_request(LedgerWork& work, std::uint32_t customer_num,
@@ -360,7 +388,9 @@ void Engine::Impl::expire_grants(core::TimeUs now) {
 
 void Engine::Impl::verify_ledger(
     const std::map<std::pair<std::uint32_t, std::string>, std::vector<PricedEvent>>& priced,
-    const std::unordered_map<std::uint32_t, std::string>& ids, VerifyReport* report) const {
+    const std::unordered_map<std::uint32_t, std::string>& ids,
+    const std::map<std::uint32_t, core::Decimal>& rerate_differences,
+    VerifyReport* report) const {
   auto name = [&](std::uint32_t cnum) {
     auto it = ids.find(cnum);
     return it != ids.end() ? it->second : std::to_string(cnum);
@@ -373,6 +403,7 @@ void Engine::Impl::verify_ledger(
     int holds = 0, releases = 0;
   };
   std::map<std::pair<std::uint32_t, std::string>, HoldTrail> holds;
+  std::map<std::uint32_t, core::Decimal> rerate_adjustments;  // re-rating adjustments' sum
   std::map<std::uint32_t, core::Decimal> sums;
   std::uint32_t current = 0;
   bool first = true;
@@ -405,6 +436,8 @@ void Engine::Impl::verify_ledger(
       (t.type == "hold" ? h.holds : h.releases) += 1;
     } else if (t.type == "burn" && !t.reservation_id.empty()) {
       holds[{cnum, t.reservation_id}].burned += core::Decimal{} - t.amount;
+    } else if (t.type == "adjustment" && t.period_end_us != 0) {
+      rerate_adjustments[cnum] += t.amount;
     }
     // An event's credits are its burn, or its refund when its cost was negative.
     if (t.type == "burn" || (t.type == "refund" && !t.event_id.empty())) {
@@ -518,6 +551,22 @@ void Engine::Impl::verify_ledger(
         report->differences.push_back("customer '" + name(cnum) +
                                       "' has transactions but no wallet");
       }
+    }
+  }
+  // Re-rating: the adjustments of a customer take exactly what its re-rated events are charged
+  // beyond their stored credits.
+  std::set<std::uint32_t> rerated;
+  for (const auto& [cnum, sum] : rerate_adjustments) rerated.insert(cnum);
+  for (const auto& [cnum, sum] : rerate_differences) rerated.insert(cnum);
+  for (std::uint32_t cnum : rerated) {
+    const core::Decimal adjusted =
+        rerate_adjustments.count(cnum) != 0 ? rerate_adjustments.at(cnum) : core::Decimal{};
+    const core::Decimal difference =
+        rerate_differences.count(cnum) != 0 ? rerate_differences.at(cnum) : core::Decimal{};
+    if (adjusted + difference != core::Decimal{}) {
+      report->differences.push_back("customer '" + name(cnum) + "': re-rating adjustments sum to " +
+                                    text(adjusted) + ", its re-rated events differ by " +
+                                    text(difference) + " from their stored credits");
     }
   }
   // Every burn matches a stored event and its price; every priced event has its burn.

@@ -63,6 +63,8 @@ const Route kRoutes[] = {
      kPool},
     {"POST", "/v1/customers/{}/wallet/transactions", Need::kAdmin,
      handlers::create_wallet_transaction},
+    {"GET", "/v1/prices", Need::kAnyKey, handlers::list_prices},
+    {"POST", "/v1/customers/{}/reprice", Need::kAdmin, handlers::reprice_customer, kPool},
     {"PUT", "/v1/customers/{}/overrides", Need::kAdmin, handlers::put_overrides},
     {"POST", "/v1/customers/{}/reset", Need::kAdmin, handlers::reset_customer},
     {"GET", "/v1/authorize", Need::kNone, handlers::authorize},

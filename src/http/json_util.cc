@@ -268,4 +268,80 @@ void write_alert(common::JsonWriter& w, const Alert& a, bool deliveries) {
   w.end_object();
 }
 
+std::string prices_json(const std::vector<PriceInfo>& prices) {
+  common::JsonWriter w;
+  w.begin_object().key("prices").begin_array();
+  for (const auto& p : prices) {
+    w.begin_object().key("id").value(p.id).key("meter").value(p.meter).key("match").begin_object();
+    for (const auto& [k, v] : p.match) {
+      w.key(k).value(v);
+    }
+    w.end_object().key("configured").value(p.configured).key("versions").begin_array();
+    for (const auto& v : p.versions) {
+      w.begin_object().key("effective_from");
+      v.effective_from_us == INT64_MIN ? w.null() : w.value(time_text(v.effective_from_us));
+      w.key("created_at").value(time_text(v.created_at_us));
+      w.key("in_effect").value(v.in_effect).key("ended").value(v.ended);
+      w.key("model").value(v.model);
+      if (v.model == "per_unit") {
+        w.key("unit_price");
+        write_decimal(w, v.unit_price);
+      } else if (v.model == "graduated" || v.model == "volume") {
+        w.key("tiers").begin_array();
+        for (const auto& t : v.tiers) {
+          w.begin_object().key("up_to");
+          if (t.up_to.empty()) {
+            w.value("inf");
+          } else {
+            write_decimal(w, t.up_to);
+          }
+          w.key("unit_price");
+          write_decimal(w, t.unit_price);
+          w.key("flat_fee");
+          write_decimal(w, t.flat_fee);
+          w.end_object();
+        }
+        w.end_array();
+      } else if (v.model == "package") {
+        w.key("package_size");
+        write_decimal(w, v.package_size);
+        w.key("package_price");
+        write_decimal(w, v.package_price);
+      } else {
+        w.key("flat_fee");
+        write_decimal(w, v.flat_fee);
+      }
+      w.key("currency").value(v.currency).key("credits_per_currency_unit");
+      write_decimal(w, v.credits_per_currency_unit);
+      w.end_object();
+    }
+    w.end_array().end_object();
+  }
+  w.end_array().end_object();
+  return w.take();
+}
+
+std::string reprice_report_json(const RepriceReport& r) {
+  common::JsonWriter w;
+  w.begin_object().key("customer").value(r.customer).key("dry_run").value(r.dry_run);
+  w.key("events").value(r.events).key("changed").value(r.changed).key("periods").begin_array();
+  for (const auto& p : r.periods) {
+    w.begin_object()
+        .key("period_start").value(time_text(p.start_us))
+        .key("period_end").value(time_text(p.end_us))
+        .key("events").value(p.events)
+        .key("charged");
+    write_decimal(w, p.charged);
+    w.key("rated");
+    write_decimal(w, p.rated);
+    w.key("difference");
+    write_decimal(w, p.difference);
+    w.key("transaction_id");
+    p.transaction_id.empty() ? w.null() : w.value(p.transaction_id);
+    w.end_object();
+  }
+  w.end_array().end_object();
+  return w.take();
+}
+
 }  // namespace tally::http

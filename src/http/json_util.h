@@ -37,6 +37,11 @@ std::string customer_usage_json(const CustomerUsage& r);
 // What an archive run or a restore did: the body of POST /v1/admin/archive and what
 // `tally archive` / `tally restore` print.
 std::string archive_result_json(const ArchiveResult& r);
+// The body of GET /v1/prices: every price with its versions.
+std::string prices_json(const std::vector<PriceInfo>& prices);
+// What re-rating did (or would do): the body of POST /v1/customers/{id}/reprice and what
+// `tally reprice` prints.
+std::string reprice_report_json(const RepriceReport& r);
 std::string restore_result_json(const RestoreResult& r);
 
 }  // namespace tally::http

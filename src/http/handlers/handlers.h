@@ -52,6 +52,9 @@ void add_rate_limit_headers(Response& resp, const CheckResult& r, TimeUs now);
 void get_wallet(Context& ctx, Call& call);
 void create_wallet_transaction(Context& ctx, Call& call);
 void list_wallet_transactions(Context& ctx, Call& call);
+// prices.cc
+void list_prices(Context& ctx, Call& call);
+void reprice_customer(Context& ctx, Call& call);
 // reports.cc
 void usage_history(Context& ctx, Call& call);
 void usage_report(Context& ctx, Call& call);

@@ -32,6 +32,10 @@ void write_txn(common::JsonWriter& w, const LedgerTransaction& t) {
     w.key("held");
     write_decimal(w, t.held);
   }
+  if (t.period_end_us != 0) {
+    w.key("period_start").value(time_text(t.period_start_us));
+    w.key("period_end").value(time_text(t.period_end_us));
+  }
   if (t.type == "grant" || t.type == "top_up") {
     w.key("priority").value(t.priority).key("expires_at");
     t.expires_at_us == 0 ? w.null() : w.value(time_text(t.expires_at_us));
