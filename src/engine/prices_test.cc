@@ -350,5 +350,51 @@ TEST_F(PricesTest, VerifyFailsOnAVersionAlteredOnDisk) {
   EXPECT_TRUE(cost_named) << v->differences.front();
 }
 
+TEST_F(PricesTest, VerifyPassesAfterAPriceChangeArchiveAndRestore) {
+  clock_.set_us(at("2025-03-28T00:00:00Z"));
+  {
+    auto e = open_engine(config("0.01", kGraduated));
+    create_acme(*e);
+    ingest(*e, call("jan", "2025-01-20T10:00:00Z"));
+    ingest(*e, R"({"id":"g1","customer":"acme","type":"storage","time":"2025-01-21T10:00:00Z","properties":{"gb":8}})");
+    ingest(*e, call("mar", "2025-03-20T10:00:00Z"));
+  }
+  clock_.set_us(at("2025-03-29T00:00:00Z"));
+  auto e = open_engine(config("0.02", std::string(R"(
+[[prices]]
+meter = "gb"
+model = "graduated"
+tiers = [{ up_to = 10, unit_price = "3" }, { unit_price = "2" }]
+)")));
+  // Late events on both sides of the change, one in January's tiers (8 GB used: 2 at 1, 1 at 0.5
+  // under the version of its time).
+  ingest(*e, R"({"id":"g2","customer":"acme","type":"storage","time":"2025-01-22T10:00:00Z","properties":{"gb":3}})");
+  ingest(*e, call("late", "2025-03-28T10:00:00Z"));
+  EXPECT_EQ(credits(*e).at("g2"), "250");
+  EXPECT_EQ(credits(*e).at("late"), "1") << "before the change, made at 03-29";
+  expect_verified(*e);
+  ArchiveRequest r;
+  r.before_us = at("2025-02-01T00:00:00Z");
+  r.out_dir = (dir_ / "archive").string();
+  auto a = e->archive(r);
+  ASSERT_TRUE(a.has_value()) << a.error().message();
+  EXPECT_EQ(a->events, 3u);
+  expect_verified(*e);
+  // A January event arriving after the archive still continues January's tiers.
+  ingest(*e, R"({"id":"g3","customer":"acme","type":"storage","time":"2025-01-23T10:00:00Z","properties":{"gb":1}})");
+  EXPECT_EQ(credits(*e).at("g3"), "50");
+  expect_verified(*e);
+  ASSERT_TRUE(e->restore(a->manifest).has_value());
+  expect_verified(*e);
+  e.reset();
+  e = open_engine(config("0.02", std::string(R"(
+[[prices]]
+meter = "gb"
+model = "graduated"
+tiers = [{ up_to = 10, unit_price = "3" }, { unit_price = "2" }]
+)")));
+  expect_verified(*e);
+}
+
 }  // namespace
 }  // namespace tally
