@@ -178,6 +178,29 @@ TEST_F(PricesTest, ARemovedPriceKeepsItsHistoryAndChargesNothingAfter) {
   ASSERT_EQ(prices[1].versions.size(), 2u);
   EXPECT_TRUE(prices[1].versions[1].ended);
   expect_verified(*e);
+
+  // The priced meter itself removed: its events' charges stand, its price's history stays.
+  e.reset();
+  clock_.set_us(at("2025-03-12T12:00:00Z"));
+  e = open_engine(R"(
+[credits]
+per_currency_unit = 100
+
+[[meters]]
+key = "calls"
+event_type = "call"
+aggregation = "count"
+
+[[prices]]
+meter = "calls"
+unit_price = "0.01"
+)");
+  const auto kept = e->prices();
+  ASSERT_EQ(kept.size(), 2u);
+  EXPECT_EQ(kept[1].id, "gb#0");
+  EXPECT_EQ(kept[1].versions.size(), 2u) << "already ended: nothing added";
+  EXPECT_EQ(e->wallet("acme")->balance, "-401");
+  expect_verified(*e);
 }
 
 TEST_F(PricesTest, RerateWritesOneAdjustmentPerPeriodEqualToABruteForceRecomputation) {
