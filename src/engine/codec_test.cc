@@ -172,5 +172,162 @@ TEST(CodecTest, ACorruptQuantityIsRefused) {
   EXPECT_FALSE(decode_event_block(block, &h, [](const BlockEvent&) {}));
 }
 
+// ---- reservations, price versions, re-ratings and ledger blocks of format 2 (issue #17) ----------
+
+// Every strict prefix of a valid value is refused, and so is a wrong version byte.
+template <typename Decode>
+void expect_prefixes_refused(const std::string& value, Decode decode) {
+  for (std::size_t n = 0; n < value.size(); ++n) {
+    EXPECT_FALSE(decode(value.substr(0, n))) << "a prefix of " << n << " bytes";
+  }
+  std::string wrong = value;
+  wrong[0] = 9;
+  EXPECT_FALSE(decode(wrong)) << "an unknown version";
+}
+
+TEST(CodecTest, ReservationsRoundTrip) {
+  ReservationRecord r;
+  r.customer_num = 300;
+  r.meter = "tokens";
+  r.amount = core::Decimal::from_int(800);
+  r.credits = *core::parse_decimal("8.5");
+  r.created_us = -5;
+  r.expires_us = 1'741'608'060'000'000;
+  r.event_id = "k7";
+  r.properties = {{"model", "gpt-4"}, {"provider", ""}};
+  const std::string v = encode_reservation(r);
+  ReservationRecord back;
+  ASSERT_TRUE(decode_reservation(v, &back));
+  EXPECT_EQ(back.customer_num, 300u);
+  EXPECT_EQ(back.meter, "tokens");
+  EXPECT_EQ(back.amount, r.amount);
+  EXPECT_EQ(back.credits, r.credits);
+  EXPECT_EQ(back.created_us, -5);
+  EXPECT_EQ(back.expires_us, r.expires_us);
+  EXPECT_EQ(back.event_id, "k7");
+  EXPECT_EQ(back.properties, r.properties);
+  expect_prefixes_refused(v, [](std::string_view x) {
+    ReservationRecord out;
+    return decode_reservation(x, &out);
+  });
+  EXPECT_EQ(reservation_key("res_1"), "reservation:res_1");
+}
+
+TEST(CodecTest, PriceRecordsAndVersionKeysRoundTripAndSortByTime) {
+  PriceLineRecord line{"tokens_in", "TOKEN_USAGE", {{"model", "gpt-4"}}};
+  PriceLineRecord line_back;
+  ASSERT_TRUE(decode_price_line(encode_price_line(line), &line_back));
+  EXPECT_EQ(line_back.meter, "tokens_in");
+  EXPECT_EQ(line_back.event_type, "TOKEN_USAGE");
+  EXPECT_EQ(line_back.match, line.match);
+  expect_prefixes_refused(encode_price_line(line), [](std::string_view x) {
+    PriceLineRecord out;
+    return decode_price_line(x, &out);
+  });
+
+  // Keys sort by effective_from, then creation, negative times (and since-forever) first.
+  const std::string forever = price_version_key("p#0", INT64_MIN, 10);
+  const std::string before = price_version_key("p#0", -1, 0);
+  const std::string later = price_version_key("p#0", 1000, 5);
+  const std::string later_created = price_version_key("p#0", 1000, 6);
+  EXPECT_LT(forever, before);
+  EXPECT_LT(before, later);
+  EXPECT_LT(later, later_created);
+  std::string_view price;
+  core::TimeUs from = 0;
+  core::TimeUs created = 0;
+  ASSERT_TRUE(decode_price_version_key(forever, &price, &from, &created));
+  EXPECT_EQ(price, "p#0");
+  EXPECT_EQ(from, INT64_MIN);
+  EXPECT_EQ(created, 10);
+  EXPECT_FALSE(decode_price_version_key("price_version:p#0", &price, &from, &created));
+  EXPECT_FALSE(decode_price_version_key(forever.substr(1), &price, &from, &created));
+
+  core::PriceSpec spec;
+  spec.model = core::PriceModel::kGraduated;
+  spec.tiers = {core::PriceTier{false, core::Decimal::from_int(10), *core::parse_decimal("0.5"),
+                                core::Decimal{}},
+                core::PriceTier{true, core::Decimal{}, *core::parse_decimal("0.25"),
+                                core::Decimal::from_int(2)}};
+  spec.currency = "EUR";
+  spec.credits_per_currency_unit = core::Decimal::from_int(120);
+  core::PriceSpec back;
+  bool ended = false;
+  ASSERT_TRUE(decode_price_version(encode_price_version(spec, true), &back, &ended));
+  EXPECT_TRUE(ended);
+  EXPECT_TRUE(core::same_charges(spec, back));
+  expect_prefixes_refused(encode_price_version(spec, false), [](std::string_view x) {
+    core::PriceSpec out;
+    bool e = false;
+    return decode_price_version(x, &out, &e);
+  });
+}
+
+TEST(CodecTest, RerateRecordsRoundTrip) {
+  core::Decimal credits;
+  core::TimeUs at = 0;
+  const std::string v = encode_rerate(*core::parse_decimal("-3.25"), 77);
+  ASSERT_TRUE(decode_rerate(v, &credits, &at));
+  EXPECT_EQ(core::format_decimal(credits), "-3.25");
+  EXPECT_EQ(at, 77);
+  expect_prefixes_refused(v, [](std::string_view x) {
+    core::Decimal c;
+    core::TimeUs t = 0;
+    return decode_rerate(x, &c, &t);
+  });
+  EXPECT_EQ(rerate_key(1, 2).size(), kRerateKeyPrefix.size() + 12);
+}
+
+TEST(CodecTest, LedgerBlocksOfFormatTwoCarryHeldAndPeriodsAndFormatOneStillReads) {
+  LedgerRecord hold;
+  hold.seq = 7;
+  hold.type = "hold";
+  hold.held = *core::parse_decimal("8");
+  hold.reservation_id = "res_1";
+  LedgerRecord adj;
+  adj.seq = 8;
+  adj.type = "adjustment";
+  adj.amount = *core::parse_decimal("-2");
+  adj.period_start_us = 100;
+  adj.period_end_us = 200;
+  const std::string block = encode_ledger_block({&hold, &adj});
+  EXPECT_EQ(block[0], 2) << "format 2";
+  std::vector<LedgerRecord> back;
+  ASSERT_TRUE(decode_ledger_block(block, [&](LedgerRecord&& r) { back.push_back(std::move(r)); }));
+  ASSERT_EQ(back.size(), 2u);
+  EXPECT_EQ(back[0].held, hold.held);
+  EXPECT_EQ(back[0].reservation_id, "res_1");
+  EXPECT_EQ(to_transaction(back[0]).held, "8");
+  EXPECT_EQ(back[1].period_start_us, 100);
+  EXPECT_EQ(back[1].period_end_us, 200);
+  EXPECT_EQ(to_transaction(back[1]).held, "") << "only holds and releases show held";
+
+  // A block of format 1 (before holds): the same fields without held and the periods.
+  std::string v1;
+  v1 += '\x01';
+  put_varint(v1, 1);
+  put_varint(v1, 3);                   // seq
+  v1 += varint(4) + "burn";            // type
+  v1 += decimal_bytes(-5'000'000'000);  // amount -5
+  v1 += decimal_bytes(0);              // before
+  v1 += decimal_bytes(-5'000'000'000);  // after
+  v1 += varint(1) + "e";               // event id
+  put_varint(v1, 0);                   // grant seq
+  v1 += varint(0);                     // reservation id
+  v1 += varint(0);                     // description
+  put_zigzag(v1, 1);
+  put_zigzag(v1, 0);
+  put_zigzag(v1, 0);
+  std::vector<LedgerRecord> old;
+  ASSERT_TRUE(decode_ledger_block(v1, [&](LedgerRecord&& r) { old.push_back(std::move(r)); }));
+  ASSERT_EQ(old.size(), 1u);
+  EXPECT_EQ(old[0].type, "burn");
+  EXPECT_EQ(old[0].held.units, 0);
+  EXPECT_EQ(old[0].period_end_us, 0);
+  expect_prefixes_refused(block, [](std::string_view x) {
+    return decode_ledger_block(x, [](LedgerRecord&&) {});
+  });
+}
+
 }  // namespace
 }  // namespace tally::engine

@@ -1,7 +1,7 @@
 // Fuzzes every decoder of the engine's on-disk records (src/engine/codec.h): event blocks,
 // dedup records, aggregate and unique keys, aggregate states, customers, API keys, ledger
-// blocks, wallets, price usage keys, stored decimals, archived-event records, alerts and
-// webhook deliveries. These read bytes the engine wrote, but a damaged disk or a bug in an
+// blocks, wallets, price usage keys, stored decimals, archived-event records, alerts, webhook
+// deliveries, reservations, price records and version keys, price versions and re-ratings. These read bytes the engine wrote, but a damaged disk or a bug in an
 // older version may hand them anything: they must refuse it (false), never crash or allocate
 // without bound.
 //
@@ -170,12 +170,63 @@ bool reencode_delivery(std::string_view value, std::string* out) {
   return true;
 }
 
+bool reencode_reservation(std::string_view value, std::string* out) {
+  ReservationRecord r;
+  if (!decode_reservation(value, &r)) {
+    return false;
+  }
+  *out = encode_reservation(r);
+  return true;
+}
+
+bool reencode_price_line(std::string_view value, std::string* out) {
+  PriceLineRecord r;
+  if (!decode_price_line(value, &r)) {
+    return false;
+  }
+  *out = encode_price_line(r);
+  return true;
+}
+
+bool reencode_price_version_key(std::string_view key, std::string* out) {
+  std::string_view price;
+  core::TimeUs from = 0;
+  core::TimeUs created = 0;
+  if (!decode_price_version_key(key, &price, &from, &created)) {
+    return false;
+  }
+  *out = price_version_key(price, from, created);
+  FUZZ_EXPECT(*out == key, "price version keys are fixed-width");
+  return true;
+}
+
+bool reencode_price_version(std::string_view value, std::string* out) {
+  core::PriceSpec spec;
+  bool ended = false;
+  if (!decode_price_version(value, &spec, &ended)) {
+    return false;
+  }
+  *out = encode_price_version(spec, ended);
+  return true;
+}
+
+bool reencode_rerate(std::string_view value, std::string* out) {
+  core::Decimal credits;
+  core::TimeUs at = 0;
+  if (!decode_rerate(value, &credits, &at)) {
+    return false;
+  }
+  *out = encode_rerate(credits, at);
+  return true;
+}
+
 using Reencode = bool (*)(std::string_view, std::string*);
 constexpr Reencode kDecoders[] = {
     reencode_block,      reencode_dedup,           reencode_aggregate_key, reencode_agg_state,
     reencode_unique_key, reencode_customer,        reencode_key,           reencode_ledger,
     reencode_wallet,     reencode_price_usage_key, reencode_decimal,       reencode_archived_event,
-    reencode_alert,      reencode_delivery,
+    reencode_alert,      reencode_delivery,        reencode_reservation,   reencode_price_line,
+    reencode_price_version_key, reencode_price_version, reencode_rerate,
 };
 constexpr std::size_t kDecoderCount = sizeof(kDecoders) / sizeof(kDecoders[0]);
 
