@@ -18,6 +18,11 @@ packages=(
   # The libFuzzer targets (tests/fuzz, scripts/fuzz.sh) build with clang 14 and its runtimes.
   clang-14 libfuzzer-14-dev libclang-rt-14-dev
 )
+# The client tests (tests/clients) run the official npm clients of other systems with Node.js;
+# Debian's own is taken when the machine has no node at all.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  packages+=(nodejs npm)
+fi
 
 # Debian's postinst scripts start nginx and redis-server as system services. Tally only runs
 # them as children of a test, so a service started by the install is stopped (by the pid in its

@@ -15,6 +15,8 @@ cmake -G Ninja -S . -B "$build" \
 cmake --build "$build"
 # The libFuzzer targets, built by clang-14 in build/fuzz; ctest's fuzz_smoke runs each for 3 s.
 bash scripts/fuzz.sh --build
+# The official clients of other systems (tests/clients), exactly as the lockfile pins them.
+npm ci --prefix tests/clients --no-audit --no-fund
 
 # LeakSanitizer is on; a leak fails the test that made it.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"

@@ -119,6 +119,12 @@ class Engine {
   // The customer's ledger, oldest first. Errors: kNotFound, kInvalidArgument.
   Result<LedgerPage> wallet_transactions(const LedgerQuery& query) const;
 
+  // ---- ad-hoc limits (see docs/api.md "Ad-hoc limits") -------------------------------------------
+  // Counts each limit's cost in its current window, all or nothing: when any is over, none
+  // counts (each result says whether it fits). In memory, like rate buckets. At most 100.
+  // Errors: kInvalidArgument, kUnavailable (too many live windows).
+  Result<std::vector<AdHocResult>> limit_adhoc(const std::vector<AdHocLimit>& limits);
+
   // ---- prices (see docs/api.md "Prices") ---------------------------------------------------------
   // Every price with its versions: the configured ones in config order, then those removed.
   std::vector<PriceInfo> prices() const;

@@ -578,6 +578,29 @@ struct DeliveryAttempt {
   TimeUs next_attempt_at_us = 0;  // when not delivered; 0 = give up (the delivery fails)
 };
 
+// ---- ad-hoc limits (Engine::limit_adhoc) ------------------------------------------------------
+// A limit the caller gives with the request (as Unkey's and Gubernator's rate limits work): at
+// most `limit` per fixed window of `duration_ms`, counted per namespace and identifier. No plan
+// and no customer needed.
+struct AdHocLimit {
+  std::string ns;  // the namespace: 1..255 bytes ("sms.sign_up")
+  std::string identifier;  // 1..255 bytes: a user id, an IP address, ...
+  std::int64_t limit = 0;        // 0..1e15
+  std::int64_t duration_ms = 0;  // 1000 .. 2592000000 (30 days)
+  std::int64_t cost = 1;         // 0 (only ask) .. 1e15
+};
+
+struct AdHocResult {
+  std::string ns;
+  std::string identifier;
+  bool allowed = false;  // this limit admits its cost (with those before it in the request)
+  std::int64_t limit = 0;
+  std::int64_t used = 0;       // in the window, after the request
+  std::int64_t remaining = 0;  // in the window, after the request
+  TimeUs window_start_us = 0;
+  TimeUs reset_us = 0;  // when the window ends
+};
+
 // ---- prices -------------------------------------------------------------------------------------
 
 struct PriceTierInfo {

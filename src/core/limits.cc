@@ -177,4 +177,18 @@ bool threshold_reached(const Decimal& used, const Decimal& limit, std::int64_t p
   return used.units * 100 >= static_cast<__int128>(percent) * limit.units;
 }
 
+WindowDecision window_decide(const WindowCount& count, std::int64_t limit, TimeUs duration_us,
+                             std::int64_t cost, TimeUs now_us) {
+  WindowDecision d;
+  const TimeUs offset = ((now_us % duration_us) + duration_us) % duration_us;
+  d.window_start_us = now_us - offset;
+  d.reset_us = d.window_start_us + duration_us;
+  const std::int64_t used = count.start_us == d.window_start_us ? count.used : 0;
+  // cost <= limit - used, written so that nothing overflows whatever the inputs.
+  d.allowed = used <= limit && cost <= limit - used;
+  d.used_after = d.allowed ? used + cost : used;
+  d.remaining = limit > d.used_after ? limit - d.used_after : 0;
+  return d;
+}
+
 }  // namespace tally::core

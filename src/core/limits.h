@@ -111,6 +111,30 @@ RateDecision rate_evaluate(const RateState& s, const Decimal& limit, TimeUs peri
 // The bucket's fill at now_us after draining since s.at_us.
 Decimal rate_level(const RateState& s, const Decimal& limit, TimeUs period_us, TimeUs now_us);
 
+// ---- ad-hoc limits ----------------------------------------------------------------------------
+// A limit given by the caller with each request (Unkey- or Gubernator-style): at most `limit`
+// units per fixed window of `duration_us`, the windows aligned to multiples of the duration
+// since the epoch, counted per namespace and identifier. No plan, no customer.
+
+// What one window has counted.
+struct WindowCount {
+  TimeUs start_us = 0;
+  std::int64_t used = 0;
+};
+
+struct WindowDecision {
+  bool allowed = false;
+  std::int64_t used_after = 0;  // the window's count after this request (unchanged if denied)
+  std::int64_t remaining = 0;   // units left in the window after this request
+  TimeUs window_start_us = 0;
+  TimeUs reset_us = 0;  // when the window ends
+};
+
+// Decides admitting `cost` (>= 0) at `now_us` against `limit` (>= 0) per window of
+// `duration_us` (> 0), given what `count` holds (a count of an earlier window counts nothing).
+WindowDecision window_decide(const WindowCount& count, std::int64_t limit, TimeUs duration_us,
+                             std::int64_t cost, TimeUs now_us);
+
 // ---- alerts ---------------------------------------------------------------------------------
 
 // The names an alert level may have, least urgent first.

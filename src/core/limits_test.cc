@@ -388,5 +388,47 @@ TEST(DecimalRounding, FloorAndCeil) {
   EXPECT_EQ(decimal_ceil_int(dec("7")), 7);
 }
 
+// ---- ad-hoc limits ----------------------------------------------------------------------------
+
+TEST(WindowDecide, CountsUpToTheLimitWithinOneAlignedWindow) {
+  const TimeUs minute = 60'000'000;
+  const TimeUs now = 10 * minute + 5'000'000;  // 5 s into a window
+  WindowCount c;
+  WindowDecision d = window_decide(c, 3, minute, 2, now);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.window_start_us, 10 * minute);
+  EXPECT_EQ(d.reset_us, 11 * minute);
+  EXPECT_EQ(d.used_after, 2);
+  EXPECT_EQ(d.remaining, 1);
+  c = WindowCount{d.window_start_us, d.used_after};
+  d = window_decide(c, 3, minute, 2, now + 1);
+  EXPECT_FALSE(d.allowed) << "2 more would make 4 of 3";
+  EXPECT_EQ(d.used_after, 2) << "a denial counts nothing";
+  EXPECT_EQ(d.remaining, 1);
+  d = window_decide(c, 3, minute, 1, now + 2);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.remaining, 0);
+  c = WindowCount{d.window_start_us, d.used_after};
+  EXPECT_TRUE(window_decide(c, 3, minute, 0, now).allowed) << "a cost of 0 only asks";
+  // The next window starts from zero, exactly at its boundary.
+  d = window_decide(c, 3, minute, 3, 11 * minute);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.window_start_us, 11 * minute);
+  EXPECT_FALSE(window_decide(c, 3, minute, 1, 11 * minute - 1).allowed);
+}
+
+TEST(WindowDecide, ExtremesNeitherOverflowNorAdmitTooMuch) {
+  const TimeUs hour = 3'600'000'000;
+  WindowCount c{0, INT64_MAX - 1};
+  EXPECT_FALSE(window_decide(c, INT64_MAX, hour, 2, 5).allowed);
+  EXPECT_TRUE(window_decide(c, INT64_MAX, hour, 1, 5).allowed);
+  EXPECT_FALSE(window_decide(WindowCount{}, 0, hour, 1, 5).allowed) << "a limit of 0 admits nothing";
+  EXPECT_FALSE(window_decide(WindowCount{}, 5, hour, INT64_MAX, 5).allowed);
+  // Negative times (before 1970) align the same way.
+  const WindowDecision d = window_decide(WindowCount{}, 1, hour, 1, -1);
+  EXPECT_EQ(d.window_start_us, -hour);
+  EXPECT_EQ(d.reset_us, 0);
+}
+
 }  // namespace
 }  // namespace tally::core

@@ -406,6 +406,15 @@ struct Engine::Impl {
   std::mutex api_rates_mutex;
   std::unordered_map<std::string, core::RateState> api_rates;
 
+  // ---- ad-hoc limits (adhoc_limits.cc): namespace, identifier and duration -> its window ------
+  struct AdHocWindow {
+    core::WindowCount count;
+    core::TimeUs end_us = 0;
+  };
+  std::mutex adhoc_mutex;
+  std::unordered_map<std::string, AdHocWindow> adhoc_windows;
+  std::size_t adhoc_sweep_at = 100'000;  // sweep ended windows when the map grows past this
+
   // ---- archive.cc: one archive or restore at a time (taken without waiting); verify holds it
   // too, so it never sees events both in their blocks and in an archive's records ------------
   mutable std::mutex archive_mutex;

@@ -36,6 +36,10 @@ struct Route {
   Run run = kInline;
 };
 
+// The routes of another system's API, whose refusals (401, 403, 404, 405, 429) are in that
+// system's error shape: docs/compat.md.
+constexpr std::string_view kUnkeyPrefix = "/unkey/";
+
 const Route kRoutes[] = {
     {"GET", "/health", Need::kNone, handlers::health},
     {"GET", "/ready", Need::kNone, handlers::ready},
@@ -55,6 +59,9 @@ const Route kRoutes[] = {
     {"DELETE", "/v1/keys/{}", Need::kAdmin, handlers::revoke_key},
     {"POST", "/v1/check", Need::kCheck, handlers::check},
     {"POST", "/v1/check/batch", Need::kCheck, handlers::check_batch},
+    {"POST", "/v1/ratelimit", Need::kCheck, handlers::ratelimit},
+    {"POST", "/unkey/v2/ratelimit.limit", Need::kCheck, handlers::unkey_limit},
+    {"POST", "/unkey/v2/ratelimit.multiLimit", Need::kCheck, handlers::unkey_multi_limit},
     {"POST", "/v1/reservations/{}/commit", Need::kCheck, handlers::commit_reservation},
     {"POST", "/v1/reservations/{}/release", Need::kCheck, handlers::release_reservation},
     {"GET", "/v1/customers/{}/limits", Need::kRead, handlers::customer_limits},
@@ -189,6 +196,12 @@ Admission Api::refuse(const char* route, Response response) {
 
 Admission Api::admit(const Request& head) {
   const auto segments = split_path(head.target);
+  // A refusal in the error shape of the API the path belongs to.
+  const bool unkey = std::string_view(head.path).substr(0, kUnkeyPrefix.size()) == kUnkeyPrefix;
+  auto refused = [unkey](unsigned status, std::string_view code, const std::string& message) {
+    return unkey ? handlers::unkey_refusal(status, message)
+                 : error_response(status, code, message);
+  };
   std::vector<std::string> params;
   const Route* found = nullptr;
   std::string allowed;
@@ -207,13 +220,13 @@ Admission Api::admit(const Request& head) {
   }
   if (found == nullptr) {
     if (!allowed.empty()) {
-      Response r = error_response(405, "METHOD_NOT_ALLOWED",
-                                  "method " + head.method + " is not allowed here; use " + allowed);
+      Response r = refused(405, "METHOD_NOT_ALLOWED",
+                           "method " + head.method + " is not allowed here; use " + allowed);
       r.headers.emplace_back("Allow", allowed);
       return refuse("unmatched", std::move(r));
     }
-    return refuse("unmatched", error_response(404, "NOT_FOUND",
-                                              "no route for " + head.method + " " + head.path));
+    return refuse("unmatched",
+                  refused(404, "NOT_FOUND", "no route for " + head.method + " " + head.path));
   }
   match(found->pattern, segments, &params);
 
@@ -223,11 +236,14 @@ Admission Api::admit(const Request& head) {
     const std::string_view key = presented_key(head);
     if (key.empty()) {
       return refuse(found->pattern,
-                    error_response(401, "UNAUTHORIZED", "Invalid or missing API key"));
+                    refused(401, "UNAUTHORIZED", "Invalid or missing API key"));
     }
     auto id = engine_.authenticate(key);
     if (!id) {
-      return refuse(found->pattern, status_response(id.error()));
+      return refuse(found->pattern,
+                    unkey ? handlers::unkey_refusal(status_response(id.error()).status,
+                                                    id.error().message())
+                          : status_response(id.error()));
     }
     identity = std::move(*id);
     const std::uint32_t scopes = identity.scopes;
@@ -239,9 +255,9 @@ Admission Api::admit(const Request& head) {
     if (!permitted) {
       return refuse(
           found->pattern,
-          error_response(403, "FORBIDDEN",
-                         found->need == Need::kAdmin ? "this route needs an admin key"
-                                                     : "this key lacks the scope for this route"));
+          refused(403, "FORBIDDEN",
+                  found->need == Need::kAdmin ? "this route needs an admin key"
+                                              : "this key lacks the scope for this route"));
     }
     // A customer key naming another customer in the path: the routes under /v1/customers/{id}.
     const std::string_view pattern = found->pattern;
@@ -256,7 +272,7 @@ Admission Api::admit(const Request& head) {
       Response headers_of;
       handlers::add_rate_limit_headers(headers_of, limit, engine_.clock().now_us());
       if (!limit.allowed) {
-        Response r = error_response(429, "RATE_LIMITED", limit.message);
+        Response r = refused(429, "RATE_LIMITED", limit.message);
         r.headers = std::move(headers_of.headers);
         return refuse(found->pattern, std::move(r));
       }

@@ -52,6 +52,12 @@ void add_rate_limit_headers(Response& resp, const CheckResult& r, TimeUs now);
 void get_wallet(Context& ctx, Call& call);
 void create_wallet_transaction(Context& ctx, Call& call);
 void list_wallet_transactions(Context& ctx, Call& call);
+// ratelimit.cc: Tally's ad-hoc limits, and Unkey's routes (under /unkey)
+void ratelimit(Context& ctx, Call& call);
+void unkey_limit(Context& ctx, Call& call);
+void unkey_multi_limit(Context& ctx, Call& call);
+// A refusal in Unkey's error shape (the routes under /unkey).
+Response unkey_refusal(unsigned status, std::string_view detail);
 // prices.cc
 void list_prices(Context& ctx, Call& call);
 void reprice_customer(Context& ctx, Call& call);

@@ -1,0 +1,78 @@
+// Ad-hoc limits over HTTP against a real `tally serve`: POST /v1/ratelimit (200 and 429 with
+// the rate-limit headers, several limits all or nothing, every error), and the refusals of the
+// Unkey-compatible routes in Unkey's error shape. The official Unkey clients drive the same
+// routes in tests/clients/unkey.test.mjs.
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "json_test_util.h"
+#include "tally_server.h"
+
+namespace tally::testing {
+namespace {
+
+TEST(RatelimitApiTest, AdHocLimitsCountExactlyWithHeaders) {
+  TallyServer server("");
+  auto c = server.client();
+  auto post = [&](const std::string& body, const std::string& key = kAdminKey) {
+    return c->request("POST", "/v1/ratelimit", body, key_header(key));
+  };
+  const std::string one = R"({"namespace":"login","identifier":"10.0.0.1","limit":2,"duration":60000})";
+  auto a = post(one);
+  ASSERT_EQ(a.status, 200) << a.body;
+  const Json aj(a.body);
+  EXPECT_TRUE(aj["allowed"].get_bool().value());
+  EXPECT_EQ(aj.num("remaining"), 1);
+  EXPECT_EQ(aj.num("used"), 1);
+  EXPECT_EQ(a.header("X-RateLimit-Remaining"), "1");
+  EXPECT_EQ(a.header("X-RateLimit-Limit"), "2");
+  ASSERT_EQ(post(one).status, 200);
+  auto denied = post(one);
+  EXPECT_EQ(denied.status, 429) << denied.body;
+  EXPECT_FALSE(Json(denied.body)["allowed"].get_bool().value());
+  ASSERT_FALSE(denied.header("Retry-After").empty());
+  EXPECT_GE(std::stoi(denied.header("Retry-After")), 1);
+  EXPECT_LE(std::stoi(denied.header("Retry-After")), 60);
+
+  // Several at once: all or nothing.
+  auto both = post(R"({"limits":[{"namespace":"login","identifier":"10.0.0.2","limit":5,"duration":60000},)"
+                   R"({"namespace":"login","identifier":"10.0.0.1","limit":2,"duration":60000}]})");
+  EXPECT_EQ(both.status, 429) << both.body;
+  const Json bj(both.body);
+  EXPECT_TRUE(bj["results"].at(0)["allowed"].get_bool().value());
+  EXPECT_EQ(bj["results"].at(0)["used"].get_int64().value(), 0) << "nothing counted";
+
+  // Errors change nothing.
+  EXPECT_EQ(post(R"({"namespace":"login","identifier":"x","limit":2})").status, 400);
+  EXPECT_EQ(post(R"({"namespace":"login","identifier":"x","limit":2,"duration":60000,"extra":1})").status, 400);
+  EXPECT_EQ(post(R"({"namespace":"login","identifier":"x","limit":2,"duration":5})").status, 400);
+  EXPECT_EQ(post(R"({"namespace":"login","identifier":"x","limit":-2,"duration":60000})").status, 400);
+  EXPECT_EQ(post(R"({"namespace":"","identifier":"x","limit":2,"duration":60000})").status, 400);
+  EXPECT_EQ(post(R"({"limits":[]})").status, 400);
+  EXPECT_EQ(post("nope").status, 400);
+  EXPECT_EQ(c->request("POST", "/v1/ratelimit", one).status, 401);
+  auto key = c->request("POST", "/v1/keys", R"({"name":"r","scopes":["read"]})", key_header(kAdminKey));
+  ASSERT_EQ(key.status, 201) << key.body;
+  EXPECT_EQ(post(one, Json(key.body).str("key")).status, 403);
+  const Json after(post(R"({"namespace":"login","identifier":"x","limit":2,"duration":60000,"cost":0})").body);
+  EXPECT_EQ(after.num("used"), 0);
+
+  // The Unkey routes refuse in Unkey's shape.
+  auto unauthorized = c->request("POST", "/unkey/v2/ratelimit.limit", one);
+  EXPECT_EQ(unauthorized.status, 401);
+  const Json uj(unauthorized.body);
+  EXPECT_EQ(uj["error"]["status"].get_int64().value(), 401);
+  EXPECT_EQ(uj["error"]["title"].get_string().value(), "Unauthorized");
+  EXPECT_EQ(std::string(uj["meta"]["requestId"].get_string().value()).substr(0, 4), "req_");
+  auto missing = c->request("POST", "/unkey/v2/ratelimit.nothing", one, key_header(kAdminKey));
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(Json(missing.body)["error"]["status"].get_int64().value(), 404);
+  auto bad = c->request("POST", "/unkey/v2/ratelimit.limit", R"({"namespace":"a"})",
+                        key_header(kAdminKey));
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_EQ(Json(bad.body)["error"]["errors"].at(0)["location"].get_string().value(), "body");
+}
+
+}  // namespace
+}  // namespace tally::testing
