@@ -31,6 +31,9 @@ struct IngestOptions {
   // `allow_negative = true` (corrections). Otherwise, and always for other meters, an event
   // that feeds a meter a negative value is refused with NEGATIVE_VALUE.
   bool negative_corrections = false;
+  // CloudEvents as OpenMeter takes them: an event's `source` scopes its `id`, so the stored id
+  // (and the deduplication key) is "<source>/<id>"; without a source, the id alone.
+  bool source_scopes_id = false;
 };
 
 struct IngestSummary {

@@ -79,6 +79,7 @@ class EventReader {
     EventBatch& b = out_->batch;
     const std::size_t props_mark = b.props().size();
     id_ = {};
+    source_ = {};
     event_id_ = {};
     idempotency_key_ = {};
     customer_ = {};
@@ -137,6 +138,9 @@ class EventReader {
   simdjson::error_code read_field(std::string_view key, od::value& v) {
     if (key == "id") {
       return read_string_field(key, v, &id_);
+    }
+    if (key == "source" && options_.source_scopes_id) {
+      return read_string_field(key, v, &source_);
     }
     if (key == "event_id") {
       return read_string_field(key, v, &event_id_);
@@ -340,6 +344,9 @@ class EventReader {
 
   void finish(std::uint32_t index, std::size_t props_mark) {
     EventBatch& b = out_->batch;
+    if (!source_.empty() && !id_.empty()) {
+      id_ = source_ + "/" + id_;  // source_scopes_id
+    }
     const std::string& dedup_key =
         !idempotency_key_.empty() ? idempotency_key_ : !id_.empty() ? id_ : event_id_;
     if (problem_.ok()) {
@@ -415,7 +422,7 @@ class EventReader {
 
   const ParseOptions& options_;
   ParsedEvents* out_;
-  std::string id_, event_id_, idempotency_key_, customer_, type_, time_text_;
+  std::string id_, source_, event_id_, idempotency_key_, customer_, type_, time_text_;
   bool has_time_ = false;
   EventProblem problem_;
   std::string prefix_;

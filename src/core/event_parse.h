@@ -45,6 +45,9 @@ struct ParseOptions {
   // Meters whose value must not be negative in this request: an event that feeds one of them
   // (its type and filter match) with a number below zero is refused (NEGATIVE_VALUE).
   const std::vector<const MeterSpec*>* nonnegative = nullptr;
+  // An event's "source" (CloudEvents) scopes its id: the id becomes "<source>/<id>", and the
+  // source is not kept as a property. Off: "source" is a property like any other field.
+  bool source_scopes_id = false;
 };
 
 struct ParsedEvents {

@@ -191,5 +191,29 @@ TEST(EventParseTest, AnEventIdKeptAsAPropertyKeepsTheIdLimit) {
   EXPECT_EQ(out.batch.text(out.batch.props()[e.prop_begin].text).size(), kEventIdBytesMax);
 }
 
+TEST(EventParseTest, ASourceScopesTheIdOfCloudEventsWhenAsked) {
+  const std::string text =
+      R"([{"specversion":"1.0","id":"1","source":"billing","type":"t","subject":"c","data":{"n":1}},)"
+      R"({"specversion":"1.0","id":"1","source":"api","type":"t","subject":"c"},)"
+      R"({"specversion":"1.0","id":"2","type":"t","subject":"c"}])";
+  ParseOptions o;
+  o.now_us = 1'700'000'000 * kUsPerSecond;
+  o.source_scopes_id = true;
+  ParsedEvents out;
+  std::string body = text;  // the parser pads it in place
+  ASSERT_TRUE(parse_events(body, o, &out).ok());
+  ASSERT_EQ(out.batch.size(), 3u);
+  EXPECT_EQ(out.batch.text(out.batch.events()[0].id), "billing/1");
+  EXPECT_EQ(out.batch.text(out.batch.events()[1].id), "api/1");
+  EXPECT_EQ(out.batch.text(out.batch.events()[2].id), "2");
+  EXPECT_EQ(out.batch.events()[0].prop_count, 1u) << "the source is no property";
+  // Off (Tally's own route): the id alone, and source a property.
+  o.source_scopes_id = false;
+  body = text;
+  ASSERT_TRUE(parse_events(body, o, &out).ok());
+  EXPECT_EQ(out.batch.text(out.batch.events()[0].id), "1");
+  EXPECT_EQ(out.batch.events()[0].prop_count, 2u);
+}
+
 }  // namespace
 }  // namespace tally::core

@@ -1237,6 +1237,7 @@ void Engine::ingest_json_async(std::string body, const IngestOptions& options,
   po.future_skew_us_max = d.config.server.future_skew_seconds_max * core::kUsPerSecond;
   po.default_customer = options.restrict_customer;
   po.events_max = d.config.server.batch_events_max;
+  po.source_scopes_id = options.source_scopes_id;
   if (!d.config.server.accept_unmetered_events && !d.metered_types.empty()) {
     po.known_types = &d.metered_types;
   }

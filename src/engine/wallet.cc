@@ -512,7 +512,10 @@ void Engine::Impl::verify_ledger(
     }
     // Every hold of the ledger is open (in its wallet, and its reservation open) or closed by
     // one release of what its commit's burn did not take.
-    for (const auto& [k, h] : holds) {
+    for (const auto& entry : holds) {
+      // Not a structured binding: clang before 16 cannot capture one in the lambda below.
+      const auto& k = entry.first;
+      const HoldTrail& h = entry.second;
       const std::string what = "reservation " + k.second + " of customer '" + name(k.first) + "'";
       if (h.holds != 1 || h.releases > 1) {
         report->differences.push_back(what + ": " + std::to_string(h.holds) + " holds and " +

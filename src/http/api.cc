@@ -39,6 +39,7 @@ struct Route {
 // The routes of another system's API, whose refusals (401, 403, 404, 405, 429) are in that
 // system's error shape: docs/compat.md.
 constexpr std::string_view kUnkeyPrefix = "/unkey/";
+constexpr std::string_view kOpenMeterPrefix = "/openmeter/";
 
 const Route kRoutes[] = {
     {"GET", "/health", Need::kNone, handlers::health},
@@ -62,6 +63,10 @@ const Route kRoutes[] = {
     {"POST", "/v1/ratelimit", Need::kCheck, handlers::ratelimit},
     {"POST", "/unkey/v2/ratelimit.limit", Need::kCheck, handlers::unkey_limit},
     {"POST", "/unkey/v2/ratelimit.multiLimit", Need::kCheck, handlers::unkey_multi_limit},
+    {"POST", "/openmeter/api/v1/events", Need::kIngest, handlers::openmeter_ingest},
+    {"GET", "/openmeter/api/v1/meters", Need::kAnyKey, handlers::openmeter_list_meters},
+    {"GET", "/openmeter/api/v1/meters/{}", Need::kAnyKey, handlers::openmeter_get_meter},
+    {"GET", "/openmeter/api/v1/meters/{}/query", Need::kRead, handlers::openmeter_query, kPool},
     {"POST", "/v1/reservations/{}/commit", Need::kCheck, handlers::commit_reservation},
     {"POST", "/v1/reservations/{}/release", Need::kCheck, handlers::release_reservation},
     {"GET", "/v1/customers/{}/limits", Need::kRead, handlers::customer_limits},
@@ -198,9 +203,13 @@ Admission Api::admit(const Request& head) {
   const auto segments = split_path(head.target);
   // A refusal in the error shape of the API the path belongs to.
   const bool unkey = std::string_view(head.path).substr(0, kUnkeyPrefix.size()) == kUnkeyPrefix;
-  auto refused = [unkey](unsigned status, std::string_view code, const std::string& message) {
-    return unkey ? handlers::unkey_refusal(status, message)
-                 : error_response(status, code, message);
+  const bool openmeter =
+      std::string_view(head.path).substr(0, kOpenMeterPrefix.size()) == kOpenMeterPrefix;
+  auto refused = [unkey, openmeter](unsigned status, std::string_view code,
+                                    const std::string& message) {
+    return unkey       ? handlers::unkey_refusal(status, message)
+           : openmeter ? handlers::openmeter_refusal(status, message)
+                       : error_response(status, code, message);
   };
   std::vector<std::string> params;
   const Route* found = nullptr;
@@ -240,10 +249,10 @@ Admission Api::admit(const Request& head) {
     }
     auto id = engine_.authenticate(key);
     if (!id) {
-      return refuse(found->pattern,
-                    unkey ? handlers::unkey_refusal(status_response(id.error()).status,
-                                                    id.error().message())
-                          : status_response(id.error()));
+      const unsigned status = status_response(id.error()).status;
+      return refuse(found->pattern, unkey || openmeter
+                                        ? refused(status, "", id.error().message())
+                                        : status_response(id.error()));
     }
     identity = std::move(*id);
     const std::uint32_t scopes = identity.scopes;

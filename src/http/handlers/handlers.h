@@ -58,6 +58,13 @@ void unkey_limit(Context& ctx, Call& call);
 void unkey_multi_limit(Context& ctx, Call& call);
 // A refusal in Unkey's error shape (the routes under /unkey).
 Response unkey_refusal(unsigned status, std::string_view detail);
+// openmeter.cc: OpenMeter's routes (under /openmeter)
+void openmeter_ingest(Context& ctx, Call& call);
+void openmeter_list_meters(Context& ctx, Call& call);
+void openmeter_get_meter(Context& ctx, Call& call);
+void openmeter_query(Context& ctx, Call& call);
+// A refusal in OpenMeter's shape (application/problem+json).
+Response openmeter_refusal(unsigned status, std::string_view detail);
 // prices.cc
 void list_prices(Context& ctx, Call& call);
 void reprice_customer(Context& ctx, Call& call);
