@@ -4,54 +4,95 @@
 
 namespace tally::engine {
 
-void DedupIndex::insert(std::uint64_t hash, std::uint64_t seq, std::uint32_t customer_num) {
-  TALLY_ASSERT(hash != 0, "dedup hash 0 is reserved for empty slots");
-  TALLY_ASSERT(seq <= kSeqMax && customer_num <= kCustomerMax, "dedup location out of range");
-  if ((size_ + 1) * 10 > slots_.size() * 7) {
-    grow();
-  }
-  const std::size_t mask = slots_.size() - 1;
-  for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
-    if (slots_[i].hash == 0) {
-      slots_[i] = Slot{hash, (static_cast<std::uint64_t>(customer_num) << kSeqBits) | seq};
-      ++size_;
+namespace {
+
+using Slots = std::vector<DedupIndex::Slot>;
+
+void put(Slots& slots, const DedupIndex::Slot& s) {
+  const std::size_t mask = slots.size() - 1;
+  for (std::size_t i = s.hash & mask;; i = (i + 1) & mask) {
+    if (slots[i].hash == 0) {
+      slots[i] = s;
       return;
     }
   }
+}
+
+// Sets the location of (hash, old packed seq) to `packed`; false when the entry is absent.
+bool set(Slots& slots, std::uint64_t hash, std::uint64_t old_seq, std::uint64_t packed) {
+  const std::size_t mask = slots.size() - 1;
+  for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
+    DedupIndex::Slot& s = slots[i];
+    if (s.hash == 0) {
+      return false;
+    }
+    if (s.hash == hash && (s.packed & DedupIndex::kSeqMax) == old_seq) {
+      s.packed = packed;
+      return true;
+    }
+  }
+}
+
+}  // namespace
+
+void DedupIndex::insert(std::uint64_t hash, std::uint64_t seq, std::uint32_t customer_num) {
+  TALLY_ASSERT(hash != 0, "dedup hash 0 is reserved for empty slots");
+  TALLY_ASSERT(seq <= kSeqMax && customer_num <= kCustomerMax, "dedup location out of range");
+  if (needs_growth(1)) {
+    grow();
+  }
+  const Slot s{hash, (static_cast<std::uint64_t>(customer_num) << kSeqBits) | seq};
+  put(slots_, s);
+  if (!prepared_.empty()) {
+    put(prepared_, s);  // kept equal to slots_ until it is swapped in
+  }
+  ++size_;
 }
 
 void DedupIndex::replace(std::uint64_t hash, std::uint64_t old_seq, std::uint64_t new_seq,
                          std::uint32_t customer_num) {
-  const std::size_t mask = slots_.size() - 1;
-  for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
-    Slot& s = slots_[i];
-    if (s.hash == 0) {
-      insert(hash, new_seq, customer_num);
-      return;
+  const std::uint64_t packed = (static_cast<std::uint64_t>(customer_num) << kSeqBits) | new_seq;
+  if (!set(slots_, hash, old_seq, packed)) {
+    insert(hash, new_seq, customer_num);
+    return;
+  }
+  if (!prepared_.empty()) {
+    set(prepared_, hash, old_seq, packed);
+  }
+}
+
+Slots DedupIndex::rehashed(std::size_t n) const {
+  Slots out(n);
+  for (const Slot& s : slots_) {
+    if (s.hash != 0) {
+      put(out, s);
     }
-    if (s.hash == hash && (s.packed & kSeqMax) == old_seq) {
-      s.packed = (static_cast<std::uint64_t>(customer_num) << kSeqBits) | new_seq;
-      return;
-    }
+  }
+  return out;
+}
+
+void DedupIndex::prepare_growth(std::size_t extra) {
+  if (!needs_growth(extra)) {
+    return;
+  }
+  std::size_t n = slots_.size() * 2;
+  while ((size_ + extra) * 10 > n * 7) {
+    n *= 2;
+  }
+  if (prepared_.size() < n) {
+    prepared_ = rehashed(n);
   }
 }
 
 void DedupIndex::grow() {
-  std::vector<Slot> old;
-  old.swap(slots_);
-  slots_.assign(old.size() * 2, Slot{});
-  const std::size_t mask = slots_.size() - 1;
-  for (const Slot& s : old) {
-    if (s.hash == 0) {
-      continue;
-    }
-    for (std::size_t i = s.hash & mask;; i = (i + 1) & mask) {
-      if (slots_[i].hash == 0) {
-        slots_[i] = s;
-        break;
-      }
-    }
+  // A prepared table holds exactly the current entries (every change went to both).
+  if (!prepared_.empty() && prepared_.size() > slots_.size() && !needs_growth_of(prepared_.size(), 1)) {
+    slots_.swap(prepared_);
+    prepared_ = {};
+    return;
   }
+  prepared_ = {};
+  slots_ = rehashed(slots_.size() * 2);
 }
 
 }  // namespace tally::engine

@@ -4,7 +4,11 @@
 // A hash match is only a candidate: the engine confirms it by reading the stored event and
 // comparing the full id, so dedup is exact. 16 bytes per slot, at most 70 % full.
 //
-// Thread safety: none; only the commit thread touches it.
+// Thread safety: only the commit thread changes it; readers (a retried check's id) read it under
+// the engine's state_mutex held shared, the commit thread changes it under that mutex held
+// exclusively. Growing a large table takes long (rehashing tens of millions of slots), so the
+// commit thread builds the grown table beforehand without the mutex (prepare_growth: reading the
+// current table, which nothing else changes), and only swaps it in under the mutex.
 #pragma once
 
 #include <cstdint>
@@ -51,15 +55,28 @@ class DedupIndex {
   std::size_t size() const { return size_; }
   std::size_t bytes() const { return slots_.size() * sizeof(Slot); }
 
- private:
+  // When `extra` more entries would make the table grow, builds the grown table beside the
+  // current one, which stays readable; insert() then swaps it in instead of rehashing. Commit
+  // thread only, before it takes the mutex to insert.
+  void prepare_growth(std::size_t extra);
+
   struct Slot {
     std::uint64_t hash = 0;    // 0 = empty
     std::uint64_t packed = 0;  // customer_num << 40 | seq
   };
 
+ private:
+
+  bool needs_growth(std::size_t extra) const { return needs_growth_of(slots_.size(), extra); }
+  bool needs_growth_of(std::size_t slots, std::size_t extra) const {
+    return (size_ + extra) * 10 > slots * 7;
+  }
+  // A table of `n` slots holding the entries of slots_.
+  std::vector<Slot> rehashed(std::size_t n) const;
   void grow();
 
   std::vector<Slot> slots_;
+  std::vector<Slot> prepared_;  // a grown copy of slots_ (prepare_growth), or empty
   std::size_t size_ = 0;
 };
 

@@ -1142,7 +1142,9 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
     return;
   }
 
-  // Durable: now make it visible.
+  // Durable: now make it visible. A dedup table that must grow for this commit's entries is
+  // built first, without the lock: under it, growing is a swap, not a rehash.
+  dedup.prepare_growth(dedup_entries.size());
   {
     std::unique_lock lock(state_mutex);
     for (auto& [id, pc] : new_customers) {

@@ -1,0 +1,77 @@
+// The dedup index: every entry found after growth, whether the grown table was prepared
+// beforehand (outside the engine's lock) or built on the spot, and a prepared table kept equal
+// to the current one by every change until it is swapped in.
+#include "engine/dedup_index.h"
+
+#include <map>
+#include <random>
+
+#include <gtest/gtest.h>
+
+namespace tally::engine {
+namespace {
+
+// Every (hash -> seq) of `want` is in the index with its customer.
+void expect_all(const DedupIndex& index, const std::multimap<std::uint64_t, std::uint64_t>& want) {
+  for (const auto& [hash, seq] : want) {
+    bool found = false;
+    index.find(hash, [&](DedupIndex::Location l) {
+      found = found || (l.seq == seq && l.customer_num == static_cast<std::uint32_t>(seq % 7));
+    });
+    ASSERT_TRUE(found) << "hash " << hash << " seq " << seq;
+  }
+  EXPECT_EQ(index.size(), want.size());
+}
+
+TEST(DedupIndexTest, PreparedGrowthIsTheSameIndexAsGrowthOnTheSpot) {
+  std::mt19937_64 rng(11);
+  for (bool prepare : {false, true}) {
+    DedupIndex index;
+    std::multimap<std::uint64_t, std::uint64_t> want;
+    std::uint64_t seq = 1;
+    for (int commit = 0; commit < 200; ++commit) {
+      const std::size_t n = 1 + rng() % 300;
+      if (prepare) {
+        index.prepare_growth(n);
+      }
+      for (std::size_t i = 0; i < n; ++i, ++seq) {
+        // Some true collisions: a few hashes repeat.
+        const std::uint64_t hash = (rng() % 50 == 0 && !want.empty()) ? want.begin()->first
+                                                                      : (rng() | 1);
+        index.insert(hash, seq, static_cast<std::uint32_t>(seq % 7));
+        want.emplace(hash, seq);
+      }
+      if (commit % 17 == 0) {
+        // An event accepted again after its window: its location moves.
+        auto it = std::next(want.begin(), static_cast<long>(rng() % want.size()));
+        const std::uint64_t moved = seq++;
+        index.replace(it->first, it->second, moved, static_cast<std::uint32_t>(moved % 7));
+        want.emplace(it->first, moved);
+        want.erase(it);
+      }
+    }
+    expect_all(index, want);
+    EXPECT_GT(index.bytes(), want.size() * 16) << "at most 70 % full";
+  }
+}
+
+TEST(DedupIndexTest, APreparedTableStaysEqualWhenTheCommitIsLostAndMoreComesFirst) {
+  DedupIndex index;
+  std::multimap<std::uint64_t, std::uint64_t> want;
+  std::uint64_t seq = 1;
+  auto add = [&](std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i, ++seq) {
+      const std::uint64_t hash = seq * 0x9E3779B97F4A7C15ull | 1;
+      index.insert(hash, seq, static_cast<std::uint32_t>(seq % 7));
+      want.emplace(hash, seq);
+    }
+  };
+  add(700);
+  index.prepare_growth(500);  // a commit that then fails: nothing inserted
+  add(10);                    // the next commits insert without growing at first ...
+  add(600);                   // ... then grow: the prepared table must hold all of them
+  expect_all(index, want);
+}
+
+}  // namespace
+}  // namespace tally::engine
