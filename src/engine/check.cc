@@ -1097,15 +1097,9 @@ void restore_reservation(Engine::Impl& d, const std::string& id, engine::Reserva
                          core::TimeUs now) {
   std::shared_lock state_lock(d.state_mutex);
   std::lock_guard limits_lock(d.limits_mutex);
-  CustomerLimits& cl = d.limits[res.customer_num];
   res.token = d.next_token++;
-  for (auto& c : cl.counters) {
-    if (c.meter == res.meter && now >= c.count_from_us && now < c.span.end) {
-      c.pending += res.amount;
-    }
-  }
-  cl.in_flight.add(res.token, InFlight{res.meter, now, res.amount, res.credits});
-  cl.credits_in_flight += res.credits;
+  std::vector<Evaluated> no_rates;  // rate buckets are not given back their hold
+  apply(d.limits[res.customer_num], no_rates, res.meter, res.amount, now, res.token, res.credits);
   d.reservations.emplace(id, std::move(res));
 }
 

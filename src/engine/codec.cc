@@ -922,6 +922,12 @@ bool decode_rerate(std::string_view value, core::Decimal* credits, core::TimeUs*
          in.get_zigzag(at_us) && in.done();
 }
 
+std::string prefix_end(std::string_view prefix) {
+  std::string end(prefix);
+  end.back() = static_cast<char>(end.back() + 1);
+  return end;
+}
+
 std::string reservation_key(std::string_view id) {
   std::string k(kReservationKeyPrefix);
   k += id;

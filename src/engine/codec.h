@@ -47,6 +47,10 @@ class Reader {
   std::string_view in_;
 };
 
+// The first key after every key that starts with `prefix` (its last byte plus one), the end of
+// a scan over the prefix. REQUIRES: prefix non-empty, its last byte not 0xff.
+std::string prefix_end(std::string_view prefix);
+
 std::uint32_t read_be32(std::string_view s);  // REQUIRES: s.size() >= 4
 std::uint64_t read_be64(std::string_view s);  // REQUIRES: s.size() >= 8
 

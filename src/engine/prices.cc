@@ -41,13 +41,6 @@ long key_number(std::string_view key) {
   return n;
 }
 
-// The end of a scan over keys starting with `prefix`.
-std::string prefix_end(std::string_view prefix) {
-  std::string end(prefix);
-  end.back() = static_cast<char>(end.back() + 1);
-  return end;
-}
-
 }  // namespace
 
 Status Engine::Impl::load_prices() {
@@ -55,7 +48,7 @@ Status Engine::Impl::load_prices() {
   std::map<std::string, std::vector<core::PriceVersion>> stored;
   Status bad;
   const std::string line_begin(engine::kPriceLinePrefix);
-  TALLY_TRY(store->scan(store::Space::kMeta, line_begin, prefix_end(line_begin),
+  TALLY_TRY(store->scan(store::Space::kMeta, line_begin, engine::prefix_end(line_begin),
                         [&](std::string_view key, std::string_view value) {
                           engine::PriceLineRecord r;
                           if (!engine::decode_price_line(value, &r)) {
@@ -68,7 +61,7 @@ Status Engine::Impl::load_prices() {
                         }));
   TALLY_TRY(bad);
   const std::string version_begin(engine::kPriceVersionPrefix);
-  TALLY_TRY(store->scan(store::Space::kMeta, version_begin, prefix_end(version_begin),
+  TALLY_TRY(store->scan(store::Space::kMeta, version_begin, engine::prefix_end(version_begin),
                         [&](std::string_view key, std::string_view value) {
                           std::string_view price;
                           core::PriceVersion v;
@@ -289,7 +282,7 @@ Result<RepriceReport> Engine::reprice(const RepriceRequest& request) {
     std::string begin(engine::kRerateKeyPrefix);
     engine::put_be32(begin, cnum);
     Status bad;
-    TALLY_TRY(d.store->scan(store::Space::kMeta, begin, prefix_end(begin),
+    TALLY_TRY(d.store->scan(store::Space::kMeta, begin, engine::prefix_end(begin),
                             [&](std::string_view key, std::string_view value) {
                               core::Decimal credits;
                               core::TimeUs at = 0;

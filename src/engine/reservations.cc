@@ -22,9 +22,7 @@ Status Engine::Impl::load_reservations() {
   std::vector<std::pair<std::string, ReservationRecord>> found;
   Status bad;
   const std::string begin(engine::kReservationKeyPrefix);
-  std::string end = begin;
-  end.back() = static_cast<char>(end.back() + 1);
-  TALLY_TRY(store->scan(store::Space::kMeta, begin, end,
+  TALLY_TRY(store->scan(store::Space::kMeta, begin, engine::prefix_end(begin),
                         [&](std::string_view key, std::string_view value) {
                           ReservationRecord r;
                           if (!engine::decode_reservation(value, &r)) {

@@ -248,9 +248,7 @@ Result<VerifyReport> Engine::verify() const {
   std::map<std::uint32_t, core::Decimal> rerate_differences;
   VerifyReport report;
   const std::string rerate_begin(engine::kRerateKeyPrefix);
-  std::string rerate_end = rerate_begin;
-  rerate_end.back() = static_cast<char>(rerate_end.back() + 1);
-  TALLY_TRY(d.store->scan(store::Space::kMeta, rerate_begin, rerate_end,
+  TALLY_TRY(d.store->scan(store::Space::kMeta, rerate_begin, engine::prefix_end(rerate_begin),
                           [&](std::string_view key, std::string_view value) {
                             core::Decimal credits;
                             core::TimeUs at = 0;

@@ -464,9 +464,7 @@ void Engine::Impl::verify_ledger(
   // The open reservations' records: (customer, id) -> credits held.
   std::map<std::pair<std::uint32_t, std::string>, core::Decimal> open_reservations;
   const std::string rbegin(engine::kReservationKeyPrefix);
-  std::string rend = rbegin;
-  rend.back() = static_cast<char>(rend.back() + 1);
-  scanned = store->scan(store::Space::kMeta, rbegin, rend,
+  scanned = store->scan(store::Space::kMeta, rbegin, engine::prefix_end(rbegin),
                         [&](std::string_view key, std::string_view value) {
                           engine::ReservationRecord r;
                           if (!engine::decode_reservation(value, &r)) {

@@ -1069,7 +1069,7 @@ class Simulation {
     if (!failed) {
       forget_hold(h.id);
     }
-    if (r && amount > 0) {
+    if (amount > 0) {
       Ev ev;
       ev.ack = step_;
       ev.time_us = clock_.now_us();
@@ -1077,20 +1077,10 @@ class Simulation {
       ev.group = h.group;
       ev.user = h.user;
       ev.n = h.meter == "calls" ? 0 : amount;
-      // A commit is answered once its usage event and close are durable: with fsync, the
-      // event must be found.
-      maybes_.push_back(
-          Maybe{h.customer, h.event_id.empty() ? h.id : h.event_id, ev, fsync_, false, process_});
-    } else if (!r && amount > 0) {
-      Ev ev;
-      ev.ack = step_;
-      ev.time_us = clock_.now_us();
-      ev.type = h.meter == "calls" ? "api_call" : "tokens";
-      ev.group = h.group;
-      ev.user = h.user;
-      ev.n = h.meter == "calls" ? 0 : amount;
-      maybes_.push_back(
-          Maybe{h.customer, h.event_id.empty() ? h.id : h.event_id, ev, false, false, process_});
+      // A commit is answered once its usage event and close are durable: with fsync, the event
+      // of an answered commit must be found; that of a failed one may or may not be.
+      maybes_.push_back(Maybe{h.customer, h.event_id.empty() ? h.id : h.event_id, ev,
+                              r.has_value() && fsync_, false, process_});
     }
   }
 

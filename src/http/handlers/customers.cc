@@ -19,25 +19,6 @@ bool require_admin(Call& call) {
   return true;
 }
 
-// Parses the body as a JSON object; answers 400 and returns false when it is not one.
-bool body_object(Call& call, dom::object* out) {
-  if (!require_json(call)) {
-    return false;
-  }
-  thread_local dom::parser parser;
-  dom::element root;
-  if (auto err = parser.parse(call.request.body).get(root); err) {
-    answer(call, error_response(400, "INVALID_JSON",
-                                std::string("malformed JSON: ") + simdjson::error_message(err)));
-    return false;
-  }
-  if (root.get_object().get(*out) != simdjson::SUCCESS) {
-    answer(call, error_response(400, "VALIDATION_ERROR", "the body must be a JSON object"));
-    return false;
-  }
-  return true;
-}
-
 bool string_field(Call& call, dom::element v, std::string_view name, std::string* out) {
   std::string_view s;
   if (v.get_string().get(s) != simdjson::SUCCESS) {

@@ -2,6 +2,8 @@
 
 #include <charconv>
 
+#include <simdjson.h>
+
 #include "core/time.h"
 
 namespace tally::http::handlers {
@@ -87,6 +89,24 @@ bool require_json(Call& call) {
                                     (ndjson ? "' (one JSON document per line) is not accepted; "
                                               "send one JSON document as application/json"
                                             : "' is not JSON; send application/json")));
+    return false;
+  }
+  return true;
+}
+
+bool body_object(Call& call, simdjson::dom::object* out, std::string_view shape) {
+  if (!require_json(call)) {
+    return false;
+  }
+  thread_local simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  if (auto err = parser.parse(call.request.body).get(root); err) {
+    answer(call, error_response(400, "INVALID_JSON",
+                                std::string("malformed JSON: ") + simdjson::error_message(err)));
+    return false;
+  }
+  if (root.get_object().get(*out) != simdjson::SUCCESS) {
+    answer(call, error_response(400, "VALIDATION_ERROR", shape));
     return false;
   }
   return true;

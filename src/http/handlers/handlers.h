@@ -9,6 +9,10 @@
 #include "http/api.h"
 #include "http/json_util.h"
 
+namespace simdjson::dom {
+class object;
+}
+
 namespace tally::http::handlers {
 
 using Call = Api::Call;
@@ -101,6 +105,11 @@ bool scope_customer(Call& call, std::string* requested);
 std::optional<Response> customer_refusal(const Identity& identity, const std::string& requested);
 // True when the request's Content-Type is JSON or absent; otherwise answers 415.
 bool require_json(Call& call);
+// Parses a JSON body that must be one object (after require_json): false after answering 400
+// INVALID_JSON, or 400 VALIDATION_ERROR with `shape` when it is not an object. `out` is valid
+// until the next body parsed on this thread.
+bool body_object(Call& call, simdjson::dom::object* out,
+                 std::string_view shape = "the body must be a JSON object");
 void answer(Call& call, Response r);
 
 }  // namespace tally::http::handlers

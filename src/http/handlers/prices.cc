@@ -17,19 +17,10 @@ void list_prices(Context& ctx, Call& call) {
 }
 
 void reprice_customer(Context& ctx, Call& call) {
-  if (!require_json(call)) return;
-  thread_local dom::parser parser;
-  dom::element root;
-  if (auto err = parser.parse(call.request.body).get(root); err) {
-    answer(call, error_response(400, "INVALID_JSON",
-                                std::string("malformed JSON: ") + simdjson::error_message(err)));
-    return;
-  }
   dom::object obj;
-  if (root.get_object().get(obj) != simdjson::SUCCESS) {
-    answer(call, error_response(400, "VALIDATION_ERROR",
-                                "the body must be an object such as {\"from\": "
-                                "\"2025-03-01T00:00:00Z\", \"to\": \"2025-04-01T00:00:00Z\"}"));
+  if (!body_object(call, &obj,
+                   "the body must be an object such as {\"from\": "
+                   "\"2025-03-01T00:00:00Z\", \"to\": \"2025-04-01T00:00:00Z\"}")) {
     return;
   }
   RepriceRequest req;

@@ -81,19 +81,10 @@ void get_wallet(Context& ctx, Call& call) {
 }
 
 void create_wallet_transaction(Context& ctx, Call& call) {
-  if (!require_json(call)) return;
-  thread_local dom::parser parser;
-  dom::element root;
-  if (auto err = parser.parse(call.request.body).get(root); err) {
-    answer(call, error_response(400, "INVALID_JSON",
-                                std::string("malformed JSON: ") + simdjson::error_message(err)));
-    return;
-  }
   dom::object obj;
-  if (root.get_object().get(obj) != simdjson::SUCCESS) {
-    answer(call, error_response(400, "VALIDATION_ERROR",
-                                "the body must be an object such as {\"type\": \"top_up\", "
-                                "\"amount\": 1000}"));
+  if (!body_object(call, &obj,
+                   "the body must be an object such as {\"type\": \"top_up\", "
+                   "\"amount\": 1000}")) {
     return;
   }
   WalletTransactionRequest req;
