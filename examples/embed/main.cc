@@ -102,11 +102,11 @@ int main(int argc, char** argv) {
     } else if (r->allowed) {
       ++allowed;
       std::printf("check %d: allowed, used %s of %s, remaining %s (%s)\n", n,
-                  r->rule.used.c_str(), r->rule.limit.c_str(), r->rule.remaining.c_str(),
-                  r->rule.rule.c_str());
+                  r->rule.used.text().c_str(), r->rule.limit.text().c_str(),
+                  r->rule.remaining.text().c_str(), r->rule.rule().c_str());
     } else {
       denied = true;
-      std::printf("check %d: denied (%s): %s; retry after %lld s\n", n, r->reason.c_str(),
+      std::printf("check %d: denied (%s): %s; retry after %lld s\n", n, std::string(tally::denial_name(r->reason)).c_str(),
                   r->message.c_str(),
                   static_cast<long long>((r->retry_after_us + 999'999) / 1'000'000));
     }
@@ -131,7 +131,7 @@ int main(int argc, char** argv) {
     }
     std::printf("reservation %s: held 2000 tokens, committed 1234\n", held->reservation_id.c_str());
   } else {
-    std::printf("reservation denied (%s)\n", held->reason.c_str());
+    std::printf("reservation denied (%s)\n", std::string(tally::denial_name(held->reason)).c_str());
   }
 
   // Plain usage events go through ingest, which returns once they are durable. The id makes a

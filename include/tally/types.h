@@ -1,13 +1,16 @@
 // Plain value types of Tally's public API. Times are microseconds since the Unix epoch (UTC);
-// meter values and other exact numbers travel as decimal text ("1500", "0.015") so no binary
-// floating point ever touches them.
+// meter values and other exact numbers travel as decimal text ("1500", "0.015") or as Decimal
+// (include/tally/decimal.h), so no binary floating point ever touches them.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
+
+#include <tally/decimal.h>
 
 namespace tally {
 
@@ -218,30 +221,49 @@ struct CheckRequest {
   std::int64_t reservation_ttl_seconds = 0;  // 0 = the configured default
 };
 
-// One limit as it stands for a customer.
+// Why a check was denied.
+enum class Denial : std::uint8_t {
+  kNone,
+  kLimitExceeded,
+  kTrialExpired,
+  kFeatureNotEnabled,
+  kCustomerSuspended,
+  kInsufficientCredits,
+  kBatchDenied,  // allowed on its own, not consumed because another check of its batch was denied
+};
+
+// The reason's name in the API: "limit_exceeded", ...; "" for kNone.
+std::string_view denial_name(Denial d);
+
+// One limit as it stands for a customer: numbers, made into text at the edges (rule(),
+// percent(), Decimal::text()).
 struct LimitState {
   std::string meter;
-  std::string period;
-  std::string rule;  // "api_calls per day"
+  std::string_view period;  // "second", "minute", ..., "trial", "lifetime" (static text)
+  std::int32_t days = 0;    // a trial's length in days
+  bool per_key = false;     // the API key's own request rate, not a customer's limit
   bool unlimited = false;
   bool hard = true;
-  std::string limit;      // decimal text; "" when unlimited
-  std::string used;       // decimal text
-  std::string remaining;  // decimal text; "" when unlimited
+  Decimal limit;      // 0 when unlimited
+  Decimal used;
+  Decimal remaining;  // 0 when unlimited
   TimeUs window_start_us = 0;
   TimeUs reset_us = 0;  // when the window ends or the rate bucket is empty; 0 = never
-  std::string percent;  // used / limit * 100, two decimals; "" when unlimited
+
+  // "api_calls per day", "api_calls per trial (14 days)", "api_calls (lifetime)",
+  // "api_requests per minute (per key)".
+  std::string rule() const;
+  // used / limit x 100 with two decimals, half-even ("85.00"); "" when unlimited.
+  std::string percent() const;
 };
 
 struct CheckResult {
   bool allowed = false;
-  // "" when allowed; else "limit_exceeded", "feature_not_enabled", "customer_suspended",
-  // "trial_expired", "insufficient_credits".
-  std::string reason;
-  std::string message;
+  Denial reason = Denial::kNone;  // kNone when allowed
+  std::string message;            // on denial
   std::string plan;
   std::string meter;
-  std::string amount;
+  Decimal amount;
   bool overage = false;  // allowed past a soft limit
   bool replayed = false;  // an event_id already consumed: nothing consumed again
   bool has_rule = false;  // false when no limit applies (unlimited)
@@ -251,9 +273,10 @@ struct CheckResult {
   std::string reservation_id;
   TimeUs reservation_expires_us = 0;
   // Prepaid plans: the estimated credits of the request and what the wallet had available
-  // for it ("" when the plan is not prepaid).
-  std::string credits_required;
-  std::string credits_available;
+  // for it (both 0 when the plan is not prepaid).
+  bool prepaid = false;
+  Decimal credits_required;
+  Decimal credits_available;
 };
 
 struct LimitsReport {

@@ -341,3 +341,9 @@ bool divide_decimal_half_even(Decimal a, Decimal b, Decimal* out) {
 }
 
 }  // namespace tally::core
+
+namespace tally {
+
+std::string Decimal::text() const { return core::format_decimal(*this); }
+
+}  // namespace tally

@@ -9,27 +9,13 @@
 #include <string>
 #include <string_view>
 
+#include <tally/decimal.h>
 #include <tally/status.h>
 
 namespace tally::core {
 
-struct Decimal {
-  static constexpr std::int64_t kScale = 1'000'000'000;  // units per 1
-  static constexpr int kFractionDigits = 9;
-
-  __int128 units = 0;  // value * kScale
-
-  static Decimal from_int(std::int64_t v) { return Decimal{static_cast<__int128>(v) * kScale}; }
-
-  friend bool operator==(const Decimal&, const Decimal&) = default;
-  friend auto operator<=>(const Decimal& a, const Decimal& b) { return a.units <=> b.units; }
-  Decimal& operator+=(const Decimal& o) {
-    units += o.units;
-    return *this;
-  }
-  friend Decimal operator+(Decimal a, const Decimal& b) { return a += b; }
-  friend Decimal operator-(const Decimal& a, const Decimal& b) { return Decimal{a.units - b.units}; }
-};
+// The public type (include/tally/decimal.h), under the name the engine has always used.
+using Decimal = ::tally::Decimal;
 
 // Parses a JSON number or a decimal string ("12", "-0.5", "1.5e3", "2E-4"). Digits beyond the
 // ninth fractional place are rounded half to even. Errors: kInvalidArgument when the text is

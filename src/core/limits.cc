@@ -1,6 +1,8 @@
 // Periods, windows and GCRA for limits (see limits.h).
 #include "core/limits.h"
 
+#include <tally/types.h>
+
 #include <algorithm>
 #include <array>
 
@@ -191,4 +193,222 @@ WindowDecision window_decide(const WindowCount& count, std::int64_t limit, TimeU
   return d;
 }
 
+
+// ---- a check's verdict -----------------------------------------------------------------------
+
+namespace {
+
+// Whether limit a ranks before b (both limited): a failing hard limit first, the one that frees
+// last (a trial outside its window before all), then the least headroom.
+bool more_restrictive(const LimitInput& ai, const LimitOutcome& a, const LimitInput& bi,
+                      const LimitOutcome& b) {
+  const bool a_blocks = !a.fits && ai.rule->hard;
+  const bool b_blocks = !b.fits && bi.rule->hard;
+  if (a_blocks != b_blocks) {
+    return a_blocks;
+  }
+  if (a_blocks) {
+    return ai.outside || (a.retry_after_us > b.retry_after_us && !bi.outside);
+  }
+  return a.headroom < b.headroom;
+}
+
+int most_restrictive(const LimitInput* in, std::size_t n, const LimitOutcome* out) {
+  int top = -1;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (in[i].rule->unlimited) {
+      continue;
+    }
+    if (top < 0 || more_restrictive(in[i], out[i], in[top], out[top])) {
+      top = static_cast<int>(i);
+    }
+  }
+  return top;
+}
+
+}  // namespace
+
+Verdict evaluate_limits(const LimitInput* in, std::size_t n, const Decimal& amount,
+                        TimeUs now_us, LimitOutcome* out) {
+  Verdict v;
+  for (std::size_t i = 0; i < n; ++i) {
+    const LimitInput& x = in[i];
+    const LimitRule& rule = *x.rule;
+    LimitOutcome& o = out[i];
+    o = LimitOutcome{};
+    if (period_is_rate(rule.period)) {
+      if (rule.unlimited) {
+        continue;  // used 0, window and reset unknown
+      }
+      const TimeUs period = rate_period_us(rule.period);
+      const RateDecision d = rate_evaluate(*x.rate, rule.amount, period, amount, now_us);
+      const Decimal level = rate_level(*x.rate, rule.amount, period, now_us);
+      o.fits = d.allowed;
+      o.used = level;
+      o.headroom = rule.amount - level;
+      o.remaining = rule.amount > level ? rule.amount - level : Decimal{};
+      o.retry_after_us = d.retry_after_us;
+      o.window_start_us = now_us - period;
+      o.reset_us = amount.units == 0
+                       ? d.reset_us
+                       : rate_evaluate(*x.rate, rule.amount, period, Decimal{}, now_us).reset_us;
+    } else {
+      o.used = x.used;
+      o.window_start_us = x.window_start_us;
+      o.reset_us = x.reset_us;
+      if (rule.unlimited) {
+        continue;
+      }
+      o.fits = !x.outside && x.used + amount <= rule.amount;
+      o.headroom = x.outside ? Decimal{} : rule.amount - x.used;
+      o.remaining = x.outside || x.used > rule.amount ? Decimal{} : rule.amount - x.used;
+      if (!o.fits && !x.outside) {
+        o.retry_after_us = x.reset_us == 0 ? 0 : x.reset_us - now_us;
+      }
+    }
+    if (!o.fits) {
+      if (rule.hard) {
+        v.allowed = false;
+      } else {
+        v.overage = true;
+      }
+    }
+  }
+  v.top = most_restrictive(in, n, out);
+  if (!v.allowed) {
+    v.trial_over = in[v.top].outside;
+    v.retry_after_us = out[v.top].retry_after_us;
+  }
+  return v;
+}
+
+int outcomes_after(const LimitInput* in, std::size_t n, const Decimal& amount, TimeUs now_us,
+                   LimitOutcome* out) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const LimitInput& x = in[i];
+    const LimitRule& rule = *x.rule;
+    if (rule.unlimited) {
+      continue;
+    }
+    LimitOutcome& o = out[i];
+    Decimal used;  // a window now is outside counts nothing
+    if (period_is_rate(rule.period)) {
+      const TimeUs period = rate_period_us(rule.period);
+      const RateState after{rate_level(*x.rate, rule.amount, period, now_us) + amount, now_us};
+      used = after.level;
+      o.reset_us = rate_evaluate(after, rule.amount, period, Decimal{}, now_us).reset_us;
+    } else if (!x.outside) {
+      used = x.used + amount;
+    }
+    o.used = used;
+    o.remaining = rule.amount > used ? rule.amount - used : Decimal{};
+    o.headroom = rule.amount - used;
+  }
+  return most_restrictive(in, n, out);
+}
+
+std::string percent_text(const core::Decimal& used, const core::Decimal& limit) {
+  if (limit.units <= 0) {
+    return used.units > 0 ? "100.00" : "0.00";
+  }
+  // |used| / limit x 100 with two decimals, half-even, by long division on unsigned 128-bit
+  // integers: the whole quotient, then four more digits one at a time. No product can overflow
+  // whatever the magnitudes (usage is a sum, so it may exceed any one amount), and the result
+  // is written from 128 bits, not cut to 64.
+  using U = unsigned __int128;
+  const bool negative = used.units < 0;
+  U n = negative ? U(0) - static_cast<U>(used.units) : static_cast<U>(used.units);
+  U d = static_cast<U>(limit.units);
+  // rest x 10 below needs d <= max / 10; a limit that large (over 3e28) drops a last digit of
+  // both, which cannot change two decimals of a percentage.
+  while (d > ~U(0) / 20) {
+    n /= 10;
+    d /= 10;
+  }
+  const U whole = n / d;  // percent / 100
+  U rest = n % d;
+  unsigned fraction = 0;  // the next four digits: hundredths of a percent
+  for (int i = 0; i < 4; ++i) {
+    rest *= 10;
+    fraction = fraction * 10 + static_cast<unsigned>(rest / d);
+    rest %= d;
+  }
+  U whole_rounded = whole;
+  if (rest * 2 > d || (rest * 2 == d && fraction % 2 != 0)) {
+    if (++fraction == 10000) {
+      fraction = 0;
+      ++whole_rounded;
+    }
+  }
+  // Written backwards: two decimals, the point, the percentage's last two digits (no leading
+  // zero when there is nothing before them), then whole_rounded's digits before those.
+  const unsigned decimals = fraction % 100;
+  const unsigned low = fraction / 100;
+  char digits[48];  // whole_rounded has at most 39 digits
+  char* p = digits + sizeof(digits);
+  *--p = static_cast<char>('0' + decimals % 10);
+  *--p = static_cast<char>('0' + decimals / 10);
+  *--p = '.';
+  *--p = static_cast<char>('0' + low % 10);
+  if (whole_rounded != 0 || low >= 10) {
+    *--p = static_cast<char>('0' + low / 10);
+  }
+  for (U w = whole_rounded; w != 0; w /= 10) {
+    *--p = static_cast<char>('0' + static_cast<int>(w % 10));
+  }
+  std::string out;
+  if (negative && (whole_rounded != 0 || fraction != 0)) {
+    out += '-';
+  }
+  out.append(p, static_cast<std::size_t>(digits + sizeof(digits) - p));
+  return out;
+}
+
+
 }  // namespace tally::core
+
+// ---- the public limit and check types (include/tally/types.h) --------------------------------
+
+namespace tally {
+
+std::string_view denial_name(Denial d) {
+  switch (d) {
+    case Denial::kNone:
+      return "";
+    case Denial::kLimitExceeded:
+      return "limit_exceeded";
+    case Denial::kTrialExpired:
+      return "trial_expired";
+    case Denial::kFeatureNotEnabled:
+      return "feature_not_enabled";
+    case Denial::kCustomerSuspended:
+      return "customer_suspended";
+    case Denial::kInsufficientCredits:
+      return "insufficient_credits";
+    case Denial::kBatchDenied:
+      return "batch_denied";
+  }
+  return "";
+}
+
+std::string LimitState::rule() const {
+  std::string out = meter;
+  if (period == "trial") {
+    out += " per trial (" + std::to_string(days) + " days)";
+  } else if (period == "lifetime") {
+    out += " (lifetime)";
+  } else {
+    out += " per ";
+    out += period;
+  }
+  if (per_key) {
+    out += " (per key)";
+  }
+  return out;
+}
+
+std::string LimitState::percent() const {
+  return unlimited ? std::string() : core::percent_text(used, limit);
+}
+
+}  // namespace tally

@@ -111,6 +111,60 @@ RateDecision rate_evaluate(const RateState& s, const Decimal& limit, TimeUs peri
 // The bucket's fill at now_us after draining since s.at_us.
 Decimal rate_level(const RateState& s, const Decimal& limit, TimeUs period_us, TimeUs now_us);
 
+// ---- a check's verdict ---------------------------------------------------------------------
+// The rules of a plan evaluated on their counters at one instant: a pure function of numbers.
+// The engine finds or builds the counters and holds the locks; this decides.
+
+// One limit as the engine hands it over: the rule and where its counter stands now.
+struct LimitInput {
+  const LimitRule* rule = nullptr;
+  // Calendar windows: the usage counted in the window (committed and in flight), the instant
+  // counting starts (the window's start, or a reset inside it) and when the window ends (0 =
+  // never); `outside` when now is in no window (a trial that is over, or not yet begun).
+  Decimal used;
+  bool outside = false;
+  TimeUs window_start_us = 0;
+  TimeUs reset_us = 0;
+  // Rates (period_is_rate): the GCRA bucket. REQUIRES: non-null for a rate rule that is not
+  // unlimited.
+  const RateState* rate = nullptr;
+};
+
+// One limit evaluated for an amount.
+struct LimitOutcome {
+  bool fits = true;        // used + amount fits (always for an unlimited rule)
+  Decimal used;            // as reported
+  Decimal remaining;       // never below 0; 0 when unlimited
+  Decimal headroom;        // limit - used (for ranking; may be negative)
+  TimeUs window_start_us = 0;
+  TimeUs reset_us = 0;        // when the window ends or the bucket is empty; 0 = never
+  TimeUs retry_after_us = 0;  // when it does not fit: how long until it may; 0 = unknown
+};
+
+struct Verdict {
+  bool allowed = true;      // no hard limit fails
+  bool overage = false;     // a soft limit fails (allowed past it)
+  bool trial_over = false;  // denied by a trial limit outside its window
+  int top = -1;             // the most restrictive limit; -1 when every limit is unlimited
+  TimeUs retry_after_us = 0;  // when denied: the deciding limit's
+};
+
+// Evaluates limits in[0..n) for `amount` (0 = only ask) at `now_us` into out[0..n) and decides:
+// denied when a hard limit does not fit. The most restrictive limit is a failing hard one first
+// (the one that frees last, a trial outside its window before all), then the least headroom.
+Verdict evaluate_limits(const LimitInput* in, std::size_t n, const Decimal& amount,
+                        TimeUs now_us, LimitOutcome* out);
+
+// The outcomes once `amount` is consumed at `now_us` (what apply() does to the counters: a
+// bucket drained to now, then filled by the amount; a window's usage grown by it): used,
+// remaining, headroom and a bucket's reset. Returns the most restrictive limit after.
+int outcomes_after(const LimitInput* in, std::size_t n, const Decimal& amount, TimeUs now_us,
+                   LimitOutcome* out);
+
+// used / limit x 100 with two decimals, half-even ("33.33"); "100.00" (or "0.00" for no use)
+// when the limit is 0 or less.
+std::string percent_text(const Decimal& used, const Decimal& limit);
+
 // ---- ad-hoc limits ----------------------------------------------------------------------------
 // A limit given by the caller with each request (Unkey- or Gubernator-style): at most `limit`
 // units per fixed window of `duration_us`, the windows aligned to multiples of the duration

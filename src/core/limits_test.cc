@@ -430,5 +430,195 @@ TEST(WindowDecide, ExtremesNeitherOverflowNorAdmitTooMuch) {
   EXPECT_EQ(d.reset_us, 0);
 }
 
+
+// ---- a check's verdict (evaluate_limits, outcomes_after): a pure function of numbers, tested
+// the way Envoy tests its local rate limiter: inputs at an instant, the decision and every
+// number of the answer.
+
+Decimal dec(std::string_view text) { return *parse_decimal(text); }
+
+LimitInput calendar(const LimitRule& r, std::string_view used, TimeUs start, TimeUs reset) {
+  LimitInput x;
+  x.rule = &r;
+  x.used = dec(used);
+  x.window_start_us = start;
+  x.reset_us = reset;
+  return x;
+}
+
+TEST(EvaluateLimits, AFittingAmountIsAllowedWithItsNumbersBeforeConsumption) {
+  const LimitRule day = rule(PeriodKind::kDay, 1000);
+  const TimeUs now = at("2025-01-20T12:00:00Z");
+  const LimitInput in[] = {calendar(day, "998", at("2025-01-20T00:00:00Z"), at("2025-01-21T00:00:00Z"))};
+  LimitOutcome out[1];
+  const Verdict v = evaluate_limits(in, 1, dec("2"), now, out);
+  EXPECT_TRUE(v.allowed);
+  EXPECT_FALSE(v.overage);
+  EXPECT_EQ(v.top, 0);
+  EXPECT_TRUE(out[0].fits);
+  EXPECT_EQ(out[0].used, dec("998"));
+  EXPECT_EQ(out[0].remaining, dec("2"));
+  EXPECT_EQ(out[0].headroom, dec("2"));
+  EXPECT_EQ(out[0].reset_us, at("2025-01-21T00:00:00Z"));
+  EXPECT_EQ(out[0].retry_after_us, 0);
+  // Consumed: the window's usage grows by the amount.
+  EXPECT_EQ(outcomes_after(in, 1, dec("2"), now, out), 0);
+  EXPECT_EQ(out[0].used, dec("1000"));
+  EXPECT_EQ(out[0].remaining, Decimal{});
+}
+
+TEST(EvaluateLimits, OneUnitOverAHardLimitIsDeniedUntilTheWindowEnds) {
+  const LimitRule day = rule(PeriodKind::kDay, 1000);
+  const TimeUs now = at("2025-01-20T12:00:00Z");
+  const LimitInput in[] = {calendar(day, "999.5", at("2025-01-20T00:00:00Z"), at("2025-01-21T00:00:00Z"))};
+  LimitOutcome out[1];
+  const Verdict v = evaluate_limits(in, 1, dec("1"), now, out);
+  EXPECT_FALSE(v.allowed);
+  EXPECT_FALSE(v.trial_over);
+  EXPECT_EQ(v.top, 0);
+  EXPECT_EQ(v.retry_after_us, 12 * kUsPerHour);
+  EXPECT_EQ(out[0].remaining, dec("0.5"));
+  // Only asking (amount 0) at the same usage fits.
+  EXPECT_TRUE(evaluate_limits(in, 1, Decimal{}, now, out).allowed);
+}
+
+TEST(EvaluateLimits, ASoftLimitAllowsWithOverageAndAHardOneStillDecides) {
+  LimitRule soft = rule(PeriodKind::kDay, 10);
+  soft.hard = false;
+  const LimitRule month = rule(PeriodKind::kMonth, 100);
+  const TimeUs now = at("2025-01-20T12:00:00Z");
+  LimitInput in[] = {calendar(soft, "10", 0, at("2025-01-21T00:00:00Z")),
+                     calendar(month, "50", 0, at("2025-02-01T00:00:00Z"))};
+  LimitOutcome out[2];
+  Verdict v = evaluate_limits(in, 2, dec("1"), now, out);
+  EXPECT_TRUE(v.allowed);
+  EXPECT_TRUE(v.overage);
+  EXPECT_EQ(v.top, 0) << "the soft limit past its amount has the least headroom";
+  EXPECT_FALSE(out[0].fits);
+  EXPECT_EQ(out[0].remaining, Decimal{}) << "never below zero";
+  EXPECT_EQ(out[0].headroom, dec("0"));
+  // The month full too: denied by it, the soft limit's overage still reported.
+  in[1].used = dec("100");
+  v = evaluate_limits(in, 2, dec("1"), now, out);
+  EXPECT_FALSE(v.allowed);
+  EXPECT_EQ(v.top, 1);
+  EXPECT_EQ(v.retry_after_us, at("2025-02-01T00:00:00Z") - now);
+}
+
+TEST(EvaluateLimits, TheFailingHardLimitThatFreesLastDecides) {
+  const LimitRule day = rule(PeriodKind::kDay, 10);
+  const LimitRule month = rule(PeriodKind::kMonth, 10);
+  const TimeUs now = at("2025-01-20T12:00:00Z");
+  const LimitInput in[] = {calendar(day, "10", 0, at("2025-01-21T00:00:00Z")),
+                           calendar(month, "10", 0, at("2025-02-01T00:00:00Z"))};
+  LimitOutcome out[2];
+  const Verdict v = evaluate_limits(in, 2, dec("1"), now, out);
+  EXPECT_FALSE(v.allowed);
+  EXPECT_EQ(v.top, 1);
+  EXPECT_EQ(v.retry_after_us, at("2025-02-01T00:00:00Z") - now);
+}
+
+TEST(EvaluateLimits, ATrialOutsideItsWindowDeniesAsOverAndNeverComesBack) {
+  const LimitRule trial = rule(PeriodKind::kTrial, 100, 14);
+  const LimitRule month = rule(PeriodKind::kMonth, 1);
+  const TimeUs now = at("2025-03-01T00:00:00Z");
+  LimitInput in[] = {calendar(trial, "0", at("2025-01-01T00:00:00Z"), 0),
+                     calendar(month, "5", 0, at("2025-04-01T00:00:00Z"))};
+  in[0].outside = true;
+  LimitOutcome out[2];
+  const Verdict v = evaluate_limits(in, 2, dec("1"), now, out);
+  EXPECT_FALSE(v.allowed);
+  EXPECT_TRUE(v.trial_over);
+  EXPECT_EQ(v.top, 0) << "a trial that is over ranks before a window that ends";
+  EXPECT_EQ(v.retry_after_us, 0);
+  EXPECT_EQ(out[0].remaining, Decimal{});
+}
+
+TEST(EvaluateLimits, UnlimitedRulesFitAndNeverDecide) {
+  LimitRule open = rule(PeriodKind::kDay, 0);
+  open.unlimited = true;
+  LimitRule open_rate = rule(PeriodKind::kMinute, 0);
+  open_rate.unlimited = true;
+  LimitInput in[] = {calendar(open, "123", 0, at("2025-01-21T00:00:00Z")), LimitInput{}};
+  in[1].rule = &open_rate;  // no bucket: an unlimited rate has none
+  LimitOutcome out[2];
+  const Verdict v = evaluate_limits(in, 2, dec("1000000"), at("2025-01-20T12:00:00Z"), out);
+  EXPECT_TRUE(v.allowed);
+  EXPECT_FALSE(v.overage);
+  EXPECT_EQ(v.top, -1);
+  EXPECT_EQ(out[0].used, dec("123")) << "usage is still reported";
+  EXPECT_EQ(out[0].remaining, Decimal{});
+}
+
+TEST(EvaluateLimits, ARateLimitIsTheGcraBucketAndItsResetMovesWithConsumption) {
+  const LimitRule minute = rule(PeriodKind::kMinute, 60);
+  const TimeUs now = at("2025-01-20T12:00:00Z");
+  const RateState bucket{dec("59"), now};
+  LimitInput x;
+  x.rule = &minute;
+  x.rate = &bucket;
+  LimitOutcome out[1];
+  Verdict v = evaluate_limits(&x, 1, dec("1"), now, out);
+  EXPECT_TRUE(v.allowed);
+  EXPECT_EQ(out[0].used, dec("59"));
+  EXPECT_EQ(out[0].remaining, dec("1"));
+  EXPECT_EQ(out[0].window_start_us, now - kUsPerMinute);
+  EXPECT_EQ(out[0].reset_us, now + 59 * kUsPerSecond) << "the bucket empties one unit a second";
+  EXPECT_EQ(outcomes_after(&x, 1, dec("1"), now, out), 0);
+  EXPECT_EQ(out[0].used, dec("60"));
+  EXPECT_EQ(out[0].remaining, Decimal{});
+  EXPECT_EQ(out[0].reset_us, now + 60 * kUsPerSecond);
+  // Two more do not fit; one second later one does.
+  v = evaluate_limits(&x, 1, dec("2"), now, out);
+  EXPECT_FALSE(v.allowed);
+  EXPECT_EQ(v.retry_after_us, kUsPerSecond);
+  EXPECT_TRUE(evaluate_limits(&x, 1, dec("2"), now + kUsPerSecond, out).allowed);
+}
+
+TEST(EvaluateLimits, AnyOrderOfTheSameLimitsGivesTheSameDecision) {
+  // The verdict depends on the limits, not on the order the plan lists them in.
+  std::mt19937_64 rng(7);
+  const TimeUs now = at("2025-01-20T12:00:00Z");
+  for (int round = 0; round < 500; ++round) {
+    std::vector<LimitRule> rules;
+    for (PeriodKind p : {PeriodKind::kDay, PeriodKind::kWeek, PeriodKind::kMonth}) {
+      LimitRule r = rule(p, static_cast<std::int64_t>(rng() % 20));
+      r.hard = rng() % 3 != 0;
+      rules.push_back(r);
+    }
+    std::vector<LimitInput> in;
+    TimeUs reset = now + kUsPerHour;
+    for (const auto& r : rules) {
+      in.push_back(calendar(r, std::to_string(rng() % 20), 0, reset));
+      reset += kUsPerHour * static_cast<TimeUs>(1 + rng() % 48);
+    }
+    const Decimal amount = Decimal::from_int(static_cast<std::int64_t>(1 + rng() % 3));
+    std::vector<LimitOutcome> out(in.size());
+    const Verdict a = evaluate_limits(in.data(), in.size(), amount, now, out.data());
+    std::vector<LimitInput> reversed(in.rbegin(), in.rend());
+    const Verdict b = evaluate_limits(reversed.data(), reversed.size(), amount, now, out.data());
+    ASSERT_EQ(a.allowed, b.allowed) << round;
+    ASSERT_EQ(a.overage, b.overage) << round;
+    if (!a.allowed) {
+      ASSERT_EQ(a.retry_after_us, b.retry_after_us) << round;
+    }
+    // Allowed exactly when every hard limit has room for the amount.
+    bool room = true;
+    for (const auto& x : in) {
+      room = room && (!x.rule->hard || x.used + amount <= x.rule->amount);
+    }
+    ASSERT_EQ(a.allowed, room) << round;
+  }
+}
+
+TEST(PercentText, TwoDecimalsHalfEvenAndZeroLimits) {
+  EXPECT_EQ(percent_text(dec("0"), dec("34")), "0.00");
+  EXPECT_EQ(percent_text(dec("1"), dec("3")), "33.33");
+  EXPECT_EQ(percent_text(dec("2"), dec("3")), "66.67");
+  EXPECT_EQ(percent_text(dec("1"), dec("20000")), "0.00");  // 0.005: half to even
+  EXPECT_EQ(percent_text(dec("3"), dec("20000")), "0.02");  // 0.015: half to even
+  EXPECT_EQ(percent_text(dec("5"), dec("0")), "100.00");
+}
+
 }  // namespace
 }  // namespace tally::core

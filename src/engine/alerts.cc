@@ -207,7 +207,7 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
           a.threshold_percent = thresholds[i];
           a.limit_amount = core::format_decimal(rule.amount);
           a.used = core::format_decimal(u.used);
-          a.percent = engine::percent_text(u.used, rule.amount);
+          a.percent = core::percent_text(u.used, rule.amount);
           a.window_start_us = u.span.start;
           a.window_end_us =
               u.span.end == std::numeric_limits<core::TimeUs>::max() ? 0 : u.span.end;

@@ -30,9 +30,9 @@ CheckResult Engine::limit_api_request(const std::string& key_id) {
   }
   out.allowed = decision.allowed;
   out.meter = "api_requests";
-  out.amount = std::string(1, '1');
+  out.amount = one;
   if (!decision.allowed) {
-    out.reason = "limit_exceeded";
+    out.reason = Denial::kLimitExceeded;
     out.message = "API rate limit of " + std::to_string(per_minute) +
                   " requests per minute for this key exceeded; retry later.";
     out.retry_after_us = decision.retry_after_us;
@@ -41,10 +41,10 @@ CheckResult Engine::limit_api_request(const std::string& key_id) {
   LimitState& s = out.rule;
   s.meter = "api_requests";
   s.period = "minute";
-  s.rule = "api_requests per minute (per key)";
-  s.limit = std::to_string(per_minute);
-  s.remaining = core::format_decimal(decision.remaining);
-  s.used = core::format_decimal(limit - decision.remaining);
+  s.per_key = true;
+  s.limit = limit;
+  s.remaining = decision.remaining;
+  s.used = limit - decision.remaining;
   s.window_start_us = now - core::kUsPerMinute;
   s.reset_us = decision.reset_us;
   out.limits.push_back(s);

@@ -18,8 +18,9 @@
 // The check path is kept short: a customer's limits of a meter are resolved once, with their
 // texts, and reused while its plan and overrides are unchanged (resolved_rules); a counter is
 // reused without recomputing its window while now is inside it and nothing the window depends
-// on has changed (WindowContext); evaluation works on numbers and the answer's texts are made
-// once at the end; the usage event is written straight into the open check job, and scratch
+// on has changed (WindowContext); the verdict is a pure function of numbers
+// (core::evaluate_limits) and the answer carries numbers (LimitState), made into text by the
+// HTTP layer once; the usage event is written straight into the open check job, and scratch
 // buffers are per thread, so a check allocates little more than its answer.
 #include <algorithm>
 #include <charconv>
@@ -48,82 +49,26 @@ core::TimeUs floor_minute(core::TimeUs t) {
   return t - (((t % core::kUsPerMinute) + core::kUsPerMinute) % core::kUsPerMinute);
 }
 
-std::string rule_text(const core::LimitRule& r) {
-  std::string out = r.meter + " per " + std::string(core::period_name(r.period));
-  if (r.period == core::PeriodKind::kTrial) {
-    out = r.meter + " per trial (" + std::to_string(r.days) + " days)";
-  } else if (r.period == core::PeriodKind::kLifetime) {
-    out = r.meter + " (lifetime)";
+// The state of a rule before any counter is read: its identity and limit.
+LimitState rule_state(const core::LimitRule& r) {
+  LimitState s;
+  s.meter = r.meter;
+  s.period = core::period_name(r.period);
+  s.days = r.days;
+  s.unlimited = r.unlimited;
+  s.hard = r.hard;
+  if (!r.unlimited) {
+    s.limit = r.amount;
   }
-  return out;
+  return s;
 }
 
 }  // namespace
 
-namespace engine {
-
-std::string percent_text(const core::Decimal& used, const core::Decimal& limit) {
-  if (limit.units <= 0) {
-    return used.units > 0 ? "100.00" : "0.00";
-  }
-  // |used| / limit x 100 with two decimals, half-even, by long division on unsigned 128-bit
-  // integers: the whole quotient, then four more digits one at a time. No product can overflow
-  // whatever the magnitudes (usage is a sum, so it may exceed any one amount), and the result
-  // is written from 128 bits, not cut to 64.
-  using U = unsigned __int128;
-  const bool negative = used.units < 0;
-  U n = negative ? U(0) - static_cast<U>(used.units) : static_cast<U>(used.units);
-  U d = static_cast<U>(limit.units);
-  // rest x 10 below needs d <= max / 10; a limit that large (over 3e28) drops a last digit of
-  // both, which cannot change two decimals of a percentage.
-  while (d > ~U(0) / 20) {
-    n /= 10;
-    d /= 10;
-  }
-  const U whole = n / d;  // percent / 100
-  U rest = n % d;
-  unsigned fraction = 0;  // the next four digits: hundredths of a percent
-  for (int i = 0; i < 4; ++i) {
-    rest *= 10;
-    fraction = fraction * 10 + static_cast<unsigned>(rest / d);
-    rest %= d;
-  }
-  U whole_rounded = whole;
-  if (rest * 2 > d || (rest * 2 == d && fraction % 2 != 0)) {
-    if (++fraction == 10000) {
-      fraction = 0;
-      ++whole_rounded;
-    }
-  }
-  // Written backwards: two decimals, the point, the percentage's last two digits (no leading
-  // zero when there is nothing before them), then whole_rounded's digits before those.
-  const unsigned decimals = fraction % 100;
-  const unsigned low = fraction / 100;
-  char digits[48];  // whole_rounded has at most 39 digits
-  char* p = digits + sizeof(digits);
-  *--p = static_cast<char>('0' + decimals % 10);
-  *--p = static_cast<char>('0' + decimals / 10);
-  *--p = '.';
-  *--p = static_cast<char>('0' + low % 10);
-  if (whole_rounded != 0 || low >= 10) {
-    *--p = static_cast<char>('0' + low / 10);
-  }
-  for (U w = whole_rounded; w != 0; w /= 10) {
-    *--p = static_cast<char>('0' + static_cast<int>(w % 10));
-  }
-  std::string out;
-  if (negative && (whole_rounded != 0 || fraction != 0)) {
-    out += '-';
-  }
-  out.append(p, static_cast<std::size_t>(digits + sizeof(digits) - p));
-  return out;
-}
-
-}  // namespace engine
 
 namespace {
 
-using engine::percent_text;
+using core::percent_text;
 
 core::PeriodContext period_context(const engine::CustomerState& cs) {
   core::PeriodContext p;
@@ -176,7 +121,7 @@ bool is_gauge(core::Aggregation a) {
 engine::ResolvedRule resolve_rule(const core::LimitRule& rule) {
   engine::ResolvedRule out;
   out.rule = rule;
-  out.rule_text = rule_text(rule);
+  out.rule_text = rule_state(rule).rule();
   if (!rule.unlimited) {
     out.limit_text = core::format_decimal(rule.amount);
   }
@@ -192,40 +137,40 @@ std::vector<engine::ResolvedRule> resolve_rules(const std::vector<core::LimitRul
   return out;
 }
 
-// A limit with everything needed to evaluate it now. Numbers only: the texts of its LimitState
-// are made once, at the end (state_of).
+// One limit of a check: the counter it reads (found or built under the locks).
 struct Evaluated {
   const engine::ResolvedRule* resolved = nullptr;
-  bool fits = true;        // used + amount <= limit (or unlimited)
-  bool outside = false;    // a trial limit outside its window
-  core::Decimal used;      // as reported
-  core::Decimal remaining;  // as reported (not when unlimited)
-  core::Decimal headroom;  // limit - used before this request (for ranking)
-  core::TimeUs window_start_us = 0;
-  core::TimeUs reset_us = 0;
-  core::TimeUs retry_after_us = 0;
-  LimitCounter* counter = nullptr;
-  RateCounter* rate = nullptr;
+  LimitCounter* counter = nullptr;  // calendar windows; null outside any window
+  RateCounter* rate = nullptr;      // rates (not when unlimited)
 
   const core::LimitRule& rule() const { return resolved->rule; }
 };
 
-LimitState state_of(const Evaluated& e) {
-  const core::LimitRule& rule = e.rule();
-  LimitState s;
-  s.meter = rule.meter;
-  s.period = core::period_name(rule.period);
-  s.rule = e.resolved->rule_text;
-  s.unlimited = rule.unlimited;
-  s.hard = rule.hard;
-  core::append_decimal(s.used, e.used);
-  if (!rule.unlimited) {
-    s.limit = e.resolved->limit_text;
-    core::append_decimal(s.remaining, e.remaining);
-    s.percent = percent_text(e.used, rule.amount);
+// The limits of one check: their counters, what core::evaluate_limits was given and said.
+struct Evaluation {
+  std::vector<Evaluated> limits;
+  std::vector<core::LimitInput> in;
+  std::vector<core::LimitOutcome> out;
+  core::Verdict verdict;
+
+  std::size_t size() const { return limits.size(); }
+  // The most restrictive limit's index, -1 when there is none.
+  int top() const { return verdict.top; }
+  // After consumption (apply()): the outcomes as they stand now, and the new top.
+  void consumed(const core::Decimal& amount, core::TimeUs now) {
+    verdict.top = core::outcomes_after(in.data(), in.size(), amount, now, out.data());
   }
-  s.window_start_us = e.window_start_us;
-  s.reset_us = e.reset_us;
+};
+
+LimitState state_of(const Evaluation& ev, std::size_t i) {
+  LimitState s = rule_state(ev.limits[i].rule());
+  const core::LimitOutcome& o = ev.out[i];
+  s.used = o.used;
+  if (!s.unlimited) {
+    s.remaining = o.remaining;
+  }
+  s.window_start_us = o.window_start_us;
+  s.reset_us = o.reset_us;
   return s;
 }
 
@@ -413,13 +358,17 @@ RateCounter* rate_counter(const Engine::Impl& d, const engine::CustomerState& cs
   return &cl.rates.back();
 }
 
-// Evaluates every limit of `rules` for `amount` at `now` into `out` (cleared first). REQUIRES:
-// locks as calendar_counter; `rules` outlives `out`'s use.
+// Finds or builds the counters of every limit of `rules` and evaluates them for `amount` at
+// `now` into `ev` (cleared first). REQUIRES: locks as calendar_counter; `rules` outlives `ev`'s
+// use.
 void evaluate(const Engine::Impl& d, const engine::CustomerState& cs, CustomerLimits& cl,
               std::uint32_t meter, const std::vector<engine::ResolvedRule>& rules,
-              const core::Decimal& amount, core::TimeUs now, std::vector<Evaluated>* out) {
-  out->clear();
+              const core::Decimal& amount, core::TimeUs now, Evaluation* ev) {
+  ev->limits.clear();
+  ev->in.clear();
+  ev->verdict = core::Verdict{};
   if (rules.empty()) {
+    ev->out.clear();
     return;
   }
   const core::PeriodContext pc = period_context(cs);
@@ -427,61 +376,40 @@ void evaluate(const Engine::Impl& d, const engine::CustomerState& cs, CustomerLi
   const core::Aggregation agg = d.meters[meter].spec.aggregation;
   for (const auto& resolved : rules) {
     const core::LimitRule& rule = resolved.rule;
-    Evaluated& e = out->emplace_back();
+    Evaluated& e = ev->limits.emplace_back();
+    core::LimitInput& x = ev->in.emplace_back();
     e.resolved = &resolved;
+    x.rule = &rule;
     if (core::period_is_rate(rule.period)) {
-      if (rule.unlimited) {
-        continue;  // used 0, window and reset unknown
+      if (!rule.unlimited) {
+        e.rate = rate_counter(d, cs, cl, meter, rule, now);
+        x.rate = &e.rate->state;
       }
-      e.rate = rate_counter(d, cs, cl, meter, rule, now);
-      const core::TimeUs period = core::rate_period_us(rule.period);
-      const core::RateDecision decision =
-          core::rate_evaluate(e.rate->state, rule.amount, period, amount, now);
-      const core::Decimal level = core::rate_level(e.rate->state, rule.amount, period, now);
-      e.fits = decision.allowed;
-      e.headroom = rule.amount - level;
-      e.retry_after_us = decision.retry_after_us;
-      e.used = level;
-      e.remaining = rule.amount > level ? rule.amount - level : core::Decimal{};
-      e.window_start_us = now - period;
-      e.reset_us = amount.units == 0
-                       ? decision.reset_us
-                       : core::rate_evaluate(e.rate->state, rule.amount, period, core::Decimal{}, now)
-                             .reset_us;
       continue;
     }
-    e.counter = calendar_counter(d, cs, cl, meter, rule, now, pc, wc, &e.outside);
-    core::Decimal used;
+    e.counter = calendar_counter(d, cs, cl, meter, rule, now, pc, wc, &x.outside);
     if (e.counter != nullptr) {
-      used = used_value(agg, e.counter->committed) + e.counter->pending;
-      e.window_start_us = e.counter->count_from_us;
-      e.reset_us = e.counter->span.end == std::numeric_limits<core::TimeUs>::max()
+      x.used = used_value(agg, e.counter->committed) + e.counter->pending;
+      x.window_start_us = e.counter->count_from_us;
+      x.reset_us = e.counter->span.end == std::numeric_limits<core::TimeUs>::max()
                        ? 0
                        : e.counter->span.end;
     } else {
       core::Span span;
       core::period_span(rule, now, pc, &span);
-      e.window_start_us = span.start;
-      e.reset_us = 0;  // a trial does not come back
-    }
-    e.used = used;
-    if (rule.unlimited) {
-      continue;
-    }
-    e.fits = !e.outside && used + amount <= rule.amount;
-    e.headroom = e.outside ? core::Decimal{} : rule.amount - used;
-    e.remaining = e.outside || used > rule.amount ? core::Decimal{} : rule.amount - used;
-    if (!e.fits && !e.outside) {
-      e.retry_after_us = e.reset_us == 0 ? 0 : e.reset_us - now;
+      x.window_start_us = span.start;
+      x.reset_us = 0;  // a trial does not come back
     }
   }
+  ev->out.resize(ev->in.size());
+  ev->verdict = core::evaluate_limits(ev->in.data(), ev->in.size(), amount, now, ev->out.data());
 }
 
 // Applies `amount` to the counters of an evaluated check and records the in-flight token.
-void apply(CustomerLimits& cl, std::vector<Evaluated>& ev, std::uint32_t meter,
+void apply(CustomerLimits& cl, const std::vector<Evaluated>& ev, std::uint32_t meter,
            const core::Decimal& amount, core::TimeUs now, std::uint64_t token,
            core::Decimal credits = {}) {
-  for (auto& e : ev) {
+  for (const auto& e : ev) {
     if (e.rate != nullptr) {
       e.rate->state.level = core::rate_level(e.rate->state, e.rule().amount,
                                              core::rate_period_us(e.rule().period), now) +
@@ -568,36 +496,6 @@ void free_hold(const Engine::Impl& d, CustomerLimits& cl, const engine::Reservat
   drop_in_flight(cl, res.token);
 }
 
-// Ranks limits: a failing hard limit first (the one that frees last), then the one with the
-// least headroom.
-const Evaluated* most_restrictive(const std::vector<Evaluated>& ev) {
-  const Evaluated* best = nullptr;
-  for (const auto& e : ev) {
-    if (e.rule().unlimited) {
-      continue;
-    }
-    if (best == nullptr) {
-      best = &e;
-      continue;
-    }
-    const bool e_blocks = !e.fits && e.rule().hard;
-    const bool b_blocks = !best->fits && best->rule().hard;
-    if (e_blocks != b_blocks) {
-      if (e_blocks) {
-        best = &e;
-      }
-      continue;
-    }
-    if (e_blocks) {
-      if (e.outside || (e.retry_after_us > best->retry_after_us && !best->outside)) {
-        best = &e;
-      }
-    } else if (e.headroom < best->headroom) {
-      best = &e;
-    }
-  }
-  return best;
-}
 
 // A consumption whose usage event(s) are still to be queued (enqueue_usage), once the limit
 // locks are released. The pointers outlive the enqueue (the request, or the reservation).
@@ -817,7 +715,7 @@ void base_result(const Prepared& p, CheckResult* out) {
     out->plan = p.plan->key;
   }
   out->meter = p.request->meter;
-  core::append_decimal(out->amount, p.amount);
+  out->amount = p.amount;
 }
 
 // Per-thread scratch of the check path, reused so a check allocates only its answer.
@@ -825,7 +723,7 @@ struct Scratch {
   std::vector<Prepared> prepared;
   std::vector<Usage> usage;
   std::vector<engine::ReservationOp> opens;
-  std::vector<Evaluated> evaluated;
+  Evaluation evaluation;
   std::string text;
 };
 
@@ -836,16 +734,15 @@ Scratch& scratch() {
 
 }  // namespace
 
-// The answer's limit states, `top` (may be null) as its deciding rule.
-static void add_limit_states(const std::vector<Evaluated>& ev, const Evaluated* top,
-                             CheckResult* out) {
+// The answer's limit states, the evaluation's top as its deciding rule.
+static void add_limit_states(const Evaluation& ev, CheckResult* out) {
   out->limits.reserve(ev.size());
-  for (const auto& e : ev) {
-    out->limits.push_back(state_of(e));
-    if (&e == top) {
-      out->has_rule = true;
-      out->rule = out->limits.back();
-    }
+  for (std::size_t i = 0; i < ev.size(); ++i) {
+    out->limits.push_back(state_of(ev, i));
+  }
+  if (ev.top() >= 0) {
+    out->has_rule = true;
+    out->rule = out->limits[static_cast<std::size_t>(ev.top())];
   }
 }
 
@@ -853,7 +750,7 @@ static void add_limit_states(const std::vector<Evaluated>& ev, const Evaluated* 
 // consumes, appends its usage to `usage` (queued after the locks). Returns the token applied (0
 // when nothing was applied). `rates_before` (may be null) receives the rate states before.
 static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now,
-                            std::vector<Usage>* usage, std::vector<Evaluated>& ev,
+                            std::vector<Usage>* usage, Evaluation& ev,
                             CheckResult* out,
                             std::vector<std::pair<RateCounter*, core::RateState>>* rates_before) {
   const CheckRequest& r = *p.request;
@@ -872,43 +769,33 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
     evaluate(d, *p.cs, cl, p.meter, rules, core::Decimal{}, now, &ev);
     out->allowed = true;
     out->replayed = true;
-    add_limit_states(ev, most_restrictive(ev), out);
+    add_limit_states(ev, out);
     return 0;
   }
   if (p.cs->record.status == "suspended") {
-    out->reason = "customer_suspended";
+    out->reason = Denial::kCustomerSuspended;
     out->message = "Customer '" + r.customer + "' is suspended.";
     return 0;
   }
   if (!r.feature.empty() && p.plan != nullptr && !p.plan->has_feature(r.feature)) {
-    out->reason = "feature_not_enabled";
+    out->reason = Denial::kFeatureNotEnabled;
     out->message = "Feature '" + r.feature + "' is not available on the " + p.plan->key + " plan.";
     return 0;
   }
   evaluate(d, *p.cs, cl, p.meter, rules, p.amount, now, &ev);
-  bool denied = false;
-  for (const auto& e : ev) {
-    if (!e.rule().unlimited && !e.fits) {
-      if (e.rule().hard) {
-        denied = true;
-      } else {
-        out->overage = true;
-      }
-    }
-  }
-  const Evaluated* top = most_restrictive(ev);
-  if (denied) {
-    out->allowed = false;
-    const bool trial_over = top != nullptr && top->outside;
-    out->reason = trial_over ? "trial_expired" : "limit_exceeded";
-    out->message = trial_over ? "The trial period of customer '" + r.customer + "' is over."
-                              : "Limit of " + top->resolved->limit_text + " " +
-                                    top->resolved->rule_text + " reached: " +
-                                    core::format_decimal(top->used) + " used, " + out->amount +
-                                    " requested.";
-    out->retry_after_us = top->retry_after_us;
-  } else {
-    out->allowed = true;
+  const core::Verdict& verdict = ev.verdict;
+  out->allowed = verdict.allowed;
+  out->overage = verdict.overage;
+  if (!verdict.allowed) {
+    TALLY_ASSERT(verdict.top >= 0, "a denial names the limit that denied it");
+    const auto top = static_cast<std::size_t>(verdict.top);
+    const engine::ResolvedRule& rule = *ev.limits[top].resolved;
+    out->reason = verdict.trial_over ? Denial::kTrialExpired : Denial::kLimitExceeded;
+    out->message = verdict.trial_over ? "The trial period of customer '" + r.customer + "' is over."
+                                : "Limit of " + rule.limit_text + " " + rule.rule_text +
+                                      " reached: " + ev.out[top].used.text() + " used, " +
+                                      p.amount.text() + " requested.";
+    out->retry_after_us = verdict.retry_after_us;
   }
   // A prepaid plan also needs the credits: the wallet's balance, less what checks have counted
   // but not yet burned, must cover the request's estimated cost (and not be exhausted).
@@ -930,53 +817,37 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
     auto wit = d.wallets.find(p.cs->num);
     const core::Decimal balance = wit != d.wallets.end() ? wit->second.balance : core::Decimal{};
     const core::Decimal available = balance - cl.credits_in_flight;
-    core::append_decimal(out->credits_required, credits);
-    core::append_decimal(out->credits_available, available);
+    out->prepaid = true;
+    out->credits_required = credits;
+    out->credits_available = available;
     if (available.units <= 0 || available < credits) {
       out->allowed = false;
       out->overage = false;
-      out->reason = "insufficient_credits";
-      out->message = "Insufficient credits: " + out->credits_required + " needed, " +
-                     out->credits_available + " available.";
+      out->reason = Denial::kInsufficientCredits;
+      out->message = "Insufficient credits: " + credits.text() + " needed, " + available.text() +
+                     " available.";
     }
   }
   std::uint64_t token = 0;
   if (out->allowed && r.consume != Consume::kNo) {
     token = d.next_token++;
     const core::Aggregation agg = d.meters[p.meter].spec.aggregation;
-    for (auto& e : ev) {
+    for (const auto& e : ev.limits) {
       if (e.rate != nullptr && rates_before != nullptr) {
         rates_before->emplace_back(e.rate, e.rate->state);
       }
     }
     // The gauge's current value: the committed value plus pending of any counter.
     core::Decimal gauge_before;
-    for (const auto& e : ev) {
+    for (const auto& e : ev.limits) {
       if (e.counter != nullptr) {
         gauge_before = used_value(agg, e.counter->committed) + e.counter->pending;
         break;
       }
     }
-    apply(cl, ev, p.meter, p.amount, now, token, credits);
-    // Re-read the states after consumption for the answer.
-    for (auto& e : ev) {
-      if (e.rule().unlimited) {
-        continue;
-      }
-      core::Decimal used;
-      if (e.rate != nullptr) {
-        used = e.rate->state.level;
-        e.reset_us = core::rate_evaluate(e.rate->state, e.rule().amount,
-                                         core::rate_period_us(e.rule().period), core::Decimal{}, now)
-                         .reset_us;
-      } else if (e.counter != nullptr) {
-        used = used_value(agg, e.counter->committed) + e.counter->pending;
-      }
-      e.used = used;
-      e.remaining = e.rule().amount > used ? e.rule().amount - used : core::Decimal{};
-      e.headroom = e.rule().amount - used;
-    }
-    top = most_restrictive(ev);
+    apply(cl, ev.limits, p.meter, p.amount, now, token, credits);
+    // The states after consumption, for the answer.
+    ev.consumed(p.amount, now);
     if (r.consume == Consume::kYes) {
       Usage& u = usage->emplace_back();
       u.ms = &d.meters[p.meter];
@@ -997,7 +868,7 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
       }
     }
   }
-  add_limit_states(ev, top, out);
+  add_limit_states(ev, out);
   return token;
 }
 
@@ -1098,7 +969,7 @@ void restore_reservation(Engine::Impl& d, const std::string& id, engine::Reserva
   std::shared_lock state_lock(d.state_mutex);
   std::lock_guard limits_lock(d.limits_mutex);
   res.token = d.next_token++;
-  std::vector<Evaluated> no_rates;  // rate buckets are not given back their hold
+  const std::vector<Evaluated> no_rates;  // rate buckets are not given back their hold
   apply(d.limits[res.customer_num], no_rates, res.meter, res.amount, now, res.token, res.credits);
   d.reservations.emplace(id, std::move(res));
 }
@@ -1147,7 +1018,7 @@ static Status run_checks(Engine::Impl& d, core::TimeUs now, const CheckRequest* 
     bool any_denied = false;
     for (std::size_t i = 0; i < n; ++i) {
       Undo u;
-      const std::uint64_t token = decide(d, prepared[i], now, &usage, sc.evaluated, &results[i],
+      const std::uint64_t token = decide(d, prepared[i], now, &usage, sc.evaluation, &results[i],
                                          n > 1 ? &u.rates : nullptr);
       if (!results[i].allowed) {
         any_denied = true;
@@ -1206,7 +1077,7 @@ static Status run_checks(Engine::Impl& d, core::TimeUs now, const CheckRequest* 
       for (std::size_t i = 0; i < n; ++i) {
         if (results[i].allowed) {
           results[i].allowed = false;
-          results[i].reason = "batch_denied";
+          results[i].reason = Denial::kBatchDenied;
           results[i].message = "Not consumed: another check of the batch was denied.";
         }
       }
@@ -1328,7 +1199,7 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id, const std:
     const auto* cs = d.find_customer(res.customer);
     out.allowed = true;
     out.meter = ms.spec.key;
-    out.amount = core::format_decimal(amount);
+    out.amount = amount;
     out.reservation_id = id;
     if (cs != nullptr) {
       out.plan = engine::plan_of(d.config, cs->record) != nullptr ? engine::plan_of(d.config, cs->record)->key : "";
@@ -1338,16 +1209,16 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id, const std:
       const std::uint64_t token = d.next_token++;
       const std::vector<engine::ResolvedRule> rules =
           resolve_rules(engine::limits_of(d.config, cs->record, ms.spec.key));
-      std::vector<Evaluated> ev;
+      Evaluation ev;
       evaluate(d, *cs, cl, res.meter, rules, amount, now, &ev);
       core::Decimal gauge_before;
-      for (const auto& e : ev) {
+      for (const auto& e : ev.limits) {
         if (e.counter != nullptr) {
           gauge_before = used_value(ms.spec.aggregation, e.counter->committed) + e.counter->pending;
           break;
         }
       }
-      apply(cl, ev, res.meter, amount, now, token);
+      apply(cl, ev.limits, res.meter, amount, now, token);
       event_id = res.event_id.empty() ? id : res.event_id;
       usage.ms = &ms;
       usage.customer = &res.customer;
@@ -1358,18 +1229,12 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id, const std:
       usage.now = now;
       usage.token = token;
       consumed = true;
-      std::vector<Evaluated> after;
+      Evaluation after;
       evaluate(d, *cs, cl, res.meter, rules, core::Decimal{}, now, &after);
-      for (const auto& e : after) {
-        out.overage = out.overage || (!e.rule().unlimited && e.headroom.units < 0);
+      for (std::size_t i = 0; i < after.size(); ++i) {
+        out.overage = out.overage || (!after.limits[i].rule().unlimited && after.out[i].headroom.units < 0);
       }
-      if (const Evaluated* top = most_restrictive(after)) {
-        out.has_rule = true;
-        out.rule = state_of(*top);
-      }
-      for (const auto& e : after) {
-        out.limits.push_back(state_of(e));
-      }
+      add_limit_states(after, &out);
     }
   }
   // The usage event and the close are one write: committed once, even across a crash.
@@ -1446,15 +1311,15 @@ Result<LimitsReport> Engine::limits_report(const std::string& customer) {
     }
     const auto m = static_cast<std::uint32_t>(ms - d.meters.data());
     const std::vector<engine::ResolvedRule> one{resolve_rule(rule)};
-    std::vector<Evaluated> ev;
+    Evaluation ev;
     evaluate(d, *cs, cl, m, one, core::Decimal{}, now, &ev);
-    for (const auto& e : ev) {
-      LimitState state = state_of(e);
-      if (!e.rule().unlimited && !state.percent.empty()) {
-        core::Decimal pct;
-        if (core::try_parse_decimal(state.percent, &pct) && pct > core::Decimal::from_int(80)) {
-          out.warnings.push_back(state.rule + " at " + state.percent + "%");
-        }
+    for (std::size_t i = 0; i < ev.size(); ++i) {
+      LimitState state = state_of(ev, i);
+      const std::string percent = state.percent();
+      core::Decimal pct;
+      if (!percent.empty() && core::try_parse_decimal(percent, &pct) &&
+          pct > core::Decimal::from_int(80)) {
+        out.warnings.push_back(state.rule() + " at " + percent + "%");
       }
       out.limits.push_back(std::move(state));
     }

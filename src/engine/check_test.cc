@@ -330,18 +330,18 @@ TEST_F(CheckTest, AllowedAnswerDescribesTheMostRestrictiveLimit) {
   r.feature = "chat";
   CheckResult c = check(*e, r);
   ASSERT_TRUE(c.allowed);
-  EXPECT_EQ(c.reason, "");
+  EXPECT_EQ(denial_name(c.reason), "");
   EXPECT_EQ(c.plan, "basic");
   EXPECT_EQ(c.meter, "api_calls");
-  EXPECT_EQ(c.amount, "1");
+  EXPECT_EQ(c.amount.text(), "1");
   EXPECT_FALSE(c.overage);
   ASSERT_TRUE(c.has_rule);
   EXPECT_EQ(c.rule.period, "day");
-  EXPECT_EQ(c.rule.rule, "api_calls per day");
-  EXPECT_EQ(c.rule.used, "1");  // after this check
-  EXPECT_EQ(c.rule.limit, "1000");
-  EXPECT_EQ(c.rule.remaining, "999");
-  EXPECT_EQ(c.rule.percent, "0.10");
+  EXPECT_EQ(c.rule.rule(), "api_calls per day");
+  EXPECT_EQ(c.rule.used.text(), "1");  // after this check
+  EXPECT_EQ(c.rule.limit.text(), "1000");
+  EXPECT_EQ(c.rule.remaining.text(), "999");
+  EXPECT_EQ(c.rule.percent(), "0.10");
   // The customer's day: New York midnight to midnight.
   EXPECT_EQ(core::format_rfc3339(c.rule.window_start_us), "2025-01-20T05:00:00Z");
   EXPECT_EQ(core::format_rfc3339(c.rule.reset_us), "2025-01-21T05:00:00Z");
@@ -355,7 +355,7 @@ TEST_F(CheckTest, DayLimitResetsAtMidnightInTheCustomersZone) {
   clock_.set_us(at("2025-03-10T03:59:00Z"));  // 23:59 EDT on the DST change day
   EXPECT_EQ(allowed_of(*e, req("ny", "api_calls"), 5), 3);
   CheckResult denied = check(*e, req("ny", "api_calls"));
-  EXPECT_EQ(denied.reason, "limit_exceeded");
+  EXPECT_EQ(denial_name(denied.reason), "limit_exceeded");
   EXPECT_EQ(denied.retry_after_us, 60 * core::kUsPerSecond);  // until local midnight
   EXPECT_EQ(core::format_rfc3339(denied.rule.window_start_us), "2025-03-09T05:00:00Z");  // 23 h day
   clock_.set_us(at("2025-03-10T04:00:00Z"));  // local midnight
@@ -391,7 +391,7 @@ TEST_F(CheckTest, UnlimitedTierIsAlwaysAllowed) {
   EXPECT_FALSE(c.overage);
   ASSERT_EQ(c.limits.size(), 1u);
   EXPECT_TRUE(c.limits[0].unlimited);
-  EXPECT_EQ(c.limits[0].limit, "");
+  EXPECT_EQ(c.limits[0].limit, Decimal{}) << "an unlimited rule has no limit";
   EXPECT_EQ(total(*e, "api_calls", "big"), "20001");
   // A meter the plan does not limit at all is allowed too, with no rule.
   CheckResult tokens = check(*e, req("big", "tokens", "123456789"));
@@ -407,15 +407,15 @@ TEST_F(CheckTest, SoftLimitAllowsWithOverage) {
     CheckResult c = check(*e, req("s", "api_calls"));
     EXPECT_TRUE(c.allowed) << i;
     EXPECT_EQ(c.overage, i > 5) << i;
-    EXPECT_EQ(c.reason, "") << i;
+    EXPECT_EQ(denial_name(c.reason), "") << i;
   }
   EXPECT_EQ(total(*e, "api_calls", "s"), "7");
   auto report = e->limits_report("s");
   ASSERT_TRUE(report.has_value());
   ASSERT_EQ(report->limits.size(), 1u);
-  EXPECT_EQ(report->limits[0].used, "7");
-  EXPECT_EQ(report->limits[0].remaining, "0");
-  EXPECT_EQ(report->limits[0].percent, "140.00");
+  EXPECT_EQ(report->limits[0].used.text(), "7");
+  EXPECT_EQ(report->limits[0].remaining.text(), "0");
+  EXPECT_EQ(report->limits[0].percent(), "140.00");
 }
 
 TEST_F(CheckTest, FeatureNotInPlan) {
@@ -425,7 +425,7 @@ TEST_F(CheckTest, FeatureNotInPlan) {
   r.feature = "tts";
   CheckResult c = check(*e, r);
   EXPECT_FALSE(c.allowed);
-  EXPECT_EQ(c.reason, "feature_not_enabled");
+  EXPECT_EQ(denial_name(c.reason), "feature_not_enabled");
   EXPECT_NE(c.message.find("tts"), std::string::npos) << c.message;
   EXPECT_EQ(total(*e, "api_calls", "acme"), "none");
   r.feature = "chat";
@@ -446,7 +446,7 @@ TEST_F(CheckTest, SuspendedCustomerIsDenied) {
   ASSERT_TRUE(e->update_customer("acme", p).has_value());
   CheckResult c = check(*e, req("acme", "api_calls"));
   EXPECT_FALSE(c.allowed);
-  EXPECT_EQ(c.reason, "customer_suspended");
+  EXPECT_EQ(denial_name(c.reason), "customer_suspended");
   EXPECT_FALSE(check(*e, req("acme", "api_calls", "1", Consume::kNo)).allowed);
   EXPECT_FALSE(check(*e, req("acme", "api_calls", "1", Consume::kReserve)).allowed);
   EXPECT_EQ(total(*e, "api_calls", "acme"), "none");
@@ -466,14 +466,14 @@ TEST_F(CheckTest, PlanChangeTakesEffectOnTheNextCheck) {
   CheckResult c = check(*e, req("acme", "api_calls"));
   EXPECT_TRUE(c.allowed);
   EXPECT_EQ(c.plan, "pro");
-  EXPECT_EQ(c.rule.limit, "2000");
-  EXPECT_EQ(c.rule.used, "1001");  // usage carries over: only the rules changed
+  EXPECT_EQ(c.rule.limit.text(), "2000");
+  EXPECT_EQ(c.rule.used.text(), "1001");  // usage carries over: only the rules changed
   p.plan = "basic";
   ASSERT_TRUE(e->update_customer("acme", p).has_value());
   c = check(*e, req("acme", "api_calls"));
   EXPECT_FALSE(c.allowed);
   EXPECT_EQ(c.plan, "basic");
-  EXPECT_EQ(c.rule.used, "1001");
+  EXPECT_EQ(c.rule.used.text(), "1001");
   p.plan = "none";  // a plan without limits
   ASSERT_TRUE(e->update_customer("acme", p).has_value());
   EXPECT_TRUE(check(*e, req("acme", "api_calls")).allowed);
@@ -488,8 +488,8 @@ TEST_F(CheckTest, OverridesReplaceAPlanLimit) {
   EXPECT_EQ(o->overrides.size(), 2u);
   EXPECT_EQ(allowed_of(*e, req("acme", "api_calls"), 5), 3);
   CheckResult c = check(*e, req("acme", "api_calls"));
-  EXPECT_EQ(c.reason, "limit_exceeded");
-  EXPECT_EQ(c.rule.limit, "3");
+  EXPECT_EQ(denial_name(c.reason), "limit_exceeded");
+  EXPECT_EQ(c.rule.limit.text(), "3");
   ASSERT_EQ(c.limits.size(), 2u);  // the day limit replaced, the hour limit added
   EXPECT_EQ(c.limits[0].period, "day");
   EXPECT_EQ(c.limits[1].period, "hour");
@@ -502,8 +502,8 @@ TEST_F(CheckTest, OverridesReplaceAPlanLimit) {
   ASSERT_TRUE(e->set_overrides("acme", {}).has_value());
   c = check(*e, req("acme", "api_calls"));
   EXPECT_TRUE(c.allowed);
-  EXPECT_EQ(c.rule.limit, "1000");
-  EXPECT_EQ(c.rule.used, "51");
+  EXPECT_EQ(c.rule.limit.text(), "1000");
+  EXPECT_EQ(c.rule.used.text(), "51");
 }
 
 TEST_F(CheckTest, OverrideValidation) {
@@ -542,7 +542,7 @@ TEST_F(CheckTest, ResetStartsThePeriodOverAndIsAudited) {
   EXPECT_EQ(r->resets[0].first, "api_calls");
   CheckResult c = check(*e, req("acme", "api_calls"));
   EXPECT_TRUE(c.allowed) << c.message;
-  EXPECT_EQ(c.rule.used, "1");
+  EXPECT_EQ(c.rule.used.text(), "1");
   EXPECT_EQ(core::format_rfc3339(c.rule.window_start_us), "2025-01-20T12:00:30Z");
   EXPECT_EQ(allowed_of(*e, req("acme", "api_calls"), 8), 4);
   // History is kept: queries still see all 10.
@@ -615,11 +615,11 @@ TEST_F(CheckTest, ReservationHoldsQuotaAndCommitRecordsTheActualAmount) {
   ASSERT_TRUE(held.allowed);
   ASSERT_FALSE(held.reservation_id.empty());
   EXPECT_EQ(held.reservation_expires_us, clock_.now_us() + 60 * core::kUsPerSecond);
-  EXPECT_EQ(held.rule.used, "4000");
+  EXPECT_EQ(held.rule.used.text(), "4000");
   // Others are denied what the hold takes.
   CheckResult other = check(*e, req("acme", "tokens", "1001"));
   EXPECT_FALSE(other.allowed);
-  EXPECT_EQ(other.reason, "limit_exceeded");
+  EXPECT_EQ(denial_name(other.reason), "limit_exceeded");
   EXPECT_TRUE(check(*e, req("acme", "tokens", "1000", Consume::kNo)).allowed);
   // Nothing is recorded by the hold itself.
   EXPECT_EQ(total(*e, "tokens", "acme"), "none");
@@ -627,8 +627,8 @@ TEST_F(CheckTest, ReservationHoldsQuotaAndCommitRecordsTheActualAmount) {
   auto committed = e->commit_reservation(held.reservation_id, "1500");
   ASSERT_TRUE(committed.has_value()) << committed.error().message();
   EXPECT_TRUE(committed->allowed);
-  EXPECT_EQ(committed->amount, "1500");
-  EXPECT_EQ(committed->rule.used, "1500");
+  EXPECT_EQ(committed->amount.text(), "1500");
+  EXPECT_EQ(committed->rule.used.text(), "1500");
   EXPECT_EQ(total(*e, "tokens", "acme"), "1500");
   EXPECT_TRUE(check(*e, req("acme", "tokens", "3500")).allowed);
   EXPECT_EQ(total(*e, "tokens", "acme"), "5000");
@@ -699,7 +699,7 @@ TEST_F(CheckTest, ExpiredReservationsFreeThemselves) {
   ASSERT_TRUE(report.has_value());
   for (const auto& l : report->limits) {
     if (l.meter == "tokens") {
-      EXPECT_EQ(l.used, "100");
+      EXPECT_EQ(l.used.text(), "100");
     }
   }
   EXPECT_EQ(e->release_reservation(defaulted.reservation_id).code(), StatusCode::kNotFound);
@@ -718,7 +718,7 @@ TEST_F(CheckTest, ReservationOnARateLimitFreesTheRateToo) {
   ASSERT_TRUE(e->commit_reservation(held.reservation_id, "10").has_value());
   CheckResult c = check(*e, req("r", "tokens", "90", Consume::kNo));
   EXPECT_TRUE(c.allowed) << c.message;
-  EXPECT_EQ(c.rule.used, "10");
+  EXPECT_EQ(c.rule.used.text(), "10");
   // Release: the bucket gives the hold back.
   held = check(*e, req("r", "tokens", "90", Consume::kReserve));
   ASSERT_TRUE(held.allowed);
@@ -731,7 +731,7 @@ TEST_F(CheckTest, ReservationOnARateLimitFreesTheRateToo) {
   clock_.advance_us(core::kUsPerSecond);
   c = check(*e, req("r", "tokens", "100", Consume::kNo));
   EXPECT_TRUE(c.allowed) << c.message;
-  EXPECT_EQ(c.rule.used, "0");
+  EXPECT_EQ(c.rule.used.text(), "0");
   // A hold older than the rate period has drained: releasing it gives back nothing.
   clock_.advance_us(core::kUsPerSecond);
   CheckRequest long_hold = req("r", "tokens", "60", Consume::kReserve);
@@ -742,7 +742,7 @@ TEST_F(CheckTest, ReservationOnARateLimitFreesTheRateToo) {
   EXPECT_TRUE(e->release_reservation(lh.reservation_id).ok());
   c = check(*e, req("r", "tokens", "31", Consume::kNo));
   EXPECT_FALSE(c.allowed);
-  EXPECT_EQ(c.rule.used, "70");
+  EXPECT_EQ(c.rule.used.text(), "70");
 }
 
 TEST_F(CheckTest, ReservationIdsAreNotGuessable) {
@@ -777,7 +777,7 @@ TEST_F(CheckTest, SameEventIdConsumesOnce) {
   CheckResult again = check(*e, r);
   EXPECT_TRUE(again.allowed);
   EXPECT_TRUE(again.replayed);
-  EXPECT_EQ(again.rule.used, "1");
+  EXPECT_EQ(again.rule.used.text(), "1");
   e->flush();
   EXPECT_TRUE(check(*e, r).replayed);  // also after the commit
   EXPECT_EQ(total(*e, "api_calls", "acme"), "1");
@@ -820,9 +820,9 @@ TEST_F(CheckTest, BatchIsAllOrNothing) {
   ASSERT_TRUE(r.has_value()) << r.error().message();
   ASSERT_EQ(r->size(), 2u);
   EXPECT_FALSE((*r)[0].allowed);
-  EXPECT_EQ((*r)[0].reason, "batch_denied");
+  EXPECT_EQ(denial_name((*r)[0].reason), "batch_denied");
   EXPECT_FALSE((*r)[1].allowed);
-  EXPECT_EQ((*r)[1].reason, "limit_exceeded");
+  EXPECT_EQ(denial_name((*r)[1].reason), "limit_exceeded");
   EXPECT_EQ(total(*e, "api_calls", "acme"), "none");
   EXPECT_EQ(total(*e, "tokens", "acme"), "none");
   // Nothing held in memory either: the full limits are still there.
@@ -830,7 +830,7 @@ TEST_F(CheckTest, BatchIsAllOrNothing) {
   auto report = e->limits_report("acme");
   ASSERT_TRUE(report.has_value());
   for (const auto& l : report->limits) {
-    EXPECT_EQ(l.used, "0") << l.rule;
+    EXPECT_EQ(l.used.text(), "0") << l.rule();
   }
   // The id of the undone check was not consumed: a retry consumes.
   batch[1].amount = "5000";
@@ -847,14 +847,14 @@ TEST_F(CheckTest, BatchIsAllOrNothing) {
   r = e->check_batch(with_hold);
   ASSERT_TRUE(r.has_value());
   EXPECT_TRUE((*r)[0].reservation_id.empty());
-  EXPECT_EQ(check(*e, req("acme", "api_calls", "1", Consume::kNo)).rule.used, "2");
+  EXPECT_EQ(check(*e, req("acme", "api_calls", "1", Consume::kNo)).rule.used.text(), "2");
   // Checks in one batch add up: two halves of the same quota.
   add_customer(*e, "b", "basic");
   r = e->check_batch({req("b", "tokens", "3000"), req("b", "tokens", "3000")});
   ASSERT_TRUE(r.has_value());
   EXPECT_FALSE((*r)[0].allowed);
   EXPECT_FALSE((*r)[1].allowed);
-  EXPECT_EQ((*r)[1].reason, "limit_exceeded");
+  EXPECT_EQ(denial_name((*r)[1].reason), "limit_exceeded");
   EXPECT_EQ(total(*e, "tokens", "b"), "none");
   expect_verified(*e);
 }
@@ -894,21 +894,21 @@ TEST_F(CheckTest, IngestedEventsCountAgainstTheLimit) {
       1u);
   CheckResult c = check(*e, req("acme", "tokens", "11"));
   EXPECT_FALSE(c.allowed);
-  EXPECT_EQ(c.rule.used, "4990");
+  EXPECT_EQ(c.rule.used.text(), "4990");
   EXPECT_TRUE(check(*e, req("acme", "tokens", "10")).allowed);
   // A duplicate ingest adds nothing.
   ASSERT_EQ(
       e->ingest_json(R"({"id":"i2","customer":"acme","type":"tokens","properties":{"n":990}})")
           ->duplicates,
       1u);
-  EXPECT_EQ(check(*e, req("acme", "tokens", "1", Consume::kNo)).rule.used, "5000");
+  EXPECT_EQ(check(*e, req("acme", "tokens", "1", Consume::kNo)).rule.used.text(), "5000");
   // Events of last month do not count this month.
   ASSERT_EQ(
       e->ingest_json(
            R"({"id":"old","customer":"acme","type":"tokens","time":"2024-12-31T23:59:00Z","properties":{"n":7}})")
           ->accepted,
       1u);
-  EXPECT_EQ(check(*e, req("acme", "tokens", "1", Consume::kNo)).rule.used, "5000");
+  EXPECT_EQ(check(*e, req("acme", "tokens", "1", Consume::kNo)).rule.used.text(), "5000");
   EXPECT_EQ(total(*e, "tokens", "acme"), "5007");
 }
 
@@ -922,7 +922,7 @@ TEST_F(CheckTest, GaugeLimitComparesTheReportedValue) {
       1u);
   CheckResult c = check(*e, req("clinic", "patients", "1", Consume::kNo));
   EXPECT_TRUE(c.allowed);
-  EXPECT_EQ(c.rule.used, "499");
+  EXPECT_EQ(c.rule.used.text(), "499");
   EXPECT_EQ(c.rule.period, "lifetime");
   EXPECT_EQ(c.rule.reset_us, 0);
   EXPECT_FALSE(check(*e, req("clinic", "patients", "2", Consume::kNo)).allowed);
@@ -935,7 +935,7 @@ TEST_F(CheckTest, GaugeLimitComparesTheReportedValue) {
       1u);
   c = check(*e, req("clinic", "patients", "1", Consume::kNo));
   EXPECT_FALSE(c.allowed);
-  EXPECT_EQ(c.rule.used, "500");
+  EXPECT_EQ(c.rule.used.text(), "500");
   EXPECT_EQ(c.retry_after_us, 0);  // a lifetime limit has no reset
   // A lower report replaces it (latest, not a sum).
   ASSERT_EQ(
@@ -945,11 +945,11 @@ TEST_F(CheckTest, GaugeLimitComparesTheReportedValue) {
       1u);
   c = check(*e, req("clinic", "patients", "1", Consume::kNo));
   EXPECT_TRUE(c.allowed);
-  EXPECT_EQ(c.rule.used, "120");
+  EXPECT_EQ(c.rule.used.text(), "120");
   // A consuming check adds to the gauge and reports the new level.
   c = check(*e, req("clinic", "patients", "5"));
   EXPECT_TRUE(c.allowed);
-  EXPECT_EQ(c.rule.used, "125");
+  EXPECT_EQ(c.rule.used.text(), "125");
   EXPECT_EQ(total(*e, "patients", "clinic"), "125");
   expect_verified(*e);
 }
@@ -973,7 +973,7 @@ TEST_F(CheckTest, RateLimitAdmitsTheBurstThenDrains) {
   EXPECT_EQ(allowed_of(*e, req("r", "api_calls"), 20), 10);
   CheckResult c = check(*e, req("r", "api_calls"));
   EXPECT_FALSE(c.allowed);
-  EXPECT_EQ(c.reason, "limit_exceeded");
+  EXPECT_EQ(denial_name(c.reason), "limit_exceeded");
   EXPECT_EQ(c.rule.period, "minute");
   EXPECT_EQ(c.retry_after_us, 6 * core::kUsPerSecond);  // one unit drains every 6 s
   // The next minute begins: no fresh burst.
@@ -1001,8 +1001,8 @@ TEST_F(CheckTest, MostRestrictiveDenialIsTheOneThatFreesLast) {
   CheckResult c = check(*e, req("r", "api_calls"));
   EXPECT_FALSE(c.allowed);
   EXPECT_EQ(c.rule.period, "day");
-  EXPECT_EQ(c.rule.used, "100");
-  EXPECT_EQ(c.rule.remaining, "0");
+  EXPECT_EQ(c.rule.used.text(), "100");
+  EXPECT_EQ(c.rule.remaining.text(), "0");
   EXPECT_EQ(c.retry_after_us, c.rule.reset_us - clock_.now_us());
   ASSERT_EQ(c.limits.size(), 2u);
 }
@@ -1021,7 +1021,7 @@ TEST_F(CheckTest, TrialWindow) {
   clock_.set_us(start + 7 * core::kUsPerDay);
   c = check(*e, req("t", "api_calls"));
   EXPECT_FALSE(c.allowed);
-  EXPECT_EQ(c.reason, "trial_expired");
+  EXPECT_EQ(denial_name(c.reason), "trial_expired");
   EXPECT_EQ(c.rule.period, "trial");
   EXPECT_EQ(c.rule.reset_us, 0);
   EXPECT_EQ(total(*e, "api_calls", "t"), "2");
@@ -1050,10 +1050,10 @@ TEST_F(CheckTest, LimitsReportAndWarnings) {
   EXPECT_EQ(r->plan, "basic");
   EXPECT_EQ(r->features, std::vector<std::string>{"chat"});
   ASSERT_EQ(r->limits.size(), 3u);
-  EXPECT_EQ(r->limits[0].used, "850");
-  EXPECT_EQ(r->limits[0].percent, "85.00");
-  EXPECT_EQ(r->limits[1].percent, "80.00");
-  EXPECT_EQ(r->limits[2].used, "0");  // patients, nothing reported
+  EXPECT_EQ(r->limits[0].used.text(), "850");
+  EXPECT_EQ(r->limits[0].percent(), "85.00");
+  EXPECT_EQ(r->limits[1].percent(), "80.00");
+  EXPECT_EQ(r->limits[2].used.text(), "0");  // patients, nothing reported
   ASSERT_EQ(r->warnings.size(), 1u);
   EXPECT_EQ(r->warnings[0], "api_calls per day at 85.00%");
   EXPECT_EQ(e->limits_report("ghost").error().code(), StatusCode::kNotFound);
@@ -1117,30 +1117,30 @@ core::Decimal dec(const char* text) {
 }
 
 TEST(PercentTextTest, TwoDecimalsHalfEven) {
-  EXPECT_EQ(engine::percent_text(dec("0"), dec("34")), "0.00");
-  EXPECT_EQ(engine::percent_text(dec("1"), dec("3")), "33.33");
-  EXPECT_EQ(engine::percent_text(dec("2"), dec("3")), "66.67");
-  EXPECT_EQ(engine::percent_text(dec("34"), dec("34")), "100.00");
-  EXPECT_EQ(engine::percent_text(dec("0.5"), dec("1000")), "0.05");
-  EXPECT_EQ(engine::percent_text(dec("1"), dec("20000")), "0.00");  // 0.005: half to even
-  EXPECT_EQ(engine::percent_text(dec("3"), dec("20000")), "0.02");  // 0.015: half to even
-  EXPECT_EQ(engine::percent_text(dec("5"), dec("0")), "100.00");
-  EXPECT_EQ(engine::percent_text(dec("0"), dec("0")), "0.00");
+  EXPECT_EQ(core::percent_text(dec("0"), dec("34")), "0.00");
+  EXPECT_EQ(core::percent_text(dec("1"), dec("3")), "33.33");
+  EXPECT_EQ(core::percent_text(dec("2"), dec("3")), "66.67");
+  EXPECT_EQ(core::percent_text(dec("34"), dec("34")), "100.00");
+  EXPECT_EQ(core::percent_text(dec("0.5"), dec("1000")), "0.05");
+  EXPECT_EQ(core::percent_text(dec("1"), dec("20000")), "0.00");  // 0.005: half to even
+  EXPECT_EQ(core::percent_text(dec("3"), dec("20000")), "0.02");  // 0.015: half to even
+  EXPECT_EQ(core::percent_text(dec("5"), dec("0")), "100.00");
+  EXPECT_EQ(core::percent_text(dec("0"), dec("0")), "0.00");
 }
 
 // Found by tests/fuzz/check_body_fuzz.cc: a reservation committed with an amount of 3.5e24 on a
 // limit of 100,000 answered "percent": -4666051220526992198.25 (the quotient was cut to 64 bits;
 // larger usage overflowed the 128-bit product first).
 TEST(PercentTextTest, HugeUsageIsExact) {
-  EXPECT_EQ(engine::percent_text(dec("3555555555005416469690252"), dec("100000")),
+  EXPECT_EQ(core::percent_text(dec("3555555555005416469690252"), dec("100000")),
             "3555555555005416469690.25");
-  EXPECT_EQ(engine::percent_text(dec("10000000000000000000000000000"), dec("0.000000001")),
+  EXPECT_EQ(core::percent_text(dec("10000000000000000000000000000"), dec("0.000000001")),
             "1000000000000000000000000000000000000000.00");
-  EXPECT_EQ(engine::percent_text(dec("10000000000000000000000000000"),
+  EXPECT_EQ(core::percent_text(dec("10000000000000000000000000000"),
                                  dec("10000000000000000000000000000")),
             "100.00");
-  EXPECT_EQ(engine::percent_text(dec("-3"), dec("20000")), "-0.02");
-  EXPECT_EQ(engine::percent_text(dec("-1"), dec("20000")), "0.00");
+  EXPECT_EQ(core::percent_text(dec("-3"), dec("20000")), "-0.02");
+  EXPECT_EQ(core::percent_text(dec("-1"), dec("20000")), "0.00");
 }
 
 }  // namespace
@@ -1191,9 +1191,9 @@ void expect_retry_answers_the_original_decision(Engine& e) {
   e.flush();
   auto after = e.check(x);
   ASSERT_TRUE(after.has_value());
-  EXPECT_TRUE(after->allowed) << after->reason;
+  EXPECT_TRUE(after->allowed) << denial_name(after->reason);
   EXPECT_TRUE(after->replayed);
-  EXPECT_EQ(after->rule.used, "11") << "the answer shows today's usage, and nothing more";
+  EXPECT_EQ(after->rule.used.text(), "11") << "the answer shows today's usage, and nothing more";
   // A fresh check is denied, as it should be.
   auto fresh = e.check(req("acme", "tokens", "1"));
   ASSERT_TRUE(fresh.has_value());
@@ -1231,7 +1231,7 @@ TEST_F(CheckDiskTest, ARetriedCheckIsRememberedAcrossARestart) {
   y.event_id = "Y";
   auto r = e->check(y);
   ASSERT_TRUE(r.has_value());
-  EXPECT_TRUE(r->allowed) << r->reason;
+  EXPECT_TRUE(r->allowed) << denial_name(r->reason);
   EXPECT_TRUE(r->replayed);
   EXPECT_EQ(total(*e, "tokens", "acme"), "11");
   expect_verified(*e);

@@ -637,9 +637,6 @@ bool parse_u64(std::string_view text, std::uint64_t* out);
 // The position a page's `next_cursor` gave; "" = the start (0). Errors: kInvalidArgument.
 Status parse_cursor(const std::string& cursor, std::uint64_t* after);
 
-// used / limit x 100 with two decimals, half-even ("100.00" for any use of a zero limit).
-std::string percent_text(const core::Decimal& used, const core::Decimal& limit);
-
 // The plan of a customer: its own, or the default; null when it has none (check.cc).
 const core::Plan* plan_of(const config::Config& config, const Customer& c);
 

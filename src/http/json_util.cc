@@ -1,5 +1,7 @@
 #include "http/json_util.h"
 
+#include "core/decimal.h"
+
 #include "core/time.h"
 
 namespace tally::http {
@@ -134,6 +136,12 @@ void write_decimal(common::JsonWriter& w, const std::string& decimal) {
   } else {
     w.raw(decimal);
   }
+}
+
+void write_decimal(common::JsonWriter& w, const Decimal& d) {
+  std::string text;  // a short number stays in the string's own buffer
+  core::append_decimal(text, d);
+  w.raw(text);
 }
 
 std::string query_result_json(const QueryResult& r) {

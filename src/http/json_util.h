@@ -25,6 +25,8 @@ void write_customer(common::JsonWriter& w, const Customer& c);
 void write_key(common::JsonWriter& w, const ApiKeyInfo& k);
 // A decimal text as a JSON number, or null when empty.
 void write_decimal(common::JsonWriter& w, const std::string& decimal);
+// A number as its shortest exact text.
+void write_decimal(common::JsonWriter& w, const Decimal& d);
 // ["admin", "ingest", ...]
 // An alert as GET /v1/alerts and webhook payloads show it; with `deliveries`, also each
 // delivery's state.

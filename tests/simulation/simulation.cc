@@ -823,7 +823,7 @@ class Simulation {
       }
       return;
     }
-    note("check " + p.label + " -> " + (r->allowed ? "allowed" : "denied " + r->reason) +
+    note("check " + p.label + " -> " + (r->allowed ? "allowed" : "denied " + std::string(denial_name(r->reason))) +
          (r->replayed ? " replayed" : ""));
     if (p.fresh) {
       const bool want = fits(customer, p.req.meter, p.amount);
@@ -907,7 +907,7 @@ class Simulation {
     for (std::size_t i = 0; i < plans.size(); ++i) {
       if ((*r)[i].allowed != all) {
         fail("check_batch " + line + ": check " + std::to_string(i) + " answered " +
-             ((*r)[i].allowed ? "allowed" : "denied " + (*r)[i].reason) + "; the model expects " +
+             ((*r)[i].allowed ? "allowed" : "denied " + std::string(denial_name((*r)[i].reason))) + "; the model expects " +
              (all ? "all allowed" : "all denied"));
         return;
       }
@@ -951,7 +951,7 @@ class Simulation {
     }
     const std::string label = "r" + std::to_string(++next_hold_);
     note("reserve " + p.label + " ttl " + std::to_string(p.req.reservation_ttl_seconds) + " -> " +
-         (r->allowed ? "allowed " + label : "denied " + r->reason));
+         (r->allowed ? "allowed " + label : "denied " + std::string(denial_name(r->reason))));
     if (r->allowed != want && sure) {
       fail("reservation " + p.label + " answered " + (r->allowed ? "allowed" : "denied") +
            "; the model has " + std::to_string(used_now(customer, p.req.meter)) + " used of the " +
@@ -1841,8 +1841,8 @@ class Simulation {
           std::int64_t used = 0;
           const std::int64_t model_used = used_now(cid, l.meter);
           const std::int64_t model_most = used_now(cid, l.meter, true);
-          if (!as_int(l.used, &used) || used < model_used || used > model_most) {
-            return fail("the " + l.rule + " limit of " + cid + " has " + l.used +
+          if (!as_int(l.used.text(), &used) || used < model_used || used > model_most) {
+            return fail("the " + l.rule() + " limit of " + cid + " has " + l.used.text() +
                         " used; the model has " + std::to_string(model_used) +
                         (model_most != model_used ? " to " + std::to_string(model_most) : ""));
           }

@@ -118,11 +118,20 @@ std::string read_check(dom::element el, CheckRequest* r) {
   return "";
 }
 
-void write_number_or(common::JsonWriter& w, const std::string& decimal, std::string_view absent) {
-  if (decimal.empty()) {
-    w.value(absent);
+// A limit's number, or "unlimited" when it has none.
+void write_limit_number(common::JsonWriter& w, const LimitState& s, const Decimal& d) {
+  if (s.unlimited) {
+    w.value("unlimited");
   } else {
-    w.raw(decimal);
+    write_decimal(w, d);
+  }
+}
+
+void write_reset(common::JsonWriter& w, TimeUs reset_us) {
+  if (reset_us == 0) {
+    w.null();
+  } else {
+    w.value(time_text(reset_us));
   }
 }
 
@@ -132,68 +141,79 @@ void write_limit_state(common::JsonWriter& w, const LimitState& s) {
   w.begin_object()
       .key("meter").value(s.meter)
       .key("period").value(s.period)
-      .key("rule").value(s.rule)
+      .key("rule").value(s.rule())
       .key("hard").value(s.hard)
-      .key("used").raw(s.used.empty() ? "0" : s.used)
-      .key("limit");
-  write_number_or(w, s.unlimited ? "" : s.limit, "unlimited");
+      .key("used");
+  write_decimal(w, s.used);
+  w.key("limit");
+  write_limit_number(w, s, s.limit);
   w.key("remaining");
-  write_number_or(w, s.unlimited ? "" : s.remaining, "unlimited");
+  write_limit_number(w, s, s.remaining);
   w.key("percent");
-  if (s.unlimited || s.percent.empty()) {
+  if (s.unlimited) {
     w.null();
   } else {
-    w.raw(s.percent);
+    w.raw(s.percent());
   }
   w.key("window_start").value(time_text(s.window_start_us));
   w.key("reset");
-  if (s.reset_us == 0) {
-    w.null();
-  } else {
-    w.value(time_text(s.reset_us));
-  }
+  write_reset(w, s.reset_us);
   w.end_object();
 }
 
 namespace {
 
+// The error title of a denial.
+const char* denial_title(Denial reason) {
+  switch (reason) {
+    case Denial::kLimitExceeded:
+      return "Rate Limit Exceeded";
+    case Denial::kTrialExpired:
+      return "Trial Expired";
+    case Denial::kFeatureNotEnabled:
+      return "Feature Not Available";
+    case Denial::kCustomerSuspended:
+      return "Customer Suspended";
+    case Denial::kInsufficientCredits:
+      return "Insufficient Credits";
+    case Denial::kNone:
+    case Denial::kBatchDenied:
+      break;
+  }
+  return "Denied";
+}
+
 void write_check(common::JsonWriter& w, const CheckResult& r) {
   w.begin_object().key("allowed").value(r.allowed);
   if (!r.allowed) {
-    const char* error = r.reason == "limit_exceeded"        ? "Rate Limit Exceeded"
-                        : r.reason == "trial_expired"        ? "Trial Expired"
-                        : r.reason == "feature_not_enabled"  ? "Feature Not Available"
-                        : r.reason == "customer_suspended"   ? "Customer Suspended"
-                        : r.reason == "insufficient_credits" ? "Insufficient Credits"
-                                                             : "Denied";
-    w.key("error").value(error).key("reason").value(r.reason);
+    w.key("error").value(denial_title(r.reason)).key("reason").value(denial_name(r.reason));
   }
   w.key("message").value(r.allowed ? (r.overage ? "Allowed past a soft limit (overage)." : "Allowed.")
                                    : r.message);
   w.key("tier").value(r.plan).key("plan").value(r.plan).key("meter").value(r.meter);
-  w.key("amount").raw(r.amount.empty() ? "0" : r.amount);
+  w.key("amount");
+  write_decimal(w, r.amount);
   if (r.has_rule) {
     const LimitState& s = r.rule;
-    w.key("used").raw(s.used.empty() ? "0" : s.used);
+    w.key("used");
+    write_decimal(w, s.used);
     w.key("limit");
-    write_number_or(w, s.unlimited ? "" : s.limit, "unlimited");
+    write_limit_number(w, s, s.limit);
     w.key("remaining");
-    write_number_or(w, s.unlimited ? "" : s.remaining, "unlimited");
+    write_limit_number(w, s, s.remaining);
     w.key("reset");
-    if (s.reset_us == 0) {
-      w.null();
-    } else {
-      w.value(time_text(s.reset_us));
-    }
-    w.key("period").value(s.period).key("rule").value(s.rule);
+    write_reset(w, s.reset_us);
+    w.key("period").value(s.period).key("rule").value(s.rule());
   } else {
     w.key("used").null().key("limit").value("unlimited").key("remaining").value("unlimited");
     w.key("reset").null().key("period").null().key("rule").null();
   }
   w.key("overage").value(r.overage);
-  if (!r.credits_required.empty()) {
-    w.key("credits_required").raw(r.credits_required);
-    w.key("credits_available").raw(r.credits_available);
+  if (r.prepaid) {
+    w.key("credits_required");
+    write_decimal(w, r.credits_required);
+    w.key("credits_available");
+    write_decimal(w, r.credits_available);
   }
   if (r.replayed) {
     w.key("replayed").value(true);
@@ -211,26 +231,20 @@ void write_check(common::JsonWriter& w, const CheckResult& r) {
 
 unsigned check_status(const CheckResult& r) {
   if (r.allowed) return 200;
-  if (r.reason == "feature_not_enabled" || r.reason == "customer_suspended") return 403;
-  if (r.reason == "insufficient_credits") return 402;
+  if (r.reason == Denial::kFeatureNotEnabled || r.reason == Denial::kCustomerSuspended) return 403;
+  if (r.reason == Denial::kInsufficientCredits) return 402;
   return 429;
 }
 
 std::string policy_name(const LimitState& s) {
-  return s.meter + "-" + s.period;
+  return s.meter + "-" + std::string(s.period);
 }
 
 std::int64_t ceil_seconds(TimeUs us) {
   return us <= 0 ? 0 : (us + core::kUsPerSecond - 1) / core::kUsPerSecond;
 }
 
-std::int64_t int_of(const std::string& decimal, bool ceil) {
-  core::Decimal d;
-  if (!core::try_parse_decimal(decimal, &d)) {
-    return 0;
-  }
-  return ceil ? core::decimal_ceil_int(d) : core::decimal_floor_int(d);
-}
+std::int64_t int_of(const Decimal& d) { return core::decimal_floor_int(d); }
 
 }  // namespace
 
@@ -240,8 +254,8 @@ void add_rate_limit_headers(Response& resp, const CheckResult& r, TimeUs now) {
     resp.headers.emplace_back("X-RateLimit-Remaining", "unlimited");
   } else {
     const LimitState& s = r.rule;
-    resp.headers.emplace_back("X-RateLimit-Limit", std::to_string(int_of(s.limit, false)));
-    resp.headers.emplace_back("X-RateLimit-Remaining", std::to_string(int_of(s.remaining, false)));
+    resp.headers.emplace_back("X-RateLimit-Limit", std::to_string(int_of(s.limit)));
+    resp.headers.emplace_back("X-RateLimit-Remaining", std::to_string(int_of(s.remaining)));
     if (s.reset_us != 0) {
       resp.headers.emplace_back("X-RateLimit-Reset", std::to_string(ceil_seconds(s.reset_us)));
     }
@@ -255,13 +269,13 @@ void add_rate_limit_headers(Response& resp, const CheckResult& r, TimeUs now) {
                                                           : l.reset_us - l.window_start_us)
                                 : 0;
       if (!policy.empty()) policy += ", ";
-      policy += "\"" + policy_name(l) + "\";q=" + std::to_string(int_of(l.limit, false));
+      policy += "\"" + policy_name(l) + "\";q=" + std::to_string(int_of(l.limit));
       if (window > 0) {
         policy += ";w=" + std::to_string(ceil_seconds(window));
       }
     }
     resp.headers.emplace_back("RateLimit-Policy", policy);
-    std::string current = "\"" + policy_name(s) + "\";r=" + std::to_string(int_of(s.remaining, false));
+    std::string current = "\"" + policy_name(s) + "\";r=" + std::to_string(int_of(s.remaining));
     if (s.reset_us != 0) {
       current += ";t=" + std::to_string(ceil_seconds(s.reset_us - now));
     }
@@ -353,7 +367,7 @@ void check_batch(Context& ctx, Call& call) {
   }
   const CheckResult* first_denied = nullptr;
   for (const auto& c : *r) {
-    if (!c.allowed && c.reason != "batch_denied") {
+    if (!c.allowed && c.reason != Denial::kBatchDenied) {
       first_denied = &c;
       break;
     }
@@ -623,7 +637,7 @@ void authorize(Context& ctx, Call& call) {
   write_check(w, *r);
   Response resp = json_response(r->allowed ? 200 : 403, w.take());
   add_rate_limit_headers(resp, *r, ctx.engine.clock().now_us());
-  resp.headers.emplace_back("X-Tally-Reason", r->allowed ? (r->overage ? "overage" : "allowed") : r->reason);
+  resp.headers.emplace_back("X-Tally-Reason", r->allowed ? std::string_view(r->overage ? "overage" : "allowed") : denial_name(r->reason));
   resp.headers.emplace_back("X-Tally-Status", std::to_string(check_status(*r)));
   resp.headers.emplace_back("X-Tally-Customer", id->customer);
   answer(call, std::move(resp));

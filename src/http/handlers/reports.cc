@@ -183,8 +183,8 @@ void usage_report(Context& ctx, Call& call) {
   }
   w.end_array().key("usage_percentage").begin_object();
   for (const auto& l : r->limits) {
-    w.key(l.rule);
-    write_decimal(w, l.unlimited ? std::string() : l.percent);
+    w.key(l.rule());
+    write_decimal(w, l.percent());
   }
   w.end_object().key("warnings").begin_array();
   for (const auto& x : r->warnings) {
