@@ -45,6 +45,7 @@ const Route kRoutes[] = {
     {"GET", "/health", Need::kNone, handlers::health},
     {"GET", "/ready", Need::kNone, handlers::ready},
     {"GET", "/metrics", Need::kNone, handlers::metrics},
+    {"GET", "/openapi.json", Need::kNone, handlers::openapi},
     {"POST", "/v1/events", Need::kIngest, handlers::ingest},
     {"POST", "/v1/events/ingest", Need::kIngest, handlers::ingest},
     {"GET", "/v1/events", Need::kRead, handlers::list_events, kPool},
@@ -171,7 +172,27 @@ std::string_view presented_key(const Request& r) {
   return {};
 }
 
+const char* need_name(Need need) {
+  switch (need) {
+    case Need::kNone: return "none";
+    case Need::kAnyKey: return "key";
+    case Need::kRead: return "read";
+    case Need::kIngest: return "ingest";
+    case Need::kCheck: return "check";
+    case Need::kAdmin: return "admin";
+  }
+  return "admin";
+}
+
 }  // namespace
+
+std::vector<RouteInfo> route_table() {
+  std::vector<RouteInfo> out;
+  for (const Route& r : kRoutes) {
+    out.push_back({r.method, r.pattern, need_name(r.need)});
+  }
+  return out;
+}
 
 Api::Api(Engine& engine, ApiOptions options)
     : engine_(engine), options_(options), pool_(options.scan_threads, options.scan_queue_max) {}

@@ -16,6 +16,8 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include <tally/engine.h>
 
@@ -32,6 +34,24 @@ struct ApiOptions {
   // what it found, with a cursor to go on from. 0 = no budget.
   std::uint32_t page_budget_ms = 200;
 };
+
+// One route of the route table: what docs/openapi.json must describe (src/http/openapi_test.cc
+// compares the two).
+struct RouteInfo {
+  std::string method;   // "GET", "POST", ...
+  std::string pattern;  // "/v1/customers/{}/usage": each "{}" matches one path segment
+  // What the route needs: "none" (no key), "key" (any valid key), or a key holding the scope
+  // "read", "ingest" or "check", or an admin key ("admin").
+  std::string needs;
+};
+
+// Every route the server answers, in the order they are matched; the routes of other systems'
+// APIs (docs/compat.md) included.
+std::vector<RouteInfo> route_table();
+
+// The OpenAPI 3.1 document of Tally's own API, served at GET /openapi.json: docs/openapi.json,
+// embedded in the binary when it is built.
+std::string_view openapi_document();
 
 class Api {
  public:

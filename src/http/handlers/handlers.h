@@ -90,6 +90,7 @@ void archive_events(Context& ctx, Call& call);
 void health(Context& ctx, Call& call);
 void ready(Context& ctx, Call& call);
 void metrics(Context& ctx, Call& call);
+void openapi(Context& ctx, Call& call);
 
 // ---- helpers (handlers.cc) ------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-// GET /health, GET /ready, GET /metrics.
+// GET /health, GET /ready, GET /metrics, GET /openapi.json.
 #include "http/handlers/handlers.h"
 
 #include "common/assert.h"
@@ -45,6 +45,11 @@ void metrics(Context& ctx, Call& call) {
             "# TYPE tally_bugs_total counter\n"
             "tally_bugs_total " + std::to_string(common::bugs_total()) + "\n";
   answer(call, std::move(r));
+}
+
+// The document is docs/openapi.json as it was when the binary was built (src/http/openapi.cc).
+void openapi(Context&, Call& call) {
+  answer(call, json_response(200, std::string(openapi_document())));
 }
 
 }  // namespace tally::http::handlers
