@@ -90,7 +90,7 @@ bool period_span(const LimitRule& rule, TimeUs t, const PeriodContext& ctx, Span
       billing_period_span(t, ctx.billing_anchor_us, ctx.tz, &out->start, &out->end);
       return true;
     case PeriodKind::kTrial: {
-      const TimeUs start = ctx.trial_start_us - (((ctx.trial_start_us % kUsPerMinute) + kUsPerMinute) % kUsPerMinute);
+      const TimeUs start = floor_to(ctx.trial_start_us, kUsPerMinute);
       const TimeUs end = start + rule.days * kUsPerDay;
       out->start = start;
       out->end = end;

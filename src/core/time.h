@@ -28,6 +28,14 @@ inline constexpr TimeUs kUsPerMinute = 60 * kUsPerSecond;
 inline constexpr TimeUs kUsPerHour = 60 * kUsPerMinute;
 inline constexpr TimeUs kUsPerDay = 24 * kUsPerHour;
 
+// t rounded down (floor_to) or up (ceil_to) to a multiple of `unit` since the epoch, also for
+// t before it. REQUIRES: unit > 0.
+constexpr TimeUs floor_to(TimeUs t, TimeUs unit) { return t - (((t % unit) + unit) % unit); }
+constexpr TimeUs ceil_to(TimeUs t, TimeUs unit) {
+  const TimeUs f = floor_to(t, unit);
+  return f == t ? t : f + unit;
+}
+
 // Parses an RFC 3339 date-time ("2025-01-17T14:30:00Z", "2025-01-17T14:30:00.123+02:00",
 // lower-case 't'/'z' and a space separator accepted). Fractions beyond microseconds are
 // truncated. Errors: kInvalidArgument naming what is wrong. Years 1970..9999 only.

@@ -575,4 +575,16 @@ TEST(WindowsAlignToHours, EmptyRange) {
 }
 
 }  // namespace
+TEST(FloorTo, RoundsTowardThePastAlsoBeforeTheEpoch) {
+  static_assert(floor_to(0, kUsPerMinute) == 0);
+  EXPECT_EQ(floor_to(kUsPerMinute - 1, kUsPerMinute), 0);
+  EXPECT_EQ(floor_to(kUsPerMinute, kUsPerMinute), kUsPerMinute);
+  EXPECT_EQ(floor_to(-1, kUsPerMinute), -kUsPerMinute);
+  EXPECT_EQ(floor_to(-kUsPerMinute, kUsPerMinute), -kUsPerMinute);
+  EXPECT_EQ(ceil_to(1, kUsPerHour), kUsPerHour);
+  EXPECT_EQ(ceil_to(kUsPerHour, kUsPerHour), kUsPerHour);
+  EXPECT_EQ(ceil_to(-1, kUsPerHour), 0);
+  EXPECT_EQ(ceil_to(-kUsPerHour - 1, kUsPerHour), -kUsPerHour);
+}
+
 }  // namespace tally::core

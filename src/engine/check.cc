@@ -45,10 +45,6 @@ namespace {
 constexpr std::size_t kRecentIdsMax = 100'000;  // per customer
 constexpr std::int64_t kCountAmountMax = 10'000;  // the most one check may count on a count meter
 
-core::TimeUs floor_minute(core::TimeUs t) {
-  return t - (((t % core::kUsPerMinute) + core::kUsPerMinute) % core::kUsPerMinute);
-}
-
 // The state of a rule before any counter is read: its identity and limit.
 LimitState rule_state(const core::LimitRule& r) {
   LimitState s;
@@ -315,7 +311,7 @@ LimitCounter* calendar_counter(const Engine::Impl& d, const engine::CustomerStat
   c.span = span;
   c.count_from_us = count_from;
   c.context = wc;
-  engine::combine_customer(d.meters[meter], cs.num, floor_minute(count_from), span.end, false,
+  engine::combine_customer(d.meters[meter], cs.num, core::floor_to(count_from, core::kUsPerMinute), span.end, false,
                            &c.committed, nullptr);
   cl.in_flight.for_each([&](std::uint64_t, const InFlight& f) {
     if (f.meter == meter && f.time_us >= count_from && f.time_us < span.end) {
@@ -342,8 +338,8 @@ RateCounter* rate_counter(const Engine::Impl& d, const engine::CustomerState& cs
   const core::TimeUs period = core::rate_period_us(rule.period);
   core::AggState recent;
   const engine::MeterState& ms = d.meters[meter];
-  engine::combine_customer(ms, cs.num, floor_minute(now - period),
-                           floor_minute(now) + core::kUsPerMinute, false, &recent, nullptr);
+  engine::combine_customer(ms, cs.num, core::floor_to(now - period, core::kUsPerMinute),
+                           core::floor_to(now, core::kUsPerMinute) + core::kUsPerMinute, false, &recent, nullptr);
   r.state.level = used_value(ms.spec.aggregation, recent);
   cl.in_flight.for_each([&](std::uint64_t, const InFlight& f) {
     if (f.meter == meter && f.time_us >= now - period) {
@@ -1495,11 +1491,11 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
         const core::TimeUs at = *reset_us;
         core::Decimal before_reset;
         const core::Aggregation agg = ms.spec.aggregation;
-        if (floor_minute(at) != at &&
+        if (core::floor_to(at, core::kUsPerMinute) != at &&
             (agg == core::Aggregation::kCount || agg == core::Aggregation::kSum)) {
           core::AggState minute;
-          engine::combine_customer(ms, cs.num, floor_minute(at),
-                                   floor_minute(at) + core::kUsPerMinute, false, &minute, nullptr);
+          engine::combine_customer(ms, cs.num, core::floor_to(at, core::kUsPerMinute),
+                                   core::floor_to(at, core::kUsPerMinute) + core::kUsPerMinute, false, &minute, nullptr);
           before_reset = used_value(agg, minute);
         }
         const core::PeriodContext pc = period_context(cs);

@@ -504,8 +504,8 @@ void Engine::Impl::install_state(std::uint32_t meter, std::uint32_t customer_num
   if (inserted) {
     ++aggregates_live;
   }
-  const core::TimeUs hour = minute_us - (minute_us % core::kUsPerHour);
-  const core::TimeUs day = minute_us - (minute_us % core::kUsPerDay);
+  const core::TimeUs hour = core::floor_to(minute_us, core::kUsPerHour);
+  const core::TimeUs day = core::floor_to(minute_us, core::kUsPerDay);
   entry_at(s.hours, hour, &inserted).merge(delta);
   entry_at(s.days, day, &inserted).merge(delta);
   engine::GroupTotals& t = meters[meter].totals[group];
@@ -518,7 +518,7 @@ void Engine::Impl::install_unique(std::uint32_t meter, std::uint32_t customer_nu
                                   const std::string& value) {
   engine::Series& s = meters[meter].series[customer_num][group];
   s.minute_uniques[minute_us].insert(value);
-  const core::TimeUs hour = minute_us - (minute_us % core::kUsPerHour);
+  const core::TimeUs hour = core::floor_to(minute_us, core::kUsPerHour);
   s.hour_uniques[hour].insert(value);
 }
 
@@ -980,7 +980,7 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
           if (!core::meter_accepts(meters[m].spec, b, e, &input, &group)) {
             continue;
           }
-          const core::TimeUs minute = e.time_us - (((e.time_us % core::kUsPerMinute) + core::kUsPerMinute) % core::kUsPerMinute);
+          const core::TimeUs minute = core::floor_to(e.time_us, core::kUsPerMinute);
           Touched& t = touched[BucketKey{m, cnum, intern_group(group), minute}];
           t.delta.add(input.value, e.time_us, seq);
           if (meter_limited[m]) {

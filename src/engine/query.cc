@@ -17,16 +17,6 @@ namespace {
 
 constexpr std::size_t kQueryRowsMax = 100'000;
 
-core::TimeUs floor_to(core::TimeUs t, core::TimeUs unit) {
-  const core::TimeUs r = ((t % unit) + unit) % unit;
-  return t - r;
-}
-
-core::TimeUs ceil_to(core::TimeUs t, core::TimeUs unit) {
-  const core::TimeUs f = floor_to(t, unit);
-  return f == t ? t : f + unit;
-}
-
 }  // namespace
 
 namespace engine {
@@ -48,8 +38,8 @@ void combine_range(const engine::Series& s, core::TimeUs a, core::TimeUs b, bool
     }
   };
   auto hours = [&](core::TimeUs x, core::TimeUs y) {
-    const core::TimeUs ha = ceil_to(x, core::kUsPerHour);
-    const core::TimeUs hb = floor_to(y, core::kUsPerHour);
+    const core::TimeUs ha = core::ceil_to(x, core::kUsPerHour);
+    const core::TimeUs hb = core::floor_to(y, core::kUsPerHour);
     if (ha >= hb) {
       minutes(x, y);
       return;
@@ -67,8 +57,8 @@ void combine_range(const engine::Series& s, core::TimeUs a, core::TimeUs b, bool
     minutes(hb, y);
   };
   // Distinct values are kept per hour at most: a day's set would repeat them all again.
-  const core::TimeUs da = ceil_to(a, core::kUsPerDay);
-  const core::TimeUs db = floor_to(b, core::kUsPerDay);
+  const core::TimeUs da = core::ceil_to(a, core::kUsPerDay);
+  const core::TimeUs db = core::floor_to(b, core::kUsPerDay);
   if (want_uniques || da >= db) {
     hours(a, b);
     return;
@@ -239,8 +229,8 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
     }
     window = *w;
   }
-  const core::TimeUs from = floor_to(q.from_us, core::kUsPerMinute);
-  const core::TimeUs to = ceil_to(q.to_us, core::kUsPerMinute);
+  const core::TimeUs from = core::floor_to(q.from_us, core::kUsPerMinute);
+  const core::TimeUs to = core::ceil_to(q.to_us, core::kUsPerMinute);
   if (to <= from) {
     return Status::invalid_argument("'to' must be after 'from'");
   }
@@ -368,8 +358,8 @@ Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs
     from_us = core::window_start(now, core::Window::kMonth, cs->tz);
     to_us = core::window_next(from_us, core::Window::kMonth, cs->tz);
   }
-  const core::TimeUs from = floor_to(from_us, core::kUsPerMinute);
-  const core::TimeUs to = ceil_to(to_us, core::kUsPerMinute);
+  const core::TimeUs from = core::floor_to(from_us, core::kUsPerMinute);
+  const core::TimeUs to = core::ceil_to(to_us, core::kUsPerMinute);
   if (to <= from) {
     return Status::invalid_argument("'to' must be after 'from'");
   }

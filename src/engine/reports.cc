@@ -26,16 +26,6 @@ constexpr std::size_t kDefaultWindows = 30;
 constexpr std::uint32_t kPeaksMax = 100;
 constexpr std::uint32_t kTopMax = 1000;
 
-core::TimeUs floor_to(core::TimeUs t, core::TimeUs unit) {
-  const core::TimeUs r = ((t % unit) + unit) % unit;
-  return t - r;
-}
-
-core::TimeUs ceil_to(core::TimeUs t, core::TimeUs unit) {
-  const core::TimeUs f = floor_to(t, unit);
-  return f == t ? t : f + unit;
-}
-
 struct Span {
   core::TimeUs start = 0;
   core::TimeUs end = 0;
@@ -71,8 +61,8 @@ Status resolve_range(core::TimeUs now, core::Window w, const core::TimeZone& tz,
     *from = start;
     return Status();
   }
-  *from = floor_to(*from, core::kUsPerMinute);
-  *to = ceil_to(*to, core::kUsPerMinute);
+  *from = core::floor_to(*from, core::kUsPerMinute);
+  *to = core::ceil_to(*to, core::kUsPerMinute);
   if (*to <= *from) {
     return Status::invalid_argument("'to' must be after 'from'");
   }

@@ -24,11 +24,6 @@ void stored_event_batch(std::string_view customer, const BlockEvent& be, core::E
   b->events().push_back(e);
 }
 
-namespace {
-core::TimeUs minute_of(core::TimeUs t) {
-  return t - (((t % core::kUsPerMinute) + core::kUsPerMinute) % core::kUsPerMinute);
-}
-}  // namespace
 
 void add_event_aggregates(const std::vector<core::MeterSpec>& meters, std::uint32_t cnum,
                           const BlockEvent& be, const core::EventBatch& b,
@@ -40,7 +35,7 @@ void add_event_aggregates(const std::vector<core::MeterSpec>& meters, std::uint3
     if (m.event_type != be.type || !core::meter_accepts(m, b, b.events()[0], &input, &group)) {
       continue;
     }
-    const core::TimeUs minute = minute_of(be.time_us);
+    const core::TimeUs minute = core::floor_to(be.time_us, core::kUsPerMinute);
     (*aggregates)[aggregate_key(m.key, cnum, minute, group)].add(input.value, be.time_us, be.seq);
     if (m.aggregation == core::Aggregation::kUniqueCount) {
       (*uniques)[unique_key(m.key, cnum, minute, group, input.unique)] = true;
@@ -167,7 +162,7 @@ bool Repricer::price(std::uint32_t cnum, const BlockEvent& be, const core::Event
                   &unused_credits, known_at);
     }
     if (hidden != nullptr && d_.cost_meter[m] != Engine::Impl::kNoMeter) {
-      const core::TimeUs minute = minute_of(be.time_us);
+      const core::TimeUs minute = core::floor_to(be.time_us, core::kUsPerMinute);
       (*hidden)[aggregate_key(d_.meters[d_.cost_meter[m]].spec.key, cnum, minute, group_)].add(
           cost, be.time_us, be.seq);
       (*hidden)[aggregate_key(d_.meters[d_.credits_meter[m]].spec.key, cnum, minute, group_)]
