@@ -70,6 +70,10 @@ class Engine {
   Result<QueryResult> query(const MeterQuery& q) const;
   // Totals per meter for one customer over [from, to); from = to = 0 means the current
   // calendar month in the customer's zone. Errors: kNotFound.
+  // The customer's billing period that contains `at_us`: monthly from the day of its billing
+  // anchor (its creation when none is set), midnight in its zone, as tiered prices count it.
+  // Errors: kNotFound.
+  Result<Period> billing_period(const std::string& customer, TimeUs at_us) const;
   Result<CustomerUsage> customer_usage(const std::string& customer, TimeUs from_us,
                                        TimeUs to_us) const;
   Result<EventPage> list_events(const EventListQuery& q) const;
@@ -116,6 +120,14 @@ class Engine {
   // Errors: kNotFound, kInvalidArgument.
   Result<LedgerTransaction> wallet_transaction(const std::string& customer,
                                                const WalletTransactionRequest& request);
+  // Several of an admin's transactions on one wallet in one durable write, all or none (each
+  // checked as wallet_transaction checks it), in order. With `only_if_new`, refused with
+  // kAlreadyExists when the wallet already has a transaction: a wallet opened this way is
+  // opened once, also by concurrent callers. Errors: kNotFound, kInvalidArgument,
+  // kAlreadyExists.
+  Result<std::vector<LedgerTransaction>> wallet_transactions_atomic(
+      const std::string& customer, const std::vector<WalletTransactionRequest>& requests,
+      bool only_if_new = false);
   // The customer's ledger, oldest first. Errors: kNotFound, kInvalidArgument.
   Result<LedgerPage> wallet_transactions(const LedgerQuery& query) const;
 

@@ -22,7 +22,7 @@ struct EventError {
   std::uint32_t index = 0;  // position of the event in the request
   std::string id;
   std::string code;  // MISSING_FIELD, INVALID_TYPE, INVALID_VALUE, INVALID_TIME, TIME_IN_FUTURE,
-                     // UNKNOWN_CUSTOMER
+                     // UNKNOWN_CUSTOMER, and DUPLICATE (IngestOptions::all_or_nothing)
   std::string message;
 };
 
@@ -37,6 +37,11 @@ struct IngestOptions {
   // CloudEvents as OpenMeter takes them: an event's `source` scopes its `id`, so the stored id
   // (and the deduplication key) is "<source>/<id>"; without a source, the id alone.
   bool source_scopes_id = false;
+  // All or nothing (as Lago's batches are): when any event of the request is invalid, names an
+  // unknown customer, or is a duplicate (of a stored event or of an earlier one in the
+  // request), nothing of the request is stored, and the summary lists every such event
+  // (duplicates with code DUPLICATE) with accepted = 0 and rejected = the request's events.
+  bool all_or_nothing = false;
 };
 
 struct IngestSummary {
@@ -192,6 +197,12 @@ struct UsageItem {
   std::string value;  // decimal text; empty = no value
   std::string cost;     // priced meters: the cost of that usage ("" = not priced)
   std::string credits;  // priced meters: the credits burned for it
+};
+
+// A span of time [start, end).
+struct Period {
+  TimeUs start_us = 0;
+  TimeUs end_us = 0;
 };
 
 struct CustomerUsage {

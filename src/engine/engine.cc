@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <future>
+#include <set>
 
 #include "common/assert.h"
 #include "common/crypto.h"
@@ -803,6 +804,55 @@ struct PendingCustomer {
   Customer record;
 };
 
+template <typename NewCustomers, typename CommitIds>
+bool refuse_whole(const Engine::Impl& d, const engine::IngestJob& job,
+                  const std::vector<std::uint64_t>& stored_copies, std::uint64_t stored_duplicate,
+                  const NewCustomers& new_customers, const CommitIds& commit_ids,
+                  IngestSummary* sum) {
+  // An all-or-nothing request: every event must be valid, name a customer that exists (or may
+  // be created), and be new. Checked before any of its events joins the commit.
+  TALLY_ASSERT(job.check_tokens.empty(), "checks' usage events are never all-or-nothing");
+  const core::EventBatch& b = job.parsed.batch;
+  std::vector<EventError> faults;
+  std::set<std::pair<std::string_view, std::string_view>> in_request;  // customer, id
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    const std::string_view customer = b.text(b.events()[i].customer);
+    const std::string_view id = b.text(b.events()[i].id);
+    std::uint32_t cnum = 0;
+    bool known = true;
+    if (auto it = d.customer_nums.find(customer); it != d.customer_nums.end()) {
+      cnum = it->second;
+    } else if (auto nit = new_customers.find(customer); nit != new_customers.end()) {
+      cnum = nit->second.num;
+    } else if (!d.config.server.auto_create_customers) {
+      faults.push_back(EventError{job.parsed.indexes[i], std::string(id), "UNKNOWN_CUSTOMER",
+                                  "customer '" + std::string(customer) + "' does not exist"});
+      continue;
+    } else {
+      known = false;  // created by this request: nothing of it is stored yet
+    }
+    bool duplicate =
+        !in_request.emplace(customer, id).second || stored_copies[i] == stored_duplicate;
+    if (!duplicate && known) {
+      auto range = commit_ids.equal_range(engine::dedup_hash(customer, id));
+      for (auto it = range.first; it != range.second && !duplicate; ++it) {
+        duplicate = it->second.first == cnum && it->second.second == id;
+      }
+    }
+    if (duplicate) {
+      faults.push_back(EventError{job.parsed.indexes[i], std::string(id), "DUPLICATE",
+                                  "event '" + std::string(id) + "' of customer '" +
+                                      std::string(customer) + "' is already stored"});
+    }
+  }
+  if (faults.empty() && job.parsed.errors.empty()) {
+    return false;
+  }
+  sum->errors.insert(sum->errors.end(), faults.begin(), faults.end());
+  sum->rejected = job.parsed.total;
+  return true;
+}
+
 }  // namespace
 
 void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) {
@@ -906,6 +956,10 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) 
       sum.errors.push_back(EventError{err.index, err.id, err.code, err.message});
     }
     sum.rejected = static_cast<std::uint32_t>(job.parsed.errors.size());
+    if (job.options.all_or_nothing && refuse_whole(*this, job, stored_copies, kStoredDuplicate,
+                                                   new_customers, commit_ids, &sum)) {
+      continue;  // nothing of it joins the commit
+    }
     for (std::size_t i = 0; i < b.size(); ++i) {
       const core::Event& e = b.events()[i];
       const std::string_view customer = b.text(e.customer);
@@ -1264,7 +1318,8 @@ void Engine::ingest_json_async(std::string body, const IngestOptions& options,
   if (b.empty()) {
     // Nothing valid: answered without touching the store.
     IngestSummary sum;
-    sum.rejected = static_cast<std::uint32_t>(job->parsed.errors.size());
+    sum.rejected = static_cast<std::uint32_t>(options.all_or_nothing ? job->parsed.total
+                                                                     : job->parsed.errors.size());
     for (const auto& err : job->parsed.errors) {
       sum.errors.push_back(EventError{err.index, err.id, err.code, err.message});
     }

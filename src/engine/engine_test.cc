@@ -141,6 +141,72 @@ TEST_F(EngineTest, DuplicatesWithinAndAcrossBatches) {
   EXPECT_EQ(query_total(*e, "calls", "c1", 0, at("2026-01-01T00:00:00Z")), "1");
 }
 
+TEST_F(EngineTest, AllOrNothingStoresNothingWhenOneEventIsAtFault) {
+  auto e = open_memory(&clock_);
+  IngestOptions whole;
+  whole.all_or_nothing = true;
+  ASSERT_TRUE(e->ingest_json(R"({"id":"old","customer":"c1","type":"api_call"})").has_value());
+  // A stored duplicate, a duplicate inside the request and an invalid event: none is stored,
+  // and each is named by its index.
+  auto r = e->ingest_json(R"({"events":[
+    {"id":"n1","customer":"c1","type":"api_call"},
+    {"id":"old","customer":"c1","type":"api_call"},
+    {"id":"n1","customer":"c1","type":"api_call"},
+    {"id":"n2","customer":"c1","type":"api_call","time":"yesterday"},
+    {"id":"old","customer":"c9","type":"api_call"}
+  ]})", whole);
+  ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_EQ(r->accepted, 0u);
+  EXPECT_EQ(r->rejected, 5u);
+  EXPECT_TRUE(r->batch_id.empty());
+  ASSERT_EQ(r->errors.size(), 3u);
+  EXPECT_EQ(r->errors[0].index, 1u);
+  EXPECT_EQ(r->errors[0].code, "DUPLICATE");
+  EXPECT_EQ(r->errors[1].index, 2u);
+  EXPECT_EQ(r->errors[1].code, "DUPLICATE");
+  EXPECT_EQ(r->errors[2].index, 3u);
+  EXPECT_EQ(r->errors[2].code, "INVALID_TIME");
+  EXPECT_EQ(query_total(*e, "calls", "c1", 0, at("2026-01-01T00:00:00Z")), "1");
+  EXPECT_FALSE(e->get_customer("c9").has_value());  // not even auto-created
+  // Without a fault the request is stored as usual; sent again, every event is a duplicate.
+  const char* fine = R"({"events":[{"id":"n1","customer":"c1","type":"api_call"},
+                                   {"id":"n2","customer":"c9","type":"api_call"}]})";
+  auto ok = e->ingest_json(fine, whole);
+  ASSERT_TRUE(ok.has_value());
+  EXPECT_EQ(ok->accepted, 2u);
+  EXPECT_TRUE(ok->errors.empty());
+  auto again = e->ingest_json(fine, whole);
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->accepted, 0u);
+  ASSERT_EQ(again->errors.size(), 2u);
+  EXPECT_EQ(again->errors[1].code, "DUPLICATE");
+  EXPECT_EQ(query_total(*e, "calls", "c1", 0, at("2026-01-01T00:00:00Z")), "2");
+  EXPECT_EQ(query_total(*e, "calls", "c9", 0, at("2026-01-01T00:00:00Z")), "1");
+}
+
+TEST_F(EngineTest, AllOrNothingRefusesUnknownCustomersWhenAutoCreateIsOff) {
+  EngineOptions o;
+  o.in_memory = true;
+  o.clock = &clock_;
+  o.config_toml = std::string("[server]\nauto_create_customers = false\n") + kConfig;
+  auto strict = Engine::open(o);
+  ASSERT_TRUE(strict.has_value()) << strict.error().message();
+  Customer c;
+  c.id = "c1";
+  ASSERT_TRUE((*strict)->create_customer(c).has_value());
+  IngestOptions whole;
+  whole.all_or_nothing = true;
+  auto r = (*strict)->ingest_json(R"([{"id":"a","customer":"c1","type":"api_call"},
+                                      {"id":"a","customer":"nobody","type":"api_call"}])",
+                                  whole);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->accepted, 0u);
+  ASSERT_EQ(r->errors.size(), 1u);
+  EXPECT_EQ(r->errors[0].index, 1u);
+  EXPECT_EQ(r->errors[0].code, "UNKNOWN_CUSTOMER");
+  EXPECT_EQ(query_total(**strict, "calls", "c1", 0, at("2026-01-01T00:00:00Z")), "none");
+}
+
 TEST_F(EngineTest, IdempotencyKeyWinsOverEventId) {
   auto e = open_memory(&clock_);
   auto first = e->ingest_json(R"({"events":[{"event_id":"e1","customer_id":"c","event_type":"api_call","service":"chat"}]})");

@@ -391,6 +391,20 @@ Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs
   return out;
 }
 
+Result<Period> Engine::billing_period(const std::string& customer, TimeUs at_us) const {
+  const Impl& d = *impl_;
+  std::shared_lock lock(d.state_mutex);
+  const engine::CustomerState* cs = d.find_customer(customer);
+  if (cs == nullptr) {
+    return Status::not_found("customer '" + customer + "' does not exist");
+  }
+  const core::TimeUs anchor = cs->record.billing_anchor_us != 0 ? cs->record.billing_anchor_us
+                                                                : cs->record.created_at_us;
+  Period p;
+  core::billing_period_span(at_us, anchor, cs->tz, &p.start_us, &p.end_us);
+  return p;
+}
+
 // ---- stored events --------------------------------------------------------------------------
 
 namespace {

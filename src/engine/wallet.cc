@@ -677,6 +677,50 @@ Result<LedgerTransaction> Engine::wallet_transaction(const std::string& customer
   return t;
 }
 
+Result<std::vector<LedgerTransaction>> Engine::wallet_transactions_atomic(
+    const std::string& customer, const std::vector<WalletTransactionRequest>& requests,
+    bool only_if_new) {
+  Impl& d = *impl_;
+  if (requests.empty()) {
+    return Status::invalid_argument("no transactions given");
+  }
+  auto work = std::make_shared<LedgerWork>();
+  Status s = engine::run_admin(
+      d,
+      [&d, work, customer, &requests, only_if_new](store::WriteBatch& wb) -> Status {
+        auto it = d.customer_nums.find(customer);
+        if (it == d.customer_nums.end()) {
+          return Status::not_found("customer '" + customer + "' does not exist");
+        }
+        if (only_if_new) {
+          auto w = d.wallets.find(it->second);
+          if (w != d.wallets.end() && w->second.transactions > 0) {
+            return Status::already_exists("the wallet of customer '" + customer +
+                                          "' already has transactions");
+          }
+        }
+        const core::TimeUs now = d.clock->now_us();
+        const std::uint64_t first_txn = d.next_txn;
+        for (const auto& req : requests) {
+          if (Status bad = d.apply_wallet_request(*work, it->second, req, now); !bad.ok()) {
+            d.next_txn = first_txn;  // `work` is dropped: nothing of it is written
+            return bad;
+          }
+        }
+        d.write_ledger(*work, wb);
+        return Status();
+      },
+      [&d, work]() { d.install_ledger(*work); });
+  TALLY_TRY(s);
+  std::vector<LedgerTransaction> out;
+  for (const auto& [cnum, record] : work->txns) {
+    LedgerTransaction t = engine::to_transaction(record);
+    t.customer = customer;
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
 Result<LedgerPage> Engine::wallet_transactions(const LedgerQuery& q) const {
   const Impl& d = *impl_;
   if (q.limit == 0 || q.limit > 1000) {

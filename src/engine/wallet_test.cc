@@ -124,6 +124,76 @@ TEST_F(WalletTest, ExpiringGrantsBurnFirstAndExpireWithAnExpiryTransaction) {
   expect_verified(*e);
 }
 
+TEST_F(WalletTest, AtomicTransactionsAreAllOrNoneAndOpenAWalletOnce) {
+  auto e = open();
+  Customer c;
+  c.id = "acme";
+  ASSERT_TRUE(e->create_customer(c).has_value());
+  WalletTransactionRequest paid;
+  paid.type = "top_up";
+  paid.amount = "10";
+  WalletTransactionRequest bad;
+  bad.type = "grant";
+  bad.amount = "-1";
+  // The second is invalid: neither is written.
+  auto r = e->wallet_transactions_atomic("acme", {paid, bad}, true);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->wallet("acme")->transactions, 0u);
+  EXPECT_EQ(e->wallet("acme")->balance, "0");
+  WalletTransactionRequest free;
+  free.type = "grant";
+  free.amount = "2.5";
+  auto ok = e->wallet_transactions_atomic("acme", {paid, free}, true);
+  ASSERT_TRUE(ok.has_value()) << ok.error().message();
+  ASSERT_EQ(ok->size(), 2u);
+  EXPECT_EQ((*ok)[0].type, "top_up");
+  EXPECT_EQ((*ok)[0].balance_after, "10");
+  EXPECT_EQ((*ok)[1].type, "grant");
+  EXPECT_EQ((*ok)[1].balance_before, "10");
+  EXPECT_EQ((*ok)[1].balance_after, "12.5");
+  EXPECT_EQ((*ok)[1].customer, "acme");
+  // Opened once: a second opening is refused; plain atomic transactions still go through.
+  auto twice = e->wallet_transactions_atomic("acme", {free}, true);
+  ASSERT_FALSE(twice.has_value());
+  EXPECT_EQ(twice.error().code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(e->wallet("acme")->balance, "12.5");
+  ASSERT_TRUE(e->wallet_transactions_atomic("acme", {free}).has_value());
+  EXPECT_EQ(e->wallet("acme")->balance, "15");
+  EXPECT_EQ(e->wallet_transactions_atomic("nobody", {free}).error().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(e->wallet_transactions_atomic("acme", {}).error().code(),
+            StatusCode::kInvalidArgument);
+  // The ledger chains with no gap left by the refused requests.
+  auto txns = ledger(*e, "acme");
+  ASSERT_EQ(txns.size(), 3u);
+  EXPECT_EQ(txns[0].id, "txn_1");
+  EXPECT_EQ(txns[2].id, "txn_3");
+  expect_verified(*e);
+}
+
+TEST_F(WalletTest, TheBillingPeriodRunsMonthlyFromTheAnchor) {
+  auto e = open();
+  Customer c;
+  c.id = "acme";
+  c.timezone = "Europe/Paris";
+  c.billing_anchor_us = at("2025-01-31T15:00:00Z");
+  ASSERT_TRUE(e->create_customer(c).has_value());
+  auto p = e->billing_period("acme", at("2025-03-10T12:00:00Z"));
+  ASSERT_TRUE(p.has_value()) << p.error().message();
+  // From February's last day (the 31st clamped) to March 31st, midnight in Paris.
+  EXPECT_EQ(p->start_us, at("2025-02-27T23:00:00Z"));
+  EXPECT_EQ(p->end_us, at("2025-03-30T22:00:00Z"));
+  Customer plain;
+  plain.id = "plain";  // no anchor: its creation (2025-03-10, UTC)
+  ASSERT_TRUE(e->create_customer(plain).has_value());
+  auto q = e->billing_period("plain", at("2025-04-01T00:00:00Z"));
+  ASSERT_TRUE(q.has_value());
+  EXPECT_EQ(q->start_us, at("2025-03-10T00:00:00Z"));
+  EXPECT_EQ(q->end_us, at("2025-04-10T00:00:00Z"));
+  EXPECT_EQ(e->billing_period("nobody", 0).error().code(), StatusCode::kNotFound);
+}
+
 TEST_F(WalletTest, GraduatedPricesCountTheBillingPeriodAlsoAcrossARestart) {
   {
     auto e = open();

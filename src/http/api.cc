@@ -40,6 +40,7 @@ struct Route {
 // system's error shape: docs/compat.md.
 constexpr std::string_view kUnkeyPrefix = "/unkey/";
 constexpr std::string_view kOpenMeterPrefix = "/openmeter/";
+constexpr std::string_view kLagoPrefix = "/lago/";
 
 const Route kRoutes[] = {
     {"GET", "/health", Need::kNone, handlers::health},
@@ -68,6 +69,19 @@ const Route kRoutes[] = {
     {"GET", "/openmeter/api/v1/meters", Need::kAnyKey, handlers::openmeter_list_meters},
     {"GET", "/openmeter/api/v1/meters/{}", Need::kAnyKey, handlers::openmeter_get_meter},
     {"GET", "/openmeter/api/v1/meters/{}/query", Need::kRead, handlers::openmeter_query, kPool},
+    {"POST", "/lago/api/v1/events", Need::kIngest, handlers::lago_create_event},
+    {"POST", "/lago/api/v1/events/batch", Need::kIngest, handlers::lago_create_batch_events},
+    {"POST", "/lago/api/v1/customers", Need::kAdmin, handlers::lago_create_customer},
+    {"GET", "/lago/api/v1/customers/{}", Need::kRead, handlers::lago_get_customer},
+    {"GET", "/lago/api/v1/customers/{}/current_usage", Need::kRead, handlers::lago_current_usage,
+     kPool},
+    {"POST", "/lago/api/v1/wallets", Need::kAdmin, handlers::lago_create_wallet},
+    {"GET", "/lago/api/v1/wallets", Need::kRead, handlers::lago_list_wallets},
+    {"GET", "/lago/api/v1/wallets/{}", Need::kRead, handlers::lago_get_wallet},
+    {"GET", "/lago/api/v1/wallets/{}/wallet_transactions", Need::kRead,
+     handlers::lago_list_wallet_transactions, kPool},
+    {"POST", "/lago/api/v1/wallet_transactions", Need::kAdmin,
+     handlers::lago_create_wallet_transaction},
     {"POST", "/v1/reservations/{}/commit", Need::kCheck, handlers::commit_reservation},
     {"POST", "/v1/reservations/{}/release", Need::kCheck, handlers::release_reservation},
     {"GET", "/v1/customers/{}/limits", Need::kRead, handlers::customer_limits},
@@ -226,10 +240,12 @@ Admission Api::admit(const Request& head) {
   const bool unkey = std::string_view(head.path).substr(0, kUnkeyPrefix.size()) == kUnkeyPrefix;
   const bool openmeter =
       std::string_view(head.path).substr(0, kOpenMeterPrefix.size()) == kOpenMeterPrefix;
-  auto refused = [unkey, openmeter](unsigned status, std::string_view code,
-                                    const std::string& message) {
+  const bool lago = std::string_view(head.path).substr(0, kLagoPrefix.size()) == kLagoPrefix;
+  auto refused = [unkey, openmeter, lago](unsigned status, std::string_view code,
+                                          const std::string& message) {
     return unkey       ? handlers::unkey_refusal(status, message)
            : openmeter ? handlers::openmeter_refusal(status, message)
+           : lago      ? handlers::lago_refusal(status, message)
                        : error_response(status, code, message);
   };
   std::vector<std::string> params;
@@ -271,7 +287,7 @@ Admission Api::admit(const Request& head) {
     auto id = engine_.authenticate(key);
     if (!id) {
       const unsigned status = status_response(id.error()).status;
-      return refuse(found->pattern, unkey || openmeter
+      return refuse(found->pattern, unkey || openmeter || lago
                                         ? refused(status, "", id.error().message())
                                         : status_response(id.error()));
     }

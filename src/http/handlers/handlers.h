@@ -69,6 +69,19 @@ void openmeter_get_meter(Context& ctx, Call& call);
 void openmeter_query(Context& ctx, Call& call);
 // A refusal in OpenMeter's shape (application/problem+json).
 Response openmeter_refusal(unsigned status, std::string_view detail);
+// lago.cc: Lago's routes (under /lago)
+void lago_create_event(Context& ctx, Call& call);
+void lago_create_batch_events(Context& ctx, Call& call);
+void lago_create_customer(Context& ctx, Call& call);
+void lago_get_customer(Context& ctx, Call& call);
+void lago_current_usage(Context& ctx, Call& call);
+void lago_create_wallet(Context& ctx, Call& call);
+void lago_list_wallets(Context& ctx, Call& call);
+void lago_get_wallet(Context& ctx, Call& call);
+void lago_create_wallet_transaction(Context& ctx, Call& call);
+void lago_list_wallet_transactions(Context& ctx, Call& call);
+// A refusal in Lago's error shape ({"status", "error", "code"}).
+Response lago_refusal(unsigned status, std::string_view detail);
 // prices.cc
 void list_prices(Context& ctx, Call& call);
 void reprice_customer(Context& ctx, Call& call);
