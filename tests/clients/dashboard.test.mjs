@@ -243,6 +243,27 @@ test("a wrong key is refused and opens no session", async () => {
   assert.equal(r.headers.get("set-cookie"), null);
   r = await fetch(tally.url + "/dashboard/session");
   assert.equal(r.status, 401);
+  // The cookie's attributes; behind a TLS proxy it is also Secure.
+  r = await fetch(tally.url + "/dashboard/session", { method: "POST",
+    headers: { "content-type": "application/json" }, body: JSON.stringify({ key: acmeKey }) });
+  assert.equal(r.status, 201);
+  assert.match(r.headers.get("set-cookie"),
+               /^tally_session=[0-9a-f]{64}; Path=\/; HttpOnly; SameSite=Strict; Max-Age=3600$/);
+  const session = await r.json();
+  assert.equal(session.customer, "acme");
+  assert.equal(session.admin, false);
+  assert.match(session.csrf_token, /^[0-9a-f]{64}$/);
+  assert.equal(JSON.stringify(session).includes(acmeKey), false, "the key is never echoed");
+  r = await fetch(tally.url + "/dashboard/session", { method: "POST",
+    headers: { "content-type": "application/json", "x-forwarded-proto": "https" },
+    body: JSON.stringify({ key: acmeKey }) });
+  assert.match(r.headers.get("set-cookie"), /; Secure$/);
+  // A key without the read scope cannot open the dashboard.
+  const ingestOnly = await tally.api("POST", "/v1/keys", { customer: "acme", scopes: ["ingest"] });
+  assert.equal(ingestOnly.status, 201, JSON.stringify(ingestOnly.body));
+  r = await fetch(tally.url + "/dashboard/session", { method: "POST",
+    headers: { "content-type": "application/json" }, body: JSON.stringify({ key: ingestOnly.body.key }) });
+  assert.equal(r.status, 403);
   r = await fetch(tally.url + "/v1/customers/acme/limits", { headers: { cookie: "tally_session=" + "ab".repeat(32) } });
   assert.equal(r.status, 401, "an unknown session token is no credential");
   await page.context().close();
@@ -575,6 +596,27 @@ test("admin view: the list's order and paging equal the API's; a plan change tak
   assert.equal(api.total, 63, "acme, globex, xss and the 60");
   await waitRows(api.customers.map((c) => c.id));
   assert.equal(await page.textContent("#admin-page"), "1–50 of 63");
+
+  // Live rates from the server's own counters: ingest and checks made now show up.
+  const live = [];
+  for (let i = 0; i < 20; i++) {
+    live.push({ id: `live-${i}`, customer: "globex", type: "api_call", properties: { service: "chat" } });
+  }
+  assert.equal((await tally.api("POST", "/v1/events", { events: live })).status, 202);
+  for (let i = 0; i < 5; i++) {
+    const r = await tally.api("POST", "/v1/check", { customer: "globex", meter: "api_calls", amount: 1 });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+  }
+  // The figures of one refresh: both rates up, and the p99 of that interval's ingest batches.
+  const shownP99 = await (await page.waitForFunction(() =>
+    Number(document.getElementById("live-ingest").textContent) > 0 &&
+    Number(document.getElementById("live-checks").textContent) > 0 &&
+    document.getElementById("live-ingest-p99").textContent, null, { timeout: 7000 })).jsonValue();
+  const metrics = await (await fetch(tally.url + "/metrics")).text();
+  const bounds = [...metrics.matchAll(/tally_ingest_batch_duration_seconds_bucket\{le="([^"+]+)"\}/g)]
+      .map((m) => String(Number((Number(m[1]) * 1000).toPrecision(3))));
+  assert.match(shownP99, /^≤ [\d.]+ ms$/);
+  assert.ok(bounds.includes(shownP99.slice(2, -3)), `${shownP99} is one of the histogram's bounds ${bounds}`);
   await shot(page, "admin-view");
 
   await page.click("#admin-next");
@@ -604,9 +646,11 @@ test("admin view: the list's order and paging equal the API's; a plan change tak
 
   // Top customers of the month come from the API's ranking.
   const top = await tally.api("GET", "/v1/admin/usage/top?meter=api_calls&n=10");
-  await page.waitForFunction(() => document.querySelectorAll("#top-customers tbody tr").length > 0);
-  assert.deepEqual(await page.$$eval("#top-customers tbody tr", (r) => r.map((x) => x.dataset.id)),
-                   top.body.customers.map((c) => c.customer));
+  // (The list refreshes every 5 s: the usage just ingested for globex may take that long.)
+  const topIds = JSON.stringify(top.body.customers.map((c) => c.customer));
+  await page.waitForFunction((want) => JSON.stringify([...document.querySelectorAll(
+    "#top-customers tbody tr")].map((x) => x.dataset.id)) === want, topIds, { timeout: 7000 });
+  assert.equal(JSON.parse(topIds)[0], "globex", "25 calls just now");
 
   // A plan change from the customer's page: the API's customer and limits follow.
   await page.goto(tally.url + "/dashboard/#/customers/c-007");

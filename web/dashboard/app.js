@@ -590,7 +590,10 @@
     refreshAdminList();
     refreshTop(true);
     refreshFeed();
+    state.metrics = null;
+    refreshLive();
     every(SLOW_POLL_MS, () => { refreshAdminList(); refreshTop(false); refreshFeed(); });
+    every(2000, refreshLive);
   }
 
   async function refreshAdminList() {
@@ -677,6 +680,59 @@
       " ", el("span", { class: "badge" + (x.status === "failed" ? " bad" : x.status === "sent" ? " good" : "") },
               "webhook: " + x.status + (x.delivery_attempts ? " (" + x.delivery_attempts + " attempts)" : "")))));
     show("admin-alerts-empty", recent.length === 0);
+  }
+
+  // The server's rates from its Prometheus counters: the difference between two samples.
+  function parseMetrics(text) {
+    const out = { events: 0, checks: 0, ingest: new Map(), commit: new Map() };
+    for (const line of text.split("\n")) {
+      if (!line || line[0] === "#") continue;
+      const m = line.match(/^([a-z_]+)(?:\{([^}]*)\})? (\S+)$/);
+      if (!m) continue;
+      const [, name, labels = "", value] = m;
+      const v = Number(value);
+      if (name === "tally_events_accepted_total") out.events = v;
+      else if (name === "tally_http_requests_total" && /route="\/v1\/check(\/batch)?"/.test(labels)) out.checks += v;
+      else if (name === "tally_ingest_batch_duration_seconds_bucket") out.ingest.set(labels.match(/le="([^"]+)"/)[1], v);
+      else if (name === "tally_commit_duration_seconds_bucket") out.commit.set(labels.match(/le="([^"]+)"/)[1], v);
+    }
+    out.at = performance.now();
+    return out;
+  }
+
+  // The p99 of a histogram's new observations: the first bucket holding 99 % of them.
+  function p99(now, prev) {
+    const les = [...now.keys()];
+    const total = (now.get("+Inf") || 0) - (prev.get("+Inf") || 0);
+    if (total <= 0) return "–";
+    for (const le of les) {
+      if ((now.get(le) || 0) - (prev.get(le) || 0) >= 0.99 * total) {
+        return le === "+Inf" ? "> " + (Number(les[les.length - 2]) * 1000) + " ms"
+                             : "≤ " + Number((Number(le) * 1000).toPrecision(3)) + " ms";
+      }
+    }
+    return "–";
+  }
+
+  async function refreshLive() {
+    const gen = state.generation;
+    let sample;
+    try {
+      const res = await fetch("/metrics", { cache: "no-store" });
+      sample = parseMetrics(await res.text());
+    } catch (e) {
+      return;
+    }
+    if (gen !== state.generation) return;
+    const prev = state.metrics;
+    state.metrics = sample;
+    if (!prev) return;
+    const secs = (sample.at - prev.at) / 1000;
+    const rate = (a, b) => String(Math.round(Math.max(0, a - b) / secs * 10) / 10);
+    setText("live-ingest", rate(sample.events, prev.events));
+    setText("live-checks", rate(sample.checks, prev.checks));
+    setText("live-ingest-p99", p99(sample.ingest, prev.ingest));
+    setText("live-commit-p99", p99(sample.commit, prev.commit));
   }
 
   function setUpAdmin() {
