@@ -17,7 +17,14 @@ packages=(
   unzip zstd
   # The libFuzzer targets (tests/fuzz, scripts/fuzz.sh) build with clang 14 and its runtimes.
   clang-14 libfuzzer-14-dev libclang-rt-14-dev
+  # The dashboard embeds Chart.js from Debian's package at build time (web/dashboard).
+  libjs-chart.js
 )
+# The dashboard's browser test (tests/clients/dashboard.test.mjs) drives Debian's Chromium
+# headless; playwright-core never downloads a browser of its own.
+if [ ! -x /usr/bin/chromium ]; then
+  packages+=(chromium)
+fi
 # The client tests (tests/clients) run the official npm clients of other systems with Node.js;
 # Debian's own is taken when the machine has no node at all.
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

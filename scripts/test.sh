@@ -16,7 +16,8 @@ cmake --build "$build"
 # The libFuzzer targets, built by clang-14 in build/fuzz; ctest's fuzz_smoke runs each for 3 s.
 bash scripts/fuzz.sh --build
 # The official clients of other systems (tests/clients), exactly as the lockfile pins them.
-npm ci --prefix tests/clients --no-audit --no-fund
+# playwright-core (the dashboard's browser test) drives Debian's /usr/bin/chromium: no download.
+PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/clients --no-audit --no-fund
 
 # LeakSanitizer is on; a leak fails the test that made it.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}"

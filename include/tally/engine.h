@@ -98,6 +98,10 @@ class Engine {
   Status release_reservation(const std::string& id, const std::string& restrict_customer = {});
   // Plan, features and every limit with its usage now. Errors: kNotFound.
   Result<LimitsReport> limits_report(const std::string& customer);
+  // One page of the customers matching a search, sorted, each with its highest limit
+  // percentage now. Sorting by usage evaluates every matching customer's limits; the other
+  // sorts only the page's. Ties are broken by id. Errors: kInvalidArgument (sort, limit).
+  Result<CustomerSummaryPage> customer_summaries(const CustomerSummaryQuery& query);
   // Replaces the customer's limit overrides. Errors: kNotFound, kInvalidArgument.
   Result<Customer> set_overrides(const std::string& customer,
                                  const std::vector<LimitOverride>& overrides);
@@ -204,6 +208,10 @@ class Engine {
   // Checks a presented secret and counts the use (total_requests, last_used_at).
   // Errors: kUnauthenticated (unknown or revoked), kPermissionDenied (customer suspended).
   Result<Identity> authenticate(std::string_view secret);
+  // The same for the key whose id is `key_id`, as authenticate() found it earlier: what that
+  // key may do now (so a dashboard session made from a key ends with the key's revocation and
+  // follows its customer's suspension). Counts the use. Errors: as authenticate().
+  Result<Identity> authenticate_key_id(const std::string& key_id);
 
   // ---- operations ---------------------------------------------------------------------------
   EngineStats stats() const;

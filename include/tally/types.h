@@ -290,12 +290,45 @@ struct CheckResult {
   Decimal credits_available;
 };
 
+// A percentage of a calendar limit at which an alert fires, and its level.
+struct AlertThreshold {
+  std::int64_t percent = 0;
+  std::string level;  // info, warning, critical, exceeded
+};
+
+// A page of customers for an operator's list (GET /v1/admin/customers).
+struct CustomerSummaryQuery {
+  std::string search;       // case-insensitive part of the id or name; "" = every customer
+  std::string sort = "id";  // id, name, plan, status or usage (the highest limit percent)
+  bool descending = false;
+  std::uint32_t offset = 0;
+  std::uint32_t limit = 50;  // 1 to 1000
+};
+
+struct CustomerSummary {
+  std::string id;
+  std::string name;
+  std::string plan;  // the plan in force (the default plan when none is set); "" = none
+  std::string status;
+  std::string organization;
+  std::string max_percent;  // the highest percent of a limit now, two decimals; "" = none
+  std::string max_rule;     // that limit's rule, "api_calls per day"
+};
+
+struct CustomerSummaryPage {
+  std::uint64_t total = 0;  // customers matching the search
+  std::vector<CustomerSummary> customers;
+};
+
 struct LimitsReport {
   std::string customer;
   std::string plan;
   std::vector<std::string> features;
   std::vector<LimitState> limits;
   std::vector<std::string> warnings;  // "api_calls per day at 85.00%"
+  // The thresholds at which the customer's calendar limits alert (the plan's, else [alerts]'s),
+  // ascending; empty when none alert.
+  std::vector<AlertThreshold> alert_thresholds;
 };
 
 // ---- reports and statistics (src/engine/reports.cc) ------------------------------------------
@@ -311,8 +344,9 @@ struct HistoryQuery {
   std::string customer;
   std::string meter;
   std::string window = "day";  // minute, hour, day, week, month
-  TimeUs from_us = 0;          // from = to = 0: the last 30 windows, the current one included
+  TimeUs from_us = 0;          // from = to = 0: the last `windows`, the current one included
   TimeUs to_us = 0;
+  std::uint32_t windows = 30;  // 1 to 10,000; used when from = to = 0
   std::string timezone;  // IANA; "" = the customer's zone
   std::string group_by;  // "" or one group-by property of the meter: a series per value too
 };

@@ -176,6 +176,8 @@ int serve(const ServeOptions& o) {
   api_options.scan_threads = cfg.server.scan_threads;
   api_options.scan_queue_max = cfg.server.scan_queue_max;
   api_options.page_budget_ms = cfg.server.page_budget_ms;
+  api_options.dashboard_session_seconds = cfg.server.dashboard_session_seconds;
+  api_options.dashboard_sessions_max = cfg.server.dashboard_sessions_max;
   http::Api api(**engine, api_options);
   http::ServerOptions so;
   so.host = cfg.server.listen_host;

@@ -254,6 +254,21 @@ constexpr Option<ServerConfig> kServerOptions[] = {
        s.page_budget_ms = static_cast<std::uint32_t>(v.number);
        return Status();
      }},
+    {"dashboard_session_seconds", Kind::kInteger, 1, 7 * kSecondsPerDay, false, "3600",
+     "How long a dashboard sign-in lasts, in seconds, from the moment the key was exchanged for "
+     "a session cookie; the page then asks for the key again. Sessions are held in memory, so "
+     "a restart also ends them; revoking the key ends them at once.",
+     [](ServerConfig& s, Value&& v) {
+       s.dashboard_session_seconds = static_cast<std::uint32_t>(v.number);
+       return Status();
+     }},
+    {"dashboard_sessions_max", Kind::kInteger, 1, 1'000'000, false, "10000",
+     "Most dashboard sessions open at once, over every key (each key holds at most 32: a newer "
+     "sign-in ends its oldest). A sign-in beyond it is answered 503 until sessions expire.",
+     [](ServerConfig& s, Value&& v) {
+       s.dashboard_sessions_max = static_cast<std::uint32_t>(v.number);
+       return Status();
+     }},
 };
 
 constexpr Option<StorageConfig> kStorageOptions[] = {

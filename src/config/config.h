@@ -36,6 +36,8 @@ struct ServerConfig {
   int scan_threads = 2;                               // threads for scans, exports and reports
   std::uint32_t scan_queue_max = 256;                 // such requests waiting; more get 503
   std::uint32_t page_budget_ms = 200;                 // a page of events stops scanning after it
+  std::uint32_t dashboard_session_seconds = 3600;     // a dashboard sign-in lasts this long
+  std::uint32_t dashboard_sessions_max = 10'000;      // open dashboard sessions, all keys
 
   friend bool operator==(const ServerConfig&, const ServerConfig&) = default;
 };

@@ -278,21 +278,11 @@ Status Engine::revoke_key(const std::string& key_id) {
       });
 }
 
-Result<Identity> Engine::authenticate(std::string_view secret) {
-  Impl& d = *impl_;
-  if (secret.empty() || secret.size() > 512) {
-    return Status::unauthenticated("Invalid or missing API key");
-  }
-  const std::string hash = common::sha256(secret);
-  if (!d.admin_key_hash.empty() && common::constant_time_equal(hash, d.admin_key_hash)) {
-    return Identity{"admin-env", "", kScopeAdmin | kScopeIngest | kScopeCheck | kScopeRead};
-  }
-  std::shared_lock lock(d.state_mutex);
-  auto it = d.keys_by_hash.find(hash);
-  if (it == d.keys_by_hash.end() || !common::constant_time_equal(it->second->record.hash, hash)) {
-    return Status::unauthenticated("Invalid or missing API key");
-  }
-  engine::KeyState& ks = *it->second;
+namespace {
+
+// What a key may do now: refused when revoked or its customer is suspended; counts the use.
+// REQUIRES: d.state_mutex held (shared).
+Result<Identity> identity_of(Engine::Impl& d, engine::KeyState& ks) {
   if (ks.record.info.revoked_at_us != 0) {
     return Status::unauthenticated("this API key has been revoked");
   }
@@ -306,6 +296,45 @@ Result<Identity> Engine::authenticate(std::string_view secret) {
     }
   }
   return Identity{ks.record.info.id, ks.record.info.customer, ks.record.info.scopes};
+}
+
+constexpr std::string_view kEnvAdminKeyId = "admin-env";
+
+}  // namespace
+
+Result<Identity> Engine::authenticate(std::string_view secret) {
+  Impl& d = *impl_;
+  if (secret.empty() || secret.size() > 512) {
+    return Status::unauthenticated("Invalid or missing API key");
+  }
+  const std::string hash = common::sha256(secret);
+  if (!d.admin_key_hash.empty() && common::constant_time_equal(hash, d.admin_key_hash)) {
+    return Identity{std::string(kEnvAdminKeyId), "",
+                    kScopeAdmin | kScopeIngest | kScopeCheck | kScopeRead};
+  }
+  std::shared_lock lock(d.state_mutex);
+  auto it = d.keys_by_hash.find(hash);
+  if (it == d.keys_by_hash.end() || !common::constant_time_equal(it->second->record.hash, hash)) {
+    return Status::unauthenticated("Invalid or missing API key");
+  }
+  return identity_of(d, *it->second);
+}
+
+Result<Identity> Engine::authenticate_key_id(const std::string& key_id) {
+  Impl& d = *impl_;
+  if (key_id == kEnvAdminKeyId) {
+    if (d.admin_key_hash.empty()) {
+      return Status::unauthenticated("Invalid or missing API key");
+    }
+    return Identity{std::string(kEnvAdminKeyId), "",
+                    kScopeAdmin | kScopeIngest | kScopeCheck | kScopeRead};
+  }
+  std::shared_lock lock(d.state_mutex);
+  auto it = d.keys_by_id.find(key_id);
+  if (it == d.keys_by_id.end()) {
+    return Status::unauthenticated("Invalid or missing API key");
+  }
+  return identity_of(d, *it->second);
 }
 
 }  // namespace tally

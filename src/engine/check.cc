@@ -1296,6 +1296,17 @@ Result<LimitsReport> Engine::limits_report(const std::string& customer) {
     out.plan = plan->key;
     out.features = plan->features;
   }
+  {
+    // The same choice as the alerts' evaluation (alerts.cc): the plan's own, else [alerts]'s.
+    const bool own = plan != nullptr && !plan->alert_thresholds.empty();
+    const std::vector<std::int64_t>& thresholds =
+        own ? plan->alert_thresholds : d.config.alerts.thresholds;
+    const std::vector<std::string>& levels = own ? plan->alert_levels : d.config.alerts.levels;
+    for (std::size_t i = 0; i < thresholds.size(); ++i) {
+      out.alert_thresholds.push_back(
+          AlertThreshold{thresholds[i], std::string(core::alert_level(thresholds, levels, i))});
+    }
+  }
   const std::vector<core::LimitRule> rules = engine::limits_of(d.config, cs->record, "");
   std::lock_guard limits_lock(d.limits_mutex);
   d.expire_reservations(now);
@@ -1319,6 +1330,100 @@ Result<LimitsReport> Engine::limits_report(const std::string& customer) {
       }
       out.limits.push_back(std::move(state));
     }
+  }
+  return out;
+}
+
+Result<CustomerSummaryPage> Engine::customer_summaries(const CustomerSummaryQuery& q) {
+  Impl& d = *impl_;
+  if (q.sort != "id" && q.sort != "name" && q.sort != "plan" && q.sort != "status" &&
+      q.sort != "usage") {
+    return Status::invalid_argument("sort must be id, name, plan, status or usage");
+  }
+  if (q.limit == 0 || q.limit > 1000) {
+    return Status::invalid_argument("limit must be 1..1000");
+  }
+  auto lower = [](std::string_view s) {
+    std::string out(s);
+    for (char& c : out) {
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    }
+    return out;
+  };
+  const std::string needle = lower(q.search);
+  std::vector<CustomerSummary> rows;
+  {
+    std::shared_lock lock(d.state_mutex);
+    for (const auto& [num, cs] : d.customers) {
+      const Customer& c = cs.record;
+      if (!needle.empty() && lower(c.id).find(needle) == std::string::npos &&
+          lower(c.name).find(needle) == std::string::npos) {
+        continue;
+      }
+      CustomerSummary s;
+      s.id = c.id;
+      s.name = c.name;
+      const core::Plan* plan = engine::plan_of(d.config, c);
+      s.plan = plan != nullptr ? plan->key : "";
+      s.status = c.status;
+      s.organization = c.organization;
+      rows.push_back(std::move(s));
+    }
+  }
+  // The highest limit percent of a customer now (its limits report's, exactly as shown there).
+  auto fill_usage = [this](CustomerSummary& s) {
+    Result<LimitsReport> r = limits_report(s.id);
+    if (!r) {
+      return;  // removed meanwhile: shown without usage
+    }
+    core::Decimal best;
+    for (const LimitState& l : r->limits) {
+      core::Decimal p;
+      if (l.percent.empty() || !core::try_parse_decimal(l.percent, &p)) {
+        continue;
+      }
+      if (s.max_percent.empty() || p > best) {
+        best = p;
+        s.max_percent = l.percent;
+        s.max_rule = l.rule;
+      }
+    }
+  };
+  const bool by_usage = q.sort == "usage";
+  if (by_usage) {
+    for (auto& s : rows) {
+      fill_usage(s);
+    }
+  }
+  auto key_less = [&q](const CustomerSummary& a, const CustomerSummary& b) {
+    if (q.sort == "name" && a.name != b.name) return a.name < b.name;
+    if (q.sort == "plan" && a.plan != b.plan) return a.plan < b.plan;
+    if (q.sort == "status" && a.status != b.status) return a.status < b.status;
+    if (q.sort == "usage" && a.max_percent != b.max_percent) {
+      // No limit sorts lowest; percents compare as exact decimals.
+      if (a.max_percent.empty() || b.max_percent.empty()) return a.max_percent.empty();
+      core::Decimal x;
+      core::Decimal y;
+      const bool ok = core::try_parse_decimal(a.max_percent, &x) &&
+                      core::try_parse_decimal(b.max_percent, &y);
+      if (ok && x != y) return x < y;
+    }
+    return false;
+  };
+  std::sort(rows.begin(), rows.end(), [&](const CustomerSummary& a, const CustomerSummary& b) {
+    if (key_less(a, b)) return !q.descending;
+    if (key_less(b, a)) return q.descending;
+    return a.id < b.id;  // ties by id, always ascending, so pages are stable
+  });
+  CustomerSummaryPage out;
+  out.total = rows.size();
+  const std::size_t from = std::min<std::size_t>(q.offset, rows.size());
+  const std::size_t to = std::min<std::size_t>(from + q.limit, rows.size());
+  for (std::size_t i = from; i < to; ++i) {
+    if (!by_usage) {
+      fill_usage(rows[i]);
+    }
+    out.customers.push_back(std::move(rows[i]));
   }
   return out;
 }

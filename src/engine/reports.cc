@@ -48,14 +48,14 @@ Result<std::vector<Span>> windows_of(core::TimeUs from, core::TimeUs to, core::W
   return out;
 }
 
-// from = to = 0: the last kDefaultWindows windows, the one holding `now` included. Otherwise
-// the range aligned to minutes. Errors: kInvalidArgument when to is not after from.
+// from = to = 0: the last `windows` windows, the one holding `now` included. Otherwise the
+// range aligned to minutes. Errors: kInvalidArgument when to is not after from.
 Status resolve_range(core::TimeUs now, core::Window w, const core::TimeZone& tz, core::TimeUs* from,
-                     core::TimeUs* to) {
+                     core::TimeUs* to, std::size_t windows = kDefaultWindows) {
   if (*from == 0 && *to == 0) {
     *to = core::window_next(core::window_start(now, w, tz), w, tz);
     core::TimeUs start = *to;
-    for (std::size_t i = 0; i < kDefaultWindows; ++i) {
+    for (std::size_t i = 0; i < windows; ++i) {
       start = core::window_start(start - 1, w, tz);
     }
     *from = start;
@@ -303,7 +303,10 @@ Result<UsageHistory> Engine::usage_history(const HistoryQuery& q) const {
   }
   core::TimeUs from = q.from_us;
   core::TimeUs to = q.to_us;
-  TALLY_TRY(resolve_range(d.clock->now_us(), *w, tz, &from, &to));
+  if (q.windows == 0 || q.windows > kWindowsMax) {
+    return Status::invalid_argument("'windows' must be 1.." + std::to_string(kWindowsMax));
+  }
+  TALLY_TRY(resolve_range(d.clock->now_us(), *w, tz, &from, &to, q.windows));
   auto windows = windows_of(from, to, *w, tz);
   if (!windows) {
     return windows.error();

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "common/crypto.h"
 #include "http/handlers/handlers.h"
 
 namespace tally::http {
@@ -99,11 +100,18 @@ const Route kRoutes[] = {
     {"GET", "/v1/customers/{}/report", Need::kRead, handlers::usage_report, kPool},
     {"GET", "/v1/organizations/{}/usage", Need::kAdmin, handlers::organization_usage, kPool},
     {"GET", "/v1/admin/usage/top", Need::kAdmin, handlers::top_customers, kPool},
+    {"GET", "/v1/admin/customers", Need::kAdmin, handlers::admin_customers, kPool},
     {"POST", "/v1/admin/archive", Need::kAdmin, handlers::archive_events, kPool},
     {"GET", "/v1/meters/{}/stats", Need::kRead, handlers::meter_stats, kPool},
     {"GET", "/v1/export", Need::kRead, handlers::export_data, kPool},
     {"GET", "/v1/alerts", Need::kRead, handlers::list_alerts, kPool},
     {"GET", "/v1/alerts/{}", Need::kRead, handlers::get_alert},
+    // The dashboard (its data comes from the routes above, with the session cookie).
+    {"GET", "/dashboard", Need::kNone, handlers::dashboard_page},
+    {"GET", "/dashboard/assets/{}", Need::kNone, handlers::dashboard_asset},
+    {"POST", "/dashboard/session", Need::kNone, handlers::create_session},
+    {"GET", "/dashboard/session", Need::kNone, handlers::get_session},
+    {"DELETE", "/dashboard/session", Need::kNone, handlers::end_session},
 };
 
 int hex_value(char c) {
@@ -209,7 +217,11 @@ std::vector<RouteInfo> route_table() {
 }
 
 Api::Api(Engine& engine, ApiOptions options)
-    : engine_(engine), options_(options), pool_(options.scan_threads, options.scan_queue_max) {}
+    : engine_(engine),
+      options_(options),
+      pool_(options.scan_threads, options.scan_queue_max),
+      sessions_(engine.clock(), std::int64_t{options.dashboard_session_seconds} * 1'000'000,
+                options.dashboard_sessions_max) {}
 
 Api::~Api() {
   stop();
@@ -280,11 +292,27 @@ Admission Api::admit(const Request& head) {
   std::vector<std::pair<std::string, std::string>> extra_headers;
   if (found->need != Need::kNone) {
     const std::string_view key = presented_key(head);
-    if (key.empty()) {
+    // Without a key, Tally's own routes take the dashboard's session cookie (see api.h).
+    const std::string_view token =
+        key.empty() && std::string_view(head.path).substr(0, 4) == "/v1/"
+            ? handlers::session_token(head)
+            : std::string_view();
+    std::optional<dashboard::Session> session;
+    if (!token.empty()) {
+      session = sessions_.find(token);
+      if (!session) {
+        return refuse(found->pattern,
+                      error_response(401, "UNAUTHORIZED",
+                                     "the dashboard session has expired or ended: sign in again"));
+      }
+    } else if (key.empty()) {
       return refuse(found->pattern,
                     refused(401, "UNAUTHORIZED", "Invalid or missing API key"));
     }
-    auto id = engine_.authenticate(key);
+    auto id = session ? engine_.authenticate_key_id(session->key_id) : engine_.authenticate(key);
+    if (session && !id && id.error().code() == StatusCode::kUnauthenticated) {
+      sessions_.end(token);  // its key was revoked
+    }
     if (!id) {
       const unsigned status = status_response(id.error()).status;
       return refuse(found->pattern, unkey || openmeter || lago
@@ -292,6 +320,15 @@ Admission Api::admit(const Request& head) {
                                         : status_response(id.error()));
     }
     identity = std::move(*id);
+    if (session && head.method != "GET" && head.method != "HEAD") {
+      const std::string* csrf = head.header("x-csrf-token");
+      if (csrf == nullptr || !common::constant_time_equal(*csrf, session->csrf_token)) {
+        return refuse(found->pattern,
+                      error_response(403, "CSRF_TOKEN_INVALID",
+                                     "a write made with the dashboard's session cookie needs the "
+                                     "session's X-CSRF-Token header"));
+      }
+    }
     const std::uint32_t scopes = identity.scopes;
     const bool permitted = found->need == Need::kAnyKey ||
                            (found->need == Need::kRead && (scopes & kScopeRead) != 0) ||
@@ -348,12 +385,12 @@ Admission Api::admit(const Request& head) {
     call->params = std::move(params);
     const Fn fn = found->fn;
     if (found->run == kInline) {
-      handlers::Context ctx{engine_, options_, *this, pool_};
+      handlers::Context ctx{engine_, options_, *this, pool_, sessions_};
       fn(ctx, *call);
       return;
     }
     const bool queued = pool_.try_submit([this, fn, call] {
-      handlers::Context ctx{engine_, options_, *this, pool_};
+      handlers::Context ctx{engine_, options_, *this, pool_, sessions_};
       try {
         fn(ctx, *call);
       } catch (const std::exception& e) {

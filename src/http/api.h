@@ -9,6 +9,10 @@
 // on the I/O thread for quick ones, or on the work pool for those that may scan or take long
 // (a full pool answers 503).
 //
+// A /v1 request without a key may present the dashboard's session cookie instead: it stands
+// for the key the session was made from, looked up again each time (scopes, customer,
+// revocation, suspension), and a write made with it needs the session's X-CSRF-Token header.
+//
 // Thread safety: admit(), handle() and metrics_text() may be called concurrently.
 #pragma once
 
@@ -21,6 +25,7 @@
 
 #include <tally/engine.h>
 
+#include "dashboard/sessions.h"
 #include "http/server.h"
 #include "http/work_pool.h"
 
@@ -33,6 +38,9 @@ struct ApiOptions {
   // A page of GET /v1/events (and of an export) stops scanning after this long and returns
   // what it found, with a cursor to go on from. 0 = no budget.
   std::uint32_t page_budget_ms = 200;
+  // Dashboard sessions: how long one lasts from sign-in, and how many may be open.
+  std::uint32_t dashboard_session_seconds = 3600;
+  std::uint32_t dashboard_sessions_max = 10'000;
 };
 
 // One route of the route table: what docs/openapi.json must describe (src/http/openapi_test.cc
@@ -93,6 +101,7 @@ class Api {
   Engine& engine_;
   ApiOptions options_;
   WorkPool pool_;
+  dashboard::SessionStore sessions_;
   const Server* server_ = nullptr;
   mutable std::mutex metrics_mutex_;
   std::map<std::pair<std::string, unsigned>, std::uint64_t> requests_;

@@ -455,6 +455,10 @@ void customer_limits(Context& ctx, Call& call) {
   for (const auto& l : r->limits) write_limit_state(w, l);
   w.end_array().key("warnings").begin_array();
   for (const auto& x : r->warnings) w.value(x);
+  w.end_array().key("alert_thresholds").begin_array();
+  for (const auto& t : r->alert_thresholds) {
+    w.begin_object().key("percent").value(t.percent).key("level").value(t.level).end_object();
+  }
   w.end_array().end_object();
   answer(call, json_response(200, w.take()));
 }

@@ -253,6 +253,7 @@ void revoke_key(Context& ctx, Call& call) {
     answer(call, status_response(s));
     return;
   }
+  ctx.sessions.end_key(id);  // the dashboard sessions made from it end with it
   common::JsonWriter w;
   w.begin_object().key("id").value(id).key("revoked").value(true).end_object();
   answer(call, json_response(200, w.take()));

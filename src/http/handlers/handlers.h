@@ -22,6 +22,7 @@ struct Context {
   const ApiOptions& options;
   const Api& api;
   WorkPool& pool;  // for the pieces of a streamed answer (see export.cc)
+  dashboard::SessionStore& sessions;  // the dashboard's sign-ins (see dashboard.cc)
 };
 
 // events.cc
@@ -90,6 +91,7 @@ void usage_history(Context& ctx, Call& call);
 void usage_report(Context& ctx, Call& call);
 void organization_usage(Context& ctx, Call& call);
 void top_customers(Context& ctx, Call& call);
+void admin_customers(Context& ctx, Call& call);
 void meter_stats(Context& ctx, Call& call);
 // export.cc
 void export_data(Context& ctx, Call& call);
@@ -98,6 +100,15 @@ void list_alerts(Context& ctx, Call& call);
 void get_alert(Context& ctx, Call& call);
 // archive.cc
 void archive_events(Context& ctx, Call& call);
+
+// dashboard.cc: the page, its assets and its session, under /dashboard/
+void dashboard_page(Context& ctx, Call& call);
+void dashboard_asset(Context& ctx, Call& call);
+void create_session(Context& ctx, Call& call);
+void get_session(Context& ctx, Call& call);
+void end_session(Context& ctx, Call& call);
+// The value of the request's dashboard session cookie (`tally_session`); empty when none.
+std::string_view session_token(const Request& r);
 
 // ops.cc
 void health(Context& ctx, Call& call);

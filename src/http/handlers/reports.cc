@@ -2,6 +2,8 @@
 // GET /v1/organizations/{id}/usage, GET /v1/admin/usage/top and GET /v1/meters/{key}/stats.
 // Each handler reads its query parameters strictly (an unknown one is refused), scopes the
 // customer to the key, and asks the engine; the numbers are all the engine's.
+#include <charconv>
+
 #include "http/handlers/handlers.h"
 
 namespace tally::http::handlers {
@@ -106,7 +108,8 @@ void write_trend(common::JsonWriter& w, const std::vector<TrendPoint>& points) {
 void usage_history(Context& ctx, Call& call) {
   std::string customer = call.params.at(0);
   if (!scope_customer(call, &customer) ||
-      !only_params(call, {"meter", "window", "from", "to", "tz", "timezone", "group_by"})) {
+      !only_params(call,
+                   {"meter", "window", "windows", "from", "to", "tz", "timezone", "group_by"})) {
     return;
   }
   HistoryQuery q;
@@ -121,7 +124,12 @@ void usage_history(Context& ctx, Call& call) {
   }
   q.timezone = zone_param(call);
   q.group_by = param(call, "group_by");
-  if (!range_params(call, &q.from_us, &q.to_us)) {
+  if (!range_params(call, &q.from_us, &q.to_us) || !uint_param(call, "windows", 10'000, &q.windows)) {
+    return;
+  }
+  if (call.request.query_param("windows") != nullptr && q.from_us != 0) {
+    answer(call, error_response(400, "VALIDATION_ERROR",
+                                "give either 'windows' or 'from' and 'to', not both"));
     return;
   }
   auto r = ctx.engine.usage_history(q);
@@ -254,6 +262,69 @@ void organization_usage(Context& ctx, Call& call) {
       w.end_object();
     }
     w.end_array().end_object();
+  }
+  w.end_array().end_object();
+  answer(call, json_response(200, w.take()));
+}
+
+void admin_customers(Context& ctx, Call& call) {
+  if (!only_params(call, {"q", "sort", "order", "limit", "offset"})) {
+    return;
+  }
+  CustomerSummaryQuery q;
+  q.search = param(call, "q");
+  if (const std::string* s = call.request.query_param("sort"); s != nullptr) {
+    q.sort = *s;
+  }
+  const std::string order = param(call, "order");
+  if (!order.empty() && order != "asc" && order != "desc") {
+    answer(call, error_response(400, "VALIDATION_ERROR", "order must be asc or desc"));
+    return;
+  }
+  q.descending = order == "desc";
+  if (!uint_param(call, "limit", 1000, &q.limit)) {
+    return;
+  }
+  if (const std::string* o = call.request.query_param("offset"); o != nullptr) {
+    std::uint32_t n = 0;
+    auto r = std::from_chars(o->data(), o->data() + o->size(), n);
+    if (r.ec != std::errc() || r.ptr != o->data() + o->size() || o->empty()) {
+      answer(call, error_response(400, "VALIDATION_ERROR",
+                                  "query parameter 'offset' must be an integer 0..4294967295"));
+      return;
+    }
+    q.offset = n;
+  }
+  auto r = ctx.engine.customer_summaries(q);
+  if (!r) {
+    answer_error(call, r.error());
+    return;
+  }
+  auto text_or_null = [](common::JsonWriter& w, const std::string& s) {
+    if (s.empty()) {
+      w.null();
+    } else {
+      w.value(s);
+    }
+  };
+  common::JsonWriter w;
+  w.begin_object()
+      .key("total").value(r->total)
+      .key("offset").value(q.offset)
+      .key("limit").value(q.limit)
+      .key("sort").value(q.sort)
+      .key("order").value(q.descending ? "desc" : "asc")
+      .key("customers").begin_array();
+  for (const CustomerSummary& c : r->customers) {
+    w.begin_object().key("id").value(c.id).key("name").value(c.name).key("plan");
+    text_or_null(w, c.plan);
+    w.key("status").value(c.status).key("organization");
+    text_or_null(w, c.organization);
+    w.key("max_limit_percent");
+    write_decimal(w, c.max_percent);
+    w.key("max_limit_rule");
+    text_or_null(w, c.max_rule);
+    w.end_object();
   }
   w.end_array().end_object();
   answer(call, json_response(200, w.take()));
