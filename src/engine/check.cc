@@ -1378,14 +1378,15 @@ Result<CustomerSummaryPage> Engine::customer_summaries(const CustomerSummaryQuer
     }
     core::Decimal best;
     for (const LimitState& l : r->limits) {
+      const std::string percent = l.percent();
       core::Decimal p;
-      if (l.percent.empty() || !core::try_parse_decimal(l.percent, &p)) {
+      if (percent.empty() || !core::try_parse_decimal(percent, &p)) {
         continue;
       }
       if (s.max_percent.empty() || p > best) {
         best = p;
-        s.max_percent = l.percent;
-        s.max_rule = l.rule;
+        s.max_percent = percent;
+        s.max_rule = l.rule();
       }
     }
   };

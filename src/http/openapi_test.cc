@@ -18,8 +18,10 @@ namespace {
 namespace dom = simdjson::dom;
 
 // The prefixes of other systems' APIs (docs/compat.md): they answer in those systems' shapes and
-// are documented by those systems, not in Tally's document.
-constexpr std::string_view kOtherSystems[] = {"/unkey/", "/openmeter/", "/lago/"};
+// are documented by those systems, not in Tally's document. Nor is the dashboard's web
+// application (its page, assets and cookie session: docs/dashboard.md), whose data comes from the
+// documented routes.
+constexpr std::string_view kOtherSystems[] = {"/unkey/", "/openmeter/", "/lago/", "/dashboard"};
 
 bool other_system(std::string_view pattern) {
   for (std::string_view prefix : kOtherSystems) {

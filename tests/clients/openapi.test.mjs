@@ -350,6 +350,12 @@ test("reports and exports", async () => {
   assert.equal((await call("GET", "/v1/admin/usage/top?meter=tokens&n=5")).status, 200);
   assert.equal((await call("GET", "/v1/admin/usage/top?meter=tokens&n=0")).status, 400);
   assert.equal((await call("GET", "/v1/admin/usage/top?meter=nope")).status, 404);
+  r = await call("GET", "/v1/admin/customers?q=ac&sort=usage&order=desc&limit=2&offset=0");
+  assert.equal(r.status, 200);
+  assert.ok(r.body.customers.some((c) => c.id === "acme"));
+  assert.equal((await call("GET", "/v1/admin/customers?order=up")).status, 400);
+  assert.equal((await call("GET", "/v1/admin/customers?limit=0")).status, 400);
+  assert.equal((await call("GET", "/v1/customers/acme/usage/history?meter=tokens&window=week&windows=4")).status, 200);
 
   for (const format of ["csv", "json", "jsonl", "xlsx"]) {
     assert.equal((await call("GET", `/v1/export?format=${format}&customer=acme`)).status, 200, format);
