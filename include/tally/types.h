@@ -730,6 +730,14 @@ struct EngineStats {
   std::uint64_t disk_total_bytes = 0;
   std::uint64_t disk_reserve_bytes = 0;  // writes are refused while free is below this
   bool writes_refused = false;           // by the disk reserve or a write that found no space
+  // The alert outbox: alerts stored, deliveries waiting to be sent or retried (and when the
+  // oldest of them was created, 0 = none), deliveries that gave up (all stored), and attempts
+  // that failed since the engine opened.
+  std::uint64_t alerts = 0;
+  std::uint64_t deliveries_pending = 0;
+  TimeUs oldest_pending_delivery_at_us = 0;
+  std::uint64_t deliveries_failed = 0;
+  std::uint64_t delivery_attempts_failed = 0;
   // Latency histograms: bucket upper bounds in microseconds and cumulative counts.
   std::vector<std::uint64_t> latency_bounds_us;
   std::vector<std::uint64_t> commit_latency_counts;  // one per bound, then +Inf

@@ -87,6 +87,8 @@ Status Engine::Impl::load_alerts() {
         }
         if (d.status == "pending") {
           pending_deliveries.insert(num);
+        } else if (d.status == "failed") {
+          ++deliveries_failed;
         }
         delivery_nums.emplace(d.id, num);
         delivery_records.emplace(num, std::move(d));
@@ -459,6 +461,12 @@ Status Engine::record_delivery_attempt(const DeliveryAttempt& attempt) {
         const auto& [num, w] = *updated;
         if (w.status != "pending") {
           d.pending_deliveries.erase(num);
+        }
+        if (w.status != "delivered") {
+          ++d.delivery_attempts_failed;
+        }
+        if (w.status == "failed") {
+          ++d.deliveries_failed;
         }
         d.delivery_records[num] = w;
       });
