@@ -22,7 +22,8 @@ std::size_t LatencyHistogram::shard_index() {
 
 LatencyHistogram::Snapshot LatencyHistogram::snapshot() const {
   Snapshot out;
-  out.bounds_ns.assign(bounds_ns_.begin(), bounds_ns_.begin() + static_cast<std::ptrdiff_t>(bounds_count_));
+  out.bounds_ns.assign(bounds_ns_.begin(),
+                       bounds_ns_.begin() + static_cast<std::ptrdiff_t>(bounds_count_));
   out.cumulative.assign(bounds_count_ + 1, 0);
   for (const Shard& s : shards_) {
     for (std::size_t i = 0; i <= bounds_count_; ++i) {

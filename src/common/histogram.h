@@ -52,8 +52,10 @@ class LatencyHistogram {
     std::vector<std::uint64_t> bounds_ns;
     std::vector<std::uint64_t> cumulative;  // one per bound, then +Inf (= count)
     std::uint64_t sum_ns = 0;
+
     std::uint64_t count() const { return cumulative.empty() ? 0 : cumulative.back(); }
   };
+
   Snapshot snapshot() const;
 
  private:

@@ -14,9 +14,10 @@ constexpr std::string_view kUnmatched = "unmatched";
 // One set of bounds for the three: from 5 µs (a check answered from memory) to 10 s (a query over
 // a long range on a busy machine).
 constexpr std::uint64_t kLatencyBoundsNs[] = {
-    5'000,       10'000,      25'000,        50'000,        100'000,       250'000,     500'000,
-    1'000'000,   2'500'000,   5'000'000,     10'000'000,    25'000'000,    50'000'000,  100'000'000,
-    250'000'000, 500'000'000, 1'000'000'000, 2'500'000'000, 5'000'000'000, 10'000'000'000};
+    5'000,       10'000,        25'000,        50'000,        100'000,
+    250'000,     500'000,       1'000'000,     2'500'000,     5'000'000,
+    10'000'000,  25'000'000,    50'000'000,    100'000'000,   250'000'000,
+    500'000'000, 1'000'000'000, 2'500'000'000, 5'000'000'000, 10'000'000'000};
 
 }  // namespace
 
@@ -88,8 +89,9 @@ common::LatencyHistogram::Snapshot RequestMetrics::latency(LatencyKind kind) con
 }
 
 void RequestMetrics::append_text(std::string& out) const {
-  out += "# HELP tally_http_requests_total HTTP requests answered, by route pattern, method and "
-         "status class.\n";
+  out +=
+      "# HELP tally_http_requests_total HTTP requests answered, by route pattern, method and "
+      "status class.\n";
   out += "# TYPE tally_http_requests_total counter\n";
   for (std::size_t r = 0; r <= routes_.size(); ++r) {
     const std::string_view route = r < routes_.size() ? std::string_view(routes_[r]) : kUnmatched;

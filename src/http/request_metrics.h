@@ -38,11 +38,13 @@ class RequestMetrics {
   void count(std::size_t route, std::size_t method, unsigned status) {
     counts_[index(route, method, status_class(status))].fetch_add(1, std::memory_order_relaxed);
   }
+
   // Counts one latency observation of `kind` (kNone: nothing).
   void observe(LatencyKind kind, std::uint64_t ns);
 
   // The method's index for count(); unknown methods share "other".
   static std::size_t method_index(std::string_view method);
+
   // 0 for 1xx .. 4 for 5xx; anything outside 100..599 counts as 5xx.
   static std::size_t status_class(unsigned status) {
     return status >= 100 && status < 600 ? status / 100 - 1 : kClasses - 1;
