@@ -18,6 +18,9 @@ packages=(
   # promtool checks /metrics and the alerting rules (docs/prometheus); the package also holds
   # the Prometheus server, whose service is stopped below like nginx's.
   prometheus
+  # A local SMTP sink for the email alert tests (tests/support/smtp_sink.py), run by
+  # /usr/bin/python3 as a child of the test.
+  python3-aiosmtpd
   # The libFuzzer targets (tests/fuzz, scripts/fuzz.sh) build with clang 14 and its runtimes.
   clang-14 libfuzzer-14-dev libclang-rt-14-dev
 )

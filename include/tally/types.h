@@ -510,12 +510,15 @@ struct LedgerPage {
 
 // ---- alerts and webhooks ----------------------------------------------------------------------
 
-// One attempt, or all of them, to deliver an event to one webhook endpoint.
+// One attempt, or all of them, to deliver an event to one webhook endpoint or, by email, to the
+// recipients of one [[notifications]] entry.
 struct WebhookDelivery {
   std::string id;        // unique; sent as the delivery id header, the same on every retry
   std::string alert_id;
   std::string event;     // "alert.triggered"
-  std::uint32_t webhook = 0;  // index in [[webhooks]]
+  std::uint32_t webhook = 0;  // index in [[webhooks]], or in [[notifications]] for email
+  // The webhook's URL, or for email "mailto:" and the recipients joined by commas (fixed when
+  // the alert fired).
   std::string url;
   std::string status;    // "pending", "delivered", "failed"
   std::uint32_t attempts = 0;
@@ -523,7 +526,7 @@ struct WebhookDelivery {
   TimeUs next_attempt_at_us = 0;  // pending only
   TimeUs last_attempt_at_us = 0;  // 0 = never tried
   TimeUs delivered_at_us = 0;
-  int last_status_code = 0;       // the endpoint's last HTTP status; 0 = no answer
+  int last_status_code = 0;  // the endpoint's last HTTP status or SMTP reply code; 0 = none
   std::string last_error;
 };
 
