@@ -15,6 +15,12 @@ packages=(
   # The export tests open the XLSX workbooks they get to read their rows; the archive tests
   # read archives with the zstd command, as an operator would.
   unzip zstd
+  # promtool checks /metrics and the alerting rules (docs/prometheus); the package also holds
+  # the Prometheus server, whose service is stopped below like nginx's.
+  prometheus
+  # A local SMTP sink for the email alert tests (tests/support/smtp_sink.py), run by
+  # /usr/bin/python3 as a child of the test.
+  python3-aiosmtpd
   # The libFuzzer targets (tests/fuzz, scripts/fuzz.sh) build with clang 14 and its runtimes.
   clang-14 libfuzzer-14-dev libclang-rt-14-dev
   # The dashboard embeds Chart.js from Debian's package at build time (web/dashboard).
@@ -31,9 +37,10 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   packages+=(nodejs npm)
 fi
 
-# Debian's postinst scripts start nginx and redis-server as system services. Tally only runs
-# them as children of a test, so a service started by the install is stopped (by the pid in its
-# pid file, never by name) and disabled at boot.
+# Debian's postinst scripts start nginx, redis-server and prometheus (on :9090) as system
+# services (where policy-rc.d allows it, not in most containers). Tally runs nginx and redis
+# only as children of a test and needs only promtool of prometheus, so a service started by the
+# install is stopped (by the pid in its pid file, never by name) and disabled at boot.
 stop_service() {
   local name=$1 pid_file=$2 pid
   if [ -r "$pid_file" ]; then
@@ -75,5 +82,6 @@ for p in "${missing[@]}"; do
   case "$p" in
     nginx) stop_service nginx /run/nginx.pid ;;
     redis-server) stop_service redis-server /run/redis/redis-server.pid ;;
+    prometheus) stop_service prometheus /run/prometheus/prometheus.pid ;;
   esac
 done

@@ -69,7 +69,7 @@ TEST_F(HttpApiTest, HealthReadyMetrics) {
   auto m = client_->request("GET", "/metrics");
   EXPECT_EQ(m.status, 200);
   EXPECT_NE(m.body.find("tally_events_accepted_total"), std::string::npos);
-  EXPECT_NE(m.body.find("tally_http_requests_total{route=\"/health\",status=\"200\"}"), std::string::npos);
+  EXPECT_NE(m.body.find("tally_http_requests_total{route=\"/health\",method=\"GET\",code=\"2xx\"}"), std::string::npos) << m.body;
   EXPECT_NE(m.body.find("tally_commit_duration_seconds_bucket"), std::string::npos);
   EXPECT_NE(m.header("Content-Type").find("text/plain"), std::string::npos);
 }

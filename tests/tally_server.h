@@ -18,10 +18,12 @@ inline constexpr const char* kAdminKey = "test-admin-key-0123456789abcdef";
 
 class TallyServer {
  public:
-  // Writes `config_toml` to the data dir's parent and starts the server.
-  explicit TallyServer(std::string config_toml, std::string dir = {})
+  // Writes `config_toml` to the data dir's parent and starts the server, with `env` added to
+  // its environment.
+  explicit TallyServer(std::string config_toml, std::string dir = {},
+                       std::vector<std::pair<std::string, std::string>> env = {})
       : config_(std::move(config_toml)), dir_(dir.empty() ? make_temp_dir("tally-e2e-") : dir),
-        owns_dir_(dir.empty()) {
+        owns_dir_(dir.empty()), env_(std::move(env)) {
     std::ofstream(dir_ + "/tally.toml") << config_;
     start();
   }
@@ -38,7 +40,8 @@ class TallyServer {
     o.executable = TALLY_BINARY;
     o.args = {"serve", "--config", dir_ + "/tally.toml", "--data", dir_ + "/data",
               "--listen", "127.0.0.1:0", "--port-file", dir_ + "/port", "--threads", "2"};
-    o.env = {{"TALLY_ADMIN_KEY", kAdminKey}};
+    o.env = env_;
+    o.env.emplace_back("TALLY_ADMIN_KEY", kAdminKey);
     o.log_path = dir_ + "/server.log";
     auto p = ChildProcess::start(o);
     ASSERT_TRUE(p.has_value()) << p.error().message();
@@ -76,6 +79,7 @@ class TallyServer {
   std::string config_;
   std::string dir_;
   bool owns_dir_;
+  std::vector<std::pair<std::string, std::string>> env_;
   std::unique_ptr<ChildProcess> process_;
   std::uint16_t port_ = 0;
 };

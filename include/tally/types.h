@@ -578,12 +578,15 @@ struct LedgerPage {
 
 // ---- alerts and webhooks ----------------------------------------------------------------------
 
-// One attempt, or all of them, to deliver an event to one webhook endpoint.
+// One attempt, or all of them, to deliver an event to one webhook endpoint or, by email, to the
+// recipients of one [[notifications]] entry.
 struct WebhookDelivery {
   std::string id;        // unique; sent as the delivery id header, the same on every retry
   std::string alert_id;
   std::string event;     // "alert.triggered"
-  std::uint32_t webhook = 0;  // index in [[webhooks]]
+  std::uint32_t webhook = 0;  // index in [[webhooks]], or in [[notifications]] for email
+  // The webhook's URL, or for email "mailto:" and the recipients joined by commas (fixed when
+  // the alert fired).
   std::string url;
   std::string status;    // "pending", "delivered", "failed"
   std::uint32_t attempts = 0;
@@ -591,7 +594,7 @@ struct WebhookDelivery {
   TimeUs next_attempt_at_us = 0;  // pending only
   TimeUs last_attempt_at_us = 0;  // 0 = never tried
   TimeUs delivered_at_us = 0;
-  int last_status_code = 0;       // the endpoint's last HTTP status; 0 = no answer
+  int last_status_code = 0;  // the endpoint's last HTTP status or SMTP reply code; 0 = none
   std::string last_error;
 };
 
@@ -798,6 +801,14 @@ struct EngineStats {
   std::uint64_t disk_total_bytes = 0;
   std::uint64_t disk_reserve_bytes = 0;  // writes are refused while free is below this
   bool writes_refused = false;           // by the disk reserve or a write that found no space
+  // The alert outbox: alerts stored, deliveries waiting to be sent or retried (and when the
+  // oldest of them was created, 0 = none), deliveries that gave up (all stored), and attempts
+  // that failed since the engine opened.
+  std::uint64_t alerts = 0;
+  std::uint64_t deliveries_pending = 0;
+  TimeUs oldest_pending_delivery_at_us = 0;
+  std::uint64_t deliveries_failed = 0;
+  std::uint64_t delivery_attempts_failed = 0;
   // Latency histograms: bucket upper bounds in microseconds and cumulative counts.
   std::vector<std::uint64_t> latency_bounds_us;
   std::vector<std::uint64_t> commit_latency_counts;  // one per bound, then +Inf

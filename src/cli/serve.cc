@@ -137,6 +137,35 @@ int serve(const ServeOptions& o) {
     cfg.server.threads = o.threads;
   }
 
+  // The SMTP passwords of [[notifications]], from the environment (never from the file).
+  std::vector<std::string> smtp_passwords;
+  for (std::size_t i = 0; i < cfg.notifications.size(); ++i) {
+    const config::NotificationConfig& n = cfg.notifications[i];
+    std::string password;
+    if (!n.password_env.empty()) {
+      const char* p = std::getenv(n.password_env.c_str());
+      if (p == nullptr || *p == '\0') {
+        std::fprintf(stderr,
+                     "tally: notifications[%zu].password_env: the environment variable %s is not "
+                     "set (or empty); it must hold the SMTP password of user '%s'\n",
+                     i, n.password_env.c_str(), n.user.c_str());
+        return 2;
+      }
+      password = p;
+    }
+    if (!n.ca_file.empty() && !std::ifstream(n.ca_file).good()) {
+      std::fprintf(stderr, "tally: notifications[%zu].ca_file: cannot read '%s'\n", i,
+                   n.ca_file.c_str());
+      return 2;
+    }
+    if (!n.starttls && !n.user.empty()) {
+      spdlog::warn("notifications[{}]: starttls = \"off\": the SMTP password of '{}' goes to {} "
+                   "in plain text",
+                   i, n.user, n.host);
+    }
+    smtp_passwords.push_back(std::move(password));
+  }
+
   EngineOptions eo;
   eo.config_path = o.data.config_path;
   eo.data_dir = o.data.data_dir;
@@ -210,10 +239,11 @@ int serve(const ServeOptions& o) {
     std::rename(tmp.c_str(), o.port_file.c_str());
   }
 
-  // Webhook deliveries from the outbox, pending ones from before a restart included.
+  // Webhook and email deliveries from the outbox, pending ones from before a restart included.
   std::unique_ptr<webhook::Sender> sender;
-  if (!cfg.webhooks.empty()) {
-    sender = std::make_unique<webhook::Sender>(**engine, cfg.webhooks, (*engine)->clock());
+  if (!cfg.webhooks.empty() || !cfg.notifications.empty()) {
+    sender = std::make_unique<webhook::Sender>(**engine, cfg.webhooks, cfg.notifications,
+                                               std::move(smtp_passwords), (*engine)->clock());
     sender->start();
   }
   ArchiveSchedule archive_schedule(**engine);

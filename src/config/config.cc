@@ -57,6 +57,7 @@ constexpr std::int64_t kSecondsPerDay = 86'400;
 // How a TOML value is read before its setter sees it.
 enum class Kind {
   kString,   // bounds: length in bytes
+  kStringOrBool,  // a string (bounds: length) or true/false, read as the text "true"/"false"
   kInteger,  // bounds: value
   kBool,
   kBytes,       // integer or size string ("64MiB"); bounds: bytes
@@ -634,6 +635,181 @@ constexpr Option<WebhookConfig> kWebhookOptions[] = {
      }},
 };
 
+// The alert kinds a notification may subscribe to.
+constexpr std::string_view kAlertKinds[] = {"limit", "low_balance"};
+
+Status check_addresses(const std::vector<std::string>& list) {
+  for (const auto& a : list) {
+    if (!core::valid_email_address(a)) {
+      return Status::invalid_argument("'" + a + "' is not an email address");
+    }
+  }
+  return Status();
+}
+
+constexpr Option<NotificationConfig> kNotificationOptions[] = {
+    {"host", Kind::kString, 1, 253, true, "",
+     "The SMTP server's host name or IP address (with STARTTLS, the name its certificate "
+     "carries).",
+     [](NotificationConfig& n, Value&& v) {
+       n.host = std::move(v.text);
+       return Status();
+     }},
+    {"port", Kind::kInteger, 1, 65535, false, "587",
+     "The SMTP server's port: 587 (submission) or 25 usually.",
+     [](NotificationConfig& n, Value&& v) {
+       n.port = static_cast<std::uint16_t>(v.number);
+       return Status();
+     }},
+    {"starttls", Kind::kStringOrBool, 0, 16, false, R"("required")",
+     "`\"required\"` (or `true`): switch to TLS with STARTTLS before AUTH and the message, and "
+     "verify the server's certificate and name; a server that does not offer it fails the "
+     "attempt. `\"off\"` (or `false`): plain text, for a relay on the same machine or network.",
+     [](NotificationConfig& n, Value&& v) {
+       if (v.text == "required" || v.text == "true") {
+         n.starttls = true;
+       } else if (v.text == "off" || v.text == "false") {
+         n.starttls = false;
+       } else {
+         return Status::invalid_argument("must be \"required\", \"off\", true or false");
+       }
+       return Status();
+     }},
+    {"ca_file", Kind::kString, 0, 4096, false, "",
+     "PEM file of the certificates to trust for STARTTLS instead of the system's (a private "
+     "CA).",
+     [](NotificationConfig& n, Value&& v) {
+       n.ca_file = std::move(v.text);
+       return Status();
+     }},
+    {"user", Kind::kString, 0, 256, false, "",
+     "The user for SMTP AUTH (PLAIN, else LOGIN); none when unset. Needs `password_env`.",
+     [](NotificationConfig& n, Value&& v) {
+       n.user = std::move(v.text);
+       return Status();
+     }},
+    {"password_env", Kind::kString, 0, 128, false, "",
+     "The name of the environment variable that holds the SMTP password (for example "
+     "`\"TALLY_SMTP_PASSWORD\"`); `tally serve` refuses to start when it is unset or empty. "
+     "The password itself never goes in this file.",
+     [](NotificationConfig& n, Value&& v) {
+       const bool ok = !v.text.empty() &&
+                       std::all_of(v.text.begin(), v.text.end(), [](char c) {
+                         return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                                (c >= '0' && c <= '9') || c == '_';
+                       }) &&
+                       !(v.text[0] >= '0' && v.text[0] <= '9');
+       if (!ok && !v.text.empty()) {
+         return Status::invalid_argument("'" + v.text +
+                                         "' is not an environment variable name (letters, "
+                                         "digits and '_')");
+       }
+       n.password_env = std::move(v.text);
+       return Status();
+     }},
+    {"from", Kind::kString, 3, 254, true, "",
+     "The sender address (envelope and `From:`), e.g. `\"alerts@example.com\"`.",
+     [](NotificationConfig& n, Value&& v) {
+       if (!core::valid_email_address(v.text)) {
+         return Status::invalid_argument("'" + v.text + "' is not an email address");
+       }
+       n.from = std::move(v.text);
+       return Status();
+     }},
+    {"from_name", Kind::kString, 0, 128, false, R"("Tally")",
+     "The display name of `From:`; \"\" for none.",
+     [](NotificationConfig& n, Value&& v) {
+       n.from_name = std::move(v.text);
+       return Status();
+     }},
+    {"subject_prefix", Kind::kString, 0, 64, false, R"("[Tally]")",
+     "Put before every subject.",
+     [](NotificationConfig& n, Value&& v) {
+       n.subject_prefix = std::move(v.text);
+       return Status();
+     }},
+    {"to", Kind::kStringList, 0, 20, false, "[]",
+     "Fixed recipients of every alert this entry sends (an operations or account team).",
+     [](NotificationConfig& n, Value&& v) {
+       TALLY_TRY(check_addresses(v.list));
+       n.to = std::move(v.list);
+       return Status();
+     }},
+    {"to_customer", Kind::kBool, 0, 0, false, "false",
+     "Also send each alert to its customer's `email` (set by `[[customers]]` or the customers "
+     "API). A customer without a valid address gets none; the fixed recipients still do.",
+     [](NotificationConfig& n, Value&& v) {
+       n.to_customer = v.flag;
+       return Status();
+     }},
+    {"events", Kind::kStringList, 1, 64, false, R"(["alert.triggered"])",
+     "The event types sent: `alert.triggered`, or `*` for all.",
+     [](NotificationConfig& n, Value&& v) {
+       for (const auto& e : v.list) {
+         if (e != "*" && std::find(std::begin(kWebhookEvents), std::end(kWebhookEvents), e) ==
+                             std::end(kWebhookEvents)) {
+           return Status::invalid_argument("'" + e +
+                                           "' is not an event type (alert.triggered, *)");
+         }
+       }
+       n.events = std::move(v.list);
+       return Status();
+     }},
+    {"levels", Kind::kStringList, 0, 4, false, "[]",
+     "The alert levels sent (`info`, `warning`, `critical`, `exceeded`); [] = all.",
+     [](NotificationConfig& n, Value&& v) {
+       for (const auto& l : v.list) {
+         if (std::find(std::begin(core::kAlertLevels), std::end(core::kAlertLevels), l) ==
+             std::end(core::kAlertLevels)) {
+           return Status::invalid_argument("'" + l +
+                                           "' is not an alert level (info, warning, critical, "
+                                           "exceeded)");
+         }
+       }
+       n.levels = std::move(v.list);
+       return Status();
+     }},
+    {"kinds", Kind::kStringList, 0, 2, false, "[]",
+     "The alert kinds sent (`limit`, `low_balance`); [] = all.",
+     [](NotificationConfig& n, Value&& v) {
+       for (const auto& k : v.list) {
+         if (std::find(std::begin(kAlertKinds), std::end(kAlertKinds), k) ==
+             std::end(kAlertKinds)) {
+           return Status::invalid_argument("'" + k + "' is not an alert kind (limit, low_balance)");
+         }
+       }
+       n.kinds = std::move(v.list);
+       return Status();
+     }},
+    {"timeout", Kind::kDuration, 1, 300, false, R"("30s")",
+     "How long one attempt (connect, TLS, AUTH, the message) may take before it counts as "
+     "failed.",
+     [](NotificationConfig& n, Value&& v) {
+       n.timeout_seconds = v.number;
+       return Status();
+     }},
+    {"retry_for", Kind::kDuration, 0, 30 * kSecondsPerDay, false, R"("3d")",
+     "How long after its alert a failing delivery is retried; then it is marked failed. A "
+     "permanent refusal (a 5xx to the sender, every recipient or the message) fails it at once.",
+     [](NotificationConfig& n, Value&& v) {
+       n.retry_for_seconds = v.number;
+       return Status();
+     }},
+    {"retry_backoff", Kind::kDuration, 1, kWebhookBackoffMax, false, R"("10s")",
+     "The wait before the first retry; each later wait doubles, with random jitter (50-100% "
+     "of the doubled wait).",
+     [](NotificationConfig& n, Value&& v) {
+       n.retry_backoff_seconds = v.number;
+       return Status();
+     }},
+    {"retry_backoff_max", Kind::kDuration, 1, kWebhookBackoffMax, false, R"("1h")",
+     "The longest wait between two attempts.",
+     [](NotificationConfig& n, Value&& v) {
+       n.retry_backoff_max_seconds = v.number;
+       return Status();
+     }},
+};
+
 constexpr Option<CreditsConfig> kCreditsOptions[] = {
     {"currency", Kind::kString, 3, 3, false, R"("USD")",
      "ISO 4217 code of the currency prices are given in. Every price uses this currency.",
@@ -920,12 +1096,19 @@ constexpr SectionDoc kPricesSection{
 constexpr SectionDoc kAlertsSection{
     "alerts", false,
     "Alert rules for plans that set none: thresholds of limits and a low balance. Alerts are "
-    "stored (`GET /v1/alerts`) and delivered to `[[webhooks]]`."};
+    "stored (`GET /v1/alerts`) and delivered to `[[webhooks]]` and by email through "
+    "`[[notifications]]`."};
 constexpr SectionDoc kWebhooksSection{
     "webhooks", true,
     "One `[[webhooks]]` entry per endpoint that receives events: signed JSON POSTs from a "
     "durable outbox, retried with exponential backoff until delivered or `retry_for` has "
     "passed. See docs/webhooks.md for the payload and how to verify signatures."};
+constexpr SectionDoc kNotificationsSection{
+    "notifications", true,
+    "One `[[notifications]]` entry per SMTP server that sends alert emails: to fixed "
+    "recipients, the alert's customer, or both, from the same durable outbox as webhooks "
+    "(once per threshold, retried with backoff, never sent twice after a restart). See "
+    "docs/operations.md, \"Email alerts\"."};
 constexpr SectionDoc kCustomersSection{
     "customers", true,
     "Customers to create at start-up, handy for development and tests. Customers are run-time "
@@ -1016,6 +1199,8 @@ std::string kind_name(Kind kind, std::int64_t min, std::int64_t max) {
   switch (kind) {
     case Kind::kString:
       return "string";
+    case Kind::kStringOrBool:
+      return "string or boolean";
     case Kind::kInteger:
       return "integer (" + std::to_string(min) + ".." + std::to_string(max) + ")";
     case Kind::kBool:
@@ -1131,12 +1316,15 @@ class Loader {
         TALLY_TRY(load_section(*node, at, kAlertsSection, kAlertsOptions, &config->alerts));
       } else if (name == kWebhooksSection.name) {
         TALLY_TRY(load_webhooks(*node, at, &config->webhooks));
+      } else if (name == kNotificationsSection.name) {
+        TALLY_TRY(load_notifications(*node, at, &config->notifications));
       } else {
         static constexpr std::string_view kNames[] = {
             kServerSection.name, kStorageSection.name, kEnforcementSection.name,
             kMetersSection.name, kPlansSection.name,   kRoutesSection.name,
             kCreditsSection.name, kPricesSection.name, kAlertsSection.name,
-            kWebhooksSection.name, kCustomersSection.name, kRetentionSection.name};
+            kWebhooksSection.name, kNotificationsSection.name, kCustomersSection.name,
+            kRetentionSection.name};
         std::string hint = suggestion(name, kNames);
         if (node->is_table()) {
           return fail(at, "unknown section [" + std::string(name) + "]" + hint);
@@ -1226,10 +1414,16 @@ class Loader {
           "expected " + std::string(expected) + ", got " + std::string(type_phrase(node)));
     };
     switch (o.kind) {
+      case Kind::kStringOrBool:
+        if (const auto* b = node.as_boolean()) {
+          out->text = b->get() ? "true" : "false";
+          return Status();
+        }
+        [[fallthrough]];
       case Kind::kString: {
         const auto* s = node.as_string();
         if (s == nullptr) {
-          return wrong_type("a string");
+          return wrong_type(o.kind == Kind::kString ? "a string" : "a string or a boolean");
         }
         const std::string& text = s->get();
         const auto size = static_cast<std::int64_t>(text.size());
@@ -1718,6 +1912,23 @@ class Loader {
     return Status();
   }
 
+  Status load_notifications(const toml::node& node, const toml::source_position& at,
+                            std::vector<NotificationConfig>* notifications) {
+    Result<const toml::array*> array = array_of_tables(node, at, kNotificationsSection);
+    if (!array) {
+      return array.error();
+    }
+    for (std::size_t i = 0; i < (*array)->size(); ++i) {
+      const toml::table& entry = *(*array)->get(i)->as_table();
+      NotificationConfig n;
+      Positions positions;
+      TALLY_TRY(apply(entry, kNotificationOptions, "notifications[" + std::to_string(i) + "].",
+                      "[[notifications]]", &n, &positions));
+      notifications->push_back(std::move(n));
+    }
+    return Status();
+  }
+
   Status load_prices(const toml::node& node, const toml::source_position& at,
                      std::vector<PriceConfig>* prices) {
     Result<const toml::array*> array = array_of_tables(node, at, kPricesSection);
@@ -1898,6 +2109,26 @@ class Loader {
         return fail_field(entry_at("webhooks", i),
                           "webhooks[" + std::to_string(i) + "].retry_backoff_max",
                           "is shorter than retry_backoff");
+      }
+    }
+    for (std::size_t i = 0; i < config.notifications.size(); ++i) {
+      const NotificationConfig& n = config.notifications[i];
+      const std::string name = "notifications[" + std::to_string(i) + "]";
+      if (n.retry_backoff_max_seconds < n.retry_backoff_seconds) {
+        return fail_field(entry_at("notifications", i), name + ".retry_backoff_max",
+                          "is shorter than retry_backoff");
+      }
+      if (n.to.empty() && !n.to_customer) {
+        return fail_field(entry_at("notifications", i), name,
+                          "no recipients: set `to`, or `to_customer = true`");
+      }
+      if (!n.user.empty() && n.password_env.empty()) {
+        return fail_field(entry_at("notifications", i), name,
+                          "user needs password_env (the environment variable that holds the "
+                          "password)");
+      }
+      if (n.user.empty() && !n.password_env.empty()) {
+        return fail_field(entry_at("notifications", i), name, "password_env needs a user");
       }
     }
     return Status();
@@ -2187,6 +2418,7 @@ std::vector<OptionInfo> config_options() {
   append_options<PriceConfig>(kPricesSection, kPriceOptions, &out);
   append_options<AlertsConfig>(kAlertsSection, kAlertsOptions, &out);
   append_options<WebhookConfig>(kWebhooksSection, kWebhookOptions, &out);
+  append_options<NotificationConfig>(kNotificationsSection, kNotificationOptions, &out);
   append_options<RetentionConfig>(kRetentionSection, kRetentionOptions, &out);
   append_options<CustomerSeed>(kCustomersSection, kCustomerOptions, &out);
   return out;
@@ -2196,7 +2428,8 @@ std::string config_reference_markdown() {
   static constexpr const SectionDoc* kSections[] = {
       &kServerSection, &kStorageSection, &kMetersSection,   &kEnforcementSection,
       &kPlansSection,  &kRoutesSection,  &kCreditsSection,     &kPricesSection,
-      &kAlertsSection, &kWebhooksSection, &kRetentionSection, &kCustomersSection};
+      &kAlertsSection, &kWebhooksSection, &kNotificationsSection, &kRetentionSection,
+      &kCustomersSection};
   const std::vector<OptionInfo> options = config_options();
   std::string out;
   for (const SectionDoc* section : kSections) {

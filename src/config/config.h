@@ -142,6 +142,32 @@ struct WebhookConfig {
 // The event types a webhook may subscribe to ("*" = all).
 inline constexpr std::string_view kWebhookEvents[] = {"alert.triggered"};
 
+// One [[notifications]] entry: alert emails sent through an SMTP server, from the same durable
+// outbox as webhooks (docs/operations.md, "Email alerts"). The password is never in the file:
+// `password_env` names the environment variable that holds it, read by `tally serve`.
+struct NotificationConfig {
+  std::string host;
+  std::uint16_t port = 587;
+  bool starttls = true;  // "required" (true) or "off" (false)
+  std::string ca_file;   // PEM certificates to trust for STARTTLS; "" = the system's
+  std::string user;      // "" = no AUTH
+  std::string password_env;
+  std::string from;
+  std::string from_name = "Tally";
+  std::string subject_prefix = "[Tally]";
+  std::vector<std::string> to;  // fixed recipients
+  bool to_customer = false;     // also the alert's customer's `email`
+  std::vector<std::string> events{"alert.triggered"};
+  std::vector<std::string> levels;  // alert levels sent; [] = all
+  std::vector<std::string> kinds;   // alert kinds sent ("limit", "low_balance"); [] = all
+  std::int64_t timeout_seconds = 30;               // per attempt, the whole SMTP exchange
+  std::int64_t retry_for_seconds = 3 * 86'400;     // then the delivery fails
+  std::int64_t retry_backoff_seconds = 10;         // before the first retry; doubles
+  std::int64_t retry_backoff_max_seconds = 3'600;  // the longest wait between attempts
+
+  friend bool operator==(const NotificationConfig&, const NotificationConfig&) = default;
+};
+
 // Maps an original request (for /v1/authorize) to a meter.
 struct RouteRule {
   std::string path;    // "/api/v1/llm/*" (glob: '*' any run of characters) or a prefix
@@ -171,6 +197,7 @@ struct Config {
   std::vector<PriceConfig> prices;  // in file order: the first matching price of a meter applies
   AlertsConfig alerts;
   std::vector<WebhookConfig> webhooks;
+  std::vector<NotificationConfig> notifications;
 
   const core::Plan* find_plan(std::string_view key) const;
   const core::MeterSpec* find_meter(std::string_view key) const;

@@ -871,3 +871,95 @@ TEST(ConfigHardening, AnEmptyFileIsEveryDefault) {
 
 }  // namespace
 }  // namespace tally::config
+
+namespace tally::config {
+namespace {
+
+constexpr std::string_view kNotification = R"(
+[[notifications]]
+host = "smtp.example.com"
+from = "alerts@example.com"
+to = ["ops@example.com"]
+)";
+
+TEST(ConfigNotifications, DefaultsAndEveryOption) {
+  Config c = parse_ok(kNotification);
+  ASSERT_EQ(c.notifications.size(), 1u);
+  const NotificationConfig& n = c.notifications[0];
+  EXPECT_EQ(n.host, "smtp.example.com");
+  EXPECT_EQ(n.port, 587);
+  EXPECT_TRUE(n.starttls);
+  EXPECT_EQ(n.from_name, "Tally");
+  EXPECT_EQ(n.events, (std::vector<std::string>{"alert.triggered"}));
+  EXPECT_TRUE(n.levels.empty());
+  EXPECT_FALSE(n.to_customer);
+  EXPECT_EQ(n.timeout_seconds, 30);
+  EXPECT_EQ(n.retry_backoff_seconds, 10);
+
+  c = parse_ok(R"(
+[[notifications]]
+host = "127.0.0.1"
+port = 2525
+starttls = false
+user = "tally"
+password_env = "TALLY_SMTP_PASSWORD"
+from = "alerts@example.com"
+from_name = ""
+to_customer = true
+levels = ["critical", "exceeded"]
+kinds = ["limit"]
+timeout = "5s"
+retry_for = "1h"
+retry_backoff = "2s"
+retry_backoff_max = "1m"
+
+[[notifications]]
+host = "mail.example.com"
+starttls = "off"
+from = "a@example.com"
+to = ["b@example.com"]
+)");
+  ASSERT_EQ(c.notifications.size(), 2u);
+  EXPECT_EQ(c.notifications[0].port, 2525);
+  EXPECT_FALSE(c.notifications[0].starttls);
+  EXPECT_EQ(c.notifications[0].password_env, "TALLY_SMTP_PASSWORD");
+  EXPECT_TRUE(c.notifications[0].to_customer);
+  EXPECT_EQ(c.notifications[0].kinds, (std::vector<std::string>{"limit"}));
+  EXPECT_EQ(c.notifications[0].retry_backoff_max_seconds, 60);
+  EXPECT_FALSE(c.notifications[1].starttls);
+  EXPECT_TRUE(parse_ok(std::string(kNotification) + "starttls = \"required\"\n").notifications[0].starttls);
+  EXPECT_TRUE(parse_ok(std::string(kNotification) + "starttls = true\n").notifications[0].starttls);
+}
+
+TEST(ConfigNotifications, ErrorsNameTheField) {
+  const std::string base(kNotification);
+  EXPECT_TRUE(fails_with("[[notifications]]\nfrom = \"a@example.com\"\nto = [\"b@example.com\"]\n",
+                         {"missing required key 'host'"}));
+  EXPECT_TRUE(fails_with(base + "port = 0\n", {"notifications[0].port", "out of range 1..65535"}));
+  EXPECT_TRUE(fails_with(base + "port = 65536\n", {"notifications[0].port"}));
+  EXPECT_TRUE(fails_with(base + "starttls = \"yes\"\n",
+                         {"notifications[0].starttls", "\"required\", \"off\", true or false"}));
+  EXPECT_TRUE(fails_with(base + "starttls = 1\n", {"expected a string or a boolean"}));
+  EXPECT_TRUE(fails_with(
+      "[[notifications]]\nhost = \"h\"\nfrom = \"alerts\"\nto = [\"b@example.com\"]\n",
+      {"notifications[0].from", "'alerts' is not an email address"}));
+  EXPECT_TRUE(fails_with(
+      "[[notifications]]\nhost = \"h\"\nfrom = \"a@example.com\"\nto = [\"a b@c.com\"]\n",
+      {"notifications[0].to", "'a b@c.com' is not an email address"}));
+  EXPECT_TRUE(fails_with("[[notifications]]\nhost = \"h\"\nfrom = \"a@example.com\"\n",
+                         {"notifications[0]", "no recipients"}));
+  EXPECT_TRUE(fails_with(base + "user = \"u\"\n", {"user needs password_env"}));
+  EXPECT_TRUE(fails_with(base + "password_env = \"P\"\n", {"password_env needs a user"}));
+  EXPECT_TRUE(fails_with(base + "user = \"u\"\npassword_env = \"BAD-NAME\"\n",
+                         {"not an environment variable name"}));
+  EXPECT_TRUE(fails_with(base + "password = \"hunter2\"\n", {"password"}));
+  EXPECT_TRUE(fails_with(base + "levels = [\"loud\"]\n", {"'loud' is not an alert level"}));
+  EXPECT_TRUE(fails_with(base + "kinds = [\"usage\"]\n", {"'usage' is not an alert kind"}));
+  EXPECT_TRUE(fails_with(base + "events = [\"invoice.paid\"]\n", {"not an event type"}));
+  EXPECT_TRUE(fails_with(base + "retry_backoff = \"1h\"\nretry_backoff_max = \"1m\"\n",
+                         {"retry_backoff_max", "is shorter than retry_backoff"}));
+  EXPECT_TRUE(fails_with("[notifications]\nhost = \"h\"\n", {"notifications"}));
+}
+
+}  // namespace
+}  // namespace tally::config

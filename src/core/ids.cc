@@ -1,5 +1,6 @@
 #include "core/ids.h"
 
+#include <cctype>
 #include <string>
 
 #include "common/json_writer.h"
@@ -45,6 +46,53 @@ Status check_name(std::string_view what, std::string_view name) {
 
 Status check_event_id(std::string_view what, std::string_view id) {
   return check_text(what, id, false);
+}
+
+bool valid_email_address(std::string_view address) {
+  if (address.empty() || address.size() > 254) {
+    return false;
+  }
+  const std::size_t at = address.find('@');
+  if (at == 0 || at == std::string_view::npos ||
+      address.find('@', at + 1) != std::string_view::npos) {
+    return false;
+  }
+  const std::string_view local = address.substr(0, at);
+  const std::string_view domain = address.substr(at + 1);
+  if (local.size() > 64 || local.front() == '.' || local.back() == '.' ||
+      local.find("..") != std::string_view::npos) {
+    return false;
+  }
+  constexpr std::string_view kLocalSpecials = "!#$%&'*+-/=?^_`{|}~.";
+  for (char c : local) {
+    const bool alnum = std::isalnum(static_cast<unsigned char>(c)) != 0 &&
+                       static_cast<unsigned char>(c) < 0x80;
+    if (!alnum && kLocalSpecials.find(c) == std::string_view::npos) {
+      return false;
+    }
+  }
+  if (domain.empty() || domain.find('.') == std::string_view::npos || domain.front() == '.' ||
+      domain.back() == '.' || domain.find("..") != std::string_view::npos) {
+    return false;
+  }
+  std::size_t label_start = 0;
+  for (std::size_t i = 0; i <= domain.size(); ++i) {
+    if (i == domain.size() || domain[i] == '.') {
+      const std::string_view label = domain.substr(label_start, i - label_start);
+      if (label.size() > 63 || label.front() == '-' || label.back() == '-') {
+        return false;
+      }
+      label_start = i + 1;
+      continue;
+    }
+    const char c = domain[i];
+    const bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+    if (!ok) {
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace tally::core

@@ -22,4 +22,10 @@ Status check_name(std::string_view what, std::string_view name);
 // Errors: kInvalidArgument naming `what` ("event id") and the rule.
 Status check_event_id(std::string_view what, std::string_view id);
 
+// True for an email address Tally sends alerts to: local@domain in plain ASCII, without spaces,
+// quotes, angle brackets or control characters, a domain of letters, digits, '-' and '.' with a
+// dot, at most 254 bytes. Stricter than RFC 5321 on purpose: every accepted address is safe to
+// put in an SMTP command and a mail header as it is.
+bool valid_email_address(std::string_view address);
+
 }  // namespace tally::core

@@ -35,5 +35,21 @@ TEST(IdsTest, NamesAreUtf8WithoutControlsOrPathCharacters) {
   EXPECT_FALSE(check_event_id("event id", "").ok());
 }
 
+TEST(IdsTest, EmailAddressesSafeForSmtpCommandsAndHeaders) {
+  for (const char* ok : {"ops@example.com", "a.b+tag@mail.example.co.uk", "x_y-z@a-b.example",
+                         "o'neil@example.org"}) {
+    EXPECT_TRUE(valid_email_address(ok)) << ok;
+  }
+  for (const char* bad : {"", "nobody", "@example.com", "a@", "a@b", "a@@b.com", "a b@c.com",
+                          "a@b .com", "<a@b.com>", "a@b.com>", "a@b.com\r\nRCPT TO:<x@y.z>",
+                          "a\n@b.com", ".a@b.com", "a.@b.com", "a..b@c.com", "a@.b.com",
+                          "a@b..com", "a@-b.com", "a@b-.com", "\"q\"@b.com", "a@b_c.com",
+                          "j\xC3\xB6rg@example.com"}) {
+    EXPECT_FALSE(valid_email_address(bad)) << bad;
+  }
+  EXPECT_FALSE(valid_email_address(std::string(65, 'a') + "@example.com"));
+  EXPECT_FALSE(valid_email_address("a@" + std::string(250, 'b') + ".com"));
+}
+
 }  // namespace
 }  // namespace tally::core

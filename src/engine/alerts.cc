@@ -19,6 +19,7 @@
 #include <algorithm>
 
 #include "common/crypto.h"
+#include "core/ids.h"
 #include "engine/engine_impl.h"
 
 namespace tally {
@@ -33,6 +34,36 @@ std::string alert_id(std::uint64_t num) { return std::string(kAlertIdPrefix) + s
 bool webhook_takes(const config::WebhookConfig& w, std::string_view event) {
   return std::any_of(w.events.begin(), w.events.end(),
                      [&](const std::string& e) { return e == "*" || e == event; });
+}
+
+bool contains(const std::vector<std::string>& list, std::string_view value) {
+  return std::find(list.begin(), list.end(), value) != list.end();
+}
+
+bool notification_takes(const config::NotificationConfig& n, std::string_view event,
+                        const Alert& a) {
+  return (contains(n.events, "*") || contains(n.events, event)) &&
+         (n.levels.empty() || contains(n.levels, a.level)) &&
+         (n.kinds.empty() || contains(n.kinds, a.kind));
+}
+
+// The recipients of an email delivery, as its url ("mailto:a@x.example,b@y.example"): the fixed
+// ones, then the customer's address when the entry asks for it and it is valid (and not one of
+// them already); "" when there is nobody to send to.
+std::string mailto_url(const config::NotificationConfig& n, const std::string& customer_email) {
+  std::vector<std::string> to = n.to;
+  if (n.to_customer && core::valid_email_address(customer_email) &&
+      !contains(to, customer_email)) {
+    to.push_back(customer_email);
+  }
+  if (to.empty()) {
+    return "";
+  }
+  std::string url = "mailto:";
+  for (std::size_t i = 0; i < to.size(); ++i) {
+    url += (i == 0 ? "" : ",") + to[i];
+  }
+  return url;
 }
 
 // The delivery state of an alert, from its deliveries.
@@ -87,6 +118,8 @@ Status Engine::Impl::load_alerts() {
         }
         if (d.status == "pending") {
           pending_deliveries.insert(num);
+        } else if (d.status == "failed") {
+          ++deliveries_failed;
         }
         delivery_nums.emplace(d.id, num);
         delivery_records.emplace(num, std::move(d));
@@ -156,9 +189,11 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
       alert_touched_wallets.end());
 
   std::vector<engine::AlertEntry> fresh;
+  std::vector<std::string> fresh_emails;  // the customer's email of each fresh alert
   std::vector<engine::FiredKey> fired_now;
   std::vector<std::pair<std::uint32_t, bool>> balance_changes;  // customer, low now
-  auto add = [&](Alert a) {
+  auto add = [&](Alert a, const std::string& email) {
+    fresh_emails.push_back(email);
     engine::AlertEntry e;
     e.num = next_alert + fresh.size();
     a.id = alert_id(e.num);
@@ -211,7 +246,7 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
           a.window_start_us = u.span.start;
           a.window_end_us =
               u.span.end == std::numeric_limits<core::TimeUs>::max() ? 0 : u.span.end;
-          add(std::move(a));
+          add(std::move(a), cs.record.email);
         }
       }
     }
@@ -241,7 +276,7 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
         a.level = balance.units <= 0 ? "exceeded" : "warning";
         a.threshold_amount = core::format_decimal(below);
         a.balance = core::format_decimal(balance);
-        add(std::move(a));
+        add(std::move(a), cit->second.record.email);
       }
     }
   }
@@ -251,9 +286,10 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
     return;
   }
 
-  // One pending delivery per alert and subscribed webhook, due at once.
+  // One pending delivery per alert and subscribed webhook or notification, due at once.
   std::vector<std::pair<std::uint64_t, WebhookDelivery>> deliveries;
-  for (auto& e : fresh) {
+  for (std::size_t f = 0; f < fresh.size(); ++f) {
+    engine::AlertEntry& e = fresh[f];
     for (std::uint32_t w = 0; w < config.webhooks.size(); ++w) {
       if (!webhook_takes(config.webhooks[w], kAlertEvent)) {
         continue;
@@ -264,6 +300,28 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
       d.event = std::string(kAlertEvent);
       d.webhook = w;
       d.url = config.webhooks[w].url;
+      d.status = "pending";
+      d.created_at_us = now;
+      d.next_attempt_at_us = now;
+      const std::uint64_t num = next_delivery + deliveries.size();
+      e.deliveries.push_back(num);
+      deliveries.emplace_back(num, std::move(d));
+    }
+    for (std::uint32_t n = 0; n < config.notifications.size(); ++n) {
+      const config::NotificationConfig& nc = config.notifications[n];
+      if (!notification_takes(nc, kAlertEvent, e.alert)) {
+        continue;
+      }
+      std::string url = mailto_url(nc, fresh_emails[f]);
+      if (url.empty()) {
+        continue;  // only the customer was to get it, and it has no valid address
+      }
+      WebhookDelivery d;
+      d.id = "dlv_" + common::to_hex(common::random_bytes(12));
+      d.alert_id = e.alert.id;
+      d.event = std::string(kAlertEvent);
+      d.webhook = n;  // the index in [[notifications]]; the url's scheme tells them apart
+      d.url = std::move(url);
       d.status = "pending";
       d.created_at_us = now;
       d.next_attempt_at_us = now;
@@ -459,6 +517,12 @@ Status Engine::record_delivery_attempt(const DeliveryAttempt& attempt) {
         const auto& [num, w] = *updated;
         if (w.status != "pending") {
           d.pending_deliveries.erase(num);
+        }
+        if (w.status != "delivered") {
+          ++d.delivery_attempts_failed;
+        }
+        if (w.status == "failed") {
+          ++d.deliveries_failed;
         }
         d.delivery_records[num] = w;
       });

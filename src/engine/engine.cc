@@ -1396,6 +1396,18 @@ EngineStats Engine::stats() const {
   s.disk_total_bytes = disk.total_bytes;
   s.disk_reserve_bytes = disk.reserve_bytes;
   s.writes_refused = disk.refusing;
+  {
+    std::lock_guard lock(d.alerts_mutex);
+    s.alerts = d.alert_records.size();
+    s.deliveries_pending = d.pending_deliveries.size();
+    if (!d.pending_deliveries.empty()) {
+      // Delivery numbers grow with time: the first pending one is the oldest.
+      s.oldest_pending_delivery_at_us =
+          d.delivery_records.at(*d.pending_deliveries.begin()).created_at_us;
+    }
+    s.deliveries_failed = d.deliveries_failed;
+    s.delivery_attempts_failed = d.delivery_attempts_failed;
+  }
   return s;
 }
 

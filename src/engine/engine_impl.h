@@ -463,6 +463,8 @@ struct Engine::Impl {
   std::unordered_map<std::string, std::uint64_t> delivery_nums;  // id -> number
   std::set<std::uint64_t> pending_deliveries;
   std::uint64_t deliveries_added = 0;
+  std::uint64_t deliveries_failed = 0;          // status "failed", stored
+  std::uint64_t delivery_attempts_failed = 0;   // since open
   bool alerts_closing = false;
 
   // ---- statistics ----------------------------------------------------------------------------

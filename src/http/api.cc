@@ -8,10 +8,14 @@
 // counted, its rate limit charged) once per request.
 #include "http/api.h"
 
-#include <cstdio>
+#include <algorithm>
+#include <chrono>
+#include <iterator>
 #include <memory>
 
 #include "common/crypto.h"
+#include "common/assert.h"
+#include "common/histogram.h"
 #include "http/handlers/handlers.h"
 
 namespace tally::http {
@@ -35,7 +39,13 @@ struct Route {
   Need need;
   Fn fn;
   Run run = kInline;
+  // The latency histogram of /metrics that times its requests (docs/api.md#get-metrics).
+  LatencyKind latency = LatencyKind::kNone;
 };
+
+constexpr LatencyKind kIngestTimed = LatencyKind::kIngest;
+constexpr LatencyKind kCheckTimed = LatencyKind::kCheck;
+constexpr LatencyKind kQueryTimed = LatencyKind::kQuery;
 
 // The routes of another system's API, whose refusals (401, 403, 404, 405, 429) are in that
 // system's error shape: docs/compat.md.
@@ -48,12 +58,12 @@ const Route kRoutes[] = {
     {"GET", "/ready", Need::kNone, handlers::ready},
     {"GET", "/metrics", Need::kNone, handlers::metrics},
     {"GET", "/openapi.json", Need::kNone, handlers::openapi},
-    {"POST", "/v1/events", Need::kIngest, handlers::ingest},
-    {"POST", "/v1/events/ingest", Need::kIngest, handlers::ingest},
+    {"POST", "/v1/events", Need::kIngest, handlers::ingest, kInline, kIngestTimed},
+    {"POST", "/v1/events/ingest", Need::kIngest, handlers::ingest, kInline, kIngestTimed},
     {"GET", "/v1/events", Need::kRead, handlers::list_events, kPool},
     {"GET", "/v1/meters", Need::kAnyKey, handlers::list_meters},
-    {"GET", "/v1/meters/{}/query", Need::kRead, handlers::query_meter, kPool},
-    {"GET", "/v1/customers/{}/usage", Need::kRead, handlers::customer_usage, kPool},
+    {"GET", "/v1/meters/{}/query", Need::kRead, handlers::query_meter, kPool, kQueryTimed},
+    {"GET", "/v1/customers/{}/usage", Need::kRead, handlers::customer_usage, kPool, kQueryTimed},
     {"POST", "/v1/customers", Need::kAdmin, handlers::create_customer},
     {"GET", "/v1/customers", Need::kAdmin, handlers::list_customers, kPool},
     {"GET", "/v1/customers/{}", Need::kRead, handlers::get_customer},
@@ -61,21 +71,26 @@ const Route kRoutes[] = {
     {"POST", "/v1/keys", Need::kAdmin, handlers::create_key},
     {"GET", "/v1/keys", Need::kAdmin, handlers::list_keys, kPool},
     {"DELETE", "/v1/keys/{}", Need::kAdmin, handlers::revoke_key},
-    {"POST", "/v1/check", Need::kCheck, handlers::check},
-    {"POST", "/v1/check/batch", Need::kCheck, handlers::check_batch},
-    {"POST", "/v1/ratelimit", Need::kCheck, handlers::ratelimit},
-    {"POST", "/unkey/v2/ratelimit.limit", Need::kCheck, handlers::unkey_limit},
-    {"POST", "/unkey/v2/ratelimit.multiLimit", Need::kCheck, handlers::unkey_multi_limit},
-    {"POST", "/openmeter/api/v1/events", Need::kIngest, handlers::openmeter_ingest},
+    {"POST", "/v1/check", Need::kCheck, handlers::check, kInline, kCheckTimed},
+    {"POST", "/v1/check/batch", Need::kCheck, handlers::check_batch, kInline, kCheckTimed},
+    {"POST", "/v1/ratelimit", Need::kCheck, handlers::ratelimit, kInline, kCheckTimed},
+    {"POST", "/unkey/v2/ratelimit.limit", Need::kCheck, handlers::unkey_limit, kInline, kCheckTimed},
+    {"POST", "/unkey/v2/ratelimit.multiLimit", Need::kCheck, handlers::unkey_multi_limit, kInline,
+     kCheckTimed},
+    {"POST", "/openmeter/api/v1/events", Need::kIngest, handlers::openmeter_ingest, kInline,
+     kIngestTimed},
     {"GET", "/openmeter/api/v1/meters", Need::kAnyKey, handlers::openmeter_list_meters},
     {"GET", "/openmeter/api/v1/meters/{}", Need::kAnyKey, handlers::openmeter_get_meter},
-    {"GET", "/openmeter/api/v1/meters/{}/query", Need::kRead, handlers::openmeter_query, kPool},
-    {"POST", "/lago/api/v1/events", Need::kIngest, handlers::lago_create_event},
-    {"POST", "/lago/api/v1/events/batch", Need::kIngest, handlers::lago_create_batch_events},
+    {"GET", "/openmeter/api/v1/meters/{}/query", Need::kRead, handlers::openmeter_query, kPool,
+     kQueryTimed},
+    {"POST", "/lago/api/v1/events", Need::kIngest, handlers::lago_create_event, kInline,
+     kIngestTimed},
+    {"POST", "/lago/api/v1/events/batch", Need::kIngest, handlers::lago_create_batch_events,
+     kInline, kIngestTimed},
     {"POST", "/lago/api/v1/customers", Need::kAdmin, handlers::lago_create_customer},
     {"GET", "/lago/api/v1/customers/{}", Need::kRead, handlers::lago_get_customer},
     {"GET", "/lago/api/v1/customers/{}/current_usage", Need::kRead, handlers::lago_current_usage,
-     kPool},
+     kPool, kQueryTimed},
     {"POST", "/lago/api/v1/wallets", Need::kAdmin, handlers::lago_create_wallet},
     {"GET", "/lago/api/v1/wallets", Need::kRead, handlers::lago_list_wallets},
     {"GET", "/lago/api/v1/wallets/{}", Need::kRead, handlers::lago_get_wallet},
@@ -95,8 +110,9 @@ const Route kRoutes[] = {
     {"POST", "/v1/customers/{}/reprice", Need::kAdmin, handlers::reprice_customer, kPool},
     {"PUT", "/v1/customers/{}/overrides", Need::kAdmin, handlers::put_overrides},
     {"POST", "/v1/customers/{}/reset", Need::kAdmin, handlers::reset_customer},
-    {"GET", "/v1/authorize", Need::kNone, handlers::authorize},
-    {"GET", "/v1/customers/{}/usage/history", Need::kRead, handlers::usage_history, kPool},
+    {"GET", "/v1/authorize", Need::kNone, handlers::authorize, kInline, kCheckTimed},
+    {"GET", "/v1/customers/{}/usage/history", Need::kRead, handlers::usage_history, kPool,
+     kQueryTimed},
     {"GET", "/v1/customers/{}/report", Need::kRead, handlers::usage_report, kPool},
     {"GET", "/v1/organizations/{}/usage", Need::kAdmin, handlers::organization_usage, kPool},
     {"GET", "/v1/admin/usage/top", Need::kAdmin, handlers::top_customers, kPool},
@@ -206,6 +222,23 @@ const char* need_name(Need need) {
   return "admin";
 }
 
+constexpr std::size_t kRouteCount = std::size(kRoutes);
+constexpr std::size_t kUnmatchedRoute = kRouteCount;
+
+std::vector<const char*> route_patterns() {
+  std::vector<const char*> out;
+  for (const Route& r : kRoutes) {
+    out.push_back(r.pattern);
+  }
+  return out;
+}
+
+std::int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 }  // namespace
 
 std::vector<RouteInfo> route_table() {
@@ -221,26 +254,27 @@ Api::Api(Engine& engine, ApiOptions options)
       options_(options),
       pool_(options.scan_threads, options.scan_queue_max),
       sessions_(engine.clock(), std::int64_t{options.dashboard_session_seconds} * 1'000'000,
-                options.dashboard_sessions_max) {}
+                options.dashboard_sessions_max),
+      request_metrics_(route_patterns()) {}
 
 Api::~Api() {
   stop();
 }
 
-void Api::count(const char* route, unsigned status) {
-  std::lock_guard lock(metrics_mutex_);
-  ++requests_[{route, status}];
-}
-
-Responder Api::counting(const char* route, Responder respond) {
-  return [this, route, respond = std::move(respond)](Response r) {
-    count(route, r.status);
+Responder Api::counting(std::size_t route, std::size_t method, std::int64_t start_ns,
+                        Responder respond) {
+  return [this, route, method, start_ns, respond = std::move(respond)](Response r) {
+    request_metrics_.count(route, method, r.status);
+    const LatencyKind kind = kRoutes[route].latency;
+    if (kind != LatencyKind::kNone) {
+      request_metrics_.observe(kind, static_cast<std::uint64_t>(steady_ns() - start_ns));
+    }
     respond(std::move(r));
   };
 }
 
-Admission Api::refuse(const char* route, Response response) {
-  count(route, response.status);
+Admission Api::refuse(std::size_t route, std::size_t method, Response response) {
+  request_metrics_.count(route, method, response.status);
   Admission a;
   a.refusal = std::move(response);
   return a;
@@ -260,6 +294,7 @@ Admission Api::admit(const Request& head) {
            : lago      ? handlers::lago_refusal(status, message)
                        : error_response(status, code, message);
   };
+  const std::size_t method = RequestMetrics::method_index(head.method);
   std::vector<std::string> params;
   const Route* found = nullptr;
   std::string allowed;
@@ -281,12 +316,13 @@ Admission Api::admit(const Request& head) {
       Response r = refused(405, "METHOD_NOT_ALLOWED",
                            "method " + head.method + " is not allowed here; use " + allowed);
       r.headers.emplace_back("Allow", allowed);
-      return refuse("unmatched", std::move(r));
+      return refuse(kUnmatchedRoute, method, std::move(r));
     }
-    return refuse("unmatched",
+    return refuse(kUnmatchedRoute, method,
                   refused(404, "NOT_FOUND", "no route for " + head.method + " " + head.path));
   }
   match(found->pattern, segments, &params);
+  const auto route = static_cast<std::size_t>(found - kRoutes);
 
   Identity identity;
   std::vector<std::pair<std::string, std::string>> extra_headers;
@@ -301,12 +337,12 @@ Admission Api::admit(const Request& head) {
     if (!token.empty()) {
       session = sessions_.find(token);
       if (!session) {
-        return refuse(found->pattern,
+        return refuse(route, method,
                       error_response(401, "UNAUTHORIZED",
                                      "the dashboard session has expired or ended: sign in again"));
       }
     } else if (key.empty()) {
-      return refuse(found->pattern,
+      return refuse(route, method,
                     refused(401, "UNAUTHORIZED", "Invalid or missing API key"));
     }
     auto id = session ? engine_.authenticate_key_id(session->key_id) : engine_.authenticate(key);
@@ -315,7 +351,7 @@ Admission Api::admit(const Request& head) {
     }
     if (!id) {
       const unsigned status = status_response(id.error()).status;
-      return refuse(found->pattern, unkey || openmeter || lago
+      return refuse(route, method, unkey || openmeter || lago
                                         ? refused(status, "", id.error().message())
                                         : status_response(id.error()));
     }
@@ -323,7 +359,7 @@ Admission Api::admit(const Request& head) {
     if (session && head.method != "GET" && head.method != "HEAD") {
       const std::string* csrf = head.header("x-csrf-token");
       if (csrf == nullptr || !common::constant_time_equal(*csrf, session->csrf_token)) {
-        return refuse(found->pattern,
+        return refuse(route, method,
                       error_response(403, "CSRF_TOKEN_INVALID",
                                      "a write made with the dashboard's session cookie needs the "
                                      "session's X-CSRF-Token header"));
@@ -337,7 +373,7 @@ Admission Api::admit(const Request& head) {
                            (found->need == Need::kAdmin && identity.admin());
     if (!permitted) {
       return refuse(
-          found->pattern,
+          route, method,
           refused(403, "FORBIDDEN",
                   found->need == Need::kAdmin ? "this route needs an admin key"
                                               : "this key lacks the scope for this route"));
@@ -346,7 +382,7 @@ Admission Api::admit(const Request& head) {
     const std::string_view pattern = found->pattern;
     if (pattern.substr(0, 16) == "/v1/customers/{}" && !params.empty()) {
       if (auto refusal = handlers::customer_refusal(identity, params[0])) {
-        return refuse(found->pattern, std::move(*refusal));
+        return refuse(route, method, std::move(*refusal));
       }
     }
     // Tally's own API rate limit, per key (off unless configured).
@@ -357,7 +393,7 @@ Admission Api::admit(const Request& head) {
       if (!limit.allowed) {
         Response r = refused(429, "RATE_LIMITED", limit.message);
         r.headers = std::move(headers_of.headers);
-        return refuse(found->pattern, std::move(r));
+        return refuse(route, method, std::move(r));
       }
       // Check answers carry the headers of their own limits; other answers those of this one.
       if (pattern.substr(0, 9) != "/v1/check" && pattern.substr(0, 17) != "/v1/reservations/") {
@@ -367,12 +403,12 @@ Admission Api::admit(const Request& head) {
   }
 
   Admission admission;
-  admission.handler = [this, found, identity = std::move(identity), params = std::move(params),
-                       extra_headers = std::move(extra_headers)](Request&& request,
-                                                                 Responder respond) mutable {
+  admission.handler = [this, found, route, method, identity = std::move(identity),
+                       params = std::move(params), extra_headers = std::move(extra_headers)](
+                          Request&& request, Responder respond) mutable {
     auto call = std::make_shared<Call>();
     call->route = found->pattern;
-    call->respond = counting(found->pattern, std::move(respond));
+    call->respond = counting(route, method, steady_ns(), std::move(respond));
     if (!extra_headers.empty()) {
       call->respond = [inner = std::move(call->respond),
                        extra = std::move(extra_headers)](Response r) {
@@ -420,22 +456,19 @@ void Api::handle(Request&& request, Responder respond) {
 
 std::string Api::metrics_text() const {
   std::string out;
-  char line[512];
-  out += "# HELP tally_http_requests_total HTTP requests by route and status.\n";
-  out += "# TYPE tally_http_requests_total counter\n";
-  {
-    std::lock_guard lock(metrics_mutex_);
-    for (const auto& [k, n] : requests_) {
-      std::snprintf(line, sizeof(line), "tally_http_requests_total{route=\"%s\",status=\"%u\"} %llu\n",
-                    k.first.c_str(), k.second, static_cast<unsigned long long>(n));
-      out += line;
-    }
-  }
+  request_metrics_.append_text(out);
   const EngineStats s = engine_.stats();
-  auto counter = [&](const char* name, const char* help, std::uint64_t v, const char* type) {
-    std::snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name,
-                  type, name, static_cast<unsigned long long>(v));
-    out += line;
+  auto metric = [&](std::string_view name, std::string_view type, std::string_view help,
+                    std::string_view value) {
+    out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+    out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+    out.append(name).append(" ").append(value).append("\n");
+  };
+  auto counter = [&](std::string_view name, std::string_view help, std::uint64_t v) {
+    metric(name, "counter", help, std::to_string(v));
+  };
+  auto gauge = [&](std::string_view name, std::string_view help, std::uint64_t v) {
+    metric(name, "gauge", help, std::to_string(v));
   };
   // Two values of one counter, told apart by `reason`.
   auto by_reason = [&](std::string_view name, std::string_view help, std::string_view a,
@@ -448,7 +481,7 @@ std::string Api::metrics_text() const {
   };
   if (server_ != nullptr) {
     const ServerStats c = server_->stats();
-    counter("tally_http_connections", "Open HTTP connections.", c.connections_live, "gauge");
+    gauge("tally_http_connections", "Open HTTP connections.", c.connections_live);
     by_reason("tally_http_connections_refused_total",
               "New connections closed at once: server.connections_max reached, or the client "
               "address had server.connections_per_address_max.",
@@ -459,57 +492,73 @@ std::string Api::metrics_text() const {
               "idle_evicted", c.idle_evicted, "header_timeout", c.header_timeouts);
   }
   const WorkPoolStats p = pool_.stats();
-  counter("tally_http_work_pool_queued",
-          "Long requests (scans, exports, reports) waiting for a thread.", p.queued, "gauge");
-  counter("tally_http_work_pool_running", "Long requests running.", p.running, "gauge");
+  gauge("tally_http_work_pool_queued",
+        "Long requests (scans, exports, reports) waiting for a thread.", p.queued);
+  gauge("tally_http_work_pool_running", "Long requests running.", p.running);
   counter("tally_http_work_pool_rejected_total",
-          "Long requests answered 503 because the queue was full.", p.rejected, "counter");
-  counter("tally_events_accepted_total", "Events accepted and stored.", s.events_accepted, "counter");
-  counter("tally_events_rejected_total", "Events refused as invalid.", s.events_rejected, "counter");
-  counter("tally_events_duplicate_total", "Events answered as duplicates.", s.events_duplicate, "counter");
-  counter("tally_ingest_batches_total", "Ingest requests committed.", s.batches, "counter");
-  counter("tally_commits_total", "Group commits written.", s.commits, "counter");
-  counter("tally_customers", "Customers known.", s.customers, "gauge");
-  counter("tally_aggregates_live", "Minute aggregates held in memory.", s.aggregates_live, "gauge");
-  counter("tally_ingest_pending_events", "Events queued for the next commit.", s.pending_events, "gauge");
-  counter("tally_check_events_not_durable",
-          "Consumptions of answered checks whose usage events are not yet durable: what a crash "
-          "would lose now (check_durability = \"async\").",
-          s.check_events_not_durable, "gauge");
-  counter("tally_store_bytes", "Approximate bytes of the store on disk.", s.store_bytes, "gauge");
+          "Long requests answered 503 because the queue was full.", p.rejected);
+  counter("tally_events_accepted_total", "Events accepted and stored.", s.events_accepted);
+  counter("tally_events_rejected_total", "Events refused as invalid.", s.events_rejected);
+  counter("tally_events_duplicate_total", "Events answered as duplicates.", s.events_duplicate);
+  counter("tally_ingest_batches_total", "Ingest requests committed.", s.batches);
+  counter("tally_commits_total", "Group commits written.", s.commits);
+  gauge("tally_customers", "Customers known.", s.customers);
+  gauge("tally_aggregates_live", "Minute aggregates held in memory.", s.aggregates_live);
+  gauge("tally_ingest_pending_events", "Events queued for the next commit.", s.pending_events);
+  gauge("tally_check_events_not_durable",
+        "Consumptions of answered checks whose usage events are not yet durable: what a crash "
+        "would lose now (check_durability = \"async\").",
+        s.check_events_not_durable);
+  gauge("tally_store_bytes", "Approximate bytes of the store on disk.", s.store_bytes);
   if (s.disk_known) {
-    counter("tally_disk_free_bytes", "Free bytes on the data directory's filesystem.",
-            s.disk_free_bytes, "gauge");
-    counter("tally_disk_reserve_bytes",
-            "Free bytes below which writes are refused ([storage] disk_reserve_bytes).",
-            s.disk_reserve_bytes, "gauge");
+    gauge("tally_disk_free_bytes", "Free bytes on the data directory's filesystem.",
+          s.disk_free_bytes);
+    gauge("tally_disk_reserve_bytes",
+          "Free bytes below which writes are refused ([storage] disk_reserve_bytes).",
+          s.disk_reserve_bytes);
   }
-  counter("tally_writes_refused", "1 while writes are refused for lack of disk space, else 0.",
-          s.writes_refused ? 1 : 0, "gauge");
-  auto histogram = [&](const char* name, const char* help, const std::vector<std::uint64_t>& counts,
-                       std::uint64_t sum_us) {
-    std::snprintf(line, sizeof(line), "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
-    out += line;
-    for (std::size_t i = 0; i < counts.size(); ++i) {
-      if (i < s.latency_bounds_us.size()) {
-        std::snprintf(line, sizeof(line), "%s_bucket{le=\"%g\"} %llu\n", name,
-                      static_cast<double>(s.latency_bounds_us[i]) / 1e6,
-                      static_cast<unsigned long long>(counts[i]));
-      } else {
-        std::snprintf(line, sizeof(line), "%s_bucket{le=\"+Inf\"} %llu\n", name,
-                      static_cast<unsigned long long>(counts[i]));
-      }
-      out += line;
+  gauge("tally_writes_refused", "1 while writes are refused for lack of disk space, else 0.",
+        s.writes_refused ? 1 : 0);
+  gauge("tally_ready",
+        "1 when GET /ready answers 200 (the store answers a read, writes are accepted), else 0.",
+        engine_.ready().ok() ? 1 : 0);
+  counter("tally_alerts_total", "Alerts fired and stored (thresholds and low balances).",
+          s.alerts);
+  gauge("tally_alert_deliveries_pending",
+        "Alert deliveries waiting to be sent or retried (the outbox).", s.deliveries_pending);
+  {
+    const TimeUs now = engine_.clock().now_us();
+    const TimeUs age_us = s.oldest_pending_delivery_at_us == 0
+                              ? 0
+                              : std::max<TimeUs>(0, now - s.oldest_pending_delivery_at_us);
+    metric("tally_alert_deliveries_oldest_pending_seconds", "gauge",
+           "Age of the oldest alert delivery still pending; 0 when none is.",
+           common::seconds_text(static_cast<std::uint64_t>(age_us) * 1000));
+  }
+  counter("tally_alert_deliveries_failed_total",
+          "Alert deliveries that gave up (retry_for passed, or a permanent refusal).",
+          s.deliveries_failed);
+  counter("tally_alert_delivery_attempts_failed_total",
+          "Alert delivery attempts that failed (each retry counts).", s.delivery_attempts_failed);
+  // The engine's histograms, bounds and sums in microseconds.
+  auto engine_histogram = [&](std::string_view name, std::string_view help,
+                              const std::vector<std::uint64_t>& counts, std::uint64_t sum_us) {
+    common::LatencyHistogram::Snapshot h;
+    for (std::uint64_t b : s.latency_bounds_us) {
+      h.bounds_ns.push_back(b * 1000);
     }
-    std::snprintf(line, sizeof(line), "%s_sum %g\n%s_count %llu\n", name,
-                  static_cast<double>(sum_us) / 1e6, name,
-                  static_cast<unsigned long long>(counts.empty() ? 0 : counts.back()));
-    out += line;
+    h.cumulative = counts;
+    h.sum_ns = sum_us * 1000;
+    common::append_histogram(out, name, help, h);
   };
-  histogram("tally_commit_duration_seconds", "Time to write and sync one group commit.",
-            s.commit_latency_counts, s.commit_latency_sum_us);
-  histogram("tally_ingest_batch_duration_seconds", "Time from an ingest request's parse to its acknowledgement.",
-            s.batch_latency_counts, s.batch_latency_sum_us);
+  engine_histogram("tally_commit_duration_seconds", "Time to write and sync one group commit.",
+                   s.commit_latency_counts, s.commit_latency_sum_us);
+  engine_histogram("tally_ingest_batch_duration_seconds",
+                   "Time from an ingest request's parse to its acknowledgement, in the engine.",
+                   s.batch_latency_counts, s.batch_latency_sum_us);
+  // TALLY_BUG hits of this process (logged and survived in release builds): should stay 0.
+  counter("tally_bugs_total", "Internal consistency checks that failed (TALLY_BUG).",
+          common::bugs_total());
   return out;
 }
 

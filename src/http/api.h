@@ -16,9 +16,8 @@
 // Thread safety: admit(), handle() and metrics_text() may be called concurrently.
 #pragma once
 
-#include <atomic>
-#include <map>
-#include <mutex>
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,6 +25,7 @@
 #include <tally/engine.h>
 
 #include "dashboard/sessions.h"
+#include "http/request_metrics.h"
 #include "http/server.h"
 #include "http/work_pool.h"
 
@@ -82,6 +82,8 @@ class Api {
 
   // The Prometheus text exposition of the server's and the engine's counters.
   std::string metrics_text() const;
+  // The request counters and latency histograms that metrics_text() shows.
+  const RequestMetrics& request_metrics() const { return request_metrics_; }
 
   // Context handed to every route handler.
   struct Call {
@@ -93,18 +95,20 @@ class Api {
   };
 
  private:
-  void count(const char* route, unsigned status);
-  Responder counting(const char* route, Responder respond);
-  // Refuses at the head stage, counted under `route`.
-  Admission refuse(const char* route, Response response);
+  // Wraps `respond` to count the answer under (route, method) and, for a route with a latency
+  // kind, observe the time since `start` (a steady-clock time in ns).
+  Responder counting(std::size_t route, std::size_t method, std::int64_t start_ns,
+                     Responder respond);
+  // Refuses at the head stage, counted under `route` (a route number; kRoutes' size =
+  // unmatched).
+  Admission refuse(std::size_t route, std::size_t method, Response response);
 
   Engine& engine_;
   ApiOptions options_;
   WorkPool pool_;
   dashboard::SessionStore sessions_;
   const Server* server_ = nullptr;
-  mutable std::mutex metrics_mutex_;
-  std::map<std::pair<std::string, unsigned>, std::uint64_t> requests_;
+  RequestMetrics request_metrics_;
 };
 
 }  // namespace tally::http

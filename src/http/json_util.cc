@@ -257,7 +257,9 @@ void write_alert(common::JsonWriter& w, const Alert& a, bool deliveries) {
     w.key("delivery_attempts").value(static_cast<std::uint64_t>(a.delivery_attempts));
     w.key("deliveries").begin_array();
     for (const auto& d : a.deliveries) {
-      w.begin_object().key("id").value(d.id).key("event").value(d.event).key("url").value(d.url);
+      const bool email = d.url.rfind("mailto:", 0) == 0;
+      w.begin_object().key("id").value(d.id).key("channel").value(email ? "email" : "webhook");
+      w.key("event").value(d.event).key("url").value(d.url);
       w.key("status").value(d.status).key("attempts").value(static_cast<std::uint64_t>(d.attempts));
       w.key("last_attempt_at");
       d.last_attempt_at_us == 0 ? w.null() : w.value(time_text(d.last_attempt_at_us));

@@ -12,6 +12,8 @@
 #include "common/crypto.h"
 #include "common/json_writer.h"
 #include "http/json_util.h"
+#include "notify/email.h"
+#include "notify/smtp.h"
 
 namespace tally::webhook {
 
@@ -204,9 +206,15 @@ PostResult post(const std::string& url,
 
 // ---- the sender -----------------------------------------------------------------------------
 
-Sender::Sender(Engine& engine, std::vector<config::WebhookConfig> hooks, const Clock& clock,
-               unsigned workers)
-    : engine_(engine), hooks_(std::move(hooks)), clock_(clock), workers_(std::max(1u, workers)) {}
+Sender::Sender(Engine& engine, std::vector<config::WebhookConfig> hooks,
+               std::vector<config::NotificationConfig> notifications,
+               std::vector<std::string> smtp_passwords, const Clock& clock, unsigned workers)
+    : engine_(engine),
+      hooks_(std::move(hooks)),
+      notifications_(std::move(notifications)),
+      smtp_passwords_(std::move(smtp_passwords)),
+      clock_(clock),
+      workers_(std::max(1u, workers)) {}
 
 Sender::~Sender() { stop(); }
 
@@ -252,8 +260,28 @@ void Sender::run() {
 }
 
 void Sender::deliver(const WebhookDelivery& d) {
-  DeliveryAttempt attempt;
-  attempt.delivery_id = d.id;
+  Result<Alert> alert = engine_.alert(d.alert_id);
+  const bool email = d.url.rfind(notify::kMailtoScheme, 0) == 0;
+  if (!alert) {
+    Outcome gone;
+    gone.permanent = true;
+    gone.error = "the alert is gone";
+    record(d, nullptr, std::move(gone), {}, email ? "email" : "webhook");
+    return;
+  }
+  if (email) {
+    if (d.webhook >= notifications_.size()) {
+      Outcome gone;
+      gone.permanent = true;
+      gone.error = "no [[notifications]] entry " + std::to_string(d.webhook) + " any more";
+      record(d, &*alert, std::move(gone), {}, "email");
+      return;
+    }
+    const config::NotificationConfig& n = notifications_[d.webhook];
+    record(d, &*alert, send_email(d, *alert, d.webhook),
+           {n.retry_for_seconds, n.retry_backoff_seconds, n.retry_backoff_max_seconds}, "email");
+    return;
+  }
   // The endpoint of the delivery: its [[webhooks]] entry while that still has its URL.
   const config::WebhookConfig* hook = nullptr;
   if (d.webhook < hooks_.size() && hooks_[d.webhook].url == d.url) {
@@ -265,43 +293,101 @@ void Sender::deliver(const WebhookDelivery& d) {
       }
     }
   }
-  Result<Alert> alert = engine_.alert(d.alert_id);
-  if (hook == nullptr || !alert) {
-    attempt.at_us = clock_.now_us();
-    attempt.error = hook == nullptr ? "no [[webhooks]] entry has this URL any more"
-                                    : "the alert is gone";
-    engine_.record_delivery_attempt(attempt).ignore_error();
+  if (hook == nullptr) {
+    Outcome gone;
+    gone.permanent = true;
+    gone.error = "no [[webhooks]] entry has this URL any more";
+    record(d, &*alert, std::move(gone), {}, "webhook");
     return;
   }
-  const std::string body = payload(d, *alert);
+  record(d, &*alert, post_webhook(d, *alert, *hook),
+         {hook->retry_for_seconds, hook->retry_backoff_seconds, hook->retry_backoff_max_seconds},
+         "webhook");
+}
+
+Sender::Outcome Sender::post_webhook(const WebhookDelivery& d, const Alert& alert,
+                                     const config::WebhookConfig& hook) {
+  const std::string body = payload(d, alert);
   const std::int64_t ts = clock_.now_us() / 1'000'000;
   const std::vector<std::pair<std::string, std::string>> headers = {
       {"Tally-Delivery-Id", d.id},
       {"Tally-Event", d.event},
       {"Tally-Timestamp", std::to_string(ts)},
-      {"Tally-Signature", tally_signature(hook->secret, ts, body)},
+      {"Tally-Signature", tally_signature(hook.secret, ts, body)},
       {"webhook-id", d.id},
       {"webhook-timestamp", std::to_string(ts)},
-      {"webhook-signature", standard_signature(hook->secret, d.id, ts, body)},
+      {"webhook-signature", standard_signature(hook.secret, d.id, ts, body)},
   };
-  const PostResult r = post(d.url, headers, body, hook->timeout_seconds);
+  const PostResult r = post(d.url, headers, body, hook.timeout_seconds);
+  Outcome out;
+  out.status_code = r.status;
+  out.delivered = r.status >= 200 && r.status <= 299;
+  out.error = r.error;
+  return out;
+}
+
+Sender::Outcome Sender::send_email(const WebhookDelivery& d, const Alert& alert,
+                                   std::size_t notification) {
+  const config::NotificationConfig& n = notifications_[notification];
+  notify::SmtpServer server;
+  server.host = n.host;
+  server.port = n.port;
+  server.starttls = n.starttls ? notify::StartTls::kRequired : notify::StartTls::kOff;
+  server.ca_file = n.ca_file;
+  server.user = n.user;
+  server.password = notification < smtp_passwords_.size() ? smtp_passwords_[notification] : "";
+  server.helo_name = n.from.substr(n.from.find('@') + 1);
+  server.timeout_seconds = n.timeout_seconds;
+  const std::vector<std::string> to = notify::mailto_recipients(d.url);
+  Outcome out;
+  if (to.empty()) {
+    out.permanent = true;
+    out.error = "the delivery names no recipient";
+    return out;
+  }
+  const std::string message =
+      notify::alert_message(d, alert, {n.from, n.from_name, n.subject_prefix}, to);
+  const notify::SmtpResult r = notify::send_mail(server, n.from, to, message);
+  out.delivered = r.delivered;
+  out.permanent = r.permanent;
+  out.status_code = r.code;
+  out.error = r.error;
+  if (r.delivered && !r.refused.empty()) {
+    spdlog::warn("email delivery {}: {}", d.id, r.error);
+  }
+  return out;
+}
+
+void Sender::record(const WebhookDelivery& d, const Alert* alert, Outcome outcome,
+                    const RetryRule& rule, std::string_view channel) {
+  DeliveryAttempt attempt;
+  attempt.delivery_id = d.id;
   attempt.at_us = clock_.now_us();
-  attempt.status_code = r.status;
-  attempt.delivered = r.status >= 200 && r.status <= 299;
-  if (!attempt.delivered) {
-    attempt.error = r.error;
-    const TimeUs give_up_at = alert->created_at_us + hook->retry_for_seconds * 1'000'000;
-    thread_local std::mt19937_64 rng{std::random_device{}()};
-    const double jitter = std::uniform_real_distribution<double>(0.5, 1.0)(rng);
-    const TimeUs next = attempt.at_us + retry_delay_us(d.attempts + 1, hook->retry_backoff_seconds,
-                                                       hook->retry_backoff_max_seconds, jitter);
-    attempt.next_attempt_at_us = next <= give_up_at ? next : 0;
-    spdlog::warn("webhook delivery {} to {} failed (attempt {}): {}{}", d.id, d.url,
-                 d.attempts + 1, r.error, attempt.next_attempt_at_us == 0 ? "; giving up" : "");
+  attempt.status_code = outcome.status_code;
+  attempt.delivered = outcome.delivered;
+  if (outcome.delivered) {
+    attempt.error = outcome.error;  // recipients refused while others got it, if any
+  } else {
+    attempt.error = outcome.error;
+    attempt.next_attempt_at_us = 0;
+    if (!outcome.permanent && alert != nullptr) {
+      const TimeUs give_up_at = alert->created_at_us + rule.retry_for_seconds * 1'000'000;
+      thread_local std::mt19937_64 rng{std::random_device{}()};
+      const double jitter = std::uniform_real_distribution<double>(0.5, 1.0)(rng);
+      const TimeUs next = attempt.at_us + retry_delay_us(d.attempts + 1, rule.backoff_seconds,
+                                                         rule.backoff_max_seconds, jitter);
+      attempt.next_attempt_at_us = next <= give_up_at ? next : 0;
+    }
+    spdlog::warn("{} delivery {} to {} failed (attempt {}): {}{}", channel, d.id, d.url,
+                 d.attempts + 1, outcome.error,
+                 attempt.next_attempt_at_us == 0
+                     ? (outcome.permanent ? "; a permanent failure, not retried" : "; giving up")
+                     : "");
   }
   Status s = engine_.record_delivery_attempt(attempt);
   if (!s.ok()) {
-    spdlog::warn("webhook delivery {}: the attempt could not be recorded: {}", d.id, s.message());
+    spdlog::warn("{} delivery {}: the attempt could not be recorded: {}", channel, d.id,
+                 s.message());
   }
 }
 

@@ -1,12 +1,19 @@
-// The webhook sender: delivers the engine's outbox (alerts and their deliveries, see
-// include/tally/engine.h) to the [[webhooks]] endpoints of the configuration.
+// The outbox sender: delivers the engine's outbox (alerts and their deliveries, see
+// include/tally/engine.h) to the [[webhooks]] endpoints of the configuration, and by email
+// through the SMTP servers of its [[notifications]] (src/notify) for deliveries whose url is
+// "mailto:...". Both share the worker threads, the records and the retry rules below.
 //
 // Worker threads take due deliveries, POST their JSON payload and record every attempt in the
 // engine (durably) before taking the next: a delivery whose endpoint answered 2xx is delivered;
 // otherwise it is tried again after an exponential backoff with jitter until `retry_for` has
 // passed since its alert, then it fails. A crash after a POST but before its record means one
 // more POST after the restart: delivery is at least once, and receivers deduplicate by the
-// delivery id. Sending never holds an engine lock: ingest and checks do not wait for it.
+// delivery id (an email's Message-ID is made of it). Sending never holds an engine lock: ingest
+// and checks do not wait for it.
+//
+// An email attempt that the SMTP server refuses for good (a 5xx to MAIL FROM, to every
+// recipient or to the message: see notify/smtp.h) fails its delivery at once; every other
+// failure is retried like a webhook's.
 //
 // Each request carries the delivery id, the event type and two signatures of the same body
 // (docs/webhooks.md shows how to verify them):
@@ -55,9 +62,11 @@ PostResult post(const std::string& url, const std::vector<std::pair<std::string,
 
 class Sender {
  public:
-  // `engine` and `clock` must outlive the sender.
-  Sender(Engine& engine, std::vector<config::WebhookConfig> hooks, const Clock& clock,
-         unsigned workers = 4);
+  // `engine` and `clock` must outlive the sender. `smtp_passwords[i]` is the password of
+  // notifications[i] (read from its password_env by the caller; "" without a user).
+  Sender(Engine& engine, std::vector<config::WebhookConfig> hooks,
+         std::vector<config::NotificationConfig> notifications,
+         std::vector<std::string> smtp_passwords, const Clock& clock, unsigned workers = 4);
   ~Sender();
   Sender(const Sender&) = delete;
   Sender& operator=(const Sender&) = delete;
@@ -67,11 +76,33 @@ class Sender {
   void stop();
 
  private:
+  // What one attempt came to, whatever the channel.
+  struct Outcome {
+    bool delivered = false;
+    bool permanent = false;  // not delivered, and retrying will not help
+    int status_code = 0;
+    std::string error;
+  };
+  // How a channel's failed attempts are retried.
+  struct RetryRule {
+    std::int64_t retry_for_seconds = 0;
+    std::int64_t backoff_seconds = 1;
+    std::int64_t backoff_max_seconds = 1;
+  };
+
   void run();
   void deliver(const WebhookDelivery& d);
+  Outcome post_webhook(const WebhookDelivery& d, const Alert& alert,
+                       const config::WebhookConfig& hook);
+  Outcome send_email(const WebhookDelivery& d, const Alert& alert, std::size_t notification);
+  // Records the attempt, with its next try (or none) by `rule`.
+  void record(const WebhookDelivery& d, const Alert* alert, Outcome outcome,
+              const RetryRule& rule, std::string_view channel);
 
   Engine& engine_;
   const std::vector<config::WebhookConfig> hooks_;
+  const std::vector<config::NotificationConfig> notifications_;
+  const std::vector<std::string> smtp_passwords_;
   const Clock& clock_;
   const unsigned workers_;
   std::atomic<bool> stopping_{false};
