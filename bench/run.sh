@@ -81,7 +81,7 @@ if [ "$what" = ingest ] || [ "$what" = all ]; then
     --key "$key" --connections 32 --rate 2000 --duration-s 10
   echo "# memory: RSS of the server (kB) and its stats"
   grep VmRSS "/proc/$tally_pid/status"
-  curl -s "127.0.0.1:$port/metrics" | grep -E "^tally_(aggregates_live|events_indexed|store_bytes|events_ingested)" || true
+  curl -s "127.0.0.1:$port/metrics" | grep -E "^tally_(aggregates_live|events_accepted_total|store_bytes|customers) " || true
   stop_tally
 fi
 
