@@ -1,7 +1,8 @@
 // The three kinds of "impossible" (see STYLE.md):
 //   TALLY_ASSERT(cond, why)  always on; logs and aborts. For invariants whose violation would
 //                            corrupt stored data or the ledger.
-//   TALLY_DASSERT(cond, why) debug builds only. Pre- and postconditions.
+//   TALLY_DASSERT(cond, why) debug builds, and sanitizer builds (TALLY_DEBUG_ASSERTS), so the
+//                            test suite runs them. Pre- and postconditions.
 //   TALLY_BUG(cond, why)     always checked; aborts in debug builds, logs and counts in release,
 //                            and continues. For "should not happen" paths where continuing is safe.
 // Never assert on user input or on the environment: those get a Status.
@@ -26,7 +27,7 @@ std::uint64_t bugs_total();
     }                                                                    \
   } while (false)
 
-#ifdef NDEBUG
+#if defined(NDEBUG) && !defined(TALLY_DEBUG_ASSERTS)
 #define TALLY_DASSERT(cond, why) \
   do {                           \
   } while (false)

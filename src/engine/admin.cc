@@ -46,9 +46,7 @@ Status run_admin(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prep
   job->prepare = std::move(prepare);
   job->install = std::move(install);
   job->done = [promise](Status s) { promise->set_value(std::move(s)); };
-  engine::Job j;
-  j.admin = std::move(job);
-  d.submit(std::move(j), 0);
+  d.commit_queue.push_admin(std::move(job));
   return future.get();
 }
 

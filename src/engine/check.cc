@@ -871,7 +871,8 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
 namespace {
 
 // Hands usage events to the commit thread: written straight into the open check job at the end
-// of the queue, or into a new one when there is none or it is full. `waiter` (may be empty) is called when they are durable.
+// of the queue, or into a new one when there is none or it is full (CommitQueue). `waiter`
+// (may be empty) is called when they are durable.
 // REQUIRES: no engine lock held.
 void enqueue_usage(Engine::Impl& d, const Usage* usage, std::size_t n,
                    std::function<void(Status)> waiter,
@@ -883,52 +884,36 @@ void enqueue_usage(Engine::Impl& d, const Usage* usage, std::size_t n,
     return;
   }
   std::string& text = scratch().text;
-  bool wake = false;
-  {
-    std::lock_guard lock(d.queue_mutex);
-    engine::IngestJob* job = d.open_check_job;
-    // A full job is left to its commit: group commits stay within commit_events_max, and
-    // the job's buffers stop growing (and being copied) while the commit thread catches up.
-    if (job == nullptr || job->parsed.batch.size() >= d.config.storage.commit_events_max) {
-      auto fresh = std::make_unique<engine::IngestJob>();
-      job = fresh.get();
-      job->start_us = std::chrono::duration_cast<std::chrono::microseconds>(
-                          std::chrono::steady_clock::now().time_since_epoch())
-                          .count();
-      job->done = [job, &d](Result<IngestSummary> r) {
-        d.check_events_not_durable.fetch_sub(job->parsed.batch.size(), std::memory_order_relaxed);
-        const Status s = r.status();
-        for (auto& w : job->check_waiters) {
-          w(s);
-        }
-      };
-      ++d.jobs_submitted;
-      engine::Job j;
-      j.ingest = std::move(fresh);
-      d.queue.push_back(std::move(j));
-      d.open_check_job = job;
-      wake = true;
-    }
-    const std::size_t before = job->parsed.batch.size();
+  auto make_job = [&d] {
+    auto job = std::make_unique<engine::IngestJob>();
+    job->start_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                        std::chrono::steady_clock::now().time_since_epoch())
+                        .count();
+    job->done = [raw = job.get(), &d](Result<IngestSummary> r) {
+      d.check_events_not_durable.fetch_sub(raw->parsed.batch.size(), std::memory_order_relaxed);
+      const Status s = r.status();
+      for (auto& w : raw->check_waiters) {
+        w(s);
+      }
+    };
+    return job;
+  };
+  auto fill = [&](engine::IngestJob& job) {
     for (std::size_t i = 0; i < n; ++i) {
-      add_usage_event(d, *job, usage[i], text);
+      add_usage_event(d, job, usage[i], text);
     }
-    d.queued_events += job->parsed.batch.size() - before;
-    d.check_events_not_durable.fetch_add(job->parsed.batch.size() - before,
-                                         std::memory_order_relaxed);
+    d.check_events_not_durable.fetch_add(n, std::memory_order_relaxed);
     if (ops != nullptr) {
       for (auto& op : *ops) {
-        job->reservation_ops.push_back(std::move(op));
+        job.reservation_ops.push_back(std::move(op));
       }
       ops->clear();
     }
     if (waiter) {
-      job->check_waiters.push_back(std::move(waiter));
+      job.check_waiters.push_back(std::move(waiter));
     }
-  }
-  if (wake) {
-    d.queue_cv.notify_one();
-  }
+  };
+  d.commit_queue.append_check_usage(d.config.storage.commit_events_max, make_job, fill);
 }
 
 // enqueue_usage, then waits until the commit that takes them is durable; its status.
@@ -984,8 +969,7 @@ static Status run_checks(Engine::Impl& d, core::TimeUs now, const CheckRequest* 
     // A consumption must reach the disk: refused while the disk reserve refuses writes (a
     // dry run, which consumes nothing, is still answered).
     TALLY_TRY(d.writes_allowed());
-    std::lock_guard lock(d.queue_mutex);
-    if (d.queued_events >= Engine::Impl::kQueuedEventsMax) {
+    if (d.commit_queue.full()) {
       return Status::unavailable("the usage queue is full; retry shortly");
     }
   }

@@ -23,7 +23,6 @@ namespace tally {
 
 using engine::AdminJob;
 using engine::IngestJob;
-using engine::Job;
 
 namespace {
 
@@ -32,8 +31,6 @@ std::int64_t steady_us() {
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
-
-constexpr std::int64_t kKeyFlushIntervalUs = 1'000'000;
 
 }  // namespace
 
@@ -523,7 +520,17 @@ void Engine::Impl::install_unique(std::uint32_t meter, std::uint32_t customer_nu
   s.hour_uniques[hour].insert(value);
 }
 
-// ---- the commit thread ----------------------------------------------------------------------
+const core::AggState* Engine::Impl::minute_state(std::uint32_t meter, std::uint32_t customer_num,
+                                                 std::uint32_t group,
+                                                 core::TimeUs minute_us) const {
+  const engine::MeterState& ms = meters[meter];
+  auto cit = ms.series.find(customer_num);
+  if (cit == ms.series.end()) {
+    return nullptr;
+  }
+  auto git = cit->second.find(group);
+  return git == cit->second.end() ? nullptr : find_entry(git->second.minutes, minute_us);
+}
 
 void Engine::Impl::start() {
   // A first look at the disk, so a server started on a full disk refuses writes (and says so
@@ -531,6 +538,7 @@ void Engine::Impl::start() {
   disk.admit(*store, config.storage).ignore_error();
   // Customers named in the config are created before anything else is accepted.
   touch_all_for_alerts();
+  commit_queue.start();
   committer = std::thread([this] { run_committer(); });
   for (const auto& seed : config.customers) {
     if (customer_nums.count(seed.id) != 0) {
@@ -580,18 +588,12 @@ void Engine::Impl::start() {
       customers.emplace(cs.num, std::move(cs));
     };
     job->done = [](Status) {};
-    Job j;
-    j.admin = std::move(job);
-    submit(std::move(j), 0);
+    commit_queue.push_admin(std::move(job));
   }
 }
 
 void Engine::Impl::stop() {
-  {
-    std::lock_guard lock(queue_mutex);
-    stopping = true;
-  }
-  queue_cv.notify_all();
+  commit_queue.stop();
   {
     std::lock_guard lock(alerts_mutex);
     alerts_closing = true;
@@ -599,113 +601,6 @@ void Engine::Impl::stop() {
   deliveries_cv.notify_all();
   if (committer.joinable()) {
     committer.join();
-  }
-}
-
-void Engine::Impl::submit(Job job, std::uint64_t events) {
-  {
-    std::lock_guard lock(queue_mutex);
-    queued_events += events;
-    ++jobs_submitted;
-    queue.push_back(std::move(job));
-  }
-  queue_cv.notify_one();
-}
-
-void Engine::Impl::run_committer() {
-  std::vector<std::unique_ptr<IngestJob>> ingest_jobs;
-  for (;;) {
-    Job admin_job;
-    std::uint64_t taken = 0;
-    ingest_jobs.clear();
-    {
-      std::unique_lock lock(queue_mutex);
-      const bool woke = queue_cv.wait_for(lock, std::chrono::milliseconds(1000), [this] {
-        return stopping || !queue.empty();
-      });
-      if (!woke || queue.empty()) {
-        if (stopping && queue.empty()) {
-          lock.unlock();
-          store::WriteBatch wb;
-          if (disk.admit(*store, config.storage).ok()) {
-            flush_key_counters(wb, true);
-          }
-          if (!wb.empty()) {
-            // Best effort: counters are not ledger data.
-            write_store(wb, true).ignore_error();
-          }
-          break;
-        }
-        lock.unlock();
-        // The disk reserve's cadence when idle: a refusal is lifted within a second of space
-        // coming back, though request threads queue nothing while it lasts.
-        store::WriteBatch wb;
-        if (disk.admit(*store, config.storage).ok()) {
-          flush_key_counters(wb, false);
-        }
-        if (!wb.empty()) {
-          write_store(wb, config.storage.fsync).ignore_error();  // counters are not ledger data
-        }
-        expire_grants(clock->now_us());
-        expire_reservations_idle(clock->now_us());
-        evaluate_alerts(clock->now_us());
-        continue;
-      }
-      if (queue.front().ingest && config.storage.commit_interval_us > 0 &&
-          queue.front().ingest->parsed.batch.size() < config.storage.commit_events_max) {
-        // Give concurrent batches a moment to join this commit.
-        queue_cv.wait_for(lock, std::chrono::microseconds(config.storage.commit_interval_us));
-      }
-      if (queue.front().admin) {
-        admin_job = std::move(queue.front());
-        queue.pop_front();
-        taken = 1;
-      } else {
-        std::uint64_t events = 0;
-        while (!queue.empty() && queue.front().ingest &&
-               (ingest_jobs.empty() ||
-                events + queue.front().ingest->parsed.batch.size() <=
-                    config.storage.commit_events_max)) {
-          events += queue.front().ingest->parsed.batch.size();
-          if (queue.front().ingest.get() == open_check_job) {
-            open_check_job = nullptr;  // taken: later check events start a new job
-          }
-          ingest_jobs.push_back(std::move(queue.front().ingest));
-          queue.pop_front();
-        }
-        queued_events -= events;
-        taken = ingest_jobs.size();
-      }
-    }
-    if (admin_job.admin) {
-      commit_admin(*admin_job.admin);
-    } else {
-      commit_ingest(ingest_jobs);
-    }
-    evaluate_alerts(clock->now_us());
-    {
-      std::lock_guard lock(queue_mutex);
-      jobs_finished += taken;
-    }
-    idle_cv.notify_all();
-  }
-}
-
-void Engine::Impl::flush_key_counters(store::WriteBatch& wb, bool force) {
-  const std::int64_t now = steady_us();
-  if (!force && now - last_key_flush_us < kKeyFlushIntervalUs) {
-    return;
-  }
-  last_key_flush_us = now;
-  std::shared_lock lock(state_mutex);
-  for (auto& [hash, ks] : keys_by_hash) {
-    if (!ks->dirty.exchange(false)) {
-      continue;
-    }
-    engine::KeyRecord rec = ks->record;
-    rec.info.total_requests = ks->total_requests.load();
-    rec.info.last_used_at_us = ks->last_used_at_us.load();
-    wb.put(store::Space::kKeys, rec.info.id, engine::encode_key_record(rec));
   }
 }
 
@@ -718,19 +613,6 @@ Status Engine::Impl::write_store(const store::WriteBatch& wb, bool sync) {
 
 Status Engine::Impl::writes_allowed() const {
   return disk.refusing() ? disk.refusal() : Status();
-}
-
-void Engine::Impl::commit_admin(AdminJob& job) {
-  store::WriteBatch wb;
-  Status s = job.prepare(wb);
-  if (s.ok() && !wb.empty()) {
-    s = write_store(wb, config.storage.fsync);
-  }
-  if (s.ok()) {
-    std::unique_lock lock(state_mutex);
-    job.install();
-  }
-  job.done(s);
 }
 
 Result<bool> Engine::Impl::read_stored_event(std::uint32_t customer_num, std::uint64_t seq,
@@ -772,500 +654,6 @@ Result<bool> Engine::Impl::read_stored_event(std::uint32_t customer_num, std::ui
   *id = std::move(rec.id);
   *received_at_us = rec.received_at_us;
   return true;
-}
-
-namespace {
-
-struct BucketKey {
-  std::uint32_t meter;
-  std::uint32_t customer_num;
-  std::uint32_t group;
-  core::TimeUs minute_us;
-  bool operator==(const BucketKey&) const = default;
-};
-
-struct BucketKeyHash {
-  std::size_t operator()(const BucketKey& k) const {
-    std::uint64_t h = k.meter;
-    h = h * 0x9E3779B97F4A7C15ull + k.customer_num;
-    h = h * 0x9E3779B97F4A7C15ull + k.group;
-    h = h * 0x9E3779B97F4A7C15ull + static_cast<std::uint64_t>(k.minute_us);
-    return static_cast<std::size_t>(h ^ (h >> 29));
-  }
-};
-
-struct Touched {
-  core::AggState delta;
-  std::vector<std::string> new_uniques;
-};
-
-struct PendingCustomer {
-  std::uint32_t num;
-  Customer record;
-};
-
-template <typename NewCustomers, typename CommitIds>
-bool refuse_whole(const Engine::Impl& d, const engine::IngestJob& job,
-                  const std::vector<std::uint64_t>& stored_copies, std::uint64_t stored_duplicate,
-                  const NewCustomers& new_customers, const CommitIds& commit_ids,
-                  IngestSummary* sum) {
-  // An all-or-nothing request: every event must be valid, name a customer that exists (or may
-  // be created), and be new. Checked before any of its events joins the commit.
-  TALLY_ASSERT(job.check_tokens.empty(), "checks' usage events are never all-or-nothing");
-  const core::EventBatch& b = job.parsed.batch;
-  std::vector<EventError> faults;
-  std::set<std::pair<std::string_view, std::string_view>> in_request;  // customer, id
-  for (std::size_t i = 0; i < b.size(); ++i) {
-    const std::string_view customer = b.text(b.events()[i].customer);
-    const std::string_view id = b.text(b.events()[i].id);
-    std::uint32_t cnum = 0;
-    bool known = true;
-    if (auto it = d.customer_nums.find(customer); it != d.customer_nums.end()) {
-      cnum = it->second;
-    } else if (auto nit = new_customers.find(customer); nit != new_customers.end()) {
-      cnum = nit->second.num;
-    } else if (!d.config.server.auto_create_customers) {
-      faults.push_back(EventError{job.parsed.indexes[i], std::string(id), "UNKNOWN_CUSTOMER",
-                                  "customer '" + std::string(customer) + "' does not exist"});
-      continue;
-    } else {
-      known = false;  // created by this request: nothing of it is stored yet
-    }
-    bool duplicate =
-        !in_request.emplace(customer, id).second || stored_copies[i] == stored_duplicate;
-    if (!duplicate && known) {
-      auto range = commit_ids.equal_range(engine::dedup_hash(customer, id));
-      for (auto it = range.first; it != range.second && !duplicate; ++it) {
-        duplicate = it->second.first == cnum && it->second.second == id;
-      }
-    }
-    if (duplicate) {
-      faults.push_back(EventError{job.parsed.indexes[i], std::string(id), "DUPLICATE",
-                                  "event '" + std::string(id) + "' of customer '" +
-                                      std::string(customer) + "' is already stored"});
-    }
-  }
-  if (faults.empty() && job.parsed.errors.empty()) {
-    return false;
-  }
-  sum->errors.insert(sum->errors.end(), faults.begin(), faults.end());
-  sum->rejected = job.parsed.total;
-  return true;
-}
-
-}  // namespace
-
-void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<IngestJob>>& jobs) {
-  const std::int64_t commit_start = steady_us();
-  const core::TimeUs now = clock->now_us();
-  const std::uint64_t first_seq = next_seq;
-  const std::uint32_t first_customer = next_customer;
-  const std::int64_t window_us = config.storage.dedup_window_seconds * core::kUsPerSecond;
-
-  std::vector<IngestSummary> summaries(jobs.size());
-  std::unordered_map<std::string, PendingCustomer, engine::StringHash, std::equal_to<>> new_customers;
-  // Per customer number: the block of this commit.
-  std::unordered_map<std::uint32_t, engine::EventBlockWriter> blocks;
-  std::unordered_map<std::uint32_t, std::uint64_t> block_last_seq;
-  std::vector<engine::DedupEntry> dedup_entries;
-  // Ids accepted in this commit, for duplicates inside it: hash -> (customer num, id).
-  std::unordered_multimap<std::uint64_t, std::pair<std::uint32_t, std::string_view>> commit_ids;
-  std::unordered_map<BucketKey, Touched, BucketKeyHash> touched;
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> dedup_replacements;  // hash, old seq
-  std::vector<engine::LimitDelta> limit_deltas;
-  std::vector<std::pair<std::uint32_t, std::uint64_t>> settled;  // customer num, check token
-  core::MeterInput input;
-  std::string group;
-  std::string stored_id;
-  engine::LedgerWork ledger;
-  std::vector<std::pair<std::string_view, std::string_view>> event_props;
-  std::vector<Status> failed(jobs.size());  // per job: OK, or why it failed alone
-  // Check tokens of jobs that failed alone: their usage is not stored, so their ids are forgotten.
-  std::vector<std::pair<std::uint32_t, std::uint64_t>> lost;
-
-  // The stored copies behind a job's dedup index hits are read before any of its events joins
-  // the commit, so a failed read fails that job alone: nothing of it is written and its caller
-  // gets the error, instead of a possible duplicate going through. Per event: 0 = no stored
-  // copy, kStoredDuplicate = a copy within the dedup window, else the seq of a copy outside
-  // it (accepted again, replacing that copy in the index).
-  constexpr std::uint64_t kStoredDuplicate = ~std::uint64_t{0};
-  std::vector<std::uint64_t> stored_copies;
-  auto read_stored_copies = [&](const IngestJob& job) -> Status {
-    const core::EventBatch& b = job.parsed.batch;
-    stored_copies.assign(b.size(), 0);
-    Status read_failed;
-    for (std::size_t i = 0; i < b.size() && read_failed.ok(); ++i) {
-      const std::string_view customer = b.text(b.events()[i].customer);
-      auto it = customer_nums.find(customer);
-      if (it == customer_nums.end()) {
-        continue;  // a customer created by this commit has nothing stored
-      }
-      const std::uint32_t cnum = it->second;
-      const std::string_view id = b.text(b.events()[i].id);
-      std::uint64_t& copy = stored_copies[i];
-      dedup.find(engine::dedup_hash(customer, id), [&](engine::DedupIndex::Location loc) {
-        if (!read_failed.ok() || copy == kStoredDuplicate || loc.customer_num != cnum) {
-          return;
-        }
-        core::TimeUs received = 0;
-        auto found = read_stored_event(loc.customer_num, loc.seq, &stored_id, &received);
-        if (!found) {
-          read_failed = found.error();
-        } else if (*found && stored_id == id) {
-          if (window_us > 0 && received < now - window_us) {
-            copy = loc.seq;  // seen, but outside the window: accept again
-          } else {
-            copy = kStoredDuplicate;
-          }
-        }
-      });
-    }
-    return read_failed;
-  };
-
-  // The usage events of reservation commits (token -> reservation id): their burns name the
-  // reservation, and what they burn is taken from its hold before the rest is released.
-  std::unordered_map<std::uint64_t, std::string_view> reservation_usage;
-  std::unordered_map<std::uint64_t, core::Decimal> burned;
-  for (const auto& job : jobs) {
-    for (const auto& op : job->reservation_ops) {
-      if (!op.open && op.usage_token != 0 && op.record.credits.units > 0) {
-        reservation_usage.emplace(op.usage_token, op.id);
-      }
-    }
-  }
-
-  for (std::size_t j = 0; j < jobs.size(); ++j) {
-    IngestJob& job = *jobs[j];
-    IngestSummary& sum = summaries[j];
-    const core::EventBatch& b = job.parsed.batch;
-    if (Status read = read_stored_copies(job); !read.ok()) {
-      failed[j] = Status(read.code(), "the events could not be checked for duplicates: " +
-                                          read.message());
-      // Its checks' usage is lost, as when a commit fails: free their holds.
-      for (std::size_t i = 0; i < job.check_tokens.size() && i < b.size(); ++i) {
-        auto it = customer_nums.find(b.text(b.events()[i].customer));
-        if (job.check_tokens[i] != 0 && it != customer_nums.end()) {
-          settled.emplace_back(it->second, job.check_tokens[i]);
-          lost.emplace_back(it->second, job.check_tokens[i]);
-        }
-      }
-      continue;
-    }
-    for (const auto& err : job.parsed.errors) {
-      sum.errors.push_back(EventError{err.index, err.id, err.code, err.message});
-    }
-    sum.rejected = static_cast<std::uint32_t>(job.parsed.errors.size());
-    if (job.options.all_or_nothing && refuse_whole(*this, job, stored_copies, kStoredDuplicate,
-                                                   new_customers, commit_ids, &sum)) {
-      continue;  // nothing of it joins the commit
-    }
-    for (std::size_t i = 0; i < b.size(); ++i) {
-      const core::Event& e = b.events()[i];
-      const std::string_view customer = b.text(e.customer);
-      const std::string_view id = b.text(e.id);
-      const std::uint64_t token = job.check_tokens.empty() ? 0 : job.check_tokens[i];
-
-      // The customer.
-      std::uint32_t cnum = 0;
-      bool suspended = false;
-      const engine::CustomerState* cstate = nullptr;
-      if (auto it = customer_nums.find(customer); it != customer_nums.end()) {
-        cnum = it->second;
-        cstate = &customers.at(cnum);
-        suspended = cstate->record.status == "suspended";
-      } else if (auto nit = new_customers.find(customer); nit != new_customers.end()) {
-        cnum = nit->second.num;
-      } else if (config.server.auto_create_customers && next_customer <= engine::DedupIndex::kCustomerMax) {
-        PendingCustomer pc;
-        pc.num = next_customer++;
-        pc.record.id = customer;
-        pc.record.name = customer;
-        pc.record.created_at_us = now;
-        pc.record.updated_at_us = now;
-        cnum = pc.num;
-        new_customers.emplace(std::string(customer), std::move(pc));
-      } else {
-        ++sum.rejected;
-        sum.errors.push_back(EventError{job.parsed.indexes[i], std::string(id), "UNKNOWN_CUSTOMER",
-                                        "customer '" + std::string(customer) + "' does not exist"});
-        continue;
-      }
-
-      // Dedup: within this commit, then against the index (confirmed by the stored id).
-      const std::uint64_t h = engine::dedup_hash(customer, id);
-      bool duplicate = false;
-      auto range = commit_ids.equal_range(h);
-      for (auto it = range.first; it != range.second && !duplicate; ++it) {
-        duplicate = it->second.first == cnum && it->second.second == id;
-      }
-      std::uint64_t expired_seq = 0;
-      if (!duplicate) {
-        duplicate = stored_copies[i] == kStoredDuplicate;  // read by read_stored_copies
-        expired_seq = duplicate ? 0 : stored_copies[i];
-      }
-      if (token != 0) {
-        settled.emplace_back(cnum, token);
-      }
-      if (duplicate) {
-        ++sum.duplicates;
-        continue;
-      }
-
-      const std::uint64_t seq = next_seq++;
-      commit_ids.emplace(h, std::make_pair(cnum, id));
-      dedup_entries.push_back(engine::DedupEntry{h, seq, cnum});
-      if (expired_seq != 0) {
-        dedup_replacements.emplace_back(h, expired_seq);
-      }
-      ++sum.accepted;
-
-      // Meters, and the event's price.
-      bool priced = false;
-      core::Decimal event_cost;
-      core::Decimal event_credits;
-      event_props.clear();
-      const std::string_view type = b.text(e.type);
-      for (const auto& [mtype, indexes] : meters_by_type) {
-        if (mtype != type) {
-          continue;
-        }
-        for (std::uint32_t m : indexes) {
-          if (!core::meter_accepts(meters[m].spec, b, e, &input, &group)) {
-            continue;
-          }
-          const core::TimeUs minute = core::floor_to(e.time_us, core::kUsPerMinute);
-          Touched& t = touched[BucketKey{m, cnum, intern_group(group), minute}];
-          t.delta.add(input.value, e.time_us, seq);
-          if (meter_limited[m]) {
-            limit_deltas.push_back(
-                engine::LimitDelta{cnum, m, e.time_us, input.value, seq, token != 0});
-          }
-          if (!prices_by_meter[m].empty()) {
-            if (event_props.empty()) {
-              for (std::uint32_t p = e.prop_begin; p < e.prop_begin + e.prop_count; ++p) {
-                event_props.emplace_back(b.text(b.props()[p].key), b.text(b.props()[p].text));
-              }
-            }
-            static const core::TimeZone kUtc;
-            core::Decimal cost;
-            core::Decimal credits;
-            const core::TimeUs anchor =
-                cstate == nullptr ? now
-                : cstate->record.billing_anchor_us != 0 ? cstate->record.billing_anchor_us
-                                                        : cstate->record.created_at_us;
-            if (price_of(m, cnum, cstate != nullptr ? cstate->tz : kUtc, anchor, e.time_us,
-                         input.value, event_props, &ledger, &cost, &credits)) {
-              const std::uint32_t gid = intern_group(group);
-              touched[BucketKey{cost_meter[m], cnum, gid, minute}].delta.add(cost, e.time_us, seq);
-              touched[BucketKey{credits_meter[m], cnum, gid, minute}].delta.add(credits, e.time_us,
-                                                                                seq);
-              priced = true;
-              event_cost += cost;
-              event_credits += credits;
-            }
-          }
-          if (meters[m].spec.aggregation == core::Aggregation::kUniqueCount) {
-            bool known = false;
-            auto cit = meters[m].series.find(cnum);
-            if (cit != meters[m].series.end()) {
-              auto git = cit->second.find(group_ids.find(group)->second);
-              if (git != cit->second.end()) {
-                auto uit = git->second.minute_uniques.find(minute);
-                known = uit != git->second.minute_uniques.end() &&
-                        uit->second.count(std::string(input.unique)) != 0;
-              }
-            }
-            if (!known && std::find(t.new_uniques.begin(), t.new_uniques.end(), input.unique) ==
-                              t.new_uniques.end()) {
-              t.new_uniques.emplace_back(input.unique);
-            }
-          }
-        }
-      }
-      auto [bit, fresh] = blocks.try_emplace(cnum);
-      if (fresh) {
-        bit->second.begin(seq, now);
-      }
-      bit->second.add(b, e, seq, suspended, priced, event_cost, event_credits);
-      block_last_seq[cnum] = seq;
-      if (priced && event_credits.units != 0) {
-        std::string_view reservation;
-        if (token != 0 && !reservation_usage.empty()) {
-          if (auto rit = reservation_usage.find(token); rit != reservation_usage.end()) {
-            reservation = rit->second;
-            burned[token] += event_credits;
-          }
-        }
-        burn(ledger, cnum, event_credits, id, now, reservation);
-      }
-    }
-  }
-
-  // Reservations opened and closed by the jobs, then those expiry closed: after the events, so
-  // a commit's release knows what its usage burned.
-  std::vector<engine::ReservationOp> reservation_ops;
-  for (std::size_t j = 0; j < jobs.size(); ++j) {
-    if (failed[j].ok()) {
-      reservation_ops.insert(reservation_ops.end(), jobs[j]->reservation_ops.begin(),
-                             jobs[j]->reservation_ops.end());
-    }
-  }
-  std::vector<engine::ReservationOp> expired;
-  {
-    std::lock_guard lock(limits_mutex);
-    expired.swap(expired_reservation_ops);
-  }
-  reservation_ops.insert(reservation_ops.end(), expired.begin(), expired.end());
-
-  // One write for the whole commit.
-  store::WriteBatch wb;
-  for (auto& [cnum, writer] : blocks) {
-    wb.put(store::Space::kEvents, engine::event_block_key(cnum, block_last_seq[cnum]),
-           writer.finish());
-  }
-  if (!dedup_entries.empty()) {
-    wb.put(store::Space::kDedup, engine::dedup_key(first_seq),
-           engine::encode_dedup_record(now, dedup_entries));
-  }
-  for (const auto& [k, t] : touched) {
-    const engine::MeterState& ms = meters[k.meter];
-    core::AggState state;
-    auto cit = ms.series.find(k.customer_num);
-    if (cit != ms.series.end()) {
-      auto git = cit->second.find(k.group);
-      if (git != cit->second.end()) {
-        if (const core::AggState* current = find_entry(git->second.minutes, k.minute_us)) {
-          state = *current;
-        }
-      }
-    }
-    state.merge(t.delta);
-    const std::string& gtext = group_texts[k.group];
-    wb.put(store::Space::kAggregates,
-           engine::aggregate_key(ms.spec.key, k.customer_num, k.minute_us, gtext),
-           engine::encode_agg_state(state));
-    for (const auto& u : t.new_uniques) {
-      wb.put(store::Space::kUniques,
-             engine::unique_key(ms.spec.key, k.customer_num, k.minute_us, gtext, u), "");
-    }
-  }
-  for (const auto& [id, pc] : new_customers) {
-    wb.put(store::Space::kCustomers, id, engine::encode_customer(pc.num, pc.record));
-  }
-  if (next_seq != first_seq) {
-    std::string v;
-    engine::put_be64(v, next_seq);
-    wb.put(store::Space::kMeta, std::string(engine::kMetaNextSeq), v);
-  }
-  if (next_customer != first_customer) {
-    std::string v;
-    engine::put_be32(v, next_customer);
-    wb.put(store::Space::kMeta, std::string(engine::kMetaNextCustomer), v);
-  }
-  flush_key_counters(wb, false);
-  write_reservations(reservation_ops, burned, ledger, wb, now);
-  write_ledger(ledger, wb);
-
-  Status written;
-  if (!wb.empty()) {
-    written = write_store(wb, config.storage.fsync);
-  }
-  if (!written.ok()) {
-    next_seq = first_seq;
-    next_customer = first_customer;
-    if (!expired.empty()) {
-      std::lock_guard lock(limits_mutex);  // written by a later commit
-      expired_reservation_ops.insert(expired_reservation_ops.end(), expired.begin(),
-                                     expired.end());
-    }
-    if (!settled.empty()) {
-      std::unique_lock lock(state_mutex);
-      settle_limits({}, settled);  // the checks' usage is lost, as in a crash: free its hold
-      forget_check_ids(settled);   // and a retry of one of them must count
-    }
-    // Every waiter of the commit gets the failure: nothing of it was stored, or acknowledged.
-    const StatusCode code = written.code() == StatusCode::kInsufficientStorage
-                                ? StatusCode::kInsufficientStorage
-                                : StatusCode::kIOError;
-    for (std::size_t j = 0; j < jobs.size(); ++j) {
-      jobs[j]->done(failed[j].ok()
-                        ? Status(code, "the events could not be stored: " + written.message())
-                        : failed[j]);
-    }
-    return;
-  }
-
-  // Durable: now make it visible. A dedup table that must grow for this commit's entries is
-  // built first, without the lock: under it, growing is a swap, not a rehash.
-  dedup.prepare_growth(dedup_entries.size());
-  {
-    std::unique_lock lock(state_mutex);
-    for (auto& [id, pc] : new_customers) {
-      engine::CustomerState cs;
-      cs.num = pc.num;
-      cs.record = std::move(pc.record);
-      customer_nums.emplace(id, cs.num);
-      customers.emplace(cs.num, std::move(cs));
-    }
-    for (const auto& [k, t] : touched) {
-      install_state(k.meter, k.customer_num, k.group, k.minute_us, t.delta);
-      for (const auto& u : t.new_uniques) {
-        install_unique(k.meter, k.customer_num, k.group, k.minute_us, u);
-      }
-    }
-    if (!limit_deltas.empty() || !settled.empty()) {
-      settle_limits(limit_deltas, settled);
-    }
-    if (!lost.empty()) {
-      forget_check_ids(lost);
-    }
-    if (alerts_enabled) {
-      for (const auto& delta : limit_deltas) {
-        const std::pair<std::uint32_t, std::uint32_t> touched_limit{delta.customer_num, delta.meter};
-        if (alert_touched_limits.empty() || alert_touched_limits.back() != touched_limit) {
-          alert_touched_limits.push_back(touched_limit);  // a customer's events come together
-        }
-      }
-    }
-    install_ledger(ledger);
-    install_reservations(reservation_ops);
-    // Under the lock too: checks read the index (a retried check's event id) while holding
-    // state_mutex shared.
-    for (const auto& d : dedup_entries) {
-      const auto replacement =
-          std::find_if(dedup_replacements.begin(), dedup_replacements.end(),
-                       [&](const auto& rep) { return rep.first == d.hash; });
-      if (replacement != dedup_replacements.end()) {
-        dedup.replace(d.hash, replacement->second, d.seq, d.customer_num);
-      } else {
-        dedup.insert(d.hash, d.seq, d.customer_num);
-      }
-    }
-  }
-
-  const std::int64_t end = steady_us();
-  commits.fetch_add(1, std::memory_order_relaxed);
-  commit_latency.record(static_cast<std::uint64_t>(end - commit_start));
-  for (std::size_t j = 0; j < jobs.size(); ++j) {
-    if (!failed[j].ok()) {
-      jobs[j]->done(failed[j]);
-      continue;
-    }
-    IngestSummary& sum = summaries[j];
-    events_accepted.fetch_add(sum.accepted, std::memory_order_relaxed);
-    events_rejected.fetch_add(sum.rejected, std::memory_order_relaxed);
-    events_duplicate.fetch_add(sum.duplicates, std::memory_order_relaxed);
-    batches.fetch_add(1, std::memory_order_relaxed);
-    sum.processing_time_us = end - jobs[j]->start_us;
-    batch_latency.record(static_cast<std::uint64_t>(sum.processing_time_us));
-    if (sum.accepted > 0) {
-      sum.batch_id = "batch_" + std::to_string(first_seq) + "_" + std::to_string(j);
-    }
-    std::sort(sum.errors.begin(), sum.errors.end(),
-              [](const EventError& a, const EventError& b) { return a.index < b.index; });
-    jobs[j]->done(std::move(sum));
-  }
 }
 
 bool Engine::Impl::event_id_stored(const engine::CustomerState& cs, std::string_view customer,
@@ -1333,22 +721,11 @@ void Engine::ingest_json_async(std::string body, const IngestOptions& options,
     done(std::move(allowed));  // the disk reserve: nothing is queued that cannot be stored
     return;
   }
-  {
-    std::lock_guard lock(d.queue_mutex);
-    if (d.stopping) {
-      done(Status::unavailable("shutting down"));
-      return;
-    }
-    if (d.queued_events + n > Impl::kQueuedEventsMax) {
-      done(Status::unavailable("the ingest queue is full; retry shortly"));
-      return;
-    }
-  }
   job->options = options;
   job->done = std::move(done);
-  Job j;
-  j.ingest = std::move(job);
-  d.submit(std::move(j), n);
+  if (Status queued = d.commit_queue.push_ingest(job, n); !queued.ok()) {
+    job->done(std::move(queued));
+  }
 }
 
 Result<IngestSummary> Engine::ingest_json(std::string body, const IngestOptions& options) {
@@ -1361,9 +738,7 @@ Result<IngestSummary> Engine::ingest_json(std::string body, const IngestOptions&
 
 void Engine::flush() {
   Impl& d = *impl_;
-  std::unique_lock lock(d.queue_mutex);
-  const std::uint64_t target = d.jobs_submitted;
-  d.idle_cv.wait(lock, [&] { return d.jobs_finished >= target || !d.committer.joinable(); });
+  d.commit_queue.wait_idle();
 }
 
 EngineStats Engine::stats() const {
@@ -1380,10 +755,7 @@ EngineStats Engine::stats() const {
     s.aggregates_live = d.aggregates_live;
   }
   s.store_bytes = d.store->size_bytes();
-  {
-    std::lock_guard lock(const_cast<Impl&>(d).queue_mutex);
-    s.pending_events = d.queued_events;
-  }
+  s.pending_events = d.commit_queue.queued_events();
   s.check_events_not_durable = d.check_events_not_durable.load(std::memory_order_relaxed);
   s.latency_bounds_us = engine::Histogram::bounds_us();
   s.commit_latency_counts = d.commit_latency.cumulative();

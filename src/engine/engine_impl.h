@@ -39,6 +39,7 @@
 #include "engine/codec.h"
 #include "engine/dedup_index.h"
 #include "engine/disk_guard.h"
+#include "engine/group_commit.h"
 #include "store/store.h"
 
 namespace tally {
@@ -89,30 +90,6 @@ struct MeterState {
   // customer number -> group id -> series
   std::unordered_map<std::uint32_t, std::unordered_map<std::uint32_t, Series>> series;
   std::unordered_map<std::uint32_t, GroupTotals> totals;  // group id -> sums over customers
-};
-
-// A change to the durable reservations, written by a group commit (Impl::write_reservations):
-// an open (the record, and a `hold` transaction when it holds credits) or a close (the record
-// deleted, and a `release` of what its commit's burn did not take).
-struct ReservationOp {
-  bool open = false;
-  std::string id;
-  ReservationRecord record;  // open: the whole record; close: customer_num and credits
-  std::uint64_t usage_token = 0;  // close by a commit: the token of its usage event, else 0
-  enum Reason { kCommit, kRelease, kExpiry } reason = kCommit;  // of a close
-};
-
-// A job for the commit thread.
-struct IngestJob {
-  core::ParsedEvents parsed;
-  IngestOptions options;
-  Engine::IngestCallback done;
-  std::int64_t start_us = 0;  // steady clock, for latency
-  // Usage events of consuming checks: one token per event (already counted against limits
-  // in memory), and the callers waiting for durability (check_durability = "sync").
-  std::vector<std::uint64_t> check_tokens;
-  std::vector<std::function<void(Status)>> check_waiters;
-  std::vector<ReservationOp> reservation_ops;  // written in the same commit as the events
 };
 
 // ---- limits (check.cc) ----------------------------------------------------------------------
@@ -329,19 +306,6 @@ struct LedgerWork {
   bool from_scratch = false;  // price_of counts tiered usage from zero, not the live state
 };
 
-struct AdminJob {
-  // Runs on the commit thread; adds its writes. A non-OK status fails the job, writes nothing.
-  std::function<Status(store::WriteBatch&)> prepare;
-  // Runs after the write succeeded, with state_mutex_ held exclusively.
-  std::function<void()> install;
-  std::function<void(Status)> done;
-};
-
-struct Job {
-  std::unique_ptr<IngestJob> ingest;
-  std::unique_ptr<AdminJob> admin;
-};
-
 // A latency histogram with fixed bounds (microseconds), cumulative on output.
 class Histogram {
  public:
@@ -431,19 +395,8 @@ struct Engine::Impl {
   std::int64_t last_key_flush_us = 0;
   std::uint64_t next_txn = 1;
 
-  // ---- the queue ---------------------------------------------------------------------------
-  std::mutex queue_mutex;
-  std::condition_variable queue_cv;
-  std::condition_variable idle_cv;
-  std::deque<engine::Job> queue;
-  engine::IngestJob* open_check_job = nullptr;  // the queue's last job, taking check events
-  std::uint64_t queued_events = 0;
-  // Past this many queued events, ingest and consuming checks are refused (kUnavailable) until
-  // the commit thread catches up: memory stays bounded however fast callers are.
-  static constexpr std::uint64_t kQueuedEventsMax = 500'000;
-  std::uint64_t jobs_submitted = 0;
-  std::uint64_t jobs_finished = 0;
-  bool stopping = false;
+  // ---- the queue (group_commit.h) ---------------------------------------------------------
+  engine::CommitQueue commit_queue;
   std::thread committer;
 
   // ---- alerts (alerts.cc) ----------------------------------------------------------------------
@@ -486,11 +439,7 @@ struct Engine::Impl {
   Status rebuild_meter(std::uint32_t meter_index);
   void start();
   void stop();
-  void submit(engine::Job job, std::uint64_t events);
-  void run_committer();
-  void commit_ingest(std::vector<std::unique_ptr<engine::IngestJob>>& jobs);
-  void commit_admin(engine::AdminJob& job);
-  void flush_key_counters(store::WriteBatch& wb, bool force);
+
   // Every store write of the engine goes through here (the commit thread, or the opening thread
   // before it starts): refused without touching the store while the disk reserve says so
   // (kInsufficientStorage), and a write that finds no space refuses the next ones.
@@ -507,6 +456,17 @@ struct Engine::Impl {
                      core::TimeUs minute_us, const core::AggState& delta);
   void install_unique(std::uint32_t meter, std::uint32_t customer_num, std::uint32_t group,
                       core::TimeUs minute_us, const std::string& value);
+  // The installed state of one minute aggregate, or null. REQUIRES: the commit thread, or
+  // state_mutex held.
+  const core::AggState* minute_state(std::uint32_t meter, std::uint32_t customer_num,
+                                     std::uint32_t group, core::TimeUs minute_us) const;
+
+  // ---- group_commit.cc ---------------------------------------------------------------------
+  void run_committer();
+  // One group commit of ingest jobs: one store write, then install and answer (or roll back).
+  void commit_ingest(std::vector<std::unique_ptr<engine::IngestJob>>& jobs);
+  void commit_admin(engine::AdminJob& job);
+  void flush_key_counters(store::WriteBatch& wb, bool force);
 
   // ---- check.cc ------------------------------------------------------------------------------
   // Applies committed events to limit counters and settles check tokens. Called by the commit
