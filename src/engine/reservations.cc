@@ -11,12 +11,22 @@
 // At open the records come back into memory with their holds, and those past their time expire.
 #include <algorithm>
 
-#include "engine/engine_impl.h"
+#include "common/assert.h"
+#include "engine/limits_impl.h"
 
 namespace tally {
 
+using engine::CustomerLimits;
+using engine::Evaluation;
 using engine::ReservationOp;
 using engine::ReservationRecord;
+using engine::Usage;
+using engine::enqueue_and_wait;
+using engine::free_hold;
+using engine::kCountAmountMax;
+using engine::resolve_rules;
+using engine::restore_reservation;
+using engine::used_value;
 
 Status Engine::Impl::load_reservations() {
   std::vector<std::pair<std::string, ReservationRecord>> found;
@@ -152,5 +162,131 @@ void Engine::Impl::expire_reservations_idle(core::TimeUs now) {
     commit_ingest(none);  // writes the closes alone
   }
 }
+
+// ---- reservations ------------------------------------------------------------------------------
+
+Result<CheckResult> Engine::commit_reservation(const std::string& id, const std::string& amount_text,
+                                               const std::string& restrict_customer) {
+  Impl& d = *impl_;
+  // Its usage must reach the disk: refused, the reservation kept, while the disk reserve
+  // refuses writes.
+  TALLY_TRY(d.writes_allowed());
+  const core::TimeUs now = clock().now_us();
+  CheckResult out;
+  // The usage event is queued after the locks; it points into these.
+  engine::Reservation res;
+  std::string event_id;
+  Usage usage;
+  bool consumed = false;
+  {
+    std::shared_lock state_lock(d.state_mutex);
+    std::lock_guard limits_lock(d.limits_mutex);
+    d.expire_reservations(now);
+    auto it = d.reservations.find(id);
+    if (it == d.reservations.end() ||
+        (!restrict_customer.empty() && it->second.customer != restrict_customer)) {
+      return Status::not_found("reservation '" + id + "' does not exist or has expired");
+    }
+    res = it->second;
+    core::Decimal amount = res.amount;
+    if (!amount_text.empty() &&
+        (!core::try_parse_decimal(amount_text, &amount) || amount.units < 0)) {
+      return Status::invalid_argument("amount must be a number >= 0");
+    }
+    const engine::MeterState& ms = d.meters[res.meter];
+    if (ms.spec.aggregation == core::Aggregation::kCount &&
+        (amount.units % core::Decimal::kScale != 0 || amount > core::Decimal::from_int(kCountAmountMax))) {
+      return Status::invalid_argument("this meter counts events: amount must be a whole number");
+    }
+    d.reservations.erase(it);
+    CustomerLimits& cl = d.limits[res.customer_num];
+    free_hold(d, cl, res, now);
+    const auto* cs = d.find_customer(res.customer);
+    out.allowed = true;
+    out.meter = ms.spec.key;
+    out.amount = amount;
+    out.reservation_id = id;
+    if (cs != nullptr) {
+      out.plan = engine::plan_of(d.config, cs->record) != nullptr ? engine::plan_of(d.config, cs->record)->key : "";
+    }
+    if (amount.units > 0 && cs != nullptr) {
+      // The work is done: its actual usage is recorded whatever the limits say now.
+      const std::uint64_t token = d.next_token++;
+      const std::vector<engine::ResolvedRule> rules =
+          resolve_rules(engine::limits_of(d.config, cs->record, ms.spec.key));
+      Evaluation ev;
+      evaluate(d, *cs, cl, res.meter, rules, amount, now, &ev);
+      core::Decimal gauge_before;
+      for (const auto& e : ev.limits) {
+        if (e.counter != nullptr) {
+          gauge_before = used_value(ms.spec.aggregation, e.counter->committed) + e.counter->pending;
+          break;
+        }
+      }
+      apply(cl, ev.limits, res.meter, amount, now, token);
+      event_id = res.event_id.empty() ? id : res.event_id;
+      usage.ms = &ms;
+      usage.customer = &res.customer;
+      usage.event_id = &event_id;
+      usage.properties = &res.properties;
+      usage.amount = amount;
+      usage.gauge_value = gauge_before + amount;
+      usage.now = now;
+      usage.token = token;
+      consumed = true;
+      Evaluation after;
+      evaluate(d, *cs, cl, res.meter, rules, core::Decimal{}, now, &after);
+      for (std::size_t i = 0; i < after.size(); ++i) {
+        out.overage = out.overage || (!after.limits[i].rule().unlimited && after.out[i].headroom.units < 0);
+      }
+      add_limit_states(after, &out);
+    }
+  }
+  // The usage event and the close are one write: committed once, even across a crash.
+  std::vector<engine::ReservationOp> close(1);
+  close[0].id = id;
+  close[0].record.customer_num = res.customer_num;
+  close[0].record.credits = res.credits;
+  close[0].usage_token = consumed ? usage.token : 0;
+  close[0].reason = engine::ReservationOp::kCommit;
+  if (Status s = enqueue_and_wait(d, &usage, consumed ? 1 : 0, &close); !s.ok()) {
+    restore_reservation(d, id, std::move(res), now);
+    return s;
+  }
+  return out;
+}
+
+Status Engine::release_reservation(const std::string& id, const std::string& restrict_customer) {
+  Impl& d = *impl_;
+  const core::TimeUs now = clock().now_us();
+  engine::Reservation res;
+  {
+    std::shared_lock state_lock(d.state_mutex);
+    std::lock_guard limits_lock(d.limits_mutex);
+    d.expire_reservations(now);
+    auto it = d.reservations.find(id);
+    if (it == d.reservations.end() ||
+        (!restrict_customer.empty() && it->second.customer != restrict_customer)) {
+      return Status::not_found("reservation '" + id + "' does not exist or has expired");
+    }
+    auto lit = d.limits.find(it->second.customer_num);
+    if (lit != d.limits.end()) {
+      free_hold(d, lit->second, it->second, now);
+    }
+    res = std::move(it->second);
+    d.reservations.erase(it);
+  }
+  std::vector<engine::ReservationOp> close(1);
+  close[0].id = id;
+  close[0].record.customer_num = res.customer_num;
+  close[0].record.credits = res.credits;
+  close[0].reason = engine::ReservationOp::kRelease;
+  if (Status s = enqueue_and_wait(d, nullptr, 0, &close); !s.ok()) {
+    restore_reservation(d, id, std::move(res), now);
+    return s;
+  }
+  return Status();
+}
+
 
 }  // namespace tally

@@ -1,0 +1,145 @@
+// What the files of checks and limits share (engine-internal):
+//   limit_counters.cc  the counters of a customer's limits: resolving the rules, finding or
+//                      building counters, evaluating and applying a consumption, settling it
+//                      when its commit is durable, freeing holds;
+//   check.cc           the check itself, and the queueing of its usage events;
+//   reservations.cc    committing and releasing a reservation;
+//   limit_reports.cc   the limits report and the admin's customer summaries;
+//   overrides.cc       overrides, resets and their audit records.
+// Locks: every function taking a CustomerLimits& REQUIRES state_mutex held (shared or
+// exclusive) and limits_mutex held, unless it says otherwise.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "engine/engine_impl.h"
+
+namespace tally::engine {
+
+// Bounds of a check, enforced by the engine (the HTTP layer does not repeat them).
+inline constexpr std::size_t kCheckBatchMax = 100;                // checks in one batch
+inline constexpr std::int64_t kReservationTtlSecondsMax = 7 * 86400;
+inline constexpr std::size_t kCheckPropertiesMax = 64;
+inline constexpr std::int64_t kCountAmountMax = 10'000;  // the most one check counts on a count meter
+inline constexpr std::size_t kRecentIdsMax = 100'000;    // consumed check ids kept per customer
+
+// ---- limit_counters.cc: rules and counters ----------------------------------------------------
+
+// The plan of a customer: its own, or the default; null when it has none (plan_of, in
+// engine_impl.h). The limits that apply to a customer: the plan's, with overrides replacing a
+// limit on the same meter and period, or added. meter == "" means every meter.
+std::vector<core::LimitRule> limits_of(const config::Config& config, const Customer& c,
+                                       std::string_view meter);
+
+// The state of a rule before any counter is read: its identity and limit.
+LimitState rule_state(const core::LimitRule& r);
+core::PeriodContext period_context(const CustomerState& cs);
+// Everything a calendar window of `meter` depends on besides its rule and the time.
+WindowContext window_context(const CustomerState& cs, const core::PeriodContext& pc,
+                             std::string_view meter);
+// The value limits compare: count, sum, or the gauge's value.
+core::Decimal used_value(core::Aggregation a, const core::AggState& s);
+bool is_gauge(core::Aggregation a);
+ResolvedRule resolve_rule(const core::LimitRule& rule);
+std::vector<ResolvedRule> resolve_rules(const std::vector<core::LimitRule>& rules);
+
+// One limit of a check: the counter it reads (found or built under the locks).
+struct Evaluated {
+  const ResolvedRule* resolved = nullptr;
+  LimitCounter* counter = nullptr;  // calendar windows; null outside any window
+  RateCounter* rate = nullptr;      // rates (not when unlimited)
+
+  const core::LimitRule& rule() const { return resolved->rule; }
+};
+
+// The limits of one check: their counters, what core::evaluate_limits was given and said.
+struct Evaluation {
+  std::vector<Evaluated> limits;
+  std::vector<core::LimitInput> in;
+  std::vector<core::LimitOutcome> out;
+  core::Verdict verdict;
+
+  std::size_t size() const { return limits.size(); }
+  // The most restrictive limit's index, -1 when there is none.
+  int top() const { return verdict.top; }
+  // After consumption (apply()): the outcomes as they stand now, and the new top.
+  void consumed(const core::Decimal& amount, core::TimeUs now) {
+    verdict.top = core::outcomes_after(in.data(), in.size(), amount, now, out.data());
+  }
+};
+
+// The state of limit i of an evaluation, as answers carry it.
+LimitState state_of(const Evaluation& ev, std::size_t i);
+// The answer's limit states, the evaluation's top as its deciding rule.
+void add_limit_states(const Evaluation& ev, CheckResult* out);
+
+// The limits of `meter` for a customer (limits_of), resolved once and kept while the plan and
+// the overrides stay the same: a plan or override change takes effect on the next check. The
+// reference stays valid until the customer's plan or overrides change.
+const std::vector<ResolvedRule>& resolved_rules(const Engine::Impl& d, const CustomerState& cs,
+                                                CustomerLimits& cl, std::uint32_t meter,
+                                                const core::Plan* plan);
+// Finds or (re)builds the counter of a calendar limit. `wc` is window_context() of the meter.
+// Null, with *outside set, when now is outside every window of the rule (a trial that ended).
+LimitCounter* calendar_counter(const Engine::Impl& d, const CustomerState& cs,
+                               CustomerLimits& cl, std::uint32_t meter,
+                               const core::LimitRule& rule, core::TimeUs now,
+                               const core::PeriodContext& pc, const WindowContext& wc,
+                               bool* outside);
+// Finds or builds the counters of every limit of `rules` and evaluates them for `amount` at
+// `now` into `ev` (cleared first). `rules` outlives `ev`'s use.
+void evaluate(const Engine::Impl& d, const CustomerState& cs, CustomerLimits& cl,
+              std::uint32_t meter, const std::vector<ResolvedRule>& rules,
+              const core::Decimal& amount, core::TimeUs now, Evaluation* ev);
+// Applies `amount` to the counters of an evaluated check and records the in-flight token.
+void apply(CustomerLimits& cl, const std::vector<Evaluated>& ev, std::uint32_t meter,
+           const core::Decimal& amount, core::TimeUs now, std::uint64_t token,
+           core::Decimal credits = {});
+// Takes back what apply() did (for all-or-nothing batches): `rates` holds the rate states
+// before it.
+void unapply(CustomerLimits& cl, std::uint32_t meter, const core::Decimal& amount,
+             std::uint64_t token,
+             const std::vector<std::pair<RateCounter*, core::RateState>>& rates);
+// Removes a settled or released token's amount from pending; false when it was not in flight.
+bool drop_in_flight(CustomerLimits& cl, std::uint64_t token);
+// Frees a reservation's hold: its pending amount in the calendar counters, and what is left of
+// it in the rate buckets of its meter.
+void free_hold(const Engine::Impl& d, CustomerLimits& cl, const Reservation& res,
+               core::TimeUs now);
+
+// ---- check.cc: usage of consumptions, into the commit queue ---------------------------------
+
+// A consumption whose usage event(s) are still to be queued (enqueue_usage), once the limit
+// locks are released. The pointers outlive the enqueue (the request, or the reservation).
+struct Usage {
+  const MeterState* ms = nullptr;
+  const std::string* customer = nullptr;
+  const std::string* event_id = nullptr;  // null: named after the token
+  const std::vector<std::pair<std::string, std::string>>* properties = nullptr;
+  core::Decimal amount;
+  core::Decimal gauge_value;
+  core::TimeUs now = 0;
+  std::uint64_t token = 0;
+};
+
+// Hands usage events to the commit thread (CommitQueue::append_check_usage), with the
+// reservation ops `ops` (moved out); `waiter` (may be empty) is called when they are durable.
+// REQUIRES: no engine lock held.
+void enqueue_usage(Engine::Impl& d, const Usage* usage, std::size_t n,
+                   std::function<void(Status)> waiter,
+                   std::vector<ReservationOp>* ops = nullptr);
+// enqueue_usage, then waits until the commit that takes them is durable; its status.
+// REQUIRES: no engine lock held.
+Status enqueue_and_wait(Engine::Impl& d, const Usage* usage, std::size_t n,
+                        std::vector<ReservationOp>* ops);
+// The record of an open reservation, as written by its commit.
+ReservationOp open_op(const Engine::Impl& d, const std::string& id, const Reservation& res);
+// Puts a reservation whose close could not be written back in memory, holding again.
+// REQUIRES: no engine lock held.
+void restore_reservation(Engine::Impl& d, const std::string& id, Reservation res,
+                         core::TimeUs now);
+
+}  // namespace tally::engine

@@ -1,0 +1,206 @@
+// Overrides and resets of a customer's limits, and the audit records of both.
+#include <algorithm>
+
+#include "common/json_writer.h"
+#include "engine/limits_impl.h"
+
+namespace tally {
+
+using engine::CustomerLimits;
+using engine::Evaluation;
+using engine::InFlight;
+using engine::LimitCounter;
+using engine::RateCounter;
+using engine::used_value;
+
+// ---- admin: overrides and resets -----------------------------------------------------------------
+
+namespace {
+
+std::string audit_key(core::TimeUs at, std::uint64_t n) {
+  std::string k;
+  engine::put_be64(k, static_cast<std::uint64_t>(at));
+  engine::put_be64(k, n);
+  return k;
+}
+
+// {"action":..., "customer":..., <extra fields>, "at":...}: one audit record.
+std::string audit_record(std::string_view action, std::string_view customer,
+                         const std::function<void(common::JsonWriter&)>& extra, core::TimeUs at) {
+  common::JsonWriter w;
+  w.begin_object().key("action").value(action).key("customer").value(customer);
+  extra(w);
+  w.key("at").value(core::format_rfc3339(at)).end_object();
+  return w.take();
+}
+
+}  // namespace
+
+Result<Customer> Engine::set_overrides(const std::string& customer,
+                                       const std::vector<LimitOverride>& overrides) {
+  Impl& d = *impl_;
+  if (overrides.size() > 64) {
+    return Status::invalid_argument("at most 64 overrides");
+  }
+  for (std::size_t i = 0; i < overrides.size(); ++i) {
+    const LimitOverride& o = overrides[i];
+    const core::MeterSpec* m = d.config.find_meter(o.meter);
+    if (m == nullptr) {
+      return Status::invalid_argument("overrides[" + std::to_string(i) + "].meter: '" + o.meter +
+                                      "' is not a configured meter");
+    }
+    const auto idx = static_cast<std::size_t>(m - d.config.meters.data());
+    if (!d.meter_limited[idx]) {
+      return Status::invalid_argument("overrides[" + std::to_string(i) + "].meter: limits apply "
+                                      "to count, sum, latest and max meters");
+    }
+    Result<core::LimitRule> r = config::make_limit(o.meter, o.period, o.days, o.amount, o.hard);
+    if (!r) {
+      return Status::invalid_argument("overrides[" + std::to_string(i) + "]: " + r.error().message());
+    }
+  }
+  auto updated = std::make_shared<Customer>();
+  auto num = std::make_shared<std::uint32_t>(0);
+  const core::TimeUs now = clock().now_us();
+  Status s = engine::run_admin(
+      d,
+      [&d, customer, overrides, updated, num, now](store::WriteBatch& wb) -> Status {
+        const engine::CustomerState* cs = d.find_customer(customer);
+        if (cs == nullptr) {
+          return Status::not_found("customer '" + customer + "' does not exist");
+        }
+        *num = cs->num;
+        Customer c = cs->record;
+        c.overrides = overrides;
+        c.updated_at_us = now;
+        *updated = c;
+        wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
+        std::string audit = audit_record(
+            "overrides", customer,
+            [&](common::JsonWriter& w) { w.key("count").value(std::uint64_t{overrides.size()}); }, now);
+        wb.put(store::Space::kAudit, audit_key(now, d.next_seq), audit);
+        return Status();
+      },
+      [&d, updated, num]() {
+        d.customers.at(*num).record = *updated;
+        // Calendar counters measure usage, whatever the amounts: they stay (rebuilding one
+        // would lose the exactness of a reset, see reset_period). Rate buckets drain at the
+        // limit's rate, so they are refilled from the recent usage under the new limits.
+        std::lock_guard lock(d.limits_mutex);
+        auto it = d.limits.find(*num);
+        if (it != d.limits.end()) {
+          it->second.rates.clear();
+        }
+      });
+  if (!s.ok()) {
+    return s;
+  }
+  return *updated;
+}
+
+Result<Customer> Engine::reset_period(const std::string& customer, const std::string& meter,
+                                      const std::string& actor) {
+  Impl& d = *impl_;
+  if (d.config.find_meter(meter) == nullptr) {
+    return Status::invalid_argument("'" + meter + "' is not a configured meter");
+  }
+  const auto meter_index =
+      static_cast<std::uint32_t>(d.config.find_meter(meter) - d.config.meters.data());
+  auto updated = std::make_shared<Customer>();
+  auto num = std::make_shared<std::uint32_t>(0);
+  // The reset instant is read on the commit thread, in prepare: every event committed before it
+  // is then older than the reset, so the reset minute's aggregate at install time holds exactly
+  // the usage to take off (see below).
+  auto reset_us = std::make_shared<core::TimeUs>(0);
+  Status s = engine::run_admin(
+      d,
+      [&d, customer, meter, actor, updated, num, reset_us](store::WriteBatch& wb) -> Status {
+        const engine::CustomerState* cs = d.find_customer(customer);
+        if (cs == nullptr) {
+          return Status::not_found("customer '" + customer + "' does not exist");
+        }
+        const core::TimeUs now = d.clock->now_us();
+        *reset_us = now;
+        *num = cs->num;
+        Customer c = cs->record;
+        bool replaced = false;
+        for (auto& [m, at] : c.resets) {
+          if (m == meter) {
+            at = now;
+            replaced = true;
+          }
+        }
+        if (!replaced) {
+          c.resets.emplace_back(meter, now);
+        }
+        c.updated_at_us = now;
+        *updated = c;
+        wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
+        std::string audit =
+            audit_record(
+            "reset", customer,
+            [&](common::JsonWriter& w) { w.key("meter").value(meter).key("actor").value(actor); }, now);
+        wb.put(store::Space::kAudit, audit_key(now, d.next_seq), audit);
+        return Status();
+      },
+      [&d, updated, num, meter_index, reset_us]() {
+        engine::CustomerState& cs = d.customers.at(*num);
+        cs.record = *updated;
+        std::lock_guard lock(d.limits_mutex);
+        CustomerLimits& cl = d.limits[*num];
+        std::erase_if(cl.counters, [&](const LimitCounter& c) { return c.meter == meter_index; });
+        std::erase_if(cl.rates, [&](const RateCounter& r) { return r.meter == meter_index; });
+        // Build the meter's counters now, exactly: a counter sums whole minutes, so the usage
+        // of the reset's minute before the reset (all of that minute's committed usage: nothing
+        // newer is committed yet) is taken off. Check usage still in flight from before the
+        // reset is older than the counter's start and never counts in it.
+        const engine::MeterState& ms = d.meters[meter_index];
+        const core::TimeUs at = *reset_us;
+        core::Decimal before_reset;
+        const core::Aggregation agg = ms.spec.aggregation;
+        if (core::floor_to(at, core::kUsPerMinute) != at &&
+            (agg == core::Aggregation::kCount || agg == core::Aggregation::kSum)) {
+          core::AggState minute;
+          engine::combine_customer(ms, cs.num, core::floor_to(at, core::kUsPerMinute),
+                                   core::floor_to(at, core::kUsPerMinute) + core::kUsPerMinute, false, &minute, nullptr);
+          before_reset = used_value(agg, minute);
+        }
+        const core::PeriodContext pc = period_context(cs);
+        const engine::WindowContext wc = window_context(cs, pc, ms.spec.key);
+        std::vector<const LimitCounter*> built;
+        for (const auto& rule : engine::limits_of(d.config, cs.record, ms.spec.key)) {
+          if (core::period_is_rate(rule.period)) {
+            continue;
+          }
+          bool outside = false;
+          LimitCounter* c = calendar_counter(d, cs, cl, meter_index, rule, at, pc, wc, &outside);
+          if (c == nullptr || c->count_from_us != at ||
+              std::find(built.begin(), built.end(), c) != built.end()) {
+            continue;
+          }
+          built.push_back(c);
+          c->pending = c->pending - before_reset;
+        }
+      });
+  if (!s.ok()) {
+    return s;
+  }
+  return *updated;
+}
+
+std::vector<std::string> Engine::audit_log(std::size_t limit) const {
+  std::vector<std::string> out;
+  impl_->store
+      ->scan(store::Space::kAudit, "", "",
+             [&](std::string_view, std::string_view v) {
+               out.emplace_back(v);
+               return true;
+             })
+      .ignore_error();
+  if (out.size() > limit) {
+    out.erase(out.begin(), out.end() - static_cast<std::ptrdiff_t>(limit));
+  }
+  return out;
+}
+
+}  // namespace tally
