@@ -277,16 +277,45 @@ std::string format_rfc3339(TimeUs t) {
   const int second = static_cast<int>(rest / kUsPerSecond);
   const int micros = static_cast<int>(rest % kUsPerSecond);
 
+  const int year = int{ymd.year()};
   char buf[48];
-  int n = std::snprintf(buf, sizeof(buf), "%04d-%02u-%02uT%02d:%02d:%02d", int{ymd.year()},
-                        unsigned{ymd.month()}, unsigned{ymd.day()}, hour, minute, second);
+  int n = 0;
+  if (year < 0 || year > 9999) {  // not on the hot path: answers carry times of this era
+    n = std::snprintf(buf, sizeof(buf), "%04d-%02u-%02uT%02d:%02d:%02d", year,
+                      unsigned{ymd.month()}, unsigned{ymd.day()}, hour, minute, second);
+  } else {
+    // Written digit by digit: answers carry several times each, and snprintf was a measurable
+    // part of a check's cost.
+    auto put = [&buf, &n](int v, int digits) {
+      for (int i = digits - 1; i >= 0; --i) {
+        buf[n + i] = static_cast<char>('0' + v % 10);
+        v /= 10;
+      }
+      n += digits;
+    };
+    auto sep = [&buf, &n](char c) { buf[n++] = c; };
+    put(year, 4);
+    sep('-');
+    put(static_cast<int>(unsigned{ymd.month()}), 2);
+    sep('-');
+    put(static_cast<int>(unsigned{ymd.day()}), 2);
+    sep('T');
+    put(hour, 2);
+    sep(':');
+    put(minute, 2);
+    sep(':');
+    put(second, 2);
+  }
   if (micros != 0) {
-    if (micros % 1000 == 0) {
-      n +=
-          std::snprintf(buf + n, sizeof(buf) - static_cast<std::size_t>(n), ".%03d", micros / 1000);
-    } else {
-      n += std::snprintf(buf + n, sizeof(buf) - static_cast<std::size_t>(n), ".%06d", micros);
+    buf[n++] = '.';
+    const bool millis = micros % 1000 == 0;
+    int v = millis ? micros / 1000 : micros;
+    const int digits = millis ? 3 : 6;
+    for (int i = digits - 1; i >= 0; --i) {
+      buf[n + i] = static_cast<char>('0' + v % 10);
+      v /= 10;
     }
+    n += digits;
   }
   std::string out(buf, static_cast<std::size_t>(n));
   out.push_back('Z');

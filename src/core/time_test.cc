@@ -2,6 +2,7 @@
 // zones with DST, half-hour offsets and skipped or repeated midnights.
 #include "core/time.h"
 
+#include <random>
 #include <string>
 #include <vector>
 
@@ -152,6 +153,27 @@ TEST(FormatRfc3339, FractionsTrimToMillisOrMicros) {
 TEST(FormatRfc3339, BeforeTheEpochFloorsToTheRightSecond) {
   EXPECT_EQ(format_rfc3339(-1), "1969-12-31T23:59:59.999999Z");
   EXPECT_EQ(format_rfc3339(-kUsPerSecond), "1969-12-31T23:59:59Z");
+}
+
+TEST(FormatRfc3339, AnyTimeOfYears1970To9999ParsesBackExactly) {
+  std::mt19937_64 rng(20261206);
+  const TimeUs lo = 0;  // parse_rfc3339 takes years 1970..9999
+  const TimeUs hi = 253'402'300'799 * kUsPerSecond;  // 9999-12-31T23:59:59
+  std::uniform_int_distribution<TimeUs> any(lo, hi);
+  for (int i = 0; i < 20'000; ++i) {
+    TimeUs t = any(rng);
+    if (i % 3 == 0) {
+      t -= t % kUsPerSecond;  // whole seconds too
+    } else if (i % 3 == 1) {
+      t -= t % 1000;  // and whole milliseconds
+    }
+    const std::string text = format_rfc3339(t);
+    Result<TimeUs> back = parse_rfc3339(text);
+    ASSERT_TRUE(back.has_value()) << text;
+    EXPECT_EQ(*back, t) << text;
+    EXPECT_EQ(text.back(), 'Z');
+  }
+  EXPECT_EQ(format_rfc3339(-62'135'596'800 * kUsPerSecond), "0001-01-01T00:00:00Z");
 }
 
 TEST(FormatRfc3339, RoundTrips) {
