@@ -106,6 +106,7 @@ void add_usage_event(const Engine::Impl& d, engine::IngestJob& job, const Usage&
     add_prop(ms.spec.value_property, scratch, core::PropKind::kNumber);
   }
   e.prop_count = static_cast<std::uint32_t>(b.props().size()) - e.prop_begin;
+  job.hashes.push_back(engine::dedup_hash(*u.customer, b.text(e.id)));
   job.parsed.indexes.push_back(static_cast<std::uint32_t>(b.size()));
   b.events().push_back(e);
   // The event carries its check's token, so the commit settles it as the check's own (already

@@ -540,6 +540,7 @@ void Engine::Impl::start() {
   touch_all_for_alerts();
   commit_queue.start();
   committer = std::thread([this] { run_committer(); });
+  bool seeded = false;
   for (const auto& seed : config.customers) {
     if (customer_nums.count(seed.id) != 0) {
       continue;
@@ -589,6 +590,11 @@ void Engine::Impl::start() {
     };
     job->done = [](Status) {};
     commit_queue.push_admin(std::move(job));
+    seeded = true;
+  }
+  if (seeded) {
+    // Checks read memory, not the queue: they must find these customers from the first one.
+    commit_queue.wait_idle();
   }
 }
 
@@ -720,6 +726,11 @@ void Engine::ingest_json_async(std::string body, const IngestOptions& options,
   if (Status allowed = d.writes_allowed(); !allowed.ok()) {
     done(std::move(allowed));  // the disk reserve: nothing is queued that cannot be stored
     return;
+  }
+  // Dedup hashes on this thread, not the commit thread's.
+  job->hashes.reserve(n);
+  for (const auto& e : b.events()) {
+    job->hashes.push_back(engine::dedup_hash(b.text(e.customer), b.text(e.id)));
   }
   job->options = options;
   job->done = std::move(done);

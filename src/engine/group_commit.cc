@@ -186,6 +186,66 @@ struct EventCustomer {
   bool suspended = false;
 };
 
+// The ids accepted by a commit, for duplicates inside it: open addressing on the dedup hash
+// (never 0), at most half full, so a lookup or an insert is a probe or two and no allocation.
+class CommitIds {
+ public:
+  bool contains(std::uint64_t hash, std::uint32_t cnum, std::string_view id) const {
+    if (slots_.empty()) {
+      return false;
+    }
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = hash & mask; slots_[i].hash != 0; i = (i + 1) & mask) {
+      const Slot& slot = slots_[i];
+      if (slot.hash == hash && slot.cnum == cnum && slot.id == id) {
+        return true;
+      }
+    }
+    return false;
+  }
+  // REQUIRES: !contains(hash, cnum, id).
+  void add(std::uint64_t hash, std::uint32_t cnum, std::string_view id) {
+    TALLY_DASSERT(hash != 0, "dedup_hash is never 0");
+    if ((size_ + 1) * 2 > slots_.size()) {
+      grow();
+    }
+    place(Slot{hash, cnum, id});
+    ++size_;
+  }
+
+ private:
+  struct Slot {
+    std::uint64_t hash = 0;  // 0: empty
+    std::uint32_t cnum = 0;
+    std::string_view id;
+  };
+  void place(const Slot& slot) {
+    const std::size_t mask = slots_.size() - 1;
+    std::size_t i = slot.hash & mask;
+    while (slots_[i].hash != 0) {
+      i = (i + 1) & mask;
+    }
+    slots_[i] = slot;
+  }
+  void grow() {
+    std::vector<Slot> old(std::max<std::size_t>(64, slots_.size() * 2));
+    old.swap(slots_);
+    for (const Slot& slot : old) {
+      if (slot.hash != 0) {
+        place(slot);
+      }
+    }
+  }
+  std::vector<Slot> slots_;  // a power of two in size
+  std::size_t size_ = 0;
+};
+
+// The block of events a commit writes for one customer.
+struct Block {
+  EventBlockWriter writer;
+  std::uint64_t last_seq = 0;
+};
+
 // Per event of a job: what its stored copies say. kNoCopy, kStoredDuplicate (a copy within the
 // dedup window), or the seq of a copy outside it (accepted again, replacing it in the index).
 constexpr std::uint64_t kNoCopy = 0;
@@ -244,12 +304,9 @@ class IngestCommit {
   std::vector<Status> failed_;  // per job: OK, or why it failed alone
   std::uint64_t accepted_ = 0;
   std::unordered_map<std::string, PendingCustomer, StringHash, std::equal_to<>> new_customers_;
-  // Per customer number: the block of this commit, and its last sequence number.
-  std::unordered_map<std::uint32_t, EventBlockWriter> blocks_;
-  std::unordered_map<std::uint32_t, std::uint64_t> block_last_seq_;
+  std::unordered_map<std::uint32_t, Block> blocks_;  // per customer number
   std::vector<DedupEntry> dedup_entries_;
-  // Ids accepted in this commit, for duplicates inside it: hash -> (customer num, id).
-  std::unordered_multimap<std::uint64_t, std::pair<std::uint32_t, std::string_view>> commit_ids_;
+  CommitIds commit_ids_;
   // Dedup entries that replace a stored copy outside the window: hash -> the copy's seq.
   std::unordered_map<std::uint64_t, std::uint64_t> dedup_replacements_;
   std::unordered_map<BucketKey, Touched, BucketKeyHash> touched_;
@@ -265,8 +322,12 @@ class IngestCommit {
   std::vector<ReservationOp> reservation_ops_;
   std::vector<ReservationOp> expired_;  // taken from expired_reservation_ops
 
+  // Per event of the job being added (read_stored_copies): its dedup hash, its customer's
+  // number when stored (else 0), and what its stored copies say.
+  std::vector<std::uint64_t> hashes_;
+  std::vector<std::uint32_t> stored_nums_;
+  std::vector<std::uint64_t> stored_copies_;
   // Scratch.
-  std::vector<std::uint64_t> stored_copies_;  // per event of the job being added
   core::MeterInput input_;
   std::string group_;
   std::string stored_id_;
@@ -312,18 +373,27 @@ void IngestCommit::collect_reservation_usage() {
 // gets the error, instead of a possible duplicate going through.
 Status IngestCommit::read_stored_copies(const IngestJob& job) {
   const core::EventBatch& b = job.parsed.batch;
+  if (job.hashes.size() == b.size()) {
+    hashes_ = job.hashes;
+  } else {
+    hashes_.resize(b.size());
+    for (std::size_t i = 0; i < b.size(); ++i) {
+      hashes_[i] = dedup_hash(b.text(b.events()[i].customer), b.text(b.events()[i].id));
+    }
+  }
+  stored_nums_.assign(b.size(), 0);
   stored_copies_.assign(b.size(), kNoCopy);
   Status read_failed;
   for (std::size_t i = 0; i < b.size() && read_failed.ok(); ++i) {
-    const std::string_view customer = b.text(b.events()[i].customer);
-    auto it = d_.customer_nums.find(customer);
+    auto it = d_.customer_nums.find(b.text(b.events()[i].customer));
     if (it == d_.customer_nums.end()) {
       continue;  // a customer created by this commit has nothing stored
     }
     const std::uint32_t cnum = it->second;
+    stored_nums_[i] = cnum;
     const std::string_view id = b.text(b.events()[i].id);
     std::uint64_t& copy = stored_copies_[i];
-    d_.dedup.find(dedup_hash(customer, id), [&](DedupIndex::Location loc) {
+    d_.dedup.find(hashes_[i], [&](DedupIndex::Location loc) {
       if (!read_failed.ok() || copy == kStoredDuplicate || loc.customer_num != cnum) {
         return;
       }
@@ -384,7 +454,7 @@ bool IngestCommit::refuse_whole(const IngestJob& job, IngestSummary* sum) const 
     }
     const bool duplicate = !in_request.emplace(customer, id).second ||
                            stored_copies_[i] == kStoredDuplicate ||
-                           (known && is_duplicate(dedup_hash(customer, id), cnum, id, kNoCopy));
+                           (known && is_duplicate(hashes_[i], cnum, id, kNoCopy));
     if (duplicate) {
       faults.push_back(EventError{job.parsed.indexes[i], std::string(id), "DUPLICATE",
                                   "event '" + std::string(id) + "' of customer '" +
@@ -405,8 +475,8 @@ bool IngestCommit::resolve_customer(const IngestJob& job, std::size_t i, IngestS
                                     EventCustomer* out) {
   const core::EventBatch& b = job.parsed.batch;
   const std::string_view customer = b.text(b.events()[i].customer);
-  if (auto it = d_.customer_nums.find(customer); it != d_.customer_nums.end()) {
-    out->num = it->second;
+  if (stored_nums_[i] != 0) {  // found by read_stored_copies
+    out->num = stored_nums_[i];
     out->state = &d_.customers.at(out->num);
     out->suspended = out->state->record.status == "suspended";
     return true;
@@ -436,19 +506,12 @@ bool IngestCommit::resolve_customer(const IngestJob& job, std::size_t i, IngestS
 // Dedup: an id accepted earlier in this commit, else what read_stored_copies found.
 bool IngestCommit::is_duplicate(std::uint64_t hash, std::uint32_t cnum, std::string_view id,
                                 std::uint64_t stored_copy) const {
-  auto range = commit_ids_.equal_range(hash);
-  for (auto it = range.first; it != range.second; ++it) {
-    if (it->second.first == cnum && it->second.second == id) {
-      return true;
-    }
-  }
-  return stored_copy == kStoredDuplicate;
+  return stored_copy == kStoredDuplicate || commit_ids_.contains(hash, cnum, id);
 }
 
 void IngestCommit::add_event(IngestJob& job, std::size_t i, IngestSummary& sum) {
   const core::EventBatch& b = job.parsed.batch;
   const core::Event& e = b.events()[i];
-  const std::string_view customer = b.text(e.customer);
   const std::string_view id = b.text(e.id);
   const std::uint64_t token = job.check_tokens.empty() ? 0 : job.check_tokens[i];
 
@@ -456,7 +519,7 @@ void IngestCommit::add_event(IngestJob& job, std::size_t i, IngestSummary& sum) 
   if (!resolve_customer(job, i, sum, &c)) {
     return;
   }
-  const std::uint64_t h = dedup_hash(customer, id);
+  const std::uint64_t h = hashes_[i];
   const bool duplicate = is_duplicate(h, c.num, id, stored_copies_[i]);
   if (token != 0) {
     settled_.emplace_back(c.num, token);  // counted by its check: settled either way
@@ -470,7 +533,7 @@ void IngestCommit::add_event(IngestJob& job, std::size_t i, IngestSummary& sum) 
   const std::uint64_t seq = d_.next_seq++;
   ++accepted_;
   ++sum.accepted;
-  commit_ids_.emplace(h, std::make_pair(c.num, id));
+  commit_ids_.add(h, c.num, id);
   dedup_entries_.push_back(DedupEntry{h, seq, c.num});
   if (stored_copies_[i] != kNoCopy) {
     dedup_replacements_.emplace(h, stored_copies_[i]);
@@ -481,11 +544,12 @@ void IngestCommit::add_event(IngestJob& job, std::size_t i, IngestSummary& sum) 
   const bool priced = meter_event(b, e, c, seq, token, &cost, &credits);
 
   auto [bit, fresh] = blocks_.try_emplace(c.num);
+  Block& block = bit->second;
   if (fresh) {
-    bit->second.begin(seq, now_);
+    block.writer.begin(seq, now_);
   }
-  bit->second.add(b, e, seq, c.suspended, priced, cost, credits);
-  block_last_seq_[c.num] = seq;
+  block.writer.add(b, e, seq, c.suspended, priced, cost, credits);
+  block.last_seq = seq;
   if (priced && credits.units != 0) {
     burn(c.num, token, id, credits);
   }
@@ -594,8 +658,8 @@ void IngestCommit::add_reservation_ops() {
 
 // The commit's one write.
 void IngestCommit::encode(store::WriteBatch& wb) {
-  for (auto& [cnum, writer] : blocks_) {
-    wb.put(store::Space::kEvents, event_block_key(cnum, block_last_seq_[cnum]), writer.finish());
+  for (auto& [cnum, block] : blocks_) {
+    wb.put(store::Space::kEvents, event_block_key(cnum, block.last_seq), block.writer.finish());
   }
   if (!dedup_entries_.empty()) {
     wb.put(store::Space::kDedup, dedup_key(first_seq_), encode_dedup_record(now_, dedup_entries_));

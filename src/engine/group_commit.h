@@ -46,6 +46,9 @@ struct IngestJob {
   std::vector<std::uint64_t> check_tokens;
   std::vector<std::function<void(Status)>> check_waiters;
   std::vector<ReservationOp> reservation_ops;  // written in the same commit as the events
+  // dedup_hash of each event's customer and id, computed by the thread that made the job so
+  // the commit thread does not (empty: the commit computes them).
+  std::vector<std::uint64_t> hashes;
 };
 
 struct AdminJob {
