@@ -453,71 +453,19 @@ std::uint32_t Engine::Impl::intern_group(std::string_view group) {
   return id;
 }
 
-namespace {
-
-// The entry of `key`, made when absent. Usage mostly arrives in time order, so the key is
-// usually the last one or after it: then no search of the tree is needed.
-core::AggState& entry_at(std::map<core::TimeUs, core::AggState>& m, core::TimeUs key,
-                         bool* inserted) {
-  if (!m.empty()) {
-    auto last = std::prev(m.end());
-    if (last->first == key) {
-      *inserted = false;
-      return last->second;
-    }
-    if (last->first < key) {
-      *inserted = true;
-      return m.emplace_hint(m.end(), key, core::AggState{})->second;
-    }
-  }
-  auto [it, added] = m.try_emplace(key);
-  *inserted = added;
-  return it->second;
-}
-
-// The entry of `key`, or null; as entry_at, a key at or after the last takes no search.
-const core::AggState* find_entry(const std::map<core::TimeUs, core::AggState>& m,
-                                 core::TimeUs key) {
-  if (!m.empty()) {
-    auto last = std::prev(m.end());
-    if (last->first == key) {
-      return &last->second;
-    }
-    if (last->first < key) {
-      return nullptr;
-    }
-  }
-  auto it = m.find(key);
-  return it == m.end() ? nullptr : &it->second;
-}
-
-}  // namespace
-
 void Engine::Impl::install_state(std::uint32_t meter, std::uint32_t customer_num,
                                  std::uint32_t group, core::TimeUs minute_us,
                                  const core::AggState& delta) {
-  engine::Series& s = meters[meter].series[customer_num][group];
-  bool inserted = false;
-  entry_at(s.minutes, minute_us, &inserted).merge(delta);
-  if (inserted) {
+  if (meters[meter].series[customer_num][group].add(minute_us, delta)) {
     ++aggregates_live;
   }
-  const core::TimeUs hour = core::floor_to(minute_us, core::kUsPerHour);
-  const core::TimeUs day = core::floor_to(minute_us, core::kUsPerDay);
-  entry_at(s.hours, hour, &inserted).merge(delta);
-  entry_at(s.days, day, &inserted).merge(delta);
-  engine::GroupTotals& t = meters[meter].totals[group];
-  entry_at(t.hours, hour, &inserted).merge(delta);
-  entry_at(t.days, day, &inserted).merge(delta);
+  meters[meter].totals[group].add(minute_us, delta);
 }
 
 void Engine::Impl::install_unique(std::uint32_t meter, std::uint32_t customer_num,
                                   std::uint32_t group, core::TimeUs minute_us,
                                   const std::string& value) {
-  engine::Series& s = meters[meter].series[customer_num][group];
-  s.minute_uniques[minute_us].insert(value);
-  const core::TimeUs hour = core::floor_to(minute_us, core::kUsPerHour);
-  s.hour_uniques[hour].insert(value);
+  meters[meter].series[customer_num][group].add_unique(minute_us, value);
 }
 
 const core::AggState* Engine::Impl::minute_state(std::uint32_t meter, std::uint32_t customer_num,
@@ -529,7 +477,7 @@ const core::AggState* Engine::Impl::minute_state(std::uint32_t meter, std::uint3
     return nullptr;
   }
   auto git = cit->second.find(group);
-  return git == cit->second.end() ? nullptr : find_entry(git->second.minutes, minute_us);
+  return git == cit->second.end() ? nullptr : git->second.minute(minute_us);
 }
 
 void Engine::Impl::start() {

@@ -40,6 +40,7 @@
 #include "engine/dedup_index.h"
 #include "engine/disk_guard.h"
 #include "engine/group_commit.h"
+#include "engine/series.h"
 #include "store/store.h"
 
 namespace tally {
@@ -63,23 +64,6 @@ struct KeyState {
   std::atomic<std::uint64_t> total_requests{0};
   std::atomic<std::int64_t> last_used_at_us{0};
   std::atomic<bool> dirty{false};
-};
-
-// One meter's aggregates for one customer and group.
-// Minutes are what is stored; hours and UTC days are sums of them kept in memory, so a range
-// is combined from a few days, hours at its edges and minutes at theirs (combine_range).
-struct Series {
-  std::map<core::TimeUs, core::AggState> minutes;
-  std::map<core::TimeUs, core::AggState> hours;
-  std::map<core::TimeUs, core::AggState> days;
-  std::map<core::TimeUs, core::UniqueSet> minute_uniques;
-  std::map<core::TimeUs, core::UniqueSet> hour_uniques;
-};
-
-// Hour and UTC day sums of one group over every customer, for statistics of all customers.
-struct GroupTotals {
-  std::map<core::TimeUs, core::AggState> hours;
-  std::map<core::TimeUs, core::AggState> days;
 };
 
 struct MeterState {
@@ -583,12 +567,7 @@ namespace engine {
 Status run_admin(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prepare,
                  std::function<void()> install);
 
-// Accumulates the aggregates of one series over [a, b) into `state` (and `uniques`): whole
-// hours from the hour map, the edges from minutes. a and b are minute boundaries.
-void combine_range(const Series& s, core::TimeUs a, core::TimeUs b, bool want_uniques,
-                   core::AggState* state, core::UniqueSet* uniques);
-
-// combine_range over every group of one customer's series of a meter.
+// Series::combine over every group of one customer's series of a meter.
 void combine_customer(const MeterState& m, std::uint32_t customer_num, core::TimeUs a,
                       core::TimeUs b, bool want_uniques, core::AggState* state,
                       core::UniqueSet* uniques);

@@ -616,11 +616,7 @@ void IngestCommit::note_unique(std::uint32_t m, std::uint32_t cnum, std::uint32_
   auto cit = d_.meters[m].series.find(cnum);
   if (cit != d_.meters[m].series.end()) {
     auto git = cit->second.find(gid);
-    if (git != cit->second.end()) {
-      auto uit = git->second.minute_uniques.find(minute);
-      known = uit != git->second.minute_uniques.end() &&
-              uit->second.count(std::string(input_.unique)) != 0;
-    }
+    known = git != cit->second.end() && git->second.has_unique(minute, input_.unique);
   }
   if (!known && std::find(t.new_uniques.begin(), t.new_uniques.end(), input_.unique) ==
                     t.new_uniques.end()) {

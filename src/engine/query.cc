@@ -21,55 +21,6 @@ constexpr std::size_t kQueryRowsMax = 100'000;
 
 namespace engine {
 
-void combine_range(const engine::Series& s, core::TimeUs a, core::TimeUs b, bool want_uniques,
-                   core::AggState* state, core::UniqueSet* uniques) {
-  if (a >= b) {
-    return;
-  }
-  auto minutes = [&](core::TimeUs x, core::TimeUs y) {
-    for (auto it = s.minutes.lower_bound(x); it != s.minutes.end() && it->first < y; ++it) {
-      state->merge(it->second);
-    }
-    if (want_uniques) {
-      for (auto it = s.minute_uniques.lower_bound(x); it != s.minute_uniques.end() && it->first < y;
-           ++it) {
-        uniques->insert(it->second.begin(), it->second.end());
-      }
-    }
-  };
-  auto hours = [&](core::TimeUs x, core::TimeUs y) {
-    const core::TimeUs ha = core::ceil_to(x, core::kUsPerHour);
-    const core::TimeUs hb = core::floor_to(y, core::kUsPerHour);
-    if (ha >= hb) {
-      minutes(x, y);
-      return;
-    }
-    minutes(x, ha);
-    for (auto it = s.hours.lower_bound(ha); it != s.hours.end() && it->first < hb; ++it) {
-      state->merge(it->second);
-    }
-    if (want_uniques) {
-      for (auto it = s.hour_uniques.lower_bound(ha); it != s.hour_uniques.end() && it->first < hb;
-           ++it) {
-        uniques->insert(it->second.begin(), it->second.end());
-      }
-    }
-    minutes(hb, y);
-  };
-  // Distinct values are kept per hour at most: a day's set would repeat them all again.
-  const core::TimeUs da = core::ceil_to(a, core::kUsPerDay);
-  const core::TimeUs db = core::floor_to(b, core::kUsPerDay);
-  if (want_uniques || da >= db) {
-    hours(a, b);
-    return;
-  }
-  hours(a, da);
-  for (auto it = s.days.lower_bound(da); it != s.days.end() && it->first < db; ++it) {
-    state->merge(it->second);
-  }
-  hours(db, b);
-}
-
 void combine_customer(const MeterState& m, std::uint32_t customer_num, core::TimeUs a,
                       core::TimeUs b, bool want_uniques, core::AggState* state,
                       core::UniqueSet* uniques) {
@@ -78,7 +29,7 @@ void combine_customer(const MeterState& m, std::uint32_t customer_num, core::Tim
     return;
   }
   for (const auto& [gid, series] : it->second) {
-    combine_range(series, a, b, want_uniques, state, uniques);
+    series.combine(a, b, want_uniques, state, uniques);
   }
 }
 
@@ -298,7 +249,7 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
       core::AggState st;
       core::UniqueSet u;
       for (const auto* s : list) {
-        engine::combine_range(*s, from, to, want_uniques, &st, &u);
+        s->combine(from, to, want_uniques, &st, &u);
       }
       if (!st.empty()) {
         emit(key, from, to, st, u);
@@ -312,9 +263,8 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
     auto next_data = [&](core::TimeUs t) {
       core::TimeUs best = to;
       for (const auto* s : list) {
-        auto it = s->minutes.lower_bound(t);
-        if (it != s->minutes.end() && it->first < best) {
-          best = it->first;
+        if (auto next = s->next_minute(t, best)) {
+          best = *next;
         }
       }
       return best;
@@ -328,7 +278,7 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
       core::AggState st;
       core::UniqueSet u;
       for (const auto* s : list) {
-        engine::combine_range(*s, a, b, want_uniques, &st, &u);
+        s->combine(a, b, want_uniques, &st, &u);
       }
       if (!st.empty()) {
         emit(key, ws, we, st, u);

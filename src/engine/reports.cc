@@ -6,7 +6,7 @@
 //    or one row per customer), with the windows query leaves out (no events) filled in;
 //  - statistics and organization totals merge several customers into one value per window,
 //    which query cannot do for min, max, avg, latest and unique_count (they are not sums of the
-//    per-customer values), so they combine the same aggregates with engine::combine_range, the
+//    per-customer values), so they combine the same aggregates with Series::combine, the
 //    primitive query itself uses, and give the same numbers query gives for one customer.
 //
 // Every list is bounded: at most kWindowsMax windows per series, kPeaksMax peaks, kTopMax
@@ -166,20 +166,20 @@ void accumulate(const Engine::Impl& d, const engine::MeterState& m,
   // When windows fall on whole days or hours, each series is one ordered walk over its day or
   // hour sums, each going to the window that holds it, instead of a lookup per window.
   const core::TimeUs unit = want_uniques || windows.empty() ? 0 : common_unit(windows, from, to);
-  auto walk = [&](const std::map<core::TimeUs, core::AggState>& sums) {
+  auto walk = [&](const auto& sums) {
     std::size_t w = 0;
-    for (auto it = sums.lower_bound(from); it != sums.end() && it->first < to; ++it) {
-      while (windows[w].end <= it->first) {
+    sums.for_each(unit, from, to, [&](core::TimeUs start, const core::AggState& st) {
+      while (windows[w].end <= start) {
         ++w;
       }
-      (*acc)[w].st.merge(it->second);
-    }
+      (*acc)[w].st.merge(st);
+    });
   };
   if (only == nullptr && unit != 0) {
     // Every customer: the sums of each group over all of them, kept as usage is installed.
     for (const auto& [gid, t] : m.totals) {
       if (passes(gid)) {
-        walk(unit == core::kUsPerDay ? t.days : t.hours);
+        walk(t);
       }
     }
     return;
@@ -193,14 +193,13 @@ void accumulate(const Engine::Impl& d, const engine::MeterState& m,
         continue;
       }
       if (unit != 0) {
-        walk(unit == core::kUsPerDay ? s.days : s.hours);
+        walk(s);
         continue;
       }
       // Jump from one minute with data to the next window holding some.
-      auto it = s.minutes.lower_bound(from);
-      while (it != s.minutes.end() && it->first < to) {
+      for (auto at = s.next_minute(from, to); at; at = s.next_minute(*at, to)) {
         const auto w =
-            std::upper_bound(windows.begin(), windows.end(), it->first,
+            std::upper_bound(windows.begin(), windows.end(), *at,
                              [](core::TimeUs t, const Span& sp) { return t < sp.start; });
         TALLY_DASSERT(w != windows.begin(), "windows cover [from, to)");
         if (w == windows.begin()) {
@@ -208,9 +207,8 @@ void accumulate(const Engine::Impl& d, const engine::MeterState& m,
         }
         const Span& span = *(w - 1);
         Acc& a = (*acc)[static_cast<std::size_t>(w - 1 - windows.begin())];
-        engine::combine_range(s, std::max(span.start, from), std::min(span.end, to), want_uniques,
-                              &a.st, &a.u);
-        it = s.minutes.lower_bound(span.end);
+        s.combine(std::max(span.start, from), std::min(span.end, to), want_uniques, &a.st, &a.u);
+        *at = span.end;
       }
     }
   }

@@ -1,0 +1,125 @@
+#include "engine/series.h"
+
+#include "common/assert.h"
+
+namespace tally::engine {
+
+namespace {
+
+// The entry of `key`, made when absent. Usage mostly arrives in time order, so the key is
+// usually the last one or after it: then no search of the tree is needed.
+core::AggState& entry_at(std::map<core::TimeUs, core::AggState>& m, core::TimeUs key,
+                         bool* inserted) {
+  if (!m.empty()) {
+    auto last = std::prev(m.end());
+    if (last->first == key) {
+      *inserted = false;
+      return last->second;
+    }
+    if (last->first < key) {
+      *inserted = true;
+      return m.emplace_hint(m.end(), key, core::AggState{})->second;
+    }
+  }
+  auto [it, added] = m.try_emplace(key);
+  *inserted = added;
+  return it->second;
+}
+
+// The entry of `key`, or null; as entry_at, a key at or after the last takes no search.
+const core::AggState* find_entry(const std::map<core::TimeUs, core::AggState>& m,
+                                 core::TimeUs key) {
+  if (!m.empty()) {
+    auto last = std::prev(m.end());
+    if (last->first == key) {
+      return &last->second;
+    }
+    if (last->first < key) {
+      return nullptr;
+    }
+  }
+  auto it = m.find(key);
+  return it == m.end() ? nullptr : &it->second;
+}
+
+}  // namespace
+
+bool Series::add(core::TimeUs minute_us, const core::AggState& delta) {
+  TALLY_DASSERT(core::floor_to(minute_us, core::kUsPerMinute) == minute_us,
+                "a series is added to by whole minutes");
+  bool inserted = false;
+  entry_at(minutes_, minute_us, &inserted).merge(delta);
+  bool unused = false;
+  entry_at(hours_, core::floor_to(minute_us, core::kUsPerHour), &unused).merge(delta);
+  entry_at(days_, core::floor_to(minute_us, core::kUsPerDay), &unused).merge(delta);
+  return inserted;
+}
+
+void Series::add_unique(core::TimeUs minute_us, const std::string& value) {
+  minute_uniques_[minute_us].insert(value);
+  hour_uniques_[core::floor_to(minute_us, core::kUsPerHour)].insert(value);
+}
+
+bool Series::has_unique(core::TimeUs minute_us, std::string_view value) const {
+  auto it = minute_uniques_.find(minute_us);
+  return it != minute_uniques_.end() && it->second.count(std::string(value)) != 0;
+}
+
+const core::AggState* Series::minute(core::TimeUs minute_us) const {
+  return find_entry(minutes_, minute_us);
+}
+
+std::optional<core::TimeUs> Series::next_minute(core::TimeUs from, core::TimeUs to) const {
+  auto it = minutes_.lower_bound(from);
+  if (it == minutes_.end() || it->first >= to) {
+    return std::nullopt;
+  }
+  return it->first;
+}
+
+void Series::combine(core::TimeUs a, core::TimeUs b, bool want_uniques, core::AggState* state,
+                     core::UniqueSet* uniques) const {
+  if (a >= b) {
+    return;
+  }
+  auto merge = [&](const Sums& sums, const std::map<core::TimeUs, core::UniqueSet>* sets,
+                   core::TimeUs x, core::TimeUs y) {
+    for (auto it = sums.lower_bound(x); it != sums.end() && it->first < y; ++it) {
+      state->merge(it->second);
+    }
+    if (want_uniques && sets != nullptr) {
+      for (auto it = sets->lower_bound(x); it != sets->end() && it->first < y; ++it) {
+        uniques->insert(it->second.begin(), it->second.end());
+      }
+    }
+  };
+  auto hours = [&](core::TimeUs x, core::TimeUs y) {
+    const core::TimeUs ha = core::ceil_to(x, core::kUsPerHour);
+    const core::TimeUs hb = core::floor_to(y, core::kUsPerHour);
+    if (ha >= hb) {
+      merge(minutes_, &minute_uniques_, x, y);
+      return;
+    }
+    merge(minutes_, &minute_uniques_, x, ha);
+    merge(hours_, &hour_uniques_, ha, hb);
+    merge(minutes_, &minute_uniques_, hb, y);
+  };
+  // Distinct values are kept per hour at most: a day's set would repeat them all again.
+  const core::TimeUs da = core::ceil_to(a, core::kUsPerDay);
+  const core::TimeUs db = core::floor_to(b, core::kUsPerDay);
+  if (want_uniques || da >= db) {
+    hours(a, b);
+    return;
+  }
+  hours(a, da);
+  merge(days_, nullptr, da, db);
+  hours(db, b);
+}
+
+void GroupTotals::add(core::TimeUs minute_us, const core::AggState& delta) {
+  bool unused = false;
+  entry_at(hours_, core::floor_to(minute_us, core::kUsPerHour), &unused).merge(delta);
+  entry_at(days_, core::floor_to(minute_us, core::kUsPerDay), &unused).merge(delta);
+}
+
+}  // namespace tally::engine

@@ -1,0 +1,163 @@
+// Tests for engine/series: the minute -> hour -> day roll-up and ranges combined from it.
+#include "engine/series.h"
+
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace tally::engine {
+namespace {
+
+using core::AggState;
+using core::TimeUs;
+using core::kUsPerDay;
+using core::kUsPerHour;
+using core::kUsPerMinute;
+
+const TimeUs kStart = 1'767'225'600 * core::kUsPerSecond;  // 2026-01-01T00:00:00Z
+
+void expect_same(const AggState& a, const AggState& b, const std::string& where) {
+  EXPECT_EQ(a.count, b.count) << where;
+  EXPECT_EQ(a.sum, b.sum) << where;
+  if (a.count > 0 && b.count > 0) {
+    EXPECT_EQ(a.min, b.min) << where;
+    EXPECT_EQ(a.max, b.max) << where;
+    EXPECT_EQ(a.latest, b.latest) << where;
+    EXPECT_EQ(a.latest_time_us, b.latest_time_us) << where;
+  }
+}
+
+// A series over three days with usage at random minutes, and the same usage kept plainly.
+struct Fixture {
+  Series series;
+  std::vector<std::pair<TimeUs, AggState>> added;  // minute, delta (a minute may repeat)
+  std::vector<std::pair<TimeUs, std::string>> uniques;
+
+  explicit Fixture(std::uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    std::uniform_int_distribution<TimeUs> minute(0, 3 * 24 * 60 - 1);
+    std::uniform_int_distribution<std::int64_t> value(-50, 1000);
+    for (int i = 0; i < 600; ++i) {
+      const TimeUs m = kStart + minute(rng) * kUsPerMinute;
+      AggState d;
+      d.add(core::Decimal::from_int(value(rng)), m + (i % 60) * core::kUsPerSecond,
+            static_cast<std::uint64_t>(i + 1));
+      series.add(m, d);
+      added.emplace_back(m, d);
+      const std::string u = "u" + std::to_string(rng() % 40);
+      series.add_unique(m, u);
+      uniques.emplace_back(m, u);
+    }
+  }
+
+  AggState brute(TimeUs a, TimeUs b) const {
+    AggState st;
+    for (const auto& [m, d] : added) {
+      if (m >= a && m < b) {
+        st.merge(d);
+      }
+    }
+    return st;
+  }
+
+  core::UniqueSet brute_uniques(TimeUs a, TimeUs b) const {
+    core::UniqueSet set;
+    for (const auto& [m, u] : uniques) {
+      if (m >= a && m < b) {
+        set.insert(u);
+      }
+    }
+    return set;
+  }
+};
+
+TEST(Series, HourAndDaySumsAreTheMergeOfTheirMinutes) {
+  Fixture f(1);
+  for (TimeUs unit : {kUsPerHour, kUsPerDay}) {
+    int entries = 0;
+    f.series.for_each(unit, kStart, kStart + 3 * kUsPerDay, [&](TimeUs start, const AggState& st) {
+      ++entries;
+      EXPECT_EQ(core::floor_to(start, unit), start);
+      expect_same(st, f.brute(start, start + unit), "entry at " + std::to_string(start));
+    });
+    EXPECT_GT(entries, 0);
+  }
+  AggState minutes;
+  f.series.for_each(kUsPerMinute, kStart, kStart + 3 * kUsPerDay,
+                    [&](TimeUs, const AggState& st) { minutes.merge(st); });
+  expect_same(minutes, f.brute(kStart, kStart + 3 * kUsPerDay), "all minutes");
+}
+
+TEST(Series, AnyRangeWithRaggedEdgesCombinesExactly) {
+  Fixture f(2);
+  std::mt19937_64 rng(3);
+  std::uniform_int_distribution<TimeUs> minute(0, 3 * 24 * 60);
+  for (int i = 0; i < 500; ++i) {
+    TimeUs a = kStart + minute(rng) * kUsPerMinute;
+    TimeUs b = kStart + minute(rng) * kUsPerMinute;
+    if (a > b) {
+      std::swap(a, b);
+    }
+    for (bool want_uniques : {false, true}) {
+      AggState st;
+      core::UniqueSet u;
+      f.series.combine(a, b, want_uniques, &st, &u);
+      const std::string where = "[" + std::to_string(a) + ", " + std::to_string(b) + ")";
+      expect_same(st, f.brute(a, b), where);
+      if (want_uniques) {
+        EXPECT_EQ(u, f.brute_uniques(a, b)) << where;
+      }
+    }
+  }
+}
+
+TEST(Series, DaysOfAPlusFiveThirtyZoneCombineExactly) {
+  // Local midnights of +05:30 fall at 18:30 UTC: every range is ragged at both ends by half an
+  // hour and takes whole UTC days in between.
+  Fixture f(4);
+  const TimeUs offset = 5 * kUsPerHour + 30 * kUsPerMinute;
+  for (int d = 0; d < 3; ++d) {
+    for (int len = 1; len <= 3 - d; ++len) {
+      const TimeUs a = kStart + d * kUsPerDay - offset;
+      const TimeUs b = a + len * kUsPerDay;
+      AggState st;
+      f.series.combine(a, b, false, &st, nullptr);
+      expect_same(st, f.brute(a, b), "day " + std::to_string(d) + " x" + std::to_string(len));
+    }
+  }
+}
+
+TEST(Series, MinutesAndDistinctValuesAreFoundByTheirStart) {
+  Series s;
+  AggState d;
+  d.add(core::Decimal::from_int(5), kStart + 90 * kUsPerMinute + 7, 1);
+  EXPECT_TRUE(s.add(kStart + 90 * kUsPerMinute, d));
+  EXPECT_FALSE(s.add(kStart + 90 * kUsPerMinute, d));  // the same minute again
+  ASSERT_NE(s.minute(kStart + 90 * kUsPerMinute), nullptr);
+  EXPECT_EQ(s.minute(kStart + 90 * kUsPerMinute)->count, 2);
+  EXPECT_EQ(s.minute(kStart + 91 * kUsPerMinute), nullptr);
+  EXPECT_EQ(s.next_minute(kStart, kStart + kUsPerDay), kStart + 90 * kUsPerMinute);
+  EXPECT_EQ(s.next_minute(kStart + 91 * kUsPerMinute, kStart + kUsPerDay), std::nullopt);
+  EXPECT_EQ(s.next_minute(kStart, kStart + 90 * kUsPerMinute), std::nullopt);
+  s.add_unique(kStart + 90 * kUsPerMinute, "gpt-4");
+  EXPECT_TRUE(s.has_unique(kStart + 90 * kUsPerMinute, "gpt-4"));
+  EXPECT_FALSE(s.has_unique(kStart + 90 * kUsPerMinute, "gpt-5"));
+  EXPECT_FALSE(s.has_unique(kStart + 91 * kUsPerMinute, "gpt-4"));
+}
+
+TEST(GroupTotals, HoldTheHourAndDaySumsOfEveryMinuteAdded) {
+  Fixture f(5);
+  GroupTotals t;
+  for (const auto& [m, d] : f.added) {
+    t.add(m, d);
+  }
+  for (TimeUs unit : {kUsPerHour, kUsPerDay}) {
+    t.for_each(unit, kStart, kStart + 3 * kUsPerDay, [&](TimeUs start, const AggState& st) {
+      expect_same(st, f.brute(start, start + unit), "totals at " + std::to_string(start));
+    });
+  }
+}
+
+}  // namespace
+}  // namespace tally::engine
