@@ -1,14 +1,10 @@
-// The engine: opening and recovery, the ingest pipeline and its group commit.
+// The engine's front door: opening (the config, the store, the meter and price tables) and
+// recovery of the in-memory state, the ingest entry points, statistics and readiness.
 //
-// Ingest path: a caller's thread parses the body (core/event_parse) and queues an IngestJob.
-// The commit thread takes every queued job (up to commit_events_max events), then for each
-// event resolves the customer, checks the dedup index (a hash hit is confirmed by reading the
-// stored event, so dedup is exact), assigns a sequence number, and adds the event to its
-// customer's block and to per-minute aggregate deltas. One store write carries the blocks, the
-// dedup record, the new state of every touched minute aggregate, new distinct values, new
-// customers and the next sequence number; with fsync on, it returns only when durable. Only
-// then is the in-memory state updated and are the callers answered, so nothing a reader sees
-// or a client was told can be lost by a crash.
+// Ingest path: a caller's thread parses the body (core/event_parse), computes the events'
+// dedup hashes and queues an IngestJob (CommitQueue, group_commit.h). The commit thread commits
+// the queued jobs together (group_commit.cc): one store write, durable before anything of it is
+// visible or acknowledged.
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
