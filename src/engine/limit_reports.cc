@@ -8,9 +8,6 @@ namespace tally {
 
 using engine::CustomerLimits;
 using engine::Evaluation;
-using engine::InFlight;
-using engine::LimitCounter;
-using engine::RateCounter;
 using engine::resolve_rule;
 using engine::used_value;
 

@@ -7,8 +7,6 @@
 namespace tally {
 
 using engine::CustomerLimits;
-using engine::Evaluation;
-using engine::InFlight;
 using engine::LimitCounter;
 using engine::RateCounter;
 using engine::used_value;

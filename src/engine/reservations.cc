@@ -165,6 +165,25 @@ void Engine::Impl::expire_reservations_idle(core::TimeUs now) {
 
 // ---- reservations ------------------------------------------------------------------------------
 
+namespace {
+
+// The open reservation `id` (of `restrict_customer` when given), after expiring those past their
+// time; reservations.end() when there is none. REQUIRES: state_mutex held (shared or exclusive)
+// and limits_mutex held.
+std::unordered_map<std::string, engine::Reservation>::iterator open_reservation(
+    Engine::Impl& d, const std::string& id, const std::string& restrict_customer,
+    core::TimeUs now) {
+  d.expire_reservations(now);
+  auto it = d.reservations.find(id);
+  if (it != d.reservations.end() && !restrict_customer.empty() &&
+      it->second.customer != restrict_customer) {
+    return d.reservations.end();
+  }
+  return it;
+}
+
+}  // namespace
+
 Result<CheckResult> Engine::commit_reservation(const std::string& id, const std::string& amount_text,
                                                const std::string& restrict_customer) {
   Impl& d = *impl_;
@@ -181,10 +200,8 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id, const std:
   {
     std::shared_lock state_lock(d.state_mutex);
     std::lock_guard limits_lock(d.limits_mutex);
-    d.expire_reservations(now);
-    auto it = d.reservations.find(id);
-    if (it == d.reservations.end() ||
-        (!restrict_customer.empty() && it->second.customer != restrict_customer)) {
+    auto it = open_reservation(d, id, restrict_customer, now);
+    if (it == d.reservations.end()) {
       return Status::not_found("reservation '" + id + "' does not exist or has expired");
     }
     res = it->second;
@@ -263,10 +280,8 @@ Status Engine::release_reservation(const std::string& id, const std::string& res
   {
     std::shared_lock state_lock(d.state_mutex);
     std::lock_guard limits_lock(d.limits_mutex);
-    d.expire_reservations(now);
-    auto it = d.reservations.find(id);
-    if (it == d.reservations.end() ||
-        (!restrict_customer.empty() && it->second.customer != restrict_customer)) {
+    auto it = open_reservation(d, id, restrict_customer, now);
+    if (it == d.reservations.end()) {
       return Status::not_found("reservation '" + id + "' does not exist or has expired");
     }
     auto lit = d.limits.find(it->second.customer_num);
