@@ -130,6 +130,80 @@ struct Option {
   Status (*set)(T& target, Value&& v);
 };
 
+// Setters named by the field they fill, so most rows of the table need no code of their own
+// (after Redis's standardConfig): `field<&ServerConfig::threads>` stores the value read for
+// the row's Kind in ServerConfig::threads, converted to the field's type; a path of member
+// pointers reaches a nested field (`field<&PriceConfig::spec, &core::PriceSpec::meter>`). The
+// Kind's bounds have been checked before a setter runs, so the integer conversions cannot
+// narrow. Options that fill two fields or parse their text further keep a lambda.
+template <typename M>
+struct MemberOf;
+template <typename C, typename F>
+struct MemberOf<F C::*> {
+  using Class = C;
+  using Field = F;
+};
+template <auto M>
+using ClassOf = typename MemberOf<decltype(M)>::Class;
+
+template <auto M, auto... Rest>
+decltype(auto) member(ClassOf<M>& target) {
+  if constexpr (sizeof...(Rest) == 0) {
+    return (target.*M);
+  } else {
+    return member<Rest...>(target.*M);
+  }
+}
+
+// The member of `v` that holds a value for a field of type F.
+template <typename F>
+auto&& value_for(Value& v) {
+  if constexpr (std::is_same_v<F, bool>) {
+    return v.flag;
+  } else if constexpr (std::is_integral_v<F>) {
+    return v.number;
+  } else if constexpr (std::is_same_v<F, std::string>) {
+    return v.text;
+  } else if constexpr (std::is_same_v<F, std::vector<std::string>>) {
+    return v.list;
+  } else if constexpr (std::is_same_v<F, std::vector<std::pair<std::string, std::string>>>) {
+    return v.pairs;
+  } else if constexpr (std::is_same_v<F, std::vector<std::int64_t>>) {
+    return v.ints;
+  } else if constexpr (std::is_same_v<F, std::vector<core::LimitRule>>) {
+    return v.limits;
+  } else {
+    static_assert(std::is_same_v<F, std::vector<core::PriceTier>>, "no Value member for F");
+    return v.tiers;
+  }
+}
+
+template <auto M, auto... Rest>
+Status field(ClassOf<M>& target, Value&& v) {
+  auto& f = member<M, Rest...>(target);
+  using F = std::remove_reference_t<decltype(f)>;
+  if constexpr (std::is_integral_v<F> && !std::is_same_v<F, bool>) {
+    f = static_cast<F>(v.number);
+  } else {
+    f = std::move(value_for<F>(v));
+  }
+  return Status();
+}
+
+// A field set only when `check` accepts the value (its message becomes the option's error).
+template <auto check, auto M, auto... Rest>
+Status checked_field(ClassOf<M>& target, Value&& v) {
+  using F = std::remove_reference_t<decltype(member<M, Rest...>(target))>;
+  TALLY_TRY(check(value_for<F>(v)));
+  return field<M, Rest...>(target, std::move(v));
+}
+
+// A non-negative decimal amount, given as text.
+template <auto M, auto... Rest>
+Status decimal_field(ClassOf<M>& target, Value&& v) {
+  return decimal_value(v.text, false, &member<M, Rest...>(target));
+}
+
 // ---------------------------------------------------------------------------------------------
 // The option table.
 
@@ -145,171 +219,105 @@ constexpr Option<ServerConfig> kServerOptions[] = {
     {"data_dir", Kind::kString, 1, 4096, false, R"("./data")",
      "Directory of the embedded store, created if missing. It holds every event, aggregate and "
      "ledger entry: put it on durable storage and back it up.",
-     [](ServerConfig& s, Value&& v) {
-       s.data_dir = std::move(v.text);
-       return Status();
-     }},
+     field<&ServerConfig::data_dir>},
     {"threads", Kind::kInteger, 0, 256, false, "0", "HTTP I/O threads; 0 = one per CPU core.",
-     [](ServerConfig& s, Value&& v) {
-       s.threads = static_cast<int>(v.number);
-       return Status();
-     }},
+     field<&ServerConfig::threads>},
     {"body_bytes_max", Kind::kBytes, kKiB, kGiB, false, "10485760",
      "Largest request body accepted; a larger one is answered 413 without being read. An "
      "integer (bytes) or a size such as `\"10MiB\"`.",
-     [](ServerConfig& s, Value&& v) {
-       s.body_bytes_max = static_cast<std::uint64_t>(v.number);
-       return Status();
-     }},
+     field<&ServerConfig::body_bytes_max>},
     {"batch_events_max", Kind::kInteger, 1, 1'000'000, false, "10000",
      "Most events in one ingest request; a larger batch is answered 413 and nothing of it is "
      "stored.",
-     [](ServerConfig& s, Value&& v) {
-       s.batch_events_max = static_cast<std::uint32_t>(v.number);
-       return Status();
-     }},
+     field<&ServerConfig::batch_events_max>},
     {"future_skew_seconds_max", Kind::kInteger, 0, 7 * kSecondsPerDay, false, "300",
      "How far ahead of the server's clock an event's time may be, in seconds; events further "
      "in the future are refused, so a client with a wrong clock cannot fill future windows.",
-     [](ServerConfig& s, Value&& v) {
-       s.future_skew_seconds_max = v.number;
-       return Status();
-     }},
+     field<&ServerConfig::future_skew_seconds_max>},
     {"auto_create_customers", Kind::kBool, 0, 0, false, "true",
      "Whether an event for an unknown customer creates that customer (true) or is refused "
      "with 422 (false).",
-     [](ServerConfig& s, Value&& v) {
-       s.auto_create_customers = v.flag;
-       return Status();
-     }},
+     field<&ServerConfig::auto_create_customers>},
     {"accept_unmetered_events", Kind::kBool, 0, 0, false, "false",
      "Whether an event whose type no meter takes is stored anyway (true) or refused with "
      "`UNKNOWN_EVENT_TYPE` (false), which catches misspelt types before they are lost to every "
      "meter. Without any meter configured every type is accepted.",
-     [](ServerConfig& s, Value&& v) {
-       s.accept_unmetered_events = v.flag;
-       return Status();
-     }},
+     field<&ServerConfig::accept_unmetered_events>},
     {"admin_key", Kind::kString, 16, 256, false, "",
      "Admin API key (at least 16 bytes; `openssl rand -hex 32` makes a good one). Optional; the "
      "environment variable `TALLY_ADMIN_KEY` can supply it instead, which keeps the secret out "
      "of the file.",
-     [](ServerConfig& s, Value&& v) {
-       s.admin_key = std::move(v.text);
-       return Status();
-     }},
+     field<&ServerConfig::admin_key>},
     {"connections_max", Kind::kInteger, 1, 1'000'000, false, "10000",
      "Most open HTTP connections; a connection beyond it is closed at once. Once 90% are open, "
      "each new connection closes the longest-idle kept-alive one, so the last tenth stays free "
      "for new clients. Keep it below the process's open-file limit (`ulimit -n`).",
-     [](ServerConfig& s, Value&& v) {
-       s.connections_max = static_cast<std::uint32_t>(v.number);
-       return Status();
-     }},
+     field<&ServerConfig::connections_max>},
     {"connections_per_address_max", Kind::kInteger, 1, 1'000'000, false, "1000",
      "Most open connections from one client address (an IPv6 client: from one /64 prefix); a "
      "connection beyond it is closed at once, so one client cannot take every connection. "
      "Behind a reverse proxy every connection comes from the proxy's address: raise it to "
      "`connections_max` there, and let the proxy limit its clients.",
-     [](ServerConfig& s, Value&& v) {
-       s.connections_per_address_max = static_cast<std::uint32_t>(v.number);
-       return Status();
-     }},
+     field<&ServerConfig::connections_per_address_max>},
     {"header_timeout_ms", Kind::kInteger, 100, 600'000, false, "10000",
      "How long a client has to send a whole request head (request line and headers), in "
      "milliseconds, from its first byte (on a new connection: from the connection's opening). "
      "A connection that takes longer is closed, so slow or silent clients cannot hold "
      "connections.",
-     [](ServerConfig& s, Value&& v) {
-       s.header_timeout_ms = static_cast<std::uint32_t>(v.number);
-       return Status();
-     }},
+     field<&ServerConfig::header_timeout_ms>},
     {"idle_timeout_ms", Kind::kInteger, 100, 3'600'000, false, "60000",
      "How long a kept-alive connection may wait for its next request, in milliseconds, before "
      "it is closed (sooner when connections run short, see `connections_max`).",
-     [](ServerConfig& s, Value&& v) {
-       s.idle_timeout_ms = static_cast<std::uint32_t>(v.number);
-       return Status();
-     }},
+     field<&ServerConfig::idle_timeout_ms>},
     {"scan_threads", Kind::kInteger, 1, 64, false, "2",
      "Threads for the requests that may take long: event listings, exports, meter queries, "
      "reports, listings of customers, keys, wallet transactions and alerts, and archiving. "
      "They never run on the HTTP I/O threads, so `/health`, checks and ingest stay quick "
      "meanwhile.",
-     [](ServerConfig& s, Value&& v) {
-       s.scan_threads = static_cast<int>(v.number);
-       return Status();
-     }},
+     field<&ServerConfig::scan_threads>},
     {"scan_queue_max", Kind::kInteger, 1, 100'000, false, "256",
      "Most such requests waiting for a scan thread; one more is answered 503 "
      "`SERVICE_UNAVAILABLE` with `Retry-After: 1`.",
-     [](ServerConfig& s, Value&& v) {
-       s.scan_queue_max = static_cast<std::uint32_t>(v.number);
-       return Status();
-     }},
+     field<&ServerConfig::scan_queue_max>},
     {"page_budget_ms", Kind::kInteger, 0, 60'000, false, "200",
      "How long one page of `GET /v1/events` (or of an events export) may scan, in "
      "milliseconds. A page that runs out of time returns the events found so far, perhaps "
      "none, with a `next_cursor` to go on from. 0 = no budget.",
-     [](ServerConfig& s, Value&& v) {
-       s.page_budget_ms = static_cast<std::uint32_t>(v.number);
-       return Status();
-     }},
+     field<&ServerConfig::page_budget_ms>},
     {"dashboard_session_seconds", Kind::kInteger, 1, 7 * kSecondsPerDay, false, "3600",
      "How long a dashboard sign-in lasts, in seconds, from the moment the key was exchanged for "
      "a session cookie; the page then asks for the key again. Sessions are held in memory, so "
      "a restart also ends them; revoking the key ends them at once.",
-     [](ServerConfig& s, Value&& v) {
-       s.dashboard_session_seconds = static_cast<std::uint32_t>(v.number);
-       return Status();
-     }},
+     field<&ServerConfig::dashboard_session_seconds>},
     {"dashboard_sessions_max", Kind::kInteger, 1, 1'000'000, false, "10000",
      "Most dashboard sessions open at once, over every key (each key holds at most 32: a newer "
      "sign-in ends its oldest). A sign-in beyond it is answered 503 until sessions expire.",
-     [](ServerConfig& s, Value&& v) {
-       s.dashboard_sessions_max = static_cast<std::uint32_t>(v.number);
-       return Status();
-     }},
+     field<&ServerConfig::dashboard_sessions_max>},
 };
 
 constexpr Option<StorageConfig> kStorageOptions[] = {
     {"fsync", Kind::kBool, 0, 0, false, "true",
      "Acknowledge ingest only after the commit is on disk (fsync). With false, a power loss "
      "can lose acknowledged events: for tests and benchmarks only.",
-     [](StorageConfig& s, Value&& v) {
-       s.fsync = v.flag;
-       return Status();
-     }},
+     field<&StorageConfig::fsync>},
     {"commit_interval_us", Kind::kInteger, 0, 1'000'000, false, "0",
      "Extra wait, in microseconds, before a group commit, to gather more concurrent batches "
      "into one fsync. 0 = no extra wait (batches that arrive during a commit still share the "
      "next one).",
-     [](StorageConfig& s, Value&& v) {
-       s.commit_interval_us = static_cast<std::uint32_t>(v.number);
-       return Status();
-     }},
+     field<&StorageConfig::commit_interval_us>},
     {"commit_events_max", Kind::kInteger, 1, 10'000'000, false, "50000",
      "Most events in one group commit; bounds commit latency and memory.",
-     [](StorageConfig& s, Value&& v) {
-       s.commit_events_max = static_cast<std::uint32_t>(v.number);
-       return Status();
-     }},
+     field<&StorageConfig::commit_events_max>},
     {"dedup_window", Kind::kDuration, 0, 3650 * kSecondsPerDay, false, R"("forever")",
      "How long an event id is remembered to drop duplicates: `\"forever\"` (as long as the "
      "event is retained), an integer number of seconds, or a duration such as `\"30d\"`, "
      "`\"12h\"`, `\"90m\"`, `\"45s\"`, `\"1h30m\"`. 0 also means forever. A retry that arrives "
      "after the window is counted again.",
-     [](StorageConfig& s, Value&& v) {
-       s.dedup_window_seconds = v.number;
-       return Status();
-     }},
+     field<&StorageConfig::dedup_window_seconds>},
     {"block_cache_bytes", Kind::kBytes, 0, kTiB, false, R"("64MiB")",
      "Memory for the embedded store's block cache: an integer (bytes) or a size such as "
      "`\"512MiB\"`.",
-     [](StorageConfig& s, Value&& v) {
-       s.block_cache_bytes = static_cast<std::uint64_t>(v.number);
-       return Status();
-     }},
+     field<&StorageConfig::block_cache_bytes>},
     {"disk_reserve_bytes", Kind::kBytes, 0, kTiB, false, R"("256MiB")",
      "Free space kept on the data directory's filesystem: while less is free than the smaller "
      "of this and `disk_reserve_percent`, everything that writes (ingest, consuming checks, "
@@ -318,21 +326,49 @@ constexpr Option<StorageConfig> kStorageOptions[] = {
      "once space is freed. The reserve is the room the store needs to flush and compact. An "
      "integer (bytes) or a size such as `\"1GiB\"`; 0 = no reserve (writes stop only when the "
      "disk is full). See docs/operations.md, \"A full disk\".",
-     [](StorageConfig& s, Value&& v) {
-       s.disk_reserve_bytes = static_cast<std::uint64_t>(v.number);
-       return Status();
-     }},
+     field<&StorageConfig::disk_reserve_bytes>},
     {"disk_reserve_percent", Kind::kInteger, 0, 50, false, "5",
      "The same reserve as a percentage of the filesystem's size, so that a small filesystem "
      "keeps a reserve that fits it; the smaller of the two applies. 0 = no reserve.",
-     [](StorageConfig& s, Value&& v) {
-       s.disk_reserve_percent = static_cast<std::uint32_t>(v.number);
-       return Status();
-     }},
+     field<&StorageConfig::disk_reserve_percent>},
 };
 
 bool is_meter_key_char(char c) {
   return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+}
+
+// Checks of single text options, for checked_field rows.
+Status check_key_text(const std::string& text) {
+  if (!std::all_of(text.begin(), text.end(), is_meter_key_char)) {
+    return Status::invalid_argument("'" + text + "' may use only a-z, 0-9, '_' and '-'");
+  }
+  return Status();
+}
+
+Status check_event_type(const std::string& text) { return core::check_name("event_type", text); }
+
+Status check_customer_id(const std::string& text) { return core::check_name("id", text); }
+
+// A customer's email may be empty (none); a set one needs at least an '@'.
+Status check_optional_email(const std::string& text) {
+  if (!text.empty() && text.find('@') == std::string::npos) {
+    return Status::invalid_argument("'" + text + "' is not an email address");
+  }
+  return Status();
+}
+
+Status check_email_address(const std::string& text) {
+  if (!core::valid_email_address(text)) {
+    return Status::invalid_argument("'" + text + "' is not an email address");
+  }
+  return Status();
+}
+
+Status check_route_path(const std::string& text) {
+  if (text.front() != '/') {
+    return Status::invalid_argument("'" + text + "' must start with '/'");
+  }
+  return Status();
 }
 
 std::string aggregation_choices() {
@@ -349,21 +385,11 @@ std::string aggregation_choices() {
 constexpr Option<core::MeterSpec> kMeterOptions[] = {
     {"key", Kind::kString, 1, kMeterKeyBytesMax, true, "",
      "The meter's name in the API, reports and limits: `[a-z0-9_-]`, 1 to 64 bytes, unique.",
-     [](core::MeterSpec& m, Value&& v) {
-       if (!std::all_of(v.text.begin(), v.text.end(), is_meter_key_char)) {
-         return Status::invalid_argument("'" + v.text + "' may use only a-z, 0-9, '_' and '-'");
-       }
-       m.key = std::move(v.text);
-       return Status();
-     }},
+     checked_field<check_key_text, &core::MeterSpec::key>},
     {"event_type", Kind::kString, 1, static_cast<std::int64_t>(core::kEventNameBytesMax), true, "",
      "Events whose `type` equals this feed the meter: 1 to 128 bytes of UTF-8 without control "
      "characters, `/`, `?` or `#`, the rule events' types follow.",
-     [](core::MeterSpec& m, Value&& v) {
-       TALLY_TRY(core::check_name("event_type", v.text));
-       m.event_type = std::move(v.text);
-       return Status();
-     }},
+     checked_field<check_event_type, &core::MeterSpec::event_type>},
     {"aggregation", Kind::kString, 1, 64, false, R"("count")",
      "How values combine: `count` (events), `sum`, `min`, `max`, `avg`, `latest` (the most "
      "recent value: gauges such as patients or storage) or `unique_count` (distinct values).",
@@ -390,69 +416,38 @@ constexpr Option<core::MeterSpec> kMeterOptions[] = {
     {"group_by", Kind::kStringList, 0, kGroupByMax, false, "",
      "Properties whose values split the meter into groups, e.g. `[\"provider\", \"model\"]`. "
      "At most 8, no duplicates; an event without the property falls in the group \"\".",
-     [](core::MeterSpec& m, Value&& v) {
-       m.group_by = std::move(v.list);
-       return Status();
-     }},
+     field<&core::MeterSpec::group_by>},
     {"filter", Kind::kFilter, 0, kFilterEntriesMax, false, "",
      "Equality filters on properties, e.g. `{ feature_id = \"ai-text-generation\" }`: only "
      "events whose properties equal every value feed the meter. Values may be strings, "
      "integers, floats or booleans and are compared as text (integers as their digits, "
      "booleans as `true`/`false`). At most 16.",
-     [](core::MeterSpec& m, Value&& v) {
-       m.filter = std::move(v.pairs);
-       return Status();
-     }},
+     field<&core::MeterSpec::filter>},
     {"unit", Kind::kString, 0, 64, false, "",
      "Unit shown in reports and the dashboard (`\"tokens\"`, `\"bytes\"`, `\"GB\"`).",
-     [](core::MeterSpec& m, Value&& v) {
-       m.unit = std::move(v.text);
-       return Status();
-     }},
+     field<&core::MeterSpec::unit>},
     {"description", Kind::kString, 0, 1024, false, "", "Free text for people reading reports.",
-     [](core::MeterSpec& m, Value&& v) {
-       m.description = std::move(v.text);
-       return Status();
-     }},
+     field<&core::MeterSpec::description>},
     {"allow_negative", Kind::kBool, 0, 0, false, "false",
      "Whether events may feed the meter values below zero (corrections). Even then only an "
      "admin key (or `tally ingest`) may send them; a customer key's negative value is refused "
      "with `NEGATIVE_VALUE`, so usage can never lower a limit's count or earn credits. Only for "
      "aggregations with a value other than `unique_count`.",
-     [](core::MeterSpec& m, Value&& v) {
-       m.allow_negative = v.flag;
-       return Status();
-     }},
+     field<&core::MeterSpec::allow_negative>},
 };
 
 constexpr Option<CustomerSeed> kCustomerOptions[] = {
     {"plan", Kind::kString, 0, kMeterKeyBytesMax, false, "",
      "The customer's plan (a `[[plans]]` key); empty = `enforcement.default_plan`.",
-     [](CustomerSeed& c, Value&& v) {
-       c.plan = std::move(v.text);
-       return Status();
-     }},
+     field<&CustomerSeed::plan>},
     {"id", Kind::kString, 1, 128, true, "",
      "The customer id that events and API keys refer to: 1 to 128 bytes of UTF-8 without control "
      "characters, `/`, `?` or `#` (the rule every customer id follows), unique.",
-     [](CustomerSeed& c, Value&& v) {
-       TALLY_TRY(core::check_name("id", v.text));
-       c.id = std::move(v.text);
-       return Status();
-     }},
+     checked_field<check_customer_id, &CustomerSeed::id>},
     {"name", Kind::kString, 0, 256, false, "", "Display name.",
-     [](CustomerSeed& c, Value&& v) {
-       c.name = std::move(v.text);
-       return Status();
-     }},
+     field<&CustomerSeed::name>},
     {"email", Kind::kString, 0, 256, false, "", "Contact email address.",
-     [](CustomerSeed& c, Value&& v) {
-       if (!v.text.empty() && v.text.find('@') == std::string::npos) {
-         return Status::invalid_argument("'" + v.text + "' is not an email address");
-       }
-       c.email = std::move(v.text);
-       return Status();
-     }},
+     checked_field<check_optional_email, &CustomerSeed::email>},
     {"timezone", Kind::kString, 0, 64, false, R"("UTC")",
      "IANA time zone (`\"Europe/Berlin\"`) for the customer's day, week and month windows and "
      "quota resets.",
@@ -481,51 +476,29 @@ constexpr std::int64_t kPlanLimitsMax = 64;
 constexpr Option<core::Plan> kPlanOptions[] = {
     {"key", Kind::kString, 1, kMeterKeyBytesMax, true, "",
      "The plan's name, as customers' `plan` field names it: `[a-z0-9_-]`, unique.",
-     [](core::Plan& p, Value&& v) {
-       if (!std::all_of(v.text.begin(), v.text.end(), is_meter_key_char)) {
-         return Status::invalid_argument("'" + v.text + "' may use only a-z, 0-9, '_' and '-'");
-       }
-       p.key = std::move(v.text);
-       return Status();
-     }},
+     checked_field<check_key_text, &core::Plan::key>},
     {"name", Kind::kString, 0, 256, false, "", "Display name (\"Professional\").",
-     [](core::Plan& p, Value&& v) {
-       p.name = std::move(v.text);
-       return Status();
-     }},
+     field<&core::Plan::name>},
     {"features", Kind::kStringList, 0, 256, false, "",
      "Features the plan enables (`[\"chat\", \"tts\"]`); a check naming a feature outside this "
      "list is answered 403.",
-     [](core::Plan& p, Value&& v) {
-       p.features = std::move(v.list);
-       return Status();
-     }},
+     field<&core::Plan::features>},
     {"limits", Kind::kLimits, 0, kPlanLimitsMax, false, "",
      "Limits: `{ meter = \"api_calls\", period = \"day\", amount = 100 }`. `period` is one of "
      "`second`, `minute`, `hour` (rates, enforced by GCRA), `day`, `week`, `month`, "
      "`billing_period`, `trial` (with `days = N`) or `lifetime` (calendar windows in the "
      "customer's time zone). `amount` is a number, a decimal string, or `-1` / `\"unlimited\"`. "
      "`hard = false` makes a soft limit: allowed, flagged as overage.",
-     [](core::Plan& p, Value&& v) {
-       p.limits = std::move(v.limits);
-       return Status();
-     }},
+     field<&core::Plan::limits>},
     {"alert_thresholds", Kind::kIntList, 1, 1000, false, "",
      "Percentages of each limit at which alerts fire, ascending (`[50, 80, 95]`); each fires "
      "once per customer, limit and period. Unset = `alerts.thresholds`.",
-     [](core::Plan& p, Value&& v) {
-       p.alert_thresholds = std::move(v.ints);
-       return Status();
-     }},
+     field<&core::Plan::alert_thresholds>},
     {"alert_levels", Kind::kStringList, 0, 1000, false, "",
      "Names of the alert thresholds, one per threshold: `info`, `warning`, `critical` or "
      "`exceeded`. Without them, a threshold of 100 or more is `exceeded`, the highest below 100 "
      "is `critical` when two or more are below 100, and the rest are `warning`.",
-     [](core::Plan& p, Value&& v) {
-       TALLY_TRY(check_alert_levels(v.list));
-       p.alert_levels = std::move(v.list);
-       return Status();
-     }},
+     checked_field<check_alert_levels, &core::Plan::alert_levels>},
     {"alert_balance_below", Kind::kAmount, 0, 0, false, "",
      "A `low_balance` alert when the customer's wallet drops below this many credits (once per "
      "drop: it fires again only after the balance has been at or above it). Overrides "
@@ -538,27 +511,17 @@ constexpr Option<core::Plan> kPlanOptions[] = {
     {"prepaid", Kind::kBool, 0, 0, false, "false",
      "Whether usage must be paid from the customer's credit wallet in advance: a check is "
      "answered 402 when the balance cannot cover the estimated cost of what it asks for.",
-     [](core::Plan& p, Value&& v) {
-       p.prepaid = v.flag;
-       return Status();
-     }},
+     field<&core::Plan::prepaid>},
 };
 
 constexpr Option<AlertsConfig> kAlertsOptions[] = {
     {"thresholds", Kind::kIntList, 1, 1000, false, "[]",
      "Percentages of each limit at which alerts fire, for plans without `alert_thresholds` "
      "(`[75, 90, 100]`). Each fires once per customer, limit and period.",
-     [](AlertsConfig& a, Value&& v) {
-       a.thresholds = std::move(v.ints);
-       return Status();
-     }},
+     field<&AlertsConfig::thresholds>},
     {"levels", Kind::kStringList, 0, 1000, false, "",
      "Names of `thresholds`, as the plans' `alert_levels`.",
-     [](AlertsConfig& a, Value&& v) {
-       TALLY_TRY(check_alert_levels(v.list));
-       a.levels = std::move(v.list);
-       return Status();
-     }},
+     checked_field<check_alert_levels, &AlertsConfig::levels>},
     {"balance_below", Kind::kAmount, 0, 0, false, "",
      "A `low_balance` alert when a wallet drops below this many credits, for plans without "
      "`alert_balance_below`; none when unset.",
@@ -604,35 +567,20 @@ constexpr Option<WebhookConfig> kWebhookOptions[] = {
     {"secret", Kind::kString, 16, 256, true, "",
      "The shared secret that signs every delivery (HMAC-SHA256; see docs/webhooks.md), e.g. "
      "`whsec_` and random base64.",
-     [](WebhookConfig& w, Value&& v) {
-       w.secret = std::move(v.text);
-       return Status();
-     }},
+     field<&WebhookConfig::secret>},
     {"timeout", Kind::kDuration, 1, 300, false, "10",
      "How long one attempt may take (connect, send, answer) before it counts as failed.",
-     [](WebhookConfig& w, Value&& v) {
-       w.timeout_seconds = v.number;
-       return Status();
-     }},
+     field<&WebhookConfig::timeout_seconds>},
     {"retry_for", Kind::kDuration, 0, 30 * kSecondsPerDay, false, R"("3d")",
      "How long after its alert a failing delivery is retried; then it is marked failed.",
-     [](WebhookConfig& w, Value&& v) {
-       w.retry_for_seconds = v.number;
-       return Status();
-     }},
+     field<&WebhookConfig::retry_for_seconds>},
     {"retry_backoff", Kind::kDuration, 1, kWebhookBackoffMax, false, "1",
      "The wait before the first retry; each later wait doubles, with random jitter (50-100% "
      "of the doubled wait).",
-     [](WebhookConfig& w, Value&& v) {
-       w.retry_backoff_seconds = v.number;
-       return Status();
-     }},
+     field<&WebhookConfig::retry_backoff_seconds>},
     {"retry_backoff_max", Kind::kDuration, 1, kWebhookBackoffMax, false, R"("1h")",
      "The longest wait between two attempts.",
-     [](WebhookConfig& w, Value&& v) {
-       w.retry_backoff_max_seconds = v.number;
-       return Status();
-     }},
+     field<&WebhookConfig::retry_backoff_max_seconds>},
 };
 
 // The alert kinds a notification may subscribe to.
@@ -651,16 +599,10 @@ constexpr Option<NotificationConfig> kNotificationOptions[] = {
     {"host", Kind::kString, 1, 253, true, "",
      "The SMTP server's host name or IP address (with STARTTLS, the name its certificate "
      "carries).",
-     [](NotificationConfig& n, Value&& v) {
-       n.host = std::move(v.text);
-       return Status();
-     }},
+     field<&NotificationConfig::host>},
     {"port", Kind::kInteger, 1, 65535, false, "587",
      "The SMTP server's port: 587 (submission) or 25 usually.",
-     [](NotificationConfig& n, Value&& v) {
-       n.port = static_cast<std::uint16_t>(v.number);
-       return Status();
-     }},
+     field<&NotificationConfig::port>},
     {"starttls", Kind::kStringOrBool, 0, 16, false, R"("required")",
      "`\"required\"` (or `true`): switch to TLS with STARTTLS before AUTH and the message, and "
      "verify the server's certificate and name; a server that does not offer it fails the "
@@ -678,16 +620,10 @@ constexpr Option<NotificationConfig> kNotificationOptions[] = {
     {"ca_file", Kind::kString, 0, 4096, false, "",
      "PEM file of the certificates to trust for STARTTLS instead of the system's (a private "
      "CA).",
-     [](NotificationConfig& n, Value&& v) {
-       n.ca_file = std::move(v.text);
-       return Status();
-     }},
+     field<&NotificationConfig::ca_file>},
     {"user", Kind::kString, 0, 256, false, "",
      "The user for SMTP AUTH (PLAIN, else LOGIN); none when unset. Needs `password_env`.",
-     [](NotificationConfig& n, Value&& v) {
-       n.user = std::move(v.text);
-       return Status();
-     }},
+     field<&NotificationConfig::user>},
     {"password_env", Kind::kString, 0, 128, false, "",
      "The name of the environment variable that holds the SMTP password (for example "
      "`\"TALLY_SMTP_PASSWORD\"`); `tally serve` refuses to start when it is unset or empty. "
@@ -709,39 +645,20 @@ constexpr Option<NotificationConfig> kNotificationOptions[] = {
      }},
     {"from", Kind::kString, 3, 254, true, "",
      "The sender address (envelope and `From:`), e.g. `\"alerts@example.com\"`.",
-     [](NotificationConfig& n, Value&& v) {
-       if (!core::valid_email_address(v.text)) {
-         return Status::invalid_argument("'" + v.text + "' is not an email address");
-       }
-       n.from = std::move(v.text);
-       return Status();
-     }},
+     checked_field<check_email_address, &NotificationConfig::from>},
     {"from_name", Kind::kString, 0, 128, false, R"("Tally")",
      "The display name of `From:`; \"\" for none.",
-     [](NotificationConfig& n, Value&& v) {
-       n.from_name = std::move(v.text);
-       return Status();
-     }},
+     field<&NotificationConfig::from_name>},
     {"subject_prefix", Kind::kString, 0, 64, false, R"("[Tally]")",
      "Put before every subject.",
-     [](NotificationConfig& n, Value&& v) {
-       n.subject_prefix = std::move(v.text);
-       return Status();
-     }},
+     field<&NotificationConfig::subject_prefix>},
     {"to", Kind::kStringList, 0, 20, false, "[]",
      "Fixed recipients of every alert this entry sends (an operations or account team).",
-     [](NotificationConfig& n, Value&& v) {
-       TALLY_TRY(check_addresses(v.list));
-       n.to = std::move(v.list);
-       return Status();
-     }},
+     checked_field<check_addresses, &NotificationConfig::to>},
     {"to_customer", Kind::kBool, 0, 0, false, "false",
      "Also send each alert to its customer's `email` (set by `[[customers]]` or the customers "
      "API). A customer without a valid address gets none; the fixed recipients still do.",
-     [](NotificationConfig& n, Value&& v) {
-       n.to_customer = v.flag;
-       return Status();
-     }},
+     field<&NotificationConfig::to_customer>},
     {"events", Kind::kStringList, 1, 64, false, R"(["alert.triggered"])",
      "The event types sent: `alert.triggered`, or `*` for all.",
      [](NotificationConfig& n, Value&& v) {
@@ -784,30 +701,18 @@ constexpr Option<NotificationConfig> kNotificationOptions[] = {
     {"timeout", Kind::kDuration, 1, 300, false, R"("30s")",
      "How long one attempt (connect, TLS, AUTH, the message) may take before it counts as "
      "failed.",
-     [](NotificationConfig& n, Value&& v) {
-       n.timeout_seconds = v.number;
-       return Status();
-     }},
+     field<&NotificationConfig::timeout_seconds>},
     {"retry_for", Kind::kDuration, 0, 30 * kSecondsPerDay, false, R"("3d")",
      "How long after its alert a failing delivery is retried; then it is marked failed. A "
      "permanent refusal (a 5xx to the sender, every recipient or the message) fails it at once.",
-     [](NotificationConfig& n, Value&& v) {
-       n.retry_for_seconds = v.number;
-       return Status();
-     }},
+     field<&NotificationConfig::retry_for_seconds>},
     {"retry_backoff", Kind::kDuration, 1, kWebhookBackoffMax, false, R"("10s")",
      "The wait before the first retry; each later wait doubles, with random jitter (50-100% "
      "of the doubled wait).",
-     [](NotificationConfig& n, Value&& v) {
-       n.retry_backoff_seconds = v.number;
-       return Status();
-     }},
+     field<&NotificationConfig::retry_backoff_seconds>},
     {"retry_backoff_max", Kind::kDuration, 1, kWebhookBackoffMax, false, R"("1h")",
      "The longest wait between two attempts.",
-     [](NotificationConfig& n, Value&& v) {
-       n.retry_backoff_max_seconds = v.number;
-       return Status();
-     }},
+     field<&NotificationConfig::retry_backoff_max_seconds>},
 };
 
 constexpr Option<CreditsConfig> kCreditsOptions[] = {
@@ -834,7 +739,7 @@ constexpr Option<CreditsConfig> kCreditsOptions[] = {
     {"markup_percent", Kind::kAmount, 0, 0, false, "0",
      "Markup on every price when converted to credits, in percent (`20`: credits = cost x "
      "per_currency_unit x 1.2). A price may set its own.",
-     [](CreditsConfig& c, Value&& v) { return decimal_value(v.text, false, &c.markup_percent); }},
+     decimal_field<&CreditsConfig::markup_percent>},
 };
 
 // A retention age: a duration string, or "" / "0" / "never" for no automatic archiving.
@@ -864,17 +769,11 @@ constexpr Option<RetentionConfig> kRetentionOptions[] = {
     {"archive_dir", Kind::kString, 0, 4096, false, R"("")",
      "Directory of archive files and their manifests, created if missing. `\"\"` = "
      "`<data_dir>/archive`.",
-     [](RetentionConfig& r, Value&& v) {
-       r.archive_dir = std::move(v.text);
-       return Status();
-     }},
+     field<&RetentionConfig::archive_dir>},
     {"archive_interval", Kind::kDuration, 60, 7 * kSecondsPerDay, false, R"("1h")",
      "How often a running server archives (when `archive_after` is set): a duration from "
      "`\"1m\"` to `\"7d\"`.",
-     [](RetentionConfig& r, Value&& v) {
-       r.archive_interval_seconds = v.number;
-       return Status();
-     }},
+     field<&RetentionConfig::archive_interval_seconds>},
 };
 
 constexpr std::int64_t kPriceTiersMax = 32;
@@ -882,18 +781,12 @@ constexpr std::int64_t kPriceTiersMax = 32;
 constexpr Option<PriceConfig> kPriceOptions[] = {
     {"meter", Kind::kString, 1, kMeterKeyBytesMax, true, "",
      "The meter this price applies to (a configured meter). Its value is the number of units.",
-     [](PriceConfig& p, Value&& v) {
-       p.spec.meter = std::move(v.text);
-       return Status();
-     }},
+     field<&PriceConfig::spec, &core::PriceSpec::meter>},
     {"match", Kind::kFilter, 0, kFilterEntriesMax, false, "",
      "Property values an event must have for this price to apply, e.g. `{ provider = "
      "\"OPENAI\", model = \"gpt-4-turbo\" }`. The first matching price of a meter applies, so "
      "put specific prices before general ones.",
-     [](PriceConfig& p, Value&& v) {
-       p.spec.match = std::move(v.pairs);
-       return Status();
-     }},
+     field<&PriceConfig::spec, &core::PriceSpec::match>},
     {"model", Kind::kString, 1, 16, false, R"("per_unit")",
      "`per_unit`, `graduated` (each unit at its tier's price), `volume` (every unit at the "
      "price of the tier the period's total reaches), `package` (per started block of "
@@ -914,27 +807,19 @@ constexpr Option<PriceConfig> kPriceOptions[] = {
      }},
     {"currency", Kind::kString, 3, 3, false, R"("USD")",
      "Currency of the price; must equal `[credits] currency`.",
-     [](PriceConfig& p, Value&& v) {
-       p.spec.currency = std::move(v.text);
-       return Status();
-     }},
+     field<&PriceConfig::spec, &core::PriceSpec::currency>},
     {"tiers", Kind::kTiers, 1, kPriceTiersMax, false, "",
      "For `graduated` and `volume`: `[{ up_to = 1000, unit_price = \"0.01\" }, { up_to = "
      "\"inf\", unit_price = \"0.008\", flat_fee = \"2\" }]`, ascending; the last tier has "
      "no bound (`\"inf\"` or no `up_to`). A tier's `flat_fee` is charged when usage enters it.",
-     [](PriceConfig& p, Value&& v) {
-       p.spec.tiers = std::move(v.tiers);
-       return Status();
-     }},
+     field<&PriceConfig::spec, &core::PriceSpec::tiers>},
     {"package_size", Kind::kAmount, 0, 0, false, "", "For `package`: units per block (> 0).",
-     [](PriceConfig& p, Value&& v) { return decimal_value(v.text, false, &p.spec.package_size); }},
+     decimal_field<&PriceConfig::spec, &core::PriceSpec::package_size>},
     {"package_price", Kind::kAmount, 0, 0, false, "", "For `package`: the price of one block.",
-     [](PriceConfig& p, Value&& v) {
-       return decimal_value(v.text, false, &p.spec.package_price);
-     }},
+     decimal_field<&PriceConfig::spec, &core::PriceSpec::package_price>},
     {"flat_fee", Kind::kAmount, 0, 0, false, "",
      "For `flat`: the fee per billing period, charged with the period's first units.",
-     [](PriceConfig& p, Value&& v) { return decimal_value(v.text, false, &p.spec.flat_fee); }},
+     decimal_field<&PriceConfig::spec, &core::PriceSpec::flat_fee>},
     {"markup_percent", Kind::kAmount, 0, 0, false, "",
      "This price's markup in percent, instead of `[credits] markup_percent`.",
      [](PriceConfig& p, Value&& v) {
@@ -963,24 +848,12 @@ constexpr Option<RouteRule> kRouteOptions[] = {
      "The original request path this rule covers: a glob with `*` (`\"/api/v1/llm/*\"`) or a "
      "prefix (`\"/api/v1/search\"` covers `/api/v1/search` and `/api/v1/search/...`). The first "
      "matching rule wins.",
-     [](RouteRule& r, Value&& v) {
-       if (v.text.front() != '/') {
-         return Status::invalid_argument("'" + v.text + "' must start with '/'");
-       }
-       r.path = std::move(v.text);
-       return Status();
-     }},
+     checked_field<check_route_path, &RouteRule::path>},
     {"method", Kind::kString, 0, 16, false, "", "HTTP method to match (`\"POST\"`); empty = any.",
-     [](RouteRule& r, Value&& v) {
-       r.method = std::move(v.text);
-       return Status();
-     }},
+     field<&RouteRule::method>},
     {"meter", Kind::kString, 1, kMeterKeyBytesMax, true, "",
      "The meter a matching request consumes (must be a configured meter).",
-     [](RouteRule& r, Value&& v) {
-       r.meter = std::move(v.text);
-       return Status();
-     }},
+     field<&RouteRule::meter>},
     {"amount", Kind::kAmount, 0, 0, false, "1", "How much one request consumes.",
      [](RouteRule& r, Value&& v) {
        Result<core::Decimal> d = core::parse_decimal(v.text);
@@ -992,10 +865,7 @@ constexpr Option<RouteRule> kRouteOptions[] = {
      }},
     {"feature", Kind::kString, 0, 128, false, "",
      "A feature the customer's plan must enable for the request to pass.",
-     [](RouteRule& r, Value&& v) {
-       r.feature = std::move(v.text);
-       return Status();
-     }},
+     field<&RouteRule::feature>},
 };
 
 constexpr Option<EnforcementConfig> kEnforcementOptions[] = {
@@ -1025,26 +895,17 @@ constexpr Option<EnforcementConfig> kEnforcementOptions[] = {
      }},
     {"default_plan", Kind::kString, 0, kMeterKeyBytesMax, false, "",
      "The plan of customers that name none; empty = such customers have no limits.",
-     [](EnforcementConfig& e, Value&& v) {
-       e.default_plan = std::move(v.text);
-       return Status();
-     }},
+     field<&EnforcementConfig::default_plan>},
     {"replaced_plans", Kind::kFilter, 0, kReplacedPlansMax, false, "",
      "Where the customers of a plan removed from this file go, e.g. `{ starter = \"basic\" }`: "
      "the removed key, then a configured plan. Tally refuses to start while stored customers "
      "name a plan that is neither configured nor replaced here (the message names the plan and "
      "how many customers use it), so no customer silently loses its limits.",
-     [](EnforcementConfig& e, Value&& v) {
-       e.replaced_plans = std::move(v.pairs);
-       return Status();
-     }},
+     field<&EnforcementConfig::replaced_plans>},
     {"api_rate_limit_per_minute", Kind::kInteger, 0, 100'000'000, false, "0",
      "Requests per minute each API key may make to Tally's own API (GCRA); excess requests "
      "get 429 with rate-limit headers. 0 = off.",
-     [](EnforcementConfig& e, Value&& v) {
-       e.api_rate_limit_per_minute = static_cast<std::uint32_t>(v.number);
-       return Status();
-     }},
+     field<&EnforcementConfig::api_rate_limit_per_minute>},
     {"authorize_key_header", Kind::kString, 1, 128, false, R"("x-api-key")",
      "Header of the original request that carries the end customer's Tally key, for "
      "`/v1/authorize` (`Authorization: Bearer` is also accepted).",
