@@ -449,7 +449,7 @@ bool decode_key_record(std::string_view value, KeyRecord* k) {
       !r.get_bytes(&prefix) || !r.get_bytes(&hash) || !r.get_bytes(&customer) ||
       !r.get_bytes(&name) || !r.get_varint(&scopes) || !r.get_zigzag(&k->info.created_at_us) ||
       !r.get_zigzag(&k->info.revoked_at_us) || !r.get_zigzag(&k->info.last_used_at_us) ||
-      !r.get_varint(&k->info.total_requests)) {
+      !r.get_varint(&k->info.total_requests) || !r.done()) {
     return false;
   }
   k->info.id = id;
