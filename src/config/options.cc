@@ -122,11 +122,11 @@ Status field(ClassOf<M>& target, Value&& v) {
   return Status();
 }
 
-// A field set only when `check` accepts the value (its message becomes the option's error).
-template <auto check, auto M, auto... Rest>
+// A field set only when `Check` accepts the value (its message becomes the option's error).
+template <auto Check, auto M, auto... Rest>
 Status checked_field(ClassOf<M>& target, Value&& v) {
   using F = std::remove_reference_t<decltype(member<M, Rest...>(target))>;
-  TALLY_TRY(check(value_for<F>(v)));
+  TALLY_TRY(Check(value_for<F>(v)));
   return field<M, Rest...>(target, std::move(v));
 }
 
