@@ -32,7 +32,7 @@ fi
 [[ ${1:-} == --build ]] && exit 0
 
 # halt_on_error: the first race fails its test binary; second_deadlock_stack: both stacks of a
-# lock-order inversion. The suppressions name only code outside Tally (see the file).
+# lock-order inversion. scripts/tsan.supp may name only code outside Tally.
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/scripts/tsan.supp ${TSAN_OPTIONS:-}"
 failed=()
 for s in "${suites[@]}"; do
