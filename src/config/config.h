@@ -1,6 +1,6 @@
 // Tally's configuration: one TOML file, loaded once at start.
 //
-// Every option lives in one table (config.cc) that both validates the file and generates the
+// Every option lives in one table (options.cc) that both validates the file and generates the
 // documented reference (docs/configuration.md). Unknown keys and invalid values fail start-up
 // with the file, line and key named.
 #pragma once

@@ -469,34 +469,6 @@ TEST(ConfigTest, BadListen) {
   EXPECT_TRUE(fails_with("[server]\nlisten = \"::1:8080\"\n", {"needs brackets"}));
 }
 
-TEST(ConfigTest, ParseListen) {
-  std::string host = "unchanged";
-  std::uint16_t port = 1;
-  ASSERT_TRUE(parse_listen("127.0.0.1:8080", &host, &port).ok());
-  EXPECT_EQ(host, "127.0.0.1");
-  EXPECT_EQ(port, 8080);
-  ASSERT_TRUE(parse_listen("[::1]:0", &host, &port).ok());
-  EXPECT_EQ(host, "::1");
-  EXPECT_EQ(port, 0);
-  ASSERT_TRUE(parse_listen(":9000", &host, &port).ok());
-  EXPECT_EQ(host, "0.0.0.0");
-  EXPECT_EQ(port, 9000);
-  ASSERT_TRUE(parse_listen("localhost:65535", &host, &port).ok());
-  EXPECT_EQ(host, "localhost");
-  EXPECT_EQ(port, 65535);
-
-  host = "unchanged";
-  port = 1;
-  for (std::string_view bad :
-       {"", "8080", "host:", "host:port", "host:-1", "host:99999", "[::1]", "[::1]8080", "[]:80",
-        "[::1:80", "::1:80", "bad host:80", "h/x:80", "host:080000"}) {
-    Status s = parse_listen(bad, &host, &port);
-    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << bad;
-  }
-  EXPECT_EQ(host, "unchanged");
-  EXPECT_EQ(port, 1);
-}
-
 TEST(ConfigTest, BadDuration) {
   EXPECT_TRUE(fails_with(
       "[storage]\ndedup_window = \"30 days\"\n",
@@ -509,31 +481,6 @@ TEST(ConfigTest, BadDuration) {
                          {"storage.dedup_window: expected a duration"}));
 }
 
-TEST(ConfigTest, ParseDurationSeconds) {
-  std::int64_t s = -1;
-  ASSERT_TRUE(parse_duration_seconds("45s", &s).ok());
-  EXPECT_EQ(s, 45);
-  ASSERT_TRUE(parse_duration_seconds("90m", &s).ok());
-  EXPECT_EQ(s, 5400);
-  ASSERT_TRUE(parse_duration_seconds("12h", &s).ok());
-  EXPECT_EQ(s, 43200);
-  ASSERT_TRUE(parse_duration_seconds("30d", &s).ok());
-  EXPECT_EQ(s, 30 * 86400);
-  ASSERT_TRUE(parse_duration_seconds("2w", &s).ok());
-  EXPECT_EQ(s, 14 * 86400);
-  ASSERT_TRUE(parse_duration_seconds("1h30m", &s).ok());
-  EXPECT_EQ(s, 5400);
-  ASSERT_TRUE(parse_duration_seconds("600", &s).ok());
-  EXPECT_EQ(s, 600);
-  for (std::string_view bad : {"", "s", "5", "5x", "5 d", "-5s", "1.5h", "h5", "5M", "5d3",
-                               "99999999999999999999s", "9223372036854775807w"}) {
-    if (bad == "5") {
-      continue;  // bare digits are seconds
-    }
-    EXPECT_FALSE(parse_duration_seconds(bad, &s).ok()) << bad;
-  }
-}
-
 TEST(ConfigTest, BadSize) {
   EXPECT_TRUE(fails_with("[storage]\nblock_cache_bytes = \"64 MiBs\"\n",
                          {"tally.toml:2: storage.block_cache_bytes: '64 MiBs' is not a size"}));
@@ -542,26 +489,6 @@ TEST(ConfigTest, BadSize) {
   EXPECT_TRUE(fails_with("[server]\nbody_bytes_max = \"1.5MiB\"\n", {"is not a size"}));
   EXPECT_TRUE(
       fails_with("[server]\nbody_bytes_max = 1.5\n", {"server.body_bytes_max: expected a size"}));
-}
-
-TEST(ConfigTest, ParseByteSize) {
-  std::uint64_t b = 0;
-  ASSERT_TRUE(parse_byte_size("10MiB", &b).ok());
-  EXPECT_EQ(b, 10u << 20);
-  ASSERT_TRUE(parse_byte_size("512KiB", &b).ok());
-  EXPECT_EQ(b, 512u << 10);
-  ASSERT_TRUE(parse_byte_size("64 mib", &b).ok());
-  EXPECT_EQ(b, 64u << 20);
-  ASSERT_TRUE(parse_byte_size("2GB", &b).ok());
-  EXPECT_EQ(b, 2'000'000'000u);
-  ASSERT_TRUE(parse_byte_size("100", &b).ok());
-  EXPECT_EQ(b, 100u);
-  ASSERT_TRUE(parse_byte_size("7B", &b).ok());
-  EXPECT_EQ(b, 7u);
-  for (std::string_view bad :
-       {"", "MiB", "10M", "-1KiB", "1.5GiB", "10 MiB x", "99999999999TiB", "ten"}) {
-    EXPECT_FALSE(parse_byte_size(bad, &b).ok()) << bad;
-  }
 }
 
 TEST(ConfigTest, BadTimezone) {

@@ -1,6 +1,8 @@
 // Tests of the ingest body parser: the body must be exactly one JSON document.
 #include "core/event_parse.h"
 
+#include <string>
+
 #include <gtest/gtest.h>
 
 namespace tally::core {
@@ -214,6 +216,140 @@ TEST(EventParseTest, ASourceScopesTheIdOfCloudEventsWhenAsked) {
   EXPECT_EQ(out.batch.text(out.batch.events()[0].id), "1");
   EXPECT_EQ(out.batch.events()[0].prop_count, 2u);
 }
+
+
+// ---- one row per accepted shape and alias: body -> events, or -> per-event errors -----------
+
+// The parsed events as text: "id customer type time_us [key=value ...]" per event, then
+// "#index CODE" per refused event, joined by " | ".
+std::string render(const ParsedEvents& out) {
+  std::string s;
+  const EventBatch& b = out.batch;
+  for (const Event& e : b.events()) {
+    if (!s.empty()) {
+      s += " | ";
+    }
+    s += std::string(b.text(e.id)) + " " + std::string(b.text(e.customer)) + " " +
+         std::string(b.text(e.type)) + " " + std::to_string(e.time_us);
+    for (std::uint32_t i = e.prop_begin; i < e.prop_begin + e.prop_count; ++i) {
+      const Prop& p = b.props()[i];
+      s += " " + std::string(b.text(p.key)) + "=" + std::string(b.text(p.text));
+    }
+  }
+  for (const EventError& err : out.errors) {
+    if (!s.empty()) {
+      s += " | ";
+    }
+    s += "#" + std::to_string(err.index) + " " + err.code;
+  }
+  return s;
+}
+
+constexpr TimeUs kNowUs = 1'700'000'000 * kUsPerSecond;  // 2023-11-14T22:13:20Z
+// "2023-11-14T22:00:00Z", 800 s before kNowUs.
+#define T22 "\"2023-11-14T22:00:00Z\""
+
+struct ShapeRow {
+  const char* what;
+  const char* body;
+  const char* expected;
+  const char* default_customer = "";
+  bool source_scopes_id = false;
+};
+
+TEST(EventParseShapes, EveryShapeAndAlias) {
+  const ShapeRow rows[] = {
+      {"Tally's batch", R"({"events":[{"id":"a","customer":"c","type":"t","time":)" T22
+                        R"(,"properties":{"n":5,"s":"x"}}]})",
+       "a c t 1699999200000000 n=5 s=x"},
+      {"a batch of two keeps request order",
+       R"({"events":[{"id":"a","customer":"c","type":"t"},{"id":"b","customer":"d","type":"u"}]})",
+       "a c t 1700000000000000 | b d u 1700000000000000"},
+      {"other root fields beside events are skipped",
+       R"({"meta":{"x":1},"events":[{"id":"a","customer":"c","type":"t"}]})",
+       "a c t 1700000000000000"},
+      {"a JSON array", R"([{"id":"a","customer":"c","type":"t"}])", "a c t 1700000000000000"},
+      {"one event object", R"({"id":"a","customer":"c","type":"t"})", "a c t 1700000000000000"},
+      {"the flat shape: aliases, and other fields are properties",
+       R"({"event_id":"e1","customer_id":"c","event_type":"t","timestamp":)" T22
+       R"(,"tokens":10,"model":"m"})",
+       "e1 c t 1699999200000000 tokens=10 model=m"},
+      {"idempotency_key wins over event_id, which stays a property",
+       R"({"idempotency_key":"k1","event_id":"e1","customer_id":"c","event_type":"t"})",
+       "k1 c t 1700000000000000 event_id=e1"},
+      {"idempotency_key wins over id",
+       R"({"idempotency_key":"k1","id":"i1","customer":"c","type":"t"})",
+       "k1 c t 1700000000000000"},
+      {"id wins over event_id", R"({"id":"i1","event_id":"e1","customer":"c","type":"t"})",
+       "i1 c t 1700000000000000"},
+      {"CloudEvents: subject, data; the envelope is dropped, source is a property",
+       R"({"specversion":"1.0","id":"ce1","source":"/s","type":"t","subject":"c","time":)" T22
+       R"(,"datacontenttype":"application/json","dataschema":"x","data":{"n":1}})",
+       "ce1 c t 1699999200000000 source=/s n=1"},
+      {"CloudEvents with source scoping the id",
+       R"({"specversion":"1.0","id":"ce1","source":"/s","type":"t","subject":"c"})",
+       "/s/ce1 c t 1700000000000000", "", true},
+      {"nested properties flatten with dots; booleans and null",
+       R"({"id":"a","customer":"c","type":"t","properties":{"usage":{"in":3,"out":4},"ok":true,"none":null}})",
+       "a c t 1700000000000000 usage.in=3 usage.out=4 ok=true none="},
+      {"null fields are absent", R"({"id":"a","customer":"c","type":"t","time":null,"properties":null})",
+       "a c t 1700000000000000"},
+      {"the default customer", R"({"id":"a","type":"t"})", "a dflt t 1700000000000000", "dflt"},
+      {"a valid event goes on beside an invalid one",
+       R"([{"customer":"c","type":"t"},{"id":"b","customer":"c","type":"t"}])",
+       "b c t 1700000000000000 | #0 MISSING_FIELD"},
+      {"no customer", R"({"id":"a","type":"t"})", "#0 MISSING_FIELD"},
+      {"no type", R"({"id":"a","customer":"c"})", "#0 MISSING_FIELD"},
+      {"an id that is not a string", R"({"id":7,"customer":"c","type":"t"})", "#0 INVALID_TYPE"},
+      {"properties that are not an object", R"({"id":"a","customer":"c","type":"t","properties":[1]})",
+       "#0 INVALID_TYPE"},
+      {"an array property", R"({"id":"a","customer":"c","type":"t","properties":{"x":[1]}})",
+       "#0 INVALID_TYPE"},
+      {"a time that is not RFC 3339", R"({"id":"a","customer":"c","type":"t","time":"yesterday"})",
+       "#0 INVALID_TIME"},
+      {"a time too far ahead", R"({"id":"a","customer":"c","type":"t","time":"2023-11-14T23:00:00Z"})",
+       "#0 TIME_IN_FUTURE"},
+  };
+  for (const ShapeRow& row : rows) {
+    ParseOptions o;
+    o.now_us = kNowUs;
+    o.default_customer = row.default_customer;
+    o.source_scopes_id = row.source_scopes_id;
+    std::string body = row.body;
+    ParsedEvents out;
+    ASSERT_TRUE(parse_events(body, o, &out).ok()) << row.what;
+    EXPECT_EQ(render(out), row.expected) << row.what;
+  }
+}
+
+struct RefusedRow {
+  const char* what;
+  const char* body;
+  const char* message;  // a part of the whole request's error
+};
+
+TEST(EventParseShapes, BodiesOfTheWrongShapeFailTheWholeRequest) {
+  const RefusedRow rows[] = {
+      {"a string", R"("event")", "body must be a JSON object"},
+      {"a number", "42", "body must be a JSON object"},
+      {"events that is not an array", R"({"events":{"id":"a"}})", "'events' must be an array"},
+      {"an empty batch", R"({"events":[]})", "the batch holds no events"},
+      {"an empty array", "[]", "the batch holds no events"},
+      {"malformed JSON", R"({"events":[{"id":"a",}]})", "malformed JSON"},
+  };
+  for (const RefusedRow& row : rows) {
+    ParseOptions o;
+    o.now_us = kNowUs;
+    std::string body = row.body;
+    ParsedEvents out;
+    const Status s = parse_events(body, o, &out);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << row.what;
+    EXPECT_NE(s.message().find(row.message), std::string::npos) << row.what << ": " << s.message();
+    EXPECT_TRUE(out.batch.empty()) << row.what;
+  }
+}
+
+#undef T22
 
 }  // namespace
 }  // namespace tally::core

@@ -3,121 +3,9 @@
 #include <cstring>
 #include <limits>
 
+#include "common/coding.h"
+
 namespace tally::engine {
-
-void put_varint(std::string& out, std::uint64_t v) {
-  while (v >= 0x80) {
-    out += static_cast<char>((v & 0x7F) | 0x80);
-    v >>= 7;
-  }
-  out += static_cast<char>(v);
-}
-
-void put_zigzag(std::string& out, std::int64_t v) {
-  put_varint(out, (static_cast<std::uint64_t>(v) << 1) ^ static_cast<std::uint64_t>(v >> 63));
-}
-
-void put_bytes(std::string& out, std::string_view s) {
-  put_varint(out, s.size());
-  out.append(s);
-}
-
-void put_be32(std::string& out, std::uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    out += static_cast<char>((v >> shift) & 0xFF);
-  }
-}
-
-void put_be64(std::string& out, std::uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    out += static_cast<char>((v >> shift) & 0xFF);
-  }
-}
-
-std::uint32_t read_be32(std::string_view s) {
-  std::uint32_t v = 0;
-  for (int i = 0; i < 4; ++i) {
-    v = (v << 8) | static_cast<unsigned char>(s[static_cast<std::size_t>(i)]);
-  }
-  return v;
-}
-
-std::uint64_t read_be64(std::string_view s) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < 8; ++i) {
-    v = (v << 8) | static_cast<unsigned char>(s[static_cast<std::size_t>(i)]);
-  }
-  return v;
-}
-
-bool Reader::get_varint(std::uint64_t* v) {
-  std::uint64_t result = 0;
-  for (int shift = 0; shift <= 63 && !in_.empty(); shift += 7) {
-    auto byte = static_cast<unsigned char>(in_.front());
-    in_.remove_prefix(1);
-    result |= static_cast<std::uint64_t>(byte & 0x7F) << shift;
-    if ((byte & 0x80) == 0) {
-      *v = result;
-      return true;
-    }
-  }
-  return false;
-}
-
-bool Reader::get_zigzag(std::int64_t* v) {
-  std::uint64_t u = 0;
-  if (!get_varint(&u)) {
-    return false;
-  }
-  *v = static_cast<std::int64_t>(u >> 1) ^ -static_cast<std::int64_t>(u & 1);
-  return true;
-}
-
-bool Reader::get_bytes(std::string_view* s) {
-  std::uint64_t n = 0;
-  if (!get_varint(&n) || n > in_.size()) {
-    return false;
-  }
-  *s = in_.substr(0, n);
-  in_.remove_prefix(n);
-  return true;
-}
-
-bool Reader::get_u8(std::uint8_t* v) {
-  if (in_.empty()) {
-    return false;
-  }
-  *v = static_cast<std::uint8_t>(in_.front());
-  in_.remove_prefix(1);
-  return true;
-}
-
-bool Reader::get_be32(std::uint32_t* v) {
-  if (in_.size() < 4) {
-    return false;
-  }
-  *v = read_be32(in_);
-  in_.remove_prefix(4);
-  return true;
-}
-
-bool Reader::get_be64(std::uint64_t* v) {
-  if (in_.size() < 8) {
-    return false;
-  }
-  *v = read_be64(in_);
-  in_.remove_prefix(8);
-  return true;
-}
-
-bool Reader::get_raw(std::size_t n, std::string_view* s) {
-  if (in_.size() < n) {
-    return false;
-  }
-  *s = in_.substr(0, n);
-  in_.remove_prefix(n);
-  return true;
-}
 
 // ---- event blocks ---------------------------------------------------------------------------
 
@@ -144,9 +32,6 @@ void EventBlockWriter::begin(std::uint64_t first_seq, core::TimeUs received_at_u
 }
 
 namespace {
-void put_i128(std::string& out, __int128 v);
-bool get_i128(Reader& r, __int128* v);
-
 // An event's flags byte: 1 flagged, 2 priced (cost and credits follow), 4 a quantity other than
 // 1 follows (as a varint, after cost and credits). Blocks written before quantities existed
 // never set 4, so they read unchanged.
@@ -373,23 +258,6 @@ bool decode_aggregate_key(std::string_view key, AggregateKey* out) {
   return true;
 }
 
-namespace {
-void put_i128(std::string& out, __int128 v) {  // declared above the event blocks
-  auto u = static_cast<unsigned __int128>(v);
-  put_be64(out, static_cast<std::uint64_t>(u >> 64));
-  put_be64(out, static_cast<std::uint64_t>(u));
-}
-
-bool get_i128(Reader& r, __int128* v) {
-  std::uint64_t hi = 0;
-  std::uint64_t lo = 0;
-  if (!r.get_be64(&hi) || !r.get_be64(&lo)) {
-    return false;
-  }
-  *v = static_cast<__int128>((static_cast<unsigned __int128>(hi) << 64) | lo);
-  return true;
-}
-}  // namespace
 
 std::string encode_agg_state(const core::AggState& s) {
   std::string out;
@@ -581,7 +449,7 @@ bool decode_key_record(std::string_view value, KeyRecord* k) {
       !r.get_bytes(&prefix) || !r.get_bytes(&hash) || !r.get_bytes(&customer) ||
       !r.get_bytes(&name) || !r.get_varint(&scopes) || !r.get_zigzag(&k->info.created_at_us) ||
       !r.get_zigzag(&k->info.revoked_at_us) || !r.get_zigzag(&k->info.last_used_at_us) ||
-      !r.get_varint(&k->info.total_requests)) {
+      !r.get_varint(&k->info.total_requests) || !r.done()) {
     return false;
   }
   k->info.id = id;

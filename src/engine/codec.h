@@ -13,46 +13,28 @@
 
 #include <tally/types.h>
 
+#include "common/coding.h"
 #include "core/aggregate.h"
 #include "core/event.h"
 #include "core/pricing.h"
 
 namespace tally::engine {
 
-// ---- primitives -----------------------------------------------------------------------------
-void put_varint(std::string& out, std::uint64_t v);
-void put_zigzag(std::string& out, std::int64_t v);
-void put_bytes(std::string& out, std::string_view s);  // varint length + bytes
-void put_be32(std::string& out, std::uint32_t v);
-void put_be64(std::string& out, std::uint64_t v);
-
-// A cursor over an encoded value. Every get_* returns false when the input is short or bad.
-class Reader {
- public:
-  explicit Reader(std::string_view in) : in_(in) {}
-  bool get_varint(std::uint64_t* v);
-  bool get_zigzag(std::int64_t* v);
-  bool get_bytes(std::string_view* s);
-  bool get_u8(std::uint8_t* v);
-  bool get_be32(std::uint32_t* v);
-  bool get_be64(std::uint64_t* v);
-  bool get_raw(std::size_t n, std::string_view* s);
-  bool done() const { return in_.empty(); }
-
-  // Bytes not read yet: a count read from the value is checked against it before anything is
-  // allocated for that many items.
-  std::size_t remaining() const { return in_.size(); }
-
- private:
-  std::string_view in_;
-};
+// ---- primitives (common/coding.h), named here as the rest of the engine knows them ----------
+using common::get_i128;
+using common::put_be32;
+using common::put_be64;
+using common::put_bytes;
+using common::put_i128;
+using common::put_varint;
+using common::put_zigzag;
+using common::read_be32;
+using common::read_be64;
+using common::Reader;
 
 // The first key after every key that starts with `prefix` (its last byte plus one), the end of
 // a scan over the prefix. REQUIRES: prefix non-empty, its last byte not 0xff.
 std::string prefix_end(std::string_view prefix);
-
-std::uint32_t read_be32(std::string_view s);  // REQUIRES: s.size() >= 4
-std::uint64_t read_be64(std::string_view s);  // REQUIRES: s.size() >= 8
 
 // ---- event blocks (Space::kEvents) ----------------------------------------------------------
 // Key: customer number (be32) + last sequence in the block (be64). One block per customer per

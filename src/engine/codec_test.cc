@@ -4,6 +4,10 @@
 // tests/fuzz/codec_fuzz.cc found, and their neighbours.
 #include "engine/codec.h"
 
+#include <fstream>
+#include <functional>
+#include <map>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -81,8 +85,6 @@ TEST(CodecTest, WalletWithMoreGrantsOrHoldsThanBytesIsRefused) {
   EXPECT_EQ(w.holds[0].second, core::Decimal::from_int(5));
 }
 
-}  // namespace
-}  // namespace tally::engine
 
 namespace tally::engine {
 namespace {
@@ -327,6 +329,428 @@ TEST(CodecTest, LedgerBlocksOfFormatTwoCarryHeldAndPeriodsAndFormatOneStillReads
   expect_prefixes_refused(block, [](std::string_view x) {
     return decode_ledger_block(x, [](LedgerRecord&&) {});
   });
+}
+
+}  // namespace
+}  // namespace tally::engine
+
+// ---- every record: round trip, golden bytes (docs/storage.md), truncation, version -----------
+
+namespace golden {
+
+std::string hex(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (char c : bytes) {
+    const auto b = static_cast<unsigned char>(c);
+    out += kDigits[b >> 4];
+    out += kDigits[b & 0xF];
+  }
+  return out;
+}
+
+core::Decimal dec(std::int64_t units) { return core::Decimal{units}; }
+
+constexpr core::TimeUs kT = 1'737'370'800'000'000;  // 2025-01-20T11:00:00Z
+
+// One record type: its encoding of a fixed value with every field set, and a decoder that
+// decodes bytes and encodes what it read again (so a lossy decode shows as different bytes).
+struct Record {
+  std::string name;
+  std::string bytes;
+  std::function<bool(std::string_view, std::string*)> reencode;
+};
+
+std::vector<Record> records() {
+  std::vector<Record> out;
+
+  {
+    const std::vector<DedupEntry> entries = {{0x1234, 100, 1}, {0xfeed, 101, 2}};
+    out.push_back({"dedup", encode_dedup_record(kT, entries), [](std::string_view v, std::string* o) {
+                     core::TimeUs at = 0;
+                     std::vector<DedupEntry> e;
+                     if (!decode_dedup_record(v, &at, &e)) {
+                       return false;
+                     }
+                     *o = encode_dedup_record(at, e);
+                     return true;
+                   }});
+  }
+  {
+    core::AggState s;
+    s.count = 3;
+    s.sum = dec(6'500'000'000);
+    s.min = dec(-1'000'000'000);
+    s.max = dec(5'000'000'000);
+    s.latest = dec(2'500'000'000);
+    s.latest_time_us = kT;
+    s.latest_seq = 42;
+    out.push_back({"agg_state", encode_agg_state(s), [](std::string_view v, std::string* o) {
+                     core::AggState d;
+                     if (!decode_agg_state(v, &d)) {
+                       return false;
+                     }
+                     *o = encode_agg_state(d);
+                     return true;
+                   }});
+  }
+  {
+    Customer c;
+    c.id = "acme";
+    c.name = "Acme";
+    c.email = "ops@acme.test";
+    c.timezone = "Europe/Paris";
+    c.status = "suspended";
+    c.metadata_json = R"({"tier":"gold"})";
+    c.created_at_us = kT;
+    c.updated_at_us = kT + 1;
+    c.plan = "pro";
+    c.trial_started_at_us = kT + 2;
+    c.billing_anchor_us = kT + 3;
+    c.overrides = {{"api_calls", "month", 0, "5000", false}, {"tokens", "trial", 14, "10", true}};
+    c.resets = {{"api_calls", kT + 4}};
+    c.organization = "org_1";
+    out.push_back({"customer", encode_customer(7, c), [](std::string_view v, std::string* o) {
+                     std::uint32_t num = 0;
+                     Customer d;
+                     if (!decode_customer(v, &num, &d)) {
+                       return false;
+                     }
+                     *o = encode_customer(num, d);
+                     return true;
+                   }});
+  }
+  {
+    KeyRecord k;
+    k.info.id = "key_1";
+    k.info.prefix = "tk_live_ab";
+    k.info.customer = "acme";
+    k.info.name = "ci";
+    k.info.scopes = 5;
+    k.info.created_at_us = kT;
+    k.info.revoked_at_us = kT + 10;
+    k.info.last_used_at_us = kT + 5;
+    k.info.total_requests = 99;
+    k.hash = std::string(32, '\x5a');
+    out.push_back({"key", encode_key_record(k), [](std::string_view v, std::string* o) {
+                     KeyRecord d;
+                     if (!decode_key_record(v, &d)) {
+                       return false;
+                     }
+                     *o = encode_key_record(d);
+                     return true;
+                   }});
+  }
+  {
+    LedgerRecord a;
+    a.seq = 9;
+    a.type = "grant";
+    a.amount = dec(100'000'000'000);
+    a.before = dec(0);
+    a.after = dec(100'000'000'000);
+    a.description = "welcome";
+    a.created_at_us = kT;
+    a.expires_at_us = kT + 86'400'000'000;
+    a.priority = 2;
+    LedgerRecord b;
+    b.seq = 10;
+    b.type = "hold";
+    b.event_id = "ev_1";
+    b.grant_seq = 9;
+    b.reservation_id = "rsv_1";
+    b.created_at_us = kT + 1;
+    b.held = dec(1'500'000'000);
+    b.period_start_us = kT - 1000;
+    b.period_end_us = kT + 1000;
+    const std::vector<const LedgerRecord*> txns = {&a, &b};
+    out.push_back({"ledger_block", encode_ledger_block(txns),
+                   [](std::string_view v, std::string* o) {
+                     std::vector<LedgerRecord> read;
+                     if (!decode_ledger_block(v, [&](LedgerRecord&& r) { read.push_back(r); })) {
+                       return false;
+                     }
+                     std::vector<const LedgerRecord*> ptrs;
+                     for (const LedgerRecord& r : read) {
+                       ptrs.push_back(&r);
+                     }
+                     *o = encode_ledger_block(ptrs);
+                     return true;
+                   }});
+  }
+  {
+    WalletRecord w;
+    w.balance = dec(98'500'000'000);
+    w.debt = dec(0);
+    w.grants = {{9, "promotional", dec(100'000'000'000), dec(98'500'000'000), 2, kT + 7, kT}};
+    w.holds = {{"rsv_1", dec(1'500'000'000)}};
+    w.transactions = 2;
+    w.last_txn_seq = 10;
+    out.push_back({"wallet", encode_wallet(w), [](std::string_view v, std::string* o) {
+                     WalletRecord d;
+                     if (!decode_wallet(v, &d)) {
+                       return false;
+                     }
+                     *o = encode_wallet(d);
+                     return true;
+                   }});
+  }
+  out.push_back({"decimal", encode_decimal(dec(-1'250'000'000)),
+                 [](std::string_view v, std::string* o) {
+                   core::Decimal d;
+                   if (!decode_decimal(v, &d)) {
+                     return false;
+                   }
+                   *o = encode_decimal(d);
+                   return true;
+                 }});
+  {
+    PriceLineRecord p{"tokens", "llm.call", {{"model", "small"}, {"provider", "x"}}};
+    out.push_back({"price_line", encode_price_line(p), [](std::string_view v, std::string* o) {
+                     PriceLineRecord d;
+                     if (!decode_price_line(v, &d)) {
+                       return false;
+                     }
+                     *o = encode_price_line(d);
+                     return true;
+                   }});
+  }
+  {
+    core::PriceSpec s;
+    s.model = core::PriceModel::kGraduated;
+    s.unit_price = dec(10'000'000);
+    s.tiers = {{false, dec(1'000'000'000'000), dec(10'000'000), dec(0)},
+               {true, dec(0), dec(8'000'000), dec(2'000'000'000)}};
+    s.package_size = dec(0);
+    s.currency = "EUR";
+    s.credits_per_currency_unit = dec(1'100'000'000);
+    out.push_back({"price_version", encode_price_version(s, false),
+                   [](std::string_view v, std::string* o) {
+                     core::PriceSpec d;
+                     bool ended = true;
+                     if (!decode_price_version(v, &d, &ended)) {
+                       return false;
+                     }
+                     *o = encode_price_version(d, ended);
+                     return true;
+                   }});
+  }
+  out.push_back({"rerate", encode_rerate(dec(3'000'000'000), kT),
+                 [](std::string_view v, std::string* o) {
+                   core::Decimal c;
+                   core::TimeUs at = 0;
+                   if (!decode_rerate(v, &c, &at)) {
+                     return false;
+                   }
+                   *o = encode_rerate(c, at);
+                   return true;
+                 }});
+  {
+    ReservationRecord r;
+    r.customer_num = 7;
+    r.meter = "api_calls";
+    r.amount = dec(5'000'000'000);
+    r.credits = dec(1'500'000'000);
+    r.created_us = kT;
+    r.expires_us = kT + 300'000'000;
+    r.event_id = "chk_1";
+    r.properties = {{"region", "eu"}};
+    out.push_back({"reservation", encode_reservation(r), [](std::string_view v, std::string* o) {
+                     ReservationRecord d;
+                     if (!decode_reservation(v, &d)) {
+                       return false;
+                     }
+                     *o = encode_reservation(d);
+                     return true;
+                   }});
+  }
+  {
+    Alert a;
+    a.id = "alr_1";
+    a.customer = "acme";
+    a.kind = "limit";
+    a.level = "warning";
+    a.meter = "api_calls";
+    a.period = "month";
+    a.limit = "api_calls per month";
+    a.threshold_percent = 80;
+    a.limit_amount = "1000";
+    a.used = "800";
+    a.percent = "80.00";
+    a.window_start_us = kT - 1000;
+    a.window_end_us = kT + 1000;
+    a.threshold_amount = "5";
+    a.balance = "4";
+    a.created_at_us = kT;
+    a.status = "pending";
+    a.sent = true;
+    a.delivery_attempts = 3;
+    out.push_back({"alert", encode_alert(a), [](std::string_view v, std::string* o) {
+                     Alert d;
+                     if (!decode_alert(v, &d)) {
+                       return false;
+                     }
+                     *o = encode_alert(d);
+                     return true;
+                   }});
+  }
+  {
+    WebhookDelivery d;
+    d.id = "dlv_1";
+    d.alert_id = "alr_1";
+    d.event = "alert.triggered";
+    d.webhook = 1;
+    d.url = "http://127.0.0.1:9/hook";
+    d.status = "pending";
+    d.attempts = 2;
+    d.created_at_us = kT;
+    d.next_attempt_at_us = kT + 30'000'000;
+    d.last_attempt_at_us = kT + 1;
+    d.delivered_at_us = 0;
+    d.last_status_code = 503;
+    d.last_error = "busy";
+    out.push_back({"delivery", encode_delivery(d), [](std::string_view v, std::string* o) {
+                     WebhookDelivery r;
+                     if (!decode_delivery(v, &r)) {
+                       return false;
+                     }
+                     *o = encode_delivery(r);
+                     return true;
+                   }});
+  }
+  {
+    ArchivedEventRecord r{kT, "ev_9", 3, true, dec(2'000'000'000)};
+    out.push_back({"archived_event", encode_archived_event(r),
+                   [](std::string_view v, std::string* o) {
+                     ArchivedEventRecord d;
+                     if (!decode_archived_event(v, &d)) {
+                       return false;
+                     }
+                     *o = encode_archived_event(d);
+                     return true;
+                   }});
+  }
+  {
+    EventBlockWriter w;
+    w.begin(100, kT);
+    BlockEvent e;
+    e.seq = 100;
+    e.time_us = kT - 5;
+    e.id = "ev_1";
+    e.type = "api.call";
+    e.props = {{core::PropKind::kString, "region", "eu"}, {core::PropKind::kNumber, "ms", "12.5"}};
+    w.add_stored(e);
+    BlockEvent f;
+    f.seq = 101;
+    f.time_us = kT - 4;
+    f.flagged = true;
+    f.id = "ev_2";
+    f.type = "llm.call";
+    f.priced = true;
+    f.cost = dec(20'000'000);
+    f.credits = dec(22'000'000);
+    f.quantity = 3;
+    w.add_stored(f);
+    out.push_back({"event_block", w.finish(), [](std::string_view v, std::string* o) {
+                     BlockHeader h;
+                     EventBlockWriter again;
+                     bool begun = false;
+                     const bool ok = decode_event_block(v, &h, [&](const BlockEvent& be) {
+                       if (!begun) {
+                         again.begin(h.first_seq, h.received_at_us);
+                         begun = true;
+                       }
+                       again.add_stored(be);
+                     });
+                     if (!ok) {
+                       return false;
+                     }
+                     if (!begun) {
+                       again.begin(h.first_seq, h.received_at_us);
+                     }
+                     *o = again.finish();
+                     return true;
+                   }});
+  }
+  return out;
+}
+
+// The "Golden values" table of docs/storage.md: record name -> hex.
+std::map<std::string, std::string> documented() {
+  std::ifstream in(std::string(TALLY_SOURCE_DIR) + "/docs/storage.md");
+  std::map<std::string, std::string> out;
+  std::string line;
+  bool in_section = false;
+  while (std::getline(in, line)) {
+    if (line.rfind("## ", 0) == 0) {
+      in_section = line == "## Golden values";
+      continue;
+    }
+    // | `name` | what | `hex` |
+    if (!in_section || line.rfind("| `", 0) != 0) {
+      continue;
+    }
+    const std::size_t name_end = line.find('`', 3);
+    const std::size_t hex_end = line.rfind('`');
+    const std::size_t hex_begin = line.rfind('`', hex_end - 1);
+    if (name_end == std::string::npos || hex_begin <= name_end) {
+      continue;
+    }
+    out[line.substr(3, name_end - 3)] = line.substr(hex_begin + 1, hex_end - hex_begin - 1);
+  }
+  return out;
+}
+
+}  // namespace golden
+
+TEST(CodecRecords, EveryRecordRoundTripsToTheSameBytes) {
+  for (const golden::Record& r : golden::records()) {
+    std::string again;
+    ASSERT_TRUE(r.reencode(r.bytes, &again)) << r.name;
+    EXPECT_EQ(golden::hex(again), golden::hex(r.bytes)) << r.name;
+  }
+}
+
+// The bytes on disk never change by accident: each record's encoding is written out in
+// docs/storage.md ("Golden values"), and a change there is a change of the storage format.
+TEST(CodecRecords, EveryRecordHasTheGoldenBytesOfDocsStorage) {
+  const std::map<std::string, std::string> docs = golden::documented();
+  const std::vector<golden::Record> records = golden::records();
+  EXPECT_EQ(docs.size(), records.size()) << "one row per record in docs/storage.md";
+  for (const golden::Record& r : records) {
+    auto it = docs.find(r.name);
+    ASSERT_NE(it, docs.end()) << "docs/storage.md has no golden value for " << r.name
+                              << "; its bytes are " << golden::hex(r.bytes);
+    EXPECT_EQ(golden::hex(r.bytes), it->second) << r.name;
+  }
+}
+
+TEST(CodecRecords, ATruncatedValueIsRefused) {
+  for (const golden::Record& r : golden::records()) {
+    std::string out;
+    for (std::size_t len : {std::size_t{0}, std::size_t{1}, std::size_t{2}, r.bytes.size() / 2,
+                            r.bytes.size() - 1}) {
+      EXPECT_FALSE(r.reencode(std::string_view(r.bytes).substr(0, len), &out))
+          << r.name << " cut to " << len << " of " << r.bytes.size() << " bytes";
+    }
+  }
+}
+
+TEST(CodecRecords, AWrongVersionByteIsRefused) {
+  for (const golden::Record& r : golden::records()) {
+    for (int version : {0, 3, 0x7f, 0xff}) {
+      std::string bytes = r.bytes;
+      bytes[0] = static_cast<char>(version);
+      std::string out;
+      EXPECT_FALSE(r.reencode(bytes, &out)) << r.name << " with version " << version;
+    }
+  }
+}
+
+TEST(CodecRecords, TrailingBytesAreRefused) {
+  for (const golden::Record& r : golden::records()) {
+    std::string out;
+    EXPECT_FALSE(r.reencode(r.bytes + '\0', &out)) << r.name;
+  }
 }
 
 }  // namespace
