@@ -19,7 +19,7 @@
 namespace tally::testing {
 namespace {
 
-constexpr const char* kConfig = R"(
+const std::string kConfig = R"(
 [server]
 accept_unmetered_events = true  # the tests' barrier events
 
@@ -27,12 +27,7 @@ accept_unmetered_events = true  # the tests' barrier events
 default_plan = "starter"
 reservation_ttl = "60s"
 
-[[meters]]
-key = "api_calls"
-event_type = "api_call"
-aggregation = "count"
-group_by = ["service"]
-
+)" + std::string(kApiCallsMeterToml) + R"(
 [[meters]]
 key = "tokens"
 event_type = "tokens"
@@ -72,35 +67,13 @@ std::int64_t now_seconds() {
   return static_cast<std::int64_t>(std::time(nullptr));
 }
 
-class CheckApiTest : public ::testing::Test {
+class CheckApiTest : public ApiTest {
  protected:
-  static void SetUpTestSuite() { server_ = new TallyServer(kConfig); }
-
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
-  void SetUp() override { client_ = server_->client(); }
-
-  HttpResponse admin(std::string_view method, std::string_view target, std::string_view body = {}) {
-    return client_->request(method, target, body, key_header(kAdminKey));
-  }
-
-  HttpResponse as(const std::string& key, std::string_view method, std::string_view target,
-                  std::string_view body = {}) {
-    return client_->request(method, target, body, key_header(key));
-  }
+  static void SetUpTestSuite() { start_server(kConfig); }
 
   void customer(const std::string& id, const std::string& plan) {
     auto r = admin("POST", "/v1/customers", R"({"id":")" + id + R"(","plan":")" + plan + "\"}");
     ASSERT_EQ(r.status, 201) << r.body;
-  }
-
-  std::string customer_key(const std::string& id) {
-    auto r = admin("POST", "/v1/keys", "{\"customer\":\"" + id + "\"}");
-    EXPECT_EQ(r.status, 201) << r.body;
-    return Json(r.body).str("key");
   }
 
   HttpResponse check(const std::string& body) { return admin("POST", "/v1/check", body); }
@@ -134,12 +107,7 @@ class CheckApiTest : public ::testing::Test {
     }
     return simdjson::minify(rows.at(0)["value"]);
   }
-
-  static TallyServer* server_;
-  std::unique_ptr<HttpClient> client_;
 };
-
-TallyServer* CheckApiTest::server_ = nullptr;
 
 std::int64_t epoch_of(const std::string& rfc3339) {
   auto t = core::parse_rfc3339(rfc3339);

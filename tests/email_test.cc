@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include "alert_test_util.h"
 #include "json_test_util.h"
 #include "support/process.h"
 #include "tally_server.h"
@@ -104,23 +105,9 @@ class SmtpSink {
 std::string config(
     std::uint16_t smtp_port, const std::string& notification_extra = "",
     const std::string& retry = "retry_backoff = \"1s\"\nretry_backoff_max = \"1s\"") {
-  return R"(
-[[meters]]
-key = "api_calls"
-event_type = "api_call"
-aggregation = "count"
-
-[[plans]]
-key = "starter"
-limits = [{ meter = "api_calls", period = "month", amount = 100 }]
-alert_thresholds = [50, 80, 95]
-alert_levels = ["info", "warning", "critical"]
-
-[[customers]]
-id = "acme"
-plan = "starter"
-email = "billing@acme.example"
-
+  return alerting_plan_toml("alert_levels = [\"info\", \"warning\", \"critical\"]\n",
+                            "email = \"billing@acme.example\"\n") +
+         R"(
 [[notifications]]
 host = "127.0.0.1"
 port = )" +
@@ -133,33 +120,6 @@ levels = ["warning", "critical"]
 timeout = "5s"
 )" + retry +
          "\n" + notification_extra + "\n";
-}
-
-void ingest_calls(TallyServer& server, int n, int first) {
-  std::string body = "[";
-  for (int i = 0; i < n; ++i) {
-    body += (i ? "," : "") + std::string(R"({"event_id":"c)") + std::to_string(first + i) +
-            R"(","customer_id":"acme","event_type":"api_call"})";
-  }
-  body += "]";
-  auto r = server.client()->request("POST", "/v1/events", body, key_header(kAdminKey));
-  ASSERT_EQ(r.status, 202) << r.body;
-}
-
-// GET /v1/alerts until `done` holds for its answer (or 30 s pass); returns the last answer.
-template <typename Done>
-std::string poll_alerts(TallyServer& server, Done done) {
-  std::string body;
-  for (int i = 0; i < 300; ++i) {
-    auto r = server.client()->request("GET", "/v1/alerts", "", key_header(kAdminKey));
-    EXPECT_EQ(r.status, 200) << r.body;
-    body = r.body;
-    if (done(Json(body))) {
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return body;
 }
 
 // The statuses of every delivery of every alert, in order.
@@ -201,7 +161,7 @@ TEST(EmailAlerts, OneEmailPerThresholdToTheCustomerAndFixedRecipientsAndNoneAfte
     ingest_calls(server, 85, 0);  // 85 of 100: 50% (info, not subscribed) and 80% (warning)
     ASSERT_TRUE(sink.wait_for(1, 30000)) << server.log();
     const std::string body = poll_alerts(
-        server, [](const Json& j) { return all_are(delivery_statuses(j), 1, "delivered"); });
+        server, "", [](const Json& j) { return all_are(delivery_statuses(j), 1, "delivered"); });
     Json j(body);
     ASSERT_EQ(j["alerts"].get_array().size(), 2u) << body;
     auto warning = j["alerts"].at(1);
@@ -258,7 +218,7 @@ TEST(EmailAlerts, ASinkDownAtFirstIsRetriedAndGetsTheEmailOnce) {
   TallyServer server(config(port));
   ingest_calls(server, 81, 0);
   // Wait for a failed attempt, then bring the sink up.
-  const std::string failed = poll_alerts(server, [](const Json& j) {
+  const std::string failed = poll_alerts(server, "", [](const Json& j) {
     const simdjson::dom::array alerts = j["alerts"].get_array().value_unsafe();
     for (auto a : alerts) {
       const simdjson::dom::array deliveries = a["deliveries"].get_array().value_unsafe();
@@ -280,7 +240,7 @@ TEST(EmailAlerts, ASinkDownAtFirstIsRetriedAndGetsTheEmailOnce) {
   START_SINK(sink);
   ASSERT_TRUE(sink.wait_for(1, 30000)) << server.log();
   const std::string body = poll_alerts(
-      server, [](const Json& j) { return all_are(delivery_statuses(j), 1, "delivered"); });
+      server, "", [](const Json& j) { return all_are(delivery_statuses(j), 1, "delivered"); });
   EXPECT_TRUE(all_are(delivery_statuses(Json(body)), 1, "delivered")) << body;
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // two more backoffs
   EXPECT_EQ(sink.messages().size(), 1u);
@@ -307,7 +267,7 @@ TEST(EmailAlerts, AWrongPasswordIsRetriedWithTheServersAnswer) {
   const std::string auth = "user = \"tally\"\npassword_env = \"TALLY_TEST_SMTP_PASSWORD\"\n";
   TallyServer server(config(port, auth), "", {{"TALLY_TEST_SMTP_PASSWORD", "wrong"}});
   ingest_calls(server, 81, 0);
-  const std::string body = poll_alerts(server, [](const Json& j) {
+  const std::string body = poll_alerts(server, "", [](const Json& j) {
     auto a = j["alerts"].at(1);
     return a.error() == simdjson::SUCCESS &&
            a["deliveries"].at(0)["attempts"].get_uint64().value_unsafe() >= 2;
@@ -329,7 +289,9 @@ TEST(EmailAlerts, A5xxRefusalIsRecordedAsFailedWithoutRetries) {
   TallyServer server(config(port));
   ingest_calls(server, 81, 0);
   const std::string body =
-      poll_alerts(server, [](const Json& j) { return all_are(delivery_statuses(j), 1, "failed"); });
+      poll_alerts(server, "", [](const Json& j) {
+        return all_are(delivery_statuses(j), 1, "failed");
+      });
   Json j(body);
   ASSERT_TRUE(all_are(delivery_statuses(j), 1, "failed")) << body;
   auto a = j["alerts"].at(1);
@@ -399,7 +361,7 @@ TEST(EmailAlerts, StartTlsRequiredButNotOfferedIsRetriedNeverSentInPlainText) {
   c.replace(c.find("starttls = \"off\""), 16, "starttls = true");
   TallyServer server(c);
   ingest_calls(server, 81, 0);
-  const std::string body = poll_alerts(server, [](const Json& j) {
+  const std::string body = poll_alerts(server, "", [](const Json& j) {
     auto a = j["alerts"].at(1);
     return a.error() == simdjson::SUCCESS &&
            a["deliveries"].at(0)["attempts"].get_uint64().value_unsafe() >= 1;

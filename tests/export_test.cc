@@ -132,10 +132,10 @@ const std::vector<std::string> kEventHeader = {"id",      "customer", "type",   
                                                "received_at", "flagged", "quantity", "cost",
                                                "credits", "properties"};
 
-class ExportTest : public ::testing::Test {
+class ExportTest : public ApiTest {
  protected:
   static void SetUpTestSuite() {
-    server_ = new TallyServer(kConfig);
+    start_server(kConfig);
     auto client = server_->client();
     std::string body = R"({"events":[)";
     for (std::size_t i = 0; i < tricky().size(); ++i) {
@@ -160,23 +160,16 @@ class ExportTest : public ::testing::Test {
       ASSERT_EQ(r.status, 202) << r.body;
     }
   }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-  void SetUp() override { client_ = server_->client(); }
-
   HttpResponse get(const std::string& target, const std::string& key = kAdminKey) {
-    return client_->request("GET", target, {}, key_header(key));
+    return as(key, target);
   }
   void expect_error(const std::string& target, int status, const std::string& code,
                     const std::string& key = kAdminKey) {
+    SCOPED_TRACE(target);
     auto r = get(target, key);
-    EXPECT_EQ(r.status, status) << target << ": " << r.body;
-    Json j(r.body);
-    EXPECT_TRUE(j.ok()) << r.body;
-    EXPECT_EQ(j.str("error"), code) << target;
-    EXPECT_FALSE(j.str("message").empty()) << target;
+    EXPECT_TRUE(Json(r.body).ok()) << r.body;
+    EXPECT_FALSE(Json(r.body).str("message").empty()) << r.body;
+    ApiTest::expect_error(r, status, code);
   }
   std::vector<std::string> cli_args(std::vector<std::string> args) {
     args.insert(args.begin(), {"export", "--config", server_->dir() + "/tally.toml", "--data",
@@ -184,12 +177,7 @@ class ExportTest : public ::testing::Test {
     return args;
   }
   std::string path(const std::string& name) { return server_->dir() + "/" + name; }
-
-  static TallyServer* server_;
-  std::unique_ptr<HttpClient> client_;
 };
-
-TallyServer* ExportTest::server_ = nullptr;
 
 // The tricky events' CSV rows, by id, checking every field against what was sent.
 void expect_tricky_csv(const std::string& csv) {

@@ -7,7 +7,7 @@
 namespace tally::testing {
 namespace {
 
-constexpr const char* kConfig = R"(
+const std::string kConfig = R"(
 [server]
 body_bytes_max = 65536
 batch_events_max = 50
@@ -19,43 +19,19 @@ aggregation = "sum"
 value = "$.input_tokens"
 group_by = ["provider", "model"]
 
-[[meters]]
-key = "api_calls"
-event_type = "api_call"
-aggregation = "count"
-group_by = ["service"]
-
+)" + std::string(kApiCallsMeterToml) + R"(
 [[customers]]
 id = "cust-test-001"
 name = "Test Company"
 )";
 
-class HttpApiTest : public ::testing::Test {
+class HttpApiTest : public ApiTest {
  protected:
-  static void SetUpTestSuite() { server_ = new TallyServer(kConfig); }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-  void SetUp() override { client_ = server_->client(); }
-
-  HttpResponse admin(std::string_view method, std::string_view target, std::string_view body = {}) {
-    return client_->request(method, target, body, key_header(kAdminKey));
-  }
-  std::string customer_key(const std::string& customer) {
-    auto r = admin("POST", "/v1/keys", "{\"customer\":\"" + customer + "\"}");
-    EXPECT_EQ(r.status, 201) << r.body;
-    return Json(r.body).str("key");
-  }
+  static void SetUpTestSuite() { start_server(kConfig); }
   void ensure_customer(const std::string& id) {
     admin("POST", "/v1/customers", "{\"id\":\"" + id + "\"}");
   }
-
-  static TallyServer* server_;
-  std::unique_ptr<HttpClient> client_;
 };
-
-TallyServer* HttpApiTest::server_ = nullptr;
 
 TEST_F(HttpApiTest, HealthReadyMetrics) {
   auto h = client_->request("GET", "/health");
@@ -84,6 +60,8 @@ TEST_F(HttpApiTest, MissingOrBadKeyIs401) {
   EXPECT_EQ(client_->request("POST", "/v1/events", body, key_header("tk_wrong")).status, 401);
   EXPECT_EQ(client_->request("GET", "/v1/meters", {}, {{"authorization", "Bearer nope"}}).status, 401);
   EXPECT_EQ(client_->request("GET", "/v1/meters", {}, {{"authorization", std::string("Bearer ") + kAdminKey}}).status, 200);
+  // The scheme is case-insensitive (RFC 9110 11.1), here as in GET /v1/authorize.
+  EXPECT_EQ(client_->request("GET", "/v1/meters", {}, {{"authorization", std::string("BEARER ") + kAdminKey}}).status, 200);
 }
 
 TEST_F(HttpApiTest, SeedWalkthroughIngest) {

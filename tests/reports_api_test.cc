@@ -20,16 +20,11 @@ namespace {
 
 using core::TimeUs;
 
-constexpr const char* kConfig = R"(
+const std::string kConfig = R"(
 [enforcement]
 default_plan = "starter"
 
-[[meters]]
-key = "api_calls"
-event_type = "api_call"
-aggregation = "count"
-group_by = ["service"]
-
+)" + std::string(kApiCallsMeterToml) + R"(
 [[meters]]
 key = "tokens"
 event_type = "tokens"
@@ -86,34 +81,13 @@ std::string json_number(const std::string& decimal) {
   return simdjson::minify(p.parse(decimal).value());
 }
 
-class ReportsApiTest : public ::testing::Test {
+class ReportsApiTest : public ApiTest {
  protected:
-  static void SetUpTestSuite() { server_ = new TallyServer(kConfig); }
-
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-
-  void SetUp() override { client_ = server_->client(); }
-
-  HttpResponse admin(std::string_view method, std::string_view target, std::string_view body = {}) {
-    return client_->request(method, target, body, key_header(kAdminKey));
-  }
-
-  HttpResponse as(const std::string& key, std::string_view target) {
-    return client_->request("GET", target, {}, key_header(key));
-  }
+  static void SetUpTestSuite() { start_server(kConfig); }
 
   void customer(const std::string& body) {
     auto r = admin("POST", "/v1/customers", body);
     ASSERT_EQ(r.status, 201) << r.body;
-  }
-
-  std::string customer_key(const std::string& id) {
-    auto r = admin("POST", "/v1/keys", "{\"customer\":\"" + id + "\"}");
-    EXPECT_EQ(r.status, 201) << r.body;
-    return Json(r.body).str("key");
   }
 
   void ingest(const std::string& events) {
@@ -122,20 +96,7 @@ class ReportsApiTest : public ::testing::Test {
     ASSERT_EQ(Json(r.body).str("status"), "accepted") << r.body;
   }
 
-  // Asserts a JSON error answer.
-  void expect_error(const HttpResponse& r, int status, const std::string& code,
-                    const std::string& message_part = "") {
-    EXPECT_EQ(r.status, status) << r.body;
-    Json j(r.body);
-    EXPECT_EQ(j.str("error"), code) << r.body;
-    EXPECT_NE(j.str("message").find(message_part), std::string::npos) << r.body;
-  }
-
-  static TallyServer* server_;
-  std::unique_ptr<HttpClient> client_;
 };
-
-TallyServer* ReportsApiTest::server_ = nullptr;
 
 // ---- organizations on customers ------------------------------------------------------------
 

@@ -9,12 +9,22 @@
 #include <memory>
 #include <string>
 
+#include "json_test_util.h"
 #include "support/http_client.h"
 #include "support/process.h"
 
 namespace tally::testing {
 
 inline constexpr const char* kAdminKey = "test-admin-key-0123456789abcdef";
+
+// The meter most API suites count requests with: api_call events, by service.
+inline constexpr const char* kApiCallsMeterToml = R"(
+[[meters]]
+key = "api_calls"
+event_type = "api_call"
+aggregation = "count"
+group_by = ["service"]
+)";
 
 class TallyServer {
  public:
@@ -105,5 +115,56 @@ inline int run_tally(const std::vector<std::string>& args, std::string* output,
   *output = read_file(o.log_path).value_or("");
   return code.value_or(-1);
 }
+
+// The fixture of the HTTP API tests: one server per test suite, a client per test, and the
+// requests every suite makes. A suite derives from it and starts its server with its own
+// configuration:
+//
+//   class WalletApiTest : public ApiTest {
+//    protected:
+//     static void SetUpTestSuite() { start_server(kConfig); }
+//   };
+class ApiTest : public ::testing::Test {
+ protected:
+  static void start_server(const std::string& config_toml) {
+    server_ = new TallyServer(config_toml);
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    server_ = nullptr;
+  }
+  void SetUp() override { client_ = server_->client(); }
+
+  HttpResponse admin(std::string_view method, std::string_view target,
+                     std::string_view body = {}) {
+    return client_->request(method, target, body, key_header(kAdminKey));
+  }
+  HttpResponse as(const std::string& key, std::string_view method, std::string_view target,
+                  std::string_view body = {}) {
+    return client_->request(method, target, body, key_header(key));
+  }
+  // A GET with `key`.
+  HttpResponse as(const std::string& key, std::string_view target) {
+    return as(key, "GET", target);
+  }
+  // A new key for `customer` (ingest, check and read scopes).
+  std::string customer_key(const std::string& customer) {
+    auto r = admin("POST", "/v1/keys", "{\"customer\":\"" + customer + "\"}");
+    EXPECT_EQ(r.status, 201) << r.body;
+    return Json(r.body).str("key");
+  }
+  // Asserts a JSON error answer: its status, its code and a part of its message.
+  void expect_error(const HttpResponse& r, int status, const std::string& code,
+                    const std::string& message_part = "") {
+    EXPECT_EQ(r.status, status) << r.body;
+    Json j(r.body);
+    EXPECT_EQ(j.str("error"), code) << r.body;
+    EXPECT_NE(j.str("message").find(message_part), std::string::npos) << r.body;
+  }
+
+  // One server per suite: suites run one after another, each starting its own.
+  static inline TallyServer* server_ = nullptr;
+  std::unique_ptr<HttpClient> client_;
+};
 
 }  // namespace tally::testing

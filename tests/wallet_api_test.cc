@@ -84,27 +84,13 @@ std::string token_event(const std::string& id, const std::string& customer,
 
 std::string raw(simdjson::dom::element e) { return simdjson::minify(e); }
 
-class WalletApiTest : public ::testing::Test {
+class WalletApiTest : public ApiTest {
  protected:
-  static void SetUpTestSuite() { server_ = new TallyServer(kConfig); }
-  static void TearDownTestSuite() {
-    delete server_;
-    server_ = nullptr;
-  }
-  void SetUp() override { client_ = server_->client(); }
+  static void SetUpTestSuite() { start_server(kConfig); }
 
-  HttpResponse admin(const std::string& method, const std::string& target,
-                     const std::string& body = {}) {
-    return client_->request(method, target, body, key_header(kAdminKey));
-  }
   void create_customer(const std::string& id) {
     auto r = admin("POST", "/v1/customers", R"({"id":")" + id + R"("})");
     ASSERT_EQ(r.status, 201) << r.body;
-  }
-  std::string create_key(const std::string& customer) {
-    auto r = admin("POST", "/v1/keys", R"({"customer":")" + customer + R"("})");
-    EXPECT_EQ(r.status, 201) << r.body;
-    return Json(r.body).str("key");
   }
   HttpResponse txn(const std::string& customer, const std::string& body) {
     return admin("POST", "/v1/customers/" + customer + "/wallet/transactions", body);
@@ -114,17 +100,12 @@ class WalletApiTest : public ::testing::Test {
     EXPECT_EQ(r.status, 200) << r.body;
     return raw(Json(r.body)["balance"]);
   }
-
-  static TallyServer* server_;
-  std::unique_ptr<HttpClient> client_;
 };
-
-TallyServer* WalletApiTest::server_ = nullptr;
 
 TEST_F(WalletApiTest, SeedWalkthroughEndToEnd) {
   // 2: a customer with a hashed key and 1,000,000 credits.
   create_customer("cust-test-001");
-  const std::string key = create_key("cust-test-001");
+  const std::string key = customer_key("cust-test-001");
   auto grant = txn("cust-test-001", R"({"type":"top_up","amount":1000000,"description":"seed"})");
   ASSERT_EQ(grant.status, 201) << grant.body;
   EXPECT_EQ(raw(Json(grant.body)["balance_after"]), "1000000");
@@ -312,7 +293,7 @@ TEST_F(WalletApiTest, PromotionalCreditsBurnBeforePaidAndDebtIsPaidFirst) {
 
 TEST_F(WalletApiTest, ErrorsAnswerClearlyAndChangeNothing) {
   create_customer("cust-err");
-  const std::string key = create_key("cust-err");
+  const std::string key = customer_key("cust-err");
   ASSERT_EQ(txn("cust-err", R"({"type":"top_up","amount":10})").status, 201);
   struct Case {
     std::string body;

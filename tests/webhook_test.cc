@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "common/crypto.h"
+#include "alert_test_util.h"
 #include "json_test_util.h"
 #include "support/http_receiver.h"
 #include "tally_server.h"
@@ -17,21 +18,7 @@ namespace {
 constexpr const char* kSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 std::string config(const std::string& url) {
-  return R"(
-[[meters]]
-key = "api_calls"
-event_type = "api_call"
-aggregation = "count"
-
-[[plans]]
-key = "starter"
-limits = [{ meter = "api_calls", period = "month", amount = 100 }]
-alert_thresholds = [50, 80, 95]
-
-[[customers]]
-id = "acme"
-plan = "starter"
-
+  return alerting_plan_toml() + R"(
 [[webhooks]]
 url = ")" + url + R"("
 events = ["alert.triggered"]
@@ -40,33 +27,6 @@ retry_backoff = "1s"
 retry_backoff_max = "2s"
 timeout = "5s"
 )";
-}
-
-void ingest_calls(TallyServer& server, int n, int first) {
-  std::string body = "[";
-  for (int i = 0; i < n; ++i) {
-    body += (i ? "," : "") + std::string(R"({"event_id":"c)") + std::to_string(first + i) +
-            R"(","customer_id":"acme","event_type":"api_call"})";
-  }
-  body += "]";
-  auto r = server.client()->request("POST", "/v1/events", body, key_header(kAdminKey));
-  ASSERT_EQ(r.status, 202) << r.body;
-}
-
-// GET /v1/alerts until `done` holds for its answer (or 20 s pass); returns the last answer.
-template <typename Done>
-std::string poll_alerts(TallyServer& server, const std::string& query, Done done) {
-  std::string body;
-  for (int i = 0; i < 200; ++i) {
-    auto r = server.client()->request("GET", "/v1/alerts" + query, "", key_header(kAdminKey));
-    EXPECT_EQ(r.status, 200) << r.body;
-    body = r.body;
-    if (done(Json(body))) {
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return body;
 }
 
 std::size_t count_of(const Json& j) {

@@ -6,7 +6,7 @@
 
 #include "cli/cli.h"
 #include "common/json_writer.h"
-#include "http/json_util.h"
+#include "http/json_codec.h"
 
 namespace tally::cli {
 

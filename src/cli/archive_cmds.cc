@@ -9,7 +9,7 @@
 #include "cli/cli.h"
 #include "config/config.h"
 #include "core/time.h"
-#include "http/json_util.h"
+#include "http/json_codec.h"
 
 namespace tally::cli {
 

@@ -11,7 +11,7 @@
 #include "cli/cli.h"
 #include "core/event_parse.h"
 #include "core/time.h"
-#include "http/json_util.h"
+#include "http/json_codec.h"
 
 namespace tally::cli {
 

@@ -41,7 +41,13 @@ struct Route {
   Run run = kInline;
   // The latency histogram of /metrics that times its requests (docs/api.md#get-metrics).
   LatencyKind latency = LatencyKind::kNone;
+  // Which X-RateLimit-* headers its answers carry when Tally's own API rate limit is on: the
+  // API limit's (false), or (kOwnRateHeaders) the route's own, written by its handler (checks
+  // and reservations: the limits they decide on).
+  bool own_rate_headers = false;
 };
+
+constexpr bool kOwnRateHeaders = true;
 
 constexpr LatencyKind kIngestTimed = LatencyKind::kIngest;
 constexpr LatencyKind kCheckTimed = LatencyKind::kCheck;
@@ -71,8 +77,9 @@ const Route kRoutes[] = {
     {"POST", "/v1/keys", Need::kAdmin, handlers::create_key},
     {"GET", "/v1/keys", Need::kAdmin, handlers::list_keys, kPool},
     {"DELETE", "/v1/keys/{}", Need::kAdmin, handlers::revoke_key},
-    {"POST", "/v1/check", Need::kCheck, handlers::check, kInline, kCheckTimed},
-    {"POST", "/v1/check/batch", Need::kCheck, handlers::check_batch, kInline, kCheckTimed},
+    {"POST", "/v1/check", Need::kCheck, handlers::check, kInline, kCheckTimed, kOwnRateHeaders},
+    {"POST", "/v1/check/batch", Need::kCheck, handlers::check_batch, kInline, kCheckTimed,
+     kOwnRateHeaders},
     {"POST", "/v1/ratelimit", Need::kCheck, handlers::ratelimit, kInline, kCheckTimed},
     {"POST", "/unkey/v2/ratelimit.limit", Need::kCheck, handlers::unkey_limit, kInline, kCheckTimed},
     {"POST", "/unkey/v2/ratelimit.multiLimit", Need::kCheck, handlers::unkey_multi_limit, kInline,
@@ -98,8 +105,10 @@ const Route kRoutes[] = {
      handlers::lago_list_wallet_transactions, kPool},
     {"POST", "/lago/api/v1/wallet_transactions", Need::kAdmin,
      handlers::lago_create_wallet_transaction},
-    {"POST", "/v1/reservations/{}/commit", Need::kCheck, handlers::commit_reservation},
-    {"POST", "/v1/reservations/{}/release", Need::kCheck, handlers::release_reservation},
+    {"POST", "/v1/reservations/{}/commit", Need::kCheck, handlers::commit_reservation, kInline,
+     LatencyKind::kNone, kOwnRateHeaders},
+    {"POST", "/v1/reservations/{}/release", Need::kCheck, handlers::release_reservation, kInline,
+     LatencyKind::kNone, kOwnRateHeaders},
     {"GET", "/v1/customers/{}/limits", Need::kRead, handlers::customer_limits},
     {"GET", "/v1/customers/{}/wallet", Need::kRead, handlers::get_wallet},
     {"GET", "/v1/customers/{}/wallet/transactions", Need::kRead, handlers::list_wallet_transactions,
@@ -197,17 +206,7 @@ std::string_view presented_key(const Request& r) {
   if (const auto* k = r.header("x-api-key"); k != nullptr && !k->empty()) {
     return *k;
   }
-  if (const auto* a = r.header("authorization"); a != nullptr) {
-    std::string_view v(*a);
-    if (v.size() > 7 && (v.substr(0, 7) == "Bearer " || v.substr(0, 7) == "bearer ")) {
-      v.remove_prefix(7);
-      while (!v.empty() && v.front() == ' ') {
-        v.remove_prefix(1);
-      }
-      return v;
-    }
-  }
-  return {};
+  return handlers::bearer_token(r);
 }
 
 const char* need_name(Need need) {
@@ -396,7 +395,7 @@ Admission Api::admit(const Request& head) {
         return refuse(route, method, std::move(r));
       }
       // Check answers carry the headers of their own limits; other answers those of this one.
-      if (pattern.substr(0, 9) != "/v1/check" && pattern.substr(0, 17) != "/v1/reservations/") {
+      if (!found->own_rate_headers) {
         extra_headers = std::move(headers_of.headers);
       }
     }

@@ -1,5 +1,5 @@
-// JSON helpers shared by the HTTP handlers: error bodies, Status -> HTTP status, and the
-// encoding of engine values.
+// Error bodies and the Status -> HTTP status map of the API; the encodings of engine values
+// are in json_codec.h (included here for the handlers).
 #pragma once
 
 #include <string>
@@ -9,6 +9,7 @@
 #include <tally/types.h>
 
 #include "common/json_writer.h"
+#include "http/json_codec.h"
 #include "http/server.h"
 
 namespace tally::http {
@@ -20,30 +21,18 @@ Response error_response(unsigned status, std::string_view code, std::string_view
 Response status_response(const Status& s);
 Response json_response(unsigned status, std::string body);
 
-std::string time_text(TimeUs t);
-void write_customer(common::JsonWriter& w, const Customer& c);
-void write_key(common::JsonWriter& w, const ApiKeyInfo& k);
-// A decimal text as a JSON number, or null when empty.
-void write_decimal(common::JsonWriter& w, const std::string& decimal);
-// A number as its shortest exact text.
-void write_decimal(common::JsonWriter& w, const Decimal& d);
-// ["admin", "ingest", ...]
-// An alert as GET /v1/alerts and webhook payloads show it; with `deliveries`, also each
-// delivery's state.
-void write_alert(common::JsonWriter& w, const Alert& a, bool deliveries);
-void write_scopes(common::JsonWriter& w, std::uint32_t scopes);
+// The details of a kInvalidArgument that refuses a query for having more rows than its cap:
+// status_response answers it 400 QUERY_TOO_LARGE (the same query always gets the same answer,
+// so it is the client's to narrow, not to retry).
+inline constexpr std::string_view kQueryTooLargeDetails = "\"QUERY_TOO_LARGE\"";
 
-// The bodies of GET /v1/meters/{key}/query and GET /v1/customers/{id}/usage.
-std::string query_result_json(const QueryResult& r);
-std::string customer_usage_json(const CustomerUsage& r);
-// What an archive run or a restore did: the body of POST /v1/admin/archive and what
-// `tally archive` / `tally restore` print.
-std::string archive_result_json(const ArchiveResult& r);
-// The body of GET /v1/prices: every price with its versions.
-std::string prices_json(const std::vector<PriceInfo>& prices);
-// What re-rating did (or would do): the body of POST /v1/customers/{id}/reprice and what
-// `tally reprice` prints.
-std::string reprice_report_json(const RepriceReport& r);
-std::string restore_result_json(const RestoreResult& r);
+// The engine's queries say a row cap with kResourceExhausted, which otherwise means "full,
+// retry" (503): this names it a kInvalidArgument with kQueryTooLargeDetails. For every route
+// that runs a query (meters, reports, export), until the engine says so itself.
+Status query_status(Status s);
+// The answer to a refused ingest body (POST /v1/events): the event parser's kInvalidArgument is
+// a body that is not JSON (400 INVALID_JSON) and its kResourceExhausted a batch over
+// batch_events_max (413 PAYLOAD_TOO_LARGE); anything else as status_response says.
+Response ingest_refusal(const Status& s);
 
 }  // namespace tally::http

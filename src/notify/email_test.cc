@@ -4,28 +4,10 @@
 
 #include "common/crypto.h"
 #include "core/time.h"
+#include "support/sample_alert.h"
 
 namespace tally::notify {
 namespace {
-
-Alert limit_alert() {
-  Alert a;
-  a.id = "alrt_7";
-  a.customer = "acme";
-  a.kind = "limit";
-  a.level = "warning";
-  a.meter = "api_calls";
-  a.period = "month";
-  a.limit = "api_calls per month";
-  a.threshold_percent = 80;
-  a.limit_amount = "100";
-  a.used = "80";
-  a.percent = "80.00";
-  a.window_start_us = *core::parse_rfc3339("2025-03-01T00:00:00Z");
-  a.window_end_us = *core::parse_rfc3339("2025-04-01T00:00:00Z");
-  a.created_at_us = *core::parse_rfc3339("2025-03-04T10:05:09Z");
-  return a;
-}
 
 TEST(EmailTest, Rfc5322Dates) {
   EXPECT_EQ(rfc5322_date(*core::parse_rfc3339("2025-03-04T10:05:09Z")),
@@ -77,7 +59,7 @@ TEST(EmailTest, TheMessageOfALimitAlert) {
   WebhookDelivery d;
   d.id = "dlv_abc";
   const std::string m =
-      alert_message(d, limit_alert(), {"alerts@tally.example", "Tally", "[Tally]"},
+      alert_message(d, testing::sample_limit_alert(), {"alerts@tally.example", "Tally", "[Tally]"},
                     {"ops@example.com", "billing@acme.example"});
   const std::string head = m.substr(0, m.find("\r\n\r\n") + 2);
   EXPECT_EQ(head,
@@ -108,7 +90,8 @@ TEST(EmailTest, TheMessageOfALimitAlert) {
     }
   }
   // The same delivery gives the same bytes on every attempt.
-  EXPECT_EQ(m, alert_message(d, limit_alert(), {"alerts@tally.example", "Tally", "[Tally]"},
+  EXPECT_EQ(m, alert_message(d, testing::sample_limit_alert(),
+                             {"alerts@tally.example", "Tally", "[Tally]"},
                              {"ops@example.com", "billing@acme.example"}));
 }
 

@@ -11,7 +11,7 @@
 
 #include "common/crypto.h"
 #include "common/json_writer.h"
-#include "http/json_util.h"
+#include "http/json_codec.h"
 #include "notify/email.h"
 #include "notify/smtp.h"
 

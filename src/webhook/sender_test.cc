@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "common/crypto.h"
+#include "support/sample_alert.h"
 #include "webhook/sender.h"
 
 namespace tally::webhook {
@@ -56,23 +57,11 @@ TEST(Payload, CarriesTheDeliveryIdTypeAndAlert) {
   WebhookDelivery d;
   d.id = "dlv_x";
   d.event = "alert.triggered";
-  Alert a;
-  a.id = "alrt_1";
-  a.customer = "acme";
-  a.kind = "limit";
-  a.level = "warning";
-  a.meter = "calls";
-  a.period = "month";
-  a.limit = "calls per month";
-  a.threshold_percent = 50;
-  a.limit_amount = "100";
-  a.used = "50";
-  a.percent = "50.00";
-  a.window_start_us = 1'740'787'200'000'000;  // 2025-03-01
-  a.created_at_us = 1'741'608'000'000'000;
+  const Alert a = testing::sample_limit_alert();
   const std::string p = payload(d, a);
-  EXPECT_EQ(p.rfind(R"({"id":"dlv_x","type":"alert.triggered","created_at":"2025-03-10T12:00:00Z","data":{"id":"alrt_1","customer":"acme","kind":"limit","level":"warning")", 0), 0u) << p;
-  EXPECT_NE(p.find(R"("threshold_percent":50,"limit_amount":100,"used":50,"percent":50.00)"),
+  EXPECT_EQ(p.rfind(R"({"id":"dlv_x","type":"alert.triggered","created_at":"2025-03-04T10:05:09Z","data":{"id":"alrt_7","customer":"acme","kind":"limit","level":"warning","meter":"api_calls","period":"month","limit":"api_calls per month")", 0), 0u) << p;
+  EXPECT_NE(p.find(R"("threshold_percent":80,"limit_amount":100,"used":80,"percent":80.00,)"
+                   R"("window_start":"2025-03-01T00:00:00Z","window_end":"2025-04-01T00:00:00Z")"),
             std::string::npos)
       << p;
   EXPECT_EQ(p.find("deliveries"), std::string::npos);

@@ -4,15 +4,9 @@
 namespace tally::http::handlers {
 
 void list_alerts(Context& ctx, Call& call) {
-  for (const auto& [k, v] : call.request.query) {
-    if (k != "customer" && k != "level" && k != "status" && k != "from" && k != "to" &&
-        k != "limit" && k != "cursor") {
-      answer(call, error_response(400, "VALIDATION_ERROR",
-                                  "unknown query parameter '" + k +
-                                      "'; allowed: customer, level, status, from, to, limit, "
-                                      "cursor"));
-      return;
-    }
+  if (!only_params(call, {"customer", "level", "status", "from", "to", "limit", "cursor"},
+                   {.list_allowed = true})) {
+    return;
   }
   AlertQuery q;
   if (const auto* c = call.request.query_param("customer")) q.customer = *c;

@@ -22,16 +22,8 @@ bool parse_archive_body(Call& call, ArchiveRequest* req) {
   if (call.request.body.find_first_not_of(" \t\r\n") == std::string::npos) {
     return true;  // no body: the configured age
   }
-  thread_local dom::parser parser;
-  dom::element root;
-  if (auto err = parser.parse(call.request.body).get(root); err) {
-    answer(call, error_response(400, "INVALID_JSON",
-                                std::string("malformed JSON: ") + simdjson::error_message(err)));
-    return false;
-  }
   dom::object obj;
-  if (root.get_object().get(obj) != simdjson::SUCCESS) {
-    answer(call, error_response(400, "VALIDATION_ERROR", kShape));
+  if (!body_object(call, &obj, kShape)) {
     return false;
   }
   for (auto f : obj) {

@@ -20,18 +20,6 @@ namespace {
 
 namespace dom = simdjson::dom;
 
-bool parse_body(Call& call, dom::parser& parser, dom::element* root) {
-  if (!require_json(call)) {
-    return false;
-  }
-  if (auto err = parser.parse(call.request.body).get(*root); err) {
-    answer(call, error_response(400, "INVALID_JSON",
-                                std::string("malformed JSON: ") + simdjson::error_message(err)));
-    return false;
-  }
-  return true;
-}
-
 // Reads a JSON number or numeric string as decimal text.
 bool amount_text(dom::element v, std::string* out) {
   std::string_view s;
@@ -54,12 +42,10 @@ std::string scalar_text(dom::element v) {
   return simdjson::minify(v);
 }
 
+constexpr std::string_view kCheckShape = "a check must be a JSON object";
+
 // Reads one check object. Returns an error message, or "" on success.
-std::string read_check(dom::element el, CheckRequest* r) {
-  dom::object obj;
-  if (el.get_object().get(obj) != simdjson::SUCCESS) {
-    return "a check must be a JSON object";
-  }
+std::string read_check(dom::object obj, CheckRequest* r) {
   bool have_meter = false;
   for (auto field : obj) {
     const std::string_view k = field.key;
@@ -116,117 +102,6 @@ std::string read_check(dom::element el, CheckRequest* r) {
   }
   if (!have_meter || r->meter.empty()) return "'meter' is required";
   return "";
-}
-
-// A limit's number, or "unlimited" when it has none.
-void write_limit_number(common::JsonWriter& w, const LimitState& s, const Decimal& d) {
-  if (s.unlimited) {
-    w.value("unlimited");
-  } else {
-    write_decimal(w, d);
-  }
-}
-
-void write_reset(common::JsonWriter& w, TimeUs reset_us) {
-  if (reset_us == 0) {
-    w.null();
-  } else {
-    w.value(time_text(reset_us));
-  }
-}
-
-}  // namespace
-
-void write_limit_state(common::JsonWriter& w, const LimitState& s) {
-  w.begin_object()
-      .key("meter").value(s.meter)
-      .key("period").value(s.period)
-      .key("rule").value(s.rule())
-      .key("hard").value(s.hard)
-      .key("used");
-  write_decimal(w, s.used);
-  w.key("limit");
-  write_limit_number(w, s, s.limit);
-  w.key("remaining");
-  write_limit_number(w, s, s.remaining);
-  w.key("percent");
-  if (s.unlimited) {
-    w.null();
-  } else {
-    w.raw(s.percent());
-  }
-  w.key("window_start").value(time_text(s.window_start_us));
-  w.key("reset");
-  write_reset(w, s.reset_us);
-  w.end_object();
-}
-
-namespace {
-
-// The error title of a denial.
-const char* denial_title(Denial reason) {
-  switch (reason) {
-    case Denial::kLimitExceeded:
-      return "Rate Limit Exceeded";
-    case Denial::kTrialExpired:
-      return "Trial Expired";
-    case Denial::kFeatureNotEnabled:
-      return "Feature Not Available";
-    case Denial::kCustomerSuspended:
-      return "Customer Suspended";
-    case Denial::kInsufficientCredits:
-      return "Insufficient Credits";
-    case Denial::kNone:
-    case Denial::kBatchDenied:
-      break;
-  }
-  return "Denied";
-}
-
-void write_check(common::JsonWriter& w, const CheckResult& r) {
-  w.begin_object().key("allowed").value(r.allowed);
-  if (!r.allowed) {
-    w.key("error").value(denial_title(r.reason)).key("reason").value(denial_name(r.reason));
-  }
-  w.key("message").value(r.allowed ? (r.overage ? "Allowed past a soft limit (overage)." : "Allowed.")
-                                   : r.message);
-  w.key("tier").value(r.plan).key("plan").value(r.plan).key("meter").value(r.meter);
-  w.key("amount");
-  write_decimal(w, r.amount);
-  if (r.has_rule) {
-    const LimitState& s = r.rule;
-    w.key("used");
-    write_decimal(w, s.used);
-    w.key("limit");
-    write_limit_number(w, s, s.limit);
-    w.key("remaining");
-    write_limit_number(w, s, s.remaining);
-    w.key("reset");
-    write_reset(w, s.reset_us);
-    w.key("period").value(s.period).key("rule").value(s.rule());
-  } else {
-    w.key("used").null().key("limit").value("unlimited").key("remaining").value("unlimited");
-    w.key("reset").null().key("period").null().key("rule").null();
-  }
-  w.key("overage").value(r.overage);
-  if (r.prepaid) {
-    w.key("credits_required");
-    write_decimal(w, r.credits_required);
-    w.key("credits_available");
-    write_decimal(w, r.credits_available);
-  }
-  if (r.replayed) {
-    w.key("replayed").value(true);
-  }
-  if (!r.reservation_id.empty()) {
-    w.key("reservation_id").value(r.reservation_id);
-    w.key("expires_at").value(time_text(r.reservation_expires_us));
-  }
-  w.key("limits").begin_array();
-  for (const auto& l : r.limits) {
-    write_limit_state(w, l);
-  }
-  w.end_array().end_object();
 }
 
 unsigned check_status(const CheckResult& r) {
@@ -303,12 +178,11 @@ bool may_check_for(Call& call, const std::string& customer) {
 }  // namespace
 
 void check(Context& ctx, Call& call) {
-  thread_local dom::parser parser;
-  dom::element root;
-  if (!parse_body(call, parser, &root)) return;
+  dom::object obj;
+  if (!body_object(call, &obj, kCheckShape)) return;
   CheckRequest req;
   if (call.identity.customer.size() > 0) req.customer = call.identity.customer;
-  const std::string err = read_check(root, &req);
+  const std::string err = read_check(obj, &req);
   if (!err.empty()) {
     answer(call, error_response(400, "VALIDATION_ERROR", err));
     return;
@@ -327,13 +201,12 @@ void check(Context& ctx, Call& call) {
 }
 
 void check_batch(Context& ctx, Call& call) {
-  thread_local dom::parser parser;
-  dom::element root;
-  if (!parse_body(call, parser, &root)) return;
-  dom::array checks;
+  constexpr std::string_view kShape = "the body must be {\"checks\": [ ... ]}";
   dom::object obj;
-  if (root.get_object().get(obj) != simdjson::SUCCESS || obj["checks"].get_array().get(checks) != simdjson::SUCCESS) {
-    answer(call, error_response(400, "VALIDATION_ERROR", "the body must be {\"checks\": [ ... ]}"));
+  if (!body_object(call, &obj, kShape)) return;
+  dom::array checks;
+  if (obj["checks"].get_array().get(checks) != simdjson::SUCCESS) {
+    answer(call, error_response(400, "VALIDATION_ERROR", kShape));
     return;
   }
   for (auto field : obj) {
@@ -347,7 +220,10 @@ void check_batch(Context& ctx, Call& call) {
   for (dom::element el : checks) {
     CheckRequest req;
     req.customer = call.identity.customer;  // a customer key's own; "" for admin
-    const std::string err = read_check(el, &req);
+    dom::object check;
+    const std::string err = el.get_object().get(check) == simdjson::SUCCESS
+                                ? read_check(check, &req)
+                                : std::string(kCheckShape);
     if (!err.empty()) {
       answer(call, error_response(400, "VALIDATION_ERROR", "checks[" + std::to_string(i) + "]: " + err));
       return;
@@ -387,14 +263,8 @@ void check_batch(Context& ctx, Call& call) {
 void commit_reservation(Context& ctx, Call& call) {
   std::string amount;
   if (!call.request.body.empty()) {
-    thread_local dom::parser parser;
-    dom::element root;
-    if (!parse_body(call, parser, &root)) return;
     dom::object obj;
-    if (root.get_object().get(obj) != simdjson::SUCCESS) {
-      answer(call, error_response(400, "VALIDATION_ERROR", "the body must be a JSON object"));
-      return;
-    }
+    if (!body_object(call, &obj)) return;
     for (auto field : obj) {
       if (field.key == "amount") {
         if (!amount_text(field.value, &amount)) {
@@ -464,17 +334,15 @@ void customer_limits(Context& ctx, Call& call) {
 }
 
 void put_overrides(Context& ctx, Call& call) {
-  thread_local dom::parser parser;
+  // {"overrides": [...]}, or the bare array.
   dom::element root;
-  if (!parse_body(call, parser, &root)) return;
+  if (!body_json(call, &root)) return;
   dom::array arr;
   dom::object obj;
-  if (root.get_object().get(obj) == simdjson::SUCCESS) {
-    if (obj["overrides"].get_array().get(arr) != simdjson::SUCCESS) {
-      answer(call, error_response(400, "VALIDATION_ERROR", "the body must be {\"overrides\": [ ... ]}"));
-      return;
-    }
-  } else if (root.get_array().get(arr) != simdjson::SUCCESS) {
+  const bool shaped = root.get_object().get(obj) == simdjson::SUCCESS
+                          ? obj["overrides"].get_array().get(arr) == simdjson::SUCCESS
+                          : root.get_array().get(arr) == simdjson::SUCCESS;
+  if (!shaped) {
     answer(call, error_response(400, "VALIDATION_ERROR", "the body must be {\"overrides\": [ ... ]}"));
     return;
   }
@@ -520,15 +388,9 @@ void put_overrides(Context& ctx, Call& call) {
 }
 
 void reset_customer(Context& ctx, Call& call) {
-  thread_local dom::parser parser;
-  dom::element root;
-  if (!parse_body(call, parser, &root)) return;
   dom::object obj;
+  if (!body_object(call, &obj, "the body must be {\"meter\": \"...\"}")) return;
   std::string meter;
-  if (root.get_object().get(obj) != simdjson::SUCCESS) {
-    answer(call, error_response(400, "VALIDATION_ERROR", "the body must be {\"meter\": \"...\"}"));
-    return;
-  }
   for (auto f : obj) {
     std::string_view s;
     if (f.key == "meter" && f.value.get_string().get(s) == simdjson::SUCCESS) {
@@ -576,13 +438,7 @@ void authorize(Context& ctx, Call& call) {
   const std::string* key = call.request.header(cfg.enforcement.authorize_key_header);
   std::string secret = key != nullptr ? *key : "";
   if (secret.empty()) {
-    if (const std::string* auth = call.request.header("authorization")) {
-      constexpr std::string_view kBearer = "Bearer ";
-      if (auth->size() > kBearer.size() && std::equal(kBearer.begin(), kBearer.end(), auth->begin(),
-                                                      [](char a, char b) { return std::tolower(a) == std::tolower(b); })) {
-        secret = auth->substr(kBearer.size());
-      }
-    }
+    secret = bearer_token(call.request);
   }
   if (secret.empty()) {
     deny(401, "missing_key", "no API key in the original request");

@@ -9,19 +9,6 @@ namespace tally::http::handlers {
 
 namespace {
 
-void write_errors(common::JsonWriter& w, const std::vector<EventError>& errors) {
-  w.begin_array();
-  for (const auto& e : errors) {
-    w.begin_object()
-        .key("index").value(e.index)
-        .key("id").value(e.id)
-        .key("code").value(e.code)
-        .key("message").value(e.message)
-        .end_object();
-  }
-  w.end_array();
-}
-
 Response summary_response(const IngestSummary& s) {
   common::JsonWriter w;
   const bool none_valid = s.accepted == 0 && s.duplicates == 0;
@@ -48,52 +35,16 @@ Response summary_response(const IngestSummary& s) {
   w.key("status").value(s.status());
   w.key("processing_time_ms").value(static_cast<double>(s.processing_time_us) / 1000.0);
   w.key("errors");
-  write_errors(w, s.errors);
+  write_event_errors(w, s.errors);
   if (none_valid) {
     w.key("details").begin_object().key("errors");
-    write_errors(w, s.errors);
+    write_event_errors(w, s.errors);
     w.end_object();
   }
   w.end_object();
   return json_response(none_valid ? (all_unknown ? 422 : 400) : 202, w.take());
 }
 
-// `cost_key` is "cost_" + the lower-case currency ("cost_usd").
-void write_event(common::JsonWriter& w, const StoredEvent& e, const std::string& currency,
-                 const std::string& cost_key) {
-  w.begin_object()
-      .key("id").value(e.id)
-      .key("customer").value(e.customer)
-      .key("type").value(e.type)
-      .key("time").value(time_text(e.time_us))
-      .key("received_at").value(time_text(e.received_at_us));
-  if (e.quantity != 1) {
-    w.key("quantity").value(static_cast<std::uint64_t>(e.quantity));
-  }
-  if (e.flagged) {
-    w.key("flagged").value(true);
-  }
-  if (e.priced) {
-    w.key("cost");
-    write_decimal(w, e.cost);
-    w.key(cost_key);
-    write_decimal(w, e.cost);
-    w.key("currency").value(currency);
-    w.key("credits");
-    write_decimal(w, e.credits);
-  }
-  w.key("properties").begin_object();
-  for (const auto& p : e.properties) {
-    w.key(p.key);
-    switch (p.kind) {
-      case EventProperty::Kind::kString: w.value(p.text); break;
-      case EventProperty::Kind::kNumber: w.raw(p.text); break;
-      case EventProperty::Kind::kBool: w.raw(p.text == "true" ? "true" : "false"); break;
-      case EventProperty::Kind::kNull: w.null(); break;
-    }
-  }
-  w.end_object().end_object();
-}
 
 }  // namespace
 
@@ -108,14 +59,7 @@ void ingest(Context& ctx, Call& call) {
   ctx.engine.ingest_json_async(std::move(call.request.body), options,
                                [respond](Result<IngestSummary> r) {
                                  if (!r) {
-                                   const Status& s = r.error();
-                                   if (s.code() == StatusCode::kInvalidArgument) {
-                                     respond(error_response(400, "INVALID_JSON", s.message()));
-                                   } else if (s.code() == StatusCode::kResourceExhausted) {
-                                     respond(error_response(413, "PAYLOAD_TOO_LARGE", s.message()));
-                                   } else {
-                                     respond(status_response(s));
-                                   }
+                                   respond(ingest_refusal(r.error()));
                                    return;
                                  }
                                  respond(summary_response(*r));
@@ -123,14 +67,9 @@ void ingest(Context& ctx, Call& call) {
 }
 
 void list_events(Context& ctx, Call& call) {
-  for (const auto& [k, v] : call.request.query) {
-    if (k != "customer" && k != "type" && k != "from" && k != "to" && k != "limit" &&
-        k != "cursor") {
-      answer(call, error_response(400, "VALIDATION_ERROR",
-                                  "unknown query parameter '" + k +
-                                      "'; allowed: customer, type, from, to, limit, cursor"));
-      return;
-    }
+  if (!only_params(call, {"customer", "type", "from", "to", "limit", "cursor"},
+                   {.list_allowed = true})) {
+    return;
   }
   EventListQuery q;
   if (const auto* c = call.request.query_param("customer")) q.customer = *c;

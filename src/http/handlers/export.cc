@@ -24,15 +24,6 @@ namespace tally::http::handlers {
 
 namespace {
 
-constexpr const char* kAllowed =
-    "format, kind, customer, meter, type, from, to, window, tz, measure, group_by";
-
-bool allowed_param(const std::string& k) {
-  return k == "format" || k == "kind" || k == "customer" || k == "meter" || k == "type" ||
-         k == "from" || k == "to" || k == "window" || k == "tz" || k == "measure" ||
-         k == "group_by";
-}
-
 // A streamed body whose pieces `next` makes on the work pool: it may read the store or a file.
 std::function<void(StreamReady)> stream_on_pool(WorkPool& pool,
                                                 std::function<Result<bool>(std::string*)> next) {
@@ -51,16 +42,6 @@ std::function<void(StreamReady)> stream_on_pool(WorkPool& pool,
       ready(Status::unavailable("the server is stopping"));
     }
   };
-}
-
-// Answers an export's error before anything was sent.
-void answer_export_error(Call& call, const Status& s) {
-  if (s.code() == StatusCode::kResourceExhausted) {
-    // The aggregate row cap: the same request always gets the same answer (see query_meter).
-    answer(call, error_response(400, "QUERY_TOO_LARGE", s.message()));
-  } else {
-    answer(call, status_response(s));
-  }
 }
 
 // A workbook written to a temporary file, read back a chunk at a time, removed when done.
@@ -108,7 +89,7 @@ void export_xlsx(Context& ctx, Call& call, const exporter::ExportRequest& r,
   auto workbook = std::make_shared<XlsxFile>(name);
   auto rows = exporter::write_xlsx(ctx.engine, r, workbook->path());
   if (!rows) {
-    answer_export_error(call, rows.error());
+    answer(call, status_response(query_status(rows.error())));
     return;
   }
   if (!workbook->open()) {
@@ -127,12 +108,10 @@ void export_xlsx(Context& ctx, Call& call, const exporter::ExportRequest& r,
 }  // namespace
 
 void export_data(Context& ctx, Call& call) {
-  for (const auto& [k, v] : call.request.query) {
-    if (!allowed_param(k)) {
-      answer(call, error_response(400, "VALIDATION_ERROR", "unknown query parameter '" + k +
-                                                               "'; allowed: " + kAllowed));
-      return;
-    }
+  if (!only_params(call, {"format", "kind", "customer", "meter", "type", "from", "to", "window",
+                           "tz", "measure", "group_by"},
+                   {.list_allowed = true})) {
+    return;
   }
   exporter::ExportRequest r;
   if (const auto* f = call.request.query_param("format")) {
@@ -184,7 +163,7 @@ void export_data(Context& ctx, Call& call) {
   }
   auto text = exporter::TextExport::open(ctx.engine, r);
   if (!text) {
-    answer_export_error(call, text.error());
+    answer(call, status_response(query_status(text.error())));
     return;
   }
   Response resp;

@@ -1,5 +1,6 @@
 #include "http/handlers/handlers.h"
 
+#include <algorithm>
 #include <charconv>
 
 #include <simdjson.h>
@@ -65,6 +66,26 @@ bool scope_customer(Call& call, std::string* requested) {
   return true;
 }
 
+std::string_view bearer_token(const Request& request) {
+  const std::string* header = request.header("authorization");
+  if (header == nullptr) {
+    return {};
+  }
+  std::string_view v(*header);
+  constexpr std::string_view kScheme = "bearer ";
+  if (v.size() <= kScheme.size() ||
+      !std::equal(kScheme.begin(), kScheme.end(), v.begin(), [](char a, char b) {
+        return a == std::tolower(static_cast<unsigned char>(b));
+      })) {
+    return {};
+  }
+  v.remove_prefix(kScheme.size());
+  while (!v.empty() && v.front() == ' ') {
+    v.remove_prefix(1);
+  }
+  return v;
+}
+
 bool require_json(Call& call) {
   const std::string* ct = call.request.header("content-type");
   if (ct == nullptr || ct->empty()) {
@@ -94,19 +115,92 @@ bool require_json(Call& call) {
   return true;
 }
 
-bool body_object(Call& call, simdjson::dom::object* out, std::string_view shape) {
+std::string parse_body(const Request& request, simdjson::dom::element* root) {
+  thread_local simdjson::dom::parser parser;
+  if (auto err = parser.parse(request.body).get(*root); err) {
+    return std::string("malformed JSON: ") + simdjson::error_message(err);
+  }
+  return {};
+}
+
+bool body_json(Call& call, simdjson::dom::element* root) {
   if (!require_json(call)) {
     return false;
   }
-  thread_local simdjson::dom::parser parser;
+  if (std::string error = parse_body(call.request, root); !error.empty()) {
+    answer(call, error_response(400, "INVALID_JSON", error));
+    return false;
+  }
+  return true;
+}
+
+bool body_object(Call& call, simdjson::dom::object* out, std::string_view shape) {
   simdjson::dom::element root;
-  if (auto err = parser.parse(call.request.body).get(root); err) {
-    answer(call, error_response(400, "INVALID_JSON",
-                                std::string("malformed JSON: ") + simdjson::error_message(err)));
+  if (!body_json(call, &root)) {
     return false;
   }
   if (root.get_object().get(*out) != simdjson::SUCCESS) {
     answer(call, error_response(400, "VALIDATION_ERROR", shape));
+    return false;
+  }
+  return true;
+}
+
+std::optional<std::string> filter_property(std::string_view name) {
+  if (name.size() > 8 && name.substr(0, 7) == "filter[" && name.back() == ']') {
+    return std::string(name.substr(7, name.size() - 8));
+  }
+  return std::nullopt;
+}
+
+std::vector<std::pair<std::string, std::string>> filter_params(const Request& request) {
+  std::vector<std::pair<std::string, std::string>> filters;
+  for (const auto& [k, v] : request.query) {
+    if (auto property = filter_property(k)) {
+      filters.emplace_back(std::move(*property), v);
+    }
+  }
+  return filters;
+}
+
+bool only_params(Call& call, std::initializer_list<std::string_view> known, ParamRules rules) {
+  for (const auto& [k, v] : call.request.query) {
+    if (rules.filters && filter_property(k)) {
+      continue;
+    }
+    if (std::find(known.begin(), known.end(), k) != known.end()) {
+      continue;
+    }
+    std::string message = "unknown query parameter '" + k + "'";
+    if (rules.list_allowed) {
+      message += "; allowed: ";
+      for (auto it = known.begin(); it != known.end(); ++it) {
+        message += it == known.begin() ? "" : ", ";
+        message += *it;
+      }
+    }
+    answer(call, error_response(400, "VALIDATION_ERROR", message));
+    return false;
+  }
+  return true;
+}
+
+std::string param(const Call& call, std::string_view name) {
+  const std::string* v = call.request.query_param(name);
+  return v == nullptr ? std::string() : *v;
+}
+
+std::string zone_param(const Call& call) {
+  std::string tz = param(call, "tz");
+  return tz.empty() ? param(call, "timezone") : tz;
+}
+
+bool range_params(Call& call, TimeUs* from, TimeUs* to) {
+  if (!time_param(call, "from", from) || !time_param(call, "to", to)) {
+    return false;
+  }
+  if ((*from == 0) != (*to == 0)) {
+    answer(call, error_response(400, "VALIDATION_ERROR", "give both 'from' and 'to', or neither"));
     return false;
   }
   return true;

@@ -1,8 +1,11 @@
 // The route handlers, one file per resource, and the small helpers they share.
 #pragma once
 
+#include <initializer_list>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <tally/engine.h>
 
@@ -10,6 +13,7 @@
 #include "http/json_util.h"
 
 namespace simdjson::dom {
+class element;
 class object;
 }
 
@@ -49,8 +53,6 @@ void customer_limits(Context& ctx, Call& call);
 void put_overrides(Context& ctx, Call& call);
 void reset_customer(Context& ctx, Call& call);
 void authorize(Context& ctx, Call& call);
-// One limit as GET /v1/customers/{id}/limits and the customer report write it.
-void write_limit_state(common::JsonWriter& w, const LimitState& s);
 // The X-RateLimit-*, Retry-After and draft RateLimit-Policy / RateLimit headers of a check.
 void add_rate_limit_headers(Response& resp, const CheckResult& r, TimeUs now);
 // wallet.cc
@@ -128,13 +130,41 @@ bool scope_customer(Call& call, std::string* requested);
 // The 403 a key gets for naming `requested`, a customer other than its own; nullopt when it may
 // (an admin key, or its own customer). Api::admit applies it to the customer in the path.
 std::optional<Response> customer_refusal(const Identity& identity, const std::string& requested);
+// The credentials of an `Authorization: Bearer <token>` header (the scheme in any case, spaces
+// after it skipped); empty when there is none.
+std::string_view bearer_token(const Request& request);
 // True when the request's Content-Type is JSON or absent; otherwise answers 415.
 bool require_json(Call& call);
+// Parses the request body as JSON into `root` (valid until the next body parsed on this
+// thread). Returns "" or "malformed JSON: ..." and answers nothing, for the compat routes
+// that answer in their own error shape.
+std::string parse_body(const Request& request, simdjson::dom::element* root);
+// require_json, then parse_body: false after answering 415, or 400 INVALID_JSON.
+bool body_json(Call& call, simdjson::dom::element* root);
 // Parses a JSON body that must be one object (after require_json): false after answering 400
 // INVALID_JSON, or 400 VALIDATION_ERROR with `shape` when it is not an object. `out` is valid
 // until the next body parsed on this thread.
 bool body_object(Call& call, simdjson::dom::object* out,
                  std::string_view shape = "the body must be a JSON object");
+
+// The property of a `filter[property]` query parameter; nullopt for any other name.
+std::optional<std::string> filter_property(std::string_view name);
+// Every filter[property]=value of the query, in order.
+std::vector<std::pair<std::string, std::string>> filter_params(const Request& request);
+struct ParamRules {
+  bool filters = false;       // filter[...] parameters are also allowed
+  bool list_allowed = false;  // the refusal names the allowed parameters ("; allowed: a, b")
+};
+// Refuses a query parameter not in `known`: false after answering 400 VALIDATION_ERROR
+// "unknown query parameter 'x'".
+bool only_params(Call& call, std::initializer_list<std::string_view> known, ParamRules rules = {});
+// A query parameter's value, "" when absent.
+std::string param(const Call& call, std::string_view name);
+// `tz` or its alias `timezone`.
+std::string zone_param(const Call& call);
+// `from` and `to`: both or neither. False after answering 400.
+bool range_params(Call& call, TimeUs* from, TimeUs* to);
+
 void answer(Call& call, Response r);
 
 }  // namespace tally::http::handlers

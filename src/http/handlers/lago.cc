@@ -152,10 +152,9 @@ bool lago_body(Call& call, dom::object* out) {
       return false;
     }
   }
-  thread_local dom::parser parser;
   dom::element root;
-  if (auto err = parser.parse(call.request.body).get(root); err) {
-    answer(call, bad_request(std::string("malformed JSON: ") + simdjson::error_message(err)));
+  if (std::string error = parse_body(call.request, &root); !error.empty()) {
+    answer(call, bad_request(error));
     return false;
   }
   if (root.get_object().get(*out) != simdjson::SUCCESS) {
@@ -198,6 +197,18 @@ bool text_field(const dom::object& obj, const char* name, std::string* out,
     *wrong_type = true;
   }
   return false;
+}
+
+// A string field that must be there and not empty: false after adding invalid_type or
+// value_is_mandatory to `errors`.
+bool required_text(const dom::object& obj, const char* name, std::string* out,
+                   FieldErrors* errors) {
+  bool wrong = false;
+  if (!text_field(obj, name, out, &wrong) || out->empty()) {
+    add(errors, name, wrong ? "invalid_type" : "value_is_mandatory");
+    return false;
+  }
+  return true;
 }
 
 // A customer key sees its own customer only: false after answering 403.
@@ -251,19 +262,14 @@ struct LagoEvent {
 // Reads one Lago event into `out`, adding what is wrong with it to `errors`.
 void read_event(Context& ctx, const dom::object& obj, const std::vector<MeterInfo>& meters,
                 TimeUs now, LagoEvent* out, FieldErrors* errors) {
-  bool wrong = false;
-  if (!text_field(obj, "transaction_id", &out->transaction_id, &wrong) ||
-      out->transaction_id.empty()) {
-    add(errors, "transaction_id", wrong ? "invalid_type" : "value_is_mandatory");
-  } else if (out->transaction_id.size() > core::kEventIdBytesMax ||
-             !core::check_event_id("transaction_id", out->transaction_id).ok()) {
+  if (required_text(obj, "transaction_id", &out->transaction_id, errors) &&
+      (out->transaction_id.size() > core::kEventIdBytesMax ||
+       !core::check_event_id("transaction_id", out->transaction_id).ok())) {
     add(errors, "transaction_id", "value_is_invalid");
   }
-  wrong = false;
-  if (!text_field(obj, "code", &out->code, &wrong) || out->code.empty()) {
-    add(errors, "code", wrong ? "invalid_type" : "value_is_mandatory");
-  } else if (std::none_of(meters.begin(), meters.end(),
-                          [&](const MeterInfo& m) { return m.event_type == out->code; })) {
+  if (required_text(obj, "code", &out->code, errors) &&
+      std::none_of(meters.begin(), meters.end(),
+                   [&](const MeterInfo& m) { return m.event_type == out->code; })) {
     add(errors, "code", "metric_not_found");
   }
   std::string customer;
@@ -483,6 +489,16 @@ void write_lago_customer(common::JsonWriter& w, const Customer& c, const std::st
   w.end_array().end_object();
 }
 
+// Lago's "meta" of a paged list: `page` (from 1) of `pages`, `total` items in all.
+void write_page_meta(common::JsonWriter& w, std::uint64_t page, std::uint64_t pages,
+                     std::uint64_t total) {
+  w.key("meta").begin_object().key("current_page").value(page).key("next_page");
+  page < pages ? w.value(page + 1) : w.null();
+  w.key("prev_page");
+  page > 1 ? w.value(page - 1) : w.null();
+  w.key("total_pages").value(pages).key("total_count").value(total).end_object();
+}
+
 // ---- wallets -----------------------------------------------------------------------------
 
 std::string wallet_id(const std::string& customer) {
@@ -496,6 +512,28 @@ std::string wallet_customer(const std::string& lago_id) {
     return {};
   }
   return lago_id.substr(kWalletPrefix.size());
+}
+
+// The wallet a Lago wallet id names, for a key that may see it; nullopt after answering 404
+// wallet_not_found (an id that names no wallet, or a customer without one), 403 (another
+// customer's) or the engine's error.
+std::optional<Wallet> find_wallet(Context& ctx, Call& call, const std::string& lago_id) {
+  const std::string customer = wallet_customer(lago_id);
+  if (customer.empty()) {
+    answer(call, lago_error(404, "wallet_not_found"));
+    return std::nullopt;
+  }
+  if (!own_customer(call, customer)) {
+    return std::nullopt;
+  }
+  Result<Wallet> wallet = ctx.engine.wallet(customer);
+  if (!wallet) {
+    answer(call, wallet.error().code() == StatusCode::kNotFound
+                     ? lago_error(404, "wallet_not_found")
+                     : engine_error(wallet.error()));
+    return std::nullopt;
+  }
+  return std::move(*wallet);
 }
 
 struct WalletRates {
@@ -774,15 +812,12 @@ void lago_create_customer(Context& ctx, Call& call) {
   }
   FieldErrors errors;
   std::string id;
-  bool wrong = false;
-  if (!text_field(in, "external_id", &id, &wrong) || id.empty()) {
-    add(&errors, "external_id", wrong ? "invalid_type" : "value_is_mandatory");
-  } else if (!core::check_name("customer", id).ok()) {
+  if (required_text(in, "external_id", &id, &errors) && !core::check_name("customer", id).ok()) {
     add(&errors, "external_id", "value_is_invalid");
   }
   CustomerPatch patch;
   std::string s;
-  wrong = false;
+  bool wrong = false;
   if (text_field(in, "name", &s, &wrong)) {
     patch.name = s;
   } else if (wrong) {
@@ -1008,10 +1043,7 @@ void lago_create_wallet(Context& ctx, Call& call) {
   }
   FieldErrors errors;
   std::string customer;
-  bool wrong = false;
-  if (!text_field(in, "external_customer_id", &customer, &wrong) || customer.empty()) {
-    add(&errors, "external_customer_id", wrong ? "invalid_type" : "value_is_mandatory");
-  }
+  required_text(in, "external_customer_id", &customer, &errors);
   auto wallet =
       customer.empty() ? Result<Wallet>(Status::not_found("")) : ctx.engine.wallet(customer);
   if (!customer.empty() && !wallet) {
@@ -1098,38 +1130,15 @@ void lago_list_wallets(Context& ctx, Call& call) {
   common::JsonWriter w;
   w.begin_object().key("wallets").begin_array();
   write_wallet(w, ctx, *wallet);
-  w.end_array()
-      .key("meta")
-      .begin_object()
-      .key("current_page")
-      .value(1)
-      .key("next_page")
-      .null()
-      .key("prev_page")
-      .null()
-      .key("total_pages")
-      .value(1)
-      .key("total_count")
-      .value(1)
-      .end_object()
-      .end_object();
+  w.end_array();
+  write_page_meta(w, 1, 1, 1);
+  w.end_object();
   answer(call, json_response(200, w.take()));
 }
 
 void lago_get_wallet(Context& ctx, Call& call) {
-  const std::string customer = wallet_customer(call.params.at(0));
-  if (customer.empty()) {
-    answer(call, lago_error(404, "wallet_not_found"));
-    return;
-  }
-  if (!own_customer(call, customer)) {
-    return;
-  }
-  auto wallet = ctx.engine.wallet(customer);
+  const std::optional<Wallet> wallet = find_wallet(ctx, call, call.params.at(0));
   if (!wallet) {
-    answer(call, wallet.error().code() == StatusCode::kNotFound
-                     ? lago_error(404, "wallet_not_found")
-                     : engine_error(wallet.error()));
     return;
   }
   common::JsonWriter w;
@@ -1147,19 +1156,12 @@ void lago_create_wallet_transaction(Context& ctx, Call& call) {
   }
   FieldErrors errors;
   std::string id;
-  bool wrong = false;
-  if (!text_field(in, "wallet_id", &id, &wrong) || id.empty()) {
-    add(&errors, "wallet_id", wrong ? "invalid_type" : "value_is_mandatory");
+  if (!required_text(in, "wallet_id", &id, &errors)) {
     answer(call, validation_errors(errors));
     return;
   }
-  const std::string customer = wallet_customer(id);
-  auto wallet =
-      customer.empty() ? Result<Wallet>(Status::not_found("")) : ctx.engine.wallet(customer);
+  const std::optional<Wallet> wallet = find_wallet(ctx, call, id);
   if (!wallet) {
-    answer(call, wallet.error().code() == StatusCode::kNotFound
-                     ? lago_error(404, "wallet_not_found")
-                     : engine_error(wallet.error()));
     return;
   }
   core::Decimal paid;
@@ -1179,7 +1181,7 @@ void lago_create_wallet_transaction(Context& ctx, Call& call) {
   const auto requests = credit_requests(paid, granted, description);
   std::vector<LedgerTransaction> txns;
   if (!requests.empty()) {
-    auto t = ctx.engine.wallet_transactions_atomic(customer, requests);
+    auto t = ctx.engine.wallet_transactions_atomic(wallet->customer, requests);
     if (!t) {
       answer(call, t.error().code() == StatusCode::kInvalidArgument
                        ? validation_error("base", "value_is_invalid")
@@ -1199,19 +1201,8 @@ void lago_create_wallet_transaction(Context& ctx, Call& call) {
 }
 
 void lago_list_wallet_transactions(Context& ctx, Call& call) {
-  const std::string customer = wallet_customer(call.params.at(0));
-  if (customer.empty()) {
-    answer(call, lago_error(404, "wallet_not_found"));
-    return;
-  }
-  if (!own_customer(call, customer)) {
-    return;
-  }
-  auto wallet = ctx.engine.wallet(customer);
+  const std::optional<Wallet> wallet = find_wallet(ctx, call, call.params.at(0));
   if (!wallet) {
-    answer(call, wallet.error().code() == StatusCode::kNotFound
-                     ? lago_error(404, "wallet_not_found")
-                     : engine_error(wallet.error()));
     return;
   }
   std::uint32_t page = 1;
@@ -1234,7 +1225,7 @@ void lago_list_wallet_transactions(Context& ctx, Call& call) {
   const WalletRates rates = rates_of(*wallet);
   std::vector<std::string> rendered;
   LedgerQuery q;
-  q.customer = customer;
+  q.customer = wallet->customer;
   q.limit = 1000;
   for (;;) {
     auto p = ctx.engine.wallet_transactions(q);
@@ -1266,13 +1257,9 @@ void lago_list_wallet_transactions(Context& ctx, Call& call) {
        i < total && i < std::size_t{page} * per_page; ++i) {
     w.raw(rendered[i]);
   }
-  w.end_array().key("meta").begin_object().key("current_page").value(page).key("next_page");
-  page < pages ? w.value(page + 1) : w.null();
-  w.key("prev_page");
-  page > 1 ? w.value(page - 1) : w.null();
-  w.key("total_pages").value(static_cast<std::uint64_t>(pages));
-  w.key("total_count").value(static_cast<std::uint64_t>(total));
-  w.end_object().end_object();
+  w.end_array();
+  write_page_meta(w, page, pages, total);
+  w.end_object();
   answer(call, json_response(200, w.take()));
 }
 

@@ -66,8 +66,8 @@ void query_meter(Context& ctx, Call& call) {
         }
         start = comma + 1;
       }
-    } else if (k.size() > 8 && k.compare(0, 7, "filter[") == 0 && k.back() == ']') {
-      q.filter.emplace_back(k.substr(7, k.size() - 8), v);
+    } else if (auto property = filter_property(k)) {
+      q.filter.emplace_back(std::move(*property), v);
     } else if (k != "from" && k != "to") {
       answer(call, error_response(400, "VALIDATION_ERROR", "unknown query parameter '" + k + "'"));
       return;
@@ -78,13 +78,7 @@ void query_meter(Context& ctx, Call& call) {
   }
   auto r = ctx.engine.query(q);
   if (!r) {
-    if (r.error().code() == StatusCode::kResourceExhausted) {
-      // The row cap: the same query always gets the same answer, so it is the client's to
-      // change (400), not a reason to retry (503).
-      answer(call, error_response(400, "QUERY_TOO_LARGE", r.error().message()));
-      return;
-    }
-    answer(call, status_response(r.error()));
+    answer(call, status_response(query_status(r.error())));
     return;
   }
   answer(call, json_response(200, query_result_json(*r)));
@@ -97,11 +91,7 @@ void customer_usage(Context& ctx, Call& call) {
   }
   TimeUs from = 0;
   TimeUs to = 0;
-  if (!time_param(call, "from", &from) || !time_param(call, "to", &to)) {
-    return;
-  }
-  if ((from == 0) != (to == 0)) {
-    answer(call, error_response(400, "VALIDATION_ERROR", "give both 'from' and 'to', or neither"));
+  if (!range_params(call, &from, &to)) {
     return;
   }
   auto r = ctx.engine.customer_usage(customer, from, to);

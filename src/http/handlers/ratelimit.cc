@@ -96,11 +96,10 @@ Response unkey_status(const Status& s) {
                      s.message());
 }
 
-bool parse_body(Call& call, dom::element* root, bool unkey) {
-  thread_local dom::parser parser;
-  if (auto err = parser.parse(call.request.body).get(*root); err) {
-    const std::string detail = std::string("malformed JSON: ") + simdjson::error_message(err);
-    answer(call, unkey ? unkey_error(400, detail) : error_response(400, "INVALID_JSON", detail));
+// The body as JSON: false after answering 400 in Unkey's shape.
+bool unkey_body(Call& call, dom::element* root) {
+  if (std::string error = parse_body(call.request, root); !error.empty()) {
+    answer(call, unkey_error(400, error));
     return false;
   }
   return true;
@@ -115,9 +114,8 @@ Response unkey_refusal(unsigned status, std::string_view detail) {
 // ---- Tally's own route ------------------------------------------------------------------------
 
 void ratelimit(Context& ctx, Call& call) {
-  if (!require_json(call)) return;
   dom::element root;
-  if (!parse_body(call, &root, false)) return;
+  if (!body_json(call, &root)) return;
   std::vector<AdHocLimit> limits;
   std::string error;
   dom::array many;
@@ -194,7 +192,7 @@ void ratelimit(Context& ctx, Call& call) {
 
 void unkey_limit(Context& ctx, Call& call) {
   dom::element root;
-  if (!parse_body(call, &root, true)) return;
+  if (!unkey_body(call, &root)) return;
   AdHocLimit l;
   std::string error;
   if (!parse_limit(root, false, &l, &error)) {
@@ -217,7 +215,7 @@ void unkey_limit(Context& ctx, Call& call) {
 
 void unkey_multi_limit(Context& ctx, Call& call) {
   dom::element root;
-  if (!parse_body(call, &root, true)) return;
+  if (!unkey_body(call, &root)) return;
   dom::array many;
   if (root.get_array().get(many) != simdjson::SUCCESS) {
     answer(call, unkey_error(400, "the body must be an array of rate limit requests"));

@@ -8,103 +8,6 @@
 
 namespace tally::http::handlers {
 
-namespace {
-
-Response unknown_parameter(const std::string& k) {
-  return error_response(400, "VALIDATION_ERROR", "unknown query parameter '" + k + "'");
-}
-
-// Refuses a parameter not in `known`; answers 400 and returns false.
-bool only_params(Call& call, std::initializer_list<std::string_view> known, bool filters = false) {
-  for (const auto& [k, v] : call.request.query) {
-    const bool is_filter =
-        filters && k.size() > 8 && k.compare(0, 7, "filter[") == 0 && k.back() == ']';
-    if (!is_filter && std::find(known.begin(), known.end(), k) == known.end()) {
-      answer(call, unknown_parameter(k));
-      return false;
-    }
-  }
-  return true;
-}
-
-std::string param(Call& call, std::string_view name) {
-  const std::string* v = call.request.query_param(name);
-  return v == nullptr ? std::string() : *v;
-}
-
-// `tz` or its alias `timezone`.
-std::string zone_param(Call& call) {
-  std::string tz = param(call, "tz");
-  return tz.empty() ? param(call, "timezone") : tz;
-}
-
-// from and to: both or neither. False after answering 400.
-bool range_params(Call& call, TimeUs* from, TimeUs* to) {
-  if (!time_param(call, "from", from) || !time_param(call, "to", to)) {
-    return false;
-  }
-  if ((*from == 0) != (*to == 0)) {
-    answer(call, error_response(400, "VALIDATION_ERROR", "give both 'from' and 'to', or neither"));
-    return false;
-  }
-  return true;
-}
-
-void answer_error(Call& call, const Status& s) {
-  if (s.code() == StatusCode::kResourceExhausted) {
-    // A row cap: the same request always gets the same answer (see query_meter).
-    answer(call, error_response(400, "QUERY_TOO_LARGE", s.message()));
-    return;
-  }
-  answer(call, status_response(s));
-}
-
-void write_window_value(common::JsonWriter& w, const WindowValue& v) {
-  w.begin_object()
-      .key("window_start").value(time_text(v.window_start_us))
-      .key("window_end").value(time_text(v.window_end_us))
-      .key("value");
-  write_decimal(w, v.value);
-  w.end_object();
-}
-
-void write_series(common::JsonWriter& w, const std::vector<WindowValue>& data) {
-  w.begin_array();
-  for (const auto& v : data) {
-    write_window_value(w, v);
-  }
-  w.end_array();
-}
-
-void write_nullable(common::JsonWriter& w, const std::string& s) {
-  if (s.empty()) {
-    w.null();
-  } else {
-    w.value(s);
-  }
-}
-
-void write_trend(common::JsonWriter& w, const std::vector<TrendPoint>& points) {
-  w.begin_array();
-  for (const auto& p : points) {
-    w.begin_object()
-        .key("window_start").value(time_text(p.window_start_us))
-        .key("window_end").value(time_text(p.window_end_us))
-        .key("value");
-    write_decimal(w, p.value);
-    w.key("previous");
-    write_decimal(w, p.previous);
-    w.key("change");
-    write_decimal(w, p.change);
-    w.key("change_percent");
-    write_decimal(w, p.change_percent);
-    w.end_object();
-  }
-  w.end_array();
-}
-
-}  // namespace
-
 void usage_history(Context& ctx, Call& call) {
   std::string customer = call.params.at(0);
   if (!scope_customer(call, &customer) ||
@@ -134,7 +37,7 @@ void usage_history(Context& ctx, Call& call) {
   }
   auto r = ctx.engine.usage_history(q);
   if (!r) {
-    answer_error(call, r.error());
+    answer(call, status_response(query_status(r.error())));
     return;
   }
   common::JsonWriter w;
@@ -173,7 +76,7 @@ void usage_report(Context& ctx, Call& call) {
   }
   auto r = ctx.engine.usage_report(customer, param(call, "group_by"));
   if (!r) {
-    answer_error(call, r.error());
+    answer(call, status_response(query_status(r.error())));
     return;
   }
   common::JsonWriter w;
@@ -230,7 +133,7 @@ void organization_usage(Context& ctx, Call& call) {
   }
   auto r = ctx.engine.organization_usage(call.params.at(0), from, to, zone_param(call));
   if (!r) {
-    answer_error(call, r.error());
+    answer(call, status_response(query_status(r.error())));
     return;
   }
   common::JsonWriter w;
@@ -297,16 +200,9 @@ void admin_customers(Context& ctx, Call& call) {
   }
   auto r = ctx.engine.customer_summaries(q);
   if (!r) {
-    answer_error(call, r.error());
+    answer(call, status_response(query_status(r.error())));
     return;
   }
-  auto text_or_null = [](common::JsonWriter& w, const std::string& s) {
-    if (s.empty()) {
-      w.null();
-    } else {
-      w.value(s);
-    }
-  };
   common::JsonWriter w;
   w.begin_object()
       .key("total").value(r->total)
@@ -317,13 +213,13 @@ void admin_customers(Context& ctx, Call& call) {
       .key("customers").begin_array();
   for (const CustomerSummary& c : r->customers) {
     w.begin_object().key("id").value(c.id).key("name").value(c.name).key("plan");
-    text_or_null(w, c.plan);
+    write_nullable(w, c.plan);
     w.key("status").value(c.status).key("organization");
-    text_or_null(w, c.organization);
+    write_nullable(w, c.organization);
     w.key("max_limit_percent");
     write_decimal(w, c.max_percent);
     w.key("max_limit_rule");
-    text_or_null(w, c.max_rule);
+    write_nullable(w, c.max_rule);
     w.end_object();
   }
   w.end_array().end_object();
@@ -356,7 +252,7 @@ void top_customers(Context& ctx, Call& call) {
   }
   auto r = ctx.engine.top_customers(meter, period, from, to, zone_param(call), n);
   if (!r) {
-    answer_error(call, r.error());
+    answer(call, status_response(query_status(r.error())));
     return;
   }
   common::JsonWriter w;
@@ -387,7 +283,7 @@ void top_customers(Context& ctx, Call& call) {
 
 void meter_stats(Context& ctx, Call& call) {
   if (!only_params(call, {"customer", "window", "from", "to", "tz", "timezone", "peaks"},
-                   /*filters=*/true)) {
+                   {.filters = true})) {
     return;
   }
   StatsQuery q;
@@ -403,14 +299,10 @@ void meter_stats(Context& ctx, Call& call) {
   if (!range_params(call, &q.from_us, &q.to_us) || !uint_param(call, "peaks", 100, &q.peaks_max)) {
     return;
   }
-  for (const auto& [k, v] : call.request.query) {
-    if (k.size() > 8 && k.compare(0, 7, "filter[") == 0 && k.back() == ']') {
-      q.filter.emplace_back(k.substr(7, k.size() - 8), v);
-    }
-  }
+  q.filter = filter_params(call.request);
   auto r = ctx.engine.meter_stats(q);
   if (!r) {
-    answer_error(call, r.error());
+    answer(call, status_response(query_status(r.error())));
     return;
   }
   common::JsonWriter w;
