@@ -114,16 +114,21 @@ class Engine {
   // counts one request of `key_id` and says whether it is allowed, with the limit's state for
   // the rate-limit headers. Always allowed (has_rule false) when the limit is off.
   CheckResult limit_api_request(const std::string& key_id);
+  // The customer's denied checks over the last hour, per minute (in memory: a restart starts
+  // them at zero). A denied check of a batch counts; its allowed siblings, not consumed, do
+  // not. Errors: kNotFound.
+  Result<DenialHistory> denials_last_hour(const std::string& customer) const;
   // The newest `limit` audit records (JSON objects), oldest first.
   std::vector<std::string> audit_log(std::size_t limit) const;
 
   // ---- wallets (see docs/api.md "Wallets") ----------------------------------------------------
   // The customer's credit wallet (an empty one when nothing was ever granted). Errors: kNotFound.
   Result<Wallet> wallet(const std::string& customer);
-  // Records an admin's grant, top_up, refund or adjustment, durable when it returns.
-  // Errors: kNotFound, kInvalidArgument.
+  // Records an admin's grant, top_up, refund or adjustment, durable when it returns, with its
+  // audit record naming `actor`. Errors: kNotFound, kInvalidArgument.
   Result<LedgerTransaction> wallet_transaction(const std::string& customer,
-                                               const WalletTransactionRequest& request);
+                                               const WalletTransactionRequest& request,
+                                               const std::string& actor = {});
   // Several of an admin's transactions on one wallet in one durable write, all or none (each
   // checked as wallet_transaction checks it), in order. With `only_if_new`, refused with
   // kAlreadyExists when the wallet already has a transaction: a wallet opened this way is
@@ -165,6 +170,12 @@ class Engine {
   // Errors: kNotFound (no customer names it), kInvalidArgument.
   Result<OrganizationUsage> organization_usage(const std::string& organization, TimeUs from_us,
                                                TimeUs to_us, const std::string& timezone) const;
+  // One page of the organizations that customers name, each with its number of customers, the
+  // highest limit percent of a member now and every meter's total this calendar month (UTC);
+  // sorted by that percent, highest first (none last), ties by id. Evaluates every member's
+  // limits. Errors: kInvalidArgument (limit not 1..100).
+  Result<OrganizationSummaryPage> organization_summaries(std::uint32_t offset,
+                                                         std::uint32_t limit);
   // The `n` customers with the largest value of the meter over the current `period` (a window
   // name, in `timezone`) or, with period "", over [from, to).
   // Errors: kNotFound (meter), kInvalidArgument, kResourceExhausted (too many customers).
@@ -199,12 +210,16 @@ class Engine {
   Result<Customer> create_customer(const Customer& c);
   Result<Customer> get_customer(const std::string& id) const;  // kNotFound
   std::vector<Customer> list_customers() const;
-  Result<Customer> update_customer(const std::string& id, const CustomerPatch& patch);
+  // Changes of plan and status and the other fields are written to the audit log with
+  // `actor` (the key id that acted; "" = none given), in the same write.
+  Result<Customer> update_customer(const std::string& id, const CustomerPatch& patch,
+                                   const std::string& actor = {});
 
   // ---- API keys -----------------------------------------------------------------------------
-  Result<NewApiKey> create_key(const NewApiKeyRequest& request);  // kNotFound (customer)
+  // Creating and revoking a key are audited with `actor`. kNotFound (customer).
+  Result<NewApiKey> create_key(const NewApiKeyRequest& request, const std::string& actor = {});
   std::vector<ApiKeyInfo> list_keys() const;
-  Status revoke_key(const std::string& key_id);  // kNotFound
+  Status revoke_key(const std::string& key_id, const std::string& actor = {});  // kNotFound
   // Checks a presented secret and counts the use (total_requests, last_used_at).
   // Errors: kUnauthenticated (unknown or revoked), kPermissionDenied (customer suspended).
   Result<Identity> authenticate(std::string_view secret);

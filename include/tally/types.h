@@ -393,6 +393,32 @@ struct UsageReport {
   std::vector<Breakdown> breakdown;
 };
 
+// Denied checks of one customer over the last hour, by minute (Engine::denials_last_hour).
+struct DenialHistory {
+  std::string customer;
+  TimeUs from_us = 0;  // the start of the oldest minute
+  TimeUs to_us = 0;    // the end of the current minute
+  std::vector<std::uint64_t> per_minute;  // 60 counts, oldest first
+  std::uint64_t total = 0;
+};
+
+// One organization of an operator's list (Engine::organization_summaries): its customers
+// rolled up.
+struct OrganizationSummary {
+  std::string organization;
+  std::uint64_t customers = 0;
+  std::uint64_t suspended = 0;
+  std::string max_percent;   // the highest limit percent of any member now; "" = none
+  std::string max_customer;  // the member it belongs to
+  std::string max_rule;      // and its rule, "api_calls per day"
+  std::vector<UsageItem> meters;  // every meter over the members' events this calendar month (UTC)
+};
+
+struct OrganizationSummaryPage {
+  std::uint64_t total = 0;  // organizations
+  std::vector<OrganizationSummary> organizations;
+};
+
 struct OrganizationUsage {
   std::string organization;
   TimeUs from_us = 0;

@@ -4,6 +4,7 @@
 
 #include "common/crypto.h"
 #include "core/ids.h"
+#include "engine/audit.h"
 #include "engine/engine_impl.h"
 
 namespace tally {
@@ -28,6 +29,72 @@ Status validate_customer_fields(const Customer& c) {
     TALLY_TRY(core::check_name("organization", c.organization));
   }
   return Status();
+}
+
+}  // namespace
+
+namespace {
+
+// The audit records of a customer update: one for a plan change, one for a status change
+// (suspend, activate), one naming the other fields the patch set. Nothing for a patch that
+// changes nothing.
+void audit_update(Engine::Impl& d, store::WriteBatch& wb, const Customer& before,
+                  const Customer& after, const CustomerPatch& patch, const std::string& actor,
+                  core::TimeUs now) {
+  auto nullable = [](common::JsonWriter& w, const std::string& s) {
+    if (s.empty()) {
+      w.null();
+    } else {
+      w.value(s);
+    }
+  };
+  if (before.plan != after.plan) {
+    engine::put_audit(
+        d, wb, "plan_change", after.id, actor,
+        [&](common::JsonWriter& w) {
+          w.key("from");
+          nullable(w, before.plan);
+          w.key("to");
+          nullable(w, after.plan);
+        },
+        now);
+  }
+  if (before.status != after.status) {
+    engine::put_audit(
+        d, wb, "status_change", after.id, actor,
+        [&](common::JsonWriter& w) {
+          w.key("from").value(before.status).key("to").value(after.status);
+        },
+        now);
+  }
+  std::vector<const char*> fields;
+  if (patch.name && before.name != after.name) fields.push_back("name");
+  if (patch.email && before.email != after.email) fields.push_back("email");
+  if (patch.timezone && before.timezone != after.timezone) fields.push_back("timezone");
+  if (patch.metadata_json && before.metadata_json != after.metadata_json) {
+    fields.push_back("metadata");
+  }
+  if (patch.trial_started_at_us && before.trial_started_at_us != after.trial_started_at_us) {
+    fields.push_back("trial_started_at");
+  }
+  if (patch.billing_anchor_us && before.billing_anchor_us != after.billing_anchor_us) {
+    fields.push_back("billing_anchor");
+  }
+  if (patch.organization && before.organization != after.organization) {
+    fields.push_back("organization");
+  }
+  if (!fields.empty()) {
+    engine::put_audit(
+        d, wb, "customer_update", after.id, actor,
+        [&](common::JsonWriter& w) {
+          w.key("fields").begin_array();
+          for (const char* f : fields) {
+            w.value(f);
+          }
+          w.end_array();
+        },
+        now);
+  }
 }
 
 }  // namespace
@@ -127,14 +194,15 @@ std::vector<Customer> Engine::list_customers() const {
   return out;
 }
 
-Result<Customer> Engine::update_customer(const std::string& id, const CustomerPatch& patch) {
+Result<Customer> Engine::update_customer(const std::string& id, const CustomerPatch& patch,
+                                         const std::string& actor) {
   Impl& d = *impl_;
   auto updated = std::make_shared<Customer>();
   auto num = std::make_shared<std::uint32_t>(0);
   const core::TimeUs now = d.clock->now_us();
   Status s = engine::run_admin(
       d,
-      [&d, id, patch, updated, num, now](store::WriteBatch& wb) -> Status {
+      [&d, id, patch, actor, updated, num, now](store::WriteBatch& wb) -> Status {
         auto it = d.customer_nums.find(id);
         if (it == d.customer_nums.end()) {
           return Status::not_found("customer '" + id + "' does not exist");
@@ -157,6 +225,7 @@ Result<Customer> Engine::update_customer(const std::string& id, const CustomerPa
           return Status::invalid_argument("plan '" + c.plan + "' is not a configured plan");
         }
         c.updated_at_us = now;
+        audit_update(d, wb, d.customers.at(*num).record, c, patch, actor, now);
         *updated = c;
         wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
         return Status();
@@ -181,7 +250,7 @@ Result<Customer> Engine::update_customer(const std::string& id, const CustomerPa
 
 // ---- keys -----------------------------------------------------------------------------------
 
-Result<NewApiKey> Engine::create_key(const NewApiKeyRequest& request) {
+Result<NewApiKey> Engine::create_key(const NewApiKeyRequest& request, const std::string& actor) {
   Impl& d = *impl_;
   if (request.name.size() > 256) {
     return Status::invalid_argument("name is at most 256 bytes");
@@ -215,11 +284,17 @@ Result<NewApiKey> Engine::create_key(const NewApiKeyRequest& request) {
   out.info = rec.info;
   Status s = engine::run_admin(
       d,
-      [&d, rec](store::WriteBatch& wb) -> Status {
+      [&d, rec, actor](store::WriteBatch& wb) -> Status {
         if (!rec.info.customer.empty() && d.customer_nums.count(rec.info.customer) == 0) {
           return Status::not_found("customer '" + rec.info.customer + "' does not exist");
         }
         wb.put(store::Space::kKeys, rec.info.id, engine::encode_key_record(rec));
+        engine::put_audit(
+            d, wb, "key_create", rec.info.customer, actor,
+            [&](common::JsonWriter& w) {
+              w.key("key").value(rec.info.id).key("name").value(rec.info.name);
+            },
+            rec.info.created_at_us);
         return Status();
       },
       [&d, rec]() {
@@ -249,12 +324,12 @@ std::vector<ApiKeyInfo> Engine::list_keys() const {
   return out;
 }
 
-Status Engine::revoke_key(const std::string& key_id) {
+Status Engine::revoke_key(const std::string& key_id, const std::string& actor) {
   Impl& d = *impl_;
   const core::TimeUs now = d.clock->now_us();
   return engine::run_admin(
       d,
-      [&d, key_id, now](store::WriteBatch& wb) -> Status {
+      [&d, key_id, actor, now](store::WriteBatch& wb) -> Status {
         auto it = d.keys_by_id.find(key_id);
         if (it == d.keys_by_id.end()) {
           return Status::not_found("key '" + key_id + "' does not exist");
@@ -266,6 +341,9 @@ Status Engine::revoke_key(const std::string& key_id) {
         rec.info.total_requests = it->second->total_requests.load();
         rec.info.last_used_at_us = it->second->last_used_at_us.load();
         wb.put(store::Space::kKeys, rec.info.id, engine::encode_key_record(rec));
+        engine::put_audit(
+            d, wb, "key_revoke", rec.info.customer, actor,
+            [&](common::JsonWriter& w) { w.key("key").value(rec.info.id); }, now);
         return Status();
       },
       [&d, key_id, now]() {

@@ -462,6 +462,7 @@ static Status run_checks(Engine::Impl& d, core::TimeUs now, const CheckRequest* 
                                          n > 1 ? &u.rates : nullptr);
       if (!results[i].allowed) {
         any_denied = true;
+        d.denials.record(prepared[i].cs->num, now);
       }
       if (token != 0 && n > 1) {
         u.cnum = prepared[i].cs->num;

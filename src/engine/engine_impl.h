@@ -38,6 +38,7 @@
 #include "core/time.h"
 #include "engine/codec.h"
 #include "engine/dedup_index.h"
+#include "engine/denials.h"
 #include "engine/disk_guard.h"
 #include "engine/group_commit.h"
 #include "engine/series.h"
@@ -340,6 +341,11 @@ struct Engine::Impl {
   std::vector<std::vector<std::uint32_t>> prices_by_meter;  // meter -> price indexes, in order
   std::unordered_map<std::uint32_t, engine::WalletRecord> wallets;  // customer number -> wallet
   std::map<std::tuple<std::uint32_t, std::uint32_t, core::TimeUs>, core::Decimal> price_usage;
+
+  // Denied checks per customer over the last hour (its own mutex, taken after limits_mutex).
+  engine::DenialCounter denials;
+  // Audit records written in one microsecond are told apart by this (audit.cc).
+  std::atomic<std::uint64_t> audit_seq{0};
 
   // ---- limits (guarded by limits_mutex; taken after state_mutex, never before) ---------------
   mutable std::mutex limits_mutex;

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <set>
 
+#include "engine/audit.h"
 #include "engine/engine_impl.h"
 
 namespace tally {
@@ -656,18 +657,28 @@ Result<Wallet> Engine::wallet(const std::string& customer) {
 }
 
 Result<LedgerTransaction> Engine::wallet_transaction(const std::string& customer,
-                                                      const WalletTransactionRequest& req) {
+                                                      const WalletTransactionRequest& req,
+                                                      const std::string& actor) {
   Impl& d = *impl_;
   auto work = std::make_shared<LedgerWork>();
   Status s = engine::run_admin(
       d,
-      [&d, work, customer, req](store::WriteBatch& wb) -> Status {
+      [&d, work, customer, req, actor](store::WriteBatch& wb) -> Status {
         auto it = d.customer_nums.find(customer);
         if (it == d.customer_nums.end()) {
           return Status::not_found("customer '" + customer + "' does not exist");
         }
-        TALLY_TRY(d.apply_wallet_request(*work, it->second, req, d.clock->now_us()));
+        const core::TimeUs now = d.clock->now_us();
+        TALLY_TRY(d.apply_wallet_request(*work, it->second, req, now));
         d.write_ledger(*work, wb);
+        const LedgerTransaction t = engine::to_transaction(work->txns.back().second);
+        engine::put_audit(
+            d, wb, "wallet_transaction", customer, actor,
+            [&](common::JsonWriter& w) {
+              w.key("transaction").value(t.id).key("type").value(t.type).key("amount").value(
+                  t.amount);
+            },
+            now);
         return Status();
       },
       [&d, work]() { d.install_ledger(*work); });

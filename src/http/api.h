@@ -25,6 +25,7 @@
 #include <tally/engine.h>
 
 #include "dashboard/sessions.h"
+#include "http/live_rates.h"
 #include "http/request_metrics.h"
 #include "http/server.h"
 #include "http/work_pool.h"
@@ -84,6 +85,8 @@ class Api {
   std::string metrics_text() const;
   // The request counters and latency histograms that metrics_text() shows.
   const RequestMetrics& request_metrics() const { return request_metrics_; }
+  // The recent samples of those counters behind GET /v1/admin/live (thread-safe).
+  LiveRates& live_rates() const { return live_rates_; }
 
   // Context handed to every route handler.
   struct Call {
@@ -109,6 +112,7 @@ class Api {
   dashboard::SessionStore sessions_;
   const Server* server_ = nullptr;
   RequestMetrics request_metrics_;
+  mutable LiveRates live_rates_;
 };
 
 }  // namespace tally::http

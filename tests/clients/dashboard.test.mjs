@@ -358,6 +358,27 @@ test("customer view: limits, bars and countdown equal the API's, and follow usag
                              null, { timeout: LIVE_MS + 500 });
   const shownAlerts = await page.$$eval("#alerts li", (l) => l.map((x) => [x.dataset.id, x.dataset.level]));
   assert.deepEqual(shownAlerts, alerts.body.alerts.reverse().map((a) => [a.id, a.level]));
+  // The rate-limit state: none denied yet; a denied check shows within 2 s, as the API counts it.
+  assert.equal((await asCustomer(acmeKey, "GET", "/v1/customers/acme/denials")).body.denied_last_hour, 0);
+  await page.waitForFunction(() => document.getElementById("rate-denied").textContent === "0",
+                             null, { timeout: LIVE_MS + 500 });
+  for (let i = 0; i < 2; i++) {
+    const denied = await asCustomer(acmeKey, "POST", "/v1/check", { customer: "acme", meter: "api_calls", amount: 1 });
+    assert.equal(denied.status, 429, JSON.stringify(denied.body));
+    assert.equal(denied.body.allowed, false);
+  }
+  const t429 = Date.now();
+  const denials = await asCustomer(acmeKey, "GET", "/v1/customers/acme/denials");
+  assert.equal(denials.status, 200);
+  assert.equal(denials.body.denied_last_hour, 2);
+  assert.equal(denials.body.per_minute.length, 60);
+  assert.equal(denials.body.per_minute.at(-1), 2);
+  await page.waitForFunction(() => document.getElementById("rate-denied").textContent === "2",
+                             null, { timeout: LIVE_MS + 500 });
+  assert.ok(Date.now() - t429 <= LIVE_MS + 500);
+  assert.equal(await page.textContent("#rate-last"), " · the last one this minute");
+  // Another customer's denials are not this customer's to read.
+  assert.equal((await asCustomer(acmeKey, "GET", "/v1/customers/globex/denials")).status, 403);
   await page.waitForSelector("#history-table tbody tr", { state: "attached" });
   await shot(page, "customer-view-limit-reached");
   await page.context().close();
@@ -567,7 +588,9 @@ test("admin view: the list's order and paging equal the API's; a plan change tak
   // 60 more customers, some with usage, so that the list has two pages and a usage order.
   for (let i = 0; i < 60; i++) {
     const id = `c-${String(i).padStart(3, "0")}`;
-    const r = await tally.api("POST", "/v1/customers", { id, name: `Customer ${59 - i}`, plan: "starter" });
+    // The first twenty belong to two organizations, for the roll-up.
+    const organization = i < 10 ? "org-north" : i < 20 ? "org-south" : undefined;
+    const r = await tally.api("POST", "/v1/customers", { id, name: `Customer ${59 - i}`, plan: "starter", organization });
     assert.equal(r.status, 201);
   }
   const events = [];
@@ -607,16 +630,37 @@ test("admin view: the list's order and paging equal the API's; a plan change tak
     const r = await tally.api("POST", "/v1/check", { customer: "globex", meter: "api_calls", amount: 1 });
     assert.equal(r.status, 200, JSON.stringify(r.body));
   }
-  // The figures of one refresh: both rates up, and the p99 of that interval's ingest batches.
-  const shownP99 = await (await page.waitForFunction(() =>
-    Number(document.getElementById("live-ingest").textContent) > 0 &&
-    Number(document.getElementById("live-checks").textContent) > 0 &&
-    document.getElementById("live-ingest-p99").textContent, null, { timeout: 7000 })).jsonValue();
+  // The figures of one refresh: both rates up, and the p99s of the server's window, each the
+  // bound of a bucket of its histogram at /metrics.
+  const shown = await (await page.waitForFunction(() => {
+    const t = (id) => document.getElementById(id).textContent;
+    return Number(t("live-ingest")) > 0 && Number(t("live-checks")) > 0 && t("live-ingest-p99") !== "–" &&
+      t("live-check-p99") !== "–" && [t("live-ingest-p99"), t("live-check-p99")];
+  }, null, { timeout: 7000 })).jsonValue();
+  const liveApi = await tally.api("GET", "/v1/admin/live");
+  assert.equal(liveApi.status, 200);
+  assert.ok(liveApi.body.ingest.events_accepted_total > 0);
+  assert.ok(liveApi.body.check.requests_total >= 5);
   const metrics = await (await fetch(tally.url + "/metrics")).text();
-  const bounds = [...metrics.matchAll(/tally_ingest_batch_duration_seconds_bucket\{le="([^"+]+)"\}/g)]
-      .map((m) => String(Number((Number(m[1]) * 1000).toPrecision(3))));
-  assert.match(shownP99, /^≤ [\d.]+ ms$/);
-  assert.ok(bounds.includes(shownP99.slice(2, -3)), `${shownP99} is one of the histogram's bounds ${bounds}`);
+  for (const [name, text] of [["tally_ingest_ack_duration_seconds", shown[0]], ["tally_check_duration_seconds", shown[1]]]) {
+    const bounds = [...metrics.matchAll(new RegExp(name + '_bucket\\{le="([^"+]+)"\\}', "g"))]
+        .map((m) => String(Number((Number(m[1]) * 1000).toPrecision(3))));
+    assert.ok(bounds.length > 0, name);
+    assert.match(text, /^≤ [\d.]+ ms$/);
+    assert.ok(bounds.includes(text.slice(2, -3)), `${text} is one of ${name}'s bounds ${bounds}`);
+  }
+  assert.equal((await asCustomer(acmeKey, "GET", "/v1/admin/live")).status, 403);
+
+  // Organizations rolled up: the page's rows are the API's, highest limit first.
+  const orgs = await tally.api("GET", "/v1/admin/organizations?limit=20");
+  assert.equal(orgs.status, 200);
+  assert.deepEqual(orgs.body.organizations.map((o) => [o.organization, o.customers]),
+                   [["org-north", 10], ["org-south", 10]], "c-007 (7 calls) is in org-north");
+  assert.equal(orgs.body.organizations[0].max_limit_customer, "c-007");
+  await page.waitForSelector("#admin-orgs tbody tr");
+  const shownOrgs = await page.$$eval("#admin-orgs tbody tr", (r) => r.map((x) => [x.dataset.id, x.cells[1].textContent, x.cells[2].textContent]));
+  assert.deepEqual(shownOrgs, orgs.body.organizations.map((o) => [o.organization, String(o.customers),
+    (o.max_limit_percent === null ? "–" : o.max_limit_percent.toFixed(2) + "%") + (o.max_limit_customer ? " " + o.max_limit_customer : "")]));
   await shot(page, "admin-view");
 
   await page.click("#admin-next");
@@ -679,6 +723,37 @@ test("admin view: the list's order and paging equal the API's; a plan change tak
   const secret = (await page.textContent("#act-key-secret")).replace("Shown once: ", "");
   assert.equal((await asCustomer(secret, "GET", "/v1/customers/c-007")).status, 200, "the new key works");
   await shot(page, "admin-customer-actions");
+  // Suspend, activate, reset and revoke the new key, then read the audit log on the admin view:
+  // every action is there with the session's key and its time, newest first, as the API has it.
+  const session = await page.evaluate(() => fetch("/dashboard/session").then((r) => r.json()));
+  for (const label of ["Suspend", "Activate"]) {
+    await page.waitForFunction((l) => document.getElementById("act-status-button").textContent === l, label);
+    await page.click("#act-status-button");
+    await page.waitForFunction((l) => document.getElementById("act-result").textContent === l + ": done.", label);
+  }
+  await page.click("#act-reset button[type=submit]");
+  await page.waitForFunction(() => document.getElementById("act-result").textContent === "Reset: done.");
+  const newKey = (await tally.api("GET", "/v1/keys")).body.keys.find((k) => k.customer === "c-007" && !k.revoked_at);
+  await page.click(`#act-keys tr[data-id="${newKey.id}"] button`);
+  await page.waitForFunction((id) => document.getElementById("act-result").textContent === `Revoke ${id}: done.`, newKey.id);
+  assert.equal((await asCustomer(secret, "GET", "/v1/customers/c-007")).status, 401, "revoked");
+  const audit = await tally.api("GET", "/v1/admin/audit?limit=20");
+  assert.equal(audit.status, 200);
+  assert.deepEqual(audit.body.entries.slice(0, 7).map((e) => e.action),
+                   ["key_revoke", "reset", "status_change", "status_change", "key_create",
+                    "wallet_transaction", "plan_change"], "the refused plan change left no record");
+  for (const e of audit.body.entries.slice(0, 7)) {
+    assert.equal(e.actor, session.key_id);
+    assert.ok(Math.abs(Date.parse(e.at) - Date.now()) < 60e3, e.at);
+  }
+  assert.equal(audit.body.entries[0].key, newKey.id);
+  assert.deepEqual([audit.body.entries[6].from, audit.body.entries[6].to], ["starter", "pro"]);
+  await page.goto(tally.url + "/dashboard/#/admin");
+  await page.waitForSelector("#admin-audit tbody tr");
+  const shownAudit = await page.$$eval("#admin-audit tbody tr", (r) => r.map((x) => [x.dataset.action, x.cells[1].textContent, x.cells[3].textContent]));
+  assert.deepEqual(shownAudit, audit.body.entries.map((e) => [e.action, e.actor, e.customer ?? "–"]));
+  assert.equal(await page.textContent('#admin-audit tbody tr[data-action="plan_change"] td:last-child'), "starter → pro");
+  await shot(page, "admin-audit");
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });

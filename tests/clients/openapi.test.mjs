@@ -355,6 +355,25 @@ test("reports and exports", async () => {
   assert.ok(r.body.customers.some((c) => c.id === "acme"));
   assert.equal((await call("GET", "/v1/admin/customers?order=up")).status, 400);
   assert.equal((await call("GET", "/v1/admin/customers?limit=0")).status, 400);
+  r = await call("GET", "/v1/admin/organizations?limit=10");
+  assert.equal(r.status, 200);
+  assert.ok(r.body.organizations.some((o) => o.organization === "acme-group" && o.customers === 2));
+  assert.equal((await call("GET", "/v1/admin/organizations?limit=101")).status, 400);
+  assert.equal((await call("GET", "/v1/admin/organizations", { key: ids.acmeKey })).status, 403);
+  assert.equal((await call("GET", "/v1/admin/live")).status, 200);
+  r = await call("GET", "/v1/admin/live");
+  assert.equal(r.status, 200);
+  assert.ok(r.body.window_seconds > 0);
+  assert.equal((await call("GET", "/v1/admin/live?window=1")).status, 400);
+  r = await call("GET", "/v1/admin/audit?limit=50");
+  assert.equal(r.status, 200);
+  assert.ok(r.body.entries.some((e) => e.action === "key_create"));
+  assert.equal((await call("GET", "/v1/admin/audit?limit=0")).status, 400);
+  r = await call("GET", "/v1/customers/acme/denials", { key: ids.acmeKey });
+  assert.equal(r.status, 200);
+  assert.ok(r.body.denied_last_hour >= 1, "the day's limit denied checks");
+  assert.equal((await call("GET", "/v1/customers/nobody/denials")).status, 404);
+  assert.equal((await call("GET", "/v1/customers/acme/denials?x=1")).status, 400);
   assert.equal((await call("GET", "/v1/customers/acme/usage/history?meter=tokens&window=week&windows=4")).status, 200);
 
   for (const format of ["csv", "json", "jsonl", "xlsx"]) {

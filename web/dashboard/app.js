@@ -285,9 +285,9 @@
       $("act-reset-meter").replaceChildren(...state.meters.map((m) => el("option", { value: m.key }, m.key)));
       refreshActions();
     }
-    await Promise.all([refreshLimits(), refreshWallet(), refreshAlerts(), refreshHistory(),
-                       refreshBreakdown()]);
-    every(POLL_MS, () => { refreshLimits(); refreshAlerts(); refreshWallet(); });
+    await Promise.all([refreshLimits(), refreshDenials(), refreshWallet(), refreshAlerts(),
+                       refreshHistory(), refreshBreakdown()]);
+    every(POLL_MS, () => { refreshLimits(); refreshDenials(); refreshAlerts(); refreshWallet(); });
     every(SLOW_POLL_MS, () => { refreshHistory(); refreshBreakdown(); });
     every(1000, tickCountdowns);
   }
@@ -365,6 +365,25 @@
     list.replaceChildren(...items);
     show("limits-empty", items.length === 0);
     setText("updated-at", "Updated " + new Date().toLocaleTimeString());
+  }
+
+  // The rate-limit state: checks denied in the last hour, from the engine's per-minute counts.
+  async function refreshDenials() {
+    const gen = state.generation;
+    let r;
+    try {
+      r = await call("GET", "/v1/customers/" + enc(state.customer) + "/denials");
+    } catch (e) {
+      return;  // shown by refreshLimits
+    }
+    if (gen !== state.generation) return;
+    setText("rate-denied", String(r.denied_last_hour));
+    $("rate-state").dataset.denied = String(r.denied_last_hour);
+    $("rate-state").classList.toggle("level-exceeded", r.denied_last_hour > 0);
+    let last = -1;
+    r.per_minute.forEach((n, i) => { if (n > 0) last = i; });
+    setText("rate-last", last < 0 ? "" : " · the last one " +
+            (last === r.per_minute.length - 1 ? "this minute" : (r.per_minute.length - 1 - last) + " min ago"));
   }
 
   function chartColor() {
@@ -590,9 +609,12 @@
     refreshAdminList();
     refreshTop(true);
     refreshFeed();
-    state.metrics = null;
+    refreshOrgs();
+    refreshAudit();
     refreshLive();
-    every(SLOW_POLL_MS, () => { refreshAdminList(); refreshTop(false); refreshFeed(); });
+    every(SLOW_POLL_MS, () => {
+      refreshAdminList(); refreshTop(false); refreshFeed(); refreshOrgs(); refreshAudit();
+    });
     every(2000, refreshLive);
   }
 
@@ -682,57 +704,83 @@
     show("admin-alerts-empty", recent.length === 0);
   }
 
-  // The server's rates from its Prometheus counters: the difference between two samples.
-  function parseMetrics(text) {
-    const out = { events: 0, checks: 0, ingest: new Map(), commit: new Map() };
-    for (const line of text.split("\n")) {
-      if (!line || line[0] === "#") continue;
-      const m = line.match(/^([a-z_]+)(?:\{([^}]*)\})? (\S+)$/);
-      if (!m) continue;
-      const [, name, labels = "", value] = m;
-      const v = Number(value);
-      if (name === "tally_events_accepted_total") out.events = v;
-      else if (name === "tally_http_requests_total" && /route="\/v1\/check(\/batch)?"/.test(labels)) out.checks += v;
-      else if (name === "tally_ingest_batch_duration_seconds_bucket") out.ingest.set(labels.match(/le="([^"]+)"/)[1], v);
-      else if (name === "tally_commit_duration_seconds_bucket") out.commit.set(labels.match(/le="([^"]+)"/)[1], v);
-    }
-    out.at = performance.now();
-    return out;
-  }
-
-  // The p99 of a histogram's new observations: the first bucket holding 99 % of them.
-  function p99(now, prev) {
-    const les = [...now.keys()];
-    const total = (now.get("+Inf") || 0) - (prev.get("+Inf") || 0);
-    if (total <= 0) return "–";
-    for (const le of les) {
-      if ((now.get(le) || 0) - (prev.get(le) || 0) >= 0.99 * total) {
-        return le === "+Inf" ? "> " + (Number(les[les.length - 2]) * 1000) + " ms"
-                             : "≤ " + Number((Number(le) * 1000).toPrecision(3)) + " ms";
-      }
-    }
-    return "–";
-  }
-
-  async function refreshLive() {
+  // Organizations rolled up: members, the highest limit of any member, this month's totals.
+  async function refreshOrgs() {
     const gen = state.generation;
-    let sample;
+    let r;
     try {
-      const res = await fetch("/metrics", { cache: "no-store" });
-      sample = parseMetrics(await res.text());
+      r = await call("GET", "/v1/admin/organizations?limit=20");
     } catch (e) {
       return;
     }
     if (gen !== state.generation) return;
-    const prev = state.metrics;
-    state.metrics = sample;
-    if (!prev) return;
-    const secs = (sample.at - prev.at) / 1000;
-    const rate = (a, b) => String(Math.round(Math.max(0, a - b) / secs * 10) / 10);
-    setText("live-ingest", rate(sample.events, prev.events));
-    setText("live-checks", rate(sample.checks, prev.checks));
-    setText("live-ingest-p99", p99(sample.ingest, prev.ingest));
-    setText("live-commit-p99", p99(sample.commit, prev.commit));
+    $("admin-orgs").tBodies[0].replaceChildren(...r.organizations.map((o) =>
+      el("tr", { "data-id": o.organization },
+         el("td", {}, o.organization),
+         el("td", { class: "num" }, String(o.customers) + (o.suspended ? " (" + o.suspended + " suspended)" : "")),
+         el("td", { class: "num", title: o.max_limit_rule || "" }, percent(o.max_limit_percent),
+            o.max_limit_customer ? el("span", { class: "muted small" }, " ",
+              el("a", { href: "#/customers/" + enc(o.max_limit_customer) }, o.max_limit_customer)) : ""),
+         el("td", { class: "hide-narrow" },
+            o.meters.filter((m) => m.value !== null).map((m) => m.meter + " " + number(m.value)).join(" · ")))));
+    show("admin-orgs-empty", r.organizations.length === 0);
+  }
+
+  // The audit log: what each key did, newest first.
+  function auditDetails(a) {
+    switch (a.action) {
+      case "plan_change":
+      case "status_change": return (a.from === null ? "none" : a.from) + " → " + (a.to === null ? "none" : a.to);
+      case "wallet_transaction": return a.type + " " + number(a.amount) + " (" + a.transaction + ")";
+      case "key_create": return a.key + (a.name ? " “" + a.name + "”" : "");
+      case "key_revoke": return a.key;
+      case "reset": return a.meter;
+      case "customer_update": return (a.fields || []).join(", ");
+      case "overrides": return a.count + " overrides";
+      default: return "";
+    }
+  }
+
+  async function refreshAudit() {
+    const gen = state.generation;
+    let r;
+    try {
+      r = await call("GET", "/v1/admin/audit?limit=20");
+    } catch (e) {
+      return;
+    }
+    if (gen !== state.generation) return;
+    $("admin-audit").tBodies[0].replaceChildren(...r.entries.map((a) =>
+      el("tr", { "data-action": a.action },
+         el("td", {}, whenText(a.at)),
+         el("td", {}, a.actor === null || a.actor === undefined ? "–" : a.actor),
+         el("td", {}, a.action.replace("_", " ")),
+         el("td", {}, a.customer ? el("a", { href: "#/customers/" + enc(a.customer) }, a.customer) : "–"),
+         el("td", { class: "hide-narrow" }, auditDetails(a)))));
+    show("admin-audit-empty", r.entries.length === 0);
+  }
+
+  // Rates and p99s over the server's last ~10 s, computed by the server from its own counters.
+  function p99Text(part) {
+    if (part.p99_ms === null) return "–";
+    return (part.p99_beyond_last_bucket ? "> " : "≤ ") + Number(part.p99_ms.toPrecision(3)) + " ms";
+  }
+
+  async function refreshLive() {
+    const gen = state.generation;
+    let r;
+    try {
+      r = await call("GET", "/v1/admin/live");
+    } catch (e) {
+      return;
+    }
+    if (gen !== state.generation) return;
+    const rate = (v) => (v === null ? "–" : String(Math.round(v * 10) / 10));
+    setText("live-ingest", rate(r.ingest.events_per_second));
+    setText("live-checks", rate(r.check.requests_per_second));
+    setText("live-ingest-p99", p99Text(r.ingest));
+    setText("live-check-p99", p99Text(r.check));
+    setText("live-window", r.window_seconds === null ? "few" : String(Math.round(r.window_seconds)));
   }
 
   function setUpAdmin() {

@@ -146,7 +146,7 @@ void update_customer(Context& ctx, Call& call) {
   if (!read_customer_fields(call, obj, nullptr, &p)) {
     return;
   }
-  auto r = ctx.engine.update_customer(call.params.at(0), p);
+  auto r = ctx.engine.update_customer(call.params.at(0), p, call.identity.key_id);
   answer(call, r ? customer_response(200, *r) : status_response(r.error()));
 }
 
@@ -201,7 +201,7 @@ void create_key(Context& ctx, Call& call) {
       }
     }
   }
-  auto r = ctx.engine.create_key(req);
+  auto r = ctx.engine.create_key(req, call.identity.key_id);
   if (!r) {
     answer(call, status_response(r.error()));
     return;
@@ -228,7 +228,7 @@ void list_keys(Context& ctx, Call& call) {
 
 void revoke_key(Context& ctx, Call& call) {
   const std::string id = call.params.at(0);
-  Status s = ctx.engine.revoke_key(id);
+  Status s = ctx.engine.revoke_key(id, call.identity.key_id);
   if (!s.ok()) {
     answer(call, status_response(s));
     return;

@@ -95,6 +95,11 @@ void organization_usage(Context& ctx, Call& call);
 void top_customers(Context& ctx, Call& call);
 void admin_customers(Context& ctx, Call& call);
 void meter_stats(Context& ctx, Call& call);
+// admin.cc: the operator's organizations, live rates and audit log; a customer's denials
+void admin_organizations(Context& ctx, Call& call);
+void admin_live(Context& ctx, Call& call);
+void admin_audit(Context& ctx, Call& call);
+void customer_denials(Context& ctx, Call& call);
 // export.cc
 void export_data(Context& ctx, Call& call);
 // alerts.cc

@@ -884,12 +884,12 @@ void lago_create_customer(Context& ctx, Call& call) {
     c.metadata_json = patch.metadata_json.value_or("{}");
     r = ctx.engine.create_customer(c);
     if (!r && r.error().code() == StatusCode::kAlreadyExists && changes) {
-      r = ctx.engine.update_customer(id, patch);  // created meanwhile
+      r = ctx.engine.update_customer(id, patch, call.identity.key_id);  // created meanwhile
     } else if (!r && r.error().code() == StatusCode::kAlreadyExists) {
       r = ctx.engine.get_customer(id);
     }
   } else if (changes) {
-    r = ctx.engine.update_customer(id, patch);
+    r = ctx.engine.update_customer(id, patch, call.identity.key_id);
   }
   if (!r) {
     answer(call, r.error().code() == StatusCode::kInvalidArgument

@@ -72,7 +72,7 @@ void create_wallet_transaction(Context& ctx, Call& call) {
     answer(call, error_response(400, "VALIDATION_ERROR", "'type' and 'amount' are required"));
     return;
   }
-  Result<LedgerTransaction> t = ctx.engine.wallet_transaction(call.params[0], req);
+  Result<LedgerTransaction> t = ctx.engine.wallet_transaction(call.params[0], req, call.identity.key_id);
   if (!t) {
     answer(call, status_response(t.error()));
     return;

@@ -1,0 +1,91 @@
+// Organizations rolled up for an operator's list (Engine::organization_summaries): every
+// organization that customers name, with its members counted, the highest limit percent of any
+// member now and every meter's total this calendar month.
+//
+// Built only on the engine's public reads (list_customers, limits_report, organization_usage), so
+// a member's percent is exactly its limits report's and an organization's totals exactly
+// GET /v1/organizations/{id}/usage's. It evaluates every member's limits: callers run it off the
+// I/O threads (the HTTP route is on the work pool).
+#include <algorithm>
+#include <map>
+
+#include <tally/engine.h>
+
+#include "core/decimal.h"
+
+namespace tally {
+
+Result<OrganizationSummaryPage> Engine::organization_summaries(std::uint32_t offset,
+                                                               std::uint32_t limit) {
+  if (limit == 0 || limit > 100) {
+    return Status::invalid_argument("limit must be 1..100");
+  }
+  std::map<std::string, OrganizationSummary> orgs;
+  for (const Customer& c : list_customers()) {
+    if (c.organization.empty()) {
+      continue;
+    }
+    OrganizationSummary& o = orgs[c.organization];
+    o.organization = c.organization;
+    ++o.customers;
+    if (c.status == "suspended") {
+      ++o.suspended;
+    }
+    Result<LimitsReport> r = limits_report(c.id);
+    if (!r) {
+      continue;  // removed meanwhile: counted without usage
+    }
+    core::Decimal best;
+    if (!o.max_percent.empty() && !core::try_parse_decimal(o.max_percent, &best)) {
+      best = core::Decimal();
+    }
+    for (const LimitState& l : r->limits) {
+      const std::string percent = l.percent();
+      core::Decimal p;
+      if (percent.empty() || !core::try_parse_decimal(percent, &p)) {
+        continue;
+      }
+      if (o.max_percent.empty() || p > best) {
+        best = p;
+        o.max_percent = percent;
+        o.max_customer = c.id;
+        o.max_rule = l.rule();
+      }
+    }
+  }
+  std::vector<OrganizationSummary> rows;
+  rows.reserve(orgs.size());
+  for (auto& [id, o] : orgs) {
+    rows.push_back(std::move(o));
+  }
+  // Highest percent first, organizations without a limit last, ties by id.
+  auto percent_of = [](const OrganizationSummary& o, core::Decimal* p) {
+    return !o.max_percent.empty() && core::try_parse_decimal(o.max_percent, p);
+  };
+  std::stable_sort(rows.begin(), rows.end(),
+                   [&](const OrganizationSummary& a, const OrganizationSummary& b) {
+                     core::Decimal x;
+                     core::Decimal y;
+                     const bool ha = percent_of(a, &x);
+                     const bool hb = percent_of(b, &y);
+                     if (ha != hb)
+                       return ha;
+                     if (ha && x != y)
+                       return y < x;
+                     return a.organization < b.organization;
+                   });
+  OrganizationSummaryPage out;
+  out.total = rows.size();
+  const std::size_t from = std::min<std::size_t>(offset, rows.size());
+  const std::size_t to = std::min<std::size_t>(from + limit, rows.size());
+  for (std::size_t i = from; i < to; ++i) {
+    Result<OrganizationUsage> u = organization_usage(rows[i].organization, 0, 0, "");
+    if (u) {
+      rows[i].meters = std::move(u->meters);
+    }
+    out.organizations.push_back(std::move(rows[i]));
+  }
+  return out;
+}
+
+}  // namespace tally
