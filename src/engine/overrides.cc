@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "common/json_writer.h"
+#include "engine/audit.h"
 #include "engine/limits_impl.h"
 
 namespace tally {
@@ -13,26 +14,6 @@ using engine::used_value;
 
 // ---- admin: overrides and resets -----------------------------------------------------------------
 
-namespace {
-
-std::string audit_key(core::TimeUs at, std::uint64_t n) {
-  std::string k;
-  engine::put_be64(k, static_cast<std::uint64_t>(at));
-  engine::put_be64(k, n);
-  return k;
-}
-
-// {"action":..., "customer":..., <extra fields>, "at":...}: one audit record.
-std::string audit_record(std::string_view action, std::string_view customer,
-                         const std::function<void(common::JsonWriter&)>& extra, core::TimeUs at) {
-  common::JsonWriter w;
-  w.begin_object().key("action").value(action).key("customer").value(customer);
-  extra(w);
-  w.key("at").value(core::format_rfc3339(at)).end_object();
-  return w.take();
-}
-
-}  // namespace
 
 Result<Customer> Engine::set_overrides(const std::string& customer,
                                        const std::vector<LimitOverride>& overrides) {
@@ -73,10 +54,10 @@ Result<Customer> Engine::set_overrides(const std::string& customer,
         c.updated_at_us = now;
         *updated = c;
         wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
-        std::string audit = audit_record(
-            "overrides", customer,
-            [&](common::JsonWriter& w) { w.key("count").value(std::uint64_t{overrides.size()}); }, now);
-        wb.put(store::Space::kAudit, audit_key(now, d.next_seq), audit);
+        engine::put_audit(
+            d, wb, "overrides", customer, "",
+            [&](common::JsonWriter& w) { w.key("count").value(std::uint64_t{overrides.size()}); },
+            now);
         return Status();
       },
       [&d, updated, num]() {
@@ -134,11 +115,9 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
         c.updated_at_us = now;
         *updated = c;
         wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
-        std::string audit =
-            audit_record(
-            "reset", customer,
-            [&](common::JsonWriter& w) { w.key("meter").value(meter).key("actor").value(actor); }, now);
-        wb.put(store::Space::kAudit, audit_key(now, d.next_seq), audit);
+        engine::put_audit(
+            d, wb, "reset", customer, actor,
+            [&](common::JsonWriter& w) { w.key("meter").value(meter); }, now);
         return Status();
       },
       [&d, updated, num, meter_index, reset_us]() {
