@@ -141,3 +141,23 @@ awk -v d="$dashboards" -v load="$(cut -d' ' -f1-3 /proc/loadavg)" '
     cq = check["quiet"] / n["quiet"]; cd = check["dashboards"] / n["dashboards"]
     printf "{\"summary\":true,\"dashboards\":%d,\"ingest_events_per_s\":{\"without\":%.0f,\"with\":%.0f,\"ratio\":%.4f},\"check_requests_per_s\":{\"without\":%.0f,\"with\":%.0f,\"ratio\":%.4f},\"load_average\":\"%s\"}\n", d, iq, id, id / iq, cq, cd, cd / cq, load
   }' "$tmp/figures"
+
+# The same dashboards alone, against an otherwise idle server: the CPU the server spends on
+# them (its utime + stime from /proc over the run) as a share of the CPUs it has. On a machine
+# where the load generators share the server's cores, the ratios above swing by more than the
+# bound; this share is what the dashboards can take from a CPU-bound server at most.
+ticks() { awk '{print $14 + $15}' "/proc/$tally_pid/stat"; }
+start_dashboards
+t0=$(ticks)
+s0=$(date +%s.%N)
+sleep "$duration"
+t1=$(ticks)
+s1=$(date +%s.%N)
+stop_dashboards
+awk -v t0="$t0" -v t1="$t1" -v s0="$s0" -v s1="$s1" -v hz="$(getconf CLK_TCK)" \
+  -v cpus="$(nproc)" -v d="$dashboards" '
+  BEGIN {
+    cores = (t1 - t0) / hz / (s1 - s0)
+    printf "{\"dashboards_alone\":true,\"dashboards\":%d,\"server_cpu_cores\":%.4f,\"share_of_%d_cpus\":%.4f}\n",
+      d, cores, cpus, cores / cpus
+  }'
