@@ -3,12 +3,17 @@
 
 namespace tally::common {
 
+// The bytes are made in a local buffer and appended once: appending them one by one checked the
+// string's capacity per byte, and the commit thread writes several varints per event.
 void put_varint(std::string& out, std::uint64_t v) {
+  char buf[10];
+  std::size_t n = 0;
   while (v >= 0x80) {
-    out += static_cast<char>((v & 0x7F) | 0x80);
+    buf[n++] = static_cast<char>((v & 0x7F) | 0x80);
     v >>= 7;
   }
-  out += static_cast<char>(v);
+  buf[n++] = static_cast<char>(v);
+  out.append(buf, n);
 }
 
 void put_zigzag(std::string& out, std::int64_t v) {
@@ -21,15 +26,19 @@ void put_bytes(std::string& out, std::string_view s) {
 }
 
 void put_be32(std::string& out, std::uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    out += static_cast<char>((v >> shift) & 0xFF);
+  char buf[4];
+  for (int i = 0; i < 4; ++i) {
+    buf[i] = static_cast<char>((v >> (24 - 8 * i)) & 0xFF);
   }
+  out.append(buf, sizeof(buf));
 }
 
 void put_be64(std::string& out, std::uint64_t v) {
-  for (int shift = 56; shift >= 0; shift -= 8) {
-    out += static_cast<char>((v >> shift) & 0xFF);
+  char buf[8];
+  for (int i = 0; i < 8; ++i) {
+    buf[i] = static_cast<char>((v >> (56 - 8 * i)) & 0xFF);
   }
+  out.append(buf, sizeof(buf));
 }
 
 std::uint32_t read_be32(std::string_view s) {
