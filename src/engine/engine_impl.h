@@ -77,7 +77,7 @@ struct MeterState {
   std::unordered_map<std::uint32_t, GroupTotals> totals;  // group id -> sums over customers
 };
 
-// ---- limits (check.cc) ----------------------------------------------------------------------
+// ---- limits (limit_counters.cc) ----------------------------------------------------------------
 
 // What a calendar window depends on besides the rule: a counter built under other values (the
 // customer's zone, anchors or reset changed) is rebuilt, never reused.
@@ -458,7 +458,7 @@ struct Engine::Impl {
   void commit_admin(engine::AdminJob& job);
   void flush_key_counters(store::WriteBatch& wb, bool force);
 
-  // ---- check.cc ------------------------------------------------------------------------------
+  // ---- limit_counters.cc -----------------------------------------------------------------------
   // Applies committed events to limit counters and settles check tokens. Called by the commit
   // thread with state_mutex held exclusively.
   void settle_limits(const std::vector<engine::LimitDelta>& deltas,
@@ -584,7 +584,7 @@ bool parse_u64(std::string_view text, std::uint64_t* out);
 // The position a page's `next_cursor` gave; "" = the start (0). Errors: kInvalidArgument.
 Status parse_cursor(const std::string& cursor, std::uint64_t* after);
 
-// The plan of a customer: its own, or the default; null when it has none (check.cc).
+// The plan of a customer: its own, or the default; null when it has none (limit_counters.cc).
 const core::Plan* plan_of(const config::Config& config, const Customer& c);
 
 // The `n` group-by values of an interned group text (values joined by '\x1f'); missing ones

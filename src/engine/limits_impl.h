@@ -23,7 +23,7 @@ namespace tally::engine {
 inline constexpr std::size_t kCheckBatchMax = 100;                // checks in one batch
 inline constexpr std::int64_t kReservationTtlSecondsMax = 7 * 86400;
 inline constexpr std::size_t kCheckPropertiesMax = 64;
-inline constexpr std::int64_t kCountAmountMax = 10'000;  // the most one check counts on a count meter
+inline constexpr std::int64_t kCountAmountMax = 10'000;  // the most a check counts on a count meter
 inline constexpr std::size_t kRecentIdsMax = 100'000;    // consumed check ids kept per customer
 
 // ---- limit_counters.cc: rules and counters ----------------------------------------------------
