@@ -95,7 +95,8 @@ int main(int argc, char** argv) {
   (*engine)->flush();
   std::sort(lat_ns.begin(), lat_ns.end());
   auto pct = [&](double p) {
-    return lat_ns[std::min(lat_ns.size() - 1, static_cast<std::size_t>(p * static_cast<double>(lat_ns.size())))];
+    return lat_ns[std::min(lat_ns.size() - 1,
+                           static_cast<std::size_t>(p * static_cast<double>(lat_ns.size())))];
   };
   std::printf(
       "{\"checks\":%llu,\"allowed\":%llu,\"seconds\":%.3f,\"checks_per_s\":%.0f,"

@@ -81,15 +81,16 @@ void load(tally::Engine& engine, std::uint64_t events, std::uint64_t customers, 
       const std::string customer =
           k % (events / big) == 0 ? "big" : "c" + std::to_string(r % customers);
       // Spread over the 90 days in event order, so each customer's events are in time order.
-      const std::int64_t t = kStart + static_cast<std::int64_t>(
-                                          (static_cast<__int128>(k) * 90 * kUsPerDay) / events);
+      const std::int64_t t =
+          kStart + static_cast<std::int64_t>((static_cast<__int128>(k) * 90 * kUsPerDay) / events);
       const std::int64_t seconds = t / 1'000'000;
       char stamp[32];
       std::time_t s = seconds;
       std::tm tm{};
       gmtime_r(&s, &tm);
       std::strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm);
-      if (j > 0) body += ',';
+      if (j > 0)
+        body += ',';
       body += R"({"id":"e)" + std::to_string(k) + R"(","customer":")" + customer +
               R"(","type":"api_call","timestamp":")" + stamp + R"(","properties":{"service":")" +
               kServices[r % 4] + R"(","tokens":)" + std::to_string(r % 1000) + "}}";
@@ -131,19 +132,28 @@ int main(int argc, char** argv) {
   bool keep = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto value = [&] { return i + 1 < argc ? std::string(argv[++i]) : std::string(); };
-    if (a == "--events") events = std::stoull(value());
-    else if (a == "--customers") customers = std::stoull(value());
-    else if (a == "--big") big = std::stoull(value());
-    else if (a == "--data") data = value();
-    else if (a == "--keep") keep = true;
+    auto value = [&] {
+      return i + 1 < argc ? std::string(argv[++i]) : std::string();
+    };
+    if (a == "--events")
+      events = std::stoull(value());
+    else if (a == "--customers")
+      customers = std::stoull(value());
+    else if (a == "--big")
+      big = std::stoull(value());
+    else if (a == "--data")
+      data = value();
+    else if (a == "--keep")
+      keep = true;
     else {
-      std::fprintf(stderr, "usage: tally_query_bench [--events N] [--customers N] [--big N] "
-                           "[--data DIR] [--keep]\n");
+      std::fprintf(stderr,
+                   "usage: tally_query_bench [--events N] [--customers N] [--big N] "
+                   "[--data DIR] [--keep]\n");
       return 2;
     }
   }
-  if (big == 0 || big > events) big = events;
+  if (big == 0 || big > events)
+    big = events;
   const bool temporary = data.empty();
   if (temporary) {
     data = (std::filesystem::temp_directory_path() / "tally-query-bench").string();
@@ -163,8 +173,8 @@ int main(int argc, char** argv) {
     load(e, events, customers, big);
   }
 
-  auto query = [&](const std::string& meter, const std::string& customer,
-                   const std::string& window, bool by_service) {
+  auto query = [&](const std::string& meter, const std::string& customer, const std::string& window,
+                   bool by_service) {
     tally::MeterQuery q;
     q.meter = meter;
     q.customer = customer;
@@ -172,7 +182,8 @@ int main(int argc, char** argv) {
     q.timezone = "UTC";
     q.from_us = kMonthFrom;
     q.to_us = kEnd;
-    if (by_service) q.group_by = {"service"};
+    if (by_service)
+      q.group_by = {"service"};
     auto r = e.query(q);
     if (!r) {
       std::fprintf(stderr, "query: %s\n", r.error().message().c_str());
@@ -227,7 +238,8 @@ int main(int argc, char** argv) {
             std::exit(1);
           }
           std::fwrite(out.data(), 1, out.size(), f);
-          if (!*more) break;
+          if (!*more)
+            break;
         }
         std::fclose(f);
         return static_cast<std::size_t>((*x)->rows());

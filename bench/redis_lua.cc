@@ -35,7 +35,8 @@ std::string bulk(std::string_view s) {
 
 std::string command(const std::vector<std::string>& parts) {
   std::string out = "*" + std::to_string(parts.size()) + "\r\n";
-  for (const auto& p : parts) out += bulk(p);
+  for (const auto& p : parts)
+    out += bulk(p);
   return out;
 }
 
@@ -54,6 +55,7 @@ struct Conn : std::enable_shared_from_this<Conn> {
   std::int64_t deadline = 0;
   std::vector<std::uint32_t>* lat = nullptr;
   std::uint64_t* allowed = nullptr;
+
   explicit Conn(asio::io_context& io) : sock(io) {}
 
   void send() {
@@ -63,16 +65,21 @@ struct Conn : std::enable_shared_from_this<Conn> {
     sent_at = now_us();
     const std::string& r = requests[next++ % requests.size()];
     asio::async_write(sock, asio::buffer(r), [self = shared_from_this()](auto ec, std::size_t) {
-      if (!ec) self->receive();
+      if (!ec)
+        self->receive();
     });
   }
+
   void receive() {
     asio::async_read_until(sock, in, "\r\n", [self = shared_from_this()](auto ec, std::size_t n) {
-      if (ec) return;
-      std::string line(asio::buffers_begin(self->in.data()), asio::buffers_begin(self->in.data()) + static_cast<std::ptrdiff_t>(n));
+      if (ec)
+        return;
+      std::string line(asio::buffers_begin(self->in.data()),
+                       asio::buffers_begin(self->in.data()) + static_cast<std::ptrdiff_t>(n));
       self->in.consume(n);
       self->lat->push_back(static_cast<std::uint32_t>(now_us() - self->sent_at));
-      if (line.rfind(":1", 0) == 0) ++*self->allowed;
+      if (line.rfind(":1", 0) == 0)
+        ++*self->allowed;
       self->send();
     });
   }
@@ -85,10 +92,14 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string f = argv[i];
     const int v = std::atoi(argv[i + 1]);
-    if (f == "--port") port = v;
-    else if (f == "--connections") connections = v;
-    else if (f == "--duration-s") duration = v;
-    else if (f == "--customers") customers = v;
+    if (f == "--port")
+      port = v;
+    else if (f == "--connections")
+      connections = v;
+    else if (f == "--duration-s")
+      duration = v;
+    else if (f == "--customers")
+      customers = v;
   }
   asio::io_context io;
   const tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port));
@@ -139,12 +150,17 @@ int main(int argc, char** argv) {
   const double secs = static_cast<double>(now_us() - start) / 1e6;
   std::sort(lat.begin(), lat.end());
   auto pct = [&](double p) {
-    return lat.empty() ? 0u : lat[std::min(lat.size() - 1, static_cast<std::size_t>(p * static_cast<double>(lat.size())))];
+    return lat.empty()
+               ? 0u
+               : lat[std::min(lat.size() - 1,
+                              static_cast<std::size_t>(p * static_cast<double>(lat.size())))];
   };
   std::printf(
-      "{\"target\":\"redis+lua\",\"connections\":%d,\"requests\":%zu,\"allowed\":%llu,\"seconds\":%.2f,"
+      "{\"target\":\"redis+lua\",\"connections\":%d,\"requests\":%zu,\"allowed\":%llu,\"seconds\":%"
+      ".2f,"
       "\"rps\":%.0f,\"p50_us\":%u,\"p90_us\":%u,\"p99_us\":%u,\"max_us\":%u}\n",
       connections, lat.size(), static_cast<unsigned long long>(allowed), secs,
-      static_cast<double>(lat.size()) / secs, pct(0.5), pct(0.9), pct(0.99), lat.empty() ? 0u : lat.back());
+      static_cast<double>(lat.size()) / secs, pct(0.5), pct(0.9), pct(0.99),
+      lat.empty() ? 0u : lat.back());
   return 0;
 }

@@ -21,8 +21,9 @@ packages=(
   # A local SMTP sink for the email alert tests (tests/support/smtp_sink.py), run by
   # /usr/bin/python3 as a child of the test.
   python3-aiosmtpd
-  # The libFuzzer targets (tests/fuzz, scripts/fuzz.sh) build with clang 14 and its runtimes.
-  clang-14 libfuzzer-14-dev libclang-rt-14-dev
+  # The libFuzzer targets (tests/fuzz, scripts/fuzz.sh) build with clang 14 and its runtimes;
+  # the suite checks the sources' format with clang-format 14 (scripts/format.sh --check).
+  clang-14 libfuzzer-14-dev libclang-rt-14-dev clang-format-14
   # The dashboard embeds Chart.js from Debian's package at build time (web/dashboard).
   libjs-chart.js
 )

@@ -27,7 +27,8 @@ aggregation = "count"
 key = "starter"
 limits = [{ meter = "api_calls", period = "month", amount = 100 }]
 alert_thresholds = [50, 80, 95]
-)" + plan_extra + R"(
+)" + plan_extra +
+         R"(
 [[customers]]
 id = "acme"
 plan = "starter"

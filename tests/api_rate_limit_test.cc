@@ -25,7 +25,8 @@ TEST(ApiRateLimitTest, EachKeyGetsItsQuotaThen429WithHeaders) {
   TallyServer server(kConfig);
   auto client = server.client();
   // The admin key makes 5 requests (one of them creates a customer key), then is refused.
-  auto created = client->request("POST", "/v1/keys", "{\"customer\":\"acme\"}", key_header(kAdminKey));
+  auto created =
+      client->request("POST", "/v1/keys", "{\"customer\":\"acme\"}", key_header(kAdminKey));
   ASSERT_EQ(created.status, 201) << created.body;
   const std::string customer_key = Json(created.body).str("key");
   EXPECT_EQ(created.header("x-ratelimit-limit"), "5");

@@ -27,7 +27,8 @@ accept_unmetered_events = true  # the tests' barrier events
 default_plan = "starter"
 reservation_ttl = "60s"
 
-)" + std::string(kApiCallsMeterToml) + R"(
+)" + std::string(kApiCallsMeterToml) +
+                            R"(
 [[meters]]
 key = "tokens"
 event_type = "tokens"
@@ -795,8 +796,9 @@ TEST_F(CheckApiTest, NegativeUsageFromACustomerKeyIsRefusedAndChangesNothing) {
 
 TEST_F(CheckApiTest, IngestCannotCreateCustomersTheApiRefuses) {
   for (const char* id : {R"(nul\u0000id)", R"(evil\r\nX-Injected: yes)"}) {
-    auto r = admin("POST", "/v1/events",
-                   std::string(R"({"id":"bad-id-1","customer":")") + id + R"(","type":"api_call"})");
+    auto r =
+        admin("POST", "/v1/events",
+              std::string(R"({"id":"bad-id-1","customer":")") + id + R"(","type":"api_call"})");
     EXPECT_EQ(r.status, 400) << id << ": " << r.body;
     EXPECT_NE(r.body.find("INVALID_VALUE"), std::string::npos) << r.body;
   }
@@ -811,10 +813,12 @@ TEST_F(CheckApiTest, ARetryWithAKnownEventIdAnswersTheOriginalDecision) {
   // metered: tokens lifetime 1000. Consume 600 (X), then 400 (Y), then ingest 1 more.
   auto x = check(R"({"customer":"retry-cust","meter":"tokens","amount":600,"event_id":"X"})");
   ASSERT_EQ(x.status, 200) << x.body;
-  ASSERT_EQ(check(R"({"customer":"retry-cust","meter":"tokens","amount":400,"event_id":"Y"})").status,
-            200);
-  auto more = admin("POST", "/v1/events",
-                    R"({"id":"one-more","customer":"retry-cust","type":"tokens","properties":{"n":1}})");
+  ASSERT_EQ(
+      check(R"({"customer":"retry-cust","meter":"tokens","amount":400,"event_id":"Y"})").status,
+      200);
+  auto more =
+      admin("POST", "/v1/events",
+            R"({"id":"one-more","customer":"retry-cust","type":"tokens","properties":{"n":1}})");
   ASSERT_EQ(more.status, 202) << more.body;
   auto again = check(R"({"customer":"retry-cust","meter":"tokens","amount":600,"event_id":"X"})");
   EXPECT_EQ(again.status, 200) << again.body;

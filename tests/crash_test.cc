@@ -1,12 +1,12 @@
 // Durability: SIGKILL the server while several clients ingest, restart it, and prove that every
 // acknowledged event is present exactly once and that `tally verify` finds no aggregate that
 // differs from a recomputation over the stored events.
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <map>
 #include <set>
 #include <thread>
+
+#include <gtest/gtest.h>
 
 #include "json_test_util.h"
 #include "tally_server.h"
@@ -34,15 +34,18 @@ std::map<std::string, int> stored_ids(HttpClient& c, const std::string& customer
   std::string cursor;
   for (int page = 0; page < 10000; ++page) {
     std::string target = "/v1/events?limit=1000&customer=" + customer;
-    if (!cursor.empty()) target += "&cursor=" + cursor;
+    if (!cursor.empty())
+      target += "&cursor=" + cursor;
     auto r = c.request("GET", target, {}, key_header(kAdminKey));
     EXPECT_EQ(r.status, 200) << r.body;
-    if (r.status != 200) break;
+    if (r.status != 200)
+      break;
     Json j(r.body);
     for (auto e : j["events"].get_array()) {
       ++out[std::string(e["id"].get_string().value())];
     }
-    if (j.is_null("next_cursor")) break;
+    if (j.is_null("next_cursor"))
+      break;
     cursor = j.str("next_cursor");
   }
   return out;
@@ -63,11 +66,13 @@ TEST(CrashTest, AcknowledgedEventsSurviveSigkill) {
           std::string body = "{\"events\":[";
           std::vector<std::string> ids;
           for (int i = 0; i < 40; ++i) {
-            const std::string id = "t" + std::to_string(t) + "-" + std::to_string(n) + "-" + std::to_string(i);
+            const std::string id =
+                "t" + std::to_string(t) + "-" + std::to_string(n) + "-" + std::to_string(i);
             ids.push_back(id);
             body += std::string(i ? "," : "") + R"({"id":")" + id + R"(","customer":"c)" +
                     std::to_string(t) + R"(","type":"api_call","properties":{"bytes":)" +
-                    std::to_string(i * 10 + n % 7) + R"(,"route":"r)" + std::to_string(i % 3) + "\"}}";
+                    std::to_string(i * 10 + n % 7) + R"(,"route":"r)" + std::to_string(i % 3) +
+                    "\"}}";
           }
           body += "]}";
           auto r = c.request("POST", "/v1/events", body, key_header(kAdminKey));
@@ -75,7 +80,8 @@ TEST(CrashTest, AcknowledgedEventsSurviveSigkill) {
             break;  // the server is gone
           }
           ASSERT_EQ(r.status, 202) << r.body;
-          for (auto& id : ids) acked[t].insert(id);
+          for (auto& id : ids)
+            acked[t].insert(id);
           acked_bodies[t].push_back(std::move(body));
         }
       });
@@ -83,10 +89,12 @@ TEST(CrashTest, AcknowledgedEventsSurviveSigkill) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1500));
     server.kill_hard();  // SIGKILL by pid, mid-stream
     stop = true;
-    for (auto& th : clients) th.join();
+    for (auto& th : clients)
+      th.join();
   }
   std::size_t total_acked = 0;
-  for (auto& s : acked) total_acked += s.size();
+  for (auto& s : acked)
+    total_acked += s.size();
   ASSERT_GT(total_acked, 0u) << "no batch was acknowledged before the kill";
 
   TallyServer server(kConfig, dir);
@@ -101,7 +109,8 @@ TEST(CrashTest, AcknowledgedEventsSurviveSigkill) {
       ASSERT_EQ(n, 1) << "event " << id << " stored " << n << " times";
     }
     // The count meter equals the stored events.
-    auto q = c->request("GET", "/v1/meters/calls/query?customer=c" + std::to_string(t), {}, key_header(kAdminKey));
+    auto q = c->request("GET", "/v1/meters/calls/query?customer=c" + std::to_string(t), {},
+                        key_header(kAdminKey));
     ASSERT_EQ(q.status, 200);
     Json qj(q.body);
     auto rows = qj["data"].get_array();
@@ -120,7 +129,8 @@ TEST(CrashTest, AcknowledgedEventsSurviveSigkill) {
   }
   EXPECT_EQ(server.stop(), 0) << server.log();
   std::string out;
-  EXPECT_EQ(run_tally({"verify", "--config", dir + "/tally.toml", "--data", dir + "/data"}, &out, dir), 0)
+  EXPECT_EQ(
+      run_tally({"verify", "--config", dir + "/tally.toml", "--data", dir + "/data"}, &out, dir), 0)
       << out;
   EXPECT_NE(out.find("OK"), std::string::npos) << out;
   remove_tree(dir);
@@ -132,10 +142,14 @@ TEST(CliTest, IngestQueryVerifyKeys) {
   {
     std::ofstream f(dir + "/events.jsonl");
     for (int i = 0; i < 2500; ++i) {
-      f << R"({"id":"e)" << i << R"(","customer":"cli-co","type":"api_call","time":"2025-03-01T10:00:00Z","properties":{"bytes":2,"route":"r"}})" << "\n";
+      f << R"({"id":"e)" << i
+        << R"(","customer":"cli-co","type":"api_call","time":"2025-03-01T10:00:00Z","properties":{"bytes":2,"route":"r"}})"
+        << "\n";
     }
-    f << R"({"id":"e0","customer":"cli-co","type":"api_call","time":"2025-03-01T10:00:00Z"})" << "\n";
-    f << R"({"customer":"cli-co","type":"api_call"})" << "\n";
+    f << R"({"id":"e0","customer":"cli-co","type":"api_call","time":"2025-03-01T10:00:00Z"})"
+      << "\n";
+    f << R"({"customer":"cli-co","type":"api_call"})"
+      << "\n";
   }
   const std::vector<std::string> data = {"--config", dir + "/tally.toml", "--data", dir + "/data"};
   auto with = [&](std::vector<std::string> args) {
@@ -143,15 +157,28 @@ TEST(CliTest, IngestQueryVerifyKeys) {
     return args;
   };
   std::string out;
-  EXPECT_EQ(run_tally(with({"ingest", dir + "/events.jsonl"}), &out, dir), 1) << out;  // one bad line
+  EXPECT_EQ(run_tally(with({"ingest", dir + "/events.jsonl"}), &out, dir), 1)
+      << out;  // one bad line
   EXPECT_NE(out.find("2500 accepted, 1 duplicates, 1 rejected"), std::string::npos) << out;
   EXPECT_NE(out.find("line 2502"), std::string::npos) << out;
-  EXPECT_EQ(run_tally(with({"query", "bytes", "--customer", "cli-co", "--from", "2025-03-01T00:00:00Z"}), &out, dir), 0) << out;
+  EXPECT_EQ(
+      run_tally(with({"query", "bytes", "--customer", "cli-co", "--from", "2025-03-01T00:00:00Z"}),
+                &out, dir),
+      0)
+      << out;
   EXPECT_NE(out.find("\"value\":5000"), std::string::npos) << out;
-  EXPECT_EQ(run_tally(with({"usage", "cli-co", "--from", "2025-03-01T00:00:00Z", "--to", "2025-04-01T00:00:00Z"}), &out, dir), 0) << out;
-  EXPECT_NE(out.find("\"meter\":\"calls\",\"aggregation\":\"count\",\"unit\":\"\",\"value\":2500"), std::string::npos) << out;
+  EXPECT_EQ(run_tally(with({"usage", "cli-co", "--from", "2025-03-01T00:00:00Z", "--to",
+                            "2025-04-01T00:00:00Z"}),
+                      &out, dir),
+            0)
+      << out;
+  EXPECT_NE(out.find("\"meter\":\"calls\",\"aggregation\":\"count\",\"unit\":\"\",\"value\":2500"),
+            std::string::npos)
+      << out;
   EXPECT_EQ(run_tally(with({"verify"}), &out, dir), 0) << out;
-  EXPECT_EQ(run_tally(with({"keys", "create", "--customer", "cli-co", "--scopes", "read"}), &out, dir), 0) << out;
+  EXPECT_EQ(
+      run_tally(with({"keys", "create", "--customer", "cli-co", "--scopes", "read"}), &out, dir), 0)
+      << out;
   EXPECT_NE(out.find("\"key\":\"tk_"), std::string::npos) << out;
   EXPECT_EQ(run_tally(with({"keys", "create", "--customer", "ghost"}), &out, dir), 1) << out;
   EXPECT_EQ(run_tally(with({"keys", "list"}), &out, dir), 0) << out;
@@ -171,18 +198,24 @@ TEST(CliTest, IngestRefusesBadLinesAloneWithTheirLineNumbers) {
   std::ofstream(dir + "/tally.toml") << kConfig;
   {
     std::ofstream f(dir + "/events.jsonl");
-    f << R"({"id":"l1","customer":"lines-co","type":"api_call","time":"2025-03-01T10:00:00Z","properties":{"bytes":1,"route":"r"}})" << "\n";  // line 1
-    f << "\n   \n";                                                                                                  // lines 2, 3
-    f << R"({"id":"l4","customer":"lines-co","type":"api_call","time":"2025-03-01T10:00:00Z","properties":{"bytes":2,"route":"r"}})" << "\n";  // 4
-    f << R"({"id":"l5","customer":"lines-co","type":"api_call","time":"2025-03-01T10:00:00Z","properties":{"bytes":)" << "\n";          // 5: malformed
-    f << "\n";                                                                                                         // 6
-    f << R"({"customer":"lines-co","type":"api_call"})" << "\n";                                                        // 7: no id
-    f << R"({"id":"l8","customer":"lines-co","type":"api_call"}, {"id":"l8b","customer":"lines-co","type":"api_call"})" << "\n";  // 8: two values
-    f << "[1,2]\n";                                                                                                    // 9: not an object
-    f << R"({"id":"l10","customer":"lines-co","type":"api_call","time":"2025-03-01T10:00:00Z","properties":{"bytes":4,"route":"r"}})" << "\n";  // 10
+    f << R"({"id":"l1","customer":"lines-co","type":"api_call","time":"2025-03-01T10:00:00Z","properties":{"bytes":1,"route":"r"}})"
+      << "\n";       // line 1
+    f << "\n   \n";  // lines 2, 3
+    f << R"({"id":"l4","customer":"lines-co","type":"api_call","time":"2025-03-01T10:00:00Z","properties":{"bytes":2,"route":"r"}})"
+      << "\n";  // 4
+    f << R"({"id":"l5","customer":"lines-co","type":"api_call","time":"2025-03-01T10:00:00Z","properties":{"bytes":)"
+      << "\n";  // 5: malformed
+    f << "\n";  // 6
+    f << R"({"customer":"lines-co","type":"api_call"})"
+      << "\n";  // 7: no id
+    f << R"({"id":"l8","customer":"lines-co","type":"api_call"}, {"id":"l8b","customer":"lines-co","type":"api_call"})"
+      << "\n";       // 8: two values
+    f << "[1,2]\n";  // 9: not an object
+    f << R"({"id":"l10","customer":"lines-co","type":"api_call","time":"2025-03-01T10:00:00Z","properties":{"bytes":4,"route":"r"}})"
+      << "\n";  // 10
   }
-  const std::vector<std::string> args = {"ingest", dir + "/events.jsonl", "--config", dir + "/tally.toml",
-                                         "--data", dir + "/data"};
+  const std::vector<std::string> args = {
+      "ingest", dir + "/events.jsonl", "--config", dir + "/tally.toml", "--data", dir + "/data"};
   std::string out;
   EXPECT_EQ(run_tally(args, &out, dir), 1) << out;
   EXPECT_NE(out.find("10 lines, 3 accepted, 0 duplicates, 4 rejected"), std::string::npos) << out;
@@ -203,12 +236,17 @@ TEST(CliTest, IngestRefusesBadLinesAloneWithTheirLineNumbers) {
 TEST(CliTest, ReadCommandsNeedTheConfigForTheirMeters) {
   const std::string dir = make_temp_dir("tally-cli-noconfig-");
   std::ofstream(dir + "/tally.toml") << kConfig;
-  std::ofstream(dir + "/e.jsonl") << R"({"id":"a","customer":"c","type":"api_call"})" << "\n";
+  std::ofstream(dir + "/e.jsonl") << R"({"id":"a","customer":"c","type":"api_call"})"
+                                  << "\n";
   std::string out;
-  ASSERT_EQ(run_tally({"ingest", dir + "/e.jsonl", "--config", dir + "/tally.toml", "--data", dir + "/data"}, &out, dir), 0) << out;
-  for (std::vector<std::string> args : {std::vector<std::string>{"verify"},
-                                        std::vector<std::string>{"query", "calls"},
-                                        std::vector<std::string>{"usage", "c"}}) {
+  ASSERT_EQ(run_tally({"ingest", dir + "/e.jsonl", "--config", dir + "/tally.toml", "--data",
+                       dir + "/data"},
+                      &out, dir),
+            0)
+      << out;
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"verify"}, std::vector<std::string>{"query", "calls"},
+        std::vector<std::string>{"usage", "c"}}) {
     args.insert(args.end(), {"--data", dir + "/data"});
     std::remove((dir + "/cli.log").c_str());
     EXPECT_EQ(run_tally(args, &out, dir), 2) << args[0] << ": " << out;
@@ -229,14 +267,18 @@ TEST(ServeTest, ShortAdminKeyFailsStartUp) {
   ASSERT_TRUE(p.has_value()) << p.error().message();
   EXPECT_EQ(p->wait_exit(30000), 2);
   const std::string log = read_file(o.log_path).value_or("");
-  EXPECT_NE(log.find("TALLY_ADMIN_KEY must be 16 to 256 bytes long, got 12"), std::string::npos) << log;
+  EXPECT_NE(log.find("TALLY_ADMIN_KEY must be 16 to 256 bytes long, got 12"), std::string::npos)
+      << log;
   remove_tree(dir);
 }
 
 TEST(ServeTest, SigtermShutsDownCleanly) {
   TallyServer server(kConfig);
   auto c = server.client();
-  EXPECT_EQ(c->request("POST", "/v1/events", R"({"id":"a","customer":"x","type":"api_call"})", key_header(kAdminKey)).status, 202);
+  EXPECT_EQ(c->request("POST", "/v1/events", R"({"id":"a","customer":"x","type":"api_call"})",
+                       key_header(kAdminKey))
+                .status,
+            202);
   EXPECT_EQ(server.stop(), 0) << server.log();
 }
 

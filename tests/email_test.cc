@@ -288,10 +288,8 @@ TEST(EmailAlerts, A5xxRefusalIsRecordedAsFailedWithoutRetries) {
   START_SINK(sink);
   TallyServer server(config(port));
   ingest_calls(server, 81, 0);
-  const std::string body =
-      poll_alerts(server, "", [](const Json& j) {
-        return all_are(delivery_statuses(j), 1, "failed");
-      });
+  const std::string body = poll_alerts(
+      server, "", [](const Json& j) { return all_are(delivery_statuses(j), 1, "failed"); });
   Json j(body);
   ASSERT_TRUE(all_are(delivery_statuses(j), 1, "failed")) << body;
   auto a = j["alerts"].at(1);

@@ -75,7 +75,8 @@ std::string ingest_json(const Sent& s) {
 std::string minify(const std::string& json) {
   simdjson::dom::parser p;
   simdjson::dom::element e;
-  if (p.parse(json).get(e) != simdjson::SUCCESS) return "<invalid JSON: " + json + ">";
+  if (p.parse(json).get(e) != simdjson::SUCCESS)
+    return "<invalid JSON: " + json + ">";
   return simdjson::minify(e);
 }
 
@@ -107,7 +108,8 @@ std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
       }
     } else {
       while (i < text.size() && text[i] != ',' && text[i] != '\r' && text[i] != '\n') {
-        if (text[i] == '"') ADD_FAILURE() << "quote inside an unquoted field at " << i;
+        if (text[i] == '"')
+          ADD_FAILURE() << "quote inside an unquoted field at " << i;
         field += text[i++];
       }
     }
@@ -128,9 +130,9 @@ std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
   return rows;
 }
 
-const std::vector<std::string> kEventHeader = {"id",      "customer", "type",    "time",
-                                               "received_at", "flagged", "quantity", "cost",
-                                               "credits", "properties"};
+const std::vector<std::string> kEventHeader = {"id",          "customer",  "type",     "time",
+                                               "received_at", "flagged",   "quantity", "cost",
+                                               "credits",     "properties"};
 
 class ExportTest : public ApiTest {
  protected:
@@ -151,18 +153,21 @@ class ExportTest : public ApiTest {
       for (int i = 0; i < 500; ++i) {
         const int n = batch * 500 + i;
         body += (i > 0 ? "," : "");
-        body += R"({"event_id":"bulk-)" + std::to_string(n) +
-                R"(","customer_id":"exp-bulk","event_type":"api_call","timestamp":"2025-02-01T00:00:00Z","service":"s)" +
-                std::to_string(n % 3) + R"("})";
+        body +=
+            R"({"event_id":"bulk-)" + std::to_string(n) +
+            R"(","customer_id":"exp-bulk","event_type":"api_call","timestamp":"2025-02-01T00:00:00Z","service":"s)" +
+            std::to_string(n % 3) + R"("})";
       }
       body += "]}";
       r = client->request("POST", "/v1/events", body, key_header(kAdminKey));
       ASSERT_EQ(r.status, 202) << r.body;
     }
   }
+
   HttpResponse get(const std::string& target, const std::string& key = kAdminKey) {
     return as(key, target);
   }
+
   void expect_error(const std::string& target, int status, const std::string& code,
                     const std::string& key = kAdminKey) {
     SCOPED_TRACE(target);
@@ -171,11 +176,13 @@ class ExportTest : public ApiTest {
     EXPECT_FALSE(Json(r.body).str("message").empty()) << r.body;
     ApiTest::expect_error(r, status, code);
   }
+
   std::vector<std::string> cli_args(std::vector<std::string> args) {
     args.insert(args.begin(), {"export", "--config", server_->dir() + "/tally.toml", "--data",
                                server_->dir() + "/data"});
     return args;
   }
+
   std::string path(const std::string& name) { return server_->dir() + "/" + name; }
 };
 
@@ -210,10 +217,11 @@ TEST_F(ExportTest, CsvIsRfc4180AndHoldsExactlyTheEvents) {
       << r.header("content-disposition");
   expect_tricky_csv(r.body);
   // The exact bytes of the quoting: a comma, a doubled quote, a raw LF and CR inside quotes.
-  EXPECT_EQ(r.body.rfind("id,customer,type,time,received_at,flagged,quantity,cost,credits,properties\r\n"
-                         "\"comma,id\",exp-a,api_call,2025-01-17T14:30:00Z,",
-                         0),
-            0u)
+  EXPECT_EQ(
+      r.body.rfind("id,customer,type,time,received_at,flagged,quantity,cost,credits,properties\r\n"
+                   "\"comma,id\",exp-a,api_call,2025-01-17T14:30:00Z,",
+                   0),
+      0u)
       << r.body;
   EXPECT_NE(r.body.find("\r\n\"quote\"\"id\",exp-a,"), std::string::npos) << r.body;
   EXPECT_NE(r.body.find("\r\n\"line\nbreak\",exp-a,"), std::string::npos) << r.body;
@@ -237,7 +245,8 @@ TEST_F(ExportTest, JsonAndJsonLinesParseBackToTheEvents) {
       ASSERT_TRUE(doc.ok()) << r.body;
       simdjson::dom::array array;
       ASSERT_EQ(doc.root().get_array().get(array), simdjson::SUCCESS);
-      for (auto e : array) objects.push_back(simdjson::minify(e));
+      for (auto e : array)
+        objects.push_back(simdjson::minify(e));
       std::size_t start = 2;  // after "[\n"
       while (start < r.body.size()) {
         const auto nl = r.body.find('\n', start);
@@ -321,13 +330,14 @@ TEST_F(ExportTest, MeterSelectsItsEventsAndAggregates) {
   EXPECT_EQ(rows[1][0], "comma,id");
   EXPECT_EQ(rows[2][0], "line\nbreak");
 
-  auto a = get("/v1/export?kind=aggregates&meter=calls&window=day&format=csv&"
-               "from=2025-01-01T00:00:00Z&to=2025-03-01T00:00:00Z");
+  auto a =
+      get("/v1/export?kind=aggregates&meter=calls&window=day&format=csv&"
+          "from=2025-01-01T00:00:00Z&to=2025-03-01T00:00:00Z");
   ASSERT_EQ(a.status, 200) << a.body;
   auto arows = parse_csv(a.body);
   ASSERT_EQ(arows.size(), 5u) << a.body;
-  EXPECT_EQ(arows[0], (std::vector<std::string>{"window_start", "window_end", "customer", "group",
-                                                "value"}));
+  EXPECT_EQ(arows[0],
+            (std::vector<std::string>{"window_start", "window_end", "customer", "group", "value"}));
   EXPECT_EQ(arows[1], (std::vector<std::string>{"2025-01-17T00:00:00Z", "2025-01-18T00:00:00Z",
                                                 "exp-a", "{}", "3"}));
   EXPECT_EQ(arows[2][2], "exp-b");
@@ -335,8 +345,9 @@ TEST_F(ExportTest, MeterSelectsItsEventsAndAggregates) {
                                                 "exp-b", "{}", "1"}));
   EXPECT_EQ(arows[4], (std::vector<std::string>{"2025-02-01T00:00:00Z", "2025-02-02T00:00:00Z",
                                                 "exp-bulk", "{}", "2500"}));
-  auto j = get("/v1/export?kind=aggregates&meter=calls&format=json&customer=exp-bulk&"
-               "from=2025-01-01T00:00:00Z&to=2025-03-01T00:00:00Z");
+  auto j =
+      get("/v1/export?kind=aggregates&meter=calls&format=json&customer=exp-bulk&"
+          "from=2025-01-01T00:00:00Z&to=2025-03-01T00:00:00Z");
   ASSERT_EQ(j.status, 200) << j.body;
   EXPECT_EQ(minify(j.body),
             R"([{"window_start":"2025-01-01T00:00:00Z","window_end":"2025-03-01T00:00:00Z",)"
@@ -344,18 +355,21 @@ TEST_F(ExportTest, MeterSelectsItsEventsAndAggregates) {
 }
 
 TEST_F(ExportTest, AggregatesKeepTheGroupsAsked) {
-  auto j = get("/v1/export?kind=aggregates&meter=calls&format=jsonl&customer=exp-bulk&"
-               "group_by=service&from=2025-01-01T00:00:00Z&to=2025-03-01T00:00:00Z");
+  auto j =
+      get("/v1/export?kind=aggregates&meter=calls&format=jsonl&customer=exp-bulk&"
+          "group_by=service&from=2025-01-01T00:00:00Z&to=2025-03-01T00:00:00Z");
   ASSERT_EQ(j.status, 200) << j.body;
   std::int64_t total = 0;
   std::size_t rows = 0;
   std::size_t start = 0;
   while (start < j.body.size()) {
     std::size_t end = j.body.find('\n', start);
-    if (end == std::string::npos) end = j.body.size();
+    if (end == std::string::npos)
+      end = j.body.size();
     const std::string line = j.body.substr(start, end - start);
     start = end + 1;
-    if (line.empty()) continue;
+    if (line.empty())
+      continue;
     Json row(line);
     ASSERT_TRUE(row.ok()) << line;
     EXPECT_TRUE(row["group"]["service"].is_string()) << line;
@@ -421,9 +435,9 @@ TEST_F(ExportTest, CliWritesTheSameAsTheApi) {
   EXPECT_EQ(read_file(path("b.jsonl")).value_or(""),
             get("/v1/export?format=jsonl&customer=exp-bulk").body);
 
-  ASSERT_EQ(run_tally(cli_args({"-k", "aggregates", "--meter", "calls", "--window", "day",
-                                "--from", "2025-01-01T00:00:00Z", "--to",
-                                "2025-03-01T00:00:00Z", "-f", "json", "-o", path("a.json")}),
+  ASSERT_EQ(run_tally(cli_args({"-k", "aggregates", "--meter", "calls", "--window", "day", "--from",
+                                "2025-01-01T00:00:00Z", "--to", "2025-03-01T00:00:00Z", "-f",
+                                "json", "-o", path("a.json")}),
                       &out, server_->dir()),
             0)
       << out;
@@ -446,9 +460,9 @@ TEST_F(ExportTest, CliXlsxIsAWorkbookWithTheRows) {
   if (!std::filesystem::exists("/usr/bin/unzip")) {
     GTEST_SKIP() << "no unzip: checked the zip signature only";
   }
-  ASSERT_EQ(std::system(("unzip -p " + path("b.xlsx") + " xl/worksheets/sheet1.xml > " +
-                         path("sheet1.xml"))
-                            .c_str()),
+  ASSERT_EQ(std::system(
+                ("unzip -p " + path("b.xlsx") + " xl/worksheets/sheet1.xml > " + path("sheet1.xml"))
+                    .c_str()),
             0);
   auto sheet = read_file(path("sheet1.xml")).value_or("");
   EXPECT_NE(sheet.find(">properties<"), std::string::npos);
@@ -493,10 +507,12 @@ TEST_F(ExportTest, CliDefaultFileNameHasTheRangeAndATimestamp) {
   int found = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
-    if (name == "cli.log") continue;
+    if (name == "cli.log")
+      continue;
     EXPECT_EQ(name.rfind("tally-events-20250117T000000Z-end-", 0), 0u) << name;
     EXPECT_EQ(name.substr(name.size() - 4), ".csv") << name;
-    EXPECT_EQ(name.size(), std::string("tally-events-20250117T000000Z-end-20250101T000000Z.csv").size())
+    EXPECT_EQ(name.size(),
+              std::string("tally-events-20250117T000000Z-end-20250101T000000Z.csv").size())
         << name;
     ++found;
   }
@@ -509,9 +525,8 @@ TEST_F(ExportTest, CliErrors) {
   std::string out;
   EXPECT_EQ(run_tally(cli_args({"-f", "xml", "-o", path("x.csv")}), &out, server_->dir()), 2);
   EXPECT_NE(out.find("--format must be"), std::string::npos) << out;
-  EXPECT_EQ(run_tally(cli_args({"--customer", "nobody", "-o", path("x.csv")}), &out,
-                      server_->dir()),
-            1);
+  EXPECT_EQ(
+      run_tally(cli_args({"--customer", "nobody", "-o", path("x.csv")}), &out, server_->dir()), 1);
   EXPECT_NE(out.find("customer 'nobody' does not exist"), std::string::npos) << out;
   EXPECT_EQ(run_tally(cli_args({"-k", "aggregates", "-o", path("x.csv")}), &out, server_->dir()),
             2);

@@ -19,7 +19,8 @@ aggregation = "sum"
 value = "$.input_tokens"
 group_by = ["provider", "model"]
 
-)" + std::string(kApiCallsMeterToml) + R"(
+)" + std::string(kApiCallsMeterToml) +
+                            R"(
 [[customers]]
 id = "cust-test-001"
 name = "Test Company"
@@ -28,6 +29,7 @@ name = "Test Company"
 class HttpApiTest : public ApiTest {
  protected:
   static void SetUpTestSuite() { start_server(kConfig); }
+
   void ensure_customer(const std::string& id) {
     admin("POST", "/v1/customers", "{\"id\":\"" + id + "\"}");
   }
@@ -45,29 +47,44 @@ TEST_F(HttpApiTest, HealthReadyMetrics) {
   auto m = client_->request("GET", "/metrics");
   EXPECT_EQ(m.status, 200);
   EXPECT_NE(m.body.find("tally_events_accepted_total"), std::string::npos);
-  EXPECT_NE(m.body.find("tally_http_requests_total{route=\"/health\",method=\"GET\",code=\"2xx\"}"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("tally_http_requests_total{route=\"/health\",method=\"GET\",code=\"2xx\"}"),
+            std::string::npos)
+      << m.body;
   EXPECT_NE(m.body.find("tally_commit_duration_seconds_bucket"), std::string::npos);
   EXPECT_NE(m.header("Content-Type").find("text/plain"), std::string::npos);
 }
 
 TEST_F(HttpApiTest, MissingOrBadKeyIs401) {
-  const std::string body = R"({"events":[{"event_id":"x1","customer_id":"cust-test-001","event_type":"TOKEN_USAGE"}]})";
-  auto r = client_->request("POST", "/v1/events/ingest", body, {{"content-type", "application/json"}});
+  const std::string body =
+      R"({"events":[{"event_id":"x1","customer_id":"cust-test-001","event_type":"TOKEN_USAGE"}]})";
+  auto r =
+      client_->request("POST", "/v1/events/ingest", body, {{"content-type", "application/json"}});
   EXPECT_EQ(r.status, 401);
   Json j(r.body);
   EXPECT_EQ(j.str("error"), "UNAUTHORIZED");
   EXPECT_EQ(j.str("message"), "Invalid or missing API key");
   EXPECT_EQ(client_->request("POST", "/v1/events", body, key_header("tk_wrong")).status, 401);
-  EXPECT_EQ(client_->request("GET", "/v1/meters", {}, {{"authorization", "Bearer nope"}}).status, 401);
-  EXPECT_EQ(client_->request("GET", "/v1/meters", {}, {{"authorization", std::string("Bearer ") + kAdminKey}}).status, 200);
+  EXPECT_EQ(client_->request("GET", "/v1/meters", {}, {{"authorization", "Bearer nope"}}).status,
+            401);
+  EXPECT_EQ(client_
+                ->request("GET", "/v1/meters", {},
+                          {{"authorization", std::string("Bearer ") + kAdminKey}})
+                .status,
+            200);
   // The scheme is case-insensitive (RFC 9110 11.1), here as in GET /v1/authorize.
-  EXPECT_EQ(client_->request("GET", "/v1/meters", {}, {{"authorization", std::string("BEARER ") + kAdminKey}}).status, 200);
+  EXPECT_EQ(client_
+                ->request("GET", "/v1/meters", {},
+                          {{"authorization", std::string("BEARER ") + kAdminKey}})
+                .status,
+            200);
 }
 
 TEST_F(HttpApiTest, SeedWalkthroughIngest) {
   const std::string key = customer_key("cust-test-001");
-  const std::string event = R"({"event_id":"550e8400-e29b-41d4-a716-446655440001","customer_id":"cust-test-001","event_type":"TOKEN_USAGE","feature_id":"ai-text-generation","provider":"OPENAI","model":"gpt-4-turbo","input_tokens":1000,"output_tokens":500,"timestamp":"2025-01-17T14:30:00Z")";
-  auto r = client_->request("POST", "/v1/events/ingest", "{\"events\":[" + event + "}]}", key_header(key));
+  const std::string event =
+      R"({"event_id":"550e8400-e29b-41d4-a716-446655440001","customer_id":"cust-test-001","event_type":"TOKEN_USAGE","feature_id":"ai-text-generation","provider":"OPENAI","model":"gpt-4-turbo","input_tokens":1000,"output_tokens":500,"timestamp":"2025-01-17T14:30:00Z")";
+  auto r = client_->request("POST", "/v1/events/ingest", "{\"events\":[" + event + "}]}",
+                            key_header(key));
   ASSERT_EQ(r.status, 202) << r.body;
   Json j(r.body);
   EXPECT_EQ(j.num("accepted"), 1);
@@ -112,7 +129,10 @@ TEST_F(HttpApiTest, SeedWalkthroughIngest) {
   EXPECT_EQ(ij.str("status"), "rejected");
 
   // Usage shows the tokens: 1000 twice (the keyed copy is a distinct event).
-  auto q = client_->request("GET", "/v1/meters/tokens_in/query?from=2025-01-17T00:00:00Z&to=2025-01-18T00:00:00Z&group_by=model", {}, key_header(key));
+  auto q = client_->request(
+      "GET",
+      "/v1/meters/tokens_in/query?from=2025-01-17T00:00:00Z&to=2025-01-18T00:00:00Z&group_by=model",
+      {}, key_header(key));
   ASSERT_EQ(q.status, 200) << q.body;
   Json qj(q.body);
   auto rows = qj["data"].get_array();
@@ -144,14 +164,16 @@ TEST_F(HttpApiTest, BadRequestsGetClearErrors) {
   auto malformed = admin("POST", "/v1/events", "{\"events\": [");
   EXPECT_EQ(malformed.status, 400);
   EXPECT_EQ(Json(malformed.body).str("error"), "INVALID_JSON");
-  auto text = client_->request("POST", "/v1/events", "{}", {{"x-api-key", kAdminKey}, {"content-type", "text/plain"}});
+  auto text = client_->request("POST", "/v1/events", "{}",
+                               {{"x-api-key", kAdminKey}, {"content-type", "text/plain"}});
   EXPECT_EQ(text.status, 415);
   EXPECT_EQ(Json(text.body).str("error"), "UNSUPPORTED_MEDIA_TYPE");
   auto big = admin("POST", "/v1/events", std::string(70000, ' '));
   EXPECT_EQ(big.status, 413);
   std::string many = "{\"events\":[";
   for (int i = 0; i < 51; ++i) {
-    many += std::string(i ? "," : "") + "{\"id\":\"m" + std::to_string(i) + "\",\"customer\":\"c\",\"type\":\"api_call\"}";
+    many += std::string(i ? "," : "") + "{\"id\":\"m" + std::to_string(i) +
+            "\",\"customer\":\"c\",\"type\":\"api_call\"}";
   }
   many += "]}";
   auto too_many = admin("POST", "/v1/events", many);
@@ -173,13 +195,16 @@ TEST_F(HttpApiTest, BadRequestsGetClearErrors) {
 }
 
 TEST_F(HttpApiTest, CustomersAndTenantIsolation) {
-  auto created = admin("POST", "/v1/customers", R"({"id":"acme","name":"Acme","email":"ops@acme.test","timezone":"Europe/Berlin","metadata":{"tier":"gold"}})");
+  auto created = admin(
+      "POST", "/v1/customers",
+      R"({"id":"acme","name":"Acme","email":"ops@acme.test","timezone":"Europe/Berlin","metadata":{"tier":"gold"}})");
   ASSERT_EQ(created.status, 201) << created.body;
   Json cj(created.body);
   EXPECT_EQ(cj.str("timezone"), "Europe/Berlin");
   EXPECT_EQ(cj.str("status"), "active");
   EXPECT_EQ(admin("POST", "/v1/customers", R"({"id":"acme"})").status, 409);
-  EXPECT_EQ(admin("POST", "/v1/customers", R"({"id":"bad","timezone":"Nowhere/City"})").status, 400);
+  EXPECT_EQ(admin("POST", "/v1/customers", R"({"id":"bad","timezone":"Nowhere/City"})").status,
+            400);
   EXPECT_EQ(admin("POST", "/v1/customers", R"({"id":"bad","colour":"red"})").status, 400);
   EXPECT_EQ(admin("POST", "/v1/customers", R"({"name":"no id"})").status, 400);
   EXPECT_EQ(admin("PATCH", "/v1/customers/ghost", R"({"name":"x"})").status, 404);
@@ -191,11 +216,15 @@ TEST_F(HttpApiTest, CustomersAndTenantIsolation) {
   EXPECT_EQ(client_->request("GET", "/v1/events?customer=other", {}, key_header(key)).status, 403);
   EXPECT_EQ(client_->request("GET", "/v1/customers", {}, key_header(key)).status, 403);
   EXPECT_EQ(client_->request("POST", "/v1/keys", "{}", key_header(key)).status, 403);
-  auto q = client_->request("GET", "/v1/meters/api_calls/query?customer=other", {}, key_header(key));
+  auto q =
+      client_->request("GET", "/v1/meters/api_calls/query?customer=other", {}, key_header(key));
   EXPECT_EQ(q.status, 403);
 
   // A customer key's events default to its customer.
-  auto ing = client_->request("POST", "/v1/events", R"({"events":[{"id":"a1","type":"api_call","properties":{"service":"chat"}}]})", key_header(key));
+  auto ing = client_->request(
+      "POST", "/v1/events",
+      R"({"events":[{"id":"a1","type":"api_call","properties":{"service":"chat"}}]})",
+      key_header(key));
   ASSERT_EQ(ing.status, 202) << ing.body;
   auto events = client_->request("GET", "/v1/events", {}, key_header(key));
   ASSERT_EQ(events.status, 200);
@@ -217,7 +246,8 @@ TEST_F(HttpApiTest, CustomersAndTenantIsolation) {
 }
 
 TEST_F(HttpApiTest, KeysAreShownOnceCountedAndRevocable) {
-  auto created = admin("POST", "/v1/keys", R"({"name":"ci","scopes":["read"],"customer":"cust-test-001"})");
+  auto created =
+      admin("POST", "/v1/keys", R"({"name":"ci","scopes":["read"],"customer":"cust-test-001"})");
   ASSERT_EQ(created.status, 201) << created.body;
   Json j(created.body);
   const std::string secret = j.str("key");
@@ -226,7 +256,10 @@ TEST_F(HttpApiTest, KeysAreShownOnceCountedAndRevocable) {
   EXPECT_EQ(admin("POST", "/v1/keys", R"({"scopes":["fly"]})").status, 400);
   EXPECT_EQ(admin("POST", "/v1/keys", R"({"customer":"ghost"})").status, 404);
   // Read-only key: ingest is refused.
-  EXPECT_EQ(client_->request("POST", "/v1/events", R"({"id":"r","type":"api_call"})", key_header(secret)).status, 403);
+  EXPECT_EQ(
+      client_->request("POST", "/v1/events", R"({"id":"r","type":"api_call"})", key_header(secret))
+          .status,
+      403);
   for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(client_->request("GET", "/v1/meters", {}, key_header(secret)).status, 200);
   }
@@ -259,7 +292,10 @@ TEST_F(HttpApiTest, MetersQueryAndUsage) {
   ASSERT_EQ(meters.status, 200);
   EXPECT_NE(meters.body.find("\"key\":\"tokens_in\""), std::string::npos);
   EXPECT_NE(meters.body.find("\"value\":\"$.input_tokens\""), std::string::npos);
-  auto q = admin("GET", "/v1/meters/api_calls/query?customer=meter-co&from=2025-02-01T00:00:00Z&to=2025-03-01T00:00:00Z&window=day&filter[service]=chat");
+  auto q = admin("GET",
+                 "/v1/meters/api_calls/"
+                 "query?customer=meter-co&from=2025-02-01T00:00:00Z&to=2025-03-01T00:00:00Z&window="
+                 "day&filter[service]=chat");
   ASSERT_EQ(q.status, 200) << q.body;
   Json qj(q.body);
   EXPECT_EQ(qj.str("window"), "day");
@@ -268,17 +304,22 @@ TEST_F(HttpApiTest, MetersQueryAndUsage) {
   EXPECT_EQ(std::string(rows.at(0)["window_start"].get_string().value()), "2025-02-03T00:00:00Z");
   EXPECT_EQ(std::string(rows.at(0)["window_end"].get_string().value()), "2025-02-04T00:00:00Z");
   EXPECT_EQ(rows.at(0)["value"].get_int64().value(), 1);
-  auto usage = admin("GET", "/v1/customers/meter-co/usage?from=2025-02-01T00:00:00Z&to=2025-03-01T00:00:00Z");
+  auto usage = admin(
+      "GET", "/v1/customers/meter-co/usage?from=2025-02-01T00:00:00Z&to=2025-03-01T00:00:00Z");
   ASSERT_EQ(usage.status, 200) << usage.body;
-  EXPECT_NE(usage.body.find("{\"meter\":\"api_calls\",\"aggregation\":\"count\",\"unit\":\"\",\"value\":3}"), std::string::npos) << usage.body;
+  EXPECT_NE(usage.body.find(
+                "{\"meter\":\"api_calls\",\"aggregation\":\"count\",\"unit\":\"\",\"value\":3}"),
+            std::string::npos)
+      << usage.body;
   EXPECT_EQ(admin("GET", "/v1/customers/meter-co/usage?from=2025-02-01T00:00:00Z").status, 400);
   EXPECT_EQ(admin("GET", "/v1/customers/ghost/usage").status, 404);
 }
 
 TEST_F(HttpApiTest, OnlyOneJsonDocumentPerIngestBody) {
-  const std::string two_docs =
-      R"({"id":"nd1","customer":"ndjson-co","type":"api_call"})" "\n"
-      R"({"id":"nd2","customer":"ndjson-co","type":"api_call"})" "\n";
+  const std::string two_docs = R"({"id":"nd1","customer":"ndjson-co","type":"api_call"})"
+                               "\n"
+                               R"({"id":"nd2","customer":"ndjson-co","type":"api_call"})"
+                               "\n";
   auto r = admin("POST", "/v1/events", two_docs);
   EXPECT_EQ(r.status, 400) << r.body;
   Json j(r.body);
@@ -287,8 +328,9 @@ TEST_F(HttpApiTest, OnlyOneJsonDocumentPerIngestBody) {
   auto garbage = admin("POST", "/v1/events", R"({"events":[]} garbage)");
   EXPECT_EQ(garbage.status, 400) << garbage.body;
   EXPECT_EQ(Json(garbage.body).str("error"), "INVALID_JSON");
-  auto ndjson = client_->request("POST", "/v1/events", two_docs,
-                                 {{"x-api-key", kAdminKey}, {"content-type", "application/x-ndjson"}});
+  auto ndjson =
+      client_->request("POST", "/v1/events", two_docs,
+                       {{"x-api-key", kAdminKey}, {"content-type", "application/x-ndjson"}});
   EXPECT_EQ(ndjson.status, 415) << ndjson.body;
   EXPECT_EQ(Json(ndjson.body).str("error"), "UNSUPPORTED_MEDIA_TYPE");
   EXPECT_EQ(admin("GET", "/v1/customers/ndjson-co").status, 404);  // nothing was stored
@@ -303,7 +345,12 @@ TEST_F(HttpApiTest, KeyWithoutCustomerHonoursItsScopes) {
   ASSERT_EQ(scopes.size(), 1u);
   EXPECT_EQ(std::string(scopes.at(0).get_string().value()), "ingest");
   const std::string key = j.str("key");
-  EXPECT_EQ(client_->request("POST", "/v1/events", R"({"id":"sc1","customer":"scoped-co","type":"api_call"})", key_header(key)).status, 202);
+  EXPECT_EQ(
+      client_
+          ->request("POST", "/v1/events",
+                    R"({"id":"sc1","customer":"scoped-co","type":"api_call"})", key_header(key))
+          .status,
+      202);
   EXPECT_EQ(client_->request("GET", "/v1/events", {}, key_header(key)).status, 403);
   EXPECT_EQ(client_->request("GET", "/v1/customers", {}, key_header(key)).status, 403);
   EXPECT_EQ(client_->request("POST", "/v1/keys", "{}", key_header(key)).status, 403);
@@ -317,7 +364,10 @@ TEST_F(HttpApiTest, KeyWithoutCustomerHonoursItsScopes) {
 }
 
 TEST_F(HttpApiTest, NothingNewIsNotCalledAllDuplicates) {
-  ASSERT_EQ(admin("POST", "/v1/events", R"({"id":"nn1","customer":"nothing-new","type":"api_call"})").status, 202);
+  ASSERT_EQ(
+      admin("POST", "/v1/events", R"({"id":"nn1","customer":"nothing-new","type":"api_call"})")
+          .status,
+      202);
   auto r = admin("POST", "/v1/events", R"([{"id":"nn1","customer":"nothing-new","type":"api_call"},
                                            {"id":"nn2","customer":"nothing-new","type":"api_call","time":"never"}])");
   ASSERT_EQ(r.status, 202) << r.body;
@@ -333,14 +383,16 @@ TEST_F(HttpApiTest, EventListingRefusesUnknownParameters) {
   Json j(r.body);
   EXPECT_EQ(j.str("error"), "VALIDATION_ERROR");
   EXPECT_NE(j.str("message").find("custmer"), std::string::npos) << r.body;
-  EXPECT_NE(j.str("message").find("customer, type, from, to, limit, cursor"), std::string::npos) << r.body;
+  EXPECT_NE(j.str("message").find("customer, type, from, to, limit, cursor"), std::string::npos)
+      << r.body;
   EXPECT_EQ(admin("GET", "/v1/events?limit=5&type=api_call").status, 200);
 }
 
 TEST_F(HttpApiTest, MetricsCountBugs) {
   auto m = client_->request("GET", "/metrics");
   ASSERT_EQ(m.status, 200);
-  EXPECT_NE(m.body.find("# TYPE tally_bugs_total counter\ntally_bugs_total 0\n"), std::string::npos) << m.body;
+  EXPECT_NE(m.body.find("# TYPE tally_bugs_total counter\ntally_bugs_total 0\n"), std::string::npos)
+      << m.body;
 }
 
 }  // namespace

@@ -36,7 +36,9 @@ unit_price = "0.03"
 effective_from = "2025-01-15T00:00:00Z"
 )";
 
-std::string raw(simdjson::dom::element e) { return simdjson::minify(e); }
+std::string raw(simdjson::dom::element e) {
+  return simdjson::minify(e);
+}
 
 TEST(PricesApiTest, VersionsAcrossARestartAndRerating) {
   TallyServer server(config(""));
@@ -45,17 +47,17 @@ TEST(PricesApiTest, VersionsAcrossARestartAndRerating) {
                    const std::string& body = {}) {
     return c->request(method, target, body, key_header(kAdminKey));
   };
-  ASSERT_EQ(admin("POST", "/v1/customers",
-                  R"({"id":"p","billing_anchor":"2025-01-01T00:00:00Z"})")
+  ASSERT_EQ(admin("POST", "/v1/customers", R"({"id":"p","billing_anchor":"2025-01-01T00:00:00Z"})")
                 .status,
             201);
   auto key = admin("POST", "/v1/keys", R"({"customer":"p"})");
   ASSERT_EQ(key.status, 201) << key.body;
   const std::string customer_key = Json(key.body).str("key");
-  ASSERT_EQ(admin("POST", "/v1/events",
-                  R"({"events":[{"id":"a","customer":"p","type":"call","time":"2025-01-20T10:00:00Z"}]})")
-                .status,
-            202);
+  ASSERT_EQ(
+      admin("POST", "/v1/events",
+            R"({"events":[{"id":"a","customer":"p","type":"call","time":"2025-01-20T10:00:00Z"}]})")
+          .status,
+      202);
 
   // Any key may read the prices: one price, one version since forever.
   auto listed = c->request("GET", "/v1/prices", "", key_header(customer_key));
@@ -84,10 +86,11 @@ TEST(PricesApiTest, VersionsAcrossARestartAndRerating) {
   EXPECT_EQ(raw(versions.at(1)["unit_price"]), "0.03");
   EXPECT_TRUE(versions.at(1)["in_effect"].get_bool().value());
   // A late event of 21 January is priced by the new version; "a" keeps its charge.
-  ASSERT_EQ(admin("POST", "/v1/events",
-                  R"({"events":[{"id":"b","customer":"p","type":"call","time":"2025-01-21T10:00:00Z"}]})")
-                .status,
-            202);
+  ASSERT_EQ(
+      admin("POST", "/v1/events",
+            R"({"events":[{"id":"b","customer":"p","type":"call","time":"2025-01-21T10:00:00Z"}]})")
+          .status,
+      202);
   const Json wallet(admin("GET", "/v1/customers/p/wallet").body);
   EXPECT_EQ(raw(wallet["balance"]), "-4");
 
@@ -135,10 +138,10 @@ TEST(PricesApiTest, VersionsAcrossARestartAndRerating) {
             400);
   EXPECT_EQ(admin("POST", "/v1/customers/p/reprice", "not json").status, 400);
   EXPECT_EQ(admin("POST", "/v1/customers/nobody/reprice", "{" + range + "}").status, 404);
-  EXPECT_EQ(c->request("POST", "/v1/customers/p/reprice", "{" + range + "}",
-                       key_header(customer_key))
-                .status,
-            403);
+  EXPECT_EQ(
+      c->request("POST", "/v1/customers/p/reprice", "{" + range + "}", key_header(customer_key))
+          .status,
+      403);
   const Json still(admin("GET", "/v1/customers/p/wallet").body);
   EXPECT_EQ(raw(still["balance"]), "-6");
 
@@ -146,8 +149,9 @@ TEST(PricesApiTest, VersionsAcrossARestartAndRerating) {
   const std::vector<std::string> data = {"--config", server.dir() + "/tally.toml", "--data",
                                          server.dir() + "/data"};
   std::string out;
-  std::vector<std::string> args = {"reprice", "--customer", "p", "--from", "2025-01-01T00:00:00Z",
-                                   "--to", "2025-02-01T00:00:00Z", "--dry-run"};
+  std::vector<std::string> args = {
+      "reprice", "--customer",           "p",        "--from", "2025-01-01T00:00:00Z",
+      "--to",    "2025-02-01T00:00:00Z", "--dry-run"};
   args.insert(args.end(), data.begin(), data.end());
   EXPECT_EQ(run_tally(args, &out, server.dir()), 0) << out;
   EXPECT_NE(out.find("\"periods\":[]"), std::string::npos) << out;

@@ -18,7 +18,8 @@ TEST(RatelimitApiTest, AdHocLimitsCountExactlyWithHeaders) {
   auto post = [&](const std::string& body, const std::string& key = kAdminKey) {
     return c->request("POST", "/v1/ratelimit", body, key_header(key));
   };
-  const std::string one = R"({"namespace":"login","identifier":"10.0.0.1","limit":2,"duration":60000})";
+  const std::string one =
+      R"({"namespace":"login","identifier":"10.0.0.1","limit":2,"duration":60000})";
   auto a = post(one);
   ASSERT_EQ(a.status, 200) << a.body;
   const Json aj(a.body);
@@ -36,8 +37,9 @@ TEST(RatelimitApiTest, AdHocLimitsCountExactlyWithHeaders) {
   EXPECT_LE(std::stoi(denied.header("Retry-After")), 60);
 
   // Several at once: all or nothing.
-  auto both = post(R"({"limits":[{"namespace":"login","identifier":"10.0.0.2","limit":5,"duration":60000},)"
-                   R"({"namespace":"login","identifier":"10.0.0.1","limit":2,"duration":60000}]})");
+  auto both =
+      post(R"({"limits":[{"namespace":"login","identifier":"10.0.0.2","limit":5,"duration":60000},)"
+           R"({"namespace":"login","identifier":"10.0.0.1","limit":2,"duration":60000}]})");
   EXPECT_EQ(both.status, 429) << both.body;
   const Json bj(both.body);
   EXPECT_TRUE(bj["results"].at(0)["allowed"].get_bool().value());
@@ -45,17 +47,22 @@ TEST(RatelimitApiTest, AdHocLimitsCountExactlyWithHeaders) {
 
   // Errors change nothing.
   EXPECT_EQ(post(R"({"namespace":"login","identifier":"x","limit":2})").status, 400);
-  EXPECT_EQ(post(R"({"namespace":"login","identifier":"x","limit":2,"duration":60000,"extra":1})").status, 400);
+  EXPECT_EQ(
+      post(R"({"namespace":"login","identifier":"x","limit":2,"duration":60000,"extra":1})").status,
+      400);
   EXPECT_EQ(post(R"({"namespace":"login","identifier":"x","limit":2,"duration":5})").status, 400);
-  EXPECT_EQ(post(R"({"namespace":"login","identifier":"x","limit":-2,"duration":60000})").status, 400);
+  EXPECT_EQ(post(R"({"namespace":"login","identifier":"x","limit":-2,"duration":60000})").status,
+            400);
   EXPECT_EQ(post(R"({"namespace":"","identifier":"x","limit":2,"duration":60000})").status, 400);
   EXPECT_EQ(post(R"({"limits":[]})").status, 400);
   EXPECT_EQ(post("nope").status, 400);
   EXPECT_EQ(c->request("POST", "/v1/ratelimit", one).status, 401);
-  auto key = c->request("POST", "/v1/keys", R"({"name":"r","scopes":["read"]})", key_header(kAdminKey));
+  auto key =
+      c->request("POST", "/v1/keys", R"({"name":"r","scopes":["read"]})", key_header(kAdminKey));
   ASSERT_EQ(key.status, 201) << key.body;
   EXPECT_EQ(post(one, Json(key.body).str("key")).status, 403);
-  const Json after(post(R"({"namespace":"login","identifier":"x","limit":2,"duration":60000,"cost":0})").body);
+  const Json after(
+      post(R"({"namespace":"login","identifier":"x","limit":2,"duration":60000,"cost":0})").body);
   EXPECT_EQ(after.num("used"), 0);
 
   // The Unkey routes refuse in Unkey's shape.

@@ -24,7 +24,8 @@ const std::string kConfig = R"(
 [enforcement]
 default_plan = "starter"
 
-)" + std::string(kApiCallsMeterToml) + R"(
+)" + std::string(kApiCallsMeterToml) +
+                            R"(
 [[meters]]
 key = "tokens"
 event_type = "tokens"
@@ -95,7 +96,6 @@ class ReportsApiTest : public ApiTest {
     ASSERT_EQ(r.status, 202) << r.body;
     ASSERT_EQ(Json(r.body).str("status"), "accepted") << r.body;
   }
-
 };
 
 // ---- organizations on customers ------------------------------------------------------------

@@ -2,12 +2,12 @@
 // directory, started and stopped by its process id.
 #pragma once
 
-#include <gtest/gtest.h>
-#include <signal.h>
-
 #include <fstream>
 #include <memory>
 #include <string>
+
+#include <gtest/gtest.h>
+#include <signal.h>
 
 #include "json_test_util.h"
 #include "support/http_client.h"
@@ -32,11 +32,14 @@ class TallyServer {
   // its environment.
   explicit TallyServer(std::string config_toml, std::string dir = {},
                        std::vector<std::pair<std::string, std::string>> env = {})
-      : config_(std::move(config_toml)), dir_(dir.empty() ? make_temp_dir("tally-e2e-") : dir),
-        owns_dir_(dir.empty()), env_(std::move(env)) {
+      : config_(std::move(config_toml)),
+        dir_(dir.empty() ? make_temp_dir("tally-e2e-") : dir),
+        owns_dir_(dir.empty()),
+        env_(std::move(env)) {
     std::ofstream(dir_ + "/tally.toml") << config_;
     start();
   }
+
   ~TallyServer() {
     process_.reset();
     if (owns_dir_) {
@@ -48,8 +51,9 @@ class TallyServer {
     std::remove((dir_ + "/port").c_str());
     ProcessOptions o;
     o.executable = TALLY_BINARY;
-    o.args = {"serve", "--config", dir_ + "/tally.toml", "--data", dir_ + "/data",
-              "--listen", "127.0.0.1:0", "--port-file", dir_ + "/port", "--threads", "2"};
+    o.args = {"serve",    "--config",    dir_ + "/tally.toml", "--data",       dir_ + "/data",
+              "--listen", "127.0.0.1:0", "--port-file",        dir_ + "/port", "--threads",
+              "2"};
     o.env = env_;
     o.env.emplace_back("TALLY_ADMIN_KEY", kAdminKey);
     o.log_path = dir_ + "/server.log";
@@ -67,6 +71,7 @@ class TallyServer {
     process_.reset();
     return code.value_or(-1);
   }
+
   void kill_hard() {
     process_->kill_hard();
     process_->wait_exit(10000);
@@ -79,8 +84,11 @@ class TallyServer {
   std::uint16_t port() const { return port_; }
 
   pid_t pid() const { return process_ ? process_->pid() : -1; }
+
   const std::string& dir() const { return dir_; }
+
   std::string log() const { return read_file(dir_ + "/server.log").value_or(""); }
+
   std::unique_ptr<HttpClient> client() const {
     return std::make_unique<HttpClient>("127.0.0.1", port_);
   }
@@ -129,30 +137,35 @@ class ApiTest : public ::testing::Test {
   static void start_server(const std::string& config_toml) {
     server_ = new TallyServer(config_toml);
   }
+
   static void TearDownTestSuite() {
     delete server_;
     server_ = nullptr;
   }
+
   void SetUp() override { client_ = server_->client(); }
 
-  HttpResponse admin(std::string_view method, std::string_view target,
-                     std::string_view body = {}) {
+  HttpResponse admin(std::string_view method, std::string_view target, std::string_view body = {}) {
     return client_->request(method, target, body, key_header(kAdminKey));
   }
+
   HttpResponse as(const std::string& key, std::string_view method, std::string_view target,
                   std::string_view body = {}) {
     return client_->request(method, target, body, key_header(key));
   }
+
   // A GET with `key`.
   HttpResponse as(const std::string& key, std::string_view target) {
     return as(key, "GET", target);
   }
+
   // A new key for `customer` (ingest, check and read scopes).
   std::string customer_key(const std::string& customer) {
     auto r = admin("POST", "/v1/keys", "{\"customer\":\"" + customer + "\"}");
     EXPECT_EQ(r.status, 201) << r.body;
     return Json(r.body).str("key");
   }
+
   // Asserts a JSON error answer: its status, its code and a part of its message.
   void expect_error(const HttpResponse& r, int status, const std::string& code,
                     const std::string& message_part = "") {

@@ -82,7 +82,9 @@ std::string token_event(const std::string& id, const std::string& customer,
          R"(,"output_tokens":)" + std::to_string(out) + R"(,"timestamp":")" + time + R"("})";
 }
 
-std::string raw(simdjson::dom::element e) { return simdjson::minify(e); }
+std::string raw(simdjson::dom::element e) {
+  return simdjson::minify(e);
+}
 
 class WalletApiTest : public ApiTest {
  protected:
@@ -92,9 +94,11 @@ class WalletApiTest : public ApiTest {
     auto r = admin("POST", "/v1/customers", R"({"id":")" + id + R"("})");
     ASSERT_EQ(r.status, 201) << r.body;
   }
+
   HttpResponse txn(const std::string& customer, const std::string& body) {
     return admin("POST", "/v1/customers/" + customer + "/wallet/transactions", body);
   }
+
   std::string balance(const std::string& customer) {
     auto r = admin("GET", "/v1/customers/" + customer + "/wallet");
     EXPECT_EQ(r.status, 200) << r.body;
@@ -156,13 +160,13 @@ TEST_F(WalletApiTest, SeedWalkthroughEndToEnd) {
   EXPECT_EQ(Json(batch.body).num("accepted"), 3);
 
   // 6.1: another customer's events: 403, nothing stored or burned.
-  auto other = client_->request(
-      "POST", "/v1/events/ingest",
-      R"({"events":[)" +
-          token_event("550e8400-e29b-41d4-a716-446655440099", "cust-wrong-999", "OPENAI",
-                      "gpt-4-turbo", 1000, 500, "2025-01-17T14:30:00Z") +
-          "]}",
-      key_header(key));
+  auto other =
+      client_->request("POST", "/v1/events/ingest",
+                       R"({"events":[)" +
+                           token_event("550e8400-e29b-41d4-a716-446655440099", "cust-wrong-999",
+                                       "OPENAI", "gpt-4-turbo", 1000, 500, "2025-01-17T14:30:00Z") +
+                           "]}",
+                       key_header(key));
   EXPECT_EQ(other.status, 403) << other.body;
   EXPECT_EQ(Json(other.body).str("error"), "FORBIDDEN");
 
@@ -205,7 +209,8 @@ TEST_F(WalletApiTest, SeedWalkthroughEndToEnd) {
   EXPECT_EQ(rows, expected_burns) << burns.body;
 
   // Usage queries give cost and credits beside units.
-  const std::string range = "customer=cust-test-001&from=2025-01-17T00:00:00Z&to=2025-01-18T00:00:00Z";
+  const std::string range =
+      "customer=cust-test-001&from=2025-01-17T00:00:00Z&to=2025-01-18T00:00:00Z";
   auto value_of = [&](const std::string& target) {
     auto r = client_->request("GET", target, {}, key_header(key));
     EXPECT_EQ(r.status, 200) << target << " -> " << r.body;
@@ -221,8 +226,8 @@ TEST_F(WalletApiTest, SeedWalkthroughEndToEnd) {
   EXPECT_EQ(Json(measured.body).str("measure"), "cost") << measured.body;
   EXPECT_EQ(value_of("/v1/meters/tokens_in/query?" + range + "&measure=credits"), "61.5");
   EXPECT_EQ(value_of("/v1/meters/tokens_out/query?" + range + "&measure=credits"), "33");
-  auto bad_measure = client_->request("GET", "/v1/meters/tokens_in/query?" + range + "&measure=euros",
-                                      {}, key_header(key));
+  auto bad_measure = client_->request(
+      "GET", "/v1/meters/tokens_in/query?" + range + "&measure=euros", {}, key_header(key));
   EXPECT_EQ(bad_measure.status, 400) << bad_measure.body;
   auto unpriced = client_->request("GET", "/v1/meters/logins/query?" + range + "&measure=cost", {},
                                    key_header(key));
@@ -256,8 +261,10 @@ TEST_F(WalletApiTest, SeedWalkthroughEndToEnd) {
 TEST_F(WalletApiTest, PromotionalCreditsBurnBeforePaidAndDebtIsPaidFirst) {
   create_customer("cust-promo");
   ASSERT_EQ(txn("cust-promo", R"({"type":"top_up","amount":"1"})").status, 201);
-  ASSERT_EQ(txn("cust-promo", R"({"type":"grant","amount":"0.5","expires_at":"2099-01-01T00:00:00Z"})").status,
-            201);
+  ASSERT_EQ(
+      txn("cust-promo", R"({"type":"grant","amount":"0.5","expires_at":"2099-01-01T00:00:00Z"})")
+          .status,
+      201);
   // 10 images = one package of 0.5 USD = 500 credits: more than the wallet holds.
   std::string body = R"({"events":[)";
   for (int i = 0; i < 10; ++i) {
@@ -285,7 +292,8 @@ TEST_F(WalletApiTest, PromotionalCreditsBurnBeforePaidAndDebtIsPaidFirst) {
   EXPECT_FALSE(j2["exhausted"].get_bool().value());
   // Refunds and signed adjustments.
   EXPECT_EQ(txn("cust-promo", R"({"type":"refund","amount":"8.5"})").status, 201);
-  auto adj = txn("cust-promo", R"({"type":"adjustment","amount":"-10","description":"correction"})");
+  auto adj =
+      txn("cust-promo", R"({"type":"adjustment","amount":"-10","description":"correction"})");
   ASSERT_EQ(adj.status, 201) << adj.body;
   EXPECT_EQ(raw(Json(adj.body)["balance_after"]), "500");
   EXPECT_EQ(balance("cust-promo"), "500");
@@ -295,10 +303,12 @@ TEST_F(WalletApiTest, ErrorsAnswerClearlyAndChangeNothing) {
   create_customer("cust-err");
   const std::string key = customer_key("cust-err");
   ASSERT_EQ(txn("cust-err", R"({"type":"top_up","amount":10})").status, 201);
+
   struct Case {
     std::string body;
     int status;
   };
+
   const std::vector<Case> cases = {
       {R"({"type":"burn","amount":1})", 400},
       {R"({"type":"gift","amount":1})", 400},
@@ -330,8 +340,9 @@ TEST_F(WalletApiTest, ErrorsAnswerClearlyAndChangeNothing) {
             200);
   EXPECT_EQ(client_->request("GET", "/v1/customers/cust-promo/wallet", {}, key_header(key)).status,
             403);
-  EXPECT_EQ(client_->request("POST", "/v1/customers/cust-err/wallet/transactions",
-                             R"({"type":"top_up","amount":1})", key_header(key))
+  EXPECT_EQ(client_
+                ->request("POST", "/v1/customers/cust-err/wallet/transactions",
+                          R"({"type":"top_up","amount":1})", key_header(key))
                 .status,
             403);
   EXPECT_EQ(client_->request("GET", "/v1/customers/cust-err/wallet").status, 401);
@@ -375,9 +386,8 @@ TEST_F(WalletApiTest, TransactionsPageByCursorAndFilterByType) {
 TEST_F(WalletApiTest, PrepaidChecksNeedCreditsAnd402WhenShort) {
   auto c = admin("POST", "/v1/customers", R"({"id":"cust-prepaid","plan":"payg"})");
   ASSERT_EQ(c.status, 201) << c.body;
-  const std::string check =
-      R"({"customer":"cust-prepaid","meter":"tokens_in","amount":1000,)"
-      R"("properties":{"provider":"OPENAI","model":"gpt-4-turbo"}})";
+  const std::string check = R"({"customer":"cust-prepaid","meter":"tokens_in","amount":1000,)"
+                            R"("properties":{"provider":"OPENAI","model":"gpt-4-turbo"}})";
   // No credits at all: denied.
   auto empty = admin("POST", "/v1/check", check);
   EXPECT_EQ(empty.status, 402) << empty.body;
@@ -395,9 +405,10 @@ TEST_F(WalletApiTest, PrepaidChecksNeedCreditsAnd402WhenShort) {
   EXPECT_EQ(Json(second.body).str("reason"), "insufficient_credits");
   EXPECT_EQ(raw(Json(second.body)["credits_available"]), "5");
   // A cheaper request still fits.
-  auto small = admin("POST", "/v1/check",
-                     R"({"customer":"cust-prepaid","meter":"tokens_in","amount":500,)"
-                     R"("consume":false,"properties":{"provider":"OPENAI","model":"gpt-4-turbo"}})");
+  auto small =
+      admin("POST", "/v1/check",
+            R"({"customer":"cust-prepaid","meter":"tokens_in","amount":500,)"
+            R"("consume":false,"properties":{"provider":"OPENAI","model":"gpt-4-turbo"}})");
   EXPECT_EQ(small.status, 200) << small.body;
   // The first check's event is burned: 10 credits, once.
   auto burns = admin("GET", "/v1/customers/cust-prepaid/wallet/transactions?type=burn");
@@ -420,9 +431,9 @@ TEST_F(WalletApiTest, VerifyProvesTheLedgerAfterTheWalkthrough) {
                      "]}");
   ASSERT_EQ(r.status, 202) << r.body;
   std::string out;
-  const int code = run_tally({"verify", "--config", server_->dir() + "/tally.toml", "--data",
-                              server_->dir() + "/data"},
-                             &out, server_->dir());
+  const int code = run_tally(
+      {"verify", "--config", server_->dir() + "/tally.toml", "--data", server_->dir() + "/data"},
+      &out, server_->dir());
   EXPECT_EQ(code, 0) << out;
   EXPECT_NE(out.find("transactions"), std::string::npos) << out;
 }
@@ -437,9 +448,10 @@ TEST(WalletHoldsTest, HoldsSurviveSigkillAndSettleAfterTheRestart) {
     return c->request(method, target, body, key_header(kAdminKey));
   };
   ASSERT_EQ(admin("POST", "/v1/customers", R"({"id":"h","plan":"payg"})").status, 201);
-  ASSERT_EQ(admin("POST", "/v1/customers/h/wallet/transactions", R"({"type":"top_up","amount":100})")
-                .status,
-            201);
+  ASSERT_EQ(
+      admin("POST", "/v1/customers/h/wallet/transactions", R"({"type":"top_up","amount":100})")
+          .status,
+      201);
   // 2,000 tokens at 0.00001 USD x 1000 credits: 20 credits held.
   const std::string reserve =
       R"({"customer":"h","meter":"tokens_in","amount":2000,"consume":"reserve",)"

@@ -6,8 +6,8 @@
 
 #include <gtest/gtest.h>
 
-#include "common/crypto.h"
 #include "alert_test_util.h"
+#include "common/crypto.h"
 #include "json_test_util.h"
 #include "support/http_receiver.h"
 #include "tally_server.h"
@@ -20,9 +20,11 @@ constexpr const char* kSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 std::string config(const std::string& url) {
   return alerting_plan_toml() + R"(
 [[webhooks]]
-url = ")" + url + R"("
+url = ")" +
+         url + R"("
 events = ["alert.triggered"]
-secret = ")" + kSecret + R"("
+secret = ")" +
+         kSecret + R"("
 retry_backoff = "1s"
 retry_backoff_max = "2s"
 timeout = "5s"
@@ -50,9 +52,9 @@ void expect_signed(const ReceivedRequest& r) {
   EXPECT_EQ(r.header("tally-event"), "alert.triggered");
   EXPECT_EQ(r.header("content-type"), "application/json");
   // A tampered body does not verify.
-  EXPECT_NE(r.header("tally-signature"),
-            "t=" + ts + ",v1=" +
-                common::to_hex(common::hmac_sha256(kSecret, ts + "." + r.body + " ")));
+  EXPECT_NE(
+      r.header("tally-signature"),
+      "t=" + ts + ",v1=" + common::to_hex(common::hmac_sha256(kSecret, ts + "." + r.body + " ")));
 }
 
 TEST(Webhooks, ThresholdsFireOnceAndFailedDeliveriesAreRetriedSigned) {
@@ -132,8 +134,9 @@ TEST(Webhooks, ThresholdsFireOnceAndFailedDeliveriesAreRetriedSigned) {
   Json one(r.body);
   EXPECT_EQ(one.num("threshold_percent"), 95);
   EXPECT_EQ(one.str("level"), "critical");
-  r = server.client()->request("GET", "/v1/alerts?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z",
-                               "", key_header(kAdminKey));
+  r = server.client()->request("GET",
+                               "/v1/alerts?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z", "",
+                               key_header(kAdminKey));
   EXPECT_EQ(count_of(Json(r.body)), 0u) << r.body;
 }
 
@@ -141,6 +144,7 @@ TEST(Webhooks, AlertQueriesAnswerErrorsAsJson) {
   HttpReceiver receiver([](std::size_t) { return 200; });
   TallyServer server(config(receiver.url()));
   auto c = server.client();
+
   struct Case {
     std::string target;
     int status;
@@ -155,6 +159,7 @@ TEST(Webhooks, AlertQueriesAnswerErrorsAsJson) {
       {"/v1/alerts?customer=nobody", 404},
       {"/v1/alerts/alrt_12345", 404},
   };
+
   for (const auto& k : cases) {
     auto r = c->request("GET", k.target, "", key_header(kAdminKey));
     EXPECT_EQ(r.status, k.status) << k.target << ": " << r.body;
@@ -168,7 +173,9 @@ TEST(Webhooks, AlertQueriesAnswerErrorsAsJson) {
 TEST(Webhooks, PendingDeliveriesSurviveASigkill) {
   // The receiver's port, free again: deliveries are refused until it comes back.
   std::uint16_t port = 0;
-  { port = HttpReceiver([](std::size_t) { return 200; }).port(); }
+  {
+    port = HttpReceiver([](std::size_t) { return 200; }).port();
+  }
   const std::string url = "http://127.0.0.1:" + std::to_string(port) + "/hook";
   const std::string dir = make_temp_dir("tally-webhook-");
   {

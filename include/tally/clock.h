@@ -20,8 +20,11 @@ Clock& system_clock();
 class FakeClock final : public Clock {
  public:
   explicit FakeClock(std::int64_t start_us) : now_us_(start_us) {}
+
   std::int64_t now_us() const override { return now_us_.load(std::memory_order_relaxed); }
+
   void set_us(std::int64_t t) { now_us_.store(t, std::memory_order_relaxed); }
+
   void advance_us(std::int64_t d) { now_us_.fetch_add(d, std::memory_order_relaxed); }
 
  private:

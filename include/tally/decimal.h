@@ -24,13 +24,19 @@ struct Decimal {
   std::string text() const;
 
   friend bool operator==(const Decimal&, const Decimal&) = default;
+
   friend auto operator<=>(const Decimal& a, const Decimal& b) { return a.units <=> b.units; }
+
   Decimal& operator+=(const Decimal& o) {
     units += o.units;
     return *this;
   }
+
   friend Decimal operator+(Decimal a, const Decimal& b) { return a += b; }
-  friend Decimal operator-(const Decimal& a, const Decimal& b) { return Decimal{a.units - b.units}; }
+
+  friend Decimal operator-(const Decimal& a, const Decimal& b) {
+    return Decimal{a.units - b.units};
+  }
 };
 
 }  // namespace tally

@@ -26,13 +26,13 @@ struct Config;
 }
 
 struct EngineOptions {
-  std::string config_path;  // a TOML file; empty = defaults (and config_toml, if set)
-  std::string config_toml;  // TOML text, used when config_path is empty (tests, embedding)
-  std::string data_dir;     // overrides the config's data_dir when set
-  bool in_memory = false;   // no disk at all: for tests and simulations
-  bool read_only = false;   // open a live data directory for reading (verify, queries)
+  std::string config_path;       // a TOML file; empty = defaults (and config_toml, if set)
+  std::string config_toml;       // TOML text, used when config_path is empty (tests, embedding)
+  std::string data_dir;          // overrides the config's data_dir when set
+  bool in_memory = false;        // no disk at all: for tests and simulations
+  bool read_only = false;        // open a live data directory for reading (verify, queries)
   const Clock* clock = nullptr;  // not owned; null = the system clock
-  std::string admin_key;    // an extra admin key (from TALLY_ADMIN_KEY); empty = none
+  std::string admin_key;         // an extra admin key (from TALLY_ADMIN_KEY); empty = none
 };
 
 class Engine {
@@ -140,14 +140,15 @@ class Engine {
   // The customer's ledger, oldest first. Errors: kNotFound, kInvalidArgument.
   Result<LedgerPage> wallet_transactions(const LedgerQuery& query) const;
 
-  // ---- ad-hoc limits (see docs/api.md "Ad-hoc limits") -------------------------------------------
-  // Counts each limit's cost in its current window, all or nothing: when any is over, none
-  // counts (each result says whether it fits). In memory, like rate buckets. At most 100.
-  // Errors: kInvalidArgument, kUnavailable (too many live windows).
+  // ---- ad-hoc limits (see docs/api.md "Ad-hoc limits")
+  // ------------------------------------------- Counts each limit's cost in its current window, all
+  // or nothing: when any is over, none counts (each result says whether it fits). In memory, like
+  // rate buckets. At most 100. Errors: kInvalidArgument, kUnavailable (too many live windows).
   Result<std::vector<AdHocResult>> limit_adhoc(const std::vector<AdHocLimit>& limits);
 
-  // ---- prices (see docs/api.md "Prices") ---------------------------------------------------------
-  // Every price with its versions: the configured ones in config order, then those removed.
+  // ---- prices (see docs/api.md "Prices")
+  // --------------------------------------------------------- Every price with its versions: the
+  // configured ones in config order, then those removed.
   std::vector<PriceInfo> prices() const;
   // Re-rating: the current price versions applied to the customer's priced events whose event
   // time is in [from, to), with one `adjustment` transaction per billing period for the
@@ -174,8 +175,7 @@ class Engine {
   // highest limit percent of a member now and every meter's total this calendar month (UTC);
   // sorted by that percent, highest first (none last), ties by id. Evaluates every member's
   // limits. Errors: kInvalidArgument (limit not 1..100).
-  Result<OrganizationSummaryPage> organization_summaries(std::uint32_t offset,
-                                                         std::uint32_t limit);
+  Result<OrganizationSummaryPage> organization_summaries(std::uint32_t offset, std::uint32_t limit);
   // The `n` customers with the largest value of the meter over the current `period` (a window
   // name, in `timezone`) or, with period "", over [from, to).
   // Errors: kNotFound (meter), kInvalidArgument, kResourceExhausted (too many customers).

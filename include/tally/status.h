@@ -39,39 +39,51 @@ class [[nodiscard]] Status {
   Status() = default;  // OK
 
   static Status ok_status() { return Status(); }
+
   static Status invalid_argument(std::string message, std::string details_json = {}) {
     return Status(StatusCode::kInvalidArgument, std::move(message), std::move(details_json));
   }
+
   static Status unauthenticated(std::string message) {
     return Status(StatusCode::kUnauthenticated, std::move(message));
   }
+
   static Status permission_denied(std::string message) {
     return Status(StatusCode::kPermissionDenied, std::move(message));
   }
+
   static Status not_found(std::string message) {
     return Status(StatusCode::kNotFound, std::move(message));
   }
+
   static Status already_exists(std::string message) {
     return Status(StatusCode::kAlreadyExists, std::move(message));
   }
+
   static Status unprocessable(std::string message, std::string details_json = {}) {
     return Status(StatusCode::kUnprocessable, std::move(message), std::move(details_json));
   }
+
   static Status resource_exhausted(std::string message) {
     return Status(StatusCode::kResourceExhausted, std::move(message));
   }
+
   static Status unavailable(std::string message) {
     return Status(StatusCode::kUnavailable, std::move(message));
   }
+
   static Status io_error(std::string message) {
     return Status(StatusCode::kIOError, std::move(message));
   }
+
   static Status corruption(std::string message) {
     return Status(StatusCode::kCorruption, std::move(message));
   }
+
   static Status internal(std::string message) {
     return Status(StatusCode::kInternal, std::move(message));
   }
+
   static Status insufficient_storage(std::string message) {
     return Status(StatusCode::kInsufficientStorage, std::move(message));
   }
@@ -82,11 +94,15 @@ class [[nodiscard]] Status {
                  : std::make_shared<Rep>(Rep{code, std::move(message), std::move(details_json)})) {}
 
   bool ok() const { return rep_ == nullptr; }
+
   StatusCode code() const { return rep_ ? rep_->code : StatusCode::kOk; }
+
   // Human-readable message; empty when OK.
   const std::string& message() const { return rep_ ? rep_->message : empty_string(); }
+
   // A JSON value text with machine-readable details, or empty.
   const std::string& details_json() const { return rep_ ? rep_->details_json : empty_string(); }
+
   // "INVALID_ARGUMENT: message", for logs and the CLI.
   std::string to_string() const;
 
@@ -115,19 +131,30 @@ std::string_view status_code_name(StatusCode code);
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}           // NOLINT(google-explicit-constructor)
-  Result(Status status) : v_(std::move(status)) {}    // NOLINT(google-explicit-constructor)
+  Result(T value) : v_(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+
+  Result(Status status) : v_(std::move(status)) {}  // NOLINT(google-explicit-constructor)
 
   bool has_value() const { return v_.index() == 0; }
+
   explicit operator bool() const { return has_value(); }
+
   T& value() & { return std::get<0>(v_); }
+
   const T& value() const& { return std::get<0>(v_); }
+
   T&& value() && { return std::get<0>(std::move(v_)); }
+
   T& operator*() & { return value(); }
+
   const T& operator*() const& { return value(); }
+
   T* operator->() { return &value(); }
+
   const T* operator->() const { return &value(); }
+
   const Status& error() const { return std::get<1>(v_); }
+
   // The Status: OK when a value is held.
   Status status() const { return has_value() ? Status() : error(); }
 
@@ -138,10 +165,10 @@ class [[nodiscard]] Result {
 }  // namespace tally
 
 // Returns early from the enclosing function when `expr` (a Status) is not OK.
-#define TALLY_TRY(expr)                     \
-  do {                                      \
+#define TALLY_TRY(expr)                         \
+  do {                                          \
     ::tally::Status tally_try_status_ = (expr); \
-    if (!tally_try_status_.ok()) {          \
-      return tally_try_status_;             \
-    }                                       \
+    if (!tally_try_status_.ok()) {              \
+      return tally_try_status_;                 \
+    }                                           \
   } while (false)

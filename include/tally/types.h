@@ -73,7 +73,7 @@ struct IngestSummary {
 // one). amount: a decimal text, or "unlimited".
 struct LimitOverride {
   std::string meter;
-  std::string period;  // second .. lifetime, as in the config
+  std::string period;     // second .. lifetime, as in the config
   std::int64_t days = 0;  // for period "trial"
   std::string amount;
   bool hard = true;
@@ -84,7 +84,7 @@ struct Customer {
   std::string name;
   std::string email;
   std::string timezone = "UTC";
-  std::string status = "active";  // active | suspended
+  std::string status = "active";     // active | suspended
   std::string metadata_json = "{}";  // a JSON object
   TimeUs created_at_us = 0;
   TimeUs updated_at_us = 0;
@@ -134,7 +134,7 @@ struct NewApiKey {
 };
 
 struct NewApiKeyRequest {
-  std::string customer;  // empty = admin key
+  std::string customer;      // empty = admin key
   std::uint32_t scopes = 0;  // 0 = the default (admin, or ingest|check|read for a customer)
   std::string name;
 };
@@ -144,6 +144,7 @@ struct Identity {
   std::string key_id;
   std::string customer;  // empty for admin
   std::uint32_t scopes = 0;
+
   bool admin() const { return (scopes & kScopeAdmin) != 0; }
 };
 
@@ -167,7 +168,7 @@ struct MeterQuery {
   std::string window;    // "" (one total row), minute, hour, day, week, month
   std::string timezone;  // IANA; "" = the customer's zone when one customer is asked, else UTC
   std::string customer;  // "" = every customer
-  std::vector<std::string> group_by;  // a subset of the meter's group_by
+  std::vector<std::string> group_by;                        // a subset of the meter's group_by
   std::vector<std::pair<std::string, std::string>> filter;  // group-by property == value
   std::string measure;  // "" or "units": the meter's values; "cost" or "credits" (priced meters)
 };
@@ -194,7 +195,7 @@ struct UsageItem {
   std::string meter;
   std::string aggregation;
   std::string unit;
-  std::string value;  // decimal text; empty = no value
+  std::string value;    // decimal text; empty = no value
   std::string cost;     // priced meters: the cost of that usage ("" = not priced)
   std::string credits;  // priced meters: the credits burned for it
 };
@@ -226,7 +227,7 @@ struct CheckRequest {
   std::string meter;
   std::string amount = "1";  // decimal text, > 0
   Consume consume = Consume::kYes;
-  std::string feature;  // "" = none required
+  std::string feature;                                          // "" = none required
   std::vector<std::pair<std::string, std::string>> properties;  // for the usage event
   std::string event_id;  // idempotency: a retried check with the same id consumes once
   std::int64_t reservation_ttl_seconds = 0;  // 0 = the configured default
@@ -255,7 +256,7 @@ struct LimitState {
   bool per_key = false;     // the API key's own request rate, not a customer's limit
   bool unlimited = false;
   bool hard = true;
-  Decimal limit;      // 0 when unlimited
+  Decimal limit;  // 0 when unlimited
   Decimal used;
   Decimal remaining;  // 0 when unlimited
   TimeUs window_start_us = 0;
@@ -275,10 +276,10 @@ struct CheckResult {
   std::string plan;
   std::string meter;
   Decimal amount;
-  bool overage = false;  // allowed past a soft limit
-  bool replayed = false;  // an event_id already consumed: nothing consumed again
-  bool has_rule = false;  // false when no limit applies (unlimited)
-  LimitState rule;        // the most restrictive limit
+  bool overage = false;            // allowed past a soft limit
+  bool replayed = false;           // an event_id already consumed: nothing consumed again
+  bool has_rule = false;           // false when no limit applies (unlimited)
+  LimitState rule;                 // the most restrictive limit
   std::vector<LimitState> limits;  // every limit on the meter
   TimeUs retry_after_us = 0;       // on denial: when the amount may fit again; 0 = unknown
   std::string reservation_id;
@@ -347,8 +348,8 @@ struct HistoryQuery {
   TimeUs from_us = 0;          // from = to = 0: the last `windows`, the current one included
   TimeUs to_us = 0;
   std::uint32_t windows = 30;  // 1 to 10,000; used when from = to = 0
-  std::string timezone;  // IANA; "" = the customer's zone
-  std::string group_by;  // "" or one group-by property of the meter: a series per value too
+  std::string timezone;        // IANA; "" = the customer's zone
+  std::string group_by;        // "" or one group-by property of the meter: a series per value too
 };
 
 struct HistorySeries {
@@ -386,9 +387,9 @@ struct Breakdown {
 
 struct UsageReport {
   Customer customer;
-  std::string plan;                 // "" = none
-  CustomerUsage current_period;     // the calendar month in the customer's zone
-  std::vector<LimitState> limits;   // as limits_report gives them
+  std::string plan;                // "" = none
+  CustomerUsage current_period;    // the calendar month in the customer's zone
+  std::vector<LimitState> limits;  // as limits_report gives them
   std::vector<std::string> warnings;
   std::vector<Breakdown> breakdown;
 };
@@ -396,8 +397,8 @@ struct UsageReport {
 // Denied checks of one customer over the last hour, by minute (Engine::denials_last_hour).
 struct DenialHistory {
   std::string customer;
-  TimeUs from_us = 0;  // the start of the oldest minute
-  TimeUs to_us = 0;    // the end of the current minute
+  TimeUs from_us = 0;                     // the start of the oldest minute
+  TimeUs to_us = 0;                       // the end of the current minute
   std::vector<std::uint64_t> per_minute;  // 60 counts, oldest first
   std::uint64_t total = 0;
 };
@@ -408,9 +409,9 @@ struct OrganizationSummary {
   std::string organization;
   std::uint64_t customers = 0;
   std::uint64_t suspended = 0;
-  std::string max_percent;   // the highest limit percent of any member now; "" = none
-  std::string max_customer;  // the member it belongs to
-  std::string max_rule;      // and its rule, "api_calls per day"
+  std::string max_percent;        // the highest limit percent of any member now; "" = none
+  std::string max_customer;       // the member it belongs to
+  std::string max_rule;           // and its rule, "api_calls per day"
   std::vector<UsageItem> meters;  // every meter over the members' events this calendar month (UTC)
 };
 
@@ -424,8 +425,8 @@ struct OrganizationUsage {
   TimeUs from_us = 0;
   TimeUs to_us = 0;
   std::string timezone;
-  std::vector<std::string> customers;   // members, ordered by id
-  std::vector<UsageItem> meters;        // the meter's aggregation over every member's events
+  std::vector<std::string> customers;  // members, ordered by id
+  std::vector<UsageItem> meters;       // the meter's aggregation over every member's events
   std::vector<CustomerUsage> by_customer;
 };
 
@@ -506,9 +507,9 @@ struct StoredEvent {
   // Occurrences the record stands for on count meters: 1, or N for a consuming check of N.
   std::uint32_t quantity = 1;
   std::vector<EventProperty> properties;
-  bool priced = false;   // a price applied: cost and credits below are set
-  std::string cost;      // decimal text in the [credits] currency
-  std::string credits;   // decimal text
+  bool priced = false;  // a price applied: cost and credits below are set
+  std::string cost;     // decimal text in the [credits] currency
+  std::string credits;  // decimal text
 };
 
 struct EventListQuery {
@@ -534,7 +535,7 @@ struct EventPage {
 
 // One immutable ledger entry. Amounts are signed decimal credits: positive adds to the balance.
 struct LedgerTransaction {
-  std::string id;        // "txn_<n>"
+  std::string id;         // "txn_<n>"
   std::uint64_t seq = 0;  // global order of transactions
   std::string customer;
   // grant, top_up, burn, refund, adjustment, expiry, hold, release
@@ -551,7 +552,7 @@ struct LedgerTransaction {
   TimeUs period_end_us = 0;
   std::string description;
   TimeUs created_at_us = 0;
-  TimeUs expires_at_us = 0;  // grants that expire; 0 = never
+  TimeUs expires_at_us = 0;   // grants that expire; 0 = never
   std::int64_t priority = 0;  // grants: lower burns first
 };
 
@@ -567,13 +568,13 @@ struct WalletGrant {
 
 struct Wallet {
   std::string customer;
-  std::string currency;     // of the prices; credits per unit below
+  std::string currency;  // of the prices; credits per unit below
   std::string credits_per_currency_unit;
-  std::string balance;      // sum of every transaction
+  std::string balance;  // sum of every transaction
   // balance minus open holds and usage counted by checks but not yet committed
   std::string available;
-  std::string held;         // by open reservations (hold transactions not yet released)
-  bool exhausted = false;   // balance <= 0: prepaid checks deny
+  std::string held;                 // by open reservations (hold transactions not yet released)
+  bool exhausted = false;           // balance <= 0: prepaid checks deny
   std::vector<WalletGrant> grants;  // with credits left, in burn order
   std::uint64_t transactions = 0;
 };
@@ -607,14 +608,14 @@ struct LedgerPage {
 // One attempt, or all of them, to deliver an event to one webhook endpoint or, by email, to the
 // recipients of one [[notifications]] entry.
 struct WebhookDelivery {
-  std::string id;        // unique; sent as the delivery id header, the same on every retry
+  std::string id;  // unique; sent as the delivery id header, the same on every retry
   std::string alert_id;
-  std::string event;     // "alert.triggered"
+  std::string event;          // "alert.triggered"
   std::uint32_t webhook = 0;  // index in [[webhooks]], or in [[notifications]] for email
   // The webhook's URL, or for email "mailto:" and the recipients joined by commas (fixed when
   // the alert fired).
   std::string url;
-  std::string status;    // "pending", "delivered", "failed"
+  std::string status;  // "pending", "delivered", "failed"
   std::uint32_t attempts = 0;
   TimeUs created_at_us = 0;
   TimeUs next_attempt_at_us = 0;  // pending only
@@ -683,8 +684,8 @@ struct DeliveryAttempt {
 // most `limit` per fixed window of `duration_ms`, counted per namespace and identifier. No plan
 // and no customer needed.
 struct AdHocLimit {
-  std::string ns;  // the namespace: 1..255 bytes ("sms.sign_up")
-  std::string identifier;  // 1..255 bytes: a user id, an IP address, ...
+  std::string ns;                // the namespace: 1..255 bytes ("sms.sign_up")
+  std::string identifier;        // 1..255 bytes: a user id, an IP address, ...
   std::int64_t limit = 0;        // 0..1e15
   std::int64_t duration_ms = 0;  // 1000 .. 2592000000 (30 days)
   std::int64_t cost = 1;         // 0 (only ask) .. 1e15
@@ -746,18 +747,18 @@ struct RepriceRequest {
 struct RepricePeriod {
   TimeUs start_us = 0;
   TimeUs end_us = 0;
-  std::uint64_t events = 0;  // events of the range in it whose credits changed
-  std::string charged;       // credits those events were charged (with earlier re-ratings)
-  std::string rated;         // credits the current versions give them
-  std::string difference;    // rated - charged: the adjustment takes this from the wallet
+  std::uint64_t events = 0;    // events of the range in it whose credits changed
+  std::string charged;         // credits those events were charged (with earlier re-ratings)
+  std::string rated;           // credits the current versions give them
+  std::string difference;      // rated - charged: the adjustment takes this from the wallet
   std::string transaction_id;  // the adjustment's ("" in a dry run)
 };
 
 struct RepriceReport {
   std::string customer;
   bool dry_run = false;
-  std::uint64_t events = 0;           // priced events of the range looked at
-  std::uint64_t changed = 0;          // of them, those whose credits changed
+  std::uint64_t events = 0;            // priced events of the range looked at
+  std::uint64_t changed = 0;           // of them, those whose credits changed
   std::vector<RepricePeriod> periods;  // with a difference only
 };
 
@@ -767,8 +768,9 @@ struct VerifyReport {
   std::uint64_t events = 0;           // in the hot store
   std::uint64_t archived_events = 0;  // archived: checked through what archiving recorded
   std::uint64_t aggregates = 0;
-  std::uint64_t transactions = 0;  // ledger transactions checked
+  std::uint64_t transactions = 0;        // ledger transactions checked
   std::vector<std::string> differences;  // empty when everything matches
+
   bool ok() const { return differences.empty(); }
 };
 
@@ -791,7 +793,7 @@ struct ArchiveResult {
   std::string sha256;            // of the compressed file, lower-case hex
   TimeUs from_us = 0;            // the archived events' earliest and latest event times
   TimeUs to_us = 0;
-  std::uint64_t first_seq = 0;   // their lowest and highest sequences
+  std::uint64_t first_seq = 0;  // their lowest and highest sequences
   std::uint64_t last_seq = 0;
   std::uint32_t customers = 0;
   std::uint64_t blocks_deleted = 0;    // event blocks removed whole

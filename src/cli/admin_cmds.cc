@@ -1,8 +1,8 @@
 // `tally keys ...` and `tally customers ...`: work on a data directory no server is using
 // (use the HTTP API while one runs).
-#include <CLI/CLI.hpp>
-
 #include <cstdio>
+
+#include <CLI/CLI.hpp>
 
 #include "cli/cli.h"
 #include "common/json_writer.h"
@@ -42,11 +42,15 @@ int keys_create(const KeyCreate& o) {
   std::size_t start = 0;
   while (start < o.scopes.size()) {
     auto comma = o.scopes.find(',', start);
-    if (comma == std::string::npos) comma = o.scopes.size();
+    if (comma == std::string::npos)
+      comma = o.scopes.size();
     const std::string s = o.scopes.substr(start, comma - start);
-    if (s == "ingest") req.scopes |= kScopeIngest;
-    else if (s == "check") req.scopes |= kScopeCheck;
-    else if (s == "read") req.scopes |= kScopeRead;
+    if (s == "ingest")
+      req.scopes |= kScopeIngest;
+    else if (s == "check")
+      req.scopes |= kScopeCheck;
+    else if (s == "read")
+      req.scopes |= kScopeRead;
     else if (!s.empty()) {
       std::fprintf(stderr, "tally: unknown scope '%s' (ingest, check, read)\n", s.c_str());
       return 2;
@@ -58,11 +62,19 @@ int keys_create(const KeyCreate& o) {
     return 2;
   }
   auto engine = open_engine(o.data, false);
-  if (!engine) return 1;
+  if (!engine)
+    return 1;
   auto k = engine->create_key(req);
-  if (!k) return fail(k.error());
+  if (!k)
+    return fail(k.error());
   common::JsonWriter w;
-  w.begin_object().key("id").value(k->info.id).key("key").value(k->secret).key("prefix").value(k->info.prefix);
+  w.begin_object()
+      .key("id")
+      .value(k->info.id)
+      .key("key")
+      .value(k->secret)
+      .key("prefix")
+      .value(k->info.prefix);
   w.key("customer");
   k->info.customer.empty() ? w.null() : w.value(k->info.customer);
   w.key("scopes");
@@ -97,10 +109,12 @@ void register_admin(CLI::App& app) {
   add_data_options(list, kl.get());
   list->callback([kl] {
     auto engine = open_engine(*kl, true);
-    if (!engine) std::exit(1);
+    if (!engine)
+      std::exit(1);
     common::JsonWriter w;
     w.begin_object().key("keys").begin_array();
-    for (const auto& k : engine->list_keys()) http::write_key(w, k);
+    for (const auto& k : engine->list_keys())
+      http::write_key(w, k);
     w.end_array().end_object();
     std::exit(print_json(w.take()));
   });
@@ -111,17 +125,20 @@ void register_admin(CLI::App& app) {
   revoke->add_option("id", kr->second, "key id (key_...)")->required();
   revoke->callback([kr] {
     auto engine = open_engine(kr->first, false);
-    if (!engine) std::exit(1);
+    if (!engine)
+      std::exit(1);
     Status s = engine->revoke_key(kr->second);
     std::exit(s.ok() ? print_json("{\"id\":\"" + kr->second + "\",\"revoked\":true}") : fail(s));
   });
 
   auto* customers = app.add_subcommand("customers", "manage customers (server stopped)");
   customers->require_subcommand(1);
+
   struct CustomerCreate {
     DataOptions data;
     Customer c;
   };
+
   auto cc = std::make_shared<CustomerCreate>();
   auto* ccreate = customers->add_subcommand("create", "create a customer");
   add_data_options(ccreate, &cc->data);
@@ -131,9 +148,11 @@ void register_admin(CLI::App& app) {
   ccreate->add_option("--timezone", cc->c.timezone, "IANA time zone (default UTC)");
   ccreate->callback([cc] {
     auto engine = open_engine(cc->data, false);
-    if (!engine) std::exit(1);
+    if (!engine)
+      std::exit(1);
     auto r = engine->create_customer(cc->c);
-    if (!r) std::exit(fail(r.error()));
+    if (!r)
+      std::exit(fail(r.error()));
     common::JsonWriter w;
     http::write_customer(w, *r);
     std::exit(print_json(w.take()));
@@ -143,10 +162,12 @@ void register_admin(CLI::App& app) {
   add_data_options(clist, cl.get());
   clist->callback([cl] {
     auto engine = open_engine(*cl, true);
-    if (!engine) std::exit(1);
+    if (!engine)
+      std::exit(1);
     common::JsonWriter w;
     w.begin_object().key("customers").begin_array();
-    for (const auto& c : engine->list_customers()) http::write_customer(w, c);
+    for (const auto& c : engine->list_customers())
+      http::write_customer(w, c);
     w.end_array().end_object();
     std::exit(print_json(w.take()));
   });

@@ -22,9 +22,9 @@ void add_data_options(CLI::App* cmd, DataOptions* o);
 std::unique_ptr<Engine> open_engine(const DataOptions& o, bool read_only);
 
 void register_serve(CLI::App& app);
-void register_admin(CLI::App& app);  // keys, customers
-void register_data(CLI::App& app);   // ingest, query, usage, verify
-void register_export(CLI::App& app);  // export
+void register_admin(CLI::App& app);    // keys, customers
+void register_data(CLI::App& app);     // ingest, query, usage, verify
+void register_export(CLI::App& app);   // export
 void register_archive(CLI::App& app);  // archive, restore
 
 }  // namespace tally::cli

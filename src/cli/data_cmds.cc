@@ -1,12 +1,12 @@
 // `tally ingest`, `tally query`, `tally usage`, `tally verify`.
-#include <CLI/CLI.hpp>
-
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <limits>
 #include <vector>
+
+#include <CLI/CLI.hpp>
 
 #include "cli/cli.h"
 #include "core/event_parse.h"
@@ -18,7 +18,8 @@ namespace tally::cli {
 namespace {
 
 bool parse_time_flag(const std::string& text, const char* name, TimeUs* out) {
-  if (text.empty()) return true;
+  if (text.empty())
+    return true;
   auto t = core::parse_rfc3339(text);
   if (!t) {
     std::fprintf(stderr, "tally: --%s: %s\n", name, t.error().message().c_str());
@@ -50,7 +51,8 @@ int ingest(const IngestOptionsCli& o) {
     in = &file;
   }
   auto engine = open_engine(o.data, false);
-  if (!engine) return 1;
+  if (!engine)
+    return 1;
   std::uint64_t lines = 0, accepted = 0, duplicates = 0, rejected = 0;
   std::vector<std::uint64_t> batch_lines;  // the 1-based line number of each event of the batch
   std::string body = "{\"events\":[";
@@ -64,7 +66,8 @@ int ingest(const IngestOptionsCli& o) {
     exit_code = 1;
   };
   auto flush_batch = [&]() {
-    if (batch_lines.empty()) return;
+    if (batch_lines.empty())
+      return;
     body += "]}";
     IngestOptions options;
     options.negative_corrections = true;  // the operator, on the data directory: an admin
@@ -90,7 +93,8 @@ int ingest(const IngestOptionsCli& o) {
       last_progress = now;
       const double secs = std::chrono::duration<double>(now - start).count();
       std::fprintf(stderr, "\r%llu lines, %llu accepted, %llu duplicates, %llu rejected (%.0f/s)",
-                   static_cast<unsigned long long>(lines), static_cast<unsigned long long>(accepted),
+                   static_cast<unsigned long long>(lines),
+                   static_cast<unsigned long long>(accepted),
                    static_cast<unsigned long long>(duplicates),
                    static_cast<unsigned long long>(rejected), static_cast<double>(lines) / secs);
     }
@@ -118,10 +122,12 @@ int ingest(const IngestOptionsCli& o) {
       refuse(lines, "INVALID_JSON", s.message());
       continue;
     }
-    if (!batch_lines.empty()) body += ',';
+    if (!batch_lines.empty())
+      body += ',';
     body += line;
     batch_lines.push_back(lines);
-    if (batch_lines.size() >= o.batch) flush_batch();
+    if (batch_lines.size() >= o.batch)
+      flush_batch();
   }
   flush_batch();
   const double secs =
@@ -136,7 +142,8 @@ int ingest(const IngestOptionsCli& o) {
 // Meters live in the configuration only (the data directory keeps no definitions), so a command
 // that reads them without --config would see no meters and answer wrongly rather than fail.
 bool require_config(const DataOptions& data, const char* command) {
-  if (!data.config_path.empty()) return true;
+  if (!data.config_path.empty())
+    return true;
   std::fprintf(stderr,
                "tally: %s needs --config FILE: meters are defined in the configuration file, "
                "not stored in the data directory\n",
@@ -182,9 +189,11 @@ void register_data(CLI::App& app) {
   query->add_option("--customer", qo->q.customer, "one customer");
   query->add_option("--group-by", qo->group_by, "comma-separated group-by properties");
   query->callback([qo] {
-    if (!require_config(qo->data, "query")) std::exit(2);
+    if (!require_config(qo->data, "query"))
+      std::exit(2);
     auto engine = open_engine(qo->data, true);
-    if (!engine) std::exit(1);
+    if (!engine)
+      std::exit(1);
     qo->q.to_us = engine->clock().now_us() + 300 * core::kUsPerSecond;
     if (!parse_time_flag(qo->from, "from", &qo->q.from_us) ||
         !parse_time_flag(qo->to, "to", &qo->q.to_us)) {
@@ -193,7 +202,8 @@ void register_data(CLI::App& app) {
     std::size_t start = 0;
     while (start < qo->group_by.size()) {
       auto comma = qo->group_by.find(',', start);
-      if (comma == std::string::npos) comma = qo->group_by.size();
+      if (comma == std::string::npos)
+        comma = qo->group_by.size();
       qo->q.group_by.push_back(qo->group_by.substr(start, comma - start));
       start = comma + 1;
     }
@@ -213,9 +223,11 @@ void register_data(CLI::App& app) {
   usage->add_option("--from", uo->from, "RFC 3339 start (default: start of this month)");
   usage->add_option("--to", uo->to, "RFC 3339 end");
   usage->callback([uo] {
-    if (!require_config(uo->data, "usage")) std::exit(2);
+    if (!require_config(uo->data, "usage"))
+      std::exit(2);
     auto engine = open_engine(uo->data, true);
-    if (!engine) std::exit(1);
+    if (!engine)
+      std::exit(1);
     TimeUs from = 0, to = 0;
     if (!parse_time_flag(uo->from, "from", &from) || !parse_time_flag(uo->to, "to", &to)) {
       std::exit(2);
@@ -241,7 +253,8 @@ void register_data(CLI::App& app) {
   reprice->add_option("--to", ro->to, "RFC 3339 end (exclusive)")->required();
   reprice->add_flag("--dry-run", ro->dry_run, "print what would change, write nothing");
   reprice->callback([ro] {
-    if (!require_config(ro->data, "reprice")) std::exit(2);
+    if (!require_config(ro->data, "reprice"))
+      std::exit(2);
     RepriceRequest req;
     req.customer = ro->customer;
     req.dry_run = ro->dry_run;
@@ -250,7 +263,8 @@ void register_data(CLI::App& app) {
       std::exit(2);
     }
     auto engine = open_engine(ro->data, ro->dry_run);
-    if (!engine) std::exit(1);
+    if (!engine)
+      std::exit(1);
     auto r = engine->reprice(req);
     if (!r) {
       std::fprintf(stderr, "tally: %s\n", r.error().message().c_str());
@@ -262,12 +276,15 @@ void register_data(CLI::App& app) {
 
   auto vo = std::make_shared<DataOptions>();
   auto* verify = app.add_subcommand(
-      "verify", "recompute every aggregate from the stored events and compare (exit 1 on any difference)");
+      "verify",
+      "recompute every aggregate from the stored events and compare (exit 1 on any difference)");
   add_data_options(verify, vo.get());
   verify->callback([vo] {
-    if (!require_config(*vo, "verify")) std::exit(2);
+    if (!require_config(*vo, "verify"))
+      std::exit(2);
     auto engine = open_engine(*vo, true);
-    if (!engine) std::exit(2);
+    if (!engine)
+      std::exit(2);
     auto r = engine->verify();
     if (!r) {
       std::fprintf(stderr, "tally: %s\n", r.error().message().c_str());
@@ -277,8 +294,7 @@ void register_data(CLI::App& app) {
       std::printf("DIFFERENCE: %s\n", d.c_str());
     }
     const std::string archived =
-        r->archived_events == 0 ? ""
-                                : " (" + std::to_string(r->archived_events) + " archived)";
+        r->archived_events == 0 ? "" : " (" + std::to_string(r->archived_events) + " archived)";
     std::printf("verified %llu events%s, %llu aggregates, %llu ledger transactions: %s\n",
                 static_cast<unsigned long long>(r->events), archived.c_str(),
                 static_cast<unsigned long long>(r->aggregates),

@@ -4,13 +4,13 @@
 // a page at a time (src/export), so memory stays flat whatever the size. The output goes to
 // FILE.partial first and is renamed to FILE only when complete, so a failed or interrupted
 // export never leaves a file that looks whole.
-#include <CLI/CLI.hpp>
-
 #include <chrono>
 #include <cstdio>
 #include <memory>
 #include <string>
 #include <tuple>
+
+#include <CLI/CLI.hpp>
 
 #include "cli/cli.h"
 #include "config/config.h"
@@ -35,6 +35,7 @@ struct ExportCli {
 class Progress {
  public:
   explicit Progress(bool quiet) : quiet_(quiet) {}
+
   void update(std::uint64_t rows) {
     const auto now = std::chrono::steady_clock::now();
     if (quiet_ || now - start_ < std::chrono::seconds(1) ||
@@ -46,8 +47,10 @@ class Progress {
     std::fprintf(stderr, "\r%llu rows (%.0f/s)", static_cast<unsigned long long>(rows),
                  static_cast<double>(rows) / seconds());
   }
+
   void done(std::uint64_t rows, const std::string& where) {
-    if (quiet_) return;
+    if (quiet_)
+      return;
     std::fprintf(stderr, "%sexported %llu rows to %s in %.2f s\n", shown_ ? "\r" : "",
                  static_cast<unsigned long long>(rows), where.c_str(), seconds());
   }
@@ -56,6 +59,7 @@ class Progress {
   double seconds() const {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   }
+
   bool quiet_;
   bool shown_ = false;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
@@ -70,14 +74,16 @@ int fail(const Status& s) {
 int write_text(const Engine& engine, const exporter::ExportRequest& request, std::FILE* out,
                Progress& progress, std::uint64_t* rows) {
   auto text = exporter::TextExport::open(engine, request);
-  if (!text) return fail(text.error());
+  if (!text)
+    return fail(text.error());
   std::string piece;
   piece.reserve(1 << 20);
   bool more = true;
   while (more) {
     piece.clear();
     auto r = (*text)->next(&piece);
-    if (!r) return fail(r.error());
+    if (!r)
+      return fail(r.error());
     more = *r;
     if (std::fwrite(piece.data(), 1, piece.size(), out) != piece.size()) {
       std::perror("tally: export: write");
@@ -114,9 +120,10 @@ int run_export(const ExportCli& o) {
                  "configuration file, not stored in the data directory\n");
     return 2;
   }
-  for (auto [text, name, out] : {std::tuple{&o.from, "from", &request.from_us},
-                                 std::tuple{&o.to, "to", &request.to_us}}) {
-    if (text->empty()) continue;
+  for (auto [text, name, out] :
+       {std::tuple{&o.from, "from", &request.from_us}, std::tuple{&o.to, "to", &request.to_us}}) {
+    if (text->empty())
+      continue;
     auto t = core::parse_rfc3339(*text);
     if (!t) {
       std::fprintf(stderr, "tally: export: --%s: %s\n", name, t.error().message().c_str());
@@ -129,13 +136,15 @@ int run_export(const ExportCli& o) {
     return 2;
   }
   auto engine = open_engine(o.data, true);
-  if (!engine) return 1;
+  if (!engine)
+    return 1;
   const TimeUs now_us = engine->clock().now_us();
   if (request.kind == exporter::Kind::kAggregates && request.to_us == 0) {
     request.to_us = now_us + engine->config().server.future_skew_seconds_max * core::kUsPerSecond;
   }
   // Refuse a bad request before creating any file.
-  if (Status s = exporter::validate(*engine, request); !s.ok()) return fail(s);
+  if (Status s = exporter::validate(*engine, request); !s.ok())
+    return fail(s);
 
   Progress progress(o.quiet);
   std::uint64_t rows = 0;

@@ -1,6 +1,7 @@
 // `tally`: the server, and the tools that work on its data directory.
-#include <CLI/CLI.hpp>
 #include <cstdio>
+
+#include <CLI/CLI.hpp>
 
 #include "cli/cli.h"
 

@@ -1,8 +1,5 @@
 // `tally serve`: the HTTP server on the embedded store.
 #include <algorithm>
-#include <CLI/CLI.hpp>
-#include <signal.h>
-
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -12,6 +9,8 @@
 #include <mutex>
 #include <thread>
 
+#include <CLI/CLI.hpp>
+#include <signal.h>
 #include <spdlog/spdlog.h>
 
 #include "cli/cli.h"
@@ -44,7 +43,9 @@ class ArchiveSchedule {
       thread_ = std::thread([this, r] { run(r); });
     }
   }
+
   ~ArchiveSchedule() { stop(); }
+
   ArchiveSchedule(const ArchiveSchedule&) = delete;
   ArchiveSchedule& operator=(const ArchiveSchedule&) = delete;
 
@@ -159,9 +160,10 @@ int serve(const ServeOptions& o) {
       return 2;
     }
     if (!n.starttls && !n.user.empty()) {
-      spdlog::warn("notifications[{}]: starttls = \"off\": the SMTP password of '{}' goes to {} "
-                   "in plain text",
-                   i, n.user, n.host);
+      spdlog::warn(
+          "notifications[{}]: starttls = \"off\": the SMTP password of '{}' goes to {} "
+          "in plain text",
+          i, n.user, n.host);
     }
     smtp_passwords.push_back(std::move(password));
   }
@@ -251,12 +253,12 @@ int serve(const ServeOptions& o) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   spdlog::info("signal {}: finishing in-flight requests", sig);
-  server.stop();        // stops accepting; in-flight ingest batches are answered
+  server.stop();  // stops accepting; in-flight ingest batches are answered
   api.set_server(nullptr);
-  api.stop();           // finishes the scans running on the work pool
-  sender.reset();       // finishes the deliveries under way (each within its timeout)
+  api.stop();               // finishes the scans running on the work pool
+  sender.reset();           // finishes the deliveries under way (each within its timeout)
   archive_schedule.stop();  // lets a run in progress finish: its files and write stay whole
-  engine->reset();      // drains the commit queue and closes the store
+  engine->reset();          // drains the commit queue and closes the store
   spdlog::info("stopped");
   return 0;
 }

@@ -22,6 +22,8 @@ void bug_report(const char* expr, const char* why, const char* file, int line) {
 #endif
 }
 
-std::uint64_t bugs_total() { return g_bugs_total.load(std::memory_order_relaxed); }
+std::uint64_t bugs_total() {
+  return g_bugs_total.load(std::memory_order_relaxed);
+}
 
 }  // namespace tally::common

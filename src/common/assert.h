@@ -20,11 +20,11 @@ std::uint64_t bugs_total();
 
 }  // namespace tally::common
 
-#define TALLY_ASSERT(cond, why)                                          \
-  do {                                                                   \
-    if (!(cond)) [[unlikely]] {                                          \
-      ::tally::common::assert_fail(#cond, (why), __FILE__, __LINE__);    \
-    }                                                                    \
+#define TALLY_ASSERT(cond, why)                                       \
+  do {                                                                \
+    if (!(cond)) [[unlikely]] {                                       \
+      ::tally::common::assert_fail(#cond, (why), __FILE__, __LINE__); \
+    }                                                                 \
   } while (false)
 
 #if defined(NDEBUG) && !defined(TALLY_DEBUG_ASSERTS)

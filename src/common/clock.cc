@@ -1,7 +1,7 @@
 // The one place that reads the operating system's clock.
-#include <tally/clock.h>
-
 #include <chrono>
+
+#include <tally/clock.h>
 
 namespace tally {
 namespace {

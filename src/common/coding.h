@@ -31,6 +31,7 @@ std::uint64_t read_be64(std::string_view s);  // REQUIRES: s.size() >= 8
 class Reader {
  public:
   explicit Reader(std::string_view in) : in_(in) {}
+
   bool get_varint(std::uint64_t* v);
   bool get_zigzag(std::int64_t* v);
   bool get_bytes(std::string_view* s);  // a view into the input
@@ -39,6 +40,7 @@ class Reader {
   bool get_be64(std::uint64_t* v);
   bool get_i128(__int128* v);
   bool get_raw(std::size_t n, std::string_view* s);  // a view into the input
+
   bool done() const { return in_.empty(); }
 
   // Bytes not read yet: a count read from the value is checked against it before anything is
@@ -50,6 +52,8 @@ class Reader {
 };
 
 // The 128-bit integer of put_i128, read by `r` (for callers holding a Reader).
-inline bool get_i128(Reader& r, __int128* v) { return r.get_i128(v); }
+inline bool get_i128(Reader& r, __int128* v) {
+  return r.get_i128(v);
+}
 
 }  // namespace tally::common

@@ -101,6 +101,7 @@ TEST(Coding, VarintLengthsAndBytes) {
     std::uint64_t value;
     const char* hex;
   };
+
   const Case cases[] = {
       {0, "00"},
       {1, "01"},
@@ -125,6 +126,7 @@ TEST(Coding, Zigzag) {
     std::int64_t value;
     const char* hex;
   };
+
   const Case cases[] = {
       {0, "00"},
       {-1, "01"},

@@ -18,12 +18,14 @@ std::string sha256(std::string_view data) {
 }
 
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
-  TALLY_ASSERT(ctx_ != nullptr && EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(),
-                                                    nullptr) == 1,
+  TALLY_ASSERT(ctx_ != nullptr &&
+                   EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) == 1,
                "SHA-256 failed");
 }
 
-Sha256::~Sha256() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_)); }
+Sha256::~Sha256() {
+  EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(ctx_));
+}
 
 void Sha256::update(std::string_view data) {
   const bool ok = EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(ctx_), data.data(), data.size()) == 1;
@@ -50,7 +52,8 @@ std::string hmac_sha256(std::string_view key, std::string_view data) {
 
 std::string random_bytes(std::size_t n) {
   std::string out(n, '\0');
-  const bool ok = RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) == 1;
+  const bool ok =
+      RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) == 1;
   TALLY_ASSERT(ok, "the system's random generator failed");
   return out;
 }

@@ -10,6 +10,7 @@ namespace tally::common {
 
 // 32 raw bytes.
 std::string sha256(std::string_view data);
+
 // SHA-256 over data fed in pieces (archive files, streamed). Not copyable.
 class Sha256 {
  public:

@@ -23,6 +23,7 @@ bool valid_utf8(std::string_view s);
 class JsonWriter {
  public:
   JsonWriter() { out_.reserve(256); }
+
   explicit JsonWriter(std::string buffer) : out_(std::move(buffer)) { out_.clear(); }
 
   JsonWriter& begin_object() {
@@ -31,22 +32,26 @@ class JsonWriter {
     first_ = true;
     return *this;
   }
+
   JsonWriter& end_object() {
     out_ += '}';
     first_ = false;
     return *this;
   }
+
   JsonWriter& begin_array() {
     separate();
     out_ += '[';
     first_ = true;
     return *this;
   }
+
   JsonWriter& end_array() {
     out_ += ']';
     first_ = false;
     return *this;
   }
+
   JsonWriter& key(std::string_view k) {
     separate();
     append_json_string(out_, k);
@@ -54,28 +59,38 @@ class JsonWriter {
     after_key_ = true;
     return *this;
   }
+
   JsonWriter& value(std::string_view s) {
     separate();
     append_json_string(out_, s);
     return *this;
   }
+
   JsonWriter& value(const char* s) { return value(std::string_view(s)); }
+
   JsonWriter& value(const std::string& s) { return value(std::string_view(s)); }
+
   JsonWriter& value(bool b) {
     separate();
     out_ += b ? "true" : "false";
     return *this;
   }
+
   JsonWriter& value(std::int64_t v);
   JsonWriter& value(std::uint64_t v);
+
   JsonWriter& value(int v) { return value(static_cast<std::int64_t>(v)); }
+
   JsonWriter& value(unsigned v) { return value(static_cast<std::uint64_t>(v)); }
+
   JsonWriter& value(double v);  // non-finite values are written as null
+
   JsonWriter& null() {
     separate();
     out_ += "null";
     return *this;
   }
+
   // Writes `json` verbatim as one value. REQUIRES: json is valid JSON.
   JsonWriter& raw(std::string_view json) {
     separate();
@@ -84,6 +99,7 @@ class JsonWriter {
   }
 
   const std::string& str() const { return out_; }
+
   std::string take() { return std::move(out_); }
 
  private:

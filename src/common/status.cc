@@ -5,19 +5,32 @@ namespace tally {
 
 std::string_view status_code_name(StatusCode code) {
   switch (code) {
-    case StatusCode::kOk: return "OK";
-    case StatusCode::kInvalidArgument: return "INVALID_ARGUMENT";
-    case StatusCode::kUnauthenticated: return "UNAUTHORIZED";
-    case StatusCode::kPermissionDenied: return "FORBIDDEN";
-    case StatusCode::kNotFound: return "NOT_FOUND";
-    case StatusCode::kAlreadyExists: return "ALREADY_EXISTS";
-    case StatusCode::kUnprocessable: return "UNPROCESSABLE";
-    case StatusCode::kResourceExhausted: return "RESOURCE_EXHAUSTED";
-    case StatusCode::kUnavailable: return "UNAVAILABLE";
-    case StatusCode::kIOError: return "IO_ERROR";
-    case StatusCode::kCorruption: return "CORRUPTION";
-    case StatusCode::kInternal: return "INTERNAL";
-    case StatusCode::kInsufficientStorage: return "INSUFFICIENT_STORAGE";
+    case StatusCode::kOk:
+      return "OK";
+    case StatusCode::kInvalidArgument:
+      return "INVALID_ARGUMENT";
+    case StatusCode::kUnauthenticated:
+      return "UNAUTHORIZED";
+    case StatusCode::kPermissionDenied:
+      return "FORBIDDEN";
+    case StatusCode::kNotFound:
+      return "NOT_FOUND";
+    case StatusCode::kAlreadyExists:
+      return "ALREADY_EXISTS";
+    case StatusCode::kUnprocessable:
+      return "UNPROCESSABLE";
+    case StatusCode::kResourceExhausted:
+      return "RESOURCE_EXHAUSTED";
+    case StatusCode::kUnavailable:
+      return "UNAVAILABLE";
+    case StatusCode::kIOError:
+      return "IO_ERROR";
+    case StatusCode::kCorruption:
+      return "CORRUPTION";
+    case StatusCode::kInternal:
+      return "INTERNAL";
+    case StatusCode::kInsufficientStorage:
+      return "INSUFFICIENT_STORAGE";
   }
   return "UNKNOWN";
 }

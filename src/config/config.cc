@@ -9,8 +9,8 @@
 
 namespace tally::config {
 
-Result<core::LimitRule> make_limit(std::string meter, std::string_view period,
-                                   std::int64_t days, std::string_view amount, bool hard) {
+Result<core::LimitRule> make_limit(std::string meter, std::string_view period, std::int64_t days,
+                                   std::string_view amount, bool hard) {
   core::LimitRule rule;
   rule.meter = std::move(meter);
   Result<core::PeriodKind> p = core::parse_period(period);

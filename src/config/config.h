@@ -22,14 +22,14 @@ struct ServerConfig {
   std::string listen_host = "127.0.0.1";
   std::uint16_t listen_port = 8080;
   std::string data_dir = "./data";
-  int threads = 0;                                  // HTTP I/O threads; 0 = number of cores
-  std::uint64_t body_bytes_max = 10 * 1024 * 1024;  // larger bodies get 413
-  std::uint32_t batch_events_max = 10'000;          // more events in one request get 413
-  std::int64_t future_skew_seconds_max = 300;       // event time this far ahead is refused
-  bool auto_create_customers = true;                // false: unknown customers get 422
-  bool accept_unmetered_events = false;             // false: types no meter takes are refused
-  std::string admin_key;                            // optional; TALLY_ADMIN_KEY also works
-  std::uint32_t connections_max = 10'000;           // open connections, all clients
+  int threads = 0;                                    // HTTP I/O threads; 0 = number of cores
+  std::uint64_t body_bytes_max = 10 * 1024 * 1024;    // larger bodies get 413
+  std::uint32_t batch_events_max = 10'000;            // more events in one request get 413
+  std::int64_t future_skew_seconds_max = 300;         // event time this far ahead is refused
+  bool auto_create_customers = true;                  // false: unknown customers get 422
+  bool accept_unmetered_events = false;               // false: types no meter takes are refused
+  std::string admin_key;                              // optional; TALLY_ADMIN_KEY also works
+  std::uint32_t connections_max = 10'000;             // open connections, all clients
   std::uint32_t connections_per_address_max = 1'000;  // of one client address (IPv6: /64)
   std::uint32_t header_timeout_ms = 10'000;           // to send a whole request head
   std::uint32_t idle_timeout_ms = 60'000;             // between requests on a kept-alive connection
@@ -71,8 +71,8 @@ struct CustomerSeed {
 struct EnforcementConfig {
   bool check_sync = false;  // true: a consuming check answers after its event is durable
   std::int64_t reservation_ttl_seconds = 300;
-  std::string default_plan;           // the plan of customers that name none; "" = no limits
-  std::uint32_t api_rate_limit_per_minute = 0;  // per API key on Tally's own API; 0 = off
+  std::string default_plan;  // the plan of customers that name none; "" = no limits
+  std::uint32_t api_rate_limit_per_minute = 0;     // per API key on Tally's own API; 0 = off
   std::string authorize_key_header = "x-api-key";  // where /v1/authorize finds the end key
   // Plans removed from the config, and the configured plan their customers now have
   // (removed key, new key). A stored customer whose plan is neither configured nor here stops
@@ -85,8 +85,8 @@ struct EnforcementConfig {
 // Retention of raw events ([retention]): which events `tally archive` and the server's
 // schedule move to archive files. Aggregates and the ledger are never archived.
 struct RetentionConfig {
-  std::int64_t archive_after_seconds = 0;      // archive events older than this; 0 = never
-  std::string archive_dir;                     // empty = <data_dir>/archive
+  std::int64_t archive_after_seconds = 0;        // archive events older than this; 0 = never
+  std::string archive_dir;                       // empty = <data_dir>/archive
   std::int64_t archive_interval_seconds = 3600;  // how often the server runs the archive
 
   friend bool operator==(const RetentionConfig&, const RetentionConfig&) = default;
@@ -131,10 +131,10 @@ struct WebhookConfig {
   std::string url;  // http://host[:port]/path
   std::vector<std::string> events{"alert.triggered"};
   std::string secret;
-  std::int64_t timeout_seconds = 10;                   // per attempt
-  std::int64_t retry_for_seconds = 3 * 86'400;         // then the delivery fails
-  std::int64_t retry_backoff_seconds = 1;              // before the first retry; doubles
-  std::int64_t retry_backoff_max_seconds = 3'600;      // the longest wait between attempts
+  std::int64_t timeout_seconds = 10;               // per attempt
+  std::int64_t retry_for_seconds = 3 * 86'400;     // then the delivery fails
+  std::int64_t retry_backoff_seconds = 1;          // before the first retry; doubles
+  std::int64_t retry_backoff_max_seconds = 3'600;  // the longest wait between attempts
 
   friend bool operator==(const WebhookConfig&, const WebhookConfig&) = default;
 };
@@ -158,9 +158,9 @@ struct NotificationConfig {
   std::vector<std::string> to;  // fixed recipients
   bool to_customer = false;     // also the alert's customer's `email`
   std::vector<std::string> events{"alert.triggered"};
-  std::vector<std::string> levels;  // alert levels sent; [] = all
-  std::vector<std::string> kinds;   // alert kinds sent ("limit", "low_balance"); [] = all
-  std::int64_t timeout_seconds = 30;               // per attempt, the whole SMTP exchange
+  std::vector<std::string> levels;    // alert levels sent; [] = all
+  std::vector<std::string> kinds;     // alert kinds sent ("limit", "low_balance"); [] = all
+  std::int64_t timeout_seconds = 30;  // per attempt, the whole SMTP exchange
   std::int64_t retry_for_seconds = 3 * 86'400;     // then the delivery fails
   std::int64_t retry_backoff_seconds = 10;         // before the first retry; doubles
   std::int64_t retry_backoff_max_seconds = 3'600;  // the longest wait between attempts
@@ -205,8 +205,8 @@ struct Config {
 
 // Parses one limit from its parts, as config and the overrides API give them.
 // amount: an integer, "unlimited", -1 or a decimal string. Errors: kInvalidArgument.
-Result<core::LimitRule> make_limit(std::string meter, std::string_view period,
-                                   std::int64_t days, std::string_view amount, bool hard);
+Result<core::LimitRule> make_limit(std::string meter, std::string_view period, std::int64_t days,
+                                   std::string_view amount, bool hard);
 
 // Parses TOML text. `path` names the file in messages ("tally.toml:12: unknown key 'x'").
 // Errors: kInvalidArgument with file, line and key.

@@ -308,7 +308,8 @@ TEST(ConfigTest, UnknownTopLevelKey) {
 TEST(ConfigTest, UnknownSection) {
   EXPECT_TRUE(fails_with("[server]\n[serverr]\nthreads = 1\n",
                          {"tally.toml:2: unknown section [serverr]", "did you mean 'server'?"}));
-  EXPECT_TRUE(fails_with("[[plan]]\nname = \"x\"\n", {"tally.toml:1: unknown section [[plan]]", "did you mean"}));
+  EXPECT_TRUE(fails_with("[[plan]]\nname = \"x\"\n",
+                         {"tally.toml:1: unknown section [[plan]]", "did you mean"}));
 }
 
 TEST(ConfigTest, UnknownKeyInSection) {
@@ -621,22 +622,21 @@ credits = 1000000
 TEST(ConfigPrices, VersionsOfOnePriceEachHaveTheirOwnStart) {
   const std::string m(kPriceMeters);
   const std::string base = m + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"1\"\n";
-  Result<Config> c = parse_config(
-      base + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"2\"\n"
-             "effective_from = \"2027-01-01T00:00:00+01:00\"\n",
-      "tally.toml");
+  Result<Config> c = parse_config(base +
+                                      "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"2\"\n"
+                                      "effective_from = \"2027-01-01T00:00:00+01:00\"\n",
+                                  "tally.toml");
   ASSERT_TRUE(c.has_value()) << c.error().message();
   EXPECT_FALSE(c->prices[0].has_effective_from);
   EXPECT_TRUE(c->prices[1].has_effective_from);
   EXPECT_EQ(c->prices[1].effective_from_us, *core::parse_rfc3339("2026-12-31T23:00:00Z"));
   EXPECT_TRUE(fails_with(base + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"2\"\n",
                          {"prices[1]", "repeats the meter and match of prices[0]"}));
-  EXPECT_TRUE(fails_with(
-      m + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"1\"\n"
-          "effective_from = \"2027-01-01T00:00:00Z\"\n"
-          "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"2\"\n"
-          "effective_from = \"2027-01-01T00:00:00Z\"\n",
-      {"prices[1]", "their own effective_from"}));
+  EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"1\"\n"
+                             "effective_from = \"2027-01-01T00:00:00Z\"\n"
+                             "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"2\"\n"
+                             "effective_from = \"2027-01-01T00:00:00Z\"\n",
+                         {"prices[1]", "their own effective_from"}));
   EXPECT_TRUE(fails_with(base + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"2\"\n"
                                 "effective_from = \"next month\"\n",
                          {"prices[1].effective_from", "not an RFC 3339 time"}));
@@ -653,8 +653,8 @@ TEST(ConfigPrices, BadPrices) {
                          {"prices[0].meter", "'nope' is not a configured meter"}));
   EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"last_seen\"\nunit_price = \"1\"\n",
                          {"prices[0].meter", "prices apply to count and sum meters"}));
-  EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"tokens_in\"\n",
-                         {"prices[0]", "needs 'unit_price'"}));
+  EXPECT_TRUE(
+      fails_with(m + "[[prices]]\nmeter = \"tokens_in\"\n", {"prices[0]", "needs 'unit_price'"}));
   EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"abc\"\n",
                          {"prices[0].unit_price", "not a decimal number"}));
   EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = \"-1\"\n",
@@ -677,15 +677,15 @@ TEST(ConfigPrices, BadPrices) {
       {"unknown key 'colour'"}));
   EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"tokens_in\"\nmodel = \"package\"\n",
                          {"prices[0]", "'package_size' (> 0) and 'package_price'"}));
-  EXPECT_TRUE(fails_with(m + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = 1\ncurrency = \"EUR\"\n",
-                         {"prices[0].currency", "differs from [credits] currency 'USD'"}));
-  EXPECT_TRUE(fails_with(m + "[credits]\nper_currency_unit = 0\n", {"credits.per_currency_unit",
-                                                                     "must be positive"}));
+  EXPECT_TRUE(
+      fails_with(m + "[[prices]]\nmeter = \"tokens_in\"\nunit_price = 1\ncurrency = \"EUR\"\n",
+                 {"prices[0].currency", "differs from [credits] currency 'USD'"}));
+  EXPECT_TRUE(fails_with(m + "[credits]\nper_currency_unit = 0\n",
+                         {"credits.per_currency_unit", "must be positive"}));
   EXPECT_TRUE(fails_with(m + "[credits]\ncurrency = \"usd\"\n", {"credits.currency"}));
   EXPECT_TRUE(fails_with(m + "[[customers]]\nid = \"a\"\ncredits = \"x\"\n",
                          {"customers[0].credits", "not a decimal number"}));
 }
-
 
 TEST(ConfigTest, Retention) {
   auto c = parse_config(
@@ -854,7 +854,8 @@ to = ["b@example.com"]
   EXPECT_EQ(c.notifications[0].kinds, (std::vector<std::string>{"limit"}));
   EXPECT_EQ(c.notifications[0].retry_backoff_max_seconds, 60);
   EXPECT_FALSE(c.notifications[1].starttls);
-  EXPECT_TRUE(parse_ok(std::string(kNotification) + "starttls = \"required\"\n").notifications[0].starttls);
+  EXPECT_TRUE(
+      parse_ok(std::string(kNotification) + "starttls = \"required\"\n").notifications[0].starttls);
   EXPECT_TRUE(parse_ok(std::string(kNotification) + "starttls = true\n").notifications[0].starttls);
 }
 
@@ -867,9 +868,9 @@ TEST(ConfigNotifications, ErrorsNameTheField) {
   EXPECT_TRUE(fails_with(base + "starttls = \"yes\"\n",
                          {"notifications[0].starttls", "\"required\", \"off\", true or false"}));
   EXPECT_TRUE(fails_with(base + "starttls = 1\n", {"expected a string or a boolean"}));
-  EXPECT_TRUE(fails_with(
-      "[[notifications]]\nhost = \"h\"\nfrom = \"alerts\"\nto = [\"b@example.com\"]\n",
-      {"notifications[0].from", "'alerts' is not an email address"}));
+  EXPECT_TRUE(
+      fails_with("[[notifications]]\nhost = \"h\"\nfrom = \"alerts\"\nto = [\"b@example.com\"]\n",
+                 {"notifications[0].from", "'alerts' is not an email address"}));
   EXPECT_TRUE(fails_with(
       "[[notifications]]\nhost = \"h\"\nfrom = \"a@example.com\"\nto = [\"a b@c.com\"]\n",
       {"notifications[0].to", "'a b@c.com' is not an email address"}));

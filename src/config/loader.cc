@@ -171,8 +171,8 @@ class Loader {
       } else if (name == kCreditsSection.name) {
         TALLY_TRY(load_section(*node, at, kCreditsSection, kCreditsOptions, &config->credits));
       } else if (name == kRetentionSection.name) {
-        TALLY_TRY(load_section(*node, at, kRetentionSection, kRetentionOptions,
-                               &config->retention));
+        TALLY_TRY(
+            load_section(*node, at, kRetentionSection, kRetentionOptions, &config->retention));
       } else if (name == kPricesSection.name) {
         TALLY_TRY(load_prices(*node, at, &config->prices));
       } else if (name == kAlertsSection.name) {
@@ -183,9 +183,9 @@ class Loader {
         TALLY_TRY(load_notifications(*node, at, &config->notifications));
       } else {
         static const std::string_view kNames[] = {
-            kServerSection.name, kStorageSection.name, kEnforcementSection.name,
-            kMetersSection.name, kPlansSection.name,   kRoutesSection.name,
-            kCreditsSection.name, kPricesSection.name, kAlertsSection.name,
+            kServerSection.name,   kStorageSection.name,       kEnforcementSection.name,
+            kMetersSection.name,   kPlansSection.name,         kRoutesSection.name,
+            kCreditsSection.name,  kPricesSection.name,        kAlertsSection.name,
             kWebhooksSection.name, kNotificationsSection.name, kCustomersSection.name,
             kRetentionSection.name};
         std::string hint = suggestion(name, kNames);
@@ -481,8 +481,9 @@ class Loader {
       case Kind::kTiers: {
         const auto* array = node.as_array();
         if (array == nullptr || array->empty()) {
-          return wrong_type("a non-empty array of tables such as [{ up_to = 1000, unit_price = "
-                            "\"0.01\" }, { unit_price = \"0.008\" }]");
+          return wrong_type(
+              "a non-empty array of tables such as [{ up_to = 1000, unit_price = "
+              "\"0.01\" }, { unit_price = \"0.008\" }]");
         }
         if (static_cast<std::int64_t>(array->size()) > o.max) {
           return fail_field(at, field,
@@ -495,7 +496,8 @@ class Loader {
           const toml::source_position eat = element.source().begin;
           const auto* t = element.as_table();
           if (t == nullptr) {
-            return fail_field(eat, ef, "expected a table, got " + std::string(type_phrase(element)));
+            return fail_field(eat, ef,
+                              "expected a table, got " + std::string(type_phrase(element)));
           }
           core::PriceTier tier;
           tier.unbounded = true;
@@ -517,14 +519,15 @@ class Loader {
               }
               tier.unbounded = false;
             } else if (k == "unit_price" || k == "flat_fee") {
-              Status st = decimal_value(text, false, k == "unit_price" ? &tier.unit_price
-                                                                        : &tier.flat_fee);
+              Status st =
+                  decimal_value(text, false, k == "unit_price" ? &tier.unit_price : &tier.flat_fee);
               if (!st.ok()) {
                 return fail_field(kat, kf, st.message());
               }
             } else {
               static constexpr std::string_view kKeys[] = {"up_to", "unit_price", "flat_fee"};
-              return fail(kat, "unknown key '" + std::string(k) + "' in " + ef + suggestion(k, kKeys));
+              return fail(kat,
+                          "unknown key '" + std::string(k) + "' in " + ef + suggestion(k, kKeys));
             }
           }
           const bool last = i + 1 == array->size();
@@ -544,8 +547,9 @@ class Loader {
       case Kind::kLimits: {
         const auto* array = node.as_array();
         if (array == nullptr) {
-          return wrong_type("an array of tables such as [{ meter = \"api_calls\", period = "
-                            "\"day\", amount = 100 }]");
+          return wrong_type(
+              "an array of tables such as [{ meter = \"api_calls\", period = "
+              "\"day\", amount = 100 }]");
         }
         if (static_cast<std::int64_t>(array->size()) > o.max) {
           return fail_field(at, field,
@@ -558,7 +562,8 @@ class Loader {
           const toml::source_position eat = element.source().begin;
           const auto* t = element.as_table();
           if (t == nullptr) {
-            return fail_field(eat, ef, "expected a table, got " + std::string(type_phrase(element)));
+            return fail_field(eat, ef,
+                              "expected a table, got " + std::string(type_phrase(element)));
           }
           std::string meter, period, amount;
           std::int64_t days = 0;
@@ -571,7 +576,8 @@ class Loader {
             if (k == "meter" || k == "period") {
               const auto* str = value->as_string();
               if (str == nullptr) {
-                return fail_field(kat, kf, "expected a string, got " + std::string(type_phrase(*value)));
+                return fail_field(kat, kf,
+                                  "expected a string, got " + std::string(type_phrase(*value)));
               }
               (k == "meter" ? meter : period) = str->get();
             } else if (k == "amount") {
@@ -592,8 +598,10 @@ class Loader {
               }
               hard = b->get();
             } else {
-              static constexpr std::string_view kKeys[] = {"meter", "period", "amount", "days", "hard"};
-              return fail(kat, "unknown key '" + std::string(k) + "' in " + ef + suggestion(k, kKeys));
+              static constexpr std::string_view kKeys[] = {"meter", "period", "amount", "days",
+                                                           "hard"};
+              return fail(kat,
+                          "unknown key '" + std::string(k) + "' in " + ef + suggestion(k, kKeys));
             }
           }
           if (meter.empty() || period.empty() || !has_amount) {
@@ -731,9 +739,9 @@ class Loader {
       TALLY_TRY(apply(entry, kPlanOptions, prefix + ".", "[[plans]]", &plan, &positions));
       for (std::size_t j = 0; j < plans->size(); ++j) {
         if ((*plans)[j].key == plan.key) {
-          return fail_field(positions.at("key"), prefix + ".key",
-                            "'" + plan.key + "' is already the key of plans[" +
-                                std::to_string(j) + "]");
+          return fail_field(
+              positions.at("key"), prefix + ".key",
+              "'" + plan.key + "' is already the key of plans[" + std::to_string(j) + "]");
         }
       }
       plans->push_back(std::move(plan));
@@ -860,8 +868,7 @@ class Loader {
           if (earlier.meter == l.meter && earlier.period == l.period) {
             return fail_field(entry_at("plans", i), field,
                               "repeats the " + std::string(core::period_name(l.period)) +
-                                  " limit of meter '" + l.meter + "' (limits[" +
-                                  std::to_string(k) +
+                                  " limit of meter '" + l.meter + "' (limits[" + std::to_string(k) +
                                   "]); a plan has one limit per meter and period");
           }
         }
@@ -903,7 +910,8 @@ class Loader {
         return fail_field(entry_at("prices", i), field + ".meter",
                           "'" + p.meter + "' is not a configured meter");
       }
-      if (m->aggregation != core::Aggregation::kCount && m->aggregation != core::Aggregation::kSum) {
+      if (m->aggregation != core::Aggregation::kCount &&
+          m->aggregation != core::Aggregation::kSum) {
         return fail_field(entry_at("prices", i), field + ".meter",
                           "meter '" + p.meter + "' aggregates by " +
                               std::string(core::aggregation_name(m->aggregation)) +
@@ -941,8 +949,9 @@ class Loader {
       const toml::node* n = root.at_path("enforcement.replaced_plans").node();
       const toml::source_position where = n != nullptr ? n->source().begin : root.source().begin;
       if (config.find_plan(removed) != nullptr) {
-        return fail_field(where, "enforcement.replaced_plans." + removed,
-                          "'" + removed + "' is a configured plan; only removed plans are replaced");
+        return fail_field(
+            where, "enforcement.replaced_plans." + removed,
+            "'" + removed + "' is a configured plan; only removed plans are replaced");
       }
       if (config.find_plan(replacement) == nullptr) {
         return fail_field(where, "enforcement.replaced_plans." + removed,
@@ -953,8 +962,8 @@ class Loader {
       const core::Plan& plan = config.plans[i];
       if (!plan.alert_levels.empty() && plan.alert_levels.size() != plan.alert_thresholds.size()) {
         return fail_field(entry_at("plans", i), "plans[" + std::to_string(i) + "].alert_levels",
-                          "names " + std::to_string(plan.alert_levels.size()) +
-                              " levels for " + std::to_string(plan.alert_thresholds.size()) +
+                          "names " + std::to_string(plan.alert_levels.size()) + " levels for " +
+                              std::to_string(plan.alert_thresholds.size()) +
                               " alert_thresholds; give one per threshold");
       }
     }

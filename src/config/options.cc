@@ -55,8 +55,8 @@ Status check_alert_levels(const std::vector<std::string>& levels) {
   for (const auto& l : levels) {
     if (std::find(std::begin(core::kAlertLevels), std::end(core::kAlertLevels), l) ==
         std::end(core::kAlertLevels)) {
-      return Status::invalid_argument("'" + l +
-                                      "' is not an alert level (info, warning, critical, exceeded)");
+      return Status::invalid_argument(
+          "'" + l + "' is not an alert level (info, warning, critical, exceeded)");
     }
   }
   return Status();
@@ -70,11 +70,13 @@ Status check_alert_levels(const std::vector<std::string>& levels) {
 // narrow. Options that fill two fields or parse their text further keep a lambda.
 template <typename M>
 struct MemberOf;
+
 template <typename C, typename F>
 struct MemberOf<F C::*> {
   using Class = C;
   using Field = F;
 };
+
 template <auto M>
 using ClassOf = typename MemberOf<decltype(M)>::Class;
 
@@ -277,9 +279,13 @@ Status check_key_text(const std::string& text) {
   return Status();
 }
 
-Status check_event_type(const std::string& text) { return core::check_name("event_type", text); }
+Status check_event_type(const std::string& text) {
+  return core::check_name("event_type", text);
+}
 
-Status check_customer_id(const std::string& text) { return core::check_name("id", text); }
+Status check_customer_id(const std::string& text) {
+  return core::check_name("id", text);
+}
 
 // A customer's email may be empty (none); a set one needs at least an '@'.
 Status check_optional_email(const std::string& text) {
@@ -376,8 +382,7 @@ constexpr Option<CustomerSeed> kCustomerTable[] = {
      "The customer id that events and API keys refer to: 1 to 128 bytes of UTF-8 without control "
      "characters, `/`, `?` or `#` (the rule every customer id follows), unique.",
      checked_field<check_customer_id, &CustomerSeed::id>},
-    {"name", Kind::kString, 0, 256, false, "", "Display name.",
-     field<&CustomerSeed::name>},
+    {"name", Kind::kString, 0, 256, false, "", "Display name.", field<&CustomerSeed::name>},
     {"email", Kind::kString, 0, 256, false, "", "Contact email address.",
      checked_field<check_optional_email, &CustomerSeed::email>},
     {"timezone", Kind::kString, 0, 64, false, R"("UTC")",
@@ -472,7 +477,8 @@ constexpr Option<WebhookConfig> kWebhookTable[] = {
      [](WebhookConfig& w, Value&& v) {
        if (v.text.rfind("https://", 0) == 0) {
          return Status::invalid_argument(
-             "'" + v.text + "': https is not supported yet; deliver to an http:// endpoint, "
+             "'" + v.text +
+             "': https is not supported yet; deliver to an http:// endpoint, "
              "for example a local TLS-terminating proxy");
        }
        if (v.text.rfind("http://", 0) != 0 || v.text.size() == 7) {
@@ -485,12 +491,11 @@ constexpr Option<WebhookConfig> kWebhookTable[] = {
      "The event types delivered here: `alert.triggered`, or `*` for all.",
      [](WebhookConfig& w, Value&& v) {
        for (const auto& e : v.list) {
-         const bool known = e == "*" || std::find(std::begin(kWebhookEvents),
-                                                  std::end(kWebhookEvents),
-                                                  e) != std::end(kWebhookEvents);
+         const bool known =
+             e == "*" || std::find(std::begin(kWebhookEvents), std::end(kWebhookEvents), e) !=
+                             std::end(kWebhookEvents);
          if (!known) {
-           return Status::invalid_argument("'" + e +
-                                           "' is not an event type (alert.triggered, *)");
+           return Status::invalid_argument("'" + e + "' is not an event type (alert.triggered, *)");
          }
        }
        w.events = std::move(v.list);
@@ -511,8 +516,7 @@ constexpr Option<WebhookConfig> kWebhookTable[] = {
      "of the doubled wait).",
      field<&WebhookConfig::retry_backoff_seconds>},
     {"retry_backoff_max", Kind::kDuration, 1, kWebhookBackoffMax, false, R"("1h")",
-     "The longest wait between two attempts.",
-     field<&WebhookConfig::retry_backoff_max_seconds>},
+     "The longest wait between two attempts.", field<&WebhookConfig::retry_backoff_max_seconds>},
 };
 
 // The alert kinds a notification may subscribe to.
@@ -533,8 +537,7 @@ constexpr Option<NotificationConfig> kNotificationTable[] = {
      "carries).",
      field<&NotificationConfig::host>},
     {"port", Kind::kInteger, 1, 65535, false, "587",
-     "The SMTP server's port: 587 (submission) or 25 usually.",
-     field<&NotificationConfig::port>},
+     "The SMTP server's port: 587 (submission) or 25 usually.", field<&NotificationConfig::port>},
     {"starttls", Kind::kStringOrBool, 0, 16, false, R"("required")",
      "`\"required\"` (or `true`): switch to TLS with STARTTLS before AUTH and the message, and "
      "verify the server's certificate and name; a server that does not offer it fails the "
@@ -561,12 +564,10 @@ constexpr Option<NotificationConfig> kNotificationTable[] = {
      "`\"TALLY_SMTP_PASSWORD\"`); `tally serve` refuses to start when it is unset or empty. "
      "The password itself never goes in this file.",
      [](NotificationConfig& n, Value&& v) {
-       const bool ok = !v.text.empty() &&
-                       std::all_of(v.text.begin(), v.text.end(), [](char c) {
-                         return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-                                (c >= '0' && c <= '9') || c == '_';
-                       }) &&
-                       !(v.text[0] >= '0' && v.text[0] <= '9');
+       const bool ok = !v.text.empty() && std::all_of(v.text.begin(), v.text.end(), [](char c) {
+         return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                c == '_';
+       }) && !(v.text[0] >= '0' && v.text[0] <= '9');
        if (!ok && !v.text.empty()) {
          return Status::invalid_argument("'" + v.text +
                                          "' is not an environment variable name (letters, "
@@ -579,10 +580,8 @@ constexpr Option<NotificationConfig> kNotificationTable[] = {
      "The sender address (envelope and `From:`), e.g. `\"alerts@example.com\"`.",
      checked_field<check_email_address, &NotificationConfig::from>},
     {"from_name", Kind::kString, 0, 128, false, R"("Tally")",
-     "The display name of `From:`; \"\" for none.",
-     field<&NotificationConfig::from_name>},
-    {"subject_prefix", Kind::kString, 0, 64, false, R"("[Tally]")",
-     "Put before every subject.",
+     "The display name of `From:`; \"\" for none.", field<&NotificationConfig::from_name>},
+    {"subject_prefix", Kind::kString, 0, 64, false, R"("[Tally]")", "Put before every subject.",
      field<&NotificationConfig::subject_prefix>},
     {"to", Kind::kStringList, 0, 20, false, "[]",
      "Fixed recipients of every alert this entry sends (an operations or account team).",
@@ -597,8 +596,7 @@ constexpr Option<NotificationConfig> kNotificationTable[] = {
        for (const auto& e : v.list) {
          if (e != "*" && std::find(std::begin(kWebhookEvents), std::end(kWebhookEvents), e) ==
                              std::end(kWebhookEvents)) {
-           return Status::invalid_argument("'" + e +
-                                           "' is not an event type (alert.triggered, *)");
+           return Status::invalid_argument("'" + e + "' is not an event type (alert.triggered, *)");
          }
        }
        n.events = std::move(v.list);
@@ -874,8 +872,8 @@ constexpr SectionDoc kMetersSection{
     "meters", true,
     "One `[[meters]]` entry per meter: which events it takes, which property it aggregates, "
     "how, and by which properties it groups."};
-constexpr SectionDoc kEnforcementSection{
-    "enforcement", false, "Checks, reservations and Tally's own API rate limit."};
+constexpr SectionDoc kEnforcementSection{"enforcement", false,
+                                         "Checks, reservations and Tally's own API rate limit."};
 constexpr SectionDoc kPlansSection{
     "plans", true,
     "One `[[plans]]` entry per plan: its features, limits and alert thresholds. Customers name "

@@ -38,9 +38,9 @@ inline constexpr std::int64_t kSecondsPerDay = 86'400;
 
 // How a TOML value is read before its setter sees it.
 enum class Kind {
-  kString,   // bounds: length in bytes
+  kString,        // bounds: length in bytes
   kStringOrBool,  // a string (bounds: length) or true/false, read as the text "true"/"false"
-  kInteger,  // bounds: value
+  kInteger,       // bounds: value
   kBool,
   kBytes,       // integer or size string ("64MiB"); bounds: bytes
   kDuration,    // integer seconds, "forever" (= 0) or "30d"; bounds: seconds

@@ -107,9 +107,9 @@ std::vector<OptionInfo> config_options() {
 
 std::string config_reference_markdown() {
   static constexpr const SectionDoc* kSections[] = {
-      &kServerSection, &kStorageSection, &kMetersSection,   &kEnforcementSection,
-      &kPlansSection,  &kRoutesSection,  &kCreditsSection,     &kPricesSection,
-      &kAlertsSection, &kWebhooksSection, &kNotificationsSection, &kRetentionSection,
+      &kServerSection,   &kStorageSection,  &kMetersSection,        &kEnforcementSection,
+      &kPlansSection,    &kRoutesSection,   &kCreditsSection,       &kPricesSection,
+      &kAlertsSection,   &kWebhooksSection, &kNotificationsSection, &kRetentionSection,
       &kCustomersSection};
   const std::vector<OptionInfo> options = config_options();
   std::string out;

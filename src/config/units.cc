@@ -26,7 +26,6 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
-
 // Reads leading digits of *s into *value (consuming them). False when there are none or the
 // number exceeds uint64.
 bool take_number(std::string_view* s, std::uint64_t* value) {

@@ -277,7 +277,9 @@ Decimal divide_half_even(Decimal a, std::int64_t n) {
 namespace tally::core {
 
 namespace {
-U128 magnitude(__int128 v) { return v < 0 ? U128{0} - static_cast<U128>(v) : static_cast<U128>(v); }
+U128 magnitude(__int128 v) {
+  return v < 0 ? U128{0} - static_cast<U128>(v) : static_cast<U128>(v);
+}
 
 // q rounded half to even from a remainder r of divisor d.
 U128 round_half_even(U128 q, U128 r, U128 d) {
@@ -344,6 +346,8 @@ bool divide_decimal_half_even(Decimal a, Decimal b, Decimal* out) {
 
 namespace tally {
 
-std::string Decimal::text() const { return core::format_decimal(*this); }
+std::string Decimal::text() const {
+  return core::format_decimal(*this);
+}
 
 }  // namespace tally

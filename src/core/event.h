@@ -64,14 +64,21 @@ class EventBatch {
     arena_.append(s);
     return out;
   }
+
   std::string_view text(Slice s) const { return std::string_view(arena_).substr(s.offset, s.size); }
 
   std::vector<Event>& events() { return events_; }
+
   const std::vector<Event>& events() const { return events_; }
+
   std::vector<Prop>& props() { return props_; }
+
   const std::vector<Prop>& props() const { return props_; }
+
   std::size_t size() const { return events_.size(); }
+
   bool empty() const { return events_.empty(); }
+
   std::size_t arena_bytes() const { return arena_.size(); }
 
   // Looks up property `key` of event e; returns nullptr when absent. Linear in the event's

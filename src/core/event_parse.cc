@@ -49,14 +49,14 @@ bool is_json_number(std::string_view t) {
   return i == t.size();
 }
 
-
 namespace od = simdjson::ondemand;
 
 constexpr std::size_t kNestingMax = 8;
 
 std::string_view trim_right(std::string_view s) {
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\n' || s.back() == '\r' ||
-                        s.back() == '\t' || s.back() == ',' || s.back() == '}' || s.back() == ']')) {
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\n' || s.back() == '\r' || s.back() == '\t' ||
+          s.back() == ',' || s.back() == '}' || s.back() == ']')) {
     s.remove_suffix(1);
   }
   return s;
@@ -66,6 +66,7 @@ std::string_view trim_right(std::string_view s) {
 struct EventProblem {
   std::string code;
   std::string message;
+
   bool ok() const { return code.empty(); }
 };
 
@@ -215,8 +216,8 @@ class EventReader {
     prefix_ += key;
     simdjson::error_code result = simdjson::SUCCESS;
     if (key.empty() || prefix_.size() > kPropKeyBytesMax) {
-      set_problem("INVALID_VALUE", "property names must be 1.." +
-                                       std::to_string(kPropKeyBytesMax) + " bytes");
+      set_problem("INVALID_VALUE",
+                  "property names must be 1.." + std::to_string(kPropKeyBytesMax) + " bytes");
     }
     switch (t) {
       case od::json_type::object:
@@ -227,9 +228,9 @@ class EventReader {
         }
         break;
       case od::json_type::array: {
-        set_problem("INVALID_TYPE",
-                    "property '" + prefix_ + "' is an array; properties are numbers, strings, "
-                    "booleans or objects of them");
+        set_problem("INVALID_TYPE", "property '" + prefix_ +
+                                        "' is an array; properties are numbers, strings, "
+                                        "booleans or objects of them");
         break;
       }
       case od::json_type::string: {
@@ -256,8 +257,8 @@ class EventReader {
           // Validate the number token fully: on-demand does not for a raw token.
           double checked = 0;
           if (v.get_double().get(checked) != simdjson::SUCCESS || !parse_decimal(raw).has_value()) {
-            set_problem("INVALID_VALUE", "property '" + prefix_ +
-                                             "' is not a finite number within +-1e28");
+            set_problem("INVALID_VALUE",
+                        "property '" + prefix_ + "' is not a finite number within +-1e28");
           }
           push_prop(b, PropKind::kNumber, raw);
         }
@@ -347,8 +348,9 @@ class EventReader {
     if (!source_.empty() && !id_.empty()) {
       id_ = source_ + "/" + id_;  // source_scopes_id
     }
-    const std::string& dedup_key =
-        !idempotency_key_.empty() ? idempotency_key_ : !id_.empty() ? id_ : event_id_;
+    const std::string& dedup_key = !idempotency_key_.empty() ? idempotency_key_
+                                   : !id_.empty()            ? id_
+                                                             : event_id_;
     if (problem_.ok()) {
       if (dedup_key.empty()) {
         set_problem("MISSING_FIELD", "event needs an 'id' (or 'event_id' / 'idempotency_key')");
@@ -363,7 +365,8 @@ class EventReader {
                     "event_id is longer than " + std::to_string(kEventIdBytesMax) + " bytes");
       } else if (customer_.empty() && options_.default_customer.empty()) {
         set_problem("MISSING_FIELD", "event needs a 'customer' (or 'customer_id' / 'subject')");
-      } else if (Status bad_customer = customer_.empty() ? Status() : check_name("customer", customer_);
+      } else if (Status bad_customer =
+                     customer_.empty() ? Status() : check_name("customer", customer_);
                  !bad_customer.ok()) {
         set_problem("INVALID_VALUE", bad_customer.message());
       } else if (type_.empty()) {
@@ -382,9 +385,10 @@ class EventReader {
       if (!parsed) {
         set_problem("INVALID_TIME", "time '" + time_text_ + "': " + parsed.error().message());
       } else if (*parsed > options_.now_us + options_.future_skew_us_max) {
-        set_problem("TIME_IN_FUTURE", "time '" + time_text_ + "' is more than " +
-                                          std::to_string(options_.future_skew_us_max / kUsPerSecond) +
-                                          " s in the future");
+        set_problem("TIME_IN_FUTURE",
+                    "time '" + time_text_ + "' is more than " +
+                        std::to_string(options_.future_skew_us_max / kUsPerSecond) +
+                        " s in the future");
       } else {
         time_us = *parsed;
       }

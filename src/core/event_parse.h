@@ -36,9 +36,9 @@ struct EventError {
 };
 
 struct ParseOptions {
-  TimeUs now_us = 0;                    // receive time: the default event time
+  TimeUs now_us = 0;  // receive time: the default event time
   TimeUs future_skew_us_max = 300 * kUsPerSecond;
-  std::string_view default_customer;    // used when an event names no customer
+  std::string_view default_customer;  // used when an event names no customer
   std::uint32_t events_max = 10'000;
   // When set, an event whose type is not listed is refused (UNKNOWN_EVENT_TYPE).
   const std::vector<std::string>* known_types = nullptr;
@@ -51,10 +51,10 @@ struct ParseOptions {
 };
 
 struct ParsedEvents {
-  EventBatch batch;                     // the valid events, in request order
-  std::vector<std::uint32_t> indexes;   // request position of each valid event
-  std::vector<EventError> errors;       // the invalid events
-  std::uint32_t total = 0;              // events in the request
+  EventBatch batch;                    // the valid events, in request order
+  std::vector<std::uint32_t> indexes;  // request position of each valid event
+  std::vector<EventError> errors;      // the invalid events
+  std::uint32_t total = 0;             // events in the request
 
   void clear() {
     batch.clear();

@@ -48,7 +48,6 @@ TEST(EventParseTest, ContentAfterTheDocumentIsMalformed) {
   }
 }
 
-
 Status parse_with(std::string body, const ParseOptions& base, ParsedEvents* out) {
   ParseOptions o = base;
   o.now_us = 1'700'000'000 * kUsPerSecond;
@@ -61,9 +60,11 @@ TEST(EventParseTest, NumbersThatAreNotJsonFailTheWholeRequest) {
   const char* numbers[] = {"01", "-01", "1.", ".5", "+1", "1e", "1e+", "-", "00"};
   for (const char* n : numbers) {
     ParsedEvents out;
-    const std::string body = std::string("{\"events\":[{\"id\":\"ok\",\"customer\":\"c\",\"type\":\"t\"},"
-                                         "{\"id\":\"a\",\"customer\":\"c\",\"type\":\"t\",\"properties\":{\"n\":") +
-                             n + "}}]}";
+    const std::string body =
+        std::string(
+            "{\"events\":[{\"id\":\"ok\",\"customer\":\"c\",\"type\":\"t\"},"
+            "{\"id\":\"a\",\"customer\":\"c\",\"type\":\"t\",\"properties\":{\"n\":") +
+        n + "}}]}";
     Status s = parse(body, &out);
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << n;
     EXPECT_NE(s.message().find("malformed JSON"), std::string::npos) << n << ": " << s.message();
@@ -82,8 +83,9 @@ TEST(EventParseTest, NumbersThatAreNotJsonFailTheWholeRequest) {
 
 TEST(EventParseTest, IdsAndNamesFollowOneRule) {
   // Customers and types are addressed in URL paths, headers and CSV cells (issue #16, defect 5).
-  const char* bad_customers[] = {"nul\\u0000id", "evil\\r\\nX-Injected: yes", "a/b", "a?b", "a#b",
-                                 "tab\\there", "del\\u007f", "c1\\u0085"};
+  const char* bad_customers[] = {
+      "nul\\u0000id", "evil\\r\\nX-Injected: yes", "a/b", "a?b", "a#b", "tab\\there", "del\\u007f",
+      "c1\\u0085"};
   for (const char* c : bad_customers) {
     ParsedEvents out;
     const std::string body =
@@ -115,7 +117,8 @@ TEST(EventParseTest, IdsAndNamesFollowOneRule) {
   }
   {
     ParsedEvents out;
-    ASSERT_TRUE(parse("{\"id\":\"e\",\"customer\":\"K\\u00f6ln Gmb\\u00e4\",\"type\":\"t\"}", &out).ok());
+    ASSERT_TRUE(
+        parse("{\"id\":\"e\",\"customer\":\"K\\u00f6ln Gmb\\u00e4\",\"type\":\"t\"}", &out).ok());
     EXPECT_EQ(out.batch.size(), 1u) << "non-ASCII UTF-8 is a fine customer id";
   }
 }
@@ -158,9 +161,11 @@ TEST(EventParseTest, NegativeValuesOfMetersAreRefused) {
   ParseOptions admin;
   const std::vector<const MeterSpec*> none;
   admin.nonnegative = &none;
-  ASSERT_TRUE(parse_with(R"({"id":"neg-1","customer":"c","type":"TOKEN_USAGE","properties":{"input_tokens":-3}})",
-                         admin, &out)
-                  .ok());
+  ASSERT_TRUE(
+      parse_with(
+          R"({"id":"neg-1","customer":"c","type":"TOKEN_USAGE","properties":{"input_tokens":-3}})",
+          admin, &out)
+          .ok());
   EXPECT_EQ(out.batch.size(), 1u);
   EXPECT_TRUE(out.errors.empty());
 }
@@ -217,7 +222,6 @@ TEST(EventParseTest, ASourceScopesTheIdOfCloudEventsWhenAsked) {
   EXPECT_EQ(out.batch.events()[0].prop_count, 2u);
 }
 
-
 // ---- one row per accepted shape and alias: body -> events, or -> per-event errors -----------
 
 // The parsed events as text: "id customer type time_us [key=value ...]" per event, then
@@ -259,8 +263,9 @@ struct ShapeRow {
 
 TEST(EventParseShapes, EveryShapeAndAlias) {
   const ShapeRow rows[] = {
-      {"Tally's batch", R"({"events":[{"id":"a","customer":"c","type":"t","time":)" T22
-                        R"(,"properties":{"n":5,"s":"x"}}]})",
+      {"Tally's batch",
+       R"({"events":[{"id":"a","customer":"c","type":"t","time":)" T22
+       R"(,"properties":{"n":5,"s":"x"}}]})",
        "a c t 1699999200000000 n=5 s=x"},
       {"a batch of two keeps request order",
        R"({"events":[{"id":"a","customer":"c","type":"t"},{"id":"b","customer":"d","type":"u"}]})",
@@ -292,7 +297,8 @@ TEST(EventParseShapes, EveryShapeAndAlias) {
       {"nested properties flatten with dots; booleans and null",
        R"({"id":"a","customer":"c","type":"t","properties":{"usage":{"in":3,"out":4},"ok":true,"none":null}})",
        "a c t 1700000000000000 usage.in=3 usage.out=4 ok=true none="},
-      {"null fields are absent", R"({"id":"a","customer":"c","type":"t","time":null,"properties":null})",
+      {"null fields are absent",
+       R"({"id":"a","customer":"c","type":"t","time":null,"properties":null})",
        "a c t 1700000000000000"},
       {"the default customer", R"({"id":"a","type":"t"})", "a dflt t 1700000000000000", "dflt"},
       {"a valid event goes on beside an invalid one",
@@ -301,13 +307,14 @@ TEST(EventParseShapes, EveryShapeAndAlias) {
       {"no customer", R"({"id":"a","type":"t"})", "#0 MISSING_FIELD"},
       {"no type", R"({"id":"a","customer":"c"})", "#0 MISSING_FIELD"},
       {"an id that is not a string", R"({"id":7,"customer":"c","type":"t"})", "#0 INVALID_TYPE"},
-      {"properties that are not an object", R"({"id":"a","customer":"c","type":"t","properties":[1]})",
-       "#0 INVALID_TYPE"},
+      {"properties that are not an object",
+       R"({"id":"a","customer":"c","type":"t","properties":[1]})", "#0 INVALID_TYPE"},
       {"an array property", R"({"id":"a","customer":"c","type":"t","properties":{"x":[1]}})",
        "#0 INVALID_TYPE"},
       {"a time that is not RFC 3339", R"({"id":"a","customer":"c","type":"t","time":"yesterday"})",
        "#0 INVALID_TIME"},
-      {"a time too far ahead", R"({"id":"a","customer":"c","type":"t","time":"2023-11-14T23:00:00Z"})",
+      {"a time too far ahead",
+       R"({"id":"a","customer":"c","type":"t","time":"2023-11-14T23:00:00Z"})",
        "#0 TIME_IN_FUTURE"},
   };
   for (const ShapeRow& row : rows) {

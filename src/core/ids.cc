@@ -31,8 +31,7 @@ Status check_text(std::string_view what, std::string_view text, bool name) {
   const bool bad_characters =
       name ? has_control(text) || text.find_first_of("/?#") != std::string_view::npos
            : text.find('\0') != std::string_view::npos;
-  if (text.empty() || text.size() > kNameBytesMax || !common::valid_utf8(text) ||
-      bad_characters) {
+  if (text.empty() || text.size() > kNameBytesMax || !common::valid_utf8(text) || bad_characters) {
     return Status::invalid_argument(std::string(what) + rule);
   }
   return Status();
@@ -65,8 +64,8 @@ bool valid_email_address(std::string_view address) {
   }
   constexpr std::string_view kLocalSpecials = "!#$%&'*+-/=?^_`{|}~.";
   for (char c : local) {
-    const bool alnum = std::isalnum(static_cast<unsigned char>(c)) != 0 &&
-                       static_cast<unsigned char>(c) < 0x80;
+    const bool alnum =
+        std::isalnum(static_cast<unsigned char>(c)) != 0 && static_cast<unsigned char>(c) < 0x80;
     if (!alnum && kLocalSpecials.find(c) == std::string_view::npos) {
       return false;
     }

@@ -1,10 +1,10 @@
 // Periods, windows and GCRA for limits (see limits.h).
 #include "core/limits.h"
 
-#include <tally/types.h>
-
 #include <algorithm>
 #include <array>
+
+#include <tally/types.h>
 
 namespace tally::core {
 namespace {
@@ -28,7 +28,8 @@ constexpr std::array<PeriodName, 9> kPeriods = {{
 
 // Above this many units a limit times a drain interval could overflow 128 bits; such limits
 // (beyond 1e15 per period) drain in coarser steps.
-constexpr __int128 kPreciseUnitsMax = static_cast<__int128>(1'000'000'000'000'000) * Decimal::kScale;
+constexpr __int128 kPreciseUnitsMax =
+    static_cast<__int128>(1'000'000'000'000'000) * Decimal::kScale;
 
 // units * num / den without overflow for the ranges used here. REQUIRES: den > 0.
 __int128 mul_div(__int128 units, TimeUs num, TimeUs den) {
@@ -193,7 +194,6 @@ WindowDecision window_decide(const WindowCount& count, std::int64_t limit, TimeU
   return d;
 }
 
-
 // ---- a check's verdict -----------------------------------------------------------------------
 
 namespace {
@@ -228,8 +228,8 @@ int most_restrictive(const LimitInput* in, std::size_t n, const LimitOutcome* ou
 
 }  // namespace
 
-Verdict evaluate_limits(const LimitInput* in, std::size_t n, const Decimal& amount,
-                        TimeUs now_us, LimitOutcome* out) {
+Verdict evaluate_limits(const LimitInput* in, std::size_t n, const Decimal& amount, TimeUs now_us,
+                        LimitOutcome* out) {
   Verdict v;
   for (std::size_t i = 0; i < n; ++i) {
     const LimitInput& x = in[i];
@@ -363,7 +363,6 @@ std::string percent_text(const core::Decimal& used, const core::Decimal& limit) 
   out.append(p, static_cast<std::size_t>(digits + sizeof(digits) - p));
   return out;
 }
-
 
 }  // namespace tally::core
 

@@ -81,6 +81,7 @@ struct PeriodContext {
 struct Span {
   TimeUs start = 0;
   TimeUs end = std::numeric_limits<TimeUs>::max();  // exclusive
+
   bool contains(TimeUs t) const { return t >= start && t < end; }
 };
 
@@ -99,9 +100,9 @@ struct RateState {
 
 struct RateDecision {
   bool allowed = false;
-  Decimal level_after;  // the fill after admitting `amount` (when allowed) at now
-  Decimal remaining;    // units that could still be admitted now
-  TimeUs reset_us = 0;  // when the bucket will be empty
+  Decimal level_after;        // the fill after admitting `amount` (when allowed) at now
+  Decimal remaining;          // units that could still be admitted now
+  TimeUs reset_us = 0;        // when the bucket will be empty
   TimeUs retry_after_us = 0;  // when denied: wait this long before `amount` fits
 };
 
@@ -132,28 +133,28 @@ struct LimitInput {
 
 // One limit evaluated for an amount.
 struct LimitOutcome {
-  bool fits = true;        // used + amount fits (always for an unlimited rule)
-  Decimal used;            // as reported
-  Decimal remaining;       // never below 0; 0 when unlimited
-  Decimal headroom;        // limit - used (for ranking; may be negative)
+  bool fits = true;   // used + amount fits (always for an unlimited rule)
+  Decimal used;       // as reported
+  Decimal remaining;  // never below 0; 0 when unlimited
+  Decimal headroom;   // limit - used (for ranking; may be negative)
   TimeUs window_start_us = 0;
   TimeUs reset_us = 0;        // when the window ends or the bucket is empty; 0 = never
   TimeUs retry_after_us = 0;  // when it does not fit: how long until it may; 0 = unknown
 };
 
 struct Verdict {
-  bool allowed = true;      // no hard limit fails
-  bool overage = false;     // a soft limit fails (allowed past it)
-  bool trial_over = false;  // denied by a trial limit outside its window
-  int top = -1;             // the most restrictive limit; -1 when every limit is unlimited
+  bool allowed = true;        // no hard limit fails
+  bool overage = false;       // a soft limit fails (allowed past it)
+  bool trial_over = false;    // denied by a trial limit outside its window
+  int top = -1;               // the most restrictive limit; -1 when every limit is unlimited
   TimeUs retry_after_us = 0;  // when denied: the deciding limit's
 };
 
 // Evaluates limits in[0..n) for `amount` (0 = only ask) at `now_us` into out[0..n) and decides:
 // denied when a hard limit does not fit. The most restrictive limit is a failing hard one first
 // (the one that frees last, a trial outside its window before all), then the least headroom.
-Verdict evaluate_limits(const LimitInput* in, std::size_t n, const Decimal& amount,
-                        TimeUs now_us, LimitOutcome* out);
+Verdict evaluate_limits(const LimitInput* in, std::size_t n, const Decimal& amount, TimeUs now_us,
+                        LimitOutcome* out);
 
 // The outcomes once `amount` is consumed at `now_us` (what apply() does to the counters: a
 // bucket drained to now, then filled by the amount; a window's usage grown by it): used,

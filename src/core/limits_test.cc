@@ -422,7 +422,8 @@ TEST(WindowDecide, ExtremesNeitherOverflowNorAdmitTooMuch) {
   WindowCount c{0, INT64_MAX - 1};
   EXPECT_FALSE(window_decide(c, INT64_MAX, hour, 2, 5).allowed);
   EXPECT_TRUE(window_decide(c, INT64_MAX, hour, 1, 5).allowed);
-  EXPECT_FALSE(window_decide(WindowCount{}, 0, hour, 1, 5).allowed) << "a limit of 0 admits nothing";
+  EXPECT_FALSE(window_decide(WindowCount{}, 0, hour, 1, 5).allowed)
+      << "a limit of 0 admits nothing";
   EXPECT_FALSE(window_decide(WindowCount{}, 5, hour, INT64_MAX, 5).allowed);
   // Negative times (before 1970) align the same way.
   const WindowDecision d = window_decide(WindowCount{}, 1, hour, 1, -1);
@@ -430,12 +431,13 @@ TEST(WindowDecide, ExtremesNeitherOverflowNorAdmitTooMuch) {
   EXPECT_EQ(d.reset_us, 0);
 }
 
-
 // ---- a check's verdict (evaluate_limits, outcomes_after): a pure function of numbers, tested
 // the way Envoy tests its local rate limiter: inputs at an instant, the decision and every
 // number of the answer.
 
-Decimal dec(std::string_view text) { return *parse_decimal(text); }
+Decimal dec(std::string_view text) {
+  return *parse_decimal(text);
+}
 
 LimitInput calendar(const LimitRule& r, std::string_view used, TimeUs start, TimeUs reset) {
   LimitInput x;
@@ -449,7 +451,8 @@ LimitInput calendar(const LimitRule& r, std::string_view used, TimeUs start, Tim
 TEST(EvaluateLimits, AFittingAmountIsAllowedWithItsNumbersBeforeConsumption) {
   const LimitRule day = rule(PeriodKind::kDay, 1000);
   const TimeUs now = at("2025-01-20T12:00:00Z");
-  const LimitInput in[] = {calendar(day, "998", at("2025-01-20T00:00:00Z"), at("2025-01-21T00:00:00Z"))};
+  const LimitInput in[] = {
+      calendar(day, "998", at("2025-01-20T00:00:00Z"), at("2025-01-21T00:00:00Z"))};
   LimitOutcome out[1];
   const Verdict v = evaluate_limits(in, 1, dec("2"), now, out);
   EXPECT_TRUE(v.allowed);
@@ -470,7 +473,8 @@ TEST(EvaluateLimits, AFittingAmountIsAllowedWithItsNumbersBeforeConsumption) {
 TEST(EvaluateLimits, OneUnitOverAHardLimitIsDeniedUntilTheWindowEnds) {
   const LimitRule day = rule(PeriodKind::kDay, 1000);
   const TimeUs now = at("2025-01-20T12:00:00Z");
-  const LimitInput in[] = {calendar(day, "999.5", at("2025-01-20T00:00:00Z"), at("2025-01-21T00:00:00Z"))};
+  const LimitInput in[] = {
+      calendar(day, "999.5", at("2025-01-20T00:00:00Z"), at("2025-01-21T00:00:00Z"))};
   LimitOutcome out[1];
   const Verdict v = evaluate_limits(in, 1, dec("1"), now, out);
   EXPECT_FALSE(v.allowed);

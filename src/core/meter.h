@@ -34,8 +34,8 @@ Result<Aggregation> parse_aggregation(std::string_view name);
 std::string_view aggregation_name(Aggregation a);
 
 struct MeterSpec {
-  std::string key;          // [a-z0-9_-]{1,64}, unique
-  std::string event_type;   // events of this type feed the meter
+  std::string key;         // [a-z0-9_-]{1,64}, unique
+  std::string event_type;  // events of this type feed the meter
   Aggregation aggregation = Aggregation::kCount;
   std::string value_property;  // property key ("input_tokens", "usage.input"); empty for count
   std::vector<std::string> group_by;
@@ -59,8 +59,8 @@ Result<std::string> parse_value_path(std::string_view path);
 
 // What one event contributes to one meter.
 struct MeterInput {
-  Decimal value;             // 1 for count; the property's number otherwise
-  std::string_view unique;   // the property's text for unique_count
+  Decimal value;            // 1 for count; the property's number otherwise
+  std::string_view unique;  // the property's text for unique_count
 };
 
 // Whether event e of batch b feeds meter m; when it does, fills `input` and `group` (the

@@ -18,7 +18,9 @@ Decimal times(Decimal a, Decimal b) {
   return out;
 }
 
-Decimal max0(Decimal d) { return d.units < 0 ? Decimal{} : d; }
+Decimal max0(Decimal d) {
+  return d.units < 0 ? Decimal{} : d;
+}
 
 Decimal graduated(const PriceSpec& p, Decimal units) {
   Decimal cost;
@@ -90,7 +92,9 @@ bool parse_price_model(std::string_view text, PriceModel* out) {
   return false;
 }
 
-bool price_is_tiered(const PriceSpec& p) { return p.model != PriceModel::kPerUnit; }
+bool price_is_tiered(const PriceSpec& p) {
+  return p.model != PriceModel::kPerUnit;
+}
 
 Decimal period_cost(const PriceSpec& p, Decimal units) {
   switch (p.model) {

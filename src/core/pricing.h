@@ -45,11 +45,11 @@ struct PriceSpec {
   std::string meter;
   std::vector<std::pair<std::string, std::string>> match;  // property key -> required text
   PriceModel model = PriceModel::kPerUnit;
-  Decimal unit_price;                 // per_unit
-  std::vector<PriceTier> tiers;       // graduated, volume: ascending; the last unbounded
-  Decimal package_size;               // package: > 0
-  Decimal package_price;              // package
-  Decimal flat_fee;                   // flat
+  Decimal unit_price;            // per_unit
+  std::vector<PriceTier> tiers;  // graduated, volume: ascending; the last unbounded
+  Decimal package_size;          // package: > 0
+  Decimal package_price;         // package
+  Decimal flat_fee;              // flat
   std::string currency = "USD";
   Decimal credits_per_currency_unit;  // credits per 1 of `currency`, markup included
 };

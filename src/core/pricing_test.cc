@@ -60,8 +60,8 @@ TEST(Multiply, AgreesWithWideArithmeticOnRandomInputs) {
   std::mt19937_64 rng(7);
   for (int i = 0; i < 20000; ++i) {
     // Magnitudes small enough that the plain product fits 128 bits.
-    const auto a = static_cast<__int128>(static_cast<std::int64_t>(rng() >> 4)) *
-                   ((rng() & 1) != 0 ? 1 : -1);
+    const auto a =
+        static_cast<__int128>(static_cast<std::int64_t>(rng() >> 4)) * ((rng() & 1) != 0 ? 1 : -1);
     const auto b = static_cast<__int128>(static_cast<std::int64_t>(rng() >> 36));
     const __int128 p = a * b;
     const __int128 scale = Decimal::kScale;
@@ -87,7 +87,7 @@ TEST(Divide, RoundsHalfToEven) {
   EXPECT_EQ(div("2", "3"), "0.666666667");
   EXPECT_EQ(div("15", "1000"), "0.015");
   EXPECT_EQ(div("-1", "8"), "-0.125");
-  EXPECT_EQ(div("0.000000001", "2"), "0");           // 0.0000000005: tie to even 0
+  EXPECT_EQ(div("0.000000001", "2"), "0");            // 0.0000000005: tie to even 0
   EXPECT_EQ(div("0.000000003", "2"), "0.000000002");  // 0.0000000015: tie to even
   EXPECT_EQ(div("1", "0"), "refused");
 }

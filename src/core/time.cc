@@ -293,7 +293,9 @@ std::string format_rfc3339(TimeUs t) {
       }
       n += digits;
     };
-    auto sep = [&buf, &n](char c) { buf[n++] = c; };
+    auto sep = [&buf, &n](char c) {
+      buf[n++] = c;
+    };
     put(year, 4);
     sep('-');
     put(static_cast<int>(unsigned{ymd.month()}), 2);

@@ -30,7 +30,10 @@ inline constexpr TimeUs kUsPerDay = 24 * kUsPerHour;
 
 // t rounded down (floor_to) or up (ceil_to) to a multiple of `unit` since the epoch, also for
 // t before it. REQUIRES: unit > 0.
-constexpr TimeUs floor_to(TimeUs t, TimeUs unit) { return t - (((t % unit) + unit) % unit); }
+constexpr TimeUs floor_to(TimeUs t, TimeUs unit) {
+  return t - (((t % unit) + unit) % unit);
+}
+
 constexpr TimeUs ceil_to(TimeUs t, TimeUs unit) {
   const TimeUs f = floor_to(t, unit);
   return f == t ? t : f + unit;
@@ -65,14 +68,17 @@ class TimeZone {
   static Result<TimeZone> find(std::string_view name);
 
   bool is_utc() const { return zone_ == nullptr; }
+
   std::string name() const;
   // Offset of local wall-clock time from UTC at instant t, in seconds.
   std::int64_t offset_seconds_at(TimeUs t) const;
+
   // The tz database zone, or nullptr for UTC. For core's own calendar code.
   const date::time_zone* zone() const { return zone_; }
 
  private:
   explicit TimeZone(const date::time_zone* zone) : zone_(zone) {}
+
   const date::time_zone* zone_ = nullptr;
 };
 

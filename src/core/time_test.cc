@@ -157,7 +157,7 @@ TEST(FormatRfc3339, BeforeTheEpochFloorsToTheRightSecond) {
 
 TEST(FormatRfc3339, AnyTimeOfYears1970To9999ParsesBackExactly) {
   std::mt19937_64 rng(20261206);
-  const TimeUs lo = 0;  // parse_rfc3339 takes years 1970..9999
+  const TimeUs lo = 0;                               // parse_rfc3339 takes years 1970..9999
   const TimeUs hi = 253'402'300'799 * kUsPerSecond;  // 9999-12-31T23:59:59
   std::uniform_int_distribution<TimeUs> any(lo, hi);
   for (int i = 0; i < 20'000; ++i) {
@@ -597,6 +597,7 @@ TEST(WindowsAlignToHours, EmptyRange) {
 }
 
 }  // namespace
+
 TEST(FloorTo, RoundsTowardThePastAlsoBeforeTheEpoch) {
   static_assert(floor_to(0, kUsPerMinute) == 0);
   EXPECT_EQ(floor_to(kUsPerMinute - 1, kUsPerMinute), 0);

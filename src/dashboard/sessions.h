@@ -61,6 +61,7 @@ class SessionStore {
   std::size_t end_key(const std::string& key_id);
 
   std::size_t size() const;
+
   std::int64_t ttl_us() const { return ttl_us_; }
 
  private:

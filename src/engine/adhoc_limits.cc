@@ -16,8 +16,8 @@ constexpr std::size_t kTextBytesMax = 255;
 constexpr std::int64_t kAmountMax = 1'000'000'000'000'000;  // 1e15
 constexpr std::int64_t kDurationMinMs = 1'000;
 constexpr std::int64_t kDurationMaxMs = 2'592'000'000;  // 30 days
-constexpr std::size_t kSweepAbove = 100'000;       // windows kept before ended ones are swept
-constexpr std::size_t kLiveWindowsMax = 2'000'000;  // live windows at once
+constexpr std::size_t kSweepAbove = 100'000;            // windows kept before ended ones are swept
+constexpr std::size_t kLiveWindowsMax = 2'000'000;      // live windows at once
 
 Status check_text(std::string_view what, std::string_view text) {
   if (text.empty() || text.size() > kTextBytesMax) {

@@ -26,6 +26,7 @@ class AdHocLimitsTest : public ::testing::Test {
                           std::int64_t duration_ms = 60'000, const std::string& ns = "sms") {
     return AdHocLimit{ns, id, n, duration_ms, cost};
   }
+
   AdHocResult one(const AdHocLimit& l) {
     auto r = engine_->limit_adhoc({l});
     EXPECT_TRUE(r.has_value()) << r.error().message();

@@ -68,9 +68,12 @@ void audit_update(Engine::Impl& d, store::WriteBatch& wb, const Customer& before
         now);
   }
   std::vector<const char*> fields;
-  if (patch.name && before.name != after.name) fields.push_back("name");
-  if (patch.email && before.email != after.email) fields.push_back("email");
-  if (patch.timezone && before.timezone != after.timezone) fields.push_back("timezone");
+  if (patch.name && before.name != after.name)
+    fields.push_back("name");
+  if (patch.email && before.email != after.email)
+    fields.push_back("email");
+  if (patch.timezone && before.timezone != after.timezone)
+    fields.push_back("timezone");
   if (patch.metadata_json && before.metadata_json != after.metadata_json) {
     fields.push_back("metadata");
   }
@@ -112,7 +115,9 @@ Status run_admin(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prep
   auto job = std::make_unique<engine::AdminJob>();
   job->prepare = std::move(prepare);
   job->install = std::move(install);
-  job->done = [promise](Status s) { promise->set_value(std::move(s)); };
+  job->done = [promise](Status s) {
+    promise->set_value(std::move(s));
+  };
   d.commit_queue.push_admin(std::move(job));
   return future.get();
 }
@@ -190,7 +195,8 @@ std::vector<Customer> Engine::list_customers() const {
   for (const auto& [num, cs] : impl_->customers) {
     out.push_back(cs.record);
   }
-  std::sort(out.begin(), out.end(), [](const Customer& a, const Customer& b) { return a.id < b.id; });
+  std::sort(out.begin(), out.end(),
+            [](const Customer& a, const Customer& b) { return a.id < b.id; });
   return out;
 }
 
@@ -209,15 +215,24 @@ Result<Customer> Engine::update_customer(const std::string& id, const CustomerPa
         }
         *num = it->second;
         Customer c = d.customers.at(*num).record;
-        if (patch.name) c.name = *patch.name;
-        if (patch.email) c.email = *patch.email;
-        if (patch.timezone) c.timezone = *patch.timezone;
-        if (patch.status) c.status = *patch.status;
-        if (patch.metadata_json) c.metadata_json = *patch.metadata_json;
-        if (patch.plan) c.plan = *patch.plan;
-        if (patch.trial_started_at_us) c.trial_started_at_us = *patch.trial_started_at_us;
-        if (patch.billing_anchor_us) c.billing_anchor_us = *patch.billing_anchor_us;
-        if (patch.organization) c.organization = *patch.organization;
+        if (patch.name)
+          c.name = *patch.name;
+        if (patch.email)
+          c.email = *patch.email;
+        if (patch.timezone)
+          c.timezone = *patch.timezone;
+        if (patch.status)
+          c.status = *patch.status;
+        if (patch.metadata_json)
+          c.metadata_json = *patch.metadata_json;
+        if (patch.plan)
+          c.plan = *patch.plan;
+        if (patch.trial_started_at_us)
+          c.trial_started_at_us = *patch.trial_started_at_us;
+        if (patch.billing_anchor_us)
+          c.billing_anchor_us = *patch.billing_anchor_us;
+        if (patch.organization)
+          c.organization = *patch.organization;
         TALLY_TRY(validate_customer_fields(c));
         // Only a plan the patch names is checked: a customer of a replaced plan
         // ([enforcement] replaced_plans) can still be renamed or suspended.

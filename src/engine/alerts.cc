@@ -29,7 +29,9 @@ namespace {
 constexpr std::string_view kAlertIdPrefix = "alrt_";
 constexpr std::string_view kAlertEvent = "alert.triggered";
 
-std::string alert_id(std::uint64_t num) { return std::string(kAlertIdPrefix) + std::to_string(num); }
+std::string alert_id(std::uint64_t num) {
+  return std::string(kAlertIdPrefix) + std::to_string(num);
+}
 
 bool webhook_takes(const config::WebhookConfig& w, std::string_view event) {
   return std::any_of(w.events.begin(), w.events.end(),
@@ -52,8 +54,7 @@ bool notification_takes(const config::NotificationConfig& n, std::string_view ev
 // them already); "" when there is nobody to send to.
 std::string mailto_url(const config::NotificationConfig& n, const std::string& customer_email) {
   std::vector<std::string> to = n.to;
-  if (n.to_customer && core::valid_email_address(customer_email) &&
-      !contains(to, customer_email)) {
+  if (n.to_customer && core::valid_email_address(customer_email) && !contains(to, customer_email)) {
     to.push_back(customer_email);
   }
   if (to.empty()) {
@@ -102,35 +103,36 @@ Status Engine::Impl::load_alerts() {
                           return true;
                         }));
   TALLY_TRY(bad);
-  TALLY_TRY(store->scan(
-      store::Space::kMeta, engine::kDeliveryKeyPrefix, "delivery;",
-      [&](std::string_view key, std::string_view value) {
-        WebhookDelivery d;
-        if (key.size() != engine::kDeliveryKeyPrefix.size() + 8 || !engine::decode_delivery(value, &d)) {
-          bad = Status::corruption("a webhook delivery record cannot be decoded");
-          return false;
-        }
-        const std::uint64_t num = engine::read_be64(key.substr(engine::kDeliveryKeyPrefix.size()));
-        next_delivery = std::max(next_delivery, num + 1);
-        auto a = alert_nums.find(d.alert_id);
-        if (a != alert_nums.end()) {
-          alert_records[a->second].deliveries.push_back(num);
-        }
-        if (d.status == "pending") {
-          pending_deliveries.insert(num);
-        } else if (d.status == "failed") {
-          ++deliveries_failed;
-        }
-        delivery_nums.emplace(d.id, num);
-        delivery_records.emplace(num, std::move(d));
-        return true;
-      }));
+  TALLY_TRY(store->scan(store::Space::kMeta, engine::kDeliveryKeyPrefix, "delivery;",
+                        [&](std::string_view key, std::string_view value) {
+                          WebhookDelivery d;
+                          if (key.size() != engine::kDeliveryKeyPrefix.size() + 8 ||
+                              !engine::decode_delivery(value, &d)) {
+                            bad = Status::corruption("a webhook delivery record cannot be decoded");
+                            return false;
+                          }
+                          const std::uint64_t num =
+                              engine::read_be64(key.substr(engine::kDeliveryKeyPrefix.size()));
+                          next_delivery = std::max(next_delivery, num + 1);
+                          auto a = alert_nums.find(d.alert_id);
+                          if (a != alert_nums.end()) {
+                            alert_records[a->second].deliveries.push_back(num);
+                          }
+                          if (d.status == "pending") {
+                            pending_deliveries.insert(num);
+                          } else if (d.status == "failed") {
+                            ++deliveries_failed;
+                          }
+                          delivery_nums.emplace(d.id, num);
+                          delivery_records.emplace(num, std::move(d));
+                          return true;
+                        }));
   TALLY_TRY(bad);
   TALLY_TRY(store->scan(store::Space::kMeta, engine::kBalanceLowKeyPrefix, "balance_low;",
                         [&](std::string_view key, std::string_view) {
                           if (key.size() == engine::kBalanceLowKeyPrefix.size() + 4) {
-                            balance_low.insert(engine::read_be32(
-                                key.substr(engine::kBalanceLowKeyPrefix.size())));
+                            balance_low.insert(
+                                engine::read_be32(key.substr(engine::kBalanceLowKeyPrefix.size())));
                           }
                           return true;
                         }));
@@ -244,8 +246,7 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
           a.used = core::format_decimal(u.used);
           a.percent = core::percent_text(u.used, rule.amount);
           a.window_start_us = u.span.start;
-          a.window_end_us =
-              u.span.end == std::numeric_limits<core::TimeUs>::max() ? 0 : u.span.end;
+          a.window_end_us = u.span.end == std::numeric_limits<core::TimeUs>::max() ? 0 : u.span.end;
           add(std::move(a), cs.record.email);
         }
       }
@@ -491,8 +492,8 @@ Status Engine::record_delivery_attempt(const DeliveryAttempt& attempt) {
         }
         WebhookDelivery w = d.delivery_records.at(n->second);
         if (w.status != "pending") {
-          return Status::already_exists("delivery '" + attempt.delivery_id +
-                                             "' is already " + w.status);
+          return Status::already_exists("delivery '" + attempt.delivery_id + "' is already " +
+                                        w.status);
         }
         ++w.attempts;
         w.last_attempt_at_us = attempt.at_us;
@@ -531,9 +532,8 @@ Status Engine::record_delivery_attempt(const DeliveryAttempt& attempt) {
 std::uint64_t Engine::wait_for_deliveries(std::uint64_t seen, TimeUs max_wait_us) const {
   const Impl& d = *impl_;
   std::unique_lock lock(d.alerts_mutex);
-  d.deliveries_cv.wait_for(lock, std::chrono::microseconds(max_wait_us), [&] {
-    return d.deliveries_added != seen || d.alerts_closing;
-  });
+  d.deliveries_cv.wait_for(lock, std::chrono::microseconds(max_wait_us),
+                           [&] { return d.deliveries_added != seen || d.alerts_closing; });
   return d.deliveries_added;
 }
 

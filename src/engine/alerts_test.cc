@@ -50,7 +50,9 @@ url = "http://127.0.0.1:9/hook"
 secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 )";
 
-TimeUs at(const char* rfc3339) { return *core::parse_rfc3339(rfc3339); }
+TimeUs at(const char* rfc3339) {
+  return *core::parse_rfc3339(rfc3339);
+}
 
 constexpr const char* kStart = "2025-03-10T12:00:00Z";
 
@@ -87,7 +89,6 @@ class AlertsTest : public EngineDirTest {
     EXPECT_TRUE(p.has_value()) << p.error().message();
     return p ? p->alerts : std::vector<Alert>{};
   }
-
 };
 
 TEST_F(AlertsTest, OneBatchOverSeveralThresholdsFiresEachOnceLowestFirst) {

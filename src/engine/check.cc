@@ -28,8 +28,8 @@
 #include <future>
 
 #include "common/assert.h"
-#include "common/json_writer.h"
 #include "common/crypto.h"
+#include "common/json_writer.h"
 #include "core/ids.h"
 #include "engine/limits_impl.h"
 
@@ -38,15 +38,15 @@ namespace tally {
 using engine::CustomerLimits;
 using engine::Evaluation;
 using engine::InFlight;
-using engine::LimitCounter;
-using engine::RateCounter;
-using engine::Usage;
 using engine::is_gauge;
 using engine::kCheckBatchMax;
 using engine::kCheckPropertiesMax;
 using engine::kCountAmountMax;
 using engine::kRecentIdsMax;
 using engine::kReservationTtlSecondsMax;
+using engine::LimitCounter;
+using engine::RateCounter;
+using engine::Usage;
 using engine::used_value;
 
 namespace engine {
@@ -114,7 +114,6 @@ void add_usage_event(const Engine::Impl& d, engine::IngestJob& job, const Usage&
   job.check_tokens.push_back(u.token);
 }
 
-
 }  // namespace
 
 // Hands usage events to the commit thread: written straight into the open check job at the end
@@ -168,7 +167,8 @@ Status enqueue_and_wait(Engine::Impl& d, const Usage* usage, std::size_t n,
                         std::vector<engine::ReservationOp>* ops) {
   auto promise = std::make_shared<std::promise<Status>>();
   auto future = promise->get_future();
-  enqueue_usage(d, usage, n, [promise](Status s) { promise->set_value(std::move(s)); }, ops);
+  enqueue_usage(
+      d, usage, n, [promise](Status s) { promise->set_value(std::move(s)); }, ops);
   return future.get();
 }
 
@@ -294,8 +294,7 @@ Scratch& scratch() {
 // consumes, appends its usage to `usage` (queued after the locks). Returns the token applied (0
 // when nothing was applied). `rates_before` (may be null) receives the rate states before.
 static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now,
-                            std::vector<Usage>* usage, Evaluation& ev,
-                            CheckResult* out,
+                            std::vector<Usage>* usage, Evaluation& ev, CheckResult* out,
                             std::vector<std::pair<RateCounter*, core::RateState>>* rates_before) {
   const CheckRequest& r = *p.request;
   base_result(p, out);
@@ -306,8 +305,9 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
   // whatever the usage, plan or status is now, for as long as the id is remembered: in
   // recent_ids until its event commits, then in the dedup index, across restarts.
   const std::string& id_key = r.event_id;
-  const bool replay = r.consume == Consume::kYes && !id_key.empty() &&
-                      (cl.recent_ids.count(id_key) != 0 || d.event_id_stored(*p.cs, r.customer, id_key));
+  const bool replay =
+      r.consume == Consume::kYes && !id_key.empty() &&
+      (cl.recent_ids.count(id_key) != 0 || d.event_id_stored(*p.cs, r.customer, id_key));
   const std::vector<engine::ResolvedRule>& rules = resolved_rules(d, *p.cs, cl, p.meter, p.plan);
   if (replay) {
     evaluate(d, *p.cs, cl, p.meter, rules, core::Decimal{}, now, &ev);
@@ -336,9 +336,9 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
     const engine::ResolvedRule& rule = *ev.limits[top].resolved;
     out->reason = verdict.trial_over ? Denial::kTrialExpired : Denial::kLimitExceeded;
     out->message = verdict.trial_over ? "The trial period of customer '" + r.customer + "' is over."
-                                : "Limit of " + rule.limit_text + " " + rule.rule_text +
-                                      " reached: " + ev.out[top].used.text() + " used, " +
-                                      p.amount.text() + " requested.";
+                                      : "Limit of " + rule.limit_text + " " + rule.rule_text +
+                                            " reached: " + ev.out[top].used.text() + " used, " +
+                                            p.amount.text() + " requested.";
     out->retry_after_us = verdict.retry_after_us;
   }
   // A prepaid plan also needs the credits: the wallet's balance, less what checks have counted
@@ -346,9 +346,8 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
   core::Decimal credits;
   if (out->allowed && p.plan != nullptr && p.plan->prepaid) {
     core::Decimal cost;
-    const core::TimeUs anchor = p.cs->record.billing_anchor_us != 0
-                                    ? p.cs->record.billing_anchor_us
-                                    : p.cs->record.created_at_us;
+    const core::TimeUs anchor = p.cs->record.billing_anchor_us != 0 ? p.cs->record.billing_anchor_us
+                                                                    : p.cs->record.created_at_us;
     std::vector<std::pair<std::string_view, std::string_view>> props;
     props.reserve(r.properties.size());
     for (const auto& [k, v] : r.properties) {
@@ -416,7 +415,6 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
   return token;
 }
 
-
 // The checks of check() and check_batch(): all or nothing when there are several.
 static Status run_checks(Engine::Impl& d, core::TimeUs now, const CheckRequest* requests,
                          std::size_t n, CheckResult* results) {
@@ -425,7 +423,8 @@ static Status run_checks(Engine::Impl& d, core::TimeUs now, const CheckRequest* 
   usage.clear();
   // Consuming checks queue usage events: refuse them while the queue is full, before anything
   // is counted, as ingest does.
-  if (std::any_of(requests, requests + n, [](const CheckRequest& r) { return r.consume != Consume::kNo; })) {
+  if (std::any_of(requests, requests + n,
+                  [](const CheckRequest& r) { return r.consume != Consume::kNo; })) {
     // A consumption must reach the disk: refused while the disk reserve refuses writes (a
     // dry run, which consumes nothing, is still answered).
     TALLY_TRY(d.writes_allowed());
@@ -447,6 +446,7 @@ static Status run_checks(Engine::Impl& d, core::TimeUs now, const CheckRequest* 
     if (!d.reservations.empty()) {
       d.expire_reservations(now);
     }
+
     struct Undo {
       std::uint32_t cnum;
       std::uint32_t meter;
@@ -454,6 +454,7 @@ static Status run_checks(Engine::Impl& d, core::TimeUs now, const CheckRequest* 
       std::uint64_t token;
       std::vector<std::pair<RateCounter*, core::RateState>> rates;
     };
+
     std::vector<Undo> undo;
     bool any_denied = false;
     for (std::size_t i = 0; i < n; ++i) {

@@ -1137,7 +1137,7 @@ TEST(PercentTextTest, HugeUsageIsExact) {
   EXPECT_EQ(core::percent_text(dec("10000000000000000000000000000"), dec("0.000000001")),
             "1000000000000000000000000000000000000000.00");
   EXPECT_EQ(core::percent_text(dec("10000000000000000000000000000"),
-                                 dec("10000000000000000000000000000")),
+                               dec("10000000000000000000000000000")),
             "100.00");
   EXPECT_EQ(core::percent_text(dec("-3"), dec("20000")), "-0.02");
   EXPECT_EQ(core::percent_text(dec("-1"), dec("20000")), "0.00");
@@ -1314,7 +1314,8 @@ TEST_F(CheckDiskTest, ARemovedPlanStopsTheEngineUnlessTheConfigSaysWhereItsCusto
     EXPECT_TRUE(Engine::open(o).has_value());
   }
   std::string config = without_eleven;
-  config.replace(config.find("default_plan = \"ten\""), 0, "replaced_plans = { eleven = \"ten\" }\n");
+  config.replace(config.find("default_plan = \"ten\""), 0,
+                 "replaced_plans = { eleven = \"ten\" }\n");
   auto e = open_disk(config);
   ASSERT_TRUE(e);
   for (int i = 0; i < 10; ++i) {

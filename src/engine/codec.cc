@@ -36,6 +36,7 @@ namespace {
 // 1 follows (as a varint, after cost and credits). Blocks written before quantities existed
 // never set 4, so they read unchanged.
 constexpr std::uint8_t kEventFlagsMax = 7;
+
 std::uint8_t event_flags(bool flagged, bool priced, std::uint32_t quantity) {
   return static_cast<std::uint8_t>((flagged ? 1 : 0) | (priced ? 2 : 0) | (quantity != 1 ? 4 : 0));
 }
@@ -160,7 +161,8 @@ std::string dedup_key(std::uint64_t first_seq) {
   return k;
 }
 
-std::string encode_dedup_record(core::TimeUs received_at_us, const std::vector<DedupEntry>& entries) {
+std::string encode_dedup_record(core::TimeUs received_at_us,
+                                const std::vector<DedupEntry>& entries) {
   std::string out;
   out.reserve(entries.size() * 16 + 16);
   out += static_cast<char>(kRecordVersion);
@@ -257,7 +259,6 @@ bool decode_aggregate_key(std::string_view key, AggregateKey* out) {
   out->group = key.substr(zero + 13);
   return true;
 }
-
 
 std::string encode_agg_state(const core::AggState& s) {
   std::string out;
@@ -358,10 +359,9 @@ bool decode_customer(std::string_view value, std::uint32_t* num, Customer* c) {
   std::uint8_t version = 0;
   std::uint64_t n = 0;
   std::string_view id, name, email, tz, status, meta;
-  if (!r.get_u8(&version) || version != kRecordVersion || !r.get_varint(&n) ||
-      !r.get_bytes(&id) || !r.get_bytes(&name) || !r.get_bytes(&email) || !r.get_bytes(&tz) ||
-      !r.get_bytes(&status) || !r.get_bytes(&meta) || !r.get_zigzag(&c->created_at_us) ||
-      !r.get_zigzag(&c->updated_at_us)) {
+  if (!r.get_u8(&version) || version != kRecordVersion || !r.get_varint(&n) || !r.get_bytes(&id) ||
+      !r.get_bytes(&name) || !r.get_bytes(&email) || !r.get_bytes(&tz) || !r.get_bytes(&status) ||
+      !r.get_bytes(&meta) || !r.get_zigzag(&c->created_at_us) || !r.get_zigzag(&c->updated_at_us)) {
     return false;
   }
   *num = static_cast<std::uint32_t>(n);
@@ -477,8 +477,13 @@ std::string ledger_key(std::uint32_t customer_num, std::uint64_t txn_seq) {
 }
 
 namespace {
-bool get_decimal(Reader& r, core::Decimal* d) { return get_i128(r, &d->units); }
-void put_decimal(std::string& out, core::Decimal d) { put_i128(out, d.units); }
+bool get_decimal(Reader& r, core::Decimal* d) {
+  return get_i128(r, &d->units);
+}
+
+void put_decimal(std::string& out, core::Decimal d) {
+  put_i128(out, d.units);
+}
 }  // namespace
 
 namespace {
@@ -505,9 +510,9 @@ bool get_ledger_record(Reader& r, std::uint8_t version, LedgerRecord* t) {
   std::string_view type, event_id, reservation_id, description;
   if (!r.get_varint(&t->seq) || !r.get_bytes(&type) || !get_decimal(r, &t->amount) ||
       !get_decimal(r, &t->before) || !get_decimal(r, &t->after) || !r.get_bytes(&event_id) ||
-      !r.get_varint(&t->grant_seq) || !r.get_bytes(&reservation_id) ||
-      !r.get_bytes(&description) || !r.get_zigzag(&t->created_at_us) ||
-      !r.get_zigzag(&t->expires_at_us) || !r.get_zigzag(&t->priority) ||
+      !r.get_varint(&t->grant_seq) || !r.get_bytes(&reservation_id) || !r.get_bytes(&description) ||
+      !r.get_zigzag(&t->created_at_us) || !r.get_zigzag(&t->expires_at_us) ||
+      !r.get_zigzag(&t->priority) ||
       (version >= kLedgerBlockVersion &&
        (!get_decimal(r, &t->held) || !r.get_zigzag(&t->period_start_us) ||
         !r.get_zigzag(&t->period_end_us)))) {
@@ -710,8 +715,8 @@ bool decode_price_version_key(std::string_view key, std::string_view* price_key,
   *price_key = rest.substr(0, rest.size() - 17);
   *effective_from = static_cast<core::TimeUs>(read_be64(rest.substr(rest.size() - 16)) ^
                                               (std::uint64_t{1} << 63));
-  *created_us = static_cast<core::TimeUs>(read_be64(rest.substr(rest.size() - 8)) ^
-                                          (std::uint64_t{1} << 63));
+  *created_us =
+      static_cast<core::TimeUs>(read_be64(rest.substr(rest.size() - 8)) ^ (std::uint64_t{1} << 63));
   return true;
 }
 
@@ -952,7 +957,9 @@ bool get_string(Reader& r, std::string* out) {
   return true;
 }
 
-bool get_int(Reader& r, std::int64_t* out) { return r.get_zigzag(out); }
+bool get_int(Reader& r, std::int64_t* out) {
+  return r.get_zigzag(out);
+}
 
 bool get_u32(Reader& r, std::uint32_t* out) {
   std::uint64_t v = 0;
@@ -965,8 +972,14 @@ bool get_u32(Reader& r, std::uint32_t* out) {
 
 }  // namespace
 
-std::string alert_key(std::uint64_t num) { return numbered_key(kAlertKeyPrefix, num); }
-std::string delivery_key(std::uint64_t num) { return numbered_key(kDeliveryKeyPrefix, num); }
+std::string alert_key(std::uint64_t num) {
+  return numbered_key(kAlertKeyPrefix, num);
+}
+
+std::string delivery_key(std::uint64_t num) {
+  return numbered_key(kDeliveryKeyPrefix, num);
+}
+
 std::string balance_low_key(std::uint32_t customer_num) {
   std::string k(kBalanceLowKeyPrefix);
   put_be32(k, customer_num);
@@ -976,13 +989,13 @@ std::string balance_low_key(std::uint32_t customer_num) {
 std::string encode_alert(const Alert& a) {
   std::string out;
   out += static_cast<char>(kRecordVersion);
-  for (const std::string* s : {&a.id, &a.customer, &a.kind, &a.level, &a.meter, &a.period,
-                               &a.limit, &a.limit_amount, &a.used, &a.percent,
-                               &a.threshold_amount, &a.balance}) {
+  for (const std::string* s :
+       {&a.id, &a.customer, &a.kind, &a.level, &a.meter, &a.period, &a.limit, &a.limit_amount,
+        &a.used, &a.percent, &a.threshold_amount, &a.balance}) {
     put_bytes(out, *s);
   }
-  for (std::int64_t v : {a.threshold_percent, a.window_start_us, a.window_end_us,
-                         a.created_at_us}) {
+  for (std::int64_t v :
+       {a.threshold_percent, a.window_start_us, a.window_end_us, a.created_at_us}) {
     put_zigzag(out, v);
   }
   return out;
@@ -994,15 +1007,15 @@ bool decode_alert(std::string_view value, Alert* a) {
   if (!r.get_u8(&version) || version != kRecordVersion) {
     return false;
   }
-  for (std::string* s : {&a->id, &a->customer, &a->kind, &a->level, &a->meter, &a->period,
-                         &a->limit, &a->limit_amount, &a->used, &a->percent,
-                         &a->threshold_amount, &a->balance}) {
+  for (std::string* s :
+       {&a->id, &a->customer, &a->kind, &a->level, &a->meter, &a->period, &a->limit,
+        &a->limit_amount, &a->used, &a->percent, &a->threshold_amount, &a->balance}) {
     if (!get_string(r, s)) {
       return false;
     }
   }
-  for (std::int64_t* v : {&a->threshold_percent, &a->window_start_us, &a->window_end_us,
-                          &a->created_at_us}) {
+  for (std::int64_t* v :
+       {&a->threshold_percent, &a->window_start_us, &a->window_end_us, &a->created_at_us}) {
     if (!get_int(r, v)) {
       return false;
     }

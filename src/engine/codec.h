@@ -47,16 +47,18 @@ struct BlockEvent {
   bool flagged = false;
   std::string_view id;
   std::string_view type;
+
   struct Prop {
     core::PropKind kind;
     std::string_view key;
     std::string_view text;
   };
+
   std::vector<Prop> props;
   bool priced = false;
   core::Decimal cost;
   core::Decimal credits;
-  std::uint32_t quantity = 1;  // core::Event::quantity
+  std::uint32_t quantity = 1;       // core::Event::quantity
   core::TimeUs received_at_us = 0;  // its block's (when it was committed, and priced)
 };
 
@@ -71,6 +73,7 @@ class EventBlockWriter {
   void add_stored(const BlockEvent& e);
   // Finishes the block; returns its value bytes. The writer can begin() again after.
   std::string finish();
+
   std::uint32_t count() const { return count_; }
 
  private:
@@ -87,6 +90,7 @@ struct BlockHeader {
   core::TimeUs received_at_us = 0;
   std::uint32_t count = 0;
 };
+
 template <typename Fn>
 bool decode_event_block(std::string_view value, BlockHeader* header, Fn&& fn);
 bool decode_event_block_header(Reader& r, BlockHeader* header);
@@ -115,8 +119,10 @@ struct DedupEntry {
   std::uint64_t seq = 0;
   std::uint32_t customer_num = 0;
 };
+
 std::string dedup_key(std::uint64_t first_seq);
-std::string encode_dedup_record(core::TimeUs received_at_us, const std::vector<DedupEntry>& entries);
+std::string encode_dedup_record(core::TimeUs received_at_us,
+                                const std::vector<DedupEntry>& entries);
 bool decode_dedup_record(std::string_view value, core::TimeUs* received_at_us,
                          std::vector<DedupEntry>* entries);
 
@@ -128,12 +134,14 @@ std::uint64_t dedup_hash(std::string_view customer, std::string_view id);
 std::string aggregate_key(std::string_view meter, std::uint32_t customer_num,
                           core::TimeUs minute_us, std::string_view group);
 std::string aggregate_meter_prefix(std::string_view meter);  // meter key + '\0'
+
 struct AggregateKey {
   std::string_view meter;
   std::uint32_t customer_num = 0;
   core::TimeUs minute_us = 0;
   std::string_view group;
 };
+
 bool decode_aggregate_key(std::string_view key, AggregateKey* out);
 std::string encode_agg_state(const core::AggState& s);
 bool decode_agg_state(std::string_view value, core::AggState* s);
@@ -141,6 +149,7 @@ bool decode_agg_state(std::string_view value, core::AggState* s);
 // Key: aggregate key's parts with the group length-prefixed, then the distinct value.
 std::string unique_key(std::string_view meter, std::uint32_t customer_num, core::TimeUs minute_us,
                        std::string_view group, std::string_view value);
+
 struct UniqueKey {
   std::string_view meter;
   std::uint32_t customer_num = 0;
@@ -148,6 +157,7 @@ struct UniqueKey {
   std::string_view group;
   std::string_view value;
 };
+
 bool decode_unique_key(std::string_view key, UniqueKey* out);
 
 // ---- customers and keys ---------------------------------------------------------------------
@@ -158,6 +168,7 @@ struct KeyRecord {
   ApiKeyInfo info;
   std::string hash;  // 32 raw bytes of SHA-256(secret)
 };
+
 std::string encode_key_record(const KeyRecord& k);
 bool decode_key_record(std::string_view value, KeyRecord* k);
 
@@ -167,6 +178,7 @@ bool decode_key_record(std::string_view value, KeyRecord* k);
 // each a LedgerTransaction without its customer (the key's number names it). A commit of many
 // burns writes one key per customer, not one per burn.
 std::string ledger_key(std::uint32_t customer_num, std::uint64_t last_txn_seq);
+
 // A transaction as stored: amounts as Decimals (formatted only when read through the API).
 struct LedgerRecord {
   std::uint64_t seq = 0;
@@ -188,6 +200,7 @@ struct LedgerRecord {
   core::TimeUs period_start_us = 0;
   core::TimeUs period_end_us = 0;
 };
+
 // The API's view of a record (customer left empty).
 LedgerTransaction to_transaction(const LedgerRecord& r);
 std::string encode_ledger_block(const std::vector<const LedgerRecord*>& txns);
@@ -205,6 +218,7 @@ struct GrantRecord {
   core::TimeUs expires_us = 0;
   core::TimeUs created_us = 0;
 };
+
 struct WalletRecord {
   core::Decimal balance;
   core::Decimal debt;  // usage burned beyond the grants: the negative part of the balance
@@ -213,6 +227,7 @@ struct WalletRecord {
   std::uint64_t transactions = 0;
   std::uint64_t last_txn_seq = 0;
 };
+
 std::string wallet_key(std::uint32_t customer_num);  // "wallet:" + be32
 inline constexpr std::string_view kWalletKeyPrefix = "wallet:";
 std::string encode_wallet(const WalletRecord& w);
@@ -235,11 +250,13 @@ bool decode_decimal(std::string_view value, core::Decimal* d);
 // version charges. Versions are only ever added.
 inline constexpr std::string_view kPriceLinePrefix = "price_line:";
 inline constexpr std::string_view kPriceVersionPrefix = "price_version:";
+
 struct PriceLineRecord {
   std::string meter;
   std::string event_type;
   std::vector<std::pair<std::string, std::string>> match;
 };
+
 std::string price_line_key(std::string_view price_key);
 std::string encode_price_line(const PriceLineRecord& r);
 bool decode_price_line(std::string_view value, PriceLineRecord* r);
@@ -262,6 +279,7 @@ bool decode_rerate(std::string_view value, core::Decimal* credits, core::TimeUs*
 // "reservation:" + id -> an open reservation, written when it is answered and deleted in the
 // write that commits, releases or expires it, so holds survive restarts and crashes.
 inline constexpr std::string_view kReservationKeyPrefix = "reservation:";
+
 struct ReservationRecord {
   std::uint32_t customer_num = 0;
   std::string meter;  // the meter's key
@@ -272,6 +290,7 @@ struct ReservationRecord {
   std::string event_id;  // the check's, or "" (the usage event then takes the reservation id)
   std::vector<std::pair<std::string, std::string>> properties;
 };
+
 std::string reservation_key(std::string_view id);
 std::string encode_reservation(const ReservationRecord& r);
 bool decode_reservation(std::string_view value, ReservationRecord* r);
@@ -306,6 +325,7 @@ inline constexpr char kArchiveUniqueTag = 'u';
 inline constexpr char kArchivePriceTag = 'p';
 inline constexpr char kArchiveManifestTag = 'm';
 std::string archived_event_key(std::uint32_t customer_num, std::uint64_t seq);
+
 struct ArchivedEventRecord {
   core::TimeUs received_at_us = 0;
   std::string id;
@@ -313,6 +333,7 @@ struct ArchivedEventRecord {
   bool priced = false;
   core::Decimal credits;
 };
+
 std::string encode_archived_event(const ArchivedEventRecord& r);
 bool decode_archived_event(std::string_view value, ArchivedEventRecord* r);
 // tag + archive id (be64) + inner key; with an empty inner key, the prefix of one archive's
@@ -325,6 +346,6 @@ inline constexpr std::string_view kMetaNextCustomer = "next_customer";
 inline constexpr std::string_view kMetaSchema = "schema";
 inline constexpr std::string_view kMetaNextTxn = "next_txn";
 inline constexpr std::string_view kMetaNextArchive = "next_archive";  // be64
-std::string meter_fingerprint_key(std::string_view meter);  // "meter:" + key
+std::string meter_fingerprint_key(std::string_view meter);            // "meter:" + key
 
 }  // namespace tally::engine

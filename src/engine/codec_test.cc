@@ -1,7 +1,7 @@
 // Tests of the on-disk record codecs. Quantities (a consuming check of N on a count meter)
 // round-trip, and blocks without them read as they always did. Damaged values: each decoder
-// must refuse them (false), never throw, crash or allocate by a count the value merely claims. The inputs are the ones
-// tests/fuzz/codec_fuzz.cc found, and their neighbours.
+// must refuse them (false), never throw, crash or allocate by a count the value merely claims. The
+// inputs are the ones tests/fuzz/codec_fuzz.cc found, and their neighbours.
 #include "engine/codec.h"
 
 #include <fstream>
@@ -85,7 +85,6 @@ TEST(CodecTest, WalletWithMoreGrantsOrHoldsThanBytesIsRefused) {
   EXPECT_EQ(w.holds[0].second, core::Decimal::from_int(5));
 }
 
-
 namespace tally::engine {
 namespace {
 
@@ -97,7 +96,8 @@ core::Event add_event(core::EventBatch& b, const char* id, std::uint32_t quantit
   e.time_us = 1'705'312'800'000'000;
   e.quantity = quantity;
   e.prop_begin = static_cast<std::uint32_t>(b.props().size());
-  b.props().push_back(core::Prop{b.add_text("service"), b.add_text("chat"), core::PropKind::kString});
+  b.props().push_back(
+      core::Prop{b.add_text("service"), b.add_text("chat"), core::PropKind::kString});
   e.prop_count = 1;
   b.events().push_back(e);
   return e;
@@ -174,7 +174,8 @@ TEST(CodecTest, ACorruptQuantityIsRefused) {
   EXPECT_FALSE(decode_event_block(block, &h, [](const BlockEvent&) {}));
 }
 
-// ---- reservations, price versions, re-ratings and ledger blocks of format 2 (issue #17) ----------
+// ---- reservations, price versions, re-ratings and ledger blocks of format 2 (issue #17)
+// ----------
 
 // Every strict prefix of a valid value is refused, and so is a wrong version byte.
 template <typename Decode>
@@ -308,15 +309,15 @@ TEST(CodecTest, LedgerBlocksOfFormatTwoCarryHeldAndPeriodsAndFormatOneStillReads
   std::string v1;
   v1 += '\x01';
   put_varint(v1, 1);
-  put_varint(v1, 3);                   // seq
-  v1 += varint(4) + "burn";            // type
+  put_varint(v1, 3);                    // seq
+  v1 += varint(4) + "burn";             // type
   v1 += decimal_bytes(-5'000'000'000);  // amount -5
-  v1 += decimal_bytes(0);              // before
+  v1 += decimal_bytes(0);               // before
   v1 += decimal_bytes(-5'000'000'000);  // after
-  v1 += varint(1) + "e";               // event id
-  put_varint(v1, 0);                   // grant seq
-  v1 += varint(0);                     // reservation id
-  v1 += varint(0);                     // description
+  v1 += varint(1) + "e";                // event id
+  put_varint(v1, 0);                    // grant seq
+  v1 += varint(0);                      // reservation id
+  v1 += varint(0);                      // description
   put_zigzag(v1, 1);
   put_zigzag(v1, 0);
   put_zigzag(v1, 0);
@@ -326,9 +327,8 @@ TEST(CodecTest, LedgerBlocksOfFormatTwoCarryHeldAndPeriodsAndFormatOneStillReads
   EXPECT_EQ(old[0].type, "burn");
   EXPECT_EQ(old[0].held.units, 0);
   EXPECT_EQ(old[0].period_end_us, 0);
-  expect_prefixes_refused(block, [](std::string_view x) {
-    return decode_ledger_block(x, [](LedgerRecord&&) {});
-  });
+  expect_prefixes_refused(
+      block, [](std::string_view x) { return decode_ledger_block(x, [](LedgerRecord&&) {}); });
 }
 
 }  // namespace
@@ -349,7 +349,9 @@ std::string hex(std::string_view bytes) {
   return out;
 }
 
-core::Decimal dec(std::int64_t units) { return core::Decimal{units}; }
+core::Decimal dec(std::int64_t units) {
+  return core::Decimal{units};
+}
 
 constexpr core::TimeUs kT = 1'737'370'800'000'000;  // 2025-01-20T11:00:00Z
 
@@ -366,15 +368,16 @@ std::vector<Record> records() {
 
   {
     const std::vector<DedupEntry> entries = {{0x1234, 100, 1}, {0xfeed, 101, 2}};
-    out.push_back({"dedup", encode_dedup_record(kT, entries), [](std::string_view v, std::string* o) {
-                     core::TimeUs at = 0;
-                     std::vector<DedupEntry> e;
-                     if (!decode_dedup_record(v, &at, &e)) {
-                       return false;
-                     }
-                     *o = encode_dedup_record(at, e);
-                     return true;
-                   }});
+    out.push_back(
+        {"dedup", encode_dedup_record(kT, entries), [](std::string_view v, std::string* o) {
+           core::TimeUs at = 0;
+           std::vector<DedupEntry> e;
+           if (!decode_dedup_record(v, &at, &e)) {
+             return false;
+           }
+           *o = encode_dedup_record(at, e);
+           return true;
+         }});
   }
   {
     core::AggState s;
@@ -463,19 +466,19 @@ std::vector<Record> records() {
     b.period_start_us = kT - 1000;
     b.period_end_us = kT + 1000;
     const std::vector<const LedgerRecord*> txns = {&a, &b};
-    out.push_back({"ledger_block", encode_ledger_block(txns),
-                   [](std::string_view v, std::string* o) {
-                     std::vector<LedgerRecord> read;
-                     if (!decode_ledger_block(v, [&](LedgerRecord&& r) { read.push_back(r); })) {
-                       return false;
-                     }
-                     std::vector<const LedgerRecord*> ptrs;
-                     for (const LedgerRecord& r : read) {
-                       ptrs.push_back(&r);
-                     }
-                     *o = encode_ledger_block(ptrs);
-                     return true;
-                   }});
+    out.push_back(
+        {"ledger_block", encode_ledger_block(txns), [](std::string_view v, std::string* o) {
+           std::vector<LedgerRecord> read;
+           if (!decode_ledger_block(v, [&](LedgerRecord&& r) { read.push_back(r); })) {
+             return false;
+           }
+           std::vector<const LedgerRecord*> ptrs;
+           for (const LedgerRecord& r : read) {
+             ptrs.push_back(&r);
+           }
+           *o = encode_ledger_block(ptrs);
+           return true;
+         }});
   }
   {
     WalletRecord w;
@@ -494,15 +497,15 @@ std::vector<Record> records() {
                      return true;
                    }});
   }
-  out.push_back({"decimal", encode_decimal(dec(-1'250'000'000)),
-                 [](std::string_view v, std::string* o) {
-                   core::Decimal d;
-                   if (!decode_decimal(v, &d)) {
-                     return false;
-                   }
-                   *o = encode_decimal(d);
-                   return true;
-                 }});
+  out.push_back(
+      {"decimal", encode_decimal(dec(-1'250'000'000)), [](std::string_view v, std::string* o) {
+         core::Decimal d;
+         if (!decode_decimal(v, &d)) {
+           return false;
+         }
+         *o = encode_decimal(d);
+         return true;
+       }});
   {
     PriceLineRecord p{"tokens", "llm.call", {{"model", "small"}, {"provider", "x"}}};
     out.push_back({"price_line", encode_price_line(p), [](std::string_view v, std::string* o) {
@@ -523,27 +526,27 @@ std::vector<Record> records() {
     s.package_size = dec(0);
     s.currency = "EUR";
     s.credits_per_currency_unit = dec(1'100'000'000);
-    out.push_back({"price_version", encode_price_version(s, false),
-                   [](std::string_view v, std::string* o) {
-                     core::PriceSpec d;
-                     bool ended = true;
-                     if (!decode_price_version(v, &d, &ended)) {
-                       return false;
-                     }
-                     *o = encode_price_version(d, ended);
-                     return true;
-                   }});
+    out.push_back(
+        {"price_version", encode_price_version(s, false), [](std::string_view v, std::string* o) {
+           core::PriceSpec d;
+           bool ended = true;
+           if (!decode_price_version(v, &d, &ended)) {
+             return false;
+           }
+           *o = encode_price_version(d, ended);
+           return true;
+         }});
   }
-  out.push_back({"rerate", encode_rerate(dec(3'000'000'000), kT),
-                 [](std::string_view v, std::string* o) {
-                   core::Decimal c;
-                   core::TimeUs at = 0;
-                   if (!decode_rerate(v, &c, &at)) {
-                     return false;
-                   }
-                   *o = encode_rerate(c, at);
-                   return true;
-                 }});
+  out.push_back(
+      {"rerate", encode_rerate(dec(3'000'000'000), kT), [](std::string_view v, std::string* o) {
+         core::Decimal c;
+         core::TimeUs at = 0;
+         if (!decode_rerate(v, &c, &at)) {
+           return false;
+         }
+         *o = encode_rerate(c, at);
+         return true;
+       }});
   {
     ReservationRecord r;
     r.customer_num = 7;
@@ -619,15 +622,15 @@ std::vector<Record> records() {
   }
   {
     ArchivedEventRecord r{kT, "ev_9", 3, true, dec(2'000'000'000)};
-    out.push_back({"archived_event", encode_archived_event(r),
-                   [](std::string_view v, std::string* o) {
-                     ArchivedEventRecord d;
-                     if (!decode_archived_event(v, &d)) {
-                       return false;
-                     }
-                     *o = encode_archived_event(d);
-                     return true;
-                   }});
+    out.push_back(
+        {"archived_event", encode_archived_event(r), [](std::string_view v, std::string* o) {
+           ArchivedEventRecord d;
+           if (!decode_archived_event(v, &d)) {
+             return false;
+           }
+           *o = encode_archived_event(d);
+           return true;
+         }});
   }
   {
     EventBlockWriter w;
@@ -727,8 +730,8 @@ TEST(CodecRecords, EveryRecordHasTheGoldenBytesOfDocsStorage) {
 TEST(CodecRecords, ATruncatedValueIsRefused) {
   for (const golden::Record& r : golden::records()) {
     std::string out;
-    for (std::size_t len : {std::size_t{0}, std::size_t{1}, std::size_t{2}, r.bytes.size() / 2,
-                            r.bytes.size() - 1}) {
+    for (std::size_t len :
+         {std::size_t{0}, std::size_t{1}, std::size_t{2}, r.bytes.size() / 2, r.bytes.size() - 1}) {
       EXPECT_FALSE(r.reencode(std::string_view(r.bytes).substr(0, len), &out))
           << r.name << " cut to " << len << " of " << r.bytes.size() << " bytes";
     }

@@ -86,7 +86,8 @@ void DedupIndex::prepare_growth(std::size_t extra) {
 
 void DedupIndex::grow() {
   // A prepared table holds exactly the current entries (every change went to both).
-  if (!prepared_.empty() && prepared_.size() > slots_.size() && !needs_growth_of(prepared_.size(), 1)) {
+  if (!prepared_.empty() && prepared_.size() > slots_.size() &&
+      !needs_growth_of(prepared_.size(), 1)) {
     slots_.swap(prepared_);
     prepared_ = {};
     return;

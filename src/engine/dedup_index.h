@@ -53,6 +53,7 @@ class DedupIndex {
                std::uint32_t customer_num);
 
   std::size_t size() const { return size_; }
+
   std::size_t bytes() const { return slots_.size() * sizeof(Slot); }
 
   // When `extra` more entries would make the table grow, builds the grown table beside the
@@ -66,11 +67,12 @@ class DedupIndex {
   };
 
  private:
-
   bool needs_growth(std::size_t extra) const { return needs_growth_of(slots_.size(), extra); }
+
   bool needs_growth_of(std::size_t slots, std::size_t extra) const {
     return (size_ + extra) * 10 > slots * 7;
   }
+
   // A table of `n` slots holding the entries of slots_.
   std::vector<Slot> rehashed(std::size_t n) const;
   void grow();

@@ -36,8 +36,8 @@ TEST(DedupIndexTest, PreparedGrowthIsTheSameIndexAsGrowthOnTheSpot) {
       }
       for (std::size_t i = 0; i < n; ++i, ++seq) {
         // Some true collisions: a few hashes repeat.
-        const std::uint64_t hash = (rng() % 50 == 0 && !want.empty()) ? want.begin()->first
-                                                                      : (rng() | 1);
+        const std::uint64_t hash =
+            (rng() % 50 == 0 && !want.empty()) ? want.begin()->first : (rng() | 1);
         index.insert(hash, seq, static_cast<std::uint32_t>(seq % 7));
         want.emplace(hash, seq);
       }

@@ -33,8 +33,8 @@ std::int64_t steady_us() {
 namespace engine {
 
 const std::vector<std::uint64_t>& Histogram::bounds_us() {
-  static const std::vector<std::uint64_t> kBounds = {100,    250,    500,     1000,   2500,
-                                                     5000,   10000,  25000,   50000,  100000,
+  static const std::vector<std::uint64_t> kBounds = {100,    250,    500,     1000,    2500,
+                                                     5000,   10000,  25000,   50000,   100000,
                                                      250000, 500000, 1000000, 2500000, 5000000};
   return kBounds;
 }
@@ -65,7 +65,9 @@ std::vector<std::uint64_t> Histogram::cumulative() const {
 
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Engine::~Engine() { impl_->stop(); }
+Engine::~Engine() {
+  impl_->stop();
+}
 
 Result<std::unique_ptr<Engine>> Engine::open(const EngineOptions& options) {
   return Impl::open(options, nullptr);
@@ -212,9 +214,13 @@ Result<std::unique_ptr<Engine>> Engine::Impl::open(const EngineOptions& options,
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
-const Clock& Engine::clock() const { return *impl_->clock; }
+const Clock& Engine::clock() const {
+  return *impl_->clock;
+}
 
-const config::Config& Engine::config() const { return impl_->config; }
+const config::Config& Engine::config() const {
+  return impl_->config;
+}
 
 Status Engine::Impl::check_plans_configured() const {
   // Fail closed: a customer whose plan left the config would be checked as unlimited.
@@ -230,14 +236,15 @@ Status Engine::Impl::check_plans_configured() const {
   }
   std::string message;
   for (const auto& [plan, n] : orphans) {
-    message += (message.empty() ? "" : "; ") + ("plan '" + plan + "' is used by " +
-                                                 std::to_string(n) + " customer" +
-                                                 (n == 1 ? "" : "s"));
+    message +=
+        (message.empty() ? "" : "; ") +
+        ("plan '" + plan + "' is used by " + std::to_string(n) + " customer" + (n == 1 ? "" : "s"));
   }
   return Status::invalid_argument(
-      message + " but is not in the configuration. Add it back to [[plans]], or say where its "
-                "customers go with [enforcement] replaced_plans = { " + orphans.begin()->first +
-      " = \"<a configured plan>\" }");
+      message +
+      " but is not in the configuration. Add it back to [[plans]], or say where its "
+      "customers go with [enforcement] replaced_plans = { " +
+      orphans.begin()->first + " = \"<a configured plan>\" }");
 }
 
 Status Engine::Impl::load() {
@@ -259,18 +266,19 @@ Status Engine::Impl::load() {
 
   // Customers.
   Status bad;
-  TALLY_TRY(store->scan(store::Space::kCustomers, "", "", [&](std::string_view, std::string_view v) {
-    engine::CustomerState cs;
-    if (!engine::decode_customer(v, &cs.num, &cs.record)) {
-      bad = Status::corruption("a customer record cannot be decoded");
-      return false;
-    }
-    auto tz = core::TimeZone::find(cs.record.timezone.empty() ? "UTC" : cs.record.timezone);
-    cs.tz = tz ? *tz : core::TimeZone();
-    customer_nums.emplace(cs.record.id, cs.num);
-    customers.emplace(cs.num, std::move(cs));
-    return true;
-  }));
+  TALLY_TRY(
+      store->scan(store::Space::kCustomers, "", "", [&](std::string_view, std::string_view v) {
+        engine::CustomerState cs;
+        if (!engine::decode_customer(v, &cs.num, &cs.record)) {
+          bad = Status::corruption("a customer record cannot be decoded");
+          return false;
+        }
+        auto tz = core::TimeZone::find(cs.record.timezone.empty() ? "UTC" : cs.record.timezone);
+        cs.tz = tz ? *tz : core::TimeZone();
+        customer_nums.emplace(cs.record.id, cs.num);
+        customers.emplace(cs.num, std::move(cs));
+        return true;
+      }));
   TALLY_TRY(bad);
 
   // Keys.
@@ -296,14 +304,15 @@ Status Engine::Impl::load() {
     std::string end = begin;
     ++end.back();
     store::WriteBatch stale;
-    TALLY_TRY(store->scan(store::Space::kMeta, begin, end, [&](std::string_view k, std::string_view) {
-      const std::string_view key = k.substr(begin.size());
-      if (std::none_of(meters.begin(), meters.end(),
-                       [&](const engine::MeterState& m) { return m.spec.key == key; })) {
-        stale.del(store::Space::kMeta, std::string(k));
-      }
-      return true;
-    }));
+    TALLY_TRY(
+        store->scan(store::Space::kMeta, begin, end, [&](std::string_view k, std::string_view) {
+          const std::string_view key = k.substr(begin.size());
+          if (std::none_of(meters.begin(), meters.end(),
+                           [&](const engine::MeterState& m) { return m.spec.key == key; })) {
+            stale.del(store::Space::kMeta, std::string(k));
+          }
+          return true;
+        }));
     if (!stale.empty()) {
       TALLY_TRY(write_store(stale, true));
     }
@@ -334,19 +343,20 @@ Status Engine::Impl::load() {
   for (std::uint32_t i = 0; i < meters.size(); ++i) {
     meter_index[meters[i].spec.key] = i;
   }
-  TALLY_TRY(store->scan(store::Space::kAggregates, "", "", [&](std::string_view k, std::string_view v) {
-    engine::AggregateKey ak;
-    core::AggState s;
-    if (!engine::decode_aggregate_key(k, &ak) || !engine::decode_agg_state(v, &s)) {
-      bad = Status::corruption("an aggregate record cannot be decoded");
-      return false;
-    }
-    auto it = meter_index.find(std::string(ak.meter));
-    if (it != meter_index.end()) {
-      install_state(it->second, ak.customer_num, intern_group(ak.group), ak.minute_us, s);
-    }
-    return true;
-  }));
+  TALLY_TRY(
+      store->scan(store::Space::kAggregates, "", "", [&](std::string_view k, std::string_view v) {
+        engine::AggregateKey ak;
+        core::AggState s;
+        if (!engine::decode_aggregate_key(k, &ak) || !engine::decode_agg_state(v, &s)) {
+          bad = Status::corruption("an aggregate record cannot be decoded");
+          return false;
+        }
+        auto it = meter_index.find(std::string(ak.meter));
+        if (it != meter_index.end()) {
+          install_state(it->second, ak.customer_num, intern_group(ak.group), ak.minute_us, s);
+        }
+        return true;
+      }));
   TALLY_TRY(bad);
   TALLY_TRY(store->scan(store::Space::kUniques, "", "", [&](std::string_view k, std::string_view) {
     engine::UniqueKey uk;
@@ -532,7 +542,8 @@ void Engine::Impl::start() {
       customer_nums.emplace(c.id, cs.num);
       customers.emplace(cs.num, std::move(cs));
     };
-    job->done = [](Status) {};
+    job->done = [](Status) {
+    };
     commit_queue.push_admin(std::move(job));
     seeded = true;
   }
@@ -572,17 +583,18 @@ Result<bool> Engine::Impl::read_stored_event(std::uint32_t customer_num, std::ui
   const std::string begin = engine::event_block_key(customer_num, seq);
   const std::string end = engine::event_block_key(customer_num + 1, 0);
   // A failed read is an error, never "not found": that would store a duplicate.
-  TALLY_TRY(store->scan(store::Space::kEvents, begin, end, [&](std::string_view, std::string_view v) {
-    engine::BlockHeader h;
-    decoded = engine::decode_event_block(v, &h, [&](const engine::BlockEvent& e) {
-      if (e.seq == seq) {
-        id->assign(e.id);
-        *received_at_us = h.received_at_us;
-        found = true;
-      }
-    });
-    return false;  // only the first block at or after seq can hold it
-  }));
+  TALLY_TRY(
+      store->scan(store::Space::kEvents, begin, end, [&](std::string_view, std::string_view v) {
+        engine::BlockHeader h;
+        decoded = engine::decode_event_block(v, &h, [&](const engine::BlockEvent& e) {
+          if (e.seq == seq) {
+            id->assign(e.id);
+            *received_at_us = h.received_at_us;
+            found = true;
+          }
+        });
+        return false;  // only the first block at or after seq can hold it
+      }));
   if (!decoded) {
     return Status::corruption("an event block cannot be decoded");
   }
@@ -635,8 +647,8 @@ void Engine::ingest_json_async(std::string body, const IngestOptions& options,
   if (!d.config.server.accept_unmetered_events && !d.metered_types.empty()) {
     po.known_types = &d.metered_types;
   }
-  po.nonnegative = options.negative_corrections ? &d.nonnegative_for_admins
-                                                : &d.nonnegative_for_customers;
+  po.nonnegative =
+      options.negative_corrections ? &d.nonnegative_for_admins : &d.nonnegative_for_customers;
   Status parsed = core::parse_events(body, po, &job->parsed);
   if (!parsed.ok()) {
     done(parsed);

@@ -50,8 +50,10 @@ namespace engine {
 
 struct StringHash {
   using is_transparent = void;
+
   std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
+
 using StringMap = std::unordered_map<std::string, std::uint32_t, StringHash, std::equal_to<>>;
 
 struct CustomerState {
@@ -139,11 +141,13 @@ class InFlightLog {
     }
     ++live_;
   }
+
   // The live entry of `token`, or null.
   const InFlight* find(std::uint64_t token) const {
     auto it = lower(entries_, token);
     return it != entries_.end() && it->token == token && it->live ? &it->f : nullptr;
   }
+
   // Erases `token`; false when it is not live.
   bool erase(std::uint64_t token) {
     auto it = lower(entries_, token);
@@ -160,6 +164,7 @@ class InFlightLog {
     }
     return true;
   }
+
   template <typename F>
   void for_each(F&& f) const {
     for (const auto& e : entries_) {
@@ -168,7 +173,9 @@ class InFlightLog {
       }
     }
   }
+
   std::size_t size() const { return live_; }
+
   bool empty() const { return live_ == 0; }
 
  private:
@@ -177,6 +184,7 @@ class InFlightLog {
     bool live;
     InFlight f;
   };
+
   template <typename Entries>
   static auto lower(Entries& entries, std::uint64_t token) -> decltype(entries.begin()) {
     if (!entries.empty() && entries.front().token == token) {
@@ -185,6 +193,7 @@ class InFlightLog {
     return std::lower_bound(entries.begin(), entries.end(), token,
                             [](const Entry& e, std::uint64_t t) { return e.token < t; });
   }
+
   std::deque<Entry> entries_;
   std::size_t live_ = 0;
 };
@@ -230,7 +239,7 @@ struct Reservation {
   std::uint64_t token = 0;
   std::vector<std::pair<std::string, std::string>> properties;
   std::string event_id;
-  core::Decimal credits;       // held from a prepaid wallet (its `hold` transaction)
+  core::Decimal credits;  // held from a prepaid wallet (its `hold` transaction)
   core::TimeUs created_us = 0;
   // Its record and hold are durable: only then may expiry close it (a close must follow its
   // open in the store).
@@ -271,8 +280,8 @@ using FiredKey = std::tuple<std::uint32_t, std::string, std::string, core::TimeU
 // A price (one meter and match) with its versions (prices.cc). Configured prices come first,
 // in config order, then prices the configuration no longer has, whose history is kept.
 struct PriceState {
-  core::PriceSpec spec;  // meter and match; the charges are the versions'
-  std::string key;       // meter + '#' + a number: names it in stored versions and usage
+  core::PriceSpec spec;     // meter and match; the charges are the versions'
+  std::string key;          // meter + '#' + a number: names it in stored versions and usage
   std::uint32_t meter = 0;  // Impl::kNoMeter when its meter is no longer configured
   std::string event_type;
   bool configured = true;
@@ -297,6 +306,7 @@ class Histogram {
   static const std::vector<std::uint64_t>& bounds_us();
   void record(std::uint64_t us);
   std::vector<std::uint64_t> cumulative() const;
+
   std::uint64_t sum_us() const { return sum_us_.load(std::memory_order_relaxed); }
 
  private:
@@ -325,15 +335,15 @@ struct Engine::Impl {
   std::vector<core::MeterSpec> value_meters;
   std::vector<const core::MeterSpec*> nonnegative_for_customers;
   std::vector<const core::MeterSpec*> nonnegative_for_admins;
-  engine::StringMap customer_nums;                       // id -> number
+  engine::StringMap customer_nums;                                     // id -> number
   std::unordered_map<std::uint32_t, engine::CustomerState> customers;  // number -> state
-  engine::StringMap group_ids;                           // group text -> id
-  std::deque<std::string> group_texts;                   // id -> group text
+  engine::StringMap group_ids;                                         // group text -> id
+  std::deque<std::string> group_texts;                                 // id -> group text
   std::unordered_map<std::string, std::unique_ptr<engine::KeyState>> keys_by_hash;
   std::unordered_map<std::string, engine::KeyState*> keys_by_id;
   std::uint64_t aggregates_live = 0;
-  std::vector<bool> meter_limited;  // per meter: some plan or override limits it
-  std::vector<engine::PriceState> prices;                   // fixed at open
+  std::vector<bool> meter_limited;         // per meter: some plan or override limits it
+  std::vector<engine::PriceState> prices;  // fixed at open
   // Per configured meter: the index of its hidden cost / credits meter, or kNoMeter.
   static constexpr std::uint32_t kNoMeter = ~std::uint32_t{0};
   std::vector<std::uint32_t> cost_meter;
@@ -365,6 +375,7 @@ struct Engine::Impl {
     core::WindowCount count;
     core::TimeUs end_us = 0;
   };
+
   std::mutex adhoc_mutex;
   std::unordered_map<std::string, AdHocWindow> adhoc_windows;
   std::size_t adhoc_sweep_at = 100'000;  // sweep ended windows when the map grows past this
@@ -406,8 +417,8 @@ struct Engine::Impl {
   std::unordered_map<std::string, std::uint64_t> delivery_nums;  // id -> number
   std::set<std::uint64_t> pending_deliveries;
   std::uint64_t deliveries_added = 0;
-  std::uint64_t deliveries_failed = 0;          // status "failed", stored
-  std::uint64_t delivery_attempts_failed = 0;   // since open
+  std::uint64_t deliveries_failed = 0;         // status "failed", stored
+  std::uint64_t delivery_attempts_failed = 0;  // since open
   bool alerts_closing = false;
 
   // ---- statistics ----------------------------------------------------------------------------
@@ -536,19 +547,20 @@ struct Engine::Impl {
   void write_ledger(const engine::LedgerWork& work, store::WriteBatch& wb) const;
   // Installs `work` into the live state. REQUIRES: state_mutex held exclusively.
   void install_ledger(engine::LedgerWork& work);
+
   // The ledger half of `tally verify`: chains, balances, and burns against the stored events
   // (priced again from scratch in `priced`, filled by the recompute hook).
   struct PricedEvent {
     core::Decimal stored;    // credits stored with the event
     core::Decimal computed;  // credits its prices give now
   };
+
   // `rerate_differences`: per customer, what its re-rated events are charged beyond their
   // stored credits, which its re-rating adjustments must take (add back when negative).
   void verify_ledger(
       const std::map<std::pair<std::uint32_t, std::string>, std::vector<PricedEvent>>& priced,
       const std::unordered_map<std::uint32_t, std::string>& ids,
-      const std::map<std::uint32_t, core::Decimal>& rerate_differences,
-      VerifyReport* report) const;
+      const std::map<std::uint32_t, core::Decimal>& rerate_differences, VerifyReport* report) const;
   // Applies an admin's wallet transaction to `work`. Errors: kInvalidArgument.
   Status apply_wallet_request(engine::LedgerWork& work, std::uint32_t customer_num,
                               const WalletTransactionRequest& req, core::TimeUs now);
@@ -599,6 +611,7 @@ struct Recomputed {
   std::uint64_t events = 0;
   std::vector<std::string> problems;  // duplicate ids, corrupt blocks
 };
+
 // An id stored twice for one customer is a problem only when the copies were received within
 // `dedup_window_us` of each other (0 = forever): after the window a copy is accepted again.
 // `on_event`, when set, sees every stored event in (customer, sequence) order with a one-event

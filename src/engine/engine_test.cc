@@ -1,16 +1,16 @@
 // Engine tests on the in-memory store (fast) and on RocksDB in a temp dir (durability):
 // ingest, dedup, queries across windows and zones, keys, and a randomized comparison of every
 // query with a brute-force recomputation.
-#include <tally/engine.h>
-
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <random>
 #include <set>
+
+#include <gtest/gtest.h>
+
+#include <tally/engine.h>
 
 #include "core/decimal.h"
 #include "core/time.h"
@@ -60,7 +60,9 @@ aggregation = "latest"
 value = "$.count"
 )";
 
-TimeUs at(const char* rfc3339) { return *core::parse_rfc3339(rfc3339); }
+TimeUs at(const char* rfc3339) {
+  return *core::parse_rfc3339(rfc3339);
+}
 
 std::unique_ptr<Engine> open_memory(const Clock* clock, const std::string& extra = "") {
   EngineOptions o;
@@ -132,7 +134,8 @@ TEST_F(EngineTest, DuplicatesWithinAndAcrossBatches) {
   EXPECT_EQ(r->accepted, 2u);  // ids are scoped per customer
   EXPECT_EQ(r->duplicates, 1u);
   EXPECT_STREQ(r->status(), "partial");
-  auto again = e->ingest_json(R"({"id":"x","customer":"c1","type":"api_call","properties":{"service":"chat"}})");
+  auto again = e->ingest_json(
+      R"({"id":"x","customer":"c1","type":"api_call","properties":{"service":"chat"}})");
   ASSERT_TRUE(again.has_value());
   EXPECT_EQ(again->accepted, 0u);
   EXPECT_EQ(again->duplicates, 1u);
@@ -154,7 +157,8 @@ TEST_F(EngineTest, AllOrNothingStoresNothingWhenOneEventIsAtFault) {
     {"id":"n1","customer":"c1","type":"api_call"},
     {"id":"n2","customer":"c1","type":"api_call","time":"yesterday"},
     {"id":"old","customer":"c9","type":"api_call"}
-  ]})", whole);
+  ]})",
+                          whole);
   ASSERT_TRUE(r.has_value()) << r.error().message();
   EXPECT_EQ(r->accepted, 0u);
   EXPECT_EQ(r->rejected, 5u);
@@ -209,13 +213,16 @@ TEST_F(EngineTest, AllOrNothingRefusesUnknownCustomersWhenAutoCreateIsOff) {
 
 TEST_F(EngineTest, IdempotencyKeyWinsOverEventId) {
   auto e = open_memory(&clock_);
-  auto first = e->ingest_json(R"({"events":[{"event_id":"e1","customer_id":"c","event_type":"api_call","service":"chat"}]})");
+  auto first = e->ingest_json(
+      R"({"events":[{"event_id":"e1","customer_id":"c","event_type":"api_call","service":"chat"}]})");
   ASSERT_TRUE(first.has_value());
   EXPECT_EQ(first->accepted, 1u);
-  auto keyed = e->ingest_json(R"({"events":[{"event_id":"e1","customer_id":"c","event_type":"api_call","idempotency_key":"k1"}]})");
+  auto keyed = e->ingest_json(
+      R"({"events":[{"event_id":"e1","customer_id":"c","event_type":"api_call","idempotency_key":"k1"}]})");
   ASSERT_TRUE(keyed.has_value());
   EXPECT_EQ(keyed->accepted, 1u);
-  auto keyed_again = e->ingest_json(R"({"events":[{"event_id":"e1","customer_id":"c","event_type":"api_call","idempotency_key":"k1"}]})");
+  auto keyed_again = e->ingest_json(
+      R"({"events":[{"event_id":"e1","customer_id":"c","event_type":"api_call","idempotency_key":"k1"}]})");
   ASSERT_TRUE(keyed_again.has_value());
   EXPECT_EQ(keyed_again->duplicates, 1u);
 }
@@ -245,8 +252,8 @@ TEST_F(EngineTest, InvalidEventsAreReportedAndValidOnesKept) {
 
 TEST_F(EngineTest, MalformedBodiesChangeNothing) {
   auto e = open_memory(&clock_);
-  for (const char* body : {"", "{", "[1,2", "{\"events\":[{\"id\":\"a\"}]", "\"x\"", "{\"events\":{}}",
-                           "{\"events\":[]} trailing", "{\"events\":[]}"}) {
+  for (const char* body : {"", "{", "[1,2", "{\"events\":[{\"id\":\"a\"}]", "\"x\"",
+                           "{\"events\":{}}", "{\"events\":[]} trailing", "{\"events\":[]}"}) {
     auto r = e->ingest_json(body);
     EXPECT_FALSE(r.has_value()) << body;
     if (!r) {
@@ -261,7 +268,9 @@ TEST_F(EngineTest, CustomerKeyCannotSendOtherCustomersEvents) {
   auto e = open_memory(&clock_);
   IngestOptions o;
   o.restrict_customer = "c1";
-  auto r = e->ingest_json(R"({"events":[{"id":"a","customer":"c1","type":"api_call"},{"id":"b","customer":"c2","type":"api_call"}]})", o);
+  auto r = e->ingest_json(
+      R"({"events":[{"id":"a","customer":"c1","type":"api_call"},{"id":"b","customer":"c2","type":"api_call"}]})",
+      o);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), StatusCode::kPermissionDenied);
   EXPECT_TRUE(e->list_customers().empty());
@@ -340,9 +349,17 @@ TEST_F(EngineTest, DayWindowsFollowTheZoneAcrossDst) {
 
 TEST_F(EngineTest, LatestFollowsEventTimeNotArrival) {
   auto e = open_memory(&clock_);
-  ASSERT_TRUE(e->ingest_json(R"({"id":"late","customer":"c","type":"gauge","time":"2025-01-10T10:00:00Z","properties":{"count":5}})").has_value());
-  ASSERT_TRUE(e->ingest_json(R"({"id":"early","customer":"c","type":"gauge","time":"2025-01-10T09:00:00Z","properties":{"count":9}})").has_value());
-  EXPECT_EQ(query_total(*e, "patients", "c", at("2025-01-10T00:00:00Z"), at("2025-01-11T00:00:00Z")), "5");
+  ASSERT_TRUE(
+      e->ingest_json(
+           R"({"id":"late","customer":"c","type":"gauge","time":"2025-01-10T10:00:00Z","properties":{"count":5}})")
+          .has_value());
+  ASSERT_TRUE(
+      e->ingest_json(
+           R"({"id":"early","customer":"c","type":"gauge","time":"2025-01-10T09:00:00Z","properties":{"count":9}})")
+          .has_value());
+  EXPECT_EQ(
+      query_total(*e, "patients", "c", at("2025-01-10T00:00:00Z"), at("2025-01-11T00:00:00Z")),
+      "5");
 }
 
 TEST_F(EngineTest, UniqueCountIsAUnionAcrossWindows) {
@@ -352,10 +369,14 @@ TEST_F(EngineTest, UniqueCountIsAUnionAcrossWindows) {
     {"id":"2","customer":"c","type":"api_call","time":"2025-01-10T11:00:00Z","properties":{"user":"u1"}},
     {"id":"3","customer":"c","type":"api_call","time":"2025-01-11T11:00:00Z","properties":{"user":"u2"}},
     {"id":"4","customer":"c","type":"api_call","time":"2025-01-11T11:30:00Z","properties":{"user":"u1"}}
-  ]})").has_value());
-  EXPECT_EQ(query_total(*e, "users", "c", at("2025-01-10T00:00:00Z"), at("2025-01-12T00:00:00Z")), "2");
-  EXPECT_EQ(query_total(*e, "users", "c", at("2025-01-10T10:00:00Z"), at("2025-01-11T11:15:00Z")), "2");
-  EXPECT_EQ(query_total(*e, "users", "c", at("2025-01-10T00:00:00Z"), at("2025-01-11T00:00:00Z")), "1");
+  ]})")
+                  .has_value());
+  EXPECT_EQ(query_total(*e, "users", "c", at("2025-01-10T00:00:00Z"), at("2025-01-12T00:00:00Z")),
+            "2");
+  EXPECT_EQ(query_total(*e, "users", "c", at("2025-01-10T10:00:00Z"), at("2025-01-11T11:15:00Z")),
+            "2");
+  EXPECT_EQ(query_total(*e, "users", "c", at("2025-01-10T00:00:00Z"), at("2025-01-11T00:00:00Z")),
+            "1");
 }
 
 TEST_F(EngineTest, DedupWindowExpires) {
@@ -470,9 +491,10 @@ TEST_F(EngineTest, QueryRowCapHoldsWithAndWithoutWindow) {
     std::string body = "[";
     for (int i = first; i < std::min(first + 10'000, kGroups); ++i) {
       body += (i == first ? "" : ",");
-      body += R"({"id":"r)" + std::to_string(i) +
-              R"(","customer":"c","type":"api_call","time":"2025-01-10T09:00:00Z","properties":{"service":"s)" +
-              std::to_string(i) + "\"}}";
+      body +=
+          R"({"id":"r)" + std::to_string(i) +
+          R"(","customer":"c","type":"api_call","time":"2025-01-10T09:00:00Z","properties":{"service":"s)" +
+          std::to_string(i) + "\"}}";
     }
     body += "]";
     auto r = e->ingest_json(std::move(body));
@@ -505,7 +527,8 @@ TEST_F(EngineTest, ListEventsPaginates) {
   auto e = open_memory(&clock_);
   std::string body = "{\"events\":[";
   for (int i = 0; i < 25; ++i) {
-    if (i > 0) body += ",";
+    if (i > 0)
+      body += ",";
     body += R"({"id":"e)" + std::to_string(i) + R"(","customer":")" + (i % 2 ? "odd" : "even") +
             R"(","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":)" +
             std::to_string(i) + R"(,"model":"m","nested":{"a":true}}})";
@@ -628,12 +651,14 @@ TEST_F(EngineTest, ListEventsBudgetEndsPagesEarlyAndCursorsResume) {
 TEST_F(EngineTest, RandomizedMatchesBruteForce) {
   auto e = open_memory(&clock_);
   std::mt19937_64 rng(20251123);
+
   struct Accepted {
     std::string customer;
     std::string model;
     TimeUs time;
     std::int64_t n;
   };
+
   std::map<std::pair<std::string, std::string>, Accepted> accepted;  // (customer, id) -> event
   const TimeUs base = at("2025-01-01T00:00:00Z");
   const char* zones[] = {"UTC", "Europe/Berlin", "Asia/Kolkata", "America/New_York"};
@@ -649,7 +674,8 @@ TEST_F(EngineTest, RandomizedMatchesBruteForce) {
       a.time = base + static_cast<TimeUs>(rng() % (40ull * 24 * 3600)) * core::kUsPerSecond;
       a.n = static_cast<std::int64_t>(rng() % 1000) - 100;
       const std::string id = "id" + std::to_string(rng() % 1500);  // collisions = duplicates
-      if (i > 0) body += ",";
+      if (i > 0)
+        body += ",";
       body += R"({"id":")" + id + R"(","customer":")" + a.customer +
               R"(","type":"tokens","time":")" + core::format_rfc3339(a.time) +
               R"(","properties":{"n":)" + std::to_string(a.n) + R"(,"model":")" + a.model + "\"}}";
@@ -680,7 +706,8 @@ TEST_F(EngineTest, RandomizedMatchesBruteForce) {
     // Brute force: per window start, sum / max of n.
     std::map<TimeUs, std::pair<std::int64_t, std::int64_t>> expect;  // start -> (sum, max)
     for (const auto& [key, a] : accepted) {
-      if (a.customer != customer || a.time < from || a.time >= to) continue;
+      if (a.customer != customer || a.time < from || a.time >= to)
+        continue;
       TimeUs ws = from;
       if (*window != '\0') {
         ws = core::window_start(a.time, *core::parse_window(window), *tz);
@@ -722,7 +749,9 @@ class EngineDiskTest : public EngineTest {
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
   }
+
   void TearDown() override { std::filesystem::remove_all(dir_); }
+
   std::unique_ptr<Engine> open(const std::string& config) {
     EngineOptions o;
     o.data_dir = dir_;
@@ -732,6 +761,7 @@ class EngineDiskTest : public EngineTest {
     EXPECT_TRUE(e.has_value()) << e.error().message();
     return e ? std::move(*e) : nullptr;
   }
+
   std::string dir_;
 };
 
@@ -740,7 +770,11 @@ TEST_F(EngineDiskTest, StateSurvivesReopen) {
   {
     auto e = open(kConfig);
     ASSERT_TRUE(e);
-    ASSERT_EQ(e->ingest_json(R"({"events":[{"id":"a","customer":"c","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":5,"model":"m"}},{"id":"b","customer":"c","type":"api_call","time":"2025-01-10T09:00:00Z","properties":{"user":"u"}}]})")->accepted, 2u);
+    ASSERT_EQ(
+        e->ingest_json(
+             R"({"events":[{"id":"a","customer":"c","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":5,"model":"m"}},{"id":"b","customer":"c","type":"api_call","time":"2025-01-10T09:00:00Z","properties":{"user":"u"}}]})")
+            ->accepted,
+        2u);
     NewApiKeyRequest r;
     r.customer = "c";
     auto k = e->create_key(r);
@@ -750,7 +784,11 @@ TEST_F(EngineDiskTest, StateSurvivesReopen) {
   }
   auto e = open(kConfig);
   ASSERT_TRUE(e);
-  EXPECT_EQ(e->ingest_json(R"({"id":"a","customer":"c","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":5,"model":"m"}})")->duplicates, 1u);
+  EXPECT_EQ(
+      e->ingest_json(
+           R"({"id":"a","customer":"c","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":5,"model":"m"}})")
+          ->duplicates,
+      1u);
   EXPECT_EQ(query_total(*e, "tokens", "c", 0, at("2025-02-01T00:00:00Z")), "5");
   EXPECT_EQ(query_total(*e, "users", "c", 0, at("2025-02-01T00:00:00Z")), "1");
   auto id = e->authenticate(secret);
@@ -766,7 +804,11 @@ TEST_F(EngineDiskTest, ChangedMeterIsRebuiltFromEvents) {
   {
     auto e = open(kConfig);
     ASSERT_TRUE(e);
-    ASSERT_EQ(e->ingest_json(R"({"events":[{"id":"a","customer":"c","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":5,"model":"m1"}},{"id":"b","customer":"c","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":7,"model":"m2"}}]})")->accepted, 2u);
+    ASSERT_EQ(
+        e->ingest_json(
+             R"({"events":[{"id":"a","customer":"c","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":5,"model":"m1"}},{"id":"b","customer":"c","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":7,"model":"m2"}}]})")
+            ->accepted,
+        2u);
   }
   const std::string changed = R"(
 [[meters]]
@@ -803,12 +845,20 @@ value = "$.n"
   {
     auto e = open(with_tokens);
     ASSERT_TRUE(e);
-    ASSERT_EQ(e->ingest_json(R"({"id":"a","customer":"c","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":5}})")->accepted, 1u);
+    ASSERT_EQ(
+        e->ingest_json(
+             R"({"id":"a","customer":"c","type":"tokens","time":"2025-01-10T09:00:00Z","properties":{"n":5}})")
+            ->accepted,
+        1u);
   }
   {
     auto e = open(only_calls);  // "tokens" removed: its events are stored, not aggregated
     ASSERT_TRUE(e);
-    ASSERT_EQ(e->ingest_json(R"({"id":"b","customer":"c","type":"tokens","time":"2025-01-11T09:00:00Z","properties":{"n":7}})")->accepted, 1u);
+    ASSERT_EQ(
+        e->ingest_json(
+             R"({"id":"b","customer":"c","type":"tokens","time":"2025-01-11T09:00:00Z","properties":{"n":7}})")
+            ->accepted,
+        1u);
   }
   auto e = open(with_tokens);  // re-added unchanged: rebuilt from every stored event
   ASSERT_TRUE(e);

@@ -19,10 +19,11 @@ class EngineDirTest : public ::testing::Test {
   EngineDirTest(const char* prefix, TimeUs start_us) : prefix_(prefix), clock_(start_us) {}
 
   void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           (prefix_ + std::to_string(std::random_device{}()));
+    dir_ =
+        std::filesystem::temp_directory_path() / (prefix_ + std::to_string(std::random_device{}()));
     std::filesystem::create_directories(dir_);
   }
+
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   // The engine's data directory, inside dir_ (which tests may use for other files).

@@ -111,9 +111,9 @@ CommitQueue::Taken CommitQueue::take(std::chrono::milliseconds idle_wait,
     return Taken::kGroup;
   }
   std::uint64_t events = 0;
-  while (!queue_.empty() && queue_.front().ingest &&
-         (out->ingest.empty() ||
-          events + queue_.front().ingest->parsed.batch.size() <= events_max)) {
+  while (
+      !queue_.empty() && queue_.front().ingest &&
+      (out->ingest.empty() || events + queue_.front().ingest->parsed.batch.size() <= events_max)) {
     events += queue_.front().ingest->parsed.batch.size();
     if (queue_.front().ingest.get() == open_check_job_) {
       open_check_job_ = nullptr;  // taken: later check events start a new job
@@ -203,6 +203,7 @@ class CommitIds {
     }
     return false;
   }
+
   // REQUIRES: !contains(hash, cnum, id).
   void add(std::uint64_t hash, std::uint32_t cnum, std::string_view id) {
     TALLY_DASSERT(hash != 0, "dedup_hash is never 0");
@@ -219,6 +220,7 @@ class CommitIds {
     std::uint32_t cnum = 0;
     std::string_view id;
   };
+
   void place(const Slot& slot) {
     const std::size_t mask = slots_.size() - 1;
     std::size_t i = slot.hash & mask;
@@ -227,6 +229,7 @@ class CommitIds {
     }
     slots_[i] = slot;
   }
+
   void grow() {
     std::vector<Slot> old(std::max<std::size_t>(64, slots_.size() * 2));
     old.swap(slots_);
@@ -236,6 +239,7 @@ class CommitIds {
       }
     }
   }
+
   std::vector<Slot> slots_;  // a power of two in size
   std::size_t size_ = 0;
 };
@@ -416,8 +420,8 @@ Status IngestCommit::read_stored_copies(const IngestJob& job) {
 void IngestCommit::fail_job(std::size_t j, const Status& read) {
   const IngestJob& job = *jobs_[j];
   const core::EventBatch& b = job.parsed.batch;
-  failed_[j] = Status(read.code(), "the events could not be checked for duplicates: " +
-                                       read.message());
+  failed_[j] =
+      Status(read.code(), "the events could not be checked for duplicates: " + read.message());
   // Its checks' usage is lost, as when a commit fails: free their holds.
   for (std::size_t i = 0; i < job.check_tokens.size() && i < b.size(); ++i) {
     auto it = d_.customer_nums.find(b.text(b.events()[i].customer));
@@ -585,16 +589,15 @@ bool IngestCommit::meter_event(const core::EventBatch& b, const core::Event& e,
         }
         core::Decimal cost;
         core::Decimal credits;
-        const core::TimeUs anchor =
-            c.state == nullptr                       ? now_
-            : c.state->record.billing_anchor_us != 0 ? c.state->record.billing_anchor_us
-                                                     : c.state->record.created_at_us;
+        const core::TimeUs anchor = c.state == nullptr ? now_
+                                    : c.state->record.billing_anchor_us != 0
+                                        ? c.state->record.billing_anchor_us
+                                        : c.state->record.created_at_us;
         if (d_.price_of(m, c.num, c.state != nullptr ? c.state->tz : kUtc, anchor, e.time_us,
                         input_.value, event_props_, &ledger_, &cost, &credits)) {
-          touched_[BucketKey{d_.cost_meter[m], c.num, gid, minute}].delta.add(cost, e.time_us,
-                                                                             seq);
-          touched_[BucketKey{d_.credits_meter[m], c.num, gid, minute}].delta.add(
-              credits, e.time_us, seq);
+          touched_[BucketKey{d_.cost_meter[m], c.num, gid, minute}].delta.add(cost, e.time_us, seq);
+          touched_[BucketKey{d_.credits_meter[m], c.num, gid, minute}].delta.add(credits, e.time_us,
+                                                                                 seq);
           priced = true;
           *event_cost += cost;
           *event_credits += credits;
@@ -618,8 +621,8 @@ void IngestCommit::note_unique(std::uint32_t m, std::uint32_t cnum, std::uint32_
     auto git = cit->second.find(gid);
     known = git != cit->second.end() && git->second.has_unique(minute, input_.unique);
   }
-  if (!known && std::find(t.new_uniques.begin(), t.new_uniques.end(), input_.unique) ==
-                    t.new_uniques.end()) {
+  if (!known &&
+      std::find(t.new_uniques.begin(), t.new_uniques.end(), input_.unique) == t.new_uniques.end()) {
     t.new_uniques.emplace_back(input_.unique);
   }
 }
@@ -826,8 +829,8 @@ void Engine::Impl::run_committer() {
   engine::CommitQueue::Group group;
   const std::chrono::microseconds gather(config.storage.commit_interval_us);
   for (;;) {
-    switch (commit_queue.take(engine::kIdleWait, gather, config.storage.commit_events_max,
-                              &group)) {
+    switch (
+        commit_queue.take(engine::kIdleWait, gather, config.storage.commit_events_max, &group)) {
       case engine::CommitQueue::Taken::kStop: {
         store::WriteBatch wb;
         if (disk.admit(*store, config.storage).ok()) {

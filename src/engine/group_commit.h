@@ -30,8 +30,9 @@ namespace tally::engine {
 struct ReservationOp {
   bool open = false;
   std::string id;
-  ReservationRecord record;  // open: the whole record; close: customer_num and credits
+  ReservationRecord record;       // open: the whole record; close: customer_num and credits
   std::uint64_t usage_token = 0;  // close by a commit: the token of its usage event, else 0
+
   enum Reason { kCommit, kRelease, kExpiry } reason = kCommit;  // of a close
 };
 
@@ -97,8 +98,9 @@ class CommitQueue {
 
   // ---- the commit thread ----
   struct Group {
-    std::unique_ptr<AdminJob> admin;            // an admin job, alone
+    std::unique_ptr<AdminJob> admin;                 // an admin job, alone
     std::vector<std::unique_ptr<IngestJob>> ingest;  // or ingest jobs, in queue order
+
     std::size_t jobs() const { return admin ? 1 : ingest.size(); }
   };
   enum class Taken { kGroup, kIdle, kStop };
@@ -126,8 +128,7 @@ class CommitQueue {
 };
 
 template <typename MakeJob, typename Fill>
-void CommitQueue::append_check_usage(std::size_t job_events_max, MakeJob&& make_job,
-                                     Fill&& fill) {
+void CommitQueue::append_check_usage(std::size_t job_events_max, MakeJob&& make_job, Fill&& fill) {
   bool fresh = false;
   {
     std::lock_guard lock(mutex_);

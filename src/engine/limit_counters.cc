@@ -52,17 +52,15 @@ LimitState rule_state(const core::LimitRule& r) {
   return s;
 }
 
-
 core::PeriodContext period_context(const engine::CustomerState& cs) {
   core::PeriodContext p;
   p.tz = cs.tz;
   p.billing_anchor_us =
       cs.record.billing_anchor_us != 0 ? cs.record.billing_anchor_us : cs.record.created_at_us;
-  p.trial_start_us = cs.record.trial_started_at_us != 0 ? cs.record.trial_started_at_us
-                                                        : cs.record.created_at_us;
+  p.trial_start_us =
+      cs.record.trial_started_at_us != 0 ? cs.record.trial_started_at_us : cs.record.created_at_us;
   return p;
 }
-
 
 // Everything a calendar window of `meter` depends on besides its rule and the time.
 engine::WindowContext window_context(const engine::CustomerState& cs, const core::PeriodContext& pc,
@@ -111,7 +109,6 @@ std::vector<engine::ResolvedRule> resolve_rules(const std::vector<core::LimitRul
   return out;
 }
 
-
 LimitState state_of(const Evaluation& ev, std::size_t i) {
   LimitState s = rule_state(ev.limits[i].rule());
   const core::LimitOutcome& o = ev.out[i];
@@ -123,7 +120,6 @@ LimitState state_of(const Evaluation& ev, std::size_t i) {
   s.reset_us = o.reset_us;
   return s;
 }
-
 
 // The answer's limit states, the evaluation's top as its deciding rule.
 void add_limit_states(const Evaluation& ev, CheckResult* out) {
@@ -138,7 +134,6 @@ void add_limit_states(const Evaluation& ev, CheckResult* out) {
 }
 
 // Evaluates one prepared check under the locks; on allow (and consume), applies it and, when it
-
 
 // The plan of a customer: its own, or the default; null when it has none.
 const core::Plan* plan_of(const config::Config& config, const Customer& c) {
@@ -188,8 +183,6 @@ std::vector<core::LimitRule> limits_of(const config::Config& config, const Custo
   return out;
 }
 
-
-
 // The limits of `meter` for a customer (limits_of), resolved once and kept while the plan and
 // the overrides stay the same: a plan or override change takes effect on the next check.
 // REQUIRES: state_mutex held (shared or exclusive) and limits_mutex held. The reference stays
@@ -205,7 +198,8 @@ const std::vector<engine::ResolvedRule>& resolved_rules(const Engine::Impl& d,
       break;
     }
   }
-  if (entry != nullptr && entry->plan == plan && same_overrides(entry->overrides, cs.record.overrides)) {
+  if (entry != nullptr && entry->plan == plan &&
+      same_overrides(entry->overrides, cs.record.overrides)) {
     return entry->rules;
   }
   if (entry == nullptr) {
@@ -265,8 +259,8 @@ LimitCounter* calendar_counter(const Engine::Impl& d, const engine::CustomerStat
   c.span = span;
   c.count_from_us = count_from;
   c.context = wc;
-  engine::combine_customer(d.meters[meter], cs.num, core::floor_to(count_from, core::kUsPerMinute), span.end, false,
-                           &c.committed, nullptr);
+  engine::combine_customer(d.meters[meter], cs.num, core::floor_to(count_from, core::kUsPerMinute),
+                           span.end, false, &c.committed, nullptr);
   cl.in_flight.for_each([&](std::uint64_t, const InFlight& f) {
     if (f.meter == meter && f.time_us >= count_from && f.time_us < span.end) {
       c.pending += f.amount;
@@ -275,7 +269,6 @@ LimitCounter* calendar_counter(const Engine::Impl& d, const engine::CustomerStat
   cl.counters.push_back(std::move(c));
   return &cl.counters.back();
 }
-
 
 namespace {
 
@@ -296,7 +289,8 @@ RateCounter* rate_counter(const Engine::Impl& d, const engine::CustomerState& cs
   core::AggState recent;
   const engine::MeterState& ms = d.meters[meter];
   engine::combine_customer(ms, cs.num, core::floor_to(now - period, core::kUsPerMinute),
-                           core::floor_to(now, core::kUsPerMinute) + core::kUsPerMinute, false, &recent, nullptr);
+                           core::floor_to(now, core::kUsPerMinute) + core::kUsPerMinute, false,
+                           &recent, nullptr);
   r.state.level = used_value(ms.spec.aggregation, recent);
   cl.in_flight.for_each([&](std::uint64_t, const InFlight& f) {
     if (f.meter == meter && f.time_us >= now - period) {
@@ -347,9 +341,8 @@ void evaluate(const Engine::Impl& d, const engine::CustomerState& cs, CustomerLi
     if (e.counter != nullptr) {
       x.used = used_value(agg, e.counter->committed) + e.counter->pending;
       x.window_start_us = e.counter->count_from_us;
-      x.reset_us = e.counter->span.end == std::numeric_limits<core::TimeUs>::max()
-                       ? 0
-                       : e.counter->span.end;
+      x.reset_us =
+          e.counter->span.end == std::numeric_limits<core::TimeUs>::max() ? 0 : e.counter->span.end;
     } else {
       core::Span span;
       core::period_span(rule, now, pc, &span);
@@ -385,7 +378,8 @@ void apply(CustomerLimits& cl, const std::vector<Evaluated>& ev, std::uint32_t m
 
 // Takes back what apply() did (for all-or-nothing batches).
 void unapply(CustomerLimits& cl, std::uint32_t meter, const core::Decimal& amount,
-             std::uint64_t token, const std::vector<std::pair<RateCounter*, core::RateState>>& rates) {
+             std::uint64_t token,
+             const std::vector<std::pair<RateCounter*, core::RateState>>& rates) {
   if (const InFlight* f = cl.in_flight.find(token)) {
     cl.credits_in_flight = cl.credits_in_flight - f->credits;
     for (auto& c : cl.counters) {
@@ -462,8 +456,9 @@ using engine::used_value;
 
 // ---- settle (commit thread) ------------------------------------------------------------------
 
-void Engine::Impl::settle_limits(const std::vector<engine::LimitDelta>& deltas,
-                                 const std::vector<std::pair<std::uint32_t, std::uint64_t>>& settled) {
+void Engine::Impl::settle_limits(
+    const std::vector<engine::LimitDelta>& deltas,
+    const std::vector<std::pair<std::uint32_t, std::uint64_t>>& settled) {
   std::lock_guard lock(limits_mutex);
   if (limits.empty()) {
     return;
@@ -474,7 +469,8 @@ void Engine::Impl::settle_limits(const std::vector<engine::LimitDelta>& deltas,
       continue;
     }
     for (auto& c : it->second.counters) {
-      if (c.meter == delta.meter && delta.time_us >= c.count_from_us && delta.time_us < c.span.end) {
+      if (c.meter == delta.meter && delta.time_us >= c.count_from_us &&
+          delta.time_us < c.span.end) {
         c.committed.add(delta.value, delta.time_us, delta.seq);
       }
     }
@@ -536,7 +532,6 @@ void Engine::Impl::expire_reservations(core::TimeUs now) {
   }
 }
 
-
 // ---- alerts ------------------------------------------------------------------------------------
 
 void Engine::Impl::limit_usages(const engine::CustomerState& cs, std::uint32_t meter,
@@ -557,10 +552,9 @@ void Engine::Impl::limit_usages(const engine::CustomerState& cs, std::uint32_t m
     if (c == nullptr) {
       continue;
     }
-    out->push_back(engine::LimitUsage{&resolved, used_value(agg, c->committed) + c->pending,
-                                      c->span});
+    out->push_back(
+        engine::LimitUsage{&resolved, used_value(agg, c->committed) + c->pending, c->span});
   }
 }
-
 
 }  // namespace tally

@@ -129,23 +129,30 @@ Result<CustomerSummaryPage> Engine::customer_summaries(const CustomerSummaryQuer
     }
   }
   auto key_less = [&q](const CustomerSummary& a, const CustomerSummary& b) {
-    if (q.sort == "name" && a.name != b.name) return a.name < b.name;
-    if (q.sort == "plan" && a.plan != b.plan) return a.plan < b.plan;
-    if (q.sort == "status" && a.status != b.status) return a.status < b.status;
+    if (q.sort == "name" && a.name != b.name)
+      return a.name < b.name;
+    if (q.sort == "plan" && a.plan != b.plan)
+      return a.plan < b.plan;
+    if (q.sort == "status" && a.status != b.status)
+      return a.status < b.status;
     if (q.sort == "usage" && a.max_percent != b.max_percent) {
       // No limit sorts lowest; percents compare as exact decimals.
-      if (a.max_percent.empty() || b.max_percent.empty()) return a.max_percent.empty();
+      if (a.max_percent.empty() || b.max_percent.empty())
+        return a.max_percent.empty();
       core::Decimal x;
       core::Decimal y;
-      const bool ok = core::try_parse_decimal(a.max_percent, &x) &&
-                      core::try_parse_decimal(b.max_percent, &y);
-      if (ok && x != y) return x < y;
+      const bool ok =
+          core::try_parse_decimal(a.max_percent, &x) && core::try_parse_decimal(b.max_percent, &y);
+      if (ok && x != y)
+        return x < y;
     }
     return false;
   };
   std::sort(rows.begin(), rows.end(), [&](const CustomerSummary& a, const CustomerSummary& b) {
-    if (key_less(a, b)) return !q.descending;
-    if (key_less(b, a)) return q.descending;
+    if (key_less(a, b))
+      return !q.descending;
+    if (key_less(b, a))
+      return q.descending;
     return a.id < b.id;  // ties by id, always ascending, so pages are stable
   });
   CustomerSummaryPage out;

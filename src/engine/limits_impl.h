@@ -20,7 +20,7 @@
 namespace tally::engine {
 
 // Bounds of a check, enforced by the engine (the HTTP layer does not repeat them).
-inline constexpr std::size_t kCheckBatchMax = 100;                // checks in one batch
+inline constexpr std::size_t kCheckBatchMax = 100;  // checks in one batch
 inline constexpr std::int64_t kReservationTtlSecondsMax = 7 * 86400;
 inline constexpr std::size_t kCheckPropertiesMax = 64;
 inline constexpr std::int64_t kCountAmountMax = 10'000;  // the most a check counts on a count meter
@@ -63,8 +63,10 @@ struct Evaluation {
   core::Verdict verdict;
 
   std::size_t size() const { return limits.size(); }
+
   // The most restrictive limit's index, -1 when there is none.
   int top() const { return verdict.top; }
+
   // After consumption (apply()): the outcomes as they stand now, and the new top.
   void consumed(const core::Decimal& amount, core::TimeUs now) {
     verdict.top = core::outcomes_after(in.data(), in.size(), amount, now, out.data());
@@ -84,9 +86,8 @@ const std::vector<ResolvedRule>& resolved_rules(const Engine::Impl& d, const Cus
                                                 const core::Plan* plan);
 // Finds or (re)builds the counter of a calendar limit. `wc` is window_context() of the meter.
 // Null, with *outside set, when now is outside every window of the rule (a trial that ended).
-LimitCounter* calendar_counter(const Engine::Impl& d, const CustomerState& cs,
-                               CustomerLimits& cl, std::uint32_t meter,
-                               const core::LimitRule& rule, core::TimeUs now,
+LimitCounter* calendar_counter(const Engine::Impl& d, const CustomerState& cs, CustomerLimits& cl,
+                               std::uint32_t meter, const core::LimitRule& rule, core::TimeUs now,
                                const core::PeriodContext& pc, const WindowContext& wc,
                                bool* outside);
 // Finds or builds the counters of every limit of `rules` and evaluates them for `amount` at
@@ -107,8 +108,7 @@ void unapply(CustomerLimits& cl, std::uint32_t meter, const core::Decimal& amoun
 bool drop_in_flight(CustomerLimits& cl, std::uint64_t token);
 // Frees a reservation's hold: its pending amount in the calendar counters, and what is left of
 // it in the rate buckets of its meter.
-void free_hold(const Engine::Impl& d, CustomerLimits& cl, const Reservation& res,
-               core::TimeUs now);
+void free_hold(const Engine::Impl& d, CustomerLimits& cl, const Reservation& res, core::TimeUs now);
 
 // ---- check.cc: usage of consumptions, into the commit queue ---------------------------------
 
@@ -129,8 +129,7 @@ struct Usage {
 // reservation ops `ops` (moved out); `waiter` (may be empty) is called when they are durable.
 // REQUIRES: no engine lock held.
 void enqueue_usage(Engine::Impl& d, const Usage* usage, std::size_t n,
-                   std::function<void(Status)> waiter,
-                   std::vector<ReservationOp>* ops = nullptr);
+                   std::function<void(Status)> waiter, std::vector<ReservationOp>* ops = nullptr);
 // enqueue_usage, then waits until the commit that takes them is durable; its status.
 // REQUIRES: no engine lock held.
 Status enqueue_and_wait(Engine::Impl& d, const Usage* usage, std::size_t n,
@@ -139,7 +138,6 @@ Status enqueue_and_wait(Engine::Impl& d, const Usage* usage, std::size_t n,
 ReservationOp open_op(const Engine::Impl& d, const std::string& id, const Reservation& res);
 // Puts a reservation whose close could not be written back in memory, holding again.
 // REQUIRES: no engine lock held.
-void restore_reservation(Engine::Impl& d, const std::string& id, Reservation res,
-                         core::TimeUs now);
+void restore_reservation(Engine::Impl& d, const std::string& id, Reservation res, core::TimeUs now);
 
 }  // namespace tally::engine

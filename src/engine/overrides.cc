@@ -12,8 +12,8 @@ using engine::LimitCounter;
 using engine::RateCounter;
 using engine::used_value;
 
-// ---- admin: overrides and resets -----------------------------------------------------------------
-
+// ---- admin: overrides and resets
+// -----------------------------------------------------------------
 
 Result<Customer> Engine::set_overrides(const std::string& customer,
                                        const std::vector<LimitOverride>& overrides) {
@@ -30,12 +30,14 @@ Result<Customer> Engine::set_overrides(const std::string& customer,
     }
     const auto idx = static_cast<std::size_t>(m - d.config.meters.data());
     if (!d.meter_limited[idx]) {
-      return Status::invalid_argument("overrides[" + std::to_string(i) + "].meter: limits apply "
+      return Status::invalid_argument("overrides[" + std::to_string(i) +
+                                      "].meter: limits apply "
                                       "to count, sum, latest and max meters");
     }
     Result<core::LimitRule> r = config::make_limit(o.meter, o.period, o.days, o.amount, o.hard);
     if (!r) {
-      return Status::invalid_argument("overrides[" + std::to_string(i) + "]: " + r.error().message());
+      return Status::invalid_argument("overrides[" + std::to_string(i) +
+                                      "]: " + r.error().message());
     }
   }
   auto updated = std::make_shared<Customer>();
@@ -139,7 +141,8 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
             (agg == core::Aggregation::kCount || agg == core::Aggregation::kSum)) {
           core::AggState minute;
           engine::combine_customer(ms, cs.num, core::floor_to(at, core::kUsPerMinute),
-                                   core::floor_to(at, core::kUsPerMinute) + core::kUsPerMinute, false, &minute, nullptr);
+                                   core::floor_to(at, core::kUsPerMinute) + core::kUsPerMinute,
+                                   false, &minute, nullptr);
           before_reset = used_value(agg, minute);
         }
         const core::PeriodContext pc = period_context(cs);

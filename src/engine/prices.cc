@@ -242,8 +242,8 @@ namespace {
 
 // What re-rating found, before it is written.
 struct RerateWork {
-  std::map<core::TimeUs, RepricePeriod> periods;         // by period start
-  std::map<core::TimeUs, core::Decimal> charged, rated;  // by period start
+  std::map<core::TimeUs, RepricePeriod> periods;                 // by period start
+  std::map<core::TimeUs, core::Decimal> charged, rated;          // by period start
   std::vector<std::pair<std::uint64_t, core::Decimal>> changed;  // seq -> new credits
   std::uint64_t events = 0;
 };
@@ -301,22 +301,22 @@ Result<RepriceReport> Engine::reprice(const RepriceRequest& request) {
     TALLY_TRY(repricer.seed_from_archives());
     core::EventBatch batch;
     TALLY_TRY(d.store->scan(
-        store::Space::kEvents, engine::event_block_key(cnum, 0), engine::event_block_key(cnum + 1, 0),
-        [&](std::string_view, std::string_view value) {
+        store::Space::kEvents, engine::event_block_key(cnum, 0),
+        engine::event_block_key(cnum + 1, 0), [&](std::string_view, std::string_view value) {
           engine::BlockHeader h;
           const bool ok = engine::decode_event_block(value, &h, [&](const engine::BlockEvent& be) {
             engine::stored_event_batch(request.customer, be, &batch);
             core::Decimal credits;
-            const bool priced =
-                repricer.price(cnum, be, batch, nullptr, &credits, nullptr, false);
+            const bool priced = repricer.price(cnum, be, batch, nullptr, &credits, nullptr, false);
             if (be.time_us < request.from_us || be.time_us >= request.to_us ||
                 (!priced && !be.priced)) {
               return;
             }
             ++work->events;
             auto it = rerated.find(be.seq);
-            const core::Decimal charged =
-                it != rerated.end() ? it->second : be.priced ? be.credits : core::Decimal{};
+            const core::Decimal charged = it != rerated.end() ? it->second
+                                          : be.priced         ? be.credits
+                                                              : core::Decimal{};
             if (credits == charged) {
               return;
             }
@@ -362,7 +362,8 @@ Result<RepriceReport> Engine::reprice(const RepriceRequest& request) {
       return Status();
     }
     for (const auto& [seq, credits] : work->changed) {
-      wb.put(store::Space::kMeta, engine::rerate_key(cnum, seq), engine::encode_rerate(credits, now));
+      wb.put(store::Space::kMeta, engine::rerate_key(cnum, seq),
+             engine::encode_rerate(credits, now));
     }
     d.write_ledger(*ledger, wb);
     return Status();

@@ -19,7 +19,9 @@
 namespace tally {
 namespace {
 
-TimeUs at(const char* rfc3339) { return *core::parse_rfc3339(rfc3339); }
+TimeUs at(const char* rfc3339) {
+  return *core::parse_rfc3339(rfc3339);
+}
 
 // 1 credit = 0.01 USD; `price` is the USD price of one call; `extra` adds entries.
 std::string config(const std::string& price, const std::string& extra = "") {
@@ -40,7 +42,8 @@ value = "$.gb"
 
 [[prices]]
 meter = "calls"
-unit_price = ")" + price + R"("
+unit_price = ")" +
+         price + R"("
 )" + extra;
 }
 
@@ -60,9 +63,11 @@ class PricesTest : public EngineDirTest {
     ASSERT_TRUE(r.has_value()) << r.error().message();
     EXPECT_EQ(r->rejected, 0u) << (r->errors.empty() ? "" : r->errors[0].message);
   }
+
   static std::string call(const std::string& id, const std::string& time) {
     return R"({"id":")" + id + R"(","customer":"acme","type":"call","time":")" + time + "\"}";
   }
+
   // The credits of each event, in event order.
   static std::map<std::string, std::string> credits(Engine& e) {
     e.flush();
@@ -77,12 +82,14 @@ class PricesTest : public EngineDirTest {
     }
     return out;
   }
+
   static void expect_verified(Engine& e) {
     e.flush();
     auto v = e.verify();
     ASSERT_TRUE(v.has_value()) << v.error().message();
     EXPECT_TRUE(v->ok()) << v->differences.front();
   }
+
   void create_acme(Engine& e) {
     Customer c;
     c.id = "acme";
@@ -206,12 +213,14 @@ unit_price = "0.01"
 TEST_F(PricesTest, RerateWritesOneAdjustmentPerPeriodEqualToABruteForceRecomputation) {
   // Random calls and storage over two billing periods, priced at 0.01 a call and graduated GB.
   std::mt19937_64 rng(7);
+
   struct Ev {
     std::string id;
     bool call;
     int gb;
     TimeUs time;
   };
+
   std::vector<Ev> events;
   clock_.set_us(at("2025-03-28T00:00:00Z"));  // after every event
   {
@@ -221,10 +230,11 @@ TEST_F(PricesTest, RerateWritesOneAdjustmentPerPeriodEqualToABruteForceRecomputa
       Ev ev{"e" + std::to_string(i), rng() % 2 == 0, static_cast<int>(rng() % 5),
             at("2025-02-05T00:00:00Z") + static_cast<TimeUs>(rng() % (50 * 86400)) * 1'000'000};
       events.push_back(ev);
-      ingest(*e, ev.call ? call(ev.id, core::format_rfc3339(ev.time))
-                         : R"({"id":")" + ev.id + R"(","customer":"acme","type":"storage","time":")" +
-                               core::format_rfc3339(ev.time) + R"(","properties":{"gb":)" +
-                               std::to_string(ev.gb) + "}}");
+      ingest(*e, ev.call
+                     ? call(ev.id, core::format_rfc3339(ev.time))
+                     : R"({"id":")" + ev.id + R"(","customer":"acme","type":"storage","time":")" +
+                           core::format_rfc3339(ev.time) + R"(","properties":{"gb":)" +
+                           std::to_string(ev.gb) + "}}");
     }
   }
   // A back-dated change: from 1 March a call costs 0.04 and GB tiers change. Commits after the
@@ -252,8 +262,7 @@ effective_from = "2025-03-01T00:00:00Z"
   const TimeUs to = at("2025-04-01T00:00:00Z");
   std::map<TimeUs, int> gb_used;  // period start -> GB so far
   auto period_of = [](TimeUs t) {
-    return t < at("2025-03-01T00:00:00Z") ? at("2025-02-01T00:00:00Z")
-                                           : at("2025-03-01T00:00:00Z");
+    return t < at("2025-03-01T00:00:00Z") ? at("2025-02-01T00:00:00Z") : at("2025-03-01T00:00:00Z");
   };
   auto graduated = [](int before, int gb, bool new_tiers) {
     auto cost = [&](int units) {
@@ -284,7 +293,8 @@ effective_from = "2025-03-01T00:00:00Z"
     }
   }
   double expected = 0;
-  for (const auto& [p, d] : difference) expected += d;
+  for (const auto& [p, d] : difference)
+    expected += d;
   ASSERT_NE(expected, 0) << "the change must matter for the test to mean anything";
 
   RepriceRequest req;
@@ -353,7 +363,8 @@ TEST_F(PricesTest, VerifyFailsOnAVersionAlteredOnDisk) {
     altered.unit_price = *core::parse_decimal("0.07");
     altered.credits_per_currency_unit = *core::parse_decimal("100");
     store::WriteBatch wb;
-    wb.put(store::Space::kMeta, engine::price_version_key("calls#0", INT64_MIN, at("2025-03-10T12:00:00Z")),
+    wb.put(store::Space::kMeta,
+           engine::price_version_key("calls#0", INT64_MIN, at("2025-03-10T12:00:00Z")),
            engine::encode_price_version(altered, false));
     ASSERT_TRUE((*s)->write(wb, true).ok());
   }
@@ -379,7 +390,9 @@ TEST_F(PricesTest, VerifyPassesAfterAPriceChangeArchiveAndRestore) {
     auto e = open_engine(config("0.01", kGraduated));
     create_acme(*e);
     ingest(*e, call("jan", "2025-01-20T10:00:00Z"));
-    ingest(*e, R"({"id":"g1","customer":"acme","type":"storage","time":"2025-01-21T10:00:00Z","properties":{"gb":8}})");
+    ingest(
+        *e,
+        R"({"id":"g1","customer":"acme","type":"storage","time":"2025-01-21T10:00:00Z","properties":{"gb":8}})");
     ingest(*e, call("mar", "2025-03-20T10:00:00Z"));
   }
   clock_.set_us(at("2025-03-29T00:00:00Z"));
@@ -391,7 +404,9 @@ tiers = [{ up_to = 10, unit_price = "3" }, { unit_price = "2" }]
 )")));
   // Late events on both sides of the change, one in January's tiers (8 GB used: 2 at 1, 1 at 0.5
   // under the version of its time).
-  ingest(*e, R"({"id":"g2","customer":"acme","type":"storage","time":"2025-01-22T10:00:00Z","properties":{"gb":3}})");
+  ingest(
+      *e,
+      R"({"id":"g2","customer":"acme","type":"storage","time":"2025-01-22T10:00:00Z","properties":{"gb":3}})");
   ingest(*e, call("late", "2025-03-28T10:00:00Z"));
   EXPECT_EQ(credits(*e).at("g2"), "250");
   EXPECT_EQ(credits(*e).at("late"), "1") << "before the change, made at 03-29";
@@ -404,7 +419,9 @@ tiers = [{ up_to = 10, unit_price = "3" }, { unit_price = "2" }]
   EXPECT_EQ(a->events, 3u);
   expect_verified(*e);
   // A January event arriving after the archive still continues January's tiers.
-  ingest(*e, R"({"id":"g3","customer":"acme","type":"storage","time":"2025-01-23T10:00:00Z","properties":{"gb":1}})");
+  ingest(
+      *e,
+      R"({"id":"g3","customer":"acme","type":"storage","time":"2025-01-23T10:00:00Z","properties":{"gb":1}})");
   EXPECT_EQ(credits(*e).at("g3"), "50");
   expect_verified(*e);
   ASSERT_TRUE(e->restore(a->manifest).has_value());

@@ -128,8 +128,7 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
       return Status::invalid_argument("measure must be units, cost or credits");
     }
     const auto base = static_cast<std::size_t>(m - d.meters.data());
-    const std::uint32_t hidden =
-        (q.measure == "cost" ? d.cost_meter : d.credits_meter)[base];
+    const std::uint32_t hidden = (q.measure == "cost" ? d.cost_meter : d.credits_meter)[base];
     if (hidden == Impl::kNoMeter) {
       return Status::invalid_argument("meter '" + q.meter + "' has no price, so no " + q.measure);
     }
@@ -238,8 +237,9 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
     const std::string rows = "the query has more than " + std::to_string(kQueryRowsMax) + " rows";
     return Status::resource_exhausted(
         window ? rows + "; narrow the range or use a larger window"
-               : rows + " (one per customer and group); narrow the range, name a customer, add "
-                        "filters or group by fewer properties");
+               : rows +
+                     " (one per customer and group); narrow the range, name a customer, add "
+                     "filters or group by fewer properties");
   };
   for (const auto& group : groups) {
     // Not a structured binding: clang before 16 cannot capture one in the lambda below.
@@ -348,8 +348,8 @@ Result<Period> Engine::billing_period(const std::string& customer, TimeUs at_us)
   if (cs == nullptr) {
     return Status::not_found("customer '" + customer + "' does not exist");
   }
-  const core::TimeUs anchor = cs->record.billing_anchor_us != 0 ? cs->record.billing_anchor_us
-                                                                : cs->record.created_at_us;
+  const core::TimeUs anchor =
+      cs->record.billing_anchor_us != 0 ? cs->record.billing_anchor_us : cs->record.created_at_us;
   Period p;
   core::billing_period_span(at_us, anchor, cs->tz, &p.start_us, &p.end_us);
   return p;
@@ -422,63 +422,63 @@ Result<EventPage> Engine::list_events(const EventListQuery& q) const {
   EventPage page;
   bool more = false;
   Status bad;
-  Status scanned = d.store->scan(store::Space::kEvents, begin, end, [&](std::string_view k,
-                                                                        std::string_view v) {
-    const std::uint32_t cnum = engine::read_be32(k);
-    engine::BlockHeader h;
-    bool stop = false;
-    const bool ok = engine::decode_event_block(v, &h, [&](const engine::BlockEvent& e) {
-      if (stop || (cnum == after_cnum && e.seq <= after_seq)) {
-        return;
-      }
-      if (deadline_us != 0 && ++examined % kBudgetCheckEvents == 0 &&
-          clock().now_us() >= deadline_us) {
-        more = true;  // out of time: the page ends before this event
-        stop = true;
-        return;
-      }
-      const bool wanted = (q.type.empty() || e.type == q.type) && e.time_us >= q.from_us &&
-                          (q.to_us == 0 || e.time_us < q.to_us);
-      if (wanted && page.events.size() == q.limit) {
-        more = true;  // the page is full: it ends before this event
-        stop = true;
-        return;
-      }
-      last_cnum = cnum;
-      last_seq = e.seq;
-      if (!wanted) {
-        return;
-      }
-      StoredEvent se;
-      se.id = e.id;
-      auto it = ids.find(cnum);
-      se.customer = it != ids.end() ? it->second : std::string();
-      se.type = e.type;
-      se.time_us = e.time_us;
-      se.received_at_us = h.received_at_us;
-      se.seq = e.seq;
-      se.flagged = e.flagged;
-      se.quantity = e.quantity;
-      se.priced = e.priced;
-      if (e.priced) {
-        se.cost = core::format_decimal(e.cost);
-        se.credits = core::format_decimal(e.credits);
-      }
-      for (const auto& p : e.props) {
-        EventProperty prop;
-        prop.key = p.key;
-        prop.text = p.text;
-        prop.kind = static_cast<EventProperty::Kind>(p.kind);
-        se.properties.push_back(std::move(prop));
-      }
-      page.events.push_back(std::move(se));
-    });
-    if (!ok) {
-      bad = Status::corruption("an event block cannot be decoded");
-      return false;
-    }
-    return !stop;
-  });
+  Status scanned =
+      d.store->scan(store::Space::kEvents, begin, end, [&](std::string_view k, std::string_view v) {
+        const std::uint32_t cnum = engine::read_be32(k);
+        engine::BlockHeader h;
+        bool stop = false;
+        const bool ok = engine::decode_event_block(v, &h, [&](const engine::BlockEvent& e) {
+          if (stop || (cnum == after_cnum && e.seq <= after_seq)) {
+            return;
+          }
+          if (deadline_us != 0 && ++examined % kBudgetCheckEvents == 0 &&
+              clock().now_us() >= deadline_us) {
+            more = true;  // out of time: the page ends before this event
+            stop = true;
+            return;
+          }
+          const bool wanted = (q.type.empty() || e.type == q.type) && e.time_us >= q.from_us &&
+                              (q.to_us == 0 || e.time_us < q.to_us);
+          if (wanted && page.events.size() == q.limit) {
+            more = true;  // the page is full: it ends before this event
+            stop = true;
+            return;
+          }
+          last_cnum = cnum;
+          last_seq = e.seq;
+          if (!wanted) {
+            return;
+          }
+          StoredEvent se;
+          se.id = e.id;
+          auto it = ids.find(cnum);
+          se.customer = it != ids.end() ? it->second : std::string();
+          se.type = e.type;
+          se.time_us = e.time_us;
+          se.received_at_us = h.received_at_us;
+          se.seq = e.seq;
+          se.flagged = e.flagged;
+          se.quantity = e.quantity;
+          se.priced = e.priced;
+          if (e.priced) {
+            se.cost = core::format_decimal(e.cost);
+            se.credits = core::format_decimal(e.credits);
+          }
+          for (const auto& p : e.props) {
+            EventProperty prop;
+            prop.key = p.key;
+            prop.text = p.text;
+            prop.kind = static_cast<EventProperty::Kind>(p.kind);
+            se.properties.push_back(std::move(prop));
+          }
+          page.events.push_back(std::move(se));
+        });
+        if (!ok) {
+          bad = Status::corruption("an event block cannot be decoded");
+          return false;
+        }
+        return !stop;
+      });
   TALLY_TRY(scanned);
   TALLY_TRY(bad);
   if (more) {

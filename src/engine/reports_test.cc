@@ -265,96 +265,98 @@ TEST_F(ReportsTest, StatsMatchBruteForce) {
       {at("2025-02-02T05:17:00Z"), at("2025-02-19T22:43:00Z")},
       {at("2025-02-03T00:00:00Z"), at("2025-02-19T00:00:00Z")}};
   for (const auto& range : ranges) {
-  const TimeUs from = range.first;
-  const TimeUs to = range.second;
-  for (const Case& c : cases) {
-    const std::string what = std::string(c.meter) + "/" + c.window + "/" + c.zone + "/" +
-                             c.customer + "/" + c.service + "/" + std::to_string(from);
-    StatsQuery q;
-    q.meter = c.meter;
-    q.window = c.window;
-    q.timezone = c.zone;
-    q.customer = c.customer;
-    q.from_us = from;
-    q.to_us = to;
-    q.peaks_max = 7;
-    if (*c.service != '\0')
-      q.filter.emplace_back("service", c.service);
-    auto r = e->meter_stats(q);
-    ASSERT_TRUE(r.has_value()) << what << ": " << r.error().message();
+    const TimeUs from = range.first;
+    const TimeUs to = range.second;
+    for (const Case& c : cases) {
+      const std::string what = std::string(c.meter) + "/" + c.window + "/" + c.zone + "/" +
+                               c.customer + "/" + c.service + "/" + std::to_string(from);
+      StatsQuery q;
+      q.meter = c.meter;
+      q.window = c.window;
+      q.timezone = c.zone;
+      q.customer = c.customer;
+      q.from_us = from;
+      q.to_us = to;
+      q.peaks_max = 7;
+      if (*c.service != '\0')
+        q.filter.emplace_back("service", c.service);
+      auto r = e->meter_stats(q);
+      ASSERT_TRUE(r.has_value()) << what << ": " << r.error().message();
 
-    const core::TimeZone tz = *core::TimeZone::find(c.zone);
-    const core::Window w = *core::parse_window(c.window);
-    const auto windows = brute_windows(from, to, w, tz);
-    const auto values = brute_values(events, c.meter, c.customer, c.service, windows, from, to);
-    std::vector<core::Decimal> sorted;
-    core::Decimal sum;
-    for (const auto& v : values) {
-      if (v) {
-        sorted.push_back(*v);
-        sum += *v;
+      const core::TimeZone tz = *core::TimeZone::find(c.zone);
+      const core::Window w = *core::parse_window(c.window);
+      const auto windows = brute_windows(from, to, w, tz);
+      const auto values = brute_values(events, c.meter, c.customer, c.service, windows, from, to);
+      std::vector<core::Decimal> sorted;
+      core::Decimal sum;
+      for (const auto& v : values) {
+        if (v) {
+          sorted.push_back(*v);
+          sum += *v;
+        }
+      }
+      std::sort(sorted.begin(), sorted.end());
+      ASSERT_FALSE(sorted.empty()) << what;
+      // Nearest rank: the value at position ceil(p/100 * n), counting from 1.
+      auto rank = [&](double p) {
+        std::size_t k = 1;
+        while (static_cast<double>(k) < p / 100.0 * static_cast<double>(sorted.size()))
+          ++k;
+        return dec(sorted[k - 1]);
+      };
+      EXPECT_EQ(r->windows, windows.size()) << what;
+      EXPECT_EQ(r->count, sorted.size()) << what;
+      EXPECT_EQ(r->sum, dec(sum)) << what;
+      EXPECT_EQ(r->avg, dec(core::divide_half_even(sum, static_cast<std::int64_t>(sorted.size()))))
+          << what;
+      EXPECT_EQ(r->min, dec(sorted.front())) << what;
+      EXPECT_EQ(r->max, dec(sorted.back())) << what;
+      EXPECT_EQ(r->median, rank(50)) << what;
+      EXPECT_EQ(r->p95, rank(95)) << what;
+      EXPECT_EQ(r->p99, rank(99)) << what;
+      expect_trend(r->window_over_window, windows, values, what + " wow");
+      const auto days = brute_windows(from, to, core::Window::kDay, tz);
+      expect_trend(r->day_over_day, days,
+                   brute_values(events, c.meter, c.customer, c.service, days, from, to),
+                   what + " dod");
+      // Peaks: the largest values among windows with events, earlier first among equals.
+      std::vector<std::size_t> order;
+      for (std::size_t i = 0; i < windows.size(); ++i) {
+        const auto one =
+            brute_values(events, "calls", c.customer, c.service, {windows[i]}, from, to);
+        const auto two = brute_values(events, "tokens_max", c.customer, "", {windows[i]}, from, to);
+        const bool is_call = std::string(c.meter) == "calls" || std::string(c.meter) == "users";
+        const bool has_events = is_call ? one[0]->units != 0 : two[0].has_value();
+        if (values[i] && has_events)
+          order.push_back(i);
+      }
+      std::stable_sort(order.begin(), order.end(),
+                       [&](std::size_t a, std::size_t b) { return *values[a] > *values[b]; });
+      ASSERT_EQ(r->peaks.size(), std::min<std::size_t>(order.size(), 7)) << what;
+      for (std::size_t i = 0; i < r->peaks.size(); ++i) {
+        EXPECT_EQ(r->peaks[i].window_start_us, windows[order[i]].start) << what;
+        EXPECT_EQ(r->peaks[i].value, text(values[order[i]])) << what;
+      }
+      // With one customer, each window's value is what a windowed query of that customer says.
+      if (*c.customer != '\0' && *c.service == '\0') {
+        MeterQuery mq;
+        mq.meter = c.meter;
+        mq.customer = c.customer;
+        mq.window = c.window;
+        mq.timezone = c.zone;
+        mq.from_us = from;
+        mq.to_us = to;
+        auto qr = e->query(mq);
+        ASSERT_TRUE(qr.has_value());
+        for (const auto& row : qr->rows) {
+          auto it = std::find_if(windows.begin(), windows.end(),
+                                 [&](const Span& s) { return s.start == row.window_start_us; });
+          ASSERT_NE(it, windows.end());
+          EXPECT_EQ(row.value, text(values[static_cast<std::size_t>(it - windows.begin())]))
+              << what;
+        }
       }
     }
-    std::sort(sorted.begin(), sorted.end());
-    ASSERT_FALSE(sorted.empty()) << what;
-    // Nearest rank: the value at position ceil(p/100 * n), counting from 1.
-    auto rank = [&](double p) {
-      std::size_t k = 1;
-      while (static_cast<double>(k) < p / 100.0 * static_cast<double>(sorted.size()))
-        ++k;
-      return dec(sorted[k - 1]);
-    };
-    EXPECT_EQ(r->windows, windows.size()) << what;
-    EXPECT_EQ(r->count, sorted.size()) << what;
-    EXPECT_EQ(r->sum, dec(sum)) << what;
-    EXPECT_EQ(r->avg, dec(core::divide_half_even(sum, static_cast<std::int64_t>(sorted.size()))))
-        << what;
-    EXPECT_EQ(r->min, dec(sorted.front())) << what;
-    EXPECT_EQ(r->max, dec(sorted.back())) << what;
-    EXPECT_EQ(r->median, rank(50)) << what;
-    EXPECT_EQ(r->p95, rank(95)) << what;
-    EXPECT_EQ(r->p99, rank(99)) << what;
-    expect_trend(r->window_over_window, windows, values, what + " wow");
-    const auto days = brute_windows(from, to, core::Window::kDay, tz);
-    expect_trend(r->day_over_day, days,
-                 brute_values(events, c.meter, c.customer, c.service, days, from, to),
-                 what + " dod");
-    // Peaks: the largest values among windows with events, earlier first among equals.
-    std::vector<std::size_t> order;
-    for (std::size_t i = 0; i < windows.size(); ++i) {
-      const auto one = brute_values(events, "calls", c.customer, c.service, {windows[i]}, from, to);
-      const auto two = brute_values(events, "tokens_max", c.customer, "", {windows[i]}, from, to);
-      const bool is_call = std::string(c.meter) == "calls" || std::string(c.meter) == "users";
-      const bool has_events = is_call ? one[0]->units != 0 : two[0].has_value();
-      if (values[i] && has_events)
-        order.push_back(i);
-    }
-    std::stable_sort(order.begin(), order.end(),
-                     [&](std::size_t a, std::size_t b) { return *values[a] > *values[b]; });
-    ASSERT_EQ(r->peaks.size(), std::min<std::size_t>(order.size(), 7)) << what;
-    for (std::size_t i = 0; i < r->peaks.size(); ++i) {
-      EXPECT_EQ(r->peaks[i].window_start_us, windows[order[i]].start) << what;
-      EXPECT_EQ(r->peaks[i].value, text(values[order[i]])) << what;
-    }
-    // With one customer, each window's value is what a windowed query of that customer says.
-    if (*c.customer != '\0' && *c.service == '\0') {
-      MeterQuery mq;
-      mq.meter = c.meter;
-      mq.customer = c.customer;
-      mq.window = c.window;
-      mq.timezone = c.zone;
-      mq.from_us = from;
-      mq.to_us = to;
-      auto qr = e->query(mq);
-      ASSERT_TRUE(qr.has_value());
-      for (const auto& row : qr->rows) {
-        auto it = std::find_if(windows.begin(), windows.end(),
-                               [&](const Span& s) { return s.start == row.window_start_us; });
-        ASSERT_NE(it, windows.end());
-        EXPECT_EQ(row.value, text(values[static_cast<std::size_t>(it - windows.begin())])) << what;
-      }
-    }
-  }
   }
 }
 

@@ -17,15 +17,15 @@
 namespace tally {
 
 using engine::CustomerLimits;
-using engine::Evaluation;
-using engine::ReservationOp;
-using engine::ReservationRecord;
-using engine::Usage;
 using engine::enqueue_and_wait;
+using engine::Evaluation;
 using engine::free_hold;
 using engine::kCountAmountMax;
+using engine::ReservationOp;
+using engine::ReservationRecord;
 using engine::resolve_rules;
 using engine::restore_reservation;
+using engine::Usage;
 using engine::used_value;
 
 Status Engine::Impl::load_reservations() {
@@ -72,7 +72,8 @@ Status Engine::Impl::load_reservations() {
     res.durable = true;
     engine::CustomerLimits& cl = limits[res.customer_num];
     // Counters are built later, from the aggregates and this in-flight log.
-    cl.in_flight.add(res.token, engine::InFlight{res.meter, res.created_us, res.amount, res.credits});
+    cl.in_flight.add(res.token,
+                     engine::InFlight{res.meter, res.created_us, res.amount, res.credits});
     cl.credits_in_flight += res.credits;
     reservations.emplace(std::move(id), std::move(res));
   }
@@ -80,10 +81,10 @@ Status Engine::Impl::load_reservations() {
   return Status();
 }
 
-void Engine::Impl::write_reservations(const std::vector<ReservationOp>& ops,
-                                      const std::unordered_map<std::uint64_t, core::Decimal>& burned,
-                                      engine::LedgerWork& work, store::WriteBatch& wb,
-                                      core::TimeUs now) {
+void Engine::Impl::write_reservations(
+    const std::vector<ReservationOp>& ops,
+    const std::unordered_map<std::uint64_t, core::Decimal>& burned, engine::LedgerWork& work,
+    store::WriteBatch& wb, core::TimeUs now) {
   for (const ReservationOp& op : ops) {
     const std::uint32_t cnum = op.record.customer_num;
     if (op.open) {
@@ -184,7 +185,8 @@ std::unordered_map<std::string, engine::Reservation>::iterator open_reservation(
 
 }  // namespace
 
-Result<CheckResult> Engine::commit_reservation(const std::string& id, const std::string& amount_text,
+Result<CheckResult> Engine::commit_reservation(const std::string& id,
+                                               const std::string& amount_text,
                                                const std::string& restrict_customer) {
   Impl& d = *impl_;
   // Its usage must reach the disk: refused, the reservation kept, while the disk reserve
@@ -212,7 +214,8 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id, const std:
     }
     const engine::MeterState& ms = d.meters[res.meter];
     if (ms.spec.aggregation == core::Aggregation::kCount &&
-        (amount.units % core::Decimal::kScale != 0 || amount > core::Decimal::from_int(kCountAmountMax))) {
+        (amount.units % core::Decimal::kScale != 0 ||
+         amount > core::Decimal::from_int(kCountAmountMax))) {
       return Status::invalid_argument("this meter counts events: amount must be a whole number");
     }
     d.reservations.erase(it);
@@ -224,7 +227,9 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id, const std:
     out.amount = amount;
     out.reservation_id = id;
     if (cs != nullptr) {
-      out.plan = engine::plan_of(d.config, cs->record) != nullptr ? engine::plan_of(d.config, cs->record)->key : "";
+      out.plan = engine::plan_of(d.config, cs->record) != nullptr
+                     ? engine::plan_of(d.config, cs->record)->key
+                     : "";
     }
     if (amount.units > 0 && cs != nullptr) {
       // The work is done: its actual usage is recorded whatever the limits say now.
@@ -254,7 +259,8 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id, const std:
       Evaluation after;
       evaluate(d, *cs, cl, res.meter, rules, core::Decimal{}, now, &after);
       for (std::size_t i = 0; i < after.size(); ++i) {
-        out.overage = out.overage || (!after.limits[i].rule().unlimited && after.out[i].headroom.units < 0);
+        out.overage =
+            out.overage || (!after.limits[i].rule().unlimited && after.out[i].headroom.units < 0);
       }
       add_limit_states(after, &out);
     }
@@ -302,6 +308,5 @@ Status Engine::release_reservation(const std::string& id, const std::string& res
   }
   return Status();
 }
-
 
 }  // namespace tally

@@ -42,6 +42,7 @@ class Series {
 
  private:
   using Sums = std::map<core::TimeUs, core::AggState>;
+
   const Sums& sums(core::TimeUs unit) const {
     return unit == core::kUsPerMinute ? minutes_ : unit == core::kUsPerHour ? hours_ : days_;
   }

@@ -10,10 +10,10 @@ namespace tally::engine {
 namespace {
 
 using core::AggState;
-using core::TimeUs;
 using core::kUsPerDay;
 using core::kUsPerHour;
 using core::kUsPerMinute;
+using core::TimeUs;
 
 const TimeUs kStart = 1'767'225'600 * core::kUsPerSecond;  // 2026-01-01T00:00:00Z
 

@@ -24,7 +24,6 @@ void stored_event_batch(std::string_view customer, const BlockEvent& be, core::E
   b->events().push_back(e);
 }
 
-
 void add_event_aggregates(const std::vector<core::MeterSpec>& meters, std::uint32_t cnum,
                           const BlockEvent& be, const core::EventBatch& b,
                           std::map<std::string, core::AggState>* aggregates,
@@ -68,12 +67,11 @@ Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& 
       auto [sit, first] = seen.try_emplace({cnum, std::string(be.id)}, h.received_at_us);
       if (!first) {
         // The commit accepts a copy again once the earlier one is older than the window.
-        const core::TimeUs apart = h.received_at_us > sit->second
-                                       ? h.received_at_us - sit->second
-                                       : sit->second - h.received_at_us;
+        const core::TimeUs apart = h.received_at_us > sit->second ? h.received_at_us - sit->second
+                                                                  : sit->second - h.received_at_us;
         if (dedup_window_us <= 0 || apart <= dedup_window_us) {
-          out->problems.push_back("event id '" + std::string(be.id) + "' of customer '" +
-                                  customer + "' is stored twice");
+          out->problems.push_back("event id '" + std::string(be.id) + "' of customer '" + customer +
+                                  "' is stored twice");
         }
         sit->second = h.received_at_us;
       }
@@ -107,20 +105,20 @@ Status Repricer::seed_from_archives() {
   }
   const std::string begin(1, kArchivePriceTag);
   const std::string end(1, static_cast<char>(kArchivePriceTag + 1));
-  return d_.store->scan(store::Space::kArchive, begin, end, [&](std::string_view k,
-                                                                 std::string_view v) {
-    std::string_view price;
-    std::uint32_t cnum = 0;
-    core::TimeUs start = 0;
-    core::Decimal units;
-    if (k.size() > 9 && decode_price_usage_key(k.substr(9), &price, &cnum, &start) &&
-        decode_decimal(v, &units)) {
-      if (auto it = index.find(price); it != index.end()) {
-        work_.price_usage[{it->second, cnum, start}] += units;  // a price since removed: skip
-      }
-    }
-    return true;
-  });
+  return d_.store->scan(
+      store::Space::kArchive, begin, end, [&](std::string_view k, std::string_view v) {
+        std::string_view price;
+        std::uint32_t cnum = 0;
+        core::TimeUs start = 0;
+        core::Decimal units;
+        if (k.size() > 9 && decode_price_usage_key(k.substr(9), &price, &cnum, &start) &&
+            decode_decimal(v, &units)) {
+          if (auto it = index.find(price); it != index.end()) {
+            work_.price_usage[{it->second, cnum, start}] += units;  // a price since removed: skip
+          }
+        }
+        return true;
+      });
 }
 
 bool Repricer::priced_by_removed_meter(std::string_view type) const {
@@ -165,8 +163,8 @@ bool Repricer::price(std::uint32_t cnum, const BlockEvent& be, const core::Event
       const core::TimeUs minute = core::floor_to(be.time_us, core::kUsPerMinute);
       (*hidden)[aggregate_key(d_.meters[d_.cost_meter[m]].spec.key, cnum, minute, group_)].add(
           cost, be.time_us, be.seq);
-      (*hidden)[aggregate_key(d_.meters[d_.credits_meter[m]].spec.key, cnum, minute, group_)]
-          .add(c, be.time_us, be.seq);
+      (*hidden)[aggregate_key(d_.meters[d_.credits_meter[m]].spec.key, cnum, minute, group_)].add(
+          c, be.time_us, be.seq);
     }
   }
   return any;
@@ -243,19 +241,20 @@ Result<VerifyReport> Engine::verify() const {
   std::map<std::uint32_t, core::Decimal> rerate_differences;
   VerifyReport report;
   const std::string rerate_begin(engine::kRerateKeyPrefix);
-  TALLY_TRY(d.store->scan(store::Space::kMeta, rerate_begin, engine::prefix_end(rerate_begin),
-                          [&](std::string_view key, std::string_view value) {
-                            core::Decimal credits;
-                            core::TimeUs at = 0;
-                            if (key.size() != rerate_begin.size() + 12 ||
-                                !engine::decode_rerate(value, &credits, &at)) {
-                              report.differences.push_back("a re-rating record cannot be decoded");
-                              return true;
-                            }
-                            const std::string_view k = key.substr(rerate_begin.size());
-                            rerates[{engine::read_be32(k), engine::read_be64(k.substr(4))}] = credits;
-                            return true;
-                          }));
+  TALLY_TRY(
+      d.store->scan(store::Space::kMeta, rerate_begin, engine::prefix_end(rerate_begin),
+                    [&](std::string_view key, std::string_view value) {
+                      core::Decimal credits;
+                      core::TimeUs at = 0;
+                      if (key.size() != rerate_begin.size() + 12 ||
+                          !engine::decode_rerate(value, &credits, &at)) {
+                        report.differences.push_back("a re-rating record cannot be decoded");
+                        return true;
+                      }
+                      const std::string_view k = key.substr(rerate_begin.size());
+                      rerates[{engine::read_be32(k), engine::read_be64(k.substr(4))}] = credits;
+                      return true;
+                    }));
   auto reprice = [&](std::uint32_t cnum, const engine::BlockEvent& be, const core::EventBatch& b) {
     core::Decimal credits;
     bool any = repricer.price(cnum, be, b, &hidden_aggregates, &credits, nullptr);
@@ -309,30 +308,30 @@ Result<VerifyReport> Engine::verify() const {
   };
 
   std::set<std::string> stored_keys;
-  Status s = d.store->scan(store::Space::kAggregates, "", "", [&](std::string_view k,
-                                                                  std::string_view v) {
-    engine::AggregateKey ak;
-    if (!engine::decode_aggregate_key(k, &ak) || meter_keys.count(std::string(ak.meter)) == 0) {
-      return true;  // a meter no longer configured
-    }
-    ++report.aggregates;
-    stored_keys.emplace(k);
-    core::AggState stored;
-    if (!engine::decode_agg_state(v, &stored)) {
-      report.differences.push_back(describe(k) + ": the stored aggregate cannot be decoded");
-      return true;
-    }
-    auto it = r.aggregates.find(std::string(k));
-    if (it == r.aggregates.end()) {
-      report.differences.push_back(describe(k) + ": stored aggregate has no events");
-    } else if (!(it->second == stored)) {
-      report.differences.push_back(describe(k) + ": stored count " + std::to_string(stored.count) +
-                                   " sum " + core::format_decimal(stored.sum) +
-                                   ", recomputed count " + std::to_string(it->second.count) +
-                                   " sum " + core::format_decimal(it->second.sum));
-    }
-    return true;
-  });
+  Status s =
+      d.store->scan(store::Space::kAggregates, "", "", [&](std::string_view k, std::string_view v) {
+        engine::AggregateKey ak;
+        if (!engine::decode_aggregate_key(k, &ak) || meter_keys.count(std::string(ak.meter)) == 0) {
+          return true;  // a meter no longer configured
+        }
+        ++report.aggregates;
+        stored_keys.emplace(k);
+        core::AggState stored;
+        if (!engine::decode_agg_state(v, &stored)) {
+          report.differences.push_back(describe(k) + ": the stored aggregate cannot be decoded");
+          return true;
+        }
+        auto it = r.aggregates.find(std::string(k));
+        if (it == r.aggregates.end()) {
+          report.differences.push_back(describe(k) + ": stored aggregate has no events");
+        } else if (!(it->second == stored)) {
+          report.differences.push_back(
+              describe(k) + ": stored count " + std::to_string(stored.count) + " sum " +
+              core::format_decimal(stored.sum) + ", recomputed count " +
+              std::to_string(it->second.count) + " sum " + core::format_decimal(it->second.sum));
+        }
+        return true;
+      });
   TALLY_TRY(s);
   for (const auto& [k, st] : r.aggregates) {
     if (stored_keys.count(k) == 0) {

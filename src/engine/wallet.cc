@@ -39,7 +39,9 @@ bool burns_before(const GrantRecord& a, const GrantRecord& b) {
   return a.txn_seq < b.txn_seq;
 }
 
-std::string text(core::Decimal d) { return core::format_decimal(d); }
+std::string text(core::Decimal d) {
+  return core::format_decimal(d);
+}
 
 // Takes up to `credits` from the grants in burn order; returns what they could not cover.
 core::Decimal take_from_grants(WalletRecord& w, core::Decimal credits) {
@@ -81,37 +83,38 @@ core::Decimal held_total(const WalletRecord& w) {
 
 Status Engine::Impl::load_wallets() {
   Status bad;
-  TALLY_TRY(store->scan(
-      store::Space::kMeta, engine::kWalletKeyPrefix, "wallet;",
-      [&](std::string_view key, std::string_view value) {
-        WalletRecord w;
-        if (key.size() != engine::kWalletKeyPrefix.size() + 4 || !engine::decode_wallet(value, &w)) {
-          bad = Status::corruption("a wallet record cannot be decoded");
-          return false;
-        }
-        wallets[engine::read_be32(key.substr(engine::kWalletKeyPrefix.size()))] = std::move(w);
-        return true;
-      }));
+  TALLY_TRY(store->scan(store::Space::kMeta, engine::kWalletKeyPrefix, "wallet;",
+                        [&](std::string_view key, std::string_view value) {
+                          WalletRecord w;
+                          if (key.size() != engine::kWalletKeyPrefix.size() + 4 ||
+                              !engine::decode_wallet(value, &w)) {
+                            bad = Status::corruption("a wallet record cannot be decoded");
+                            return false;
+                          }
+                          wallets[engine::read_be32(key.substr(engine::kWalletKeyPrefix.size()))] =
+                              std::move(w);
+                          return true;
+                        }));
   TALLY_TRY(bad);
-  TALLY_TRY(store->scan(
-      store::Space::kMeta, engine::kPriceUsagePrefix, "price_usage;",
-      [&](std::string_view key, std::string_view value) {
-        std::string_view price_key;
-        std::uint32_t cnum = 0;
-        core::TimeUs start = 0;
-        core::Decimal units;
-        if (!engine::decode_price_usage_key(key, &price_key, &cnum, &start) ||
-            !engine::decode_decimal(value, &units)) {
-          bad = Status::corruption("a price usage record cannot be decoded");
-          return false;
-        }
-        for (std::uint32_t i = 0; i < prices.size(); ++i) {
-          if (prices[i].key == price_key) {
-            price_usage[{i, cnum, start}] = units;
-          }
-        }
-        return true;  // a price no longer configured: its usage is kept but unused
-      }));
+  TALLY_TRY(
+      store->scan(store::Space::kMeta, engine::kPriceUsagePrefix, "price_usage;",
+                  [&](std::string_view key, std::string_view value) {
+                    std::string_view price_key;
+                    std::uint32_t cnum = 0;
+                    core::TimeUs start = 0;
+                    core::Decimal units;
+                    if (!engine::decode_price_usage_key(key, &price_key, &cnum, &start) ||
+                        !engine::decode_decimal(value, &units)) {
+                      bad = Status::corruption("a price usage record cannot be decoded");
+                      return false;
+                    }
+                    for (std::uint32_t i = 0; i < prices.size(); ++i) {
+                      if (prices[i].key == price_key) {
+                        price_usage[{i, cnum, start}] = units;
+                      }
+                    }
+                    return true;  // a price no longer configured: its usage is kept but unused
+                  }));
   TALLY_TRY(bad);
   auto next = store->get(store::Space::kMeta, engine::kMetaNextTxn);
   if (!next) {
@@ -250,8 +253,8 @@ void Engine::Impl::burn(LedgerWork& work, std::uint32_t customer_num, core::Deci
   append_txn(work, customer_num, core::Decimal{} - credits, std::move(t));
 }
 
-void Engine::Impl::adjust_wallet(LedgerWork& work, std::uint32_t customer_num,
-                                 core::Decimal amount, engine::LedgerRecord t, core::TimeUs now) {
+void Engine::Impl::adjust_wallet(LedgerWork& work, std::uint32_t customer_num, core::Decimal amount,
+                                 engine::LedgerRecord t, core::TimeUs now) {
   WalletRecord& w = work_wallet(work, customer_num, now);
   if (amount.units > 0) {
     GrantRecord g;
@@ -273,8 +276,9 @@ Status Engine::Impl::apply_wallet_request(LedgerWork& work, std::uint32_t custom
                                           const WalletTransactionRequest& req, core::TimeUs now) {
   const bool credit_type = req.type == "grant" || req.type == "top_up" || req.type == "refund";
   if (!credit_type && req.type != "adjustment") {
-    return Status::invalid_argument("type must be one of grant, top_up, refund, adjustment "
-                                    "(burns come from events)");
+    return Status::invalid_argument(
+        "type must be one of grant, top_up, refund, adjustment "
+        "(burns come from events)");
   }
   Result<core::Decimal> amount = core::parse_decimal(req.amount);
   if (!amount) {
@@ -304,7 +308,7 @@ Status Engine::Impl::apply_wallet_request(LedgerWork& work, std::uint32_t custom
     g.txn_seq = next_txn;  // the transaction appended below
     g.type = req.type;
     g.amount = *amount;
-    g.priority = req.priority >= 0 ? req.priority
+    g.priority = req.priority >= 0     ? req.priority
                  : req.type == "grant" ? kPromotionalPriority
                                        : kPaidPriority;
     g.expires_us = req.expires_at_us;
@@ -319,7 +323,7 @@ Status Engine::Impl::apply_wallet_request(LedgerWork& work, std::uint32_t custom
   t.description = req.description;
   t.created_at_us = now;
   t.expires_at_us = req.expires_at_us;
-  t.priority = req.priority >= 0 ? req.priority
+  t.priority = req.priority >= 0     ? req.priority
                : req.type == "grant" ? kPromotionalPriority
                                      : kPaidPriority;
   append_txn(work, customer_num, *amount, std::move(t));
@@ -390,19 +394,20 @@ void Engine::Impl::expire_grants(core::TimeUs now) {
 void Engine::Impl::verify_ledger(
     const std::map<std::pair<std::uint32_t, std::string>, std::vector<PricedEvent>>& priced,
     const std::unordered_map<std::uint32_t, std::string>& ids,
-    const std::map<std::uint32_t, core::Decimal>& rerate_differences,
-    VerifyReport* report) const {
+    const std::map<std::uint32_t, core::Decimal>& rerate_differences, VerifyReport* report) const {
   auto name = [&](std::uint32_t cnum) {
     auto it = ids.find(cnum);
     return it != ids.end() ? it->second : std::to_string(cnum);
   };
   // Burns per (customer, event id), in ledger order.
   std::map<std::pair<std::uint32_t, std::string>, std::vector<core::Decimal>> burns;
+
   // Per (customer, reservation id): its hold, what its commit burned, and what was released.
   struct HoldTrail {
     core::Decimal held, burned, released;
     int holds = 0, releases = 0;
   };
+
   std::map<std::pair<std::uint32_t, std::string>, HoldTrail> holds;
   std::map<std::uint32_t, core::Decimal> rerate_adjustments;  // re-rating adjustments' sum
   std::map<std::uint32_t, core::Decimal> sums;
@@ -448,12 +453,11 @@ void Engine::Impl::verify_ledger(
       burns[{cnum, t.event_id}].push_back(core::Decimal{} - t.amount);
     }
   };
-  Status scanned = store->scan(
-      store::Space::kLedger, "", "", [&](std::string_view key, std::string_view value) {
+  Status scanned =
+      store->scan(store::Space::kLedger, "", "", [&](std::string_view key, std::string_view value) {
         const std::uint32_t cnum = key.size() == 12 ? engine::read_be32(key) : 0;
-        if (key.size() != 12 ||
-            !engine::decode_ledger_block(
-                value, [&](engine::LedgerRecord&& t) { check_txn(cnum, t); })) {
+        if (key.size() != 12 || !engine::decode_ledger_block(
+                                    value, [&](engine::LedgerRecord&& t) { check_txn(cnum, t); })) {
           report->differences.push_back("a ledger block cannot be decoded");
         }
         return true;
@@ -465,17 +469,17 @@ void Engine::Impl::verify_ledger(
   // The open reservations' records: (customer, id) -> credits held.
   std::map<std::pair<std::uint32_t, std::string>, core::Decimal> open_reservations;
   const std::string rbegin(engine::kReservationKeyPrefix);
-  scanned = store->scan(store::Space::kMeta, rbegin, engine::prefix_end(rbegin),
-                        [&](std::string_view key, std::string_view value) {
-                          engine::ReservationRecord r;
-                          if (!engine::decode_reservation(value, &r)) {
-                            report->differences.push_back("a reservation record cannot be decoded");
-                          } else {
-                            open_reservations[{r.customer_num,
-                                               std::string(key.substr(rbegin.size()))}] = r.credits;
-                          }
-                          return true;
-                        });
+  scanned = store->scan(
+      store::Space::kMeta, rbegin, engine::prefix_end(rbegin),
+      [&](std::string_view key, std::string_view value) {
+        engine::ReservationRecord r;
+        if (!engine::decode_reservation(value, &r)) {
+          report->differences.push_back("a reservation record cannot be decoded");
+        } else {
+          open_reservations[{r.customer_num, std::string(key.substr(rbegin.size()))}] = r.credits;
+        }
+        return true;
+      });
   if (!scanned.ok()) {
     report->differences.push_back("the reservations cannot be read: " + scanned.message());
     return;
@@ -493,7 +497,8 @@ void Engine::Impl::verify_ledger(
       }
       if (w.balance != [&] {
             core::Decimal g;
-            for (const auto& x : w.grants) g += x.remaining;
+            for (const auto& x : w.grants)
+              g += x.remaining;
             return g - w.debt;
           }()) {
         report->differences.push_back("wallet of customer '" + name(cnum) +
@@ -543,8 +548,8 @@ void Engine::Impl::verify_ledger(
     }
     for (const auto& [k, credits] : open_reservations) {
       if (credits.units > 0) {
-        report->differences.push_back("reservation " + k.second + " of customer '" +
-                                      name(k.first) + "' holds " + text(credits) +
+        report->differences.push_back("reservation " + k.second + " of customer '" + name(k.first) +
+                                      "' holds " + text(credits) +
                                       " credits that no hold transaction holds");
       }
     }
@@ -558,8 +563,10 @@ void Engine::Impl::verify_ledger(
   // Re-rating: the adjustments of a customer take exactly what its re-rated events are charged
   // beyond their stored credits.
   std::set<std::uint32_t> rerated;
-  for (const auto& [cnum, sum] : rerate_adjustments) rerated.insert(cnum);
-  for (const auto& [cnum, sum] : rerate_differences) rerated.insert(cnum);
+  for (const auto& [cnum, sum] : rerate_adjustments)
+    rerated.insert(cnum);
+  for (const auto& [cnum, sum] : rerate_differences)
+    rerated.insert(cnum);
   for (std::uint32_t cnum : rerated) {
     const core::Decimal adjusted =
         rerate_adjustments.count(cnum) != 0 ? rerate_adjustments.at(cnum) : core::Decimal{};
@@ -657,8 +664,8 @@ Result<Wallet> Engine::wallet(const std::string& customer) {
 }
 
 Result<LedgerTransaction> Engine::wallet_transaction(const std::string& customer,
-                                                      const WalletTransactionRequest& req,
-                                                      const std::string& actor) {
+                                                     const WalletTransactionRequest& req,
+                                                     const std::string& actor) {
   Impl& d = *impl_;
   auto work = std::make_shared<LedgerWork>();
   Status s = engine::run_admin(
@@ -675,8 +682,12 @@ Result<LedgerTransaction> Engine::wallet_transaction(const std::string& customer
         engine::put_audit(
             d, wb, "wallet_transaction", customer, actor,
             [&](common::JsonWriter& w) {
-              w.key("transaction").value(t.id).key("type").value(t.type).key("amount").value(
-                  t.amount);
+              w.key("transaction")
+                  .value(t.id)
+                  .key("type")
+                  .value(t.type)
+                  .key("amount")
+                  .value(t.amount);
             },
             now);
         return Status();
@@ -746,10 +757,10 @@ Result<LedgerPage> Engine::wallet_transactions(const LedgerQuery& q) const {
     }
     cnum = cs->num;
   }
-  static constexpr std::string_view kTypes[] = {"grant",      "top_up", "burn",
-                                                "refund",     "adjustment", "expiry",
-                                                "hold",       "release"};
-  if (!q.type.empty() && std::find(std::begin(kTypes), std::end(kTypes), q.type) == std::end(kTypes)) {
+  static constexpr std::string_view kTypes[] = {"grant",      "top_up", "burn", "refund",
+                                                "adjustment", "expiry", "hold", "release"};
+  if (!q.type.empty() &&
+      std::find(std::begin(kTypes), std::end(kTypes), q.type) == std::end(kTypes)) {
     return Status::invalid_argument("type '" + q.type + "' is not a transaction type");
   }
   std::uint64_t after = 0;

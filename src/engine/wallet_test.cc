@@ -40,7 +40,9 @@ model = "graduated"
 tiers = [{ up_to = 10, unit_price = "1" }, { unit_price = "0.5" }]
 )";
 
-TimeUs at(const char* rfc3339) { return *core::parse_rfc3339(rfc3339); }
+TimeUs at(const char* rfc3339) {
+  return *core::parse_rfc3339(rfc3339);
+}
 
 constexpr const char* kStart = "2025-03-10T12:00:00Z";
 
@@ -82,7 +84,6 @@ class WalletTest : public EngineDirTest {
     ASSERT_TRUE(v.has_value()) << v.error().message();
     EXPECT_TRUE(v->ok()) << v->differences.front();
   }
-
 };
 
 TEST_F(WalletTest, ExpiringGrantsBurnFirstAndExpireWithAnExpiryTransaction) {
@@ -93,7 +94,7 @@ TEST_F(WalletTest, ExpiringGrantsBurnFirstAndExpireWithAnExpiryTransaction) {
   credit(*e, "acme", "top_up", "10");
   credit(*e, "acme", "grant", "5", at("2025-03-20T00:00:00Z"), 50);  // burns after priority 0
   credit(*e, "acme", "grant", "3", at("2025-03-15T00:00:00Z"), 50);  // same priority, sooner
-  credit(*e, "acme", "grant", "2");                                   // priority 0: first
+  credit(*e, "acme", "grant", "2");                                  // priority 0: first
   ingest(*e, R"({"events":[{"id":"a","customer":"acme","type":"call"},)"
              R"({"id":"b","customer":"acme","type":"call"},)"
              R"({"id":"c","customer":"acme","type":"call"},)"
@@ -160,10 +161,8 @@ TEST_F(WalletTest, AtomicTransactionsAreAllOrNoneAndOpenAWalletOnce) {
   EXPECT_EQ(e->wallet("acme")->balance, "12.5");
   ASSERT_TRUE(e->wallet_transactions_atomic("acme", {free}).has_value());
   EXPECT_EQ(e->wallet("acme")->balance, "15");
-  EXPECT_EQ(e->wallet_transactions_atomic("nobody", {free}).error().code(),
-            StatusCode::kNotFound);
-  EXPECT_EQ(e->wallet_transactions_atomic("acme", {}).error().code(),
-            StatusCode::kInvalidArgument);
+  EXPECT_EQ(e->wallet_transactions_atomic("nobody", {free}).error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(e->wallet_transactions_atomic("acme", {}).error().code(), StatusCode::kInvalidArgument);
   // The ledger chains with no gap left by the refused requests.
   auto txns = ledger(*e, "acme");
   ASSERT_EQ(txns.size(), 3u);
@@ -202,14 +201,20 @@ TEST_F(WalletTest, GraduatedPricesCountTheBillingPeriodAlsoAcrossARestart) {
     c.billing_anchor_us = at("2025-01-05T00:00:00Z");
     ASSERT_TRUE(e->create_customer(c).has_value());
     // 8 GB at 1 USD = 800 credits.
-    ingest(*e, R"({"id":"s1","customer":"acme","type":"storage","time":"2025-03-06T00:00:00Z","properties":{"gb":8}})");
+    ingest(
+        *e,
+        R"({"id":"s1","customer":"acme","type":"storage","time":"2025-03-06T00:00:00Z","properties":{"gb":8}})");
   }
   auto e = open();
   // 4 more GB in the same period (from 03-05): 2 at 1, 2 at 0.5 = 3 USD = 300 credits.
-  ingest(*e, R"({"id":"s2","customer":"acme","type":"storage","time":"2025-03-07T00:00:00Z","properties":{"gb":4}})");
+  ingest(
+      *e,
+      R"({"id":"s2","customer":"acme","type":"storage","time":"2025-03-07T00:00:00Z","properties":{"gb":4}})");
   // A new billing period (from 04-05) starts the tiers again: 1 GB at 1 USD.
   clock_.set_us(at("2025-04-06T00:00:00Z"));
-  ingest(*e, R"({"id":"s3","customer":"acme","type":"storage","time":"2025-04-05T10:00:00Z","properties":{"gb":1}})");
+  ingest(
+      *e,
+      R"({"id":"s3","customer":"acme","type":"storage","time":"2025-04-05T10:00:00Z","properties":{"gb":1}})");
   EventListQuery q;
   q.customer = "acme";
   auto page = e->list_events(q);
@@ -335,15 +340,16 @@ TEST_F(WalletTest, CorrectionsNeedAnAdminAndRefundInsteadOfBurning) {
   EXPECT_EQ(e->wallet("acme")->balance, "50");  // 5 x 0.01 USD x 1000 credits
   IngestOptions as_customer;
   as_customer.restrict_customer = "acme";
-  auto refused = e->ingest_json(
-      R"({"id":"fix-1","type":"correction","properties":{"units":-2}})", as_customer);
+  auto refused = e->ingest_json(R"({"id":"fix-1","type":"correction","properties":{"units":-2}})",
+                                as_customer);
   ASSERT_TRUE(refused.has_value());
   ASSERT_EQ(refused->errors.size(), 1u);
   EXPECT_EQ(refused->errors[0].code, "NEGATIVE_VALUE");
   IngestOptions as_admin;
   as_admin.negative_corrections = true;
   auto fixed = e->ingest_json(
-      R"({"id":"fix-1","customer":"acme","type":"correction","properties":{"units":-2}})", as_admin);
+      R"({"id":"fix-1","customer":"acme","type":"correction","properties":{"units":-2}})",
+      as_admin);
   ASSERT_TRUE(fixed.has_value());
   EXPECT_EQ(fixed->accepted, 1u);
   e->flush();

@@ -1,10 +1,10 @@
 // Exports: the row sources (events by page, aggregates from one query) and the CSV, JSON and
 // JSON Lines writers. The XLSX writer is in xlsx.cc, the only file that includes libxlsxwriter.
-#include <charconv>
 #include "export/export.h"
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 
 #include "common/json_writer.h"
 #include "config/config.h"
@@ -14,40 +14,55 @@
 namespace tally::exporter {
 
 std::optional<Format> parse_format(std::string_view text) {
-  if (text == "csv") return Format::kCsv;
-  if (text == "json") return Format::kJson;
-  if (text == "jsonl") return Format::kJsonl;
-  if (text == "xlsx") return Format::kXlsx;
+  if (text == "csv")
+    return Format::kCsv;
+  if (text == "json")
+    return Format::kJson;
+  if (text == "jsonl")
+    return Format::kJsonl;
+  if (text == "xlsx")
+    return Format::kXlsx;
   return std::nullopt;
 }
 
 std::optional<Kind> parse_kind(std::string_view text) {
-  if (text == "events") return Kind::kEvents;
-  if (text == "aggregates") return Kind::kAggregates;
+  if (text == "events")
+    return Kind::kEvents;
+  if (text == "aggregates")
+    return Kind::kAggregates;
   return std::nullopt;
 }
 
 const char* format_name(Format f) {
   switch (f) {
-    case Format::kCsv: return "csv";
-    case Format::kJson: return "json";
-    case Format::kJsonl: return "jsonl";
-    case Format::kXlsx: return "xlsx";
+    case Format::kCsv:
+      return "csv";
+    case Format::kJson:
+      return "json";
+    case Format::kJsonl:
+      return "jsonl";
+    case Format::kXlsx:
+      return "xlsx";
   }
   return "csv";
 }
 
-const char* kind_name(Kind k) { return k == Kind::kEvents ? "events" : "aggregates"; }
+const char* kind_name(Kind k) {
+  return k == Kind::kEvents ? "events" : "aggregates";
+}
 
 namespace {
 // 2025-01-17T14:30:00.25Z -> 20250117T143000Z (seconds precision, for file names).
 std::string compact_time(TimeUs t) {
   std::string out;
   for (char c : core::format_rfc3339(t)) {
-    if (c == '.') break;
-    if (c != '-' && c != ':') out += c;
+    if (c == '.')
+      break;
+    if (c != '-' && c != ':')
+      out += c;
   }
-  if (out.empty() || out.back() != 'Z') out += 'Z';
+  if (out.empty() || out.back() != 'Z')
+    out += 'Z';
   return out;
 }
 }  // namespace
@@ -61,10 +76,14 @@ std::string default_file_name(const ExportRequest& r, bool to_given, TimeUs now_
 
 const char* content_type(Format f) {
   switch (f) {
-    case Format::kCsv: return "text/csv; charset=utf-8; header=present";
-    case Format::kJson: return "application/json";
-    case Format::kJsonl: return "application/jsonl";
-    case Format::kXlsx: return "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+    case Format::kCsv:
+      return "text/csv; charset=utf-8; header=present";
+    case Format::kJson:
+      return "application/json";
+    case Format::kJsonl:
+      return "application/jsonl";
+    case Format::kXlsx:
+      return "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
   }
   return "application/octet-stream";
 }
@@ -76,7 +95,8 @@ void append_csv_field(std::string& out, std::string_view field) {
   }
   out += '"';
   for (char c : field) {
-    if (c == '"') out += '"';
+    if (c == '"')
+      out += '"';
     out += c;
   }
   out += '"';
@@ -85,15 +105,15 @@ void append_csv_field(std::string& out, std::string_view field) {
 // ---- sources (source.h) -------------------------------------------------------------------
 
 const std::vector<std::string>& event_columns() {
-  static const std::vector<std::string> kColumns = {
-      "id",   "customer", "type",    "time",      "received_at",
-      "flagged", "quantity", "cost", "credits", "properties"};
+  static const std::vector<std::string> kColumns = {"id",          "customer",  "type",     "time",
+                                                    "received_at", "flagged",   "quantity", "cost",
+                                                    "credits",     "properties"};
   return kColumns;
 }
 
 const std::vector<std::string>& aggregate_columns() {
   static const std::vector<std::string> kColumns = {"window_start", "window_end", "customer",
-                                                     "group", "value"};
+                                                    "group", "value"};
   return kColumns;
 }
 
@@ -101,15 +121,24 @@ void append_properties_json(std::string& out, const StoredEvent& e) {
   out += '{';
   bool first = true;
   for (const auto& p : e.properties) {
-    if (!first) out += ',';
+    if (!first)
+      out += ',';
     first = false;
     common::append_json_string(out, p.key);
     out += ':';
     switch (p.kind) {
-      case EventProperty::Kind::kString: common::append_json_string(out, p.text); break;
-      case EventProperty::Kind::kNumber: out += p.text; break;
-      case EventProperty::Kind::kBool: out += p.text == "true" ? "true" : "false"; break;
-      case EventProperty::Kind::kNull: out += "null"; break;
+      case EventProperty::Kind::kString:
+        common::append_json_string(out, p.text);
+        break;
+      case EventProperty::Kind::kNumber:
+        out += p.text;
+        break;
+      case EventProperty::Kind::kBool:
+        out += p.text == "true" ? "true" : "false";
+        break;
+      case EventProperty::Kind::kNull:
+        out += "null";
+        break;
     }
   }
   out += '}';
@@ -119,7 +148,8 @@ void append_group_json(std::string& out, const QueryRow& row) {
   out += '{';
   bool first = true;
   for (const auto& [k, v] : row.group) {
-    if (!first) out += ',';
+    if (!first)
+      out += ',';
     first = false;
     common::append_json_string(out, k);
     out += ':';
@@ -131,7 +161,8 @@ void append_group_json(std::string& out, const QueryRow& row) {
 Status validate(const Engine& engine, const ExportRequest& r) {
   if (!r.customer.empty()) {
     auto c = engine.get_customer(r.customer);
-    if (!c) return c.error();
+    if (!c)
+      return c.error();
   }
   const bool aggregates = r.kind == Kind::kAggregates;
   if (aggregates && r.meter.empty()) {
@@ -141,7 +172,8 @@ Status validate(const Engine& engine, const ExportRequest& r) {
     const auto meters = engine.meters();
     const bool known = std::any_of(meters.begin(), meters.end(),
                                    [&](const MeterInfo& m) { return m.key == r.meter; });
-    if (!known) return Status::not_found("meter '" + r.meter + "' does not exist");
+    if (!known)
+      return Status::not_found("meter '" + r.meter + "' does not exist");
   }
   if (aggregates && !r.type.empty()) {
     return Status::invalid_argument("'type' applies to kind 'events' only");
@@ -193,7 +225,8 @@ Result<std::unique_ptr<Source>> Source::open(const Engine& engine, const ExportR
   q.measure = r.measure;
   q.group_by = r.group_by;
   auto result = engine.query(q);
-  if (!result) return result.error();
+  if (!result)
+    return result.error();
   s->aggregates_ = std::move(result->rows);
   return s;
 }
@@ -204,20 +237,24 @@ bool Source::matches(const StoredEvent& e) const {
     const auto& key = filter.first;
     auto it = std::find_if(e.properties.begin(), e.properties.end(),
                            [&](const EventProperty& p) { return p.key == key; });
-    if (it == e.properties.end() || it->text != filter.second) return false;
+    if (it == e.properties.end() || it->text != filter.second)
+      return false;
   }
   return true;
 }
 
 Result<bool> Source::next_events(std::vector<StoredEvent>* page) {
   page->clear();
-  if (done_) return false;
+  if (done_)
+    return false;
   auto r = engine_.list_events(events_query_);
-  if (!r) return r.error();
+  if (!r)
+    return r.error();
   events_query_.cursor = std::move(r->next_cursor);
   done_ = events_query_.cursor.empty();
   for (auto& e : r->events) {
-    if (meter_filter_.empty() || matches(e)) page->push_back(std::move(e));
+    if (meter_filter_.empty() || matches(e))
+      page->push_back(std::move(e));
   }
   return !done_;
 }
@@ -233,7 +270,9 @@ bool Source::next_aggregates(std::span<const QueryRow>* rows) {
 
 namespace {
 
-void append_time(std::string& out, TimeUs t) { out += core::format_rfc3339(t); }
+void append_time(std::string& out, TimeUs t) {
+  out += core::format_rfc3339(t);
+}
 
 void append_uint(std::string& out, std::uint64_t v) {
   char digits[24];
@@ -245,6 +284,7 @@ void append_uint(std::string& out, std::uint64_t v) {
 struct TimeText {
   TimeUs at = -1;
   std::string text;
+
   void append(std::string& out, TimeUs t) {
     if (t != at) {
       at = t;
@@ -264,7 +304,8 @@ class TextExportImpl final : public TextExport {
   }
 
   Result<bool> next(std::string* out) override {
-    if (finished_) return false;
+    if (finished_)
+      return false;
     if (!started_) {
       started_ = true;
       write_header(*out);
@@ -272,17 +313,21 @@ class TextExportImpl final : public TextExport {
     bool more = false;
     if (source_->kind() == Kind::kEvents) {
       auto r = source_->next_events(&page_);
-      if (!r) return r.error();
+      if (!r)
+        return r.error();
       more = *r;
-      for (const auto& e : page_) write_event(*out, e);
+      for (const auto& e : page_)
+        write_event(*out, e);
     } else {
       std::span<const QueryRow> rows;
       more = source_->next_aggregates(&rows);
-      for (const auto& row : rows) write_aggregate(*out, row);
+      for (const auto& row : rows)
+        write_aggregate(*out, row);
     }
     if (!more) {
       finished_ = true;
-      if (format_ == Format::kJson) *out += rows_ == 0 ? "]\n" : "\n]\n";
+      if (format_ == Format::kJson)
+        *out += rows_ == 0 ? "]\n" : "\n]\n";
     }
     return more;
   }
@@ -297,7 +342,8 @@ class TextExportImpl final : public TextExport {
       const auto& columns =
           source_->kind() == Kind::kEvents ? event_columns() : aggregate_columns();
       for (std::size_t i = 0; i < columns.size(); ++i) {
-        if (i > 0) out += ',';
+        if (i > 0)
+          out += ',';
         out += columns[i];
       }
       out += "\r\n";
@@ -306,8 +352,10 @@ class TextExportImpl final : public TextExport {
 
   // JSON: one object per line after '[', separated by ",\n"; JSON Lines: one per line.
   void begin_json_row(std::string& out) {
-    if (format_ == Format::kJson) out += rows_ == 0 ? "\n" : ",\n";
+    if (format_ == Format::kJson)
+      out += rows_ == 0 ? "\n" : ",\n";
   }
+
   void end_row(std::string& out) {
     if (format_ == Format::kCsv) {
       out += "\r\n";
@@ -354,7 +402,8 @@ class TextExportImpl final : public TextExport {
     out += "\",\"received_at\":\"";
     received_text_.append(out, e.received_at_us);
     out += '"';
-    if (e.flagged) out += ",\"flagged\":true";
+    if (e.flagged)
+      out += ",\"flagged\":true";
     if (e.quantity != 1) {
       out += ",\"quantity\":";
       append_uint(out, e.quantity);
@@ -429,9 +478,10 @@ Result<std::unique_ptr<TextExport>> TextExport::open(const Engine& engine, Expor
     return Status::invalid_argument("format 'xlsx' is written to a file only (tally export)");
   }
   auto source = Source::open(engine, request);
-  if (!source) return source.error();
-  return std::unique_ptr<TextExport>(new TextExportImpl(std::move(*source), request.format,
-                                                        engine.config().credits.currency));
+  if (!source)
+    return source.error();
+  return std::unique_ptr<TextExport>(
+      new TextExportImpl(std::move(*source), request.format, engine.config().credits.currency));
 }
 
 }  // namespace tally::exporter

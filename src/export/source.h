@@ -12,7 +12,7 @@
 
 namespace tally::exporter {
 
-const std::vector<std::string>& event_columns();      // CSV and XLSX headers
+const std::vector<std::string>& event_columns();  // CSV and XLSX headers
 const std::vector<std::string>& aggregate_columns();
 // {"key":value,...} with numbers, booleans and nulls as stored.
 void append_properties_json(std::string& out, const StoredEvent& e);
@@ -26,6 +26,7 @@ class Source {
   static Result<std::unique_ptr<Source>> open(const Engine& engine, const ExportRequest& r);
 
   Kind kind() const { return kind_; }
+
   // Replaces *page with the next page of events (possibly empty, when the meter's filter drops
   // a whole page). Returns true while more may follow.
   Result<bool> next_events(std::vector<StoredEvent>* page);
@@ -34,6 +35,7 @@ class Source {
 
  private:
   Source(const Engine& engine, Kind kind) : engine_(engine), kind_(kind) {}
+
   bool matches(const StoredEvent& e) const;
 
   const Engine& engine_;

@@ -5,10 +5,10 @@
 // Cells: times, ids and JSON texts are strings; flagged is a boolean; value, cost and credits
 // are numbers (spreadsheets hold IEEE doubles: about 15 significant digits). A string longer
 // than a cell may hold (32,767 bytes) is cut at a UTF-8 character boundary.
-#include <xlsxwriter.h>
-
 #include <cstdlib>
 #include <string>
+
+#include <xlsxwriter.h>
 
 #include "core/time.h"
 #include "export/export.h"
@@ -23,18 +23,19 @@ constexpr std::size_t kCellBytesMax = 32767;
 
 class Workbook {
  public:
-  Workbook(const std::string& path, const char* sheet_name,
-           const std::vector<std::string>& header)
+  Workbook(const std::string& path, const char* sheet_name, const std::vector<std::string>& header)
       : sheet_name_(sheet_name), header_(header) {
     lxw_workbook_options options = {};
     options.constant_memory = LXW_TRUE;
     book_ = workbook_new_opt(path.c_str(), &options);
   }
+
   ~Workbook() {
     if (book_ != nullptr) {
       workbook_close(book_);  // only on an earlier error; the file is incomplete either way
     }
   }
+
   bool ok() const { return book_ != nullptr; }
 
   // Starts a new row, moving to a new worksheet (with the header) when this one is full.
@@ -45,10 +46,12 @@ class Workbook {
     ++row_;
     col_ = 0;
   }
+
   void string(std::string_view s) {
     if (s.size() > kCellBytesMax) {
       std::size_t n = kCellBytesMax;
-      while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+      while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80)
+        --n;
       s = s.substr(0, n);
     }
     if (!s.empty()) {
@@ -57,6 +60,7 @@ class Workbook {
     }
     ++col_;
   }
+
   void number(const std::string& decimal) {
     if (!decimal.empty()) {
       note(worksheet_write_number(sheet_, row_, col_, std::strtod(decimal.c_str(), nullptr),
@@ -64,6 +68,7 @@ class Workbook {
     }
     ++col_;
   }
+
   void boolean(bool b) {
     note(worksheet_write_boolean(sheet_, row_, col_, b ? 1 : 0, nullptr));
     ++col_;
@@ -93,10 +98,13 @@ class Workbook {
     sheet_ = workbook_add_worksheet(book_, name.c_str());
     row_ = 0;
     col_ = 0;
-    for (const auto& h : header_) string(h);
+    for (const auto& h : header_)
+      string(h);
   }
+
   void note(lxw_error e) {
-    if (e != LXW_NO_ERROR && error_ == LXW_NO_ERROR) error_ = e;
+    if (e != LXW_NO_ERROR && error_ == LXW_NO_ERROR)
+      error_ = e;
   }
 
   lxw_workbook* book_ = nullptr;
@@ -116,12 +124,14 @@ Result<std::uint64_t> write_xlsx(const Engine& engine, const ExportRequest& requ
                                  const std::string& path,
                                  const std::function<void(std::uint64_t)>& progress) {
   auto opened = Source::open(engine, request);
-  if (!opened) return opened.error();
+  if (!opened)
+    return opened.error();
   Source& source = **opened;
   const bool events = source.kind() == Kind::kEvents;
   const auto& header = events ? event_columns() : aggregate_columns();
   Workbook book(path, kind_name(request.kind), header);
-  if (!book.ok()) return Status::io_error("cannot create " + path);
+  if (!book.ok())
+    return Status::io_error("cannot create " + path);
   std::uint64_t rows = 0;
   std::string text;
   bool more = true;
@@ -129,7 +139,8 @@ Result<std::uint64_t> write_xlsx(const Engine& engine, const ExportRequest& requ
   while (more) {
     if (events) {
       auto r = source.next_events(&page);
-      if (!r) return r.error();
+      if (!r)
+        return r.error();
       more = *r;
       for (const auto& e : page) {
         book.begin_row();
@@ -162,7 +173,8 @@ Result<std::uint64_t> write_xlsx(const Engine& engine, const ExportRequest& requ
         ++rows;
       }
     }
-    if (progress) progress(rows);
+    if (progress)
+      progress(rows);
   }
   TALLY_TRY(book.close(path));
   return rows;

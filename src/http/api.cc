@@ -13,8 +13,8 @@
 #include <iterator>
 #include <memory>
 
-#include "common/crypto.h"
 #include "common/assert.h"
+#include "common/crypto.h"
 #include "common/histogram.h"
 #include "http/handlers/handlers.h"
 
@@ -81,7 +81,8 @@ const Route kRoutes[] = {
     {"POST", "/v1/check/batch", Need::kCheck, handlers::check_batch, kInline, kCheckTimed,
      kOwnRateHeaders},
     {"POST", "/v1/ratelimit", Need::kCheck, handlers::ratelimit, kInline, kCheckTimed},
-    {"POST", "/unkey/v2/ratelimit.limit", Need::kCheck, handlers::unkey_limit, kInline, kCheckTimed},
+    {"POST", "/unkey/v2/ratelimit.limit", Need::kCheck, handlers::unkey_limit, kInline,
+     kCheckTimed},
     {"POST", "/unkey/v2/ratelimit.multiLimit", Need::kCheck, handlers::unkey_multi_limit, kInline,
      kCheckTimed},
     {"POST", "/openmeter/api/v1/events", Need::kIngest, handlers::openmeter_ingest, kInline,
@@ -144,9 +145,12 @@ const Route kRoutes[] = {
 };
 
 int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
   return -1;
 }
 
@@ -215,12 +219,18 @@ std::string_view presented_key(const Request& r) {
 
 const char* need_name(Need need) {
   switch (need) {
-    case Need::kNone: return "none";
-    case Need::kAnyKey: return "key";
-    case Need::kRead: return "read";
-    case Need::kIngest: return "ingest";
-    case Need::kCheck: return "check";
-    case Need::kAdmin: return "admin";
+    case Need::kNone:
+      return "none";
+    case Need::kAnyKey:
+      return "key";
+    case Need::kRead:
+      return "read";
+    case Need::kIngest:
+      return "ingest";
+    case Need::kCheck:
+      return "check";
+    case Need::kAdmin:
+      return "admin";
   }
   return "admin";
 }
@@ -332,10 +342,9 @@ Admission Api::admit(const Request& head) {
   if (found->need != Need::kNone) {
     const std::string_view key = presented_key(head);
     // Without a key, Tally's own routes take the dashboard's session cookie (see api.h).
-    const std::string_view token =
-        key.empty() && std::string_view(head.path).substr(0, 4) == "/v1/"
-            ? handlers::session_token(head)
-            : std::string_view();
+    const std::string_view token = key.empty() && std::string_view(head.path).substr(0, 4) == "/v1/"
+                                       ? handlers::session_token(head)
+                                       : std::string_view();
     std::optional<dashboard::Session> session;
     if (!token.empty()) {
       session = sessions_.find(token);
@@ -345,8 +354,7 @@ Admission Api::admit(const Request& head) {
                                      "the dashboard session has expired or ended: sign in again"));
       }
     } else if (key.empty()) {
-      return refuse(route, method,
-                    refused(401, "UNAUTHORIZED", "Invalid or missing API key"));
+      return refuse(route, method, refused(401, "UNAUTHORIZED", "Invalid or missing API key"));
     }
     auto id = session ? engine_.authenticate_key_id(session->key_id) : engine_.authenticate(key);
     if (session && !id && id.error().code() == StatusCode::kUnauthenticated) {
@@ -354,9 +362,9 @@ Admission Api::admit(const Request& head) {
     }
     if (!id) {
       const unsigned status = status_response(id.error()).status;
-      return refuse(route, method, unkey || openmeter || lago
-                                        ? refused(status, "", id.error().message())
-                                        : status_response(id.error()));
+      return refuse(route, method,
+                    unkey || openmeter || lago ? refused(status, "", id.error().message())
+                                               : status_response(id.error()));
     }
     identity = std::move(*id);
     if (session && head.method != "GET" && head.method != "HEAD") {
@@ -525,8 +533,7 @@ std::string Api::metrics_text() const {
   gauge("tally_ready",
         "1 when GET /ready answers 200 (the store answers a read, writes are accepted), else 0.",
         engine_.ready().ok() ? 1 : 0);
-  counter("tally_alerts_total", "Alerts fired and stored (thresholds and low balances).",
-          s.alerts);
+  counter("tally_alerts_total", "Alerts fired and stored (thresholds and low balances).", s.alerts);
   gauge("tally_alert_deliveries_pending",
         "Alert deliveries waiting to be sent or retried (the outbox).", s.deliveries_pending);
   {

@@ -83,8 +83,10 @@ class Api {
 
   // The Prometheus text exposition of the server's and the engine's counters.
   std::string metrics_text() const;
+
   // The request counters and latency histograms that metrics_text() shows.
   const RequestMetrics& request_metrics() const { return request_metrics_; }
+
   // The recent samples of those counters behind GET /v1/admin/live (thread-safe).
   LiveRates& live_rates() const { return live_rates_; }
 

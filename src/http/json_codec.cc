@@ -51,26 +51,38 @@ const char* denial_title(Denial reason) {
 
 }  // namespace
 
-std::string time_text(TimeUs t) { return core::format_rfc3339(t); }
+std::string time_text(TimeUs t) {
+  return core::format_rfc3339(t);
+}
 
 void write_customer(common::JsonWriter& w, const Customer& c) {
   w.begin_object()
-      .key("id").value(c.id)
-      .key("name").value(c.name)
-      .key("email").value(c.email)
-      .key("timezone").value(c.timezone)
-      .key("status").value(c.status)
-      .key("metadata").raw(c.metadata_json.empty() ? "{}" : c.metadata_json)
-      .key("created_at").value(time_text(c.created_at_us))
-      .key("updated_at").value(time_text(c.updated_at_us))
+      .key("id")
+      .value(c.id)
+      .key("name")
+      .value(c.name)
+      .key("email")
+      .value(c.email)
+      .key("timezone")
+      .value(c.timezone)
+      .key("status")
+      .value(c.status)
+      .key("metadata")
+      .raw(c.metadata_json.empty() ? "{}" : c.metadata_json)
+      .key("created_at")
+      .value(time_text(c.created_at_us))
+      .key("updated_at")
+      .value(time_text(c.updated_at_us))
       .key("plan");
   if (c.plan.empty()) {
     w.null();
   } else {
     w.value(c.plan);
   }
-  w.key("trial_started_at").value(time_text(c.trial_started_at_us != 0 ? c.trial_started_at_us : c.created_at_us));
-  w.key("billing_anchor").value(time_text(c.billing_anchor_us != 0 ? c.billing_anchor_us : c.created_at_us));
+  w.key("trial_started_at")
+      .value(time_text(c.trial_started_at_us != 0 ? c.trial_started_at_us : c.created_at_us));
+  w.key("billing_anchor")
+      .value(time_text(c.billing_anchor_us != 0 ? c.billing_anchor_us : c.created_at_us));
   w.key("organization");
   if (c.organization.empty()) {
     w.null();
@@ -96,10 +108,14 @@ void write_customer(common::JsonWriter& w, const Customer& c) {
 
 void write_scopes(common::JsonWriter& w, std::uint32_t scopes) {
   w.begin_array();
-  if ((scopes & kScopeAdmin) != 0) w.value("admin");
-  if ((scopes & kScopeIngest) != 0) w.value("ingest");
-  if ((scopes & kScopeCheck) != 0) w.value("check");
-  if ((scopes & kScopeRead) != 0) w.value("read");
+  if ((scopes & kScopeAdmin) != 0)
+    w.value("admin");
+  if ((scopes & kScopeIngest) != 0)
+    w.value("ingest");
+  if ((scopes & kScopeCheck) != 0)
+    w.value("check");
+  if ((scopes & kScopeRead) != 0)
+    w.value("read");
   w.end_array();
 }
 
@@ -137,19 +153,27 @@ void write_decimal(common::JsonWriter& w, const Decimal& d) {
 std::string query_result_json(const QueryResult& r) {
   common::JsonWriter w;
   w.begin_object()
-      .key("meter").value(r.meter)
-      .key("measure").value(r.measure)
-      .key("from").value(time_text(r.from_us))
-      .key("to").value(time_text(r.to_us))
+      .key("meter")
+      .value(r.meter)
+      .key("measure")
+      .value(r.measure)
+      .key("from")
+      .value(time_text(r.from_us))
+      .key("to")
+      .value(time_text(r.to_us))
       .key("window");
   r.window.empty() ? w.null() : w.value(r.window);
   w.key("timezone").value(r.timezone).key("data").begin_array();
   for (const auto& row : r.rows) {
     w.begin_object()
-        .key("window_start").value(time_text(row.window_start_us))
-        .key("window_end").value(time_text(row.window_end_us))
-        .key("customer").value(row.customer)
-        .key("group").begin_object();
+        .key("window_start")
+        .value(time_text(row.window_start_us))
+        .key("window_end")
+        .value(time_text(row.window_end_us))
+        .key("customer")
+        .value(row.customer)
+        .key("group")
+        .begin_object();
     for (const auto& [k, v] : row.group) {
       w.key(k).value(v);
     }
@@ -164,16 +188,24 @@ std::string query_result_json(const QueryResult& r) {
 std::string customer_usage_json(const CustomerUsage& r) {
   common::JsonWriter w;
   w.begin_object()
-      .key("customer").value(r.customer)
-      .key("from").value(time_text(r.from_us))
-      .key("to").value(time_text(r.to_us))
-      .key("timezone").value(r.timezone)
-      .key("meters").begin_array();
+      .key("customer")
+      .value(r.customer)
+      .key("from")
+      .value(time_text(r.from_us))
+      .key("to")
+      .value(time_text(r.to_us))
+      .key("timezone")
+      .value(r.timezone)
+      .key("meters")
+      .begin_array();
   for (const auto& m : r.meters) {
     w.begin_object()
-        .key("meter").value(m.meter)
-        .key("aggregation").value(m.aggregation)
-        .key("unit").value(m.unit)
+        .key("meter")
+        .value(m.meter)
+        .key("aggregation")
+        .value(m.aggregation)
+        .key("unit")
+        .value(m.unit)
         .key("value");
     write_decimal(w, m.value);
     if (!m.cost.empty()) {
@@ -194,18 +226,30 @@ std::string archive_result_json(const ArchiveResult& r) {
   if (r.events == 0) {
     w.key("file").null().key("manifest").null();
   } else {
-    w.key("archive_id").value(r.archive_id)
-        .key("file").value(r.file)
-        .key("manifest").value(r.manifest)
-        .key("bytes").value(r.bytes)
-        .key("sha256").value(r.sha256)
-        .key("from").value(time_text(r.from_us))
-        .key("to").value(time_text(r.to_us))
-        .key("first_seq").value(r.first_seq)
-        .key("last_seq").value(r.last_seq)
-        .key("customers").value(static_cast<std::uint64_t>(r.customers))
-        .key("blocks_deleted").value(r.blocks_deleted)
-        .key("blocks_rewritten").value(r.blocks_rewritten);
+    w.key("archive_id")
+        .value(r.archive_id)
+        .key("file")
+        .value(r.file)
+        .key("manifest")
+        .value(r.manifest)
+        .key("bytes")
+        .value(r.bytes)
+        .key("sha256")
+        .value(r.sha256)
+        .key("from")
+        .value(time_text(r.from_us))
+        .key("to")
+        .value(time_text(r.to_us))
+        .key("first_seq")
+        .value(r.first_seq)
+        .key("last_seq")
+        .value(r.last_seq)
+        .key("customers")
+        .value(static_cast<std::uint64_t>(r.customers))
+        .key("blocks_deleted")
+        .value(r.blocks_deleted)
+        .key("blocks_rewritten")
+        .value(r.blocks_rewritten);
   }
   w.key("more").value(r.more).end_object();
   return w.take();
@@ -214,10 +258,14 @@ std::string archive_result_json(const ArchiveResult& r) {
 std::string restore_result_json(const RestoreResult& r) {
   common::JsonWriter w;
   w.begin_object()
-      .key("archive_id").value(r.archive_id)
-      .key("file").value(r.file)
-      .key("events").value(r.events)
-      .key("already_present").value(r.already_present)
+      .key("archive_id")
+      .value(r.archive_id)
+      .key("file")
+      .value(r.file)
+      .key("events")
+      .value(r.events)
+      .key("already_present")
+      .value(r.already_present)
       .end_object();
   return w.take();
 }
@@ -327,9 +375,12 @@ std::string reprice_report_json(const RepriceReport& r) {
   w.key("events").value(r.events).key("changed").value(r.changed).key("periods").begin_array();
   for (const auto& p : r.periods) {
     w.begin_object()
-        .key("period_start").value(time_text(p.start_us))
-        .key("period_end").value(time_text(p.end_us))
-        .key("events").value(p.events)
+        .key("period_start")
+        .value(time_text(p.start_us))
+        .key("period_end")
+        .value(time_text(p.end_us))
+        .key("events")
+        .value(p.events)
         .key("charged");
     write_decimal(w, p.charged);
     w.key("rated");
@@ -346,10 +397,14 @@ std::string reprice_report_json(const RepriceReport& r) {
 
 void write_limit_state(common::JsonWriter& w, const LimitState& s) {
   w.begin_object()
-      .key("meter").value(s.meter)
-      .key("period").value(s.period)
-      .key("rule").value(s.rule())
-      .key("hard").value(s.hard)
+      .key("meter")
+      .value(s.meter)
+      .key("period")
+      .value(s.period)
+      .key("rule")
+      .value(s.rule())
+      .key("hard")
+      .value(s.hard)
       .key("used");
   write_decimal(w, s.used);
   w.key("limit");
@@ -373,8 +428,8 @@ void write_check(common::JsonWriter& w, const CheckResult& r) {
   if (!r.allowed) {
     w.key("error").value(denial_title(r.reason)).key("reason").value(denial_name(r.reason));
   }
-  w.key("message").value(r.allowed ? (r.overage ? "Allowed past a soft limit (overage)." : "Allowed.")
-                                   : r.message);
+  w.key("message").value(
+      r.allowed ? (r.overage ? "Allowed past a soft limit (overage)." : "Allowed.") : r.message);
   w.key("tier").value(r.plan).key("plan").value(r.plan).key("meter").value(r.meter);
   w.key("amount");
   write_decimal(w, r.amount);
@@ -418,10 +473,14 @@ void write_event_errors(common::JsonWriter& w, const std::vector<EventError>& er
   w.begin_array();
   for (const auto& e : errors) {
     w.begin_object()
-        .key("index").value(e.index)
-        .key("id").value(e.id)
-        .key("code").value(e.code)
-        .key("message").value(e.message)
+        .key("index")
+        .value(e.index)
+        .key("id")
+        .value(e.id)
+        .key("code")
+        .value(e.code)
+        .key("message")
+        .value(e.message)
         .end_object();
   }
   w.end_array();
@@ -430,11 +489,16 @@ void write_event_errors(common::JsonWriter& w, const std::vector<EventError>& er
 void write_event(common::JsonWriter& w, const StoredEvent& e, const std::string& currency,
                  const std::string& cost_key) {
   w.begin_object()
-      .key("id").value(e.id)
-      .key("customer").value(e.customer)
-      .key("type").value(e.type)
-      .key("time").value(time_text(e.time_us))
-      .key("received_at").value(time_text(e.received_at_us));
+      .key("id")
+      .value(e.id)
+      .key("customer")
+      .value(e.customer)
+      .key("type")
+      .value(e.type)
+      .key("time")
+      .value(time_text(e.time_us))
+      .key("received_at")
+      .value(time_text(e.received_at_us));
   if (e.quantity != 1) {
     w.key("quantity").value(static_cast<std::uint64_t>(e.quantity));
   }
@@ -454,18 +518,31 @@ void write_event(common::JsonWriter& w, const StoredEvent& e, const std::string&
   for (const auto& p : e.properties) {
     w.key(p.key);
     switch (p.kind) {
-      case EventProperty::Kind::kString: w.value(p.text); break;
-      case EventProperty::Kind::kNumber: w.raw(p.text); break;
-      case EventProperty::Kind::kBool: w.raw(p.text == "true" ? "true" : "false"); break;
-      case EventProperty::Kind::kNull: w.null(); break;
+      case EventProperty::Kind::kString:
+        w.value(p.text);
+        break;
+      case EventProperty::Kind::kNumber:
+        w.raw(p.text);
+        break;
+      case EventProperty::Kind::kBool:
+        w.raw(p.text == "true" ? "true" : "false");
+        break;
+      case EventProperty::Kind::kNull:
+        w.null();
+        break;
     }
   }
   w.end_object().end_object();
 }
 
 void write_ledger_transaction(common::JsonWriter& w, const LedgerTransaction& t) {
-  w.begin_object().key("id").value(t.id).key("customer").value(t.customer).key("type").value(
-      t.type);
+  w.begin_object()
+      .key("id")
+      .value(t.id)
+      .key("customer")
+      .value(t.customer)
+      .key("type")
+      .value(t.type);
   w.key("amount");
   write_decimal(w, t.amount);
   w.key("balance_before");
@@ -523,8 +600,10 @@ void write_wallet(common::JsonWriter& w, const Wallet& r) {
 
 void write_window_value(common::JsonWriter& w, const WindowValue& v) {
   w.begin_object()
-      .key("window_start").value(time_text(v.window_start_us))
-      .key("window_end").value(time_text(v.window_end_us))
+      .key("window_start")
+      .value(time_text(v.window_start_us))
+      .key("window_end")
+      .value(time_text(v.window_end_us))
       .key("value");
   write_decimal(w, v.value);
   w.end_object();
@@ -550,8 +629,10 @@ void write_trend(common::JsonWriter& w, const std::vector<TrendPoint>& points) {
   w.begin_array();
   for (const auto& p : points) {
     w.begin_object()
-        .key("window_start").value(time_text(p.window_start_us))
-        .key("window_end").value(time_text(p.window_end_us))
+        .key("window_start")
+        .value(time_text(p.window_start_us))
+        .key("window_end")
+        .value(time_text(p.window_end_us))
         .key("value");
     write_decimal(w, p.value);
     w.key("previous");

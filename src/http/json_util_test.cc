@@ -25,6 +25,7 @@ TEST(StatusResponse, EveryCodeHasItsStatusAndErrorCode) {
     unsigned http;
     std::string body;
   };
+
   const Case cases[] = {
       {Status::invalid_argument("bad", R"({"field":"x"})"), 400,
        R"({"error":"VALIDATION_ERROR","message":"bad","details":{"field":"x"}})"},
@@ -42,8 +43,7 @@ TEST(StatusResponse, EveryCodeHasItsStatusAndErrorCode) {
       {Status::insufficient_storage("disk"), 507,
        R"({"error":"INSUFFICIENT_STORAGE","message":"disk"})"},
       {Status::io_error("io"), 500, R"({"error":"INTERNAL_ERROR","message":"io"})"},
-      {Status::corruption("bad bytes"), 500,
-       R"({"error":"INTERNAL_ERROR","message":"bad bytes"})"},
+      {Status::corruption("bad bytes"), 500, R"({"error":"INTERNAL_ERROR","message":"bad bytes"})"},
       {Status::internal("bug"), 500, R"({"error":"INTERNAL_ERROR","message":"bug"})"},
   };
   for (const auto& c : cases) {

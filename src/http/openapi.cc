@@ -2,7 +2,6 @@
 // it into a header (cmake/embed_file.cmake), so the binary serves the document its sources
 // were built with, and src/http/openapi_test.cc checks it against the route table.
 #include "http/api.h"
-
 #include "openapi_json.h"
 
 namespace tally::http {

@@ -50,13 +50,18 @@ class WriteBatch {
     bytes_ += key.size() + value.size();
     ops_.push_back(Op{space, false, std::move(key), std::move(value)});
   }
+
   void del(Space space, std::string key) {
     bytes_ += key.size();
     ops_.push_back(Op{space, true, std::move(key), {}});
   }
+
   const std::vector<Op>& ops() const { return ops_; }
+
   bool empty() const { return ops_.empty(); }
+
   std::size_t bytes() const { return bytes_; }
+
   void clear() {
     ops_.clear();
     bytes_ = 0;

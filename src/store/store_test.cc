@@ -41,10 +41,9 @@ namespace {
 
 using Rows = std::vector<std::pair<std::string, std::string>>;
 
-constexpr Space kAllSpaces[] = {Space::kMeta,       Space::kEvents,  Space::kDedup,
-                                Space::kAggregates, Space::kUniques, Space::kCustomers,
-                                Space::kKeys,       Space::kAudit,   Space::kLedger,
-                                Space::kArchive};
+constexpr Space kAllSpaces[] = {
+    Space::kMeta,      Space::kEvents, Space::kDedup, Space::kAggregates, Space::kUniques,
+    Space::kCustomers, Space::kKeys,   Space::kAudit, Space::kLedger,     Space::kArchive};
 
 // Environment variables that turn a RocksStoreChild test from a skip into a child's role.
 constexpr const char* kLockedDirEnv = "TALLY_STORE_TEST_LOCKED_DIR";
@@ -643,6 +642,7 @@ class RocksStoreFullDiskTest : public ::testing::Test {
 
   std::uint64_t free_bytes() const {
     struct statvfs fs {};
+
     EXPECT_EQ(statvfs(mount_.c_str(), &fs), 0);
     return static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
   }

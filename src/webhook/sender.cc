@@ -81,7 +81,8 @@ bool parse_url(std::string_view url, Url* out) {
     }
   }
   return !out->host.empty() && !out->port.empty() &&
-         std::all_of(out->port.begin(), out->port.end(), [](char c) { return c >= '0' && c <= '9'; });
+         std::all_of(out->port.begin(), out->port.end(),
+                     [](char c) { return c >= '0' && c <= '9'; });
 }
 
 std::string clip(std::string s) {
@@ -189,11 +190,12 @@ PostResult post(const std::string& url,
   beast::flat_buffer buffer;
   beast::http::response_parser<beast::http::string_body> parser;
   parser.body_limit(kResponseBytesMax);
-  beast::http::async_read(stream, buffer, parser, [&](beast::error_code e, std::size_t) { ec = e; });
+  beast::http::async_read(stream, buffer, parser,
+                          [&](beast::error_code e, std::size_t) { ec = e; });
   run();
   if (ec) {
     out.error = ec == beast::error::timeout ? "timed out after " + std::to_string(timeout_s) + "s"
-                                           : "no answer: " + ec.message();
+                                            : "no answer: " + ec.message();
     return out;
   }
   out.status = static_cast<int>(parser.get().result_int());
@@ -216,7 +218,9 @@ Sender::Sender(Engine& engine, std::vector<config::WebhookConfig> hooks,
       clock_(clock),
       workers_(std::max(1u, workers)) {}
 
-Sender::~Sender() { stop(); }
+Sender::~Sender() {
+  stop();
+}
 
 void Sender::start() {
   for (unsigned i = 0; i < workers_; ++i) {

@@ -57,7 +57,9 @@ struct PostResult {
   int status = 0;
   std::string error;
 };
-PostResult post(const std::string& url, const std::vector<std::pair<std::string, std::string>>& headers,
+
+PostResult post(const std::string& url,
+                const std::vector<std::pair<std::string, std::string>>& headers,
                 const std::string& body, std::int64_t timeout_s);
 
 class Sender {
@@ -83,6 +85,7 @@ class Sender {
     int status_code = 0;
     std::string error;
   };
+
   // How a channel's failed attempts are retried.
   struct RetryRule {
     std::int64_t retry_for_seconds = 0;
@@ -96,8 +99,8 @@ class Sender {
                        const config::WebhookConfig& hook);
   Outcome send_email(const WebhookDelivery& d, const Alert& alert, std::size_t notification);
   // Records the attempt, with its next try (or none) by `rule`.
-  void record(const WebhookDelivery& d, const Alert* alert, Outcome outcome,
-              const RetryRule& rule, std::string_view channel);
+  void record(const WebhookDelivery& d, const Alert* alert, Outcome outcome, const RetryRule& rule,
+              std::string_view channel);
 
   Engine& engine_;
   const std::vector<config::WebhookConfig> hooks_;

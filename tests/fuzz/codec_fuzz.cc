@@ -1,9 +1,9 @@
 // Fuzzes every decoder of the engine's on-disk records (src/engine/codec.h): event blocks,
 // dedup records, aggregate and unique keys, aggregate states, customers, API keys, ledger
 // blocks, wallets, price usage keys, stored decimals, archived-event records, alerts, webhook
-// deliveries, reservations, price records and version keys, price versions and re-ratings. These read bytes the engine wrote, but a damaged disk or a bug in an
-// older version may hand them anything: they must refuse it (false), never crash or allocate
-// without bound.
+// deliveries, reservations, price records and version keys, price versions and re-ratings. These
+// read bytes the engine wrote, but a damaged disk or a bug in an older version may hand them
+// anything: they must refuse it (false), never crash or allocate without bound.
 //
 // The first byte picks the decoder, the rest is the value (or key). A record that decodes must
 // encode back to bytes that decode and encode to the same bytes again (the encoding of a
@@ -222,11 +222,25 @@ bool reencode_rerate(std::string_view value, std::string* out) {
 
 using Reencode = bool (*)(std::string_view, std::string*);
 constexpr Reencode kDecoders[] = {
-    reencode_block,      reencode_dedup,           reencode_aggregate_key, reencode_agg_state,
-    reencode_unique_key, reencode_customer,        reencode_key,           reencode_ledger,
-    reencode_wallet,     reencode_price_usage_key, reencode_decimal,       reencode_archived_event,
-    reencode_alert,      reencode_delivery,        reencode_reservation,   reencode_price_line,
-    reencode_price_version_key, reencode_price_version, reencode_rerate,
+    reencode_block,
+    reencode_dedup,
+    reencode_aggregate_key,
+    reencode_agg_state,
+    reencode_unique_key,
+    reencode_customer,
+    reencode_key,
+    reencode_ledger,
+    reencode_wallet,
+    reencode_price_usage_key,
+    reencode_decimal,
+    reencode_archived_event,
+    reencode_alert,
+    reencode_delivery,
+    reencode_reservation,
+    reencode_price_line,
+    reencode_price_version_key,
+    reencode_price_version,
+    reencode_rerate,
 };
 constexpr std::size_t kDecoderCount = sizeof(kDecoders) / sizeof(kDecoders[0]);
 

@@ -823,7 +823,8 @@ class Simulation {
       }
       return;
     }
-    note("check " + p.label + " -> " + (r->allowed ? "allowed" : "denied " + std::string(denial_name(r->reason))) +
+    note("check " + p.label + " -> " +
+         (r->allowed ? "allowed" : "denied " + std::string(denial_name(r->reason))) +
          (r->replayed ? " replayed" : ""));
     if (p.fresh) {
       const bool want = fits(customer, p.req.meter, p.amount);
@@ -907,8 +908,8 @@ class Simulation {
     for (std::size_t i = 0; i < plans.size(); ++i) {
       if ((*r)[i].allowed != all) {
         fail("check_batch " + line + ": check " + std::to_string(i) + " answered " +
-             ((*r)[i].allowed ? "allowed" : "denied " + std::string(denial_name((*r)[i].reason))) + "; the model expects " +
-             (all ? "all allowed" : "all denied"));
+             ((*r)[i].allowed ? "allowed" : "denied " + std::string(denial_name((*r)[i].reason))) +
+             "; the model expects " + (all ? "all allowed" : "all denied"));
         return;
       }
     }
@@ -1004,9 +1005,8 @@ class Simulation {
 
   // Whether a reservation may be open or closed (a crash without fsync, or a failed close).
   bool hold_maybe(const std::string& id) const {
-    return std::any_of(maybe_holds_.begin(), maybe_holds_.end(), [&](const Hold& h) {
-      return h.id == id && h.expires_us > clock_.now_us();
-    });
+    return std::any_of(maybe_holds_.begin(), maybe_holds_.end(),
+                       [&](const Hold& h) { return h.id == id && h.expires_us > clock_.now_us(); });
   }
 
   void forget_hold(const std::string& id) {
@@ -1040,7 +1040,9 @@ class Simulation {
     const std::string line =
         "commit " + h.label + " " + (amount_text.empty() ? "(reserved)" : amount_text);
     note(line + " -> " + (r ? "ok" : code_name(r.error())) +
-         (open ? "" : maybe ? " (maybe open)" : " (gone)"));
+         (open    ? ""
+          : maybe ? " (maybe open)"
+                  : " (gone)"));
     drop_expired_holds();
     const bool failed = !r && r.error().code() == StatusCode::kIOError && (open || maybe);
     if (failed) {
@@ -1095,7 +1097,9 @@ class Simulation {
     const bool maybe = hold_maybe(h.id);
     Status s = engine_->release_reservation(h.id);
     note("release " + h.label + " -> " + (s.ok() ? "ok" : code_name(s)) +
-         (open ? "" : maybe ? " (maybe open)" : " (gone)"));
+         (open    ? ""
+          : maybe ? " (maybe open)"
+                  : " (gone)"));
     drop_expired_holds();
     if (s.code() == StatusCode::kIOError && (open || maybe)) {
       close_failed(h);
@@ -1103,8 +1107,7 @@ class Simulation {
     }
     if (maybe) {
       if (!s.ok() && s.code() != StatusCode::kNotFound) {
-        fail("releasing reservation " + h.label + ", which may be open, answered " +
-             code_name(s));
+        fail("releasing reservation " + h.label + ", which may be open, answered " + code_name(s));
         return;
       }
       forget_hold(h.id);

@@ -1,16 +1,16 @@
 #include "support/http_receiver.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstring>
 #include <stdexcept>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 namespace tally::testing {
 
@@ -150,8 +150,9 @@ void HttpReceiver::handle(int fd) {
   }
   req.answered = status_for_(index);
   const std::string body = req.answered >= 200 && req.answered < 300 ? "ok" : "not now";
-  const std::string resp = "HTTP/1.1 " + std::to_string(req.answered) + " X\r\nContent-Length: " +
-                           std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  const std::string resp = "HTTP/1.1 " + std::to_string(req.answered) +
+                           " X\r\nContent-Length: " + std::to_string(body.size()) +
+                           "\r\nConnection: close\r\n\r\n" + body;
   ::send(fd, resp.data(), resp.size(), MSG_NOSIGNAL);
   {
     std::lock_guard lock(mutex_);

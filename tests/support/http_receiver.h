@@ -34,6 +34,7 @@ class HttpReceiver {
   HttpReceiver& operator=(const HttpReceiver&) = delete;
 
   std::uint16_t port() const { return port_; }
+
   std::string url(const std::string& path = "/hook") const;
   std::vector<ReceivedRequest> requests() const;
   // Waits until at least `n` requests arrived; false after `timeout_ms`.

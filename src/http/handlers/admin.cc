@@ -33,8 +33,9 @@ bool offset_param(Call& call, std::string_view name, std::uint32_t* out) {
   std::uint32_t n = 0;
   auto r = std::from_chars(o->data(), o->data() + o->size(), n);
   if (r.ec != std::errc() || r.ptr != o->data() + o->size() || o->empty()) {
-    answer(call, error_response(400, "VALIDATION_ERROR", "query parameter '" + std::string(name) +
-                                                             "' must be an integer 0..4294967295"));
+    answer(call, error_response(400, "VALIDATION_ERROR",
+                                "query parameter '" + std::string(name) +
+                                    "' must be an integer 0..4294967295"));
     return false;
   }
   *out = n;
@@ -91,15 +92,22 @@ void admin_organizations(Context& ctx, Call& call) {
   }
   common::JsonWriter w;
   w.begin_object()
-      .key("total").value(r->total)
-      .key("offset").value(offset)
-      .key("limit").value(limit)
-      .key("organizations").begin_array();
+      .key("total")
+      .value(r->total)
+      .key("offset")
+      .value(offset)
+      .key("limit")
+      .value(limit)
+      .key("organizations")
+      .begin_array();
   for (const OrganizationSummary& o : r->organizations) {
     w.begin_object()
-        .key("organization").value(o.organization)
-        .key("customers").value(o.customers)
-        .key("suspended").value(o.suspended)
+        .key("organization")
+        .value(o.organization)
+        .key("customers")
+        .value(o.customers)
+        .key("suspended")
+        .value(o.suspended)
         .key("max_limit_percent");
     write_decimal(w, o.max_percent);
     w.key("max_limit_customer");
@@ -109,9 +117,12 @@ void admin_organizations(Context& ctx, Call& call) {
     w.key("meters").begin_array();
     for (const UsageItem& m : o.meters) {
       w.begin_object()
-          .key("meter").value(m.meter)
-          .key("aggregation").value(m.aggregation)
-          .key("unit").value(m.unit)
+          .key("meter")
+          .value(m.meter)
+          .key("aggregation")
+          .value(m.aggregation)
+          .key("unit")
+          .value(m.unit)
           .key("value");
       write_decimal(w, m.value);
       w.end_object();
@@ -193,11 +204,16 @@ void customer_denials(Context& ctx, Call& call) {
   }
   common::JsonWriter w;
   w.begin_object()
-      .key("customer").value(r->customer)
-      .key("from").value(time_text(r->from_us))
-      .key("to").value(time_text(r->to_us))
-      .key("denied_last_hour").value(r->total)
-      .key("per_minute").begin_array();
+      .key("customer")
+      .value(r->customer)
+      .key("from")
+      .value(time_text(r->from_us))
+      .key("to")
+      .value(time_text(r->to_us))
+      .key("denied_last_hour")
+      .value(r->total)
+      .key("per_minute")
+      .begin_array();
   for (std::uint64_t n : r->per_minute) {
     w.value(n);
   }

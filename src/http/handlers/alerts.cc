@@ -9,10 +9,14 @@ void list_alerts(Context& ctx, Call& call) {
     return;
   }
   AlertQuery q;
-  if (const auto* c = call.request.query_param("customer")) q.customer = *c;
-  if (const auto* l = call.request.query_param("level")) q.level = *l;
-  if (const auto* s = call.request.query_param("status")) q.status = *s;
-  if (const auto* c = call.request.query_param("cursor")) q.cursor = *c;
+  if (const auto* c = call.request.query_param("customer"))
+    q.customer = *c;
+  if (const auto* l = call.request.query_param("level"))
+    q.level = *l;
+  if (const auto* s = call.request.query_param("status"))
+    q.status = *s;
+  if (const auto* c = call.request.query_param("cursor"))
+    q.cursor = *c;
   if (!scope_customer(call, &q.customer) || !time_param(call, "from", &q.from_us) ||
       !time_param(call, "to", &q.to_us) || !uint_param(call, "limit", 1000, &q.limit)) {
     return;

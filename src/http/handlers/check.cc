@@ -4,9 +4,9 @@
 // X-RateLimit-Limit/-Remaining/-Reset (the de-facto headers), Retry-After on 429, and the
 // IETF draft fields RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers:
 // `"name";q=<quota>;w=<window seconds>` and `"name";r=<remaining>;t=<seconds to reset>`).
-#include <simdjson.h>
-
 #include <algorithm>
+
+#include <simdjson.h>
 
 #include "config/config.h"
 #include "core/decimal.h"
@@ -51,14 +51,17 @@ std::string read_check(dom::object obj, CheckRequest* r) {
     const std::string_view k = field.key;
     std::string_view s;
     if (k == "customer" || k == "customer_id") {
-      if (field.value.get_string().get(s) != simdjson::SUCCESS) return "'customer' must be a string";
+      if (field.value.get_string().get(s) != simdjson::SUCCESS)
+        return "'customer' must be a string";
       r->customer.assign(s);
     } else if (k == "meter") {
-      if (field.value.get_string().get(s) != simdjson::SUCCESS) return "'meter' must be a string";
+      if (field.value.get_string().get(s) != simdjson::SUCCESS)
+        return "'meter' must be a string";
       r->meter.assign(s);
       have_meter = true;
     } else if (k == "amount") {
-      if (!amount_text(field.value, &r->amount)) return "'amount' must be a number";
+      if (!amount_text(field.value, &r->amount))
+        return "'amount' must be a number";
     } else if (k == "consume") {
       bool b = false;
       if (field.value.get_bool().get(b) == simdjson::SUCCESS) {
@@ -69,7 +72,8 @@ std::string read_check(dom::object obj, CheckRequest* r) {
         return "'consume' must be true, false or \"reserve\"";
       }
     } else if (k == "feature") {
-      if (field.value.get_string().get(s) != simdjson::SUCCESS) return "'feature' must be a string";
+      if (field.value.get_string().get(s) != simdjson::SUCCESS)
+        return "'feature' must be a string";
       r->feature.assign(s);
     } else if (k == "event_id" || k == "idempotency_key") {
       if (field.value.get_string().get(s) != simdjson::SUCCESS || s.empty()) {
@@ -100,14 +104,18 @@ std::string read_check(dom::object obj, CheckRequest* r) {
   if (r->customer.empty()) {
     return "'customer' is required (a customer key supplies its own)";
   }
-  if (!have_meter || r->meter.empty()) return "'meter' is required";
+  if (!have_meter || r->meter.empty())
+    return "'meter' is required";
   return "";
 }
 
 unsigned check_status(const CheckResult& r) {
-  if (r.allowed) return 200;
-  if (r.reason == Denial::kFeatureNotEnabled || r.reason == Denial::kCustomerSuspended) return 403;
-  if (r.reason == Denial::kInsufficientCredits) return 402;
+  if (r.allowed)
+    return 200;
+  if (r.reason == Denial::kFeatureNotEnabled || r.reason == Denial::kCustomerSuspended)
+    return 403;
+  if (r.reason == Denial::kInsufficientCredits)
+    return 402;
   return 429;
 }
 
@@ -119,7 +127,9 @@ std::int64_t ceil_seconds(TimeUs us) {
   return us <= 0 ? 0 : (us + core::kUsPerSecond - 1) / core::kUsPerSecond;
 }
 
-std::int64_t int_of(const Decimal& d) { return core::decimal_floor_int(d); }
+std::int64_t int_of(const Decimal& d) {
+  return core::decimal_floor_int(d);
+}
 
 }  // namespace
 
@@ -136,14 +146,16 @@ void add_rate_limit_headers(Response& resp, const CheckResult& r, TimeUs now) {
     }
     std::string policy;
     for (const auto& l : r.limits) {
-      if (l.unlimited) continue;
+      if (l.unlimited)
+        continue;
       const TimeUs window = l.reset_us > l.window_start_us && l.reset_us != 0
                                 ? (l.period == "second"   ? core::kUsPerSecond
                                    : l.period == "minute" ? core::kUsPerMinute
                                    : l.period == "hour"   ? core::kUsPerHour
                                                           : l.reset_us - l.window_start_us)
                                 : 0;
-      if (!policy.empty()) policy += ", ";
+      if (!policy.empty())
+        policy += ", ";
       policy += "\"" + policy_name(l) + "\";q=" + std::to_string(int_of(l.limit));
       if (window > 0) {
         policy += ";w=" + std::to_string(ceil_seconds(window));
@@ -159,8 +171,8 @@ void add_rate_limit_headers(Response& resp, const CheckResult& r, TimeUs now) {
   // Every 429 says when to retry: 1 s when no time is known (a trial that is over, a lifetime
   // limit), as docs/api.md states.
   if (!r.allowed && check_status(r) == 429) {
-    resp.headers.emplace_back("Retry-After",
-                              std::to_string(std::max<std::int64_t>(1, ceil_seconds(r.retry_after_us))));
+    resp.headers.emplace_back(
+        "Retry-After", std::to_string(std::max<std::int64_t>(1, ceil_seconds(r.retry_after_us))));
   }
 }
 
@@ -179,15 +191,18 @@ bool may_check_for(Call& call, const std::string& customer) {
 
 void check(Context& ctx, Call& call) {
   dom::object obj;
-  if (!body_object(call, &obj, kCheckShape)) return;
+  if (!body_object(call, &obj, kCheckShape))
+    return;
   CheckRequest req;
-  if (call.identity.customer.size() > 0) req.customer = call.identity.customer;
+  if (call.identity.customer.size() > 0)
+    req.customer = call.identity.customer;
   const std::string err = read_check(obj, &req);
   if (!err.empty()) {
     answer(call, error_response(400, "VALIDATION_ERROR", err));
     return;
   }
-  if (!may_check_for(call, req.customer)) return;
+  if (!may_check_for(call, req.customer))
+    return;
   Result<CheckResult> r = ctx.engine.check(req);
   if (!r) {
     answer(call, status_response(r.error()));
@@ -203,7 +218,8 @@ void check(Context& ctx, Call& call) {
 void check_batch(Context& ctx, Call& call) {
   constexpr std::string_view kShape = "the body must be {\"checks\": [ ... ]}";
   dom::object obj;
-  if (!body_object(call, &obj, kShape)) return;
+  if (!body_object(call, &obj, kShape))
+    return;
   dom::array checks;
   if (obj["checks"].get_array().get(checks) != simdjson::SUCCESS) {
     answer(call, error_response(400, "VALIDATION_ERROR", kShape));
@@ -211,7 +227,8 @@ void check_batch(Context& ctx, Call& call) {
   }
   for (auto field : obj) {
     if (field.key != "checks") {
-      answer(call, error_response(400, "VALIDATION_ERROR", "unknown field '" + std::string(field.key) + "'"));
+      answer(call, error_response(400, "VALIDATION_ERROR",
+                                  "unknown field '" + std::string(field.key) + "'"));
       return;
     }
   }
@@ -225,10 +242,12 @@ void check_batch(Context& ctx, Call& call) {
                                 ? read_check(check, &req)
                                 : std::string(kCheckShape);
     if (!err.empty()) {
-      answer(call, error_response(400, "VALIDATION_ERROR", "checks[" + std::to_string(i) + "]: " + err));
+      answer(call,
+             error_response(400, "VALIDATION_ERROR", "checks[" + std::to_string(i) + "]: " + err));
       return;
     }
-    if (!may_check_for(call, req.customer)) return;
+    if (!may_check_for(call, req.customer))
+      return;
     reqs.push_back(std::move(req));
     ++i;
   }
@@ -255,7 +274,8 @@ void check_batch(Context& ctx, Call& call) {
   }
   w.end_array().end_object();
   const CheckResult& head = first_denied != nullptr ? *first_denied : r->front();
-  Response resp = json_response(first_denied != nullptr ? check_status(*first_denied) : 200, w.take());
+  Response resp =
+      json_response(first_denied != nullptr ? check_status(*first_denied) : 200, w.take());
   add_rate_limit_headers(resp, head, ctx.engine.clock().now_us());
   answer(call, std::move(resp));
 }
@@ -264,7 +284,8 @@ void commit_reservation(Context& ctx, Call& call) {
   std::string amount;
   if (!call.request.body.empty()) {
     dom::object obj;
-    if (!body_object(call, &obj)) return;
+    if (!body_object(call, &obj))
+      return;
     for (auto field : obj) {
       if (field.key == "amount") {
         if (!amount_text(field.value, &amount)) {
@@ -272,12 +293,14 @@ void commit_reservation(Context& ctx, Call& call) {
           return;
         }
       } else {
-        answer(call, error_response(400, "VALIDATION_ERROR", "unknown field '" + std::string(field.key) + "'"));
+        answer(call, error_response(400, "VALIDATION_ERROR",
+                                    "unknown field '" + std::string(field.key) + "'"));
         return;
       }
     }
   }
-  Result<CheckResult> r = ctx.engine.commit_reservation(call.params[0], amount, call.identity.customer);
+  Result<CheckResult> r =
+      ctx.engine.commit_reservation(call.params[0], amount, call.identity.customer);
   if (!r) {
     answer(call, status_response(r.error()));
     return;
@@ -295,18 +318,18 @@ void release_reservation(Context& ctx, Call& call) {
     answer(call, status_response(s));
     return;
   }
-  answer(call, json_response(200, "{\"released\":true,\"reservation_id\":" +
-                                      [&] {
-                                        std::string out;
-                                        common::append_json_string(out, call.params[0]);
-                                        return out;
-                                      }() +
-                                      "}"));
+  answer(call, json_response(
+                   200, "{\"released\":true,\"reservation_id\":" + [&] {
+                     std::string out;
+                     common::append_json_string(out, call.params[0]);
+                     return out;
+                   }() + "}"));
 }
 
 void customer_limits(Context& ctx, Call& call) {
   std::string customer = call.params[0];
-  if (!scope_customer(call, &customer)) return;
+  if (!scope_customer(call, &customer))
+    return;
   Result<LimitsReport> r = ctx.engine.limits_report(customer);
   if (!r) {
     answer(call, status_response(r.error()));
@@ -320,11 +343,14 @@ void customer_limits(Context& ctx, Call& call) {
     w.value(r->plan);
   }
   w.key("features").begin_array();
-  for (const auto& f : r->features) w.value(f);
+  for (const auto& f : r->features)
+    w.value(f);
   w.end_array().key("limits").begin_array();
-  for (const auto& l : r->limits) write_limit_state(w, l);
+  for (const auto& l : r->limits)
+    write_limit_state(w, l);
   w.end_array().key("warnings").begin_array();
-  for (const auto& x : r->warnings) w.value(x);
+  for (const auto& x : r->warnings)
+    w.value(x);
   w.end_array().key("alert_thresholds").begin_array();
   for (const auto& t : r->alert_thresholds) {
     w.begin_object().key("percent").value(t.percent).key("level").value(t.level).end_object();
@@ -336,14 +362,16 @@ void customer_limits(Context& ctx, Call& call) {
 void put_overrides(Context& ctx, Call& call) {
   // {"overrides": [...]}, or the bare array.
   dom::element root;
-  if (!body_json(call, &root)) return;
+  if (!body_json(call, &root))
+    return;
   dom::array arr;
   dom::object obj;
   const bool shaped = root.get_object().get(obj) == simdjson::SUCCESS
                           ? obj["overrides"].get_array().get(arr) == simdjson::SUCCESS
                           : root.get_array().get(arr) == simdjson::SUCCESS;
   if (!shaped) {
-    answer(call, error_response(400, "VALIDATION_ERROR", "the body must be {\"overrides\": [ ... ]}"));
+    answer(call,
+           error_response(400, "VALIDATION_ERROR", "the body must be {\"overrides\": [ ... ]}"));
     return;
   }
   std::vector<LimitOverride> overrides;
@@ -367,12 +395,14 @@ void put_overrides(Context& ctx, Call& call) {
       } else if (k == "days" && f.value.get_int64().get(lo.days) == simdjson::SUCCESS) {
       } else if (k == "hard" && f.value.get_bool().get(lo.hard) == simdjson::SUCCESS) {
       } else {
-        answer(call, error_response(400, "VALIDATION_ERROR", at + ": unknown or mistyped field '" + std::string(k) + "'"));
+        answer(call, error_response(400, "VALIDATION_ERROR",
+                                    at + ": unknown or mistyped field '" + std::string(k) + "'"));
         return;
       }
     }
     if (lo.meter.empty() || lo.period.empty() || !has_amount) {
-      answer(call, error_response(400, "VALIDATION_ERROR", at + " needs 'meter', 'period' and 'amount'"));
+      answer(call,
+             error_response(400, "VALIDATION_ERROR", at + " needs 'meter', 'period' and 'amount'"));
       return;
     }
     overrides.push_back(std::move(lo));
@@ -389,14 +419,16 @@ void put_overrides(Context& ctx, Call& call) {
 
 void reset_customer(Context& ctx, Call& call) {
   dom::object obj;
-  if (!body_object(call, &obj, "the body must be {\"meter\": \"...\"}")) return;
+  if (!body_object(call, &obj, "the body must be {\"meter\": \"...\"}"))
+    return;
   std::string meter;
   for (auto f : obj) {
     std::string_view s;
     if (f.key == "meter" && f.value.get_string().get(s) == simdjson::SUCCESS) {
       meter.assign(s);
     } else {
-      answer(call, error_response(400, "VALIDATION_ERROR", "unknown or mistyped field '" + std::string(f.key) + "'"));
+      answer(call, error_response(400, "VALIDATION_ERROR",
+                                  "unknown or mistyped field '" + std::string(f.key) + "'"));
       return;
     }
   }
@@ -497,7 +529,9 @@ void authorize(Context& ctx, Call& call) {
   write_check(w, *r);
   Response resp = json_response(r->allowed ? 200 : 403, w.take());
   add_rate_limit_headers(resp, *r, ctx.engine.clock().now_us());
-  resp.headers.emplace_back("X-Tally-Reason", r->allowed ? std::string_view(r->overage ? "overage" : "allowed") : denial_name(r->reason));
+  resp.headers.emplace_back(
+      "X-Tally-Reason",
+      r->allowed ? std::string_view(r->overage ? "overage" : "allowed") : denial_name(r->reason));
   resp.headers.emplace_back("X-Tally-Status", std::to_string(check_status(*r)));
   resp.headers.emplace_back("X-Tally-Customer", id->customer);
   answer(call, std::move(resp));

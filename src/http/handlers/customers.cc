@@ -14,7 +14,8 @@ namespace dom = simdjson::dom;
 bool string_field(Call& call, dom::element v, std::string_view name, std::string* out) {
   std::string_view s;
   if (v.get_string().get(s) != simdjson::SUCCESS) {
-    answer(call, error_response(400, "VALIDATION_ERROR", "'" + std::string(name) + "' must be a string"));
+    answer(call,
+           error_response(400, "VALIDATION_ERROR", "'" + std::string(name) + "' must be a string"));
     return false;
   }
   out->assign(s);
@@ -22,36 +23,44 @@ bool string_field(Call& call, dom::element v, std::string_view name, std::string
 }
 
 // Reads customer fields into `patch`; `id` (when non-null) receives the id field.
-bool read_customer_fields(Call& call, const dom::object& obj, std::string* id, CustomerPatch* patch) {
+bool read_customer_fields(Call& call, const dom::object& obj, std::string* id,
+                          CustomerPatch* patch) {
   for (auto field : obj) {
     const std::string_view k = field.key;
     std::string s;
     if (k == "id" && id != nullptr) {
-      if (!string_field(call, field.value, k, id)) return false;
+      if (!string_field(call, field.value, k, id))
+        return false;
     } else if (k == "name") {
-      if (!string_field(call, field.value, k, &s)) return false;
+      if (!string_field(call, field.value, k, &s))
+        return false;
       patch->name = s;
     } else if (k == "email") {
-      if (!string_field(call, field.value, k, &s)) return false;
+      if (!string_field(call, field.value, k, &s))
+        return false;
       patch->email = s;
     } else if (k == "timezone") {
-      if (!string_field(call, field.value, k, &s)) return false;
+      if (!string_field(call, field.value, k, &s))
+        return false;
       patch->timezone = s;
     } else if (k == "status") {
-      if (!string_field(call, field.value, k, &s)) return false;
+      if (!string_field(call, field.value, k, &s))
+        return false;
       patch->status = s;
     } else if (k == "plan") {
       if (field.value.is_null()) {
         patch->plan = std::string();
       } else {
-        if (!string_field(call, field.value, k, &s)) return false;
+        if (!string_field(call, field.value, k, &s))
+          return false;
         patch->plan = s;
       }
     } else if (k == "organization") {
       if (field.value.is_null()) {
         patch->organization = std::string();
       } else {
-        if (!string_field(call, field.value, k, &s)) return false;
+        if (!string_field(call, field.value, k, &s))
+          return false;
         if (s.empty()) {
           answer(call, error_response(400, "VALIDATION_ERROR",
                                       "'organization' must not be empty; send null to remove it"));
@@ -60,10 +69,12 @@ bool read_customer_fields(Call& call, const dom::object& obj, std::string* id, C
         patch->organization = s;
       }
     } else if (k == "trial_started_at" || k == "billing_anchor") {
-      if (!string_field(call, field.value, k, &s)) return false;
+      if (!string_field(call, field.value, k, &s))
+        return false;
       auto t = core::parse_rfc3339(s);
       if (!t) {
-        answer(call, error_response(400, "VALIDATION_ERROR", "'" + std::string(k) + "': " + t.error().message()));
+        answer(call, error_response(400, "VALIDATION_ERROR",
+                                    "'" + std::string(k) + "': " + t.error().message()));
         return false;
       }
       (k == "trial_started_at" ? patch->trial_started_at_us : patch->billing_anchor_us) = *t;
@@ -74,7 +85,8 @@ bool read_customer_fields(Call& call, const dom::object& obj, std::string* id, C
       }
       patch->metadata_json = simdjson::minify(field.value);
     } else {
-      answer(call, error_response(400, "VALIDATION_ERROR", "unknown field '" + std::string(k) + "'"));
+      answer(call,
+             error_response(400, "VALIDATION_ERROR", "unknown field '" + std::string(k) + "'"));
       return false;
     }
   }
@@ -160,14 +172,18 @@ void create_key(Context& ctx, Call& call) {
     for (auto field : obj) {
       const std::string_view k = field.key;
       if (k == "customer") {
-        if (field.value.is_null()) continue;
-        if (!string_field(call, field.value, k, &req.customer)) return;
+        if (field.value.is_null())
+          continue;
+        if (!string_field(call, field.value, k, &req.customer))
+          return;
       } else if (k == "name") {
-        if (!string_field(call, field.value, k, &req.name)) return;
+        if (!string_field(call, field.value, k, &req.name))
+          return;
       } else if (k == "scopes") {
         dom::array arr;
         if (field.value.get_array().get(arr) != simdjson::SUCCESS) {
-          answer(call, error_response(400, "VALIDATION_ERROR", "'scopes' must be an array of strings"));
+          answer(call,
+                 error_response(400, "VALIDATION_ERROR", "'scopes' must be an array of strings"));
           return;
         }
         if (arr.size() == 0) {
@@ -179,7 +195,8 @@ void create_key(Context& ctx, Call& call) {
         for (auto s : arr) {
           std::string_view name;
           if (s.get_string().get(name) != simdjson::SUCCESS) {
-            answer(call, error_response(400, "VALIDATION_ERROR", "'scopes' must be an array of strings"));
+            answer(call,
+                   error_response(400, "VALIDATION_ERROR", "'scopes' must be an array of strings"));
             return;
           }
           if (name == "ingest") {
@@ -196,7 +213,8 @@ void create_key(Context& ctx, Call& call) {
           }
         }
       } else {
-        answer(call, error_response(400, "VALIDATION_ERROR", "unknown field '" + std::string(k) + "'"));
+        answer(call,
+               error_response(400, "VALIDATION_ERROR", "unknown field '" + std::string(k) + "'"));
         return;
       }
     }

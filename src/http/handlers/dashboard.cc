@@ -67,7 +67,8 @@ bool same_origin(Call& call) {
   }
   answer(call, error_response(403, "FORBIDDEN",
                               "a dashboard session can only be opened or ended from this "
-                              "server's own pages (Origin '" + *origin + "')"));
+                              "server's own pages (Origin '" +
+                                  *origin + "')"));
   return false;
 }
 
@@ -190,8 +191,8 @@ void create_session(Context& ctx, Call& call) {
   common::JsonWriter w;
   write_session(w, *id, s->csrf_token, s->expires_at_us);
   Response r = json_response(201, w.take());
-  r.headers.emplace_back("Set-Cookie", session_cookie(call.request, s->token,
-                                                      ctx.sessions.ttl_us() / 1'000'000));
+  r.headers.emplace_back("Set-Cookie",
+                         session_cookie(call.request, s->token, ctx.sessions.ttl_us() / 1'000'000));
   r.headers.emplace_back("Cache-Control", "no-store");
   add_security_headers(r);
   answer(call, std::move(r));

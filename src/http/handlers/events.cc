@@ -45,7 +45,6 @@ Response summary_response(const IngestSummary& s) {
   return json_response(none_valid ? (all_unknown ? 422 : 400) : 202, w.take());
 }
 
-
 }  // namespace
 
 void ingest(Context& ctx, Call& call) {
@@ -72,9 +71,12 @@ void list_events(Context& ctx, Call& call) {
     return;
   }
   EventListQuery q;
-  if (const auto* c = call.request.query_param("customer")) q.customer = *c;
-  if (const auto* t = call.request.query_param("type")) q.type = *t;
-  if (const auto* c = call.request.query_param("cursor")) q.cursor = *c;
+  if (const auto* c = call.request.query_param("customer"))
+    q.customer = *c;
+  if (const auto* t = call.request.query_param("type"))
+    q.type = *t;
+  if (const auto* c = call.request.query_param("cursor"))
+    q.cursor = *c;
   // A sparse listing (a rare type, a narrow range) would otherwise scan on until it filled the
   // page: each page has a time budget, and the client follows next_cursor.
   q.budget_ms = ctx.options.page_budget_ms;

@@ -8,16 +8,17 @@
 // short: the server closes the connection without the final chunk. XLSX is a zip whose
 // directory is written at close, so it is first written to a temporary file (libxlsxwriter's
 // constant-memory mode), then streamed from it and removed.
-#include <fcntl.h>
-#include <unistd.h>
+#include "export/export.h"
 
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "core/time.h"
-#include "export/export.h"
 #include "http/handlers/handlers.h"
 
 namespace tally::http::handlers {
@@ -48,18 +49,23 @@ std::function<void(StreamReady)> stream_on_pool(WorkPool& pool,
 class XlsxFile {
  public:
   static constexpr std::size_t kChunkBytes = 256 * 1024;
+
   explicit XlsxFile(std::string path) : path_(std::move(path)) {}
+
   ~XlsxFile() {
     if (fd_ >= 0) {
       ::close(fd_);
     }
     std::remove(path_.c_str());
   }
+
   const std::string& path() const { return path_; }
+
   bool open() {
     fd_ = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
     return fd_ >= 0;
   }
+
   Result<bool> next(std::string* out) {
     out->resize(kChunkBytes);
     const ssize_t n = ::read(fd_, out->data(), kChunkBytes);
@@ -108,8 +114,9 @@ void export_xlsx(Context& ctx, Call& call, const exporter::ExportRequest& r,
 }  // namespace
 
 void export_data(Context& ctx, Call& call) {
-  if (!only_params(call, {"format", "kind", "customer", "meter", "type", "from", "to", "window",
-                           "tz", "measure", "group_by"},
+  if (!only_params(call,
+                   {"format", "kind", "customer", "meter", "type", "from", "to", "window", "tz",
+                    "measure", "group_by"},
                    {.list_allowed = true})) {
     return;
   }
@@ -132,18 +139,27 @@ void export_data(Context& ctx, Call& call) {
     }
     r.kind = *kind;
   }
-  if (const auto* c = call.request.query_param("customer")) r.customer = *c;
-  if (const auto* m = call.request.query_param("meter")) r.meter = *m;
-  if (const auto* t = call.request.query_param("type")) r.type = *t;
-  if (const auto* w = call.request.query_param("window")) r.window = *w;
-  if (const auto* z = call.request.query_param("tz")) r.timezone = *z;
-  if (const auto* m = call.request.query_param("measure")) r.measure = *m;
+  if (const auto* c = call.request.query_param("customer"))
+    r.customer = *c;
+  if (const auto* m = call.request.query_param("meter"))
+    r.meter = *m;
+  if (const auto* t = call.request.query_param("type"))
+    r.type = *t;
+  if (const auto* w = call.request.query_param("window"))
+    r.window = *w;
+  if (const auto* z = call.request.query_param("tz"))
+    r.timezone = *z;
+  if (const auto* m = call.request.query_param("measure"))
+    r.measure = *m;
   for (const auto& [k, v] : call.request.query) {
-    if (k != "group_by") continue;
+    if (k != "group_by")
+      continue;
     for (std::size_t start = 0; start <= v.size();) {  // comma-separated, or repeated
       std::size_t comma = v.find(',', start);
-      if (comma == std::string::npos) comma = v.size();
-      if (comma > start) r.group_by.push_back(v.substr(start, comma - start));
+      if (comma == std::string::npos)
+        comma = v.size();
+      if (comma > start)
+        r.group_by.push_back(v.substr(start, comma - start));
       start = comma + 1;
     }
   }
@@ -176,8 +192,7 @@ void export_data(Context& ctx, Call& call) {
     auto more = stream->next(out);
     if (!more) {
       std::fprintf(stderr, "tally: GET /v1/export cut short after %llu rows: %s\n",
-                   static_cast<unsigned long long>(stream->rows()),
-                   more.error().message().c_str());
+                   static_cast<unsigned long long>(stream->rows()), more.error().message().c_str());
     }
     return more;
   });

@@ -9,7 +9,9 @@
 
 namespace tally::http::handlers {
 
-void answer(Call& call, Response r) { call.respond(std::move(r)); }
+void answer(Call& call, Response r) {
+  call.respond(std::move(r));
+}
 
 bool time_param(Call& call, std::string_view name, TimeUs* out) {
   const std::string* v = call.request.query_param(name);
@@ -18,8 +20,9 @@ bool time_param(Call& call, std::string_view name, TimeUs* out) {
   }
   auto t = core::parse_rfc3339(*v);
   if (!t) {
-    answer(call, error_response(400, "VALIDATION_ERROR",
-                                "query parameter '" + std::string(name) + "': " + t.error().message()));
+    answer(call,
+           error_response(400, "VALIDATION_ERROR",
+                          "query parameter '" + std::string(name) + "': " + t.error().message()));
     return false;
   }
   *out = *t;
@@ -35,8 +38,8 @@ bool uint_param(Call& call, std::string_view name, std::uint32_t max, std::uint3
   auto r = std::from_chars(v->data(), v->data() + v->size(), n);
   if (r.ec != std::errc() || r.ptr != v->data() + v->size() || n == 0 || n > max) {
     answer(call, error_response(400, "VALIDATION_ERROR",
-                                "query parameter '" + std::string(name) + "' must be an integer 1.." +
-                                    std::to_string(max)));
+                                "query parameter '" + std::string(name) +
+                                    "' must be an integer 1.." + std::to_string(max)));
     return false;
   }
   *out = n;

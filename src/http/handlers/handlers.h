@@ -15,7 +15,7 @@
 namespace simdjson::dom {
 class element;
 class object;
-}
+}  // namespace simdjson::dom
 
 namespace tally::http::handlers {
 
@@ -25,7 +25,7 @@ struct Context {
   Engine& engine;
   const ApiOptions& options;
   const Api& api;
-  WorkPool& pool;  // for the pieces of a streamed answer (see export.cc)
+  WorkPool& pool;                     // for the pieces of a streamed answer (see export.cc)
   dashboard::SessionStore& sessions;  // the dashboard's sign-ins (see dashboard.cc)
 };
 
@@ -156,10 +156,12 @@ bool body_object(Call& call, simdjson::dom::object* out,
 std::optional<std::string> filter_property(std::string_view name);
 // Every filter[property]=value of the query, in order.
 std::vector<std::pair<std::string, std::string>> filter_params(const Request& request);
+
 struct ParamRules {
   bool filters = false;       // filter[...] parameters are also allowed
   bool list_allowed = false;  // the refusal names the allowed parameters ("; allowed: a, b")
 };
+
 // Refuses a query parameter not in `known`: false after answering 400 VALIDATION_ERROR
 // "unknown query parameter 'x'".
 bool only_params(Call& call, std::initializer_list<std::string_view> known, ParamRules rules = {});

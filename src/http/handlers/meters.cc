@@ -1,7 +1,6 @@
 // GET /v1/meters, GET /v1/meters/{key}/query, GET /v1/customers/{id}/usage.
-#include "http/handlers/handlers.h"
-
 #include "core/time.h"
+#include "http/handlers/handlers.h"
 
 namespace tally::http::handlers {
 
@@ -9,9 +8,12 @@ namespace {
 
 void write_meter(common::JsonWriter& w, const MeterInfo& m) {
   w.begin_object()
-      .key("key").value(m.key)
-      .key("event_type").value(m.event_type)
-      .key("aggregation").value(m.aggregation)
+      .key("key")
+      .value(m.key)
+      .key("event_type")
+      .value(m.event_type)
+      .key("aggregation")
+      .value(m.aggregation)
       .key("value");
   m.value_property.empty() ? w.null() : w.value("$." + m.value_property);
   w.key("group_by").begin_array();

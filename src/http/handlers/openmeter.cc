@@ -36,7 +36,9 @@ Response problem(unsigned status, std::string_view detail) {
   return r;
 }
 
-Response problem_of(const Status& s) { return problem(status_response(s).status, s.message()); }
+Response problem_of(const Status& s) {
+  return problem(status_response(s).status, s.message());
+}
 
 std::string upper(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(),
@@ -75,14 +77,16 @@ void openmeter_ingest(Context& ctx, Call& call) {
   std::string type;
   if (const auto* t = call.request.header("content-type")) {
     type = t->substr(0, t->find(';'));
-    while (!type.empty() && type.back() == ' ') type.pop_back();
+    while (!type.empty() && type.back() == ' ')
+      type.pop_back();
   }
   std::transform(type.begin(), type.end(), type.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   if (type != "application/cloudevents+json" && type != "application/cloudevents-batch+json" &&
       type != "application/json") {
-    answer(call, problem(415, "send application/cloudevents+json, "
-                              "application/cloudevents-batch+json or application/json"));
+    answer(call, problem(415,
+                         "send application/cloudevents+json, "
+                         "application/cloudevents-batch+json or application/json"));
     return;
   }
   IngestOptions options;
@@ -96,7 +100,7 @@ void openmeter_ingest(Context& ctx, Call& call) {
           const Status& s = r.error();
           respond(problem(s.code() == StatusCode::kInvalidArgument     ? 400
                           : s.code() == StatusCode::kResourceExhausted ? 413
-                                                                        : status_response(s).status,
+                                                                       : status_response(s).status,
                           s.message()));
           return;
         }
@@ -224,10 +228,12 @@ void openmeter_query(Context& ctx, Call& call) {
     return true;
   };
   if (subjects.empty()) {
-    if (!run("")) return;
+    if (!run(""))
+      return;
   } else {
     for (const auto& s : subjects) {
-      if (!run(s)) return;
+      if (!run(s))
+        return;
     }
   }
   if (!keep_subject) {
@@ -258,9 +264,12 @@ void openmeter_query(Context& ctx, Call& call) {
   }
   common::JsonWriter w;
   w.begin_object();
-  if (has_from) w.key("from").value(time_text(q.from_us));
-  if (has_to) w.key("to").value(time_text(q.to_us));
-  if (!window_size.empty()) w.key("windowSize").value(window_size);
+  if (has_from)
+    w.key("from").value(time_text(q.from_us));
+  if (has_to)
+    w.key("to").value(time_text(q.to_us));
+  if (!window_size.empty())
+    w.key("windowSize").value(window_size);
   w.key("data").begin_array();
   for (const auto& row : rows) {
     w.begin_object().key("value");

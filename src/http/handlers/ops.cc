@@ -1,16 +1,18 @@
 // GET /health, GET /ready, GET /metrics, GET /openapi.json.
-#include "http/handlers/handlers.h"
-
 #include "core/time.h"
+#include "http/handlers/handlers.h"
 
 namespace tally::http::handlers {
 
 void health(Context& ctx, Call& call) {
   common::JsonWriter w;
   w.begin_object()
-      .key("status").value("ok")
-      .key("timestamp").value(time_text(ctx.engine.clock().now_us()))
-      .key("version").value(TALLY_VERSION)
+      .key("status")
+      .value("ok")
+      .key("timestamp")
+      .value(time_text(ctx.engine.clock().now_us()))
+      .key("version")
+      .value(TALLY_VERSION)
       .end_object();
   answer(call, json_response(200, w.take()));
 }
@@ -25,10 +27,14 @@ void ready(Context& ctx, Call& call) {
     w.key("reason").value(disk_full ? "disk_full" : "store_unavailable");
     w.key("message").value(s.message());
   }
-  w.key("timestamp").value(time_text(ctx.engine.clock().now_us()))
-      .key("services").begin_object()
-      .key("store").value(s.ok() || disk_full ? "connected" : s.message())
-      .key("writes").value(disk_full ? "refused" : "accepted")
+  w.key("timestamp")
+      .value(time_text(ctx.engine.clock().now_us()))
+      .key("services")
+      .begin_object()
+      .key("store")
+      .value(s.ok() || disk_full ? "connected" : s.message())
+      .key("writes")
+      .value(disk_full ? "refused" : "accepted")
       .end_object()
       .end_object();
   answer(call, json_response(s.ok() ? 200 : 503, w.take()));

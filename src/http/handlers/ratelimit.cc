@@ -3,9 +3,9 @@
 // answer in Unkey's shapes ({"meta": {"requestId"}, "data": ...}, errors as {"meta", "error":
 // {"detail", "status", "title", "type"}}) so that @unkey/ratelimit and @unkey/api work against
 // Tally by their base URL alone.
-#include <simdjson.h>
-
 #include <algorithm>
+
+#include <simdjson.h>
 
 #include "common/crypto.h"
 #include "core/time.h"
@@ -63,7 +63,9 @@ bool parse_limit(dom::element e, bool strict, AdHocLimit* out, std::string* erro
 
 // ---- Unkey's shapes ---------------------------------------------------------------------------
 
-std::string request_id() { return "req_" + common::to_hex(common::random_bytes(12)); }
+std::string request_id() {
+  return "req_" + common::to_hex(common::random_bytes(12));
+}
 
 Response unkey_error(unsigned status, std::string_view detail) {
   const char* title = status == 400   ? "Bad Request"
@@ -72,11 +74,12 @@ Response unkey_error(unsigned status, std::string_view detail) {
                       : status == 404 ? "Not Found"
                       : status == 503 ? "Service Unavailable"
                                       : "Internal Server Error";
-  const char* type = status == 400   ? "https://unkey.com/docs/errors/unkey/application/invalid_input"
-                     : status == 401 ? "https://unkey.com/docs/errors/unkey/authentication/missing"
-                     : status == 403 ? "https://unkey.com/docs/errors/unkey/authorization/insufficient_permissions"
-                     : status == 404 ? "https://unkey.com/docs/errors/unkey/data/not_found"
-                                     : "https://unkey.com/docs/errors/unkey/application/unexpected_error";
+  const char* type =
+      status == 400   ? "https://unkey.com/docs/errors/unkey/application/invalid_input"
+      : status == 401 ? "https://unkey.com/docs/errors/unkey/authentication/missing"
+      : status == 403 ? "https://unkey.com/docs/errors/unkey/authorization/insufficient_permissions"
+      : status == 404 ? "https://unkey.com/docs/errors/unkey/data/not_found"
+                      : "https://unkey.com/docs/errors/unkey/application/unexpected_error";
   common::JsonWriter w;
   w.begin_object().key("meta").begin_object().key("requestId").value(request_id()).end_object();
   w.key("error").begin_object().key("detail").value(detail).key("status").value(status);
@@ -115,7 +118,8 @@ Response unkey_refusal(unsigned status, std::string_view detail) {
 
 void ratelimit(Context& ctx, Call& call) {
   dom::element root;
-  if (!body_json(call, &root)) return;
+  if (!body_json(call, &root))
+    return;
   std::vector<AdHocLimit> limits;
   std::string error;
   dom::array many;
@@ -153,7 +157,10 @@ void ratelimit(Context& ctx, Call& call) {
     w.key("allowed").value(x.allowed).key("namespace").value(x.ns);
     w.key("identifier").value(x.identifier).key("limit").value(x.limit);
     w.key("cost").value(l.cost).key("used").value(x.used).key("remaining").value(x.remaining);
-    w.key("window_start").value(time_text(x.window_start_us)).key("reset").value(time_text(x.reset_us));
+    w.key("window_start")
+        .value(time_text(x.window_start_us))
+        .key("reset")
+        .value(time_text(x.reset_us));
   };
   common::JsonWriter w;
   w.begin_object();
@@ -177,9 +184,10 @@ void ratelimit(Context& ctx, Call& call) {
   resp.headers.emplace_back("X-RateLimit-Limit", std::to_string(h.limit));
   resp.headers.emplace_back("X-RateLimit-Remaining", std::to_string(h.remaining));
   resp.headers.emplace_back("X-RateLimit-Reset", std::to_string(reset_s));
-  resp.headers.emplace_back("RateLimit-Policy",
-                            "\"" + h.ns + "\";q=" + std::to_string(h.limit) + ";w=" +
-                                std::to_string((h.reset_us - h.window_start_us) / core::kUsPerSecond));
+  resp.headers.emplace_back(
+      "RateLimit-Policy",
+      "\"" + h.ns + "\";q=" + std::to_string(h.limit) +
+          ";w=" + std::to_string((h.reset_us - h.window_start_us) / core::kUsPerSecond));
   resp.headers.emplace_back("RateLimit", "\"" + h.ns + "\";r=" + std::to_string(h.remaining) +
                                              ";t=" + std::to_string(reset_s));
   if (!allowed) {
@@ -192,7 +200,8 @@ void ratelimit(Context& ctx, Call& call) {
 
 void unkey_limit(Context& ctx, Call& call) {
   dom::element root;
-  if (!unkey_body(call, &root)) return;
+  if (!unkey_body(call, &root))
+    return;
   AdHocLimit l;
   std::string error;
   if (!parse_limit(root, false, &l, &error)) {
@@ -215,7 +224,8 @@ void unkey_limit(Context& ctx, Call& call) {
 
 void unkey_multi_limit(Context& ctx, Call& call) {
   dom::element root;
-  if (!unkey_body(call, &root)) return;
+  if (!unkey_body(call, &root))
+    return;
   dom::array many;
   if (root.get_array().get(many) != simdjson::SUCCESS) {
     answer(call, unkey_error(400, "the body must be an array of rate limit requests"));

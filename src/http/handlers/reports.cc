@@ -27,7 +27,8 @@ void usage_history(Context& ctx, Call& call) {
   }
   q.timezone = zone_param(call);
   q.group_by = param(call, "group_by");
-  if (!range_params(call, &q.from_us, &q.to_us) || !uint_param(call, "windows", 10'000, &q.windows)) {
+  if (!range_params(call, &q.from_us, &q.to_us) ||
+      !uint_param(call, "windows", 10'000, &q.windows)) {
     return;
   }
   if (call.request.query_param("windows") != nullptr && q.from_us != 0) {
@@ -42,14 +43,22 @@ void usage_history(Context& ctx, Call& call) {
   }
   common::JsonWriter w;
   w.begin_object()
-      .key("customer").value(r->customer)
-      .key("meter").value(r->meter)
-      .key("aggregation").value(r->aggregation)
-      .key("unit").value(r->unit)
-      .key("window").value(r->window)
-      .key("timezone").value(r->timezone)
-      .key("from").value(time_text(r->from_us))
-      .key("to").value(time_text(r->to_us))
+      .key("customer")
+      .value(r->customer)
+      .key("meter")
+      .value(r->meter)
+      .key("aggregation")
+      .value(r->aggregation)
+      .key("unit")
+      .value(r->unit)
+      .key("window")
+      .value(r->window)
+      .key("timezone")
+      .value(r->timezone)
+      .key("from")
+      .value(time_text(r->from_us))
+      .key("to")
+      .value(time_text(r->to_us))
       .key("data");
   write_series(w, r->data);
   if (!q.group_by.empty()) {
@@ -81,8 +90,10 @@ void usage_report(Context& ctx, Call& call) {
   }
   common::JsonWriter w;
   w.begin_object()
-      .key("customer").value(r->customer.id)
-      .key("name").value(r->customer.name)
+      .key("customer")
+      .value(r->customer.id)
+      .key("name")
+      .value(r->customer.name)
       .key("organization");
   write_nullable(w, r->customer.organization);
   w.key("status").value(r->customer.status).key("plan");
@@ -104,11 +115,16 @@ void usage_report(Context& ctx, Call& call) {
   w.end_array().key("breakdown").begin_array();
   for (const auto& b : r->breakdown) {
     w.begin_object()
-        .key("meter").value(b.meter)
-        .key("property").value(b.property)
-        .key("aggregation").value(b.aggregation)
-        .key("unit").value(b.unit)
-        .key("groups").begin_array();
+        .key("meter")
+        .value(b.meter)
+        .key("property")
+        .value(b.property)
+        .key("aggregation")
+        .value(b.aggregation)
+        .key("unit")
+        .value(b.unit)
+        .key("groups")
+        .begin_array();
     for (const auto& g : b.groups) {
       w.begin_object().key("value").value(g.value).key("usage");
       write_decimal(w, g.usage);
@@ -138,20 +154,28 @@ void organization_usage(Context& ctx, Call& call) {
   }
   common::JsonWriter w;
   w.begin_object()
-      .key("organization").value(r->organization)
-      .key("from").value(time_text(r->from_us))
-      .key("to").value(time_text(r->to_us))
-      .key("timezone").value(r->timezone)
-      .key("customers").begin_array();
+      .key("organization")
+      .value(r->organization)
+      .key("from")
+      .value(time_text(r->from_us))
+      .key("to")
+      .value(time_text(r->to_us))
+      .key("timezone")
+      .value(r->timezone)
+      .key("customers")
+      .begin_array();
   for (const auto& c : r->customers) {
     w.value(c);
   }
   w.end_array().key("meters").begin_array();
   for (const auto& m : r->meters) {
     w.begin_object()
-        .key("meter").value(m.meter)
-        .key("aggregation").value(m.aggregation)
-        .key("unit").value(m.unit)
+        .key("meter")
+        .value(m.meter)
+        .key("aggregation")
+        .value(m.aggregation)
+        .key("unit")
+        .value(m.unit)
         .key("value");
     write_decimal(w, m.value);
     w.end_object();
@@ -205,12 +229,18 @@ void admin_customers(Context& ctx, Call& call) {
   }
   common::JsonWriter w;
   w.begin_object()
-      .key("total").value(r->total)
-      .key("offset").value(q.offset)
-      .key("limit").value(q.limit)
-      .key("sort").value(q.sort)
-      .key("order").value(q.descending ? "desc" : "asc")
-      .key("customers").begin_array();
+      .key("total")
+      .value(r->total)
+      .key("offset")
+      .value(q.offset)
+      .key("limit")
+      .value(q.limit)
+      .key("sort")
+      .value(q.sort)
+      .key("order")
+      .value(q.descending ? "desc" : "asc")
+      .key("customers")
+      .begin_array();
   for (const CustomerSummary& c : r->customers) {
     w.begin_object().key("id").value(c.id).key("name").value(c.name).key("plan");
     write_nullable(w, c.plan);
@@ -257,22 +287,31 @@ void top_customers(Context& ctx, Call& call) {
   }
   common::JsonWriter w;
   w.begin_object()
-      .key("meter").value(r->meter)
-      .key("aggregation").value(r->aggregation)
-      .key("unit").value(r->unit)
+      .key("meter")
+      .value(r->meter)
+      .key("aggregation")
+      .value(r->aggregation)
+      .key("unit")
+      .value(r->unit)
       .key("period");
   write_nullable(w, r->period);
   w.key("from")
       .value(time_text(r->from_us))
-      .key("to").value(time_text(r->to_us))
-      .key("timezone").value(r->timezone)
-      .key("customers").begin_array();
+      .key("to")
+      .value(time_text(r->to_us))
+      .key("timezone")
+      .value(r->timezone)
+      .key("customers")
+      .begin_array();
   std::uint64_t rank = 0;
   for (const auto& c : r->customers) {
     w.begin_object()
-        .key("rank").value(++rank)
-        .key("customer").value(c.customer)
-        .key("name").value(c.name)
+        .key("rank")
+        .value(++rank)
+        .key("customer")
+        .value(c.customer)
+        .key("name")
+        .value(c.name)
         .key("value");
     write_decimal(w, c.value);
     w.end_object();
@@ -307,20 +346,30 @@ void meter_stats(Context& ctx, Call& call) {
   }
   common::JsonWriter w;
   w.begin_object()
-      .key("meter").value(r->meter)
-      .key("aggregation").value(r->aggregation)
-      .key("unit").value(r->unit)
+      .key("meter")
+      .value(r->meter)
+      .key("aggregation")
+      .value(r->aggregation)
+      .key("unit")
+      .value(r->unit)
       .key("customer");
   write_nullable(w, r->customer);
   w.key("window")
       .value(r->window)
-      .key("timezone").value(r->timezone)
-      .key("from").value(time_text(r->from_us))
-      .key("to").value(time_text(r->to_us))
-      .key("windows").value(r->windows)
-      .key("windows_with_data").value(r->windows_with_data)
-      .key("stats").begin_object()
-      .key("count").value(r->count);
+      .key("timezone")
+      .value(r->timezone)
+      .key("from")
+      .value(time_text(r->from_us))
+      .key("to")
+      .value(time_text(r->to_us))
+      .key("windows")
+      .value(r->windows)
+      .key("windows_with_data")
+      .value(r->windows_with_data)
+      .key("stats")
+      .begin_object()
+      .key("count")
+      .value(r->count);
   const std::pair<const char*, const std::string*> fields[] = {
       {"sum", &r->sum},       {"avg", &r->avg}, {"min", &r->min}, {"max", &r->max},
       {"median", &r->median}, {"p95", &r->p95}, {"p99", &r->p99}};

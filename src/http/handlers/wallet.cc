@@ -11,7 +11,8 @@ namespace dom = simdjson::dom;
 
 void get_wallet(Context& ctx, Call& call) {
   std::string customer = call.params[0];
-  if (!scope_customer(call, &customer)) return;
+  if (!scope_customer(call, &customer))
+    return;
   Result<Wallet> r = ctx.engine.wallet(customer);
   if (!r) {
     answer(call, status_response(r.error()));
@@ -39,7 +40,8 @@ void create_wallet_transaction(Context& ctx, Call& call) {
     } else if (key == "amount" && f.value.get_string().get(s) == simdjson::SUCCESS) {
       req.amount.assign(s);
       has_amount = true;
-    } else if (key == "amount" && (f.value.is_int64() || f.value.is_uint64() || f.value.is_double())) {
+    } else if (key == "amount" &&
+               (f.value.is_int64() || f.value.is_uint64() || f.value.is_double())) {
       req.amount = simdjson::minify(f.value);
       has_amount = true;
     } else if (key == "description" && f.value.get_string().get(s) == simdjson::SUCCESS) {
@@ -72,7 +74,8 @@ void create_wallet_transaction(Context& ctx, Call& call) {
     answer(call, error_response(400, "VALIDATION_ERROR", "'type' and 'amount' are required"));
     return;
   }
-  Result<LedgerTransaction> t = ctx.engine.wallet_transaction(call.params[0], req, call.identity.key_id);
+  Result<LedgerTransaction> t =
+      ctx.engine.wallet_transaction(call.params[0], req, call.identity.key_id);
   if (!t) {
     answer(call, status_response(t.error()));
     return;
@@ -88,8 +91,10 @@ void list_wallet_transactions(Context& ctx, Call& call) {
   }
   LedgerQuery q;
   q.customer = call.params[0];
-  if (const auto* t = call.request.query_param("type")) q.type = *t;
-  if (const auto* c = call.request.query_param("cursor")) q.cursor = *c;
+  if (const auto* t = call.request.query_param("type"))
+    q.type = *t;
+  if (const auto* c = call.request.query_param("cursor"))
+    q.cursor = *c;
   if (!scope_customer(call, &q.customer) || !time_param(call, "from", &q.from_us) ||
       !time_param(call, "to", &q.to_us) || !uint_param(call, "limit", 1000, &q.limit)) {
     return;

@@ -67,8 +67,8 @@ constexpr std::size_t kSpaceCount = static_cast<std::size_t>(Space::kCount);
 // Column family names, indexed by Space. Persisted in the MANIFEST: never rename. kMeta lives in
 // RocksDB's default column family, which always exists.
 constexpr std::array<std::string_view, kSpaceCount> kColumnFamilyNames = {
-    "default", "events", "dedup", "aggregates", "uniques", "customers", "keys", "audit", "ledger",
-    "archive",
+    "default",   "events", "dedup", "aggregates", "uniques",
+    "customers", "keys",   "audit", "ledger",     "archive",
 };
 static_assert(kColumnFamilyNames[0] == "default", "kMeta must map to RocksDB's default family");
 
