@@ -167,7 +167,7 @@ class Loader {
       } else if (name == kPlansSection.name) {
         TALLY_TRY(load_plans(*node, at, &config->plans));
       } else if (name == kRoutesSection.name) {
-        TALLY_TRY(load_routes(*node, at, &config->routes));
+        TALLY_TRY(load_tables(*node, at, kRoutesSection, kRouteOptions, "routes", &config->routes));
       } else if (name == kCreditsSection.name) {
         TALLY_TRY(load_section(*node, at, kCreditsSection, kCreditsOptions, &config->credits));
       } else if (name == kRetentionSection.name) {
@@ -178,9 +178,11 @@ class Loader {
       } else if (name == kAlertsSection.name) {
         TALLY_TRY(load_section(*node, at, kAlertsSection, kAlertsOptions, &config->alerts));
       } else if (name == kWebhooksSection.name) {
-        TALLY_TRY(load_webhooks(*node, at, &config->webhooks));
+        TALLY_TRY(load_tables(*node, at, kWebhooksSection, kWebhookOptions, "webhooks",
+                              &config->webhooks));
       } else if (name == kNotificationsSection.name) {
-        TALLY_TRY(load_notifications(*node, at, &config->notifications));
+        TALLY_TRY(load_tables(*node, at, kNotificationsSection, kNotificationOptions,
+                              "notifications", &config->notifications));
       } else {
         static const std::string_view kNames[] = {
             kServerSection.name,   kStorageSection.name,       kEnforcementSection.name,
@@ -749,53 +751,23 @@ class Loader {
     return Status();
   }
 
-  Status load_routes(const toml::node& node, const toml::source_position& at,
-                     std::vector<RouteRule>* routes) {
-    Result<const toml::array*> array = array_of_tables(node, at, kRoutesSection);
+  // An array of tables whose entries are rows of `options` alone: [[routes]], [[webhooks]],
+  // [[notifications]]. `key` names them in messages ("routes[2].", "[[routes]]").
+  template <typename T, typename Section, typename Options>
+  Status load_tables(const toml::node& node, const toml::source_position& at,
+                     const Section& section, const Options& options, const std::string& key,
+                     std::vector<T>* out) {
+    Result<const toml::array*> array = array_of_tables(node, at, section);
     if (!array) {
       return array.error();
     }
     for (std::size_t i = 0; i < (*array)->size(); ++i) {
       const toml::table& entry = *(*array)->get(i)->as_table();
-      RouteRule route;
+      T item;
       Positions positions;
-      TALLY_TRY(apply(entry, kRouteOptions, "routes[" + std::to_string(i) + "].", "[[routes]]",
-                      &route, &positions));
-      routes->push_back(std::move(route));
-    }
-    return Status();
-  }
-
-  Status load_webhooks(const toml::node& node, const toml::source_position& at,
-                       std::vector<WebhookConfig>* webhooks) {
-    Result<const toml::array*> array = array_of_tables(node, at, kWebhooksSection);
-    if (!array) {
-      return array.error();
-    }
-    for (std::size_t i = 0; i < (*array)->size(); ++i) {
-      const toml::table& entry = *(*array)->get(i)->as_table();
-      WebhookConfig hook;
-      Positions positions;
-      TALLY_TRY(apply(entry, kWebhookOptions, "webhooks[" + std::to_string(i) + "].",
-                      "[[webhooks]]", &hook, &positions));
-      webhooks->push_back(std::move(hook));
-    }
-    return Status();
-  }
-
-  Status load_notifications(const toml::node& node, const toml::source_position& at,
-                            std::vector<NotificationConfig>* notifications) {
-    Result<const toml::array*> array = array_of_tables(node, at, kNotificationsSection);
-    if (!array) {
-      return array.error();
-    }
-    for (std::size_t i = 0; i < (*array)->size(); ++i) {
-      const toml::table& entry = *(*array)->get(i)->as_table();
-      NotificationConfig n;
-      Positions positions;
-      TALLY_TRY(apply(entry, kNotificationOptions, "notifications[" + std::to_string(i) + "].",
-                      "[[notifications]]", &n, &positions));
-      notifications->push_back(std::move(n));
+      TALLY_TRY(apply(entry, options, key + "[" + std::to_string(i) + "].", "[[" + key + "]]",
+                      &item, &positions));
+      out->push_back(std::move(item));
     }
     return Status();
   }
