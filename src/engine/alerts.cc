@@ -160,8 +160,8 @@ void Engine::Impl::touch_all_for_alerts() {
     return;
   }
   for (const auto& [num, cs] : customers) {
-    for (std::uint32_t m = 0; m < meters.size(); ++m) {
-      if (meter_limited[m]) {
+    for (std::uint32_t m = 0; m < catalog->meters.size(); ++m) {
+      if (catalog->meters[m].limitable) {
         alert_touched_limits.emplace_back(num, m);
       }
     }

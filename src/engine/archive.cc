@@ -141,7 +141,7 @@ class ArchiveScan {
     for (const auto& [num, cs] : d.customers) {
       ids_[num] = cs.record.id;
     }
-    for (const auto& m : d.meters) {
+    for (const auto& m : d.catalog->meters) {
       if (!m.hidden) {
         specs_.push_back(m.spec);  // hidden cost meters come from repricing
       }
@@ -305,8 +305,9 @@ void add_archive_records(const Engine::Impl& d, const std::string& manifest_text
   for (const auto& [key, units] : w->units.price_usage) {
     const auto& [price, cnum, start] = key;
     w->wb.put(store::Space::kArchive,
-              engine::archive_record_key(engine::kArchivePriceTag, id,
-                                         engine::price_usage_key(d.prices[price].key, cnum, start)),
+              engine::archive_record_key(
+                  engine::kArchivePriceTag, id,
+                  engine::price_usage_key(d.catalog->prices[price].key, cnum, start)),
               engine::encode_decimal(units));
   }
   w->wb.put(store::Space::kArchive, engine::archive_record_key(engine::kArchiveManifestTag, id, ""),

@@ -58,7 +58,7 @@ namespace {
 // the job's arena; `scratch` only builds the id.
 void add_usage_event(const Engine::Impl& d, engine::IngestJob& job, const Usage& u,
                      std::string& scratch) {
-  const engine::MeterState& ms = *u.ms;
+  const engine::MeterDef& ms = *u.ms;
   core::EventBatch& b = job.parsed.batch;
   core::Event e;
   if (ms.spec.aggregation == core::Aggregation::kCount) {
@@ -179,7 +179,7 @@ engine::ReservationOp open_op(const Engine::Impl& d, const std::string& id,
   op.open = true;
   op.id = id;
   op.record.customer_num = res.customer_num;
-  op.record.meter = d.meters[res.meter].spec.key;
+  op.record.meter = d.catalog->meters[res.meter].spec.key;
   op.record.amount = res.amount;
   op.record.credits = res.credits;
   op.record.created_us = res.created_us;
@@ -223,12 +223,12 @@ Status prepare(const Engine::Impl& d, const CheckRequest& r, Prepared* out) {
   if (p.cs == nullptr) {
     return Status::not_found("customer '" + r.customer + "' does not exist");
   }
-  const engine::MeterState* ms = d.find_meter(r.meter);
+  const engine::MeterDef* ms = d.catalog->find(r.meter);
   if (ms == nullptr) {
     return Status::not_found("meter '" + r.meter + "' does not exist");
   }
-  p.meter = static_cast<std::uint32_t>(ms - d.meters.data());
-  if (!d.meter_limited[p.meter]) {
+  p.meter = d.catalog->index_of(ms);
+  if (!ms->limitable) {
     return Status::invalid_argument("meter '" + r.meter + "' aggregates by " +
                                     std::string(core::aggregation_name(ms->spec.aggregation)) +
                                     "; checks apply to count, sum, latest and max meters");
@@ -374,7 +374,7 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
   std::uint64_t token = 0;
   if (out->allowed && r.consume != Consume::kNo) {
     token = d.next_token++;
-    const core::Aggregation agg = d.meters[p.meter].spec.aggregation;
+    const core::Aggregation agg = d.catalog->meters[p.meter].spec.aggregation;
     for (const auto& e : ev.limits) {
       if (e.rate != nullptr && rates_before != nullptr) {
         rates_before->emplace_back(e.rate, e.rate->state);
@@ -393,7 +393,7 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
     ev.consumed(p.amount, now);
     if (r.consume == Consume::kYes) {
       Usage& u = usage->emplace_back();
-      u.ms = &d.meters[p.meter];
+      u.ms = &d.catalog->meters[p.meter];
       u.customer = &r.customer;
       u.event_id = r.event_id.empty() ? nullptr : &r.event_id;
       u.properties = &r.properties;

@@ -1,5 +1,5 @@
-// The engine's front door: opening (the config, the store, the meter and price tables) and
-// recovery of the in-memory state, the ingest entry points, statistics and readiness.
+// The engine's front door: opening (the config, the store, the catalog of meters and prices,
+// then recovery.cc's load), the ingest entry points, statistics and readiness.
 //
 // Ingest path: a caller's thread parses the body (core/event_parse), computes the events'
 // dedup hashes and queues an IngestJob (CommitQueue, group_commit.h). The commit thread commits
@@ -119,92 +119,11 @@ Result<std::unique_ptr<Engine>> Engine::Impl::open(const EngineOptions& options,
     impl->store = std::move(*s);
   }
 
-  for (const auto& spec : impl->config.meters) {
-    engine::MeterState m;
-    m.spec = spec;
-    impl->meters.push_back(std::move(m));
-  }
-  for (const auto& m : impl->meters) {
-    const core::Aggregation a = m.spec.aggregation;
-    impl->meter_limited.push_back(a == core::Aggregation::kCount || a == core::Aggregation::kSum ||
-                                  a == core::Aggregation::kLatest || a == core::Aggregation::kMax);
-  }
   impl->token_prefix = common::to_hex(common::random_bytes(6));
-  // One price per meter and match; its config entries are its versions. Keys and versions
-  // come from the store at load (load_prices); stored prices the config lost join there too.
-  impl->prices_by_meter.resize(impl->meters.size());
-  for (std::size_t e = 0; e < impl->config.prices.size(); ++e) {
-    const core::PriceSpec& spec = impl->config.prices[e].spec;
-    std::vector<std::pair<std::string, std::string>> match = spec.match;
-    std::sort(match.begin(), match.end());
-    auto same = std::find_if(impl->prices.begin(), impl->prices.end(), [&](const auto& ps) {
-      return ps.spec.meter == spec.meter && ps.spec.match == match;
-    });
-    if (same != impl->prices.end()) {
-      same->entries.push_back(e);
-      continue;
-    }
-    engine::PriceState ps;
-    ps.spec.meter = spec.meter;
-    ps.spec.match = std::move(match);
-    for (std::uint32_t i = 0; i < impl->meters.size(); ++i) {
-      if (impl->meters[i].spec.key == spec.meter) {
-        ps.meter = i;
-        ps.event_type = impl->meters[i].spec.event_type;
-      }
-    }
-    ps.entries.push_back(e);
-    impl->prices_by_meter[ps.meter].push_back(static_cast<std::uint32_t>(impl->prices.size()));
-    impl->prices.push_back(std::move(ps));
-  }
-  for (std::uint32_t i = 0; i < impl->meters.size(); ++i) {
-    const std::string& type = impl->meters[i].spec.event_type;
-    auto it = std::find_if(impl->meters_by_type.begin(), impl->meters_by_type.end(),
-                           [&](const auto& p) { return p.first == type; });
-    if (it == impl->meters_by_type.end()) {
-      impl->meters_by_type.push_back({type, {i}});
-    } else {
-      it->second.push_back(i);
-    }
-  }
-
-  for (const auto& [type, indexes] : impl->meters_by_type) {
-    impl->metered_types.push_back(type);
-  }
-  for (const auto& m : impl->meters) {
-    if (!m.hidden && !m.spec.value_property.empty() &&
-        m.spec.aggregation != core::Aggregation::kUniqueCount) {
-      impl->value_meters.push_back(m.spec);
-    }
-  }
-  for (const auto& spec : impl->value_meters) {
-    impl->nonnegative_for_customers.push_back(&spec);
-    if (!spec.allow_negative) {
-      impl->nonnegative_for_admins.push_back(&spec);
-    }
-  }
-  // Hidden sum meters for the cost and credits of each priced meter, grouped like it.
-  const std::size_t configured = impl->meters.size();
-  impl->cost_meter.assign(configured, Impl::kNoMeter);
-  impl->credits_meter.assign(configured, Impl::kNoMeter);
-  for (std::uint32_t i = 0; i < configured; ++i) {
-    if (impl->prices_by_meter[i].empty()) {
-      continue;
-    }
-    for (const char* measure : {"cost", "credits"}) {
-      engine::MeterState hidden;
-      hidden.hidden = true;
-      hidden.spec.key = impl->meters[i].spec.key + ":" + measure;
-      hidden.spec.event_type = impl->meters[i].spec.event_type;
-      hidden.spec.aggregation = core::Aggregation::kSum;
-      hidden.spec.value_property = measure;
-      hidden.spec.group_by = impl->meters[i].spec.group_by;
-      (std::string_view(measure) == "cost" ? impl->cost_meter : impl->credits_meter)[i] =
-          static_cast<std::uint32_t>(impl->meters.size());
-      impl->meters.push_back(std::move(hidden));
-      impl->meter_limited.push_back(false);
-    }
-  }
+  engine::Catalog catalog = engine::Catalog::build(impl->config);
+  TALLY_TRY(impl->load_prices(catalog));
+  impl->catalog = std::make_unique<const engine::Catalog>(std::move(catalog));
+  impl->meter_aggregates.resize(impl->catalog->meters.size());
 
   TALLY_TRY(impl->load());
   if (!impl->read_only) {
@@ -220,227 +139,6 @@ const Clock& Engine::clock() const {
 
 const config::Config& Engine::config() const {
   return impl_->config;
-}
-
-Status Engine::Impl::check_plans_configured() const {
-  // Fail closed: a customer whose plan left the config would be checked as unlimited.
-  std::map<std::string, std::size_t> orphans;  // plan -> customers
-  for (const auto& [num, cs] : customers) {
-    const std::string& plan = cs.record.plan;
-    if (!plan.empty() && engine::plan_of(config, cs.record) == nullptr) {
-      ++orphans[plan];
-    }
-  }
-  if (orphans.empty()) {
-    return Status();
-  }
-  std::string message;
-  for (const auto& [plan, n] : orphans) {
-    message +=
-        (message.empty() ? "" : "; ") +
-        ("plan '" + plan + "' is used by " + std::to_string(n) + " customer" + (n == 1 ? "" : "s"));
-  }
-  return Status::invalid_argument(
-      message +
-      " but is not in the configuration. Add it back to [[plans]], or say where its "
-      "customers go with [enforcement] replaced_plans = { " +
-      orphans.begin()->first + " = \"<a configured plan>\" }");
-}
-
-Status Engine::Impl::load() {
-  // Meta: sequence numbers.
-  auto seq = store->get(store::Space::kMeta, engine::kMetaNextSeq);
-  if (!seq) {
-    return seq.error();
-  }
-  if (seq->has_value() && (*seq)->size() == 8) {
-    next_seq = engine::read_be64(**seq);
-  }
-  auto cust = store->get(store::Space::kMeta, engine::kMetaNextCustomer);
-  if (!cust) {
-    return cust.error();
-  }
-  if (cust->has_value() && (*cust)->size() == 4) {
-    next_customer = engine::read_be32(**cust);
-  }
-
-  // Customers.
-  Status bad;
-  TALLY_TRY(
-      store->scan(store::Space::kCustomers, "", "", [&](std::string_view, std::string_view v) {
-        engine::CustomerState cs;
-        if (!engine::decode_customer(v, &cs.num, &cs.record)) {
-          bad = Status::corruption("a customer record cannot be decoded");
-          return false;
-        }
-        auto tz = core::TimeZone::find(cs.record.timezone.empty() ? "UTC" : cs.record.timezone);
-        cs.tz = tz ? *tz : core::TimeZone();
-        customer_nums.emplace(cs.record.id, cs.num);
-        customers.emplace(cs.num, std::move(cs));
-        return true;
-      }));
-  TALLY_TRY(bad);
-
-  // Keys.
-  TALLY_TRY(store->scan(store::Space::kKeys, "", "", [&](std::string_view, std::string_view v) {
-    auto ks = std::make_unique<engine::KeyState>();
-    if (!engine::decode_key_record(v, &ks->record)) {
-      bad = Status::corruption("a key record cannot be decoded");
-      return false;
-    }
-    ks->total_requests.store(ks->record.info.total_requests);
-    ks->last_used_at_us.store(ks->record.info.last_used_at_us);
-    keys_by_id[ks->record.info.id] = ks.get();
-    keys_by_hash[ks->record.hash] = std::move(ks);
-    return true;
-  }));
-  TALLY_TRY(bad);
-
-  // A meter no longer configured gets no aggregates from now on, so its fingerprint record
-  // goes: re-adding the meter later, even unchanged, must rebuild it from the events stored
-  // meanwhile. (A read-only open writes nothing; a writer removes the records on its open.)
-  if (!read_only) {
-    const std::string begin = engine::meter_fingerprint_key("");
-    std::string end = begin;
-    ++end.back();
-    store::WriteBatch stale;
-    TALLY_TRY(
-        store->scan(store::Space::kMeta, begin, end, [&](std::string_view k, std::string_view) {
-          const std::string_view key = k.substr(begin.size());
-          if (std::none_of(meters.begin(), meters.end(),
-                           [&](const engine::MeterState& m) { return m.spec.key == key; })) {
-            stale.del(store::Space::kMeta, std::string(k));
-          }
-          return true;
-        }));
-    if (!stale.empty()) {
-      TALLY_TRY(write_store(stale, true));
-    }
-  }
-
-  // Meters whose definition changed since the aggregates were written are rebuilt.
-  for (std::uint32_t i = 0; i < meters.size(); ++i) {
-    const auto& spec = meters[i].spec;
-    if (meters[i].hidden) {
-      continue;  // costs are what was burned: never recomputed from the events
-    }
-    auto fp = store->get(store::Space::kMeta, engine::meter_fingerprint_key(spec.key));
-    if (!fp) {
-      return fp.error();
-    }
-    if (!fp->has_value() || **fp != spec.fingerprint()) {
-      if (read_only) {
-        return Status::unavailable("meter '" + spec.key +
-                                   "' changed since its aggregates were written; start the "
-                                   "server once to rebuild them");
-      }
-      TALLY_TRY(rebuild_meter(i));
-    }
-  }
-
-  // Aggregates and distinct values.
-  std::unordered_map<std::string, std::uint32_t> meter_index;
-  for (std::uint32_t i = 0; i < meters.size(); ++i) {
-    meter_index[meters[i].spec.key] = i;
-  }
-  TALLY_TRY(
-      store->scan(store::Space::kAggregates, "", "", [&](std::string_view k, std::string_view v) {
-        engine::AggregateKey ak;
-        core::AggState s;
-        if (!engine::decode_aggregate_key(k, &ak) || !engine::decode_agg_state(v, &s)) {
-          bad = Status::corruption("an aggregate record cannot be decoded");
-          return false;
-        }
-        auto it = meter_index.find(std::string(ak.meter));
-        if (it != meter_index.end()) {
-          install_state(it->second, ak.customer_num, intern_group(ak.group), ak.minute_us, s);
-        }
-        return true;
-      }));
-  TALLY_TRY(bad);
-  TALLY_TRY(store->scan(store::Space::kUniques, "", "", [&](std::string_view k, std::string_view) {
-    engine::UniqueKey uk;
-    if (!engine::decode_unique_key(k, &uk)) {
-      bad = Status::corruption("a distinct-value record cannot be decoded");
-      return false;
-    }
-    auto it = meter_index.find(std::string(uk.meter));
-    if (it != meter_index.end()) {
-      install_unique(it->second, uk.customer_num, intern_group(uk.group), uk.minute_us,
-                     std::string(uk.value));
-    }
-    return true;
-  }));
-  TALLY_TRY(bad);
-
-  // The dedup index, within the dedup window.
-  const std::int64_t window_us = config.storage.dedup_window_seconds * core::kUsPerSecond;
-  const core::TimeUs now = clock->now_us();
-  std::vector<engine::DedupEntry> entries;
-  TALLY_TRY(store->scan(store::Space::kDedup, "", "", [&](std::string_view, std::string_view v) {
-    core::TimeUs received = 0;
-    if (!engine::decode_dedup_record(v, &received, &entries)) {
-      bad = Status::corruption("a dedup record cannot be decoded");
-      return false;
-    }
-    if (window_us > 0 && received < now - window_us) {
-      return true;
-    }
-    for (const auto& e : entries) {
-      dedup.insert(e.hash, e.seq, e.customer_num);
-    }
-    return true;
-  }));
-  TALLY_TRY(bad);
-  TALLY_TRY(load_prices());
-  TALLY_TRY(load_wallets());
-  TALLY_TRY(load_reservations());
-  TALLY_TRY(load_alerts());
-
-  // Customers from the config that do not exist yet are created in the first commit.
-  return Status();
-}
-
-Status Engine::Impl::rebuild_meter(std::uint32_t meter_index) {
-  const core::MeterSpec& spec = meters[meter_index].spec;
-  // Delete the meter's old aggregates and distinct values.
-  const std::string prefix = engine::aggregate_meter_prefix(spec.key);
-  std::string end = prefix;
-  end.back() = '\x01';
-  for (auto space : {store::Space::kAggregates, store::Space::kUniques}) {
-    store::WriteBatch wb;
-    TALLY_TRY(store->scan(space, prefix, end, [&](std::string_view k, std::string_view) {
-      wb.del(space, std::string(k));
-      return true;
-    }));
-    if (!wb.empty()) {
-      TALLY_TRY(write_store(wb, true));
-    }
-  }
-  // Recompute from the events.
-  std::unordered_map<std::uint32_t, std::string> ids;
-  for (const auto& [num, cs] : customers) {
-    ids[num] = cs.record.id;
-  }
-  engine::Recomputed r;
-  TALLY_TRY(engine::recompute(*store, {spec}, ids, &r));
-  store::WriteBatch wb;
-  for (const auto& [k, s] : r.aggregates) {
-    wb.put(store::Space::kAggregates, k, engine::encode_agg_state(s));
-    if (wb.bytes() > (8u << 20)) {
-      TALLY_TRY(write_store(wb, false));
-      wb.clear();
-    }
-  }
-  for (const auto& [k, unused] : r.uniques) {
-    wb.put(store::Space::kUniques, k, "");
-    if (wb.bytes() > (8u << 20)) {
-      TALLY_TRY(write_store(wb, false));
-      wb.clear();
-    }
-  }
-  wb.put(store::Space::kMeta, engine::meter_fingerprint_key(spec.key), spec.fingerprint());
-  return write_store(wb, true);
 }
 
 std::uint32_t Engine::Impl::intern_group(std::string_view group) {
@@ -462,22 +160,22 @@ std::uint32_t Engine::Impl::intern_group(std::string_view group) {
 void Engine::Impl::install_state(std::uint32_t meter, std::uint32_t customer_num,
                                  std::uint32_t group, core::TimeUs minute_us,
                                  const core::AggState& delta) {
-  if (meters[meter].series[customer_num][group].add(minute_us, delta)) {
+  if (meter_aggregates[meter].series[customer_num][group].add(minute_us, delta)) {
     ++aggregates_live;
   }
-  meters[meter].totals[group].add(minute_us, delta);
+  meter_aggregates[meter].totals[group].add(minute_us, delta);
 }
 
 void Engine::Impl::install_unique(std::uint32_t meter, std::uint32_t customer_num,
                                   std::uint32_t group, core::TimeUs minute_us,
                                   const std::string& value) {
-  meters[meter].series[customer_num][group].add_unique(minute_us, value);
+  meter_aggregates[meter].series[customer_num][group].add_unique(minute_us, value);
 }
 
 const core::AggState* Engine::Impl::minute_state(std::uint32_t meter, std::uint32_t customer_num,
                                                  std::uint32_t group,
                                                  core::TimeUs minute_us) const {
-  const engine::MeterState& ms = meters[meter];
+  const engine::MeterAggregates& ms = meter_aggregates[meter];
   auto cit = ms.series.find(customer_num);
   if (cit == ms.series.end()) {
     return nullptr;
@@ -644,11 +342,11 @@ void Engine::ingest_json_async(std::string body, const IngestOptions& options,
   po.default_customer = options.restrict_customer;
   po.events_max = d.config.server.batch_events_max;
   po.source_scopes_id = options.source_scopes_id;
-  if (!d.config.server.accept_unmetered_events && !d.metered_types.empty()) {
-    po.known_types = &d.metered_types;
+  if (!d.config.server.accept_unmetered_events && !d.catalog->metered_types.empty()) {
+    po.known_types = &d.catalog->metered_types;
   }
-  po.nonnegative =
-      options.negative_corrections ? &d.nonnegative_for_admins : &d.nonnegative_for_customers;
+  po.nonnegative = options.negative_corrections ? &d.catalog->nonnegative_for_admins
+                                                : &d.catalog->nonnegative_for_customers;
   Status parsed = core::parse_events(body, po, &job->parsed);
   if (!parsed.ok()) {
     done(parsed);

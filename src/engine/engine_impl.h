@@ -36,25 +36,19 @@
 #include "core/meter.h"
 #include "core/pricing.h"
 #include "core/time.h"
+#include "engine/catalog.h"
 #include "engine/codec.h"
 #include "engine/dedup_index.h"
 #include "engine/denials.h"
 #include "engine/disk_guard.h"
 #include "engine/group_commit.h"
 #include "engine/series.h"
+#include "engine/string_map.h"
 #include "store/store.h"
 
 namespace tally {
 
 namespace engine {
-
-struct StringHash {
-  using is_transparent = void;
-
-  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-
-using StringMap = std::unordered_map<std::string, std::uint32_t, StringHash, std::equal_to<>>;
 
 struct CustomerState {
   std::uint32_t num = 0;
@@ -69,11 +63,8 @@ struct KeyState {
   std::atomic<bool> dirty{false};
 };
 
-struct MeterState {
-  core::MeterSpec spec;
-  // The cost or credits of a priced meter ("tokens_in:cost"): fed by the commit's pricing,
-  // never by events directly; not listed and not checkable.
-  bool hidden = false;
+// The aggregates of one meter (indexed as Catalog::meters), installed by the commit thread.
+struct MeterAggregates {
   // customer number -> group id -> series
   std::unordered_map<std::uint32_t, std::unordered_map<std::uint32_t, Series>> series;
   std::unordered_map<std::uint32_t, GroupTotals> totals;  // group id -> sums over customers
@@ -277,19 +268,6 @@ using FiredKey = std::tuple<std::uint32_t, std::string, std::string, core::TimeU
 
 // ---- wallets (wallet.cc) --------------------------------------------------------------------
 
-// A price (one meter and match) with its versions (prices.cc). Configured prices come first,
-// in config order, then prices the configuration no longer has, whose history is kept.
-struct PriceState {
-  core::PriceSpec spec;     // meter and match; the charges are the versions'
-  std::string key;          // meter + '#' + a number: names it in stored versions and usage
-  std::uint32_t meter = 0;  // Impl::kNoMeter when its meter is no longer configured
-  std::string event_type;
-  bool configured = true;
-  std::vector<core::PriceVersion> versions;  // in stored order: effective_from, then created
-  // The config entries of this price (Config::prices indexes), each a version.
-  std::vector<std::size_t> entries;
-};
-
 // The working state of wallets and tiered price usage during one commit: copies of what the
 // commit touches, installed when the write is durable.
 struct LedgerWork {
@@ -323,18 +301,13 @@ struct Engine::Impl {
   std::unique_ptr<store::Store> store;
   bool read_only = false;
   std::string admin_key_hash;  // SHA-256 of the extra admin key, or empty
+  // The meters and prices (engine/catalog.h): complete once open has loaded the stored prices,
+  // never changed after, read without a lock.
+  std::unique_ptr<const engine::Catalog> catalog = std::make_unique<const engine::Catalog>();
 
   // ---- state (guarded by state_mutex_ for readers; mutated only by the commit thread) --------
   mutable std::shared_mutex state_mutex;
-  std::vector<engine::MeterState> meters;
-  std::vector<std::pair<std::string, std::vector<std::uint32_t>>> meters_by_type;
-  std::vector<std::string> metered_types;  // fixed at open
-  // Meters whose value must not be negative (core::ParseOptions::nonnegative), fixed at open:
-  // for customer keys every meter with a value, for admin callers those without
-  // allow_negative. The pointers point into value_meters.
-  std::vector<core::MeterSpec> value_meters;
-  std::vector<const core::MeterSpec*> nonnegative_for_customers;
-  std::vector<const core::MeterSpec*> nonnegative_for_admins;
+  std::vector<engine::MeterAggregates> meter_aggregates;               // per meter of the catalog
   engine::StringMap customer_nums;                                     // id -> number
   std::unordered_map<std::uint32_t, engine::CustomerState> customers;  // number -> state
   engine::StringMap group_ids;                                         // group text -> id
@@ -342,13 +315,6 @@ struct Engine::Impl {
   std::unordered_map<std::string, std::unique_ptr<engine::KeyState>> keys_by_hash;
   std::unordered_map<std::string, engine::KeyState*> keys_by_id;
   std::uint64_t aggregates_live = 0;
-  std::vector<bool> meter_limited;         // per meter: some plan or override limits it
-  std::vector<engine::PriceState> prices;  // fixed at open
-  // Per configured meter: the index of its hidden cost / credits meter, or kNoMeter.
-  static constexpr std::uint32_t kNoMeter = ~std::uint32_t{0};
-  std::vector<std::uint32_t> cost_meter;
-  std::vector<std::uint32_t> credits_meter;
-  std::vector<std::vector<std::uint32_t>> prices_by_meter;  // meter -> price indexes, in order
   std::unordered_map<std::uint32_t, engine::WalletRecord> wallets;  // customer number -> wallet
   std::map<std::tuple<std::uint32_t, std::uint32_t, core::TimeUs>, core::Decimal> price_usage;
 
@@ -430,14 +396,18 @@ struct Engine::Impl {
   engine::Histogram commit_latency;
   engine::Histogram batch_latency;
 
+  // ---- recovery.cc: the in-memory state from the store, at open ---------------------------
+  // Reads sequence numbers, customers, keys, aggregates, the dedup index, wallets,
+  // reservations and alerts; rebuilds the meters whose definition changed. REQUIRES: catalog.
+  Status load();
+  Status rebuild_meter(std::uint32_t meter_index);
+
   // ---- engine.cc -----------------------------------------------------------------------------
   // Engine::open on `given_store` instead of the store the options name (null: theirs): the
   // seam through which the simulation (tests/simulation) runs the engine on a fault-injecting
   // store. Internal, so the public API names no store type.
   static Result<std::unique_ptr<Engine>> open(const EngineOptions& options,
                                               std::unique_ptr<store::Store> given_store);
-  Status load();
-  Status rebuild_meter(std::uint32_t meter_index);
   void start();
   void stop();
 
@@ -513,8 +483,8 @@ struct Engine::Impl {
   // ---- prices.cc -----------------------------------------------------------------------------
   // Reads the stored prices and versions, gives each configured price its key, stores a
   // version for each config entry that differs from the stored ones (and an ending version for
-  // a price the config no longer has), at open. Before load_wallets.
-  Status load_prices();
+  // a price the config no longer has), at open, into the catalog being built. Before load.
+  Status load_prices(engine::Catalog& catalog_building);
   // The wallet of a customer in `work` (copied in on first use). Commit thread only.
   engine::WalletRecord& work_wallet(engine::LedgerWork& work, std::uint32_t customer_num,
                                     core::TimeUs now);
@@ -577,7 +547,6 @@ struct Engine::Impl {
   // hashes of one customer is not a concern). REQUIRES: state_mutex held (shared or exclusive).
   bool event_id_stored(const engine::CustomerState& cs, std::string_view customer,
                        std::string_view id) const;
-  const engine::MeterState* find_meter(std::string_view key) const;
 };
 
 namespace engine {
@@ -586,7 +555,7 @@ Status run_admin(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prep
                  std::function<void()> install);
 
 // Series::combine over every group of one customer's series of a meter.
-void combine_customer(const MeterState& m, std::uint32_t customer_num, core::TimeUs a,
+void combine_customer(const MeterAggregates& m, std::uint32_t customer_num, core::TimeUs a,
                       core::TimeUs b, bool want_uniques, core::AggState* state,
                       core::UniqueSet* uniques);
 

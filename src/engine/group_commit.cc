@@ -567,45 +567,45 @@ bool IngestCommit::meter_event(const core::EventBatch& b, const core::Event& e,
   event_props_.clear();
   const std::string_view type = b.text(e.type);
   const core::TimeUs minute = core::floor_to(e.time_us, core::kUsPerMinute);
-  for (const auto& [mtype, indexes] : d_.meters_by_type) {
-    if (mtype != type) {
+  const std::vector<std::uint32_t>* fed = d_.catalog->meters_of_type(type);
+  if (fed == nullptr) {
+    return false;
+  }
+  for (std::uint32_t m : *fed) {
+    if (!core::meter_accepts(d_.catalog->meters[m].spec, b, e, &input_, &group_)) {
       continue;
     }
-    for (std::uint32_t m : indexes) {
-      if (!core::meter_accepts(d_.meters[m].spec, b, e, &input_, &group_)) {
-        continue;
-      }
-      const std::uint32_t gid = d_.intern_group(group_);
-      Touched& t = touched_[BucketKey{m, c.num, gid, minute}];
-      t.delta.add(input_.value, e.time_us, seq);
-      if (d_.meter_limited[m]) {
-        limit_deltas_.push_back(LimitDelta{c.num, m, e.time_us, input_.value, seq, token != 0});
-      }
-      if (!d_.prices_by_meter[m].empty()) {
-        if (event_props_.empty()) {
-          for (std::uint32_t p = e.prop_begin; p < e.prop_begin + e.prop_count; ++p) {
-            event_props_.emplace_back(b.text(b.props()[p].key), b.text(b.props()[p].text));
-          }
-        }
-        core::Decimal cost;
-        core::Decimal credits;
-        const core::TimeUs anchor = c.state == nullptr ? now_
-                                    : c.state->record.billing_anchor_us != 0
-                                        ? c.state->record.billing_anchor_us
-                                        : c.state->record.created_at_us;
-        if (d_.price_of(m, c.num, c.state != nullptr ? c.state->tz : kUtc, anchor, e.time_us,
-                        input_.value, event_props_, &ledger_, &cost, &credits)) {
-          touched_[BucketKey{d_.cost_meter[m], c.num, gid, minute}].delta.add(cost, e.time_us, seq);
-          touched_[BucketKey{d_.credits_meter[m], c.num, gid, minute}].delta.add(credits, e.time_us,
-                                                                                 seq);
-          priced = true;
-          *event_cost += cost;
-          *event_credits += credits;
+    const std::uint32_t gid = d_.intern_group(group_);
+    Touched& t = touched_[BucketKey{m, c.num, gid, minute}];
+    t.delta.add(input_.value, e.time_us, seq);
+    if (d_.catalog->meters[m].limitable) {
+      limit_deltas_.push_back(LimitDelta{c.num, m, e.time_us, input_.value, seq, token != 0});
+    }
+    if (!d_.catalog->prices_by_meter[m].empty()) {
+      if (event_props_.empty()) {
+        for (std::uint32_t p = e.prop_begin; p < e.prop_begin + e.prop_count; ++p) {
+          event_props_.emplace_back(b.text(b.props()[p].key), b.text(b.props()[p].text));
         }
       }
-      if (d_.meters[m].spec.aggregation == core::Aggregation::kUniqueCount) {
-        note_unique(m, c.num, gid, minute, t);  // t stays valid: a rehash moves no element
+      core::Decimal cost;
+      core::Decimal credits;
+      const core::TimeUs anchor = c.state == nullptr ? now_
+                                  : c.state->record.billing_anchor_us != 0
+                                      ? c.state->record.billing_anchor_us
+                                      : c.state->record.created_at_us;
+      if (d_.price_of(m, c.num, c.state != nullptr ? c.state->tz : kUtc, anchor, e.time_us,
+                      input_.value, event_props_, &ledger_, &cost, &credits)) {
+        touched_[BucketKey{d_.catalog->cost_meter[m], c.num, gid, minute}].delta.add(
+            cost, e.time_us, seq);
+        touched_[BucketKey{d_.catalog->credits_meter[m], c.num, gid, minute}].delta.add(
+            credits, e.time_us, seq);
+        priced = true;
+        *event_cost += cost;
+        *event_credits += credits;
       }
+    }
+    if (d_.catalog->meters[m].spec.aggregation == core::Aggregation::kUniqueCount) {
+      note_unique(m, c.num, gid, minute, t);  // t stays valid: a rehash moves no element
     }
   }
   return priced;
@@ -616,8 +616,8 @@ bool IngestCommit::meter_event(const core::EventBatch& b, const core::Event& e,
 void IngestCommit::note_unique(std::uint32_t m, std::uint32_t cnum, std::uint32_t gid,
                                core::TimeUs minute, Touched& t) {
   bool known = false;
-  auto cit = d_.meters[m].series.find(cnum);
-  if (cit != d_.meters[m].series.end()) {
+  auto cit = d_.meter_aggregates[m].series.find(cnum);
+  if (cit != d_.meter_aggregates[m].series.end()) {
     auto git = cit->second.find(gid);
     known = git != cit->second.end() && git->second.has_unique(minute, input_.unique);
   }
@@ -670,7 +670,7 @@ void IngestCommit::encode(store::WriteBatch& wb) {
       state = *current;
     }
     state.merge(t.delta);
-    const std::string& key = d_.meters[k.meter].spec.key;
+    const std::string& key = d_.catalog->meters[k.meter].spec.key;
     const std::string& gtext = d_.group_texts[k.group];
     wb.put(store::Space::kAggregates, aggregate_key(key, k.customer_num, k.minute_us, gtext),
            encode_agg_state(state));

@@ -208,7 +208,8 @@ const std::vector<engine::ResolvedRule>& resolved_rules(const Engine::Impl& d,
   }
   entry->plan = plan;
   entry->overrides = cs.record.overrides;
-  entry->rules = resolve_rules(engine::limits_of(d.config, cs.record, d.meters[meter].spec.key));
+  entry->rules =
+      resolve_rules(engine::limits_of(d.config, cs.record, d.catalog->meters[meter].spec.key));
   return entry->rules;
 }
 
@@ -259,8 +260,9 @@ LimitCounter* calendar_counter(const Engine::Impl& d, const engine::CustomerStat
   c.span = span;
   c.count_from_us = count_from;
   c.context = wc;
-  engine::combine_customer(d.meters[meter], cs.num, core::floor_to(count_from, core::kUsPerMinute),
-                           span.end, false, &c.committed, nullptr);
+  engine::combine_customer(d.meter_aggregates[meter], cs.num,
+                           core::floor_to(count_from, core::kUsPerMinute), span.end, false,
+                           &c.committed, nullptr);
   cl.in_flight.for_each([&](std::uint64_t, const InFlight& f) {
     if (f.meter == meter && f.time_us >= count_from && f.time_us < span.end) {
       c.pending += f.amount;
@@ -287,11 +289,10 @@ RateCounter* rate_counter(const Engine::Impl& d, const engine::CustomerState& cs
   r.period = rule.period;
   const core::TimeUs period = core::rate_period_us(rule.period);
   core::AggState recent;
-  const engine::MeterState& ms = d.meters[meter];
-  engine::combine_customer(ms, cs.num, core::floor_to(now - period, core::kUsPerMinute),
-                           core::floor_to(now, core::kUsPerMinute) + core::kUsPerMinute, false,
-                           &recent, nullptr);
-  r.state.level = used_value(ms.spec.aggregation, recent);
+  engine::combine_customer(
+      d.meter_aggregates[meter], cs.num, core::floor_to(now - period, core::kUsPerMinute),
+      core::floor_to(now, core::kUsPerMinute) + core::kUsPerMinute, false, &recent, nullptr);
+  r.state.level = used_value(d.catalog->meters[meter].spec.aggregation, recent);
   cl.in_flight.for_each([&](std::uint64_t, const InFlight& f) {
     if (f.meter == meter && f.time_us >= now - period) {
       r.state.level += f.amount;
@@ -322,8 +323,8 @@ void evaluate(const Engine::Impl& d, const engine::CustomerState& cs, CustomerLi
     return;
   }
   const core::PeriodContext pc = period_context(cs);
-  const engine::WindowContext wc = window_context(cs, pc, d.meters[meter].spec.key);
-  const core::Aggregation agg = d.meters[meter].spec.aggregation;
+  const engine::WindowContext wc = window_context(cs, pc, d.catalog->meters[meter].spec.key);
+  const core::Aggregation agg = d.catalog->meters[meter].spec.aggregation;
   for (const auto& resolved : rules) {
     const core::LimitRule& rule = resolved.rule;
     Evaluated& e = ev->limits.emplace_back();
@@ -425,7 +426,7 @@ void free_hold(const Engine::Impl& d, CustomerLimits& cl, const engine::Reservat
   auto cit = d.customers.find(res.customer_num);
   if (cit != d.customers.end() && !cl.rates.empty()) {
     const std::vector<core::LimitRule> rules =
-        engine::limits_of(d.config, cit->second.record, d.meters[res.meter].spec.key);
+        engine::limits_of(d.config, cit->second.record, d.catalog->meters[res.meter].spec.key);
     for (auto& r : cl.rates) {
       if (r.meter != res.meter) {
         continue;
@@ -540,8 +541,8 @@ void Engine::Impl::limit_usages(const engine::CustomerState& cs, std::uint32_t m
   CustomerLimits& cl = limits[cs.num];
   const auto& rules = resolved_rules(*this, cs, cl, meter, engine::plan_of(config, cs.record));
   const core::PeriodContext pc = period_context(cs);
-  const engine::WindowContext wc = window_context(cs, pc, meters[meter].spec.key);
-  const core::Aggregation agg = meters[meter].spec.aggregation;
+  const engine::WindowContext wc = window_context(cs, pc, catalog->meters[meter].spec.key);
+  const core::Aggregation agg = catalog->meters[meter].spec.aggregation;
   for (const auto& resolved : rules) {
     const core::LimitRule& rule = resolved.rule;
     if (rule.unlimited || core::period_is_rate(rule.period)) {

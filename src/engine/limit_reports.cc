@@ -44,11 +44,11 @@ Result<LimitsReport> Engine::limits_report(const std::string& customer) {
   d.expire_reservations(now);
   CustomerLimits& cl = d.limits[cs->num];
   for (const auto& rule : rules) {
-    const engine::MeterState* ms = d.find_meter(rule.meter);
+    const engine::MeterDef* ms = d.catalog->find(rule.meter);
     if (ms == nullptr) {
       continue;
     }
-    const auto m = static_cast<std::uint32_t>(ms - d.meters.data());
+    const auto m = d.catalog->index_of(ms);
     const std::vector<engine::ResolvedRule> one{resolve_rule(rule)};
     Evaluation ev;
     evaluate(d, *cs, cl, m, one, core::Decimal{}, now, &ev);

@@ -115,7 +115,7 @@ void free_hold(const Engine::Impl& d, CustomerLimits& cl, const Reservation& res
 // A consumption whose usage event(s) are still to be queued (enqueue_usage), once the limit
 // locks are released. The pointers outlive the enqueue (the request, or the reservation).
 struct Usage {
-  const MeterState* ms = nullptr;
+  const MeterDef* ms = nullptr;
   const std::string* customer = nullptr;
   const std::string* event_id = nullptr;  // null: named after the token
   const std::vector<std::pair<std::string, std::string>>* properties = nullptr;

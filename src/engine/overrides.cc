@@ -29,7 +29,7 @@ Result<Customer> Engine::set_overrides(const std::string& customer,
                                       "' is not a configured meter");
     }
     const auto idx = static_cast<std::size_t>(m - d.config.meters.data());
-    if (!d.meter_limited[idx]) {
+    if (!d.catalog->meters[idx].limitable) {
       return Status::invalid_argument("overrides[" + std::to_string(i) +
                                       "].meter: limits apply "
                                       "to count, sum, latest and max meters");
@@ -133,16 +133,16 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
         // of the reset's minute before the reset (all of that minute's committed usage: nothing
         // newer is committed yet) is taken off. Check usage still in flight from before the
         // reset is older than the counter's start and never counts in it.
-        const engine::MeterState& ms = d.meters[meter_index];
+        const engine::MeterDef& ms = d.catalog->meters[meter_index];
         const core::TimeUs at = *reset_us;
         core::Decimal before_reset;
         const core::Aggregation agg = ms.spec.aggregation;
         if (core::floor_to(at, core::kUsPerMinute) != at &&
             (agg == core::Aggregation::kCount || agg == core::Aggregation::kSum)) {
           core::AggState minute;
-          engine::combine_customer(ms, cs.num, core::floor_to(at, core::kUsPerMinute),
-                                   core::floor_to(at, core::kUsPerMinute) + core::kUsPerMinute,
-                                   false, &minute, nullptr);
+          engine::combine_customer(
+              d.meter_aggregates[meter_index], cs.num, core::floor_to(at, core::kUsPerMinute),
+              core::floor_to(at, core::kUsPerMinute) + core::kUsPerMinute, false, &minute, nullptr);
           before_reset = used_value(agg, minute);
         }
         const core::PeriodContext pc = period_context(cs);

@@ -43,7 +43,7 @@ long key_number(std::string_view key) {
 
 }  // namespace
 
-Status Engine::Impl::load_prices() {
+Status Engine::Impl::load_prices(engine::Catalog& catalog_building) {
   std::map<std::string, engine::PriceLineRecord> lines;
   std::map<std::string, std::vector<core::PriceVersion>> stored;
   Status bad;
@@ -99,7 +99,7 @@ Status Engine::Impl::load_prices() {
     ps.versions.push_back(std::move(v));
   };
 
-  for (engine::PriceState& ps : prices) {
+  for (engine::PriceState& ps : catalog_building.prices) {
     for (const auto& [key, r] : lines) {
       if (claimed.count(key) == 0 && r.meter == ps.spec.meter && r.match == ps.spec.match) {
         ps.key = key;
@@ -162,12 +162,8 @@ Status Engine::Impl::load_prices() {
     ps.spec.match = r.match;
     ps.event_type = r.event_type;
     ps.configured = false;
-    ps.meter = kNoMeter;
-    for (std::uint32_t i = 0; i < meters.size(); ++i) {
-      if (!meters[i].hidden && meters[i].spec.key == r.meter) {
-        ps.meter = i;
-      }
-    }
+    const engine::MeterDef* m = catalog_building.find(r.meter);
+    ps.meter = m == nullptr ? engine::kNoMeter : catalog_building.index_of(m);
     ps.versions = stored[key];
     for (auto& v : ps.versions) {
       v.spec.meter = ps.spec.meter;
@@ -183,12 +179,13 @@ Status Engine::Impl::load_prices() {
     if (last != nullptr && !last->ended) {
       add_version(ps, now, last->spec, true);
     }
-    if (ps.meter != kNoMeter) {
-      prices_by_meter[ps.meter].push_back(static_cast<std::uint32_t>(prices.size()));
+    if (ps.meter != engine::kNoMeter) {
+      catalog_building.prices_by_meter[ps.meter].push_back(
+          static_cast<std::uint32_t>(catalog_building.prices.size()));
     }
-    prices.push_back(std::move(ps));
+    catalog_building.prices.push_back(std::move(ps));
   }
-  for (auto& ps : prices) {
+  for (auto& ps : catalog_building.prices) {
     std::sort(ps.versions.begin(), ps.versions.end(), [](const auto& a, const auto& b) {
       return a.effective_from != b.effective_from ? a.effective_from < b.effective_from
                                                   : a.created_us < b.created_us;
@@ -206,7 +203,7 @@ std::vector<PriceInfo> Engine::prices() const {
   const Impl& d = *impl_;
   const core::TimeUs now = clock().now_us();
   std::vector<PriceInfo> out;
-  for (const auto& ps : d.prices) {
+  for (const auto& ps : d.catalog->prices) {
     PriceInfo p;
     p.id = ps.key;
     p.meter = ps.spec.meter;

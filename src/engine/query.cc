@@ -21,7 +21,7 @@ constexpr std::size_t kQueryRowsMax = 100'000;
 
 namespace engine {
 
-void combine_customer(const MeterState& m, std::uint32_t customer_num, core::TimeUs a,
+void combine_customer(const MeterAggregates& m, std::uint32_t customer_num, core::TimeUs a,
                       core::TimeUs b, bool want_uniques, core::AggState* state,
                       core::UniqueSet* uniques) {
   auto it = m.series.find(customer_num);
@@ -87,18 +87,9 @@ const engine::CustomerState* Engine::Impl::find_customer(std::string_view id) co
   return &customers.at(it->second);
 }
 
-const engine::MeterState* Engine::Impl::find_meter(std::string_view key) const {
-  for (const auto& m : meters) {
-    if (!m.hidden && m.spec.key == key) {
-      return &m;
-    }
-  }
-  return nullptr;
-}
-
 std::vector<MeterInfo> Engine::meters() const {
   std::vector<MeterInfo> out;
-  for (const auto& m : impl_->meters) {
+  for (const auto& m : impl_->catalog->meters) {
     if (m.hidden) {
       continue;
     }
@@ -119,7 +110,7 @@ std::vector<MeterInfo> Engine::meters() const {
 Result<QueryResult> Engine::query(const MeterQuery& q) const {
   const Impl& d = *impl_;
   std::shared_lock lock(d.state_mutex);
-  const engine::MeterState* m = d.find_meter(q.meter);
+  const engine::MeterDef* m = d.catalog->find(q.meter);
   if (m == nullptr) {
     return Status::not_found("meter '" + q.meter + "' does not exist");
   }
@@ -127,12 +118,13 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
     if (q.measure != "cost" && q.measure != "credits") {
       return Status::invalid_argument("measure must be units, cost or credits");
     }
-    const auto base = static_cast<std::size_t>(m - d.meters.data());
-    const std::uint32_t hidden = (q.measure == "cost" ? d.cost_meter : d.credits_meter)[base];
-    if (hidden == Impl::kNoMeter) {
+    const std::uint32_t base = d.catalog->index_of(m);
+    const std::uint32_t hidden =
+        (q.measure == "cost" ? d.catalog->cost_meter : d.catalog->credits_meter)[base];
+    if (hidden == engine::kNoMeter) {
       return Status::invalid_argument("meter '" + q.meter + "' has no price, so no " + q.measure);
     }
-    m = &d.meters[hidden];
+    m = &d.catalog->meters[hidden];
   }
   const core::MeterSpec& spec = m->spec;
   // Projection and filters name group-by properties of the meter.
@@ -197,7 +189,7 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
   // Gather the series per (customer, projected group), ordered for stable output.
   using Key = std::pair<std::string, std::vector<std::string>>;
   std::map<Key, std::vector<const engine::Series*>> groups;
-  for (const auto& [cnum, by_group] : m->series) {
+  for (const auto& [cnum, by_group] : d.meter_aggregates[d.catalog->index_of(m)].series) {
     if (only != nullptr && cnum != only->num) {
       continue;
     }
@@ -315,15 +307,16 @@ Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs
   }
   out.from_us = from;
   out.to_us = to;
-  auto total = [&](const engine::MeterState& m) {
+  auto total = [&](std::uint32_t meter) {
+    const core::Aggregation agg = d.catalog->meters[meter].spec.aggregation;
     core::AggState st;
     core::UniqueSet u;
-    const bool want_uniques = m.spec.aggregation == core::Aggregation::kUniqueCount;
-    engine::combine_customer(m, cs->num, from, to, want_uniques, &st, &u);
-    return value_text(m.spec.aggregation, st, &u);
+    const bool want_uniques = agg == core::Aggregation::kUniqueCount;
+    engine::combine_customer(d.meter_aggregates[meter], cs->num, from, to, want_uniques, &st, &u);
+    return value_text(agg, st, &u);
   };
-  for (std::size_t i = 0; i < d.meters.size(); ++i) {
-    const engine::MeterState& m = d.meters[i];
+  for (std::uint32_t i = 0; i < d.catalog->meters.size(); ++i) {
+    const engine::MeterDef& m = d.catalog->meters[i];
     if (m.hidden) {
       continue;
     }
@@ -331,10 +324,10 @@ Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs
     item.meter = m.spec.key;
     item.aggregation = std::string(core::aggregation_name(m.spec.aggregation));
     item.unit = m.spec.unit;
-    item.value = total(m);
-    if (d.cost_meter[i] != Impl::kNoMeter) {
-      item.cost = total(d.meters[d.cost_meter[i]]);
-      item.credits = total(d.meters[d.credits_meter[i]]);
+    item.value = total(i);
+    if (d.catalog->cost_meter[i] != engine::kNoMeter) {
+      item.cost = total(d.catalog->cost_meter[i]);
+      item.credits = total(d.catalog->credits_meter[i]);
     }
     out.meters.push_back(std::move(item));
   }

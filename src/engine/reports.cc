@@ -145,17 +145,18 @@ core::TimeUs common_unit(const std::vector<Span>& windows, core::TimeUs from, co
   return 0;
 }
 
-void accumulate(const Engine::Impl& d, const engine::MeterState& m,
+void accumulate(const Engine::Impl& d, const engine::MeterDef& def,
                 const engine::CustomerState* only,
                 const std::vector<std::pair<std::size_t, std::string>>& filters,
                 const std::vector<Span>& windows, core::TimeUs from, core::TimeUs to,
                 std::vector<Acc>* acc) {
-  const bool want_uniques = m.spec.aggregation == core::Aggregation::kUniqueCount;
+  const engine::MeterAggregates& m = d.meter_aggregates[d.catalog->index_of(&def)];
+  const bool want_uniques = def.spec.aggregation == core::Aggregation::kUniqueCount;
   auto passes = [&](std::uint32_t gid) {
     if (filters.empty()) {
       return true;
     }
-    const auto values = engine::split_group(d.group_texts[gid], m.spec.group_by.size());
+    const auto values = engine::split_group(d.group_texts[gid], def.spec.group_by.size());
     for (const auto& [idx, v] : filters) {
       if (values[idx] != v) {
         return false;
@@ -278,7 +279,7 @@ Result<UsageHistory> Engine::usage_history(const HistoryQuery& q) const {
     if (cs == nullptr) {
       return Status::not_found("customer '" + q.customer + "' does not exist");
     }
-    const engine::MeterState* m = d.find_meter(q.meter);
+    const engine::MeterDef* m = d.catalog->find(q.meter);
     if (m == nullptr) {
       return Status::not_found("meter '" + q.meter + "' does not exist");
     }
@@ -504,7 +505,8 @@ Result<OrganizationUsage> Engine::organization_usage(const std::string& organiza
     cu.timezone = cs->tz.name();
     out.by_customer.push_back(std::move(cu));
   }
-  for (const auto& m : d.meters) {
+  for (std::uint32_t meter = 0; meter < d.catalog->meters.size(); ++meter) {
+    const engine::MeterDef& m = d.catalog->meters[meter];
     if (m.hidden) {
       continue;
     }
@@ -516,7 +518,8 @@ Result<OrganizationUsage> Engine::organization_usage(const std::string& organiza
     item.unit = m.spec.unit;
     for (std::size_t i = 0; i < members.size(); ++i) {
       Acc one;
-      engine::combine_customer(m, members[i]->num, from, to, want_uniques, &one.st, &one.u);
+      engine::combine_customer(d.meter_aggregates[meter], members[i]->num, from, to, want_uniques,
+                               &one.st, &one.u);
       UsageItem mine = item;
       core::Decimal v;
       if (core::aggregate_value(m.spec.aggregation, one.st, &one.u, &v)) {
@@ -587,7 +590,7 @@ Result<TopUsage> Engine::top_customers(const std::string& meter, const std::stri
     ranked.resize(n);
   }
   std::shared_lock lock(d.state_mutex);
-  if (const auto* m = d.find_meter(meter); m != nullptr) {
+  if (const auto* m = d.catalog->find(meter); m != nullptr) {
     out.aggregation = std::string(core::aggregation_name(m->spec.aggregation));
     out.unit = m->spec.unit;
   }
@@ -614,7 +617,7 @@ Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
     return w.error();
   }
   std::shared_lock lock(d.state_mutex);
-  const engine::MeterState* m = d.find_meter(q.meter);
+  const engine::MeterDef* m = d.catalog->find(q.meter);
   if (m == nullptr) {
     return Status::not_found("meter '" + q.meter + "' does not exist");
   }

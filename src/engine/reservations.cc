@@ -46,7 +46,7 @@ Status Engine::Impl::load_reservations() {
   std::unique_lock state_lock(state_mutex);
   std::lock_guard limits_lock(limits_mutex);
   for (auto& [id, r] : found) {
-    const engine::MeterState* ms = find_meter(r.meter);
+    const engine::MeterDef* ms = catalog->find(r.meter);
     auto cit = customers.find(r.customer_num);
     if (ms == nullptr || cit == customers.end()) {
       // Its meter left the configuration (or its customer is unknown): nothing to hold against,
@@ -61,7 +61,7 @@ Status Engine::Impl::load_reservations() {
     engine::Reservation res;
     res.customer_num = r.customer_num;
     res.customer = cit->second.record.id;
-    res.meter = static_cast<std::uint32_t>(ms - meters.data());
+    res.meter = catalog->index_of(ms);
     res.amount = r.amount;
     res.credits = r.credits;
     res.created_us = r.created_us;
@@ -212,7 +212,7 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id,
         (!core::try_parse_decimal(amount_text, &amount) || amount.units < 0)) {
       return Status::invalid_argument("amount must be a number >= 0");
     }
-    const engine::MeterState& ms = d.meters[res.meter];
+    const engine::MeterDef& ms = d.catalog->meters[res.meter];
     if (ms.spec.aggregation == core::Aggregation::kCount &&
         (amount.units % core::Decimal::kScale != 0 ||
          amount > core::Decimal::from_int(kCountAmountMax))) {

@@ -100,8 +100,8 @@ Repricer::Repricer(const Engine::Impl& d) : d_(d) {
 
 Status Repricer::seed_from_archives() {
   std::unordered_map<std::string_view, std::uint32_t> index;
-  for (std::uint32_t i = 0; i < d_.prices.size(); ++i) {
-    index[d_.prices[i].key] = i;
+  for (std::uint32_t i = 0; i < d_.catalog->prices.size(); ++i) {
+    index[d_.catalog->prices[i].key] = i;
   }
   const std::string begin(1, kArchivePriceTag);
   const std::string end(1, static_cast<char>(kArchivePriceTag + 1));
@@ -122,9 +122,9 @@ Status Repricer::seed_from_archives() {
 }
 
 bool Repricer::priced_by_removed_meter(std::string_view type) const {
-  return std::any_of(d_.prices.begin(), d_.prices.end(), [&](const PriceState& ps) {
-    return ps.meter == Engine::Impl::kNoMeter && ps.event_type == type;
-  });
+  return std::any_of(
+      d_.catalog->prices.begin(), d_.catalog->prices.end(),
+      [&](const PriceState& ps) { return ps.meter == engine::kNoMeter && ps.event_type == type; });
 }
 
 bool Repricer::price(std::uint32_t cnum, const BlockEvent& be, const core::EventBatch& b,
@@ -138,9 +138,10 @@ bool Repricer::price(std::uint32_t cnum, const BlockEvent& be, const core::Event
     props_.emplace_back(p.key, p.text);
   }
   const auto& [tz, anchor] = periods_[cnum];
-  for (std::uint32_t m = 0; m < d_.prices_by_meter.size(); ++m) {
-    if (d_.prices_by_meter[m].empty() || d_.meters[m].spec.event_type != be.type ||
-        !core::meter_accepts(d_.meters[m].spec, b, b.events()[0], &input_, &group_)) {
+  for (std::uint32_t m = 0; m < d_.catalog->prices_by_meter.size(); ++m) {
+    if (d_.catalog->prices_by_meter[m].empty() ||
+        d_.catalog->meters[m].spec.event_type != be.type ||
+        !core::meter_accepts(d_.catalog->meters[m].spec, b, b.events()[0], &input_, &group_)) {
       continue;
     }
     core::Decimal cost;
@@ -159,12 +160,14 @@ bool Repricer::price(std::uint32_t cnum, const BlockEvent& be, const core::Event
       d_.price_of(m, cnum, tz, anchor, be.time_us, input_.value, props_, units, &unused_cost,
                   &unused_credits, known_at);
     }
-    if (hidden != nullptr && d_.cost_meter[m] != Engine::Impl::kNoMeter) {
+    if (hidden != nullptr && d_.catalog->cost_meter[m] != engine::kNoMeter) {
       const core::TimeUs minute = core::floor_to(be.time_us, core::kUsPerMinute);
-      (*hidden)[aggregate_key(d_.meters[d_.cost_meter[m]].spec.key, cnum, minute, group_)].add(
-          cost, be.time_us, be.seq);
-      (*hidden)[aggregate_key(d_.meters[d_.credits_meter[m]].spec.key, cnum, minute, group_)].add(
-          c, be.time_us, be.seq);
+      (*hidden)[aggregate_key(d_.catalog->meters[d_.catalog->cost_meter[m]].spec.key, cnum, minute,
+                              group_)]
+          .add(cost, be.time_us, be.seq);
+      (*hidden)[aggregate_key(d_.catalog->meters[d_.catalog->credits_meter[m]].spec.key, cnum,
+                              minute, group_)]
+          .add(c, be.time_us, be.seq);
     }
   }
   return any;
@@ -223,7 +226,7 @@ Result<VerifyReport> Engine::verify() const {
     }
   }
   std::set<std::string> meter_keys;
-  for (const auto& m : d.meters) {
+  for (const auto& m : d.catalog->meters) {
     if (!m.hidden) {
       specs.push_back(m.spec);  // hidden cost meters are recomputed by repricing, below
     }

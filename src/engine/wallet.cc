@@ -108,8 +108,8 @@ Status Engine::Impl::load_wallets() {
                       bad = Status::corruption("a price usage record cannot be decoded");
                       return false;
                     }
-                    for (std::uint32_t i = 0; i < prices.size(); ++i) {
-                      if (prices[i].key == price_key) {
+                    for (std::uint32_t i = 0; i < catalog->prices.size(); ++i) {
+                      if (catalog->prices[i].key == price_key) {
                         price_usage[{i, cnum, start}] = units;
                       }
                     }
@@ -135,11 +135,11 @@ bool Engine::Impl::price_of(std::uint32_t meter, std::uint32_t customer_num,
                             std::span<const std::pair<std::string_view, std::string_view>> props,
                             LedgerWork* work, core::Decimal* cost, core::Decimal* credits,
                             core::TimeUs known_at_us) const {
-  if (meter >= prices_by_meter.size()) {
+  if (meter >= catalog->prices_by_meter.size()) {
     return false;
   }
-  for (std::uint32_t index : prices_by_meter[meter]) {
-    const auto& match = prices[index].spec.match;
+  for (std::uint32_t index : catalog->prices_by_meter[meter]) {
+    const auto& match = catalog->prices[index].spec.match;
     const bool matches = std::all_of(match.begin(), match.end(), [&](const auto& m) {
       return std::any_of(props.begin(), props.end(),
                          [&](const auto& p) { return p.first == m.first && p.second == m.second; });
@@ -149,7 +149,7 @@ bool Engine::Impl::price_of(std::uint32_t meter, std::uint32_t customer_num,
     }
     // A price with no version in effect then (not yet, or removed) leaves the event to the next.
     const core::PriceVersion* version =
-        core::version_at(prices[index].versions, time_us, known_at_us);
+        core::version_at(catalog->prices[index].versions, time_us, known_at_us);
     if (version == nullptr) {
       continue;
     }
@@ -345,7 +345,7 @@ void Engine::Impl::write_ledger(const LedgerWork& work, store::WriteBatch& wb) c
   }
   for (const auto& [key, units] : work.price_usage) {
     const auto& [index, cnum, start] = key;
-    wb.put(store::Space::kMeta, engine::price_usage_key(prices[index].key, cnum, start),
+    wb.put(store::Space::kMeta, engine::price_usage_key(catalog->prices[index].key, cnum, start),
            engine::encode_decimal(units));
   }
   if (!work.txns.empty()) {

@@ -1,0 +1,234 @@
+// Recovery: the engine's in-memory state read back from the store when it opens. The store
+// holds everything durable (customers, keys, minute aggregates and distinct values, the dedup
+// records of the window, prices, wallets, reservations, alerts); memory holds the same, indexed
+// for the hot paths, plus the hour and day sums the series derive from the minutes. A meter
+// whose definition changed since its aggregates were written (its stored fingerprint differs)
+// is rebuilt from the stored events first, so what is loaded always matches the events.
+#include <algorithm>
+#include <map>
+
+#include "engine/engine_impl.h"
+
+namespace tally {
+
+Status Engine::Impl::check_plans_configured() const {
+  // Fail closed: a customer whose plan left the config would be checked as unlimited.
+  std::map<std::string, std::size_t> orphans;  // plan -> customers
+  for (const auto& [num, cs] : customers) {
+    const std::string& plan = cs.record.plan;
+    if (!plan.empty() && engine::plan_of(config, cs.record) == nullptr) {
+      ++orphans[plan];
+    }
+  }
+  if (orphans.empty()) {
+    return Status();
+  }
+  std::string message;
+  for (const auto& [plan, n] : orphans) {
+    message +=
+        (message.empty() ? "" : "; ") +
+        ("plan '" + plan + "' is used by " + std::to_string(n) + " customer" + (n == 1 ? "" : "s"));
+  }
+  return Status::invalid_argument(
+      message +
+      " but is not in the configuration. Add it back to [[plans]], or say where its "
+      "customers go with [enforcement] replaced_plans = { " +
+      orphans.begin()->first + " = \"<a configured plan>\" }");
+}
+
+Status Engine::Impl::load() {
+  // Meta: sequence numbers.
+  auto seq = store->get(store::Space::kMeta, engine::kMetaNextSeq);
+  if (!seq) {
+    return seq.error();
+  }
+  if (seq->has_value() && (*seq)->size() == 8) {
+    next_seq = engine::read_be64(**seq);
+  }
+  auto cust = store->get(store::Space::kMeta, engine::kMetaNextCustomer);
+  if (!cust) {
+    return cust.error();
+  }
+  if (cust->has_value() && (*cust)->size() == 4) {
+    next_customer = engine::read_be32(**cust);
+  }
+
+  // Customers.
+  Status bad;
+  TALLY_TRY(
+      store->scan(store::Space::kCustomers, "", "", [&](std::string_view, std::string_view v) {
+        engine::CustomerState cs;
+        if (!engine::decode_customer(v, &cs.num, &cs.record)) {
+          bad = Status::corruption("a customer record cannot be decoded");
+          return false;
+        }
+        auto tz = core::TimeZone::find(cs.record.timezone.empty() ? "UTC" : cs.record.timezone);
+        cs.tz = tz ? *tz : core::TimeZone();
+        customer_nums.emplace(cs.record.id, cs.num);
+        customers.emplace(cs.num, std::move(cs));
+        return true;
+      }));
+  TALLY_TRY(bad);
+
+  // Keys.
+  TALLY_TRY(store->scan(store::Space::kKeys, "", "", [&](std::string_view, std::string_view v) {
+    auto ks = std::make_unique<engine::KeyState>();
+    if (!engine::decode_key_record(v, &ks->record)) {
+      bad = Status::corruption("a key record cannot be decoded");
+      return false;
+    }
+    ks->total_requests.store(ks->record.info.total_requests);
+    ks->last_used_at_us.store(ks->record.info.last_used_at_us);
+    keys_by_id[ks->record.info.id] = ks.get();
+    keys_by_hash[ks->record.hash] = std::move(ks);
+    return true;
+  }));
+  TALLY_TRY(bad);
+
+  // A meter no longer configured gets no aggregates from now on, so its fingerprint record
+  // goes: re-adding the meter later, even unchanged, must rebuild it from the events stored
+  // meanwhile. (A read-only open writes nothing; a writer removes the records on its open.)
+  if (!read_only) {
+    const std::string begin = engine::meter_fingerprint_key("");
+    std::string end = begin;
+    ++end.back();
+    store::WriteBatch stale;
+    TALLY_TRY(
+        store->scan(store::Space::kMeta, begin, end, [&](std::string_view k, std::string_view) {
+          const std::string_view key = k.substr(begin.size());
+          if (std::none_of(catalog->meters.begin(), catalog->meters.end(),
+                           [&](const engine::MeterDef& m) { return m.spec.key == key; })) {
+            stale.del(store::Space::kMeta, std::string(k));
+          }
+          return true;
+        }));
+    if (!stale.empty()) {
+      TALLY_TRY(write_store(stale, true));
+    }
+  }
+
+  // Meters whose definition changed since the aggregates were written are rebuilt.
+  for (std::uint32_t i = 0; i < catalog->meters.size(); ++i) {
+    const auto& spec = catalog->meters[i].spec;
+    if (catalog->meters[i].hidden) {
+      continue;  // costs are what was burned: never recomputed from the events
+    }
+    auto fp = store->get(store::Space::kMeta, engine::meter_fingerprint_key(spec.key));
+    if (!fp) {
+      return fp.error();
+    }
+    if (!fp->has_value() || **fp != spec.fingerprint()) {
+      if (read_only) {
+        return Status::unavailable("meter '" + spec.key +
+                                   "' changed since its aggregates were written; start the "
+                                   "server once to rebuild them");
+      }
+      TALLY_TRY(rebuild_meter(i));
+    }
+  }
+
+  // Aggregates and distinct values.
+  std::unordered_map<std::string, std::uint32_t> meter_index;
+  for (std::uint32_t i = 0; i < catalog->meters.size(); ++i) {
+    meter_index[catalog->meters[i].spec.key] = i;
+  }
+  TALLY_TRY(
+      store->scan(store::Space::kAggregates, "", "", [&](std::string_view k, std::string_view v) {
+        engine::AggregateKey ak;
+        core::AggState s;
+        if (!engine::decode_aggregate_key(k, &ak) || !engine::decode_agg_state(v, &s)) {
+          bad = Status::corruption("an aggregate record cannot be decoded");
+          return false;
+        }
+        auto it = meter_index.find(std::string(ak.meter));
+        if (it != meter_index.end()) {
+          install_state(it->second, ak.customer_num, intern_group(ak.group), ak.minute_us, s);
+        }
+        return true;
+      }));
+  TALLY_TRY(bad);
+  TALLY_TRY(store->scan(store::Space::kUniques, "", "", [&](std::string_view k, std::string_view) {
+    engine::UniqueKey uk;
+    if (!engine::decode_unique_key(k, &uk)) {
+      bad = Status::corruption("a distinct-value record cannot be decoded");
+      return false;
+    }
+    auto it = meter_index.find(std::string(uk.meter));
+    if (it != meter_index.end()) {
+      install_unique(it->second, uk.customer_num, intern_group(uk.group), uk.minute_us,
+                     std::string(uk.value));
+    }
+    return true;
+  }));
+  TALLY_TRY(bad);
+
+  // The dedup index, within the dedup window.
+  const std::int64_t window_us = config.storage.dedup_window_seconds * core::kUsPerSecond;
+  const core::TimeUs now = clock->now_us();
+  std::vector<engine::DedupEntry> entries;
+  TALLY_TRY(store->scan(store::Space::kDedup, "", "", [&](std::string_view, std::string_view v) {
+    core::TimeUs received = 0;
+    if (!engine::decode_dedup_record(v, &received, &entries)) {
+      bad = Status::corruption("a dedup record cannot be decoded");
+      return false;
+    }
+    if (window_us > 0 && received < now - window_us) {
+      return true;
+    }
+    for (const auto& e : entries) {
+      dedup.insert(e.hash, e.seq, e.customer_num);
+    }
+    return true;
+  }));
+  TALLY_TRY(bad);
+  TALLY_TRY(load_wallets());
+  TALLY_TRY(load_reservations());
+  TALLY_TRY(load_alerts());
+
+  // Customers from the config that do not exist yet are created in the first commit.
+  return Status();
+}
+
+Status Engine::Impl::rebuild_meter(std::uint32_t meter_index) {
+  const core::MeterSpec& spec = catalog->meters[meter_index].spec;
+  // Delete the meter's old aggregates and distinct values.
+  const std::string prefix = engine::aggregate_meter_prefix(spec.key);
+  std::string end = prefix;
+  end.back() = '\x01';
+  for (auto space : {store::Space::kAggregates, store::Space::kUniques}) {
+    store::WriteBatch wb;
+    TALLY_TRY(store->scan(space, prefix, end, [&](std::string_view k, std::string_view) {
+      wb.del(space, std::string(k));
+      return true;
+    }));
+    if (!wb.empty()) {
+      TALLY_TRY(write_store(wb, true));
+    }
+  }
+  // Recompute from the events.
+  std::unordered_map<std::uint32_t, std::string> ids;
+  for (const auto& [num, cs] : customers) {
+    ids[num] = cs.record.id;
+  }
+  engine::Recomputed r;
+  TALLY_TRY(engine::recompute(*store, {spec}, ids, &r));
+  store::WriteBatch wb;
+  for (const auto& [k, s] : r.aggregates) {
+    wb.put(store::Space::kAggregates, k, engine::encode_agg_state(s));
+    if (wb.bytes() > (8u << 20)) {
+      TALLY_TRY(write_store(wb, false));
+      wb.clear();
+    }
+  }
+  for (const auto& [k, unused] : r.uniques) {
+    wb.put(store::Space::kUniques, k, "");
+    if (wb.bytes() > (8u << 20)) {
+      TALLY_TRY(write_store(wb, false));
+      wb.clear();
+    }
+  }
+  wb.put(store::Space::kMeta, engine::meter_fingerprint_key(spec.key), spec.fingerprint());
+  return write_store(wb, true);
+}
+
+}  // namespace tally
