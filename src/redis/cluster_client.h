@@ -103,8 +103,9 @@ class ClusterClient {
 
   // Runs one command (argv[0] is its name; arguments are binary-safe) on the primary of its
   // keys' slot, following redirects. A command without keys (PING, FUNCTION ..., CLUSTER ...)
-  // goes to any one primary. Returns Redis's reply, which may be an error reply (kError: the
-  // command ran and Redis refused it, e.g. WRONGTYPE). Errors: kInvalidArgument for an empty
+  // goes to any one primary. Returns Redis's reply, which may be an error reply (kError: Redis
+  // refused it, e.g. WRONGTYPE; or TRYAGAIN / CLUSTERDOWN still answered after retries_max
+  // retries, and then the command did not run). Errors: kInvalidArgument for an empty
   // argv, malformed key counts (EVALSHA/FCALL numkeys) or keys in different slots ("CROSSSLOT",
   // nothing is sent); kUnavailable when no node could run it within the limits, or when it was
   // sent but no reply came (it may have run).

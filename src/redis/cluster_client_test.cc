@@ -359,6 +359,15 @@ TEST_F(ClusterClientTest, ReshardingIsFollowedThroughAskAndMoved) {
   EXPECT_EQ((*mixed)[0].str, "1");
   EXPECT_EQ((*mixed)[1].str, "8");
 
+  // A multi-key command whose keys are split between the two nodes cannot run anywhere now:
+  // TRYAGAIN, retried retries_max times, then returned as the error reply it is.
+  std::uint64_t retries_before = client->stats().retries;
+  auto split = client->command({"MGET", "{moving}old1", "{moving}old8"});
+  ASSERT_TRUE(split.has_value()) << split.error().to_string();
+  ASSERT_TRUE(split->is_error());
+  EXPECT_EQ(split->str.rfind("TRYAGAIN", 0), 0u) << split->str;
+  EXPECT_EQ(client->stats().retries, retries_before + ClusterOptions{}.retries_max);
+
   // Finish: the rest of the keys, then the slot belongs to the target everywhere.
   for (int i = 5; i < 10; ++i) {
     expect_text(admin->command_at(source, {"MIGRATE", "127.0.0.1", std::to_string(target_port),
@@ -494,6 +503,32 @@ TEST_F(StandaloneTest, KeepsTheSameSlotRuleAsACluster) {
   auto mget = client_->command({"MGET", "foo", "bar"});
   ASSERT_FALSE(mget.has_value());
   EXPECT_NE(mget.error().message().find("CROSSSLOT"), std::string::npos);
+}
+
+// A reply that does not come within command_timeout_ms: the command was sent and may have run,
+// so the call fails saying so and the command is not sent again.
+TEST_F(StandaloneTest, ATimedOutCommandIsReportedAndNotRetried) {
+  ClusterOptions options;
+  options.seeds = server_->endpoints();
+  options.command_timeout_ms = 200;
+  auto client = ClusterClient::connect(options);
+  ASSERT_TRUE(client.has_value()) << client.error().to_string();
+  // Counts its own runs, then keeps the server busy for 600 ms.
+  const char* slow =
+      "redis.call('INCR', KEYS[1])\n"
+      "local t = redis.call('TIME')\n"
+      "local start = t[1] * 1000000 + t[2]\n"
+      "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > 600000\n"
+      "return 1\n";
+  auto reply = (*client)->command({"EVAL", slow, "1", "{slow}runs"});
+  ASSERT_FALSE(reply.has_value());
+  EXPECT_EQ(reply.error().code(), StatusCode::kUnavailable);
+  EXPECT_NE(reply.error().message().find("may have run"), std::string::npos)
+      << reply.error().message();
+  // Once the script is over: it ran exactly once, and the client works again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  expect_text((*client)->command({"GET", "{slow}runs"}), "1");
+  EXPECT_EQ((*client)->stats().retries, 0u);
 }
 
 TEST_F(StandaloneTest, AKilledServerIsAClearErrorNotAMaybe) {
