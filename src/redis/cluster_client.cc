@@ -208,6 +208,9 @@ class ClusterClient::Impl {
         batch.push_back(commands[i]);
       }
       SendResult sent = send(static_cast<std::size_t>(target), batch, asking);
+      if (sent.written) {
+        stats_.commands += batch.size();
+      }
       if (!sent.status.ok()) {
         if (sent.written) {
           // It may have run: never sent again. Learn the map for the next call.
@@ -431,7 +434,7 @@ class ClusterClient::Impl {
 
   struct SendResult {
     Status status;
-    bool written = false;  // the commands reached the socket: they may have run
+    bool written = false;  // the commands were written to the socket: they may have run
     std::vector<Reply> replies;
   };
 
@@ -508,7 +511,7 @@ class ClusterClient::Impl {
         return broken(node, false, "write failed");
       }
     }
-    stats_.commands += commands.size();
+    result.written = true;
     result.replies.reserve(commands.size());
     for (std::size_t i = 0; i < wire.size(); ++i) {
       void* raw = nullptr;
@@ -633,6 +636,9 @@ Result<Reply> ClusterClient::command_at(std::string_view endpoint,
   }
   std::size_t index = impl_->node_index(std::string(endpoint));
   auto sent = impl_->send(index, {&argv}, false);
+  if (sent.written) {
+    impl_->stats_.commands++;
+  }
   if (!sent.status.ok()) {
     return sent.status;
   }

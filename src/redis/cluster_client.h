@@ -82,7 +82,9 @@ struct ClusterOptions {
 
 // Counters since the client was created, for tests and metrics.
 struct ClusterStats {
-  std::uint64_t commands = 0;            // commands sent (a pipeline counts each command)
+  // The caller's commands written to a node, a pipeline's one by one, each redirect or retry
+  // again (the client's own CLUSTER SLOTS and ASKING are not counted).
+  std::uint64_t commands = 0;
   std::uint64_t moved = 0;               // MOVED replies followed
   std::uint64_t ask = 0;                 // ASK replies followed
   std::uint64_t retries = 0;             // retries after connection failures, TRYAGAIN, CLUSTERDOWN
