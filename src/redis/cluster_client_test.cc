@@ -385,6 +385,22 @@ TEST_F(ClusterClientTest, ReshardingIsFollowedThroughAskAndMoved) {
     auto set = admin->command_at(node, {"CLUSTER", "SETSLOT", s, "NODE", target_id});
     ASSERT_TRUE(set.has_value()) << set.error().to_string();
   }
+  // Gossip may briefly carry the old owner back to a node: wait until every node names the
+  // target (a plain GET is answered by the owner, and redirected there by every other node).
+  const std::string moved_to_target = "MOVED " + s + " " + target;
+  auto agreed_by = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (const std::string& node : cluster_->endpoints()) {
+    for (;;) {
+      auto seen = admin->command_at(node, {"GET", "{moving}old0"});
+      ASSERT_TRUE(seen.has_value()) << seen.error().to_string();
+      if (node == target ? seen->str == "0" : seen->str == moved_to_target) {
+        break;
+      }
+      ASSERT_LT(std::chrono::steady_clock::now(), agreed_by)
+          << node << " still answers '" << seen->str << "'";
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
   EXPECT_EQ(client->primary_for_slot(slot), source) << "the client has not seen it yet";
   std::uint64_t moved_before = client->stats().moved;
   expect_text(client->command({"GET", "{moving}old7"}), "7");
