@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -272,7 +271,7 @@ TEST_F(ClusterClientTest, BadSeedsAreClearErrors) {
   ASSERT_FALSE(bad.has_value());
   EXPECT_EQ(bad.error().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(bad.error().message().find("localhost"), std::string::npos);
-  // A port where nothing listens (a cluster bus port + 1 is not served by anyone here).
+  // A port where nothing listens (port 1 needs root to bind, and nothing here does).
   ClusterOptions closed;
   closed.seeds = {"127.0.0.1:1"};
   auto refused = ClusterClient::connect(closed);
@@ -429,7 +428,6 @@ TEST_F(ClusterClientTest, FailoverOfAKilledPrimary) {
   const std::string old_primary = client->primary_for_slot(slot);
   // The replica must have the write before its primary dies (replication is asynchronous).
   expect_integer(client->command_at(old_primary, {"WAIT", "1", "2000"}), 1);
-  // Keep the seeds away from the node that dies.
   ASSERT_TRUE(cluster_->kill_node(port_of(old_primary)));
 
   auto killed_at = std::chrono::steady_clock::now();
