@@ -3,7 +3,9 @@
 # of its own layer, of the layers below it (the transitive closure of the arrows in
 # src/README.md), and the public headers in include/tally; never a header of a higher layer or of
 # a sibling it does not depend on. The public headers (include/tally) include only the standard
-# library and each other. Prints one line per offending include and exits 1 when there is any.
+# library and each other, and hiredis is included only by the .cc files of src/redis (never by a
+# header, so no other layer sees it). Prints one line per offending include and exits 1 when
+# there is any.
 #
 #   scripts/layering.sh [ROOT]      check the tree at ROOT (default: this checkout)
 #   scripts/layering.sh --self-test check that a planted violation is caught (run by ctest)
@@ -18,6 +20,7 @@ declare -A deps=(
   [dashboard]="common"
   [export]="engine"
   [engine]="store config"
+  [redis]="common"
   [config]="core"
   [store]="core"
   [core]="common"
@@ -59,6 +62,17 @@ check_tree() {
     done < <(grep -rnE '^[[:space:]]*#[[:space:]]*include[[:space:]]*["<][^/">]+/' \
       --include='*.h' --include='*.cc' "$root/src/$layer" || true)
   done
+  # hiredis: only in src/redis/*.cc.
+  while IFS= read -r hit; do
+    file=${hit%%:*}
+    case $file in
+      "$root"/src/redis/*.cc) continue ;;
+    esac
+    line=${hit#*:}
+    echo "${file#"$root"/}:${line%%:*}: includes hiredis, which only src/redis/*.cc may include"
+    failures=$((failures + 1))
+  done < <(grep -rnE '^[[:space:]]*#[[:space:]]*include[[:space:]]*["<](hiredis/)?hiredis\.h' \
+    --include='*.h' --include='*.cc' "$root/src" "$root/include" 2>/dev/null || true)
   # Public headers: the standard library and each other only.
   if [[ -d $root/include/tally ]]; then
     while IFS= read -r hit; do
@@ -107,6 +121,25 @@ self_test() {
     return 1
   fi
   rm "$tmp/src/engine/bad.h"
+  # hiredis outside src/redis/*.cc: in a header of the redis layer, and in another layer.
+  mkdir -p "$tmp/src/redis"
+  printf '#include <hiredis/hiredis.h>\n' >"$tmp/src/redis/client.cc"
+  if ! check_tree "$tmp" >/dev/null; then
+    echo "layering self-test: hiredis in src/redis/client.cc was refused" >&2
+    return 1
+  fi
+  printf '#include <hiredis/hiredis.h>\n' >"$tmp/src/redis/client.h"
+  if check_tree "$tmp" >/dev/null 2>&1; then
+    echo "layering self-test: hiredis in a header of src/redis was not caught" >&2
+    return 1
+  fi
+  rm "$tmp/src/redis/client.h"
+  printf '#include "hiredis.h"\n' >"$tmp/src/engine/counters.cc"
+  if check_tree "$tmp" >/dev/null 2>&1; then
+    echo "layering self-test: hiredis in src/engine was not caught" >&2
+    return 1
+  fi
+  rm "$tmp/src/engine/counters.cc"
   # A public header reaching into src/.
   printf '#include "engine/codec.h"\n' >"$tmp/include/tally/bad.h"
   if check_tree "$tmp" >/dev/null 2>&1; then

@@ -8,10 +8,13 @@ packages=(
   libboost-dev libboost-system-dev libsimdjson-dev librocksdb-dev libssl-dev
   libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev libhowardhinnant-date-dev
   libzstd-dev libxlsxwriter-dev libgtest-dev libgmock-dev libbenchmark-dev
+  # The Redis Cluster client layer (src/redis) is built on hiredis.
+  libhiredis-dev
   # Run by the tests and benchmarks as plain child processes on loopback, never as services:
   # nginx in front of `tally serve` (auth_request, tests/nginx_test.cc) and as the HTTP
-  # baseline, redis-server for the Redis+Lua comparison in bench/.
-  nginx redis-server
+  # baseline, redis-server for the Redis+Lua comparison in bench/ and, with redis-tools'
+  # redis-cli (`--cluster create`), the real Redis Clusters of the src/redis tests.
+  nginx redis-server redis-tools
   # The export tests open the XLSX workbooks they get to read their rows; the archive tests
   # read archives with the zstd command, as an operator would.
   unzip zstd
