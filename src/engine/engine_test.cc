@@ -736,6 +736,60 @@ TEST_F(EngineTest, RandomizedMatchesBruteForce) {
       }
     }
   }
+  // Every customer at once, a row per customer and model (tokens) or per customer (tokens_max),
+  // over ranges on whole UTC days half of the time: the rows come from one walk over the day or
+  // hour sums when the windows fall on them, from minutes otherwise; both must match.
+  for (int trial = 0; trial < 60; ++trial) {
+    TimeUs from = base + static_cast<TimeUs>(rng() % (40ull * 24 * 60)) * core::kUsPerMinute;
+    TimeUs to = from + static_cast<TimeUs>(1 + rng() % (20ull * 24 * 60)) * core::kUsPerMinute;
+    if (trial % 2 == 0) {
+      from = core::floor_to(from, core::kUsPerDay);
+      to = core::ceil_to(to, core::kUsPerDay);
+    }
+    const char* window = trial % 3 == 0 ? "" : (trial % 3 == 1 ? "day" : "hour");
+    const char* zone = zones[rng() % 4];
+    auto tz = core::TimeZone::find(zone);
+    ASSERT_TRUE(tz.has_value());
+    for (const char* meter : {"tokens", "tokens_max"}) {
+      const bool by_model = std::string(meter) == "tokens";
+      // (customer, model or "", window start) -> (sum, max)
+      std::map<std::tuple<std::string, std::string, TimeUs>, std::pair<std::int64_t, std::int64_t>>
+          expect;
+      for (const auto& [key, a] : accepted) {
+        if (a.time < from || a.time >= to)
+          continue;
+        const TimeUs ws =
+            *window == '\0' ? from : core::window_start(a.time, *core::parse_window(window), *tz);
+        auto [it, fresh] = expect.try_emplace(
+            std::make_tuple(a.customer, by_model ? a.model : "", ws), std::make_pair(0, a.n));
+        it->second.first += a.n;
+        it->second.second = std::max(it->second.second, a.n);
+      }
+      MeterQuery q;
+      q.meter = meter;
+      q.from_us = from;
+      q.to_us = to;
+      q.window = window;
+      q.timezone = zone;
+      if (by_model)
+        q.group_by = {"model"};
+      auto res = e->query(q);
+      ASSERT_TRUE(res.has_value()) << res.error().message();
+      ASSERT_EQ(res->rows.size(), expect.size()) << meter << " " << window << " " << zone;
+      std::size_t i = 0;
+      for (const auto& [k, v] : expect) {
+        const QueryRow& row = res->rows[i++];
+        EXPECT_EQ(row.customer, std::get<0>(k));
+        if (by_model) {
+          ASSERT_EQ(row.group.size(), 1u);
+          EXPECT_EQ(row.group[0].second, std::get<1>(k));
+        }
+        EXPECT_EQ(row.window_start_us, std::get<2>(k)) << meter << " " << window << " " << zone;
+        EXPECT_EQ(row.value, std::to_string(by_model ? v.first : v.second))
+            << meter << " " << window << " " << zone << " row " << i;
+      }
+    }
+  }
   auto report = e->verify();
   ASSERT_TRUE(report.has_value());
   EXPECT_TRUE(report->ok()) << (report->differences.empty() ? "" : report->differences[0]);

@@ -77,6 +77,62 @@ std::string value_text(core::Aggregation a, const core::AggState& s, const core:
   return core::format_decimal(v);
 }
 
+// The series of one meter per (customer, projected group values), sorted by them, as query
+// answers them: a flat list sorted once, whose runs of equal keys are the groups. Texts are
+// views into the engine's state. REQUIRES: state_mutex held (shared).
+struct QueryGroup {
+  std::string_view customer;
+  std::vector<std::string_view> values;  // the projected group values
+  std::vector<const engine::Series*> series;
+};
+
+std::vector<QueryGroup> gather_groups(
+    const engine::MeterAggregates& aggregates, const Engine::Impl& d, std::size_t group_by_size,
+    const engine::CustomerState* only, const std::vector<std::size_t>& projection,
+    const std::vector<std::pair<std::size_t, std::string>>& filters) {
+  struct Member {
+    std::string_view customer;
+    std::vector<std::string_view> values;
+    const engine::Series* series = nullptr;
+  };
+
+  std::vector<Member> members;
+  const bool split = !filters.empty() || !projection.empty();
+  for (const auto& [cnum, by_group] : aggregates.series) {
+    if (only != nullptr && cnum != only->num) {
+      continue;
+    }
+    const std::string_view customer_id = d.customers.at(cnum).record.id;
+    for (const auto& [gid, series] : by_group) {
+      const auto values = split ? engine::split_group(d.group_texts[gid], group_by_size)
+                                : std::vector<std::string_view>();
+      bool pass = true;
+      for (const auto& [idx, v] : filters) {
+        pass = pass && values[idx] == v;
+      }
+      if (!pass) {
+        continue;
+      }
+      Member& member = members.emplace_back(Member{customer_id, {}, &series});
+      for (std::size_t idx : projection) {
+        member.values.push_back(values[idx]);
+      }
+    }
+  }
+  std::sort(members.begin(), members.end(), [](const Member& a, const Member& b) {
+    return a.customer != b.customer ? a.customer < b.customer : a.values < b.values;
+  });
+  std::vector<QueryGroup> groups;
+  for (Member& member : members) {
+    if (groups.empty() || groups.back().customer != member.customer ||
+        groups.back().values != member.values) {
+      groups.push_back(QueryGroup{member.customer, std::move(member.values), {}});
+    }
+    groups.back().series.push_back(member.series);
+  }
+  return groups;
+}
+
 }  // namespace
 
 const engine::CustomerState* Engine::Impl::find_customer(std::string_view id) const {
@@ -186,39 +242,18 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
   out.timezone = tz.name();
   const bool want_uniques = spec.aggregation == core::Aggregation::kUniqueCount;
 
-  // Gather the series per (customer, projected group), ordered for stable output.
-  using Key = std::pair<std::string, std::vector<std::string>>;
-  std::map<Key, std::vector<const engine::Series*>> groups;
-  for (const auto& [cnum, by_group] : d.meter_aggregates[d.catalog->index_of(m)].series) {
-    if (only != nullptr && cnum != only->num) {
-      continue;
-    }
-    const std::string& customer_id = d.customers.at(cnum).record.id;
-    for (const auto& [gid, series] : by_group) {
-      auto values = engine::split_group(d.group_texts[gid], spec.group_by.size());
-      bool pass = true;
-      for (const auto& [idx, v] : filters) {
-        pass = pass && values[idx] == v;
-      }
-      if (!pass) {
-        continue;
-      }
-      Key key{customer_id, {}};
-      for (std::size_t idx : projection) {
-        key.second.emplace_back(values[idx]);
-      }
-      groups[key].push_back(&series);
-    }
-  }
+  const std::vector<QueryGroup> groups =
+      gather_groups(d.meter_aggregates[d.catalog->index_of(m)], d, spec.group_by.size(), only,
+                    projection, filters);
 
-  auto emit = [&](const Key& key, core::TimeUs ws, core::TimeUs we, const core::AggState& st,
+  auto emit = [&](const QueryGroup& key, core::TimeUs ws, core::TimeUs we, const core::AggState& st,
                   const core::UniqueSet& u) {
     QueryRow row;
     row.window_start_us = ws;
     row.window_end_us = we;
-    row.customer = key.first;
+    row.customer = std::string(key.customer);
     for (std::size_t i = 0; i < projection.size(); ++i) {
-      row.group.emplace_back(q.group_by[i], key.second[i]);
+      row.group.emplace_back(q.group_by[i], std::string(key.values[i]));
     }
     row.value = value_text(spec.aggregation, st, &u);
     out.rows.push_back(std::move(row));
@@ -233,10 +268,44 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
                      " (one per customer and group); narrow the range, name a customer, add "
                      "filters or group by fewer properties");
   };
-  for (const auto& group : groups) {
-    // Not a structured binding: clang before 16 cannot capture one in the lambda below.
-    const auto& key = group.first;
-    const auto& list = group.second;
+  // Windows on whole UTC days or hours (UTC, or a zone whose offsets are whole hours): each
+  // series is one ordered walk over its day or hour sums, each going to the window that holds
+  // it, instead of searches per window. Otherwise (minutes, distinct values, more than
+  // kWindowsMax windows) the walk below jumps from one minute with data to the next.
+  std::vector<engine::Span> spans;
+  core::TimeUs unit = 0;
+  if (window && !want_uniques) {
+    if (auto w = engine::windows_of(from, to, *window, tz); w) {
+      spans = std::move(*w);
+      unit = engine::common_unit(spans, from, to);
+    }
+  }
+  std::vector<core::AggState> acc(unit != 0 ? spans.size() : 0);
+  static const core::UniqueSet kNoUniques;
+  for (const QueryGroup& key : groups) {
+    const auto& list = key.series;
+    if (unit != 0) {
+      for (const auto* s : list) {
+        std::size_t w = 0;
+        s->for_each(unit, from, to, [&](core::TimeUs start, const core::AggState& st) {
+          while (spans[w].end <= start) {
+            ++w;
+          }
+          acc[w].merge(st);
+        });
+      }
+      for (std::size_t w = 0; w < acc.size(); ++w) {
+        if (acc[w].empty()) {
+          continue;
+        }
+        emit(key, spans[w].start, spans[w].end, acc[w], kNoUniques);
+        acc[w] = core::AggState{};
+        if (out.rows.size() > kQueryRowsMax) {
+          return too_large();
+        }
+      }
+      continue;
+    }
     if (!window) {
       core::AggState st;
       core::UniqueSet u;

@@ -19,34 +19,16 @@
 
 namespace tally {
 
+using engine::common_unit;
+using engine::kWindowsMax;
+using engine::Span;
+using engine::windows_of;
+
 namespace {
 
-constexpr std::size_t kWindowsMax = 10'000;
 constexpr std::size_t kDefaultWindows = 30;
 constexpr std::uint32_t kPeaksMax = 100;
 constexpr std::uint32_t kTopMax = 1000;
-
-struct Span {
-  core::TimeUs start = 0;
-  core::TimeUs end = 0;
-};
-
-// The calendar windows that meet [from, to), in order. Errors: kInvalidArgument past `max`.
-Result<std::vector<Span>> windows_of(core::TimeUs from, core::TimeUs to, core::Window w,
-                                     const core::TimeZone& tz) {
-  std::vector<Span> out;
-  for (core::TimeUs ws = core::window_start(from, w, tz); ws < to;) {
-    if (out.size() == kWindowsMax) {
-      return Status::invalid_argument("the range has more than " + std::to_string(kWindowsMax) +
-                                      " " + std::string(core::window_name(w)) +
-                                      " windows; narrow it or use a larger window");
-    }
-    const core::TimeUs we = core::window_next(ws, w, tz);
-    out.push_back(Span{ws, we});
-    ws = we;
-  }
-  return out;
-}
 
 // from = to = 0: the last `windows` windows, the one holding `now` included. Otherwise the
 // range aligned to minutes. Errors: kInvalidArgument when to is not after from.
@@ -130,21 +112,6 @@ struct Acc {
 // Adds every series of the meter (of `only`, or of every customer) whose group passes the
 // filters into one accumulator per window of `windows`, counting only [from, to).
 // REQUIRES: state_mutex held; windows cover [from, to) in order.
-// The coarsest in-memory unit (a UTC day or hour) that every window bound inside [from, to),
-// and from and to themselves, fall on; 0 when minutes are needed.
-core::TimeUs common_unit(const std::vector<Span>& windows, core::TimeUs from, core::TimeUs to) {
-  for (core::TimeUs unit : {core::kUsPerDay, core::kUsPerHour}) {
-    bool aligned = from % unit == 0 && to % unit == 0;
-    for (std::size_t i = 1; aligned && i < windows.size(); ++i) {
-      aligned = windows[i].start % unit == 0;
-    }
-    if (aligned) {
-      return unit;
-    }
-  }
-  return 0;
-}
-
 void accumulate(const Engine::Impl& d, const engine::MeterDef& def,
                 const engine::CustomerState* only,
                 const std::vector<std::pair<std::size_t, std::string>>& filters,

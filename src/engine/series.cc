@@ -1,5 +1,7 @@
 #include "engine/series.h"
 
+#include <string>
+
 #include "common/assert.h"
 
 namespace tally::engine {
@@ -82,8 +84,12 @@ void Series::combine(core::TimeUs a, core::TimeUs b, bool want_uniques, core::Ag
   if (a >= b) {
     return;
   }
+  // Ranges at aligned edges are empty: they cost no search of the tree.
   auto merge = [&](const Sums& sums, const std::map<core::TimeUs, core::UniqueSet>* sets,
                    core::TimeUs x, core::TimeUs y) {
+    if (x >= y) {
+      return;
+    }
     for (auto it = sums.lower_bound(x); it != sums.end() && it->first < y; ++it) {
       state->merge(it->second);
     }
@@ -120,6 +126,35 @@ void GroupTotals::add(core::TimeUs minute_us, const core::AggState& delta) {
   bool unused = false;
   entry_at(hours_, core::floor_to(minute_us, core::kUsPerHour), &unused).merge(delta);
   entry_at(days_, core::floor_to(minute_us, core::kUsPerDay), &unused).merge(delta);
+}
+
+Result<std::vector<Span>> windows_of(core::TimeUs from, core::TimeUs to, core::Window w,
+                                     const core::TimeZone& tz) {
+  std::vector<Span> out;
+  for (core::TimeUs ws = core::window_start(from, w, tz); ws < to;) {
+    if (out.size() == kWindowsMax) {
+      return Status::invalid_argument("the range has more than " + std::to_string(kWindowsMax) +
+                                      " " + std::string(core::window_name(w)) +
+                                      " windows; narrow it or use a larger window");
+    }
+    const core::TimeUs we = core::window_next(ws, w, tz);
+    out.push_back(Span{ws, we});
+    ws = we;
+  }
+  return out;
+}
+
+core::TimeUs common_unit(const std::vector<Span>& windows, core::TimeUs from, core::TimeUs to) {
+  for (core::TimeUs unit : {core::kUsPerDay, core::kUsPerHour}) {
+    bool aligned = from % unit == 0 && to % unit == 0;
+    for (std::size_t i = 1; aligned && i < windows.size(); ++i) {
+      aligned = windows[i].start % unit == 0;
+    }
+    if (aligned) {
+      return unit;
+    }
+  }
+  return 0;
 }
 
 }  // namespace tally::engine

@@ -11,6 +11,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include <tally/status.h>
 
 #include "core/aggregate.h"
 #include "core/time.h"
@@ -53,6 +56,25 @@ class Series {
   std::map<core::TimeUs, core::UniqueSet> minute_uniques_;
   std::map<core::TimeUs, core::UniqueSet> hour_uniques_;
 };
+
+// One calendar window [start, end) of a range (its first and last may reach outside it).
+struct Span {
+  core::TimeUs start = 0;
+  core::TimeUs end = 0;
+};
+
+// At most this many windows in one answer (windows_of).
+inline constexpr std::size_t kWindowsMax = 10'000;
+
+// The calendar windows of kind `w` in zone `tz` that meet [from, to), in order. Errors:
+// kInvalidArgument past kWindowsMax windows.
+Result<std::vector<Span>> windows_of(core::TimeUs from, core::TimeUs to, core::Window w,
+                                     const core::TimeZone& tz);
+
+// The coarsest unit the series keep (kUsPerDay or kUsPerHour) on which every window bound inside
+// [from, to), and from and to themselves, fall: for_each in that unit then fills the windows in
+// one ordered walk. 0 when minutes are needed.
+core::TimeUs common_unit(const std::vector<Span>& windows, core::TimeUs from, core::TimeUs to);
 
 // The hour and UTC day sums of one group over every customer, for statistics of all customers.
 class GroupTotals {
