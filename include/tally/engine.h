@@ -21,10 +21,6 @@
 
 namespace tally {
 
-namespace config {
-struct Config;
-}
-
 struct EngineOptions {
   std::string config_path;       // a TOML file; empty = defaults (and config_toml, if set)
   std::string config_toml;       // TOML text, used when config_path is empty (tests, embedding)
@@ -258,8 +254,6 @@ class Engine {
   // Waits until everything submitted so far is committed. For tests and the CLI.
   void flush();
   const Clock& clock() const;
-  // The configuration the engine was opened with (src/config/config.h).
-  const config::Config& config() const;
 
   struct Impl;
 

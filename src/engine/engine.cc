@@ -218,10 +218,6 @@ const Clock& Engine::clock() const {
   return *impl_->clock;
 }
 
-const config::Config& Engine::config() const {
-  return impl_->config;
-}
-
 Status Engine::Impl::check_plans_configured() const {
   // Fail closed: a customer whose plan left the config would be checked as unlimited.
   std::map<std::string, std::size_t> orphans;  // plan -> customers

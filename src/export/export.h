@@ -66,6 +66,9 @@ struct ExportRequest {
   // Events only: each page stops scanning after this long (EventListQuery::budget_ms), so one
   // piece of a sparse export never takes long. 0 = no budget.
   std::uint32_t page_budget_ms = 0;
+  // The [credits] currency: CSV and JSON exports of events name their cost column after it
+  // ("cost_usd") and write it beside each cost.
+  std::string currency = "USD";
 };
 
 // Checks `request` against the engine before any output is made. Errors: kInvalidArgument (a

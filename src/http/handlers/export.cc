@@ -121,6 +121,7 @@ void export_data(Context& ctx, Call& call) {
     return;
   }
   exporter::ExportRequest r;
+  r.currency = ctx.options.currency;
   if (const auto* f = call.request.query_param("format")) {
     auto format = exporter::parse_format(*f);
     if (!format) {
