@@ -508,12 +508,14 @@ TEST_F(EngineTest, QueryRowCapHoldsWithAndWithoutWindow) {
   q.to_us = at("2025-01-11T00:00:00Z");
   auto r = e->query(q);
   ASSERT_FALSE(r.has_value());
-  EXPECT_EQ(r.error().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(r.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.error().details_json(), kQueryTooLargeDetails);
   EXPECT_NE(r.error().message().find("more than 100000 rows"), std::string::npos);
   q.window = "day";
   r = e->query(q);
   ASSERT_FALSE(r.has_value());
-  EXPECT_EQ(r.error().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(r.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(r.error().details_json(), kQueryTooLargeDetails);
   EXPECT_NE(r.error().message().find("use a larger window"), std::string::npos);
   q.window.clear();
   q.group_by.clear();  // one row: fine

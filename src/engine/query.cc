@@ -235,11 +235,12 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
   // The row cap holds with or without a window (without one, a row per customer and group).
   auto too_large = [&]() {
     const std::string rows = "the query has more than " + std::to_string(kQueryRowsMax) + " rows";
-    return Status::resource_exhausted(
+    return Status::invalid_argument(
         window ? rows + "; narrow the range or use a larger window"
                : rows +
                      " (one per customer and group); narrow the range, name a customer, add "
-                     "filters or group by fewer properties");
+                     "filters or group by fewer properties",
+        std::string(kQueryTooLargeDetails));
   };
   for (const auto& group : groups) {
     // Not a structured binding: clang before 16 cannot capture one in the lambda below.

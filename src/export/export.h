@@ -83,8 +83,8 @@ void append_csv_field(std::string& out, std::string_view field);
 class TextExport {
  public:
   // Validates the request (see validate()) and, for aggregates, runs the query. Errors: as
-  // validate(), kResourceExhausted (an aggregate query over 100,000 rows), kInvalidArgument
-  // for format xlsx.
+  // validate(), kInvalidArgument with kQueryTooLargeDetails (an aggregate query over 100,000
+  // rows), kInvalidArgument for format xlsx.
   static Result<std::unique_ptr<TextExport>> open(const Engine& engine, ExportRequest request);
 
   virtual ~TextExport() = default;

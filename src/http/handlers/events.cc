@@ -58,7 +58,7 @@ void ingest(Context& ctx, Call& call) {
   ctx.engine.ingest_json_async(std::move(call.request.body), options,
                                [respond](Result<IngestSummary> r) {
                                  if (!r) {
-                                   respond(ingest_refusal(r.error()));
+                                   respond(status_response(r.error()));
                                    return;
                                  }
                                  respond(summary_response(*r));

@@ -130,8 +130,7 @@ Response validation_error(std::string field, std::string code) {
 
 // An engine error that is none of the cases a handler names itself.
 Response engine_error(const Status& s) {
-  const unsigned status =
-      s.code() == StatusCode::kResourceExhausted ? 413 : status_response(s).status;
+  const unsigned status = status_response(s).status;
   Response r = lago_error(status, status == 403 ? "forbidden" : "");
   if (status == 503) {
     r.headers.emplace_back("Retry-After", "1");
