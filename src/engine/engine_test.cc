@@ -449,11 +449,9 @@ TEST_F(EngineTest, KeysAuthenticateCountAndRevoke) {
   EXPECT_EQ(used.last_used_at_us, clock_.now_us());
 
   CustomerPatch p;
-  p.status = "suspended";
+  p.status = CustomerStatus::kSuspended;
   ASSERT_TRUE(e->update_customer("c1", p).has_value());
   EXPECT_EQ(e->authenticate(ck->secret).error().code(), StatusCode::kPermissionDenied);
-  p.status = "closed";
-  EXPECT_EQ(e->update_customer("c1", p).error().code(), StatusCode::kInvalidArgument);
 
   ASSERT_TRUE(e->revoke_key(admin->info.id).ok());
   EXPECT_EQ(e->authenticate(admin->secret).error().code(), StatusCode::kUnauthenticated);

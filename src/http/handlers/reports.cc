@@ -96,7 +96,7 @@ void usage_report(Context& ctx, Call& call) {
       .value(r->customer.name)
       .key("organization");
   write_nullable(w, r->customer.organization);
-  w.key("status").value(r->customer.status).key("plan");
+  w.key("status").value(to_string(r->customer.status)).key("plan");
   write_nullable(w, r->plan);
   w.key("current_period").raw(customer_usage_json(r->current_period));
   w.key("limits").begin_array();
@@ -244,7 +244,7 @@ void admin_customers(Context& ctx, Call& call) {
   for (const CustomerSummary& c : r->customers) {
     w.begin_object().key("id").value(c.id).key("name").value(c.name).key("plan");
     write_nullable(w, c.plan);
-    w.key("status").value(c.status).key("organization");
+    w.key("status").value(to_string(c.status)).key("organization");
     write_nullable(w, c.organization);
     w.key("max_limit_percent");
     write_decimal(w, c.max_percent);
