@@ -368,7 +368,6 @@ TEST(EventParseShapes, ABatchOverItsBoundIsTooLarge) {
   const Status s = parse_events(body, o, &out);
   EXPECT_EQ(s.code(), StatusCode::kPayloadTooLarge) << s.to_string();
   EXPECT_EQ(s.message(), "a request may carry at most 2 events");
-  EXPECT_TRUE(out.batch.empty());
   body = R"([{"id":"a","customer":"c","type":"t"},{"id":"b","customer":"c","type":"t"}])";
   EXPECT_TRUE(parse_events(body, o, &out).ok()) << "the bound itself is allowed";
 }
