@@ -308,7 +308,7 @@ std::optional<Denial> parse_denial(std::string_view text);
 struct LimitState {
   std::string meter;
   std::string_view period;  // "second", "minute", ..., "trial", "lifetime" (static text)
-  std::int32_t days = 0;    // a trial's length in days
+  std::int64_t days = 0;    // a trial's length in days
   bool per_key = false;     // the API key's own request rate, not a customer's limit
   bool unlimited = false;
   bool hard = true;
