@@ -21,10 +21,6 @@
 
 namespace tally {
 
-namespace config {
-struct Config;
-}
-
 struct EngineOptions {
   std::string config_path;       // a TOML file; empty = defaults (and config_toml, if set)
   std::string config_toml;       // TOML text, used when config_path is empty (tests, embedding)
@@ -54,9 +50,10 @@ class Engine {
   // `done` runs once, on the commit thread (or at once for requests refused before commit),
   // after the events are durable. Invalid events, unknown customers (auto-create off) and
   // duplicates are not errors: they are counted and listed in the IngestSummary, also when no
-  // event was valid. Errors passed to `done`: kInvalidArgument (malformed JSON, content after
-  // the document, a body of the wrong shape, no events), kPermissionDenied (a customer key sent
-  // another customer's events), kResourceExhausted (more than batch_events_max events),
+  // event was valid. Errors passed to `done`: kInvalidArgument with kInvalidJsonDetails
+  // (malformed JSON, content after the document, a body of the wrong shape, no events),
+  // kPermissionDenied (a customer key sent another customer's events), kPayloadTooLarge (more
+  // than batch_events_max events),
   // kUnavailable (queue full, shutting down, or opened read-only), kIOError / kCorruption (the
   // commit could not be written, or a stored event needed for dedup could not be read; nothing
   // of the request is stored), kInsufficientStorage (the data directory's disk is below its
@@ -67,6 +64,9 @@ class Engine {
 
   // ---- reads --------------------------------------------------------------------------------
   std::vector<MeterInfo> meters() const;
+  // The meter's aggregates over the query's range, by window, customer and group.
+  // Errors: kNotFound (meter, customer), kInvalidArgument (window, zone, range, group_by,
+  // filter, measure; with kQueryTooLargeDetails: more than 100,000 rows).
   Result<QueryResult> query(const MeterQuery& q) const;
   // Totals per meter for one customer over [from, to); from = to = 0 means the current
   // calendar month in the customer's zone. Errors: kNotFound.
@@ -178,7 +178,8 @@ class Engine {
   Result<OrganizationSummaryPage> organization_summaries(std::uint32_t offset, std::uint32_t limit);
   // The `n` customers with the largest value of the meter over the current `period` (a window
   // name, in `timezone`) or, with period "", over [from, to).
-  // Errors: kNotFound (meter), kInvalidArgument, kResourceExhausted (too many customers).
+  // Errors: kNotFound (meter), kInvalidArgument (with kQueryTooLargeDetails: more than 100,000
+  // customers have events in the range).
   Result<TopUsage> top_customers(const std::string& meter, const std::string& period,
                                  TimeUs from_us, TimeUs to_us, const std::string& timezone,
                                  std::uint32_t n) const;
@@ -258,8 +259,6 @@ class Engine {
   // Waits until everything submitted so far is committed. For tests and the CLI.
   void flush();
   const Clock& clock() const;
-  // The configuration the engine was opened with (src/config/config.h).
-  const config::Config& config() const;
 
   struct Impl;
 

@@ -24,7 +24,7 @@ enum class StatusCode : int {
   kNotFound = 4,           // missing resource: 404
   kAlreadyExists = 5,      // duplicate resource: 409
   kUnprocessable = 6,      // well-formed but refused by policy (unknown customer): 422
-  kResourceExhausted = 7,  // a server limit was hit (body too big, queue full): 413 / 503
+  kResourceExhausted = 7,  // a server limit was hit (a table or queue is full): 503
   kUnavailable = 8,        // shutting down, store not ready: 503
   kIOError = 9,            // disk: 500
   kCorruption = 10,        // stored data fails its checks: 500
@@ -32,7 +32,19 @@ enum class StatusCode : int {
   // The data directory's filesystem is (nearly) full: writes are refused until space is
   // freed, reads go on: 507
   kInsufficientStorage = 12,
+  // A request body or batch over its bound (the same request always gets the same answer;
+  // the client must send less): 413
+  kPayloadTooLarge = 13,
 };
+
+// Machine codes a kInvalidArgument may carry as its details_json, for callers that answer
+// these cases apart from other invalid input (the HTTP API: 400 with these error codes).
+// A query with more rows than its cap: the same query always gets the same answer, so it is
+// the caller's to narrow (range, window, filters), not to retry.
+inline constexpr std::string_view kQueryTooLargeDetails = "\"QUERY_TOO_LARGE\"";
+// An ingest body refused as a whole: not JSON, or not of an accepted shape (invalid events in
+// a well-formed body are listed in the IngestSummary instead).
+inline constexpr std::string_view kInvalidJsonDetails = "\"INVALID_JSON\"";
 
 class [[nodiscard]] Status {
  public:
@@ -66,6 +78,10 @@ class [[nodiscard]] Status {
 
   static Status resource_exhausted(std::string message) {
     return Status(StatusCode::kResourceExhausted, std::move(message));
+  }
+
+  static Status payload_too_large(std::string message) {
+    return Status(StatusCode::kPayloadTooLarge, std::move(message));
   }
 
   static Status unavailable(std::string message) {

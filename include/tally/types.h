@@ -16,6 +16,60 @@ namespace tally {
 
 using TimeUs = std::int64_t;
 
+// ---- closed sets ------------------------------------------------------------------------------
+// Each value of these sets has one text, the same in the JSON API, the configuration, the CLI,
+// the webhook and email bodies and the storage format. to_string() gives it; parse_*() reads it
+// back and refuses any other text (std::nullopt, also for other letter cases). Both are in
+// src/core/names.cc. Only the texts are stored; the numbers live in memory only.
+
+// A customer's standing: "active", or "suspended" (its checks are denied, its events flagged).
+enum class CustomerStatus : std::uint8_t { kActive, kSuspended };
+std::string_view to_string(CustomerStatus v);
+std::optional<CustomerStatus> parse_customer_status(std::string_view text);
+
+// A calendar window in a time zone: "minute", "hour", "day", "week", "month" (core::Window, the
+// calendar arithmetic of src/core/time.h, is this type).
+enum class Window : std::uint8_t { kMinute = 0, kHour = 1, kDay = 2, kWeek = 3, kMonth = 4 };
+std::string_view to_string(Window v);
+std::optional<Window> parse_window_name(std::string_view text);
+
+// A ledger transaction's type: "grant", "top_up", "burn", "refund", "adjustment", "expiry",
+// "hold", "release".
+enum class LedgerType : std::uint8_t {
+  kGrant,
+  kTopUp,
+  kBurn,
+  kRefund,
+  kAdjustment,
+  kExpiry,
+  kHold,
+  kRelease,
+};
+std::string_view to_string(LedgerType v);
+std::optional<LedgerType> parse_ledger_type(std::string_view text);
+
+// What an alert is about: a limit's usage ("limit") or a wallet's balance ("low_balance").
+enum class AlertKind : std::uint8_t { kLimit, kLowBalance };
+std::string_view to_string(AlertKind v);
+std::optional<AlertKind> parse_alert_kind(std::string_view text);
+
+// An alert's level, from the least to the most urgent: "info", "warning", "critical",
+// "exceeded".
+enum class AlertLevel : std::uint8_t { kInfo, kWarning, kCritical, kExceeded };
+std::string_view to_string(AlertLevel v);
+std::optional<AlertLevel> parse_alert_level(std::string_view text);
+
+// One delivery of an alert: "pending" (to be tried or retried), "delivered", "failed" (gave up).
+enum class DeliveryStatus : std::uint8_t { kPending, kDelivered, kFailed };
+std::string_view to_string(DeliveryStatus v);
+std::optional<DeliveryStatus> parse_delivery_status(std::string_view text);
+
+// An alert's deliveries together: "none" (no webhook takes it), "pending" (some not finished),
+// "sent" (every one delivered), "failed" (some gave up).
+enum class AlertStatus : std::uint8_t { kNone, kPending, kSent, kFailed };
+std::string_view to_string(AlertStatus v);
+std::optional<AlertStatus> parse_alert_status(std::string_view text);
+
 // ---- ingest ---------------------------------------------------------------------------------
 
 struct EventError {
@@ -84,7 +138,7 @@ struct Customer {
   std::string name;
   std::string email;
   std::string timezone = "UTC";
-  std::string status = "active";     // active | suspended
+  CustomerStatus status = CustomerStatus::kActive;
   std::string metadata_json = "{}";  // a JSON object
   TimeUs created_at_us = 0;
   TimeUs updated_at_us = 0;
@@ -101,7 +155,7 @@ struct CustomerPatch {
   std::optional<std::string> name;
   std::optional<std::string> email;
   std::optional<std::string> timezone;
-  std::optional<std::string> status;
+  std::optional<CustomerStatus> status;
   std::optional<std::string> metadata_json;
   std::optional<std::string> plan;
   std::optional<TimeUs> trial_started_at_us;
@@ -244,15 +298,17 @@ enum class Denial : std::uint8_t {
   kBatchDenied,  // allowed on its own, not consumed because another check of its batch was denied
 };
 
-// The reason's name in the API: "limit_exceeded", ...; "" for kNone.
+// The reason's name in the API: "limit_exceeded", ...; "" for kNone. parse_denial reads it back
+// (src/core/names.cc).
 std::string_view denial_name(Denial d);
+std::optional<Denial> parse_denial(std::string_view text);
 
 // One limit as it stands for a customer: numbers, made into text at the edges (rule(),
 // percent(), Decimal::text()).
 struct LimitState {
   std::string meter;
   std::string_view period;  // "second", "minute", ..., "trial", "lifetime" (static text)
-  std::int32_t days = 0;    // a trial's length in days
+  std::int64_t days = 0;    // a trial's length in days
   bool per_key = false;     // the API key's own request rate, not a customer's limit
   bool unlimited = false;
   bool hard = true;
@@ -310,7 +366,7 @@ struct CustomerSummary {
   std::string id;
   std::string name;
   std::string plan;  // the plan in force (the default plan when none is set); "" = none
-  std::string status;
+  CustomerStatus status = CustomerStatus::kActive;
   std::string organization;
   std::string max_percent;  // the highest percent of a limit now, two decimals; "" = none
   std::string max_rule;     // that limit's rule, "api_calls per day"

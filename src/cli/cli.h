@@ -5,6 +5,8 @@
 
 #include <tally/engine.h>
 
+#include "config/config.h"
+
 namespace CLI {
 class App;
 }
@@ -18,6 +20,9 @@ struct DataOptions {
 };
 
 void add_data_options(CLI::App* cmd, DataOptions* o);
+// The command's own copy of the configuration (the engine keeps its copy to itself): the
+// --config file, or the defaults without one. Prints the error and returns false on failure.
+bool load_config(const DataOptions& o, config::Config* out);
 // Opens the engine for a command; prints the error and returns nullptr on failure.
 std::unique_ptr<Engine> open_engine(const DataOptions& o, bool read_only);
 

@@ -135,12 +135,16 @@ int run_export(const ExportCli& o) {
     std::fprintf(stderr, "tally: export: xlsx is written to a file only; give --output FILE\n");
     return 2;
   }
+  config::Config cfg;
+  if (!load_config(o.data, &cfg))
+    return 1;
+  request.currency = cfg.credits.currency;
   auto engine = open_engine(o.data, true);
   if (!engine)
     return 1;
   const TimeUs now_us = engine->clock().now_us();
   if (request.kind == exporter::Kind::kAggregates && request.to_us == 0) {
-    request.to_us = now_us + engine->config().server.future_skew_seconds_max * core::kUsPerSecond;
+    request.to_us = now_us + cfg.server.future_skew_seconds_max * core::kUsPerSecond;
   }
   // Refuse a bad request before creating any file.
   if (Status s = exporter::validate(*engine, request); !s.ok())

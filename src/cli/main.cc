@@ -1,5 +1,6 @@
 // `tally`: the server, and the tools that work on its data directory.
 #include <cstdio>
+#include <utility>
 
 #include <CLI/CLI.hpp>
 
@@ -11,6 +12,20 @@ void add_data_options(CLI::App* cmd, DataOptions* o) {
   cmd->add_option("-c,--config", o->config_path, "TOML configuration file");
   cmd->add_option("-d,--data,--data-dir", o->data_dir,
                   "data directory (overrides the config's data_dir)");
+}
+
+bool load_config(const DataOptions& o, config::Config* out) {
+  *out = config::Config{};
+  if (o.config_path.empty()) {
+    return true;
+  }
+  auto c = config::load_config_file(o.config_path);
+  if (!c) {
+    std::fprintf(stderr, "tally: %s\n", c.error().message().c_str());
+    return false;
+  }
+  *out = std::move(*c);
+  return true;
 }
 
 std::unique_ptr<Engine> open_engine(const DataOptions& o, bool read_only) {

@@ -37,8 +37,8 @@ struct ServeOptions {
 // a server restarted more often than the interval still archives.
 class ArchiveSchedule {
  public:
-  explicit ArchiveSchedule(Engine& engine) : engine_(engine) {
-    const config::RetentionConfig& r = engine.config().retention;
+  // `r`: the [retention] section of the configuration the engine was opened with.
+  ArchiveSchedule(Engine& engine, const config::RetentionConfig& r) : engine_(engine) {
     if (r.archive_after_seconds > 0) {
       thread_ = std::thread([this, r] { run(r); });
     }
@@ -209,6 +209,9 @@ int serve(const ServeOptions& o) {
   api_options.page_budget_ms = cfg.server.page_budget_ms;
   api_options.dashboard_session_seconds = cfg.server.dashboard_session_seconds;
   api_options.dashboard_sessions_max = cfg.server.dashboard_sessions_max;
+  api_options.currency = cfg.credits.currency;
+  api_options.authorize_key_header = cfg.enforcement.authorize_key_header;
+  api_options.routes = cfg.routes;
   http::Api api(**engine, api_options);
   http::ServerOptions so;
   so.host = cfg.server.listen_host;
@@ -248,7 +251,7 @@ int serve(const ServeOptions& o) {
                                                std::move(smtp_passwords), (*engine)->clock());
     sender->start();
   }
-  ArchiveSchedule archive_schedule(**engine);
+  ArchiveSchedule archive_schedule(**engine, cfg.retention);
 
   int sig = 0;
   sigwait(&stop_signals, &sig);

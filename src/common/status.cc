@@ -31,6 +31,8 @@ std::string_view status_code_name(StatusCode code) {
       return "INTERNAL";
     case StatusCode::kInsufficientStorage:
       return "INSUFFICIENT_STORAGE";
+    case StatusCode::kPayloadTooLarge:
+      return "PAYLOAD_TOO_LARGE";
   }
   return "UNKNOWN";
 }

@@ -444,13 +444,12 @@ Status json_error(simdjson::error_code err) {
 }
 
 Status too_many(std::uint32_t events_max) {
-  return Status::resource_exhausted("a request may carry at most " + std::to_string(events_max) +
-                                    " events");
+  return Status::payload_too_large("a request may carry at most " + std::to_string(events_max) +
+                                   " events");
 }
 
-}  // namespace
-
-Status parse_events(std::string& body, const ParseOptions& options, ParsedEvents* out) {
+// parse_events without the details of its kInvalidArgument.
+Status parse_body(std::string& body, const ParseOptions& options, ParsedEvents* out) {
   out->clear();
   thread_local od::parser parser;
   const std::size_t length = body.size();
@@ -550,6 +549,17 @@ Status parse_events(std::string& body, const ParseOptions& options, ParsedEvents
     return Status::invalid_argument("the batch holds no events");
   }
   return Status();
+}
+
+}  // namespace
+
+Status parse_events(std::string& body, const ParseOptions& options, ParsedEvents* out) {
+  Status s = parse_body(body, options, out);
+  if (s.code() == StatusCode::kInvalidArgument) {
+    // However it failed, the body as a whole is not JSON the API accepts.
+    return Status::invalid_argument(s.message(), std::string(kInvalidJsonDetails));
+  }
+  return s;
 }
 
 }  // namespace tally::core

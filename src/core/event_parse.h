@@ -65,8 +65,9 @@ struct ParsedEvents {
 };
 
 // Parses `body`. It may grow `body`'s capacity for the parser's padding; its contents stay.
-// Errors: kInvalidArgument for malformed JSON or a body of the wrong shape (nothing is kept),
-// kResourceExhausted when the request holds more than options.events_max events.
+// Errors: kInvalidArgument with kInvalidJsonDetails for malformed JSON or a body of the wrong
+// shape (nothing is kept), kPayloadTooLarge when the request holds more than
+// options.events_max events.
 // Thread safety: uses a thread-local parser; safe to call from many threads at once.
 Status parse_events(std::string& body, const ParseOptions& options, ParsedEvents* out);
 

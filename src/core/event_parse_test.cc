@@ -351,9 +351,25 @@ TEST(EventParseShapes, BodiesOfTheWrongShapeFailTheWholeRequest) {
     ParsedEvents out;
     const Status s = parse_events(body, o, &out);
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << row.what;
+    EXPECT_EQ(s.details_json(), kInvalidJsonDetails) << row.what;
     EXPECT_NE(s.message().find(row.message), std::string::npos) << row.what << ": " << s.message();
     EXPECT_TRUE(out.batch.empty()) << row.what;
   }
+}
+
+TEST(EventParseShapes, ABatchOverItsBoundIsTooLarge) {
+  ParseOptions o;
+  o.now_us = kNowUs;
+  o.events_max = 2;
+  std::string body =
+      R"([{"id":"a","customer":"c","type":"t"},{"id":"b","customer":"c","type":"t"},)"
+      R"({"id":"c","customer":"c","type":"t"}])";
+  ParsedEvents out;
+  const Status s = parse_events(body, o, &out);
+  EXPECT_EQ(s.code(), StatusCode::kPayloadTooLarge) << s.to_string();
+  EXPECT_EQ(s.message(), "a request may carry at most 2 events");
+  body = R"([{"id":"a","customer":"c","type":"t"},{"id":"b","customer":"c","type":"t"}])";
+  EXPECT_TRUE(parse_events(body, o, &out).ok()) << "the bound itself is allowed";
 }
 
 #undef T22

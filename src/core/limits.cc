@@ -370,26 +370,6 @@ std::string percent_text(const core::Decimal& used, const core::Decimal& limit) 
 
 namespace tally {
 
-std::string_view denial_name(Denial d) {
-  switch (d) {
-    case Denial::kNone:
-      return "";
-    case Denial::kLimitExceeded:
-      return "limit_exceeded";
-    case Denial::kTrialExpired:
-      return "trial_expired";
-    case Denial::kFeatureNotEnabled:
-      return "feature_not_enabled";
-    case Denial::kCustomerSuspended:
-      return "customer_suspended";
-    case Denial::kInsufficientCredits:
-      return "insufficient_credits";
-    case Denial::kBatchDenied:
-      return "batch_denied";
-  }
-  return "";
-}
-
 std::string LimitState::rule() const {
   std::string out = meter;
   if (period == "trial") {

@@ -325,39 +325,15 @@ std::string format_rfc3339(TimeUs t) {
 }
 
 Result<Window> parse_window(std::string_view name) {
-  if (name == "minute") {
-    return Window::kMinute;
-  }
-  if (name == "hour") {
-    return Window::kHour;
-  }
-  if (name == "day") {
-    return Window::kDay;
-  }
-  if (name == "week") {
-    return Window::kWeek;
-  }
-  if (name == "month") {
-    return Window::kMonth;
+  if (std::optional<Window> w = parse_window_name(name)) {
+    return *w;
   }
   return Status::invalid_argument("unknown window \"" + std::string(name.substr(0, 64)) +
                                   "\"; expected minute, hour, day, week or month");
 }
 
 std::string_view window_name(Window w) {
-  switch (w) {
-    case Window::kMinute:
-      return "minute";
-    case Window::kHour:
-      return "hour";
-    case Window::kDay:
-      return "day";
-    case Window::kWeek:
-      return "week";
-    case Window::kMonth:
-      return "month";
-  }
-  return "unknown";
+  return to_string(w);
 }
 
 Result<TimeZone> TimeZone::find(std::string_view name) {

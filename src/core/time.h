@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include <tally/status.h>
+#include <tally/types.h>
 
 namespace date {
 class time_zone;
@@ -48,16 +49,13 @@ Result<TimeUs> parse_rfc3339(std::string_view text);
 // sub-second part (trailing zeros trimmed to milliseconds or microseconds).
 std::string format_rfc3339(TimeUs t);
 
-enum class Window : std::uint8_t {
-  kMinute = 0,
-  kHour = 1,
-  kDay = 2,
-  kWeek = 3,
-  kMonth = 4,
-};
+// The public window (include/tally/types.h), whose texts are tally::to_string and
+// tally::parse_window_name.
+using Window = tally::Window;
 
-// "minute" | "hour" | "day" | "week" | "month". Errors: kInvalidArgument.
+// "minute" | "hour" | "day" | "week" | "month". Errors: kInvalidArgument naming the text.
 Result<Window> parse_window(std::string_view name);
+// The same as tally::to_string(w).
 std::string_view window_name(Window w);
 
 // An IANA time zone, or UTC. Cheap to copy; the zone data is owned by the tz database.

@@ -12,9 +12,6 @@ namespace tally {
 namespace {
 
 Status validate_customer_fields(const Customer& c) {
-  if (c.status != "active" && c.status != "suspended") {
-    return Status::invalid_argument("status must be 'active' or 'suspended'");
-  }
   auto tz = core::TimeZone::find(c.timezone);
   if (!tz) {
     return Status::invalid_argument("timezone '" + c.timezone + "' is not an IANA time zone name");
@@ -63,7 +60,7 @@ void audit_update(Engine::Impl& d, store::WriteBatch& wb, const Customer& before
     engine::put_audit(
         d, wb, "status_change", after.id, actor,
         [&](common::JsonWriter& w) {
-          w.key("from").value(before.status).key("to").value(after.status);
+          w.key("from").value(to_string(before.status)).key("to").value(to_string(after.status));
         },
         now);
   }
@@ -133,9 +130,6 @@ Result<Customer> Engine::create_customer(const Customer& in) {
   }
   if (c.timezone.empty()) {
     c.timezone = "UTC";
-  }
-  if (c.status.empty()) {
-    c.status = "active";
   }
   if (c.metadata_json.empty()) {
     c.metadata_json = "{}";
@@ -382,7 +376,7 @@ Result<Identity> identity_of(Engine::Impl& d, engine::KeyState& ks) {
   ks.dirty.store(true, std::memory_order_relaxed);
   if (!ks.record.info.customer.empty()) {
     const auto* cs = d.find_customer(ks.record.info.customer);
-    if (cs != nullptr && cs->record.status == "suspended") {
+    if (cs != nullptr && cs->record.status == CustomerStatus::kSuspended) {
       return Status::permission_denied("customer '" + ks.record.info.customer + "' is suspended");
     }
   }

@@ -64,7 +64,7 @@ TEST_F(AuditTest, EveryOperatorActionIsAuditedWithItsActor) {
   ASSERT_TRUE(e->update_customer("acme", plan, "key_ops1").has_value());
   clock_.advance_us(core::kUsPerSecond);
   CustomerPatch suspend;
-  suspend.status = "suspended";
+  suspend.status = CustomerStatus::kSuspended;
   suspend.name = "Acme Inc";
   ASSERT_TRUE(e->update_customer("acme", suspend, "key_ops1").has_value());
   WalletTransactionRequest top;
@@ -153,7 +153,7 @@ TEST_F(AuditTest, OrganizationsRollUpTheirCustomers) {
   ingest("b1", 9);   // 90 % of 10
   ingest("solo", 10);
   CustomerPatch suspend;
-  suspend.status = "suspended";
+  suspend.status = CustomerStatus::kSuspended;
   ASSERT_TRUE(e->update_customer("a1", suspend).has_value());
 
   auto page = e->organization_summaries(0, 50);

@@ -316,7 +316,7 @@ static std::uint64_t decide(Engine::Impl& d, const Prepared& p, core::TimeUs now
     add_limit_states(ev, out);
     return 0;
   }
-  if (p.cs->record.status == "suspended") {
+  if (p.cs->record.status == CustomerStatus::kSuspended) {
     out->reason = Denial::kCustomerSuspended;
     out->message = "Customer '" + r.customer + "' is suspended.";
     return 0;

@@ -442,7 +442,7 @@ TEST_F(CheckTest, SuspendedCustomerIsDenied) {
   auto e = open_memory();
   add_customer(*e, "acme");
   CustomerPatch p;
-  p.status = "suspended";
+  p.status = CustomerStatus::kSuspended;
   ASSERT_TRUE(e->update_customer("acme", p).has_value());
   CheckResult c = check(*e, req("acme", "api_calls"));
   EXPECT_FALSE(c.allowed);
@@ -450,7 +450,7 @@ TEST_F(CheckTest, SuspendedCustomerIsDenied) {
   EXPECT_FALSE(check(*e, req("acme", "api_calls", "1", Consume::kNo)).allowed);
   EXPECT_FALSE(check(*e, req("acme", "api_calls", "1", Consume::kReserve)).allowed);
   EXPECT_EQ(total(*e, "api_calls", "acme"), "none");
-  p.status = "active";
+  p.status = CustomerStatus::kActive;
   ASSERT_TRUE(e->update_customer("acme", p).has_value());
   EXPECT_TRUE(check(*e, req("acme", "api_calls")).allowed);
 }
@@ -1207,7 +1207,7 @@ TEST_F(CheckTest, ARetriedCheckAnswersItsOriginalDecisionWhateverTheUsageNow) {
   EXPECT_EQ(total(*e, "tokens", "acme"), "11");
   // Suspending the customer does not turn an answered retry into a denial either.
   CustomerPatch p;
-  p.status = "suspended";
+  p.status = CustomerStatus::kSuspended;
   ASSERT_TRUE(e->update_customer("acme", p).has_value());
   CheckRequest x = req("acme", "tokens", "6");
   x.event_id = "X";
@@ -1326,7 +1326,7 @@ TEST_F(CheckDiskTest, ARemovedPlanStopsTheEngineUnlessTheConfigSaysWhereItsCusto
   EXPECT_EQ(denied.plan, "ten");
   // And the customer can still be changed, e.g. suspended.
   CustomerPatch p;
-  p.status = "suspended";
+  p.status = CustomerStatus::kSuspended;
   EXPECT_TRUE(e->update_customer("b", p).has_value());
 }
 

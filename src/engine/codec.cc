@@ -326,7 +326,7 @@ std::string encode_customer(std::uint32_t num, const Customer& c) {
   put_bytes(out, c.name);
   put_bytes(out, c.email);
   put_bytes(out, c.timezone);
-  put_bytes(out, c.status);
+  put_bytes(out, to_string(c.status));
   put_bytes(out, c.metadata_json);
   put_zigzag(out, c.created_at_us);
   put_zigzag(out, c.updated_at_us);
@@ -369,7 +369,11 @@ bool decode_customer(std::string_view value, std::uint32_t* num, Customer* c) {
   c->name = name;
   c->email = email;
   c->timezone = tz;
-  c->status = status;
+  const std::optional<CustomerStatus> standing = parse_customer_status(status);
+  if (!standing) {
+    return false;
+  }
+  c->status = *standing;
   c->metadata_json = meta;
   c->plan.clear();
   c->trial_started_at_us = 0;

@@ -403,7 +403,7 @@ std::vector<Record> records() {
     c.name = "Acme";
     c.email = "ops@acme.test";
     c.timezone = "Europe/Paris";
-    c.status = "suspended";
+    c.status = CustomerStatus::kSuspended;
     c.metadata_json = R"({"tier":"gold"})";
     c.created_at_us = kT;
     c.updated_at_us = kT + 1;

@@ -137,10 +137,6 @@ const Clock& Engine::clock() const {
   return *impl_->clock;
 }
 
-const config::Config& Engine::config() const {
-  return impl_->config;
-}
-
 std::uint32_t Engine::Impl::intern_group(std::string_view group) {
   auto it = group_ids.find(group);
   if (it != group_ids.end()) {

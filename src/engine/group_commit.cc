@@ -482,7 +482,7 @@ bool IngestCommit::resolve_customer(const IngestJob& job, std::size_t i, IngestS
   if (stored_nums_[i] != 0) {  // found by read_stored_copies
     out->num = stored_nums_[i];
     out->state = &d_.customers.at(out->num);
-    out->suspended = out->state->record.status == "suspended";
+    out->suspended = out->state->record.status == CustomerStatus::kSuspended;
     return true;
   }
   if (auto nit = new_customers_.find(customer); nit != new_customers_.end()) {

@@ -28,7 +28,7 @@ Result<OrganizationSummaryPage> Engine::organization_summaries(std::uint32_t off
     OrganizationSummary& o = orgs[c.organization];
     o.organization = c.organization;
     ++o.customers;
-    if (c.status == "suspended") {
+    if (c.status == CustomerStatus::kSuspended) {
       ++o.suspended;
     }
     Result<LimitsReport> r = limits_report(c.id);

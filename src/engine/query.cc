@@ -262,11 +262,12 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
   // The row cap holds with or without a window (without one, a row per customer and group).
   auto too_large = [&]() {
     const std::string rows = "the query has more than " + std::to_string(kQueryRowsMax) + " rows";
-    return Status::resource_exhausted(
+    return Status::invalid_argument(
         window ? rows + "; narrow the range or use a larger window"
                : rows +
                      " (one per customer and group); narrow the range, name a customer, add "
-                     "filters or group by fewer properties");
+                     "filters or group by fewer properties",
+        std::string(kQueryTooLargeDetails));
   };
   // Windows on whole UTC days or hours (UTC, or a zone whose offsets are whole hours): each
   // series is one ordered walk over its day or hour sums, each going to the window that holds

@@ -7,7 +7,6 @@
 #include <charconv>
 
 #include "common/json_writer.h"
-#include "config/config.h"
 #include "core/time.h"
 #include "export/source.h"
 
@@ -481,7 +480,7 @@ Result<std::unique_ptr<TextExport>> TextExport::open(const Engine& engine, Expor
   if (!source)
     return source.error();
   return std::unique_ptr<TextExport>(
-      new TextExportImpl(std::move(*source), request.format, engine.config().credits.currency));
+      new TextExportImpl(std::move(*source), request.format, request.currency));
 }
 
 }  // namespace tally::exporter

@@ -66,6 +66,9 @@ struct ExportRequest {
   // Events only: each page stops scanning after this long (EventListQuery::budget_ms), so one
   // piece of a sparse export never takes long. 0 = no budget.
   std::uint32_t page_budget_ms = 0;
+  // The [credits] currency: CSV and JSON exports of events name their cost column after it
+  // ("cost_usd") and write it beside each cost.
+  std::string currency = "USD";
 };
 
 // Checks `request` against the engine before any output is made. Errors: kInvalidArgument (a
@@ -80,8 +83,8 @@ void append_csv_field(std::string& out, std::string_view field);
 class TextExport {
  public:
   // Validates the request (see validate()) and, for aggregates, runs the query. Errors: as
-  // validate(), kResourceExhausted (an aggregate query over 100,000 rows), kInvalidArgument
-  // for format xlsx.
+  // validate(), kInvalidArgument with kQueryTooLargeDetails (an aggregate query over 100,000
+  // rows), kInvalidArgument for format xlsx.
   static Result<std::unique_ptr<TextExport>> open(const Engine& engine, ExportRequest request);
 
   virtual ~TextExport() = default;

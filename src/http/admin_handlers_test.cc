@@ -83,6 +83,31 @@ class AdminHandlersTest : public ::testing::Test {
   simdjson::dom::parser parser_;
 };
 
+// A status the API does not know is refused where the text arrives (the engine takes a
+// CustomerStatus), with the message the engine gave before, and nothing changes.
+TEST_F(AdminHandlersTest, AnUnknownCustomerStatusIsRefusedAndChangesNothing) {
+  ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
+  const char* kRefusal =
+      R"({"error":"VALIDATION_ERROR","message":"status must be 'active' or 'suspended'"})";
+  for (const char* body :
+       {R"({"status":"closed"})", R"({"status":"Suspended"})", R"({"status":""})"}) {
+    const Response r = call("PATCH", "/v1/customers/acme", body);
+    EXPECT_EQ(r.status, 400u) << body;
+    EXPECT_EQ(r.body, kRefusal) << body;
+  }
+  const Response created = call("POST", "/v1/customers", R"({"id":"beta","status":"closed"})");
+  EXPECT_EQ(created.status, 400u);
+  EXPECT_EQ(created.body, kRefusal);
+  EXPECT_EQ(call("GET", "/v1/customers/beta").status, 404u);
+  EXPECT_EQ(
+      std::string_view(json(call("GET", "/v1/customers/acme"))["status"].get_string().value()),
+      "active");
+  ASSERT_EQ(call("PATCH", "/v1/customers/acme", R"({"status":"suspended"})").status, 200u);
+  EXPECT_EQ(
+      std::string_view(json(call("GET", "/v1/customers/acme"))["status"].get_string().value()),
+      "suspended");
+}
+
 TEST_F(AdminHandlersTest, DenialsOfTheLastHour) {
   ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
   ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"other"})").status, 201u);

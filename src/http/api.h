@@ -24,6 +24,7 @@
 
 #include <tally/engine.h>
 
+#include "config/config.h"
 #include "dashboard/sessions.h"
 #include "http/live_rates.h"
 #include "http/request_metrics.h"
@@ -32,6 +33,8 @@
 
 namespace tally::http {
 
+// What the handlers need of the configuration, filled by `tally serve` from the file it loaded
+// (the engine keeps its own copy to itself).
 struct ApiOptions {
   std::int64_t future_skew_seconds_max = 300;  // default `to` of queries reaches this far
   int scan_threads = 2;                        // threads of the work pool
@@ -42,6 +45,12 @@ struct ApiOptions {
   // Dashboard sessions: how long one lasts from sign-in, and how many may be open.
   std::uint32_t dashboard_session_seconds = 3600;
   std::uint32_t dashboard_sessions_max = 10'000;
+  // [credits] currency: the currency of costs in event listings and of the Lago-shaped answers.
+  std::string currency = "USD";
+  // GET /v1/authorize: the header of the original request that carries the end customer's key
+  // ([enforcement] authorize_key_header), and the [[routes]] that map its URI to a meter.
+  std::string authorize_key_header = "x-api-key";
+  std::vector<config::RouteRule> routes;
 };
 
 // One route of the route table: what docs/openapi.json must describe (src/http/openapi_test.cc

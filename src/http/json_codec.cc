@@ -66,7 +66,7 @@ void write_customer(common::JsonWriter& w, const Customer& c) {
       .key("timezone")
       .value(c.timezone)
       .key("status")
-      .value(c.status)
+      .value(to_string(c.status))
       .key("metadata")
       .raw(c.metadata_json.empty() ? "{}" : c.metadata_json)
       .key("created_at")

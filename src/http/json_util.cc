@@ -20,24 +20,6 @@ Response error_response(unsigned status, std::string_view code, std::string_view
   return json_response(status, w.take());
 }
 
-Status query_status(Status s) {
-  if (s.code() == StatusCode::kResourceExhausted) {
-    return Status::invalid_argument(s.message(), std::string(kQueryTooLargeDetails));
-  }
-  return s;
-}
-
-Response ingest_refusal(const Status& s) {
-  switch (s.code()) {
-    case StatusCode::kInvalidArgument:
-      return error_response(400, "INVALID_JSON", s.message());
-    case StatusCode::kResourceExhausted:
-      return error_response(413, "PAYLOAD_TOO_LARGE", s.message());
-    default:
-      return status_response(s);
-  }
-}
-
 Response status_response(const Status& s) {
   switch (s.code()) {
     case StatusCode::kOk:
@@ -45,6 +27,9 @@ Response status_response(const Status& s) {
     case StatusCode::kInvalidArgument:
       if (s.details_json() == kQueryTooLargeDetails) {
         return error_response(400, "QUERY_TOO_LARGE", s.message());
+      }
+      if (s.details_json() == kInvalidJsonDetails) {
+        return error_response(400, "INVALID_JSON", s.message());
       }
       return error_response(400, "VALIDATION_ERROR", s.message(), s.details_json());
     case StatusCode::kUnauthenticated:
@@ -63,6 +48,8 @@ Response status_response(const Status& s) {
       r.headers.emplace_back("Retry-After", "1");
       return r;
     }
+    case StatusCode::kPayloadTooLarge:
+      return error_response(413, "PAYLOAD_TOO_LARGE", s.message());
     case StatusCode::kInsufficientStorage:
       // Writes wait for free space; reads, dry-run checks and /health go on (docs/operations.md).
       return error_response(507, "INSUFFICIENT_STORAGE", s.message());

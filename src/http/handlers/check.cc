@@ -454,7 +454,6 @@ void reset_customer(Context& ctx, Call& call) {
 // denials are 403 with X-Tally-Reason (and X-Tally-Status: 429 for limits) for nginx to turn
 // into the client's answer.
 void authorize(Context& ctx, Call& call) {
-  const config::Config& cfg = ctx.engine.config();
   const std::string* uri = call.request.header("x-original-uri");
   const std::string* method = call.request.header("x-original-method");
   auto deny = [&](unsigned status, std::string_view reason, std::string_view message) {
@@ -467,7 +466,7 @@ void authorize(Context& ctx, Call& call) {
     deny(400, "missing_original_uri", "X-Original-URI is required (proxy_set_header in nginx)");
     return;
   }
-  const std::string* key = call.request.header(cfg.enforcement.authorize_key_header);
+  const std::string* key = call.request.header(ctx.options.authorize_key_header);
   std::string secret = key != nullptr ? *key : "";
   if (secret.empty()) {
     secret = bearer_token(call.request);
@@ -495,7 +494,7 @@ void authorize(Context& ctx, Call& call) {
   }
   const std::string m = method != nullptr && !method->empty() ? *method : "GET";
   const config::RouteRule* rule = nullptr;
-  for (const auto& route : cfg.routes) {
+  for (const auto& route : ctx.options.routes) {
     if (config::route_matches(route, m, *uri)) {
       rule = &route;
       break;

@@ -46,7 +46,12 @@ bool read_customer_fields(Call& call, const dom::object& obj, std::string* id,
     } else if (k == "status") {
       if (!string_field(call, field.value, k, &s))
         return false;
-      patch->status = s;
+      patch->status = parse_customer_status(s);
+      if (!patch->status) {
+        answer(call,
+               error_response(400, "VALIDATION_ERROR", "status must be 'active' or 'suspended'"));
+        return false;
+      }
     } else if (k == "plan") {
       if (field.value.is_null()) {
         patch->plan = std::string();
@@ -120,7 +125,7 @@ void create_customer(Context& ctx, Call& call) {
   c.name = p.name.value_or("");
   c.email = p.email.value_or("");
   c.timezone = p.timezone.value_or("UTC");
-  c.status = p.status.value_or("active");
+  c.status = p.status.value_or(CustomerStatus::kActive);
   c.metadata_json = p.metadata_json.value_or("{}");
   c.plan = p.plan.value_or("");
   c.trial_started_at_us = p.trial_started_at_us.value_or(0);

@@ -58,7 +58,7 @@ void ingest(Context& ctx, Call& call) {
   ctx.engine.ingest_json_async(std::move(call.request.body), options,
                                [respond](Result<IngestSummary> r) {
                                  if (!r) {
-                                   respond(ingest_refusal(r.error()));
+                                   respond(status_response(r.error()));
                                    return;
                                  }
                                  respond(summary_response(*r));
@@ -89,7 +89,7 @@ void list_events(Context& ctx, Call& call) {
     answer(call, status_response(page.error()));
     return;
   }
-  const std::string& currency = ctx.engine.config().credits.currency;
+  const std::string& currency = ctx.options.currency;
   std::string cost_key = "cost_" + currency;
   std::transform(cost_key.begin(), cost_key.end(), cost_key.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });

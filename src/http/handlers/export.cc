@@ -95,7 +95,7 @@ void export_xlsx(Context& ctx, Call& call, const exporter::ExportRequest& r,
   auto workbook = std::make_shared<XlsxFile>(name);
   auto rows = exporter::write_xlsx(ctx.engine, r, workbook->path());
   if (!rows) {
-    answer(call, status_response(query_status(rows.error())));
+    answer(call, status_response(rows.error()));
     return;
   }
   if (!workbook->open()) {
@@ -121,6 +121,7 @@ void export_data(Context& ctx, Call& call) {
     return;
   }
   exporter::ExportRequest r;
+  r.currency = ctx.options.currency;
   if (const auto* f = call.request.query_param("format")) {
     auto format = exporter::parse_format(*f);
     if (!format) {
@@ -179,7 +180,7 @@ void export_data(Context& ctx, Call& call) {
   }
   auto text = exporter::TextExport::open(ctx.engine, r);
   if (!text) {
-    answer(call, status_response(query_status(text.error())));
+    answer(call, status_response(text.error()));
     return;
   }
   Response resp;

@@ -130,8 +130,7 @@ Response validation_error(std::string field, std::string code) {
 
 // An engine error that is none of the cases a handler names itself.
 Response engine_error(const Status& s) {
-  const unsigned status =
-      s.code() == StatusCode::kResourceExhausted ? 413 : status_response(s).status;
+  const unsigned status = status_response(s).status;
   Response r = lago_error(status, status == 403 ? "forbidden" : "");
   if (status == 503) {
     r.headers.emplace_back("Retry-After", "1");
@@ -839,7 +838,7 @@ void lago_create_customer(Context& ctx, Call& call) {
   } else if (wrong) {
     add(&errors, "timezone", "invalid_type");
   }
-  const std::string& currency = ctx.engine.config().credits.currency;
+  const std::string& currency = ctx.options.currency;
   if (text_field(in, "currency", &s) && s != currency) {
     add(&errors, "currency", "currencies_does_not_match");
   }
@@ -917,7 +916,7 @@ void lago_get_customer(Context& ctx, Call& call) {
   }
   common::JsonWriter w;
   w.begin_object().key("customer");
-  write_lago_customer(w, *r, ctx.engine.config().credits.currency);
+  write_lago_customer(w, *r, ctx.options.currency);
   w.end_object();
   answer(call, json_response(200, w.take()));
 }
@@ -940,7 +939,7 @@ void lago_current_usage(Context& ctx, Call& call) {
   }
   const auto meters = ctx.engine.meters();
   const auto prices = ctx.engine.prices();
-  const std::string& currency = ctx.engine.config().credits.currency;
+  const std::string& currency = ctx.options.currency;
   std::int64_t total_cents = 0;
   common::JsonWriter charges;
   charges.begin_array();
@@ -1062,7 +1061,7 @@ void lago_create_wallet(Context& ctx, Call& call) {
       add(&errors, "rate_amount", "value_is_invalid");
     }
   }
-  if (text_field(in, "currency", &text) && text != ctx.engine.config().credits.currency) {
+  if (text_field(in, "currency", &text) && text != ctx.options.currency) {
     add(&errors, "currency", "currencies_does_not_match");
   }
   core::Decimal paid;

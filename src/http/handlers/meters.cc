@@ -80,7 +80,7 @@ void query_meter(Context& ctx, Call& call) {
   }
   auto r = ctx.engine.query(q);
   if (!r) {
-    answer(call, status_response(query_status(r.error())));
+    answer(call, status_response(r.error()));
     return;
   }
   answer(call, json_response(200, query_result_json(*r)));

@@ -98,10 +98,9 @@ void openmeter_ingest(Context& ctx, Call& call) {
       std::move(call.request.body), options, [respond](Result<IngestSummary> r) {
         if (!r) {
           const Status& s = r.error();
-          respond(problem(s.code() == StatusCode::kInvalidArgument     ? 400
-                          : s.code() == StatusCode::kResourceExhausted ? 413
-                                                                       : status_response(s).status,
-                          s.message()));
+          respond(
+              problem(s.code() == StatusCode::kInvalidArgument ? 400 : status_response(s).status,
+                      s.message()));
           return;
         }
         if (!r->errors.empty()) {

@@ -38,7 +38,7 @@ void usage_history(Context& ctx, Call& call) {
   }
   auto r = ctx.engine.usage_history(q);
   if (!r) {
-    answer(call, status_response(query_status(r.error())));
+    answer(call, status_response(r.error()));
     return;
   }
   common::JsonWriter w;
@@ -85,7 +85,7 @@ void usage_report(Context& ctx, Call& call) {
   }
   auto r = ctx.engine.usage_report(customer, param(call, "group_by"));
   if (!r) {
-    answer(call, status_response(query_status(r.error())));
+    answer(call, status_response(r.error()));
     return;
   }
   common::JsonWriter w;
@@ -96,7 +96,7 @@ void usage_report(Context& ctx, Call& call) {
       .value(r->customer.name)
       .key("organization");
   write_nullable(w, r->customer.organization);
-  w.key("status").value(r->customer.status).key("plan");
+  w.key("status").value(to_string(r->customer.status)).key("plan");
   write_nullable(w, r->plan);
   w.key("current_period").raw(customer_usage_json(r->current_period));
   w.key("limits").begin_array();
@@ -149,7 +149,7 @@ void organization_usage(Context& ctx, Call& call) {
   }
   auto r = ctx.engine.organization_usage(call.params.at(0), from, to, zone_param(call));
   if (!r) {
-    answer(call, status_response(query_status(r.error())));
+    answer(call, status_response(r.error()));
     return;
   }
   common::JsonWriter w;
@@ -224,7 +224,7 @@ void admin_customers(Context& ctx, Call& call) {
   }
   auto r = ctx.engine.customer_summaries(q);
   if (!r) {
-    answer(call, status_response(query_status(r.error())));
+    answer(call, status_response(r.error()));
     return;
   }
   common::JsonWriter w;
@@ -244,7 +244,7 @@ void admin_customers(Context& ctx, Call& call) {
   for (const CustomerSummary& c : r->customers) {
     w.begin_object().key("id").value(c.id).key("name").value(c.name).key("plan");
     write_nullable(w, c.plan);
-    w.key("status").value(c.status).key("organization");
+    w.key("status").value(to_string(c.status)).key("organization");
     write_nullable(w, c.organization);
     w.key("max_limit_percent");
     write_decimal(w, c.max_percent);
@@ -282,7 +282,7 @@ void top_customers(Context& ctx, Call& call) {
   }
   auto r = ctx.engine.top_customers(meter, period, from, to, zone_param(call), n);
   if (!r) {
-    answer(call, status_response(query_status(r.error())));
+    answer(call, status_response(r.error()));
     return;
   }
   common::JsonWriter w;
@@ -341,7 +341,7 @@ void meter_stats(Context& ctx, Call& call) {
   q.filter = filter_params(call.request);
   auto r = ctx.engine.meter_stats(q);
   if (!r) {
-    answer(call, status_response(query_status(r.error())));
+    answer(call, status_response(r.error()));
     return;
   }
   common::JsonWriter w;
