@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 build=${TSAN_BUILD:-build/tsan}
 jobs=${TSAN_JOBS:-2}
-suites=(tally_core_tests:'Histogram*' tally_store_tests:'*' tally_engine_tests:'*'
+suites=(tally_core_tests:'LatencyHistogram*' tally_store_tests:'*' tally_engine_tests:'*'
   tally_http_tests:'Server*:*WorkPool*')
 
 targets=()
@@ -39,6 +39,11 @@ for s in "${suites[@]}"; do
   binary=${s%%:*}
   filter=${TSAN_FILTER:-${s#*:}}
   echo "tsan: $binary --gtest_filter=$filter"
+  if ! "$build/tests/$binary" --gtest_filter="$filter" --gtest_list_tests | grep -q '^  '; then
+    echo "tsan: $binary: --gtest_filter=$filter selects no test" >&2
+    failed+=("$binary")
+    continue
+  fi
   if ! "$build/tests/$binary" --gtest_filter="$filter" --gtest_brief=1; then
     failed+=("$binary")
   fi
