@@ -163,9 +163,25 @@ std::vector<MeterInfo> Engine::meters() const {
   return out;
 }
 
-Result<QueryResult> Engine::query(const MeterQuery& q) const {
-  const Impl& d = *impl_;
-  std::shared_lock lock(d.state_mutex);
+namespace {
+
+// What a query asks, checked and resolved against the catalog and the customers: the meter
+// (its hidden cost or credits meter for those measures), the group-by properties it projects
+// and filters by (as indexes), the customer, the zone, the window and the range on minutes.
+struct QueryPlan {
+  const engine::MeterDef* meter = nullptr;
+  std::vector<std::size_t> projection;
+  std::vector<std::pair<std::size_t, std::string>> filters;
+  const engine::CustomerState* only = nullptr;  // null: every customer
+  core::TimeZone tz;
+  std::optional<core::Window> window;
+  core::TimeUs from = 0;
+  core::TimeUs to = 0;
+};
+
+// Errors: kNotFound (meter, customer), kInvalidArgument (measure, group_by, filter, zone,
+// window, range). REQUIRES: state_mutex held (shared).
+Status plan_query(const Engine::Impl& d, const MeterQuery& q, QueryPlan* plan) {
   const engine::MeterDef* m = d.catalog->find(q.meter);
   if (m == nullptr) {
     return Status::not_found("meter '" + q.meter + "' does not exist");
@@ -232,6 +248,23 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
   if (to <= from) {
     return Status::invalid_argument("'to' must be after 'from'");
   }
+  *plan = QueryPlan{m, std::move(projection), std::move(filters), only, tz, window, from, to};
+  return Status();
+}
+
+}  // namespace
+
+Result<QueryResult> Engine::query(const MeterQuery& q) const {
+  const Impl& d = *impl_;
+  std::shared_lock lock(d.state_mutex);
+  QueryPlan plan;
+  TALLY_TRY(plan_query(d, q, &plan));
+  const core::MeterSpec& spec = plan.meter->spec;
+  const std::vector<std::size_t>& projection = plan.projection;
+  const core::TimeZone& tz = plan.tz;
+  const std::optional<core::Window>& window = plan.window;
+  const core::TimeUs from = plan.from;
+  const core::TimeUs to = plan.to;
 
   QueryResult out;
   out.meter = q.meter;  // the meter asked for, also when its cost or credits were
@@ -243,8 +276,8 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
   const bool want_uniques = spec.aggregation == core::Aggregation::kUniqueCount;
 
   const std::vector<QueryGroup> groups =
-      gather_groups(d.meter_aggregates[d.catalog->index_of(m)], d, spec.group_by.size(), only,
-                    projection, filters);
+      gather_groups(d.meter_aggregates[d.catalog->index_of(plan.meter)], d, spec.group_by.size(),
+                    plan.only, projection, plan.filters);
 
   auto emit = [&](const QueryGroup& key, core::TimeUs ws, core::TimeUs we, const core::AggState& st,
                   const core::UniqueSet& u) {
