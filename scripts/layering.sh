@@ -3,8 +3,8 @@
 # of its own layer, of the layers below it (the transitive closure of the arrows in
 # src/README.md), and the public headers in include/tally; never a header of a higher layer or of
 # a sibling it does not depend on. The public headers (include/tally) include only the standard
-# library and each other, and hiredis is included only by the .cc files of src/redis (never by a
-# header, so no other layer sees it). Prints one line per offending include and exits 1 when
+# library and each other, hiredis is included only by the .cc files of src/redis and libpq only
+# by the .cc files of src/pg (never by a header, so no other layer sees them). Prints one line per offending include and exits 1 when
 # there is any.
 #
 #   scripts/layering.sh [ROOT]      check the tree at ROOT (default: this checkout)
@@ -13,7 +13,7 @@ set -euo pipefail
 
 # Each layer and the layers it links to directly, as drawn in src/README.md.
 declare -A deps=(
-  [cli]="webhook http export engine"
+  [cli]="webhook http export engine pg"
   [webhook]="http notify engine"
   [notify]="engine"
   [http]="dashboard export engine"
@@ -21,6 +21,7 @@ declare -A deps=(
   [export]="engine"
   [engine]="store config"
   [redis]="common"
+  [pg]="common"
   [config]="core"
   [store]="core"
   [core]="common"
@@ -72,6 +73,17 @@ check_tree() {
     echo "${file#"$root"/}:${line%%:*}: includes hiredis, which only src/redis/*.cc may include"
     failures=$((failures + 1))
   done < <(grep -rnE '^[[:space:]]*#[[:space:]]*include[[:space:]]*["<](hiredis/)?hiredis\.h' \
+    --include='*.h' --include='*.cc' "$root/src" "$root/include" 2>/dev/null || true)
+  # libpq: only in src/pg/*.cc.
+  while IFS= read -r hit; do
+    file=${hit%%:*}
+    case $file in
+      "$root"/src/pg/*.cc) continue ;;
+    esac
+    line=${hit#*:}
+    echo "${file#"$root"/}:${line%%:*}: includes libpq, which only src/pg/*.cc may include"
+    failures=$((failures + 1))
+  done < <(grep -rnE '^[[:space:]]*#[[:space:]]*include[[:space:]]*["<](postgresql/)?libpq-fe\.h' \
     --include='*.h' --include='*.cc' "$root/src" "$root/include" 2>/dev/null || true)
   # Public headers: the standard library and each other only.
   if [[ -d $root/include/tally ]]; then
@@ -140,6 +152,25 @@ self_test() {
     return 1
   fi
   rm "$tmp/src/engine/counters.cc"
+  # libpq outside src/pg/*.cc: in a header of the pg layer, and in another layer.
+  mkdir -p "$tmp/src/pg"
+  printf '#include <libpq-fe.h>\n' >"$tmp/src/pg/connection.cc"
+  if ! check_tree "$tmp" >/dev/null; then
+    echo "layering self-test: libpq in src/pg/connection.cc was refused" >&2
+    return 1
+  fi
+  printf '#include <libpq-fe.h>\n' >"$tmp/src/pg/connection.h"
+  if check_tree "$tmp" >/dev/null 2>&1; then
+    echo "layering self-test: libpq in a header of src/pg was not caught" >&2
+    return 1
+  fi
+  rm "$tmp/src/pg/connection.h"
+  printf '#include "postgresql/libpq-fe.h"\n' >"$tmp/src/engine/rows.cc"
+  if check_tree "$tmp" >/dev/null 2>&1; then
+    echo "layering self-test: libpq in src/engine was not caught" >&2
+    return 1
+  fi
+  rm "$tmp/src/engine/rows.cc"
   # A public header reaching into src/.
   printf '#include "engine/codec.h"\n' >"$tmp/include/tally/bad.h"
   if check_tree "$tmp" >/dev/null 2>&1; then

@@ -8,8 +8,13 @@ packages=(
   libboost-dev libboost-system-dev libsimdjson-dev librocksdb-dev libssl-dev
   libtomlplusplus-dev libcli11-dev libspdlog-dev libfmt-dev libhowardhinnant-date-dev
   libzstd-dev libxlsxwriter-dev libgtest-dev libgmock-dev libbenchmark-dev
-  # The Redis Cluster client layer (src/redis) is built on hiredis.
-  libhiredis-dev
+  # The Redis Cluster client layer (src/redis) is built on hiredis, the PostgreSQL layer
+  # (src/pg) on libpq.
+  libhiredis-dev libpq-dev
+  # PostgreSQL 15's server programs (/usr/lib/postgresql/15/bin: initdb, postgres), which the
+  # src/pg and `tally migrate` tests run as children on loopback (tests/support/pg_server.h),
+  # never as the system service; the package also creates the `postgres` user they run as.
+  postgresql
   # Run by the tests and benchmarks as plain child processes on loopback, never as services:
   # nginx in front of `tally serve` (auth_request, tests/nginx_test.cc) and as the HTTP
   # baseline, redis-server for the Redis+Lua comparison in bench/ and, with redis-tools'
@@ -41,10 +46,11 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
   packages+=(nodejs npm)
 fi
 
-# Debian's postinst scripts start nginx, redis-server and prometheus (on :9090) as system
-# services (where policy-rc.d allows it, not in most containers). Tally runs nginx and redis
-# only as children of a test and needs only promtool of prometheus, so a service started by the
-# install is stopped (by the pid in its pid file, never by name) and disabled at boot.
+# Debian's postinst scripts start nginx, redis-server, prometheus (on :9090) and a "main"
+# PostgreSQL cluster (on :5432) as system services (where policy-rc.d allows it, not in most
+# containers). Tally runs nginx, redis and PostgreSQL only as children of a test and needs only
+# promtool of prometheus, so a service started by the install is stopped (by the pid in its pid
+# file, never by name) and disabled at boot.
 stop_service() {
   local name=$1 pid_file=$2 pid
   if [ -r "$pid_file" ]; then
@@ -87,5 +93,13 @@ for p in "${missing[@]}"; do
     nginx) stop_service nginx /run/nginx.pid ;;
     redis-server) stop_service redis-server /run/redis/redis-server.pid ;;
     prometheus) stop_service prometheus /run/prometheus/prometheus.pid ;;
+    # The cluster the postinst created (pg_createcluster 15 main): its postmaster.pid's first
+    # line is the server's pid. The cluster's files stay; nothing of Tally uses them.
+    postgresql)
+      stop_service postgresql /var/lib/postgresql/15/main/postmaster.pid
+      if [ -r /etc/postgresql/15/main/start.conf ]; then
+        echo manual | "${sudo_cmd[@]}" tee /etc/postgresql/15/main/start.conf >/dev/null
+      fi
+      ;;
   esac
 done

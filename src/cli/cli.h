@@ -31,5 +31,6 @@ void register_admin(CLI::App& app);    // keys, customers
 void register_data(CLI::App& app);     // ingest, query, usage, verify
 void register_export(CLI::App& app);   // export
 void register_archive(CLI::App& app);  // archive, restore
+void register_migrate(CLI::App& app);  // migrate (the cluster mode's PostgreSQL schema)
 
 }  // namespace tally::cli

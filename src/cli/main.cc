@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   tally::cli::register_data(app);
   tally::cli::register_export(app);
   tally::cli::register_archive(app);
+  tally::cli::register_migrate(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

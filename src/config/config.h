@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -90,6 +91,22 @@ struct RetentionConfig {
   std::int64_t archive_interval_seconds = 3600;  // how often the server runs the archive
 
   friend bool operator==(const RetentionConfig&, const RetentionConfig&) = default;
+};
+
+// The scale-out mode's servers ([cluster], docs/cluster.md): PostgreSQL shards and Redis seeds.
+// Only parsed and validated here; `tally migrate` uses `postgres`, and `tally serve` refuses to
+// start with a [cluster] section until the mode is built (issue #11).
+struct ClusterConfig {
+  // libpq connection strings, one per shard; customers are spread over them by a stable hash of
+  // the customer id. At least one.
+  std::vector<std::string> postgres;
+  std::vector<std::string> redis;  // "host:port" seeds of a Redis Cluster (or one Redis)
+  std::int64_t postgres_pool = 8;  // connections per node per shard
+  std::int64_t redis_pool = 8;     // connections per node per Redis node
+  std::int64_t connect_timeout_seconds = 5;
+  std::int64_t command_timeout_seconds = 10;
+
+  friend bool operator==(const ClusterConfig&, const ClusterConfig&) = default;
 };
 
 // What credits are worth. Prices name a currency; credits = cost x per_currency_unit x
@@ -198,6 +215,8 @@ struct Config {
   AlertsConfig alerts;
   std::vector<WebhookConfig> webhooks;
   std::vector<NotificationConfig> notifications;
+  // Present when the file has a [cluster] section (the scale-out mode, not built yet).
+  std::optional<ClusterConfig> cluster;
 
   const core::Plan* find_plan(std::string_view key) const;
   const core::MeterSpec* find_meter(std::string_view key) const;

@@ -96,7 +96,19 @@ TEST(ConfigTest, DocumentedDefaultsEqualStructDefaults) {
     if (o.default_toml.empty() || o.section_is_array) {
       continue;
     }
-    const std::string text = "[" + o.section + "]\n" + o.key + " = " + o.default_toml + "\n";
+    std::string text = "[" + o.section + "]\n" + o.key + " = " + o.default_toml + "\n";
+    if (o.section == "cluster") {
+      // [cluster] cannot be given without its servers.
+      text += "postgres = \"host=db\"\nredis = [\"r:7000\"]\n";
+      ClusterConfig want;
+      want.postgres = {"host=db"};
+      want.redis = {"r:7000"};
+      Config c = parse_ok(text);
+      ASSERT_TRUE(c.cluster.has_value()) << text;
+      EXPECT_EQ(*c.cluster, want) << text;
+      ++checked;
+      continue;
+    }
     Config c = parse_ok(text);
     EXPECT_EQ(c.server, defaults.server) << text;
     EXPECT_EQ(c.storage, defaults.storage) << text;
@@ -300,6 +312,85 @@ TEST(ConfigTest, ReferenceNamesEveryOption) {
 
 // ---------------------------------------------------------------------------------------------
 // Unknown names.
+
+TEST(ConfigTest, ClusterSectionAcceptedForms) {
+  EXPECT_FALSE(parse_ok("").cluster.has_value());  // no [cluster]: the embedded store
+  Config one = parse_ok(
+      "[cluster]\n"
+      "postgres = \"postgresql://tally@db1:5432/tally?sslmode=require\"\n"
+      "redis = [\"10.0.0.5:7000\", \"[::1]:7001\", \"redis-a:7002\"]\n");
+  ASSERT_TRUE(one.cluster.has_value());
+  EXPECT_EQ(one.cluster->postgres,
+            std::vector<std::string>{"postgresql://tally@db1:5432/tally?sslmode=require"});
+  EXPECT_EQ(one.cluster->redis,
+            (std::vector<std::string>{"10.0.0.5:7000", "[::1]:7001", "redis-a:7002"}));
+  EXPECT_EQ(one.cluster->postgres_pool, 8);
+  EXPECT_EQ(one.cluster->connect_timeout_seconds, 5);
+  EXPECT_EQ(one.cluster->command_timeout_seconds, 10);
+
+  Config shards = parse_ok(
+      "[cluster]\n"
+      "postgres = [\"host=db1 dbname=tally\", \"postgres://db2/tally\"]\n"
+      "redis = [\"127.0.0.1:7000\"]\n"
+      "postgres_pool = 16\nredis_pool = 4\n"
+      "connect_timeout = \"2s\"\ncommand_timeout = \"1m\"\n");
+  ASSERT_TRUE(shards.cluster.has_value());
+  EXPECT_EQ(shards.cluster->postgres,
+            (std::vector<std::string>{"host=db1 dbname=tally", "postgres://db2/tally"}));
+  EXPECT_EQ(shards.cluster->postgres_pool, 16);
+  EXPECT_EQ(shards.cluster->redis_pool, 4);
+  EXPECT_EQ(shards.cluster->connect_timeout_seconds, 2);
+  EXPECT_EQ(shards.cluster->command_timeout_seconds, 60);
+}
+
+TEST(ConfigTest, ClusterSectionRefusedValues) {
+  const std::string redis = "redis = [\"127.0.0.1:7000\"]\n";
+  EXPECT_TRUE(fails_with("[cluster]\n" + redis,
+                         {"tally.toml:1:", "cluster: missing required key 'postgres'"}));
+  EXPECT_TRUE(fails_with("[cluster]\npostgres = \"host=db\"\n",
+                         {"tally.toml:1:", "missing required key 'redis'"}));
+  EXPECT_TRUE(fails_with("[cluster]\n" + redis + "postgres = 5432\n",
+                         {"tally.toml:3:",
+                          "cluster.postgres: expected a string or an array "
+                          "of strings, got an integer"}));
+  EXPECT_TRUE(fails_with("[cluster]\n" + redis + "postgres = \"\"\n",
+                         {"tally.toml:3:", "cluster.postgres: must be 1 to 4096 bytes long"}));
+  EXPECT_TRUE(fails_with("[cluster]\n" + redis + "postgres = []\n",
+                         {"tally.toml:3:", "cluster.postgres: has 0 entries; 1 to 64"}));
+  EXPECT_TRUE(fails_with("[cluster]\n" + redis + "postgres = [\"host=a\", 7]\n",
+                         {"tally.toml:3:", "cluster.postgres[1]: expected a string"}));
+  EXPECT_TRUE(fails_with("[cluster]\n" + redis + "postgres = [\"host=a\", \"host=a\"]\n",
+                         {"tally.toml:3:", "cluster.postgres[1]: is listed twice"}));
+  EXPECT_TRUE(fails_with("[cluster]\n" + redis + "postgres = [\"host=a\", \"db.example.com\"]\n",
+                         {"tally.toml:3:",
+                          "cluster.postgres: shard 2 of 2 is not a libpq connection "
+                          "string"}));
+  const std::string pg = "postgres = \"host=db\"\n";
+  EXPECT_TRUE(fails_with("[cluster]\n" + pg + "redis = []\n",
+                         {"tally.toml:3:", "cluster.redis: must name at least one"}));
+  EXPECT_TRUE(fails_with("[cluster]\n" + pg + "redis = \"127.0.0.1:7000\"\n",
+                         {"tally.toml:3:", "cluster.redis: expected an array of strings"}));
+  EXPECT_TRUE(fails_with("[cluster]\n" + pg + "redis = [\"127.0.0.1\"]\n",
+                         {"tally.toml:3:", "cluster.redis: '127.0.0.1'"}));
+  EXPECT_TRUE(fails_with("[cluster]\n" + pg + "redis = [\":7000\"]\n",
+                         {"tally.toml:3:", "cluster.redis: ':7000' must name a host"}));
+  EXPECT_TRUE(fails_with("[cluster]\n" + pg + "redis = [\"r:0\"]\n",
+                         {"tally.toml:3:", "cluster.redis: 'r:0' must name a host and a port"}));
+  const std::string both = "[cluster]\n" + pg + redis;
+  EXPECT_TRUE(fails_with(both + "postgres_pool = 0\n",
+                         {"tally.toml:4:", "cluster.postgres_pool: 0 is out of range 1..1024"}));
+  EXPECT_TRUE(fails_with(both + "redis_pool = 5000\n",
+                         {"tally.toml:4:", "cluster.redis_pool: 5000 is out of range 1..1024"}));
+  EXPECT_TRUE(
+      fails_with(both + "connect_timeout = \"10m\"\n",
+                 {"tally.toml:4:", "cluster.connect_timeout: 600 seconds is out of range"}));
+  EXPECT_TRUE(fails_with(both + "command_timeout = 0\n",
+                         {"tally.toml:4:", "cluster.command_timeout: 0 seconds is out of range"}));
+  EXPECT_TRUE(
+      fails_with(both + "shards = 2\n", {"tally.toml:4:", "unknown key 'shards' in [cluster]"}));
+  EXPECT_TRUE(fails_with("cluster = \"postgresql://db\"\n",
+                         {"tally.toml:1:", "cluster: expected a table ([cluster])"}));
+}
 
 TEST(ConfigTest, UnknownTopLevelKey) {
   EXPECT_TRUE(fails_with("\n\nfoo = 1\n", {"tally.toml:3: unknown key 'foo' at top level"}));

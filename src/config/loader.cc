@@ -173,6 +173,9 @@ class Loader {
       } else if (name == kRetentionSection.name) {
         TALLY_TRY(
             load_section(*node, at, kRetentionSection, kRetentionOptions, &config->retention));
+      } else if (name == kClusterSection.name) {
+        config->cluster.emplace();
+        TALLY_TRY(load_section(*node, at, kClusterSection, kClusterOptions, &*config->cluster));
       } else if (name == kPricesSection.name) {
         TALLY_TRY(load_prices(*node, at, &config->prices));
       } else if (name == kAlertsSection.name) {
@@ -185,11 +188,11 @@ class Loader {
                               "notifications", &config->notifications));
       } else {
         static const std::string_view kNames[] = {
-            kServerSection.name,   kStorageSection.name,       kEnforcementSection.name,
-            kMetersSection.name,   kPlansSection.name,         kRoutesSection.name,
-            kCreditsSection.name,  kPricesSection.name,        kAlertsSection.name,
-            kWebhooksSection.name, kNotificationsSection.name, kCustomersSection.name,
-            kRetentionSection.name};
+            kServerSection.name,    kStorageSection.name,       kEnforcementSection.name,
+            kMetersSection.name,    kPlansSection.name,         kRoutesSection.name,
+            kCreditsSection.name,   kPricesSection.name,        kAlertsSection.name,
+            kWebhooksSection.name,  kNotificationsSection.name, kCustomersSection.name,
+            kRetentionSection.name, kClusterSection.name};
         std::string hint = suggestion(name, kNames);
         if (node->is_table()) {
           return fail(at, "unknown section [" + std::string(name) + "]" + hint);
@@ -384,6 +387,45 @@ class Loader {
           return fail_field(at, field, st.message());
         }
         out->number = port;
+        return Status();
+      }
+      case Kind::kStringOrList: {
+        std::vector<const toml::node*> elements;
+        std::vector<std::string> element_fields;
+        if (node.is_string()) {
+          elements.push_back(&node);
+          element_fields.push_back(field);
+        } else if (const auto* array = node.as_array()) {
+          if (array->empty() || static_cast<std::int64_t>(array->size()) > o.max) {
+            return fail_field(at, field,
+                              "has " + std::to_string(array->size()) + " entries; 1 to " +
+                                  std::to_string(o.max) + " are allowed");
+          }
+          for (std::size_t i = 0; i < array->size(); ++i) {
+            elements.push_back(array->get(i));
+            element_fields.push_back(field + "[" + std::to_string(i) + "]");
+          }
+        } else {
+          return wrong_type("a string or an array of strings");
+        }
+        for (std::size_t i = 0; i < elements.size(); ++i) {
+          const toml::node& element = *elements[i];
+          const toml::source_position element_at = element.source().begin;
+          const auto* s = element.as_string();
+          if (s == nullptr) {
+            return fail_field(element_at, element_fields[i],
+                              "expected a string, got " + std::string(type_phrase(element)));
+          }
+          if (s->get().empty() || s->get().size() > kConnStringBytesMax) {
+            return fail_field(
+                element_at, element_fields[i],
+                "must be 1 to " + std::to_string(kConnStringBytesMax) + " bytes long");
+          }
+          if (std::find(out->list.begin(), out->list.end(), s->get()) != out->list.end()) {
+            return fail_field(element_at, element_fields[i], "is listed twice");
+          }
+          out->list.push_back(s->get());
+        }
         return Status();
       }
       case Kind::kStringList: {

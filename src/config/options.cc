@@ -848,6 +848,73 @@ constexpr Option<EnforcementConfig> kEnforcementTable[] = {
      }},
 };
 
+// A PostgreSQL shard: a libpq URI or a "key=value" connection string. Only the form is checked
+// here (the config layer does not link libpq); `tally migrate` reports what libpq makes of it.
+bool looks_like_conninfo(std::string_view text) {
+  return text.rfind("postgresql://", 0) == 0 || text.rfind("postgres://", 0) == 0 ||
+         text.find('=') != std::string_view::npos;
+}
+
+constexpr std::int64_t kShardsMax = 64;
+constexpr std::int64_t kRedisSeedsMax = 64;
+
+constexpr Option<ClusterConfig> kClusterTable[] = {
+    {"postgres", Kind::kStringOrList, 1, kShardsMax, true, "",
+     "PostgreSQL, the durable truth: a libpq connection string (`\"postgresql://tally@db:5432/"
+     "tally\"` or `\"host=db dbname=tally user=tally\"`), or an array of them, one per shard; "
+     "customers are spread over the shards by a stable hash of the customer id. `tally migrate` "
+     "creates the schema on each. Keep passwords out of the file: libpq reads `PGPASSWORD` or "
+     "`~/.pgpass`.",
+     [](ClusterConfig& c, Value&& v) {
+       for (std::size_t i = 0; i < v.list.size(); ++i) {
+         if (!looks_like_conninfo(v.list[i])) {
+           return Status::invalid_argument(
+               "shard " + std::to_string(i + 1) + " of " + std::to_string(v.list.size()) +
+               " is not a libpq connection string (a \"postgresql://...\" URI or "
+               "\"key=value ...\" pairs)");
+         }
+       }
+       c.postgres = std::move(v.list);
+       return Status();
+     }},
+    {"redis", Kind::kStringList, 1, kRedisSeedsMax, true, "",
+     "Seed nodes of the Redis Cluster that holds the live limit counters, as `\"host:port\"` "
+     "(`[\"10.0.0.5:7000\", \"10.0.0.6:7000\"]`); the other nodes are discovered. A single "
+     "non-cluster Redis is accepted too.",
+     [](ClusterConfig& c, Value&& v) {
+       if (v.list.empty()) {
+         return Status::invalid_argument("must name at least one \"host:port\" seed");
+       }
+       for (const std::string& seed : v.list) {
+         std::string host;
+         std::uint16_t port = 0;
+         Status s = parse_listen(seed, &host, &port);
+         if (!s.ok()) {
+           return Status::invalid_argument("'" + seed + "': " + s.message());
+         }
+         if (seed.front() == ':' || port == 0) {
+           return Status::invalid_argument("'" + seed +
+                                           "' must name a host and a port other than 0");
+         }
+       }
+       c.redis = std::move(v.list);
+       return Status();
+     }},
+    {"postgres_pool", Kind::kInteger, 1, 1024, false, "8",
+     "PostgreSQL connections each node keeps open per shard.",
+     field<&ClusterConfig::postgres_pool>},
+    {"redis_pool", Kind::kInteger, 1, 1024, false, "8",
+     "Redis connections each node keeps open per Redis node.", field<&ClusterConfig::redis_pool>},
+    {"connect_timeout", Kind::kDuration, 1, 300, false, R"("5s")",
+     "How long opening a connection to PostgreSQL or Redis may take: `\"1s\"` to `\"5m\"`.",
+     field<&ClusterConfig::connect_timeout_seconds>},
+    {"command_timeout", Kind::kDuration, 1, 3600, false, R"("10s")",
+     "How long one statement or command may run (PostgreSQL's `statement_timeout`; for "
+     "`tally migrate`, each migration and the wait for another node's lock): `\"1s\"` to "
+     "`\"1h\"`.",
+     field<&ClusterConfig::command_timeout_seconds>},
+};
+
 }  // namespace
 
 constexpr std::span<const Option<ServerConfig>> kServerOptions{kServerTable};
@@ -863,6 +930,7 @@ constexpr std::span<const Option<RetentionConfig>> kRetentionOptions{kRetentionT
 constexpr std::span<const Option<PriceConfig>> kPriceOptions{kPriceTable};
 constexpr std::span<const Option<RouteRule>> kRouteOptions{kRouteTable};
 constexpr std::span<const Option<EnforcementConfig>> kEnforcementOptions{kEnforcementTable};
+constexpr std::span<const Option<ClusterConfig>> kClusterOptions{kClusterTable};
 
 constexpr SectionDoc kServerSection{
     "server", false, "The HTTP server and the limits on what one request may carry."};
@@ -913,5 +981,12 @@ constexpr SectionDoc kCustomersSection{
     "customers", true,
     "Customers to create at start-up, handy for development and tests. Customers are run-time "
     "state kept in the store; most are created through the API or by their first event."};
+
+constexpr SectionDoc kClusterSection{
+    "cluster", false,
+    "The scale-out mode (docs/cluster.md): PostgreSQL shards and a Redis Cluster shared by many "
+    "nodes. **Not built yet**: `tally migrate` creates the PostgreSQL schema from this section, "
+    "and `tally serve` refuses to start with it, saying so. Without it, Tally runs on its "
+    "embedded store."};
 
 }  // namespace tally::config

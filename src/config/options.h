@@ -29,6 +29,7 @@ inline constexpr std::int64_t kGroupByMax = 8;
 inline constexpr std::int64_t kFilterEntriesMax = 16;
 inline constexpr std::size_t kNameBytesMax = 128;  // group_by entries and filter keys
 inline constexpr std::size_t kFilterTextBytesMax = 1024;
+inline constexpr std::size_t kConnStringBytesMax = 4096;  // a libpq connection string
 
 inline constexpr std::int64_t kKiB = 1024;
 inline constexpr std::int64_t kMiB = 1024 * kKiB;
@@ -51,6 +52,9 @@ enum class Kind {
   kLimits,      // array of limit tables { meter, period, amount, days?, hard? }; bounds: entries
   kAmount,      // integer, decimal string or "unlimited"/-1 (kept as text)
   kTiers,       // array of tier tables { up_to?, unit_price?, flat_fee? }; bounds: entries
+  // A string, or an array of strings, each 1..kConnStringBytesMax bytes, without duplicates;
+  // read into Value::list. bounds: entries
+  kStringOrList,
 };
 
 // A TOML value read according to its Kind.
@@ -100,6 +104,7 @@ extern const std::span<const Option<RetentionConfig>> kRetentionOptions;
 extern const std::span<const Option<PriceConfig>> kPriceOptions;
 extern const std::span<const Option<RouteRule>> kRouteOptions;
 extern const std::span<const Option<EnforcementConfig>> kEnforcementOptions;
+extern const std::span<const Option<ClusterConfig>> kClusterOptions;
 
 // The sections' reference text, in the order of the reference (options.cc).
 extern const SectionDoc kServerSection;
@@ -115,6 +120,7 @@ extern const SectionDoc kAlertsSection;
 extern const SectionDoc kWebhooksSection;
 extern const SectionDoc kNotificationsSection;
 extern const SectionDoc kCustomersSection;
+extern const SectionDoc kClusterSection;
 
 // A decimal option's text as a Decimal, refusing negatives unless allowed.
 Status decimal_value(const std::string& text, bool allow_negative, core::Decimal* out);

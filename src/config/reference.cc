@@ -38,6 +38,8 @@ std::string kind_name(Kind kind, std::int64_t min, std::int64_t max) {
       return "amount";
     case Kind::kTiers:
       return "array of tier tables";
+    case Kind::kStringOrList:
+      return "string or array of strings (1.." + std::to_string(max) + ")";
   }
   return "?";
 }
@@ -102,15 +104,16 @@ std::vector<OptionInfo> config_options() {
   append_options<NotificationConfig>(kNotificationsSection, kNotificationOptions, &out);
   append_options<RetentionConfig>(kRetentionSection, kRetentionOptions, &out);
   append_options<CustomerSeed>(kCustomersSection, kCustomerOptions, &out);
+  append_options<ClusterConfig>(kClusterSection, kClusterOptions, &out);
   return out;
 }
 
 std::string config_reference_markdown() {
   static constexpr const SectionDoc* kSections[] = {
-      &kServerSection,   &kStorageSection,  &kMetersSection,        &kEnforcementSection,
-      &kPlansSection,    &kRoutesSection,   &kCreditsSection,       &kPricesSection,
-      &kAlertsSection,   &kWebhooksSection, &kNotificationsSection, &kRetentionSection,
-      &kCustomersSection};
+      &kServerSection,    &kStorageSection,  &kMetersSection,        &kEnforcementSection,
+      &kPlansSection,     &kRoutesSection,   &kCreditsSection,       &kPricesSection,
+      &kAlertsSection,    &kWebhooksSection, &kNotificationsSection, &kRetentionSection,
+      &kCustomersSection, &kClusterSection};
   const std::vector<OptionInfo> options = config_options();
   std::string out;
   for (const SectionDoc* section : kSections) {

@@ -89,6 +89,14 @@ Result<std::unique_ptr<Engine>> Engine::Impl::open(const EngineOptions& options,
     }
     impl->config = std::move(*c);
   }
+  if (impl->config.cluster) {
+    // Nothing may pretend: every command that opens the engine would otherwise answer from the
+    // embedded store while the configuration names the cluster's servers.
+    return Status::invalid_argument(
+        "the configuration has a [cluster] section, but the scale-out mode (PostgreSQL and Redis "
+        "Cluster) is not built yet; remove [cluster] to use the embedded store "
+        "(docs/cluster.md)");
+  }
   if (!options.data_dir.empty()) {
     impl->config.server.data_dir = options.data_dir;
   }

@@ -301,6 +301,20 @@ TEST_F(EngineTest, UnknownCustomersRejectedWhenAutoCreateIsOff) {
   EXPECT_EQ(again->accepted, 1u);
 }
 
+TEST_F(EngineTest, AClusterSectionIsRefusedUntilTheScaleOutModeIsBuilt) {
+  EngineOptions o;
+  o.in_memory = true;
+  o.config_toml = std::string(kConfig) +
+                  "\n[cluster]\npostgres = \"host=127.0.0.1 dbname=tally\"\nredis = "
+                  "[\"127.0.0.1:7000\"]\n";
+  o.clock = &clock_;
+  auto e = Engine::open(o);
+  ASSERT_FALSE(e.has_value());
+  EXPECT_EQ(e.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(e.error().message().find("[cluster]"), std::string::npos) << e.error().message();
+  EXPECT_NE(e.error().message().find("not built yet"), std::string::npos);
+}
+
 TEST_F(EngineTest, DayWindowsFollowTheZoneAcrossDst) {
   clock_.set_us(at("2025-04-01T00:00:00Z"));
   auto e = open_memory(&clock_);

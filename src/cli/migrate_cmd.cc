@@ -1,0 +1,115 @@
+// `tally migrate`: creates or upgrades the PostgreSQL schema of the scale-out mode on every shard
+// of [cluster] postgres (src/pg/schema.h), or with --check only says whether each shard's schema
+// is the one this binary knows. Exit codes: 0 done (or, with --check, every shard known);
+// 1 a shard could not be reached or migrated, or (--check) is outdated or newer; 2 a usage or
+// configuration error, including a configuration without [cluster] (nothing to migrate).
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/cli.h"
+#include "config/config.h"
+#include "pg/connection.h"
+#include "pg/schema.h"
+
+namespace tally::cli {
+namespace {
+
+struct MigrateOptions {
+  std::string config_path;
+  bool check = false;
+};
+
+std::string versions_text(const std::vector<int>& versions) {
+  std::string out;
+  for (int v : versions) {
+    out += (out.empty() ? "" : ", ") + std::to_string(v);
+  }
+  return out;
+}
+
+int migrate(const MigrateOptions& o) {
+  auto loaded = config::load_config_file(o.config_path);
+  if (!loaded) {
+    std::fprintf(stderr, "tally: %s\n", loaded.error().message().c_str());
+    return 2;
+  }
+  if (!loaded->cluster) {
+    std::fprintf(stderr,
+                 "tally migrate: nothing to migrate: %s has no [cluster] section, so Tally keeps "
+                 "its data in the embedded store, which needs no migration (see "
+                 "docs/cluster.md)\n",
+                 o.config_path.c_str());
+    return 2;
+  }
+  const config::ClusterConfig& cluster = *loaded->cluster;
+  const std::size_t shards = cluster.postgres.size();
+  int exit_code = 0;
+  for (std::size_t i = 0; i < shards; ++i) {
+    // The connection string may hold a password: messages name the shard by its place.
+    std::string name = "cluster.postgres";
+    if (shards > 1) {
+      name += "[" + std::to_string(i) + "]";
+    }
+    pg::ConnectOptions co;
+    co.conninfo = cluster.postgres[i];
+    co.connect_timeout_ms = static_cast<std::uint32_t>(cluster.connect_timeout_seconds * 1000);
+    co.command_timeout_ms = static_cast<std::uint32_t>(cluster.command_timeout_seconds * 1000);
+    auto conn = pg::Connection::connect(co);
+    if (!conn) {
+      std::fprintf(stderr, "tally migrate: %s: %s\n", name.c_str(), conn.error().message().c_str());
+      exit_code = 1;
+      continue;
+    }
+    name += " (" + (*conn)->describe() + ")";
+    if (o.check) {
+      auto status = pg::schema_status(**conn);
+      if (!status) {
+        std::fprintf(stderr, "tally migrate: %s: %s\n", name.c_str(),
+                     status.error().message().c_str());
+        exit_code = 1;
+        continue;
+      }
+      const bool known = status->state == pg::SchemaState::kKnown;
+      std::fprintf(known ? stdout : stderr, "%s%s: %s\n",
+                   known ? "" : "tally migrate: ", name.c_str(), status->describe().c_str());
+      if (!known) {
+        exit_code = 1;
+      }
+      continue;
+    }
+    auto result = pg::migrate(**conn);
+    if (!result) {
+      std::fprintf(stderr, "tally migrate: %s: %s\n", name.c_str(),
+                   result.error().message().c_str());
+      exit_code = 1;
+      continue;
+    }
+    if (result->applied_now.empty()) {
+      std::printf("%s: schema at version %d, nothing to do\n", name.c_str(), result->version);
+    } else {
+      std::printf("%s: applied version%s %s; schema at version %d\n", name.c_str(),
+                  result->applied_now.size() > 1 ? "s" : "",
+                  versions_text(result->applied_now).c_str(), result->version);
+    }
+  }
+  return exit_code;
+}
+
+}  // namespace
+
+void register_migrate(CLI::App& app) {
+  auto o = std::make_shared<MigrateOptions>();
+  auto* cmd = app.add_subcommand(
+      "migrate",
+      "create or upgrade the PostgreSQL schema of [cluster] on every shard (cluster mode)");
+  cmd->add_option("-c,--config", o->config_path, "TOML configuration file with a [cluster] section")
+      ->required();
+  cmd->add_flag("--check", o->check,
+                "change nothing: exit 1 unless every shard's schema is the one this binary knows");
+  cmd->callback([o] { std::exit(migrate(*o)); });
+}
+
+}  // namespace tally::cli
