@@ -22,6 +22,10 @@ Result<core::LimitRule> make_limit(std::string meter, std::string_view period, s
     if (days <= 0) {
       return Status::invalid_argument("a trial limit needs 'days' (the trial's length)");
     }
+    if (days > kTrialDaysMax) {
+      return Status::invalid_argument("a trial's 'days' must be 1.." +
+                                      std::to_string(kTrialDaysMax));
+    }
     rule.days = days;
   } else if (days != 0) {
     return Status::invalid_argument("'days' applies only to period \"trial\"");

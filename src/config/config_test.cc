@@ -861,6 +861,24 @@ limits = [{ meter = "api_calls", period = "day", amount = 100 },
                           "(limits[0])"}));
 }
 
+TEST(ConfigHardening, ATrialIsOneToTenYearsOfDays) {
+  const std::string plan = std::string(kUsageMeters) + R"(
+[[plans]]
+key = "trial"
+limits = [{ meter = "api_calls", period = "trial", days = )";
+  EXPECT_TRUE(fails_with(plan + "3651, amount = 10 }]\n",
+                         {"plans[0].limits[0].days: expected an integer 1..3650"}));
+  EXPECT_TRUE(fails_with(plan + "9223372036854775807, amount = 10 }]\n",
+                         {"plans[0].limits[0].days: expected an integer 1..3650"}));
+  Config c = parse_ok(plan + "3650, amount = 10 }]\n");
+  ASSERT_EQ(c.plans.size(), 1u);
+  EXPECT_EQ(c.plans[0].limits[0].days, 3650);
+  // The same bound where an operator sets a limit through the API (an override).
+  Result<core::LimitRule> r = make_limit("api_calls", "trial", 3651, "10", true);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().message(), "a trial's 'days' must be 1..3650");
+}
+
 TEST(ConfigHardening, ReplacedPlansNameARemovedAndAConfiguredPlan) {
   const std::string plans = std::string(kUsageMeters) + R"(
 [[plans]]

@@ -631,8 +631,9 @@ class Loader {
               has_amount = true;
             } else if (k == "days") {
               const auto* n = value->as_integer();
-              if (n == nullptr || n->get() < 1 || n->get() > 3650) {
-                return fail_field(kat, kf, "expected an integer 1..3650");
+              if (n == nullptr || n->get() < 1 || n->get() > kTrialDaysMax) {
+                return fail_field(kat, kf,
+                                  "expected an integer 1.." + std::to_string(kTrialDaysMax));
               }
               days = n->get();
             } else if (k == "hard") {

@@ -423,8 +423,9 @@ constexpr Option<core::Plan> kPlanTable[] = {
     {"limits", Kind::kLimits, 0, kPlanLimitsMax, false, "",
      "Limits: `{ meter = \"api_calls\", period = \"day\", amount = 100 }`. `period` is one of "
      "`second`, `minute`, `hour` (rates, enforced by GCRA), `day`, `week`, `month`, "
-     "`billing_period`, `trial` (with `days = N`) or `lifetime` (calendar windows in the "
-     "customer's time zone). `amount` is a number, a decimal string, or `-1` / `\"unlimited\"`. "
+     "`billing_period`, `trial` (with `days = N`, 1 to 3,650) or `lifetime` (calendar windows "
+     "in the customer's time zone). `amount` is a number, a decimal string, or `-1` / "
+     "`\"unlimited\"`. "
      "`hard = false` makes a soft limit: allowed, flagged as overage.",
      field<&core::Plan::limits>},
     {"alert_thresholds", Kind::kIntList, 1, 1000, false, "",

@@ -30,6 +30,9 @@ inline constexpr std::int64_t kFilterEntriesMax = 16;
 inline constexpr std::size_t kNameBytesMax = 128;  // group_by entries and filter keys
 inline constexpr std::size_t kFilterTextBytesMax = 1024;
 inline constexpr std::size_t kConnStringBytesMax = 4096;  // a libpq connection string
+// The longest trial a limit may name, in days (the file's and an override's): its end, the start
+// plus days * a day, stays far inside the microsecond range.
+inline constexpr std::int64_t kTrialDaysMax = 3'650;
 
 inline constexpr std::int64_t kKiB = 1024;
 inline constexpr std::int64_t kMiB = 1024 * kKiB;

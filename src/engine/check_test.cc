@@ -5,6 +5,7 @@
 // window, and `verify` after checks. Time comes from a fake clock.
 #include <atomic>
 #include <filesystem>
+#include <limits>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -520,6 +521,12 @@ TEST_F(CheckTest, OverrideValidation) {
   EXPECT_EQ(bad({"api_calls", "day", 0, "lots", true}), StatusCode::kInvalidArgument);
   EXPECT_EQ(bad({"api_calls", "day", 0, "-5", true}), StatusCode::kInvalidArgument);
   EXPECT_EQ(bad({"api_calls", "trial", 0, "5", true}), StatusCode::kInvalidArgument);  // no days
+  // Bounded as in the config (a trial's end, start + days * a day, must not overflow).
+  EXPECT_EQ(bad({"api_calls", "trial", 3'651, "5", true}), StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad({"api_calls", "trial", std::numeric_limits<std::int64_t>::max(), "5", true}),
+            StatusCode::kInvalidArgument);
+  ASSERT_TRUE(e->set_overrides("acme", {{"api_calls", "trial", 3'650, "5", true}}).has_value());
+  ASSERT_TRUE(e->set_overrides("acme", {}).has_value());
   EXPECT_EQ(bad({"api_calls", "day", 3, "5", true}), StatusCode::kInvalidArgument);
   auto r = e->set_overrides("ghost", {});
   ASSERT_FALSE(r.has_value());
