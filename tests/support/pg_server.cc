@@ -3,17 +3,13 @@
 #include "support/pg_server.h"
 
 #include <chrono>
-#include <random>
 #include <sstream>
 #include <thread>
 #include <utility>
 #include <vector>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 namespace tally::testing {
@@ -32,32 +28,6 @@ std::string runuser_path() {
     }
   }
   return {};
-}
-
-bool port_bindable(std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) {
-    return false;
-  }
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
-
-std::uint16_t pick_port() {
-  static std::mt19937 rng(std::random_device{}());
-  std::uniform_int_distribution<int> dist(20000, 60999);
-  for (int attempt = 0; attempt < 200; ++attempt) {
-    auto port = static_cast<std::uint16_t>(dist(rng));
-    if (port_bindable(port)) {
-      return port;
-    }
-  }
-  return 0;
 }
 
 // The lines of postmaster.pid: pid, data dir, start time, port, socket dir, listen address,
@@ -149,7 +119,7 @@ Result<std::unique_ptr<PgServer>> PgServer::start() {
   }
   // A port picked here may be taken before the server binds it: try another.
   for (int attempt = 0; attempt < 5; ++attempt) {
-    const std::uint16_t port = pick_port();
+    const std::uint16_t port = pick_loopback_port(20000, 60999);
     if (port == 0) {
       return Status::unavailable("no free loopback port was found");
     }

@@ -12,12 +12,16 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <thread>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -285,6 +289,33 @@ bool wait_for_file(const std::string& path, std::uint32_t timeout_ms) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+}
+
+bool loopback_port_free(std::uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) {
+    return false;
+  }
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+std::uint16_t pick_loopback_port(std::uint16_t low, std::uint16_t high,
+                                 const std::function<bool(std::uint16_t)>& also) {
+  static thread_local std::mt19937 rng(std::random_device{}());
+  std::uniform_int_distribution<int> dist(low, high);
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    auto port = static_cast<std::uint16_t>(dist(rng));
+    if (loopback_port_free(port) && (!also || also(port))) {
+      return port;
+    }
+  }
+  return 0;
 }
 
 }  // namespace tally::testing

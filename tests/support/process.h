@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -79,5 +80,14 @@ std::optional<std::string> read_file(const std::string& path);
 
 // Waits up to `timeout_ms` for `path` to exist. True when it does.
 bool wait_for_file(const std::string& path, std::uint32_t timeout_ms);
+
+// Whether 127.0.0.1:`port` can be bound now (nothing listens there).
+bool loopback_port_free(std::uint16_t port);
+
+// A random port in [low, high] that is free on loopback now and that `also` accepts (a server
+// needing a second port checks it there); 0 when 200 tries find none. Another process may take
+// it before the caller binds it: servers started on it retry with another.
+std::uint16_t pick_loopback_port(std::uint16_t low, std::uint16_t high,
+                                 const std::function<bool(std::uint16_t)>& also = {});
 
 }  // namespace tally::testing

@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <random>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -33,20 +32,6 @@ std::string find_in_path(const std::string& name) {
   return {};
 }
 
-bool port_bindable(std::uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) {
-    return false;
-  }
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
-
 bool port_accepts(std::uint16_t port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) {
@@ -63,17 +48,10 @@ bool port_accepts(std::uint16_t port) {
 
 // A port free now whose cluster bus port (port + 10000) is free too, not in `taken`.
 std::uint16_t pick_cluster_port(const std::set<std::uint16_t>& taken) {
-  static std::mt19937 rng(std::random_device{}());
-  std::uniform_int_distribution<int> dist(20000, 54999);
-  for (int attempt = 0; attempt < 200; ++attempt) {
-    auto port = static_cast<std::uint16_t>(dist(rng));
-    auto bus = static_cast<std::uint16_t>(port + 10000);
-    if (taken.count(port) == 0 && taken.count(bus) == 0 && port_bindable(port) &&
-        port_bindable(bus)) {
-      return port;
-    }
-  }
-  return 0;
+  return pick_loopback_port(20000, 54999, [&](std::uint16_t port) {
+    const auto bus = static_cast<std::uint16_t>(port + 10000);
+    return taken.count(port) == 0 && taken.count(bus) == 0 && loopback_port_free(bus);
+  });
 }
 
 bool contains(const std::string& text, const std::string& what) {
