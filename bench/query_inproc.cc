@@ -10,6 +10,10 @@
 // service (chat, search, tts, stt) and a token count, read by a count and a sum meter grouped by
 // service. With --data pointing at a directory loaded before (and --keep), loading is skipped.
 //
+// Opening a directory loaded before is a restart: `"figure":"open"` says how long it took, and
+// `"figure":"memory"` the resident size then, the minute aggregates held and the bytes per
+// aggregate (RSS over aggregates, so it counts everything the process holds).
+//
 // Then times, each 20 times (p50 and max, milliseconds): month queries of one customer (a total
 // by service, daily and hourly windows), the same over every customer, statistics of daily and
 // hourly values of a month, and a CSV export of the big customer's events to a file. Prints one
@@ -17,6 +21,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -55,6 +60,23 @@ constexpr std::int64_t kEnd = 1'764'547'200'000'000;  // 2025-12-01T00:00:00Z
 constexpr std::int64_t kStart = kEnd - 90 * kUsPerDay;
 constexpr std::int64_t kMonthFrom = 1'761'955'200'000'000;  // 2025-11-01T00:00:00Z
 constexpr const char* kServices[] = {"chat", "search", "tts", "stt"};
+
+// The process's resident set size in bytes (VmRSS of /proc/self/status), 0 when unreadable.
+std::uint64_t rss_bytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr)
+    return 0;
+  char line[256];
+  std::uint64_t kb = 0;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::strncmp(line, "VmRSS:", 6) == 0) {
+      kb = std::strtoull(line + 6, nullptr, 10);
+      break;
+    }
+  }
+  std::fclose(f);
+  return kb * 1024;
+}
 
 double ms_since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t).count();
@@ -163,14 +185,26 @@ int main(int argc, char** argv) {
   tally::EngineOptions o;
   o.config_toml = kConfig;
   o.data_dir = data;
+  const auto opened = std::chrono::steady_clock::now();
   auto engine = tally::Engine::open(o);
   if (!engine) {
     std::fprintf(stderr, "open: %s\n", engine.error().message().c_str());
     return 1;
   }
   tally::Engine& e = **engine;
-  if (!loaded) {
+  if (loaded) {
+    std::printf("{\"figure\":\"open\",\"seconds\":%.2f}\n", ms_since(opened) / 1000);
+  } else {
     load(e, events, customers, big);
+  }
+  {
+    const std::uint64_t rss = rss_bytes();
+    const std::uint64_t live = e.stats().aggregates_live;
+    std::printf("{\"figure\":\"memory\",\"rss_mb\":%.1f,\"minute_aggregates\":%llu,"
+                "\"bytes_per_aggregate\":%.0f}\n",
+                static_cast<double>(rss) / 1e6, static_cast<unsigned long long>(live),
+                live == 0 ? 0.0 : static_cast<double>(rss) / static_cast<double>(live));
+    std::fflush(stdout);
   }
 
   auto query = [&](const std::string& meter, const std::string& customer, const std::string& window,

@@ -176,16 +176,16 @@ void Engine::Impl::install_unique(std::uint32_t meter, std::uint32_t customer_nu
   meter_aggregates[meter].series[customer_num][group].add_unique(minute_us, value);
 }
 
-const core::AggState* Engine::Impl::minute_state(std::uint32_t meter, std::uint32_t customer_num,
-                                                 std::uint32_t group,
-                                                 core::TimeUs minute_us) const {
+bool Engine::Impl::minute_state(std::uint32_t meter, std::uint32_t customer_num,
+                                std::uint32_t group, core::TimeUs minute_us,
+                                core::AggState* out) const {
   const engine::MeterAggregates& ms = meter_aggregates[meter];
   auto cit = ms.series.find(customer_num);
   if (cit == ms.series.end()) {
-    return nullptr;
+    return false;
   }
   auto git = cit->second.find(group);
-  return git == cit->second.end() ? nullptr : git->second.minute(minute_us);
+  return git != cit->second.end() && git->second.minute(minute_us, out);
 }
 
 void Engine::Impl::start() {

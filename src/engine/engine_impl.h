@@ -427,10 +427,10 @@ struct Engine::Impl {
                      core::TimeUs minute_us, const core::AggState& delta);
   void install_unique(std::uint32_t meter, std::uint32_t customer_num, std::uint32_t group,
                       core::TimeUs minute_us, const std::string& value);
-  // The installed state of one minute aggregate, or null. REQUIRES: the commit thread, or
-  // state_mutex held.
-  const core::AggState* minute_state(std::uint32_t meter, std::uint32_t customer_num,
-                                     std::uint32_t group, core::TimeUs minute_us) const;
+  // The installed state of one minute aggregate into *out; false when there is none.
+  // REQUIRES: the commit thread, or state_mutex held.
+  bool minute_state(std::uint32_t meter, std::uint32_t customer_num, std::uint32_t group,
+                    core::TimeUs minute_us, core::AggState* out) const;
 
   // ---- group_commit.cc ---------------------------------------------------------------------
   void run_committer();

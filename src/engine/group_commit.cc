@@ -665,9 +665,8 @@ void IngestCommit::encode(store::WriteBatch& wb) {
   }
   for (const auto& [k, t] : touched_) {
     core::AggState state;
-    if (const core::AggState* current =
-            d_.minute_state(k.meter, k.customer_num, k.group, k.minute_us)) {
-      state = *current;
+    if (!d_.minute_state(k.meter, k.customer_num, k.group, k.minute_us, &state)) {
+      state = core::AggState{};
     }
     state.merge(t.delta);
     const std::string& key = d_.catalog->meters[k.meter].spec.key;

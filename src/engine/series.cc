@@ -6,55 +6,13 @@
 
 namespace tally::engine {
 
-namespace {
-
-// The entry of `key`, made when absent. Usage mostly arrives in time order, so the key is
-// usually the last one or after it: then no search of the tree is needed.
-core::AggState& entry_at(std::map<core::TimeUs, core::AggState>& m, core::TimeUs key,
-                         bool* inserted) {
-  if (!m.empty()) {
-    auto last = std::prev(m.end());
-    if (last->first == key) {
-      *inserted = false;
-      return last->second;
-    }
-    if (last->first < key) {
-      *inserted = true;
-      return m.emplace_hint(m.end(), key, core::AggState{})->second;
-    }
-  }
-  auto [it, added] = m.try_emplace(key);
-  *inserted = added;
-  return it->second;
-}
-
-// The entry of `key`, or null; as entry_at, a key at or after the last takes no search.
-const core::AggState* find_entry(const std::map<core::TimeUs, core::AggState>& m,
-                                 core::TimeUs key) {
-  if (!m.empty()) {
-    auto last = std::prev(m.end());
-    if (last->first == key) {
-      return &last->second;
-    }
-    if (last->first < key) {
-      return nullptr;
-    }
-  }
-  auto it = m.find(key);
-  return it == m.end() ? nullptr : &it->second;
-}
-
-}  // namespace
-
 bool Series::add(core::TimeUs minute_us, const core::AggState& delta) {
   TALLY_DASSERT(core::floor_to(minute_us, core::kUsPerMinute) == minute_us,
                 "a series is added to by whole minutes");
-  bool inserted = false;
-  entry_at(minutes_, minute_us, &inserted).merge(delta);
-  bool unused = false;
-  entry_at(hours_, core::floor_to(minute_us, core::kUsPerHour), &unused).merge(delta);
-  entry_at(days_, core::floor_to(minute_us, core::kUsPerDay), &unused).merge(delta);
-  return inserted;
+  const bool made = minutes_.merge(minute_us, delta);
+  hours_.merge(core::floor_to(minute_us, core::kUsPerHour), delta);
+  days_.merge(core::floor_to(minute_us, core::kUsPerDay), delta);
+  return made;
 }
 
 void Series::add_unique(core::TimeUs minute_us, const std::string& value) {
@@ -67,16 +25,12 @@ bool Series::has_unique(core::TimeUs minute_us, std::string_view value) const {
   return it != minute_uniques_.end() && it->second.count(std::string(value)) != 0;
 }
 
-const core::AggState* Series::minute(core::TimeUs minute_us) const {
-  return find_entry(minutes_, minute_us);
+bool Series::minute(core::TimeUs minute_us, core::AggState* out) const {
+  return minutes_.get(minute_us, out);
 }
 
 std::optional<core::TimeUs> Series::next_minute(core::TimeUs from, core::TimeUs to) const {
-  auto it = minutes_.lower_bound(from);
-  if (it == minutes_.end() || it->first >= to) {
-    return std::nullopt;
-  }
-  return it->first;
+  return minutes_.first_in(from, to);
 }
 
 void Series::combine(core::TimeUs a, core::TimeUs b, bool want_uniques, core::AggState* state,
@@ -85,14 +39,12 @@ void Series::combine(core::TimeUs a, core::TimeUs b, bool want_uniques, core::Ag
     return;
   }
   // Ranges at aligned edges are empty: they cost no search of the tree.
-  auto merge = [&](const Sums& sums, const std::map<core::TimeUs, core::UniqueSet>* sets,
+  auto merge = [&](const PackedSums& sums, const std::map<core::TimeUs, core::UniqueSet>* sets,
                    core::TimeUs x, core::TimeUs y) {
     if (x >= y) {
       return;
     }
-    for (auto it = sums.lower_bound(x); it != sums.end() && it->first < y; ++it) {
-      state->merge(it->second);
-    }
+    sums.for_each(x, y, [state](core::TimeUs, const core::AggState& s) { state->merge(s); });
     if (want_uniques && sets != nullptr) {
       for (auto it = sets->lower_bound(x); it != sets->end() && it->first < y; ++it) {
         uniques->insert(it->second.begin(), it->second.end());
@@ -123,9 +75,8 @@ void Series::combine(core::TimeUs a, core::TimeUs b, bool want_uniques, core::Ag
 }
 
 void GroupTotals::add(core::TimeUs minute_us, const core::AggState& delta) {
-  bool unused = false;
-  entry_at(hours_, core::floor_to(minute_us, core::kUsPerHour), &unused).merge(delta);
-  entry_at(days_, core::floor_to(minute_us, core::kUsPerDay), &unused).merge(delta);
+  hours_.merge(core::floor_to(minute_us, core::kUsPerHour), delta);
+  days_.merge(core::floor_to(minute_us, core::kUsPerDay), delta);
 }
 
 Result<std::vector<Span>> windows_of(core::TimeUs from, core::TimeUs to, core::Window w,

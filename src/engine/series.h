@@ -3,8 +3,9 @@
 //
 // Minutes are what the store holds; hours and UTC days are sums of them kept here, so a range
 // is combined from a few days, hours at its edges and minutes at theirs. The invariant, kept by
-// add() alone: every hour and day entry is the merge of the minute entries inside it. Distinct
-// values (unique_count meters) are kept per minute and per hour, never per day.
+// add() alone: every hour and day entry is the merge of the minute entries inside it. Each
+// resolution is a PackedSums (packed_sums.h): the newest entries plain, older ones encoded.
+// Distinct values (unique_count meters) are kept per minute and per hour, never per day.
 #pragma once
 
 #include <map>
@@ -17,6 +18,7 @@
 
 #include "core/aggregate.h"
 #include "core/time.h"
+#include "engine/packed_sums.h"
 
 namespace tally::engine {
 
@@ -28,8 +30,8 @@ class Series {
   // Records a distinct value seen in the minute starting at `minute_us`.
   void add_unique(core::TimeUs minute_us, const std::string& value);
   bool has_unique(core::TimeUs minute_us, std::string_view value) const;
-  // The minute's state, or null when it has none.
-  const core::AggState* minute(core::TimeUs minute_us) const;
+  // The minute's state into *out; false when it has none.
+  bool minute(core::TimeUs minute_us, core::AggState* out) const;
 
   // Accumulates the aggregates of [a, b) into `state` (and its distinct values into `uniques`
   // when `want_uniques`): whole days from the day sums, whole hours at their edges, minutes at
@@ -37,22 +39,20 @@ class Series {
   void combine(core::TimeUs a, core::TimeUs b, bool want_uniques, core::AggState* state,
                core::UniqueSet* uniques) const;
   // Calls f(start, state) for each entry of `unit` (kUsPerMinute, kUsPerHour or kUsPerDay)
-  // starting in [from, to), in time order.
+  // starting in [from, to), in time order (the state is a temporary).
   template <typename F>
   void for_each(core::TimeUs unit, core::TimeUs from, core::TimeUs to, F&& f) const;
   // The first minute with data in [from, to), if any.
   std::optional<core::TimeUs> next_minute(core::TimeUs from, core::TimeUs to) const;
 
  private:
-  using Sums = std::map<core::TimeUs, core::AggState>;
-
-  const Sums& sums(core::TimeUs unit) const {
+  const PackedSums& sums(core::TimeUs unit) const {
     return unit == core::kUsPerMinute ? minutes_ : unit == core::kUsPerHour ? hours_ : days_;
   }
 
-  Sums minutes_;
-  Sums hours_;
-  Sums days_;
+  PackedSums minutes_;
+  PackedSums hours_;
+  PackedSums days_;
   std::map<core::TimeUs, core::UniqueSet> minute_uniques_;
   std::map<core::TimeUs, core::UniqueSet> hour_uniques_;
 };
@@ -85,24 +85,18 @@ class GroupTotals {
   void for_each(core::TimeUs unit, core::TimeUs from, core::TimeUs to, F&& f) const;
 
  private:
-  std::map<core::TimeUs, core::AggState> hours_;
-  std::map<core::TimeUs, core::AggState> days_;
+  PackedSums hours_;
+  PackedSums days_;
 };
 
 template <typename F>
 void Series::for_each(core::TimeUs unit, core::TimeUs from, core::TimeUs to, F&& f) const {
-  const Sums& s = sums(unit);
-  for (auto it = s.lower_bound(from); it != s.end() && it->first < to; ++it) {
-    f(it->first, it->second);
-  }
+  sums(unit).for_each(from, to, std::forward<F>(f));
 }
 
 template <typename F>
 void GroupTotals::for_each(core::TimeUs unit, core::TimeUs from, core::TimeUs to, F&& f) const {
-  const auto& s = unit == core::kUsPerDay ? days_ : hours_;
-  for (auto it = s.lower_bound(from); it != s.end() && it->first < to; ++it) {
-    f(it->first, it->second);
-  }
+  (unit == core::kUsPerDay ? days_ : hours_).for_each(from, to, std::forward<F>(f));
 }
 
 }  // namespace tally::engine

@@ -134,9 +134,10 @@ TEST(Series, MinutesAndDistinctValuesAreFoundByTheirStart) {
   d.add(core::Decimal::from_int(5), kStart + 90 * kUsPerMinute + 7, 1);
   EXPECT_TRUE(s.add(kStart + 90 * kUsPerMinute, d));
   EXPECT_FALSE(s.add(kStart + 90 * kUsPerMinute, d));  // the same minute again
-  ASSERT_NE(s.minute(kStart + 90 * kUsPerMinute), nullptr);
-  EXPECT_EQ(s.minute(kStart + 90 * kUsPerMinute)->count, 2);
-  EXPECT_EQ(s.minute(kStart + 91 * kUsPerMinute), nullptr);
+  AggState got;
+  ASSERT_TRUE(s.minute(kStart + 90 * kUsPerMinute, &got));
+  EXPECT_EQ(got.count, 2);
+  EXPECT_FALSE(s.minute(kStart + 91 * kUsPerMinute, &got));
   EXPECT_EQ(s.next_minute(kStart, kStart + kUsPerDay), kStart + 90 * kUsPerMinute);
   EXPECT_EQ(s.next_minute(kStart + 91 * kUsPerMinute, kStart + kUsPerDay), std::nullopt);
   EXPECT_EQ(s.next_minute(kStart, kStart + 90 * kUsPerMinute), std::nullopt);
