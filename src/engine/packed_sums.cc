@@ -14,9 +14,11 @@
 // A minute with one event of an integer value, the common case, takes 8 to 12 bytes.
 #include "engine/packed_sums.h"
 
+#include <cstring>
 #include <limits>
 
 #include "common/assert.h"
+#include "common/coding.h"
 
 namespace tally::engine {
 
@@ -26,6 +28,38 @@ constexpr std::int64_t kPow10[10] = {1,       10,        100,        1'000,     
                                      100'000, 1'000'000, 10'000'000, 100'000'000, 1'000'000'000};
 constexpr std::uint8_t kUniform = 0x10;
 constexpr std::uint8_t kWide = 0x20;
+
+// An entry's bytes, gathered before one append to the segment (at most 1 + 1 + 10 + 4 x 16 +
+// 10 + 10 bytes).
+class EntryBytes {
+ public:
+  void varint(std::uint64_t v) {
+    while (v >= 0x80) {
+      buf_[n_++] = static_cast<char>((v & 0x7F) | 0x80);
+      v >>= 7;
+    }
+    buf_[n_++] = static_cast<char>(v);
+  }
+
+  void zigzag(std::int64_t v) {
+    varint((static_cast<std::uint64_t>(v) << 1) ^ static_cast<std::uint64_t>(v >> 63));
+  }
+
+  void byte(std::uint8_t b) { buf_[n_++] = static_cast<char>(b); }
+
+  void wide(__int128 v) {
+    std::string s;
+    common::put_i128(s, v);
+    std::memcpy(buf_ + n_, s.data(), s.size());
+    n_ += s.size();
+  }
+
+  void append_to(std::string& out) const { out.append(buf_, n_); }
+
+ private:
+  char buf_[112];
+  std::size_t n_ = 0;
+};
 
 bool fits_int64(__int128 v) {
   return v >= std::numeric_limits<std::int64_t>::min() &&
@@ -67,7 +101,8 @@ bool uniform(const core::AggState& s) {
 void put_entry(std::string& out, core::TimeUs gap_us, std::uint64_t prev_seq, core::TimeUs start,
                const core::AggState& s) {
   TALLY_DASSERT(gap_us >= 0 && gap_us % core::kUsPerMinute == 0, "entries are in minute order");
-  common::put_varint(out, static_cast<std::uint64_t>(gap_us / core::kUsPerMinute));
+  EntryBytes b;
+  b.varint(static_cast<std::uint64_t>(gap_us / core::kUsPerMinute));
   const bool one = uniform(s);
   const __int128 values[4] = {s.sum.units, s.min.units, s.max.units, s.latest.units};
   const __int128* first = one ? &values[1] : &values[0];
@@ -76,52 +111,75 @@ void put_entry(std::string& out, core::TimeUs gap_us, std::uint64_t prev_seq, co
   for (int i = 0; i < n && k > 0; ++i) {
     k = std::min(k, decimal_zeros(first[i]));
   }
+  __int128 scaled[4] = {0, 0, 0, 0};
   bool wide = false;
   for (int i = 0; i < n; ++i) {
-    wide = wide || !fits_int64(first[i] / kPow10[k]);
+    // 64-bit division where the value allows: a 128-bit one is a library call.
+    scaled[i] = fits_int64(first[i]) ? static_cast<std::int64_t>(first[i]) / kPow10[k]
+                                     : first[i] / kPow10[k];
+    wide = wide || !fits_int64(scaled[i]);
   }
-  out.push_back(static_cast<char>(k | (one ? kUniform : 0) | (wide ? kWide : 0)));
-  common::put_zigzag(out, s.count);
+  b.byte(static_cast<std::uint8_t>(k | (one ? kUniform : 0) | (wide ? kWide : 0)));
+  b.zigzag(s.count);
   for (int i = 0; i < n; ++i) {
-    const __int128 scaled = first[i] / kPow10[k];
     if (wide) {
-      common::put_i128(out, scaled);
+      b.wide(scaled[i]);
     } else {
-      common::put_zigzag(out, static_cast<std::int64_t>(scaled));
+      b.zigzag(static_cast<std::int64_t>(scaled[i]));
     }
   }
-  common::put_zigzag(out, s.latest_time_us - start);
-  common::put_zigzag(out, static_cast<std::int64_t>(s.latest_seq - prev_seq));
+  b.zigzag(s.latest_time_us - start);
+  b.zigzag(static_cast<std::int64_t>(s.latest_seq - prev_seq));
+  b.append_to(out);
+}
+
+// The readers of EntryBytes' writing. The bytes are the engine's own, written just before, so
+// they are not checked as input from outside would be (a bad one is a bug: asserted).
+std::uint64_t read_varint(const char*& p) {
+  std::uint64_t v = 0;
+  for (int shift = 0;; shift += 7) {
+    TALLY_DASSERT(shift < 64, "a packed varint ends within 10 bytes");
+    const auto b = static_cast<std::uint8_t>(*p++);
+    v |= static_cast<std::uint64_t>(b & 0x7F) << shift;
+    if (b < 0x80) {
+      return v;
+    }
+  }
+}
+
+std::int64_t read_zigzag(const char*& p) {
+  const std::uint64_t u = read_varint(p);
+  return static_cast<std::int64_t>(u >> 1) ^ -static_cast<std::int64_t>(u & 1);
+}
+
+__int128 read_wide(const char*& p) {
+  __int128 v = 0;
+  common::Reader r(std::string_view(p, 16));
+  const bool ok = r.get_i128(&v);
+  TALLY_DASSERT(ok, "a packed 16-byte value is whole");
+  p += 16;
+  return v;
 }
 
 }  // namespace
 
 bool PackedSums::Cursor::next(core::TimeUs* start, core::AggState* state) {
-  if (in_.done()) {
+  if (p_ == end_) {
     return false;
   }
-  std::uint64_t gap = 0;
-  std::uint8_t header = 0;
-  std::int64_t count = 0;
-  bool ok = in_.get_varint(&gap) && in_.get_u8(&header) && in_.get_zigzag(&count);
+  const std::uint64_t gap = read_varint(p_);
+  const auto header = static_cast<std::uint8_t>(*p_++);
+  const std::int64_t count = read_zigzag(p_);
   const int k = header & 0x0F;
   const int n = (header & kUniform) != 0 ? 1 : 4;
+  TALLY_DASSERT(k <= 9, "a packed entry's power of ten is 0..9");
   __int128 values[4] = {0, 0, 0, 0};
-  for (int i = 0; ok && i < n; ++i) {
-    std::int64_t narrow = 0;
-    ok = (header & kWide) != 0 ? in_.get_i128(&values[i]) : in_.get_zigzag(&narrow);
-    if ((header & kWide) == 0) {
-      values[i] = narrow;
-    }
-    values[i] *= kPow10[k];
+  for (int i = 0; i < n; ++i) {
+    values[i] = ((header & kWide) != 0 ? read_wide(p_) : read_zigzag(p_)) * kPow10[k];
   }
-  std::int64_t time_delta = 0;
-  std::int64_t seq_delta = 0;
-  ok = ok && in_.get_zigzag(&time_delta) && in_.get_zigzag(&seq_delta);
-  TALLY_DASSERT(ok && k <= 9, "a packed segment decodes");
-  if (!ok) {
-    return false;
-  }
+  const std::int64_t time_delta = read_zigzag(p_);
+  const std::int64_t seq_delta = read_zigzag(p_);
+  TALLY_DASSERT(p_ <= end_, "a packed entry ends within its segment");
   start_ += static_cast<core::TimeUs>(gap) * core::kUsPerMinute;
   seq_ += static_cast<std::uint64_t>(seq_delta);
   *start = start_;

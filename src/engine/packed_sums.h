@@ -16,7 +16,6 @@
 #include <utility>
 #include <vector>
 
-#include "common/coding.h"
 #include "core/aggregate.h"
 #include "core/time.h"
 
@@ -57,13 +56,15 @@ class PackedSums {
   // Reads a segment's entries in order.
   class Cursor {
    public:
-    explicit Cursor(const Segment& s) : in_(s.bytes), start_(s.first) {}
+    explicit Cursor(const Segment& s)
+        : p_(s.bytes.data()), end_(s.bytes.data() + s.bytes.size()), start_(s.first) {}
 
     // The next entry into *start and *state; false past the last.
     bool next(core::TimeUs* start, core::AggState* state);
 
    private:
-    common::Reader in_;
+    const char* p_;
+    const char* end_;
     core::TimeUs start_;
     std::uint64_t seq_ = 0;
   };

@@ -74,9 +74,25 @@ void Series::combine(core::TimeUs a, core::TimeUs b, bool want_uniques, core::Ag
   hours(db, b);
 }
 
+core::AggState& GroupTotals::entry(Sums& sums, Sums::iterator* near, core::TimeUs key) {
+  auto it = *near;
+  if (it != sums.end() && it->first < key) {
+    ++it;
+  }
+  if (it == sums.end() || it->first != key) {
+    // `it` is the right hint when the key falls between its predecessor and it.
+    const bool after_prev = it == sums.begin() || std::prev(it)->first < key;
+    const bool before_it = it == sums.end() || key < it->first;
+    it = after_prev && before_it ? sums.emplace_hint(it, key, core::AggState{})
+                                 : sums.try_emplace(key).first;
+  }
+  *near = it;
+  return it->second;
+}
+
 void GroupTotals::add(core::TimeUs minute_us, const core::AggState& delta) {
-  hours_.merge(core::floor_to(minute_us, core::kUsPerHour), delta);
-  days_.merge(core::floor_to(minute_us, core::kUsPerDay), delta);
+  entry(hours_, &near_hour_, core::floor_to(minute_us, core::kUsPerHour)).merge(delta);
+  entry(days_, &near_day_, core::floor_to(minute_us, core::kUsPerDay)).merge(delta);
 }
 
 Result<std::vector<Span>> windows_of(core::TimeUs from, core::TimeUs to, core::Window w,

@@ -77,16 +77,30 @@ Result<std::vector<Span>> windows_of(core::TimeUs from, core::TimeUs to, core::W
 core::TimeUs common_unit(const std::vector<Span>& windows, core::TimeUs from, core::TimeUs to);
 
 // The hour and UTC day sums of one group over every customer, for statistics of all customers.
+// Plain maps: there are few entries (groups x hours), and a restart adds every customer's history
+// in turn, so updates come in no overall time order, but in order within a customer: each map
+// remembers where it last added, and an update there or at the next entry takes no search.
+// Neither copied nor moved (those positions point into the object's own maps).
 class GroupTotals {
  public:
+  GroupTotals() = default;
+  GroupTotals(const GroupTotals&) = delete;
+  GroupTotals& operator=(const GroupTotals&) = delete;
+
   void add(core::TimeUs minute_us, const core::AggState& delta);
   // As Series::for_each, for kUsPerHour or kUsPerDay.
   template <typename F>
   void for_each(core::TimeUs unit, core::TimeUs from, core::TimeUs to, F&& f) const;
 
  private:
-  PackedSums hours_;
-  PackedSums days_;
+  using Sums = std::map<core::TimeUs, core::AggState>;
+  // The entry of `key` in `sums`, made when absent; *near is where the last one was.
+  static core::AggState& entry(Sums& sums, Sums::iterator* near, core::TimeUs key);
+
+  Sums hours_;
+  Sums days_;
+  Sums::iterator near_hour_ = hours_.end();
+  Sums::iterator near_day_ = days_.end();
 };
 
 template <typename F>
@@ -96,7 +110,10 @@ void Series::for_each(core::TimeUs unit, core::TimeUs from, core::TimeUs to, F&&
 
 template <typename F>
 void GroupTotals::for_each(core::TimeUs unit, core::TimeUs from, core::TimeUs to, F&& f) const {
-  (unit == core::kUsPerDay ? days_ : hours_).for_each(from, to, std::forward<F>(f));
+  const auto& s = unit == core::kUsPerDay ? days_ : hours_;
+  for (auto it = s.lower_bound(from); it != s.end() && it->first < to; ++it) {
+    f(it->first, it->second);
+  }
 }
 
 }  // namespace tally::engine

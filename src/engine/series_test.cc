@@ -2,6 +2,7 @@
 #include "engine/series.h"
 
 #include <random>
+#include <set>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -157,6 +158,42 @@ TEST(GroupTotals, HoldTheHourAndDaySumsOfEveryMinuteAdded) {
     t.for_each(unit, kStart, kStart + 3 * kUsPerDay, [&](TimeUs start, const AggState& st) {
       expect_same(st, f.brute(start, start + unit), "totals at " + std::to_string(start));
     });
+  }
+}
+
+TEST(GroupTotals, CustomerAfterCustomerInTimeOrderAsARestartAddsThem) {
+  // A restart adds each customer's minutes in time order, one customer after another: each
+  // customer starts again from the beginning of the totals.
+  std::mt19937_64 rng(11);
+  GroupTotals t;
+  std::vector<std::pair<TimeUs, AggState>> added;
+  for (int customer = 0; customer < 5; ++customer) {
+    TimeUs m = kStart + static_cast<TimeUs>(rng() % 300) * kUsPerMinute;
+    for (int i = 0; i < 200; ++i) {
+      m += static_cast<TimeUs>(1 + rng() % 90) * kUsPerMinute;
+      AggState d;
+      d.add(core::Decimal::from_int(customer * 1000 + i), m, static_cast<std::uint64_t>(i));
+      t.add(m, d);
+      added.emplace_back(m, d);
+    }
+  }
+  for (TimeUs unit : {kUsPerHour, kUsPerDay}) {
+    std::size_t entries = 0;
+    t.for_each(unit, kStart, kStart + 30 * kUsPerDay, [&](TimeUs start, const AggState& st) {
+      AggState want;
+      for (const auto& [m, d] : added) {
+        if (m >= start && m < start + unit) {
+          want.merge(d);
+        }
+      }
+      expect_same(st, want, "totals at " + std::to_string(start));
+      ++entries;
+    });
+    std::set<TimeUs> starts;
+    for (const auto& [m, d] : added) {
+      starts.insert(core::floor_to(m, unit));
+    }
+    EXPECT_EQ(entries, starts.size());
   }
 }
 
