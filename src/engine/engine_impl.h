@@ -300,6 +300,11 @@ struct Engine::Impl {
   const Clock* clock = nullptr;
   std::unique_ptr<store::Store> store;
   bool read_only = false;
+  // Where the aggregates are checkpointed at a clean stop (checkpoint.cc); empty without a data
+  // directory of our own (an in-memory or given store).
+  std::string checkpoint_path;
+  // Whether this open read its aggregates from a checkpoint instead of the store's records.
+  bool restored_from_checkpoint = false;
   std::string admin_key_hash;  // SHA-256 of the extra admin key, or empty
   // The meters and prices (engine/catalog.h): complete once open has loaded the stored prices,
   // never changed after, read without a lock.
@@ -400,7 +405,17 @@ struct Engine::Impl {
   // Reads sequence numbers, customers, keys, aggregates, the dedup index, wallets,
   // reservations and alerts; rebuilds the meters whose definition changed. REQUIRES: catalog.
   Status load();
+  // Every stored minute aggregate and distinct value into memory.
+  Status load_aggregates();
   Status rebuild_meter(std::uint32_t meter_index);
+  // ---- checkpoint.cc ---------------------------------------------------------------------------
+  // Writes every series and group total with what they were built from (REQUIRES: no commit can
+  // run: the commit thread stopped).
+  Status save_checkpoint() const;
+  // Reads the checkpoint into the empty aggregates when it matches the store and the meters;
+  // false (and nothing installed) when there is none or it does not match. A writer removes the
+  // file either way, before any commit, so a later crash cannot leave one that looks current.
+  bool load_checkpoint();
 
   // ---- engine.cc -----------------------------------------------------------------------------
   // Engine::open on `given_store` instead of the store the options name (null: theirs): the

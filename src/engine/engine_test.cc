@@ -2,6 +2,7 @@
 // ingest, dedup, queries across windows and zones, keys, and a randomized comparison of every
 // query with a brute-force recomputation.
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -866,6 +867,156 @@ TEST_F(EngineDiskTest, StateSurvivesReopen) {
   ASSERT_TRUE(report.has_value());
   EXPECT_TRUE(report->ok());
   EXPECT_EQ(report->events, 2u);
+}
+
+// Events over several customers, hours and days for every meter of kConfig, from `first_id` on.
+std::string checkpoint_events(int first_id, int n) {
+  std::string body = R"({"events":[)";
+  for (int i = first_id; i < first_id + n; ++i) {
+    const std::string id = std::to_string(i);
+    const std::string customer = "c" + std::to_string(i % 7);
+    char when[32];
+    std::snprintf(when, sizeof when, "2025-01-%02dT%02d:%02d:00Z", 2 + i % 15, (i * 7) % 24,
+                  (i * 13) % 60);
+    if (i != first_id) {
+      body += ",";
+    }
+    body += R"({"id":"t)" + id + R"(","customer":")" + customer + R"(","type":"tokens","time":")" +
+            when + R"(","properties":{"n":)" + std::to_string(i % 11) + "." +
+            std::to_string(i % 10) + R"(,"model":"m)" + std::to_string(i % 3) + R"("}},{"id":"a)" +
+            id + R"(","customer":")" + customer + R"(","type":"api_call","time":")" + when +
+            R"(","properties":{"service":"s)" + std::to_string(i % 4) + R"(","user":"u)" +
+            std::to_string(i % 9) + R"("}},{"id":"g)" + id + R"(","customer":")" + customer +
+            R"(","type":"gauge","time":")" + when + R"(","properties":{"count":)" +
+            std::to_string(i % 17) + "}}";
+  }
+  return body + "]}";
+}
+
+// The answers of every meter: per customer and over all of them, by hour, by day in a zone off
+// UTC by half an hour, and in total, grouped where the meter groups.
+std::string all_answers(Engine& e) {
+  std::string out;
+  for (const char* meter : {"calls", "tokens", "tokens_max", "tokens_avg", "users", "patients"}) {
+    for (const char* customer : {"", "c1", "c4"}) {
+      for (const char* window : {"", "hour", "day"}) {
+        MeterQuery q;
+        q.meter = meter;
+        q.customer = customer;
+        q.window = window;
+        q.timezone = std::string(window) == "day" ? "Asia/Kolkata" : "UTC";
+        q.from_us = at("2025-01-01T00:00:00Z");
+        q.to_us = at("2025-01-19T00:00:00Z");
+        if (std::string(meter) == "calls") {
+          q.group_by = {"service"};
+        }
+        auto r = e.query(q);
+        EXPECT_TRUE(r.has_value()) << r.error().message();
+        for (const auto& row : r->rows) {
+          out += std::string(meter) + " " + row.customer + " " +
+                 std::to_string(row.window_start_us) + " " +
+                 (row.group.empty() ? "" : row.group[0].second) + " " + row.value + "\n";
+        }
+      }
+    }
+  }
+  return out;
+}
+
+TEST_F(EngineDiskTest, ACleanStopCheckpointsTheAggregatesAndTheNextOpenReadsThem) {
+  const std::string checkpoint = dir_ + "/aggregates.checkpoint";
+  std::string answers;
+  std::uint64_t live = 0;
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(0, 600))->accepted, 1800u);
+    EXPECT_FALSE(e->stats().aggregates_from_checkpoint);
+    answers = all_answers(*e);
+    live = e->stats().aggregates_live;
+  }
+  ASSERT_NE(answers.find("tokens c4 "), std::string::npos);  // something to compare
+  ASSERT_NE(answers.find("users c1 "), std::string::npos);
+  ASSERT_TRUE(std::filesystem::exists(checkpoint));
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    EXPECT_TRUE(e->stats().aggregates_from_checkpoint);
+    EXPECT_FALSE(std::filesystem::exists(checkpoint)) << "a writer removes it as it opens";
+    EXPECT_EQ(all_answers(*e), answers);
+    EXPECT_EQ(e->stats().aggregates_live, live);
+    // What was read back takes new usage, late and current, as memory built from the store does.
+    ASSERT_EQ(e->ingest_json(checkpoint_events(600, 300))->accepted, 900u);
+    answers = all_answers(*e);
+    live = e->stats().aggregates_live;
+    auto report = e->verify();
+    ASSERT_TRUE(report.has_value());
+    EXPECT_TRUE(report->ok()) << (report->differences.empty() ? "" : report->differences[0]);
+  }
+  // The same answers from the checkpoint and from the store's records.
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    EXPECT_TRUE(e->stats().aggregates_from_checkpoint);
+    EXPECT_EQ(all_answers(*e), answers);
+  }
+  std::filesystem::remove(checkpoint);
+  auto e = open(kConfig);
+  ASSERT_TRUE(e);
+  EXPECT_FALSE(e->stats().aggregates_from_checkpoint);
+  EXPECT_EQ(all_answers(*e), answers);
+  EXPECT_EQ(e->stats().aggregates_live, live);
+}
+
+TEST_F(EngineDiskTest, AStaleOrDamagedCheckpointIsNotRead) {
+  const std::string checkpoint = dir_ + "/aggregates.checkpoint";
+  const std::string stale = dir_ + "/stale.checkpoint";
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(0, 200))->accepted, 600u);
+  }
+  std::filesystem::copy_file(checkpoint, stale);
+  std::string answers;
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(200, 100))->accepted, 300u);
+    answers = all_answers(*e);
+  }
+  // As if the last stop had been a crash after an older clean stop: the file is older than the
+  // store's sequence numbers.
+  std::filesystem::copy_file(stale, checkpoint, std::filesystem::copy_options::overwrite_existing);
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    EXPECT_FALSE(e->stats().aggregates_from_checkpoint);
+    EXPECT_EQ(all_answers(*e), answers);
+  }
+  // A byte changed in the middle.
+  ASSERT_TRUE(std::filesystem::exists(checkpoint));
+  {
+    std::FILE* f = std::fopen(checkpoint.c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    const long middle = static_cast<long>(std::filesystem::file_size(checkpoint) / 2);
+    std::fseek(f, middle, SEEK_SET);
+    const int c = std::fgetc(f);
+    std::fseek(f, middle, SEEK_SET);
+    std::fputc(c ^ 0x5A, f);
+    std::fclose(f);
+  }
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    EXPECT_FALSE(e->stats().aggregates_from_checkpoint);
+    EXPECT_EQ(all_answers(*e), answers);
+  }
+  // Cut short.
+  std::filesystem::resize_file(checkpoint, std::filesystem::file_size(checkpoint) - 40);
+  auto e = open(kConfig);
+  ASSERT_TRUE(e);
+  EXPECT_FALSE(e->stats().aggregates_from_checkpoint);
+  EXPECT_EQ(all_answers(*e), answers);
 }
 
 TEST_F(EngineDiskTest, ChangedMeterIsRebuiltFromEvents) {

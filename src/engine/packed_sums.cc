@@ -19,6 +19,7 @@
 
 #include "common/assert.h"
 #include "common/coding.h"
+#include "engine/codec.h"
 
 namespace tally::engine {
 
@@ -331,6 +332,52 @@ std::size_t PackedSums::size() const {
     n += s.entries;
   }
   return n;
+}
+
+void PackedSums::save(std::string& out) const {
+  common::put_varint(out, segments_.size());
+  for (const auto& seg : segments_) {
+    common::put_zigzag(out, seg.first);
+    common::put_zigzag(out, seg.last);
+    common::put_varint(out, seg.last_seq);
+    common::put_varint(out, seg.entries);
+    common::put_bytes(out, seg.bytes);
+  }
+  common::put_varint(out, tail_.size());
+  for (const auto& [start, state] : tail_) {
+    common::put_zigzag(out, start);
+    common::put_bytes(out, encode_agg_state(state));
+  }
+}
+
+bool PackedSums::restore(common::Reader& in) {
+  std::uint64_t n = 0;
+  if (!segments_.empty() || !tail_.empty() || !in.get_varint(&n) || n > in.remaining()) {
+    return false;
+  }
+  segments_.resize(n);
+  for (auto& seg : segments_) {
+    std::uint64_t entries = 0;
+    std::string_view bytes;
+    if (!in.get_zigzag(&seg.first) || !in.get_zigzag(&seg.last) || !in.get_varint(&seg.last_seq) ||
+        !in.get_varint(&entries) || entries == 0 || entries > kSegmentEntries * 2 ||
+        !in.get_bytes(&bytes) || seg.first > seg.last) {
+      return false;
+    }
+    seg.entries = static_cast<std::uint32_t>(entries);
+    seg.bytes.assign(bytes);
+  }
+  if (!in.get_varint(&n) || n > kTailMax) {
+    return false;
+  }
+  tail_.resize(n);
+  for (auto& [start, state] : tail_) {
+    std::string_view bytes;
+    if (!in.get_zigzag(&start) || !in.get_bytes(&bytes) || !decode_agg_state(bytes, &state)) {
+      return false;
+    }
+  }
+  return true;
 }
 
 }  // namespace tally::engine

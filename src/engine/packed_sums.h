@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/coding.h"
 #include "core/aggregate.h"
 #include "core/time.h"
 
@@ -41,6 +42,11 @@ class PackedSums {
   std::optional<core::TimeUs> first_in(core::TimeUs from, core::TimeUs to) const;
   // How many entries there are.
   std::size_t size() const;
+
+  // Appends the whole of it to `out` (a checkpoint, checkpoint.cc); restore() reads that back
+  // into an empty one, false when the bytes do not hold one.
+  void save(std::string& out) const;
+  bool restore(common::Reader& in);
 
  private:
   using Entry = std::pair<core::TimeUs, core::AggState>;

@@ -3,7 +3,9 @@
 // records of the window, prices, wallets, reservations, alerts); memory holds the same, indexed
 // for the hot paths, plus the hour and day sums the series derive from the minutes. A meter
 // whose definition changed since its aggregates were written (its stored fingerprint differs)
-// is rebuilt from the stored events first, so what is loaded always matches the events.
+// is rebuilt from the stored events first, so what is loaded always matches the events. The
+// aggregates come from the checkpoint of the last clean stop when it matches the store
+// (checkpoint.cc), else from every stored minute aggregate and distinct value.
 #include <algorithm>
 #include <map>
 
@@ -127,7 +129,42 @@ Status Engine::Impl::load() {
     }
   }
 
-  // Aggregates and distinct values.
+  // Aggregates and distinct values: from the checkpoint of the last clean stop when it matches
+  // the store, else from every stored record.
+  restored_from_checkpoint = load_checkpoint();
+  if (!restored_from_checkpoint) {
+    TALLY_TRY(load_aggregates());
+  }
+
+  // The dedup index, within the dedup window.
+  const std::int64_t window_us = config.storage.dedup_window_seconds * core::kUsPerSecond;
+  const core::TimeUs now = clock->now_us();
+  std::vector<engine::DedupEntry> entries;
+  TALLY_TRY(store->scan(store::Space::kDedup, "", "", [&](std::string_view, std::string_view v) {
+    core::TimeUs received = 0;
+    if (!engine::decode_dedup_record(v, &received, &entries)) {
+      bad = Status::corruption("a dedup record cannot be decoded");
+      return false;
+    }
+    if (window_us > 0 && received < now - window_us) {
+      return true;
+    }
+    for (const auto& e : entries) {
+      dedup.insert(e.hash, e.seq, e.customer_num);
+    }
+    return true;
+  }));
+  TALLY_TRY(bad);
+  TALLY_TRY(load_wallets());
+  TALLY_TRY(load_reservations());
+  TALLY_TRY(load_alerts());
+
+  // Customers from the config that do not exist yet are created in the first commit.
+  return Status();
+}
+
+Status Engine::Impl::load_aggregates() {
+  Status bad;
   std::unordered_map<std::string, std::uint32_t> meter_index;
   for (std::uint32_t i = 0; i < catalog->meters.size(); ++i) {
     meter_index[catalog->meters[i].spec.key] = i;
@@ -162,30 +199,6 @@ Status Engine::Impl::load() {
   }));
   TALLY_TRY(bad);
 
-  // The dedup index, within the dedup window.
-  const std::int64_t window_us = config.storage.dedup_window_seconds * core::kUsPerSecond;
-  const core::TimeUs now = clock->now_us();
-  std::vector<engine::DedupEntry> entries;
-  TALLY_TRY(store->scan(store::Space::kDedup, "", "", [&](std::string_view, std::string_view v) {
-    core::TimeUs received = 0;
-    if (!engine::decode_dedup_record(v, &received, &entries)) {
-      bad = Status::corruption("a dedup record cannot be decoded");
-      return false;
-    }
-    if (window_us > 0 && received < now - window_us) {
-      return true;
-    }
-    for (const auto& e : entries) {
-      dedup.insert(e.hash, e.seq, e.customer_num);
-    }
-    return true;
-  }));
-  TALLY_TRY(bad);
-  TALLY_TRY(load_wallets());
-  TALLY_TRY(load_reservations());
-  TALLY_TRY(load_alerts());
-
-  // Customers from the config that do not exist yet are created in the first commit.
   return Status();
 }
 

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "common/assert.h"
+#include "engine/codec.h"
 
 namespace tally::engine {
 
@@ -88,6 +89,94 @@ core::AggState& GroupTotals::entry(Sums& sums, Sums::iterator* near, core::TimeU
   }
   *near = it;
   return it->second;
+}
+
+namespace {
+
+using UniqueSets = std::map<core::TimeUs, core::UniqueSet>;
+using StateMap = std::map<core::TimeUs, core::AggState>;
+
+void save_uniques(std::string& out, const UniqueSets& sets) {
+  common::put_varint(out, sets.size());
+  for (const auto& [start, set] : sets) {
+    common::put_zigzag(out, start);
+    common::put_varint(out, set.size());
+    for (const auto& v : set) {
+      common::put_bytes(out, v);
+    }
+  }
+}
+
+bool restore_uniques(common::Reader& in, UniqueSets* sets) {
+  std::uint64_t n = 0;
+  if (!in.get_varint(&n) || n > in.remaining()) {
+    return false;
+  }
+  for (std::uint64_t i = 0; i < n; ++i) {
+    core::TimeUs start = 0;
+    std::uint64_t values = 0;
+    if (!in.get_zigzag(&start) || !in.get_varint(&values) || values > in.remaining()) {
+      return false;
+    }
+    core::UniqueSet& set = (*sets)[start];
+    for (std::uint64_t j = 0; j < values; ++j) {
+      std::string_view v;
+      if (!in.get_bytes(&v)) {
+        return false;
+      }
+      set.emplace(v);
+    }
+  }
+  return true;
+}
+
+void save_states(std::string& out, const StateMap& states) {
+  common::put_varint(out, states.size());
+  for (const auto& [start, state] : states) {
+    common::put_zigzag(out, start);
+    common::put_bytes(out, encode_agg_state(state));
+  }
+}
+
+bool restore_states(common::Reader& in, StateMap* states) {
+  std::uint64_t n = 0;
+  if (!in.get_varint(&n) || n > in.remaining()) {
+    return false;
+  }
+  for (std::uint64_t i = 0; i < n; ++i) {
+    core::TimeUs start = 0;
+    std::string_view bytes;
+    if (!in.get_zigzag(&start) || !in.get_bytes(&bytes) ||
+        !decode_agg_state(bytes, &(*states)[start])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+void Series::save(std::string& out) const {
+  minutes_.save(out);
+  hours_.save(out);
+  days_.save(out);
+  save_uniques(out, minute_uniques_);
+  save_uniques(out, hour_uniques_);
+}
+
+bool Series::restore(common::Reader& in) {
+  return minutes_.restore(in) && hours_.restore(in) && days_.restore(in) &&
+         restore_uniques(in, &minute_uniques_) && restore_uniques(in, &hour_uniques_);
+}
+
+void GroupTotals::save(std::string& out) const {
+  save_states(out, hours_);
+  save_states(out, days_);
+}
+
+bool GroupTotals::restore(common::Reader& in) {
+  return hours_.empty() && days_.empty() && restore_states(in, &hours_) &&
+         restore_states(in, &days_);
 }
 
 void GroupTotals::add(core::TimeUs minute_us, const core::AggState& delta) {

@@ -45,6 +45,11 @@ class Series {
   // The first minute with data in [from, to), if any.
   std::optional<core::TimeUs> next_minute(core::TimeUs from, core::TimeUs to) const;
 
+  // Appends the whole series to `out` (a checkpoint); restore() reads it back into an empty
+  // one, false when the bytes do not hold one.
+  void save(std::string& out) const;
+  bool restore(common::Reader& in);
+
  private:
   const PackedSums& sums(core::TimeUs unit) const {
     return unit == core::kUsPerMinute ? minutes_ : unit == core::kUsPerHour ? hours_ : days_;
@@ -88,6 +93,9 @@ class GroupTotals {
   GroupTotals& operator=(const GroupTotals&) = delete;
 
   void add(core::TimeUs minute_us, const core::AggState& delta);
+  // As Series::save and Series::restore.
+  void save(std::string& out) const;
+  bool restore(common::Reader& in);
   // As Series::for_each, for kUsPerHour or kUsPerDay.
   template <typename F>
   void for_each(core::TimeUs unit, core::TimeUs from, core::TimeUs to, F&& f) const;

@@ -515,6 +515,9 @@ std::string Api::metrics_text() const {
   counter("tally_commits_total", "Group commits written.", s.commits);
   gauge("tally_customers", "Customers known.", s.customers);
   gauge("tally_aggregates_live", "Minute aggregates held in memory.", s.aggregates_live);
+  gauge("tally_aggregates_from_checkpoint",
+        "1 when this start read the aggregates from the checkpoint of the last clean stop.",
+        s.aggregates_from_checkpoint ? 1 : 0);
   gauge("tally_ingest_pending_events", "Events queued for the next commit.", s.pending_events);
   gauge("tally_check_events_not_durable",
         "Consumptions of answered checks whose usage events are not yet durable: what a crash "
