@@ -200,10 +200,11 @@ int main(int argc, char** argv) {
   {
     const std::uint64_t rss = rss_bytes();
     const std::uint64_t live = e.stats().aggregates_live;
-    std::printf("{\"figure\":\"memory\",\"rss_mb\":%.1f,\"minute_aggregates\":%llu,"
-                "\"bytes_per_aggregate\":%.0f}\n",
-                static_cast<double>(rss) / 1e6, static_cast<unsigned long long>(live),
-                live == 0 ? 0.0 : static_cast<double>(rss) / static_cast<double>(live));
+    std::printf(
+        "{\"figure\":\"memory\",\"rss_mb\":%.1f,\"minute_aggregates\":%llu,"
+        "\"bytes_per_aggregate\":%.0f}\n",
+        static_cast<double>(rss) / 1e6, static_cast<unsigned long long>(live),
+        live == 0 ? 0.0 : static_cast<double>(rss) / static_cast<double>(live));
     std::fflush(stdout);
   }
 
