@@ -213,7 +213,7 @@ int main(int argc, char** argv) {
     tally::MeterQuery q;
     q.meter = meter;
     q.customer = customer;
-    q.window = window;
+    q.window = tally::parse_window_name(window);  // "" = none: one total row
     q.timezone = "UTC";
     q.from_us = kMonthFrom;
     q.to_us = kEnd;
@@ -236,7 +236,7 @@ int main(int argc, char** argv) {
     tally::StatsQuery q;
     q.meter = "tokens";
     q.customer = customer;
-    q.window = window;
+    q.window = tally::parse_window_name(window).value();
     q.timezone = "UTC";
     q.from_us = kMonthFrom;
     q.to_us = kEnd;

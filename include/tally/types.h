@@ -219,7 +219,7 @@ struct MeterQuery {
   std::string meter;
   TimeUs from_us = 0;
   TimeUs to_us = 0;
-  std::string window;    // "" (one total row), minute, hour, day, week, month
+  std::optional<Window> window;  // none: one total row
   std::string timezone;  // IANA; "" = the customer's zone when one customer is asked, else UTC
   std::string customer;  // "" = every customer
   std::vector<std::string> group_by;                        // a subset of the meter's group_by
@@ -240,7 +240,7 @@ struct QueryResult {
   std::string measure;  // units, cost or credits
   TimeUs from_us = 0;
   TimeUs to_us = 0;
-  std::string window;
+  std::optional<Window> window;  // as asked
   std::string timezone;
   std::vector<QueryRow> rows;
 };
@@ -350,7 +350,7 @@ struct CheckResult {
 // A percentage of a calendar limit at which an alert fires, and its level.
 struct AlertThreshold {
   std::int64_t percent = 0;
-  std::string level;  // info, warning, critical, exceeded
+  AlertLevel level = AlertLevel::kWarning;
 };
 
 // A page of customers for an operator's list (GET /v1/admin/customers).
@@ -400,8 +400,8 @@ struct WindowValue {
 struct HistoryQuery {
   std::string customer;
   std::string meter;
-  std::string window = "day";  // minute, hour, day, week, month
-  TimeUs from_us = 0;          // from = to = 0: the last `windows`, the current one included
+  Window window = Window::kDay;
+  TimeUs from_us = 0;  // from = to = 0: the last `windows`, the current one included
   TimeUs to_us = 0;
   std::uint32_t windows = 30;  // 1 to 10,000; used when from = to = 0
   std::string timezone;        // IANA; "" = the customer's zone
@@ -418,7 +418,7 @@ struct UsageHistory {
   std::string meter;
   std::string aggregation;
   std::string unit;
-  std::string window;
+  Window window = Window::kDay;
   std::string timezone;
   TimeUs from_us = 0;
   TimeUs to_us = 0;
@@ -506,7 +506,7 @@ struct TopUsage {
 struct StatsQuery {
   std::string meter;
   std::string customer;  // "" = every customer, merged per window
-  std::string window = "day";
+  Window window = Window::kDay;
   TimeUs from_us = 0;  // from = to = 0: the last 30 windows, the current one included
   TimeUs to_us = 0;
   std::string timezone;  // "" = the customer's zone with one customer, else UTC
@@ -530,7 +530,7 @@ struct MeterStats {
   std::string aggregation;
   std::string unit;
   std::string customer;  // "" = every customer
-  std::string window;
+  Window window = Window::kDay;
   std::string timezone;
   TimeUs from_us = 0;
   TimeUs to_us = 0;
@@ -594,8 +594,7 @@ struct LedgerTransaction {
   std::string id;         // "txn_<n>"
   std::uint64_t seq = 0;  // global order of transactions
   std::string customer;
-  // grant, top_up, burn, refund, adjustment, expiry, hold, release
-  std::string type;
+  LedgerType type = LedgerType::kGrant;
   std::string amount;
   std::string balance_before;
   std::string balance_after;
@@ -613,8 +612,8 @@ struct LedgerTransaction {
 };
 
 struct WalletGrant {
-  std::string id;    // the id of the transaction that created it
-  std::string type;  // grant, top_up, refund, adjustment
+  std::string id;                        // the id of the transaction that created it
+  LedgerType type = LedgerType::kGrant;  // grant, top_up, refund or adjustment
   std::string amount;
   std::string remaining;
   std::int64_t priority = 0;
@@ -638,8 +637,8 @@ struct Wallet {
 // An admin's change to a wallet: grant (promotional, default priority 0, may expire), top_up
 // (paid, default priority 100), refund (credits given back, like a top-up), adjustment (signed).
 struct WalletTransactionRequest {
-  std::string type;
-  std::string amount;  // decimal text; > 0, except adjustments (non-zero, signed)
+  LedgerType type = LedgerType::kGrant;  // grant, top_up, refund or adjustment
+  std::string amount;                    // decimal text; > 0, except adjustments (non-zero, signed)
   std::string description;
   std::int64_t priority = -1;  // -1 = the type's default
   TimeUs expires_at_us = 0;    // grant and top_up only; 0 = never
@@ -647,7 +646,7 @@ struct WalletTransactionRequest {
 
 struct LedgerQuery {
   std::string customer;
-  std::string type;  // "" = all
+  std::optional<LedgerType> type;  // none = all
   TimeUs from_us = 0;
   TimeUs to_us = 0;  // 0 = no bound
   std::uint32_t limit = 100;
@@ -671,7 +670,7 @@ struct WebhookDelivery {
   // The webhook's URL, or for email "mailto:" and the recipients joined by commas (fixed when
   // the alert fired).
   std::string url;
-  std::string status;  // "pending", "delivered", "failed"
+  DeliveryStatus status = DeliveryStatus::kPending;
   std::uint32_t attempts = 0;
   TimeUs created_at_us = 0;
   TimeUs next_attempt_at_us = 0;  // pending only
@@ -686,8 +685,8 @@ struct WebhookDelivery {
 struct Alert {
   std::string id;
   std::string customer;
-  std::string kind;   // "limit" or "low_balance"
-  std::string level;  // "info", "warning", "critical", "exceeded"
+  AlertKind kind = AlertKind::kLimit;
+  AlertLevel level = AlertLevel::kWarning;
   // kind "limit": the limit, its window and usage when the alert fired.
   std::string meter;
   std::string period;  // "month", "day", ...
@@ -702,20 +701,19 @@ struct Alert {
   std::string threshold_amount;
   std::string balance;
   TimeUs created_at_us = 0;
-  // Delivery: "pending" (some delivery not finished), "sent" (every webhook answered 2xx),
-  // "failed" (some delivery gave up), "none" (no webhook takes alert.triggered).
-  std::string status;
+  // Its deliveries together (AlertStatus): pending, sent, failed or none.
+  AlertStatus status = AlertStatus::kNone;
   bool sent = false;
   std::uint32_t delivery_attempts = 0;  // over all its deliveries
   std::vector<WebhookDelivery> deliveries;
 };
 
 struct AlertQuery {
-  std::string customer;  // "" = all
-  std::string level;     // "" = all
-  std::string status;    // "" = all; else as Alert::status
-  TimeUs from_us = 0;    // created_at >= from
-  TimeUs to_us = 0;      // created_at < to; 0 = no bound
+  std::string customer;               // "" = all
+  std::optional<AlertLevel> level;    // none = all
+  std::optional<AlertStatus> status;  // none = all
+  TimeUs from_us = 0;                 // created_at >= from
+  TimeUs to_us = 0;                   // created_at < to; 0 = no bound
   std::uint32_t limit = 100;
   std::string cursor;
 };

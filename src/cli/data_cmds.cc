@@ -154,7 +154,7 @@ bool require_config(const DataOptions& data, const char* command) {
 struct QueryCli {
   DataOptions data;
   MeterQuery q;
-  std::string from, to, group_by;
+  std::string from, to, window, group_by;
 };
 
 struct UsageCli {
@@ -184,7 +184,7 @@ void register_data(CLI::App& app) {
   query->add_option("meter", qo->q.meter, "meter key")->required();
   query->add_option("--from", qo->from, "RFC 3339 start (inclusive)");
   query->add_option("--to", qo->to, "RFC 3339 end (exclusive; default now)");
-  query->add_option("--window", qo->q.window, "minute|hour|day|week|month");
+  query->add_option("--window", qo->window, "minute|hour|day|week|month");
   query->add_option("--tz", qo->q.timezone, "IANA time zone for day/week/month windows");
   query->add_option("--customer", qo->q.customer, "one customer");
   query->add_option("--group-by", qo->group_by, "comma-separated group-by properties");
@@ -198,6 +198,14 @@ void register_data(CLI::App& app) {
     if (!parse_time_flag(qo->from, "from", &qo->q.from_us) ||
         !parse_time_flag(qo->to, "to", &qo->q.to_us)) {
       std::exit(2);
+    }
+    if (!qo->window.empty()) {
+      auto w = core::parse_window(qo->window);
+      if (!w) {
+        std::fprintf(stderr, "tally: %s\n", w.error().message().c_str());
+        std::exit(1);
+      }
+      qo->q.window = *w;
     }
     std::size_t start = 0;
     while (start < qo->group_by.size()) {

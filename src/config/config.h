@@ -135,7 +135,7 @@ struct PriceConfig {
 // [alerts]: the defaults of plans that set no alert rules of their own.
 struct AlertsConfig {
   std::vector<std::int64_t> thresholds;  // percent of each limit, ascending; [] = none
-  std::vector<std::string> levels;       // names of the thresholds; [] = core::alert_level()'s
+  std::vector<AlertLevel> levels;        // of the thresholds; [] = core::alert_level()'s
   bool has_balance_below = false;
   core::Decimal balance_below;  // a low-balance alert when a wallet drops below this
 
@@ -175,9 +175,9 @@ struct NotificationConfig {
   std::vector<std::string> to;  // fixed recipients
   bool to_customer = false;     // also the alert's customer's `email`
   std::vector<std::string> events{"alert.triggered"};
-  std::vector<std::string> levels;    // alert levels sent; [] = all
-  std::vector<std::string> kinds;     // alert kinds sent ("limit", "low_balance"); [] = all
-  std::int64_t timeout_seconds = 30;  // per attempt, the whole SMTP exchange
+  std::vector<AlertLevel> levels;                  // alert levels sent; [] = all
+  std::vector<AlertKind> kinds;                    // alert kinds sent; [] = all
+  std::int64_t timeout_seconds = 30;               // per attempt, the whole SMTP exchange
   std::int64_t retry_for_seconds = 3 * 86'400;     // then the delivery fails
   std::int64_t retry_backoff_seconds = 10;         // before the first retry; doubles
   std::int64_t retry_backoff_max_seconds = 3'600;  // the longest wait between attempts

@@ -960,7 +960,7 @@ to = ["b@example.com"]
   EXPECT_FALSE(c.notifications[0].starttls);
   EXPECT_EQ(c.notifications[0].password_env, "TALLY_SMTP_PASSWORD");
   EXPECT_TRUE(c.notifications[0].to_customer);
-  EXPECT_EQ(c.notifications[0].kinds, (std::vector<std::string>{"limit"}));
+  EXPECT_EQ(c.notifications[0].kinds, (std::vector<AlertKind>{AlertKind::kLimit}));
   EXPECT_EQ(c.notifications[0].retry_backoff_max_seconds, 60);
   EXPECT_FALSE(c.notifications[1].starttls);
   EXPECT_TRUE(

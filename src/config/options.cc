@@ -50,18 +50,6 @@ bool same_match(std::vector<std::pair<std::string, std::string>> a,
 
 namespace {
 
-// Alert level names must be known ones.
-Status check_alert_levels(const std::vector<std::string>& levels) {
-  for (const auto& l : levels) {
-    if (std::find(std::begin(core::kAlertLevels), std::end(core::kAlertLevels), l) ==
-        std::end(core::kAlertLevels)) {
-      return Status::invalid_argument(
-          "'" + l + "' is not an alert level (info, warning, critical, exceeded)");
-    }
-  }
-  return Status();
-}
-
 // Setters named by the field they fill, so most rows of the table need no code of their own
 // (after Redis's standardConfig): `field<&ServerConfig::threads>` stores the value read for
 // the row's Kind in ServerConfig::threads, converted to the field's type; a path of member
@@ -130,6 +118,37 @@ Status checked_field(ClassOf<M>& target, Value&& v) {
   using F = std::remove_reference_t<decltype(member<M, Rest...>(target))>;
   TALLY_TRY(Check(value_for<F>(v)));
   return field<M, Rest...>(target, std::move(v));
+}
+
+// A list of a closed set's texts (include/tally/types.h), each read by `parse`; an unknown text
+// is refused with "'x' is not <what> (<texts>)".
+template <auto Parse, auto M>
+Status enum_list_field(ClassOf<M>& target, Value&& v, std::string_view what,
+                       std::string_view texts) {
+  auto& out = target.*M;
+  out.clear();
+  for (const auto& text : v.list) {
+    const auto e = Parse(text);
+    if (!e) {
+      out.clear();
+      return Status::invalid_argument("'" + text + "' is not " + std::string(what) + " (" +
+                                      std::string(texts) + ")");
+    }
+    out.push_back(*e);
+  }
+  return Status();
+}
+
+template <auto M>
+Status alert_levels_field(ClassOf<M>& target, Value&& v) {
+  return enum_list_field<parse_alert_level, M>(target, std::move(v), "an alert level",
+                                               "info, warning, critical, exceeded");
+}
+
+template <auto M>
+Status alert_kinds_field(ClassOf<M>& target, Value&& v) {
+  return enum_list_field<parse_alert_kind, M>(target, std::move(v), "an alert kind",
+                                              "limit, low_balance");
 }
 
 // A non-negative decimal amount, given as text.
@@ -436,7 +455,7 @@ constexpr Option<core::Plan> kPlanTable[] = {
      "Names of the alert thresholds, one per threshold: `info`, `warning`, `critical` or "
      "`exceeded`. Without them, a threshold of 100 or more is `exceeded`, the highest below 100 "
      "is `critical` when two or more are below 100, and the rest are `warning`.",
-     checked_field<check_alert_levels, &core::Plan::alert_levels>},
+     alert_levels_field<&core::Plan::alert_levels>},
     {"alert_balance_below", Kind::kAmount, 0, 0, false, "",
      "A `low_balance` alert when the customer's wallet drops below this many credits (once per "
      "drop: it fires again only after the balance has been at or above it). Overrides "
@@ -459,7 +478,7 @@ constexpr Option<AlertsConfig> kAlertsTable[] = {
      field<&AlertsConfig::thresholds>},
     {"levels", Kind::kStringList, 0, 1000, false, "",
      "Names of `thresholds`, as the plans' `alert_levels`.",
-     checked_field<check_alert_levels, &AlertsConfig::levels>},
+     alert_levels_field<&AlertsConfig::levels>},
     {"balance_below", Kind::kAmount, 0, 0, false, "",
      "A `low_balance` alert when a wallet drops below this many credits, for plans without "
      "`alert_balance_below`; none when unset.",
@@ -521,7 +540,6 @@ constexpr Option<WebhookConfig> kWebhookTable[] = {
 };
 
 // The alert kinds a notification may subscribe to.
-constexpr std::string_view kAlertKinds[] = {"limit", "low_balance"};
 
 Status check_addresses(const std::vector<std::string>& list) {
   for (const auto& a : list) {
@@ -605,30 +623,10 @@ constexpr Option<NotificationConfig> kNotificationTable[] = {
      }},
     {"levels", Kind::kStringList, 0, 4, false, "[]",
      "The alert levels sent (`info`, `warning`, `critical`, `exceeded`); [] = all.",
-     [](NotificationConfig& n, Value&& v) {
-       for (const auto& l : v.list) {
-         if (std::find(std::begin(core::kAlertLevels), std::end(core::kAlertLevels), l) ==
-             std::end(core::kAlertLevels)) {
-           return Status::invalid_argument("'" + l +
-                                           "' is not an alert level (info, warning, critical, "
-                                           "exceeded)");
-         }
-       }
-       n.levels = std::move(v.list);
-       return Status();
-     }},
+     alert_levels_field<&NotificationConfig::levels>},
     {"kinds", Kind::kStringList, 0, 2, false, "[]",
      "The alert kinds sent (`limit`, `low_balance`); [] = all.",
-     [](NotificationConfig& n, Value&& v) {
-       for (const auto& k : v.list) {
-         if (std::find(std::begin(kAlertKinds), std::end(kAlertKinds), k) ==
-             std::end(kAlertKinds)) {
-           return Status::invalid_argument("'" + k + "' is not an alert kind (limit, low_balance)");
-         }
-       }
-       n.kinds = std::move(v.list);
-       return Status();
-     }},
+     alert_kinds_field<&NotificationConfig::kinds>},
     {"timeout", Kind::kDuration, 1, 300, false, R"("30s")",
      "How long one attempt (connect, TLS, AUTH, the message) may take before it counts as "
      "failed.",

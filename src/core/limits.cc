@@ -154,13 +154,13 @@ std::int64_t decimal_ceil_int(const Decimal& d) {
   return static_cast<std::int64_t>(q);
 }
 
-std::string_view alert_level(const std::vector<std::int64_t>& thresholds,
-                             const std::vector<std::string>& levels, std::size_t i) {
+AlertLevel alert_level(const std::vector<std::int64_t>& thresholds,
+                       const std::vector<AlertLevel>& levels, std::size_t i) {
   if (i < levels.size()) {
     return levels[i];
   }
   if (thresholds[i] >= 100) {
-    return "exceeded";
+    return AlertLevel::kExceeded;
   }
   std::size_t below = 0;
   std::int64_t highest_below = 0;
@@ -170,7 +170,8 @@ std::string_view alert_level(const std::vector<std::int64_t>& thresholds,
       highest_below = std::max(highest_below, t);
     }
   }
-  return below >= 2 && thresholds[i] == highest_below ? "critical" : "warning";
+  return below >= 2 && thresholds[i] == highest_below ? AlertLevel::kCritical
+                                                      : AlertLevel::kWarning;
 }
 
 bool threshold_reached(const Decimal& used, const Decimal& limit, std::int64_t percent) {

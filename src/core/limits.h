@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <tally/status.h>
+#include <tally/types.h>
 
 #include "core/decimal.h"
 #include "core/time.h"
@@ -62,7 +63,7 @@ struct Plan {
   std::vector<std::string> features;
   std::vector<LimitRule> limits;
   std::vector<std::int64_t> alert_thresholds;  // percent of each limit, ascending; [] = [alerts]'s
-  std::vector<std::string> alert_levels;       // names of the thresholds; [] = alert_level()'s
+  std::vector<AlertLevel> alert_levels;        // of the thresholds; [] = alert_level()'s
   bool has_alert_balance_below = false;        // false = [alerts] balance_below applies
   Decimal alert_balance_below;                 // a low-balance alert below this many credits
   bool prepaid = false;  // checks also need credits in the wallet for the estimated cost
@@ -192,15 +193,12 @@ WindowDecision window_decide(const WindowCount& count, std::int64_t limit, TimeU
 
 // ---- alerts ---------------------------------------------------------------------------------
 
-// The names an alert level may have, least urgent first.
-inline constexpr std::string_view kAlertLevels[] = {"info", "warning", "critical", "exceeded"};
-
 // The level of threshold `i` of ascending `thresholds` (percent of a limit): `levels[i]` when
-// levels are given; otherwise "exceeded" at 100 or more, "critical" for the highest threshold
-// below 100 when two or more are below it, and "warning" for the rest. So [50, 80, 95] names
-// warning, warning, critical and [75, 90, 100] warning, critical, exceeded.
-std::string_view alert_level(const std::vector<std::int64_t>& thresholds,
-                             const std::vector<std::string>& levels, std::size_t i);
+// levels are given; otherwise "exceeded" at 100 or more, "critical" for the highest threshold below
+// 100 when two or more are below it, and "warning" for the rest. So [50, 80, 95] names warning,
+// warning, critical and [75, 90, 100] warning, critical, exceeded.
+AlertLevel alert_level(const std::vector<std::int64_t>& thresholds,
+                       const std::vector<AlertLevel>& levels, std::size_t i);
 
 // Whether `used` has reached `percent` percent of `limit` (used x 100 >= percent x limit,
 // exactly). A limit of zero or less is reached by any use.

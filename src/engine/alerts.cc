@@ -38,7 +38,8 @@ bool webhook_takes(const config::WebhookConfig& w, std::string_view event) {
                      [&](const std::string& e) { return e == "*" || e == event; });
 }
 
-bool contains(const std::vector<std::string>& list, std::string_view value) {
+template <typename T, typename V>
+bool contains(const std::vector<T>& list, const V& value) {
   return std::find(list.begin(), list.end(), value) != list.end();
 }
 
@@ -74,11 +75,14 @@ void summarise(Alert& a, const std::vector<const WebhookDelivery*>& deliveries) 
   bool failed = false;
   for (const WebhookDelivery* d : deliveries) {
     a.delivery_attempts += d->attempts;
-    pending = pending || d->status == "pending";
-    failed = failed || d->status == "failed";
+    pending = pending || d->status == DeliveryStatus::kPending;
+    failed = failed || d->status == DeliveryStatus::kFailed;
   }
-  a.status = deliveries.empty() ? "none" : pending ? "pending" : failed ? "failed" : "sent";
-  a.sent = a.status == "sent";
+  a.status = deliveries.empty() ? AlertStatus::kNone
+             : pending          ? AlertStatus::kPending
+             : failed           ? AlertStatus::kFailed
+                                : AlertStatus::kSent;
+  a.sent = a.status == AlertStatus::kSent;
 }
 
 }  // namespace
@@ -118,9 +122,9 @@ Status Engine::Impl::load_alerts() {
                           if (a != alert_nums.end()) {
                             alert_records[a->second].deliveries.push_back(num);
                           }
-                          if (d.status == "pending") {
+                          if (d.status == DeliveryStatus::kPending) {
                             pending_deliveries.insert(num);
-                          } else if (d.status == "failed") {
+                          } else if (d.status == DeliveryStatus::kFailed) {
                             ++deliveries_failed;
                           }
                           delivery_nums.emplace(d.id, num);
@@ -137,7 +141,7 @@ Status Engine::Impl::load_alerts() {
                           return true;
                         }));
   for (const auto& [num, e] : alert_records) {
-    if (e.alert.kind != "limit") {
+    if (e.alert.kind != AlertKind::kLimit) {
       continue;
     }
     auto c = customer_nums.find(e.alert.customer);
@@ -216,7 +220,7 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
       const bool own = plan != nullptr && !plan->alert_thresholds.empty();
       const std::vector<std::int64_t>& thresholds =
           own ? plan->alert_thresholds : config.alerts.thresholds;
-      const std::vector<std::string>& levels = own ? plan->alert_levels : config.alerts.levels;
+      const std::vector<AlertLevel>& levels = own ? plan->alert_levels : config.alerts.levels;
       if (thresholds.empty()) {
         continue;
       }
@@ -236,8 +240,8 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
           fired_now.push_back(std::move(key));
           Alert a;
           a.customer = cs.record.id;
-          a.kind = "limit";
-          a.level = std::string(core::alert_level(thresholds, levels, i));
+          a.kind = AlertKind::kLimit;
+          a.level = core::alert_level(thresholds, levels, i);
           a.meter = rule.meter;
           a.period = period;
           a.limit = u.rule->rule_text;
@@ -273,8 +277,8 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
       if (low) {
         Alert a;
         a.customer = cit->second.record.id;
-        a.kind = "low_balance";
-        a.level = balance.units <= 0 ? "exceeded" : "warning";
+        a.kind = AlertKind::kLowBalance;
+        a.level = balance.units <= 0 ? AlertLevel::kExceeded : AlertLevel::kWarning;
         a.threshold_amount = core::format_decimal(below);
         a.balance = core::format_decimal(balance);
         add(std::move(a), cit->second.record.email);
@@ -301,7 +305,7 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
       d.event = std::string(kAlertEvent);
       d.webhook = w;
       d.url = config.webhooks[w].url;
-      d.status = "pending";
+      d.status = DeliveryStatus::kPending;
       d.created_at_us = now;
       d.next_attempt_at_us = now;
       const std::uint64_t num = next_delivery + deliveries.size();
@@ -323,7 +327,7 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
       d.event = std::string(kAlertEvent);
       d.webhook = n;  // the index in [[notifications]]; the url's scheme tells them apart
       d.url = std::move(url);
-      d.status = "pending";
+      d.status = DeliveryStatus::kPending;
       d.created_at_us = now;
       d.next_attempt_at_us = now;
       const std::uint64_t num = next_delivery + deliveries.size();
@@ -383,14 +387,6 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
 
 Result<AlertPage> Engine::alerts(const AlertQuery& q) const {
   const Impl& d = *impl_;
-  if (!q.level.empty() && std::find(std::begin(core::kAlertLevels), std::end(core::kAlertLevels),
-                                    q.level) == std::end(core::kAlertLevels)) {
-    return Status::invalid_argument("level must be info, warning, critical or exceeded");
-  }
-  if (!q.status.empty() && q.status != "pending" && q.status != "sent" && q.status != "failed" &&
-      q.status != "none") {
-    return Status::invalid_argument("status must be pending, sent, failed or none");
-  }
   std::uint64_t after = 0;
   TALLY_TRY(engine::parse_cursor(q.cursor, &after));
   if (!q.customer.empty()) {
@@ -405,9 +401,8 @@ Result<AlertPage> Engine::alerts(const AlertQuery& q) const {
   std::lock_guard lock(d.alerts_mutex);
   for (auto it = d.alert_records.upper_bound(after); it != d.alert_records.end(); ++it) {
     const Alert& a = it->second.alert;
-    if ((!q.customer.empty() && a.customer != q.customer) ||
-        (!q.level.empty() && a.level != q.level) || a.created_at_us < q.from_us ||
-        (q.to_us != 0 && a.created_at_us >= q.to_us)) {
+    if ((!q.customer.empty() && a.customer != q.customer) || (q.level && a.level != *q.level) ||
+        a.created_at_us < q.from_us || (q.to_us != 0 && a.created_at_us >= q.to_us)) {
       continue;
     }
     std::vector<const WebhookDelivery*> ds;
@@ -416,7 +411,7 @@ Result<AlertPage> Engine::alerts(const AlertQuery& q) const {
     }
     Alert out = a;
     summarise(out, ds);
-    if (!q.status.empty() && out.status != q.status) {
+    if (q.status && out.status != *q.status) {
       continue;
     }
     if (page.alerts.size() == limit) {
@@ -491,20 +486,20 @@ Status Engine::record_delivery_attempt(const DeliveryAttempt& attempt) {
           return Status::not_found("delivery '" + attempt.delivery_id + "' does not exist");
         }
         WebhookDelivery w = d.delivery_records.at(n->second);
-        if (w.status != "pending") {
+        if (w.status != DeliveryStatus::kPending) {
           return Status::already_exists("delivery '" + attempt.delivery_id + "' is already " +
-                                        w.status);
+                                        std::string(to_string(w.status)));
         }
         ++w.attempts;
         w.last_attempt_at_us = attempt.at_us;
         w.last_status_code = attempt.status_code;
         w.last_error = attempt.error;
         if (attempt.delivered) {
-          w.status = "delivered";
+          w.status = DeliveryStatus::kDelivered;
           w.delivered_at_us = attempt.at_us;
           w.next_attempt_at_us = 0;
         } else if (attempt.next_attempt_at_us == 0) {
-          w.status = "failed";
+          w.status = DeliveryStatus::kFailed;
           w.next_attempt_at_us = 0;
         } else {
           w.next_attempt_at_us = attempt.next_attempt_at_us;
@@ -516,13 +511,13 @@ Status Engine::record_delivery_attempt(const DeliveryAttempt& attempt) {
       [&d, updated]() {
         std::lock_guard lock(d.alerts_mutex);
         const auto& [num, w] = *updated;
-        if (w.status != "pending") {
+        if (w.status != DeliveryStatus::kPending) {
           d.pending_deliveries.erase(num);
         }
-        if (w.status != "delivered") {
+        if (w.status != DeliveryStatus::kDelivered) {
           ++d.delivery_attempts_failed;
         }
-        if (w.status == "failed") {
+        if (w.status == DeliveryStatus::kFailed) {
           ++d.deliveries_failed;
         }
         d.delivery_records[num] = w;

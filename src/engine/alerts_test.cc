@@ -100,10 +100,10 @@ TEST_F(AlertsTest, OneBatchOverSeveralThresholdsFiresEachOnceLowestFirst) {
   auto a = alerts(*e);
   ASSERT_EQ(a.size(), 3u);
   const std::int64_t expected[] = {50, 80, 95};
-  const char* levels[] = {"warning", "warning", "critical"};
+  const AlertLevel levels[] = {AlertLevel::kWarning, AlertLevel::kWarning, AlertLevel::kCritical};
   for (std::size_t i = 0; i < 3; ++i) {
     EXPECT_EQ(a[i].customer, "acme");
-    EXPECT_EQ(a[i].kind, "limit");
+    EXPECT_EQ(a[i].kind, AlertKind::kLimit);
     EXPECT_EQ(a[i].meter, "calls");
     EXPECT_EQ(a[i].period, "month");
     EXPECT_EQ(a[i].limit, "calls per month");
@@ -114,7 +114,7 @@ TEST_F(AlertsTest, OneBatchOverSeveralThresholdsFiresEachOnceLowestFirst) {
     EXPECT_EQ(a[i].percent, "96.00");
     EXPECT_EQ(a[i].window_start_us, at("2025-03-01T00:00:00Z"));
     EXPECT_EQ(a[i].window_end_us, at("2025-04-01T00:00:00Z"));
-    EXPECT_EQ(a[i].status, "pending");  // the webhook is never reached in this test
+    EXPECT_EQ(a[i].status, AlertStatus::kPending);  // the webhook is never reached in this test
     EXPECT_FALSE(a[i].sent);
     ASSERT_EQ(a[i].deliveries.size(), 1u);
     EXPECT_EQ(a[i].deliveries[0].url, "http://127.0.0.1:9/hook");
@@ -146,20 +146,20 @@ TEST_F(AlertsTest, LevelsFollowThe004ThresholdsAndChecksFireThem) {
   e->flush();
   auto a = alerts(*e);
   ASSERT_EQ(a.size(), 3u);
-  EXPECT_EQ(a[0].level, "warning");
-  EXPECT_EQ(a[1].level, "critical");
-  EXPECT_EQ(a[2].level, "exceeded");
+  EXPECT_EQ(a[0].level, AlertLevel::kWarning);
+  EXPECT_EQ(a[1].level, AlertLevel::kCritical);
+  EXPECT_EQ(a[2].level, AlertLevel::kExceeded);
   EXPECT_EQ(a[2].threshold_percent, 100);
   EXPECT_EQ(a[2].used, "20");
   // Filters.
   AlertQuery q;
-  q.level = "exceeded";
+  q.level = AlertLevel::kExceeded;
   ASSERT_EQ(alerts(*e, q).size(), 1u);
   q = {};
   q.customer = "clinic";
-  q.status = "pending";
+  q.status = AlertStatus::kPending;
   EXPECT_EQ(alerts(*e, q).size(), 3u);
-  q.status = "sent";
+  q.status = AlertStatus::kSent;
   EXPECT_TRUE(alerts(*e, q).empty());
 }
 
@@ -206,7 +206,7 @@ TEST_F(AlertsTest, NothingFiresTwiceAcrossARestartAndTheOutboxKeepsAttempts) {
   ok.at_us = clock_.now_us();
   ASSERT_TRUE(e->record_delivery_attempt(ok).ok());
   a = alerts(*e);
-  EXPECT_EQ(a[0].status, "sent");
+  EXPECT_EQ(a[0].status, AlertStatus::kSent);
   EXPECT_TRUE(a[0].sent);
   EXPECT_EQ(a[0].delivery_attempts, 2u);
   // A second report of a finished delivery changes nothing.
@@ -229,15 +229,15 @@ TEST_F(AlertsTest, AFailedDeliveryFailsItsAlert) {
   gave_up.at_us = clock_.now_us();
   ASSERT_TRUE(e->record_delivery_attempt(gave_up).ok());  // next_attempt 0: give up
   a = alerts(*e);
-  EXPECT_EQ(a[0].status, "failed");
-  EXPECT_EQ(a[0].deliveries[0].status, "failed");
+  EXPECT_EQ(a[0].status, AlertStatus::kFailed);
+  EXPECT_EQ(a[0].deliveries[0].status, DeliveryStatus::kFailed);
 }
 
 TEST_F(AlertsTest, LowBalanceFiresOncePerDrop) {
   auto e = open();
   customer(*e, "acme", "wallet");
   WalletTransactionRequest top_up;
-  top_up.type = "top_up";
+  top_up.type = LedgerType::kTopUp;
   top_up.amount = "15";
   ASSERT_TRUE(e->wallet_transaction("acme", top_up).has_value());
   e->flush();
@@ -245,8 +245,8 @@ TEST_F(AlertsTest, LowBalanceFiresOncePerDrop) {
   calls(*e, "acme", 6);  // 9 credits left: below 10
   auto a = alerts(*e);
   ASSERT_EQ(a.size(), 1u);
-  EXPECT_EQ(a[0].kind, "low_balance");
-  EXPECT_EQ(a[0].level, "warning");
+  EXPECT_EQ(a[0].kind, AlertKind::kLowBalance);
+  EXPECT_EQ(a[0].level, AlertLevel::kWarning);
   EXPECT_EQ(a[0].balance, "9");
   EXPECT_EQ(a[0].threshold_amount, "10");
   calls(*e, "acme", 2, 6);  // still low: nothing new
@@ -256,14 +256,14 @@ TEST_F(AlertsTest, LowBalanceFiresOncePerDrop) {
   calls(*e, "acme", 13, 8);  // 9 again
   a = alerts(*e);
   ASSERT_EQ(a.size(), 2u);
-  EXPECT_EQ(a[1].kind, "low_balance");
+  EXPECT_EQ(a[1].kind, AlertKind::kLowBalance);
   // [alerts] thresholds apply to a plan without its own: 100% of 30 calls a day.
   calls(*e, "acme", 9, 21);
   a = alerts(*e);
   ASSERT_EQ(a.size(), 3u);
-  EXPECT_EQ(a[2].kind, "limit");
+  EXPECT_EQ(a[2].kind, AlertKind::kLimit);
   EXPECT_EQ(a[2].threshold_percent, 100);
-  EXPECT_EQ(a[2].level, "exceeded");
+  EXPECT_EQ(a[2].level, AlertLevel::kExceeded);
   EXPECT_EQ(a[2].period, "day");
 }
 
@@ -271,12 +271,6 @@ TEST_F(AlertsTest, QueriesRefuseBadArguments) {
   auto e = open();
   customer(*e, "acme", "basic");
   AlertQuery q;
-  q.level = "loud";
-  EXPECT_EQ(e->alerts(q).error().code(), StatusCode::kInvalidArgument);
-  q = {};
-  q.status = "maybe";
-  EXPECT_EQ(e->alerts(q).error().code(), StatusCode::kInvalidArgument);
-  q = {};
   q.cursor = "x1";
   EXPECT_EQ(e->alerts(q).error().code(), StatusCode::kInvalidArgument);
   q = {};

@@ -101,7 +101,7 @@ class ArchiveTest : public EngineDirTest {
     c.id = "acme";
     ASSERT_TRUE(e.create_customer(c).has_value());
     WalletTransactionRequest r;
-    r.type = "top_up";
+    r.type = LedgerType::kTopUp;
     r.amount = "1000";
     ASSERT_TRUE(e.wallet_transaction("acme", r).has_value());
     ingest(e, "{\"events\":[" + event("a1", "acme", "2025-01-10T10:00:00Z") + "," +
@@ -120,7 +120,7 @@ class ArchiveTest : public EngineDirTest {
     q.meter = meter;
     q.from_us = at("2025-01-01T00:00:00Z");
     q.to_us = at("2025-04-01T00:00:00Z");
-    q.window = "minute";
+    q.window = Window::kMinute;
     q.measure = measure;
     auto r = e.query(q);
     EXPECT_TRUE(r.has_value()) << r.error().message();

@@ -68,7 +68,7 @@ TEST_F(AuditTest, EveryOperatorActionIsAuditedWithItsActor) {
   suspend.name = "Acme Inc";
   ASSERT_TRUE(e->update_customer("acme", suspend, "key_ops1").has_value());
   WalletTransactionRequest top;
-  top.type = "top_up";
+  top.type = LedgerType::kTopUp;
   top.amount = "25";
   auto t = e->wallet_transaction("acme", top, "key_ops2");
   ASSERT_TRUE(t.has_value()) << t.error().message();

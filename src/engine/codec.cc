@@ -493,7 +493,7 @@ void put_decimal(std::string& out, core::Decimal d) {
 namespace {
 void put_ledger_record(std::string& out, const LedgerRecord& t) {
   put_varint(out, t.seq);
-  put_bytes(out, t.type);
+  put_bytes(out, to_string(t.type));
   put_decimal(out, t.amount);
   put_decimal(out, t.before);
   put_decimal(out, t.after);
@@ -522,7 +522,11 @@ bool get_ledger_record(Reader& r, std::uint8_t version, LedgerRecord* t) {
         !r.get_zigzag(&t->period_end_us)))) {
     return false;
   }
-  t->type = type;
+  const std::optional<LedgerType> known = parse_ledger_type(type);
+  if (!known) {
+    return false;  // a type Tally never writes: the block is damaged
+  }
+  t->type = *known;
   t->event_id = event_id;
   t->reservation_id = reservation_id;
   t->description = description;
@@ -543,7 +547,7 @@ LedgerTransaction to_transaction(const LedgerRecord& r) {
     t.grant_id = "txn_" + std::to_string(r.grant_seq);
   }
   t.reservation_id = r.reservation_id;
-  if (r.type == "hold" || r.type == "release") {
+  if (r.type == LedgerType::kHold || r.type == LedgerType::kRelease) {
     t.held = core::format_decimal(r.held);
   }
   t.period_start_us = r.period_start_us;
@@ -600,7 +604,7 @@ std::string encode_wallet(const WalletRecord& w) {
   put_varint(out, w.grants.size());
   for (const auto& g : w.grants) {
     put_varint(out, g.txn_seq);
-    put_bytes(out, g.type);
+    put_bytes(out, to_string(g.type));
     put_decimal(out, g.amount);
     put_decimal(out, g.remaining);
     put_zigzag(out, g.priority);
@@ -638,7 +642,11 @@ bool decode_wallet(std::string_view value, WalletRecord* w) {
         !r.get_zigzag(&g.expires_us) || !r.get_zigzag(&g.created_us)) {
       return false;
     }
-    g.type = type;
+    const std::optional<LedgerType> known = parse_ledger_type(type);
+    if (!known) {
+      return false;  // a type Tally never writes: the snapshot is damaged
+    }
+    g.type = *known;
   }
   if (!r.get_varint(&n) || n > 10'000'000 || n > r.remaining() / kHoldBytesMin) {
     return false;
@@ -961,6 +969,17 @@ bool get_string(Reader& r, std::string* out) {
   return true;
 }
 
+// A closed set's stored text: false (damage) for a text no Tally writes.
+template <typename E>
+bool get_enum(std::string_view text, std::optional<E> (*parse)(std::string_view), E* out) {
+  const std::optional<E> v = parse(text);
+  if (!v) {
+    return false;
+  }
+  *out = *v;
+  return true;
+}
+
 bool get_int(Reader& r, std::int64_t* out) {
   return r.get_zigzag(out);
 }
@@ -993,9 +1012,12 @@ std::string balance_low_key(std::uint32_t customer_num) {
 std::string encode_alert(const Alert& a) {
   std::string out;
   out += static_cast<char>(kRecordVersion);
-  for (const std::string* s :
-       {&a.id, &a.customer, &a.kind, &a.level, &a.meter, &a.period, &a.limit, &a.limit_amount,
-        &a.used, &a.percent, &a.threshold_amount, &a.balance}) {
+  put_bytes(out, a.id);
+  put_bytes(out, a.customer);
+  put_bytes(out, to_string(a.kind));
+  put_bytes(out, to_string(a.level));
+  for (const std::string* s : {&a.meter, &a.period, &a.limit, &a.limit_amount, &a.used, &a.percent,
+                               &a.threshold_amount, &a.balance}) {
     put_bytes(out, *s);
   }
   for (std::int64_t v :
@@ -1011,9 +1033,14 @@ bool decode_alert(std::string_view value, Alert* a) {
   if (!r.get_u8(&version) || version != kRecordVersion) {
     return false;
   }
-  for (std::string* s :
-       {&a->id, &a->customer, &a->kind, &a->level, &a->meter, &a->period, &a->limit,
-        &a->limit_amount, &a->used, &a->percent, &a->threshold_amount, &a->balance}) {
+  std::string_view kind, level;
+  if (!get_string(r, &a->id) || !get_string(r, &a->customer) || !r.get_bytes(&kind) ||
+      !r.get_bytes(&level) || !get_enum(kind, parse_alert_kind, &a->kind) ||
+      !get_enum(level, parse_alert_level, &a->level)) {
+    return false;
+  }
+  for (std::string* s : {&a->meter, &a->period, &a->limit, &a->limit_amount, &a->used, &a->percent,
+                         &a->threshold_amount, &a->balance}) {
     if (!get_string(r, s)) {
       return false;
     }
@@ -1030,9 +1057,11 @@ bool decode_alert(std::string_view value, Alert* a) {
 std::string encode_delivery(const WebhookDelivery& d) {
   std::string out;
   out += static_cast<char>(kRecordVersion);
-  for (const std::string* s : {&d.id, &d.alert_id, &d.event, &d.url, &d.status, &d.last_error}) {
+  for (const std::string* s : {&d.id, &d.alert_id, &d.event, &d.url}) {
     put_bytes(out, *s);
   }
+  put_bytes(out, to_string(d.status));
+  put_bytes(out, d.last_error);
   put_varint(out, d.webhook);
   put_varint(out, d.attempts);
   for (std::int64_t v : {d.created_at_us, d.next_attempt_at_us, d.last_attempt_at_us,
@@ -1048,10 +1077,15 @@ bool decode_delivery(std::string_view value, WebhookDelivery* d) {
   if (!r.get_u8(&version) || version != kRecordVersion) {
     return false;
   }
-  for (std::string* s : {&d->id, &d->alert_id, &d->event, &d->url, &d->status, &d->last_error}) {
+  for (std::string* s : {&d->id, &d->alert_id, &d->event, &d->url}) {
     if (!get_string(r, s)) {
       return false;
     }
+  }
+  std::string_view status;
+  if (!r.get_bytes(&status) || !get_enum(status, parse_delivery_status, &d->status) ||
+      !get_string(r, &d->last_error)) {
+    return false;
   }
   std::int64_t status_code = 0;
   if (!get_u32(r, &d->webhook) || !get_u32(r, &d->attempts)) {

@@ -182,7 +182,7 @@ std::string ledger_key(std::uint32_t customer_num, std::uint64_t last_txn_seq);
 // A transaction as stored: amounts as Decimals (formatted only when read through the API).
 struct LedgerRecord {
   std::uint64_t seq = 0;
-  std::string type;
+  LedgerType type = LedgerType::kGrant;  // stored as its text (to_string)
   core::Decimal amount;
   core::Decimal before;
   core::Decimal after;
@@ -210,8 +210,8 @@ bool decode_ledger_block(std::string_view value, const std::function<void(Ledger
 // Wallet snapshots (Space::kMeta, key wallet_key(num)): the state the ledger leads to, so start-up
 // need not replay every transaction.
 struct GrantRecord {
-  std::uint64_t txn_seq = 0;  // the transaction that created it
-  std::string type;
+  std::uint64_t txn_seq = 0;             // the transaction that created it
+  LedgerType type = LedgerType::kGrant;  // stored as its text (to_string)
   core::Decimal amount;
   core::Decimal remaining;
   std::int64_t priority = 0;

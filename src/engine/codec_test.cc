@@ -72,13 +72,13 @@ TEST(CodecTest, WalletWithMoreGrantsOrHoldsThanBytesIsRefused) {
   full.balance = core::Decimal::from_int(99);
   full.transactions = 2;
   full.last_txn_seq = 6;
-  full.grants.push_back(
-      {5, "top_up", core::Decimal::from_int(100), core::Decimal::from_int(99), 100, 0, 1});
+  full.grants.push_back({5, LedgerType::kTopUp, core::Decimal::from_int(100),
+                         core::Decimal::from_int(99), 100, 0, 1});
   full.holds.emplace_back("res_1", core::Decimal::from_int(5));
   const std::string value = encode_wallet(full);
   ASSERT_TRUE(decode_wallet(value, &w));
   ASSERT_EQ(w.grants.size(), 1u);
-  EXPECT_EQ(w.grants[0].type, "top_up");
+  EXPECT_EQ(w.grants[0].type, LedgerType::kTopUp);
   EXPECT_EQ(w.grants[0].remaining, core::Decimal::from_int(99));
   ASSERT_EQ(w.holds.size(), 1u);
   EXPECT_EQ(w.holds[0].first, "res_1");
@@ -281,15 +281,73 @@ TEST(CodecTest, RerateRecordsRoundTrip) {
   EXPECT_EQ(rerate_key(1, 2).size(), kRerateKeyPrefix.size() + 12);
 }
 
+// The closed sets are stored as their texts (docs/storage.md): a text no Tally writes is damage,
+// refused like a record cut short, never read as some default value.
+std::string with_text_replaced(std::string value, std::string_view from, std::string_view to) {
+  const std::size_t at = value.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  EXPECT_EQ(from.size(), to.size());
+  if (at != std::string::npos) {
+    value.replace(at, from.size(), to);
+  }
+  return value;
+}
+
+TEST(CodecTest, AStoredTypeKindLevelOrStatusTallyNeverWritesIsRefused) {
+  LedgerRecord t;
+  t.seq = 3;
+  t.type = LedgerType::kTopUp;
+  const std::string block = encode_ledger_block({&t});
+  std::vector<LedgerRecord> read;
+  auto keep = [&](LedgerRecord&& r) {
+    read.push_back(std::move(r));
+  };
+  ASSERT_TRUE(decode_ledger_block(block, keep));
+  ASSERT_EQ(read.size(), 1u);
+  EXPECT_EQ(read[0].type, LedgerType::kTopUp);
+  EXPECT_FALSE(decode_ledger_block(with_text_replaced(block, "top_up", "top_Up"), keep));
+  EXPECT_FALSE(decode_ledger_block(with_text_replaced(block, "top_up", "bonus_"), keep));
+
+  WalletRecord w;
+  w.grants.push_back(
+      {5, LedgerType::kGrant, core::Decimal::from_int(3), core::Decimal::from_int(3), 0, 0, 1});
+  const std::string wallet = encode_wallet(w);
+  WalletRecord back;
+  ASSERT_TRUE(decode_wallet(wallet, &back));
+  EXPECT_EQ(back.grants.at(0).type, LedgerType::kGrant);
+  EXPECT_FALSE(decode_wallet(with_text_replaced(wallet, "grant", "grand"), &back));
+
+  Alert a;
+  a.id = "alr_1";
+  a.kind = AlertKind::kLowBalance;
+  a.level = AlertLevel::kCritical;
+  const std::string alert = encode_alert(a);
+  Alert a2;
+  ASSERT_TRUE(decode_alert(alert, &a2));
+  EXPECT_EQ(a2.kind, AlertKind::kLowBalance);
+  EXPECT_EQ(a2.level, AlertLevel::kCritical);
+  EXPECT_FALSE(decode_alert(with_text_replaced(alert, "low_balance", "low_budgets"), &a2));
+  EXPECT_FALSE(decode_alert(with_text_replaced(alert, "critical", "CRITICAL"), &a2));
+
+  WebhookDelivery d;
+  d.id = "dlv_1";
+  d.status = DeliveryStatus::kDelivered;
+  const std::string delivery = encode_delivery(d);
+  WebhookDelivery d2;
+  ASSERT_TRUE(decode_delivery(delivery, &d2));
+  EXPECT_EQ(d2.status, DeliveryStatus::kDelivered);
+  EXPECT_FALSE(decode_delivery(with_text_replaced(delivery, "delivered", "dispensed"), &d2));
+}
+
 TEST(CodecTest, LedgerBlocksOfFormatTwoCarryHeldAndPeriodsAndFormatOneStillReads) {
   LedgerRecord hold;
   hold.seq = 7;
-  hold.type = "hold";
+  hold.type = LedgerType::kHold;
   hold.held = *core::parse_decimal("8");
   hold.reservation_id = "res_1";
   LedgerRecord adj;
   adj.seq = 8;
-  adj.type = "adjustment";
+  adj.type = LedgerType::kAdjustment;
   adj.amount = *core::parse_decimal("-2");
   adj.period_start_us = 100;
   adj.period_end_us = 200;
@@ -324,7 +382,7 @@ TEST(CodecTest, LedgerBlocksOfFormatTwoCarryHeldAndPeriodsAndFormatOneStillReads
   std::vector<LedgerRecord> old;
   ASSERT_TRUE(decode_ledger_block(v1, [&](LedgerRecord&& r) { old.push_back(std::move(r)); }));
   ASSERT_EQ(old.size(), 1u);
-  EXPECT_EQ(old[0].type, "burn");
+  EXPECT_EQ(old[0].type, LedgerType::kBurn);
   EXPECT_EQ(old[0].held.units, 0);
   EXPECT_EQ(old[0].period_end_us, 0);
   expect_prefixes_refused(
@@ -447,7 +505,7 @@ std::vector<Record> records() {
   {
     LedgerRecord a;
     a.seq = 9;
-    a.type = "grant";
+    a.type = LedgerType::kGrant;
     a.amount = dec(100'000'000'000);
     a.before = dec(0);
     a.after = dec(100'000'000'000);
@@ -457,7 +515,7 @@ std::vector<Record> records() {
     a.priority = 2;
     LedgerRecord b;
     b.seq = 10;
-    b.type = "hold";
+    b.type = LedgerType::kHold;
     b.event_id = "ev_1";
     b.grant_seq = 9;
     b.reservation_id = "rsv_1";
@@ -484,7 +542,7 @@ std::vector<Record> records() {
     WalletRecord w;
     w.balance = dec(98'500'000'000);
     w.debt = dec(0);
-    w.grants = {{9, "promotional", dec(100'000'000'000), dec(98'500'000'000), 2, kT + 7, kT}};
+    w.grants = {{9, LedgerType::kGrant, dec(100'000'000'000), dec(98'500'000'000), 2, kT + 7, kT}};
     w.holds = {{"rsv_1", dec(1'500'000'000)}};
     w.transactions = 2;
     w.last_txn_seq = 10;
@@ -570,8 +628,8 @@ std::vector<Record> records() {
     Alert a;
     a.id = "alr_1";
     a.customer = "acme";
-    a.kind = "limit";
-    a.level = "warning";
+    a.kind = AlertKind::kLimit;
+    a.level = AlertLevel::kWarning;
     a.meter = "api_calls";
     a.period = "month";
     a.limit = "api_calls per month";
@@ -584,7 +642,7 @@ std::vector<Record> records() {
     a.threshold_amount = "5";
     a.balance = "4";
     a.created_at_us = kT;
-    a.status = "pending";
+    a.status = AlertStatus::kPending;
     a.sent = true;
     a.delivery_attempts = 3;
     out.push_back({"alert", encode_alert(a), [](std::string_view v, std::string* o) {
@@ -603,7 +661,7 @@ std::vector<Record> records() {
     d.event = "alert.triggered";
     d.webhook = 1;
     d.url = "http://127.0.0.1:9/hook";
-    d.status = "pending";
+    d.status = DeliveryStatus::kPending;
     d.attempts = 2;
     d.created_at_us = kT;
     d.next_attempt_at_us = kT + 30'000'000;

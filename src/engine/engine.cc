@@ -229,7 +229,7 @@ void Engine::Impl::start() {
       wb.put(store::Space::kMeta, std::string(engine::kMetaNextCustomer), n);
       if (!credits.empty() && credits != "0") {
         WalletTransactionRequest top_up;
-        top_up.type = "top_up";
+        top_up.type = LedgerType::kTopUp;
         top_up.amount = credits;
         top_up.description = "initial credits from the configuration";
         TALLY_TRY(apply_wallet_request(*work, *num_holder, top_up, c.created_at_us));

@@ -330,7 +330,7 @@ TEST_F(EngineTest, DayWindowsFollowTheZoneAcrossDst) {
   ASSERT_EQ(r->accepted, 4u);
   MeterQuery q;
   q.meter = "calls";
-  q.window = "day";
+  q.window = Window::kDay;
   q.timezone = "Europe/Berlin";
   q.from_us = at("2025-03-28T00:00:00Z");
   q.to_us = at("2025-04-01T00:00:00Z");
@@ -524,13 +524,13 @@ TEST_F(EngineTest, QueryRowCapHoldsWithAndWithoutWindow) {
   EXPECT_EQ(r.error().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(r.error().details_json(), kQueryTooLargeDetails);
   EXPECT_NE(r.error().message().find("more than 100000 rows"), std::string::npos);
-  q.window = "day";
+  q.window = Window::kDay;
   r = e->query(q);
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(r.error().details_json(), kQueryTooLargeDetails);
   EXPECT_NE(r.error().message().find("use a larger window"), std::string::npos);
-  q.window.clear();
+  q.window.reset();
   q.group_by.clear();  // one row: fine
   r = e->query(q);
   ASSERT_TRUE(r.has_value()) << r.error().message();
@@ -737,7 +737,7 @@ TEST_F(EngineTest, RandomizedMatchesBruteForce) {
       q.customer = customer;
       q.from_us = from;
       q.to_us = to;
-      q.window = window;
+      q.window = parse_window_name(window);  // "" = none
       q.timezone = zone;
       auto res = e->query(q);
       ASSERT_TRUE(res.has_value()) << res.error().message();
@@ -784,7 +784,7 @@ TEST_F(EngineTest, RandomizedMatchesBruteForce) {
       q.meter = meter;
       q.from_us = from;
       q.to_us = to;
-      q.window = window;
+      q.window = parse_window_name(window);  // "" = none
       q.timezone = zone;
       if (by_model)
         q.group_by = {"model"};

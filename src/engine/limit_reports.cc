@@ -33,10 +33,10 @@ Result<LimitsReport> Engine::limits_report(const std::string& customer) {
     const bool own = plan != nullptr && !plan->alert_thresholds.empty();
     const std::vector<std::int64_t>& thresholds =
         own ? plan->alert_thresholds : d.config.alerts.thresholds;
-    const std::vector<std::string>& levels = own ? plan->alert_levels : d.config.alerts.levels;
+    const std::vector<AlertLevel>& levels = own ? plan->alert_levels : d.config.alerts.levels;
     for (std::size_t i = 0; i < thresholds.size(); ++i) {
       out.alert_thresholds.push_back(
-          AlertThreshold{thresholds[i], std::string(core::alert_level(thresholds, levels, i))});
+          AlertThreshold{thresholds[i], core::alert_level(thresholds, levels, i)});
     }
   }
   const std::vector<core::LimitRule> rules = engine::limits_of(d.config, cs->record, "");

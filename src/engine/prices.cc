@@ -345,7 +345,7 @@ Result<RepriceReport> Engine::reprice(const RepriceRequest& request) {
         continue;
       }
       engine::LedgerRecord t;
-      t.type = "adjustment";
+      t.type = LedgerType::kAdjustment;
       t.description = "re-rating of " + core::format_rfc3339(p.start_us) + " to " +
                       core::format_rfc3339(p.end_us) + ": " + std::to_string(p.events) +
                       " events, " + p.charged + " charged, " + p.rated + " by today's prices";

@@ -321,7 +321,7 @@ effective_from = "2025-03-01T00:00:00Z"
       << "the balance stays the sum of the ledger";
   LedgerQuery lq;
   lq.customer = "acme";
-  lq.type = "adjustment";
+  lq.type = LedgerType::kAdjustment;
   lq.limit = 100;
   auto adjustments = e->wallet_transactions(lq);
   ASSERT_TRUE(adjustments.has_value());

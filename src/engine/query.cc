@@ -235,14 +235,7 @@ Status plan_query(const Engine::Impl& d, const MeterQuery& q, QueryPlan* plan) {
   } else if (only != nullptr) {
     tz = only->tz;
   }
-  std::optional<core::Window> window;
-  if (!q.window.empty()) {
-    auto w = core::parse_window(q.window);
-    if (!w) {
-      return w.error();
-    }
-    window = *w;
-  }
+  const std::optional<core::Window> window = q.window;
   const core::TimeUs from = core::floor_to(q.from_us, core::kUsPerMinute);
   const core::TimeUs to = core::ceil_to(q.to_us, core::kUsPerMinute);
   if (to <= from) {

@@ -263,24 +263,21 @@ Result<UsageHistory> Engine::usage_history(const HistoryQuery& q) const {
     aggregation = m->spec.aggregation;
     out.unit = m->spec.unit;
   }
-  auto w = core::parse_window(q.window);
-  if (!w) {
-    return w.error();
-  }
+  const core::Window w = q.window;
   core::TimeUs from = q.from_us;
   core::TimeUs to = q.to_us;
   if (q.windows == 0 || q.windows > kWindowsMax) {
     return Status::invalid_argument("'windows' must be 1.." + std::to_string(kWindowsMax));
   }
-  TALLY_TRY(resolve_range(d.clock->now_us(), *w, tz, &from, &to, q.windows));
-  auto windows = windows_of(from, to, *w, tz);
+  TALLY_TRY(resolve_range(d.clock->now_us(), w, tz, &from, &to, q.windows));
+  auto windows = windows_of(from, to, w, tz);
   if (!windows) {
     return windows.error();
   }
   out.customer = q.customer;
   out.meter = q.meter;
   out.aggregation = std::string(core::aggregation_name(aggregation));
-  out.window = std::string(core::window_name(*w));
+  out.window = w;
   out.timezone = tz.name();
   out.from_us = from;
   out.to_us = to;
@@ -579,10 +576,7 @@ Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
   if (q.peaks_max > kPeaksMax) {
     return Status::invalid_argument("peaks must be 0.." + std::to_string(kPeaksMax));
   }
-  auto w = core::parse_window(q.window);
-  if (!w) {
-    return w.error();
-  }
+  const core::Window w = q.window;
   std::shared_lock lock(d.state_mutex);
   const engine::MeterDef* m = d.catalog->find(q.meter);
   if (m == nullptr) {
@@ -610,8 +604,8 @@ Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
   }
   core::TimeUs from = q.from_us;
   core::TimeUs to = q.to_us;
-  TALLY_TRY(resolve_range(d.clock->now_us(), *w, *tz, &from, &to));
-  auto windows = windows_of(from, to, *w, *tz);
+  TALLY_TRY(resolve_range(d.clock->now_us(), w, *tz, &from, &to));
+  auto windows = windows_of(from, to, w, *tz);
   if (!windows) {
     return windows.error();
   }
@@ -622,7 +616,7 @@ Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
   out.aggregation = std::string(core::aggregation_name(agg));
   out.unit = m->spec.unit;
   out.customer = q.customer;
-  out.window = std::string(core::window_name(*w));
+  out.window = w;
   out.timezone = tz->name();
   out.from_us = from;
   out.to_us = to;
@@ -659,7 +653,7 @@ Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
 
   // Day over day: the days of the range (the last kWindowsMax of them), however the range is
   // windowed.
-  if (*w == core::Window::kDay) {
+  if (w == core::Window::kDay) {
     out.day_over_day = out.window_over_window;
   } else {
     std::vector<Span> days;

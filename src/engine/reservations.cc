@@ -96,7 +96,7 @@ void Engine::Impl::write_reservations(
       engine::WalletRecord& w = work_wallet(work, cnum, now);
       w.holds.emplace_back(op.id, op.record.credits);
       engine::LedgerRecord t;
-      t.type = "hold";
+      t.type = LedgerType::kHold;
       t.held = op.record.credits;
       t.reservation_id = op.id;
       t.description = "hold of reservation " + op.id;
@@ -124,7 +124,7 @@ void Engine::Impl::write_reservations(
       }
     }
     engine::LedgerRecord t;
-    t.type = "release";
+    t.type = LedgerType::kRelease;
     t.held = held - taken;
     t.reservation_id = op.id;
     t.description = op.reason == ReservationOp::kCommit

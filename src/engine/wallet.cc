@@ -198,9 +198,10 @@ WalletRecord& Engine::Impl::work_wallet(LedgerWork& work, std::uint32_t customer
   for (const auto& g : expired) {
     std::erase_if(it->second.grants, [&](const GrantRecord& x) { return x.txn_seq == g.txn_seq; });
     engine::LedgerRecord t;
-    t.type = "expiry";
+    t.type = LedgerType::kExpiry;
     t.grant_seq = g.txn_seq;
-    t.description = "expiry of " + g.type + " txn_" + std::to_string(g.txn_seq);
+    t.description =
+        "expiry of " + std::string(to_string(g.type)) + " txn_" + std::to_string(g.txn_seq);
     t.created_at_us = now;
     append_txn(work, customer_num, core::Decimal{} - g.remaining, std::move(t));
   }
@@ -231,7 +232,7 @@ void Engine::Impl::burn(LedgerWork& work, std::uint32_t customer_num, core::Deci
   if (credits.units >= 0) {
     // A burn only ever takes credits: usage can never mint them.
     w.debt += take_from_grants(w, credits);
-    t.type = "burn";
+    t.type = LedgerType::kBurn;
     t.description = "usage credit burn";
     append_txn(work, customer_num, core::Decimal{} - credits, std::move(t));
     return;
@@ -241,12 +242,12 @@ void Engine::Impl::burn(LedgerWork& work, std::uint32_t customer_num, core::Deci
   // Either gives credits back as a refund tied to the event, never as a burn.
   GrantRecord g;
   g.txn_seq = next_txn;
-  g.type = "refund";
+  g.type = LedgerType::kRefund;
   g.amount = core::Decimal{} - credits;
   g.priority = kPaidPriority;
   g.created_us = now;
   add_credits(w, std::move(g));
-  t.type = "refund";
+  t.type = LedgerType::kRefund;
   t.grant_seq = next_txn;
   t.priority = kPaidPriority;
   t.description = "usage credit refund (the event lowered the period's price)";
@@ -274,8 +275,9 @@ void Engine::Impl::adjust_wallet(LedgerWork& work, std::uint32_t customer_num, c
 
 Status Engine::Impl::apply_wallet_request(LedgerWork& work, std::uint32_t customer_num,
                                           const WalletTransactionRequest& req, core::TimeUs now) {
-  const bool credit_type = req.type == "grant" || req.type == "top_up" || req.type == "refund";
-  if (!credit_type && req.type != "adjustment") {
+  const bool credit_type = req.type == LedgerType::kGrant || req.type == LedgerType::kTopUp ||
+                           req.type == LedgerType::kRefund;
+  if (!credit_type && req.type != LedgerType::kAdjustment) {
     return Status::invalid_argument(
         "type must be one of grant, top_up, refund, adjustment "
         "(burns come from events)");
@@ -285,12 +287,13 @@ Status Engine::Impl::apply_wallet_request(LedgerWork& work, std::uint32_t custom
     return Status::invalid_argument("amount '" + req.amount + "' is not a decimal number");
   }
   if (credit_type && amount->units <= 0) {
-    return Status::invalid_argument("the amount of a " + req.type + " must be positive");
+    return Status::invalid_argument("the amount of a " + std::string(to_string(req.type)) +
+                                    " must be positive");
   }
   if (amount->units == 0) {
     return Status::invalid_argument("the amount of an adjustment must not be zero");
   }
-  if (req.expires_at_us != 0 && req.type != "grant" && req.type != "top_up") {
+  if (req.expires_at_us != 0 && req.type != LedgerType::kGrant && req.type != LedgerType::kTopUp) {
     return Status::invalid_argument("only grants and top-ups can expire");
   }
   if (req.expires_at_us != 0 && req.expires_at_us <= now) {
@@ -308,9 +311,9 @@ Status Engine::Impl::apply_wallet_request(LedgerWork& work, std::uint32_t custom
     g.txn_seq = next_txn;  // the transaction appended below
     g.type = req.type;
     g.amount = *amount;
-    g.priority = req.priority >= 0     ? req.priority
-                 : req.type == "grant" ? kPromotionalPriority
-                                       : kPaidPriority;
+    g.priority = req.priority >= 0                ? req.priority
+                 : req.type == LedgerType::kGrant ? kPromotionalPriority
+                                                  : kPaidPriority;
     g.expires_us = req.expires_at_us;
     g.created_us = now;
     add_credits(w, g);
@@ -323,9 +326,9 @@ Status Engine::Impl::apply_wallet_request(LedgerWork& work, std::uint32_t custom
   t.description = req.description;
   t.created_at_us = now;
   t.expires_at_us = req.expires_at_us;
-  t.priority = req.priority >= 0     ? req.priority
-               : req.type == "grant" ? kPromotionalPriority
-                                     : kPaidPriority;
+  t.priority = req.priority >= 0                ? req.priority
+               : req.type == LedgerType::kGrant ? kPromotionalPriority
+                                                : kPaidPriority;
   append_txn(work, customer_num, *amount, std::move(t));
   return Status();
 }
@@ -433,21 +436,23 @@ void Engine::Impl::verify_ledger(
     }
     running = t.after;
     sums[cnum] += t.amount;
-    if (t.type == "hold" || t.type == "release") {
+    const bool hold = t.type == LedgerType::kHold;
+    if (hold || t.type == LedgerType::kRelease) {
       if (t.amount.units != 0) {
-        report->differences.push_back(where + ": a " + t.type + " changes the balance");
+        report->differences.push_back(where + ": a " + std::string(to_string(t.type)) +
+                                      " changes the balance");
       }
       HoldTrail& h = holds[{cnum, t.reservation_id}];
-      (t.type == "hold" ? h.held : h.released) += t.held;
-      (t.type == "hold" ? h.holds : h.releases) += 1;
-    } else if (t.type == "burn" && !t.reservation_id.empty()) {
+      (hold ? h.held : h.released) += t.held;
+      (hold ? h.holds : h.releases) += 1;
+    } else if (t.type == LedgerType::kBurn && !t.reservation_id.empty()) {
       holds[{cnum, t.reservation_id}].burned += core::Decimal{} - t.amount;
-    } else if (t.type == "adjustment" && t.period_end_us != 0) {
+    } else if (t.type == LedgerType::kAdjustment && t.period_end_us != 0) {
       rerate_adjustments[cnum] += t.amount;
     }
     // An event's credits are its burn, or its refund when its cost was negative.
-    if (t.type == "burn" || (t.type == "refund" && !t.event_id.empty())) {
-      if (t.type == "burn" && t.amount.units > 0) {
+    if (t.type == LedgerType::kBurn || (t.type == LedgerType::kRefund && !t.event_id.empty())) {
+      if (t.type == LedgerType::kBurn && t.amount.units > 0) {
         report->differences.push_back(where + ": a burn adds credits");
       }
       burns[{cnum, t.event_id}].push_back(core::Decimal{} - t.amount);
@@ -685,7 +690,7 @@ Result<LedgerTransaction> Engine::wallet_transaction(const std::string& customer
               w.key("transaction")
                   .value(t.id)
                   .key("type")
-                  .value(t.type)
+                  .value(to_string(t.type))
                   .key("amount")
                   .value(t.amount);
             },
@@ -757,12 +762,6 @@ Result<LedgerPage> Engine::wallet_transactions(const LedgerQuery& q) const {
     }
     cnum = cs->num;
   }
-  static constexpr std::string_view kTypes[] = {"grant",      "top_up", "burn", "refund",
-                                                "adjustment", "expiry", "hold", "release"};
-  if (!q.type.empty() &&
-      std::find(std::begin(kTypes), std::end(kTypes), q.type) == std::end(kTypes)) {
-    return Status::invalid_argument("type '" + q.type + "' is not a transaction type");
-  }
   std::uint64_t after = 0;
   TALLY_TRY(engine::parse_cursor(q.cursor, &after));
   LedgerPage page;
@@ -774,7 +773,7 @@ Result<LedgerPage> Engine::wallet_transactions(const LedgerQuery& q) const {
   TALLY_TRY(d.store->scan(
       store::Space::kLedger, begin, end, [&](std::string_view, std::string_view value) {
         const bool ok = engine::decode_ledger_block(value, [&](engine::LedgerRecord&& r) {
-          if (stop || r.seq <= after || (!q.type.empty() && r.type != q.type) ||
+          if (stop || r.seq <= after || (q.type && r.type != *q.type) ||
               r.created_at_us < q.from_us || (q.to_us != 0 && r.created_at_us >= q.to_us)) {
             return;
           }

@@ -55,7 +55,7 @@ class WalletTest : public EngineDirTest {
   static void credit(Engine& e, const std::string& customer, const std::string& type,
                      const std::string& amount, TimeUs expires = 0, std::int64_t priority = -1) {
     WalletTransactionRequest r;
-    r.type = type;
+    r.type = parse_ledger_type(type).value();
     r.amount = amount;
     r.expires_at_us = expires;
     r.priority = priority;
@@ -112,9 +112,9 @@ TEST_F(WalletTest, ExpiringGrantsBurnFirstAndExpireWithAnExpiryTransaction) {
   ingest(*e, R"({"id":"e","customer":"acme","type":"call"})");
   auto txns = ledger(*e, "acme");
   ASSERT_GE(txns.size(), 2u);
-  EXPECT_EQ(txns[txns.size() - 2].type, "expiry");
+  EXPECT_EQ(txns[txns.size() - 2].type, LedgerType::kExpiry);
   EXPECT_EQ(txns[txns.size() - 2].amount, "-1");
-  EXPECT_EQ(txns.back().type, "burn");
+  EXPECT_EQ(txns.back().type, LedgerType::kBurn);
   EXPECT_EQ(e->wallet("acme")->balance, "14");
   // Each balance_before is the previous balance_after.
   std::string previous = "0";
@@ -131,10 +131,10 @@ TEST_F(WalletTest, AtomicTransactionsAreAllOrNoneAndOpenAWalletOnce) {
   c.id = "acme";
   ASSERT_TRUE(e->create_customer(c).has_value());
   WalletTransactionRequest paid;
-  paid.type = "top_up";
+  paid.type = LedgerType::kTopUp;
   paid.amount = "10";
   WalletTransactionRequest bad;
-  bad.type = "grant";
+  bad.type = LedgerType::kGrant;
   bad.amount = "-1";
   // The second is invalid: neither is written.
   auto r = e->wallet_transactions_atomic("acme", {paid, bad}, true);
@@ -143,14 +143,14 @@ TEST_F(WalletTest, AtomicTransactionsAreAllOrNoneAndOpenAWalletOnce) {
   EXPECT_EQ(e->wallet("acme")->transactions, 0u);
   EXPECT_EQ(e->wallet("acme")->balance, "0");
   WalletTransactionRequest free;
-  free.type = "grant";
+  free.type = LedgerType::kGrant;
   free.amount = "2.5";
   auto ok = e->wallet_transactions_atomic("acme", {paid, free}, true);
   ASSERT_TRUE(ok.has_value()) << ok.error().message();
   ASSERT_EQ(ok->size(), 2u);
-  EXPECT_EQ((*ok)[0].type, "top_up");
+  EXPECT_EQ((*ok)[0].type, LedgerType::kTopUp);
   EXPECT_EQ((*ok)[0].balance_after, "10");
-  EXPECT_EQ((*ok)[1].type, "grant");
+  EXPECT_EQ((*ok)[1].type, LedgerType::kGrant);
   EXPECT_EQ((*ok)[1].balance_before, "10");
   EXPECT_EQ((*ok)[1].balance_after, "12.5");
   EXPECT_EQ((*ok)[1].customer, "acme");
@@ -325,7 +325,7 @@ TEST_F(WalletTest, NegativeUsageNeitherMintsCreditsNorLowersALimit) {
   ASSERT_TRUE(denied.has_value());
   EXPECT_FALSE(denied->allowed) << "the day limit still counts from zero";
   for (const auto& t : ledger(*e, "acme")) {
-    EXPECT_NE(t.type, "burn") << "nothing was burned";
+    EXPECT_NE(t.type, LedgerType::kBurn) << "nothing was burned";
   }
   expect_verified(*e);
 }
@@ -356,11 +356,11 @@ TEST_F(WalletTest, CorrectionsNeedAnAdminAndRefundInsteadOfBurning) {
   EXPECT_EQ(e->wallet("acme")->balance, "70");
   const auto txns = ledger(*e, "acme");
   ASSERT_FALSE(txns.empty());
-  EXPECT_EQ(txns.back().type, "refund") << "a burn never adds credits";
+  EXPECT_EQ(txns.back().type, LedgerType::kRefund) << "a burn never adds credits";
   EXPECT_EQ(txns.back().amount, "20");
   EXPECT_EQ(txns.back().event_id, "fix-1");
   for (const auto& t : txns) {
-    if (t.type == "burn") {
+    if (t.type == LedgerType::kBurn) {
       EXPECT_EQ(t.amount.front(), '-') << t.id;
     }
   }
@@ -378,9 +378,9 @@ TEST_F(WalletTest, AVolumePriceFallingIsARefundNotANegativeBurn) {
   ingest(*e, R"({"id":"s2","customer":"acme","type":"seats","properties":{"n":1}})");
   const auto txns = ledger(*e, "acme");
   ASSERT_GE(txns.size(), 3u);
-  EXPECT_EQ(txns[txns.size() - 2].type, "burn");
+  EXPECT_EQ(txns[txns.size() - 2].type, LedgerType::kBurn);
   EXPECT_EQ(txns[txns.size() - 2].amount, "-20000");
-  EXPECT_EQ(txns.back().type, "refund");
+  EXPECT_EQ(txns.back().type, LedgerType::kRefund);
   EXPECT_EQ(txns.back().amount, "9000");
   EXPECT_EQ(txns.back().event_id, "s2");
   EXPECT_EQ(e->wallet("acme")->balance, "89000");
@@ -413,7 +413,7 @@ TEST_F(WalletTest, AHoldIsALedgerEntryThatSurvivesARestartAndItsCommitBurnsAndRe
   const std::string id = held->reservation_id;
   auto txns = ledger(*e, "acme");
   ASSERT_EQ(txns.size(), 2u);
-  EXPECT_EQ(txns[1].type, "hold");
+  EXPECT_EQ(txns[1].type, LedgerType::kHold);
   EXPECT_EQ(txns[1].amount, "0") << "a hold leaves the balance";
   EXPECT_EQ(txns[1].held, "8");
   EXPECT_EQ(txns[1].reservation_id, id);
@@ -442,10 +442,10 @@ TEST_F(WalletTest, AHoldIsALedgerEntryThatSurvivesARestartAndItsCommitBurnsAndRe
   ASSERT_TRUE(committed.has_value()) << committed.error().message();
   txns = ledger(*e, "acme");
   ASSERT_EQ(txns.size(), 4u);
-  EXPECT_EQ(txns[2].type, "burn");
+  EXPECT_EQ(txns[2].type, LedgerType::kBurn);
   EXPECT_EQ(txns[2].amount, "-3");
   EXPECT_EQ(txns[2].reservation_id, id);
-  EXPECT_EQ(txns[3].type, "release");
+  EXPECT_EQ(txns[3].type, LedgerType::kRelease);
   EXPECT_EQ(txns[3].held, "5");
   EXPECT_EQ(txns[3].amount, "0");
   w = e->wallet("acme");
@@ -475,7 +475,7 @@ TEST_F(WalletTest, ReleaseAndExpiryReleaseTheWholeHoldAlsoAcrossARestart) {
   EXPECT_EQ(e->wallet("acme")->held, "7");
   ASSERT_TRUE(e->release_reservation(b->reservation_id).ok());
   auto txns = ledger(*e, "acme");
-  ASSERT_EQ(txns.back().type, "release");
+  ASSERT_EQ(txns.back().type, LedgerType::kRelease);
   EXPECT_EQ(txns.back().held, "2");
   EXPECT_EQ(e->wallet("acme")->held, "5");
   // Past its time, the first expires; a restart in between changes nothing.
@@ -485,7 +485,7 @@ TEST_F(WalletTest, ReleaseAndExpiryReleaseTheWholeHoldAlsoAcrossARestart) {
   EXPECT_EQ(e->release_reservation(a->reservation_id).code(), StatusCode::kNotFound);
   ingest(*e, R"({"id":"later","customer":"acme","type":"seats","properties":{"n":0}})");
   txns = ledger(*e, "acme");
-  ASSERT_EQ(txns.back().type, "release") << txns.back().type;
+  ASSERT_EQ(txns.back().type, LedgerType::kRelease) << to_string(txns.back().type);
   EXPECT_EQ(txns.back().held, "5");
   EXPECT_EQ(txns.back().reservation_id, a->reservation_id);
   auto w = e->wallet("acme");

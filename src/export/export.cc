@@ -218,7 +218,13 @@ Result<std::unique_ptr<Source>> Source::open(const Engine& engine, const ExportR
   q.meter = r.meter;
   q.from_us = r.from_us;
   q.to_us = r.to_us;
-  q.window = r.window;
+  if (!r.window.empty()) {
+    auto w = core::parse_window(r.window);
+    if (!w) {
+      return w.error();
+    }
+    q.window = *w;
+  }
   q.timezone = r.timezone;
   q.customer = r.customer;
   q.measure = r.measure;

@@ -108,6 +108,76 @@ TEST_F(AdminHandlersTest, AnUnknownCustomerStatusIsRefusedAndChangesNothing) {
       "suspended");
 }
 
+// The engine takes closed sets as enum values (a LedgerType, an AlertLevel, a Window, ...): a
+// text outside its set is refused where it arrives, with the body the engine's refusal had
+// before, and nothing changes.
+TEST_F(AdminHandlersTest, UnknownClosedSetTextsAreRefusedWithTheirFormerBodies) {
+  ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
+  auto refusal = [](const std::string& message) {
+    return R"({"error":"VALIDATION_ERROR","message":")" + message + R"("})";
+  };
+  const std::string kTypeRefusal =
+      refusal("type must be one of grant, top_up, refund, adjustment (burns come from events)");
+  for (const char* body : {R"({"type":"gift","amount":1})", R"({"type":"Top_up","amount":1})",
+                           R"({"type":"burn","amount":1})", R"({"type":"expiry","amount":1})"}) {
+    const Response r = call("POST", "/v1/customers/acme/wallet/transactions", body);
+    EXPECT_EQ(r.status, 400u) << body;
+    EXPECT_EQ(r.body, kTypeRefusal) << body;
+  }
+  const Response empty =
+      call("POST", "/v1/customers/acme/wallet/transactions", R"({"type":"","amount":1})");
+  EXPECT_EQ(empty.body, refusal("'type' and 'amount' are required"));
+  EXPECT_EQ(json(call("GET", "/v1/customers/acme/wallet"))["transactions"].get_uint64().value(),
+            0u);
+  ASSERT_EQ(
+      call("POST", "/v1/customers/acme/wallet/transactions", R"({"type":"top_up","amount":2})")
+          .status,
+      201u);
+
+  const Response gift = call("GET", "/v1/customers/acme/wallet/transactions?type=gift");
+  EXPECT_EQ(gift.status, 400u);
+  EXPECT_EQ(gift.body, refusal("type 'gift' is not a transaction type"));
+  EXPECT_EQ(json(call("GET", "/v1/customers/acme/wallet/transactions?type=top_up"))["transactions"]
+                .get_array()
+                .size(),
+            1u);
+  EXPECT_EQ(json(call("GET", "/v1/customers/acme/wallet/transactions?type=burn"))["transactions"]
+                .get_array()
+                .size(),
+            0u);
+  EXPECT_EQ(json(call("GET", "/v1/customers/acme/wallet/transactions?type="))["transactions"]
+                .get_array()
+                .size(),
+            1u)
+      << "an empty type is every type, as before";
+
+  const Response loud = call("GET", "/v1/alerts?level=loud");
+  EXPECT_EQ(loud.status, 400u);
+  EXPECT_EQ(loud.body, refusal("level must be info, warning, critical or exceeded"));
+  const Response maybe = call("GET", "/v1/alerts?status=maybe");
+  EXPECT_EQ(maybe.status, 400u);
+  EXPECT_EQ(maybe.body, refusal("status must be pending, sent, failed or none"));
+  EXPECT_EQ(call("GET", "/v1/alerts?level=&status=").status, 200u);
+
+  const std::string kWindowRefusal =
+      refusal(R"(unknown window \"fortnight\"; expected minute, hour, day, week or month)");
+  for (const char* target : {"/v1/meters/calls/query?window=fortnight&from=2025-01-20T00:00:00Z",
+                             "/v1/customers/acme/usage/history?meter=calls&window=fortnight",
+                             "/v1/meters/calls/stats?window=fortnight"}) {
+    const Response r = call("GET", target);
+    EXPECT_EQ(r.status, 400u) << target;
+    EXPECT_EQ(r.body, kWindowRefusal) << target;
+  }
+  EXPECT_EQ(call("GET", "/v1/customers/acme/usage/history?meter=calls&window=").body,
+            refusal(R"(unknown window \"\"; expected minute, hour, day, week or month)"));
+  const Response total = call("GET", "/v1/meters/calls/query?window=&from=2025-01-20T00:00:00Z");
+  ASSERT_EQ(total.status, 200u) << total.body;
+  EXPECT_TRUE(json(total)["window"].is_null()) << "an empty window is one total row, as before";
+  const Response days = call("GET", "/v1/meters/calls/query?window=day&from=2025-01-20T00:00:00Z");
+  ASSERT_EQ(days.status, 200u) << days.body;
+  EXPECT_EQ(std::string_view(json(days)["window"].get_string().value()), "day");
+}
+
 TEST_F(AdminHandlersTest, DenialsOfTheLastHour) {
   ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
   ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"other"})").status, 201u);

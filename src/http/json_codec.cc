@@ -162,7 +162,7 @@ std::string query_result_json(const QueryResult& r) {
       .key("to")
       .value(time_text(r.to_us))
       .key("window");
-  r.window.empty() ? w.null() : w.value(r.window);
+  r.window ? w.value(to_string(*r.window)) : w.null();
   w.key("timezone").value(r.timezone).key("data").begin_array();
   for (const auto& row : r.rows) {
     w.begin_object()
@@ -272,8 +272,8 @@ std::string restore_result_json(const RestoreResult& r) {
 
 void write_alert(common::JsonWriter& w, const Alert& a, bool deliveries) {
   w.begin_object().key("id").value(a.id).key("customer").value(a.customer);
-  w.key("kind").value(a.kind).key("level").value(a.level);
-  if (a.kind == "limit") {
+  w.key("kind").value(to_string(a.kind)).key("level").value(to_string(a.level));
+  if (a.kind == AlertKind::kLimit) {
     w.key("meter").value(a.meter).key("period").value(a.period).key("limit").value(a.limit);
     w.key("threshold_percent").value(a.threshold_percent).key("limit_amount");
     write_decimal(w, a.limit_amount);
@@ -291,14 +291,17 @@ void write_alert(common::JsonWriter& w, const Alert& a, bool deliveries) {
   }
   w.key("created_at").value(time_text(a.created_at_us));
   if (deliveries) {
-    w.key("status").value(a.status).key("sent").value(a.sent);
+    w.key("status").value(to_string(a.status)).key("sent").value(a.sent);
     w.key("delivery_attempts").value(static_cast<std::uint64_t>(a.delivery_attempts));
     w.key("deliveries").begin_array();
     for (const auto& d : a.deliveries) {
       const bool email = d.url.rfind("mailto:", 0) == 0;
       w.begin_object().key("id").value(d.id).key("channel").value(email ? "email" : "webhook");
       w.key("event").value(d.event).key("url").value(d.url);
-      w.key("status").value(d.status).key("attempts").value(static_cast<std::uint64_t>(d.attempts));
+      w.key("status")
+          .value(to_string(d.status))
+          .key("attempts")
+          .value(static_cast<std::uint64_t>(d.attempts));
       w.key("last_attempt_at");
       d.last_attempt_at_us == 0 ? w.null() : w.value(time_text(d.last_attempt_at_us));
       w.key("last_status_code");
@@ -306,7 +309,7 @@ void write_alert(common::JsonWriter& w, const Alert& a, bool deliveries) {
       w.key("last_error");
       d.last_error.empty() ? w.null() : w.value(d.last_error);
       w.key("next_attempt_at");
-      d.status != "pending" ? w.null() : w.value(time_text(d.next_attempt_at_us));
+      d.status != DeliveryStatus::kPending ? w.null() : w.value(time_text(d.next_attempt_at_us));
       w.key("delivered_at");
       d.delivered_at_us == 0 ? w.null() : w.value(time_text(d.delivered_at_us));
       w.end_object();
@@ -542,7 +545,7 @@ void write_ledger_transaction(common::JsonWriter& w, const LedgerTransaction& t)
       .key("customer")
       .value(t.customer)
       .key("type")
-      .value(t.type);
+      .value(to_string(t.type));
   w.key("amount");
   write_decimal(w, t.amount);
   w.key("balance_before");
@@ -565,7 +568,7 @@ void write_ledger_transaction(common::JsonWriter& w, const LedgerTransaction& t)
     w.key("period_start").value(time_text(t.period_start_us));
     w.key("period_end").value(time_text(t.period_end_us));
   }
-  if (t.type == "grant" || t.type == "top_up") {
+  if (t.type == LedgerType::kGrant || t.type == LedgerType::kTopUp) {
     w.key("priority").value(t.priority).key("expires_at");
     t.expires_at_us == 0 ? w.null() : w.value(time_text(t.expires_at_us));
   }
@@ -587,7 +590,7 @@ void write_wallet(common::JsonWriter& w, const Wallet& r) {
   w.key("transactions").value(r.transactions);
   w.key("grants").begin_array();
   for (const auto& g : r.grants) {
-    w.begin_object().key("id").value(g.id).key("type").value(g.type).key("amount");
+    w.begin_object().key("id").value(g.id).key("type").value(to_string(g.type)).key("amount");
     write_decimal(w, g.amount);
     w.key("remaining");
     write_decimal(w, g.remaining);

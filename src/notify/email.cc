@@ -112,18 +112,18 @@ std::string alert_subject(const Alert& a, std::string_view prefix) {
     out += prefix;
     out += ' ';
   }
-  if (a.kind == "limit") {
+  if (a.kind == AlertKind::kLimit) {
     out += a.customer + " reached " + std::to_string(a.threshold_percent) + "% of " + a.limit;
   } else {
     out += a.customer + "'s credit balance fell below " + a.threshold_amount;
   }
-  out += " (" + a.level + ")";
+  out += " (" + std::string(to_string(a.level)) + ")";
   return out;
 }
 
 std::string alert_body(const Alert& a) {
   std::string out;
-  if (a.kind == "limit") {
+  if (a.kind == AlertKind::kLimit) {
     out += "Customer " + a.customer + " has used " + a.percent + "% of its limit " + a.limit +
            ", passing the " + std::to_string(a.threshold_percent) + "% threshold.\n\n";
     out += "Customer:   " + a.customer + "\n";
@@ -138,7 +138,7 @@ std::string alert_body(const Alert& a) {
     out += "Balance:    " + a.balance + "\n";
     out += "Alert below: " + a.threshold_amount + "\n";
   }
-  out += "Level:      " + a.level + "\n";
+  out += "Level:      " + std::string(to_string(a.level)) + "\n";
   out += "Fired at:   " + core::format_rfc3339(a.created_at_us) + "\n";
   out += "Alert id:   " + a.id + "\n\n";
   out += "Tally sends this alert once for this threshold and period.\n";

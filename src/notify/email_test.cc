@@ -99,8 +99,8 @@ TEST(EmailTest, TheSubjectOfALowBalanceAlert) {
   Alert a;
   a.id = "alrt_9";
   a.customer = "acme";
-  a.kind = "low_balance";
-  a.level = "warning";
+  a.kind = AlertKind::kLowBalance;
+  a.level = AlertLevel::kWarning;
   a.threshold_amount = "10";
   a.balance = "4.5";
   EXPECT_EQ(alert_subject(a, ""), "acme's credit balance fell below 10 (warning)");

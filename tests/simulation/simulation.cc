@@ -1124,17 +1124,19 @@ class Simulation {
   void step_wallet() {
     const std::string customer = pick_customer();
     WalletTransactionRequest req;
-    static const char* kTypes[] = {"grant", "top_up", "refund", "adjustment"};
+    static constexpr LedgerType kTypes[] = {LedgerType::kGrant, LedgerType::kTopUp,
+                                            LedgerType::kRefund, LedgerType::kAdjustment};
     req.type = kTypes[rng_.below(4)];
     std::int64_t amount = rng_.range(1, 500);
-    if (req.type == "adjustment" && rng_.below(2) == 0) {
+    if (req.type == LedgerType::kAdjustment && rng_.below(2) == 0) {
       amount = -amount;
     }
     req.amount = std::to_string(amount);
     req.description = fresh_id("w");
     const bool exists = model_.count(customer) != 0;
     auto r = engine_->wallet_transaction(customer, req);
-    const std::string line = "wallet " + customer + " " + req.type + " " + req.amount;
+    const std::string line =
+        "wallet " + customer + " " + std::string(to_string(req.type)) + " " + req.amount;
     note(line + " -> " + (r ? "ok" : code_name(r.error())));
     if (!exists) {
       if (r || r.error().code() != StatusCode::kNotFound) {
@@ -1821,7 +1823,7 @@ class Simulation {
             return fail("a ledger amount of " + cid + " is not whole: " + tx.amount);
           }
           sum += a;
-          burns += tx.type == "burn" ? 1 : 0;
+          burns += tx.type == LedgerType::kBurn ? 1 : 0;
         }
         if (page->next_cursor.empty()) {
           break;

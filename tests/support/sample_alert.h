@@ -12,8 +12,8 @@ inline Alert sample_limit_alert() {
   Alert a;
   a.id = "alrt_7";
   a.customer = "acme";
-  a.kind = "limit";
-  a.level = "warning";
+  a.kind = AlertKind::kLimit;
+  a.level = AlertLevel::kWarning;
   a.meter = "api_calls";
   a.period = "month";
   a.limit = "api_calls per month";

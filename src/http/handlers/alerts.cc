@@ -11,10 +11,6 @@ void list_alerts(Context& ctx, Call& call) {
   AlertQuery q;
   if (const auto* c = call.request.query_param("customer"))
     q.customer = *c;
-  if (const auto* l = call.request.query_param("level"))
-    q.level = *l;
-  if (const auto* s = call.request.query_param("status"))
-    q.status = *s;
   if (const auto* c = call.request.query_param("cursor"))
     q.cursor = *c;
   if (!scope_customer(call, &q.customer) || !time_param(call, "from", &q.from_us) ||
@@ -23,6 +19,12 @@ void list_alerts(Context& ctx, Call& call) {
   }
   if (q.to_us != 0 && q.to_us <= q.from_us) {
     answer(call, error_response(400, "VALIDATION_ERROR", "to must be after from"));
+    return;
+  }
+  if (!enum_param(call, "level", parse_alert_level,
+                  "level must be info, warning, critical or exceeded", &q.level) ||
+      !enum_param(call, "status", parse_alert_status,
+                  "status must be pending, sent, failed or none", &q.status)) {
     return;
   }
   Result<AlertPage> page = ctx.engine.alerts(q);

@@ -353,7 +353,12 @@ void customer_limits(Context& ctx, Call& call) {
     w.value(x);
   w.end_array().key("alert_thresholds").begin_array();
   for (const auto& t : r->alert_thresholds) {
-    w.begin_object().key("percent").value(t.percent).key("level").value(t.level).end_object();
+    w.begin_object()
+        .key("percent")
+        .value(t.percent)
+        .key("level")
+        .value(to_string(t.level))
+        .end_object();
   }
   w.end_array().end_object();
   answer(call, json_response(200, w.take()));

@@ -46,6 +46,34 @@ bool uint_param(Call& call, std::string_view name, std::uint32_t max, std::uint3
   return true;
 }
 
+bool window_text(Call& call, std::string_view text, std::optional<Window>* out) {
+  if (text.empty()) {
+    out->reset();
+    return true;
+  }
+  Result<Window> w = core::parse_window(text);
+  if (!w) {
+    answer(call, status_response(w.error()));
+    return false;
+  }
+  *out = *w;
+  return true;
+}
+
+bool window_param(Call& call, Window* out) {
+  const std::string* v = call.request.query_param("window");
+  if (v == nullptr) {
+    return true;
+  }
+  Result<Window> w = core::parse_window(*v);
+  if (!w) {
+    answer(call, status_response(w.error()));
+    return false;
+  }
+  *out = *w;
+  return true;
+}
+
 std::optional<Response> customer_refusal(const Identity& identity, const std::string& requested) {
   const std::string& own = identity.customer;
   if (own.empty() || requested == own) {

@@ -174,4 +174,28 @@ bool range_params(Call& call, TimeUs* from, TimeUs* to);
 
 void answer(Call& call, Response r);
 
+// The `window` query parameter, when given: minute, hour, day, week or month. False after
+// answering 400 VALIDATION_ERROR naming the text ("" included).
+bool window_param(Call& call, Window* out);
+// A window's text from a query: "" = none (one total row); else as window_param.
+bool window_text(Call& call, std::string_view text, std::optional<Window>* out);
+
+// A closed set's query parameter (include/tally/types.h), read by `parse` (parse_alert_level,
+// ...): absent or "" leaves `out` empty; another text the set does not have answers 400
+// VALIDATION_ERROR `refusal` and returns false.
+template <typename E>
+bool enum_param(Call& call, std::string_view name, std::optional<E> (*parse)(std::string_view),
+                std::string_view refusal, std::optional<E>* out) {
+  const std::string* v = call.request.query_param(name);
+  if (v == nullptr || v->empty()) {
+    return true;
+  }
+  *out = parse(*v);
+  if (!*out) {
+    answer(call, error_response(400, "VALIDATION_ERROR", std::string(refusal)));
+    return false;
+  }
+  return true;
+}
+
 }  // namespace tally::http::handlers

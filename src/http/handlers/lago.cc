@@ -610,12 +610,13 @@ void write_wallet(common::JsonWriter& w, Context& ctx, const Wallet& wallet) {
 // releases (usage, which Lago settles per invoice and Tally per event: Tally's own ledger).
 const char* txn_status(const LedgerTransaction& t) {
   const bool positive = decimal_or_zero(t.amount).units > 0;
-  if (t.type == "top_up")
+  if (t.type == LedgerType::kTopUp)
     return "purchased";
-  if (t.type == "grant" || t.type == "refund" || (t.type == "adjustment" && positive)) {
+  if (t.type == LedgerType::kGrant || t.type == LedgerType::kRefund ||
+      (t.type == LedgerType::kAdjustment && positive)) {
     return "granted";
   }
-  if (t.type == "expiry" || t.type == "adjustment")
+  if (t.type == LedgerType::kExpiry || t.type == LedgerType::kAdjustment)
     return "voided";
   return nullptr;
 }
@@ -686,14 +687,14 @@ std::vector<WalletTransactionRequest> credit_requests(core::Decimal paid, core::
   std::vector<WalletTransactionRequest> out;
   if (paid.units > 0) {
     WalletTransactionRequest r;
-    r.type = "top_up";
+    r.type = LedgerType::kTopUp;
     r.amount = core::format_decimal(paid);
     r.description = description;
     out.push_back(std::move(r));
   }
   if (granted.units > 0) {
     WalletTransactionRequest r;
-    r.type = "grant";
+    r.type = LedgerType::kGrant;
     r.amount = core::format_decimal(granted);
     r.description = description;
     out.push_back(std::move(r));

@@ -49,7 +49,9 @@ void query_meter(Context& ctx, Call& call) {
   }
   for (const auto& [k, v] : call.request.query) {
     if (k == "window") {
-      q.window = v;
+      if (!window_text(call, v, &q.window)) {
+        return;
+      }
     } else if (k == "tz" || k == "timezone") {
       q.timezone = v;
     } else if (k == "customer") {

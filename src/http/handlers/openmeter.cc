@@ -170,7 +170,10 @@ void openmeter_query(Context& ctx, Call& call) {
     } else if (k == "windowSize") {
       window_size = v;
       if (v == "MINUTE" || v == "HOUR" || v == "DAY" || v == "MONTH") {
-        q.window = v == "MINUTE" ? "minute" : v == "HOUR" ? "hour" : v == "DAY" ? "day" : "month";
+        q.window = v == "MINUTE" ? Window::kMinute
+                   : v == "HOUR" ? Window::kHour
+                   : v == "DAY"  ? Window::kDay
+                                 : Window::kMonth;
       } else {
         answer(call, problem(400, "windowSize must be MINUTE, HOUR, DAY or MONTH"));
         return;

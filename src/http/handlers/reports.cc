@@ -22,8 +22,8 @@ void usage_history(Context& ctx, Call& call) {
     answer(call, error_response(400, "VALIDATION_ERROR", "query parameter 'meter' is required"));
     return;
   }
-  if (const std::string* w = call.request.query_param("window"); w != nullptr) {
-    q.window = *w;
+  if (!window_param(call, &q.window)) {
+    return;
   }
   q.timezone = zone_param(call);
   q.group_by = param(call, "group_by");
@@ -52,7 +52,7 @@ void usage_history(Context& ctx, Call& call) {
       .key("unit")
       .value(r->unit)
       .key("window")
-      .value(r->window)
+      .value(to_string(r->window))
       .key("timezone")
       .value(r->timezone)
       .key("from")
@@ -331,8 +331,8 @@ void meter_stats(Context& ctx, Call& call) {
   if (!scope_customer(call, &q.customer)) {
     return;
   }
-  if (const std::string* w = call.request.query_param("window"); w != nullptr) {
-    q.window = *w;
+  if (!window_param(call, &q.window)) {
+    return;
   }
   q.timezone = zone_param(call);
   if (!range_params(call, &q.from_us, &q.to_us) || !uint_param(call, "peaks", 100, &q.peaks_max)) {
@@ -355,7 +355,7 @@ void meter_stats(Context& ctx, Call& call) {
       .key("customer");
   write_nullable(w, r->customer);
   w.key("window")
-      .value(r->window)
+      .value(to_string(r->window))
       .key("timezone")
       .value(r->timezone)
       .key("from")

@@ -31,12 +31,13 @@ void create_wallet_transaction(Context& ctx, Call& call) {
     return;
   }
   WalletTransactionRequest req;
+  std::string type;
   bool has_amount = false;
   for (auto f : obj) {
     std::string_view s;
     const std::string key(f.key);
     if (key == "type" && f.value.get_string().get(s) == simdjson::SUCCESS) {
-      req.type.assign(s);
+      type.assign(s);
     } else if (key == "amount" && f.value.get_string().get(s) == simdjson::SUCCESS) {
       req.amount.assign(s);
       has_amount = true;
@@ -70,10 +71,19 @@ void create_wallet_transaction(Context& ctx, Call& call) {
       return;
     }
   }
-  if (req.type.empty() || !has_amount) {
+  if (type.empty() || !has_amount) {
     answer(call, error_response(400, "VALIDATION_ERROR", "'type' and 'amount' are required"));
     return;
   }
+  const std::optional<LedgerType> known = parse_ledger_type(type);
+  if (!known) {
+    // The engine refuses the ledger's other types (burn, expiry, ...) in the same words.
+    answer(call, error_response(400, "VALIDATION_ERROR",
+                                "type must be one of grant, top_up, refund, adjustment "
+                                "(burns come from events)"));
+    return;
+  }
+  req.type = *known;
   Result<LedgerTransaction> t =
       ctx.engine.wallet_transaction(call.params[0], req, call.identity.key_id);
   if (!t) {
@@ -91,12 +101,16 @@ void list_wallet_transactions(Context& ctx, Call& call) {
   }
   LedgerQuery q;
   q.customer = call.params[0];
-  if (const auto* t = call.request.query_param("type"))
-    q.type = *t;
   if (const auto* c = call.request.query_param("cursor"))
     q.cursor = *c;
   if (!scope_customer(call, &q.customer) || !time_param(call, "from", &q.from_us) ||
       !time_param(call, "to", &q.to_us) || !uint_param(call, "limit", 1000, &q.limit)) {
+    return;
+  }
+  if (const std::string* t = call.request.query_param("type");
+      t != nullptr && !t->empty() && !(q.type = parse_ledger_type(*t))) {
+    answer(call,
+           error_response(400, "VALIDATION_ERROR", "type '" + *t + "' is not a transaction type"));
     return;
   }
   Result<LedgerPage> page = ctx.engine.wallet_transactions(q);
