@@ -899,12 +899,13 @@ std::string all_answers(Engine& e) {
   std::string out;
   for (const char* meter : {"calls", "tokens", "tokens_max", "tokens_avg", "users", "patients"}) {
     for (const char* customer : {"", "c1", "c4"}) {
-      for (const char* window : {"", "hour", "day"}) {
+      for (std::optional<Window> window :
+           {std::optional<Window>(), std::optional(Window::kHour), std::optional(Window::kDay)}) {
         MeterQuery q;
         q.meter = meter;
         q.customer = customer;
         q.window = window;
-        q.timezone = std::string(window) == "day" ? "Asia/Kolkata" : "UTC";
+        q.timezone = window == Window::kDay ? "Asia/Kolkata" : "UTC";
         q.from_us = at("2025-01-01T00:00:00Z");
         q.to_us = at("2025-01-19T00:00:00Z");
         if (std::string(meter) == "calls") {
