@@ -266,8 +266,9 @@ void Engine::Impl::stop() {
   deliveries_cv.notify_all();
   if (committer.joinable()) {
     committer.join();
-    // Nothing changes the aggregates any more: they are what the store holds.
-    if (!checkpoint_path.empty()) {
+    // Nothing changes the aggregates any more: they are what the store holds. Not on a disk
+    // the guard already refuses writes on: the file could take the store's reserve.
+    if (!checkpoint_path.empty() && writes_allowed().ok()) {
       save_checkpoint().ignore_error();  // without one, the next open reads the store's records
     }
   }
