@@ -442,7 +442,8 @@ struct Engine::Impl {
                      core::TimeUs minute_us, const core::AggState& delta);
   void install_unique(std::uint32_t meter, std::uint32_t customer_num, std::uint32_t group,
                       core::TimeUs minute_us, const std::string& value);
-  // The installed state of one minute aggregate into *out; false when there is none.
+  // The installed state of one minute aggregate into *out; false, leaving *out as it was, when
+  // there is none.
   // REQUIRES: the commit thread, or state_mutex held.
   bool minute_state(std::uint32_t meter, std::uint32_t customer_num, std::uint32_t group,
                     core::TimeUs minute_us, core::AggState* out) const;

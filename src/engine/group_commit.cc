@@ -664,10 +664,8 @@ void IngestCommit::encode(store::WriteBatch& wb) {
     wb.put(store::Space::kDedup, dedup_key(first_seq_), encode_dedup_record(now_, dedup_entries_));
   }
   for (const auto& [k, t] : touched_) {
-    core::AggState state;
-    if (!d_.minute_state(k.meter, k.customer_num, k.group, k.minute_us, &state)) {
-      state = core::AggState{};
-    }
+    core::AggState state;  // left empty when the minute has no state yet
+    d_.minute_state(k.meter, k.customer_num, k.group, k.minute_us, &state);
     state.merge(t.delta);
     const std::string& key = d_.catalog->meters[k.meter].spec.key;
     const std::string& gtext = d_.group_texts[k.group];

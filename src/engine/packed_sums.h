@@ -32,7 +32,7 @@ class PackedSums {
   // Merges `delta` into the entry starting at `start` (a minute boundary), making the entry when
   // there is none. Returns whether it was made.
   bool merge(core::TimeUs start, const core::AggState& delta);
-  // The entry starting at `start` into *out; false when there is none.
+  // The entry starting at `start` into *out; false, leaving *out as it was, when there is none.
   bool get(core::TimeUs start, core::AggState* out) const;
   // Calls f(start, state) for each entry starting in [from, to), in time order. The state is a
   // temporary: f copies what it keeps.

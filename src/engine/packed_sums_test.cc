@@ -129,9 +129,14 @@ TEST(PackedSums, AnEntryBeforeEveryOtherAndEmptyStates) {
   EXPECT_EQ(p.first_in(kStart + 901 * kUsPerMinute, kStart + 902 * kUsPerMinute),
             kStart + 901 * kUsPerMinute);
   EXPECT_EQ(p.first_in(kStart + 1001 * kUsPerMinute, kStart + 3000 * kUsPerMinute), std::nullopt);
-  AggState unused;
-  EXPECT_FALSE(p.get(kStart + 1 * kUsPerMinute, &unused));
-  EXPECT_FALSE(p.get(kStart + 5000 * kUsPerMinute, &unused));
+  // A miss leaves the output as it was (the commit merges into an empty state it did not reset).
+  AggState untouched;
+  untouched.add(core::Decimal::from_int(42), kStart, 7);
+  AggState out = untouched;
+  EXPECT_FALSE(p.get(kStart + 1 * kUsPerMinute, &out));  // among the packed entries
+  expect_identical(out, untouched, "a miss among packed entries");
+  EXPECT_FALSE(p.get(kStart + 5000 * kUsPerMinute, &out));  // after the plain ones
+  expect_identical(out, untouched, "a miss after the plain entries");
 }
 
 TEST(PackedSums, ExtremeValuesSurviveTheEncoding) {

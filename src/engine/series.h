@@ -30,7 +30,7 @@ class Series {
   // Records a distinct value seen in the minute starting at `minute_us`.
   void add_unique(core::TimeUs minute_us, const std::string& value);
   bool has_unique(core::TimeUs minute_us, std::string_view value) const;
-  // The minute's state into *out; false when it has none.
+  // The minute's state into *out; false, leaving *out as it was, when it has none.
   bool minute(core::TimeUs minute_us, core::AggState* out) const;
 
   // Accumulates the aggregates of [a, b) into `state` (and its distinct values into `uniques`
