@@ -203,7 +203,7 @@ int serve(const ServeOptions& o) {
   {
     const std::vector<ApiKeyInfo> keys = (*engine)->list_keys();
     const bool stored_admin = std::any_of(keys.begin(), keys.end(), [](const ApiKeyInfo& k) {
-      return k.customer.empty() && k.revoked_at_us == 0 && (k.scopes & kScopeAdmin) != 0;
+      return k.customer.empty() && k.revoked_at_us == 0 && has(k.scopes, Scope::kAdmin);
     });
     if (eo.admin_key.empty() && cfg.server.admin_key.empty() && !stored_admin) {
       spdlog::warn(

@@ -376,11 +376,11 @@ Admission Api::admit(const Request& head) {
                                      "session's X-CSRF-Token header"));
       }
     }
-    const std::uint32_t scopes = identity.scopes;
+    const Scope scopes = identity.scopes;
     const bool permitted = found->need == Need::kAnyKey ||
-                           (found->need == Need::kRead && (scopes & kScopeRead) != 0) ||
-                           (found->need == Need::kIngest && (scopes & kScopeIngest) != 0) ||
-                           (found->need == Need::kCheck && (scopes & kScopeCheck) != 0) ||
+                           (found->need == Need::kRead && has(scopes, Scope::kRead)) ||
+                           (found->need == Need::kIngest && has(scopes, Scope::kIngest)) ||
+                           (found->need == Need::kCheck && has(scopes, Scope::kCheck)) ||
                            (found->need == Need::kAdmin && identity.admin());
     if (!permitted) {
       return refuse(

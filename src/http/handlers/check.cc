@@ -487,7 +487,7 @@ void authorize(Context& ctx, Call& call) {
          id.error().message());
     return;
   }
-  if ((id->scopes & kScopeCheck) == 0) {
+  if (!has(id->scopes, Scope::kCheck)) {
     deny(403, "missing_scope", "this key lacks the check scope");
     return;
   }
