@@ -163,19 +163,46 @@ struct CustomerPatch {
   std::optional<std::string> organization;  // "" removes it
 };
 
-enum Scope : std::uint32_t {
-  kScopeIngest = 1u << 0,
-  kScopeCheck = 1u << 1,
-  kScopeRead = 1u << 2,
-  kScopeAdmin = 1u << 31,
+// What a key may do: a set of these bits, combined with | and asked with has(). The numbers
+// are stored with each key, so they never change.
+enum class Scope : std::uint32_t {
+  kNone = 0,
+  kIngest = 1u << 0,
+  kCheck = 1u << 1,
+  kRead = 1u << 2,
+  kAdmin = 1u << 31,
 };
+
+constexpr Scope operator|(Scope a, Scope b) {
+  return static_cast<Scope>(static_cast<std::uint32_t>(a) | static_cast<std::uint32_t>(b));
+}
+
+constexpr Scope operator&(Scope a, Scope b) {
+  return static_cast<Scope>(static_cast<std::uint32_t>(a) & static_cast<std::uint32_t>(b));
+}
+
+constexpr Scope operator~(Scope a) {
+  return static_cast<Scope>(~static_cast<std::uint32_t>(a));
+}
+
+constexpr Scope& operator|=(Scope& a, Scope b) {
+  return a = a | b;
+}
+
+// Whether `scopes` holds every bit of `wanted`.
+constexpr bool has(Scope scopes, Scope wanted) {
+  return (scopes & wanted) == wanted;
+}
+
+// The three scopes of customer data.
+inline constexpr Scope kDataScopes = Scope::kIngest | Scope::kCheck | Scope::kRead;
 
 struct ApiKeyInfo {
   std::string id;        // "key_..." : names the key in the API; not secret
   std::string prefix;    // the first characters of the secret, to recognise it
   std::string customer;  // empty for an admin key
   std::string name;
-  std::uint32_t scopes = 0;
+  Scope scopes = Scope::kNone;
   TimeUs created_at_us = 0;
   TimeUs revoked_at_us = 0;    // 0 = active
   TimeUs last_used_at_us = 0;  // 0 = never
@@ -188,8 +215,8 @@ struct NewApiKey {
 };
 
 struct NewApiKeyRequest {
-  std::string customer;      // empty = admin key
-  std::uint32_t scopes = 0;  // 0 = the default (admin, or ingest|check|read for a customer)
+  std::string customer;         // empty = admin key
+  Scope scopes = Scope::kNone;  // none = the default (admin, or kDataScopes for a customer)
   std::string name;
 };
 
@@ -197,9 +224,9 @@ struct NewApiKeyRequest {
 struct Identity {
   std::string key_id;
   std::string customer;  // empty for admin
-  std::uint32_t scopes = 0;
+  Scope scopes = Scope::kNone;
 
-  bool admin() const { return (scopes & kScopeAdmin) != 0; }
+  bool admin() const { return has(scopes, Scope::kAdmin); }
 };
 
 // ---- meters and queries ---------------------------------------------------------------------

@@ -46,18 +46,18 @@ int keys_create(const KeyCreate& o) {
       comma = o.scopes.size();
     const std::string s = o.scopes.substr(start, comma - start);
     if (s == "ingest")
-      req.scopes |= kScopeIngest;
+      req.scopes |= Scope::kIngest;
     else if (s == "check")
-      req.scopes |= kScopeCheck;
+      req.scopes |= Scope::kCheck;
     else if (s == "read")
-      req.scopes |= kScopeRead;
+      req.scopes |= Scope::kRead;
     else if (!s.empty()) {
       std::fprintf(stderr, "tally: unknown scope '%s' (ingest, check, read)\n", s.c_str());
       return 2;
     }
     start = comma + 1;
   }
-  if (o.scopes_given && req.scopes == 0) {
+  if (o.scopes_given && req.scopes == Scope::kNone) {
     std::fprintf(stderr, "tally: --scopes names no scope (ingest, check, read)\n");
     return 2;
   }

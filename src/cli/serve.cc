@@ -109,25 +109,31 @@ class ArchiveSchedule {
   std::thread thread_;
 };
 
-int serve(const ServeOptions& o) {
-  // Block the stop signals in every thread; this one waits for them below.
+// ---- the steps of serve ------------------------------------------------------------------------
+
+// Blocks the stop signals in every thread (the caller waits for them) and ignores SIGPIPE.
+sigset_t block_stop_signals() {
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  return stop_signals;
+}
 
-  config::Config cfg;
+// The configuration file (or the defaults), with the command line's --listen and --threads.
+// False after printing why it cannot be served.
+bool load_serve_config(const ServeOptions& o, config::Config* cfg) {
   if (!o.data.config_path.empty()) {
     auto c = config::load_config_file(o.data.config_path);
     if (!c) {
       std::fprintf(stderr, "tally: %s\n", c.error().message().c_str());
-      return 2;
+      return false;
     }
-    cfg = std::move(*c);
+    *cfg = std::move(*c);
   }
-  if (cfg.cluster) {
+  if (cfg->cluster) {
     // Nothing may pretend: serving from the embedded store with a [cluster] section would
     // silently ignore the servers the operator named.
     std::fprintf(stderr,
@@ -136,21 +142,24 @@ int serve(const ServeOptions& o) {
                  "`tally serve` cannot run on it. Remove [cluster] to serve from the embedded "
                  "store (docs/cluster.md)\n",
                  o.data.config_path.c_str());
-    return 2;
+    return false;
   }
   if (!o.listen.empty()) {
-    Status s = config::parse_listen(o.listen, &cfg.server.listen_host, &cfg.server.listen_port);
+    Status s = config::parse_listen(o.listen, &cfg->server.listen_host, &cfg->server.listen_port);
     if (!s.ok()) {
       std::fprintf(stderr, "tally: --listen: %s\n", s.message().c_str());
-      return 2;
+      return false;
     }
   }
   if (o.threads >= 0) {
-    cfg.server.threads = o.threads;
+    cfg->server.threads = o.threads;
   }
+  return true;
+}
 
-  // The SMTP passwords of [[notifications]], from the environment (never from the file).
-  std::vector<std::string> smtp_passwords;
+// The SMTP passwords of [[notifications]], from the environment (never from the file), one per
+// entry. False after printing what is missing.
+bool smtp_passwords_of(const config::Config& cfg, std::vector<std::string>* passwords) {
   for (std::size_t i = 0; i < cfg.notifications.size(); ++i) {
     const config::NotificationConfig& n = cfg.notifications[i];
     std::string password;
@@ -161,14 +170,14 @@ int serve(const ServeOptions& o) {
                      "tally: notifications[%zu].password_env: the environment variable %s is not "
                      "set (or empty); it must hold the SMTP password of user '%s'\n",
                      i, n.password_env.c_str(), n.user.c_str());
-        return 2;
+        return false;
       }
       password = p;
     }
     if (!n.ca_file.empty() && !std::ifstream(n.ca_file).good()) {
       std::fprintf(stderr, "tally: notifications[%zu].ca_file: cannot read '%s'\n", i,
                    n.ca_file.c_str());
-      return 2;
+      return false;
     }
     if (!n.starttls && !n.user.empty()) {
       spdlog::warn(
@@ -176,12 +185,16 @@ int serve(const ServeOptions& o) {
           "in plain text",
           i, n.user, n.host);
     }
-    smtp_passwords.push_back(std::move(password));
+    passwords->push_back(std::move(password));
   }
+  return true;
+}
 
-  EngineOptions eo;
-  eo.config_path = o.data.config_path;
-  eo.data_dir = o.data.data_dir;
+// The engine's options: the data options and TALLY_ADMIN_KEY. False after printing why the
+// key is refused.
+bool engine_options_of(const ServeOptions& o, EngineOptions* eo) {
+  eo->config_path = o.data.config_path;
+  eo->data_dir = o.data.data_dir;
   if (const char* k = std::getenv("TALLY_ADMIN_KEY"); k != nullptr && *k != '\0') {
     // The same bounds as server.admin_key in the config: a short key is guessable.
     const std::size_t n = std::strlen(k);
@@ -190,29 +203,29 @@ int serve(const ServeOptions& o) {
                    "tally: TALLY_ADMIN_KEY must be 16 to 256 bytes long, got %zu "
                    "(`openssl rand -hex 32` makes a good one)\n",
                    n);
-      return 2;
+      return false;
     }
-    eo.admin_key = k;
+    eo->admin_key = k;
   }
-  auto engine = Engine::open(eo);
-  if (!engine) {
-    std::fprintf(stderr, "tally: %s\n", engine.error().message().c_str());
-    return 1;
-  }
+  return true;
+}
 
-  {
-    const std::vector<ApiKeyInfo> keys = (*engine)->list_keys();
-    const bool stored_admin = std::any_of(keys.begin(), keys.end(), [](const ApiKeyInfo& k) {
-      return k.customer.empty() && k.revoked_at_us == 0 && (k.scopes & kScopeAdmin) != 0;
-    });
-    if (eo.admin_key.empty() && cfg.server.admin_key.empty() && !stored_admin) {
-      spdlog::warn(
-          "no admin key: nobody can manage customers, keys or plans over the API. Set "
-          "TALLY_ADMIN_KEY (or [server] admin_key), or create one on the stopped server's data "
-          "directory with `tally keys create --admin`");
-    }
+// Warns when no key can administer the server.
+void warn_without_admin_key(const Engine& engine, const EngineOptions& eo,
+                            const config::Config& cfg) {
+  const std::vector<ApiKeyInfo> keys = engine.list_keys();
+  const bool stored_admin = std::any_of(keys.begin(), keys.end(), [](const ApiKeyInfo& k) {
+    return k.customer.empty() && k.revoked_at_us == 0 && has(k.scopes, Scope::kAdmin);
+  });
+  if (eo.admin_key.empty() && cfg.server.admin_key.empty() && !stored_admin) {
+    spdlog::warn(
+        "no admin key: nobody can manage customers, keys or plans over the API. Set "
+        "TALLY_ADMIN_KEY (or [server] admin_key), or create one on the stopped server's data "
+        "directory with `tally keys create --admin`");
   }
+}
 
+http::ApiOptions api_options_of(const config::Config& cfg) {
   http::ApiOptions api_options;
   api_options.future_skew_seconds_max = cfg.server.future_skew_seconds_max;
   api_options.scan_threads = cfg.server.scan_threads;
@@ -223,7 +236,10 @@ int serve(const ServeOptions& o) {
   api_options.currency = cfg.credits.currency;
   api_options.authorize_key_header = cfg.enforcement.authorize_key_header;
   api_options.routes = cfg.routes;
-  http::Api api(**engine, api_options);
+  return api_options;
+}
+
+http::ServerOptions server_options_of(const config::Config& cfg) {
   http::ServerOptions so;
   so.host = cfg.server.listen_host;
   so.port = cfg.server.listen_port;
@@ -233,15 +249,15 @@ int serve(const ServeOptions& o) {
   so.connections_per_address_max = cfg.server.connections_per_address_max;
   so.header_timeout_ms = cfg.server.header_timeout_ms;
   so.idle_timeout_ms = cfg.server.idle_timeout_ms;
-  // Heads first: a request is authenticated and authorized before its body is read.
-  http::Server server(so, [&api](const http::Request& head) { return api.admit(head); });
-  api.set_server(&server);
-  Status started = server.start();
-  if (!started.ok()) {
-    std::fprintf(stderr, "tally: %s\n", started.message().c_str());
-    return 1;
-  }
-  const std::string host = so.host.find(':') != std::string::npos ? "[" + so.host + "]" : so.host;
+  return so;
+}
+
+// Says where the server listens: the log, standard output, and --port-file (written whole, by
+// a rename).
+void announce(const http::Server& server, const std::string& listen_host, const ServeOptions& o,
+              const config::Config& cfg) {
+  const std::string host =
+      listen_host.find(':') != std::string::npos ? "[" + listen_host + "]" : listen_host;
   spdlog::info("tally {} listening on http://{}:{} (data: {})", TALLY_VERSION, host, server.port(),
                o.data.data_dir.empty() ? cfg.server.data_dir : o.data.data_dir);
   std::printf("tally listening on http://%s:%u\n", host.c_str(), server.port());
@@ -254,6 +270,35 @@ int serve(const ServeOptions& o) {
     }
     std::rename(tmp.c_str(), o.port_file.c_str());
   }
+}
+
+int serve(const ServeOptions& o) {
+  sigset_t stop_signals = block_stop_signals();
+  config::Config cfg;
+  std::vector<std::string> smtp_passwords;
+  EngineOptions eo;
+  if (!load_serve_config(o, &cfg) || !smtp_passwords_of(cfg, &smtp_passwords) ||
+      !engine_options_of(o, &eo)) {
+    return 2;
+  }
+  auto engine = Engine::open(eo);
+  if (!engine) {
+    std::fprintf(stderr, "tally: %s\n", engine.error().message().c_str());
+    return 1;
+  }
+  warn_without_admin_key(**engine, eo, cfg);
+
+  http::Api api(**engine, api_options_of(cfg));
+  const http::ServerOptions so = server_options_of(cfg);
+  // Heads first: a request is authenticated and authorized before its body is read.
+  http::Server server(so, [&api](const http::Request& head) { return api.admit(head); });
+  api.set_server(&server);
+  Status started = server.start();
+  if (!started.ok()) {
+    std::fprintf(stderr, "tally: %s\n", started.message().c_str());
+    return 1;
+  }
+  announce(server, so.host, o, cfg);
 
   // Webhook and email deliveries from the outbox, pending ones from before a restart included.
   std::unique_ptr<webhook::Sender> sender;

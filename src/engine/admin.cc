@@ -264,20 +264,19 @@ Result<NewApiKey> Engine::create_key(const NewApiKeyRequest& request, const std:
   if (request.name.size() > 256) {
     return Status::invalid_argument("name is at most 256 bytes");
   }
-  constexpr std::uint32_t kDataScopes = kScopeIngest | kScopeCheck | kScopeRead;
-  std::uint32_t scopes = request.scopes;
-  if ((scopes & ~(kDataScopes | kScopeAdmin)) != 0) {
+  Scope scopes = request.scopes;
+  if ((scopes & ~(kDataScopes | Scope::kAdmin)) != Scope::kNone) {
     return Status::invalid_argument("unknown scope; scopes are ingest, check, read");
   }
   if (request.customer.empty()) {
     // No scopes (or admin): a full admin key. Given scopes: a key for every customer that
     // holds exactly those scopes and may not administer.
-    if (scopes == 0 || (scopes & kScopeAdmin) != 0) {
-      scopes = kScopeAdmin | kDataScopes;
+    if (scopes == Scope::kNone || has(scopes, Scope::kAdmin)) {
+      scopes = Scope::kAdmin | kDataScopes;
     }
-  } else if (scopes == 0) {
+  } else if (scopes == Scope::kNone) {
     scopes = kDataScopes;
-  } else if ((scopes & kScopeAdmin) != 0) {
+  } else if (has(scopes, Scope::kAdmin)) {
     return Status::invalid_argument("a customer key cannot have the admin scope");
   }
   NewApiKey out;
@@ -394,8 +393,7 @@ Result<Identity> Engine::authenticate(std::string_view secret) {
   }
   const std::string hash = common::sha256(secret);
   if (!d.admin_key_hash.empty() && common::constant_time_equal(hash, d.admin_key_hash)) {
-    return Identity{std::string(kEnvAdminKeyId), "",
-                    kScopeAdmin | kScopeIngest | kScopeCheck | kScopeRead};
+    return Identity{std::string(kEnvAdminKeyId), "", Scope::kAdmin | kDataScopes};
   }
   std::shared_lock lock(d.state_mutex);
   auto it = d.keys_by_hash.find(hash);
@@ -411,8 +409,7 @@ Result<Identity> Engine::authenticate_key_id(const std::string& key_id) {
     if (d.admin_key_hash.empty()) {
       return Status::unauthenticated("Invalid or missing API key");
     }
-    return Identity{std::string(kEnvAdminKeyId), "",
-                    kScopeAdmin | kScopeIngest | kScopeCheck | kScopeRead};
+    return Identity{std::string(kEnvAdminKeyId), "", Scope::kAdmin | kDataScopes};
   }
   std::shared_lock lock(d.state_mutex);
   auto it = d.keys_by_id.find(key_id);

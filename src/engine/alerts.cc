@@ -177,6 +177,191 @@ void Engine::Impl::touch_all_for_alerts() {
 
 // ---- evaluation (commit thread) ----------------------------------------------------------------
 
+namespace {
+
+// What one evaluation found: the alerts that fired (numbered from `first_num`), the customer's
+// email of each, the thresholds they mark as fired, and the wallets whose low-balance state
+// changed (customer, low now).
+struct FreshAlerts {
+  std::uint64_t first_num = 0;
+  core::TimeUs now = 0;
+  std::vector<engine::AlertEntry> alerts;
+  std::vector<std::string> emails;
+  std::vector<engine::FiredKey> fired;
+  std::vector<std::pair<std::uint32_t, bool>> balance_changes;
+
+  void add(Alert a, const std::string& email) {
+    emails.push_back(email);
+    engine::AlertEntry e;
+    e.num = first_num + alerts.size();
+    a.id = alert_id(e.num);
+    a.created_at_us = now;
+    e.alert = std::move(a);
+    alerts.push_back(std::move(e));
+  }
+};
+
+template <typename T>
+void sort_unique(std::vector<T>& v) {
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+}
+
+// The thresholds of the touched calendar limits reached for the first time in their window.
+// REQUIRES: state_mutex held.
+void collect_limit_alerts(Engine::Impl& d, FreshAlerts* fresh) {
+  std::vector<engine::LimitUsage> usages;
+  for (const auto& [cnum, meter] : d.alert_touched_limits) {
+    auto cit = d.customers.find(cnum);
+    if (cit == d.customers.end()) {
+      continue;
+    }
+    const engine::CustomerState& cs = cit->second;
+    const core::Plan* plan = engine::plan_of(d.config, cs.record);
+    const bool own = plan != nullptr && !plan->alert_thresholds.empty();
+    const std::vector<std::int64_t>& thresholds =
+        own ? plan->alert_thresholds : d.config.alerts.thresholds;
+    const std::vector<AlertLevel>& levels = own ? plan->alert_levels : d.config.alerts.levels;
+    if (thresholds.empty()) {
+      continue;
+    }
+    usages.clear();
+    d.limit_usages(cs, meter, fresh->now, &usages);
+    for (const engine::LimitUsage& u : usages) {
+      const core::LimitRule& rule = u.rule->rule;
+      const std::string period(core::period_name(rule.period));
+      for (std::size_t i = 0; i < thresholds.size(); ++i) {
+        if (!core::threshold_reached(u.used, rule.amount, thresholds[i])) {
+          break;  // ascending: the rest are not reached either
+        }
+        engine::FiredKey key{cnum, rule.meter, period, u.span.start, thresholds[i]};
+        if (!d.alerts_fired.insert(key).second) {
+          continue;
+        }
+        fresh->fired.push_back(std::move(key));
+        Alert a;
+        a.customer = cs.record.id;
+        a.kind = AlertKind::kLimit;
+        a.level = core::alert_level(thresholds, levels, i);
+        a.meter = rule.meter;
+        a.period = period;
+        a.limit = u.rule->rule_text;
+        a.threshold_percent = thresholds[i];
+        a.limit_amount = core::format_decimal(rule.amount);
+        a.used = core::format_decimal(u.used);
+        a.percent = core::percent_text(u.used, rule.amount);
+        a.window_start_us = u.span.start;
+        a.window_end_us = u.span.end == std::numeric_limits<core::TimeUs>::max() ? 0 : u.span.end;
+        fresh->add(std::move(a), cs.record.email);
+      }
+    }
+  }
+}
+
+// The touched wallets whose balance crossed their alert amount: an alert when it fell below,
+// a re-arm when it came back. REQUIRES: state_mutex held.
+void collect_balance_alerts(const Engine::Impl& d, FreshAlerts* fresh) {
+  for (std::uint32_t cnum : d.alert_touched_wallets) {
+    auto cit = d.customers.find(cnum);
+    auto wit = d.wallets.find(cnum);
+    if (cit == d.customers.end() || wit == d.wallets.end()) {
+      continue;
+    }
+    const core::Plan* plan = engine::plan_of(d.config, cit->second.record);
+    const bool own = plan != nullptr && plan->has_alert_balance_below;
+    if (!own && !d.config.alerts.has_balance_below) {
+      continue;
+    }
+    const core::Decimal below = own ? plan->alert_balance_below : d.config.alerts.balance_below;
+    const core::Decimal balance = wit->second.balance;
+    const bool low = balance < below;
+    const bool was_low = d.balance_low.count(cnum) != 0;
+    if (low == was_low) {
+      continue;
+    }
+    fresh->balance_changes.emplace_back(cnum, low);
+    if (low) {
+      Alert a;
+      a.customer = cit->second.record.id;
+      a.kind = AlertKind::kLowBalance;
+      a.level = balance.units <= 0 ? AlertLevel::kExceeded : AlertLevel::kWarning;
+      a.threshold_amount = core::format_decimal(below);
+      a.balance = core::format_decimal(balance);
+      fresh->add(std::move(a), cit->second.record.email);
+    }
+  }
+}
+
+// A new pending delivery of `e`, due now.
+WebhookDelivery pending_delivery(const engine::AlertEntry& e, std::uint32_t index, std::string url,
+                                 core::TimeUs now) {
+  WebhookDelivery d;
+  d.id = "dlv_" + common::to_hex(common::random_bytes(12));
+  d.alert_id = e.alert.id;
+  d.event = std::string(kAlertEvent);
+  d.webhook = index;  // in [[webhooks]], or in [[notifications]]: the url's scheme tells them apart
+  d.url = std::move(url);
+  d.status = DeliveryStatus::kPending;
+  d.created_at_us = now;
+  d.next_attempt_at_us = now;
+  return d;
+}
+
+// One pending delivery per fresh alert and subscribed webhook or notification, numbered from
+// `first_num`; each alert lists its deliveries' numbers.
+std::vector<std::pair<std::uint64_t, WebhookDelivery>> deliveries_of(const config::Config& config,
+                                                                     std::uint64_t first_num,
+                                                                     FreshAlerts* fresh) {
+  std::vector<std::pair<std::uint64_t, WebhookDelivery>> out;
+  auto push = [&](engine::AlertEntry& e, WebhookDelivery d) {
+    const std::uint64_t num = first_num + out.size();
+    e.deliveries.push_back(num);
+    out.emplace_back(num, std::move(d));
+  };
+  for (std::size_t f = 0; f < fresh->alerts.size(); ++f) {
+    engine::AlertEntry& e = fresh->alerts[f];
+    for (std::uint32_t w = 0; w < config.webhooks.size(); ++w) {
+      if (webhook_takes(config.webhooks[w], kAlertEvent)) {
+        push(e, pending_delivery(e, w, config.webhooks[w].url, fresh->now));
+      }
+    }
+    for (std::uint32_t n = 0; n < config.notifications.size(); ++n) {
+      const config::NotificationConfig& nc = config.notifications[n];
+      if (!notification_takes(nc, kAlertEvent, e.alert)) {
+        continue;
+      }
+      std::string url = mailto_url(nc, fresh->emails[f]);
+      if (url.empty()) {
+        continue;  // only the customer was to get it, and it has no valid address
+      }
+      push(e, pending_delivery(e, n, std::move(url), fresh->now));
+    }
+  }
+  return out;
+}
+
+// The alerts, their deliveries and the low-balance marks in one write.
+store::WriteBatch alert_write(const FreshAlerts& fresh,
+                              const std::vector<std::pair<std::uint64_t, WebhookDelivery>>& ds) {
+  store::WriteBatch wb;
+  for (const auto& e : fresh.alerts) {
+    wb.put(store::Space::kMeta, engine::alert_key(e.num), engine::encode_alert(e.alert));
+  }
+  for (const auto& [num, d] : ds) {
+    wb.put(store::Space::kMeta, engine::delivery_key(num), engine::encode_delivery(d));
+  }
+  for (const auto& [cnum, low] : fresh.balance_changes) {
+    if (low) {
+      wb.put(store::Space::kMeta, engine::balance_low_key(cnum), "");
+    } else {
+      wb.del(store::Space::kMeta, engine::balance_low_key(cnum));
+    }
+  }
+  return wb;
+}
+
+}  // namespace
+
 void Engine::Impl::evaluate_alerts(core::TimeUs now) {
   if (!alerts_enabled || read_only) {
     alert_touched_limits.clear();
@@ -186,189 +371,42 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
   if (alert_touched_limits.empty() && alert_touched_wallets.empty()) {
     return;
   }
-  std::sort(alert_touched_limits.begin(), alert_touched_limits.end());
-  alert_touched_limits.erase(std::unique(alert_touched_limits.begin(), alert_touched_limits.end()),
-                             alert_touched_limits.end());
-  std::sort(alert_touched_wallets.begin(), alert_touched_wallets.end());
-  alert_touched_wallets.erase(
-      std::unique(alert_touched_wallets.begin(), alert_touched_wallets.end()),
-      alert_touched_wallets.end());
-
-  std::vector<engine::AlertEntry> fresh;
-  std::vector<std::string> fresh_emails;  // the customer's email of each fresh alert
-  std::vector<engine::FiredKey> fired_now;
-  std::vector<std::pair<std::uint32_t, bool>> balance_changes;  // customer, low now
-  auto add = [&](Alert a, const std::string& email) {
-    fresh_emails.push_back(email);
-    engine::AlertEntry e;
-    e.num = next_alert + fresh.size();
-    a.id = alert_id(e.num);
-    a.created_at_us = now;
-    e.alert = std::move(a);
-    fresh.push_back(std::move(e));
-  };
+  sort_unique(alert_touched_limits);
+  sort_unique(alert_touched_wallets);
+  FreshAlerts fresh;
+  fresh.first_num = next_alert;
+  fresh.now = now;
   {
     std::shared_lock lock(state_mutex);
-    std::vector<engine::LimitUsage> usages;
-    for (const auto& [cnum, meter] : alert_touched_limits) {
-      auto cit = customers.find(cnum);
-      if (cit == customers.end()) {
-        continue;
-      }
-      const engine::CustomerState& cs = cit->second;
-      const core::Plan* plan = engine::plan_of(config, cs.record);
-      const bool own = plan != nullptr && !plan->alert_thresholds.empty();
-      const std::vector<std::int64_t>& thresholds =
-          own ? plan->alert_thresholds : config.alerts.thresholds;
-      const std::vector<AlertLevel>& levels = own ? plan->alert_levels : config.alerts.levels;
-      if (thresholds.empty()) {
-        continue;
-      }
-      usages.clear();
-      limit_usages(cs, meter, now, &usages);
-      for (const engine::LimitUsage& u : usages) {
-        const core::LimitRule& rule = u.rule->rule;
-        const std::string period(core::period_name(rule.period));
-        for (std::size_t i = 0; i < thresholds.size(); ++i) {
-          if (!core::threshold_reached(u.used, rule.amount, thresholds[i])) {
-            break;  // ascending: the rest are not reached either
-          }
-          engine::FiredKey key{cnum, rule.meter, period, u.span.start, thresholds[i]};
-          if (!alerts_fired.insert(key).second) {
-            continue;
-          }
-          fired_now.push_back(std::move(key));
-          Alert a;
-          a.customer = cs.record.id;
-          a.kind = AlertKind::kLimit;
-          a.level = core::alert_level(thresholds, levels, i);
-          a.meter = rule.meter;
-          a.period = period;
-          a.limit = u.rule->rule_text;
-          a.threshold_percent = thresholds[i];
-          a.limit_amount = core::format_decimal(rule.amount);
-          a.used = core::format_decimal(u.used);
-          a.percent = core::percent_text(u.used, rule.amount);
-          a.window_start_us = u.span.start;
-          a.window_end_us = u.span.end == std::numeric_limits<core::TimeUs>::max() ? 0 : u.span.end;
-          add(std::move(a), cs.record.email);
-        }
-      }
-    }
-    for (std::uint32_t cnum : alert_touched_wallets) {
-      auto cit = customers.find(cnum);
-      auto wit = wallets.find(cnum);
-      if (cit == customers.end() || wit == wallets.end()) {
-        continue;
-      }
-      const core::Plan* plan = engine::plan_of(config, cit->second.record);
-      const bool own = plan != nullptr && plan->has_alert_balance_below;
-      if (!own && !config.alerts.has_balance_below) {
-        continue;
-      }
-      const core::Decimal below = own ? plan->alert_balance_below : config.alerts.balance_below;
-      const core::Decimal balance = wit->second.balance;
-      const bool low = balance < below;
-      const bool was_low = balance_low.count(cnum) != 0;
-      if (low == was_low) {
-        continue;
-      }
-      balance_changes.emplace_back(cnum, low);
-      if (low) {
-        Alert a;
-        a.customer = cit->second.record.id;
-        a.kind = AlertKind::kLowBalance;
-        a.level = balance.units <= 0 ? AlertLevel::kExceeded : AlertLevel::kWarning;
-        a.threshold_amount = core::format_decimal(below);
-        a.balance = core::format_decimal(balance);
-        add(std::move(a), cit->second.record.email);
-      }
-    }
+    collect_limit_alerts(*this, &fresh);
+    collect_balance_alerts(*this, &fresh);
   }
   alert_touched_limits.clear();
   alert_touched_wallets.clear();
-  if (fresh.empty() && balance_changes.empty()) {
+  if (fresh.alerts.empty() && fresh.balance_changes.empty()) {
     return;
   }
-
-  // One pending delivery per alert and subscribed webhook or notification, due at once.
-  std::vector<std::pair<std::uint64_t, WebhookDelivery>> deliveries;
-  for (std::size_t f = 0; f < fresh.size(); ++f) {
-    engine::AlertEntry& e = fresh[f];
-    for (std::uint32_t w = 0; w < config.webhooks.size(); ++w) {
-      if (!webhook_takes(config.webhooks[w], kAlertEvent)) {
-        continue;
-      }
-      WebhookDelivery d;
-      d.id = "dlv_" + common::to_hex(common::random_bytes(12));
-      d.alert_id = e.alert.id;
-      d.event = std::string(kAlertEvent);
-      d.webhook = w;
-      d.url = config.webhooks[w].url;
-      d.status = DeliveryStatus::kPending;
-      d.created_at_us = now;
-      d.next_attempt_at_us = now;
-      const std::uint64_t num = next_delivery + deliveries.size();
-      e.deliveries.push_back(num);
-      deliveries.emplace_back(num, std::move(d));
-    }
-    for (std::uint32_t n = 0; n < config.notifications.size(); ++n) {
-      const config::NotificationConfig& nc = config.notifications[n];
-      if (!notification_takes(nc, kAlertEvent, e.alert)) {
-        continue;
-      }
-      std::string url = mailto_url(nc, fresh_emails[f]);
-      if (url.empty()) {
-        continue;  // only the customer was to get it, and it has no valid address
-      }
-      WebhookDelivery d;
-      d.id = "dlv_" + common::to_hex(common::random_bytes(12));
-      d.alert_id = e.alert.id;
-      d.event = std::string(kAlertEvent);
-      d.webhook = n;  // the index in [[notifications]]; the url's scheme tells them apart
-      d.url = std::move(url);
-      d.status = DeliveryStatus::kPending;
-      d.created_at_us = now;
-      d.next_attempt_at_us = now;
-      const std::uint64_t num = next_delivery + deliveries.size();
-      e.deliveries.push_back(num);
-      deliveries.emplace_back(num, std::move(d));
-    }
-  }
-
-  store::WriteBatch wb;
-  for (const auto& e : fresh) {
-    wb.put(store::Space::kMeta, engine::alert_key(e.num), engine::encode_alert(e.alert));
-  }
-  for (const auto& [num, d] : deliveries) {
-    wb.put(store::Space::kMeta, engine::delivery_key(num), engine::encode_delivery(d));
-  }
-  for (const auto& [cnum, low] : balance_changes) {
-    if (low) {
-      wb.put(store::Space::kMeta, engine::balance_low_key(cnum), "");
-    } else {
-      wb.del(store::Space::kMeta, engine::balance_low_key(cnum));
-    }
-  }
+  auto deliveries = deliveries_of(config, next_delivery, &fresh);
+  store::WriteBatch wb = alert_write(fresh, deliveries);
   if (!write_store(wb, config.storage.fsync).ok()) {
     // Nothing was stored: forget what fired, so the next change (or the next open) fires it.
-    for (const auto& k : fired_now) {
+    for (const auto& k : fresh.fired) {
       alerts_fired.erase(k);
     }
     return;
   }
-  for (const auto& [cnum, low] : balance_changes) {
+  for (const auto& [cnum, low] : fresh.balance_changes) {
     if (low) {
       balance_low.insert(cnum);
     } else {
       balance_low.erase(cnum);
     }
   }
-  next_alert += fresh.size();
+  next_alert += fresh.alerts.size();
   next_delivery += deliveries.size();
   {
     std::lock_guard lock(alerts_mutex);
-    for (auto& e : fresh) {
+    for (auto& e : fresh.alerts) {
       alert_records.emplace(e.num, std::move(e));
     }
     for (auto& [num, d] : deliveries) {

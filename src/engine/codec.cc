@@ -436,7 +436,7 @@ std::string encode_key_record(const KeyRecord& k) {
   put_bytes(out, k.hash);
   put_bytes(out, k.info.customer);
   put_bytes(out, k.info.name);
-  put_varint(out, k.info.scopes);
+  put_varint(out, static_cast<std::uint32_t>(k.info.scopes));
   put_zigzag(out, k.info.created_at_us);
   put_zigzag(out, k.info.revoked_at_us);
   put_zigzag(out, k.info.last_used_at_us);
@@ -461,7 +461,7 @@ bool decode_key_record(std::string_view value, KeyRecord* k) {
   k->hash = hash;
   k->info.customer = customer;
   k->info.name = name;
-  k->info.scopes = static_cast<std::uint32_t>(scopes);
+  k->info.scopes = static_cast<Scope>(static_cast<std::uint32_t>(scopes));
   return true;
 }
 

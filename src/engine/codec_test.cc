@@ -487,7 +487,7 @@ std::vector<Record> records() {
     k.info.prefix = "tk_live_ab";
     k.info.customer = "acme";
     k.info.name = "ci";
-    k.info.scopes = 5;
+    k.info.scopes = Scope::kIngest | Scope::kRead;  // 5
     k.info.created_at_us = kT;
     k.info.revoked_at_us = kT + 10;
     k.info.last_used_at_us = kT + 5;

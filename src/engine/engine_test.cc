@@ -476,23 +476,23 @@ TEST_F(EngineTest, KeysAuthenticateCountAndRevoke) {
 TEST_F(EngineTest, KeysWithoutCustomerHonourTheirScopes) {
   auto e = open_memory(&clock_);
   NewApiKeyRequest scoped;
-  scoped.scopes = kScopeIngest | kScopeRead;
+  scoped.scopes = Scope::kIngest | Scope::kRead;
   auto k = e->create_key(scoped);
   ASSERT_TRUE(k.has_value()) << k.error().message();
-  EXPECT_EQ(k->info.scopes, kScopeIngest | kScopeRead);
+  EXPECT_EQ(k->info.scopes, Scope::kIngest | Scope::kRead);
   auto id = e->authenticate(k->secret);
   ASSERT_TRUE(id.has_value());
   EXPECT_FALSE(id->admin());
-  EXPECT_EQ(id->scopes, kScopeIngest | kScopeRead);
+  EXPECT_EQ(id->scopes, Scope::kIngest | Scope::kRead);
   EXPECT_EQ(id->customer, "");  // every customer
 
   NewApiKeyRequest full;  // no scopes: a full admin key
   auto a = e->create_key(full);
   ASSERT_TRUE(a.has_value());
-  EXPECT_EQ(a->info.scopes, kScopeAdmin | kScopeIngest | kScopeCheck | kScopeRead);
+  EXPECT_EQ(a->info.scopes, Scope::kAdmin | Scope::kIngest | Scope::kCheck | Scope::kRead);
 
   NewApiKeyRequest unknown;
-  unknown.scopes = 1u << 5;
+  unknown.scopes = static_cast<Scope>(1u << 5);
   EXPECT_EQ(e->create_key(unknown).error().code(), StatusCode::kInvalidArgument);
 }
 

@@ -11,6 +11,7 @@
 // order (lowest priority first, then the soonest expiry, then the oldest); what no grant can
 // cover becomes debt, the negative part of the balance, which the next credits pay off first.
 #include <algorithm>
+#include <functional>
 #include <set>
 
 #include "engine/audit.h"
@@ -393,228 +394,278 @@ void Engine::Impl::expire_grants(core::TimeUs now) {
 }
 
 // ---- verify ---------------------------------------------------------------------------------
+// verify_ledger in steps: one pass over the ledger gathers each customer's running balance,
+// holds, burns and re-rating adjustments (LedgerTrail), then each step holds one part of what
+// was gathered against the state it must agree with: the wallets, the open reservations, the
+// re-rated events and the priced events. Each step adds what differs to the report.
 
-void Engine::Impl::verify_ledger(
-    const std::map<std::pair<std::uint32_t, std::string>, std::vector<PricedEvent>>& priced,
-    const std::unordered_map<std::uint32_t, std::string>& ids,
-    const std::map<std::uint32_t, core::Decimal>& rerate_differences, VerifyReport* report) const {
-  auto name = [&](std::uint32_t cnum) {
-    auto it = ids.find(cnum);
-    return it != ids.end() ? it->second : std::to_string(cnum);
-  };
-  // Burns per (customer, event id), in ledger order.
-  std::map<std::pair<std::uint32_t, std::string>, std::vector<core::Decimal>> burns;
+namespace {
 
-  // Per (customer, reservation id): its hold, what its commit burned, and what was released.
-  struct HoldTrail {
-    core::Decimal held, burned, released;
-    int holds = 0, releases = 0;
-  };
+using CustomerEvent = std::pair<std::uint32_t, std::string>;  // customer number, an id
 
-  std::map<std::pair<std::uint32_t, std::string>, HoldTrail> holds;
+// Per (customer, reservation id): its hold, what its commit burned, and what was released.
+struct HoldTrail {
+  core::Decimal held, burned, released;
+  int holds = 0, releases = 0;
+};
+
+// What one pass over the ledger gathered.
+struct LedgerTrail {
+  std::map<CustomerEvent, std::vector<core::Decimal>> burns;  // per event id, in ledger order
+  std::map<CustomerEvent, HoldTrail> holds;                   // per reservation id
   std::map<std::uint32_t, core::Decimal> rerate_adjustments;  // re-rating adjustments' sum
-  std::map<std::uint32_t, core::Decimal> sums;
+  std::map<std::uint32_t, core::Decimal> sums;                // every transaction's sum
+  std::uint64_t txns = 0;
+  // The chain of balances of the customer being read (blocks come in customer order).
   std::uint32_t current = 0;
   bool first = true;
   core::Decimal running;
-  std::uint64_t txns = 0;
-  auto check_txn = [&](std::uint32_t cnum, const engine::LedgerRecord& t) {
-    ++txns;
-    if (first || cnum != current) {
-      current = cnum;
-      running = core::Decimal{};
-      first = false;
-    }
-    const std::string where =
-        "ledger of customer '" + name(cnum) + "', txn_" + std::to_string(t.seq);
-    if (t.before != running) {
-      report->differences.push_back(where + ": balance_before " + text(t.before) +
-                                    " differs from the previous balance_after " + text(running));
-    }
-    if (t.before + t.amount != t.after) {
-      report->differences.push_back(where + ": balance_before + amount != balance_after");
-    }
-    running = t.after;
-    sums[cnum] += t.amount;
-    const bool hold = t.type == LedgerType::kHold;
-    if (hold || t.type == LedgerType::kRelease) {
-      if (t.amount.units != 0) {
-        report->differences.push_back(where + ": a " + std::string(to_string(t.type)) +
-                                      " changes the balance");
-      }
-      HoldTrail& h = holds[{cnum, t.reservation_id}];
-      (hold ? h.held : h.released) += t.held;
-      (hold ? h.holds : h.releases) += 1;
-    } else if (t.type == LedgerType::kBurn && !t.reservation_id.empty()) {
-      holds[{cnum, t.reservation_id}].burned += core::Decimal{} - t.amount;
-    } else if (t.type == LedgerType::kAdjustment && t.period_end_us != 0) {
-      rerate_adjustments[cnum] += t.amount;
-    }
-    // An event's credits are its burn, or its refund when its cost was negative.
-    if (t.type == LedgerType::kBurn || (t.type == LedgerType::kRefund && !t.event_id.empty())) {
-      if (t.type == LedgerType::kBurn && t.amount.units > 0) {
-        report->differences.push_back(where + ": a burn adds credits");
-      }
-      burns[{cnum, t.event_id}].push_back(core::Decimal{} - t.amount);
-    }
-  };
-  Status scanned =
-      store->scan(store::Space::kLedger, "", "", [&](std::string_view key, std::string_view value) {
-        const std::uint32_t cnum = key.size() == 12 ? engine::read_be32(key) : 0;
-        if (key.size() != 12 || !engine::decode_ledger_block(
-                                    value, [&](engine::LedgerRecord&& t) { check_txn(cnum, t); })) {
-          report->differences.push_back("a ledger block cannot be decoded");
-        }
-        return true;
-      });
-  if (!scanned.ok()) {
-    report->differences.push_back("the ledger cannot be read: " + scanned.message());
-    return;
+};
+
+using NameOf = std::function<std::string(std::uint32_t)>;
+
+// One transaction: its place in the customer's chain of balances, and what it adds to holds,
+// burns and re-rating adjustments.
+void trail_txn(LedgerTrail& trail, std::uint32_t cnum, const engine::LedgerRecord& t,
+               const NameOf& name, std::vector<std::string>* differences) {
+  ++trail.txns;
+  if (trail.first || cnum != trail.current) {
+    trail.current = cnum;
+    trail.running = core::Decimal{};
+    trail.first = false;
   }
-  // The open reservations' records: (customer, id) -> credits held.
-  std::map<std::pair<std::uint32_t, std::string>, core::Decimal> open_reservations;
-  const std::string rbegin(engine::kReservationKeyPrefix);
-  scanned = store->scan(
-      store::Space::kMeta, rbegin, engine::prefix_end(rbegin),
-      [&](std::string_view key, std::string_view value) {
-        engine::ReservationRecord r;
-        if (!engine::decode_reservation(value, &r)) {
-          report->differences.push_back("a reservation record cannot be decoded");
-        } else {
-          open_reservations[{r.customer_num, std::string(key.substr(rbegin.size()))}] = r.credits;
-        }
-        return true;
-      });
-  if (!scanned.ok()) {
-    report->differences.push_back("the reservations cannot be read: " + scanned.message());
-    return;
+  const std::string where = "ledger of customer '" + name(cnum) + "', txn_" + std::to_string(t.seq);
+  if (t.before != trail.running) {
+    differences->push_back(where + ": balance_before " + text(t.before) +
+                           " differs from the previous balance_after " + text(trail.running));
   }
-  {
-    std::shared_lock lock(state_mutex);
-    for (const auto& entry : wallets) {
-      // Not a structured binding: clang before 16 cannot capture one in the lambda below.
-      const auto cnum = entry.first;
-      const auto& w = entry.second;
-      const core::Decimal sum = sums.count(cnum) != 0 ? sums.at(cnum) : core::Decimal{};
-      if (sum != w.balance) {
-        report->differences.push_back("wallet of customer '" + name(cnum) + "': balance " +
-                                      text(w.balance) + ", its transactions sum to " + text(sum));
-      }
-      if (w.balance != [&] {
-            core::Decimal g;
-            for (const auto& x : w.grants)
-              g += x.remaining;
-            return g - w.debt;
-          }()) {
-        report->differences.push_back("wallet of customer '" + name(cnum) +
-                                      "': grants and debt do not add up to the balance");
-      }
-      for (const auto& [id, credits] : w.holds) {
-        auto it = holds.find({cnum, id});
-        if (it == holds.end() || it->second.holds != 1 || it->second.releases != 0 ||
-            it->second.held != credits) {
-          report->differences.push_back("wallet of customer '" + name(cnum) + "': the hold of " +
-                                        id + " (" + text(credits) +
-                                        ") is not an open hold of its ledger");
-        }
-      }
+  if (t.before + t.amount != t.after) {
+    differences->push_back(where + ": balance_before + amount != balance_after");
+  }
+  trail.running = t.after;
+  trail.sums[cnum] += t.amount;
+  const bool hold = t.type == LedgerType::kHold;
+  if (hold || t.type == LedgerType::kRelease) {
+    if (t.amount.units != 0) {
+      differences->push_back(where + ": a " + std::string(to_string(t.type)) +
+                             " changes the balance");
     }
-    // Every hold of the ledger is open (in its wallet, and its reservation open) or closed by
-    // one release of what its commit's burn did not take.
-    for (const auto& entry : holds) {
-      // Not a structured binding: clang before 16 cannot capture one in the lambda below.
-      const auto& k = entry.first;
-      const HoldTrail& h = entry.second;
-      const std::string what = "reservation " + k.second + " of customer '" + name(k.first) + "'";
-      if (h.holds != 1 || h.releases > 1) {
-        report->differences.push_back(what + ": " + std::to_string(h.holds) + " holds and " +
-                                      std::to_string(h.releases) + " releases");
-        continue;
-      }
-      if (h.releases == 1) {
-        const core::Decimal taken = std::min(h.held, h.burned);
-        if (h.held - taken != h.released) {
-          report->differences.push_back(what + ": held " + text(h.held) + ", burned " +
-                                        text(h.burned) + ", released " + text(h.released));
-        }
-        continue;
-      }
-      auto wit = wallets.find(k.first);
-      const bool in_wallet =
-          wit != wallets.end() &&
-          std::any_of(wit->second.holds.begin(), wit->second.holds.end(),
-                      [&](const auto& x) { return x.first == k.second && x.second == h.held; });
-      auto rit = open_reservations.find(k);
-      if (!in_wallet || rit == open_reservations.end() || rit->second != h.held) {
-        report->differences.push_back(what + ": its hold of " + text(h.held) +
-                                      " is open in the ledger but not in its wallet and records");
-      }
-      open_reservations.erase(k);
+    HoldTrail& h = trail.holds[{cnum, t.reservation_id}];
+    (hold ? h.held : h.released) += t.held;
+    (hold ? h.holds : h.releases) += 1;
+  } else if (t.type == LedgerType::kBurn && !t.reservation_id.empty()) {
+    trail.holds[{cnum, t.reservation_id}].burned += core::Decimal{} - t.amount;
+  } else if (t.type == LedgerType::kAdjustment && t.period_end_us != 0) {
+    trail.rerate_adjustments[cnum] += t.amount;
+  }
+  // An event's credits are its burn, or its refund when its cost was negative.
+  if (t.type == LedgerType::kBurn || (t.type == LedgerType::kRefund && !t.event_id.empty())) {
+    if (t.type == LedgerType::kBurn && t.amount.units > 0) {
+      differences->push_back(where + ": a burn adds credits");
     }
-    for (const auto& [k, credits] : open_reservations) {
-      if (credits.units > 0) {
-        report->differences.push_back("reservation " + k.second + " of customer '" + name(k.first) +
-                                      "' holds " + text(credits) +
-                                      " credits that no hold transaction holds");
-      }
+    trail.burns[{cnum, t.event_id}].push_back(core::Decimal{} - t.amount);
+  }
+}
+
+// Each wallet: its balance is the sum of its transactions and of its grants less its debt, and
+// each hold it keeps is an open hold of the ledger.
+void check_wallets(const std::unordered_map<std::uint32_t, WalletRecord>& wallets,
+                   const LedgerTrail& trail, const NameOf& name,
+                   std::vector<std::string>* differences) {
+  for (const auto& [cnum, w] : wallets) {
+    const auto sum_it = trail.sums.find(cnum);
+    const core::Decimal sum = sum_it != trail.sums.end() ? sum_it->second : core::Decimal{};
+    if (sum != w.balance) {
+      differences->push_back("wallet of customer '" + name(cnum) + "': balance " + text(w.balance) +
+                             ", its transactions sum to " + text(sum));
     }
-    for (const auto& [cnum, sum] : sums) {
-      if (wallets.count(cnum) == 0) {
-        report->differences.push_back("customer '" + name(cnum) +
-                                      "' has transactions but no wallet");
+    core::Decimal granted;
+    for (const auto& g : w.grants) {
+      granted += g.remaining;
+    }
+    if (w.balance != granted - w.debt) {
+      differences->push_back("wallet of customer '" + name(cnum) +
+                             "': grants and debt do not add up to the balance");
+    }
+    for (const auto& [id, credits] : w.holds) {
+      auto it = trail.holds.find({cnum, id});
+      if (it == trail.holds.end() || it->second.holds != 1 || it->second.releases != 0 ||
+          it->second.held != credits) {
+        differences->push_back("wallet of customer '" + name(cnum) + "': the hold of " + id + " (" +
+                               text(credits) + ") is not an open hold of its ledger");
       }
     }
   }
-  // Re-rating: the adjustments of a customer take exactly what its re-rated events are charged
-  // beyond their stored credits.
+}
+
+// A customer with transactions has a wallet.
+void check_owners(const std::unordered_map<std::uint32_t, WalletRecord>& wallets,
+                  const LedgerTrail& trail, const NameOf& name,
+                  std::vector<std::string>* differences) {
+  for (const auto& [cnum, sum] : trail.sums) {
+    if (wallets.count(cnum) == 0) {
+      differences->push_back("customer '" + name(cnum) + "' has transactions but no wallet");
+    }
+  }
+}
+
+// Every hold of the ledger is open (in its wallet, and its reservation open) or closed by one
+// release of what its commit's burn did not take; every open reservation's credits are held.
+void check_holds(const std::unordered_map<std::uint32_t, WalletRecord>& wallets,
+                 const LedgerTrail& trail, std::map<CustomerEvent, core::Decimal> open_reservations,
+                 const NameOf& name, std::vector<std::string>* differences) {
+  for (const auto& entry : trail.holds) {
+    // Not a structured binding: clang before 16 cannot capture one in the lambda below.
+    const CustomerEvent& k = entry.first;
+    const HoldTrail& h = entry.second;
+    const std::string what = "reservation " + k.second + " of customer '" + name(k.first) + "'";
+    if (h.holds != 1 || h.releases > 1) {
+      differences->push_back(what + ": " + std::to_string(h.holds) + " holds and " +
+                             std::to_string(h.releases) + " releases");
+      continue;
+    }
+    if (h.releases == 1) {
+      const core::Decimal taken = std::min(h.held, h.burned);
+      if (h.held - taken != h.released) {
+        differences->push_back(what + ": held " + text(h.held) + ", burned " + text(h.burned) +
+                               ", released " + text(h.released));
+      }
+      continue;
+    }
+    auto wit = wallets.find(k.first);
+    const bool in_wallet =
+        wit != wallets.end() &&
+        std::any_of(wit->second.holds.begin(), wit->second.holds.end(),
+                    [&](const auto& x) { return x.first == k.second && x.second == h.held; });
+    auto rit = open_reservations.find(k);
+    if (!in_wallet || rit == open_reservations.end() || rit->second != h.held) {
+      differences->push_back(what + ": its hold of " + text(h.held) +
+                             " is open in the ledger but not in its wallet and records");
+    }
+    open_reservations.erase(k);
+  }
+  for (const auto& [k, credits] : open_reservations) {
+    if (credits.units > 0) {
+      differences->push_back("reservation " + k.second + " of customer '" + name(k.first) +
+                             "' holds " + text(credits) +
+                             " credits that no hold transaction holds");
+    }
+  }
+}
+
+// The re-rating adjustments of a customer take exactly what its re-rated events are charged
+// beyond their stored credits.
+void check_rerating(const LedgerTrail& trail,
+                    const std::map<std::uint32_t, core::Decimal>& rerate_differences,
+                    const NameOf& name, std::vector<std::string>* differences) {
   std::set<std::uint32_t> rerated;
-  for (const auto& [cnum, sum] : rerate_adjustments)
+  for (const auto& [cnum, sum] : trail.rerate_adjustments)
     rerated.insert(cnum);
   for (const auto& [cnum, sum] : rerate_differences)
     rerated.insert(cnum);
   for (std::uint32_t cnum : rerated) {
+    const auto a = trail.rerate_adjustments.find(cnum);
+    const auto d = rerate_differences.find(cnum);
     const core::Decimal adjusted =
-        rerate_adjustments.count(cnum) != 0 ? rerate_adjustments.at(cnum) : core::Decimal{};
-    const core::Decimal difference =
-        rerate_differences.count(cnum) != 0 ? rerate_differences.at(cnum) : core::Decimal{};
+        a != trail.rerate_adjustments.end() ? a->second : core::Decimal{};
+    const core::Decimal difference = d != rerate_differences.end() ? d->second : core::Decimal{};
     if (adjusted + difference != core::Decimal{}) {
-      report->differences.push_back("customer '" + name(cnum) + "': re-rating adjustments sum to " +
-                                    text(adjusted) + ", its re-rated events differ by " +
-                                    text(difference) + " from their stored credits");
+      differences->push_back("customer '" + name(cnum) + "': re-rating adjustments sum to " +
+                             text(adjusted) + ", its re-rated events differ by " +
+                             text(difference) + " from their stored credits");
     }
   }
-  // Every burn matches a stored event and its price; every priced event has its burn.
+}
+
+// Every burn matches a stored event and its price; every priced event has its burn.
+void check_burns(const std::map<CustomerEvent, std::vector<Engine::Impl::PricedEvent>>& priced,
+                 const LedgerTrail& trail, const NameOf& name,
+                 std::vector<std::string>* differences) {
   for (const auto& [k, events] : priced) {
     std::vector<core::Decimal> wanted;
     for (const auto& e : events) {
       if (e.stored != e.computed) {
-        report->differences.push_back("event '" + k.second + "' of customer '" + name(k.first) +
-                                      "': stored credits " + text(e.stored) + ", its prices give " +
-                                      text(e.computed));
+        differences->push_back("event '" + k.second + "' of customer '" + name(k.first) +
+                               "': stored credits " + text(e.stored) + ", its prices give " +
+                               text(e.computed));
       }
       if (e.stored.units != 0) {
         wanted.push_back(e.stored);
       }
     }
     std::vector<core::Decimal> got;
-    if (auto it = burns.find(k); it != burns.end()) {
+    if (auto it = trail.burns.find(k); it != trail.burns.end()) {
       got = it->second;
     }
     std::sort(wanted.begin(), wanted.end());
     std::sort(got.begin(), got.end());
     if (wanted != got) {
-      report->differences.push_back("event '" + k.second + "' of customer '" + name(k.first) +
-                                    "': " + std::to_string(wanted.size()) + " priced copies, " +
-                                    std::to_string(got.size()) + " burns that match them");
+      differences->push_back("event '" + k.second + "' of customer '" + name(k.first) +
+                             "': " + std::to_string(wanted.size()) + " priced copies, " +
+                             std::to_string(got.size()) + " burns that match them");
     }
   }
-  for (const auto& [k, amounts] : burns) {
+  for (const auto& [k, amounts] : trail.burns) {
     if (priced.count(k) == 0) {
-      report->differences.push_back("a burn of customer '" + name(k.first) + "' names event '" +
-                                    k.second + "', which is not stored");
+      differences->push_back("a burn of customer '" + name(k.first) + "' names event '" + k.second +
+                             "', which is not stored");
     }
   }
-  report->transactions = txns;
+}
+
+}  // namespace
+
+void Engine::Impl::verify_ledger(const std::map<CustomerEvent, std::vector<PricedEvent>>& priced,
+                                 const std::unordered_map<std::uint32_t, std::string>& ids,
+                                 const std::map<std::uint32_t, core::Decimal>& rerate_differences,
+                                 VerifyReport* report) const {
+  const NameOf name = [&](std::uint32_t cnum) {
+    auto it = ids.find(cnum);
+    return it != ids.end() ? it->second : std::to_string(cnum);
+  };
+  std::vector<std::string>* differences = &report->differences;
+  LedgerTrail trail;
+  Status scanned =
+      store->scan(store::Space::kLedger, "", "", [&](std::string_view key, std::string_view value) {
+        const std::uint32_t cnum = key.size() == 12 ? engine::read_be32(key) : 0;
+        if (key.size() != 12 || !engine::decode_ledger_block(value, [&](engine::LedgerRecord&& t) {
+              trail_txn(trail, cnum, t, name, differences);
+            })) {
+          differences->push_back("a ledger block cannot be decoded");
+        }
+        return true;
+      });
+  if (!scanned.ok()) {
+    differences->push_back("the ledger cannot be read: " + scanned.message());
+    return;
+  }
+  // The open reservations' records: (customer, id) -> credits held.
+  std::map<CustomerEvent, core::Decimal> open_reservations;
+  const std::string rbegin(engine::kReservationKeyPrefix);
+  scanned = store->scan(
+      store::Space::kMeta, rbegin, engine::prefix_end(rbegin),
+      [&](std::string_view key, std::string_view value) {
+        engine::ReservationRecord r;
+        if (!engine::decode_reservation(value, &r)) {
+          differences->push_back("a reservation record cannot be decoded");
+        } else {
+          open_reservations[{r.customer_num, std::string(key.substr(rbegin.size()))}] = r.credits;
+        }
+        return true;
+      });
+  if (!scanned.ok()) {
+    differences->push_back("the reservations cannot be read: " + scanned.message());
+    return;
+  }
+  {
+    std::shared_lock lock(state_mutex);
+    check_wallets(wallets, trail, name, differences);
+    check_holds(wallets, trail, std::move(open_reservations), name, differences);
+    check_owners(wallets, trail, name, differences);
+  }
+  check_rerating(trail, rerate_differences, name, differences);
+  check_burns(priced, trail, name, differences);
+  report->transactions = trail.txns;
 }
 
 // ---- the API --------------------------------------------------------------------------------

@@ -252,6 +252,152 @@ std::int64_t steady_ns() {
       .count();
 }
 
+// ---- the steps of admission (Api::admit) ----------------------------------------------------
+
+// The API a path belongs to, whose error shape its refusals take.
+enum class Shape : std::uint8_t { kTally, kUnkey, kOpenMeter, kLago };
+
+Shape shape_of(std::string_view path) {
+  if (path.substr(0, kUnkeyPrefix.size()) == kUnkeyPrefix) {
+    return Shape::kUnkey;
+  }
+  if (path.substr(0, kOpenMeterPrefix.size()) == kOpenMeterPrefix) {
+    return Shape::kOpenMeter;
+  }
+  if (path.substr(0, kLagoPrefix.size()) == kLagoPrefix) {
+    return Shape::kLago;
+  }
+  return Shape::kTally;
+}
+
+// A refusal in `shape` (`code` is Tally's machine code; the compat shapes have their own).
+Response refused(Shape shape, unsigned status, std::string_view code, const std::string& message) {
+  switch (shape) {
+    case Shape::kUnkey:
+      return handlers::unkey_refusal(status, message);
+    case Shape::kOpenMeter:
+      return handlers::openmeter_refusal(status, message);
+    case Shape::kLago:
+      return handlers::lago_refusal(status, message);
+    case Shape::kTally:
+      break;
+  }
+  return error_response(status, code, message);
+}
+
+// The route of `head` (its {placeholders} in `params`), or nullptr with `allowed` listing the
+// methods the path has (empty: no route has the path).
+const Route* find_route(const Request& head, const std::vector<std::string_view>& segments,
+                        std::vector<std::string>* params, std::string* allowed) {
+  for (const Route& r : kRoutes) {
+    if (!match(r.pattern, segments, params)) {
+      continue;
+    }
+    if (head.method == r.method || (head.method == "HEAD" && std::string_view(r.method) == "GET")) {
+      return &r;
+    }
+    if (!allowed->empty()) {
+      *allowed += ", ";
+    }
+    *allowed += r.method;
+  }
+  return nullptr;
+}
+
+// The 404 or 405 of a request no route takes.
+Response unrouted(const Request& head, Shape shape, const std::string& allowed) {
+  if (allowed.empty()) {
+    return refused(shape, 404, "NOT_FOUND", "no route for " + head.method + " " + head.path);
+  }
+  Response r = refused(shape, 405, "METHOD_NOT_ALLOWED",
+                       "method " + head.method + " is not allowed here; use " + allowed);
+  r.headers.emplace_back("Allow", allowed);
+  return r;
+}
+
+// Who presents the request: the key it carries or, without one on Tally's own routes, the
+// dashboard session of its cookie (whose writes need the session's CSRF token). A refusal
+// (401, 403) when it is nobody.
+std::optional<Response> identify(Engine& engine, dashboard::SessionStore& sessions,
+                                 const Request& head, Shape shape, Identity* identity) {
+  const std::string_view key = presented_key(head);
+  const std::string_view token = key.empty() && std::string_view(head.path).substr(0, 4) == "/v1/"
+                                     ? handlers::session_token(head)
+                                     : std::string_view();
+  std::optional<dashboard::Session> session;
+  if (!token.empty()) {
+    session = sessions.find(token);
+    if (!session) {
+      return error_response(401, "UNAUTHORIZED",
+                            "the dashboard session has expired or ended: sign in again");
+    }
+  } else if (key.empty()) {
+    return refused(shape, 401, "UNAUTHORIZED", "Invalid or missing API key");
+  }
+  auto id = session ? engine.authenticate_key_id(session->key_id) : engine.authenticate(key);
+  if (session && !id && id.error().code() == StatusCode::kUnauthenticated) {
+    sessions.end(token);  // its key was revoked
+  }
+  if (!id) {
+    return shape == Shape::kTally
+               ? status_response(id.error())
+               : refused(shape, status_response(id.error()).status, "", id.error().message());
+  }
+  *identity = std::move(*id);
+  if (session && head.method != "GET" && head.method != "HEAD") {
+    const std::string* csrf = head.header("x-csrf-token");
+    if (csrf == nullptr || !common::constant_time_equal(*csrf, session->csrf_token)) {
+      return error_response(403, "CSRF_TOKEN_INVALID",
+                            "a write made with the dashboard's session cookie needs the "
+                            "session's X-CSRF-Token header");
+    }
+  }
+  return std::nullopt;
+}
+
+// Whether `identity` may take a route that needs `need`; a customer key naming another
+// customer in the path (the routes under /v1/customers/{id}) may not. A refusal when not.
+std::optional<Response> authorize_route(const Route& route, const std::vector<std::string>& params,
+                                        const Identity& identity, Shape shape) {
+  const Scope scopes = identity.scopes;
+  const bool permitted = route.need == Need::kAnyKey ||
+                         (route.need == Need::kRead && has(scopes, Scope::kRead)) ||
+                         (route.need == Need::kIngest && has(scopes, Scope::kIngest)) ||
+                         (route.need == Need::kCheck && has(scopes, Scope::kCheck)) ||
+                         (route.need == Need::kAdmin && identity.admin());
+  if (!permitted) {
+    return refused(shape, 403, "FORBIDDEN",
+                   route.need == Need::kAdmin ? "this route needs an admin key"
+                                              : "this key lacks the scope for this route");
+  }
+  if (std::string_view(route.pattern).substr(0, 16) == "/v1/customers/{}" && !params.empty()) {
+    return handlers::customer_refusal(identity, params[0]);
+  }
+  return std::nullopt;
+}
+
+// Tally's own API rate limit, per key (off unless configured): a 429 when the key is over it;
+// otherwise the headers the answer carries (none for routes whose answers carry their own).
+std::optional<Response> api_rate_limit(Engine& engine, const Route& route, const Identity& identity,
+                                       Shape shape,
+                                       std::vector<std::pair<std::string, std::string>>* headers) {
+  CheckResult limit = engine.limit_api_request(identity.key_id);
+  if (!limit.has_rule) {
+    return std::nullopt;
+  }
+  Response headers_of;
+  handlers::add_rate_limit_headers(headers_of, limit, engine.clock().now_us());
+  if (!limit.allowed) {
+    Response r = refused(shape, 429, "RATE_LIMITED", limit.message);
+    r.headers = std::move(headers_of.headers);
+    return r;
+  }
+  if (!route.own_rate_headers) {
+    *headers = std::move(headers_of.headers);
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 std::vector<RouteInfo> route_table() {
@@ -294,45 +440,14 @@ Admission Api::refuse(std::size_t route, std::size_t method, Response response) 
 }
 
 Admission Api::admit(const Request& head) {
-  const auto segments = split_path(head.target);
-  // A refusal in the error shape of the API the path belongs to.
-  const bool unkey = std::string_view(head.path).substr(0, kUnkeyPrefix.size()) == kUnkeyPrefix;
-  const bool openmeter =
-      std::string_view(head.path).substr(0, kOpenMeterPrefix.size()) == kOpenMeterPrefix;
-  const bool lago = std::string_view(head.path).substr(0, kLagoPrefix.size()) == kLagoPrefix;
-  auto refused = [unkey, openmeter, lago](unsigned status, std::string_view code,
-                                          const std::string& message) {
-    return unkey       ? handlers::unkey_refusal(status, message)
-           : openmeter ? handlers::openmeter_refusal(status, message)
-           : lago      ? handlers::lago_refusal(status, message)
-                       : error_response(status, code, message);
-  };
+  const Shape shape = shape_of(head.path);
   const std::size_t method = RequestMetrics::method_index(head.method);
+  const auto segments = split_path(head.target);
   std::vector<std::string> params;
-  const Route* found = nullptr;
   std::string allowed;
-  for (const Route& r : kRoutes) {
-    if (!match(r.pattern, segments, &params)) {
-      continue;
-    }
-    if (head.method == r.method || (head.method == "HEAD" && std::string_view(r.method) == "GET")) {
-      found = &r;
-      break;
-    }
-    if (!allowed.empty()) {
-      allowed += ", ";
-    }
-    allowed += r.method;
-  }
+  const Route* found = find_route(head, segments, &params, &allowed);
   if (found == nullptr) {
-    if (!allowed.empty()) {
-      Response r = refused(405, "METHOD_NOT_ALLOWED",
-                           "method " + head.method + " is not allowed here; use " + allowed);
-      r.headers.emplace_back("Allow", allowed);
-      return refuse(kUnmatchedRoute, method, std::move(r));
-    }
-    return refuse(kUnmatchedRoute, method,
-                  refused(404, "NOT_FOUND", "no route for " + head.method + " " + head.path));
+    return refuse(kUnmatchedRoute, method, unrouted(head, shape, allowed));
   }
   match(found->pattern, segments, &params);
   const auto route = static_cast<std::size_t>(found - kRoutes);
@@ -340,83 +455,29 @@ Admission Api::admit(const Request& head) {
   Identity identity;
   std::vector<std::pair<std::string, std::string>> extra_headers;
   if (found->need != Need::kNone) {
-    const std::string_view key = presented_key(head);
-    // Without a key, Tally's own routes take the dashboard's session cookie (see api.h).
-    const std::string_view token = key.empty() && std::string_view(head.path).substr(0, 4) == "/v1/"
-                                       ? handlers::session_token(head)
-                                       : std::string_view();
-    std::optional<dashboard::Session> session;
-    if (!token.empty()) {
-      session = sessions_.find(token);
-      if (!session) {
-        return refuse(route, method,
-                      error_response(401, "UNAUTHORIZED",
-                                     "the dashboard session has expired or ended: sign in again"));
-      }
-    } else if (key.empty()) {
-      return refuse(route, method, refused(401, "UNAUTHORIZED", "Invalid or missing API key"));
+    std::optional<Response> refusal = identify(engine_, sessions_, head, shape, &identity);
+    if (!refusal) {
+      refusal = authorize_route(*found, params, identity, shape);
     }
-    auto id = session ? engine_.authenticate_key_id(session->key_id) : engine_.authenticate(key);
-    if (session && !id && id.error().code() == StatusCode::kUnauthenticated) {
-      sessions_.end(token);  // its key was revoked
+    if (!refusal) {
+      refusal = api_rate_limit(engine_, *found, identity, shape, &extra_headers);
     }
-    if (!id) {
-      const unsigned status = status_response(id.error()).status;
-      return refuse(route, method,
-                    unkey || openmeter || lago ? refused(status, "", id.error().message())
-                                               : status_response(id.error()));
-    }
-    identity = std::move(*id);
-    if (session && head.method != "GET" && head.method != "HEAD") {
-      const std::string* csrf = head.header("x-csrf-token");
-      if (csrf == nullptr || !common::constant_time_equal(*csrf, session->csrf_token)) {
-        return refuse(route, method,
-                      error_response(403, "CSRF_TOKEN_INVALID",
-                                     "a write made with the dashboard's session cookie needs the "
-                                     "session's X-CSRF-Token header"));
-      }
-    }
-    const std::uint32_t scopes = identity.scopes;
-    const bool permitted = found->need == Need::kAnyKey ||
-                           (found->need == Need::kRead && (scopes & kScopeRead) != 0) ||
-                           (found->need == Need::kIngest && (scopes & kScopeIngest) != 0) ||
-                           (found->need == Need::kCheck && (scopes & kScopeCheck) != 0) ||
-                           (found->need == Need::kAdmin && identity.admin());
-    if (!permitted) {
-      return refuse(
-          route, method,
-          refused(403, "FORBIDDEN",
-                  found->need == Need::kAdmin ? "this route needs an admin key"
-                                              : "this key lacks the scope for this route"));
-    }
-    // A customer key naming another customer in the path: the routes under /v1/customers/{id}.
-    const std::string_view pattern = found->pattern;
-    if (pattern.substr(0, 16) == "/v1/customers/{}" && !params.empty()) {
-      if (auto refusal = handlers::customer_refusal(identity, params[0])) {
-        return refuse(route, method, std::move(*refusal));
-      }
-    }
-    // Tally's own API rate limit, per key (off unless configured).
-    CheckResult limit = engine_.limit_api_request(identity.key_id);
-    if (limit.has_rule) {
-      Response headers_of;
-      handlers::add_rate_limit_headers(headers_of, limit, engine_.clock().now_us());
-      if (!limit.allowed) {
-        Response r = refused(429, "RATE_LIMITED", limit.message);
-        r.headers = std::move(headers_of.headers);
-        return refuse(route, method, std::move(r));
-      }
-      // Check answers carry the headers of their own limits; other answers those of this one.
-      if (!found->own_rate_headers) {
-        extra_headers = std::move(headers_of.headers);
-      }
+    if (refusal) {
+      return refuse(route, method, std::move(*refusal));
     }
   }
-
   Admission admission;
-  admission.handler = [this, found, route, method, identity = std::move(identity),
-                       params = std::move(params), extra_headers = std::move(extra_headers)](
-                          Request&& request, Responder respond) mutable {
+  admission.handler =
+      handler_of(route, method, std::move(identity), std::move(params), std::move(extra_headers));
+  return admission;
+}
+
+Handler Api::handler_of(std::size_t route, std::size_t method, Identity identity,
+                        std::vector<std::string> params,
+                        std::vector<std::pair<std::string, std::string>> extra_headers) {
+  const Route* found = &kRoutes[route];
+  return [this, found, route, method, identity = std::move(identity), params = std::move(params),
+          extra_headers = std::move(extra_headers)](Request&& request, Responder respond) mutable {
     auto call = std::make_shared<Call>();
     call->route = found->pattern;
     call->respond = counting(route, method, steady_ns(), std::move(respond));
@@ -453,7 +514,6 @@ Admission Api::admit(const Request& head) {
       call->respond(std::move(r));
     }
   };
-  return admission;
 }
 
 void Api::handle(Request&& request, Responder respond) {

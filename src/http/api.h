@@ -116,6 +116,11 @@ class Api {
   // Refuses at the head stage, counted under `route` (a route number; kRoutes' size =
   // unmatched).
   Admission refuse(std::size_t route, std::size_t method, Response response);
+  // What runs an admitted request of `route` (a route number) once its body is read: its
+  // handler, inline or on the pool, answering with `extra_headers` added and counted.
+  Handler handler_of(std::size_t route, std::size_t method, Identity identity,
+                     std::vector<std::string> params,
+                     std::vector<std::pair<std::string, std::string>> extra_headers);
 
   Engine& engine_;
   ApiOptions options_;

@@ -106,15 +106,15 @@ void write_customer(common::JsonWriter& w, const Customer& c) {
   w.end_array().end_object();
 }
 
-void write_scopes(common::JsonWriter& w, std::uint32_t scopes) {
+void write_scopes(common::JsonWriter& w, Scope scopes) {
   w.begin_array();
-  if ((scopes & kScopeAdmin) != 0)
+  if (has(scopes, Scope::kAdmin))
     w.value("admin");
-  if ((scopes & kScopeIngest) != 0)
+  if (has(scopes, Scope::kIngest))
     w.value("ingest");
-  if ((scopes & kScopeCheck) != 0)
+  if (has(scopes, Scope::kCheck))
     w.value("check");
-  if ((scopes & kScopeRead) != 0)
+  if (has(scopes, Scope::kRead))
     w.value("read");
   w.end_array();
 }

@@ -29,7 +29,7 @@ void write_nullable(common::JsonWriter& w, const std::string& s);
 
 void write_customer(common::JsonWriter& w, const Customer& c);
 // ["admin", "ingest", ...]
-void write_scopes(common::JsonWriter& w, std::uint32_t scopes);
+void write_scopes(common::JsonWriter& w, Scope scopes);
 void write_key(common::JsonWriter& w, const ApiKeyInfo& k);
 // An alert as GET /v1/alerts and webhook payloads show it; with `deliveries`, also each
 // delivery's state.

@@ -453,6 +453,56 @@ void reset_customer(Context& ctx, Call& call) {
   answer(call, json_response(200, w.take()));
 }
 
+namespace {
+
+// An authorize refusal: nginx takes 403 as a denial; X-Tally-Status says what the client gets.
+Response authorize_denial(unsigned status, std::string_view reason, std::string_view message) {
+  Response r = error_response(403, "FORBIDDEN", message);
+  r.headers.emplace_back("X-Tally-Reason", std::string(reason));
+  r.headers.emplace_back("X-Tally-Status", std::to_string(status));
+  return r;
+}
+
+// The key of the original request (the configured header, else its bearer token) as an
+// identity that may check; the denial when there is none.
+std::optional<Response> authorize_identity(Context& ctx, const Request& request, Identity* out) {
+  const std::string* key = request.header(ctx.options.authorize_key_header);
+  std::string secret = key != nullptr ? *key : "";
+  if (secret.empty()) {
+    secret = bearer_token(request);
+  }
+  if (secret.empty()) {
+    return authorize_denial(401, "missing_key", "no API key in the original request");
+  }
+  Result<Identity> id = ctx.engine.authenticate(secret);
+  if (!id) {
+    const bool suspended = id.error().code() == StatusCode::kPermissionDenied;
+    return authorize_denial(suspended ? 403 : 401, suspended ? "customer_suspended" : "invalid_key",
+                            id.error().message());
+  }
+  if (!has(id->scopes, Scope::kCheck)) {
+    return authorize_denial(403, "missing_scope", "this key lacks the check scope");
+  }
+  *out = std::move(*id);
+  return std::nullopt;
+}
+
+// The check's answer to nginx: 200 or 403, the rate-limit headers, and what decided.
+Response authorize_answer(Context& ctx, const CheckResult& r, const std::string& customer) {
+  common::JsonWriter w;
+  write_check(w, r);
+  Response resp = json_response(r.allowed ? 200 : 403, w.take());
+  add_rate_limit_headers(resp, r, ctx.engine.clock().now_us());
+  resp.headers.emplace_back(
+      "X-Tally-Reason",
+      r.allowed ? std::string_view(r.overage ? "overage" : "allowed") : denial_name(r.reason));
+  resp.headers.emplace_back("X-Tally-Status", std::to_string(check_status(r)));
+  resp.headers.emplace_back("X-Tally-Customer", customer);
+  return resp;
+}
+
+}  // namespace
+
 // GET /v1/authorize for nginx auth_request. The end customer's key comes from the original
 // request's headers, which nginx forwards to the subrequest; the route rules map the original
 // URI to a meter. nginx treats 2xx as allow, 401/403 as deny and anything else as an error, so
@@ -461,59 +511,36 @@ void reset_customer(Context& ctx, Call& call) {
 void authorize(Context& ctx, Call& call) {
   const std::string* uri = call.request.header("x-original-uri");
   const std::string* method = call.request.header("x-original-method");
-  auto deny = [&](unsigned status, std::string_view reason, std::string_view message) {
-    Response r = error_response(403, "FORBIDDEN", message);
-    r.headers.emplace_back("X-Tally-Reason", std::string(reason));
-    r.headers.emplace_back("X-Tally-Status", std::to_string(status));
-    answer(call, std::move(r));
-  };
   if (uri == nullptr || uri->empty()) {
-    deny(400, "missing_original_uri", "X-Original-URI is required (proxy_set_header in nginx)");
+    answer(call, authorize_denial(400, "missing_original_uri",
+                                  "X-Original-URI is required (proxy_set_header in nginx)"));
     return;
   }
-  const std::string* key = call.request.header(ctx.options.authorize_key_header);
-  std::string secret = key != nullptr ? *key : "";
-  if (secret.empty()) {
-    secret = bearer_token(call.request);
-  }
-  if (secret.empty()) {
-    deny(401, "missing_key", "no API key in the original request");
+  Identity id;
+  if (std::optional<Response> denial = authorize_identity(ctx, call.request, &id)) {
+    answer(call, std::move(*denial));
     return;
   }
-  Result<Identity> id = ctx.engine.authenticate(secret);
-  if (!id) {
-    deny(id.error().code() == StatusCode::kPermissionDenied ? 403 : 401,
-         id.error().code() == StatusCode::kPermissionDenied ? "customer_suspended" : "invalid_key",
-         id.error().message());
-    return;
-  }
-  if ((id->scopes & kScopeCheck) == 0) {
-    deny(403, "missing_scope", "this key lacks the check scope");
-    return;
-  }
-  if (id->customer.empty()) {
+  if (id.customer.empty()) {
     Response r = json_response(200, "{\"allowed\":true,\"admin\":true}");
     r.headers.emplace_back("X-Tally-Reason", "admin");
     answer(call, std::move(r));
     return;
   }
   const std::string m = method != nullptr && !method->empty() ? *method : "GET";
-  const config::RouteRule* rule = nullptr;
-  for (const auto& route : ctx.options.routes) {
-    if (config::route_matches(route, m, *uri)) {
-      rule = &route;
-      break;
-    }
-  }
-  if (rule == nullptr) {
+  const auto& routes = ctx.options.routes;
+  auto rule = std::find_if(routes.begin(), routes.end(), [&](const config::RouteRule& route) {
+    return config::route_matches(route, m, *uri);
+  });
+  if (rule == routes.end()) {
     Response r = json_response(200, "{\"allowed\":true,\"metered\":false}");
     r.headers.emplace_back("X-Tally-Reason", "unmetered");
-    r.headers.emplace_back("X-Tally-Customer", id->customer);
+    r.headers.emplace_back("X-Tally-Customer", id.customer);
     answer(call, std::move(r));
     return;
   }
   CheckRequest req;
-  req.customer = id->customer;
+  req.customer = id.customer;
   req.meter = rule->meter;
   req.amount = core::format_decimal(rule->amount);
   req.feature = rule->feature;
@@ -521,24 +548,14 @@ void authorize(Context& ctx, Call& call) {
   req.properties.emplace_back("method", m);
   Result<CheckResult> r = ctx.engine.check(req);
   if (!r) {
-    if (r.error().code() == StatusCode::kInsufficientStorage) {
-      // The usage could not be recorded: denied, as any consumption is while the disk is full.
-      deny(507, "insufficient_storage", r.error().message());
-      return;
-    }
-    deny(500, "error", r.error().message());
+    // kInsufficientStorage: the usage could not be recorded: denied, as any consumption is
+    // while the disk is full.
+    const bool full = r.error().code() == StatusCode::kInsufficientStorage;
+    answer(call, authorize_denial(full ? 507 : 500, full ? "insufficient_storage" : "error",
+                                  r.error().message()));
     return;
   }
-  common::JsonWriter w;
-  write_check(w, *r);
-  Response resp = json_response(r->allowed ? 200 : 403, w.take());
-  add_rate_limit_headers(resp, *r, ctx.engine.clock().now_us());
-  resp.headers.emplace_back(
-      "X-Tally-Reason",
-      r->allowed ? std::string_view(r->overage ? "overage" : "allowed") : denial_name(r->reason));
-  resp.headers.emplace_back("X-Tally-Status", std::to_string(check_status(*r)));
-  resp.headers.emplace_back("X-Tally-Customer", id->customer);
-  answer(call, std::move(resp));
+  answer(call, authorize_answer(ctx, *r, id.customer));
 }
 
 }  // namespace tally::http::handlers

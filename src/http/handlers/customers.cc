@@ -205,11 +205,11 @@ void create_key(Context& ctx, Call& call) {
             return;
           }
           if (name == "ingest") {
-            req.scopes |= kScopeIngest;
+            req.scopes |= Scope::kIngest;
           } else if (name == "check") {
-            req.scopes |= kScopeCheck;
+            req.scopes |= Scope::kCheck;
           } else if (name == "read") {
-            req.scopes |= kScopeRead;
+            req.scopes |= Scope::kRead;
           } else {
             answer(call, error_response(400, "VALIDATION_ERROR",
                                         "unknown scope '" + std::string(name) +

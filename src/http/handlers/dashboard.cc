@@ -176,7 +176,7 @@ void create_session(Context& ctx, Call& call) {
     answer(call, status_response(id.error()));
     return;
   }
-  if (!id->admin() && (id->scopes & kScopeRead) == 0) {
+  if (!id->admin() && !has(id->scopes, Scope::kRead)) {
     answer(call, error_response(403, "FORBIDDEN",
                                 "the dashboard needs an admin key or a key with the read scope"));
     return;

@@ -373,8 +373,8 @@ void write_event(common::JsonWriter& w, const LagoEvent& e, TimeUs created_us) {
       .end_object();
 }
 
-// Stores the events all or nothing, then answers {"event": ...} or {"events": [...]}.
-void ingest_events(Context& ctx, Call& call, std::vector<LagoEvent> events, bool batch) {
+// The events as a Tally ingest body ({"id", "customer", "type", "time", "properties"} each).
+std::string ingest_body(const std::vector<LagoEvent>& events) {
   common::JsonWriter body;
   body.begin_array();
   for (const auto& e : events) {
@@ -392,68 +392,80 @@ void ingest_events(Context& ctx, Call& call, std::vector<LagoEvent> events, bool
         .end_object();
   }
   body.end_array();
+  return body.take();
+}
+
+// The refusal of events the engine refused: for one event, a 404 when its customer is all
+// that is wrong, else 422 naming its fields; for a batch, 422 naming each event's fields by
+// its index.
+Response ingest_refusal(const std::vector<EventError>& errors, const std::vector<LagoEvent>& evs,
+                        bool batch) {
+  if (!batch) {
+    FieldErrors fe;
+    bool only_unknown = true;
+    for (const auto& e : errors) {
+      auto [field, code] = lago_fault(e, evs.at(0));
+      only_unknown = only_unknown && e.code == "UNKNOWN_CUSTOMER";
+      add(&fe, field, code);
+    }
+    if (only_unknown) {
+      return lago_error(
+          404, evs.at(0).by_subscription ? "subscription_not_found" : "customer_not_found");
+    }
+    return validation_errors(fe);
+  }
+  std::map<std::uint32_t, FieldErrors> by_index;
+  for (const auto& e : errors) {
+    auto [field, code] = lago_fault(e, evs.at(e.index));
+    add(&by_index[e.index], field, code);
+  }
+  common::JsonWriter w;
+  w.begin_object();
+  for (const auto& [index, fe] : by_index) {
+    w.key(std::to_string(index));
+    write_field_errors(w, fe);
+  }
+  w.end_object();
+  return lago_error(422, "validation_errors", w.take());
+}
+
+// Stores the events all or nothing, then answers {"event": ...} or {"events": [...]}.
+void ingest_events(Context& ctx, Call& call, std::vector<LagoEvent> events, bool batch) {
   IngestOptions options;
   options.restrict_customer = call.identity.customer;
   options.negative_corrections = call.identity.admin();
   options.all_or_nothing = true;
+  std::string body = ingest_body(events);
   auto shared = std::make_shared<std::vector<LagoEvent>>(std::move(events));
   Responder respond = std::move(call.respond);
   const Clock* clock = &ctx.engine.clock();
-  ctx.engine.ingest_json_async(
-      body.take(), options, [respond, shared, batch, clock](Result<IngestSummary> r) {
-        if (!r) {
-          respond(engine_error(r.error()));
-          return;
-        }
-        const std::vector<LagoEvent>& evs = *shared;
-        if (!r->errors.empty()) {
-          common::JsonWriter w;
-          if (!batch) {
-            FieldErrors fe;
-            bool only_unknown = true;
-            for (const auto& e : r->errors) {
-              auto [field, code] = lago_fault(e, evs.at(0));
-              only_unknown = only_unknown && e.code == "UNKNOWN_CUSTOMER";
-              add(&fe, field, code);
-            }
-            if (only_unknown) {
-              respond(lago_error(404, evs.at(0).by_subscription ? "subscription_not_found"
-                                                                : "customer_not_found"));
-              return;
-            }
-            respond(validation_errors(fe));
-            return;
-          }
-          std::map<std::uint32_t, FieldErrors> by_index;
-          for (const auto& e : r->errors) {
-            auto [field, code] = lago_fault(e, evs.at(e.index));
-            add(&by_index[e.index], field, code);
-          }
-          w.begin_object();
-          for (const auto& [index, fe] : by_index) {
-            w.key(std::to_string(index));
-            write_field_errors(w, fe);
-          }
-          w.end_object();
-          respond(lago_error(422, "validation_errors", w.take()));
-          return;
-        }
-        const TimeUs created = clock->now_us();
-        common::JsonWriter w;
-        w.begin_object();
-        if (batch) {
-          w.key("events").begin_array();
-          for (const auto& e : evs) {
-            write_event(w, e, created);
-          }
-          w.end_array();
-        } else {
-          w.key("event");
-          write_event(w, evs.at(0), created);
-        }
-        w.end_object();
-        respond(json_response(200, w.take()));
-      });
+  ctx.engine.ingest_json_async(std::move(body), options,
+                               [respond, shared, batch, clock](Result<IngestSummary> r) {
+                                 if (!r) {
+                                   respond(engine_error(r.error()));
+                                   return;
+                                 }
+                                 const std::vector<LagoEvent>& evs = *shared;
+                                 if (!r->errors.empty()) {
+                                   respond(ingest_refusal(r->errors, evs, batch));
+                                   return;
+                                 }
+                                 const TimeUs created = clock->now_us();
+                                 common::JsonWriter w;
+                                 w.begin_object();
+                                 if (batch) {
+                                   w.key("events").begin_array();
+                                   for (const auto& e : evs) {
+                                     write_event(w, e, created);
+                                   }
+                                   w.end_array();
+                                 } else {
+                                   w.key("event");
+                                   write_event(w, evs.at(0), created);
+                                 }
+                                 w.end_object();
+                                 respond(json_response(200, w.take()));
+                               });
 }
 
 // ---- customers ---------------------------------------------------------------------------
@@ -804,6 +816,101 @@ void lago_create_batch_events(Context& ctx, Call& call) {
   ingest_events(ctx, call, std::move(events), true);
 }
 
+namespace {
+
+// Lago's metadata list [{key, value}] as Tally's metadata object; nullopt (and an error) when
+// it is not such a list.
+std::optional<std::string> lago_metadata(dom::element meta, FieldErrors* errors) {
+  dom::array arr;
+  if (meta.get_array().get(arr) != simdjson::SUCCESS) {
+    add(errors, "metadata", "invalid_type");
+    return std::nullopt;
+  }
+  common::JsonWriter m;
+  m.begin_object();
+  for (dom::element item : arr) {
+    dom::object o;
+    std::string k;
+    std::string v;
+    if (item.get_object().get(o) != simdjson::SUCCESS || !text_field(o, "key", &k) || k.empty()) {
+      add(errors, "metadata", "value_is_invalid");
+      break;
+    }
+    m.key(k);
+    text_field(o, "value", &v) ? m.value(v) : m.null();
+  }
+  m.end_object();
+  return m.take();
+}
+
+// The fields of Lago's customer object as a patch; what is wrong goes to `errors`.
+CustomerPatch read_lago_customer(dom::object in, const std::string& currency, std::string* id,
+                                 FieldErrors* errors) {
+  if (required_text(in, "external_id", id, errors) && !core::check_name("customer", *id).ok()) {
+    add(errors, "external_id", "value_is_invalid");
+  }
+  CustomerPatch patch;
+  std::string s;
+  bool wrong = false;
+  if (text_field(in, "name", &s, &wrong)) {
+    patch.name = s;
+  } else if (wrong) {
+    add(errors, "name", "invalid_type");
+  }
+  wrong = false;
+  if (text_field(in, "email", &s, &wrong)) {
+    patch.email = s;
+  } else if (wrong) {
+    add(errors, "email", "invalid_type");
+  }
+  wrong = false;
+  if (text_field(in, "timezone", &s, &wrong)) {
+    if (!core::TimeZone::find(s).has_value()) {
+      add(errors, "timezone", "invalid_timezone");
+    } else {
+      patch.timezone = s;
+    }
+  } else if (wrong) {
+    add(errors, "timezone", "invalid_type");
+  }
+  if (text_field(in, "currency", &s) && s != currency) {
+    add(errors, "currency", "currencies_does_not_match");
+  }
+  dom::element meta;
+  if (in.at_key("metadata").get(meta) == simdjson::SUCCESS && !meta.is_null()) {
+    if (std::optional<std::string> json = lago_metadata(meta, errors)) {
+      patch.metadata_json = std::move(*json);
+    }
+  }
+  return patch;
+}
+
+// Created, or updated when it exists (Lago's POST /customers is an upsert by external_id).
+Result<Customer> upsert_customer(Engine& engine, const std::string& id, const CustomerPatch& patch,
+                                 const std::string& actor) {
+  const bool changes = patch.name || patch.email || patch.timezone || patch.metadata_json;
+  Result<Customer> r = engine.get_customer(id);
+  if (!r) {
+    Customer c;
+    c.id = id;
+    c.name = patch.name.value_or("");
+    c.email = patch.email.value_or("");
+    c.timezone = patch.timezone.value_or("UTC");
+    c.metadata_json = patch.metadata_json.value_or("{}");
+    r = engine.create_customer(c);
+    if (!r && r.error().code() == StatusCode::kAlreadyExists && changes) {
+      r = engine.update_customer(id, patch, actor);  // created meanwhile
+    } else if (!r && r.error().code() == StatusCode::kAlreadyExists) {
+      r = engine.get_customer(id);
+    }
+  } else if (changes) {
+    r = engine.update_customer(id, patch, actor);
+  }
+  return r;
+}
+
+}  // namespace
+
 void lago_create_customer(Context& ctx, Call& call) {
   dom::object body;
   dom::object in;
@@ -812,85 +919,13 @@ void lago_create_customer(Context& ctx, Call& call) {
   }
   FieldErrors errors;
   std::string id;
-  if (required_text(in, "external_id", &id, &errors) && !core::check_name("customer", id).ok()) {
-    add(&errors, "external_id", "value_is_invalid");
-  }
-  CustomerPatch patch;
-  std::string s;
-  bool wrong = false;
-  if (text_field(in, "name", &s, &wrong)) {
-    patch.name = s;
-  } else if (wrong) {
-    add(&errors, "name", "invalid_type");
-  }
-  wrong = false;
-  if (text_field(in, "email", &s, &wrong)) {
-    patch.email = s;
-  } else if (wrong) {
-    add(&errors, "email", "invalid_type");
-  }
-  wrong = false;
-  if (text_field(in, "timezone", &s, &wrong)) {
-    if (!core::TimeZone::find(s).has_value()) {
-      add(&errors, "timezone", "invalid_timezone");
-    } else {
-      patch.timezone = s;
-    }
-  } else if (wrong) {
-    add(&errors, "timezone", "invalid_type");
-  }
   const std::string& currency = ctx.options.currency;
-  if (text_field(in, "currency", &s) && s != currency) {
-    add(&errors, "currency", "currencies_does_not_match");
-  }
-  // Lago's metadata list [{key, value}] as Tally's metadata object.
-  dom::element meta;
-  if (in.at_key("metadata").get(meta) == simdjson::SUCCESS && !meta.is_null()) {
-    dom::array arr;
-    if (meta.get_array().get(arr) != simdjson::SUCCESS) {
-      add(&errors, "metadata", "invalid_type");
-    } else {
-      common::JsonWriter m;
-      m.begin_object();
-      for (dom::element item : arr) {
-        dom::object o;
-        std::string k;
-        std::string v;
-        if (item.get_object().get(o) != simdjson::SUCCESS || !text_field(o, "key", &k) ||
-            k.empty()) {
-          add(&errors, "metadata", "value_is_invalid");
-          break;
-        }
-        m.key(k);
-        text_field(o, "value", &v) ? m.value(v) : m.null();
-      }
-      m.end_object();
-      patch.metadata_json = m.take();
-    }
-  }
+  const CustomerPatch patch = read_lago_customer(in, currency, &id, &errors);
   if (!errors.empty()) {
     answer(call, validation_errors(errors));
     return;
   }
-  // Created, or updated when it exists (Lago's POST /customers is an upsert by external_id).
-  const bool changes = patch.name || patch.email || patch.timezone || patch.metadata_json;
-  Result<Customer> r = ctx.engine.get_customer(id);
-  if (!r) {
-    Customer c;
-    c.id = id;
-    c.name = patch.name.value_or("");
-    c.email = patch.email.value_or("");
-    c.timezone = patch.timezone.value_or("UTC");
-    c.metadata_json = patch.metadata_json.value_or("{}");
-    r = ctx.engine.create_customer(c);
-    if (!r && r.error().code() == StatusCode::kAlreadyExists && changes) {
-      r = ctx.engine.update_customer(id, patch, call.identity.key_id);  // created meanwhile
-    } else if (!r && r.error().code() == StatusCode::kAlreadyExists) {
-      r = ctx.engine.get_customer(id);
-    }
-  } else if (changes) {
-    r = ctx.engine.update_customer(id, patch, call.identity.key_id);
-  }
+  Result<Customer> r = upsert_customer(ctx.engine, id, patch, call.identity.key_id);
   if (!r) {
     answer(call, r.error().code() == StatusCode::kInvalidArgument
                      ? validation_error("customer", "value_is_invalid")
@@ -922,6 +957,72 @@ void lago_get_customer(Context& ctx, Call& call) {
   answer(call, json_response(200, w.take()));
 }
 
+namespace {
+
+// Lago's charge model of the meter's price in effect ("standard" when none: a free charge).
+std::string_view charge_model(const std::vector<PriceInfo>& prices, const std::string& meter) {
+  std::string_view model = "standard";
+  for (const auto& p : prices) {
+    if (p.meter != meter || !p.configured)
+      continue;
+    for (const auto& v : p.versions) {
+      if (v.in_effect) {
+        model = v.model == "graduated" ? "graduated"
+                : v.model == "volume"  ? "volume"
+                : v.model == "package" ? "package"
+                                       : "standard";
+      }
+    }
+    break;
+  }
+  return model;
+}
+
+// One meter's usage as Lago's charge usage; `m` is the meter (nullptr when unknown).
+void write_charge_usage(common::JsonWriter& charges, const UsageItem& item, const MeterInfo* m,
+                        std::string_view model, const std::string& currency,
+                        std::int64_t amount_cents) {
+  const std::string units = item.value.empty() ? "0" : item.value;
+  charges.begin_object()
+      .key("units")
+      .value(units)
+      .key("total_aggregated_units")
+      .value(units)
+      .key("amount_cents")
+      .value(amount_cents)
+      .key("amount_currency")
+      .value(currency)
+      .key("charge")
+      .begin_object()
+      .key("lago_id")
+      .value(item.meter)
+      .key("charge_model")
+      .value(model)
+      .key("invoice_display_name");
+  m != nullptr && !m->description.empty() ? charges.value(m->description) : charges.null();
+  charges.end_object()
+      .key("billable_metric")
+      .begin_object()
+      .key("lago_id")
+      .value(item.meter)
+      .key("name")
+      .value(item.meter)
+      .key("code")
+      .value(m != nullptr ? m->event_type : item.meter)
+      .key("aggregation_type")
+      .value(item.aggregation + "_agg")
+      .end_object()
+      .key("filters")
+      .begin_array()
+      .end_array()
+      .key("grouped_usage")
+      .begin_array()
+      .end_array()
+      .end_object();
+}
+
+}  // namespace
+
 void lago_current_usage(Context& ctx, Call& call) {
   const std::string& id = call.params.at(0);
   if (!own_customer(call, id)) {
@@ -947,61 +1048,10 @@ void lago_current_usage(Context& ctx, Call& call) {
   for (const auto& item : usage->meters) {
     auto m = std::find_if(meters.begin(), meters.end(),
                           [&](const MeterInfo& x) { return x.key == item.meter; });
-    // The charge model of the meter's price in effect ("standard" when none: a free charge).
-    std::string model = "standard";
-    for (const auto& p : prices) {
-      if (p.meter != item.meter || !p.configured)
-        continue;
-      for (const auto& v : p.versions) {
-        if (v.in_effect) {
-          model = v.model == "graduated" ? "graduated"
-                  : v.model == "volume"  ? "volume"
-                  : v.model == "package" ? "package"
-                                         : "standard";
-        }
-      }
-      break;
-    }
     const std::int64_t amount_cents = item.cost.empty() ? 0 : cents_of(decimal_or_zero(item.cost));
     total_cents += amount_cents;
-    const std::string units = item.value.empty() ? "0" : item.value;
-    const std::string& agg = item.aggregation;
-    charges.begin_object()
-        .key("units")
-        .value(units)
-        .key("total_aggregated_units")
-        .value(units)
-        .key("amount_cents")
-        .value(amount_cents)
-        .key("amount_currency")
-        .value(currency)
-        .key("charge")
-        .begin_object()
-        .key("lago_id")
-        .value(item.meter)
-        .key("charge_model")
-        .value(model)
-        .key("invoice_display_name");
-    m != meters.end() && !m->description.empty() ? charges.value(m->description) : charges.null();
-    charges.end_object()
-        .key("billable_metric")
-        .begin_object()
-        .key("lago_id")
-        .value(item.meter)
-        .key("name")
-        .value(item.meter)
-        .key("code")
-        .value(m != meters.end() ? m->event_type : item.meter)
-        .key("aggregation_type")
-        .value(agg + "_agg")
-        .end_object()
-        .key("filters")
-        .begin_array()
-        .end_array()
-        .key("grouped_usage")
-        .begin_array()
-        .end_array()
-        .end_object();
+    write_charge_usage(charges, item, m != meters.end() ? &*m : nullptr,
+                       charge_model(prices, item.meter), currency, amount_cents);
   }
   charges.end_array();
   // Lago's period bounds are inclusive: the last second of the period ends it.
