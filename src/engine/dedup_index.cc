@@ -35,13 +35,40 @@ bool set(Slots& slots, std::uint64_t hash, std::uint64_t old_seq, std::uint64_t 
 
 }  // namespace
 
-void DedupIndex::insert(std::uint64_t hash, std::uint64_t seq, std::uint32_t customer_num) {
+DedupIndex::Slot DedupIndex::slot_of(std::uint64_t hash, std::uint64_t seq,
+                                     std::uint32_t customer_num) {
   TALLY_ASSERT(hash != 0, "dedup hash 0 is reserved for empty slots");
   TALLY_ASSERT(seq <= kSeqMax && customer_num <= kCustomerMax, "dedup location out of range");
+  return Slot{hash, (static_cast<std::uint64_t>(customer_num) << kSeqBits) | seq};
+}
+
+void DedupIndex::insert_all(const std::vector<Slot>& entries) {
+  prepared_ = {};
+  if (needs_growth(entries.size())) {
+    std::size_t n = slots_.size();
+    while (needs_growth_of(n, entries.size())) {
+      n *= 2;
+    }
+    slots_ = rehashed(n);
+  }
+  // Far enough ahead that the line arrives before its turn, near enough that it stays cached.
+  constexpr std::size_t kAhead = 16;
+  const std::size_t mask = slots_.size() - 1;
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    if (i + kAhead < entries.size()) {
+      __builtin_prefetch(&slots_[entries[i + kAhead].hash & mask], 1);
+    }
+    TALLY_ASSERT(entries[i].hash != 0, "dedup hash 0 is reserved for empty slots");
+    put(slots_, entries[i]);
+  }
+  size_ += entries.size();
+}
+
+void DedupIndex::insert(std::uint64_t hash, std::uint64_t seq, std::uint32_t customer_num) {
   if (needs_growth(1)) {
     grow();
   }
-  const Slot s{hash, (static_cast<std::uint64_t>(customer_num) << kSeqBits) | seq};
+  const Slot s = slot_of(hash, seq, customer_num);
   put(slots_, s);
   if (!prepared_.empty()) {
     put(prepared_, s);  // kept equal to slots_ until it is swapped in

@@ -32,6 +32,15 @@ class DedupIndex {
   // Adds an entry; several entries may share a hash (true collisions).
   void insert(std::uint64_t hash, std::uint64_t seq, std::uint32_t customer_num);
 
+  struct Slot;
+  // The slot that insert(hash, seq, customer_num) would fill.
+  static Slot slot_of(std::uint64_t hash, std::uint64_t seq, std::uint32_t customer_num);
+
+  // Adds every entry at once, as insert() each would (recovery): the table is sized once for
+  // all of them, and each entry's home slot is fetched ahead of its turn, so loading tens of
+  // millions of entries neither rehashes nor waits on memory one slot at a time.
+  void insert_all(const std::vector<Slot>& entries);
+
   // Calls fn(Location) for every entry with this hash.
   template <typename Fn>
   void find(std::uint64_t hash, Fn&& fn) const {

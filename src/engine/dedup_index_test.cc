@@ -73,5 +73,32 @@ TEST(DedupIndexTest, APreparedTableStaysEqualWhenTheCommitIsLostAndMoreComesFirs
   expect_all(index, want);
 }
 
+TEST(DedupIndexTest, InsertingAllAtOnceIsInsertingEach) {
+  std::mt19937_64 rng(5);
+  DedupIndex index;
+  std::multimap<std::uint64_t, std::uint64_t> want;
+  std::uint64_t seq = 1;
+  for (std::size_t n : {0, 3, 900, 20000}) {  // into an empty table, then growing ones
+    index.prepare_growth(n);                  // a prepared table is dropped, not left behind stale
+    std::vector<DedupIndex::Slot> all;
+    for (std::size_t i = 0; i < n; ++i, ++seq) {
+      const std::uint64_t hash =
+          (rng() % 40 == 0 && !want.empty()) ? want.begin()->first : (rng() | 1);
+      all.push_back(DedupIndex::slot_of(hash, seq, static_cast<std::uint32_t>(seq % 7)));
+      want.emplace(hash, seq);
+    }
+    index.insert_all(all);
+    expect_all(index, want);
+    EXPECT_GT(index.bytes(), want.size() * 16) << "at most 70 % full";
+  }
+  // One at a time afterwards, across the next growth.
+  for (int i = 0; i < 30000; ++i, ++seq) {
+    const std::uint64_t hash = rng() | 1;
+    index.insert(hash, seq, static_cast<std::uint32_t>(seq % 7));
+    want.emplace(hash, seq);
+  }
+  expect_all(index, want);
+}
+
 }  // namespace
 }  // namespace tally::engine

@@ -407,6 +407,9 @@ struct Engine::Impl {
   Status load();
   // Every stored minute aggregate and distinct value into memory.
   Status load_aggregates();
+  // The dedup records within the dedup window into the (empty) dedup index. Touches nothing
+  // else, so load() runs it beside the aggregates' loading.
+  Status load_dedup();
   Status rebuild_meter(std::uint32_t meter_index);
   // ---- checkpoint.cc ---------------------------------------------------------------------------
   // Writes every series and group total with what they were built from (REQUIRES: no commit can
