@@ -1,6 +1,7 @@
 // Engine tests on the in-memory store (fast) and on RocksDB in a temp dir (durability):
 // ingest, dedup, queries across windows and zones, keys, and a randomized comparison of every
 // query with a brute-force recomputation.
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +16,8 @@
 
 #include "core/decimal.h"
 #include "core/time.h"
+#include "engine/codec.h"
+#include "store/store.h"
 
 namespace tally {
 namespace {
@@ -1086,6 +1089,88 @@ value = "$.n"
   auto report = e->verify();
   ASSERT_TRUE(report.has_value());
   EXPECT_TRUE(report->ok()) << (report->differences.empty() ? "" : report->differences[0]);
+}
+
+// Verify compares the stored records customer by customer: a changed, a missing and an extra
+// aggregate or distinct value is named wherever it sits, before the first customer, between
+// two, after the last, or for a customer number nobody has.
+TEST_F(EngineDiskTest, VerifyNamesEveryStoredRecordItsEventsDoNotExplain) {
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    for (const char* customer : {"a", "b", "c"}) {
+      const std::string c(customer);
+      ASSERT_EQ(
+          e->ingest_json(
+               R"({"events":[{"id":"1","customer":")" + c +
+               R"(","type":"api_call","time":"2025-01-10T09:00:00Z","properties":{"service":"s","user":"u"}},{"id":"2","customer":")" +
+               c +
+               R"(","type":"tokens","time":"2025-01-10T09:01:00Z","properties":{"n":4,"model":"m"}}]})")
+              ->accepted,
+          2u);
+    }
+    auto clean = e->verify();
+    ASSERT_TRUE(clean.has_value()) << clean.error().message();
+    ASSERT_TRUE(clean->ok()) << clean->differences[0];
+    EXPECT_EQ(clean->events, 6u);
+  }
+  const TimeUs nine = at("2025-01-10T09:00:00Z");
+  const TimeUs ten = at("2025-01-10T10:00:00Z");
+  {
+    store::RocksOptions ro;
+    ro.path = dir_;
+    auto st = store::open_rocksdb_store(ro);
+    ASSERT_TRUE(st.has_value()) << st.error().message();
+    auto& s = **st;
+    core::AggState one;
+    one.add(core::Decimal::from_int(1), ten, 1);
+    // Customer numbers 1, 2, 3 are a, b, c.
+    const std::string a_calls = engine::aggregate_key("calls", 1, nine, "s");
+    auto v = s.get(store::Space::kAggregates, a_calls);
+    ASSERT_TRUE(v.has_value() && v->has_value());
+    core::AggState changed;
+    ASSERT_TRUE(engine::decode_agg_state(**v, &changed));
+    changed.add(core::Decimal::from_int(1), nine + 1, 999);
+    store::WriteBatch wb;
+    wb.put(store::Space::kAggregates, a_calls, engine::encode_agg_state(changed));
+    wb.del(store::Space::kAggregates,
+           engine::aggregate_key("tokens", 3, nine + core::kUsPerMinute, "m"));
+    wb.put(store::Space::kAggregates, engine::aggregate_key("calls", 0, ten, "s"),
+           engine::encode_agg_state(one));
+    wb.put(store::Space::kAggregates, engine::aggregate_key("calls", 2, ten, "s"),
+           engine::encode_agg_state(one));
+    wb.put(store::Space::kAggregates, engine::aggregate_key("tokens", 99, ten, "m"),
+           engine::encode_agg_state(one));
+    wb.del(store::Space::kUniques, engine::unique_key("users", 2, nine, "", "u"));
+    wb.put(store::Space::kUniques, engine::unique_key("users", 3, ten, "", "v"), "");
+    ASSERT_TRUE(s.write(wb, true).ok());
+  }
+  auto e = open(kConfig);
+  ASSERT_TRUE(e);
+  auto report = e->verify();
+  ASSERT_TRUE(report.has_value()) << report.error().message();
+  EXPECT_EQ(report->events, 6u);
+  const std::vector<std::string> want = {
+      "meter 'calls', customer 'a', minute 2025-01-10T09:00:00Z: stored count 2 sum 2, "
+      "recomputed count 1 sum 1",
+      "meter 'tokens', customer 'c', minute 2025-01-10T09:01:00Z: events with no stored aggregate",
+      "meter 'calls', customer '0', minute 2025-01-10T10:00:00Z: stored aggregate has no events",
+      "meter 'calls', customer 'b', minute 2025-01-10T10:00:00Z: stored aggregate has no events",
+      "meter 'tokens', customer '99', minute 2025-01-10T10:00:00Z: stored aggregate has no events",
+      "a distinct value of the events is not stored",
+      "meter 'users': a stored distinct value has no event",
+  };
+  for (const auto& w : want) {
+    EXPECT_TRUE(std::any_of(report->differences.begin(), report->differences.end(),
+                            [&](const std::string& d) { return d.find(w) != std::string::npos; }))
+        << "missing: " << w;
+  }
+  EXPECT_EQ(report->differences.size(), want.size());
+  if (report->differences.size() != want.size()) {
+    for (const auto& d : report->differences) {
+      ADD_FAILURE() << "difference: " << d;
+    }
+  }
 }
 
 }  // namespace
