@@ -608,6 +608,21 @@ using RecomputeHook =
     std::function<void(std::uint32_t customer_num, const BlockEvent& e, const core::EventBatch& b)>;
 // The one-event batch meters read a stored event from (verify.cc).
 void stored_event_batch(std::string_view customer, const BlockEvent& be, core::EventBatch* b);
+
+// Calls fn(meter, minute_us, group, input) for every meter of `meters` that stored event `be`
+// (one-event batch `b`) feeds.
+template <typename Fn>
+void for_each_meter_fed(const std::vector<core::MeterSpec>& meters, const BlockEvent& be,
+                        const core::EventBatch& b, Fn&& fn) {
+  core::MeterInput input;
+  std::string group;
+  for (const auto& m : meters) {
+    if (m.event_type == be.type && core::meter_accepts(m, b, b.events()[0], &input, &group)) {
+      fn(m, core::floor_to(be.time_us, core::kUsPerMinute), group, input);
+    }
+  }
+}
+
 // Adds what one stored event gives the minute aggregates and distinct values of `meters`.
 void add_event_aggregates(const std::vector<core::MeterSpec>& meters, std::uint32_t cnum,
                           const BlockEvent& be, const core::EventBatch& b,
@@ -651,10 +666,15 @@ Status add_archive_baselines(
     std::map<std::pair<std::uint32_t, std::string>, std::vector<Engine::Impl::PricedEvent>>* priced,
     std::uint64_t* archived);
 
+// `on_customer_done`, when set, is called after the last event of each customer (in customer
+// number order) with what was recomputed so far; it takes that customer's aggregates and
+// distinct values out of *out, so a whole store never sits in memory at once. An error it
+// returns ends the recomputation with that error.
+using CustomerDone = std::function<Status(std::uint32_t customer_num, Recomputed* r)>;
 Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& meters,
                  const std::unordered_map<std::uint32_t, std::string>& customer_ids,
                  Recomputed* out, std::int64_t dedup_window_us = 0,
-                 const RecomputeHook& on_event = {});
+                 const RecomputeHook& on_event = {}, const CustomerDone& on_customer_done = {});
 }  // namespace engine
 
 }  // namespace tally

@@ -1,8 +1,12 @@
 // Recomputation of aggregates from raw events: used to rebuild a meter whose definition
 // changed, and by `tally verify` to prove that every stored aggregate equals its events.
 #include <map>
+#include <memory_resource>
+#include <optional>
 #include <set>
+#include <unordered_map>
 
+#include "common/assert.h"
 #include "engine/engine_impl.h"
 
 namespace tally {
@@ -28,43 +32,56 @@ void add_event_aggregates(const std::vector<core::MeterSpec>& meters, std::uint3
                           const BlockEvent& be, const core::EventBatch& b,
                           std::map<std::string, core::AggState>* aggregates,
                           std::map<std::string, bool>* uniques) {
-  core::MeterInput input;
-  std::string group;
-  for (const auto& m : meters) {
-    if (m.event_type != be.type || !core::meter_accepts(m, b, b.events()[0], &input, &group)) {
-      continue;
-    }
-    const core::TimeUs minute = core::floor_to(be.time_us, core::kUsPerMinute);
-    (*aggregates)[aggregate_key(m.key, cnum, minute, group)].add(input.value, be.time_us, be.seq);
-    if (m.aggregation == core::Aggregation::kUniqueCount) {
-      (*uniques)[unique_key(m.key, cnum, minute, group, input.unique)] = true;
-    }
-  }
+  for_each_meter_fed(meters, be, b,
+                     [&](const core::MeterSpec& m, core::TimeUs minute, const std::string& group,
+                         const core::MeterInput& input) {
+                       (*aggregates)[aggregate_key(m.key, cnum, minute, group)].add(
+                           input.value, be.time_us, be.seq);
+                       if (m.aggregation == core::Aggregation::kUniqueCount) {
+                         (*uniques)[unique_key(m.key, cnum, minute, group, input.unique)] = true;
+                       }
+                     });
 }
 
 Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& meters,
                  const std::unordered_map<std::uint32_t, std::string>& customer_ids,
-                 Recomputed* out, std::int64_t dedup_window_us, const RecomputeHook& on_event) {
+                 Recomputed* out, std::int64_t dedup_window_us, const RecomputeHook& on_event,
+                 const CustomerDone& on_customer_done) {
   core::EventBatch scratch;
-  // (customer, id) -> when its latest copy was received.
-  std::map<std::pair<std::uint32_t, std::string>, core::TimeUs> seen;
+  // The customer whose blocks are being read, and when the latest copy of each of its ids was
+  // received (block keys begin with the customer number: a customer's blocks are together).
+  std::optional<std::uint32_t> current;
+  std::unordered_map<std::string, core::TimeUs> seen;
+  Status failed;
+  auto customer_done = [&] {
+    if (current.has_value() && on_customer_done) {
+      failed = on_customer_done(*current, out);
+    }
+    current.reset();
+    seen.clear();
+    return failed.ok();
+  };
   Status s = store.scan(store::Space::kEvents, "", "", [&](std::string_view k, std::string_view v) {
     if (k.size() != 12) {
       out->problems.push_back("an event block key has the wrong length");
       return true;
     }
     const std::uint32_t cnum = read_be32(k);
+    if (current.has_value() && *current != cnum && !customer_done()) {
+      return false;
+    }
     auto cit = customer_ids.find(cnum);
     if (cit == customer_ids.end()) {
       out->problems.push_back("events stored for customer number " + std::to_string(cnum) +
                               ", which has no customer record");
       return true;
     }
+    current = cnum;
     const std::string& customer = cit->second;
     BlockHeader h;
     const bool ok = decode_event_block(v, &h, [&](const BlockEvent& be) {
       ++out->events;
-      auto [sit, first] = seen.try_emplace({cnum, std::string(be.id)}, h.received_at_us);
+      auto [sit, first] = seen.try_emplace(std::string(be.id), h.received_at_us);
       if (!first) {
         // The commit accepts a copy again once the earlier one is older than the window.
         const core::TimeUs apart = h.received_at_us > sit->second ? h.received_at_us - sit->second
@@ -86,7 +103,10 @@ Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& 
     }
     return true;
   });
-  return s;
+  TALLY_TRY(s);
+  TALLY_TRY(failed);
+  customer_done();
+  return failed;
 }
 
 Repricer::Repricer(const Engine::Impl& d) : d_(d) {
@@ -212,19 +232,341 @@ Status add_archive_baselines(
   });
 }
 
+namespace {
+
+using PricedEvents =
+    std::map<std::pair<std::uint32_t, std::string>, std::vector<Engine::Impl::PricedEvent>>;
+using Ids = std::unordered_map<std::uint32_t, std::string>;
+
+// The minute aggregates the events of a range of customer numbers give, keyed by numbers
+// (meter, group, customer, minute) rather than by the store's key text, in memory let go of at
+// once: verify reads every stored event, and allocating and comparing key text for each was
+// most of its time.
+class Recount {
+ public:
+  struct Minute {
+    std::uint32_t meter = 0;
+    std::uint32_t group = 0;
+    std::uint32_t customer = 0;
+    core::TimeUs minute_us = 0;
+    bool operator==(const Minute&) const = default;
+  };
+
+  struct Counted {
+    core::AggState state;
+    bool stored = false;  // its stored aggregate was seen
+  };
+
+  explicit Recount(const std::set<std::string>& meter_keys)
+      : meters_(meter_keys.begin(), meter_keys.end()) {
+    for (std::uint32_t i = 0; i < meters_.size(); ++i) {
+      meter_numbers_.emplace(meters_[i], i);
+    }
+    minutes_.emplace(&arena_);
+  }
+
+  // The state of (meter, customer, minute, group), made empty when new.
+  core::AggState& at(std::string_view meter, std::uint32_t customer, core::TimeUs minute_us,
+                     std::string_view group) {
+    const Minute k{number(meter_numbers_, meter), group_number(group), customer, minute_us};
+    return (*minutes_)[k].state;
+  }
+
+  // What the events gave (meter, customer, minute, group), or null when nothing.
+  Counted* find(std::string_view meter, std::uint32_t customer, core::TimeUs minute_us,
+                std::string_view group) {
+    auto m = meter_numbers_.find(std::string(meter));
+    group_text_ = group;
+    auto g = group_numbers_.find(group_text_);
+    if (m == meter_numbers_.end() || g == group_numbers_.end()) {
+      return nullptr;
+    }
+    auto it = minutes_->find(Minute{m->second, g->second, customer, minute_us});
+    return it == minutes_->end() ? nullptr : &it->second;
+  }
+
+  // Calls fn(meter, customer, minute, group, state) for each minute whose stored aggregate was
+  // not seen.
+  template <typename Fn>
+  void for_each_unstored(Fn&& fn) const {
+    for (const auto& [k, counted] : *minutes_) {
+      if (!counted.stored) {
+        fn(meters_[k.meter], k.customer, k.minute_us, groups_[k.group], counted.state);
+      }
+    }
+  }
+
+  // Forgets every minute, and the memory they took.
+  void clear() {
+    minutes_.reset();
+    arena_.release();
+    minutes_.emplace(&arena_);
+  }
+
+ private:
+  struct MinuteHash {
+    std::size_t operator()(const Minute& k) const {
+      std::uint64_t h = static_cast<std::uint64_t>(k.minute_us) * 0x9E3779B97F4A7C15ull;
+      h ^= (static_cast<std::uint64_t>(k.customer) << 32 | k.group) * 0xC2B2AE3D27D4EB4Full;
+      h ^= k.meter * 0x165667B19E3779F9ull;
+      return static_cast<std::size_t>(h ^ (h >> 29));
+    }
+  };
+
+  using Minutes = std::pmr::unordered_map<Minute, Counted, MinuteHash>;
+
+  static std::uint32_t number(const std::unordered_map<std::string, std::uint32_t>& numbers,
+                              std::string_view text) {
+    auto it = numbers.find(std::string(text));
+    TALLY_ASSERT(it != numbers.end(), "a recounted meter is one of the meters compared");
+    return it->second;
+  }
+
+  std::uint32_t group_number(std::string_view group) {
+    group_text_ = group;
+    auto [it, added] =
+        group_numbers_.try_emplace(group_text_, static_cast<std::uint32_t>(groups_.size()));
+    if (added) {
+      groups_.push_back(group_text_);
+    }
+    return it->second;
+  }
+
+  std::vector<std::string> meters_;
+  std::unordered_map<std::string, std::uint32_t> meter_numbers_;
+  std::vector<std::string> groups_;
+  std::unordered_map<std::string, std::uint32_t> group_numbers_;
+  std::string group_text_;  // a reused buffer for lookups
+  std::pmr::monotonic_buffer_resource arena_;
+  std::optional<Minutes> minutes_;  // allocates from arena_
+};
+
+// Holds the stored aggregates and distinct values against a recomputation one range of
+// customer numbers at a time, so that only one customer's recomputed records are in memory.
+// The ranges come in customer number order and together cover every number: a stored record of
+// a customer with no events falls in the range that ends at the next customer with events (or
+// in the last range) and is named as having none.
+class StoredComparison {
+ public:
+  StoredComparison(const store::Store& store, const std::set<std::string>& meter_keys,
+                   const Recomputed& baselines, const Ids& ids, VerifyReport* report)
+      : store_(store),
+        meter_keys_(meter_keys),
+        baselines_(baselines),
+        ids_(ids),
+        report_(report),
+        recount_(meter_keys) {}
+
+  // Where the events of the customer being read add their minute aggregates.
+  Recount& recount() { return recount_; }
+
+  // The numbers up to `cnum` not compared yet, with recount() and r->uniques holding what
+  // their events give; empties both.
+  Status through(std::uint32_t cnum, Recomputed* r) {
+    TALLY_TRY(compare(next_, std::uint64_t{cnum} + 1, r));
+    next_ = std::uint64_t{cnum} + 1;
+    return Status();
+  }
+
+  // The numbers after the last customer with events.
+  Status rest() {
+    Recomputed none;
+    return compare(next_, kEnd, &none);
+  }
+
+ private:
+  static constexpr std::uint64_t kEnd = std::uint64_t{1} << 32;
+
+  Status compare(std::uint64_t lo, std::uint64_t hi, Recomputed* r) {
+    for (const auto& meter : meter_keys_) {
+      if (lo >= hi) {
+        break;  // nothing after the last customer number
+      }
+      const auto [begin, end] = range(meter, lo, hi);
+      add_baselines(begin, end, r);
+      TALLY_TRY(compare_aggregates(begin, end));
+      TALLY_TRY(compare_uniques(begin, end, r));
+    }
+    recount_.for_each_unstored([&](const std::string& meter, std::uint32_t customer,
+                                   core::TimeUs minute_us, const std::string&,
+                                   const core::AggState& st) {
+      report_->differences.push_back(describe(meter, customer, minute_us) +
+                                     ": events with no stored aggregate (count " +
+                                     std::to_string(st.count) + ")");
+    });
+    recount_.clear();
+    r->uniques.clear();
+    return Status();
+  }
+
+  // The keys of meter `meter`'s records (aggregates and distinct values alike) of customer
+  // numbers [lo, hi).
+  static std::pair<std::string, std::string> range(const std::string& meter, std::uint64_t lo,
+                                                   std::uint64_t hi) {
+    std::string begin = meter + '\0';
+    put_be32(begin, static_cast<std::uint32_t>(lo));
+    std::string end = meter;
+    if (hi == kEnd) {
+      end += '\x01';
+    } else {
+      end += '\0';
+      put_be32(end, static_cast<std::uint32_t>(hi));
+    }
+    return {std::move(begin), std::move(end)};
+  }
+
+  // Archived events' part of the records in [begin, end).
+  void add_baselines(const std::string& begin, const std::string& end, Recomputed* r) {
+    for (auto it = baselines_.aggregates.lower_bound(begin);
+         it != baselines_.aggregates.end() && it->first < end; ++it) {
+      AggregateKey ak;
+      if (decode_aggregate_key(it->first, &ak)) {
+        recount_.at(ak.meter, ak.customer_num, ak.minute_us, ak.group).merge(it->second);
+      }
+    }
+    for (auto it = baselines_.uniques.lower_bound(begin);
+         it != baselines_.uniques.end() && it->first < end; ++it) {
+      r->uniques[it->first] = true;
+    }
+  }
+
+  Status compare_aggregates(const std::string& begin, const std::string& end) {
+    return store_.scan(
+        store::Space::kAggregates, begin, end, [&](std::string_view k, std::string_view v) {
+          AggregateKey ak;
+          if (!decode_aggregate_key(k, &ak)) {
+            return true;
+          }
+          ++report_->aggregates;
+          Recount::Counted* counted =
+              recount_.find(ak.meter, ak.customer_num, ak.minute_us, ak.group);
+          core::AggState stored;
+          if (!decode_agg_state(v, &stored)) {
+            report_->differences.push_back(describe(k) +
+                                           ": the stored aggregate cannot be decoded");
+          } else if (counted == nullptr) {
+            report_->differences.push_back(describe(k) + ": stored aggregate has no events");
+          } else if (!(counted->state == stored)) {
+            report_->differences.push_back(
+                describe(k) + ": stored count " + std::to_string(stored.count) + " sum " +
+                core::format_decimal(stored.sum) + ", recomputed count " +
+                std::to_string(counted->state.count) + " sum " +
+                core::format_decimal(counted->state.sum));
+          }
+          if (counted != nullptr) {
+            counted->stored = true;
+          }
+          return true;
+        });
+  }
+
+  // The stored distinct values of [begin, end) against the recomputed ones, walked together:
+  // both are in key order (the store's bytewise order is std::string's).
+  Status compare_uniques(const std::string& begin, const std::string& end, Recomputed* r) {
+    auto want = r->uniques.lower_bound(begin);
+    const auto want_end = r->uniques.lower_bound(end);
+    // Reports the recomputed keys below `below` (all that are left when it is empty) unstored.
+    auto unstored = [&](std::string_view below) {
+      for (; want != want_end && (below.empty() || std::string_view(want->first) < below); ++want) {
+        report_->differences.push_back("a distinct value of the events is not stored");
+      }
+    };
+    TALLY_TRY(
+        store_.scan(store::Space::kUniques, begin, end, [&](std::string_view k, std::string_view) {
+          UniqueKey uk;
+          if (!decode_unique_key(k, &uk)) {
+            return true;
+          }
+          unstored(k);
+          if (want != want_end && std::string_view(want->first) == k) {
+            ++want;
+          } else {
+            report_->differences.push_back("meter '" + std::string(uk.meter) +
+                                           "': a stored distinct value has no event");
+          }
+          return true;
+        }));
+    unstored({});
+    return Status();
+  }
+
+  std::string describe(std::string_view key) const {
+    AggregateKey ak;
+    if (!decode_aggregate_key(key, &ak)) {
+      return "an undecodable key";
+    }
+    return describe(ak.meter, ak.customer_num, ak.minute_us);
+  }
+
+  std::string describe(std::string_view meter, std::uint32_t customer,
+                       core::TimeUs minute_us) const {
+    auto it = ids_.find(customer);
+    return "meter '" + std::string(meter) + "', customer '" +
+           (it != ids_.end() ? it->second : std::to_string(customer)) + "', minute " +
+           core::format_rfc3339(minute_us);
+  }
+
+  const store::Store& store_;
+  const std::set<std::string>& meter_keys_;
+  const Recomputed& baselines_;
+  const Ids& ids_;
+  VerifyReport* report_;
+  Recount recount_;
+  std::uint64_t next_ = 0;  // the first customer number not compared yet
+};
+
+// Re-rated events: (customer, seq) -> what their last re-rating charges.
+Status read_rerates(const store::Store& store,
+                    std::map<std::pair<std::uint32_t, std::uint64_t>, core::Decimal>* rerates,
+                    VerifyReport* report) {
+  const std::string begin(kRerateKeyPrefix);
+  return store.scan(store::Space::kMeta, begin, prefix_end(begin),
+                    [&](std::string_view key, std::string_view value) {
+                      core::Decimal credits;
+                      core::TimeUs at = 0;
+                      if (key.size() != begin.size() + 12 || !decode_rerate(value, &credits, &at)) {
+                        report->differences.push_back("a re-rating record cannot be decoded");
+                        return true;
+                      }
+                      const std::string_view k = key.substr(begin.size());
+                      (*rerates)[{read_be32(k), read_be64(k.substr(4))}] = credits;
+                      return true;
+                    });
+}
+
+// Re-rated events archived since their re-rating: their stored credits are in their archived
+// records. Adds each one's charge beyond them to `differences` per customer.
+void add_archived_rerates(
+    const store::Store& store,
+    const std::map<std::pair<std::uint32_t, std::uint64_t>, core::Decimal>& rerates,
+    std::map<std::uint32_t, core::Decimal>* differences, VerifyReport* report) {
+  for (const auto& [k, credits] : rerates) {
+    auto rec = store.get(store::Space::kArchive, archived_event_key(k.first, k.second));
+    ArchivedEventRecord a;
+    if (!rec || !rec->has_value() || !decode_archived_event(**rec, &a)) {
+      report->differences.push_back("a re-rating names event " + std::to_string(k.second) +
+                                    " of customer number " + std::to_string(k.first) +
+                                    ", which is not stored");
+      continue;
+    }
+    (*differences)[k.first] += credits - (a.priced ? a.credits : core::Decimal{});
+  }
+}
+
+}  // namespace
 }  // namespace engine
 
 Result<VerifyReport> Engine::verify() const {
   const Impl& d = *impl_;
   std::lock_guard no_archive(d.archive_mutex);
-  std::unordered_map<std::uint32_t, std::string> ids;
-  std::vector<core::MeterSpec> specs;
+  engine::Ids ids;
   {
     std::shared_lock lock(d.state_mutex);
     for (const auto& [num, cs] : d.customers) {
       ids[num] = cs.record.id;
     }
   }
+  std::vector<core::MeterSpec> specs;
   std::set<std::string> meter_keys;
   for (const auto& m : d.catalog->meters) {
     if (!m.hidden) {
@@ -232,32 +574,23 @@ Result<VerifyReport> Engine::verify() const {
     }
     meter_keys.insert(m.spec.key);
   }
+  VerifyReport report;
+  // Archived events are gone from the hot store; what they added stays in the aggregates and
+  // the ledger, and was recorded when they left.
+  engine::PricedEvents priced;
+  engine::Recomputed baselines;
+  TALLY_TRY(engine::add_archive_baselines(*d.store, meter_keys, &baselines, &priced,
+                                          &report.archived_events));
   // Every event priced again from scratch, in order, as its commit priced it (tiered prices
   // start from the units archived events counted).
-  std::map<std::pair<std::uint32_t, std::string>, std::vector<Impl::PricedEvent>> priced;
   std::map<std::string, core::AggState> hidden_aggregates;
   engine::Repricer repricer(d);
   TALLY_TRY(repricer.seed_from_archives());
-  // Re-rated events: (customer, seq) -> what their last re-rating charges; per customer, the
-  // sum of those charges less the stored credits, which its re-rating adjustments must undo.
+  // Re-rated events: per customer, the sum of what their last re-ratings charge less their
+  // stored credits, which its re-rating adjustments must undo.
   std::map<std::pair<std::uint32_t, std::uint64_t>, core::Decimal> rerates;
   std::map<std::uint32_t, core::Decimal> rerate_differences;
-  VerifyReport report;
-  const std::string rerate_begin(engine::kRerateKeyPrefix);
-  TALLY_TRY(
-      d.store->scan(store::Space::kMeta, rerate_begin, engine::prefix_end(rerate_begin),
-                    [&](std::string_view key, std::string_view value) {
-                      core::Decimal credits;
-                      core::TimeUs at = 0;
-                      if (key.size() != rerate_begin.size() + 12 ||
-                          !engine::decode_rerate(value, &credits, &at)) {
-                        report.differences.push_back("a re-rating record cannot be decoded");
-                        return true;
-                      }
-                      const std::string_view k = key.substr(rerate_begin.size());
-                      rerates[{engine::read_be32(k), engine::read_be64(k.substr(4))}] = credits;
-                      return true;
-                    }));
+  TALLY_TRY(engine::read_rerates(*d.store, &rerates, &report));
   auto reprice = [&](std::uint32_t cnum, const engine::BlockEvent& be, const core::EventBatch& b) {
     core::Decimal credits;
     bool any = repricer.price(cnum, be, b, &hidden_aggregates, &credits, nullptr);
@@ -273,94 +606,41 @@ Result<VerifyReport> Engine::verify() const {
       rerates.erase(it);
     }
   };
+  // The stored aggregates and distinct values against the events, one customer at a time.
+  engine::StoredComparison stored(*d.store, meter_keys, baselines, ids, &report);
   engine::Recomputed r;
-  TALLY_TRY(engine::recompute(*d.store, specs, ids, &r,
-                              d.config.storage.dedup_window_seconds * core::kUsPerSecond, reprice));
-  for (auto& [k, st] : hidden_aggregates) {
-    r.aggregates[k] = st;
-  }
-  // Archived events are gone from the hot store; what they added stays in the aggregates and
-  // the ledger, and was recorded when they left.
-  std::uint64_t archived = 0;
-  TALLY_TRY(engine::add_archive_baselines(*d.store, meter_keys, &r, &priced, &archived));
-  // Re-rated events archived since: their stored credits are in their archived records.
-  for (const auto& [k, credits] : rerates) {
-    auto rec = d.store->get(store::Space::kArchive, engine::archived_event_key(k.first, k.second));
-    engine::ArchivedEventRecord a;
-    if (!rec || !rec->has_value() || !engine::decode_archived_event(**rec, &a)) {
-      report.differences.push_back("a re-rating names event " + std::to_string(k.second) +
-                                   " of customer number " + std::to_string(k.first) +
-                                   ", which is not stored");
-      continue;
-    }
-    rerate_differences[k.first] += credits - (a.priced ? a.credits : core::Decimal{});
-  }
-  report.events = r.events;
-  report.archived_events = archived;
-  report.differences.insert(report.differences.end(), r.problems.begin(), r.problems.end());
-
-  auto describe = [&](std::string_view key) {
-    engine::AggregateKey ak;
-    if (!engine::decode_aggregate_key(key, &ak)) {
-      return std::string("an undecodable key");
-    }
-    auto it = ids.find(ak.customer_num);
-    return "meter '" + std::string(ak.meter) + "', customer '" +
-           (it != ids.end() ? it->second : std::to_string(ak.customer_num)) + "', minute " +
-           core::format_rfc3339(ak.minute_us);
+  auto recount = [&](std::uint32_t cnum, const engine::BlockEvent& be, const core::EventBatch& b) {
+    reprice(cnum, be, b);
+    engine::for_each_meter_fed(
+        specs, be, b,
+        [&](const core::MeterSpec& m, core::TimeUs minute, const std::string& group,
+            const core::MeterInput& input) {
+          stored.recount().at(m.key, cnum, minute, group).add(input.value, be.time_us, be.seq);
+          if (m.aggregation == core::Aggregation::kUniqueCount) {
+            r.uniques[engine::unique_key(m.key, cnum, minute, group, input.unique)] = true;
+          }
+        });
   };
-
-  std::set<std::string> stored_keys;
-  Status s =
-      d.store->scan(store::Space::kAggregates, "", "", [&](std::string_view k, std::string_view v) {
-        engine::AggregateKey ak;
-        if (!engine::decode_aggregate_key(k, &ak) || meter_keys.count(std::string(ak.meter)) == 0) {
-          return true;  // a meter no longer configured
-        }
-        ++report.aggregates;
-        stored_keys.emplace(k);
-        core::AggState stored;
-        if (!engine::decode_agg_state(v, &stored)) {
-          report.differences.push_back(describe(k) + ": the stored aggregate cannot be decoded");
-          return true;
-        }
-        auto it = r.aggregates.find(std::string(k));
-        if (it == r.aggregates.end()) {
-          report.differences.push_back(describe(k) + ": stored aggregate has no events");
-        } else if (!(it->second == stored)) {
-          report.differences.push_back(
-              describe(k) + ": stored count " + std::to_string(stored.count) + " sum " +
-              core::format_decimal(stored.sum) + ", recomputed count " +
-              std::to_string(it->second.count) + " sum " + core::format_decimal(it->second.sum));
-        }
-        return true;
-      });
-  TALLY_TRY(s);
-  for (const auto& [k, st] : r.aggregates) {
-    if (stored_keys.count(k) == 0) {
-      report.differences.push_back(describe(k) + ": events with no stored aggregate (count " +
-                                   std::to_string(st.count) + ")");
+  auto compare = [&](std::uint32_t cnum, engine::Recomputed* done) {
+    for (const auto& [k, st] : hidden_aggregates) {
+      engine::AggregateKey ak;
+      if (engine::decode_aggregate_key(k, &ak)) {
+        stored.recount().at(ak.meter, ak.customer_num, ak.minute_us, ak.group).merge(st);
+      }
     }
-  }
-  std::set<std::string> stored_uniques;
-  s = d.store->scan(store::Space::kUniques, "", "", [&](std::string_view k, std::string_view) {
-    engine::UniqueKey uk;
-    if (!engine::decode_unique_key(k, &uk) || meter_keys.count(std::string(uk.meter)) == 0) {
-      return true;
-    }
-    stored_uniques.emplace(k);
-    if (r.uniques.count(std::string(k)) == 0) {
-      report.differences.push_back("meter '" + std::string(uk.meter) +
-                                   "': a stored distinct value has no event");
-    }
-    return true;
-  });
-  TALLY_TRY(s);
-  for (const auto& [k, unused] : r.uniques) {
-    if (stored_uniques.count(k) == 0) {
-      report.differences.push_back("a distinct value of the events is not stored");
-    }
-  }
+    hidden_aggregates.clear();
+    return stored.through(cnum, done);
+  };
+  // The meters are fed in the hook above, after pricing, so recompute itself feeds none.
+  TALLY_TRY(engine::recompute(*d.store, {}, ids, &r,
+                              d.config.storage.dedup_window_seconds * core::kUsPerSecond, recount,
+                              compare));
+  TALLY_TRY(stored.rest());
+  engine::add_archived_rerates(*d.store, rerates, &rerate_differences, &report);
+  report.events = r.events;
+  report.differences.insert(report.differences.end(), baselines.problems.begin(),
+                            baselines.problems.end());
+  report.differences.insert(report.differences.end(), r.problems.begin(), r.problems.end());
   d.verify_ledger(priced, ids, rerate_differences, &report);
   return report;
 }
