@@ -671,10 +671,20 @@ Status add_archive_baselines(
 // distinct values out of *out, so a whole store never sits in memory at once. An error it
 // returns ends the recomputation with that error.
 using CustomerDone = std::function<Status(std::uint32_t customer_num, Recomputed* r)>;
+
+// Customer numbers [first, end); the default holds every one.
+struct CustomerRange {
+  static constexpr std::uint64_t kEnd = std::uint64_t{1} << 32;
+  std::uint64_t first = 0;
+  std::uint64_t end = kEnd;
+};
+
+// Reads the events of the customers in `customers` only.
 Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& meters,
                  const std::unordered_map<std::uint32_t, std::string>& customer_ids,
                  Recomputed* out, std::int64_t dedup_window_us = 0,
-                 const RecomputeHook& on_event = {}, const CustomerDone& on_customer_done = {});
+                 const RecomputeHook& on_event = {}, const CustomerDone& on_customer_done = {},
+                 CustomerRange customers = {});
 }  // namespace engine
 
 }  // namespace tally

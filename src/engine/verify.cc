@@ -1,9 +1,11 @@
 // Recomputation of aggregates from raw events: used to rebuild a meter whose definition
 // changed, and by `tally verify` to prove that every stored aggregate equals its events.
+#include <algorithm>
 #include <map>
 #include <memory_resource>
 #include <optional>
 #include <set>
+#include <thread>
 #include <unordered_map>
 
 #include "common/assert.h"
@@ -46,7 +48,7 @@ void add_event_aggregates(const std::vector<core::MeterSpec>& meters, std::uint3
 Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& meters,
                  const std::unordered_map<std::uint32_t, std::string>& customer_ids,
                  Recomputed* out, std::int64_t dedup_window_us, const RecomputeHook& on_event,
-                 const CustomerDone& on_customer_done) {
+                 const CustomerDone& on_customer_done, CustomerRange customers) {
   core::EventBatch scratch;
   // The customer whose blocks are being read, and when the latest copy of each of its ids was
   // received (block keys begin with the customer number: a customer's blocks are together).
@@ -61,48 +63,58 @@ Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& 
     seen.clear();
     return failed.ok();
   };
-  Status s = store.scan(store::Space::kEvents, "", "", [&](std::string_view k, std::string_view v) {
-    if (k.size() != 12) {
-      out->problems.push_back("an event block key has the wrong length");
-      return true;
-    }
-    const std::uint32_t cnum = read_be32(k);
-    if (current.has_value() && *current != cnum && !customer_done()) {
-      return false;
-    }
-    auto cit = customer_ids.find(cnum);
-    if (cit == customer_ids.end()) {
-      out->problems.push_back("events stored for customer number " + std::to_string(cnum) +
-                              ", which has no customer record");
-      return true;
-    }
-    current = cnum;
-    const std::string& customer = cit->second;
-    BlockHeader h;
-    const bool ok = decode_event_block(v, &h, [&](const BlockEvent& be) {
-      ++out->events;
-      auto [sit, first] = seen.try_emplace(std::string(be.id), h.received_at_us);
-      if (!first) {
-        // The commit accepts a copy again once the earlier one is older than the window.
-        const core::TimeUs apart = h.received_at_us > sit->second ? h.received_at_us - sit->second
-                                                                  : sit->second - h.received_at_us;
-        if (dedup_window_us <= 0 || apart <= dedup_window_us) {
-          out->problems.push_back("event id '" + std::string(be.id) + "' of customer '" + customer +
-                                  "' is stored twice");
+  // Block keys are the customer number (be32) and a sequence (be64).
+  std::string first_key;
+  std::string end_key;
+  put_be32(first_key, static_cast<std::uint32_t>(customers.first));
+  if (customers.end < CustomerRange::kEnd) {
+    put_be32(end_key, static_cast<std::uint32_t>(customers.end));
+  }
+  Status s = store.scan(
+      store::Space::kEvents, first_key, end_key, [&](std::string_view k, std::string_view v) {
+        if (k.size() != 12) {
+          out->problems.push_back("an event block key has the wrong length");
+          return true;
         }
-        sit->second = h.received_at_us;
-      }
-      stored_event_batch(customer, be, &scratch);
-      if (on_event) {
-        on_event(cnum, be, scratch);
-      }
-      add_event_aggregates(meters, cnum, be, scratch, &out->aggregates, &out->uniques);
-    });
-    if (!ok) {
-      out->problems.push_back("an event block of customer '" + customer + "' cannot be decoded");
-    }
-    return true;
-  });
+        const std::uint32_t cnum = read_be32(k);
+        if (current.has_value() && *current != cnum && !customer_done()) {
+          return false;
+        }
+        auto cit = customer_ids.find(cnum);
+        if (cit == customer_ids.end()) {
+          out->problems.push_back("events stored for customer number " + std::to_string(cnum) +
+                                  ", which has no customer record");
+          return true;
+        }
+        current = cnum;
+        const std::string& customer = cit->second;
+        BlockHeader h;
+        const bool ok = decode_event_block(v, &h, [&](const BlockEvent& be) {
+          ++out->events;
+          auto [sit, first] = seen.try_emplace(std::string(be.id), h.received_at_us);
+          if (!first) {
+            // The commit accepts a copy again once the earlier one is older than the window.
+            const core::TimeUs apart = h.received_at_us > sit->second
+                                           ? h.received_at_us - sit->second
+                                           : sit->second - h.received_at_us;
+            if (dedup_window_us <= 0 || apart <= dedup_window_us) {
+              out->problems.push_back("event id '" + std::string(be.id) + "' of customer '" +
+                                      customer + "' is stored twice");
+            }
+            sit->second = h.received_at_us;
+          }
+          stored_event_batch(customer, be, &scratch);
+          if (on_event) {
+            on_event(cnum, be, scratch);
+          }
+          add_event_aggregates(meters, cnum, be, scratch, &out->aggregates, &out->uniques);
+        });
+        if (!ok) {
+          out->problems.push_back("an event block of customer '" + customer +
+                                  "' cannot be decoded");
+        }
+        return true;
+      });
   TALLY_TRY(s);
   TALLY_TRY(failed);
   customer_done();
@@ -348,14 +360,18 @@ class Recount {
 // in the last range) and is named as having none.
 class StoredComparison {
  public:
+  // Compares the customer numbers of `customers`.
   StoredComparison(const store::Store& store, const std::set<std::string>& meter_keys,
-                   const Recomputed& baselines, const Ids& ids, VerifyReport* report)
+                   const Recomputed& baselines, const Ids& ids, CustomerRange customers,
+                   VerifyReport* report)
       : store_(store),
         meter_keys_(meter_keys),
         baselines_(baselines),
         ids_(ids),
         report_(report),
-        recount_(meter_keys) {}
+        recount_(meter_keys),
+        next_(customers.first),
+        end_(customers.end) {}
 
   // Where the events of the customer being read add their minute aggregates.
   Recount& recount() { return recount_; }
@@ -371,11 +387,11 @@ class StoredComparison {
   // The numbers after the last customer with events.
   Status rest() {
     Recomputed none;
-    return compare(next_, kEnd, &none);
+    return compare(next_, end_, &none);
   }
 
  private:
-  static constexpr std::uint64_t kEnd = std::uint64_t{1} << 32;
+  static constexpr std::uint64_t kEnd = CustomerRange::kEnd;
 
   Status compare(std::uint64_t lo, std::uint64_t hi, Recomputed* r) {
     for (const auto& meter : meter_keys_) {
@@ -512,7 +528,8 @@ class StoredComparison {
   const Ids& ids_;
   VerifyReport* report_;
   Recount recount_;
-  std::uint64_t next_ = 0;  // the first customer number not compared yet
+  std::uint64_t next_;  // the first customer number not compared yet
+  std::uint64_t end_;
 };
 
 // Re-rated events: (customer, seq) -> what their last re-rating charges.
@@ -553,95 +570,187 @@ void add_archived_rerates(
   }
 }
 
+using Rerates = std::map<std::pair<std::uint32_t, std::uint64_t>, core::Decimal>;
+
+// What every part of a verification reads.
+struct VerifyInputs {
+  Ids ids;
+  std::vector<core::MeterSpec> specs;  // the meters the events feed (not the hidden ones)
+  std::set<std::string> meter_keys;    // every configured meter
+  Recomputed baselines;                // archived events' part
+  Rerates rerates;                     // re-rated events: what their last re-rating charges
+  std::int64_t dedup_window_us = 0;
+};
+
+// Verifies the events, aggregates and distinct values of one range of customer numbers, and
+// gathers what the ledger check needs of them. Parts share nothing they change, so two run on
+// two threads.
+class VerifyPart {
+ public:
+  VerifyPart(const Engine::Impl& d, const VerifyInputs& in, CustomerRange customers)
+      : d_(d),
+        in_(in),
+        customers_(customers),
+        repricer_(d),
+        stored_(*d.store, in.meter_keys, in.baselines, in.ids, customers, &report) {}
+
+  Status run() {
+    // Every event priced again from scratch, in order, as its commit priced it (tiered prices
+    // start from the units archived events counted).
+    TALLY_TRY(repricer_.seed_from_archives());
+    // The meters are fed in event(), after pricing, so recompute itself feeds none.
+    TALLY_TRY(recompute(
+        *d_.store, {}, in_.ids, &r_, in_.dedup_window_us,
+        [&](std::uint32_t cnum, const BlockEvent& be, const core::EventBatch& b) {
+          event(cnum, be, b);
+        },
+        [&](std::uint32_t cnum, Recomputed* r) { return customer_done(cnum, r); }, customers_));
+    TALLY_TRY(stored_.rest());
+    report.events = r_.events;
+    report.differences.insert(report.differences.end(), r_.problems.begin(), r_.problems.end());
+    return Status();
+  }
+
+  VerifyReport report;  // its events, aggregates and differences
+  PricedEvents priced;  // (customer, id) -> each stored copy's credits and its prices'
+  // Per customer, what its re-rated events are charged beyond their stored credits.
+  std::map<std::uint32_t, core::Decimal> rerate_differences;
+  std::set<Rerates::key_type> rerates_found;  // the re-rated events found in this part
+
+ private:
+  void event(std::uint32_t cnum, const BlockEvent& be, const core::EventBatch& b) {
+    reprice(cnum, be, b);
+    for_each_meter_fed(
+        in_.specs, be, b,
+        [&](const core::MeterSpec& m, core::TimeUs minute, const std::string& group,
+            const core::MeterInput& input) {
+          stored_.recount().at(m.key, cnum, minute, group).add(input.value, be.time_us, be.seq);
+          if (m.aggregation == core::Aggregation::kUniqueCount) {
+            r_.uniques[unique_key(m.key, cnum, minute, group, input.unique)] = true;
+          }
+        });
+  }
+
+  void reprice(std::uint32_t cnum, const BlockEvent& be, const core::EventBatch& b) {
+    core::Decimal credits;
+    bool any = repricer_.price(cnum, be, b, &hidden_, &credits, nullptr);
+    if (!any && be.priced && repricer_.priced_by_removed_meter(be.type)) {
+      credits = be.credits;  // its meter is gone: what it was charged cannot be priced again
+      any = true;
+    }
+    if (any || be.priced) {
+      priced[{cnum, std::string(be.id)}].push_back(Engine::Impl::PricedEvent{be.credits, credits});
+    }
+    if (auto it = in_.rerates.find({cnum, be.seq}); it != in_.rerates.end()) {
+      rerate_differences[cnum] += it->second - (be.priced ? be.credits : core::Decimal{});
+      rerates_found.insert(it->first);
+    }
+  }
+
+  // The customer's hidden cost meters join its recount, and its stored records are compared.
+  Status customer_done(std::uint32_t cnum, Recomputed* r) {
+    for (const auto& [k, st] : hidden_) {
+      AggregateKey ak;
+      if (decode_aggregate_key(k, &ak)) {
+        stored_.recount().at(ak.meter, ak.customer_num, ak.minute_us, ak.group).merge(st);
+      }
+    }
+    hidden_.clear();
+    return stored_.through(cnum, r);
+  }
+
+  const Engine::Impl& d_;
+  const VerifyInputs& in_;
+  CustomerRange customers_;
+  Repricer repricer_;
+  std::map<std::string, core::AggState> hidden_;  // the customer's cost meters, by store key
+  Recomputed r_;
+  StoredComparison stored_;
+};
+
+// The customer numbers split in two ranges of about as many customers each (one range when
+// there are fewer than two).
+std::vector<CustomerRange> split_customers(const Ids& ids) {
+  std::vector<std::uint32_t> nums;
+  nums.reserve(ids.size());
+  for (const auto& entry : ids) {
+    nums.push_back(entry.first);
+  }
+  if (nums.size() < 2) {
+    return {CustomerRange{}};
+  }
+  auto middle = nums.begin() + static_cast<std::ptrdiff_t>(nums.size() / 2);
+  std::nth_element(nums.begin(), middle, nums.end());
+  return {CustomerRange{0, *middle}, CustomerRange{*middle, CustomerRange::kEnd}};
+}
+
 }  // namespace
 }  // namespace engine
 
 Result<VerifyReport> Engine::verify() const {
   const Impl& d = *impl_;
   std::lock_guard no_archive(d.archive_mutex);
-  engine::Ids ids;
+  engine::VerifyInputs in;
   {
     std::shared_lock lock(d.state_mutex);
     for (const auto& [num, cs] : d.customers) {
-      ids[num] = cs.record.id;
+      in.ids[num] = cs.record.id;
     }
   }
-  std::vector<core::MeterSpec> specs;
-  std::set<std::string> meter_keys;
   for (const auto& m : d.catalog->meters) {
     if (!m.hidden) {
-      specs.push_back(m.spec);  // hidden cost meters are recomputed by repricing, below
+      in.specs.push_back(m.spec);  // hidden cost meters are recomputed by repricing
     }
-    meter_keys.insert(m.spec.key);
+    in.meter_keys.insert(m.spec.key);
   }
+  in.dedup_window_us = d.config.storage.dedup_window_seconds * core::kUsPerSecond;
   VerifyReport report;
   // Archived events are gone from the hot store; what they added stays in the aggregates and
   // the ledger, and was recorded when they left.
   engine::PricedEvents priced;
-  engine::Recomputed baselines;
-  TALLY_TRY(engine::add_archive_baselines(*d.store, meter_keys, &baselines, &priced,
+  TALLY_TRY(engine::add_archive_baselines(*d.store, in.meter_keys, &in.baselines, &priced,
                                           &report.archived_events));
-  // Every event priced again from scratch, in order, as its commit priced it (tiered prices
-  // start from the units archived events counted).
-  std::map<std::string, core::AggState> hidden_aggregates;
-  engine::Repricer repricer(d);
-  TALLY_TRY(repricer.seed_from_archives());
-  // Re-rated events: per customer, the sum of what their last re-ratings charge less their
-  // stored credits, which its re-rating adjustments must undo.
-  std::map<std::pair<std::uint32_t, std::uint64_t>, core::Decimal> rerates;
+  TALLY_TRY(engine::read_rerates(*d.store, &in.rerates, &report));
+
+  // The customers in two ranges, verified side by side.
+  std::vector<std::unique_ptr<engine::VerifyPart>> parts;
+  for (const auto& range : engine::split_customers(in.ids)) {
+    parts.push_back(std::make_unique<engine::VerifyPart>(d, in, range));
+  }
+  std::vector<Status> ran(parts.size());
+  std::vector<std::thread> threads;
+  for (std::size_t i = 1; i < parts.size(); ++i) {
+    threads.emplace_back([&, i] { ran[i] = parts[i]->run(); });
+  }
+  ran[0] = parts[0]->run();
+  for (auto& t : threads) {
+    t.join();
+  }
+
   std::map<std::uint32_t, core::Decimal> rerate_differences;
-  TALLY_TRY(engine::read_rerates(*d.store, &rerates, &report));
-  auto reprice = [&](std::uint32_t cnum, const engine::BlockEvent& be, const core::EventBatch& b) {
-    core::Decimal credits;
-    bool any = repricer.price(cnum, be, b, &hidden_aggregates, &credits, nullptr);
-    if (!any && be.priced && repricer.priced_by_removed_meter(be.type)) {
-      credits = be.credits;  // its meter is gone: what it was charged cannot be priced again
-      any = true;
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    TALLY_TRY(ran[i]);
+    engine::VerifyPart& part = *parts[i];
+    report.events += part.report.events;
+    report.aggregates += part.report.aggregates;
+    report.differences.insert(report.differences.end(), part.report.differences.begin(),
+                              part.report.differences.end());
+    for (auto& [k, copies] : part.priced) {
+      auto& all = priced[k];
+      all.insert(all.end(), copies.begin(), copies.end());
     }
-    if (any || be.priced) {
-      priced[{cnum, std::string(be.id)}].push_back(Impl::PricedEvent{be.credits, credits});
+    for (const auto& [cnum, amount] : part.rerate_differences) {
+      rerate_differences[cnum] += amount;
     }
-    if (auto it = rerates.find({cnum, be.seq}); it != rerates.end()) {
-      rerate_differences[cnum] += it->second - (be.priced ? be.credits : core::Decimal{});
-      rerates.erase(it);
+    for (const auto& k : part.rerates_found) {
+      in.rerates.erase(k);
     }
-  };
-  // The stored aggregates and distinct values against the events, one customer at a time.
-  engine::StoredComparison stored(*d.store, meter_keys, baselines, ids, &report);
-  engine::Recomputed r;
-  auto recount = [&](std::uint32_t cnum, const engine::BlockEvent& be, const core::EventBatch& b) {
-    reprice(cnum, be, b);
-    engine::for_each_meter_fed(
-        specs, be, b,
-        [&](const core::MeterSpec& m, core::TimeUs minute, const std::string& group,
-            const core::MeterInput& input) {
-          stored.recount().at(m.key, cnum, minute, group).add(input.value, be.time_us, be.seq);
-          if (m.aggregation == core::Aggregation::kUniqueCount) {
-            r.uniques[engine::unique_key(m.key, cnum, minute, group, input.unique)] = true;
-          }
-        });
-  };
-  auto compare = [&](std::uint32_t cnum, engine::Recomputed* done) {
-    for (const auto& [k, st] : hidden_aggregates) {
-      engine::AggregateKey ak;
-      if (engine::decode_aggregate_key(k, &ak)) {
-        stored.recount().at(ak.meter, ak.customer_num, ak.minute_us, ak.group).merge(st);
-      }
-    }
-    hidden_aggregates.clear();
-    return stored.through(cnum, done);
-  };
-  // The meters are fed in the hook above, after pricing, so recompute itself feeds none.
-  TALLY_TRY(engine::recompute(*d.store, {}, ids, &r,
-                              d.config.storage.dedup_window_seconds * core::kUsPerSecond, recount,
-                              compare));
-  TALLY_TRY(stored.rest());
-  engine::add_archived_rerates(*d.store, rerates, &rerate_differences, &report);
-  report.events = r.events;
-  report.differences.insert(report.differences.end(), baselines.problems.begin(),
-                            baselines.problems.end());
-  report.differences.insert(report.differences.end(), r.problems.begin(), r.problems.end());
-  d.verify_ledger(priced, ids, rerate_differences, &report);
+  }
+  // Re-rated events no part found were archived since.
+  engine::add_archived_rerates(*d.store, in.rerates, &rerate_differences, &report);
+  report.differences.insert(report.differences.end(), in.baselines.problems.begin(),
+                            in.baselines.problems.end());
+  d.verify_ledger(priced, in.ids, rerate_differences, &report);
   return report;
 }
 
