@@ -258,19 +258,29 @@ struct LagoEvent {
   std::string properties = "{}";  // minified JSON object
 };
 
-// Reads one Lago event into `out`, adding what is wrong with it to `errors`.
-void read_event(Context& ctx, const dom::object& obj, const std::vector<MeterInfo>& meters,
-                TimeUs now, LagoEvent* out, FieldErrors* errors) {
+// transaction_id, the event's id: mandatory, and an id Tally takes.
+void read_transaction_id(const dom::object& obj, LagoEvent* out, FieldErrors* errors) {
   if (required_text(obj, "transaction_id", &out->transaction_id, errors) &&
       (out->transaction_id.size() > core::kEventIdBytesMax ||
        !core::check_event_id("transaction_id", out->transaction_id).ok())) {
     add(errors, "transaction_id", "value_is_invalid");
   }
+}
+
+// code, the event's type: mandatory, and the type of one of `meters` (a billable metric).
+void read_code(const dom::object& obj, const std::vector<MeterInfo>& meters, LagoEvent* out,
+               FieldErrors* errors) {
   if (required_text(obj, "code", &out->code, errors) &&
       std::none_of(meters.begin(), meters.end(),
                    [&](const MeterInfo& m) { return m.event_type == out->code; })) {
     add(errors, "code", "metric_not_found");
   }
+}
+
+// The event's customer: external_customer_id, or else the customer whose one subscription
+// external_subscription_id names, which must exist.
+void read_event_customer(Context& ctx, const dom::object& obj, LagoEvent* out,
+                         FieldErrors* errors) {
   std::string customer;
   bool customer_wrong = false;
   bool subscription_wrong = false;
@@ -296,25 +306,28 @@ void read_event(Context& ctx, const dom::object& obj, const std::vector<MeterInf
       add(errors, "external_subscription_id", "subscription_not_found");
     }
   }
+}
+
+// timestamp: Unix seconds, with a fraction for sub-second precision (kept to the microsecond);
+// `now` without one.
+void read_timestamp(const dom::object& obj, TimeUs now, LagoEvent* out, FieldErrors* errors) {
   out->time_us = now;
-  dom::element ts;
-  if (obj.at_key("timestamp").get(ts) == simdjson::SUCCESS && !ts.is_null()) {
-    std::string text;
-    std::string_view s;
-    if (ts.get_string().get(s) == simdjson::SUCCESS) {
-      text.assign(s);
-    } else if (ts.is_int64() || ts.is_uint64() || ts.is_double()) {
-      text = simdjson::minify(ts);
-    }
-    // Unix seconds, with a fraction for sub-second precision (kept to the microsecond).
-    auto seconds = core::parse_decimal(text);
-    if (text.empty() || !seconds || seconds->units < 0 ||
-        seconds->units > static_cast<__int128>(kTimestampSecondsMax) * core::Decimal::kScale) {
-      add(errors, "timestamp", "invalid_format");
-    } else {
-      out->time_us = static_cast<TimeUs>(seconds->units / (core::Decimal::kScale / 1'000'000));
-    }
+  std::string text;
+  bool wrong_type = false;
+  if (!text_field(obj, "timestamp", &text, &wrong_type) && !wrong_type) {
+    return;  // absent or null
   }
+  auto seconds = core::parse_decimal(text);
+  if (text.empty() || !seconds || seconds->units < 0 ||
+      seconds->units > static_cast<__int128>(kTimestampSecondsMax) * core::Decimal::kScale) {
+    add(errors, "timestamp", "invalid_format");
+  } else {
+    out->time_us = static_cast<TimeUs>(seconds->units / (core::Decimal::kScale / 1'000'000));
+  }
+}
+
+// properties: an object, or absent or null.
+void read_properties(const dom::object& obj, LagoEvent* out, FieldErrors* errors) {
   dom::element props;
   if (obj.at_key("properties").get(props) == simdjson::SUCCESS && !props.is_null()) {
     if (props.is_object()) {
@@ -323,6 +336,16 @@ void read_event(Context& ctx, const dom::object& obj, const std::vector<MeterInf
       add(errors, "properties", "invalid_type");
     }
   }
+}
+
+// Reads one Lago event into `out`, adding what is wrong with it to `errors`.
+void read_event(Context& ctx, const dom::object& obj, const std::vector<MeterInfo>& meters,
+                TimeUs now, LagoEvent* out, FieldErrors* errors) {
+  read_transaction_id(obj, out, errors);
+  read_code(obj, meters, out, errors);
+  read_event_customer(ctx, obj, out, errors);
+  read_timestamp(obj, now, out, errors);
+  read_properties(obj, out, errors);
 }
 
 // Where an engine error about an event goes in Lago's error_details.
@@ -729,6 +752,87 @@ void refuse_if_set(const dom::object& obj, const char* name, FieldErrors* errors
   add(errors, name, "not_supported");
 }
 
+// The answer to a wallet request whose customer's wallet could not be read: 404
+// customer_not_found, or the engine's error.
+Response customer_wallet_error(const Status& s) {
+  return s.code() == StatusCode::kNotFound ? lago_error(404, "customer_not_found")
+                                           : engine_error(s);
+}
+
+// {"wallet": {...}}, 200.
+void answer_wallet(Context& ctx, Call& call, const Wallet& wallet) {
+  common::JsonWriter w;
+  w.begin_object().key("wallet");
+  write_wallet(w, ctx, wallet);
+  w.end_object();
+  answer(call, json_response(200, w.take()));
+}
+
+// What a new wallet starts with: paid and granted credits, under transaction_name.
+struct WalletCredits {
+  core::Decimal paid;
+  core::Decimal granted;
+  std::string description;
+};
+
+// The terms of POST /wallets beside its customer, adding what is wrong to `errors`:
+// rate_amount is mandatory and, when the customer's `wallet` is known, must be its rate (one
+// credit is worth what [credits] says, nothing else); currency must be the server's; the
+// credits are decimals >= 0; and the fields Tally has no equivalent for must not be set.
+WalletCredits read_wallet_terms(Context& ctx, const dom::object& in,
+                                const std::optional<Wallet>& wallet, FieldErrors* errors) {
+  std::string text;
+  if (!text_field(in, "rate_amount", &text) || text.empty()) {
+    add(errors, "rate_amount", "value_is_mandatory");
+  } else if (wallet) {
+    auto rate = core::parse_decimal(text);
+    if (!rate || *rate != rates_of(*wallet).rate) {
+      add(errors, "rate_amount", "value_is_invalid");
+    }
+  }
+  if (text_field(in, "currency", &text) && text != ctx.options.currency) {
+    add(errors, "currency", "currencies_does_not_match");
+  }
+  WalletCredits credits;
+  credits_field(in, "paid_credits", &credits.paid, errors);
+  credits_field(in, "granted_credits", &credits.granted, errors);
+  refuse_if_set(in, "expiration_at", errors);
+  refuse_if_set(in, "recurring_transaction_rules", errors);
+  refuse_if_set(in, "applies_to", errors);
+  text_field(in, "transaction_name", &credits.description);
+  return credits;
+}
+
+// Opens the customer's `wallet` (Lago's creation: every customer has one, empty until
+// credited) with its first credits. The wallet as it is then, or nullopt after answering 422
+// wallet_already_exists (it was credited before) or the engine's error.
+std::optional<Wallet> open_wallet(Context& ctx, Call& call, const Wallet& wallet,
+                                  const WalletCredits& credits) {
+  const auto requests = credit_requests(credits.paid, credits.granted, credits.description);
+  if (requests.empty()) {
+    if (wallet.transactions > 0) {
+      answer(call, validation_error("customer", "wallet_already_exists"));
+      return std::nullopt;
+    }
+    return wallet;
+  }
+  auto t = ctx.engine.wallet_transactions_atomic(wallet.customer, requests, true);
+  if (!t) {
+    answer(call, t.error().code() == StatusCode::kAlreadyExists
+                     ? validation_error("customer", "wallet_already_exists")
+                 : t.error().code() == StatusCode::kInvalidArgument
+                     ? validation_error("base", "value_is_invalid")
+                     : engine_error(t.error()));
+    return std::nullopt;
+  }
+  Result<Wallet> credited = ctx.engine.wallet(wallet.customer);
+  if (!credited) {
+    answer(call, engine_error(credited.error()));
+    return std::nullopt;
+  }
+  return std::move(*credited);
+}
+
 }  // namespace
 
 Response lago_refusal(unsigned status, std::string_view detail) {
@@ -1093,66 +1197,23 @@ void lago_create_wallet(Context& ctx, Call& call) {
   }
   FieldErrors errors;
   std::string customer;
-  required_text(in, "external_customer_id", &customer, &errors);
-  auto wallet =
-      customer.empty() ? Result<Wallet>(Status::not_found("")) : ctx.engine.wallet(customer);
-  if (!customer.empty() && !wallet) {
-    answer(call, wallet.error().code() == StatusCode::kNotFound
-                     ? lago_error(404, "customer_not_found")
-                     : engine_error(wallet.error()));
-    return;
-  }
-  std::string text;
-  if (!text_field(in, "rate_amount", &text) || text.empty()) {
-    add(&errors, "rate_amount", "value_is_mandatory");
-  } else if (wallet) {
-    // Credits are Tally's credits: one credit is worth what [credits] says, nothing else.
-    auto rate = core::parse_decimal(text);
-    if (!rate || *rate != rates_of(*wallet).rate) {
-      add(&errors, "rate_amount", "value_is_invalid");
+  std::optional<Wallet> wallet;
+  if (required_text(in, "external_customer_id", &customer, &errors)) {
+    auto found = ctx.engine.wallet(customer);
+    if (!found) {
+      answer(call, customer_wallet_error(found.error()));
+      return;
     }
+    wallet = std::move(*found);
   }
-  if (text_field(in, "currency", &text) && text != ctx.options.currency) {
-    add(&errors, "currency", "currencies_does_not_match");
-  }
-  core::Decimal paid;
-  core::Decimal granted;
-  credits_field(in, "paid_credits", &paid, &errors);
-  credits_field(in, "granted_credits", &granted, &errors);
-  refuse_if_set(in, "expiration_at", &errors);
-  refuse_if_set(in, "recurring_transaction_rules", &errors);
-  refuse_if_set(in, "applies_to", &errors);
+  const WalletCredits credits = read_wallet_terms(ctx, in, wallet, &errors);
   if (!errors.empty()) {
     answer(call, validation_errors(errors));
     return;
   }
-  std::string description;
-  text_field(in, "transaction_name", &description);
-  const auto requests = credit_requests(paid, granted, description);
-  if (!requests.empty()) {
-    auto t = ctx.engine.wallet_transactions_atomic(customer, requests, true);
-    if (!t) {
-      answer(call, t.error().code() == StatusCode::kAlreadyExists
-                       ? validation_error("customer", "wallet_already_exists")
-                   : t.error().code() == StatusCode::kInvalidArgument
-                       ? validation_error("base", "value_is_invalid")
-                       : engine_error(t.error()));
-      return;
-    }
-    wallet = ctx.engine.wallet(customer);
-  } else if (wallet->transactions > 0) {
-    answer(call, validation_error("customer", "wallet_already_exists"));
-    return;
+  if (std::optional<Wallet> opened = open_wallet(ctx, call, *wallet, credits)) {
+    answer_wallet(ctx, call, *opened);
   }
-  if (!wallet) {
-    answer(call, engine_error(wallet.error()));
-    return;
-  }
-  common::JsonWriter w;
-  w.begin_object().key("wallet");
-  write_wallet(w, ctx, *wallet);
-  w.end_object();
-  answer(call, json_response(200, w.take()));
 }
 
 void lago_list_wallets(Context& ctx, Call& call) {
@@ -1172,9 +1233,7 @@ void lago_list_wallets(Context& ctx, Call& call) {
   }
   auto wallet = ctx.engine.wallet(customer);
   if (!wallet) {
-    answer(call, wallet.error().code() == StatusCode::kNotFound
-                     ? lago_error(404, "customer_not_found")
-                     : engine_error(wallet.error()));
+    answer(call, customer_wallet_error(wallet.error()));
     return;
   }
   common::JsonWriter w;
@@ -1188,14 +1247,9 @@ void lago_list_wallets(Context& ctx, Call& call) {
 
 void lago_get_wallet(Context& ctx, Call& call) {
   const std::optional<Wallet> wallet = find_wallet(ctx, call, call.params.at(0));
-  if (!wallet) {
-    return;
+  if (wallet) {
+    answer_wallet(ctx, call, *wallet);
   }
-  common::JsonWriter w;
-  w.begin_object().key("wallet");
-  write_wallet(w, ctx, *wallet);
-  w.end_object();
-  answer(call, json_response(200, w.take()));
 }
 
 void lago_create_wallet_transaction(Context& ctx, Call& call) {
