@@ -368,5 +368,74 @@ TEST_F(AdminHandlersTest, OrganizationsRolledUp) {
   EXPECT_EQ(call("GET", "/v1/admin/organizations?sort=id").status, 400u);
 }
 
+// Every field of a customer and of a new key is refused with a message that names it, the first
+// field at fault decides, and a refusal changes nothing.
+TEST_F(AdminHandlersTest, CustomerAndKeyFieldRefusalsNameTheFieldAndChangeNothing) {
+  ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme","name":"Acme"})").status, 201u);
+  const std::string before = call("GET", "/v1/customers/acme").body;
+  auto refusal = [](const std::string& message) {
+    return R"({"error":"VALIDATION_ERROR","message":")" + message + R"("})";
+  };
+  const std::pair<const char*, std::string> customer_refusals[] = {
+      {R"({"name":1})", "'name' must be a string"},
+      {R"({"email":[]})", "'email' must be a string"},
+      {R"({"timezone":null})", "'timezone' must be a string"},
+      {R"({"status":5})", "'status' must be a string"},
+      {R"({"plan":3})", "'plan' must be a string"},
+      {R"({"organization":1})", "'organization' must be a string"},
+      {R"({"organization":""})", "'organization' must not be empty; send null to remove it"},
+      {R"({"billing_anchor":1})", "'billing_anchor' must be a string"},
+      {R"({"metadata":[1]})", "'metadata' must be an object"},
+      {R"({"id":"other"})", "unknown field 'id'"},
+      {R"({"colour":"red"})", "unknown field 'colour'"},
+      {R"({"name":"Renamed","email":1})", "'email' must be a string"},
+  };
+  for (const auto& [body, message] : customer_refusals) {
+    const Response r = call("PATCH", "/v1/customers/acme", body);
+    EXPECT_EQ(r.status, 400u) << body;
+    EXPECT_EQ(r.body, refusal(message)) << body;
+  }
+  for (const char* body : {R"({"trial_started_at":"soon"})", R"({"billing_anchor":"2025-13"})"}) {
+    const Response r = call("PATCH", "/v1/customers/acme", body);
+    EXPECT_EQ(r.status, 400u) << body;
+    const std::string field = std::string(body).substr(2, std::string(body).find('"', 2) - 2);
+    EXPECT_EQ(r.body.rfind(R"({"error":"VALIDATION_ERROR","message":"')" + field + "': ", 0), 0u)
+        << r.body;
+  }
+  EXPECT_EQ(call("POST", "/v1/customers", R"({"id":7})").body, refusal("'id' must be a string"));
+  EXPECT_EQ(call("GET", "/v1/customers/acme").body, before);
+  // null removes a plan and an organization.
+  const Response removed =
+      call("PATCH", "/v1/customers/acme", R"({"plan":null,"organization":null})");
+  EXPECT_EQ(removed.status, 200u) << removed.body;
+
+  const std::string keys_before = call("GET", "/v1/keys").body;
+  const std::pair<const char*, std::string> key_refusals[] = {
+      {R"({"customer":1})", "'customer' must be a string"},
+      {R"({"name":false})", "'name' must be a string"},
+      {R"({"scopes":"read"})", "'scopes' must be an array of strings"},
+      {R"({"scopes":[]})",
+       "'scopes' must name at least one of ingest, check, read; leave it out for the default"},
+      {R"({"scopes":["read",1]})", "'scopes' must be an array of strings"},
+      {R"({"scopes":["write"]})", "unknown scope 'write'; scopes are ingest, check, read"},
+      {R"({"customer":"acme","colour":1})", "unknown field 'colour'"},
+  };
+  for (const auto& [body, message] : key_refusals) {
+    const Response r = call("POST", "/v1/keys", body);
+    EXPECT_EQ(r.status, 400u) << body;
+    EXPECT_EQ(r.body, refusal(message)) << body;
+  }
+  EXPECT_EQ(call("GET", "/v1/keys").body, keys_before);
+  // A null customer is an admin key; scopes are combined.
+  const Response admin_key = call("POST", "/v1/keys", R"({"customer":null,"name":"ops"})");
+  ASSERT_EQ(admin_key.status, 201u) << admin_key.body;
+  EXPECT_TRUE(json(admin_key)["customer"].is_null());
+  EXPECT_EQ(std::string_view(json(admin_key)["name"].get_string().value()), "ops");
+  const Response scoped =
+      call("POST", "/v1/keys", R"({"customer":"acme","scopes":["read","check"]})");
+  ASSERT_EQ(scoped.status, 201u) << scoped.body;
+  EXPECT_EQ(simdjson::minify(json(scoped)["scopes"]), R"(["check","read"])");
+}
+
 }  // namespace
 }  // namespace tally::http
