@@ -437,5 +437,56 @@ TEST_F(AdminHandlersTest, CustomerAndKeyFieldRefusalsNameTheFieldAndChangeNothin
   EXPECT_EQ(simdjson::minify(json(scoped)["scopes"]), R"(["check","read"])");
 }
 
+// Every field of a wallet transaction is refused with a message that names it, and a refusal
+// writes nothing to the ledger.
+TEST_F(AdminHandlersTest, WalletTransactionFieldRefusalsWriteNothing) {
+  ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
+  auto refusal = [](const std::string& message) {
+    return R"({"error":"VALIDATION_ERROR","message":")" + message + R"("})";
+  };
+  const std::string mistyped = "'; allowed: type, amount, description, priority, expires_at";
+  const std::pair<const char*, std::string> refusals[] = {
+      {R"({"type":"top_up","amount":1,"priority":-1})", "priority must be 0..1000000"},
+      {R"({"type":"top_up","amount":1,"priority":1000001})", "priority must be 0..1000000"},
+      {R"({"type":"top_up","amount":1,"priority":"high"})",
+       "unknown or mistyped field 'priority" + mistyped},
+      {R"({"type":"top_up","amount":true})", "unknown or mistyped field 'amount" + mistyped},
+      {R"({"type":7,"amount":1})", "unknown or mistyped field 'type" + mistyped},
+      {R"({"type":"top_up","amount":1,"description":1})",
+       "unknown or mistyped field 'description" + mistyped},
+      {R"({"type":"top_up","amount":1,"expires_at":5})",
+       "unknown or mistyped field 'expires_at" + mistyped},
+      {R"({"type":"top_up","amount":1,"colour":"red"})",
+       "unknown or mistyped field 'colour" + mistyped},
+      {R"({"amount":1})", "'type' and 'amount' are required"},
+      {R"({"type":"top_up"})", "'type' and 'amount' are required"},
+  };
+  for (const auto& [body, message] : refusals) {
+    const Response r = call("POST", "/v1/customers/acme/wallet/transactions", body);
+    EXPECT_EQ(r.status, 400u) << body;
+    EXPECT_EQ(r.body, refusal(message)) << body;
+  }
+  const Response late = call("POST", "/v1/customers/acme/wallet/transactions",
+                             R"({"type":"grant","amount":1,"expires_at":"never"})");
+  EXPECT_EQ(late.status, 400u);
+  EXPECT_EQ(late.body.rfind(R"({"error":"VALIDATION_ERROR","message":"expires_at: )", 0), 0u)
+      << late.body;
+  const Response shape = call("POST", "/v1/customers/acme/wallet/transactions", "[1]");
+  EXPECT_EQ(shape.status, 400u);
+  EXPECT_NE(shape.body.find(R"(such as {\"type\": \"top_up\", \"amount\": 1000})"),
+            std::string::npos)
+      << shape.body;
+  EXPECT_EQ(json(call("GET", "/v1/customers/acme/wallet"))["transactions"].get_uint64().value(),
+            0u);
+  // An amount as a number or as text, a description, a priority and an expiry (or none).
+  for (const char* body : {R"({"type":"top_up","amount":2,"description":"paid"})",
+                           R"({"type":"grant","amount":"1.5","priority":3,"expires_at":null})",
+                           R"({"type":"grant","amount":1,"expires_at":"2025-03-01T00:00:00Z"})"}) {
+    const Response r = call("POST", "/v1/customers/acme/wallet/transactions", body);
+    EXPECT_EQ(r.status, 201u) << body << ": " << r.body;
+  }
+  EXPECT_EQ(simdjson::minify(json(call("GET", "/v1/customers/acme/wallet"))["balance"]), "4.5");
+}
+
 }  // namespace
 }  // namespace tally::http
