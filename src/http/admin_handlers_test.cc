@@ -488,5 +488,30 @@ TEST_F(AdminHandlersTest, WalletTransactionFieldRefusalsWriteNothing) {
   EXPECT_EQ(simdjson::minify(json(call("GET", "/v1/customers/acme/wallet"))["balance"]), "4.5");
 }
 
+// The customers and organizations lists read their offsets alike: any 32-bit value, echoed, and
+// the same refusal for anything else.
+TEST_F(AdminHandlersTest, ListOffsetsAreReadAlike) {
+  for (const char* id : {"a1", "a2", "a3"}) {
+    ASSERT_EQ(call("POST", "/v1/customers", std::string(R"({"id":")") + id + R"("})").status, 201u);
+  }
+  const Response page = call("GET", "/v1/admin/customers?limit=1&offset=1");
+  ASSERT_EQ(page.status, 200u) << page.body;
+  EXPECT_EQ(json(page)["offset"].get_uint64().value(), 1u);
+  EXPECT_EQ(json(page)["limit"].get_uint64().value(), 1u);
+  EXPECT_EQ(json(page)["total"].get_uint64().value(), 3u);
+  EXPECT_EQ(json(page)["customers"].get_array().size(), 1u);
+  for (const char* route : {"/v1/admin/customers", "/v1/admin/organizations"}) {
+    EXPECT_EQ(call("GET", std::string(route) + "?offset=4294967295").status, 200u) << route;
+    for (const char* offset : {"x", "-1", "4294967296", "1.5", ""}) {
+      const Response r = call("GET", std::string(route) + "?offset=" + offset);
+      EXPECT_EQ(r.status, 400u) << route << " " << offset;
+      EXPECT_EQ(r.body,
+                R"({"error":"VALIDATION_ERROR","message":"query parameter 'offset' must be an )"
+                R"(integer 0..4294967295"})")
+          << route << " " << offset;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tally::http
