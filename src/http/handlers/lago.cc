@@ -752,9 +752,9 @@ void refuse_if_set(const dom::object& obj, const char* name, FieldErrors* errors
   add(errors, name, "not_supported");
 }
 
-// The answer to a wallet request whose customer's wallet could not be read: 404
+// The answer to a request whose customer's wallet or usage could not be read: 404
 // customer_not_found, or the engine's error.
-Response customer_wallet_error(const Status& s) {
+Response customer_error(const Status& s) {
   return s.code() == StatusCode::kNotFound ? lago_error(404, "customer_not_found")
                                            : engine_error(s);
 }
@@ -831,6 +831,63 @@ std::optional<Wallet> open_wallet(Context& ctx, Call& call, const Wallet& wallet
     return std::nullopt;
   }
   return std::move(*credited);
+}
+
+// ---- wallet transactions ------------------------------------------------------------------------
+
+// page and per_page (1..kPerPageMax): false after answering 422 value_is_invalid.
+bool read_page(Call& call, std::uint32_t* page, std::uint32_t* per_page) {
+  for (const auto& [k, v] : call.request.query) {
+    if (k != "page" && k != "per_page") {
+      continue;
+    }
+    std::uint32_t n = 0;
+    auto r = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (r.ec != std::errc() || r.ptr != v.data() + v.size() || n == 0 ||
+        (k == "per_page" && n > kPerPageMax)) {
+      answer(call, validation_error(k, "value_is_invalid"));
+      return false;
+    }
+    *(k == "page" ? page : per_page) = n;
+  }
+  return true;
+}
+
+// Every credit-side transaction of `wallet` that the transaction_type and transaction_status
+// filters take, oldest first, as Lago's JSON (burns are skipped: see write_wallet_txn); nullopt
+// after answering the engine's error.
+std::optional<std::vector<std::string>> credit_transactions(Context& ctx, Call& call,
+                                                            const Wallet& wallet) {
+  const std::string* type_filter = call.request.query_param("transaction_type");
+  const std::string* status_filter = call.request.query_param("transaction_status");
+  const WalletRates rates = rates_of(wallet);
+  std::vector<std::string> rendered;
+  LedgerQuery q;
+  q.customer = wallet.customer;
+  q.limit = 1000;
+  for (;;) {
+    auto p = ctx.engine.wallet_transactions(q);
+    if (!p) {
+      answer(call, engine_error(p.error()));
+      return std::nullopt;
+    }
+    for (const auto& t : p->transactions) {
+      const char* status = txn_status(t);
+      const bool inbound = decimal_or_zero(t.amount).units > 0;
+      if (status == nullptr ||
+          (type_filter != nullptr && *type_filter != (inbound ? "inbound" : "outbound")) ||
+          (status_filter != nullptr && *status_filter != status)) {
+        continue;
+      }
+      common::JsonWriter one;
+      write_wallet_txn(one, t, rates);
+      rendered.push_back(one.take());
+    }
+    if (p->next_cursor.empty()) {
+      return rendered;
+    }
+    q.cursor = p->next_cursor;
+  }
 }
 
 }  // namespace
@@ -1125,6 +1182,59 @@ void write_charge_usage(common::JsonWriter& charges, const UsageItem& item, cons
       .end_object();
 }
 
+// The charges_usage array of a customer's usage; `*total_cents` is what they cost.
+std::string charges_usage(Context& ctx, const CustomerUsage& usage, std::int64_t* total_cents) {
+  const auto meters = ctx.engine.meters();
+  const auto prices = ctx.engine.prices();
+  common::JsonWriter charges;
+  charges.begin_array();
+  for (const auto& item : usage.meters) {
+    auto m = std::find_if(meters.begin(), meters.end(),
+                          [&](const MeterInfo& x) { return x.key == item.meter; });
+    const std::int64_t amount_cents = item.cost.empty() ? 0 : cents_of(decimal_or_zero(item.cost));
+    *total_cents += amount_cents;
+    write_charge_usage(charges, item, m != meters.end() ? &*m : nullptr,
+                       charge_model(prices, item.meter), ctx.options.currency, amount_cents);
+  }
+  charges.end_array();
+  return charges.take();
+}
+
+// {"customer_usage": {...}} of the billing `period`, its charges already written.
+std::string current_usage_body(const Period& period, const CustomerUsage& usage,
+                               const std::string& currency, const std::string& charges,
+                               std::int64_t total_cents) {
+  // Lago's period bounds are inclusive: the last second of the period ends it.
+  auto tz = core::TimeZone::find(usage.timezone);
+  const std::int64_t offset_us =
+      (tz ? tz->offset_seconds_at(period.end_us) : 0) * core::kUsPerSecond;
+  common::JsonWriter w;
+  w.begin_object()
+      .key("customer_usage")
+      .begin_object()
+      .key("from_datetime")
+      .value(time_text(period.start_us))
+      .key("to_datetime")
+      .value(time_text(period.end_us - core::kUsPerSecond))
+      .key("issuing_date")
+      .value(time_text(period.end_us + offset_us).substr(0, 10))
+      .key("lago_invoice_id")
+      .null()
+      .key("currency")
+      .value(currency)
+      .key("amount_cents")
+      .value(total_cents)
+      .key("taxes_amount_cents")
+      .value(std::int64_t{0})
+      .key("total_amount_cents")
+      .value(total_cents)
+      .key("charges_usage")
+      .raw(charges)
+      .end_object()
+      .end_object();
+  return w.take();
+}
+
 }  // namespace
 
 void lago_current_usage(Context& ctx, Call& call) {
@@ -1138,55 +1248,13 @@ void lago_current_usage(Context& ctx, Call& call) {
       period ? ctx.engine.customer_usage(id, period->start_us, period->end_us)
              : Result<CustomerUsage>(period.error());
   if (!usage) {
-    answer(call, usage.error().code() == StatusCode::kNotFound
-                     ? lago_error(404, "customer_not_found")
-                     : engine_error(usage.error()));
+    answer(call, customer_error(usage.error()));
     return;
   }
-  const auto meters = ctx.engine.meters();
-  const auto prices = ctx.engine.prices();
-  const std::string& currency = ctx.options.currency;
   std::int64_t total_cents = 0;
-  common::JsonWriter charges;
-  charges.begin_array();
-  for (const auto& item : usage->meters) {
-    auto m = std::find_if(meters.begin(), meters.end(),
-                          [&](const MeterInfo& x) { return x.key == item.meter; });
-    const std::int64_t amount_cents = item.cost.empty() ? 0 : cents_of(decimal_or_zero(item.cost));
-    total_cents += amount_cents;
-    write_charge_usage(charges, item, m != meters.end() ? &*m : nullptr,
-                       charge_model(prices, item.meter), currency, amount_cents);
-  }
-  charges.end_array();
-  // Lago's period bounds are inclusive: the last second of the period ends it.
-  auto tz = core::TimeZone::find(usage->timezone);
-  const std::int64_t offset_us =
-      (tz ? tz->offset_seconds_at(period->end_us) : 0) * core::kUsPerSecond;
-  common::JsonWriter w;
-  w.begin_object()
-      .key("customer_usage")
-      .begin_object()
-      .key("from_datetime")
-      .value(time_text(period->start_us))
-      .key("to_datetime")
-      .value(time_text(period->end_us - core::kUsPerSecond))
-      .key("issuing_date")
-      .value(time_text(period->end_us + offset_us).substr(0, 10))
-      .key("lago_invoice_id")
-      .null()
-      .key("currency")
-      .value(currency)
-      .key("amount_cents")
-      .value(total_cents)
-      .key("taxes_amount_cents")
-      .value(std::int64_t{0})
-      .key("total_amount_cents")
-      .value(total_cents)
-      .key("charges_usage")
-      .raw(charges.take())
-      .end_object()
-      .end_object();
-  answer(call, json_response(200, w.take()));
+  const std::string charges = charges_usage(ctx, *usage, &total_cents);
+  answer(call, json_response(200, current_usage_body(*period, *usage, ctx.options.currency, charges,
+                                                     total_cents)));
 }
 
 void lago_create_wallet(Context& ctx, Call& call) {
@@ -1201,7 +1269,7 @@ void lago_create_wallet(Context& ctx, Call& call) {
   if (required_text(in, "external_customer_id", &customer, &errors)) {
     auto found = ctx.engine.wallet(customer);
     if (!found) {
-      answer(call, customer_wallet_error(found.error()));
+      answer(call, customer_error(found.error()));
       return;
     }
     wallet = std::move(*found);
@@ -1233,7 +1301,7 @@ void lago_list_wallets(Context& ctx, Call& call) {
   }
   auto wallet = ctx.engine.wallet(customer);
   if (!wallet) {
-    answer(call, customer_wallet_error(wallet.error()));
+    answer(call, customer_error(wallet.error()));
     return;
   }
   common::JsonWriter w;
@@ -1306,60 +1374,22 @@ void lago_create_wallet_transaction(Context& ctx, Call& call) {
 
 void lago_list_wallet_transactions(Context& ctx, Call& call) {
   const std::optional<Wallet> wallet = find_wallet(ctx, call, call.params.at(0));
-  if (!wallet) {
-    return;
-  }
   std::uint32_t page = 1;
   std::uint32_t per_page = 20;
-  for (const auto& [k, v] : call.request.query) {
-    if (k != "page" && k != "per_page")
-      continue;
-    std::uint32_t n = 0;
-    auto r = std::from_chars(v.data(), v.data() + v.size(), n);
-    if (r.ec != std::errc() || r.ptr != v.data() + v.size() || n == 0 ||
-        (k == "per_page" && n > kPerPageMax)) {
-      answer(call, validation_error(k, "value_is_invalid"));
-      return;
-    }
-    (k == "page" ? page : per_page) = n;
+  if (!wallet || !read_page(call, &page, &per_page)) {
+    return;
   }
-  const std::string* type_filter = call.request.query_param("transaction_type");
-  const std::string* status_filter = call.request.query_param("transaction_status");
-  // Every credit-side transaction, oldest first (burns are skipped: see write_wallet_txn).
-  const WalletRates rates = rates_of(*wallet);
-  std::vector<std::string> rendered;
-  LedgerQuery q;
-  q.customer = wallet->customer;
-  q.limit = 1000;
-  for (;;) {
-    auto p = ctx.engine.wallet_transactions(q);
-    if (!p) {
-      answer(call, engine_error(p.error()));
-      return;
-    }
-    for (const auto& t : p->transactions) {
-      const char* status = txn_status(t);
-      const bool inbound = decimal_or_zero(t.amount).units > 0;
-      if (status == nullptr ||
-          (type_filter != nullptr && *type_filter != (inbound ? "inbound" : "outbound")) ||
-          (status_filter != nullptr && *status_filter != status)) {
-        continue;
-      }
-      common::JsonWriter one;
-      write_wallet_txn(one, t, rates);
-      rendered.push_back(one.take());
-    }
-    if (p->next_cursor.empty())
-      break;
-    q.cursor = p->next_cursor;
+  const std::optional<std::vector<std::string>> rendered = credit_transactions(ctx, call, *wallet);
+  if (!rendered) {
+    return;
   }
-  const std::size_t total = rendered.size();
+  const std::size_t total = rendered->size();
   const std::size_t pages = total == 0 ? 1 : (total + per_page - 1) / per_page;
   common::JsonWriter w;
   w.begin_object().key("wallet_transactions").begin_array();
   for (std::size_t i = std::size_t{page - 1} * per_page;
        i < total && i < std::size_t{page} * per_page; ++i) {
-    w.raw(rendered[i]);
+    w.raw((*rendered)[i]);
   }
   w.end_array();
   write_page_meta(w, page, pages, total);
