@@ -284,6 +284,40 @@ TEST_F(CheckApiTest, ErrorPaths) {
   expect_error(check_one("h-err", "api_calls", R"(,"properties":{"a":{"b":1}})"), 400,
                "VALIDATION_ERROR");
   expect_error(check_one("h-err", "users"), 400, "VALIDATION_ERROR");  // unique_count
+  // Each field's refusal names the field and what it takes, and the first field at fault wins.
+  const std::pair<std::string, std::string> field_errors[] = {
+      {R"({"customer":1,"meter":"api_calls"})", "'customer' must be a string"},
+      {R"({"customer_id":[],"meter":"api_calls"})", "'customer' must be a string"},
+      {R"({"customer":"h-err","meter":2})", "'meter' must be a string"},
+      {R"({"customer":"h-err","meter":""})", "'meter' is required"},
+      {R"({"customer":"","meter":"api_calls"})",
+       "'customer' is required (a customer key supplies its own)"},
+      {R"({"customer":"h-err","meter":"api_calls","amount":true})", "'amount' must be a number"},
+      {R"({"customer":"h-err","meter":"api_calls","consume":"later"})",
+       "'consume' must be true, false or \"reserve\""},
+      {R"({"customer":"h-err","meter":"api_calls","consume":1})",
+       "'consume' must be true, false or \"reserve\""},
+      {R"({"customer":"h-err","meter":"api_calls","feature":1})", "'feature' must be a string"},
+      {R"({"customer":"h-err","meter":"api_calls","event_id":""})",
+       "'event_id' must be a non-empty string"},
+      {R"({"customer":"h-err","meter":"api_calls","idempotency_key":3})",
+       "'event_id' must be a non-empty string"},
+      {R"({"customer":"h-err","meter":"api_calls","ttl_seconds":0})",
+       "'ttl_seconds' must be an integer 1..604800"},
+      {R"({"customer":"h-err","meter":"api_calls","ttl_seconds":604801})",
+       "'ttl_seconds' must be an integer 1..604800"},
+      {R"({"customer":"h-err","meter":"api_calls","properties":[1]})",
+       "'properties' must be an object"},
+      {R"({"customer":"h-err","meter":"api_calls","properties":{"ok":1,"a":{"b":1}}})",
+       "property 'a' must be a string, number or boolean"},
+      {R"({"meter":7,"customer":true})", "'meter' must be a string"},
+  };
+  for (const auto& [body, message] : field_errors) {
+    auto r = check(body);
+    EXPECT_EQ(r.status, 400) << body;
+    EXPECT_EQ(Json(r.body).str("error"), "VALIDATION_ERROR") << body;
+    EXPECT_EQ(Json(r.body).str("message"), message) << body;
+  }
   expect_error(check(R"([1,2])"), 400, "VALIDATION_ERROR");
   expect_error(check_one("ghost"), 404, "NOT_FOUND");
   expect_error(check_one("h-err", "nope"), 404, "NOT_FOUND");
@@ -368,8 +402,17 @@ TEST_F(CheckApiTest, BatchAllOrNothing) {
   EXPECT_EQ(usage("h-batch", "api_calls"), "1");
 
   // Shape errors.
-  EXPECT_EQ(admin("POST", "/v1/check/batch", R"({"checks":[]})").status, 400);
-  EXPECT_EQ(admin("POST", "/v1/check/batch", R"({"checks":{}})").status, 400);
+  auto message_of = [&](const std::string& body) {
+    auto r = admin("POST", "/v1/check/batch", body);
+    EXPECT_EQ(r.status, 400) << body;
+    return Json(r.body).str("message");
+  };
+  EXPECT_EQ(message_of(R"({"checks":[]})"), "a batch holds 1 to 100 checks");
+  EXPECT_EQ(message_of(R"({"checks":{}})"), "the body must be {\"checks\": [ ... ]}");
+  EXPECT_EQ(message_of(R"({"checks":[{"customer":"h-batch","meter":"api_calls"},7]})"),
+            "checks[1]: a check must be a JSON object");
+  EXPECT_EQ(message_of(R"({"checks":[{"customer":"h-batch","meter":"api_calls","amount":true}]})"),
+            "checks[0]: 'amount' must be a number");
   EXPECT_EQ(
       admin("POST", "/v1/check/batch", R"([{"customer":"h-batch","meter":"api_calls"}])").status,
       400);
@@ -389,7 +432,14 @@ TEST_F(CheckApiTest, BatchAllOrNothing) {
             R"({"customer":"h-batch","meter":"tokens","amount":1,"consume":false})";
   }
   many += "]}";
-  EXPECT_EQ(admin("POST", "/v1/check/batch", many).status, 400);
+  EXPECT_EQ(message_of(many), "a batch holds 1 to 100 checks");
+  // 100 is the most a batch holds.
+  const std::string hundred =
+      many.substr(0, many.rfind(",{")) + "]}";  // the same checks, one fewer
+  auto full = admin("POST", "/v1/check/batch", hundred);
+  EXPECT_EQ(full.status, 200) << full.body;
+  Json full_json(full.body);
+  EXPECT_EQ(full_json["results"].get_array().size(), 100u) << full.body;
   EXPECT_EQ(
       admin("POST", "/v1/check/batch", R"({"checks":[{"customer":"ghost","meter":"api_calls"}]})")
           .status,

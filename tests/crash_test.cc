@@ -180,10 +180,27 @@ TEST(CliTest, IngestQueryVerifyKeys) {
       run_tally(with({"keys", "create", "--customer", "cli-co", "--scopes", "read"}), &out, dir), 0)
       << out;
   EXPECT_NE(out.find("\"key\":\"tk_"), std::string::npos) << out;
+  const std::size_t id_at = out.find("{\"id\":\"") + 7;
+  const std::string key_id = out.substr(id_at, out.find('"', id_at) - id_at);
+  EXPECT_EQ(key_id.rfind("key_", 0), 0u) << out;
   EXPECT_EQ(run_tally(with({"keys", "create", "--customer", "ghost"}), &out, dir), 1) << out;
   EXPECT_EQ(run_tally(with({"keys", "list"}), &out, dir), 0) << out;
+  EXPECT_NE(out.find("\"id\":\"" + key_id + "\""), std::string::npos) << out;
+  EXPECT_EQ(run_tally(with({"keys", "revoke", key_id}), &out, dir), 0) << out;
+  EXPECT_NE(out.find("{\"id\":\"" + key_id + "\",\"revoked\":true}"), std::string::npos) << out;
+  EXPECT_EQ(run_tally(with({"keys", "revoke", "key_nothing"}), &out, dir), 1) << out;
+  EXPECT_EQ(run_tally(with({"customers", "create", "cli-new", "--name", "New Co", "--timezone",
+                            "Europe/Paris"}),
+                      &out, dir),
+            0)
+      << out;
+  EXPECT_NE(out.find("\"id\":\"cli-new\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"name\":\"New Co\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"timezone\":\"Europe/Paris\""), std::string::npos) << out;
+  EXPECT_EQ(run_tally(with({"customers", "create", "cli-new"}), &out, dir), 1) << out;
   EXPECT_EQ(run_tally(with({"customers", "list"}), &out, dir), 0) << out;
   EXPECT_NE(out.find("\"id\":\"cli-co\""), std::string::npos) << out;
+  EXPECT_NE(out.find("\"id\":\"cli-new\""), std::string::npos) << out;
   EXPECT_EQ(run_tally({"version"}, &out, dir), 0);
   // A config with an unknown key fails with file, line and key.
   std::ofstream(dir + "/bad.toml") << "[server]\nlisten = \"127.0.0.1:0\"\nlisenn = 1\n";

@@ -169,6 +169,15 @@ TEST_F(LagoApiTest, InvalidEventsAreRefusedAndStoreNothing) {
       R"({"event":{"transaction_id":"t1","external_customer_id":"acme","code":"api_call","timestamp":32503680000}})");
   expect_error(future, 422, "Unprocessable Entity", "validation_errors");
   EXPECT_EQ(details(future), R"({"timestamp":["too_far_in_the_future"]})");
+  // A timestamp that is neither a string nor a number is no time either.
+  for (const char* ts : {"true", "{}", "[]", "\"\""}) {
+    auto odd =
+        post("/events",
+             std::string(R"({"event":{"transaction_id":"t1","external_customer_id":"acme",)") +
+                 R"("code":"api_call","timestamp":)" + ts + "}}");
+    expect_error(odd, 422, "Unprocessable Entity", "validation_errors");
+    EXPECT_EQ(details(odd), R"({"timestamp":["invalid_format"]})") << ts;
+  }
   // A customer that does not exist (auto-creation is off), and a subscription that names none.
   expect_error(
       post(

@@ -2,6 +2,7 @@
 // the rate-limit headers, several limits all or nothing, every error), and the refusals of the
 // Unkey-compatible routes in Unkey's error shape. The official Unkey clients drive the same
 // routes in tests/clients/unkey.test.mjs.
+#include <regex>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -79,6 +80,65 @@ TEST(RatelimitApiTest, AdHocLimitsCountExactlyWithHeaders) {
                         key_header(kAdminKey));
   EXPECT_EQ(bad.status, 400);
   EXPECT_EQ(Json(bad.body)["error"]["errors"].at(0)["location"].get_string().value(), "body");
+}
+
+// The answers in full, their two times masked: one limit, a batch, and a batch's refusal
+// naming the limit at fault; and the headers of the limit that decides. (An hour's window, so
+// that no window ends between the requests.)
+TEST(RatelimitApiTest, AnswersAndHeadersInFull) {
+  TallyServer server("");
+  auto c = server.client();
+  auto post = [&](const std::string& body) {
+    return c->request("POST", "/v1/ratelimit", body, key_header(kAdminKey));
+  };
+  auto masked = [](const std::string& body) {
+    static const std::regex kTime(R"("\d{4}-\d\d-\d\dT[0-9:.]+Z")");
+    return std::regex_replace(body, kTime, "\"T\"");
+  };
+  auto one = post(R"({"namespace":"api","identifier":"u1","limit":3,"duration":3600000,"cost":2})");
+  ASSERT_EQ(one.status, 200) << one.body;
+  EXPECT_EQ(masked(one.body),
+            R"({"allowed":true,"namespace":"api","identifier":"u1","limit":3,"cost":2,"used":2,)"
+            R"("remaining":1,"window_start":"T","reset":"T"})");
+  const std::string reset = one.header("X-RateLimit-Reset");
+  ASSERT_FALSE(reset.empty());
+  EXPECT_GE(std::stoi(reset), 1);
+  EXPECT_LE(std::stoi(reset), 3600);
+  EXPECT_EQ(one.header("X-RateLimit-Limit"), "3");
+  EXPECT_EQ(one.header("X-RateLimit-Remaining"), "1");
+  EXPECT_EQ(one.header("RateLimit-Policy"), "\"api\";q=3;w=3600");
+  EXPECT_EQ(one.header("RateLimit"), "\"api\";r=1;t=" + reset);
+  EXPECT_EQ(one.header("Retry-After"), "");
+
+  // A batch whose second limit denies: nothing is counted, the headers are the second's.
+  auto both =
+      post(R"({"limits":[{"namespace":"api","identifier":"u2","limit":5,"duration":1000},)"
+           R"({"namespace":"api","identifier":"u1","limit":3,"duration":3600000,"cost":2}]})");
+  ASSERT_EQ(both.status, 429) << both.body;
+  EXPECT_EQ(masked(both.body),
+            R"({"allowed":false,"results":[)"
+            R"({"allowed":true,"namespace":"api","identifier":"u2","limit":5,"cost":1,"used":0,)"
+            R"("remaining":5,"window_start":"T","reset":"T"},)"
+            R"({"allowed":false,"namespace":"api","identifier":"u1","limit":3,"cost":2,"used":2,)"
+            R"("remaining":1,"window_start":"T","reset":"T"}]})");
+  EXPECT_EQ(both.header("X-RateLimit-Limit"), "3");
+  EXPECT_EQ(both.header("RateLimit-Policy"), "\"api\";q=3;w=3600");
+  EXPECT_EQ(both.header("Retry-After"), both.header("X-RateLimit-Reset"));
+
+  auto bad = post(R"({"limits":[{"namespace":"api","identifier":"u3","limit":1,"duration":1000},)"
+                  R"({"namespace":"api"}]})");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_EQ(Json(bad.body).str("message"),
+            "limits[1]: 'namespace', 'identifier', 'limit' and 'duration' are required");
+  auto single = post(R"({"namespace":"api","identifier":"u3","limit":1,"duration":1000,"x":1})");
+  EXPECT_EQ(single.status, 400) << single.body;
+  EXPECT_EQ(Json(single.body).str("message"),
+            "unknown or mistyped field 'x'; allowed: namespace, identifier (strings), limit, "
+            "duration (milliseconds), cost (whole numbers)");
+  EXPECT_EQ(Json(post(R"({"namespace":"api","identifier":"u3","limit":1,"duration":1000})").body)
+                .num("used"),
+            1)
+      << "the refused requests counted nothing";
 }
 
 }  // namespace

@@ -84,9 +84,64 @@ int keys_create(const KeyCreate& o) {
   return print_json(w.take());
 }
 
-}  // namespace
+int keys_list(const DataOptions& data) {
+  auto engine = open_engine(data, true);
+  if (!engine) {
+    return 1;
+  }
+  common::JsonWriter w;
+  w.begin_object().key("keys").begin_array();
+  for (const auto& k : engine->list_keys()) {
+    http::write_key(w, k);
+  }
+  w.end_array().end_object();
+  return print_json(w.take());
+}
 
-void register_admin(CLI::App& app) {
+int keys_revoke(const DataOptions& data, const std::string& id) {
+  auto engine = open_engine(data, false);
+  if (!engine) {
+    return 1;
+  }
+  Status s = engine->revoke_key(id);
+  return s.ok() ? print_json("{\"id\":\"" + id + "\",\"revoked\":true}") : fail(s);
+}
+
+struct CustomerCreate {
+  DataOptions data;
+  Customer c;
+};
+
+int customers_create(const CustomerCreate& o) {
+  auto engine = open_engine(o.data, false);
+  if (!engine) {
+    return 1;
+  }
+  auto r = engine->create_customer(o.c);
+  if (!r) {
+    return fail(r.error());
+  }
+  common::JsonWriter w;
+  http::write_customer(w, *r);
+  return print_json(w.take());
+}
+
+int customers_list(const DataOptions& data) {
+  auto engine = open_engine(data, true);
+  if (!engine) {
+    return 1;
+  }
+  common::JsonWriter w;
+  w.begin_object().key("customers").begin_array();
+  for (const auto& c : engine->list_customers()) {
+    http::write_customer(w, c);
+  }
+  w.end_array().end_object();
+  return print_json(w.take());
+}
+
+// tally keys create | list | revoke
+void register_keys(CLI::App& app) {
   auto* keys = app.add_subcommand("keys", "manage API keys (server stopped)");
   keys->require_subcommand(1);
 
@@ -107,70 +162,40 @@ void register_admin(CLI::App& app) {
   auto kl = std::make_shared<DataOptions>();
   auto* list = keys->add_subcommand("list", "list keys (never their secrets)");
   add_data_options(list, kl.get());
-  list->callback([kl] {
-    auto engine = open_engine(*kl, true);
-    if (!engine)
-      std::exit(1);
-    common::JsonWriter w;
-    w.begin_object().key("keys").begin_array();
-    for (const auto& k : engine->list_keys())
-      http::write_key(w, k);
-    w.end_array().end_object();
-    std::exit(print_json(w.take()));
-  });
+  list->callback([kl] { std::exit(keys_list(*kl)); });
 
   auto kr = std::make_shared<std::pair<DataOptions, std::string>>();
   auto* revoke = keys->add_subcommand("revoke", "revoke a key by id");
   add_data_options(revoke, &kr->first);
   revoke->add_option("id", kr->second, "key id (key_...)")->required();
-  revoke->callback([kr] {
-    auto engine = open_engine(kr->first, false);
-    if (!engine)
-      std::exit(1);
-    Status s = engine->revoke_key(kr->second);
-    std::exit(s.ok() ? print_json("{\"id\":\"" + kr->second + "\",\"revoked\":true}") : fail(s));
-  });
+  revoke->callback([kr] { std::exit(keys_revoke(kr->first, kr->second)); });
+}
 
+// tally customers create | list
+void register_customers(CLI::App& app) {
   auto* customers = app.add_subcommand("customers", "manage customers (server stopped)");
   customers->require_subcommand(1);
 
-  struct CustomerCreate {
-    DataOptions data;
-    Customer c;
-  };
-
   auto cc = std::make_shared<CustomerCreate>();
-  auto* ccreate = customers->add_subcommand("create", "create a customer");
-  add_data_options(ccreate, &cc->data);
-  ccreate->add_option("id", cc->c.id, "customer id")->required();
-  ccreate->add_option("--name", cc->c.name, "display name");
-  ccreate->add_option("--email", cc->c.email, "email");
-  ccreate->add_option("--timezone", cc->c.timezone, "IANA time zone (default UTC)");
-  ccreate->callback([cc] {
-    auto engine = open_engine(cc->data, false);
-    if (!engine)
-      std::exit(1);
-    auto r = engine->create_customer(cc->c);
-    if (!r)
-      std::exit(fail(r.error()));
-    common::JsonWriter w;
-    http::write_customer(w, *r);
-    std::exit(print_json(w.take()));
-  });
+  auto* create = customers->add_subcommand("create", "create a customer");
+  add_data_options(create, &cc->data);
+  create->add_option("id", cc->c.id, "customer id")->required();
+  create->add_option("--name", cc->c.name, "display name");
+  create->add_option("--email", cc->c.email, "email");
+  create->add_option("--timezone", cc->c.timezone, "IANA time zone (default UTC)");
+  create->callback([cc] { std::exit(customers_create(*cc)); });
+
   auto cl = std::make_shared<DataOptions>();
-  auto* clist = customers->add_subcommand("list", "list customers");
-  add_data_options(clist, cl.get());
-  clist->callback([cl] {
-    auto engine = open_engine(*cl, true);
-    if (!engine)
-      std::exit(1);
-    common::JsonWriter w;
-    w.begin_object().key("customers").begin_array();
-    for (const auto& c : engine->list_customers())
-      http::write_customer(w, c);
-    w.end_array().end_object();
-    std::exit(print_json(w.take()));
-  });
+  auto* list = customers->add_subcommand("list", "list customers");
+  add_data_options(list, cl.get());
+  list->callback([cl] { std::exit(customers_list(*cl)); });
+}
+
+}  // namespace
+
+void register_admin(CLI::App& app) {
+  register_keys(app);
+  register_customers(app);
 }
 
 }  // namespace tally::cli

@@ -95,8 +95,9 @@ int write_text(const Engine& engine, const exporter::ExportRequest& request, std
   return 0;
 }
 
-int run_export(const ExportCli& o) {
-  exporter::ExportRequest request;
+// The request the options name, checked as far as it can be before the store is opened: 0, or
+// 2 after saying what is wrong.
+int read_request(const ExportCli& o, exporter::ExportRequest* request) {
   auto format = exporter::parse_format(o.format);
   auto kind = exporter::parse_kind(o.kind);
   if (!format || !kind) {
@@ -105,15 +106,15 @@ int run_export(const ExportCli& o) {
                          : "--kind must be events or aggregates");
     return 2;
   }
-  request.format = *format;
-  request.kind = *kind;
-  request.customer = o.customer;
-  request.meter = o.meter;
-  request.type = o.type;
-  request.window = o.window;
-  request.timezone = o.timezone;
-  request.measure = o.measure;
-  request.group_by = o.group_by;
+  request->format = *format;
+  request->kind = *kind;
+  request->customer = o.customer;
+  request->meter = o.meter;
+  request->type = o.type;
+  request->window = o.window;
+  request->timezone = o.timezone;
+  request->measure = o.measure;
+  request->group_by = o.group_by;
   if (!o.meter.empty() && o.data.config_path.empty()) {
     std::fprintf(stderr,
                  "tally: export: --meter needs --config FILE: meters are defined in the "
@@ -121,9 +122,10 @@ int run_export(const ExportCli& o) {
     return 2;
   }
   for (auto [text, name, out] :
-       {std::tuple{&o.from, "from", &request.from_us}, std::tuple{&o.to, "to", &request.to_us}}) {
-    if (text->empty())
+       {std::tuple{&o.from, "from", &request->from_us}, std::tuple{&o.to, "to", &request->to_us}}) {
+    if (text->empty()) {
       continue;
+    }
     auto t = core::parse_rfc3339(*text);
     if (!t) {
       std::fprintf(stderr, "tally: export: --%s: %s\n", name, t.error().message().c_str());
@@ -131,45 +133,36 @@ int run_export(const ExportCli& o) {
     }
     *out = *t;
   }
-  if (o.output == "-" && request.format == exporter::Format::kXlsx) {
+  if (o.output == "-" && request->format == exporter::Format::kXlsx) {
     std::fprintf(stderr, "tally: export: xlsx is written to a file only; give --output FILE\n");
     return 2;
   }
-  config::Config cfg;
-  if (!load_config(o.data, &cfg))
-    return 1;
-  request.currency = cfg.credits.currency;
-  auto engine = open_engine(o.data, true);
-  if (!engine)
-    return 1;
-  const TimeUs now_us = engine->clock().now_us();
-  if (request.kind == exporter::Kind::kAggregates && request.to_us == 0) {
-    request.to_us = now_us + cfg.server.future_skew_seconds_max * core::kUsPerSecond;
-  }
-  // Refuse a bad request before creating any file.
-  if (Status s = exporter::validate(*engine, request); !s.ok())
-    return fail(s);
+  return 0;
+}
 
-  Progress progress(o.quiet);
+// CSV, JSON or JSON Lines to the standard output.
+int export_to_stdout(const Engine& engine, const exporter::ExportRequest& request,
+                     Progress& progress) {
   std::uint64_t rows = 0;
-  if (o.output == "-") {
-    const int code = write_text(*engine, request, stdout, progress, &rows);
-    if (code == 0 && std::fflush(stdout) != 0) {
-      std::perror("tally: export: write");
-      return 1;
-    }
-    return code;
+  const int code = write_text(engine, request, stdout, progress, &rows);
+  if (code == 0 && std::fflush(stdout) != 0) {
+    std::perror("tally: export: write");
+    return 1;
   }
-  const std::string path = o.output.empty()
-                               ? exporter::default_file_name(request, request.to_us != 0, now_us)
-                               : o.output;
+  return code;
+}
+
+// The export to `path`, written to "<path>.partial" first and renamed when whole (removed when
+// not): 0 with `*rows` written, or the exit code of the failure.
+int export_to_file(const Engine& engine, const exporter::ExportRequest& request,
+                   const std::string& path, Progress& progress, std::uint64_t* rows) {
   const std::string partial = path + ".partial";
   int code = 0;
   if (request.format == exporter::Format::kXlsx) {
-    auto r = exporter::write_xlsx(*engine, request, partial,
+    auto r = exporter::write_xlsx(engine, request, partial,
                                   [&](std::uint64_t n) { progress.update(n); });
     code = r ? 0 : fail(r.error());
-    rows = r ? *r : 0;
+    *rows = r ? *r : 0;
   } else {
     std::FILE* f = std::fopen(partial.c_str(), "wb");
     if (f == nullptr) {
@@ -177,7 +170,7 @@ int run_export(const ExportCli& o) {
       std::perror(nullptr);
       return 1;
     }
-    code = write_text(*engine, request, f, progress, &rows);
+    code = write_text(engine, request, f, progress, rows);
     if (std::fclose(f) != 0 && code == 0) {
       std::perror("tally: export: write");
       code = 1;
@@ -189,10 +182,45 @@ int run_export(const ExportCli& o) {
   }
   if (code != 0) {
     std::remove(partial.c_str());
+  }
+  return code;
+}
+
+int run_export(const ExportCli& o) {
+  exporter::ExportRequest request;
+  if (const int code = read_request(o, &request); code != 0) {
     return code;
   }
-  progress.done(rows, path);
-  return 0;
+  config::Config cfg;
+  if (!load_config(o.data, &cfg)) {
+    return 1;
+  }
+  request.currency = cfg.credits.currency;
+  auto engine = open_engine(o.data, true);
+  if (!engine) {
+    return 1;
+  }
+  const TimeUs now_us = engine->clock().now_us();
+  if (request.kind == exporter::Kind::kAggregates && request.to_us == 0) {
+    request.to_us = now_us + cfg.server.future_skew_seconds_max * core::kUsPerSecond;
+  }
+  // Refuse a bad request before creating any file.
+  if (Status s = exporter::validate(*engine, request); !s.ok()) {
+    return fail(s);
+  }
+  Progress progress(o.quiet);
+  if (o.output == "-") {
+    return export_to_stdout(*engine, request, progress);
+  }
+  const std::string path = o.output.empty()
+                               ? exporter::default_file_name(request, request.to_us != 0, now_us)
+                               : o.output;
+  std::uint64_t rows = 0;
+  const int code = export_to_file(*engine, request, path, progress, &rows);
+  if (code == 0) {
+    progress.done(rows, path);
+  }
+  return code;
 }
 
 }  // namespace

@@ -89,73 +89,114 @@ void summarise(Alert& a, const std::vector<const WebhookDelivery*>& deliveries) 
 
 // ---- state ----------------------------------------------------------------------------------
 
-Status Engine::Impl::load_alerts() {
+namespace {
+
+// Alert id -> number, of the alerts loaded.
+using AlertNums = std::unordered_map<std::string, std::uint64_t>;
+
+// The stored alerts ("alert;" keys) into d.alert_records, numbered as stored; next_alert
+// follows the last.
+Status load_alert_records(Engine::Impl& d, AlertNums* alert_nums) {
   Status bad;
-  std::unordered_map<std::string, std::uint64_t> alert_nums;
-  TALLY_TRY(store->scan(store::Space::kMeta, engine::kAlertKeyPrefix, "alert;",
-                        [&](std::string_view key, std::string_view value) {
-                          engine::AlertEntry e;
-                          if (key.size() != engine::kAlertKeyPrefix.size() + 8 ||
-                              !engine::decode_alert(value, &e.alert)) {
-                            bad = Status::corruption("an alert record cannot be decoded");
-                            return false;
-                          }
-                          e.num = engine::read_be64(key.substr(engine::kAlertKeyPrefix.size()));
-                          next_alert = std::max(next_alert, e.num + 1);
-                          alert_nums.emplace(e.alert.id, e.num);
-                          alert_records.emplace(e.num, std::move(e));
-                          return true;
-                        }));
-  TALLY_TRY(bad);
-  TALLY_TRY(store->scan(store::Space::kMeta, engine::kDeliveryKeyPrefix, "delivery;",
-                        [&](std::string_view key, std::string_view value) {
-                          WebhookDelivery d;
-                          if (key.size() != engine::kDeliveryKeyPrefix.size() + 8 ||
-                              !engine::decode_delivery(value, &d)) {
-                            bad = Status::corruption("a webhook delivery record cannot be decoded");
-                            return false;
-                          }
-                          const std::uint64_t num =
-                              engine::read_be64(key.substr(engine::kDeliveryKeyPrefix.size()));
-                          next_delivery = std::max(next_delivery, num + 1);
-                          auto a = alert_nums.find(d.alert_id);
-                          if (a != alert_nums.end()) {
-                            alert_records[a->second].deliveries.push_back(num);
-                          }
-                          if (d.status == DeliveryStatus::kPending) {
-                            pending_deliveries.insert(num);
-                          } else if (d.status == DeliveryStatus::kFailed) {
-                            ++deliveries_failed;
-                          }
-                          delivery_nums.emplace(d.id, num);
-                          delivery_records.emplace(num, std::move(d));
-                          return true;
-                        }));
-  TALLY_TRY(bad);
-  TALLY_TRY(store->scan(store::Space::kMeta, engine::kBalanceLowKeyPrefix, "balance_low;",
-                        [&](std::string_view key, std::string_view) {
-                          if (key.size() == engine::kBalanceLowKeyPrefix.size() + 4) {
-                            balance_low.insert(
-                                engine::read_be32(key.substr(engine::kBalanceLowKeyPrefix.size())));
-                          }
-                          return true;
-                        }));
-  for (const auto& [num, e] : alert_records) {
+  TALLY_TRY(d.store->scan(store::Space::kMeta, engine::kAlertKeyPrefix, "alert;",
+                          [&](std::string_view key, std::string_view value) {
+                            engine::AlertEntry e;
+                            if (key.size() != engine::kAlertKeyPrefix.size() + 8 ||
+                                !engine::decode_alert(value, &e.alert)) {
+                              bad = Status::corruption("an alert record cannot be decoded");
+                              return false;
+                            }
+                            e.num = engine::read_be64(key.substr(engine::kAlertKeyPrefix.size()));
+                            d.next_alert = std::max(d.next_alert, e.num + 1);
+                            alert_nums->emplace(e.alert.id, e.num);
+                            d.alert_records.emplace(e.num, std::move(e));
+                            return true;
+                          }));
+  return bad;
+}
+
+// A stored delivery numbered `num`: listed under its alert, and counted as pending or failed.
+void add_delivery(Engine::Impl& d, const AlertNums& alert_nums, std::uint64_t num,
+                  WebhookDelivery delivery) {
+  auto a = alert_nums.find(delivery.alert_id);
+  if (a != alert_nums.end()) {
+    d.alert_records[a->second].deliveries.push_back(num);
+  }
+  if (delivery.status == DeliveryStatus::kPending) {
+    d.pending_deliveries.insert(num);
+  } else if (delivery.status == DeliveryStatus::kFailed) {
+    ++d.deliveries_failed;
+  }
+  d.delivery_nums.emplace(delivery.id, num);
+  d.delivery_records.emplace(num, std::move(delivery));
+}
+
+// The stored webhook deliveries ("delivery;" keys); next_delivery follows the last.
+Status load_deliveries(Engine::Impl& d, const AlertNums& alert_nums) {
+  Status bad;
+  TALLY_TRY(d.store->scan(store::Space::kMeta, engine::kDeliveryKeyPrefix, "delivery;",
+                          [&](std::string_view key, std::string_view value) {
+                            WebhookDelivery delivery;
+                            if (key.size() != engine::kDeliveryKeyPrefix.size() + 8 ||
+                                !engine::decode_delivery(value, &delivery)) {
+                              bad =
+                                  Status::corruption("a webhook delivery record cannot be decoded");
+                              return false;
+                            }
+                            const std::uint64_t num =
+                                engine::read_be64(key.substr(engine::kDeliveryKeyPrefix.size()));
+                            d.next_delivery = std::max(d.next_delivery, num + 1);
+                            add_delivery(d, alert_nums, num, std::move(delivery));
+                            return true;
+                          }));
+  return bad;
+}
+
+// The wallets whose low-balance alert has fired ("balance_low;" keys).
+Status load_balance_low(Engine::Impl& d) {
+  return d.store->scan(
+      store::Space::kMeta, engine::kBalanceLowKeyPrefix, "balance_low;",
+      [&](std::string_view key, std::string_view) {
+        if (key.size() == engine::kBalanceLowKeyPrefix.size() + 4) {
+          d.balance_low.insert(engine::read_be32(key.substr(engine::kBalanceLowKeyPrefix.size())));
+        }
+        return true;
+      });
+}
+
+// The thresholds that the stored limit alerts mark as fired.
+void rebuild_fired(Engine::Impl& d) {
+  for (const auto& [num, e] : d.alert_records) {
     if (e.alert.kind != AlertKind::kLimit) {
       continue;
     }
-    auto c = customer_nums.find(e.alert.customer);
-    if (c != customer_nums.end()) {
-      alerts_fired.emplace(c->second, e.alert.meter, e.alert.period, e.alert.window_start_us,
-                           e.alert.threshold_percent);
+    auto c = d.customer_nums.find(e.alert.customer);
+    if (c != d.customer_nums.end()) {
+      d.alerts_fired.emplace(c->second, e.alert.meter, e.alert.period, e.alert.window_start_us,
+                             e.alert.threshold_percent);
     }
   }
-  deliveries_added = delivery_records.size();
+}
 
-  alerts_enabled = !config.alerts.thresholds.empty() || config.alerts.has_balance_below;
+// Whether any alert can fire: thresholds or a balance amount, in [alerts] or in a plan.
+bool alerts_configured(const config::Config& config) {
+  bool enabled = !config.alerts.thresholds.empty() || config.alerts.has_balance_below;
   for (const auto& p : config.plans) {
-    alerts_enabled = alerts_enabled || !p.alert_thresholds.empty() || p.has_alert_balance_below;
+    enabled = enabled || !p.alert_thresholds.empty() || p.has_alert_balance_below;
   }
+  return enabled;
+}
+
+}  // namespace
+
+Status Engine::Impl::load_alerts() {
+  AlertNums alert_nums;
+  TALLY_TRY(load_alert_records(*this, &alert_nums));
+  TALLY_TRY(load_deliveries(*this, alert_nums));
+  TALLY_TRY(load_balance_low(*this));
+  rebuild_fired(*this);
+  deliveries_added = delivery_records.size();
+  alerts_enabled = alerts_configured(config);
   return Status();
 }
 

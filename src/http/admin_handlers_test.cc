@@ -368,5 +368,150 @@ TEST_F(AdminHandlersTest, OrganizationsRolledUp) {
   EXPECT_EQ(call("GET", "/v1/admin/organizations?sort=id").status, 400u);
 }
 
+// Every field of a customer and of a new key is refused with a message that names it, the first
+// field at fault decides, and a refusal changes nothing.
+TEST_F(AdminHandlersTest, CustomerAndKeyFieldRefusalsNameTheFieldAndChangeNothing) {
+  ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme","name":"Acme"})").status, 201u);
+  const std::string before = call("GET", "/v1/customers/acme").body;
+  auto refusal = [](const std::string& message) {
+    return R"({"error":"VALIDATION_ERROR","message":")" + message + R"("})";
+  };
+  const std::pair<const char*, std::string> customer_refusals[] = {
+      {R"({"name":1})", "'name' must be a string"},
+      {R"({"email":[]})", "'email' must be a string"},
+      {R"({"timezone":null})", "'timezone' must be a string"},
+      {R"({"status":5})", "'status' must be a string"},
+      {R"({"plan":3})", "'plan' must be a string"},
+      {R"({"organization":1})", "'organization' must be a string"},
+      {R"({"organization":""})", "'organization' must not be empty; send null to remove it"},
+      {R"({"billing_anchor":1})", "'billing_anchor' must be a string"},
+      {R"({"metadata":[1]})", "'metadata' must be an object"},
+      {R"({"id":"other"})", "unknown field 'id'"},
+      {R"({"colour":"red"})", "unknown field 'colour'"},
+      {R"({"name":"Renamed","email":1})", "'email' must be a string"},
+  };
+  for (const auto& [body, message] : customer_refusals) {
+    const Response r = call("PATCH", "/v1/customers/acme", body);
+    EXPECT_EQ(r.status, 400u) << body;
+    EXPECT_EQ(r.body, refusal(message)) << body;
+  }
+  for (const char* body : {R"({"trial_started_at":"soon"})", R"({"billing_anchor":"2025-13"})"}) {
+    const Response r = call("PATCH", "/v1/customers/acme", body);
+    EXPECT_EQ(r.status, 400u) << body;
+    const std::string field = std::string(body).substr(2, std::string(body).find('"', 2) - 2);
+    EXPECT_EQ(r.body.rfind(R"({"error":"VALIDATION_ERROR","message":"')" + field + "': ", 0), 0u)
+        << r.body;
+  }
+  EXPECT_EQ(call("POST", "/v1/customers", R"({"id":7})").body, refusal("'id' must be a string"));
+  EXPECT_EQ(call("GET", "/v1/customers/acme").body, before);
+  // null removes a plan and an organization.
+  const Response removed =
+      call("PATCH", "/v1/customers/acme", R"({"plan":null,"organization":null})");
+  EXPECT_EQ(removed.status, 200u) << removed.body;
+
+  const std::string keys_before = call("GET", "/v1/keys").body;
+  const std::pair<const char*, std::string> key_refusals[] = {
+      {R"({"customer":1})", "'customer' must be a string"},
+      {R"({"name":false})", "'name' must be a string"},
+      {R"({"scopes":"read"})", "'scopes' must be an array of strings"},
+      {R"({"scopes":[]})",
+       "'scopes' must name at least one of ingest, check, read; leave it out for the default"},
+      {R"({"scopes":["read",1]})", "'scopes' must be an array of strings"},
+      {R"({"scopes":["write"]})", "unknown scope 'write'; scopes are ingest, check, read"},
+      {R"({"customer":"acme","colour":1})", "unknown field 'colour'"},
+  };
+  for (const auto& [body, message] : key_refusals) {
+    const Response r = call("POST", "/v1/keys", body);
+    EXPECT_EQ(r.status, 400u) << body;
+    EXPECT_EQ(r.body, refusal(message)) << body;
+  }
+  EXPECT_EQ(call("GET", "/v1/keys").body, keys_before);
+  // A null customer is an admin key; scopes are combined.
+  const Response admin_key = call("POST", "/v1/keys", R"({"customer":null,"name":"ops"})");
+  ASSERT_EQ(admin_key.status, 201u) << admin_key.body;
+  EXPECT_TRUE(json(admin_key)["customer"].is_null());
+  EXPECT_EQ(std::string_view(json(admin_key)["name"].get_string().value()), "ops");
+  const Response scoped =
+      call("POST", "/v1/keys", R"({"customer":"acme","scopes":["read","check"]})");
+  ASSERT_EQ(scoped.status, 201u) << scoped.body;
+  EXPECT_EQ(simdjson::minify(json(scoped)["scopes"]), R"(["check","read"])");
+}
+
+// Every field of a wallet transaction is refused with a message that names it, and a refusal
+// writes nothing to the ledger.
+TEST_F(AdminHandlersTest, WalletTransactionFieldRefusalsWriteNothing) {
+  ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
+  auto refusal = [](const std::string& message) {
+    return R"({"error":"VALIDATION_ERROR","message":")" + message + R"("})";
+  };
+  const std::string mistyped = "'; allowed: type, amount, description, priority, expires_at";
+  const std::pair<const char*, std::string> refusals[] = {
+      {R"({"type":"top_up","amount":1,"priority":-1})", "priority must be 0..1000000"},
+      {R"({"type":"top_up","amount":1,"priority":1000001})", "priority must be 0..1000000"},
+      {R"({"type":"top_up","amount":1,"priority":"high"})",
+       "unknown or mistyped field 'priority" + mistyped},
+      {R"({"type":"top_up","amount":true})", "unknown or mistyped field 'amount" + mistyped},
+      {R"({"type":7,"amount":1})", "unknown or mistyped field 'type" + mistyped},
+      {R"({"type":"top_up","amount":1,"description":1})",
+       "unknown or mistyped field 'description" + mistyped},
+      {R"({"type":"top_up","amount":1,"expires_at":5})",
+       "unknown or mistyped field 'expires_at" + mistyped},
+      {R"({"type":"top_up","amount":1,"colour":"red"})",
+       "unknown or mistyped field 'colour" + mistyped},
+      {R"({"amount":1})", "'type' and 'amount' are required"},
+      {R"({"type":"top_up"})", "'type' and 'amount' are required"},
+  };
+  for (const auto& [body, message] : refusals) {
+    const Response r = call("POST", "/v1/customers/acme/wallet/transactions", body);
+    EXPECT_EQ(r.status, 400u) << body;
+    EXPECT_EQ(r.body, refusal(message)) << body;
+  }
+  const Response late = call("POST", "/v1/customers/acme/wallet/transactions",
+                             R"({"type":"grant","amount":1,"expires_at":"never"})");
+  EXPECT_EQ(late.status, 400u);
+  EXPECT_EQ(late.body.rfind(R"({"error":"VALIDATION_ERROR","message":"expires_at: )", 0), 0u)
+      << late.body;
+  const Response shape = call("POST", "/v1/customers/acme/wallet/transactions", "[1]");
+  EXPECT_EQ(shape.status, 400u);
+  EXPECT_NE(shape.body.find(R"(such as {\"type\": \"top_up\", \"amount\": 1000})"),
+            std::string::npos)
+      << shape.body;
+  EXPECT_EQ(json(call("GET", "/v1/customers/acme/wallet"))["transactions"].get_uint64().value(),
+            0u);
+  // An amount as a number or as text, a description, a priority and an expiry (or none).
+  for (const char* body : {R"({"type":"top_up","amount":2,"description":"paid"})",
+                           R"({"type":"grant","amount":"1.5","priority":3,"expires_at":null})",
+                           R"({"type":"grant","amount":1,"expires_at":"2025-03-01T00:00:00Z"})"}) {
+    const Response r = call("POST", "/v1/customers/acme/wallet/transactions", body);
+    EXPECT_EQ(r.status, 201u) << body << ": " << r.body;
+  }
+  EXPECT_EQ(simdjson::minify(json(call("GET", "/v1/customers/acme/wallet"))["balance"]), "4.5");
+}
+
+// The customers and organizations lists read their offsets alike: any 32-bit value, echoed, and
+// the same refusal for anything else.
+TEST_F(AdminHandlersTest, ListOffsetsAreReadAlike) {
+  for (const char* id : {"a1", "a2", "a3"}) {
+    ASSERT_EQ(call("POST", "/v1/customers", std::string(R"({"id":")") + id + R"("})").status, 201u);
+  }
+  const Response page = call("GET", "/v1/admin/customers?limit=1&offset=1");
+  ASSERT_EQ(page.status, 200u) << page.body;
+  EXPECT_EQ(json(page)["offset"].get_uint64().value(), 1u);
+  EXPECT_EQ(json(page)["limit"].get_uint64().value(), 1u);
+  EXPECT_EQ(json(page)["total"].get_uint64().value(), 3u);
+  EXPECT_EQ(json(page)["customers"].get_array().size(), 1u);
+  for (const char* route : {"/v1/admin/customers", "/v1/admin/organizations"}) {
+    EXPECT_EQ(call("GET", std::string(route) + "?offset=4294967295").status, 200u) << route;
+    for (const char* offset : {"x", "-1", "4294967296", "1.5", ""}) {
+      const Response r = call("GET", std::string(route) + "?offset=" + offset);
+      EXPECT_EQ(r.status, 400u) << route << " " << offset;
+      EXPECT_EQ(r.body,
+                R"({"error":"VALIDATION_ERROR","message":"query parameter 'offset' must be an )"
+                R"(integer 0..4294967295"})")
+          << route << " " << offset;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tally::http

@@ -398,6 +398,153 @@ std::optional<Response> api_rate_limit(Engine& engine, const Route& route, const
   return std::nullopt;
 }
 
+// ---- the sections of /metrics (Api::metrics_text) ------------------------------------------
+
+// A metric's "# HELP" and "# TYPE" lines.
+void append_metric_head(std::string& out, std::string_view name, std::string_view type,
+                        std::string_view help) {
+  out.append("# HELP ").append(name).append(" ").append(help).append("\n");
+  out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
+}
+
+// A metric of one value.
+void append_metric(std::string& out, std::string_view name, std::string_view type,
+                   std::string_view help, std::string_view value) {
+  append_metric_head(out, name, type, help);
+  out.append(name).append(" ").append(value).append("\n");
+}
+
+void append_counter(std::string& out, std::string_view name, std::string_view help,
+                    std::uint64_t value) {
+  append_metric(out, name, "counter", help, std::to_string(value));
+}
+
+void append_gauge(std::string& out, std::string_view name, std::string_view help,
+                  std::uint64_t value) {
+  append_metric(out, name, "gauge", help, std::to_string(value));
+}
+
+// Two values of one counter, told apart by `reason`.
+void append_by_reason(std::string& out, std::string_view name, std::string_view help,
+                      std::string_view a, std::uint64_t value_a, std::string_view b,
+                      std::uint64_t value_b) {
+  append_metric_head(out, name, "counter", help);
+  out.append(name).append("{reason=\"").append(a).append("\"} ").append(std::to_string(value_a));
+  out.append("\n").append(name).append("{reason=\"").append(b).append("\"} ");
+  out.append(std::to_string(value_b)).append("\n");
+}
+
+// The HTTP server's connections: open, refused and closed by its limits.
+void append_server_metrics(std::string& out, const ServerStats& c) {
+  append_gauge(out, "tally_http_connections", "Open HTTP connections.", c.connections_live);
+  append_by_reason(out, "tally_http_connections_refused_total",
+                   "New connections closed at once: server.connections_max reached, or the client "
+                   "address had server.connections_per_address_max.",
+                   "connections_max", c.refused_connections_max, "per_address",
+                   c.refused_per_address);
+  append_by_reason(out, "tally_http_connections_closed_total",
+                   "Connections closed by the server's limits: idle ones closed to make room for "
+                   "new clients, and ones without a complete request head in "
+                   "server.header_timeout_ms.",
+                   "idle_evicted", c.idle_evicted, "header_timeout", c.header_timeouts);
+}
+
+// The work pool of long requests.
+void append_work_pool_metrics(std::string& out, const WorkPoolStats& p) {
+  append_gauge(out, "tally_http_work_pool_queued",
+               "Long requests (scans, exports, reports) waiting for a thread.", p.queued);
+  append_gauge(out, "tally_http_work_pool_running", "Long requests running.", p.running);
+  append_counter(out, "tally_http_work_pool_rejected_total",
+                 "Long requests answered 503 because the queue was full.", p.rejected);
+}
+
+// Events, commits and the state in memory they feed.
+void append_ingest_metrics(std::string& out, const EngineStats& s) {
+  append_counter(out, "tally_events_accepted_total", "Events accepted and stored.",
+                 s.events_accepted);
+  append_counter(out, "tally_events_rejected_total", "Events refused as invalid.",
+                 s.events_rejected);
+  append_counter(out, "tally_events_duplicate_total", "Events answered as duplicates.",
+                 s.events_duplicate);
+  append_counter(out, "tally_ingest_batches_total", "Ingest requests committed.", s.batches);
+  append_counter(out, "tally_commits_total", "Group commits written.", s.commits);
+  append_gauge(out, "tally_customers", "Customers known.", s.customers);
+  append_gauge(out, "tally_aggregates_live", "Minute aggregates held in memory.",
+               s.aggregates_live);
+  append_gauge(out, "tally_aggregates_from_checkpoint",
+               "1 when this start read the aggregates from the checkpoint of the last clean stop.",
+               s.aggregates_from_checkpoint ? 1 : 0);
+  append_gauge(out, "tally_ingest_pending_events", "Events queued for the next commit.",
+               s.pending_events);
+  append_gauge(out, "tally_check_events_not_durable",
+               "Consumptions of answered checks whose usage events are not yet durable: what a "
+               "crash would lose now (check_durability = \"async\").",
+               s.check_events_not_durable);
+}
+
+// The store on disk, the disk's free space and whether writes (and the server) are ready.
+void append_storage_metrics(std::string& out, const EngineStats& s, bool ready) {
+  append_gauge(out, "tally_store_bytes", "Approximate bytes of the store on disk.", s.store_bytes);
+  if (s.disk_known) {
+    append_gauge(out, "tally_disk_free_bytes", "Free bytes on the data directory's filesystem.",
+                 s.disk_free_bytes);
+    append_gauge(out, "tally_disk_reserve_bytes",
+                 "Free bytes below which writes are refused ([storage] disk_reserve_bytes).",
+                 s.disk_reserve_bytes);
+  }
+  append_gauge(out, "tally_writes_refused",
+               "1 while writes are refused for lack of disk space, else 0.",
+               s.writes_refused ? 1 : 0);
+  append_gauge(out, "tally_ready",
+               "1 when GET /ready answers 200 (the store answers a read, writes are accepted), "
+               "else 0.",
+               ready ? 1 : 0);
+}
+
+// Alerts fired and their deliveries (the outbox), the oldest pending one's age as of `now`.
+void append_alert_metrics(std::string& out, const EngineStats& s, TimeUs now) {
+  append_counter(out, "tally_alerts_total",
+                 "Alerts fired and stored (thresholds and low balances).", s.alerts);
+  append_gauge(out, "tally_alert_deliveries_pending",
+               "Alert deliveries waiting to be sent or retried (the outbox).",
+               s.deliveries_pending);
+  const TimeUs age_us = s.oldest_pending_delivery_at_us == 0
+                            ? 0
+                            : std::max<TimeUs>(0, now - s.oldest_pending_delivery_at_us);
+  append_metric(out, "tally_alert_deliveries_oldest_pending_seconds", "gauge",
+                "Age of the oldest alert delivery still pending; 0 when none is.",
+                common::seconds_text(static_cast<std::uint64_t>(age_us) * 1000));
+  append_counter(out, "tally_alert_deliveries_failed_total",
+                 "Alert deliveries that gave up (retry_for passed, or a permanent refusal).",
+                 s.deliveries_failed);
+  append_counter(out, "tally_alert_delivery_attempts_failed_total",
+                 "Alert delivery attempts that failed (each retry counts).",
+                 s.delivery_attempts_failed);
+}
+
+// One of the engine's histograms, whose bounds and sum are in microseconds.
+void append_engine_histogram(std::string& out, const EngineStats& s, std::string_view name,
+                             std::string_view help, const std::vector<std::uint64_t>& counts,
+                             std::uint64_t sum_us) {
+  common::LatencyHistogram::Snapshot h;
+  for (std::uint64_t b : s.latency_bounds_us) {
+    h.bounds_ns.push_back(b * 1000);
+  }
+  h.cumulative = counts;
+  h.sum_ns = sum_us * 1000;
+  common::append_histogram(out, name, help, h);
+}
+
+void append_engine_histograms(std::string& out, const EngineStats& s) {
+  append_engine_histogram(out, s, "tally_commit_duration_seconds",
+                          "Time to write and sync one group commit.", s.commit_latency_counts,
+                          s.commit_latency_sum_us);
+  append_engine_histogram(out, s, "tally_ingest_batch_duration_seconds",
+                          "Time from an ingest request's parse to its acknowledgement, in the "
+                          "engine.",
+                          s.batch_latency_counts, s.batch_latency_sum_us);
+}
+
 }  // namespace
 
 std::vector<RouteInfo> route_table() {
@@ -529,109 +676,17 @@ std::string Api::metrics_text() const {
   std::string out;
   request_metrics_.append_text(out);
   const EngineStats s = engine_.stats();
-  auto metric = [&](std::string_view name, std::string_view type, std::string_view help,
-                    std::string_view value) {
-    out.append("# HELP ").append(name).append(" ").append(help).append("\n");
-    out.append("# TYPE ").append(name).append(" ").append(type).append("\n");
-    out.append(name).append(" ").append(value).append("\n");
-  };
-  auto counter = [&](std::string_view name, std::string_view help, std::uint64_t v) {
-    metric(name, "counter", help, std::to_string(v));
-  };
-  auto gauge = [&](std::string_view name, std::string_view help, std::uint64_t v) {
-    metric(name, "gauge", help, std::to_string(v));
-  };
-  // Two values of one counter, told apart by `reason`.
-  auto by_reason = [&](std::string_view name, std::string_view help, std::string_view a,
-                       std::uint64_t va, std::string_view b, std::uint64_t vb) {
-    out.append("# HELP ").append(name).append(" ").append(help).append("\n");
-    out.append("# TYPE ").append(name).append(" counter\n");
-    out.append(name).append("{reason=\"").append(a).append("\"} ").append(std::to_string(va));
-    out.append("\n").append(name).append("{reason=\"").append(b).append("\"} ");
-    out.append(std::to_string(vb)).append("\n");
-  };
   if (server_ != nullptr) {
-    const ServerStats c = server_->stats();
-    gauge("tally_http_connections", "Open HTTP connections.", c.connections_live);
-    by_reason("tally_http_connections_refused_total",
-              "New connections closed at once: server.connections_max reached, or the client "
-              "address had server.connections_per_address_max.",
-              "connections_max", c.refused_connections_max, "per_address", c.refused_per_address);
-    by_reason("tally_http_connections_closed_total",
-              "Connections closed by the server's limits: idle ones closed to make room for new "
-              "clients, and ones without a complete request head in server.header_timeout_ms.",
-              "idle_evicted", c.idle_evicted, "header_timeout", c.header_timeouts);
+    append_server_metrics(out, server_->stats());
   }
-  const WorkPoolStats p = pool_.stats();
-  gauge("tally_http_work_pool_queued",
-        "Long requests (scans, exports, reports) waiting for a thread.", p.queued);
-  gauge("tally_http_work_pool_running", "Long requests running.", p.running);
-  counter("tally_http_work_pool_rejected_total",
-          "Long requests answered 503 because the queue was full.", p.rejected);
-  counter("tally_events_accepted_total", "Events accepted and stored.", s.events_accepted);
-  counter("tally_events_rejected_total", "Events refused as invalid.", s.events_rejected);
-  counter("tally_events_duplicate_total", "Events answered as duplicates.", s.events_duplicate);
-  counter("tally_ingest_batches_total", "Ingest requests committed.", s.batches);
-  counter("tally_commits_total", "Group commits written.", s.commits);
-  gauge("tally_customers", "Customers known.", s.customers);
-  gauge("tally_aggregates_live", "Minute aggregates held in memory.", s.aggregates_live);
-  gauge("tally_aggregates_from_checkpoint",
-        "1 when this start read the aggregates from the checkpoint of the last clean stop.",
-        s.aggregates_from_checkpoint ? 1 : 0);
-  gauge("tally_ingest_pending_events", "Events queued for the next commit.", s.pending_events);
-  gauge("tally_check_events_not_durable",
-        "Consumptions of answered checks whose usage events are not yet durable: what a crash "
-        "would lose now (check_durability = \"async\").",
-        s.check_events_not_durable);
-  gauge("tally_store_bytes", "Approximate bytes of the store on disk.", s.store_bytes);
-  if (s.disk_known) {
-    gauge("tally_disk_free_bytes", "Free bytes on the data directory's filesystem.",
-          s.disk_free_bytes);
-    gauge("tally_disk_reserve_bytes",
-          "Free bytes below which writes are refused ([storage] disk_reserve_bytes).",
-          s.disk_reserve_bytes);
-  }
-  gauge("tally_writes_refused", "1 while writes are refused for lack of disk space, else 0.",
-        s.writes_refused ? 1 : 0);
-  gauge("tally_ready",
-        "1 when GET /ready answers 200 (the store answers a read, writes are accepted), else 0.",
-        engine_.ready().ok() ? 1 : 0);
-  counter("tally_alerts_total", "Alerts fired and stored (thresholds and low balances).", s.alerts);
-  gauge("tally_alert_deliveries_pending",
-        "Alert deliveries waiting to be sent or retried (the outbox).", s.deliveries_pending);
-  {
-    const TimeUs now = engine_.clock().now_us();
-    const TimeUs age_us = s.oldest_pending_delivery_at_us == 0
-                              ? 0
-                              : std::max<TimeUs>(0, now - s.oldest_pending_delivery_at_us);
-    metric("tally_alert_deliveries_oldest_pending_seconds", "gauge",
-           "Age of the oldest alert delivery still pending; 0 when none is.",
-           common::seconds_text(static_cast<std::uint64_t>(age_us) * 1000));
-  }
-  counter("tally_alert_deliveries_failed_total",
-          "Alert deliveries that gave up (retry_for passed, or a permanent refusal).",
-          s.deliveries_failed);
-  counter("tally_alert_delivery_attempts_failed_total",
-          "Alert delivery attempts that failed (each retry counts).", s.delivery_attempts_failed);
-  // The engine's histograms, bounds and sums in microseconds.
-  auto engine_histogram = [&](std::string_view name, std::string_view help,
-                              const std::vector<std::uint64_t>& counts, std::uint64_t sum_us) {
-    common::LatencyHistogram::Snapshot h;
-    for (std::uint64_t b : s.latency_bounds_us) {
-      h.bounds_ns.push_back(b * 1000);
-    }
-    h.cumulative = counts;
-    h.sum_ns = sum_us * 1000;
-    common::append_histogram(out, name, help, h);
-  };
-  engine_histogram("tally_commit_duration_seconds", "Time to write and sync one group commit.",
-                   s.commit_latency_counts, s.commit_latency_sum_us);
-  engine_histogram("tally_ingest_batch_duration_seconds",
-                   "Time from an ingest request's parse to its acknowledgement, in the engine.",
-                   s.batch_latency_counts, s.batch_latency_sum_us);
+  append_work_pool_metrics(out, pool_.stats());
+  append_ingest_metrics(out, s);
+  append_storage_metrics(out, s, engine_.ready().ok());
+  append_alert_metrics(out, s, engine_.clock().now_us());
+  append_engine_histograms(out, s);
   // TALLY_BUG hits of this process (logged and survived in release builds): should stay 0.
-  counter("tally_bugs_total", "Internal consistency checks that failed (TALLY_BUG).",
-          common::bugs_total());
+  append_counter(out, "tally_bugs_total", "Internal consistency checks that failed (TALLY_BUG).",
+                 common::bugs_total());
   return out;
 }
 

@@ -5,7 +5,6 @@
 // last hour"). Each reads its query parameters strictly and asks the engine; the numbers are
 // all the engine's, or the server's own counters.
 #include <algorithm>
-#include <charconv>
 
 #include "http/handlers/handlers.h"
 
@@ -22,32 +21,6 @@ bool known_params(Call& call, std::initializer_list<std::string_view> known) {
     }
   }
   return true;
-}
-
-// An optional unsigned `name` (any value of 32 bits, 0 included); false after answering 400.
-bool offset_param(Call& call, std::string_view name, std::uint32_t* out) {
-  const std::string* o = call.request.query_param(name);
-  if (o == nullptr) {
-    return true;
-  }
-  std::uint32_t n = 0;
-  auto r = std::from_chars(o->data(), o->data() + o->size(), n);
-  if (r.ec != std::errc() || r.ptr != o->data() + o->size() || o->empty()) {
-    answer(call, error_response(400, "VALIDATION_ERROR",
-                                "query parameter '" + std::string(name) +
-                                    "' must be an integer 0..4294967295"));
-    return false;
-  }
-  *out = n;
-  return true;
-}
-
-void text_or_null(common::JsonWriter& w, const std::string& s) {
-  if (s.empty()) {
-    w.null();
-  } else {
-    w.value(s);
-  }
 }
 
 // "0.005" for 5 ms: a bound in nanoseconds as milliseconds, exactly.
@@ -111,9 +84,9 @@ void admin_organizations(Context& ctx, Call& call) {
         .key("max_limit_percent");
     write_decimal(w, o.max_percent);
     w.key("max_limit_customer");
-    text_or_null(w, o.max_customer);
+    write_nullable(w, o.max_customer);
     w.key("max_limit_rule");
-    text_or_null(w, o.max_rule);
+    write_nullable(w, o.max_rule);
     w.key("meters").begin_array();
     for (const UsageItem& m : o.meters) {
       w.begin_object()

@@ -44,68 +44,109 @@ std::string scalar_text(dom::element v) {
 
 constexpr std::string_view kCheckShape = "a check must be a JSON object";
 
-// Reads one check object. Returns an error message, or "" on success.
+// A string field `name` into `out`. Returns an error message, or "".
+std::string string_field(dom::element v, std::string_view name, std::string* out) {
+  std::string_view s;
+  if (v.get_string().get(s) != simdjson::SUCCESS) {
+    return "'" + std::string(name) + "' must be a string";
+  }
+  out->assign(s);
+  return "";
+}
+
+// consume: true, false or "reserve".
+std::string read_consume(dom::element v, Consume* out) {
+  bool b = false;
+  std::string_view s;
+  if (v.get_bool().get(b) == simdjson::SUCCESS) {
+    *out = b ? Consume::kYes : Consume::kNo;
+  } else if (v.get_string().get(s) == simdjson::SUCCESS && s == "reserve") {
+    *out = Consume::kReserve;
+  } else {
+    return "'consume' must be true, false or \"reserve\"";
+  }
+  return "";
+}
+
+// event_id (or idempotency_key): a non-empty string.
+std::string read_check_event_id(dom::element v, std::string* out) {
+  std::string_view s;
+  if (v.get_string().get(s) != simdjson::SUCCESS || s.empty()) {
+    return "'event_id' must be a non-empty string";
+  }
+  out->assign(s);
+  return "";
+}
+
+// ttl_seconds: a reservation's life, 1 s to a week.
+std::string read_ttl_seconds(dom::element v, std::int64_t* out) {
+  std::int64_t n = 0;
+  if (v.get_int64().get(n) != simdjson::SUCCESS || n < 1 || n > 7 * 86400) {
+    return "'ttl_seconds' must be an integer 1..604800";
+  }
+  *out = n;
+  return "";
+}
+
+// properties: an object of scalars, each kept as its text.
+std::string read_check_properties(dom::element v,
+                                  std::vector<std::pair<std::string, std::string>>* out) {
+  dom::object props;
+  if (v.get_object().get(props) != simdjson::SUCCESS) {
+    return "'properties' must be an object";
+  }
+  for (auto p : props) {
+    if (p.value.is_object() || p.value.is_array()) {
+      return "property '" + std::string(p.key) + "' must be a string, number or boolean";
+    }
+    out->emplace_back(std::string(p.key), scalar_text(p.value));
+  }
+  return "";
+}
+
+// Reads the field `k` of a check into `r`. Returns an error message, or "".
+std::string read_check_field(std::string_view k, dom::element v, CheckRequest* r) {
+  if (k == "customer" || k == "customer_id") {
+    return string_field(v, "customer", &r->customer);
+  }
+  if (k == "meter") {
+    return string_field(v, "meter", &r->meter);
+  }
+  if (k == "amount") {
+    return amount_text(v, &r->amount) ? "" : "'amount' must be a number";
+  }
+  if (k == "consume") {
+    return read_consume(v, &r->consume);
+  }
+  if (k == "feature") {
+    return string_field(v, "feature", &r->feature);
+  }
+  if (k == "event_id" || k == "idempotency_key") {
+    return read_check_event_id(v, &r->event_id);
+  }
+  if (k == "ttl_seconds") {
+    return read_ttl_seconds(v, &r->reservation_ttl_seconds);
+  }
+  if (k == "properties") {
+    return read_check_properties(v, &r->properties);
+  }
+  return "unknown field '" + std::string(k) + "'";
+}
+
+// Reads one check object into `r`, a fresh request whose customer is a customer key's own (""
+// for an admin key). Returns an error message, or "" on success.
 std::string read_check(dom::object obj, CheckRequest* r) {
-  bool have_meter = false;
   for (auto field : obj) {
-    const std::string_view k = field.key;
-    std::string_view s;
-    if (k == "customer" || k == "customer_id") {
-      if (field.value.get_string().get(s) != simdjson::SUCCESS)
-        return "'customer' must be a string";
-      r->customer.assign(s);
-    } else if (k == "meter") {
-      if (field.value.get_string().get(s) != simdjson::SUCCESS)
-        return "'meter' must be a string";
-      r->meter.assign(s);
-      have_meter = true;
-    } else if (k == "amount") {
-      if (!amount_text(field.value, &r->amount))
-        return "'amount' must be a number";
-    } else if (k == "consume") {
-      bool b = false;
-      if (field.value.get_bool().get(b) == simdjson::SUCCESS) {
-        r->consume = b ? Consume::kYes : Consume::kNo;
-      } else if (field.value.get_string().get(s) == simdjson::SUCCESS && s == "reserve") {
-        r->consume = Consume::kReserve;
-      } else {
-        return "'consume' must be true, false or \"reserve\"";
-      }
-    } else if (k == "feature") {
-      if (field.value.get_string().get(s) != simdjson::SUCCESS)
-        return "'feature' must be a string";
-      r->feature.assign(s);
-    } else if (k == "event_id" || k == "idempotency_key") {
-      if (field.value.get_string().get(s) != simdjson::SUCCESS || s.empty()) {
-        return "'event_id' must be a non-empty string";
-      }
-      r->event_id.assign(s);
-    } else if (k == "ttl_seconds") {
-      std::int64_t n = 0;
-      if (field.value.get_int64().get(n) != simdjson::SUCCESS || n < 1 || n > 7 * 86400) {
-        return "'ttl_seconds' must be an integer 1..604800";
-      }
-      r->reservation_ttl_seconds = n;
-    } else if (k == "properties") {
-      dom::object props;
-      if (field.value.get_object().get(props) != simdjson::SUCCESS) {
-        return "'properties' must be an object";
-      }
-      for (auto p : props) {
-        if (p.value.is_object() || p.value.is_array()) {
-          return "property '" + std::string(p.key) + "' must be a string, number or boolean";
-        }
-        r->properties.emplace_back(std::string(p.key), scalar_text(p.value));
-      }
-    } else {
-      return "unknown field '" + std::string(k) + "'";
+    if (std::string err = read_check_field(field.key, field.value, r); !err.empty()) {
+      return err;
     }
   }
   if (r->customer.empty()) {
     return "'customer' is required (a customer key supplies its own)";
   }
-  if (!have_meter || r->meter.empty())
+  if (r->meter.empty()) {
     return "'meter' is required";
+  }
   return "";
 }
 
@@ -187,6 +228,86 @@ bool may_check_for(Call& call, const std::string& customer) {
   return false;
 }
 
+constexpr std::size_t kBatchChecksMax = 100;
+constexpr std::string_view kBatchShape = "the body must be {\"checks\": [ ... ]}";
+
+// The checks of a batch, each read as POST /v1/check reads one: false after answering 400
+// (naming the first at fault, or the count out of 1..kBatchChecksMax) or 403 (a check of
+// another customer than a customer key's own).
+bool read_batch_checks(Call& call, dom::array checks, std::vector<CheckRequest>* reqs) {
+  std::size_t i = 0;
+  for (dom::element el : checks) {
+    CheckRequest req;
+    req.customer = call.identity.customer;  // a customer key's own; "" for admin
+    dom::object check;
+    const std::string err = el.get_object().get(check) == simdjson::SUCCESS
+                                ? read_check(check, &req)
+                                : std::string(kCheckShape);
+    if (!err.empty()) {
+      answer(call,
+             error_response(400, "VALIDATION_ERROR", "checks[" + std::to_string(i) + "]: " + err));
+      return false;
+    }
+    if (!may_check_for(call, req.customer)) {
+      return false;
+    }
+    reqs->push_back(std::move(req));
+    ++i;
+  }
+  if (reqs->empty() || reqs->size() > kBatchChecksMax) {
+    answer(call,
+           error_response(400, "VALIDATION_ERROR",
+                          "a batch holds 1 to " + std::to_string(kBatchChecksMax) + " checks"));
+    return false;
+  }
+  return true;
+}
+
+// The body of POST /v1/check/batch, {"checks": [...]} and nothing else, as requests: false
+// after answering.
+bool read_batch(Call& call, std::vector<CheckRequest>* reqs) {
+  dom::object obj;
+  if (!body_object(call, &obj, kBatchShape)) {
+    return false;
+  }
+  dom::array checks;
+  if (obj["checks"].get_array().get(checks) != simdjson::SUCCESS) {
+    answer(call, error_response(400, "VALIDATION_ERROR", kBatchShape));
+    return false;
+  }
+  for (auto field : obj) {
+    if (field.key != "checks") {
+      answer(call, error_response(400, "VALIDATION_ERROR",
+                                  "unknown field '" + std::string(field.key) + "'"));
+      return false;
+    }
+  }
+  return read_batch_checks(call, checks, reqs);
+}
+
+// {"allowed", "results"}: 200, or the status of the first check denied on its own account (not
+// for its batch), whose limit the rate-limit headers then describe (else the first check's).
+Response batch_response(const std::vector<CheckResult>& results, TimeUs now) {
+  const CheckResult* first_denied = nullptr;
+  for (const auto& c : results) {
+    if (!c.allowed && c.reason != Denial::kBatchDenied) {
+      first_denied = &c;
+      break;
+    }
+  }
+  common::JsonWriter w;
+  w.begin_object().key("allowed").value(first_denied == nullptr).key("results").begin_array();
+  for (const auto& c : results) {
+    write_check(w, c);
+  }
+  w.end_array().end_object();
+  const CheckResult& head = first_denied != nullptr ? *first_denied : results.front();
+  Response resp =
+      json_response(first_denied != nullptr ? check_status(*first_denied) : 200, w.take());
+  add_rate_limit_headers(resp, head, now);
+  return resp;
+}
+
 }  // namespace
 
 void check(Context& ctx, Call& call) {
@@ -216,43 +337,8 @@ void check(Context& ctx, Call& call) {
 }
 
 void check_batch(Context& ctx, Call& call) {
-  constexpr std::string_view kShape = "the body must be {\"checks\": [ ... ]}";
-  dom::object obj;
-  if (!body_object(call, &obj, kShape))
-    return;
-  dom::array checks;
-  if (obj["checks"].get_array().get(checks) != simdjson::SUCCESS) {
-    answer(call, error_response(400, "VALIDATION_ERROR", kShape));
-    return;
-  }
-  for (auto field : obj) {
-    if (field.key != "checks") {
-      answer(call, error_response(400, "VALIDATION_ERROR",
-                                  "unknown field '" + std::string(field.key) + "'"));
-      return;
-    }
-  }
   std::vector<CheckRequest> reqs;
-  std::size_t i = 0;
-  for (dom::element el : checks) {
-    CheckRequest req;
-    req.customer = call.identity.customer;  // a customer key's own; "" for admin
-    dom::object check;
-    const std::string err = el.get_object().get(check) == simdjson::SUCCESS
-                                ? read_check(check, &req)
-                                : std::string(kCheckShape);
-    if (!err.empty()) {
-      answer(call,
-             error_response(400, "VALIDATION_ERROR", "checks[" + std::to_string(i) + "]: " + err));
-      return;
-    }
-    if (!may_check_for(call, req.customer))
-      return;
-    reqs.push_back(std::move(req));
-    ++i;
-  }
-  if (reqs.empty() || reqs.size() > 100) {
-    answer(call, error_response(400, "VALIDATION_ERROR", "a batch holds 1 to 100 checks"));
+  if (!read_batch(call, &reqs)) {
     return;
   }
   Result<std::vector<CheckResult>> r = ctx.engine.check_batch(reqs);
@@ -260,24 +346,7 @@ void check_batch(Context& ctx, Call& call) {
     answer(call, status_response(r.error()));
     return;
   }
-  const CheckResult* first_denied = nullptr;
-  for (const auto& c : *r) {
-    if (!c.allowed && c.reason != Denial::kBatchDenied) {
-      first_denied = &c;
-      break;
-    }
-  }
-  common::JsonWriter w;
-  w.begin_object().key("allowed").value(first_denied == nullptr).key("results").begin_array();
-  for (const auto& c : *r) {
-    write_check(w, c);
-  }
-  w.end_array().end_object();
-  const CheckResult& head = first_denied != nullptr ? *first_denied : r->front();
-  Response resp =
-      json_response(first_denied != nullptr ? check_status(*first_denied) : 200, w.take());
-  add_rate_limit_headers(resp, head, ctx.engine.clock().now_us());
-  answer(call, std::move(resp));
+  answer(call, batch_response(*r, ctx.engine.clock().now_us()));
 }
 
 void commit_reservation(Context& ctx, Call& call) {

@@ -11,87 +11,166 @@ namespace {
 
 namespace dom = simdjson::dom;
 
-bool string_field(Call& call, dom::element v, std::string_view name, std::string* out) {
+// Reads the string field `name` into `out`. Returns an error message, or "".
+std::string read_string(dom::element v, std::string_view name, std::string* out) {
   std::string_view s;
   if (v.get_string().get(s) != simdjson::SUCCESS) {
-    answer(call,
-           error_response(400, "VALIDATION_ERROR", "'" + std::string(name) + "' must be a string"));
-    return false;
+    return "'" + std::string(name) + "' must be a string";
   }
   out->assign(s);
-  return true;
+  return "";
 }
 
-// Reads customer fields into `patch`; `id` (when non-null) receives the id field.
+std::string read_string(dom::element v, std::string_view name, std::optional<std::string>* out) {
+  std::string s;
+  std::string error = read_string(v, name, &s);
+  if (error.empty()) {
+    *out = std::move(s);
+  }
+  return error;
+}
+
+// status: 'active' or 'suspended'.
+std::string read_status(dom::element v, std::optional<CustomerStatus>* out) {
+  std::string s;
+  if (std::string error = read_string(v, "status", &s); !error.empty()) {
+    return error;
+  }
+  *out = parse_customer_status(s);
+  return *out ? "" : "status must be 'active' or 'suspended'";
+}
+
+// plan, or organization: null removes it; an organization is not empty.
+std::string read_removable(dom::element v, std::string_view name, std::optional<std::string>* out) {
+  if (v.is_null()) {
+    *out = std::string();
+    return "";
+  }
+  std::string s;
+  if (std::string error = read_string(v, name, &s); !error.empty()) {
+    return error;
+  }
+  if (s.empty() && name == "organization") {
+    return "'organization' must not be empty; send null to remove it";
+  }
+  *out = std::move(s);
+  return "";
+}
+
+// trial_started_at, or billing_anchor: an RFC 3339 time.
+std::string read_time(dom::element v, std::string_view name, std::optional<TimeUs>* out) {
+  std::string s;
+  if (std::string error = read_string(v, name, &s); !error.empty()) {
+    return error;
+  }
+  auto t = core::parse_rfc3339(s);
+  if (!t) {
+    return "'" + std::string(name) + "': " + t.error().message();
+  }
+  *out = *t;
+  return "";
+}
+
+// Reads the customer field `k` into `patch`, or `id` (when non-null). Returns an error
+// message, or "".
+std::string read_customer_field(std::string_view k, dom::element v, std::string* id,
+                                CustomerPatch* patch) {
+  if (k == "id" && id != nullptr) {
+    return read_string(v, k, id);
+  }
+  if (k == "name" || k == "email" || k == "timezone") {
+    return read_string(v, k,
+                       k == "name"    ? &patch->name
+                       : k == "email" ? &patch->email
+                                      : &patch->timezone);
+  }
+  if (k == "status") {
+    return read_status(v, &patch->status);
+  }
+  if (k == "plan" || k == "organization") {
+    return read_removable(v, k, k == "plan" ? &patch->plan : &patch->organization);
+  }
+  if (k == "trial_started_at" || k == "billing_anchor") {
+    return read_time(
+        v, k, k == "trial_started_at" ? &patch->trial_started_at_us : &patch->billing_anchor_us);
+  }
+  if (k == "metadata") {
+    if (!v.is_object()) {
+      return "'metadata' must be an object";
+    }
+    patch->metadata_json = simdjson::minify(v);
+    return "";
+  }
+  return "unknown field '" + std::string(k) + "'";
+}
+
+// Reads customer fields into `patch`; `id` (when non-null) receives the id field. False after
+// answering 400 for the first field at fault.
 bool read_customer_fields(Call& call, const dom::object& obj, std::string* id,
                           CustomerPatch* patch) {
   for (auto field : obj) {
-    const std::string_view k = field.key;
-    std::string s;
-    if (k == "id" && id != nullptr) {
-      if (!string_field(call, field.value, k, id))
-        return false;
-    } else if (k == "name") {
-      if (!string_field(call, field.value, k, &s))
-        return false;
-      patch->name = s;
-    } else if (k == "email") {
-      if (!string_field(call, field.value, k, &s))
-        return false;
-      patch->email = s;
-    } else if (k == "timezone") {
-      if (!string_field(call, field.value, k, &s))
-        return false;
-      patch->timezone = s;
-    } else if (k == "status") {
-      if (!string_field(call, field.value, k, &s))
-        return false;
-      patch->status = parse_customer_status(s);
-      if (!patch->status) {
-        answer(call,
-               error_response(400, "VALIDATION_ERROR", "status must be 'active' or 'suspended'"));
-        return false;
-      }
-    } else if (k == "plan") {
-      if (field.value.is_null()) {
-        patch->plan = std::string();
-      } else {
-        if (!string_field(call, field.value, k, &s))
-          return false;
-        patch->plan = s;
-      }
-    } else if (k == "organization") {
-      if (field.value.is_null()) {
-        patch->organization = std::string();
-      } else {
-        if (!string_field(call, field.value, k, &s))
-          return false;
-        if (s.empty()) {
-          answer(call, error_response(400, "VALIDATION_ERROR",
-                                      "'organization' must not be empty; send null to remove it"));
-          return false;
-        }
-        patch->organization = s;
-      }
-    } else if (k == "trial_started_at" || k == "billing_anchor") {
-      if (!string_field(call, field.value, k, &s))
-        return false;
-      auto t = core::parse_rfc3339(s);
-      if (!t) {
-        answer(call, error_response(400, "VALIDATION_ERROR",
-                                    "'" + std::string(k) + "': " + t.error().message()));
-        return false;
-      }
-      (k == "trial_started_at" ? patch->trial_started_at_us : patch->billing_anchor_us) = *t;
-    } else if (k == "metadata") {
-      if (!field.value.is_object()) {
-        answer(call, error_response(400, "VALIDATION_ERROR", "'metadata' must be an object"));
-        return false;
-      }
-      patch->metadata_json = simdjson::minify(field.value);
+    if (std::string error = read_customer_field(field.key, field.value, id, patch);
+        !error.empty()) {
+      answer(call, error_response(400, "VALIDATION_ERROR", error));
+      return false;
+    }
+  }
+  return true;
+}
+
+// scopes: a non-empty array of ingest, check and read.
+std::string read_scopes(dom::element v, Scope* scopes) {
+  dom::array arr;
+  if (v.get_array().get(arr) != simdjson::SUCCESS) {
+    return "'scopes' must be an array of strings";
+  }
+  if (arr.size() == 0) {
+    return "'scopes' must name at least one of ingest, check, read; leave it out for the default";
+  }
+  for (auto s : arr) {
+    std::string_view name;
+    if (s.get_string().get(name) != simdjson::SUCCESS) {
+      return "'scopes' must be an array of strings";
+    }
+    if (name == "ingest") {
+      *scopes |= Scope::kIngest;
+    } else if (name == "check") {
+      *scopes |= Scope::kCheck;
+    } else if (name == "read") {
+      *scopes |= Scope::kRead;
     } else {
-      answer(call,
-             error_response(400, "VALIDATION_ERROR", "unknown field '" + std::string(k) + "'"));
+      return "unknown scope '" + std::string(name) + "'; scopes are ingest, check, read";
+    }
+  }
+  return "";
+}
+
+// Reads the field `k` of a new key into `req`. Returns an error message, or "".
+std::string read_key_field(std::string_view k, dom::element v, NewApiKeyRequest* req) {
+  if (k == "customer") {
+    return v.is_null() ? "" : read_string(v, k, &req->customer);
+  }
+  if (k == "name") {
+    return read_string(v, k, &req->name);
+  }
+  if (k == "scopes") {
+    return read_scopes(v, &req->scopes);
+  }
+  return "unknown field '" + std::string(k) + "'";
+}
+
+// The body of POST /v1/keys (none: an admin key): false after answering 400.
+bool read_key_request(Call& call, NewApiKeyRequest* req) {
+  if (call.request.body.empty()) {
+    return true;
+  }
+  dom::object obj;
+  if (!body_object(call, &obj)) {
+    return false;
+  }
+  for (auto field : obj) {
+    if (std::string error = read_key_field(field.key, field.value, req); !error.empty()) {
+      answer(call, error_response(400, "VALIDATION_ERROR", error));
       return false;
     }
   }
@@ -168,61 +247,9 @@ void update_customer(Context& ctx, Call& call) {
 }
 
 void create_key(Context& ctx, Call& call) {
-  dom::object obj;
   NewApiKeyRequest req;
-  if (!call.request.body.empty()) {
-    if (!body_object(call, &obj)) {
-      return;
-    }
-    for (auto field : obj) {
-      const std::string_view k = field.key;
-      if (k == "customer") {
-        if (field.value.is_null())
-          continue;
-        if (!string_field(call, field.value, k, &req.customer))
-          return;
-      } else if (k == "name") {
-        if (!string_field(call, field.value, k, &req.name))
-          return;
-      } else if (k == "scopes") {
-        dom::array arr;
-        if (field.value.get_array().get(arr) != simdjson::SUCCESS) {
-          answer(call,
-                 error_response(400, "VALIDATION_ERROR", "'scopes' must be an array of strings"));
-          return;
-        }
-        if (arr.size() == 0) {
-          answer(call, error_response(400, "VALIDATION_ERROR",
-                                      "'scopes' must name at least one of ingest, check, read; "
-                                      "leave it out for the default"));
-          return;
-        }
-        for (auto s : arr) {
-          std::string_view name;
-          if (s.get_string().get(name) != simdjson::SUCCESS) {
-            answer(call,
-                   error_response(400, "VALIDATION_ERROR", "'scopes' must be an array of strings"));
-            return;
-          }
-          if (name == "ingest") {
-            req.scopes |= Scope::kIngest;
-          } else if (name == "check") {
-            req.scopes |= Scope::kCheck;
-          } else if (name == "read") {
-            req.scopes |= Scope::kRead;
-          } else {
-            answer(call, error_response(400, "VALIDATION_ERROR",
-                                        "unknown scope '" + std::string(name) +
-                                            "'; scopes are ingest, check, read"));
-            return;
-          }
-        }
-      } else {
-        answer(call,
-               error_response(400, "VALIDATION_ERROR", "unknown field '" + std::string(k) + "'"));
-        return;
-      }
-    }
+  if (!read_key_request(call, &req)) {
+    return;
   }
   auto r = ctx.engine.create_key(req, call.identity.key_id);
   if (!r) {

@@ -81,6 +81,15 @@ class XlsxFile {
   int fd_ = -1;
 };
 
+// A 200 that sends the export as an attachment named `file`, its body yet to be set.
+Response attachment(const exporter::ExportRequest& r, const std::string& file) {
+  Response resp;
+  resp.status = 200;
+  resp.content_type = exporter::content_type(r.format);
+  resp.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + file + "\"");
+  return resp;
+}
+
 void export_xlsx(Context& ctx, Call& call, const exporter::ExportRequest& r,
                  const std::string& file) {
   std::error_code ec;
@@ -102,92 +111,21 @@ void export_xlsx(Context& ctx, Call& call, const exporter::ExportRequest& r,
     answer(call, status_response(Status::io_error("cannot read the workbook back")));
     return;
   }
-  Response resp;
-  resp.status = 200;
-  resp.content_type = exporter::content_type(r.format);
-  resp.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + file + "\"");
+  Response resp = attachment(r, file);
   resp.stream =
       stream_on_pool(ctx.pool, [workbook](std::string* out) { return workbook->next(out); });
   answer(call, std::move(resp));
 }
 
-}  // namespace
-
-void export_data(Context& ctx, Call& call) {
-  if (!only_params(call,
-                   {"format", "kind", "customer", "meter", "type", "from", "to", "window", "tz",
-                    "measure", "group_by"},
-                   {.list_allowed = true})) {
-    return;
-  }
-  exporter::ExportRequest r;
-  r.currency = ctx.options.currency;
-  if (const auto* f = call.request.query_param("format")) {
-    auto format = exporter::parse_format(*f);
-    if (!format) {
-      answer(call, error_response(400, "VALIDATION_ERROR",
-                                  "query parameter 'format' must be csv, json, jsonl or xlsx"));
-      return;
-    }
-    r.format = *format;
-  }
-  if (const auto* k = call.request.query_param("kind")) {
-    auto kind = exporter::parse_kind(*k);
-    if (!kind) {
-      answer(call, error_response(400, "VALIDATION_ERROR",
-                                  "query parameter 'kind' must be events or aggregates"));
-      return;
-    }
-    r.kind = *kind;
-  }
-  if (const auto* c = call.request.query_param("customer"))
-    r.customer = *c;
-  if (const auto* m = call.request.query_param("meter"))
-    r.meter = *m;
-  if (const auto* t = call.request.query_param("type"))
-    r.type = *t;
-  if (const auto* w = call.request.query_param("window"))
-    r.window = *w;
-  if (const auto* z = call.request.query_param("tz"))
-    r.timezone = *z;
-  if (const auto* m = call.request.query_param("measure"))
-    r.measure = *m;
-  for (const auto& [k, v] : call.request.query) {
-    if (k != "group_by")
-      continue;
-    for (std::size_t start = 0; start <= v.size();) {  // comma-separated, or repeated
-      std::size_t comma = v.find(',', start);
-      if (comma == std::string::npos)
-        comma = v.size();
-      if (comma > start)
-        r.group_by.push_back(v.substr(start, comma - start));
-      start = comma + 1;
-    }
-  }
-  const TimeUs now = ctx.engine.clock().now_us();
-  if (r.kind == exporter::Kind::kAggregates) {
-    r.to_us = now + ctx.options.future_skew_seconds_max * core::kUsPerSecond;
-  }
-  const bool to_given = call.request.query_param("to") != nullptr;
-  if (!scope_customer(call, &r.customer) || !time_param(call, "from", &r.from_us) ||
-      !time_param(call, "to", &r.to_us)) {
-    return;
-  }
-  r.page_budget_ms = ctx.options.page_budget_ms;
-  if (r.format == exporter::Format::kXlsx) {
-    export_xlsx(ctx, call, r, exporter::default_file_name(r, to_given, now));
-    return;
-  }
+// CSV, JSON or JSON Lines, made a page at a time as the client reads.
+void export_text(Context& ctx, Call& call, const exporter::ExportRequest& r,
+                 const std::string& file) {
   auto text = exporter::TextExport::open(ctx.engine, r);
   if (!text) {
     answer(call, status_response(text.error()));
     return;
   }
-  Response resp;
-  resp.status = 200;
-  resp.content_type = exporter::content_type(r.format);
-  const std::string file = exporter::default_file_name(r, to_given, now);
-  resp.headers.emplace_back("Content-Disposition", "attachment; filename=\"" + file + "\"");
+  Response resp = attachment(r, file);
   std::shared_ptr<exporter::TextExport> stream(std::move(*text));
   resp.stream = stream_on_pool(ctx.pool, [stream](std::string* out) -> Result<bool> {
     auto more = stream->next(out);
@@ -198,6 +136,96 @@ void export_data(Context& ctx, Call& call) {
     return more;
   });
   answer(call, std::move(resp));
+}
+
+// format and kind: false after answering 400 for one that is none of its values.
+bool read_format_and_kind(Call& call, exporter::ExportRequest* r) {
+  if (const auto* f = call.request.query_param("format")) {
+    auto format = exporter::parse_format(*f);
+    if (!format) {
+      answer(call, error_response(400, "VALIDATION_ERROR",
+                                  "query parameter 'format' must be csv, json, jsonl or xlsx"));
+      return false;
+    }
+    r->format = *format;
+  }
+  if (const auto* k = call.request.query_param("kind")) {
+    auto kind = exporter::parse_kind(*k);
+    if (!kind) {
+      answer(call, error_response(400, "VALIDATION_ERROR",
+                                  "query parameter 'kind' must be events or aggregates"));
+      return false;
+    }
+    r->kind = *kind;
+  }
+  return true;
+}
+
+// The parameters taken as they are (the export checks them), and group_by: comma-separated,
+// or repeated.
+void read_text_params(Call& call, exporter::ExportRequest* r) {
+  const std::pair<const char*, std::string*> texts[] = {
+      {"customer", &r->customer}, {"meter", &r->meter}, {"type", &r->type},
+      {"window", &r->window},     {"tz", &r->timezone}, {"measure", &r->measure}};
+  for (const auto& [name, field] : texts) {
+    if (const auto* v = call.request.query_param(name)) {
+      *field = *v;
+    }
+  }
+  for (const auto& [k, v] : call.request.query) {
+    if (k != "group_by") {
+      continue;
+    }
+    for (std::size_t start = 0; start <= v.size();) {
+      std::size_t comma = v.find(',', start);
+      if (comma == std::string::npos) {
+        comma = v.size();
+      }
+      if (comma > start) {
+        r->group_by.push_back(v.substr(start, comma - start));
+      }
+      start = comma + 1;
+    }
+  }
+}
+
+// What the request asks to export, as of `now` (aggregates up to now and the future skew
+// allowed, unless `to` says otherwise): false after answering 400 or 403.
+bool read_export_request(Context& ctx, Call& call, TimeUs now, exporter::ExportRequest* r) {
+  if (!only_params(call,
+                   {"format", "kind", "customer", "meter", "type", "from", "to", "window", "tz",
+                    "measure", "group_by"},
+                   {.list_allowed = true})) {
+    return false;
+  }
+  r->currency = ctx.options.currency;
+  if (!read_format_and_kind(call, r)) {
+    return false;
+  }
+  read_text_params(call, r);
+  if (r->kind == exporter::Kind::kAggregates) {
+    r->to_us = now + ctx.options.future_skew_seconds_max * core::kUsPerSecond;
+  }
+  r->page_budget_ms = ctx.options.page_budget_ms;
+  return scope_customer(call, &r->customer) && time_param(call, "from", &r->from_us) &&
+         time_param(call, "to", &r->to_us);
+}
+
+}  // namespace
+
+void export_data(Context& ctx, Call& call) {
+  const TimeUs now = ctx.engine.clock().now_us();
+  exporter::ExportRequest r;
+  if (!read_export_request(ctx, call, now, &r)) {
+    return;
+  }
+  const bool to_given = call.request.query_param("to") != nullptr;
+  const std::string file = exporter::default_file_name(r, to_given, now);
+  if (r.format == exporter::Format::kXlsx) {
+    export_xlsx(ctx, call, r, file);
+  } else {
+    export_text(ctx, call, r, file);
+  }
 }
 
 }  // namespace tally::http::handlers

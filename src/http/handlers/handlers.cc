@@ -46,6 +46,23 @@ bool uint_param(Call& call, std::string_view name, std::uint32_t max, std::uint3
   return true;
 }
 
+bool offset_param(Call& call, std::string_view name, std::uint32_t* out) {
+  const std::string* o = call.request.query_param(name);
+  if (o == nullptr) {
+    return true;
+  }
+  std::uint32_t n = 0;
+  auto r = std::from_chars(o->data(), o->data() + o->size(), n);
+  if (r.ec != std::errc() || r.ptr != o->data() + o->size() || o->empty()) {
+    answer(call, error_response(400, "VALIDATION_ERROR",
+                                "query parameter '" + std::string(name) +
+                                    "' must be an integer 0..4294967295"));
+    return false;
+  }
+  *out = n;
+  return true;
+}
+
 bool window_text(Call& call, std::string_view text, std::optional<Window>* out) {
   if (text.empty()) {
     out->reset();

@@ -129,6 +129,9 @@ void openapi(Context& ctx, Call& call);
 bool time_param(Call& call, std::string_view name, TimeUs* out);
 // Parses an unsigned integer query parameter within [1, max]; false after answering 400.
 bool uint_param(Call& call, std::string_view name, std::uint32_t max, std::uint32_t* out);
+// Parses an optional unsigned integer query parameter, any value of 32 bits (0 included); false
+// after answering 400.
+bool offset_param(Call& call, std::string_view name, std::uint32_t* out);
 // The customer a read may see: a customer key sees only its own customer; returns false after
 // answering 403 when `requested` names another one.
 bool scope_customer(Call& call, std::string* requested);

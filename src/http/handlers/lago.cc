@@ -258,19 +258,29 @@ struct LagoEvent {
   std::string properties = "{}";  // minified JSON object
 };
 
-// Reads one Lago event into `out`, adding what is wrong with it to `errors`.
-void read_event(Context& ctx, const dom::object& obj, const std::vector<MeterInfo>& meters,
-                TimeUs now, LagoEvent* out, FieldErrors* errors) {
+// transaction_id, the event's id: mandatory, and an id Tally takes.
+void read_transaction_id(const dom::object& obj, LagoEvent* out, FieldErrors* errors) {
   if (required_text(obj, "transaction_id", &out->transaction_id, errors) &&
       (out->transaction_id.size() > core::kEventIdBytesMax ||
        !core::check_event_id("transaction_id", out->transaction_id).ok())) {
     add(errors, "transaction_id", "value_is_invalid");
   }
+}
+
+// code, the event's type: mandatory, and the type of one of `meters` (a billable metric).
+void read_code(const dom::object& obj, const std::vector<MeterInfo>& meters, LagoEvent* out,
+               FieldErrors* errors) {
   if (required_text(obj, "code", &out->code, errors) &&
       std::none_of(meters.begin(), meters.end(),
                    [&](const MeterInfo& m) { return m.event_type == out->code; })) {
     add(errors, "code", "metric_not_found");
   }
+}
+
+// The event's customer: external_customer_id, or else the customer whose one subscription
+// external_subscription_id names, which must exist.
+void read_event_customer(Context& ctx, const dom::object& obj, LagoEvent* out,
+                         FieldErrors* errors) {
   std::string customer;
   bool customer_wrong = false;
   bool subscription_wrong = false;
@@ -296,25 +306,28 @@ void read_event(Context& ctx, const dom::object& obj, const std::vector<MeterInf
       add(errors, "external_subscription_id", "subscription_not_found");
     }
   }
+}
+
+// timestamp: Unix seconds, with a fraction for sub-second precision (kept to the microsecond);
+// `now` without one.
+void read_timestamp(const dom::object& obj, TimeUs now, LagoEvent* out, FieldErrors* errors) {
   out->time_us = now;
-  dom::element ts;
-  if (obj.at_key("timestamp").get(ts) == simdjson::SUCCESS && !ts.is_null()) {
-    std::string text;
-    std::string_view s;
-    if (ts.get_string().get(s) == simdjson::SUCCESS) {
-      text.assign(s);
-    } else if (ts.is_int64() || ts.is_uint64() || ts.is_double()) {
-      text = simdjson::minify(ts);
-    }
-    // Unix seconds, with a fraction for sub-second precision (kept to the microsecond).
-    auto seconds = core::parse_decimal(text);
-    if (text.empty() || !seconds || seconds->units < 0 ||
-        seconds->units > static_cast<__int128>(kTimestampSecondsMax) * core::Decimal::kScale) {
-      add(errors, "timestamp", "invalid_format");
-    } else {
-      out->time_us = static_cast<TimeUs>(seconds->units / (core::Decimal::kScale / 1'000'000));
-    }
+  std::string text;
+  bool wrong_type = false;
+  if (!text_field(obj, "timestamp", &text, &wrong_type) && !wrong_type) {
+    return;  // absent or null
   }
+  auto seconds = core::parse_decimal(text);
+  if (text.empty() || !seconds || seconds->units < 0 ||
+      seconds->units > static_cast<__int128>(kTimestampSecondsMax) * core::Decimal::kScale) {
+    add(errors, "timestamp", "invalid_format");
+  } else {
+    out->time_us = static_cast<TimeUs>(seconds->units / (core::Decimal::kScale / 1'000'000));
+  }
+}
+
+// properties: an object, or absent or null.
+void read_properties(const dom::object& obj, LagoEvent* out, FieldErrors* errors) {
   dom::element props;
   if (obj.at_key("properties").get(props) == simdjson::SUCCESS && !props.is_null()) {
     if (props.is_object()) {
@@ -323,6 +336,16 @@ void read_event(Context& ctx, const dom::object& obj, const std::vector<MeterInf
       add(errors, "properties", "invalid_type");
     }
   }
+}
+
+// Reads one Lago event into `out`, adding what is wrong with it to `errors`.
+void read_event(Context& ctx, const dom::object& obj, const std::vector<MeterInfo>& meters,
+                TimeUs now, LagoEvent* out, FieldErrors* errors) {
+  read_transaction_id(obj, out, errors);
+  read_code(obj, meters, out, errors);
+  read_event_customer(ctx, obj, out, errors);
+  read_timestamp(obj, now, out, errors);
+  read_properties(obj, out, errors);
 }
 
 // Where an engine error about an event goes in Lago's error_details.
@@ -729,6 +752,144 @@ void refuse_if_set(const dom::object& obj, const char* name, FieldErrors* errors
   add(errors, name, "not_supported");
 }
 
+// The answer to a request whose customer's wallet or usage could not be read: 404
+// customer_not_found, or the engine's error.
+Response customer_error(const Status& s) {
+  return s.code() == StatusCode::kNotFound ? lago_error(404, "customer_not_found")
+                                           : engine_error(s);
+}
+
+// {"wallet": {...}}, 200.
+void answer_wallet(Context& ctx, Call& call, const Wallet& wallet) {
+  common::JsonWriter w;
+  w.begin_object().key("wallet");
+  write_wallet(w, ctx, wallet);
+  w.end_object();
+  answer(call, json_response(200, w.take()));
+}
+
+// What a new wallet starts with: paid and granted credits, under transaction_name.
+struct WalletCredits {
+  core::Decimal paid;
+  core::Decimal granted;
+  std::string description;
+};
+
+// The terms of POST /wallets beside its customer, adding what is wrong to `errors`:
+// rate_amount is mandatory and, when the customer's `wallet` is known, must be its rate (one
+// credit is worth what [credits] says, nothing else); currency must be the server's; the
+// credits are decimals >= 0; and the fields Tally has no equivalent for must not be set.
+WalletCredits read_wallet_terms(Context& ctx, const dom::object& in,
+                                const std::optional<Wallet>& wallet, FieldErrors* errors) {
+  std::string text;
+  if (!text_field(in, "rate_amount", &text) || text.empty()) {
+    add(errors, "rate_amount", "value_is_mandatory");
+  } else if (wallet) {
+    auto rate = core::parse_decimal(text);
+    if (!rate || *rate != rates_of(*wallet).rate) {
+      add(errors, "rate_amount", "value_is_invalid");
+    }
+  }
+  if (text_field(in, "currency", &text) && text != ctx.options.currency) {
+    add(errors, "currency", "currencies_does_not_match");
+  }
+  WalletCredits credits;
+  credits_field(in, "paid_credits", &credits.paid, errors);
+  credits_field(in, "granted_credits", &credits.granted, errors);
+  refuse_if_set(in, "expiration_at", errors);
+  refuse_if_set(in, "recurring_transaction_rules", errors);
+  refuse_if_set(in, "applies_to", errors);
+  text_field(in, "transaction_name", &credits.description);
+  return credits;
+}
+
+// Opens the customer's `wallet` (Lago's creation: every customer has one, empty until
+// credited) with its first credits. The wallet as it is then, or nullopt after answering 422
+// wallet_already_exists (it was credited before) or the engine's error.
+std::optional<Wallet> open_wallet(Context& ctx, Call& call, const Wallet& wallet,
+                                  const WalletCredits& credits) {
+  const auto requests = credit_requests(credits.paid, credits.granted, credits.description);
+  if (requests.empty()) {
+    if (wallet.transactions > 0) {
+      answer(call, validation_error("customer", "wallet_already_exists"));
+      return std::nullopt;
+    }
+    return wallet;
+  }
+  auto t = ctx.engine.wallet_transactions_atomic(wallet.customer, requests, true);
+  if (!t) {
+    answer(call, t.error().code() == StatusCode::kAlreadyExists
+                     ? validation_error("customer", "wallet_already_exists")
+                 : t.error().code() == StatusCode::kInvalidArgument
+                     ? validation_error("base", "value_is_invalid")
+                     : engine_error(t.error()));
+    return std::nullopt;
+  }
+  Result<Wallet> credited = ctx.engine.wallet(wallet.customer);
+  if (!credited) {
+    answer(call, engine_error(credited.error()));
+    return std::nullopt;
+  }
+  return std::move(*credited);
+}
+
+// ---- wallet transactions ------------------------------------------------------------------------
+
+// page and per_page (1..kPerPageMax): false after answering 422 value_is_invalid.
+bool read_page(Call& call, std::uint32_t* page, std::uint32_t* per_page) {
+  for (const auto& [k, v] : call.request.query) {
+    if (k != "page" && k != "per_page") {
+      continue;
+    }
+    std::uint32_t n = 0;
+    auto r = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (r.ec != std::errc() || r.ptr != v.data() + v.size() || n == 0 ||
+        (k == "per_page" && n > kPerPageMax)) {
+      answer(call, validation_error(k, "value_is_invalid"));
+      return false;
+    }
+    *(k == "page" ? page : per_page) = n;
+  }
+  return true;
+}
+
+// Every credit-side transaction of `wallet` that the transaction_type and transaction_status
+// filters take, oldest first, as Lago's JSON (burns are skipped: see write_wallet_txn); nullopt
+// after answering the engine's error.
+std::optional<std::vector<std::string>> credit_transactions(Context& ctx, Call& call,
+                                                            const Wallet& wallet) {
+  const std::string* type_filter = call.request.query_param("transaction_type");
+  const std::string* status_filter = call.request.query_param("transaction_status");
+  const WalletRates rates = rates_of(wallet);
+  std::vector<std::string> rendered;
+  LedgerQuery q;
+  q.customer = wallet.customer;
+  q.limit = 1000;
+  for (;;) {
+    auto p = ctx.engine.wallet_transactions(q);
+    if (!p) {
+      answer(call, engine_error(p.error()));
+      return std::nullopt;
+    }
+    for (const auto& t : p->transactions) {
+      const char* status = txn_status(t);
+      const bool inbound = decimal_or_zero(t.amount).units > 0;
+      if (status == nullptr ||
+          (type_filter != nullptr && *type_filter != (inbound ? "inbound" : "outbound")) ||
+          (status_filter != nullptr && *status_filter != status)) {
+        continue;
+      }
+      common::JsonWriter one;
+      write_wallet_txn(one, t, rates);
+      rendered.push_back(one.take());
+    }
+    if (p->next_cursor.empty()) {
+      return rendered;
+    }
+    q.cursor = p->next_cursor;
+  }
+}
+
 }  // namespace
 
 Response lago_refusal(unsigned status, std::string_view detail) {
@@ -1021,6 +1182,59 @@ void write_charge_usage(common::JsonWriter& charges, const UsageItem& item, cons
       .end_object();
 }
 
+// The charges_usage array of a customer's usage; `*total_cents` is what they cost.
+std::string charges_usage(Context& ctx, const CustomerUsage& usage, std::int64_t* total_cents) {
+  const auto meters = ctx.engine.meters();
+  const auto prices = ctx.engine.prices();
+  common::JsonWriter charges;
+  charges.begin_array();
+  for (const auto& item : usage.meters) {
+    auto m = std::find_if(meters.begin(), meters.end(),
+                          [&](const MeterInfo& x) { return x.key == item.meter; });
+    const std::int64_t amount_cents = item.cost.empty() ? 0 : cents_of(decimal_or_zero(item.cost));
+    *total_cents += amount_cents;
+    write_charge_usage(charges, item, m != meters.end() ? &*m : nullptr,
+                       charge_model(prices, item.meter), ctx.options.currency, amount_cents);
+  }
+  charges.end_array();
+  return charges.take();
+}
+
+// {"customer_usage": {...}} of the billing `period`, its charges already written.
+std::string current_usage_body(const Period& period, const CustomerUsage& usage,
+                               const std::string& currency, const std::string& charges,
+                               std::int64_t total_cents) {
+  // Lago's period bounds are inclusive: the last second of the period ends it.
+  auto tz = core::TimeZone::find(usage.timezone);
+  const std::int64_t offset_us =
+      (tz ? tz->offset_seconds_at(period.end_us) : 0) * core::kUsPerSecond;
+  common::JsonWriter w;
+  w.begin_object()
+      .key("customer_usage")
+      .begin_object()
+      .key("from_datetime")
+      .value(time_text(period.start_us))
+      .key("to_datetime")
+      .value(time_text(period.end_us - core::kUsPerSecond))
+      .key("issuing_date")
+      .value(time_text(period.end_us + offset_us).substr(0, 10))
+      .key("lago_invoice_id")
+      .null()
+      .key("currency")
+      .value(currency)
+      .key("amount_cents")
+      .value(total_cents)
+      .key("taxes_amount_cents")
+      .value(std::int64_t{0})
+      .key("total_amount_cents")
+      .value(total_cents)
+      .key("charges_usage")
+      .raw(charges)
+      .end_object()
+      .end_object();
+  return w.take();
+}
+
 }  // namespace
 
 void lago_current_usage(Context& ctx, Call& call) {
@@ -1034,55 +1248,13 @@ void lago_current_usage(Context& ctx, Call& call) {
       period ? ctx.engine.customer_usage(id, period->start_us, period->end_us)
              : Result<CustomerUsage>(period.error());
   if (!usage) {
-    answer(call, usage.error().code() == StatusCode::kNotFound
-                     ? lago_error(404, "customer_not_found")
-                     : engine_error(usage.error()));
+    answer(call, customer_error(usage.error()));
     return;
   }
-  const auto meters = ctx.engine.meters();
-  const auto prices = ctx.engine.prices();
-  const std::string& currency = ctx.options.currency;
   std::int64_t total_cents = 0;
-  common::JsonWriter charges;
-  charges.begin_array();
-  for (const auto& item : usage->meters) {
-    auto m = std::find_if(meters.begin(), meters.end(),
-                          [&](const MeterInfo& x) { return x.key == item.meter; });
-    const std::int64_t amount_cents = item.cost.empty() ? 0 : cents_of(decimal_or_zero(item.cost));
-    total_cents += amount_cents;
-    write_charge_usage(charges, item, m != meters.end() ? &*m : nullptr,
-                       charge_model(prices, item.meter), currency, amount_cents);
-  }
-  charges.end_array();
-  // Lago's period bounds are inclusive: the last second of the period ends it.
-  auto tz = core::TimeZone::find(usage->timezone);
-  const std::int64_t offset_us =
-      (tz ? tz->offset_seconds_at(period->end_us) : 0) * core::kUsPerSecond;
-  common::JsonWriter w;
-  w.begin_object()
-      .key("customer_usage")
-      .begin_object()
-      .key("from_datetime")
-      .value(time_text(period->start_us))
-      .key("to_datetime")
-      .value(time_text(period->end_us - core::kUsPerSecond))
-      .key("issuing_date")
-      .value(time_text(period->end_us + offset_us).substr(0, 10))
-      .key("lago_invoice_id")
-      .null()
-      .key("currency")
-      .value(currency)
-      .key("amount_cents")
-      .value(total_cents)
-      .key("taxes_amount_cents")
-      .value(std::int64_t{0})
-      .key("total_amount_cents")
-      .value(total_cents)
-      .key("charges_usage")
-      .raw(charges.take())
-      .end_object()
-      .end_object();
-  answer(call, json_response(200, w.take()));
+  const std::string charges = charges_usage(ctx, *usage, &total_cents);
+  answer(call, json_response(200, current_usage_body(*period, *usage, ctx.options.currency, charges,
+                                                     total_cents)));
 }
 
 void lago_create_wallet(Context& ctx, Call& call) {
@@ -1093,66 +1265,23 @@ void lago_create_wallet(Context& ctx, Call& call) {
   }
   FieldErrors errors;
   std::string customer;
-  required_text(in, "external_customer_id", &customer, &errors);
-  auto wallet =
-      customer.empty() ? Result<Wallet>(Status::not_found("")) : ctx.engine.wallet(customer);
-  if (!customer.empty() && !wallet) {
-    answer(call, wallet.error().code() == StatusCode::kNotFound
-                     ? lago_error(404, "customer_not_found")
-                     : engine_error(wallet.error()));
-    return;
-  }
-  std::string text;
-  if (!text_field(in, "rate_amount", &text) || text.empty()) {
-    add(&errors, "rate_amount", "value_is_mandatory");
-  } else if (wallet) {
-    // Credits are Tally's credits: one credit is worth what [credits] says, nothing else.
-    auto rate = core::parse_decimal(text);
-    if (!rate || *rate != rates_of(*wallet).rate) {
-      add(&errors, "rate_amount", "value_is_invalid");
+  std::optional<Wallet> wallet;
+  if (required_text(in, "external_customer_id", &customer, &errors)) {
+    auto found = ctx.engine.wallet(customer);
+    if (!found) {
+      answer(call, customer_error(found.error()));
+      return;
     }
+    wallet = std::move(*found);
   }
-  if (text_field(in, "currency", &text) && text != ctx.options.currency) {
-    add(&errors, "currency", "currencies_does_not_match");
-  }
-  core::Decimal paid;
-  core::Decimal granted;
-  credits_field(in, "paid_credits", &paid, &errors);
-  credits_field(in, "granted_credits", &granted, &errors);
-  refuse_if_set(in, "expiration_at", &errors);
-  refuse_if_set(in, "recurring_transaction_rules", &errors);
-  refuse_if_set(in, "applies_to", &errors);
+  const WalletCredits credits = read_wallet_terms(ctx, in, wallet, &errors);
   if (!errors.empty()) {
     answer(call, validation_errors(errors));
     return;
   }
-  std::string description;
-  text_field(in, "transaction_name", &description);
-  const auto requests = credit_requests(paid, granted, description);
-  if (!requests.empty()) {
-    auto t = ctx.engine.wallet_transactions_atomic(customer, requests, true);
-    if (!t) {
-      answer(call, t.error().code() == StatusCode::kAlreadyExists
-                       ? validation_error("customer", "wallet_already_exists")
-                   : t.error().code() == StatusCode::kInvalidArgument
-                       ? validation_error("base", "value_is_invalid")
-                       : engine_error(t.error()));
-      return;
-    }
-    wallet = ctx.engine.wallet(customer);
-  } else if (wallet->transactions > 0) {
-    answer(call, validation_error("customer", "wallet_already_exists"));
-    return;
+  if (std::optional<Wallet> opened = open_wallet(ctx, call, *wallet, credits)) {
+    answer_wallet(ctx, call, *opened);
   }
-  if (!wallet) {
-    answer(call, engine_error(wallet.error()));
-    return;
-  }
-  common::JsonWriter w;
-  w.begin_object().key("wallet");
-  write_wallet(w, ctx, *wallet);
-  w.end_object();
-  answer(call, json_response(200, w.take()));
 }
 
 void lago_list_wallets(Context& ctx, Call& call) {
@@ -1172,9 +1301,7 @@ void lago_list_wallets(Context& ctx, Call& call) {
   }
   auto wallet = ctx.engine.wallet(customer);
   if (!wallet) {
-    answer(call, wallet.error().code() == StatusCode::kNotFound
-                     ? lago_error(404, "customer_not_found")
-                     : engine_error(wallet.error()));
+    answer(call, customer_error(wallet.error()));
     return;
   }
   common::JsonWriter w;
@@ -1188,14 +1315,9 @@ void lago_list_wallets(Context& ctx, Call& call) {
 
 void lago_get_wallet(Context& ctx, Call& call) {
   const std::optional<Wallet> wallet = find_wallet(ctx, call, call.params.at(0));
-  if (!wallet) {
-    return;
+  if (wallet) {
+    answer_wallet(ctx, call, *wallet);
   }
-  common::JsonWriter w;
-  w.begin_object().key("wallet");
-  write_wallet(w, ctx, *wallet);
-  w.end_object();
-  answer(call, json_response(200, w.take()));
 }
 
 void lago_create_wallet_transaction(Context& ctx, Call& call) {
@@ -1252,60 +1374,22 @@ void lago_create_wallet_transaction(Context& ctx, Call& call) {
 
 void lago_list_wallet_transactions(Context& ctx, Call& call) {
   const std::optional<Wallet> wallet = find_wallet(ctx, call, call.params.at(0));
-  if (!wallet) {
-    return;
-  }
   std::uint32_t page = 1;
   std::uint32_t per_page = 20;
-  for (const auto& [k, v] : call.request.query) {
-    if (k != "page" && k != "per_page")
-      continue;
-    std::uint32_t n = 0;
-    auto r = std::from_chars(v.data(), v.data() + v.size(), n);
-    if (r.ec != std::errc() || r.ptr != v.data() + v.size() || n == 0 ||
-        (k == "per_page" && n > kPerPageMax)) {
-      answer(call, validation_error(k, "value_is_invalid"));
-      return;
-    }
-    (k == "page" ? page : per_page) = n;
+  if (!wallet || !read_page(call, &page, &per_page)) {
+    return;
   }
-  const std::string* type_filter = call.request.query_param("transaction_type");
-  const std::string* status_filter = call.request.query_param("transaction_status");
-  // Every credit-side transaction, oldest first (burns are skipped: see write_wallet_txn).
-  const WalletRates rates = rates_of(*wallet);
-  std::vector<std::string> rendered;
-  LedgerQuery q;
-  q.customer = wallet->customer;
-  q.limit = 1000;
-  for (;;) {
-    auto p = ctx.engine.wallet_transactions(q);
-    if (!p) {
-      answer(call, engine_error(p.error()));
-      return;
-    }
-    for (const auto& t : p->transactions) {
-      const char* status = txn_status(t);
-      const bool inbound = decimal_or_zero(t.amount).units > 0;
-      if (status == nullptr ||
-          (type_filter != nullptr && *type_filter != (inbound ? "inbound" : "outbound")) ||
-          (status_filter != nullptr && *status_filter != status)) {
-        continue;
-      }
-      common::JsonWriter one;
-      write_wallet_txn(one, t, rates);
-      rendered.push_back(one.take());
-    }
-    if (p->next_cursor.empty())
-      break;
-    q.cursor = p->next_cursor;
+  const std::optional<std::vector<std::string>> rendered = credit_transactions(ctx, call, *wallet);
+  if (!rendered) {
+    return;
   }
-  const std::size_t total = rendered.size();
+  const std::size_t total = rendered->size();
   const std::size_t pages = total == 0 ? 1 : (total + per_page - 1) / per_page;
   common::JsonWriter w;
   w.begin_object().key("wallet_transactions").begin_array();
   for (std::size_t i = std::size_t{page - 1} * per_page;
        i < total && i < std::size_t{page} * per_page; ++i) {
-    w.raw(rendered[i]);
+    w.raw((*rendered)[i]);
   }
   w.end_array();
   write_page_meta(w, page, pages, total);

@@ -108,78 +108,74 @@ bool unkey_body(Call& call, dom::element* root) {
   return true;
 }
 
-}  // namespace
+// ---- Tally's own route's steps ------------------------------------------------------------------
 
-Response unkey_refusal(unsigned status, std::string_view detail) {
-  return unkey_error(status, detail);
-}
-
-// ---- Tally's own route ------------------------------------------------------------------------
-
-void ratelimit(Context& ctx, Call& call) {
-  dom::element root;
-  if (!body_json(call, &root))
-    return;
-  std::vector<AdHocLimit> limits;
+// The limits of POST /v1/ratelimit: {"limits": [...]} (`*batch`), or one limit object. False
+// after answering 400 naming the limit at fault.
+bool read_limits(Call& call, dom::element root, std::vector<AdHocLimit>* limits, bool* batch) {
   std::string error;
   dom::array many;
   dom::object obj;
-  const bool batch = root.get_object().get(obj) == simdjson::SUCCESS && obj.size() == 1 &&
-                     obj["limits"].get_array().get(many) == simdjson::SUCCESS;
-  if (batch) {
-    for (dom::element e : many) {
-      AdHocLimit l;
-      if (!parse_limit(e, true, &l, &error)) {
-        answer(call, error_response(400, "VALIDATION_ERROR",
-                                    "limits[" + std::to_string(limits.size()) + "]: " + error));
-        return;
-      }
-      limits.push_back(std::move(l));
-    }
-  } else {
+  *batch = root.get_object().get(obj) == simdjson::SUCCESS && obj.size() == 1 &&
+           obj["limits"].get_array().get(many) == simdjson::SUCCESS;
+  if (!*batch) {
     AdHocLimit l;
     if (!parse_limit(root, true, &l, &error)) {
       answer(call, error_response(400, "VALIDATION_ERROR", error));
-      return;
+      return false;
     }
-    limits.push_back(std::move(l));
+    limits->push_back(std::move(l));
+    return true;
   }
-  Result<std::vector<AdHocResult>> r = ctx.engine.limit_adhoc(limits);
-  if (!r) {
-    answer(call, r.error().code() == StatusCode::kInvalidArgument
-                     ? error_response(400, "VALIDATION_ERROR", r.error().message())
-                     : status_response(r.error()));
-    return;
+  for (dom::element e : many) {
+    AdHocLimit l;
+    if (!parse_limit(e, true, &l, &error)) {
+      answer(call, error_response(400, "VALIDATION_ERROR",
+                                  "limits[" + std::to_string(limits->size()) + "]: " + error));
+      return false;
+    }
+    limits->push_back(std::move(l));
   }
-  const TimeUs now = ctx.engine.clock().now_us();
-  const bool allowed = std::all_of(r->begin(), r->end(), [](const auto& x) { return x.allowed; });
-  auto write = [&](common::JsonWriter& w, const AdHocResult& x, const AdHocLimit& l) {
-    w.key("allowed").value(x.allowed).key("namespace").value(x.ns);
-    w.key("identifier").value(x.identifier).key("limit").value(x.limit);
-    w.key("cost").value(l.cost).key("used").value(x.used).key("remaining").value(x.remaining);
-    w.key("window_start")
-        .value(time_text(x.window_start_us))
-        .key("reset")
-        .value(time_text(x.reset_us));
-  };
+  return true;
+}
+
+// The fields of one limit's answer.
+void write_adhoc_result(common::JsonWriter& w, const AdHocResult& x, const AdHocLimit& l) {
+  w.key("allowed").value(x.allowed).key("namespace").value(x.ns);
+  w.key("identifier").value(x.identifier).key("limit").value(x.limit);
+  w.key("cost").value(l.cost).key("used").value(x.used).key("remaining").value(x.remaining);
+  w.key("window_start")
+      .value(time_text(x.window_start_us))
+      .key("reset")
+      .value(time_text(x.reset_us));
+}
+
+// One limit's answer, or a batch's {"allowed", "results"}.
+std::string adhoc_body(const std::vector<AdHocResult>& results,
+                       const std::vector<AdHocLimit>& limits, bool batch, bool allowed) {
   common::JsonWriter w;
   w.begin_object();
   if (batch) {
     w.key("allowed").value(allowed).key("results").begin_array();
-    for (std::size_t i = 0; i < r->size(); ++i) {
+    for (std::size_t i = 0; i < results.size(); ++i) {
       w.begin_object();
-      write(w, (*r)[i], limits[i]);
+      write_adhoc_result(w, results[i], limits[i]);
       w.end_object();
     }
     w.end_array();
   } else {
-    write(w, r->front(), limits.front());
+    write_adhoc_result(w, results.front(), limits.front());
   }
   w.end_object();
-  Response resp = json_response(allowed ? 200 : 429, w.take());
-  // The headers of the first limit that denies, else of the first.
-  auto it = std::find_if(r->begin(), r->end(), [](const auto& x) { return !x.allowed; });
-  const AdHocResult& h = it != r->end() ? *it : r->front();
+  return w.take();
+}
+
+// The rate-limit headers of the first limit that denies, else of the first, and Retry-After
+// when one denies.
+void add_adhoc_headers(Response& resp, const std::vector<AdHocResult>& results, bool allowed,
+                       TimeUs now) {
+  auto it = std::find_if(results.begin(), results.end(), [](const auto& x) { return !x.allowed; });
+  const AdHocResult& h = it != results.end() ? *it : results.front();
   const std::int64_t reset_s = ceil_seconds_until(h.reset_us, now);
   resp.headers.emplace_back("X-RateLimit-Limit", std::to_string(h.limit));
   resp.headers.emplace_back("X-RateLimit-Remaining", std::to_string(h.remaining));
@@ -193,6 +189,37 @@ void ratelimit(Context& ctx, Call& call) {
   if (!allowed) {
     resp.headers.emplace_back("Retry-After", std::to_string(std::max<std::int64_t>(1, reset_s)));
   }
+}
+
+}  // namespace
+
+Response unkey_refusal(unsigned status, std::string_view detail) {
+  return unkey_error(status, detail);
+}
+
+// ---- Tally's own route ------------------------------------------------------------------------
+
+void ratelimit(Context& ctx, Call& call) {
+  dom::element root;
+  if (!body_json(call, &root)) {
+    return;
+  }
+  std::vector<AdHocLimit> limits;
+  bool batch = false;
+  if (!read_limits(call, root, &limits, &batch)) {
+    return;
+  }
+  Result<std::vector<AdHocResult>> r = ctx.engine.limit_adhoc(limits);
+  if (!r) {
+    answer(call, r.error().code() == StatusCode::kInvalidArgument
+                     ? error_response(400, "VALIDATION_ERROR", r.error().message())
+                     : status_response(r.error()));
+    return;
+  }
+  const TimeUs now = ctx.engine.clock().now_us();
+  const bool allowed = std::all_of(r->begin(), r->end(), [](const auto& x) { return x.allowed; });
+  Response resp = json_response(allowed ? 200 : 429, adhoc_body(*r, limits, batch, allowed));
+  add_adhoc_headers(resp, *r, allowed, now);
   answer(call, std::move(resp));
 }
 

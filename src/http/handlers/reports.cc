@@ -2,68 +2,70 @@
 // GET /v1/organizations/{id}/usage, GET /v1/admin/usage/top and GET /v1/meters/{key}/stats.
 // Each handler reads its query parameters strictly (an unknown one is refused), scopes the
 // customer to the key, and asks the engine; the numbers are all the engine's.
-#include <charconv>
-
 #include "http/handlers/handlers.h"
 
 namespace tally::http::handlers {
 
-void usage_history(Context& ctx, Call& call) {
-  std::string customer = call.params.at(0);
-  if (!scope_customer(call, &customer) ||
+namespace {
+
+// ---- GET /v1/customers/{id}/usage/history -------------------------------------------------------
+
+// The query: the customer (scoped to the key), a meter, a window, a zone, a group, and either
+// a number of windows or a range. False after answering 400 or 403.
+bool read_history_query(Call& call, HistoryQuery* q) {
+  q->customer = call.params.at(0);
+  if (!scope_customer(call, &q->customer) ||
       !only_params(call,
                    {"meter", "window", "windows", "from", "to", "tz", "timezone", "group_by"})) {
-    return;
+    return false;
   }
-  HistoryQuery q;
-  q.customer = customer;
-  q.meter = param(call, "meter");
-  if (q.meter.empty()) {
+  q->meter = param(call, "meter");
+  if (q->meter.empty()) {
     answer(call, error_response(400, "VALIDATION_ERROR", "query parameter 'meter' is required"));
-    return;
+    return false;
   }
-  if (!window_param(call, &q.window)) {
-    return;
+  if (!window_param(call, &q->window)) {
+    return false;
   }
-  q.timezone = zone_param(call);
-  q.group_by = param(call, "group_by");
-  if (!range_params(call, &q.from_us, &q.to_us) ||
-      !uint_param(call, "windows", 10'000, &q.windows)) {
-    return;
+  q->timezone = zone_param(call);
+  q->group_by = param(call, "group_by");
+  if (!range_params(call, &q->from_us, &q->to_us) ||
+      !uint_param(call, "windows", 10'000, &q->windows)) {
+    return false;
   }
-  if (call.request.query_param("windows") != nullptr && q.from_us != 0) {
+  if (call.request.query_param("windows") != nullptr && q->from_us != 0) {
     answer(call, error_response(400, "VALIDATION_ERROR",
                                 "give either 'windows' or 'from' and 'to', not both"));
-    return;
+    return false;
   }
-  auto r = ctx.engine.usage_history(q);
-  if (!r) {
-    answer(call, status_response(r.error()));
-    return;
-  }
+  return true;
+}
+
+// The history, with the series of each group when `groups` (a group_by was asked).
+std::string history_json(const UsageHistory& h, bool groups) {
   common::JsonWriter w;
   w.begin_object()
       .key("customer")
-      .value(r->customer)
+      .value(h.customer)
       .key("meter")
-      .value(r->meter)
+      .value(h.meter)
       .key("aggregation")
-      .value(r->aggregation)
+      .value(h.aggregation)
       .key("unit")
-      .value(r->unit)
+      .value(h.unit)
       .key("window")
-      .value(to_string(r->window))
+      .value(to_string(h.window))
       .key("timezone")
-      .value(r->timezone)
+      .value(h.timezone)
       .key("from")
-      .value(time_text(r->from_us))
+      .value(time_text(h.from_us))
       .key("to")
-      .value(time_text(r->to_us))
+      .value(time_text(h.to_us))
       .key("data");
-  write_series(w, r->data);
-  if (!q.group_by.empty()) {
+  write_series(w, h.data);
+  if (groups) {
     w.key("groups").begin_array();
-    for (const auto& s : r->groups) {
+    for (const auto& s : h.groups) {
       w.begin_object().key("group").begin_object();
       for (const auto& [k, v] : s.group) {
         w.key(k).value(v);
@@ -75,7 +77,214 @@ void usage_history(Context& ctx, Call& call) {
     w.end_array();
   }
   w.end_object();
-  answer(call, json_response(200, w.take()));
+  return w.take();
+}
+
+// ---- GET /v1/admin/customers ------------------------------------------------------------------
+
+// The query: a search, a sort and its order, and a page (limit, offset). False after answering
+// 400.
+bool read_summary_query(Call& call, CustomerSummaryQuery* q) {
+  if (!only_params(call, {"q", "sort", "order", "limit", "offset"})) {
+    return false;
+  }
+  q->search = param(call, "q");
+  if (const std::string* s = call.request.query_param("sort"); s != nullptr) {
+    q->sort = *s;
+  }
+  const std::string order = param(call, "order");
+  if (!order.empty() && order != "asc" && order != "desc") {
+    answer(call, error_response(400, "VALIDATION_ERROR", "order must be asc or desc"));
+    return false;
+  }
+  q->descending = order == "desc";
+  return uint_param(call, "limit", 1000, &q->limit) && offset_param(call, "offset", &q->offset);
+}
+
+// The page of customer summaries, with the query that made it.
+std::string summaries_json(const CustomerSummaryPage& page, const CustomerSummaryQuery& q) {
+  common::JsonWriter w;
+  w.begin_object()
+      .key("total")
+      .value(page.total)
+      .key("offset")
+      .value(q.offset)
+      .key("limit")
+      .value(q.limit)
+      .key("sort")
+      .value(q.sort)
+      .key("order")
+      .value(q.descending ? "desc" : "asc")
+      .key("customers")
+      .begin_array();
+  for (const CustomerSummary& c : page.customers) {
+    w.begin_object().key("id").value(c.id).key("name").value(c.name).key("plan");
+    write_nullable(w, c.plan);
+    w.key("status").value(to_string(c.status)).key("organization");
+    write_nullable(w, c.organization);
+    w.key("max_limit_percent");
+    write_decimal(w, c.max_percent);
+    w.key("max_limit_rule");
+    write_nullable(w, c.max_rule);
+    w.end_object();
+  }
+  w.end_array().end_object();
+  return w.take();
+}
+
+// ---- GET /v1/admin/usage/top ------------------------------------------------------------------
+
+struct TopQuery {
+  std::string meter;
+  std::string period;  // "" with a range; "month" when neither is given
+  TimeUs from_us = 0;
+  TimeUs to_us = 0;
+  std::uint32_t n = 10;
+};
+
+// The query: a meter, a period or a range (not both), and how many customers. False after
+// answering 400.
+bool read_top_query(Call& call, TopQuery* q) {
+  if (!only_params(call, {"meter", "period", "from", "to", "tz", "timezone", "n"})) {
+    return false;
+  }
+  q->meter = param(call, "meter");
+  if (q->meter.empty()) {
+    answer(call, error_response(400, "VALIDATION_ERROR", "query parameter 'meter' is required"));
+    return false;
+  }
+  if (!range_params(call, &q->from_us, &q->to_us) || !uint_param(call, "n", 1000, &q->n)) {
+    return false;
+  }
+  q->period = param(call, "period");
+  if (q->from_us != 0 && !q->period.empty()) {
+    answer(call,
+           error_response(400, "VALIDATION_ERROR", "give 'period' or 'from' and 'to', not both"));
+    return false;
+  }
+  if (q->from_us == 0 && q->period.empty()) {
+    q->period = "month";
+  }
+  return true;
+}
+
+// The top customers, ranked from 1.
+std::string top_customers_json(const TopUsage& top) {
+  common::JsonWriter w;
+  w.begin_object()
+      .key("meter")
+      .value(top.meter)
+      .key("aggregation")
+      .value(top.aggregation)
+      .key("unit")
+      .value(top.unit)
+      .key("period");
+  write_nullable(w, top.period);
+  w.key("from")
+      .value(time_text(top.from_us))
+      .key("to")
+      .value(time_text(top.to_us))
+      .key("timezone")
+      .value(top.timezone)
+      .key("customers")
+      .begin_array();
+  std::uint64_t rank = 0;
+  for (const auto& c : top.customers) {
+    w.begin_object()
+        .key("rank")
+        .value(++rank)
+        .key("customer")
+        .value(c.customer)
+        .key("name")
+        .value(c.name)
+        .key("value");
+    write_decimal(w, c.value);
+    w.end_object();
+  }
+  w.end_array().end_object();
+  return w.take();
+}
+
+// ---- GET /v1/meters/{key}/stats ---------------------------------------------------------------
+
+// The query: the meter, a customer (scoped to the key), a window, a zone, a range, how many
+// peaks, and filter[...]. False after answering 400 or 403.
+bool read_stats_query(Call& call, StatsQuery* q) {
+  if (!only_params(call, {"customer", "window", "from", "to", "tz", "timezone", "peaks"},
+                   {.filters = true})) {
+    return false;
+  }
+  q->meter = call.params.at(0);
+  q->customer = param(call, "customer");
+  if (!scope_customer(call, &q->customer) || !window_param(call, &q->window)) {
+    return false;
+  }
+  q->timezone = zone_param(call);
+  if (!range_params(call, &q->from_us, &q->to_us) ||
+      !uint_param(call, "peaks", 100, &q->peaks_max)) {
+    return false;
+  }
+  q->filter = filter_params(call.request);
+  return true;
+}
+
+std::string meter_stats_json(const MeterStats& m) {
+  common::JsonWriter w;
+  w.begin_object()
+      .key("meter")
+      .value(m.meter)
+      .key("aggregation")
+      .value(m.aggregation)
+      .key("unit")
+      .value(m.unit)
+      .key("customer");
+  write_nullable(w, m.customer);
+  w.key("window")
+      .value(to_string(m.window))
+      .key("timezone")
+      .value(m.timezone)
+      .key("from")
+      .value(time_text(m.from_us))
+      .key("to")
+      .value(time_text(m.to_us))
+      .key("windows")
+      .value(m.windows)
+      .key("windows_with_data")
+      .value(m.windows_with_data)
+      .key("stats")
+      .begin_object()
+      .key("count")
+      .value(m.count);
+  const std::pair<const char*, const std::string*> fields[] = {
+      {"sum", &m.sum},       {"avg", &m.avg}, {"min", &m.min}, {"max", &m.max},
+      {"median", &m.median}, {"p95", &m.p95}, {"p99", &m.p99}};
+  for (const auto& [name, value] : fields) {
+    w.key(name);
+    write_decimal(w, *value);
+  }
+  w.end_object().key("trends").begin_object().key("window_over_window");
+  write_trend(w, m.window_over_window);
+  w.key("day_over_day");
+  write_trend(w, m.day_over_day);
+  w.end_object().key("peaks");
+  write_series(w, m.peaks);
+  w.end_object();
+  return w.take();
+}
+
+}  // namespace
+
+void usage_history(Context& ctx, Call& call) {
+  HistoryQuery q;
+  if (!read_history_query(call, &q)) {
+    return;
+  }
+  auto r = ctx.engine.usage_history(q);
+  if (!r) {
+    answer(call, status_response(r.error()));
+    return;
+  }
+  answer(call, json_response(200, history_json(*r, !q.group_by.empty())));
 }
 
 void usage_report(Context& ctx, Call& call) {
@@ -195,196 +404,42 @@ void organization_usage(Context& ctx, Call& call) {
 }
 
 void admin_customers(Context& ctx, Call& call) {
-  if (!only_params(call, {"q", "sort", "order", "limit", "offset"})) {
-    return;
-  }
   CustomerSummaryQuery q;
-  q.search = param(call, "q");
-  if (const std::string* s = call.request.query_param("sort"); s != nullptr) {
-    q.sort = *s;
-  }
-  const std::string order = param(call, "order");
-  if (!order.empty() && order != "asc" && order != "desc") {
-    answer(call, error_response(400, "VALIDATION_ERROR", "order must be asc or desc"));
+  if (!read_summary_query(call, &q)) {
     return;
-  }
-  q.descending = order == "desc";
-  if (!uint_param(call, "limit", 1000, &q.limit)) {
-    return;
-  }
-  if (const std::string* o = call.request.query_param("offset"); o != nullptr) {
-    std::uint32_t n = 0;
-    auto r = std::from_chars(o->data(), o->data() + o->size(), n);
-    if (r.ec != std::errc() || r.ptr != o->data() + o->size() || o->empty()) {
-      answer(call, error_response(400, "VALIDATION_ERROR",
-                                  "query parameter 'offset' must be an integer 0..4294967295"));
-      return;
-    }
-    q.offset = n;
   }
   auto r = ctx.engine.customer_summaries(q);
   if (!r) {
     answer(call, status_response(r.error()));
     return;
   }
-  common::JsonWriter w;
-  w.begin_object()
-      .key("total")
-      .value(r->total)
-      .key("offset")
-      .value(q.offset)
-      .key("limit")
-      .value(q.limit)
-      .key("sort")
-      .value(q.sort)
-      .key("order")
-      .value(q.descending ? "desc" : "asc")
-      .key("customers")
-      .begin_array();
-  for (const CustomerSummary& c : r->customers) {
-    w.begin_object().key("id").value(c.id).key("name").value(c.name).key("plan");
-    write_nullable(w, c.plan);
-    w.key("status").value(to_string(c.status)).key("organization");
-    write_nullable(w, c.organization);
-    w.key("max_limit_percent");
-    write_decimal(w, c.max_percent);
-    w.key("max_limit_rule");
-    write_nullable(w, c.max_rule);
-    w.end_object();
-  }
-  w.end_array().end_object();
-  answer(call, json_response(200, w.take()));
+  answer(call, json_response(200, summaries_json(*r, q)));
 }
 
 void top_customers(Context& ctx, Call& call) {
-  if (!only_params(call, {"meter", "period", "from", "to", "tz", "timezone", "n"})) {
+  TopQuery q;
+  if (!read_top_query(call, &q)) {
     return;
   }
-  const std::string meter = param(call, "meter");
-  if (meter.empty()) {
-    answer(call, error_response(400, "VALIDATION_ERROR", "query parameter 'meter' is required"));
-    return;
-  }
-  TimeUs from = 0;
-  TimeUs to = 0;
-  std::uint32_t n = 10;
-  if (!range_params(call, &from, &to) || !uint_param(call, "n", 1000, &n)) {
-    return;
-  }
-  std::string period = param(call, "period");
-  if (from != 0 && !period.empty()) {
-    answer(call,
-           error_response(400, "VALIDATION_ERROR", "give 'period' or 'from' and 'to', not both"));
-    return;
-  }
-  if (from == 0 && period.empty()) {
-    period = "month";
-  }
-  auto r = ctx.engine.top_customers(meter, period, from, to, zone_param(call), n);
+  auto r = ctx.engine.top_customers(q.meter, q.period, q.from_us, q.to_us, zone_param(call), q.n);
   if (!r) {
     answer(call, status_response(r.error()));
     return;
   }
-  common::JsonWriter w;
-  w.begin_object()
-      .key("meter")
-      .value(r->meter)
-      .key("aggregation")
-      .value(r->aggregation)
-      .key("unit")
-      .value(r->unit)
-      .key("period");
-  write_nullable(w, r->period);
-  w.key("from")
-      .value(time_text(r->from_us))
-      .key("to")
-      .value(time_text(r->to_us))
-      .key("timezone")
-      .value(r->timezone)
-      .key("customers")
-      .begin_array();
-  std::uint64_t rank = 0;
-  for (const auto& c : r->customers) {
-    w.begin_object()
-        .key("rank")
-        .value(++rank)
-        .key("customer")
-        .value(c.customer)
-        .key("name")
-        .value(c.name)
-        .key("value");
-    write_decimal(w, c.value);
-    w.end_object();
-  }
-  w.end_array().end_object();
-  answer(call, json_response(200, w.take()));
+  answer(call, json_response(200, top_customers_json(*r)));
 }
 
 void meter_stats(Context& ctx, Call& call) {
-  if (!only_params(call, {"customer", "window", "from", "to", "tz", "timezone", "peaks"},
-                   {.filters = true})) {
-    return;
-  }
   StatsQuery q;
-  q.meter = call.params.at(0);
-  q.customer = param(call, "customer");
-  if (!scope_customer(call, &q.customer)) {
+  if (!read_stats_query(call, &q)) {
     return;
   }
-  if (!window_param(call, &q.window)) {
-    return;
-  }
-  q.timezone = zone_param(call);
-  if (!range_params(call, &q.from_us, &q.to_us) || !uint_param(call, "peaks", 100, &q.peaks_max)) {
-    return;
-  }
-  q.filter = filter_params(call.request);
   auto r = ctx.engine.meter_stats(q);
   if (!r) {
     answer(call, status_response(r.error()));
     return;
   }
-  common::JsonWriter w;
-  w.begin_object()
-      .key("meter")
-      .value(r->meter)
-      .key("aggregation")
-      .value(r->aggregation)
-      .key("unit")
-      .value(r->unit)
-      .key("customer");
-  write_nullable(w, r->customer);
-  w.key("window")
-      .value(to_string(r->window))
-      .key("timezone")
-      .value(r->timezone)
-      .key("from")
-      .value(time_text(r->from_us))
-      .key("to")
-      .value(time_text(r->to_us))
-      .key("windows")
-      .value(r->windows)
-      .key("windows_with_data")
-      .value(r->windows_with_data)
-      .key("stats")
-      .begin_object()
-      .key("count")
-      .value(r->count);
-  const std::pair<const char*, const std::string*> fields[] = {
-      {"sum", &r->sum},       {"avg", &r->avg}, {"min", &r->min}, {"max", &r->max},
-      {"median", &r->median}, {"p95", &r->p95}, {"p99", &r->p99}};
-  for (const auto& [name, value] : fields) {
-    w.key(name);
-    write_decimal(w, *value);
-  }
-  w.end_object().key("trends").begin_object().key("window_over_window");
-  write_trend(w, r->window_over_window);
-  w.key("day_over_day");
-  write_trend(w, r->day_over_day);
-  w.end_object().key("peaks");
-  write_series(w, r->peaks);
-  w.end_object();
-  answer(call, json_response(200, w.take()));
+  answer(call, json_response(200, meter_stats_json(*r)));
 }
 
 }  // namespace tally::http::handlers

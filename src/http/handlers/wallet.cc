@@ -9,6 +9,82 @@ namespace tally::http::handlers {
 
 namespace dom = simdjson::dom;
 
+namespace {
+
+// A transaction request as read, its type still text.
+struct TransactionFields {
+  WalletTransactionRequest req;
+  std::string type;
+  bool has_amount = false;
+};
+
+// Reads the field `key` of a wallet transaction into `out`. Returns an error message, or "".
+std::string read_transaction_field(const std::string& key, dom::element v, TransactionFields* out) {
+  std::string_view s;
+  const bool text = v.get_string().get(s) == simdjson::SUCCESS;
+  if (key == "type" && text) {
+    out->type.assign(s);
+  } else if (key == "amount" && (text || v.is_int64() || v.is_uint64() || v.is_double())) {
+    out->req.amount = text ? std::string(s) : simdjson::minify(v);
+    out->has_amount = true;
+  } else if (key == "description" && text) {
+    out->req.description.assign(s);
+  } else if (key == "priority" && v.is_int64()) {
+    const std::int64_t p = v.get_int64().value();
+    if (p < 0 || p > 1'000'000) {
+      return "priority must be 0..1000000";
+    }
+    out->req.priority = p;
+  } else if (key == "expires_at" && v.is_null()) {
+    out->req.expires_at_us = 0;
+  } else if (key == "expires_at" && text) {
+    auto t = core::parse_rfc3339(s);
+    if (!t) {
+      return "expires_at: " + t.error().message();
+    }
+    out->req.expires_at_us = *t;
+  } else {
+    return "unknown or mistyped field '" + key +
+           "'; allowed: type, amount, description, priority, expires_at";
+  }
+  return "";
+}
+
+// The body of POST /v1/customers/{id}/wallet/transactions: false after answering 400.
+bool read_wallet_transaction(Call& call, WalletTransactionRequest* req) {
+  dom::object obj;
+  if (!body_object(call, &obj,
+                   "the body must be an object such as {\"type\": \"top_up\", "
+                   "\"amount\": 1000}")) {
+    return false;
+  }
+  TransactionFields fields;
+  for (auto f : obj) {
+    if (std::string error = read_transaction_field(std::string(f.key), f.value, &fields);
+        !error.empty()) {
+      answer(call, error_response(400, "VALIDATION_ERROR", error));
+      return false;
+    }
+  }
+  if (fields.type.empty() || !fields.has_amount) {
+    answer(call, error_response(400, "VALIDATION_ERROR", "'type' and 'amount' are required"));
+    return false;
+  }
+  const std::optional<LedgerType> known = parse_ledger_type(fields.type);
+  if (!known) {
+    // The engine refuses the ledger's other types (burn, expiry, ...) in the same words.
+    answer(call, error_response(400, "VALIDATION_ERROR",
+                                "type must be one of grant, top_up, refund, adjustment "
+                                "(burns come from events)"));
+    return false;
+  }
+  *req = std::move(fields.req);
+  req->type = *known;
+  return true;
+}
+
+}  // namespace
+
 void get_wallet(Context& ctx, Call& call) {
   std::string customer = call.params[0];
   if (!scope_customer(call, &customer))
@@ -24,66 +100,10 @@ void get_wallet(Context& ctx, Call& call) {
 }
 
 void create_wallet_transaction(Context& ctx, Call& call) {
-  dom::object obj;
-  if (!body_object(call, &obj,
-                   "the body must be an object such as {\"type\": \"top_up\", "
-                   "\"amount\": 1000}")) {
-    return;
-  }
   WalletTransactionRequest req;
-  std::string type;
-  bool has_amount = false;
-  for (auto f : obj) {
-    std::string_view s;
-    const std::string key(f.key);
-    if (key == "type" && f.value.get_string().get(s) == simdjson::SUCCESS) {
-      type.assign(s);
-    } else if (key == "amount" && f.value.get_string().get(s) == simdjson::SUCCESS) {
-      req.amount.assign(s);
-      has_amount = true;
-    } else if (key == "amount" &&
-               (f.value.is_int64() || f.value.is_uint64() || f.value.is_double())) {
-      req.amount = simdjson::minify(f.value);
-      has_amount = true;
-    } else if (key == "description" && f.value.get_string().get(s) == simdjson::SUCCESS) {
-      req.description.assign(s);
-    } else if (key == "priority" && f.value.is_int64()) {
-      const std::int64_t p = f.value.get_int64().value();
-      if (p < 0 || p > 1'000'000) {
-        answer(call, error_response(400, "VALIDATION_ERROR", "priority must be 0..1000000"));
-        return;
-      }
-      req.priority = p;
-    } else if (key == "expires_at" && f.value.is_null()) {
-      req.expires_at_us = 0;
-    } else if (key == "expires_at" && f.value.get_string().get(s) == simdjson::SUCCESS) {
-      auto t = core::parse_rfc3339(s);
-      if (!t) {
-        answer(call, error_response(400, "VALIDATION_ERROR", "expires_at: " + t.error().message()));
-        return;
-      }
-      req.expires_at_us = *t;
-    } else {
-      answer(call, error_response(400, "VALIDATION_ERROR",
-                                  "unknown or mistyped field '" + key +
-                                      "'; allowed: type, amount, description, priority, "
-                                      "expires_at"));
-      return;
-    }
-  }
-  if (type.empty() || !has_amount) {
-    answer(call, error_response(400, "VALIDATION_ERROR", "'type' and 'amount' are required"));
+  if (!read_wallet_transaction(call, &req)) {
     return;
   }
-  const std::optional<LedgerType> known = parse_ledger_type(type);
-  if (!known) {
-    // The engine refuses the ledger's other types (burn, expiry, ...) in the same words.
-    answer(call, error_response(400, "VALIDATION_ERROR",
-                                "type must be one of grant, top_up, refund, adjustment "
-                                "(burns come from events)"));
-    return;
-  }
-  req.type = *known;
   Result<LedgerTransaction> t =
       ctx.engine.wallet_transaction(call.params[0], req, call.identity.key_id);
   if (!t) {
