@@ -684,6 +684,48 @@ std::vector<CustomerRange> split_customers(const Ids& ids) {
   return {CustomerRange{0, *middle}, CustomerRange{*middle, CustomerRange::kEnd}};
 }
 
+// Verifies the ranges of split_customers(in.ids), the first on this thread, the other beside;
+// *parts holds them, run.
+Status run_parts(const Engine::Impl& d, const VerifyInputs& in,
+                 std::vector<std::unique_ptr<VerifyPart>>* parts) {
+  for (const auto& range : split_customers(in.ids)) {
+    parts->push_back(std::make_unique<VerifyPart>(d, in, range));
+  }
+  std::vector<Status> ran(parts->size());
+  std::vector<std::thread> threads;
+  for (std::size_t i = 1; i < parts->size(); ++i) {
+    threads.emplace_back([&, i] { ran[i] = (*parts)[i]->run(); });
+  }
+  ran[0] = (*parts)[0]->run();
+  for (auto& t : threads) {
+    t.join();
+  }
+  for (const Status& s : ran) {
+    TALLY_TRY(s);
+  }
+  return Status();
+}
+
+// Adds what a part found to the whole: its counts and differences, its priced events, its
+// re-rating sums; the re-rated events it found leave `rerates`.
+void merge_part(const VerifyPart& part, VerifyReport* report, PricedEvents* priced,
+                std::map<std::uint32_t, core::Decimal>* rerate_differences, Rerates* rerates) {
+  report->events += part.report.events;
+  report->aggregates += part.report.aggregates;
+  report->differences.insert(report->differences.end(), part.report.differences.begin(),
+                             part.report.differences.end());
+  for (const auto& [k, copies] : part.priced) {
+    auto& all = (*priced)[k];
+    all.insert(all.end(), copies.begin(), copies.end());
+  }
+  for (const auto& [cnum, amount] : part.rerate_differences) {
+    (*rerate_differences)[cnum] += amount;
+  }
+  for (const auto& k : part.rerates_found) {
+    rerates->erase(k);
+  }
+}
+
 }  // namespace
 }  // namespace engine
 
@@ -714,37 +756,10 @@ Result<VerifyReport> Engine::verify() const {
 
   // The customers in two ranges, verified side by side.
   std::vector<std::unique_ptr<engine::VerifyPart>> parts;
-  for (const auto& range : engine::split_customers(in.ids)) {
-    parts.push_back(std::make_unique<engine::VerifyPart>(d, in, range));
-  }
-  std::vector<Status> ran(parts.size());
-  std::vector<std::thread> threads;
-  for (std::size_t i = 1; i < parts.size(); ++i) {
-    threads.emplace_back([&, i] { ran[i] = parts[i]->run(); });
-  }
-  ran[0] = parts[0]->run();
-  for (auto& t : threads) {
-    t.join();
-  }
-
+  TALLY_TRY(engine::run_parts(d, in, &parts));
   std::map<std::uint32_t, core::Decimal> rerate_differences;
-  for (std::size_t i = 0; i < parts.size(); ++i) {
-    TALLY_TRY(ran[i]);
-    engine::VerifyPart& part = *parts[i];
-    report.events += part.report.events;
-    report.aggregates += part.report.aggregates;
-    report.differences.insert(report.differences.end(), part.report.differences.begin(),
-                              part.report.differences.end());
-    for (auto& [k, copies] : part.priced) {
-      auto& all = priced[k];
-      all.insert(all.end(), copies.begin(), copies.end());
-    }
-    for (const auto& [cnum, amount] : part.rerate_differences) {
-      rerate_differences[cnum] += amount;
-    }
-    for (const auto& k : part.rerates_found) {
-      in.rerates.erase(k);
-    }
+  for (const auto& part : parts) {
+    engine::merge_part(*part, &report, &priced, &rerate_differences, &in.rerates);
   }
   // Re-rated events no part found were archived since.
   engine::add_archived_rerates(*d.store, in.rerates, &rerate_differences, &report);
