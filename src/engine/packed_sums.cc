@@ -156,7 +156,7 @@ std::int64_t read_zigzag(const char*& p) {
 __int128 read_wide(const char*& p) {
   __int128 v = 0;
   common::Reader r(std::string_view(p, 16));
-  const bool ok = r.get_i128(&v);
+  [[maybe_unused]] const bool ok = r.get_i128(&v);
   TALLY_DASSERT(ok, "a packed 16-byte value is whole");
   p += 16;
   return v;
