@@ -1173,5 +1173,69 @@ TEST_F(EngineDiskTest, VerifyNamesEveryStoredRecordItsEventsDoNotExplain) {
   }
 }
 
+// A customer's every event stored twice (its blocks copied under later sequences, as a faulty
+// commit might) is named once per id, however many ids the customer has.
+TEST_F(EngineDiskTest, VerifyNamesEveryIdStoredTwice) {
+  constexpr int kEvents = 1500;
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    for (int first = 0; first < kEvents; first += 500) {
+      std::string body = R"({"events":[)";
+      for (int i = first; i < first + 500; ++i) {
+        body +=
+            (i > first ? "," : "") + std::string(R"({"id":"e)") + std::to_string(i) +
+            R"(","customer":"a","type":"api_call","time":"2025-01-10T09:00:00Z","properties":{"service":"s"}})";
+      }
+      body += "]}";
+      ASSERT_EQ(e->ingest_json(body)->accepted, 500u);
+    }
+    ASSERT_EQ(
+        e->ingest_json(
+             R"({"events":[{"id":"e1","customer":"b","type":"api_call","time":"2025-01-10T09:00:00Z","properties":{"service":"s"}}]})")
+            ->accepted,
+        1u);
+    auto clean = e->verify();
+    ASSERT_TRUE(clean.has_value()) << clean.error().message();
+    ASSERT_TRUE(clean->ok()) << clean->differences[0];  // ids repeat across customers, not within
+  }
+  {
+    store::RocksOptions ro;
+    ro.path = dir_;
+    auto st = store::open_rocksdb_store(ro);
+    ASSERT_TRUE(st.has_value()) << st.error().message();
+    auto& s = **st;
+    std::string a_first;
+    common::put_be32(a_first, 1);  // customer number 1 is a
+    std::string a_end;
+    common::put_be32(a_end, 2);
+    store::WriteBatch copies;
+    ASSERT_TRUE(
+        s.scan(store::Space::kEvents, a_first, a_end, [&](std::string_view k, std::string_view v) {
+           std::string later = a_first;
+           common::put_be64(later, common::read_be64(k.substr(4)) + 1000000);
+           copies.put(store::Space::kEvents, later, std::string(v));
+           return true;
+         }).ok());
+    ASSERT_FALSE(copies.empty());
+    ASSERT_TRUE(s.write(copies, true).ok());
+  }
+  auto e = open(kConfig);
+  ASSERT_TRUE(e);
+  auto report = e->verify();
+  ASSERT_TRUE(report.has_value()) << report.error().message();
+  EXPECT_EQ(report->events, 2u * kEvents + 1);
+  std::set<std::string> twice;
+  for (const auto& d : report->differences) {
+    if (d.find("is stored twice") != std::string::npos) {
+      twice.insert(d);
+    }
+  }
+  EXPECT_EQ(twice.size(), static_cast<std::size_t>(kEvents));
+  EXPECT_EQ(twice.count("event id 'e0' of customer 'a' is stored twice"), 1u);
+  EXPECT_EQ(twice.count("event id 'e1499' of customer 'a' is stored twice"), 1u);
+  EXPECT_EQ(twice.count("event id 'e1' of customer 'b' is stored twice"), 0u);
+}
+
 }  // namespace
 }  // namespace tally

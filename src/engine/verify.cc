@@ -1,6 +1,7 @@
 // Recomputation of aggregates from raw events: used to rebuild a meter whose definition
 // changed, and by `tally verify` to prove that every stored aggregate equals its events.
 #include <algorithm>
+#include <bit>
 #include <map>
 #include <memory_resource>
 #include <optional>
@@ -45,6 +46,71 @@ void add_event_aggregates(const std::vector<core::MeterSpec>& meters, std::uint3
                      });
 }
 
+namespace {
+
+// When each event id of one customer was last received: an open-addressing table of the ids'
+// hashes and text, the text in an arena, all let go of at once when the next customer begins
+// (a node and a string per id was a tenth of verify's time).
+class ReceivedIds {
+ public:
+  ReceivedIds() { slots_.resize(kSlotsMin); }
+
+  // When `id` was received before (nullopt the first time); it is now received `at`.
+  std::optional<core::TimeUs> exchange(std::string_view id, core::TimeUs at) {
+    if ((used_ + 1) * 2 > slots_.size()) {
+      grow();
+    }
+    const std::uint64_t hash = std::hash<std::string_view>{}(id);
+    std::size_t i = hash & (slots_.size() - 1);
+    for (; slots_[i].id.data() != nullptr; i = (i + 1) & (slots_.size() - 1)) {
+      if (slots_[i].hash == hash && slots_[i].id == id) {
+        return std::exchange(slots_[i].at, at);
+      }
+    }
+    char* text = static_cast<char*>(arena_.allocate(std::max<std::size_t>(id.size(), 1), 1));
+    std::copy(id.begin(), id.end(), text);
+    slots_[i] = Slot{hash, std::string_view(text, id.size()), at};
+    ++used_;
+    return std::nullopt;
+  }
+
+  // Forgets every id: a table about twice the size of the last customer's ids is kept.
+  void clear() {
+    slots_.assign(std::max(kSlotsMin, std::bit_ceil(used_ * 2)), Slot{});
+    used_ = 0;
+    arena_.release();
+  }
+
+ private:
+  static constexpr std::size_t kSlotsMin = 1024;  // a power of two
+
+  struct Slot {
+    std::uint64_t hash = 0;
+    std::string_view id;  // data() is null in an empty slot
+    core::TimeUs at = 0;
+  };
+
+  void grow() {
+    std::vector<Slot> old(slots_.size() * 2);
+    old.swap(slots_);
+    for (const Slot& slot : old) {
+      if (slot.id.data() != nullptr) {
+        std::size_t i = slot.hash & (slots_.size() - 1);
+        while (slots_[i].id.data() != nullptr) {
+          i = (i + 1) & (slots_.size() - 1);
+        }
+        slots_[i] = slot;
+      }
+    }
+  }
+
+  std::vector<Slot> slots_;  // a power of two
+  std::size_t used_ = 0;
+  std::pmr::monotonic_buffer_resource arena_;
+};
+
+}  // namespace
+
 Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& meters,
                  const std::unordered_map<std::uint32_t, std::string>& customer_ids,
                  Recomputed* out, std::int64_t dedup_window_us, const RecomputeHook& on_event,
@@ -53,7 +119,7 @@ Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& 
   // The customer whose blocks are being read, and when the latest copy of each of its ids was
   // received (block keys begin with the customer number: a customer's blocks are together).
   std::optional<std::uint32_t> current;
-  std::unordered_map<std::string, core::TimeUs> seen;
+  ReceivedIds seen;
   Status failed;
   auto customer_done = [&] {
     if (current.has_value() && on_customer_done) {
@@ -91,17 +157,14 @@ Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& 
         BlockHeader h;
         const bool ok = decode_event_block(v, &h, [&](const BlockEvent& be) {
           ++out->events;
-          auto [sit, first] = seen.try_emplace(std::string(be.id), h.received_at_us);
-          if (!first) {
+          if (const auto before = seen.exchange(be.id, h.received_at_us)) {
             // The commit accepts a copy again once the earlier one is older than the window.
-            const core::TimeUs apart = h.received_at_us > sit->second
-                                           ? h.received_at_us - sit->second
-                                           : sit->second - h.received_at_us;
+            const core::TimeUs apart = h.received_at_us > *before ? h.received_at_us - *before
+                                                                  : *before - h.received_at_us;
             if (dedup_window_us <= 0 || apart <= dedup_window_us) {
               out->problems.push_back("event id '" + std::string(be.id) + "' of customer '" +
                                       customer + "' is stored twice");
             }
-            sit->second = h.received_at_us;
           }
           stored_event_batch(customer, be, &scratch);
           if (on_event) {
@@ -251,19 +314,13 @@ using PricedEvents =
 using Ids = std::unordered_map<std::uint32_t, std::string>;
 
 // The minute aggregates the events of a range of customer numbers give, keyed by numbers
-// (meter, group, customer, minute) rather than by the store's key text, in memory let go of at
-// once: verify reads every stored event, and allocating and comparing key text for each was
-// most of its time.
+// (meter, group, customer, minute) rather than by the store's key text, kept in the order they
+// are counted (mostly time order, so the minutes being added to stay in the cache) with an
+// open-addressing index over them, reused from customer to customer: verify reads every stored
+// event, and allocating and comparing key text (later, a node per minute) for each was most of
+// its time.
 class Recount {
  public:
-  struct Minute {
-    std::uint32_t meter = 0;
-    std::uint32_t group = 0;
-    std::uint32_t customer = 0;
-    core::TimeUs minute_us = 0;
-    bool operator==(const Minute&) const = default;
-  };
-
   struct Counted {
     core::AggState state;
     bool stored = false;  // its stored aggregate was seen
@@ -274,83 +331,127 @@ class Recount {
     for (std::uint32_t i = 0; i < meters_.size(); ++i) {
       meter_numbers_.emplace(meters_[i], i);
     }
-    minutes_.emplace(&arena_);
+    index_.assign(kIndexMin, 0);
   }
 
-  // The state of (meter, customer, minute, group), made empty when new.
-  core::AggState& at(std::string_view meter, std::uint32_t customer, core::TimeUs minute_us,
+  // The number of meter `key`, one of the meter keys compared.
+  std::uint32_t meter_number(std::string_view key) const {
+    auto it = meter_numbers_.find(key);
+    TALLY_ASSERT(it != meter_numbers_.end(), "a recounted meter is one of the meters compared");
+    return it->second;
+  }
+
+  // The state of (meter number, customer, minute, group), made empty when new.
+  core::AggState& at(std::uint32_t meter, std::uint32_t customer, core::TimeUs minute_us,
                      std::string_view group) {
-    const Minute k{number(meter_numbers_, meter), group_number(group), customer, minute_us};
-    return (*minutes_)[k].state;
+    if ((entries_.size() + 1) * 2 > index_.size()) {
+      resize_index(index_.size() * 2);
+    }
+    const Minute k{meter, group_number(group), customer, minute_us};
+    const std::uint64_t h = hash(k);
+    std::size_t i = h & (index_.size() - 1);
+    for (; index_[i] != 0; i = (i + 1) & (index_.size() - 1)) {
+      if ((index_[i] >> 32) == (h >> 32) && entries_[(index_[i] & 0xFFFFFFFF) - 1].key == k) {
+        return entries_[(index_[i] & 0xFFFFFFFF) - 1].counted.state;
+      }
+    }
+    entries_.push_back(Entry{k, {}});
+    index_[i] = (h & ~std::uint64_t{0xFFFFFFFF}) | entries_.size();
+    return entries_.back().counted.state;
   }
 
-  // What the events gave (meter, customer, minute, group), or null when nothing.
-  Counted* find(std::string_view meter, std::uint32_t customer, core::TimeUs minute_us,
+  // What the events gave (meter number, customer, minute, group), or null when nothing.
+  Counted* find(std::uint32_t meter, std::uint32_t customer, core::TimeUs minute_us,
                 std::string_view group) {
-    auto m = meter_numbers_.find(std::string(meter));
-    group_text_ = group;
-    auto g = group_numbers_.find(group_text_);
-    if (m == meter_numbers_.end() || g == group_numbers_.end()) {
+    auto g = group_numbers_.find(group);
+    if (g == group_numbers_.end()) {
       return nullptr;
     }
-    auto it = minutes_->find(Minute{m->second, g->second, customer, minute_us});
-    return it == minutes_->end() ? nullptr : &it->second;
+    const Minute k{meter, g->second, customer, minute_us};
+    const std::uint64_t h = hash(k);
+    for (std::size_t i = h & (index_.size() - 1); index_[i] != 0;
+         i = (i + 1) & (index_.size() - 1)) {
+      if ((index_[i] >> 32) == (h >> 32) && entries_[(index_[i] & 0xFFFFFFFF) - 1].key == k) {
+        return &entries_[(index_[i] & 0xFFFFFFFF) - 1].counted;
+      }
+    }
+    return nullptr;
   }
 
   // Calls fn(meter, customer, minute, group, state) for each minute whose stored aggregate was
   // not seen.
   template <typename Fn>
   void for_each_unstored(Fn&& fn) const {
-    for (const auto& [k, counted] : *minutes_) {
-      if (!counted.stored) {
-        fn(meters_[k.meter], k.customer, k.minute_us, groups_[k.group], counted.state);
+    for (const Entry& e : entries_) {
+      if (!e.counted.stored) {
+        fn(meters_[e.key.meter], e.key.customer, e.key.minute_us, groups_[e.key.group],
+           e.counted.state);
       }
     }
   }
 
-  // Forgets every minute, and the memory they took.
+  // Forgets every minute; the index keeps about the size the last customer needed.
   void clear() {
-    minutes_.reset();
-    arena_.release();
-    minutes_.emplace(&arena_);
+    const std::size_t size = std::max(kIndexMin, std::bit_ceil(entries_.size() * 2));
+    entries_.clear();
+    index_.assign(size, 0);
   }
 
  private:
-  struct MinuteHash {
-    std::size_t operator()(const Minute& k) const {
-      std::uint64_t h = static_cast<std::uint64_t>(k.minute_us) * 0x9E3779B97F4A7C15ull;
-      h ^= (static_cast<std::uint64_t>(k.customer) << 32 | k.group) * 0xC2B2AE3D27D4EB4Full;
-      h ^= k.meter * 0x165667B19E3779F9ull;
-      return static_cast<std::size_t>(h ^ (h >> 29));
-    }
+  static constexpr std::size_t kIndexMin = 1024;  // a power of two
+
+  struct Minute {
+    std::uint32_t meter = 0;
+    std::uint32_t group = 0;
+    std::uint32_t customer = 0;
+    core::TimeUs minute_us = 0;
+    bool operator==(const Minute&) const = default;
   };
 
-  using Minutes = std::pmr::unordered_map<Minute, Counted, MinuteHash>;
+  struct Entry {
+    Minute key;
+    Counted counted;
+  };
 
-  static std::uint32_t number(const std::unordered_map<std::string, std::uint32_t>& numbers,
-                              std::string_view text) {
-    auto it = numbers.find(std::string(text));
-    TALLY_ASSERT(it != numbers.end(), "a recounted meter is one of the meters compared");
-    return it->second;
+  static std::uint64_t hash(const Minute& k) {
+    std::uint64_t h = static_cast<std::uint64_t>(k.minute_us) * 0x9E3779B97F4A7C15ull;
+    h ^= (static_cast<std::uint64_t>(k.customer) << 32 | k.group) * 0xC2B2AE3D27D4EB4Full;
+    h ^= k.meter * 0x165667B19E3779F9ull;
+    return h ^ (h >> 29);
+  }
+
+  // An index of `size` slots (a power of two) over the entries.
+  void resize_index(std::size_t size) {
+    index_.assign(size, 0);
+    for (std::size_t n = 0; n < entries_.size(); ++n) {
+      const std::uint64_t h = hash(entries_[n].key);
+      std::size_t i = h & (size - 1);
+      while (index_[i] != 0) {
+        i = (i + 1) & (size - 1);
+      }
+      index_[i] = (h & ~std::uint64_t{0xFFFFFFFF}) | (n + 1);
+    }
   }
 
   std::uint32_t group_number(std::string_view group) {
-    group_text_ = group;
-    auto [it, added] =
-        group_numbers_.try_emplace(group_text_, static_cast<std::uint32_t>(groups_.size()));
-    if (added) {
-      groups_.push_back(group_text_);
+    auto it = group_numbers_.find(group);
+    if (it != group_numbers_.end()) {
+      return it->second;
     }
-    return it->second;
+    const auto n = static_cast<std::uint32_t>(groups_.size());
+    groups_.emplace_back(group);
+    group_numbers_.emplace(groups_.back(), n);
+    return n;
   }
 
   std::vector<std::string> meters_;
-  std::unordered_map<std::string, std::uint32_t> meter_numbers_;
+  StringMap meter_numbers_;
   std::vector<std::string> groups_;
-  std::unordered_map<std::string, std::uint32_t> group_numbers_;
-  std::string group_text_;  // a reused buffer for lookups
-  std::pmr::monotonic_buffer_resource arena_;
-  std::optional<Minutes> minutes_;  // allocates from arena_
+  StringMap group_numbers_;
+  std::vector<Entry> entries_;  // in the order they were counted (mostly time order)
+  // Open addressing with linear probing, a power of two: 0 for an empty slot, else the high
+  // half of the entry's hash and its position + 1.
+  std::vector<std::uint64_t> index_;
 };
 
 // Holds the stored aggregates and distinct values against a recomputation one range of
@@ -394,13 +495,14 @@ class StoredComparison {
   static constexpr std::uint64_t kEnd = CustomerRange::kEnd;
 
   Status compare(std::uint64_t lo, std::uint64_t hi, Recomputed* r) {
+    std::uint32_t meter_number = 0;
     for (const auto& meter : meter_keys_) {
       if (lo >= hi) {
         break;  // nothing after the last customer number
       }
       const auto [begin, end] = range(meter, lo, hi);
       add_baselines(begin, end, r);
-      TALLY_TRY(compare_aggregates(begin, end));
+      TALLY_TRY(compare_aggregates(meter_number++, begin, end));
       TALLY_TRY(compare_uniques(begin, end, r));
     }
     recount_.for_each_unstored([&](const std::string& meter, std::uint32_t customer,
@@ -437,7 +539,8 @@ class StoredComparison {
          it != baselines_.aggregates.end() && it->first < end; ++it) {
       AggregateKey ak;
       if (decode_aggregate_key(it->first, &ak)) {
-        recount_.at(ak.meter, ak.customer_num, ak.minute_us, ak.group).merge(it->second);
+        recount_.at(recount_.meter_number(ak.meter), ak.customer_num, ak.minute_us, ak.group)
+            .merge(it->second);
       }
     }
     for (auto it = baselines_.uniques.lower_bound(begin);
@@ -446,7 +549,8 @@ class StoredComparison {
     }
   }
 
-  Status compare_aggregates(const std::string& begin, const std::string& end) {
+  // The stored aggregates of meter number `meter` in [begin, end) against the recount.
+  Status compare_aggregates(std::uint32_t meter, const std::string& begin, const std::string& end) {
     return store_.scan(
         store::Space::kAggregates, begin, end, [&](std::string_view k, std::string_view v) {
           AggregateKey ak;
@@ -454,8 +558,7 @@ class StoredComparison {
             return true;
           }
           ++report_->aggregates;
-          Recount::Counted* counted =
-              recount_.find(ak.meter, ak.customer_num, ak.minute_us, ak.group);
+          Recount::Counted* counted = recount_.find(meter, ak.customer_num, ak.minute_us, ak.group);
           core::AggState stored;
           if (!decode_agg_state(v, &stored)) {
             report_->differences.push_back(describe(k) +
@@ -592,7 +695,11 @@ class VerifyPart {
         in_(in),
         customers_(customers),
         repricer_(d),
-        stored_(*d.store, in.meter_keys, in.baselines, in.ids, customers, &report) {}
+        stored_(*d.store, in.meter_keys, in.baselines, in.ids, customers, &report) {
+    for (const auto& spec : in.specs) {
+      spec_meters_.push_back(stored_.recount().meter_number(spec.key));
+    }
+  }
 
   Status run() {
     // Every event priced again from scratch, in order, as its commit priced it (tiered prices
@@ -624,7 +731,8 @@ class VerifyPart {
         in_.specs, be, b,
         [&](const core::MeterSpec& m, core::TimeUs minute, const std::string& group,
             const core::MeterInput& input) {
-          stored_.recount().at(m.key, cnum, minute, group).add(input.value, be.time_us, be.seq);
+          const std::uint32_t meter = spec_meters_[static_cast<std::size_t>(&m - in_.specs.data())];
+          stored_.recount().at(meter, cnum, minute, group).add(input.value, be.time_us, be.seq);
           if (m.aggregation == core::Aggregation::kUniqueCount) {
             r_.uniques[unique_key(m.key, cnum, minute, group, input.unique)] = true;
           }
@@ -652,7 +760,9 @@ class VerifyPart {
     for (const auto& [k, st] : hidden_) {
       AggregateKey ak;
       if (decode_aggregate_key(k, &ak)) {
-        stored_.recount().at(ak.meter, ak.customer_num, ak.minute_us, ak.group).merge(st);
+        Recount& recount = stored_.recount();
+        recount.at(recount.meter_number(ak.meter), ak.customer_num, ak.minute_us, ak.group)
+            .merge(st);
       }
     }
     hidden_.clear();
@@ -666,6 +776,7 @@ class VerifyPart {
   std::map<std::string, core::AggState> hidden_;  // the customer's cost meters, by store key
   Recomputed r_;
   StoredComparison stored_;
+  std::vector<std::uint32_t> spec_meters_;  // in_.specs[i]'s number in the recount
 };
 
 // The customer numbers split in two ranges of about as many customers each (one range when
