@@ -132,12 +132,18 @@ Status Engine::Impl::load() {
 
   // Aggregates and distinct values: from the checkpoint of the last clean stop when it matches
   // the store, else from every stored record. The dedup index meanwhile, on a thread of its own
-  // (the two share nothing; each is about half of a large store's restart).
+  // (the two share nothing; each is about half of a large store's restart); a read-only engine
+  // neither ingests nor checks, so it has no use for the index and does not load it.
   Status dedup_loaded;
-  std::thread dedup_loader([&] { dedup_loaded = load_dedup(); });
+  std::thread dedup_loader;
+  if (!read_only) {
+    dedup_loader = std::thread([&] { dedup_loaded = load_dedup(); });
+  }
   restored_from_checkpoint = load_checkpoint();
   const Status aggregates_loaded = restored_from_checkpoint ? Status() : load_aggregates();
-  dedup_loader.join();
+  if (dedup_loader.joinable()) {
+    dedup_loader.join();
+  }
   TALLY_TRY(aggregates_loaded);
   TALLY_TRY(dedup_loaded);
   TALLY_TRY(load_wallets());
