@@ -1237,5 +1237,59 @@ TEST_F(EngineDiskTest, VerifyNamesEveryIdStoredTwice) {
   EXPECT_EQ(twice.count("event id 'e1' of customer 'b' is stored twice"), 0u);
 }
 
+// Events stored out of time order (late, and a minute counted again long after) recount to the
+// stored aggregates, and a changed or missing one among them is still named.
+TEST_F(EngineDiskTest, VerifyRecountsEventsStoredOutOfTimeOrder) {
+  const TimeUs nine = at("2025-01-10T09:00:00Z");
+  auto event = [&](int n, int minute) {
+    return R"({"id":"e)" + std::to_string(n) + R"(","customer":"a","type":"api_call","time":")" +
+           core::format_rfc3339(nine + minute * core::kUsPerMinute) +
+           R"(","properties":{"service":"s","user":"u"}})";
+  };
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    std::string body = R"({"events":[)";
+    for (int minute = 39; minute >= 0; --minute) {  // newest first
+      body += event(39 - minute, minute) + ",";
+    }
+    body += event(40, 35) + "]}";  // minute 35 again, 35 events later
+    ASSERT_EQ(e->ingest_json(body)->accepted, 41u);
+    auto clean = e->verify();
+    ASSERT_TRUE(clean.has_value()) << clean.error().message();
+    ASSERT_TRUE(clean->ok()) << clean->differences[0];
+  }
+  {
+    store::RocksOptions ro;
+    ro.path = dir_;
+    auto st = store::open_rocksdb_store(ro);
+    ASSERT_TRUE(st.has_value()) << st.error().message();
+    auto& s = **st;
+    core::AggState one;
+    one.add(core::Decimal::from_int(1), nine, 1);
+    store::WriteBatch wb;
+    wb.del(store::Space::kAggregates,
+           engine::aggregate_key("calls", 1, nine + 3 * core::kUsPerMinute, "s"));
+    wb.put(store::Space::kAggregates,
+           engine::aggregate_key("calls", 1, nine + 35 * core::kUsPerMinute, "s"),
+           engine::encode_agg_state(one));
+    ASSERT_TRUE(s.write(wb, true).ok());
+  }
+  auto e = open(kConfig);
+  ASSERT_TRUE(e);
+  auto report = e->verify();
+  ASSERT_TRUE(report.has_value()) << report.error().message();
+  ASSERT_EQ(report->differences.size(), 2u);
+  std::sort(report->differences.begin(), report->differences.end());
+  EXPECT_NE(report->differences[0].find("minute 2025-01-10T09:03:00Z: events with no stored "
+                                        "aggregate (count 1)"),
+            std::string::npos)
+      << report->differences[0];
+  EXPECT_NE(report->differences[1].find("minute 2025-01-10T09:35:00Z: stored count 1 sum 1, "
+                                        "recomputed count 2 sum 2"),
+            std::string::npos)
+      << report->differences[1];
+}
+
 }  // namespace
 }  // namespace tally

@@ -313,15 +313,18 @@ using PricedEvents =
     std::map<std::pair<std::uint32_t, std::string>, std::vector<Engine::Impl::PricedEvent>>;
 using Ids = std::unordered_map<std::uint32_t, std::string>;
 
-// The minute aggregates the events of a range of customer numbers give, keyed by numbers
-// (meter, group, customer, minute) rather than by the store's key text, kept in the order they
-// are counted (mostly time order, so the minutes being added to stay in the cache) with an
-// open-addressing index over them, reused from customer to customer: verify reads every stored
-// event, and allocating and comparing key text (later, a node per minute) for each was most of
-// its time.
+// The minute aggregates the events of a range of customer numbers give, as series: one per
+// (meter, group, customer), numbers rather than the store's key text, each a vector of its
+// minutes in time order. Events come in sequence order, which is mostly time order, so a
+// minute is nearly always the series' last one or a new one after it; the stored aggregates
+// of a meter come in (customer, minute, group) order, so each series is compared by walking it
+// once. Neither side searches a large table: verify reads every stored event and every stored
+// aggregate, and a hash table's cache miss (before it, key text allocated and compared) for
+// each was most of its time.
 class Recount {
  public:
   struct Counted {
+    core::TimeUs minute_us = 0;
     core::AggState state;
     bool stored = false;  // its stored aggregate was seen
   };
@@ -331,7 +334,6 @@ class Recount {
     for (std::uint32_t i = 0; i < meters_.size(); ++i) {
       meter_numbers_.emplace(meters_[i], i);
     }
-    index_.assign(kIndexMin, 0);
   }
 
   // The number of meter `key`, one of the meter keys compared.
@@ -344,36 +346,45 @@ class Recount {
   // The state of (meter number, customer, minute, group), made empty when new.
   core::AggState& at(std::uint32_t meter, std::uint32_t customer, core::TimeUs minute_us,
                      std::string_view group) {
-    if ((entries_.size() + 1) * 2 > index_.size()) {
-      resize_index(index_.size() * 2);
-    }
-    const Minute k{meter, group_number(group), customer, minute_us};
-    const std::uint64_t h = hash(k);
-    std::size_t i = h & (index_.size() - 1);
-    for (; index_[i] != 0; i = (i + 1) & (index_.size() - 1)) {
-      if ((index_[i] >> 32) == (h >> 32) && entries_[(index_[i] & 0xFFFFFFFF) - 1].key == k) {
-        return entries_[(index_[i] & 0xFFFFFFFF) - 1].counted.state;
+    Series& series = series_of(SeriesKey{meter, group_number(group), customer});
+    std::vector<Counted>& minutes = series.minutes;
+    // The newest minutes first: a late event is usually only a little late.
+    const std::size_t look = std::min<std::size_t>(minutes.size(), 8);
+    for (std::size_t i = minutes.size(); i > minutes.size() - look; --i) {
+      if (minutes[i - 1].minute_us == minute_us) {
+        return minutes[i - 1].state;
+      }
+      if (minutes[i - 1].minute_us < minute_us) {
+        break;
       }
     }
-    entries_.push_back(Entry{k, {}});
-    index_[i] = (h & ~std::uint64_t{0xFFFFFFFF}) | entries_.size();
-    return entries_.back().counted.state;
+    // A new minute, or an older one found later when the series is put in order (in_order).
+    series.ordered = series.ordered && (minutes.empty() || minutes.back().minute_us < minute_us);
+    minutes.push_back(Counted{minute_us, {}, false});
+    return minutes.back().state;
   }
 
   // What the events gave (meter number, customer, minute, group), or null when nothing.
+  // REQUIRES: for each series, calls in increasing minute order, after its last at().
   Counted* find(std::uint32_t meter, std::uint32_t customer, core::TimeUs minute_us,
                 std::string_view group) {
     auto g = group_numbers_.find(group);
     if (g == group_numbers_.end()) {
       return nullptr;
     }
-    const Minute k{meter, g->second, customer, minute_us};
-    const std::uint64_t h = hash(k);
-    for (std::size_t i = h & (index_.size() - 1); index_[i] != 0;
-         i = (i + 1) & (index_.size() - 1)) {
-      if ((index_[i] >> 32) == (h >> 32) && entries_[(index_[i] & 0xFFFFFFFF) - 1].key == k) {
-        return &entries_[(index_[i] & 0xFFFFFFFF) - 1].counted;
-      }
+    auto it = series_index_.find(SeriesKey{meter, g->second, customer});
+    if (it == series_index_.end()) {
+      return nullptr;
+    }
+    Series& series = series_[it->second];
+    in_order(series);
+    while (series.cursor < series.minutes.size() &&
+           series.minutes[series.cursor].minute_us < minute_us) {
+      ++series.cursor;
+    }
+    if (series.cursor < series.minutes.size() &&
+        series.minutes[series.cursor].minute_us == minute_us) {
+      return &series.minutes[series.cursor];
     }
     return nullptr;
   }
@@ -381,56 +392,78 @@ class Recount {
   // Calls fn(meter, customer, minute, group, state) for each minute whose stored aggregate was
   // not seen.
   template <typename Fn>
-  void for_each_unstored(Fn&& fn) const {
-    for (const Entry& e : entries_) {
-      if (!e.counted.stored) {
-        fn(meters_[e.key.meter], e.key.customer, e.key.minute_us, groups_[e.key.group],
-           e.counted.state);
+  void for_each_unstored(Fn&& fn) {
+    for (Series& series : series_) {
+      in_order(series);
+      for (const Counted& c : series.minutes) {
+        if (!c.stored) {
+          fn(meters_[series.key.meter], series.key.customer, c.minute_us, groups_[series.key.group],
+             c.state);
+        }
       }
     }
   }
 
-  // Forgets every minute; the index keeps about the size the last customer needed.
+  // Forgets every minute.
   void clear() {
-    const std::size_t size = std::max(kIndexMin, std::bit_ceil(entries_.size() * 2));
-    entries_.clear();
-    index_.assign(size, 0);
+    series_.clear();
+    series_index_.clear();
   }
 
  private:
-  static constexpr std::size_t kIndexMin = 1024;  // a power of two
-
-  struct Minute {
+  struct SeriesKey {
     std::uint32_t meter = 0;
     std::uint32_t group = 0;
     std::uint32_t customer = 0;
-    core::TimeUs minute_us = 0;
-    bool operator==(const Minute&) const = default;
+    bool operator==(const SeriesKey&) const = default;
   };
 
-  struct Entry {
-    Minute key;
-    Counted counted;
+  struct SeriesHash {
+    std::size_t operator()(const SeriesKey& k) const {
+      const std::uint64_t h =
+          (static_cast<std::uint64_t>(k.customer) << 32 | k.group) * 0xC2B2AE3D27D4EB4Full ^
+          k.meter * 0x9E3779B97F4A7C15ull;
+      return static_cast<std::size_t>(h ^ (h >> 29));
+    }
   };
 
-  static std::uint64_t hash(const Minute& k) {
-    std::uint64_t h = static_cast<std::uint64_t>(k.minute_us) * 0x9E3779B97F4A7C15ull;
-    h ^= (static_cast<std::uint64_t>(k.customer) << 32 | k.group) * 0xC2B2AE3D27D4EB4Full;
-    h ^= k.meter * 0x165667B19E3779F9ull;
-    return h ^ (h >> 29);
+  struct Series {
+    SeriesKey key;
+    std::vector<Counted> minutes;  // in time order when `ordered`
+    bool ordered = true;
+    std::size_t cursor = 0;  // where find() goes on
+  };
+
+  Series& series_of(const SeriesKey& key) {
+    if (last_ < series_.size() && series_[last_].key == key) {
+      return series_[last_];
+    }
+    auto [it, added] = series_index_.try_emplace(key, static_cast<std::uint32_t>(series_.size()));
+    if (added) {
+      series_.push_back(Series{key, {}, true, 0});
+    }
+    last_ = it->second;
+    return series_[last_];
   }
 
-  // An index of `size` slots (a power of two) over the entries.
-  void resize_index(std::size_t size) {
-    index_.assign(size, 0);
-    for (std::size_t n = 0; n < entries_.size(); ++n) {
-      const std::uint64_t h = hash(entries_[n].key);
-      std::size_t i = h & (size - 1);
-      while (index_[i] != 0) {
-        i = (i + 1) & (size - 1);
-      }
-      index_[i] = (h & ~std::uint64_t{0xFFFFFFFF}) | (n + 1);
+  // Puts the series' minutes in time order, a minute counted in two places made one.
+  static void in_order(Series& series) {
+    if (series.ordered) {
+      return;
     }
+    std::vector<Counted>& m = series.minutes;
+    std::stable_sort(m.begin(), m.end(),
+                     [](const Counted& a, const Counted& b) { return a.minute_us < b.minute_us; });
+    std::size_t out = 0;
+    for (std::size_t i = 1; i < m.size(); ++i) {
+      if (m[i].minute_us == m[out].minute_us) {
+        m[out].state.merge(m[i].state);
+      } else {
+        m[++out] = std::move(m[i]);
+      }
+    }
+    m.resize(m.empty() ? 0 : out + 1);
+    series.ordered = true;
   }
 
   std::uint32_t group_number(std::string_view group) {
@@ -448,10 +481,9 @@ class Recount {
   StringMap meter_numbers_;
   std::vector<std::string> groups_;
   StringMap group_numbers_;
-  std::vector<Entry> entries_;  // in the order they were counted (mostly time order)
-  // Open addressing with linear probing, a power of two: 0 for an empty slot, else the high
-  // half of the entry's hash and its position + 1.
-  std::vector<std::uint64_t> index_;
+  std::vector<Series> series_;
+  std::unordered_map<SeriesKey, std::uint32_t, SeriesHash> series_index_;
+  std::size_t last_ = 0;  // the series at() found last
 };
 
 // Holds the stored aggregates and distinct values against a recomputation one range of
