@@ -59,7 +59,7 @@ Status Engine::Impl::load() {
   // Customers.
   Status bad;
   TALLY_TRY(
-      store->scan(store::Space::kCustomers, "", "", [&](std::string_view, std::string_view v) {
+      store->scan_once(store::Space::kCustomers, "", "", [&](std::string_view, std::string_view v) {
         engine::CustomerState cs;
         if (!engine::decode_customer(v, &cs.num, &cs.record)) {
           bad = Status::corruption("a customer record cannot be decoded");
@@ -74,18 +74,19 @@ Status Engine::Impl::load() {
   TALLY_TRY(bad);
 
   // Keys.
-  TALLY_TRY(store->scan(store::Space::kKeys, "", "", [&](std::string_view, std::string_view v) {
-    auto ks = std::make_unique<engine::KeyState>();
-    if (!engine::decode_key_record(v, &ks->record)) {
-      bad = Status::corruption("a key record cannot be decoded");
-      return false;
-    }
-    ks->total_requests.store(ks->record.info.total_requests);
-    ks->last_used_at_us.store(ks->record.info.last_used_at_us);
-    keys_by_id[ks->record.info.id] = ks.get();
-    keys_by_hash[ks->record.hash] = std::move(ks);
-    return true;
-  }));
+  TALLY_TRY(
+      store->scan_once(store::Space::kKeys, "", "", [&](std::string_view, std::string_view v) {
+        auto ks = std::make_unique<engine::KeyState>();
+        if (!engine::decode_key_record(v, &ks->record)) {
+          bad = Status::corruption("a key record cannot be decoded");
+          return false;
+        }
+        ks->total_requests.store(ks->record.info.total_requests);
+        ks->last_used_at_us.store(ks->record.info.last_used_at_us);
+        keys_by_id[ks->record.info.id] = ks.get();
+        keys_by_hash[ks->record.hash] = std::move(ks);
+        return true;
+      }));
   TALLY_TRY(bad);
 
   // A meter no longer configured gets no aggregates from now on, so its fingerprint record
@@ -96,8 +97,8 @@ Status Engine::Impl::load() {
     std::string end = begin;
     ++end.back();
     store::WriteBatch stale;
-    TALLY_TRY(
-        store->scan(store::Space::kMeta, begin, end, [&](std::string_view k, std::string_view) {
+    TALLY_TRY(store->scan_once(
+        store::Space::kMeta, begin, end, [&](std::string_view k, std::string_view) {
           const std::string_view key = k.substr(begin.size());
           if (std::none_of(catalog->meters.begin(), catalog->meters.end(),
                            [&](const engine::MeterDef& m) { return m.spec.key == key; })) {
@@ -160,20 +161,21 @@ Status Engine::Impl::load_dedup() {
   std::vector<engine::DedupEntry> entries;
   std::vector<engine::DedupIndex::Slot> slots;
   Status bad;
-  TALLY_TRY(store->scan(store::Space::kDedup, "", "", [&](std::string_view, std::string_view v) {
-    core::TimeUs received = 0;
-    if (!engine::decode_dedup_record(v, &received, &entries)) {
-      bad = Status::corruption("a dedup record cannot be decoded");
-      return false;
-    }
-    if (window_us > 0 && received < now - window_us) {
-      return true;
-    }
-    for (const auto& e : entries) {
-      slots.push_back(engine::DedupIndex::slot_of(e.hash, e.seq, e.customer_num));
-    }
-    return true;
-  }));
+  TALLY_TRY(
+      store->scan_once(store::Space::kDedup, "", "", [&](std::string_view, std::string_view v) {
+        core::TimeUs received = 0;
+        if (!engine::decode_dedup_record(v, &received, &entries)) {
+          bad = Status::corruption("a dedup record cannot be decoded");
+          return false;
+        }
+        if (window_us > 0 && received < now - window_us) {
+          return true;
+        }
+        for (const auto& e : entries) {
+          slots.push_back(engine::DedupIndex::slot_of(e.hash, e.seq, e.customer_num));
+        }
+        return true;
+      }));
   TALLY_TRY(bad);
   dedup.insert_all(slots);
   return Status();
@@ -185,8 +187,8 @@ Status Engine::Impl::load_aggregates() {
   for (std::uint32_t i = 0; i < catalog->meters.size(); ++i) {
     meter_index[catalog->meters[i].spec.key] = i;
   }
-  TALLY_TRY(
-      store->scan(store::Space::kAggregates, "", "", [&](std::string_view k, std::string_view v) {
+  TALLY_TRY(store->scan_once(
+      store::Space::kAggregates, "", "", [&](std::string_view k, std::string_view v) {
         engine::AggregateKey ak;
         core::AggState s;
         if (!engine::decode_aggregate_key(k, &ak) || !engine::decode_agg_state(v, &s)) {
@@ -200,19 +202,20 @@ Status Engine::Impl::load_aggregates() {
         return true;
       }));
   TALLY_TRY(bad);
-  TALLY_TRY(store->scan(store::Space::kUniques, "", "", [&](std::string_view k, std::string_view) {
-    engine::UniqueKey uk;
-    if (!engine::decode_unique_key(k, &uk)) {
-      bad = Status::corruption("a distinct-value record cannot be decoded");
-      return false;
-    }
-    auto it = meter_index.find(std::string(uk.meter));
-    if (it != meter_index.end()) {
-      install_unique(it->second, uk.customer_num, intern_group(uk.group), uk.minute_us,
-                     std::string(uk.value));
-    }
-    return true;
-  }));
+  TALLY_TRY(
+      store->scan_once(store::Space::kUniques, "", "", [&](std::string_view k, std::string_view) {
+        engine::UniqueKey uk;
+        if (!engine::decode_unique_key(k, &uk)) {
+          bad = Status::corruption("a distinct-value record cannot be decoded");
+          return false;
+        }
+        auto it = meter_index.find(std::string(uk.meter));
+        if (it != meter_index.end()) {
+          install_unique(it->second, uk.customer_num, intern_group(uk.group), uk.minute_us,
+                         std::string(uk.value));
+        }
+        return true;
+      }));
   TALLY_TRY(bad);
 
   return Status();
@@ -226,7 +229,7 @@ Status Engine::Impl::rebuild_meter(std::uint32_t meter_index) {
   end.back() = '\x01';
   for (auto space : {store::Space::kAggregates, store::Space::kUniques}) {
     store::WriteBatch wb;
-    TALLY_TRY(store->scan(space, prefix, end, [&](std::string_view k, std::string_view) {
+    TALLY_TRY(store->scan_once(space, prefix, end, [&](std::string_view k, std::string_view) {
       wb.del(space, std::string(k));
       return true;
     }));

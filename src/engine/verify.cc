@@ -136,7 +136,7 @@ Status recompute(const store::Store& store, const std::vector<core::MeterSpec>& 
   if (customers.end < CustomerRange::kEnd) {
     put_be32(end_key, static_cast<std::uint32_t>(customers.end));
   }
-  Status s = store.scan(
+  Status s = store.scan_once(
       store::Space::kEvents, first_key, end_key, [&](std::string_view k, std::string_view v) {
         if (k.size() != 12) {
           out->problems.push_back("an event block key has the wrong length");
@@ -200,7 +200,7 @@ Status Repricer::seed_from_archives() {
   }
   const std::string begin(1, kArchivePriceTag);
   const std::string end(1, static_cast<char>(kArchivePriceTag + 1));
-  return d_.store->scan(
+  return d_.store->scan_once(
       store::Space::kArchive, begin, end, [&](std::string_view k, std::string_view v) {
         std::string_view price;
         std::uint32_t cnum = 0;
@@ -272,39 +272,40 @@ Status add_archive_baselines(
     const store::Store& store, const std::set<std::string>& meter_keys, Recomputed* r,
     std::map<std::pair<std::uint32_t, std::string>, std::vector<Engine::Impl::PricedEvent>>* priced,
     std::uint64_t* archived) {
-  return store.scan(store::Space::kArchive, "", "", [&](std::string_view k, std::string_view v) {
-    const char tag = k.empty() ? '\0' : k[0];
-    if (tag == kArchivedEventTag) {
-      ArchivedEventRecord rec;
-      if (k.size() != 13 || !decode_archived_event(v, &rec)) {
-        r->problems.push_back("an archived event record cannot be decoded");
+  return store.scan_once(
+      store::Space::kArchive, "", "", [&](std::string_view k, std::string_view v) {
+        const char tag = k.empty() ? '\0' : k[0];
+        if (tag == kArchivedEventTag) {
+          ArchivedEventRecord rec;
+          if (k.size() != 13 || !decode_archived_event(v, &rec)) {
+            r->problems.push_back("an archived event record cannot be decoded");
+            return true;
+          }
+          ++*archived;
+          if (rec.priced) {
+            // Its credits were checked against its prices before it was archived.
+            (*priced)[{read_be32(k.substr(1)), rec.id}].push_back(
+                Engine::Impl::PricedEvent{rec.credits, rec.credits});
+          }
+        } else if ((tag == kArchiveAggregateTag || tag == kArchiveUniqueTag) && k.size() > 9) {
+          const std::string_view inner = k.substr(9);
+          const std::string_view meter = inner.substr(0, inner.find('\0'));
+          if (meter_keys.count(std::string(meter)) == 0) {
+            return true;  // a meter no longer configured, like its stored aggregates
+          }
+          if (tag == kArchiveUniqueTag) {
+            r->uniques[std::string(inner)] = true;
+            return true;
+          }
+          core::AggState st;
+          if (!decode_agg_state(v, &st)) {
+            r->problems.push_back("an archived aggregate baseline cannot be decoded");
+            return true;
+          }
+          r->aggregates[std::string(inner)].merge(st);
+        }
         return true;
-      }
-      ++*archived;
-      if (rec.priced) {
-        // Its credits were checked against its prices before it was archived.
-        (*priced)[{read_be32(k.substr(1)), rec.id}].push_back(
-            Engine::Impl::PricedEvent{rec.credits, rec.credits});
-      }
-    } else if ((tag == kArchiveAggregateTag || tag == kArchiveUniqueTag) && k.size() > 9) {
-      const std::string_view inner = k.substr(9);
-      const std::string_view meter = inner.substr(0, inner.find('\0'));
-      if (meter_keys.count(std::string(meter)) == 0) {
-        return true;  // a meter no longer configured, like its stored aggregates
-      }
-      if (tag == kArchiveUniqueTag) {
-        r->uniques[std::string(inner)] = true;
-        return true;
-      }
-      core::AggState st;
-      if (!decode_agg_state(v, &st)) {
-        r->problems.push_back("an archived aggregate baseline cannot be decoded");
-        return true;
-      }
-      r->aggregates[std::string(inner)].merge(st);
-    }
-    return true;
-  });
+      });
 }
 
 namespace {
@@ -583,7 +584,7 @@ class StoredComparison {
 
   // The stored aggregates of meter number `meter` in [begin, end) against the recount.
   Status compare_aggregates(std::uint32_t meter, const std::string& begin, const std::string& end) {
-    return store_.scan(
+    return store_.scan_once(
         store::Space::kAggregates, begin, end, [&](std::string_view k, std::string_view v) {
           AggregateKey ak;
           if (!decode_aggregate_key(k, &ak)) {
@@ -622,8 +623,8 @@ class StoredComparison {
         report_->differences.push_back("a distinct value of the events is not stored");
       }
     };
-    TALLY_TRY(
-        store_.scan(store::Space::kUniques, begin, end, [&](std::string_view k, std::string_view) {
+    TALLY_TRY(store_.scan_once(
+        store::Space::kUniques, begin, end, [&](std::string_view k, std::string_view) {
           UniqueKey uk;
           if (!decode_unique_key(k, &uk)) {
             return true;
@@ -672,18 +673,19 @@ Status read_rerates(const store::Store& store,
                     std::map<std::pair<std::uint32_t, std::uint64_t>, core::Decimal>* rerates,
                     VerifyReport* report) {
   const std::string begin(kRerateKeyPrefix);
-  return store.scan(store::Space::kMeta, begin, prefix_end(begin),
-                    [&](std::string_view key, std::string_view value) {
-                      core::Decimal credits;
-                      core::TimeUs at = 0;
-                      if (key.size() != begin.size() + 12 || !decode_rerate(value, &credits, &at)) {
-                        report->differences.push_back("a re-rating record cannot be decoded");
-                        return true;
-                      }
-                      const std::string_view k = key.substr(begin.size());
-                      (*rerates)[{read_be32(k), read_be64(k.substr(4))}] = credits;
-                      return true;
-                    });
+  return store.scan_once(
+      store::Space::kMeta, begin, prefix_end(begin),
+      [&](std::string_view key, std::string_view value) {
+        core::Decimal credits;
+        core::TimeUs at = 0;
+        if (key.size() != begin.size() + 12 || !decode_rerate(value, &credits, &at)) {
+          report->differences.push_back("a re-rating record cannot be decoded");
+          return true;
+        }
+        const std::string_view k = key.substr(begin.size());
+        (*rerates)[{read_be32(k), read_be64(k.substr(4))}] = credits;
+        return true;
+      });
 }
 
 // Re-rated events archived since their re-rating: their stored credits are in their archived

@@ -99,6 +99,13 @@ class Store {
   virtual Status scan(Space space, std::string_view begin, std::string_view end,
                       const ScanFn& fn) const = 0;
 
+  // scan() of data read once and not again soon (loading at open, `tally verify`): the read
+  // cache is left to the data read often. Errors: kIOError.
+  virtual Status scan_once(Space space, std::string_view begin, std::string_view end,
+                           const ScanFn& fn) const {
+    return scan(space, begin, end, fn);
+  }
+
   // Approximate bytes on disk (0 for memory stores).
   virtual std::uint64_t size_bytes() const = 0;
 

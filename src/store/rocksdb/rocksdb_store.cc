@@ -408,35 +408,12 @@ class RocksStore final : public Store {
 
   Status scan(Space space, std::string_view begin, std::string_view end,
               const ScanFn& fn) const override {
-    if (!valid_space(space)) {
-      return Status::invalid_argument("scan names an unknown key space");
-    }
-    std::shared_lock lock(mutex_);
-    TALLY_TRY(readable());
-    rocksdb::ColumnFamilyHandle* handle = open_.handles[static_cast<std::size_t>(space)];
-    if (handle == nullptr) {
-      return Status();
-    }
-    // Declared before the iterator, so released after it.
-    rocksdb::ManagedSnapshot snapshot(open_.db.get());
-    rocksdb::Slice upper_bound(end.data(), end.size());
-    rocksdb::ReadOptions read_options;
-    read_options.snapshot = snapshot.snapshot();
-    if (!end.empty()) {
-      // Lets RocksDB stop at the bound inside its own files rather than read past it.
-      read_options.iterate_upper_bound = &upper_bound;
-    }
-    std::unique_ptr<rocksdb::Iterator> it(open_.db->NewIterator(read_options, handle));
-    for (it->Seek(rocksdb::Slice(begin.data(), begin.size())); it->Valid(); it->Next()) {
-      const rocksdb::Slice key = it->key();
-      const rocksdb::Slice value = it->value();
-      if (!fn(std::string_view(key.data(), key.size()),
-              std::string_view(value.data(), value.size()))) {
-        return Status();
-      }
-    }
-    return from_rocks(it->status(), options_.path,
-                      "cannot scan " + std::string(space_name(space)) + " in");
+    return scan_with(space, begin, end, fn, true);
+  }
+
+  Status scan_once(Space space, std::string_view begin, std::string_view end,
+                   const ScanFn& fn) const override {
+    return scan_with(space, begin, end, fn, false);
   }
 
   std::uint64_t size_bytes() const override {
@@ -511,6 +488,41 @@ class RocksStore final : public Store {
   }
 
  private:
+  // scan(), the blocks it reads kept in the read cache when `fill_cache`.
+  Status scan_with(Space space, std::string_view begin, std::string_view end, const ScanFn& fn,
+                   bool fill_cache) const {
+    if (!valid_space(space)) {
+      return Status::invalid_argument("scan names an unknown key space");
+    }
+    std::shared_lock lock(mutex_);
+    TALLY_TRY(readable());
+    rocksdb::ColumnFamilyHandle* handle = open_.handles[static_cast<std::size_t>(space)];
+    if (handle == nullptr) {
+      return Status();
+    }
+    // Declared before the iterator, so released after it.
+    rocksdb::ManagedSnapshot snapshot(open_.db.get());
+    rocksdb::Slice upper_bound(end.data(), end.size());
+    rocksdb::ReadOptions read_options;
+    read_options.fill_cache = fill_cache;
+    read_options.snapshot = snapshot.snapshot();
+    if (!end.empty()) {
+      // Lets RocksDB stop at the bound inside its own files rather than read past it.
+      read_options.iterate_upper_bound = &upper_bound;
+    }
+    std::unique_ptr<rocksdb::Iterator> it(open_.db->NewIterator(read_options, handle));
+    for (it->Seek(rocksdb::Slice(begin.data(), begin.size())); it->Valid(); it->Next()) {
+      const rocksdb::Slice key = it->key();
+      const rocksdb::Slice value = it->value();
+      if (!fn(std::string_view(key.data(), key.size()),
+              std::string_view(value.data(), value.size()))) {
+        return Status();
+      }
+    }
+    return from_rocks(it->status(), options_.path,
+                      "cannot scan " + std::string(space_name(space)) + " in");
+  }
+
   // Per-op framing in a rocksdb::WriteBatch (tag, family id, two varint lengths), used only to
   // size its buffer once.
   static constexpr std::size_t kOpOverheadBytes = 16;
