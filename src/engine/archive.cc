@@ -595,6 +595,71 @@ Status forget_archive(const store::Store& store, std::uint64_t archive_id, store
   return Status();
 }
 
+// The manifest that `path` names (an archive's .manifest.json, or the one beside its data file)
+// into *m, with its path.
+Status read_manifest(const std::string& path, std::string* manifest_path,
+                     engine::ArchiveManifest* m) {
+  *manifest_path = path.ends_with(".manifest.json") ? path : manifest_name_for(path);
+  Result<std::string> text = engine::read_small_file(*manifest_path, kManifestBytesMax);
+  if (!text) {
+    return text.error().code() == StatusCode::kNotFound
+               ? Status::not_found("no manifest " + *manifest_path + " beside the archive")
+               : text.error();
+  }
+  if (Status s = engine::decode_manifest(*text, m); !s.ok()) {
+    return Status::invalid_argument(*manifest_path + ": " + s.message());
+  }
+  return Status();
+}
+
+// Customer id -> number, of the archive's customers that this data directory has.
+using CustomerNums = std::unordered_map<std::string, std::uint32_t>;
+
+CustomerNums customer_nums_of(const Engine::Impl& d, const engine::ArchiveManifest& m) {
+  CustomerNums nums;
+  std::shared_lock lock(d.state_mutex);
+  for (const auto& c : m.customers) {
+    if (auto it = d.customer_nums.find(c); it != d.customer_nums.end()) {
+      nums[c] = it->second;
+    }
+  }
+  return nums;
+}
+
+// The first pass: the whole file must match its manifest, and hold only customers this data
+// directory has, before anything changes.
+Status check_archive(const std::string& data_path, const engine::ArchiveManifest& m,
+                     const CustomerNums& nums) {
+  return read_archive(data_path, m, [&](engine::ArchivedEvent&& e) -> Status {
+    if (nums.count(e.customer) == 0) {
+      return Status::unprocessable("the archive holds events of customer '" + e.customer +
+                                   "', which this data directory does not have");
+    }
+    return Status();
+  });
+}
+
+// Whether this data directory holds the record of the archive (a record of another file under
+// its number is refused).
+Result<bool> archive_recorded(const store::Store& store, const engine::ArchiveManifest& m,
+                              const std::string& data_path) {
+  auto record =
+      store.get(store::Space::kArchive,
+                engine::archive_record_key(engine::kArchiveManifestTag, m.archive_id, ""));
+  if (!record) {
+    return record.error();
+  }
+  if (!record->has_value()) {
+    return false;
+  }
+  engine::ArchiveManifest stored;
+  if (!engine::decode_manifest(**record, &stored).ok() || stored.sha256 != m.sha256) {
+    return Status::unprocessable("archive " + std::to_string(m.archive_id) +
+                                 " of this data directory is another file than " + data_path);
+  }
+  return true;
+}
+
 }  // namespace
 
 Result<RestoreResult> Engine::restore(const std::string& path) {
@@ -607,63 +672,26 @@ Result<RestoreResult> Engine::restore(const std::string& path) {
   if (!busy.owns_lock()) {
     return Status::unavailable("another archive, restore or verify is running");
   }
-  const std::string manifest_path =
-      path.ends_with(".manifest.json") ? path : manifest_name_for(path);
-  Result<std::string> text = engine::read_small_file(manifest_path, kManifestBytesMax);
-  if (!text) {
-    return text.error().code() == StatusCode::kNotFound
-               ? Status::not_found("no manifest " + manifest_path + " beside the archive")
-               : text.error();
-  }
+  std::string manifest_path;
   engine::ArchiveManifest m;
-  if (Status s = engine::decode_manifest(*text, &m); !s.ok()) {
-    return Status::invalid_argument(manifest_path + ": " + s.message());
-  }
+  TALLY_TRY(read_manifest(path, &manifest_path, &m));
   const std::string data_path = (fs::path(manifest_path).parent_path() / m.file).string();
   RestoreResult out;
   out.archive_id = m.archive_id;
   out.file = data_path;
-
-  std::unordered_map<std::string, std::uint32_t> nums;
-  {
-    std::shared_lock lock(d.state_mutex);
-    for (const auto& c : m.customers) {
-      if (auto it = d.customer_nums.find(c); it != d.customer_nums.end()) {
-        nums[c] = it->second;
-      }
-    }
+  const CustomerNums nums = customer_nums_of(d, m);
+  TALLY_TRY(check_archive(data_path, m, nums));
+  Result<bool> recorded = archive_recorded(*d.store, m, data_path);
+  if (!recorded) {
+    return recorded.error();
   }
-  // First pass: the whole file must match its manifest before anything changes.
-  TALLY_TRY(read_archive(data_path, m, [&](engine::ArchivedEvent&& e) -> Status {
-    if (nums.count(e.customer) == 0) {
-      return Status::unprocessable("the archive holds events of customer '" + e.customer +
-                                   "', which this data directory does not have");
-    }
-    return Status();
-  }));
-
-  auto record =
-      d.store->get(store::Space::kArchive,
-                   engine::archive_record_key(engine::kArchiveManifestTag, m.archive_id, ""));
-  if (!record) {
-    return record.error();
-  }
-  if (record->has_value()) {
-    engine::ArchiveManifest stored;
-    if (!engine::decode_manifest(**record, &stored).ok() || stored.sha256 != m.sha256) {
-      return Status::unprocessable("archive " + std::to_string(m.archive_id) +
-                                   " of this data directory is another file than " + data_path);
-    }
-  }
-
   RestorePlan plan;
   TALLY_TRY(read_archive(data_path, m, [&](engine::ArchivedEvent&& e) -> Status {
-    const std::uint32_t cnum = nums.at(e.customer);
-    return plan_event(*d.store, cnum, std::move(e), &plan);
+    return plan_event(*d.store, nums.at(e.customer), std::move(e), &plan);
   }));
   out.already_present = plan.already_present;
   out.events = plan.restored.size();
-  if (!record->has_value()) {
+  if (!*recorded) {
     if (plan.restored.empty()) {
       return out;  // restored before: nothing to do
     }
