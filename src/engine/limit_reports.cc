@@ -11,6 +11,22 @@ using engine::Evaluation;
 using engine::resolve_rule;
 using engine::used_value;
 
+const LimitState* engine::highest_limit(const LimitsReport& report, core::Decimal* percent) {
+  const LimitState* best = nullptr;
+  for (const LimitState& l : report.limits) {
+    const std::string text = l.percent();
+    core::Decimal p;
+    if (text.empty() || !core::try_parse_decimal(text, &p)) {
+      continue;
+    }
+    if (best == nullptr || p > *percent) {
+      best = &l;
+      *percent = p;
+    }
+  }
+  return best;
+}
+
 // ---- reports ------------------------------------------------------------------------------------
 
 Result<LimitsReport> Engine::limits_report(const std::string& customer) {
@@ -107,18 +123,10 @@ void fill_usage(Engine& e, CustomerSummary& s) {
   if (!r) {
     return;  // removed meanwhile: shown without usage
   }
-  core::Decimal best;
-  for (const LimitState& l : r->limits) {
-    const std::string percent = l.percent();
-    core::Decimal p;
-    if (percent.empty() || !core::try_parse_decimal(percent, &p)) {
-      continue;
-    }
-    if (s.max_percent.empty() || p > best) {
-      best = p;
-      s.max_percent = percent;
-      s.max_rule = l.rule();
-    }
+  core::Decimal percent;
+  if (const LimitState* l = engine::highest_limit(*r, &percent); l != nullptr) {
+    s.max_percent = l->percent();
+    s.max_rule = l->rule();
   }
 }
 
