@@ -1,7 +1,8 @@
-// Engine tests of resets (overrides.cc) on the in-memory store: a second reset of a meter
-// replaces the first, a reset in the middle of a minute takes that minute's earlier usage of a
-// sum meter off its counters while one on a minute's boundary takes nothing off, the other
-// meters keep their counts, and the refusals' messages.
+// Engine tests of overrides and resets (overrides.cc) on the in-memory store: each refusal of
+// overrides by its message, naming the override at fault; a second reset of a meter replaces the
+// first, a reset in the middle of a minute takes that minute's earlier usage of a sum meter off
+// its counters while one on a minute's boundary takes nothing off, the other meters keep their
+// counts, and the refusals' messages.
 #include <string>
 
 #include <gtest/gtest.h>
@@ -9,6 +10,7 @@
 #include <tally/clock.h>
 #include <tally/engine.h>
 
+#include "config/config.h"
 #include "core/time.h"
 
 namespace tally {
@@ -25,6 +27,12 @@ key = "tokens"
 event_type = "tokens"
 aggregation = "sum"
 value = "$.n"
+
+[[meters]]
+key = "users"
+event_type = "api_call"
+aggregation = "unique_count"
+value = "$.user"
 
 [[plans]]
 key = "basic"
@@ -117,6 +125,35 @@ TEST_F(ResetTest, AResetInAMinuteTakesThatMinutesUsageOffAndASecondReplacesTheFi
   EXPECT_EQ(r->resets[1].first, "api_calls");
   EXPECT_EQ(used("api_calls", "day"), "0");
   EXPECT_EQ(used("tokens", "day"), "5");
+}
+
+TEST_F(ResetTest, OverridesAreRefusedByNameAndChangeNothing) {
+  const LimitOverride good{"api_calls", "day", 0, "50", true};
+  auto refusal = [&](const std::vector<LimitOverride>& overrides) {
+    auto r = engine_->set_overrides("acme", overrides);
+    EXPECT_FALSE(r.has_value());
+    EXPECT_EQ(r ? StatusCode::kOk : r.error().code(), StatusCode::kInvalidArgument);
+    return r ? std::string() : r.error().message();
+  };
+  EXPECT_EQ(refusal(std::vector<LimitOverride>(65, good)), "at most 64 overrides");
+  EXPECT_EQ(refusal({good, {"nope", "day", 0, "3", true}}),
+            "overrides[1].meter: 'nope' is not a configured meter");
+  EXPECT_EQ(refusal({{"users", "day", 0, "3", true}}),
+            "overrides[0].meter: limits apply to count, sum, latest and max meters");
+  for (const LimitOverride& bad : {LimitOverride{"api_calls", "fortnight", 0, "3", true},
+                                   LimitOverride{"tokens", "day", 0, "lots", true},
+                                   LimitOverride{"tokens", "trial", 0, "5", true}}) {
+    auto why = config::make_limit(bad.meter, bad.period, bad.days, bad.amount, bad.hard);
+    ASSERT_FALSE(why.has_value()) << bad.period;
+    EXPECT_EQ(refusal({good, good, bad}), "overrides[2]: " + why.error().message());
+  }
+  EXPECT_TRUE(engine_->get_customer("acme")->overrides.empty());
+  auto ghost = engine_->set_overrides("ghost", {good});
+  ASSERT_FALSE(ghost.has_value());
+  EXPECT_EQ(ghost.error().message(), "customer 'ghost' does not exist");
+  auto done = engine_->set_overrides("acme", std::vector<LimitOverride>(64, good));
+  ASSERT_TRUE(done.has_value()) << done.error().message();
+  EXPECT_EQ(done->overrides.size(), 64u);
 }
 
 TEST_F(ResetTest, RefusalsNameTheirFaultAndChangeNothing) {
