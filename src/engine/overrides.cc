@@ -15,9 +15,11 @@ using engine::used_value;
 // ---- admin: overrides and resets
 // -----------------------------------------------------------------
 
-Result<Customer> Engine::set_overrides(const std::string& customer,
-                                       const std::vector<LimitOverride>& overrides) {
-  Impl& d = *impl_;
+namespace {
+
+// Why `overrides` cannot be set, naming the one at fault; OK when each is a limit on a
+// limitable meter.
+Status check_overrides(const Engine::Impl& d, const std::vector<LimitOverride>& overrides) {
   if (overrides.size() > 64) {
     return Status::invalid_argument("at most 64 overrides");
   }
@@ -40,6 +42,15 @@ Result<Customer> Engine::set_overrides(const std::string& customer,
                                       "]: " + r.error().message());
     }
   }
+  return Status();
+}
+
+}  // namespace
+
+Result<Customer> Engine::set_overrides(const std::string& customer,
+                                       const std::vector<LimitOverride>& overrides) {
+  Impl& d = *impl_;
+  TALLY_TRY(check_overrides(d, overrides));
   auto updated = std::make_shared<Customer>();
   auto num = std::make_shared<std::uint32_t>(0);
   const core::TimeUs now = clock().now_us();
