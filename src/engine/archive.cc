@@ -329,6 +329,34 @@ Status write_on_commit_thread(Engine::Impl& d, store::WriteBatch&& wb) {
       [] {});
 }
 
+// The number of the next archive: the stored one, else 1.
+Result<std::uint64_t> next_archive_id(const store::Store& store) {
+  auto next = store.get(store::Space::kMeta, std::string(engine::kMetaNextArchive));
+  if (!next) {
+    return next.error();
+  }
+  return next->has_value() && (*next)->size() == 8 ? engine::read_be64(**next) : 1;
+}
+
+// Writes the events older than `cutoff` to the file `tmp_path` and fills w->result with its
+// events, bytes, hash and customers; when there are none, no file is left.
+Status write_archive_file(Engine::Impl& d, core::TimeUs cutoff, const std::string& tmp_path,
+                          ArchiveWork* w) {
+  std::error_code ec;
+  fs::remove(tmp_path, ec);
+  auto writer = std::make_unique<engine::ArchiveWriter>();
+  TALLY_TRY(writer->open(tmp_path));
+  TALLY_TRY(ArchiveScan(d, cutoff, w->result.archive_id, writer.get(), w).run());
+  if (w->result.events == 0) {
+    return Status();  // the writer removes its empty file
+  }
+  TALLY_TRY(writer->finish());
+  w->result.bytes = writer->bytes();
+  w->result.sha256 = writer->sha256_hex();
+  w->result.customers = static_cast<std::uint32_t>(w->customers.size());
+  return Status();
+}
+
 }  // namespace
 
 Result<ArchiveResult> Engine::archive(const ArchiveRequest& request) {
@@ -353,32 +381,23 @@ Result<ArchiveResult> Engine::archive(const ArchiveRequest& request) {
   if (ec) {
     return Status::io_error("cannot create archive directory " + dir + ": " + ec.message());
   }
-  auto next = d.store->get(store::Space::kMeta, std::string(engine::kMetaNextArchive));
-  if (!next) {
-    return next.error();
+  Result<std::uint64_t> archive_id = next_archive_id(*d.store);
+  if (!archive_id) {
+    return archive_id.error();
   }
   ArchiveWork w;
   w.result.cutoff_us = *cutoff;
-  w.result.archive_id = next->has_value() && (*next)->size() == 8 ? engine::read_be64(**next) : 1;
+  w.result.archive_id = *archive_id;
   w.units.from_scratch = true;
   const core::TimeUs created = d.clock->now_us();
-
   // The file is named when its time range is known; written under a temporary name first.
   const std::string tmp_path =
       (fs::path(dir) / ("events-archive-" + std::to_string(w.result.archive_id) + ".partial"))
           .string();
-  fs::remove(tmp_path, ec);
-  auto writer = std::make_unique<engine::ArchiveWriter>();
-  TALLY_TRY(writer->open(tmp_path));
-  TALLY_TRY(ArchiveScan(d, *cutoff, w.result.archive_id, writer.get(), &w).run());
+  TALLY_TRY(write_archive_file(d, *cutoff, tmp_path, &w));
   if (w.result.events == 0) {
-    return w.result;  // the writer removes its empty file
+    return w.result;
   }
-  TALLY_TRY(writer->finish());
-  w.result.bytes = writer->bytes();
-  w.result.sha256 = writer->sha256_hex();
-  writer.reset();
-  w.result.customers = static_cast<std::uint32_t>(w.customers.size());
   Result<std::string> manifest = publish_files(dir, tmp_path, created, w, &w.result);
   if (!manifest) {
     return manifest.error();
