@@ -30,6 +30,59 @@ std::string versions_text(const std::vector<int>& versions) {
   return out;
 }
 
+// Says why shard `name` failed; its exit code, 1.
+int shard_failed(const std::string& name, const Status& why) {
+  std::fprintf(stderr, "tally migrate: %s: %s\n", name.c_str(), why.message().c_str());
+  return 1;
+}
+
+// --check on one shard: 0 when its schema is the one this binary knows, else 1.
+int check_shard(pg::Connection& conn, const std::string& name) {
+  auto status = pg::schema_status(conn);
+  if (!status) {
+    return shard_failed(name, status.error());
+  }
+  const bool known = status->state == pg::SchemaState::kKnown;
+  std::fprintf(known ? stdout : stderr, "%s%s: %s\n", known ? "" : "tally migrate: ", name.c_str(),
+               status->describe().c_str());
+  return known ? 0 : 1;
+}
+
+// Migrates one shard, saying what it applied; 0, or 1 when it failed.
+int migrate_shard(pg::Connection& conn, const std::string& name) {
+  auto result = pg::migrate(conn);
+  if (!result) {
+    return shard_failed(name, result.error());
+  }
+  if (result->applied_now.empty()) {
+    std::printf("%s: schema at version %d, nothing to do\n", name.c_str(), result->version);
+  } else {
+    std::printf("%s: applied version%s %s; schema at version %d\n", name.c_str(),
+                result->applied_now.size() > 1 ? "s" : "",
+                versions_text(result->applied_now).c_str(), result->version);
+  }
+  return 0;
+}
+
+// Shard `i` of the cluster's: connected to, then checked or migrated; its exit code.
+int run_shard(const config::ClusterConfig& cluster, std::size_t i, bool check) {
+  // The connection string may hold a password: messages name the shard by its place.
+  std::string name = "cluster.postgres";
+  if (cluster.postgres.size() > 1) {
+    name += "[" + std::to_string(i) + "]";
+  }
+  pg::ConnectOptions co;
+  co.conninfo = cluster.postgres[i];
+  co.connect_timeout_ms = static_cast<std::uint32_t>(cluster.connect_timeout_seconds * 1000);
+  co.command_timeout_ms = static_cast<std::uint32_t>(cluster.command_timeout_seconds * 1000);
+  auto conn = pg::Connection::connect(co);
+  if (!conn) {
+    return shard_failed(name, conn.error());
+  }
+  name += " (" + (*conn)->describe() + ")";
+  return check ? check_shard(**conn, name) : migrate_shard(**conn, name);
+}
+
 int migrate(const MigrateOptions& o) {
   auto loaded = config::load_config_file(o.config_path);
   if (!loaded) {
@@ -44,55 +97,10 @@ int migrate(const MigrateOptions& o) {
                  o.config_path.c_str());
     return 2;
   }
-  const config::ClusterConfig& cluster = *loaded->cluster;
-  const std::size_t shards = cluster.postgres.size();
   int exit_code = 0;
-  for (std::size_t i = 0; i < shards; ++i) {
-    // The connection string may hold a password: messages name the shard by its place.
-    std::string name = "cluster.postgres";
-    if (shards > 1) {
-      name += "[" + std::to_string(i) + "]";
-    }
-    pg::ConnectOptions co;
-    co.conninfo = cluster.postgres[i];
-    co.connect_timeout_ms = static_cast<std::uint32_t>(cluster.connect_timeout_seconds * 1000);
-    co.command_timeout_ms = static_cast<std::uint32_t>(cluster.command_timeout_seconds * 1000);
-    auto conn = pg::Connection::connect(co);
-    if (!conn) {
-      std::fprintf(stderr, "tally migrate: %s: %s\n", name.c_str(), conn.error().message().c_str());
+  for (std::size_t i = 0; i < loaded->cluster->postgres.size(); ++i) {
+    if (run_shard(*loaded->cluster, i, o.check) != 0) {
       exit_code = 1;
-      continue;
-    }
-    name += " (" + (*conn)->describe() + ")";
-    if (o.check) {
-      auto status = pg::schema_status(**conn);
-      if (!status) {
-        std::fprintf(stderr, "tally migrate: %s: %s\n", name.c_str(),
-                     status.error().message().c_str());
-        exit_code = 1;
-        continue;
-      }
-      const bool known = status->state == pg::SchemaState::kKnown;
-      std::fprintf(known ? stdout : stderr, "%s%s: %s\n",
-                   known ? "" : "tally migrate: ", name.c_str(), status->describe().c_str());
-      if (!known) {
-        exit_code = 1;
-      }
-      continue;
-    }
-    auto result = pg::migrate(**conn);
-    if (!result) {
-      std::fprintf(stderr, "tally migrate: %s: %s\n", name.c_str(),
-                   result.error().message().c_str());
-      exit_code = 1;
-      continue;
-    }
-    if (result->applied_now.empty()) {
-      std::printf("%s: schema at version %d, nothing to do\n", name.c_str(), result->version);
-    } else {
-      std::printf("%s: applied version%s %s; schema at version %d\n", name.c_str(),
-                  result->applied_now.size() > 1 ? "s" : "",
-                  versions_text(result->applied_now).c_str(), result->version);
     }
   }
   return exit_code;

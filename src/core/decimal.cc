@@ -45,23 +45,35 @@ bool is_digit(char c) {
   return c >= '0' && c <= '9';
 }
 
-// Parses `text` into *out; returns nullptr on success, else why the text was refused (a static
-// string, so refusing allocates nothing either).
-const char* parse_impl(std::string_view text, Decimal* out) {
+// A number's text, read left to right.
+struct NumberText {
+  std::string_view text;
   std::size_t pos = 0;
-  const std::size_t n = text.size();
-  bool negative = false;
-  if (pos < n && text[pos] == '-') {
-    negative = true;
-    ++pos;
+
+  bool at_end() const { return pos >= text.size(); }
+
+  bool at_digit() const { return pos < text.size() && is_digit(text[pos]); }
+
+  // Steps over `c` when it comes next; returns whether it did.
+  bool skip(char c) {
+    if (pos < text.size() && text[pos] == c) {
+      ++pos;
+      return true;
+    }
+    return false;
   }
 
+  char next() { return text[pos++]; }
+};
+
+// The digits read so far: value = mantissa * 10^exponent, before the sticky digits.
+struct Digits {
   U128 mantissa = 0;
-  int digits_kept = 0;        // significant digits in mantissa
-  std::int64_t exponent = 0;  // value = mantissa * 10^exponent (before sticky digits)
+  int kept = 0;               // significant digits in mantissa
+  std::int64_t exponent = 0;  // of the kept digits' last place
   bool sticky = false;        // a non-zero digit was dropped after the kept ones
 
-  auto take_digit = [&](char c, bool in_fraction) {
+  void take(char c, bool in_fraction) {
     const int d = c - '0';
     if (mantissa == 0 && d == 0) {
       // A leading zero: it only moves the decimal point.
@@ -70,9 +82,9 @@ const char* parse_impl(std::string_view text, Decimal* out) {
       }
       return;
     }
-    if (digits_kept < kDigitsKeptMax) {
+    if (kept < kDigitsKeptMax) {
       mantissa = mantissa * 10 + static_cast<U128>(d);
-      ++digits_kept;
+      ++kept;
       if (in_fraction) {
         --exponent;
       }
@@ -82,101 +94,129 @@ const char* parse_impl(std::string_view text, Decimal* out) {
       }
       sticky = sticky || d != 0;
     }
-  };
+  }
+};
 
-  // Integer part: "0" or a non-zero digit followed by digits (JSON has no leading zeros).
-  if (pos >= n || !is_digit(text[pos])) {
+constexpr const char* kTooLarge = "magnitude exceeds 1e28";
+
+// Integer part: "0" or a non-zero digit followed by digits (JSON has no leading zeros).
+const char* read_integer(NumberText& in, Digits& digits) {
+  if (!in.at_digit()) {
     return "expected a digit";
   }
-  if (text[pos] == '0') {
-    ++pos;
-    if (pos < n && is_digit(text[pos])) {
-      return "leading zeros are not allowed";
-    }
-  } else {
-    while (pos < n && is_digit(text[pos])) {
-      take_digit(text[pos], false);
-      ++pos;
+  if (in.skip('0')) {
+    return in.at_digit() ? "leading zeros are not allowed" : nullptr;
+  }
+  while (in.at_digit()) {
+    digits.take(in.next(), false);
+  }
+  return nullptr;
+}
+
+// An optional fraction: '.' and at least one digit.
+const char* read_fraction(NumberText& in, Digits& digits) {
+  if (!in.skip('.')) {
+    return nullptr;
+  }
+  if (!in.at_digit()) {
+    return "expected a digit after '.'";
+  }
+  while (in.at_digit()) {
+    digits.take(in.next(), true);
+  }
+  return nullptr;
+}
+
+// An optional exponent: 'e' or 'E', a sign or none, and at least one digit (saturating).
+const char* read_exponent(NumberText& in, Digits& digits) {
+  if (!in.skip('e') && !in.skip('E')) {
+    return nullptr;
+  }
+  const bool negative = in.skip('-');
+  if (!negative) {
+    in.skip('+');
+  }
+  if (!in.at_digit()) {
+    return "expected a digit in the exponent";
+  }
+  std::int64_t e = 0;
+  while (in.at_digit()) {
+    const char c = in.next();
+    if (e < kExponentAbsMax) {
+      e = e * 10 + (c - '0');
     }
   }
+  digits.exponent += negative ? -e : e;
+  return nullptr;
+}
 
-  if (pos < n && text[pos] == '.') {
-    ++pos;
-    if (pos >= n || !is_digit(text[pos])) {
-      return "expected a digit after '.'";
-    }
-    while (pos < n && is_digit(text[pos])) {
-      take_digit(text[pos], true);
-      ++pos;
-    }
+// *units = mantissa * 10^shift, for shift >= 0 and a mantissa >= 1: exact, or over the limit.
+const char* scale_up(const Digits& digits, std::int64_t shift, U128* units) {
+  // mantissa >= 1, so a shift this large is far beyond the limit.
+  if (shift > kDigitsKeptMax) {
+    return kTooLarge;
   }
-
-  if (pos < n && (text[pos] == 'e' || text[pos] == 'E')) {
-    ++pos;
-    bool exponent_negative = false;
-    if (pos < n && (text[pos] == '+' || text[pos] == '-')) {
-      exponent_negative = text[pos] == '-';
-      ++pos;
-    }
-    if (pos >= n || !is_digit(text[pos])) {
-      return "expected a digit in the exponent";
-    }
-    std::int64_t e = 0;
-    while (pos < n && is_digit(text[pos])) {
-      if (e < kExponentAbsMax) {
-        e = e * 10 + (text[pos] - '0');
-      }
-      ++pos;
-    }
-    exponent += exponent_negative ? -e : e;
+  const U128 scale = pow10_u128(static_cast<int>(shift));
+  if (digits.mantissa > kUnitsAbsMax / scale) {
+    return kTooLarge;
   }
+  *units = digits.mantissa * scale;
+  // Dropped digits only exist when 38 digits were kept; then a shift >= 0 means the value
+  // is at least 1e28, so any non-zero dropped digit puts it over the limit.
+  if (digits.sticky || *units > kUnitsAbsMax) {
+    return kTooLarge;
+  }
+  return nullptr;
+}
 
-  if (pos != n) {
+// *units = mantissa / 10^-shift, for shift < 0, rounded half to even.
+const char* scale_down(const Digits& digits, std::int64_t shift, U128* units) {
+  if (-shift > kDigitsKeptMax) {
+    // mantissa < 10^38 <= divisor / 10, so the value is below half a unit: it rounds to 0.
+    *units = 0;
+    return nullptr;
+  }
+  const U128 divisor = pow10_u128(static_cast<int>(-shift));
+  *units = digits.mantissa / divisor;
+  const U128 remainder = digits.mantissa % divisor;
+  const U128 twice = remainder * 2;  // < 2 * 10^38, fits
+  const bool round_up =
+      twice > divisor || (twice == divisor && (digits.sticky || (*units & 1) != 0));
+  if (*units > kUnitsAbsMax || (*units == kUnitsAbsMax && (remainder != 0 || digits.sticky))) {
+    return kTooLarge;
+  }
+  if (round_up) {
+    ++*units;
+  }
+  return nullptr;
+}
+
+// Parses `text` into *out; returns nullptr on success, else why the text was refused (a static
+// string, so refusing allocates nothing either).
+const char* parse_impl(std::string_view text, Decimal* out) {
+  NumberText in{text};
+  const bool negative = in.skip('-');
+  Digits digits;
+  const char* why = read_integer(in, digits);
+  why = why != nullptr ? why : read_fraction(in, digits);
+  why = why != nullptr ? why : read_exponent(in, digits);
+  if (why != nullptr) {
+    return why;
+  }
+  if (!in.at_end()) {
     return "unexpected character";
   }
-
-  if (mantissa == 0) {
+  if (digits.mantissa == 0) {
     *out = Decimal{};  // all digits zero ("0", "-0.000e5")
     return nullptr;
   }
-
   // units = mantissa * 10^(exponent + 9), rounded half to even.
-  const std::int64_t shift = exponent + Decimal::kFractionDigits;
+  const std::int64_t shift = digits.exponent + Decimal::kFractionDigits;
   U128 units = 0;
-  if (shift >= 0) {
-    // mantissa >= 1, so a shift this large is far beyond the limit.
-    if (shift > kDigitsKeptMax) {
-      return "magnitude exceeds 1e28";
-    }
-    const U128 scale = pow10_u128(static_cast<int>(shift));
-    if (mantissa > kUnitsAbsMax / scale) {
-      return "magnitude exceeds 1e28";
-    }
-    units = mantissa * scale;
-    // Dropped digits only exist when 38 digits were kept; then a shift >= 0 means the value
-    // is at least 1e28, so any non-zero dropped digit puts it over the limit.
-    if (sticky || units > kUnitsAbsMax) {
-      return "magnitude exceeds 1e28";
-    }
-  } else {
-    if (-shift > kDigitsKeptMax) {
-      // mantissa < 10^38 <= divisor / 10, so the value is below half a unit: it rounds to 0.
-      *out = Decimal{};
-      return nullptr;
-    }
-    const U128 divisor = pow10_u128(static_cast<int>(-shift));
-    units = mantissa / divisor;
-    const U128 remainder = mantissa % divisor;
-    const U128 twice = remainder * 2;  // < 2 * 10^38, fits
-    const bool round_up = twice > divisor || (twice == divisor && (sticky || (units & 1) != 0));
-    if (units > kUnitsAbsMax || (units == kUnitsAbsMax && (remainder != 0 || sticky))) {
-      return "magnitude exceeds 1e28";
-    }
-    if (round_up) {
-      ++units;
-    }
+  why = shift >= 0 ? scale_up(digits, shift, &units) : scale_down(digits, shift, &units);
+  if (why != nullptr) {
+    return why;
   }
-
   const auto value = static_cast<__int128>(units);
   *out = Decimal{negative ? -value : value};
   return nullptr;

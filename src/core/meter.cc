@@ -40,6 +40,122 @@ void append_field(std::string* out, std::string_view s) {
   out->push_back(';');
 }
 
+// A property path read segment by segment ("$.a['b'].c") into its dotted form ("a.b.c").
+class PathReader {
+ public:
+  explicit PathReader(std::string_view path) : path_(path) { out_.reserve(path.size()); }
+
+  // Reads the whole path (not empty); returns why it is refused, or nullptr.
+  const char* read() {
+    if (path_[0] == '$') {
+      pos_ = 1;
+      after_root_ = true;
+      if (pos_ == path_.size()) {
+        return "names no property";
+      }
+    }
+    while (pos_ < path_.size()) {
+      const char* why = path_[pos_] == '[' ? read_quoted() : read_dotted();
+      if (why != nullptr) {
+        return why;
+      }
+      first_segment_ = false;
+      after_root_ = false;
+    }
+    return nullptr;
+  }
+
+  std::string take() { return std::move(out_); }
+
+ private:
+  // ['name'] or ["name"]; anything else in brackets is an index, slice or filter.
+  const char* read_quoted() {
+    ++pos_;
+    if (pos_ >= path_.size() || (path_[pos_] != '\'' && path_[pos_] != '"')) {
+      return "array indexes, wildcards and filters are not supported";
+    }
+    const char quote = path_[pos_];
+    ++pos_;
+    const std::size_t name_begin = pos_;
+    while (pos_ < path_.size() && path_[pos_] != quote) {
+      if (path_[pos_] == '\\') {
+        return "escapes in quoted names are not supported";
+      }
+      ++pos_;
+    }
+    if (pos_ >= path_.size()) {
+      return "unterminated quoted name";
+    }
+    const std::string_view name = path_.substr(name_begin, pos_ - name_begin);
+    ++pos_;  // closing quote
+    if (pos_ >= path_.size() || path_[pos_] != ']') {
+      return "expected ']' after a quoted name";
+    }
+    ++pos_;
+    if (name.empty()) {
+      return "empty property name";
+    }
+    append(name);
+    return nullptr;
+  }
+
+  // .name, or a bare name first ("name" or "$name" is refused).
+  const char* read_dotted() {
+    if (path_[pos_] == '.') {
+      if (first_segment_ && !after_root_) {
+        return "starts with '.'; write \"$.name\" or \"name\"";
+      }
+      ++pos_;
+    } else if (after_root_ || !first_segment_) {
+      return "expected '.' or '[' between names";
+    }
+    const std::size_t name_begin = pos_;
+    while (pos_ < path_.size() && !is_path_syntax(path_[pos_])) {
+      ++pos_;
+    }
+    const std::string_view name = path_.substr(name_begin, pos_ - name_begin);
+    if (name.empty()) {
+      return why_no_name();
+    }
+    if (pos_ < path_.size() && path_[pos_] != '.' && path_[pos_] != '[') {
+      return path_[pos_] == '*' ? "wildcards are not supported" : "unexpected character";
+    }
+    append(name);
+    return nullptr;
+  }
+
+  // Why no name follows a '.' (or starts the path), by what comes instead.
+  const char* why_no_name() const {
+    if (pos_ >= path_.size()) {
+      return "ends with '.'";
+    }
+    switch (path_[pos_]) {
+      case '*':
+        return "wildcards are not supported";
+      case '.':
+        return "recursive descent ('..') is not supported";
+      case '[':
+        // "$.['a']" is not JSONPath; "$['a']" is.
+        return "expected a name after '.'";
+      default:
+        return "unexpected character";
+    }
+  }
+
+  void append(std::string_view name) {
+    if (!first_segment_) {
+      out_.push_back('.');
+    }
+    out_.append(name);
+  }
+
+  std::string_view path_;
+  std::size_t pos_ = 0;
+  bool after_root_ = false;  // true right after "$": the next segment needs '.' or '['
+  bool first_segment_ = true;
+  std::string out_;
+};
+
 }  // namespace
 
 Result<Aggregation> parse_aggregation(std::string_view name) {
@@ -110,94 +226,11 @@ Result<std::string> parse_value_path(std::string_view path) {
   if (path.size() > kPropKeyBytesMax) {
     return path_error(path, "longer than a property key may be");
   }
-  std::string out;
-  out.reserve(path.size());
-  std::size_t pos = 0;
-  bool after_root = false;  // true right after "$": the next segment needs '.' or '['
-  if (path[0] == '$') {
-    pos = 1;
-    after_root = true;
-    if (pos == path.size()) {
-      return path_error(path, "names no property");
-    }
+  PathReader reader(path);
+  if (const char* why = reader.read(); why != nullptr) {
+    return path_error(path, why);
   }
-  bool first_segment = true;
-  while (pos < path.size()) {
-    const char c = path[pos];
-    if (c == '[') {
-      // ['name'] or ["name"]; anything else in brackets is an index, slice or filter.
-      ++pos;
-      if (pos >= path.size() || (path[pos] != '\'' && path[pos] != '"')) {
-        return path_error(path, "array indexes, wildcards and filters are not supported");
-      }
-      const char quote = path[pos];
-      ++pos;
-      const std::size_t name_begin = pos;
-      while (pos < path.size() && path[pos] != quote) {
-        if (path[pos] == '\\') {
-          return path_error(path, "escapes in quoted names are not supported");
-        }
-        ++pos;
-      }
-      if (pos >= path.size()) {
-        return path_error(path, "unterminated quoted name");
-      }
-      const std::string_view name = path.substr(name_begin, pos - name_begin);
-      ++pos;  // closing quote
-      if (pos >= path.size() || path[pos] != ']') {
-        return path_error(path, "expected ']' after a quoted name");
-      }
-      ++pos;
-      if (name.empty()) {
-        return path_error(path, "empty property name");
-      }
-      if (!first_segment) {
-        out.push_back('.');
-      }
-      out.append(name);
-    } else {
-      if (c == '.') {
-        if (first_segment && !after_root) {
-          return path_error(path, "starts with '.'; write \"$.name\" or \"name\"");
-        }
-        ++pos;
-      } else if (after_root || !first_segment) {
-        return path_error(path, "expected '.' or '[' between names");
-      }
-      const std::size_t name_begin = pos;
-      while (pos < path.size() && !is_path_syntax(path[pos])) {
-        ++pos;
-      }
-      const std::string_view name = path.substr(name_begin, pos - name_begin);
-      if (name.empty()) {
-        if (pos < path.size() && path[pos] == '*') {
-          return path_error(path, "wildcards are not supported");
-        }
-        if (pos < path.size() && path[pos] == '.') {
-          return path_error(path, "recursive descent ('..') is not supported");
-        }
-        if (pos < path.size() && path[pos] == '[') {
-          // "$.['a']" is not JSONPath; "$['a']" is.
-          return path_error(path, "expected a name after '.'");
-        }
-        if (pos >= path.size()) {
-          return path_error(path, "ends with '.'");
-        }
-        return path_error(path, "unexpected character");
-      }
-      if (pos < path.size() && path[pos] != '.' && path[pos] != '[') {
-        return path_error(
-            path, path[pos] == '*' ? "wildcards are not supported" : "unexpected character");
-      }
-      if (!first_segment) {
-        out.push_back('.');
-      }
-      out.append(name);
-    }
-    first_segment = false;
-    after_root = false;
-  }
-  return out;
+  return reader.take();
 }
 
 bool meter_accepts(const MeterSpec& m, const EventBatch& b, const Event& e, MeterInput* input,

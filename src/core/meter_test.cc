@@ -111,6 +111,41 @@ TEST(ParseValuePath, MessagesSayWhatIsUnsupported) {
   EXPECT_NE(parse_value_path("").error().message().find("empty"), std::string::npos);
 }
 
+// Each refusal's whole message, one per check.
+TEST(ParseValuePath, NamesEachFaultInFull) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"", "empty"},
+      {"$", "names no property"},
+      {"$[0]", "array indexes, wildcards and filters are not supported"},
+      {"$.a[", "array indexes, wildcards and filters are not supported"},
+      {"$['a\\'b']", "escapes in quoted names are not supported"},
+      {"$['a", "unterminated quoted name"},
+      {"$['a'x", "expected ']' after a quoted name"},
+      {"$[\"a\"", "expected ']' after a quoted name"},
+      {"$['']", "empty property name"},
+      {".a", "starts with '.'; write \"$.name\" or \"name\""},
+      {"$a", "expected '.' or '[' between names"},
+      {"['a']b", "expected '.' or '[' between names"},
+      {"$.*", "wildcards are not supported"},
+      {"$..a", "recursive descent ('..') is not supported"},
+      {"$.['a']", "expected a name after '.'"},
+      {"a.", "ends with '.'"},
+      {"$.]", "unexpected character"},
+      {"a*", "wildcards are not supported"},
+      {"a b", "unexpected character"},
+  };
+  for (const auto& [text, why] : cases) {
+    Result<std::string> r = parse_value_path(text);
+    ASSERT_FALSE(r.has_value()) << text << " gave " << *r;
+    EXPECT_EQ(r.error().message(), std::string("invalid property path \"") + text + "\": " + why);
+  }
+  const std::string longer = "$." + std::string(kPropKeyBytesMax + 1, 'a');
+  EXPECT_EQ(parse_value_path(longer).error().message(),
+            "invalid property path \"" + longer.substr(0, 64) +
+                "...\": longer than a property key may be");
+  EXPECT_EQ(path("['a'].b[\"c\"]"), "a.b.c");
+}
+
 TEST(ParseValuePath, RefusesOverlongPaths) {
   EXPECT_FALSE(parse_value_path("$." + std::string(kPropKeyBytesMax + 1, 'a')).has_value());
   EXPECT_TRUE(parse_value_path(std::string(kPropKeyBytesMax, 'a')).has_value());

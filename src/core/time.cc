@@ -167,75 +167,88 @@ TimeUs fixed_window_next(TimeUs start, TimeUs span, const date::time_zone* zone)
   return candidate;
 }
 
-}  // namespace
-
-Result<TimeUs> parse_rfc3339(std::string_view text) {
-  // Fixed layout up to the seconds: YYYY-MM-DDTHH:MM:SS
-  constexpr std::size_t kSecondsEnd = 19;
-  if (text.size() < kSecondsEnd + 1) {
-    return time_error(text, "too short; expected YYYY-MM-DDTHH:MM:SS followed by Z or an offset");
-  }
+// The fields of a timestamp up to its seconds.
+struct DateTime {
   int year = 0;
   int month = 0;
   int day = 0;
   int hour = 0;
   int minute = 0;
   int second = 0;
-  if (!read_digits(text, 0, 4, &year) || text[4] != '-' || !read_digits(text, 5, 2, &month) ||
-      text[7] != '-' || !read_digits(text, 8, 2, &day)) {
-    return time_error(text, "date must be YYYY-MM-DD");
+};
+
+// The bytes of the fixed layout up to the seconds: YYYY-MM-DDTHH:MM:SS.
+constexpr std::size_t kSecondsEnd = 19;
+
+// The fixed layout up to the seconds, at the start of `text` (which is longer); returns why
+// not, or nullptr.
+const char* read_date_time(std::string_view text, DateTime* t) {
+  if (!read_digits(text, 0, 4, &t->year) || text[4] != '-' || !read_digits(text, 5, 2, &t->month) ||
+      text[7] != '-' || !read_digits(text, 8, 2, &t->day)) {
+    return "date must be YYYY-MM-DD";
   }
   const char sep = text[10];
   if (sep != 'T' && sep != 't' && sep != ' ') {
-    return time_error(text, "date and time must be separated by 'T'");
+    return "date and time must be separated by 'T'";
   }
-  if (!read_digits(text, 11, 2, &hour) || text[13] != ':' || !read_digits(text, 14, 2, &minute) ||
-      text[16] != ':' || !read_digits(text, 17, 2, &second)) {
-    return time_error(text, "time must be HH:MM:SS");
+  if (!read_digits(text, 11, 2, &t->hour) || text[13] != ':' ||
+      !read_digits(text, 14, 2, &t->minute) || text[16] != ':' ||
+      !read_digits(text, 17, 2, &t->second)) {
+    return "time must be HH:MM:SS";
   }
-  if (year < 1970) {
-    return time_error(text, "year must be 1970..9999");
+  return nullptr;
+}
+
+// Whether each field is in its range, the day in its month (*ymd); returns why not, or nullptr.
+const char* check_date_time(const DateTime& t, date::year_month_day* ymd) {
+  if (t.year < 1970) {
+    return "year must be 1970..9999";
   }
-  if (month < 1 || month > 12) {
-    return time_error(text, "month must be 01..12");
+  if (t.month < 1 || t.month > 12) {
+    return "month must be 01..12";
   }
-  const date::year_month_day ymd{date::year{year}, date::month{static_cast<unsigned>(month)},
-                                 date::day{static_cast<unsigned>(day)}};
-  if (day < 1 || !ymd.ok()) {
-    return time_error(text, "day does not exist in that month");
+  *ymd = date::year_month_day{date::year{t.year}, date::month{static_cast<unsigned>(t.month)},
+                              date::day{static_cast<unsigned>(t.day)}};
+  if (t.day < 1 || !ymd->ok()) {
+    return "day does not exist in that month";
   }
-  if (hour > 23) {
-    return time_error(text, "hour must be 00..23");
+  if (t.hour > 23) {
+    return "hour must be 00..23";
   }
-  if (minute > 59) {
-    return time_error(text, "minute must be 00..59");
+  if (t.minute > 59) {
+    return "minute must be 00..59";
   }
   // Leap seconds (":60") are refused: Unix time has no place for them.
-  if (second > 59) {
-    return time_error(text, "second must be 00..59");
+  if (t.second > 59) {
+    return "second must be 00..59";
   }
+  return nullptr;
+}
 
-  std::size_t pos = kSecondsEnd;
-  TimeUs fraction_us = 0;
-  if (text[pos] == '.') {
-    ++pos;
-    const std::size_t digits_begin = pos;
-    TimeUs scale = 100'000;
-    while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') {
-      // Digits past microseconds are checked but truncated, as documented.
-      fraction_us += (text[pos] - '0') * scale;
-      scale /= 10;
-      ++pos;
-    }
-    if (pos == digits_begin) {
-      return time_error(text, "'.' must be followed by fraction digits");
-    }
+// An optional fraction of a second at text[*pos] ('.' and digits), moving *pos past it; returns
+// why not, or nullptr.
+const char* read_fraction(std::string_view text, std::size_t* pos, TimeUs* fraction_us) {
+  if (text[*pos] != '.') {
+    return nullptr;
   }
+  ++*pos;
+  const std::size_t digits_begin = *pos;
+  TimeUs scale = 100'000;
+  while (*pos < text.size() && text[*pos] >= '0' && text[*pos] <= '9') {
+    // Digits past microseconds are checked but truncated, as documented.
+    *fraction_us += (text[*pos] - '0') * scale;
+    scale /= 10;
+    ++*pos;
+  }
+  return *pos == digits_begin ? "'.' must be followed by fraction digits" : nullptr;
+}
+
+// The offset that ends the text from text[pos]: Z, +HH:MM or -HH:MM; returns why not, or
+// nullptr.
+const char* read_offset(std::string_view text, std::size_t pos, TimeUs* offset_us) {
   if (pos >= text.size()) {
-    return time_error(text, "missing time zone offset (Z or +HH:MM)");
+    return "missing time zone offset (Z or +HH:MM)";
   }
-
-  TimeUs offset_us = 0;
   const char zone = text[pos];
   if (zone == 'Z' || zone == 'z') {
     ++pos;
@@ -244,26 +257,53 @@ Result<TimeUs> parse_rfc3339(std::string_view text) {
     int offset_minutes = 0;
     if (text.size() - pos != 6 || !read_digits(text, pos + 1, 2, &offset_hours) ||
         text[pos + 3] != ':' || !read_digits(text, pos + 4, 2, &offset_minutes)) {
-      return time_error(text, "offset must be Z, +HH:MM or -HH:MM");
+      return "offset must be Z, +HH:MM or -HH:MM";
     }
     if (offset_hours > 23 || offset_minutes > 59) {
-      return time_error(text, "offset out of range");
+      return "offset out of range";
     }
-    offset_us = offset_hours * kUsPerHour + offset_minutes * kUsPerMinute;
+    *offset_us = offset_hours * kUsPerHour + offset_minutes * kUsPerMinute;
     if (zone == '-') {
-      offset_us = -offset_us;
+      *offset_us = -*offset_us;
     }
     pos += 6;
   } else {
-    return time_error(text, "offset must be Z, +HH:MM or -HH:MM");
+    return "offset must be Z, +HH:MM or -HH:MM";
   }
-  if (pos != text.size()) {
-    return time_error(text, "unexpected text after the offset");
-  }
+  return pos != text.size() ? "unexpected text after the offset" : nullptr;
+}
 
+// Why `text` is not a timestamp Tally takes, or nullptr with its instant in *out.
+const char* parse_timestamp(std::string_view text, TimeUs* out) {
+  if (text.size() < kSecondsEnd + 1) {
+    return "too short; expected YYYY-MM-DDTHH:MM:SS followed by Z or an offset";
+  }
+  DateTime t;
+  date::year_month_day ymd;
+  std::size_t pos = kSecondsEnd;
+  TimeUs fraction_us = 0;
+  TimeUs offset_us = 0;
+  const char* why = read_date_time(text, &t);
+  why = why != nullptr ? why : check_date_time(t, &ymd);
+  why = why != nullptr ? why : read_fraction(text, &pos, &fraction_us);
+  why = why != nullptr ? why : read_offset(text, pos, &offset_us);
+  if (why != nullptr) {
+    return why;
+  }
   const TimeUs days = date::sys_days{ymd}.time_since_epoch().count();
-  return days * kUsPerDay + hour * kUsPerHour + minute * kUsPerMinute + second * kUsPerSecond +
-         fraction_us - offset_us;
+  *out = days * kUsPerDay + t.hour * kUsPerHour + t.minute * kUsPerMinute +
+         t.second * kUsPerSecond + fraction_us - offset_us;
+  return nullptr;
+}
+
+}  // namespace
+
+Result<TimeUs> parse_rfc3339(std::string_view text) {
+  TimeUs t = 0;
+  if (const char* why = parse_timestamp(text, &t); why != nullptr) {
+    return time_error(text, why);
+  }
+  return t;
 }
 
 std::string format_rfc3339(TimeUs t) {

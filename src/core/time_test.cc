@@ -111,6 +111,40 @@ TEST(ParseRfc3339, RefusesBadOffsets) {
   expect_refused("2025-01-17T14:30:00+02:00:00", "offset");
 }
 
+// Each refusal's whole message, one per check, in the order the text is read.
+TEST(ParseRfc3339, NamesEachFaultInFull) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"2025-01-17", "too short; expected YYYY-MM-DDTHH:MM:SS followed by Z or an offset"},
+      {"2025-01-1xT14:30:00Z", "date must be YYYY-MM-DD"},
+      {"2025-01-17_14:30:00Z", "date and time must be separated by 'T'"},
+      {"2025-01-17T14:30:0xZ", "time must be HH:MM:SS"},
+      {"1969-12-31T23:59:59Z", "year must be 1970..9999"},
+      {"2025-13-01T00:00:00Z", "month must be 01..12"},
+      {"2025-02-29T00:00:00Z", "day does not exist in that month"},
+      {"2025-01-17T24:00:00Z", "hour must be 00..23"},
+      {"2025-01-17T14:60:00Z", "minute must be 00..59"},
+      {"2025-01-17T14:30:60Z", "second must be 00..59"},
+      {"2025-01-17T14:30:00.Z", "'.' must be followed by fraction digits"},
+      {"2025-01-17T14:30:00.5", "missing time zone offset (Z or +HH:MM)"},
+      {"2025-01-17T14:30:00+02:0", "offset must be Z, +HH:MM or -HH:MM"},
+      {"2025-01-17T14:30:00-02x00", "offset must be Z, +HH:MM or -HH:MM"},
+      {"2025-01-17T14:30:00 02:00", "offset must be Z, +HH:MM or -HH:MM"},
+      {"2025-01-17T14:30:00-24:00", "offset out of range"},
+      {"2025-01-17T14:30:00zz", "unexpected text after the offset"},
+  };
+  for (const auto& [text, why] : cases) {
+    Result<TimeUs> r = parse_rfc3339(text);
+    ASSERT_FALSE(r.has_value()) << text;
+    EXPECT_EQ(r.error().message(),
+              std::string("invalid RFC 3339 timestamp \"") + text + "\": " + why);
+  }
+  const std::string longer = "2025-01-17T14:30:00Z" + std::string(60, 'x');
+  EXPECT_EQ(parse_rfc3339(longer).error().message(), "invalid RFC 3339 timestamp \"" +
+                                                         longer.substr(0, 64) +
+                                                         "...\": unexpected text after the offset");
+  EXPECT_EQ(at("2025-01-17T14:30:00.1234567-01:30"), at("2025-01-17T16:00:00.123456Z"));
+}
+
 TEST(ParseRfc3339, RefusesBadLayout) {
   expect_refused("", "too short");
   expect_refused("2025-01-17", "too short");

@@ -329,6 +329,34 @@ Status write_on_commit_thread(Engine::Impl& d, store::WriteBatch&& wb) {
       [] {});
 }
 
+// The number of the next archive: the stored one, else 1.
+Result<std::uint64_t> next_archive_id(const store::Store& store) {
+  auto next = store.get(store::Space::kMeta, std::string(engine::kMetaNextArchive));
+  if (!next) {
+    return next.error();
+  }
+  return next->has_value() && (*next)->size() == 8 ? engine::read_be64(**next) : 1;
+}
+
+// Writes the events older than `cutoff` to the file `tmp_path` and fills w->result with its
+// events, bytes, hash and customers; when there are none, no file is left.
+Status write_archive_file(Engine::Impl& d, core::TimeUs cutoff, const std::string& tmp_path,
+                          ArchiveWork* w) {
+  std::error_code ec;
+  fs::remove(tmp_path, ec);
+  auto writer = std::make_unique<engine::ArchiveWriter>();
+  TALLY_TRY(writer->open(tmp_path));
+  TALLY_TRY(ArchiveScan(d, cutoff, w->result.archive_id, writer.get(), w).run());
+  if (w->result.events == 0) {
+    return Status();  // the writer removes its empty file
+  }
+  TALLY_TRY(writer->finish());
+  w->result.bytes = writer->bytes();
+  w->result.sha256 = writer->sha256_hex();
+  w->result.customers = static_cast<std::uint32_t>(w->customers.size());
+  return Status();
+}
+
 }  // namespace
 
 Result<ArchiveResult> Engine::archive(const ArchiveRequest& request) {
@@ -353,32 +381,23 @@ Result<ArchiveResult> Engine::archive(const ArchiveRequest& request) {
   if (ec) {
     return Status::io_error("cannot create archive directory " + dir + ": " + ec.message());
   }
-  auto next = d.store->get(store::Space::kMeta, std::string(engine::kMetaNextArchive));
-  if (!next) {
-    return next.error();
+  Result<std::uint64_t> archive_id = next_archive_id(*d.store);
+  if (!archive_id) {
+    return archive_id.error();
   }
   ArchiveWork w;
   w.result.cutoff_us = *cutoff;
-  w.result.archive_id = next->has_value() && (*next)->size() == 8 ? engine::read_be64(**next) : 1;
+  w.result.archive_id = *archive_id;
   w.units.from_scratch = true;
   const core::TimeUs created = d.clock->now_us();
-
   // The file is named when its time range is known; written under a temporary name first.
   const std::string tmp_path =
       (fs::path(dir) / ("events-archive-" + std::to_string(w.result.archive_id) + ".partial"))
           .string();
-  fs::remove(tmp_path, ec);
-  auto writer = std::make_unique<engine::ArchiveWriter>();
-  TALLY_TRY(writer->open(tmp_path));
-  TALLY_TRY(ArchiveScan(d, *cutoff, w.result.archive_id, writer.get(), &w).run());
+  TALLY_TRY(write_archive_file(d, *cutoff, tmp_path, &w));
   if (w.result.events == 0) {
-    return w.result;  // the writer removes its empty file
+    return w.result;
   }
-  TALLY_TRY(writer->finish());
-  w.result.bytes = writer->bytes();
-  w.result.sha256 = writer->sha256_hex();
-  writer.reset();
-  w.result.customers = static_cast<std::uint32_t>(w.customers.size());
   Result<std::string> manifest = publish_files(dir, tmp_path, created, w, &w.result);
   if (!manifest) {
     return manifest.error();
@@ -595,6 +614,71 @@ Status forget_archive(const store::Store& store, std::uint64_t archive_id, store
   return Status();
 }
 
+// The manifest that `path` names (an archive's .manifest.json, or the one beside its data file)
+// into *m, with its path.
+Status read_manifest(const std::string& path, std::string* manifest_path,
+                     engine::ArchiveManifest* m) {
+  *manifest_path = path.ends_with(".manifest.json") ? path : manifest_name_for(path);
+  Result<std::string> text = engine::read_small_file(*manifest_path, kManifestBytesMax);
+  if (!text) {
+    return text.error().code() == StatusCode::kNotFound
+               ? Status::not_found("no manifest " + *manifest_path + " beside the archive")
+               : text.error();
+  }
+  if (Status s = engine::decode_manifest(*text, m); !s.ok()) {
+    return Status::invalid_argument(*manifest_path + ": " + s.message());
+  }
+  return Status();
+}
+
+// Customer id -> number, of the archive's customers that this data directory has.
+using CustomerNums = std::unordered_map<std::string, std::uint32_t>;
+
+CustomerNums customer_nums_of(const Engine::Impl& d, const engine::ArchiveManifest& m) {
+  CustomerNums nums;
+  std::shared_lock lock(d.state_mutex);
+  for (const auto& c : m.customers) {
+    if (auto it = d.customer_nums.find(c); it != d.customer_nums.end()) {
+      nums[c] = it->second;
+    }
+  }
+  return nums;
+}
+
+// The first pass: the whole file must match its manifest, and hold only customers this data
+// directory has, before anything changes.
+Status check_archive(const std::string& data_path, const engine::ArchiveManifest& m,
+                     const CustomerNums& nums) {
+  return read_archive(data_path, m, [&](engine::ArchivedEvent&& e) -> Status {
+    if (nums.count(e.customer) == 0) {
+      return Status::unprocessable("the archive holds events of customer '" + e.customer +
+                                   "', which this data directory does not have");
+    }
+    return Status();
+  });
+}
+
+// Whether this data directory holds the record of the archive (a record of another file under
+// its number is refused).
+Result<bool> archive_recorded(const store::Store& store, const engine::ArchiveManifest& m,
+                              const std::string& data_path) {
+  auto record =
+      store.get(store::Space::kArchive,
+                engine::archive_record_key(engine::kArchiveManifestTag, m.archive_id, ""));
+  if (!record) {
+    return record.error();
+  }
+  if (!record->has_value()) {
+    return false;
+  }
+  engine::ArchiveManifest stored;
+  if (!engine::decode_manifest(**record, &stored).ok() || stored.sha256 != m.sha256) {
+    return Status::unprocessable("archive " + std::to_string(m.archive_id) +
+                                 " of this data directory is another file than " + data_path);
+  }
+  return true;
+}
+
 }  // namespace
 
 Result<RestoreResult> Engine::restore(const std::string& path) {
@@ -607,63 +691,26 @@ Result<RestoreResult> Engine::restore(const std::string& path) {
   if (!busy.owns_lock()) {
     return Status::unavailable("another archive, restore or verify is running");
   }
-  const std::string manifest_path =
-      path.ends_with(".manifest.json") ? path : manifest_name_for(path);
-  Result<std::string> text = engine::read_small_file(manifest_path, kManifestBytesMax);
-  if (!text) {
-    return text.error().code() == StatusCode::kNotFound
-               ? Status::not_found("no manifest " + manifest_path + " beside the archive")
-               : text.error();
-  }
+  std::string manifest_path;
   engine::ArchiveManifest m;
-  if (Status s = engine::decode_manifest(*text, &m); !s.ok()) {
-    return Status::invalid_argument(manifest_path + ": " + s.message());
-  }
+  TALLY_TRY(read_manifest(path, &manifest_path, &m));
   const std::string data_path = (fs::path(manifest_path).parent_path() / m.file).string();
   RestoreResult out;
   out.archive_id = m.archive_id;
   out.file = data_path;
-
-  std::unordered_map<std::string, std::uint32_t> nums;
-  {
-    std::shared_lock lock(d.state_mutex);
-    for (const auto& c : m.customers) {
-      if (auto it = d.customer_nums.find(c); it != d.customer_nums.end()) {
-        nums[c] = it->second;
-      }
-    }
+  const CustomerNums nums = customer_nums_of(d, m);
+  TALLY_TRY(check_archive(data_path, m, nums));
+  Result<bool> recorded = archive_recorded(*d.store, m, data_path);
+  if (!recorded) {
+    return recorded.error();
   }
-  // First pass: the whole file must match its manifest before anything changes.
-  TALLY_TRY(read_archive(data_path, m, [&](engine::ArchivedEvent&& e) -> Status {
-    if (nums.count(e.customer) == 0) {
-      return Status::unprocessable("the archive holds events of customer '" + e.customer +
-                                   "', which this data directory does not have");
-    }
-    return Status();
-  }));
-
-  auto record =
-      d.store->get(store::Space::kArchive,
-                   engine::archive_record_key(engine::kArchiveManifestTag, m.archive_id, ""));
-  if (!record) {
-    return record.error();
-  }
-  if (record->has_value()) {
-    engine::ArchiveManifest stored;
-    if (!engine::decode_manifest(**record, &stored).ok() || stored.sha256 != m.sha256) {
-      return Status::unprocessable("archive " + std::to_string(m.archive_id) +
-                                   " of this data directory is another file than " + data_path);
-    }
-  }
-
   RestorePlan plan;
   TALLY_TRY(read_archive(data_path, m, [&](engine::ArchivedEvent&& e) -> Status {
-    const std::uint32_t cnum = nums.at(e.customer);
-    return plan_event(*d.store, cnum, std::move(e), &plan);
+    return plan_event(*d.store, nums.at(e.customer), std::move(e), &plan);
   }));
   out.already_present = plan.already_present;
   out.events = plan.restored.size();
-  if (!record->has_value()) {
+  if (!*recorded) {
     if (plan.restored.empty()) {
       return out;  // restored before: nothing to do
     }

@@ -65,6 +65,11 @@ Status bad_line(std::string_view what) {
   return Status::invalid_argument("an archive line " + std::string(what));
 }
 
+// A field of the wrong type.
+Status bad_line_field(std::string_view key) {
+  return bad_line("has a bad '" + std::string(key) + "'");
+}
+
 // A property: [key, kind, text].
 Status decode_prop(simdjson::simdjson_result<od::value> p, ArchivedEvent::Prop* prop) {
   od::array triple;
@@ -84,6 +89,97 @@ Status decode_prop(simdjson::simdjson_result<od::value> p, ArchivedEvent::Prop* 
   }
   prop->key.assign(parts[0]);
   prop->text.assign(parts[2]);
+  return Status();
+}
+
+// "properties": an array of [key, kind, text].
+Status decode_props(od::value v, ArchivedEvent* out) {
+  od::array props;
+  // Iterating an array that failed to parse is undefined in simdjson: only a good one.
+  if (v.get_array().get(props) != simdjson::SUCCESS) {
+    return bad_line_field("properties");
+  }
+  for (auto p : props) {
+    ArchivedEvent::Prop prop;
+    TALLY_TRY(decode_prop(p, &prop));
+    out->props.push_back(std::move(prop));
+  }
+  return Status();
+}
+
+// "cost" or "credits": a decimal as text.
+Status decode_amount(od::value v, std::string_view key, core::Decimal* amount) {
+  std::string_view s;
+  if (v.get_string().get(s) != simdjson::SUCCESS) {
+    return bad_line_field(key);
+  }
+  if (!core::try_parse_decimal(s, amount)) {
+    return bad_line("has a bad " + std::string(key));
+  }
+  return Status();
+}
+
+// "quantity": 1..kEventQuantityMax (absent: 1).
+Status decode_quantity(od::value v, std::uint32_t* quantity) {
+  std::uint64_t q = 0;
+  if (v.get_uint64().get(q) != simdjson::SUCCESS) {
+    return bad_line_field("quantity");
+  }
+  if (q < 1 || q > core::kEventQuantityMax) {
+    return bad_line("has a quantity outside 1.." + std::to_string(core::kEventQuantityMax));
+  }
+  *quantity = static_cast<std::uint32_t>(q);
+  return Status();
+}
+
+// Which of the fields every archive line has were read.
+struct LineRequired {
+  bool customer = false;
+  bool seq = false;
+  bool id = false;
+  bool time = false;
+};
+
+// A text, number or flag field of an archive line into *out: simdjson's error when its value has
+// the wrong type. "time" (for people) and fields of later versions are skipped: on-demand skips
+// what is not read.
+simdjson::error_code decode_plain_field(std::string_view key, od::value v, ArchivedEvent* out,
+                                        LineRequired* has) {
+  std::string_view s;
+  std::int64_t i = 0;
+  simdjson::error_code err = simdjson::SUCCESS;
+  if (key == "customer" || key == "id" || key == "type") {
+    err = v.get_string().get(s);
+    (key == "customer" ? out->customer : key == "id" ? out->id : out->type).assign(s);
+    has->customer = has->customer || key == "customer";
+    has->id = has->id || key == "id";
+  } else if (key == "seq") {
+    err = v.get_uint64().get(out->seq);
+    has->seq = true;
+  } else if (key == "time_us" || key == "received_at_us") {
+    err = v.get_int64().get(i);
+    (key == "time_us" ? out->time_us : out->received_at_us) = i;
+    has->time = has->time || key == "time_us";
+  } else if (key == "flagged" || key == "priced") {
+    err = v.get_bool().get(key == "flagged" ? out->flagged : out->priced);
+  }
+  return err;
+}
+
+// One field of an archive line into *out.
+Status decode_line_field(std::string_view key, od::value v, ArchivedEvent* out, LineRequired* has) {
+  if (key == "cost" || key == "credits") {
+    return decode_amount(v, key, key == "cost" ? &out->cost : &out->credits);
+  }
+  if (key == "quantity") {
+    return decode_quantity(v, &out->quantity);
+  }
+  if (key == "properties") {
+    return decode_props(v, out);
+  }
+  if (decode_plain_field(key, v, out, has) != simdjson::SUCCESS) {
+    return bad_line_field(key);
+  }
   return Status();
 }
 
@@ -133,75 +229,15 @@ Status decode_archive_line(std::string_view line, ArchivedEvent* out) {
   if (doc.get_object().get(obj) != simdjson::SUCCESS) {
     return bad_line("is not a JSON object");
   }
-  bool has_seq = false;
-  bool has_id = false;
-  bool has_time = false;
-  bool has_customer = false;
+  LineRequired has;
   for (auto field : obj) {
     std::string_view key;
     if (field.unescaped_key().get(key) != simdjson::SUCCESS) {
       return bad_line("has a bad key");
     }
-    od::value v = field.value();
-    simdjson::error_code err = simdjson::SUCCESS;
-    std::string_view s;
-    std::int64_t i = 0;
-    if (key == "customer") {
-      err = v.get_string().get(s);
-      out->customer.assign(s);
-      has_customer = true;
-    } else if (key == "seq") {
-      err = v.get_uint64().get(out->seq);
-      has_seq = true;
-    } else if (key == "id") {
-      err = v.get_string().get(s);
-      out->id.assign(s);
-      has_id = true;
-    } else if (key == "type") {
-      err = v.get_string().get(s);
-      out->type.assign(s);
-    } else if (key == "time_us") {
-      err = v.get_int64().get(i);
-      out->time_us = i;
-      has_time = true;
-    } else if (key == "received_at_us") {
-      err = v.get_int64().get(i);
-      out->received_at_us = i;
-    } else if (key == "flagged") {
-      err = v.get_bool().get(out->flagged);
-    } else if (key == "priced") {
-      err = v.get_bool().get(out->priced);
-    } else if (key == "cost" || key == "credits") {
-      err = v.get_string().get(s);
-      if (!err && !core::try_parse_decimal(s, key == "cost" ? &out->cost : &out->credits)) {
-        return bad_line("has a bad " + std::string(key));
-      }
-    } else if (key == "quantity") {
-      std::uint64_t q = 0;
-      err = v.get_uint64().get(q);
-      if (!err && (q < 1 || q > core::kEventQuantityMax)) {
-        return bad_line("has a quantity outside 1.." + std::to_string(core::kEventQuantityMax));
-      }
-      out->quantity = static_cast<std::uint32_t>(q);
-    } else if (key == "properties") {
-      od::array props;
-      // Iterating an array that failed to parse is undefined in simdjson: only a good one.
-      err = v.get_array().get(props);
-      if (!err) {
-        for (auto p : props) {
-          ArchivedEvent::Prop prop;
-          TALLY_TRY(decode_prop(p, &prop));
-          out->props.push_back(std::move(prop));
-        }
-      }
-    } else {
-      // "time" (for people) and fields of later versions: on-demand skips what is not read
-    }
-    if (err) {
-      return bad_line("has a bad '" + std::string(key) + "'");
-    }
+    TALLY_TRY(decode_line_field(key, field.value(), out, &has));
   }
-  if (!has_customer || !has_seq || !has_id || !has_time || out->seq == 0) {
+  if (!has.customer || !has.seq || !has.id || !has.time || out->seq == 0) {
     return bad_line("lacks customer, seq, id or time_us");
   }
   return Status();
@@ -238,6 +274,97 @@ std::string encode_manifest(const ArchiveManifest& m) {
   return w.take() + "\n";
 }
 
+namespace {
+
+// What a manifest must say of itself: that it is an archive's, and its format version.
+struct ManifestRequired {
+  bool is_archive = false;
+  bool has_version = false;
+};
+
+// "customers": an array of texts.
+simdjson::error_code decode_customers(od::value v, std::vector<std::string>* customers) {
+  od::array a;
+  simdjson::error_code err = v.get_array().get(a);
+  if (err) {
+    return err;
+  }
+  for (auto c : a) {
+    std::string_view s;
+    if ((err = c.get_string().get(s))) {
+      return err;
+    }
+    customers->emplace_back(s);
+  }
+  return simdjson::SUCCESS;
+}
+
+// The manifest's instants, by name; null for another key.
+TimeUs* manifest_time(std::string_view key, ArchiveManifest* m) {
+  return key == "cutoff_us"       ? &m->cutoff_us
+         : key == "from_us"       ? &m->from_us
+         : key == "to_us"         ? &m->to_us
+         : key == "created_at_us" ? &m->created_at_us
+                                  : nullptr;
+}
+
+// The manifest's counts and sequence numbers, by name; null for another key.
+std::uint64_t* manifest_number(std::string_view key, ArchiveManifest* m) {
+  return key == "archive_id"  ? &m->archive_id
+         : key == "bytes"     ? &m->bytes
+         : key == "events"    ? &m->events
+         : key == "first_seq" ? &m->first_seq
+         : key == "last_seq"  ? &m->last_seq
+                              : nullptr;
+}
+
+// One field of a manifest into *out: simdjson's error when its value has the wrong type.
+// Unknown fields are skipped by the on-demand parser.
+simdjson::error_code decode_manifest_field(std::string_view key, od::value v, ArchiveManifest* out,
+                                           ManifestRequired* has) {
+  std::string_view s;
+  std::int64_t i = 0;
+  simdjson::error_code err = simdjson::SUCCESS;
+  if (key == "format") {
+    err = v.get_string().get(s);
+    has->is_archive = s == "tally-archive";
+  } else if (key == "format_version") {
+    err = v.get_int64().get(i);
+    out->format_version = static_cast<int>(i);
+    has->has_version = true;
+  } else if (key == "file" || key == "sha256") {
+    err = v.get_string().get(s);
+    (key == "file" ? out->file : out->sha256).assign(s);
+  } else if (std::uint64_t* n = manifest_number(key, out); n != nullptr) {
+    err = v.get_uint64().get(*n);
+  } else if (TimeUs* t = manifest_time(key, out); t != nullptr) {
+    err = v.get_int64().get(i);
+    *t = i;
+  } else if (key == "customers") {
+    err = decode_customers(v, &out->customers);
+  }
+  return err;
+}
+
+// Whether a manifest read whole is one this Tally restores from.
+Status check_manifest(const ArchiveManifest& m, const ManifestRequired& has) {
+  if (!has.is_archive || !has.has_version) {
+    return Status::invalid_argument("not a Tally archive manifest");
+  }
+  if (m.format_version != kArchiveFormatVersion) {
+    return Status::invalid_argument("archive format version " + std::to_string(m.format_version) +
+                                    " is not one this Tally reads (" +
+                                    std::to_string(kArchiveFormatVersion) + ")");
+  }
+  if (m.file.empty() || m.file.find('/') != std::string::npos || m.sha256.size() != 64 ||
+      m.archive_id == 0) {
+    return Status::invalid_argument("the manifest lacks its file name, sha256 or archive id");
+  }
+  return Status();
+}
+
+}  // namespace
+
 Status decode_manifest(std::string_view text, ArchiveManifest* out) {
   *out = ArchiveManifest{};
   simdjson::padded_string buf = padded(text);
@@ -248,77 +375,17 @@ Status decode_manifest(std::string_view text, ArchiveManifest* out) {
       doc.get_object().get(obj) != simdjson::SUCCESS) {
     return Status::invalid_argument("the manifest is not a JSON object");
   }
-  bool is_archive = false;
-  bool has_version = false;
+  ManifestRequired has;
   for (auto field : obj) {
     std::string_view key;
     if (field.unescaped_key().get(key) != simdjson::SUCCESS) {
       return Status::invalid_argument("the manifest has a bad key");
     }
-    od::value v = field.value();
-    simdjson::error_code err = simdjson::SUCCESS;
-    std::string_view s;
-    std::int64_t i = 0;
-    if (key == "format") {
-      err = v.get_string().get(s);
-      is_archive = s == "tally-archive";
-    } else if (key == "format_version") {
-      err = v.get_int64().get(i);
-      out->format_version = static_cast<int>(i);
-      has_version = true;
-    } else if (key == "archive_id") {
-      err = v.get_uint64().get(out->archive_id);
-    } else if (key == "file") {
-      err = v.get_string().get(s);
-      out->file.assign(s);
-    } else if (key == "sha256") {
-      err = v.get_string().get(s);
-      out->sha256.assign(s);
-    } else if (key == "bytes") {
-      err = v.get_uint64().get(out->bytes);
-    } else if (key == "events") {
-      err = v.get_uint64().get(out->events);
-    } else if (key == "cutoff_us" || key == "from_us" || key == "to_us" || key == "created_at_us") {
-      err = v.get_int64().get(i);
-      (key == "cutoff_us" ? out->cutoff_us
-       : key == "from_us" ? out->from_us
-       : key == "to_us"   ? out->to_us
-                          : out->created_at_us) = i;
-    } else if (key == "first_seq") {
-      err = v.get_uint64().get(out->first_seq);
-    } else if (key == "last_seq") {
-      err = v.get_uint64().get(out->last_seq);
-    } else if (key == "customers") {
-      od::array a;
-      err = v.get_array().get(a);
-      if (!err) {
-        for (auto c : a) {
-          if ((err = c.get_string().get(s))) {
-            break;
-          }
-          out->customers.emplace_back(s);
-        }
-      }
-    } else {
-      // unknown fields are skipped by the on-demand parser
-    }
-    if (err) {
+    if (decode_manifest_field(key, field.value(), out, &has) != simdjson::SUCCESS) {
       return Status::invalid_argument("the manifest has a bad '" + std::string(key) + "'");
     }
   }
-  if (!is_archive || !has_version) {
-    return Status::invalid_argument("not a Tally archive manifest");
-  }
-  if (out->format_version != kArchiveFormatVersion) {
-    return Status::invalid_argument(
-        "archive format version " + std::to_string(out->format_version) +
-        " is not one this Tally reads (" + std::to_string(kArchiveFormatVersion) + ")");
-  }
-  if (out->file.empty() || out->file.find('/') != std::string::npos || out->sha256.size() != 64 ||
-      out->archive_id == 0) {
-    return Status::invalid_argument("the manifest lacks its file name, sha256 or archive id");
-  }
-  return Status();
+  return check_manifest(*out, has);
 }
 
 // ---- writer ---------------------------------------------------------------------------------

@@ -457,6 +457,76 @@ TEST_F(ArchiveTest, ArchiveOfAnotherDataDirectoryIsRefused) {
   expect_verified(*e);
 }
 
+// Each refusal of a restore by its whole message, nothing changed by any.
+TEST_F(ArchiveTest, RestoreRefusalsNameTheirFault) {
+  std::string manifest;
+  std::string file;
+  {
+    auto e = open();
+    fill(*e);
+    auto a = e->archive(before_february());
+    ASSERT_TRUE(a.has_value()) << a.error().message();
+    manifest = a->manifest;
+    file = a->file;
+    auto missing = e->restore(out_ + "/missing.jsonl.zst");
+    ASSERT_FALSE(missing.has_value());
+    EXPECT_EQ(missing.error().message(),
+              "no manifest " + out_ + "/missing.manifest.json beside the archive");
+    std::ofstream(out_ + "/x.manifest.json") << "{\"format\":\"other\"}";
+    auto foreign = e->restore(out_ + "/x.manifest.json");
+    ASSERT_FALSE(foreign.has_value());
+    EXPECT_EQ(foreign.error().message(), out_ + "/x.manifest.json: not a Tally archive manifest");
+  }
+  // A directory without the archive's customers.
+  fs::remove_all(data_dir());
+  {
+    auto e = open();
+    auto r = e->restore(manifest);
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.error().message(),
+              "the archive holds events of customer 'acme', which this data directory does not "
+              "have");
+    // With them, but no record of the archive.
+    Customer c;
+    for (const char* id : {"acme", "beta"}) {
+      c.id = id;
+      ASSERT_TRUE(e->create_customer(c).has_value());
+    }
+    r = e->restore(manifest);
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.error().code(), StatusCode::kUnprocessable);
+    EXPECT_EQ(r.error().message(), "this data directory has no record of archive 1 (" +
+                                       fs::path(file).filename().string() +
+                                       "): it was made from another data directory");
+    EXPECT_TRUE(events(*e).empty());
+    // Its own archive 1, another file.
+    ingest(*e, "{\"events\":[" + event("z1", "acme", "2025-01-03T00:00:00Z") + "]}");
+    ArchiveRequest own = before_february();
+    own.out_dir = (dir_ / "own").string();
+    auto a = e->archive(own);
+    ASSERT_TRUE(a.has_value()) << a.error().message();
+    ASSERT_EQ(a->archive_id, 1u);
+    r = e->restore(manifest);
+    ASSERT_FALSE(r.has_value());
+    EXPECT_EQ(r.error().code(), StatusCode::kUnprocessable);
+    EXPECT_EQ(r.error().message(), "archive 1 of this data directory is another file than " + file);
+    EXPECT_TRUE(events(*e).empty());
+    auto back = e->restore(a->manifest);
+    ASSERT_TRUE(back.has_value()) << back.error().message();
+    EXPECT_EQ(back->archive_id, 1u);
+    EXPECT_EQ(back->file, a->file);
+    EXPECT_EQ(back->events, 1u);
+    EXPECT_EQ(back->already_present, 0u);
+    // Restored before: nothing to do.
+    auto again = e->restore(a->manifest);
+    ASSERT_TRUE(again.has_value()) << again.error().message();
+    EXPECT_EQ(again->events, 0u);
+    EXPECT_EQ(again->already_present, 1u);
+    EXPECT_EQ(events(*e).size(), 1u);
+    expect_verified(*e);
+  }
+}
+
 // A memory store shared by successive engines (a "disk" across restarts) whose writes that
 // record an archive fail while `fail` is set: cleanly, or after the write reached the store, as a
 // write does when the process dies in it or its fsync fails after the log write (RocksDB then

@@ -187,5 +187,58 @@ TEST_F(AuditTest, OrganizationsRollUpTheirCustomers) {
   EXPECT_EQ(e->organization_summaries(0, 101).error().code(), StatusCode::kInvalidArgument);
 }
 
+TEST_F(AuditTest, OrganizationsSortByTheirHighestPercentTiesByIdWithoutALimitLast) {
+  auto e = open_engine(std::string(kConfig) + R"(
+[[plans]]
+key = "free"
+limits = [{ meter = "api_calls", period = "day", amount = -1 }]
+)");
+  ASSERT_NE(e, nullptr);
+  auto add = [&](const char* id, const char* org, const char* plan, int calls) {
+    Customer c;
+    c.id = id;
+    c.organization = org;
+    c.plan = plan;
+    ASSERT_TRUE(e->create_customer(c).has_value());
+    std::string body = "[";
+    for (int i = 0; i < calls; ++i) {
+      body += std::string(i ? "," : "") + R"({"id":")" + id + std::to_string(i) +
+              R"(","customer":")" + id + R"(","type":"api_call","time":"2025-01-20T11:00:00Z"})";
+    }
+    auto r = e->ingest_json(body + "]");
+    ASSERT_TRUE(r.has_value()) << r.error().message();
+  };
+  add("c1", "org-c", "basic", 5);
+  add("d1", "org-d", "basic", 5);
+  add("e1", "org-e", "free", 3);
+  add("f1", "org-f", "free", 9);
+  add("f2", "org-f", "basic", 2);
+  add("g1", "org-g", "basic", 7);
+  add("g2", "org-g", "basic", 7);
+  e->flush();
+  auto page = e->organization_summaries(0, 100);
+  ASSERT_TRUE(page.has_value()) << page.error().message();
+  EXPECT_EQ(page->total, 5u);
+  std::vector<std::string> rows;
+  for (const auto& o : page->organizations) {
+    rows.push_back(o.organization + " " + o.max_percent + " " + o.max_customer + " " + o.max_rule +
+                   " " + std::to_string(o.customers));
+  }
+  EXPECT_EQ(rows, (std::vector<std::string>{"org-g 70.00 g1 api_calls per day 2",
+                                            "org-c 50.00 c1 api_calls per day 1",
+                                            "org-d 50.00 d1 api_calls per day 1",
+                                            "org-f 20.00 f2 api_calls per day 2", "org-e    1"}));
+  for (const auto& o : page->organizations) {
+    auto usage = e->organization_usage(o.organization, 0, 0, "");
+    ASSERT_TRUE(usage.has_value());
+    ASSERT_EQ(o.meters.size(), usage->meters.size()) << o.organization;
+    for (std::size_t i = 0; i < o.meters.size(); ++i) {
+      EXPECT_EQ(o.meters[i].value, usage->meters[i].value) << o.organization;
+    }
+  }
+  EXPECT_EQ(page->organizations[3].meters.at(0).value, "11");
+  EXPECT_EQ(e->organization_summaries(0, 0).error().message(), "limit must be 1..100");
+}
+
 }  // namespace
 }  // namespace tally

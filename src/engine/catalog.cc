@@ -14,18 +14,10 @@ bool limitable(core::Aggregation a) {
          a == core::Aggregation::kLatest || a == core::Aggregation::kMax;
 }
 
-}  // namespace
-
-Catalog Catalog::build(const config::Config& config) {
-  Catalog c;
-  for (const auto& spec : config.meters) {
-    c.meters.push_back(MeterDef{spec, false, limitable(spec.aggregation)});
-  }
-  const auto configured = static_cast<std::uint32_t>(c.meters.size());
-
-  // One price per meter and match; its config entries are its versions. Keys and versions
-  // come from the store at open (load_prices); stored prices the config lost join there too.
-  c.prices_by_meter.resize(configured);
+// One price per meter and match; its config entries are its versions. Keys and versions come
+// from the store at open (load_prices); stored prices the config lost join there too.
+void add_prices(Catalog& c, const config::Config& config) {
+  c.prices_by_meter.resize(c.meters.size());
   for (std::size_t e = 0; e < config.prices.size(); ++e) {
     const core::PriceSpec& spec = config.prices[e].spec;
     std::vector<std::pair<std::string, std::string>> match = spec.match;
@@ -48,15 +40,10 @@ Catalog Catalog::build(const config::Config& config) {
     c.prices_by_meter[ps.meter].push_back(static_cast<std::uint32_t>(c.prices.size()));
     c.prices.push_back(std::move(ps));
   }
+}
 
-  for (std::uint32_t i = 0; i < configured; ++i) {
-    const std::string& type = c.meters[i].spec.event_type;
-    auto [it, added] = c.by_type_.try_emplace(type);
-    if (added) {
-      c.metered_types.push_back(type);
-    }
-    it->second.push_back(i);
-  }
+// The meters whose values are numbers, and those that must not be negative (see catalog.h).
+void add_value_meters(Catalog& c) {
   for (const MeterDef& m : c.meters) {
     if (!m.spec.value_property.empty() && m.spec.aggregation != core::Aggregation::kUniqueCount) {
       c.value_meters.push_back(m.spec);
@@ -68,9 +55,12 @@ Catalog Catalog::build(const config::Config& config) {
       c.nonnegative_for_admins.push_back(&spec);
     }
   }
+}
 
-  // Hidden sum meters for the cost and credits of each priced meter, grouped like it. They
-  // are fed by pricing, not by events of their type, so by_type_ does not list them.
+// Hidden sum meters for the cost and credits of each priced meter (of the first `configured`),
+// grouped like it. They are fed by pricing, not by events of their type, so by_type_ does not
+// list them.
+void add_hidden_meters(Catalog& c, std::uint32_t configured) {
   c.cost_meter.assign(configured, kNoMeter);
   c.credits_meter.assign(configured, kNoMeter);
   for (std::uint32_t i = 0; i < configured; ++i) {
@@ -90,6 +80,27 @@ Catalog Catalog::build(const config::Config& config) {
       c.meters.push_back(std::move(hidden));
     }
   }
+}
+
+}  // namespace
+
+Catalog Catalog::build(const config::Config& config) {
+  Catalog c;
+  for (const auto& spec : config.meters) {
+    c.meters.push_back(MeterDef{spec, false, limitable(spec.aggregation)});
+  }
+  const auto configured = static_cast<std::uint32_t>(c.meters.size());
+  add_prices(c, config);
+  for (std::uint32_t i = 0; i < configured; ++i) {
+    const std::string& type = c.meters[i].spec.event_type;
+    auto [it, added] = c.by_type_.try_emplace(type);
+    if (added) {
+      c.metered_types.push_back(type);
+    }
+    it->second.push_back(i);
+  }
+  add_value_meters(c);
+  add_hidden_meters(c, configured);
   return c;
 }
 

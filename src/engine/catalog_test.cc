@@ -97,6 +97,52 @@ TEST(Catalog, APricedMeterHasHiddenCostAndCreditsMetersGroupedLikeIt) {
   EXPECT_EQ(c.prices[0].event_type, "completion");
 }
 
+TEST(Catalog, EntriesOfOneMeterAndMatchAreVersionsOfOnePrice) {
+  auto config = config::parse_config(std::string(kConfig) + R"(
+[[prices]]
+meter = "calls"
+unit_price = "0.01"
+
+[[prices]]
+meter = "tokens"
+unit_price = "0.005"
+match = { model = "large" }
+effective_from = "2025-06-01T00:00:00Z"
+
+[[prices]]
+meter = "tokens"
+unit_price = "0.001"
+effective_from = "2025-06-01T00:00:00Z"
+)",
+                                     "<test>");
+  ASSERT_TRUE(config.has_value()) << config.error().message();
+  const Catalog c = Catalog::build(*config);
+  ASSERT_EQ(c.prices.size(), 3u);
+  EXPECT_EQ(c.prices[0].entries, (std::vector<std::size_t>{0, 4}));
+  EXPECT_EQ(c.prices[1].entries, (std::vector<std::size_t>{1, 3}));
+  EXPECT_EQ(c.prices[2].entries, (std::vector<std::size_t>{2}));
+  EXPECT_EQ(c.prices[2].spec.meter, "calls");
+  EXPECT_EQ(c.prices[2].event_type, "request");
+  const std::uint32_t calls = c.index_of(c.find("calls"));
+  const std::uint32_t tokens = c.index_of(c.find("tokens"));
+  EXPECT_EQ(c.prices_by_meter[calls], (std::vector<std::uint32_t>{2}));
+  EXPECT_EQ(c.prices_by_meter[tokens], (std::vector<std::uint32_t>{0, 1}));
+  // Hidden meters, in the configured meters' order, each pair cost then credits.
+  ASSERT_EQ(c.meters.size(), 8u);
+  std::vector<std::string> hidden;
+  for (std::size_t i = 4; i < c.meters.size(); ++i) {
+    hidden.push_back(c.meters[i].spec.key + "/" + c.meters[i].spec.value_property + "/" +
+                     c.meters[i].spec.event_type);
+  }
+  EXPECT_EQ(hidden, (std::vector<std::string>{
+                        "calls:cost/cost/request", "calls:credits/credits/request",
+                        "tokens:cost/cost/completion", "tokens:credits/credits/completion"}));
+  EXPECT_EQ(c.cost_meter[calls], 4u);
+  EXPECT_EQ(c.credits_meter[tokens], 7u);
+  EXPECT_EQ(c.cost_meter[c.index_of(c.find("users"))], kNoMeter);
+  EXPECT_EQ(c.credits_meter[c.index_of(c.find("bytes"))], kNoMeter);
+}
+
 TEST(Catalog, ChecksApplyToCountSumLatestAndMaxMetersOnly) {
   const Catalog c = build();
   EXPECT_TRUE(c.find("calls")->limitable);

@@ -115,5 +115,53 @@ TEST(CheckFailureTest, TheRetryOfACheckWhoseUsageWasNotStoredCounts) {
   EXPECT_TRUE(v->ok());
 }
 
+// A reservation whose commit could not be stored stays open, its hold in place: the commit's
+// retry records the usage once.
+TEST(CheckFailureTest, AReservationWhoseCommitWasNotStoredStaysOpen) {
+  FakeClock clock(1'768'899'600'000'000);
+  auto store = std::make_unique<FailingWrites>();
+  FailingWrites* disk = store.get();
+  EngineOptions o;
+  o.config_toml = kConfig;
+  o.clock = &clock;
+  auto opened = Engine::Impl::open(o, std::move(store));
+  ASSERT_TRUE(opened.has_value()) << opened.error().message();
+  Engine& e = **opened;
+  Customer c;
+  c.id = "acme";
+  ASSERT_TRUE(e.create_customer(c).has_value());
+  CheckRequest req;
+  req.customer = "acme";
+  req.meter = "calls";
+  req.amount = "8";
+  req.consume = Consume::kReserve;
+  auto held = e.check(req);
+  ASSERT_TRUE(held.has_value()) << held.error().message();
+  ASSERT_TRUE(held->allowed);
+
+  disk->fail = true;
+  auto failed = e.commit_reservation(held->reservation_id, "6");
+  ASSERT_FALSE(failed.has_value());
+  EXPECT_EQ(failed.error().code(), StatusCode::kIOError);
+  disk->fail = false;
+  e.flush();
+  EXPECT_EQ(calls_of(e, "acme"), "0");
+  req.amount = "3";
+  req.consume = Consume::kNo;
+  auto denied = e.check(req);
+  ASSERT_TRUE(denied.has_value());
+  EXPECT_FALSE(denied->allowed) << "the hold of 8 (of 10) is still in place";
+
+  auto committed = e.commit_reservation(held->reservation_id, "6");
+  ASSERT_TRUE(committed.has_value()) << committed.error().message();
+  EXPECT_EQ(committed->amount.text(), "6");
+  e.flush();
+  EXPECT_EQ(calls_of(e, "acme"), "6");
+  EXPECT_EQ(e.commit_reservation(held->reservation_id, "6").error().code(), StatusCode::kNotFound);
+  auto v = e.verify();
+  ASSERT_TRUE(v.has_value());
+  EXPECT_TRUE(v->ok());
+}
+
 }  // namespace
 }  // namespace tally

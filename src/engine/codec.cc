@@ -354,8 +354,11 @@ std::string encode_customer(std::uint32_t num, const Customer& c) {
   return out;
 }
 
-bool decode_customer(std::string_view value, std::uint32_t* num, Customer* c) {
-  Reader r(value);
+namespace {
+
+// The fields every customer record has: its number, id, name, email, time zone, status,
+// metadata and times.
+bool decode_customer_base(Reader& r, std::uint32_t* num, Customer* c) {
   std::uint8_t version = 0;
   std::uint64_t n = 0;
   std::string_view id, name, email, tz, status, meta;
@@ -375,23 +378,12 @@ bool decode_customer(std::string_view value, std::uint32_t* num, Customer* c) {
   }
   c->status = *standing;
   c->metadata_json = meta;
-  c->plan.clear();
-  c->trial_started_at_us = 0;
-  c->billing_anchor_us = 0;
-  c->overrides.clear();
-  c->resets.clear();
-  c->organization.clear();
-  if (r.done()) {
-    return true;
-  }
-  std::string_view plan;
-  std::uint64_t n_overrides = 0;
-  if (!r.get_bytes(&plan) || !r.get_zigzag(&c->trial_started_at_us) ||
-      !r.get_zigzag(&c->billing_anchor_us) || !r.get_varint(&n_overrides)) {
-    return false;
-  }
-  c->plan = plan;
-  for (std::uint64_t i = 0; i < n_overrides; ++i) {
+  return true;
+}
+
+// `n` limit overrides.
+bool decode_overrides(Reader& r, std::uint64_t n, std::vector<LimitOverride>* overrides) {
+  for (std::uint64_t i = 0; i < n; ++i) {
     std::string_view meter, period, amount;
     LimitOverride o;
     std::uint8_t hard = 0;
@@ -403,23 +395,63 @@ bool decode_customer(std::string_view value, std::uint32_t* num, Customer* c) {
     o.period = period;
     o.amount = amount;
     o.hard = hard != 0;
-    c->overrides.push_back(std::move(o));
+    overrides->push_back(std::move(o));
   }
-  std::uint64_t n_resets = 0;
-  if (!r.get_varint(&n_resets)) {
+  return true;
+}
+
+// The count of resets, and each: meter and instant.
+bool decode_resets(Reader& r, std::vector<std::pair<std::string, TimeUs>>* resets) {
+  std::uint64_t n = 0;
+  if (!r.get_varint(&n)) {
     return false;
   }
-  for (std::uint64_t i = 0; i < n_resets; ++i) {
+  for (std::uint64_t i = 0; i < n; ++i) {
     std::string_view meter;
     TimeUs at = 0;
     if (!r.get_bytes(&meter) || !r.get_zigzag(&at)) {
       return false;
     }
-    c->resets.emplace_back(std::string(meter), at);
+    resets->emplace_back(std::string(meter), at);
+  }
+  return true;
+}
+
+// The plan fields, appended later: plan, trial start, billing anchor, overrides and resets.
+bool decode_customer_plan(Reader& r, Customer* c) {
+  std::string_view plan;
+  std::uint64_t n_overrides = 0;
+  if (!r.get_bytes(&plan) || !r.get_zigzag(&c->trial_started_at_us) ||
+      !r.get_zigzag(&c->billing_anchor_us) || !r.get_varint(&n_overrides)) {
+    return false;
+  }
+  c->plan = plan;
+  return decode_overrides(r, n_overrides, &c->overrides) && decode_resets(r, &c->resets);
+}
+
+}  // namespace
+
+bool decode_customer(std::string_view value, std::uint32_t* num, Customer* c) {
+  Reader r(value);
+  if (!decode_customer_base(r, num, c)) {
+    return false;
+  }
+  c->plan.clear();
+  c->trial_started_at_us = 0;
+  c->billing_anchor_us = 0;
+  c->overrides.clear();
+  c->resets.clear();
+  c->organization.clear();
+  if (r.done()) {
+    return true;
+  }
+  if (!decode_customer_plan(r, c)) {
+    return false;
   }
   if (r.done()) {
     return true;
   }
+  // The parent organization, appended later still.
   std::string_view organization;
   if (!r.get_bytes(&organization) || organization.empty()) {
     return false;

@@ -339,6 +339,52 @@ TEST(CodecTest, AStoredTypeKindLevelOrStatusTallyNeverWritesIsRefused) {
   EXPECT_FALSE(decode_delivery(with_text_replaced(delivery, "delivered", "dispensed"), &d2));
 }
 
+// A customer record of each age decodes, clearing what its age did not have; a status Tally
+// never writes and an empty organization are refused.
+TEST(CodecTest, CustomerRecordsOfEachAgeDecode) {
+  Customer c;
+  c.id = "acme";
+  c.name = "Acme";
+  c.status = CustomerStatus::kSuspended;
+  c.created_at_us = 5;
+  c.updated_at_us = 6;
+  // Empty plan fields are five bytes: plan "", trial 0, anchor 0, no overrides, no resets.
+  const std::string current = encode_customer(3, c);
+  const std::string oldest = current.substr(0, current.size() - 5);
+  Customer stale;
+  stale.plan = "pro";
+  stale.trial_started_at_us = 1;
+  stale.billing_anchor_us = 2;
+  stale.overrides = {{"api_calls", "month", 0, "5", true}};
+  stale.resets = {{"api_calls", 9}};
+  stale.organization = "org";
+  for (const std::string& record : {oldest, current}) {
+    std::uint32_t num = 0;
+    Customer back = stale;
+    ASSERT_TRUE(decode_customer(record, &num, &back)) << record.size();
+    EXPECT_EQ(num, 3u);
+    EXPECT_EQ(back.id, "acme");
+    EXPECT_EQ(back.name, "Acme");
+    EXPECT_EQ(back.status, CustomerStatus::kSuspended);
+    EXPECT_EQ(back.created_at_us, 5);
+    EXPECT_EQ(back.updated_at_us, 6);
+    EXPECT_EQ(back.plan, "");
+    EXPECT_EQ(back.trial_started_at_us, 0);
+    EXPECT_EQ(back.billing_anchor_us, 0);
+    EXPECT_TRUE(back.overrides.empty());
+    EXPECT_TRUE(back.resets.empty());
+    EXPECT_EQ(back.organization, "");
+  }
+  std::uint32_t num = 0;
+  Customer back;
+  EXPECT_FALSE(decode_customer(with_text_replaced(current, "suspended", "suspendeD"), &num, &back));
+  EXPECT_FALSE(decode_customer(current + std::string(1, '\0'), &num, &back))
+      << "an organization, when written, is not empty";
+  EXPECT_FALSE(decode_customer(oldest.substr(0, oldest.size() - 1), &num, &back));
+  EXPECT_FALSE(decode_customer(oldest + std::string(1, '\0'), &num, &back))
+      << "plan fields come whole";
+}
+
 TEST(CodecTest, LedgerBlocksOfFormatTwoCarryHeldAndPeriodsAndFormatOneStillReads) {
   LedgerRecord hold;
   hold.seq = 7;

@@ -11,6 +11,22 @@ using engine::Evaluation;
 using engine::resolve_rule;
 using engine::used_value;
 
+const LimitState* engine::highest_limit(const LimitsReport& report, core::Decimal* percent) {
+  const LimitState* best = nullptr;
+  for (const LimitState& l : report.limits) {
+    const std::string text = l.percent();
+    core::Decimal p;
+    if (text.empty() || !core::try_parse_decimal(text, &p)) {
+      continue;
+    }
+    if (best == nullptr || p > *percent) {
+      best = &l;
+      *percent = p;
+    }
+  }
+  return best;
+}
+
 // ---- reports ------------------------------------------------------------------------------------
 
 Result<LimitsReport> Engine::limits_report(const std::string& customer) {
@@ -66,102 +82,120 @@ Result<LimitsReport> Engine::limits_report(const std::string& customer) {
   return out;
 }
 
+namespace {
+
+constexpr std::string_view kSummarySorts[] = {"id", "name", "plan", "status", "usage"};
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+
+// The customers whose id or name holds `needle` (in lower case; "" = every customer), without
+// their usage.
+std::vector<CustomerSummary> matching_customers(const Engine::Impl& d, const std::string& needle) {
+  std::vector<CustomerSummary> rows;
+  std::shared_lock lock(d.state_mutex);
+  for (const auto& [num, cs] : d.customers) {
+    const Customer& c = cs.record;
+    if (!needle.empty() && lower(c.id).find(needle) == std::string::npos &&
+        lower(c.name).find(needle) == std::string::npos) {
+      continue;
+    }
+    CustomerSummary s;
+    s.id = c.id;
+    s.name = c.name;
+    const core::Plan* plan = engine::plan_of(d.config, c);
+    s.plan = plan != nullptr ? plan->key : "";
+    s.status = c.status;
+    s.organization = c.organization;
+    rows.push_back(std::move(s));
+  }
+  return rows;
+}
+
+// The highest limit percent of a customer now (its limits report's, exactly as shown there).
+void fill_usage(Engine& e, CustomerSummary& s) {
+  Result<LimitsReport> r = e.limits_report(s.id);
+  if (!r) {
+    return;  // removed meanwhile: shown without usage
+  }
+  core::Decimal percent;
+  if (const LimitState* l = engine::highest_limit(*r, &percent); l != nullptr) {
+    s.max_percent = l->percent();
+    s.max_rule = l->rule();
+  }
+}
+
+// Whether `a` comes before `b` by the key `sort` alone (an id sort has no key of its own).
+bool key_less(const std::string& sort, const CustomerSummary& a, const CustomerSummary& b) {
+  if (sort == "name" && a.name != b.name) {
+    return a.name < b.name;
+  }
+  if (sort == "plan" && a.plan != b.plan) {
+    return a.plan < b.plan;
+  }
+  if (sort == "status" && a.status != b.status) {
+    return a.status < b.status;
+  }
+  if (sort == "usage" && a.max_percent != b.max_percent) {
+    // No limit sorts lowest; percents compare as exact decimals.
+    if (a.max_percent.empty() || b.max_percent.empty()) {
+      return a.max_percent.empty();
+    }
+    core::Decimal x;
+    core::Decimal y;
+    const bool ok =
+        core::try_parse_decimal(a.max_percent, &x) && core::try_parse_decimal(b.max_percent, &y);
+    if (ok && x != y) {
+      return x < y;
+    }
+  }
+  return false;
+}
+
+// By the query's key in its order, ties by id, always ascending, so pages are stable.
+void sort_summaries(const CustomerSummaryQuery& q, std::vector<CustomerSummary>& rows) {
+  std::sort(rows.begin(), rows.end(), [&q](const CustomerSummary& a, const CustomerSummary& b) {
+    if (key_less(q.sort, a, b)) {
+      return !q.descending;
+    }
+    if (key_less(q.sort, b, a)) {
+      return q.descending;
+    }
+    return a.id < b.id;
+  });
+}
+
+}  // namespace
+
 Result<CustomerSummaryPage> Engine::customer_summaries(const CustomerSummaryQuery& q) {
-  Impl& d = *impl_;
-  if (q.sort != "id" && q.sort != "name" && q.sort != "plan" && q.sort != "status" &&
-      q.sort != "usage") {
+  if (std::find(std::begin(kSummarySorts), std::end(kSummarySorts), q.sort) ==
+      std::end(kSummarySorts)) {
     return Status::invalid_argument("sort must be id, name, plan, status or usage");
   }
   if (q.limit == 0 || q.limit > 1000) {
     return Status::invalid_argument("limit must be 1..1000");
   }
-  auto lower = [](std::string_view s) {
-    std::string out(s);
-    for (char& c : out) {
-      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
-    return out;
-  };
-  const std::string needle = lower(q.search);
-  std::vector<CustomerSummary> rows;
-  {
-    std::shared_lock lock(d.state_mutex);
-    for (const auto& [num, cs] : d.customers) {
-      const Customer& c = cs.record;
-      if (!needle.empty() && lower(c.id).find(needle) == std::string::npos &&
-          lower(c.name).find(needle) == std::string::npos) {
-        continue;
-      }
-      CustomerSummary s;
-      s.id = c.id;
-      s.name = c.name;
-      const core::Plan* plan = engine::plan_of(d.config, c);
-      s.plan = plan != nullptr ? plan->key : "";
-      s.status = c.status;
-      s.organization = c.organization;
-      rows.push_back(std::move(s));
-    }
-  }
-  // The highest limit percent of a customer now (its limits report's, exactly as shown there).
-  auto fill_usage = [this](CustomerSummary& s) {
-    Result<LimitsReport> r = limits_report(s.id);
-    if (!r) {
-      return;  // removed meanwhile: shown without usage
-    }
-    core::Decimal best;
-    for (const LimitState& l : r->limits) {
-      const std::string percent = l.percent();
-      core::Decimal p;
-      if (percent.empty() || !core::try_parse_decimal(percent, &p)) {
-        continue;
-      }
-      if (s.max_percent.empty() || p > best) {
-        best = p;
-        s.max_percent = percent;
-        s.max_rule = l.rule();
-      }
-    }
-  };
+  std::vector<CustomerSummary> rows = matching_customers(*impl_, lower(q.search));
+  // Sorting by usage needs every row's usage; the other sorts need only the page's.
   const bool by_usage = q.sort == "usage";
   if (by_usage) {
     for (auto& s : rows) {
-      fill_usage(s);
+      fill_usage(*this, s);
     }
   }
-  auto key_less = [&q](const CustomerSummary& a, const CustomerSummary& b) {
-    if (q.sort == "name" && a.name != b.name)
-      return a.name < b.name;
-    if (q.sort == "plan" && a.plan != b.plan)
-      return a.plan < b.plan;
-    if (q.sort == "status" && a.status != b.status)
-      return a.status < b.status;
-    if (q.sort == "usage" && a.max_percent != b.max_percent) {
-      // No limit sorts lowest; percents compare as exact decimals.
-      if (a.max_percent.empty() || b.max_percent.empty())
-        return a.max_percent.empty();
-      core::Decimal x;
-      core::Decimal y;
-      const bool ok =
-          core::try_parse_decimal(a.max_percent, &x) && core::try_parse_decimal(b.max_percent, &y);
-      if (ok && x != y)
-        return x < y;
-    }
-    return false;
-  };
-  std::sort(rows.begin(), rows.end(), [&](const CustomerSummary& a, const CustomerSummary& b) {
-    if (key_less(a, b))
-      return !q.descending;
-    if (key_less(b, a))
-      return q.descending;
-    return a.id < b.id;  // ties by id, always ascending, so pages are stable
-  });
+  sort_summaries(q, rows);
   CustomerSummaryPage out;
   out.total = rows.size();
   const std::size_t from = std::min<std::size_t>(q.offset, rows.size());
   const std::size_t to = std::min<std::size_t>(from + q.limit, rows.size());
   for (std::size_t i = from; i < to; ++i) {
     if (!by_usage) {
-      fill_usage(rows[i]);
+      fill_usage(*this, rows[i]);
     }
     out.customers.push_back(std::move(rows[i]));
   }

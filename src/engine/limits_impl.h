@@ -4,7 +4,8 @@
 //                      when its commit is durable, freeing holds;
 //   check.cc           the check itself, and the queueing of its usage events;
 //   reservations.cc    committing and releasing a reservation;
-//   limit_reports.cc   the limits report and the admin's customer summaries;
+//   limit_reports.cc   the limits report, the admin's customer summaries and the highest
+//                      limit of a report (which organizations.cc's roll-up shares);
 //   overrides.cc       overrides, resets and their audit records.
 // Locks: every function taking a CustomerLimits& REQUIRES state_mutex held (shared or
 // exclusive) and limits_mutex held, unless it says otherwise.
@@ -139,5 +140,11 @@ ReservationOp open_op(const Engine::Impl& d, const std::string& id, const Reserv
 // Puts a reservation whose close could not be written back in memory, holding again.
 // REQUIRES: no engine lock held.
 void restore_reservation(Engine::Impl& d, const std::string& id, Reservation res, core::TimeUs now);
+
+// ---- limit_reports.cc -------------------------------------------------------------------------
+
+// The first limit of `report` with the highest percent now, its percent in *percent; null when
+// none has a percent (an unlimited limit has none). Reads only the report: no lock needed.
+const LimitState* highest_limit(const LimitsReport& report, core::Decimal* percent);
 
 }  // namespace tally::engine

@@ -2,8 +2,9 @@
 // organization that customers name, with its members counted, the highest limit percent of any
 // member now and every meter's total this calendar month.
 //
-// Built only on the engine's public reads (list_customers, limits_report, organization_usage), so
-// a member's percent is exactly its limits report's and an organization's totals exactly
+// Built only on the engine's public reads (list_customers, limits_report, organization_usage, and
+// highest_limit over a limits report, as the customer summaries use it), so a member's percent
+// is exactly its limits report's and an organization's totals exactly
 // GET /v1/organizations/{id}/usage's. It evaluates every member's limits: callers run it off the
 // I/O threads (the HTTP route is on the work pool).
 #include <algorithm>
@@ -12,16 +13,35 @@
 #include <tally/engine.h>
 
 #include "core/decimal.h"
+#include "engine/limits_impl.h"
 
 namespace tally {
 
-Result<OrganizationSummaryPage> Engine::organization_summaries(std::uint32_t offset,
-                                                               std::uint32_t limit) {
-  if (limit == 0 || limit > 100) {
-    return Status::invalid_argument("limit must be 1..100");
+namespace {
+
+// A member's highest limit now, counted in its organization's: it takes the organization's place
+// when higher (the first member to reach a percent keeps it).
+void add_member_usage(const Customer& c, const LimitsReport& r, OrganizationSummary* o) {
+  core::Decimal percent;
+  const LimitState* l = engine::highest_limit(r, &percent);
+  if (l == nullptr) {
+    return;
   }
+  core::Decimal best;
+  if (!o->max_percent.empty() && !core::try_parse_decimal(o->max_percent, &best)) {
+    best = core::Decimal();
+  }
+  if (o->max_percent.empty() || percent > best) {
+    o->max_percent = l->percent();
+    o->max_customer = c.id;
+    o->max_rule = l->rule();
+  }
+}
+
+// Every organization that customers name, with its members counted and their highest limit.
+std::vector<OrganizationSummary> organizations_of(Engine& e) {
   std::map<std::string, OrganizationSummary> orgs;
-  for (const Customer& c : list_customers()) {
+  for (const Customer& c : e.list_customers()) {
     if (c.organization.empty()) {
       continue;
     }
@@ -31,26 +51,9 @@ Result<OrganizationSummaryPage> Engine::organization_summaries(std::uint32_t off
     if (c.status == CustomerStatus::kSuspended) {
       ++o.suspended;
     }
-    Result<LimitsReport> r = limits_report(c.id);
-    if (!r) {
-      continue;  // removed meanwhile: counted without usage
-    }
-    core::Decimal best;
-    if (!o.max_percent.empty() && !core::try_parse_decimal(o.max_percent, &best)) {
-      best = core::Decimal();
-    }
-    for (const LimitState& l : r->limits) {
-      const std::string percent = l.percent();
-      core::Decimal p;
-      if (percent.empty() || !core::try_parse_decimal(percent, &p)) {
-        continue;
-      }
-      if (o.max_percent.empty() || p > best) {
-        best = p;
-        o.max_percent = percent;
-        o.max_customer = c.id;
-        o.max_rule = l.rule();
-      }
+    Result<LimitsReport> r = e.limits_report(c.id);
+    if (r) {  // else removed meanwhile: counted without usage
+      add_member_usage(c, *r, &o);
     }
   }
   std::vector<OrganizationSummary> rows;
@@ -58,7 +61,11 @@ Result<OrganizationSummaryPage> Engine::organization_summaries(std::uint32_t off
   for (auto& [id, o] : orgs) {
     rows.push_back(std::move(o));
   }
-  // Highest percent first, organizations without a limit last, ties by id.
+  return rows;
+}
+
+// Highest percent first, organizations without a limit last, ties by id.
+void sort_organizations(std::vector<OrganizationSummary>& rows) {
   auto percent_of = [](const OrganizationSummary& o, core::Decimal* p) {
     return !o.max_percent.empty() && core::try_parse_decimal(o.max_percent, p);
   };
@@ -68,12 +75,25 @@ Result<OrganizationSummaryPage> Engine::organization_summaries(std::uint32_t off
                      core::Decimal y;
                      const bool ha = percent_of(a, &x);
                      const bool hb = percent_of(b, &y);
-                     if (ha != hb)
+                     if (ha != hb) {
                        return ha;
-                     if (ha && x != y)
+                     }
+                     if (ha && x != y) {
                        return y < x;
+                     }
                      return a.organization < b.organization;
                    });
+}
+
+}  // namespace
+
+Result<OrganizationSummaryPage> Engine::organization_summaries(std::uint32_t offset,
+                                                               std::uint32_t limit) {
+  if (limit == 0 || limit > 100) {
+    return Status::invalid_argument("limit must be 1..100");
+  }
+  std::vector<OrganizationSummary> rows = organizations_of(*this);
+  sort_organizations(rows);
   OrganizationSummaryPage out;
   out.total = rows.size();
   const std::size_t from = std::min<std::size_t>(offset, rows.size());

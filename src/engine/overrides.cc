@@ -15,9 +15,11 @@ using engine::used_value;
 // ---- admin: overrides and resets
 // -----------------------------------------------------------------
 
-Result<Customer> Engine::set_overrides(const std::string& customer,
-                                       const std::vector<LimitOverride>& overrides) {
-  Impl& d = *impl_;
+namespace {
+
+// Why `overrides` cannot be set, naming the one at fault; OK when each is a limit on a
+// limitable meter.
+Status check_overrides(const Engine::Impl& d, const std::vector<LimitOverride>& overrides) {
   if (overrides.size() > 64) {
     return Status::invalid_argument("at most 64 overrides");
   }
@@ -40,6 +42,15 @@ Result<Customer> Engine::set_overrides(const std::string& customer,
                                       "]: " + r.error().message());
     }
   }
+  return Status();
+}
+
+}  // namespace
+
+Result<Customer> Engine::set_overrides(const std::string& customer,
+                                       const std::vector<LimitOverride>& overrides) {
+  Impl& d = *impl_;
+  TALLY_TRY(check_overrides(d, overrides));
   auto updated = std::make_shared<Customer>();
   auto num = std::make_shared<std::uint32_t>(0);
   const core::TimeUs now = clock().now_us();
@@ -79,6 +90,71 @@ Result<Customer> Engine::set_overrides(const std::string& customer,
   return *updated;
 }
 
+namespace {
+
+// `record` with the reset of `meter` at `now`, replacing an earlier reset of it.
+Customer with_reset(const Customer& record, const std::string& meter, core::TimeUs now) {
+  Customer c = record;
+  bool replaced = false;
+  for (auto& [m, at] : c.resets) {
+    if (m == meter) {
+      at = now;
+      replaced = true;
+    }
+  }
+  if (!replaced) {
+    c.resets.emplace_back(meter, now);
+  }
+  c.updated_at_us = now;
+  return c;
+}
+
+// The usage of the reset's minute before the reset at `at` (all of that minute's committed
+// usage: nothing newer is committed yet), which a counter summing whole minutes takes off; zero
+// on a minute's boundary and for meters that do not add up.
+core::Decimal usage_before_reset(const Engine::Impl& d, std::uint32_t customer_num,
+                                 std::uint32_t meter_index, core::TimeUs at) {
+  const core::Aggregation agg = d.catalog->meters[meter_index].spec.aggregation;
+  const core::TimeUs minute_start = core::floor_to(at, core::kUsPerMinute);
+  if (minute_start == at || (agg != core::Aggregation::kCount && agg != core::Aggregation::kSum)) {
+    return core::Decimal{};
+  }
+  core::AggState minute;
+  engine::combine_customer(d.meter_aggregates[meter_index], customer_num, minute_start,
+                           minute_start + core::kUsPerMinute, false, &minute, nullptr);
+  return used_value(agg, minute);
+}
+
+// The meter's counters of the customer built anew from the reset at `at`, exactly. Check usage
+// still in flight from before the reset is older than the counters' start and never counts in
+// them. REQUIRES: limits_mutex held.
+void restart_counters(Engine::Impl& d, const engine::CustomerState& cs, std::uint32_t meter_index,
+                      core::TimeUs at) {
+  CustomerLimits& cl = d.limits[cs.num];
+  std::erase_if(cl.counters, [&](const LimitCounter& c) { return c.meter == meter_index; });
+  std::erase_if(cl.rates, [&](const RateCounter& r) { return r.meter == meter_index; });
+  const core::Decimal before_reset = usage_before_reset(d, cs.num, meter_index, at);
+  const engine::MeterDef& ms = d.catalog->meters[meter_index];
+  const core::PeriodContext pc = period_context(cs);
+  const engine::WindowContext wc = window_context(cs, pc, ms.spec.key);
+  std::vector<const LimitCounter*> built;
+  for (const auto& rule : engine::limits_of(d.config, cs.record, ms.spec.key)) {
+    if (core::period_is_rate(rule.period)) {
+      continue;
+    }
+    bool outside = false;
+    LimitCounter* c = calendar_counter(d, cs, cl, meter_index, rule, at, pc, wc, &outside);
+    if (c == nullptr || c->count_from_us != at ||
+        std::find(built.begin(), built.end(), c) != built.end()) {
+      continue;
+    }
+    built.push_back(c);
+    c->pending = c->pending - before_reset;
+  }
+}
+
+}  // namespace
+
 Result<Customer> Engine::reset_period(const std::string& customer, const std::string& meter,
                                       const std::string& actor) {
   Impl& d = *impl_;
@@ -91,7 +167,7 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
   auto num = std::make_shared<std::uint32_t>(0);
   // The reset instant is read on the commit thread, in prepare: every event committed before it
   // is then older than the reset, so the reset minute's aggregate at install time holds exactly
-  // the usage to take off (see below).
+  // the usage to take off (usage_before_reset).
   auto reset_us = std::make_shared<core::TimeUs>(0);
   Status s = engine::run_admin(
       d,
@@ -103,20 +179,8 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
         const core::TimeUs now = d.clock->now_us();
         *reset_us = now;
         *num = cs->num;
-        Customer c = cs->record;
-        bool replaced = false;
-        for (auto& [m, at] : c.resets) {
-          if (m == meter) {
-            at = now;
-            replaced = true;
-          }
-        }
-        if (!replaced) {
-          c.resets.emplace_back(meter, now);
-        }
-        c.updated_at_us = now;
-        *updated = c;
-        wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
+        *updated = with_reset(cs->record, meter, now);
+        wb.put(store::Space::kCustomers, updated->id, engine::encode_customer(*num, *updated));
         engine::put_audit(
             d, wb, "reset", customer, actor,
             [&](common::JsonWriter& w) { w.key("meter").value(meter); }, now);
@@ -126,41 +190,7 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
         engine::CustomerState& cs = d.customers.at(*num);
         cs.record = *updated;
         std::lock_guard lock(d.limits_mutex);
-        CustomerLimits& cl = d.limits[*num];
-        std::erase_if(cl.counters, [&](const LimitCounter& c) { return c.meter == meter_index; });
-        std::erase_if(cl.rates, [&](const RateCounter& r) { return r.meter == meter_index; });
-        // Build the meter's counters now, exactly: a counter sums whole minutes, so the usage
-        // of the reset's minute before the reset (all of that minute's committed usage: nothing
-        // newer is committed yet) is taken off. Check usage still in flight from before the
-        // reset is older than the counter's start and never counts in it.
-        const engine::MeterDef& ms = d.catalog->meters[meter_index];
-        const core::TimeUs at = *reset_us;
-        core::Decimal before_reset;
-        const core::Aggregation agg = ms.spec.aggregation;
-        if (core::floor_to(at, core::kUsPerMinute) != at &&
-            (agg == core::Aggregation::kCount || agg == core::Aggregation::kSum)) {
-          core::AggState minute;
-          engine::combine_customer(
-              d.meter_aggregates[meter_index], cs.num, core::floor_to(at, core::kUsPerMinute),
-              core::floor_to(at, core::kUsPerMinute) + core::kUsPerMinute, false, &minute, nullptr);
-          before_reset = used_value(agg, minute);
-        }
-        const core::PeriodContext pc = period_context(cs);
-        const engine::WindowContext wc = window_context(cs, pc, ms.spec.key);
-        std::vector<const LimitCounter*> built;
-        for (const auto& rule : engine::limits_of(d.config, cs.record, ms.spec.key)) {
-          if (core::period_is_rate(rule.period)) {
-            continue;
-          }
-          bool outside = false;
-          LimitCounter* c = calendar_counter(d, cs, cl, meter_index, rule, at, pc, wc, &outside);
-          if (c == nullptr || c->count_from_us != at ||
-              std::find(built.begin(), built.end(), c) != built.end()) {
-            continue;
-          }
-          built.push_back(c);
-          c->pending = c->pending - before_reset;
-        }
+        restart_counters(d, cs, meter_index, *reset_us);
       });
   if (!s.ok()) {
     return s;

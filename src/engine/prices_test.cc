@@ -1,7 +1,8 @@
 // Price versions and re-rating in the engine, on a fake clock: a price changed twice across
 // restarts (verify passes, late events priced as of their time), versions scheduled with
-// effective_from (a boundary, a time zone), a removed price keeping its history, re-rating
-// against a brute-force recomputation, and verify failing on a corrupted version.
+// effective_from (a boundary, a time zone, a restart), a removed price keeping its history,
+// re-rating against a brute-force recomputation and its refusals, and verify failing on a
+// corrupted version; undecodable price records stop the open.
 #include <map>
 #include <random>
 
@@ -382,6 +383,160 @@ TEST_F(PricesTest, VerifyFailsOnAVersionAlteredOnDisk) {
   }
   EXPECT_TRUE(credits_named) << v->differences.front();
   EXPECT_TRUE(cost_named) << v->differences.front();
+}
+
+TEST_F(PricesTest, AScheduledVersionIsNotAddedAgainAtTheNextStart) {
+  const std::string scheduled = config("0.01", R"(
+[[prices]]
+meter = "calls"
+unit_price = "0.05"
+effective_from = "2025-04-01T00:00:00Z"
+)");
+  { auto e = open_engine(scheduled); }
+  clock_.set_us(at("2025-03-11T12:00:00Z"));
+  auto e = open_engine(scheduled);
+  const auto prices = e->prices();
+  ASSERT_EQ(prices.size(), 1u);
+  ASSERT_EQ(prices[0].versions.size(), 2u);
+  EXPECT_EQ(prices[0].versions[0].effective_from_us, INT64_MIN);
+  EXPECT_EQ(prices[0].versions[1].effective_from_us, at("2025-04-01T00:00:00Z"));
+  EXPECT_EQ(prices[0].versions[1].unit_price, "0.05");
+  // Its charges changed: a new version from the same instant, the old one still listed.
+  e.reset();
+  e = open_engine(config("0.01", R"(
+[[prices]]
+meter = "calls"
+unit_price = "0.06"
+effective_from = "2025-04-01T00:00:00Z"
+)"));
+  ASSERT_EQ(e->prices()[0].versions.size(), 3u);
+  EXPECT_EQ(e->prices()[0].versions[2].unit_price, "0.06");
+  EXPECT_EQ(e->prices()[0].versions[2].effective_from_us, at("2025-04-01T00:00:00Z"));
+}
+
+TEST_F(PricesTest, AnUndecodablePriceRecordOrVersionStopsTheOpen) {
+  { auto e = open_engine(config("0.01")); }
+  for (const bool version : {false, true}) {
+    {
+      store::RocksOptions o;
+      o.path = data_dir();
+      auto s = store::open_rocksdb_store(o);
+      ASSERT_TRUE(s.has_value()) << s.error().message();
+      store::WriteBatch wb;
+      wb.put(store::Space::kMeta,
+             version ? engine::price_version_key("calls#0", INT64_MIN, at("2025-03-10T12:00:00Z"))
+                     : engine::price_line_key("calls#0"),
+             "\xff");
+      ASSERT_TRUE((*s)->write(wb, true).ok());
+    }
+    EngineOptions o;
+    o.config_toml = config("0.01");
+    o.data_dir = data_dir();
+    o.clock = &clock_;
+    auto e = Engine::open(o);
+    ASSERT_FALSE(e.has_value());
+    EXPECT_EQ(e.error().code(), StatusCode::kCorruption);
+    EXPECT_EQ(e.error().message(),
+              version ? "a price version cannot be decoded" : "a price record cannot be decoded");
+    if (!version) {
+      // Put the line back as it was, so that the version is the one at fault next.
+      store::RocksOptions ro;
+      ro.path = data_dir();
+      auto s = store::open_rocksdb_store(ro);
+      ASSERT_TRUE(s.has_value()) << s.error().message();
+      store::WriteBatch wb;
+      wb.put(store::Space::kMeta, engine::price_line_key("calls#0"),
+             engine::encode_price_line(engine::PriceLineRecord{"calls", "call", {}}));
+      ASSERT_TRUE((*s)->write(wb, true).ok());
+    }
+  }
+}
+
+TEST_F(PricesTest, RerateRefusesAWriteOnAReadOnlyEngineAndAnUndecodableRecord) {
+  clock_.set_us(at("2025-03-28T00:00:00Z"));
+  {
+    auto e = open_engine(config("0.01"));
+    create_acme(*e);
+    ingest(*e, call("a", "2025-03-20T10:00:00Z"));
+  }
+  clock_.set_us(at("2025-03-29T00:00:00Z"));
+  const std::string changed = config("0.01", R"(
+[[prices]]
+meter = "calls"
+unit_price = "0.04"
+effective_from = "2025-03-01T00:00:00Z"
+)");
+  RepriceRequest req;
+  req.customer = "acme";
+  req.from_us = at("2025-03-01T00:00:00Z");
+  req.to_us = at("2025-04-01T00:00:00Z");
+  { auto e = open_engine(changed); }
+  {
+    EngineOptions o;
+    o.config_toml = changed;
+    o.data_dir = data_dir();
+    o.clock = &clock_;
+    o.read_only = true;
+    auto e = Engine::open(o);
+    ASSERT_TRUE(e.has_value()) << e.error().message();
+    auto refused = (*e)->reprice(req);
+    ASSERT_FALSE(refused.has_value());
+    EXPECT_EQ(refused.error().code(), StatusCode::kUnavailable);
+    EXPECT_EQ(refused.error().message(),
+              "the engine is open read-only: only a dry run is possible");
+    req.dry_run = true;
+    auto dry = (*e)->reprice(req);
+    ASSERT_TRUE(dry.has_value()) << dry.error().message();
+    ASSERT_EQ(dry->periods.size(), 1u);
+    EXPECT_EQ(dry->periods[0].difference, "3");
+    EXPECT_EQ(dry->periods[0].charged, "1");
+    EXPECT_EQ(dry->periods[0].rated, "4");
+    EXPECT_EQ(dry->events, 1u);
+    EXPECT_EQ(dry->changed, 1u);
+    req.dry_run = false;
+  }
+  {
+    auto e = open_engine(changed);
+    auto done = e->reprice(req);
+    ASSERT_TRUE(done.has_value()) << done.error().message();
+    ASSERT_EQ(done->periods.size(), 1u);
+    LedgerQuery lq;
+    lq.customer = "acme";
+    lq.type = LedgerType::kAdjustment;
+    auto adjustments = e->wallet_transactions(lq);
+    ASSERT_TRUE(adjustments.has_value());
+    ASSERT_EQ(adjustments->transactions.size(), 1u);
+    EXPECT_EQ(adjustments->transactions[0].id, done->periods[0].transaction_id);
+    EXPECT_EQ(adjustments->transactions[0].amount, "-3");
+    EXPECT_EQ(adjustments->transactions[0].description,
+              "re-rating of 2025-03-01T00:00:00Z to 2025-04-01T00:00:00Z: 1 events, 1 charged, 4 "
+              "by today's prices");
+  }
+  {
+    // A re-rating record that cannot be decoded.
+    store::RocksOptions o;
+    o.path = data_dir();
+    auto s = store::open_rocksdb_store(o);
+    ASSERT_TRUE(s.has_value()) << s.error().message();
+    const std::string begin(engine::kRerateKeyPrefix);
+    std::vector<std::string> keys;
+    ASSERT_TRUE((*s)->scan(store::Space::kMeta, begin, engine::prefix_end(begin),
+                           [&](std::string_view key, std::string_view) {
+                             keys.emplace_back(key);
+                             return true;
+                           })
+                    .ok());
+    ASSERT_EQ(keys.size(), 1u);
+    store::WriteBatch wb;
+    wb.put(store::Space::kMeta, keys[0], "\xff");
+    ASSERT_TRUE((*s)->write(wb, true).ok());
+  }
+  auto e = open_engine(changed);
+  req.dry_run = true;
+  auto bad = e->reprice(req);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code(), StatusCode::kCorruption);
+  EXPECT_EQ(bad.error().message(), "a re-rating record cannot be decoded");
 }
 
 TEST_F(PricesTest, VerifyPassesAfterAPriceChangeArchiveAndRestore) {

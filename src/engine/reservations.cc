@@ -183,6 +183,123 @@ std::unordered_map<std::string, engine::Reservation>::iterator open_reservation(
   return it;
 }
 
+Status reservation_not_found(const std::string& id) {
+  return Status::not_found("reservation '" + id + "' does not exist or has expired");
+}
+
+// The amount a commit records: `amount_text`, or the reservation's own when that is empty.
+Status commit_amount(const engine::MeterDef& ms, const std::string& amount_text,
+                     core::Decimal* amount) {
+  if (!amount_text.empty() &&
+      (!core::try_parse_decimal(amount_text, amount) || amount->units < 0)) {
+    return Status::invalid_argument("amount must be a number >= 0");
+  }
+  if (ms.spec.aggregation == core::Aggregation::kCount &&
+      (amount->units % core::Decimal::kScale != 0 ||
+       *amount > core::Decimal::from_int(kCountAmountMax))) {
+    return Status::invalid_argument("this meter counts events: amount must be a whole number");
+  }
+  return Status();
+}
+
+// The usage event of a commit, queued after the locks; it points into `event_id` and into the
+// reservation taken out.
+struct CommitUsage {
+  std::string event_id;
+  Usage usage;
+  bool consumed = false;
+};
+
+// A gauge's value before `amount` is applied: that of the first limit with a counter.
+core::Decimal gauge_before(const engine::MeterDef& ms, const Evaluation& ev) {
+  for (const auto& e : ev.limits) {
+    if (e.counter != nullptr) {
+      return used_value(ms.spec.aggregation, e.counter->committed) + e.counter->pending;
+    }
+  }
+  return core::Decimal{};
+}
+
+// Records a commit's `amount` against the customer's limits, whatever they say now (the work is
+// done), makes its usage event, and answers the limits after it and whether any is exceeded.
+// REQUIRES: state_mutex and limits_mutex held.
+void record_usage(Engine::Impl& d, const engine::CustomerState& cs, CustomerLimits& cl,
+                  const engine::Reservation& res, const std::string& id, core::Decimal amount,
+                  core::TimeUs now, CommitUsage* cu, CheckResult* out) {
+  const engine::MeterDef& ms = d.catalog->meters[res.meter];
+  const std::uint64_t token = d.next_token++;
+  const std::vector<engine::ResolvedRule> rules =
+      resolve_rules(engine::limits_of(d.config, cs.record, ms.spec.key));
+  Evaluation ev;
+  evaluate(d, cs, cl, res.meter, rules, amount, now, &ev);
+  const core::Decimal before = gauge_before(ms, ev);
+  apply(cl, ev.limits, res.meter, amount, now, token);
+  cu->event_id = res.event_id.empty() ? id : res.event_id;
+  cu->usage.ms = &ms;
+  cu->usage.customer = &res.customer;
+  cu->usage.event_id = &cu->event_id;
+  cu->usage.properties = &res.properties;
+  cu->usage.amount = amount;
+  cu->usage.gauge_value = before + amount;
+  cu->usage.now = now;
+  cu->usage.token = token;
+  cu->consumed = true;
+  Evaluation after;
+  evaluate(d, cs, cl, res.meter, rules, core::Decimal{}, now, &after);
+  for (std::size_t i = 0; i < after.size(); ++i) {
+    out->overage =
+        out->overage || (!after.limits[i].rule().unlimited && after.out[i].headroom.units < 0);
+  }
+  add_limit_states(after, out);
+}
+
+// Takes the open reservation `id` out into *res, freeing its hold, and records the commit's
+// amount (see record_usage) into *cu and *out; refused, the reservation stays.
+Status take_and_record(Engine::Impl& d, const std::string& id, const std::string& amount_text,
+                       const std::string& restrict_customer, core::TimeUs now,
+                       engine::Reservation* res, CommitUsage* cu, CheckResult* out) {
+  std::shared_lock state_lock(d.state_mutex);
+  std::lock_guard limits_lock(d.limits_mutex);
+  auto it = open_reservation(d, id, restrict_customer, now);
+  if (it == d.reservations.end()) {
+    return reservation_not_found(id);
+  }
+  *res = it->second;
+  core::Decimal amount = res->amount;
+  const engine::MeterDef& ms = d.catalog->meters[res->meter];
+  TALLY_TRY(commit_amount(ms, amount_text, &amount));
+  d.reservations.erase(it);
+  CustomerLimits& cl = d.limits[res->customer_num];
+  free_hold(d, cl, *res, now);
+  const auto* cs = d.find_customer(res->customer);
+  out->allowed = true;
+  out->meter = ms.spec.key;
+  out->amount = amount;
+  out->reservation_id = id;
+  if (cs != nullptr) {
+    const core::Plan* plan = engine::plan_of(d.config, cs->record);
+    out->plan = plan != nullptr ? plan->key : "";
+  }
+  if (amount.units > 0 && cs != nullptr) {
+    record_usage(d, *cs, cl, *res, id, amount, now, cu, out);
+  }
+  return Status();
+}
+
+// The close of the reservation `id` (taken out as `res`), for its commit (with the token of its
+// usage event, or 0 without one), release or expiry.
+std::vector<engine::ReservationOp> close_ops(const std::string& id, const engine::Reservation& res,
+                                             engine::ReservationOp::Reason reason,
+                                             std::uint64_t usage_token) {
+  std::vector<engine::ReservationOp> close(1);
+  close[0].id = id;
+  close[0].record.customer_num = res.customer_num;
+  close[0].record.credits = res.credits;
+  close[0].usage_token = usage_token;
+  close[0].reason = reason;
+  return close;
+}
+
 }  // namespace
 
 Result<CheckResult> Engine::commit_reservation(const std::string& id,
@@ -194,85 +311,13 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id,
   TALLY_TRY(d.writes_allowed());
   const core::TimeUs now = clock().now_us();
   CheckResult out;
-  // The usage event is queued after the locks; it points into these.
   engine::Reservation res;
-  std::string event_id;
-  Usage usage;
-  bool consumed = false;
-  {
-    std::shared_lock state_lock(d.state_mutex);
-    std::lock_guard limits_lock(d.limits_mutex);
-    auto it = open_reservation(d, id, restrict_customer, now);
-    if (it == d.reservations.end()) {
-      return Status::not_found("reservation '" + id + "' does not exist or has expired");
-    }
-    res = it->second;
-    core::Decimal amount = res.amount;
-    if (!amount_text.empty() &&
-        (!core::try_parse_decimal(amount_text, &amount) || amount.units < 0)) {
-      return Status::invalid_argument("amount must be a number >= 0");
-    }
-    const engine::MeterDef& ms = d.catalog->meters[res.meter];
-    if (ms.spec.aggregation == core::Aggregation::kCount &&
-        (amount.units % core::Decimal::kScale != 0 ||
-         amount > core::Decimal::from_int(kCountAmountMax))) {
-      return Status::invalid_argument("this meter counts events: amount must be a whole number");
-    }
-    d.reservations.erase(it);
-    CustomerLimits& cl = d.limits[res.customer_num];
-    free_hold(d, cl, res, now);
-    const auto* cs = d.find_customer(res.customer);
-    out.allowed = true;
-    out.meter = ms.spec.key;
-    out.amount = amount;
-    out.reservation_id = id;
-    if (cs != nullptr) {
-      out.plan = engine::plan_of(d.config, cs->record) != nullptr
-                     ? engine::plan_of(d.config, cs->record)->key
-                     : "";
-    }
-    if (amount.units > 0 && cs != nullptr) {
-      // The work is done: its actual usage is recorded whatever the limits say now.
-      const std::uint64_t token = d.next_token++;
-      const std::vector<engine::ResolvedRule> rules =
-          resolve_rules(engine::limits_of(d.config, cs->record, ms.spec.key));
-      Evaluation ev;
-      evaluate(d, *cs, cl, res.meter, rules, amount, now, &ev);
-      core::Decimal gauge_before;
-      for (const auto& e : ev.limits) {
-        if (e.counter != nullptr) {
-          gauge_before = used_value(ms.spec.aggregation, e.counter->committed) + e.counter->pending;
-          break;
-        }
-      }
-      apply(cl, ev.limits, res.meter, amount, now, token);
-      event_id = res.event_id.empty() ? id : res.event_id;
-      usage.ms = &ms;
-      usage.customer = &res.customer;
-      usage.event_id = &event_id;
-      usage.properties = &res.properties;
-      usage.amount = amount;
-      usage.gauge_value = gauge_before + amount;
-      usage.now = now;
-      usage.token = token;
-      consumed = true;
-      Evaluation after;
-      evaluate(d, *cs, cl, res.meter, rules, core::Decimal{}, now, &after);
-      for (std::size_t i = 0; i < after.size(); ++i) {
-        out.overage =
-            out.overage || (!after.limits[i].rule().unlimited && after.out[i].headroom.units < 0);
-      }
-      add_limit_states(after, &out);
-    }
-  }
+  CommitUsage cu;
+  TALLY_TRY(take_and_record(d, id, amount_text, restrict_customer, now, &res, &cu, &out));
   // The usage event and the close are one write: committed once, even across a crash.
-  std::vector<engine::ReservationOp> close(1);
-  close[0].id = id;
-  close[0].record.customer_num = res.customer_num;
-  close[0].record.credits = res.credits;
-  close[0].usage_token = consumed ? usage.token : 0;
-  close[0].reason = engine::ReservationOp::kCommit;
-  if (Status s = enqueue_and_wait(d, &usage, consumed ? 1 : 0, &close); !s.ok()) {
+  std::vector<engine::ReservationOp> close =
+      close_ops(id, res, engine::ReservationOp::kCommit, cu.consumed ? cu.usage.token : 0);
+  if (Status s = enqueue_and_wait(d, &cu.usage, cu.consumed ? 1 : 0, &close); !s.ok()) {
     restore_reservation(d, id, std::move(res), now);
     return s;
   }
@@ -288,7 +333,7 @@ Status Engine::release_reservation(const std::string& id, const std::string& res
     std::lock_guard limits_lock(d.limits_mutex);
     auto it = open_reservation(d, id, restrict_customer, now);
     if (it == d.reservations.end()) {
-      return Status::not_found("reservation '" + id + "' does not exist or has expired");
+      return reservation_not_found(id);
     }
     auto lit = d.limits.find(it->second.customer_num);
     if (lit != d.limits.end()) {
@@ -297,11 +342,7 @@ Status Engine::release_reservation(const std::string& id, const std::string& res
     res = std::move(it->second);
     d.reservations.erase(it);
   }
-  std::vector<engine::ReservationOp> close(1);
-  close[0].id = id;
-  close[0].record.customer_num = res.customer_num;
-  close[0].record.credits = res.credits;
-  close[0].reason = engine::ReservationOp::kRelease;
+  std::vector<engine::ReservationOp> close = close_ops(id, res, engine::ReservationOp::kRelease, 0);
   if (Status s = enqueue_and_wait(d, nullptr, 0, &close); !s.ok()) {
     restore_reservation(d, id, std::move(res), now);
     return s;

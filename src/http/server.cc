@@ -558,6 +558,9 @@ class Server::Impl {
   }
 
  private:
+  // Opens, binds and listens acceptor_ on `endpoint` (named `where` in errors) and reads the
+  // bound port; on failure acceptor_ is reset.
+  Status open_acceptor(const tcp::endpoint& endpoint, const std::string& where);
   void accept_next();
   void on_accept(const ErrorCode& ec, Socket socket, Worker& worker);
   void start_session(Worker& worker, Socket socket, ConnectionSlot slot);
@@ -1183,58 +1186,86 @@ void run_worker(Worker& worker) {
   }
 }
 
+// The options start() refuses, by what is wrong with them.
+Status check_options(const ServerOptions& o) {
+  if (o.threads < 0 || o.threads > kThreadsMax) {
+    return Status::invalid_argument("http server: threads must be between 0 and " +
+                                    std::to_string(kThreadsMax));
+  }
+  if (o.connections_max == 0 || o.connections_per_address_max == 0 || o.header_bytes_max == 0 ||
+      o.idle_timeout_ms == 0 || o.header_timeout_ms == 0) {
+    return Status::invalid_argument(
+        "http server: connections_max, connections_per_address_max, header_bytes_max, "
+        "idle_timeout_ms and header_timeout_ms must be positive");
+  }
+  return Status();
+}
+
+// The worker threads: as many as the options say, or one per core (at most kThreadsMax) for 0.
+int thread_count(const ServerOptions& o) {
+  if (o.threads != 0) {
+    return o.threads;
+  }
+  return static_cast<int>(
+      std::clamp(std::thread::hardware_concurrency(), 1u, static_cast<unsigned>(kThreadsMax)));
+}
+
+// Where to listen: the host as an address, else the first address it resolves to. `where`
+// names it in the error.
+Result<tcp::endpoint> listen_endpoint(const ServerOptions& o, asio::io_context& ioc,
+                                      const std::string& where) {
+  ErrorCode ec;
+  auto address = asio::ip::make_address(o.host, ec);
+  if (!ec) {
+    return tcp::endpoint(address, o.port);
+  }
+  tcp::resolver resolver(ioc);
+  auto results = resolver.resolve(o.host, std::to_string(o.port), tcp::resolver::passive, ec);
+  if (ec || results.empty()) {
+    return Status::io_error("http server: cannot resolve " + where + ": " +
+                            (ec ? ec.message() : std::string("no addresses")));
+  }
+  return results.begin()->endpoint();
+}
+
 }  // namespace
 
 Status Server::Impl::start() {
   if (started_) {
     return Status::invalid_argument("http server: start() called twice");
   }
-  if (options_.threads < 0 || options_.threads > kThreadsMax) {
-    return Status::invalid_argument("http server: threads must be between 0 and " +
-                                    std::to_string(kThreadsMax));
-  }
-  if (options_.connections_max == 0 || options_.connections_per_address_max == 0 ||
-      options_.header_bytes_max == 0 || options_.idle_timeout_ms == 0 ||
-      options_.header_timeout_ms == 0) {
-    return Status::invalid_argument(
-        "http server: connections_max, connections_per_address_max, header_bytes_max, "
-        "idle_timeout_ms and header_timeout_ms must be positive");
-  }
-  int threads = options_.threads;
-  if (threads == 0) {
-    threads = static_cast<int>(
-        std::clamp(std::thread::hardware_concurrency(), 1u, static_cast<unsigned>(kThreadsMax)));
-  }
+  TALLY_TRY(check_options(options_));
+  const int threads = thread_count(options_);
   const std::string where = options_.host + ":" + std::to_string(options_.port);
-
   for (int i = 0; i < threads; ++i) {
     workers_.push_back(std::make_unique<Worker>(static_cast<std::uint64_t>(i)));
   }
   asio::io_context& ioc0 = workers_[0]->ioc;
-
-  ErrorCode ec;
-  tcp::endpoint endpoint;
-  auto address = asio::ip::make_address(options_.host, ec);
-  if (!ec) {
-    endpoint = tcp::endpoint(address, options_.port);
-  } else {
-    tcp::resolver resolver(ioc0);
-    auto results =
-        resolver.resolve(options_.host, std::to_string(options_.port), tcp::resolver::passive, ec);
-    if (ec || results.empty()) {
-      workers_.clear();
-      return Status::io_error("http server: cannot resolve " + where + ": " +
-                              (ec ? ec.message() : std::string("no addresses")));
-    }
-    endpoint = results.begin()->endpoint();
+  Result<tcp::endpoint> endpoint = listen_endpoint(options_, ioc0, where);
+  if (Status s = endpoint ? open_acceptor(*endpoint, where) : endpoint.error(); !s.ok()) {
+    workers_.clear();
+    return s;
   }
+  accept_timer_.emplace(ioc0);
+  started_ = true;
+  asio::post(ioc0, [this] { accept_next(); });
+  for (auto& worker : workers_) {
+    Worker* w = worker.get();
+    w->thread = std::thread([w] {
+      auto guard = asio::make_work_guard(w->ioc);
+      run_worker(*w);
+    });
+  }
+  return Status();
+}
 
-  acceptor_.emplace(ioc0);
+Status Server::Impl::open_acceptor(const tcp::endpoint& endpoint, const std::string& where) {
+  ErrorCode ec;
+  acceptor_.emplace(workers_[0]->ioc);
   auto fail = [&](const char* step) {
     std::string message =
         "http server: cannot " + std::string(step) + " " + where + ": " + ec.message();
     acceptor_.reset();
-    workers_.clear();
     return Status::io_error(std::move(message));
   };
   acceptor_->open(endpoint.protocol(), ec);
@@ -1260,17 +1291,6 @@ Status Server::Impl::start() {
     return fail("read the bound address of");
   }
   port_ = local.port();
-  accept_timer_.emplace(ioc0);
-  started_ = true;
-
-  asio::post(ioc0, [this] { accept_next(); });
-  for (auto& worker : workers_) {
-    Worker* w = worker.get();
-    w->thread = std::thread([w] {
-      auto guard = asio::make_work_guard(w->ioc);
-      run_worker(*w);
-    });
-  }
   return Status();
 }
 

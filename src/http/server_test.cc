@@ -491,6 +491,52 @@ TEST_F(ServerTest, BadOptionsAreRejected) {
   EXPECT_EQ(zero.start().code(), StatusCode::kInvalidArgument);
 }
 
+// Each refusal of start() by its whole message; a host name is resolved.
+TEST_F(ServerTest, StartNamesEachRefusal) {
+  auto refusal = [](ServerOptions options) {
+    options.port = 0;
+    Server s(options, [](Request&&, Responder respond) { respond(Response{}); });
+    return s.start();
+  };
+  ServerOptions options;
+  options.threads = 257;
+  Status s = refusal(options);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "http server: threads must be between 0 and 256");
+  const std::string positive =
+      "http server: connections_max, connections_per_address_max, header_bytes_max, "
+      "idle_timeout_ms and header_timeout_ms must be positive";
+  for (int i = 0; i < 5; ++i) {
+    ServerOptions zero;
+    zero.connections_max = i == 0 ? 0 : zero.connections_max;
+    zero.connections_per_address_max = i == 1 ? 0 : zero.connections_per_address_max;
+    zero.header_bytes_max = i == 2 ? 0 : zero.header_bytes_max;
+    zero.idle_timeout_ms = i == 3 ? 0 : zero.idle_timeout_ms;
+    zero.header_timeout_ms = i == 4 ? 0 : zero.header_timeout_ms;
+    s = refusal(zero);
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << i;
+    EXPECT_EQ(s.message(), positive) << i;
+  }
+
+  start();
+  ServerOptions taken;
+  taken.port = server_->port();
+  Server second(taken, [](Request&&, Responder respond) { respond(Response{}); });
+  s = second.start();
+  EXPECT_EQ(s.message(), "http server: cannot bind 127.0.0.1:" + std::to_string(server_->port()) +
+                             ": Address already in use");
+  EXPECT_EQ(server_->start().message(), "http server: start() called twice");
+
+  ServerOptions named;
+  named.host = "localhost";
+  named.port = 0;
+  named.threads = 1;
+  Server by_name(named, [](Request&&, Responder respond) { respond(Response{}); });
+  // (It listens on the name's first address, 127.0.0.1 or ::1 as the system lists them.)
+  ASSERT_TRUE(by_name.start().ok());
+  EXPECT_NE(by_name.port(), 0);
+}
+
 TEST_F(ServerTest, ConnectionsBeyondTheBoundAreClosed) {
   ServerOptions options;
   options.connections_max = 2;

@@ -136,6 +136,92 @@ std::string payload(const WebhookDelivery& d, const Alert& alert) {
   return w.take();
 }
 
+namespace {
+
+using Request = beast::http::request<beast::http::string_body>;
+
+// The POST of `body` to u's target, with `headers` after Tally's own.
+Request request_of(const Url& u, const std::vector<std::pair<std::string, std::string>>& headers,
+                   const std::string& body) {
+  Request req{beast::http::verb::post, u.target, 11};
+  req.set(beast::http::field::host, u.host_header);
+  req.set(beast::http::field::user_agent, "Tally-Webhooks/1");
+  req.set(beast::http::field::content_type, "application/json");
+  for (const auto& [name, value] : headers) {
+    req.set(name, value);
+  }
+  req.body() = body;
+  req.prepare_payload();
+  return req;
+}
+
+// One exchange with a server, a step at a time: each step is an asynchronous operation run
+// alone, so the stream's deadline covers each of them (blocking calls would ignore it). Each
+// returns "" or why it failed.
+class Exchange {
+ public:
+  explicit Exchange(std::int64_t timeout_s) : timeout_s_(timeout_s) {
+    stream_.expires_after(std::chrono::seconds(timeout_s));
+  }
+
+  std::string connect(const Url& u) {
+    tcp::resolver::results_type endpoints;
+    resolver_.async_resolve(u.host, u.port,
+                            [&](beast::error_code e, tcp::resolver::results_type r) {
+                              ec_ = e;
+                              endpoints = std::move(r);
+                            });
+    run();
+    if (ec_) {
+      return "cannot resolve " + u.host + ": " + ec_.message();
+    }
+    stream_.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec_ = e; });
+    run();
+    return ec_ ? "cannot connect: " + ec_.message() : "";
+  }
+
+  std::string send(const Request& req) {
+    beast::http::async_write(stream_, req, [&](beast::error_code e, std::size_t) { ec_ = e; });
+    run();
+    return ec_ ? "cannot send: " + ec_.message() : "";
+  }
+
+  // The answer's status into *out, with an error unless it is 2xx (its body clipped).
+  std::string receive(PostResult* out) {
+    beast::flat_buffer buffer;
+    beast::http::response_parser<beast::http::string_body> parser;
+    parser.body_limit(kResponseBytesMax);
+    beast::http::async_read(stream_, buffer, parser,
+                            [&](beast::error_code e, std::size_t) { ec_ = e; });
+    run();
+    if (ec_) {
+      return ec_ == beast::error::timeout ? "timed out after " + std::to_string(timeout_s_) + "s"
+                                          : "no answer: " + ec_.message();
+    }
+    out->status = static_cast<int>(parser.get().result_int());
+    if (out->status < 200 || out->status > 299) {
+      return clip("HTTP " + std::to_string(out->status) + ": " + parser.get().body());
+    }
+    return "";
+  }
+
+  void close() { stream_.socket().shutdown(tcp::socket::shutdown_both, ec_); }
+
+ private:
+  void run() {
+    ioc_.restart();
+    ioc_.run();
+  }
+
+  const std::int64_t timeout_s_;
+  net::io_context ioc_;
+  tcp::resolver resolver_{ioc_};
+  beast::tcp_stream stream_{ioc_};
+  beast::error_code ec_;
+};
+
+}  // namespace
+
 PostResult post(const std::string& url,
                 const std::vector<std::pair<std::string, std::string>>& headers,
                 const std::string& body, std::int64_t timeout_s) {
@@ -145,64 +231,17 @@ PostResult post(const std::string& url,
     out.error = "not an http:// URL";
     return out;
   }
-  // Asynchronous operations run one at a time, so the stream's deadline covers each of them
-  // (blocking calls would ignore it).
-  net::io_context ioc;
-  tcp::resolver resolver(ioc);
-  beast::tcp_stream stream(ioc);
-  stream.expires_after(std::chrono::seconds(timeout_s));
-  beast::error_code ec;
-  auto run = [&] {
-    ioc.restart();
-    ioc.run();
-  };
-  tcp::resolver::results_type endpoints;
-  resolver.async_resolve(u.host, u.port, [&](beast::error_code e, tcp::resolver::results_type r) {
-    ec = e;
-    endpoints = std::move(r);
-  });
-  run();
-  if (ec) {
-    out.error = "cannot resolve " + u.host + ": " + ec.message();
-    return out;
+  Exchange x(timeout_s);
+  out.error = x.connect(u);
+  if (out.error.empty()) {
+    out.error = x.send(request_of(u, headers, body));
   }
-  stream.async_connect(endpoints, [&](beast::error_code e, const tcp::endpoint&) { ec = e; });
-  run();
-  if (ec) {
-    out.error = "cannot connect: " + ec.message();
-    return out;
+  if (out.error.empty()) {
+    out.error = x.receive(&out);
   }
-  beast::http::request<beast::http::string_body> req{beast::http::verb::post, u.target, 11};
-  req.set(beast::http::field::host, u.host_header);
-  req.set(beast::http::field::user_agent, "Tally-Webhooks/1");
-  req.set(beast::http::field::content_type, "application/json");
-  for (const auto& [name, value] : headers) {
-    req.set(name, value);
+  if (out.status != 0) {
+    x.close();  // an answer came: the exchange is over
   }
-  req.body() = body;
-  req.prepare_payload();
-  beast::http::async_write(stream, req, [&](beast::error_code e, std::size_t) { ec = e; });
-  run();
-  if (ec) {
-    out.error = "cannot send: " + ec.message();
-    return out;
-  }
-  beast::flat_buffer buffer;
-  beast::http::response_parser<beast::http::string_body> parser;
-  parser.body_limit(kResponseBytesMax);
-  beast::http::async_read(stream, buffer, parser,
-                          [&](beast::error_code e, std::size_t) { ec = e; });
-  run();
-  if (ec) {
-    out.error = ec == beast::error::timeout ? "timed out after " + std::to_string(timeout_s) + "s"
-                                            : "no answer: " + ec.message();
-    return out;
-  }
-  out.status = static_cast<int>(parser.get().result_int());
-  if (out.status < 200 || out.status > 299) {
-    out.error = clip("HTTP " + std::to_string(out.status) + ": " + parser.get().body());
-  }
-  stream.socket().shutdown(tcp::socket::shutdown_both, ec);
   return out;
 }
 

@@ -1,8 +1,15 @@
 // The pure parts of webhook delivery: signatures (against independently known values),
-// base64, the retry schedule and the payload.
+// base64, the retry schedule and the payload; and post() against a one-shot server on loopback:
+// the request it sends, and each answer or failure as its result.
 #include "webhook/sender.h"
 
+#include <thread>
+
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/crypto.h"
 #include "support/sample_alert.h"
@@ -76,6 +83,146 @@ TEST(Payload, CarriesTheDeliveryIdTypeAndAlert) {
             std::string::npos)
       << p;
   EXPECT_EQ(p.find("deliveries"), std::string::npos);
+}
+
+// A server on a loopback port that takes one connection, reads one request (head and a body of
+// its Content-Length) into request(), and writes `answer` (none: it keeps the connection open
+// without answering until the client gives up).
+class OneShotServer {
+ public:
+  explicit OneShotServer(std::string answer) : answer_(std::move(answer)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), len), 0);
+    EXPECT_EQ(::listen(fd_, 1), 0);
+    EXPECT_EQ(::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+
+  ~OneShotServer() {
+    ::shutdown(fd_, SHUT_RDWR);  // a server never connected to stops waiting
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+    ::close(fd_);
+  }
+
+  std::string url(const std::string& target) const {
+    return "http://127.0.0.1:" + std::to_string(port_) + target;
+  }
+
+  // The request read, once the server is done (it waits for that).
+  std::string request() {
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+    return request_;
+  }
+
+ private:
+  void serve() {
+    const int conn = ::accept(fd_, nullptr, nullptr);
+    if (conn < 0) {
+      return;
+    }
+    char buf[4096];
+    std::size_t want = std::string::npos;
+    for (;;) {
+      const ssize_t n = ::recv(conn, buf, sizeof(buf), 0);
+      if (n <= 0) {
+        break;
+      }
+      request_.append(buf, static_cast<std::size_t>(n));
+      const std::size_t head_end = request_.find("\r\n\r\n");
+      if (want == std::string::npos && head_end != std::string::npos) {
+        const std::size_t cl = request_.find("Content-Length: ");
+        want = head_end + 4 + (cl == std::string::npos ? 0 : std::stoul(request_.substr(cl + 16)));
+      }
+      if (want != std::string::npos && request_.size() >= want) {
+        break;
+      }
+    }
+    if (answer_.empty()) {
+      // Silent until the client closes.
+      while (::recv(conn, buf, sizeof(buf), 0) > 0) {
+      }
+    } else {
+      EXPECT_EQ(::send(conn, answer_.data(), answer_.size(), MSG_NOSIGNAL),
+                static_cast<ssize_t>(answer_.size()));
+    }
+    ::close(conn);
+  }
+
+  std::string answer_;
+  int fd_ = -1;
+  int port_ = 0;
+  std::thread thread_;
+  std::string request_;
+};
+
+TEST(Post, SendsTheBodyWithItsHeadersAndTakesA2xxAsDelivered) {
+  OneShotServer server("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+  const PostResult r =
+      post(server.url("/hooks/in?x=1"), {{"Tally-Signature", "t=1,v1=ab"}}, R"({"a":1})", 5);
+  EXPECT_EQ(r.status, 204);
+  EXPECT_EQ(r.error, "");
+  const std::string request = server.request();
+  EXPECT_EQ(request.rfind("POST /hooks/in?x=1 HTTP/1.1\r\n", 0), 0u) << request;
+  for (const char* line : {"Host: 127.0.0.1:", "User-Agent: Tally-Webhooks/1\r\n",
+                           "Content-Type: application/json\r\n", "Tally-Signature: t=1,v1=ab\r\n",
+                           "Content-Length: 7\r\n"}) {
+    EXPECT_NE(request.find(line), std::string::npos) << line << " in " << request;
+  }
+  EXPECT_EQ(request.substr(request.size() - 7), R"({"a":1})");
+}
+
+TEST(Post, AnAnswerOutside2xxIsAnErrorWithItsStatusAndBodyClipped) {
+  OneShotServer server("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy");
+  PostResult r = post(server.url(""), {}, "{}", 5);
+  EXPECT_EQ(r.status, 503);
+  EXPECT_EQ(r.error, "HTTP 503: busy");
+  const std::string long_body(1000, 'x');
+  OneShotServer verbose("HTTP/1.1 400 Bad Request\r\nContent-Length: 1000\r\n\r\n" + long_body);
+  r = post(verbose.url("/"), {}, "{}", 5);
+  EXPECT_EQ(r.status, 400);
+  // Clipped to 200 bytes and marked.
+  EXPECT_EQ(r.error, "HTTP 400: " + std::string(190, 'x') + "...");
+}
+
+TEST(Post, NoAnswerIsAnErrorWithoutAStatus) {
+  PostResult r = post("https://127.0.0.1/x", {}, "{}", 1);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.error, "not an http:// URL");
+  {
+    OneShotServer silent("");
+    r = post(silent.url("/"), {}, "{}", 1);
+    EXPECT_EQ(r.status, 0);
+    EXPECT_EQ(r.error, "timed out after 1s");
+  }
+  // A port nobody listens on: one bound and closed again.
+  int port = 0;
+  {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), len), 0);
+    ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+    port = ntohs(addr.sin_port);
+    ::close(fd);
+  }
+  r = post("http://127.0.0.1:" + std::to_string(port) + "/", {}, "{}", 1);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.error, "cannot connect: Connection refused");
+  OneShotServer garbage("NOT HTTP\r\n\r\n");
+  r = post(garbage.url("/"), {}, "{}", 1);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_EQ(r.error.rfind("no answer: ", 0), 0u) << r.error;
 }
 
 }  // namespace
