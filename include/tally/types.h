@@ -70,6 +70,20 @@ enum class AlertStatus : std::uint8_t { kNone, kPending, kSent, kFailed };
 std::string_view to_string(AlertStatus v);
 std::optional<AlertStatus> parse_alert_status(std::string_view text);
 
+// How a meter combines the values of its events: "count", "sum", "min", "max", "avg",
+// "latest", "unique_count" (core::Aggregation, of src/core/meter.h, is this type).
+enum class Aggregation : std::uint8_t {
+  kCount = 0,
+  kSum = 1,
+  kMin = 2,
+  kMax = 3,
+  kAvg = 4,
+  kLatest = 5,
+  kUniqueCount = 6,
+};
+std::string_view to_string(Aggregation v);
+std::optional<Aggregation> parse_aggregation_name(std::string_view text);
+
 // ---- ingest ---------------------------------------------------------------------------------
 
 struct EventError {
@@ -234,7 +248,7 @@ struct Identity {
 struct MeterInfo {
   std::string key;
   std::string event_type;
-  std::string aggregation;
+  Aggregation aggregation = Aggregation::kCount;
   std::string value_property;
   std::vector<std::string> group_by;
   std::vector<std::pair<std::string, std::string>> filter;
@@ -274,7 +288,7 @@ struct QueryResult {
 
 struct UsageItem {
   std::string meter;
-  std::string aggregation;
+  Aggregation aggregation = Aggregation::kCount;
   std::string unit;
   std::string value;    // decimal text; empty = no value
   std::string cost;     // priced meters: the cost of that usage ("" = not priced)
@@ -443,7 +457,7 @@ struct HistorySeries {
 struct UsageHistory {
   std::string customer;
   std::string meter;
-  std::string aggregation;
+  Aggregation aggregation = Aggregation::kCount;
   std::string unit;
   Window window = Window::kDay;
   std::string timezone;
@@ -463,7 +477,7 @@ struct BreakdownItem {
 struct Breakdown {
   std::string meter;
   std::string property;
-  std::string aggregation;
+  Aggregation aggregation = Aggregation::kCount;
   std::string unit;
   std::vector<BreakdownItem> groups;  // by usage, largest first
 };
@@ -521,7 +535,7 @@ struct TopCustomer {
 
 struct TopUsage {
   std::string meter;
-  std::string aggregation;
+  Aggregation aggregation = Aggregation::kCount;
   std::string unit;
   std::string period;  // "" when from/to were given
   TimeUs from_us = 0;
@@ -554,7 +568,7 @@ struct TrendPoint {
 
 struct MeterStats {
   std::string meter;
-  std::string aggregation;
+  Aggregation aggregation = Aggregation::kCount;
   std::string unit;
   std::string customer;  // "" = every customer
   Window window = Window::kDay;

@@ -43,6 +43,8 @@ constexpr Names<AlertKind, 2> kAlertKinds = {{"limit", "low_balance"}};
 constexpr Names<AlertLevel, 4> kAlertLevels = {{"info", "warning", "critical", "exceeded"}};
 constexpr Names<DeliveryStatus, 3> kDeliveryStatuses = {{"pending", "delivered", "failed"}};
 constexpr Names<AlertStatus, 4> kAlertStatuses = {{"none", "pending", "sent", "failed"}};
+constexpr Names<Aggregation, 7> kAggregations = {
+    {"count", "sum", "min", "max", "avg", "latest", "unique_count"}};
 constexpr Names<Denial, 7> kDenials = {{"", "limit_exceeded", "trial_expired",
                                         "feature_not_enabled", "customer_suspended",
                                         "insufficient_credits", "batch_denied"}};
@@ -103,6 +105,14 @@ std::string_view to_string(AlertStatus v) {
 
 std::optional<AlertStatus> parse_alert_status(std::string_view text) {
   return value_of(kAlertStatuses, text);
+}
+
+std::string_view to_string(Aggregation v) {
+  return name_of(kAggregations, v);
+}
+
+std::optional<Aggregation> parse_aggregation_name(std::string_view text) {
+  return value_of(kAggregations, text);
 }
 
 std::string_view denial_name(Denial d) {

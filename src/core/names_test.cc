@@ -9,6 +9,7 @@
 
 #include <tally/types.h>
 
+#include "core/meter.h"
 #include "core/time.h"
 
 namespace tally {
@@ -115,6 +116,28 @@ TEST(Names, AlertStatus) {
                                   parse_alert_status);
   EXPECT_FALSE(parse_alert_status("").has_value());
   EXPECT_FALSE(parse_alert_status("delivered").has_value()) << "a delivery's text";
+}
+
+TEST(Names, Aggregation) {
+  expect_round_trips<Aggregation>({{Aggregation::kCount, "count"},
+                                   {Aggregation::kSum, "sum"},
+                                   {Aggregation::kMin, "min"},
+                                   {Aggregation::kMax, "max"},
+                                   {Aggregation::kAvg, "avg"},
+                                   {Aggregation::kLatest, "latest"},
+                                   {Aggregation::kUniqueCount, "unique_count"}},
+                                  parse_aggregation_name);
+  EXPECT_FALSE(parse_aggregation_name("").has_value());
+  EXPECT_FALSE(parse_aggregation_name("median").has_value());
+  EXPECT_FALSE(parse_aggregation_name("COUNT").has_value());
+  // core's parser, with its message, reads the same texts.
+  EXPECT_EQ(*core::parse_aggregation("unique_count"), Aggregation::kUniqueCount);
+  EXPECT_EQ(core::aggregation_name(Aggregation::kAvg), "avg");
+  const auto bad = core::parse_aggregation("median");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().message(),
+            "unknown aggregation \"median\"; expected count, sum, min, max, avg, latest or "
+            "unique_count");
 }
 
 TEST(Names, Denial) {

@@ -152,7 +152,7 @@ std::vector<MeterInfo> Engine::meters() const {
     MeterInfo info;
     info.key = m.spec.key;
     info.event_type = m.spec.event_type;
-    info.aggregation = std::string(core::aggregation_name(m.spec.aggregation));
+    info.aggregation = m.spec.aggregation;
     info.value_property = m.spec.value_property;
     info.group_by = m.spec.group_by;
     info.filter = m.spec.filter;
@@ -418,7 +418,7 @@ Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs
     }
     UsageItem item;
     item.meter = m.spec.key;
-    item.aggregation = std::string(core::aggregation_name(m.spec.aggregation));
+    item.aggregation = m.spec.aggregation;
     item.unit = m.spec.unit;
     item.value = total(i);
     if (d.catalog->cost_meter[i] != engine::kNoMeter) {

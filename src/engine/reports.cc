@@ -276,7 +276,7 @@ Result<UsageHistory> Engine::usage_history(const HistoryQuery& q) const {
   }
   out.customer = q.customer;
   out.meter = q.meter;
-  out.aggregation = std::string(core::aggregation_name(aggregation));
+  out.aggregation = aggregation;
   out.window = w;
   out.timezone = tz.name();
   out.from_us = from;
@@ -394,7 +394,7 @@ Result<UsageReport> Engine::usage_report(const std::string& customer, const std:
     b.aggregation = m.aggregation;
     b.unit = m.unit;
     // A share of the total means something only where the total is the sum of the groups.
-    const bool sums = m.aggregation == "count" || m.aggregation == "sum";
+    const bool sums = m.aggregation == Aggregation::kCount || m.aggregation == Aggregation::kSum;
     core::Decimal total;
     std::vector<std::pair<core::Decimal, BreakdownItem>> items;
     for (const auto& row : r->rows) {
@@ -478,7 +478,7 @@ Result<OrganizationUsage> Engine::organization_usage(const std::string& organiza
     Acc org;
     UsageItem item;
     item.meter = m.spec.key;
-    item.aggregation = std::string(core::aggregation_name(m.spec.aggregation));
+    item.aggregation = m.spec.aggregation;
     item.unit = m.spec.unit;
     for (std::size_t i = 0; i < members.size(); ++i) {
       Acc one;
@@ -555,7 +555,7 @@ Result<TopUsage> Engine::top_customers(const std::string& meter, const std::stri
   }
   std::shared_lock lock(d.state_mutex);
   if (const auto* m = d.catalog->find(meter); m != nullptr) {
-    out.aggregation = std::string(core::aggregation_name(m->spec.aggregation));
+    out.aggregation = m->spec.aggregation;
     out.unit = m->spec.unit;
   }
   for (const auto& [v, row] : ranked) {
@@ -613,7 +613,7 @@ Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
 
   MeterStats out;
   out.meter = q.meter;
-  out.aggregation = std::string(core::aggregation_name(agg));
+  out.aggregation = agg;
   out.unit = m->spec.unit;
   out.customer = q.customer;
   out.window = w;

@@ -203,7 +203,7 @@ std::string customer_usage_json(const CustomerUsage& r) {
         .key("meter")
         .value(m.meter)
         .key("aggregation")
-        .value(m.aggregation)
+        .value(to_string(m.aggregation))
         .key("unit")
         .value(m.unit)
         .key("value");

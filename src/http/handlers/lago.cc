@@ -1171,7 +1171,7 @@ void write_charge_usage(common::JsonWriter& charges, const UsageItem& item, cons
       .key("code")
       .value(m != nullptr ? m->event_type : item.meter)
       .key("aggregation_type")
-      .value(item.aggregation + "_agg")
+      .value(std::string(to_string(item.aggregation)) + "_agg")
       .end_object()
       .key("filters")
       .begin_array()

@@ -13,7 +13,7 @@ void write_meter(common::JsonWriter& w, const MeterInfo& m) {
       .key("event_type")
       .value(m.event_type)
       .key("aggregation")
-      .value(m.aggregation)
+      .value(to_string(m.aggregation))
       .key("value");
   m.value_property.empty() ? w.null() : w.value("$." + m.value_property);
   w.key("group_by").begin_array();
