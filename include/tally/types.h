@@ -84,6 +84,23 @@ enum class Aggregation : std::uint8_t {
 std::string_view to_string(Aggregation v);
 std::optional<Aggregation> parse_aggregation_name(std::string_view text);
 
+// The period of a limit: the rates "second", "minute", "hour", and the calendar windows "day",
+// "week", "month", "billing_period", "trial", "lifetime" (core::PeriodKind, of
+// src/core/limits.h, is this type). Named so beside Period, a span of time.
+enum class LimitPeriod : std::uint8_t {
+  kSecond,
+  kMinute,
+  kHour,
+  kDay,
+  kWeek,
+  kMonth,
+  kBillingPeriod,
+  kTrial,
+  kLifetime,
+};
+std::string_view to_string(LimitPeriod v);
+std::optional<LimitPeriod> parse_limit_period(std::string_view text);
+
 // ---- ingest ---------------------------------------------------------------------------------
 
 struct EventError {
@@ -141,8 +158,8 @@ struct IngestSummary {
 // one). amount: a decimal text, or "unlimited".
 struct LimitOverride {
   std::string meter;
-  std::string period;     // second .. lifetime, as in the config
-  std::int64_t days = 0;  // for period "trial"
+  LimitPeriod period = LimitPeriod::kMonth;
+  std::int64_t days = 0;  // for period trial
   std::string amount;
   bool hard = true;
 };
@@ -348,9 +365,9 @@ std::optional<Denial> parse_denial(std::string_view text);
 // percent(), Decimal::text()).
 struct LimitState {
   std::string meter;
-  std::string_view period;  // "second", "minute", ..., "trial", "lifetime" (static text)
-  std::int64_t days = 0;    // a trial's length in days
-  bool per_key = false;     // the API key's own request rate, not a customer's limit
+  LimitPeriod period = LimitPeriod::kMonth;
+  std::int64_t days = 0;  // a trial's length in days
+  bool per_key = false;   // the API key's own request rate, not a customer's limit
   bool unlimited = false;
   bool hard = true;
   Decimal limit;  // 0 when unlimited
@@ -730,8 +747,8 @@ struct Alert {
   AlertLevel level = AlertLevel::kWarning;
   // kind "limit": the limit, its window and usage when the alert fired.
   std::string meter;
-  std::string period;  // "month", "day", ...
-  std::string limit;   // "api_calls per month"
+  LimitPeriod period = LimitPeriod::kMonth;
+  std::string limit;  // "api_calls per month"
   std::int64_t threshold_percent = 0;
   std::string limit_amount;
   std::string used;

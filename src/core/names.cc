@@ -45,6 +45,8 @@ constexpr Names<DeliveryStatus, 3> kDeliveryStatuses = {{"pending", "delivered",
 constexpr Names<AlertStatus, 4> kAlertStatuses = {{"none", "pending", "sent", "failed"}};
 constexpr Names<Aggregation, 7> kAggregations = {
     {"count", "sum", "min", "max", "avg", "latest", "unique_count"}};
+constexpr Names<LimitPeriod, 9> kLimitPeriods = {
+    {"second", "minute", "hour", "day", "week", "month", "billing_period", "trial", "lifetime"}};
 constexpr Names<Denial, 7> kDenials = {{"", "limit_exceeded", "trial_expired",
                                         "feature_not_enabled", "customer_suspended",
                                         "insufficient_credits", "batch_denied"}};
@@ -113,6 +115,14 @@ std::string_view to_string(Aggregation v) {
 
 std::optional<Aggregation> parse_aggregation_name(std::string_view text) {
   return value_of(kAggregations, text);
+}
+
+std::string_view to_string(LimitPeriod v) {
+  return name_of(kLimitPeriods, v);
+}
+
+std::optional<LimitPeriod> parse_limit_period(std::string_view text) {
+  return value_of(kLimitPeriods, text);
 }
 
 std::string_view denial_name(Denial d) {

@@ -9,6 +9,7 @@
 
 #include <tally/types.h>
 
+#include "core/limits.h"
 #include "core/meter.h"
 #include "core/time.h"
 
@@ -138,6 +139,30 @@ TEST(Names, Aggregation) {
   EXPECT_EQ(bad.error().message(),
             "unknown aggregation \"median\"; expected count, sum, min, max, avg, latest or "
             "unique_count");
+}
+
+TEST(Names, LimitPeriod) {
+  expect_round_trips<LimitPeriod>({{LimitPeriod::kSecond, "second"},
+                                   {LimitPeriod::kMinute, "minute"},
+                                   {LimitPeriod::kHour, "hour"},
+                                   {LimitPeriod::kDay, "day"},
+                                   {LimitPeriod::kWeek, "week"},
+                                   {LimitPeriod::kMonth, "month"},
+                                   {LimitPeriod::kBillingPeriod, "billing_period"},
+                                   {LimitPeriod::kTrial, "trial"},
+                                   {LimitPeriod::kLifetime, "lifetime"}},
+                                  parse_limit_period);
+  EXPECT_FALSE(parse_limit_period("").has_value());
+  EXPECT_FALSE(parse_limit_period("year").has_value());
+  EXPECT_FALSE(parse_limit_period("billing-period").has_value());
+  // core's parser, with its message, reads the same texts.
+  EXPECT_EQ(*core::parse_period("billing_period"), LimitPeriod::kBillingPeriod);
+  EXPECT_EQ(core::period_name(LimitPeriod::kLifetime), "lifetime");
+  const auto bad = core::parse_period("fortnight");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().message(),
+            "unknown period 'fortnight' (expected second, minute, hour, day, week, month, "
+            "billing_period, trial or lifetime)");
 }
 
 TEST(Names, Denial) {

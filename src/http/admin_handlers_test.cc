@@ -178,6 +178,43 @@ TEST_F(AdminHandlersTest, UnknownClosedSetTextsAreRefusedWithTheirFormerBodies) 
   EXPECT_EQ(std::string_view(json(days)["window"].get_string().value()), "day");
 }
 
+// A limit override's period is a LimitPeriod in the engine: a text outside the set is refused
+// where the override is read, with the message the engine gave before, and nothing changes.
+TEST_F(AdminHandlersTest, AnUnknownOverridePeriodIsRefusedWithItsFormerBody) {
+  ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
+  auto refusal = [](const std::string& message) {
+    return R"({"error":"VALIDATION_ERROR","message":")" + message + R"("})";
+  };
+
+  const std::string kOverrides = "/v1/customers/acme/overrides";
+  for (const char* period : {"fortnight", "Day", "billing-period"}) {
+    const Response r = call("PUT", kOverrides,
+                            std::string(R"({"overrides":[{"meter":"calls","period":")") + period +
+                                R"(","amount":5}]})");
+    EXPECT_EQ(r.status, 400u) << period;
+    EXPECT_EQ(r.body, refusal(std::string("overrides[0]: unknown period '") + period +
+                              "' (expected second, minute, hour, day, week, month, "
+                              "billing_period, trial or lifetime)"))
+        << period;
+  }
+  EXPECT_EQ(
+      call("PUT", kOverrides, R"({"overrides":[{"meter":"calls","period":"","amount":5}]})").body,
+      refusal("overrides[0] needs 'meter', 'period' and 'amount'"));
+  EXPECT_EQ(json(call("GET", "/v1/customers/acme"))["overrides"].get_array().size(), 0u)
+      << "a refused override changes nothing";
+  const Response set =
+      call("PUT", kOverrides,
+           R"({"overrides":[{"meter":"calls","period":"billing_period","amount":5}]})");
+  ASSERT_EQ(set.status, 200u) << set.body;
+  EXPECT_EQ(std::string_view(json(set)["overrides"].at(0)["period"].get_string().value()),
+            "billing_period");
+  const Response limits = call("GET", "/v1/customers/acme/limits");
+  ASSERT_EQ(limits.status, 200u) << limits.body;
+  EXPECT_NE(limits.body.find(R"("period":"billing_period","rule":"calls per billing_period")"),
+            std::string::npos)
+      << limits.body;
+}
+
 TEST_F(AdminHandlersTest, DenialsOfTheLastHour) {
   ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
   ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"other"})").status, 201u);

@@ -91,7 +91,7 @@ void write_customer(common::JsonWriter& w, const Customer& c) {
   }
   w.key("overrides").begin_array();
   for (const auto& o : c.overrides) {
-    w.begin_object().key("meter").value(o.meter).key("period").value(o.period);
+    w.begin_object().key("meter").value(o.meter).key("period").value(to_string(o.period));
     if (o.days != 0) {
       w.key("days").value(o.days);
     }
@@ -274,7 +274,12 @@ void write_alert(common::JsonWriter& w, const Alert& a, bool deliveries) {
   w.begin_object().key("id").value(a.id).key("customer").value(a.customer);
   w.key("kind").value(to_string(a.kind)).key("level").value(to_string(a.level));
   if (a.kind == AlertKind::kLimit) {
-    w.key("meter").value(a.meter).key("period").value(a.period).key("limit").value(a.limit);
+    w.key("meter")
+        .value(a.meter)
+        .key("period")
+        .value(to_string(a.period))
+        .key("limit")
+        .value(a.limit);
     w.key("threshold_percent").value(a.threshold_percent).key("limit_amount");
     write_decimal(w, a.limit_amount);
     w.key("used");
@@ -403,7 +408,7 @@ void write_limit_state(common::JsonWriter& w, const LimitState& s) {
       .key("meter")
       .value(s.meter)
       .key("period")
-      .value(s.period)
+      .value(to_string(s.period))
       .key("rule")
       .value(s.rule())
       .key("hard")
@@ -446,7 +451,7 @@ void write_check(common::JsonWriter& w, const CheckResult& r) {
     write_limit_number(w, s, s.remaining);
     w.key("reset");
     write_reset(w, s.reset_us);
-    w.key("period").value(s.period).key("rule").value(s.rule());
+    w.key("period").value(to_string(s.period)).key("rule").value(s.rule());
   } else {
     w.key("used").null().key("limit").value("unlimited").key("remaining").value("unlimited");
     w.key("reset").null().key("period").null().key("rule").null();
