@@ -66,7 +66,8 @@ class Engine {
   std::vector<MeterInfo> meters() const;
   // The meter's aggregates over the query's range, by window, customer and group.
   // Errors: kNotFound (meter, customer), kInvalidArgument (window, zone, range, group_by,
-  // filter, measure; with kQueryTooLargeDetails: more than 100,000 rows).
+  // filter, cost or credits of a meter without a price; with kQueryTooLargeDetails: more than
+  // 100,000 rows).
   Result<QueryResult> query(const MeterQuery& q) const;
   // Totals per meter for one customer over [from, to); from = to = 0 means the current
   // calendar month in the customer's zone. Errors: kNotFound.

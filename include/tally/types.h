@@ -101,6 +101,12 @@ enum class LimitPeriod : std::uint8_t {
 std::string_view to_string(LimitPeriod v);
 std::optional<LimitPeriod> parse_limit_period(std::string_view text);
 
+// What a meter query adds up: "units" (the meter's own values), or for a priced meter "cost"
+// (in the prices' currency) or "credits".
+enum class Measure : std::uint8_t { kUnits, kCost, kCredits };
+std::string_view to_string(Measure v);
+std::optional<Measure> parse_measure(std::string_view text);
+
 // ---- ingest ---------------------------------------------------------------------------------
 
 struct EventError {
@@ -282,7 +288,7 @@ struct MeterQuery {
   std::string customer;  // "" = every customer
   std::vector<std::string> group_by;                        // a subset of the meter's group_by
   std::vector<std::pair<std::string, std::string>> filter;  // group-by property == value
-  std::string measure;  // "" or "units": the meter's values; "cost" or "credits" (priced meters)
+  Measure measure = Measure::kUnits;                        // cost and credits: priced meters only
 };
 
 struct QueryRow {
@@ -295,7 +301,7 @@ struct QueryRow {
 
 struct QueryResult {
   std::string meter;
-  std::string measure;  // units, cost or credits
+  Measure measure = Measure::kUnits;  // as asked
   TimeUs from_us = 0;
   TimeUs to_us = 0;
   std::optional<Window> window;  // as asked

@@ -47,6 +47,7 @@ constexpr Names<Aggregation, 7> kAggregations = {
     {"count", "sum", "min", "max", "avg", "latest", "unique_count"}};
 constexpr Names<LimitPeriod, 9> kLimitPeriods = {
     {"second", "minute", "hour", "day", "week", "month", "billing_period", "trial", "lifetime"}};
+constexpr Names<Measure, 3> kMeasures = {{"units", "cost", "credits"}};
 constexpr Names<Denial, 7> kDenials = {{"", "limit_exceeded", "trial_expired",
                                         "feature_not_enabled", "customer_suspended",
                                         "insufficient_credits", "batch_denied"}};
@@ -123,6 +124,14 @@ std::string_view to_string(LimitPeriod v) {
 
 std::optional<LimitPeriod> parse_limit_period(std::string_view text) {
   return value_of(kLimitPeriods, text);
+}
+
+std::string_view to_string(Measure v) {
+  return name_of(kMeasures, v);
+}
+
+std::optional<Measure> parse_measure(std::string_view text) {
+  return value_of(kMeasures, text);
 }
 
 std::string_view denial_name(Denial d) {

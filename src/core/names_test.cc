@@ -165,6 +165,14 @@ TEST(Names, LimitPeriod) {
             "billing_period, trial or lifetime)");
 }
 
+TEST(Names, Measure) {
+  expect_round_trips<Measure>(
+      {{Measure::kUnits, "units"}, {Measure::kCost, "cost"}, {Measure::kCredits, "credits"}},
+      parse_measure);
+  EXPECT_FALSE(parse_measure("").has_value()) << "the API's empty measure is read at its edge";
+  EXPECT_FALSE(parse_measure("euros").has_value());
+}
+
 TEST(Names, Denial) {
   const std::vector<std::pair<Denial, std::string_view>> values = {
       {Denial::kNone, ""},

@@ -178,6 +178,37 @@ TEST_F(AdminHandlersTest, UnknownClosedSetTextsAreRefusedWithTheirFormerBodies) 
   EXPECT_EQ(std::string_view(json(days)["window"].get_string().value()), "day");
 }
 
+// A meter query's measure is a Measure in the engine: a text outside the set is refused where it
+// arrives with the body the engine's refusal had before (after an unknown meter's 404, as
+// before), and "" is units.
+TEST_F(AdminHandlersTest, AnUnknownMeasureIsRefusedWithItsFormerBody) {
+  ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
+  auto refusal = [](const std::string& message) {
+    return R"({"error":"VALIDATION_ERROR","message":")" + message + R"("})";
+  };
+  auto text = [this](const Response& r, const char* field) {
+    return std::string(json(r)[field].get_string().value());
+  };
+
+  const std::string kQuery = "/v1/meters/calls/query?from=2025-01-20T00:00:00Z&measure=";
+  for (const char* measure : {"euros", "Units", "unit"}) {
+    const Response r = call("GET", kQuery + measure);
+    EXPECT_EQ(r.status, 400u) << measure;
+    EXPECT_EQ(r.body, refusal("measure must be units, cost or credits")) << measure;
+  }
+  const Response cost = call("GET", kQuery + "cost");
+  EXPECT_EQ(cost.status, 400u);
+  EXPECT_EQ(cost.body, refusal("meter 'calls' has no price, so no cost"));
+  for (const char* measure : {"", "units"}) {
+    const Response r = call("GET", kQuery + measure);
+    ASSERT_EQ(r.status, 200u) << r.body;
+    EXPECT_EQ(text(r, "measure"), "units") << "measure '" << measure << "'";
+  }
+  EXPECT_EQ(call("GET", "/v1/meters/ghost/query?measure=euros").body,
+            R"({"error":"NOT_FOUND","message":"meter 'ghost' does not exist"})")
+      << "an unknown meter is refused first, as before";
+}
+
 // A limit override's period is a LimitPeriod in the engine: a text outside the set is refused
 // where the override is read, with the message the engine gave before, and nothing changes.
 TEST_F(AdminHandlersTest, AnUnknownOverridePeriodIsRefusedWithItsFormerBody) {

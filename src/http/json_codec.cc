@@ -156,7 +156,7 @@ std::string query_result_json(const QueryResult& r) {
       .key("meter")
       .value(r.meter)
       .key("measure")
-      .value(r.measure)
+      .value(to_string(r.measure))
       .key("from")
       .value(time_text(r.from_us))
       .key("to")
