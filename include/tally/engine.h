@@ -101,7 +101,7 @@ class Engine {
   Result<LimitsReport> limits_report(const std::string& customer);
   // One page of the customers matching a search, sorted, each with its highest limit
   // percentage now. Sorting by usage evaluates every matching customer's limits; the other
-  // sorts only the page's. Ties are broken by id. Errors: kInvalidArgument (sort, limit).
+  // sorts only the page's. Ties are broken by id. Errors: kInvalidArgument (limit).
   Result<CustomerSummaryPage> customer_summaries(const CustomerSummaryQuery& query);
   // Replaces the customer's limit overrides. Errors: kNotFound, kInvalidArgument.
   Result<Customer> set_overrides(const std::string& customer,

@@ -107,6 +107,12 @@ enum class Measure : std::uint8_t { kUnits, kCost, kCredits };
 std::string_view to_string(Measure v);
 std::optional<Measure> parse_measure(std::string_view text);
 
+// The order of an operator's customer list: by "id", "name", "plan", "status" or "usage" (the
+// highest limit percent now).
+enum class CustomerSort : std::uint8_t { kId, kName, kPlan, kStatus, kUsage };
+std::string_view to_string(CustomerSort v);
+std::optional<CustomerSort> parse_customer_sort(std::string_view text);
+
 // ---- ingest ---------------------------------------------------------------------------------
 
 struct EventError {
@@ -419,8 +425,8 @@ struct AlertThreshold {
 
 // A page of customers for an operator's list (GET /v1/admin/customers).
 struct CustomerSummaryQuery {
-  std::string search;       // case-insensitive part of the id or name; "" = every customer
-  std::string sort = "id";  // id, name, plan, status or usage (the highest limit percent)
+  std::string search;  // case-insensitive part of the id or name; "" = every customer
+  CustomerSort sort = CustomerSort::kId;
   bool descending = false;
   std::uint32_t offset = 0;
   std::uint32_t limit = 50;  // 1 to 1000

@@ -48,6 +48,7 @@ constexpr Names<Aggregation, 7> kAggregations = {
 constexpr Names<LimitPeriod, 9> kLimitPeriods = {
     {"second", "minute", "hour", "day", "week", "month", "billing_period", "trial", "lifetime"}};
 constexpr Names<Measure, 3> kMeasures = {{"units", "cost", "credits"}};
+constexpr Names<CustomerSort, 5> kCustomerSorts = {{"id", "name", "plan", "status", "usage"}};
 constexpr Names<Denial, 7> kDenials = {{"", "limit_exceeded", "trial_expired",
                                         "feature_not_enabled", "customer_suspended",
                                         "insufficient_credits", "batch_denied"}};
@@ -132,6 +133,14 @@ std::string_view to_string(Measure v) {
 
 std::optional<Measure> parse_measure(std::string_view text) {
   return value_of(kMeasures, text);
+}
+
+std::string_view to_string(CustomerSort v) {
+  return name_of(kCustomerSorts, v);
+}
+
+std::optional<CustomerSort> parse_customer_sort(std::string_view text) {
+  return value_of(kCustomerSorts, text);
 }
 
 std::string_view denial_name(Denial d) {

@@ -173,6 +173,17 @@ TEST(Names, Measure) {
   EXPECT_FALSE(parse_measure("euros").has_value());
 }
 
+TEST(Names, CustomerSort) {
+  expect_round_trips<CustomerSort>({{CustomerSort::kId, "id"},
+                                    {CustomerSort::kName, "name"},
+                                    {CustomerSort::kPlan, "plan"},
+                                    {CustomerSort::kStatus, "status"},
+                                    {CustomerSort::kUsage, "usage"}},
+                                   parse_customer_sort);
+  EXPECT_FALSE(parse_customer_sort("").has_value());
+  EXPECT_FALSE(parse_customer_sort("created_at").has_value());
+}
+
 TEST(Names, Denial) {
   const std::vector<std::pair<Denial, std::string_view>> values = {
       {Denial::kNone, ""},

@@ -209,6 +209,36 @@ TEST_F(AdminHandlersTest, AnUnknownMeasureIsRefusedWithItsFormerBody) {
       << "an unknown meter is refused first, as before";
 }
 
+// The customer list's sort is a CustomerSort in the engine: a text outside the set, "" included,
+// is refused where it arrives with the body the engine's refusal had before, after the refusals
+// that came before it.
+TEST_F(AdminHandlersTest, AnUnknownCustomerSortIsRefusedWithItsFormerBody) {
+  ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
+  auto refusal = [](const std::string& message) {
+    return R"({"error":"VALIDATION_ERROR","message":")" + message + R"("})";
+  };
+  auto text = [this](const Response& r, const char* field) {
+    return std::string(json(r)[field].get_string().value());
+  };
+
+  const std::string kSortRefusal = refusal("sort must be id, name, plan, status or usage");
+  for (const char* sort : {"size", "", "Name", "id "}) {
+    const Response r = call("GET", std::string("/v1/admin/customers?sort=") + sort);
+    EXPECT_EQ(r.status, 400u) << sort;
+    EXPECT_EQ(r.body, kSortRefusal) << "sort '" << sort << "'";
+  }
+  EXPECT_EQ(call("GET", "/v1/admin/customers?sort=size&order=up").body,
+            refusal("order must be asc or desc"));
+  EXPECT_EQ(call("GET", "/v1/admin/customers?sort=size&limit=0").body,
+            refusal("query parameter 'limit' must be an integer 1..1000"));
+  for (const char* sort : {"id", "name", "plan", "status", "usage"}) {
+    const Response r = call("GET", std::string("/v1/admin/customers?order=desc&sort=") + sort);
+    ASSERT_EQ(r.status, 200u) << r.body;
+    EXPECT_EQ(text(r, "sort"), sort);
+  }
+  EXPECT_EQ(text(call("GET", "/v1/admin/customers"), "sort"), "id");
+}
+
 // A limit override's period is a LimitPeriod in the engine: a text outside the set is refused
 // where the override is read, with the message the engine gave before, and nothing changes.
 TEST_F(AdminHandlersTest, AnUnknownOverridePeriodIsRefusedWithItsFormerBody) {

@@ -2,6 +2,9 @@
 // GET /v1/organizations/{id}/usage, GET /v1/admin/usage/top and GET /v1/meters/{key}/stats.
 // Each handler reads its query parameters strictly (an unknown one is refused), scopes the
 // customer to the key, and asks the engine; the numbers are all the engine's.
+#include <optional>
+#include <string>
+
 #include "http/handlers/handlers.h"
 
 namespace tally::http::handlers {
@@ -89,16 +92,26 @@ bool read_summary_query(Call& call, CustomerSummaryQuery* q) {
     return false;
   }
   q->search = param(call, "q");
-  if (const std::string* s = call.request.query_param("sort"); s != nullptr) {
-    q->sort = *s;
-  }
   const std::string order = param(call, "order");
   if (!order.empty() && order != "asc" && order != "desc") {
     answer(call, error_response(400, "VALIDATION_ERROR", "order must be asc or desc"));
     return false;
   }
   q->descending = order == "desc";
-  return uint_param(call, "limit", 1000, &q->limit) && offset_param(call, "offset", &q->offset);
+  if (!uint_param(call, "limit", 1000, &q->limit) || !offset_param(call, "offset", &q->offset)) {
+    return false;
+  }
+  // Given, it must be one of the set ("" too); absent, the list is by id.
+  if (const std::string* s = call.request.query_param("sort"); s != nullptr) {
+    const std::optional<CustomerSort> sort = parse_customer_sort(*s);
+    if (!sort) {
+      answer(call, error_response(400, "VALIDATION_ERROR",
+                                  "sort must be id, name, plan, status or usage"));
+      return false;
+    }
+    q->sort = *sort;
+  }
+  return true;
 }
 
 // The page of customer summaries, with the query that made it.
@@ -112,7 +125,7 @@ std::string summaries_json(const CustomerSummaryPage& page, const CustomerSummar
       .key("limit")
       .value(q.limit)
       .key("sort")
-      .value(q.sort)
+      .value(to_string(q.sort))
       .key("order")
       .value(q.descending ? "desc" : "asc")
       .key("customers")
