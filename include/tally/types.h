@@ -113,6 +113,19 @@ enum class CustomerSort : std::uint8_t { kId, kName, kPlan, kStatus, kUsage };
 std::string_view to_string(CustomerSort v);
 std::optional<CustomerSort> parse_customer_sort(std::string_view text);
 
+// How a price charges: "per_unit", "graduated", "volume", "package", "flat" (core::PriceModel,
+// of src/core/pricing.h, is this type). These numbers are stored with each price version, so
+// they never change.
+enum class PriceModel : std::uint8_t {
+  kPerUnit = 0,
+  kGraduated = 1,
+  kVolume = 2,
+  kPackage = 3,
+  kFlat = 4,
+};
+std::string_view to_string(PriceModel v);
+std::optional<PriceModel> parse_price_model(std::string_view text);
+
 // ---- ingest ---------------------------------------------------------------------------------
 
 struct EventError {
@@ -840,7 +853,7 @@ struct PriceVersionInfo {
   TimeUs created_at_us = 0;              // when the server first ran with it
   bool ended = false;                    // the price was removed from the configuration
   bool in_effect = false;                // the version that prices an event of now
-  std::string model;                     // per_unit, graduated, volume, package, flat
+  PriceModel model = PriceModel::kPerUnit;
   std::string unit_price;
   std::vector<PriceTierInfo> tiers;
   std::string package_size;

@@ -49,6 +49,8 @@ constexpr Names<LimitPeriod, 9> kLimitPeriods = {
     {"second", "minute", "hour", "day", "week", "month", "billing_period", "trial", "lifetime"}};
 constexpr Names<Measure, 3> kMeasures = {{"units", "cost", "credits"}};
 constexpr Names<CustomerSort, 5> kCustomerSorts = {{"id", "name", "plan", "status", "usage"}};
+constexpr Names<PriceModel, 5> kPriceModels = {
+    {"per_unit", "graduated", "volume", "package", "flat"}};
 constexpr Names<Denial, 7> kDenials = {{"", "limit_exceeded", "trial_expired",
                                         "feature_not_enabled", "customer_suspended",
                                         "insufficient_credits", "batch_denied"}};
@@ -141,6 +143,14 @@ std::string_view to_string(CustomerSort v) {
 
 std::optional<CustomerSort> parse_customer_sort(std::string_view text) {
   return value_of(kCustomerSorts, text);
+}
+
+std::string_view to_string(PriceModel v) {
+  return name_of(kPriceModels, v);
+}
+
+std::optional<PriceModel> parse_price_model(std::string_view text) {
+  return value_of(kPriceModels, text);
 }
 
 std::string_view denial_name(Denial d) {

@@ -184,6 +184,23 @@ TEST(Names, CustomerSort) {
   EXPECT_FALSE(parse_customer_sort("created_at").has_value());
 }
 
+TEST(Names, PriceModel) {
+  expect_round_trips<PriceModel>({{PriceModel::kPerUnit, "per_unit"},
+                                  {PriceModel::kGraduated, "graduated"},
+                                  {PriceModel::kVolume, "volume"},
+                                  {PriceModel::kPackage, "package"},
+                                  {PriceModel::kFlat, "flat"}},
+                                 parse_price_model);
+  EXPECT_FALSE(parse_price_model("").has_value());
+  EXPECT_FALSE(parse_price_model("tiered").has_value());
+  // The numbers are stored with each price version: they never change.
+  EXPECT_EQ(static_cast<int>(PriceModel::kPerUnit), 0);
+  EXPECT_EQ(static_cast<int>(PriceModel::kGraduated), 1);
+  EXPECT_EQ(static_cast<int>(PriceModel::kVolume), 2);
+  EXPECT_EQ(static_cast<int>(PriceModel::kPackage), 3);
+  EXPECT_EQ(static_cast<int>(PriceModel::kFlat), 4);
+}
+
 TEST(Names, Denial) {
   const std::vector<std::pair<Denial, std::string_view>> values = {
       {Denial::kNone, ""},

@@ -338,11 +338,11 @@ std::string prices_json(const std::vector<PriceInfo>& prices) {
       v.effective_from_us == INT64_MIN ? w.null() : w.value(time_text(v.effective_from_us));
       w.key("created_at").value(time_text(v.created_at_us));
       w.key("in_effect").value(v.in_effect).key("ended").value(v.ended);
-      w.key("model").value(v.model);
-      if (v.model == "per_unit") {
+      w.key("model").value(to_string(v.model));
+      if (v.model == PriceModel::kPerUnit) {
         w.key("unit_price");
         write_decimal(w, v.unit_price);
-      } else if (v.model == "graduated" || v.model == "volume") {
+      } else if (v.model == PriceModel::kGraduated || v.model == PriceModel::kVolume) {
         w.key("tiers").begin_array();
         for (const auto& t : v.tiers) {
           w.begin_object().key("up_to");
@@ -358,7 +358,7 @@ std::string prices_json(const std::vector<PriceInfo>& prices) {
           w.end_object();
         }
         w.end_array();
-      } else if (v.model == "package") {
+      } else if (v.model == PriceModel::kPackage) {
         w.key("package_size");
         write_decimal(w, v.package_size);
         w.key("package_price");

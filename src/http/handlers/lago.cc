@@ -1128,10 +1128,10 @@ std::string_view charge_model(const std::vector<PriceInfo>& prices, const std::s
       continue;
     for (const auto& v : p.versions) {
       if (v.in_effect) {
-        model = v.model == "graduated" ? "graduated"
-                : v.model == "volume"  ? "volume"
-                : v.model == "package" ? "package"
-                                       : "standard";
+        model = v.model == PriceModel::kGraduated ? "graduated"
+                : v.model == PriceModel::kVolume  ? "volume"
+                : v.model == PriceModel::kPackage ? "package"
+                                                  : "standard";
       }
     }
     break;
