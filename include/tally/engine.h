@@ -12,6 +12,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -177,11 +178,11 @@ class Engine {
   // sorted by that percent, highest first (none last), ties by id. Evaluates every member's
   // limits. Errors: kInvalidArgument (limit not 1..100).
   Result<OrganizationSummaryPage> organization_summaries(std::uint32_t offset, std::uint32_t limit);
-  // The `n` customers with the largest value of the meter over the current `period` (a window
-  // name, in `timezone`) or, with period "", over [from, to).
+  // The `n` customers with the largest value of the meter over the current `period` (in
+  // `timezone`) or, with no period, over [from, to).
   // Errors: kNotFound (meter), kInvalidArgument (with kQueryTooLargeDetails: more than 100,000
   // customers have events in the range).
-  Result<TopUsage> top_customers(const std::string& meter, const std::string& period,
+  Result<TopUsage> top_customers(const std::string& meter, std::optional<Window> period,
                                  TimeUs from_us, TimeUs to_us, const std::string& timezone,
                                  std::uint32_t n) const;
   // Statistics of the meter's per-window values (see docs/api.md for the exact definitions).

@@ -579,7 +579,7 @@ struct TopUsage {
   std::string meter;
   Aggregation aggregation = Aggregation::kCount;
   std::string unit;
-  std::string period;  // "" when from/to were given
+  std::optional<Window> period;  // none when from/to were given
   TimeUs from_us = 0;
   TimeUs to_us = 0;
   std::string timezone;

@@ -504,7 +504,7 @@ Result<OrganizationUsage> Engine::organization_usage(const std::string& organiza
   return out;
 }
 
-Result<TopUsage> Engine::top_customers(const std::string& meter, const std::string& period,
+Result<TopUsage> Engine::top_customers(const std::string& meter, std::optional<Window> period,
                                        TimeUs from_us, TimeUs to_us, const std::string& timezone,
                                        std::uint32_t n) const {
   const Impl& d = *impl_;
@@ -518,13 +518,9 @@ Result<TopUsage> Engine::top_customers(const std::string& meter, const std::stri
   TopUsage out;
   core::TimeUs from = from_us;
   core::TimeUs to = to_us;
-  if (!period.empty()) {
-    auto w = core::parse_window(period);
-    if (!w) {
-      return Status::invalid_argument("period must be minute, hour, day, week or month");
-    }
-    from = core::window_start(d.clock->now_us(), *w, *tz);
-    to = core::window_next(from, *w, *tz);
+  if (period) {
+    from = core::window_start(d.clock->now_us(), *period, *tz);
+    to = core::window_next(from, *period, *tz);
     out.period = period;
   }
   MeterQuery mq;

@@ -239,6 +239,35 @@ TEST_F(AdminHandlersTest, AnUnknownCustomerSortIsRefusedWithItsFormerBody) {
   EXPECT_EQ(text(call("GET", "/v1/admin/customers"), "sort"), "id");
 }
 
+// The top customers' period is a Window in the engine: a text outside the set is refused where
+// it arrives with the body the engine's refusal had before; none given is the month, a range
+// none.
+TEST_F(AdminHandlersTest, AnUnknownTopPeriodIsRefusedWithItsFormerBody) {
+  ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
+  auto refusal = [](const std::string& message) {
+    return R"({"error":"VALIDATION_ERROR","message":")" + message + R"("})";
+  };
+  auto text = [this](const Response& r, const char* field) {
+    return std::string(json(r)[field].get_string().value());
+  };
+
+  const std::string kPeriodRefusal = refusal("period must be minute, hour, day, week or month");
+  for (const char* period : {"year", "Month", "billing_period"}) {
+    const Response r = call("GET", std::string("/v1/admin/usage/top?meter=calls&period=") + period);
+    EXPECT_EQ(r.status, 400u) << period;
+    EXPECT_EQ(r.body, kPeriodRefusal) << period;
+  }
+  EXPECT_EQ(text(call("GET", "/v1/admin/usage/top?meter=calls&period=week"), "period"), "week");
+  EXPECT_EQ(text(call("GET", "/v1/admin/usage/top?meter=calls&period="), "period"), "month");
+  EXPECT_EQ(text(call("GET", "/v1/admin/usage/top?meter=calls"), "period"), "month");
+  const Response range = call("GET",
+                              "/v1/admin/usage/top?meter=calls&from=2025-01-01T00:00:00Z&to="
+                              "2025-01-20T00:00:00Z");
+  ASSERT_EQ(range.status, 200u) << range.body;
+  EXPECT_TRUE(json(range)["period"].is_null());
+  EXPECT_EQ(text(range, "aggregation"), "count");
+}
+
 // A limit override's period is a LimitPeriod in the engine: a text outside the set is refused
 // where the override is read, with the message the engine gave before, and nothing changes.
 TEST_F(AdminHandlersTest, AnUnknownOverridePeriodIsRefusedWithItsFormerBody) {

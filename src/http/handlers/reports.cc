@@ -149,7 +149,7 @@ std::string summaries_json(const CustomerSummaryPage& page, const CustomerSummar
 
 struct TopQuery {
   std::string meter;
-  std::string period;  // "" with a range; "month" when neither is given
+  std::optional<Window> period;  // none with a range; the month when neither is given
   TimeUs from_us = 0;
   TimeUs to_us = 0;
   std::uint32_t n = 10;
@@ -169,14 +169,21 @@ bool read_top_query(Call& call, TopQuery* q) {
   if (!range_params(call, &q->from_us, &q->to_us) || !uint_param(call, "n", 1000, &q->n)) {
     return false;
   }
-  q->period = param(call, "period");
-  if (q->from_us != 0 && !q->period.empty()) {
+  const std::string period = param(call, "period");
+  if (q->from_us != 0 && !period.empty()) {
     answer(call,
            error_response(400, "VALIDATION_ERROR", "give 'period' or 'from' and 'to', not both"));
     return false;
   }
-  if (q->from_us == 0 && q->period.empty()) {
-    q->period = "month";
+  if (q->from_us == 0 && period.empty()) {
+    q->period = Window::kMonth;
+  } else if (!period.empty()) {
+    q->period = parse_window_name(period);
+    if (!q->period) {
+      answer(call, error_response(400, "VALIDATION_ERROR",
+                                  "period must be minute, hour, day, week or month"));
+      return false;
+    }
   }
   return true;
 }
@@ -192,7 +199,7 @@ std::string top_customers_json(const TopUsage& top) {
       .key("unit")
       .value(top.unit)
       .key("period");
-  write_nullable(w, top.period);
+  top.period ? w.value(to_string(*top.period)) : w.null();
   w.key("from")
       .value(time_text(top.from_us))
       .key("to")
