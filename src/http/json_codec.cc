@@ -654,4 +654,122 @@ void write_trend(common::JsonWriter& w, const std::vector<TrendPoint>& points) {
   w.end_array();
 }
 
+std::string history_json(const UsageHistory& h, bool groups) {
+  common::JsonWriter w;
+  w.begin_object()
+      .key("customer")
+      .value(h.customer)
+      .key("meter")
+      .value(h.meter)
+      .key("aggregation")
+      .value(to_string(h.aggregation))
+      .key("unit")
+      .value(h.unit)
+      .key("window")
+      .value(to_string(h.window))
+      .key("timezone")
+      .value(h.timezone)
+      .key("from")
+      .value(time_text(h.from_us))
+      .key("to")
+      .value(time_text(h.to_us))
+      .key("data");
+  write_series(w, h.data);
+  if (groups) {
+    w.key("groups").begin_array();
+    for (const auto& s : h.groups) {
+      w.begin_object().key("group").begin_object();
+      for (const auto& [k, v] : s.group) {
+        w.key(k).value(v);
+      }
+      w.end_object().key("data");
+      write_series(w, s.data);
+      w.end_object();
+    }
+    w.end_array();
+  }
+  w.end_object();
+  return w.take();
+}
+
+std::string top_customers_json(const TopUsage& top) {
+  common::JsonWriter w;
+  w.begin_object()
+      .key("meter")
+      .value(top.meter)
+      .key("aggregation")
+      .value(to_string(top.aggregation))
+      .key("unit")
+      .value(top.unit)
+      .key("period");
+  top.period ? w.value(to_string(*top.period)) : w.null();
+  w.key("from")
+      .value(time_text(top.from_us))
+      .key("to")
+      .value(time_text(top.to_us))
+      .key("timezone")
+      .value(top.timezone)
+      .key("customers")
+      .begin_array();
+  std::uint64_t rank = 0;
+  for (const auto& c : top.customers) {
+    w.begin_object()
+        .key("rank")
+        .value(++rank)
+        .key("customer")
+        .value(c.customer)
+        .key("name")
+        .value(c.name)
+        .key("value");
+    write_decimal(w, c.value);
+    w.end_object();
+  }
+  w.end_array().end_object();
+  return w.take();
+}
+
+std::string meter_stats_json(const MeterStats& m) {
+  common::JsonWriter w;
+  w.begin_object()
+      .key("meter")
+      .value(m.meter)
+      .key("aggregation")
+      .value(to_string(m.aggregation))
+      .key("unit")
+      .value(m.unit)
+      .key("customer");
+  write_nullable(w, m.customer);
+  w.key("window")
+      .value(to_string(m.window))
+      .key("timezone")
+      .value(m.timezone)
+      .key("from")
+      .value(time_text(m.from_us))
+      .key("to")
+      .value(time_text(m.to_us))
+      .key("windows")
+      .value(m.windows)
+      .key("windows_with_data")
+      .value(m.windows_with_data)
+      .key("stats")
+      .begin_object()
+      .key("count")
+      .value(m.count);
+  const std::pair<const char*, const std::string*> fields[] = {
+      {"sum", &m.sum},       {"avg", &m.avg}, {"min", &m.min}, {"max", &m.max},
+      {"median", &m.median}, {"p95", &m.p95}, {"p99", &m.p99}};
+  for (const auto& [name, value] : fields) {
+    w.key(name);
+    write_decimal(w, *value);
+  }
+  w.end_object().key("trends").begin_object().key("window_over_window");
+  write_trend(w, m.window_over_window);
+  w.key("day_over_day");
+  write_trend(w, m.day_over_day);
+  w.end_object().key("peaks");
+  write_series(w, m.peaks);
+  w.end_object();
+  return w.take();
+}
+
 }  // namespace tally::http
