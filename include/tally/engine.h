@@ -12,6 +12,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,7 +67,8 @@ class Engine {
   std::vector<MeterInfo> meters() const;
   // The meter's aggregates over the query's range, by window, customer and group.
   // Errors: kNotFound (meter, customer), kInvalidArgument (window, zone, range, group_by,
-  // filter, measure; with kQueryTooLargeDetails: more than 100,000 rows).
+  // filter, cost or credits of a meter without a price; with kQueryTooLargeDetails: more than
+  // 100,000 rows).
   Result<QueryResult> query(const MeterQuery& q) const;
   // Totals per meter for one customer over [from, to); from = to = 0 means the current
   // calendar month in the customer's zone. Errors: kNotFound.
@@ -100,7 +102,7 @@ class Engine {
   Result<LimitsReport> limits_report(const std::string& customer);
   // One page of the customers matching a search, sorted, each with its highest limit
   // percentage now. Sorting by usage evaluates every matching customer's limits; the other
-  // sorts only the page's. Ties are broken by id. Errors: kInvalidArgument (sort, limit).
+  // sorts only the page's. Ties are broken by id. Errors: kInvalidArgument (limit).
   Result<CustomerSummaryPage> customer_summaries(const CustomerSummaryQuery& query);
   // Replaces the customer's limit overrides. Errors: kNotFound, kInvalidArgument.
   Result<Customer> set_overrides(const std::string& customer,
@@ -176,11 +178,11 @@ class Engine {
   // sorted by that percent, highest first (none last), ties by id. Evaluates every member's
   // limits. Errors: kInvalidArgument (limit not 1..100).
   Result<OrganizationSummaryPage> organization_summaries(std::uint32_t offset, std::uint32_t limit);
-  // The `n` customers with the largest value of the meter over the current `period` (a window
-  // name, in `timezone`) or, with period "", over [from, to).
+  // The `n` customers with the largest value of the meter over the current `period` (in
+  // `timezone`) or, with no period, over [from, to).
   // Errors: kNotFound (meter), kInvalidArgument (with kQueryTooLargeDetails: more than 100,000
   // customers have events in the range).
-  Result<TopUsage> top_customers(const std::string& meter, const std::string& period,
+  Result<TopUsage> top_customers(const std::string& meter, std::optional<Window> period,
                                  TimeUs from_us, TimeUs to_us, const std::string& timezone,
                                  std::uint32_t n) const;
   // Statistics of the meter's per-window values (see docs/api.md for the exact definitions).

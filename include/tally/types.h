@@ -70,6 +70,62 @@ enum class AlertStatus : std::uint8_t { kNone, kPending, kSent, kFailed };
 std::string_view to_string(AlertStatus v);
 std::optional<AlertStatus> parse_alert_status(std::string_view text);
 
+// How a meter combines the values of its events: "count", "sum", "min", "max", "avg",
+// "latest", "unique_count" (core::Aggregation, of src/core/meter.h, is this type).
+enum class Aggregation : std::uint8_t {
+  kCount = 0,
+  kSum = 1,
+  kMin = 2,
+  kMax = 3,
+  kAvg = 4,
+  kLatest = 5,
+  kUniqueCount = 6,
+};
+std::string_view to_string(Aggregation v);
+std::optional<Aggregation> parse_aggregation_name(std::string_view text);
+
+// The period of a limit: the rates "second", "minute", "hour", and the calendar windows "day",
+// "week", "month", "billing_period", "trial", "lifetime" (core::PeriodKind, of
+// src/core/limits.h, is this type). Named so beside Period, a span of time.
+enum class LimitPeriod : std::uint8_t {
+  kSecond,
+  kMinute,
+  kHour,
+  kDay,
+  kWeek,
+  kMonth,
+  kBillingPeriod,
+  kTrial,
+  kLifetime,
+};
+std::string_view to_string(LimitPeriod v);
+std::optional<LimitPeriod> parse_limit_period(std::string_view text);
+
+// What a meter query adds up: "units" (the meter's own values), or for a priced meter "cost"
+// (in the prices' currency) or "credits".
+enum class Measure : std::uint8_t { kUnits, kCost, kCredits };
+std::string_view to_string(Measure v);
+std::optional<Measure> parse_measure(std::string_view text);
+
+// The order of an operator's customer list: by "id", "name", "plan", "status" or "usage" (the
+// highest limit percent now).
+enum class CustomerSort : std::uint8_t { kId, kName, kPlan, kStatus, kUsage };
+std::string_view to_string(CustomerSort v);
+std::optional<CustomerSort> parse_customer_sort(std::string_view text);
+
+// How a price charges: "per_unit", "graduated", "volume", "package", "flat" (core::PriceModel,
+// of src/core/pricing.h, is this type). These numbers are stored with each price version, so
+// they never change.
+enum class PriceModel : std::uint8_t {
+  kPerUnit = 0,
+  kGraduated = 1,
+  kVolume = 2,
+  kPackage = 3,
+  kFlat = 4,
+};
+std::string_view to_string(PriceModel v);
+std::optional<PriceModel> parse_price_model(std::string_view text);
+
 // ---- ingest ---------------------------------------------------------------------------------
 
 struct EventError {
@@ -127,8 +183,8 @@ struct IngestSummary {
 // one). amount: a decimal text, or "unlimited".
 struct LimitOverride {
   std::string meter;
-  std::string period;     // second .. lifetime, as in the config
-  std::int64_t days = 0;  // for period "trial"
+  LimitPeriod period = LimitPeriod::kMonth;
+  std::int64_t days = 0;  // for period trial
   std::string amount;
   bool hard = true;
 };
@@ -234,7 +290,7 @@ struct Identity {
 struct MeterInfo {
   std::string key;
   std::string event_type;
-  std::string aggregation;
+  Aggregation aggregation = Aggregation::kCount;
   std::string value_property;
   std::vector<std::string> group_by;
   std::vector<std::pair<std::string, std::string>> filter;
@@ -251,7 +307,7 @@ struct MeterQuery {
   std::string customer;  // "" = every customer
   std::vector<std::string> group_by;                        // a subset of the meter's group_by
   std::vector<std::pair<std::string, std::string>> filter;  // group-by property == value
-  std::string measure;  // "" or "units": the meter's values; "cost" or "credits" (priced meters)
+  Measure measure = Measure::kUnits;                        // cost and credits: priced meters only
 };
 
 struct QueryRow {
@@ -264,7 +320,7 @@ struct QueryRow {
 
 struct QueryResult {
   std::string meter;
-  std::string measure;  // units, cost or credits
+  Measure measure = Measure::kUnits;  // as asked
   TimeUs from_us = 0;
   TimeUs to_us = 0;
   std::optional<Window> window;  // as asked
@@ -274,7 +330,7 @@ struct QueryResult {
 
 struct UsageItem {
   std::string meter;
-  std::string aggregation;
+  Aggregation aggregation = Aggregation::kCount;
   std::string unit;
   std::string value;    // decimal text; empty = no value
   std::string cost;     // priced meters: the cost of that usage ("" = not priced)
@@ -334,9 +390,9 @@ std::optional<Denial> parse_denial(std::string_view text);
 // percent(), Decimal::text()).
 struct LimitState {
   std::string meter;
-  std::string_view period;  // "second", "minute", ..., "trial", "lifetime" (static text)
-  std::int64_t days = 0;    // a trial's length in days
-  bool per_key = false;     // the API key's own request rate, not a customer's limit
+  LimitPeriod period = LimitPeriod::kMonth;
+  std::int64_t days = 0;  // a trial's length in days
+  bool per_key = false;   // the API key's own request rate, not a customer's limit
   bool unlimited = false;
   bool hard = true;
   Decimal limit;  // 0 when unlimited
@@ -382,8 +438,8 @@ struct AlertThreshold {
 
 // A page of customers for an operator's list (GET /v1/admin/customers).
 struct CustomerSummaryQuery {
-  std::string search;       // case-insensitive part of the id or name; "" = every customer
-  std::string sort = "id";  // id, name, plan, status or usage (the highest limit percent)
+  std::string search;  // case-insensitive part of the id or name; "" = every customer
+  CustomerSort sort = CustomerSort::kId;
   bool descending = false;
   std::uint32_t offset = 0;
   std::uint32_t limit = 50;  // 1 to 1000
@@ -443,7 +499,7 @@ struct HistorySeries {
 struct UsageHistory {
   std::string customer;
   std::string meter;
-  std::string aggregation;
+  Aggregation aggregation = Aggregation::kCount;
   std::string unit;
   Window window = Window::kDay;
   std::string timezone;
@@ -463,7 +519,7 @@ struct BreakdownItem {
 struct Breakdown {
   std::string meter;
   std::string property;
-  std::string aggregation;
+  Aggregation aggregation = Aggregation::kCount;
   std::string unit;
   std::vector<BreakdownItem> groups;  // by usage, largest first
 };
@@ -521,9 +577,9 @@ struct TopCustomer {
 
 struct TopUsage {
   std::string meter;
-  std::string aggregation;
+  Aggregation aggregation = Aggregation::kCount;
   std::string unit;
-  std::string period;  // "" when from/to were given
+  std::optional<Window> period;  // none when from/to were given
   TimeUs from_us = 0;
   TimeUs to_us = 0;
   std::string timezone;
@@ -554,7 +610,7 @@ struct TrendPoint {
 
 struct MeterStats {
   std::string meter;
-  std::string aggregation;
+  Aggregation aggregation = Aggregation::kCount;
   std::string unit;
   std::string customer;  // "" = every customer
   Window window = Window::kDay;
@@ -716,8 +772,8 @@ struct Alert {
   AlertLevel level = AlertLevel::kWarning;
   // kind "limit": the limit, its window and usage when the alert fired.
   std::string meter;
-  std::string period;  // "month", "day", ...
-  std::string limit;   // "api_calls per month"
+  LimitPeriod period = LimitPeriod::kMonth;
+  std::string limit;  // "api_calls per month"
   std::int64_t threshold_percent = 0;
   std::string limit_amount;
   std::string used;
@@ -797,7 +853,7 @@ struct PriceVersionInfo {
   TimeUs created_at_us = 0;              // when the server first ran with it
   bool ended = false;                    // the price was removed from the configuration
   bool in_effect = false;                // the version that prices an event of now
-  std::string model;                     // per_unit, graduated, volume, package, flat
+  PriceModel model = PriceModel::kPerUnit;
   std::string unit_price;
   std::vector<PriceTierInfo> tiers;
   std::string package_size;

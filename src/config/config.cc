@@ -9,15 +9,11 @@
 
 namespace tally::config {
 
-Result<core::LimitRule> make_limit(std::string meter, std::string_view period, std::int64_t days,
+Result<core::LimitRule> make_limit(std::string meter, core::PeriodKind period, std::int64_t days,
                                    std::string_view amount, bool hard) {
   core::LimitRule rule;
   rule.meter = std::move(meter);
-  Result<core::PeriodKind> p = core::parse_period(period);
-  if (!p) {
-    return p.error();
-  }
-  rule.period = *p;
+  rule.period = period;
   if (rule.period == core::PeriodKind::kTrial) {
     if (days <= 0) {
       return Status::invalid_argument("a trial limit needs 'days' (the trial's length)");
@@ -42,6 +38,15 @@ Result<core::LimitRule> make_limit(std::string meter, std::string_view period, s
   }
   rule.hard = hard;
   return rule;
+}
+
+Result<core::LimitRule> make_limit(std::string meter, std::string_view period, std::int64_t days,
+                                   std::string_view amount, bool hard) {
+  Result<core::PeriodKind> p = core::parse_period(period);
+  if (!p) {
+    return p.error();
+  }
+  return make_limit(std::move(meter), *p, days, amount, hard);
 }
 
 bool route_matches(const RouteRule& rule, std::string_view method, std::string_view path) {

@@ -222,8 +222,12 @@ struct Config {
   const core::MeterSpec* find_meter(std::string_view key) const;
 };
 
-// Parses one limit from its parts, as config and the overrides API give them.
+// Makes one limit from its parts, as the overrides API gives them.
 // amount: an integer, "unlimited", -1 or a decimal string. Errors: kInvalidArgument.
+Result<core::LimitRule> make_limit(std::string meter, core::PeriodKind period, std::int64_t days,
+                                   std::string_view amount, bool hard);
+// The same with the period as the configuration's text gives it ("day"; an unknown text is
+// refused with the message of core::parse_period).
 Result<core::LimitRule> make_limit(std::string meter, std::string_view period, std::int64_t days,
                                    std::string_view amount, bool hard);
 

@@ -830,8 +830,8 @@ class Loader {
       const core::PriceSpec& p = price.spec;
       const toml::source_position eat = entry.source().begin;
       auto needs = [&](std::string_view what) {
-        return fail(eat, prefix + ": model '" + std::string(core::price_model_name(p.model)) +
-                             "' needs " + std::string(what));
+        return fail(eat, prefix + ": model '" + std::string(to_string(p.model)) + "' needs " +
+                             std::string(what));
       };
       switch (p.model) {
         case core::PriceModel::kPerUnit:

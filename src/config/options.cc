@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -722,10 +723,12 @@ constexpr Option<PriceConfig> kPriceTable[] = {
      "`package_size` units) or `flat` (`flat_fee` once per billing period). Tiered models "
      "count units within the customer's billing period.",
      [](PriceConfig& p, Value&& v) {
-       if (!core::parse_price_model(v.text, &p.spec.model)) {
+       const std::optional<PriceModel> m = parse_price_model(v.text);
+       if (!m) {
          return Status::invalid_argument("'" + v.text +
                                          "' is not per_unit, graduated, volume, package or flat");
        }
+       p.spec.model = *m;
        return Status();
      }},
     {"unit_price", Kind::kAmount, 0, 0, false, "",

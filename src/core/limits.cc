@@ -2,29 +2,13 @@
 #include "core/limits.h"
 
 #include <algorithm>
-#include <array>
+#include <optional>
+#include <string>
 
 #include <tally/types.h>
 
 namespace tally::core {
 namespace {
-
-struct PeriodName {
-  PeriodKind kind;
-  std::string_view name;
-};
-
-constexpr std::array<PeriodName, 9> kPeriods = {{
-    {PeriodKind::kSecond, "second"},
-    {PeriodKind::kMinute, "minute"},
-    {PeriodKind::kHour, "hour"},
-    {PeriodKind::kDay, "day"},
-    {PeriodKind::kWeek, "week"},
-    {PeriodKind::kMonth, "month"},
-    {PeriodKind::kBillingPeriod, "billing_period"},
-    {PeriodKind::kTrial, "trial"},
-    {PeriodKind::kLifetime, "lifetime"},
-}};
 
 // Above this many units a limit times a drain interval could overflow 128 bits; such limits
 // (beyond 1e15 per period) drain in coarser steps.
@@ -42,10 +26,8 @@ __int128 mul_div(__int128 units, TimeUs num, TimeUs den) {
 }  // namespace
 
 Result<PeriodKind> parse_period(std::string_view name) {
-  for (const auto& p : kPeriods) {
-    if (p.name == name) {
-      return p.kind;
-    }
+  if (std::optional<PeriodKind> p = parse_limit_period(name)) {
+    return *p;
   }
   return Status::invalid_argument(
       "unknown period '" + std::string(name) +
@@ -53,7 +35,7 @@ Result<PeriodKind> parse_period(std::string_view name) {
 }
 
 std::string_view period_name(PeriodKind p) {
-  return kPeriods[static_cast<std::size_t>(p)].name;
+  return to_string(p);
 }
 
 bool period_is_rate(PeriodKind p) {
@@ -373,13 +355,13 @@ namespace tally {
 
 std::string LimitState::rule() const {
   std::string out = meter;
-  if (period == "trial") {
+  if (period == LimitPeriod::kTrial) {
     out += " per trial (" + std::to_string(days) + " days)";
-  } else if (period == "lifetime") {
+  } else if (period == LimitPeriod::kLifetime) {
     out += " (lifetime)";
   } else {
     out += " per ";
-    out += period;
+    out += to_string(period);
   }
   if (per_key) {
     out += " (per key)";

@@ -25,21 +25,14 @@
 
 namespace tally::core {
 
-enum class PeriodKind : std::uint8_t {
-  kSecond,
-  kMinute,
-  kHour,
-  kDay,
-  kWeek,
-  kMonth,
-  kBillingPeriod,
-  kTrial,
-  kLifetime,
-};
+// The public limit period (include/tally/types.h), whose texts are tally::to_string and
+// tally::parse_limit_period.
+using PeriodKind = tally::LimitPeriod;
 
 // "second" | "minute" | "hour" | "day" | "week" | "month" | "billing_period" | "trial" |
-// "lifetime". Errors: kInvalidArgument.
+// "lifetime". Errors: kInvalidArgument naming the text.
 Result<PeriodKind> parse_period(std::string_view name);
+// The same as tally::to_string(p).
 std::string_view period_name(PeriodKind p);
 // Second, minute and hour limits are rates (GCRA); the others are calendar windows.
 bool period_is_rate(PeriodKind p);

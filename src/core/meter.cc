@@ -159,37 +159,15 @@ class PathReader {
 }  // namespace
 
 Result<Aggregation> parse_aggregation(std::string_view name) {
-  static constexpr Aggregation kAll[] = {
-      Aggregation::kCount, Aggregation::kSum,    Aggregation::kMin,         Aggregation::kMax,
-      Aggregation::kAvg,   Aggregation::kLatest, Aggregation::kUniqueCount,
-  };
-  for (Aggregation a : kAll) {
-    if (aggregation_name(a) == name) {
-      return a;
-    }
+  if (std::optional<Aggregation> a = parse_aggregation_name(name)) {
+    return *a;
   }
   return Status::invalid_argument("unknown aggregation \"" + std::string(name.substr(0, 64)) +
                                   "\"; expected count, sum, min, max, avg, latest or unique_count");
 }
 
 std::string_view aggregation_name(Aggregation a) {
-  switch (a) {
-    case Aggregation::kCount:
-      return "count";
-    case Aggregation::kSum:
-      return "sum";
-    case Aggregation::kMin:
-      return "min";
-    case Aggregation::kMax:
-      return "max";
-    case Aggregation::kAvg:
-      return "avg";
-    case Aggregation::kLatest:
-      return "latest";
-    case Aggregation::kUniqueCount:
-      return "unique_count";
-  }
-  return "unknown";
+  return to_string(a);
 }
 
 std::string MeterSpec::fingerprint() const {

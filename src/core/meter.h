@@ -13,24 +13,21 @@
 #include <vector>
 
 #include <tally/status.h>
+#include <tally/types.h>
 
 #include "core/decimal.h"
 #include "core/event.h"
 
 namespace tally::core {
 
-enum class Aggregation : std::uint8_t {
-  kCount = 0,
-  kSum = 1,
-  kMin = 2,
-  kMax = 3,
-  kAvg = 4,
-  kLatest = 5,
-  kUniqueCount = 6,
-};
+// The public aggregation (include/tally/types.h), whose texts are tally::to_string and
+// tally::parse_aggregation_name.
+using Aggregation = tally::Aggregation;
 
-// "count" | "sum" | "min" | "max" | "avg" | "latest" | "unique_count".
+// "count" | "sum" | "min" | "max" | "avg" | "latest" | "unique_count". Errors: kInvalidArgument
+// naming the text.
 Result<Aggregation> parse_aggregation(std::string_view name);
+// The same as tally::to_string(a).
 std::string_view aggregation_name(Aggregation a);
 
 struct MeterSpec {

@@ -43,6 +43,14 @@ constexpr Names<AlertKind, 2> kAlertKinds = {{"limit", "low_balance"}};
 constexpr Names<AlertLevel, 4> kAlertLevels = {{"info", "warning", "critical", "exceeded"}};
 constexpr Names<DeliveryStatus, 3> kDeliveryStatuses = {{"pending", "delivered", "failed"}};
 constexpr Names<AlertStatus, 4> kAlertStatuses = {{"none", "pending", "sent", "failed"}};
+constexpr Names<Aggregation, 7> kAggregations = {
+    {"count", "sum", "min", "max", "avg", "latest", "unique_count"}};
+constexpr Names<LimitPeriod, 9> kLimitPeriods = {
+    {"second", "minute", "hour", "day", "week", "month", "billing_period", "trial", "lifetime"}};
+constexpr Names<Measure, 3> kMeasures = {{"units", "cost", "credits"}};
+constexpr Names<CustomerSort, 5> kCustomerSorts = {{"id", "name", "plan", "status", "usage"}};
+constexpr Names<PriceModel, 5> kPriceModels = {
+    {"per_unit", "graduated", "volume", "package", "flat"}};
 constexpr Names<Denial, 7> kDenials = {{"", "limit_exceeded", "trial_expired",
                                         "feature_not_enabled", "customer_suspended",
                                         "insufficient_credits", "batch_denied"}};
@@ -103,6 +111,46 @@ std::string_view to_string(AlertStatus v) {
 
 std::optional<AlertStatus> parse_alert_status(std::string_view text) {
   return value_of(kAlertStatuses, text);
+}
+
+std::string_view to_string(Aggregation v) {
+  return name_of(kAggregations, v);
+}
+
+std::optional<Aggregation> parse_aggregation_name(std::string_view text) {
+  return value_of(kAggregations, text);
+}
+
+std::string_view to_string(LimitPeriod v) {
+  return name_of(kLimitPeriods, v);
+}
+
+std::optional<LimitPeriod> parse_limit_period(std::string_view text) {
+  return value_of(kLimitPeriods, text);
+}
+
+std::string_view to_string(Measure v) {
+  return name_of(kMeasures, v);
+}
+
+std::optional<Measure> parse_measure(std::string_view text) {
+  return value_of(kMeasures, text);
+}
+
+std::string_view to_string(CustomerSort v) {
+  return name_of(kCustomerSorts, v);
+}
+
+std::optional<CustomerSort> parse_customer_sort(std::string_view text) {
+  return value_of(kCustomerSorts, text);
+}
+
+std::string_view to_string(PriceModel v) {
+  return name_of(kPriceModels, v);
+}
+
+std::optional<PriceModel> parse_price_model(std::string_view text) {
+  return value_of(kPriceModels, text);
 }
 
 std::string_view denial_name(Denial d) {

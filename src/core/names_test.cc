@@ -9,6 +9,8 @@
 
 #include <tally/types.h>
 
+#include "core/limits.h"
+#include "core/meter.h"
 #include "core/time.h"
 
 namespace tally {
@@ -115,6 +117,88 @@ TEST(Names, AlertStatus) {
                                   parse_alert_status);
   EXPECT_FALSE(parse_alert_status("").has_value());
   EXPECT_FALSE(parse_alert_status("delivered").has_value()) << "a delivery's text";
+}
+
+TEST(Names, Aggregation) {
+  expect_round_trips<Aggregation>({{Aggregation::kCount, "count"},
+                                   {Aggregation::kSum, "sum"},
+                                   {Aggregation::kMin, "min"},
+                                   {Aggregation::kMax, "max"},
+                                   {Aggregation::kAvg, "avg"},
+                                   {Aggregation::kLatest, "latest"},
+                                   {Aggregation::kUniqueCount, "unique_count"}},
+                                  parse_aggregation_name);
+  EXPECT_FALSE(parse_aggregation_name("").has_value());
+  EXPECT_FALSE(parse_aggregation_name("median").has_value());
+  EXPECT_FALSE(parse_aggregation_name("COUNT").has_value());
+  // core's parser, with its message, reads the same texts.
+  EXPECT_EQ(*core::parse_aggregation("unique_count"), Aggregation::kUniqueCount);
+  EXPECT_EQ(core::aggregation_name(Aggregation::kAvg), "avg");
+  const auto bad = core::parse_aggregation("median");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().message(),
+            "unknown aggregation \"median\"; expected count, sum, min, max, avg, latest or "
+            "unique_count");
+}
+
+TEST(Names, LimitPeriod) {
+  expect_round_trips<LimitPeriod>({{LimitPeriod::kSecond, "second"},
+                                   {LimitPeriod::kMinute, "minute"},
+                                   {LimitPeriod::kHour, "hour"},
+                                   {LimitPeriod::kDay, "day"},
+                                   {LimitPeriod::kWeek, "week"},
+                                   {LimitPeriod::kMonth, "month"},
+                                   {LimitPeriod::kBillingPeriod, "billing_period"},
+                                   {LimitPeriod::kTrial, "trial"},
+                                   {LimitPeriod::kLifetime, "lifetime"}},
+                                  parse_limit_period);
+  EXPECT_FALSE(parse_limit_period("").has_value());
+  EXPECT_FALSE(parse_limit_period("year").has_value());
+  EXPECT_FALSE(parse_limit_period("billing-period").has_value());
+  // core's parser, with its message, reads the same texts.
+  EXPECT_EQ(*core::parse_period("billing_period"), LimitPeriod::kBillingPeriod);
+  EXPECT_EQ(core::period_name(LimitPeriod::kLifetime), "lifetime");
+  const auto bad = core::parse_period("fortnight");
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().message(),
+            "unknown period 'fortnight' (expected second, minute, hour, day, week, month, "
+            "billing_period, trial or lifetime)");
+}
+
+TEST(Names, Measure) {
+  expect_round_trips<Measure>(
+      {{Measure::kUnits, "units"}, {Measure::kCost, "cost"}, {Measure::kCredits, "credits"}},
+      parse_measure);
+  EXPECT_FALSE(parse_measure("").has_value()) << "the API's empty measure is read at its edge";
+  EXPECT_FALSE(parse_measure("euros").has_value());
+}
+
+TEST(Names, CustomerSort) {
+  expect_round_trips<CustomerSort>({{CustomerSort::kId, "id"},
+                                    {CustomerSort::kName, "name"},
+                                    {CustomerSort::kPlan, "plan"},
+                                    {CustomerSort::kStatus, "status"},
+                                    {CustomerSort::kUsage, "usage"}},
+                                   parse_customer_sort);
+  EXPECT_FALSE(parse_customer_sort("").has_value());
+  EXPECT_FALSE(parse_customer_sort("created_at").has_value());
+}
+
+TEST(Names, PriceModel) {
+  expect_round_trips<PriceModel>({{PriceModel::kPerUnit, "per_unit"},
+                                  {PriceModel::kGraduated, "graduated"},
+                                  {PriceModel::kVolume, "volume"},
+                                  {PriceModel::kPackage, "package"},
+                                  {PriceModel::kFlat, "flat"}},
+                                 parse_price_model);
+  EXPECT_FALSE(parse_price_model("").has_value());
+  EXPECT_FALSE(parse_price_model("tiered").has_value());
+  // The numbers are stored with each price version: they never change.
+  EXPECT_EQ(static_cast<int>(PriceModel::kPerUnit), 0);
+  EXPECT_EQ(static_cast<int>(PriceModel::kGraduated), 1);
+  EXPECT_EQ(static_cast<int>(PriceModel::kVolume), 2);
+  EXPECT_EQ(static_cast<int>(PriceModel::kPackage), 3);
+  EXPECT_EQ(static_cast<int>(PriceModel::kFlat), 4);
 }
 
 TEST(Names, Denial) {

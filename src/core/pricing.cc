@@ -65,33 +65,6 @@ Decimal packages(const PriceSpec& p, Decimal units) {
 
 }  // namespace
 
-const char* price_model_name(PriceModel m) {
-  switch (m) {
-    case PriceModel::kPerUnit:
-      return "per_unit";
-    case PriceModel::kGraduated:
-      return "graduated";
-    case PriceModel::kVolume:
-      return "volume";
-    case PriceModel::kPackage:
-      return "package";
-    case PriceModel::kFlat:
-      return "flat";
-  }
-  return "per_unit";
-}
-
-bool parse_price_model(std::string_view text, PriceModel* out) {
-  for (PriceModel m : {PriceModel::kPerUnit, PriceModel::kGraduated, PriceModel::kVolume,
-                       PriceModel::kPackage, PriceModel::kFlat}) {
-    if (text == price_model_name(m)) {
-      *out = m;
-      return true;
-    }
-  }
-  return false;
-}
-
 bool price_is_tiered(const PriceSpec& p) {
   return p.model != PriceModel::kPerUnit;
 }

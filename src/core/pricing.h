@@ -24,15 +24,15 @@
 #include <utility>
 #include <vector>
 
+#include <tally/types.h>
+
 #include "core/decimal.h"
 
 namespace tally::core {
 
-enum class PriceModel { kPerUnit, kGraduated, kVolume, kPackage, kFlat };
-
-// "per_unit", "graduated", ...
-const char* price_model_name(PriceModel m);
-bool parse_price_model(std::string_view text, PriceModel* out);
+// The public price model (include/tally/types.h), whose texts are tally::to_string and
+// tally::parse_price_model.
+using PriceModel = tally::PriceModel;
 
 struct PriceTier {
   bool unbounded = false;  // the last tier: no upper bound

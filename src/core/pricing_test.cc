@@ -165,19 +165,8 @@ TEST(Price, EventCostsAddUpToThePeriodCost) {
       sum += incremental_cost(p, used, amount);
       used += amount;
     }
-    EXPECT_EQ(sum, period_cost(p, used)) << price_model_name(m);
+    EXPECT_EQ(sum, period_cost(p, used)) << to_string(m);
   }
-}
-
-TEST(Price, ModelNamesRoundTrip) {
-  for (PriceModel m : {PriceModel::kPerUnit, PriceModel::kGraduated, PriceModel::kVolume,
-                       PriceModel::kPackage, PriceModel::kFlat}) {
-    PriceModel back = PriceModel::kPerUnit;
-    ASSERT_TRUE(parse_price_model(price_model_name(m), &back));
-    EXPECT_EQ(back, m);
-  }
-  PriceModel unused = PriceModel::kFlat;
-  EXPECT_FALSE(parse_price_model("tiered", &unused));
 }
 
 // ---- versions ----------------------------------------------------------------------------------

@@ -270,7 +270,7 @@ void collect_limit_alerts(Engine::Impl& d, FreshAlerts* fresh) {
     d.limit_usages(cs, meter, fresh->now, &usages);
     for (const engine::LimitUsage& u : usages) {
       const core::LimitRule& rule = u.rule->rule;
-      const std::string period(core::period_name(rule.period));
+      const LimitPeriod period = rule.period;
       for (std::size_t i = 0; i < thresholds.size(); ++i) {
         if (!core::threshold_reached(u.used, rule.amount, thresholds[i])) {
           break;  // ascending: the rest are not reached either

@@ -105,7 +105,7 @@ TEST_F(AlertsTest, OneBatchOverSeveralThresholdsFiresEachOnceLowestFirst) {
     EXPECT_EQ(a[i].customer, "acme");
     EXPECT_EQ(a[i].kind, AlertKind::kLimit);
     EXPECT_EQ(a[i].meter, "calls");
-    EXPECT_EQ(a[i].period, "month");
+    EXPECT_EQ(a[i].period, LimitPeriod::kMonth);
     EXPECT_EQ(a[i].limit, "calls per month");
     EXPECT_EQ(a[i].threshold_percent, expected[i]);
     EXPECT_EQ(a[i].level, levels[i]);
@@ -264,7 +264,7 @@ TEST_F(AlertsTest, LowBalanceFiresOncePerDrop) {
   EXPECT_EQ(a[2].kind, AlertKind::kLimit);
   EXPECT_EQ(a[2].threshold_percent, 100);
   EXPECT_EQ(a[2].level, AlertLevel::kExceeded);
-  EXPECT_EQ(a[2].period, "day");
+  EXPECT_EQ(a[2].period, LimitPeriod::kDay);
 }
 
 TEST_F(AlertsTest, QueriesRefuseBadArguments) {

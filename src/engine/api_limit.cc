@@ -40,7 +40,7 @@ CheckResult Engine::limit_api_request(const std::string& key_id) {
   out.has_rule = true;
   LimitState& s = out.rule;
   s.meter = "api_requests";
-  s.period = "minute";
+  s.period = LimitPeriod::kMinute;
   s.per_key = true;
   s.limit = limit;
   s.remaining = decision.remaining;

@@ -115,7 +115,7 @@ class ArchiveTest : public EngineDirTest {
     ingest(e, "{\"events\":[" + event("b2", "beta", "2025-03-05T00:00:00Z") + "]}");
   }
 
-  static std::string query(Engine& e, const std::string& meter, const std::string& measure = "") {
+  static std::string query(Engine& e, const std::string& meter, Measure measure = Measure::kUnits) {
     MeterQuery q;
     q.meter = meter;
     q.from_us = at("2025-01-01T00:00:00Z");
@@ -133,7 +133,8 @@ class ArchiveTest : public EngineDirTest {
 
   static std::string answers(Engine& e) {
     return query(e, "calls") + "|" + query(e, "users") + "|" + query(e, "last_size") + "|" +
-           query(e, "gb") + "|" + query(e, "gb", "credits") + "|" + query(e, "calls", "cost");
+           query(e, "gb") + "|" + query(e, "gb", Measure::kCredits) + "|" +
+           query(e, "calls", Measure::kCost);
   }
 
   static std::vector<StoredEvent> events(Engine& e) {

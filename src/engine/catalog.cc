@@ -67,15 +67,15 @@ void add_hidden_meters(Catalog& c, std::uint32_t configured) {
     if (c.prices_by_meter[i].empty()) {
       continue;
     }
-    for (const char* measure : {"cost", "credits"}) {
+    for (const Measure measure : {Measure::kCost, Measure::kCredits}) {
       MeterDef hidden;
       hidden.hidden = true;
-      hidden.spec.key = c.meters[i].spec.key + ":" + measure;
+      hidden.spec.key = c.meters[i].spec.key + ":" + std::string(to_string(measure));
       hidden.spec.event_type = c.meters[i].spec.event_type;
       hidden.spec.aggregation = core::Aggregation::kSum;
-      hidden.spec.value_property = measure;
+      hidden.spec.value_property = to_string(measure);
       hidden.spec.group_by = c.meters[i].spec.group_by;
-      (std::string_view(measure) == "cost" ? c.cost_meter : c.credits_meter)[i] =
+      (measure == Measure::kCost ? c.cost_meter : c.credits_meter)[i] =
           static_cast<std::uint32_t>(c.meters.size());
       c.meters.push_back(std::move(hidden));
     }

@@ -337,7 +337,7 @@ TEST_F(CheckTest, AllowedAnswerDescribesTheMostRestrictiveLimit) {
   EXPECT_EQ(c.amount.text(), "1");
   EXPECT_FALSE(c.overage);
   ASSERT_TRUE(c.has_rule);
-  EXPECT_EQ(c.rule.period, "day");
+  EXPECT_EQ(c.rule.period, LimitPeriod::kDay);
   EXPECT_EQ(c.rule.rule(), "api_calls per day");
   EXPECT_EQ(c.rule.used.text(), "1");  // after this check
   EXPECT_EQ(c.rule.limit.text(), "1000");
@@ -352,7 +352,7 @@ TEST_F(CheckTest, AllowedAnswerDescribesTheMostRestrictiveLimit) {
 TEST_F(CheckTest, DayLimitResetsAtMidnightInTheCustomersZone) {
   auto e = open_memory();
   add_customer(*e, "ny", "soft", "America/New_York");
-  ASSERT_TRUE(e->set_overrides("ny", {{"api_calls", "day", 0, "3", true}}).has_value());
+  ASSERT_TRUE(e->set_overrides("ny", {{"api_calls", LimitPeriod::kDay, 0, "3", true}}).has_value());
   clock_.set_us(at("2025-03-10T03:59:00Z"));  // 23:59 EDT on the DST change day
   EXPECT_EQ(allowed_of(*e, req("ny", "api_calls"), 5), 3);
   CheckResult denied = check(*e, req("ny", "api_calls"));
@@ -483,8 +483,8 @@ TEST_F(CheckTest, PlanChangeTakesEffectOnTheNextCheck) {
 TEST_F(CheckTest, OverridesReplaceAPlanLimit) {
   auto e = open_memory();
   add_customer(*e, "acme", "basic");
-  auto o = e->set_overrides(
-      "acme", {{"api_calls", "day", 0, "3", true}, {"api_calls", "hour", 0, "50", true}});
+  auto o = e->set_overrides("acme", {{"api_calls", LimitPeriod::kDay, 0, "3", true},
+                                     {"api_calls", LimitPeriod::kHour, 0, "50", true}});
   ASSERT_TRUE(o.has_value()) << o.error().message();
   EXPECT_EQ(o->overrides.size(), 2u);
   EXPECT_EQ(allowed_of(*e, req("acme", "api_calls"), 5), 3);
@@ -492,11 +492,11 @@ TEST_F(CheckTest, OverridesReplaceAPlanLimit) {
   EXPECT_EQ(denial_name(c.reason), "limit_exceeded");
   EXPECT_EQ(c.rule.limit.text(), "3");
   ASSERT_EQ(c.limits.size(), 2u);  // the day limit replaced, the hour limit added
-  EXPECT_EQ(c.limits[0].period, "day");
-  EXPECT_EQ(c.limits[1].period, "hour");
+  EXPECT_EQ(c.limits[0].period, LimitPeriod::kDay);
+  EXPECT_EQ(c.limits[1].period, LimitPeriod::kHour);
   // Unlimited override: the day no longer limits, the hour rate still does.
-  ASSERT_TRUE(e->set_overrides("acme", {{"api_calls", "day", 0, "unlimited", true},
-                                        {"api_calls", "hour", 0, "50", true}})
+  ASSERT_TRUE(e->set_overrides("acme", {{"api_calls", LimitPeriod::kDay, 0, "unlimited", true},
+                                        {"api_calls", LimitPeriod::kHour, 0, "50", true}})
                   .has_value());
   EXPECT_EQ(allowed_of(*e, req("acme", "api_calls"), 60), 47);
   // [] removes them: back to the plan's 1000 a day.
@@ -515,19 +515,23 @@ TEST_F(CheckTest, OverrideValidation) {
     EXPECT_FALSE(r.has_value());
     return r ? StatusCode::kOk : r.error().code();
   };
-  EXPECT_EQ(bad({"nope", "day", 0, "3", true}), StatusCode::kInvalidArgument);
-  EXPECT_EQ(bad({"users", "day", 0, "3", true}), StatusCode::kInvalidArgument);  // unique_count
-  EXPECT_EQ(bad({"api_calls", "fortnight", 0, "3", true}), StatusCode::kInvalidArgument);
-  EXPECT_EQ(bad({"api_calls", "day", 0, "lots", true}), StatusCode::kInvalidArgument);
-  EXPECT_EQ(bad({"api_calls", "day", 0, "-5", true}), StatusCode::kInvalidArgument);
-  EXPECT_EQ(bad({"api_calls", "trial", 0, "5", true}), StatusCode::kInvalidArgument);  // no days
+  EXPECT_EQ(bad({"nope", LimitPeriod::kDay, 0, "3", true}), StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad({"users", LimitPeriod::kDay, 0, "3", true}),
+            StatusCode::kInvalidArgument);  // unique_count
+  EXPECT_EQ(bad({"api_calls", LimitPeriod::kDay, 0, "lots", true}), StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad({"api_calls", LimitPeriod::kDay, 0, "-5", true}), StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad({"api_calls", LimitPeriod::kTrial, 0, "5", true}),
+            StatusCode::kInvalidArgument);  // no days
   // Bounded as in the config (a trial's end, start + days * a day, must not overflow).
-  EXPECT_EQ(bad({"api_calls", "trial", 3'651, "5", true}), StatusCode::kInvalidArgument);
-  EXPECT_EQ(bad({"api_calls", "trial", std::numeric_limits<std::int64_t>::max(), "5", true}),
+  EXPECT_EQ(bad({"api_calls", LimitPeriod::kTrial, 3'651, "5", true}),
             StatusCode::kInvalidArgument);
-  ASSERT_TRUE(e->set_overrides("acme", {{"api_calls", "trial", 3'650, "5", true}}).has_value());
+  EXPECT_EQ(
+      bad({"api_calls", LimitPeriod::kTrial, std::numeric_limits<std::int64_t>::max(), "5", true}),
+      StatusCode::kInvalidArgument);
+  ASSERT_TRUE(
+      e->set_overrides("acme", {{"api_calls", LimitPeriod::kTrial, 3'650, "5", true}}).has_value());
   ASSERT_TRUE(e->set_overrides("acme", {}).has_value());
-  EXPECT_EQ(bad({"api_calls", "day", 3, "5", true}), StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad({"api_calls", LimitPeriod::kDay, 3, "5", true}), StatusCode::kInvalidArgument);
   auto r = e->set_overrides("ghost", {});
   ASSERT_FALSE(r.has_value());
   EXPECT_EQ(r.error().code(), StatusCode::kNotFound);
@@ -537,7 +541,8 @@ TEST_F(CheckTest, OverrideValidation) {
 TEST_F(CheckTest, ResetStartsThePeriodOverAndIsAudited) {
   auto e = open_memory();
   add_customer(*e, "acme", "basic");
-  ASSERT_TRUE(e->set_overrides("acme", {{"api_calls", "day", 0, "5", true}}).has_value());
+  ASSERT_TRUE(
+      e->set_overrides("acme", {{"api_calls", LimitPeriod::kDay, 0, "5", true}}).has_value());
   clock_.set_us(at("2025-01-20T12:00:10Z"));
   EXPECT_EQ(allowed_of(*e, req("acme", "api_calls"), 8), 5);
   // In the same minute as the consumption, which may still be on its way to disk: the reset
@@ -557,7 +562,8 @@ TEST_F(CheckTest, ResetStartsThePeriodOverAndIsAudited) {
   // The next minute, after the counters are rebuilt (an override change drops them), the
   // reset still holds.
   clock_.set_us(at("2025-01-20T12:05:00Z"));
-  ASSERT_TRUE(e->set_overrides("acme", {{"api_calls", "day", 0, "5", true}}).has_value());
+  ASSERT_TRUE(
+      e->set_overrides("acme", {{"api_calls", LimitPeriod::kDay, 0, "5", true}}).has_value());
   EXPECT_EQ(allowed_of(*e, req("acme", "api_calls"), 3), 0);
   // The next day counts from its own start.
   clock_.set_us(at("2025-01-21T00:00:00Z"));
@@ -585,7 +591,8 @@ TEST_F(CheckDiskTest, ResetSurvivesARestart) {
     auto e = open_disk();
     ASSERT_TRUE(e);
     add_customer(*e, "acme", "basic");
-    ASSERT_TRUE(e->set_overrides("acme", {{"api_calls", "day", 0, "5", true}}).has_value());
+    ASSERT_TRUE(
+        e->set_overrides("acme", {{"api_calls", LimitPeriod::kDay, 0, "5", true}}).has_value());
     EXPECT_EQ(allowed_of(*e, req("acme", "api_calls"), 8), 5);
     clock_.advance_us(2 * core::kUsPerMinute);
     ASSERT_TRUE(e->reset_period("acme", "api_calls", "admin").has_value());
@@ -796,7 +803,8 @@ TEST_F(CheckTest, SameEventIdConsumesOnce) {
   EXPECT_TRUE(t.replayed);
   EXPECT_EQ(total(*e, "tokens", "acme"), "none");
   // A denied check with an id did not consume it: the retry is a fresh check.
-  ASSERT_TRUE(e->set_overrides("acme", {{"api_calls", "day", 0, "1", true}}).has_value());
+  ASSERT_TRUE(
+      e->set_overrides("acme", {{"api_calls", LimitPeriod::kDay, 0, "1", true}}).has_value());
   CheckRequest d = req("acme", "api_calls");
   d.event_id = "req-2";
   EXPECT_FALSE(check(*e, d).allowed);
@@ -930,7 +938,7 @@ TEST_F(CheckTest, GaugeLimitComparesTheReportedValue) {
   CheckResult c = check(*e, req("clinic", "patients", "1", Consume::kNo));
   EXPECT_TRUE(c.allowed);
   EXPECT_EQ(c.rule.used.text(), "499");
-  EXPECT_EQ(c.rule.period, "lifetime");
+  EXPECT_EQ(c.rule.period, LimitPeriod::kLifetime);
   EXPECT_EQ(c.rule.reset_us, 0);
   EXPECT_FALSE(check(*e, req("clinic", "patients", "2", Consume::kNo)).allowed);
   // Asking consumes nothing.
@@ -981,7 +989,7 @@ TEST_F(CheckTest, RateLimitAdmitsTheBurstThenDrains) {
   CheckResult c = check(*e, req("r", "api_calls"));
   EXPECT_FALSE(c.allowed);
   EXPECT_EQ(denial_name(c.reason), "limit_exceeded");
-  EXPECT_EQ(c.rule.period, "minute");
+  EXPECT_EQ(c.rule.period, LimitPeriod::kMinute);
   EXPECT_EQ(c.retry_after_us, 6 * core::kUsPerSecond);  // one unit drains every 6 s
   // The next minute begins: no fresh burst.
   clock_.set_us(at("2025-01-20T12:01:00Z"));
@@ -1007,7 +1015,7 @@ TEST_F(CheckTest, MostRestrictiveDenialIsTheOneThatFreesLast) {
   }
   CheckResult c = check(*e, req("r", "api_calls"));
   EXPECT_FALSE(c.allowed);
-  EXPECT_EQ(c.rule.period, "day");
+  EXPECT_EQ(c.rule.period, LimitPeriod::kDay);
   EXPECT_EQ(c.rule.used.text(), "100");
   EXPECT_EQ(c.rule.remaining.text(), "0");
   EXPECT_EQ(c.retry_after_us, c.rule.reset_us - clock_.now_us());
@@ -1021,7 +1029,7 @@ TEST_F(CheckTest, TrialWindow) {
   CheckResult c = check(*e, req("t", "api_calls"));
   EXPECT_TRUE(c.allowed);
   ASSERT_EQ(c.limits.size(), 2u);
-  EXPECT_EQ(c.limits[0].period, "trial");
+  EXPECT_EQ(c.limits[0].period, LimitPeriod::kTrial);
   EXPECT_EQ(c.limits[0].reset_us, start + 7 * core::kUsPerDay);
   clock_.set_us(start + 7 * core::kUsPerDay - 1);
   EXPECT_TRUE(check(*e, req("t", "api_calls")).allowed);
@@ -1029,7 +1037,7 @@ TEST_F(CheckTest, TrialWindow) {
   c = check(*e, req("t", "api_calls"));
   EXPECT_FALSE(c.allowed);
   EXPECT_EQ(denial_name(c.reason), "trial_expired");
-  EXPECT_EQ(c.rule.period, "trial");
+  EXPECT_EQ(c.rule.period, LimitPeriod::kTrial);
   EXPECT_EQ(c.rule.reset_us, 0);
   EXPECT_EQ(total(*e, "api_calls", "t"), "2");
   // The trial total caps it too: 700 over the 7 days, 100 a day.

@@ -337,7 +337,7 @@ std::string encode_customer(std::uint32_t num, const Customer& c) {
   put_varint(out, c.overrides.size());
   for (const auto& o : c.overrides) {
     put_bytes(out, o.meter);
-    put_bytes(out, o.period);
+    put_bytes(out, to_string(o.period));
     put_zigzag(out, o.days);
     put_bytes(out, o.amount);
     out += static_cast<char>(o.hard ? 1 : 0);
@@ -391,8 +391,12 @@ bool decode_overrides(Reader& r, std::uint64_t n, std::vector<LimitOverride>* ov
         !r.get_bytes(&amount) || !r.get_u8(&hard)) {
       return false;
     }
+    const std::optional<LimitPeriod> p = parse_limit_period(period);
+    if (!p) {
+      return false;
+    }
     o.meter = meter;
-    o.period = period;
+    o.period = *p;
     o.amount = amount;
     o.hard = hard != 0;
     overrides->push_back(std::move(o));
@@ -1048,8 +1052,10 @@ std::string encode_alert(const Alert& a) {
   put_bytes(out, a.customer);
   put_bytes(out, to_string(a.kind));
   put_bytes(out, to_string(a.level));
-  for (const std::string* s : {&a.meter, &a.period, &a.limit, &a.limit_amount, &a.used, &a.percent,
-                               &a.threshold_amount, &a.balance}) {
+  put_bytes(out, a.meter);
+  put_bytes(out, a.kind == AlertKind::kLimit ? to_string(a.period) : "");  // "" for a balance
+  for (const std::string* s :
+       {&a.limit, &a.limit_amount, &a.used, &a.percent, &a.threshold_amount, &a.balance}) {
     put_bytes(out, *s);
   }
   for (std::int64_t v :
@@ -1071,8 +1077,14 @@ bool decode_alert(std::string_view value, Alert* a) {
       !get_enum(level, parse_alert_level, &a->level)) {
     return false;
   }
-  for (std::string* s : {&a->meter, &a->period, &a->limit, &a->limit_amount, &a->used, &a->percent,
-                         &a->threshold_amount, &a->balance}) {
+  std::string_view period;
+  if (!get_string(r, &a->meter) || !r.get_bytes(&period) ||
+      (a->kind == AlertKind::kLimit ? !get_enum(period, parse_limit_period, &a->period)
+                                    : !period.empty())) {
+    return false;
+  }
+  for (std::string* s :
+       {&a->limit, &a->limit_amount, &a->used, &a->percent, &a->threshold_amount, &a->balance}) {
     if (!get_string(r, s)) {
       return false;
     }

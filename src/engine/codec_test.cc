@@ -293,7 +293,7 @@ std::string with_text_replaced(std::string value, std::string_view from, std::st
   return value;
 }
 
-TEST(CodecTest, AStoredTypeKindLevelOrStatusTallyNeverWritesIsRefused) {
+TEST(CodecTest, AStoredTypeKindLevelStatusOrPeriodTallyNeverWritesIsRefused) {
   LedgerRecord t;
   t.seq = 3;
   t.type = LedgerType::kTopUp;
@@ -328,6 +328,26 @@ TEST(CodecTest, AStoredTypeKindLevelOrStatusTallyNeverWritesIsRefused) {
   EXPECT_EQ(a2.level, AlertLevel::kCritical);
   EXPECT_FALSE(decode_alert(with_text_replaced(alert, "low_balance", "low_budgets"), &a2));
   EXPECT_FALSE(decode_alert(with_text_replaced(alert, "critical", "CRITICAL"), &a2));
+  // A limit's alert stores its period's text; a balance's, none.
+  Alert limit = a;
+  limit.kind = AlertKind::kLimit;
+  limit.period = LimitPeriod::kBillingPeriod;
+  const std::string limit_alert = encode_alert(limit);
+  ASSERT_TRUE(decode_alert(limit_alert, &a2));
+  EXPECT_EQ(a2.period, LimitPeriod::kBillingPeriod);
+  EXPECT_FALSE(
+      decode_alert(with_text_replaced(limit_alert, "billing_period", "billing_cycle!"), &a2));
+
+  Customer c;
+  c.id = "acme";
+  c.overrides = {{"api_calls", LimitPeriod::kWeek, 0, "10", true}};
+  const std::string customer = encode_customer(1, c);
+  std::uint32_t num = 0;
+  Customer c2;
+  ASSERT_TRUE(decode_customer(customer, &num, &c2));
+  ASSERT_EQ(c2.overrides.size(), 1u);
+  EXPECT_EQ(c2.overrides[0].period, LimitPeriod::kWeek);
+  EXPECT_FALSE(decode_customer(with_text_replaced(customer, "week", "fort"), &num, &c2));
 
   WebhookDelivery d;
   d.id = "dlv_1";
@@ -514,7 +534,8 @@ std::vector<Record> records() {
     c.plan = "pro";
     c.trial_started_at_us = kT + 2;
     c.billing_anchor_us = kT + 3;
-    c.overrides = {{"api_calls", "month", 0, "5000", false}, {"tokens", "trial", 14, "10", true}};
+    c.overrides = {{"api_calls", LimitPeriod::kMonth, 0, "5000", false},
+                   {"tokens", LimitPeriod::kTrial, 14, "10", true}};
     c.resets = {{"api_calls", kT + 4}};
     c.organization = "org_1";
     out.push_back({"customer", encode_customer(7, c), [](std::string_view v, std::string* o) {
@@ -677,7 +698,7 @@ std::vector<Record> records() {
     a.kind = AlertKind::kLimit;
     a.level = AlertLevel::kWarning;
     a.meter = "api_calls";
-    a.period = "month";
+    a.period = LimitPeriod::kMonth;
     a.limit = "api_calls per month";
     a.threshold_percent = 80;
     a.limit_amount = "1000";

@@ -264,7 +264,7 @@ struct AlertEntry {
 };
 
 // What makes an alert once-only: customer, meter, period, window start and threshold.
-using FiredKey = std::tuple<std::uint32_t, std::string, std::string, core::TimeUs, std::int64_t>;
+using FiredKey = std::tuple<std::uint32_t, std::string, LimitPeriod, core::TimeUs, std::int64_t>;
 
 // ---- wallets (wallet.cc) --------------------------------------------------------------------
 

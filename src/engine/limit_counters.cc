@@ -42,7 +42,7 @@ RateCounter* rate_counter(const Engine::Impl& d, const CustomerState& cs, Custom
 LimitState rule_state(const core::LimitRule& r) {
   LimitState s;
   s.meter = r.meter;
-  s.period = core::period_name(r.period);
+  s.period = r.period;
   s.days = r.days;
   s.unlimited = r.unlimited;
   s.hard = r.hard;

@@ -84,8 +84,6 @@ Result<LimitsReport> Engine::limits_report(const std::string& customer) {
 
 namespace {
 
-constexpr std::string_view kSummarySorts[] = {"id", "name", "plan", "status", "usage"};
-
 std::string lower(std::string_view s) {
   std::string out(s);
   for (char& c : out) {
@@ -131,17 +129,17 @@ void fill_usage(Engine& e, CustomerSummary& s) {
 }
 
 // Whether `a` comes before `b` by the key `sort` alone (an id sort has no key of its own).
-bool key_less(const std::string& sort, const CustomerSummary& a, const CustomerSummary& b) {
-  if (sort == "name" && a.name != b.name) {
+bool key_less(CustomerSort sort, const CustomerSummary& a, const CustomerSummary& b) {
+  if (sort == CustomerSort::kName && a.name != b.name) {
     return a.name < b.name;
   }
-  if (sort == "plan" && a.plan != b.plan) {
+  if (sort == CustomerSort::kPlan && a.plan != b.plan) {
     return a.plan < b.plan;
   }
-  if (sort == "status" && a.status != b.status) {
+  if (sort == CustomerSort::kStatus && a.status != b.status) {
     return a.status < b.status;
   }
-  if (sort == "usage" && a.max_percent != b.max_percent) {
+  if (sort == CustomerSort::kUsage && a.max_percent != b.max_percent) {
     // No limit sorts lowest; percents compare as exact decimals.
     if (a.max_percent.empty() || b.max_percent.empty()) {
       return a.max_percent.empty();
@@ -157,9 +155,13 @@ bool key_less(const std::string& sort, const CustomerSummary& a, const CustomerS
   return false;
 }
 
-// By the query's key in its order, ties by id, always ascending, so pages are stable.
+// By the query's key in its order, ties by id, always ascending, so pages are stable; by id,
+// in the query's order.
 void sort_summaries(const CustomerSummaryQuery& q, std::vector<CustomerSummary>& rows) {
   std::sort(rows.begin(), rows.end(), [&q](const CustomerSummary& a, const CustomerSummary& b) {
+    if (q.sort == CustomerSort::kId) {
+      return q.descending ? b.id < a.id : a.id < b.id;
+    }
     if (key_less(q.sort, a, b)) {
       return !q.descending;
     }
@@ -173,16 +175,12 @@ void sort_summaries(const CustomerSummaryQuery& q, std::vector<CustomerSummary>&
 }  // namespace
 
 Result<CustomerSummaryPage> Engine::customer_summaries(const CustomerSummaryQuery& q) {
-  if (std::find(std::begin(kSummarySorts), std::end(kSummarySorts), q.sort) ==
-      std::end(kSummarySorts)) {
-    return Status::invalid_argument("sort must be id, name, plan, status or usage");
-  }
   if (q.limit == 0 || q.limit > 1000) {
     return Status::invalid_argument("limit must be 1..1000");
   }
   std::vector<CustomerSummary> rows = matching_customers(*impl_, lower(q.search));
   // Sorting by usage needs every row's usage; the other sorts need only the page's.
-  const bool by_usage = q.sort == "usage";
+  const bool by_usage = q.sort == CustomerSort::kUsage;
   if (by_usage) {
     for (auto& s : rows) {
       fill_usage(*this, s);

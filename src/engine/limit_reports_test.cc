@@ -1,7 +1,7 @@
 // Engine tests of the admin's customer summaries (limit_reports.cc) on the in-memory store: the
 // search over ids and names, each sort in both orders with ties by id, usage as the highest
 // limit percent compared as a decimal (no limit lowest), the page of offset and limit, and the
-// refusals of a sort or a limit out of range.
+// refusal of a limit out of range (a sort out of the set is refused at the edge).
 #include <string>
 #include <vector>
 
@@ -79,8 +79,7 @@ class CustomerSummariesTest : public ::testing::Test {
   }
 
   // The ids of a page, in order.
-  std::vector<std::string> ids(const std::string& sort, bool descending,
-                               const std::string& search = "") {
+  std::vector<std::string> ids(CustomerSort sort, bool descending, const std::string& search = "") {
     CustomerSummaryQuery q;
     q.sort = sort;
     q.descending = descending;
@@ -101,28 +100,35 @@ class CustomerSummariesTest : public ::testing::Test {
 };
 
 TEST_F(CustomerSummariesTest, EachSortInBothOrdersTiesByIdAscending) {
-  EXPECT_EQ(ids("id", false), (Ids{"a-two", "b-one", "c-three", "d-four", "e-five", "f-acme"}));
-  // As built, sorting by id ignores the order: only the tie-break (always ascending) orders the
-  // rows. This pins the behaviour the split of customer_summaries keeps; docs/api.md promises
-  // `order=desc` for every sort, so this is a bug to fix on its own (and this line with it).
-  EXPECT_EQ(ids("id", true), (Ids{"a-two", "b-one", "c-three", "d-four", "e-five", "f-acme"}));
+  EXPECT_EQ(ids(CustomerSort::kId, false),
+            (Ids{"a-two", "b-one", "c-three", "d-four", "e-five", "f-acme"}));
+  EXPECT_EQ(ids(CustomerSort::kId, true),
+            (Ids{"f-acme", "e-five", "d-four", "c-three", "b-one", "a-two"}));
   // Names compare as bytes: upper case first.
-  EXPECT_EQ(ids("name", false), (Ids{"c-three", "d-four", "f-acme", "e-five", "b-one", "a-two"}));
-  EXPECT_EQ(ids("name", true), (Ids{"a-two", "b-one", "e-five", "f-acme", "d-four", "c-three"}));
-  EXPECT_EQ(ids("plan", false), (Ids{"d-four", "a-two", "e-five", "b-one", "c-three", "f-acme"}));
-  EXPECT_EQ(ids("plan", true), (Ids{"b-one", "c-three", "f-acme", "e-five", "a-two", "d-four"}));
-  EXPECT_EQ(ids("status", false), (Ids{"a-two", "b-one", "d-four", "f-acme", "c-three", "e-five"}));
-  EXPECT_EQ(ids("status", true), (Ids{"c-three", "e-five", "a-two", "b-one", "d-four", "f-acme"}));
+  EXPECT_EQ(ids(CustomerSort::kName, false),
+            (Ids{"c-three", "d-four", "f-acme", "e-five", "b-one", "a-two"}));
+  EXPECT_EQ(ids(CustomerSort::kName, true),
+            (Ids{"a-two", "b-one", "e-five", "f-acme", "d-four", "c-three"}));
+  EXPECT_EQ(ids(CustomerSort::kPlan, false),
+            (Ids{"d-four", "a-two", "e-five", "b-one", "c-three", "f-acme"}));
+  EXPECT_EQ(ids(CustomerSort::kPlan, true),
+            (Ids{"b-one", "c-three", "f-acme", "e-five", "a-two", "d-four"}));
+  EXPECT_EQ(ids(CustomerSort::kStatus, false),
+            (Ids{"a-two", "b-one", "d-four", "f-acme", "c-three", "e-five"}));
+  EXPECT_EQ(ids(CustomerSort::kStatus, true),
+            (Ids{"c-three", "e-five", "a-two", "b-one", "d-four", "f-acme"}));
   // 9 % sorts below 10 % (as decimals, not as text); no limit and unlimited sort lowest.
-  EXPECT_EQ(ids("usage", false), (Ids{"d-four", "e-five", "a-two", "c-three", "f-acme", "b-one"}));
-  EXPECT_EQ(ids("usage", true), (Ids{"b-one", "c-three", "f-acme", "a-two", "d-four", "e-five"}));
+  EXPECT_EQ(ids(CustomerSort::kUsage, false),
+            (Ids{"d-four", "e-five", "a-two", "c-three", "f-acme", "b-one"}));
+  EXPECT_EQ(ids(CustomerSort::kUsage, true),
+            (Ids{"b-one", "c-three", "f-acme", "a-two", "d-four", "e-five"}));
 }
 
 TEST_F(CustomerSummariesTest, SearchFindsAPartOfTheIdOrNameInAnyCase) {
-  EXPECT_EQ(ids("id", false, "acme"), (Ids{"a-two", "c-three", "f-acme"}));
-  EXPECT_EQ(ids("id", false, "AcMe"), (Ids{"a-two", "c-three", "f-acme"}));
-  EXPECT_EQ(ids("id", false, "-f"), (Ids{"d-four", "e-five"}));
-  EXPECT_EQ(ids("id", false, "nobody"), Ids{});
+  EXPECT_EQ(ids(CustomerSort::kId, false, "acme"), (Ids{"a-two", "c-three", "f-acme"}));
+  EXPECT_EQ(ids(CustomerSort::kId, false, "AcMe"), (Ids{"a-two", "c-three", "f-acme"}));
+  EXPECT_EQ(ids(CustomerSort::kId, false, "-f"), (Ids{"d-four", "e-five"}));
+  EXPECT_EQ(ids(CustomerSort::kId, false, "nobody"), Ids{});
   CustomerSummaryQuery q;
   q.search = "ACME";
   EXPECT_EQ(engine_->customer_summaries(q)->total, 3u);
@@ -130,7 +136,7 @@ TEST_F(CustomerSummariesTest, SearchFindsAPartOfTheIdOrNameInAnyCase) {
 
 TEST_F(CustomerSummariesTest, ARowNamesItsHighestLimitAndThePageItsTotal) {
   CustomerSummaryQuery q;
-  q.sort = "usage";
+  q.sort = CustomerSort::kUsage;
   q.descending = true;
   q.offset = 1;
   q.limit = 3;
@@ -151,7 +157,7 @@ TEST_F(CustomerSummariesTest, ARowNamesItsHighestLimitAndThePageItsTotal) {
   EXPECT_EQ(page->customers[2].max_rule, "api_calls per day");
 
   // Sorted otherwise, the rows of the page still carry their usage; no limit shows none.
-  q.sort = "id";
+  q.sort = CustomerSort::kId;
   q.descending = false;
   q.offset = 3;
   q.limit = 2;
@@ -171,17 +177,12 @@ TEST_F(CustomerSummariesTest, ARowNamesItsHighestLimitAndThePageItsTotal) {
   EXPECT_TRUE(page->customers.empty());
 }
 
-TEST_F(CustomerSummariesTest, RefusesASortOrALimitOutOfRange) {
+TEST_F(CustomerSummariesTest, RefusesALimitOutOfRange) {
   CustomerSummaryQuery q;
-  q.sort = "size";
-  auto r = engine_->customer_summaries(q);
-  ASSERT_FALSE(r.has_value());
-  EXPECT_EQ(r.error().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(r.error().message(), "sort must be id, name, plan, status or usage");
-  q.sort = "usage";
+  q.sort = CustomerSort::kUsage;
   for (std::uint32_t limit : {0u, 1001u}) {
     q.limit = limit;
-    r = engine_->customer_summaries(q);
+    auto r = engine_->customer_summaries(q);
     ASSERT_FALSE(r.has_value()) << limit;
     EXPECT_EQ(r.error().code(), StatusCode::kInvalidArgument);
     EXPECT_EQ(r.error().message(), "limit must be 1..1000");

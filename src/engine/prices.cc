@@ -292,7 +292,7 @@ std::vector<PriceInfo> Engine::prices() const {
       info.created_at_us = v.created_us;
       info.ended = v.ended;
       info.in_effect = &v == current;
-      info.model = core::price_model_name(v.spec.model);
+      info.model = v.spec.model;
       info.unit_price = core::format_decimal(v.spec.unit_price);
       for (const auto& t : v.spec.tiers) {
         info.tiers.push_back(PriceTierInfo{t.unbounded ? "" : core::format_decimal(t.up_to),

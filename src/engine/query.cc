@@ -152,7 +152,7 @@ std::vector<MeterInfo> Engine::meters() const {
     MeterInfo info;
     info.key = m.spec.key;
     info.event_type = m.spec.event_type;
-    info.aggregation = std::string(core::aggregation_name(m.spec.aggregation));
+    info.aggregation = m.spec.aggregation;
     info.value_property = m.spec.value_property;
     info.group_by = m.spec.group_by;
     info.filter = m.spec.filter;
@@ -179,22 +179,20 @@ struct QueryPlan {
   core::TimeUs to = 0;
 };
 
-// Errors: kNotFound (meter, customer), kInvalidArgument (measure, group_by, filter, zone,
-// window, range). REQUIRES: state_mutex held (shared).
+// Errors: kNotFound (meter, customer), kInvalidArgument (cost or credits of a meter without a
+// price, group_by, filter, zone, window, range). REQUIRES: state_mutex held (shared).
 Status plan_query(const Engine::Impl& d, const MeterQuery& q, QueryPlan* plan) {
   const engine::MeterDef* m = d.catalog->find(q.meter);
   if (m == nullptr) {
     return Status::not_found("meter '" + q.meter + "' does not exist");
   }
-  if (!q.measure.empty() && q.measure != "units") {
-    if (q.measure != "cost" && q.measure != "credits") {
-      return Status::invalid_argument("measure must be units, cost or credits");
-    }
+  if (q.measure != Measure::kUnits) {
     const std::uint32_t base = d.catalog->index_of(m);
     const std::uint32_t hidden =
-        (q.measure == "cost" ? d.catalog->cost_meter : d.catalog->credits_meter)[base];
+        (q.measure == Measure::kCost ? d.catalog->cost_meter : d.catalog->credits_meter)[base];
     if (hidden == engine::kNoMeter) {
-      return Status::invalid_argument("meter '" + q.meter + "' has no price, so no " + q.measure);
+      return Status::invalid_argument("meter '" + q.meter + "' has no price, so no " +
+                                      std::string(to_string(q.measure)));
     }
     m = &d.catalog->meters[hidden];
   }
@@ -261,7 +259,7 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
 
   QueryResult out;
   out.meter = q.meter;  // the meter asked for, also when its cost or credits were
-  out.measure = q.measure.empty() ? "units" : q.measure;
+  out.measure = q.measure;
   out.from_us = from;
   out.to_us = to;
   out.window = q.window;
@@ -418,7 +416,7 @@ Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs
     }
     UsageItem item;
     item.meter = m.spec.key;
-    item.aggregation = std::string(core::aggregation_name(m.spec.aggregation));
+    item.aggregation = m.spec.aggregation;
     item.unit = m.spec.unit;
     item.value = total(i);
     if (d.catalog->cost_meter[i] != engine::kNoMeter) {

@@ -276,7 +276,7 @@ Result<UsageHistory> Engine::usage_history(const HistoryQuery& q) const {
   }
   out.customer = q.customer;
   out.meter = q.meter;
-  out.aggregation = std::string(core::aggregation_name(aggregation));
+  out.aggregation = aggregation;
   out.window = w;
   out.timezone = tz.name();
   out.from_us = from;
@@ -394,7 +394,7 @@ Result<UsageReport> Engine::usage_report(const std::string& customer, const std:
     b.aggregation = m.aggregation;
     b.unit = m.unit;
     // A share of the total means something only where the total is the sum of the groups.
-    const bool sums = m.aggregation == "count" || m.aggregation == "sum";
+    const bool sums = m.aggregation == Aggregation::kCount || m.aggregation == Aggregation::kSum;
     core::Decimal total;
     std::vector<std::pair<core::Decimal, BreakdownItem>> items;
     for (const auto& row : r->rows) {
@@ -478,7 +478,7 @@ Result<OrganizationUsage> Engine::organization_usage(const std::string& organiza
     Acc org;
     UsageItem item;
     item.meter = m.spec.key;
-    item.aggregation = std::string(core::aggregation_name(m.spec.aggregation));
+    item.aggregation = m.spec.aggregation;
     item.unit = m.spec.unit;
     for (std::size_t i = 0; i < members.size(); ++i) {
       Acc one;
@@ -504,7 +504,7 @@ Result<OrganizationUsage> Engine::organization_usage(const std::string& organiza
   return out;
 }
 
-Result<TopUsage> Engine::top_customers(const std::string& meter, const std::string& period,
+Result<TopUsage> Engine::top_customers(const std::string& meter, std::optional<Window> period,
                                        TimeUs from_us, TimeUs to_us, const std::string& timezone,
                                        std::uint32_t n) const {
   const Impl& d = *impl_;
@@ -518,13 +518,9 @@ Result<TopUsage> Engine::top_customers(const std::string& meter, const std::stri
   TopUsage out;
   core::TimeUs from = from_us;
   core::TimeUs to = to_us;
-  if (!period.empty()) {
-    auto w = core::parse_window(period);
-    if (!w) {
-      return Status::invalid_argument("period must be minute, hour, day, week or month");
-    }
-    from = core::window_start(d.clock->now_us(), *w, *tz);
-    to = core::window_next(from, *w, *tz);
+  if (period) {
+    from = core::window_start(d.clock->now_us(), *period, *tz);
+    to = core::window_next(from, *period, *tz);
     out.period = period;
   }
   MeterQuery mq;
@@ -555,7 +551,7 @@ Result<TopUsage> Engine::top_customers(const std::string& meter, const std::stri
   }
   std::shared_lock lock(d.state_mutex);
   if (const auto* m = d.catalog->find(meter); m != nullptr) {
-    out.aggregation = std::string(core::aggregation_name(m->spec.aggregation));
+    out.aggregation = m->spec.aggregation;
     out.unit = m->spec.unit;
   }
   for (const auto& [v, row] : ranked) {
@@ -613,7 +609,7 @@ Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
 
   MeterStats out;
   out.meter = q.meter;
-  out.aggregation = std::string(core::aggregation_name(agg));
+  out.aggregation = agg;
   out.unit = m->spec.unit;
   out.customer = q.customer;
   out.window = w;

@@ -519,20 +519,25 @@ TEST_F(ReportsTest, TopCustomersByValueThenId) {
     {"id":"5","customer":"e","type":"tokens","time":"2025-02-01T09:00:00Z","properties":{"n":100}}
   ]})")
                   .has_value());
-  auto r = e->top_customers("tokens", "month", 0, 0, "", 3);
+  auto r = e->top_customers("tokens", Window::kMonth, 0, 0, "", 3);
   ASSERT_TRUE(r.has_value()) << r.error().message();
+  EXPECT_EQ(r->period, Window::kMonth);
+  EXPECT_EQ(r->aggregation, Aggregation::kSum);
   ASSERT_EQ(r->customers.size(), 3u);
   EXPECT_EQ(r->customers[0].customer, "d");
   EXPECT_EQ(r->customers[0].value, "9.5");
   EXPECT_EQ(r->customers[1].customer, "a");  // a tie with b: by id
   EXPECT_EQ(r->customers[2].customer, "b");
-  r = e->top_customers("tokens", "", at("2025-01-01T00:00:00Z"), at("2025-04-01T00:00:00Z"), "", 1);
+  r = e->top_customers("tokens", std::nullopt, at("2025-01-01T00:00:00Z"),
+                       at("2025-04-01T00:00:00Z"), "", 1);
   ASSERT_TRUE(r.has_value());
+  EXPECT_FALSE(r->period.has_value());
   EXPECT_EQ(r->customers[0].customer, "e");
-  EXPECT_EQ(e->top_customers("tokens", "year", 0, 0, "", 3).error().code(),
+  EXPECT_EQ(e->top_customers("tokens", Window::kDay, 0, 0, "Mars/Olympus", 3).error().code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(e->top_customers("nope", "day", 0, 0, "", 3).error().code(), StatusCode::kNotFound);
-  EXPECT_EQ(e->top_customers("tokens", "day", 0, 0, "", 0).error().code(),
+  EXPECT_EQ(e->top_customers("nope", Window::kDay, 0, 0, "", 3).error().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(e->top_customers("tokens", Window::kDay, 0, 0, "", 0).error().code(),
             StatusCode::kInvalidArgument);
 }
 

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <optional>
 
 #include "common/json_writer.h"
 #include "core/time.h"
@@ -227,7 +228,13 @@ Result<std::unique_ptr<Source>> Source::open(const Engine& engine, const ExportR
   }
   q.timezone = r.timezone;
   q.customer = r.customer;
-  q.measure = r.measure;
+  if (!r.measure.empty()) {
+    const std::optional<Measure> m = parse_measure(r.measure);
+    if (!m) {
+      return Status::invalid_argument("measure must be units, cost or credits");
+    }
+    q.measure = *m;
+  }
   q.group_by = r.group_by;
   auto result = engine.query(q);
   if (!result)

@@ -178,6 +178,133 @@ TEST_F(AdminHandlersTest, UnknownClosedSetTextsAreRefusedWithTheirFormerBodies) 
   EXPECT_EQ(std::string_view(json(days)["window"].get_string().value()), "day");
 }
 
+// A meter query's measure is a Measure in the engine: a text outside the set is refused where it
+// arrives with the body the engine's refusal had before (after an unknown meter's 404, as
+// before), and "" is units.
+TEST_F(AdminHandlersTest, AnUnknownMeasureIsRefusedWithItsFormerBody) {
+  ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
+  auto refusal = [](const std::string& message) {
+    return R"({"error":"VALIDATION_ERROR","message":")" + message + R"("})";
+  };
+  auto text = [this](const Response& r, const char* field) {
+    return std::string(json(r)[field].get_string().value());
+  };
+
+  const std::string kQuery = "/v1/meters/calls/query?from=2025-01-20T00:00:00Z&measure=";
+  for (const char* measure : {"euros", "Units", "unit"}) {
+    const Response r = call("GET", kQuery + measure);
+    EXPECT_EQ(r.status, 400u) << measure;
+    EXPECT_EQ(r.body, refusal("measure must be units, cost or credits")) << measure;
+  }
+  const Response cost = call("GET", kQuery + "cost");
+  EXPECT_EQ(cost.status, 400u);
+  EXPECT_EQ(cost.body, refusal("meter 'calls' has no price, so no cost"));
+  for (const char* measure : {"", "units"}) {
+    const Response r = call("GET", kQuery + measure);
+    ASSERT_EQ(r.status, 200u) << r.body;
+    EXPECT_EQ(text(r, "measure"), "units") << "measure '" << measure << "'";
+  }
+  EXPECT_EQ(call("GET", "/v1/meters/ghost/query?measure=euros").body,
+            R"({"error":"NOT_FOUND","message":"meter 'ghost' does not exist"})")
+      << "an unknown meter is refused first, as before";
+}
+
+// The customer list's sort is a CustomerSort in the engine: a text outside the set, "" included,
+// is refused where it arrives with the body the engine's refusal had before, after the refusals
+// that came before it.
+TEST_F(AdminHandlersTest, AnUnknownCustomerSortIsRefusedWithItsFormerBody) {
+  ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
+  auto refusal = [](const std::string& message) {
+    return R"({"error":"VALIDATION_ERROR","message":")" + message + R"("})";
+  };
+  auto text = [this](const Response& r, const char* field) {
+    return std::string(json(r)[field].get_string().value());
+  };
+
+  const std::string kSortRefusal = refusal("sort must be id, name, plan, status or usage");
+  for (const char* sort : {"size", "", "Name", "id "}) {
+    const Response r = call("GET", std::string("/v1/admin/customers?sort=") + sort);
+    EXPECT_EQ(r.status, 400u) << sort;
+    EXPECT_EQ(r.body, kSortRefusal) << "sort '" << sort << "'";
+  }
+  EXPECT_EQ(call("GET", "/v1/admin/customers?sort=size&order=up").body,
+            refusal("order must be asc or desc"));
+  EXPECT_EQ(call("GET", "/v1/admin/customers?sort=size&limit=0").body,
+            refusal("query parameter 'limit' must be an integer 1..1000"));
+  for (const char* sort : {"id", "name", "plan", "status", "usage"}) {
+    const Response r = call("GET", std::string("/v1/admin/customers?order=desc&sort=") + sort);
+    ASSERT_EQ(r.status, 200u) << r.body;
+    EXPECT_EQ(text(r, "sort"), sort);
+  }
+  EXPECT_EQ(text(call("GET", "/v1/admin/customers"), "sort"), "id");
+}
+
+// The top customers' period is a Window in the engine: a text outside the set is refused where
+// it arrives with the body the engine's refusal had before; none given is the month, a range
+// none.
+TEST_F(AdminHandlersTest, AnUnknownTopPeriodIsRefusedWithItsFormerBody) {
+  ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
+  auto refusal = [](const std::string& message) {
+    return R"({"error":"VALIDATION_ERROR","message":")" + message + R"("})";
+  };
+  auto text = [this](const Response& r, const char* field) {
+    return std::string(json(r)[field].get_string().value());
+  };
+
+  const std::string kPeriodRefusal = refusal("period must be minute, hour, day, week or month");
+  for (const char* period : {"year", "Month", "billing_period"}) {
+    const Response r = call("GET", std::string("/v1/admin/usage/top?meter=calls&period=") + period);
+    EXPECT_EQ(r.status, 400u) << period;
+    EXPECT_EQ(r.body, kPeriodRefusal) << period;
+  }
+  EXPECT_EQ(text(call("GET", "/v1/admin/usage/top?meter=calls&period=week"), "period"), "week");
+  EXPECT_EQ(text(call("GET", "/v1/admin/usage/top?meter=calls&period="), "period"), "month");
+  EXPECT_EQ(text(call("GET", "/v1/admin/usage/top?meter=calls"), "period"), "month");
+  const Response range = call("GET",
+                              "/v1/admin/usage/top?meter=calls&from=2025-01-01T00:00:00Z&to="
+                              "2025-01-20T00:00:00Z");
+  ASSERT_EQ(range.status, 200u) << range.body;
+  EXPECT_TRUE(json(range)["period"].is_null());
+  EXPECT_EQ(text(range, "aggregation"), "count");
+}
+
+// A limit override's period is a LimitPeriod in the engine: a text outside the set is refused
+// where the override is read, with the message the engine gave before, and nothing changes.
+TEST_F(AdminHandlersTest, AnUnknownOverridePeriodIsRefusedWithItsFormerBody) {
+  ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
+  auto refusal = [](const std::string& message) {
+    return R"({"error":"VALIDATION_ERROR","message":")" + message + R"("})";
+  };
+
+  const std::string kOverrides = "/v1/customers/acme/overrides";
+  for (const char* period : {"fortnight", "Day", "billing-period"}) {
+    const Response r = call("PUT", kOverrides,
+                            std::string(R"({"overrides":[{"meter":"calls","period":")") + period +
+                                R"(","amount":5}]})");
+    EXPECT_EQ(r.status, 400u) << period;
+    EXPECT_EQ(r.body, refusal(std::string("overrides[0]: unknown period '") + period +
+                              "' (expected second, minute, hour, day, week, month, "
+                              "billing_period, trial or lifetime)"))
+        << period;
+  }
+  EXPECT_EQ(
+      call("PUT", kOverrides, R"({"overrides":[{"meter":"calls","period":"","amount":5}]})").body,
+      refusal("overrides[0] needs 'meter', 'period' and 'amount'"));
+  EXPECT_EQ(json(call("GET", "/v1/customers/acme"))["overrides"].get_array().size(), 0u)
+      << "a refused override changes nothing";
+  const Response set =
+      call("PUT", kOverrides,
+           R"({"overrides":[{"meter":"calls","period":"billing_period","amount":5}]})");
+  ASSERT_EQ(set.status, 200u) << set.body;
+  EXPECT_EQ(std::string_view(json(set)["overrides"].at(0)["period"].get_string().value()),
+            "billing_period");
+  const Response limits = call("GET", "/v1/customers/acme/limits");
+  ASSERT_EQ(limits.status, 200u) << limits.body;
+  EXPECT_NE(limits.body.find(R"("period":"billing_period","rule":"calls per billing_period")"),
+            std::string::npos)
+      << limits.body;
+}
+
 TEST_F(AdminHandlersTest, DenialsOfTheLastHour) {
   ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
   ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"other"})").status, 201u);

@@ -91,7 +91,7 @@ void write_customer(common::JsonWriter& w, const Customer& c) {
   }
   w.key("overrides").begin_array();
   for (const auto& o : c.overrides) {
-    w.begin_object().key("meter").value(o.meter).key("period").value(o.period);
+    w.begin_object().key("meter").value(o.meter).key("period").value(to_string(o.period));
     if (o.days != 0) {
       w.key("days").value(o.days);
     }
@@ -156,7 +156,7 @@ std::string query_result_json(const QueryResult& r) {
       .key("meter")
       .value(r.meter)
       .key("measure")
-      .value(r.measure)
+      .value(to_string(r.measure))
       .key("from")
       .value(time_text(r.from_us))
       .key("to")
@@ -203,7 +203,7 @@ std::string customer_usage_json(const CustomerUsage& r) {
         .key("meter")
         .value(m.meter)
         .key("aggregation")
-        .value(m.aggregation)
+        .value(to_string(m.aggregation))
         .key("unit")
         .value(m.unit)
         .key("value");
@@ -274,7 +274,12 @@ void write_alert(common::JsonWriter& w, const Alert& a, bool deliveries) {
   w.begin_object().key("id").value(a.id).key("customer").value(a.customer);
   w.key("kind").value(to_string(a.kind)).key("level").value(to_string(a.level));
   if (a.kind == AlertKind::kLimit) {
-    w.key("meter").value(a.meter).key("period").value(a.period).key("limit").value(a.limit);
+    w.key("meter")
+        .value(a.meter)
+        .key("period")
+        .value(to_string(a.period))
+        .key("limit")
+        .value(a.limit);
     w.key("threshold_percent").value(a.threshold_percent).key("limit_amount");
     write_decimal(w, a.limit_amount);
     w.key("used");
@@ -333,11 +338,11 @@ std::string prices_json(const std::vector<PriceInfo>& prices) {
       v.effective_from_us == INT64_MIN ? w.null() : w.value(time_text(v.effective_from_us));
       w.key("created_at").value(time_text(v.created_at_us));
       w.key("in_effect").value(v.in_effect).key("ended").value(v.ended);
-      w.key("model").value(v.model);
-      if (v.model == "per_unit") {
+      w.key("model").value(to_string(v.model));
+      if (v.model == PriceModel::kPerUnit) {
         w.key("unit_price");
         write_decimal(w, v.unit_price);
-      } else if (v.model == "graduated" || v.model == "volume") {
+      } else if (v.model == PriceModel::kGraduated || v.model == PriceModel::kVolume) {
         w.key("tiers").begin_array();
         for (const auto& t : v.tiers) {
           w.begin_object().key("up_to");
@@ -353,7 +358,7 @@ std::string prices_json(const std::vector<PriceInfo>& prices) {
           w.end_object();
         }
         w.end_array();
-      } else if (v.model == "package") {
+      } else if (v.model == PriceModel::kPackage) {
         w.key("package_size");
         write_decimal(w, v.package_size);
         w.key("package_price");
@@ -403,7 +408,7 @@ void write_limit_state(common::JsonWriter& w, const LimitState& s) {
       .key("meter")
       .value(s.meter)
       .key("period")
-      .value(s.period)
+      .value(to_string(s.period))
       .key("rule")
       .value(s.rule())
       .key("hard")
@@ -446,7 +451,7 @@ void write_check(common::JsonWriter& w, const CheckResult& r) {
     write_limit_number(w, s, s.remaining);
     w.key("reset");
     write_reset(w, s.reset_us);
-    w.key("period").value(s.period).key("rule").value(s.rule());
+    w.key("period").value(to_string(s.period)).key("rule").value(s.rule());
   } else {
     w.key("used").null().key("limit").value("unlimited").key("remaining").value("unlimited");
     w.key("reset").null().key("period").null().key("rule").null();
@@ -647,6 +652,124 @@ void write_trend(common::JsonWriter& w, const std::vector<TrendPoint>& points) {
     w.end_object();
   }
   w.end_array();
+}
+
+std::string history_json(const UsageHistory& h, bool groups) {
+  common::JsonWriter w;
+  w.begin_object()
+      .key("customer")
+      .value(h.customer)
+      .key("meter")
+      .value(h.meter)
+      .key("aggregation")
+      .value(to_string(h.aggregation))
+      .key("unit")
+      .value(h.unit)
+      .key("window")
+      .value(to_string(h.window))
+      .key("timezone")
+      .value(h.timezone)
+      .key("from")
+      .value(time_text(h.from_us))
+      .key("to")
+      .value(time_text(h.to_us))
+      .key("data");
+  write_series(w, h.data);
+  if (groups) {
+    w.key("groups").begin_array();
+    for (const auto& s : h.groups) {
+      w.begin_object().key("group").begin_object();
+      for (const auto& [k, v] : s.group) {
+        w.key(k).value(v);
+      }
+      w.end_object().key("data");
+      write_series(w, s.data);
+      w.end_object();
+    }
+    w.end_array();
+  }
+  w.end_object();
+  return w.take();
+}
+
+std::string top_customers_json(const TopUsage& top) {
+  common::JsonWriter w;
+  w.begin_object()
+      .key("meter")
+      .value(top.meter)
+      .key("aggregation")
+      .value(to_string(top.aggregation))
+      .key("unit")
+      .value(top.unit)
+      .key("period");
+  top.period ? w.value(to_string(*top.period)) : w.null();
+  w.key("from")
+      .value(time_text(top.from_us))
+      .key("to")
+      .value(time_text(top.to_us))
+      .key("timezone")
+      .value(top.timezone)
+      .key("customers")
+      .begin_array();
+  std::uint64_t rank = 0;
+  for (const auto& c : top.customers) {
+    w.begin_object()
+        .key("rank")
+        .value(++rank)
+        .key("customer")
+        .value(c.customer)
+        .key("name")
+        .value(c.name)
+        .key("value");
+    write_decimal(w, c.value);
+    w.end_object();
+  }
+  w.end_array().end_object();
+  return w.take();
+}
+
+std::string meter_stats_json(const MeterStats& m) {
+  common::JsonWriter w;
+  w.begin_object()
+      .key("meter")
+      .value(m.meter)
+      .key("aggregation")
+      .value(to_string(m.aggregation))
+      .key("unit")
+      .value(m.unit)
+      .key("customer");
+  write_nullable(w, m.customer);
+  w.key("window")
+      .value(to_string(m.window))
+      .key("timezone")
+      .value(m.timezone)
+      .key("from")
+      .value(time_text(m.from_us))
+      .key("to")
+      .value(time_text(m.to_us))
+      .key("windows")
+      .value(m.windows)
+      .key("windows_with_data")
+      .value(m.windows_with_data)
+      .key("stats")
+      .begin_object()
+      .key("count")
+      .value(m.count);
+  const std::pair<const char*, const std::string*> fields[] = {
+      {"sum", &m.sum},       {"avg", &m.avg}, {"min", &m.min}, {"max", &m.max},
+      {"median", &m.median}, {"p95", &m.p95}, {"p99", &m.p99}};
+  for (const auto& [name, value] : fields) {
+    w.key(name);
+    write_decimal(w, *value);
+  }
+  w.end_object().key("trends").begin_object().key("window_over_window");
+  write_trend(w, m.window_over_window);
+  w.key("day_over_day");
+  write_trend(w, m.day_over_day);
+  w.end_object().key("peaks");
+  write_series(w, m.peaks);
+  w.end_object();
+  return w.take();
 }
 
 }  // namespace tally::http

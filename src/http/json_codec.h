@@ -69,5 +69,12 @@ std::string prices_json(const std::vector<PriceInfo>& prices);
 // What re-rating did (or would do): the body of POST /v1/customers/{id}/reprice and what
 // `tally reprice` prints.
 std::string reprice_report_json(const RepriceReport& r);
+// The body of GET /v1/customers/{id}/usage/history, with the series of each group when
+// `groups` (a group_by was asked).
+std::string history_json(const UsageHistory& h, bool groups);
+// The body of GET /v1/admin/usage/top: the top customers, ranked from 1.
+std::string top_customers_json(const TopUsage& top);
+// The body of GET /v1/meters/{key}/stats.
+std::string meter_stats_json(const MeterStats& m);
 
 }  // namespace tally::http

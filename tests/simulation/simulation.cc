@@ -1745,7 +1745,7 @@ class Simulation {
                              auto expected) -> bool {
       MeterQuery q;
       q.meter = meter;
-      q.measure = measure;
+      q.measure = measure.empty() ? Measure::kUnits : parse_measure(measure).value();
       q.from_us = from;
       q.to_us = to;
       auto r = engine_->query(q);

@@ -15,7 +15,7 @@ inline Alert sample_limit_alert() {
   a.kind = AlertKind::kLimit;
   a.level = AlertLevel::kWarning;
   a.meter = "api_calls";
-  a.period = "month";
+  a.period = LimitPeriod::kMonth;
   a.limit = "api_calls per month";
   a.threshold_percent = 80;
   a.limit_amount = "100";

@@ -93,7 +93,7 @@ void admin_organizations(Context& ctx, Call& call) {
           .key("meter")
           .value(m.meter)
           .key("aggregation")
-          .value(m.aggregation)
+          .value(to_string(m.aggregation))
           .key("unit")
           .value(m.unit)
           .key("value");

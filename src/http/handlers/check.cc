@@ -161,7 +161,7 @@ unsigned check_status(const CheckResult& r) {
 }
 
 std::string policy_name(const LimitState& s) {
-  return s.meter + "-" + std::string(s.period);
+  return s.meter + "-" + std::string(to_string(s.period));
 }
 
 std::int64_t ceil_seconds(TimeUs us) {
@@ -189,12 +189,13 @@ void add_rate_limit_headers(Response& resp, const CheckResult& r, TimeUs now) {
     for (const auto& l : r.limits) {
       if (l.unlimited)
         continue;
-      const TimeUs window = l.reset_us > l.window_start_us && l.reset_us != 0
-                                ? (l.period == "second"   ? core::kUsPerSecond
-                                   : l.period == "minute" ? core::kUsPerMinute
-                                   : l.period == "hour"   ? core::kUsPerHour
-                                                          : l.reset_us - l.window_start_us)
-                                : 0;
+      const TimeUs window =
+          l.reset_us > l.window_start_us && l.reset_us != 0
+              ? (l.period == LimitPeriod::kSecond   ? core::kUsPerSecond
+                 : l.period == LimitPeriod::kMinute ? core::kUsPerMinute
+                 : l.period == LimitPeriod::kHour   ? core::kUsPerHour
+                                                    : l.reset_us - l.window_start_us)
+              : 0;
       if (!policy.empty())
         policy += ", ";
       policy += "\"" + policy_name(l) + "\";q=" + std::to_string(int_of(l.limit));
@@ -458,12 +459,13 @@ void put_overrides(Context& ctx, Call& call) {
       return;
     }
     LimitOverride lo;
+    std::string period;
     bool has_amount = false;
     for (auto f : o) {
       std::string_view s;
       const std::string_view k = f.key;
       if ((k == "meter" || k == "period") && f.value.get_string().get(s) == simdjson::SUCCESS) {
-        (k == "meter" ? lo.meter : lo.period).assign(s);
+        (k == "meter" ? lo.meter : period).assign(s);
       } else if (k == "amount" && amount_text(f.value, &lo.amount)) {
         has_amount = true;
       } else if (k == "days" && f.value.get_int64().get(lo.days) == simdjson::SUCCESS) {
@@ -474,11 +476,17 @@ void put_overrides(Context& ctx, Call& call) {
         return;
       }
     }
-    if (lo.meter.empty() || lo.period.empty() || !has_amount) {
+    if (lo.meter.empty() || period.empty() || !has_amount) {
       answer(call,
              error_response(400, "VALIDATION_ERROR", at + " needs 'meter', 'period' and 'amount'"));
       return;
     }
+    Result<core::PeriodKind> p = core::parse_period(period);
+    if (!p) {
+      answer(call, error_response(400, "VALIDATION_ERROR", at + ": " + p.error().message()));
+      return;
+    }
+    lo.period = *p;
     overrides.push_back(std::move(lo));
   }
   Result<Customer> r = ctx.engine.set_overrides(call.params[0], overrides);

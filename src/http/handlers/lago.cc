@@ -1128,10 +1128,10 @@ std::string_view charge_model(const std::vector<PriceInfo>& prices, const std::s
       continue;
     for (const auto& v : p.versions) {
       if (v.in_effect) {
-        model = v.model == "graduated" ? "graduated"
-                : v.model == "volume"  ? "volume"
-                : v.model == "package" ? "package"
-                                       : "standard";
+        model = v.model == PriceModel::kGraduated ? "graduated"
+                : v.model == PriceModel::kVolume  ? "volume"
+                : v.model == PriceModel::kPackage ? "package"
+                                                  : "standard";
       }
     }
     break;
@@ -1171,7 +1171,7 @@ void write_charge_usage(common::JsonWriter& charges, const UsageItem& item, cons
       .key("code")
       .value(m != nullptr ? m->event_type : item.meter)
       .key("aggregation_type")
-      .value(item.aggregation + "_agg")
+      .value(std::string(to_string(item.aggregation)) + "_agg")
       .end_object()
       .key("filters")
       .begin_array()

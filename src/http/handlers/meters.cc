@@ -1,4 +1,9 @@
 // GET /v1/meters, GET /v1/meters/{key}/query, GET /v1/customers/{id}/usage.
+#include <algorithm>
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "core/time.h"
 #include "http/handlers/handlers.h"
 
@@ -13,7 +18,7 @@ void write_meter(common::JsonWriter& w, const MeterInfo& m) {
       .key("event_type")
       .value(m.event_type)
       .key("aggregation")
-      .value(m.aggregation)
+      .value(to_string(m.aggregation))
       .key("value");
   m.value_property.empty() ? w.null() : w.value("$." + m.value_property);
   w.key("group_by").begin_array();
@@ -41,6 +46,7 @@ void list_meters(Context& ctx, Call& call) {
 
 void query_meter(Context& ctx, Call& call) {
   MeterQuery q;
+  std::string measure;  // "" = units
   q.meter = call.params.at(0);
   const TimeUs now = ctx.engine.clock().now_us();
   q.to_us = now + ctx.options.future_skew_seconds_max * core::kUsPerSecond;
@@ -57,7 +63,7 @@ void query_meter(Context& ctx, Call& call) {
     } else if (k == "customer") {
       q.customer = v;
     } else if (k == "measure") {
-      q.measure = v;
+      measure = v;
     } else if (k == "group_by") {
       std::size_t start = 0;
       while (start <= v.size()) {
@@ -79,6 +85,18 @@ void query_meter(Context& ctx, Call& call) {
   }
   if (!scope_customer(call, &q.customer)) {
     return;
+  }
+  if (!measure.empty()) {
+    const std::optional<Measure> m = parse_measure(measure);
+    const std::vector<MeterInfo> meters = m ? std::vector<MeterInfo>() : ctx.engine.meters();
+    const bool known = std::any_of(meters.begin(), meters.end(),
+                                   [&](const MeterInfo& info) { return info.key == q.meter; });
+    if (!m && known) {
+      answer(call,
+             error_response(400, "VALIDATION_ERROR", "measure must be units, cost or credits"));
+      return;
+    }
+    q.measure = m.value_or(Measure::kUnits);  // an unknown meter: the engine's 404 comes first
   }
   auto r = ctx.engine.query(q);
   if (!r) {

@@ -51,7 +51,10 @@ void write_meter(common::JsonWriter& w, const MeterInfo& m) {
   if (!m.description.empty()) {
     w.key("description").value(m.description);
   }
-  w.key("aggregation").value(upper(m.aggregation)).key("eventType").value(m.event_type);
+  w.key("aggregation")
+      .value(upper(std::string(to_string(m.aggregation))))
+      .key("eventType")
+      .value(m.event_type);
   if (!m.value_property.empty()) {
     w.key("valueProperty").value("$." + m.value_property);
   }
@@ -187,7 +190,7 @@ bool query_subjects(Context& ctx, Call& call, const MeterQuery& q,
 
 // The rows over all subjects: those of one window and group merge by the meter's aggregation
 // `agg` (sum, count, min or max), without a customer.
-std::vector<QueryRow> merge_subjects(std::vector<QueryRow> rows, const std::string& agg) {
+std::vector<QueryRow> merge_subjects(std::vector<QueryRow> rows, Aggregation agg) {
   std::map<std::pair<std::pair<TimeUs, TimeUs>, std::vector<std::pair<std::string, std::string>>>,
            QueryRow>
       merged;
@@ -203,7 +206,9 @@ std::vector<QueryRow> merge_subjects(std::vector<QueryRow> rows, const std::stri
     }
     const core::Decimal a = *core::parse_decimal(it->second.value);
     const core::Decimal b = *core::parse_decimal(row.value);
-    const core::Decimal v = agg == "min" ? std::min(a, b) : agg == "max" ? std::max(a, b) : a + b;
+    const core::Decimal v = agg == Aggregation::kMin   ? std::min(a, b)
+                            : agg == Aggregation::kMax ? std::max(a, b)
+                                                       : a + b;
     it->second.value = core::format_decimal(v);
   }
   std::vector<QueryRow> out;
@@ -333,9 +338,10 @@ void openmeter_query(Context& ctx, Call& call) {
   }
   // Tally's rows are per customer; OpenMeter's are per subject only when asked, else over all.
   const bool keep_subject = om.by_subject || !om.subjects.empty();
-  const std::string agg = meter->aggregation;
-  if (!keep_subject && agg != "sum" && agg != "count" && agg != "min" && agg != "max") {
-    answer(call, problem(400, "a " + upper(agg) +
+  const Aggregation agg = meter->aggregation;
+  if (!keep_subject && agg != Aggregation::kSum && agg != Aggregation::kCount &&
+      agg != Aggregation::kMin && agg != Aggregation::kMax) {
+    answer(call, problem(400, "a " + upper(std::string(to_string(agg))) +
                                   " meter is answered per subject: add groupBy=subject or a "
                                   "subject"));
     return;

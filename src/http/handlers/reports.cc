@@ -2,6 +2,9 @@
 // GET /v1/organizations/{id}/usage, GET /v1/admin/usage/top and GET /v1/meters/{key}/stats.
 // Each handler reads its query parameters strictly (an unknown one is refused), scopes the
 // customer to the key, and asks the engine; the numbers are all the engine's.
+#include <optional>
+#include <string>
+
 #include "http/handlers/handlers.h"
 
 namespace tally::http::handlers {
@@ -41,45 +44,6 @@ bool read_history_query(Call& call, HistoryQuery* q) {
   return true;
 }
 
-// The history, with the series of each group when `groups` (a group_by was asked).
-std::string history_json(const UsageHistory& h, bool groups) {
-  common::JsonWriter w;
-  w.begin_object()
-      .key("customer")
-      .value(h.customer)
-      .key("meter")
-      .value(h.meter)
-      .key("aggregation")
-      .value(h.aggregation)
-      .key("unit")
-      .value(h.unit)
-      .key("window")
-      .value(to_string(h.window))
-      .key("timezone")
-      .value(h.timezone)
-      .key("from")
-      .value(time_text(h.from_us))
-      .key("to")
-      .value(time_text(h.to_us))
-      .key("data");
-  write_series(w, h.data);
-  if (groups) {
-    w.key("groups").begin_array();
-    for (const auto& s : h.groups) {
-      w.begin_object().key("group").begin_object();
-      for (const auto& [k, v] : s.group) {
-        w.key(k).value(v);
-      }
-      w.end_object().key("data");
-      write_series(w, s.data);
-      w.end_object();
-    }
-    w.end_array();
-  }
-  w.end_object();
-  return w.take();
-}
-
 // ---- GET /v1/admin/customers ------------------------------------------------------------------
 
 // The query: a search, a sort and its order, and a page (limit, offset). False after answering
@@ -89,16 +53,26 @@ bool read_summary_query(Call& call, CustomerSummaryQuery* q) {
     return false;
   }
   q->search = param(call, "q");
-  if (const std::string* s = call.request.query_param("sort"); s != nullptr) {
-    q->sort = *s;
-  }
   const std::string order = param(call, "order");
   if (!order.empty() && order != "asc" && order != "desc") {
     answer(call, error_response(400, "VALIDATION_ERROR", "order must be asc or desc"));
     return false;
   }
   q->descending = order == "desc";
-  return uint_param(call, "limit", 1000, &q->limit) && offset_param(call, "offset", &q->offset);
+  if (!uint_param(call, "limit", 1000, &q->limit) || !offset_param(call, "offset", &q->offset)) {
+    return false;
+  }
+  // Given, it must be one of the set ("" too); absent, the list is by id.
+  if (const std::string* s = call.request.query_param("sort"); s != nullptr) {
+    const std::optional<CustomerSort> sort = parse_customer_sort(*s);
+    if (!sort) {
+      answer(call, error_response(400, "VALIDATION_ERROR",
+                                  "sort must be id, name, plan, status or usage"));
+      return false;
+    }
+    q->sort = *sort;
+  }
+  return true;
 }
 
 // The page of customer summaries, with the query that made it.
@@ -112,7 +86,7 @@ std::string summaries_json(const CustomerSummaryPage& page, const CustomerSummar
       .key("limit")
       .value(q.limit)
       .key("sort")
-      .value(q.sort)
+      .value(to_string(q.sort))
       .key("order")
       .value(q.descending ? "desc" : "asc")
       .key("customers")
@@ -136,7 +110,7 @@ std::string summaries_json(const CustomerSummaryPage& page, const CustomerSummar
 
 struct TopQuery {
   std::string meter;
-  std::string period;  // "" with a range; "month" when neither is given
+  std::optional<Window> period;  // none with a range; the month when neither is given
   TimeUs from_us = 0;
   TimeUs to_us = 0;
   std::uint32_t n = 10;
@@ -156,53 +130,23 @@ bool read_top_query(Call& call, TopQuery* q) {
   if (!range_params(call, &q->from_us, &q->to_us) || !uint_param(call, "n", 1000, &q->n)) {
     return false;
   }
-  q->period = param(call, "period");
-  if (q->from_us != 0 && !q->period.empty()) {
+  const std::string period = param(call, "period");
+  if (q->from_us != 0 && !period.empty()) {
     answer(call,
            error_response(400, "VALIDATION_ERROR", "give 'period' or 'from' and 'to', not both"));
     return false;
   }
-  if (q->from_us == 0 && q->period.empty()) {
-    q->period = "month";
+  if (q->from_us == 0 && period.empty()) {
+    q->period = Window::kMonth;
+  } else if (!period.empty()) {
+    q->period = parse_window_name(period);
+    if (!q->period) {
+      answer(call, error_response(400, "VALIDATION_ERROR",
+                                  "period must be minute, hour, day, week or month"));
+      return false;
+    }
   }
   return true;
-}
-
-// The top customers, ranked from 1.
-std::string top_customers_json(const TopUsage& top) {
-  common::JsonWriter w;
-  w.begin_object()
-      .key("meter")
-      .value(top.meter)
-      .key("aggregation")
-      .value(top.aggregation)
-      .key("unit")
-      .value(top.unit)
-      .key("period");
-  write_nullable(w, top.period);
-  w.key("from")
-      .value(time_text(top.from_us))
-      .key("to")
-      .value(time_text(top.to_us))
-      .key("timezone")
-      .value(top.timezone)
-      .key("customers")
-      .begin_array();
-  std::uint64_t rank = 0;
-  for (const auto& c : top.customers) {
-    w.begin_object()
-        .key("rank")
-        .value(++rank)
-        .key("customer")
-        .value(c.customer)
-        .key("name")
-        .value(c.name)
-        .key("value");
-    write_decimal(w, c.value);
-    w.end_object();
-  }
-  w.end_array().end_object();
-  return w.take();
 }
 
 // ---- GET /v1/meters/{key}/stats ---------------------------------------------------------------
@@ -226,50 +170,6 @@ bool read_stats_query(Call& call, StatsQuery* q) {
   }
   q->filter = filter_params(call.request);
   return true;
-}
-
-std::string meter_stats_json(const MeterStats& m) {
-  common::JsonWriter w;
-  w.begin_object()
-      .key("meter")
-      .value(m.meter)
-      .key("aggregation")
-      .value(m.aggregation)
-      .key("unit")
-      .value(m.unit)
-      .key("customer");
-  write_nullable(w, m.customer);
-  w.key("window")
-      .value(to_string(m.window))
-      .key("timezone")
-      .value(m.timezone)
-      .key("from")
-      .value(time_text(m.from_us))
-      .key("to")
-      .value(time_text(m.to_us))
-      .key("windows")
-      .value(m.windows)
-      .key("windows_with_data")
-      .value(m.windows_with_data)
-      .key("stats")
-      .begin_object()
-      .key("count")
-      .value(m.count);
-  const std::pair<const char*, const std::string*> fields[] = {
-      {"sum", &m.sum},       {"avg", &m.avg}, {"min", &m.min}, {"max", &m.max},
-      {"median", &m.median}, {"p95", &m.p95}, {"p99", &m.p99}};
-  for (const auto& [name, value] : fields) {
-    w.key(name);
-    write_decimal(w, *value);
-  }
-  w.end_object().key("trends").begin_object().key("window_over_window");
-  write_trend(w, m.window_over_window);
-  w.key("day_over_day");
-  write_trend(w, m.day_over_day);
-  w.end_object().key("peaks");
-  write_series(w, m.peaks);
-  w.end_object();
-  return w.take();
 }
 
 }  // namespace
@@ -329,7 +229,7 @@ void usage_report(Context& ctx, Call& call) {
         .key("property")
         .value(b.property)
         .key("aggregation")
-        .value(b.aggregation)
+        .value(to_string(b.aggregation))
         .key("unit")
         .value(b.unit)
         .key("groups")
@@ -382,7 +282,7 @@ void organization_usage(Context& ctx, Call& call) {
         .key("meter")
         .value(m.meter)
         .key("aggregation")
-        .value(m.aggregation)
+        .value(to_string(m.aggregation))
         .key("unit")
         .value(m.unit)
         .key("value");
