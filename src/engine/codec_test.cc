@@ -375,7 +375,7 @@ TEST(CodecTest, CustomerRecordsOfEachAgeDecode) {
   stale.plan = "pro";
   stale.trial_started_at_us = 1;
   stale.billing_anchor_us = 2;
-  stale.overrides = {{"api_calls", "month", 0, "5", true}};
+  stale.overrides = {{"api_calls", LimitPeriod::kMonth, 0, "5", true}};
   stale.resets = {{"api_calls", 9}};
   stale.organization = "org";
   for (const std::string& record : {oldest, current}) {
