@@ -39,27 +39,31 @@ Status Engine::Impl::check_plans_configured() const {
       orphans.begin()->first + " = \"<a configured plan>\" }");
 }
 
-Status Engine::Impl::load() {
-  // Meta: sequence numbers.
-  auto seq = store->get(store::Space::kMeta, engine::kMetaNextSeq);
+namespace {
+
+// The next sequence and customer numbers.
+Status load_counters(Engine::Impl& d) {
+  auto seq = d.store->get(store::Space::kMeta, engine::kMetaNextSeq);
   if (!seq) {
     return seq.error();
   }
   if (seq->has_value() && (*seq)->size() == 8) {
-    next_seq = engine::read_be64(**seq);
+    d.next_seq = engine::read_be64(**seq);
   }
-  auto cust = store->get(store::Space::kMeta, engine::kMetaNextCustomer);
+  auto cust = d.store->get(store::Space::kMeta, engine::kMetaNextCustomer);
   if (!cust) {
     return cust.error();
   }
   if (cust->has_value() && (*cust)->size() == 4) {
-    next_customer = engine::read_be32(**cust);
+    d.next_customer = engine::read_be32(**cust);
   }
+  return Status();
+}
 
-  // Customers.
+Status load_customers(Engine::Impl& d) {
   Status bad;
-  TALLY_TRY(
-      store->scan_once(store::Space::kCustomers, "", "", [&](std::string_view, std::string_view v) {
+  TALLY_TRY(d.store->scan_once(
+      store::Space::kCustomers, "", "", [&](std::string_view, std::string_view v) {
         engine::CustomerState cs;
         if (!engine::decode_customer(v, &cs.num, &cs.record)) {
           bad = Status::corruption("a customer record cannot be decoded");
@@ -67,15 +71,17 @@ Status Engine::Impl::load() {
         }
         auto tz = core::TimeZone::find(cs.record.timezone.empty() ? "UTC" : cs.record.timezone);
         cs.tz = tz ? *tz : core::TimeZone();
-        customer_nums.emplace(cs.record.id, cs.num);
-        customers.emplace(cs.num, std::move(cs));
+        d.customer_nums.emplace(cs.record.id, cs.num);
+        d.customers.emplace(cs.num, std::move(cs));
         return true;
       }));
-  TALLY_TRY(bad);
+  return bad;
+}
 
-  // Keys.
+Status load_keys(Engine::Impl& d) {
+  Status bad;
   TALLY_TRY(
-      store->scan_once(store::Space::kKeys, "", "", [&](std::string_view, std::string_view v) {
+      d.store->scan_once(store::Space::kKeys, "", "", [&](std::string_view, std::string_view v) {
         auto ks = std::make_unique<engine::KeyState>();
         if (!engine::decode_key_record(v, &ks->record)) {
           bad = Status::corruption("a key record cannot be decoded");
@@ -83,53 +89,68 @@ Status Engine::Impl::load() {
         }
         ks->total_requests.store(ks->record.info.total_requests);
         ks->last_used_at_us.store(ks->record.info.last_used_at_us);
-        keys_by_id[ks->record.info.id] = ks.get();
-        keys_by_hash[ks->record.hash] = std::move(ks);
+        d.keys_by_id[ks->record.info.id] = ks.get();
+        d.keys_by_hash[ks->record.hash] = std::move(ks);
         return true;
       }));
-  TALLY_TRY(bad);
+  return bad;
+}
 
-  // A meter no longer configured gets no aggregates from now on, so its fingerprint record
-  // goes: re-adding the meter later, even unchanged, must rebuild it from the events stored
-  // meanwhile. (A read-only open writes nothing; a writer removes the records on its open.)
-  if (!read_only) {
-    const std::string begin = engine::meter_fingerprint_key("");
-    std::string end = begin;
-    ++end.back();
-    store::WriteBatch stale;
-    TALLY_TRY(store->scan_once(
-        store::Space::kMeta, begin, end, [&](std::string_view k, std::string_view) {
-          const std::string_view key = k.substr(begin.size());
-          if (std::none_of(catalog->meters.begin(), catalog->meters.end(),
-                           [&](const engine::MeterDef& m) { return m.spec.key == key; })) {
-            stale.del(store::Space::kMeta, std::string(k));
-          }
-          return true;
-        }));
-    if (!stale.empty()) {
-      TALLY_TRY(write_store(stale, true));
-    }
+// A meter no longer configured gets no aggregates from now on, so its fingerprint record goes:
+// re-adding the meter later, even unchanged, must rebuild it from the events stored meanwhile.
+// (A read-only open writes nothing; a writer removes the records on its open.)
+Status drop_removed_meters(Engine::Impl& d) {
+  if (d.read_only) {
+    return Status();
   }
+  const std::string begin = engine::meter_fingerprint_key("");
+  std::string end = begin;
+  ++end.back();
+  store::WriteBatch stale;
+  TALLY_TRY(d.store->scan_once(
+      store::Space::kMeta, begin, end, [&](std::string_view k, std::string_view) {
+        const std::string_view key = k.substr(begin.size());
+        if (std::none_of(d.catalog->meters.begin(), d.catalog->meters.end(),
+                         [&](const engine::MeterDef& m) { return m.spec.key == key; })) {
+          stale.del(store::Space::kMeta, std::string(k));
+        }
+        return true;
+      }));
+  return stale.empty() ? Status() : d.write_store(stale, true);
+}
 
-  // Meters whose definition changed since the aggregates were written are rebuilt.
-  for (std::uint32_t i = 0; i < catalog->meters.size(); ++i) {
-    const auto& spec = catalog->meters[i].spec;
-    if (catalog->meters[i].hidden) {
+// Meters whose definition changed since their aggregates were written are rebuilt (a read-only
+// open refuses to start instead).
+Status rebuild_changed_meters(Engine::Impl& d) {
+  for (std::uint32_t i = 0; i < d.catalog->meters.size(); ++i) {
+    const auto& spec = d.catalog->meters[i].spec;
+    if (d.catalog->meters[i].hidden) {
       continue;  // costs are what was burned: never recomputed from the events
     }
-    auto fp = store->get(store::Space::kMeta, engine::meter_fingerprint_key(spec.key));
+    auto fp = d.store->get(store::Space::kMeta, engine::meter_fingerprint_key(spec.key));
     if (!fp) {
       return fp.error();
     }
     if (!fp->has_value() || **fp != spec.fingerprint()) {
-      if (read_only) {
+      if (d.read_only) {
         return Status::unavailable("meter '" + spec.key +
                                    "' changed since its aggregates were written; start the "
                                    "server once to rebuild them");
       }
-      TALLY_TRY(rebuild_meter(i));
+      TALLY_TRY(d.rebuild_meter(i));
     }
   }
+  return Status();
+}
+
+}  // namespace
+
+Status Engine::Impl::load() {
+  TALLY_TRY(load_counters(*this));
+  TALLY_TRY(load_customers(*this));
+  TALLY_TRY(load_keys(*this));
+  TALLY_TRY(drop_removed_meters(*this));
+  TALLY_TRY(rebuild_changed_meters(*this));
 
   // Aggregates and distinct values: from the checkpoint of the last clean stop when it matches
   // the store, else from every stored record. The dedup index meanwhile, on a thread of its own
