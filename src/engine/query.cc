@@ -464,6 +464,124 @@ bool decode_cursor(const std::string& c, std::uint32_t* cnum, std::uint64_t* seq
   return true;
 }
 
+using CustomerIds = std::unordered_map<std::uint32_t, std::string>;
+
+// The ids of the customers a listing covers: `customer` alone (its number in *only), or every
+// customer ("" given; *only is 0).
+Status listed_customers(const Engine::Impl& d, const std::string& customer, CustomerIds* ids,
+                        std::uint32_t* only) {
+  std::shared_lock lock(d.state_mutex);
+  if (customer.empty()) {
+    for (const auto& [num, cs] : d.customers) {
+      (*ids)[num] = cs.record.id;
+    }
+    return Status();
+  }
+  const auto* cs = d.find_customer(customer);
+  if (cs == nullptr) {
+    return Status::not_found("customer '" + customer + "' does not exist");
+  }
+  *only = cs->num;
+  (*ids)[cs->num] = cs->record.id;
+  return Status();
+}
+
+// A stored event as the API shows it.
+StoredEvent stored_event(const engine::BlockEvent& e, const engine::BlockHeader& h,
+                         std::string customer) {
+  StoredEvent se;
+  se.id = e.id;
+  se.customer = std::move(customer);
+  se.type = e.type;
+  se.time_us = e.time_us;
+  se.received_at_us = h.received_at_us;
+  se.seq = e.seq;
+  se.flagged = e.flagged;
+  se.quantity = e.quantity;
+  se.priced = e.priced;
+  if (e.priced) {
+    se.cost = core::format_decimal(e.cost);
+    se.credits = core::format_decimal(e.credits);
+  }
+  for (const auto& p : e.props) {
+    EventProperty prop;
+    prop.key = p.key;
+    prop.text = p.text;
+    prop.kind = static_cast<EventProperty::Kind>(p.kind);
+    se.properties.push_back(std::move(prop));
+  }
+  return se;
+}
+
+// One page of a listing, filled from the stored events after the cursor's, in (customer,
+// sequence) order, until it is full or its time budget is spent.
+class EventPager {
+ public:
+  EventPager(const EventListQuery& q, const Clock& clock, const CustomerIds& ids,
+             std::uint32_t after_cnum, std::uint64_t after_seq)
+      : q_(q),
+        clock_(clock),
+        ids_(ids),
+        deadline_us_(q.budget_ms == 0 ? 0
+                                      : clock.now_us() + static_cast<TimeUs>(q.budget_ms) * 1000),
+        after_cnum_(after_cnum),
+        after_seq_(after_seq),
+        last_cnum_(after_cnum),
+        last_seq_(after_seq) {}
+
+  // Takes the next stored event (`cnum`'s, of a block with header `h`); false once the page has
+  // ended, before this event.
+  bool take(std::uint32_t cnum, const engine::BlockHeader& h, const engine::BlockEvent& e) {
+    if (cnum == after_cnum_ && e.seq <= after_seq_) {
+      return true;  // on the cursor's page or before
+    }
+    if (deadline_us_ != 0 && ++examined_ % kBudgetCheckEvents == 0 &&
+        clock_.now_us() >= deadline_us_) {
+      more_ = true;  // out of time: the page ends before this event
+      return false;
+    }
+    const bool wanted = (q_.type.empty() || e.type == q_.type) && e.time_us >= q_.from_us &&
+                        (q_.to_us == 0 || e.time_us < q_.to_us);
+    if (wanted && page_.events.size() == q_.limit) {
+      more_ = true;  // the page is full: it ends before this event
+      return false;
+    }
+    last_cnum_ = cnum;
+    last_seq_ = e.seq;
+    if (wanted) {
+      auto it = ids_.find(cnum);
+      page_.events.push_back(stored_event(e, h, it != ids_.end() ? it->second : std::string()));
+    }
+    return true;
+  }
+
+  // The page, with the cursor of the next one when there is more.
+  EventPage finish() && {
+    if (more_) {
+      page_.next_cursor = encode_cursor(last_cnum_, last_seq_);
+    }
+    return std::move(page_);
+  }
+
+ private:
+  // The budget is looked at every kBudgetCheckEvents events examined, so a page always gets
+  // past that many before it can stop: each page moves on, however slow the clock says it is.
+  static constexpr std::uint64_t kBudgetCheckEvents = 256;
+
+  const EventListQuery& q_;
+  const Clock& clock_;
+  const CustomerIds& ids_;
+  const TimeUs deadline_us_;  // 0: no budget
+  const std::uint32_t after_cnum_;
+  const std::uint64_t after_seq_;
+  std::uint64_t examined_ = 0;
+  // The last event examined: the next page starts after it.
+  std::uint32_t last_cnum_;
+  std::uint64_t last_seq_;
+  bool more_ = false;
+  EventPage page_;
+};
+
 }  // namespace
 
 Result<EventPage> Engine::list_events(const EventListQuery& q) const {
@@ -471,23 +589,9 @@ Result<EventPage> Engine::list_events(const EventListQuery& q) const {
   if (q.limit == 0 || q.limit > 1000) {
     return Status::invalid_argument("limit must be 1..1000");
   }
-  std::unordered_map<std::uint32_t, std::string> ids;
+  CustomerIds ids;
   std::uint32_t only = 0;
-  {
-    std::shared_lock lock(d.state_mutex);
-    if (!q.customer.empty()) {
-      const auto* cs = d.find_customer(q.customer);
-      if (cs == nullptr) {
-        return Status::not_found("customer '" + q.customer + "' does not exist");
-      }
-      only = cs->num;
-      ids[cs->num] = cs->record.id;
-    } else {
-      for (const auto& [num, cs] : d.customers) {
-        ids[num] = cs.record.id;
-      }
-    }
-  }
+  TALLY_TRY(listed_customers(d, q.customer, &ids, &only));
   std::uint32_t after_cnum = only;
   std::uint64_t after_seq = 0;
   if (!q.cursor.empty()) {
@@ -497,81 +601,23 @@ Result<EventPage> Engine::list_events(const EventListQuery& q) const {
   }
   const std::string begin = engine::event_block_key(after_cnum, after_seq + 1);
   const std::string end = only != 0 ? engine::event_block_key(only + 1, 0) : std::string();
-  // The budget is looked at every kBudgetCheckEvents events examined, so a page always gets
-  // past that many before it can stop: each page moves on, however slow the clock says it is.
-  constexpr std::uint64_t kBudgetCheckEvents = 256;
-  const TimeUs deadline_us =
-      q.budget_ms == 0 ? 0 : clock().now_us() + static_cast<TimeUs>(q.budget_ms) * 1000;
-  std::uint64_t examined = 0;
-  // The last event examined: the next page starts after it.
-  std::uint32_t last_cnum = after_cnum;
-  std::uint64_t last_seq = after_seq;
-  EventPage page;
-  bool more = false;
+  EventPager pager(q, clock(), ids, after_cnum, after_seq);
   Status bad;
-  Status scanned =
+  TALLY_TRY(
       d.store->scan(store::Space::kEvents, begin, end, [&](std::string_view k, std::string_view v) {
         const std::uint32_t cnum = engine::read_be32(k);
         engine::BlockHeader h;
-        bool stop = false;
-        const bool ok = engine::decode_event_block(v, &h, [&](const engine::BlockEvent& e) {
-          if (stop || (cnum == after_cnum && e.seq <= after_seq)) {
-            return;
-          }
-          if (deadline_us != 0 && ++examined % kBudgetCheckEvents == 0 &&
-              clock().now_us() >= deadline_us) {
-            more = true;  // out of time: the page ends before this event
-            stop = true;
-            return;
-          }
-          const bool wanted = (q.type.empty() || e.type == q.type) && e.time_us >= q.from_us &&
-                              (q.to_us == 0 || e.time_us < q.to_us);
-          if (wanted && page.events.size() == q.limit) {
-            more = true;  // the page is full: it ends before this event
-            stop = true;
-            return;
-          }
-          last_cnum = cnum;
-          last_seq = e.seq;
-          if (!wanted) {
-            return;
-          }
-          StoredEvent se;
-          se.id = e.id;
-          auto it = ids.find(cnum);
-          se.customer = it != ids.end() ? it->second : std::string();
-          se.type = e.type;
-          se.time_us = e.time_us;
-          se.received_at_us = h.received_at_us;
-          se.seq = e.seq;
-          se.flagged = e.flagged;
-          se.quantity = e.quantity;
-          se.priced = e.priced;
-          if (e.priced) {
-            se.cost = core::format_decimal(e.cost);
-            se.credits = core::format_decimal(e.credits);
-          }
-          for (const auto& p : e.props) {
-            EventProperty prop;
-            prop.key = p.key;
-            prop.text = p.text;
-            prop.kind = static_cast<EventProperty::Kind>(p.kind);
-            se.properties.push_back(std::move(prop));
-          }
-          page.events.push_back(std::move(se));
-        });
+        bool going = true;
+        const bool ok = engine::decode_event_block(
+            v, &h, [&](const engine::BlockEvent& e) { going = going && pager.take(cnum, h, e); });
         if (!ok) {
           bad = Status::corruption("an event block cannot be decoded");
           return false;
         }
-        return !stop;
-      });
-  TALLY_TRY(scanned);
+        return going;
+      }));
   TALLY_TRY(bad);
-  if (more) {
-    page.next_cursor = encode_cursor(last_cnum, last_seq);
-  }
-  return page;
+  return std::move(pager).finish();
 }
 
 }  // namespace tally
