@@ -235,72 +235,102 @@ core::Decimal nearest_rank(const std::vector<core::Decimal>& sorted, std::size_t
 
 // ---- history --------------------------------------------------------------------------------
 
+namespace {
+
+// The customer's zone for the history (q.timezone, else its own) and the meter's aggregation and
+// unit in *out, once the customer, the meter and the group-by property are known.
+Status history_subject(const Engine::Impl& d, const HistoryQuery& q, core::TimeZone* tz,
+                       UsageHistory* out) {
+  std::shared_lock lock(d.state_mutex);
+  const engine::CustomerState* cs = d.find_customer(q.customer);
+  if (cs == nullptr) {
+    return Status::not_found("customer '" + q.customer + "' does not exist");
+  }
+  const engine::MeterDef* m = d.catalog->find(q.meter);
+  if (m == nullptr) {
+    return Status::not_found("meter '" + q.meter + "' does not exist");
+  }
+  if (!q.group_by.empty() && std::find(m->spec.group_by.begin(), m->spec.group_by.end(),
+                                       q.group_by) == m->spec.group_by.end()) {
+    return Status::invalid_argument("group_by '" + q.group_by +
+                                    "' is not a group-by property of meter '" + q.meter + "'");
+  }
+  auto z = zone_named(q.timezone, cs->tz);
+  if (!z) {
+    return z.error();
+  }
+  *tz = *z;
+  out->aggregation = m->spec.aggregation;
+  out->unit = m->spec.unit;
+  return Status();
+}
+
+// One value per window: a row's (rows in window order, each starting a window) or `zero`.
+std::vector<WindowValue> window_values(const std::vector<Span>& windows,
+                                       const std::vector<const QueryRow*>& rows,
+                                       const std::string& zero) {
+  std::vector<WindowValue> data;
+  data.reserve(windows.size());
+  auto r = rows.begin();
+  for (const Span& sp : windows) {
+    WindowValue v{sp.start, sp.end, zero};
+    while (r != rows.end() && (*r)->window_start_us < sp.start) {
+      ++r;  // not expected: query's windows are these windows
+    }
+    if (r != rows.end() && (*r)->window_start_us == sp.start) {
+      v.value = (*r)->value;
+      ++r;
+    }
+    data.push_back(std::move(v));
+  }
+  return data;
+}
+
+// A series per group of `grouped`'s rows, which come ordered by group value, then window start.
+std::vector<HistorySeries> group_series(const QueryResult& grouped,
+                                        const std::vector<Span>& windows, const std::string& zero) {
+  std::vector<HistorySeries> out;
+  std::size_t i = 0;
+  while (i < grouped.rows.size()) {
+    std::vector<const QueryRow*> one;
+    const auto& group = grouped.rows[i].group;
+    while (i < grouped.rows.size() && grouped.rows[i].group == group) {
+      one.push_back(&grouped.rows[i]);
+      ++i;
+    }
+    HistorySeries s;
+    s.group = group;
+    s.data = window_values(windows, one, zero);
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace
+
 Result<UsageHistory> Engine::usage_history(const HistoryQuery& q) const {
   const Impl& d = *impl_;
   UsageHistory out;
   core::TimeZone tz;
-  core::Aggregation aggregation = core::Aggregation::kCount;
-  {
-    std::shared_lock lock(d.state_mutex);
-    const engine::CustomerState* cs = d.find_customer(q.customer);
-    if (cs == nullptr) {
-      return Status::not_found("customer '" + q.customer + "' does not exist");
-    }
-    const engine::MeterDef* m = d.catalog->find(q.meter);
-    if (m == nullptr) {
-      return Status::not_found("meter '" + q.meter + "' does not exist");
-    }
-    if (!q.group_by.empty() && std::find(m->spec.group_by.begin(), m->spec.group_by.end(),
-                                         q.group_by) == m->spec.group_by.end()) {
-      return Status::invalid_argument("group_by '" + q.group_by +
-                                      "' is not a group-by property of meter '" + q.meter + "'");
-    }
-    auto z = zone_named(q.timezone, cs->tz);
-    if (!z) {
-      return z.error();
-    }
-    tz = *z;
-    aggregation = m->spec.aggregation;
-    out.unit = m->spec.unit;
-  }
-  const core::Window w = q.window;
+  TALLY_TRY(history_subject(d, q, &tz, &out));
   core::TimeUs from = q.from_us;
   core::TimeUs to = q.to_us;
   if (q.windows == 0 || q.windows > kWindowsMax) {
     return Status::invalid_argument("'windows' must be 1.." + std::to_string(kWindowsMax));
   }
-  TALLY_TRY(resolve_range(d.clock->now_us(), w, tz, &from, &to, q.windows));
-  auto windows = windows_of(from, to, w, tz);
+  TALLY_TRY(resolve_range(d.clock->now_us(), q.window, tz, &from, &to, q.windows));
+  auto windows = windows_of(from, to, q.window, tz);
   if (!windows) {
     return windows.error();
   }
   out.customer = q.customer;
   out.meter = q.meter;
-  out.aggregation = aggregation;
-  out.window = w;
+  out.window = q.window;
   out.timezone = tz.name();
   out.from_us = from;
   out.to_us = to;
 
-  const std::string zero = empty_value(aggregation);
-  auto series = [&](const std::vector<const QueryRow*>& rows) {
-    std::vector<WindowValue> data;
-    data.reserve(windows->size());
-    auto r = rows.begin();
-    for (const Span& sp : *windows) {
-      WindowValue v{sp.start, sp.end, zero};
-      while (r != rows.end() && (*r)->window_start_us < sp.start) {
-        ++r;  // not expected: query's windows are these windows
-      }
-      if (r != rows.end() && (*r)->window_start_us == sp.start) {
-        v.value = (*r)->value;
-        ++r;
-      }
-      data.push_back(std::move(v));
-    }
-    return data;
-  };
-
+  const std::string zero = empty_value(out.aggregation);
   MeterQuery mq;
   mq.meter = q.meter;
   mq.customer = q.customer;
@@ -316,28 +346,14 @@ Result<UsageHistory> Engine::usage_history(const HistoryQuery& q) const {
   for (const auto& row : total->rows) {
     rows.push_back(&row);
   }
-  out.data = series(rows);
-
+  out.data = window_values(*windows, rows, zero);
   if (!q.group_by.empty()) {
     mq.group_by = {q.group_by};
     auto grouped = query(mq);
     if (!grouped) {
       return grouped.error();
     }
-    // Rows come ordered by group value, then window start.
-    std::size_t i = 0;
-    while (i < grouped->rows.size()) {
-      std::vector<const QueryRow*> one;
-      const auto& group = grouped->rows[i].group;
-      while (i < grouped->rows.size() && grouped->rows[i].group == group) {
-        one.push_back(&grouped->rows[i]);
-        ++i;
-      }
-      HistorySeries s;
-      s.group = group;
-      s.data = series(one);
-      out.groups.push_back(std::move(s));
-    }
+    out.groups = group_series(*grouped, *windows, zero);
   }
   return out;
 }
