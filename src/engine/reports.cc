@@ -583,6 +583,88 @@ Result<TopUsage> Engine::top_customers(const std::string& meter, std::optional<W
 
 // ---- statistics -----------------------------------------------------------------------------
 
+namespace {
+
+using Values = std::vector<std::optional<core::Decimal>>;
+using Filters = std::vector<std::pair<std::size_t, std::string>>;  // group-by index, value
+
+// q.filter as (index of the meter's group-by property, value) pairs.
+Result<Filters> stats_filters(const engine::MeterDef& m, const StatsQuery& q) {
+  Filters filters;
+  for (const auto& [k, v] : q.filter) {
+    auto it = std::find(m.spec.group_by.begin(), m.spec.group_by.end(), k);
+    if (it == m.spec.group_by.end()) {
+      return Status::invalid_argument("filter '" + k + "' is not a group-by property of meter '" +
+                                      q.meter + "'");
+    }
+    filters.emplace_back(static_cast<std::size_t>(it - m.spec.group_by.begin()), v);
+  }
+  return filters;
+}
+
+// The windows with data, and the count, sum, average, extremes and percentiles of the values.
+void add_distribution(const Values& values, const std::vector<Acc>& acc, MeterStats* out) {
+  std::vector<core::Decimal> sorted;
+  core::Decimal sum;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (!acc[i].st.empty()) {
+      ++out->windows_with_data;
+    }
+    if (values[i]) {
+      sorted.push_back(*values[i]);
+      sum += *values[i];
+    }
+  }
+  std::sort(sorted.begin(), sorted.end());
+  out->count = sorted.size();
+  if (!sorted.empty()) {
+    out->sum = core::format_decimal(sum);
+    out->avg =
+        core::format_decimal(core::divide_half_even(sum, static_cast<std::int64_t>(sorted.size())));
+    out->min = core::format_decimal(sorted.front());
+    out->max = core::format_decimal(sorted.back());
+    out->median = core::format_decimal(nearest_rank(sorted, 50));
+    out->p95 = core::format_decimal(nearest_rank(sorted, 95));
+    out->p99 = core::format_decimal(nearest_rank(sorted, 99));
+  }
+}
+
+// The days of [from, to) in `tz` (the last kWindowsMax of them), in order.
+std::vector<Span> days_of(core::TimeUs from, core::TimeUs to, const core::TimeZone& tz) {
+  std::vector<Span> days;
+  for (core::TimeUs ds = core::window_start(to - 1, core::Window::kDay, tz);
+       days.size() < kWindowsMax;) {
+    days.push_back(Span{ds, core::window_next(ds, core::Window::kDay, tz)});
+    if (ds <= from) {
+      break;
+    }
+    ds = core::window_start(ds - 1, core::Window::kDay, tz);
+  }
+  std::reverse(days.begin(), days.end());
+  return days;
+}
+
+// Up to `n` windows with events, largest value first, earlier first among equals.
+std::vector<WindowValue> peaks_of(const std::vector<Span>& windows, const Values& values,
+                                  const std::vector<Acc>& acc, std::size_t n) {
+  std::vector<std::size_t> order;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (values[i] && !acc[i].st.empty()) {
+      order.push_back(i);
+    }
+  }
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return *values[a] > *values[b]; });
+  std::vector<WindowValue> peaks;
+  for (std::size_t i = 0; i < order.size() && i < n; ++i) {
+    const Span& sp = windows[order[i]];
+    peaks.push_back(WindowValue{sp.start, sp.end, core::format_decimal(*values[order[i]])});
+  }
+  return peaks;
+}
+
+}  // namespace
+
 Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
   const Impl& d = *impl_;
   if (q.peaks_max > kPeaksMax) {
@@ -601,14 +683,9 @@ Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
       return Status::not_found("customer '" + q.customer + "' does not exist");
     }
   }
-  std::vector<std::pair<std::size_t, std::string>> filters;
-  for (const auto& [k, v] : q.filter) {
-    auto it = std::find(m->spec.group_by.begin(), m->spec.group_by.end(), k);
-    if (it == m->spec.group_by.end()) {
-      return Status::invalid_argument("filter '" + k + "' is not a group-by property of meter '" +
-                                      q.meter + "'");
-    }
-    filters.emplace_back(static_cast<std::size_t>(it - m->spec.group_by.begin()), v);
+  auto filters = stats_filters(*m, q);
+  if (!filters) {
+    return filters.error();
   }
   auto tz = zone_named(q.timezone, only != nullptr ? only->tz : core::TimeZone());
   if (!tz) {
@@ -635,68 +712,20 @@ Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
   out.windows = windows->size();
 
   std::vector<Acc> acc(windows->size());
-  accumulate(d, *m, only, filters, *windows, from, to, &acc);
-  const auto values = values_of(agg, acc);
-
-  std::vector<core::Decimal> sorted;
-  core::Decimal sum;
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    if (!acc[i].st.empty()) {
-      ++out.windows_with_data;
-    }
-    if (values[i]) {
-      sorted.push_back(*values[i]);
-      sum += *values[i];
-    }
-  }
-  std::sort(sorted.begin(), sorted.end());
-  out.count = sorted.size();
-  if (!sorted.empty()) {
-    out.sum = core::format_decimal(sum);
-    out.avg =
-        core::format_decimal(core::divide_half_even(sum, static_cast<std::int64_t>(sorted.size())));
-    out.min = core::format_decimal(sorted.front());
-    out.max = core::format_decimal(sorted.back());
-    out.median = core::format_decimal(nearest_rank(sorted, 50));
-    out.p95 = core::format_decimal(nearest_rank(sorted, 95));
-    out.p99 = core::format_decimal(nearest_rank(sorted, 99));
-  }
+  accumulate(d, *m, only, *filters, *windows, from, to, &acc);
+  const Values values = values_of(agg, acc);
+  add_distribution(values, acc, &out);
   out.window_over_window = trend_of(*windows, values);
-
-  // Day over day: the days of the range (the last kWindowsMax of them), however the range is
-  // windowed.
+  // Day over day: the days of the range, however the range is windowed.
   if (w == core::Window::kDay) {
     out.day_over_day = out.window_over_window;
   } else {
-    std::vector<Span> days;
-    for (core::TimeUs ds = core::window_start(to - 1, core::Window::kDay, *tz);
-         days.size() < kWindowsMax;) {
-      days.push_back(Span{ds, core::window_next(ds, core::Window::kDay, *tz)});
-      if (ds <= from) {
-        break;
-      }
-      ds = core::window_start(ds - 1, core::Window::kDay, *tz);
-    }
-    std::reverse(days.begin(), days.end());
-    const core::TimeUs days_from = std::max(from, days.front().start);
+    const std::vector<Span> days = days_of(from, to, *tz);
     std::vector<Acc> day_acc(days.size());
-    accumulate(d, *m, only, filters, days, days_from, to, &day_acc);
+    accumulate(d, *m, only, *filters, days, std::max(from, days.front().start), to, &day_acc);
     out.day_over_day = trend_of(days, values_of(agg, day_acc));
   }
-
-  // Peaks: windows with events, largest value first, earlier first among equals.
-  std::vector<std::size_t> order;
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    if (values[i] && !acc[i].st.empty()) {
-      order.push_back(i);
-    }
-  }
-  std::stable_sort(order.begin(), order.end(),
-                   [&](std::size_t a, std::size_t b) { return *values[a] > *values[b]; });
-  for (std::size_t i = 0; i < order.size() && i < q.peaks_max; ++i) {
-    const Span& sp = (*windows)[order[i]];
-    out.peaks.push_back(WindowValue{sp.start, sp.end, core::format_decimal(*values[order[i]])});
-  }
+  out.peaks = peaks_of(*windows, values, acc, q.peaks_max);
   return out;
 }
 
