@@ -1,36 +1,32 @@
 #include "engine/dedup_index.h"
 
-#include <algorithm>
-
 #include "common/assert.h"
 
 namespace tally::engine {
 
 namespace {
 
-template <typename Table>
-void put(Table& t, const DedupIndex::Slot& s) {
-  const std::size_t mask = t.size() - 1;
+using Slots = std::vector<DedupIndex::Slot>;
+
+void put(Slots& slots, const DedupIndex::Slot& s) {
+  const std::size_t mask = slots.size() - 1;
   for (std::size_t i = s.hash & mask;; i = (i + 1) & mask) {
-    if (t[i].hash == 0) {
-      t[i] = s;
+    if (slots[i].hash == 0) {
+      slots[i] = s;
       return;
     }
   }
 }
 
-// Sets the location of (hash, old seq) in the slots from `first` on of its probe chain to
-// `packed`; false when the entry is not there.
-template <typename Table>
-bool set(Table& t, std::uint64_t hash, std::size_t first, std::uint64_t old_seq,
-         std::uint64_t packed) {
-  const std::size_t mask = t.size() - 1;
+// Sets the location of (hash, old packed seq) to `packed`; false when the entry is absent.
+bool set(Slots& slots, std::uint64_t hash, std::uint64_t old_seq, std::uint64_t packed) {
+  const std::size_t mask = slots.size() - 1;
   for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
-    DedupIndex::Slot& s = t[i];
+    DedupIndex::Slot& s = slots[i];
     if (s.hash == 0) {
       return false;
     }
-    if (s.hash == hash && i >= first && (s.packed & DedupIndex::kSeqMax) == old_seq) {
+    if (s.hash == hash && (s.packed & DedupIndex::kSeqMax) == old_seq) {
       s.packed = packed;
       return true;
     }
@@ -47,70 +43,84 @@ DedupIndex::Slot DedupIndex::slot_of(std::uint64_t hash, std::uint64_t seq,
 }
 
 void DedupIndex::insert_all(const std::vector<Slot>& entries) {
-  if (growing()) {
-    move_along(table_.size());  // finishes it
-  }
-  if (full_at(table_.size(), size_ + entries.size())) {
-    std::size_t n = table_.size();
-    while (full_at(n, size_ + entries.size())) {
+  prepared_ = {};
+  if (needs_growth(entries.size())) {
+    std::size_t n = slots_.size();
+    while (needs_growth_of(n, entries.size())) {
       n *= 2;
     }
-    Table sized(n);
-    for (std::size_t i = 0; i < table_.size(); ++i) {
-      if (table_[i].hash != 0) {
-        put(sized, table_[i]);
-      }
-    }
-    table_ = std::move(sized);
+    slots_ = rehashed(n);
   }
   // Far enough ahead that the line arrives before its turn, near enough that it stays cached.
   constexpr std::size_t kAhead = 16;
-  const std::size_t mask = table_.size() - 1;
+  const std::size_t mask = slots_.size() - 1;
   for (std::size_t i = 0; i < entries.size(); ++i) {
     if (i + kAhead < entries.size()) {
-      __builtin_prefetch(&table_[entries[i + kAhead].hash & mask], 1);
+      __builtin_prefetch(&slots_[entries[i + kAhead].hash & mask], 1);
     }
     TALLY_ASSERT(entries[i].hash != 0, "dedup hash 0 is reserved for empty slots");
-    put(table_, entries[i]);
+    put(slots_, entries[i]);
   }
   size_ += entries.size();
 }
 
 void DedupIndex::insert(std::uint64_t hash, std::uint64_t seq, std::uint32_t customer_num) {
-  if (!growing() && full_at(table_.size(), size_ + 1)) {
-    grown_ = Table(table_.size() * 2);
-    moved_ = 0;
+  if (needs_growth(1)) {
+    grow();
   }
-  put(newest(), slot_of(hash, seq, customer_num));
+  const Slot s = slot_of(hash, seq, customer_num);
+  put(slots_, s);
+  if (!prepared_.empty()) {
+    put(prepared_, s);  // kept equal to slots_ until it is swapped in
+  }
   ++size_;
-  if (growing()) {
-    move_along(kMovedPerInsert);
-  }
 }
 
 void DedupIndex::replace(std::uint64_t hash, std::uint64_t old_seq, std::uint64_t new_seq,
                          std::uint32_t customer_num) {
   const std::uint64_t packed = (static_cast<std::uint64_t>(customer_num) << kSeqBits) | new_seq;
-  if (growing() && set(grown_, hash, 0, old_seq, packed)) {
+  if (!set(slots_, hash, old_seq, packed)) {
+    insert(hash, new_seq, customer_num);
     return;
   }
-  if (!set(table_, hash, moved_, old_seq, packed)) {
-    insert(hash, new_seq, customer_num);
+  if (!prepared_.empty()) {
+    set(prepared_, hash, old_seq, packed);
   }
 }
 
-void DedupIndex::move_along(std::size_t n) {
-  const std::size_t end = std::min(table_.size(), moved_ + n);
-  for (; moved_ < end; ++moved_) {
-    if (table_[moved_].hash != 0) {
-      put(grown_, table_[moved_]);
+Slots DedupIndex::rehashed(std::size_t n) const {
+  Slots out(n);
+  for (const Slot& s : slots_) {
+    if (s.hash != 0) {
+      put(out, s);
     }
   }
-  if (moved_ == table_.size()) {
-    table_ = std::move(grown_);
-    grown_ = Table();
-    moved_ = 0;
+  return out;
+}
+
+void DedupIndex::prepare_growth(std::size_t extra) {
+  if (!needs_growth(extra)) {
+    return;
   }
+  std::size_t n = slots_.size() * 2;
+  while ((size_ + extra) * 10 > n * 7) {
+    n *= 2;
+  }
+  if (prepared_.size() < n) {
+    prepared_ = rehashed(n);
+  }
+}
+
+void DedupIndex::grow() {
+  // A prepared table holds exactly the current entries (every change went to both).
+  if (!prepared_.empty() && prepared_.size() > slots_.size() &&
+      !needs_growth_of(prepared_.size(), 1)) {
+    slots_.swap(prepared_);
+    prepared_ = {};
+    return;
+  }
+  prepared_ = {};
+  slots_ = rehashed(slots_.size() * 2);
 }
 
 }  // namespace tally::engine

@@ -4,25 +4,14 @@
 // A hash match is only a candidate: the engine confirms it by reading the stored event and
 // comparing the full id, so dedup is exact. 16 bytes per slot, at most 70 % full.
 //
-// Growing never stops the commit thread for long: rehashing tens of millions of slots at once
-// took a second. A table that reaches 70 % gets a twice larger one beside it, allocated
-// zeroed by the kernel page by page as it is written; new entries go to the larger one, and
-// every insert moves the next kMovedPerInsert slots of the old one over, so the old one is
-// emptied long before the larger one could fill. Meanwhile a lookup reads both: the larger one,
-// then the old one from the first slot not moved yet (entries are never removed from the old
-// one, so its probe chains stay whole; those before that slot are in the larger one).
-//
 // Thread safety: only the commit thread changes it; readers (a retried check's id) read it under
 // the engine's state_mutex held shared, the commit thread changes it under that mutex held
-// exclusively.
+// exclusively. Growing a large table takes long (rehashing tens of millions of slots), so the
+// commit thread builds the grown table beforehand without the mutex (prepare_growth: reading the
+// current table, which nothing else changes), and only swaps it in under the mutex.
 #pragma once
 
-#include <cstddef>
 #include <cstdint>
-#include <cstdlib>
-#include <memory>
-#include <new>
-#include <utility>
 #include <vector>
 
 namespace tally::engine {
@@ -32,25 +21,18 @@ class DedupIndex {
   static constexpr std::uint64_t kSeqBits = 40;
   static constexpr std::uint64_t kSeqMax = (1ull << kSeqBits) - 1;
   static constexpr std::uint32_t kCustomerMax = (1u << 24) - 1;
-  // Slots of the old table moved per insert while growing: a growth that starts at 70 % of N
-  // slots ends after N / 8 inserts, when the new table of 2N is at most 41 % full.
-  static constexpr std::size_t kMovedPerInsert = 8;
 
   struct Location {
     std::uint64_t seq = 0;
     std::uint32_t customer_num = 0;
   };
 
-  struct Slot {
-    std::uint64_t hash = 0;    // 0 = empty
-    std::uint64_t packed = 0;  // customer_num << 40 | seq
-  };
-
-  DedupIndex() : table_(kSlotsMin) {}
+  DedupIndex() { slots_.resize(1024); }
 
   // Adds an entry; several entries may share a hash (true collisions).
   void insert(std::uint64_t hash, std::uint64_t seq, std::uint32_t customer_num);
 
+  struct Slot;
   // The slot that insert(hash, seq, customer_num) would fill.
   static Slot slot_of(std::uint64_t hash, std::uint64_t seq, std::uint32_t customer_num);
 
@@ -62,10 +44,16 @@ class DedupIndex {
   // Calls fn(Location) for every entry with this hash.
   template <typename Fn>
   void find(std::uint64_t hash, Fn&& fn) const {
-    if (growing()) {
-      find_in(grown_, hash, 0, fn);
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
+      const Slot& s = slots_[i];
+      if (s.hash == 0) {
+        return;
+      }
+      if (s.hash == hash) {
+        fn(Location{s.packed & kSeqMax, static_cast<std::uint32_t>(s.packed >> kSeqBits)});
+      }
     }
-    find_in(table_, hash, moved_, fn);
   }
 
   // Replaces the location of the entry (hash, old_seq) with new_seq (an event accepted again
@@ -75,76 +63,31 @@ class DedupIndex {
 
   std::size_t size() const { return size_; }
 
-  std::size_t bytes() const { return (table_.size() + grown_.size()) * sizeof(Slot); }
+  std::size_t bytes() const { return slots_.size() * sizeof(Slot); }
 
-  // Whether a growth is under way (two tables).
-  bool growing() const { return grown_.size() != 0; }
+  // When `extra` more entries would make the table grow, builds the grown table beside the
+  // current one, which stays readable; insert() then swaps it in instead of rehashing. Commit
+  // thread only, before it takes the mutex to insert.
+  void prepare_growth(std::size_t extra);
 
- private:
-  static constexpr std::size_t kSlotsMin = 1024;  // a power of two
-
-  // A power-of-two array of slots, zeroed by calloc: a large one is mapped pages the kernel
-  // zeroes when first written, not memset up front.
-  class Table {
-   public:
-    Table() = default;
-
-    explicit Table(std::size_t n)
-        : slots_(static_cast<Slot*>(std::calloc(n, sizeof(Slot)))), size_(n) {
-      if (slots_ == nullptr) {
-        throw std::bad_alloc();
-      }
-    }
-
-    Table(Table&& o) noexcept : slots_(std::move(o.slots_)), size_(std::exchange(o.size_, 0)) {}
-
-    Table& operator=(Table&& o) noexcept {
-      slots_ = std::move(o.slots_);
-      size_ = std::exchange(o.size_, 0);
-      return *this;
-    }
-
-    std::size_t size() const { return size_; }
-
-    Slot& operator[](std::size_t i) { return slots_.get()[i]; }
-
-    const Slot& operator[](std::size_t i) const { return slots_.get()[i]; }
-
-   private:
-    struct Free {
-      void operator()(Slot* p) const { std::free(p); }
-    };
-
-    std::unique_ptr<Slot, Free> slots_;
-    std::size_t size_ = 0;
+  struct Slot {
+    std::uint64_t hash = 0;    // 0 = empty
+    std::uint64_t packed = 0;  // customer_num << 40 | seq
   };
 
-  // fn(Location) for the entries with this hash in slots from `first` on of `t`'s probe chain.
-  template <typename Fn>
-  static void find_in(const Table& t, std::uint64_t hash, std::size_t first, Fn& fn) {
-    const std::size_t mask = t.size() - 1;
-    for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
-      const Slot& s = t[i];
-      if (s.hash == 0) {
-        return;
-      }
-      if (s.hash == hash && i >= first) {
-        fn(Location{s.packed & kSeqMax, static_cast<std::uint32_t>(s.packed >> kSeqBits)});
-      }
-    }
+ private:
+  bool needs_growth(std::size_t extra) const { return needs_growth_of(slots_.size(), extra); }
+
+  bool needs_growth_of(std::size_t slots, std::size_t extra) const {
+    return (size_ + extra) * 10 > slots * 7;
   }
 
-  static bool full_at(std::size_t slots, std::size_t entries) { return entries * 10 > slots * 7; }
+  // A table of `n` slots holding the entries of slots_.
+  std::vector<Slot> rehashed(std::size_t n) const;
+  void grow();
 
-  // The table new entries go to.
-  Table& newest() { return growing() ? grown_ : table_; }
-
-  // Moves up to `n` more slots of table_ into grown_; when all are, grown_ becomes table_.
-  void move_along(std::size_t n);
-
-  Table table_;            // the table; while growing, the one being moved out of
-  Table grown_;            // while growing: table_'s slots before moved_, and every entry since
-  std::size_t moved_ = 0;  // while growing: table_'s slots before this one are in grown_
+  std::vector<Slot> slots_;
+  std::vector<Slot> prepared_;  // a grown copy of slots_ (prepare_growth), or empty
   std::size_t size_ = 0;
 };
 

@@ -718,8 +718,11 @@ void IngestCommit::roll_back(const Status& written) {
   }
 }
 
-// Durable: now make it visible.
+// Durable: now make it visible. A dedup table that must grow for this commit's entries is
+// built first, without the lock: under it, growing is a swap, not a rehash (checks, which read
+// the index under the lock held shared, never wait for a rehash; the commit thread does).
 void IngestCommit::install() {
+  d_.dedup.prepare_growth(dedup_entries_.size());
   std::unique_lock lock(d_.state_mutex);
   for (auto& [id, pc] : new_customers_) {
     CustomerState cs;
