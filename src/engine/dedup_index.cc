@@ -1,5 +1,8 @@
 #include "engine/dedup_index.h"
 
+#include <algorithm>
+#include <string>
+
 #include "common/assert.h"
 
 namespace tally::engine {
@@ -8,27 +11,29 @@ namespace {
 
 using Slots = std::vector<DedupIndex::Slot>;
 
-void put(Slots& slots, const DedupIndex::Slot& s) {
+// Puts `s` in its first free slot from its home on; that slot's position.
+std::size_t put(Slots& slots, const DedupIndex::Slot& s) {
   const std::size_t mask = slots.size() - 1;
   for (std::size_t i = s.hash & mask;; i = (i + 1) & mask) {
     if (slots[i].hash == 0) {
       slots[i] = s;
-      return;
+      return i;
     }
   }
 }
 
-// Sets the location of (hash, old packed seq) to `packed`; false when the entry is absent.
-bool set(Slots& slots, std::uint64_t hash, std::uint64_t old_seq, std::uint64_t packed) {
+// Sets the location of (hash, old packed seq) to `packed`; the slot's position, or npos when
+// the entry is absent.
+std::size_t set(Slots& slots, std::uint64_t hash, std::uint64_t old_seq, std::uint64_t packed) {
   const std::size_t mask = slots.size() - 1;
   for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
     DedupIndex::Slot& s = slots[i];
     if (s.hash == 0) {
-      return false;
+      return std::string::npos;
     }
     if (s.hash == hash && (s.packed & DedupIndex::kSeqMax) == old_seq) {
       s.packed = packed;
-      return true;
+      return i;
     }
   }
 }
@@ -44,6 +49,7 @@ DedupIndex::Slot DedupIndex::slot_of(std::uint64_t hash, std::uint64_t seq,
 
 void DedupIndex::insert_all(const std::vector<Slot>& entries) {
   prepared_ = {};
+  copied_ = 0;
   if (needs_growth(entries.size())) {
     std::size_t n = slots_.size();
     while (needs_growth_of(n, entries.size())) {
@@ -69,9 +75,8 @@ void DedupIndex::insert(std::uint64_t hash, std::uint64_t seq, std::uint32_t cus
     grow();
   }
   const Slot s = slot_of(hash, seq, customer_num);
-  put(slots_, s);
-  if (!prepared_.empty()) {
-    put(prepared_, s);  // kept equal to slots_ until it is swapped in
+  if (put(slots_, s) < copied_) {
+    put(prepared_, s);  // its slot was copied already: the prepared table gets it now
   }
   ++size_;
 }
@@ -79,11 +84,12 @@ void DedupIndex::insert(std::uint64_t hash, std::uint64_t seq, std::uint32_t cus
 void DedupIndex::replace(std::uint64_t hash, std::uint64_t old_seq, std::uint64_t new_seq,
                          std::uint32_t customer_num) {
   const std::uint64_t packed = (static_cast<std::uint64_t>(customer_num) << kSeqBits) | new_seq;
-  if (!set(slots_, hash, old_seq, packed)) {
+  const std::size_t at = set(slots_, hash, old_seq, packed);
+  if (at == std::string::npos) {
     insert(hash, new_seq, customer_num);
     return;
   }
-  if (!prepared_.empty()) {
+  if (at < copied_) {
     set(prepared_, hash, old_seq, packed);
   }
 }
@@ -99,27 +105,41 @@ Slots DedupIndex::rehashed(std::size_t n) const {
 }
 
 void DedupIndex::prepare_growth(std::size_t extra) {
-  if (!needs_growth(extra)) {
-    return;
+  if (prepared_.empty()) {
+    // Begun at half full, a table that takes kCopiedPerEntry slots' copying per entry added is
+    // copied whole before it is 70 % full, unless commits outrun that (below).
+    if ((size_ + extra) * 2 <= slots_.size()) {
+      return;
+    }
+    std::size_t n = slots_.size() * 2;
+    while ((size_ + extra) * 10 > n * 7) {
+      n *= 2;
+    }
+    prepared_.assign(n, Slot{});
+    copied_ = 0;
   }
-  std::size_t n = slots_.size() * 2;
-  while ((size_ + extra) * 10 > n * 7) {
-    n *= 2;
-  }
-  if (prepared_.size() < n) {
-    prepared_ = rehashed(n);
+  // What this commit's entries pay for, or all that is left when they would fill the table.
+  const std::size_t n = needs_growth(extra) ? slots_.size() : (extra + 1) * kCopiedPerEntry;
+  const std::size_t end = std::min(slots_.size(), copied_ + n);
+  for (; copied_ < end; ++copied_) {
+    if (slots_[copied_].hash != 0) {
+      put(prepared_, slots_[copied_]);
+    }
   }
 }
 
 void DedupIndex::grow() {
-  // A prepared table holds exactly the current entries (every change went to both).
-  if (!prepared_.empty() && prepared_.size() > slots_.size() &&
+  // A prepared table copied whole holds exactly the current entries (every change after its
+  // slot was copied went to both).
+  if (copied_ == slots_.size() && prepared_.size() > slots_.size() &&
       !needs_growth_of(prepared_.size(), 1)) {
     slots_.swap(prepared_);
     prepared_ = {};
+    copied_ = 0;
     return;
   }
   prepared_ = {};
+  copied_ = 0;
   slots_ = rehashed(slots_.size() * 2);
 }
 

@@ -6,11 +6,16 @@
 //
 // Thread safety: only the commit thread changes it; readers (a retried check's id) read it under
 // the engine's state_mutex held shared, the commit thread changes it under that mutex held
-// exclusively. Growing a large table takes long (rehashing tens of millions of slots), so the
-// commit thread builds the grown table beforehand without the mutex (prepare_growth: reading the
-// current table, which nothing else changes), and only swaps it in under the mutex.
+// exclusively. Growing a large table takes long (rehashing ten million slots took a second,
+// every ingest request waiting), so the commit thread builds the grown table beside the current
+// one without the mutex, a little before each commit (prepare_growth: from half full on, it
+// copies kCopiedPerEntry slots of the current table per entry the commit adds, reading the
+// current table, which nothing else changes), and only swaps it in under the mutex once it is
+// whole. An entry added meanwhile goes to the grown table too when its slot was copied already;
+// readers only ever read the current table.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -21,6 +26,9 @@ class DedupIndex {
   static constexpr std::uint64_t kSeqBits = 40;
   static constexpr std::uint64_t kSeqMax = (1ull << kSeqBits) - 1;
   static constexpr std::uint32_t kCustomerMax = (1u << 24) - 1;
+  // Slots of the current table copied into the grown one per entry a commit adds: begun at half
+  // full, the copy is whole after N / 8 entries, before the table of N slots is 70 % full.
+  static constexpr std::size_t kCopiedPerEntry = 8;
 
   struct Location {
     std::uint64_t seq = 0;
@@ -65,10 +73,17 @@ class DedupIndex {
 
   std::size_t bytes() const { return slots_.size() * sizeof(Slot); }
 
-  // When `extra` more entries would make the table grow, builds the grown table beside the
-  // current one, which stays readable; insert() then swaps it in instead of rehashing. Commit
-  // thread only, before it takes the mutex to insert.
+  // Copies the next part of the current table into the grown one (begun once the table is half
+  // full), all that is left when `extra` more entries would make it grow; insert() swaps a
+  // whole copy in instead of rehashing. Commit thread only, before it takes the mutex to insert
+  // its `extra` entries.
   void prepare_growth(std::size_t extra);
+
+  // Whether a grown table is being copied, and how many slots of the current table it holds
+  // (for tests).
+  bool preparing() const { return !prepared_.empty(); }
+
+  std::size_t copied() const { return copied_; }
 
   struct Slot {
     std::uint64_t hash = 0;    // 0 = empty
@@ -88,6 +103,7 @@ class DedupIndex {
 
   std::vector<Slot> slots_;
   std::vector<Slot> prepared_;  // a grown copy of slots_ (prepare_growth), or empty
+  std::size_t copied_ = 0;      // slots_ before this one are in prepared_
   std::size_t size_ = 0;
 };
 

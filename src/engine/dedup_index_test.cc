@@ -100,5 +100,36 @@ TEST(DedupIndexTest, InsertingAllAtOnceIsInsertingEach) {
   expect_all(index, want);
 }
 
+TEST(DedupIndexTest, TheGrownTableIsCopiedAPartPerCommitAndSwappedInWhole) {
+  DedupIndex index;
+  std::multimap<std::uint64_t, std::uint64_t> want;
+  std::uint64_t seq = 1;
+  int commits_copying = 0;
+  // Commits of 10 entries, each prepared first, as the commit thread does.
+  while (index.bytes() == 1024 * sizeof(DedupIndex::Slot)) {
+    const std::size_t before = index.copied();
+    index.prepare_growth(10);
+    if (index.copied() != before) {
+      ++commits_copying;
+      // Half full at least, and no more copied than this commit pays for.
+      EXPECT_GE(index.size() + 10, 512u);
+      EXPECT_LE(index.copied() - before, 11 * DedupIndex::kCopiedPerEntry);
+    }
+    for (int i = 0; i < 10; ++i, ++seq) {
+      const std::uint64_t hash = seq * 0x9E3779B97F4A7C15ull | 1;
+      index.insert(hash, seq, static_cast<std::uint32_t>(seq % 7));
+      want.emplace(hash, seq);
+    }
+    expect_all(index, want);  // readers see the current table, whole, throughout
+  }
+  // 1,024 slots copied 88 a commit: 12 commits, swapped in when the table reached 70 % (717
+  // entries), with no rehash: no commit copied more.
+  EXPECT_EQ(commits_copying, 12);
+  EXPECT_EQ(index.size(), 720u);
+  EXPECT_EQ(index.bytes(), 2048 * sizeof(DedupIndex::Slot));
+  EXPECT_FALSE(index.preparing());
+  expect_all(index, want);
+}
+
 }  // namespace
 }  // namespace tally::engine
