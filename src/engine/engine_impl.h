@@ -278,6 +278,12 @@ struct LedgerWork {
   bool from_scratch = false;  // price_of counts tiered usage from zero, not the live state
 };
 
+// Where a customer's chain of balances breaks: `txns` (its transactions, in order) must start
+// from `balance` (each balance_before is the previous balance_after, the first one `balance`)
+// and add up (balance_before + amount = balance_after). Empty when the chain holds, else the
+// first break, naming the transaction.
+std::string ledger_chain_break(core::Decimal balance, const std::vector<const LedgerRecord*>& txns);
+
 // A latency histogram with fixed bounds (microseconds), cumulative on output.
 class Histogram {
  public:

@@ -14,6 +14,7 @@
 #include <functional>
 #include <set>
 
+#include "common/assert.h"
 #include "engine/audit.h"
 #include "engine/engine_impl.h"
 
@@ -79,6 +80,22 @@ core::Decimal held_total(const WalletRecord& w) {
 }
 
 }  // namespace
+
+std::string engine::ledger_chain_break(core::Decimal balance,
+                                       const std::vector<const engine::LedgerRecord*>& txns) {
+  for (const engine::LedgerRecord* t : txns) {
+    const std::string where = "txn_" + std::to_string(t->seq);
+    if (t->before != balance) {
+      return where + ": balance_before " + text(t->before) +
+             " differs from the previous balance_after " + text(balance);
+    }
+    if (t->before + t->amount != t->after) {
+      return where + ": balance_before + amount != balance_after";
+    }
+    balance = t->after;
+  }
+  return "";
+}
 
 // ---- state ----------------------------------------------------------------------------------
 
@@ -341,6 +358,16 @@ void Engine::Impl::write_ledger(const LedgerWork& work, store::WriteBatch& wb) c
     blocks[cnum].push_back(&t);
   }
   for (const auto& [cnum, txns] : blocks) {
+    // The ledger's chain goes on from the stored balance: a transaction appended to a wallet
+    // not taken from the live one (work_wallet) would start it again from zero.
+    auto live = wallets.find(cnum);
+    const std::string broken = engine::ledger_chain_break(
+        live != wallets.end() ? live->second.balance : core::Decimal{}, txns);
+    if (!broken.empty()) {
+      common::assert_fail("ledger_chain_break(...).empty()", broken.c_str(), __FILE__, __LINE__);
+    }
+    TALLY_ASSERT(work.wallets.at(cnum).balance == txns.back()->after,
+                 "a wallet's balance is its last transaction's balance_after");
     wb.put(store::Space::kLedger, engine::ledger_key(cnum, txns.back()->seq),
            engine::encode_ledger_block(txns));
   }
@@ -434,13 +461,9 @@ void trail_txn(LedgerTrail& trail, std::uint32_t cnum, const engine::LedgerRecor
     trail.running = core::Decimal{};
     trail.first = false;
   }
-  const std::string where = "ledger of customer '" + name(cnum) + "', txn_" + std::to_string(t.seq);
-  if (t.before != trail.running) {
-    differences->push_back(where + ": balance_before " + text(t.before) +
-                           " differs from the previous balance_after " + text(trail.running));
-  }
-  if (t.before + t.amount != t.after) {
-    differences->push_back(where + ": balance_before + amount != balance_after");
+  const std::string where = "ledger of customer '" + name(cnum) + "', ";
+  if (std::string broken = engine::ledger_chain_break(trail.running, {&t}); !broken.empty()) {
+    differences->push_back(where + broken);
   }
   trail.running = t.after;
   trail.sums[cnum] += t.amount;

@@ -10,6 +10,7 @@
 #include <tally/engine.h>
 
 #include "core/time.h"
+#include "engine/engine_impl.h"
 #include "engine/engine_test_util.h"
 
 namespace tally {
@@ -493,6 +494,34 @@ TEST_F(WalletTest, ReleaseAndExpiryReleaseTheWholeHoldAlsoAcrossARestart) {
   EXPECT_EQ(w->held, "0");
   EXPECT_EQ(w->available, "100");
   expect_verified(*e);
+}
+
+// The check a commit asserts before it writes a customer's transactions, and verify reports.
+TEST(LedgerChainTest, NamesTheFirstTransactionThatBreaksTheChainOfBalances) {
+  auto txn = [](std::uint64_t seq, const char* before, const char* amount, const char* after) {
+    engine::LedgerRecord t;
+    t.seq = seq;
+    t.before = core::parse_decimal(before).value();
+    t.amount = core::parse_decimal(amount).value();
+    t.after = core::parse_decimal(after).value();
+    return t;
+  };
+  const engine::LedgerRecord grant = txn(7, "10", "5.5", "15.5");
+  const engine::LedgerRecord burn = txn(8, "15.5", "-2", "13.5");
+  const core::Decimal ten = core::parse_decimal("10").value();
+  EXPECT_EQ(engine::ledger_chain_break(ten, {&grant, &burn}), "");
+  EXPECT_EQ(engine::ledger_chain_break(ten, {}), "");
+  // Started again from zero instead of the stored balance.
+  EXPECT_EQ(engine::ledger_chain_break(core::Decimal{}, {&grant, &burn}),
+            "txn_7: balance_before 10 differs from the previous balance_after 0");
+  // A transaction that does not follow the one before it.
+  const engine::LedgerRecord gap = txn(9, "13", "-1", "12");
+  EXPECT_EQ(engine::ledger_chain_break(ten, {&grant, &burn, &gap}),
+            "txn_9: balance_before 13 differs from the previous balance_after 13.5");
+  // One that does not add up.
+  const engine::LedgerRecord wrong = txn(9, "13.5", "-1", "12");
+  EXPECT_EQ(engine::ledger_chain_break(ten, {&grant, &burn, &wrong}),
+            "txn_9: balance_before + amount != balance_after");
 }
 
 }  // namespace
