@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cinttypes>
 #include <cstdio>
+#include <utility>
 
 #include "engine/engine_impl.h"
 
@@ -243,6 +244,118 @@ Status plan_query(const Engine::Impl& d, const MeterQuery& q, QueryPlan* plan) {
   return Status();
 }
 
+// The rows of one query, a group at a time, in one of three walks (which one: Engine::query);
+// each row past kQueryRowsMax refuses the whole query.
+class QueryRows {
+ public:
+  QueryRows(const MeterQuery& q, const QueryPlan& plan, QueryResult* out)
+      : q_(q),
+        plan_(plan),
+        want_uniques_(plan.meter->spec.aggregation == core::Aggregation::kUniqueCount),
+        out_(*out) {}
+
+  bool want_uniques() const { return want_uniques_; }
+
+  // Windows on whole days or hours (`unit`): each series of the group is one ordered walk over
+  // its day or hour sums, each going to the window (of `spans`) that holds it. `acc` has an
+  // empty state per span and is left so.
+  Status aligned(const QueryGroup& key, const std::vector<engine::Span>& spans, core::TimeUs unit,
+                 std::vector<core::AggState>& acc) {
+    for (const auto* s : key.series) {
+      std::size_t w = 0;
+      s->for_each(unit, plan_.from, plan_.to, [&](core::TimeUs start, const core::AggState& st) {
+        while (spans[w].end <= start) {
+          ++w;
+        }
+        acc[w].merge(st);
+      });
+    }
+    for (std::size_t w = 0; w < acc.size(); ++w) {
+      if (acc[w].empty()) {
+        continue;
+      }
+      static const core::UniqueSet kNoUniques;
+      const core::AggState st = std::exchange(acc[w], core::AggState{});
+      TALLY_TRY(emit(key, spans[w].start, spans[w].end, st, kNoUniques));
+    }
+    return Status();
+  }
+
+  // No window: one row of the whole range.
+  Status whole(const QueryGroup& key) { return combined(key, plan_.from, plan_.to); }
+
+  // Other windows (minutes, distinct values, zones with part-hour offsets, more windows than
+  // windows_of makes): a row per window with data, jumping from one minute with data to the
+  // next.
+  Status windowed(const QueryGroup& key) {
+    const core::Window window = *plan_.window;
+    const core::TimeZone& tz = plan_.tz;
+    core::TimeUs t = next_data(key, plan_.from);
+    while (t < plan_.to) {
+      const core::TimeUs ws = core::window_start(t, window, tz);
+      const core::TimeUs we = core::window_next(ws, window, tz);
+      TALLY_TRY(combined(key, ws, we));
+      t = next_data(key, we);
+    }
+    return Status();
+  }
+
+ private:
+  // The row of [ws, we) (clipped to the range) from each series' combine, when it has data.
+  Status combined(const QueryGroup& key, core::TimeUs ws, core::TimeUs we) {
+    const core::TimeUs a = std::max(ws, plan_.from);
+    const core::TimeUs b = std::min(we, plan_.to);
+    core::AggState st;
+    core::UniqueSet u;
+    for (const auto* s : key.series) {
+      s->combine(a, b, want_uniques_, &st, &u);
+    }
+    return st.empty() ? Status() : emit(key, ws, we, st, u);
+  }
+
+  // The first minute at or after t with data in any series of the group; the range's end when
+  // none.
+  core::TimeUs next_data(const QueryGroup& key, core::TimeUs t) const {
+    core::TimeUs best = plan_.to;
+    for (const auto* s : key.series) {
+      if (auto next = s->next_minute(t, best)) {
+        best = *next;
+      }
+    }
+    return best;
+  }
+
+  Status emit(const QueryGroup& key, core::TimeUs ws, core::TimeUs we, const core::AggState& st,
+              const core::UniqueSet& u) {
+    QueryRow row;
+    row.window_start_us = ws;
+    row.window_end_us = we;
+    row.customer = std::string(key.customer);
+    for (std::size_t i = 0; i < plan_.projection.size(); ++i) {
+      row.group.emplace_back(q_.group_by[i], std::string(key.values[i]));
+    }
+    row.value = value_text(plan_.meter->spec.aggregation, st, &u);
+    out_.rows.push_back(std::move(row));
+    return out_.rows.size() > kQueryRowsMax ? too_large() : Status();
+  }
+
+  // The row cap holds with or without a window (without one, a row per customer and group).
+  Status too_large() const {
+    const std::string rows = "the query has more than " + std::to_string(kQueryRowsMax) + " rows";
+    return Status::invalid_argument(
+        plan_.window ? rows + "; narrow the range or use a larger window"
+                     : rows +
+                           " (one per customer and group); narrow the range, name a customer, "
+                           "add filters or group by fewer properties",
+        std::string(kQueryTooLargeDetails));
+  }
+
+  const MeterQuery& q_;
+  const QueryPlan& plan_;
+  const bool want_uniques_;
+  QueryResult& out_;
+};
+
 }  // namespace
 
 Result<QueryResult> Engine::query(const MeterQuery& q) const {
@@ -250,130 +363,32 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
   std::shared_lock lock(d.state_mutex);
   QueryPlan plan;
   TALLY_TRY(plan_query(d, q, &plan));
-  const core::MeterSpec& spec = plan.meter->spec;
-  const std::vector<std::size_t>& projection = plan.projection;
-  const core::TimeZone& tz = plan.tz;
-  const std::optional<core::Window>& window = plan.window;
-  const core::TimeUs from = plan.from;
-  const core::TimeUs to = plan.to;
-
   QueryResult out;
   out.meter = q.meter;  // the meter asked for, also when its cost or credits were
   out.measure = q.measure;
-  out.from_us = from;
-  out.to_us = to;
+  out.from_us = plan.from;
+  out.to_us = plan.to;
   out.window = q.window;
-  out.timezone = tz.name();
-  const bool want_uniques = spec.aggregation == core::Aggregation::kUniqueCount;
-
+  out.timezone = plan.tz.name();
+  QueryRows rows(q, plan, &out);
   const std::vector<QueryGroup> groups =
-      gather_groups(d.meter_aggregates[d.catalog->index_of(plan.meter)], d, spec.group_by.size(),
-                    plan.only, projection, plan.filters);
-
-  auto emit = [&](const QueryGroup& key, core::TimeUs ws, core::TimeUs we, const core::AggState& st,
-                  const core::UniqueSet& u) {
-    QueryRow row;
-    row.window_start_us = ws;
-    row.window_end_us = we;
-    row.customer = std::string(key.customer);
-    for (std::size_t i = 0; i < projection.size(); ++i) {
-      row.group.emplace_back(q.group_by[i], std::string(key.values[i]));
-    }
-    row.value = value_text(spec.aggregation, st, &u);
-    out.rows.push_back(std::move(row));
-  };
-
-  // The row cap holds with or without a window (without one, a row per customer and group).
-  auto too_large = [&]() {
-    const std::string rows = "the query has more than " + std::to_string(kQueryRowsMax) + " rows";
-    return Status::invalid_argument(
-        window ? rows + "; narrow the range or use a larger window"
-               : rows +
-                     " (one per customer and group); narrow the range, name a customer, add "
-                     "filters or group by fewer properties",
-        std::string(kQueryTooLargeDetails));
-  };
-  // Windows on whole UTC days or hours (UTC, or a zone whose offsets are whole hours): each
-  // series is one ordered walk over its day or hour sums, each going to the window that holds
-  // it, instead of searches per window. Otherwise (minutes, distinct values, more than
-  // kWindowsMax windows) the walk below jumps from one minute with data to the next.
+      gather_groups(d.meter_aggregates[d.catalog->index_of(plan.meter)], d,
+                    plan.meter->spec.group_by.size(), plan.only, plan.projection, plan.filters);
+  // Windows on whole UTC days or hours (UTC, or a zone whose offsets are whole hours) are
+  // filled by one ordered walk per series instead of searches per window.
   std::vector<engine::Span> spans;
   core::TimeUs unit = 0;
-  if (window && !want_uniques) {
-    if (auto w = engine::windows_of(from, to, *window, tz); w) {
+  if (plan.window && !rows.want_uniques()) {
+    if (auto w = engine::windows_of(plan.from, plan.to, *plan.window, plan.tz); w) {
       spans = std::move(*w);
-      unit = engine::common_unit(spans, from, to);
+      unit = engine::common_unit(spans, plan.from, plan.to);
     }
   }
   std::vector<core::AggState> acc(unit != 0 ? spans.size() : 0);
-  static const core::UniqueSet kNoUniques;
   for (const QueryGroup& key : groups) {
-    const auto& list = key.series;
-    if (unit != 0) {
-      for (const auto* s : list) {
-        std::size_t w = 0;
-        s->for_each(unit, from, to, [&](core::TimeUs start, const core::AggState& st) {
-          while (spans[w].end <= start) {
-            ++w;
-          }
-          acc[w].merge(st);
-        });
-      }
-      for (std::size_t w = 0; w < acc.size(); ++w) {
-        if (acc[w].empty()) {
-          continue;
-        }
-        emit(key, spans[w].start, spans[w].end, acc[w], kNoUniques);
-        acc[w] = core::AggState{};
-        if (out.rows.size() > kQueryRowsMax) {
-          return too_large();
-        }
-      }
-      continue;
-    }
-    if (!window) {
-      core::AggState st;
-      core::UniqueSet u;
-      for (const auto* s : list) {
-        s->combine(from, to, want_uniques, &st, &u);
-      }
-      if (!st.empty()) {
-        emit(key, from, to, st, u);
-        if (out.rows.size() > kQueryRowsMax) {
-          return too_large();
-        }
-      }
-      continue;
-    }
-    // Windows with data only: jump from one data point to the next.
-    auto next_data = [&](core::TimeUs t) {
-      core::TimeUs best = to;
-      for (const auto* s : list) {
-        if (auto next = s->next_minute(t, best)) {
-          best = *next;
-        }
-      }
-      return best;
-    };
-    core::TimeUs t = next_data(from);
-    while (t < to) {
-      const core::TimeUs ws = core::window_start(t, *window, tz);
-      const core::TimeUs we = core::window_next(ws, *window, tz);
-      const core::TimeUs a = std::max(ws, from);
-      const core::TimeUs b = std::min(we, to);
-      core::AggState st;
-      core::UniqueSet u;
-      for (const auto* s : list) {
-        s->combine(a, b, want_uniques, &st, &u);
-      }
-      if (!st.empty()) {
-        emit(key, ws, we, st, u);
-        if (out.rows.size() > kQueryRowsMax) {
-          return too_large();
-        }
-      }
-      t = next_data(we);
-    }
+    TALLY_TRY(unit != 0      ? rows.aligned(key, spans, unit, acc)
+              : !plan.window ? rows.whole(key)
+                             : rows.windowed(key));
   }
   return out;
 }
