@@ -118,4 +118,15 @@ const std::vector<std::uint32_t>* Catalog::meters_of_type(std::string_view type)
   return it == by_type_.end() ? nullptr : &it->second;
 }
 
+void Catalog::mark_merged_usage() {
+  for (std::uint32_t i = 0; i < meters.size(); ++i) {
+    MeterDef& m = meters[i];
+    const core::Aggregation a = m.spec.aggregation;
+    const std::vector<std::uint32_t>* fed = meters_of_type(m.spec.event_type);
+    m.merges_check_usage = !m.hidden &&
+                           (a == core::Aggregation::kCount || a == core::Aggregation::kSum) &&
+                           prices_by_meter[i].empty() && fed != nullptr && fed->size() == 1;
+  }
+}
+
 }  // namespace tally::engine

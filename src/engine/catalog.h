@@ -35,6 +35,10 @@ struct MeterDef {
   bool hidden = false;
   // Some plan or override may limit it: count, sum, latest and max meters.
   bool limitable = false;
+  // Consuming checks of it may share one usage event, their amounts summed (check.cc): a count
+  // or sum meter without prices, the only meter of its event type, so the summed event feeds
+  // exactly what the checks' own events would have. Set by mark_merged_usage.
+  bool merges_check_usage = false;
 };
 
 // A price (one meter and match) with its versions (prices.cc). Configured prices come first,
@@ -71,6 +75,8 @@ class Catalog {
 
   // The meters that events of `type` feed, in config order; null when none.
   const std::vector<std::uint32_t>* meters_of_type(std::string_view type) const;
+  // Sets MeterDef::merges_check_usage; once the prices are complete (after load_prices).
+  void mark_merged_usage();
 
   std::vector<MeterDef> meters;
   std::vector<PriceState> prices;

@@ -132,6 +132,7 @@ Result<std::unique_ptr<Engine>> Engine::Impl::open(const EngineOptions& options,
   impl->token_prefix = common::to_hex(common::random_bytes(6));
   engine::Catalog catalog = engine::Catalog::build(impl->config);
   TALLY_TRY(impl->load_prices(catalog));
+  catalog.mark_merged_usage();
   impl->catalog = std::make_unique<const engine::Catalog>(std::move(catalog));
   impl->meter_aggregates.resize(impl->catalog->meters.size());
 

@@ -100,8 +100,7 @@ CommitQueue::Taken CommitQueue::take(std::chrono::milliseconds idle_wait,
     idle_cv_.notify_all();
     return Taken::kStop;
   }
-  if (queue_.front().ingest && gather.count() > 0 &&
-      queue_.front().ingest->parsed.batch.size() < events_max) {
+  if (queue_.front().ingest && gather.count() > 0 && queue_.front().ingest->weight() < events_max) {
     // Give concurrent batches a moment to join this commit.
     work_cv_.wait_for(lock, gather);
   }
@@ -111,10 +110,9 @@ CommitQueue::Taken CommitQueue::take(std::chrono::milliseconds idle_wait,
     return Taken::kGroup;
   }
   std::uint64_t events = 0;
-  while (
-      !queue_.empty() && queue_.front().ingest &&
-      (out->ingest.empty() || events + queue_.front().ingest->parsed.batch.size() <= events_max)) {
-    events += queue_.front().ingest->parsed.batch.size();
+  while (!queue_.empty() && queue_.front().ingest &&
+         (out->ingest.empty() || events + queue_.front().ingest->weight() <= events_max)) {
+    events += queue_.front().ingest->weight();
     if (queue_.front().ingest.get() == open_check_job_) {
       open_check_job_ = nullptr;  // taken: later check events start a new job
     }
@@ -295,6 +293,7 @@ class IngestCommit {
                    Touched& t);
   void burn(std::uint32_t cnum, std::uint64_t token, std::string_view id,
             const core::Decimal& credits);
+  void settle_merged(const IngestJob& job, std::size_t i, std::uint32_t cnum);
 
   Engine::Impl& d_;
   std::vector<std::unique_ptr<IngestJob>>& jobs_;
@@ -318,6 +317,7 @@ class IngestCommit {
   std::vector<std::pair<std::uint32_t, std::uint64_t>> settled_;  // customer num, check token
   // Check tokens of jobs that failed alone: their usage is not stored, so their ids are forgotten.
   std::vector<std::pair<std::uint32_t, std::uint64_t>> lost_;
+  std::size_t merged_next_ = 0;  // the next of the job's merged tokens to settle
   LedgerWork ledger_;
   // The usage events of reservation commits (token -> reservation id): their burns name the
   // reservation, and what they burn is taken from its hold before the rest is released.
@@ -354,6 +354,11 @@ void IngestCommit::add_jobs() {
     if (job.options.all_or_nothing && refuse_whole(job, &sum)) {
       continue;  // nothing of it joins the commit
     }
+    if (!job.merged_tokens.empty()) {
+      std::stable_sort(job.merged_tokens.begin(), job.merged_tokens.end(),
+                       [](const auto& a, const auto& b) { return a.first < b.first; });
+    }
+    merged_next_ = 0;
     for (std::size_t i = 0; i < job.parsed.batch.size(); ++i) {
       add_event(job, i, sum);
     }
@@ -429,6 +434,25 @@ void IngestCommit::fail_job(std::size_t j, const Status& read) {
       settled_.emplace_back(it->second, job.check_tokens[i]);
       lost_.emplace_back(it->second, job.check_tokens[i]);
     }
+  }
+  for (const auto& [i, token] : job.merged_tokens) {
+    auto it = d_.customer_nums.find(b.text(b.events()[i].customer));
+    if (it != d_.customer_nums.end()) {
+      settled_.emplace_back(it->second, token);
+      lost_.emplace_back(it->second, token);
+    }
+  }
+}
+
+// The checks merged into event i after its first (IngestJob::merged_tokens, sorted by event by
+// add_jobs) are settled with it. Events are added in order, so one cursor walks them.
+void IngestCommit::settle_merged(const IngestJob& job, std::size_t i, std::uint32_t cnum) {
+  const auto& merged = job.merged_tokens;
+  while (merged_next_ < merged.size() && merged[merged_next_].first < i) {
+    ++merged_next_;  // of an event not added (its customer unknown)
+  }
+  for (; merged_next_ < merged.size() && merged[merged_next_].first == i; ++merged_next_) {
+    settled_.emplace_back(cnum, merged[merged_next_].second);
   }
 }
 
@@ -527,6 +551,7 @@ void IngestCommit::add_event(IngestJob& job, std::size_t i, IngestSummary& sum) 
   const bool duplicate = is_duplicate(h, c.num, id, stored_copies_[i]);
   if (token != 0) {
     settled_.emplace_back(c.num, token);  // counted by its check: settled either way
+    settle_merged(job, i, c.num);
   }
   if (duplicate) {
     ++sum.duplicates;

@@ -14,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <tally/engine.h>
@@ -46,10 +47,30 @@ struct IngestJob {
   // in memory), and the callers waiting for durability (check_durability = "sync").
   std::vector<std::uint64_t> check_tokens;
   std::vector<std::function<void(Status)>> check_waiters;
+  // Consuming checks whose usage adds up (MeterDef::merges_check_usage) share one event per
+  // customer, meter and settle span (check.cc): its quantity or value is their amounts summed,
+  // its token the first check's; the tokens of the others are here, with their event's index.
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> merged_tokens;
+
+  struct MergedUsage {
+    std::uint32_t event = 0;       // index in parsed.batch
+    std::uint32_t value_prop = 0;  // index in parsed.batch.props() of a sum meter's value
+    core::TimeUs lo = 0;           // the settle span of its first check
+    core::TimeUs hi = 0;
+    core::Decimal amount;  // the checks' amounts summed
+  };
+
+  // (customer number << 32 | meter) -> the job's open merged event of that customer and meter.
+  std::unordered_map<std::uint64_t, MergedUsage> merged_usage;
+  std::uint64_t checks = 0;                    // consuming checks whose usage the job holds
   std::vector<ReservationOp> reservation_ops;  // written in the same commit as the events
   // dedup_hash of each event's customer and id, computed by the thread that made the job so
   // the commit thread does not (empty: the commit computes them).
   std::vector<std::uint64_t> hashes;
+
+  // What the job weighs in the queue and in a group commit: its checks for checks' usage (an
+  // event may hold several), else its events.
+  std::uint64_t weight() const { return checks != 0 ? checks : parsed.batch.size(); }
 };
 
 struct AdminJob {
@@ -66,7 +87,8 @@ struct Job {
 };
 
 // The jobs waiting for the commit thread, in order. Its invariants, kept under its mutex:
-// `queued_events_` is the number of events in the queued ingest jobs; `open_check_job_` is
+// `queued_events_` is the weight (IngestJob::weight: events, or checks) of the queued ingest
+// jobs; `open_check_job_` is
 // null or the last queued job; `finished_` <= `submitted_`.
 class CommitQueue {
  public:
@@ -133,7 +155,7 @@ void CommitQueue::append_check_usage(std::size_t job_events_max, MakeJob&& make_
   {
     std::lock_guard lock(mutex_);
     IngestJob* job = open_check_job_;
-    if (job == nullptr || job->parsed.batch.size() >= job_events_max) {
+    if (job == nullptr || job->weight() >= job_events_max) {
       Job j;
       j.ingest = make_job();
       job = j.ingest.get();
@@ -142,9 +164,9 @@ void CommitQueue::append_check_usage(std::size_t job_events_max, MakeJob&& make_
       open_check_job_ = job;
       fresh = true;
     }
-    const std::size_t before = job->parsed.batch.size();
+    const std::uint64_t before = job->weight();
     fill(*job);
-    queued_events_ += job->parsed.batch.size() - before;
+    queued_events_ += job->weight() - before;
   }
   if (fresh) {
     work_cv_.notify_one();

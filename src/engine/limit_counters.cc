@@ -395,6 +395,26 @@ void unapply(CustomerLimits& cl, std::uint32_t meter, const core::Decimal& amoun
   cl.in_flight.erase(token);
 }
 
+std::pair<core::TimeUs, core::TimeUs> settle_span(const CustomerLimits& cl, std::uint32_t meter,
+                                                  core::TimeUs now) {
+  core::TimeUs lo = core::floor_to(now, core::kUsPerMinute);
+  core::TimeUs hi = lo + core::kUsPerMinute;
+  for (const auto& c : cl.counters) {
+    if (c.meter != meter) {
+      continue;
+    }
+    if (now < c.count_from_us) {
+      hi = std::min(hi, c.count_from_us);
+    } else if (now >= c.span.end) {
+      lo = std::max(lo, c.span.end);
+    } else {
+      lo = std::max(lo, c.count_from_us);
+      hi = std::min(hi, c.span.end);
+    }
+  }
+  return {lo, hi};
+}
+
 // Removes a settled or released token's amount from pending.
 bool drop_in_flight(CustomerLimits& cl, std::uint64_t token) {
   const InFlight* found = cl.in_flight.find(token);

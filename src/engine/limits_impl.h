@@ -124,7 +124,21 @@ struct Usage {
   core::Decimal gauge_value;
   core::TimeUs now = 0;
   std::uint64_t token = 0;
+  // Set when the usage may share an event with other checks of the customer and meter
+  // (MeterDef::merges_check_usage, no event id, no properties): those of the same settle span.
+  bool merges = false;
+  std::uint32_t customer_num = 0;
+  std::uint32_t meter = 0;
+  core::TimeUs span_lo = 0;  // settle_span
+  core::TimeUs span_hi = 0;
 };
+
+// The widest interval [lo, hi) around `now`, inside its minute, in which every calendar counter
+// of `meter` holds the same instants as `now` does (a window or reset boundary ends it). Checks
+// in one such interval can share a usage event dated at the first of them: settle_limits counts
+// it into the windows each of them was counted in. REQUIRES: limits_mutex held.
+std::pair<core::TimeUs, core::TimeUs> settle_span(const CustomerLimits& cl, std::uint32_t meter,
+                                                  core::TimeUs now);
 
 // Hands usage events to the commit thread (CommitQueue::append_check_usage), with the
 // reservation ops `ops` (moved out); `waiter` (may be empty) is called when they are durable.
