@@ -804,7 +804,7 @@ constexpr Option<EnforcementConfig> kEnforcementTable[] = {
     {"check_durability", Kind::kString, 1, 16, false, R"("async")",
      "`\"async\"`: a consuming check is answered at once and its usage event joins the next "
      "group commit, so a crash loses the consumptions not yet committed: those of the commit in "
-     "flight and the queue behind it, at most 500,000 events (under load one commit has taken "
+     "flight and the queue behind it, at most 500,000 checks (under load one commit has taken "
      "hundreds of milliseconds; `tally_check_events_not_durable` and "
      "`tally_commit_duration_seconds` in `/metrics` show it). `\"sync\"`: the check is answered "
      "after its event is durable.",
