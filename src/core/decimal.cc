@@ -191,9 +191,31 @@ const char* scale_down(const Digits& digits, std::int64_t shift, U128* units) {
   return nullptr;
 }
 
+// A whole number of 1 to 18 digits without a leading zero (most amounts, counts and token
+// numbers): read without the general parser's 128-bit scaling. False for any other text,
+// which the general parser reads (or refuses) as before.
+bool parse_small_whole(std::string_view text, Decimal* out) {
+  constexpr std::size_t kDigitsMax = 18;  // below 2^63, and far below the 1e28 limit
+  if (text.empty() || text.size() > kDigitsMax || (text[0] == '0' && text.size() > 1)) {
+    return false;
+  }
+  std::int64_t v = 0;
+  for (const char ch : text) {
+    if (ch < '0' || ch > '9') {
+      return false;
+    }
+    v = v * 10 + (ch - '0');
+  }
+  *out = Decimal::from_int(v);
+  return true;
+}
+
 // Parses `text` into *out; returns nullptr on success, else why the text was refused (a static
 // string, so refusing allocates nothing either).
 const char* parse_impl(std::string_view text, Decimal* out) {
+  if (parse_small_whole(text, out)) {
+    return nullptr;
+  }
   NumberText in{text};
   const bool negative = in.skip('-');
   Digits digits;

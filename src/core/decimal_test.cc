@@ -165,6 +165,32 @@ TEST(TryParseDecimal, MatchesParseDecimal) {
   }
 }
 
+// Whole numbers of up to 18 digits take a shorter way; every length around it reads the same.
+TEST(ParseDecimal, WholeNumbersOfEveryLengthReadExactly) {
+  std::string text;
+  __int128 value = 0;
+  for (int digits = 1; digits <= 28; ++digits) {
+    const char next = static_cast<char>('1' + (digits * 7) % 9);
+    text += next;
+    value = value * 10 + (next - '0');
+    for (const std::string& t : {text, "-" + text}) {
+      Decimal d;
+      ASSERT_TRUE(try_parse_decimal(t, &d)) << t;
+      const __int128 want = (t[0] == '-' ? -value : value) * Decimal::kScale;
+      EXPECT_TRUE(d.units == want) << t;
+      EXPECT_EQ(format_decimal(d), t);
+    }
+  }
+  Decimal d;
+  ASSERT_TRUE(try_parse_decimal("0", &d));
+  EXPECT_TRUE(d.units == 0);
+  ASSERT_TRUE(try_parse_decimal("999999999999999999", &d));
+  EXPECT_EQ(format_decimal(d), "999999999999999999");
+  for (const char* refused : {"00", "01", "1a", "12345678901234567x", "+5", "5 "}) {
+    EXPECT_FALSE(try_parse_decimal(refused, &d)) << refused;
+  }
+}
+
 // ---- format_decimal ----
 
 TEST(FormatDecimal, ShortestExactText) {
