@@ -125,6 +125,8 @@ fi
 if [ "$what" = check ] || [ "$what" = all ]; then
   echo "# in-process Engine::check, one thread, in-memory store"
   "$build/bench/tally_check_bench" --checks 3000000
+  echo "# in-process Engine::check, two threads (the commit thread is a third on the same cores)"
+  "$build/bench/tally_check_bench" --checks 3000000 --threads 2
   start_tally ""
   for c in $(seq 0 99); do
     curl -s -o /dev/null -XPOST "127.0.0.1:$port/v1/customers" -H "x-api-key: $key" \
