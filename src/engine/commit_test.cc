@@ -1,7 +1,10 @@
 // White-box tests of the group commit (Engine::Impl::commit_ingest), driven directly on a store
-// that fails on demand, without the commit thread: what a failing store does to one commit.
+// that fails on demand, without the commit thread: what a failing store does to one commit. And
+// of the commit queue's gathering of answered checks (CommitQueue::take).
 #include <atomic>
+#include <chrono>
 #include <optional>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -269,6 +272,84 @@ TEST_F(CommitTest, AWriteThatFindsNoSpaceFailsEveryWaiterAndNothingWritesUntilTh
   engine::Recomputed r = stored();
   EXPECT_EQ(r.events, 2u);
   EXPECT_TRUE(r.problems.empty()) << r.problems[0];
+}
+
+std::int64_t steady_now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Queues the usage of one answered check in a job begun at `start_us` (made when the queue has
+// no open check job); `waiter` makes a caller wait on it (check_durability = "sync").
+void queue_check(engine::CommitQueue& q, std::int64_t start_us, bool waiter) {
+  q.append_check_usage(
+      1000,
+      [start_us] {
+        auto job = std::make_unique<engine::IngestJob>();
+        job->start_us = start_us;
+        return job;
+      },
+      [waiter](engine::IngestJob& job) {
+        job.checks += 1;
+        if (waiter) {
+          job.check_waiters.emplace_back([](Status) {});
+        }
+      });
+}
+
+// Answered checks' usage waits up to kCheckGather from its first check for more to join its
+// commit, and nothing else ever waits for it: a request queued behind it, or a caller waiting
+// on it, ends the wait at once (the jobs below begin an hour ahead, so a wait that did not end
+// would hold the test for an hour).
+TEST(CommitQueueTest, AnsweredChecksWaitForMoreButHoldUpNothingElse) {
+  using Taken = engine::CommitQueue::Taken;
+  constexpr std::chrono::milliseconds kIdle{1000};
+  constexpr std::int64_t kHourUs = 3'600'000'000;
+  engine::CommitQueue q;
+  q.start();
+  engine::CommitQueue::Group group;
+
+  const std::int64_t start = steady_now_us();
+  queue_check(q, start, false);
+  queue_check(q, start, false);
+  ASSERT_EQ(q.take(kIdle, std::chrono::microseconds(0), 50'000, &group), Taken::kGroup);
+  EXPECT_GE(steady_now_us() - start, engine::CommitQueue::kCheckGather.count());
+  ASSERT_EQ(group.ingest.size(), 1u);
+  EXPECT_EQ(group.ingest[0]->checks, 2u) << "both checks in the one job";
+  q.finished(group.jobs());
+
+  // An ingest request queued behind the checks.
+  queue_check(q, steady_now_us() + kHourUs, false);
+  std::thread request([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    auto job = std::make_unique<engine::IngestJob>();
+    ASSERT_TRUE(q.push_ingest(job, 0).ok());
+  });
+  ASSERT_EQ(q.take(kIdle, std::chrono::microseconds(0), 50'000, &group), Taken::kGroup);
+  request.join();
+  EXPECT_EQ(group.ingest.size(), 2u) << "the checks and the request, in one commit";
+  q.finished(group.jobs());
+
+  // A caller waiting on the checks' commit.
+  queue_check(q, steady_now_us() + kHourUs, true);
+  ASSERT_EQ(q.take(kIdle, std::chrono::microseconds(0), 50'000, &group), Taken::kGroup);
+  ASSERT_EQ(group.ingest.size(), 1u);
+  q.finished(group.jobs());
+
+  // A check that joins a gathering job with a caller waiting on it ends the wait too.
+  queue_check(q, steady_now_us() + kHourUs, false);
+  std::thread sync_check([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    queue_check(q, 0, true);
+  });
+  ASSERT_EQ(q.take(kIdle, std::chrono::microseconds(0), 50'000, &group), Taken::kGroup);
+  sync_check.join();
+  ASSERT_EQ(group.ingest.size(), 1u);
+  EXPECT_EQ(group.ingest[0]->checks, 2u);
+  q.finished(group.jobs());
+  q.stop();
+  EXPECT_EQ(q.take(kIdle, std::chrono::microseconds(0), 50'000, &group), Taken::kStop);
 }
 
 }  // namespace

@@ -104,6 +104,7 @@ CommitQueue::Taken CommitQueue::take(std::chrono::milliseconds idle_wait,
     // Give concurrent batches a moment to join this commit.
     work_cv_.wait_for(lock, gather);
   }
+  wait_for_checks(lock, events_max);
   if (queue_.front().admin) {
     out->admin = std::move(queue_.front().admin);
     queue_.pop_front();
@@ -124,6 +125,22 @@ CommitQueue::Taken CommitQueue::take(std::chrono::milliseconds idle_wait,
   TALLY_DASSERT(open_check_job_ == nullptr || queue_.back().ingest.get() == open_check_job_,
                 "the open check job is the last queued job");
   return Taken::kGroup;
+}
+
+void CommitQueue::wait_for_checks(std::unique_lock<std::mutex>& lock, std::uint64_t events_max) {
+  auto only_async_checks = [&] {
+    const IngestJob* job = queue_.size() == 1 ? queue_.front().ingest.get() : nullptr;
+    return job != nullptr && job == open_check_job_ && job->check_waiters.empty() &&
+           job->reservation_ops.empty() && job->weight() < events_max;
+  };
+  if (!only_async_checks()) {
+    return;
+  }
+  const auto until = std::chrono::steady_clock::time_point(
+                         std::chrono::microseconds(queue_.front().ingest->start_us)) +
+                     kCheckGather;
+  // Woken by a new job (a request waiting, or a new check job after a full one) or a stop.
+  work_cv_.wait_until(lock, until, [&] { return stopping_ || !only_async_checks(); });
 }
 
 void CommitQueue::finished(std::size_t jobs) {
