@@ -252,6 +252,38 @@ Result<bool> Engine::Impl::load_checkpoint() {
       return reject();
     }
   }
+  // The customers of every event numbered S or later: their series may be past S, or missing.
+  std::set<std::uint32_t> touched;
+  if (seq < next_seq) {
+    std::vector<engine::DedupEntry> entries;
+    Status bad;
+    TALLY_TRY(store->scan_once(store::Space::kDedup, engine::dedup_key(seq), "",
+                               [&](std::string_view, std::string_view v) {
+                                 core::TimeUs received = 0;
+                                 if (!engine::decode_dedup_record(v, &received, &entries)) {
+                                   bad = Status::corruption("a dedup record cannot be decoded");
+                                   return false;
+                                 }
+                                 for (const auto& e : entries) {
+                                   if (e.seq >= seq) {
+                                     touched.insert(e.customer_num);
+                                   }
+                                 }
+                                 return true;
+                               }));
+    TALLY_TRY(bad);
+  }
+  // Reloading customer by customer reads their key ranges one by one: when most customers have
+  // events after S, one pass over every stored record is cheaper (on 10 M events, every one of
+  // 1,000 customers reloaded took 17.4 s against 12-14 s for the full load). The file stays: it
+  // is still valid, and the next one replaces it.
+  if (touched.size() * 2 > customers.size()) {
+    if (!read_only) {  // read-only commands print to stdout
+      spdlog::info("aggregates checkpoint not used: {} of {} customers have events after it",
+                   touched.size(), customers.size());
+    }
+    return false;
+  }
   // Group ids are the file's; groups interned already (none, today) keep theirs.
   common::Reader groups_in(content.substr(groups_at));
   std::uint64_t groups = 0;
@@ -317,27 +349,6 @@ Result<bool> Engine::Impl::load_checkpoint() {
   }
   meter_aggregates = std::move(loaded);
 
-  // The customers of every event numbered S or later: their series may be past S, or missing.
-  std::set<std::uint32_t> touched;
-  if (seq < next_seq) {
-    std::vector<engine::DedupEntry> entries;
-    Status bad;
-    TALLY_TRY(store->scan_once(store::Space::kDedup, engine::dedup_key(seq), "",
-                               [&](std::string_view, std::string_view v) {
-                                 core::TimeUs received = 0;
-                                 if (!engine::decode_dedup_record(v, &received, &entries)) {
-                                   bad = Status::corruption("a dedup record cannot be decoded");
-                                   return false;
-                                 }
-                                 for (const auto& e : entries) {
-                                   if (e.seq >= seq) {
-                                     touched.insert(e.customer_num);
-                                   }
-                                 }
-                                 return true;
-                               }));
-    TALLY_TRY(bad);
-  }
   for (const std::uint32_t cnum : touched) {
     TALLY_TRY(reload_customer(cnum));
   }

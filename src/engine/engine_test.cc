@@ -1025,17 +1025,17 @@ TEST_F(EngineDiskTest, AnOlderCheckpointIsBroughtUpToTheStoreAndADamagedOneIsNot
   {
     auto e = open(kConfig);
     ASSERT_TRUE(e);
-    ASSERT_EQ(e->ingest_json(checkpoint_events(200, 100))->accepted, 300u);
+    ASSERT_EQ(e->ingest_json(events_of({"c1", "c4"}, 200, 50))->accepted, 300u);
     answers = all_answers(*e);
   }
   // As if the last stop had been a crash after an older clean stop: the file is older than the
-  // store's sequence numbers, so the customers of every later event (all seven) are read again.
+  // store's sequence numbers, so the customers of every later event (two) are read again.
   std::filesystem::copy_file(stale, checkpoint, std::filesystem::copy_options::overwrite_existing);
   {
     auto e = open(kConfig);
     ASSERT_TRUE(e);
     EXPECT_TRUE(e->stats().aggregates_from_checkpoint);
-    EXPECT_EQ(e->stats().aggregates_customers_reloaded, 7u);
+    EXPECT_EQ(e->stats().aggregates_customers_reloaded, 2u);
     EXPECT_EQ(all_answers(*e), answers);
   }
   // A byte changed in the middle.
@@ -1141,6 +1141,26 @@ TEST_F(EngineCheckpointTest, ACrashAfterACheckpointReloadsOnlyTheCustomersCommit
   ASSERT_NE(answers.find("tokens c4 "), std::string::npos);
   crash();
   expect_recovered(config, 2, kSevenCustomers, answers, live);
+}
+
+TEST_F(EngineCheckpointTest, MostCustomersCommittedAfterTheCheckpointMeanTheFullLoad) {
+  const std::string config = std::string(kConfig) + kNoPeriodicCheckpoint;
+  std::string answers;
+  {
+    auto e = open(config);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(0, 300))->accepted, 900u);
+    checkpoint_and_keep(*e);
+    ASSERT_EQ(e->ingest_json(events_of({"c0", "c2", "c3", "c5"}, 300, 10))->accepted, 120u);
+    answers = all_answers(*e, kSevenCustomers);
+  }
+  crash();
+  // Four of seven: reading every stored record once is cheaper than four customers' ranges.
+  auto e = open(config);
+  ASSERT_TRUE(e);
+  EXPECT_FALSE(e->stats().aggregates_from_checkpoint);
+  EXPECT_TRUE(std::filesystem::exists(checkpoint())) << "still valid: kept";
+  EXPECT_EQ(all_answers(*e, kSevenCustomers), answers);
 }
 
 TEST_F(EngineCheckpointTest, CustomersAndGroupsNewAfterTheCheckpointAreReadFromTheStore) {
