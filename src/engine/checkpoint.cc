@@ -109,7 +109,9 @@ Status Engine::Impl::save_checkpoint(std::uint64_t* seq_out) {
     if (checkpoint_between_chunks) {
       checkpoint_between_chunks();
     }
+    return !checkpoint_abandon.load(std::memory_order_relaxed);
   };
+  const Status abandoned = Status::unavailable("stopping: the checkpoint was abandoned");
   for (std::size_t m = 0; m < meters; ++m) {
     std::sort(customers_of[m].begin(), customers_of[m].end());
     common::put_varint(out, customers_of[m].size());
@@ -138,7 +140,9 @@ Status Engine::Impl::save_checkpoint(std::uint64_t* seq_out) {
           TALLY_BUG(found != nullptr, "a series went away while it was checkpointed");
           (found != nullptr ? *found : empty).save(out);
         }
-        between_chunks();
+        if (!between_chunks()) {
+          return abandoned;
+        }
       }
     }
   }
@@ -152,7 +156,9 @@ Status Engine::Impl::save_checkpoint(std::uint64_t* seq_out) {
       auto it = totals.find(gid);
       (it == totals.end() ? none : it->second).save(out);
     }
-    between_chunks();
+    if (!between_chunks()) {
+      return abandoned;
+    }
   }
   const std::uint64_t groups_at = out.size();
   {
@@ -192,7 +198,7 @@ void Engine::Impl::run_checkpointer() {
       return;
     }
     lock.unlock();
-    if (Status s = write_checkpoint_now(); !s.ok()) {
+    if (Status s = write_checkpoint_now(); !s.ok() && !checkpoint_abandon.load()) {
       // The next open reads more of the store; nothing is lost.
       spdlog::warn("the aggregates checkpoint could not be written: {}", s.message());
     }

@@ -266,12 +266,14 @@ void Engine::Impl::start() {
 
 void Engine::Impl::stop() {
   if (checkpointer.joinable()) {
+    checkpoint_abandon.store(true, std::memory_order_relaxed);
     {
       std::lock_guard lock(checkpointer_mutex);
       checkpointer_stopping = true;
     }
     checkpointer_cv.notify_all();
     checkpointer.join();
+    checkpoint_abandon.store(false, std::memory_order_relaxed);
   }
   commit_queue.stop();
   {

@@ -382,7 +382,10 @@ struct Engine::Impl {
   std::thread checkpointer;
   std::mutex checkpointer_mutex;
   std::condition_variable checkpointer_cv;
-  bool checkpointer_stopping = false;        // guarded by checkpointer_mutex
+  bool checkpointer_stopping = false;  // guarded by checkpointer_mutex
+  // Set by stop(): a periodic write under way gives up between two series (the clean stop's
+  // own write follows), so a stop never waits for a whole file.
+  std::atomic<bool> checkpoint_abandon{false};
   std::uint64_t checkpoint_written_seq = 0;  // the S of the last file written (checkpointer's)
   // Tests only: called between the chunks of a checkpoint being written, no lock held.
   std::function<void()> checkpoint_between_chunks;

@@ -1218,6 +1218,33 @@ TEST_F(EngineCheckpointTest, EventsCommittedWhileTheCheckpointIsWrittenAreReadFr
   expect_recovered(config, 4, customers, answers, live);
 }
 
+TEST_F(EngineCheckpointTest, AStopAbandonsAWriteUnderWayAndTheCleanStopWritesItsOwn) {
+  std::string answers;
+  {
+    auto e = open(std::string(kConfig) + kNoPeriodicCheckpoint);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(0, 300))->accepted, 900u);
+    Engine::Impl& d = Engine::Impl::of(*e);
+    int chunks = 0;
+    d.checkpoint_between_chunks = [&] {
+      if (++chunks == 3) {
+        d.checkpoint_abandon = true;  // as stop() does
+      }
+    };
+    const Status s = d.write_checkpoint_now();
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.message();
+    EXPECT_EQ(chunks, 3) << "given up at the next chunk";
+    EXPECT_FALSE(std::filesystem::exists(checkpoint()));
+    d.checkpoint_between_chunks = nullptr;
+    d.checkpoint_abandon = false;
+    answers = all_answers(*e, kSevenCustomers);
+  }
+  auto e = open(std::string(kConfig) + kNoPeriodicCheckpoint);
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(e->stats().aggregates_from_checkpoint);
+  EXPECT_EQ(all_answers(*e, kSevenCustomers), answers);
+}
+
 TEST_F(EngineCheckpointTest, ACheckpointOfOtherMetersIsRemovedAndTheStoreRead) {
   const std::string without_patients =
       std::string(kConfig).substr(0, std::string(kConfig).find("[[meters]]\nkey = \"patients\""));
