@@ -953,9 +953,11 @@ struct EngineStats {
   std::uint64_t commits = 0;
   std::uint64_t customers = 0;
   std::uint64_t aggregates_live = 0;
-  // Whether this open read the aggregates from the checkpoint of the last clean stop (else from
-  // every stored minute aggregate).
+  // Whether this open read the aggregates from the checkpoint (else from every stored minute
+  // aggregate), and how many customers with events after the checkpoint it read again from the
+  // store.
   bool aggregates_from_checkpoint = false;
+  std::uint64_t aggregates_customers_reloaded = 0;
   std::uint64_t events_indexed = 0;
   std::uint64_t store_bytes = 0;
   std::uint64_t pending_events = 0;

@@ -75,6 +75,7 @@ TEST(ConfigTest, DefaultsAreValidAndMatchTheStruct) {
   EXPECT_EQ(defaults.server.body_bytes_max, 10u * 1024 * 1024);
   EXPECT_TRUE(defaults.storage.fsync);
   EXPECT_EQ(defaults.storage.dedup_window_seconds, 0);
+  EXPECT_EQ(defaults.storage.checkpoint_interval_seconds, 60u);
 
   for (std::string_view text : {std::string_view(""), std::string_view("# nothing\n\n"),
                                 std::string_view("[server]\n[storage]\n")}) {
@@ -465,6 +466,14 @@ TEST(ConfigTest, OutOfRange) {
   EXPECT_TRUE(fails_with("[server]\nadmin_key = \"short\"\n",
                          {"server.admin_key: must be 16 to 256 bytes long, got 5"}));
   EXPECT_TRUE(fails_with("[server]\ndata_dir = \"\"\n", {"server.data_dir: must not be empty"}));
+  EXPECT_TRUE(fails_with(
+      "[storage]\ncheckpoint_interval_seconds = -5\n",
+      {"tally.toml:2: storage.checkpoint_interval_seconds: -5 is out of range 0..86400"}));
+  EXPECT_TRUE(fails_with("[storage]\ncheckpoint_interval_seconds = \"1m\"\n",
+                         {"storage.checkpoint_interval_seconds: expected an integer"}));
+  EXPECT_EQ(
+      parse_ok("[storage]\ncheckpoint_interval_seconds = 0").storage.checkpoint_interval_seconds,
+      0u);
 }
 
 TEST(ConfigTest, BadAggregation) {

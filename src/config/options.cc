@@ -268,6 +268,14 @@ constexpr Option<StorageConfig> kStorageTable[] = {
      "`\"12h\"`, `\"90m\"`, `\"45s\"`, `\"1h30m\"`. 0 also means forever. A retry that arrives "
      "after the window is counted again.",
      field<&StorageConfig::dedup_window_seconds>},
+    {"checkpoint_interval_seconds", Kind::kInteger, 0, kSecondsPerDay, false, "60",
+     "How often, in seconds, the running server writes its in-memory aggregates to "
+     "`aggregates.checkpoint` in the data directory (only when events were committed since the "
+     "last one, and not while the disk reserve refuses writes). A restart, also after a crash, "
+     "reads that file and only the customers with events committed after it from the store, "
+     "instead of every stored aggregate. 0 = only at a clean stop. See docs/operations.md, "
+     "\"Restart after a crash\".",
+     field<&StorageConfig::checkpoint_interval_seconds>},
     {"block_cache_bytes", Kind::kBytes, 0, kTiB, false, R"("64MiB")",
      "Memory for the embedded store's block cache: an integer (bytes) or a size such as "
      "`\"512MiB\"`.",

@@ -3,6 +3,7 @@
 // of the commit queue's gathering of answered checks (CommitQueue::take).
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <optional>
 #include <thread>
 
@@ -210,6 +211,48 @@ TEST_F(CommitTest, BelowTheDiskReserveACommitIsRefusedBeforeTheStoreAndResumesWh
   engine::Recomputed r = stored();
   EXPECT_EQ(r.events, 2u);
   EXPECT_TRUE(r.problems.empty()) << r.problems[0];
+}
+
+// The periodic checkpoint's step (checkpoint.cc): it covers the sequence numbers installed, none
+// of a commit rolled back, and writes nothing while the disk reserve refuses writes or when
+// nothing was installed since the last file.
+TEST_F(CommitTest, ACheckpointCoversWhatWasInstalledAndWaitsWhileTheDiskReserveRefuses) {
+  char tmpl[] = "/tmp/tally-commit-ckpt-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  d_.checkpoint_path = dir + "/aggregates.checkpoint";
+  d_.config.storage.disk_reserve_bytes = 8 * kMiB;
+  EXPECT_EQ(d_.installed_seq, 1u);
+  std::optional<Result<IngestSummary>> first, refused, retry;
+  std::vector<std::unique_ptr<engine::IngestJob>> jobs;
+  jobs.push_back(job(
+      R"([{"id":"a","customer":"c","type":"t"},{"id":"b","customer":"c","type":"t"}])", &first));
+  commit(std::move(jobs));
+  ASSERT_TRUE(first.has_value() && first->has_value());
+  EXPECT_EQ(d_.installed_seq, 3u);
+
+  store_->free_bytes = 8 * kMiB - 1;
+  jobs.clear();
+  jobs.push_back(job(R"({"id":"c","customer":"c","type":"t"})", &refused));
+  commit(std::move(jobs));
+  ASSERT_TRUE(refused.has_value() && !refused->has_value());
+  EXPECT_EQ(d_.installed_seq, 3u) << "a rolled-back commit installs nothing";
+  EXPECT_TRUE(d_.write_checkpoint_now().ok());
+  EXPECT_FALSE(std::filesystem::exists(d_.checkpoint_path)) << "the reserve refuses writes";
+
+  store_->free_bytes = 8 * kMiB;
+  jobs.clear();
+  jobs.push_back(job(R"({"id":"c","customer":"c","type":"t"})", &retry));
+  commit(std::move(jobs));
+  ASSERT_TRUE(retry.has_value() && retry->has_value()) << retry->error().message();
+  EXPECT_EQ(d_.installed_seq, 4u);
+  EXPECT_TRUE(d_.write_checkpoint_now().ok());
+  EXPECT_TRUE(std::filesystem::exists(d_.checkpoint_path));
+  EXPECT_EQ(d_.checkpoint_written_seq, 4u);
+  std::filesystem::remove(d_.checkpoint_path);
+  EXPECT_TRUE(d_.write_checkpoint_now().ok());
+  EXPECT_FALSE(std::filesystem::exists(d_.checkpoint_path)) << "nothing new since the last one";
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(CommitTest, AWriteThatFindsNoSpaceFailsEveryWaiterAndNothingWritesUntilTheStoreResumes) {

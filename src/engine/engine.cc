@@ -144,6 +144,10 @@ Result<std::unique_ptr<Engine>> Engine::Impl::open(const EngineOptions& options,
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
+Engine::Impl& Engine::Impl::of(Engine& e) {
+  return *e.impl_;
+}
+
 const Clock& Engine::clock() const {
   return *impl_->clock;
 }
@@ -199,6 +203,9 @@ void Engine::Impl::start() {
   touch_all_for_alerts();
   commit_queue.start();
   committer = std::thread([this] { run_committer(); });
+  if (!checkpoint_path.empty() && config.storage.checkpoint_interval_seconds > 0) {
+    checkpointer = std::thread([this] { run_checkpointer(); });
+  }
   bool seeded = false;
   for (const auto& seed : config.customers) {
     if (customer_nums.count(seed.id) != 0) {
@@ -259,6 +266,16 @@ void Engine::Impl::start() {
 }
 
 void Engine::Impl::stop() {
+  if (checkpointer.joinable()) {
+    checkpoint_abandon.store(true, std::memory_order_relaxed);
+    {
+      std::lock_guard lock(checkpointer_mutex);
+      checkpointer_stopping = true;
+    }
+    checkpointer_cv.notify_all();
+    checkpointer.join();
+    checkpoint_abandon.store(false, std::memory_order_relaxed);
+  }
   commit_queue.stop();
   {
     std::lock_guard lock(alerts_mutex);
@@ -268,9 +285,11 @@ void Engine::Impl::stop() {
   if (committer.joinable()) {
     committer.join();
     // Nothing changes the aggregates any more: they are what the store holds. Not on a disk
-    // the guard already refuses writes on: the file could take the store's reserve.
-    if (!checkpoint_path.empty() && writes_allowed().ok()) {
-      save_checkpoint().ignore_error();  // without one, the next open reads the store's records
+    // the guard already refuses writes on: the file could take the store's reserve. Without
+    // it, the next open reads the last periodic one and the customers committed after it.
+    if (!checkpoint_path.empty() && writes_allowed().ok() &&
+        installed_seq != checkpoint_written_seq) {
+      save_checkpoint().ignore_error();
     }
   }
 }
@@ -431,6 +450,7 @@ EngineStats Engine::stats() const {
     s.customers = d.customers.size();
     s.aggregates_live = d.aggregates_live;
     s.aggregates_from_checkpoint = d.restored_from_checkpoint;
+    s.aggregates_customers_reloaded = d.checkpoint_customers_reloaded;
   }
   s.store_bytes = d.store->size_bytes();
   s.pending_events = d.commit_queue.queued_events();

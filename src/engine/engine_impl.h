@@ -309,8 +309,10 @@ struct Engine::Impl {
   // Where the aggregates are checkpointed at a clean stop (checkpoint.cc); empty without a data
   // directory of our own (an in-memory or given store).
   std::string checkpoint_path;
-  // Whether this open read its aggregates from a checkpoint instead of the store's records.
+  // Whether this open read its aggregates from a checkpoint instead of the store's records, and
+  // how many customers touched after the checkpoint's sequence number it reloaded from the store.
   bool restored_from_checkpoint = false;
+  std::uint64_t checkpoint_customers_reloaded = 0;
   std::string admin_key_hash;  // SHA-256 of the extra admin key, or empty
   // The meters and prices (engine/catalog.h): complete once open has loaded the stored prices,
   // never changed after, read without a lock.
@@ -326,6 +328,11 @@ struct Engine::Impl {
   std::unordered_map<std::string, std::unique_ptr<engine::KeyState>> keys_by_hash;
   std::unordered_map<std::string, engine::KeyState*> keys_by_id;
   std::uint64_t aggregates_live = 0;
+  // Every sequence number below this is installed in memory or was rolled back (set by each
+  // ingest commit's install), and the customer numbers below installed_customer were given out
+  // by then: what a checkpoint started now can promise (checkpoint.cc).
+  std::uint64_t installed_seq = 1;
+  std::uint32_t installed_customer = 1;
   std::unordered_map<std::uint32_t, engine::WalletRecord> wallets;  // customer number -> wallet
   std::map<std::tuple<std::uint32_t, std::uint32_t, core::TimeUs>, core::Decimal> price_usage;
 
@@ -377,6 +384,18 @@ struct Engine::Impl {
   engine::CommitQueue commit_queue;
   std::thread committer;
 
+  // ---- the periodic checkpoint (checkpoint.cc): its thread, and what wakes it to stop --------
+  std::thread checkpointer;
+  std::mutex checkpointer_mutex;
+  std::condition_variable checkpointer_cv;
+  bool checkpointer_stopping = false;  // guarded by checkpointer_mutex
+  // Set by stop(): a periodic write under way gives up between two series (the clean stop's
+  // own write follows), so a stop never waits for a whole file.
+  std::atomic<bool> checkpoint_abandon{false};
+  std::uint64_t checkpoint_written_seq = 0;  // the S of the last file written (checkpointer's)
+  // Tests only: called between the chunks of a checkpoint being written, no lock held.
+  std::function<void()> checkpoint_between_chunks;
+
   // ---- alerts (alerts.cc) ----------------------------------------------------------------------
   bool alerts_enabled = false;  // fixed at open: some plan or [alerts] has an alert rule
   // Commit thread only: what changed since alerts were last evaluated, and what has fired.
@@ -418,13 +437,34 @@ struct Engine::Impl {
   Status load_dedup();
   Status rebuild_meter(std::uint32_t meter_index);
   // ---- checkpoint.cc ---------------------------------------------------------------------------
-  // Writes every series and group total with what they were built from (REQUIRES: no commit can
-  // run: the commit thread stopped).
-  Status save_checkpoint() const;
-  // Reads the checkpoint into the empty aggregates when it matches the store and the meters;
-  // false (and nothing installed) when there is none or it does not match. A writer removes the
-  // file either way, before any commit, so a later crash cannot leave one that looks current.
-  bool load_checkpoint();
+  // Writes every series and group total as of S = installed_seq (read first): each series is
+  // copied under a hold of state_mutex shared of its own, so commits go on meanwhile; a series
+  // that changed after S belongs to a customer with an event numbered S or later, which
+  // load_checkpoint reloads from the store. The S written, in *seq when given. Safe beside the
+  // commit thread; not beside another call of itself.
+  Status save_checkpoint(std::uint64_t* seq = nullptr);
+  // The periodic writer's one step, also a test hook: a checkpoint now, unless the disk guard
+  // refuses writes or no sequence number was installed since the last one (then OK, nothing
+  // written).
+  Status write_checkpoint_now();
+  // The checkpointer thread: write_checkpoint_now every storage.checkpoint_interval_seconds
+  // until stop.
+  void run_checkpointer();
+  // Reads the checkpoint into the empty aggregates when it was written for these meters at a
+  // sequence number the store has reached, then reloads from the store every customer with an
+  // event numbered from there on and rebuilds the group totals; false (and nothing installed)
+  // when there is none or it does not match. A writer removes a file it does not use.
+  Result<bool> load_checkpoint();
+  // Drops the series of customer `cnum` in every meter and reads them again from its stored
+  // minute aggregates and distinct values (the totals are left to the caller).
+  Status reload_customer(std::uint32_t cnum);
+  // Every group total made again from the series.
+  void rebuild_totals();
+  // Removes the checkpoint file (a writer's, when it no longer matches the store).
+  void remove_checkpoint();
+
+  // Tests only: the state behind an engine.
+  static Impl& of(Engine& e);
 
   // ---- engine.cc -----------------------------------------------------------------------------
   // Engine::open on `given_store` instead of the store the options name (null: theirs): the

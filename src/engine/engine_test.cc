@@ -9,6 +9,7 @@
 #include <map>
 #include <random>
 #include <set>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -17,6 +18,7 @@
 #include "core/decimal.h"
 #include "core/time.h"
 #include "engine/codec.h"
+#include "engine/engine_impl.h"
 #include "store/store.h"
 
 namespace tally {
@@ -872,36 +874,53 @@ TEST_F(EngineDiskTest, StateSurvivesReopen) {
   EXPECT_EQ(report->events, 2u);
 }
 
-// Events over several customers, hours and days for every meter of kConfig, from `first_id` on.
+// The three events (tokens, api_call and gauge) numbered `i` of `customer`, on a day, hour and
+// minute that follow from `i`; `group_shift` moves their groups (model, service) to new ones.
+std::string checkpoint_event(int i, const std::string& customer, int group_shift = 0) {
+  const std::string id = std::to_string(i);
+  char when[32];
+  std::snprintf(when, sizeof when, "2025-01-%02dT%02d:%02d:00Z", 2 + i % 15, (i * 7) % 24,
+                (i * 13) % 60);
+  return R"({"id":"t)" + id + R"(","customer":")" + customer + R"(","type":"tokens","time":")" +
+         when + R"(","properties":{"n":)" + std::to_string(i % 11) + "." + std::to_string(i % 10) +
+         R"(,"model":"m)" + std::to_string(i % 3 + group_shift) + R"("}},{"id":"a)" + id +
+         R"(","customer":")" + customer + R"(","type":"api_call","time":")" + when +
+         R"(","properties":{"service":"s)" + std::to_string(i % 4 + group_shift) +
+         R"(","user":"u)" + std::to_string(i % 9) + R"("}},{"id":"g)" + id + R"(","customer":")" +
+         customer + R"(","type":"gauge","time":")" + when + R"(","properties":{"count":)" +
+         std::to_string(i % 17) + "}}";
+}
+
+// Events over several customers (c0 to c6), hours and days for every meter of kConfig, from
+// `first_id` on.
 std::string checkpoint_events(int first_id, int n) {
   std::string body = R"({"events":[)";
   for (int i = first_id; i < first_id + n; ++i) {
-    const std::string id = std::to_string(i);
-    const std::string customer = "c" + std::to_string(i % 7);
-    char when[32];
-    std::snprintf(when, sizeof when, "2025-01-%02dT%02d:%02d:00Z", 2 + i % 15, (i * 7) % 24,
-                  (i * 13) % 60);
-    if (i != first_id) {
-      body += ",";
+    body += (i != first_id ? "," : "") + checkpoint_event(i, "c" + std::to_string(i % 7));
+  }
+  return body + "]}";
+}
+
+// `n_each` numbers of checkpoint_event for each of `customers`, from `first_id` on.
+std::string events_of(const std::vector<std::string>& customers, int first_id, int n_each,
+                      int group_shift = 0) {
+  std::string body = R"({"events":[)";
+  int i = first_id;
+  for (const auto& customer : customers) {
+    for (int k = 0; k < n_each; ++k, ++i) {
+      body += (i != first_id ? "," : "") + checkpoint_event(i, customer, group_shift);
     }
-    body += R"({"id":"t)" + id + R"(","customer":")" + customer + R"(","type":"tokens","time":")" +
-            when + R"(","properties":{"n":)" + std::to_string(i % 11) + "." +
-            std::to_string(i % 10) + R"(,"model":"m)" + std::to_string(i % 3) + R"("}},{"id":"a)" +
-            id + R"(","customer":")" + customer + R"(","type":"api_call","time":")" + when +
-            R"(","properties":{"service":"s)" + std::to_string(i % 4) + R"(","user":"u)" +
-            std::to_string(i % 9) + R"("}},{"id":"g)" + id + R"(","customer":")" + customer +
-            R"(","type":"gauge","time":")" + when + R"(","properties":{"count":)" +
-            std::to_string(i % 17) + "}}";
   }
   return body + "]}";
 }
 
 // The answers of every meter: per customer and over all of them, by hour, by day in a zone off
-// UTC by half an hour, and in total, grouped where the meter groups.
-std::string all_answers(Engine& e) {
+// UTC by half an hour, and in total, grouped where the meter groups; and the statistics of
+// every customer by hour and by day.
+std::string all_answers(Engine& e, const std::vector<std::string>& customers = {"", "c1", "c4"}) {
   std::string out;
   for (const char* meter : {"calls", "tokens", "tokens_max", "tokens_avg", "users", "patients"}) {
-    for (const char* customer : {"", "c1", "c4"}) {
+    for (const std::string& customer : customers) {
       for (std::optional<Window> window :
            {std::optional<Window>(), std::optional(Window::kHour), std::optional(Window::kDay)}) {
         MeterQuery q;
@@ -922,6 +941,26 @@ std::string all_answers(Engine& e) {
                  (row.group.empty() ? "" : row.group[0].second) + " " + row.value + "\n";
         }
       }
+    }
+  }
+  // Statistics of every customer by hour and by day: read from the group totals.
+  for (const char* meter : {"calls", "tokens", "tokens_max", "tokens_avg", "patients"}) {
+    for (Window window : {Window::kHour, Window::kDay}) {
+      StatsQuery q;
+      q.meter = meter;
+      q.window = window;
+      q.from_us = at("2025-01-01T00:00:00Z");
+      q.to_us = at("2025-01-19T00:00:00Z");
+      auto r = e.meter_stats(q);
+      EXPECT_TRUE(r.has_value()) << r.error().message();
+      if (!r) {
+        continue;
+      }
+      out += std::string("stats ") + meter + " " + r->sum + " " + r->min + " " + r->max + ":";
+      for (const auto& p : r->window_over_window) {
+        out += " " + p.value;
+      }
+      out += "\n";
     }
   }
   return out;
@@ -946,7 +985,8 @@ TEST_F(EngineDiskTest, ACleanStopCheckpointsTheAggregatesAndTheNextOpenReadsThem
     auto e = open(kConfig);
     ASSERT_TRUE(e);
     EXPECT_TRUE(e->stats().aggregates_from_checkpoint);
-    EXPECT_FALSE(std::filesystem::exists(checkpoint)) << "a writer removes it as it opens";
+    EXPECT_TRUE(std::filesystem::exists(checkpoint))
+        << "a file used stays valid: what is committed after it is read from the store";
     EXPECT_EQ(all_answers(*e), answers);
     EXPECT_EQ(e->stats().aggregates_live, live);
     // What was read back takes new usage, late and current, as memory built from the store does.
@@ -972,7 +1012,7 @@ TEST_F(EngineDiskTest, ACleanStopCheckpointsTheAggregatesAndTheNextOpenReadsThem
   EXPECT_EQ(e->stats().aggregates_live, live);
 }
 
-TEST_F(EngineDiskTest, AStaleOrDamagedCheckpointIsNotRead) {
+TEST_F(EngineDiskTest, AnOlderCheckpointIsBroughtUpToTheStoreAndADamagedOneIsNotRead) {
   const std::string checkpoint = dir_ + "/aggregates.checkpoint";
   const std::string stale = dir_ + "/stale.checkpoint";
   {
@@ -985,16 +1025,17 @@ TEST_F(EngineDiskTest, AStaleOrDamagedCheckpointIsNotRead) {
   {
     auto e = open(kConfig);
     ASSERT_TRUE(e);
-    ASSERT_EQ(e->ingest_json(checkpoint_events(200, 100))->accepted, 300u);
+    ASSERT_EQ(e->ingest_json(events_of({"c1", "c4"}, 200, 50))->accepted, 300u);
     answers = all_answers(*e);
   }
   // As if the last stop had been a crash after an older clean stop: the file is older than the
-  // store's sequence numbers.
+  // store's sequence numbers, so the customers of every later event (two) are read again.
   std::filesystem::copy_file(stale, checkpoint, std::filesystem::copy_options::overwrite_existing);
   {
     auto e = open(kConfig);
     ASSERT_TRUE(e);
-    EXPECT_FALSE(e->stats().aggregates_from_checkpoint);
+    EXPECT_TRUE(e->stats().aggregates_from_checkpoint);
+    EXPECT_EQ(e->stats().aggregates_customers_reloaded, 2u);
     EXPECT_EQ(all_answers(*e), answers);
   }
   // A byte changed in the middle.
@@ -1013,6 +1054,7 @@ TEST_F(EngineDiskTest, AStaleOrDamagedCheckpointIsNotRead) {
     auto e = open(kConfig);
     ASSERT_TRUE(e);
     EXPECT_FALSE(e->stats().aggregates_from_checkpoint);
+    EXPECT_FALSE(std::filesystem::exists(checkpoint)) << "a writer removes a file it rejects";
     EXPECT_EQ(all_answers(*e), answers);
   }
   // Cut short.
@@ -1021,6 +1063,258 @@ TEST_F(EngineDiskTest, AStaleOrDamagedCheckpointIsNotRead) {
   ASSERT_TRUE(e);
   EXPECT_FALSE(e->stats().aggregates_from_checkpoint);
   EXPECT_EQ(all_answers(*e), answers);
+}
+
+// ---- the checkpoint written while running, and a crash after it ------------------------------
+//
+// A crash leaves the store with every commit written before it and the checkpoint file of the
+// last periodic write. The tests make that state without killing the process: they keep a copy
+// of the file written at S, go on committing, stop, and put the copy back over the file the
+// clean stop wrote. Each then compares every answer with the running engine's and with a full
+// load of the store's records.
+
+constexpr const char* kNoPeriodicCheckpoint = "\n[storage]\ncheckpoint_interval_seconds = 0\n";
+const std::vector<std::string> kSevenCustomers = {"", "c0", "c1", "c2", "c3", "c4", "c5", "c6"};
+
+class EngineCheckpointTest : public EngineDiskTest {
+ protected:
+  std::string checkpoint() const { return dir_ + "/aggregates.checkpoint"; }
+
+  std::string kept() const { return dir_ + "/kept.checkpoint"; }
+
+  // Writes a checkpoint now, as the periodic thread does, and keeps a copy of it.
+  void checkpoint_and_keep(Engine& e) {
+    ASSERT_TRUE(Engine::Impl::of(e).write_checkpoint_now().ok());
+    ASSERT_TRUE(std::filesystem::exists(checkpoint()));
+    std::filesystem::copy_file(checkpoint(), kept(),
+                               std::filesystem::copy_options::overwrite_existing);
+  }
+
+  // The crash: the kept file back over the one the clean stop wrote.
+  void crash() {
+    std::filesystem::copy_file(kept(), checkpoint(),
+                               std::filesystem::copy_options::overwrite_existing);
+  }
+
+  // Reopens after crash(): the checkpoint is used with `reloaded` customers read again, answers
+  // as `answers` (for `customers`) with `live` minute aggregates, and verify finds nothing; then
+  // the same from a full load of the store's records.
+  void expect_recovered(const std::string& config, std::uint64_t reloaded,
+                        const std::vector<std::string>& customers, const std::string& answers,
+                        std::uint64_t live) {
+    {
+      auto e = open(config);
+      ASSERT_TRUE(e);
+      EXPECT_TRUE(e->stats().aggregates_from_checkpoint);
+      EXPECT_EQ(e->stats().aggregates_customers_reloaded, reloaded);
+      EXPECT_TRUE(std::filesystem::exists(checkpoint())) << "a file used stays valid";
+      EXPECT_EQ(all_answers(*e, customers), answers);
+      EXPECT_EQ(e->stats().aggregates_live, live);
+      auto report = e->verify();
+      ASSERT_TRUE(report.has_value());
+      EXPECT_TRUE(report->ok()) << (report->differences.empty() ? "" : report->differences[0]);
+    }
+    std::filesystem::remove(checkpoint());
+    auto e = open(config);
+    ASSERT_TRUE(e);
+    EXPECT_FALSE(e->stats().aggregates_from_checkpoint);
+    EXPECT_EQ(all_answers(*e, customers), answers);
+    EXPECT_EQ(e->stats().aggregates_live, live);
+  }
+};
+
+TEST_F(EngineCheckpointTest, ACrashAfterACheckpointReloadsOnlyTheCustomersCommittedAfterIt) {
+  const std::string config = std::string(kConfig) + kNoPeriodicCheckpoint;
+  std::string answers;
+  std::uint64_t live = 0;
+  {
+    auto e = open(config);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(0, 600))->accepted, 1800u);
+    checkpoint_and_keep(*e);
+    // After S: two of the seven customers, in minutes they had and in new ones.
+    ASSERT_EQ(e->ingest_json(events_of({"c1", "c4"}, 600, 40))->accepted, 240u);
+    ASSERT_EQ(e->ingest_json(events_of({"c4"}, 5, 1))->accepted, 3u);  // numbers used before
+    answers = all_answers(*e, kSevenCustomers);
+    live = e->stats().aggregates_live;
+  }
+  ASSERT_NE(answers.find("tokens c4 "), std::string::npos);
+  crash();
+  expect_recovered(config, 2, kSevenCustomers, answers, live);
+}
+
+TEST_F(EngineCheckpointTest, MostCustomersCommittedAfterTheCheckpointMeanTheFullLoad) {
+  const std::string config = std::string(kConfig) + kNoPeriodicCheckpoint;
+  std::string answers;
+  {
+    auto e = open(config);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(0, 300))->accepted, 900u);
+    checkpoint_and_keep(*e);
+    ASSERT_EQ(e->ingest_json(events_of({"c0", "c2", "c3", "c5"}, 300, 10))->accepted, 120u);
+    answers = all_answers(*e, kSevenCustomers);
+  }
+  crash();
+  // Four of seven: reading every stored record once is cheaper than four customers' ranges.
+  auto e = open(config);
+  ASSERT_TRUE(e);
+  EXPECT_FALSE(e->stats().aggregates_from_checkpoint);
+  EXPECT_TRUE(std::filesystem::exists(checkpoint())) << "still valid: kept";
+  EXPECT_EQ(all_answers(*e, kSevenCustomers), answers);
+}
+
+TEST_F(EngineCheckpointTest, CustomersAndGroupsNewAfterTheCheckpointAreReadFromTheStore) {
+  const std::string config = std::string(kConfig) + kNoPeriodicCheckpoint;
+  std::vector<std::string> customers = kSevenCustomers;
+  customers.push_back("n1");
+  customers.push_back("n2");
+  std::string answers;
+  std::uint64_t live = 0;
+  {
+    auto e = open(config);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(0, 300))->accepted, 900u);
+    checkpoint_and_keep(*e);
+    ASSERT_EQ(e->ingest_json(events_of({"n1", "n2"}, 300, 20))->accepted, 120u);
+    ASSERT_EQ(e->ingest_json(events_of({"c2"}, 400, 20, 10))->accepted, 60u);  // new groups
+    answers = all_answers(*e, customers);
+    live = e->stats().aggregates_live;
+  }
+  ASSERT_NE(answers.find("calls c2 "), std::string::npos);
+  ASSERT_NE(answers.find(" s11 "), std::string::npos);  // a group made after S
+  ASSERT_NE(answers.find("tokens n2 "), std::string::npos);
+  crash();
+  expect_recovered(config, 3, customers, answers, live);
+}
+
+TEST_F(EngineCheckpointTest, EventsCommittedWhileTheCheckpointIsWrittenAreReadFromTheStore) {
+  const std::string config = std::string(kConfig) + kNoPeriodicCheckpoint;
+  std::vector<std::string> customers = kSevenCustomers;
+  customers.push_back("n1");
+  std::string answers;
+  std::uint64_t live = 0;
+  {
+    auto e = open(config);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(0, 600))->accepted, 1800u);
+    // Commits between the writer's lock holds: after the first customer of the first meter is
+    // copied (c0 then goes on changing, in every meter), before c3 is, and a new customer.
+    int chunks = 0;
+    Engine::Impl::of(*e).checkpoint_between_chunks = [&] {
+      ++chunks;
+      if (chunks == 1) {
+        EXPECT_EQ(e->ingest_json(events_of({"c0", "c3", "n1"}, 600, 15))->accepted, 135u);
+      } else if (chunks == 12) {
+        EXPECT_EQ(e->ingest_json(events_of({"c5"}, 700, 10, 5))->accepted, 30u);
+      }
+    };
+    checkpoint_and_keep(*e);
+    Engine::Impl::of(*e).checkpoint_between_chunks = nullptr;
+    EXPECT_GT(chunks, 12);
+    answers = all_answers(*e, customers);
+    live = e->stats().aggregates_live;
+  }
+  crash();
+  expect_recovered(config, 4, customers, answers, live);
+}
+
+TEST_F(EngineCheckpointTest, AStopAbandonsAWriteUnderWayAndTheCleanStopWritesItsOwn) {
+  std::string answers;
+  {
+    auto e = open(std::string(kConfig) + kNoPeriodicCheckpoint);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(0, 300))->accepted, 900u);
+    Engine::Impl& d = Engine::Impl::of(*e);
+    int chunks = 0;
+    d.checkpoint_between_chunks = [&] {
+      if (++chunks == 3) {
+        d.checkpoint_abandon = true;  // as stop() does
+      }
+    };
+    const Status s = d.write_checkpoint_now();
+    EXPECT_EQ(s.code(), StatusCode::kUnavailable) << s.message();
+    EXPECT_EQ(chunks, 3) << "given up at the next chunk";
+    EXPECT_FALSE(std::filesystem::exists(checkpoint()));
+    d.checkpoint_between_chunks = nullptr;
+    d.checkpoint_abandon = false;
+    answers = all_answers(*e, kSevenCustomers);
+  }
+  auto e = open(std::string(kConfig) + kNoPeriodicCheckpoint);
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(e->stats().aggregates_from_checkpoint);
+  EXPECT_EQ(all_answers(*e, kSevenCustomers), answers);
+}
+
+TEST_F(EngineCheckpointTest, ACheckpointOfOtherMetersIsRemovedAndTheStoreRead) {
+  const std::string without_patients =
+      std::string(kConfig).substr(0, std::string(kConfig).find("[[meters]]\nkey = \"patients\""));
+  ASSERT_LT(without_patients.size(), std::string(kConfig).size());
+  std::string answers;
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(0, 200))->accepted, 600u);
+    answers = all_answers(*e);
+  }
+  ASSERT_TRUE(std::filesystem::exists(checkpoint()));
+  {
+    auto e = open(without_patients);  // one meter fewer: the file's meters differ
+    ASSERT_TRUE(e);
+    EXPECT_FALSE(e->stats().aggregates_from_checkpoint);
+    EXPECT_FALSE(std::filesystem::exists(checkpoint())) << "a writer removes a file it rejects";
+  }
+  ASSERT_TRUE(std::filesystem::exists(checkpoint()));  // of the five meters, at its clean stop
+  std::filesystem::copy_file(checkpoint(), kept());
+  // "patients" back: rebuilt from the events, and the file goes with the rebuild (a file of the
+  // six meters written before, put back, would hold the meter's old series).
+  std::filesystem::remove(checkpoint());
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    EXPECT_FALSE(e->stats().aggregates_from_checkpoint);
+    EXPECT_EQ(all_answers(*e), answers);
+  }
+  std::filesystem::copy_file(kept(), checkpoint(),
+                             std::filesystem::copy_options::overwrite_existing);
+  auto e = open(kConfig);  // the five-meter file: rejected, removed
+  ASSERT_TRUE(e);
+  EXPECT_FALSE(e->stats().aggregates_from_checkpoint);
+  EXPECT_FALSE(std::filesystem::exists(checkpoint()));
+  EXPECT_EQ(all_answers(*e), answers);
+}
+
+// The periodic thread writes when there is something new; with an interval of 0 it does not
+// run. Both wait on the real clock, for a second or two.
+TEST_F(EngineCheckpointTest, ThePeriodicCheckpointIsWrittenEveryIntervalAndNotWhenItIsZero) {
+  {
+    auto e = open(std::string(kConfig) + kNoPeriodicCheckpoint);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(0, 100))->accepted, 300u);
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+    EXPECT_FALSE(std::filesystem::exists(checkpoint())) << "interval 0: only at a clean stop";
+  }
+  ASSERT_TRUE(std::filesystem::exists(checkpoint()));
+  std::filesystem::remove(checkpoint());
+  const std::string every_second =
+      std::string(kConfig) + "\n[storage]\ncheckpoint_interval_seconds = 1\n";
+  std::string answers;
+  std::uint64_t live = 0;
+  {
+    auto e = open(every_second);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(100, 200))->accepted, 600u);
+    for (int i = 0; i < 100 && !std::filesystem::exists(checkpoint()); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ASSERT_TRUE(std::filesystem::exists(checkpoint())) << "none within 10 s";
+    std::filesystem::copy_file(checkpoint(), kept());
+    // Periodic files are whole (written aside, then renamed): this one is read after the crash.
+    ASSERT_EQ(e->ingest_json(events_of({"c6"}, 300, 10))->accepted, 30u);
+    answers = all_answers(*e, kSevenCustomers);
+    live = e->stats().aggregates_live;
+  }
+  crash();
+  expect_recovered(every_second, 1, kSevenCustomers, answers, live);
 }
 
 TEST_F(EngineDiskTest, ChangedMeterIsRebuiltFromEvents) {

@@ -804,6 +804,9 @@ void IngestCommit::install() {
       d_.dedup.insert(entry.hash, entry.seq, entry.customer_num);
     }
   }
+  // What a checkpoint started from now covers (checkpoint.cc).
+  d_.installed_seq = d_.next_seq;
+  d_.installed_customer = d_.next_customer;
 }
 
 void IngestCommit::answer() {

@@ -4,11 +4,14 @@
 // for the hot paths, plus the hour and day sums the series derive from the minutes. A meter
 // whose definition changed since its aggregates were written (its stored fingerprint differs)
 // is rebuilt from the stored events first, so what is loaded always matches the events. The
-// aggregates come from the checkpoint of the last clean stop when it matches the store
-// (checkpoint.cc), else from every stored minute aggregate and distinct value.
+// aggregates come from the checkpoint when it matches the meters and the store (checkpoint.cc:
+// the customers with events after it are read again from the store), else from every stored
+// minute aggregate and distinct value.
 #include <algorithm>
 #include <map>
 #include <thread>
+
+#include <spdlog/spdlog.h>
 
 #include "engine/engine_impl.h"
 
@@ -152,8 +155,8 @@ Status Engine::Impl::load() {
   TALLY_TRY(drop_removed_meters(*this));
   TALLY_TRY(rebuild_changed_meters(*this));
 
-  // Aggregates and distinct values: from the checkpoint of the last clean stop when it matches
-  // the store, else from every stored record. The dedup index meanwhile, on a thread of its own
+  // Aggregates and distinct values: from the checkpoint when it matches the meters and the
+  // store, else from every stored record. The dedup index meanwhile, on a thread of its own
   // (the two share nothing; each is about half of a large store's restart); a read-only engine
   // neither ingests nor checks, so it has no use for the index and does not load it.
   Status dedup_loaded;
@@ -161,13 +164,25 @@ Status Engine::Impl::load() {
   if (!read_only) {
     dedup_loader = std::thread([&] { dedup_loaded = load_dedup(); });
   }
-  restored_from_checkpoint = load_checkpoint();
-  const Status aggregates_loaded = restored_from_checkpoint ? Status() : load_aggregates();
+  Result<bool> from_checkpoint = load_checkpoint();
+  restored_from_checkpoint = from_checkpoint.has_value() && *from_checkpoint;
+  const Status aggregates_loaded = !from_checkpoint           ? from_checkpoint.error()
+                                   : restored_from_checkpoint ? Status()
+                                                              : load_aggregates();
   if (dedup_loader.joinable()) {
     dedup_loader.join();
   }
   TALLY_TRY(aggregates_loaded);
   TALLY_TRY(dedup_loaded);
+  if (restored_from_checkpoint && !read_only) {  // read-only commands print to stdout: not there
+    spdlog::info(
+        "aggregates read from the checkpoint; {} customer(s) with later events read again "
+        "from the store",
+        checkpoint_customers_reloaded);
+  }
+  // Everything stored is in memory: a checkpoint from now on covers it.
+  installed_seq = next_seq;
+  installed_customer = next_customer;
   TALLY_TRY(load_wallets());
   TALLY_TRY(load_reservations());
   TALLY_TRY(load_alerts());
@@ -244,6 +259,8 @@ Status Engine::Impl::load_aggregates() {
 
 Status Engine::Impl::rebuild_meter(std::uint32_t meter_index) {
   const core::MeterSpec& spec = catalog->meters[meter_index].spec;
+  // Its series in the file are of the old definition (the fingerprint would refuse it anyway).
+  remove_checkpoint();
   // Delete the meter's old aggregates and distinct values.
   const std::string prefix = engine::aggregate_meter_prefix(spec.key);
   std::string end = prefix;

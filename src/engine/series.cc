@@ -1,5 +1,6 @@
 #include "engine/series.h"
 
+#include <limits>
 #include <string>
 
 #include "common/assert.h"
@@ -182,6 +183,17 @@ bool GroupTotals::restore(common::Reader& in) {
 void GroupTotals::add(core::TimeUs minute_us, const core::AggState& delta) {
   entry(hours_, &near_hour_, core::floor_to(minute_us, core::kUsPerHour)).merge(delta);
   entry(days_, &near_day_, core::floor_to(minute_us, core::kUsPerDay)).merge(delta);
+}
+
+void GroupTotals::add_series(const Series& series) {
+  constexpr core::TimeUs kFirst = std::numeric_limits<core::TimeUs>::min();
+  constexpr core::TimeUs kLast = std::numeric_limits<core::TimeUs>::max();
+  series.for_each(core::kUsPerHour, kFirst, kLast, [this](core::TimeUs hour, const auto& state) {
+    entry(hours_, &near_hour_, hour).merge(state);
+  });
+  series.for_each(core::kUsPerDay, kFirst, kLast, [this](core::TimeUs day, const auto& state) {
+    entry(days_, &near_day_, day).merge(state);
+  });
 }
 
 Result<std::vector<Span>> windows_of(core::TimeUs from, core::TimeUs to, core::Window w,

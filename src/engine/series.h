@@ -45,6 +45,9 @@ class Series {
   // The first minute with data in [from, to), if any.
   std::optional<core::TimeUs> next_minute(core::TimeUs from, core::TimeUs to) const;
 
+  // How many minutes have data.
+  std::size_t minutes() const { return minutes_.size(); }
+
   // Appends the whole series to `out` (a checkpoint); restore() reads it back into an empty
   // one, false when the bytes do not hold one.
   void save(std::string& out) const;
@@ -93,6 +96,9 @@ class GroupTotals {
   GroupTotals& operator=(const GroupTotals&) = delete;
 
   void add(core::TimeUs minute_us, const core::AggState& delta);
+  // Adds every hour and day of `series`: the totals of a group are the sum of its series (a
+  // checkpoint's totals are made again so after reloading some customers from the store).
+  void add_series(const Series& series);
   // As Series::save and Series::restore.
   void save(std::string& out) const;
   bool restore(common::Reader& in);

@@ -197,5 +197,41 @@ TEST(GroupTotals, CustomerAfterCustomerInTimeOrderAsARestartAddsThem) {
   }
 }
 
+TEST(GroupTotals, MadeAgainFromTheSeriesEqualTheTotalsOfEveryMinuteAdded) {
+  // A checkpoint whose customers were partly reloaded makes its totals again from the series.
+  Fixture a(21);
+  Fixture b(22);
+  GroupTotals added;
+  GroupTotals rebuilt;
+  for (const Fixture* f : {&a, &b}) {
+    for (const auto& [m, d] : f->added) {
+      added.add(m, d);
+    }
+    rebuilt.add_series(f->series);
+  }
+  std::set<TimeUs> minutes_of_a;
+  for (const auto& [m, d] : a.added) {
+    minutes_of_a.insert(m);
+  }
+  EXPECT_EQ(a.series.minutes(), minutes_of_a.size());
+  for (TimeUs unit : {kUsPerHour, kUsPerDay}) {
+    std::vector<std::pair<TimeUs, AggState>> want;
+    added.for_each(unit, kStart, kStart + 3 * kUsPerDay,
+                   [&](TimeUs start, const AggState& st) { want.emplace_back(start, st); });
+    std::size_t i = 0;
+    rebuilt.for_each(unit, kStart, kStart + 3 * kUsPerDay, [&](TimeUs start, const AggState& st) {
+      ASSERT_LT(i, want.size());
+      EXPECT_EQ(start, want[i].first);
+      expect_same(st, want[i].second, "rebuilt totals at " + std::to_string(start));
+      AggState brute = a.brute(start, start + unit);
+      brute.merge(b.brute(start, start + unit));
+      expect_same(st, brute, "brute force at " + std::to_string(start));
+      ++i;
+    });
+    EXPECT_EQ(i, want.size());
+    EXPECT_GT(i, 0u);
+  }
+}
+
 }  // namespace
 }  // namespace tally::engine

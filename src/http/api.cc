@@ -472,7 +472,8 @@ void append_ingest_metrics(std::string& out, const EngineStats& s) {
   append_gauge(out, "tally_aggregates_live", "Minute aggregates held in memory.",
                s.aggregates_live);
   append_gauge(out, "tally_aggregates_from_checkpoint",
-               "1 when this start read the aggregates from the checkpoint of the last clean stop.",
+               "1 when this start read the aggregates from the checkpoint file (a clean stop's or "
+               "a periodic one).",
                s.aggregates_from_checkpoint ? 1 : 0);
   append_gauge(out, "tally_ingest_pending_events", "Events queued for the next commit.",
                s.pending_events);
