@@ -101,10 +101,30 @@ class FailingWrites final : public store::Store {
   int waiting_ = 0;
 };
 
-std::string calls_of(Engine& e, const std::string& customer) {
+// An engine on a FailingWrites store (*disk) and `clock`, with the customer "acme"; null (and a
+// failure) when it cannot be opened.
+std::unique_ptr<Engine> open_with_acme(const char* config, FakeClock& clock, FailingWrites** disk) {
+  auto store = std::make_unique<FailingWrites>();
+  *disk = store.get();
+  EngineOptions o;
+  o.config_toml = config;
+  o.clock = &clock;
+  auto opened = Engine::Impl::open(o, std::move(store));
+  if (!opened) {
+    ADD_FAILURE() << opened.error().message();
+    return nullptr;
+  }
+  Customer c;
+  c.id = "acme";
+  EXPECT_TRUE((*opened)->create_customer(c).has_value());
+  return std::move(*opened);
+}
+
+// The meter's usage of "acme" over all time ("0" when none).
+std::string usage_of(Engine& e, const std::string& meter) {
   MeterQuery q;
-  q.meter = "calls";
-  q.customer = customer;
+  q.meter = meter;
+  q.customer = "acme";
   q.from_us = 0;
   q.to_us = 4'000'000'000'000'000;
   auto r = e.query(q);
@@ -116,17 +136,10 @@ std::string calls_of(Engine& e, const std::string& customer) {
 // the ids of consumed checks, so its retry was answered "replayed" and never counted.
 TEST(CheckFailureTest, TheRetryOfACheckWhoseUsageWasNotStoredCounts) {
   FakeClock clock(1'768'899'600'000'000);
-  auto store = std::make_unique<FailingWrites>();
-  FailingWrites* disk = store.get();
-  EngineOptions o;
-  o.config_toml = kConfig;
-  o.clock = &clock;
-  auto opened = Engine::Impl::open(o, std::move(store));
-  ASSERT_TRUE(opened.has_value()) << opened.error().message();
-  Engine& e = **opened;
-  Customer c;
-  c.id = "acme";
-  ASSERT_TRUE(e.create_customer(c).has_value());
+  FailingWrites* disk = nullptr;
+  std::unique_ptr<Engine> engine = open_with_acme(kConfig, clock, &disk);
+  ASSERT_NE(engine, nullptr);
+  Engine& e = *engine;
 
   CheckRequest req;
   req.customer = "acme";
@@ -137,21 +150,21 @@ TEST(CheckFailureTest, TheRetryOfACheckWhoseUsageWasNotStoredCounts) {
   ASSERT_FALSE(failed.has_value()) << "with check_durability = sync the failure is told";
   EXPECT_EQ(failed.error().code(), StatusCode::kIOError);
   disk->fail = false;
-  EXPECT_EQ(calls_of(e, "acme"), "0");
+  EXPECT_EQ(usage_of(e, "calls"), "0");
 
   auto retry = e.check(req);
   ASSERT_TRUE(retry.has_value()) << retry.error().message();
   EXPECT_TRUE(retry->allowed);
   EXPECT_FALSE(retry->replayed) << "nothing of the first check was stored";
   e.flush();
-  EXPECT_EQ(calls_of(e, "acme"), "1");
+  EXPECT_EQ(usage_of(e, "calls"), "1");
 
   // Now it is stored: a further retry is a replay and counts nothing.
   auto again = e.check(req);
   ASSERT_TRUE(again.has_value()) << again.error().message();
   EXPECT_TRUE(again->replayed);
   e.flush();
-  EXPECT_EQ(calls_of(e, "acme"), "1");
+  EXPECT_EQ(usage_of(e, "calls"), "1");
   auto v = e.verify();
   ASSERT_TRUE(v.has_value());
   EXPECT_TRUE(v->ok());
@@ -161,17 +174,10 @@ TEST(CheckFailureTest, TheRetryOfACheckWhoseUsageWasNotStoredCounts) {
 // retry records the usage once.
 TEST(CheckFailureTest, AReservationWhoseCommitWasNotStoredStaysOpen) {
   FakeClock clock(1'768'899'600'000'000);
-  auto store = std::make_unique<FailingWrites>();
-  FailingWrites* disk = store.get();
-  EngineOptions o;
-  o.config_toml = kConfig;
-  o.clock = &clock;
-  auto opened = Engine::Impl::open(o, std::move(store));
-  ASSERT_TRUE(opened.has_value()) << opened.error().message();
-  Engine& e = **opened;
-  Customer c;
-  c.id = "acme";
-  ASSERT_TRUE(e.create_customer(c).has_value());
+  FailingWrites* disk = nullptr;
+  std::unique_ptr<Engine> engine = open_with_acme(kConfig, clock, &disk);
+  ASSERT_NE(engine, nullptr);
+  Engine& e = *engine;
   CheckRequest req;
   req.customer = "acme";
   req.meter = "calls";
@@ -187,7 +193,7 @@ TEST(CheckFailureTest, AReservationWhoseCommitWasNotStoredStaysOpen) {
   EXPECT_EQ(failed.error().code(), StatusCode::kIOError);
   disk->fail = false;
   e.flush();
-  EXPECT_EQ(calls_of(e, "acme"), "0");
+  EXPECT_EQ(usage_of(e, "calls"), "0");
   req.amount = "3";
   req.consume = Consume::kNo;
   auto denied = e.check(req);
@@ -198,7 +204,7 @@ TEST(CheckFailureTest, AReservationWhoseCommitWasNotStoredStaysOpen) {
   ASSERT_TRUE(committed.has_value()) << committed.error().message();
   EXPECT_EQ(committed->amount.text(), "6");
   e.flush();
-  EXPECT_EQ(calls_of(e, "acme"), "6");
+  EXPECT_EQ(usage_of(e, "calls"), "6");
   EXPECT_EQ(e.commit_reservation(held->reservation_id, "6").error().code(), StatusCode::kNotFound);
   auto v = e.verify();
   ASSERT_TRUE(v.has_value());
@@ -242,17 +248,6 @@ limits = [
 ]
 )";
 
-std::string usage_of(Engine& e, const std::string& meter) {
-  MeterQuery q;
-  q.meter = meter;
-  q.customer = "acme";
-  q.from_us = 0;
-  q.to_us = 4'000'000'000'000'000;
-  auto r = e.query(q);
-  EXPECT_TRUE(r.has_value()) << r.error().message();
-  return r && !r->rows.empty() ? r->rows[0].value : "0";
-}
-
 // The quantity of each stored event of `type`, and the text of its property `key` ("" = none).
 std::vector<std::pair<std::uint32_t, std::string>> stored(Engine& e, const std::string& type,
                                                           const std::string& key) {
@@ -288,17 +283,10 @@ CheckRequest consume(const std::string& meter, const std::string& amount) {
 // feeds another meter, keep an event each.
 TEST(CheckMergeTest, ChecksQueuedBehindACommitShareOneUsageEventAndCountExactly) {
   FakeClock clock(1'768'899'600'000'000);
-  auto store = std::make_unique<FailingWrites>();
-  FailingWrites* disk = store.get();
-  EngineOptions o;
-  o.config_toml = kMergeConfig;
-  o.clock = &clock;
-  auto opened = Engine::Impl::open(o, std::move(store));
-  ASSERT_TRUE(opened.has_value()) << opened.error().message();
-  Engine& e = **opened;
-  Customer c;
-  c.id = "acme";
-  ASSERT_TRUE(e.create_customer(c).has_value());
+  FailingWrites* disk = nullptr;
+  std::unique_ptr<Engine> engine = open_with_acme(kMergeConfig, clock, &disk);
+  ASSERT_NE(engine, nullptr);
+  Engine& e = *engine;
 
   disk->hold();
   ASSERT_TRUE(e.check(consume("calls", "1"))->allowed);
@@ -349,17 +337,10 @@ TEST(CheckMergeTest, ChecksQueuedBehindACommitShareOneUsageEventAndCountExactly)
 // A merged event's commit that fails frees every merged check's hold, as it does a single one.
 TEST(CheckMergeTest, AFailedCommitOfAMergedEventFreesEveryCheckInIt) {
   FakeClock clock(1'768'899'600'000'000);
-  auto store = std::make_unique<FailingWrites>();
-  FailingWrites* disk = store.get();
-  EngineOptions o;
-  o.config_toml = kMergeConfig;
-  o.clock = &clock;
-  auto opened = Engine::Impl::open(o, std::move(store));
-  ASSERT_TRUE(opened.has_value()) << opened.error().message();
-  Engine& e = **opened;
-  Customer c;
-  c.id = "acme";
-  ASSERT_TRUE(e.create_customer(c).has_value());
+  FailingWrites* disk = nullptr;
+  std::unique_ptr<Engine> engine = open_with_acme(kMergeConfig, clock, &disk);
+  ASSERT_NE(engine, nullptr);
+  Engine& e = *engine;
 
   disk->hold();
   ASSERT_TRUE(e.check(consume("calls", "1"))->allowed);
