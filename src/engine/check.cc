@@ -54,12 +54,16 @@ namespace engine {
 
 namespace {
 
+// The key of IngestJob::merged_usage: the customer number and the meter.
+std::uint64_t merge_key(const Usage& u) {
+  return std::uint64_t{u.customer_num} << 32 | u.meter;
+}
+
 // Adds a mergeable consumption to the job's open event of its customer and meter when it has
 // one of the same settle span with room for it: its quantity (count) or value (sum) grows by the
 // amount, and the check's token joins it. False when there is none.
 bool merge_usage(engine::IngestJob& job, const Usage& u, std::string& scratch) {
-  const std::uint64_t key = std::uint64_t{u.customer_num} << 32 | u.meter;
-  auto it = job.merged_usage.find(key);
+  auto it = job.merged_usage.find(merge_key(u));
   if (it == job.merged_usage.end() || it->second.lo != u.span_lo || it->second.hi != u.span_hi) {
     return false;
   }
@@ -140,8 +144,7 @@ void add_usage_event(const Engine::Impl& d, engine::IngestJob& job, const Usage&
   e.prop_count = static_cast<std::uint32_t>(b.props().size()) - e.prop_begin;
   if (u.merges) {
     // The customer's open merged event from now on (a full one or another span's is left).
-    engine::IngestJob::MergedUsage& m =
-        job.merged_usage[std::uint64_t{u.customer_num} << 32 | u.meter];
+    engine::IngestJob::MergedUsage& m = job.merged_usage[merge_key(u)];
     m.event = static_cast<std::uint32_t>(b.size());
     m.value_prop = static_cast<std::uint32_t>(b.props().size()) - 1;  // a sum meter's value
     m.lo = u.span_lo;

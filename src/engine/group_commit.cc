@@ -445,19 +445,18 @@ void IngestCommit::fail_job(std::size_t j, const Status& read) {
   failed_[j] =
       Status(read.code(), "the events could not be checked for duplicates: " + read.message());
   // Its checks' usage is lost, as when a commit fails: free their holds.
-  for (std::size_t i = 0; i < job.check_tokens.size() && i < b.size(); ++i) {
+  auto lose = [&](std::size_t i, std::uint64_t token) {
     auto it = d_.customer_nums.find(b.text(b.events()[i].customer));
-    if (job.check_tokens[i] != 0 && it != d_.customer_nums.end()) {
-      settled_.emplace_back(it->second, job.check_tokens[i]);
-      lost_.emplace_back(it->second, job.check_tokens[i]);
-    }
-  }
-  for (const auto& [i, token] : job.merged_tokens) {
-    auto it = d_.customer_nums.find(b.text(b.events()[i].customer));
-    if (it != d_.customer_nums.end()) {
+    if (token != 0 && it != d_.customer_nums.end()) {
       settled_.emplace_back(it->second, token);
       lost_.emplace_back(it->second, token);
     }
+  };
+  for (std::size_t i = 0; i < job.check_tokens.size() && i < b.size(); ++i) {
+    lose(i, job.check_tokens[i]);
+  }
+  for (const auto& [i, token] : job.merged_tokens) {
+    lose(i, token);
   }
 }
 

@@ -88,8 +88,7 @@ struct Job {
 
 // The jobs waiting for the commit thread, in order. Its invariants, kept under its mutex:
 // `queued_events_` is the weight (IngestJob::weight: events, or checks) of the queued ingest
-// jobs; `open_check_job_` is
-// null or the last queued job; `finished_` <= `submitted_`.
+// jobs; `open_check_job_` is null or the last queued job; `finished_` <= `submitted_`.
 class CommitQueue {
  public:
   // Past this many queued events, ingest and consuming checks are refused (kUnavailable) until
