@@ -35,6 +35,9 @@ enum class StatusCode : int {
   // A request body or batch over its bound (the same request always gets the same answer;
   // the client must send less): 413
   kPayloadTooLarge = 13,
+  // A feature this mode of Tally does not have (the scale-out mode answers it for what only the
+  // embedded store does yet; docs/cluster.md lists them): 501. Never a silent difference.
+  kNotImplemented = 14,
 };
 
 // Machine codes a kInvalidArgument may carry as its details_json, for callers that answer
@@ -82,6 +85,10 @@ class [[nodiscard]] Status {
 
   static Status payload_too_large(std::string message) {
     return Status(StatusCode::kPayloadTooLarge, std::move(message));
+  }
+
+  static Status not_implemented(std::string message) {
+    return Status(StatusCode::kNotImplemented, std::move(message));
   }
 
   static Status unavailable(std::string message) {

@@ -33,6 +33,8 @@ std::string_view status_code_name(StatusCode code) {
       return "INSUFFICIENT_STORAGE";
     case StatusCode::kPayloadTooLarge:
       return "PAYLOAD_TOO_LARGE";
+    case StatusCode::kNotImplemented:
+      return "NOT_IMPLEMENTED";
   }
   return "UNKNOWN";
 }

@@ -1,13 +1,17 @@
 // Customers and API keys: created and changed through the commit thread like everything else,
-// so a record is visible only once it is durable.
+// so a record is visible only once it is durable. Their rules (defaults, checks, a key's
+// scopes and secret) are functions of their own (admin_rules.h), for every mode of storage.
 #include <future>
 
 #include "common/crypto.h"
 #include "core/ids.h"
+#include "engine/admin_rules.h"
 #include "engine/audit.h"
 #include "engine/engine_impl.h"
 
 namespace tally {
+
+namespace engine {
 
 namespace {
 
@@ -29,6 +33,93 @@ Status validate_customer_fields(const Customer& c) {
 }
 
 }  // namespace
+
+Result<Customer> new_customer(const Customer& in, const config::Config& config, core::TimeUs now) {
+  TALLY_TRY(core::check_name("id", in.id));
+  Customer c = in;
+  if (c.name.empty()) {
+    c.name = c.id;
+  }
+  if (c.timezone.empty()) {
+    c.timezone = "UTC";
+  }
+  if (c.metadata_json.empty()) {
+    c.metadata_json = "{}";
+  }
+  TALLY_TRY(validate_customer_fields(c));
+  if (!c.plan.empty() && config.find_plan(c.plan) == nullptr) {
+    return Status::invalid_argument("plan '" + c.plan + "' is not a configured plan");
+  }
+  c.created_at_us = now;
+  c.updated_at_us = now;
+  return c;
+}
+
+Result<Customer> patched_customer(Customer c, const CustomerPatch& patch,
+                                  const config::Config& config, core::TimeUs now) {
+  if (patch.name)
+    c.name = *patch.name;
+  if (patch.email)
+    c.email = *patch.email;
+  if (patch.timezone)
+    c.timezone = *patch.timezone;
+  if (patch.status)
+    c.status = *patch.status;
+  if (patch.metadata_json)
+    c.metadata_json = *patch.metadata_json;
+  if (patch.plan)
+    c.plan = *patch.plan;
+  if (patch.trial_started_at_us)
+    c.trial_started_at_us = *patch.trial_started_at_us;
+  if (patch.billing_anchor_us)
+    c.billing_anchor_us = *patch.billing_anchor_us;
+  if (patch.organization)
+    c.organization = *patch.organization;
+  TALLY_TRY(validate_customer_fields(c));
+  // Only a plan the patch names is checked: a customer of a replaced plan
+  // ([enforcement] replaced_plans) can still be renamed or suspended.
+  if (patch.plan && !c.plan.empty() && config.find_plan(c.plan) == nullptr) {
+    return Status::invalid_argument("plan '" + c.plan + "' is not a configured plan");
+  }
+  c.updated_at_us = now;
+  return c;
+}
+
+Result<std::pair<NewApiKey, KeyRecord>> new_key(const NewApiKeyRequest& request,
+                                                core::TimeUs now) {
+  if (request.name.size() > 256) {
+    return Status::invalid_argument("name is at most 256 bytes");
+  }
+  Scope scopes = request.scopes;
+  if ((scopes & ~(kDataScopes | Scope::kAdmin)) != Scope::kNone) {
+    return Status::invalid_argument("unknown scope; scopes are ingest, check, read");
+  }
+  if (request.customer.empty()) {
+    // No scopes (or admin): a full admin key. Given scopes: a key for every customer that
+    // holds exactly those scopes and may not administer.
+    if (scopes == Scope::kNone || has(scopes, Scope::kAdmin)) {
+      scopes = Scope::kAdmin | kDataScopes;
+    }
+  } else if (scopes == Scope::kNone) {
+    scopes = kDataScopes;
+  } else if (has(scopes, Scope::kAdmin)) {
+    return Status::invalid_argument("a customer key cannot have the admin scope");
+  }
+  NewApiKey out;
+  out.secret = "tk_" + common::to_hex(common::random_bytes(32));
+  KeyRecord rec;
+  rec.info.id = "key_" + common::to_hex(common::random_bytes(8));
+  rec.info.prefix = out.secret.substr(0, 11);
+  rec.info.customer = request.customer;
+  rec.info.name = request.name;
+  rec.info.scopes = scopes;
+  rec.info.created_at_us = now;
+  rec.hash = common::sha256(out.secret);
+  out.info = rec.info;
+  return std::make_pair(std::move(out), std::move(rec));
+}
+
+}  // namespace engine
 
 namespace {
 
@@ -123,24 +214,11 @@ Status run_admin(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prep
 
 Result<Customer> Engine::create_customer(const Customer& in) {
   Impl& d = *impl_;
-  TALLY_TRY(core::check_name("id", in.id));
-  Customer c = in;
-  if (c.name.empty()) {
-    c.name = c.id;
+  auto made = engine::new_customer(in, d.config, d.clock->now_us());
+  if (!made) {
+    return made.error();
   }
-  if (c.timezone.empty()) {
-    c.timezone = "UTC";
-  }
-  if (c.metadata_json.empty()) {
-    c.metadata_json = "{}";
-  }
-  TALLY_TRY(validate_customer_fields(c));
-  if (!c.plan.empty() && d.config.find_plan(c.plan) == nullptr) {
-    return Status::invalid_argument("plan '" + c.plan + "' is not a configured plan");
-  }
-  const core::TimeUs now = d.clock->now_us();
-  c.created_at_us = now;
-  c.updated_at_us = now;
+  const Customer& c = *made;
   auto num = std::make_shared<std::uint32_t>(0);
   Status s = engine::run_admin(
       d,
@@ -208,32 +286,11 @@ Result<Customer> Engine::update_customer(const std::string& id, const CustomerPa
           return Status::not_found("customer '" + id + "' does not exist");
         }
         *num = it->second;
-        Customer c = d.customers.at(*num).record;
-        if (patch.name)
-          c.name = *patch.name;
-        if (patch.email)
-          c.email = *patch.email;
-        if (patch.timezone)
-          c.timezone = *patch.timezone;
-        if (patch.status)
-          c.status = *patch.status;
-        if (patch.metadata_json)
-          c.metadata_json = *patch.metadata_json;
-        if (patch.plan)
-          c.plan = *patch.plan;
-        if (patch.trial_started_at_us)
-          c.trial_started_at_us = *patch.trial_started_at_us;
-        if (patch.billing_anchor_us)
-          c.billing_anchor_us = *patch.billing_anchor_us;
-        if (patch.organization)
-          c.organization = *patch.organization;
-        TALLY_TRY(validate_customer_fields(c));
-        // Only a plan the patch names is checked: a customer of a replaced plan
-        // ([enforcement] replaced_plans) can still be renamed or suspended.
-        if (patch.plan && !c.plan.empty() && d.config.find_plan(c.plan) == nullptr) {
-          return Status::invalid_argument("plan '" + c.plan + "' is not a configured plan");
+        auto patched = engine::patched_customer(d.customers.at(*num).record, patch, d.config, now);
+        if (!patched) {
+          return patched.error();
         }
-        c.updated_at_us = now;
+        const Customer& c = *patched;
         audit_update(d, wb, d.customers.at(*num).record, c, patch, actor, now);
         *updated = c;
         wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
@@ -261,35 +318,12 @@ Result<Customer> Engine::update_customer(const std::string& id, const CustomerPa
 
 Result<NewApiKey> Engine::create_key(const NewApiKeyRequest& request, const std::string& actor) {
   Impl& d = *impl_;
-  if (request.name.size() > 256) {
-    return Status::invalid_argument("name is at most 256 bytes");
+  auto made = engine::new_key(request, d.clock->now_us());
+  if (!made) {
+    return made.error();
   }
-  Scope scopes = request.scopes;
-  if ((scopes & ~(kDataScopes | Scope::kAdmin)) != Scope::kNone) {
-    return Status::invalid_argument("unknown scope; scopes are ingest, check, read");
-  }
-  if (request.customer.empty()) {
-    // No scopes (or admin): a full admin key. Given scopes: a key for every customer that
-    // holds exactly those scopes and may not administer.
-    if (scopes == Scope::kNone || has(scopes, Scope::kAdmin)) {
-      scopes = Scope::kAdmin | kDataScopes;
-    }
-  } else if (scopes == Scope::kNone) {
-    scopes = kDataScopes;
-  } else if (has(scopes, Scope::kAdmin)) {
-    return Status::invalid_argument("a customer key cannot have the admin scope");
-  }
-  NewApiKey out;
-  out.secret = "tk_" + common::to_hex(common::random_bytes(32));
-  engine::KeyRecord rec;
-  rec.info.id = "key_" + common::to_hex(common::random_bytes(8));
-  rec.info.prefix = out.secret.substr(0, 11);
-  rec.info.customer = request.customer;
-  rec.info.name = request.name;
-  rec.info.scopes = scopes;
-  rec.info.created_at_us = d.clock->now_us();
-  rec.hash = common::sha256(out.secret);
-  out.info = rec.info;
+  const NewApiKey& out = made->first;
+  const engine::KeyRecord& rec = made->second;
   Status s = engine::run_admin(
       d,
       [&d, rec, actor](store::WriteBatch& wb) -> Status {

@@ -53,6 +53,8 @@ Response status_response(const Status& s) {
     case StatusCode::kInsufficientStorage:
       // Writes wait for free space; reads, dry-run checks and /health go on (docs/operations.md).
       return error_response(507, "INSUFFICIENT_STORAGE", s.message());
+    case StatusCode::kNotImplemented:
+      return error_response(501, "NOT_IMPLEMENTED", s.message());
     case StatusCode::kIOError:
     case StatusCode::kCorruption:
     case StatusCode::kInternal:

@@ -148,8 +148,15 @@ CREATE TABLE webhook_outbox (
 CREATE INDEX webhook_outbox_due ON webhook_outbox (next_attempt_at) WHERE status = 'pending';
 )sql";
 
+// Version 2: a customer's trial may start later than its creation (PATCH trial_started_at);
+// NULL = at its creation, as in the embedded store.
+constexpr std::string_view kTrialStart = R"sql(
+ALTER TABLE customers ADD COLUMN trial_started_at timestamptz;
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "the initial cluster schema", kInitialSchema},
+    {2, "customers' trial start", kTrialStart},
 };
 
 constexpr std::string_view kCreateVersionTable =

@@ -1,0 +1,222 @@
+// Customers and API keys in PostgreSQL (see pg_customers.h).
+#include "cluster/pg_customers.h"
+
+#include <charconv>
+#include <utility>
+
+#include "common/crypto.h"
+
+namespace tally::cluster {
+namespace {
+
+// Microseconds since the epoch as a parameter, and the SQL that reads one back.
+pg::Value micros(TimeUs us) {
+  return std::to_string(us);
+}
+pg::Value micros_or_null(TimeUs us) {
+  return us == 0 ? pg::Value() : micros(us);
+}
+#define TALLY_TS(n) "(timestamptz 'epoch' + $" #n "::bigint * interval '1 microsecond')"
+#define TALLY_US(col) "(extract(epoch from " col ") * 1000000)::bigint"
+
+TimeUs to_micros(const pg::Value& v) {
+  TimeUs out = 0;
+  if (v) {
+    std::from_chars(v->data(), v->data() + v->size(), out);
+  }
+  return out;
+}
+
+std::string text(const pg::Value& v) {
+  return v.value_or(std::string());
+}
+
+std::string from_hex(std::string_view hex) {
+  auto nibble = [](char c) {
+    return c <= '9' ? c - '0' : c - 'a' + 10;
+  };
+  std::string out;
+  out.reserve(hex.size() / 2);
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out.push_back(static_cast<char>(nibble(hex[i]) * 16 + nibble(hex[i + 1])));
+  }
+  return out;
+}
+
+constexpr std::string_view kCustomerColumns =
+    "id, name, email, plan, status, time_zone, " TALLY_US("billing_anchor") ", "
+    "coalesce(parent_id, ''), metadata::text, " TALLY_US("created_at") ", " TALLY_US(
+        "updated_at") ", " TALLY_US("trial_started_at");
+
+Customer customer_of(const std::vector<pg::Value>& row) {
+  Customer c;
+  c.id = text(row[0]);
+  c.name = text(row[1]);
+  c.email = text(row[2]);
+  c.plan = text(row[3]);
+  c.status = parse_customer_status(text(row[4])).value_or(CustomerStatus::kActive);
+  c.timezone = text(row[5]);
+  c.billing_anchor_us = to_micros(row[6]);
+  c.organization = text(row[7]);
+  c.metadata_json = text(row[8]);
+  c.created_at_us = to_micros(row[9]);
+  c.updated_at_us = to_micros(row[10]);
+  c.trial_started_at_us = to_micros(row[11]);
+  return c;
+}
+
+std::vector<pg::Value> customer_params(const Customer& c) {
+  return {c.id,
+          c.name,
+          c.email,
+          c.plan,
+          std::string(to_string(c.status)),
+          c.timezone,
+          micros_or_null(c.billing_anchor_us),
+          c.organization.empty() ? pg::Value() : pg::Value(c.organization),
+          c.metadata_json,
+          micros(c.created_at_us),
+          micros(c.updated_at_us),
+          micros_or_null(c.trial_started_at_us)};
+}
+
+constexpr std::string_view kKeyColumns =
+    "id, prefix, encode(secret_sha256, 'hex'), coalesce(customer_id, ''), name, scopes, " TALLY_US(
+        "created_at") ", " TALLY_US("revoked_at") ", " TALLY_US("last_used_at") ", total_requests";
+
+KeyRow key_of(const std::vector<pg::Value>& row) {
+  KeyRow k;
+  k.info.id = text(row[0]);
+  k.info.prefix = text(row[1]);
+  k.secret_sha256 = from_hex(text(row[2]));
+  k.info.customer = text(row[3]);
+  k.info.name = text(row[4]);
+  k.info.scopes = static_cast<Scope>(to_micros(row[5]));
+  k.info.created_at_us = to_micros(row[6]);
+  k.info.revoked_at_us = to_micros(row[7]);
+  k.info.last_used_at_us = to_micros(row[8]);
+  k.info.total_requests = static_cast<std::uint64_t>(to_micros(row[9]));
+  return k;
+}
+
+Result<std::optional<KeyRow>> one_key(pg::Connection& conn, std::string_view where,
+                                      pg::Value param) {
+  auto rows = conn.exec(
+      "SELECT " + std::string(kKeyColumns) + " FROM api_keys WHERE " + std::string(where),
+      {std::move(param)});
+  if (!rows) {
+    return rows.error();
+  }
+  if (rows->row_count() == 0) {
+    return std::optional<KeyRow>();
+  }
+  return std::optional<KeyRow>(key_of(rows->rows[0]));
+}
+
+}  // namespace
+
+Status insert_customer(pg::Connection& conn, const Customer& c) {
+  auto r = conn.exec(
+      "INSERT INTO customers (id, name, email, plan, status, time_zone, billing_anchor, "
+      "parent_id, metadata, created_at, updated_at, trial_started_at) VALUES ($1, $2, $3, $4, $5, "
+      "$6, " TALLY_TS(7) ", $8, $9::jsonb, " TALLY_TS(10) ", " TALLY_TS(11) ", " TALLY_TS(12) ")",
+      customer_params(c));
+  if (!r && pg::is_unique_violation(r.error())) {
+    return Status::already_exists("customer '" + c.id + "' already exists");
+  }
+  return r.status();
+}
+
+Result<std::optional<Customer>> find_customer(pg::Connection& conn, std::string_view id) {
+  auto rows = conn.exec("SELECT " + std::string(kCustomerColumns) + " FROM customers WHERE id = $1",
+                        {std::string(id)});
+  if (!rows) {
+    return rows.error();
+  }
+  if (rows->row_count() == 0) {
+    return std::optional<Customer>();
+  }
+  return std::optional<Customer>(customer_of(rows->rows[0]));
+}
+
+Result<std::vector<Customer>> shard_customers(pg::Connection& conn) {
+  auto rows =
+      conn.exec("SELECT " + std::string(kCustomerColumns) + " FROM customers ORDER BY id COLLATE \"C\"");
+  if (!rows) {
+    return rows.error();
+  }
+  std::vector<Customer> out;
+  out.reserve(rows->row_count());
+  for (const auto& row : rows->rows) {
+    out.push_back(customer_of(row));
+  }
+  return out;
+}
+
+Status store_customer(pg::Connection& conn, const Customer& c) {
+  auto r = conn.exec(
+      "UPDATE customers SET name = $2, email = $3, plan = $4, status = $5, time_zone = $6, "
+      "billing_anchor = " TALLY_TS(7) ", parent_id = $8, metadata = $9::jsonb, created_at = " TALLY_TS(
+          10) ", updated_at = " TALLY_TS(11) ", trial_started_at = " TALLY_TS(12) " WHERE id = $1",
+      customer_params(c));
+  if (!r) {
+    return r.error();
+  }
+  if (r->affected_rows == 0) {
+    return Status::not_found("customer '" + c.id + "' does not exist");
+  }
+  return Status();
+}
+
+Status insert_key(pg::Connection& conn, const KeyRow& key) {
+  auto r = conn.exec(
+      "INSERT INTO api_keys (id, prefix, secret_sha256, customer_id, name, scopes, created_at) "
+      "VALUES ($1, $2, decode($3, 'hex'), $4, $5, $6, " TALLY_TS(7) ")",
+      {key.info.id, key.info.prefix, common::to_hex(key.secret_sha256),
+       key.info.customer.empty() ? pg::Value() : pg::Value(key.info.customer), key.info.name,
+       std::to_string(static_cast<std::uint32_t>(key.info.scopes)),
+       micros(key.info.created_at_us)});
+  if (!r && pg::is_unique_violation(r.error())) {
+    return Status::already_exists("key '" + key.info.id + "' already exists");
+  }
+  return r.status();
+}
+
+Result<std::optional<KeyRow>> find_key_by_hash(pg::Connection& conn,
+                                               std::string_view secret_sha256) {
+  return one_key(conn, "secret_sha256 = decode($1, 'hex')", common::to_hex(secret_sha256));
+}
+
+Result<std::optional<KeyRow>> find_key(pg::Connection& conn, std::string_view id) {
+  return one_key(conn, "id = $1", std::string(id));
+}
+
+Result<std::vector<ApiKeyInfo>> all_keys(pg::Connection& conn) {
+  auto rows = conn.exec("SELECT " + std::string(kKeyColumns) + " FROM api_keys ORDER BY created_at, id");
+  if (!rows) {
+    return rows.error();
+  }
+  std::vector<ApiKeyInfo> out;
+  for (const auto& row : rows->rows) {
+    out.push_back(key_of(row).info);
+  }
+  return out;
+}
+
+Status revoke_key(pg::Connection& conn, std::string_view id, TimeUs at_us) {
+  auto r = conn.exec("UPDATE api_keys SET revoked_at = coalesce(revoked_at, " TALLY_TS(
+                         2) ") WHERE id = $1",
+                     {std::string(id), micros(at_us)});
+  if (!r) {
+    return r.error();
+  }
+  if (r->affected_rows == 0) {
+    return Status::not_found("key '" + std::string(id) + "' does not exist");
+  }
+  return Status();
+}
+
+#undef TALLY_TS
+#undef TALLY_US
+
+}  // namespace tally::cluster
