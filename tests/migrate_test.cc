@@ -110,6 +110,7 @@ class MigrateTest : public ::testing::Test {
 };
 
 const std::string kLatest = std::to_string(pg::latest_schema_version());
+
 // "1, 2, ..., latest": what a fresh shard is given.
 std::string all_versions(const char* sep) {
   std::string out;
@@ -134,7 +135,11 @@ TEST_F(MigrateTest, FreshDatabaseIsMigratedAndASecondRunHasNothingToDo) {
 
   CliRun first = tally({"migrate", "--config", config});
   EXPECT_EQ(first.code, 0) << first.output;
-  EXPECT_NE(first.output.find("applied version" + std::string(pg::latest_schema_version() > 1 ? "s " : " ") + all_versions(", ")), std::string::npos) << first.output;
+  EXPECT_NE(first.output.find("applied version" +
+                              std::string(pg::latest_schema_version() > 1 ? "s " : " ") +
+                              all_versions(", ")),
+            std::string::npos)
+      << first.output;
   EXPECT_NE(first.output.find("schema at version " + kLatest), std::string::npos);
   EXPECT_NE(first.output.find("/fresh)"), std::string::npos) << first.output;
   EXPECT_EQ(query("fresh",

@@ -1,9 +1,9 @@
 #include "cluster/shard.h"
 
-#include <gtest/gtest.h>
-
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 namespace tally::cluster {
 namespace {

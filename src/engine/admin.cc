@@ -85,8 +85,7 @@ Result<Customer> patched_customer(Customer c, const CustomerPatch& patch,
   return c;
 }
 
-Result<std::pair<NewApiKey, KeyRecord>> new_key(const NewApiKeyRequest& request,
-                                                core::TimeUs now) {
+Result<std::pair<NewApiKey, KeyRecord>> new_key(const NewApiKeyRequest& request, core::TimeUs now) {
   if (request.name.size() > 256) {
     return Status::invalid_argument("name is at most 256 bytes");
   }
