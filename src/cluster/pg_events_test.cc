@@ -671,7 +671,7 @@ TEST_F(ClusterPgTest, RetriesAreBounded) {
   EXPECT_EQ(scalar("SELECT count(*) FROM events"), "1");
 }
 
-TEST_F(ClusterPgTest, InputRefusedBeforeSending) {
+TEST_F(ClusterPgTest, InputRefusedBeforeSendingAndEdgeCases) {
   const core::EventBatch b = make_batch({{"acme", "a", "api", kT0, {}, 1}});
   const std::vector<core::MeterSpec> ms = specs();
   const std::vector<std::uint32_t> out_of_range = {0, 1};
@@ -682,7 +682,19 @@ TEST_F(ClusterPgTest, InputRefusedBeforeSending) {
       *conn_, {{"acme", "n", "llm", kT0, {{"model", std::string("g\0p", 3), PropKind::kString}}}});
   ASSERT_FALSE(nul.has_value());
   EXPECT_EQ(nul.error().code(), StatusCode::kInvalidArgument);
+  // More than kWriteEventsMax.
+  const std::vector<std::uint32_t> too_many(kWriteEventsMax + 1, 0);
+  auto large = write_events(*conn_, b, too_many, ms, kT0);
+  ASSERT_FALSE(large.has_value());
+  EXPECT_EQ(large.error().code(), StatusCode::kPayloadTooLarge);
   EXPECT_EQ(scalar("SELECT count(*) FROM events"), "0");
+  // The same index twice is the same event twice: the second is a duplicate.
+  const std::vector<std::uint32_t> twice = {0, 0};
+  auto dup = write_events(*conn_, b, twice, ms, kT0);
+  ASSERT_TRUE(dup.has_value()) << dup.error().to_string();
+  EXPECT_EQ(dup->outcomes,
+            (std::vector<EventOutcome>{EventOutcome::kInserted, EventOutcome::kDuplicate}));
+  EXPECT_EQ(scalar("SELECT sum FROM aggregates_minute WHERE meter = 'calls'"), "1.000000000");
   // An empty write is a successful nothing.
   auto empty = write_events(*conn_, b, {}, ms, kT0);
   ASSERT_TRUE(empty.has_value());
