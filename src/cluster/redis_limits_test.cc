@@ -545,6 +545,40 @@ class StandaloneLimitsTest : public ::testing::Test {
   core::PeriodContext ctx_;
 };
 
+// Limits of 0 admit only asking; an unlimited window is counted and never denies; an unlimited
+// rate has no bucket.
+TEST_F(StandaloneLimitsTest, ZeroAndUnlimitedLimits) {
+  RedisLimits limits(*client_);
+  core::LimitRule unlimited_day = rule("edge", PeriodKind::kDay, core::Decimal{});
+  unlimited_day.unlimited = true;
+  core::LimitRule unlimited_minute = rule("edge", PeriodKind::kMinute, core::Decimal{});
+  unlimited_minute.unlimited = true;
+  const std::vector<core::LimitRule> open = {unlimited_day, unlimited_minute};
+  for (int i = 1; i <= 3; ++i) {
+    auto r = limits.check("edge-co", open, ctx_, dec(1000), kBase, true);
+    ASSERT_TRUE(r.has_value()) << r.error().to_string();
+    EXPECT_TRUE(r->verdict.allowed);
+    EXPECT_EQ(r->verdict.top, -1);                      // every limit unlimited
+    EXPECT_EQ(r->limits[0].used, dec(1000 * (i - 1)));  // as core reports an unlimited window
+  }
+  EXPECT_EQ(get(*client_, window_key("edge-co", unlimited_day, kBase)), units_text(3000));
+  auto bucket = client_->command({"EXISTS", rate_key("edge-co", unlimited_minute)});
+  ASSERT_TRUE(bucket.has_value() && bucket->is_integer());
+  EXPECT_EQ(bucket->integer, 0);
+
+  const std::vector<core::LimitRule> zero = {rule("zero", PeriodKind::kDay, core::Decimal{}),
+                                             rule("zero", PeriodKind::kMinute, core::Decimal{})};
+  auto one = limits.check("edge-co", zero, ctx_, from_units(1), kBase, true);
+  ASSERT_TRUE(one.has_value()) << one.error().to_string();
+  EXPECT_FALSE(one->verdict.allowed);
+  EXPECT_FALSE(one->limits[0].fits);
+  EXPECT_FALSE(one->limits[1].fits);
+  auto ask = limits.check("edge-co", zero, ctx_, core::Decimal{}, kBase, true);
+  ASSERT_TRUE(ask.has_value()) << ask.error().to_string();
+  EXPECT_TRUE(ask->verdict.allowed);
+  EXPECT_FALSE(ask->consumed);
+}
+
 // An ideal GCRA bucket in exact integers: the fill times the period, in units x us.
 struct ExactBucket {
   __int128 fill = 0;
