@@ -186,8 +186,15 @@ Status reply_error(const redis::Reply& r, std::string_view call) {
     return Status::unprocessable(std::string(call) + ": " + r.str.substr(12) +
                                  " (nothing was consumed)");
   }
-  if (r.str.rfind("CLUSTERDOWN", 0) == 0 || r.str.rfind("TRYAGAIN", 0) == 0) {
-    return Status::unavailable(std::string(call) + " did not run: " + r.str);
+  // Refusals before the function runs: the cluster or the node is not ready for writes now.
+  for (std::string_view prefix :
+       {"CLUSTERDOWN", "TRYAGAIN", "LOADING", "READONLY", "MASTERDOWN", "BUSY"}) {
+    if (r.str.rfind(prefix, 0) == 0) {
+      return Status::unavailable(std::string(call) + " did not run: " + r.str);
+    }
+  }
+  if (r.str.rfind("OOM", 0) == 0) {
+    return Status::resource_exhausted(std::string(call) + " did not run: " + r.str);
   }
   return Status::internal(std::string(call) + " answered an error: " + r.str);
 }

@@ -18,7 +18,8 @@
 //  - Rates (second, minute, hour): a GCRA bucket per meter, period and limit,
 //    `{tally:c:<id>}:r:<meter>:<period>:<limit units>`, a hash of the level `l`, a remainder
 //    `f` and the instant `t` of its last consumption. The bucket holds at most `limit` and
-//    drains continuously at limit/period, as core::rate_evaluate.
+//    drains continuously at limit/period, as core::rate_evaluate. The limit is part of the key
+//    (its drain rate is): a changed limit starts a new, empty bucket.
 //
 // Exactness: Lua's numbers are doubles, so every value is an integer count of millionths
 // (kUnitsPerOne) below 2^53. Limits and amounts must be multiples of 0.000001 and at most
@@ -45,9 +46,11 @@
 //
 // Errors: kInvalidArgument for values out of bounds (nothing sent); kUnavailable when Redis did
 // not answer, where may_have_run() says whether the consumption may have been applied (a
-// caller that must never over-admit treats such a check as denied and may release() nothing);
-// kUnprocessable for a counter that would leave its range; kInternal for a reply of an
-// unexpected shape. When an FCALL answers that the function does not exist (a new or flushed
+// caller that must never over-admit treats such a check as denied and may release() nothing),
+// or refused to run it for now (CLUSTERDOWN, TRYAGAIN, LOADING, READONLY, MASTERDOWN, BUSY);
+// kUnprocessable for a counter that would leave its range; kResourceExhausted when Redis is
+// out of memory (nothing ran); kInternal for any other error reply or a reply of an unexpected
+// shape. When an FCALL answers that the function does not exist (a new or flushed
 // cluster, a node that lacked it), the library is loaded on every primary and the call is sent
 // once more.
 //

@@ -703,6 +703,26 @@ TEST_F(StandaloneLimitsTest, ACheckWithoutAnAnswerMayHaveRun) {
   EXPECT_EQ(get(*client_, window_key("slow-co", day, kBase)), units_text(1));
 }
 
+// A Redis over its maxmemory refuses the function before it runs: a clear error, not a
+// denial, and nothing consumed.
+TEST_F(StandaloneLimitsTest, AnOutOfMemoryRedisIsResourceExhausted) {
+  RedisLimits limits(*client_);
+  ASSERT_TRUE(limits.load().ok());
+  const core::LimitRule day = rule("oom", PeriodKind::kDay, dec(10));
+  auto set = client_->command({"CONFIG", "SET", "maxmemory", "1"});
+  ASSERT_TRUE(set.has_value() && set->is_text()) << set.error().to_string();
+  auto r = limits.check("oom-co", {day}, ctx_, dec(1), kBase, true);
+  auto reset = client_->command({"CONFIG", "SET", "maxmemory", "0"});
+  ASSERT_TRUE(reset.has_value() && reset->is_text());
+  ASSERT_FALSE(r.has_value());
+  EXPECT_EQ(r.error().code(), StatusCode::kResourceExhausted) << r.error().to_string();
+  EXPECT_FALSE(may_have_run(r.error()));
+  EXPECT_EQ(get(*client_, window_key("oom-co", day, kBase)), "");
+  auto after = limits.check("oom-co", {day}, ctx_, dec(1), kBase, true);
+  ASSERT_TRUE(after.has_value()) << after.error().to_string();
+  EXPECT_TRUE(after->verdict.allowed);
+}
+
 TEST_F(StandaloneLimitsTest, ChecksPerSecondOfOneThread) {
   RedisLimits limits(*client_);
   const std::vector<core::LimitRule> rules = {
