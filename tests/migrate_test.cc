@@ -1,6 +1,6 @@
 // `tally migrate` end to end: the real binary against a real PostgreSQL 15 (one per test binary,
 // tests/support/pg_server.h), each test in fresh databases of its own. Also `tally serve`
-// refusing a [cluster] section, since the cluster mode is not built yet.
+// refusing a shard whose schema needs `tally migrate`.
 #include <fstream>
 #include <memory>
 #include <string>
@@ -253,17 +253,25 @@ TEST_F(MigrateTest, WithoutAClusterSectionThereIsNothingToMigrate) {
   EXPECT_EQ(bad.code, 2) << bad.output;
 }
 
-TEST_F(MigrateTest, ServeRefusesAClusterSectionSayingTheModeIsNotBuilt) {
-  const std::string path = dir_ + "/cluster.toml";
+TEST_F(MigrateTest, ServeRefusesAShardThatNeedsMigrateAndCreatesNoDataDirectory) {
+  need_database("unmigrated");
+  const std::string path = dir_ + "/serve.toml";
+  // Port 1: nothing listens there (a test's Redis may hold 7000).
   std::ofstream(path) << "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"" << dir_
-                      << "/data\"\n[cluster]\npostgres = \"host=127.0.0.1 dbname=tally\"\n"
-                      << "redis = [\"127.0.0.1:7000\"]\n";
+                      << "/data\"\n[cluster]\npostgres = [\"" << server_->conninfo("unmigrated")
+                      << "\"]\nredis = [\"127.0.0.1:1\"]\nconnect_timeout = \"2s\"\n";
   CliRun r = tally({"serve", "--config", path});
-  EXPECT_EQ(r.code, 2) << r.output;
-  EXPECT_NE(r.output.find("cluster mode"), std::string::npos) << r.output;
-  EXPECT_NE(r.output.find("is not built yet"), std::string::npos) << r.output;
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("cluster.postgres"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("run `tally migrate`"), std::string::npos) << r.output;
   // Nothing was created: the embedded store was not opened.
   EXPECT_FALSE(testing::read_file(dir_ + "/data/CURRENT").has_value());
+
+  // Migrated, it gets as far as Redis, which is not there: refused naming it.
+  ASSERT_EQ(tally({"migrate", "--config", path}).code, 0);
+  CliRun no_redis = tally({"serve", "--config", path});
+  EXPECT_NE(no_redis.code, 0) << no_redis.output;
+  EXPECT_NE(no_redis.output.find("cluster.redis"), std::string::npos) << no_redis.output;
 }
 
 }  // namespace

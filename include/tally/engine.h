@@ -121,7 +121,7 @@ class Engine {
   // not. Errors: kNotFound.
   Result<DenialHistory> denials_last_hour(const std::string& customer) const;
   // The newest `limit` audit records (JSON objects), oldest first.
-  std::vector<std::string> audit_log(std::size_t limit) const;
+  Result<std::vector<std::string>> audit_log(std::size_t limit) const;
 
   // ---- wallets (see docs/api.md "Wallets") ----------------------------------------------------
   // The customer's credit wallet (an empty one when nothing was ever granted). Errors: kNotFound.

@@ -133,17 +133,6 @@ bool load_serve_config(const ServeOptions& o, config::Config* cfg) {
     }
     *cfg = std::move(*c);
   }
-  if (cfg->cluster) {
-    // Nothing may pretend: serving from the embedded store with a [cluster] section would
-    // silently ignore the servers the operator named.
-    std::fprintf(stderr,
-                 "tally: %s has a [cluster] section, but the cluster mode (PostgreSQL and Redis "
-                 "Cluster, issue #11) is not built yet: `tally migrate` can create its schema, "
-                 "`tally serve` cannot run on it. Remove [cluster] to serve from the embedded "
-                 "store (docs/cluster.md)\n",
-                 o.data.config_path.c_str());
-    return false;
-  }
   if (!o.listen.empty()) {
     Status s = config::parse_listen(o.listen, &cfg->server.listen_host, &cfg->server.listen_port);
     if (!s.ok()) {

@@ -13,9 +13,11 @@ namespace {
 pg::Value micros(TimeUs us) {
   return std::to_string(us);
 }
+
 pg::Value micros_or_null(TimeUs us) {
   return us == 0 ? pg::Value() : micros(us);
 }
+
 #define TALLY_TS(n) "(timestamptz 'epoch' + $" #n "::bigint * interval '1 microsecond')"
 #define TALLY_US(col) "(extract(epoch from " col ") * 1000000)::bigint"
 
@@ -101,9 +103,9 @@ KeyRow key_of(const std::vector<pg::Value>& row) {
 
 Result<std::optional<KeyRow>> one_key(pg::Connection& conn, std::string_view where,
                                       pg::Value param) {
-  auto rows = conn.exec(
-      "SELECT " + std::string(kKeyColumns) + " FROM api_keys WHERE " + std::string(where),
-      {std::move(param)});
+  auto rows =
+      conn.exec("SELECT " + std::string(kKeyColumns) + " FROM api_keys WHERE " + std::string(where),
+                {std::move(param)});
   if (!rows) {
     return rows.error();
   }
@@ -139,9 +141,41 @@ Result<std::optional<Customer>> find_customer(pg::Connection& conn, std::string_
   return std::optional<Customer>(customer_of(rows->rows[0]));
 }
 
+std::string text_array(const std::vector<std::string>& items) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    out += i == 0 ? "\"" : ",\"";
+    for (char c : items[i]) {
+      if (c == '"' || c == '\\') {
+        out += '\\';
+      }
+      out += c;
+    }
+    out += '"';
+  }
+  out += '}';
+  return out;
+}
+
+Result<std::vector<Customer>> find_customers(pg::Connection& conn,
+                                             const std::vector<std::string>& ids) {
+  auto rows = conn.exec(
+      "SELECT " + std::string(kCustomerColumns) + " FROM customers WHERE id = ANY($1::text[])",
+      {text_array(ids)});
+  if (!rows) {
+    return rows.error();
+  }
+  std::vector<Customer> out;
+  out.reserve(rows->row_count());
+  for (const auto& row : rows->rows) {
+    out.push_back(customer_of(row));
+  }
+  return out;
+}
+
 Result<std::vector<Customer>> shard_customers(pg::Connection& conn) {
-  auto rows =
-      conn.exec("SELECT " + std::string(kCustomerColumns) + " FROM customers ORDER BY id COLLATE \"C\"");
+  auto rows = conn.exec("SELECT " + std::string(kCustomerColumns) +
+                        " FROM customers ORDER BY id COLLATE \"C\"");
   if (!rows) {
     return rows.error();
   }
@@ -192,7 +226,8 @@ Result<std::optional<KeyRow>> find_key(pg::Connection& conn, std::string_view id
 }
 
 Result<std::vector<ApiKeyInfo>> all_keys(pg::Connection& conn) {
-  auto rows = conn.exec("SELECT " + std::string(kKeyColumns) + " FROM api_keys ORDER BY created_at, id");
+  auto rows =
+      conn.exec("SELECT " + std::string(kKeyColumns) + " FROM api_keys ORDER BY created_at, id");
   if (!rows) {
     return rows.error();
   }
@@ -204,9 +239,9 @@ Result<std::vector<ApiKeyInfo>> all_keys(pg::Connection& conn) {
 }
 
 Status revoke_key(pg::Connection& conn, std::string_view id, TimeUs at_us) {
-  auto r = conn.exec("UPDATE api_keys SET revoked_at = coalesce(revoked_at, " TALLY_TS(
-                         2) ") WHERE id = $1",
-                     {std::string(id), micros(at_us)});
+  auto r = conn.exec(
+      "UPDATE api_keys SET revoked_at = coalesce(revoked_at, " TALLY_TS(2) ") WHERE id = $1",
+      {std::string(id), micros(at_us)});
   if (!r) {
     return r.error();
   }

@@ -31,6 +31,14 @@ Status insert_customer(pg::Connection& conn, const Customer& c);
 // The customer `id`, or nullopt when there is none.
 Result<std::optional<Customer>> find_customer(pg::Connection& conn, std::string_view id);
 
+// A PostgreSQL text[] literal of `items` (every element quoted, quotes and backslashes escaped),
+// to send as one parameter (`$1::text[]`).
+std::string text_array(const std::vector<std::string>& items);
+
+// The customers of `ids` that exist, in no particular order.
+Result<std::vector<Customer>> find_customers(pg::Connection& conn,
+                                             const std::vector<std::string>& ids);
+
 // Every customer of the shard, by id.
 Result<std::vector<Customer>> shard_customers(pg::Connection& conn);
 
@@ -47,7 +55,8 @@ struct KeyRow {
 Status insert_key(pg::Connection& conn, const KeyRow& key);
 
 // The key whose secret hashes to `secret_sha256` (32 bytes), or nullopt.
-Result<std::optional<KeyRow>> find_key_by_hash(pg::Connection& conn, std::string_view secret_sha256);
+Result<std::optional<KeyRow>> find_key_by_hash(pg::Connection& conn,
+                                               std::string_view secret_sha256);
 
 // The key `id`, or nullopt.
 Result<std::optional<KeyRow>> find_key(pg::Connection& conn, std::string_view id);

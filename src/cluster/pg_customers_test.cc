@@ -33,6 +33,7 @@ class PgCustomersTest : public ::testing::Test {
     }
     server_ = std::move(*started);
   }
+
   static void TearDownTestSuite() { server_.reset(); }
 
   void SetUp() override {

@@ -27,18 +27,22 @@ class PgPool {
   class Lease {
    public:
     Lease(Lease&& other) noexcept : pool_(other.pool_), conn_(std::move(other.conn_)) {}
+
     Lease& operator=(Lease&&) = delete;
     Lease(const Lease&) = delete;
     Lease& operator=(const Lease&) = delete;
     ~Lease();
 
     pg::Connection& operator*() const { return *conn_; }
+
     pg::Connection* operator->() const { return conn_.get(); }
 
    private:
     friend class PgPool;
+
     Lease(PgPool* pool, std::unique_ptr<pg::Connection> conn)
         : pool_(pool), conn_(std::move(conn)) {}
+
     PgPool* pool_;
     std::unique_ptr<pg::Connection> conn_;
   };

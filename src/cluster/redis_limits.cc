@@ -27,6 +27,10 @@ namespace {
 //
 // tally_release KEYS: the window counter. ARGV: units. Subtracts, never below 0, keeping the
 // expiry; returns the counter after, or -1 when there is none.
+//
+// tally_add KEYS: window counters. ARGV: units for each key. Adds to each counter that exists
+// (usage ingested: a counter that does not exist yet is seeded from PostgreSQL, which holds
+// it), never past COUNTER_MAX, keeping the expiry; returns how many counters it added to.
 constexpr std::string_view kLibrarySource = R"lua(#!lua name=tally_limits
 
 local COUNTER_MAX = 4503599627370496 -- 2^52
@@ -161,9 +165,24 @@ local function release(keys, args)
   return left
 end
 
+local function add(keys, args)
+  local added = 0
+  for i = 1, #keys do
+    local v = redis.call('GET', keys[i])
+    if v then
+      local after = tonumber(v) + tonumber(args[i])
+      if after > COUNTER_MAX then after = COUNTER_MAX end
+      redis.call('SET', keys[i], fmt(after), 'KEEPTTL')
+      added = added + 1
+    end
+  end
+  return added
+end
+
 redis.register_function('tally_check', check)
 redis.register_function('tally_seed', seed)
 redis.register_function('tally_release', release)
+redis.register_function('tally_add', add)
 )lua";
 
 // Decimal units (1e-9) per counter unit (1e-6).
@@ -525,6 +544,39 @@ Result<std::int64_t> RedisLimits::release(std::string_view customer, const core:
   }
   if (!r->is_integer()) {
     return Status::internal("tally_release answered a value that is not an integer");
+  }
+  return r->integer;
+}
+
+Result<std::int64_t> RedisLimits::add(std::string_view customer,
+                                      const std::vector<WindowAdd>& adds) {
+  if (adds.empty()) {
+    return 0;
+  }
+  std::vector<std::string> argv = {"FCALL", "tally_add", std::to_string(adds.size())};
+  std::vector<std::string> units;
+  for (const WindowAdd& a : adds) {
+    Result<std::int64_t> u = to_units(a.amount, "the ingested amount", kCounterUnitsMax);
+    if (!u) {
+      return u.error();
+    }
+    Result<core::Span> span = window_of(*a.rule, *a.ctx, a.at_us);
+    if (!span) {
+      return span.error();
+    }
+    argv.push_back(window_key(customer, *a.rule, span->start));
+    units.push_back(std::to_string(*u));
+  }
+  argv.insert(argv.end(), units.begin(), units.end());
+  Result<redis::Reply> r = fcall(argv);
+  if (!r) {
+    return r.error();
+  }
+  if (r->is_error()) {
+    return reply_error(*r, "tally_add");
+  }
+  if (!r->is_integer()) {
+    return Status::internal("tally_add answered a value that is not an integer");
   }
   return r->integer;
 }

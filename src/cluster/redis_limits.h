@@ -145,6 +145,20 @@ class RedisLimits {
                                const core::PeriodContext& ctx, core::Decimal amount,
                                core::TimeUs at_us);
 
+  // Usage ingested into the window of `rule` containing `at_us`: `amount` (>= 0).
+  struct WindowAdd {
+    const core::LimitRule* rule = nullptr;  // a calendar rule
+    const core::PeriodContext* ctx = nullptr;
+    core::TimeUs at_us = 0;
+    core::Decimal amount;
+  };
+
+  // Adds each amount to its window counter when the counter exists, all in one FCALL (a
+  // counter that does not exist is seeded from PostgreSQL when a check first needs it, and
+  // PostgreSQL already holds this usage). Returns how many counters it added to. Errors as
+  // seed(); an amount past kCounterUnitsMax is kInvalidArgument.
+  Result<std::int64_t> add(std::string_view customer, const std::vector<WindowAdd>& adds);
+
   const RedisLimitsStats& stats() const { return stats_; }
 
  private:

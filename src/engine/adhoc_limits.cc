@@ -61,6 +61,7 @@ std::string window_key(const AdHocLimit& l) {
 }  // namespace
 
 Result<std::vector<AdHocResult>> Engine::limit_adhoc(const std::vector<AdHocLimit>& limits) {
+  TALLY_EMBEDDED_ONLY("ad-hoc limits (POST /v1/ratelimit)");
   Impl& d = *impl_;
   if (limits.empty() || limits.size() > kAdHocBatchMax) {
     return Status::invalid_argument("give 1 to 100 limits");

@@ -3,6 +3,8 @@
 // scopes and secret) are functions of their own (admin_rules.h), for every mode of storage.
 #include <future>
 
+#include <spdlog/spdlog.h>
+
 #include "common/crypto.h"
 #include "core/ids.h"
 #include "engine/admin_rules.h"
@@ -217,6 +219,9 @@ Result<Customer> Engine::create_customer(const Customer& in) {
   if (!made) {
     return made.error();
   }
+  if (d.cluster != nullptr) {
+    return d.cluster->create_customer(*made);
+  }
   const Customer& c = *made;
   auto num = std::make_shared<std::uint32_t>(0);
   Status s = engine::run_admin(
@@ -251,6 +256,9 @@ Result<Customer> Engine::create_customer(const Customer& in) {
 }
 
 Result<Customer> Engine::get_customer(const std::string& id) const {
+  if (impl_->cluster != nullptr) {
+    return impl_->cluster->get_customer(id);
+  }
   std::shared_lock lock(impl_->state_mutex);
   const auto* cs = impl_->find_customer(id);
   if (cs == nullptr) {
@@ -260,6 +268,14 @@ Result<Customer> Engine::get_customer(const std::string& id) const {
 }
 
 std::vector<Customer> Engine::list_customers() const {
+  if (impl_->cluster != nullptr) {
+    auto all = impl_->cluster->list_customers();
+    if (!all) {
+      spdlog::error("cluster: listing customers failed: {}", all.error().to_string());
+      return {};
+    }
+    return std::move(*all);
+  }
   std::shared_lock lock(impl_->state_mutex);
   std::vector<Customer> out;
   out.reserve(impl_->customers.size());
@@ -274,6 +290,9 @@ std::vector<Customer> Engine::list_customers() const {
 Result<Customer> Engine::update_customer(const std::string& id, const CustomerPatch& patch,
                                          const std::string& actor) {
   Impl& d = *impl_;
+  if (d.cluster != nullptr) {
+    return d.cluster->update_customer(id, patch);
+  }
   auto updated = std::make_shared<Customer>();
   auto num = std::make_shared<std::uint32_t>(0);
   const core::TimeUs now = d.clock->now_us();
@@ -321,6 +340,10 @@ Result<NewApiKey> Engine::create_key(const NewApiKeyRequest& request, const std:
   if (!made) {
     return made.error();
   }
+  if (d.cluster != nullptr) {
+    TALLY_TRY(d.cluster->create_key(made->second.info, made->second.hash));
+    return made->first;
+  }
   const NewApiKey& out = made->first;
   const engine::KeyRecord& rec = made->second;
   Status s = engine::run_admin(
@@ -351,6 +374,14 @@ Result<NewApiKey> Engine::create_key(const NewApiKeyRequest& request, const std:
 }
 
 std::vector<ApiKeyInfo> Engine::list_keys() const {
+  if (impl_->cluster != nullptr) {
+    auto all = impl_->cluster->list_keys();
+    if (!all) {
+      spdlog::error("cluster: listing keys failed: {}", all.error().to_string());
+      return {};
+    }
+    return std::move(*all);
+  }
   std::shared_lock lock(impl_->state_mutex);
   std::vector<ApiKeyInfo> out;
   for (const auto& [id, ks] : impl_->keys_by_id) {
@@ -367,6 +398,9 @@ std::vector<ApiKeyInfo> Engine::list_keys() const {
 
 Status Engine::revoke_key(const std::string& key_id, const std::string& actor) {
   Impl& d = *impl_;
+  if (d.cluster != nullptr) {
+    return d.cluster->revoke_key(key_id);
+  }
   const core::TimeUs now = d.clock->now_us();
   return engine::run_admin(
       d,
@@ -428,6 +462,9 @@ Result<Identity> Engine::authenticate(std::string_view secret) {
   if (!d.admin_key_hash.empty() && common::constant_time_equal(hash, d.admin_key_hash)) {
     return Identity{std::string(kEnvAdminKeyId), "", Scope::kAdmin | kDataScopes};
   }
+  if (d.cluster != nullptr) {
+    return d.cluster->authenticate_hash(hash);
+  }
   std::shared_lock lock(d.state_mutex);
   auto it = d.keys_by_hash.find(hash);
   if (it == d.keys_by_hash.end() || !common::constant_time_equal(it->second->record.hash, hash)) {
@@ -443,6 +480,9 @@ Result<Identity> Engine::authenticate_key_id(const std::string& key_id) {
       return Status::unauthenticated("Invalid or missing API key");
     }
     return Identity{std::string(kEnvAdminKeyId), "", Scope::kAdmin | kDataScopes};
+  }
+  if (d.cluster != nullptr) {
+    return d.cluster->authenticate_key_id(key_id);
   }
   std::shared_lock lock(d.state_mutex);
   auto it = d.keys_by_id.find(key_id);

@@ -21,7 +21,6 @@ Result<Customer> patched_customer(Customer c, const CustomerPatch& patch,
 
 // A new key for `request`: its secret (shown once), id, prefix, default scopes, and the record
 // to store (the secret's SHA-256, never the secret). Errors: kInvalidArgument.
-Result<std::pair<NewApiKey, KeyRecord>> new_key(const NewApiKeyRequest& request,
-                                                core::TimeUs now);
+Result<std::pair<NewApiKey, KeyRecord>> new_key(const NewApiKeyRequest& request, core::TimeUs now);
 
 }  // namespace tally::engine

@@ -465,6 +465,7 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
 // ---- reads ----------------------------------------------------------------------------------
 
 Result<AlertPage> Engine::alerts(const AlertQuery& q) const {
+  TALLY_EMBEDDED_ONLY("alerts");
   const Impl& d = *impl_;
   std::uint64_t after = 0;
   TALLY_TRY(engine::parse_cursor(q.cursor, &after));
@@ -507,6 +508,7 @@ Result<AlertPage> Engine::alerts(const AlertQuery& q) const {
 }
 
 Result<Alert> Engine::alert(const std::string& id) const {
+  TALLY_EMBEDDED_ONLY("alerts");
   const Impl& d = *impl_;
   std::uint64_t num = 0;
   if (id.rfind(kAlertIdPrefix, 0) != 0 ||
@@ -554,6 +556,7 @@ std::vector<WebhookDelivery> Engine::due_deliveries(TimeUs now, std::size_t max,
 }
 
 Status Engine::record_delivery_attempt(const DeliveryAttempt& attempt) {
+  TALLY_EMBEDDED_ONLY("webhook deliveries");
   Impl& d = *impl_;
   auto updated = std::make_shared<std::pair<std::uint64_t, WebhookDelivery>>();
   return engine::run_admin(

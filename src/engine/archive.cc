@@ -360,6 +360,7 @@ Status write_archive_file(Engine::Impl& d, core::TimeUs cutoff, const std::strin
 }  // namespace
 
 Result<ArchiveResult> Engine::archive(const ArchiveRequest& request) {
+  TALLY_EMBEDDED_ONLY("archiving");
   Impl& d = *impl_;
   if (d.read_only) {
     return Status::unavailable("the engine is open read-only");
@@ -682,6 +683,7 @@ Result<bool> archive_recorded(const store::Store& store, const engine::ArchiveMa
 }  // namespace
 
 Result<RestoreResult> Engine::restore(const std::string& path) {
+  TALLY_EMBEDDED_ONLY("restoring an archive");
   Impl& d = *impl_;
   if (d.read_only) {
     return Status::unavailable("the engine is open read-only");

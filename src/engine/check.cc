@@ -701,6 +701,9 @@ Result<std::vector<CheckResult>> Engine::check_batch(const std::vector<CheckRequ
   if (d.read_only) {
     return Status::unavailable("the engine is open read-only");
   }
+  if (d.cluster != nullptr) {
+    return d.cluster->check(requests);
+  }
   std::vector<CheckResult> results(requests.size());
   Status s = run_checks(d, clock().now_us(), requests.data(), requests.size(), results.data());
   if (!s.ok()) {
@@ -713,6 +716,13 @@ Result<CheckResult> Engine::check(const CheckRequest& request) {
   Impl& d = *impl_;
   if (d.read_only) {
     return Status::unavailable("the engine is open read-only");
+  }
+  if (d.cluster != nullptr) {
+    auto one = d.cluster->check({request});
+    if (!one) {
+      return one.error();
+    }
+    return std::move(one->front());
   }
   CheckResult result;
   Status s = run_checks(d, clock().now_us(), &request, 1, &result);

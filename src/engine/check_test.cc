@@ -568,7 +568,7 @@ TEST_F(CheckTest, ResetStartsThePeriodOverAndIsAudited) {
   // The next day counts from its own start.
   clock_.set_us(at("2025-01-21T00:00:00Z"));
   EXPECT_EQ(allowed_of(*e, req("acme", "api_calls"), 8), 5);
-  const auto audit = e->audit_log(10);
+  const auto audit = *e->audit_log(10);
   bool found = false;
   for (const auto& a : audit) {
     if (a.find("\"action\":\"reset\"") != std::string::npos) {

@@ -55,6 +55,7 @@ std::array<std::uint64_t, DenialCounter::kMinutes> DenialCounter::last_hour(
 }  // namespace engine
 
 Result<DenialHistory> Engine::denials_last_hour(const std::string& customer) const {
+  TALLY_EMBEDDED_ONLY("the denial history");
   const Impl& d = *impl_;
   std::uint32_t num = 0;
   {

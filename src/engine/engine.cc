@@ -64,6 +64,16 @@ std::vector<std::uint64_t> Histogram::cumulative() const {
 
 // ---- open -----------------------------------------------------------------------------------
 
+namespace {
+
+// The SHA-256 of the extra admin key (the option's, else the configuration's), or "".
+std::string admin_key_hash_of(const EngineOptions& options, const config::Config& config) {
+  const std::string& key = options.admin_key.empty() ? config.server.admin_key : options.admin_key;
+  return key.empty() ? std::string() : common::sha256(key);
+}
+
+}  // namespace
+
 Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Engine::~Engine() {
@@ -91,25 +101,14 @@ Result<std::unique_ptr<Engine>> Engine::Impl::open(const EngineOptions& options,
     impl->config = std::move(*c);
   }
   if (impl->config.cluster) {
-    // Nothing may pretend: every command that opens the engine would otherwise answer from the
-    // embedded store while the configuration names the cluster's servers.
-    return Status::invalid_argument(
-        "the configuration has a [cluster] section, but the scale-out mode (PostgreSQL and Redis "
-        "Cluster) is not built yet; remove [cluster] to use the embedded store "
-        "(docs/cluster.md)");
+    return open_cluster(std::move(impl), options);
   }
   if (!options.data_dir.empty()) {
     impl->config.server.data_dir = options.data_dir;
   }
   impl->clock = options.clock != nullptr ? options.clock : &system_clock();
   impl->read_only = options.read_only;
-  std::string admin_key = options.admin_key;
-  if (admin_key.empty()) {
-    admin_key = impl->config.server.admin_key;
-  }
-  if (!admin_key.empty()) {
-    impl->admin_key_hash = common::sha256(admin_key);
-  }
+  impl->admin_key_hash = admin_key_hash_of(options, impl->config);
 
   if (given_store != nullptr) {
     impl->store = std::move(given_store);
@@ -141,6 +140,25 @@ Result<std::unique_ptr<Engine>> Engine::Impl::open(const EngineOptions& options,
     TALLY_TRY(impl->check_plans_configured());
     impl->start();
   }
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+// The scale-out mode: no data directory; the node's state is in PostgreSQL and Redis.
+Result<std::unique_ptr<Engine>> Engine::Impl::open_cluster(std::unique_ptr<Impl> impl,
+                                                           const EngineOptions& options) {
+  if (options.in_memory) {
+    return Status::invalid_argument(
+        "the configuration has a [cluster] section: its state is in PostgreSQL and Redis, not in "
+        "a data directory (docs/cluster.md)");
+  }
+  impl->clock = options.clock != nullptr ? options.clock : &system_clock();
+  impl->admin_key_hash = admin_key_hash_of(options, impl->config);
+  impl->catalog = std::make_unique<const engine::Catalog>(engine::Catalog::build(impl->config));
+  auto node = engine::ClusterMode::open(impl->config, *impl->catalog, *impl->clock);
+  if (!node) {
+    return node.error();
+  }
+  impl->cluster = std::move(*node);
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
@@ -361,6 +379,10 @@ bool Engine::Impl::event_id_stored(const engine::CustomerState& cs, std::string_
 void Engine::ingest_json_async(std::string body, const IngestOptions& options,
                                IngestCallback done) {
   Impl& d = *impl_;
+  if (d.cluster != nullptr) {
+    d.cluster->ingest(std::move(body), options, std::move(done));
+    return;
+  }
   if (d.read_only) {
     done(Status::unavailable("the engine is open read-only"));
     return;
@@ -434,11 +456,18 @@ Result<IngestSummary> Engine::ingest_json(std::string body, const IngestOptions&
 
 void Engine::flush() {
   Impl& d = *impl_;
+  if (d.cluster != nullptr) {
+    d.cluster->flush();
+    return;
+  }
   d.commit_queue.wait_idle();
 }
 
 EngineStats Engine::stats() const {
   const Impl& d = *impl_;
+  if (d.cluster != nullptr) {
+    return d.cluster->stats();
+  }
   EngineStats s;
   s.events_accepted = d.events_accepted.load();
   s.events_rejected = d.events_rejected.load();
@@ -482,6 +511,9 @@ EngineStats Engine::stats() const {
 }
 
 Status Engine::ready() const {
+  if (impl_->cluster != nullptr) {
+    return impl_->cluster->ready();
+  }
   auto r = impl_->store->get(store::Space::kMeta, engine::kMetaSchema);
   if (!r) {
     return r.error();

@@ -37,6 +37,7 @@
 #include "core/pricing.h"
 #include "core/time.h"
 #include "engine/catalog.h"
+#include "engine/cluster_mode.h"
 #include "engine/codec.h"
 #include "engine/dedup_index.h"
 #include "engine/denials.h"
@@ -300,6 +301,15 @@ class Histogram {
 
 }  // namespace engine
 
+// What only the embedded store does yet: in the scale-out mode the method answers
+// kNotImplemented (HTTP 501) naming `what`.
+#define TALLY_EMBEDDED_ONLY(what)                  \
+  do {                                             \
+    if (impl_->cluster != nullptr) {               \
+      return engine::ClusterMode::not_built(what); \
+    }                                              \
+  } while (false)
+
 struct Engine::Impl {
   // ---- fixed at open --------------------------------------------------------------------------
   config::Config config;
@@ -317,6 +327,9 @@ struct Engine::Impl {
   // The meters and prices (engine/catalog.h): complete once open has loaded the stored prices,
   // never changed after, read without a lock.
   std::unique_ptr<const engine::Catalog> catalog = std::make_unique<const engine::Catalog>();
+  // The scale-out mode ([cluster] in the configuration): every method hands its work to it, or
+  // answers kNotImplemented (TALLY_EMBEDDED_ONLY); null on the embedded store.
+  std::unique_ptr<engine::ClusterMode> cluster;
 
   // ---- state (guarded by state_mutex_ for readers; mutated only by the commit thread) --------
   mutable std::shared_mutex state_mutex;
@@ -470,6 +483,8 @@ struct Engine::Impl {
   // Engine::open on `given_store` instead of the store the options name (null: theirs): the
   // seam through which the simulation (tests/simulation) runs the engine on a fault-injecting
   // store. Internal, so the public API names no store type.
+  static Result<std::unique_ptr<Engine>> open_cluster(std::unique_ptr<Impl> impl,
+                                                      const EngineOptions& options);
   static Result<std::unique_ptr<Engine>> open(const EngineOptions& options,
                                               std::unique_ptr<store::Store> given_store);
   void start();

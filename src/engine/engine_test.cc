@@ -307,7 +307,7 @@ TEST_F(EngineTest, UnknownCustomersRejectedWhenAutoCreateIsOff) {
   EXPECT_EQ(again->accepted, 1u);
 }
 
-TEST_F(EngineTest, AClusterSectionIsRefusedUntilTheScaleOutModeIsBuilt) {
+TEST_F(EngineTest, AClusterSectionIsRefusedInMemory) {
   EngineOptions o;
   o.in_memory = true;
   o.config_toml = std::string(kConfig) +
@@ -318,7 +318,7 @@ TEST_F(EngineTest, AClusterSectionIsRefusedUntilTheScaleOutModeIsBuilt) {
   ASSERT_FALSE(e.has_value());
   EXPECT_EQ(e.error().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(e.error().message().find("[cluster]"), std::string::npos) << e.error().message();
-  EXPECT_NE(e.error().message().find("not built yet"), std::string::npos);
+  EXPECT_NE(e.error().message().find("not in a data directory"), std::string::npos);
 }
 
 TEST_F(EngineTest, DayWindowsFollowTheZoneAcrossDst) {

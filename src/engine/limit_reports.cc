@@ -30,6 +30,7 @@ const LimitState* engine::highest_limit(const LimitsReport& report, core::Decima
 // ---- reports ------------------------------------------------------------------------------------
 
 Result<LimitsReport> Engine::limits_report(const std::string& customer) {
+  TALLY_EMBEDDED_ONLY("the limits report");
   Impl& d = *impl_;
   const core::TimeUs now = clock().now_us();
   std::shared_lock state_lock(d.state_mutex);
@@ -175,6 +176,7 @@ void sort_summaries(const CustomerSummaryQuery& q, std::vector<CustomerSummary>&
 }  // namespace
 
 Result<CustomerSummaryPage> Engine::customer_summaries(const CustomerSummaryQuery& q) {
+  TALLY_EMBEDDED_ONLY("the customer summaries");
   if (q.limit == 0 || q.limit > 1000) {
     return Status::invalid_argument("limit must be 1..1000");
   }

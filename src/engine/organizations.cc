@@ -89,6 +89,7 @@ void sort_organizations(std::vector<OrganizationSummary>& rows) {
 
 Result<OrganizationSummaryPage> Engine::organization_summaries(std::uint32_t offset,
                                                                std::uint32_t limit) {
+  TALLY_EMBEDDED_ONLY("the organization summaries");
   if (limit == 0 || limit > 100) {
     return Status::invalid_argument("limit must be 1..100");
   }

@@ -49,6 +49,7 @@ Status check_overrides(const Engine::Impl& d, const std::vector<LimitOverride>& 
 
 Result<Customer> Engine::set_overrides(const std::string& customer,
                                        const std::vector<LimitOverride>& overrides) {
+  TALLY_EMBEDDED_ONLY("limit overrides");
   Impl& d = *impl_;
   TALLY_TRY(check_overrides(d, overrides));
   auto updated = std::make_shared<Customer>();
@@ -157,6 +158,7 @@ void restart_counters(Engine::Impl& d, const engine::CustomerState& cs, std::uin
 
 Result<Customer> Engine::reset_period(const std::string& customer, const std::string& meter,
                                       const std::string& actor) {
+  TALLY_EMBEDDED_ONLY("period resets");
   Impl& d = *impl_;
   if (d.config.find_meter(meter) == nullptr) {
     return Status::invalid_argument("'" + meter + "' is not a configured meter");
@@ -198,7 +200,8 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
   return *updated;
 }
 
-std::vector<std::string> Engine::audit_log(std::size_t limit) const {
+Result<std::vector<std::string>> Engine::audit_log(std::size_t limit) const {
+  TALLY_EMBEDDED_ONLY("the audit log");
   std::vector<std::string> out;
   impl_->store
       ->scan(store::Space::kAudit, "", "",

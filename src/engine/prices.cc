@@ -484,6 +484,7 @@ RepriceReport reprice_report(const RepriceRequest& request, RerateWork& work) {
 }  // namespace
 
 Result<RepriceReport> Engine::reprice(const RepriceRequest& request) {
+  TALLY_EMBEDDED_ONLY("repricing");
   Impl& d = *impl_;
   if (request.from_us >= request.to_us) {
     return Status::invalid_argument("from must be before to");

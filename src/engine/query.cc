@@ -360,6 +360,9 @@ class QueryRows {
 
 Result<QueryResult> Engine::query(const MeterQuery& q) const {
   const Impl& d = *impl_;
+  if (d.cluster != nullptr) {
+    return d.cluster->query(q);
+  }
   std::shared_lock lock(d.state_mutex);
   QueryPlan plan;
   TALLY_TRY(plan_query(d, q, &plan));
@@ -396,6 +399,9 @@ Result<QueryResult> Engine::query(const MeterQuery& q) const {
 Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs from_us,
                                              TimeUs to_us) const {
   const Impl& d = *impl_;
+  if (d.cluster != nullptr) {
+    return d.cluster->customer_usage(customer, from_us, to_us);
+  }
   std::shared_lock lock(d.state_mutex);
   const engine::CustomerState* cs = d.find_customer(customer);
   if (cs == nullptr) {
@@ -444,6 +450,7 @@ Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs
 }
 
 Result<Period> Engine::billing_period(const std::string& customer, TimeUs at_us) const {
+  TALLY_EMBEDDED_ONLY("the billing period");
   const Impl& d = *impl_;
   std::shared_lock lock(d.state_mutex);
   const engine::CustomerState* cs = d.find_customer(customer);
@@ -600,6 +607,7 @@ class EventPager {
 }  // namespace
 
 Result<EventPage> Engine::list_events(const EventListQuery& q) const {
+  TALLY_EMBEDDED_ONLY("listing events");
   const Impl& d = *impl_;
   if (q.limit == 0 || q.limit > 1000) {
     return Status::invalid_argument("limit must be 1..1000");

@@ -309,6 +309,7 @@ std::vector<HistorySeries> group_series(const QueryResult& grouped,
 }  // namespace
 
 Result<UsageHistory> Engine::usage_history(const HistoryQuery& q) const {
+  TALLY_EMBEDDED_ONLY("the usage history");
   const Impl& d = *impl_;
   UsageHistory out;
   core::TimeZone tz;
@@ -361,6 +362,7 @@ Result<UsageHistory> Engine::usage_history(const HistoryQuery& q) const {
 // ---- the usage report -----------------------------------------------------------------------
 
 Result<UsageReport> Engine::usage_report(const std::string& customer, const std::string& group_by) {
+  TALLY_EMBEDDED_ONLY("the usage report");
   UsageReport out;
   auto c = get_customer(customer);
   if (!c) {
@@ -446,6 +448,7 @@ Result<UsageReport> Engine::usage_report(const std::string& customer, const std:
 Result<OrganizationUsage> Engine::organization_usage(const std::string& organization,
                                                      TimeUs from_us, TimeUs to_us,
                                                      const std::string& timezone) const {
+  TALLY_EMBEDDED_ONLY("organization usage");
   const Impl& d = *impl_;
   auto tz = zone_named(timezone, core::TimeZone());
   if (!tz) {
@@ -523,6 +526,7 @@ Result<OrganizationUsage> Engine::organization_usage(const std::string& organiza
 Result<TopUsage> Engine::top_customers(const std::string& meter, std::optional<Window> period,
                                        TimeUs from_us, TimeUs to_us, const std::string& timezone,
                                        std::uint32_t n) const {
+  TALLY_EMBEDDED_ONLY("the top customers");
   const Impl& d = *impl_;
   if (n == 0 || n > kTopMax) {
     return Status::invalid_argument("n must be 1.." + std::to_string(kTopMax));
@@ -666,6 +670,7 @@ std::vector<WindowValue> peaks_of(const std::vector<Span>& windows, const Values
 }  // namespace
 
 Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
+  TALLY_EMBEDDED_ONLY("meter statistics");
   const Impl& d = *impl_;
   if (q.peaks_max > kPeaksMax) {
     return Status::invalid_argument("peaks must be 0.." + std::to_string(kPeaksMax));

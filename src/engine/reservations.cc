@@ -305,6 +305,7 @@ std::vector<engine::ReservationOp> close_ops(const std::string& id, const engine
 Result<CheckResult> Engine::commit_reservation(const std::string& id,
                                                const std::string& amount_text,
                                                const std::string& restrict_customer) {
+  TALLY_EMBEDDED_ONLY("reservations");
   Impl& d = *impl_;
   // Its usage must reach the disk: refused, the reservation kept, while the disk reserve
   // refuses writes.
@@ -325,6 +326,7 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id,
 }
 
 Status Engine::release_reservation(const std::string& id, const std::string& restrict_customer) {
+  TALLY_EMBEDDED_ONLY("reservations");
   Impl& d = *impl_;
   const core::TimeUs now = clock().now_us();
   engine::Reservation res;

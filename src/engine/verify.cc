@@ -875,6 +875,7 @@ void merge_part(const VerifyPart& part, VerifyReport* report, PricedEvents* pric
 }  // namespace engine
 
 Result<VerifyReport> Engine::verify() const {
+  TALLY_EMBEDDED_ONLY("`tally verify`");
   const Impl& d = *impl_;
   std::lock_guard no_archive(d.archive_mutex);
   engine::VerifyInputs in;

@@ -725,6 +725,7 @@ Wallet wallet_view(const Engine::Impl& d, const std::string& customer, const Wal
 }  // namespace
 
 Result<Wallet> Engine::wallet(const std::string& customer) {
+  TALLY_EMBEDDED_ONLY("wallets and credits");
   Impl& d = *impl_;
   std::shared_lock lock(d.state_mutex);
   const engine::CustomerState* cs = d.find_customer(customer);
@@ -745,6 +746,7 @@ Result<Wallet> Engine::wallet(const std::string& customer) {
 Result<LedgerTransaction> Engine::wallet_transaction(const std::string& customer,
                                                      const WalletTransactionRequest& req,
                                                      const std::string& actor) {
+  TALLY_EMBEDDED_ONLY("wallets and credits");
   Impl& d = *impl_;
   auto work = std::make_shared<LedgerWork>();
   Status s = engine::run_admin(
@@ -781,6 +783,7 @@ Result<LedgerTransaction> Engine::wallet_transaction(const std::string& customer
 Result<std::vector<LedgerTransaction>> Engine::wallet_transactions_atomic(
     const std::string& customer, const std::vector<WalletTransactionRequest>& requests,
     bool only_if_new) {
+  TALLY_EMBEDDED_ONLY("wallets and credits");
   Impl& d = *impl_;
   if (requests.empty()) {
     return Status::invalid_argument("no transactions given");
@@ -823,6 +826,7 @@ Result<std::vector<LedgerTransaction>> Engine::wallet_transactions_atomic(
 }
 
 Result<LedgerPage> Engine::wallet_transactions(const LedgerQuery& q) const {
+  TALLY_EMBEDDED_ONLY("wallets and credits");
   const Impl& d = *impl_;
   if (q.limit == 0 || q.limit > 1000) {
     return Status::invalid_argument("limit must be 1..1000");

@@ -156,10 +156,14 @@ void admin_audit(Context& ctx, Call& call) {
   if (!uint_param(call, "limit", 1000, &limit)) {
     return;
   }
-  std::vector<std::string> records = ctx.engine.audit_log(limit);
+  auto records = ctx.engine.audit_log(limit);
+  if (!records) {
+    answer(call, status_response(records.error()));
+    return;
+  }
   common::JsonWriter w;
   w.begin_object().key("entries").begin_array();
-  for (auto it = records.rbegin(); it != records.rend(); ++it) {
+  for (auto it = records->rbegin(); it != records->rend(); ++it) {
     w.raw(*it);  // each record is a JSON object written by the engine (src/engine/audit.h)
   }
   w.end_array().end_object();

@@ -1,0 +1,452 @@
+// The scale-out mode's checks and the writing of their usage (see cluster_mode.h).
+#include "engine/cluster_mode_impl.h"
+
+namespace tally::engine {
+
+// ---- checks -------------------------------------------------------------------------------
+
+// A check validated: its customer, meter, amount, plan and the limits that apply.
+struct ClusterPrepared {
+  Customer customer;
+  const MeterDef* meter = nullptr;
+  core::Decimal amount;
+  const core::Plan* plan = nullptr;
+  std::vector<core::LimitRule> rules;
+};
+
+namespace {
+
+// What the mode does not check yet (kNotImplemented), then the checks of the embedded mode's
+// prepare(), with its messages.
+Status validate(const CheckRequest& r, const MeterDef& meter, ClusterPrepared* p) {
+  if (r.consume == Consume::kReserve) {
+    return ClusterMode::not_built("reservations");
+  }
+  if (r.event_id.size() > core::kEventIdBytesMax - 8) {
+    return Status::invalid_argument("event_id is at most 120 bytes");
+  }
+  if (!r.event_id.empty()) {
+    TALLY_TRY(core::check_event_id("event_id", r.event_id));
+  }
+  const core::Aggregation agg = meter.spec.aggregation;
+  if (!meter.limitable) {
+    return Status::invalid_argument("meter '" + r.meter + "' aggregates by " +
+                                    std::string(core::aggregation_name(agg)) +
+                                    "; checks apply to count, sum, latest and max meters");
+  }
+  if (agg != core::Aggregation::kCount && agg != core::Aggregation::kSum) {
+    return ClusterMode::not_built("a check on a latest or max meter");
+  }
+  if (!core::try_parse_decimal(r.amount, &p->amount) || p->amount.units <= 0) {
+    return Status::invalid_argument("amount must be a number greater than 0");
+  }
+  if (agg == core::Aggregation::kCount && r.consume != Consume::kNo &&
+      (p->amount.units % core::Decimal::kScale != 0 ||
+       p->amount > core::Decimal::from_int(kCountAmountMax))) {
+    return Status::invalid_argument("meter '" + r.meter +
+                                    "' counts events: amount must be a whole number up to " +
+                                    std::to_string(kCountAmountMax));
+  }
+  if (r.properties.size() > kCheckPropertiesMax) {
+    return Status::invalid_argument("at most " + std::to_string(kCheckPropertiesMax) +
+                                    " properties");
+  }
+  for (const auto& [k, v] : r.properties) {
+    if (k.empty() || k.size() > core::kPropKeyBytesMax || v.size() > core::kPropTextBytesMax) {
+      return Status::invalid_argument("property names are 1..256 bytes, values up to 8 KiB");
+    }
+  }
+  return Status();
+}
+
+// The customer's status or plan features deny the check before any limit; false when neither.
+bool denied_before_limits(const CheckRequest& r, const ClusterPrepared& p, CheckResult* out) {
+  if (p.customer.status == CustomerStatus::kSuspended) {
+    out->reason = Denial::kCustomerSuspended;
+    out->message = "Customer '" + r.customer + "' is suspended.";
+    return true;
+  }
+  if (!r.feature.empty() && p.plan != nullptr && !p.plan->has_feature(r.feature)) {
+    out->reason = Denial::kFeatureNotEnabled;
+    out->message = "Feature '" + r.feature + "' is not available on the " + p.plan->key + " plan.";
+    return true;
+  }
+  return false;
+}
+
+// Redis's verdict as the answer: every limit's state (after the consumption when it consumed),
+// the most restrictive as its rule, and a denial's reason and message, as the embedded mode.
+void answer(const CheckRequest& r, const ClusterPrepared& p, const cluster::RedisCheck& rc,
+            CheckResult* out) {
+  out->allowed = rc.verdict.allowed;
+  out->overage = rc.verdict.overage;
+  const std::vector<core::LimitOutcome>& states = rc.consumed ? rc.after : rc.limits;
+  const int top = rc.consumed ? rc.top_after : rc.verdict.top;
+  for (std::size_t i = 0; i < p.rules.size(); ++i) {
+    LimitState s = rule_state(p.rules[i]);
+    s.used = states[i].used;
+    if (!s.unlimited) {
+      s.remaining = states[i].remaining;
+    }
+    s.window_start_us = states[i].window_start_us;
+    s.reset_us = states[i].reset_us;
+    out->limits.push_back(std::move(s));
+  }
+  if (top >= 0) {
+    out->has_rule = true;
+    out->rule = out->limits[static_cast<std::size_t>(top)];
+  }
+  if (rc.verdict.allowed) {
+    return;
+  }
+  const auto t = static_cast<std::size_t>(rc.verdict.top);
+  const core::LimitRule& rule = p.rules[t];
+  out->reason = rc.verdict.trial_over ? Denial::kTrialExpired : Denial::kLimitExceeded;
+  out->message = rc.verdict.trial_over
+                     ? "The trial period of customer '" + r.customer + "' is over."
+                     : "Limit of " + core::format_decimal(rule.amount) + " " +
+                           rule_state(rule).rule() + " reached: " + rc.limits[t].used.text() +
+                           " used, " + p.amount.text() + " requested.";
+  out->retry_after_us = rc.verdict.retry_after_us;
+}
+
+}  // namespace
+
+Status ClusterMode::Impl::prepare_check(const CheckRequest& r, ClusterPrepared* p) {
+  const MeterDef* meter = catalog->find(r.meter);
+  auto customer = find_check_customer(r.customer);
+  if (!customer) {
+    return customer.error();
+  }
+  if (meter == nullptr) {
+    return Status::not_found("meter '" + r.meter + "' does not exist");
+  }
+  p->meter = meter;
+  TALLY_TRY(validate(r, *meter, p));
+  p->customer = std::move(*customer);
+  if (!p->customer.overrides.empty() || !p->customer.resets.empty()) {
+    return not_built("limit overrides and period resets");
+  }
+  p->plan = plan_of(*config, p->customer);
+  if (!p->customer.plan.empty() && p->plan == nullptr) {
+    // Fail closed, as the embedded store refuses to open: unchecked would be unlimited.
+    return Status::unprocessable("plan '" + p->customer.plan + "' of customer '" + r.customer +
+                                 "' is not in this node's configuration");
+  }
+  p->rules = limits_of(*config, p->customer, r.meter);
+  return Status();
+}
+
+Result<Customer> ClusterMode::Impl::find_check_customer(const std::string& id) {
+  auto lease = shard_of(id).lease();
+  if (!lease) {
+    return lease.error();
+  }
+  auto found = cluster::find_customer(**lease, id);
+  if (!found) {
+    return found.error();
+  }
+  if (!found->has_value()) {
+    return Status::not_found("customer '" + id + "' does not exist");
+  }
+  return std::move(**found);
+}
+
+// Queues an allowed consumption's usage event for the usage writer; with check_sync, waits
+// until it is written.
+Status ClusterMode::Impl::queue_usage(const CheckRequest& r, const ClusterPrepared& p, TimeUs now) {
+  PendingUsage u;
+  u.customer = r.customer;
+  u.event_id = r.event_id;
+  u.meter = p.meter;
+  u.amount = p.amount;
+  u.properties = r.properties;
+  u.at_us = now;
+  std::future<Status> written;
+  if (config->enforcement.check_sync) {
+    u.written = std::make_shared<std::promise<Status>>();
+    written = u.written->get_future();
+  }
+  {
+    std::lock_guard lock(work_mutex);
+    usage.push_back(std::move(u));
+  }
+  return written.valid() ? written.get() : Status();
+}
+
+// Whether a consuming check with an event_id repeats one consumed before (or an event of the
+// customer stored with that id): then it consumes nothing again. Otherwise the id is claimed in
+// Redis (`SET NX` of a marker in the customer's slot, kept kEventIdMarkerMs), so that the same id
+// sent to two nodes at once consumes once; *claimed says so, for a denial to free it.
+Result<bool> ClusterMode::Impl::is_replay(redis::ClusterClient& client, const CheckRequest& r,
+                                          bool* claimed) {
+  *claimed = false;
+  {
+    auto lease = shard_of(r.customer).lease();
+    if (!lease) {
+      return lease.error();
+    }
+    auto stored = (*lease)->exec("SELECT 1 FROM events WHERE customer_id = $1 AND event_id = $2",
+                                 {r.customer, r.event_id});
+    if (!stored) {
+      return stored.error();
+    }
+    if (stored->row_count() != 0) {
+      return true;
+    }
+  }
+  const std::string marker = cluster::customer_key_prefix(r.customer) + ":id:" + r.event_id;
+  auto set =
+      client.command({"SET", marker, node_prefix, "NX", "PX", std::to_string(kEventIdMarkerMs)});
+  if (!set) {
+    return set.error();
+  }
+  if (set->is_error()) {
+    return Status::unavailable("cluster.redis: " + set->str);
+  }
+  *claimed = !set->is_nil();
+  return !*claimed;
+}
+
+void ClusterMode::Impl::unclaim(redis::ClusterClient& client, const CheckRequest& r) {
+  const std::string marker = cluster::customer_key_prefix(r.customer) + ":id:" + r.event_id;
+  client.command({"DEL", marker}).status().ignore_error();  // expires anyway
+}
+
+Result<std::vector<CheckResult>> ClusterMode::check(const std::vector<CheckRequest>& requests) {
+  Impl& d = *impl_;
+  if (requests.size() > 1) {
+    return not_built("a batch of several checks (all or nothing across them)");
+  }
+  const CheckRequest& r = requests.front();
+  ClusterPrepared p;
+  TALLY_TRY(d.prepare_check(r, &p));
+  CheckResult out;
+  out.plan = p.plan != nullptr ? p.plan->key : std::string();
+  out.meter = r.meter;
+  out.amount = p.amount;
+  const bool consume = r.consume == Consume::kYes;
+  if (consume) {
+    std::lock_guard lock(d.work_mutex);
+    if (d.usage.size() >= kUsageQueueMax) {
+      return Status::unavailable("the usage of answered checks waits to be written; retry");
+    }
+  }
+  auto slot = d.lease_redis();
+  if (!slot) {
+    return slot.error();
+  }
+  Result<CheckResult> answered = d.decide(*(*slot), r, p, consume, std::move(out));
+  d.return_redis(std::move(*slot));
+  if (!answered) {
+    return answered.error();
+  }
+  if (answered->allowed && consume && !answered->replayed) {
+    TALLY_TRY(d.queue_usage(r, p, d.clock->now_us()));
+  }
+  return std::vector<CheckResult>{std::move(*answered)};
+}
+
+// The check decided in Redis on the customer's counters (seeded first): a replay answered as the
+// embedded mode does (allowed, nothing consumed, the limits as they stand), a denial by status
+// or feature before any limit, else the limits' verdict, consumed when allowed.
+Result<CheckResult> ClusterMode::Impl::decide(RedisSlot& slot, const CheckRequest& r,
+                                              const ClusterPrepared& p, bool consume,
+                                              CheckResult out) {
+  const TimeUs now = clock->now_us();
+  const core::PeriodContext pc = period_context_of(p.customer);
+  bool claimed = false;
+  if (consume && !r.event_id.empty()) {
+    auto replay = is_replay(*slot.client, r, &claimed);
+    if (!replay) {
+      return replay.error();
+    }
+    if (*replay) {
+      auto now_states = slot.limits->check(r.customer, p.rules, pc, core::Decimal{}, now, false);
+      if (!now_states) {
+        return now_states.error();
+      }
+      answer(r, p, *now_states, &out);
+      out.allowed = true;
+      out.replayed = true;
+      out.reason = Denial::kNone;
+      out.message.clear();
+      return out;
+    }
+  }
+  if (denied_before_limits(r, p, &out)) {
+    if (claimed) {
+      unclaim(*slot.client, r);
+    }
+    return out;
+  }
+  TALLY_TRY(seed_counters(*slot.limits, p.customer, p.rules, pc, *p.meter, now));
+  auto decided = slot.limits->check(r.customer, p.rules, pc, p.amount, now, consume);
+  if (!decided || !decided->verdict.allowed) {
+    if (claimed) {
+      unclaim(*slot.client, r);  // a denied (or failed) check consumed nothing: the id is free
+    }
+  }
+  if (!decided) {
+    return decided.error();
+  }
+  answer(r, p, *decided, &out);
+  return out;
+}
+
+// The window counters of `rules` at `now` that this node has not seeded yet: each set in Redis,
+// unless it exists there already, to the usage PostgreSQL holds for its window (events ingested
+// before any check of the window; the checks' own usage is what the counters count from then
+// on, and ingest adds to counters that exist: add_to_counters).
+Status ClusterMode::Impl::seed_counters(cluster::RedisLimits& limits, const Customer& c,
+                                        const std::vector<core::LimitRule>& rules,
+                                        const core::PeriodContext& ctx, const MeterDef& meter,
+                                        TimeUs now) {
+  for (const core::LimitRule& rule : rules) {
+    core::Span span;
+    if (core::period_is_rate(rule.period) || !core::period_span(rule, now, ctx, &span)) {
+      continue;
+    }
+    std::string key = cluster::window_key(c.id, rule, span.start);
+    {
+      std::lock_guard lock(seeded_mutex);
+      if (seeded.count(key) != 0) {
+        continue;
+      }
+    }
+    cluster::UsageQuery uq;
+    uq.customer = c.id;
+    uq.from_us = std::max<TimeUs>(span.start, 0);
+    // Events may be dated up to the future skew ahead of now; none lie beyond it.
+    const TimeUs horizon =
+        now + config->server.future_skew_seconds_max * core::kUsPerSecond + core::kUsPerMinute;
+    uq.to_us = std::min(span.end, horizon);
+    auto lease = shard_of(c.id).lease();
+    if (!lease) {
+      return lease.error();
+    }
+    auto stored = cluster::read_usage(**lease, meter.spec, uq);
+    if (!stored) {
+      return stored.error();
+    }
+    auto set = limits.seed(c.id, rule, ctx, used_value(meter.spec.aggregation, stored->state), now);
+    if (!set) {
+      return set.error();
+    }
+    std::lock_guard lock(seeded_mutex);
+    if (seeded.size() >= 1'000'000) {
+      seeded.clear();  // bounded; a counter seeded again is left as it is (SET NX)
+    }
+    seeded.insert(std::move(key));
+  }
+  return Status();
+}
+
+namespace {
+
+// The usage events of answered checks, in `batch`'s order: the meter's event type, its filter,
+// the check's properties and, for a sum meter, its value property holding the amount; a count
+// meter's amount is its quantity. Ids are the check's event_id, or "chk_<node>_<n>", n counting
+// this node's checks.
+core::EventBatch usage_events(const std::vector<PendingUsage>& batch, const std::string& node,
+                              std::uint64_t* seq) {
+  core::EventBatch b;
+  for (const PendingUsage& u : batch) {
+    const core::MeterSpec& spec = u.meter->spec;
+    core::Event e;
+    if (spec.aggregation == core::Aggregation::kCount) {
+      e.quantity = static_cast<std::uint32_t>(core::decimal_floor_int(u.amount));
+    }
+    e.id =
+        b.add_text(u.event_id.empty() ? "chk_" + node + "_" + std::to_string(++*seq) : u.event_id);
+    e.customer = b.add_text(u.customer);
+    e.type = b.add_text(spec.event_type);
+    e.time_us = u.at_us;
+    e.prop_begin = static_cast<std::uint32_t>(b.props().size());
+    auto add_prop = [&](std::string_view k, std::string_view v, core::PropKind kind) {
+      b.props().push_back(core::Prop{b.add_text(k), b.add_text(v), kind});
+    };
+    for (const auto& [k, v] : spec.filter) {
+      add_prop(k, v, core::PropKind::kString);
+    }
+    for (const auto& prop : u.properties) {
+      const bool in_filter = std::any_of(spec.filter.begin(), spec.filter.end(),
+                                         [&](const auto& f) { return f.first == prop.first; });
+      if (prop.first != spec.value_property && !in_filter) {
+        add_prop(prop.first, prop.second, core::PropKind::kString);
+      }
+    }
+    if (!spec.value_property.empty()) {
+      add_prop(spec.value_property, u.amount.text(), core::PropKind::kNumber);
+    }
+    e.prop_count = static_cast<std::uint32_t>(b.props().size()) - e.prop_begin;
+    b.events().push_back(e);
+  }
+  return b;
+}
+
+}  // namespace
+
+// Writes answered checks' usage, one transaction per shard. The consumption is counted in Redis
+// already, so a failed write is tried again (every 100 ms, 50 times) before it is given up and
+// logged.
+void ClusterMode::Impl::write_usage(std::vector<PendingUsage> batch) {
+  const core::EventBatch b = usage_events(batch, node_prefix, &usage_seq);
+  std::vector<std::vector<std::uint32_t>> by_shard(shards.size());
+  for (std::uint32_t i = 0; i < b.size(); ++i) {
+    by_shard[cluster::shard_of(batch[i].customer, shards.size())].push_back(i);
+  }
+  const TimeUs received = clock->now_us();
+  for (std::size_t shard = 0; shard < shards.size(); ++shard) {
+    if (by_shard[shard].empty()) {
+      continue;
+    }
+    Status s;
+    for (int attempt = 0; attempt < 50; ++attempt) {
+      auto lease = shards[shard]->lease();
+      if (!lease) {
+        s = lease.error();
+      } else {
+        auto written = cluster::write_events(**lease, b, by_shard[shard], meter_specs, received);
+        s = written.status();
+      }
+      if (s.ok()) {
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (!s.ok()) {
+      usage_write_failures.fetch_add(by_shard[shard].size(), std::memory_order_relaxed);
+      spdlog::error("cluster: {} checks' usage could not be written to {}: {}",
+                    by_shard[shard].size(), shards[shard]->name(), s.to_string());
+    }
+    for (std::uint32_t i : by_shard[shard]) {
+      if (batch[i].written) {
+        batch[i].written->set_value(s);
+      }
+    }
+  }
+}
+
+void ClusterMode::Impl::usage_loop() {
+  std::unique_lock lock(work_mutex);
+  for (;;) {
+    work_cv.wait_for(lock, kUsageFlush, [&] { return stopping; });
+    if (usage.empty()) {
+      if (stopping) {
+        return;
+      }
+      continue;
+    }
+    std::vector<PendingUsage> batch = std::move(usage);
+    usage.clear();
+    usage_writing = batch.size();
+    lock.unlock();
+    write_usage(std::move(batch));
+    lock.lock();
+    usage_writing = 0;
+    usage_cv.notify_all();
+  }
+}
+
+}  // namespace tally::engine

@@ -1,0 +1,441 @@
+// The scale-out mode's ingest and usage queries (see cluster_mode.h).
+#include "engine/cluster_mode_impl.h"
+
+namespace tally::engine {
+
+// ---- ingest -------------------------------------------------------------------------------
+
+void ClusterMode::ingest(std::string body, const IngestOptions& options,
+                         Engine::IngestCallback done) {
+  Impl& d = *impl_;
+  const std::int64_t start_us = cluster_steady_us();
+  if (options.all_or_nothing) {
+    done(not_built("an all-or-nothing batch (the Lago API's events)"));
+    return;
+  }
+  core::ParsedEvents parsed;
+  core::ParseOptions po;
+  po.now_us = d.clock->now_us();
+  po.future_skew_us_max = d.config->server.future_skew_seconds_max * core::kUsPerSecond;
+  po.default_customer = options.restrict_customer;
+  po.events_max = d.config->server.batch_events_max;
+  po.source_scopes_id = options.source_scopes_id;
+  if (!d.config->server.accept_unmetered_events && !d.catalog->metered_types.empty()) {
+    po.known_types = &d.catalog->metered_types;
+  }
+  po.nonnegative = options.negative_corrections ? &d.catalog->nonnegative_for_admins
+                                                : &d.catalog->nonnegative_for_customers;
+  Status s = core::parse_events(body, po, &parsed);
+  if (!s.ok()) {
+    done(s);
+    return;
+  }
+  if (!options.restrict_customer.empty()) {
+    for (const auto& e : parsed.batch.events()) {
+      if (parsed.batch.text(e.customer) != options.restrict_customer) {
+        done(Status::permission_denied(
+            "Events contain invalid customer_id. All events must belong to the authenticated "
+            "customer."));
+        return;
+      }
+    }
+  }
+  {
+    std::lock_guard lock(d.work_mutex);
+    if (!d.stopping) {
+      d.work.emplace_back(
+          [&d, parsed = std::move(parsed), start_us, done = std::move(done)]() mutable {
+            d.run_ingest(std::move(parsed), start_us, std::move(done));
+          });
+      d.work_cv.notify_one();
+      return;
+    }
+  }
+  done(Status::unavailable("the node is stopping"));
+}
+
+// The customers of `events` (indexes into b) on shard `shard`, by id: those that do not exist
+// yet created first when customers are created on first use; otherwise the unknown ones are
+// marked false in *known.
+Status ClusterMode::Impl::ensure_customers(const core::EventBatch& b,
+                                           const std::vector<std::size_t>& events,
+                                           std::size_t shard, std::vector<bool>* known,
+                                           std::map<std::string, Customer>* customers) {
+  std::vector<std::string> ids;
+  for (std::size_t i : events) {
+    ids.emplace_back(b.text(b.events()[i].customer));
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  auto lease = shards[shard]->lease();
+  if (!lease) {
+    return lease.error();
+  }
+  if (config->server.auto_create_customers) {
+    auto r = (*lease)->exec(
+        "INSERT INTO customers (id, name, created_at, updated_at) SELECT x, x, t, t FROM "
+        "unnest($1::text[]) AS x, (SELECT timestamptz 'epoch' + $2::bigint * interval '1 "
+        "microsecond' AS t) AS now ORDER BY x ON CONFLICT (id) DO NOTHING",
+        {cluster::text_array(ids), std::to_string(clock->now_us())});
+    if (!r) {
+      return r.error();
+    }
+  }
+  auto found = cluster::find_customers(**lease, ids);
+  if (!found) {
+    return found.error();
+  }
+  for (Customer& c : *found) {
+    std::string id = c.id;
+    customers->emplace(std::move(id), std::move(c));
+  }
+  for (std::size_t i : events) {
+    (*known)[i] = customers->count(std::string(b.text(b.events()[i].customer))) != 0;
+  }
+  return Status();
+}
+
+// What ingested usage adds to one customer's window counters.
+struct CounterAdds {
+  struct Window {
+    std::size_t rule;  // index into rules
+    TimeUs start;
+    auto operator<=>(const Window&) const = default;
+  };
+
+  std::vector<core::LimitRule> rules;
+  core::PeriodContext ctx;
+  std::map<Window, std::pair<TimeUs, core::Decimal>> amounts;  // an instant in it, the sum
+
+  // Adds `value` at `at_us` to every calendar window of `limits` that contains it.
+  void add(const std::vector<core::LimitRule>& limits, TimeUs at_us, const core::Decimal& value) {
+    for (const core::LimitRule& rule : limits) {
+      core::Span span;
+      if (core::period_is_rate(rule.period) || !core::period_span(rule, at_us, ctx, &span)) {
+        continue;
+      }
+      auto rit = std::find(rules.begin(), rules.end(), rule);
+      const auto r = static_cast<std::size_t>(rit - rules.begin());
+      if (rit == rules.end()) {
+        rules.push_back(rule);
+      }
+      auto& slot = amounts[Window{r, span.start}];
+      slot.first = at_us;
+      slot.second = slot.second + value;
+    }
+  }
+};
+
+// What the events `written` (indexes into b) add to their customers' window counters: count and
+// sum meters, values above zero (a correction below zero leaves the counter, which never goes
+// below).
+std::map<std::string_view, CounterAdds> ClusterMode::Impl::counter_adds(
+    const core::EventBatch& b, const std::vector<std::uint32_t>& written,
+    const std::map<std::string, Customer>& customers) const {
+  std::map<std::string_view, CounterAdds> out;
+  std::string group;
+  for (std::uint32_t i : written) {
+    const core::Event& e = b.events()[i];
+    const std::string_view customer = b.text(e.customer);
+    auto cit = customers.find(std::string(customer));
+    const std::vector<std::uint32_t>* meters = catalog->meters_of_type(b.text(e.type));
+    if (cit == customers.end() || meters == nullptr) {
+      continue;
+    }
+    for (std::uint32_t m : *meters) {
+      const core::MeterSpec& spec = catalog->meters[m].spec;
+      const bool counted = spec.aggregation == core::Aggregation::kCount ||
+                           spec.aggregation == core::Aggregation::kSum;
+      core::MeterInput input;
+      if (!counted || !core::meter_accepts(spec, b, e, &input, &group)) {
+        continue;
+      }
+      const core::Decimal value = spec.aggregation == core::Aggregation::kCount
+                                      ? core::Decimal::from_int(e.quantity)
+                                      : input.value;
+      if (value.units <= 0) {
+        continue;
+      }
+      auto [it, fresh] = out.try_emplace(customer);
+      if (fresh) {
+        it->second.ctx = period_context_of(cit->second);
+      }
+      it->second.add(limits_of(*config, cit->second, spec.key), e.time_us, value);
+    }
+  }
+  return out;
+}
+
+// Adds the usage of the events written (each inserted) to the limit counters in Redis that
+// exist, one call per customer. Redis failing is logged, not answered: PostgreSQL holds the
+// events, and a counter not yet seeded is seeded from it.
+void ClusterMode::Impl::add_to_counters(const core::EventBatch& b,
+                                        const std::vector<std::uint32_t>& written,
+                                        const std::map<std::string, Customer>& customers) {
+  const std::map<std::string_view, CounterAdds> by_customer = counter_adds(b, written, customers);
+  if (by_customer.empty()) {
+    return;
+  }
+  auto slot = lease_redis();
+  if (!slot) {
+    spdlog::error("cluster: ingested usage not added to the limit counters: {}",
+                  slot.error().to_string());
+    return;
+  }
+  for (const auto& [customer, adds] : by_customer) {
+    std::vector<cluster::RedisLimits::WindowAdd> calls;
+    for (const auto& [window, amount] : adds.amounts) {
+      calls.push_back({&adds.rules[window.rule], &adds.ctx, amount.first, amount.second});
+    }
+    auto added = (*slot)->limits->add(customer, calls);
+    if (!added) {
+      spdlog::error("cluster: usage of customer '{}' not added to its limit counters: {}", customer,
+                    added.error().to_string());
+    }
+  }
+  return_redis(std::move(*slot));
+}
+
+// Writes the events of one shard (indexes into b) that name a known customer, then adds the
+// inserted ones to the limit counters; each event's outcome into *outcome.
+Status ClusterMode::Impl::write_shard(const core::EventBatch& b,
+                                      const std::vector<std::size_t>& events, std::size_t shard,
+                                      TimeUs received, std::vector<bool>* known,
+                                      std::vector<std::optional<cluster::EventOutcome>>* outcome) {
+  std::map<std::string, Customer> customers;
+  TALLY_TRY(ensure_customers(b, events, shard, known, &customers));
+  std::vector<std::uint32_t> write;
+  for (std::size_t i : events) {
+    if ((*known)[i]) {
+      write.push_back(static_cast<std::uint32_t>(i));
+    }
+  }
+  if (write.empty()) {
+    return Status();
+  }
+  auto lease = shards[shard]->lease();
+  if (!lease) {
+    return lease.error();
+  }
+  auto written = cluster::write_events(**lease, b, write, meter_specs, received);
+  if (!written) {
+    return written.error();
+  }
+  std::vector<std::uint32_t> inserted;
+  for (std::size_t k = 0; k < write.size(); ++k) {
+    (*outcome)[write[k]] = written->outcomes[k];
+    if (written->outcomes[k] == cluster::EventOutcome::kInserted) {
+      inserted.push_back(write[k]);
+    }
+  }
+  add_to_counters(b, inserted, customers);
+  return Status();
+}
+
+void ClusterMode::Impl::run_ingest(core::ParsedEvents parsed, std::int64_t start_us,
+                                   Engine::IngestCallback done) {
+  const core::EventBatch& b = parsed.batch;
+  std::vector<std::vector<std::size_t>> by_shard(shards.size());
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    by_shard[cluster::shard_of(b.text(b.events()[i].customer), shards.size())].push_back(i);
+  }
+  std::vector<bool> known(b.size(), true);
+  std::vector<std::optional<cluster::EventOutcome>> outcome(b.size());
+  const TimeUs received = clock->now_us();
+  for (std::size_t shard = 0; shard < shards.size(); ++shard) {
+    if (by_shard[shard].empty()) {
+      continue;
+    }
+    Status s = write_shard(b, by_shard[shard], shard, received, &known, &outcome);
+    if (!s.ok()) {
+      done(s);  // the shards before it committed: a retry counts their events as duplicates
+      return;
+    }
+  }
+  IngestSummary sum;
+  for (const auto& err : parsed.errors) {
+    sum.errors.push_back(EventError{err.index, err.id, err.code, err.message});
+  }
+  sum.rejected = static_cast<std::uint32_t>(parsed.errors.size());
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    if (!known[i]) {
+      ++sum.rejected;
+      sum.errors.push_back(EventError{
+          parsed.indexes[i], std::string(b.text(b.events()[i].id)), "UNKNOWN_CUSTOMER",
+          "customer '" + std::string(b.text(b.events()[i].customer)) + "' does not exist"});
+    } else if (outcome[i] == cluster::EventOutcome::kDuplicate) {
+      ++sum.duplicates;
+    } else {
+      ++sum.accepted;
+    }
+  }
+  std::sort(sum.errors.begin(), sum.errors.end(),
+            [](const EventError& x, const EventError& y) { return x.index < y.index; });
+  if (sum.accepted > 0) {
+    sum.batch_id = "bat_" + node_prefix + "_" + std::to_string(batches.fetch_add(1) + 1);
+  }
+  events_accepted.fetch_add(sum.accepted, std::memory_order_relaxed);
+  events_rejected.fetch_add(sum.rejected, std::memory_order_relaxed);
+  events_duplicate.fetch_add(sum.duplicates, std::memory_order_relaxed);
+  sum.processing_time_us = cluster_steady_us() - start_us;
+  done(std::move(sum));
+}
+
+void ClusterMode::Impl::writer_loop() {
+  std::unique_lock lock(work_mutex);
+  for (;;) {
+    work_cv.wait(lock, [&] { return stopping || !work.empty(); });
+    if (work.empty()) {
+      return;  // stopping, and every request taken was answered
+    }
+    std::function<void()> job = std::move(work.front());
+    work.pop_front();
+    lock.unlock();
+    job();
+    lock.lock();
+  }
+}
+
+// ---- queries ------------------------------------------------------------------------------
+
+namespace {
+
+Result<const MeterDef*> meter_of(const Catalog& catalog, const std::string& key) {
+  const MeterDef* m = catalog.find(key);
+  if (m == nullptr) {
+    return Status::not_found("meter '" + key + "' does not exist");
+  }
+  return m;
+}
+
+}  // namespace
+
+namespace {
+
+// The queries the mode answers: one customer's units, whole or by minute, hour or day, in UTC.
+Status supported(const MeterQuery& q) {
+  if (q.measure != Measure::kUnits) {
+    return Status::invalid_argument("meter '" + q.meter + "' has no price, so no " +
+                                    std::string(to_string(q.measure)));
+  }
+  if (q.customer.empty()) {
+    return ClusterMode::not_built("a usage query over every customer (name one: customer=...)");
+  }
+  if (!q.group_by.empty() || !q.filter.empty()) {
+    return ClusterMode::not_built("a usage query by group_by or filter");
+  }
+  if (!q.timezone.empty() && q.timezone != "UTC") {
+    return ClusterMode::not_built("a usage query in a time zone other than UTC");
+  }
+  if (q.window && *q.window != Window::kMinute && *q.window != Window::kHour &&
+      *q.window != Window::kDay) {
+    return ClusterMode::not_built("a usage query by week or month");
+  }
+  return Status();
+}
+
+}  // namespace
+
+Result<QueryResult> ClusterMode::query(const MeterQuery& q) {
+  Impl& d = *impl_;
+  auto meter = meter_of(*d.catalog, q.meter);
+  if (!meter) {
+    return meter.error();
+  }
+  TALLY_TRY(supported(q));
+  auto customer = get_customer(q.customer);
+  if (!customer) {
+    return customer.error();
+  }
+  if (customer->timezone != "UTC" && q.timezone.empty()) {
+    return not_built(
+        "a usage query in the customer's time zone other than UTC (pass timezone=UTC)");
+  }
+  cluster::UsageQuery uq;
+  uq.customer = q.customer;
+  uq.from_us = q.from_us;
+  uq.to_us = q.to_us;
+  uq.buckets = !q.window                      ? cluster::UsageBuckets::kNone
+               : *q.window == Window::kMinute ? cluster::UsageBuckets::kMinute
+               : *q.window == Window::kHour   ? cluster::UsageBuckets::kHour
+                                              : cluster::UsageBuckets::kDay;
+  auto lease = d.shard_of(q.customer).lease();
+  if (!lease) {
+    return lease.error();
+  }
+  auto usage = cluster::read_usage(**lease, (*meter)->spec, uq);
+  if (!usage) {
+    return usage.error();
+  }
+  QueryResult out;
+  out.meter = q.meter;
+  out.measure = q.measure;
+  out.from_us = usage->from_us;
+  out.to_us = usage->to_us;
+  out.window = q.window;
+  out.timezone = "UTC";
+  if (!q.window) {
+    if (!usage->state.empty()) {
+      out.rows.push_back(QueryRow{usage->from_us, usage->to_us, q.customer, {}, usage->value});
+    }
+    return out;
+  }
+  for (const auto& bucket : usage->buckets) {
+    if (!bucket.state.empty()) {
+      out.rows.push_back(QueryRow{bucket.start_us, bucket.end_us, q.customer, {}, bucket.value});
+    }
+  }
+  return out;
+}
+
+Result<CustomerUsage> ClusterMode::customer_usage(const std::string& customer, TimeUs from_us,
+                                                  TimeUs to_us) {
+  Impl& d = *impl_;
+  auto c = get_customer(customer);
+  if (!c) {
+    return c.error();
+  }
+  auto tz = core::TimeZone::find(c->timezone);
+  const core::TimeZone zone = tz ? *tz : core::TimeZone();
+  CustomerUsage out;
+  out.customer = customer;
+  out.timezone = zone.name();
+  if (from_us == 0 && to_us == 0) {
+    const TimeUs now = d.clock->now_us();
+    from_us = core::window_start(now, core::Window::kMonth, zone);
+    to_us = core::window_next(from_us, core::Window::kMonth, zone);
+  }
+  const TimeUs from = core::floor_to(from_us, core::kUsPerMinute);
+  const TimeUs to = core::ceil_to(to_us, core::kUsPerMinute);
+  if (to <= from) {
+    return Status::invalid_argument("'to' must be after 'from'");
+  }
+  out.from_us = from;
+  out.to_us = to;
+  auto lease = d.shard_of(customer).lease();
+  if (!lease) {
+    return lease.error();
+  }
+  for (const MeterDef& m : d.catalog->meters) {
+    if (m.hidden) {
+      continue;
+    }
+    cluster::UsageQuery uq;
+    uq.customer = customer;
+    uq.from_us = from;
+    uq.to_us = to;
+    auto usage = cluster::read_usage(**lease, m.spec, uq);
+    if (!usage) {
+      return usage.error();
+    }
+    UsageItem item;
+    item.meter = m.spec.key;
+    item.aggregation = m.spec.aggregation;
+    item.unit = m.spec.unit;
+    item.value = usage->value;
+    out.meters.push_back(std::move(item));
+  }
+  return out;
+}
+
+}  // namespace tally::engine

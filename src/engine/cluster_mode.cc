@@ -1,0 +1,370 @@
+// The engine's scale-out mode: opening a node, customers, keys and operations (see
+// cluster_mode.h).
+#include "engine/cluster_mode_impl.h"
+
+namespace tally::engine {
+
+// ---- open -----------------------------------------------------------------------------------
+
+Status ClusterMode::not_built(std::string_view what) {
+  return Status::not_implemented(std::string(what) +
+                                 " is not built in the cluster mode yet (docs/cluster.md)");
+}
+
+namespace {
+
+// What the mode cannot honour yet: refused at open, so nothing differs silently.
+Status refuse_unsupported(const config::Config& config) {
+  if (!config.prices.empty()) {
+    return Status::invalid_argument(
+        "[[prices]] are not built in the cluster mode yet: remove them or the [cluster] section "
+        "(docs/cluster.md)");
+  }
+  if (config.enforcement.api_rate_limit_per_minute != 0) {
+    return Status::invalid_argument(
+        "[enforcement] api_rate_limit_per_minute is not built in the cluster mode yet (each node "
+        "would count its own requests): remove it or the [cluster] section (docs/cluster.md)");
+  }
+  for (const auto& plan : config.plans) {
+    if (plan.prepaid) {
+      return Status::invalid_argument("plan '" + plan.key +
+                                      "' is prepaid; prepaid plans (credits) are not built in "
+                                      "the cluster mode yet (docs/cluster.md)");
+    }
+  }
+  return Status();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ClusterMode>> ClusterMode::open(const config::Config& config,
+                                                       const Catalog& catalog, const Clock& clock) {
+  TALLY_TRY(refuse_unsupported(config));
+  const config::ClusterConfig& cc = *config.cluster;
+  auto impl = std::make_unique<Impl>();
+  impl->config = &config;
+  impl->catalog = &catalog;
+  impl->clock = &clock;
+  for (const auto& m : catalog.meters) {
+    impl->meter_specs.push_back(m.spec);
+  }
+  impl->node_prefix = common::to_hex(common::random_bytes(6));
+  for (std::size_t i = 0; i < cc.postgres.size(); ++i) {
+    pg::ConnectOptions co;
+    co.conninfo = cc.postgres[i];
+    co.connect_timeout_ms = static_cast<std::uint32_t>(cc.connect_timeout_seconds * 1000);
+    co.command_timeout_ms = static_cast<std::uint32_t>(cc.command_timeout_seconds * 1000);
+    std::string name = "cluster.postgres";
+    if (cc.postgres.size() > 1) {
+      name += "[" + std::to_string(i) + "]";
+    }
+    auto pool =
+        std::make_unique<cluster::PgPool>(name, co, static_cast<std::size_t>(cc.postgres_pool));
+    auto lease = pool->lease();
+    if (!lease) {
+      return lease.error();
+    }
+    auto status = pg::schema_status(**lease);
+    if (!status) {
+      return Status(status.error().code(), name + ": " + status.error().message());
+    }
+    if (status->state != pg::SchemaState::kKnown) {
+      return Status::invalid_argument(name + " (" + (*lease)->describe() +
+                                      "): " + status->describe());
+    }
+    impl->shards.push_back(std::move(pool));
+  }
+  impl->redis_options.seeds = cc.redis;
+  impl->redis_options.connect_timeout_ms =
+      static_cast<std::uint32_t>(cc.connect_timeout_seconds * 1000);
+  impl->redis_options.command_timeout_ms =
+      static_cast<std::uint32_t>(cc.command_timeout_seconds * 1000);
+  {
+    auto slot = impl->lease_redis();
+    if (!slot) {
+      return slot.error();
+    }
+    TALLY_TRY((*slot)->limits->load());
+    impl->return_redis(std::move(*slot));
+  }
+  const auto writers = static_cast<std::size_t>(std::max<std::int64_t>(cc.postgres_pool, 1));
+  for (std::size_t i = 0; i < writers; ++i) {
+    impl->writers.emplace_back([p = impl.get()] { p->writer_loop(); });
+  }
+  impl->usage_writer = std::thread([p = impl.get()] { p->usage_loop(); });
+  return std::unique_ptr<ClusterMode>(new ClusterMode(std::move(impl)));
+}
+
+ClusterMode::ClusterMode(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+ClusterMode::~ClusterMode() {
+  impl_->stop();
+}
+
+void ClusterMode::Impl::stop() {
+  {
+    std::lock_guard lock(work_mutex);
+    stopping = true;
+  }
+  work_cv.notify_all();
+  for (auto& t : writers) {
+    t.join();
+  }
+  usage_writer.join();
+}
+
+Result<std::unique_ptr<RedisSlot>> ClusterMode::Impl::lease_redis() {
+  {
+    std::lock_guard lock(redis_mutex);
+    if (!redis_idle.empty()) {
+      auto slot = std::move(redis_idle.back());
+      redis_idle.pop_back();
+      return slot;
+    }
+  }
+  auto client = redis::ClusterClient::connect(redis_options);
+  if (!client) {
+    return Status(client.error().code(), "cluster.redis: " + client.error().message());
+  }
+  auto slot = std::make_unique<RedisSlot>();
+  slot->client = std::move(*client);
+  slot->limits = std::make_unique<cluster::RedisLimits>(*slot->client);
+  return slot;
+}
+
+void ClusterMode::Impl::return_redis(std::unique_ptr<RedisSlot> slot) {
+  std::lock_guard lock(redis_mutex);
+  redis_idle.push_back(std::move(slot));
+}
+
+// ---- customers and keys -------------------------------------------------------------------
+
+Result<Customer> ClusterMode::create_customer(const Customer& c) {
+  auto lease = impl_->shard_of(c.id).lease();
+  if (!lease) {
+    return lease.error();
+  }
+  TALLY_TRY(cluster::insert_customer(**lease, c));
+  return c;
+}
+
+Result<Customer> ClusterMode::get_customer(const std::string& id) {
+  auto lease = impl_->shard_of(id).lease();
+  if (!lease) {
+    return lease.error();
+  }
+  auto found = cluster::find_customer(**lease, id);
+  if (!found) {
+    return found.error();
+  }
+  if (!found->has_value()) {
+    return Status::not_found("customer '" + id + "' does not exist");
+  }
+  return std::move(**found);
+}
+
+Result<std::vector<Customer>> ClusterMode::list_customers() {
+  std::vector<Customer> out;
+  for (auto& shard : impl_->shards) {
+    auto lease = shard->lease();
+    if (!lease) {
+      return lease.error();
+    }
+    auto some = cluster::shard_customers(**lease);
+    if (!some) {
+      return some.error();
+    }
+    std::move(some->begin(), some->end(), std::back_inserter(out));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const Customer& a, const Customer& b) { return a.id < b.id; });
+  return out;
+}
+
+Result<Customer> ClusterMode::update_customer(const std::string& id, const CustomerPatch& patch) {
+  auto lease = impl_->shard_of(id).lease();
+  if (!lease) {
+    return lease.error();
+  }
+  // Read and write in one transaction, the row locked: two nodes patching one customer at once
+  // apply both patches, one after the other.
+  auto txn = pg::Transaction::begin(**lease);
+  if (!txn) {
+    return txn.error();
+  }
+  auto locked = (*lease)->exec("SELECT 1 FROM customers WHERE id = $1 FOR UPDATE", {id});
+  if (!locked) {
+    return locked.error();
+  }
+  auto found = cluster::find_customer(**lease, id);
+  if (!found) {
+    return found.error();
+  }
+  if (!found->has_value()) {
+    return Status::not_found("customer '" + id + "' does not exist");
+  }
+  auto patched =
+      engine::patched_customer(std::move(**found), patch, *impl_->config, impl_->clock->now_us());
+  if (!patched) {
+    return patched.error();
+  }
+  if (patch.organization && !patch.organization->empty()) {
+    // The organization lives on its own shard: its existence is checked there.
+    auto org = get_customer(*patch.organization);
+    if (!org) {
+      return org.error().code() == StatusCode::kNotFound
+                 ? Status::not_found("organization '" + *patch.organization + "' does not exist")
+                 : org.error();
+    }
+    if (cluster::shard_of(*patch.organization, impl_->shards.size()) !=
+        cluster::shard_of(id, impl_->shards.size())) {
+      return not_built("an organization on another PostgreSQL shard than its member");
+    }
+  }
+  TALLY_TRY(cluster::store_customer(**lease, *patched));
+  TALLY_TRY(txn->commit());
+  {
+    std::lock_guard lock(impl_->auth_mutex);
+    impl_->keys_by_hash.clear();  // a suspension takes effect on this node at once
+  }
+  return std::move(*patched);
+}
+
+Status ClusterMode::create_key(const ApiKeyInfo& info, const std::string& secret_sha256) {
+  if (!info.customer.empty()) {
+    auto c = get_customer(info.customer);
+    if (!c) {
+      return c.error();
+    }
+  }
+  auto lease = impl_->home().lease();
+  if (!lease) {
+    return lease.error();
+  }
+  return cluster::insert_key(**lease, cluster::KeyRow{info, secret_sha256});
+}
+
+Result<std::vector<ApiKeyInfo>> ClusterMode::list_keys() {
+  auto lease = impl_->home().lease();
+  if (!lease) {
+    return lease.error();
+  }
+  return cluster::all_keys(**lease);
+}
+
+Status ClusterMode::revoke_key(const std::string& id) {
+  auto lease = impl_->home().lease();
+  if (!lease) {
+    return lease.error();
+  }
+  TALLY_TRY(cluster::revoke_key(**lease, id, impl_->clock->now_us()));
+  std::lock_guard lock(impl_->auth_mutex);
+  impl_->keys_by_hash.clear();
+  return Status();
+}
+
+namespace {
+
+Result<Identity> identity_of(const cluster::KeyRow& key, bool suspended) {
+  if (key.info.revoked_at_us != 0) {
+    return Status::unauthenticated("this API key has been revoked");
+  }
+  if (suspended) {
+    return Status::permission_denied("customer '" + key.info.customer + "' is suspended");
+  }
+  return Identity{key.info.id, key.info.customer, key.info.scopes};
+}
+
+}  // namespace
+
+Result<Identity> ClusterMode::authenticate_hash(const std::string& secret_sha256) {
+  Impl& d = *impl_;
+  const TimeUs now = d.clock->now_us();
+  {
+    std::lock_guard lock(d.auth_mutex);
+    auto it = d.keys_by_hash.find(secret_sha256);
+    if (it != d.keys_by_hash.end() && now - it->second.read_at_us < kAuthCacheUs) {
+      return identity_of(it->second.key, it->second.suspended);
+    }
+  }
+  auto lease = d.home().lease();
+  if (!lease) {
+    return lease.error();
+  }
+  auto found = cluster::find_key_by_hash(**lease, secret_sha256);
+  if (!found) {
+    return found.error();
+  }
+  if (!found->has_value() || !common::constant_time_equal((*found)->secret_sha256, secret_sha256)) {
+    return Status::unauthenticated("Invalid or missing API key");
+  }
+  Impl::CachedKey cached{std::move(**found), false, now};
+  if (!cached.key.info.customer.empty()) {
+    auto c = get_customer(cached.key.info.customer);
+    cached.suspended = c.has_value() && c->status == CustomerStatus::kSuspended;
+  }
+  Result<Identity> out = identity_of(cached.key, cached.suspended);
+  std::lock_guard lock(d.auth_mutex);
+  d.keys_by_hash[secret_sha256] = std::move(cached);
+  return out;
+}
+
+Result<Identity> ClusterMode::authenticate_key_id(const std::string& key_id) {
+  auto lease = impl_->home().lease();
+  if (!lease) {
+    return lease.error();
+  }
+  auto found = cluster::find_key(**lease, key_id);
+  if (!found) {
+    return found.error();
+  }
+  if (!found->has_value()) {
+    return Status::unauthenticated("Invalid or missing API key");
+  }
+  return authenticate_hash((*found)->secret_sha256);
+}
+
+// ---- operations ---------------------------------------------------------------------------
+
+Status ClusterMode::ready() {
+  for (auto& shard : impl_->shards) {
+    auto lease = shard->lease();
+    if (!lease) {
+      return Status::unavailable(lease.error().message());
+    }
+    auto r = (*lease)->exec("SELECT 1");
+    if (!r) {
+      return Status::unavailable(shard->name() + ": " + r.error().message());
+    }
+  }
+  auto slot = impl_->lease_redis();
+  if (!slot) {
+    return Status::unavailable(slot.error().message());
+  }
+  auto pong = (*slot)->client->command({"PING"});
+  impl_->return_redis(std::move(*slot));
+  if (!pong) {
+    return Status::unavailable("cluster.redis: " + pong.error().message());
+  }
+  return Status();
+}
+
+void ClusterMode::flush() {
+  std::unique_lock lock(impl_->work_mutex);
+  impl_->usage_cv.wait(lock, [&] { return impl_->usage.empty() && impl_->usage_writing == 0; });
+}
+
+EngineStats ClusterMode::stats() const {
+  EngineStats s;
+  s.events_accepted = impl_->events_accepted.load(std::memory_order_relaxed);
+  s.events_rejected = impl_->events_rejected.load(std::memory_order_relaxed);
+  s.events_duplicate = impl_->events_duplicate.load(std::memory_order_relaxed);
+  s.batches = impl_->batches.load(std::memory_order_relaxed);
+  {
+    std::lock_guard lock(impl_->work_mutex);
+    s.check_events_not_durable = impl_->usage.size() + impl_->usage_writing;
+  }
+  return s;
+}
+
+}  // namespace tally::engine

@@ -1,0 +1,90 @@
+// The engine in the scale-out mode (docs/cluster.md): a stateless node over PostgreSQL shards
+// (customers, keys, events, aggregates) and a Redis Cluster (limit counters), chosen by a
+// `[cluster]` section in the configuration. Engine's methods hand their work here when the mode
+// is on (Engine::Impl::cluster); what the mode does not do yet they answer with
+// kNotImplemented (HTTP 501), never with a silent difference.
+//
+// What a node does:
+//  - customers and keys: rows of the customer's shard (keys: shard 0), read through on every
+//    call; authentication keeps what it read for kAuthCacheUs, so a key revoked (or a customer
+//    suspended) on another node is refused here within that time (on this node at once);
+//  - ingest: the request is parsed as in the embedded mode, its events split by shard and
+//    written by a pool of writer threads (cluster::write_events: one transaction per shard and
+//    request, duplicates decided by PostgreSQL's unique constraint); the answer (202) comes
+//    after every shard committed. Customers are created on first use as in the embedded mode
+//    (auto_create_customers);
+//  - queries: one customer's usage of a meter, read from the shard's aggregates
+//    (cluster::read_usage), whole or by UTC minute, hour or day;
+//  - checks: the customer's plan limits on a count or sum meter, checked and consumed across
+//    every node by one Redis function call (cluster::RedisLimits); the consumption is then
+//    written to PostgreSQL as a usage event by the writer threads, in batches, so usage and
+//    queries include it within the flush interval (kUsageFlushUs), like the embedded mode's
+//    check_durability = "async"; with [enforcement] check_sync the check answers after it.
+//
+// Thread safety: every method may be called from any thread. Connections are leased from
+// per-shard pools; Redis clients from a pool of their own (one client per thread at a time).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/config.h"
+#include "engine/catalog.h"
+#include "tally/clock.h"
+#include "tally/engine.h"
+
+namespace tally::engine {
+
+class ClusterMode {
+ public:
+  // Connects to every PostgreSQL shard (checking its schema: a shard that needs `tally
+  // migrate`, or that a newer Tally migrated, is refused naming it) and to the Redis Cluster
+  // (loading the limit function). `catalog` and `config` must outlive the node. Errors:
+  // kUnavailable for a server that cannot be reached; kInvalidArgument for a schema this
+  // binary cannot serve, or a configuration the mode cannot honour yet (prices, prepaid plans,
+  // API-key rate limits): it says which.
+  static Result<std::unique_ptr<ClusterMode>> open(const config::Config& config,
+                                                   const Catalog& catalog, const Clock& clock);
+  ~ClusterMode();
+  ClusterMode(const ClusterMode&) = delete;
+  ClusterMode& operator=(const ClusterMode&) = delete;
+
+  // What the mode does not do: kNotImplemented naming `what`.
+  static Status not_built(std::string_view what);
+
+  // ---- customers and keys (rules applied by the engine: admin_rules.h) ----
+  Result<Customer> create_customer(const Customer& c);
+  Result<Customer> get_customer(const std::string& id);
+  Result<std::vector<Customer>> list_customers();
+  Result<Customer> update_customer(const std::string& id, const CustomerPatch& patch);
+  Status create_key(const ApiKeyInfo& info, const std::string& secret_sha256);
+  Result<std::vector<ApiKeyInfo>> list_keys();
+  Status revoke_key(const std::string& id);
+  // By the SHA-256 of the presented secret, or by key id.
+  Result<Identity> authenticate_hash(const std::string& secret_sha256);
+  Result<Identity> authenticate_key_id(const std::string& key_id);
+
+  // ---- usage ----
+  void ingest(std::string body, const IngestOptions& options, Engine::IngestCallback done);
+  Result<QueryResult> query(const MeterQuery& q);
+  Result<CustomerUsage> customer_usage(const std::string& customer, TimeUs from_us, TimeUs to_us);
+
+  // ---- checks ----
+  Result<std::vector<CheckResult>> check(const std::vector<CheckRequest>& requests);
+
+  // ---- operations ----
+  // Every shard answers and Redis answers; else kUnavailable saying which does not.
+  Status ready();
+  // Waits until the usage of answered checks is written.
+  void flush();
+  EngineStats stats() const;
+
+ private:
+  struct Impl;
+  explicit ClusterMode(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tally::engine

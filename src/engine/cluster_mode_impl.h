@@ -1,0 +1,169 @@
+// The inside of the engine's scale-out mode (cluster_mode.h), shared by its files:
+// cluster_mode.cc (opening, customers, keys, operations), cluster_ingest.cc (ingest and
+// queries) and cluster_check.cc (checks and their usage).
+#pragma once
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+#include <spdlog/spdlog.h>
+
+#include "cluster/pg_customers.h"
+#include "cluster/pg_events.h"
+#include "cluster/pool.h"
+#include "cluster/redis_limits.h"
+#include "cluster/shard.h"
+#include "common/crypto.h"
+#include "core/event_parse.h"
+#include "core/ids.h"
+#include "engine/admin_rules.h"
+#include "engine/cluster_mode.h"
+#include "engine/limits_impl.h"
+#include "pg/schema.h"
+#include "redis/cluster_client.h"
+
+namespace tally::engine {
+
+// How long authentication keeps what it read of a key and its customer.
+inline constexpr TimeUs kAuthCacheUs = 5 * core::kUsPerSecond;
+// Answered checks' usage is written at least this often.
+inline constexpr auto kUsageFlush = std::chrono::milliseconds(5);
+// Answered checks' usage waiting to be written, at most: a consuming check beyond it is refused
+// (503) rather than held in memory without bound.
+inline constexpr std::size_t kUsageQueueMax = 100'000;
+// How long a check's event_id is remembered in Redis (its usage event, written within
+// milliseconds, remembers it in PostgreSQL from then on).
+inline constexpr std::int64_t kEventIdMarkerMs = 24LL * 3600 * 1000;
+
+// A monotonic instant, for how long a request took.
+inline std::int64_t cluster_steady_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// A Redis client and the limits over it: one thread's at a time.
+struct RedisSlot {
+  std::unique_ptr<redis::ClusterClient> client;
+  std::unique_ptr<cluster::RedisLimits> limits;
+};
+
+// A consumption to write as a usage event.
+struct PendingUsage {
+  std::string customer;
+  std::string event_id;
+  const MeterDef* meter = nullptr;
+  core::Decimal amount;
+  std::vector<std::pair<std::string, std::string>> properties;
+  TimeUs at_us = 0;
+  std::shared_ptr<std::promise<Status>> written;  // check_sync: told when it is written
+};
+
+// What a customer's calendar windows hang on (as engine::period_context for the embedded
+// store's customers).
+inline core::PeriodContext period_context_of(const Customer& c) {
+  core::PeriodContext pc;
+  auto tz = core::TimeZone::find(c.timezone);
+  pc.tz = tz ? *tz : core::TimeZone();
+  pc.billing_anchor_us = c.billing_anchor_us != 0 ? c.billing_anchor_us : c.created_at_us;
+  pc.trial_start_us = c.trial_started_at_us != 0 ? c.trial_started_at_us : c.created_at_us;
+  return pc;
+}
+
+struct ClusterPrepared;  // cluster_check.cc
+struct CounterAdds;      // cluster_ingest.cc
+
+struct ClusterMode::Impl {
+  const config::Config* config = nullptr;
+  const Catalog* catalog = nullptr;
+  const Clock* clock = nullptr;
+  std::vector<std::unique_ptr<cluster::PgPool>> shards;
+  std::vector<core::MeterSpec> meter_specs;  // the catalog's meters, for write_events
+  std::string node_prefix;                   // names this node's check events
+
+  // Redis clients, leased one per calling thread.
+  redis::ClusterOptions redis_options;
+  std::mutex redis_mutex;
+  std::vector<std::unique_ptr<RedisSlot>> redis_idle;
+
+  // The window counters this node has seeded from PostgreSQL (their Redis keys): a counter is
+  // seeded once per node and window; Redis keeps the first seed of all nodes (SET NX).
+  std::mutex seeded_mutex;
+  std::unordered_set<std::string> seeded;
+
+  // Authentication: what was read of a key (by hash and by id), and when.
+  struct CachedKey {
+    cluster::KeyRow key;
+    bool suspended = false;
+    TimeUs read_at_us = 0;
+  };
+
+  std::mutex auth_mutex;
+  std::unordered_map<std::string, CachedKey> keys_by_hash;
+
+  // Writer threads: ingest requests and answered checks' usage.
+  std::mutex work_mutex;
+  std::condition_variable work_cv;
+  std::condition_variable usage_cv;  // the usage queue emptied (flush)
+  std::deque<std::function<void()>> work;
+  std::vector<PendingUsage> usage;
+  std::size_t usage_writing = 0;
+  std::uint64_t usage_seq = 0;  // the usage writer's: names its events
+  bool stopping = false;
+  std::vector<std::thread> writers;
+  std::thread usage_writer;
+
+  std::atomic<std::uint64_t> events_accepted{0};
+  std::atomic<std::uint64_t> events_rejected{0};
+  std::atomic<std::uint64_t> events_duplicate{0};
+  std::atomic<std::uint64_t> batches{0};
+  std::atomic<std::uint64_t> usage_write_failures{0};
+
+  cluster::PgPool& shard_of(std::string_view customer) {
+    return *shards[cluster::shard_of(customer, shards.size())];
+  }
+
+  cluster::PgPool& home() { return *shards[0]; }
+
+  Result<std::unique_ptr<RedisSlot>> lease_redis();
+  void return_redis(std::unique_ptr<RedisSlot> slot);
+
+  Status ensure_customers(const core::EventBatch& b, const std::vector<std::size_t>& events,
+                          std::size_t shard, std::vector<bool>* known,
+                          std::map<std::string, Customer>* customers);
+  std::map<std::string_view, CounterAdds> counter_adds(
+      const core::EventBatch& b, const std::vector<std::uint32_t>& written,
+      const std::map<std::string, Customer>& customers) const;
+  void add_to_counters(const core::EventBatch& b, const std::vector<std::uint32_t>& written,
+                       const std::map<std::string, Customer>& customers);
+  Status prepare_check(const CheckRequest& r, ClusterPrepared* p);
+  Result<Customer> find_check_customer(const std::string& id);
+  Result<bool> is_replay(redis::ClusterClient& client, const CheckRequest& r, bool* claimed);
+  void unclaim(redis::ClusterClient& client, const CheckRequest& r);
+  Result<CheckResult> decide(RedisSlot& slot, const CheckRequest& r, const ClusterPrepared& p,
+                             bool consume, CheckResult out);
+  Status queue_usage(const CheckRequest& r, const ClusterPrepared& p, TimeUs now);
+  Status seed_counters(cluster::RedisLimits& limits, const Customer& c,
+                       const std::vector<core::LimitRule>& rules, const core::PeriodContext& ctx,
+                       const MeterDef& meter, TimeUs now);
+  Status write_shard(const core::EventBatch& b, const std::vector<std::size_t>& events,
+                     std::size_t shard, TimeUs received, std::vector<bool>* known,
+                     std::vector<std::optional<cluster::EventOutcome>>* outcome);
+  void run_ingest(core::ParsedEvents parsed, std::int64_t start_us, Engine::IngestCallback done);
+  void write_usage(std::vector<PendingUsage> batch);
+  void writer_loop();
+  void usage_loop();
+  void stop();
+};
+
+}  // namespace tally::engine

@@ -1,0 +1,409 @@
+// tally::Engine in the scale-out mode: two engines (two nodes) in this process over one real
+// PostgreSQL 15 and one real 3-primary + 3-replica Redis Cluster, started once for the binary
+// (tests/support/pg_server.h, redis_cluster.h); each test in a database of its own and with
+// customers of its own. The HTTP API over the same engine is tested end to end by
+// cluster_e2e_test.cc.
+#include <atomic>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "support/pg_server.h"
+#include "support/process.h"
+#include "support/redis_cluster.h"
+#include "tally/clock.h"
+#include "tally/engine.h"
+
+namespace tally {
+namespace {
+
+using testing::PgServer;
+using testing::RedisServers;
+
+// 2026-12-07T10:00:00Z
+constexpr TimeUs kNow = 1'796'637'600'000'000;
+
+constexpr const char* kMeters = R"(
+[[meters]]
+key = "api_calls"
+event_type = "api_call"
+aggregation = "count"
+
+[[meters]]
+key = "tokens"
+event_type = "completion"
+aggregation = "sum"
+value = "tokens"
+
+[[plans]]
+key = "free"
+features = ["chat"]
+limits = [
+  { meter = "api_calls", period = "day", amount = 50 },
+  { meter = "api_calls", period = "minute", amount = 1000 },
+  { meter = "tokens", period = "month", amount = 1000 },
+]
+
+[enforcement]
+default_plan = "free"
+)";
+
+class ClusterEngineTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    skip_reason_ = testing::pg_programs_missing();
+    if (skip_reason_.empty()) {
+      skip_reason_ = testing::redis_programs_missing();
+    }
+    if (!skip_reason_.empty()) {
+      return;
+    }
+    auto pg = PgServer::start();
+    if (!pg) {
+      start_error_ = pg.error().to_string();
+      return;
+    }
+    pg_ = std::move(*pg);
+    auto redis = RedisServers::start_cluster();
+    if (!redis) {
+      start_error_ = redis.error().to_string();
+      return;
+    }
+    redis_ = std::move(*redis);
+  }
+
+  static void TearDownTestSuite() {
+    redis_.reset();
+    pg_.reset();
+  }
+
+  void SetUp() override {
+    if (!skip_reason_.empty()) {
+      GTEST_SKIP() << skip_reason_;
+    }
+    ASSERT_NE(pg_, nullptr) << start_error_;
+    ASSERT_NE(redis_, nullptr) << start_error_;
+    db_ = "e_" + std::to_string(++databases_);
+    ASSERT_TRUE(pg_->create_database(db_).ok());
+  }
+
+  // The configuration of a node: the meters, and [cluster] naming this test's database.
+  std::string config(const std::string& extra = "") const {
+    std::string seeds;
+    for (const auto& e : redis_->endpoints()) {
+      seeds += (seeds.empty() ? "\"" : ", \"") + e + "\"";
+    }
+    return std::string(kMeters) + extra + "\n[cluster]\npostgres = [\"" + pg_->conninfo(db_) +
+           "\"]\nredis = [" + seeds + "]\n";
+  }
+
+  Result<std::unique_ptr<Engine>> open(const std::string& toml) {
+    EngineOptions o;
+    o.config_toml = toml;
+    o.clock = &clock_;
+    return Engine::open(o);
+  }
+
+  // A node on a migrated database.
+  std::unique_ptr<Engine> node() {
+    if (!migrated_) {
+      migrate();
+    }
+    auto e = open(config());
+    EXPECT_TRUE(e.has_value()) << e.error().to_string();
+    return e ? std::move(*e) : nullptr;
+  }
+
+  // `tally migrate` on this test's database.
+  void migrate() {
+    const std::string dir = testing::make_temp_dir("tally-cluster-engine-");
+    ASSERT_FALSE(dir.empty());
+    std::ofstream(dir + "/m.toml") << config();
+    testing::ProcessOptions o;
+    o.executable = TALLY_BINARY;
+    o.args = {"migrate", "--config", dir + "/m.toml"};
+    auto p = testing::ChildProcess::start(o);
+    ASSERT_TRUE(p.has_value()) << p.error().to_string();
+    EXPECT_EQ(p->wait_exit(60'000), 0);
+    testing::remove_tree(dir);
+    migrated_ = true;
+  }
+
+  static std::string events(const std::string& customer, int from, int n,
+                            const std::string& type = "api_call") {
+    std::string out = "[";
+    for (int i = from; i < from + n; ++i) {
+      out += (i == from ? "" : ",") + std::string(R"({"id":"e)") + std::to_string(i) +
+             R"(","customer_id":")" + customer + R"(","type":")" + type +
+             R"(","timestamp":"2026-12-07T09:30:00Z","properties":{"tokens":3}})";
+    }
+    return out + "]";
+  }
+
+  static std::string value_of(Engine& e, const std::string& meter, const std::string& customer) {
+    MeterQuery q;
+    q.meter = meter;
+    q.customer = customer;
+    q.from_us = kNow - 86'400'000'000LL;
+    q.to_us = kNow + 3'600'000'000LL;
+    auto r = e.query(q);
+    EXPECT_TRUE(r.has_value()) << r.error().to_string();
+    return r && !r->rows.empty() ? r->rows[0].value : std::string("none");
+  }
+
+  static CheckRequest check_of(const std::string& customer, const std::string& meter = "api_calls",
+                               const std::string& amount = "1") {
+    CheckRequest r;
+    r.customer = customer;
+    r.meter = meter;
+    r.amount = amount;
+    return r;
+  }
+
+  static inline std::string skip_reason_;
+  static inline std::string start_error_;
+  static inline std::unique_ptr<PgServer> pg_;
+  static inline std::unique_ptr<RedisServers> redis_;
+  static inline int databases_ = 0;
+  FakeClock clock_{kNow};
+  std::string db_;
+  bool migrated_ = false;
+};
+
+TEST_F(ClusterEngineTest, AnUnmigratedDatabaseIsRefusedNamingTheShard) {
+  auto e = open(config());
+  ASSERT_FALSE(e.has_value());
+  EXPECT_EQ(e.error().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(e.error().message().find("cluster.postgres"), std::string::npos) << e.error().message();
+  EXPECT_NE(e.error().message().find("run `tally migrate`"), std::string::npos);
+}
+
+TEST_F(ClusterEngineTest, WhatTheModeCannotHonourYetIsRefusedAtOpen) {
+  migrate();
+  auto prepaid = open(config() + "\n[[plans]]\nkey = \"pre\"\nprepaid = true\n");
+  ASSERT_FALSE(prepaid.has_value());
+  EXPECT_NE(prepaid.error().message().find("prepaid"), std::string::npos)
+      << prepaid.error().message();
+  auto per_key = open(std::string(kMeters) + "api_rate_limit_per_minute = 100\n" +
+                      config().substr(std::string(kMeters).size()));
+  ASSERT_FALSE(per_key.has_value());
+  EXPECT_NE(per_key.error().message().find("api_rate_limit_per_minute"), std::string::npos)
+      << per_key.error().message();
+}
+
+TEST_F(ClusterEngineTest, EventsWrittenOnOneNodeAreCountedOnceAndReadOnTheOther) {
+  auto a = node();
+  auto b = node();
+  ASSERT_TRUE(a && b);
+  auto first = a->ingest_json(events("acme", 0, 10));
+  ASSERT_TRUE(first.has_value()) << first.error().to_string();
+  EXPECT_EQ(first->accepted, 10u);
+  // The same ids again on the other node, with five new ones: only the new ones count.
+  auto again = b->ingest_json(events("acme", 5, 10));
+  ASSERT_TRUE(again.has_value()) << again.error().to_string();
+  EXPECT_EQ(again->accepted, 5u);
+  EXPECT_EQ(again->duplicates, 5u);
+  EXPECT_EQ(value_of(*a, "api_calls", "acme"), "15");
+  EXPECT_EQ(value_of(*b, "api_calls", "acme"), "15");
+  // The customer was created on first use, visible from both.
+  auto c = b->get_customer("acme");
+  ASSERT_TRUE(c.has_value()) << c.error().to_string();
+  EXPECT_EQ(c->id, "acme");
+}
+
+TEST_F(ClusterEngineTest, TwoNodesTogetherNeverAdmitMoreThanTheLimit) {
+  auto a = node();
+  auto b = node();
+  ASSERT_TRUE(a && b);
+  // 20 of the day's 50 were ingested before any check: the counter starts from them.
+  ASSERT_EQ(a->ingest_json(events("busy", 0, 20))->accepted, 20u);
+  std::atomic<int> allowed{0};
+  std::atomic<int> denied{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    Engine* e = t % 2 == 0 ? a.get() : b.get();
+    threads.emplace_back([&, e] {
+      for (int i = 0; i < 10; ++i) {
+        auto r = e->check(check_of("busy"));
+        if (!r) {
+          ++failed;
+        } else if (r->allowed) {
+          ++allowed;
+        } else {
+          ++denied;
+          EXPECT_EQ(r->reason, Denial::kLimitExceeded);
+        }
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(allowed.load(), 30);
+  EXPECT_EQ(denied.load(), 50);
+  // The admitted checks' usage is written to PostgreSQL: the day holds exactly 50.
+  a->flush();
+  b->flush();
+  EXPECT_EQ(value_of(*b, "api_calls", "busy"), "50");
+  // Ingest after the counter exists adds to it: an event more, and a check that only asks sees
+  // 51 used.
+  ASSERT_EQ(b->ingest_json(events("busy", 100, 1))->accepted, 1u);
+  CheckRequest ask = check_of("busy");
+  ask.consume = Consume::kNo;
+  auto asked = a->check(ask);
+  ASSERT_TRUE(asked.has_value());
+  EXPECT_FALSE(asked->allowed);
+  ASSERT_TRUE(asked->has_rule);
+  EXPECT_EQ(asked->rule.used.text(), "51");
+  EXPECT_EQ(asked->message, "Limit of 50 api_calls per day reached: 51 used, 1 requested.");
+}
+
+TEST_F(ClusterEngineTest, ACheckWithAnEventIdConsumesOnceOnWhicheverNode) {
+  auto a = node();
+  auto b = node();
+  ASSERT_TRUE(a && b);
+  ASSERT_EQ(a->ingest_json(events("idem", 0, 1))->accepted, 1u);  // event id "e0"
+  CheckRequest r = check_of("idem", "api_calls", "3");
+  r.event_id = "req-1";
+  // The same request to both nodes at once, several times: it consumes 3, once.
+  std::atomic<int> consumed{0};
+  std::atomic<int> replayed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    Engine* e = t % 2 == 0 ? a.get() : b.get();
+    threads.emplace_back([&, e] {
+      auto got = e->check(r);
+      ASSERT_TRUE(got.has_value()) << got.error().to_string();
+      EXPECT_TRUE(got->allowed);
+      ++(got->replayed ? replayed : consumed);
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(consumed.load(), 1);
+  EXPECT_EQ(replayed.load(), 5);
+  a->flush();
+  b->flush();
+  EXPECT_EQ(value_of(*a, "api_calls", "idem"), "4");  // the ingested event and the 3
+  // An id an ingested event holds is a replay too: nothing consumed.
+  CheckRequest again = check_of("idem");
+  again.event_id = "e0";
+  auto ingested = b->check(again);
+  ASSERT_TRUE(ingested.has_value());
+  EXPECT_TRUE(ingested->replayed);
+  // A denied check leaves its id free: the same id consumes once the amount fits.
+  CheckRequest big = check_of("idem", "api_calls", "47");
+  big.event_id = "req-2";
+  auto denied = a->check(big);
+  ASSERT_TRUE(denied.has_value());
+  EXPECT_FALSE(denied->allowed);
+  big.amount = "46";
+  auto fits = b->check(big);
+  ASSERT_TRUE(fits.has_value());
+  EXPECT_TRUE(fits->allowed);
+  EXPECT_FALSE(fits->replayed);
+  b->flush();
+  EXPECT_EQ(value_of(*a, "api_calls", "idem"), "50");
+}
+
+TEST_F(ClusterEngineTest, ASumMeterLimitCountsIngestedValuesAndChecksAmounts) {
+  auto a = node();
+  ASSERT_TRUE(a);
+  ASSERT_EQ(a->ingest_json(events("tok", 0, 100, "completion"))->accepted, 100u);  // 300
+  auto big = a->check(check_of("tok", "tokens", "701"));
+  ASSERT_TRUE(big.has_value()) << big.error().to_string();
+  EXPECT_FALSE(big->allowed);
+  auto fits = a->check(check_of("tok", "tokens", "700"));
+  ASSERT_TRUE(fits.has_value());
+  EXPECT_TRUE(fits->allowed);
+  ASSERT_TRUE(fits->has_rule);
+  EXPECT_EQ(fits->rule.used.text(), "1000");
+  EXPECT_EQ(fits->rule.remaining.text(), "0");
+  a->flush();
+  EXPECT_EQ(value_of(*a, "tokens", "tok"), "1000");
+}
+
+TEST_F(ClusterEngineTest, CustomersKeysAndTheirRulesAreSharedByTheNodes) {
+  auto a = node();
+  auto b = node();
+  ASSERT_TRUE(a && b);
+  Customer c;
+  c.id = "org-member";
+  c.timezone = "Mars/Olympus";
+  auto bad = a->create_customer(c);
+  ASSERT_FALSE(bad.has_value());
+  EXPECT_EQ(bad.error().code(), StatusCode::kInvalidArgument);  // the embedded mode's rules
+  c.timezone = "Europe/Paris";
+  ASSERT_TRUE(a->create_customer(c).has_value());
+  auto dup = b->create_customer(c);
+  ASSERT_FALSE(dup.has_value());
+  EXPECT_EQ(dup.error().code(), StatusCode::kAlreadyExists);
+
+  NewApiKeyRequest kr;
+  kr.customer = "org-member";
+  auto key = a->create_key(kr);
+  ASSERT_TRUE(key.has_value()) << key.error().to_string();
+  auto who = b->authenticate(key->secret);
+  ASSERT_TRUE(who.has_value()) << who.error().to_string();
+  EXPECT_EQ(who->customer, "org-member");
+  EXPECT_FALSE(who->admin());
+  EXPECT_FALSE(b->authenticate("tk_not-a-key").has_value());
+
+  CustomerPatch suspend;
+  suspend.status = CustomerStatus::kSuspended;
+  ASSERT_TRUE(b->update_customer("org-member", suspend).has_value());
+  // The node that suspended refuses the key at once; a check anywhere is denied.
+  auto refused = b->authenticate(key->secret);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().code(), StatusCode::kPermissionDenied);
+  auto denied = a->check(check_of("org-member"));
+  ASSERT_TRUE(denied.has_value());
+  EXPECT_EQ(denied->reason, Denial::kCustomerSuspended);
+
+  ASSERT_TRUE(a->revoke_key(key->info.id).ok());
+  auto revoked = a->authenticate(key->secret);
+  ASSERT_FALSE(revoked.has_value());
+  EXPECT_EQ(revoked.error().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(b->list_keys().size(), 1u);
+  EXPECT_EQ(b->list_customers().size(), 1u);
+}
+
+TEST_F(ClusterEngineTest, WhatTheModeDoesNotDoAnswersNotImplemented) {
+  auto a = node();
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(a->ingest_json(events("acme", 0, 1)).has_value());
+  EXPECT_EQ(a->wallet("acme").error().code(), StatusCode::kNotImplemented);
+  EXPECT_EQ(a->verify().error().code(), StatusCode::kNotImplemented);
+  EXPECT_EQ(a->audit_log(10).error().code(), StatusCode::kNotImplemented);
+  EXPECT_EQ(a->alerts({}).error().code(), StatusCode::kNotImplemented);
+  EXPECT_EQ(a->limits_report("acme").error().code(), StatusCode::kNotImplemented);
+  CheckRequest reserve = check_of("acme");
+  reserve.consume = Consume::kReserve;
+  EXPECT_EQ(a->check(reserve).error().code(), StatusCode::kNotImplemented);
+  MeterQuery everyone;
+  everyone.meter = "api_calls";
+  everyone.from_us = kNow - 3'600'000'000LL;
+  everyone.to_us = kNow;
+  auto all = a->query(everyone);
+  ASSERT_FALSE(all.has_value());
+  EXPECT_EQ(all.error().code(), StatusCode::kNotImplemented);
+  EXPECT_NE(all.error().message().find("every customer"), std::string::npos);
+  // Errors a user causes are the embedded mode's.
+  MeterQuery unknown = everyone;
+  unknown.meter = "nope";
+  unknown.customer = "acme";
+  EXPECT_EQ(a->query(unknown).error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(a->check(check_of("nobody")).error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(a->check(check_of("acme", "api_calls", "-1")).error().code(),
+            StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace tally
