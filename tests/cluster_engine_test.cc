@@ -313,6 +313,37 @@ TEST_F(ClusterEngineTest, ACheckWithAnEventIdConsumesOnceOnWhicheverNode) {
   EXPECT_EQ(value_of(*a, "api_calls", "idem"), "50");
 }
 
+TEST_F(ClusterEngineTest, CountersRedisLostAreRebuiltFromPostgres) {
+  auto a = node();
+  ASSERT_TRUE(a);
+  ASSERT_EQ(a->ingest_json(events("lost", 0, 10))->accepted, 10u);
+  int allowed = 0;
+  for (int i = 0; i < 20; ++i) {
+    auto r = a->check(check_of("lost"));
+    ASSERT_TRUE(r.has_value()) << r.error().to_string();
+    allowed += r->allowed ? 1 : 0;
+  }
+  EXPECT_EQ(allowed, 20);
+  a->flush();  // the checks' usage is in PostgreSQL: 30 of the day's 50
+  for (const std::string& endpoint : redis_->endpoints()) {
+    const auto port =
+        static_cast<std::uint16_t>(std::stoi(endpoint.substr(endpoint.find(':') + 1)));
+    // Replicas refuse writes (READONLY): only the primaries' FLUSHALL counts.
+    redis_->cli(port, {"FLUSHALL"}).status().ignore_error();
+  }
+  // The node that had seeded the counter finds it gone and seeds it again from PostgreSQL: 20
+  // more, not 50.
+  allowed = 0;
+  for (int i = 0; i < 40; ++i) {
+    auto r = a->check(check_of("lost"));
+    ASSERT_TRUE(r.has_value()) << r.error().to_string();
+    allowed += r->allowed ? 1 : 0;
+  }
+  EXPECT_EQ(allowed, 20);
+  a->flush();
+  EXPECT_EQ(value_of(*a, "api_calls", "lost"), "50");
+}
+
 TEST_F(ClusterEngineTest, ASumMeterLimitCountsIngestedValuesAndChecksAmounts) {
   auto a = node();
   ASSERT_TRUE(a);

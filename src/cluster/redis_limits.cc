@@ -83,20 +83,25 @@ end
 
 local function check(keys, args)
   local n = #keys
-  if #args ~= 4 + 5 * n then
-    return redis.error_reply('ERR tally_check: expected ' .. (4 + 5 * n) .. ' arguments')
+  if #args ~= 5 + 5 * n then
+    return redis.error_reply('ERR tally_check: expected ' .. (5 + 5 * n) .. ' arguments')
   end
   local now = tonumber(args[1])
   local amount = tonumber(args[2])
   local consume = args[3] == '1' and amount > 0
   local margin = tonumber(args[4])
+  local strict = args[5] == '1'
   local allowed = 1
   local st = {}
   for i = 1, n do
-    local a = 4 + 5 * (i - 1)
+    local a = 5 + 5 * (i - 1)
     local s = { kind = args[a + 1], limit = tonumber(args[a + 2]), x = tonumber(args[a + 5]) }
     if s.kind == 'w' then
-      s.v = tonumber(redis.call('GET', keys[i]) or '0')
+      local v = redis.call('GET', keys[i])
+      if not v and strict then
+        return redis.error_reply('TALLY_UNSEEDED ' .. keys[i])
+      end
+      s.v = tonumber(v or '0')
       s.f = 0
     else
       local h = redis.call('HMGET', keys[i], 'l', 'f', 't')
@@ -201,6 +206,13 @@ std::int64_t window_expiry_ms(const core::Span& span, std::int64_t margin_ms) {
 }
 
 Status reply_error(const redis::Reply& r, std::string_view call) {
+  if (r.str.rfind("TALLY_UNSEEDED", 0) == 0) {
+    return Status(StatusCode::kUnavailable,
+                  std::string(call) + ": the counter " + r.str.substr(15) +
+                      " does not exist (Redis lost it, or it was never seeded); nothing was "
+                      "consumed",
+                  std::string(kUnseededDetails));
+  }
   if (r.str.rfind("TALLY_RANGE", 0) == 0) {
     return Status::unprocessable(std::string(call) + ": " + r.str.substr(12) +
                                  " (nothing was consumed)");
@@ -236,6 +248,10 @@ Result<core::Span> window_of(const core::LimitRule& rule, const core::PeriodCont
 bool may_have_run(const Status& s) {
   return s.code() == StatusCode::kUnavailable &&
          s.message().find("may have run") != std::string::npos;
+}
+
+bool is_unseeded(const Status& status) {
+  return status.code() == StatusCode::kUnavailable && status.details_json() == kUnseededDetails;
 }
 
 Result<std::int64_t> to_units(core::Decimal d, std::string_view what, std::int64_t max_units) {
@@ -341,7 +357,8 @@ Result<RedisCheck> RedisLimits::check(std::string_view customer,
   std::vector<core::TimeUs> periods(n, 0);
   std::vector<std::string> keys;
   std::vector<std::string> args = {std::to_string(now_us), std::to_string(*amount_units), "",
-                                   std::to_string(options_.expiry_margin_ms)};
+                                   std::to_string(options_.expiry_margin_ms),
+                                   options_.require_seeded_windows ? "1" : "0"};
   bool denied_here = false;  // a hard trial limit outside its window
   for (std::size_t i = 0; i < n; ++i) {
     const core::LimitRule& rule = rules[i];

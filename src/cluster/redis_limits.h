@@ -90,6 +90,10 @@ struct RedisLimitsOptions {
   std::int64_t expiry_margin_ms = 24 * 60 * 60 * 1000;
   // How often (by the checks' now_us) a primary's count of connected replicas is asked again.
   core::TimeUs replica_count_ttl_us = 10 * core::kUsPerSecond;
+  // A window counter that does not exist fails the check (is_unseeded(), nothing consumed)
+  // instead of counting from 0: the caller seeds it from PostgreSQL and asks again, so counters
+  // Redis lost (FLUSHALL, a failover that lost writes) are rebuilt, not restarted.
+  bool require_seeded_windows = false;
 };
 
 // What one check decided, in core's terms, so the engine builds the same CheckResult as in the
@@ -177,6 +181,12 @@ class RedisLimits {
   RedisLimitsStats stats_;
   std::map<std::string, ReplicaCount> replicas_;  // by primary "host:port"
 };
+
+// The details of a check that met a window counter that does not exist
+// (RedisLimitsOptions::require_seeded_windows).
+inline constexpr std::string_view kUnseededDetails = "\"UNSEEDED\"";
+// Whether `status` is such a check's failure: seed the counters and ask again.
+bool is_unseeded(const Status& status);
 
 // Whether a failed call may have consumed (Redis got the command but no answer came back).
 bool may_have_run(const Status& s);

@@ -255,6 +255,7 @@ Result<CheckResult> ClusterMode::Impl::decide(RedisSlot& slot, const CheckReques
                                               CheckResult out) {
   const TimeUs now = clock->now_us();
   const core::PeriodContext pc = period_context_of(p.customer);
+  TALLY_TRY(seed_counters(*slot.limits, p.customer, p.rules, pc, *p.meter, now));
   bool claimed = false;
   if (consume && !r.event_id.empty()) {
     auto replay = is_replay(*slot.client, r, &claimed);
@@ -280,8 +281,13 @@ Result<CheckResult> ClusterMode::Impl::decide(RedisSlot& slot, const CheckReques
     }
     return out;
   }
-  TALLY_TRY(seed_counters(*slot.limits, p.customer, p.rules, pc, *p.meter, now));
   auto decided = slot.limits->check(r.customer, p.rules, pc, p.amount, now, consume);
+  if (!decided && cluster::is_unseeded(decided.error())) {
+    // Redis lost counters this node had seeded: rebuilt from PostgreSQL, then asked again.
+    forget_seeded(p.customer.id, p.rules, pc, now);
+    TALLY_TRY(seed_counters(*slot.limits, p.customer, p.rules, pc, *p.meter, now));
+    decided = slot.limits->check(r.customer, p.rules, pc, p.amount, now, consume);
+  }
   if (!decided || !decided->verdict.allowed) {
     if (claimed) {
       unclaim(*slot.client, r);  // a denied (or failed) check consumed nothing: the id is free
@@ -386,6 +392,18 @@ core::EventBatch usage_events(const std::vector<PendingUsage>& batch, const std:
 }
 
 }  // namespace
+
+void ClusterMode::Impl::forget_seeded(const std::string& customer,
+                                      const std::vector<core::LimitRule>& rules,
+                                      const core::PeriodContext& ctx, TimeUs now) {
+  std::lock_guard lock(seeded_mutex);
+  for (const core::LimitRule& rule : rules) {
+    core::Span span;
+    if (!core::period_is_rate(rule.period) && core::period_span(rule, now, ctx, &span)) {
+      seeded.erase(cluster::window_key(customer, rule, span.start));
+    }
+  }
+}
 
 // Writes answered checks' usage, one transaction per shard. The consumption is counted in Redis
 // already, so a failed write is tried again (every 100 ms, 50 times) before it is given up and

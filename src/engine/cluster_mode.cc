@@ -113,6 +113,17 @@ void ClusterMode::Impl::stop() {
   usage_writer.join();
 }
 
+namespace {
+
+// The nodes' limits: a window counter Redis does not have is seeded from PostgreSQL again.
+cluster::RedisLimitsOptions limit_options() {
+  cluster::RedisLimitsOptions o;
+  o.require_seeded_windows = true;
+  return o;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<RedisSlot>> ClusterMode::Impl::lease_redis() {
   {
     std::lock_guard lock(redis_mutex);
@@ -128,7 +139,7 @@ Result<std::unique_ptr<RedisSlot>> ClusterMode::Impl::lease_redis() {
   }
   auto slot = std::make_unique<RedisSlot>();
   slot->client = std::move(*client);
-  slot->limits = std::make_unique<cluster::RedisLimits>(*slot->client);
+  slot->limits = std::make_unique<cluster::RedisLimits>(*slot->client, limit_options());
   return slot;
 }
 

@@ -153,6 +153,8 @@ struct ClusterMode::Impl {
   Result<CheckResult> decide(RedisSlot& slot, const CheckRequest& r, const ClusterPrepared& p,
                              bool consume, CheckResult out);
   Status queue_usage(const CheckRequest& r, const ClusterPrepared& p, TimeUs now);
+  void forget_seeded(const std::string& customer, const std::vector<core::LimitRule>& rules,
+                     const core::PeriodContext& ctx, TimeUs now);
   Status seed_counters(cluster::RedisLimits& limits, const Customer& c,
                        const std::vector<core::LimitRule>& rules, const core::PeriodContext& ctx,
                        const MeterDef& meter, TimeUs now);
