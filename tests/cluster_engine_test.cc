@@ -68,6 +68,12 @@ class ClusterEngineTest : public ::testing::Test {
       return;
     }
     pg_ = std::move(*pg);
+    auto second = PgServer::start();  // a second PostgreSQL, for the sharding test
+    if (!second) {
+      start_error_ = second.error().to_string();
+      return;
+    }
+    pg2_ = std::move(*second);
     auto redis = RedisServers::start_cluster();
     if (!redis) {
       start_error_ = redis.error().to_string();
@@ -78,6 +84,7 @@ class ClusterEngineTest : public ::testing::Test {
 
   static void TearDownTestSuite() {
     redis_.reset();
+    pg2_.reset();
     pg_.reset();
   }
 
@@ -92,13 +99,18 @@ class ClusterEngineTest : public ::testing::Test {
   }
 
   // The configuration of a node: the meters, and [cluster] naming this test's database.
+  // With `second_shard`, a second PostgreSQL holds this test's database too: two shards.
   std::string config(const std::string& extra = "") const {
     std::string seeds;
     for (const auto& e : redis_->endpoints()) {
       seeds += (seeds.empty() ? "\"" : ", \"") + e + "\"";
     }
-    return std::string(kMeters) + extra + "\n[cluster]\npostgres = [\"" + pg_->conninfo(db_) +
-           "\"]\nredis = [" + seeds + "]\n";
+    std::string shards = "\"" + pg_->conninfo(db_) + "\"";
+    if (two_shards_) {
+      shards += ", \"" + pg2_->conninfo(db_) + "\"";
+    }
+    return std::string(kMeters) + extra + "\n[cluster]\npostgres = [" + shards + "]\nredis = [" +
+           seeds + "]\n";
   }
 
   Result<std::unique_ptr<Engine>> open(const std::string& toml) {
@@ -167,11 +179,13 @@ class ClusterEngineTest : public ::testing::Test {
   static inline std::string skip_reason_;
   static inline std::string start_error_;
   static inline std::unique_ptr<PgServer> pg_;
+  static inline std::unique_ptr<PgServer> pg2_;
   static inline std::unique_ptr<RedisServers> redis_;
   static inline int databases_ = 0;
   FakeClock clock_{kNow};
   std::string db_;
   bool migrated_ = false;
+  bool two_shards_ = false;
 };
 
 TEST_F(ClusterEngineTest, AnUnmigratedDatabaseIsRefusedNamingTheShard) {
@@ -213,6 +227,53 @@ TEST_F(ClusterEngineTest, EventsWrittenOnOneNodeAreCountedOnceAndReadOnTheOther)
   auto c = b->get_customer("acme");
   ASSERT_TRUE(c.has_value()) << c.error().to_string();
   EXPECT_EQ(c->id, "acme");
+}
+
+TEST_F(ClusterEngineTest, CustomersSpreadOverTwoShardsAndEachLivesOnOne) {
+  ASSERT_TRUE(pg2_->create_database(db_).ok());
+  two_shards_ = true;
+  auto a = node();
+  auto b = node();
+  ASSERT_TRUE(a && b);
+  std::string body = "[";
+  for (int c = 0; c < 20; ++c) {
+    for (int i = 0; i < 5; ++i) {
+      body += std::string(body.size() > 1 ? "," : "") + R"({"id":"x)" + std::to_string(i) +
+              R"(","customer_id":"c)" + std::to_string(c) +
+              R"(","type":"api_call","timestamp":"2026-12-07T09:30:00Z"})";
+    }
+  }
+  body += "]";
+  auto written = a->ingest_json(body);
+  ASSERT_TRUE(written.has_value()) << written.error().to_string();
+  EXPECT_EQ(written->accepted, 100u);
+  EXPECT_EQ(b->ingest_json(body)->duplicates, 100u);  // deduplicated on each shard
+  // Each customer, its events and aggregates live on one shard, and both shards have some.
+  auto on = [&](PgServer& server, const std::string& sql) {
+    auto r = server.psql(db_, sql);
+    EXPECT_TRUE(r.has_value()) << r.error().to_string();
+    return r ? std::stoi(*r) : -1;
+  };
+  const int first = on(*pg_, "SELECT count(*) FROM customers");
+  const int second = on(*pg2_, "SELECT count(*) FROM customers");
+  EXPECT_EQ(first + second, 20);
+  EXPECT_GT(first, 0);
+  EXPECT_GT(second, 0);
+  EXPECT_EQ(on(*pg_, "SELECT count(*) FROM events"), first * 5);
+  EXPECT_EQ(on(*pg2_, "SELECT count(*) FROM events"), second * 5);
+  EXPECT_EQ(on(*pg_, "SELECT count(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM customers c "
+                     "WHERE c.id = e.customer_id)"),
+            0);
+  // Every node reads every customer on its shard; the list merges the shards.
+  for (int c = 0; c < 20; ++c) {
+    EXPECT_EQ(value_of(*b, "api_calls", "c" + std::to_string(c)), "5") << c;
+  }
+  EXPECT_EQ(a->list_customers().size(), 20u);
+  // Checks count each customer's usage from its own shard: 5 of 50 used.
+  auto r = b->check(check_of("c7", "api_calls", "45"));
+  ASSERT_TRUE(r.has_value()) << r.error().to_string();
+  EXPECT_TRUE(r->allowed);
+  EXPECT_FALSE(a->check(check_of("c7"))->allowed);
 }
 
 TEST_F(ClusterEngineTest, TwoNodesTogetherNeverAdmitMoreThanTheLimit) {
@@ -344,6 +405,32 @@ TEST_F(ClusterEngineTest, CountersRedisLostAreRebuiltFromPostgres) {
   EXPECT_EQ(value_of(*a, "api_calls", "lost"), "50");
 }
 
+TEST_F(ClusterEngineTest, VerifyProvesTheAggregatesAreTheirEventsAndFindsTampering) {
+  auto a = node();
+  ASSERT_TRUE(a);
+  ASSERT_EQ(a->ingest_json(events("v1", 0, 30))->accepted, 30u);
+  ASSERT_EQ(a->ingest_json(events("v2", 0, 20, "completion"))->accepted, 20u);
+  ASSERT_TRUE(a->check(check_of("v1", "api_calls", "4")).has_value());
+  a->flush();
+  auto clean = a->verify();
+  ASSERT_TRUE(clean.has_value()) << clean.error().to_string();
+  EXPECT_TRUE(clean->ok()) << clean->differences.front();
+  EXPECT_EQ(clean->events, 51u);  // 50 ingested and the check's usage event
+  EXPECT_EQ(clean->aggregates, 6u);  // v1: two minutes and their hours; v2: one of each
+  // A count changed behind Tally's back, and an event deleted: both are found.
+  ASSERT_TRUE(pg_->psql(db_, "UPDATE aggregates_minute SET count = count + 1 WHERE customer_id = "
+                             "'v2'")
+                  .has_value());
+  ASSERT_TRUE(pg_->psql(db_, "DELETE FROM events WHERE customer_id = 'v1' AND event_id = 'e3'")
+                  .has_value());
+  auto tampered = a->verify();
+  ASSERT_TRUE(tampered.has_value());
+  ASSERT_EQ(tampered->differences.size(), 3u);  // v2's minute; v1's minute and hour
+  EXPECT_NE(tampered->differences[0].find("cluster.postgres: aggregates_minute"),
+            std::string::npos)
+      << tampered->differences[0];
+}
+
 TEST_F(ClusterEngineTest, ASumMeterLimitCountsIngestedValuesAndChecksAmounts) {
   auto a = node();
   ASSERT_TRUE(a);
@@ -357,6 +444,9 @@ TEST_F(ClusterEngineTest, ASumMeterLimitCountsIngestedValuesAndChecksAmounts) {
   ASSERT_TRUE(fits->has_rule);
   EXPECT_EQ(fits->rule.used.text(), "1000");
   EXPECT_EQ(fits->rule.remaining.text(), "0");
+  // The month's window, as the embedded mode answers it.
+  EXPECT_EQ(fits->rule.window_start_us, 1'796'083'200'000'000);  // 2026-12-01T00:00:00Z
+  EXPECT_EQ(fits->rule.reset_us, 1'798'761'600'000'000);         // 2027-01-01T00:00:00Z
   a->flush();
   EXPECT_EQ(value_of(*a, "tokens", "tok"), "1000");
 }
@@ -411,7 +501,6 @@ TEST_F(ClusterEngineTest, WhatTheModeDoesNotDoAnswersNotImplemented) {
   ASSERT_TRUE(a);
   ASSERT_TRUE(a->ingest_json(events("acme", 0, 1)).has_value());
   EXPECT_EQ(a->wallet("acme").error().code(), StatusCode::kNotImplemented);
-  EXPECT_EQ(a->verify().error().code(), StatusCode::kNotImplemented);
   EXPECT_EQ(a->audit_log(10).error().code(), StatusCode::kNotImplemented);
   EXPECT_EQ(a->alerts({}).error().code(), StatusCode::kNotImplemented);
   EXPECT_EQ(a->limits_report("acme").error().code(), StatusCode::kNotImplemented);

@@ -88,8 +88,10 @@ void answer(const CheckRequest& r, const ClusterPrepared& p, const cluster::Redi
     if (!s.unlimited) {
       s.remaining = states[i].remaining;
     }
-    s.window_start_us = states[i].window_start_us;
-    s.reset_us = states[i].reset_us;
+    // A window's bounds are the same before and after; a bucket's reset moves with its fill.
+    s.window_start_us = rc.limits[i].window_start_us;
+    s.reset_us = core::period_is_rate(p.rules[i].period) ? states[i].reset_us
+                                                         : rc.limits[i].reset_us;
     out->limits.push_back(std::move(s));
   }
   if (top >= 0) {

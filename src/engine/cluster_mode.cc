@@ -360,6 +360,25 @@ Status ClusterMode::ready() {
   return Status();
 }
 
+Result<VerifyReport> ClusterMode::verify() {
+  VerifyReport out;
+  for (auto& shard : impl_->shards) {
+    auto lease = shard->lease();
+    if (!lease) {
+      return lease.error();
+    }
+    auto checked = cluster::verify_shard(**lease, impl_->meter_specs, shard->name());
+    if (!checked) {
+      return checked.error();
+    }
+    out.events += checked->events;
+    out.aggregates += checked->aggregates;
+    std::move(checked->differences.begin(), checked->differences.end(),
+              std::back_inserter(out.differences));
+  }
+  return out;
+}
+
 void ClusterMode::flush() {
   std::unique_lock lock(impl_->work_mutex);
   impl_->usage_cv.wait(lock, [&] { return impl_->usage.empty() && impl_->usage_writing == 0; });

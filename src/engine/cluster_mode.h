@@ -77,6 +77,8 @@ class ClusterMode {
   // ---- operations ----
   // Every shard answers and Redis answers; else kUnavailable saying which does not.
   Status ready();
+  // `tally verify` on every shard (cluster/pg_verify.h): the aggregates are their events.
+  Result<VerifyReport> verify();
   // Waits until the usage of answered checks is written.
   void flush();
   EngineStats stats() const;

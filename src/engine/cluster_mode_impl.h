@@ -20,6 +20,7 @@
 
 #include "cluster/pg_customers.h"
 #include "cluster/pg_events.h"
+#include "cluster/pg_verify.h"
 #include "cluster/pool.h"
 #include "cluster/redis_limits.h"
 #include "cluster/shard.h"

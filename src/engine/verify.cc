@@ -875,7 +875,9 @@ void merge_part(const VerifyPart& part, VerifyReport* report, PricedEvents* pric
 }  // namespace engine
 
 Result<VerifyReport> Engine::verify() const {
-  TALLY_EMBEDDED_ONLY("`tally verify`");
+  if (impl_->cluster != nullptr) {
+    return impl_->cluster->verify();
+  }
   const Impl& d = *impl_;
   std::lock_guard no_archive(d.archive_mutex);
   engine::VerifyInputs in;

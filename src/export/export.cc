@@ -213,6 +213,13 @@ Result<std::unique_ptr<Source>> Source::open(const Engine& engine, const ExportR
         }
       }
     }
+    std::vector<StoredEvent> first;
+    auto more = s->read_events(&first);
+    if (!more) {
+      return more.error();
+    }
+    s->first_page_ = std::move(first);
+    s->first_more_ = *more;
     return s;
   }
   MeterQuery q;
@@ -256,6 +263,15 @@ bool Source::matches(const StoredEvent& e) const {
 }
 
 Result<bool> Source::next_events(std::vector<StoredEvent>* page) {
+  if (first_page_) {
+    *page = std::move(*first_page_);
+    first_page_.reset();
+    return first_more_;
+  }
+  return read_events(page);
+}
+
+Result<bool> Source::read_events(std::vector<StoredEvent>* page) {
   page->clear();
   if (done_)
     return false;

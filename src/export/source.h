@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -21,8 +22,9 @@ void append_group_json(std::string& out, const QueryRow& row);
 
 class Source {
  public:
-  // Validates the request and, for aggregates, runs the query. Errors: as validate(), and the
-  // engine's query errors.
+  // Validates the request and, for aggregates, runs the query; for events, reads the first
+  // page, so that an export the engine refuses is refused before any answer starts. Errors: as
+  // validate(), and the engine's query or listing errors.
   static Result<std::unique_ptr<Source>> open(const Engine& engine, const ExportRequest& r);
 
   Kind kind() const { return kind_; }
@@ -43,6 +45,10 @@ class Source {
   EventListQuery events_query_;
   std::vector<std::pair<std::string, std::string>> meter_filter_;
   bool done_ = false;
+  // The first page of events, read by open(), handed out by the first next_events().
+  std::optional<std::vector<StoredEvent>> first_page_;
+  bool first_more_ = false;
+  Result<bool> read_events(std::vector<StoredEvent>* page);
   std::vector<QueryRow> aggregates_;
   std::size_t position_ = 0;
 };

@@ -1,0 +1,287 @@
+// `tally verify` on one PostgreSQL shard (see pg_verify.h).
+#include "cluster/pg_verify.h"
+
+#include <charconv>
+#include <cstdio>
+#include <limits>
+#include <map>
+#include <set>
+#include <tuple>
+#include <utility>
+
+#include "core/aggregate.h"
+#include "core/decimal.h"
+#include "core/event_parse.h"
+#include "core/time.h"
+
+namespace tally::cluster {
+namespace {
+
+// Events read per FETCH.
+constexpr int kChunk = 10'000;
+
+constexpr std::string_view kEventsCursor =
+    "DECLARE tally_verify NO SCROLL CURSOR FOR SELECT seq, customer_id, event_id, type, "
+    "(extract(epoch FROM time) * 1000000)::bigint, quantity, properties::text FROM events "
+    "ORDER BY seq";
+
+constexpr std::string_view kStoredAggregates =
+    "SELECT meter, customer_id, group_key, (extract(epoch FROM bucket_start) * 1000000)::bigint, "
+    "count, sum, min, max, latest, (extract(epoch FROM latest_time) * 1000000)::bigint, "
+    "latest_seq FROM ";
+
+// meter key, customer, group, bucket start.
+using Key = std::tuple<std::string, std::string, std::string, TimeUs>;
+using States = std::map<Key, core::AggState>;
+using Uniques = std::set<std::tuple<std::string, std::string, std::string, TimeUs, std::string>>;
+
+core::Decimal to_decimal(const pg::Value& v) {
+  core::Decimal out;
+  if (v) {
+    core::try_parse_decimal(*v, &out);
+  }
+  return out;
+}
+
+std::int64_t to_int(const pg::Value& v) {
+  std::int64_t out = 0;
+  if (v) {
+    std::from_chars(v->data(), v->data() + v->size(), out);
+  }
+  return out;
+}
+
+// A JSON string literal of `s`.
+void append_json_string(std::string& out, std::string_view s) {
+  out += '"';
+  for (char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+}
+
+// The rows of one FETCH as an ingest body, parsed by core's own parser, so that each event
+// reaches the meters with the same properties it was written with (jsonb's text of them).
+Status parse_rows(const pg::QueryResult& rows, core::ParsedEvents* parsed) {
+  std::string body = "[";
+  for (std::size_t i = 0; i < rows.row_count(); ++i) {
+    const auto& row = rows.rows[i];
+    body += i == 0 ? "{\"id\":" : ",{\"id\":";
+    append_json_string(body, row[2].value_or(""));
+    body += ",\"customer_id\":";
+    append_json_string(body, row[1].value_or(""));
+    body += ",\"type\":";
+    append_json_string(body, row[3].value_or(""));
+    body += ",\"timestamp\":\"" + core::format_rfc3339(to_int(row[4])) + "\"";
+    body += ",\"properties\":" + row[6].value_or("{}") + "}";
+  }
+  body += "]";
+  core::ParseOptions po;
+  po.now_us = 0;
+  po.future_skew_us_max = std::numeric_limits<TimeUs>::max() / 2;
+  po.events_max = static_cast<std::uint32_t>(rows.row_count()) + 1;
+  parsed->clear();
+  TALLY_TRY(core::parse_events(body, po, parsed));
+  if (!parsed->errors.empty() || parsed->batch.size() != rows.row_count()) {
+    return Status::corruption("stored event '" +
+                              (parsed->errors.empty() ? std::string() : parsed->errors[0].id) +
+                              "' does not parse again: " +
+                              (parsed->errors.empty() ? "" : parsed->errors[0].message));
+  }
+  return Status();
+}
+
+// Feeds one chunk of events to the meters, as write_events() does.
+void recompute(const pg::QueryResult& rows, core::ParsedEvents& parsed,
+               std::span<const core::MeterSpec> meters, States* minutes, Uniques* uniques) {
+  core::EventBatch& b = parsed.batch;
+  core::MeterInput input;
+  std::string group;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    core::Event& e = b.events()[i];
+    e.quantity = static_cast<std::uint32_t>(to_int(rows.rows[i][5]));
+    const auto seq = static_cast<std::uint64_t>(to_int(rows.rows[i][0]));
+    const TimeUs minute = core::floor_to(e.time_us, core::kUsPerMinute);
+    for (const core::MeterSpec& m : meters) {
+      if (!core::meter_accepts(m, b, e, &input, &group)) {
+        continue;
+      }
+      const std::string customer(b.text(e.customer));
+      (*minutes)[Key{m.key, customer, group, minute}].add(input.value, e.time_us, seq);
+      if (m.aggregation == core::Aggregation::kUniqueCount) {
+        uniques->emplace(m.key, customer, group, minute, std::string(input.unique));
+      }
+    }
+  }
+}
+
+std::string describe(const Key& k, std::string_view table) {
+  const auto& [meter, customer, group, start] = k;
+  return std::string(table) + " (" + meter + ", " + customer + ", '" + group + "', " +
+         core::format_rfc3339(start) + ")";
+}
+
+std::string state_text(const core::AggState& s) {
+  return "count " + std::to_string(s.count) + ", sum " + core::format_decimal(s.sum) + ", min " +
+         core::format_decimal(s.min) + ", max " + core::format_decimal(s.max) + ", latest " +
+         core::format_decimal(s.latest) + " at " + core::format_rfc3339(s.latest_time_us) +
+         " #" + std::to_string(s.latest_seq);
+}
+
+class Report {
+ public:
+  Report(ShardVerify* out, std::string shard) : out_(out), shard_(std::move(shard)) {}
+  void add(std::string what) {
+    if (out_->differences.size() < kVerifyDifferencesMax) {
+      out_->differences.push_back(shard_ + ": " + std::move(what));
+    } else {
+      ++more_;
+    }
+  }
+  void finish() {
+    if (more_ > 0) {
+      out_->differences.push_back(shard_ + ": and " + std::to_string(more_) +
+                                  " more differences");
+    }
+  }
+
+ private:
+  ShardVerify* out_;
+  std::string shard_;
+  std::uint64_t more_ = 0;
+};
+
+// Compares the stored rows of `table` with `expected`.
+Status compare(pg::Connection& conn, std::string_view table, const States& expected,
+               ShardVerify* out, Report* report) {
+  auto rows = conn.exec(std::string(kStoredAggregates) + std::string(table));
+  if (!rows) {
+    return rows.error();
+  }
+  std::set<Key> seen;
+  for (const auto& row : rows->rows) {
+    Key k{row[0].value_or(""), row[1].value_or(""), row[2].value_or(""), to_int(row[3])};
+    core::AggState stored;
+    stored.count = to_int(row[4]);
+    stored.sum = to_decimal(row[5]);
+    stored.min = to_decimal(row[6]);
+    stored.max = to_decimal(row[7]);
+    stored.latest = to_decimal(row[8]);
+    stored.latest_time_us = to_int(row[9]);
+    stored.latest_seq = static_cast<std::uint64_t>(to_int(row[10]));
+    ++out->aggregates;
+    seen.insert(k);
+    auto it = expected.find(k);
+    if (it == expected.end()) {
+      report->add(describe(k, table) + " is stored (" + state_text(stored) +
+                  ") but no event adds up to it");
+      continue;
+    }
+    const core::AggState& e = it->second;
+    if (stored.count != e.count || stored.sum != e.sum || stored.min != e.min ||
+        stored.max != e.max || stored.latest != e.latest ||
+        stored.latest_time_us != e.latest_time_us || stored.latest_seq != e.latest_seq) {
+      report->add(describe(k, table) + " holds " + state_text(stored) + "; its events add up to " +
+                  state_text(e));
+    }
+  }
+  for (const auto& [k, st] : expected) {
+    if (seen.count(k) == 0) {
+      report->add(describe(k, table) + " is missing; its events add up to " + state_text(st));
+    }
+  }
+  return Status();
+}
+
+Status compare_uniques(pg::Connection& conn, const Uniques& expected, Report* report) {
+  auto rows = conn.exec(
+      "SELECT meter, customer_id, group_key, (extract(epoch FROM bucket_start) * 1000000)::bigint, "
+      "value FROM aggregate_uniques");
+  if (!rows) {
+    return rows.error();
+  }
+  Uniques stored;
+  for (const auto& row : rows->rows) {
+    stored.emplace(row[0].value_or(""), row[1].value_or(""), row[2].value_or(""), to_int(row[3]),
+                   row[4].value_or(""));
+  }
+  for (const auto& u : stored) {
+    if (expected.count(u) == 0) {
+      report->add("aggregate_uniques holds '" + std::get<4>(u) + "' of " + std::get<0>(u) + "/" +
+                  std::get<1>(u) + " that no event carries");
+    }
+  }
+  for (const auto& u : expected) {
+    if (stored.count(u) == 0) {
+      report->add("aggregate_uniques lacks '" + std::get<4>(u) + "' of " + std::get<0>(u) + "/" +
+                  std::get<1>(u));
+    }
+  }
+  return Status();
+}
+
+}  // namespace
+
+Result<ShardVerify> verify_shard(pg::Connection& conn, std::span<const core::MeterSpec> meters,
+                                 const std::string& shard) {
+  ShardVerify out;
+  Report report(&out, shard);
+  auto txn = pg::Transaction::begin(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+  if (!txn) {
+    return txn.error();
+  }
+  TALLY_TRY(conn.exec(kEventsCursor).status());
+  States minutes;
+  Uniques uniques;
+  core::ParsedEvents parsed;
+  for (;;) {
+    auto rows = conn.exec("FETCH " + std::to_string(kChunk) + " FROM tally_verify");
+    if (!rows) {
+      return rows.error();
+    }
+    if (rows->row_count() == 0) {
+      break;
+    }
+    out.events += rows->row_count();
+    TALLY_TRY(parse_rows(*rows, &parsed));
+    recompute(*rows, parsed, meters, &minutes, &uniques);
+  }
+  // An hour is the merge of its minutes, as write_events() rolls them up.
+  States hours;
+  for (const auto& [k, st] : minutes) {
+    const auto& [meter, customer, group, minute] = k;
+    hours[Key{meter, customer, group, core::floor_to(minute, core::kUsPerHour)}].merge(st);
+  }
+  TALLY_TRY(compare(conn, "aggregates_minute", minutes, &out, &report));
+  TALLY_TRY(compare(conn, "aggregates_hour", hours, &out, &report));
+  TALLY_TRY(compare_uniques(conn, uniques, &report));
+  TALLY_TRY(txn->commit());
+  report.finish();
+  return out;
+}
+
+}  // namespace tally::cluster

@@ -1,0 +1,40 @@
+// `tally verify` on one PostgreSQL shard of the scale-out mode (docs/cluster.md, "Verify"):
+// proves that the stored aggregates are exactly what the stored events add up to.
+//
+// In one REPEATABLE READ READ ONLY snapshot, the shard's events are read in sequence order
+// through a cursor, in chunks, and fed to every meter as write_events() feeds them
+// (core::meter_accepts, core::AggState::add with the event's time and sequence number); the
+// minute states so recomputed, their hour roll-ups and the distinct values of unique_count
+// meters are then compared with every row of aggregates_minute, aggregates_hour and
+// aggregate_uniques: a row missing, a row too many, or a row with another count, sum, min, max
+// or latest is a difference. Memory: the recomputed aggregates of the shard.
+//
+// Thread safety: uses the given connection only (see pg/connection.h).
+// REQUIRES: no transaction is open on the connection.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "core/meter.h"
+#include "pg/connection.h"
+#include "tally/status.h"
+
+namespace tally::cluster {
+
+struct ShardVerify {
+  std::uint64_t events = 0;
+  std::uint64_t aggregates = 0;          // minute and hour rows compared
+  std::vector<std::string> differences;  // at most kVerifyDifferencesMax, then a count
+};
+
+inline constexpr std::size_t kVerifyDifferencesMax = 100;
+
+// Verifies one shard (see the file comment); `shard` names it in the differences.
+// Errors: the connection's (nothing is changed either way).
+Result<ShardVerify> verify_shard(pg::Connection& conn, std::span<const core::MeterSpec> meters,
+                                 const std::string& shard);
+
+}  // namespace tally::cluster
