@@ -10,8 +10,8 @@
 #       stops a cluster started by this script from another terminal (the same as its Ctrl-C).
 #
 # Contract:
-# - Every process it starts is recorded (name, pid) in <state>/pids and stopped by that pid,
-#   never by name: tally nodes with SIGTERM (SIGKILL after 10 s), Redis with SIGKILL (it keeps no
+# - Every process it starts is recorded (name, pid, start time) in <state>/pids and stopped by
+#   that pid, never by name, and only while that pid is still the process started then: tally nodes with SIGTERM (SIGKILL after 10 s), Redis with SIGKILL (it keeps no
 #   data here), PostgreSQL with `pg_ctl stop -m fast` (which signals the pid in postmaster.pid).
 # - The state directory is /tmp/tally-cluster.XXXXXX; ${TMPDIR:-/tmp}/tally-cluster.current names
 #   the running one, so `stop` finds it. PostgreSQL's data directory is a second temporary
@@ -43,13 +43,17 @@ die() {
 
 # --- stopping -----------------------------------------------------------------------------------
 
-# Whether pid $1 is alive and still runs program $2 (a pid may be reused after its process ends).
+# The start time of process $1 (field 22 of /proc/PID/stat, after the command name, which may
+# hold spaces), or "" when there is no such process.
+start_time() {
+  sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $20 }'
+}
+
+# Whether pid $1 is still the process that was started at time $2: a pid may be reused by
+# another process once its own has ended, and that one must never be signalled.
 pid_runs() {
-  local pid="$1" program="$2" exe
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  # Compared after resolving links: Debian's redis-server is a link to redis-check-rdb.
-  exe="$(readlink "/proc/$pid/exe" 2>/dev/null || true)"
-  [ -z "$exe" ] || [ "$exe" = "$(readlink -f "$program")" ]
+  local pid="$1" started="$2"
+  [ -n "$pid" ] && [ -n "$started" ] && [ "$(start_time "$pid")" = "$started" ]
 }
 
 # Waits up to $2 tenths of a second for pid $1 to end.
@@ -64,24 +68,24 @@ wait_gone() {
 
 # Stops everything recorded in state directory $1 and removes it and PostgreSQL's directory.
 stop_all() {
-  local state="$1" name pid program
+  local state="$1" name pid started
   [ -d "$state" ] || return 0
   if [ -f "$state/pids" ]; then
     # Tally nodes first (they finish in-flight requests), then Redis, then PostgreSQL.
-    while read -r name pid program; do
+    while read -r name pid started; do
       case "$name" in
         node*)
-          if pid_runs "$pid" "$program"; then
+          if pid_runs "$pid" "$started"; then
             kill -TERM "$pid" 2>/dev/null || true
             wait_gone "$pid" 100 || kill -KILL "$pid" 2>/dev/null || true
           fi
           ;;
       esac
     done <"$state/pids"
-    while read -r name pid program; do
+    while read -r name pid started; do
       case "$name" in
         redis*)
-          if pid_runs "$pid" "$program"; then
+          if pid_runs "$pid" "$started"; then
             kill -KILL "$pid" 2>/dev/null || true
             wait_gone "$pid" 50 || true
           fi
@@ -120,8 +124,8 @@ as_pg() {
 if [ "${1:-}" = "stop" ]; then
   [ -f "$current_file" ] || die "no cluster is running ($current_file is missing)"
   state="$(cat "$current_file")"
-  owner="$(cat "$state/owner_pid" 2>/dev/null || true)"
-  if [ -n "$owner" ] && pid_runs "$owner" bash; then
+  read -r owner owner_started <"$state/owner" 2>/dev/null || true
+  if pid_runs "${owner:-}" "${owner_started:-}"; then
     # The foreground script stops everything in its trap; wait for it.
     kill -TERM "$owner"
     wait_gone "$owner" 400 || die "the script (pid $owner) did not stop within 40 s"
@@ -194,7 +198,7 @@ export TALLY_ADMIN_KEY
 
 state="$(mktemp -d /tmp/tally-cluster.XXXXXX)"
 echo "$state" >"$current_file"
-echo "$$" >"$state/owner_pid"
+echo "$$ $(start_time $$)" >"$state/owner"
 : >"$state/pids"
 stopping=0
 on_exit() {
@@ -209,8 +213,8 @@ trap on_exit EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-record() {  # name pid program
-  echo "$1 $2 $3" >>"$state/pids"
+record() {  # name pid: the pid and its start time
+  echo "$1 $2 $(start_time "$2")" >>"$state/pids"
 }
 
 # PostgreSQL: initdb with a trusted superuser `tally`, on loopback only.
@@ -226,7 +230,7 @@ LC_ALL=C as_pg "$pg_bin/initdb" -D "$pg_dir/data" -U tally --auth=trust -E UTF8 
 LC_ALL=C as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/postgres.log" -w -t 60 \
   -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_connections=100" start \
   >/dev/null || die "PostgreSQL did not start: $(cat "$pg_dir/postgres.log" 2>/dev/null)"
-record postgres "$(head -n 1 "$pg_dir/data/postmaster.pid")" postgres
+record postgres "$(head -n 1 "$pg_dir/data/postmaster.pid")"
 pg_conn="host=127.0.0.1 port=$pg_port user=tally dbname=tally"
 "$pg_bin/psql" -X -q -d "host=127.0.0.1 port=$pg_port user=tally dbname=postgres" \
   -c "CREATE DATABASE tally" >/dev/null
@@ -240,7 +244,7 @@ for ((i = 0; i < redis_nodes; i++)); do
   "$redis_server" --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
     --cluster-config-file "nodes-$p.conf" --dir "$state" --save '' --appendonly no \
     --cluster-node-timeout 2000 --logfile "$state/redis-$p.log" --daemonize no &
-  record "redis$p" "$!" "$redis_server"
+  record "redis$p" "$!"
   disown "$!"  # stopped by pid in stop_all; no "Killed" notice from this shell
   endpoints+=("127.0.0.1:$p")
 done
@@ -308,7 +312,7 @@ for ((i = 0; i < nodes; i++)); do
   mkdir -p "$state/node$i"
   "$tally" serve --config "$state/tally.toml" --data "$state/node$i/data" \
     --listen "127.0.0.1:$p" --port-file "$state/node$i/port" >"$state/node$i/tally.log" 2>&1 &
-  record "node$i" "$!" "$tally"
+  record "node$i" "$!"
   disown "$!"
 done
 for ((i = 0; i < nodes; i++)); do
@@ -344,7 +348,7 @@ INFO
 
 # Stay in the foreground; say so when a node ends (kill -9 one to watch the others carry on).
 declare -A reported
-while true; do
+while [ -f "$state/pids" ]; do
   while read -r name pid _; do
     case "$name" in
       node*)
