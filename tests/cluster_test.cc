@@ -368,6 +368,15 @@ class ClusterE2eTest : public ::testing::Test {
     return query_total(r);
   }
 
+  // How many events of `customer` PostgreSQL holds, read in a session of its own (psql): only
+  // committed rows; -1 when psql fails.
+  static std::int64_t stored_events(const std::string& customer) {
+    auto out = pg_->psql("tally", "SELECT count(*) FROM events WHERE customer_id = '" + customer +
+                                      "'");  // a constant id of these tests
+    EXPECT_TRUE(out.has_value()) << out.error().to_string();
+    return out ? std::stoll(*out) : -1;
+  }
+
   static std::string creating(const std::string& id, const std::string& plan) {
     return "{\"id\":\"" + id + "\",\"plan\":\"" + plan + "\"}";
   }
@@ -439,6 +448,8 @@ TEST_F(ClusterE2eTest, RetriedBatchOnAnotherNodeIsAnsweredAsDuplicates) {
   ASSERT_EQ(first.status, 202) << first.body;
   EXPECT_EQ(Json(first.body).num("accepted"), 10) << first.body;
   EXPECT_EQ(Json(first.body).str("status"), "accepted") << first.body;
+  // Committed in PostgreSQL before the 202.
+  EXPECT_EQ(stored_events("retrier"), 10);
 
   HttpResponse again = admin(1, "POST", "/v1/events", batch);
   ASSERT_EQ(again.status, 202) << again.body;
@@ -459,6 +470,7 @@ TEST_F(ClusterE2eTest, RetriedBatchOnAnotherNodeIsAnsweredAsDuplicates) {
   for (int node = 0; node < kNodes; ++node) {
     EXPECT_EQ(meter_total(node, "api_calls", "retrier", t), 15) << "node " << node;
   }
+  EXPECT_EQ(stored_events("retrier"), 15);
 }
 
 // The same event id sent to the three nodes at the same moment is stored once: one node answers
@@ -500,6 +512,7 @@ TEST_F(ClusterE2eTest, SameEventSentToEveryNodeAtOnceIsCountedOnce) {
   for (int node = 0; node < kNodes; ++node) {
     EXPECT_EQ(meter_total(node, "api_calls", "racer", t), kEvents) << "node " << node;
   }
+  EXPECT_EQ(stored_events("racer"), kEvents);
 }
 
 // Checks from every node over many connections for one customer admit exactly the plan's day
@@ -823,6 +836,7 @@ TEST_F(ClusterE2eTest, KillNineOfANodeDuringIngestLosesAndDoublesNothing) {
       EXPECT_EQ(meter_total(node, "api_calls", "survivor", t), total) << "node " << node;
     }
   }
+  EXPECT_EQ(stored_events("survivor"), total);
   // The victim comes back and reads the same.
   victim.process.reset();
   ASSERT_EQ(start_node(kVictim), "");
