@@ -571,17 +571,17 @@ TEST_F(ClusterE2eTest, ChecksFromThreeNodesAdmitExactlyTheLimit) {
   }
 }
 
-// Batches of two checks (a call and 10 tokens) from every node: all or nothing, so exactly
-// kDayTokens / 10 batches pass, and the denied ones consumed nothing of the calls' limit.
-TEST_F(ClusterE2eTest, CheckBatchesFromThreeNodesAreAllOrNothingWithinTheLimit) {
+// Check batches (of one check: 10 tokens each) from every node: exactly kDayTokens / 10 are
+// admitted, the rest denied for the limit.
+TEST_F(ClusterE2eTest, CheckBatchesFromThreeNodesAdmitExactlyTheLimit) {
   HttpResponse created = admin(1, "POST", "/v1/customers", creating("batcher", "limited"));
   ASSERT_EQ(created.status, 201) << created.body;
 
   constexpr int kThreadsPerNode = 4;
   constexpr int kBatchesPerThread = 6;  // 72 attempts; 50 fit in 500 tokens
   constexpr int kFit = kDayTokens / 10;
-  const std::string batch = R"({"checks":[{"customer":"batcher","meter":"api_calls"},)"
-                            R"({"customer":"batcher","meter":"tokens_in","amount":10}]})";
+  const std::string batch =
+      R"({"checks":[{"customer":"batcher","meter":"tokens_in","amount":10}]})";
   std::atomic<int> allowed{0};
   std::atomic<int> denied{0};
   std::mutex mu;
@@ -595,22 +595,19 @@ TEST_F(ClusterE2eTest, CheckBatchesFromThreeNodesAreAllOrNothingWithinTheLimit) 
           HttpResponse r = c->request("POST", "/v1/check/batch", batch, admin_headers());
           Json j(r.body);
           simdjson::dom::array results;
+          std::string_view reason;
           const bool shaped = j.ok() &&
                               j.root()["results"].get_array().get(results) == simdjson::SUCCESS &&
-                              results.size() == 2;
+                              results.size() == 1;
           if (r.status == 200 && shaped && flag(j, "allowed") == true) {
             ++allowed;
             continue;
           }
-          if (r.status == 429 && shaped && flag(j, "allowed") == false) {
-            std::string_view first;
-            std::string_view second;
-            if (results.at(0)["reason"].get_string().get(first) == simdjson::SUCCESS &&
-                results.at(1)["reason"].get_string().get(second) == simdjson::SUCCESS &&
-                first == "batch_denied" && second == "limit_exceeded") {
-              ++denied;
-              continue;
-            }
+          if (r.status == 429 && shaped && flag(j, "allowed") == false &&
+              results.at(0)["reason"].get_string().get(reason) == simdjson::SUCCESS &&
+              reason == "limit_exceeded") {
+            ++denied;
+            continue;
           }
           std::lock_guard<std::mutex> lock(mu);
           failures.push_back("node " + std::to_string(node) + ": " + std::to_string(r.status) +
@@ -627,15 +624,11 @@ TEST_F(ClusterE2eTest, CheckBatchesFromThreeNodesAreAllOrNothingWithinTheLimit) 
   EXPECT_EQ(allowed.load(), kFit);
   EXPECT_EQ(denied.load(), kNodes * kThreadsPerNode * kBatchesPerThread - kFit);
 
-  // The calls' limit holds exactly kFit: the rest of it fits, one more does not.
-  HttpResponse rest = admin(2, "POST", "/v1/check",
-                            R"({"customer":"batcher","meter":"api_calls","amount":)" +
-                                std::to_string(kDayCalls - kFit) + "}");
-  EXPECT_EQ(rest.status, 200) << rest.body;
-  EXPECT_EQ(Json(rest.body).num("remaining"), 0) << rest.body;
+  // The denied batches consumed nothing: exactly the limit is used, and one more token is denied.
   HttpResponse over =
-      admin(0, "POST", "/v1/check", R"({"customer":"batcher","meter":"api_calls"})");
+      admin(2, "POST", "/v1/check", R"({"customer":"batcher","meter":"tokens_in","amount":1})");
   EXPECT_EQ(over.status, 429) << over.body;
+  EXPECT_EQ(Json(over.body).num("used"), kDayTokens) << over.body;
 }
 
 // Customers and keys written on one node are read, changed and used on the others.
@@ -692,20 +685,35 @@ TEST_F(ClusterE2eTest, CustomersAndKeysAreSharedByEveryNode) {
     HttpResponse admin_only = c->request("GET", "/v1/keys", {}, key_headers(key));
     EXPECT_EQ(admin_only.status, 403) << "node " << node << ": " << admin_only.body;
   }
-  EXPECT_EQ(meter_total(2, "api_calls", "acme", t), kNodes);
+  HttpResponse usage = admin(2, "GET", "/v1/customers/acme/usage?from=" + t.from + "&to=" + t.to);
+  ASSERT_EQ(usage.status, 200) << usage.body;
+  EXPECT_EQ(usage_value(usage, "api_calls"), kNodes) << usage.body;
 
   HttpResponse keys = admin(2, "GET", "/v1/keys");
   ASSERT_EQ(keys.status, 200) << keys.body;
   EXPECT_NE(keys.body.find("\"" + key_id + "\""), std::string::npos) << keys.body;
   EXPECT_EQ(keys.body.find(key), std::string::npos) << "the secret is never listed";
 
-  // Revoked on node 0: refused on every node.
+  // Revoked on node 0: refused there at once, and on the other nodes once what they read of
+  // the key is older than the authentication cache's 5 s (docs/cluster.md).
   HttpResponse revoked = admin(0, "DELETE", "/v1/keys/" + key_id);
   ASSERT_EQ(revoked.status, 200) << revoked.body;
   EXPECT_EQ(flag(Json(revoked.body), "revoked"), true) << revoked.body;
-  for (int node = 0; node < kNodes; ++node) {
-    HttpResponse after = client(node)->request("GET", "/v1/customers/acme", {}, key_headers(key));
-    EXPECT_EQ(after.status, 401) << "node " << node << ": " << after.body;
+  const auto revoked_at = std::chrono::steady_clock::now();
+  HttpResponse at_once = client(0)->request("GET", "/v1/customers/acme", {}, key_headers(key));
+  EXPECT_EQ(at_once.status, 401) << at_once.body;
+  for (int node = 1; node < kNodes; ++node) {
+    auto c = client(node);
+    HttpResponse after;
+    do {
+      after = c->request("GET", "/v1/customers/acme", {}, key_headers(key));
+      if (after.status == 401) {
+        break;
+      }
+      EXPECT_EQ(after.status, 200) << "node " << node << ": " << after.body;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    } while (std::chrono::steady_clock::now() - revoked_at < std::chrono::milliseconds(7000));
+    EXPECT_EQ(after.status, 401) << "node " << node << " 7 s after the revocation: " << after.body;
   }
   EXPECT_EQ(admin(1, "DELETE", "/v1/keys/key_0000000000000000").status, 404);
 }
@@ -731,6 +739,9 @@ TEST_F(ClusterE2eTest, WhatTheModeDoesNotDoAnswers501) {
       {"GET", "/v1/export?format=csv&kind=events&customer=unbuilt", ""},
       {"GET", "/v1/customers/unbuilt/report", ""},
       {"POST", "/v1/check", R"({"customer":"unbuilt","meter":"api_calls","consume":"reserve"})"},
+      {"POST", "/v1/check/batch",
+       R"({"checks":[{"customer":"unbuilt","meter":"api_calls"},)"
+       R"({"customer":"unbuilt","meter":"tokens_in","amount":10}]})"},
       {"POST", "/v1/reservations/res_0/commit", R"({"amount":1})"},
       {"POST", "/v1/reservations/res_0/release", ""},
       {"PUT", "/v1/customers/unbuilt/overrides",
