@@ -774,6 +774,8 @@ TEST_F(ClusterE2eTest, WhatTheModeDoesNotDoAnswers501) {
 // every acknowledged event is stored exactly once, and batches retried on another node after
 // no answer are not counted twice. The killed node is started again at the end.
 TEST_F(ClusterE2eTest, KillNineOfANodeDuringIngestLosesAndDoublesNothing) {
+  HttpResponse created = admin(0, "POST", "/v1/customers", creating("bystander", "free"));
+  ASSERT_EQ(created.status, 201) << created.body;
   const Times t = times_now();
   constexpr int kClients = 6;
   constexpr int kBatches = 40;  // per client
@@ -832,6 +834,31 @@ TEST_F(ClusterE2eTest, KillNineOfANodeDuringIngestLosesAndDoublesNothing) {
       }
     });
   }
+  // Checks for another customer go on meanwhile on the two nodes that stay: every one answered
+  // 200.
+  std::atomic<bool> ingest_done{false};
+  std::atomic<int> checks_allowed{0};
+  std::vector<std::thread> checkers;
+  for (int node = 0; node < kNodes; ++node) {
+    if (node == kVictim) {
+      continue;
+    }
+    checkers.emplace_back([&, node] {
+      auto c = client(node);
+      while (!ingest_done.load()) {
+        HttpResponse r =
+            c->request("POST", "/v1/check", R"({"customer":"bystander","meter":"api_calls"})",
+                       admin_headers());
+        if (r.status == 200) {
+          ++checks_allowed;
+        } else {
+          std::lock_guard<std::mutex> lock(mu);
+          failures.push_back("check on node " + std::to_string(node) + ": " +
+                             std::to_string(r.status) + " " + r.body);
+        }
+      }
+    });
+  }
   // Kill the victim once a third of the batches are in (or after 30 s, when they are not).
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (batches_acked.load() < kClients * kBatches / 3 &&
@@ -844,6 +871,11 @@ TEST_F(ClusterE2eTest, KillNineOfANodeDuringIngestLosesAndDoublesNothing) {
   for (std::thread& th : threads) {
     th.join();
   }
+  ingest_done = true;
+  for (std::thread& th : checkers) {
+    th.join();
+  }
+  EXPECT_GT(checks_allowed.load(), 0);
   EXPECT_TRUE(failures.empty()) << failures.size() << " failures, the first: " << failures.front();
   const std::int64_t total = kClients * kBatches * kBatchEvents;
   EXPECT_EQ(batches_acked.load(), kClients * kBatches);
@@ -854,10 +886,11 @@ TEST_F(ClusterE2eTest, KillNineOfANodeDuringIngestLosesAndDoublesNothing) {
   std::printf(
       "kill -9 during ingest: %d batches of %d acknowledged (%zu by the killed node), "
       "%lld events accepted and %lld answered as duplicates (batches the killed node had "
-      "committed without answering), %d requests sent again to another node\n",
+      "committed without answering), %d requests sent again to another node; %d checks "
+      "allowed meanwhile\n",
       batches_acked.load(), kBatchEvents, acked_by_victim.size(),
       static_cast<long long>(accepted.load()), static_cast<long long>(duplicates.load()),
-      retries.load());
+      retries.load(), checks_allowed.load());
   for (int node = 0; node < kNodes; ++node) {
     if (node != kVictim) {
       EXPECT_EQ(meter_total(node, "api_calls", "survivor", t), total) << "node " << node;
