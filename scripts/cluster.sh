@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Three Tally nodes in cluster mode on this machine (docs/cluster.md, "Three nodes on a laptop"):
+# Three Tally nodes in cluster mode on this machine (docs/cluster.md, "Three nodes on one machine"):
 # one PostgreSQL 15, a Redis Cluster of 3 primaries + 3 replicas, and three `tally serve` nodes
 # over them, all on loopback ports, in temporary directories.
 #
