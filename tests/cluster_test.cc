@@ -144,6 +144,16 @@ std::optional<bool> flag(const Json& j, const char* key) {
   return b;
 }
 
+// `window_start` of the first entry of a check answer's `limits`; "" when there is none.
+std::string first_window_start(const Json& j) {
+  std::string_view start;
+  if (!j.ok() ||
+      j.root()["limits"].at(0)["window_start"].get_string().get(start) != simdjson::SUCCESS) {
+    return {};
+  }
+  return std::string(start);
+}
+
 // The sum of `value` over a meter query's rows; -1 when the answer has no `data` array.
 std::int64_t query_total(const HttpResponse& r) {
   Json j(r.body);
@@ -560,16 +570,44 @@ TEST_F(ClusterE2eTest, ChecksFromThreeNodesAdmitExactlyTheLimit) {
   EXPECT_EQ(allowed.load(), kDayCalls);
   EXPECT_EQ(denied.load(), kNodes * kThreadsPerNode * kChecksPerThread - kDayCalls);
 
-  // Every node now denies, and says how far the customer is.
+  // Every node now denies, and answers as the embedded mode does (docs/api.md): how far the
+  // customer is, and when the day's window ends (the customer's zone is UTC).
+  const std::time_t now = std::time(nullptr);
+  const std::time_t midnight = now - now % 86400 + 86400;
   for (int node = 0; node < kNodes; ++node) {
     HttpResponse r =
         admin(node, "POST", "/v1/check", R"({"customer":"checker","meter":"api_calls"})");
     EXPECT_EQ(r.status, 429) << "node " << node << ": " << r.body;
     Json j(r.body);
+    EXPECT_EQ(j.str("reason"), "limit_exceeded") << r.body;
+    EXPECT_EQ(j.str("period"), "day") << r.body;
     EXPECT_EQ(j.num("limit"), kDayCalls) << r.body;
     EXPECT_EQ(j.num("used"), kDayCalls) << r.body;
+    EXPECT_EQ(j.num("remaining"), 0) << r.body;
+    EXPECT_EQ(j.str("reset"), rfc3339(midnight)) << r.body;
+    EXPECT_EQ(first_window_start(j), rfc3339(midnight - 86400)) << r.body;
+    EXPECT_EQ(r.header("X-RateLimit-Reset"), std::to_string(midnight)) << r.body;
     EXPECT_FALSE(r.header("Retry-After").empty()) << r.body;
   }
+}
+
+// An allowed check answers as the embedded mode does (docs/api.md, POST /v1/check): the day
+// limit's window, its end in `reset` and X-RateLimit-Reset (the customer's zone is UTC).
+TEST_F(ClusterE2eTest, AllowedCheckAnswersTheWindowAsTheEmbeddedModeDoes) {
+  const std::time_t now = std::time(nullptr);
+  const std::time_t midnight = now - now % 86400 + 86400;
+  HttpResponse other = admin(0, "POST", "/v1/customers", creating("checker2", "limited"));
+  ASSERT_EQ(other.status, 201) << other.body;
+  HttpResponse allowed_one =
+      admin(1, "POST", "/v1/check", R"({"customer":"checker2","meter":"api_calls"})");
+  EXPECT_EQ(allowed_one.status, 200) << allowed_one.body;
+  Json a(allowed_one.body);
+  EXPECT_EQ(a.str("period"), "day") << allowed_one.body;
+  EXPECT_EQ(a.num("used"), 1) << allowed_one.body;
+  EXPECT_EQ(a.num("remaining"), kDayCalls - 1) << allowed_one.body;
+  EXPECT_EQ(a.str("reset"), rfc3339(midnight)) << allowed_one.body;
+  EXPECT_EQ(first_window_start(a), rfc3339(midnight - 86400)) << allowed_one.body;
+  EXPECT_EQ(allowed_one.header("X-RateLimit-Reset"), std::to_string(midnight)) << allowed_one.body;
 }
 
 // Check batches (of one check: 10 tokens each) from every node: exactly kDayTokens / 10 are
