@@ -8,14 +8,14 @@
 // 2xx, exactly once across nodes (the same id sent to several nodes at once, retried batches);
 // meter queries and customer usage on any node right after a 202 on another; the plan's limits
 // enforced across nodes in Redis (exactly the limit admitted under concurrent checks from every
-// node, single and batch); customers and keys shared; 501 NOT_IMPLEMENTED for the rest; a node
-// killed with SIGKILL during ingest losing nothing acknowledged and double-counting nothing
-// retried elsewhere; and `tally serve` refusing a schema that is missing, outdated or newer.
+// node, single and in batches of one), answered as the embedded mode answers; customers and keys
+// shared; 501 NOT_IMPLEMENTED for the rest; a node killed with SIGKILL during ingest losing
+// nothing acknowledged and double-counting nothing retried elsewhere, while the others go on
+// ingesting and checking; and `tally serve` refusing a schema that is missing, outdated or newer.
 //
 // The binary under test is TALLY_BINARY (this build's `tally`), or the one named by the
 // environment variable TALLY_BIN. The tests skip (GTEST_SKIP, saying why) only where
 // PostgreSQL's or Redis's programs are missing.
-#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <cerrno>
@@ -25,7 +25,6 @@
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
-#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
