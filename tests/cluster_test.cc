@@ -607,6 +607,7 @@ TEST_F(ClusterE2eTest, AllowedCheckAnswersTheWindowAsTheEmbeddedModeDoes) {
   EXPECT_EQ(a.str("reset"), rfc3339(midnight)) << allowed_one.body;
   EXPECT_EQ(first_window_start(a), rfc3339(midnight - 86400)) << allowed_one.body;
   EXPECT_EQ(allowed_one.header("X-RateLimit-Reset"), std::to_string(midnight)) << allowed_one.body;
+  EXPECT_EQ(allowed_one.header("RateLimit-Policy"), "\"api_calls-day\";q=200;w=86400");
 }
 
 // Check batches (of one check: 10 tokens each) from every node: exactly kDayTokens / 10 are
