@@ -261,8 +261,9 @@ TEST_F(ClusterEngineTest, CustomersSpreadOverTwoShardsAndEachLivesOnOne) {
   EXPECT_GT(second, 0);
   EXPECT_EQ(on(*pg_, "SELECT count(*) FROM events"), first * 5);
   EXPECT_EQ(on(*pg2_, "SELECT count(*) FROM events"), second * 5);
-  EXPECT_EQ(on(*pg_, "SELECT count(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM customers c "
-                     "WHERE c.id = e.customer_id)"),
+  EXPECT_EQ(on(*pg_,
+               "SELECT count(*) FROM events e WHERE NOT EXISTS (SELECT 1 FROM customers c "
+               "WHERE c.id = e.customer_id)"),
             0);
   // Every node reads every customer on its shard; the list merges the shards.
   for (int c = 0; c < 20; ++c) {
@@ -415,19 +416,19 @@ TEST_F(ClusterEngineTest, VerifyProvesTheAggregatesAreTheirEventsAndFindsTamperi
   auto clean = a->verify();
   ASSERT_TRUE(clean.has_value()) << clean.error().to_string();
   EXPECT_TRUE(clean->ok()) << clean->differences.front();
-  EXPECT_EQ(clean->events, 51u);  // 50 ingested and the check's usage event
+  EXPECT_EQ(clean->events, 51u);     // 50 ingested and the check's usage event
   EXPECT_EQ(clean->aggregates, 6u);  // v1: two minutes and their hours; v2: one of each
   // A count changed behind Tally's back, and an event deleted: both are found.
-  ASSERT_TRUE(pg_->psql(db_, "UPDATE aggregates_minute SET count = count + 1 WHERE customer_id = "
-                             "'v2'")
+  ASSERT_TRUE(pg_->psql(db_,
+                        "UPDATE aggregates_minute SET count = count + 1 WHERE customer_id = "
+                        "'v2'")
                   .has_value());
   ASSERT_TRUE(pg_->psql(db_, "DELETE FROM events WHERE customer_id = 'v1' AND event_id = 'e3'")
                   .has_value());
   auto tampered = a->verify();
   ASSERT_TRUE(tampered.has_value());
   ASSERT_EQ(tampered->differences.size(), 3u);  // v2's minute; v1's minute and hour
-  EXPECT_NE(tampered->differences[0].find("cluster.postgres: aggregates_minute"),
-            std::string::npos)
+  EXPECT_NE(tampered->differences[0].find("cluster.postgres: aggregates_minute"), std::string::npos)
       << tampered->differences[0];
 }
 

@@ -107,10 +107,9 @@ Status parse_rows(const pg::QueryResult& rows, core::ParsedEvents* parsed) {
   parsed->clear();
   TALLY_TRY(core::parse_events(body, po, parsed));
   if (!parsed->errors.empty() || parsed->batch.size() != rows.row_count()) {
-    return Status::corruption("stored event '" +
-                              (parsed->errors.empty() ? std::string() : parsed->errors[0].id) +
-                              "' does not parse again: " +
-                              (parsed->errors.empty() ? "" : parsed->errors[0].message));
+    return Status::corruption(
+        "stored event '" + (parsed->errors.empty() ? std::string() : parsed->errors[0].id) +
+        "' does not parse again: " + (parsed->errors.empty() ? "" : parsed->errors[0].message));
   }
   return Status();
 }
@@ -148,13 +147,14 @@ std::string describe(const Key& k, std::string_view table) {
 std::string state_text(const core::AggState& s) {
   return "count " + std::to_string(s.count) + ", sum " + core::format_decimal(s.sum) + ", min " +
          core::format_decimal(s.min) + ", max " + core::format_decimal(s.max) + ", latest " +
-         core::format_decimal(s.latest) + " at " + core::format_rfc3339(s.latest_time_us) +
-         " #" + std::to_string(s.latest_seq);
+         core::format_decimal(s.latest) + " at " + core::format_rfc3339(s.latest_time_us) + " #" +
+         std::to_string(s.latest_seq);
 }
 
 class Report {
  public:
   Report(ShardVerify* out, std::string shard) : out_(out), shard_(std::move(shard)) {}
+
   void add(std::string what) {
     if (out_->differences.size() < kVerifyDifferencesMax) {
       out_->differences.push_back(shard_ + ": " + std::move(what));
@@ -162,10 +162,10 @@ class Report {
       ++more_;
     }
   }
+
   void finish() {
     if (more_ > 0) {
-      out_->differences.push_back(shard_ + ": and " + std::to_string(more_) +
-                                  " more differences");
+      out_->differences.push_back(shard_ + ": and " + std::to_string(more_) + " more differences");
     }
   }
 

@@ -90,8 +90,8 @@ void answer(const CheckRequest& r, const ClusterPrepared& p, const cluster::Redi
     }
     // A window's bounds are the same before and after; a bucket's reset moves with its fill.
     s.window_start_us = rc.limits[i].window_start_us;
-    s.reset_us = core::period_is_rate(p.rules[i].period) ? states[i].reset_us
-                                                         : rc.limits[i].reset_us;
+    s.reset_us =
+        core::period_is_rate(p.rules[i].period) ? states[i].reset_us : rc.limits[i].reset_us;
     out->limits.push_back(std::move(s));
   }
   if (top >= 0) {
@@ -140,6 +140,14 @@ Status ClusterMode::Impl::prepare_check(const CheckRequest& r, ClusterPrepared* 
 }
 
 Result<Customer> ClusterMode::Impl::find_check_customer(const std::string& id) {
+  const TimeUs now = cluster_steady_us();  // the cache ages in real time, whatever the clock
+  {
+    std::lock_guard lock(customers_mutex);
+    auto it = check_customers.find(id);
+    if (it != check_customers.end() && now - it->second.second < kCustomerCacheUs) {
+      return it->second.first;
+    }
+  }
   auto lease = shard_of(id).lease();
   if (!lease) {
     return lease.error();
@@ -151,6 +159,11 @@ Result<Customer> ClusterMode::Impl::find_check_customer(const std::string& id) {
   if (!found->has_value()) {
     return Status::not_found("customer '" + id + "' does not exist");
   }
+  std::lock_guard lock(customers_mutex);
+  if (check_customers.size() >= kCustomerCacheMax) {
+    check_customers.clear();
+  }
+  check_customers[id] = {**found, now};
   return std::move(**found);
 }
 

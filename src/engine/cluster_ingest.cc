@@ -40,18 +40,37 @@ void ClusterMode::ingest(std::string body, const IngestOptions& options,
       }
     }
   }
+  auto req = std::make_shared<IngestRequest>();
+  req->parsed = std::move(parsed);
+  req->start_us = start_us;
+  req->done = std::move(done);
+  const core::EventBatch& b = req->parsed.batch;
+  req->known.assign(b.size(), true);
+  req->outcome.assign(b.size(), std::nullopt);
+  std::vector<std::vector<std::size_t>> by_shard(d.shards.size());
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    by_shard[cluster::shard_of(b.text(b.events()[i].customer), d.shards.size())].push_back(i);
+  }
+  for (const auto& events : by_shard) {
+    req->parts_left += events.empty() ? 0 : 1;
+  }
+  if (req->parts_left == 0) {
+    d.complete(*req);  // nothing valid: answered without a write
+    return;
+  }
   {
     std::lock_guard lock(d.work_mutex);
     if (!d.stopping) {
-      d.work.emplace_back(
-          [&d, parsed = std::move(parsed), start_us, done = std::move(done)]() mutable {
-            d.run_ingest(std::move(parsed), start_us, std::move(done));
-          });
-      d.work_cv.notify_one();
+      for (std::size_t shard = 0; shard < by_shard.size(); ++shard) {
+        if (!by_shard[shard].empty()) {
+          d.shard_queues[shard].push_back(ShardPart{req, std::move(by_shard[shard])});
+        }
+      }
+      d.work_cv.notify_all();
       return;
     }
   }
-  done(Status::unavailable("the node is stopping"));
+  req->done(Status::unavailable("the node is stopping"));
 }
 
 // The customers of `events` (indexes into b) on shard `shard`, by id: those that do not exist
@@ -196,11 +215,41 @@ void ClusterMode::Impl::add_to_counters(const core::EventBatch& b,
   return_redis(std::move(*slot));
 }
 
-// Writes the events of one shard (indexes into b) that name a known customer, then adds the
-// inserted ones to the limit counters; each event's outcome into *outcome.
-Status ClusterMode::Impl::write_shard(const core::EventBatch& b,
+// Writes the parts waiting for one shard, from every request, in one transaction: their events
+// copied into one batch (a duplicate id across requests counts once, for the first), the
+// customers created or found, the known ones' events written, the inserted ones added to the
+// limit counters, and each event's outcome given back to its request.
+void ClusterMode::Impl::commit_group(std::size_t shard, std::vector<ShardPart> parts) {
+  core::EventBatch b;
+  std::vector<std::pair<std::size_t, std::size_t>> origin;  // (part, event of its request)
+  for (std::size_t k = 0; k < parts.size(); ++k) {
+    const core::EventBatch& from = parts[k].req->parsed.batch;
+    for (std::size_t i : parts[k].events) {
+      b.append_from(from, from.events()[i]);
+      origin.emplace_back(k, i);
+    }
+  }
+  std::vector<std::size_t> all(b.size());
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    all[i] = i;
+  }
+  std::vector<bool> known(b.size(), true);
+  std::vector<std::optional<cluster::EventOutcome>> outcome(b.size());
+  Status s = write_group(b, all, shard, &known, &outcome);
+  for (std::size_t i = 0; i < b.size() && s.ok(); ++i) {
+    IngestRequest& req = *parts[origin[i].first].req;
+    req.known[origin[i].second] = known[i];
+    req.outcome[origin[i].second] = outcome[i];
+  }
+  for (ShardPart& part : parts) {
+    finish_part(*part.req, s);
+  }
+}
+
+// The write of commit_group: customers, events and aggregates, counters.
+Status ClusterMode::Impl::write_group(const core::EventBatch& b,
                                       const std::vector<std::size_t>& events, std::size_t shard,
-                                      TimeUs received, std::vector<bool>* known,
+                                      std::vector<bool>* known,
                                       std::vector<std::optional<cluster::EventOutcome>>* outcome) {
   std::map<std::string, Customer> customers;
   TALLY_TRY(ensure_customers(b, events, shard, known, &customers));
@@ -217,7 +266,7 @@ Status ClusterMode::Impl::write_shard(const core::EventBatch& b,
   if (!lease) {
     return lease.error();
   }
-  auto written = cluster::write_events(**lease, b, write, meter_specs, received);
+  auto written = cluster::write_events(**lease, b, write, meter_specs, clock->now_us());
   if (!written) {
     return written.error();
   }
@@ -232,38 +281,41 @@ Status ClusterMode::Impl::write_shard(const core::EventBatch& b,
   return Status();
 }
 
-void ClusterMode::Impl::run_ingest(core::ParsedEvents parsed, std::int64_t start_us,
-                                   Engine::IngestCallback done) {
-  const core::EventBatch& b = parsed.batch;
-  std::vector<std::vector<std::size_t>> by_shard(shards.size());
-  for (std::size_t i = 0; i < b.size(); ++i) {
-    by_shard[cluster::shard_of(b.text(b.events()[i].customer), shards.size())].push_back(i);
-  }
-  std::vector<bool> known(b.size(), true);
-  std::vector<std::optional<cluster::EventOutcome>> outcome(b.size());
-  const TimeUs received = clock->now_us();
-  for (std::size_t shard = 0; shard < shards.size(); ++shard) {
-    if (by_shard[shard].empty()) {
-      continue;
+// One shard's part of a request is done (`s`: its group's write); the last part answers it.
+void ClusterMode::Impl::finish_part(IngestRequest& req, const Status& s) {
+  {
+    std::lock_guard lock(req.mutex);
+    if (!s.ok() && req.failure.ok()) {
+      req.failure = s;
     }
-    Status s = write_shard(b, by_shard[shard], shard, received, &known, &outcome);
-    if (!s.ok()) {
-      done(s);  // the shards before it committed: a retry counts their events as duplicates
+    if (--req.parts_left > 0) {
       return;
     }
   }
+  complete(req);
+}
+
+// Answers a request whose every part is written: the first failure (the other shards' parts
+// may have committed: sending the request again counts them as duplicates), or its summary.
+void ClusterMode::Impl::complete(IngestRequest& req) {
+  if (!req.failure.ok()) {
+    req.done(req.failure);
+    return;
+  }
+  const core::ParsedEvents& parsed = req.parsed;
+  const core::EventBatch& b = parsed.batch;
   IngestSummary sum;
   for (const auto& err : parsed.errors) {
     sum.errors.push_back(EventError{err.index, err.id, err.code, err.message});
   }
   sum.rejected = static_cast<std::uint32_t>(parsed.errors.size());
   for (std::size_t i = 0; i < b.size(); ++i) {
-    if (!known[i]) {
+    if (!req.known[i]) {
       ++sum.rejected;
       sum.errors.push_back(EventError{
           parsed.indexes[i], std::string(b.text(b.events()[i].id)), "UNKNOWN_CUSTOMER",
           "customer '" + std::string(b.text(b.events()[i].customer)) + "' does not exist"});
-    } else if (outcome[i] == cluster::EventOutcome::kDuplicate) {
+    } else if (req.outcome[i] == cluster::EventOutcome::kDuplicate) {
       ++sum.duplicates;
     } else {
       ++sum.accepted;
@@ -277,21 +329,31 @@ void ClusterMode::Impl::run_ingest(core::ParsedEvents parsed, std::int64_t start
   events_accepted.fetch_add(sum.accepted, std::memory_order_relaxed);
   events_rejected.fetch_add(sum.rejected, std::memory_order_relaxed);
   events_duplicate.fetch_add(sum.duplicates, std::memory_order_relaxed);
-  sum.processing_time_us = cluster_steady_us() - start_us;
-  done(std::move(sum));
+  sum.processing_time_us = cluster_steady_us() - req.start_us;
+  req.done(std::move(sum));
 }
 
-void ClusterMode::Impl::writer_loop() {
+// The writer of one shard: takes every part waiting (up to kGroupEventsMax events, at least
+// one part) and writes them as one group, so a node holds one write transaction per shard and
+// its concurrent requests lock each hot aggregate row once per group, not once per request.
+void ClusterMode::Impl::writer_loop(std::size_t shard) {
   std::unique_lock lock(work_mutex);
+  std::deque<ShardPart>& queue = shard_queues[shard];
   for (;;) {
-    work_cv.wait(lock, [&] { return stopping || !work.empty(); });
-    if (work.empty()) {
+    work_cv.wait(lock, [&] { return stopping || !queue.empty(); });
+    if (queue.empty()) {
       return;  // stopping, and every request taken was answered
     }
-    std::function<void()> job = std::move(work.front());
-    work.pop_front();
+    std::vector<ShardPart> group;
+    std::size_t events = 0;
+    while (!queue.empty() &&
+           (group.empty() || events + queue.front().events.size() <= kGroupEventsMax)) {
+      events += queue.front().events.size();
+      group.push_back(std::move(queue.front()));
+      queue.pop_front();
+    }
     lock.unlock();
-    job();
+    commit_group(shard, std::move(group));
     lock.lock();
   }
 }

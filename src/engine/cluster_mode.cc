@@ -87,9 +87,9 @@ Result<std::unique_ptr<ClusterMode>> ClusterMode::open(const config::Config& con
     TALLY_TRY((*slot)->limits->load());
     impl->return_redis(std::move(*slot));
   }
-  const auto writers = static_cast<std::size_t>(std::max<std::int64_t>(cc.postgres_pool, 1));
-  for (std::size_t i = 0; i < writers; ++i) {
-    impl->writers.emplace_back([p = impl.get()] { p->writer_loop(); });
+  impl->shard_queues.resize(impl->shards.size());
+  for (std::size_t shard = 0; shard < impl->shards.size(); ++shard) {
+    impl->writers.emplace_back([p = impl.get(), shard] { p->writer_loop(shard); });
   }
   impl->usage_writer = std::thread([p = impl.get()] { p->usage_loop(); });
   return std::unique_ptr<ClusterMode>(new ClusterMode(std::move(impl)));
@@ -238,6 +238,10 @@ Result<Customer> ClusterMode::update_customer(const std::string& id, const Custo
     std::lock_guard lock(impl_->auth_mutex);
     impl_->keys_by_hash.clear();  // a suspension takes effect on this node at once
   }
+  {
+    std::lock_guard lock(impl_->customers_mutex);
+    impl_->check_customers.erase(id);  // and so does a plan change
+  }
   return std::move(*patched);
 }
 
@@ -290,7 +294,7 @@ Result<Identity> identity_of(const cluster::KeyRow& key, bool suspended) {
 
 Result<Identity> ClusterMode::authenticate_hash(const std::string& secret_sha256) {
   Impl& d = *impl_;
-  const TimeUs now = d.clock->now_us();
+  const TimeUs now = cluster_steady_us();  // the cache ages in real time, whatever the clock
   {
     std::lock_guard lock(d.auth_mutex);
     auto it = d.keys_by_hash.find(secret_sha256);

@@ -8,11 +8,11 @@
 //  - customers and keys: rows of the customer's shard (keys: shard 0), read through on every
 //    call; authentication keeps what it read for kAuthCacheUs, so a key revoked (or a customer
 //    suspended) on another node is refused here within that time (on this node at once);
-//  - ingest: the request is parsed as in the embedded mode, its events split by shard and
-//    written by a pool of writer threads (cluster::write_events: one transaction per shard and
-//    request, duplicates decided by PostgreSQL's unique constraint); the answer (202) comes
-//    after every shard committed. Customers are created on first use as in the embedded mode
-//    (auto_create_customers);
+//  - ingest: the request is parsed as in the embedded mode and its events split by shard; each
+//    shard's writer thread writes every request part waiting for it in one transaction
+//    (cluster::write_events, duplicates decided by PostgreSQL's unique constraint); the answer
+//    (202) comes after every shard committed. Customers are created on first use as in the embedded
+//    mode (auto_create_customers);
 //  - queries: one customer's usage of a meter, read from the shard's aggregates
 //    (cluster::read_usage), whole or by UTC minute, hour or day;
 //  - checks: the customer's plan limits on a count or sum meter, checked and consumed across

@@ -35,6 +35,10 @@
 
 namespace tally::engine {
 
+// How long a check keeps what it read of its customer (plan, status, zone, anchors), and for
+// how many customers at most.
+inline constexpr TimeUs kCustomerCacheUs = core::kUsPerSecond;
+inline constexpr std::size_t kCustomerCacheMax = 100'000;
 // How long authentication keeps what it read of a key and its customer.
 inline constexpr TimeUs kAuthCacheUs = 5 * core::kUsPerSecond;
 // Answered checks' usage is written at least this often.
@@ -42,6 +46,8 @@ inline constexpr auto kUsageFlush = std::chrono::milliseconds(5);
 // Answered checks' usage waiting to be written, at most: a consuming check beyond it is refused
 // (503) rather than held in memory without bound.
 inline constexpr std::size_t kUsageQueueMax = 100'000;
+// The most events one shard's writer puts in one transaction (it takes at least one request's).
+inline constexpr std::size_t kGroupEventsMax = 20'000;
 // How long a check's event_id is remembered in Redis (its usage event, written within
 // milliseconds, remembers it in PostgreSQL from then on).
 inline constexpr std::int64_t kEventIdMarkerMs = 24LL * 3600 * 1000;
@@ -81,6 +87,24 @@ inline core::PeriodContext period_context_of(const Customer& c) {
   return pc;
 }
 
+// One ingest request, answered once the part of every shard it touches is written.
+struct IngestRequest {
+  core::ParsedEvents parsed;
+  std::int64_t start_us = 0;
+  Engine::IngestCallback done;
+  std::vector<bool> known;                                    // per event: its customer exists
+  std::vector<std::optional<cluster::EventOutcome>> outcome;  // per event, once written
+  std::mutex mutex;
+  int parts_left = 0;  // guarded by mutex once queued
+  Status failure;      // the first part's failure
+};
+
+// A request's events (indexes into its batch) of one shard, waiting for the shard's writer.
+struct ShardPart {
+  std::shared_ptr<IngestRequest> req;
+  std::vector<std::size_t> events;
+};
+
 struct ClusterPrepared;  // cluster_check.cc
 struct CounterAdds;      // cluster_ingest.cc
 
@@ -102,6 +126,10 @@ struct ClusterMode::Impl {
   std::mutex seeded_mutex;
   std::unordered_set<std::string> seeded;
 
+  // Checks: the customers they read, and when (kCustomerCacheUs).
+  std::mutex customers_mutex;
+  std::unordered_map<std::string, std::pair<Customer, TimeUs>> check_customers;
+
   // Authentication: what was read of a key (by hash and by id), and when.
   struct CachedKey {
     cluster::KeyRow key;
@@ -115,8 +143,8 @@ struct ClusterMode::Impl {
   // Writer threads: ingest requests and answered checks' usage.
   std::mutex work_mutex;
   std::condition_variable work_cv;
-  std::condition_variable usage_cv;  // the usage queue emptied (flush)
-  std::deque<std::function<void()>> work;
+  std::condition_variable usage_cv;                 // the usage queue emptied (flush)
+  std::vector<std::deque<ShardPart>> shard_queues;  // one per shard
   std::vector<PendingUsage> usage;
   std::size_t usage_writing = 0;
   std::uint64_t usage_seq = 0;  // the usage writer's: names its events
@@ -159,12 +187,14 @@ struct ClusterMode::Impl {
   Status seed_counters(cluster::RedisLimits& limits, const Customer& c,
                        const std::vector<core::LimitRule>& rules, const core::PeriodContext& ctx,
                        const MeterDef& meter, TimeUs now);
-  Status write_shard(const core::EventBatch& b, const std::vector<std::size_t>& events,
-                     std::size_t shard, TimeUs received, std::vector<bool>* known,
+  void commit_group(std::size_t shard, std::vector<ShardPart> parts);
+  Status write_group(const core::EventBatch& b, const std::vector<std::size_t>& events,
+                     std::size_t shard, std::vector<bool>* known,
                      std::vector<std::optional<cluster::EventOutcome>>* outcome);
-  void run_ingest(core::ParsedEvents parsed, std::int64_t start_us, Engine::IngestCallback done);
+  void finish_part(IngestRequest& req, const Status& s);
+  void complete(IngestRequest& req);
   void write_usage(std::vector<PendingUsage> batch);
-  void writer_loop();
+  void writer_loop(std::size_t shard);
   void usage_loop();
   void stop();
 };
