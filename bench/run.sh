@@ -195,8 +195,9 @@ if [ "$what" = cluster ]; then
   # The scale-out mode beside the embedded store and the seeds' designs, in one run, with the
   # same load generator: PostgreSQL 15 (fsync and synchronous_commit on), a Redis Cluster of 3
   # primaries without replicas, `tally migrate`, then per figure one JSON line labelled
-  # "figure". PERF_DIR=DIR also records `perf record -g` of the 1-node cluster figures there
-  # (which slows them: take the figures from a run without it).
+  # "figure". PERF_DIR=DIR also records `perf record -a -g` during each tally figure there
+  # (which slows them: take the figures from a run without it). PG_STATS=1 loads
+  # pg_stat_statements and prints, after each cluster figure, where PostgreSQL's time went.
   dur="${DURATION:-8}"
   label() { sed -u "s/^{/{\"figure\":\"$1\",/" | tee -a "$tmp/figures.jsonl"; }
   free_port() {  # a loopback port that is free, and whose +10000 (Redis's cluster bus) is too
@@ -270,10 +271,14 @@ if [ "$what" = cluster ]; then
   pg_data="$tmp/pg/data"
   "${as[@]}" "$pgbin/initdb" -D "$pg_data" -U tally --auth=trust -E UTF8 >"$tmp/pg/initdb.log"
   pg_port=$(free_port)
+  pg_extra=()
+  if [ -n "${PG_STATS:-}" ]; then
+    pg_extra=(-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all)
+  fi
   "${as[@]}" "$pgbin/postgres" -D "$pg_data" -p "$pg_port" -k "$tmp/pg" \
     -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on -c full_page_writes=on \
     -c max_connections=200 -c shared_buffers=512MB -c max_wal_size=8GB \
-    -c checkpoint_timeout=30min >"$tmp/pg/server.log" 2>&1 &
+    -c checkpoint_timeout=30min "${pg_extra[@]}" >"$tmp/pg/server.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do
     "$pgbin/pg_isready" -q -h 127.0.0.1 -p "$pg_port" && break
@@ -281,6 +286,16 @@ if [ "$what" = cluster ]; then
   done
   psql -q -h 127.0.0.1 -p "$pg_port" -U tally -d postgres -c 'CREATE DATABASE tally'
   pg_url="postgresql://tally@127.0.0.1:$pg_port/tally"
+  pg_stats() {  # $1 = figure: the statements that took PostgreSQL's time since the last call
+    # (grouped by their text: a statement on a temporary table has a new id per transaction)
+    [ -n "${PG_STATS:-}" ] || return 0
+    psql -At -h 127.0.0.1 -p "$pg_port" -U tally -d tally -c "SELECT json_build_object('figure', \
+'pg:$1', 'top', json_agg(s)) FROM (SELECT left(regexp_replace(query, '\s+', ' ', 'g'), 70) AS \
+query, sum(calls) AS calls, round(sum(total_exec_time)) AS total_ms FROM pg_stat_statements \
+GROUP BY 1 ORDER BY 3 DESC LIMIT 8) s" | jq -c .
+    psql -Atq -h 127.0.0.1 -p "$pg_port" -U tally -d tally \
+      -c 'SELECT pg_stat_statements_reset()' >/dev/null
+  }
   echo "# postgres $("$pgbin/postgres" --version | awk '{print $3}') on $pg_port:" \
     "$(psql -At -h 127.0.0.1 -p "$pg_port" -U tally -d tally -c "SELECT string_agg(name || '=' \
 || setting, ' ' ORDER BY name) FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', \
@@ -313,6 +328,18 @@ if [ "$what" = cluster ]; then
     done
   done
   echo "# redis $(redis-server --version | awk '{print $3}') cluster: ${rc_ports[*]}"
+
+  redis_stats() {  # $1 = figure: the commands the cluster ran since the last call, per command
+    local p
+    for p in "${rc_ports[@]}"; do
+      redis-cli -p "$p" info commandstats | tr -d '\r' | grep '^cmdstat_'
+      redis-cli -p "$p" config resetstat >/dev/null
+    done | sed -E 's/^cmdstat_([^:]*):calls=([0-9]+),usec=([0-9]+),.*/\1 \2 \3/' |
+      jq -Rsc --arg f "$1" '[split("\n")[] | select(length > 0) | split(" ")
+        | {c: .[0], calls: (.[1] | tonumber), usec: (.[2] | tonumber)}] | group_by(.c)
+        | map({key: .[0].c, value: {calls: (map(.calls) | add), usec: (map(.usec) | add)}})
+        | from_entries | {figure: ("redis:" + $f), commands: .}' | tee -a "$tmp/figures.jsonl"
+  }
 
   # One configuration for every node; limits stay within the cluster's bound (1e9).
   write_config() {  # $1 = file, $2 = extra TOML
@@ -354,6 +381,11 @@ redis = [\"127.0.0.1:${rc_ports[0]}\"]"
   write_config "$tmp/embedded.toml" ""
   write_config "$tmp/cluster.toml" "$cluster_toml"
   "$build/tally" migrate --config "$tmp/cluster.toml"
+  redis_stats setup >/dev/null
+  if [ -n "${PG_STATS:-}" ]; then
+    psql -Atq -h 127.0.0.1 -p "$pg_port" -U tally -d tally \
+      -c 'CREATE EXTENSION pg_stat_statements' >/dev/null
+  fi
 
   node_pids=()
   node_ports=()
@@ -382,11 +414,11 @@ redis = [\"127.0.0.1:${rc_ports[0]}\"]"
         -H 'content-type: application/json' -d "{\"id\":\"cust-$c\"}"
     done
   }
-  profile() {  # $1 = figure: perf record of the first node, in the background
+  profile() {  # $1 = figure: perf record of the whole machine (read it by --comm or --pid)
     if [ -n "${PERF_DIR:-}" ]; then
       mkdir -p "$PERF_DIR"
-      perf record -q -F 499 -g -p "${node_pids[0]}" -o "$PERF_DIR/$1.data" -- \
-        sleep $((dur - 2)) >/dev/null 2>&1 &
+      echo "# perf: $PERF_DIR/$1.data, tally pids ${node_pids[*]}"
+      perf record -q -a -F 499 -g -o "$PERF_DIR/$1.data" -- sleep $((dur - 2)) >/dev/null 2>&1 &
     fi
   }
   ingest() {  # $1 = figure; the nodes' ports spread the connections
@@ -395,6 +427,7 @@ redis = [\"127.0.0.1:${rc_ports[0]}\"]"
     "$build/bench/tally_loadgen" --ports "$(IFS=,; echo "${node_ports[*]}")" --mode ingest \
       --key "$key" --batch 1000 --connections 16 --duration-s "$dur" | label "$1"
     cpu_end "$1"
+    pg_stats "$1"
   }
   checks() {
     profile "$1"
@@ -403,6 +436,8 @@ redis = [\"127.0.0.1:${rc_ports[0]}\"]"
       --path /v1/check --key "$key" --connections 32 --duration-s "$dur" \
       --body '{"customer":"{customer}","meter":"api_calls","amount":1}' | label "$1"
     cpu_end "$1"
+    pg_stats "$1"
+    redis_stats "$1"
   }
 
   echo "# ingest: closed loop, batches of 1000 (100 customers), 16 connections; checks: POST" \
@@ -433,11 +468,13 @@ redis = [\"127.0.0.1:${rc_ports[0]}\"]"
     --dir "$tmp" >"$tmp/redis.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.1; done
-  rc_pids=($!)  # from here redis_cores is this one server's
+  rc_pids=($!)  # from here redis_cores and redis_stats are this one server's
+  rc_ports=("$rport")
   cpu_start
   "$build/bench/tally_redis_bench" --port "$rport" --connections 32 --duration-s "$dur" |
     label seed-redis-lua-check
   cpu_end seed-redis-lua-check
+  redis_stats seed-redis-lua-check
   cpu_start
   "$build/bench/tally_pg_seed" --conninfo "$pg_url" --mode insert --connections 16 \
     --duration-s "$dur" | label seed-pg-insert-per-event
