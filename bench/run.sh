@@ -195,7 +195,9 @@ if [ "$what" = cluster ]; then
   # The scale-out mode beside the embedded store and the seeds' designs, in one run, with the
   # same load generator: PostgreSQL 15 (fsync and synchronous_commit on), a Redis Cluster of 3
   # primaries without replicas, `tally migrate`, then per figure one JSON line labelled
-  # "figure". PERF_DIR=DIR also records `perf record -a -g` during each tally figure there
+  # "figure" (ingest and checks on 1 embedded node, 1 cluster node, 3 cluster nodes, two
+  # what-ifs on one cluster node, then Redis+Lua, INSERT per event and COPY), each followed by
+  # the CPU its parts used ("cpu:<figure>"), and a last line "targets" with issue #11's two. PERF_DIR=DIR also records `perf record -a -g` during each tally figure there
   # (which slows them: take the figures from a run without it). PG_STATS=1 loads
   # pg_stat_statements and prints, after each cluster figure, where PostgreSQL's time went.
   dur="${DURATION:-8}"
@@ -342,10 +344,10 @@ GROUP BY 1 ORDER BY 3 DESC LIMIT 8) s" | jq -c .
   }
 
   # One configuration for every node; limits stay within the cluster's bound (1e9).
-  write_config() {  # $1 = file, $2 = extra TOML
+  write_config() {  # $1 = file, $2 = extra TOML, $3 = HTTP threads
     cat >"$1" <<TOML
 [server]
-threads = ${TALLY_THREADS:-2}
+threads = ${3:-${TALLY_THREADS:-2}}
 [storage]
 fsync = true
 [[meters]]
@@ -380,6 +382,7 @@ postgres = \"$pg_url\"
 redis = [\"127.0.0.1:${rc_ports[0]}\"]"
   write_config "$tmp/embedded.toml" ""
   write_config "$tmp/cluster.toml" "$cluster_toml"
+  write_config "$tmp/cluster-8-threads.toml" "$cluster_toml" 8
   "$build/tally" migrate --config "$tmp/cluster.toml"
   redis_stats setup >/dev/null
   if [ -n "${PG_STATS:-}" ]; then
@@ -421,11 +424,11 @@ redis = [\"127.0.0.1:${rc_ports[0]}\"]"
       perf record -q -a -F 499 -g -o "$PERF_DIR/$1.data" -- sleep $((dur - 2)) >/dev/null 2>&1 &
     fi
   }
-  ingest() {  # $1 = figure; the nodes' ports spread the connections
+  ingest() {  # $1 = figure, $2 = events per request; the nodes' ports spread the connections
     profile "$1"
     cpu_start
     "$build/bench/tally_loadgen" --ports "$(IFS=,; echo "${node_ports[*]}")" --mode ingest \
-      --key "$key" --batch 1000 --connections 16 --duration-s "$dur" | label "$1"
+      --key "$key" --batch "${2:-1000}" --connections 16 --duration-s "$dur" | label "$1"
     cpu_end "$1"
     pg_stats "$1"
   }
@@ -456,6 +459,15 @@ redis = [\"127.0.0.1:${rc_ports[0]}\"]"
   start_node node3 "$tmp/cluster.toml"
   ingest cluster-3-nodes-ingest
   checks cluster-3-nodes-check
+  stop_nodes
+  # Two what-ifs on one node, to show what limits the figures above (bench/README.md): ten
+  # times the events per request (the same aggregate rows per transaction), and 8 HTTP threads
+  # (more checks in flight while each waits on PostgreSQL and Redis).
+  start_node node4 "$tmp/cluster.toml"
+  ingest cluster-1-node-ingest-batch-10000 10000
+  stop_nodes
+  start_node node5 "$tmp/cluster-8-threads.toml"
+  checks cluster-1-node-check-8-threads
   stop_nodes
   echo "# postgres after the cluster figures: $(psql -At -h 127.0.0.1 -p "$pg_port" -U tally \
     -d tally -c "SELECT count(*) || ' events, ' || (SELECT count(*) FROM aggregates_minute) \
