@@ -197,9 +197,10 @@ if [ "$what" = cluster ]; then
   # primaries without replicas, `tally migrate`, then per figure one JSON line labelled
   # "figure" (ingest and checks on 1 embedded node, 1 cluster node, 3 cluster nodes, two
   # what-ifs on one cluster node, then Redis+Lua, INSERT per event and COPY), each followed by
-  # the CPU its parts used ("cpu:<figure>"), and a last line "targets" with issue #11's two. PERF_DIR=DIR also records `perf record -a -g` during each tally figure there
-  # (which slows them: take the figures from a run without it). PG_STATS=1 loads
-  # pg_stat_statements and prints, after each cluster figure, where PostgreSQL's time went.
+  # the CPU its parts used ("cpu:<figure>"), and a last line "targets" with issue #11's two.
+  # PERF_DIR=DIR also records `perf record -a -g` during each tally figure there (which slows
+  # them: take the figures from a run without it). PG_STATS=1 loads pg_stat_statements and
+  # prints, after each cluster figure, where PostgreSQL's time went.
   dur="${DURATION:-8}"
   label() { sed -u "s/^{/{\"figure\":\"$1\",/" | tee -a "$tmp/figures.jsonl"; }
   free_port() {  # a loopback port that is free, and whose +10000 (Redis's cluster bus) is too
@@ -247,7 +248,7 @@ if [ "$what" = cluster ]; then
     p1=$(ticks_of $(pg_pids))
     r1=$(ticks_of "${rc_pids[@]}")
     read -r b1 i1 < <(machine_ticks)
-    jq -nc --arg f "$1" --argjson s "$(echo "$t1 - $cpu_t0" | bc)" --argjson hz "$hz" \
+    jq -nc --arg f "$1" --argjson s "$(awk "BEGIN { print $t1 - $cpu_t0 }")" --argjson hz "$hz" \
       --argjson n $((n1 - cpu_n0)) --argjson p $((p1 - cpu_p0)) --argjson r $((r1 - cpu_r0)) \
       --argjson b $((b1 - cpu_b0)) --argjson i $((i1 - cpu_i0)) \
       '{figure: ("cpu:" + $f), seconds: ($s * 100 | round / 100),
