@@ -68,6 +68,7 @@ enum class Mode { kIngest, kGet, kPost };
 struct Options {
   std::string host = "127.0.0.1";
   std::uint16_t port = 8080;
+  std::vector<std::uint16_t> ports;  // --ports: connection i goes to ports[i % size]; else {port}
   int connections = 64;
   int threads = 1;
   double duration_s = 10;
@@ -88,13 +89,15 @@ void usage() {
                "usage: tally_loadgen [flags]\n"
                "  --host H            server address (127.0.0.1)\n"
                "  --port P            server port (8080)\n"
+               "  --ports P1,P2,...   or: several servers; connection i goes to the (i mod N)th\n"
                "  --connections N     concurrent keep-alive connections (64)\n"
                "  --threads N         generator threads (1)\n"
                "  --duration-s S      run for S seconds (10)\n"
                "  --requests N        or: stop after N requests in total\n"
                "  --mode M            ingest | get | post (get)\n"
                "  --path P            target (ingest: /v1/events, else /)\n"
-               "  --body STRING       body for --mode post\n"
+               "  --body STRING       body for --mode post; {customer} becomes cust-<i mod\n"
+               "                      customers> on connection i\n"
                "  --batch N           events per ingest request (1000)\n"
                "  --customers N       distinct customers in ingest events (100)\n"
                "  --key KEY           sent as x-api-key\n"
@@ -140,6 +143,16 @@ std::optional<Options> parse_args(int argc, char** argv) {
       o.host = value;
     } else if (flag == "--port") {
       ok = parse_number(value, o.port);
+    } else if (flag == "--ports") {
+      std::string_view rest = value;
+      while (ok && !rest.empty()) {
+        std::size_t comma = rest.find(',');
+        std::uint16_t p = 0;
+        ok = parse_number(rest.substr(0, comma), p) && p != 0;
+        o.ports.push_back(p);
+        rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+      }
+      ok = ok && !o.ports.empty();
     } else if (flag == "--connections") {
       ok = parse_number(value, o.connections) && o.connections >= 1 &&
            o.connections <= kConnectionsMax;
@@ -186,6 +199,9 @@ std::optional<Options> parse_args(int argc, char** argv) {
       std::fprintf(stderr, "tally_loadgen: bad value for %s: %s\n", flag.c_str(), value.c_str());
       return std::nullopt;
     }
+  }
+  if (o.ports.empty()) {
+    o.ports.push_back(o.port);
   }
   if (o.threads > o.connections) {
     o.threads = o.connections;
@@ -337,6 +353,23 @@ bool iprefix(std::string_view s, std::string_view lower_prefix) {
 
 struct Run;  // shared, read-only after setup, plus the request budget
 
+// The bytes of a get or post request with `body` (post only).
+std::string fixed_request_for(const Options& o, std::string_view body) {
+  std::string r = (o.mode == Mode::kGet ? "GET " : "POST ") + o.path +
+                  " HTTP/1.1\r\nHost: " + o.host + ":" + std::to_string(o.port) + "\r\n";
+  if (!o.key.empty()) {
+    r += "x-api-key: " + o.key + "\r\n";
+  }
+  if (o.mode == Mode::kPost) {
+    r += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+         "\r\n\r\n";
+    r += body;
+  } else {
+    r += "\r\n";
+  }
+  return r;
+}
+
 class Worker;
 
 // One keep-alive connection with at most one request in flight.
@@ -375,6 +408,9 @@ class Connection {
   bool writing_ = false;
   std::uint64_t generation_ = 0;  // bumped per connection attempt; stale handlers compare it
 
+  // Post with "{customer}" in the body: this connection's own request (else empty).
+  std::string own_request_;
+
   // Ingest only: this connection's head and body, rewritten in place per request.
   std::string ingest_head_;
   std::string ingest_body_;
@@ -394,8 +430,8 @@ class Connection {
 
 struct Run {
   Options options;
-  tcp::endpoint endpoint;
-  std::string fixed_request;  // get and post: the same bytes on every connection
+  std::vector<tcp::endpoint> endpoints;  // one per --ports entry
+  std::string fixed_request;  // get and post: the same bytes on every connection (but see below)
   Clock::time_point start;
   Clock::time_point issue_until;        // duration mode: no new request is scheduled after this
   std::atomic<std::int64_t> budget{0};  // requests mode: requests not yet issued
@@ -504,8 +540,19 @@ class Worker {
 Connection::Connection(Worker& worker, int id)
     : worker_(worker), id_(id), socket_(worker.ioc()), timer_(worker.ioc()) {
   buffer_.resize(kReadChunkBytes);
-  if (worker_.run_state().options.mode == Mode::kIngest) {
+  const Options& o = worker_.run_state().options;
+  if (o.mode == Mode::kIngest) {
     build_ingest_template();
+  }
+  static constexpr std::string_view kCustomerMark = "{customer}";
+  if (o.mode == Mode::kPost && o.body.find(kCustomerMark) != std::string::npos) {
+    std::string body = o.body;
+    const std::string customer = "cust-" + std::to_string(id_ % o.customers);
+    for (std::size_t at = body.find(kCustomerMark); at != std::string::npos;
+         at = body.find(kCustomerMark, at + customer.size())) {
+      body.replace(at, kCustomerMark.size(), customer);
+    }
+    own_request_ = fixed_request_for(o, body);
   }
 }
 
@@ -561,7 +608,9 @@ void Connection::fill_ingest_body() {
 void Connection::connect() {
   state_ = State::kConnecting;
   socket_.async_connect(
-      worker_.run_state().endpoint, [this, gen = generation_](const ErrorCode& ec) {
+      worker_.run_state()
+          .endpoints[static_cast<std::size_t>(id_) % worker_.run_state().endpoints.size()],
+      [this, gen = generation_](const ErrorCode& ec) {
         if (state_ == State::kDone || gen != generation_) {
           return;
         }
@@ -641,7 +690,8 @@ void Connection::send(Clock::time_point intended) {
                                               asio::buffer(ingest_body_)};
     asio::async_write(socket_, buffers, on_written);
   } else {
-    asio::async_write(socket_, asio::buffer(run.fixed_request), on_written);
+    asio::async_write(
+        socket_, asio::buffer(own_request_.empty() ? run.fixed_request : own_request_), on_written);
   }
   read_more();
 }
@@ -832,32 +882,21 @@ int main(int argc, char** argv) {
   run.options = *parsed;
   const Options& o = run.options;
 
-  {
+  for (std::uint16_t port : o.ports) {
     asio::io_context ioc;
     tcp::resolver resolver(ioc);
     ErrorCode ec;
-    auto results = resolver.resolve(o.host, std::to_string(o.port), ec);
+    auto results = resolver.resolve(o.host, std::to_string(port), ec);
     if (ec || results.empty()) {
       std::fprintf(stderr, "tally_loadgen: cannot resolve %s: %s\n", o.host.c_str(),
                    ec.message().c_str());
       return 1;
     }
-    run.endpoint = results.begin()->endpoint();
+    run.endpoints.push_back(results.begin()->endpoint());
   }
 
   if (o.mode != Mode::kIngest) {
-    std::string& r = run.fixed_request;
-    r = (o.mode == Mode::kGet ? "GET " : "POST ") + o.path + " HTTP/1.1\r\nHost: " + o.host + ":" +
-        std::to_string(o.port) + "\r\n";
-    if (!o.key.empty()) {
-      r += "x-api-key: " + o.key + "\r\n";
-    }
-    if (o.mode == Mode::kPost) {
-      r += "Content-Type: application/json\r\nContent-Length: " + std::to_string(o.body.size()) +
-           "\r\n\r\n" + o.body;
-    } else {
-      r += "\r\n";
-    }
+    run.fixed_request = fixed_request_for(o, o.body);
   }
   run.budget.store(o.requests, std::memory_order_relaxed);
 
