@@ -233,6 +233,10 @@ http::ServerOptions server_options_of(const config::Config& cfg) {
   so.host = cfg.server.listen_host;
   so.port = cfg.server.listen_port;
   so.threads = cfg.server.threads;
+  if (so.threads == 0 && cfg.cluster) {
+    // A cluster node's requests wait on PostgreSQL and Redis rather than on its CPU.
+    so.threads = 8 * static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
   so.body_bytes_max = cfg.server.body_bytes_max;
   so.connections_max = cfg.server.connections_max;
   so.connections_per_address_max = cfg.server.connections_per_address_max;

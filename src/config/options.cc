@@ -174,7 +174,9 @@ constexpr Option<ServerConfig> kServerTable[] = {
      "Directory of the embedded store, created if missing. It holds every event, aggregate and "
      "ledger entry: put it on durable storage and back it up.",
      field<&ServerConfig::data_dir>},
-    {"threads", Kind::kInteger, 0, 256, false, "0", "HTTP I/O threads; 0 = one per CPU core.",
+    {"threads", Kind::kInteger, 0, 256, false, "0",
+     "HTTP I/O threads; 0 = one per CPU core, or eight per core on a node of the cluster mode, "
+     "whose requests wait on PostgreSQL and Redis.",
      field<&ServerConfig::threads>},
     {"body_bytes_max", Kind::kBytes, kKiB, kGiB, false, "10485760",
      "Largest request body accepted; a larger one is answered 413 without being read. An "
