@@ -19,7 +19,8 @@ namespace {
 //
 // tally_check KEYS: one per limit. ARGV: now_us, amount units, consume (1/0), expiry margin
 // ms, then per limit: kind ('w' window, 'r' rate), limit units, hard (1/0), unlimited (1/0),
-// and for a window its expiry (unix ms, 0 = none), for a rate its period (us).
+// and for a window its expiry (unix ms, 0 = none; given to a counter this call makes, which
+// keeps it), for a rate its period (us).
 // Returns {allowed, consumed, then per limit: fits, used or level (before consuming), f}.
 //
 // tally_seed KEYS: the window counter. ARGV: units, expiry (unix ms, 0 = none). Sets it only
@@ -103,6 +104,7 @@ local function check(keys, args)
         return redis.error_reply('TALLY_UNSEEDED ' .. keys[i])
       end
       s.v = tonumber(v or '0')
+      s.existed = v and true or false
       s.f = 0
     else
       local h = redis.call('HMGET', keys[i], 'l', 'f', 't')
@@ -127,13 +129,10 @@ local function check(keys, args)
       if not done[k] then
         done[k] = true
         if s.kind == 'w' then
-          -- One write: the value read above plus the amount (at most COUNTER_MAX, checked),
-          -- and the window's expiry, or the key's own when the window never ends.
-          if s.x > 0 then
-            redis.call('SET', k, fmt(s.v + amount), 'PXAT', fmt(s.x))
-          else
-            redis.call('SET', k, fmt(s.v + amount), 'KEEPTTL')
-          end
+          redis.call('INCRBY', k, args[2])
+          -- A window's expiry never changes: a counter that existed got it when it was made
+          -- (here, or by tally_seed, both at the window's end plus the margin).
+          if s.x > 0 and not s.existed then redis.call('PEXPIREAT', k, fmt(s.x)) end
         else
           local l = s.v + amount
           redis.call('HSET', k, 'l', fmt(l), 'f', fmt(s.f), 't', fmt(s.t))

@@ -329,6 +329,11 @@ TEST_F(ClusterLimitsTest, SeedSetsOnlyAMissingCounterAndReleaseGivesBack) {
   auto full = limits.check("seed-co", {day}, ctx_, dec(1), now, true);
   ASSERT_TRUE(full.has_value());
   EXPECT_FALSE(full->verdict.allowed);
+  // The seeded counter keeps the expiry the seed gave it (the window's end plus the margin)
+  // through the checks that consumed on it.
+  auto expiry = client_->command({"PEXPIRETIME", window_key("seed-co", day, kBase)});
+  ASSERT_TRUE(expiry.has_value() && expiry->is_integer());
+  EXPECT_EQ(expiry->integer, (kBase + kUsPerDay) / 1000 + RedisLimitsOptions{}.expiry_margin_ms);
 
   auto released = limits.release("seed-co", day, ctx_, from_text("25.5"), now);
   ASSERT_TRUE(released.has_value()) << released.error().to_string();
