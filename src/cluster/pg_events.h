@@ -4,7 +4,8 @@
 // write_events() is the ingest write of one batch on one shard, as ONE transaction:
 //   1. the events are deduplicated inside the batch in memory (the first of an id counts), given
 //      sequence numbers from the `events.seq` identity in batch order (one round trip), and
-//      COPYed into a temporary staging table (ON COMMIT DROP);
+//      COPYed into a temporary staging table (created once per pg::Connection, before its
+//      first write's transaction, and emptied by every commit: ON COMMIT DELETE ROWS);
 //   2. `INSERT INTO events ... SELECT ... FROM staging ORDER BY customer_id, event_id
 //      ON CONFLICT ON CONSTRAINT events_dedup DO NOTHING RETURNING seq`: the unique constraint,
 //      not any node's memory, decides which events are new, across every node;

@@ -19,7 +19,8 @@ namespace {
 //
 // tally_check KEYS: one per limit. ARGV: now_us, amount units, consume (1/0), expiry margin
 // ms, then per limit: kind ('w' window, 'r' rate), limit units, hard (1/0), unlimited (1/0),
-// and for a window its expiry (unix ms, 0 = none), for a rate its period (us).
+// and for a window its expiry (unix ms, 0 = none; given to a counter this call makes, which
+// keeps it), for a rate its period (us).
 // Returns {allowed, consumed, then per limit: fits, used or level (before consuming), f}.
 //
 // tally_seed KEYS: the window counter. ARGV: units, expiry (unix ms, 0 = none). Sets it only
@@ -39,29 +40,33 @@ local function fmt(x)
   return string.format('%.0f', x)
 end
 
--- q, r with q * c + r = a * b + f and 0 <= r < c, exactly, for integers 0 <= a <= 2^50,
--- 0 <= b < c < 2^32 and 0 <= f < c: binary long multiplication, every intermediate value an
--- integer below 2^53 (q never exceeds a, r stays below 2c).
-local function muldiv(a, b, c, f)
-  local qa = math.floor(a / c)
-  local ra = a - qa * c
-  while ra < 0 do qa = qa - 1; ra = ra + c end
-  while ra >= c do qa = qa + 1; ra = ra - c end
-  local q, r = 0, 0
-  local bit = 2147483648 -- 2^31
-  while bit >= 1 do
-    q = q * 2; r = r * 2
-    if r >= c then q = q + 1; r = r - c end
-    if b >= bit then
-      b = b - bit
-      q = q + qa; r = r + ra
-      if r >= c then q = q + 1; r = r - c end
-    end
-    bit = bit / 2
-  end
-  r = r + f
-  if r >= c then q = q + 1; r = r - c end
+local TWO53 = 9007199254740992 -- 2^53
+
+-- q, r with q * c + r = y and 0 <= r < c, exactly, for integers 0 <= y < 2^53 and 0 < c.
+-- y / c is rounded to the nearest double, so q may come out one too small, never too large
+-- (q * c <= y * (1 + 2^-53) < y + 1): the loops put it right, every value below 2^53.
+local function divmod(y, c)
+  local q = math.floor(y / c)
+  local r = y - q * c
+  while r < 0 do q = q - 1; r = r + c end
+  while r >= c do q = q + 1; r = r - c end
   return q, r
+end
+
+-- q, r with q * c + r = a * b + f and 0 <= r < c, exactly, for integers 0 <= a <= 2^50,
+-- 0 <= b < c < 2^32 and 0 <= f < c. When a * b + f < 2^53 the double holds it exactly (a
+-- product or sum at or past 2^53 rounds to at least 2^53, so the test itself is exact) and one
+-- divmod answers. Otherwise a = qa * c + ra and ra * b is taken in two base-2^16 digits of b:
+-- every intermediate value is an integer below 2^53 (ra < 2^32, a digit < 2^16, q <= a).
+local function muldiv(a, b, c, f)
+  local x = a * b + f
+  if x < TWO53 then return divmod(x, c) end
+  local qa, ra = divmod(a, c)
+  local bh = math.floor(b / 65536)
+  local bl = b - bh * 65536
+  local q1, r1 = divmod(ra * bh, c)
+  local q2, r = divmod(r1 * 65536 + ra * bl + f, c)
+  return qa * b + q1 * 65536 + q2, r
 end
 
 -- The bucket (l, f) last consumed at t, drained at limit per p microseconds until now:
@@ -70,10 +75,7 @@ end
 local function drain(l, f, t, now, limit, p)
   if l == 0 or limit == 0 or now <= t then return l, f end
   local e = now - t
-  local k = math.floor(e / p)
-  local r = e - k * p
-  while r < 0 do k = k - 1; r = r + p end
-  while r >= p do k = k + 1; r = r - p end
+  local k, r = divmod(e, p)
   if k > math.floor(l / limit) then return 0, 0 end -- k whole periods drain more than l
   local d, f2 = muldiv(limit, r, p, f)
   d = d + k * limit
@@ -102,6 +104,7 @@ local function check(keys, args)
         return redis.error_reply('TALLY_UNSEEDED ' .. keys[i])
       end
       s.v = tonumber(v or '0')
+      s.existed = v and true or false
       s.f = 0
     else
       local h = redis.call('HMGET', keys[i], 'l', 'f', 't')
@@ -127,7 +130,9 @@ local function check(keys, args)
         done[k] = true
         if s.kind == 'w' then
           redis.call('INCRBY', k, args[2])
-          if s.x > 0 then redis.call('PEXPIREAT', k, fmt(s.x)) end
+          -- A window's expiry never changes: a counter that existed got it when it was made
+          -- (here, or by tally_seed, both at the window's end plus the margin).
+          if s.x > 0 and not s.existed then redis.call('PEXPIREAT', k, fmt(s.x)) end
         else
           local l = s.v + amount
           redis.call('HSET', k, 'l', fmt(l), 'f', fmt(s.f), 't', fmt(s.t))

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
@@ -328,6 +329,11 @@ TEST_F(ClusterLimitsTest, SeedSetsOnlyAMissingCounterAndReleaseGivesBack) {
   auto full = limits.check("seed-co", {day}, ctx_, dec(1), now, true);
   ASSERT_TRUE(full.has_value());
   EXPECT_FALSE(full->verdict.allowed);
+  // The seeded counter keeps the expiry the seed gave it (the window's end plus the margin)
+  // through the checks that consumed on it.
+  auto expiry = client_->command({"PEXPIRETIME", window_key("seed-co", day, kBase)});
+  ASSERT_TRUE(expiry.has_value() && expiry->is_integer());
+  EXPECT_EQ(expiry->integer, (kBase + kUsPerDay) / 1000 + RedisLimitsOptions{}.expiry_margin_ms);
 
   auto released = limits.release("seed-co", day, ctx_, from_text("25.5"), now);
   ASSERT_TRUE(released.has_value()) << released.error().to_string();
@@ -672,6 +678,71 @@ TEST_F(StandaloneLimitsTest, GcraMatchesTheExactBucketAndCoreWithinItsRounding) 
               steps, mismatches);
 }
 
+// The function takes limit * r + f (r the part of a period elapsed, f the bucket's remainder)
+// with one double division when it is below 2^53 and in base-2^16 digits otherwise: levels and
+// decisions equal the exact model on both sides of the switch, at consecutive microseconds.
+TEST_F(StandaloneLimitsTest, GcraIsExactOnBothSidesOf2To53) {
+  RedisLimits limits(*client_);
+  // 2.502001 per hour: limit * r passes 2^53 about 298 us before a whole hour has elapsed; an
+  // odd limit makes some of those sums odd, which a double past 2^53 cannot hold.
+  const core::LimitRule r = rule("switch", PeriodKind::kHour, from_text("2.502001"));
+  const std::vector<core::LimitRule> rules = {r};
+  const std::int64_t limit_units = 2'502'001;
+  const core::TimeUs period = kUsPerHour;
+  // Two consumptions a non-whole number of periods apart leave a remainder f > 0; the second
+  // fills the bucket as far as whole units go, so that it still holds something after nearly
+  // an hour of draining.
+  ExactBucket exact;
+  const core::TimeUs t1 = kBase + 1'234'567;
+  for (core::TimeUs at : {kBase, t1}) {
+    const __int128 fill = exact.drained(limit_units, at);
+    const auto units = at == kBase
+                           ? std::int64_t{1'000'000}
+                           : static_cast<std::int64_t>(
+                                 (static_cast<__int128>(limit_units) * period - fill) / period);
+    auto got = limits.check("switch-co", rules, ctx_, from_units(units), at, true);
+    ASSERT_TRUE(got.has_value()) << got.error().to_string();
+    ASSERT_TRUE(got->consumed);
+    exact.fill = fill + static_cast<__int128>(units) * period;
+    exact.at_us = at;
+  }
+  auto h = client_->command({"HGET", rate_key("switch-co", r), "f"});
+  ASSERT_TRUE(h.has_value() && h->is_text());
+  const std::int64_t f = std::stoll(h->str);
+  ASSERT_GT(f, 0);
+  constexpr __int128 kTwo53 = __int128{1} << 53;
+  const auto first = static_cast<std::int64_t>((kTwo53 - f) / limit_units);  // last r below
+  int below = 0;
+  int above = 0;
+  for (std::int64_t e = first - 3; e <= first + 3; ++e) {
+    ASSERT_LT(e, period);
+    const __int128 x = static_cast<__int128>(limit_units) * e + f;
+    (x < kTwo53 ? below : above) += 1;
+    const core::TimeUs now = t1 + e;
+    // The function's own answer, (level, f) with fill = level * period - f, to the microsecond.
+    auto raw = client_->command({"FCALL", "tally_check", "1", rate_key("switch-co", r),
+                                 std::to_string(now), "0", "0", "0", "0", "r",
+                                 std::to_string(limit_units), "1", "0", std::to_string(period)});
+    ASSERT_TRUE(raw.has_value() && raw->is_array() && raw->elements.size() == 5);
+    EXPECT_EQ(static_cast<__int128>(raw->elements[3].integer) * period - raw->elements[4].integer,
+              exact.drained(limit_units, now))
+        << "elapsed " << e;
+    for (std::int64_t units : {std::int64_t{0}, std::int64_t{1}, limit_units / 1000}) {
+      auto got = limits.check("switch-co", rules, ctx_, from_units(units), now, false);
+      ASSERT_TRUE(got.has_value()) << got.error().to_string();
+      const __int128 fill = exact.drained(limit_units, now);
+      ASSERT_GT(fill, 0);
+      const __int128 level9 = (fill * 1000 + period - 1) / period;
+      EXPECT_EQ(got->limits[0].used.units, level9) << "elapsed " << e;
+      EXPECT_EQ(got->verdict.allowed, fill + static_cast<__int128>(units) * period <=
+                                          static_cast<__int128>(limit_units) * period)
+          << "elapsed " << e << ", amount " << units;
+    }
+  }
+  EXPECT_GT(below, 0);
+  EXPECT_GT(above, 0);
+}
+
 // A check sent to a server that is busy: no answer within the timeout, so the call fails saying
 // the check may have run; and it did run (the server answered it later).
 TEST_F(StandaloneLimitsTest, ACheckWithoutAnAnswerMayHaveRun) {
@@ -730,6 +801,8 @@ TEST_F(StandaloneLimitsTest, ChecksPerSecondOfOneThread) {
       rule("speed", PeriodKind::kMinute, dec(1'000'000'000))};
   constexpr int kChecks = 5000;
   ASSERT_TRUE(limits.check("speed-co", rules, ctx_, dec(1), kBase, true).has_value());
+  auto reset = client_->command({"CONFIG", "RESETSTAT"});
+  ASSERT_TRUE(reset.has_value() && reset->is_text());
   const auto start = std::chrono::steady_clock::now();
   int allowed = 0;
   for (int i = 0; i < kChecks; ++i) {
@@ -744,6 +817,16 @@ TEST_F(StandaloneLimitsTest, ChecksPerSecondOfOneThread) {
       "one thread: %.0f consuming checks/s of two limits (%d in %.3f s; this build's "
       "sanitizers included)\n",
       kChecks / seconds, kChecks, seconds);
+  // The function's own time inside Redis (INFO commandstats), without the round trip.
+  auto stats = client_->command({"INFO", "commandstats"});
+  ASSERT_TRUE(stats.has_value() && stats->is_text());
+  const std::string field = "cmdstat_fcall:";
+  const std::size_t at = stats->str.find(field);
+  ASSERT_NE(at, std::string::npos) << stats->str;
+  const std::size_t usec = stats->str.find("usec_per_call=", at);
+  ASSERT_NE(usec, std::string::npos);
+  std::printf("tally_check inside Redis: %.2f us per call (INFO commandstats)\n",
+              std::atof(stats->str.c_str() + usec + 14));
 }
 
 }  // namespace

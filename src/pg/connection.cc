@@ -229,6 +229,16 @@ int Connection::backend_pid() const {
   return PQbackendPID(conn_);
 }
 
+bool Connection::has_session_state(std::string_view name) const {
+  return std::find(session_state_.begin(), session_state_.end(), name) != session_state_.end();
+}
+
+void Connection::note_session_state(std::string_view name) {
+  if (!has_session_state(name)) {
+    session_state_.emplace_back(name);
+  }
+}
+
 Status Connection::connection_lost(std::string_view what) const {
   return Status::unavailable("PostgreSQL connection lost (" + std::string(what) +
                              "): " + trimmed(PQerrorMessage(conn_)));

@@ -109,12 +109,21 @@ class Connection {
   // The server's process id for this session (pg_backend_pid()).
   int backend_pid() const;
 
+  // Session state a caller has set up on this connection (temporary tables, say), under a name
+  // of the caller's choosing: whether `name` was noted, and noting it. The notes live exactly as
+  // long as this object, as the server session does (a lost connection is replaced by a new
+  // Connection, which has none). A caller notes its state only once the server has it for good
+  // (committed).
+  bool has_session_state(std::string_view name) const;
+  void note_session_state(std::string_view name);
+
  private:
   explicit Connection(pg_conn* conn) : conn_(conn) {}
 
   Status connection_lost(std::string_view what) const;
 
   pg_conn* conn_;
+  std::vector<std::string> session_state_;  // a handful of names at most
 };
 
 // A transaction on one connection: BEGIN at begin(), COMMIT at commit(), and ROLLBACK at
