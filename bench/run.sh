@@ -382,7 +382,8 @@ TOML
 postgres = \"$pg_url\"
 redis = [\"127.0.0.1:${rc_ports[0]}\"]"
   write_config "$tmp/embedded.toml" ""
-  write_config "$tmp/cluster.toml" "$cluster_toml"
+  # The nodes' own default for HTTP threads (0: eight per core on a cluster node).
+  write_config "$tmp/cluster.toml" "$cluster_toml" 0
   write_config "$tmp/cluster-8-threads.toml" "$cluster_toml" 8
   "$build/tally" migrate --config "$tmp/cluster.toml"
   redis_stats setup >/dev/null
