@@ -2,13 +2,13 @@
 #include "cluster/pg_verify.h"
 
 #include <charconv>
-#include <cstdio>
 #include <limits>
 #include <map>
 #include <set>
 #include <tuple>
 #include <utility>
 
+#include "common/json_writer.h"
 #include "core/aggregate.h"
 #include "core/decimal.h"
 #include "core/event_parse.h"
@@ -51,39 +51,6 @@ std::int64_t to_int(const pg::Value& v) {
   return out;
 }
 
-// A JSON string literal of `s`.
-void append_json_string(std::string& out, std::string_view s) {
-  out += '"';
-  for (char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += c;
-        }
-    }
-  }
-  out += '"';
-}
-
 // The rows of one FETCH as an ingest body, parsed by core's own parser, so that each event
 // reaches the meters with the same properties it was written with (jsonb's text of them).
 Status parse_rows(const pg::QueryResult& rows, core::ParsedEvents* parsed) {
@@ -91,11 +58,11 @@ Status parse_rows(const pg::QueryResult& rows, core::ParsedEvents* parsed) {
   for (std::size_t i = 0; i < rows.row_count(); ++i) {
     const auto& row = rows.rows[i];
     body += i == 0 ? "{\"id\":" : ",{\"id\":";
-    append_json_string(body, row[2].value_or(""));
+    common::append_json_string(body, row[2].value_or(""));
     body += ",\"customer_id\":";
-    append_json_string(body, row[1].value_or(""));
+    common::append_json_string(body, row[1].value_or(""));
     body += ",\"type\":";
-    append_json_string(body, row[3].value_or(""));
+    common::append_json_string(body, row[3].value_or(""));
     body += ",\"timestamp\":\"" + core::format_rfc3339(to_int(row[4])) + "\"";
     body += ",\"properties\":" + row[6].value_or("{}") + "}";
   }

@@ -350,18 +350,7 @@ static bool is_replay(const Engine::Impl& d, const Prepared& p, const CustomerLi
 // The denial of a check by the customer's status or plan features, before any limit; false when
 // neither denies it.
 static bool denied_before_limits(const Prepared& p, CheckResult* out) {
-  const CheckRequest& r = *p.request;
-  if (p.cs->record.status == CustomerStatus::kSuspended) {
-    out->reason = Denial::kCustomerSuspended;
-    out->message = "Customer '" + r.customer + "' is suspended.";
-    return true;
-  }
-  if (!r.feature.empty() && p.plan != nullptr && !p.plan->has_feature(r.feature)) {
-    out->reason = Denial::kFeatureNotEnabled;
-    out->message = "Feature '" + r.feature + "' is not available on the " + p.plan->key + " plan.";
-    return true;
-  }
-  return false;
+  return engine::denied_by_status_or_feature(*p.request, p.cs->record, p.plan, out);
 }
 
 // The limits' verdict in the answer, with the denying limit's reason and message.

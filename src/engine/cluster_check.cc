@@ -61,17 +61,7 @@ Status validate(const CheckRequest& r, const MeterDef& meter, ClusterPrepared* p
 
 // The customer's status or plan features deny the check before any limit; false when neither.
 bool denied_before_limits(const CheckRequest& r, const ClusterPrepared& p, CheckResult* out) {
-  if (p.customer.status == CustomerStatus::kSuspended) {
-    out->reason = Denial::kCustomerSuspended;
-    out->message = "Customer '" + r.customer + "' is suspended.";
-    return true;
-  }
-  if (!r.feature.empty() && p.plan != nullptr && !p.plan->has_feature(r.feature)) {
-    out->reason = Denial::kFeatureNotEnabled;
-    out->message = "Feature '" + r.feature + "' is not available on the " + p.plan->key + " plan.";
-    return true;
-  }
-  return false;
+  return denied_by_status_or_feature(r, p.customer, p.plan, out);
 }
 
 // Redis's verdict as the answer: every limit's state (after the consumption when it consumed),
@@ -148,23 +138,16 @@ Result<Customer> ClusterMode::Impl::find_check_customer(const std::string& id) {
       return it->second.first;
     }
   }
-  auto lease = shard_of(id).lease();
-  if (!lease) {
-    return lease.error();
-  }
-  auto found = cluster::find_customer(**lease, id);
+  auto found = read_customer(id);
   if (!found) {
     return found.error();
-  }
-  if (!found->has_value()) {
-    return Status::not_found("customer '" + id + "' does not exist");
   }
   std::lock_guard lock(customers_mutex);
   if (check_customers.size() >= kCustomerCacheMax) {
     check_customers.clear();
   }
-  check_customers[id] = {**found, now};
-  return std::move(**found);
+  check_customers[id] = {*found, now};
+  return found;
 }
 
 // Queues an allowed consumption's usage event for the usage writer; with check_sync, waits

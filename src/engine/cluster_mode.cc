@@ -159,8 +159,8 @@ Result<Customer> ClusterMode::create_customer(const Customer& c) {
   return c;
 }
 
-Result<Customer> ClusterMode::get_customer(const std::string& id) {
-  auto lease = impl_->shard_of(id).lease();
+Result<Customer> ClusterMode::Impl::read_customer(const std::string& id) {
+  auto lease = shard_of(id).lease();
   if (!lease) {
     return lease.error();
   }
@@ -172,6 +172,10 @@ Result<Customer> ClusterMode::get_customer(const std::string& id) {
     return Status::not_found("customer '" + id + "' does not exist");
   }
   return std::move(**found);
+}
+
+Result<Customer> ClusterMode::get_customer(const std::string& id) {
+  return impl_->read_customer(id);
 }
 
 Result<std::vector<Customer>> ClusterMode::list_customers() {

@@ -175,6 +175,8 @@ struct ClusterMode::Impl {
       const std::map<std::string, Customer>& customers) const;
   void add_to_counters(const core::EventBatch& b, const std::vector<std::uint32_t>& written,
                        const std::map<std::string, Customer>& customers);
+  // The customer `id` from its shard. Errors: kNotFound; the shard's.
+  Result<Customer> read_customer(const std::string& id);
   Status prepare_check(const CheckRequest& r, ClusterPrepared* p);
   Result<Customer> find_check_customer(const std::string& id);
   Result<bool> is_replay(redis::ClusterClient& client, const CheckRequest& r, bool* claimed);

@@ -135,6 +135,21 @@ void add_limit_states(const Evaluation& ev, CheckResult* out) {
 
 // Evaluates one prepared check under the locks; on allow (and consume), applies it and, when it
 
+bool denied_by_status_or_feature(const CheckRequest& r, const Customer& c, const core::Plan* plan,
+                                 CheckResult* out) {
+  if (c.status == CustomerStatus::kSuspended) {
+    out->reason = Denial::kCustomerSuspended;
+    out->message = "Customer '" + r.customer + "' is suspended.";
+    return true;
+  }
+  if (!r.feature.empty() && plan != nullptr && !plan->has_feature(r.feature)) {
+    out->reason = Denial::kFeatureNotEnabled;
+    out->message = "Feature '" + r.feature + "' is not available on the " + plan->key + " plan.";
+    return true;
+  }
+  return false;
+}
+
 // The plan of a customer: its own, or the default; null when it has none.
 const core::Plan* plan_of(const config::Config& config, const Customer& c) {
   const std::string& key = c.plan.empty() ? config.enforcement.default_plan : c.plan;

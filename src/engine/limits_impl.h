@@ -35,6 +35,11 @@ inline constexpr std::size_t kRecentIdsMax = 100'000;    // consumed check ids k
 std::vector<core::LimitRule> limits_of(const config::Config& config, const Customer& c,
                                        std::string_view meter);
 
+// The denial of a check by its customer's status (suspended) or its plan's features, before any
+// limit, into *out; false when neither denies it. Both modes' checks.
+bool denied_by_status_or_feature(const CheckRequest& r, const Customer& c, const core::Plan* plan,
+                                 CheckResult* out);
+
 // The state of a rule before any counter is read: its identity and limit.
 LimitState rule_state(const core::LimitRule& r);
 core::PeriodContext period_context(const CustomerState& cs);
