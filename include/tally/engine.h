@@ -7,6 +7,11 @@
 // aggregates and their dedup entries are on disk in one atomic write (fsync), shared by every
 // batch that arrived meanwhile. Reads are answered from memory.
 //
+// With a `[cluster]` section in the configuration, the Engine is a stateless node of the
+// scale-out mode instead (docs/cluster.md): its state is in PostgreSQL and a Redis Cluster, and
+// every method the mode does not have yet answers kNotImplemented (HTTP 501), never a silent
+// difference.
+//
 // Thread safety: every method may be called from any thread at once.
 #pragma once
 
@@ -35,8 +40,10 @@ struct EngineOptions {
 class Engine {
  public:
   // Opens the store, loads state into memory, rebuilds the aggregates of meters whose
-  // definition changed, and starts the commit thread.
-  // Errors: kInvalidArgument (config), kUnavailable (directory in use), kIOError, kCorruption.
+  // definition changed, and starts the commit thread; with [cluster], connects to PostgreSQL
+  // (checking each shard's schema) and Redis instead.
+  // Errors: kInvalidArgument (config, a cluster schema to migrate), kUnavailable (directory in
+  // use, a cluster server unreachable), kIOError, kCorruption.
   static Result<std::unique_ptr<Engine>> open(const EngineOptions& options);
 
   // Finishes in-flight commits, then closes the store.
