@@ -52,7 +52,7 @@ inline constexpr std::size_t kGroupEventsMax = 20'000;
 // milliseconds, remembers it in PostgreSQL from then on).
 inline constexpr std::int64_t kEventIdMarkerMs = 24LL * 3600 * 1000;
 
-// A monotonic instant, for how long a request took.
+// A monotonic instant: how long a request took, and the age of the node's caches.
 inline std::int64_t cluster_steady_us() {
   return std::chrono::duration_cast<std::chrono::microseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
