@@ -1,7 +1,6 @@
 // Customers and API keys in PostgreSQL (see pg_customers.h).
 #include "cluster/pg_customers.h"
 
-#include <charconv>
 #include <utility>
 
 #include "common/crypto.h"
@@ -20,14 +19,6 @@ pg::Value micros_or_null(TimeUs us) {
 
 #define TALLY_TS(n) "(timestamptz 'epoch' + $" #n "::bigint * interval '1 microsecond')"
 #define TALLY_US(col) "(extract(epoch from " col ") * 1000000)::bigint"
-
-TimeUs to_micros(const pg::Value& v) {
-  TimeUs out = 0;
-  if (v) {
-    std::from_chars(v->data(), v->data() + v->size(), out);
-  }
-  return out;
-}
 
 std::string text(const pg::Value& v) {
   return v.value_or(std::string());
@@ -58,12 +49,12 @@ Customer customer_of(const std::vector<pg::Value>& row) {
   c.plan = text(row[3]);
   c.status = parse_customer_status(text(row[4])).value_or(CustomerStatus::kActive);
   c.timezone = text(row[5]);
-  c.billing_anchor_us = to_micros(row[6]);
+  c.billing_anchor_us = pg::int_or_zero(row[6]);
   c.organization = text(row[7]);
   c.metadata_json = text(row[8]);
-  c.created_at_us = to_micros(row[9]);
-  c.updated_at_us = to_micros(row[10]);
-  c.trial_started_at_us = to_micros(row[11]);
+  c.created_at_us = pg::int_or_zero(row[9]);
+  c.updated_at_us = pg::int_or_zero(row[10]);
+  c.trial_started_at_us = pg::int_or_zero(row[11]);
   return c;
 }
 
@@ -93,11 +84,11 @@ KeyRow key_of(const std::vector<pg::Value>& row) {
   k.secret_sha256 = from_hex(text(row[2]));
   k.info.customer = text(row[3]);
   k.info.name = text(row[4]);
-  k.info.scopes = static_cast<Scope>(to_micros(row[5]));
-  k.info.created_at_us = to_micros(row[6]);
-  k.info.revoked_at_us = to_micros(row[7]);
-  k.info.last_used_at_us = to_micros(row[8]);
-  k.info.total_requests = static_cast<std::uint64_t>(to_micros(row[9]));
+  k.info.scopes = static_cast<Scope>(pg::int_or_zero(row[5]));
+  k.info.created_at_us = pg::int_or_zero(row[6]);
+  k.info.revoked_at_us = pg::int_or_zero(row[7]);
+  k.info.last_used_at_us = pg::int_or_zero(row[8]);
+  k.info.total_requests = static_cast<std::uint64_t>(pg::int_or_zero(row[9]));
   return k;
 }
 

@@ -1,7 +1,6 @@
 // `tally verify` on one PostgreSQL shard (see pg_verify.h).
 #include "cluster/pg_verify.h"
 
-#include <charconv>
 #include <limits>
 #include <map>
 #include <set>
@@ -43,14 +42,6 @@ core::Decimal to_decimal(const pg::Value& v) {
   return out;
 }
 
-std::int64_t to_int(const pg::Value& v) {
-  std::int64_t out = 0;
-  if (v) {
-    std::from_chars(v->data(), v->data() + v->size(), out);
-  }
-  return out;
-}
-
 // The rows of one FETCH as an ingest body, parsed by core's own parser, so that each event
 // reaches the meters with the same properties it was written with (jsonb's text of them).
 Status parse_rows(const pg::QueryResult& rows, core::ParsedEvents* parsed) {
@@ -63,7 +54,7 @@ Status parse_rows(const pg::QueryResult& rows, core::ParsedEvents* parsed) {
     common::append_json_string(body, row[1].value_or(""));
     body += ",\"type\":";
     common::append_json_string(body, row[3].value_or(""));
-    body += ",\"timestamp\":\"" + core::format_rfc3339(to_int(row[4])) + "\"";
+    body += ",\"timestamp\":\"" + core::format_rfc3339(pg::int_or_zero(row[4])) + "\"";
     body += ",\"properties\":" + row[6].value_or("{}") + "}";
   }
   body += "]";
@@ -89,8 +80,8 @@ void recompute(const pg::QueryResult& rows, core::ParsedEvents& parsed,
   std::string group;
   for (std::size_t i = 0; i < b.size(); ++i) {
     core::Event& e = b.events()[i];
-    e.quantity = static_cast<std::uint32_t>(to_int(rows.rows[i][5]));
-    const auto seq = static_cast<std::uint64_t>(to_int(rows.rows[i][0]));
+    e.quantity = static_cast<std::uint32_t>(pg::int_or_zero(rows.rows[i][5]));
+    const auto seq = static_cast<std::uint64_t>(pg::int_or_zero(rows.rows[i][0]));
     const TimeUs minute = core::floor_to(e.time_us, core::kUsPerMinute);
     for (const core::MeterSpec& m : meters) {
       if (!core::meter_accepts(m, b, e, &input, &group)) {
@@ -151,15 +142,15 @@ Status compare(pg::Connection& conn, std::string_view table, const States& expec
   }
   std::set<Key> seen;
   for (const auto& row : rows->rows) {
-    Key k{row[0].value_or(""), row[1].value_or(""), row[2].value_or(""), to_int(row[3])};
+    Key k{row[0].value_or(""), row[1].value_or(""), row[2].value_or(""), pg::int_or_zero(row[3])};
     core::AggState stored;
-    stored.count = to_int(row[4]);
+    stored.count = pg::int_or_zero(row[4]);
     stored.sum = to_decimal(row[5]);
     stored.min = to_decimal(row[6]);
     stored.max = to_decimal(row[7]);
     stored.latest = to_decimal(row[8]);
-    stored.latest_time_us = to_int(row[9]);
-    stored.latest_seq = static_cast<std::uint64_t>(to_int(row[10]));
+    stored.latest_time_us = pg::int_or_zero(row[9]);
+    stored.latest_seq = static_cast<std::uint64_t>(pg::int_or_zero(row[10]));
     ++out->aggregates;
     seen.insert(k);
     auto it = expected.find(k);
@@ -193,8 +184,8 @@ Status compare_uniques(pg::Connection& conn, const Uniques& expected, Report* re
   }
   Uniques stored;
   for (const auto& row : rows->rows) {
-    stored.emplace(row[0].value_or(""), row[1].value_or(""), row[2].value_or(""), to_int(row[3]),
-                   row[4].value_or(""));
+    stored.emplace(row[0].value_or(""), row[1].value_or(""), row[2].value_or(""),
+                   pg::int_or_zero(row[3]), row[4].value_or(""));
   }
   for (const auto& u : stored) {
     if (expected.count(u) == 0) {

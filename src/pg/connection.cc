@@ -3,6 +3,7 @@
 #include "pg/connection.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <limits>
 #include <utility>
@@ -149,6 +150,14 @@ void append_copy_field(const Value& field, std::string* out) {
 const Value& QueryResult::at(std::size_t row, std::size_t column) const {
   TALLY_ASSERT(row < rows.size() && column < columns.size(), "QueryResult::at out of range");
   return rows[row][column];
+}
+
+std::int64_t int_or_zero(const Value& v) {
+  std::int64_t out = 0;
+  if (v) {
+    std::from_chars(v->data(), v->data() + v->size(), out);
+  }
+  return out;
 }
 
 std::string sqlstate(const Status& status) {

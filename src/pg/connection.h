@@ -66,6 +66,10 @@ struct ConnectOptions {
   std::uint32_t command_timeout_ms = 0;
 };
 
+// A field holding an integer (a bigint, or a time as microseconds), read leniently: 0 for NULL or
+// text that is not one, for columns the program's own SQL types.
+std::int64_t int_or_zero(const Value& v);
+
 // The SQLSTATE a Status from this layer carries ("23505"), or "" when it carries none.
 std::string sqlstate(const Status& status);
 // SQLSTATE 23505: a UNIQUE or PRIMARY KEY constraint refused a row.
