@@ -1129,9 +1129,10 @@ TEST_F(ClusterE2eTest, ChecksGoOnWhenTheirRedisPrimaryIsKilled) {
                                 << " unexpected answers, the first: " << failures.front();
   EXPECT_TRUE(denied_seen.load()) << "the limit was not reached within 30 s of the kill";
   EXPECT_EQ(kBefore + allowed.load(), kDayCalls);
-  std::printf("redis failover: %d checks answered 503 meanwhile, limit reached %lld ms after the "
-              "kill\n",
-              unavailable.load(), static_cast<long long>(took_ms));
+  std::printf(
+      "redis failover: %d checks answered 503 meanwhile, limit reached %lld ms after the "
+      "kill\n",
+      unavailable.load(), static_cast<long long>(took_ms));
 }
 
 }  // namespace
