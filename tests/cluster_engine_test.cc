@@ -497,6 +497,67 @@ TEST_F(ClusterEngineTest, CustomersKeysAndTheirRulesAreSharedByTheNodes) {
   EXPECT_EQ(b->list_customers().size(), 1u);
 }
 
+// A batch of checks is all or nothing, as on the embedded store: one denied check and the
+// others, allowed on their own, consume nothing (batch_denied), their event ids stay free and no
+// usage of theirs is written; an invalid check refuses the whole batch before anything is
+// decided; a batch that fits consumes every check, over customers of both shards.
+TEST_F(ClusterEngineTest, ABatchOfChecksIsAllOrNothing) {
+  ASSERT_TRUE(pg2_->create_database(db_).ok());
+  two_shards_ = true;
+  auto a = node();
+  auto b = node();
+  ASSERT_TRUE(a && b);
+  ASSERT_EQ(a->ingest_json(events("batch-a", 0, 45))->accepted, 45u);  // 45 of 50 calls a day
+  Customer other;
+  other.id = "batch-b";
+  ASSERT_TRUE(b->create_customer(other).has_value());
+  CheckRequest call = check_of("batch-b");
+  call.event_id = "req-b";
+  CheckRequest tokens = check_of("batch-b", "tokens", "600");
+  CheckRequest six = check_of("batch-a", "api_calls", "6");  // 51 > 50: denied
+  auto denied = b->check_batch({call, tokens, six});
+  ASSERT_TRUE(denied.has_value()) << denied.error().to_string();
+  ASSERT_EQ(denied->size(), 3u);
+  EXPECT_FALSE((*denied)[0].allowed);
+  EXPECT_EQ((*denied)[0].reason, Denial::kBatchDenied);
+  EXPECT_FALSE((*denied)[1].allowed);
+  EXPECT_EQ((*denied)[1].reason, Denial::kBatchDenied);
+  EXPECT_EQ((*denied)[1].message, "Not consumed: another check of the batch was denied.");
+  EXPECT_FALSE((*denied)[2].allowed);
+  EXPECT_EQ((*denied)[2].reason, Denial::kLimitExceeded);
+
+  // Nothing was consumed: 600 tokens fit again on the other node, then 400 more, not 401;
+  // the id req-b consumes (it is not a replay).
+  auto t1 = a->check(tokens);
+  ASSERT_TRUE(t1.has_value() && t1->allowed);
+  EXPECT_EQ(t1->rule.used.text(), "600");
+  auto c1 = a->check(call);
+  ASSERT_TRUE(c1.has_value());
+  EXPECT_TRUE(c1->allowed);
+  EXPECT_FALSE(c1->replayed);
+  EXPECT_EQ(c1->rule.used.text(), "1");
+
+  // An invalid check refuses the batch; nothing of the valid ones is consumed.
+  auto invalid = a->check_batch({check_of("batch-b"), check_of("batch-b", "api_calls", "-2")});
+  ASSERT_FALSE(invalid.has_value());
+  EXPECT_EQ(invalid.error().code(), StatusCode::kInvalidArgument);
+
+  // A batch that fits consumes all: 5 calls of batch-a (to exactly 50), 400 tokens of batch-b.
+  auto fits =
+      b->check_batch({check_of("batch-a", "api_calls", "5"), check_of("batch-b", "tokens", "400")});
+  ASSERT_TRUE(fits.has_value()) << fits.error().to_string();
+  EXPECT_TRUE((*fits)[0].allowed);
+  EXPECT_TRUE((*fits)[1].allowed);
+  a->flush();
+  b->flush();
+  EXPECT_EQ(value_of(*a, "api_calls", "batch-a"), "50");
+  EXPECT_EQ(value_of(*b, "tokens", "batch-b"), "1000");
+  EXPECT_EQ(value_of(*b, "api_calls", "batch-b"), "1");
+  auto over = a->check(check_of("batch-b", "tokens", "1"));
+  ASSERT_TRUE(over.has_value());
+  EXPECT_FALSE(over->allowed);
+}
+
 TEST_F(ClusterEngineTest, WhatTheModeDoesNotDoAnswersNotImplemented) {
   auto a = node();
   ASSERT_TRUE(a);

@@ -8,8 +8,8 @@
 // 2xx, exactly once across nodes (the same id sent to several nodes at once, retried batches);
 // meter queries and customer usage on any node right after a 202 on another; the plan's limits
 // enforced across nodes in Redis (exactly the limit admitted under concurrent checks from every
-// node, single and in batches of one), answered as the embedded mode answers; customers and keys
-// shared; 501 NOT_IMPLEMENTED for the rest; a node killed with SIGKILL during ingest losing
+// node, single and in all-or-nothing batches), answered as the embedded mode answers; customers and
+// keys shared; 501 NOT_IMPLEMENTED for the rest; a node killed with SIGKILL during ingest losing
 // nothing acknowledged and double-counting nothing retried elsewhere, while the others go on
 // ingesting and checking; and `tally serve` refusing a schema that is missing, outdated or newer.
 //
@@ -611,8 +611,10 @@ TEST_F(ClusterE2eTest, AllowedCheckAnswersTheWindowAsTheEmbeddedModeDoes) {
   EXPECT_EQ(allowed_one.header("RateLimit-Policy"), "\"api_calls-day\";q=200;w=86400");
 }
 
-// Check batches (of one check: 10 tokens each) from every node: exactly kDayTokens / 10 are
-// admitted, the rest denied for the limit.
+// Check batches of two checks (one API call, then 10 tokens) from every node, all or nothing:
+// exactly kDayTokens / 10 batches are admitted; the others are denied for the tokens' limit, and
+// their API call, allowed on its own, is not consumed (`batch_denied`): the day's calls counted
+// afterwards are exactly the admitted batches'.
 TEST_F(ClusterE2eTest, CheckBatchesFromThreeNodesAdmitExactlyTheLimit) {
   HttpResponse created = admin(1, "POST", "/v1/customers", creating("batcher", "limited"));
   ASSERT_EQ(created.status, 201) << created.body;
@@ -620,8 +622,8 @@ TEST_F(ClusterE2eTest, CheckBatchesFromThreeNodesAdmitExactlyTheLimit) {
   constexpr int kThreadsPerNode = 4;
   constexpr int kBatchesPerThread = 6;  // 72 attempts; 50 fit in 500 tokens
   constexpr int kFit = kDayTokens / 10;
-  const std::string batch =
-      R"({"checks":[{"customer":"batcher","meter":"tokens_in","amount":10}]})";
+  const std::string batch = R"({"checks":[{"customer":"batcher","meter":"api_calls"},)"
+                            R"({"customer":"batcher","meter":"tokens_in","amount":10}]})";
   std::atomic<int> allowed{0};
   std::atomic<int> denied{0};
   std::mutex mu;
@@ -635,17 +637,19 @@ TEST_F(ClusterE2eTest, CheckBatchesFromThreeNodesAdmitExactlyTheLimit) {
           HttpResponse r = c->request("POST", "/v1/check/batch", batch, admin_headers());
           Json j(r.body);
           simdjson::dom::array results;
-          std::string_view reason;
+          std::string_view first;
+          std::string_view second;
           const bool shaped = j.ok() &&
                               j.root()["results"].get_array().get(results) == simdjson::SUCCESS &&
-                              results.size() == 1;
+                              results.size() == 2;
           if (r.status == 200 && shaped && flag(j, "allowed") == true) {
             ++allowed;
             continue;
           }
           if (r.status == 429 && shaped && flag(j, "allowed") == false &&
-              results.at(0)["reason"].get_string().get(reason) == simdjson::SUCCESS &&
-              reason == "limit_exceeded") {
+              results.at(0)["reason"].get_string().get(first) == simdjson::SUCCESS &&
+              results.at(1)["reason"].get_string().get(second) == simdjson::SUCCESS &&
+              first == "batch_denied" && second == "limit_exceeded") {
             ++denied;
             continue;
           }
@@ -664,11 +668,16 @@ TEST_F(ClusterE2eTest, CheckBatchesFromThreeNodesAdmitExactlyTheLimit) {
   EXPECT_EQ(allowed.load(), kFit);
   EXPECT_EQ(denied.load(), kNodes * kThreadsPerNode * kBatchesPerThread - kFit);
 
-  // The denied batches consumed nothing: exactly the limit is used, and one more token is denied.
+  // The denied batches consumed nothing: exactly the limit is used, one more token is denied,
+  // and the calls counted are the admitted batches' (the next one is call kFit + 1).
   HttpResponse over =
       admin(2, "POST", "/v1/check", R"({"customer":"batcher","meter":"tokens_in","amount":1})");
   EXPECT_EQ(over.status, 429) << over.body;
   EXPECT_EQ(Json(over.body).num("used"), kDayTokens) << over.body;
+  HttpResponse call =
+      admin(0, "POST", "/v1/check", R"({"customer":"batcher","meter":"api_calls"})");
+  EXPECT_EQ(call.status, 200) << call.body;
+  EXPECT_EQ(Json(call.body).num("used"), kFit + 1) << call.body;
 }
 
 // Customers and keys written on one node are read, changed and used on the others.
@@ -782,9 +791,6 @@ TEST_F(ClusterE2eTest, WhatTheModeDoesNotDoAnswers501) {
       {"GET", "/v1/customers/unbuilt/usage/history?meter=api_calls", ""},
       {"GET", "/v1/customers/unbuilt/limits", ""},
       {"POST", "/v1/check", R"({"customer":"unbuilt","meter":"api_calls","consume":"reserve"})"},
-      {"POST", "/v1/check/batch",
-       R"({"checks":[{"customer":"unbuilt","meter":"api_calls"},)"
-       R"({"customer":"unbuilt","meter":"tokens_in","amount":10}]})"},
       {"POST", "/v1/reservations/res_0/commit", R"({"amount":1})"},
       {"POST", "/v1/reservations/res_0/release", ""},
       {"PUT", "/v1/customers/unbuilt/overrides",

@@ -189,7 +189,37 @@ local function add(keys, args)
   return added
 end
 
+-- Gives a consumption of `amount` back to the distinct counters `keys` (args[1 + i]: 'w' for a
+-- window, 'r' for a bucket), never below 0: a bucket's fraction and instant are left as they
+-- are, so it holds what it held before the consumption, drained since. A counter that is gone
+-- is left gone. Returns how many counters it gave back to.
+local function take_back(keys, args)
+  local amount = tonumber(args[1])
+  local given = 0
+  for i = 1, #keys do
+    if args[1 + i] == 'w' then
+      local v = redis.call('GET', keys[i])
+      if v then
+        local left = tonumber(v) - amount
+        if left < 0 then left = 0 end
+        redis.call('SET', keys[i], fmt(left), 'KEEPTTL')
+        given = given + 1
+      end
+    else
+      local l = redis.call('HGET', keys[i], 'l')
+      if l then
+        local left = tonumber(l) - amount
+        if left < 0 then left = 0 end
+        redis.call('HSET', keys[i], 'l', fmt(left))
+        given = given + 1
+      end
+    end
+  end
+  return given
+end
+
 redis.register_function('tally_check', check)
+redis.register_function('tally_take_back', take_back)
 redis.register_function('tally_seed', seed)
 redis.register_function('tally_release', release)
 redis.register_function('tally_add', add)
@@ -566,6 +596,55 @@ Result<std::int64_t> RedisLimits::release(std::string_view customer, const core:
   }
   if (!r->is_integer()) {
     return Status::internal("tally_release answered a value that is not an integer");
+  }
+  return r->integer;
+}
+
+Result<std::int64_t> RedisLimits::take_back(std::string_view customer,
+                                            const std::vector<core::LimitRule>& rules,
+                                            const core::PeriodContext& ctx, core::Decimal amount,
+                                            core::TimeUs at_us) {
+  Result<std::int64_t> units = to_units(amount, "the amount taken back");
+  if (!units) {
+    return units.error();
+  }
+  std::vector<std::string> keys;
+  std::vector<std::string> kinds;
+  for (const core::LimitRule& rule : rules) {
+    std::string key;
+    if (core::period_is_rate(rule.period)) {
+      if (rule.unlimited) {
+        continue;  // not counted (as check())
+      }
+      key = rate_key(customer, rule);
+    } else {
+      core::Span span;
+      if (!core::period_span(rule, at_us, ctx, &span)) {
+        continue;  // outside its window: nothing was consumed on it
+      }
+      key = window_key(customer, rule, span.start);
+    }
+    if (std::find(keys.begin(), keys.end(), key) == keys.end()) {
+      kinds.emplace_back(core::period_is_rate(rule.period) ? "r" : "w");
+      keys.push_back(std::move(key));
+    }
+  }
+  if (keys.empty()) {
+    return 0;
+  }
+  std::vector<std::string> argv = {"FCALL", "tally_take_back", std::to_string(keys.size())};
+  argv.insert(argv.end(), keys.begin(), keys.end());
+  argv.push_back(std::to_string(*units));
+  argv.insert(argv.end(), kinds.begin(), kinds.end());
+  Result<redis::Reply> r = fcall(argv);
+  if (!r) {
+    return r.error();
+  }
+  if (r->is_error()) {
+    return reply_error(*r, "tally_take_back");
+  }
+  if (!r->is_integer()) {
+    return Status::internal("tally_take_back answered a value that is not an integer");
   }
   return r->integer;
 }

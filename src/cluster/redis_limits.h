@@ -149,6 +149,15 @@ class RedisLimits {
                                const core::PeriodContext& ctx, core::Decimal amount,
                                core::TimeUs at_us);
 
+  // Gives back what check(customer, rules, ctx, amount, at_us, consume = true) consumed (a
+  // check of an all-or-nothing batch whose other check was denied): `amount` off every window
+  // counter and bucket it consumed on, never below 0, all in one FCALL. Returns how many
+  // counters it gave back to (a counter gone meanwhile is left gone). Errors as check().
+  Result<std::int64_t> take_back(std::string_view customer,
+                                 const std::vector<core::LimitRule>& rules,
+                                 const core::PeriodContext& ctx, core::Decimal amount,
+                                 core::TimeUs at_us);
+
   // Usage ingested into the window of `rule` containing `at_us`: `amount` (>= 0).
   struct WindowAdd {
     const core::LimitRule* rule = nullptr;  // a calendar rule

@@ -353,6 +353,42 @@ TEST_F(ClusterLimitsTest, SeedSetsOnlyAMissingCounterAndReleaseGivesBack) {
   EXPECT_EQ(rate.error().code(), StatusCode::kInvalidArgument);
 }
 
+// take_back undoes a consumption on every counter it consumed on: the day window (shared by
+// two rules, taken back once) and the minute bucket, which then admits what it admitted before.
+TEST_F(ClusterLimitsTest, TakeBackGivesAConsumptionBackToEveryCounter) {
+  RedisLimits limits(*client_);
+  const std::vector<core::LimitRule> rules = {rule("undo", PeriodKind::kDay, dec(10)),
+                                              rule("undo", PeriodKind::kDay, dec(50), false),
+                                              rule("undo", PeriodKind::kMinute, dec(4))};
+  const core::TimeUs now = kBase + 3 * kUsPerHour;
+  for (int i = 0; i < 3; ++i) {
+    auto r = limits.check("undo-co", rules, ctx_, dec(1), now, true);
+    ASSERT_TRUE(r.has_value() && r->verdict.allowed) << i;
+  }
+  // The minute bucket holds 3 of 4, the day 3 of 10: a check of 2 is denied by the bucket.
+  auto two = limits.check("undo-co", rules, ctx_, dec(2), now, false);
+  ASSERT_TRUE(two.has_value());
+  EXPECT_FALSE(two->verdict.allowed);
+
+  auto given = limits.take_back("undo-co", rules, ctx_, dec(1), now);
+  ASSERT_TRUE(given.has_value()) << given.error().to_string();
+  EXPECT_EQ(*given, 2);  // the day counter (once) and the bucket
+  EXPECT_EQ(get(*client_, window_key("undo-co", rules[0], kBase)), units_text(2));
+  auto after = limits.check("undo-co", rules, ctx_, dec(2), now, true);
+  ASSERT_TRUE(after.has_value());
+  EXPECT_TRUE(after->verdict.allowed);
+  EXPECT_EQ(after->after[0].used, dec(4));
+
+  // Never below zero; counters that are gone stay gone.
+  auto all = limits.take_back("undo-co", rules, ctx_, dec(100), now);
+  ASSERT_TRUE(all.has_value());
+  EXPECT_EQ(get(*client_, window_key("undo-co", rules[0], kBase)), "0");
+  auto later = limits.take_back("undo-co", rules, ctx_, dec(1), now + 2 * kUsPerDay);
+  ASSERT_TRUE(later.has_value());
+  EXPECT_EQ(*later, 1);  // only the bucket: the later day's window has no counter
+  EXPECT_EQ(get(*client_, window_key("undo-co", rules[0], kBase + 2 * kUsPerDay)), "");
+}
+
 TEST_F(ClusterLimitsTest, TheFunctionIsLoadedAgainAfterFunctionFlush) {
   auto flushed = client_->command_on_all_primaries({"FUNCTION", "FLUSH"});
   ASSERT_TRUE(flushed.has_value() && flushed->is_text()) << flushed.error().to_string();

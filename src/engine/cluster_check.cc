@@ -64,6 +64,11 @@ bool denied_before_limits(const CheckRequest& r, const ClusterPrepared& p, Check
   return denied_by_status_or_feature(r, p.customer, p.plan, out);
 }
 
+// Whether an answered check consumed its amount (a replay consumes nothing again).
+bool consumed(const CheckRequest& r, const CheckResult& res) {
+  return r.consume == Consume::kYes && res.allowed && !res.replayed;
+}
+
 // Redis's verdict as the answer: every limit's state (after the consumption when it consumed),
 // the most restrictive as its rule, and a denial's reason and message, as the embedded mode.
 void answer(const CheckRequest& r, const ClusterPrepared& p, const cluster::RedisCheck& rc,
@@ -213,20 +218,22 @@ void ClusterMode::Impl::unclaim(redis::ClusterClient& client, const CheckRequest
 
 Result<std::vector<CheckResult>> ClusterMode::check(const std::vector<CheckRequest>& requests) {
   Impl& d = *impl_;
-  if (requests.size() > 1) {
-    return not_built("a batch of several checks (all or nothing across them)");
+  const std::size_t n = requests.size();
+  // Every check validated first: an invalid one changes nothing.
+  std::vector<ClusterPrepared> prepared(n);
+  std::vector<CheckResult> results(n);
+  bool consumes = false;
+  for (std::size_t i = 0; i < n; ++i) {
+    TALLY_TRY(d.prepare_check(requests[i], &prepared[i]));
+    const ClusterPrepared& p = prepared[i];
+    results[i].plan = p.plan != nullptr ? p.plan->key : std::string();
+    results[i].meter = requests[i].meter;
+    results[i].amount = p.amount;
+    consumes = consumes || requests[i].consume == Consume::kYes;
   }
-  const CheckRequest& r = requests.front();
-  ClusterPrepared p;
-  TALLY_TRY(d.prepare_check(r, &p));
-  CheckResult out;
-  out.plan = p.plan != nullptr ? p.plan->key : std::string();
-  out.meter = r.meter;
-  out.amount = p.amount;
-  const bool consume = r.consume == Consume::kYes;
-  if (consume) {
+  if (consumes) {
     std::lock_guard lock(d.work_mutex);
-    if (d.usage.size() >= kUsageQueueMax) {
+    if (d.usage.size() + n > kUsageQueueMax) {
       return Status::unavailable("the usage of answered checks waits to be written; retry");
     }
   }
@@ -234,24 +241,78 @@ Result<std::vector<CheckResult>> ClusterMode::check(const std::vector<CheckReque
   if (!slot) {
     return slot.error();
   }
-  Result<CheckResult> answered = d.decide(*(*slot), r, p, consume, std::move(out));
+  const TimeUs now = d.clock->now_us();
+  Status s = d.decide_all(*(*slot), requests, prepared, now, &results);
   d.return_redis(std::move(*slot));
-  if (!answered) {
-    return answered.error();
+  if (!s.ok()) {
+    return s;
   }
-  if (answered->allowed && consume && !answered->replayed) {
-    TALLY_TRY(d.queue_usage(r, p, d.clock->now_us()));
+  for (std::size_t i = 0; i < n; ++i) {
+    if (consumed(requests[i], results[i])) {
+      TALLY_TRY(d.queue_usage(requests[i], prepared[i], now));
+    }
   }
-  return std::vector<CheckResult>{std::move(*answered)};
+  return results;
+}
+
+// Decides each check in order, consuming when allowed. A batch of several is all or nothing,
+// as in the embedded mode: when one is denied, what the allowed ones consumed is taken back
+// (RedisLimits::take_back, their event ids freed) and they are answered as not consumed. Between
+// the consumption and its taking back (one Redis round trip per check of the batch) another
+// check of the same customer may see it and be denied: a batch can under-admit others for that
+// instant, never over-admit. When a check fails (Redis did not answer), what the batch consumed
+// before it is taken back as well, and the failure answered.
+Status ClusterMode::Impl::decide_all(RedisSlot& slot, const std::vector<CheckRequest>& requests,
+                                     const std::vector<ClusterPrepared>& prepared, TimeUs now,
+                                     std::vector<CheckResult>* results) {
+  const std::size_t n = requests.size();
+  std::vector<std::size_t> taken;  // the checks that consumed
+  bool any_denied = false;
+  Status failure;
+  for (std::size_t i = 0; i < n; ++i) {
+    const CheckRequest& r = requests[i];
+    Result<CheckResult> answered =
+        decide(slot, r, prepared[i], r.consume == Consume::kYes, now, std::move((*results)[i]));
+    if (!answered) {
+      failure = answered.error();
+      break;
+    }
+    (*results)[i] = std::move(*answered);
+    if (!(*results)[i].allowed) {
+      any_denied = true;
+    } else if (consumed(r, (*results)[i])) {
+      taken.push_back(i);
+    }
+  }
+  if (n == 1 || (failure.ok() && !any_denied)) {
+    return failure;
+  }
+  for (std::size_t i : taken) {
+    const CheckRequest& r = requests[i];
+    const ClusterPrepared& p = prepared[i];
+    auto given =
+        slot.limits->take_back(r.customer, p.rules, period_context_of(p.customer), p.amount, now);
+    if (!given) {
+      spdlog::warn("cluster: a denied batch's consumption for customer '{}' was not taken back: {}",
+                   r.customer, given.error().to_string());
+    }
+    if (!r.event_id.empty()) {
+      unclaim(*slot.client, r);
+    }
+    CheckResult& res = (*results)[i];
+    res.allowed = false;
+    res.reason = Denial::kBatchDenied;
+    res.message = "Not consumed: another check of the batch was denied.";
+  }
+  return failure;
 }
 
 // The check decided in Redis on the customer's counters (seeded first): a replay answered as the
 // embedded mode does (allowed, nothing consumed, the limits as they stand), a denial by status
 // or feature before any limit, else the limits' verdict, consumed when allowed.
 Result<CheckResult> ClusterMode::Impl::decide(RedisSlot& slot, const CheckRequest& r,
-                                              const ClusterPrepared& p, bool consume,
+                                              const ClusterPrepared& p, bool consume, TimeUs now,
                                               CheckResult out) {
-  const TimeUs now = clock->now_us();
   const core::PeriodContext pc = period_context_of(p.customer);
   TALLY_TRY(seed_counters(*slot.limits, p.customer, p.rules, pc, *p.meter, now));
   bool claimed = false;

@@ -19,7 +19,8 @@
 //    every node by one Redis function call (cluster::RedisLimits); the consumption is then
 //    written to PostgreSQL as a usage event by the writer threads, in batches, so usage and
 //    queries include it within the flush interval (kUsageFlushUs), like the embedded mode's
-//    check_durability = "async"; with [enforcement] check_sync the check answers after it.
+//    check_durability = "async"; with [enforcement] check_sync the check answers after it. A
+//    batch is all or nothing: a denied check and what the others consumed is taken back.
 //
 // Thread safety: every method may be called from any thread. Connections are leased from
 // per-shard pools; Redis clients from a pool of their own (one client per thread at a time).
@@ -72,6 +73,7 @@ class ClusterMode {
   Result<CustomerUsage> customer_usage(const std::string& customer, TimeUs from_us, TimeUs to_us);
 
   // ---- checks ----
+  // One check, or a batch (all or nothing, as the embedded store's check_batch).
   Result<std::vector<CheckResult>> check(const std::vector<CheckRequest>& requests);
 
   // ---- operations ----

@@ -182,7 +182,10 @@ struct ClusterMode::Impl {
   Result<bool> is_replay(redis::ClusterClient& client, const CheckRequest& r, bool* claimed);
   void unclaim(redis::ClusterClient& client, const CheckRequest& r);
   Result<CheckResult> decide(RedisSlot& slot, const CheckRequest& r, const ClusterPrepared& p,
-                             bool consume, CheckResult out);
+                             bool consume, TimeUs now, CheckResult out);
+  Status decide_all(RedisSlot& slot, const std::vector<CheckRequest>& requests,
+                    const std::vector<ClusterPrepared>& prepared, TimeUs now,
+                    std::vector<CheckResult>* results);
   Status queue_usage(const CheckRequest& r, const ClusterPrepared& p, TimeUs now);
   void forget_seeded(const std::string& customer, const std::vector<core::LimitRule>& rules,
                      const core::PeriodContext& ctx, TimeUs now);
