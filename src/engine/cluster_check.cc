@@ -241,6 +241,17 @@ Result<std::vector<CheckResult>> ClusterMode::check(const std::vector<CheckReque
   }
   if (answered->allowed && consume && !answered->replayed) {
     TALLY_TRY(d.queue_usage(r, p, d.clock->now_us()));
+    if (d.alerts_on) {
+      AlertWork w;  // the counters after the consumption: the alert thread reads no more
+      w.customer = p.customer;
+      w.meter = r.meter;
+      w.rules = p.rules;
+      for (const LimitState& s : answered->limits) {
+        w.used.push_back(s.used);
+      }
+      w.at_us = d.clock->now_us();
+      d.queue_alerts(std::move(w));
+    }
   }
   return std::vector<CheckResult>{std::move(*answered)};
 }
