@@ -62,8 +62,9 @@ void ClusterMode::Impl::wait_alerts_idle() {
 }
 
 void ClusterMode::Impl::queue_alerts(AlertWork work) {
-  if (!alerts_on) {
-    return;
+  if (!alerts_on ||
+      alert_thresholds_of(*config, plan_of(*config, work.customer)).thresholds->empty()) {
+    return;  // nothing can fire for this customer: the queue stays for those who can
   }
   {
     std::lock_guard lock(alert_mutex);
