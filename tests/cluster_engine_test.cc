@@ -6,17 +6,22 @@
 #include <atomic>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "config/config.h"
+#include "core/decimal.h"
+#include "support/http_receiver.h"
 #include "support/pg_server.h"
 #include "support/process.h"
 #include "support/redis_cluster.h"
 #include "tally/clock.h"
 #include "tally/engine.h"
+#include "webhook/sender.h"
 
 namespace tally {
 namespace {
@@ -564,7 +569,9 @@ TEST_F(ClusterEngineTest, WhatTheModeDoesNotDoAnswersNotImplemented) {
   ASSERT_TRUE(a->ingest_json(events("acme", 0, 1)).has_value());
   EXPECT_EQ(a->wallet("acme").error().code(), StatusCode::kNotImplemented);
   EXPECT_EQ(a->audit_log(10).error().code(), StatusCode::kNotImplemented);
-  EXPECT_EQ(a->alerts({}).error().code(), StatusCode::kNotImplemented);
+  auto no_alerts = a->alerts({});  // built: no thresholds configured, none fire
+  ASSERT_TRUE(no_alerts.has_value()) << no_alerts.error().to_string();
+  EXPECT_TRUE(no_alerts->alerts.empty());
   EXPECT_EQ(a->limits_report("acme").error().code(), StatusCode::kNotImplemented);
   CheckRequest reserve = check_of("acme");
   reserve.consume = Consume::kReserve;
@@ -585,6 +592,238 @@ TEST_F(ClusterEngineTest, WhatTheModeDoesNotDoAnswersNotImplemented) {
   EXPECT_EQ(a->check(check_of("nobody")).error().code(), StatusCode::kNotFound);
   EXPECT_EQ(a->check(check_of("acme", "api_calls", "-1")).error().code(),
             StatusCode::kInvalidArgument);
+}
+
+// ---- alerts and the shared webhook outbox ----------------------------------------------------
+
+// Alert thresholds of every plan, and `hooks` webhooks to `url` (paths /hook0, /hook1, ...).
+std::string alerting(const std::string& url, int hooks) {
+  std::string out = "\n[alerts]\nthresholds = [50, 80, 100]\n";
+  for (int i = 0; i < hooks; ++i) {
+    out += "\n[[webhooks]]\nurl = \"" + url + std::to_string(i) +
+           "\"\nsecret = \"s3cret-s3cret-s3cret\"\ntimeout = \"5s\"\n";
+  }
+  return out;
+}
+
+// Usage of customer `id` (plan free: 50 api_calls a day) driven past every threshold by node a
+// checking and node b checking and ingesting, all at once.
+void cross_thresholds_at_once(Engine& a, Engine& b, const std::string& id) {
+  std::atomic<int> ready{0};
+  auto wait_all = [&] {
+    ready.fetch_add(1);
+    while (ready.load() < 3) {
+      std::this_thread::yield();
+    }
+  };
+  auto checks = [&](Engine& e) {
+    wait_all();
+    for (int i = 0; i < 20; ++i) {
+      CheckRequest r;
+      r.customer = id;
+      r.meter = "api_calls";
+      r.amount = "1";
+      auto c = e.check(r);
+      ASSERT_TRUE(c.has_value()) << c.error().to_string();
+    }
+  };
+  std::thread ta(checks, std::ref(a));
+  std::thread tb(checks, std::ref(b));
+  std::thread ti([&] {
+    wait_all();
+    for (int batch = 0; batch < 2; ++batch) {
+      std::string body = "[";
+      for (int i = 0; i < 10; ++i) {
+        body += (i == 0 ? "" : ",") + std::string(R"({"id":"a)") + std::to_string(batch * 10 + i) +
+                R"(","customer_id":")" + id +
+                R"(","type":"api_call","timestamp":"2026-12-07T09:30:00Z"})";
+      }
+      ASSERT_TRUE(b.ingest_json(body + "]").has_value());
+    }
+  });
+  ta.join();
+  tb.join();
+  ti.join();
+  a.flush();
+  b.flush();
+}
+
+TEST_F(ClusterEngineTest, TwoNodesCrossingThresholdsAtOnceFireEachAlertOnce) {
+  migrate();
+  const std::string extra = alerting("http://127.0.0.1:9/hook", 2);
+  auto a = open(config(extra));
+  auto b = open(config(extra));
+  ASSERT_TRUE(a.has_value()) << a.error().to_string();
+  ASSERT_TRUE(b.has_value()) << b.error().to_string();
+  Customer c;
+  c.id = "alerted";
+  c.email = "ops@alerted.test";
+  ASSERT_TRUE((*a)->create_customer(c).has_value());
+  cross_thresholds_at_once(**a, **b, "alerted");
+  for (Engine* e : {a->get(), b->get()}) {
+    auto page = e->alerts({});
+    ASSERT_TRUE(page.has_value()) << page.error().to_string();
+    ASSERT_EQ(page->alerts.size(), 3u);  // 50, 80 and 100 %, once each across the two nodes
+    const std::int64_t want[] = {50, 80, 100};
+    for (std::size_t i = 0; i < 3; ++i) {
+      const Alert& al = page->alerts[i];
+      EXPECT_EQ(al.threshold_percent, want[i]);
+      EXPECT_EQ(al.customer, "alerted");
+      EXPECT_EQ(al.kind, AlertKind::kLimit);
+      EXPECT_EQ(al.meter, "api_calls");
+      EXPECT_EQ(al.period, LimitPeriod::kDay);
+      EXPECT_EQ(al.limit, "api_calls per day");
+      EXPECT_EQ(al.limit_amount, "50");
+      EXPECT_EQ(al.window_start_us, 1'796'601'600'000'000);  // 2026-12-07T00:00:00Z
+      EXPECT_EQ(al.window_end_us, 1'796'601'600'000'000 + 86'400'000'000LL);
+      EXPECT_EQ(al.created_at_us, kNow);
+      core::Decimal used;
+      ASSERT_TRUE(core::try_parse_decimal(al.used, &used)) << al.used;
+      EXPECT_GE(used, core::Decimal::from_int(want[i] / 2));  // reached when it fired
+      EXPECT_EQ(al.level, want[i] == 100  ? AlertLevel::kExceeded
+                          : want[i] == 80 ? AlertLevel::kCritical
+                                          : AlertLevel::kWarning);
+      EXPECT_EQ(al.status, AlertStatus::kPending);
+      ASSERT_EQ(al.deliveries.size(), 2u);  // one per webhook
+      EXPECT_EQ(al.deliveries[1].url, "http://127.0.0.1:9/hook1");
+      auto one = e->alert(al.id);
+      ASSERT_TRUE(one.has_value()) << one.error().to_string();
+      EXPECT_EQ(one->threshold_percent, want[i]);
+    }
+    AlertQuery of_other;
+    of_other.customer = "nobody";
+    EXPECT_EQ(e->alerts(of_other).error().code(), StatusCode::kNotFound);
+    AlertQuery paged;
+    paged.limit = 2;
+    auto first = e->alerts(paged);
+    ASSERT_TRUE(first.has_value());
+    ASSERT_EQ(first->alerts.size(), 2u);
+    paged.cursor = first->next_cursor;
+    auto rest = e->alerts(paged);
+    ASSERT_TRUE(rest.has_value());
+    ASSERT_EQ(rest->alerts.size(), 1u);
+    EXPECT_EQ(rest->alerts[0].threshold_percent, 100);
+    EXPECT_TRUE(rest->next_cursor.empty());
+  }
+  EXPECT_EQ((*a)->alert("alrt_999").error().code(), StatusCode::kNotFound);
+  EXPECT_EQ((*a)->alert("bogus").error().code(), StatusCode::kNotFound);
+  // More usage in the same window fires nothing again.
+  ASSERT_TRUE((*b)->ingest_json(events("alerted", 100, 5)).has_value());
+  (*a)->flush();
+  (*b)->flush();
+  EXPECT_EQ((*b)->alerts({})->alerts.size(), 3u);
+}
+
+TEST_F(ClusterEngineTest, TwoNodesClaimingTheOutboxAtOnceTakeEachDeliveryOnce) {
+  migrate();
+  const std::string extra = alerting("http://127.0.0.1:9/hook", 4);
+  auto a = open(config(extra));
+  auto b = open(config(extra));
+  ASSERT_TRUE(a.has_value()) << a.error().to_string();
+  ASSERT_TRUE(b.has_value()) << b.error().to_string();
+  Customer c;
+  c.id = "claimed";
+  ASSERT_TRUE((*a)->create_customer(c).has_value());
+  cross_thresholds_at_once(**a, **b, "claimed");  // 3 alerts x 4 webhooks
+  std::atomic<int> ready{0};
+  std::vector<std::string> taken[2];
+  auto claim = [&](Engine& e, std::vector<std::string>* out) {
+    ready.fetch_add(1);
+    while (ready.load() < 2) {
+      std::this_thread::yield();
+    }
+    for (;;) {
+      TimeUs next_due = 0;
+      auto due = e.due_deliveries(kNow, 1, {}, &next_due);
+      if (due.empty()) {
+        return;
+      }
+      out->push_back(due[0].id);
+    }
+  };
+  std::thread ta(claim, std::ref(**a), &taken[0]);
+  std::thread tb(claim, std::ref(**b), &taken[1]);
+  ta.join();
+  tb.join();
+  std::set<std::string> all(taken[0].begin(), taken[0].end());
+  all.insert(taken[1].begin(), taken[1].end());
+  EXPECT_EQ(taken[0].size() + taken[1].size(), 12u);
+  EXPECT_EQ(all.size(), 12u);  // none claimed by both
+  // A node records only what it holds.
+  DeliveryAttempt attempt;
+  attempt.delivered = true;
+  attempt.status_code = 200;
+  attempt.at_us = kNow;
+  attempt.delivery_id = taken[0].empty() ? taken[1][0] : taken[0][0];
+  Engine& holder = taken[0].empty() ? **b : **a;
+  Engine& other = taken[0].empty() ? **a : **b;
+  EXPECT_EQ(other.record_delivery_attempt(attempt).code(), StatusCode::kAlreadyExists);
+  EXPECT_TRUE(holder.record_delivery_attempt(attempt).ok());
+  attempt.delivery_id = "dlv_unknown";
+  EXPECT_EQ(holder.record_delivery_attempt(attempt).code(), StatusCode::kNotFound);
+}
+
+TEST_F(ClusterEngineTest, AClaimWhoseNodeDiedIsDeliveredOnceByTheOther) {
+  testing::HttpReceiver receiver([](std::size_t) { return 200; });
+  migrate();
+  const std::string extra = alerting(receiver.url("/hook"), 1);
+  auto a = open(config(extra));
+  auto b = open(config(extra));
+  ASSERT_TRUE(a.has_value()) << a.error().to_string();
+  ASSERT_TRUE(b.has_value()) << b.error().to_string();
+  Customer c;
+  c.id = "orphaned";
+  ASSERT_TRUE((*a)->create_customer(c).has_value());
+  cross_thresholds_at_once(**a, **b, "orphaned");
+  // Node a claims the three deliveries, then dies before sending any.
+  std::set<std::string> claimed;
+  for (;;) {
+    TimeUs next_due = 0;
+    auto due = (*a)->due_deliveries(kNow, 10, {}, &next_due);
+    if (due.empty()) {
+      break;
+    }
+    for (const auto& d : due) {
+      claimed.insert(d.id);
+    }
+  }
+  ASSERT_EQ(claimed.size(), 3u);
+  a->reset();
+  auto config_b = config::parse_config(config(extra), "node-b.toml");
+  ASSERT_TRUE(config_b.has_value()) << config_b.error().to_string();
+  // Node b's sender, during the lease: nothing to take.
+  {
+    webhook::Sender sender(**b, config_b->webhooks, {}, {}, clock_, 2);
+    sender.start();
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    sender.stop();
+  }
+  EXPECT_TRUE(receiver.requests().empty());
+  // After the lease (the longest timeout + 30 s), node b's sender takes and delivers each once.
+  FakeClock later(kNow + 40'000'000);
+  webhook::Sender sender(**b, config_b->webhooks, {}, {}, later, 2);
+  sender.start();
+  ASSERT_TRUE(receiver.wait_for(3, 20'000));
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // nothing more comes
+  sender.stop();
+  const auto got = receiver.requests();
+  ASSERT_EQ(got.size(), 3u);
+  std::set<std::string> delivered;
+  for (const auto& r : got) {
+    delivered.insert(r.header("tally-delivery-id"));
+    EXPECT_EQ(r.header("tally-event"), "alert.triggered");
+    EXPECT_NE(r.body.find("\"customer\":\"orphaned\""), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(delivered, claimed);
+  auto page = (*b)->alerts({});
+  ASSERT_TRUE(page.has_value());
+  ASSERT_EQ(page->alerts.size(), 3u);
+  for (const Alert& al : page->alerts) {
+    EXPECT_EQ(al.status, AlertStatus::kSent);
+    ASSERT_EQ(al.deliveries.size(), 1u);
+    EXPECT_EQ(al.deliveries[0].attempts, 1u);
+    EXPECT_EQ(al.deliveries[0].last_status_code, 200);
+  }
 }
 
 }  // namespace

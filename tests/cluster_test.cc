@@ -8,8 +8,9 @@
 // 2xx, exactly once across nodes (the same id sent to several nodes at once, retried batches);
 // meter queries and customer usage on any node right after a 202 on another; the plan's limits
 // enforced across nodes in Redis (exactly the limit admitted under concurrent checks from every
-// node, single and in all-or-nothing batches), answered as the embedded mode answers; customers and
-// keys shared; 501 NOT_IMPLEMENTED for the rest; a node killed with SIGKILL during ingest losing
+// node, single and in all-or-nothing batches), answered as the embedded mode answers; customers
+// and keys shared; limit alerts fired once across nodes and delivered once by the nodes' shared webhook
+// outbox; 501 NOT_IMPLEMENTED for the rest; a node killed with SIGKILL during ingest losing
 // nothing acknowledged and double-counting nothing retried elsewhere, while the others go on
 // ingesting and checking; and `tally serve` refusing a schema that is missing, outdated or newer.
 //
@@ -28,6 +29,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -39,6 +41,7 @@
 
 #include "json_test_util.h"
 #include "support/http_client.h"
+#include "support/http_receiver.h"
 #include "support/pg_server.h"
 #include "support/process.h"
 #include "support/redis_cluster.h"
@@ -84,6 +87,19 @@ default_plan = "free"
 [[plans]]
 key = "free"
 limits = [{ meter = "api_calls", period = "day", amount = 1000000 }]
+)";
+
+// A plan whose alerts fire at 50 and 100 % of 10 calls a day, and the nodes' webhook (its url
+// follows).
+constexpr const char* kAlertingToml = R"(
+[[plans]]
+key = "alerting"
+limits = [{ meter = "api_calls", period = "day", amount = 10 }]
+alert_thresholds = [50, 100]
+
+[[webhooks]]
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+retry_backoff = "1s"
 )";
 
 std::string tally_binary() {
@@ -242,6 +258,7 @@ class ClusterE2eTest : public ::testing::Test {
     }
     redis_.reset();
     pg_.reset();
+    receiver_.reset();
     if (!dir_.empty()) {
       testing::remove_tree(dir_);
       dir_.clear();
@@ -274,6 +291,7 @@ class ClusterE2eTest : public ::testing::Test {
       return "Redis Cluster: " + redis.error().to_string();
     }
     redis_ = std::move(*redis);
+    receiver_ = std::make_unique<testing::HttpReceiver>([](std::size_t) { return 200; });
     config_ = write_config("tally", "tally");
     std::string output;
     const int code = run_tally({"migrate", "--config", config_}, &output);
@@ -295,7 +313,9 @@ class ClusterE2eTest : public ::testing::Test {
     std::ofstream(path) << kMetersAndFreePlanToml << "\n[[plans]]\nkey = \"limited\"\nlimits = [\n"
                         << "  { meter = \"api_calls\", period = \"day\", amount = " << kDayCalls
                         << " },\n  { meter = \"tokens_in\", period = \"day\", amount = "
-                        << kDayTokens << " },\n]\n\n[cluster]\npostgres = \"" << pg_->conninfo(db)
+                        << kDayTokens << " },\n]\n"
+                        << kAlertingToml << "url = \"" << receiver_->url("/hook")
+                        << "\"\n\n[cluster]\npostgres = \"" << pg_->conninfo(db)
                         << "\"\nredis = [\"" << redis[0] << "\", \"" << redis[1] << "\", \""
                         << redis[2] << "\"]\npostgres_pool = 4\nredis_pool = 4\n"
                         << "connect_timeout = \"5s\"\ncommand_timeout = \"10s\"\n";
@@ -399,6 +419,7 @@ class ClusterE2eTest : public ::testing::Test {
   static inline int runs_ = 0;
   static inline std::unique_ptr<PgServer> pg_;
   static inline std::unique_ptr<RedisServers> redis_;
+  static inline std::unique_ptr<testing::HttpReceiver> receiver_;  // every node's webhook
   static inline Node nodes_[kNodes];
 };
 
@@ -784,7 +805,6 @@ TEST_F(ClusterE2eTest, WhatTheModeDoesNotDoAnswers501) {
       {"GET", "/v1/customers/unbuilt/wallet", ""},
       {"POST", "/v1/customers/unbuilt/wallet/transactions", R"({"type":"top_up","amount":100})"},
       {"GET", "/v1/customers/unbuilt/wallet/transactions", ""},
-      {"GET", "/v1/alerts", ""},
       {"GET", "/v1/events?customer=unbuilt", ""},
       {"GET", "/v1/export?format=csv&kind=events&customer=unbuilt", ""},
       {"GET", "/v1/customers/unbuilt/report", ""},
@@ -798,6 +818,12 @@ TEST_F(ClusterE2eTest, WhatTheModeDoesNotDoAnswers501) {
       {"POST", "/v1/customers/unbuilt/reset", R"({"meter":"api_calls"})"},
       {"POST", "/v1/admin/archive", R"({"before":")" + t.from + R"("})"},
   };
+  // Alerts are built (docs/cluster.md, "Alerts"): listed from PostgreSQL on every node.
+  for (int node = 0; node < kNodes; ++node) {
+    HttpResponse alerts = admin(node, "GET", "/v1/alerts?customer=unbuilt", "");
+    EXPECT_EQ(alerts.status, 200) << "node " << node << ": " << alerts.body;
+    EXPECT_NE(alerts.body.find("\"alerts\":[]"), std::string::npos) << alerts.body;
+  }
   int i = 0;
   for (const Route& route : routes) {
     const int node = i++ % kNodes;
@@ -1008,6 +1034,70 @@ TEST_F(ClusterE2eTest, ServeRefusesASchemaItDoesNotKnow) {
     }
     EXPECT_FALSE(testing::read_file(port_file).has_value()) << c.db << ": it listened";
     std::printf("tally serve on the %s database: exit %d: %s", c.db.c_str(), code, output.c_str());
+  }
+}
+
+// Alerts over HTTP: three nodes checking one customer past both thresholds at once fire each
+// alert once; the three nodes' webhook senders share the outbox, so each delivery reaches the
+// receiver once; every node lists the alerts as sent.
+TEST_F(ClusterE2eTest, AlertsFireOnceAndTheNodesSendersDeliverEachOnce) {
+  HttpResponse created = admin(0, "POST", "/v1/customers", creating("alerted", "alerting"));
+  ASSERT_EQ(created.status, 201) << created.body;
+  std::atomic<int> allowed{0};
+  std::vector<std::thread> threads;
+  for (int node = 0; node < kNodes; ++node) {
+    for (int k = 0; k < 2; ++k) {
+      threads.emplace_back([&, node] {
+        auto c = client(node);
+        for (int i = 0; i < 4; ++i) {
+          HttpResponse r =
+              c->request("POST", "/v1/check", R"({"customer":"alerted","meter":"api_calls"})",
+                         admin_headers());
+          allowed += r.status == 200 ? 1 : 0;
+        }
+      });
+    }
+  }
+  for (std::thread& th : threads) {
+    th.join();
+  }
+  EXPECT_EQ(allowed.load(), 10);
+  ASSERT_TRUE(receiver_->wait_for(2, 20'000)) << receiver_->requests().size();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // no second copy comes
+  std::set<std::string> ids;
+  std::set<std::string> thresholds;
+  for (const auto& r : receiver_->requests()) {
+    if (r.body.find("\"customer\":\"alerted\"") == std::string::npos) {
+      continue;
+    }
+    ids.insert(r.header("tally-delivery-id"));
+    for (const char* t : {"50", "100"}) {
+      if (r.body.find(std::string("\"threshold_percent\":") + t + ",") != std::string::npos) {
+        thresholds.insert(t);
+      }
+    }
+    EXPECT_EQ(r.header("tally-event"), "alert.triggered");
+  }
+  EXPECT_EQ(receiver_->requests().size(), 2u);
+  EXPECT_EQ(ids.size(), 2u);
+  EXPECT_EQ(thresholds, (std::set<std::string>{"50", "100"}));
+  for (int node = 0; node < kNodes; ++node) {
+    std::string body;
+    for (int i = 0; i < 100; ++i) {
+      HttpResponse r = admin(node, "GET", "/v1/alerts?customer=alerted", "");
+      ASSERT_EQ(r.status, 200) << r.body;
+      body = r.body;
+      if (body.find("\"pending\"") == std::string::npos) {
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    Json j(body);
+    auto alerts = j.root()["alerts"].get_array();
+    ASSERT_FALSE(alerts.error()) << body;
+    EXPECT_EQ(alerts.value_unsafe().size(), 2u) << body;
+    EXPECT_EQ(body.find("\"pending\""), std::string::npos) << body;
+    EXPECT_NE(body.find("\"status\":\"sent\""), std::string::npos) << body;
   }
 }
 

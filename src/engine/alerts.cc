@@ -20,6 +20,7 @@
 
 #include "common/crypto.h"
 #include "core/ids.h"
+#include "engine/alert_rules.h"
 #include "engine/engine_impl.h"
 
 namespace tally {
@@ -27,11 +28,17 @@ namespace tally {
 namespace {
 
 constexpr std::string_view kAlertIdPrefix = "alrt_";
-constexpr std::string_view kAlertEvent = "alert.triggered";
+using engine::kAlertEvent;
 
 std::string alert_id(std::uint64_t num) {
   return std::string(kAlertIdPrefix) + std::to_string(num);
 }
+
+}  // namespace
+
+// ---- the rules both modes share (alert_rules.h) -----------------------------------------------
+
+namespace {
 
 bool webhook_takes(const config::WebhookConfig& w, std::string_view event) {
   return std::any_of(w.events.begin(), w.events.end(),
@@ -68,8 +75,9 @@ std::string mailto_url(const config::NotificationConfig& n, const std::string& c
   return url;
 }
 
-// The delivery state of an alert, from its deliveries.
-void summarise(Alert& a, const std::vector<const WebhookDelivery*>& deliveries) {
+}  // namespace
+
+void engine::summarise_deliveries(Alert& a, const std::vector<const WebhookDelivery*>& deliveries) {
   a.delivery_attempts = 0;
   bool pending = false;
   bool failed = false;
@@ -85,7 +93,70 @@ void summarise(Alert& a, const std::vector<const WebhookDelivery*>& deliveries) 
   a.sent = a.status == AlertStatus::kSent;
 }
 
-}  // namespace
+engine::AlertThresholds engine::alert_thresholds_of(const config::Config& config,
+                                                    const core::Plan* plan) {
+  const bool own = plan != nullptr && !plan->alert_thresholds.empty();
+  return {own ? &plan->alert_thresholds : &config.alerts.thresholds,
+          own ? &plan->alert_levels : &config.alerts.levels};
+}
+
+bool engine::alerts_configured(const config::Config& config) {
+  bool enabled = !config.alerts.thresholds.empty() || config.alerts.has_balance_below;
+  for (const auto& p : config.plans) {
+    enabled = enabled || !p.alert_thresholds.empty() || p.has_alert_balance_below;
+  }
+  return enabled;
+}
+
+std::vector<Alert> engine::reached_limit_alerts(const AlertThresholds& t,
+                                                const std::string& customer,
+                                                const core::LimitRule& rule,
+                                                const std::string& rule_text,
+                                                const core::Decimal& used, const core::Span& span) {
+  std::vector<Alert> out;
+  const std::vector<std::int64_t>& thresholds = *t.thresholds;
+  for (std::size_t i = 0; i < thresholds.size(); ++i) {
+    if (!core::threshold_reached(used, rule.amount, thresholds[i])) {
+      break;  // ascending: the rest are not reached either
+    }
+    Alert a;
+    a.customer = customer;
+    a.kind = AlertKind::kLimit;
+    a.level = core::alert_level(thresholds, *t.levels, i);
+    a.meter = rule.meter;
+    a.period = rule.period;
+    a.limit = rule_text;
+    a.threshold_percent = thresholds[i];
+    a.limit_amount = core::format_decimal(rule.amount);
+    a.used = core::format_decimal(used);
+    a.percent = core::percent_text(used, rule.amount);
+    a.window_start_us = span.start;
+    a.window_end_us = span.end == std::numeric_limits<core::TimeUs>::max() ? 0 : span.end;
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+std::vector<std::pair<std::uint32_t, std::string>> engine::alert_destinations(
+    const config::Config& config, const Alert& alert, const std::string& customer_email) {
+  std::vector<std::pair<std::uint32_t, std::string>> out;
+  for (std::uint32_t w = 0; w < config.webhooks.size(); ++w) {
+    if (webhook_takes(config.webhooks[w], kAlertEvent)) {
+      out.emplace_back(w, config.webhooks[w].url);
+    }
+  }
+  for (std::uint32_t n = 0; n < config.notifications.size(); ++n) {
+    const config::NotificationConfig& nc = config.notifications[n];
+    if (!notification_takes(nc, kAlertEvent, alert)) {
+      continue;
+    }
+    std::string url = mailto_url(nc, customer_email);
+    if (!url.empty()) {  // empty: only the customer was to get it, and it has no valid address
+      out.emplace_back(n, std::move(url));
+    }
+  }
+  return out;
+}
 
 // ---- state ----------------------------------------------------------------------------------
 
@@ -178,15 +249,6 @@ void rebuild_fired(Engine::Impl& d) {
   }
 }
 
-// Whether any alert can fire: thresholds or a balance amount, in [alerts] or in a plan.
-bool alerts_configured(const config::Config& config) {
-  bool enabled = !config.alerts.thresholds.empty() || config.alerts.has_balance_below;
-  for (const auto& p : config.plans) {
-    enabled = enabled || !p.alert_thresholds.empty() || p.has_alert_balance_below;
-  }
-  return enabled;
-}
-
 }  // namespace
 
 Status Engine::Impl::load_alerts() {
@@ -196,7 +258,7 @@ Status Engine::Impl::load_alerts() {
   TALLY_TRY(load_balance_low(*this));
   rebuild_fired(*this);
   deliveries_added = delivery_records.size();
-  alerts_enabled = alerts_configured(config);
+  alerts_enabled = engine::alerts_configured(config);
   return Status();
 }
 
@@ -258,41 +320,21 @@ void collect_limit_alerts(Engine::Impl& d, FreshAlerts* fresh) {
       continue;
     }
     const engine::CustomerState& cs = cit->second;
-    const core::Plan* plan = engine::plan_of(d.config, cs.record);
-    const bool own = plan != nullptr && !plan->alert_thresholds.empty();
-    const std::vector<std::int64_t>& thresholds =
-        own ? plan->alert_thresholds : d.config.alerts.thresholds;
-    const std::vector<AlertLevel>& levels = own ? plan->alert_levels : d.config.alerts.levels;
-    if (thresholds.empty()) {
+    const engine::AlertThresholds t =
+        engine::alert_thresholds_of(d.config, engine::plan_of(d.config, cs.record));
+    if (t.thresholds->empty()) {
       continue;
     }
     usages.clear();
     d.limit_usages(cs, meter, fresh->now, &usages);
     for (const engine::LimitUsage& u : usages) {
-      const core::LimitRule& rule = u.rule->rule;
-      const LimitPeriod period = rule.period;
-      for (std::size_t i = 0; i < thresholds.size(); ++i) {
-        if (!core::threshold_reached(u.used, rule.amount, thresholds[i])) {
-          break;  // ascending: the rest are not reached either
-        }
-        engine::FiredKey key{cnum, rule.meter, period, u.span.start, thresholds[i]};
+      for (Alert& a : engine::reached_limit_alerts(t, cs.record.id, u.rule->rule, u.rule->rule_text,
+                                                   u.used, u.span)) {
+        engine::FiredKey key{cnum, a.meter, a.period, u.span.start, a.threshold_percent};
         if (!d.alerts_fired.insert(key).second) {
           continue;
         }
         fresh->fired.push_back(std::move(key));
-        Alert a;
-        a.customer = cs.record.id;
-        a.kind = AlertKind::kLimit;
-        a.level = core::alert_level(thresholds, levels, i);
-        a.meter = rule.meter;
-        a.period = period;
-        a.limit = u.rule->rule_text;
-        a.threshold_percent = thresholds[i];
-        a.limit_amount = core::format_decimal(rule.amount);
-        a.used = core::format_decimal(u.used);
-        a.percent = core::percent_text(u.used, rule.amount);
-        a.window_start_us = u.span.start;
-        a.window_end_us = u.span.end == std::numeric_limits<core::TimeUs>::max() ? 0 : u.span.end;
         fresh->add(std::move(a), cs.record.email);
       }
     }
@@ -361,21 +403,8 @@ std::vector<std::pair<std::uint64_t, WebhookDelivery>> deliveries_of(const confi
   };
   for (std::size_t f = 0; f < fresh->alerts.size(); ++f) {
     engine::AlertEntry& e = fresh->alerts[f];
-    for (std::uint32_t w = 0; w < config.webhooks.size(); ++w) {
-      if (webhook_takes(config.webhooks[w], kAlertEvent)) {
-        push(e, pending_delivery(e, w, config.webhooks[w].url, fresh->now));
-      }
-    }
-    for (std::uint32_t n = 0; n < config.notifications.size(); ++n) {
-      const config::NotificationConfig& nc = config.notifications[n];
-      if (!notification_takes(nc, kAlertEvent, e.alert)) {
-        continue;
-      }
-      std::string url = mailto_url(nc, fresh->emails[f]);
-      if (url.empty()) {
-        continue;  // only the customer was to get it, and it has no valid address
-      }
-      push(e, pending_delivery(e, n, std::move(url), fresh->now));
+    for (auto& [index, url] : engine::alert_destinations(config, e.alert, fresh->emails[f])) {
+      push(e, pending_delivery(e, index, std::move(url), fresh->now));
     }
   }
   return out;
@@ -465,7 +494,9 @@ void Engine::Impl::evaluate_alerts(core::TimeUs now) {
 // ---- reads ----------------------------------------------------------------------------------
 
 Result<AlertPage> Engine::alerts(const AlertQuery& q) const {
-  TALLY_EMBEDDED_ONLY("alerts");
+  if (impl_->cluster != nullptr) {
+    return impl_->cluster->alerts(q);
+  }
   const Impl& d = *impl_;
   std::uint64_t after = 0;
   TALLY_TRY(engine::parse_cursor(q.cursor, &after));
@@ -490,7 +521,7 @@ Result<AlertPage> Engine::alerts(const AlertQuery& q) const {
       ds.push_back(&d.delivery_records.at(n));
     }
     Alert out = a;
-    summarise(out, ds);
+    engine::summarise_deliveries(out, ds);
     if (q.status && out.status != *q.status) {
       continue;
     }
@@ -508,7 +539,9 @@ Result<AlertPage> Engine::alerts(const AlertQuery& q) const {
 }
 
 Result<Alert> Engine::alert(const std::string& id) const {
-  TALLY_EMBEDDED_ONLY("alerts");
+  if (impl_->cluster != nullptr) {
+    return impl_->cluster->alert(id);
+  }
   const Impl& d = *impl_;
   std::uint64_t num = 0;
   if (id.rfind(kAlertIdPrefix, 0) != 0 ||
@@ -526,7 +559,7 @@ Result<Alert> Engine::alert(const std::string& id) const {
     ds.push_back(&d.delivery_records.at(n));
     out.deliveries.push_back(d.delivery_records.at(n));
   }
-  summarise(out, ds);
+  engine::summarise_deliveries(out, ds);
   return out;
 }
 
@@ -535,6 +568,9 @@ Result<Alert> Engine::alert(const std::string& id) const {
 std::vector<WebhookDelivery> Engine::due_deliveries(TimeUs now, std::size_t max,
                                                     const std::vector<std::string>& skip,
                                                     TimeUs* next_due_us) const {
+  if (impl_->cluster != nullptr) {
+    return impl_->cluster->due_deliveries(now, max, skip, next_due_us);
+  }
   const Impl& d = *impl_;
   std::vector<WebhookDelivery> out;
   *next_due_us = 0;
@@ -556,7 +592,9 @@ std::vector<WebhookDelivery> Engine::due_deliveries(TimeUs now, std::size_t max,
 }
 
 Status Engine::record_delivery_attempt(const DeliveryAttempt& attempt) {
-  TALLY_EMBEDDED_ONLY("webhook deliveries");
+  if (impl_->cluster != nullptr) {
+    return impl_->cluster->record_delivery_attempt(attempt);
+  }
   Impl& d = *impl_;
   auto updated = std::make_shared<std::pair<std::uint64_t, WebhookDelivery>>();
   return engine::run_admin(
@@ -607,6 +645,9 @@ Status Engine::record_delivery_attempt(const DeliveryAttempt& attempt) {
 }
 
 std::uint64_t Engine::wait_for_deliveries(std::uint64_t seen, TimeUs max_wait_us) const {
+  if (impl_->cluster != nullptr) {
+    return impl_->cluster->wait_for_deliveries(seen, max_wait_us);
+  }
   const Impl& d = *impl_;
   std::unique_lock lock(d.alerts_mutex);
   d.deliveries_cv.wait_for(lock, std::chrono::microseconds(max_wait_us),

@@ -250,6 +250,17 @@ Result<std::vector<CheckResult>> ClusterMode::check(const std::vector<CheckReque
   for (std::size_t i = 0; i < n; ++i) {
     if (consumed(requests[i], results[i])) {
       TALLY_TRY(d.queue_usage(requests[i], prepared[i], now));
+      if (d.alerts_on) {
+        AlertWork w;  // the counters after the consumption: the alert thread reads no more
+        w.customer = prepared[i].customer;
+        w.meter = requests[i].meter;
+        w.rules = prepared[i].rules;
+        for (const LimitState& st : results[i].limits) {
+          w.used.push_back(st.used);
+        }
+        w.at_us = now;
+        d.queue_alerts(std::move(w));
+      }
     }
   }
   return results;

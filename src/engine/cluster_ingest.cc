@@ -213,6 +213,21 @@ void ClusterMode::Impl::add_to_counters(const core::EventBatch& b,
     }
   }
   return_redis(std::move(*slot));
+  // Their thresholds, evaluated by the alert thread from the counters (cluster_alerts.cc).
+  const TimeUs now = clock->now_us();
+  for (const auto& [customer, adds] : by_customer) {
+    std::vector<std::string_view> meters;
+    for (const core::LimitRule& rule : adds.rules) {
+      if (std::find(meters.begin(), meters.end(), rule.meter) == meters.end()) {
+        meters.push_back(rule.meter);
+        AlertWork w;
+        w.customer = customers.at(std::string(customer));
+        w.meter = rule.meter;
+        w.at_us = now;
+        queue_alerts(std::move(w));
+      }
+    }
+  }
 }
 
 // Writes the parts waiting for one shard, from every request, in one transaction: their events

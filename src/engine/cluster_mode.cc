@@ -92,6 +92,7 @@ Result<std::unique_ptr<ClusterMode>> ClusterMode::open(const config::Config& con
     impl->writers.emplace_back([p = impl.get(), shard] { p->writer_loop(shard); });
   }
   impl->usage_writer = std::thread([p = impl.get()] { p->usage_loop(); });
+  impl->start_alerts();
   return std::unique_ptr<ClusterMode>(new ClusterMode(std::move(impl)));
 }
 
@@ -111,6 +112,7 @@ void ClusterMode::Impl::stop() {
     t.join();
   }
   usage_writer.join();
+  stop_alerts();  // after the writers, which queue alert work
 }
 
 namespace {
@@ -390,6 +392,8 @@ Result<VerifyReport> ClusterMode::verify() {
 void ClusterMode::flush() {
   std::unique_lock lock(impl_->work_mutex);
   impl_->usage_cv.wait(lock, [&] { return impl_->usage.empty() && impl_->usage_writing == 0; });
+  lock.unlock();
+  impl_->wait_alerts_idle();
 }
 
 EngineStats ClusterMode::stats() const {

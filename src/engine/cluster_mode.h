@@ -20,7 +20,11 @@
 //    written to PostgreSQL as a usage event by the writer threads, in batches, so usage and
 //    queries include it within the flush interval (kUsageFlushUs), like the embedded mode's
 //    check_durability = "async"; with [enforcement] check_sync the check answers after it. A
-//    batch is all or nothing: a denied check and what the others consumed is taken back.
+//    batch is all or nothing: a denied check and what the others consumed is taken back;
+//  - alerts: the thresholds of a customer's calendar limits, evaluated off the request path
+//    after checks and ingest change usage, inserted once across every node by PostgreSQL's
+//    unique constraint with their deliveries (shard 0); every node's webhook sender claims due
+//    deliveries from that shared outbox for a lease (cluster_alerts.cc, cluster/pg_alerts.h).
 //
 // Thread safety: every method may be called from any thread. Connections are leased from
 // per-shard pools; Redis clients from a pool of their own (one client per thread at a time).
@@ -76,12 +80,23 @@ class ClusterMode {
   // One check, or a batch (all or nothing, as the embedded store's check_batch).
   Result<std::vector<CheckResult>> check(const std::vector<CheckRequest>& requests);
 
+  // ---- alerts and the shared webhook outbox (cluster_alerts.cc; Engine's contract) ----
+  Result<AlertPage> alerts(const AlertQuery& q);
+  Result<Alert> alert(const std::string& id);
+  // Claims (for this node, for a lease) up to `max` due deliveries not in `skip`.
+  std::vector<WebhookDelivery> due_deliveries(TimeUs now, std::size_t max,
+                                              const std::vector<std::string>& skip,
+                                              TimeUs* next_due_us);
+  // Errors: kNotFound; kAlreadyExists when the delivery is not pending or not this node's.
+  Status record_delivery_attempt(const DeliveryAttempt& attempt);
+  std::uint64_t wait_for_deliveries(std::uint64_t seen, TimeUs max_wait_us);
+
   // ---- operations ----
   // Every shard answers and Redis answers; else kUnavailable saying which does not.
   Status ready();
   // `tally verify` on every shard (cluster/pg_verify.h): the aggregates are their events.
   Result<VerifyReport> verify();
-  // Waits until the usage of answered checks is written.
+  // Waits until the usage of answered checks is written and the alerts queued are evaluated.
   void flush();
   EngineStats stats() const;
 

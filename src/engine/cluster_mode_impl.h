@@ -1,6 +1,7 @@
 // The inside of the engine's scale-out mode (cluster_mode.h), shared by its files:
 // cluster_mode.cc (opening, customers, keys, operations), cluster_ingest.cc (ingest and
-// queries) and cluster_check.cc (checks and their usage).
+// queries), cluster_check.cc (checks and their usage) and cluster_alerts.cc (alerts and the
+// outbox).
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -18,6 +19,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cluster/pg_alerts.h"
 #include "cluster/pg_customers.h"
 #include "cluster/pg_events.h"
 #include "cluster/pg_verify.h"
@@ -105,6 +107,23 @@ struct ShardPart {
   std::vector<std::size_t> events;
 };
 
+// Alerts waiting for evaluation, at most: more are dropped (counted), and fire at the next
+// change of the same usage.
+inline constexpr std::size_t kAlertQueueMax = 10'000;
+// A claimed delivery stays this node's for the longest attempt's timeout plus this margin.
+inline constexpr TimeUs kDeliveryLeaseMarginUs = 30 * core::kUsPerSecond;
+
+// Usage of one customer's meter that changed at `at_us`: its calendar limits' thresholds to
+// evaluate. `used` (one per rule) when the caller knows it (a check's consumption), else empty:
+// read from the Redis counters.
+struct AlertWork {
+  Customer customer;
+  std::string meter;
+  std::vector<core::LimitRule> rules;
+  std::vector<core::Decimal> used;
+  TimeUs at_us = 0;
+};
+
 struct ClusterPrepared;  // cluster_check.cc
 struct CounterAdds;      // cluster_ingest.cc
 
@@ -158,6 +177,23 @@ struct ClusterMode::Impl {
   std::atomic<std::uint64_t> batches{0};
   std::atomic<std::uint64_t> usage_write_failures{0};
 
+  // Alerts (cluster_alerts.cc): work queued by checks and ingest for the alert thread, the
+  // thresholds this node has inserted or found inserted (so each is sent to PostgreSQL once
+  // per node), and the deliveries this node added (wait_for_deliveries).
+  bool alerts_on = false;
+  TimeUs delivery_lease_us = 0;
+  std::mutex alert_mutex;
+  std::condition_variable alert_cv;       // work queued, or stopping
+  std::condition_variable alert_idle_cv;  // the queue emptied (flush)
+  std::condition_variable deliveries_cv;  // deliveries added, or stopping
+  std::deque<AlertWork> alert_queue;
+  bool alert_busy = false;
+  bool alert_stopping = false;
+  std::uint64_t deliveries_added = 0;
+  std::unordered_set<std::string> alerts_tried;  // the alert thread's
+  std::thread alert_thread;
+  std::atomic<std::uint64_t> alerts_dropped{0};
+
   cluster::PgPool& shard_of(std::string_view customer) {
     return *shards[cluster::shard_of(customer, shards.size())];
   }
@@ -201,6 +237,13 @@ struct ClusterMode::Impl {
   void write_usage(std::vector<PendingUsage> batch);
   void writer_loop(std::size_t shard);
   void usage_loop();
+  void start_alerts();
+  void stop_alerts();
+  void wait_alerts_idle();
+  void queue_alerts(AlertWork work);
+  void alert_loop();
+  void evaluate_alerts(std::vector<AlertWork> batch);
+  Status read_used(AlertWork& w);
   void stop();
 };
 

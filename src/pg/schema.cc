@@ -154,9 +154,26 @@ constexpr std::string_view kTrialStart = R"sql(
 ALTER TABLE customers ADD COLUMN trial_started_at timestamptz;
 )sql";
 
+// Version 3: what an alert and a delivery answer besides version 1's columns (the limit's text,
+// the percentage and the window's end; a delivery's public id, last status code and times), and
+// the payload left to the sender, which builds it from the alert at every attempt.
+constexpr std::string_view kAlertDetails = R"sql(
+ALTER TABLE alerts ADD COLUMN limit_text text NOT NULL DEFAULT '';
+ALTER TABLE alerts ADD COLUMN percent text NOT NULL DEFAULT '';
+ALTER TABLE alerts ADD COLUMN window_end timestamptz;
+ALTER TABLE webhook_outbox ADD COLUMN delivery_id text;
+ALTER TABLE webhook_outbox ADD COLUMN last_status_code integer NOT NULL DEFAULT 0;
+ALTER TABLE webhook_outbox ADD COLUMN last_attempt_at timestamptz;
+ALTER TABLE webhook_outbox ADD COLUMN delivered_at timestamptz;
+ALTER TABLE webhook_outbox ALTER COLUMN payload DROP NOT NULL;
+CREATE UNIQUE INDEX webhook_outbox_delivery_id ON webhook_outbox (delivery_id);
+CREATE INDEX webhook_outbox_alert ON webhook_outbox (alert_id);
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "the initial cluster schema", kInitialSchema},
     {2, "customers' trial start", kTrialStart},
+    {3, "alert and delivery details", kAlertDetails},
 };
 
 constexpr std::string_view kCreateVersionTable =
