@@ -563,6 +563,93 @@ TEST_F(ClusterEngineTest, ABatchOfChecksIsAllOrNothing) {
   EXPECT_FALSE(over->allowed);
 }
 
+// A reservation holds its amount on the counters every node checks, and is closed once across
+// the nodes: committed (its usage written, what it did not use given back; more than reserved
+// is recorded as overage), released (all given back) or expired (given back by a node's sweep).
+TEST_F(ClusterEngineTest, AReservationHoldsOnEveryNodeAndClosesOnce) {
+  auto a = node();
+  auto b = node();
+  ASSERT_TRUE(a && b);
+  for (const char* id : {"res-co", "res-co2", "res-co3"}) {
+    Customer c;
+    c.id = id;
+    ASSERT_TRUE(a->create_customer(c).has_value());
+  }
+  CheckRequest reserve = check_of("res-co", "api_calls", "30");
+  reserve.consume = Consume::kReserve;
+  auto held = a->check(reserve);
+  ASSERT_TRUE(held.has_value()) << held.error().to_string();
+  ASSERT_TRUE(held->allowed);
+  const std::string id = held->reservation_id;
+  EXPECT_EQ(id.rfind("res_", 0), 0u) << id;
+  EXPECT_EQ(held->reservation_expires_us, kNow + 300 * 1'000'000LL);  // the default 5 minutes
+  // The other node sees the hold: 30 + 21 > 50.
+  CheckRequest ask = check_of("res-co", "api_calls", "21");
+  ask.consume = Consume::kNo;
+  auto asked = b->check(ask);
+  ASSERT_TRUE(asked.has_value());
+  EXPECT_FALSE(asked->allowed);
+  // Another customer's key cannot commit it; the other node commits 10 of the 30, once.
+  EXPECT_EQ(b->commit_reservation(id, "10", "res-co2").error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(b->commit_reservation(id, "-1").error().code(), StatusCode::kInvalidArgument);
+  auto committed = b->commit_reservation(id, "10");
+  ASSERT_TRUE(committed.has_value()) << committed.error().to_string();
+  EXPECT_TRUE(committed->allowed);
+  EXPECT_EQ(committed->amount.text(), "10");
+  EXPECT_EQ(committed->reservation_id, id);
+  EXPECT_FALSE(committed->overage);
+  ASSERT_TRUE(committed->has_rule);
+  EXPECT_EQ(committed->rule.used.text(), "10");
+  EXPECT_EQ(a->commit_reservation(id, "10").error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(a->release_reservation(id).code(), StatusCode::kNotFound);
+  EXPECT_EQ(value_of(*a, "api_calls", "res-co"), "10");  // its usage event, written before
+  auto rest = a->check(check_of("res-co", "api_calls", "40"));
+  ASSERT_TRUE(rest.has_value());
+  EXPECT_TRUE(rest->allowed);
+
+  // Released on the other node: all of it given back, once.
+  CheckRequest r2 = check_of("res-co2", "api_calls", "20");
+  r2.consume = Consume::kReserve;
+  auto held2 = a->check(r2);
+  ASSERT_TRUE(held2.has_value() && held2->allowed);
+  EXPECT_TRUE(b->release_reservation(held2->reservation_id).ok());
+  EXPECT_EQ(a->release_reservation(held2->reservation_id).code(), StatusCode::kNotFound);
+  auto all = b->check(check_of("res-co2", "api_calls", "50"));
+  ASSERT_TRUE(all.has_value());
+  EXPECT_TRUE(all->allowed);
+
+  // Expired: a node's sweep gives it back; a commit after its time finds nothing.
+  CheckRequest r3 = check_of("res-co3", "api_calls", "40");
+  r3.consume = Consume::kReserve;
+  r3.reservation_ttl_seconds = 10;
+  auto held3 = b->check(r3);
+  ASSERT_TRUE(held3.has_value() && held3->allowed);
+  clock_.advance_us(11'000'000);
+  EXPECT_EQ(a->commit_reservation(held3->reservation_id, "").error().code(), StatusCode::kNotFound);
+  a->flush();  // sweeps
+  auto after = b->check(check_of("res-co3", "api_calls", "50"));
+  ASSERT_TRUE(after.has_value());
+  EXPECT_TRUE(after->allowed);
+
+  // More than reserved is recorded, over the limit: overage.
+  CheckRequest r4 = check_of("res-co3", "tokens", "100");
+  r4.consume = Consume::kReserve;
+  auto held4 = a->check(r4);
+  ASSERT_TRUE(held4.has_value() && held4->allowed);
+  auto over = b->commit_reservation(held4->reservation_id, "1200");
+  ASSERT_TRUE(over.has_value()) << over.error().to_string();
+  EXPECT_TRUE(over->overage);
+  EXPECT_EQ(value_of(*a, "tokens", "res-co3"), "1200");
+  auto denied = a->check(check_of("res-co3", "tokens", "1"));
+  ASSERT_TRUE(denied.has_value());
+  EXPECT_FALSE(denied->allowed);
+
+  // A bad time to live is refused, as on the embedded store.
+  CheckRequest bad = r2;
+  bad.reservation_ttl_seconds = 7 * 86400 + 1;
+  EXPECT_EQ(a->check(bad).error().code(), StatusCode::kInvalidArgument);
+}
+
 TEST_F(ClusterEngineTest, WhatTheModeDoesNotDoAnswersNotImplemented) {
   auto a = node();
   ASSERT_TRUE(a);
@@ -573,9 +660,6 @@ TEST_F(ClusterEngineTest, WhatTheModeDoesNotDoAnswersNotImplemented) {
   ASSERT_TRUE(no_alerts.has_value()) << no_alerts.error().to_string();
   EXPECT_TRUE(no_alerts->alerts.empty());
   EXPECT_EQ(a->limits_report("acme").error().code(), StatusCode::kNotImplemented);
-  CheckRequest reserve = check_of("acme");
-  reserve.consume = Consume::kReserve;
-  EXPECT_EQ(a->check(reserve).error().code(), StatusCode::kNotImplemented);
   MeterQuery everyone;
   everyone.meter = "api_calls";
   everyone.from_us = kNow - 3'600'000'000LL;

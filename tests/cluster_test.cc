@@ -9,8 +9,8 @@
 // meter queries and customer usage on any node right after a 202 on another; the plan's limits
 // enforced across nodes in Redis (exactly the limit admitted under concurrent checks from every
 // node, single and in all-or-nothing batches), answered as the embedded mode answers; customers
-// and keys shared; limit alerts fired once across nodes and delivered once by the nodes' shared webhook
-// outbox; 501 NOT_IMPLEMENTED for the rest; a node killed with SIGKILL during ingest losing
+// and keys shared; limit alerts fired once across nodes and delivered once by the nodes' shared
+// webhook outbox; 501 NOT_IMPLEMENTED for the rest; a node killed with SIGKILL during ingest losing
 // nothing acknowledged and double-counting nothing retried elsewhere, while the others go on
 // ingesting and checking; and `tally serve` refusing a schema that is missing, outdated or newer.
 //
@@ -701,6 +701,36 @@ TEST_F(ClusterE2eTest, CheckBatchesFromThreeNodesAdmitExactlyTheLimit) {
   EXPECT_EQ(Json(call.body).num("used"), kFit + 1) << call.body;
 }
 
+// A reservation made on one node holds on every node and is committed once: on another node,
+// and not again on a third; its usage is then in every node's query.
+TEST_F(ClusterE2eTest, AReservationIsCommittedOnceOnAnyNode) {
+  HttpResponse created = admin(0, "POST", "/v1/customers", creating("reserver", "limited"));
+  ASSERT_EQ(created.status, 201) << created.body;
+  HttpResponse held =
+      admin(0, "POST", "/v1/check",
+            R"({"customer":"reserver","meter":"tokens_in","amount":400,"consume":"reserve"})");
+  ASSERT_EQ(held.status, 200) << held.body;
+  const std::string id = Json(held.body).str("reservation_id");
+  ASSERT_FALSE(id.empty()) << held.body;
+  EXPECT_FALSE(Json(held.body).str("expires_at").empty()) << held.body;
+  HttpResponse over =
+      admin(1, "POST", "/v1/check", R"({"customer":"reserver","meter":"tokens_in","amount":101})");
+  EXPECT_EQ(over.status, 429) << over.body;
+  HttpResponse committed =
+      admin(1, "POST", "/v1/reservations/" + id + "/commit", R"({"amount":250})");
+  ASSERT_EQ(committed.status, 200) << committed.body;
+  EXPECT_EQ(Json(committed.body).str("reservation_id"), id) << committed.body;
+  HttpResponse again = admin(2, "POST", "/v1/reservations/" + id + "/commit", R"({"amount":250})");
+  EXPECT_EQ(again.status, 404) << again.body;
+  EXPECT_EQ(Json(again.body).str("error"), "NOT_FOUND") << again.body;
+  HttpResponse released = admin(0, "POST", "/v1/reservations/" + id + "/release");
+  EXPECT_EQ(released.status, 404) << released.body;
+  EXPECT_EQ(meter_total(2, "tokens_in", "reserver", times_now()), 250);
+  HttpResponse rest =
+      admin(2, "POST", "/v1/check", R"({"customer":"reserver","meter":"tokens_in","amount":250})");
+  EXPECT_EQ(rest.status, 200) << rest.body;
+}
+
 // Customers and keys written on one node are read, changed and used on the others.
 TEST_F(ClusterE2eTest, CustomersAndKeysAreSharedByEveryNode) {
   HttpResponse created = admin(0, "POST", "/v1/customers",
@@ -810,9 +840,6 @@ TEST_F(ClusterE2eTest, WhatTheModeDoesNotDoAnswers501) {
       {"GET", "/v1/customers/unbuilt/report", ""},
       {"GET", "/v1/customers/unbuilt/usage/history?meter=api_calls", ""},
       {"GET", "/v1/customers/unbuilt/limits", ""},
-      {"POST", "/v1/check", R"({"customer":"unbuilt","meter":"api_calls","consume":"reserve"})"},
-      {"POST", "/v1/reservations/res_0/commit", R"({"amount":1})"},
-      {"POST", "/v1/reservations/res_0/release", ""},
       {"PUT", "/v1/customers/unbuilt/overrides",
        R"({"overrides":[{"meter":"api_calls","period":"day","amount":5}]})"},
       {"POST", "/v1/customers/unbuilt/reset", R"({"meter":"api_calls"})"},

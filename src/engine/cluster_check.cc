@@ -5,23 +5,11 @@ namespace tally::engine {
 
 // ---- checks -------------------------------------------------------------------------------
 
-// A check validated: its customer, meter, amount, plan and the limits that apply.
-struct ClusterPrepared {
-  Customer customer;
-  const MeterDef* meter = nullptr;
-  core::Decimal amount;
-  const core::Plan* plan = nullptr;
-  std::vector<core::LimitRule> rules;
-};
-
 namespace {
 
 // What the mode does not check yet (kNotImplemented), then the checks of the embedded mode's
 // prepare(), with its messages.
 Status validate(const CheckRequest& r, const MeterDef& meter, ClusterPrepared* p) {
-  if (r.consume == Consume::kReserve) {
-    return ClusterMode::not_built("reservations");
-  }
   if (r.event_id.size() > core::kEventIdBytesMax - 8) {
     return Status::invalid_argument("event_id is at most 120 bytes");
   }
@@ -47,6 +35,10 @@ Status validate(const CheckRequest& r, const MeterDef& meter, ClusterPrepared* p
                                     "' counts events: amount must be a whole number up to " +
                                     std::to_string(kCountAmountMax));
   }
+  if (r.reservation_ttl_seconds < 0 || r.reservation_ttl_seconds > kReservationTtlSecondsMax) {
+    return Status::invalid_argument("ttl_seconds must be 1.." +
+                                    std::to_string(kReservationTtlSecondsMax));
+  }
   if (r.properties.size() > kCheckPropertiesMax) {
     return Status::invalid_argument("at most " + std::to_string(kCheckPropertiesMax) +
                                     " properties");
@@ -64,9 +56,10 @@ bool denied_before_limits(const CheckRequest& r, const ClusterPrepared& p, Check
   return denied_by_status_or_feature(r, p.customer, p.plan, out);
 }
 
-// Whether an answered check consumed its amount (a replay consumes nothing again).
+// Whether an answered check consumed (or, reserving, holds) its amount on the counters (a
+// replay consumes nothing again).
 bool consumed(const CheckRequest& r, const CheckResult& res) {
-  return r.consume == Consume::kYes && res.allowed && !res.replayed;
+  return r.consume != Consume::kNo && res.allowed && !res.replayed;
 }
 
 // Redis's verdict as the answer: every limit's state (after the consumption when it consumed),
@@ -165,8 +158,12 @@ Status ClusterMode::Impl::queue_usage(const CheckRequest& r, const ClusterPrepar
   u.amount = p.amount;
   u.properties = r.properties;
   u.at_us = now;
+  return push_usage(std::move(u), config->enforcement.check_sync);
+}
+
+Status ClusterMode::Impl::push_usage(PendingUsage u, bool wait) {
   std::future<Status> written;
-  if (config->enforcement.check_sync) {
+  if (wait) {
     u.written = std::make_shared<std::promise<Status>>();
     written = u.written->get_future();
   }
@@ -229,7 +226,7 @@ Result<std::vector<CheckResult>> ClusterMode::check(const std::vector<CheckReque
     results[i].plan = p.plan != nullptr ? p.plan->key : std::string();
     results[i].meter = requests[i].meter;
     results[i].amount = p.amount;
-    consumes = consumes || requests[i].consume == Consume::kYes;
+    consumes = consumes || requests[i].consume != Consume::kNo;
   }
   if (consumes) {
     std::lock_guard lock(d.work_mutex);
@@ -243,12 +240,15 @@ Result<std::vector<CheckResult>> ClusterMode::check(const std::vector<CheckReque
   }
   const TimeUs now = d.clock->now_us();
   Status s = d.decide_all(*(*slot), requests, prepared, now, &results);
+  if (s.ok()) {
+    s = d.open_reservations(*(*slot), requests, prepared, now, &results);
+  }
   d.return_redis(std::move(*slot));
   if (!s.ok()) {
     return s;
   }
   for (std::size_t i = 0; i < n; ++i) {
-    if (consumed(requests[i], results[i])) {
+    if (requests[i].consume == Consume::kYes && consumed(requests[i], results[i])) {
       TALLY_TRY(d.queue_usage(requests[i], prepared[i], now));
       if (d.alerts_on) {
         AlertWork w;  // the counters after the consumption: the alert thread reads no more
@@ -283,7 +283,7 @@ Status ClusterMode::Impl::decide_all(RedisSlot& slot, const std::vector<CheckReq
   for (std::size_t i = 0; i < n; ++i) {
     const CheckRequest& r = requests[i];
     Result<CheckResult> answered =
-        decide(slot, r, prepared[i], r.consume == Consume::kYes, now, std::move((*results)[i]));
+        decide(slot, r, prepared[i], r.consume != Consume::kNo, now, std::move((*results)[i]));
     if (!answered) {
       failure = answered.error();
       break;
@@ -520,6 +520,12 @@ void ClusterMode::Impl::usage_loop() {
   std::unique_lock lock(work_mutex);
   for (;;) {
     work_cv.wait_for(lock, kUsageFlush, [&] { return stopping; });
+    if (!stopping && cluster_steady_us() - reservations_swept_us >= kReservationSweepUs) {
+      reservations_swept_us = cluster_steady_us();
+      lock.unlock();
+      expire_reservations();
+      lock.lock();
+    }
     if (usage.empty()) {
       if (stopping) {
         return;

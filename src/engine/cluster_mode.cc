@@ -390,10 +390,12 @@ Result<VerifyReport> ClusterMode::verify() {
 }
 
 void ClusterMode::flush() {
-  std::unique_lock lock(impl_->work_mutex);
-  impl_->usage_cv.wait(lock, [&] { return impl_->usage.empty() && impl_->usage_writing == 0; });
-  lock.unlock();
+  {
+    std::unique_lock lock(impl_->work_mutex);
+    impl_->usage_cv.wait(lock, [&] { return impl_->usage.empty() && impl_->usage_writing == 0; });
+  }
   impl_->wait_alerts_idle();
+  impl_->expire_reservations();
 }
 
 EngineStats ClusterMode::stats() const {

@@ -77,8 +77,14 @@ class ClusterMode {
   Result<CustomerUsage> customer_usage(const std::string& customer, TimeUs from_us, TimeUs to_us);
 
   // ---- checks ----
-  // One check, or a batch (all or nothing, as the embedded store's check_batch).
+  // One check, or a batch (all or nothing, as the embedded store's check_batch). A reserving
+  // check holds its amount on the counters and stores its reservation on the customer's shard.
   Result<std::vector<CheckResult>> check(const std::vector<CheckRequest>& requests);
+  // Closes a reservation once across the nodes (Engine::commit_reservation and
+  // release_reservation say what they answer).
+  Result<CheckResult> commit_reservation(const std::string& id, const std::string& amount,
+                                         const std::string& restrict_customer);
+  Status release_reservation(const std::string& id, const std::string& restrict_customer);
 
   // ---- alerts and the shared webhook outbox (cluster_alerts.cc; Engine's contract) ----
   Result<AlertPage> alerts(const AlertQuery& q);
@@ -96,7 +102,8 @@ class ClusterMode {
   Status ready();
   // `tally verify` on every shard (cluster/pg_verify.h): the aggregates are their events.
   Result<VerifyReport> verify();
-  // Waits until the usage of answered checks is written and the alerts queued are evaluated.
+  // Waits until the usage of answered checks is written and the alerts queued are evaluated,
+  // then closes the reservations expired by now (as the node does about once a second).
   void flush();
   EngineStats stats() const;
 

@@ -22,6 +22,7 @@
 #include "cluster/pg_alerts.h"
 #include "cluster/pg_customers.h"
 #include "cluster/pg_events.h"
+#include "cluster/pg_reservations.h"
 #include "cluster/pg_verify.h"
 #include "cluster/pool.h"
 #include "cluster/redis_limits.h"
@@ -43,6 +44,8 @@ inline constexpr TimeUs kCustomerCacheUs = core::kUsPerSecond;
 inline constexpr std::size_t kCustomerCacheMax = 100'000;
 // How long authentication keeps what it read of a key and its customer.
 inline constexpr TimeUs kAuthCacheUs = 5 * core::kUsPerSecond;
+// How often a node closes expired reservations.
+inline constexpr std::int64_t kReservationSweepUs = core::kUsPerSecond;
 // Answered checks' usage is written at least this often.
 inline constexpr auto kUsageFlush = std::chrono::milliseconds(5);
 // Answered checks' usage waiting to be written, at most: a consuming check beyond it is refused
@@ -124,8 +127,17 @@ struct AlertWork {
   TimeUs at_us = 0;
 };
 
-struct ClusterPrepared;  // cluster_check.cc
-struct CounterAdds;      // cluster_ingest.cc
+// A check validated (cluster_check.cc): its customer, meter, amount, plan and the limits that
+// apply.
+struct ClusterPrepared {
+  Customer customer;
+  const MeterDef* meter = nullptr;
+  core::Decimal amount;
+  const core::Plan* plan = nullptr;
+  std::vector<core::LimitRule> rules;
+};
+
+struct CounterAdds;  // cluster_ingest.cc
 
 struct ClusterMode::Impl {
   const config::Config* config = nullptr;
@@ -170,6 +182,7 @@ struct ClusterMode::Impl {
   bool stopping = false;
   std::vector<std::thread> writers;
   std::thread usage_writer;
+  std::int64_t reservations_swept_us = 0;  // steady time of the last expiry sweep (usage writer)
 
   std::atomic<std::uint64_t> events_accepted{0};
   std::atomic<std::uint64_t> events_rejected{0};
@@ -223,6 +236,18 @@ struct ClusterMode::Impl {
                     const std::vector<ClusterPrepared>& prepared, TimeUs now,
                     std::vector<CheckResult>* results);
   Status queue_usage(const CheckRequest& r, const ClusterPrepared& p, TimeUs now);
+  // Queues `u` for the usage writer; with `wait`, returns once it is written (or failed).
+  Status push_usage(PendingUsage u, bool wait);
+  // Reservations (cluster_reservations.cc): opened for a batch's allowed reserving checks once
+  // it is decided; expired ones closed by the usage writer's thread about once a second.
+  Status open_reservations(RedisSlot& slot, const std::vector<CheckRequest>& requests,
+                           const std::vector<ClusterPrepared>& prepared, TimeUs now,
+                           std::vector<CheckResult>* results);
+  Result<std::optional<cluster::ReservationRow>> take_reservation(const std::string& id,
+                                                                  const std::string& customer,
+                                                                  bool peek);
+  void give_back(RedisSlot& slot, const cluster::ReservationRow& row);
+  void expire_reservations();
   void forget_seeded(const std::string& customer, const std::vector<core::LimitRule>& rules,
                      const core::PeriodContext& ctx, TimeUs now);
   Status seed_counters(cluster::RedisLimits& limits, const Customer& c,

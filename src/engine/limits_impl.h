@@ -35,6 +35,14 @@ inline constexpr std::size_t kRecentIdsMax = 100'000;    // consumed check ids k
 std::vector<core::LimitRule> limits_of(const config::Config& config, const Customer& c,
                                        std::string_view meter);
 
+// A reservation that is not there (unknown, closed, expired or another customer's): kNotFound.
+Status reservation_not_found(const std::string& id);
+
+// The amount a reservation's commit records: `amount_text`, or *amount (the reserved amount)
+// when that is empty. Errors: kInvalidArgument for a negative or malformed number, or one that
+// is not whole on a count meter.
+Status commit_amount(const MeterDef& ms, const std::string& amount_text, core::Decimal* amount);
+
 // The denial of a check by its customer's status (suspended) or its plan's features, before any
 // limit, into *out; false when neither denies it. Both modes' checks.
 bool denied_by_status_or_feature(const CheckRequest& r, const Customer& c, const core::Plan* plan,

@@ -16,17 +16,40 @@
 
 namespace tally {
 
+using engine::commit_amount;
 using engine::CustomerLimits;
 using engine::enqueue_and_wait;
 using engine::Evaluation;
 using engine::free_hold;
 using engine::kCountAmountMax;
+using engine::reservation_not_found;
 using engine::ReservationOp;
 using engine::ReservationRecord;
 using engine::resolve_rules;
 using engine::restore_reservation;
 using engine::Usage;
 using engine::used_value;
+
+namespace engine {
+
+Status reservation_not_found(const std::string& id) {
+  return Status::not_found("reservation '" + id + "' does not exist or has expired");
+}
+
+Status commit_amount(const MeterDef& ms, const std::string& amount_text, core::Decimal* amount) {
+  if (!amount_text.empty() &&
+      (!core::try_parse_decimal(amount_text, amount) || amount->units < 0)) {
+    return Status::invalid_argument("amount must be a number >= 0");
+  }
+  if (ms.spec.aggregation == core::Aggregation::kCount &&
+      (amount->units % core::Decimal::kScale != 0 ||
+       *amount > core::Decimal::from_int(kCountAmountMax))) {
+    return Status::invalid_argument("this meter counts events: amount must be a whole number");
+  }
+  return Status();
+}
+
+}  // namespace engine
 
 Status Engine::Impl::load_reservations() {
   std::vector<std::pair<std::string, ReservationRecord>> found;
@@ -183,25 +206,6 @@ std::unordered_map<std::string, engine::Reservation>::iterator open_reservation(
   return it;
 }
 
-Status reservation_not_found(const std::string& id) {
-  return Status::not_found("reservation '" + id + "' does not exist or has expired");
-}
-
-// The amount a commit records: `amount_text`, or the reservation's own when that is empty.
-Status commit_amount(const engine::MeterDef& ms, const std::string& amount_text,
-                     core::Decimal* amount) {
-  if (!amount_text.empty() &&
-      (!core::try_parse_decimal(amount_text, amount) || amount->units < 0)) {
-    return Status::invalid_argument("amount must be a number >= 0");
-  }
-  if (ms.spec.aggregation == core::Aggregation::kCount &&
-      (amount->units % core::Decimal::kScale != 0 ||
-       *amount > core::Decimal::from_int(kCountAmountMax))) {
-    return Status::invalid_argument("this meter counts events: amount must be a whole number");
-  }
-  return Status();
-}
-
 // The usage event of a commit, queued after the locks; it points into `event_id` and into the
 // reservation taken out.
 struct CommitUsage {
@@ -305,8 +309,10 @@ std::vector<engine::ReservationOp> close_ops(const std::string& id, const engine
 Result<CheckResult> Engine::commit_reservation(const std::string& id,
                                                const std::string& amount_text,
                                                const std::string& restrict_customer) {
-  TALLY_EMBEDDED_ONLY("reservations");
   Impl& d = *impl_;
+  if (d.cluster != nullptr) {
+    return d.cluster->commit_reservation(id, amount_text, restrict_customer);
+  }
   // Its usage must reach the disk: refused, the reservation kept, while the disk reserve
   // refuses writes.
   TALLY_TRY(d.writes_allowed());
@@ -326,8 +332,10 @@ Result<CheckResult> Engine::commit_reservation(const std::string& id,
 }
 
 Status Engine::release_reservation(const std::string& id, const std::string& restrict_customer) {
-  TALLY_EMBEDDED_ONLY("reservations");
   Impl& d = *impl_;
+  if (d.cluster != nullptr) {
+    return d.cluster->release_reservation(id, restrict_customer);
+  }
   const core::TimeUs now = clock().now_us();
   engine::Reservation res;
   {

@@ -170,10 +170,27 @@ CREATE UNIQUE INDEX webhook_outbox_delivery_id ON webhook_outbox (delivery_id);
 CREATE INDEX webhook_outbox_alert ON webhook_outbox (alert_id);
 )sql";
 
+// Version 4: open reservations (cluster/pg_reservations.h), on their customer's shard; properties
+// as length-prefixed text (see there).
+constexpr std::string_view kReservations = R"sql(
+CREATE TABLE reservations (
+  id text PRIMARY KEY,
+  customer_id text NOT NULL,
+  meter text NOT NULL,
+  amount numeric(38, 9) NOT NULL CHECK (amount > 0),
+  event_id text NOT NULL DEFAULT '',
+  properties text NOT NULL DEFAULT '',
+  created_at timestamptz NOT NULL,
+  expires_at timestamptz NOT NULL
+);
+CREATE INDEX reservations_expiry ON reservations (expires_at);
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "the initial cluster schema", kInitialSchema},
     {2, "customers' trial start", kTrialStart},
     {3, "alert and delivery details", kAlertDetails},
+    {4, "open reservations", kReservations},
 };
 
 constexpr std::string_view kCreateVersionTable =
