@@ -3,6 +3,7 @@
 // (tests/support/pg_server.h, redis_cluster.h); each test in a database of its own and with
 // customers of its own. The HTTP API over the same engine is tested end to end by
 // cluster_e2e_test.cc.
+#include <algorithm>
 #include <atomic>
 #include <ctime>
 #include <fstream>
@@ -796,6 +797,100 @@ TEST_F(ClusterQueryTest, WeeksMonthsAndZonesAreTheEmbeddedAnswer) {
   mine.customer = "";
   mine.timezone = "Mars/Olympus";
   same(mine, "an unknown zone", 0);
+}
+
+bool same_point(const TrendPoint& a, const TrendPoint& b) {
+  return a.window_start_us == b.window_start_us && a.window_end_us == b.window_end_us &&
+         a.value == b.value && a.previous == b.previous && a.change == b.change &&
+         a.change_percent == b.change_percent;
+}
+
+bool same_peak(const WindowValue& a, const WindowValue& b) {
+  return a.window_start_us == b.window_start_us && a.window_end_us == b.window_end_us &&
+         a.value == b.value;
+}
+
+TEST_F(ClusterQueryTest, StatisticsAndTopCustomersAreTheEmbeddedAnswer) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  auto same_stats = [&](const StatsQuery& q, const std::string& what) {
+    SCOPED_TRACE(what);
+    auto want = embedded_->meter_stats(q);
+    auto got = cluster_->meter_stats(q);
+    ASSERT_EQ(got.has_value(), want.has_value())
+        << (got ? std::string("node answered") : got.error().to_string()) << " / "
+        << (want ? std::string("embedded answered") : want.error().to_string());
+    if (!want) {
+      EXPECT_EQ(got.error().code(), want.error().code());
+      EXPECT_EQ(got.error().message(), want.error().message());
+      return;
+    }
+    EXPECT_GT(want->windows_with_data, 0u);
+    EXPECT_EQ(got->timezone, want->timezone);
+    EXPECT_EQ(got->from_us, want->from_us);
+    EXPECT_EQ(got->to_us, want->to_us);
+    EXPECT_EQ(got->windows, want->windows);
+    EXPECT_EQ(got->windows_with_data, want->windows_with_data);
+    EXPECT_EQ(got->count, want->count);
+    for (auto [g, w] : {std::pair{got->sum, want->sum},
+                        {got->avg, want->avg},
+                        {got->min, want->min},
+                        {got->max, want->max},
+                        {got->median, want->median},
+                        {got->p95, want->p95},
+                        {got->p99, want->p99}}) {
+      EXPECT_EQ(g, w);
+    }
+    EXPECT_TRUE(std::equal(got->window_over_window.begin(), got->window_over_window.end(),
+                           want->window_over_window.begin(), want->window_over_window.end(),
+                           same_point));
+    EXPECT_TRUE(std::equal(got->day_over_day.begin(), got->day_over_day.end(),
+                           want->day_over_day.begin(), want->day_over_day.end(), same_point));
+    EXPECT_TRUE(std::equal(got->peaks.begin(), got->peaks.end(), want->peaks.begin(),
+                           want->peaks.end(), same_peak));
+    EXPECT_EQ(got->peaks.size(), 5u);
+  };
+  for (const char* meter : {"spend", "users", "last"}) {
+    StatsQuery q;
+    q.meter = meter;
+    q.from_us = kRaggedFrom;
+    q.to_us = kRaggedTo;
+    same_stats(q, std::string(meter) + " every customer by day");
+    q.window = Window::kWeek;
+    q.timezone = "America/New_York";
+    q.filter = {{"region", "eu"}};
+    same_stats(q, std::string(meter) + " eu by New York week");
+    q.window = Window::kHour;
+    q.timezone = "";
+    q.customer = "k2";  // in Asia/Kolkata: hours at half past UTC ones
+    q.filter.clear();
+    q.to_us = kRaggedFrom + 20 * kUsPerDayT;
+    same_stats(q, std::string(meter) + " k2 by its hours");
+  }
+  StatsQuery nobody;
+  nobody.meter = "spend";
+  nobody.customer = "nobody";
+  same_stats(nobody, "an unknown customer");
+
+  for (const char* meter : {"spend", "peak", "users"}) {
+    auto want = embedded_->top_customers(meter, std::nullopt, kRaggedFrom, kRaggedTo, "", 5);
+    auto got = cluster_->top_customers(meter, std::nullopt, kRaggedFrom, kRaggedTo, "", 5);
+    ASSERT_TRUE(want.has_value()) << want.error().to_string();
+    ASSERT_TRUE(got.has_value()) << got.error().to_string();
+    ASSERT_EQ(want->customers.size(), 5u);
+    ASSERT_EQ(got->customers.size(), want->customers.size()) << meter;
+    for (std::size_t i = 0; i < want->customers.size(); ++i) {
+      EXPECT_EQ(got->customers[i].customer, want->customers[i].customer) << meter << " " << i;
+      EXPECT_EQ(got->customers[i].name, want->customers[i].name) << meter << " " << i;
+      EXPECT_EQ(got->customers[i].value, want->customers[i].value) << meter << " " << i;
+    }
+    EXPECT_EQ(got->aggregation, want->aggregation);
+    EXPECT_EQ(got->from_us, want->from_us);
+    EXPECT_EQ(got->to_us, want->to_us);
+  }
+  EXPECT_EQ(
+      cluster_->top_customers("nope", std::nullopt, kRaggedFrom, kRaggedTo, "", 5).error().code(),
+      StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // The inside of the engine's scale-out mode (cluster_mode.h), shared by its files:
-// cluster_mode.cc (opening, customers, keys, operations), cluster_ingest.cc (ingest and
-// queries) and cluster_check.cc (checks and their usage).
+// cluster_mode.cc (opening, customers, keys, operations), cluster_ingest.cc (ingest),
+// cluster_query.cc (queries) and cluster_check.cc (checks and their usage).
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -20,6 +20,7 @@
 
 #include "cluster/pg_customers.h"
 #include "cluster/pg_events.h"
+#include "cluster/pg_query.h"
 #include "cluster/pg_verify.h"
 #include "cluster/pool.h"
 #include "cluster/redis_limits.h"
@@ -196,6 +197,10 @@ struct ClusterMode::Impl {
   void finish_part(IngestRequest& req, const Status& s);
   void complete(IngestRequest& req);
   void write_usage(std::vector<PendingUsage> batch);
+  // `query` on every shard at once, each on a connection of its own (on the customer's shard
+  // alone when it names one). Errors: the first shard's that failed.
+  Result<std::vector<cluster::GroupedUsage>> read_shards(const core::MeterSpec& spec,
+                                                         const cluster::GroupedQuery& query);
   void writer_loop(std::size_t shard);
   void usage_loop();
   void stop();

@@ -14,9 +14,11 @@
 // zone's offsets are whole hours over the range, else (and for day, week and month windows) the
 // calendar windows of the zone (windows_of, at most kWindowsMax), each read as its whole hours
 // and its edge minutes, so a +05:30 zone's windows are exact too.
+#include <algorithm>
 #include <future>
 
 #include "cluster/pg_query.h"
+#include "common/assert.h"
 #include "engine/cluster_mode_impl.h"
 #include "engine/query_common.h"
 
@@ -87,6 +89,42 @@ void merge_shard(const cluster::GroupedUsage& usage, std::size_t group_by_size,
 
 }  // namespace
 
+Result<std::vector<cluster::GroupedUsage>> ClusterMode::Impl::read_shards(
+    const core::MeterSpec& spec, const cluster::GroupedQuery& query) {
+  std::vector<std::size_t> asked;
+  if (query.customer) {
+    asked.push_back(cluster::shard_of(*query.customer, shards.size()));
+  } else {
+    for (std::size_t s = 0; s < shards.size(); ++s) {
+      asked.push_back(s);
+    }
+  }
+  auto read_shard = [this, &spec, &query](std::size_t shard) -> Result<cluster::GroupedUsage> {
+    auto lease = shards[shard]->lease();
+    if (!lease) {
+      return lease.error();
+    }
+    return cluster::read_grouped(**lease, spec, query);
+  };
+  std::vector<std::future<Result<cluster::GroupedUsage>>> reads;
+  for (std::size_t k = 1; k < asked.size(); ++k) {
+    reads.push_back(std::async(std::launch::async, read_shard, asked[k]));
+  }
+  std::vector<Result<cluster::GroupedUsage>> answers;
+  answers.push_back(read_shard(asked[0]));
+  for (auto& r : reads) {
+    answers.push_back(r.get());
+  }
+  std::vector<cluster::GroupedUsage> out;
+  for (auto& answer : answers) {
+    if (!answer) {
+      return answer.error();
+    }
+    out.push_back(std::move(*answer));
+  }
+  return out;
+}
+
 Result<QueryResult> ClusterMode::query(const MeterQuery& q) {
   Impl& d = *impl_;
   // Resolved and refused in the embedded store's order (query.cc, plan_query).
@@ -136,37 +174,13 @@ Result<QueryResult> ClusterMode::query(const MeterQuery& q) {
   TimeUs unit_us = 0;
   TALLY_TRY(plan_pieces(from, to, q.window, tz, &gq.pieces, &ends, &unit_us));
 
-  // Every shard at once (the customer's alone when one is asked), each on a connection of its own.
-  std::vector<std::size_t> asked;
-  if (only) {
-    asked.push_back(cluster::shard_of(q.customer, d.shards.size()));
-  } else {
-    for (std::size_t s = 0; s < d.shards.size(); ++s) {
-      asked.push_back(s);
-    }
-  }
-  auto read_shard = [&d, &spec, &gq](std::size_t shard) -> Result<cluster::GroupedUsage> {
-    auto lease = d.shards[shard]->lease();
-    if (!lease) {
-      return lease.error();
-    }
-    return cluster::read_grouped(**lease, spec, gq);
-  };
-  std::vector<std::future<Result<cluster::GroupedUsage>>> reads;
-  for (std::size_t k = 1; k < asked.size(); ++k) {
-    reads.push_back(std::async(std::launch::async, read_shard, asked[k]));
-  }
-  std::vector<Result<cluster::GroupedUsage>> answers;
-  answers.push_back(read_shard(asked[0]));
-  for (auto& r : reads) {
-    answers.push_back(r.get());
+  auto answers = d.read_shards(spec, gq);
+  if (!answers) {
+    return answers.error();
   }
   Cells cells;
-  for (const auto& answer : answers) {
-    if (!answer) {
-      return answer.error();
-    }
-    merge_shard(*answer, spec.group_by.size(), projection, &cells);
+  for (const auto& answer : *answers) {
+    merge_shard(answer, spec.group_by.size(), projection, &cells);
   }
 
   QueryResult out;
@@ -196,6 +210,46 @@ Result<QueryResult> ClusterMode::query(const MeterQuery& q) {
     }
   }
   return out;
+}
+
+Status ClusterMode::window_states(const core::MeterSpec& meter, const std::string& customer,
+                                  const std::vector<std::pair<std::size_t, std::string>>& filters,
+                                  const std::vector<Span>& windows, TimeUs from, TimeUs to,
+                                  std::vector<core::AggState>* states,
+                                  std::vector<core::UniqueSet>* uniques) {
+  states->assign(windows.size(), core::AggState{});
+  uniques->assign(windows.size(), core::UniqueSet{});
+  cluster::GroupedQuery gq;
+  if (!customer.empty()) {
+    gq.customer = customer;
+  }
+  gq.filters = filters;
+  std::vector<TimeUs> starts;
+  for (const Span& s : windows) {
+    cluster::pieces_of(std::max(s.start, from), std::min(s.end, to), s.start, 0, &gq.pieces);
+    starts.push_back(s.start);
+  }
+  if (gq.pieces.empty()) {
+    return Status();
+  }
+  auto answers = impl_->read_shards(meter, gq);
+  if (!answers) {
+    return answers.error();
+  }
+  auto index_of = [&starts](TimeUs start) {
+    const auto it = std::lower_bound(starts.begin(), starts.end(), start);
+    TALLY_ASSERT(it != starts.end() && *it == start, "a row's window is one of the windows asked");
+    return static_cast<std::size_t>(it - starts.begin());
+  };
+  for (const cluster::GroupedUsage& answer : *answers) {
+    for (const cluster::GroupedRow& row : answer.rows) {
+      (*states)[index_of(row.window_start_us)].merge(row.state);
+    }
+    for (const cluster::GroupedUnique& u : answer.uniques) {
+      (*uniques)[index_of(u.window_start_us)].insert(u.value);
+    }
+  }
+  return Status();
 }
 
 Result<CustomerUsage> ClusterMode::customer_usage(const std::string& customer, TimeUs from_us,
