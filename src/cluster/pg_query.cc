@@ -13,27 +13,30 @@
 namespace tally::cluster {
 namespace {
 
-// The pieces ($2..$6: from, to, hours, window start, unit, microseconds since the epoch) and the
-// filters ($8, $9: 1-based field of group_key, value) as tables p and f; $7 the customer or NULL.
+// The pieces ($2..$6: from, to, hours, window start, unit, microseconds since the epoch; in
+// order, the n-th piece numbered n) and the filters ($8, $9: 1-based field of group_key, value)
+// as tables p and f; $7 the customer or NULL.
 constexpr std::string_view kInputs =
-    "WITH p AS (SELECT timestamptz 'epoch' + lo * interval '1 microsecond' AS lo, "
-    "timestamptz 'epoch' + hi * interval '1 microsecond' AS hi, hours, ws, unit "
-    "FROM unnest($2::bigint[], $3::bigint[], $4::boolean[], $5::bigint[], $6::bigint[]) "
-    "AS t(lo, hi, hours, ws, unit)), "
+    "WITH p AS (SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::boolean[], $5::bigint[], "
+    "$6::bigint[]) WITH ORDINALITY AS t(lo, hi, hours, ws, unit, n)), "
     "f AS (SELECT * FROM unnest($8::int[], $9::text[]) AS t(i, v)) ";
 
-// The columns of a row of `table` (alias x) read through piece p, with its window as w, and the
-// rows a query keeps: its meter, its customer (or all), its filters; `hours`: which pieces.
+// The columns of a row of `table` (alias x) read through the piece p that holds its bucket, with
+// its window as w, and the rows a query keeps: its meter, its customer (or all), within the
+// pieces, its filters; `hours`: which pieces. The piece is found by a binary search of the
+// pieces' starts (width_bucket), so one scan of the rows serves any number of pieces.
 std::string read_through_pieces(std::string_view table, std::string_view columns,
                                 std::string_view hours) {
-  std::string sql =
-      "SELECT x.customer_id, x.group_key, CASE WHEN p.unit > 0 THEN "
-      "(floor(extract(epoch FROM x.bucket_start) * 1000000 / p.unit) * p.unit)"
-      "::bigint ELSE p.ws END AS w";
-  sql.append(columns).append(" FROM p JOIN ").append(table);
+  constexpr std::string_view kUs = "(extract(epoch FROM x.bucket_start) * 1000000)::bigint";
+  std::string sql = "SELECT x.customer_id, x.group_key, CASE WHEN p.unit > 0 THEN (floor(";
+  sql.append(kUs).append("::numeric / p.unit) * p.unit)::bigint ELSE p.ws END AS w");
+  sql.append(columns).append(" FROM ").append(table).append(" x JOIN p ON p.n = width_bucket(");
+  sql.append(kUs).append(", $2::bigint[]) AND ").append(kUs);
   sql.append(
-      " x ON x.bucket_start >= p.lo AND x.bucket_start < p.hi WHERE x.meter = $1 AND "
-      "($7::text IS NULL OR x.customer_id = $7::text) AND NOT EXISTS "
+      " < p.hi WHERE x.meter = $1 AND ($7::text IS NULL OR x.customer_id = $7::text) "
+      "AND x.bucket_start >= timestamptz 'epoch' + ($2::bigint[])[1] * interval '1 microsecond' "
+      "AND x.bucket_start < timestamptz 'epoch' + ($3::bigint[])[cardinality($3::bigint[])] * "
+      "interval '1 microsecond' AND NOT EXISTS "
       "(SELECT 1 FROM f WHERE split_part(x.group_key, chr(31), f.i) <> f.v)");
   sql.append(hours);
   return sql;
@@ -116,6 +119,12 @@ Result<GroupedUsage> read_grouped(pg::Connection& conn, const core::MeterSpec& m
   }
   if (query.pieces.empty()) {
     return out;
+  }
+  for (std::size_t i = 0; i < query.pieces.size(); ++i) {
+    const QueryPiece& p = query.pieces[i];
+    if (p.to_us <= p.from_us || (i > 0 && p.from_us < query.pieces[i - 1].to_us)) {
+      return Status::invalid_argument("query pieces must be in time order, none empty");
+    }
   }
   std::vector<std::string> from, to, hours, starts, units, fields, values;
   for (const QueryPiece& p : query.pieces) {

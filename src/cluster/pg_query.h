@@ -53,6 +53,7 @@ void pieces_of(core::TimeUs from_us, core::TimeUs to_us, core::TimeUs window_sta
 
 struct GroupedQuery {
   std::optional<std::string> customer;  // nullopt: every customer of the shard
+  // In time order, none empty, none overlapping another (as pieces_of appends them).
   std::vector<QueryPiece> pieces;
   // Group-by property (an index into the meter's group_by) == value, all of them.
   std::vector<std::pair<std::size_t, std::string>> filters;
@@ -77,9 +78,11 @@ struct GroupedUsage {
   std::vector<GroupedUnique> uniques;  // unique_count meters: distinct values per row's key
 };
 
-// Reads `meter`'s usage over the pieces (see the header comment). Errors: kInvalidArgument for
-// more than kQueryPiecesMax pieces, or more than kUsageRowsMax rows or distinct values (details
-// kQueryTooLargeDetails); the connection's errors.
+// Reads `meter`'s usage over the pieces (see the header comment): one scan of the meter's rows
+// in the pieces' span (of the customer's, when one is named), each row's piece found by a binary
+// search of the pieces' starts. Errors: kInvalidArgument for pieces out of order, empty or
+// overlapping, for more than kQueryPiecesMax pieces, or more than kUsageRowsMax rows or distinct
+// values (details kQueryTooLargeDetails); the connection's errors.
 Result<GroupedUsage> read_grouped(pg::Connection& conn, const core::MeterSpec& meter,
                                   const GroupedQuery& query);
 
