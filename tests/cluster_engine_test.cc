@@ -776,6 +776,10 @@ TEST_F(ClusterQueryTest, WeeksMonthsAndZonesAreTheEmbeddedAnswer) {
       same(query_of(meter, kRaggedFrom, kRaggedTo, w, "America/New_York"),
            std::string(meter) + " New York ragged " + std::string(to_string(w)), 14);
     }
+    // New York hours from 2026-03-07 to 2026-03-09, over the change (07:00 UTC on the 8th).
+    same(query_of(meter, kQueryEventsFrom + 15 * kUsPerDayT, kQueryEventsFrom + 18 * kUsPerDayT,
+                  Window::kHour, "America/New_York"),
+         std::string(meter) + " New York hours", 14);
     // Kolkata, +05:30: days, weeks, months and hours that start at half past a UTC hour.
     for (Window w : {Window::kHour, Window::kDay, Window::kWeek, Window::kMonth}) {
       const TimeUs to = w == Window::kHour ? kRaggedFrom + 4 * kUsPerDayT : kRaggedTo;
