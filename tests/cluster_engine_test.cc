@@ -3,9 +3,12 @@
 // (tests/support/pg_server.h, redis_cluster.h); each test in a database of its own and with
 // customers of its own. The HTTP API over the same engine is tested end to end by
 // cluster_e2e_test.cc.
+#include <algorithm>
 #include <atomic>
+#include <ctime>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -664,10 +667,11 @@ TEST_F(ClusterEngineTest, WhatTheModeDoesNotDoAnswersNotImplemented) {
   everyone.meter = "api_calls";
   everyone.from_us = kNow - 3'600'000'000LL;
   everyone.to_us = kNow;
+  everyone.measure = Measure::kCost;
   auto all = a->query(everyone);
   ASSERT_FALSE(all.has_value());
-  EXPECT_EQ(all.error().code(), StatusCode::kNotImplemented);
-  EXPECT_NE(all.error().message().find("every customer"), std::string::npos);
+  EXPECT_EQ(all.error().code(), StatusCode::kInvalidArgument);  // no meter has a price
+  everyone.measure = Measure::kUnits;
   // Errors a user causes are the embedded mode's.
   MeterQuery unknown = everyone;
   unknown.meter = "nope";
@@ -908,6 +912,373 @@ TEST_F(ClusterEngineTest, AClaimWhoseNodeDiedIsDeliveredOnceByTheOther) {
     EXPECT_EQ(al.deliveries[0].attempts, 1u);
     EXPECT_EQ(al.deliveries[0].last_status_code, 200);
   }
+}
+
+// ---- queries over every customer, by group, window and zone: the embedded store's answers ----
+
+constexpr const char* kQueryMeters = R"(
+[[meters]]
+key = "spend"
+event_type = "llm"
+aggregation = "sum"
+value = "cost"
+group_by = ["model", "region"]
+
+[[meters]]
+key = "peak"
+event_type = "llm"
+aggregation = "max"
+value = "cost"
+group_by = ["model", "region"]
+
+[[meters]]
+key = "low"
+event_type = "llm"
+aggregation = "min"
+value = "cost"
+group_by = ["model"]
+
+[[meters]]
+key = "last"
+event_type = "llm"
+aggregation = "latest"
+value = "cost"
+group_by = ["region"]
+
+[[meters]]
+key = "users"
+event_type = "llm"
+aggregation = "unique_count"
+value = "$.user"
+group_by = ["model", "region"]
+
+[[meters]]
+key = "calls"
+event_type = "llm"
+aggregation = "count"
+group_by = ["model", "region"]
+)";
+
+// 2026-02-20T00:00:00Z: the events run from here over the US change to summer time (2026-03-08)
+// into April.
+constexpr TimeUs kQueryEventsFrom = 1'771'545'600'000'000;
+constexpr TimeUs kUsPerHourT = 3'600'000'000LL;
+constexpr TimeUs kUsPerDayT = 24 * kUsPerHourT;
+
+class ClusterQueryTest : public ClusterEngineTest {
+ protected:
+  // Two shards, a node, and an embedded engine in memory with the same meters; both hold the
+  // same customers (k1 and k2 in Asia/Kolkata) and the same events.
+  void start() {
+    ASSERT_TRUE(pg2_->create_database(db_).ok());
+    two_shards_ = true;
+    migrate();
+    auto c = open(config(kQueryMeters));
+    ASSERT_TRUE(c.has_value()) << c.error().to_string();
+    cluster_ = std::move(*c);
+    EngineOptions o;
+    o.config_toml = std::string(kMeters) + kQueryMeters;
+    o.in_memory = true;
+    o.clock = &clock_;
+    auto e = Engine::open(o);
+    ASSERT_TRUE(e.has_value()) << e.error().to_string();
+    embedded_ = std::move(*e);
+    for (const char* id : {"k1", "k2"}) {
+      Customer k;
+      k.id = id;
+      k.name = id;
+      k.timezone = "Asia/Kolkata";
+      ASSERT_TRUE(cluster_->create_customer(k).has_value());
+      ASSERT_TRUE(embedded_->create_customer(k).has_value());
+    }
+    // 1,200 events of 14 customers, at times spread over seven weeks (minutes and seconds
+    // included), with a few models, regions, users and decimal costs.
+    std::uint64_t x = 12345;
+    auto next = [&x](std::uint64_t n) {
+      x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+      return (x >> 33) % n;
+    };
+    for (int batch = 0; batch < 4; ++batch) {
+      std::string body = "[";
+      for (int i = 0; i < 300; ++i) {
+        const int n = batch * 300 + i;
+        const std::string customer =
+            n % 14 < 2 ? "k" + std::to_string(n % 14 + 1) : "q" + std::to_string(n % 14);
+        const TimeUs at = kQueryEventsFrom + static_cast<TimeUs>(next(49ULL * 86'400)) * 1'000'000;
+        const std::uint64_t cents = next(5000) + 1;
+        const std::string cost = std::to_string(cents / 100) + "." +
+                                 std::to_string(cents % 100 / 10) + std::to_string(cents % 10);
+        body += std::string(i == 0 ? "" : ",") + R"({"id":"ev)" + std::to_string(n) +
+                R"(","customer_id":")" + customer + R"(","type":"llm","timestamp":")" +
+                core_time(at) + R"(","properties":{"model":")" +
+                std::string(next(3) == 0   ? "small"
+                            : next(2) == 0 ? "large"
+                                           : "medium") +
+                R"(","region":")" + (next(2) == 0 ? "eu" : "us") + R"(","user":"u)" +
+                std::to_string(next(9)) + R"(","cost":)" + cost + "}}";
+      }
+      body += "]";
+      auto a = cluster_->ingest_json(body);
+      ASSERT_TRUE(a.has_value()) << a.error().to_string();
+      auto b = embedded_->ingest_json(body);
+      ASSERT_TRUE(b.has_value()) << b.error().to_string();
+      ASSERT_EQ(a->accepted, b->accepted);
+      ASSERT_EQ(a->rejected, 0u) << (a->errors.empty() ? "" : a->errors[0].message);
+    }
+    // Both shards hold some of the customers.
+    for (PgServer* server : {pg_.get(), pg2_.get()}) {
+      auto r = server->psql(db_, "SELECT count(DISTINCT customer_id) FROM events");
+      ASSERT_TRUE(r.has_value()) << r.error().to_string();
+      EXPECT_GT(std::stoi(*r), 1);
+    }
+  }
+
+  // RFC 3339 of a UTC instant, to the second.
+  static std::string core_time(TimeUs t) {
+    const std::time_t secs = static_cast<std::time_t>(t / 1'000'000);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+  }
+
+  // The node answers `q` as the embedded store does: the same rows, in the same order.
+  void same(const MeterQuery& q, const std::string& what, std::size_t rows_min = 1) {
+    SCOPED_TRACE(what);
+    auto want = embedded_->query(q);
+    auto got = cluster_->query(q);
+    ASSERT_EQ(got.has_value(), want.has_value())
+        << (got ? std::string("node answered") : got.error().to_string()) << " / "
+        << (want ? std::string("embedded answered") : want.error().to_string());
+    if (!want) {
+      EXPECT_EQ(got.error().code(), want.error().code());
+      EXPECT_EQ(got.error().message(), want.error().message());
+      return;
+    }
+    EXPECT_GE(want->rows.size(), rows_min);
+    EXPECT_EQ(got->meter, want->meter);
+    EXPECT_EQ(got->from_us, want->from_us);
+    EXPECT_EQ(got->to_us, want->to_us);
+    EXPECT_EQ(got->window, want->window);
+    EXPECT_EQ(got->timezone, want->timezone);
+    ASSERT_EQ(got->rows.size(), want->rows.size());
+    for (std::size_t i = 0; i < want->rows.size(); ++i) {
+      const QueryRow& g = got->rows[i];
+      const QueryRow& w = want->rows[i];
+      ASSERT_EQ(g.customer, w.customer) << "row " << i;
+      ASSERT_EQ(g.group, w.group) << "row " << i;
+      ASSERT_EQ(g.window_start_us, w.window_start_us) << "row " << i << " of " << w.customer;
+      ASSERT_EQ(g.window_end_us, w.window_end_us) << "row " << i;
+      ASSERT_EQ(g.value, w.value) << "row " << i << " of " << w.customer;
+    }
+  }
+
+  static MeterQuery query_of(const std::string& meter, TimeUs from, TimeUs to,
+                             std::optional<Window> window = std::nullopt,
+                             const std::string& zone = "") {
+    MeterQuery q;
+    q.meter = meter;
+    q.from_us = from;
+    q.to_us = to;
+    q.window = window;
+    q.timezone = zone;
+    return q;
+  }
+
+  std::unique_ptr<Engine> cluster_;
+  std::unique_ptr<Engine> embedded_;
+};
+
+// A ragged range: from a minute past the hour to a minute before one, seconds ignored as both
+// modes align them.
+constexpr TimeUs kRaggedFrom =
+    kQueryEventsFrom + 3 * kUsPerDayT + 5 * kUsPerHourT + 17 * 60'000'000LL + 30'000'000;
+constexpr TimeUs kRaggedTo =
+    kQueryEventsFrom + 45 * kUsPerDayT + 20 * kUsPerHourT + 43 * 60'000'000LL;
+
+TEST_F(ClusterQueryTest, EveryCustomerWholeAndByWindowIsTheEmbeddedAnswer) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  const TimeUs all_to = kQueryEventsFrom + 50 * kUsPerDayT;
+  for (const char* meter : {"calls", "spend", "peak", "low", "last", "users"}) {
+    same(query_of(meter, kQueryEventsFrom, all_to), std::string(meter) + " whole", 14);
+    same(query_of(meter, kRaggedFrom, kRaggedTo), std::string(meter) + " whole, ragged", 14);
+    same(query_of(meter, kRaggedFrom, kRaggedTo, Window::kDay), std::string(meter) + " by day",
+         300);
+    same(query_of(meter, kRaggedFrom, kRaggedFrom + 3 * kUsPerDayT, Window::kHour),
+         std::string(meter) + " by hour", 20);
+    same(query_of(meter, kRaggedFrom, kRaggedFrom + 2 * kUsPerDayT, Window::kMinute),
+         std::string(meter) + " by minute", 10);
+  }
+  // One customer, and nobody's usage in an empty range.
+  MeterQuery one = query_of("spend", kQueryEventsFrom, all_to, Window::kWeek, "UTC");
+  one.customer = "q5";
+  same(one, "one customer by week");
+  same(query_of("spend", kQueryEventsFrom - 10 * kUsPerDayT, kQueryEventsFrom), "empty", 0);
+}
+
+TEST_F(ClusterQueryTest, GroupByAndFilterAreTheEmbeddedAnswer) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  for (const char* meter : {"spend", "peak", "users", "calls"}) {
+    MeterQuery q = query_of(meter, kRaggedFrom, kRaggedTo);
+    q.group_by = {"model"};
+    same(q, std::string(meter) + " by model", 30);
+    q.group_by = {"region", "model"};
+    same(q, std::string(meter) + " by region and model", 60);
+    q.window = Window::kDay;
+    same(q, std::string(meter) + " by region and model and day", 300);
+    q.group_by = {"model"};
+    q.filter = {{"region", "eu"}};
+    q.window = std::nullopt;
+    same(q, std::string(meter) + " by model in eu", 20);
+    q.filter = {{"region", "us"}, {"model", "large"}};
+    q.window = Window::kWeek;
+    same(q, std::string(meter) + " large in us by week", 14);
+    q.filter = {{"region", "mars"}};
+    same(q, std::string(meter) + " nothing on mars", 0);
+  }
+  // Properties that are not the meter's are refused as the embedded store refuses them.
+  MeterQuery bad = query_of("low", kRaggedFrom, kRaggedTo);
+  bad.group_by = {"region"};
+  same(bad, "group_by not of the meter", 0);
+  bad.group_by.clear();
+  bad.filter = {{"user", "u1"}};
+  same(bad, "filter not of the meter", 0);
+}
+
+TEST_F(ClusterQueryTest, WeeksMonthsAndZonesAreTheEmbeddedAnswer) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  const TimeUs all_to = kQueryEventsFrom + 50 * kUsPerDayT;
+  for (const char* meter : {"calls", "spend", "last", "users"}) {
+    // New York: windows over the change to summer time on 2026-03-08.
+    for (Window w : {Window::kDay, Window::kWeek, Window::kMonth}) {
+      same(query_of(meter, kQueryEventsFrom, all_to, w, "America/New_York"),
+           std::string(meter) + " New York " + std::string(to_string(w)), 14);
+      same(query_of(meter, kRaggedFrom, kRaggedTo, w, "America/New_York"),
+           std::string(meter) + " New York ragged " + std::string(to_string(w)), 14);
+    }
+    // New York hours from 2026-03-07 to 2026-03-09, over the change (07:00 UTC on the 8th).
+    same(query_of(meter, kQueryEventsFrom + 15 * kUsPerDayT, kQueryEventsFrom + 18 * kUsPerDayT,
+                  Window::kHour, "America/New_York"),
+         std::string(meter) + " New York hours", 14);
+    // Kolkata, +05:30: days, weeks, months and hours that start at half past a UTC hour.
+    for (Window w : {Window::kHour, Window::kDay, Window::kWeek, Window::kMonth}) {
+      const TimeUs to = w == Window::kHour ? kRaggedFrom + 4 * kUsPerDayT : kRaggedTo;
+      same(query_of(meter, kRaggedFrom, to, w, "Asia/Kolkata"),
+           std::string(meter) + " Kolkata " + std::string(to_string(w)), 14);
+    }
+    same(query_of(meter, kRaggedFrom, kRaggedTo, Window::kMonth, "UTC"),
+         std::string(meter) + " UTC month", 14);
+  }
+  // One customer without a zone: the customer's (k1: Asia/Kolkata).
+  MeterQuery mine = query_of("spend", kQueryEventsFrom, all_to, Window::kDay);
+  mine.customer = "k1";
+  same(mine, "k1 in its zone by day", 20);
+  auto got = cluster_->query(mine);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->timezone, "Asia/Kolkata");
+  mine.customer = "nobody";
+  same(mine, "an unknown customer", 0);
+  mine.customer = "";
+  mine.timezone = "Mars/Olympus";
+  same(mine, "an unknown zone", 0);
+}
+
+bool same_point(const TrendPoint& a, const TrendPoint& b) {
+  return a.window_start_us == b.window_start_us && a.window_end_us == b.window_end_us &&
+         a.value == b.value && a.previous == b.previous && a.change == b.change &&
+         a.change_percent == b.change_percent;
+}
+
+bool same_peak(const WindowValue& a, const WindowValue& b) {
+  return a.window_start_us == b.window_start_us && a.window_end_us == b.window_end_us &&
+         a.value == b.value;
+}
+
+TEST_F(ClusterQueryTest, StatisticsAndTopCustomersAreTheEmbeddedAnswer) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  auto same_stats = [&](const StatsQuery& q, const std::string& what) {
+    SCOPED_TRACE(what);
+    auto want = embedded_->meter_stats(q);
+    auto got = cluster_->meter_stats(q);
+    ASSERT_EQ(got.has_value(), want.has_value())
+        << (got ? std::string("node answered") : got.error().to_string()) << " / "
+        << (want ? std::string("embedded answered") : want.error().to_string());
+    if (!want) {
+      EXPECT_EQ(got.error().code(), want.error().code());
+      EXPECT_EQ(got.error().message(), want.error().message());
+      return;
+    }
+    EXPECT_GT(want->windows_with_data, 0u);
+    EXPECT_EQ(got->timezone, want->timezone);
+    EXPECT_EQ(got->from_us, want->from_us);
+    EXPECT_EQ(got->to_us, want->to_us);
+    EXPECT_EQ(got->windows, want->windows);
+    EXPECT_EQ(got->windows_with_data, want->windows_with_data);
+    EXPECT_EQ(got->count, want->count);
+    for (auto [g, w] : {std::pair{got->sum, want->sum},
+                        {got->avg, want->avg},
+                        {got->min, want->min},
+                        {got->max, want->max},
+                        {got->median, want->median},
+                        {got->p95, want->p95},
+                        {got->p99, want->p99}}) {
+      EXPECT_EQ(g, w);
+    }
+    EXPECT_TRUE(std::equal(got->window_over_window.begin(), got->window_over_window.end(),
+                           want->window_over_window.begin(), want->window_over_window.end(),
+                           same_point));
+    EXPECT_TRUE(std::equal(got->day_over_day.begin(), got->day_over_day.end(),
+                           want->day_over_day.begin(), want->day_over_day.end(), same_point));
+    EXPECT_TRUE(std::equal(got->peaks.begin(), got->peaks.end(), want->peaks.begin(),
+                           want->peaks.end(), same_peak));
+    EXPECT_EQ(got->peaks.size(), 5u);
+  };
+  for (const char* meter : {"spend", "users", "last"}) {
+    StatsQuery q;
+    q.meter = meter;
+    q.from_us = kRaggedFrom;
+    q.to_us = kRaggedTo;
+    same_stats(q, std::string(meter) + " every customer by day");
+    q.window = Window::kWeek;
+    q.timezone = "America/New_York";
+    q.filter = {{"region", "eu"}};
+    same_stats(q, std::string(meter) + " eu by New York week");
+    q.window = Window::kHour;
+    q.timezone = "";
+    q.customer = "k2";  // in Asia/Kolkata: hours at half past UTC ones
+    q.filter.clear();
+    q.to_us = kRaggedFrom + 20 * kUsPerDayT;
+    same_stats(q, std::string(meter) + " k2 by its hours");
+  }
+  StatsQuery nobody;
+  nobody.meter = "spend";
+  nobody.customer = "nobody";
+  same_stats(nobody, "an unknown customer");
+
+  for (const char* meter : {"spend", "peak", "users"}) {
+    auto want = embedded_->top_customers(meter, std::nullopt, kRaggedFrom, kRaggedTo, "", 5);
+    auto got = cluster_->top_customers(meter, std::nullopt, kRaggedFrom, kRaggedTo, "", 5);
+    ASSERT_TRUE(want.has_value()) << want.error().to_string();
+    ASSERT_TRUE(got.has_value()) << got.error().to_string();
+    ASSERT_EQ(want->customers.size(), 5u);
+    ASSERT_EQ(got->customers.size(), want->customers.size()) << meter;
+    for (std::size_t i = 0; i < want->customers.size(); ++i) {
+      EXPECT_EQ(got->customers[i].customer, want->customers[i].customer) << meter << " " << i;
+      EXPECT_EQ(got->customers[i].name, want->customers[i].name) << meter << " " << i;
+      EXPECT_EQ(got->customers[i].value, want->customers[i].value) << meter << " " << i;
+    }
+    EXPECT_EQ(got->aggregation, want->aggregation);
+    EXPECT_EQ(got->from_us, want->from_us);
+    EXPECT_EQ(got->to_us, want->to_us);
+  }
+  EXPECT_EQ(
+      cluster_->top_customers("nope", std::nullopt, kRaggedFrom, kRaggedTo, "", 5).error().code(),
+      StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -500,6 +500,30 @@ core::TimeUs bucket_unit(UsageBuckets b) {
 
 }  // namespace
 
+Result<core::AggState> parse_agg_state(const std::vector<pg::Value>& row, std::size_t first) {
+  TALLY_ASSERT(row.size() >= first + 7, "an aggregate state is seven columns");
+  auto count = parse_int(row[first]);
+  auto sum = parse_numeric(row[first + 1]);
+  auto min = parse_numeric(row[first + 2]);
+  auto max = parse_numeric(row[first + 3]);
+  auto latest = parse_numeric(row[first + 4]);
+  auto latest_time = parse_int(row[first + 5]);
+  auto latest_seq = parse_int(row[first + 6]);
+  for (const Status& s : {count.status(), sum.status(), min.status(), max.status(), latest.status(),
+                          latest_time.status(), latest_seq.status()}) {
+    TALLY_TRY(s);
+  }
+  core::AggState st;
+  st.count = *count;
+  st.sum = *sum;
+  st.min = *min;
+  st.max = *max;
+  st.latest = *latest;
+  st.latest_time_us = *latest_time;
+  st.latest_seq = static_cast<std::uint64_t>(*latest_seq);
+  return st;
+}
+
 Result<EventWriteResult> write_events(pg::Connection& conn, const core::EventBatch& batch,
                                       std::span<const std::uint32_t> indices,
                                       std::span<const core::MeterSpec> meters,
@@ -571,30 +595,13 @@ Result<Usage> read_usage(pg::Connection& conn, const core::MeterSpec& meter,
   }
   std::map<core::TimeUs, UsageBucket> buckets;
   for (const auto& row : rows->rows) {
-    core::AggState st;
     auto start = parse_int(row[0]);
-    auto count = parse_int(row[1]);
-    auto sum = parse_numeric(row[2]);
-    auto min = parse_numeric(row[3]);
-    auto max = parse_numeric(row[4]);
-    auto latest = parse_numeric(row[5]);
-    auto latest_time = parse_int(row[6]);
-    auto latest_seq = parse_int(row[7]);
-    for (const Status& s :
-         {start.status(), count.status(), sum.status(), min.status(), max.status(), latest.status(),
-          latest_time.status(), latest_seq.status()}) {
-      TALLY_TRY(s);
-    }
-    st.count = *count;
-    st.sum = *sum;
-    st.min = *min;
-    st.max = *max;
-    st.latest = *latest;
-    st.latest_time_us = *latest_time;
-    st.latest_seq = static_cast<std::uint64_t>(*latest_seq);
-    out.state.merge(st);
+    TALLY_TRY(start.status());
+    auto st = parse_agg_state(row, 1);
+    TALLY_TRY(st.status());
+    out.state.merge(*st);
     if (unit != 0) {
-      buckets[core::floor_to(*start, unit)].state.merge(st);
+      buckets[core::floor_to(*start, unit)].state.merge(*st);
     }
   }
   if (meter.aggregation == core::Aggregation::kUniqueCount) {

@@ -133,6 +133,12 @@ struct Usage {
   std::vector<UsageBucket> buckets;  // buckets with data, in time order
 };
 
+// An aggregate state from the seven columns of `row` from `first` on: count, sum, min, max,
+// latest, latest_time (microseconds since the epoch), latest_seq, as the aggregate tables hold
+// them. Errors: kInternal for a NULL or a column that is not a number; kInvalidArgument for a
+// number outside core::Decimal's range.
+Result<core::AggState> parse_agg_state(const std::vector<pg::Value>& row, std::size_t first);
+
 // Reads `meter`'s usage for one customer (see the header comment). A customer or meter with no
 // rows reads as an empty state (value "0" for count, sum and unique_count; "" otherwise).
 // Errors: kInvalidArgument when `to` is not after `from` (after aligning), or when more than

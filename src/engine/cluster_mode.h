@@ -13,8 +13,9 @@
 //    (cluster::write_events, duplicates decided by PostgreSQL's unique constraint); the answer
 //    (202) comes after every shard committed. Customers are created on first use as in the embedded
 //    mode (auto_create_customers);
-//  - queries: one customer's usage of a meter, read from the shard's aggregates
-//    (cluster::read_usage), whole or by UTC minute, hour or day;
+//  - queries: a meter's usage of one or every customer, by group_by and filter, whole or by
+//    window in any zone, aggregated on every shard at once (cluster::read_grouped) and merged
+//    as the embedded store answers (cluster_query.cc);
 //  - checks: the customer's plan limits on a count or sum meter, checked and consumed across
 //    every node by one Redis function call (cluster::RedisLimits); the consumption is then
 //    written to PostgreSQL as a usage event by the writer threads, in batches, so usage and
@@ -33,10 +34,13 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "config/config.h"
+#include "core/aggregate.h"
 #include "engine/catalog.h"
+#include "engine/series.h"
 #include "tally/clock.h"
 #include "tally/engine.h"
 
@@ -75,6 +79,15 @@ class ClusterMode {
   void ingest(std::string body, const IngestOptions& options, Engine::IngestCallback done);
   Result<QueryResult> query(const MeterQuery& q);
   Result<CustomerUsage> customer_usage(const std::string& customer, TimeUs from_us, TimeUs to_us);
+  // For statistics (Engine::meter_stats): `meter`'s state (and distinct values, for
+  // unique_count) per window of `windows` (in order, covering [from, to); only [from, to)
+  // counts), of `customer` or of every customer ("") merged, over the groups `filters` keeps
+  // (index into the meter's group_by, value). *states and *uniques get one entry per window.
+  // Errors: the shards' (cluster::read_grouped).
+  Status window_states(const core::MeterSpec& meter, const std::string& customer,
+                       const std::vector<std::pair<std::size_t, std::string>>& filters,
+                       const std::vector<Span>& windows, TimeUs from, TimeUs to,
+                       std::vector<core::AggState>* states, std::vector<core::UniqueSet>* uniques);
 
   // ---- checks ----
   // One check, or a batch (all or nothing, as the embedded store's check_batch). A reserving

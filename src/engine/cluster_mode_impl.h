@@ -1,7 +1,7 @@
 // The inside of the engine's scale-out mode (cluster_mode.h), shared by its files:
-// cluster_mode.cc (opening, customers, keys, operations), cluster_ingest.cc (ingest and
-// queries), cluster_check.cc (checks and their usage) and cluster_alerts.cc (alerts and the
-// outbox).
+// cluster_mode.cc (opening, customers, keys, operations), cluster_ingest.cc (ingest),
+// cluster_query.cc (queries), cluster_check.cc (checks and their usage), cluster_reservations.cc
+// (reservations) and cluster_alerts.cc (alerts and the outbox).
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -22,6 +22,7 @@
 #include "cluster/pg_alerts.h"
 #include "cluster/pg_customers.h"
 #include "cluster/pg_events.h"
+#include "cluster/pg_query.h"
 #include "cluster/pg_reservations.h"
 #include "cluster/pg_verify.h"
 #include "cluster/pool.h"
@@ -260,6 +261,10 @@ struct ClusterMode::Impl {
   void finish_part(IngestRequest& req, const Status& s);
   void complete(IngestRequest& req);
   void write_usage(std::vector<PendingUsage> batch);
+  // `query` on every shard at once, each on a connection of its own (on the customer's shard
+  // alone when it names one). Errors: the first shard's that failed.
+  Result<std::vector<cluster::GroupedUsage>> read_shards(const core::MeterSpec& spec,
+                                                         const cluster::GroupedQuery& query);
   void writer_loop(std::size_t shard);
   void usage_loop();
   void start_alerts();

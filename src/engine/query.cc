@@ -11,16 +11,52 @@
 #include <utility>
 
 #include "engine/engine_impl.h"
+#include "engine/query_common.h"
 
 namespace tally {
 
-namespace {
-
-constexpr std::size_t kQueryRowsMax = 100'000;
-
-}  // namespace
-
 namespace engine {
+
+Status resolve_query_groups(const core::MeterSpec& spec, const MeterQuery& q,
+                            std::vector<std::size_t>* projection,
+                            std::vector<std::pair<std::size_t, std::string>>* filters) {
+  for (const auto& g : q.group_by) {
+    auto it = std::find(spec.group_by.begin(), spec.group_by.end(), g);
+    if (it == spec.group_by.end()) {
+      return Status::invalid_argument("group_by '" + g + "' is not a group-by property of meter '" +
+                                      spec.key + "'");
+    }
+    projection->push_back(static_cast<std::size_t>(it - spec.group_by.begin()));
+  }
+  for (const auto& [k, v] : q.filter) {
+    auto it = std::find(spec.group_by.begin(), spec.group_by.end(), k);
+    if (it == spec.group_by.end()) {
+      return Status::invalid_argument("filter '" + k + "' is not a group-by property of meter '" +
+                                      spec.key + "'");
+    }
+    filters->emplace_back(static_cast<std::size_t>(it - spec.group_by.begin()), v);
+  }
+  return Status();
+}
+
+Status query_too_large(bool windowed) {
+  const std::string rows = "the query has more than " + std::to_string(kQueryRowsMax) + " rows";
+  return Status::invalid_argument(
+      windowed ? rows + "; narrow the range or use a larger window"
+               : rows +
+                     " (one per customer and group); narrow the range, name a customer, "
+                     "add filters or group by fewer properties",
+      std::string(kQueryTooLargeDetails));
+}
+
+std::string query_value_text(core::Aggregation a, const core::AggState& s,
+                             const core::UniqueSet* uniques) {
+  core::Decimal v;
+  if (!core::aggregate_value(a, s, uniques, &v)) {
+    return {};
+  }
+  return core::format_decimal(v);
+}
 
 void combine_customer(const MeterAggregates& m, std::uint32_t customer_num, core::TimeUs a,
                       core::TimeUs b, bool want_uniques, core::AggState* state,
@@ -71,11 +107,7 @@ std::vector<std::string_view> split_group(std::string_view text, std::size_t n) 
 namespace {
 
 std::string value_text(core::Aggregation a, const core::AggState& s, const core::UniqueSet* u) {
-  core::Decimal v;
-  if (!core::aggregate_value(a, s, u, &v)) {
-    return {};
-  }
-  return core::format_decimal(v);
+  return engine::query_value_text(a, s, u);
 }
 
 // The series of one meter per (customer, projected group values), sorted by them, as query
@@ -200,23 +232,8 @@ Status plan_query(const Engine::Impl& d, const MeterQuery& q, QueryPlan* plan) {
   const core::MeterSpec& spec = m->spec;
   // Projection and filters name group-by properties of the meter.
   std::vector<std::size_t> projection;
-  for (const auto& g : q.group_by) {
-    auto it = std::find(spec.group_by.begin(), spec.group_by.end(), g);
-    if (it == spec.group_by.end()) {
-      return Status::invalid_argument("group_by '" + g + "' is not a group-by property of meter '" +
-                                      spec.key + "'");
-    }
-    projection.push_back(static_cast<std::size_t>(it - spec.group_by.begin()));
-  }
   std::vector<std::pair<std::size_t, std::string>> filters;
-  for (const auto& [k, v] : q.filter) {
-    auto it = std::find(spec.group_by.begin(), spec.group_by.end(), k);
-    if (it == spec.group_by.end()) {
-      return Status::invalid_argument("filter '" + k + "' is not a group-by property of meter '" +
-                                      spec.key + "'");
-    }
-    filters.emplace_back(static_cast<std::size_t>(it - spec.group_by.begin()), v);
-  }
+  TALLY_TRY(engine::resolve_query_groups(spec, q, &projection, &filters));
   const engine::CustomerState* only = nullptr;
   if (!q.customer.empty()) {
     only = d.find_customer(q.customer);
@@ -336,19 +353,11 @@ class QueryRows {
     }
     row.value = value_text(plan_.meter->spec.aggregation, st, &u);
     out_.rows.push_back(std::move(row));
-    return out_.rows.size() > kQueryRowsMax ? too_large() : Status();
+    return out_.rows.size() > engine::kQueryRowsMax ? too_large() : Status();
   }
 
   // The row cap holds with or without a window (without one, a row per customer and group).
-  Status too_large() const {
-    const std::string rows = "the query has more than " + std::to_string(kQueryRowsMax) + " rows";
-    return Status::invalid_argument(
-        plan_.window ? rows + "; narrow the range or use a larger window"
-                     : rows +
-                           " (one per customer and group); narrow the range, name a customer, "
-                           "add filters or group by fewer properties",
-        std::string(kQueryTooLargeDetails));
-  }
+  Status too_large() const { return engine::query_too_large(plan_.window.has_value()); }
 
   const MeterQuery& q_;
   const QueryPlan& plan_;

@@ -526,7 +526,6 @@ Result<OrganizationUsage> Engine::organization_usage(const std::string& organiza
 Result<TopUsage> Engine::top_customers(const std::string& meter, std::optional<Window> period,
                                        TimeUs from_us, TimeUs to_us, const std::string& timezone,
                                        std::uint32_t n) const {
-  TALLY_EMBEDDED_ONLY("the top customers");
   const Impl& d = *impl_;
   if (n == 0 || n > kTopMax) {
     return Status::invalid_argument("n must be 1.." + std::to_string(kTopMax));
@@ -569,16 +568,27 @@ Result<TopUsage> Engine::top_customers(const std::string& meter, std::optional<W
   if (ranked.size() > n) {
     ranked.resize(n);
   }
+  // The scale-out mode reads the names of the customers ranked from their shards.
+  std::vector<std::string> cluster_names;
+  for (const auto& [v, row] : ranked) {
+    if (d.cluster != nullptr) {
+      auto c = d.cluster->get_customer(row->customer);
+      cluster_names.push_back(c ? c->name : row->customer);
+    }
+  }
   std::shared_lock lock(d.state_mutex);
   if (const auto* m = d.catalog->find(meter); m != nullptr) {
     out.aggregation = m->spec.aggregation;
     out.unit = m->spec.unit;
   }
-  for (const auto& [v, row] : ranked) {
+  for (std::size_t i = 0; i < ranked.size(); ++i) {
+    const QueryRow* row = ranked[i].second;
     TopCustomer t;
     t.customer = row->customer;
     const auto* cs = d.find_customer(row->customer);
-    t.name = cs != nullptr ? cs->record.name : row->customer;
+    t.name = d.cluster != nullptr ? cluster_names[i]
+             : cs != nullptr      ? cs->record.name
+                                  : row->customer;
     t.value = row->value;
     out.customers.push_back(std::move(t));
   }
@@ -670,7 +680,6 @@ std::vector<WindowValue> peaks_of(const std::vector<Span>& windows, const Values
 }  // namespace
 
 Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
-  TALLY_EMBEDDED_ONLY("meter statistics");
   const Impl& d = *impl_;
   if (q.peaks_max > kPeaksMax) {
     return Status::invalid_argument("peaks must be 0.." + std::to_string(kPeaksMax));
@@ -682,17 +691,26 @@ Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
     return Status::not_found("meter '" + q.meter + "' does not exist");
   }
   const engine::CustomerState* only = nullptr;
-  if (!q.customer.empty()) {
+  core::TimeZone customer_tz;
+  if (!q.customer.empty() && d.cluster != nullptr) {
+    auto c = d.cluster->get_customer(q.customer);  // kNotFound as below
+    if (!c) {
+      return c.error();
+    }
+    auto z = core::TimeZone::find(c->timezone);
+    customer_tz = z ? *z : core::TimeZone();
+  } else if (!q.customer.empty()) {
     only = d.find_customer(q.customer);
     if (only == nullptr) {
       return Status::not_found("customer '" + q.customer + "' does not exist");
     }
+    customer_tz = only->tz;
   }
   auto filters = stats_filters(*m, q);
   if (!filters) {
     return filters.error();
   }
-  auto tz = zone_named(q.timezone, only != nullptr ? only->tz : core::TimeZone());
+  auto tz = zone_named(q.timezone, customer_tz);
   if (!tz) {
     return tz.error();
   }
@@ -716,8 +734,24 @@ Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
   out.to_us = to;
   out.windows = windows->size();
 
+  // The embedded store's series, or the scale-out mode's shards, summed per window.
+  auto fill = [&](const std::vector<Span>& spans, core::TimeUs a, std::vector<Acc>* acc) {
+    if (d.cluster == nullptr) {
+      accumulate(d, *m, only, *filters, spans, a, to, acc);
+      return Status();
+    }
+    std::vector<core::AggState> states;
+    std::vector<core::UniqueSet> uniques;
+    TALLY_TRY(
+        d.cluster->window_states(m->spec, q.customer, *filters, spans, a, to, &states, &uniques));
+    for (std::size_t i = 0; i < spans.size(); ++i) {
+      (*acc)[i].st = states[i];
+      (*acc)[i].u = std::move(uniques[i]);
+    }
+    return Status();
+  };
   std::vector<Acc> acc(windows->size());
-  accumulate(d, *m, only, *filters, *windows, from, to, &acc);
+  TALLY_TRY(fill(*windows, from, &acc));
   const Values values = values_of(agg, acc);
   add_distribution(values, acc, &out);
   out.window_over_window = trend_of(*windows, values);
@@ -727,7 +761,7 @@ Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
   } else {
     const std::vector<Span> days = days_of(from, to, *tz);
     std::vector<Acc> day_acc(days.size());
-    accumulate(d, *m, only, *filters, days, std::max(from, days.front().start), to, &day_acc);
+    TALLY_TRY(fill(days, std::max(from, days.front().start), &day_acc));
     out.day_over_day = trend_of(days, values_of(agg, day_acc));
   }
   out.peaks = peaks_of(*windows, values, acc, q.peaks_max);
