@@ -526,5 +526,71 @@ TEST_F(ClusterEngineTest, WhatTheModeDoesNotDoAnswersNotImplemented) {
             StatusCode::kInvalidArgument);
 }
 
+// ---- prices, wallets and credits (docs/cluster.md "Prices, wallets and credits") ----------
+
+constexpr const char* kPrices = R"(
+[credits]
+per_currency_unit = 100
+
+[[prices]]
+meter = "tokens"
+unit_price = "0.001"
+
+[[prices]]
+meter = "api_calls"
+match = { route = "gold" }
+unit_price = "0.5"
+effective_from = "2026-12-07T09:00:00Z"
+)";
+
+// What psql printed, without its trailing newline.
+std::string trimmed(const Result<std::string>& out) {
+  EXPECT_TRUE(out.has_value()) << out.error().to_string();
+  std::string s = out ? *out : std::string();
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) {
+    s.pop_back();
+  }
+  return s;
+}
+
+TEST_F(ClusterEngineTest, EventsArePricedOnceWhicheverNodeWritesThem) {
+  migrate();
+  auto a = open(config(kPrices));
+  auto b = open(config(kPrices));
+  ASSERT_TRUE(a.has_value()) << a.error().to_string();
+  ASSERT_TRUE(b.has_value());
+  auto sql = [&](const std::string& text) {
+    return trimmed(pg_->psql(db_, text));
+  };
+  // 3 tokens each: 0.003 USD, 0.3 credits. e5..e9 reach both nodes: charged once.
+  ASSERT_EQ((*a)->ingest_json(events("p", 0, 10, "completion"))->accepted, 10u);
+  auto second = (*b)->ingest_json(events("p", 5, 10, "completion"));
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->accepted, 5u);
+  EXPECT_EQ(second->duplicates, 5u);
+  EXPECT_EQ(sql("SELECT count(*), count(cost), sum(cost)::text, sum(credits)::text FROM events "
+                "WHERE customer_id = 'p'"),
+            "15|15|0.045000000|4.500000000");
+  // A price's match and its effective_from: only route=gold calls from 09:00 on are charged.
+  const std::string calls =
+      R"([{"id":"g1","customer_id":"q","type":"api_call","timestamp":"2026-12-07T09:30:00Z",)"
+      R"("properties":{"route":"gold"}},)"
+      R"({"id":"g2","customer_id":"q","type":"api_call","timestamp":"2026-12-07T08:30:00Z",)"
+      R"("properties":{"route":"gold"}},)"
+      R"({"id":"s1","customer_id":"q","type":"api_call","timestamp":"2026-12-07T09:30:00Z",)"
+      R"("properties":{"route":"silver"}}])";
+  ASSERT_EQ((*b)->ingest_json(calls)->accepted, 3u);
+  EXPECT_EQ(sql("SELECT string_agg(event_id || '=' || coalesce(credits::text, '-'), ',' ORDER BY "
+                "event_id) FROM events WHERE customer_id = 'q'"),
+            "g1=50.000000000,g2=-,s1=-");
+  // A model that counts the period's units is refused at open, naming the price.
+  auto tiered = open(config(std::string(kPrices) +
+                            "\n[[prices]]\nmeter = \"api_calls\"\nmodel = \"package\"\n"
+                            "package_size = 10\npackage_price = \"0.5\"\n"));
+  ASSERT_FALSE(tiered.has_value());
+  EXPECT_NE(tiered.error().message().find("package"), std::string::npos)
+      << tiered.error().message();
+}
+
 }  // namespace
 }  // namespace tally

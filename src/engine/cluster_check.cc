@@ -417,13 +417,17 @@ void ClusterMode::Impl::write_usage(std::vector<PendingUsage> batch) {
     if (by_shard[shard].empty()) {
       continue;
     }
+    const std::vector<std::optional<cluster::EventCharge>> charges = charges_of(b, by_shard[shard]);
     Status s;
     for (int attempt = 0; attempt < 50; ++attempt) {
       auto lease = shards[shard]->lease();
       if (!lease) {
         s = lease.error();
       } else {
-        auto written = cluster::write_events(**lease, b, by_shard[shard], meter_specs, received);
+        cluster::EventWriteOptions options;
+        options.charges = charges;
+        auto written =
+            cluster::write_events(**lease, b, by_shard[shard], meter_specs, received, options);
         s = written.status();
       }
       if (s.ok()) {

@@ -266,7 +266,10 @@ Status ClusterMode::Impl::write_group(const core::EventBatch& b,
   if (!lease) {
     return lease.error();
   }
-  auto written = cluster::write_events(**lease, b, write, meter_specs, clock->now_us());
+  const std::vector<std::optional<cluster::EventCharge>> charges = charges_of(b, write);
+  cluster::EventWriteOptions options;
+  options.charges = charges;
+  auto written = cluster::write_events(**lease, b, write, meter_specs, clock->now_us(), options);
   if (!written) {
     return written.error();
   }
@@ -403,6 +406,10 @@ Result<QueryResult> ClusterMode::query(const MeterQuery& q) {
   auto meter = meter_of(*d.catalog, q.meter);
   if (!meter) {
     return meter.error();
+  }
+  if (q.measure != Measure::kUnits &&
+      !d.catalog->prices_by_meter[d.catalog->index_of(*meter)].empty()) {
+    return not_built("a cost or credits query");
   }
   TALLY_TRY(supported(q));
   auto customer = get_customer(q.customer);

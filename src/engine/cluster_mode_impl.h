@@ -197,6 +197,10 @@ struct ClusterMode::Impl {
   void complete(IngestRequest& req);
   void write_usage(std::vector<PendingUsage> batch);
   void writer_loop(std::size_t shard);
+  // cluster_prices.cc: per entry of `indices`, what the event is charged (nullopt: no price
+  // charges it); empty when the catalog has no prices.
+  std::vector<std::optional<cluster::EventCharge>> charges_of(
+      const core::EventBatch& b, std::span<const std::uint32_t> indices) const;
   void usage_loop();
   void stop();
 };

@@ -17,6 +17,7 @@
 #include "common/assert.h"
 #include "engine/audit.h"
 #include "engine/engine_impl.h"
+#include "engine/price_match.h"
 
 namespace tally {
 
@@ -153,48 +154,34 @@ bool Engine::Impl::price_of(std::uint32_t meter, std::uint32_t customer_num,
                             std::span<const std::pair<std::string_view, std::string_view>> props,
                             LedgerWork* work, core::Decimal* cost, core::Decimal* credits,
                             core::TimeUs known_at_us) const {
-  if (meter >= catalog->prices_by_meter.size()) {
+  const std::optional<engine::PriceMatch> found =
+      engine::match_price(*catalog, meter, props, time_us, known_at_us);
+  if (!found) {
     return false;
   }
-  for (std::uint32_t index : catalog->prices_by_meter[meter]) {
-    const auto& match = catalog->prices[index].spec.match;
-    const bool matches = std::all_of(match.begin(), match.end(), [&](const auto& m) {
-      return std::any_of(props.begin(), props.end(),
-                         [&](const auto& p) { return p.first == m.first && p.second == m.second; });
-    });
-    if (!matches) {
-      continue;
+  const std::uint32_t index = found->index;
+  const core::PriceSpec& spec = found->version->spec;
+  if (!core::price_is_tiered(spec)) {
+    *cost = core::incremental_cost(spec, core::Decimal{}, value);
+  } else {
+    core::TimeUs start = 0;
+    core::TimeUs end = 0;
+    core::billing_period_span(time_us, anchor_us, tz, &start, &end);
+    const auto key = std::make_tuple(index, customer_num, start);
+    core::Decimal before;
+    if (work != nullptr && work->price_usage.count(key) != 0) {
+      before = work->price_usage[key];
+    } else if (auto it = price_usage.find(key);
+               (work == nullptr || !work->from_scratch) && it != price_usage.end()) {
+      before = it->second;
     }
-    // A price with no version in effect then (not yet, or removed) leaves the event to the next.
-    const core::PriceVersion* version =
-        core::version_at(catalog->prices[index].versions, time_us, known_at_us);
-    if (version == nullptr) {
-      continue;
+    *cost = core::incremental_cost(spec, before, value);
+    if (work != nullptr) {
+      work->price_usage[key] = before + value;
     }
-    const core::PriceSpec& spec = version->spec;
-    if (!core::price_is_tiered(spec)) {
-      *cost = core::incremental_cost(spec, core::Decimal{}, value);
-    } else {
-      core::TimeUs start = 0;
-      core::TimeUs end = 0;
-      core::billing_period_span(time_us, anchor_us, tz, &start, &end);
-      const auto key = std::make_tuple(index, customer_num, start);
-      core::Decimal before;
-      if (work != nullptr && work->price_usage.count(key) != 0) {
-        before = work->price_usage[key];
-      } else if (auto it = price_usage.find(key);
-                 (work == nullptr || !work->from_scratch) && it != price_usage.end()) {
-        before = it->second;
-      }
-      *cost = core::incremental_cost(spec, before, value);
-      if (work != nullptr) {
-        work->price_usage[key] = before + value;
-      }
-    }
-    *credits = core::credits_for(spec, *cost);
-    return true;
   }
-  return false;
+  *credits = core::credits_for(spec, *cost);
+  return true;
 }
 
 WalletRecord& Engine::Impl::work_wallet(LedgerWork& work, std::uint32_t customer_num,
