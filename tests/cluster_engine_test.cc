@@ -501,7 +501,6 @@ TEST_F(ClusterEngineTest, WhatTheModeDoesNotDoAnswersNotImplemented) {
   auto a = node();
   ASSERT_TRUE(a);
   ASSERT_TRUE(a->ingest_json(events("acme", 0, 1)).has_value());
-  EXPECT_EQ(a->wallet("acme").error().code(), StatusCode::kNotImplemented);
   EXPECT_EQ(a->audit_log(10).error().code(), StatusCode::kNotImplemented);
   EXPECT_EQ(a->alerts({}).error().code(), StatusCode::kNotImplemented);
   EXPECT_EQ(a->limits_report("acme").error().code(), StatusCode::kNotImplemented);
@@ -590,6 +589,134 @@ TEST_F(ClusterEngineTest, EventsArePricedOnceWhicheverNodeWritesThem) {
   ASSERT_FALSE(tiered.has_value());
   EXPECT_NE(tiered.error().message().find("package"), std::string::npos)
       << tiered.error().message();
+}
+
+// A wallet's view without its grants' ids, which number each store's own transactions.
+std::string wallet_text(const Result<Wallet>& w) {
+  if (!w) {
+    return w.error().to_string();
+  }
+  std::string out = w->balance + " avail " + w->available + " held " + w->held + " n " +
+                    std::to_string(w->transactions) + (w->exhausted ? " exhausted" : "");
+  for (const WalletGrant& g : w->grants) {
+    out += " [" + std::string(to_string(g.type)) + " " + g.amount + " left " + g.remaining + " p" +
+           std::to_string(g.priority) + " exp " + std::to_string(g.expires_at_us) + "]";
+  }
+  return out;
+}
+
+// A ledger page as text (types, amounts, balances, events), and whether its chain holds.
+std::string ledger_text(const Result<LedgerPage>& page, bool* chained) {
+  if (!page) {
+    return page.error().to_string();
+  }
+  std::string out;
+  std::string previous = "0";
+  *chained = true;
+  for (const LedgerTransaction& t : page->transactions) {
+    *chained = *chained && t.balance_before == previous;
+    previous = t.balance_after;
+    out += std::string(to_string(t.type)) + " " + t.amount + " " + t.balance_before + ">" +
+           t.balance_after + (t.event_id.empty() ? "" : " " + t.event_id) + ";";
+  }
+  return out;
+}
+
+WalletTransactionRequest wallet_request(LedgerType type, const std::string& amount,
+                                        TimeUs expires_at_us = 0) {
+  WalletTransactionRequest r;
+  r.type = type;
+  r.amount = amount;
+  r.expires_at_us = expires_at_us;
+  r.description = "test";
+  return r;
+}
+
+TEST_F(ClusterEngineTest, WalletsAnswerAsTheEmbeddedStoreAndBurnEachEventOnce) {
+  migrate();
+  auto a = open(config(kPrices));
+  auto b = open(config(kPrices));
+  ASSERT_TRUE(a.has_value()) << a.error().to_string();
+  ASSERT_TRUE(b.has_value());
+  EngineOptions eo;
+  eo.config_toml = std::string(kMeters) + kPrices;
+  eo.in_memory = true;
+  eo.clock = &clock_;
+  auto embedded = Engine::open(eo);
+  ASSERT_TRUE(embedded.has_value()) << embedded.error().to_string();
+  // The same story on both stores: credits, usage burning them, a second node, mistakes.
+  std::vector<Engine*> stores = {embedded->get(), a->get()};
+  std::vector<std::string> wallets, ledgers, errors;
+  for (Engine* e : stores) {
+    Customer c;
+    c.id = "w";
+    c.name = "w";
+    ASSERT_TRUE(e->create_customer(c).has_value());
+    EXPECT_EQ(wallet_text(e->wallet("w")), "0 avail 0 held 0 n 0 exhausted");
+    ASSERT_TRUE(e->wallet_transaction(
+                     "w", wallet_request(LedgerType::kGrant, "100", kNow + 86'400'000'000LL))
+                    .has_value());
+    ASSERT_TRUE(e->wallet_transaction("w", wallet_request(LedgerType::kTopUp, "50")).has_value());
+    auto adjusted = e->wallet_transaction("w", wallet_request(LedgerType::kAdjustment, "-30"));
+    ASSERT_TRUE(adjusted.has_value()) << adjusted.error().to_string();
+    EXPECT_EQ(adjusted->balance_after, "120");
+    // 10 events of 3 tokens: 0.3 credits each.
+    ASSERT_EQ(e->ingest_json(events("w", 0, 10, "completion"))->accepted, 10u);
+    errors.push_back(
+        e->wallet_transaction("w", wallet_request(LedgerType::kGrant, "-1")).error().to_string());
+    errors.push_back(e->wallet_transaction("nobody", wallet_request(LedgerType::kGrant, "1"))
+                         .error()
+                         .to_string());
+    errors.push_back(e->wallet_transactions_atomic("w", {wallet_request(LedgerType::kGrant, "1")},
+                                                   /*only_if_new=*/true)
+                         .error()
+                         .to_string());
+    errors.push_back(e->wallet("nobody").error().to_string());
+    wallets.push_back(wallet_text(e->wallet("w")));
+    LedgerQuery q;
+    q.customer = "w";
+    q.limit = 1000;
+    bool chained = false;
+    ledgers.push_back(ledger_text(e->wallet_transactions(q), &chained));
+    EXPECT_TRUE(chained) << ledgers.back();
+  }
+  EXPECT_EQ(wallets[0], wallets[1]);
+  EXPECT_EQ(wallets[1],
+            "117 avail 117 held 0 n 13 [grant 100 left 67 p0 exp 1796724000000000] [top_up 50 "
+            "left 50 p100 exp 0]");
+  EXPECT_EQ(ledgers[0], ledgers[1]);
+  ASSERT_EQ(errors.size(), 8u);
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(errors[i], errors[i + 4]);
+  }
+  EXPECT_EQ(errors[0], "INVALID_ARGUMENT: the amount of a grant must be positive");
+  // The other node reads the same wallet; the same events sent to it burn nothing more.
+  EXPECT_EQ(wallet_text((*b)->wallet("w")), wallets[1]);
+  auto again = (*b)->ingest_json(events("w", 5, 10, "completion"));  // e5..e9 again, e10..e14 new
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->duplicates, 5u);
+  EXPECT_EQ(trimmed(pg_->psql(db_,
+                              "SELECT count(*), count(DISTINCT event_id), sum(amount)::text "
+                              "FROM ledger WHERE customer_id = 'w' AND type = 'burn'")),
+            "15|15|-4.500000000");
+  EXPECT_EQ(trimmed(pg_->psql(db_,
+                              "SELECT w.balance::text, (SELECT sum(amount) FROM ledger l "
+                              "WHERE l.customer_id = w.customer_id)::text FROM wallets w "
+                              "WHERE customer_id = 'w'")),
+            "115.500000000|115.500000000");
+  // Paging: a cursor continues where the page ended.
+  LedgerQuery q;
+  q.customer = "w";
+  q.limit = 2;
+  auto first = (*a)->wallet_transactions(q);
+  ASSERT_TRUE(first.has_value());
+  ASSERT_EQ(first->transactions.size(), 2u);
+  q.cursor = first->next_cursor;
+  auto second = (*a)->wallet_transactions(q);
+  ASSERT_TRUE(second.has_value());
+  ASSERT_EQ(second->transactions.size(), 2u);
+  EXPECT_EQ(second->transactions[0].type, LedgerType::kAdjustment);
+  EXPECT_EQ(second->transactions[0].balance_before, first->transactions[1].balance_after);
 }
 
 }  // namespace

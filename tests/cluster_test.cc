@@ -771,9 +771,6 @@ TEST_F(ClusterE2eTest, WhatTheModeDoesNotDoAnswers501) {
   };
 
   const std::vector<Route> routes = {
-      {"GET", "/v1/customers/unbuilt/wallet", ""},
-      {"POST", "/v1/customers/unbuilt/wallet/transactions", R"({"type":"top_up","amount":100})"},
-      {"GET", "/v1/customers/unbuilt/wallet/transactions", ""},
       {"GET", "/v1/alerts", ""},
       {"GET", "/v1/events?customer=unbuilt", ""},
       {"GET", "/v1/export?format=csv&kind=events&customer=unbuilt", ""},

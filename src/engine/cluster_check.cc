@@ -426,6 +426,11 @@ void ClusterMode::Impl::write_usage(std::vector<PendingUsage> batch) {
       } else {
         cluster::EventWriteOptions options;
         options.charges = charges;
+        if (!charges.empty()) {
+          options.in_transaction = [&](pg::Connection& conn, const std::vector<bool>& inserted) {
+            return burn_credits(conn, b, by_shard[shard], charges, inserted);
+          };
+        }
         auto written =
             cluster::write_events(**lease, b, by_shard[shard], meter_specs, received, options);
         s = written.status();

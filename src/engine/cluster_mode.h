@@ -74,6 +74,15 @@ class ClusterMode {
   // ---- checks ----
   Result<std::vector<CheckResult>> check(const std::vector<CheckRequest>& requests);
 
+  // ---- wallets (cluster_wallets.cc: the embedded rules, engine/wallet_rules.h, on rows of the
+  // customer's shard) ----
+  Result<Wallet> wallet(const std::string& customer);
+  // One or more of an admin's transactions, all or none (Engine::wallet_transactions_atomic).
+  Result<std::vector<LedgerTransaction>> wallet_transactions_atomic(
+      const std::string& customer, const std::vector<WalletTransactionRequest>& requests,
+      bool only_if_new);
+  Result<LedgerPage> wallet_transactions(const LedgerQuery& q);
+
   // ---- operations ----
   // Every shard answers and Redis answers; else kUnavailable saying which does not.
   Status ready();

@@ -21,6 +21,7 @@
 #include "cluster/pg_customers.h"
 #include "cluster/pg_events.h"
 #include "cluster/pg_verify.h"
+#include "cluster/pg_wallets.h"
 #include "cluster/pool.h"
 #include "cluster/redis_limits.h"
 #include "cluster/shard.h"
@@ -201,6 +202,13 @@ struct ClusterMode::Impl {
   // charges it); empty when the catalog has no prices.
   std::vector<std::optional<cluster::EventCharge>> charges_of(
       const core::EventBatch& b, std::span<const std::uint32_t> indices) const;
+  // cluster_wallets.cc: burns the credits of the events of `indices` inserted now (`inserted`,
+  // per entry) with `charges` (per entry) from their customers' wallets, in the write's open
+  // transaction on `conn` (EventWriteOptions::in_transaction).
+  Status burn_credits(pg::Connection& conn, const core::EventBatch& b,
+                      std::span<const std::uint32_t> indices,
+                      std::span<const std::optional<cluster::EventCharge>> charges,
+                      const std::vector<bool>& inserted);
   void usage_loop();
   void stop();
 };

@@ -154,9 +154,17 @@ constexpr std::string_view kTrialStart = R"sql(
 ALTER TABLE customers ADD COLUMN trial_started_at timestamptz;
 )sql";
 
+// Version 3: a wallet's state beyond its balance (its grants with what is left of each, its
+// debt, its transaction count), the bytes of the engine's wallet snapshot
+// (engine::encode_wallet), read and written with the row locked; NULL = no transaction yet.
+constexpr std::string_view kWalletState = R"sql(
+ALTER TABLE wallets ADD COLUMN state bytea;
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "the initial cluster schema", kInitialSchema},
     {2, "customers' trial start", kTrialStart},
+    {3, "wallets' grants and debt", kWalletState},
 };
 
 constexpr std::string_view kCreateVersionTable =
