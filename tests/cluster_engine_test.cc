@@ -4,6 +4,7 @@
 // customers of its own. The HTTP API over the same engine is tested end to end by
 // cluster_e2e_test.cc.
 #include <atomic>
+#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <string>
@@ -198,10 +199,6 @@ TEST_F(ClusterEngineTest, AnUnmigratedDatabaseIsRefusedNamingTheShard) {
 
 TEST_F(ClusterEngineTest, WhatTheModeCannotHonourYetIsRefusedAtOpen) {
   migrate();
-  auto prepaid = open(config() + "\n[[plans]]\nkey = \"pre\"\nprepaid = true\n");
-  ASSERT_FALSE(prepaid.has_value());
-  EXPECT_NE(prepaid.error().message().find("prepaid"), std::string::npos)
-      << prepaid.error().message();
   auto per_key = open(std::string(kMeters) + "api_rate_limit_per_minute = 100\n" +
                       config().substr(std::string(kMeters).size()));
   ASSERT_FALSE(per_key.has_value());
@@ -717,6 +714,102 @@ TEST_F(ClusterEngineTest, WalletsAnswerAsTheEmbeddedStoreAndBurnEachEventOnce) {
   ASSERT_EQ(second->transactions.size(), 2u);
   EXPECT_EQ(second->transactions[0].type, LedgerType::kAdjustment);
   EXPECT_EQ(second->transactions[0].balance_before, first->transactions[1].balance_after);
+}
+
+TEST_F(ClusterEngineTest, PrepaidChecksOnTwoNodesNeverSpendBeyondTheBalance) {
+  migrate();
+  // Each gold call costs 0.5 USD = 50 credits; 1,000 credits pay for exactly 20.
+  const std::string prepaid =
+      "\n[[plans]]\nkey = \"pre\"\nprepaid = true\nlimits = [{ meter = \"api_calls\", period = "
+      "\"day\", amount = 1000 }]\n";
+  auto a = open(config(kPrices + prepaid));
+  auto b = open(config(kPrices + prepaid));
+  ASSERT_TRUE(a.has_value()) << a.error().to_string();
+  ASSERT_TRUE(b.has_value());
+  Customer c;
+  c.id = "pp";
+  c.name = "pp";
+  c.plan = "pre";
+  ASSERT_TRUE((*a)->create_customer(c).has_value());
+  auto gold = [] {
+    CheckRequest r = check_of("pp");
+    r.properties = {{"route", "gold"}};
+    return r;
+  };
+  // No credits yet: denied as the embedded mode denies, nothing consumed.
+  EngineOptions eo;
+  eo.config_toml = std::string(kMeters) + kPrices + prepaid;
+  eo.in_memory = true;
+  eo.clock = &clock_;
+  auto embedded = Engine::open(eo);
+  ASSERT_TRUE(embedded.has_value()) << embedded.error().to_string();
+  ASSERT_TRUE((*embedded)->create_customer(c).has_value());
+  auto broke = (*b)->check(gold());
+  auto broke_embedded = (*embedded)->check(gold());
+  ASSERT_TRUE(broke.has_value()) << broke.error().to_string();
+  ASSERT_TRUE(broke_embedded.has_value());
+  EXPECT_FALSE(broke->allowed);
+  EXPECT_EQ(broke->reason, Denial::kInsufficientCredits);
+  EXPECT_EQ(broke->message, "Insufficient credits: 50 needed, 0 available.");
+  EXPECT_TRUE(broke->prepaid);
+  EXPECT_EQ(broke->message, broke_embedded->message);
+  EXPECT_EQ(broke->credits_required, broke_embedded->credits_required);
+  EXPECT_EQ(broke->credits_available, broke_embedded->credits_available);
+  ASSERT_TRUE((*a)->wallet_transaction("pp", wallet_request(LedgerType::kTopUp, "1000")));
+  // 8 threads, 4 on each node, 10 checks each: 80 asked for, at most 20 admitted.
+  std::atomic<int> allowed{0};
+  std::atomic<int> insufficient{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    Engine* node = t % 2 == 0 ? a->get() : b->get();
+    threads.emplace_back([&, node] {
+      for (int i = 0; i < 10; ++i) {
+        auto r = node->check(gold());
+        if (!r) {
+          ++failed;
+        } else if (r->allowed) {
+          ++allowed;
+        } else if (r->reason == Denial::kInsufficientCredits) {
+          ++insufficient;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_LE(allowed.load(), 20);
+  EXPECT_EQ(allowed.load() + insufficient.load(), 80);
+  std::printf("prepaid checks on two nodes at once: %d of 80 admitted (20 affordable)\n",
+              allowed.load());
+  (*a)->flush();
+  (*b)->flush();
+  // Once every burn landed, checks one at a time use up exactly what is left.
+  int more = 0;
+  for (int i = 0; i < 30; ++i) {
+    auto r = (i % 2 == 0 ? *a : *b)->check(gold());
+    ASSERT_TRUE(r.has_value()) << r.error().to_string();
+    if (!r->allowed) {
+      break;
+    }
+    ++more;
+    (i % 2 == 0 ? *a : *b)->flush();
+  }
+  EXPECT_EQ(allowed.load() + more, 20);
+  auto w = (*a)->wallet("pp");
+  ASSERT_TRUE(w.has_value());
+  EXPECT_EQ(w->balance, "0");
+  EXPECT_EQ(trimmed(pg_->psql(db_,
+                              "SELECT count(*) FROM ledger WHERE customer_id = 'pp' AND "
+                              "type = 'burn'")),
+            "20");
+  // A check that needs no credits (no price matches) still needs a balance above zero.
+  auto plain = (*b)->check(check_of("pp"));
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_FALSE(plain->allowed);
+  EXPECT_EQ(plain->reason, Denial::kInsufficientCredits);
 }
 
 }  // namespace

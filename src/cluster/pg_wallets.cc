@@ -130,6 +130,14 @@ Result<std::string> read_wallet_state(pg::Connection& conn, const std::string& c
   return from_hex(rows->at(0, 0).value_or(""));
 }
 
+Result<core::Decimal> read_wallet_balance(pg::Connection& conn, const std::string& customer) {
+  auto rows = conn.exec("SELECT balance FROM wallets WHERE customer_id = $1", {customer});
+  if (!rows) {
+    return rows.error();
+  }
+  return rows->row_count() == 0 ? core::Decimal{} : decimal_of(rows->at(0, 0));
+}
+
 Result<std::vector<std::int64_t>> draw_ledger_seqs(pg::Connection& conn, std::size_t count) {
   std::vector<std::int64_t> out;
   if (count == 0) {

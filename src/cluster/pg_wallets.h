@@ -64,6 +64,9 @@ Result<std::vector<std::string>> lock_wallets(pg::Connection& conn,
 // The state of `customer`'s wallet without locking it; "" when it has none.
 Result<std::string> read_wallet_state(pg::Connection& conn, const std::string& customer);
 
+// The balance of `customer`'s wallet without locking it; 0 when it has none.
+Result<core::Decimal> read_wallet_balance(pg::Connection& conn, const std::string& customer);
+
 // `count` new sequence numbers of ledger.seq, ascending.
 Result<std::vector<std::int64_t>> draw_ledger_seqs(pg::Connection& conn, std::size_t count);
 

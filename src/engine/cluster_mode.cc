@@ -20,13 +20,6 @@ Status refuse_unsupported(const config::Config& config) {
         "[enforcement] api_rate_limit_per_minute is not built in the cluster mode yet (each node "
         "would count its own requests): remove it or the [cluster] section (docs/cluster.md)");
   }
-  for (const auto& plan : config.plans) {
-    if (plan.prepaid) {
-      return Status::invalid_argument("plan '" + plan.key +
-                                      "' is prepaid; prepaid plans (credits) are not built in "
-                                      "the cluster mode yet (docs/cluster.md)");
-    }
-  }
   return Status();
 }
 

@@ -75,6 +75,7 @@ struct PendingUsage {
   std::vector<std::pair<std::string, std::string>> properties;
   TimeUs at_us = 0;
   std::shared_ptr<std::promise<Status>> written;  // check_sync: told when it is written
+  core::Decimal credits_in_flight;  // a prepaid check's: released once its burn is written
 };
 
 // What a customer's calendar windows hang on (as engine::period_context for the embedded
@@ -202,6 +203,18 @@ struct ClusterMode::Impl {
   // charges it); empty when the catalog has no prices.
   std::vector<std::optional<cluster::EventCharge>> charges_of(
       const core::EventBatch& b, std::span<const std::uint32_t> indices) const;
+  // cluster_credits.cc: prepaid checks. The credits a check of `amount` of `meter` needs now.
+  core::Decimal check_credits_of(const CheckRequest& r, const MeterDef& meter, core::Decimal amount,
+                                 TimeUs now) const;
+  // Whether the customer's balance less the credits in flight on every node covers `credits`
+  // (sets out's prepaid fields); when consuming, `credits` are added to those in flight first
+  // and stay there when admitted (release_credits once burned), else are taken back.
+  Result<bool> admit_credits(redis::ClusterClient& client, const std::string& customer,
+                             core::Decimal credits, bool consume, CheckResult* out);
+  void release_credits(redis::ClusterClient& client, const std::string& customer,
+                       core::Decimal credits);
+  void release_burned(const std::vector<PendingUsage>& batch,
+                      const std::vector<std::uint32_t>& written);
   // cluster_wallets.cc: burns the credits of the events of `indices` inserted now (`inserted`,
   // per entry) with `charges` (per entry) from their customers' wallets, in the write's open
   // transaction on `conn` (EventWriteOptions::in_transaction).
