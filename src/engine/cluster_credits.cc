@@ -63,14 +63,14 @@ Result<std::int64_t> integer_of(const Result<redis::Reply>& reply) {
 
 }  // namespace
 
-core::Decimal ClusterMode::Impl::check_credits_of(const CheckRequest& r,
-                                                  const MeterDef& meter, core::Decimal amount,
-                                                  TimeUs now) const {
+core::Decimal ClusterMode::Impl::check_credits_of(const CheckRequest& r, const MeterDef& meter,
+                                                  core::Decimal amount, TimeUs now) const {
   std::vector<std::pair<std::string_view, std::string_view>> props;
   for (const auto& [k, v] : r.properties) {
     props.emplace_back(k, v);
   }
-  const std::optional<PriceMatch> price = match_price(*catalog, catalog->index_of(&meter), props, now);
+  const std::optional<PriceMatch> price =
+      match_price(*catalog, catalog->index_of(&meter), props, now);
   if (!price) {
     return core::Decimal{};
   }
@@ -79,9 +79,9 @@ core::Decimal ClusterMode::Impl::check_credits_of(const CheckRequest& r,
   return core::credits_for(price->version->spec, cost);
 }
 
-Result<bool> ClusterMode::Impl::admit_credits(redis::ClusterClient& client, const std::string& customer,
-                                              core::Decimal credits, bool consume,
-                                              CheckResult* out) {
+Result<bool> ClusterMode::Impl::admit_credits(redis::ClusterClient& client,
+                                              const std::string& customer, core::Decimal credits,
+                                              bool consume, CheckResult* out) {
   if (credits.units > kCheckCreditsUnitsMax) {
     return Status::invalid_argument("a check needing " + credits.text() +
                                     " credits is more than the cluster mode counts in flight");
