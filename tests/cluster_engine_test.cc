@@ -812,5 +812,30 @@ TEST_F(ClusterEngineTest, PrepaidChecksOnTwoNodesNeverSpendBeyondTheBalance) {
   EXPECT_EQ(plain->reason, Denial::kInsufficientCredits);
 }
 
+TEST_F(ClusterEngineTest, VerifyProvesTheLedgerAndFindsTampering) {
+  migrate();
+  auto a = open(config(kPrices));
+  ASSERT_TRUE(a.has_value()) << a.error().to_string();
+  ASSERT_TRUE(
+      (*a)->wallet_transaction("lv", wallet_request(LedgerType::kTopUp, "5")).error().code() ==
+      StatusCode::kNotFound);
+  ASSERT_EQ((*a)->ingest_json(events("lv", 0, 10, "completion"))->accepted, 10u);  // 3 credits
+  ASSERT_TRUE((*a)->wallet_transaction("lv", wallet_request(LedgerType::kTopUp, "5")));
+  auto clean = (*a)->verify();
+  ASSERT_TRUE(clean.has_value()) << clean.error().to_string();
+  EXPECT_TRUE(clean->ok()) << clean->differences.front();
+  EXPECT_EQ(clean->transactions, 11u);  // 10 burns into debt, then the top-up paying it
+  // One burn's amount changed behind Tally's back: its chain, its wallet's sum and its event.
+  ASSERT_TRUE(pg_->psql(db_, "UPDATE ledger SET amount = amount - 1 WHERE event_id = 'e3'"));
+  auto tampered = (*a)->verify();
+  ASSERT_TRUE(tampered.has_value());
+  ASSERT_EQ(tampered->differences.size(), 3u);
+  EXPECT_NE(tampered->differences[0].find("txn_"), std::string::npos) << tampered->differences[0];
+  EXPECT_NE(tampered->differences[1].find("its transactions sum to"), std::string::npos)
+      << tampered->differences[1];
+  EXPECT_NE(tampered->differences[2].find("event 'e3'"), std::string::npos)
+      << tampered->differences[2];
+}
+
 }  // namespace
 }  // namespace tally

@@ -373,6 +373,7 @@ Result<VerifyReport> ClusterMode::verify() {
     }
     out.events += checked->events;
     out.aggregates += checked->aggregates;
+    out.transactions += checked->transactions;
     std::move(checked->differences.begin(), checked->differences.end(),
               std::back_inserter(out.differences));
   }
