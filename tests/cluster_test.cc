@@ -1001,5 +1001,32 @@ TEST_F(ClusterE2eTest, ServeRefusesASchemaItDoesNotKnow) {
   }
 }
 
+// A wallet changed over HTTP on one node is read on the others, with the embedded API's bodies.
+TEST_F(ClusterE2eTest, WalletsOverHttpOnEveryNode) {
+  HttpResponse created = admin(0, "POST", "/v1/customers", creating("walleted", "free"));
+  ASSERT_EQ(created.status, 201) << created.body;
+  HttpResponse topped = admin(0, "POST", "/v1/customers/walleted/wallet/transactions",
+                              R"({"type":"top_up","amount":100,"description":"first"})");
+  ASSERT_EQ(topped.status, 201) << topped.body;
+  HttpResponse taken = admin(1, "POST", "/v1/customers/walleted/wallet/transactions",
+                             R"({"type":"adjustment","amount":-30})");
+  ASSERT_EQ(taken.status, 201) << taken.body;
+  Json wallet(admin(2, "GET", "/v1/customers/walleted/wallet", "").body);
+  ASSERT_TRUE(wallet.ok());
+  EXPECT_EQ(simdjson::minify(wallet["balance"]), "70");
+  EXPECT_EQ(wallet.num("transactions"), 2);
+  HttpResponse listed = admin(0, "GET", "/v1/customers/walleted/wallet/transactions", "");
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  Json page(listed.body);
+  ASSERT_TRUE(page.ok());
+  simdjson::dom::array txns;
+  ASSERT_EQ(page["transactions"].get_array().get(txns), simdjson::SUCCESS);
+  EXPECT_EQ(txns.size(), 2u);
+  HttpResponse bad = admin(1, "POST", "/v1/customers/walleted/wallet/transactions",
+                           R"({"type":"grant","amount":-1})");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_EQ(admin(2, "GET", "/v1/customers/nobody/wallet", "").status, 404);
+}
+
 }  // namespace
 }  // namespace tally
