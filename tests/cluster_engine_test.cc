@@ -579,6 +579,14 @@ TEST_F(ClusterEngineTest, EventsArePricedOnceWhicheverNodeWritesThem) {
   EXPECT_EQ(sql("SELECT string_agg(event_id || '=' || coalesce(credits::text, '-'), ',' ORDER BY "
                 "event_id) FROM events WHERE customer_id = 'q'"),
             "g1=50.000000000,g2=-,s1=-");
+  // Cost and credits queries are not built: 501, not a wrong "no price" answer.
+  MeterQuery cost;
+  cost.meter = "tokens";
+  cost.customer = "p";
+  cost.measure = Measure::kCost;
+  cost.from_us = kNow - 86'400'000'000LL;
+  cost.to_us = kNow;
+  EXPECT_EQ((*a)->query(cost).error().code(), StatusCode::kNotImplemented);
   // A model that counts the period's units is refused at open, naming the price.
   auto tiered = open(config(std::string(kPrices) +
                             "\n[[prices]]\nmeter = \"api_calls\"\nmodel = \"package\"\n"
