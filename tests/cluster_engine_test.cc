@@ -843,6 +843,16 @@ TEST_F(ClusterEngineTest, VerifyProvesTheLedgerAndFindsTampering) {
       << tampered->differences[1];
   EXPECT_NE(tampered->differences[2].find("event 'e3'"), std::string::npos)
       << tampered->differences[2];
+  // A balance changed behind Tally's back: the row, its state and its ledger disagree.
+  ASSERT_TRUE(pg_->psql(db_, "UPDATE ledger SET amount = amount + 1 WHERE event_id = 'e3'"));
+  ASSERT_TRUE(pg_->psql(db_, "UPDATE wallets SET balance = balance + 1"));
+  auto balance = (*a)->verify();
+  ASSERT_TRUE(balance.has_value());
+  ASSERT_EQ(balance->differences.size(), 2u);
+  EXPECT_NE(balance->differences[0].find("its transactions sum to"), std::string::npos)
+      << balance->differences[0];
+  EXPECT_NE(balance->differences[1].find("its row and its state differ"), std::string::npos)
+      << balance->differences[1];
 }
 
 }  // namespace

@@ -138,6 +138,25 @@ Result<core::Decimal> read_wallet_balance(pg::Connection& conn, const std::strin
   return rows->row_count() == 0 ? core::Decimal{} : decimal_of(rows->at(0, 0));
 }
 
+Result<std::vector<WalletWrite>> read_wallets(pg::Connection& conn) {
+  auto rows = conn.exec(
+      "SELECT customer_id, balance, last_seq, encode(state, 'hex') FROM wallets WHERE state IS "
+      "NOT NULL ORDER BY customer_id");
+  if (!rows) {
+    return rows.error();
+  }
+  std::vector<WalletWrite> out;
+  for (const auto& row : rows->rows) {
+    auto state = from_hex(row[3].value_or(""));
+    if (!state) {
+      return state.error();
+    }
+    out.push_back(WalletWrite{row[0].value_or(""), decimal_of(row[1]), pg::int_or_zero(row[2]),
+                              std::move(*state)});
+  }
+  return out;
+}
+
 Result<std::vector<std::int64_t>> draw_ledger_seqs(pg::Connection& conn, std::size_t count) {
   std::vector<std::int64_t> out;
   if (count == 0) {

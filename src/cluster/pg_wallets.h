@@ -67,6 +67,10 @@ Result<std::string> read_wallet_state(pg::Connection& conn, const std::string& c
 // The balance of `customer`'s wallet without locking it; 0 when it has none.
 Result<core::Decimal> read_wallet_balance(pg::Connection& conn, const std::string& customer);
 
+// Every wallet of the shard that has a state: customer, balance and state, in customer order.
+// For `tally verify` (its memory: every wallet of the shard).
+Result<std::vector<WalletWrite>> read_wallets(pg::Connection& conn);
+
 // `count` new sequence numbers of ledger.seq, ascending.
 Result<std::vector<std::int64_t>> draw_ledger_seqs(pg::Connection& conn, std::size_t count);
 

@@ -376,6 +376,7 @@ Result<VerifyReport> ClusterMode::verify() {
     out.transactions += checked->transactions;
     std::move(checked->differences.begin(), checked->differences.end(),
               std::back_inserter(out.differences));
+    TALLY_TRY(impl_->verify_wallets(**lease, shard->name(), &out.differences));
   }
   return out;
 }

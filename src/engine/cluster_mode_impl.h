@@ -222,6 +222,10 @@ struct ClusterMode::Impl {
                       std::span<const std::uint32_t> indices,
                       std::span<const std::optional<cluster::EventCharge>> charges,
                       const std::vector<bool>& inserted);
+  // Each wallet of the shard: its row's balance and last seq are its state's, and its grants
+  // less its debt are its balance (as the embedded verify checks); differences appended.
+  Status verify_wallets(pg::Connection& conn, const std::string& shard,
+                        std::vector<std::string>* differences);
   void usage_loop();
   void stop();
 };

@@ -144,6 +144,34 @@ Status ClusterMode::Impl::burn_credits(pg::Connection& conn, const core::EventBa
   return write_changes(conn, changes);
 }
 
+Status ClusterMode::Impl::verify_wallets(pg::Connection& conn, const std::string& shard,
+                                         std::vector<std::string>* differences) {
+  auto wallets = cluster::read_wallets(conn);
+  if (!wallets) {
+    return wallets.error();
+  }
+  for (const cluster::WalletWrite& row : *wallets) {
+    const std::string where = shard + ": wallet of customer '" + row.customer + "'";
+    auto w = decode_state(row.customer, row.state);
+    if (!w) {
+      differences->push_back(where + ": its state cannot be decoded");
+      continue;
+    }
+    core::Decimal granted;
+    for (const GrantRecord& g : w->grants) {
+      granted += g.remaining;
+    }
+    if (w->balance != row.balance || static_cast<std::int64_t>(w->last_txn_seq) != row.last_seq) {
+      differences->push_back(where + ": its row and its state differ (balance " +
+                             core::format_decimal(row.balance) + " and " +
+                             core::format_decimal(w->balance) + ")");
+    } else if (w->balance != granted - w->debt) {
+      differences->push_back(where + ": grants and debt do not add up to the balance");
+    }
+  }
+  return Status();
+}
+
 Result<Wallet> ClusterMode::wallet(const std::string& customer) {
   TALLY_TRY(impl_->read_customer(customer).status());
   auto lease = impl_->shard_of(customer).lease();
