@@ -15,12 +15,14 @@
 //   4. those rows are COPYed into a staging table and upserted with `INSERT ... SELECT ...
 //      ORDER BY <key> ON CONFLICT (<key>) DO UPDATE` combining them as AggState::merge does
 //      (count and sum added, least min, greatest max, latest by (time, seq)); distinct values
-//      with ON CONFLICT DO NOTHING. Never one statement per event.
+//      with ON CONFLICT DO NOTHING. Never one statement per event;
+//   5. options.in_transaction, when given, runs last (the engine's credit burns of the inserted
+//      events: wallet rows locked in customer order, ledger rows; engine/cluster_wallets.cc).
 // Every node takes its row locks in the same order (events by (customer, id), then minute rows,
-// then hour rows, then distinct values, each sorted by key), so two nodes writing the same rows
-// wait for each other instead of deadlocking; should PostgreSQL still report a serialization
-// failure or a deadlock (pg::is_retryable), the whole transaction runs again, a bounded number
-// of times. Any failure rolls the transaction back: nothing of the batch is written.
+// then hour rows, then distinct values, each sorted by key, then wallets), so two nodes writing
+// the same rows wait for each other instead of deadlocking; should PostgreSQL still report a
+// serialization failure or a deadlock (pg::is_retryable), the whole transaction runs again, a
+// bounded number of times. Any failure rolls the transaction back: nothing of the batch is written.
 //
 // `latest` is ordered by (event time, events.seq) as in the embedded engine, where an event's
 // sequence number follows the batch order; here it comes from the table's identity, so a
