@@ -5,6 +5,7 @@
 // cluster_e2e_test.cc.
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <memory>
@@ -206,10 +207,6 @@ TEST_F(ClusterEngineTest, AnUnmigratedDatabaseIsRefusedNamingTheShard) {
 
 TEST_F(ClusterEngineTest, WhatTheModeCannotHonourYetIsRefusedAtOpen) {
   migrate();
-  auto prepaid = open(config() + "\n[[plans]]\nkey = \"pre\"\nprepaid = true\n");
-  ASSERT_FALSE(prepaid.has_value());
-  EXPECT_NE(prepaid.error().message().find("prepaid"), std::string::npos)
-      << prepaid.error().message();
   auto per_key = open(std::string(kMeters) + "api_rate_limit_per_minute = 100\n" +
                       config().substr(std::string(kMeters).size()));
   ASSERT_FALSE(per_key.has_value());
@@ -657,7 +654,6 @@ TEST_F(ClusterEngineTest, WhatTheModeDoesNotDoAnswersNotImplemented) {
   auto a = node();
   ASSERT_TRUE(a);
   ASSERT_TRUE(a->ingest_json(events("acme", 0, 1)).has_value());
-  EXPECT_EQ(a->wallet("acme").error().code(), StatusCode::kNotImplemented);
   EXPECT_EQ(a->audit_log(10).error().code(), StatusCode::kNotImplemented);
   auto no_alerts = a->alerts({});  // built: no thresholds configured, none fire
   ASSERT_TRUE(no_alerts.has_value()) << no_alerts.error().to_string();
@@ -1279,6 +1275,339 @@ TEST_F(ClusterQueryTest, StatisticsAndTopCustomersAreTheEmbeddedAnswer) {
   EXPECT_EQ(
       cluster_->top_customers("nope", std::nullopt, kRaggedFrom, kRaggedTo, "", 5).error().code(),
       StatusCode::kNotFound);
+}
+
+// ---- prices, wallets and credits (docs/cluster.md "Prices, wallets and credits") ----------
+
+constexpr const char* kPrices = R"(
+[credits]
+per_currency_unit = 100
+
+[[prices]]
+meter = "tokens"
+unit_price = "0.001"
+
+[[prices]]
+meter = "api_calls"
+match = { route = "gold" }
+unit_price = "0.5"
+effective_from = "2026-12-07T09:00:00Z"
+)";
+
+// What psql printed, without its trailing newline.
+std::string trimmed(const Result<std::string>& out) {
+  EXPECT_TRUE(out.has_value()) << out.error().to_string();
+  std::string s = out ? *out : std::string();
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) {
+    s.pop_back();
+  }
+  return s;
+}
+
+TEST_F(ClusterEngineTest, EventsArePricedOnceWhicheverNodeWritesThem) {
+  migrate();
+  auto a = open(config(kPrices));
+  auto b = open(config(kPrices));
+  ASSERT_TRUE(a.has_value()) << a.error().to_string();
+  ASSERT_TRUE(b.has_value());
+  auto sql = [&](const std::string& text) {
+    return trimmed(pg_->psql(db_, text));
+  };
+  // 3 tokens each: 0.003 USD, 0.3 credits. e5..e9 reach both nodes: charged once.
+  ASSERT_EQ((*a)->ingest_json(events("p", 0, 10, "completion"))->accepted, 10u);
+  auto second = (*b)->ingest_json(events("p", 5, 10, "completion"));
+  ASSERT_TRUE(second.has_value());
+  EXPECT_EQ(second->accepted, 5u);
+  EXPECT_EQ(second->duplicates, 5u);
+  EXPECT_EQ(sql("SELECT count(*), count(cost), sum(cost)::text, sum(credits)::text FROM events "
+                "WHERE customer_id = 'p'"),
+            "15|15|0.045000000|4.500000000");
+  // A price's match and its effective_from: only route=gold calls from 09:00 on are charged.
+  const std::string calls =
+      R"([{"id":"g1","customer_id":"q","type":"api_call","timestamp":"2026-12-07T09:30:00Z",)"
+      R"("properties":{"route":"gold"}},)"
+      R"({"id":"g2","customer_id":"q","type":"api_call","timestamp":"2026-12-07T08:30:00Z",)"
+      R"("properties":{"route":"gold"}},)"
+      R"({"id":"s1","customer_id":"q","type":"api_call","timestamp":"2026-12-07T09:30:00Z",)"
+      R"("properties":{"route":"silver"}}])";
+  ASSERT_EQ((*b)->ingest_json(calls)->accepted, 3u);
+  EXPECT_EQ(sql("SELECT string_agg(event_id || '=' || coalesce(credits::text, '-'), ',' ORDER BY "
+                "event_id) FROM events WHERE customer_id = 'q'"),
+            "g1=50.000000000,g2=-,s1=-");
+  // Cost and credits queries are not built: 501, not a wrong "no price" answer.
+  MeterQuery cost;
+  cost.meter = "tokens";
+  cost.customer = "p";
+  cost.measure = Measure::kCost;
+  cost.from_us = kNow - 86'400'000'000LL;
+  cost.to_us = kNow;
+  EXPECT_EQ((*a)->query(cost).error().code(), StatusCode::kNotImplemented);
+  // A model that counts the period's units is refused at open, naming the price.
+  auto tiered = open(config(std::string(kPrices) +
+                            "\n[[prices]]\nmeter = \"api_calls\"\nmodel = \"package\"\n"
+                            "package_size = 10\npackage_price = \"0.5\"\n"));
+  ASSERT_FALSE(tiered.has_value());
+  EXPECT_NE(tiered.error().message().find("package"), std::string::npos)
+      << tiered.error().message();
+}
+
+// A wallet's view without its grants' ids, which number each store's own transactions.
+std::string wallet_text(const Result<Wallet>& w) {
+  if (!w) {
+    return w.error().to_string();
+  }
+  std::string out = w->balance + " avail " + w->available + " held " + w->held + " n " +
+                    std::to_string(w->transactions) + (w->exhausted ? " exhausted" : "");
+  for (const WalletGrant& g : w->grants) {
+    out += " [" + std::string(to_string(g.type)) + " " + g.amount + " left " + g.remaining + " p" +
+           std::to_string(g.priority) + " exp " + std::to_string(g.expires_at_us) + "]";
+  }
+  return out;
+}
+
+// A ledger page as text (types, amounts, balances, events), and whether its chain holds.
+std::string ledger_text(const Result<LedgerPage>& page, bool* chained) {
+  if (!page) {
+    return page.error().to_string();
+  }
+  std::string out;
+  std::string previous = "0";
+  *chained = true;
+  for (const LedgerTransaction& t : page->transactions) {
+    *chained = *chained && t.balance_before == previous;
+    previous = t.balance_after;
+    out += std::string(to_string(t.type)) + " " + t.amount + " " + t.balance_before + ">" +
+           t.balance_after + (t.event_id.empty() ? "" : " " + t.event_id) + ";";
+  }
+  return out;
+}
+
+WalletTransactionRequest wallet_request(LedgerType type, const std::string& amount,
+                                        TimeUs expires_at_us = 0) {
+  WalletTransactionRequest r;
+  r.type = type;
+  r.amount = amount;
+  r.expires_at_us = expires_at_us;
+  r.description = "test";
+  return r;
+}
+
+TEST_F(ClusterEngineTest, WalletsAnswerAsTheEmbeddedStoreAndBurnEachEventOnce) {
+  migrate();
+  auto a = open(config(kPrices));
+  auto b = open(config(kPrices));
+  ASSERT_TRUE(a.has_value()) << a.error().to_string();
+  ASSERT_TRUE(b.has_value());
+  EngineOptions eo;
+  eo.config_toml = std::string(kMeters) + kPrices;
+  eo.in_memory = true;
+  eo.clock = &clock_;
+  auto embedded = Engine::open(eo);
+  ASSERT_TRUE(embedded.has_value()) << embedded.error().to_string();
+  // The same story on both stores: credits, usage burning them, a second node, mistakes.
+  std::vector<Engine*> stores = {embedded->get(), a->get()};
+  std::vector<std::string> wallets, ledgers, errors;
+  for (Engine* e : stores) {
+    Customer c;
+    c.id = "w";
+    c.name = "w";
+    ASSERT_TRUE(e->create_customer(c).has_value());
+    EXPECT_EQ(wallet_text(e->wallet("w")), "0 avail 0 held 0 n 0 exhausted");
+    ASSERT_TRUE(e->wallet_transaction(
+                     "w", wallet_request(LedgerType::kGrant, "100", kNow + 86'400'000'000LL))
+                    .has_value());
+    ASSERT_TRUE(e->wallet_transaction("w", wallet_request(LedgerType::kTopUp, "50")).has_value());
+    auto adjusted = e->wallet_transaction("w", wallet_request(LedgerType::kAdjustment, "-30"));
+    ASSERT_TRUE(adjusted.has_value()) << adjusted.error().to_string();
+    EXPECT_EQ(adjusted->balance_after, "120");
+    // 10 events of 3 tokens: 0.3 credits each.
+    ASSERT_EQ(e->ingest_json(events("w", 0, 10, "completion"))->accepted, 10u);
+    errors.push_back(
+        e->wallet_transaction("w", wallet_request(LedgerType::kGrant, "-1")).error().to_string());
+    errors.push_back(e->wallet_transaction("nobody", wallet_request(LedgerType::kGrant, "1"))
+                         .error()
+                         .to_string());
+    errors.push_back(e->wallet_transactions_atomic("w", {wallet_request(LedgerType::kGrant, "1")},
+                                                   /*only_if_new=*/true)
+                         .error()
+                         .to_string());
+    errors.push_back(e->wallet("nobody").error().to_string());
+    wallets.push_back(wallet_text(e->wallet("w")));
+    LedgerQuery q;
+    q.customer = "w";
+    q.limit = 1000;
+    bool chained = false;
+    ledgers.push_back(ledger_text(e->wallet_transactions(q), &chained));
+    EXPECT_TRUE(chained) << ledgers.back();
+  }
+  EXPECT_EQ(wallets[0], wallets[1]);
+  EXPECT_EQ(wallets[1],
+            "117 avail 117 held 0 n 13 [grant 100 left 67 p0 exp 1796724000000000] [top_up 50 "
+            "left 50 p100 exp 0]");
+  EXPECT_EQ(ledgers[0], ledgers[1]);
+  ASSERT_EQ(errors.size(), 8u);
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(errors[i], errors[i + 4]);
+  }
+  EXPECT_EQ(errors[0], "INVALID_ARGUMENT: the amount of a grant must be positive");
+  // The other node reads the same wallet; the same events sent to it burn nothing more.
+  EXPECT_EQ(wallet_text((*b)->wallet("w")), wallets[1]);
+  auto again = (*b)->ingest_json(events("w", 5, 10, "completion"));  // e5..e9 again, e10..e14 new
+  ASSERT_TRUE(again.has_value());
+  EXPECT_EQ(again->duplicates, 5u);
+  EXPECT_EQ(trimmed(pg_->psql(db_,
+                              "SELECT count(*), count(DISTINCT event_id), sum(amount)::text "
+                              "FROM ledger WHERE customer_id = 'w' AND type = 'burn'")),
+            "15|15|-4.500000000");
+  EXPECT_EQ(trimmed(pg_->psql(db_,
+                              "SELECT w.balance::text, (SELECT sum(amount) FROM ledger l "
+                              "WHERE l.customer_id = w.customer_id)::text FROM wallets w "
+                              "WHERE customer_id = 'w'")),
+            "115.500000000|115.500000000");
+  // Paging: a cursor continues where the page ended.
+  LedgerQuery q;
+  q.customer = "w";
+  q.limit = 2;
+  auto first = (*a)->wallet_transactions(q);
+  ASSERT_TRUE(first.has_value());
+  ASSERT_EQ(first->transactions.size(), 2u);
+  q.cursor = first->next_cursor;
+  auto second = (*a)->wallet_transactions(q);
+  ASSERT_TRUE(second.has_value());
+  ASSERT_EQ(second->transactions.size(), 2u);
+  EXPECT_EQ(second->transactions[0].type, LedgerType::kAdjustment);
+  EXPECT_EQ(second->transactions[0].balance_before, first->transactions[1].balance_after);
+}
+
+TEST_F(ClusterEngineTest, PrepaidChecksOnTwoNodesNeverSpendBeyondTheBalance) {
+  migrate();
+  // Each gold call costs 0.5 USD = 50 credits; 1,000 credits pay for exactly 20.
+  const std::string prepaid =
+      "\n[[plans]]\nkey = \"pre\"\nprepaid = true\nlimits = [{ meter = \"api_calls\", period = "
+      "\"day\", amount = 1000 }]\n";
+  auto a = open(config(kPrices + prepaid));
+  auto b = open(config(kPrices + prepaid));
+  ASSERT_TRUE(a.has_value()) << a.error().to_string();
+  ASSERT_TRUE(b.has_value());
+  Customer c;
+  c.id = "pp";
+  c.name = "pp";
+  c.plan = "pre";
+  ASSERT_TRUE((*a)->create_customer(c).has_value());
+  auto gold = [] {
+    CheckRequest r = check_of("pp");
+    r.properties = {{"route", "gold"}};
+    return r;
+  };
+  // No credits yet: denied as the embedded mode denies, nothing consumed.
+  EngineOptions eo;
+  eo.config_toml = std::string(kMeters) + kPrices + prepaid;
+  eo.in_memory = true;
+  eo.clock = &clock_;
+  auto embedded = Engine::open(eo);
+  ASSERT_TRUE(embedded.has_value()) << embedded.error().to_string();
+  ASSERT_TRUE((*embedded)->create_customer(c).has_value());
+  auto broke = (*b)->check(gold());
+  auto broke_embedded = (*embedded)->check(gold());
+  ASSERT_TRUE(broke.has_value()) << broke.error().to_string();
+  ASSERT_TRUE(broke_embedded.has_value());
+  EXPECT_FALSE(broke->allowed);
+  EXPECT_EQ(broke->reason, Denial::kInsufficientCredits);
+  EXPECT_EQ(broke->message, "Insufficient credits: 50 needed, 0 available.");
+  EXPECT_TRUE(broke->prepaid);
+  EXPECT_EQ(broke->message, broke_embedded->message);
+  EXPECT_EQ(broke->credits_required, broke_embedded->credits_required);
+  EXPECT_EQ(broke->credits_available, broke_embedded->credits_available);
+  ASSERT_TRUE((*a)->wallet_transaction("pp", wallet_request(LedgerType::kTopUp, "1000")));
+  // 8 threads, 4 on each node, 10 checks each: 80 asked for, at most 20 admitted.
+  std::atomic<int> allowed{0};
+  std::atomic<int> insufficient{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    Engine* node = t % 2 == 0 ? a->get() : b->get();
+    threads.emplace_back([&, node] {
+      for (int i = 0; i < 10; ++i) {
+        auto r = node->check(gold());
+        if (!r) {
+          ++failed;
+        } else if (r->allowed) {
+          ++allowed;
+        } else if (r->reason == Denial::kInsufficientCredits) {
+          ++insufficient;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_LE(allowed.load(), 20);
+  EXPECT_EQ(allowed.load() + insufficient.load(), 80);
+  std::printf("prepaid checks on two nodes at once: %d of 80 admitted (20 affordable)\n",
+              allowed.load());
+  (*a)->flush();
+  (*b)->flush();
+  // Once every burn landed, checks one at a time use up exactly what is left.
+  int more = 0;
+  for (int i = 0; i < 30; ++i) {
+    auto r = (i % 2 == 0 ? *a : *b)->check(gold());
+    ASSERT_TRUE(r.has_value()) << r.error().to_string();
+    if (!r->allowed) {
+      break;
+    }
+    ++more;
+    (i % 2 == 0 ? *a : *b)->flush();
+  }
+  EXPECT_EQ(allowed.load() + more, 20);
+  auto w = (*a)->wallet("pp");
+  ASSERT_TRUE(w.has_value());
+  EXPECT_EQ(w->balance, "0");
+  EXPECT_EQ(trimmed(pg_->psql(db_,
+                              "SELECT count(*) FROM ledger WHERE customer_id = 'pp' AND "
+                              "type = 'burn'")),
+            "20");
+  // A check that needs no credits (no price matches) still needs a balance above zero.
+  auto plain = (*b)->check(check_of("pp"));
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_FALSE(plain->allowed);
+  EXPECT_EQ(plain->reason, Denial::kInsufficientCredits);
+}
+
+TEST_F(ClusterEngineTest, VerifyProvesTheLedgerAndFindsTampering) {
+  migrate();
+  auto a = open(config(kPrices));
+  ASSERT_TRUE(a.has_value()) << a.error().to_string();
+  ASSERT_TRUE(
+      (*a)->wallet_transaction("lv", wallet_request(LedgerType::kTopUp, "5")).error().code() ==
+      StatusCode::kNotFound);
+  ASSERT_EQ((*a)->ingest_json(events("lv", 0, 10, "completion"))->accepted, 10u);  // 3 credits
+  ASSERT_TRUE((*a)->wallet_transaction("lv", wallet_request(LedgerType::kTopUp, "5")));
+  auto clean = (*a)->verify();
+  ASSERT_TRUE(clean.has_value()) << clean.error().to_string();
+  EXPECT_TRUE(clean->ok()) << clean->differences.front();
+  EXPECT_EQ(clean->transactions, 11u);  // 10 burns into debt, then the top-up paying it
+  // One burn's amount changed behind Tally's back: its chain, its wallet's sum and its event.
+  ASSERT_TRUE(pg_->psql(db_, "UPDATE ledger SET amount = amount - 1 WHERE event_id = 'e3'"));
+  auto tampered = (*a)->verify();
+  ASSERT_TRUE(tampered.has_value());
+  ASSERT_EQ(tampered->differences.size(), 3u);
+  EXPECT_NE(tampered->differences[0].find("txn_"), std::string::npos) << tampered->differences[0];
+  EXPECT_NE(tampered->differences[1].find("its transactions sum to"), std::string::npos)
+      << tampered->differences[1];
+  EXPECT_NE(tampered->differences[2].find("event 'e3'"), std::string::npos)
+      << tampered->differences[2];
+  // A balance changed behind Tally's back: the row, its state and its ledger disagree.
+  ASSERT_TRUE(pg_->psql(db_, "UPDATE ledger SET amount = amount + 1 WHERE event_id = 'e3'"));
+  ASSERT_TRUE(pg_->psql(db_, "UPDATE wallets SET balance = balance + 1"));
+  auto balance = (*a)->verify();
+  ASSERT_TRUE(balance.has_value());
+  ASSERT_EQ(balance->differences.size(), 2u);
+  EXPECT_NE(balance->differences[0].find("its transactions sum to"), std::string::npos)
+      << balance->differences[0];
+  EXPECT_NE(balance->differences[1].find("its row and its state differ"), std::string::npos)
+      << balance->differences[1];
 }
 
 }  // namespace

@@ -832,9 +832,6 @@ TEST_F(ClusterE2eTest, WhatTheModeDoesNotDoAnswers501) {
   };
 
   const std::vector<Route> routes = {
-      {"GET", "/v1/customers/unbuilt/wallet", ""},
-      {"POST", "/v1/customers/unbuilt/wallet/transactions", R"({"type":"top_up","amount":100})"},
-      {"GET", "/v1/customers/unbuilt/wallet/transactions", ""},
       {"GET", "/v1/events?customer=unbuilt", ""},
       {"GET", "/v1/export?format=csv&kind=events&customer=unbuilt", ""},
       {"GET", "/v1/customers/unbuilt/report", ""},
@@ -1172,6 +1169,33 @@ TEST_F(ClusterE2eTest, AQueryOverEveryCustomerIsTheSameOnEveryNode) {
         {"every-a", 3}, {"every-b", 5}, {"every-c", 2}};
     EXPECT_EQ(mine, want) << r.body;
   }
+}
+
+// A wallet changed over HTTP on one node is read on the others, with the embedded API's bodies.
+TEST_F(ClusterE2eTest, WalletsOverHttpOnEveryNode) {
+  HttpResponse created = admin(0, "POST", "/v1/customers", creating("walleted", "free"));
+  ASSERT_EQ(created.status, 201) << created.body;
+  HttpResponse topped = admin(0, "POST", "/v1/customers/walleted/wallet/transactions",
+                              R"({"type":"top_up","amount":100,"description":"first"})");
+  ASSERT_EQ(topped.status, 201) << topped.body;
+  HttpResponse taken = admin(1, "POST", "/v1/customers/walleted/wallet/transactions",
+                             R"({"type":"adjustment","amount":-30})");
+  ASSERT_EQ(taken.status, 201) << taken.body;
+  Json wallet(admin(2, "GET", "/v1/customers/walleted/wallet", "").body);
+  ASSERT_TRUE(wallet.ok());
+  EXPECT_EQ(simdjson::minify(wallet["balance"]), "70");
+  EXPECT_EQ(wallet.num("transactions"), 2);
+  HttpResponse listed = admin(0, "GET", "/v1/customers/walleted/wallet/transactions", "");
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  Json page(listed.body);
+  ASSERT_TRUE(page.ok());
+  simdjson::dom::array txns;
+  ASSERT_EQ(page["transactions"].get_array().get(txns), simdjson::SUCCESS);
+  EXPECT_EQ(txns.size(), 2u);
+  HttpResponse bad = admin(1, "POST", "/v1/customers/walleted/wallet/transactions",
+                           R"({"type":"grant","amount":-1})");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_EQ(admin(2, "GET", "/v1/customers/nobody/wallet", "").status, 404);
 }
 
 // The primary of a customer's Redis slot killed (SIGKILL): its replica takes over (the cluster's

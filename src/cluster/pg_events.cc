@@ -35,16 +35,17 @@ constexpr std::string_view kDrawSeqs =
 // DROP) cost catalog writes each time.
 constexpr std::string_view kStageEvents =
     "CREATE TEMP TABLE IF NOT EXISTS tally_stage_events (seq bigint, customer_id text, "
-    "event_id text, type text, time timestamptz, quantity bigint, properties jsonb) "
-    "ON COMMIT DELETE ROWS;";
+    "event_id text, type text, time timestamptz, quantity bigint, properties jsonb, "
+    "cost numeric, credits numeric) ON COMMIT DELETE ROWS;";
 constexpr std::string_view kCopyEvents =
-    "COPY tally_stage_events (seq, customer_id, event_id, type, time, quantity, properties) "
-    "FROM STDIN";
+    "COPY tally_stage_events (seq, customer_id, event_id, type, time, quantity, properties, "
+    "cost, credits) FROM STDIN";
 // Sorted by the dedup key, so two nodes inserting the same ids take their locks in one order.
 constexpr std::string_view kInsertEvents =
     "INSERT INTO events (seq, customer_id, event_id, type, time, received_at, quantity, "
-    "properties) OVERRIDING SYSTEM VALUE "
-    "SELECT seq, customer_id, event_id, type, time, $1::timestamptz, quantity, properties "
+    "properties, cost, credits) OVERRIDING SYSTEM VALUE "
+    "SELECT seq, customer_id, event_id, type, time, $1::timestamptz, quantity, properties, "
+    "cost, credits "
     "FROM tally_stage_events ORDER BY customer_id, event_id "
     "ON CONFLICT ON CONSTRAINT events_dedup DO NOTHING RETURNING seq";
 
@@ -241,12 +242,13 @@ class BatchWriter {
  public:
   BatchWriter(pg::Connection& conn, const core::EventBatch& batch,
               std::span<const std::uint32_t> indices, std::span<const core::MeterSpec> meters,
-              core::TimeUs received_at_us)
+              core::TimeUs received_at_us, const EventWriteOptions& options)
       : conn_(conn),
         batch_(batch),
         indices_(indices),
         meters_(meters),
-        received_at_(time_text(received_at_us)) {}
+        received_at_(time_text(received_at_us)),
+        options_(options) {}
 
   // Checks the input and builds what every attempt sends the same. Errors: kInvalidArgument,
   // kPayloadTooLarge (see write_events).
@@ -264,6 +266,7 @@ class BatchWriter {
   const std::span<const std::uint32_t> indices_;
   const std::span<const core::MeterSpec> meters_;
   const std::string received_at_;
+  const EventWriteOptions& options_;
 
   std::vector<Staged> staged_;
   std::vector<std::vector<pg::Value>> event_rows_;  // per staged event; column 0 is its seq
@@ -276,6 +279,10 @@ Status BatchWriter::prepare(EventWriteResult* result) {
     return Status::payload_too_large("a write of " + std::to_string(indices_.size()) +
                                      " events is over the bound of " +
                                      std::to_string(kWriteEventsMax));
+  }
+  if (!options_.charges.empty() && options_.charges.size() != indices_.size()) {
+    return Status::invalid_argument("charges for " + std::to_string(options_.charges.size()) +
+                                    " events, indices for " + std::to_string(indices_.size()));
   }
   result->outcomes.assign(indices_.size(), EventOutcome::kDuplicate);
   result->seqs.assign(indices_.size(), 0);
@@ -300,10 +307,18 @@ Status BatchWriter::prepare(EventWriteResult* result) {
       continue;  // a later copy in the same batch: a duplicate, the first one counts
     }
     staged_.push_back(Staged{pos, i});
+    const std::optional<EventCharge>* charge =
+        options_.charges.empty() ? nullptr : &options_.charges[pos];
+    pg::Value cost;
+    pg::Value credits;
+    if (charge != nullptr && charge->has_value()) {
+      cost = core::format_decimal((*charge)->cost);
+      credits = core::format_decimal((*charge)->credits);
+    }
     event_rows_.push_back({std::nullopt, std::string(batch_.text(e.customer)),
                            std::string(batch_.text(e.id)), std::string(batch_.text(e.type)),
                            time_text(e.time_us), std::to_string(e.quantity),
-                           properties_json(batch_, e)});
+                           properties_json(batch_, e), std::move(cost), std::move(credits)});
   }
   return Status();
 }
@@ -320,6 +335,13 @@ Status BatchWriter::attempt(EventWriteResult* result) {
   aggregate(inserted, seqs);
   EventWriteResult out = *result;
   TALLY_TRY(upsert_aggregates(&out));
+  if (options_.in_transaction) {
+    std::vector<bool> inserted_now(indices_.size(), false);
+    for (std::size_t s = 0; s < staged_.size(); ++s) {
+      inserted_now[staged_[s].pos] = inserted[s];
+    }
+    TALLY_TRY(options_.in_transaction(conn_, inserted_now));
+  }
   TALLY_TRY(tx->commit());
   for (std::size_t s = 0; s < staged_.size(); ++s) {
     if (inserted[s]) {
@@ -530,7 +552,7 @@ Result<EventWriteResult> write_events(pg::Connection& conn, const core::EventBat
                                       core::TimeUs received_at_us,
                                       const EventWriteOptions& options) {
   EventWriteResult result;
-  BatchWriter writer(conn, batch, indices, meters, received_at_us);
+  BatchWriter writer(conn, batch, indices, meters, received_at_us, options);
   TALLY_TRY(writer.prepare(&result));
   if (indices.empty()) {
     return result;

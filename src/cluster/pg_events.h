@@ -15,12 +15,14 @@
 //   4. those rows are COPYed into a staging table and upserted with `INSERT ... SELECT ...
 //      ORDER BY <key> ON CONFLICT (<key>) DO UPDATE` combining them as AggState::merge does
 //      (count and sum added, least min, greatest max, latest by (time, seq)); distinct values
-//      with ON CONFLICT DO NOTHING. Never one statement per event.
+//      with ON CONFLICT DO NOTHING. Never one statement per event;
+//   5. options.in_transaction, when given, runs last (the engine's credit burns of the inserted
+//      events: wallet rows locked in customer order, ledger rows; engine/cluster_wallets.cc).
 // Every node takes its row locks in the same order (events by (customer, id), then minute rows,
-// then hour rows, then distinct values, each sorted by key), so two nodes writing the same rows
-// wait for each other instead of deadlocking; should PostgreSQL still report a serialization
-// failure or a deadlock (pg::is_retryable), the whole transaction runs again, a bounded number
-// of times. Any failure rolls the transaction back: nothing of the batch is written.
+// then hour rows, then distinct values, each sorted by key, then wallets), so two nodes writing
+// the same rows wait for each other instead of deadlocking; should PostgreSQL still report a
+// serialization failure or a deadlock (pg::is_retryable), the whole transaction runs again, a
+// bounded number of times. Any failure rolls the transaction back: nothing of the batch is written.
 //
 // `latest` is ordered by (event time, events.seq) as in the embedded engine, where an event's
 // sequence number follows the batch order; here it comes from the table's identity, so a
@@ -37,6 +39,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -61,7 +64,24 @@ enum class EventOutcome : std::uint8_t {
   kDuplicate,  // its (customer, id) was stored already, or came earlier in the same batch
 };
 
+// What an event is charged by its prices (the engine prices it: engine/price_match.h), stored in
+// its events row's cost and credits.
+struct EventCharge {
+  core::Decimal cost;
+  core::Decimal credits;
+};
+
 struct EventWriteOptions {
+  // Per entry of `indices`: the event's charge, or nullopt for an event no price charges (cost
+  // and credits NULL). Empty: no event is charged. Otherwise its size must be indices' size.
+  std::span<const std::optional<EventCharge>> charges;
+  // Runs inside the transaction after the events and aggregates are written, before COMMIT,
+  // given per entry of `indices` whether that event was inserted now (each (customer, id) is
+  // inserted at most once across every node, so what it does for inserted events happens
+  // once). An error from it rolls the whole transaction back; a retryable one
+  // (pg::is_retryable) runs the transaction, and it, again. It takes its row locks after the
+  // aggregates', in an order every caller shares.
+  std::function<Status(pg::Connection&, const std::vector<bool>& inserted)> in_transaction;
   // Runs of the whole transaction when PostgreSQL reports a serialization failure or a deadlock
   // (pg::is_retryable); at least 1.
   std::uint32_t attempts_max = 5;
@@ -88,15 +108,16 @@ struct EventWriteResult {
 // (see the header comment). `meters` are every meter of the catalog: each event feeds those
 // core::meter_accepts accepts. An event's properties are stored in the jsonb column as a JSON
 // object (numbers as the JSON number text sent, strings escaped, booleans, null); its
-// quantity is Event::quantity. cost and credits stay NULL and suspended false (pricing is not
-// done here).
+// quantity is Event::quantity; cost and credits are options.charges' (NULL without one) and
+// suspended is false.
 // Errors (nothing written in every case): kInvalidArgument (nothing sent) for an index out of
-// range or a text with a NUL byte, which PostgreSQL text cannot hold; kPayloadTooLarge (nothing
-// sent) for more than kWriteEventsMax indices; kUnavailable when the connection is lost (the
-// outcome of a COMMIT in flight is unknown: writing the batch again is safe, its events then
-// come back as duplicates) or when every attempt met a retryable failure; a server error's own
-// mapping (pg/connection.h), e.g. kUnprocessable for an event that breaks a constraint
-// (quantity 0) and kInvalidArgument for an aggregate out of numeric(38, 9)'s range.
+// range, charges of another size than indices, or a text with a NUL byte, which PostgreSQL text
+// cannot hold; kPayloadTooLarge (nothing sent) for more than kWriteEventsMax indices; kUnavailable
+// when the connection is lost (the outcome of a COMMIT in flight is unknown: writing the batch
+// again is safe, its events then come back as duplicates) or when every attempt met a retryable
+// failure; a server error's own mapping (pg/connection.h), e.g. kUnprocessable for an event that
+// breaks a constraint (quantity 0) and kInvalidArgument for an aggregate out of numeric(38, 9)'s
+// range; options.in_transaction's own.
 Result<EventWriteResult> write_events(pg::Connection& conn, const core::EventBatch& batch,
                                       std::span<const std::uint32_t> indices,
                                       std::span<const core::MeterSpec> meters,

@@ -17,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include "cluster/pg_wallets.h"
 #include "core/decimal.h"
 #include "pg/schema.h"
 #include "support/pg_server.h"
@@ -901,6 +902,102 @@ TEST_F(ClusterPgTest, ThousandEventBatchesOnOneConnection) {
             "0");
   std::printf("%d batches of 1,000 events on one connection: %.1f ms per batch\n", kBatches,
               seconds * 1000 / kBatches);
+}
+
+// ---- charges, the in-transaction hook, wallets (pg_wallets.h) ---------------------------------
+
+TEST_F(ClusterPgTest, ChargesAndTheHookGoWithTheInsertedEventsOnly) {
+  const std::vector<std::optional<EventCharge>> two = {
+      EventCharge{core::Decimal::from_int(2), core::Decimal::from_int(200)}, std::nullopt};
+  std::vector<bool> seen;
+  EventWriteOptions o;
+  o.charges = two;
+  o.in_transaction = [&](pg::Connection&, const std::vector<bool>& inserted) {
+    seen = inserted;
+    return Status();
+  };
+  ASSERT_TRUE(write(*conn_, {{"acme", "a", "api", kT0, {}}, {"acme", "b", "api", kT0, {}}}, o));
+  EXPECT_EQ(seen, (std::vector<bool>{true, true}));
+  EXPECT_EQ(scalar("SELECT string_agg(event_id || '=' || coalesce(cost::text, '-') || '/' || "
+                   "coalesce(credits::text, '-'), ',' ORDER BY event_id) FROM events"),
+            "a=2.000000000/200.000000000,b=-/-");
+  // Sent again with a new one: the hook hears that only the new one was inserted.
+  const std::vector<std::optional<EventCharge>> three = {std::nullopt, std::nullopt, std::nullopt};
+  o.charges = three;
+  ASSERT_TRUE(write(
+      *conn_,
+      {{"acme", "a", "api", kT0, {}}, {"acme", "b", "api", kT0, {}}, {"acme", "c", "api", kT0, {}}},
+      o));
+  EXPECT_EQ(seen, (std::vector<bool>{false, false, true}));
+  EXPECT_EQ(scalar("SELECT cost::text FROM events WHERE event_id = 'a'"), "2.000000000");
+  // The hook's failure rolls the whole write back.
+  o.charges = {};
+  o.in_transaction = [](pg::Connection&, const std::vector<bool>&) {
+    return Status::internal("the hook refuses");
+  };
+  auto refused = write(*conn_, {{"acme", "d", "api", kT0, {}}}, o);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().message(), "the hook refuses");
+  EXPECT_EQ(scalar("SELECT count(*) FROM events WHERE event_id = 'd'"), "0");
+  // Charges of another length than the events are refused before sending.
+  o.in_transaction = nullptr;
+  o.charges = two;
+  auto mismatched = write(*conn_, {{"acme", "e", "api", kT0, {}}}, o);
+  ASSERT_FALSE(mismatched.has_value());
+  EXPECT_EQ(mismatched.error().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(ClusterPgTest, WalletRowsAndTheLedgerRoundTrip) {
+  ASSERT_TRUE(conn_->exec("BEGIN"));
+  auto states = lock_wallets(*conn_, {"acme", "zed"});
+  ASSERT_TRUE(states.has_value()) << states.error().to_string();
+  EXPECT_EQ(*states, (std::vector<std::string>{"", ""}));
+  auto seqs = draw_ledger_seqs(*conn_, 2);
+  ASSERT_TRUE(seqs.has_value());
+  ASSERT_EQ(seqs->size(), 2u);
+  EXPECT_LT((*seqs)[0], (*seqs)[1]);
+  LedgerRow grant;
+  grant.customer = "acme";
+  grant.seq = (*seqs)[0];
+  grant.type = LedgerType::kTopUp;
+  grant.amount = core::Decimal::from_int(10);
+  grant.after = grant.amount;
+  grant.grant_seq = grant.seq;
+  grant.created_at_us = kT0;
+  LedgerRow burn = grant;
+  burn.seq = (*seqs)[1];
+  burn.type = LedgerType::kBurn;
+  burn.amount = core::Decimal::from_int(-3);
+  burn.before = grant.after;
+  burn.after = core::Decimal::from_int(7);
+  burn.grant_seq = 0;
+  burn.event_id = "e1";
+  ASSERT_TRUE(insert_ledger(*conn_, {grant, burn}).ok());
+  const std::string bytes("\x00\x01\xff state", 9);
+  ASSERT_TRUE(
+      store_wallets(*conn_, {WalletWrite{"acme", core::Decimal::from_int(7), burn.seq, bytes}})
+          .ok());
+  ASSERT_TRUE(conn_->exec("COMMIT"));
+  auto state = read_wallet_state(*conn_, "acme");
+  ASSERT_TRUE(state.has_value());
+  EXPECT_EQ(*state, bytes);
+  EXPECT_EQ(read_wallet_balance(*conn_, "acme")->units, core::Decimal::from_int(7).units);
+  EXPECT_EQ(read_wallet_balance(*conn_, "nobody")->units, 0);
+  auto rows = read_ledger(*conn_, "acme", 0, std::nullopt, 0, 0, 10);
+  ASSERT_TRUE(rows.has_value()) << rows.error().to_string();
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].type, LedgerType::kTopUp);  // stored as 'topup', read back
+  EXPECT_EQ((*rows)[1].event_id, "e1");
+  EXPECT_EQ((*rows)[1].before.units, (*rows)[0].after.units);
+  auto burns = read_ledger(*conn_, "acme", 0, LedgerType::kBurn, 0, 0, 10);
+  ASSERT_TRUE(burns.has_value());
+  EXPECT_EQ(burns->size(), 1u);
+  // A second burn of the same event is refused (ledger_burn_once).
+  ASSERT_TRUE(conn_->exec("BEGIN"));
+  burn.seq = (*draw_ledger_seqs(*conn_, 1))[0];
+  Status again = insert_ledger(*conn_, {burn});
+  EXPECT_EQ(again.code(), StatusCode::kAlreadyExists) << again.to_string();
+  ASSERT_TRUE(conn_->exec("ROLLBACK"));
 }
 
 }  // namespace

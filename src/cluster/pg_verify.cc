@@ -202,6 +202,67 @@ Status compare_uniques(pg::Connection& conn, const Uniques& expected, Report* re
   return Status();
 }
 
+// A row of a breach of the chain: customer, seq, balance_before, the previous balance_after
+// (0 for the first), amount, balance_after.
+constexpr std::string_view kChainBreaks =
+    "SELECT customer_id, seq, balance_before::text, previous::text, amount::text, "
+    "balance_after::text FROM (SELECT customer_id, seq, balance_before, amount, balance_after, "
+    "coalesce(lag(balance_after) OVER (PARTITION BY customer_id ORDER BY seq), 0) AS previous "
+    "FROM ledger) AS t WHERE balance_before <> previous OR balance_before + amount <> "
+    "balance_after ORDER BY customer_id, seq LIMIT $1::bigint";
+constexpr std::string_view kWalletSums =
+    "SELECT w.customer_id, w.balance::text, coalesce(l.total, 0)::text FROM wallets AS w LEFT "
+    "JOIN (SELECT customer_id, sum(amount) AS total FROM ledger GROUP BY customer_id) AS l "
+    "USING (customer_id) WHERE w.balance <> coalesce(l.total, 0) ORDER BY w.customer_id "
+    "LIMIT $1::bigint";
+// An event's credits and its burns' (or refund's) amounts, where they do not cancel out.
+constexpr std::string_view kUnmatchedBurns =
+    "SELECT coalesce(e.customer_id, b.customer_id), coalesce(e.event_id, b.event_id), "
+    "coalesce(e.credits::text, 'none'), coalesce(b.amount::text, 'none'), coalesce(b.n, 0) FROM "
+    "(SELECT customer_id, event_id, credits FROM events WHERE credits <> 0) AS e FULL JOIN "
+    "(SELECT customer_id, event_id, sum(amount) AS amount, count(*) AS n FROM ledger WHERE "
+    "type = 'burn' OR (type = 'refund' AND event_id <> '') GROUP BY customer_id, event_id) AS b "
+    "ON e.customer_id = b.customer_id AND e.event_id = b.event_id "
+    "WHERE e.event_id IS NULL OR b.event_id IS NULL OR e.credits + b.amount <> 0 OR b.n <> 1 "
+    "ORDER BY 1, 2 LIMIT $1::bigint";
+
+Status compare_ledger(pg::Connection& conn, ShardVerify* out, Report* report) {
+  const std::string limit = std::to_string(kVerifyDifferencesMax);
+  auto count = conn.exec("SELECT count(*) FROM ledger");
+  if (!count) {
+    return count.error();
+  }
+  out->transactions = static_cast<std::uint64_t>(pg::int_or_zero(count->at(0, 0)));
+  auto breaks = conn.exec(kChainBreaks, {limit});
+  if (!breaks) {
+    return breaks.error();
+  }
+  for (const auto& row : breaks->rows) {
+    report->add("ledger of customer '" + row[0].value_or("") + "', txn_" + row[1].value_or("") +
+                ": balance_before " + row[2].value_or("") + " after a balance of " +
+                row[3].value_or("") + ", amount " + row[4].value_or("") + ", balance_after " +
+                row[5].value_or(""));
+  }
+  auto sums = conn.exec(kWalletSums, {limit});
+  if (!sums) {
+    return sums.error();
+  }
+  for (const auto& row : sums->rows) {
+    report->add("wallet of customer '" + row[0].value_or("") + "': balance " + row[1].value_or("") +
+                ", its transactions sum to " + row[2].value_or(""));
+  }
+  auto burns = conn.exec(kUnmatchedBurns, {limit});
+  if (!burns) {
+    return burns.error();
+  }
+  for (const auto& row : burns->rows) {
+    report->add("event '" + row[1].value_or("") + "' of customer '" + row[0].value_or("") +
+                "': credits " + row[2].value_or("") + ", " + row[4].value_or("0") + " burns of " +
+                row[3].value_or(""));
+  }
+  return Status();
+}
+
 }  // namespace
 
 Result<ShardVerify> verify_shard(pg::Connection& conn, std::span<const core::MeterSpec> meters,
@@ -237,6 +298,7 @@ Result<ShardVerify> verify_shard(pg::Connection& conn, std::span<const core::Met
   TALLY_TRY(compare(conn, "aggregates_minute", minutes, &out, &report));
   TALLY_TRY(compare(conn, "aggregates_hour", hours, &out, &report));
   TALLY_TRY(compare_uniques(conn, uniques, &report));
+  TALLY_TRY(compare_ledger(conn, &out, &report));
   TALLY_TRY(txn->commit());
   report.finish();
   return out;

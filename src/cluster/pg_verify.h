@@ -9,6 +9,13 @@
 // aggregate_uniques: a row missing, a row too many, or a row with another count, sum, min, max
 // or latest is a difference. Memory: the recomputed aggregates of the shard.
 //
+// In the same snapshot, the credits: each customer's ledger, in sequence order, is a chain
+// (balance_before is the previous balance_after, 0 for the first; balance_before + amount =
+// balance_after), each wallet's balance is the sum of its ledger's amounts, and each event
+// charged credits has its burn (or, for negative credits, its refund) of exactly that many,
+// while each burn names a stored event charged them. Each check is one query; at most
+// kVerifyDifferencesMax rows of each are reported.
+//
 // Thread safety: uses the given connection only (see pg/connection.h).
 // REQUIRES: no transaction is open on the connection.
 #pragma once
@@ -27,6 +34,7 @@ namespace tally::cluster {
 struct ShardVerify {
   std::uint64_t events = 0;
   std::uint64_t aggregates = 0;          // minute and hour rows compared
+  std::uint64_t transactions = 0;        // ledger rows checked
   std::vector<std::string> differences;  // at most kVerifyDifferencesMax, then a count
 };
 

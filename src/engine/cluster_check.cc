@@ -124,6 +124,13 @@ Status ClusterMode::Impl::prepare_check(const CheckRequest& r, ClusterPrepared* 
                                  "' is not in this node's configuration");
   }
   p->rules = limits_of(*config, p->customer, r.meter);
+  if (p->plan != nullptr && p->plan->prepaid) {
+    if (r.consume == Consume::kReserve) {
+      return not_built("a reservation on a prepaid plan (its credits hold)");
+    }
+    p->prepaid = true;
+    p->credits = check_credits_of(r, *meter, p->amount, clock->now_us());
+  }
   return Status();
 }
 
@@ -158,6 +165,9 @@ Status ClusterMode::Impl::queue_usage(const CheckRequest& r, const ClusterPrepar
   u.amount = p.amount;
   u.properties = r.properties;
   u.at_us = now;
+  if (p.prepaid) {
+    u.credits_in_flight = p.credits;
+  }
   return push_usage(std::move(u), config->enforcement.check_sync);
 }
 
@@ -310,6 +320,9 @@ Status ClusterMode::Impl::decide_all(RedisSlot& slot, const std::vector<CheckReq
     if (!r.event_id.empty()) {
       unclaim(*slot.client, r);
     }
+    if (p.prepaid) {
+      release_credits(*slot.client, r.customer, p.credits);  // held in flight by decide()
+    }
     CheckResult& res = (*results)[i];
     res.allowed = false;
     res.reason = Denial::kBatchDenied;
@@ -351,16 +364,57 @@ Result<CheckResult> ClusterMode::Impl::decide(RedisSlot& slot, const CheckReques
     }
     return out;
   }
-  auto decided = slot.limits->check(r.customer, p.rules, pc, p.amount, now, consume);
-  if (!decided && cluster::is_unseeded(decided.error())) {
-    // Redis lost counters this node had seeded: rebuilt from PostgreSQL, then asked again.
-    forget_seeded(p.customer.id, p.rules, pc, now);
-    TALLY_TRY(seed_counters(*slot.limits, p.customer, p.rules, pc, *p.meter, now));
-    decided = slot.limits->check(r.customer, p.rules, pc, p.amount, now, consume);
+  auto limits_check = [&](bool consuming) {
+    auto decided = slot.limits->check(r.customer, p.rules, pc, p.amount, now, consuming);
+    if (!decided && cluster::is_unseeded(decided.error())) {
+      // Redis lost counters this node had seeded: rebuilt from PostgreSQL, then asked again.
+      forget_seeded(p.customer.id, p.rules, pc, now);
+      Status reseeded = seed_counters(*slot.limits, p.customer, p.rules, pc, *p.meter, now);
+      if (!reseeded.ok()) {
+        return Result<cluster::RedisCheck>(reseeded);
+      }
+      decided = slot.limits->check(r.customer, p.rules, pc, p.amount, now, consuming);
+    }
+    return decided;
+  };
+  bool credits_held = false;
+  if (p.prepaid) {
+    // The limits first, without consuming, so that a limit's denial answers before the credits
+    // as in the embedded mode; then the credits (held in flight when consuming).
+    auto dry = limits_check(false);
+    Result<bool> admitted = false;
+    if (dry && dry->verdict.allowed) {
+      admitted = admit_credits(*slot.client, r.customer, p.credits, consume, &out);
+    }
+    if (!dry || !dry->verdict.allowed || !admitted || !*admitted || !consume) {
+      if (claimed) {
+        unclaim(*slot.client, r);
+      }
+      if (!dry) {
+        return dry.error();
+      }
+      if (!admitted) {
+        return admitted.error();
+      }
+      answer(r, p, *dry, &out);
+      if (dry->verdict.allowed && !*admitted) {
+        out.allowed = false;
+        out.overage = false;
+        out.reason = Denial::kInsufficientCredits;
+        out.message = "Insufficient credits: " + p.credits.text() + " needed, " +
+                      out.credits_available.text() + " available.";
+      }
+      return out;
+    }
+    credits_held = true;
   }
+  auto decided = limits_check(consume);
   if (!decided || !decided->verdict.allowed) {
     if (claimed) {
       unclaim(*slot.client, r);  // a denied (or failed) check consumed nothing: the id is free
+    }
+    if (credits_held) {
+      release_credits(*slot.client, r.customer, p.credits);
     }
   }
   if (!decided) {
@@ -489,13 +543,22 @@ void ClusterMode::Impl::write_usage(std::vector<PendingUsage> batch) {
     if (by_shard[shard].empty()) {
       continue;
     }
+    const std::vector<std::optional<cluster::EventCharge>> charges = charges_of(b, by_shard[shard]);
     Status s;
     for (int attempt = 0; attempt < 50; ++attempt) {
       auto lease = shards[shard]->lease();
       if (!lease) {
         s = lease.error();
       } else {
-        auto written = cluster::write_events(**lease, b, by_shard[shard], meter_specs, received);
+        cluster::EventWriteOptions options;
+        options.charges = charges;
+        if (!charges.empty()) {
+          options.in_transaction = [&](pg::Connection& conn, const std::vector<bool>& inserted) {
+            return burn_credits(conn, b, by_shard[shard], charges, inserted);
+          };
+        }
+        auto written =
+            cluster::write_events(**lease, b, by_shard[shard], meter_specs, received, options);
         s = written.status();
       }
       if (s.ok()) {
@@ -513,7 +576,33 @@ void ClusterMode::Impl::write_usage(std::vector<PendingUsage> batch) {
         batch[i].written->set_value(s);
       }
     }
+    release_burned(batch, by_shard[shard]);
   }
+}
+
+// Prepaid checks' credits held in flight (cluster_credits.cc), released once their usage's
+// transaction, which burned them, committed (or was given up: the usage is lost then).
+void ClusterMode::Impl::release_burned(const std::vector<PendingUsage>& batch,
+                                       const std::vector<std::uint32_t>& written) {
+  std::map<std::string, core::Decimal> by_customer;
+  for (std::uint32_t i : written) {
+    if (batch[i].credits_in_flight.units != 0) {
+      by_customer[batch[i].customer] += batch[i].credits_in_flight;
+    }
+  }
+  if (by_customer.empty()) {
+    return;
+  }
+  auto slot = lease_redis();
+  if (!slot) {
+    spdlog::error("cluster: credits in flight not released (they expire): {}",
+                  slot.error().to_string());
+    return;
+  }
+  for (const auto& [customer, credits] : by_customer) {
+    release_credits(*(*slot)->client, customer, credits);
+  }
+  return_redis(std::move(*slot));
 }
 
 void ClusterMode::Impl::usage_loop() {

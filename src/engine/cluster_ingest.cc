@@ -281,7 +281,15 @@ Status ClusterMode::Impl::write_group(const core::EventBatch& b,
   if (!lease) {
     return lease.error();
   }
-  auto written = cluster::write_events(**lease, b, write, meter_specs, clock->now_us());
+  const std::vector<std::optional<cluster::EventCharge>> charges = charges_of(b, write);
+  cluster::EventWriteOptions options;
+  options.charges = charges;
+  if (!charges.empty()) {
+    options.in_transaction = [&](pg::Connection& conn, const std::vector<bool>& inserted) {
+      return burn_credits(conn, b, write, charges, inserted);
+    };
+  }
+  auto written = cluster::write_events(**lease, b, write, meter_specs, clock->now_us(), options);
   if (!written) {
     return written.error();
   }

@@ -52,8 +52,8 @@ class ClusterMode {
   // migrate`, or that a newer Tally migrated, is refused naming it) and to the Redis Cluster
   // (loading the limit function). `catalog` and `config` must outlive the node. Errors:
   // kUnavailable for a server that cannot be reached; kInvalidArgument for a schema this
-  // binary cannot serve, or a configuration the mode cannot honour yet (prices, prepaid plans,
-  // API-key rate limits): it says which.
+  // binary cannot serve, or a configuration the mode cannot honour yet (tiered prices, API-key
+  // rate limits): it says which.
   static Result<std::unique_ptr<ClusterMode>> open(const config::Config& config,
                                                    const Catalog& catalog, const Clock& clock);
   ~ClusterMode();
@@ -109,6 +109,15 @@ class ClusterMode {
   // Errors: kNotFound; kAlreadyExists when the delivery is not pending or not this node's.
   Status record_delivery_attempt(const DeliveryAttempt& attempt);
   std::uint64_t wait_for_deliveries(std::uint64_t seen, TimeUs max_wait_us);
+
+  // ---- wallets (cluster_wallets.cc: the embedded rules, engine/wallet_rules.h, on rows of the
+  // customer's shard) ----
+  Result<Wallet> wallet(const std::string& customer);
+  // One or more of an admin's transactions, all or none (Engine::wallet_transactions_atomic).
+  Result<std::vector<LedgerTransaction>> wallet_transactions_atomic(
+      const std::string& customer, const std::vector<WalletTransactionRequest>& requests,
+      bool only_if_new);
+  Result<LedgerPage> wallet_transactions(const LedgerQuery& q);
 
   // ---- operations ----
   // Every shard answers and Redis answers; else kUnavailable saying which does not.

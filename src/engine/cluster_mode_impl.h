@@ -25,6 +25,7 @@
 #include "cluster/pg_query.h"
 #include "cluster/pg_reservations.h"
 #include "cluster/pg_verify.h"
+#include "cluster/pg_wallets.h"
 #include "cluster/pool.h"
 #include "cluster/redis_limits.h"
 #include "cluster/shard.h"
@@ -80,6 +81,7 @@ struct PendingUsage {
   std::vector<std::pair<std::string, std::string>> properties;
   TimeUs at_us = 0;
   std::shared_ptr<std::promise<Status>> written;  // check_sync: told when it is written
+  core::Decimal credits_in_flight;  // a prepaid check's: released once its burn is written
 };
 
 // What a customer's calendar windows hang on (as engine::period_context for the embedded
@@ -136,6 +138,8 @@ struct ClusterPrepared {
   core::Decimal amount;
   const core::Plan* plan = nullptr;
   std::vector<core::LimitRule> rules;
+  bool prepaid = false;   // the plan is prepaid: the check also needs credits
+  core::Decimal credits;  // what it needs (cluster_credits.cc)
 };
 
 struct CounterAdds;  // cluster_ingest.cc
@@ -266,6 +270,33 @@ struct ClusterMode::Impl {
   Result<std::vector<cluster::GroupedUsage>> read_shards(const core::MeterSpec& spec,
                                                          const cluster::GroupedQuery& query);
   void writer_loop(std::size_t shard);
+  // cluster_prices.cc: per entry of `indices`, what the event is charged (nullopt: no price
+  // charges it); empty when the catalog has no prices.
+  std::vector<std::optional<cluster::EventCharge>> charges_of(
+      const core::EventBatch& b, std::span<const std::uint32_t> indices) const;
+  // cluster_credits.cc: prepaid checks. The credits a check of `amount` of `meter` needs now.
+  core::Decimal check_credits_of(const CheckRequest& r, const MeterDef& meter, core::Decimal amount,
+                                 TimeUs now) const;
+  // Whether the customer's balance less the credits in flight on every node covers `credits`
+  // (sets out's prepaid fields); when consuming, `credits` are added to those in flight first
+  // and stay there when admitted (release_credits once burned), else are taken back.
+  Result<bool> admit_credits(redis::ClusterClient& client, const std::string& customer,
+                             core::Decimal credits, bool consume, CheckResult* out);
+  void release_credits(redis::ClusterClient& client, const std::string& customer,
+                       core::Decimal credits);
+  void release_burned(const std::vector<PendingUsage>& batch,
+                      const std::vector<std::uint32_t>& written);
+  // cluster_wallets.cc: burns the credits of the events of `indices` inserted now (`inserted`,
+  // per entry) with `charges` (per entry) from their customers' wallets, in the write's open
+  // transaction on `conn` (EventWriteOptions::in_transaction).
+  Status burn_credits(pg::Connection& conn, const core::EventBatch& b,
+                      std::span<const std::uint32_t> indices,
+                      std::span<const std::optional<cluster::EventCharge>> charges,
+                      const std::vector<bool>& inserted);
+  // Each wallet of the shard: its row's balance and last seq are its state's, and its grants
+  // less its debt are its balance (as the embedded verify checks); differences appended.
+  Status verify_wallets(pg::Connection& conn, const std::string& shard,
+                        std::vector<std::string>* differences);
   void usage_loop();
   void start_alerts();
   void stop_alerts();

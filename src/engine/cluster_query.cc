@@ -133,7 +133,9 @@ Result<QueryResult> ClusterMode::query(const MeterQuery& q) {
     return Status::not_found("meter '" + q.meter + "' does not exist");
   }
   if (q.measure != Measure::kUnits) {
-    // The mode opens no configuration with prices (ClusterMode::open), so no meter has one.
+    if (!d.catalog->prices_by_meter[d.catalog->index_of(meter)].empty()) {
+      return not_built("a cost or credits query");
+    }
     return Status::invalid_argument("meter '" + q.meter + "' has no price, so no " +
                                     std::string(to_string(q.measure)));
   }

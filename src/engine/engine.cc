@@ -15,6 +15,7 @@
 #include "common/assert.h"
 #include "common/crypto.h"
 #include "engine/engine_impl.h"
+#include "engine/price_match.h"
 
 namespace tally {
 
@@ -153,7 +154,9 @@ Result<std::unique_ptr<Engine>> Engine::Impl::open_cluster(std::unique_ptr<Impl>
   }
   impl->clock = options.clock != nullptr ? options.clock : &system_clock();
   impl->admin_key_hash = admin_key_hash_of(options, impl->config);
-  impl->catalog = std::make_unique<const engine::Catalog>(engine::Catalog::build(impl->config));
+  engine::Catalog catalog = engine::Catalog::build(impl->config);
+  TALLY_TRY(engine::add_config_versions(catalog, impl->config));
+  impl->catalog = std::make_unique<const engine::Catalog>(std::move(catalog));
   auto node = engine::ClusterMode::open(impl->config, *impl->catalog, *impl->clock);
   if (!node) {
     return node.error();

@@ -17,6 +17,8 @@
 #include "common/assert.h"
 #include "engine/audit.h"
 #include "engine/engine_impl.h"
+#include "engine/price_match.h"
+#include "engine/wallet_rules.h"
 
 namespace tally {
 
@@ -26,57 +28,8 @@ using engine::WalletRecord;
 
 namespace {
 
-constexpr std::int64_t kPromotionalPriority = 0;
-constexpr std::int64_t kPaidPriority = 100;
-
-bool burns_before(const GrantRecord& a, const GrantRecord& b) {
-  if (a.priority != b.priority) {
-    return a.priority < b.priority;
-  }
-  const core::TimeUs ea = a.expires_us == 0 ? INT64_MAX : a.expires_us;
-  const core::TimeUs eb = b.expires_us == 0 ? INT64_MAX : b.expires_us;
-  if (ea != eb) {
-    return ea < eb;
-  }
-  return a.txn_seq < b.txn_seq;
-}
-
 std::string text(core::Decimal d) {
   return core::format_decimal(d);
-}
-
-// Takes up to `credits` from the grants in burn order; returns what they could not cover.
-core::Decimal take_from_grants(WalletRecord& w, core::Decimal credits) {
-  std::sort(w.grants.begin(), w.grants.end(), burns_before);
-  for (auto& g : w.grants) {
-    if (credits.units <= 0) {
-      break;
-    }
-    const core::Decimal taken = std::min(g.remaining, credits);
-    g.remaining = g.remaining - taken;
-    credits = credits - taken;
-  }
-  std::erase_if(w.grants, [](const GrantRecord& g) { return g.remaining.units <= 0; });
-  return credits;
-}
-
-// Adds credits: pays off debt first, the rest becomes a grant.
-void add_credits(WalletRecord& w, GrantRecord g) {
-  const core::Decimal paid = std::min(w.debt, g.amount);
-  w.debt = w.debt - paid;
-  g.remaining = g.amount - paid;
-  if (g.remaining.units > 0) {
-    w.grants.push_back(std::move(g));
-    std::sort(w.grants.begin(), w.grants.end(), burns_before);
-  }
-}
-
-core::Decimal held_total(const WalletRecord& w) {
-  core::Decimal held;
-  for (const auto& [id, credits] : w.holds) {
-    held += credits;
-  }
-  return held;
 }
 
 }  // namespace
@@ -153,48 +106,34 @@ bool Engine::Impl::price_of(std::uint32_t meter, std::uint32_t customer_num,
                             std::span<const std::pair<std::string_view, std::string_view>> props,
                             LedgerWork* work, core::Decimal* cost, core::Decimal* credits,
                             core::TimeUs known_at_us) const {
-  if (meter >= catalog->prices_by_meter.size()) {
+  const std::optional<engine::PriceMatch> found =
+      engine::match_price(*catalog, meter, props, time_us, known_at_us);
+  if (!found) {
     return false;
   }
-  for (std::uint32_t index : catalog->prices_by_meter[meter]) {
-    const auto& match = catalog->prices[index].spec.match;
-    const bool matches = std::all_of(match.begin(), match.end(), [&](const auto& m) {
-      return std::any_of(props.begin(), props.end(),
-                         [&](const auto& p) { return p.first == m.first && p.second == m.second; });
-    });
-    if (!matches) {
-      continue;
+  const std::uint32_t index = found->index;
+  const core::PriceSpec& spec = found->version->spec;
+  if (!core::price_is_tiered(spec)) {
+    *cost = core::incremental_cost(spec, core::Decimal{}, value);
+  } else {
+    core::TimeUs start = 0;
+    core::TimeUs end = 0;
+    core::billing_period_span(time_us, anchor_us, tz, &start, &end);
+    const auto key = std::make_tuple(index, customer_num, start);
+    core::Decimal before;
+    if (work != nullptr && work->price_usage.count(key) != 0) {
+      before = work->price_usage[key];
+    } else if (auto it = price_usage.find(key);
+               (work == nullptr || !work->from_scratch) && it != price_usage.end()) {
+      before = it->second;
     }
-    // A price with no version in effect then (not yet, or removed) leaves the event to the next.
-    const core::PriceVersion* version =
-        core::version_at(catalog->prices[index].versions, time_us, known_at_us);
-    if (version == nullptr) {
-      continue;
+    *cost = core::incremental_cost(spec, before, value);
+    if (work != nullptr) {
+      work->price_usage[key] = before + value;
     }
-    const core::PriceSpec& spec = version->spec;
-    if (!core::price_is_tiered(spec)) {
-      *cost = core::incremental_cost(spec, core::Decimal{}, value);
-    } else {
-      core::TimeUs start = 0;
-      core::TimeUs end = 0;
-      core::billing_period_span(time_us, anchor_us, tz, &start, &end);
-      const auto key = std::make_tuple(index, customer_num, start);
-      core::Decimal before;
-      if (work != nullptr && work->price_usage.count(key) != 0) {
-        before = work->price_usage[key];
-      } else if (auto it = price_usage.find(key);
-                 (work == nullptr || !work->from_scratch) && it != price_usage.end()) {
-        before = it->second;
-      }
-      *cost = core::incremental_cost(spec, before, value);
-      if (work != nullptr) {
-        work->price_usage[key] = before + value;
-      }
-    }
-    *credits = core::credits_for(spec, *cost);
-    return true;
   }
-  return false;
+  *credits = core::credits_for(spec, *cost);
+  return true;
 }
 
 WalletRecord& Engine::Impl::work_wallet(LedgerWork& work, std::uint32_t customer_num,
@@ -207,147 +146,52 @@ WalletRecord& Engine::Impl::work_wallet(LedgerWork& work, std::uint32_t customer
     it->second = live->second;
   }
   // Grants past their expiry go first, so nothing burns credits that are gone.
-  std::vector<GrantRecord> expired;
-  for (const auto& g : it->second.grants) {
-    if (g.expires_us != 0 && g.expires_us <= now && g.remaining.units > 0) {
-      expired.push_back(g);
-    }
-  }
-  for (const auto& g : expired) {
-    std::erase_if(it->second.grants, [&](const GrantRecord& x) { return x.txn_seq == g.txn_seq; });
-    engine::LedgerRecord t;
-    t.type = LedgerType::kExpiry;
-    t.grant_seq = g.txn_seq;
-    t.description =
-        "expiry of " + std::string(to_string(g.type)) + " txn_" + std::to_string(g.txn_seq);
-    t.created_at_us = now;
-    append_txn(work, customer_num, core::Decimal{} - g.remaining, std::move(t));
+  std::vector<engine::LedgerRecord> expired;
+  engine::expire_wallet_grants(it->second, now, &next_txn, &expired);
+  for (auto& t : expired) {
+    work.txns.emplace_back(customer_num, std::move(t));
   }
   return it->second;
 }
 
 void Engine::Impl::append_txn(LedgerWork& work, std::uint32_t customer_num, core::Decimal amount,
                               engine::LedgerRecord t) {
-  WalletRecord& w = work.wallets[customer_num];
-  t.seq = next_txn++;
-  t.amount = amount;
-  t.before = w.balance;
-  w.balance += amount;
-  t.after = w.balance;
-  ++w.transactions;
-  w.last_txn_seq = t.seq;
-  work.txns.emplace_back(customer_num, std::move(t));
+  std::vector<engine::LedgerRecord> out;
+  engine::append_to_wallet(work.wallets[customer_num], &next_txn, amount, std::move(t), &out);
+  work.txns.emplace_back(customer_num, std::move(out.back()));
 }
 
 void Engine::Impl::burn(LedgerWork& work, std::uint32_t customer_num, core::Decimal credits,
                         std::string_view event_id, core::TimeUs now,
                         std::string_view reservation_id) {
   WalletRecord& w = work_wallet(work, customer_num, now);
-  engine::LedgerRecord t;
-  t.event_id = std::string(event_id);
-  t.reservation_id = std::string(reservation_id);
-  t.created_at_us = now;
-  if (credits.units >= 0) {
-    // A burn only ever takes credits: usage can never mint them.
-    w.debt += take_from_grants(w, credits);
-    t.type = LedgerType::kBurn;
-    t.description = "usage credit burn";
-    append_txn(work, customer_num, core::Decimal{} - credits, std::move(t));
-    return;
+  std::vector<engine::LedgerRecord> out;
+  engine::burn_wallet(w, credits, event_id, now, reservation_id, &next_txn, &out);
+  for (auto& t : out) {
+    work.txns.emplace_back(customer_num, std::move(t));
   }
-  // A negative cost is not a burn: volume pricing crossing into a cheaper tier lowers the
-  // period's price, or an admin's correction (a meter with allow_negative) takes usage back.
-  // Either gives credits back as a refund tied to the event, never as a burn.
-  GrantRecord g;
-  g.txn_seq = next_txn;
-  g.type = LedgerType::kRefund;
-  g.amount = core::Decimal{} - credits;
-  g.priority = kPaidPriority;
-  g.created_us = now;
-  add_credits(w, std::move(g));
-  t.type = LedgerType::kRefund;
-  t.grant_seq = next_txn;
-  t.priority = kPaidPriority;
-  t.description = "usage credit refund (the event lowered the period's price)";
-  append_txn(work, customer_num, core::Decimal{} - credits, std::move(t));
 }
 
 void Engine::Impl::adjust_wallet(LedgerWork& work, std::uint32_t customer_num, core::Decimal amount,
                                  engine::LedgerRecord t, core::TimeUs now) {
   WalletRecord& w = work_wallet(work, customer_num, now);
-  if (amount.units > 0) {
-    GrantRecord g;
-    g.txn_seq = next_txn;  // the transaction appended below
-    g.type = t.type;
-    g.amount = amount;
-    g.priority = kPaidPriority;
-    g.created_us = now;
-    add_credits(w, std::move(g));
-    t.grant_seq = next_txn;
-    t.priority = kPaidPriority;
-  } else {
-    w.debt += take_from_grants(w, core::Decimal{} - amount);
+  std::vector<engine::LedgerRecord> out;
+  engine::adjust_wallet_by(w, amount, std::move(t), now, &next_txn, &out);
+  for (auto& x : out) {
+    work.txns.emplace_back(customer_num, std::move(x));
   }
-  append_txn(work, customer_num, amount, std::move(t));
 }
 
 Status Engine::Impl::apply_wallet_request(LedgerWork& work, std::uint32_t customer_num,
                                           const WalletTransactionRequest& req, core::TimeUs now) {
-  const bool credit_type = req.type == LedgerType::kGrant || req.type == LedgerType::kTopUp ||
-                           req.type == LedgerType::kRefund;
-  if (!credit_type && req.type != LedgerType::kAdjustment) {
-    return Status::invalid_argument(
-        "type must be one of grant, top_up, refund, adjustment "
-        "(burns come from events)");
-  }
-  Result<core::Decimal> amount = core::parse_decimal(req.amount);
-  if (!amount) {
-    return Status::invalid_argument("amount '" + req.amount + "' is not a decimal number");
-  }
-  if (credit_type && amount->units <= 0) {
-    return Status::invalid_argument("the amount of a " + std::string(to_string(req.type)) +
-                                    " must be positive");
-  }
-  if (amount->units == 0) {
-    return Status::invalid_argument("the amount of an adjustment must not be zero");
-  }
-  if (req.expires_at_us != 0 && req.type != LedgerType::kGrant && req.type != LedgerType::kTopUp) {
-    return Status::invalid_argument("only grants and top-ups can expire");
-  }
-  if (req.expires_at_us != 0 && req.expires_at_us <= now) {
-    return Status::invalid_argument("expires_at must be in the future");
-  }
-  if (req.priority < -1 || req.priority > 1'000'000) {
-    return Status::invalid_argument("priority must be 0..1000000");
-  }
-  if (req.description.size() > 1024) {
-    return Status::invalid_argument("description is at most 1024 bytes");
-  }
+  core::Decimal amount;  // checked before the wallet is taken, which may expire grants
+  TALLY_TRY(engine::check_wallet_transaction(req, now, &amount));
   WalletRecord& w = work_wallet(work, customer_num, now);
-  if (amount->units > 0) {
-    GrantRecord g;
-    g.txn_seq = next_txn;  // the transaction appended below
-    g.type = req.type;
-    g.amount = *amount;
-    g.priority = req.priority >= 0                ? req.priority
-                 : req.type == LedgerType::kGrant ? kPromotionalPriority
-                                                  : kPaidPriority;
-    g.expires_us = req.expires_at_us;
-    g.created_us = now;
-    add_credits(w, g);
-  } else {
-    w.debt += take_from_grants(w, core::Decimal{} - *amount);
+  std::vector<engine::LedgerRecord> out;
+  TALLY_TRY(engine::apply_wallet_transaction(w, req, now, &next_txn, &out));
+  for (auto& t : out) {
+    work.txns.emplace_back(customer_num, std::move(t));
   }
-  engine::LedgerRecord t;
-  t.type = req.type;
-  t.grant_seq = next_txn;
-  t.description = req.description;
-  t.created_at_us = now;
-  t.expires_at_us = req.expires_at_us;
-  t.priority = req.priority >= 0                ? req.priority
-               : req.type == LedgerType::kGrant ? kPromotionalPriority
-                                                : kPaidPriority;
-  append_txn(work, customer_num, *amount, std::move(t));
   return Status();
 }
 
@@ -693,39 +537,10 @@ void Engine::Impl::verify_ledger(const std::map<CustomerEvent, std::vector<Price
 
 // ---- the API --------------------------------------------------------------------------------
 
-namespace {
-
-Wallet wallet_view(const Engine::Impl& d, const std::string& customer, const WalletRecord* w,
-                   core::Decimal in_flight) {
-  Wallet out;
-  out.customer = customer;
-  out.currency = d.config.credits.currency;
-  out.credits_per_currency_unit = text(d.config.credits.per_currency_unit);
-  const WalletRecord empty;
-  const WalletRecord& r = w != nullptr ? *w : empty;
-  out.balance = text(r.balance);
-  out.available = text(r.balance - in_flight);
-  out.held = text(held_total(r));
-  out.exhausted = r.balance.units <= 0;
-  out.transactions = r.transactions;
-  for (const auto& g : r.grants) {
-    WalletGrant wg;
-    wg.id = "txn_" + std::to_string(g.txn_seq);
-    wg.type = g.type;
-    wg.amount = text(g.amount);
-    wg.remaining = text(g.remaining);
-    wg.priority = g.priority;
-    wg.expires_at_us = g.expires_us;
-    wg.created_at_us = g.created_us;
-    out.grants.push_back(std::move(wg));
-  }
-  return out;
-}
-
-}  // namespace
-
 Result<Wallet> Engine::wallet(const std::string& customer) {
-  TALLY_EMBEDDED_ONLY("wallets and credits");
+  if (impl_->cluster != nullptr) {
+    return impl_->cluster->wallet(customer);
+  }
   Impl& d = *impl_;
   std::shared_lock lock(d.state_mutex);
   const engine::CustomerState* cs = d.find_customer(customer);
@@ -740,13 +555,20 @@ Result<Wallet> Engine::wallet(const std::string& customer) {
     }
   }
   auto it = d.wallets.find(cs->num);
-  return wallet_view(d, customer, it != d.wallets.end() ? &it->second : nullptr, in_flight);
+  return engine::wallet_view(d.config, customer, it != d.wallets.end() ? &it->second : nullptr,
+                             in_flight);
 }
 
 Result<LedgerTransaction> Engine::wallet_transaction(const std::string& customer,
                                                      const WalletTransactionRequest& req,
                                                      const std::string& actor) {
-  TALLY_EMBEDDED_ONLY("wallets and credits");
+  if (impl_->cluster != nullptr) {
+    auto done = impl_->cluster->wallet_transactions_atomic(customer, {req}, false);
+    if (!done) {
+      return done.error();
+    }
+    return std::move(done->back());
+  }
   Impl& d = *impl_;
   auto work = std::make_shared<LedgerWork>();
   Status s = engine::run_admin(
@@ -783,7 +605,9 @@ Result<LedgerTransaction> Engine::wallet_transaction(const std::string& customer
 Result<std::vector<LedgerTransaction>> Engine::wallet_transactions_atomic(
     const std::string& customer, const std::vector<WalletTransactionRequest>& requests,
     bool only_if_new) {
-  TALLY_EMBEDDED_ONLY("wallets and credits");
+  if (impl_->cluster != nullptr) {
+    return impl_->cluster->wallet_transactions_atomic(customer, requests, only_if_new);
+  }
   Impl& d = *impl_;
   if (requests.empty()) {
     return Status::invalid_argument("no transactions given");
@@ -826,7 +650,9 @@ Result<std::vector<LedgerTransaction>> Engine::wallet_transactions_atomic(
 }
 
 Result<LedgerPage> Engine::wallet_transactions(const LedgerQuery& q) const {
-  TALLY_EMBEDDED_ONLY("wallets and credits");
+  if (impl_->cluster != nullptr) {
+    return impl_->cluster->wallet_transactions(q);
+  }
   const Impl& d = *impl_;
   if (q.limit == 0 || q.limit > 1000) {
     return Status::invalid_argument("limit must be 1..1000");

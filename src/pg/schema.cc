@@ -186,11 +186,17 @@ CREATE TABLE reservations (
 CREATE INDEX reservations_expiry ON reservations (expires_at);
 )sql";
 
+// Version 5: a wallet's state beyond its balance (its grants with what is left of each, its
+// debt, its transaction count), the bytes of the engine's wallet snapshot
+// (engine::encode_wallet), read and written with the row locked; NULL = no transaction yet.
+constexpr std::string_view kWalletState = R"sql(
+ALTER TABLE wallets ADD COLUMN state bytea;
+)sql";
+
 constexpr Migration kMigrations[] = {
-    {1, "the initial cluster schema", kInitialSchema},
-    {2, "customers' trial start", kTrialStart},
-    {3, "alert and delivery details", kAlertDetails},
-    {4, "open reservations", kReservations},
+    {1, "the initial cluster schema", kInitialSchema}, {2, "customers' trial start", kTrialStart},
+    {3, "alert and delivery details", kAlertDetails},  {4, "open reservations", kReservations},
+    {5, "wallets' grants and debt", kWalletState},
 };
 
 constexpr std::string_view kCreateVersionTable =
