@@ -3,22 +3,11 @@
 
 #include <utility>
 
+#include "cluster/pg_sql.h"
 #include "common/crypto.h"
 
 namespace tally::cluster {
 namespace {
-
-// Microseconds since the epoch as a parameter, and the SQL that reads one back.
-pg::Value micros(TimeUs us) {
-  return std::to_string(us);
-}
-
-pg::Value micros_or_null(TimeUs us) {
-  return us == 0 ? pg::Value() : micros(us);
-}
-
-#define TALLY_TS(n) "(timestamptz 'epoch' + $" #n "::bigint * interval '1 microsecond')"
-#define TALLY_US(col) "(extract(epoch from " col ") * 1000000)::bigint"
 
 std::string text(const pg::Value& v) {
   return v.value_or(std::string());

@@ -3,11 +3,10 @@
 
 #include <charconv>
 
+#include "cluster/pg_sql.h"
+
 namespace tally::cluster {
 namespace {
-
-#define TALLY_TS(n) "(timestamptz 'epoch' + $" #n "::bigint * interval '1 microsecond')"
-#define TALLY_US(col) "(extract(epoch from " col ") * 1000000)::bigint"
 
 constexpr std::string_view kColumns =
     "id, customer_id, meter, amount::text, event_id, properties, " TALLY_US(
