@@ -13,18 +13,6 @@ std::string text(const pg::Value& v) {
   return v.value_or(std::string());
 }
 
-std::string from_hex(std::string_view hex) {
-  auto nibble = [](char c) {
-    return c <= '9' ? c - '0' : c - 'a' + 10;
-  };
-  std::string out;
-  out.reserve(hex.size() / 2);
-  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
-    out.push_back(static_cast<char>(nibble(hex[i]) * 16 + nibble(hex[i + 1])));
-  }
-  return out;
-}
-
 constexpr std::string_view kCustomerColumns =
     "id, name, email, plan, status, time_zone, " TALLY_US("billing_anchor") ", "
     "coalesce(parent_id, ''), metadata::text, " TALLY_US("created_at") ", " TALLY_US(
@@ -70,7 +58,7 @@ KeyRow key_of(const std::vector<pg::Value>& row) {
   KeyRow k;
   k.info.id = text(row[0]);
   k.info.prefix = text(row[1]);
-  k.secret_sha256 = from_hex(text(row[2]));
+  k.secret_sha256 = bytes_of_hex(text(row[2])).value_or(std::string());
   k.info.customer = text(row[3]);
   k.info.name = text(row[4]);
   k.info.scopes = static_cast<Scope>(pg::int_or_zero(row[5]));

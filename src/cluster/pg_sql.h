@@ -1,9 +1,11 @@
 // What the cluster layer's SQL shares: times sent to PostgreSQL as microseconds since the epoch
 // (a bigint parameter, turned into timestamptz by SQL) and read back the same way, which is
-// exact both ways.
+// exact both ways; bytea read back as hex.
 #pragma once
 
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "pg/connection.h"
 #include "tally/types.h"
@@ -17,6 +19,36 @@ inline pg::Value micros(TimeUs us) {
 
 inline pg::Value micros_or_null(TimeUs us) {
   return us == 0 ? pg::Value() : micros(us);
+}
+
+// The bytes of a bytea read back as `encode(column, 'hex')`; nullopt when `hex` is not hex.
+inline std::optional<std::string> bytes_of_hex(std::string_view hex) {
+  const auto digit = [](char c) {
+    if (c >= '0' && c <= '9') {
+      return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+      return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+      return c - 'A' + 10;
+    }
+    return -1;
+  };
+  if (hex.size() % 2 != 0) {
+    return std::nullopt;
+  }
+  std::string out;
+  out.reserve(hex.size() / 2);
+  for (std::size_t i = 0; i < hex.size(); i += 2) {
+    const int hi = digit(hex[i]);
+    const int lo = digit(hex[i + 1]);
+    if (hi < 0 || lo < 0) {
+      return std::nullopt;
+    }
+    out.push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return out;
 }
 
 }  // namespace tally::cluster

@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "cluster/pg_customers.h"
+#include "cluster/pg_sql.h"
 #include "common/crypto.h"
 
 namespace tally::cluster {
@@ -48,34 +49,12 @@ std::optional<LedgerType> type_of(std::string_view text) {
   return text == "topup" ? std::optional<LedgerType>(LedgerType::kTopUp) : parse_ledger_type(text);
 }
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') {
-    return c - '0';
-  }
-  if (c >= 'a' && c <= 'f') {
-    return c - 'a' + 10;
-  }
-  if (c >= 'A' && c <= 'F') {
-    return c - 'A' + 10;
-  }
-  return -1;
-}
-
 Result<std::string> from_hex(std::string_view hex) {
-  if (hex.size() % 2 != 0) {
+  std::optional<std::string> bytes = bytes_of_hex(hex);
+  if (!bytes) {
     return Status::corruption("a wallet state is not hex");
   }
-  std::string out;
-  out.reserve(hex.size() / 2);
-  for (std::size_t i = 0; i < hex.size(); i += 2) {
-    const int hi = hex_digit(hex[i]);
-    const int lo = hex_digit(hex[i + 1]);
-    if (hi < 0 || lo < 0) {
-      return Status::corruption("a wallet state is not hex");
-    }
-    out.push_back(static_cast<char>(hi * 16 + lo));
-  }
-  return out;
+  return std::move(*bytes);
 }
 
 pg::Value micros_time(core::TimeUs t) {

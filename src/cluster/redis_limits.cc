@@ -265,6 +265,20 @@ Status reply_error(const redis::Reply& r, std::string_view call) {
   return Status::internal(std::string(call) + " answered an error: " + r.str);
 }
 
+// The integer an FCALL of `call` answered: its failure, or its error reply as reply_error says.
+Result<std::int64_t> integer_reply(const Result<redis::Reply>& r, std::string_view call) {
+  if (!r) {
+    return r.error();
+  }
+  if (r->is_error()) {
+    return reply_error(*r, call);
+  }
+  if (!r->is_integer()) {
+    return Status::internal(std::string(call) + " answered a value that is not an integer");
+  }
+  return r->integer;
+}
+
 // The window of a calendar rule containing `at_us`, for seed and release.
 Result<core::Span> window_of(const core::LimitRule& rule, const core::PeriodContext& ctx,
                              core::TimeUs at_us) {
@@ -560,19 +574,15 @@ Result<bool> RedisLimits::seed(std::string_view customer, const core::LimitRule&
   if (!span) {
     return span.error();
   }
-  Result<redis::Reply> r = fcall(
-      {"FCALL", "tally_seed", "1", window_key(customer, rule, span->start), std::to_string(*units),
-       std::to_string(window_expiry_ms(*span, options_.expiry_margin_ms))});
+  Result<std::int64_t> r =
+      integer_reply(fcall({"FCALL", "tally_seed", "1", window_key(customer, rule, span->start),
+                           std::to_string(*units),
+                           std::to_string(window_expiry_ms(*span, options_.expiry_margin_ms))}),
+                    "tally_seed");
   if (!r) {
     return r.error();
   }
-  if (r->is_error()) {
-    return reply_error(*r, "tally_seed");
-  }
-  if (!r->is_integer()) {
-    return Status::internal("tally_seed answered a value that is not an integer");
-  }
-  return r->integer == 1;
+  return *r == 1;
 }
 
 Result<std::int64_t> RedisLimits::release(std::string_view customer, const core::LimitRule& rule,
@@ -586,18 +596,9 @@ Result<std::int64_t> RedisLimits::release(std::string_view customer, const core:
   if (!span) {
     return span.error();
   }
-  Result<redis::Reply> r = fcall({"FCALL", "tally_release", "1",
-                                  window_key(customer, rule, span->start), std::to_string(*units)});
-  if (!r) {
-    return r.error();
-  }
-  if (r->is_error()) {
-    return reply_error(*r, "tally_release");
-  }
-  if (!r->is_integer()) {
-    return Status::internal("tally_release answered a value that is not an integer");
-  }
-  return r->integer;
+  return integer_reply(fcall({"FCALL", "tally_release", "1",
+                              window_key(customer, rule, span->start), std::to_string(*units)}),
+                       "tally_release");
 }
 
 Result<std::int64_t> RedisLimits::take_back(std::string_view customer,
@@ -636,17 +637,7 @@ Result<std::int64_t> RedisLimits::take_back(std::string_view customer,
   argv.insert(argv.end(), keys.begin(), keys.end());
   argv.push_back(std::to_string(*units));
   argv.insert(argv.end(), kinds.begin(), kinds.end());
-  Result<redis::Reply> r = fcall(argv);
-  if (!r) {
-    return r.error();
-  }
-  if (r->is_error()) {
-    return reply_error(*r, "tally_take_back");
-  }
-  if (!r->is_integer()) {
-    return Status::internal("tally_take_back answered a value that is not an integer");
-  }
-  return r->integer;
+  return integer_reply(fcall(argv), "tally_take_back");
 }
 
 Result<std::int64_t> RedisLimits::add(std::string_view customer,
@@ -669,17 +660,7 @@ Result<std::int64_t> RedisLimits::add(std::string_view customer,
     units.push_back(std::to_string(*u));
   }
   argv.insert(argv.end(), units.begin(), units.end());
-  Result<redis::Reply> r = fcall(argv);
-  if (!r) {
-    return r.error();
-  }
-  if (r->is_error()) {
-    return reply_error(*r, "tally_add");
-  }
-  if (!r->is_integer()) {
-    return Status::internal("tally_add answered a value that is not an integer");
-  }
-  return r->integer;
+  return integer_reply(fcall(argv), "tally_add");
 }
 
 }  // namespace tally::cluster

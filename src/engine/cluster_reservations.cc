@@ -145,7 +145,15 @@ Result<CheckResult> ClusterMode::commit_reservation(const std::string& id,
   if (!customer) {
     return customer.error();
   }
-  auto taken = d.take_reservation(id, restrict_customer, false);
+  // Deleted on the shard the read found it on: once across nodes.
+  Result<std::optional<cluster::ReservationRow>> taken = std::optional<cluster::ReservationRow>();
+  {
+    auto lease = d.shard_of((*peeked)->customer).lease();
+    if (!lease) {
+      return lease.error();
+    }
+    taken = cluster::take_reservation(**lease, id, restrict_customer);
+  }
   if (!taken) {
     return taken.error();
   }
