@@ -34,11 +34,13 @@ std::int64_t steady_us() {
 
 namespace engine {
 
+// Never destroyed: a commit thread still recording while the process exits (a fuzz target
+// exits with its engine open) must not read a vector the exit handlers freed.
 const std::vector<std::uint64_t>& Histogram::bounds_us() {
-  static const std::vector<std::uint64_t> kBounds = {100,    250,    500,     1000,    2500,
-                                                     5000,   10000,  25000,   50000,   100000,
-                                                     250000, 500000, 1000000, 2500000, 5000000};
-  return kBounds;
+  static const auto* const kBounds =
+      new std::vector<std::uint64_t>{100,   250,    500,    1000,   2500,    5000,    10000,  25000,
+                                     50000, 100000, 250000, 500000, 1000000, 2500000, 5000000};
+  return *kBounds;
 }
 
 void Histogram::record(std::uint64_t us) {
