@@ -448,6 +448,90 @@ Status too_many(std::uint32_t events_max) {
                                    " events");
 }
 
+// Reads each event of `events` in turn, numbering them from out->total.
+Status read_events(od::array events, EventReader& reader, const ParseOptions& options,
+                   ParsedEvents* out) {
+  for (auto element : events) {
+    od::value v;
+    if (auto err = element.get(v); err) {
+      return json_error(err);
+    }
+    if (out->total >= options.events_max) {
+      return too_many(options.events_max);
+    }
+    if (auto err = reader.read(v, out->total); err) {
+      return json_error(err);
+    }
+    ++out->total;
+  }
+  return Status();
+}
+
+// A root object: {"events": [...]} when it has an "events" field (which must be an array; the
+// root's other fields are walked past unread, so the document is read to its end); otherwise the
+// root is one event.
+Status read_root_object(od::document& doc, EventReader& reader, const ParseOptions& options,
+                        ParsedEvents* out) {
+  od::object root;
+  if (auto err = doc.get_object().get(root); err) {
+    return json_error(err);
+  }
+  bool batch_shape = false;
+  for (auto field : root) {
+    std::string_view key;
+    if (auto err = field.unescaped_key().get(key); err) {
+      return json_error(err);
+    }
+    if (key != "events" || batch_shape) {
+      continue;  // other root fields (and a repeated "events") are skipped unread
+    }
+    od::value events_value;
+    if (auto err = field.value().get(events_value); err) {
+      return json_error(err);
+    }
+    od::json_type t;
+    if (auto err = events_value.type().get(t); err) {
+      return json_error(err);
+    }
+    if (t != od::json_type::array) {
+      return Status::invalid_argument("'events' must be an array of event objects");
+    }
+    od::array events;
+    if (auto err = events_value.get_array().get(events); err) {
+      return json_error(err);
+    }
+    batch_shape = true;
+    TALLY_TRY(read_events(events, reader, options, out));
+  }
+  if (batch_shape) {
+    return Status();
+  }
+  doc.rewind();
+  od::value whole;
+  if (auto err = doc.get_value().get(whole); err) {
+    return json_error(err);
+  }
+  if (auto err = reader.read(whole, 0); err) {
+    return json_error(err);
+  }
+  out->total = 1;
+  return Status();
+}
+
+// The root value has been read to its closing bracket. simdjson indexes every token of the
+// buffer, so any token left (a second NDJSON document, `{...} garbage`) means the body is more
+// than one JSON value; whitespace is never a token.
+Status check_nothing_after(od::document& doc, const std::string& body) {
+  const char* rest = nullptr;
+  if (doc.current_location().get(rest) == simdjson::SUCCESS) {
+    return Status::invalid_argument(
+        "malformed JSON: unexpected content after the JSON document at byte " +
+        std::to_string(rest - body.data()) +
+        "; send one JSON document per request (newline-delimited JSON is not accepted)");
+  }
+  return Status();
+}
+
 // parse_events without the details of its kInvalidArgument.
 Status parse_body(std::string& body, const ParseOptions& options, ParsedEvents* out) {
   out->clear();
@@ -458,93 +542,24 @@ Status parse_body(std::string& body, const ParseOptions& options, ParsedEvents* 
   if (auto err = parser.iterate(body.data(), length, body.capacity()).get(doc); err) {
     return json_error(err);
   }
-  EventReader reader(options, out);
   od::json_type root_type;
   if (auto err = doc.type().get(root_type); err) {
     return json_error(err);
   }
-
-  auto read_array = [&](od::array events) -> Status {
-    for (auto element : events) {
-      od::value v;
-      if (auto err = element.get(v); err) {
-        return json_error(err);
-      }
-      if (out->total >= options.events_max) {
-        return too_many(options.events_max);
-      }
-      if (auto err = reader.read(v, out->total); err) {
-        return json_error(err);
-      }
-      ++out->total;
-    }
-    return Status();
-  };
-
+  EventReader reader(options, out);
   if (root_type == od::json_type::array) {
     od::array events;
     if (auto err = doc.get_array().get(events); err) {
       return json_error(err);
     }
-    TALLY_TRY(read_array(events));
+    TALLY_TRY(read_events(events, reader, options, out));
   } else if (root_type == od::json_type::object) {
-    // {"events": [...]} when the root has an "events" array; otherwise the root is one event.
-    od::object root;
-    if (auto err = doc.get_object().get(root); err) {
-      return json_error(err);
-    }
-    bool batch_shape = false;
-    for (auto field : root) {
-      std::string_view key;
-      if (auto err = field.unescaped_key().get(key); err) {
-        return json_error(err);
-      }
-      if (key != "events" || batch_shape) {
-        continue;  // other root fields are skipped unread
-      }
-      od::value events_value;
-      if (auto err = field.value().get(events_value); err) {
-        return json_error(err);
-      }
-      od::json_type t;
-      if (auto err = events_value.type().get(t); err) {
-        return json_error(err);
-      }
-      if (t != od::json_type::array) {
-        return Status::invalid_argument("'events' must be an array of event objects");
-      }
-      od::array events;
-      if (auto err = events_value.get_array().get(events); err) {
-        return json_error(err);
-      }
-      batch_shape = true;
-      TALLY_TRY(read_array(events));
-    }
-    if (!batch_shape) {
-      doc.rewind();
-      od::value whole;
-      if (auto err = doc.get_value().get(whole); err) {
-        return json_error(err);
-      }
-      if (auto err = reader.read(whole, 0); err) {
-        return json_error(err);
-      }
-      out->total = 1;
-    }
+    TALLY_TRY(read_root_object(doc, reader, options, out));
   } else {
     return Status::invalid_argument(
         "body must be a JSON object ({\"events\": [...]} or one event) or an array of events");
   }
-  // The root value has been read to its closing bracket. simdjson indexes every token of the
-  // buffer, so any token left (a second NDJSON document, `{...} garbage`) means the body is
-  // more than one JSON value; whitespace is never a token.
-  const char* rest = nullptr;
-  if (doc.current_location().get(rest) == simdjson::SUCCESS) {
-    return Status::invalid_argument(
-        "malformed JSON: unexpected content after the JSON document at byte " +
-        std::to_string(rest - body.data()) +
-        "; send one JSON document per request (newline-delimited JSON is not accepted)");
-  }
+  TALLY_TRY(check_nothing_after(doc, body));
   if (out->total == 0) {
     return Status::invalid_argument("the batch holds no events");
   }
