@@ -9,14 +9,13 @@
 #include <gtest/gtest.h>
 
 #include "pg/schema.h"
-#include "support/pg_server.h"
+#include "support/pg_test.h"
 #include "support/process.h"
 
 namespace tally {
 namespace {
 
 using testing::ChildProcess;
-using testing::PgServer;
 using testing::ProcessOptions;
 
 struct CliRun {
@@ -24,38 +23,21 @@ struct CliRun {
   std::string output;  // stdout and stderr
 };
 
-class MigrateTest : public ::testing::Test {
+class MigrateTest : public testing::PgServerTest {
  protected:
-  static void SetUpTestSuite() {
-    skip_reason_ = testing::pg_programs_missing();
-    if (!skip_reason_.empty()) {
-      return;
-    }
-    auto started = PgServer::start();
-    if (!started) {
-      start_error_ = started.error().to_string();
-      return;
-    }
-    server_ = std::move(*started);
-  }
-
-  static void TearDownTestSuite() { server_.reset(); }
-
   void SetUp() override {
+    need_server();
+    if (IsSkipped() || HasFatalFailure()) {
+      return;
+    }
     dir_ = testing::make_temp_dir("tally-migrate-");
     ASSERT_FALSE(dir_.empty());
   }
 
   void TearDown() override { testing::remove_tree(dir_); }
 
-  // Skips without PostgreSQL; otherwise creates `name` (a fresh database).
-  void need_database(const std::string& name) {
-    if (!skip_reason_.empty()) {
-      GTEST_SKIP() << skip_reason_;
-    }
-    ASSERT_NE(server_, nullptr) << start_error_;
-    ASSERT_TRUE(server_->create_database(name).ok());
-  }
+  // Creates `name` (a fresh database).
+  void need_database(const std::string& name) { ASSERT_TRUE(server_->create_database(name).ok()); }
 
   // Writes a config whose [cluster] names `dbs` as shards; returns its path.
   std::string write_config(const std::vector<std::string>& dbs, const std::string& name) {
@@ -102,9 +84,6 @@ class MigrateTest : public ::testing::Test {
     return out;
   }
 
-  static inline std::string skip_reason_;
-  static inline std::string start_error_;
-  static inline std::unique_ptr<PgServer> server_;
   std::string dir_;
   int runs_ = 0;
 };

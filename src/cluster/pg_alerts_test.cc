@@ -16,66 +16,24 @@
 #include <gtest/gtest.h>
 
 #include "pg/schema.h"
-#include "support/pg_server.h"
+#include "support/pg_test.h"
 
 namespace tally::cluster {
 namespace {
-
-using testing::PgServer;
 
 constexpr TimeUs kT0 = 1'767'225'600'000'000;  // 2026-01-01T00:00:00Z
 constexpr TimeUs kSecond = 1'000'000;
 constexpr TimeUs kLease = 60 * kSecond;
 
-class PgAlertsTest : public ::testing::Test {
+class PgAlertsTest : public testing::PgDatabaseTest {
  protected:
-  static void SetUpTestSuite() {
-    skip_reason_ = testing::pg_programs_missing();
-    if (!skip_reason_.empty()) {
-      return;
-    }
-    auto started = PgServer::start();
-    if (!started) {
-      start_error_ = started.error().to_string();
-      return;
-    }
-    server_ = std::move(*started);
-  }
-
-  static void TearDownTestSuite() { server_.reset(); }
-
-  void SetUp() override {
-    if (!skip_reason_.empty()) {
-      GTEST_SKIP() << skip_reason_;
-    }
-    ASSERT_NE(server_, nullptr) << start_error_;
-    db_ = "a_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name());
-    for (char& c : db_) {
-      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
-    ASSERT_TRUE(server_->create_database(db_).ok());
-    conn_ = connect();
-    auto migrated = pg::migrate(*conn_);
-    ASSERT_TRUE(migrated.has_value()) << migrated.error().to_string();
-  }
-
-  std::unique_ptr<pg::Connection> connect() const {
-    auto c = pg::Connection::connect({server_->conninfo(db_), 5000, 0});
-    EXPECT_TRUE(c.has_value()) << c.error().to_string();
-    return c ? std::move(*c) : nullptr;
-  }
+  PgAlertsTest() : PgDatabaseTest("a_", true) {}
 
   std::int64_t count(const std::string& sql) {
     auto r = conn_->exec(sql);
     EXPECT_TRUE(r.has_value()) << r.error().to_string();
     return r ? pg::int_or_zero(r->at(0, 0)) : -1;
   }
-
-  static inline std::string skip_reason_;
-  static inline std::string start_error_;
-  static inline std::unique_ptr<PgServer> server_;
-  std::string db_;
-  std::unique_ptr<pg::Connection> conn_;
 };
 
 // A limit alert of `customer` at `threshold` % of a day limit of 100 api_calls.

@@ -12,54 +12,14 @@
 
 #include "cluster/pool.h"
 #include "pg/schema.h"
-#include "support/pg_server.h"
+#include "support/pg_test.h"
 
 namespace tally::cluster {
 namespace {
 
-using testing::PgServer;
-
-class PgCustomersTest : public ::testing::Test {
+class PgCustomersTest : public testing::PgDatabaseTest {
  protected:
-  static void SetUpTestSuite() {
-    skip_reason_ = testing::pg_programs_missing();
-    if (!skip_reason_.empty()) {
-      return;
-    }
-    auto started = PgServer::start();
-    if (!started) {
-      start_error_ = started.error().to_string();
-      return;
-    }
-    server_ = std::move(*started);
-  }
-
-  static void TearDownTestSuite() { server_.reset(); }
-
-  void SetUp() override {
-    if (!skip_reason_.empty()) {
-      GTEST_SKIP() << skip_reason_;
-    }
-    ASSERT_NE(server_, nullptr) << start_error_;
-    db_ = "c_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name());
-    for (char& c : db_) {
-      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
-    ASSERT_TRUE(server_->create_database(db_).ok());
-    auto c = pg::Connection::connect(options());
-    ASSERT_TRUE(c.has_value()) << c.error().to_string();
-    conn_ = std::move(*c);
-    auto migrated = pg::migrate(*conn_);
-    ASSERT_TRUE(migrated.has_value()) << migrated.error().to_string();
-  }
-
-  pg::ConnectOptions options() const { return {server_->conninfo(db_), 5000, 0}; }
-
-  static inline std::string skip_reason_;
-  static inline std::string start_error_;
-  static inline std::unique_ptr<PgServer> server_;
-  std::string db_;
-  std::unique_ptr<pg::Connection> conn_;
+  PgCustomersTest() : PgDatabaseTest("c_", true) {}
 };
 
 Customer sample_customer() {

@@ -20,13 +20,12 @@
 #include "cluster/pg_wallets.h"
 #include "core/decimal.h"
 #include "pg/schema.h"
-#include "support/pg_server.h"
+#include "support/pg_test.h"
 
 namespace tally::cluster {
 namespace {
 
 using core::PropKind;
-using testing::PgServer;
 
 // ---- events and meters ------------------------------------------------------------------------
 
@@ -174,44 +173,9 @@ std::vector<TestEvent> random_events(std::size_t n, int customers, int minutes, 
 
 // ---- the fixture ------------------------------------------------------------------------------
 
-class ClusterPgTest : public ::testing::Test {
+class ClusterPgTest : public testing::PgDatabaseTest {
  protected:
-  static void SetUpTestSuite() {
-    skip_reason_ = testing::pg_programs_missing();
-    if (!skip_reason_.empty()) {
-      return;
-    }
-    auto started = PgServer::start();
-    if (!started) {
-      start_error_ = started.error().to_string();
-      return;
-    }
-    server_ = std::move(*started);
-  }
-
-  static void TearDownTestSuite() { server_.reset(); }
-
-  void SetUp() override {
-    if (!skip_reason_.empty()) {
-      GTEST_SKIP() << skip_reason_;
-    }
-    ASSERT_NE(server_, nullptr) << start_error_;
-    db_ = "t_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name());
-    for (char& c : db_) {
-      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
-    ASSERT_TRUE(server_->create_database(db_).ok());
-    conn_ = open();
-    ASSERT_NE(conn_, nullptr);
-    auto migrated = pg::migrate(*conn_);
-    ASSERT_TRUE(migrated.has_value()) << migrated.error().to_string();
-  }
-
-  std::unique_ptr<pg::Connection> open() {
-    auto c = pg::Connection::connect({server_->conninfo(db_), 5000, 0});
-    EXPECT_TRUE(c.has_value()) << c.error().to_string();
-    return c ? std::move(*c) : nullptr;
-  }
+  ClusterPgTest() : PgDatabaseTest("t_", true) {}
 
   std::string scalar(const std::string& sql, const std::vector<pg::Value>& params = {}) {
     auto r = conn_->exec(sql, params);
@@ -307,12 +271,6 @@ class ClusterPgTest : public ::testing::Test {
     }
     return false;
   }
-
-  static inline std::string skip_reason_;
-  static inline std::string start_error_;
-  static inline std::unique_ptr<PgServer> server_;
-  std::string db_;
-  std::unique_ptr<pg::Connection> conn_;
 };
 
 // ---- writes -----------------------------------------------------------------------------------
@@ -482,8 +440,8 @@ TEST_F(ClusterPgTest, TwoWritersOfTheSameEventsAtOnceStoreEachOnce) {
   for (auto& b : reversed) {
     std::reverse(b.begin(), b.end());
   }
-  auto c1 = open();
-  auto c2 = open();
+  auto c1 = connect();
+  auto c2 = connect();
   ASSERT_NE(c1, nullptr);
   ASSERT_NE(c2, nullptr);
   std::atomic<int> ready{0};
@@ -588,9 +546,9 @@ TEST_F(ClusterPgTest, AConnectionLostInTheMiddleWritesNothing) {
   // Another session holds aggregates_hour, so the writer stops after its events and minutes;
   // then its backend is terminated.
   const std::vector<TestEvent> events = random_events(500, 4, 30, 11, "m");
-  auto locker = open();
-  auto killer = open();
-  auto writer = open();
+  auto locker = connect();
+  auto killer = connect();
+  auto writer = connect();
   ASSERT_TRUE(locker && killer && writer);
   ASSERT_TRUE(locker->exec("BEGIN").has_value());
   ASSERT_TRUE(locker->exec("LOCK TABLE aggregates_hour IN ACCESS EXCLUSIVE MODE").has_value());
@@ -623,9 +581,9 @@ TEST_F(ClusterPgTest, ADeadlockRunsTheWholeTransactionAgain) {
   // looked for once per waiter, when its timeout ends), which runs its transaction again.
   const TestEvent seed{"acme", "seed", "api", kT0, {}, 1};
   ASSERT_TRUE(write(*conn_, {seed}).has_value());
-  auto other = open();
-  auto watcher = open();
-  auto writer = open();
+  auto other = connect();
+  auto watcher = connect();
+  auto writer = connect();
   ASSERT_TRUE(other && watcher && writer);
   ASSERT_TRUE(other->exec("SET deadlock_timeout = '20s'").has_value());
   ASSERT_TRUE(writer->exec("SET deadlock_timeout = '500ms'").has_value());
@@ -652,9 +610,9 @@ TEST_F(ClusterPgTest, RetriesAreBounded) {
   // With one attempt allowed, the deadlock's failure is the answer, and nothing is written.
   const TestEvent seed{"acme", "seed", "api", kT0, {}, 1};
   ASSERT_TRUE(write(*conn_, {seed}).has_value());
-  auto other = open();
-  auto watcher = open();
-  auto writer = open();
+  auto other = connect();
+  auto watcher = connect();
+  auto writer = connect();
   ASSERT_TRUE(other && watcher && writer);
   ASSERT_TRUE(other->exec("SET deadlock_timeout = '20s'").has_value());
   ASSERT_TRUE(writer->exec("SET deadlock_timeout = '500ms'").has_value());

@@ -9,50 +9,14 @@
 #include <gtest/gtest.h>
 
 #include "pg/schema.h"
-#include "support/pg_server.h"
+#include "support/pg_test.h"
 
 namespace tally::pg {
 namespace {
 
-using testing::PgServer;
-
-class PgTest : public ::testing::Test {
+class PgTest : public testing::PgDatabaseTest {
  protected:
-  static void SetUpTestSuite() {
-    skip_reason_ = testing::pg_programs_missing();
-    if (!skip_reason_.empty()) {
-      return;
-    }
-    auto started = PgServer::start();
-    if (!started) {
-      start_error_ = started.error().to_string();
-      return;
-    }
-    server_ = std::move(*started);
-  }
-
-  static void TearDownTestSuite() { server_.reset(); }
-
-  void SetUp() override {
-    if (!skip_reason_.empty()) {
-      GTEST_SKIP() << skip_reason_;
-    }
-    ASSERT_NE(server_, nullptr) << start_error_;
-    // A database per test, named after it.
-    db_ = "t_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name());
-    for (char& c : db_) {
-      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    }
-    ASSERT_TRUE(server_->create_database(db_).ok());
-    conn_ = open();
-    ASSERT_NE(conn_, nullptr);
-  }
-
-  std::unique_ptr<Connection> open() {
-    auto c = Connection::connect({server_->conninfo(db_), 5000, 0});
-    EXPECT_TRUE(c.has_value()) << c.error().to_string();
-    return c ? std::move(*c) : nullptr;
-  }
+  PgTest() : PgDatabaseTest("t_", false) {}
 
   // The single value of a one-row, one-column query.
   Value scalar(Connection& conn, const std::string& sql, const std::vector<Value>& params = {}) {
@@ -63,12 +27,6 @@ class PgTest : public ::testing::Test {
     }
     return r->at(0, 0);
   }
-
-  static inline std::string skip_reason_;
-  static inline std::string start_error_;
-  static inline std::unique_ptr<PgServer> server_;
-  std::string db_;
-  std::unique_ptr<Connection> conn_;
 };
 
 TEST_F(PgTest, ExecPassesParametersAsValuesIncludingNullAndHostileText) {
@@ -133,7 +91,7 @@ TEST_F(PgTest, TransactionRolledBackOnDestructionAndKeptOnCommit) {
     EXPECT_FALSE(tx->open());
   }
   // Another session sees the committed row.
-  auto other = open();
+  auto other = connect();
   ASSERT_NE(other, nullptr);
   EXPECT_EQ(scalar(*other, "SELECT string_agg(v::text, ',') FROM t"), "2");
 }
@@ -226,7 +184,7 @@ TEST_F(PgTest, UniqueViolationIsMappedAndKeepsItsSqlstate) {
 TEST_F(PgTest, SerializationFailureIsRetryable) {
   ASSERT_TRUE(conn_->exec("CREATE TABLE c (id int PRIMARY KEY, n int)").has_value());
   ASSERT_TRUE(conn_->exec("INSERT INTO c VALUES (1, 0)").has_value());
-  auto other = open();
+  auto other = connect();
   ASSERT_NE(other, nullptr);
   auto a = Transaction::begin(*conn_, "BEGIN ISOLATION LEVEL REPEATABLE READ");
   ASSERT_TRUE(a.has_value());
@@ -240,7 +198,7 @@ TEST_F(PgTest, SerializationFailureIsRetryable) {
 }
 
 TEST_F(PgTest, ConnectionLossIsUnavailableAndStaysSo) {
-  auto other = open();
+  auto other = connect();
   ASSERT_NE(other, nullptr);
   const std::string pid = std::to_string(conn_->backend_pid());
   EXPECT_EQ(scalar(*other, "SELECT pg_terminate_backend($1::int)", {pid}), "t");
@@ -254,7 +212,7 @@ TEST_F(PgTest, ConnectionLossIsUnavailableAndStaysSo) {
   EXPECT_NE(again.error().message().find("connection lost"), std::string::npos)
       << again.error().message();
   // A new connection works.
-  auto fresh = open();
+  auto fresh = connect();
   ASSERT_NE(fresh, nullptr);
   EXPECT_EQ(scalar(*fresh, "SELECT 1"), "1");
 }
@@ -311,7 +269,7 @@ TEST_F(PgTest, MigrateAppliesOnceAndSchemaStatusFollows) {
   ASSERT_FALSE(dup.has_value());
   EXPECT_TRUE(is_unique_violation(dup.error()));
   // The advisory lock is released after migrating: another session can take it at once.
-  auto other = open();
+  auto other = connect();
   ASSERT_NE(other, nullptr);
   EXPECT_EQ(scalar(*other, "SELECT pg_try_advisory_lock($1)", {std::to_string(kMigrationLockKey)}),
             "t");
