@@ -34,10 +34,11 @@ trap cleanup EXIT
 export TALLY_ADMIN_KEY="bench-admin-key-0123456789abcdef"
 key="$TALLY_ADMIN_KEY"
 
-start_tally() {  # $1 = extra TOML
-  cat > "$tmp/tally.toml" <<TOML
+# The benchmark's configuration: the meters and a plan whose limits never deny.
+bench_config() {  # $1 = file, $2 = HTTP threads, $3 = each limit's amount, $4 = extra TOML
+  cat > "$1" <<TOML
 [server]
-threads = ${TALLY_THREADS:-2}
+threads = $2
 [storage]
 fsync = true
 [[meters]]
@@ -59,13 +60,17 @@ aggregation = "count"
 [[plans]]
 key = "bench"
 limits = [
-  { meter = "api_calls", period = "day", amount = 1000000000000 },
-  { meter = "api_calls", period = "minute", amount = 1000000000000 },
+  { meter = "api_calls", period = "day", amount = $3 },
+  { meter = "api_calls", period = "minute", amount = $3 },
 ]
 [enforcement]
 default_plan = "bench"
-$1
+$4
 TOML
+}
+
+start_tally() {  # $1 = extra TOML
+  bench_config "$tmp/tally.toml" "${TALLY_THREADS:-2}" 1000000000000 "$1"
   rm -rf "$tmp/data" "$tmp/port"
   "$build/tally" serve --config "$tmp/tally.toml" --data "$tmp/data" --listen 127.0.0.1:0 \
     --port-file "$tmp/port" > "$tmp/tally.log" 2>&1 &
@@ -346,37 +351,7 @@ GROUP BY 1 ORDER BY 3 DESC LIMIT 8) s" | jq -c .
 
   # One configuration for every node; limits stay within the cluster's bound (1e9).
   write_config() {  # $1 = file, $2 = extra TOML, $3 = HTTP threads
-    cat >"$1" <<TOML
-[server]
-threads = ${3:-${TALLY_THREADS:-2}}
-[storage]
-fsync = true
-[[meters]]
-key = "tokens_in"
-event_type = "TOKEN_USAGE"
-aggregation = "sum"
-value = "\$.input_tokens"
-group_by = ["provider", "model"]
-[[meters]]
-key = "tokens_out"
-event_type = "TOKEN_USAGE"
-aggregation = "sum"
-value = "\$.output_tokens"
-group_by = ["provider", "model"]
-[[meters]]
-key = "api_calls"
-event_type = "api_call"
-aggregation = "count"
-[[plans]]
-key = "bench"
-limits = [
-  { meter = "api_calls", period = "day", amount = 1000000000 },
-  { meter = "api_calls", period = "minute", amount = 1000000000 },
-]
-[enforcement]
-default_plan = "bench"
-$2
-TOML
+    bench_config "$1" "${3:-${TALLY_THREADS:-2}}" 1000000000 "$2"
   }
   cluster_toml="[cluster]
 postgres = \"$pg_url\"
