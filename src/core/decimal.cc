@@ -10,6 +10,8 @@
 
 #include <cstddef>
 
+#include "core/quote.h"
+
 namespace tally::core {
 namespace {
 
@@ -30,15 +32,7 @@ constexpr U128 pow10_u128(int n) {
 }
 
 Status decimal_error(std::string_view text, std::string_view what) {
-  constexpr std::size_t kQuotedBytesMax = 64;
-  std::string msg = "invalid number \"";
-  msg.append(text.substr(0, kQuotedBytesMax));
-  if (text.size() > kQuotedBytesMax) {
-    msg.append("...");
-  }
-  msg.append("\": ");
-  msg.append(what);
-  return Status::invalid_argument(std::move(msg));
+  return quoted_error("invalid number", text, what);
 }
 
 bool is_digit(char c) {

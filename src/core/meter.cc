@@ -8,21 +8,15 @@
 
 #include <algorithm>
 
+#include "core/quote.h"
+
 namespace tally::core {
 namespace {
 
 constexpr char kGroupSeparator = '\x1f';
 
 Status path_error(std::string_view path, std::string_view what) {
-  constexpr std::size_t kQuotedBytesMax = 64;
-  std::string msg = "invalid property path \"";
-  msg.append(path.substr(0, kQuotedBytesMax));
-  if (path.size() > kQuotedBytesMax) {
-    msg.append("...");
-  }
-  msg.append("\": ");
-  msg.append(what);
-  return Status::invalid_argument(std::move(msg));
+  return quoted_error("invalid property path", path, what);
 }
 
 // Characters that carry JSONPath meaning and so cannot appear in a bare (dotted) segment.
@@ -162,8 +156,8 @@ Result<Aggregation> parse_aggregation(std::string_view name) {
   if (std::optional<Aggregation> a = parse_aggregation_name(name)) {
     return *a;
   }
-  return Status::invalid_argument("unknown aggregation \"" + std::string(name.substr(0, 64)) +
-                                  "\"; expected count, sum, min, max, avg, latest or unique_count");
+  return Status::invalid_argument("unknown aggregation " + quote_text(name) +
+                                  "; expected count, sum, min, max, avg, latest or unique_count");
 }
 
 std::string_view aggregation_name(Aggregation a) {

@@ -26,6 +26,8 @@
 #include <date/date.h>
 #include <date/tz.h>
 
+#include "core/quote.h"
+
 namespace tally::core {
 namespace {
 
@@ -44,15 +46,7 @@ constexpr TimeUs floor_mod(TimeUs a, TimeUs b) {
 
 // Error messages quote the offending text, shortened so a hostile body cannot bloat logs.
 Status time_error(std::string_view text, std::string_view what) {
-  constexpr std::size_t kQuotedBytesMax = 64;
-  std::string msg = "invalid RFC 3339 timestamp \"";
-  msg.append(text.substr(0, kQuotedBytesMax));
-  if (text.size() > kQuotedBytesMax) {
-    msg.append("...");
-  }
-  msg.append("\": ");
-  msg.append(what);
-  return Status::invalid_argument(std::move(msg));
+  return quoted_error("invalid RFC 3339 timestamp", text, what);
 }
 
 // Reads `n` ASCII digits at text[pos..pos+n); false when any is not a digit.
