@@ -247,6 +247,14 @@ void restore_reservation(Engine::Impl& d, const std::string& id, engine::Reserva
   d.reservations.emplace(id, std::move(res));
 }
 
+Status check_check_event_id(const std::string& id) {
+  if (id.size() > kCheckEventIdBytesMax) {
+    return Status::invalid_argument("event_id is at most " + std::to_string(kCheckEventIdBytesMax) +
+                                    " bytes");
+  }
+  return id.empty() ? Status() : core::check_event_id("event_id", id);
+}
+
 }  // namespace engine
 
 // ---- the check -------------------------------------------------------------------------------
@@ -290,12 +298,7 @@ Status prepare(const Engine::Impl& d, const CheckRequest& r, Prepared* out) {
                                       std::to_string(kCountAmountMax));
     }
   }
-  if (r.event_id.size() > core::kEventIdBytesMax - 8) {
-    return Status::invalid_argument("event_id is at most 120 bytes");
-  }
-  if (!r.event_id.empty()) {
-    TALLY_TRY(core::check_event_id("event_id", r.event_id));
-  }
+  TALLY_TRY(engine::check_check_event_id(r.event_id));
   if (r.reservation_ttl_seconds < 0 || r.reservation_ttl_seconds > kReservationTtlSecondsMax) {
     return Status::invalid_argument("ttl_seconds must be 1.." +
                                     std::to_string(kReservationTtlSecondsMax));

@@ -10,12 +10,7 @@ namespace {
 // What the mode does not check yet (kNotImplemented), then the checks of the embedded mode's
 // prepare(), with its messages.
 Status validate(const CheckRequest& r, const MeterDef& meter, ClusterPrepared* p) {
-  if (r.event_id.size() > core::kEventIdBytesMax - 8) {
-    return Status::invalid_argument("event_id is at most 120 bytes");
-  }
-  if (!r.event_id.empty()) {
-    TALLY_TRY(core::check_event_id("event_id", r.event_id));
-  }
+  TALLY_TRY(check_check_event_id(r.event_id));
   const core::Aggregation agg = meter.spec.aggregation;
   if (!meter.limitable) {
     return Status::invalid_argument("meter '" + r.meter + "' aggregates by " +

@@ -34,19 +34,9 @@ std::int64_t steady_us() {
 
 namespace engine {
 
-// Never destroyed: a commit thread still recording while the process exits (a fuzz target
-// exits with its engine open) must not read a vector the exit handlers freed.
-const std::vector<std::uint64_t>& Histogram::bounds_us() {
-  static const auto* const kBounds =
-      new std::vector<std::uint64_t>{100,   250,    500,    1000,   2500,    5000,    10000,  25000,
-                                     50000, 100000, 250000, 500000, 1000000, 2500000, 5000000};
-  return *kBounds;
-}
-
 void Histogram::record(std::uint64_t us) {
-  const auto& b = bounds_us();
   std::size_t i = 0;
-  while (i < b.size() && us > b[i]) {
+  while (i < kBoundsUs.size() && us > kBoundsUs[i]) {
     ++i;
   }
   counts_[i].fetch_add(1, std::memory_order_relaxed);
@@ -56,7 +46,7 @@ void Histogram::record(std::uint64_t us) {
 std::vector<std::uint64_t> Histogram::cumulative() const {
   std::vector<std::uint64_t> out;
   std::uint64_t total = 0;
-  for (std::size_t i = 0; i <= bounds_us().size(); ++i) {
+  for (std::size_t i = 0; i <= kBoundsUs.size(); ++i) {
     total += counts_[i].load(std::memory_order_relaxed);
     out.push_back(total);
   }
@@ -489,7 +479,8 @@ EngineStats Engine::stats() const {
   s.store_bytes = d.store->size_bytes();
   s.pending_events = d.commit_queue.queued_events();
   s.check_events_not_durable = d.check_events_not_durable.load(std::memory_order_relaxed);
-  s.latency_bounds_us = engine::Histogram::bounds_us();
+  s.latency_bounds_us.assign(engine::Histogram::kBoundsUs.begin(),
+                             engine::Histogram::kBoundsUs.end());
   s.commit_latency_counts = d.commit_latency.cumulative();
   s.commit_latency_sum_us = d.commit_latency.sum_us();
   s.batch_latency_counts = d.batch_latency.cumulative();

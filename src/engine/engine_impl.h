@@ -3,12 +3,13 @@
 // Concurrency model:
 //  - One commit thread is the only writer of the store and the only mutator of in-memory
 //    state. It takes queued jobs in order, builds one store write per group of ingest jobs,
-//    writes it (fsync), then installs the new state under `state_mutex_` held exclusively.
-//  - Readers (queries, listings, authentication) take `state_mutex_` shared.
+//    writes it (fsync), then installs the new state under `state_mutex` held exclusively.
+//  - Readers (queries, listings, authentication) take `state_mutex` shared.
 //  - Key usage counters are atomics, written back by the commit thread about once a second.
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -288,14 +289,19 @@ std::string ledger_chain_break(core::Decimal balance, const std::vector<const Le
 // A latency histogram with fixed bounds (microseconds), cumulative on output.
 class Histogram {
  public:
-  static const std::vector<std::uint64_t>& bounds_us();
+  // The upper bound of each bucket but the last, which holds everything above them. A constant
+  // array: nothing to destroy at exit, when a commit thread may still be recording.
+  static constexpr std::array<std::uint64_t, 15> kBoundsUs = {
+      100,   250,    500,    1000,   2500,    5000,    10000,  25000,
+      50000, 100000, 250000, 500000, 1000000, 2500000, 5000000};
+
   void record(std::uint64_t us);
   std::vector<std::uint64_t> cumulative() const;
 
   std::uint64_t sum_us() const { return sum_us_.load(std::memory_order_relaxed); }
 
  private:
-  std::atomic<std::uint64_t> counts_[16] = {};
+  std::atomic<std::uint64_t> counts_[kBoundsUs.size() + 1] = {};
   std::atomic<std::uint64_t> sum_us_{0};
 };
 
@@ -331,7 +337,7 @@ struct Engine::Impl {
   // answers kNotImplemented (TALLY_EMBEDDED_ONLY); null on the embedded store.
   std::unique_ptr<engine::ClusterMode> cluster;
 
-  // ---- state (guarded by state_mutex_ for readers; mutated only by the commit thread) --------
+  // ---- state (guarded by state_mutex for readers; mutated only by the commit thread) ---------
   mutable std::shared_mutex state_mutex;
   std::vector<engine::MeterAggregates> meter_aggregates;               // per meter of the catalog
   engine::StringMap customer_nums;                                     // id -> number

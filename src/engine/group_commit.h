@@ -76,7 +76,7 @@ struct IngestJob {
 struct AdminJob {
   // Runs on the commit thread; adds its writes. A non-OK status fails the job, writes nothing.
   std::function<Status(store::WriteBatch&)> prepare;
-  // Runs after the write succeeded, with state_mutex_ held exclusively.
+  // Runs after the write succeeded, with state_mutex held exclusively.
   std::function<void()> install;
   std::function<void(Status)> done;
 };

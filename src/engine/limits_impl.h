@@ -35,6 +35,11 @@ inline constexpr std::size_t kRecentIdsMax = 100'000;    // consumed check ids k
 std::vector<core::LimitRule> limits_of(const config::Config& config, const Customer& c,
                                        std::string_view meter);
 
+// A check's event_id: at most kCheckEventIdBytesMax bytes (docs/api.md), an event id's rules
+// otherwise. Errors: kInvalidArgument. Both modes' checks.
+inline constexpr std::size_t kCheckEventIdBytesMax = core::kEventIdBytesMax - 8;
+Status check_check_event_id(const std::string& id);
+
 // A reservation that is not there (unknown, closed, expired or another customer's): kNotFound.
 Status reservation_not_found(const std::string& id);
 
