@@ -640,5 +640,32 @@ TEST_F(AdminHandlersTest, ListOffsetsAreReadAlike) {
   }
 }
 
+// Each refusal of PUT /v1/customers/{id}/overrides names the element at fault, and changes
+// nothing.
+TEST_F(AdminHandlersTest, AnOverrideBodyIsRefusedNamingTheElementAtFault) {
+  ASSERT_EQ(call("POST", "/v1/customers", R"({"id":"acme"})").status, 201u);
+  auto refusal = [](const std::string& message) {
+    return R"({"error":"VALIDATION_ERROR","message":")" + message + R"("})";
+  };
+  const std::string kOverrides = "/v1/customers/acme/overrides";
+  const std::string kGood = R"({"meter":"calls","period":"day","amount":5})";
+  EXPECT_EQ(call("PUT", kOverrides, R"({"limits":[]})").body,
+            refusal(R"(the body must be {\"overrides\": [ ... ]})"));
+  EXPECT_EQ(call("PUT", kOverrides, "[" + kGood + ", 7]").body,
+            refusal("overrides[1] must be an object"));
+  EXPECT_EQ(call("PUT", kOverrides,
+                 "[" + kGood + R"(, {"meter":"calls","period":"day","amount":5,"soft":true}])")
+                .body,
+            refusal("overrides[1]: unknown or mistyped field 'soft'"));
+  EXPECT_EQ(
+      call("PUT", kOverrides, R"([{"meter":"calls","period":"day","amount":5,"days":"x"}])").body,
+      refusal("overrides[0]: unknown or mistyped field 'days'"));
+  EXPECT_EQ(json(call("GET", "/v1/customers/acme"))["overrides"].get_array().size(), 0u)
+      << "a refused body changes nothing";
+  const Response bare = call("PUT", kOverrides, "[" + kGood + "]");
+  ASSERT_EQ(bare.status, 200u) << bare.body;
+  EXPECT_EQ(json(bare)["overrides"].get_array().size(), 1u);
+}
+
 }  // namespace
 }  // namespace tally::http

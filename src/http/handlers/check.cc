@@ -434,6 +434,43 @@ void customer_limits(Context& ctx, Call& call) {
   answer(call, json_response(200, w.take()));
 }
 
+namespace {
+
+// One element of an overrides array, `at` naming it ("overrides[2]"), into *out. Errors:
+// kInvalidArgument with the 400's message.
+Status read_override(dom::element el, const std::string& at, LimitOverride* out) {
+  dom::object o;
+  if (el.get_object().get(o) != simdjson::SUCCESS) {
+    return Status::invalid_argument(at + " must be an object");
+  }
+  std::string period;
+  bool has_amount = false;
+  for (auto f : o) {
+    std::string_view s;
+    const std::string_view k = f.key;
+    if ((k == "meter" || k == "period") && f.value.get_string().get(s) == simdjson::SUCCESS) {
+      (k == "meter" ? out->meter : period).assign(s);
+    } else if (k == "amount" && amount_text(f.value, &out->amount)) {
+      has_amount = true;
+    } else if (k == "days" && f.value.get_int64().get(out->days) == simdjson::SUCCESS) {
+    } else if (k == "hard" && f.value.get_bool().get(out->hard) == simdjson::SUCCESS) {
+    } else {
+      return Status::invalid_argument(at + ": unknown or mistyped field '" + std::string(k) + "'");
+    }
+  }
+  if (out->meter.empty() || period.empty() || !has_amount) {
+    return Status::invalid_argument(at + " needs 'meter', 'period' and 'amount'");
+  }
+  Result<core::PeriodKind> p = core::parse_period(period);
+  if (!p) {
+    return Status::invalid_argument(at + ": " + p.error().message());
+  }
+  out->period = *p;
+  return Status();
+}
+
+}  // namespace
+
 void put_overrides(Context& ctx, Call& call) {
   // {"overrides": [...]}, or the bare array.
   dom::element root;
@@ -450,43 +487,13 @@ void put_overrides(Context& ctx, Call& call) {
     return;
   }
   std::vector<LimitOverride> overrides;
-  std::size_t i = 0;
   for (dom::element el : arr) {
-    const std::string at = "overrides[" + std::to_string(i++) + "]";
-    dom::object o;
-    if (el.get_object().get(o) != simdjson::SUCCESS) {
-      answer(call, error_response(400, "VALIDATION_ERROR", at + " must be an object"));
-      return;
-    }
     LimitOverride lo;
-    std::string period;
-    bool has_amount = false;
-    for (auto f : o) {
-      std::string_view s;
-      const std::string_view k = f.key;
-      if ((k == "meter" || k == "period") && f.value.get_string().get(s) == simdjson::SUCCESS) {
-        (k == "meter" ? lo.meter : period).assign(s);
-      } else if (k == "amount" && amount_text(f.value, &lo.amount)) {
-        has_amount = true;
-      } else if (k == "days" && f.value.get_int64().get(lo.days) == simdjson::SUCCESS) {
-      } else if (k == "hard" && f.value.get_bool().get(lo.hard) == simdjson::SUCCESS) {
-      } else {
-        answer(call, error_response(400, "VALIDATION_ERROR",
-                                    at + ": unknown or mistyped field '" + std::string(k) + "'"));
-        return;
-      }
-    }
-    if (lo.meter.empty() || period.empty() || !has_amount) {
-      answer(call,
-             error_response(400, "VALIDATION_ERROR", at + " needs 'meter', 'period' and 'amount'"));
+    if (Status s = read_override(el, "overrides[" + std::to_string(overrides.size()) + "]", &lo);
+        !s.ok()) {
+      answer(call, error_response(400, "VALIDATION_ERROR", s.message()));
       return;
     }
-    Result<core::PeriodKind> p = core::parse_period(period);
-    if (!p) {
-      answer(call, error_response(400, "VALIDATION_ERROR", at + ": " + p.error().message()));
-      return;
-    }
-    lo.period = *p;
     overrides.push_back(std::move(lo));
   }
   Result<Customer> r = ctx.engine.set_overrides(call.params[0], overrides);
