@@ -9,6 +9,7 @@
 #include "core/ids.h"
 #include "engine/admin_rules.h"
 #include "engine/audit.h"
+#include "engine/cluster_mode.h"
 #include "engine/engine_impl.h"
 
 namespace tally {

@@ -21,6 +21,7 @@
 #include "common/crypto.h"
 #include "core/ids.h"
 #include "engine/alert_rules.h"
+#include "engine/cluster_mode.h"
 #include "engine/engine_impl.h"
 
 namespace tally {

@@ -32,6 +32,7 @@
 #include "common/crypto.h"
 #include "common/json_writer.h"
 #include "core/ids.h"
+#include "engine/cluster_mode.h"
 #include "engine/limits_impl.h"
 
 namespace tally {

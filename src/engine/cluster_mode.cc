@@ -11,6 +11,10 @@ Status ClusterMode::not_built(std::string_view what) {
                                  " is not built in the cluster mode yet (docs/cluster.md)");
 }
 
+Status cluster_not_built(std::string_view what) {
+  return ClusterMode::not_built(what);
+}
+
 namespace {
 
 // What the mode cannot honour yet: refused at open, so nothing differs silently.

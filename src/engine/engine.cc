@@ -14,6 +14,7 @@
 
 #include "common/assert.h"
 #include "common/crypto.h"
+#include "engine/cluster_mode.h"
 #include "engine/engine_impl.h"
 #include "engine/price_match.h"
 

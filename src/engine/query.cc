@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <utility>
 
+#include "engine/cluster_mode.h"
 #include "engine/engine_impl.h"
 #include "engine/query_common.h"
 

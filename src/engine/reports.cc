@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "common/assert.h"
+#include "engine/cluster_mode.h"
 #include "engine/engine_impl.h"
 
 namespace tally {

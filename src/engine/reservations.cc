@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "common/assert.h"
+#include "engine/cluster_mode.h"
 #include "engine/limits_impl.h"
 
 namespace tally {

@@ -10,6 +10,7 @@
 #include <unordered_map>
 
 #include "common/assert.h"
+#include "engine/cluster_mode.h"
 #include "engine/engine_impl.h"
 
 namespace tally {

@@ -16,6 +16,7 @@
 
 #include "common/assert.h"
 #include "engine/audit.h"
+#include "engine/cluster_mode.h"
 #include "engine/engine_impl.h"
 #include "engine/price_match.h"
 #include "engine/wallet_rules.h"
