@@ -658,7 +658,8 @@ TEST_F(ClusterEngineTest, WhatTheModeDoesNotDoAnswersNotImplemented) {
   auto no_alerts = a->alerts({});  // built: no thresholds configured, none fire
   ASSERT_TRUE(no_alerts.has_value()) << no_alerts.error().to_string();
   EXPECT_TRUE(no_alerts->alerts.empty());
-  EXPECT_EQ(a->limits_report("acme").error().code(), StatusCode::kNotImplemented);
+  EXPECT_EQ(a->reset_period("acme", "api_calls", "admin").error().code(),
+            StatusCode::kNotImplemented);
   MeterQuery everyone;
   everyone.meter = "api_calls";
   everyone.from_us = kNow - 3'600'000'000LL;
@@ -1608,6 +1609,133 @@ TEST_F(ClusterEngineTest, VerifyProvesTheLedgerAndFindsTampering) {
       << balance->differences[0];
   EXPECT_NE(balance->differences[1].find("its row and its state differ"), std::string::npos)
       << balance->differences[1];
+}
+
+// ---- limit overrides and the limits report ----------------------------------------------------
+
+// Every field of a limits report, one limit per line.
+std::string report_text(const Result<LimitsReport>& r) {
+  if (!r) {
+    return "error: " + r.error().to_string();
+  }
+  std::string out = r->customer + " plan " + r->plan + " features";
+  for (const std::string& f : r->features) {
+    out += " " + f;
+  }
+  for (const AlertThreshold& t : r->alert_thresholds) {
+    out += " alert " + std::to_string(t.percent) + " " + std::string(to_string(t.level));
+  }
+  for (const LimitState& l : r->limits) {
+    out += "\n" + l.rule() + " hard " + std::to_string(l.hard) + " limit " + l.limit.text() +
+           " used " + l.used.text() + " remaining " + l.remaining.text() + " percent " +
+           l.percent() + " window " + std::to_string(l.window_start_us) + " reset " +
+           std::to_string(l.reset_us);
+  }
+  for (const std::string& w : r->warnings) {
+    out += "\nwarning " + w;
+  }
+  return out;
+}
+
+std::string overrides_text(const std::vector<LimitOverride>& overrides) {
+  std::string out;
+  for (const LimitOverride& o : overrides) {
+    out += o.meter + " " + std::string(to_string(o.period)) + " " + std::to_string(o.days) + " " +
+           o.amount + " " + (o.hard ? "hard" : "soft") + "; ";
+  }
+  return out;
+}
+
+// PUT overrides on one node: stored on the customer's shard, applied by every node's checks
+// (this node's at once, the others' within their 1 s customer cache) so that two nodes together
+// admit exactly the overridden limit; the limits report of any node is the embedded store's
+// after the same calls, and the refusals are the embedded store's.
+TEST_F(ClusterEngineTest, OverridesApplyOnEveryNodeAndTheLimitsReportIsTheEmbeddedOne) {
+  auto a = node();
+  auto b = node();
+  ASSERT_TRUE(a && b);
+  EngineOptions o;
+  o.config_toml = kMeters;
+  o.in_memory = true;
+  o.clock = &clock_;
+  auto opened = Engine::open(o);
+  ASSERT_TRUE(opened.has_value()) << opened.error().to_string();
+  std::unique_ptr<Engine> e = std::move(*opened);
+
+  // The same usage on both: 10 events, then one check (which b caches the customer for).
+  ASSERT_EQ(a->ingest_json(events("ovr", 0, 10))->accepted, 10u);
+  ASSERT_EQ(e->ingest_json(events("ovr", 0, 10))->accepted, 10u);
+  ASSERT_TRUE(b->check(check_of("ovr"))->allowed);
+  ASSERT_TRUE(e->check(check_of("ovr"))->allowed);
+  EXPECT_EQ(report_text(b->limits_report("ovr")), report_text(e->limits_report("ovr")));
+
+  const std::vector<LimitOverride> overrides = {
+      {"api_calls", LimitPeriod::kDay, 0, "12", true},
+      {"tokens", LimitPeriod::kWeek, 0, "500.5", false},
+      {"api_calls", LimitPeriod::kTrial, 14, "40", true},
+  };
+  auto set = a->set_overrides("ovr", overrides);
+  ASSERT_TRUE(set.has_value()) << set.error().to_string();
+  auto embedded_set = e->set_overrides("ovr", overrides);
+  ASSERT_TRUE(embedded_set.has_value()) << embedded_set.error().to_string();
+  EXPECT_EQ(overrides_text(set->overrides), overrides_text(overrides));
+  auto read_back = b->get_customer("ovr");
+  ASSERT_TRUE(read_back.has_value()) << read_back.error().to_string();
+  EXPECT_EQ(overrides_text(read_back->overrides), overrides_text(overrides));
+
+  // b read the customer for its check less than a second ago; past that, both nodes apply the
+  // override: 11 of 12 are used, so 40 checks from both admit exactly one.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  std::atomic<int> allowed{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    Engine* n = t % 2 == 0 ? a.get() : b.get();
+    threads.emplace_back([&, n] {
+      for (int i = 0; i < 5; ++i) {
+        auto r = n->check(check_of("ovr"));
+        if (!r) {
+          ++failed;
+        } else if (r->allowed) {
+          ++allowed;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(allowed.load(), 1);
+  ASSERT_TRUE(e->check(check_of("ovr"))->allowed);
+  EXPECT_FALSE(e->check(check_of("ovr"))->allowed);
+  a->flush();
+  b->flush();
+  EXPECT_EQ(value_of(*a, "api_calls", "ovr"), "12");
+  const std::string embedded_report = report_text(e->limits_report("ovr"));
+  EXPECT_NE(embedded_report.find("api_calls per day hard 1 limit 12 used 12"), std::string::npos)
+      << embedded_report;
+  EXPECT_EQ(report_text(a->limits_report("ovr")), embedded_report);
+  EXPECT_EQ(report_text(b->limits_report("ovr")), embedded_report);
+
+  // The embedded refusals, and nothing changed by them.
+  auto unknown = b->set_overrides("nobody", overrides);
+  ASSERT_FALSE(unknown.has_value());
+  EXPECT_EQ(unknown.error().to_string(), e->set_overrides("nobody", overrides).error().to_string());
+  const std::vector<LimitOverride> bad = {{"nope", LimitPeriod::kDay, 0, "5", true}};
+  auto refused = b->set_overrides("ovr", bad);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_EQ(refused.error().to_string(), e->set_overrides("ovr", bad).error().to_string());
+  EXPECT_EQ(overrides_text(a->get_customer("ovr")->overrides), overrides_text(overrides));
+  EXPECT_EQ(b->limits_report("nobody").error().to_string(),
+            e->limits_report("nobody").error().to_string());
+
+  // Removing them: the plan's 50 a day again.
+  ASSERT_TRUE(b->set_overrides("ovr", {}).has_value());
+  ASSERT_TRUE(e->set_overrides("ovr", {}).has_value());
+  EXPECT_TRUE(b->check(check_of("ovr"))->allowed);
+  EXPECT_TRUE(e->check(check_of("ovr"))->allowed);
+  EXPECT_EQ(report_text(b->limits_report("ovr")), report_text(e->limits_report("ovr")));
 }
 
 }  // namespace

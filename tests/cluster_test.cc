@@ -836,9 +836,6 @@ TEST_F(ClusterE2eTest, WhatTheModeDoesNotDoAnswers501) {
       {"GET", "/v1/export?format=csv&kind=events&customer=unbuilt", ""},
       {"GET", "/v1/customers/unbuilt/report", ""},
       {"GET", "/v1/customers/unbuilt/usage/history?meter=api_calls", ""},
-      {"GET", "/v1/customers/unbuilt/limits", ""},
-      {"PUT", "/v1/customers/unbuilt/overrides",
-       R"({"overrides":[{"meter":"api_calls","period":"day","amount":5}]})"},
       {"POST", "/v1/customers/unbuilt/reset", R"({"meter":"api_calls"})"},
       {"POST", "/v1/admin/archive", R"({"before":")" + t.from + R"("})"},
   };
@@ -1196,6 +1193,49 @@ TEST_F(ClusterE2eTest, WalletsOverHttpOnEveryNode) {
                            R"({"type":"grant","amount":-1})");
   EXPECT_EQ(bad.status, 400) << bad.body;
   EXPECT_EQ(admin(2, "GET", "/v1/customers/nobody/wallet", "").status, 404);
+}
+
+// Limit overrides set on one node over HTTP are applied by every node's checks within their 1 s
+// customer cache, and the limits report reads the same on every node; a refused override is the
+// embedded store's 400 and changes nothing.
+TEST_F(ClusterE2eTest, OverridesAndTheLimitsReportOnEveryNode) {
+  HttpResponse created = admin(0, "POST", "/v1/customers", creating("overridden", "free"));
+  ASSERT_EQ(created.status, 201) << created.body;
+  HttpResponse set = admin(1, "PUT", "/v1/customers/overridden/overrides",
+                           R"({"overrides":[{"meter":"api_calls","period":"day","amount":3}]})");
+  ASSERT_EQ(set.status, 200) << set.body;
+  EXPECT_NE(set.body.find(R"("overrides":[{"meter":"api_calls","period":"day")"), std::string::npos)
+      << set.body;
+  HttpResponse bad = admin(2, "PUT", "/v1/customers/overridden/overrides",
+                           R"({"overrides":[{"meter":"nope","period":"day","amount":3}]})");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_EQ(admin(0, "PUT", "/v1/customers/nobody/overrides", R"({"overrides":[]})").status, 404);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  int allowed = 0;
+  for (int i = 0; i < 6; ++i) {
+    HttpResponse r =
+        admin(i % kNodes, "POST", "/v1/check", R"({"customer":"overridden","meter":"api_calls"})");
+    ASSERT_TRUE(r.status == 200 || r.status == 429) << r.status << " " << r.body;
+    allowed += r.status == 200 ? 1 : 0;
+  }
+  EXPECT_EQ(allowed, 3);
+  std::string first;
+  for (int node = 0; node < kNodes; ++node) {
+    HttpResponse report = admin(node, "GET", "/v1/customers/overridden/limits", "");
+    ASSERT_EQ(report.status, 200) << "node " << node << ": " << report.body;
+    Json j(report.body);
+    ASSERT_TRUE(j.ok()) << report.body;
+    EXPECT_EQ(j.str("customer"), "overridden");
+    EXPECT_NE(report.body.find(R"("rule":"api_calls per day")"), std::string::npos) << report.body;
+    EXPECT_NE(report.body.find(R"("api_calls per day at 100.00%")"), std::string::npos)
+        << report.body;
+    if (node == 0) {
+      first = report.body;
+    } else {
+      EXPECT_EQ(report.body, first) << "node " << node;
+    }
+  }
+  EXPECT_EQ(admin(1, "GET", "/v1/customers/nobody/limits", "").status, 404);
 }
 
 // The primary of a customer's Redis slot killed (SIGKILL): its replica takes over (the cluster's

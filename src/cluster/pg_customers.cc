@@ -5,6 +5,7 @@
 
 #include "cluster/pg_sql.h"
 #include "common/crypto.h"
+#include "common/json_writer.h"
 
 namespace tally::cluster {
 namespace {
@@ -13,10 +14,68 @@ std::string text(const pg::Value& v) {
   return v.value_or(std::string());
 }
 
+// The overrides come as one line per override, its fields separated by tabs (meter keys,
+// period names, numbers and booleans hold neither).
 constexpr std::string_view kCustomerColumns =
     "id, name, email, plan, status, time_zone, " TALLY_US("billing_anchor") ", "
     "coalesce(parent_id, ''), metadata::text, " TALLY_US("created_at") ", " TALLY_US(
-        "updated_at") ", " TALLY_US("trial_started_at");
+        "updated_at") ", " TALLY_US("trial_started_at") ", "
+    "(SELECT coalesce(string_agg(concat_ws(E'\\t', o->>'meter', o->>'period', o->>'days', "
+    "o->>'amount', o->>'hard'), E'\\n' ORDER BY n), '') "
+    "FROM jsonb_array_elements(limit_overrides) WITH ORDINALITY AS t(o, n))";
+
+// The fields of `text` separated by `sep`.
+std::vector<std::string_view> split(std::string_view text, char sep) {
+  std::vector<std::string_view> out;
+  std::size_t start = 0;
+  for (std::size_t i = 0; i <= text.size(); ++i) {
+    if (i == text.size() || text[i] == sep) {
+      out.push_back(text.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  return out;
+}
+
+// The overrides of kCustomerColumns' last column. A line Tally did not write is skipped.
+std::vector<LimitOverride> overrides_of(std::string_view lines) {
+  std::vector<LimitOverride> out;
+  if (lines.empty()) {
+    return out;
+  }
+  for (std::string_view line : split(lines, '\n')) {
+    const std::vector<std::string_view> f = split(line, '\t');
+    std::optional<LimitPeriod> period = f.size() == 5 ? parse_limit_period(f[1]) : std::nullopt;
+    if (!period) {
+      continue;
+    }
+    LimitOverride o;
+    o.meter = std::string(f[0]);
+    o.period = *period;
+    o.days = pg::int_or_zero(std::string(f[2]));
+    o.amount = std::string(f[3]);
+    o.hard = f[4] == "true";
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+// The overrides as the jsonb the column holds.
+std::string overrides_json(const std::vector<LimitOverride>& overrides) {
+  common::JsonWriter w;
+  w.begin_array();
+  for (const LimitOverride& o : overrides) {
+    w.begin_object();
+    w.key("meter").value(o.meter);
+    w.key("period").value(to_string(o.period));
+    w.key("days").value(o.days);
+    w.key("amount").value(o.amount);
+    w.key("hard").value(o.hard);
+    w.end_object();
+  }
+  w.end_array();
+  return w.take();
+}
 
 Customer customer_of(const std::vector<pg::Value>& row) {
   Customer c;
@@ -32,6 +91,7 @@ Customer customer_of(const std::vector<pg::Value>& row) {
   c.created_at_us = pg::int_or_zero(row[9]);
   c.updated_at_us = pg::int_or_zero(row[10]);
   c.trial_started_at_us = pg::int_or_zero(row[11]);
+  c.overrides = overrides_of(text(row[12]));
   return c;
 }
 
@@ -47,7 +107,8 @@ std::vector<pg::Value> customer_params(const Customer& c) {
           c.metadata_json,
           micros(c.created_at_us),
           micros(c.updated_at_us),
-          micros_or_null(c.trial_started_at_us)};
+          micros_or_null(c.trial_started_at_us),
+          overrides_json(c.overrides)};
 }
 
 constexpr std::string_view kKeyColumns =
@@ -88,8 +149,9 @@ Result<std::optional<KeyRow>> one_key(pg::Connection& conn, std::string_view whe
 Status insert_customer(pg::Connection& conn, const Customer& c) {
   auto r = conn.exec(
       "INSERT INTO customers (id, name, email, plan, status, time_zone, billing_anchor, "
-      "parent_id, metadata, created_at, updated_at, trial_started_at) VALUES ($1, $2, $3, $4, $5, "
-      "$6, " TALLY_TS(7) ", $8, $9::jsonb, " TALLY_TS(10) ", " TALLY_TS(11) ", " TALLY_TS(12) ")",
+      "parent_id, metadata, created_at, updated_at, trial_started_at, limit_overrides) VALUES ($1, "
+      "$2, $3, $4, $5, $6, " TALLY_TS(7) ", $8, $9::jsonb, " TALLY_TS(10) ", " TALLY_TS(
+          11) ", " TALLY_TS(12) ", $13::jsonb)",
       customer_params(c));
   if (!r && pg::is_unique_violation(r.error())) {
     return Status::already_exists("customer '" + c.id + "' already exists");
@@ -159,7 +221,7 @@ Status store_customer(pg::Connection& conn, const Customer& c) {
   auto r = conn.exec(
       "UPDATE customers SET name = $2, email = $3, plan = $4, status = $5, time_zone = $6, "
       "billing_anchor = " TALLY_TS(7) ", parent_id = $8, metadata = $9::jsonb, created_at = " TALLY_TS(
-          10) ", updated_at = " TALLY_TS(11) ", trial_started_at = " TALLY_TS(12) " WHERE id = $1",
+          10) ", updated_at = " TALLY_TS(11) ", trial_started_at = " TALLY_TS(12) ", limit_overrides = $13::jsonb WHERE id = $1",
       customer_params(c));
   if (!r) {
     return r.error();

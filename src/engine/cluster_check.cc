@@ -57,6 +57,18 @@ bool consumed(const CheckRequest& r, const CheckResult& res) {
   return r.consume != Consume::kNo && res.allowed && !res.replayed;
 }
 
+// The state of `rule` as Redis's outcome `o` gives it.
+LimitState limit_state(const core::LimitRule& rule, const core::LimitOutcome& o) {
+  LimitState s = rule_state(rule);
+  s.used = o.used;
+  if (!s.unlimited) {
+    s.remaining = o.remaining;
+  }
+  s.window_start_us = o.window_start_us;
+  s.reset_us = o.reset_us;
+  return s;
+}
+
 // Redis's verdict as the answer: every limit's state (after the consumption when it consumed),
 // the most restrictive as its rule, and a denial's reason and message, as the embedded mode.
 void answer(const CheckRequest& r, const ClusterPrepared& p, const cluster::RedisCheck& rc,
@@ -66,11 +78,7 @@ void answer(const CheckRequest& r, const ClusterPrepared& p, const cluster::Redi
   const std::vector<core::LimitOutcome>& states = rc.consumed ? rc.after : rc.limits;
   const int top = rc.consumed ? rc.top_after : rc.verdict.top;
   for (std::size_t i = 0; i < p.rules.size(); ++i) {
-    LimitState s = rule_state(p.rules[i]);
-    s.used = states[i].used;
-    if (!s.unlimited) {
-      s.remaining = states[i].remaining;
-    }
+    LimitState s = limit_state(p.rules[i], states[i]);
     // A window's bounds are the same before and after; a bucket's reset moves with its fill.
     s.window_start_us = rc.limits[i].window_start_us;
     s.reset_us =
@@ -109,8 +117,8 @@ Status ClusterMode::Impl::prepare_check(const CheckRequest& r, ClusterPrepared* 
   p->meter = meter;
   TALLY_TRY(validate(r, *meter, p));
   p->customer = std::move(*customer);
-  if (!p->customer.overrides.empty() || !p->customer.resets.empty()) {
-    return not_built("limit overrides and period resets");
+  if (!p->customer.resets.empty()) {
+    return not_built("period resets");
   }
   p->plan = plan_of(*config, p->customer);
   if (!p->customer.plan.empty() && p->plan == nullptr) {
@@ -360,17 +368,7 @@ Result<CheckResult> ClusterMode::Impl::decide(RedisSlot& slot, const CheckReques
     return out;
   }
   auto limits_check = [&](bool consuming) {
-    auto decided = slot.limits->check(r.customer, p.rules, pc, p.amount, now, consuming);
-    if (!decided && cluster::is_unseeded(decided.error())) {
-      // Redis lost counters this node had seeded: rebuilt from PostgreSQL, then asked again.
-      forget_seeded(p.customer.id, p.rules, pc, now);
-      Status reseeded = seed_counters(*slot.limits, p.customer, p.rules, pc, *p.meter, now);
-      if (!reseeded.ok()) {
-        return Result<cluster::RedisCheck>(reseeded);
-      }
-      decided = slot.limits->check(r.customer, p.rules, pc, p.amount, now, consuming);
-    }
-    return decided;
+    return ask_counters(slot, p.customer, *p.meter, p.rules, pc, p.amount, now, consuming);
   };
   bool credits_held = false;
   if (p.prepaid) {
@@ -625,6 +623,84 @@ void ClusterMode::Impl::usage_loop() {
     usage_writing = 0;
     usage_cv.notify_all();
   }
+}
+
+Result<cluster::RedisCheck> ClusterMode::Impl::ask_counters(
+    RedisSlot& slot, const Customer& c, const MeterDef& meter,
+    const std::vector<core::LimitRule>& rules, const core::PeriodContext& pc, core::Decimal amount,
+    TimeUs now, bool consume) {
+  auto decided = slot.limits->check(c.id, rules, pc, amount, now, consume);
+  if (!decided && cluster::is_unseeded(decided.error())) {
+    // Redis lost counters this node had seeded: rebuilt from PostgreSQL, then asked again.
+    forget_seeded(c.id, rules, pc, now);
+    TALLY_TRY(seed_counters(*slot.limits, c, rules, pc, meter, now));
+    decided = slot.limits->check(c.id, rules, pc, amount, now, consume);
+  }
+  return decided;
+}
+
+// ---- the limits report ------------------------------------------------------------------------
+
+// As the embedded report (limit_reports.cc): the plan, its features and alert thresholds, and
+// each limit in the order limits_of gives them, evaluated alone for an amount of 0, its state read
+// from the customer's counters in Redis (seeded from PostgreSQL first, as a check does), whatever
+// the customer's status.
+Result<LimitsReport> ClusterMode::limits_report(const std::string& customer) {
+  Impl& d = *impl_;
+  auto c = d.read_customer(customer);
+  if (!c) {
+    return c.error();
+  }
+  LimitsReport out;
+  out.customer = customer;
+  const core::Plan* plan = plan_of(*d.config, *c);
+  if (!c->plan.empty() && plan == nullptr) {
+    return Status::unprocessable("plan '" + c->plan + "' of customer '" + customer +
+                                 "' is not in this node's configuration");
+  }
+  if (plan != nullptr) {
+    out.plan = plan->key;
+    out.features = plan->features;
+  }
+  add_alert_thresholds(*d.config, plan, &out);
+  const std::vector<core::LimitRule> rules = limits_of(*d.config, *c, "");
+  if (rules.empty()) {
+    return out;
+  }
+  auto slot = d.lease_redis();
+  if (!slot) {
+    return slot.error();
+  }
+  const TimeUs now = d.clock->now_us();
+  const core::PeriodContext pc = period_context_of(*c);
+  Status failure;
+  for (const core::LimitRule& rule : rules) {
+    const MeterDef* meter = d.catalog->find(rule.meter);
+    if (meter == nullptr) {
+      continue;
+    }
+    const core::Aggregation agg = meter->spec.aggregation;
+    if (agg != core::Aggregation::kCount && agg != core::Aggregation::kSum) {
+      failure = not_built("the limits report of a latest or max meter");
+      break;
+    }
+    const std::vector<core::LimitRule> one{rule};
+    failure = d.seed_counters(*(*slot)->limits, *c, one, pc, *meter, now);
+    if (!failure.ok()) {
+      break;
+    }
+    auto states = d.ask_counters(**slot, *c, *meter, one, pc, core::Decimal{}, now, false);
+    if (!states) {
+      failure = states.error();
+      break;
+    }
+    add_report_limit(limit_state(rule, states->limits[0]), &out);
+  }
+  d.return_redis(std::move(*slot));
+  if (!failure.ok()) {
+    return failure;
+  }
+  return out;
 }
 
 }  // namespace tally::engine

@@ -247,6 +247,37 @@ Result<Customer> ClusterMode::update_customer(const std::string& id, const Custo
   return std::move(*patched);
 }
 
+Result<Customer> ClusterMode::set_overrides(const std::string& customer,
+                                            const std::vector<LimitOverride>& overrides) {
+  auto lease = impl_->shard_of(customer).lease();
+  if (!lease) {
+    return lease.error();
+  }
+  auto txn = pg::Transaction::begin(**lease);
+  if (!txn) {
+    return txn.error();
+  }
+  auto locked = (*lease)->exec("SELECT 1 FROM customers WHERE id = $1 FOR UPDATE", {customer});
+  if (!locked) {
+    return locked.error();
+  }
+  auto found = cluster::find_customer(**lease, customer);
+  if (!found) {
+    return found.error();
+  }
+  if (!found->has_value()) {
+    return Status::not_found("customer '" + customer + "' does not exist");
+  }
+  Customer c = std::move(**found);
+  c.overrides = overrides;
+  c.updated_at_us = impl_->clock->now_us();
+  TALLY_TRY(cluster::store_customer(**lease, c));
+  TALLY_TRY(txn->commit());
+  std::lock_guard lock(impl_->customers_mutex);
+  impl_->check_customers.erase(customer);  // this node's checks apply them at once
+  return c;
+}
+
 Status ClusterMode::create_key(const ApiKeyInfo& info, const std::string& secret_sha256) {
   if (!info.customer.empty()) {
     auto c = get_customer(info.customer);

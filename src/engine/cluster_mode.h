@@ -98,6 +98,14 @@ class ClusterMode {
   Result<CheckResult> commit_reservation(const std::string& id, const std::string& amount,
                                          const std::string& restrict_customer);
   Status release_reservation(const std::string& id, const std::string& restrict_customer);
+  // Every limit of the customer as it stands on the counters (Engine::limits_report), nothing
+  // consumed; read from a fresh copy of the customer's record.
+  Result<LimitsReport> limits_report(const std::string& customer);
+  // Replaces the customer's limit overrides (checked by the engine: check_overrides), the row
+  // locked; this node's checks apply them at once, the others' within their customer cache's
+  // age (kCustomerCacheUs).
+  Result<Customer> set_overrides(const std::string& customer,
+                                 const std::vector<LimitOverride>& overrides);
 
   // ---- alerts and the shared webhook outbox (cluster_alerts.cc; Engine's contract) ----
   Result<AlertPage> alerts(const AlertQuery& q);

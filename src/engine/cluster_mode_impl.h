@@ -237,6 +237,14 @@ struct ClusterMode::Impl {
   void unclaim(redis::ClusterClient& client, const CheckRequest& r);
   Result<CheckResult> decide(RedisSlot& slot, const CheckRequest& r, const ClusterPrepared& p,
                              bool consume, TimeUs now, CheckResult out);
+  // The counters' verdict on `amount` for `rules` of customer `c` on `meter` (consumed when
+  // `consume`): when Redis lost counters this node had seeded, they are rebuilt from PostgreSQL
+  // and asked again. The counters must have been seeded (seed_counters) before.
+  Result<cluster::RedisCheck> ask_counters(RedisSlot& slot, const Customer& c,
+                                           const MeterDef& meter,
+                                           const std::vector<core::LimitRule>& rules,
+                                           const core::PeriodContext& pc, core::Decimal amount,
+                                           TimeUs now, bool consume);
   Status decide_all(RedisSlot& slot, const std::vector<CheckRequest>& requests,
                     const std::vector<ClusterPrepared>& prepared, TimeUs now,
                     std::vector<CheckResult>* results);

@@ -2,6 +2,7 @@
 // would read, evaluated without consuming.
 #include <algorithm>
 
+#include "engine/cluster_mode.h"
 #include "engine/limits_impl.h"
 
 namespace tally {
@@ -29,9 +30,37 @@ const LimitState* engine::highest_limit(const LimitsReport& report, core::Decima
 
 // ---- reports ------------------------------------------------------------------------------------
 
+namespace engine {
+
+void add_alert_thresholds(const config::Config& config, const core::Plan* plan, LimitsReport* out) {
+  // The same choice as the alerts' evaluation (alerts.cc): the plan's own, else [alerts]'s.
+  const bool own = plan != nullptr && !plan->alert_thresholds.empty();
+  const std::vector<std::int64_t>& thresholds =
+      own ? plan->alert_thresholds : config.alerts.thresholds;
+  const std::vector<AlertLevel>& levels = own ? plan->alert_levels : config.alerts.levels;
+  for (std::size_t i = 0; i < thresholds.size(); ++i) {
+    out->alert_thresholds.push_back(
+        AlertThreshold{thresholds[i], core::alert_level(thresholds, levels, i)});
+  }
+}
+
+void add_report_limit(LimitState state, LimitsReport* out) {
+  const std::string percent = state.percent();
+  core::Decimal pct;
+  if (!percent.empty() && core::try_parse_decimal(percent, &pct) &&
+      pct > core::Decimal::from_int(kReportWarningPercent)) {
+    out->warnings.push_back(state.rule() + " at " + percent + "%");
+  }
+  out->limits.push_back(std::move(state));
+}
+
+}  // namespace engine
+
 Result<LimitsReport> Engine::limits_report(const std::string& customer) {
-  TALLY_EMBEDDED_ONLY("the limits report");
   Impl& d = *impl_;
+  if (d.cluster != nullptr) {
+    return d.cluster->limits_report(customer);
+  }
   const core::TimeUs now = clock().now_us();
   std::shared_lock state_lock(d.state_mutex);
   const engine::CustomerState* cs = d.find_customer(customer);
@@ -45,17 +74,7 @@ Result<LimitsReport> Engine::limits_report(const std::string& customer) {
     out.plan = plan->key;
     out.features = plan->features;
   }
-  {
-    // The same choice as the alerts' evaluation (alerts.cc): the plan's own, else [alerts]'s.
-    const bool own = plan != nullptr && !plan->alert_thresholds.empty();
-    const std::vector<std::int64_t>& thresholds =
-        own ? plan->alert_thresholds : d.config.alerts.thresholds;
-    const std::vector<AlertLevel>& levels = own ? plan->alert_levels : d.config.alerts.levels;
-    for (std::size_t i = 0; i < thresholds.size(); ++i) {
-      out.alert_thresholds.push_back(
-          AlertThreshold{thresholds[i], core::alert_level(thresholds, levels, i)});
-    }
-  }
+  engine::add_alert_thresholds(d.config, plan, &out);
   const std::vector<core::LimitRule> rules = engine::limits_of(d.config, cs->record, "");
   std::lock_guard limits_lock(d.limits_mutex);
   d.expire_reservations(now);
@@ -70,14 +89,7 @@ Result<LimitsReport> Engine::limits_report(const std::string& customer) {
     Evaluation ev;
     evaluate(d, *cs, cl, m, one, core::Decimal{}, now, &ev);
     for (std::size_t i = 0; i < ev.size(); ++i) {
-      LimitState state = state_of(ev, i);
-      const std::string percent = state.percent();
-      core::Decimal pct;
-      if (!percent.empty() && core::try_parse_decimal(percent, &pct) &&
-          pct > core::Decimal::from_int(80)) {
-        out.warnings.push_back(state.rule() + " at " + percent + "%");
-      }
-      out.limits.push_back(std::move(state));
+      engine::add_report_limit(state_of(ev, i), &out);
     }
   }
   return out;

@@ -40,6 +40,25 @@ std::vector<core::LimitRule> limits_of(const config::Config& config, const Custo
 inline constexpr std::size_t kCheckEventIdBytesMax = core::kEventIdBytesMax - 8;
 Status check_check_event_id(const std::string& id);
 
+// ---- overrides.cc: a customer's limit overrides, both modes ---------------------------------
+
+inline constexpr std::size_t kOverridesMax = 64;
+// Why `overrides` cannot be set, naming the one at fault (kInvalidArgument); OK when there are
+// at most kOverridesMax and each is a limit on a limitable meter.
+Status check_overrides(const config::Config& config, const Catalog& catalog,
+                       const std::vector<LimitOverride>& overrides);
+
+// ---- limit_reports.cc: the limits report, both modes ---------------------------------------
+
+// A limit past this percentage of its amount is named in the report's warnings.
+inline constexpr std::int64_t kReportWarningPercent = 80;
+// The thresholds at which the customer's calendar limits alert (the plan's own, else
+// [alerts]'s) into out->alert_thresholds.
+void add_alert_thresholds(const config::Config& config, const core::Plan* plan, LimitsReport* out);
+// Appends `state` to out->limits, and a warning ("api_calls per day at 85.00%") when it is past
+// kReportWarningPercent of its limit.
+void add_report_limit(LimitState state, LimitsReport* out);
+
 // A reservation that is not there (unknown, closed, expired or another customer's): kNotFound.
 Status reservation_not_found(const std::string& id);
 

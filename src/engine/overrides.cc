@@ -3,6 +3,7 @@
 
 #include "common/json_writer.h"
 #include "engine/audit.h"
+#include "engine/cluster_mode.h"
 #include "engine/limits_impl.h"
 
 namespace tally {
@@ -15,23 +16,22 @@ using engine::used_value;
 // ---- admin: overrides and resets
 // -----------------------------------------------------------------
 
-namespace {
+namespace engine {
 
-// Why `overrides` cannot be set, naming the one at fault; OK when each is a limit on a
-// limitable meter.
-Status check_overrides(const Engine::Impl& d, const std::vector<LimitOverride>& overrides) {
-  if (overrides.size() > 64) {
-    return Status::invalid_argument("at most 64 overrides");
+Status check_overrides(const config::Config& config, const Catalog& catalog,
+                       const std::vector<LimitOverride>& overrides) {
+  if (overrides.size() > kOverridesMax) {
+    return Status::invalid_argument("at most " + std::to_string(kOverridesMax) + " overrides");
   }
   for (std::size_t i = 0; i < overrides.size(); ++i) {
     const LimitOverride& o = overrides[i];
-    const core::MeterSpec* m = d.config.find_meter(o.meter);
+    const core::MeterSpec* m = config.find_meter(o.meter);
     if (m == nullptr) {
       return Status::invalid_argument("overrides[" + std::to_string(i) + "].meter: '" + o.meter +
                                       "' is not a configured meter");
     }
-    const auto idx = static_cast<std::size_t>(m - d.config.meters.data());
-    if (!d.catalog->meters[idx].limitable) {
+    const auto idx = static_cast<std::size_t>(m - config.meters.data());
+    if (!catalog.meters[idx].limitable) {
       return Status::invalid_argument("overrides[" + std::to_string(i) +
                                       "].meter: limits apply "
                                       "to count, sum, latest and max meters");
@@ -45,13 +45,15 @@ Status check_overrides(const Engine::Impl& d, const std::vector<LimitOverride>& 
   return Status();
 }
 
-}  // namespace
+}  // namespace engine
 
 Result<Customer> Engine::set_overrides(const std::string& customer,
                                        const std::vector<LimitOverride>& overrides) {
-  TALLY_EMBEDDED_ONLY("limit overrides");
   Impl& d = *impl_;
-  TALLY_TRY(check_overrides(d, overrides));
+  TALLY_TRY(engine::check_overrides(d.config, *d.catalog, overrides));
+  if (d.cluster != nullptr) {
+    return d.cluster->set_overrides(customer, overrides);
+  }
   auto updated = std::make_shared<Customer>();
   auto num = std::make_shared<std::uint32_t>(0);
   const core::TimeUs now = clock().now_us();

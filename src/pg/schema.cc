@@ -193,10 +193,16 @@ constexpr std::string_view kWalletState = R"sql(
 ALTER TABLE wallets ADD COLUMN state bytea;
 )sql";
 
+// Version 6: a customer's limit overrides (PUT /v1/customers/{id}/overrides), in order: objects
+// {"meter", "period", "days", "amount" (decimal text), "hard"}.
+constexpr std::string_view kLimitOverrides = R"sql(
+ALTER TABLE customers ADD COLUMN limit_overrides jsonb NOT NULL DEFAULT '[]';
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "the initial cluster schema", kInitialSchema}, {2, "customers' trial start", kTrialStart},
     {3, "alert and delivery details", kAlertDetails},  {4, "open reservations", kReservations},
-    {5, "wallets' grants and debt", kWalletState},
+    {5, "wallets' grants and debt", kWalletState},     {6, "limit overrides", kLimitOverrides},
 };
 
 constexpr std::string_view kCreateVersionTable =
