@@ -191,6 +191,9 @@ void Engine::Impl::install_state(std::uint32_t meter, std::uint32_t customer_num
   meter_aggregates[meter].totals[group].add(minute_us, delta);
 }
 
+Engine::Impl::Impl() = default;
+Engine::Impl::~Impl() = default;
+
 void Engine::Impl::install_unique(std::uint32_t meter, std::uint32_t customer_num,
                                   std::uint32_t group, core::TimeUs minute_us,
                                   const std::string& value) {

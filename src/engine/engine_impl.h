@@ -322,6 +322,12 @@ class Histogram {
   } while (false)
 
 struct Engine::Impl {
+  // Both defined in engine.cc, where ClusterMode is complete.
+  Impl();
+  ~Impl();
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
   // ---- fixed at open --------------------------------------------------------------------------
   config::Config config;
   const Clock* clock = nullptr;
