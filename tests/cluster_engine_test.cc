@@ -965,15 +965,16 @@ class ClusterQueryTest : public ClusterEngineTest {
  protected:
   // Two shards, a node, and an embedded engine in memory with the same meters; both hold the
   // same customers (k1 and k2 in Asia/Kolkata) and the same events.
-  void start() {
+  // `extra`: more configuration for both (prices).
+  void start(const std::string& extra = "") {
     ASSERT_TRUE(pg2_->create_database(db_).ok());
     two_shards_ = true;
     migrate();
-    auto c = open(config(kQueryMeters));
+    auto c = open(config(kQueryMeters + extra));
     ASSERT_TRUE(c.has_value()) << c.error().to_string();
     cluster_ = std::move(*c);
     EngineOptions o;
-    o.config_toml = std::string(kMeters) + kQueryMeters;
+    o.config_toml = std::string(kMeters) + kQueryMeters + extra;
     o.in_memory = true;
     o.clock = &clock_;
     auto e = Engine::open(o);
@@ -1054,6 +1055,7 @@ class ClusterQueryTest : public ClusterEngineTest {
     }
     EXPECT_GE(want->rows.size(), rows_min);
     EXPECT_EQ(got->meter, want->meter);
+    EXPECT_EQ(got->measure, want->measure);
     EXPECT_EQ(got->from_us, want->from_us);
     EXPECT_EQ(got->to_us, want->to_us);
     EXPECT_EQ(got->window, want->window);
@@ -1334,14 +1336,25 @@ TEST_F(ClusterEngineTest, EventsArePricedOnceWhicheverNodeWritesThem) {
   EXPECT_EQ(sql("SELECT string_agg(event_id || '=' || coalesce(credits::text, '-'), ',' ORDER BY "
                 "event_id) FROM events WHERE customer_id = 'q'"),
             "g1=50.000000000,g2=-,s1=-");
-  // Cost and credits queries are not built: 501, not a wrong "no price" answer.
+  // The cost and credits of the events inserted, on either node (ClusterQueryTest compares
+  // them with the embedded store's).
   MeterQuery cost;
   cost.meter = "tokens";
   cost.customer = "p";
   cost.measure = Measure::kCost;
   cost.from_us = kNow - 86'400'000'000LL;
-  cost.to_us = kNow;
-  EXPECT_EQ((*a)->query(cost).error().code(), StatusCode::kNotImplemented);
+  cost.to_us = kNow + 60'000'000;
+  for (Engine* node : {a->get(), b->get()}) {
+    auto r = node->query(cost);
+    ASSERT_TRUE(r.has_value()) << r.error().to_string();
+    ASSERT_EQ(r->rows.size(), 1u);
+    EXPECT_EQ(r->rows[0].value, "0.045");
+  }
+  cost.measure = Measure::kCredits;
+  auto credits = (*b)->query(cost);
+  ASSERT_TRUE(credits.has_value()) << credits.error().to_string();
+  ASSERT_EQ(credits->rows.size(), 1u);
+  EXPECT_EQ(credits->rows[0].value, "4.5");
   // A model that counts the period's units is refused at open, naming the price.
   auto tiered = open(config(std::string(kPrices) +
                             "\n[[prices]]\nmeter = \"api_calls\"\nmodel = \"package\"\n"
@@ -1608,6 +1621,92 @@ TEST_F(ClusterEngineTest, VerifyProvesTheLedgerAndFindsTampering) {
       << balance->differences[0];
   EXPECT_NE(balance->differences[1].find("its row and its state differ"), std::string::npos)
       << balance->differences[1];
+}
+
+// ---- cost and credits queries: the embedded store's answers ---------------------------------
+
+// Two priced meters of one event type (each event charged by both, or by one), so an event's
+// charge splits over the meters' hidden cost and credits meters.
+constexpr const char* kQueryPrices = R"(
+[credits]
+per_currency_unit = 100
+
+[[prices]]
+meter = "spend"
+unit_price = "0.25"
+
+[[prices]]
+meter = "calls"
+match = { model = "large" }
+unit_price = "0.002"
+)";
+
+TEST_F(ClusterQueryTest, CostAndCreditsAreTheEmbeddedAnswer) {
+  start(kQueryPrices);
+  ASSERT_TRUE(cluster_ && embedded_);
+  const TimeUs all_to = kQueryEventsFrom + 50 * kUsPerDayT;
+  for (const Measure measure : {Measure::kCost, Measure::kCredits}) {
+    for (const char* meter : {"spend", "calls"}) {
+      const std::string what = std::string(meter) + " " + std::string(to_string(measure));
+      MeterQuery q = query_of(meter, kQueryEventsFrom, all_to);
+      q.measure = measure;
+      same(q, what + " whole", 14);
+      q = query_of(meter, kRaggedFrom, kRaggedTo, Window::kDay);
+      q.measure = measure;
+      same(q, what + " by day", 200);  // calls: large models only
+      q = query_of(meter, kRaggedFrom, kRaggedFrom + 2 * kUsPerDayT, Window::kHour);
+      q.measure = measure;
+      same(q, what + " by hour", 10);
+      q = query_of(meter, kRaggedFrom, kRaggedTo, Window::kWeek, "America/New_York");
+      q.measure = measure;
+      q.group_by = {"model"};
+      q.filter = {{"region", "eu"}};
+      same(q, what + " by model in eu, New York weeks", 14);
+      q = query_of(meter, kQueryEventsFrom, all_to, Window::kDay);
+      q.measure = measure;
+      q.customer = "k1";  // its own zone, Asia/Kolkata
+      same(q, what + " of one customer by its days", 20);
+    }
+    // A meter without a price has no cost or credits, refused as the embedded store does.
+    MeterQuery none = query_of("peak", kQueryEventsFrom, all_to);
+    none.measure = measure;
+    same(none, "no price", 0);
+  }
+  // A customer's usage carries each priced meter's cost and credits.
+  for (const char* customer : {"k1", "q7"}) {
+    auto want = embedded_->customer_usage(customer, kQueryEventsFrom, all_to);
+    auto got = cluster_->customer_usage(customer, kQueryEventsFrom, all_to);
+    ASSERT_TRUE(want.has_value() && got.has_value());
+    ASSERT_EQ(got->meters.size(), want->meters.size());
+    for (std::size_t i = 0; i < want->meters.size(); ++i) {
+      SCOPED_TRACE(want->meters[i].meter);
+      EXPECT_EQ(got->meters[i].value, want->meters[i].value);
+      EXPECT_EQ(got->meters[i].cost, want->meters[i].cost);
+      EXPECT_EQ(got->meters[i].credits, want->meters[i].credits);
+    }
+    std::size_t priced = 0;
+    for (const UsageItem& item : want->meters) {
+      priced += item.cost.empty() ? 0 : 1;
+    }
+    EXPECT_EQ(priced, 2u);  // spend and calls
+  }
+  // The hidden meters' rows are what the events' charges add up to.
+  auto verified = cluster_->verify();
+  ASSERT_TRUE(verified.has_value()) << verified.error().to_string();
+  EXPECT_TRUE(verified->ok()) << verified->differences.front();
+  ASSERT_TRUE(pg_->psql(db_,
+                        "UPDATE aggregates_hour SET sum = sum + 1 WHERE meter = 'calls:cost' AND "
+                        "customer_id IN (SELECT customer_id FROM aggregates_hour WHERE meter = "
+                        "'calls:cost' LIMIT 1)")
+                  .has_value());
+  ASSERT_TRUE(pg2_->psql(db_,
+                         "UPDATE aggregates_hour SET sum = sum + 1 WHERE meter = 'calls:cost' AND "
+                         "customer_id IN (SELECT customer_id FROM aggregates_hour WHERE meter = "
+                         "'calls:cost' LIMIT 1)")
+                  .has_value());
+  auto tampered = cluster_->verify();
+  ASSERT_TRUE(tampered.has_value());
+  EXPECT_FALSE(tampered->ok());
 }
 
 }  // namespace

@@ -412,16 +412,17 @@ void BatchWriter::aggregate(const std::vector<bool>& inserted,
     const core::Event& e = batch_.events()[staged_[s].index];
     const std::string_view customer = batch_.text(e.customer);
     const core::TimeUs minute = core::floor_to(e.time_us, core::kUsPerMinute);
-    for (std::uint32_t m = 0; m < meters_.size(); ++m) {
-      if (!core::meter_accepts(meters_[m], batch_, e, &input, &group)) {
-        continue;
-      }
-      minutes_[AggKey{m, customer, group, minute}].add(input.value, e.time_us,
-                                                       static_cast<std::uint64_t>(seqs[s]));
-      if (meters_[m].aggregation == core::Aggregation::kUniqueCount) {
-        uniques_.emplace(m, customer, group, minute, input.unique);
-      }
-    }
+    const std::optional<EventCharge>* charge =
+        options_.charges.empty() ? nullptr : &options_.charges[staged_[s].pos];
+    feed_meters(meters_, options_.charge_meters, batch_, e,
+                charge != nullptr && charge->has_value() ? &**charge : nullptr, input, group,
+                [&](std::uint32_t m, const std::string& g, const core::MeterInput& in) {
+                  minutes_[AggKey{m, customer, g, minute}].add(in.value, e.time_us,
+                                                               static_cast<std::uint64_t>(seqs[s]));
+                  if (meters_[m].aggregation == core::Aggregation::kUniqueCount) {
+                    uniques_.emplace(m, customer, g, minute, in.unique);
+                  }
+                });
   }
 }
 
@@ -521,6 +522,22 @@ core::TimeUs bucket_unit(UsageBuckets b) {
 }
 
 }  // namespace
+
+ChargeMeters ChargeMeters::of(std::vector<std::uint32_t> cost, std::vector<std::uint32_t> credits,
+                              std::size_t meters) {
+  ChargeMeters out;
+  out.charged.assign(meters, false);
+  for (const std::vector<std::uint32_t>* map : {&cost, &credits}) {
+    for (std::uint32_t m : *map) {
+      if (m != kNoChargeMeter && m < meters) {
+        out.charged[m] = true;
+      }
+    }
+  }
+  out.cost = std::move(cost);
+  out.credits = std::move(credits);
+  return out;
+}
 
 Result<core::AggState> parse_agg_state(const std::vector<pg::Value>& row, std::size_t first) {
   TALLY_ASSERT(row.size() >= first + 7, "an aggregate state is seven columns");

@@ -552,6 +552,7 @@ void ClusterMode::Impl::write_usage(std::vector<PendingUsage> batch) {
       } else {
         cluster::EventWriteOptions options;
         options.charges = charges;
+        options.charge_meters = &charge_meters;
         if (!charges.empty()) {
           options.in_transaction = [&](pg::Connection& conn, const std::vector<bool>& inserted) {
             return burn_credits(conn, b, by_shard[shard], charges, inserted);

@@ -284,6 +284,7 @@ Status ClusterMode::Impl::write_group(const core::EventBatch& b,
   const std::vector<std::optional<cluster::EventCharge>> charges = charges_of(b, write);
   cluster::EventWriteOptions options;
   options.charges = charges;
+  options.charge_meters = &charge_meters;
   if (!charges.empty()) {
     options.in_transaction = [&](pg::Connection& conn, const std::vector<bool>& inserted) {
       return burn_credits(conn, b, write, charges, inserted);

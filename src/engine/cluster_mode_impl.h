@@ -150,6 +150,7 @@ struct ClusterMode::Impl {
   const Clock* clock = nullptr;
   std::vector<std::unique_ptr<cluster::PgPool>> shards;
   std::vector<core::MeterSpec> meter_specs;  // the catalog's meters, for write_events
+  cluster::ChargeMeters charge_meters;       // its hidden cost and credits meters among them
   std::string node_prefix;                   // names this node's check events
 
   // Redis clients, leased one per calling thread.

@@ -2,7 +2,9 @@
 // in money and in credits, computed by the embedded engine's own rules: per meter the event
 // feeds (core::meter_accepts), the first of the meter's prices that matches its properties and
 // has a version in effect at its time (engine::match_price), charged by core::incremental_cost
-// and core::credits_for; the event's cost and credits are the sums over its meters.
+// and core::credits_for; the event's cost and credits are the sums over its meters, and each
+// meter's part (cluster::MeterCharge) feeds that meter's hidden cost and credits meters, which
+// cost and credits queries read (cluster_query.cc), as the embedded commit feeds them.
 //
 // The mode prices per_unit prices only (ClusterMode::open refuses the models that count units
 // within the billing period), so an event's charge is a pure function of the event and the
@@ -46,8 +48,10 @@ std::vector<std::optional<cluster::EventCharge>> ClusterMode::Impl::charges_of(
       const core::Decimal cost =
           core::incremental_cost(price->version->spec, core::Decimal{}, input.value);
       cluster::EventCharge& charge = out[k] ? *out[k] : out[k].emplace();
+      const core::Decimal credits = core::credits_for(price->version->spec, cost);
       charge.cost += cost;
-      charge.credits += core::credits_for(price->version->spec, cost);
+      charge.credits += credits;
+      charge.meters.push_back(cluster::MeterCharge{m, cost, credits});
     }
   }
   return out;
