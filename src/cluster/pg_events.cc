@@ -258,6 +258,16 @@ class BatchWriter {
 
  private:
   Status insert_events(std::vector<std::int64_t>* seqs, std::vector<bool>* inserted);
+
+  // Per entry of indices_: whether it was inserted (`inserted` is per staged event).
+  std::vector<bool> inserted_at_positions(const std::vector<bool>& inserted) const {
+    std::vector<bool> out(indices_.size(), false);
+    for (std::size_t s = 0; s < staged_.size(); ++s) {
+      out[staged_[s].pos] = inserted[s];
+    }
+    return out;
+  }
+
   void aggregate(const std::vector<bool>& inserted, const std::vector<std::int64_t>& seqs);
   Status upsert_aggregates(EventWriteResult* result);
 
@@ -332,15 +342,14 @@ Status BatchWriter::attempt(EventWriteResult* result) {
   std::vector<std::int64_t> seqs;
   std::vector<bool> inserted;
   TALLY_TRY(insert_events(&seqs, &inserted));
+  if (options_.before_aggregates) {
+    TALLY_TRY(options_.before_aggregates(conn_, inserted_at_positions(inserted)));
+  }
   aggregate(inserted, seqs);
   EventWriteResult out = *result;
   TALLY_TRY(upsert_aggregates(&out));
   if (options_.in_transaction) {
-    std::vector<bool> inserted_now(indices_.size(), false);
-    for (std::size_t s = 0; s < staged_.size(); ++s) {
-      inserted_now[staged_[s].pos] = inserted[s];
-    }
-    TALLY_TRY(options_.in_transaction(conn_, inserted_now));
+    TALLY_TRY(options_.in_transaction(conn_, inserted_at_positions(inserted)));
   }
   TALLY_TRY(tx->commit());
   for (std::size_t s = 0; s < staged_.size(); ++s) {

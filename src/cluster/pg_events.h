@@ -16,6 +16,7 @@
 //      ORDER BY <key> ON CONFLICT (<key>) DO UPDATE` combining them as AggState::merge does
 //      (count and sum added, least min, greatest max, latest by (time, seq)); distinct values
 //      with ON CONFLICT DO NOTHING. Never one statement per event;
+//   (between 2 and 3, options.before_aggregates, when given: the engine's tiered prices)
 //   5. options.in_transaction, when given, runs last (the engine's credit burns of the inserted
 //      events: wallet rows locked in customer order, ledger rows; engine/cluster_wallets.cc).
 // Every node takes its row locks in the same order (events by (customer, id), then minute rows,
@@ -138,6 +139,13 @@ struct EventWriteOptions {
   std::span<const std::optional<EventCharge>> charges;
   // The meters of `meters` fed by the charges (see ChargeMeters); null: none.
   const ChargeMeters* charge_meters = nullptr;
+  // Runs inside the transaction after the events are inserted and before the aggregates are
+  // computed, given per entry of `indices` whether that event was inserted now: it may change
+  // the entries of the charges `charges` views (the caller owns them; their count stays) of
+  // inserted events, which the aggregates and in_transaction then read, and store them in the
+  // events' rows (the engine's tiered prices: cluster/pg_prices.h). Its row locks come after
+  // the events' and before the aggregates'; an error rolls back as in_transaction's does.
+  std::function<Status(pg::Connection&, const std::vector<bool>& inserted)> before_aggregates;
   // Runs inside the transaction after the events and aggregates are written, before COMMIT,
   // given per entry of `indices` whether that event was inserted now (each (customer, id) is
   // inserted at most once across every node, so what it does for inserted events happens

@@ -21,8 +21,8 @@ constexpr int kChunk = 10'000;
 
 constexpr std::string_view kEventsCursor =
     "DECLARE tally_verify NO SCROLL CURSOR FOR SELECT seq, customer_id, event_id, type, "
-    "(extract(epoch FROM time) * 1000000)::bigint, quantity, properties::text FROM events "
-    "ORDER BY seq";
+    "(extract(epoch FROM time) * 1000000)::bigint, quantity, properties::text, cost, credits "
+    "FROM events ORDER BY seq";
 
 constexpr std::string_view kStoredAggregates =
     "SELECT meter, customer_id, group_key, (extract(epoch FROM bucket_start) * 1000000)::bigint, "
@@ -78,12 +78,16 @@ void recompute(const pg::QueryResult& rows, core::ParsedEvents& parsed,
                const ChargeEvents& charge, States* minutes, Uniques* uniques) {
   core::EventBatch& b = parsed.batch;
   std::vector<std::uint32_t> all(b.size());
+  std::vector<std::optional<EventCharge>> stored(b.size());
   for (std::size_t i = 0; i < b.size(); ++i) {
     b.events()[i].quantity = static_cast<std::uint32_t>(pg::int_or_zero(rows.rows[i][5]));
     all[i] = static_cast<std::uint32_t>(i);
+    if (rows.rows[i][7]) {
+      stored[i] = EventCharge{to_decimal(rows.rows[i][7]), to_decimal(rows.rows[i][8]), {}};
+    }
   }
   const std::vector<std::optional<EventCharge>> charges =
-      charge ? charge(b, all) : std::vector<std::optional<EventCharge>>{};
+      charge ? charge(b, all, stored) : std::vector<std::optional<EventCharge>>{};
   core::MeterInput input;
   std::string group;
   for (std::size_t i = 0; i < b.size(); ++i) {

@@ -44,9 +44,11 @@ struct ShardVerify {
 inline constexpr std::size_t kVerifyDifferencesMax = 100;
 
 // What the events of `indices` of a batch are charged, one entry per index (nullopt: nothing);
-// empty when no event is. The engine's pricing (engine/cluster_prices.cc).
+// empty when no event is. The engine's pricing (engine/cluster_prices.cc), given what each
+// event's row says it was charged in all (`stored`, per index: cost and credits, no meters).
 using ChargeEvents = std::function<std::vector<std::optional<EventCharge>>(
-    const core::EventBatch&, std::span<const std::uint32_t>)>;
+    const core::EventBatch&, std::span<const std::uint32_t>,
+    std::span<const std::optional<EventCharge>> stored)>;
 
 // Verifies one shard (see the file comment); `shard` names it in the differences. The charge
 // meters of `meters` (charge_meters, null: none) are recomputed from what `charge` gives each

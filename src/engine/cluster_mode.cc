@@ -371,8 +371,9 @@ Result<VerifyReport> ClusterMode::verify() {
     }
     auto checked = cluster::verify_shard(
         **lease, impl_->meter_specs, shard->name(), &impl_->charge_meters,
-        [this](const core::EventBatch& b, std::span<const std::uint32_t> indices) {
-          return impl_->charges_of(b, indices);
+        [this](const core::EventBatch& b, std::span<const std::uint32_t> indices,
+               std::span<const std::optional<cluster::EventCharge>> stored) {
+          return impl_->charges_to_verify(b, indices, stored);
         });
     if (!checked) {
       return checked.error();

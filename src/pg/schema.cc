@@ -193,10 +193,26 @@ constexpr std::string_view kWalletState = R"sql(
 ALTER TABLE wallets ADD COLUMN state bytea;
 )sql";
 
+// Version 6: the units each tiered price (graduated, volume, package, flat) has counted in a
+// customer's billing period (cluster/pg_prices.h), locked and updated in the transaction of the
+// events it charges.
+constexpr std::string_view kPriceUsage = R"sql(
+CREATE TABLE price_usage (
+  customer_id text NOT NULL,
+  price text NOT NULL,
+  period_start timestamptz NOT NULL,
+  units numeric(38, 9) NOT NULL DEFAULT 0,
+  PRIMARY KEY (customer_id, price, period_start)
+);
+)sql";
+
 constexpr Migration kMigrations[] = {
-    {1, "the initial cluster schema", kInitialSchema}, {2, "customers' trial start", kTrialStart},
-    {3, "alert and delivery details", kAlertDetails},  {4, "open reservations", kReservations},
+    {1, "the initial cluster schema", kInitialSchema},
+    {2, "customers' trial start", kTrialStart},
+    {3, "alert and delivery details", kAlertDetails},
+    {4, "open reservations", kReservations},
     {5, "wallets' grants and debt", kWalletState},
+    {6, "tiered prices' period units", kPriceUsage},
 };
 
 constexpr std::string_view kCreateVersionTable =
