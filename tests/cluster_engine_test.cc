@@ -966,15 +966,16 @@ class ClusterQueryTest : public ClusterEngineTest {
  protected:
   // Two shards, a node, and an embedded engine in memory with the same meters; both hold the
   // same customers (k1 and k2 in Asia/Kolkata) and the same events.
-  void start() {
+  // `extra`: more configuration for both (prices).
+  void start(const std::string& extra = "") {
     ASSERT_TRUE(pg2_->create_database(db_).ok());
     two_shards_ = true;
     migrate();
-    auto c = open(config(kQueryMeters));
+    auto c = open(config(kQueryMeters + extra));
     ASSERT_TRUE(c.has_value()) << c.error().to_string();
     cluster_ = std::move(*c);
     EngineOptions o;
-    o.config_toml = std::string(kMeters) + kQueryMeters;
+    o.config_toml = std::string(kMeters) + kQueryMeters + extra;
     o.in_memory = true;
     o.clock = &clock_;
     auto e = Engine::open(o);
@@ -1055,6 +1056,7 @@ class ClusterQueryTest : public ClusterEngineTest {
     }
     EXPECT_GE(want->rows.size(), rows_min);
     EXPECT_EQ(got->meter, want->meter);
+    EXPECT_EQ(got->measure, want->measure);
     EXPECT_EQ(got->from_us, want->from_us);
     EXPECT_EQ(got->to_us, want->to_us);
     EXPECT_EQ(got->window, want->window);
@@ -1335,21 +1337,30 @@ TEST_F(ClusterEngineTest, EventsArePricedOnceWhicheverNodeWritesThem) {
   EXPECT_EQ(sql("SELECT string_agg(event_id || '=' || coalesce(credits::text, '-'), ',' ORDER BY "
                 "event_id) FROM events WHERE customer_id = 'q'"),
             "g1=50.000000000,g2=-,s1=-");
-  // Cost and credits queries are not built: 501, not a wrong "no price" answer.
+  // The cost and credits of the events inserted, on either node (ClusterQueryTest compares
+  // them with the embedded store's).
   MeterQuery cost;
   cost.meter = "tokens";
   cost.customer = "p";
   cost.measure = Measure::kCost;
   cost.from_us = kNow - 86'400'000'000LL;
-  cost.to_us = kNow;
-  EXPECT_EQ((*a)->query(cost).error().code(), StatusCode::kNotImplemented);
-  // A model that counts the period's units is refused at open, naming the price.
+  cost.to_us = kNow + 60'000'000;
+  for (Engine* node : {a->get(), b->get()}) {
+    auto r = node->query(cost);
+    ASSERT_TRUE(r.has_value()) << r.error().to_string();
+    ASSERT_EQ(r->rows.size(), 1u);
+    EXPECT_EQ(r->rows[0].value, "0.045");
+  }
+  cost.measure = Measure::kCredits;
+  auto credits = (*b)->query(cost);
+  ASSERT_TRUE(credits.has_value()) << credits.error().to_string();
+  ASSERT_EQ(credits->rows.size(), 1u);
+  EXPECT_EQ(credits->rows[0].value, "4.5");
+  // A model that counts the period's units opens (TieredPricesCountThePeriodsUnitsAcrossNodes).
   auto tiered = open(config(std::string(kPrices) +
                             "\n[[prices]]\nmeter = \"api_calls\"\nmodel = \"package\"\n"
                             "package_size = 10\npackage_price = \"0.5\"\n"));
-  ASSERT_FALSE(tiered.has_value());
-  EXPECT_NE(tiered.error().message().find("package"), std::string::npos)
-      << tiered.error().message();
+  EXPECT_TRUE(tiered.has_value()) << tiered.error().to_string();
 }
 
 // A wallet's view without its grants' ids, which number each store's own transactions.
@@ -1609,6 +1620,264 @@ TEST_F(ClusterEngineTest, VerifyProvesTheLedgerAndFindsTampering) {
       << balance->differences[0];
   EXPECT_NE(balance->differences[1].find("its row and its state differ"), std::string::npos)
       << balance->differences[1];
+}
+
+// ---- cost and credits queries: the embedded store's answers ---------------------------------
+
+// Two priced meters of one event type (each event charged by both, or by one), so an event's
+// charge splits over the meters' hidden cost and credits meters.
+constexpr const char* kQueryPrices = R"(
+[credits]
+per_currency_unit = 100
+
+[[prices]]
+meter = "spend"
+unit_price = "0.25"
+
+[[prices]]
+meter = "calls"
+match = { model = "large" }
+unit_price = "0.002"
+)";
+
+TEST_F(ClusterQueryTest, CostAndCreditsAreTheEmbeddedAnswer) {
+  start(kQueryPrices);
+  ASSERT_TRUE(cluster_ && embedded_);
+  const TimeUs all_to = kQueryEventsFrom + 50 * kUsPerDayT;
+  for (const Measure measure : {Measure::kCost, Measure::kCredits}) {
+    for (const char* meter : {"spend", "calls"}) {
+      const std::string what = std::string(meter) + " " + std::string(to_string(measure));
+      MeterQuery q = query_of(meter, kQueryEventsFrom, all_to);
+      q.measure = measure;
+      same(q, what + " whole", 14);
+      q = query_of(meter, kRaggedFrom, kRaggedTo, Window::kDay);
+      q.measure = measure;
+      same(q, what + " by day", 200);  // calls: large models only
+      q = query_of(meter, kRaggedFrom, kRaggedFrom + 2 * kUsPerDayT, Window::kHour);
+      q.measure = measure;
+      same(q, what + " by hour", 10);
+      q = query_of(meter, kRaggedFrom, kRaggedTo, Window::kWeek, "America/New_York");
+      q.measure = measure;
+      q.group_by = {"model"};
+      q.filter = {{"region", "eu"}};
+      same(q, what + " by model in eu, New York weeks", 14);
+      q = query_of(meter, kQueryEventsFrom, all_to, Window::kDay);
+      q.measure = measure;
+      q.customer = "k1";  // its own zone, Asia/Kolkata
+      same(q, what + " of one customer by its days", 20);
+    }
+    // A meter without a price has no cost or credits, refused as the embedded store does.
+    MeterQuery none = query_of("peak", kQueryEventsFrom, all_to);
+    none.measure = measure;
+    same(none, "no price", 0);
+  }
+  // A customer's usage carries each priced meter's cost and credits.
+  for (const char* customer : {"k1", "q7"}) {
+    auto want = embedded_->customer_usage(customer, kQueryEventsFrom, all_to);
+    auto got = cluster_->customer_usage(customer, kQueryEventsFrom, all_to);
+    ASSERT_TRUE(want.has_value() && got.has_value());
+    ASSERT_EQ(got->meters.size(), want->meters.size());
+    for (std::size_t i = 0; i < want->meters.size(); ++i) {
+      SCOPED_TRACE(want->meters[i].meter);
+      EXPECT_EQ(got->meters[i].value, want->meters[i].value);
+      EXPECT_EQ(got->meters[i].cost, want->meters[i].cost);
+      EXPECT_EQ(got->meters[i].credits, want->meters[i].credits);
+    }
+    std::size_t priced = 0;
+    for (const UsageItem& item : want->meters) {
+      priced += item.cost.empty() ? 0 : 1;
+    }
+    EXPECT_EQ(priced, 2u);  // spend and calls
+  }
+  // The hidden meters' rows are what the events' charges add up to.
+  auto verified = cluster_->verify();
+  ASSERT_TRUE(verified.has_value()) << verified.error().to_string();
+  EXPECT_TRUE(verified->ok()) << verified->differences.front();
+  ASSERT_TRUE(pg_->psql(db_,
+                        "UPDATE aggregates_hour SET sum = sum + 1 WHERE meter = 'calls:cost' AND "
+                        "customer_id IN (SELECT customer_id FROM aggregates_hour WHERE meter = "
+                        "'calls:cost' LIMIT 1)")
+                  .has_value());
+  ASSERT_TRUE(pg2_->psql(db_,
+                         "UPDATE aggregates_hour SET sum = sum + 1 WHERE meter = 'calls:cost' AND "
+                         "customer_id IN (SELECT customer_id FROM aggregates_hour WHERE meter = "
+                         "'calls:cost' LIMIT 1)")
+                  .has_value());
+  auto tampered = cluster_->verify();
+  ASSERT_TRUE(tampered.has_value());
+  EXPECT_FALSE(tampered->ok());
+}
+
+// ---- tiered prices: the units of the billing period counted across nodes -------------------
+
+// Each model that counts the period's units: graduated and volume on tokens, package and flat on
+// calls (one tiered meter per event type).
+constexpr const char* kTieredPrices = R"(
+[credits]
+per_currency_unit = 100
+
+[[prices]]
+meter = "tokens"
+match = { plan = "vol" }
+model = "volume"
+tiers = [{ up_to = 500, unit_price = "0.01" }, { up_to = "inf", unit_price = "0.004" }]
+
+[[prices]]
+meter = "tokens"
+model = "graduated"
+tiers = [{ up_to = 100, unit_price = "0.01" }, { up_to = "inf", unit_price = "0.001", flat_fee = "1" }]
+
+[[prices]]
+meter = "api_calls"
+match = { route = "flat" }
+model = "flat"
+flat_fee = "3"
+
+[[prices]]
+meter = "api_calls"
+model = "package"
+package_size = 7
+package_price = "0.5"
+)";
+
+// `n` batches of 10 events of `customer`, both types, over two hours of 2026-12-07, with varied
+// tokens and properties; ids unique per customer.
+std::vector<std::string> tiered_batches(const std::string& customer, int n) {
+  std::vector<std::string> out;
+  for (int b = 0; b < n; ++b) {
+    std::string body = "[";
+    for (int i = 0; i < 10; ++i) {
+      const int k = b * 10 + i;
+      const bool call = k % 3 == 0;
+      char at[32];
+      std::snprintf(at, sizeof(at), "2026-12-07T%02d:%02d:%02dZ", 8 + k % 2, k % 60, k % 7);
+      body += std::string(i == 0 ? "" : ",") + R"({"id":"t)" + std::to_string(k) +
+              R"(","customer_id":")" + customer + R"(","type":")" +
+              (call ? "api_call" : "completion") + R"(","timestamp":")" + at +
+              R"(","properties":{"tokens":)" + std::to_string(1 + k * 7 % 23) + R"(,"route":")" +
+              (k % 4 == 0 ? "flat" : "std") + R"(","plan":")" + (k % 5 == 0 ? "vol" : "std") +
+              R"("}})";
+    }
+    out.push_back(body + "]");
+  }
+  return out;
+}
+
+MeterQuery measure_query(const std::string& meter, const std::string& customer, Measure measure,
+                         std::optional<Window> window = std::nullopt) {
+  MeterQuery q;
+  q.meter = meter;
+  q.customer = customer;
+  q.measure = measure;
+  q.from_us = kNow - 86'400'000'000LL;
+  q.to_us = kNow + 3'600'000'000LL;
+  q.window = window;
+  return q;
+}
+
+// Row by row, as text.
+std::string rows_text(const Result<QueryResult>& r) {
+  if (!r) {
+    return r.error().to_string();
+  }
+  std::string out;
+  for (const QueryRow& row : r->rows) {
+    out += std::to_string(row.window_start_us) + "=" + row.value + ";";
+  }
+  return out;
+}
+
+TEST_F(ClusterEngineTest, TieredPricesCountThePeriodsUnitsAcrossNodes) {
+  migrate();
+  auto a = open(config(kTieredPrices));
+  auto b = open(config(kTieredPrices));
+  ASSERT_TRUE(a.has_value()) << a.error().to_string();
+  ASSERT_TRUE(b.has_value()) << b.error().to_string();
+  EngineOptions eo;
+  eo.config_toml = std::string(kMeters) + kTieredPrices;
+  eo.in_memory = true;
+  eo.clock = &clock_;
+  auto embedded = Engine::open(eo);
+  ASSERT_TRUE(embedded.has_value()) << embedded.error().to_string();
+
+  // Sent in one order to one node: each event charged as on the embedded store, minute by
+  // minute (the same order of arrival).
+  for (const std::string& body : tiered_batches("seq", 12)) {
+    ASSERT_EQ((*a)->ingest_json(body)->accepted, 10u);
+    ASSERT_EQ((*embedded)->ingest_json(body)->accepted, 10u);
+  }
+  for (const char* meter : {"tokens", "api_calls"}) {
+    for (const Measure m : {Measure::kCost, Measure::kCredits}) {
+      const MeterQuery q = measure_query(meter, "seq", m, Window::kMinute);
+      const std::string want = rows_text((*embedded)->query(q));
+      EXPECT_EQ(rows_text((*b)->query(q)), want) << meter;
+      EXPECT_GT(want.size(), 100u);
+    }
+  }
+
+  // Sent twice, by two nodes at once in opposite orders: every event charged once, the period's
+  // total the embedded store's for the same events.
+  const std::vector<std::string> batches = tiered_batches("conc", 30);
+  for (const std::string& body : batches) {
+    ASSERT_EQ((*embedded)->ingest_json(body)->accepted, 10u);
+  }
+  std::atomic<std::uint64_t> accepted{0};
+  std::atomic<std::uint64_t> duplicates{0};
+  auto send = [&](Engine* node, bool reversed) {
+    for (std::size_t i = 0; i < batches.size(); ++i) {
+      auto r = node->ingest_json(batches[reversed ? batches.size() - 1 - i : i]);
+      ASSERT_TRUE(r.has_value()) << r.error().to_string();
+      accepted += r->accepted;
+      duplicates += r->duplicates;
+    }
+  };
+  std::thread one(send, a->get(), false);
+  std::thread two(send, b->get(), true);
+  one.join();
+  two.join();
+  EXPECT_EQ(accepted.load(), 300u);
+  EXPECT_EQ(duplicates.load(), 300u);
+  for (const char* meter : {"tokens", "api_calls"}) {
+    for (const Measure m : {Measure::kCost, Measure::kCredits}) {
+      const MeterQuery q = measure_query(meter, "conc", m);
+      const std::string want = rows_text((*embedded)->query(q));
+      EXPECT_EQ(rows_text((*a)->query(q)), want) << meter;
+      EXPECT_EQ(rows_text((*b)->query(q)), want) << meter;
+    }
+  }
+  auto embedded_usage = (*embedded)->customer_usage("conc", kNow - 86'400'000'000LL, kNow);
+  ASSERT_TRUE(embedded_usage.has_value());
+  core::Decimal want_total;
+  for (const UsageItem& item : embedded_usage->meters) {
+    if (!item.cost.empty()) {
+      want_total += *core::parse_decimal(item.cost);
+    }
+  }
+  EXPECT_GT(want_total.units, 0);
+  auto stored_total = core::parse_decimal(
+      trimmed(pg_->psql(db_, "SELECT sum(cost)::text FROM events WHERE customer_id = 'conc'")));
+  ASSERT_TRUE(stored_total.has_value());
+  EXPECT_EQ(core::format_decimal(*stored_total), core::format_decimal(want_total));
+  // The periods' units: every event's once (tokens, and a unit per call), in four rows (two
+  // prices of each meter, one period).
+  const long long units = std::stoll(value_of(**embedded, "tokens", "conc")) +
+                          std::stoll(value_of(**embedded, "api_calls", "conc"));
+  EXPECT_EQ(trimmed(pg_->psql(db_,
+                              "SELECT count(*), sum(units)::bigint FROM price_usage WHERE "
+                              "customer_id = 'conc'")),
+            "4|" + std::to_string(units));
+  auto verified = (*a)->verify();
+  ASSERT_TRUE(verified.has_value()) << verified.error().to_string();
+  EXPECT_TRUE(verified->ok()) << verified->differences.front();
+
+  // Two tiered meters of one event type are refused, naming them.
+  auto two_tiered = open(config(std::string(kTieredPrices) +
+                                "\n[[meters]]\nkey = \"calls2\"\nevent_type = \"api_call\"\n"
+                                "aggregation = \"count\"\n\n[[prices]]\nmeter = \"calls2\"\n"
+                                "model = \"flat\"\nflat_fee = \"1\"\n"));
+  ASSERT_FALSE(two_tiered.has_value());
+  EXPECT_NE(two_tiered.error().message().find("both have a tiered price"), std::string::npos)
+      << two_tiered.error().message();
 }
 
 // ---- limit overrides and the limits report ----------------------------------------------------

@@ -258,6 +258,16 @@ class BatchWriter {
 
  private:
   Status insert_events(std::vector<std::int64_t>* seqs, std::vector<bool>* inserted);
+
+  // Per entry of indices_: whether it was inserted (`inserted` is per staged event).
+  std::vector<bool> inserted_at_positions(const std::vector<bool>& inserted) const {
+    std::vector<bool> out(indices_.size(), false);
+    for (std::size_t s = 0; s < staged_.size(); ++s) {
+      out[staged_[s].pos] = inserted[s];
+    }
+    return out;
+  }
+
   void aggregate(const std::vector<bool>& inserted, const std::vector<std::int64_t>& seqs);
   Status upsert_aggregates(EventWriteResult* result);
 
@@ -332,15 +342,14 @@ Status BatchWriter::attempt(EventWriteResult* result) {
   std::vector<std::int64_t> seqs;
   std::vector<bool> inserted;
   TALLY_TRY(insert_events(&seqs, &inserted));
+  if (options_.before_aggregates) {
+    TALLY_TRY(options_.before_aggregates(conn_, inserted_at_positions(inserted)));
+  }
   aggregate(inserted, seqs);
   EventWriteResult out = *result;
   TALLY_TRY(upsert_aggregates(&out));
   if (options_.in_transaction) {
-    std::vector<bool> inserted_now(indices_.size(), false);
-    for (std::size_t s = 0; s < staged_.size(); ++s) {
-      inserted_now[staged_[s].pos] = inserted[s];
-    }
-    TALLY_TRY(options_.in_transaction(conn_, inserted_now));
+    TALLY_TRY(options_.in_transaction(conn_, inserted_at_positions(inserted)));
   }
   TALLY_TRY(tx->commit());
   for (std::size_t s = 0; s < staged_.size(); ++s) {
@@ -412,16 +421,17 @@ void BatchWriter::aggregate(const std::vector<bool>& inserted,
     const core::Event& e = batch_.events()[staged_[s].index];
     const std::string_view customer = batch_.text(e.customer);
     const core::TimeUs minute = core::floor_to(e.time_us, core::kUsPerMinute);
-    for (std::uint32_t m = 0; m < meters_.size(); ++m) {
-      if (!core::meter_accepts(meters_[m], batch_, e, &input, &group)) {
-        continue;
-      }
-      minutes_[AggKey{m, customer, group, minute}].add(input.value, e.time_us,
-                                                       static_cast<std::uint64_t>(seqs[s]));
-      if (meters_[m].aggregation == core::Aggregation::kUniqueCount) {
-        uniques_.emplace(m, customer, group, minute, input.unique);
-      }
-    }
+    const std::optional<EventCharge>* charge =
+        options_.charges.empty() ? nullptr : &options_.charges[staged_[s].pos];
+    feed_meters(meters_, options_.charge_meters, batch_, e,
+                charge != nullptr && charge->has_value() ? &**charge : nullptr, input, group,
+                [&](std::uint32_t m, const std::string& g, const core::MeterInput& in) {
+                  minutes_[AggKey{m, customer, g, minute}].add(in.value, e.time_us,
+                                                               static_cast<std::uint64_t>(seqs[s]));
+                  if (meters_[m].aggregation == core::Aggregation::kUniqueCount) {
+                    uniques_.emplace(m, customer, g, minute, in.unique);
+                  }
+                });
   }
 }
 
@@ -521,6 +531,22 @@ core::TimeUs bucket_unit(UsageBuckets b) {
 }
 
 }  // namespace
+
+ChargeMeters ChargeMeters::of(std::vector<std::uint32_t> cost, std::vector<std::uint32_t> credits,
+                              std::size_t meters) {
+  ChargeMeters out;
+  out.charged.assign(meters, false);
+  for (const std::vector<std::uint32_t>* map : {&cost, &credits}) {
+    for (std::uint32_t m : *map) {
+      if (m != kNoChargeMeter && m < meters) {
+        out.charged[m] = true;
+      }
+    }
+  }
+  out.cost = std::move(cost);
+  out.credits = std::move(credits);
+  return out;
+}
 
 Result<core::AggState> parse_agg_state(const std::vector<pg::Value>& row, std::size_t first) {
   TALLY_ASSERT(row.size() >= first + 7, "an aggregate state is seven columns");

@@ -16,6 +16,7 @@
 //      ORDER BY <key> ON CONFLICT (<key>) DO UPDATE` combining them as AggState::merge does
 //      (count and sum added, least min, greatest max, latest by (time, seq)); distinct values
 //      with ON CONFLICT DO NOTHING. Never one statement per event;
+//   (between 2 and 3, options.before_aggregates, when given: the engine's tiered prices)
 //   5. options.in_transaction, when given, runs last (the engine's credit burns of the inserted
 //      events: wallet rows locked in customer order, ledger rows; engine/cluster_wallets.cc).
 // Every node takes its row locks in the same order (events by (customer, id), then minute rows,
@@ -64,17 +65,87 @@ enum class EventOutcome : std::uint8_t {
   kDuplicate,  // its (customer, id) was stored already, or came earlier in the same batch
 };
 
-// What an event is charged by its prices (the engine prices it: engine/price_match.h), stored in
-// its events row's cost and credits.
-struct EventCharge {
+// What an event is charged for one priced meter that accepts it: the meter's index in
+// write_events' `meters`, and the cost and credits its price gives.
+struct MeterCharge {
+  std::uint32_t meter = 0;
   core::Decimal cost;
   core::Decimal credits;
 };
+
+// What an event is charged by its prices (the engine prices it: engine/price_match.h): the sums
+// over its priced meters, stored in its events row's cost and credits, and each meter's part,
+// added to that meter's charge meters (ChargeMeters).
+struct EventCharge {
+  core::Decimal cost;
+  core::Decimal credits;
+  std::vector<MeterCharge> meters;
+};
+
+inline constexpr std::uint32_t kNoChargeMeter = ~std::uint32_t{0};
+
+// The meters fed by pricing rather than by events, as the embedded engine's hidden cost and
+// credits meters (engine/catalog.h): per meter of `meters` (by index), the index in `meters` of
+// the sum meter of its cost and of its credits, or kNoChargeMeter; empty: no such meters. A
+// charge meter is never fed by core::meter_accepts: each inserted event adds its MeterCharge's
+// cost (credits) to its meter's cost (credits) meter, under the group and minute that meter
+// gives the event, with the event's time and sequence number.
+struct ChargeMeters {
+  std::vector<std::uint32_t> cost;
+  std::vector<std::uint32_t> credits;
+  std::vector<bool> charged;  // per meter of `meters` (or empty): a charge meter
+
+  bool is_charge_meter(std::uint32_t m) const { return m < charged.size() && charged[m]; }
+
+  // From the two per-meter maps (charged is derived).
+  static ChargeMeters of(std::vector<std::uint32_t> cost, std::vector<std::uint32_t> credits,
+                         std::size_t meters);
+};
+
+// What event `e` of `b` adds to `meters`, as write_events and `tally verify` feed them: calls
+// add(meter index, group, input) for each meter core::meter_accepts accepts (charge meters
+// excepted), then, when `charge` has that meter's part, add(cost meter, group, cost) and
+// add(credits meter, group, credits) with the same group (input.unique empty).
+template <class Add>
+void feed_meters(std::span<const core::MeterSpec> meters, const ChargeMeters* charge_meters,
+                 const core::EventBatch& b, const core::Event& e, const EventCharge* charge,
+                 core::MeterInput& input, std::string& group, Add&& add) {
+  for (std::uint32_t m = 0; m < meters.size(); ++m) {
+    if ((charge_meters != nullptr && charge_meters->is_charge_meter(m)) ||
+        !core::meter_accepts(meters[m], b, e, &input, &group)) {
+      continue;
+    }
+    add(m, group, input);
+    if (charge == nullptr || charge_meters == nullptr || m >= charge_meters->cost.size() ||
+        charge_meters->cost[m] == kNoChargeMeter) {
+      continue;
+    }
+    for (const MeterCharge& mc : charge->meters) {
+      if (mc.meter != m) {
+        continue;
+      }
+      core::MeterInput priced;
+      priced.value = mc.cost;
+      add(charge_meters->cost[m], group, priced);
+      priced.value = mc.credits;
+      add(charge_meters->credits[m], group, priced);
+    }
+  }
+}
 
 struct EventWriteOptions {
   // Per entry of `indices`: the event's charge, or nullopt for an event no price charges (cost
   // and credits NULL). Empty: no event is charged. Otherwise its size must be indices' size.
   std::span<const std::optional<EventCharge>> charges;
+  // The meters of `meters` fed by the charges (see ChargeMeters); null: none.
+  const ChargeMeters* charge_meters = nullptr;
+  // Runs inside the transaction after the events are inserted and before the aggregates are
+  // computed, given per entry of `indices` whether that event was inserted now: it may change
+  // the entries of the charges `charges` views (the caller owns them; their count stays) of
+  // inserted events, which the aggregates and in_transaction then read, and store them in the
+  // events' rows (the engine's tiered prices: cluster/pg_prices.h). Its row locks come after
+  // the events' and before the aggregates'; an error rolls back as in_transaction's does.
+  std::function<Status(pg::Connection&, const std::vector<bool>& inserted)> before_aggregates;
   // Runs inside the transaction after the events and aggregates are written, before COMMIT,
   // given per entry of `indices` whether that event was inserted now (each (customer, id) is
   // inserted at most once across every node, so what it does for inserted events happens

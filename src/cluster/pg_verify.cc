@@ -21,8 +21,8 @@ constexpr int kChunk = 10'000;
 
 constexpr std::string_view kEventsCursor =
     "DECLARE tally_verify NO SCROLL CURSOR FOR SELECT seq, customer_id, event_id, type, "
-    "(extract(epoch FROM time) * 1000000)::bigint, quantity, properties::text FROM events "
-    "ORDER BY seq";
+    "(extract(epoch FROM time) * 1000000)::bigint, quantity, properties::text, cost, credits "
+    "FROM events ORDER BY seq";
 
 constexpr std::string_view kStoredAggregates =
     "SELECT meter, customer_id, group_key, (extract(epoch FROM bucket_start) * 1000000)::bigint, "
@@ -72,27 +72,37 @@ Status parse_rows(const pg::QueryResult& rows, core::ParsedEvents* parsed) {
   return Status();
 }
 
-// Feeds one chunk of events to the meters, as write_events() does.
+// Feeds one chunk of events to the meters, as write_events() does (feed_meters).
 void recompute(const pg::QueryResult& rows, core::ParsedEvents& parsed,
-               std::span<const core::MeterSpec> meters, States* minutes, Uniques* uniques) {
+               std::span<const core::MeterSpec> meters, const ChargeMeters* charge_meters,
+               const ChargeEvents& charge, States* minutes, Uniques* uniques) {
   core::EventBatch& b = parsed.batch;
+  std::vector<std::uint32_t> all(b.size());
+  std::vector<std::optional<EventCharge>> stored(b.size());
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    b.events()[i].quantity = static_cast<std::uint32_t>(pg::int_or_zero(rows.rows[i][5]));
+    all[i] = static_cast<std::uint32_t>(i);
+    if (rows.rows[i][7]) {
+      stored[i] = EventCharge{to_decimal(rows.rows[i][7]), to_decimal(rows.rows[i][8]), {}};
+    }
+  }
+  const std::vector<std::optional<EventCharge>> charges =
+      charge ? charge(b, all, stored) : std::vector<std::optional<EventCharge>>{};
   core::MeterInput input;
   std::string group;
   for (std::size_t i = 0; i < b.size(); ++i) {
-    core::Event& e = b.events()[i];
-    e.quantity = static_cast<std::uint32_t>(pg::int_or_zero(rows.rows[i][5]));
+    const core::Event& e = b.events()[i];
     const auto seq = static_cast<std::uint64_t>(pg::int_or_zero(rows.rows[i][0]));
     const TimeUs minute = core::floor_to(e.time_us, core::kUsPerMinute);
-    for (const core::MeterSpec& m : meters) {
-      if (!core::meter_accepts(m, b, e, &input, &group)) {
-        continue;
-      }
-      const std::string customer(b.text(e.customer));
-      (*minutes)[Key{m.key, customer, group, minute}].add(input.value, e.time_us, seq);
-      if (m.aggregation == core::Aggregation::kUniqueCount) {
-        uniques->emplace(m.key, customer, group, minute, std::string(input.unique));
-      }
-    }
+    const std::string customer(b.text(e.customer));
+    const EventCharge* c = i < charges.size() && charges[i] ? &*charges[i] : nullptr;
+    feed_meters(meters, charge_meters, b, e, c, input, group,
+                [&](std::uint32_t m, const std::string& g, const core::MeterInput& in) {
+                  (*minutes)[Key{meters[m].key, customer, g, minute}].add(in.value, e.time_us, seq);
+                  if (meters[m].aggregation == core::Aggregation::kUniqueCount) {
+                    uniques->emplace(meters[m].key, customer, g, minute, std::string(in.unique));
+                  }
+                });
   }
 }
 
@@ -266,7 +276,8 @@ Status compare_ledger(pg::Connection& conn, ShardVerify* out, Report* report) {
 }  // namespace
 
 Result<ShardVerify> verify_shard(pg::Connection& conn, std::span<const core::MeterSpec> meters,
-                                 const std::string& shard) {
+                                 const std::string& shard, const ChargeMeters* charge_meters,
+                                 const ChargeEvents& charge) {
   ShardVerify out;
   Report report(&out, shard);
   auto txn = pg::Transaction::begin(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
@@ -287,7 +298,7 @@ Result<ShardVerify> verify_shard(pg::Connection& conn, std::span<const core::Met
     }
     out.events += rows->row_count();
     TALLY_TRY(parse_rows(*rows, &parsed));
-    recompute(*rows, parsed, meters, &minutes, &uniques);
+    recompute(*rows, parsed, meters, charge_meters, charge, &minutes, &uniques);
   }
   // An hour is the merge of its minutes, as write_events() rolls them up.
   States hours;

@@ -21,10 +21,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "cluster/pg_events.h"
 #include "core/meter.h"
 #include "pg/connection.h"
 #include "tally/status.h"
@@ -40,9 +43,20 @@ struct ShardVerify {
 
 inline constexpr std::size_t kVerifyDifferencesMax = 100;
 
-// Verifies one shard (see the file comment); `shard` names it in the differences.
+// What the events of `indices` of a batch are charged, one entry per index (nullopt: nothing);
+// empty when no event is. The engine's pricing (engine/cluster_prices.cc), given what each
+// event's row says it was charged in all (`stored`, per index: cost and credits, no meters).
+using ChargeEvents = std::function<std::vector<std::optional<EventCharge>>(
+    const core::EventBatch&, std::span<const std::uint32_t>,
+    std::span<const std::optional<EventCharge>> stored)>;
+
+// Verifies one shard (see the file comment); `shard` names it in the differences. The charge
+// meters of `meters` (charge_meters, null: none) are recomputed from what `charge` gives each
+// event, as write_events feeds them.
 // Errors: the connection's (nothing is changed either way).
 Result<ShardVerify> verify_shard(pg::Connection& conn, std::span<const core::MeterSpec> meters,
-                                 const std::string& shard);
+                                 const std::string& shard,
+                                 const ChargeMeters* charge_meters = nullptr,
+                                 const ChargeEvents& charge = {});
 
 }  // namespace tally::cluster

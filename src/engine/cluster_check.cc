@@ -132,7 +132,11 @@ Status ClusterMode::Impl::prepare_check(const CheckRequest& r, ClusterPrepared* 
       return not_built("a reservation on a prepaid plan (its credits hold)");
     }
     p->prepaid = true;
-    p->credits = check_credits_of(r, *meter, p->amount, clock->now_us());
+    auto credits = check_credits_of(r, p->customer, *meter, p->amount, clock->now_us());
+    if (!credits) {
+      return credits.error();
+    }
+    p->credits = *credits;
   }
   return Status();
 }
@@ -536,20 +540,15 @@ void ClusterMode::Impl::write_usage(std::vector<PendingUsage> batch) {
     if (by_shard[shard].empty()) {
       continue;
     }
-    const std::vector<std::optional<cluster::EventCharge>> charges = charges_of(b, by_shard[shard]);
-    Status s;
-    for (int attempt = 0; attempt < 50; ++attempt) {
+    WriteCharges charges;
+    cluster::EventWriteOptions options;
+    const Status prepared = prepare_write(b, by_shard[shard], nullptr, &charges, &options);
+    Status s = prepared;
+    for (int attempt = 0; prepared.ok() && attempt < 50; ++attempt) {
       auto lease = shards[shard]->lease();
       if (!lease) {
         s = lease.error();
       } else {
-        cluster::EventWriteOptions options;
-        options.charges = charges;
-        if (!charges.empty()) {
-          options.in_transaction = [&](pg::Connection& conn, const std::vector<bool>& inserted) {
-            return burn_credits(conn, b, by_shard[shard], charges, inserted);
-          };
-        }
         auto written =
             cluster::write_events(**lease, b, by_shard[shard], meter_specs, received, options);
         s = written.status();

@@ -63,8 +63,10 @@ Result<std::int64_t> integer_of(const Result<redis::Reply>& reply) {
 
 }  // namespace
 
-core::Decimal ClusterMode::Impl::check_credits_of(const CheckRequest& r, const MeterDef& meter,
-                                                  core::Decimal amount, TimeUs now) const {
+Result<core::Decimal> ClusterMode::Impl::check_credits_of(const CheckRequest& r,
+                                                          const Customer& customer,
+                                                          const MeterDef& meter,
+                                                          core::Decimal amount, TimeUs now) {
   std::vector<std::pair<std::string_view, std::string_view>> props;
   for (const auto& [k, v] : r.properties) {
     props.emplace_back(k, v);
@@ -74,8 +76,26 @@ core::Decimal ClusterMode::Impl::check_credits_of(const CheckRequest& r, const M
   if (!price) {
     return core::Decimal{};
   }
-  // Per-unit only (ClusterMode::open refuses the rest): the period's usage does not matter.
-  const core::Decimal cost = core::incremental_cost(price->version->spec, core::Decimal{}, amount);
+  // A tiered price: after the units its period counted so far (committed; as the embedded
+  // check reads its live usage), an estimate like the embedded store's.
+  core::Decimal before;
+  if (core::price_is_tiered(price->version->spec)) {
+    const core::PeriodContext pc = period_context_of(customer);
+    core::TimeUs start = 0;
+    core::TimeUs end = 0;
+    core::billing_period_span(now, pc.billing_anchor_us, pc.tz, &start, &end);
+    auto lease = shard_of(customer.id).lease();
+    if (!lease) {
+      return lease.error();
+    }
+    auto units = cluster::read_price_usage(
+        **lease, cluster::PeriodKey{customer.id, catalog->prices[price->index].key, start});
+    if (!units) {
+      return units.error();
+    }
+    before = *units;
+  }
+  const core::Decimal cost = core::incremental_cost(price->version->spec, before, amount);
   return core::credits_for(price->version->spec, cost);
 }
 

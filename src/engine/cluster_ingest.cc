@@ -281,14 +281,9 @@ Status ClusterMode::Impl::write_group(const core::EventBatch& b,
   if (!lease) {
     return lease.error();
   }
-  const std::vector<std::optional<cluster::EventCharge>> charges = charges_of(b, write);
+  WriteCharges charges;
   cluster::EventWriteOptions options;
-  options.charges = charges;
-  if (!charges.empty()) {
-    options.in_transaction = [&](pg::Connection& conn, const std::vector<bool>& inserted) {
-      return burn_credits(conn, b, write, charges, inserted);
-    };
-  }
+  TALLY_TRY(prepare_write(b, write, &customers, &charges, &options));
   auto written = cluster::write_events(**lease, b, write, meter_specs, clock->now_us(), options);
   if (!written) {
     return written.error();

@@ -37,13 +37,13 @@ Result<std::unique_ptr<ClusterMode>> ClusterMode::open(const config::Config& con
   impl->config = &config;
   impl->catalog = &catalog;
   impl->clock = &clock;
+  // Every meter, by its catalog index: a priced meter's hidden cost and credits meters are
+  // aggregated from the charges (cluster::ChargeMeters), never from events' properties.
   for (const auto& m : catalog.meters) {
-    // A priced meter's hidden cost and credits meters are not kept in the aggregates (no cost
-    // or credits query is built yet): events never feed them from their properties.
-    if (!m.hidden) {
-      impl->meter_specs.push_back(m.spec);
-    }
+    impl->meter_specs.push_back(m.spec);
   }
+  impl->charge_meters =
+      cluster::ChargeMeters::of(catalog.cost_meter, catalog.credits_meter, catalog.meters.size());
   impl->node_prefix = common::to_hex(common::random_bytes(6));
   for (std::size_t i = 0; i < cc.postgres.size(); ++i) {
     pg::ConnectOptions co;
@@ -404,7 +404,12 @@ Result<VerifyReport> ClusterMode::verify() {
     if (!lease) {
       return lease.error();
     }
-    auto checked = cluster::verify_shard(**lease, impl_->meter_specs, shard->name());
+    auto checked = cluster::verify_shard(
+        **lease, impl_->meter_specs, shard->name(), &impl_->charge_meters,
+        [this](const core::EventBatch& b, std::span<const std::uint32_t> indices,
+               std::span<const std::optional<cluster::EventCharge>> stored) {
+          return impl_->charges_to_verify(b, indices, stored);
+        });
     if (!checked) {
       return checked.error();
     }

@@ -52,8 +52,8 @@ class ClusterMode {
   // migrate`, or that a newer Tally migrated, is refused naming it) and to the Redis Cluster
   // (loading the limit function). `catalog` and `config` must outlive the node. Errors:
   // kUnavailable for a server that cannot be reached; kInvalidArgument for a schema this
-  // binary cannot serve, or a configuration the mode cannot honour yet (tiered prices, API-key
-  // rate limits): it says which.
+  // binary cannot serve, or a configuration the mode cannot honour yet (two tiered-priced meters of
+  // one event type, API-key rate limits): it says which.
   static Result<std::unique_ptr<ClusterMode>> open(const config::Config& config,
                                                    const Catalog& catalog, const Clock& clock);
   ~ClusterMode();

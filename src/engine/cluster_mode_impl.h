@@ -22,6 +22,7 @@
 #include "cluster/pg_alerts.h"
 #include "cluster/pg_customers.h"
 #include "cluster/pg_events.h"
+#include "cluster/pg_prices.h"
 #include "cluster/pg_query.h"
 #include "cluster/pg_reservations.h"
 #include "cluster/pg_verify.h"
@@ -144,12 +145,33 @@ struct ClusterPrepared {
 
 struct CounterAdds;  // cluster_ingest.cc
 
+// A part of an event's charge that a tiered price gives (cluster_prices.cc): it depends on the
+// units of the customer's billing period before it, so it is priced in the write's transaction.
+struct TieredPart {
+  std::size_t pos = 0;      // the event's entry in the write's indices
+  std::uint32_t meter = 0;  // the priced meter (catalog index)
+  std::uint32_t price = 0;  // Catalog::prices index
+  const core::PriceVersion* version = nullptr;
+  core::Decimal units;  // what the event adds to the meter
+};
+
+// What a write's events are charged (cluster_prices.cc), per entry of its indices: `base` from
+// per_unit prices, known before the write; `charges`, what write_events and the burns read:
+// `base` plus, once priced in the write's transaction, the tiered parts of the events inserted.
+struct WriteCharges {
+  std::vector<std::optional<cluster::EventCharge>> base;
+  std::vector<std::optional<cluster::EventCharge>> charges;
+  std::vector<TieredPart> tiered;
+  std::map<std::string, core::PeriodContext> periods;  // the customers of `tiered`
+};
+
 struct ClusterMode::Impl {
   const config::Config* config = nullptr;
   const Catalog* catalog = nullptr;
   const Clock* clock = nullptr;
   std::vector<std::unique_ptr<cluster::PgPool>> shards;
   std::vector<core::MeterSpec> meter_specs;  // the catalog's meters, for write_events
+  cluster::ChargeMeters charge_meters;       // its hidden cost and credits meters among them
   std::string node_prefix;                   // names this node's check events
 
   // Redis clients, leased one per calling thread.
@@ -278,13 +300,33 @@ struct ClusterMode::Impl {
   Result<std::vector<cluster::GroupedUsage>> read_shards(const core::MeterSpec& spec,
                                                          const cluster::GroupedQuery& query);
   void writer_loop(std::size_t shard);
-  // cluster_prices.cc: per entry of `indices`, what the event is charged (nullopt: no price
-  // charges it); empty when the catalog has no prices.
+  // cluster_prices.cc: per entry of `indices`, what the event is charged by per_unit prices
+  // (nullopt: none charges it); empty when the catalog has no prices. The parts tiered prices
+  // charge are appended to *tiered (in event, then meter order).
   std::vector<std::optional<cluster::EventCharge>> charges_of(
-      const core::EventBatch& b, std::span<const std::uint32_t> indices) const;
+      const core::EventBatch& b, std::span<const std::uint32_t> indices,
+      std::vector<TieredPart>* tiered) const;
+  // Prices a write of `indices` into *wc (which must outlive the write) and sets the options
+  // that write them: charges, charge meters, the tiered parts priced in the transaction, the
+  // burns. `customers` (may be null) are the customers already read; others are read.
+  // Errors: reading a customer's.
+  Status prepare_write(const core::EventBatch& b, std::span<const std::uint32_t> indices,
+                       const std::map<std::string, Customer>* customers, WriteCharges* wc,
+                       cluster::EventWriteOptions* options);
+  // For `tally verify`: charges_of's, and each event's tiered part taken from its row's
+  // charge (`stored`, per entry) less its per_unit parts.
+  std::vector<std::optional<cluster::EventCharge>> charges_to_verify(
+      const core::EventBatch& b, std::span<const std::uint32_t> indices,
+      std::span<const std::optional<cluster::EventCharge>> stored) const;
+  // In the write's transaction: the tiered parts of the inserted events, with their periods'
+  // units locked, added to wc.charges and stored (price_usage, the events' rows).
+  Status charge_tiered(pg::Connection& conn, const core::EventBatch& b,
+                       std::span<const std::uint32_t> indices, WriteCharges& wc,
+                       const std::vector<bool>& inserted);
   // cluster_credits.cc: prepaid checks. The credits a check of `amount` of `meter` needs now.
-  core::Decimal check_credits_of(const CheckRequest& r, const MeterDef& meter, core::Decimal amount,
-                                 TimeUs now) const;
+  // A tiered price counts the customer's period's units committed so far.
+  Result<core::Decimal> check_credits_of(const CheckRequest& r, const Customer& customer,
+                                         const MeterDef& meter, core::Decimal amount, TimeUs now);
   // Whether the customer's balance less the credits in flight on every node covers `credits`
   // (sets out's prepaid fields); when consuming, `credits` are added to those in flight first
   // and stay there when admitted (release_credits once burned), else are taken back.

@@ -127,19 +127,14 @@ Result<std::vector<cluster::GroupedUsage>> ClusterMode::Impl::read_shards(
 
 Result<QueryResult> ClusterMode::query(const MeterQuery& q) {
   Impl& d = *impl_;
-  // Resolved and refused in the embedded store's order (query.cc, plan_query).
-  const MeterDef* meter = d.catalog->find(q.meter);
-  if (meter == nullptr) {
-    return Status::not_found("meter '" + q.meter + "' does not exist");
+  // Resolved and refused in the embedded store's order (query.cc, plan_query). A cost or
+  // credits query reads the meter's hidden cost or credits meter, aggregated from the charges
+  // in the events' transaction (cluster_prices.cc) as the embedded store aggregates it.
+  auto meter = query_meter(*d.catalog, q);
+  if (!meter) {
+    return meter.error();
   }
-  if (q.measure != Measure::kUnits) {
-    if (!d.catalog->prices_by_meter[d.catalog->index_of(meter)].empty()) {
-      return not_built("a cost or credits query");
-    }
-    return Status::invalid_argument("meter '" + q.meter + "' has no price, so no " +
-                                    std::string(to_string(q.measure)));
-  }
-  const core::MeterSpec& spec = meter->spec;
+  const core::MeterSpec& spec = (*meter)->spec;
   std::vector<std::size_t> projection;
   std::vector<std::pair<std::size_t, std::string>> filters;
   TALLY_TRY(resolve_query_groups(spec, q, &projection, &filters));
@@ -151,16 +146,12 @@ Result<QueryResult> ClusterMode::query(const MeterQuery& q) {
     }
     only = std::move(*c);
   }
-  core::TimeZone tz;
-  if (!q.timezone.empty()) {
-    auto z = core::TimeZone::find(q.timezone);
-    if (!z) {
-      return z.error();
-    }
-    tz = *z;
-  } else if (only) {
-    tz = period_context_of(*only).tz;
+  const core::TimeZone customer_tz = only ? period_context_of(*only).tz : core::TimeZone();
+  auto zone = query_zone(q, only ? &customer_tz : nullptr);
+  if (!zone) {
+    return zone.error();
   }
+  const core::TimeZone tz = *zone;
   const TimeUs from = core::floor_to(q.from_us, core::kUsPerMinute);
   const TimeUs to = core::ceil_to(q.to_us, core::kUsPerMinute);
   if (to <= from) {
@@ -282,23 +273,32 @@ Result<CustomerUsage> ClusterMode::customer_usage(const std::string& customer, T
   if (!lease) {
     return lease.error();
   }
-  for (const MeterDef& m : d.catalog->meters) {
-    if (m.hidden) {
-      continue;
-    }
-    cluster::UsageQuery uq;
-    uq.customer = customer;
-    uq.from_us = from;
-    uq.to_us = to;
-    auto usage = cluster::read_usage(**lease, m.spec, uq);
+  cluster::UsageQuery uq;
+  uq.customer = customer;
+  uq.from_us = from;
+  uq.to_us = to;
+  auto total = [&](std::uint32_t meter, std::string* value) -> Status {
+    auto usage = cluster::read_usage(**lease, d.catalog->meters[meter].spec, uq);
     if (!usage) {
       return usage.error();
+    }
+    *value = std::move(usage->value);
+    return Status();
+  };
+  for (std::uint32_t i = 0; i < d.catalog->meters.size(); ++i) {
+    const MeterDef& m = d.catalog->meters[i];
+    if (m.hidden) {
+      continue;
     }
     UsageItem item;
     item.meter = m.spec.key;
     item.aggregation = m.spec.aggregation;
     item.unit = m.spec.unit;
-    item.value = usage->value;
+    TALLY_TRY(total(i, &item.value));
+    if (d.catalog->cost_meter[i] != kNoMeter) {
+      TALLY_TRY(total(d.catalog->cost_meter[i], &item.cost));
+      TALLY_TRY(total(d.catalog->credits_meter[i], &item.credits));
+    }
     out.meters.push_back(std::move(item));
   }
   return out;

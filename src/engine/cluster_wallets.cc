@@ -36,6 +36,44 @@ std::uint64_t renumbered(std::uint64_t seq, const std::vector<std::int64_t>& seq
   return seq >= kProvisionalSeq ? static_cast<std::uint64_t>(seqs[seq - kProvisionalSeq]) : seq;
 }
 
+// A ledger record as its row of `customer`, and back: the one mapping of the two shapes.
+cluster::LedgerRow row_of(const std::string& customer, const LedgerRecord& t) {
+  cluster::LedgerRow r;
+  r.customer = customer;
+  r.seq = static_cast<std::int64_t>(t.seq);
+  r.type = t.type;
+  r.amount = t.amount;
+  r.before = t.before;
+  r.after = t.after;
+  r.held = t.held;
+  r.event_id = t.event_id;
+  r.grant_seq = static_cast<std::int64_t>(t.grant_seq);
+  r.reservation_id = t.reservation_id;
+  r.description = t.description;
+  r.priority = t.priority;
+  r.expires_at_us = t.expires_at_us;
+  r.created_at_us = t.created_at_us;
+  return r;
+}
+
+LedgerRecord record_of(const cluster::LedgerRow& r) {
+  LedgerRecord t;
+  t.seq = static_cast<std::uint64_t>(r.seq);
+  t.type = r.type;
+  t.amount = r.amount;
+  t.before = r.before;
+  t.after = r.after;
+  t.held = r.held;
+  t.event_id = r.event_id;
+  t.grant_seq = static_cast<std::uint64_t>(r.grant_seq);
+  t.reservation_id = r.reservation_id;
+  t.description = r.description;
+  t.priority = r.priority;
+  t.expires_at_us = r.expires_at_us;
+  t.created_at_us = r.created_at_us;
+  return t;
+}
+
 // The changed wallets (customer -> state) and their new transactions (customer, record), in
 // order, numbered from kProvisionalSeq.
 struct WalletChanges {
@@ -56,22 +94,7 @@ Status write_changes(pg::Connection& conn, WalletChanges& changes) {
   for (auto& [customer, t] : changes.txns) {
     t.seq = renumbered(t.seq, *seqs);
     t.grant_seq = renumbered(t.grant_seq, *seqs);
-    cluster::LedgerRow r;
-    r.customer = customer;
-    r.seq = static_cast<std::int64_t>(t.seq);
-    r.type = t.type;
-    r.amount = t.amount;
-    r.before = t.before;
-    r.after = t.after;
-    r.held = t.held;
-    r.event_id = t.event_id;
-    r.grant_seq = static_cast<std::int64_t>(t.grant_seq);
-    r.reservation_id = t.reservation_id;
-    r.description = t.description;
-    r.priority = t.priority;
-    r.expires_at_us = t.expires_at_us;
-    r.created_at_us = t.created_at_us;
-    rows.push_back(std::move(r));
+    rows.push_back(row_of(customer, t));
   }
   std::vector<cluster::WalletWrite> writes;
   for (auto& [customer, w] : changes.wallets) {
@@ -258,21 +281,7 @@ Result<LedgerPage> ClusterMode::wallet_transactions(const LedgerQuery& q) {
       page.next_cursor = std::to_string(page.transactions.back().seq);
       break;
     }
-    LedgerRecord record;
-    record.seq = static_cast<std::uint64_t>(r.seq);
-    record.type = r.type;
-    record.amount = r.amount;
-    record.before = r.before;
-    record.after = r.after;
-    record.held = r.held;
-    record.event_id = r.event_id;
-    record.grant_seq = static_cast<std::uint64_t>(r.grant_seq);
-    record.reservation_id = r.reservation_id;
-    record.description = r.description;
-    record.priority = r.priority;
-    record.expires_at_us = r.expires_at_us;
-    record.created_at_us = r.created_at_us;
-    LedgerTransaction t = to_transaction(record);
+    LedgerTransaction t = to_transaction(record_of(r));
     t.customer = q.customer;
     page.transactions.push_back(std::move(t));
   }

@@ -38,8 +38,8 @@ std::optional<PriceMatch> match_price(
 // its [[prices]] entries, each in effect from its effective_from (since forever without one),
 // known always. Every node must run with the same [[prices]].
 // Errors: kInvalidArgument naming the price for two entries of one price from the same instant,
-// or for a model that counts units within the billing period (all but per_unit), which the
-// mode does not price yet.
+// or naming the meters when two meters of one event type have tiered prices (models that count
+// units within the billing period: `tally verify` could not split an event's charge over them).
 Status add_config_versions(Catalog& catalog, const config::Config& config);
 
 }  // namespace tally::engine

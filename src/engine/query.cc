@@ -18,6 +18,31 @@ namespace tally {
 
 namespace engine {
 
+Result<const MeterDef*> query_meter(const Catalog& catalog, const MeterQuery& q) {
+  const MeterDef* m = catalog.find(q.meter);
+  if (m == nullptr) {
+    return Status::not_found("meter '" + q.meter + "' does not exist");
+  }
+  if (q.measure == Measure::kUnits) {
+    return m;
+  }
+  const std::uint32_t base = catalog.index_of(m);
+  const std::uint32_t hidden =
+      (q.measure == Measure::kCost ? catalog.cost_meter : catalog.credits_meter)[base];
+  if (hidden == kNoMeter) {
+    return Status::invalid_argument("meter '" + q.meter + "' has no price, so no " +
+                                    std::string(to_string(q.measure)));
+  }
+  return &catalog.meters[hidden];
+}
+
+Result<core::TimeZone> query_zone(const MeterQuery& q, const core::TimeZone* customer_tz) {
+  if (!q.timezone.empty()) {
+    return core::TimeZone::find(q.timezone);
+  }
+  return customer_tz != nullptr ? *customer_tz : core::TimeZone();
+}
+
 Status resolve_query_groups(const core::MeterSpec& spec, const MeterQuery& q,
                             std::vector<std::size_t>* projection,
                             std::vector<std::pair<std::size_t, std::string>>* filters) {
@@ -216,20 +241,11 @@ struct QueryPlan {
 // Errors: kNotFound (meter, customer), kInvalidArgument (cost or credits of a meter without a
 // price, group_by, filter, zone, window, range). REQUIRES: state_mutex held (shared).
 Status plan_query(const Engine::Impl& d, const MeterQuery& q, QueryPlan* plan) {
-  const engine::MeterDef* m = d.catalog->find(q.meter);
-  if (m == nullptr) {
-    return Status::not_found("meter '" + q.meter + "' does not exist");
+  auto meter = engine::query_meter(*d.catalog, q);
+  if (!meter) {
+    return meter.error();
   }
-  if (q.measure != Measure::kUnits) {
-    const std::uint32_t base = d.catalog->index_of(m);
-    const std::uint32_t hidden =
-        (q.measure == Measure::kCost ? d.catalog->cost_meter : d.catalog->credits_meter)[base];
-    if (hidden == engine::kNoMeter) {
-      return Status::invalid_argument("meter '" + q.meter + "' has no price, so no " +
-                                      std::string(to_string(q.measure)));
-    }
-    m = &d.catalog->meters[hidden];
-  }
+  const engine::MeterDef* m = *meter;
   const core::MeterSpec& spec = m->spec;
   // Projection and filters name group-by properties of the meter.
   std::vector<std::size_t> projection;
@@ -242,16 +258,11 @@ Status plan_query(const Engine::Impl& d, const MeterQuery& q, QueryPlan* plan) {
       return Status::not_found("customer '" + q.customer + "' does not exist");
     }
   }
-  core::TimeZone tz;
-  if (!q.timezone.empty()) {
-    auto z = core::TimeZone::find(q.timezone);
-    if (!z) {
-      return z.error();
-    }
-    tz = *z;
-  } else if (only != nullptr) {
-    tz = only->tz;
+  auto zone = engine::query_zone(q, only != nullptr ? &only->tz : nullptr);
+  if (!zone) {
+    return zone.error();
   }
+  const core::TimeZone tz = *zone;
   const std::optional<core::Window> window = q.window;
   const core::TimeUs from = core::floor_to(q.from_us, core::kUsPerMinute);
   const core::TimeUs to = core::ceil_to(q.to_us, core::kUsPerMinute);

@@ -9,10 +9,24 @@
 
 #include "core/aggregate.h"
 #include "core/meter.h"
+#include "core/time.h"
 #include "tally/status.h"
 #include "tally/types.h"
 
 namespace tally::engine {
+
+class Catalog;
+struct MeterDef;
+
+// The meter whose aggregates a query reads: q.meter, or for the cost or credits measure that
+// meter's hidden cost or credits meter (catalog.h). Errors: kNotFound for a meter that does not
+// exist; kInvalidArgument for cost or credits of a meter without a price.
+Result<const MeterDef*> query_meter(const Catalog& catalog, const MeterQuery& q);
+
+// The zone of a query's windows: q.timezone when given, else the zone of the one customer asked
+// (`customer_tz`; null when every customer is), else UTC. Errors: kInvalidArgument for a zone
+// that does not exist.
+Result<core::TimeZone> query_zone(const MeterQuery& q, const core::TimeZone* customer_tz);
 
 // At most this many rows in one query's answer.
 inline constexpr std::size_t kQueryRowsMax = 100'000;

@@ -199,10 +199,27 @@ constexpr std::string_view kLimitOverrides = R"sql(
 ALTER TABLE customers ADD COLUMN limit_overrides jsonb NOT NULL DEFAULT '[]';
 )sql";
 
+// Version 7: the units each tiered price (graduated, volume, package, flat) has counted in a
+// customer's billing period (cluster/pg_prices.h), locked and updated in the transaction of the
+// events it charges.
+constexpr std::string_view kPriceUsage = R"sql(
+CREATE TABLE price_usage (
+  customer_id text NOT NULL,
+  price text NOT NULL,
+  period_start timestamptz NOT NULL,
+  units numeric(38, 9) NOT NULL DEFAULT 0,
+  PRIMARY KEY (customer_id, price, period_start)
+);
+)sql";
+
 constexpr Migration kMigrations[] = {
-    {1, "the initial cluster schema", kInitialSchema}, {2, "customers' trial start", kTrialStart},
-    {3, "alert and delivery details", kAlertDetails},  {4, "open reservations", kReservations},
-    {5, "wallets' grants and debt", kWalletState},     {6, "limit overrides", kLimitOverrides},
+    {1, "the initial cluster schema", kInitialSchema},
+    {2, "customers' trial start", kTrialStart},
+    {3, "alert and delivery details", kAlertDetails},
+    {4, "open reservations", kReservations},
+    {5, "wallets' grants and debt", kWalletState},
+    {6, "limit overrides", kLimitOverrides},
+    {7, "tiered prices' period units", kPriceUsage},
 };
 
 constexpr std::string_view kCreateVersionTable =
