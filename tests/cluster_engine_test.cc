@@ -19,6 +19,7 @@
 
 #include "config/config.h"
 #include "core/decimal.h"
+#include "export/export.h"
 #include "support/http_receiver.h"
 #include "support/pg_server.h"
 #include "support/process.h"
@@ -1608,6 +1609,249 @@ TEST_F(ClusterEngineTest, VerifyProvesTheLedgerAndFindsTampering) {
       << balance->differences[0];
   EXPECT_NE(balance->differences[1].find("its row and its state differ"), std::string::npos)
       << balance->differences[1];
+}
+
+// ---- listing and exporting stored events ------------------------------------------------------
+
+// A stored event as text, all but its seq (the embedded store's is global, a shard's its own).
+std::string event_text(const StoredEvent& e) {
+  std::string s = e.id + "|" + e.customer + "|" + e.type + "|" + std::to_string(e.time_us) + "|" +
+                  std::to_string(e.received_at_us) + "|" + std::to_string(e.quantity) + "|" +
+                  (e.flagged ? "flagged" : "") + "|" + (e.priced ? e.cost + "/" + e.credits : "-");
+  for (const auto& p : e.properties) {
+    s += "|" + p.key + "=" + std::to_string(static_cast<int>(p.kind)) + ":" + p.text;
+  }
+  return s;
+}
+
+// Every page of a listing, following its cursors (at most 200 pages).
+Result<std::vector<std::vector<std::string>>> pages_of(const Engine& e, EventListQuery q) {
+  std::vector<std::vector<std::string>> pages;
+  for (int n = 0; n < 200; ++n) {
+    auto page = e.list_events(q);
+    if (!page) {
+      return page.error();
+    }
+    std::vector<std::string> texts;
+    for (const auto& ev : page->events) {
+      texts.push_back(event_text(ev));
+    }
+    pages.push_back(std::move(texts));
+    if (page->next_cursor.empty()) {
+      return pages;
+    }
+    q.cursor = page->next_cursor;
+  }
+  return Status::internal("more than 200 pages");
+}
+
+class ClusterListingTest : public ClusterEngineTest {
+ protected:
+  // Two shards, a node, and an embedded engine in memory with the same meters and prices; both
+  // hold the same customers, created a second apart in an order that is not their ids', and
+  // the same events (priced and not, nested properties, number texts jsonb would rewrite).
+  void start() {
+    ASSERT_TRUE(pg2_->create_database(db_).ok());
+    two_shards_ = true;
+    migrate();
+    auto c = open(config(kPrices));
+    ASSERT_TRUE(c.has_value()) << c.error().to_string();
+    cluster_ = std::move(*c);
+    EngineOptions o;
+    o.config_toml = std::string(kMeters) + kPrices;
+    o.in_memory = true;
+    o.clock = &clock_;
+    auto e = Engine::open(o);
+    ASSERT_TRUE(e.has_value()) << e.error().to_string();
+    embedded_ = std::move(*e);
+    for (const char* id : kCustomers) {
+      Customer k;
+      k.id = id;
+      ASSERT_TRUE(cluster_->create_customer(k).has_value());
+      ASSERT_TRUE(embedded_->create_customer(k).has_value());
+      clock_.advance_us(1'000'000);
+    }
+    for (int batch = 0; batch < 3; ++batch) {
+      std::string body = "[";
+      for (int i = 0; i < 40; ++i) {
+        const int n = batch * 40 + i;
+        const bool completion = n % 3 == 0;
+        body += std::string(i == 0 ? "" : ",") + R"({"id":"ev)" + std::to_string(n) +
+                R"(","customer_id":")" + kCustomers[n % 5] + R"(","type":")" +
+                (completion ? "completion" : "api_call") + R"(","timestamp":"2026-12-07T09:)" +
+                (n % 60 < 10 ? "0" : "") + std::to_string(n % 60) +
+                R"(:00Z","properties":{"z":1.50,"route":")" + (n % 4 == 0 ? "gold" : "tin") +
+                R"(","a":{"b":"x\"é","c":true},"n":null,"big":1e3,"tokens":)" +
+                std::to_string(n % 7 + 1) + "}}";
+      }
+      body += "]";
+      auto a = cluster_->ingest_json(body);
+      ASSERT_TRUE(a.has_value()) << a.error().to_string();
+      auto b = embedded_->ingest_json(body);
+      ASSERT_TRUE(b.has_value()) << b.error().to_string();
+      ASSERT_EQ(a->accepted, 40u) << (a->errors.empty() ? "" : a->errors[0].message);
+      ASSERT_EQ(b->accepted, 40u);
+      clock_.advance_us(1'000'000);
+    }
+    // A customer created by its first event.
+    const std::string first = R"({"id":"n1","customer_id":"new1","type":"api_call",)"
+                              R"("timestamp":"2026-12-07T09:59:00Z","properties":{"k":"v"}})";
+    ASSERT_EQ(cluster_->ingest_json(first)->accepted, 1u);
+    ASSERT_EQ(embedded_->ingest_json(first)->accepted, 1u);
+    for (PgServer* server : {pg_.get(), pg2_.get()}) {
+      auto r = server->psql(db_, "SELECT count(DISTINCT customer_id) FROM events");
+      ASSERT_TRUE(r.has_value()) << r.error().to_string();
+      EXPECT_GE(std::stoi(*r), 1);
+    }
+  }
+
+  // The node's pages of `q` are the embedded store's: the same events, pages and order.
+  void same(const EventListQuery& q, const std::string& what, std::size_t pages_min) {
+    SCOPED_TRACE(what);
+    auto want = pages_of(*embedded_, q);
+    auto got = pages_of(*cluster_, q);
+    ASSERT_TRUE(want.has_value()) << want.error().to_string();
+    ASSERT_TRUE(got.has_value()) << got.error().to_string();
+    EXPECT_GE(want->size(), pages_min);
+    ASSERT_EQ(got->size(), want->size());
+    for (std::size_t p = 0; p < want->size(); ++p) {
+      ASSERT_EQ((*got)[p], (*want)[p]) << "page " << p;
+    }
+  }
+
+  static constexpr const char* kCustomers[] = {"zed", "amy", "mid", "bo", "kay"};
+  std::unique_ptr<Engine> cluster_;
+  std::unique_ptr<Engine> embedded_;
+};
+
+TEST_F(ClusterListingTest, PagesOfEveryCustomerAndOfOneAreTheEmbeddedAnswer) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  EventListQuery all;
+  all.limit = 7;
+  same(all, "every customer by 7", 18);
+  all.limit = 1000;
+  same(all, "every customer at once", 1);
+  EventListQuery one;
+  one.customer = "mid";
+  one.limit = 5;
+  same(one, "one customer", 5);
+  EventListQuery filtered;
+  filtered.type = "completion";
+  filtered.from_us = kNow - 3'600'000'000LL + 10 * 60'000'000LL;  // 09:10
+  filtered.to_us = kNow - 3'600'000'000LL + 50 * 60'000'000LL;    // 09:50
+  filtered.limit = 3;
+  same(filtered, "a type and a range", 4);
+  filtered.customer = "zed";
+  filtered.type = "api_call";
+  same(filtered, "one customer's type and range", 2);
+  EventListQuery none;
+  none.type = "nothing";
+  same(none, "nothing", 1);
+
+  // The first page's events are the embedded store's first seven, whatever shard they are on.
+  all.limit = 7;
+  auto page = cluster_->list_events(all);
+  ASSERT_TRUE(page.has_value()) << page.error().to_string();
+  ASSERT_EQ(page->events.size(), 7u);
+  EXPECT_EQ(page->events[0].customer, "zed");  // created first, though last by id
+  // A cursor is good on any node: another one goes on from it.
+  auto b = open(config(kPrices));
+  ASSERT_TRUE(b.has_value()) << b.error().to_string();
+  EventListQuery next = all;
+  next.cursor = page->next_cursor;
+  auto on_a = cluster_->list_events(next);
+  auto on_b = (*b)->list_events(next);
+  ASSERT_TRUE(on_a.has_value() && on_b.has_value());
+  ASSERT_EQ(on_b->events.size(), 7u);
+  for (std::size_t i = 0; i < 7; ++i) {
+    EXPECT_EQ(event_text(on_b->events[i]), event_text(on_a->events[i])) << i;
+  }
+  EXPECT_EQ(on_b->next_cursor, on_a->next_cursor);
+}
+
+TEST_F(ClusterListingTest, ErrorsAreTheEmbeddedOnes) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  auto same_error = [&](const EventListQuery& q, StatusCode code, const std::string& what) {
+    auto want = embedded_->list_events(q);
+    auto got = cluster_->list_events(q);
+    ASSERT_FALSE(want.has_value()) << what;
+    ASSERT_FALSE(got.has_value()) << what;
+    EXPECT_EQ(want.error().code(), code) << what;
+    EXPECT_EQ(got.error().code(), code) << what;
+    EXPECT_EQ(got.error().message(), want.error().message()) << what;
+  };
+  EventListQuery q;
+  q.customer = "nobody";
+  same_error(q, StatusCode::kNotFound, "an unknown customer");
+  q.customer = "";
+  q.limit = 0;
+  same_error(q, StatusCode::kInvalidArgument, "limit 0");
+  q.limit = 1001;
+  same_error(q, StatusCode::kInvalidArgument, "limit 1001");
+  q.limit = 2;
+  for (const char* bad : {"zz", "1.2.", "1.2.zz", "1.2.6d6964x", " 1.2.6d6964"}) {
+    q.cursor = bad;
+    same_error(q, StatusCode::kInvalidArgument, std::string("cursor ") + bad);
+  }
+  // A cursor of one customer's listing is refused by another's, on both stores.
+  EventListQuery amy;
+  amy.customer = "amy";
+  amy.limit = 2;
+  auto want = embedded_->list_events(amy);
+  auto got = cluster_->list_events(amy);
+  ASSERT_TRUE(want.has_value() && got.has_value());
+  ASSERT_FALSE(got->next_cursor.empty());
+  EventListQuery mid;
+  mid.customer = "mid";
+  mid.cursor = got->next_cursor;
+  EXPECT_EQ(cluster_->list_events(mid).error().code(), StatusCode::kInvalidArgument);
+  mid.cursor = want->next_cursor;
+  EXPECT_EQ(embedded_->list_events(mid).error().code(), StatusCode::kInvalidArgument);
+}
+
+// Every piece of a text export, concatenated.
+Result<std::string> exported(const Engine& e, const exporter::ExportRequest& r) {
+  auto ex = exporter::TextExport::open(e, r);
+  if (!ex) {
+    return ex.error();
+  }
+  std::string out;
+  for (int n = 0; n < 10'000; ++n) {
+    auto more = (*ex)->next(&out);
+    if (!more) {
+      return more.error();
+    }
+    if (!*more) {
+      return out;
+    }
+  }
+  return Status::internal("the export did not end");
+}
+
+TEST_F(ClusterListingTest, ExportsOfEventsAreTheEmbeddedBytes) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  for (auto format : {exporter::Format::kCsv, exporter::Format::kJson, exporter::Format::kJsonl}) {
+    exporter::ExportRequest r;
+    r.format = format;
+    r.kind = exporter::Kind::kEvents;
+    for (const char* customer : {"", "kay"}) {
+      r.customer = customer;
+      for (const char* meter : {"", "tokens"}) {
+        r.meter = meter;
+        SCOPED_TRACE(std::string(exporter::format_name(format)) + " customer '" + customer +
+                     "' meter '" + meter + "'");
+        auto want = exported(*embedded_, r);
+        auto got = exported(*cluster_, r);
+        ASSERT_TRUE(want.has_value()) << want.error().to_string();
+        ASSERT_TRUE(got.has_value()) << got.error().to_string();
+        EXPECT_GT(want->size(), 300u);
+        EXPECT_EQ(*got, *want);
+      }
+    }
+  }
 }
 
 }  // namespace

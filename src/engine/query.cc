@@ -616,10 +616,12 @@ class EventPager {
 }  // namespace
 
 Result<EventPage> Engine::list_events(const EventListQuery& q) const {
-  TALLY_EMBEDDED_ONLY("listing events");
   const Impl& d = *impl_;
   if (q.limit == 0 || q.limit > 1000) {
     return Status::invalid_argument("limit must be 1..1000");
+  }
+  if (d.cluster != nullptr) {
+    return d.cluster->list_events(q);
   }
   CustomerIds ids;
   std::uint32_t only = 0;
