@@ -1854,5 +1854,194 @@ TEST_F(ClusterListingTest, ExportsOfEventsAreTheEmbeddedBytes) {
   }
 }
 
+// ---- the billing period and the usage history ---------------------------------------------------
+
+std::string history_text(const Result<UsageHistory>& h) {
+  if (!h) {
+    return "error " + std::to_string(static_cast<int>(h.error().code())) + " " +
+           h.error().message();
+  }
+  std::string s = h->customer + "|" + h->meter + "|" +
+                  std::to_string(static_cast<int>(h->aggregation)) + "|" + h->unit + "|" +
+                  std::to_string(static_cast<int>(h->window)) + "|" + h->timezone + "|" +
+                  std::to_string(h->from_us) + "|" + std::to_string(h->to_us) + "\n";
+  auto values = [&s](const std::vector<WindowValue>& data) {
+    for (const auto& v : data) {
+      s += std::to_string(v.window_start_us) + "-" + std::to_string(v.window_end_us) + "=" +
+           v.value + " ";
+    }
+    s += "\n";
+  };
+  values(h->data);
+  for (const auto& g : h->groups) {
+    for (const auto& [k, v] : g.group) {
+      s += k + "=" + v + ",";
+    }
+    s += ": ";
+    values(g.data);
+  }
+  return s;
+}
+
+// Whether `text` (not an error) holds `prefix` followed by a value that is not zero.
+bool nonzero_after(const std::string& text, const std::string& prefix) {
+  if (text.rfind("error", 0) == 0) {
+    return false;
+  }
+  for (std::size_t at = text.find(prefix); at != std::string::npos;
+       at = text.find(prefix, at + 1)) {
+    const std::size_t v = at + prefix.size();
+    if (v < text.size() && text[v] >= '1' && text[v] <= '9') {
+      return true;
+    }
+  }
+  return false;
+}
+
+TEST_F(ClusterQueryTest, BillingPeriodAndUsageHistoryAreTheEmbeddedAnswer) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  // A customer with a billing anchor on the 31st, in New York.
+  Customer anchored;
+  anchored.id = "anchored";
+  anchored.timezone = "America/New_York";
+  anchored.billing_anchor_us = kQueryEventsFrom - 20 * kUsPerDayT + 5 * kUsPerHourT;  // Jan 31
+  ASSERT_TRUE(cluster_->create_customer(anchored).has_value());
+  ASSERT_TRUE(embedded_->create_customer(anchored).has_value());
+  int periods = 0;
+  for (const char* id : {"k1", "q5", "anchored"}) {
+    for (TimeUs at : {kQueryEventsFrom, kQueryEventsFrom + 9 * kUsPerDayT + 7,
+                      kQueryEventsFrom + 38 * kUsPerDayT, kNow}) {
+      auto want = embedded_->billing_period(id, at);
+      auto got = cluster_->billing_period(id, at);
+      ASSERT_TRUE(want.has_value()) << want.error().to_string();
+      ASSERT_TRUE(got.has_value()) << got.error().to_string();
+      EXPECT_EQ(got->start_us, want->start_us) << id << " at " << at;
+      EXPECT_EQ(got->end_us, want->end_us) << id << " at " << at;
+      ++periods;
+    }
+  }
+  EXPECT_EQ(periods, 12);
+  auto nobody = cluster_->billing_period("nobody", kNow);
+  ASSERT_FALSE(nobody.has_value());
+  EXPECT_EQ(nobody.error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(nobody.error().message(), embedded_->billing_period("nobody", kNow).error().message());
+
+  auto same_history = [&](const HistoryQuery& q, const std::string& what) {
+    SCOPED_TRACE(what);
+    const std::string want = history_text(embedded_->usage_history(q));
+    EXPECT_EQ(history_text(cluster_->usage_history(q)), want);
+    return want;
+  };
+  // A history with a value other than zero in some window.
+  auto has_usage = [](const std::string& text) {
+    return nonzero_after(text, "=");
+  };
+  HistoryQuery q;
+  q.customer = "k1";  // Asia/Kolkata
+  q.meter = "spend";
+  q.window = Window::kDay;
+  q.from_us = kQueryEventsFrom;
+  q.to_us = kQueryEventsFrom + 50 * kUsPerDayT;
+  EXPECT_TRUE(has_usage(same_history(q, "k1 spend by day in its zone")));
+  q.group_by = "model";
+  EXPECT_TRUE(has_usage(same_history(q, "k1 spend by day and model")));
+  q.customer = "q5";
+  q.meter = "users";
+  q.window = Window::kWeek;
+  q.timezone = "America/New_York";
+  q.group_by = "region";
+  EXPECT_TRUE(has_usage(same_history(q, "q5 users by New York week and region")));
+  q.meter = "peak";
+  q.window = Window::kMonth;
+  q.group_by = "";
+  EXPECT_NE(same_history(q, "q5 peak by month").rfind("error", 0), 0u);
+  HistoryQuery last;  // the last 10 hours up to now: no events, zero-filled
+  last.customer = "anchored";
+  last.meter = "calls";
+  last.window = Window::kHour;
+  last.windows = 10;
+  EXPECT_NE(same_history(last, "the last 10 hours").rfind("error", 0), 0u);
+  HistoryQuery bad = q;
+  bad.customer = "nobody";
+  EXPECT_EQ(same_history(bad, "an unknown customer").rfind("error", 0), 0u);
+  bad = q;
+  bad.group_by = "user";
+  EXPECT_EQ(same_history(bad, "a property not of the meter").rfind("error", 0), 0u);
+  bad = q;
+  bad.timezone = "Mars/Base";
+  EXPECT_EQ(same_history(bad, "an unknown zone").rfind("error", 0), 0u);
+}
+
+// ---- organization usage ------------------------------------------------------------------------
+
+std::string organization_text(const Result<OrganizationUsage>& u) {
+  if (!u) {
+    return "error " + std::to_string(static_cast<int>(u.error().code())) + " " +
+           u.error().message();
+  }
+  std::string s = u->organization + "|" + std::to_string(u->from_us) + "|" +
+                  std::to_string(u->to_us) + "|" + u->timezone + "\n";
+  auto items = [&s](const std::vector<UsageItem>& meters) {
+    for (const auto& m : meters) {
+      s += m.meter + "/" + std::to_string(static_cast<int>(m.aggregation)) + "/" + m.unit + "=" +
+           m.value + "/" + m.cost + "/" + m.credits + " ";
+    }
+    s += "\n";
+  };
+  for (const auto& c : u->customers) {
+    s += c + ",";
+  }
+  s += "\n";
+  items(u->meters);
+  for (const auto& c : u->by_customer) {
+    s += c.customer + "|" + std::to_string(c.from_us) + "|" + std::to_string(c.to_us) + "|" +
+         c.timezone + ": ";
+    items(c.meters);
+  }
+  return s;
+}
+
+TEST_F(ClusterQueryTest, OrganizationUsageIsTheEmbeddedAnswer) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  // The members: the customers the node lets join k1's organization (those on k1's shard), the
+  // same on the embedded store.
+  std::vector<std::string> members;
+  for (int n = 2; n < 14; ++n) {
+    const std::string id = "q" + std::to_string(n);
+    CustomerPatch patch;
+    patch.organization = "k1";
+    auto joined = cluster_->update_customer(id, patch);
+    if (!joined) {
+      EXPECT_EQ(joined.error().code(), StatusCode::kNotImplemented) << joined.error().to_string();
+      continue;
+    }
+    ASSERT_TRUE(embedded_->update_customer(id, patch).has_value());
+    members.push_back(id);
+  }
+  ASSERT_GE(members.size(), 2u);
+  auto same_usage = [&](TimeUs from, TimeUs to, const std::string& zone, const std::string& what) {
+    SCOPED_TRACE(what);
+    const std::string want = organization_text(embedded_->organization_usage("k1", from, to, zone));
+    EXPECT_EQ(organization_text(cluster_->organization_usage("k1", from, to, zone)), want);
+    return want;
+  };
+  const std::string whole =
+      same_usage(kQueryEventsFrom, kQueryEventsFrom + 50 * kUsPerDayT, "", "the seven weeks");
+  EXPECT_NE(whole.find(members[0]), std::string::npos);
+  EXPECT_TRUE(nonzero_after(whole, "calls/0/=")) << whole;  // the members have calls
+  EXPECT_NE(same_usage(kRaggedFrom, kRaggedTo, "", "a ragged range").rfind("error", 0), 0u);
+  EXPECT_NE(same_usage(kRaggedFrom, kRaggedTo, "America/New_York", "a ragged range in New York")
+                .rfind("error", 0),
+            0u);
+  EXPECT_NE(same_usage(0, 0, "", "this month").rfind("error", 0), 0u);
+  const std::string none = organization_text(cluster_->organization_usage("nobody", 0, 0, ""));
+  EXPECT_EQ(none, organization_text(embedded_->organization_usage("nobody", 0, 0, "")));
+  EXPECT_EQ(none.rfind("error", 0), 0u);
+  EXPECT_EQ(organization_text(cluster_->organization_usage("k1", 0, 0, "Mars/Base")),
+            organization_text(embedded_->organization_usage("k1", 0, 0, "Mars/Base")));
+}
+
 }  // namespace
 }  // namespace tally
