@@ -19,6 +19,7 @@
 
 #include "config/config.h"
 #include "core/decimal.h"
+#include "export/export.h"
 #include "support/http_receiver.h"
 #include "support/pg_server.h"
 #include "support/process.h"
@@ -2005,6 +2006,438 @@ TEST_F(ClusterEngineTest, OverridesApplyOnEveryNodeAndTheLimitsReportIsTheEmbedd
   EXPECT_TRUE(b->check(check_of("ovr"))->allowed);
   EXPECT_TRUE(e->check(check_of("ovr"))->allowed);
   EXPECT_EQ(report_text(b->limits_report("ovr")), report_text(e->limits_report("ovr")));
+}
+
+// ---- listing and exporting stored events ------------------------------------------------------
+
+// A stored event as text, all but its seq (the embedded store's is global, a shard's its own).
+std::string event_text(const StoredEvent& e) {
+  std::string s = e.id + "|" + e.customer + "|" + e.type + "|" + std::to_string(e.time_us) + "|" +
+                  std::to_string(e.received_at_us) + "|" + std::to_string(e.quantity) + "|" +
+                  (e.flagged ? "flagged" : "") + "|" + (e.priced ? e.cost + "/" + e.credits : "-");
+  for (const auto& p : e.properties) {
+    s += "|" + p.key + "=" + std::to_string(static_cast<int>(p.kind)) + ":" + p.text;
+  }
+  return s;
+}
+
+// Every page of a listing, following its cursors (at most 200 pages).
+Result<std::vector<std::vector<std::string>>> pages_of(const Engine& e, EventListQuery q) {
+  std::vector<std::vector<std::string>> pages;
+  for (int n = 0; n < 200; ++n) {
+    auto page = e.list_events(q);
+    if (!page) {
+      return page.error();
+    }
+    std::vector<std::string> texts;
+    for (const auto& ev : page->events) {
+      texts.push_back(event_text(ev));
+    }
+    pages.push_back(std::move(texts));
+    if (page->next_cursor.empty()) {
+      return pages;
+    }
+    q.cursor = page->next_cursor;
+  }
+  return Status::internal("more than 200 pages");
+}
+
+class ClusterListingTest : public ClusterEngineTest {
+ protected:
+  // Two shards, a node, and an embedded engine in memory with the same meters and prices; both
+  // hold the same customers, created a second apart in an order that is not their ids', and
+  // the same events (priced and not, nested properties, number texts jsonb would rewrite).
+  void start() {
+    ASSERT_TRUE(pg2_->create_database(db_).ok());
+    two_shards_ = true;
+    migrate();
+    auto c = open(config(kPrices));
+    ASSERT_TRUE(c.has_value()) << c.error().to_string();
+    cluster_ = std::move(*c);
+    EngineOptions o;
+    o.config_toml = std::string(kMeters) + kPrices;
+    o.in_memory = true;
+    o.clock = &clock_;
+    auto e = Engine::open(o);
+    ASSERT_TRUE(e.has_value()) << e.error().to_string();
+    embedded_ = std::move(*e);
+    for (const char* id : kCustomers) {
+      Customer k;
+      k.id = id;
+      ASSERT_TRUE(cluster_->create_customer(k).has_value());
+      ASSERT_TRUE(embedded_->create_customer(k).has_value());
+      clock_.advance_us(1'000'000);
+    }
+    for (int batch = 0; batch < 3; ++batch) {
+      std::string body = "[";
+      for (int i = 0; i < 40; ++i) {
+        const int n = batch * 40 + i;
+        const bool completion = n % 3 == 0;
+        body += std::string(i == 0 ? "" : ",") + R"({"id":"ev)" + std::to_string(n) +
+                R"(","customer_id":")" + kCustomers[n % 5] + R"(","type":")" +
+                (completion ? "completion" : "api_call") + R"(","timestamp":"2026-12-07T09:)" +
+                (n % 60 < 10 ? "0" : "") + std::to_string(n % 60) +
+                R"(:00Z","properties":{"z":1.50,"route":")" + (n % 4 == 0 ? "gold" : "tin") +
+                R"(","a":{"b":"x\"é","c":true},"n":null,"big":1e3,"tokens":)" +
+                std::to_string(n % 7 + 1) + "}}";
+      }
+      body += "]";
+      auto a = cluster_->ingest_json(body);
+      ASSERT_TRUE(a.has_value()) << a.error().to_string();
+      auto b = embedded_->ingest_json(body);
+      ASSERT_TRUE(b.has_value()) << b.error().to_string();
+      ASSERT_EQ(a->accepted, 40u) << (a->errors.empty() ? "" : a->errors[0].message);
+      ASSERT_EQ(b->accepted, 40u);
+      clock_.advance_us(1'000'000);
+    }
+    // A customer created by its first event.
+    const std::string first = R"({"id":"n1","customer_id":"new1","type":"api_call",)"
+                              R"("timestamp":"2026-12-07T09:59:00Z","properties":{"k":"v"}})";
+    ASSERT_EQ(cluster_->ingest_json(first)->accepted, 1u);
+    ASSERT_EQ(embedded_->ingest_json(first)->accepted, 1u);
+    for (PgServer* server : {pg_.get(), pg2_.get()}) {
+      auto r = server->psql(db_, "SELECT count(DISTINCT customer_id) FROM events");
+      ASSERT_TRUE(r.has_value()) << r.error().to_string();
+      EXPECT_GE(std::stoi(*r), 1);
+    }
+  }
+
+  // The node's pages of `q` are the embedded store's: the same events, pages and order.
+  void same(const EventListQuery& q, const std::string& what, std::size_t pages_min) {
+    SCOPED_TRACE(what);
+    auto want = pages_of(*embedded_, q);
+    auto got = pages_of(*cluster_, q);
+    ASSERT_TRUE(want.has_value()) << want.error().to_string();
+    ASSERT_TRUE(got.has_value()) << got.error().to_string();
+    EXPECT_GE(want->size(), pages_min);
+    ASSERT_EQ(got->size(), want->size());
+    for (std::size_t p = 0; p < want->size(); ++p) {
+      ASSERT_EQ((*got)[p], (*want)[p]) << "page " << p;
+    }
+  }
+
+  static constexpr const char* kCustomers[] = {"zed", "amy", "mid", "bo", "kay"};
+  std::unique_ptr<Engine> cluster_;
+  std::unique_ptr<Engine> embedded_;
+};
+
+TEST_F(ClusterListingTest, PagesOfEveryCustomerAndOfOneAreTheEmbeddedAnswer) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  EventListQuery all;
+  all.limit = 7;
+  same(all, "every customer by 7", 18);
+  all.limit = 1000;
+  same(all, "every customer at once", 1);
+  EventListQuery one;
+  one.customer = "mid";
+  one.limit = 5;
+  same(one, "one customer", 5);
+  EventListQuery filtered;
+  filtered.type = "completion";
+  filtered.from_us = kNow - 3'600'000'000LL + 10 * 60'000'000LL;  // 09:10
+  filtered.to_us = kNow - 3'600'000'000LL + 50 * 60'000'000LL;    // 09:50
+  filtered.limit = 3;
+  same(filtered, "a type and a range", 4);
+  filtered.customer = "zed";
+  filtered.type = "api_call";
+  same(filtered, "one customer's type and range", 2);
+  EventListQuery none;
+  none.type = "nothing";
+  same(none, "nothing", 1);
+
+  // The first page's events are the embedded store's first seven, whatever shard they are on.
+  all.limit = 7;
+  auto page = cluster_->list_events(all);
+  ASSERT_TRUE(page.has_value()) << page.error().to_string();
+  ASSERT_EQ(page->events.size(), 7u);
+  EXPECT_EQ(page->events[0].customer, "zed");  // created first, though last by id
+  // A cursor is good on any node: another one goes on from it.
+  auto b = open(config(kPrices));
+  ASSERT_TRUE(b.has_value()) << b.error().to_string();
+  EventListQuery next = all;
+  next.cursor = page->next_cursor;
+  auto on_a = cluster_->list_events(next);
+  auto on_b = (*b)->list_events(next);
+  ASSERT_TRUE(on_a.has_value() && on_b.has_value());
+  ASSERT_EQ(on_b->events.size(), 7u);
+  for (std::size_t i = 0; i < 7; ++i) {
+    EXPECT_EQ(event_text(on_b->events[i]), event_text(on_a->events[i])) << i;
+  }
+  EXPECT_EQ(on_b->next_cursor, on_a->next_cursor);
+}
+
+TEST_F(ClusterListingTest, ErrorsAreTheEmbeddedOnes) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  auto same_error = [&](const EventListQuery& q, StatusCode code, const std::string& what) {
+    auto want = embedded_->list_events(q);
+    auto got = cluster_->list_events(q);
+    ASSERT_FALSE(want.has_value()) << what;
+    ASSERT_FALSE(got.has_value()) << what;
+    EXPECT_EQ(want.error().code(), code) << what;
+    EXPECT_EQ(got.error().code(), code) << what;
+    EXPECT_EQ(got.error().message(), want.error().message()) << what;
+  };
+  EventListQuery q;
+  q.customer = "nobody";
+  same_error(q, StatusCode::kNotFound, "an unknown customer");
+  q.customer = "";
+  q.limit = 0;
+  same_error(q, StatusCode::kInvalidArgument, "limit 0");
+  q.limit = 1001;
+  same_error(q, StatusCode::kInvalidArgument, "limit 1001");
+  q.limit = 2;
+  for (const char* bad : {"zz", "1.2.", "1.2.zz", "1.2.6d6964x", " 1.2.6d6964"}) {
+    q.cursor = bad;
+    same_error(q, StatusCode::kInvalidArgument, std::string("cursor ") + bad);
+  }
+  // A cursor of one customer's listing is refused by another's, on both stores.
+  EventListQuery amy;
+  amy.customer = "amy";
+  amy.limit = 2;
+  auto want = embedded_->list_events(amy);
+  auto got = cluster_->list_events(amy);
+  ASSERT_TRUE(want.has_value() && got.has_value());
+  ASSERT_FALSE(got->next_cursor.empty());
+  EventListQuery mid;
+  mid.customer = "mid";
+  mid.cursor = got->next_cursor;
+  EXPECT_EQ(cluster_->list_events(mid).error().code(), StatusCode::kInvalidArgument);
+  mid.cursor = want->next_cursor;
+  EXPECT_EQ(embedded_->list_events(mid).error().code(), StatusCode::kInvalidArgument);
+}
+
+// Every piece of a text export, concatenated.
+Result<std::string> exported(const Engine& e, const exporter::ExportRequest& r) {
+  auto ex = exporter::TextExport::open(e, r);
+  if (!ex) {
+    return ex.error();
+  }
+  std::string out;
+  for (int n = 0; n < 10'000; ++n) {
+    auto more = (*ex)->next(&out);
+    if (!more) {
+      return more.error();
+    }
+    if (!*more) {
+      return out;
+    }
+  }
+  return Status::internal("the export did not end");
+}
+
+TEST_F(ClusterListingTest, ExportsOfEventsAreTheEmbeddedBytes) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  for (auto format : {exporter::Format::kCsv, exporter::Format::kJson, exporter::Format::kJsonl}) {
+    exporter::ExportRequest r;
+    r.format = format;
+    r.kind = exporter::Kind::kEvents;
+    for (const char* customer : {"", "kay"}) {
+      r.customer = customer;
+      for (const char* meter : {"", "tokens"}) {
+        r.meter = meter;
+        SCOPED_TRACE(std::string(exporter::format_name(format)) + " customer '" + customer +
+                     "' meter '" + meter + "'");
+        auto want = exported(*embedded_, r);
+        auto got = exported(*cluster_, r);
+        ASSERT_TRUE(want.has_value()) << want.error().to_string();
+        ASSERT_TRUE(got.has_value()) << got.error().to_string();
+        EXPECT_GT(want->size(), 300u);
+        EXPECT_EQ(*got, *want);
+      }
+    }
+  }
+}
+
+// ---- the billing period and the usage history ---------------------------------------------------
+
+std::string history_text(const Result<UsageHistory>& h) {
+  if (!h) {
+    return "error " + std::to_string(static_cast<int>(h.error().code())) + " " +
+           h.error().message();
+  }
+  std::string s = h->customer + "|" + h->meter + "|" +
+                  std::to_string(static_cast<int>(h->aggregation)) + "|" + h->unit + "|" +
+                  std::to_string(static_cast<int>(h->window)) + "|" + h->timezone + "|" +
+                  std::to_string(h->from_us) + "|" + std::to_string(h->to_us) + "\n";
+  auto values = [&s](const std::vector<WindowValue>& data) {
+    for (const auto& v : data) {
+      s += std::to_string(v.window_start_us) + "-" + std::to_string(v.window_end_us) + "=" +
+           v.value + " ";
+    }
+    s += "\n";
+  };
+  values(h->data);
+  for (const auto& g : h->groups) {
+    for (const auto& [k, v] : g.group) {
+      s += k + "=" + v + ",";
+    }
+    s += ": ";
+    values(g.data);
+  }
+  return s;
+}
+
+// Whether `text` (not an error) holds `prefix` followed by a value that is not zero.
+bool nonzero_after(const std::string& text, const std::string& prefix) {
+  if (text.rfind("error", 0) == 0) {
+    return false;
+  }
+  for (std::size_t at = text.find(prefix); at != std::string::npos;
+       at = text.find(prefix, at + 1)) {
+    const std::size_t v = at + prefix.size();
+    if (v < text.size() && text[v] >= '1' && text[v] <= '9') {
+      return true;
+    }
+  }
+  return false;
+}
+
+TEST_F(ClusterQueryTest, BillingPeriodAndUsageHistoryAreTheEmbeddedAnswer) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  // A customer with a billing anchor on the 31st, in New York.
+  Customer anchored;
+  anchored.id = "anchored";
+  anchored.timezone = "America/New_York";
+  anchored.billing_anchor_us = kQueryEventsFrom - 20 * kUsPerDayT + 5 * kUsPerHourT;  // Jan 31
+  ASSERT_TRUE(cluster_->create_customer(anchored).has_value());
+  ASSERT_TRUE(embedded_->create_customer(anchored).has_value());
+  int periods = 0;
+  for (const char* id : {"k1", "q5", "anchored"}) {
+    for (TimeUs at : {kQueryEventsFrom, kQueryEventsFrom + 9 * kUsPerDayT + 7,
+                      kQueryEventsFrom + 38 * kUsPerDayT, kNow}) {
+      auto want = embedded_->billing_period(id, at);
+      auto got = cluster_->billing_period(id, at);
+      ASSERT_TRUE(want.has_value()) << want.error().to_string();
+      ASSERT_TRUE(got.has_value()) << got.error().to_string();
+      EXPECT_EQ(got->start_us, want->start_us) << id << " at " << at;
+      EXPECT_EQ(got->end_us, want->end_us) << id << " at " << at;
+      ++periods;
+    }
+  }
+  EXPECT_EQ(periods, 12);
+  auto nobody = cluster_->billing_period("nobody", kNow);
+  ASSERT_FALSE(nobody.has_value());
+  EXPECT_EQ(nobody.error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(nobody.error().message(), embedded_->billing_period("nobody", kNow).error().message());
+
+  auto same_history = [&](const HistoryQuery& q, const std::string& what) {
+    SCOPED_TRACE(what);
+    const std::string want = history_text(embedded_->usage_history(q));
+    EXPECT_EQ(history_text(cluster_->usage_history(q)), want);
+    return want;
+  };
+  // A history with a value other than zero in some window.
+  auto has_usage = [](const std::string& text) {
+    return nonzero_after(text, "=");
+  };
+  HistoryQuery q;
+  q.customer = "k1";  // Asia/Kolkata
+  q.meter = "spend";
+  q.window = Window::kDay;
+  q.from_us = kQueryEventsFrom;
+  q.to_us = kQueryEventsFrom + 50 * kUsPerDayT;
+  EXPECT_TRUE(has_usage(same_history(q, "k1 spend by day in its zone")));
+  q.group_by = "model";
+  EXPECT_TRUE(has_usage(same_history(q, "k1 spend by day and model")));
+  q.customer = "q5";
+  q.meter = "users";
+  q.window = Window::kWeek;
+  q.timezone = "America/New_York";
+  q.group_by = "region";
+  EXPECT_TRUE(has_usage(same_history(q, "q5 users by New York week and region")));
+  q.meter = "peak";
+  q.window = Window::kMonth;
+  q.group_by = "";
+  EXPECT_NE(same_history(q, "q5 peak by month").rfind("error", 0), 0u);
+  HistoryQuery last;  // the last 10 hours up to now: no events, zero-filled
+  last.customer = "anchored";
+  last.meter = "calls";
+  last.window = Window::kHour;
+  last.windows = 10;
+  EXPECT_NE(same_history(last, "the last 10 hours").rfind("error", 0), 0u);
+  HistoryQuery bad = q;
+  bad.customer = "nobody";
+  EXPECT_EQ(same_history(bad, "an unknown customer").rfind("error", 0), 0u);
+  bad = q;
+  bad.group_by = "user";
+  EXPECT_EQ(same_history(bad, "a property not of the meter").rfind("error", 0), 0u);
+  bad = q;
+  bad.timezone = "Mars/Base";
+  EXPECT_EQ(same_history(bad, "an unknown zone").rfind("error", 0), 0u);
+}
+
+// ---- organization usage ------------------------------------------------------------------------
+
+std::string organization_text(const Result<OrganizationUsage>& u) {
+  if (!u) {
+    return "error " + std::to_string(static_cast<int>(u.error().code())) + " " +
+           u.error().message();
+  }
+  std::string s = u->organization + "|" + std::to_string(u->from_us) + "|" +
+                  std::to_string(u->to_us) + "|" + u->timezone + "\n";
+  auto items = [&s](const std::vector<UsageItem>& meters) {
+    for (const auto& m : meters) {
+      s += m.meter + "/" + std::to_string(static_cast<int>(m.aggregation)) + "/" + m.unit + "=" +
+           m.value + "/" + m.cost + "/" + m.credits + " ";
+    }
+    s += "\n";
+  };
+  for (const auto& c : u->customers) {
+    s += c + ",";
+  }
+  s += "\n";
+  items(u->meters);
+  for (const auto& c : u->by_customer) {
+    s += c.customer + "|" + std::to_string(c.from_us) + "|" + std::to_string(c.to_us) + "|" +
+         c.timezone + ": ";
+    items(c.meters);
+  }
+  return s;
+}
+
+TEST_F(ClusterQueryTest, OrganizationUsageIsTheEmbeddedAnswer) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  // The members: the customers the node lets join k1's organization (those on k1's shard), the
+  // same on the embedded store.
+  std::vector<std::string> members;
+  for (int n = 2; n < 14; ++n) {
+    const std::string id = "q" + std::to_string(n);
+    CustomerPatch patch;
+    patch.organization = "k1";
+    auto joined = cluster_->update_customer(id, patch);
+    if (!joined) {
+      EXPECT_EQ(joined.error().code(), StatusCode::kNotImplemented) << joined.error().to_string();
+      continue;
+    }
+    ASSERT_TRUE(embedded_->update_customer(id, patch).has_value());
+    members.push_back(id);
+  }
+  ASSERT_GE(members.size(), 2u);
+  auto same_usage = [&](TimeUs from, TimeUs to, const std::string& zone, const std::string& what) {
+    SCOPED_TRACE(what);
+    const std::string want = organization_text(embedded_->organization_usage("k1", from, to, zone));
+    EXPECT_EQ(organization_text(cluster_->organization_usage("k1", from, to, zone)), want);
+    return want;
+  };
+  const std::string whole =
+      same_usage(kQueryEventsFrom, kQueryEventsFrom + 50 * kUsPerDayT, "", "the seven weeks");
+  EXPECT_NE(whole.find(members[0]), std::string::npos);
+  EXPECT_TRUE(nonzero_after(whole, "calls/0/=")) << whole;  // the members have calls
+  EXPECT_NE(same_usage(kRaggedFrom, kRaggedTo, "", "a ragged range").rfind("error", 0), 0u);
+  EXPECT_NE(same_usage(kRaggedFrom, kRaggedTo, "America/New_York", "a ragged range in New York")
+                .rfind("error", 0),
+            0u);
+  EXPECT_NE(same_usage(0, 0, "", "this month").rfind("error", 0), 0u);
+  const std::string none = organization_text(cluster_->organization_usage("nobody", 0, 0, ""));
+  EXPECT_EQ(none, organization_text(embedded_->organization_usage("nobody", 0, 0, "")));
+  EXPECT_EQ(none.rfind("error", 0), 0u);
+  EXPECT_EQ(organization_text(cluster_->organization_usage("k1", 0, 0, "Mars/Base")),
+            organization_text(embedded_->organization_usage("k1", 0, 0, "Mars/Base")));
 }
 
 }  // namespace

@@ -16,6 +16,8 @@
 //  - queries: a meter's usage of one or every customer, by group_by and filter, whole or by
 //    window in any zone, aggregated on every shard at once (cluster::read_grouped) and merged
 //    as the embedded store answers (cluster_query.cc);
+//  - listing events (and exports of events): read from the events table of every shard at once
+//    through indexes, merged in the listing order (cluster_events.cc);
 //  - checks: the customer's plan limits on a count or sum meter, checked and consumed across
 //    every node by one Redis function call (cluster::RedisLimits); the consumption is then
 //    written to PostgreSQL as a usage event by the writer threads, in batches, so usage and
@@ -88,6 +90,11 @@ class ClusterMode {
                        const std::vector<std::pair<std::size_t, std::string>>& filters,
                        const std::vector<Span>& windows, TimeUs from, TimeUs to,
                        std::vector<core::AggState>* states, std::vector<core::UniqueSet>* uniques);
+
+  // Stored events in the embedded store's listing order, every shard at once when no customer
+  // is named (cluster_events.cc). REQUIRES: q.limit in 1..1000. Errors: kNotFound for an
+  // unknown customer; kInvalidArgument for a cursor this listing did not return; the shards'.
+  Result<EventPage> list_events(const EventListQuery& q);
 
   // ---- checks ----
   // One check, or a batch (all or nothing, as the embedded store's check_batch). A reserving

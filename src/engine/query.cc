@@ -470,19 +470,37 @@ Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs
   return out;
 }
 
+namespace {
+
+// The billing period of a customer (its record, its zone) holding `at_us`: from its billing
+// anchor, else its creation.
+Period period_of(const Customer& record, const core::TimeZone& tz, TimeUs at_us) {
+  const core::TimeUs anchor =
+      record.billing_anchor_us != 0 ? record.billing_anchor_us : record.created_at_us;
+  Period p;
+  core::billing_period_span(at_us, anchor, tz, &p.start_us, &p.end_us);
+  return p;
+}
+
+}  // namespace
+
 Result<Period> Engine::billing_period(const std::string& customer, TimeUs at_us) const {
-  TALLY_EMBEDDED_ONLY("the billing period");
   const Impl& d = *impl_;
+  if (d.cluster != nullptr) {
+    // The customer's row, read from its shard (kNotFound as below).
+    auto c = d.cluster->get_customer(customer);
+    if (!c) {
+      return c.error();
+    }
+    auto tz = core::TimeZone::find(c->timezone);
+    return period_of(*c, tz ? *tz : core::TimeZone(), at_us);
+  }
   std::shared_lock lock(d.state_mutex);
   const engine::CustomerState* cs = d.find_customer(customer);
   if (cs == nullptr) {
     return Status::not_found("customer '" + customer + "' does not exist");
   }
-  const core::TimeUs anchor =
-      cs->record.billing_anchor_us != 0 ? cs->record.billing_anchor_us : cs->record.created_at_us;
-  Period p;
-  core::billing_period_span(at_us, anchor, cs->tz, &p.start_us, &p.end_us);
-  return p;
+  return period_of(cs->record, cs->tz, at_us);
 }
 
 // ---- stored events --------------------------------------------------------------------------
@@ -628,10 +646,12 @@ class EventPager {
 }  // namespace
 
 Result<EventPage> Engine::list_events(const EventListQuery& q) const {
-  TALLY_EMBEDDED_ONLY("listing events");
   const Impl& d = *impl_;
   if (q.limit == 0 || q.limit > 1000) {
     return Status::invalid_argument("limit must be 1..1000");
+  }
+  if (d.cluster != nullptr) {
+    return d.cluster->list_events(q);
   }
   CustomerIds ids;
   std::uint32_t only = 0;

@@ -242,10 +242,23 @@ namespace {
 // unit in *out, once the customer, the meter and the group-by property are known.
 Status history_subject(const Engine::Impl& d, const HistoryQuery& q, core::TimeZone* tz,
                        UsageHistory* out) {
+  core::TimeZone customer_tz;
+  if (d.cluster != nullptr) {
+    // The customer's row, read from its shard (kNotFound as below).
+    auto c = d.cluster->get_customer(q.customer);
+    if (!c) {
+      return c.error();
+    }
+    auto found = core::TimeZone::find(c->timezone);
+    customer_tz = found ? *found : core::TimeZone();
+  }
   std::shared_lock lock(d.state_mutex);
-  const engine::CustomerState* cs = d.find_customer(q.customer);
-  if (cs == nullptr) {
-    return Status::not_found("customer '" + q.customer + "' does not exist");
+  if (d.cluster == nullptr) {
+    const engine::CustomerState* cs = d.find_customer(q.customer);
+    if (cs == nullptr) {
+      return Status::not_found("customer '" + q.customer + "' does not exist");
+    }
+    customer_tz = cs->tz;
   }
   const engine::MeterDef* m = d.catalog->find(q.meter);
   if (m == nullptr) {
@@ -256,7 +269,7 @@ Status history_subject(const Engine::Impl& d, const HistoryQuery& q, core::TimeZ
     return Status::invalid_argument("group_by '" + q.group_by +
                                     "' is not a group-by property of meter '" + q.meter + "'");
   }
-  auto z = zone_named(q.timezone, cs->tz);
+  auto z = zone_named(q.timezone, customer_tz);
   if (!z) {
     return z.error();
   }
@@ -310,7 +323,6 @@ std::vector<HistorySeries> group_series(const QueryResult& grouped,
 }  // namespace
 
 Result<UsageHistory> Engine::usage_history(const HistoryQuery& q) const {
-  TALLY_EMBEDDED_ONLY("the usage history");
   const Impl& d = *impl_;
   UsageHistory out;
   core::TimeZone tz;
@@ -449,7 +461,6 @@ Result<UsageReport> Engine::usage_report(const std::string& customer, const std:
 Result<OrganizationUsage> Engine::organization_usage(const std::string& organization,
                                                      TimeUs from_us, TimeUs to_us,
                                                      const std::string& timezone) const {
-  TALLY_EMBEDDED_ONLY("organization usage");
   const Impl& d = *impl_;
   auto tz = zone_named(timezone, core::TimeZone());
   if (!tz) {
@@ -463,30 +474,52 @@ Result<OrganizationUsage> Engine::organization_usage(const std::string& organiza
   }
   TALLY_TRY(resolve_range(0, core::Window::kMonth, *tz, &from, &to));
 
-  std::shared_lock lock(d.state_mutex);
-  std::vector<const engine::CustomerState*> members;
-  for (const auto& [num, cs] : d.customers) {
-    if (!organization.empty() && cs.record.organization == organization) {
-      members.push_back(&cs);
+  // The members: in the scale-out mode every shard's customers (an organization's members may
+  // live on several), else the customers in memory, read under the lock held to the end.
+  struct Member {
+    std::string id;
+    std::string zone;
+    std::uint32_t num = 0;  // the embedded store's customer number
+  };
+
+  std::vector<Member> members;
+  std::shared_lock lock(d.state_mutex, std::defer_lock);
+  if (d.cluster != nullptr) {
+    auto all = d.cluster->list_customers();
+    if (!all) {
+      return all.error();
+    }
+    for (const Customer& c : *all) {
+      if (!organization.empty() && c.organization == organization) {
+        auto zone = core::TimeZone::find(c.timezone);
+        members.push_back({c.id, zone ? zone->name() : core::TimeZone().name(), 0});
+      }
+    }
+  } else {
+    lock.lock();
+    for (const auto& [num, cs] : d.customers) {
+      if (!organization.empty() && cs.record.organization == organization) {
+        members.push_back({cs.record.id, cs.tz.name(), num});
+      }
     }
   }
   if (members.empty()) {
     return Status::not_found("organization '" + organization + "' has no customers");
   }
   std::sort(members.begin(), members.end(),
-            [](const auto* a, const auto* b) { return a->record.id < b->record.id; });
+            [](const Member& a, const Member& b) { return a.id < b.id; });
   OrganizationUsage out;
   out.organization = organization;
   out.from_us = from;
   out.to_us = to;
   out.timezone = tz->name();
-  for (const auto* cs : members) {
-    out.customers.push_back(cs->record.id);
+  for (const Member& member : members) {
+    out.customers.push_back(member.id);
     CustomerUsage cu;
-    cu.customer = cs->record.id;
+    cu.customer = member.id;
     cu.from_us = from;
     cu.to_us = to;
-    cu.timezone = cs->tz.name();
+    cu.timezone = member.zone;
     out.by_customer.push_back(std::move(cu));
   }
   for (std::uint32_t meter = 0; meter < d.catalog->meters.size(); ++meter) {
@@ -502,8 +535,20 @@ Result<OrganizationUsage> Engine::organization_usage(const std::string& organiza
     item.unit = m.spec.unit;
     for (std::size_t i = 0; i < members.size(); ++i) {
       Acc one;
-      engine::combine_customer(d.meter_aggregates[meter], members[i]->num, from, to, want_uniques,
-                               &one.st, &one.u);
+      if (d.cluster != nullptr) {
+        // The member's state over [from, to), read from its shard.
+        std::vector<core::AggState> states;
+        std::vector<core::UniqueSet> uniques;
+        TALLY_TRY(d.cluster->window_states(m.spec, members[i].id, {}, {engine::Span{from, to}},
+                                           from, to, &states, &uniques));
+        one.st = states[0];
+        if (want_uniques) {
+          one.u = std::move(uniques[0]);
+        }
+      } else {
+        engine::combine_customer(d.meter_aggregates[meter], members[i].num, from, to, want_uniques,
+                                 &one.st, &one.u);
+      }
       UsageItem mine = item;
       core::Decimal v;
       if (core::aggregate_value(m.spec.aggregation, one.st, &one.u, &v)) {

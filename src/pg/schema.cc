@@ -212,14 +212,21 @@ CREATE TABLE price_usage (
 );
 )sql";
 
+// Version 8: listing events (cluster/pg_event_list.h): each customer's events in seq order by an
+// index, customers in order of creation by another, and the properties as the JSON text they
+// were written with (key order and number texts as sent; jsonb keeps neither). NULL for events
+// written before: they are listed with the jsonb's properties.
+constexpr std::string_view kEventListing = R"sql(
+ALTER TABLE events ADD COLUMN properties_text text;
+CREATE INDEX events_customer_seq ON events (customer_id, seq);
+CREATE INDEX customers_created ON customers (created_at, id);
+)sql";
+
 constexpr Migration kMigrations[] = {
-    {1, "the initial cluster schema", kInitialSchema},
-    {2, "customers' trial start", kTrialStart},
-    {3, "alert and delivery details", kAlertDetails},
-    {4, "open reservations", kReservations},
-    {5, "wallets' grants and debt", kWalletState},
-    {6, "limit overrides", kLimitOverrides},
-    {7, "tiered prices' period units", kPriceUsage},
+    {1, "the initial cluster schema", kInitialSchema}, {2, "customers' trial start", kTrialStart},
+    {3, "alert and delivery details", kAlertDetails},  {4, "open reservations", kReservations},
+    {5, "wallets' grants and debt", kWalletState},     {6, "limit overrides", kLimitOverrides},
+    {7, "tiered prices' period units", kPriceUsage},   {8, "listing events", kEventListing},
 };
 
 constexpr std::string_view kCreateVersionTable =
