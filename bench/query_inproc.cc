@@ -10,6 +10,9 @@
 // service (chat, search, tts, stt) and a token count, read by a count and a sum meter grouped by
 // service. With --data pointing at a directory loaded before (and --keep), loading is skipped.
 //
+// The engine's clock stands at the end of the data (2025-12-01T00:00Z), so the minute horizon
+// (storage.memory_minutes_hours, default 48) holds the data's last two days of minutes.
+//
 // Opening a directory loaded before is a restart: `"figure":"open"` says how long it took, and
 // `"figure":"memory"` the resident size then, the minute aggregates held and the bytes per
 // aggregate (RSS over aggregates, so it counts everything the process holds).
@@ -28,6 +31,7 @@
 #include <string>
 #include <vector>
 
+#include <tally/clock.h>
 #include <tally/engine.h>
 
 #include "export/export.h"
@@ -185,6 +189,8 @@ int main(int argc, char** argv) {
   tally::EngineOptions o;
   o.config_toml = kConfig;
   o.data_dir = data;
+  tally::FakeClock clock(kEnd);
+  o.clock = &clock;
   const auto opened = std::chrono::steady_clock::now();
   auto engine = tally::Engine::open(o);
   if (!engine) {

@@ -48,6 +48,9 @@ struct StorageConfig {
   std::uint32_t commit_interval_us = 0;      // extra wait to gather a group commit (0 = none)
   std::uint32_t commit_events_max = 50'000;  // events in one group commit
   std::int64_t dedup_window_seconds = 0;     // 0 = forever (while the event is retained)
+  // Minute aggregates older than this many hours before now are not kept in memory (their
+  // hours and days are; reads of them go to the store); 0 = keep every minute.
+  std::uint32_t memory_minutes_hours = 48;
   std::uint32_t checkpoint_interval_seconds = 60;  // aggregates checkpoint while running; 0 = off
   std::uint64_t block_cache_bytes = 64ull << 20;
   // Writes are refused (507) while the data directory's filesystem has less free space than

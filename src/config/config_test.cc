@@ -76,6 +76,7 @@ TEST(ConfigTest, DefaultsAreValidAndMatchTheStruct) {
   EXPECT_TRUE(defaults.storage.fsync);
   EXPECT_EQ(defaults.storage.dedup_window_seconds, 0);
   EXPECT_EQ(defaults.storage.checkpoint_interval_seconds, 60u);
+  EXPECT_EQ(defaults.storage.memory_minutes_hours, 48u);
 
   for (std::string_view text : {std::string_view(""), std::string_view("# nothing\n\n"),
                                 std::string_view("[server]\n[storage]\n")}) {
@@ -474,6 +475,10 @@ TEST(ConfigTest, OutOfRange) {
   EXPECT_EQ(
       parse_ok("[storage]\ncheckpoint_interval_seconds = 0").storage.checkpoint_interval_seconds,
       0u);
+  EXPECT_TRUE(fails_with("[storage]\nmemory_minutes_hours = 9000\n",
+                         {"tally.toml:2: storage.memory_minutes_hours: 9000 is out of range "
+                          "0..8784"}));
+  EXPECT_EQ(parse_ok("[storage]\nmemory_minutes_hours = 0").storage.memory_minutes_hours, 0u);
 }
 
 TEST(ConfigTest, BadAggregation) {

@@ -278,6 +278,13 @@ constexpr Option<StorageConfig> kStorageTable[] = {
      "instead of every stored aggregate. 0 = only at a clean stop. See docs/operations.md, "
      "\"Restart after a crash\".",
      field<&StorageConfig::checkpoint_interval_seconds>},
+    {"memory_minutes_hours", Kind::kInteger, 0, 24 * 366, false, "48",
+     "How many hours of minute aggregates, before now, the server keeps in memory. Older "
+     "minutes are dropped from memory at open and each hour while it runs (on the checkpoint "
+     "tick); their hours and UTC days stay, and a read that needs one of them (a window edge "
+     "inside an old hour, a minute window, a late event) reads the store's records. 0 = keep "
+     "every minute. See docs/storage.md, \"Memory\".",
+     field<&StorageConfig::memory_minutes_hours>},
     {"block_cache_bytes", Kind::kBytes, 0, kTiB, false, R"("64MiB")",
      "Memory for the embedded store's block cache: an integer (bytes) or a size such as "
      "`\"512MiB\"`.",

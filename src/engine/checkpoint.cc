@@ -22,7 +22,7 @@
 // crash, however long after it the server ran: a writer keeps a file it used, and removes one it
 // rejected; rebuilding a meter removes it too.
 //
-// Format (common/coding primitives): "TALLYCKP", varint version 2, varint S, varint the next
+// Format (common/coding primitives): "TALLYCKP", varint version 3, varint S, varint the next
 // customer number at S, the meters (varint count; key and fingerprint as bytes each), then per
 // meter its series by customer (varint customers; each: customer number, varint groups, each:
 // group id, Series::save), then per meter the group totals (varint count; group id,
@@ -47,7 +47,7 @@ namespace tally {
 namespace {
 
 constexpr std::string_view kMagic = "TALLYCKP";
-constexpr std::uint64_t kVersion = 2;
+constexpr std::uint64_t kVersion = 3;
 constexpr std::size_t kDigestBytes = 32;
 constexpr std::size_t kOffsetBytes = 8;
 constexpr std::size_t kCheckpointBytesMax = std::size_t{64} << 30;
@@ -198,6 +198,10 @@ void Engine::Impl::run_checkpointer() {
       return;
     }
     lock.unlock();
+    if (Status s = forget_old_minutes(); !s.ok() && !checkpoint_abandon.load()) {
+      // Held a while longer; the next tick tries again.
+      spdlog::warn("minutes before the memory horizon could not be dropped: {}", s.message());
+    }
     if (Status s = write_checkpoint_now(); !s.ok() && !checkpoint_abandon.load()) {
       // The next open reads more of the store; nothing is lost.
       spdlog::warn("the aggregates checkpoint could not be written: {}", s.message());
@@ -334,6 +338,14 @@ Result<bool> Engine::Impl::load_checkpoint() {
         if (!in.get_varint(&file_gid) || !group_at(file_gid, &gid) || !by_group[gid].restore(in)) {
           return reject();
         }
+        // Minutes the file holds from before today's horizon are dropped at once.
+        engine::Series& restored = by_group[gid];
+        restored.bind(old_minutes.get(),
+                      engine::SeriesKey{static_cast<std::uint32_t>(&ma - loaded.data()),
+                                        static_cast<std::uint32_t>(cnum), gid});
+        if (minutes_from != engine::Series::kHoldsAll) {
+          restored.forget_minutes_before(minutes_from);
+        }
       }
     }
   }
@@ -387,7 +399,7 @@ Status Engine::Impl::reload_customer(std::uint32_t cnum) {
             bad = Status::corruption("an aggregate record cannot be decoded");
             return false;
           }
-          series[cnum][intern_group(ak.group)].add(ak.minute_us, s);
+          series_for(m, cnum, intern_group(ak.group)).add(ak.minute_us, s);
           return true;
         }));
     TALLY_TRY(bad);
@@ -398,7 +410,8 @@ Status Engine::Impl::reload_customer(std::uint32_t cnum) {
             bad = Status::corruption("a distinct-value record cannot be decoded");
             return false;
           }
-          series[cnum][intern_group(uk.group)].add_unique(uk.minute_us, std::string(uk.value));
+          series_for(m, cnum, intern_group(uk.group))
+              .add_unique(uk.minute_us, std::string(uk.value));
           return true;
         }));
     TALLY_TRY(bad);

@@ -182,10 +182,22 @@ std::uint32_t Engine::Impl::intern_group(std::string_view group) {
   return id;
 }
 
+engine::Series& Engine::Impl::series_for(std::uint32_t meter, std::uint32_t customer_num,
+                                         std::uint32_t group) {
+  engine::Series& s = meter_aggregates[meter].series[customer_num][group];
+  if (!s.bound()) {
+    s.bind(old_minutes.get(), engine::SeriesKey{meter, customer_num, group});
+    if (minutes_from != engine::Series::kHoldsAll) {
+      aggregates_live -= s.forget_minutes_before(minutes_from);
+    }
+  }
+  return s;
+}
+
 void Engine::Impl::install_state(std::uint32_t meter, std::uint32_t customer_num,
                                  std::uint32_t group, core::TimeUs minute_us,
                                  const core::AggState& delta) {
-  if (meter_aggregates[meter].series[customer_num][group].add(minute_us, delta)) {
+  if (series_for(meter, customer_num, group).add(minute_us, delta)) {
     ++aggregates_live;
   }
   meter_aggregates[meter].totals[group].add(minute_us, delta);
@@ -197,19 +209,25 @@ Engine::Impl::~Impl() = default;
 void Engine::Impl::install_unique(std::uint32_t meter, std::uint32_t customer_num,
                                   std::uint32_t group, core::TimeUs minute_us,
                                   const std::string& value) {
-  meter_aggregates[meter].series[customer_num][group].add_unique(minute_us, value);
+  series_for(meter, customer_num, group).add_unique(minute_us, value);
 }
 
-bool Engine::Impl::minute_state(std::uint32_t meter, std::uint32_t customer_num,
-                                std::uint32_t group, core::TimeUs minute_us,
-                                core::AggState* out) const {
+Result<bool> Engine::Impl::minute_state(std::uint32_t meter, std::uint32_t customer_num,
+                                        std::uint32_t group, core::TimeUs minute_us,
+                                        core::AggState* out) const {
   const engine::MeterAggregates& ms = meter_aggregates[meter];
   auto cit = ms.series.find(customer_num);
-  if (cit == ms.series.end()) {
-    return false;
+  if (cit != ms.series.end()) {
+    if (auto git = cit->second.find(group); git != cit->second.end()) {
+      return git->second.minute(minute_us, out);
+    }
   }
-  auto git = cit->second.find(group);
-  return git != cit->second.end() && git->second.minute(minute_us, out);
+  // No series: nothing held, but a minute before the horizon may still be stored (a series is
+  // made on its first install, so this is the store's answer only when there is a horizon).
+  if (minute_us < minutes_from && old_minutes != nullptr) {
+    return old_minutes->get(engine::SeriesKey{meter, customer_num, group}, minute_us, out);
+  }
+  return false;
 }
 
 void Engine::Impl::start() {

@@ -357,7 +357,12 @@ struct Engine::Impl {
   std::deque<std::string> group_texts;                                 // id -> group text
   std::unordered_map<std::string, std::unique_ptr<engine::KeyState>> keys_by_hash;
   std::unordered_map<std::string, engine::KeyState*> keys_by_id;
-  std::uint64_t aggregates_live = 0;
+  std::uint64_t aggregates_live = 0;  // minute aggregates held in memory
+  // The minute horizon (storage.memory_minutes_hours; minute_horizon.cc): series made from now
+  // on hold no minute before it (Series::kHoldsAll when there is none), and `old_minutes` reads
+  // the ones they do not hold from the store. Set at load, moved on by forget_old_minutes.
+  core::TimeUs minutes_from = engine::Series::kHoldsAll;
+  std::unique_ptr<engine::OldMinutes> old_minutes;
   // Every sequence number below this is installed in memory or was rolled back (set by each
   // ingest commit's install), and the customer numbers below installed_customer were given out
   // by then: what a checkpoint started now can promise (checkpoint.cc).
@@ -524,10 +529,23 @@ struct Engine::Impl {
   void install_unique(std::uint32_t meter, std::uint32_t customer_num, std::uint32_t group,
                       core::TimeUs minute_us, const std::string& value);
   // The installed state of one minute aggregate into *out; false, leaving *out as it was, when
-  // there is none.
+  // there is none (a minute before the horizon is read from the store: kIOError, kCorruption).
   // REQUIRES: the commit thread, or state_mutex held.
-  bool minute_state(std::uint32_t meter, std::uint32_t customer_num, std::uint32_t group,
-                    core::TimeUs minute_us, core::AggState* out) const;
+  Result<bool> minute_state(std::uint32_t meter, std::uint32_t customer_num, std::uint32_t group,
+                            core::TimeUs minute_us, core::AggState* out) const;
+  // The series of (meter, customer, group), made (bound to old_minutes, holding minutes from
+  // minutes_from) when absent. The commit thread, or the opening thread before it starts.
+  engine::Series& series_for(std::uint32_t meter, std::uint32_t customer_num, std::uint32_t group);
+
+  // ---- minute_horizon.cc -------------------------------------------------------------------
+  // Where the horizon of minutes held falls at `now`: the hour storage.memory_minutes_hours
+  // before it; Series::kHoldsAll when that option is 0.
+  core::TimeUs minute_horizon(core::TimeUs now) const;
+  // Moves the horizon to minute_horizon(clock now) when it passed an hour: every series drops
+  // its older minutes, a few customers per hold of state_mutex on the commit thread (admin
+  // jobs), so commits go on between. The checkpointer thread calls it on each tick; tests too.
+  // Errors: run_admin's (read-only engine, the disk reserve refusing writes).
+  Status forget_old_minutes();
 
   // ---- group_commit.cc ---------------------------------------------------------------------
   void run_committer();
@@ -651,10 +669,12 @@ namespace engine {
 Status run_admin(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prepare,
                  std::function<void()> install);
 
-// Series::combine over every group of one customer's series of a meter.
-void combine_customer(const MeterAggregates& m, std::uint32_t customer_num, core::TimeUs a,
-                      core::TimeUs b, bool want_uniques, core::AggState* state,
-                      core::UniqueSet* uniques);
+// Series::combine over every group of one customer's series of a meter. Errors: Series::combine.
+[[nodiscard]] Status combine_customer(const MeterAggregates& m, std::uint32_t customer_num,
+                                      core::TimeUs a, core::TimeUs b, bool want_uniques,
+                                      core::AggState* state, core::UniqueSet* uniques);
+// The minutes a series no longer holds, read from the engine's store (minute_horizon.cc).
+std::unique_ptr<OldMinutes> make_store_minutes(const Engine::Impl& d);
 
 // A whole decimal number of 1 to 19 digits (no sign), as ids and cursors carry them; false
 // when `text` is anything else (query.cc).

@@ -6,9 +6,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
+#include <shared_mutex>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -1583,6 +1585,203 @@ TEST_F(EngineDiskTest, VerifyRecountsEventsStoredOutOfTimeOrder) {
                                         "recomputed count 2 sum 2"),
             std::string::npos)
       << report->differences[1];
+}
+
+// ---- the minute horizon (storage.memory_minutes_hours; engine/minute_horizon.cc) -------------
+
+// kConfig with a horizon of `hours` (0: every minute held).
+std::string with_horizon(int hours) {
+  return std::string(kConfig) + "\n[storage]\nmemory_minutes_hours = " + std::to_string(hours) +
+         "\n";
+}
+
+// Minute aggregates held in memory that start before `t`, over every series.
+std::size_t minutes_held_before(Engine& e, TimeUs t) {
+  std::size_t n = 0;
+  const Engine::Impl& d = Engine::Impl::of(e);
+  std::shared_lock lock(d.state_mutex);
+  for (const auto& ma : d.meter_aggregates) {
+    for (const auto& [cnum, by_group] : ma.series) {
+      for (const auto& [gid, s] : by_group) {
+        s.for_each(core::kUsPerMinute, std::numeric_limits<TimeUs>::min(), t,
+                   [&](TimeUs, const core::AggState&) { ++n; });
+      }
+    }
+  }
+  return n;
+}
+
+// all_answers, and windows that need old minutes: minute windows, ragged ranges, the usage of
+// one customer from a half hour, a +05:30 hour (Asia/Kolkata) with distinct values.
+std::string horizon_answers(Engine& e) {
+  std::string out = all_answers(e, {"", "c0", "c1", "c2", "c3", "c4", "c5", "c6"});
+  for (const char* meter : {"calls", "tokens", "tokens_max", "users", "patients"}) {
+    for (const char* customer : {"", "c2", "c5"}) {
+      for (Window window : {Window::kMinute, Window::kHour, Window::kDay}) {
+        MeterQuery q;
+        q.meter = meter;
+        q.customer = customer;
+        q.window = window;
+        q.timezone = "Asia/Kolkata";
+        q.from_us = at("2025-01-02T05:17:00Z");
+        q.to_us = at("2025-01-08T19:43:00Z");
+        auto r = e.query(q);
+        EXPECT_TRUE(r.has_value()) << r.error().message();
+        if (!r) {
+          continue;
+        }
+        for (const auto& row : r->rows) {
+          out += std::string(meter) + " " + row.customer + " " +
+                 std::to_string(row.window_start_us) + " " + row.value + "\n";
+        }
+      }
+    }
+  }
+  for (const char* customer : {"c0", "c3", "c6"}) {
+    auto u = e.customer_usage(customer, at("2025-01-03T10:30:00Z"), at("2025-01-11T07:11:00Z"));
+    EXPECT_TRUE(u.has_value()) << u.error().message();
+    if (!u) {
+      continue;
+    }
+    for (const auto& m : u->meters) {
+      out += std::string("usage ") + customer + " " + m.meter + " " + m.value + "\n";
+    }
+  }
+  return out;
+}
+
+TEST_F(EngineDiskTest, MinutesBeforeTheHorizonAreNotHeldAndAnswerAsWhenAllAre) {
+  // The clock is 2025-01-20T12:00Z: a horizon of 8 days holds minutes from 2025-01-12T12:00Z,
+  // so the events (2025-01-02 to 2025-01-16) are half before it, half after.
+  const TimeUs horizon = at("2025-01-12T12:00:00Z");
+  const std::string all_dir = dir_ + "/all";
+  std::filesystem::create_directories(all_dir);
+  EngineOptions o;
+  o.data_dir = all_dir;
+  o.config_toml = with_horizon(0);
+  o.clock = &clock_;
+  auto opened = Engine::open(o);
+  ASSERT_TRUE(opened.has_value()) << opened.error().message();
+  std::unique_ptr<Engine> all = std::move(*opened);
+  const std::string bounded_dir = dir_ + "/bounded";
+  std::filesystem::create_directories(bounded_dir);
+  o.data_dir = bounded_dir;
+  o.config_toml = with_horizon(8 * 24);
+  opened = Engine::open(o);
+  ASSERT_TRUE(opened.has_value()) << opened.error().message();
+  std::unique_ptr<Engine> bounded = std::move(*opened);
+
+  ASSERT_EQ(all->ingest_json(checkpoint_events(0, 700))->accepted, 2100u);
+  ASSERT_EQ(bounded->ingest_json(checkpoint_events(0, 700))->accepted, 2100u);
+  const std::string want = horizon_answers(*all);
+  ASSERT_NE(want.find("users c2 "), std::string::npos);  // something to compare
+  EXPECT_EQ(horizon_answers(*bounded), want);
+  EXPECT_GT(minutes_held_before(*all, horizon), 0u);
+  EXPECT_EQ(minutes_held_before(*bounded, horizon), 0u);
+  EXPECT_LT(bounded->stats().aggregates_live, all->stats().aggregates_live);
+  EXPECT_GT(bounded->stats().aggregates_live, 0u);
+
+  // Late events before the horizon, into minutes that have data and into new ones, with new
+  // and known distinct values: counted exactly, in the answers and in the store's records.
+  const std::string late =
+      R"({"events":[{"id":"late1","customer":"c1","type":"tokens","time":"2025-01-03T07:13:20Z","properties":{"n":4.5,"model":"m0"}},)"
+      R"({"id":"late2","customer":"c1","type":"api_call","time":"2025-01-03T07:13:40Z","properties":{"service":"s1","user":"u-new"}},)"
+      R"({"id":"late3","customer":"c4","type":"api_call","time":"2025-01-05T01:02:03Z","properties":{"service":"s0","user":"u1"}},)"
+      R"({"id":"late4","customer":"c4","type":"gauge","time":"2025-01-05T01:02:04Z","properties":{"count":99}}]})";
+  ASSERT_EQ(all->ingest_json(late)->accepted, 4u);
+  ASSERT_EQ(bounded->ingest_json(late)->accepted, 4u);
+  const std::string after_late = horizon_answers(*all);
+  EXPECT_NE(after_late, want);
+  EXPECT_EQ(horizon_answers(*bounded), after_late);
+  EXPECT_EQ(minutes_held_before(*bounded, horizon), 0u);
+  auto report = bounded->verify();
+  ASSERT_TRUE(report.has_value()) << report.error().message();
+  EXPECT_TRUE(report->ok()) << report->differences[0];
+  const std::uint64_t live = bounded->stats().aggregates_live;
+
+  // A restart from the checkpoint of a clean stop, then from the store's records alone.
+  bounded.reset();
+  ASSERT_TRUE(std::filesystem::exists(bounded_dir + "/aggregates.checkpoint"));
+  o.data_dir = bounded_dir;
+  o.config_toml = with_horizon(8 * 24);
+  for (bool from_checkpoint : {true, false}) {
+    if (!from_checkpoint) {
+      std::filesystem::remove(bounded_dir + "/aggregates.checkpoint");
+    }
+    opened = Engine::open(o);
+    ASSERT_TRUE(opened.has_value()) << opened.error().message();
+    bounded = std::move(*opened);
+    EXPECT_EQ(bounded->stats().aggregates_from_checkpoint, from_checkpoint);
+    EXPECT_EQ(minutes_held_before(*bounded, horizon), 0u);
+    EXPECT_EQ(bounded->stats().aggregates_live, live);
+    EXPECT_EQ(horizon_answers(*bounded), after_late);
+    bounded.reset();
+  }
+
+  // A checkpoint written with every minute held is read by an engine with a horizon: the file's
+  // older minutes are dropped as it is read.
+  all.reset();
+  o.data_dir = all_dir;
+  ASSERT_TRUE(std::filesystem::exists(all_dir + "/aggregates.checkpoint"));
+  opened = Engine::open(o);
+  ASSERT_TRUE(opened.has_value()) << opened.error().message();
+  EXPECT_TRUE((*opened)->stats().aggregates_from_checkpoint);
+  EXPECT_EQ(minutes_held_before(**opened, horizon), 0u);
+  EXPECT_EQ(horizon_answers(**opened), after_late);
+}
+
+TEST_F(EngineDiskTest, TheHorizonMovesOnWithTheClockAndVerifyReadsTheStore) {
+  const std::string config = with_horizon(8 * 24);
+  std::string want;
+  {
+    auto e = open(config);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(0, 500))->accepted, 1500u);
+    want = horizon_answers(*e);
+    const std::uint64_t live = e->stats().aggregates_live;
+    EXPECT_GT(minutes_held_before(*e, at("2025-01-15T12:00:00Z")), 0u);
+    // Three days on: the minutes of the three days after the old horizon go too.
+    clock_.advance_us(3 * core::kUsPerDay);
+    ASSERT_TRUE(Engine::Impl::of(*e).forget_old_minutes().ok());
+    EXPECT_EQ(minutes_held_before(*e, at("2025-01-15T12:00:00Z")), 0u);
+    EXPECT_LT(e->stats().aggregates_live, live);
+    EXPECT_EQ(horizon_answers(*e), want);
+    // Nothing more to drop within the same hour.
+    const std::uint64_t now_live = e->stats().aggregates_live;
+    ASSERT_TRUE(Engine::Impl::of(*e).forget_old_minutes().ok());
+    EXPECT_EQ(e->stats().aggregates_live, now_live);
+    auto report = e->verify();
+    ASSERT_TRUE(report.has_value()) << report.error().message();
+    EXPECT_TRUE(report->ok()) << report->differences[0];
+  }
+  // A tampered record of a minute no longer held is found by verify, and read by queries.
+  const TimeUs old_minute = at("2025-01-03T07:13:00Z");  // checkpoint_event(1, "c1")
+  {
+    store::RocksOptions ro;
+    ro.path = dir_;
+    auto st = store::open_rocksdb_store(ro);
+    ASSERT_TRUE(st.has_value()) << st.error().message();
+    // Customer numbers follow first sight: c0 is 1, c1 is 2.
+    const std::string key = engine::aggregate_key("calls", 2, old_minute, "s1");
+    auto v = (*st)->get(store::Space::kAggregates, key);
+    ASSERT_TRUE(v.has_value() && v->has_value());
+    core::AggState changed;
+    ASSERT_TRUE(engine::decode_agg_state(**v, &changed));
+    changed.add(core::Decimal::from_int(1), old_minute + 1, 999);
+    store::WriteBatch wb;
+    wb.put(store::Space::kAggregates, key, engine::encode_agg_state(changed));
+    ASSERT_TRUE((*st)->write(wb, true).ok());
+  }
+  auto e = open(config);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(minutes_held_before(*e, at("2025-01-15T12:00:00Z")), 0u);
+  auto report = e->verify();
+  ASSERT_TRUE(report.has_value()) << report.error().message();
+  ASSERT_EQ(report->differences.size(), 1u);
+  EXPECT_NE(report->differences[0].find("meter 'calls', customer 'c1', minute "
+                                        "2025-01-03T07:13:00Z: stored count 2"),
+            std::string::npos)
+      << report->differences[0];
 }
 
 }  // namespace

@@ -287,7 +287,8 @@ class IngestCommit {
 
   void add_jobs();
   void add_reservation_ops();
-  void encode(store::WriteBatch& wb);
+  // Errors: reading a minute before the horizon from the store (then nothing is written).
+  Status encode(store::WriteBatch& wb);
   void roll_back(const Status& written);
   void install();
   void answer();
@@ -697,7 +698,7 @@ void IngestCommit::add_reservation_ops() {
 }
 
 // The commit's one write.
-void IngestCommit::encode(store::WriteBatch& wb) {
+Status IngestCommit::encode(store::WriteBatch& wb) {
   for (auto& [cnum, block] : blocks_) {
     wb.put(store::Space::kEvents, event_block_key(cnum, block.last_seq), block.writer.finish());
   }
@@ -706,7 +707,8 @@ void IngestCommit::encode(store::WriteBatch& wb) {
   }
   for (const auto& [k, t] : touched_) {
     core::AggState state;  // left empty when the minute has no state yet
-    d_.minute_state(k.meter, k.customer_num, k.group, k.minute_us, &state);
+    // A minute before the horizon (a late event) is read from its stored record.
+    TALLY_TRY(d_.minute_state(k.meter, k.customer_num, k.group, k.minute_us, &state).status());
     state.merge(t.delta);
     const std::string& key = d_.catalog->meters[k.meter].spec.key;
     const std::string& gtext = d_.group_texts[k.group];
@@ -732,6 +734,7 @@ void IngestCommit::encode(store::WriteBatch& wb) {
   d_.flush_key_counters(wb, false);
   d_.write_reservations(reservation_ops_, burned_, ledger_, wb, now_);
   d_.write_ledger(ledger_, wb);
+  return Status();
 }
 
 // Nothing of the commit was stored: its numbers are given back, its checks' holds freed, and
@@ -844,8 +847,10 @@ void Engine::Impl::commit_ingest(std::vector<std::unique_ptr<engine::IngestJob>>
   c.add_jobs();
   c.add_reservation_ops();
   store::WriteBatch wb;
-  c.encode(wb);
-  const Status written = wb.empty() ? Status() : write_store(wb, config.storage.fsync);
+  Status written = c.encode(wb);
+  if (written.ok() && !wb.empty()) {
+    written = write_store(wb, config.storage.fsync);
+  }
   if (!written.ok()) {
     c.roll_back(written);
     return;

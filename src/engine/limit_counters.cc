@@ -6,6 +6,8 @@
 #include <limits>
 #include <unordered_set>
 
+#include <spdlog/spdlog.h>
+
 #include "common/assert.h"
 #include "engine/limits_impl.h"
 
@@ -275,9 +277,14 @@ LimitCounter* calendar_counter(const Engine::Impl& d, const engine::CustomerStat
   c.span = span;
   c.count_from_us = count_from;
   c.context = wc;
-  engine::combine_customer(d.meter_aggregates[meter], cs.num,
-                           core::floor_to(count_from, core::kUsPerMinute), span.end, false,
-                           &c.committed, nullptr);
+  // A window's start before the minute horizon, off an hour (a zone at +05:30), reads its
+  // first minutes from the store; a failed read counts what was read (and is logged).
+  if (Status read = engine::combine_customer(d.meter_aggregates[meter], cs.num,
+                                             core::floor_to(count_from, core::kUsPerMinute),
+                                             span.end, false, &c.committed, nullptr);
+      !read.ok()) {
+    spdlog::error("a limit counter could not read old minutes from the store: {}", read.message());
+  }
   cl.in_flight.for_each([&](std::uint64_t, const InFlight& f) {
     if (f.meter == meter && f.time_us >= count_from && f.time_us < span.end) {
       c.pending += f.amount;
@@ -304,9 +311,12 @@ RateCounter* rate_counter(const Engine::Impl& d, const engine::CustomerState& cs
   r.period = rule.period;
   const core::TimeUs period = core::rate_period_us(rule.period);
   core::AggState recent;
-  engine::combine_customer(
-      d.meter_aggregates[meter], cs.num, core::floor_to(now - period, core::kUsPerMinute),
-      core::floor_to(now, core::kUsPerMinute) + core::kUsPerMinute, false, &recent, nullptr);
+  if (Status read = engine::combine_customer(
+          d.meter_aggregates[meter], cs.num, core::floor_to(now - period, core::kUsPerMinute),
+          core::floor_to(now, core::kUsPerMinute) + core::kUsPerMinute, false, &recent, nullptr);
+      !read.ok()) {
+    spdlog::error("a rate counter could not read old minutes from the store: {}", read.message());
+  }
   r.state.level = used_value(d.catalog->meters[meter].spec.aggregation, recent);
   cl.in_flight.for_each([&](std::uint64_t, const InFlight& f) {
     if (f.meter == meter && f.time_us >= now - period) {

@@ -326,6 +326,36 @@ std::optional<core::TimeUs> PackedSums::first_in(core::TimeUs from, core::TimeUs
   return std::nullopt;
 }
 
+std::size_t PackedSums::drop_before(core::TimeUs t) {
+  std::size_t dropped = 0;
+  const auto reaching = segment_reaching(t);
+  for (auto it = segments_.cbegin(); it != reaching; ++it) {
+    dropped += it->entries;
+  }
+  if (reaching != segments_.cbegin()) {
+    segments_.erase(segments_.cbegin(), reaching);
+    segments_.shrink_to_fit();
+  }
+  if (!segments_.empty() && segments_.front().first < t) {
+    // Its last entry starts at or after t (segment_reaching), so what is kept is not empty.
+    std::vector<Entry> kept;
+    Cursor c(segments_.front());
+    Entry e;
+    while (c.next(&e.first, &e.second)) {
+      if (e.first >= t) {
+        kept.push_back(e);
+      }
+    }
+    TALLY_ASSERT(!kept.empty(), "the segment reaching t keeps its last entry");
+    dropped += segments_.front().entries - kept.size();
+    segments_.front() = encode(kept.data(), kept.size());
+  }
+  const auto tail_end = entry_at_or_after(tail_, t);
+  dropped += static_cast<std::size_t>(tail_end - tail_.begin());
+  tail_.erase(tail_.begin(), tail_end);
+  return dropped;
+}
+
 std::size_t PackedSums::size() const {
   std::size_t n = tail_.size();
   for (const auto& s : segments_) {

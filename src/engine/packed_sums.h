@@ -42,6 +42,9 @@ class PackedSums {
   std::optional<core::TimeUs> first_in(core::TimeUs from, core::TimeUs to) const;
   // How many entries there are.
   std::size_t size() const;
+  // Removes every entry starting before t (whole segments, and the one segment reaching t
+  // encoded again). Returns how many were removed.
+  std::size_t drop_before(core::TimeUs t);
 
   // Appends the whole of it to `out` (a checkpoint, checkpoint.cc); restore() reads that back
   // into an empty one, false when the bytes do not hold one.

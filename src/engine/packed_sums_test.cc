@@ -3,6 +3,7 @@
 // everything), and whatever the values (integers, fractions, negatives, beyond 64 bits).
 #include "engine/packed_sums.h"
 
+#include <iterator>
 #include <map>
 #include <random>
 #include <string>
@@ -160,6 +161,38 @@ TEST(PackedSums, ExtremeValuesSurviveTheEncoding) {
     }
   }
   expect_same_entries(p, plain, kStart, kStart + i * kUsPerMinute);
+}
+
+TEST(PackedSums, DroppingTheEntriesBeforeATimeKeepsTheRestExactly) {
+  std::mt19937_64 rng(7);
+  for (int round = 0; round < 20; ++round) {
+    PackedSums p;
+    std::map<TimeUs, AggState> plain;
+    std::uint64_t seq = 1;
+    for (int i = 0; i < 300; ++i) {
+      const TimeUs m = kStart + static_cast<TimeUs>(rng() % 400) * kUsPerMinute;
+      AggState delta;
+      delta.add(random_value(rng), m + 1, seq++);
+      p.merge(m, delta);
+      plain[m].merge(delta);
+    }
+    // Before everything, inside a segment, on an entry, past the last: each drop is exact.
+    for (TimeUs t :
+         {kStart - kUsPerMinute, kStart + static_cast<TimeUs>(rng() % 200) * kUsPerMinute,
+          plain.begin()->first + kUsPerMinute, std::prev(plain.end(), 2)->first,
+          kStart + 500 * kUsPerMinute}) {
+      const std::size_t before = plain.size();
+      plain.erase(plain.begin(), plain.lower_bound(t));
+      EXPECT_EQ(p.drop_before(t), before - plain.size()) << "round " << round;
+      expect_same_entries(p, plain, kStart - kUsPerMinute, kStart + 500 * kUsPerMinute);
+    }
+    // What is left still takes updates, late ones included.
+    AggState delta;
+    delta.add(core::Decimal::from_int(3), kStart + 600 * kUsPerMinute, seq++);
+    EXPECT_TRUE(p.merge(kStart + 600 * kUsPerMinute, delta));
+    plain[kStart + 600 * kUsPerMinute].merge(delta);
+    expect_same_entries(p, plain, kStart, kStart + 700 * kUsPerMinute);
+  }
 }
 
 }  // namespace

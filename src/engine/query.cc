@@ -84,16 +84,17 @@ std::string query_value_text(core::Aggregation a, const core::AggState& s,
   return core::format_decimal(v);
 }
 
-void combine_customer(const MeterAggregates& m, std::uint32_t customer_num, core::TimeUs a,
-                      core::TimeUs b, bool want_uniques, core::AggState* state,
-                      core::UniqueSet* uniques) {
+Status combine_customer(const MeterAggregates& m, std::uint32_t customer_num, core::TimeUs a,
+                        core::TimeUs b, bool want_uniques, core::AggState* state,
+                        core::UniqueSet* uniques) {
   auto it = m.series.find(customer_num);
   if (it == m.series.end()) {
-    return;
+    return Status();
   }
   for (const auto& [gid, series] : it->second) {
-    series.combine(a, b, want_uniques, state, uniques);
+    TALLY_TRY(series.combine(a, b, want_uniques, state, uniques));
   }
+  return Status();
 }
 
 bool parse_u64(std::string_view text, std::uint64_t* out) {
@@ -319,12 +320,13 @@ class QueryRows {
   Status windowed(const QueryGroup& key) {
     const core::Window window = *plan_.window;
     const core::TimeZone& tz = plan_.tz;
-    core::TimeUs t = next_data(key, plan_.from);
+    core::TimeUs t = plan_.from;
+    TALLY_TRY(next_data(key, plan_.from, &t));
     while (t < plan_.to) {
       const core::TimeUs ws = core::window_start(t, window, tz);
       const core::TimeUs we = core::window_next(ws, window, tz);
       TALLY_TRY(combined(key, ws, we));
-      t = next_data(key, we);
+      TALLY_TRY(next_data(key, we, &t));
     }
     return Status();
   }
@@ -337,21 +339,26 @@ class QueryRows {
     core::AggState st;
     core::UniqueSet u;
     for (const auto* s : key.series) {
-      s->combine(a, b, want_uniques_, &st, &u);
+      TALLY_TRY(s->combine(a, b, want_uniques_, &st, &u));
     }
     return st.empty() ? Status() : emit(key, ws, we, st, u);
   }
 
-  // The first minute at or after t with data in any series of the group; the range's end when
-  // none.
-  core::TimeUs next_data(const QueryGroup& key, core::TimeUs t) const {
+  // The first minute at or after t with data in any series of the group into *out; the range's
+  // end when none. Errors: Series::next_minute.
+  Status next_data(const QueryGroup& key, core::TimeUs t, core::TimeUs* out) const {
     core::TimeUs best = plan_.to;
     for (const auto* s : key.series) {
-      if (auto next = s->next_minute(t, best)) {
-        best = *next;
+      auto next = s->next_minute(t, best);
+      if (!next) {
+        return next.error();
+      }
+      if (*next) {
+        best = **next;
       }
     }
-    return best;
+    *out = best;
+    return Status();
   }
 
   Status emit(const QueryGroup& key, core::TimeUs ws, core::TimeUs we, const core::AggState& st,
@@ -443,12 +450,13 @@ Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs
   }
   out.from_us = from;
   out.to_us = to;
-  auto total = [&](std::uint32_t meter) {
+  auto total = [&](std::uint32_t meter) -> Result<std::string> {
     const core::Aggregation agg = d.catalog->meters[meter].spec.aggregation;
     core::AggState st;
     core::UniqueSet u;
     const bool want_uniques = agg == core::Aggregation::kUniqueCount;
-    engine::combine_customer(d.meter_aggregates[meter], cs->num, from, to, want_uniques, &st, &u);
+    TALLY_TRY(engine::combine_customer(d.meter_aggregates[meter], cs->num, from, to, want_uniques,
+                                       &st, &u));
     return value_text(agg, st, &u);
   };
   for (std::uint32_t i = 0; i < d.catalog->meters.size(); ++i) {
@@ -460,10 +468,19 @@ Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs
     item.meter = m.spec.key;
     item.aggregation = m.spec.aggregation;
     item.unit = m.spec.unit;
-    item.value = total(i);
+    auto value = total(i);
+    if (!value) {
+      return value.error();
+    }
+    item.value = std::move(*value);
     if (d.catalog->cost_meter[i] != engine::kNoMeter) {
-      item.cost = total(d.catalog->cost_meter[i]);
-      item.credits = total(d.catalog->credits_meter[i]);
+      auto cost = total(d.catalog->cost_meter[i]);
+      auto credits = total(d.catalog->credits_meter[i]);
+      if (!cost || !credits) {
+        return !cost ? cost.error() : credits.error();
+      }
+      item.cost = std::move(*cost);
+      item.credits = std::move(*credits);
     }
     out.meters.push_back(std::move(item));
   }

@@ -149,6 +149,9 @@ Status rebuild_changed_meters(Engine::Impl& d) {
 }  // namespace
 
 Status Engine::Impl::load() {
+  // Minutes before the horizon are never held: each series drops them as it is read.
+  old_minutes = engine::make_store_minutes(*this);
+  minutes_from = minute_horizon(clock->now_us());
   TALLY_TRY(load_counters(*this));
   TALLY_TRY(load_customers(*this));
   TALLY_TRY(load_keys(*this));

@@ -112,12 +112,12 @@ struct Acc {
 
 // Adds every series of the meter (of `only`, or of every customer) whose group passes the
 // filters into one accumulator per window of `windows`, counting only [from, to).
-// REQUIRES: state_mutex held; windows cover [from, to) in order.
-void accumulate(const Engine::Impl& d, const engine::MeterDef& def,
-                const engine::CustomerState* only,
-                const std::vector<std::pair<std::size_t, std::string>>& filters,
-                const std::vector<Span>& windows, core::TimeUs from, core::TimeUs to,
-                std::vector<Acc>* acc) {
+// REQUIRES: state_mutex held; windows cover [from, to) in order. Errors: Series::combine's.
+Status accumulate(const Engine::Impl& d, const engine::MeterDef& def,
+                  const engine::CustomerState* only,
+                  const std::vector<std::pair<std::size_t, std::string>>& filters,
+                  const std::vector<Span>& windows, core::TimeUs from, core::TimeUs to,
+                  std::vector<Acc>* acc) {
   const engine::MeterAggregates& m = d.meter_aggregates[d.catalog->index_of(&def)];
   const bool want_uniques = def.spec.aggregation == core::Aggregation::kUniqueCount;
   auto passes = [&](std::uint32_t gid) {
@@ -151,7 +151,7 @@ void accumulate(const Engine::Impl& d, const engine::MeterDef& def,
         walk(t);
       }
     }
-    return;
+    return Status();
   }
   for (const auto& [cnum, by_group] : m.series) {
     if (only != nullptr && cnum != only->num) {
@@ -166,21 +166,31 @@ void accumulate(const Engine::Impl& d, const engine::MeterDef& def,
         continue;
       }
       // Jump from one minute with data to the next window holding some.
-      for (auto at = s.next_minute(from, to); at; at = s.next_minute(*at, to)) {
+      core::TimeUs t = from;
+      for (;;) {
+        auto at = s.next_minute(t, to);
+        if (!at) {
+          return at.error();
+        }
+        if (!*at) {
+          break;
+        }
         const auto w =
-            std::upper_bound(windows.begin(), windows.end(), *at,
-                             [](core::TimeUs t, const Span& sp) { return t < sp.start; });
+            std::upper_bound(windows.begin(), windows.end(), **at,
+                             [](core::TimeUs x, const Span& sp) { return x < sp.start; });
         TALLY_DASSERT(w != windows.begin(), "windows cover [from, to)");
         if (w == windows.begin()) {
           break;
         }
         const Span& span = *(w - 1);
         Acc& a = (*acc)[static_cast<std::size_t>(w - 1 - windows.begin())];
-        s.combine(std::max(span.start, from), std::min(span.end, to), want_uniques, &a.st, &a.u);
-        *at = span.end;
+        TALLY_TRY(s.combine(std::max(span.start, from), std::min(span.end, to), want_uniques, &a.st,
+                            &a.u));
+        t = span.end;
       }
     }
   }
+  return Status();
 }
 
 // Per-window values of one meter: nullopt for windows without a value.
@@ -546,8 +556,8 @@ Result<OrganizationUsage> Engine::organization_usage(const std::string& organiza
           one.u = std::move(uniques[0]);
         }
       } else {
-        engine::combine_customer(d.meter_aggregates[meter], members[i].num, from, to, want_uniques,
-                                 &one.st, &one.u);
+        TALLY_TRY(engine::combine_customer(d.meter_aggregates[meter], members[i].num, from, to,
+                                           want_uniques, &one.st, &one.u));
       }
       UsageItem mine = item;
       core::Decimal v;
@@ -783,8 +793,7 @@ Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
   // The embedded store's series, or the scale-out mode's shards, summed per window.
   auto fill = [&](const std::vector<Span>& spans, core::TimeUs a, std::vector<Acc>* acc) {
     if (d.cluster == nullptr) {
-      accumulate(d, *m, only, *filters, spans, a, to, acc);
-      return Status();
+      return accumulate(d, *m, only, *filters, spans, a, to, acc);
     }
     std::vector<core::AggState> states;
     std::vector<core::UniqueSet> uniques;

@@ -1,5 +1,6 @@
 #include "engine/series.h"
 
+#include <algorithm>
 #include <limits>
 #include <string>
 
@@ -11,14 +12,16 @@ namespace tally::engine {
 bool Series::add(core::TimeUs minute_us, const core::AggState& delta) {
   TALLY_DASSERT(core::floor_to(minute_us, core::kUsPerMinute) == minute_us,
                 "a series is added to by whole minutes");
-  const bool made = minutes_.merge(minute_us, delta);
+  const bool made = minute_us >= held_from_ && minutes_.merge(minute_us, delta);
   hours_.merge(core::floor_to(minute_us, core::kUsPerHour), delta);
   days_.merge(core::floor_to(minute_us, core::kUsPerDay), delta);
   return made;
 }
 
 void Series::add_unique(core::TimeUs minute_us, const std::string& value) {
-  minute_uniques_[minute_us].insert(value);
+  if (minute_us >= held_from_) {
+    minute_uniques_[minute_us].insert(value);
+  }
   hour_uniques_[core::floor_to(minute_us, core::kUsPerHour)].insert(value);
 }
 
@@ -27,18 +30,82 @@ bool Series::has_unique(core::TimeUs minute_us, std::string_view value) const {
   return it != minute_uniques_.end() && it->second.count(std::string(value)) != 0;
 }
 
-bool Series::minute(core::TimeUs minute_us, core::AggState* out) const {
+std::size_t Series::forget_minutes_before(core::TimeUs t) {
+  TALLY_ASSERT(bound(), "a series forgets minutes only when it can read them again");
+  if (t <= held_from_) {
+    return 0;
+  }
+  held_from_ = t;
+  minute_uniques_.erase(minute_uniques_.begin(), minute_uniques_.lower_bound(t));
+  return minutes_.drop_before(t);
+}
+
+Result<bool> Series::minute(core::TimeUs minute_us, core::AggState* out) const {
+  if (minute_us < held_from_) {
+    return old_->get(key_, minute_us, out);
+  }
   return minutes_.get(minute_us, out);
 }
 
-std::optional<core::TimeUs> Series::next_minute(core::TimeUs from, core::TimeUs to) const {
+Result<std::optional<core::TimeUs>> Series::next_minute(core::TimeUs from, core::TimeUs to) const {
+  if (from < held_from_) {
+    // Only hours with data can hold one: one read of the store per such hour, from the first.
+    const core::TimeUs old_end = std::min(to, held_from_);
+    std::optional<core::TimeUs> found;
+    Status read;
+    hours_.for_each(core::floor_to(from, core::kUsPerHour), old_end,
+                    [&](core::TimeUs hour, const core::AggState&) {
+                      if (found || !read.ok()) {
+                        return;
+                      }
+                      read = old_->for_each(key_, std::max(from, hour),
+                                            std::min(old_end, hour + core::kUsPerHour),
+                                            [&](core::TimeUs start, const core::AggState&) {
+                                              found = start;
+                                              return false;
+                                            });
+                    });
+    TALLY_TRY(read);
+    if (found || to <= held_from_) {
+      return found;
+    }
+    from = held_from_;
+  }
   return minutes_.first_in(from, to);
 }
 
-void Series::combine(core::TimeUs a, core::TimeUs b, bool want_uniques, core::AggState* state,
-                     core::UniqueSet* uniques) const {
+Status Series::combine_minutes(core::TimeUs x, core::TimeUs y, bool want_uniques,
+                               core::AggState* state, core::UniqueSet* uniques) const {
+  if (x >= y) {
+    return Status();
+  }
+  const core::TimeUs split = std::clamp(held_from_, x, y);
+  if (x < split) {
+    TALLY_TRY(old_->for_each(key_, x, split, [state](core::TimeUs, const core::AggState& s) {
+      state->merge(s);
+      return true;
+    }));
+    if (want_uniques) {
+      TALLY_TRY(old_->uniques(key_, x, split, uniques));
+    }
+  }
+  if (split >= y) {
+    return Status();
+  }
+  minutes_.for_each(split, y, [state](core::TimeUs, const core::AggState& s) { state->merge(s); });
+  if (want_uniques) {
+    for (auto it = minute_uniques_.lower_bound(split); it != minute_uniques_.end() && it->first < y;
+         ++it) {
+      uniques->insert(it->second.begin(), it->second.end());
+    }
+  }
+  return Status();
+}
+
+Status Series::combine(core::TimeUs a, core::TimeUs b, bool want_uniques, core::AggState* state,
+                       core::UniqueSet* uniques) const {
   if (a >= b) {
-    return;
+    return Status();
   }
   // Ranges at aligned edges are empty: they cost no search of the tree.
   auto merge = [&](const PackedSums& sums, const std::map<core::TimeUs, core::UniqueSet>* sets,
@@ -53,27 +120,25 @@ void Series::combine(core::TimeUs a, core::TimeUs b, bool want_uniques, core::Ag
       }
     }
   };
-  auto hours = [&](core::TimeUs x, core::TimeUs y) {
+  auto hours = [&](core::TimeUs x, core::TimeUs y) -> Status {
     const core::TimeUs ha = core::ceil_to(x, core::kUsPerHour);
     const core::TimeUs hb = core::floor_to(y, core::kUsPerHour);
     if (ha >= hb) {
-      merge(minutes_, &minute_uniques_, x, y);
-      return;
+      return combine_minutes(x, y, want_uniques, state, uniques);
     }
-    merge(minutes_, &minute_uniques_, x, ha);
+    TALLY_TRY(combine_minutes(x, ha, want_uniques, state, uniques));
     merge(hours_, &hour_uniques_, ha, hb);
-    merge(minutes_, &minute_uniques_, hb, y);
+    return combine_minutes(hb, y, want_uniques, state, uniques);
   };
   // Distinct values are kept per hour at most: a day's set would repeat them all again.
   const core::TimeUs da = core::ceil_to(a, core::kUsPerDay);
   const core::TimeUs db = core::floor_to(b, core::kUsPerDay);
   if (want_uniques || da >= db) {
-    hours(a, b);
-    return;
+    return hours(a, b);
   }
-  hours(a, da);
+  TALLY_TRY(hours(a, da));
   merge(days_, nullptr, da, db);
-  hours(db, b);
+  return hours(db, b);
 }
 
 core::AggState& GroupTotals::entry(Sums& sums, Sums::iterator* near, core::TimeUs key) {
@@ -158,6 +223,7 @@ bool restore_states(common::Reader& in, StateMap* states) {
 }  // namespace
 
 void Series::save(std::string& out) const {
+  common::put_zigzag(out, held_from_);
   minutes_.save(out);
   hours_.save(out);
   days_.save(out);
@@ -166,8 +232,9 @@ void Series::save(std::string& out) const {
 }
 
 bool Series::restore(common::Reader& in) {
-  return minutes_.restore(in) && hours_.restore(in) && days_.restore(in) &&
-         restore_uniques(in, &minute_uniques_) && restore_uniques(in, &hour_uniques_);
+  return in.get_zigzag(&held_from_) && minutes_.restore(in) && hours_.restore(in) &&
+         days_.restore(in) && restore_uniques(in, &minute_uniques_) &&
+         restore_uniques(in, &hour_uniques_);
 }
 
 void GroupTotals::save(std::string& out) const {

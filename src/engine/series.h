@@ -6,8 +6,15 @@
 // add() alone: every hour and day entry is the merge of the minute entries inside it. Each
 // resolution is a PackedSums (packed_sums.h): the newest entries plain, older ones encoded.
 // Distinct values (unique_count meters) are kept per minute and per hour, never per day.
+//
+// Minutes before a series' horizon (minutes_held_from(), moved on by forget_minutes_before) are
+// not held: their hours and days still are, and reads of those minutes (a range's ragged edges,
+// a minute's state, the next minute with data) go to the OldMinutes the series was bound to, the
+// store's records (engine/old_minutes.cc). So the methods that may read them return a Status.
 #pragma once
 
+#include <functional>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -22,34 +29,86 @@
 
 namespace tally::engine {
 
+// Which series: the meter (as indexed in the catalog), the customer number and the group id.
+struct SeriesKey {
+  std::uint32_t meter = 0;
+  std::uint32_t customer = 0;
+  std::uint32_t group = 0;
+};
+
+// The minutes a series no longer holds, from where they are kept (the engine supplies it: the
+// store's aggregate and distinct-value records). Safe to call from several threads at once.
+class OldMinutes {
+ public:
+  virtual ~OldMinutes() = default;
+  // The state of the minute starting at `minute_us` into *out; false, leaving *out as it was,
+  // when it has none. Errors: the store's read error (kIOError), kCorruption.
+  virtual Result<bool> get(const SeriesKey& key, core::TimeUs minute_us,
+                           core::AggState* out) const = 0;
+  // Calls f(start, state) for each minute with data starting in [from, to), in time order,
+  // until f returns false. Errors: as get.
+  virtual Status for_each(
+      const SeriesKey& key, core::TimeUs from, core::TimeUs to,
+      const std::function<bool(core::TimeUs, const core::AggState&)>& f) const = 0;
+  // Adds the distinct values of the minutes in [from, to) to *out. Errors: as get.
+  virtual Status uniques(const SeriesKey& key, core::TimeUs from, core::TimeUs to,
+                         core::UniqueSet* out) const = 0;
+};
+
 class Series {
  public:
+  static constexpr core::TimeUs kHoldsAll = std::numeric_limits<core::TimeUs>::min();
+
+  // Where this series reads the minutes it does not hold, and which series it is there. Set
+  // once, before any minute is forgotten; `old` outlives the series.
+  void bind(const OldMinutes* old, SeriesKey key) {
+    old_ = old;
+    key_ = key;
+  }
+
+  bool bound() const { return old_ != nullptr; }
+
+  // Drops from memory the minutes (and their distinct values) starting before t, and holds no
+  // minute before t from now on: add() then updates only the hours and days of such a minute.
+  // Returns how many minute entries were dropped. A t at or before the current horizon does
+  // nothing. REQUIRES: bound().
+  std::size_t forget_minutes_before(core::TimeUs t);
+
+  // The start of the first minute held: kHoldsAll when nothing was ever forgotten.
+  core::TimeUs minutes_held_from() const { return held_from_; }
+
   // Adds `delta` to the minute starting at `minute_us` (a minute boundary) and to its hour and
-  // day. Returns whether the minute was new.
+  // day (only to those before the horizon). Returns whether a minute held in memory was made.
   bool add(core::TimeUs minute_us, const core::AggState& delta);
-  // Records a distinct value seen in the minute starting at `minute_us`.
+  // Records a distinct value seen in the minute starting at `minute_us` (and its hour; only the
+  // hour before the horizon).
   void add_unique(core::TimeUs minute_us, const std::string& value);
+  // Whether the minute holds `value`; false for a minute before the horizon (the caller writes
+  // its record again, which changes nothing).
   bool has_unique(core::TimeUs minute_us, std::string_view value) const;
-  // The minute's state into *out; false, leaving *out as it was, when it has none.
-  bool minute(core::TimeUs minute_us, core::AggState* out) const;
+  // The minute's state into *out; false, leaving *out as it was, when it has none. Before the
+  // horizon, read from the OldMinutes. Errors: theirs.
+  Result<bool> minute(core::TimeUs minute_us, core::AggState* out) const;
 
   // Accumulates the aggregates of [a, b) into `state` (and its distinct values into `uniques`
   // when `want_uniques`): whole days from the day sums, whole hours at their edges, minutes at
-  // theirs. a and b are minute boundaries.
-  void combine(core::TimeUs a, core::TimeUs b, bool want_uniques, core::AggState* state,
-               core::UniqueSet* uniques) const;
+  // theirs (those before the horizon from the OldMinutes). a and b are minute boundaries.
+  // Errors: the OldMinutes' (state and uniques then hold part of the range).
+  Status combine(core::TimeUs a, core::TimeUs b, bool want_uniques, core::AggState* state,
+                 core::UniqueSet* uniques) const;
   // Calls f(start, state) for each entry of `unit` (kUsPerMinute, kUsPerHour or kUsPerDay)
-  // starting in [from, to), in time order (the state is a temporary).
+  // starting in [from, to), in time order (the state is a temporary). Minutes: only those held.
   template <typename F>
   void for_each(core::TimeUs unit, core::TimeUs from, core::TimeUs to, F&& f) const;
-  // The first minute with data in [from, to), if any.
-  std::optional<core::TimeUs> next_minute(core::TimeUs from, core::TimeUs to) const;
+  // The first minute with data in [from, to), if any (before the horizon: found from the hours
+  // with data, then read from the OldMinutes). Errors: theirs.
+  Result<std::optional<core::TimeUs>> next_minute(core::TimeUs from, core::TimeUs to) const;
 
-  // How many minutes have data.
+  // How many minutes are held in memory.
   std::size_t minutes() const { return minutes_.size(); }
 
-  // Appends the whole series to `out` (a checkpoint); restore() reads it back into an empty
-  // one, false when the bytes do not hold one.
+  // Appends the whole series (its horizon included) to `out` (a checkpoint); restore() reads it
+  // back into an empty one, false when the bytes do not hold one. The binding is not saved.
   void save(std::string& out) const;
   bool restore(common::Reader& in);
 
@@ -57,6 +116,14 @@ class Series {
   const PackedSums& sums(core::TimeUs unit) const {
     return unit == core::kUsPerMinute ? minutes_ : unit == core::kUsPerHour ? hours_ : days_;
   }
+
+  // The minutes of [x, y) into state (and uniques): those before the horizon from old_.
+  Status combine_minutes(core::TimeUs x, core::TimeUs y, bool want_uniques, core::AggState* state,
+                         core::UniqueSet* uniques) const;
+
+  core::TimeUs held_from_ = kHoldsAll;
+  const OldMinutes* old_ = nullptr;
+  SeriesKey key_;
 
   PackedSums minutes_;
   PackedSums hours_;

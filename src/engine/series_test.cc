@@ -103,7 +103,7 @@ TEST(Series, AnyRangeWithRaggedEdgesCombinesExactly) {
     for (bool want_uniques : {false, true}) {
       AggState st;
       core::UniqueSet u;
-      f.series.combine(a, b, want_uniques, &st, &u);
+      ASSERT_TRUE(f.series.combine(a, b, want_uniques, &st, &u).ok());
       const std::string where = "[" + std::to_string(a) + ", " + std::to_string(b) + ")";
       expect_same(st, f.brute(a, b), where);
       if (want_uniques) {
@@ -123,7 +123,7 @@ TEST(Series, DaysOfAPlusFiveThirtyZoneCombineExactly) {
       const TimeUs a = kStart + d * kUsPerDay - offset;
       const TimeUs b = a + len * kUsPerDay;
       AggState st;
-      f.series.combine(a, b, false, &st, nullptr);
+      ASSERT_TRUE(f.series.combine(a, b, false, &st, nullptr).ok());
       expect_same(st, f.brute(a, b), "day " + std::to_string(d) + " x" + std::to_string(len));
     }
   }
@@ -136,12 +136,12 @@ TEST(Series, MinutesAndDistinctValuesAreFoundByTheirStart) {
   EXPECT_TRUE(s.add(kStart + 90 * kUsPerMinute, d));
   EXPECT_FALSE(s.add(kStart + 90 * kUsPerMinute, d));  // the same minute again
   AggState got;
-  ASSERT_TRUE(s.minute(kStart + 90 * kUsPerMinute, &got));
+  ASSERT_TRUE(*s.minute(kStart + 90 * kUsPerMinute, &got));
   EXPECT_EQ(got.count, 2);
-  EXPECT_FALSE(s.minute(kStart + 91 * kUsPerMinute, &got));
-  EXPECT_EQ(s.next_minute(kStart, kStart + kUsPerDay), kStart + 90 * kUsPerMinute);
-  EXPECT_EQ(s.next_minute(kStart + 91 * kUsPerMinute, kStart + kUsPerDay), std::nullopt);
-  EXPECT_EQ(s.next_minute(kStart, kStart + 90 * kUsPerMinute), std::nullopt);
+  EXPECT_FALSE(*s.minute(kStart + 91 * kUsPerMinute, &got));
+  EXPECT_EQ(*s.next_minute(kStart, kStart + kUsPerDay), kStart + 90 * kUsPerMinute);
+  EXPECT_EQ(*s.next_minute(kStart + 91 * kUsPerMinute, kStart + kUsPerDay), std::nullopt);
+  EXPECT_EQ(*s.next_minute(kStart, kStart + 90 * kUsPerMinute), std::nullopt);
   s.add_unique(kStart + 90 * kUsPerMinute, "gpt-4");
   EXPECT_TRUE(s.has_unique(kStart + 90 * kUsPerMinute, "gpt-4"));
   EXPECT_FALSE(s.has_unique(kStart + 90 * kUsPerMinute, "gpt-5"));
