@@ -6,6 +6,7 @@
 #include "cluster/pg_sql.h"
 #include "common/crypto.h"
 #include "common/json_writer.h"
+#include "core/ids.h"
 
 namespace tally::cluster {
 namespace {
@@ -227,7 +228,7 @@ Status store_customer(pg::Connection& conn, const Customer& c) {
     return r.error();
   }
   if (r->affected_rows == 0) {
-    return Status::not_found("customer '" + c.id + "' does not exist");
+    return core::customer_not_found(c.id);
   }
   return Status();
 }

@@ -94,4 +94,8 @@ bool valid_email_address(std::string_view address) {
   return true;
 }
 
+Status customer_not_found(std::string_view id) {
+  return Status::not_found("customer '" + std::string(id) + "' does not exist");
+}
+
 }  // namespace tally::core

@@ -22,6 +22,9 @@ Status check_name(std::string_view what, std::string_view name);
 // Errors: kInvalidArgument naming `what` ("event id") and the rule.
 Status check_event_id(std::string_view what, std::string_view id);
 
+// kNotFound "customer 'ID' does not exist": the one answer for a customer id that names none.
+Status customer_not_found(std::string_view id);
+
 // True for an email address Tally sends alerts to: local@domain in plain ASCII, without spaces,
 // quotes, angle brackets or control characters, a domain of letters, digits, '-' and '.' with a
 // dot, at most 254 bytes. Stricter than RFC 5321 on purpose: every accepted address is safe to

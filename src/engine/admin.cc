@@ -263,7 +263,7 @@ Result<Customer> Engine::get_customer(const std::string& id) const {
   std::shared_lock lock(impl_->state_mutex);
   const auto* cs = impl_->find_customer(id);
   if (cs == nullptr) {
-    return Status::not_found("customer '" + id + "' does not exist");
+    return core::customer_not_found(id);
   }
   return cs->record;
 }
@@ -302,7 +302,7 @@ Result<Customer> Engine::update_customer(const std::string& id, const CustomerPa
       [&d, id, patch, actor, updated, num, now](store::WriteBatch& wb) -> Status {
         auto it = d.customer_nums.find(id);
         if (it == d.customer_nums.end()) {
-          return Status::not_found("customer '" + id + "' does not exist");
+          return core::customer_not_found(id);
         }
         *num = it->second;
         auto patched = engine::patched_customer(d.customers.at(*num).record, patch, d.config, now);
@@ -351,7 +351,7 @@ Result<NewApiKey> Engine::create_key(const NewApiKeyRequest& request, const std:
       d,
       [&d, rec, actor](store::WriteBatch& wb) -> Status {
         if (!rec.info.customer.empty() && d.customer_nums.count(rec.info.customer) == 0) {
-          return Status::not_found("customer '" + rec.info.customer + "' does not exist");
+          return core::customer_not_found(rec.info.customer);
         }
         wb.put(store::Space::kKeys, rec.info.id, engine::encode_key_record(rec));
         engine::put_audit(

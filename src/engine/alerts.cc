@@ -504,7 +504,7 @@ Result<AlertPage> Engine::alerts(const AlertQuery& q) const {
   if (!q.customer.empty()) {
     std::shared_lock lock(d.state_mutex);
     if (d.find_customer(q.customer) == nullptr) {
-      return Status::not_found("customer '" + q.customer + "' does not exist");
+      return core::customer_not_found(q.customer);
     }
   }
   const std::uint32_t limit = q.limit == 0 ? 100 : q.limit;

@@ -276,7 +276,7 @@ Status prepare(const Engine::Impl& d, const CheckRequest& r, Prepared* out) {
   p.request = &r;
   p.cs = d.find_customer(r.customer);
   if (p.cs == nullptr) {
-    return Status::not_found("customer '" + r.customer + "' does not exist");
+    return core::customer_not_found(r.customer);
   }
   const engine::MeterDef* ms = d.catalog->find(r.meter);
   if (ms == nullptr) {

@@ -1,4 +1,5 @@
 // The scale-out mode's ingest (see cluster_mode.h); its queries are cluster_query.cc's.
+#include "core/ids.h"
 #include "engine/cluster_mode_impl.h"
 
 namespace tally::engine {
@@ -330,9 +331,9 @@ void ClusterMode::Impl::complete(IngestRequest& req) {
   for (std::size_t i = 0; i < b.size(); ++i) {
     if (!req.known[i]) {
       ++sum.rejected;
-      sum.errors.push_back(EventError{
-          parsed.indexes[i], std::string(b.text(b.events()[i].id)), "UNKNOWN_CUSTOMER",
-          "customer '" + std::string(b.text(b.events()[i].customer)) + "' does not exist"});
+      sum.errors.push_back(
+          EventError{parsed.indexes[i], std::string(b.text(b.events()[i].id)), "UNKNOWN_CUSTOMER",
+                     core::customer_not_found(b.text(b.events()[i].customer)).message()});
     } else if (req.outcome[i] == cluster::EventOutcome::kDuplicate) {
       ++sum.duplicates;
     } else {

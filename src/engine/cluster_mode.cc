@@ -1,5 +1,6 @@
 // The engine's scale-out mode: opening a node, customers, keys and operations (see
 // cluster_mode.h).
+#include "core/ids.h"
 #include "engine/cluster_mode_impl.h"
 
 namespace tally::engine {
@@ -167,7 +168,7 @@ Result<Customer> ClusterMode::Impl::read_customer(const std::string& id) {
     return found.error();
   }
   if (!found->has_value()) {
-    return Status::not_found("customer '" + id + "' does not exist");
+    return core::customer_not_found(id);
   }
   return std::move(**found);
 }
@@ -214,7 +215,7 @@ Result<Customer> ClusterMode::update_customer(const std::string& id, const Custo
     return found.error();
   }
   if (!found->has_value()) {
-    return Status::not_found("customer '" + id + "' does not exist");
+    return core::customer_not_found(id);
   }
   auto patched =
       engine::patched_customer(std::move(**found), patch, *impl_->config, impl_->clock->now_us());
@@ -266,7 +267,7 @@ Result<Customer> ClusterMode::set_overrides(const std::string& customer,
     return found.error();
   }
   if (!found->has_value()) {
-    return Status::not_found("customer '" + customer + "' does not exist");
+    return core::customer_not_found(customer);
   }
   Customer c = std::move(**found);
   c.overrides = overrides;

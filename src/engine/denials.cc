@@ -2,6 +2,7 @@
 // them, Engine::denials_last_hour.
 #include "engine/denials.h"
 
+#include "core/ids.h"
 #include "core/time.h"
 #include "engine/engine_impl.h"
 
@@ -62,7 +63,7 @@ Result<DenialHistory> Engine::denials_last_hour(const std::string& customer) con
     std::shared_lock lock(d.state_mutex);
     const engine::CustomerState* cs = d.find_customer(customer);
     if (cs == nullptr) {
-      return Status::not_found("customer '" + customer + "' does not exist");
+      return core::customer_not_found(customer);
     }
     num = cs->num;
   }

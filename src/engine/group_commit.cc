@@ -18,6 +18,7 @@
 #include <unordered_map>
 
 #include "common/assert.h"
+#include "core/ids.h"
 #include "engine/engine_impl.h"
 
 namespace tally {
@@ -492,7 +493,7 @@ bool IngestCommit::refuse_whole(const IngestJob& job, IngestSummary* sum) const 
       cnum = nit->second.num;
     } else if (!d_.config.server.auto_create_customers) {
       faults.push_back(EventError{job.parsed.indexes[i], std::string(id), "UNKNOWN_CUSTOMER",
-                                  "customer '" + std::string(customer) + "' does not exist"});
+                                  core::customer_not_found(customer).message()});
       continue;
     } else {
       known = false;  // created by this request: nothing of it is stored yet
@@ -544,7 +545,7 @@ bool IngestCommit::resolve_customer(const IngestJob& job, std::size_t i, IngestS
   ++sum.rejected;
   const std::string_view id = b.text(b.events()[i].id);
   sum.errors.push_back(EventError{job.parsed.indexes[i], std::string(id), "UNKNOWN_CUSTOMER",
-                                  "customer '" + std::string(customer) + "' does not exist"});
+                                  core::customer_not_found(customer).message()});
   return false;
 }
 

@@ -2,6 +2,7 @@
 // would read, evaluated without consuming.
 #include <algorithm>
 
+#include "core/ids.h"
 #include "engine/cluster_mode.h"
 #include "engine/limits_impl.h"
 
@@ -65,7 +66,7 @@ Result<LimitsReport> Engine::limits_report(const std::string& customer) {
   std::shared_lock state_lock(d.state_mutex);
   const engine::CustomerState* cs = d.find_customer(customer);
   if (cs == nullptr) {
-    return Status::not_found("customer '" + customer + "' does not exist");
+    return core::customer_not_found(customer);
   }
   LimitsReport out;
   out.customer = customer;

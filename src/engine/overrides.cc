@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/json_writer.h"
+#include "core/ids.h"
 #include "engine/audit.h"
 #include "engine/cluster_mode.h"
 #include "engine/limits_impl.h"
@@ -64,7 +65,7 @@ Result<Customer> Engine::set_overrides(const std::string& customer,
       [&d, customer, overrides, updated, num, now](store::WriteBatch& wb) -> Status {
         const engine::CustomerState* cs = d.find_customer(customer);
         if (cs == nullptr) {
-          return Status::not_found("customer '" + customer + "' does not exist");
+          return core::customer_not_found(customer);
         }
         *num = cs->num;
         Customer c = cs->record;
@@ -186,7 +187,7 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
       [&d, customer, meter, actor, updated, num, reset_us](store::WriteBatch& wb) -> Status {
         const engine::CustomerState* cs = d.find_customer(customer);
         if (cs == nullptr) {
-          return Status::not_found("customer '" + customer + "' does not exist");
+          return core::customer_not_found(customer);
         }
         const core::TimeUs now = d.clock->now_us();
         *reset_us = now;

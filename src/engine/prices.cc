@@ -18,6 +18,7 @@
 #include <map>
 #include <set>
 
+#include "core/ids.h"
 #include "core/time.h"
 #include "engine/engine_impl.h"
 
@@ -332,7 +333,7 @@ Status find_rerate_customer(const Engine::Impl& d, const std::string& id, Rerate
   std::shared_lock lock(d.state_mutex);
   const engine::CustomerState* cs = d.find_customer(id);
   if (cs == nullptr) {
-    return Status::not_found("customer '" + id + "' does not exist");
+    return core::customer_not_found(id);
   }
   out->num = cs->num;
   out->tz = cs->tz;

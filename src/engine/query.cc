@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <utility>
 
+#include "core/ids.h"
 #include "engine/cluster_mode.h"
 #include "engine/engine_impl.h"
 #include "engine/query_common.h"
@@ -256,7 +257,7 @@ Status plan_query(const Engine::Impl& d, const MeterQuery& q, QueryPlan* plan) {
   if (!q.customer.empty()) {
     only = d.find_customer(q.customer);
     if (only == nullptr) {
-      return Status::not_found("customer '" + q.customer + "' does not exist");
+      return core::customer_not_found(q.customer);
     }
   }
   auto zone = engine::query_zone(q, only != nullptr ? &only->tz : nullptr);
@@ -433,7 +434,7 @@ Result<CustomerUsage> Engine::customer_usage(const std::string& customer, TimeUs
   std::shared_lock lock(d.state_mutex);
   const engine::CustomerState* cs = d.find_customer(customer);
   if (cs == nullptr) {
-    return Status::not_found("customer '" + customer + "' does not exist");
+    return core::customer_not_found(customer);
   }
   CustomerUsage out;
   out.customer = customer;
@@ -515,7 +516,7 @@ Result<Period> Engine::billing_period(const std::string& customer, TimeUs at_us)
   std::shared_lock lock(d.state_mutex);
   const engine::CustomerState* cs = d.find_customer(customer);
   if (cs == nullptr) {
-    return Status::not_found("customer '" + customer + "' does not exist");
+    return core::customer_not_found(customer);
   }
   return period_of(cs->record, cs->tz, at_us);
 }
@@ -557,7 +558,7 @@ Status listed_customers(const Engine::Impl& d, const std::string& customer, Cust
   }
   const auto* cs = d.find_customer(customer);
   if (cs == nullptr) {
-    return Status::not_found("customer '" + customer + "' does not exist");
+    return core::customer_not_found(customer);
   }
   *only = cs->num;
   (*ids)[cs->num] = cs->record.id;

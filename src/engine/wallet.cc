@@ -15,6 +15,7 @@
 #include <set>
 
 #include "common/assert.h"
+#include "core/ids.h"
 #include "engine/audit.h"
 #include "engine/cluster_mode.h"
 #include "engine/engine_impl.h"
@@ -546,7 +547,7 @@ Result<Wallet> Engine::wallet(const std::string& customer) {
   std::shared_lock lock(d.state_mutex);
   const engine::CustomerState* cs = d.find_customer(customer);
   if (cs == nullptr) {
-    return Status::not_found("customer '" + customer + "' does not exist");
+    return core::customer_not_found(customer);
   }
   core::Decimal in_flight;
   {
@@ -577,7 +578,7 @@ Result<LedgerTransaction> Engine::wallet_transaction(const std::string& customer
       [&d, work, customer, req, actor](store::WriteBatch& wb) -> Status {
         auto it = d.customer_nums.find(customer);
         if (it == d.customer_nums.end()) {
-          return Status::not_found("customer '" + customer + "' does not exist");
+          return core::customer_not_found(customer);
         }
         const core::TimeUs now = d.clock->now_us();
         TALLY_TRY(d.apply_wallet_request(*work, it->second, req, now));
@@ -619,7 +620,7 @@ Result<std::vector<LedgerTransaction>> Engine::wallet_transactions_atomic(
       [&d, work, customer, &requests, only_if_new](store::WriteBatch& wb) -> Status {
         auto it = d.customer_nums.find(customer);
         if (it == d.customer_nums.end()) {
-          return Status::not_found("customer '" + customer + "' does not exist");
+          return core::customer_not_found(customer);
         }
         if (only_if_new) {
           auto w = d.wallets.find(it->second);
@@ -663,7 +664,7 @@ Result<LedgerPage> Engine::wallet_transactions(const LedgerQuery& q) const {
     std::shared_lock lock(d.state_mutex);
     const engine::CustomerState* cs = d.find_customer(q.customer);
     if (cs == nullptr) {
-      return Status::not_found("customer '" + q.customer + "' does not exist");
+      return core::customer_not_found(q.customer);
     }
     cnum = cs->num;
   }
