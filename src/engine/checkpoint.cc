@@ -219,6 +219,162 @@ void Engine::Impl::remove_checkpoint() {
   }
 }
 
+namespace {
+
+// The parts of a checkpoint file whose magic and digest are right: the fields before the group
+// texts, and the group texts; false when the file is not a whole checkpoint.
+bool split_checkpoint(const std::string& text, std::string_view* fields, std::string_view* groups) {
+  if (text.size() < kMagic.size() + kOffsetBytes + kDigestBytes ||
+      text.compare(0, kMagic.size(), kMagic) != 0) {
+    return false;
+  }
+  const std::string_view body(text.data(), text.size() - kDigestBytes);
+  if (common::sha256(body) != std::string_view(text).substr(body.size())) {
+    return false;
+  }
+  const std::uint64_t groups_at = engine::read_be64(body.substr(body.size() - kOffsetBytes));
+  const std::string_view content = body.substr(0, body.size() - kOffsetBytes);
+  if (groups_at < kMagic.size() || groups_at > content.size()) {
+    return false;
+  }
+  *fields = content.substr(kMagic.size(), groups_at - kMagic.size());
+  *groups = content.substr(groups_at);
+  return true;
+}
+
+// What the header says: the first sequence number not covered, and the customer numbers below
+// which every customer of the file is.
+struct CheckpointHeader {
+  std::uint64_t seq = 0;
+  std::uint64_t customer_end = 0;
+};
+
+// Reads the header and the meters; false unless it is this version's, for a store that has
+// reached its S and customer count, and for exactly the configured meters (keys and
+// fingerprints).
+bool read_header(common::Reader& in, const engine::Catalog& catalog, std::uint64_t next_seq,
+                 std::uint64_t next_customer, CheckpointHeader* out) {
+  std::uint64_t version = 0;
+  std::uint64_t meters = 0;
+  if (!in.get_varint(&version) || version != kVersion || !in.get_varint(&out->seq) ||
+      out->seq > next_seq || !in.get_varint(&out->customer_end) ||
+      out->customer_end > next_customer || !in.get_varint(&meters) ||
+      meters != catalog.meters.size()) {
+    return false;
+  }
+  for (const auto& m : catalog.meters) {
+    std::string_view key;
+    std::string_view fingerprint;
+    if (!in.get_bytes(&key) || !in.get_bytes(&fingerprint) || key != m.spec.key ||
+        fingerprint != m.spec.fingerprint()) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// The customers of every event numbered `seq` or later (their series may be past the file's, or
+// missing from it), from the dedup records from dedup_key(seq) on.
+Result<std::set<std::uint32_t>> customers_since(store::Store& store, std::uint64_t seq) {
+  std::set<std::uint32_t> touched;
+  std::vector<engine::DedupEntry> entries;
+  Status bad;
+  TALLY_TRY(store.scan_once(store::Space::kDedup, engine::dedup_key(seq), "",
+                            [&](std::string_view, std::string_view v) {
+                              core::TimeUs received = 0;
+                              if (!engine::decode_dedup_record(v, &received, &entries)) {
+                                bad = Status::corruption("a dedup record cannot be decoded");
+                                return false;
+                              }
+                              for (const auto& e : entries) {
+                                if (e.seq >= seq) {
+                                  touched.insert(e.customer_num);
+                                }
+                              }
+                              return true;
+                            }));
+  TALLY_TRY(bad);
+  return touched;
+}
+
+// The group texts of the file, interned by `intern`, into *group_of (the engine's id of each of
+// the file's ids); false when they do not read whole.
+template <typename Intern>
+bool read_groups(std::string_view groups, Intern&& intern, std::vector<std::uint32_t>* group_of) {
+  common::Reader in(groups);
+  std::uint64_t n = 0;
+  if (!in.get_varint(&n) || n > in.remaining()) {
+    return false;
+  }
+  group_of->resize(n);
+  for (auto& g : *group_of) {
+    std::string_view text;
+    if (!in.get_bytes(&text)) {
+      return false;
+    }
+    g = intern(text);
+  }
+  return in.done();
+}
+
+// The series and group totals of every meter into *loaded (one per meter), the file's group ids
+// mapped by group_of; `on_series(series, meter, customer, group)` is called on each series read.
+// False when they do not read whole, or name a customer at or past customer_end or a group the
+// file does not hold.
+template <typename OnSeries>
+bool read_aggregates(common::Reader& in, std::uint64_t customer_end,
+                     const std::vector<std::uint32_t>& group_of, OnSeries&& on_series,
+                     std::vector<engine::MeterAggregates>* loaded) {
+  auto group_at = [&](std::uint64_t file_gid, std::uint32_t* gid) {
+    if (file_gid >= group_of.size()) {
+      return false;
+    }
+    *gid = group_of[file_gid];
+    return true;
+  };
+  for (std::size_t m = 0; m < loaded->size(); ++m) {
+    engine::MeterAggregates& ma = (*loaded)[m];
+    std::uint64_t customers_in_file = 0;
+    if (!in.get_varint(&customers_in_file) || customers_in_file > in.remaining()) {
+      return false;
+    }
+    for (std::uint64_t i = 0; i < customers_in_file; ++i) {
+      std::uint64_t cnum = 0;
+      std::uint64_t n = 0;
+      if (!in.get_varint(&cnum) || cnum >= customer_end || !in.get_varint(&n) ||
+          n > in.remaining()) {
+        return false;
+      }
+      auto& by_group = ma.series[static_cast<std::uint32_t>(cnum)];
+      for (std::uint64_t j = 0; j < n; ++j) {
+        std::uint64_t file_gid = 0;
+        std::uint32_t gid = 0;
+        if (!in.get_varint(&file_gid) || !group_at(file_gid, &gid) || !by_group[gid].restore(in)) {
+          return false;
+        }
+        on_series(by_group[gid], static_cast<std::uint32_t>(m), static_cast<std::uint32_t>(cnum),
+                  gid);
+      }
+    }
+  }
+  for (auto& ma : *loaded) {
+    std::uint64_t n = 0;
+    if (!in.get_varint(&n) || n > in.remaining()) {
+      return false;
+    }
+    for (std::uint64_t i = 0; i < n; ++i) {
+      std::uint64_t file_gid = 0;
+      std::uint32_t gid = 0;
+      if (!in.get_varint(&file_gid) || !group_at(file_gid, &gid) || !ma.totals[gid].restore(in)) {
+        return false;
+      }
+    }
+  }
+  return in.done();
+}
+
+}  // namespace
+
 Result<bool> Engine::Impl::load_checkpoint() {
   if (checkpoint_path.empty()) {
     return false;
@@ -231,57 +387,23 @@ Result<bool> Engine::Impl::load_checkpoint() {
     remove_checkpoint();
     return false;
   };
-  if (text->size() < kMagic.size() + kOffsetBytes + kDigestBytes ||
-      text->compare(0, kMagic.size(), kMagic) != 0) {
+  std::string_view fields;
+  std::string_view groups;
+  if (!split_checkpoint(*text, &fields, &groups)) {
     return reject();
   }
-  const std::string_view body(text->data(), text->size() - kDigestBytes);
-  if (common::sha256(body) != std::string_view(*text).substr(body.size())) {
+  common::Reader in(fields);
+  CheckpointHeader header;
+  if (!read_header(in, *catalog, next_seq, next_customer, &header)) {
     return reject();
   }
-  const std::uint64_t groups_at = engine::read_be64(body.substr(body.size() - kOffsetBytes));
-  const std::string_view content = body.substr(0, body.size() - kOffsetBytes);
-  if (groups_at < kMagic.size() || groups_at > content.size()) {
-    return reject();
-  }
-  common::Reader in(content.substr(kMagic.size(), groups_at - kMagic.size()));
-  std::uint64_t version = 0;
-  std::uint64_t seq = 0;
-  std::uint64_t customer_end = 0;
-  std::uint64_t meters = 0;
-  if (!in.get_varint(&version) || version != kVersion || !in.get_varint(&seq) || seq > next_seq ||
-      !in.get_varint(&customer_end) || customer_end > next_customer || !in.get_varint(&meters) ||
-      meters != catalog->meters.size()) {
-    return reject();
-  }
-  for (const auto& m : catalog->meters) {
-    std::string_view key;
-    std::string_view fingerprint;
-    if (!in.get_bytes(&key) || !in.get_bytes(&fingerprint) || key != m.spec.key ||
-        fingerprint != m.spec.fingerprint()) {
-      return reject();
-    }
-  }
-  // The customers of every event numbered S or later: their series may be past S, or missing.
   std::set<std::uint32_t> touched;
-  if (seq < next_seq) {
-    std::vector<engine::DedupEntry> entries;
-    Status bad;
-    TALLY_TRY(store->scan_once(store::Space::kDedup, engine::dedup_key(seq), "",
-                               [&](std::string_view, std::string_view v) {
-                                 core::TimeUs received = 0;
-                                 if (!engine::decode_dedup_record(v, &received, &entries)) {
-                                   bad = Status::corruption("a dedup record cannot be decoded");
-                                   return false;
-                                 }
-                                 for (const auto& e : entries) {
-                                   if (e.seq >= seq) {
-                                     touched.insert(e.customer_num);
-                                   }
-                                 }
-                                 return true;
-                               }));
-    TALLY_TRY(bad);
+  if (header.seq < next_seq) {
+    auto since = customers_since(*store, header.seq);
+    if (!since) {
+      return since.error();
+    }
+    touched = std::move(*since);
   }
   // Reloading customer by customer reads their key ranges one by one: when most customers have
   // events after S, one pass over every stored record is cheaper (on 10 M events, every one of
@@ -295,82 +417,28 @@ Result<bool> Engine::Impl::load_checkpoint() {
     return false;
   }
   // Group ids are the file's; groups interned already (none, today) keep theirs.
-  common::Reader groups_in(content.substr(groups_at));
-  std::uint64_t groups = 0;
-  if (!groups_in.get_varint(&groups) || groups > groups_in.remaining()) {
+  std::vector<std::uint32_t> group_of;
+  if (!read_groups(
+          groups, [this](std::string_view g) { return intern_group(g); }, &group_of)) {
     return reject();
   }
-  std::vector<std::uint32_t> group_of(groups);
-  for (auto& g : group_of) {
-    std::string_view text_of_group;
-    if (!groups_in.get_bytes(&text_of_group)) {
-      return reject();
-    }
-    g = intern_group(text_of_group);
-  }
-  if (!groups_in.done()) {
-    return reject();
-  }
-  auto group_at = [&](std::uint64_t file_gid, std::uint32_t* gid) {
-    if (file_gid >= group_of.size()) {
-      return false;
-    }
-    *gid = group_of[file_gid];
-    return true;
-  };
   std::vector<engine::MeterAggregates> loaded(catalog->meters.size());
-  for (auto& ma : loaded) {
-    std::uint64_t customers_in_file = 0;
-    if (!in.get_varint(&customers_in_file) || customers_in_file > in.remaining()) {
-      return reject();
+  // Minutes the file holds from before today's horizon are dropped at once.
+  auto bind_series = [this](engine::Series& series, std::uint32_t meter, std::uint32_t cnum,
+                            std::uint32_t gid) {
+    series.bind(old_minutes.get(), engine::SeriesKey{meter, cnum, gid});
+    if (minutes_from != engine::Series::kHoldsAll) {
+      series.forget_minutes_before(minutes_from);
     }
-    for (std::uint64_t i = 0; i < customers_in_file; ++i) {
-      std::uint64_t cnum = 0;
-      std::uint64_t n = 0;
-      if (!in.get_varint(&cnum) || cnum >= customer_end || !in.get_varint(&n) ||
-          n > in.remaining()) {
-        return reject();
-      }
-      auto& by_group = ma.series[static_cast<std::uint32_t>(cnum)];
-      for (std::uint64_t j = 0; j < n; ++j) {
-        std::uint64_t file_gid = 0;
-        std::uint32_t gid = 0;
-        if (!in.get_varint(&file_gid) || !group_at(file_gid, &gid) || !by_group[gid].restore(in)) {
-          return reject();
-        }
-        // Minutes the file holds from before today's horizon are dropped at once.
-        engine::Series& restored = by_group[gid];
-        restored.bind(old_minutes.get(),
-                      engine::SeriesKey{static_cast<std::uint32_t>(&ma - loaded.data()),
-                                        static_cast<std::uint32_t>(cnum), gid});
-        if (minutes_from != engine::Series::kHoldsAll) {
-          restored.forget_minutes_before(minutes_from);
-        }
-      }
-    }
-  }
-  for (auto& ma : loaded) {
-    std::uint64_t n = 0;
-    if (!in.get_varint(&n) || n > in.remaining()) {
-      return reject();
-    }
-    for (std::uint64_t i = 0; i < n; ++i) {
-      std::uint64_t file_gid = 0;
-      std::uint32_t gid = 0;
-      if (!in.get_varint(&file_gid) || !group_at(file_gid, &gid) || !ma.totals[gid].restore(in)) {
-        return reject();
-      }
-    }
-  }
-  if (!in.done()) {
+  };
+  if (!read_aggregates(in, header.customer_end, group_of, bind_series, &loaded)) {
     return reject();
   }
   meter_aggregates = std::move(loaded);
-
   for (const std::uint32_t cnum : touched) {
     TALLY_TRY(reload_customer(cnum));
   }
-  if (seq < next_seq) {
+  if (header.seq < next_seq) {
     rebuild_totals();  // the file's are exact only when nothing was committed after S
   }
   aggregates_live = 0;
