@@ -2440,5 +2440,66 @@ TEST_F(ClusterQueryTest, OrganizationUsageIsTheEmbeddedAnswer) {
             organization_text(embedded_->organization_usage("k1", 0, 0, "Mars/Base")));
 }
 
+// ---- the usage report ----------------------------------------------------------------------
+
+// Every field of a usage report but the customer's record beyond its id.
+std::string usage_report_text(const Result<UsageReport>& r) {
+  if (!r) {
+    return "error: " + r.error().to_string();
+  }
+  std::string out = r->customer.id + " plan " + r->plan + " period " +
+                    std::to_string(r->current_period.from_us) + ".." +
+                    std::to_string(r->current_period.to_us) + " " + r->current_period.timezone;
+  for (const UsageItem& u : r->current_period.meters) {
+    out += "\nusage " + u.meter + " " + u.value + " " + u.cost + " " + u.credits;
+  }
+  for (const LimitState& l : r->limits) {
+    out += "\nlimit " + l.rule() + " " + l.used.text() + " " + l.remaining.text();
+  }
+  for (const std::string& w : r->warnings) {
+    out += "\nwarning " + w;
+  }
+  for (const Breakdown& b : r->breakdown) {
+    out += "\nbreakdown " + b.meter + " by " + b.property + ":";
+    for (const BreakdownItem& g : b.groups) {
+      out += " " + g.value + "=" + g.usage + "(" + g.percent + ")";
+    }
+  }
+  return out;
+}
+
+// The usage report reads only what both stores answer alike (the customer, the limits report,
+// the period's usage and meter queries by a group), so a node's is the embedded one.
+TEST_F(ClusterQueryTest, TheUsageReportIsTheEmbeddedAnswer) {
+  start();
+  ASSERT_TRUE(cluster_ && embedded_);
+  std::string body = "[";
+  for (int i = 0; i < 9; ++i) {
+    body += (i == 0 ? "" : ",") + std::string(R"({"id":"ur)") + std::to_string(i) +
+            R"(","customer_id":"k1","type":")" + (i < 6 ? "llm" : "api_call") +
+            R"(","timestamp":"2026-12-07T09:1)" + std::to_string(i) +
+            R"(:00Z","properties":{"cost":)" + std::to_string(i + 1) + R"(,"model":"m)" +
+            std::to_string(i % 3) + R"(","region":"r)" + std::to_string(i % 2) +
+            R"(","user":"u1"}})";
+  }
+  body += "]";
+  ASSERT_EQ(cluster_->ingest_json(body)->accepted, 9u);
+  ASSERT_EQ(embedded_->ingest_json(body)->accepted, 9u);
+  ASSERT_TRUE(cluster_->check(check_of("k1"))->allowed);
+  ASSERT_TRUE(embedded_->check(check_of("k1"))->allowed);
+  cluster_->flush();
+  for (const char* group_by : {"", "region", "model"}) {
+    SCOPED_TRACE(group_by);
+    const std::string want = usage_report_text(embedded_->usage_report("k1", group_by));
+    EXPECT_NE(want.find("breakdown spend by "), std::string::npos) << want;
+    EXPECT_NE(want.find("limit api_calls per day 4 46"), std::string::npos) << want;
+    EXPECT_EQ(usage_report_text(cluster_->usage_report("k1", group_by)), want);
+  }
+  EXPECT_EQ(usage_report_text(cluster_->usage_report("k1", "nope")),
+            usage_report_text(embedded_->usage_report("k1", "nope")));
+  EXPECT_EQ(usage_report_text(cluster_->usage_report("nobody", "")),
+            usage_report_text(embedded_->usage_report("nobody", "")));
+}
+
 }  // namespace
 }  // namespace tally

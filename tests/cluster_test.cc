@@ -832,7 +832,6 @@ TEST_F(ClusterE2eTest, WhatTheModeDoesNotDoAnswers501) {
   };
 
   const std::vector<Route> routes = {
-      {"GET", "/v1/customers/unbuilt/report", ""},
       {"POST", "/v1/customers/unbuilt/reset", R"({"meter":"api_calls"})"},
       {"POST", "/v1/admin/archive", R"({"before":")" + t.from + R"("})"},
   };

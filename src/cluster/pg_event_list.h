@@ -7,7 +7,7 @@
 // customer's created_at and id, and a seq) and holds at most `limit` events, so the pages of
 // every shard merge into one page of the same order (engine/cluster_events.cc).
 //
-// Plan (schema version 6): a nested loop over the `customers_created` index (created_at, id)
+// Plan (schema version 8): a nested loop over the `customers_created` index (created_at, id)
 // from the position on, each customer's events read by the `events_customer_seq` index
 // (customer_id, seq) with an inner LIMIT, the whole under the page's LIMIT: a page reads about
 // `limit` events and the customers they belong to, not the table. The type and time filters are
@@ -21,7 +21,7 @@
 // the big customer's rare type (100 of its 400,000 events) reads all of them, 115 ms.
 //
 // Properties come back in the order and with the number texts they were sent with
-// (events.properties_text, written by write_events from schema version 6 on); rows written
+// (events.properties_text, written by write_events from schema version 8 on); rows written
 // before it have only the jsonb, whose key order (by length, then bytes) they then take.
 //
 // Thread safety: uses only the given connection.

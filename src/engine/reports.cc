@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "common/assert.h"
+#include "core/ids.h"
 #include "engine/cluster_mode.h"
 #include "engine/engine_impl.h"
 
@@ -266,7 +267,7 @@ Status history_subject(const Engine::Impl& d, const HistoryQuery& q, core::TimeZ
   if (d.cluster == nullptr) {
     const engine::CustomerState* cs = d.find_customer(q.customer);
     if (cs == nullptr) {
-      return Status::not_found("customer '" + q.customer + "' does not exist");
+      return core::customer_not_found(q.customer);
     }
     customer_tz = cs->tz;
   }
@@ -384,8 +385,9 @@ Result<UsageHistory> Engine::usage_history(const HistoryQuery& q) const {
 
 // ---- the usage report -----------------------------------------------------------------------
 
+// Built from the public methods alone (the customer, its limits report, its usage and meter
+// queries), so the cluster mode answers it as the embedded store does.
 Result<UsageReport> Engine::usage_report(const std::string& customer, const std::string& group_by) {
-  TALLY_EMBEDDED_ONLY("the usage report");
   UsageReport out;
   auto c = get_customer(customer);
   if (!c) {
@@ -758,7 +760,7 @@ Result<MeterStats> Engine::meter_stats(const StatsQuery& q) const {
   } else if (!q.customer.empty()) {
     only = d.find_customer(q.customer);
     if (only == nullptr) {
-      return Status::not_found("customer '" + q.customer + "' does not exist");
+      return core::customer_not_found(q.customer);
     }
     customer_tz = only->tz;
   }
