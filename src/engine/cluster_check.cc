@@ -57,18 +57,6 @@ bool consumed(const CheckRequest& r, const CheckResult& res) {
   return r.consume != Consume::kNo && res.allowed && !res.replayed;
 }
 
-// The state of `rule` as Redis's outcome `o` gives it.
-LimitState limit_state(const core::LimitRule& rule, const core::LimitOutcome& o) {
-  LimitState s = rule_state(rule);
-  s.used = o.used;
-  if (!s.unlimited) {
-    s.remaining = o.remaining;
-  }
-  s.window_start_us = o.window_start_us;
-  s.reset_us = o.reset_us;
-  return s;
-}
-
 // Redis's verdict as the answer: every limit's state (after the consumption when it consumed),
 // the most restrictive as its rule, and a denial's reason and message, as the embedded mode.
 void answer(const CheckRequest& r, const ClusterPrepared& p, const cluster::RedisCheck& rc,

@@ -111,9 +111,8 @@ std::vector<engine::ResolvedRule> resolve_rules(const std::vector<core::LimitRul
   return out;
 }
 
-LimitState state_of(const Evaluation& ev, std::size_t i) {
-  LimitState s = rule_state(ev.limits[i].rule());
-  const core::LimitOutcome& o = ev.out[i];
+LimitState limit_state(const core::LimitRule& rule, const core::LimitOutcome& o) {
+  LimitState s = rule_state(rule);
   s.used = o.used;
   if (!s.unlimited) {
     s.remaining = o.remaining;
@@ -121,6 +120,10 @@ LimitState state_of(const Evaluation& ev, std::size_t i) {
   s.window_start_us = o.window_start_us;
   s.reset_us = o.reset_us;
   return s;
+}
+
+LimitState state_of(const Evaluation& ev, std::size_t i) {
+  return limit_state(ev.limits[i].rule(), ev.out[i]);
 }
 
 // The answer's limit states, the evaluation's top as its deciding rule.

@@ -112,6 +112,9 @@ struct Evaluation {
 };
 
 // The state of limit i of an evaluation, as answers carry it.
+// The state of `rule` as an outcome `o` gives it (used, remaining unless unlimited, the window
+// and its reset): both modes' answers.
+LimitState limit_state(const core::LimitRule& rule, const core::LimitOutcome& o);
 LimitState state_of(const Evaluation& ev, std::size_t i);
 // The answer's limit states, the evaluation's top as its deciding rule.
 void add_limit_states(const Evaluation& ev, CheckResult* out);
