@@ -195,6 +195,28 @@ Result<std::vector<Customer>> ClusterMode::list_customers() {
   return out;
 }
 
+namespace {
+
+// Customer `id`, its row locked (FOR UPDATE) in the transaction open on `conn`, so that two nodes
+// changing one customer at once apply both changes, one after the other. Errors: kNotFound; the
+// shard's.
+Result<Customer> locked_customer(pg::Connection& conn, const std::string& id) {
+  auto locked = conn.exec("SELECT 1 FROM customers WHERE id = $1 FOR UPDATE", {id});
+  if (!locked) {
+    return locked.error();
+  }
+  auto found = cluster::find_customer(conn, id);
+  if (!found) {
+    return found.error();
+  }
+  if (!found->has_value()) {
+    return core::customer_not_found(id);
+  }
+  return std::move(**found);
+}
+
+}  // namespace
+
 Result<Customer> ClusterMode::update_customer(const std::string& id, const CustomerPatch& patch) {
   auto lease = impl_->shard_of(id).lease();
   if (!lease) {
@@ -206,19 +228,12 @@ Result<Customer> ClusterMode::update_customer(const std::string& id, const Custo
   if (!txn) {
     return txn.error();
   }
-  auto locked = (*lease)->exec("SELECT 1 FROM customers WHERE id = $1 FOR UPDATE", {id});
-  if (!locked) {
-    return locked.error();
-  }
-  auto found = cluster::find_customer(**lease, id);
+  auto found = locked_customer(**lease, id);
   if (!found) {
     return found.error();
   }
-  if (!found->has_value()) {
-    return core::customer_not_found(id);
-  }
   auto patched =
-      engine::patched_customer(std::move(**found), patch, *impl_->config, impl_->clock->now_us());
+      engine::patched_customer(std::move(*found), patch, *impl_->config, impl_->clock->now_us());
   if (!patched) {
     return patched.error();
   }
@@ -258,18 +273,11 @@ Result<Customer> ClusterMode::set_overrides(const std::string& customer,
   if (!txn) {
     return txn.error();
   }
-  auto locked = (*lease)->exec("SELECT 1 FROM customers WHERE id = $1 FOR UPDATE", {customer});
-  if (!locked) {
-    return locked.error();
-  }
-  auto found = cluster::find_customer(**lease, customer);
+  auto found = locked_customer(**lease, customer);
   if (!found) {
     return found.error();
   }
-  if (!found->has_value()) {
-    return core::customer_not_found(customer);
-  }
-  Customer c = std::move(**found);
+  Customer c = std::move(*found);
   c.overrides = overrides;
   c.updated_at_us = impl_->clock->now_us();
   TALLY_TRY(cluster::store_customer(**lease, c));
