@@ -17,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include "cluster/shard.h"
 #include "config/config.h"
 #include "core/decimal.h"
 #include "export/export.h"
@@ -2499,6 +2500,224 @@ TEST_F(ClusterQueryTest, TheUsageReportIsTheEmbeddedAnswer) {
             usage_report_text(embedded_->usage_report("k1", "nope")));
   EXPECT_EQ(usage_report_text(cluster_->usage_report("nobody", "")),
             usage_report_text(embedded_->usage_report("nobody", "")));
+}
+
+// ---- the all-or-nothing batch (IngestOptions::all_or_nothing: the Lago API's events) ---------
+
+// An all-or-nothing answer as text, to compare a node's with the embedded store's: the counts,
+// whether a batch id was given, and each fault (index, id, code, message).
+std::string whole_answer(const Result<IngestSummary>& r) {
+  if (!r) {
+    return "error " + r.error().to_string();
+  }
+  std::string out = "accepted " + std::to_string(r->accepted) + " rejected " +
+                    std::to_string(r->rejected) + " duplicates " + std::to_string(r->duplicates) +
+                    (r->batch_id.empty() ? " no batch" : " batch");
+  for (const EventError& e : r->errors) {
+    out += "\n" + std::to_string(e.index) + " " + e.id + " " + e.code + " " + e.message;
+  }
+  return out;
+}
+
+class ClusterBatchTest : public ClusterEngineTest {
+ protected:
+  // An embedded engine in memory with the nodes' meters and `extra`.
+  std::unique_ptr<Engine> embedded(const std::string& extra = "") {
+    EngineOptions o;
+    o.config_toml = std::string(kMeters) + extra;
+    o.in_memory = true;
+    o.clock = &clock_;
+    auto e = Engine::open(o);
+    EXPECT_TRUE(e.has_value()) << e.error().to_string();
+    return e ? std::move(*e) : nullptr;
+  }
+
+  // Sends `body` all or nothing to the node and to the embedded engine: the same answer.
+  std::string same_whole(Engine& node, Engine& embedded, const std::string& body) {
+    IngestOptions whole;
+    whole.all_or_nothing = true;
+    const std::string want = whole_answer(embedded.ingest_json(body, whole));
+    EXPECT_EQ(whole_answer(node.ingest_json(body, whole)), want) << body;
+    return want;
+  }
+
+  int stored(PgServer& server, const std::string& sql) {
+    auto r = server.psql(db_, sql);
+    EXPECT_TRUE(r.has_value()) << r.error().to_string();
+    return r ? std::stoi(*r) : -1;
+  }
+};
+
+TEST_F(ClusterBatchTest, AFaultStoresNothingAndTheAnswersAreTheEmbeddedOnes) {
+  auto a = node();
+  auto e = embedded();
+  ASSERT_TRUE(a && e);
+  const std::string old = R"([{"id":"old","customer_id":"c1","type":"api_call",)"
+                          R"("timestamp":"2026-12-07T09:30:00Z"}])";
+  ASSERT_EQ(a->ingest_json(old)->accepted, 1u);
+  ASSERT_EQ(e->ingest_json(old)->accepted, 1u);
+  // A stored duplicate, a duplicate inside the request, an invalid event and a new customer:
+  // nothing stored, each fault named by its index, the new customer not created.
+  const std::string faulty = R"([
+    {"id":"n1","customer_id":"c1","type":"api_call","timestamp":"2026-12-07T09:31:00Z"},
+    {"id":"old","customer_id":"c1","type":"api_call","timestamp":"2026-12-07T09:31:00Z"},
+    {"id":"n1","customer_id":"c1","type":"api_call","timestamp":"2026-12-07T09:31:00Z"},
+    {"id":"n2","customer_id":"c1","type":"api_call","timestamp":"yesterday"},
+    {"id":"old","customer_id":"c9","type":"completion","timestamp":"2026-12-07T09:31:00Z",
+     "properties":{"tokens":5}}])";
+  const std::string refused = same_whole(*a, *e, faulty);
+  EXPECT_NE(refused.find("accepted 0 rejected 5 duplicates 0 no batch"), std::string::npos)
+      << refused;
+  EXPECT_NE(refused.find("2 n1 DUPLICATE"), std::string::npos) << refused;
+  EXPECT_EQ(a->get_customer("c9").error().code(), StatusCode::kNotFound);
+  EXPECT_EQ(stored(*pg_, "SELECT count(*) FROM events"), 1);
+  // Only the stored duplicate: still refused whole.
+  same_whole(*a, *e, R"([
+    {"id":"n1","customer_id":"c1","type":"api_call","timestamp":"2026-12-07T09:31:00Z"},
+    {"id":"old","customer_id":"c1","type":"api_call","timestamp":"2026-12-07T09:31:00Z"}])");
+  EXPECT_EQ(stored(*pg_, "SELECT count(*) FROM events"), 1);
+  // Without a fault it is stored whole, the new customer created; sent again, every event is a
+  // duplicate and nothing changes.
+  const std::string fine = R"([
+    {"id":"n1","customer_id":"c1","type":"api_call","timestamp":"2026-12-07T09:31:00Z"},
+    {"id":"n2","customer_id":"c9","type":"completion","timestamp":"2026-12-07T09:32:00Z",
+     "properties":{"tokens":5}},
+    {"id":"n3","customer_id":"c9","type":"completion","timestamp":"2026-12-07T09:33:00Z",
+     "properties":{"tokens":7}}])";
+  EXPECT_EQ(same_whole(*a, *e, fine), "accepted 3 rejected 0 duplicates 0 batch");
+  EXPECT_NE(same_whole(*a, *e, fine).find("accepted 0 rejected 3"), std::string::npos);
+  same_whole(*a, *e, "[]");
+  for (const char* customer : {"c1", "c9"}) {
+    for (const char* meter : {"api_calls", "tokens"}) {
+      EXPECT_EQ(value_of(*a, meter, customer), value_of(*e, meter, customer))
+          << customer << " " << meter;
+    }
+  }
+  EXPECT_EQ(value_of(*a, "tokens", "c9"), "12");
+  auto c9 = a->get_customer("c9");
+  ASSERT_TRUE(c9.has_value()) << c9.error().to_string();
+  EXPECT_EQ(c9->created_at_us, kNow);
+  EXPECT_EQ(stored(*pg_, "SELECT count(*) FROM events"), 4);
+  auto verified = a->verify();
+  ASSERT_TRUE(verified.has_value()) << verified.error().to_string();
+  EXPECT_TRUE(verified->differences.empty());
+  // The window counters of a check count the batch's events: 2 of c1's 50 used.
+  auto r = a->check(check_of("c1", "api_calls", "48"));
+  ASSERT_TRUE(r.has_value()) << r.error().to_string();
+  EXPECT_TRUE(r->allowed);
+  EXPECT_FALSE(a->check(check_of("c1"))->allowed);
+}
+
+TEST_F(ClusterBatchTest, UnknownCustomersAreRefusedWhenNotCreatedOnFirstUse) {
+  migrate();
+  const std::string strict = "\n[server]\nauto_create_customers = false\n";
+  auto n = open(config(strict));
+  ASSERT_TRUE(n.has_value()) << n.error().to_string();
+  auto e = embedded(strict);
+  ASSERT_TRUE(e);
+  Customer c;
+  c.id = "c1";
+  ASSERT_TRUE((*n)->create_customer(c).has_value());
+  ASSERT_TRUE(e->create_customer(c).has_value());
+  const std::string answer = same_whole(**n, *e, R"([
+    {"id":"a","customer_id":"c1","type":"api_call","timestamp":"2026-12-07T09:31:00Z"},
+    {"id":"a","customer_id":"nobody","type":"api_call","timestamp":"2026-12-07T09:31:00Z"},
+    {"id":"a","customer_id":"c1","type":"api_call","timestamp":"2026-12-07T09:31:00Z"}])");
+  EXPECT_NE(answer.find("1 a UNKNOWN_CUSTOMER"), std::string::npos) << answer;
+  EXPECT_NE(answer.find("2 a DUPLICATE"), std::string::npos) << answer;
+  EXPECT_EQ(value_of(**n, "api_calls", "c1"), value_of(*e, "api_calls", "c1"));
+  EXPECT_EQ(stored(*pg_, "SELECT count(*) FROM events"), 0);
+}
+
+TEST_F(ClusterBatchTest, ABatchSpanningShardsIsNotImplementedUnlessItIsRefused) {
+  ASSERT_TRUE(pg2_->create_database(db_).ok());
+  two_shards_ = true;
+  auto a = node();
+  auto e = embedded();
+  ASSERT_TRUE(a && e);
+  // Customers of each shard.
+  std::vector<std::string> on[2];
+  for (int i = 0; on[0].size() < 2 || on[1].size() < 2; ++i) {
+    const std::string id = "s" + std::to_string(i);
+    on[cluster::shard_of(id, 2)].push_back(id);
+  }
+  auto event = [](const std::string& id, const std::string& customer) {
+    return R"({"id":")" + id + R"(","customer_id":")" + customer +
+           R"(","type":"api_call","timestamp":"2026-12-07T09:31:00Z"})";
+  };
+  // Two customers of the second shard: one transaction there.
+  const std::string one_shard =
+      "[" + event("x1", on[1][0]) + "," + event("x2", on[1][1]) + "," + event("x3", on[1][0]) + "]";
+  EXPECT_EQ(same_whole(*a, *e, one_shard), "accepted 3 rejected 0 duplicates 0 batch");
+  EXPECT_EQ(stored(*pg2_, "SELECT count(*) FROM events"), 3);
+  EXPECT_EQ(stored(*pg_, "SELECT count(*) FROM events"), 0);
+  // A fault refuses a batch over both shards as the embedded store does.
+  const std::string faulty = "[" + event("y1", on[0][0]) + "," + event("x1", on[1][0]) + "]";
+  EXPECT_NE(same_whole(*a, *e, faulty).find("1 x1 DUPLICATE"), std::string::npos);
+  // Without one, it would have to commit on both shards at once: 501, nothing written.
+  IngestOptions whole;
+  whole.all_or_nothing = true;
+  auto spanning =
+      a->ingest_json("[" + event("y1", on[0][0]) + "," + event("y2", on[1][1]) + "]", whole);
+  ASSERT_FALSE(spanning.has_value());
+  EXPECT_EQ(spanning.error().code(), StatusCode::kNotImplemented);
+  EXPECT_NE(spanning.error().message().find("more than one shard"), std::string::npos)
+      << spanning.error().message();
+  EXPECT_EQ(stored(*pg_, "SELECT count(*) FROM events") +
+                stored(*pg2_, "SELECT count(*) FROM events"),
+            3);
+  EXPECT_EQ(a->get_customer(on[0][0]).error().code(), StatusCode::kNotFound);
+}
+
+TEST_F(ClusterBatchTest, TheSameBatchOnTwoNodesAtOnceIsStoredOnceAndRefusedOnce) {
+  auto a = node();
+  auto b = node();
+  ASSERT_TRUE(a && b);
+  IngestOptions whole;
+  whole.all_or_nothing = true;
+  constexpr int kRounds = 12;
+  constexpr int kEvents = 30;
+  for (int round = 0; round < kRounds; ++round) {
+    // Each round a new customer (created by the batch stored) and ids of its own.
+    std::string body = "[";
+    for (int i = 0; i < kEvents; ++i) {
+      body += std::string(i == 0 ? "" : ",") + R"({"id":"r)" + std::to_string(round) + "-" +
+              std::to_string(i) + R"(","customer_id":"racer)" + std::to_string(round) +
+              R"(","type":"completion","timestamp":"2026-12-07T09:31:00Z","properties":{"tokens":2}})";
+    }
+    body += "]";
+    std::atomic<int> ready{0};
+    Result<IngestSummary> answers[2] = {Status::internal("not run"), Status::internal("not run")};
+    auto send = [&](Engine& node, int k) {
+      ready.fetch_add(1);
+      while (ready.load() < 2) {
+        std::this_thread::yield();
+      }
+      answers[k] = node.ingest_json(body, whole);
+    };
+    std::thread ta(send, std::ref(*a), 0);
+    std::thread tb(send, std::ref(*b), 1);
+    ta.join();
+    tb.join();
+    SCOPED_TRACE("round " + std::to_string(round));
+    ASSERT_TRUE(answers[0].has_value()) << answers[0].error().to_string();
+    ASSERT_TRUE(answers[1].has_value()) << answers[1].error().to_string();
+    const int winner = answers[0]->accepted > 0 ? 0 : 1;
+    const IngestSummary& won = *answers[winner];
+    const IngestSummary& lost = *answers[1 - winner];
+    EXPECT_EQ(won.accepted, static_cast<std::uint32_t>(kEvents));
+    EXPECT_TRUE(won.errors.empty());
+    EXPECT_EQ(lost.accepted, 0u);
+    EXPECT_EQ(lost.rejected, static_cast<std::uint32_t>(kEvents));
+    ASSERT_EQ(lost.errors.size(), static_cast<std::size_t>(kEvents));
+    EXPECT_EQ(lost.errors[0].code, "DUPLICATE");
+    EXPECT_EQ(value_of(*b, "tokens", "racer" + std::to_string(round)),
+              std::to_string(2 * kEvents));
+  }
+  EXPECT_EQ(stored(*pg_, "SELECT count(*) FROM events"), kRounds * kEvents);
+  auto verified = a->verify();
+  ASSERT_TRUE(verified.has_value()) << verified.error().to_string();
+  EXPECT_TRUE(verified->differences.empty());
 }
 
 }  // namespace

@@ -204,6 +204,16 @@ Result<std::vector<Customer>> find_customers(pg::Connection& conn,
   return out;
 }
 
+Status create_customers(pg::Connection& conn, const std::vector<std::string>& ids,
+                        TimeUs now_us) {
+  auto r = conn.exec(
+      "INSERT INTO customers (id, name, created_at, updated_at) SELECT x, x, t, t FROM "
+      "unnest($1::text[]) AS x, (SELECT timestamptz 'epoch' + $2::bigint * interval '1 "
+      "microsecond' AS t) AS now ORDER BY x ON CONFLICT (id) DO NOTHING",
+      {text_array(ids), std::to_string(now_us)});
+  return r ? Status() : r.error();
+}
+
 Result<std::vector<Customer>> shard_customers(pg::Connection& conn) {
   auto rows = conn.exec("SELECT " + std::string(kCustomerColumns) +
                         " FROM customers ORDER BY id COLLATE \"C\"");

@@ -10,10 +10,6 @@ void ClusterMode::ingest(std::string body, const IngestOptions& options,
                          Engine::IngestCallback done) {
   Impl& d = *impl_;
   const std::int64_t start_us = cluster_steady_us();
-  if (options.all_or_nothing) {
-    done(not_built("an all-or-nothing batch (the Lago API's events)"));
-    return;
-  }
   core::ParsedEvents parsed;
   core::ParseOptions po;
   po.now_us = d.clock->now_us();
@@ -45,6 +41,10 @@ void ClusterMode::ingest(std::string body, const IngestOptions& options,
   req->parsed = std::move(parsed);
   req->start_us = start_us;
   req->done = std::move(done);
+  if (options.all_or_nothing) {
+    d.ingest_whole(*req);
+    return;
+  }
   const core::EventBatch& b = req->parsed.batch;
   req->known.assign(b.size(), true);
   req->outcome.assign(b.size(), std::nullopt);
@@ -92,14 +92,7 @@ Status ClusterMode::Impl::ensure_customers(const core::EventBatch& b,
     return lease.error();
   }
   if (config->server.auto_create_customers) {
-    auto r = (*lease)->exec(
-        "INSERT INTO customers (id, name, created_at, updated_at) SELECT x, x, t, t FROM "
-        "unnest($1::text[]) AS x, (SELECT timestamptz 'epoch' + $2::bigint * interval '1 "
-        "microsecond' AS t) AS now ORDER BY x ON CONFLICT (id) DO NOTHING",
-        {cluster::text_array(ids), std::to_string(clock->now_us())});
-    if (!r) {
-      return r.error();
-    }
+    TALLY_TRY(cluster::create_customers(**lease, ids, clock->now_us()));
   }
   auto found = cluster::find_customers(**lease, ids);
   if (!found) {

@@ -1,7 +1,8 @@
 // The inside of the engine's scale-out mode (cluster_mode.h), shared by its files:
 // cluster_mode.cc (opening, customers, keys, operations), cluster_ingest.cc (ingest),
-// cluster_query.cc (queries), cluster_check.cc (checks and their usage), cluster_reservations.cc
-// (reservations) and cluster_alerts.cc (alerts and the outbox).
+// cluster_batch.cc (all-or-nothing ingest), cluster_query.cc (queries), cluster_check.cc (checks
+// and their usage), cluster_reservations.cc (reservations) and cluster_alerts.cc (alerts and the
+// outbox).
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -288,6 +289,12 @@ struct ClusterMode::Impl {
   Status seed_counters(cluster::RedisLimits& limits, const Customer& c,
                        const std::vector<core::LimitRule>& rules, const core::PeriodContext& ctx,
                        const MeterDef& meter, TimeUs now);
+  // cluster_batch.cc: an all-or-nothing request (IngestOptions::all_or_nothing), read, decided
+  // and written by the calling thread, then answered by req.done.
+  void ingest_whole(IngestRequest& req);
+  Status write_whole(const core::EventBatch& b, std::size_t shard,
+                     std::map<std::string, Customer> customers, std::vector<bool>* inserted);
+  void refuse_whole(IngestRequest& req, IngestSummary sum);
   void commit_group(std::size_t shard, std::vector<ShardPart> parts);
   Status write_group(const core::EventBatch& b, const std::vector<std::size_t>& events,
                      std::size_t shard, std::vector<bool>* known,

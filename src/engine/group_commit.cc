@@ -14,12 +14,12 @@
 #include "engine/group_commit.h"
 
 #include <algorithm>
-#include <set>
 #include <unordered_map>
 
 #include "common/assert.h"
 #include "core/ids.h"
 #include "engine/engine_impl.h"
+#include "engine/whole_batch.h"
 
 namespace tally {
 
@@ -480,39 +480,25 @@ void IngestCommit::settle_merged(const IngestJob& job, std::size_t i, std::uint3
 bool IngestCommit::refuse_whole(const IngestJob& job, IngestSummary* sum) const {
   TALLY_ASSERT(job.check_tokens.empty(), "checks' usage events are never all-or-nothing");
   const core::EventBatch& b = job.parsed.batch;
-  std::vector<EventError> faults;
-  std::set<std::pair<std::string_view, std::string_view>> in_request;  // customer, id
-  for (std::size_t i = 0; i < b.size(); ++i) {
+  std::uint32_t cnum = 0;  // the customer number of the event customer_of last saw
+  auto customer_of = [&](std::size_t i) {
     const std::string_view customer = b.text(b.events()[i].customer);
-    const std::string_view id = b.text(b.events()[i].id);
-    std::uint32_t cnum = 0;
-    bool known = true;
     if (auto it = d_.customer_nums.find(customer); it != d_.customer_nums.end()) {
       cnum = it->second;
     } else if (auto nit = new_customers_.find(customer); nit != new_customers_.end()) {
       cnum = nit->second.num;
-    } else if (!d_.config.server.auto_create_customers) {
-      faults.push_back(EventError{job.parsed.indexes[i], std::string(id), "UNKNOWN_CUSTOMER",
-                                  core::customer_not_found(customer).message()});
-      continue;
     } else {
-      known = false;  // created by this request: nothing of it is stored yet
+      return d_.config.server.auto_create_customers ? WholeCustomer::kNew
+                                                    : WholeCustomer::kUnknown;
     }
-    const bool duplicate = !in_request.emplace(customer, id).second ||
-                           stored_copies_[i] == kStoredDuplicate ||
-                           (known && is_duplicate(hashes_[i], cnum, id, kNoCopy));
-    if (duplicate) {
-      faults.push_back(EventError{job.parsed.indexes[i], std::string(id), "DUPLICATE",
-                                  "event '" + std::string(id) + "' of customer '" +
-                                      std::string(customer) + "' is already stored"});
-    }
-  }
-  if (faults.empty() && job.parsed.errors.empty()) {
-    return false;
-  }
-  sum->errors.insert(sum->errors.end(), faults.begin(), faults.end());
-  sum->rejected = job.parsed.total;
-  return true;
+    return WholeCustomer::kKnown;
+  };
+  auto stored = [&](std::size_t i, WholeCustomer kind) {
+    return stored_copies_[i] == kStoredDuplicate ||
+           (kind == WholeCustomer::kKnown &&
+            is_duplicate(hashes_[i], cnum, b.text(b.events()[i].id), kNoCopy));
+  };
+  return refuse_whole_batch(job.parsed, customer_of, stored, sum);
 }
 
 // The customer of event i: stored, created earlier in this commit, or created now when
