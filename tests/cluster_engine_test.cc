@@ -2720,5 +2720,210 @@ TEST_F(ClusterBatchTest, TheSameBatchOnTwoNodesAtOnceIsStoredOnceAndRefusedOnce)
   EXPECT_TRUE(verified->differences.empty());
 }
 
+// ---- checks on latest and max meters (gauges) ---------------------------------------------
+
+constexpr const char* kGauges = R"(
+[[meters]]
+key = "seats"
+event_type = "seats_gauge"
+aggregation = "latest"
+value = "$.count"
+
+[[meters]]
+key = "storage"
+event_type = "storage_gauge"
+aggregation = "max"
+value = "$.gb"
+
+[[plans]]
+key = "gauges"
+features = ["chat"]
+limits = [
+  { meter = "seats", period = "day", amount = 10 },
+  { meter = "seats", period = "month", amount = 11, hard = false },
+  { meter = "storage", period = "month", amount = 100 },
+]
+
+[[plans]]
+key = "gauges_rated"
+limits = [{ meter = "seats", period = "minute", amount = 5 }]
+)";
+
+// A check's answer as text, to compare a node's with the embedded store's.
+std::string check_text(const Result<CheckResult>& r) {
+  if (!r) {
+    return "error " + r.error().to_string();
+  }
+  auto state = [](const LimitState& l) {
+    return l.rule() + " hard " + std::to_string(l.hard) + " limit " + l.limit.text() + " used " +
+           l.used.text() + " remaining " + l.remaining.text() + " window " +
+           std::to_string(l.window_start_us) + " reset " + std::to_string(l.reset_us);
+  };
+  std::string out = std::string(r->allowed ? "allowed" : "denied") + " " +
+                    std::string(denial_name(r->reason)) + " '" + r->message + "' plan " + r->plan +
+                    " meter " + r->meter + " amount " + r->amount.text() + " overage " +
+                    std::to_string(r->overage) + " replayed " + std::to_string(r->replayed) +
+                    " retry " + std::to_string(r->retry_after_us);
+  if (r->has_rule) {
+    out += "\nrule " + state(r->rule);
+  }
+  for (const LimitState& l : r->limits) {
+    out += "\nlimit " + state(l);
+  }
+  return out;
+}
+
+class ClusterGaugeTest : public ClusterEngineTest {
+ protected:
+  void start() {
+    migrate();
+    for (auto* n : {&a_, &b_}) {
+      auto opened = open(config(kGauges));
+      ASSERT_TRUE(opened.has_value()) << opened.error().to_string();
+      *n = std::move(*opened);
+    }
+    EngineOptions o;
+    o.config_toml = std::string(kMeters) + kGauges;
+    o.in_memory = true;
+    o.clock = &clock_;
+    auto e = Engine::open(o);
+    ASSERT_TRUE(e.has_value()) << e.error().to_string();
+    e_ = std::move(*e);
+  }
+
+  void customer(const std::string& id, const std::string& plan) {
+    Customer c;
+    c.id = id;
+    c.plan = plan;
+    ASSERT_TRUE(a_->create_customer(c).has_value());
+    ASSERT_TRUE(e_->create_customer(c).has_value());
+  }
+
+  // One reading of a gauge at `time`, ingested on node a and on the embedded engine.
+  void reading(const std::string& id, const std::string& customer, const std::string& type,
+               const std::string& property, const std::string& value, const std::string& time) {
+    const std::string body = R"([{"id":")" + id + R"(","customer_id":")" + customer +
+                             R"(","type":")" + type + R"(","timestamp":")" + time +
+                             R"(","properties":{")" + property + R"(":)" + value + "}}]";
+    ASSERT_EQ(a_->ingest_json(body)->accepted, 1u) << body;
+    ASSERT_EQ(e_->ingest_json(body)->accepted, 1u) << body;
+  }
+
+  // The check on `node` answers as the embedded engine's; returns that answer.
+  std::string same_check(Engine& node, const CheckRequest& r) {
+    const std::string want = check_text(e_->check(r));
+    e_->flush();  // its usage committed: the node writes a gauge check's before answering
+    EXPECT_EQ(check_text(node.check(r)), want);
+    return want;
+  }
+
+  static CheckRequest gauge_check(const std::string& customer, const std::string& meter,
+                                  const std::string& amount, Consume consume = Consume::kYes,
+                                  const std::string& event_id = "") {
+    CheckRequest r = check_of(customer, meter, amount);
+    r.consume = consume;
+    r.event_id = event_id;
+    return r;
+  }
+
+  std::unique_ptr<Engine> a_;
+  std::unique_ptr<Engine> b_;
+  std::unique_ptr<Engine> e_;
+};
+
+TEST_F(ClusterGaugeTest, LatestAndMaxLimitsAreTheEmbeddedAnswers) {
+  start();
+  customer("g1", "gauges");
+  customer("g2", "gauges");
+  // latest: 7 reported; a check of 2 fits (9 of 10 a day) and sets the gauge to 9.
+  reading("s1", "g1", "seats_gauge", "count", "7", "2026-12-07T09:30:00Z");
+  EXPECT_NE(same_check(*a_, gauge_check("g1", "seats", "2")).find("allowed"), std::string::npos);
+  EXPECT_NE(same_check(*b_, gauge_check("g1", "seats", "2")).find("denied limit_exceeded"),
+            std::string::npos);
+  same_check(*a_, gauge_check("g1", "seats", "1", Consume::kNo));
+  // An earlier reading does not replace the check's later value; one more fits, then none.
+  reading("s2", "g1", "seats_gauge", "count", "3", "2026-12-07T09:40:00Z");
+  same_check(*b_, gauge_check("g1", "seats", "1"));
+  EXPECT_NE(same_check(*a_, gauge_check("g1", "seats", "1")).find("denied"), std::string::npos);
+  // A later, lower reading replaces it: 2 reported, 8 more fit (the soft month limit of 11 is
+  // not passed), then 1 more is denied.
+  clock_.advance_us(60'000'000);
+  reading("s3", "g1", "seats_gauge", "count", "2", "2026-12-07T10:01:00Z");
+  EXPECT_NE(same_check(*b_, gauge_check("g1", "seats", "8")).find("allowed"), std::string::npos);
+  same_check(*a_, gauge_check("g1", "seats", "1"));
+  // max: the highest reading of the month, plus the checks' amounts.
+  reading("t1", "g1", "storage_gauge", "gb", "50", "2026-12-07T09:10:00Z");
+  reading("t2", "g1", "storage_gauge", "gb", "80.5", "2026-12-07T09:20:00Z");
+  EXPECT_NE(same_check(*a_, gauge_check("g1", "storage", "19.5")).find("allowed"),
+            std::string::npos);
+  same_check(*b_, gauge_check("g1", "storage", "0.25"));
+  reading("t3", "g1", "storage_gauge", "gb", "30", "2026-12-07T10:01:00Z");
+  same_check(*b_, gauge_check("g1", "storage", "0.25", Consume::kNo));
+  // A check with an event id consumes once across the nodes; asking again is a replay.
+  reading("s4", "g2", "seats_gauge", "count", "4", "2026-12-07T09:30:00Z");
+  same_check(*a_, gauge_check("g2", "seats", "3", Consume::kYes, "once"));
+  EXPECT_NE(same_check(*b_, gauge_check("g2", "seats", "3", Consume::kYes, "once"))
+                .find("replayed 1"),
+            std::string::npos);
+  same_check(*b_, gauge_check("g2", "seats", "4"));
+  e_->flush();
+  for (const char* c : {"g1", "g2"}) {
+    SCOPED_TRACE(c);
+    EXPECT_EQ(report_text(a_->limits_report(c)), report_text(e_->limits_report(c)));
+    EXPECT_EQ(report_text(b_->limits_report(c)), report_text(e_->limits_report(c)));
+    for (const char* meter : {"seats", "storage"}) {
+      EXPECT_EQ(value_of(*b_, meter, c), value_of(*e_, meter, c)) << meter;
+    }
+  }
+  EXPECT_EQ(value_of(*a_, "seats", "g2"), "7");
+  auto verified = a_->verify();
+  ASSERT_TRUE(verified.has_value()) << verified.error().to_string();
+  EXPECT_TRUE(verified->differences.empty());
+  // What the mode does not do with gauges answers 501; nothing is consumed.
+  customer("g3", "gauges_rated");
+  EXPECT_EQ(a_->check(gauge_check("g3", "seats", "1")).error().code(),
+            StatusCode::kNotImplemented);
+  EXPECT_EQ(a_->limits_report("g3").error().code(), StatusCode::kNotImplemented);
+  EXPECT_EQ(a_->check(gauge_check("g1", "storage", "1", Consume::kReserve)).error().code(),
+            StatusCode::kNotImplemented);
+  auto batch = a_->check_batch({gauge_check("g2", "seats", "1"), check_of("g2")});
+  ASSERT_FALSE(batch.has_value());
+  EXPECT_EQ(batch.error().code(), StatusCode::kNotImplemented);
+  EXPECT_EQ(value_of(*a_, "seats", "g2"), "7");
+}
+
+TEST_F(ClusterGaugeTest, TwoNodesTogetherNeverAdmitPastAGaugesLimit) {
+  start();
+  customer("g4", "gauges");
+  reading("s1", "g4", "seats_gauge", "count", "2", "2026-12-07T09:30:00Z");
+  // 8 of the day's 10 are left: 48 checks of 1 from 6 threads on two nodes admit exactly 8.
+  std::atomic<int> allowed{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    Engine* n = t % 2 == 0 ? a_.get() : b_.get();
+    threads.emplace_back([&, n] {
+      for (int i = 0; i < 8; ++i) {
+        auto r = n->check(gauge_check("g4", "seats", "1"));
+        if (!r) {
+          ++failed;
+        } else if (r->allowed) {
+          ++allowed;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(allowed.load(), 8);
+  EXPECT_EQ(value_of(*a_, "seats", "g4"), "10");
+  auto denied = b_->check(gauge_check("g4", "seats", "1", Consume::kNo));
+  ASSERT_TRUE(denied.has_value()) << denied.error().to_string();
+  EXPECT_FALSE(denied->allowed);
+  EXPECT_EQ(denied->rule.used.text(), "10");
+}
+
 }  // namespace
 }  // namespace tally

@@ -17,8 +17,8 @@ Status validate(const CheckRequest& r, const MeterDef& meter, ClusterPrepared* p
                                     std::string(core::aggregation_name(agg)) +
                                     "; checks apply to count, sum, latest and max meters");
   }
-  if (agg != core::Aggregation::kCount && agg != core::Aggregation::kSum) {
-    return ClusterMode::not_built("a check on a latest or max meter");
+  if (is_gauge(agg) && r.consume == Consume::kReserve) {
+    return ClusterMode::not_built("a reservation on a latest or max meter");
   }
   if (!core::try_parse_decimal(r.amount, &p->amount) || p->amount.units <= 0) {
     return Status::invalid_argument("amount must be a number greater than 0");
@@ -57,10 +57,12 @@ bool consumed(const CheckRequest& r, const CheckResult& res) {
   return r.consume != Consume::kNo && res.allowed && !res.replayed;
 }
 
+}  // namespace
+
 // Redis's verdict as the answer: every limit's state (after the consumption when it consumed),
 // the most restrictive as its rule, and a denial's reason and message, as the embedded mode.
-void answer(const CheckRequest& r, const ClusterPrepared& p, const cluster::RedisCheck& rc,
-            CheckResult* out) {
+void answer_check(const CheckRequest& r, const ClusterPrepared& p, const cluster::RedisCheck& rc,
+                  CheckResult* out) {
   out->allowed = rc.verdict.allowed;
   out->overage = rc.verdict.overage;
   const std::vector<core::LimitOutcome>& states = rc.consumed ? rc.after : rc.limits;
@@ -91,8 +93,6 @@ void answer(const CheckRequest& r, const ClusterPrepared& p, const cluster::Redi
   out->retry_after_us = rc.verdict.retry_after_us;
 }
 
-}  // namespace
-
 Status ClusterMode::Impl::prepare_check(const CheckRequest& r, ClusterPrepared* p) {
   const MeterDef* meter = catalog->find(r.meter);
   auto customer = find_check_customer(r.customer);
@@ -115,7 +115,17 @@ Status ClusterMode::Impl::prepare_check(const CheckRequest& r, ClusterPrepared* 
                                  "' is not in this node's configuration");
   }
   p->rules = limits_of(*config, p->customer, r.meter);
+  if (is_gauge(meter->spec.aggregation)) {
+    for (const core::LimitRule& rule : p->rules) {
+      if (core::period_is_rate(rule.period) && !rule.unlimited) {
+        return not_built("a rate limit on a latest or max meter");
+      }
+    }
+  }
   if (p->plan != nullptr && p->plan->prepaid) {
+    if (is_gauge(meter->spec.aggregation)) {
+      return not_built("a check of a prepaid plan on a latest or max meter");
+    }
     if (r.consume == Consume::kReserve) {
       return not_built("a reservation on a prepaid plan (its credits hold)");
     }
@@ -233,6 +243,23 @@ Result<std::vector<CheckResult>> ClusterMode::check(const std::vector<CheckReque
     results[i].amount = p.amount;
     consumes = consumes || requests[i].consume != Consume::kNo;
   }
+  if (std::any_of(prepared.begin(), prepared.end(), [](const ClusterPrepared& p) {
+        return is_gauge(p.meter->spec.aggregation);
+      })) {
+    if (n > 1) {
+      return not_built("a batch of checks with a latest or max meter");
+    }
+    const TimeUs now = d.clock->now_us();
+    auto answered = d.decide_gauge(requests[0], prepared[0], now, std::move(results[0]));
+    if (!answered) {
+      return answered.error();
+    }
+    results[0] = std::move(*answered);
+    if (requests[0].consume == Consume::kYes && consumed(requests[0], results[0])) {
+      d.alert_on_check(requests[0], prepared[0], results[0], now);
+    }
+    return results;
+  }
   if (consumes) {
     std::lock_guard lock(d.work_mutex);
     if (d.usage.size() + n > kUsageQueueMax) {
@@ -255,20 +282,28 @@ Result<std::vector<CheckResult>> ClusterMode::check(const std::vector<CheckReque
   for (std::size_t i = 0; i < n; ++i) {
     if (requests[i].consume == Consume::kYes && consumed(requests[i], results[i])) {
       TALLY_TRY(d.queue_usage(requests[i], prepared[i], now));
-      if (d.alerts_on) {
-        AlertWork w;  // the counters after the consumption: the alert thread reads no more
-        w.customer = prepared[i].customer;
-        w.meter = requests[i].meter;
-        w.rules = prepared[i].rules;
-        for (const LimitState& st : results[i].limits) {
-          w.used.push_back(st.used);
-        }
-        w.at_us = now;
-        d.queue_alerts(std::move(w));
-      }
+      d.alert_on_check(requests[i], prepared[i], results[i], now);
     }
   }
   return results;
+}
+
+// The thresholds of a consumption's limits, evaluated by the alert thread from the states after
+// it (the answer's): the alert thread reads no more.
+void ClusterMode::Impl::alert_on_check(const CheckRequest& r, const ClusterPrepared& p,
+                                       const CheckResult& res, TimeUs now) {
+  if (!alerts_on) {
+    return;
+  }
+  AlertWork w;
+  w.customer = p.customer;
+  w.meter = r.meter;
+  w.rules = p.rules;
+  for (const LimitState& st : res.limits) {
+    w.used.push_back(st.used);
+  }
+  w.at_us = now;
+  queue_alerts(std::move(w));
 }
 
 // Decides each check in order, consuming when allowed. A batch of several is all or nothing,
@@ -345,7 +380,7 @@ Result<CheckResult> ClusterMode::Impl::decide(RedisSlot& slot, const CheckReques
       if (!now_states) {
         return now_states.error();
       }
-      answer(r, p, *now_states, &out);
+      answer_check(r, p, *now_states, &out);
       out.allowed = true;
       out.replayed = true;
       out.reason = Denial::kNone;
@@ -381,7 +416,7 @@ Result<CheckResult> ClusterMode::Impl::decide(RedisSlot& slot, const CheckReques
       if (!admitted) {
         return admitted.error();
       }
-      answer(r, p, *dry, &out);
+      answer_check(r, p, *dry, &out);
       if (dry->verdict.allowed && !*admitted) {
         out.allowed = false;
         out.overage = false;
@@ -405,7 +440,7 @@ Result<CheckResult> ClusterMode::Impl::decide(RedisSlot& slot, const CheckReques
   if (!decided) {
     return decided.error();
   }
-  answer(r, p, *decided, &out);
+  answer_check(r, p, *decided, &out);
   return out;
 }
 
@@ -457,8 +492,6 @@ Status ClusterMode::Impl::seed_counters(cluster::RedisLimits& limits, const Cust
   return Status();
 }
 
-namespace {
-
 // The usage events of answered checks, in `batch`'s order: the meter's event type, its filter,
 // the check's properties and, for a sum meter, its value property holding the amount; a count
 // meter's amount is its quantity. Ids are the check's event_id, or "chk_<node>_<n>", n counting
@@ -499,8 +532,6 @@ core::EventBatch usage_events(const std::vector<PendingUsage>& batch, const std:
   }
   return b;
 }
-
-}  // namespace
 
 void ClusterMode::Impl::forget_seeded(const std::string& customer,
                                       const std::vector<core::LimitRule>& rules,
@@ -666,12 +697,16 @@ Result<LimitsReport> ClusterMode::limits_report(const std::string& customer) {
     if (meter == nullptr) {
       continue;
     }
-    const core::Aggregation agg = meter->spec.aggregation;
-    if (agg != core::Aggregation::kCount && agg != core::Aggregation::kSum) {
-      failure = not_built("the limits report of a latest or max meter");
-      break;
-    }
     const std::vector<core::LimitRule> one{rule};
+    if (is_gauge(meter->spec.aggregation)) {
+      auto state = d.gauge_report_limit(*c, *meter, rule, now);
+      if (!state) {
+        failure = state.error();
+        break;
+      }
+      add_report_limit(*state, &out);
+      continue;
+    }
     failure = d.seed_counters(*(*slot)->limits, *c, one, pc, *meter, now);
     if (!failure.ok()) {
       break;

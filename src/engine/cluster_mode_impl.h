@@ -1,8 +1,8 @@
 // The inside of the engine's scale-out mode (cluster_mode.h), shared by its files:
 // cluster_mode.cc (opening, customers, keys, operations), cluster_ingest.cc (ingest),
 // cluster_batch.cc (all-or-nothing ingest), cluster_query.cc (queries), cluster_check.cc (checks
-// and their usage), cluster_reservations.cc (reservations) and cluster_alerts.cc (alerts and the
-// outbox).
+// and their usage), cluster_gauge.cc (checks on latest and max meters), cluster_reservations.cc
+// (reservations) and cluster_alerts.cc (alerts and the outbox).
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -166,6 +166,17 @@ struct WriteCharges {
   std::map<std::string, core::PeriodContext> periods;  // the customers of `tiered`
 };
 
+// The usage events of answered checks (cluster_check.cc), in `batch`'s order: a sum, latest or
+// max meter's value property holds u.amount, a count meter's quantity is it. Ids are the check's
+// event_id, or "chk_<node>_<n>" with n = ++*seq.
+core::EventBatch usage_events(const std::vector<PendingUsage>& batch, const std::string& node,
+                              std::uint64_t* seq);
+
+// The counters' verdict as a check's answer (cluster_check.cc): every limit's state (after the
+// consumption when it consumed), the most restrictive as its rule, a denial's reason and message.
+void answer_check(const CheckRequest& r, const ClusterPrepared& p, const cluster::RedisCheck& rc,
+                  CheckResult* out);
+
 struct ClusterMode::Impl {
   const config::Config* config = nullptr;
   const Catalog* catalog = nullptr;
@@ -207,6 +218,7 @@ struct ClusterMode::Impl {
   std::vector<PendingUsage> usage;
   std::size_t usage_writing = 0;
   std::uint64_t usage_seq = 0;  // the usage writer's: names its events
+  std::atomic<std::uint64_t> gauge_seq{0};  // names the usage events of gauge checks
   bool stopping = false;
   std::vector<std::thread> writers;
   std::thread usage_writer;
@@ -268,6 +280,14 @@ struct ClusterMode::Impl {
                                            const std::vector<core::LimitRule>& rules,
                                            const core::PeriodContext& pc, core::Decimal amount,
                                            TimeUs now, bool consume);
+  // cluster_gauge.cc: a check on a latest or max meter, decided and its usage written in
+  // PostgreSQL under a lock of (customer, meter); and a limit of one in the limits report.
+  Result<CheckResult> decide_gauge(const CheckRequest& r, const ClusterPrepared& p, TimeUs now,
+                                   CheckResult out);
+  Result<LimitState> gauge_report_limit(const Customer& c, const MeterDef& meter,
+                                        const core::LimitRule& rule, TimeUs now);
+  void alert_on_check(const CheckRequest& r, const ClusterPrepared& p, const CheckResult& res,
+                      TimeUs now);
   Status decide_all(RedisSlot& slot, const std::vector<CheckRequest>& requests,
                     const std::vector<ClusterPrepared>& prepared, TimeUs now,
                     std::vector<CheckResult>* results);
