@@ -2663,9 +2663,9 @@ TEST_F(ClusterBatchTest, ABatchSpanningShardsIsNotImplementedUnlessItIsRefused) 
   EXPECT_EQ(spanning.error().code(), StatusCode::kNotImplemented);
   EXPECT_NE(spanning.error().message().find("more than one shard"), std::string::npos)
       << spanning.error().message();
-  EXPECT_EQ(stored(*pg_, "SELECT count(*) FROM events") +
-                stored(*pg2_, "SELECT count(*) FROM events"),
-            3);
+  EXPECT_EQ(
+      stored(*pg_, "SELECT count(*) FROM events") + stored(*pg2_, "SELECT count(*) FROM events"),
+      3);
   EXPECT_EQ(a->get_customer(on[0][0]).error().code(), StatusCode::kNotFound);
 }
 
@@ -2681,9 +2681,10 @@ TEST_F(ClusterBatchTest, TheSameBatchOnTwoNodesAtOnceIsStoredOnceAndRefusedOnce)
     // Each round a new customer (created by the batch stored) and ids of its own.
     std::string body = "[";
     for (int i = 0; i < kEvents; ++i) {
-      body += std::string(i == 0 ? "" : ",") + R"({"id":"r)" + std::to_string(round) + "-" +
-              std::to_string(i) + R"(","customer_id":"racer)" + std::to_string(round) +
-              R"(","type":"completion","timestamp":"2026-12-07T09:31:00Z","properties":{"tokens":2}})";
+      body +=
+          std::string(i == 0 ? "" : ",") + R"({"id":"r)" + std::to_string(round) + "-" +
+          std::to_string(i) + R"(","customer_id":"racer)" + std::to_string(round) +
+          R"(","type":"completion","timestamp":"2026-12-07T09:31:00Z","properties":{"tokens":2}})";
     }
     body += "]";
     std::atomic<int> ready{0};
@@ -2711,8 +2712,7 @@ TEST_F(ClusterBatchTest, TheSameBatchOnTwoNodesAtOnceIsStoredOnceAndRefusedOnce)
     EXPECT_EQ(lost.rejected, static_cast<std::uint32_t>(kEvents));
     ASSERT_EQ(lost.errors.size(), static_cast<std::size_t>(kEvents));
     EXPECT_EQ(lost.errors[0].code, "DUPLICATE");
-    EXPECT_EQ(value_of(*b, "tokens", "racer" + std::to_string(round)),
-              std::to_string(2 * kEvents));
+    EXPECT_EQ(value_of(*b, "tokens", "racer" + std::to_string(round)), std::to_string(2 * kEvents));
   }
   EXPECT_EQ(stored(*pg_, "SELECT count(*) FROM events"), kRounds * kEvents);
   auto verified = a->verify();
@@ -2862,9 +2862,9 @@ TEST_F(ClusterGaugeTest, LatestAndMaxLimitsAreTheEmbeddedAnswers) {
   // A check with an event id consumes once across the nodes; asking again is a replay.
   reading("s4", "g2", "seats_gauge", "count", "4", "2026-12-07T09:30:00Z");
   same_check(*a_, gauge_check("g2", "seats", "3", Consume::kYes, "once"));
-  EXPECT_NE(same_check(*b_, gauge_check("g2", "seats", "3", Consume::kYes, "once"))
-                .find("replayed 1"),
-            std::string::npos);
+  EXPECT_NE(
+      same_check(*b_, gauge_check("g2", "seats", "3", Consume::kYes, "once")).find("replayed 1"),
+      std::string::npos);
   same_check(*b_, gauge_check("g2", "seats", "4"));
   e_->flush();
   for (const char* c : {"g1", "g2"}) {
@@ -2881,8 +2881,7 @@ TEST_F(ClusterGaugeTest, LatestAndMaxLimitsAreTheEmbeddedAnswers) {
   EXPECT_TRUE(verified->differences.empty());
   // What the mode does not do with gauges answers 501; nothing is consumed.
   customer("g3", "gauges_rated");
-  EXPECT_EQ(a_->check(gauge_check("g3", "seats", "1")).error().code(),
-            StatusCode::kNotImplemented);
+  EXPECT_EQ(a_->check(gauge_check("g3", "seats", "1")).error().code(), StatusCode::kNotImplemented);
   EXPECT_EQ(a_->limits_report("g3").error().code(), StatusCode::kNotImplemented);
   EXPECT_EQ(a_->check(gauge_check("g1", "storage", "1", Consume::kReserve)).error().code(),
             StatusCode::kNotImplemented);

@@ -1383,7 +1383,8 @@ TEST_F(ClusterE2eTest, ChecksGoOnWhenTheirRedisPrimaryIsKilled) {
 // not need one.)
 TEST_F(ClusterE2eTest, LagoBatchesAreStoredWholeOrNotAtAllOnEveryNode) {
   auto lago = [](const std::string& id) {
-    return R"({"transaction_id":")" + id + R"(","external_customer_id":"lagoer","code":"api_call"})";
+    return R"({"transaction_id":")" + id +
+           R"(","external_customer_id":"lagoer","code":"api_call"})";
   };
   const std::string batch =
       R"({"events":[)" + lago("l1") + "," + lago("l2") + "," + lago("l3") + "]}";
@@ -1399,8 +1400,8 @@ TEST_F(ClusterE2eTest, LagoBatchesAreStoredWholeOrNotAtAllOnEveryNode) {
         << again.body;
   }
   HttpResponse mixed =
-      admin(2, "POST", "/lago/api/v1/events/batch", R"({"events":[)" + lago("l4") + "," +
-                                                        lago("l1") + "," + lago("l5") + "]}");
+      admin(2, "POST", "/lago/api/v1/events/batch",
+            R"({"events":[)" + lago("l4") + "," + lago("l1") + "," + lago("l5") + "]}");
   EXPECT_EQ(mixed.status, 422) << mixed.body;
   EXPECT_NE(mixed.body.find(R"({"1":{"transaction_id":["value_already_exist"]}})"),
             std::string::npos)

@@ -204,8 +204,7 @@ Result<std::vector<Customer>> find_customers(pg::Connection& conn,
   return out;
 }
 
-Status create_customers(pg::Connection& conn, const std::vector<std::string>& ids,
-                        TimeUs now_us) {
+Status create_customers(pg::Connection& conn, const std::vector<std::string>& ids, TimeUs now_us) {
   auto r = conn.exec(
       "INSERT INTO customers (id, name, created_at, updated_at) SELECT x, x, t, t FROM "
       "unnest($1::text[]) AS x, (SELECT timestamptz 'epoch' + $2::bigint * interval '1 "

@@ -42,8 +42,7 @@ Result<std::vector<Customer>> find_customers(pg::Connection& conn,
 // Creates the customers of `ids` (sorted, no repeats) that do not exist, as customers are
 // created on first use: name = id, created and updated at `now_us`, every other field its
 // default. Those that exist are left as they are. Its row locks are taken in id order.
-Status create_customers(pg::Connection& conn, const std::vector<std::string>& ids,
-                        TimeUs now_us);
+Status create_customers(pg::Connection& conn, const std::vector<std::string>& ids, TimeUs now_us);
 
 // Every customer of the shard, by id.
 Result<std::vector<Customer>> shard_customers(pg::Connection& conn);

@@ -130,7 +130,9 @@ void ClusterMode::Impl::ingest_whole(IngestRequest& req) {
     return;
   }
   if (!inserted.empty() && std::find(inserted.begin(), inserted.end(), false) != inserted.end()) {
-    auto raced = [&](std::size_t i, WholeCustomer) { return !inserted[i]; };
+    auto raced = [&](std::size_t i, WholeCustomer) {
+      return !inserted[i];
+    };
     const bool refused = refuse_whole_batch(req.parsed, customer_of, raced, &refusal);
     TALLY_ASSERT(refused, "an event not inserted is a duplicate");
     refuse_whole(req, std::move(refusal));

@@ -243,9 +243,8 @@ Result<std::vector<CheckResult>> ClusterMode::check(const std::vector<CheckReque
     results[i].amount = p.amount;
     consumes = consumes || requests[i].consume != Consume::kNo;
   }
-  if (std::any_of(prepared.begin(), prepared.end(), [](const ClusterPrepared& p) {
-        return is_gauge(p.meter->spec.aggregation);
-      })) {
+  if (std::any_of(prepared.begin(), prepared.end(),
+                  [](const ClusterPrepared& p) { return is_gauge(p.meter->spec.aggregation); })) {
     if (n > 1) {
       return not_built("a batch of checks with a latest or max meter");
     }

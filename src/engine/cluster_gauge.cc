@@ -34,8 +34,8 @@ class GaugeLock {
  public:
   static Result<std::unique_ptr<GaugeLock>> take(pg::Connection& conn, const std::string& customer,
                                                  const std::string& meter) {
-    auto locked = conn.exec("SELECT pg_advisory_lock(hashtext($1), hashtext($2))",
-                            {customer, meter});
+    auto locked =
+        conn.exec("SELECT pg_advisory_lock(hashtext($1), hashtext($2))", {customer, meter});
     if (!locked) {
       return locked.error();
     }
@@ -100,9 +100,8 @@ Status gauge_inputs(pg::Connection& conn, const Customer& c, const MeterDef& met
 
 }  // namespace
 
-Result<CheckResult> ClusterMode::Impl::decide_gauge(const CheckRequest& r,
-                                                    const ClusterPrepared& p, TimeUs now,
-                                                    CheckResult out) {
+Result<CheckResult> ClusterMode::Impl::decide_gauge(const CheckRequest& r, const ClusterPrepared& p,
+                                                    TimeUs now, CheckResult out) {
   const bool consume = r.consume == Consume::kYes;  // a reservation is refused before
   auto lease = shard_of(r.customer).lease();
   if (!lease) {
@@ -134,8 +133,8 @@ Result<CheckResult> ClusterMode::Impl::decide_gauge(const CheckRequest& r,
                          config->server.future_skew_seconds_max * core::kUsPerSecond, &in));
   cluster::RedisCheck rc;
   rc.limits.resize(in.size());
-  rc.verdict = core::evaluate_limits(in.data(), in.size(), replay ? core::Decimal{} : p.amount,
-                                     now, rc.limits.data());
+  rc.verdict = core::evaluate_limits(in.data(), in.size(), replay ? core::Decimal{} : p.amount, now,
+                                     rc.limits.data());
   if (replay) {
     answer_check(r, p, rc, &out);
     out.allowed = true;
@@ -154,15 +153,15 @@ Result<CheckResult> ClusterMode::Impl::decide_gauge(const CheckRequest& r,
         break;
       }
     }
-    std::vector<PendingUsage> usage(1);
-    usage[0].customer = r.customer;
-    usage[0].event_id = r.event_id;
-    usage[0].meter = p.meter;
-    usage[0].amount = before + p.amount;  // the value the usage event carries
-    usage[0].properties = r.properties;
-    usage[0].at_us = now;
+    std::vector<PendingUsage> pending(1);
+    pending[0].customer = r.customer;
+    pending[0].event_id = r.event_id;
+    pending[0].meter = p.meter;
+    pending[0].amount = before + p.amount;  // the value the usage event carries
+    pending[0].properties = r.properties;
+    pending[0].at_us = now;
     std::uint64_t seq = gauge_seq.fetch_add(1);
-    const core::EventBatch b = usage_events(usage, node_prefix + "g", &seq);
+    const core::EventBatch b = usage_events(pending, node_prefix + "g", &seq);
     const std::vector<std::uint32_t> write{0};
     const std::map<std::string, Customer> customers{{r.customer, p.customer}};
     WriteCharges charges;

@@ -217,7 +217,7 @@ struct ClusterMode::Impl {
   std::vector<std::deque<ShardPart>> shard_queues;  // one per shard
   std::vector<PendingUsage> usage;
   std::size_t usage_writing = 0;
-  std::uint64_t usage_seq = 0;  // the usage writer's: names its events
+  std::uint64_t usage_seq = 0;              // the usage writer's: names its events
   std::atomic<std::uint64_t> gauge_seq{0};  // names the usage events of gauge checks
   bool stopping = false;
   std::vector<std::thread> writers;

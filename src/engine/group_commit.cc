@@ -488,8 +488,7 @@ bool IngestCommit::refuse_whole(const IngestJob& job, IngestSummary* sum) const 
     } else if (auto nit = new_customers_.find(customer); nit != new_customers_.end()) {
       cnum = nit->second.num;
     } else {
-      return d_.config.server.auto_create_customers ? WholeCustomer::kNew
-                                                    : WholeCustomer::kUnknown;
+      return d_.config.server.auto_create_customers ? WholeCustomer::kNew : WholeCustomer::kUnknown;
     }
     return WholeCustomer::kKnown;
   };

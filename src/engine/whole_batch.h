@@ -4,6 +4,7 @@
 // decides which events are at fault and what the refusal says.
 #pragma once
 
+#include <cstdint>
 #include <set>
 #include <string>
 #include <string_view>
@@ -29,8 +30,8 @@ enum class WholeCustomer : std::uint8_t {
 // be stored. `customer_of(i)` is the WholeCustomer of valid event i; `stored(i, kind)` is asked
 // only for kKnown and kNew customers. sum->errors should hold the invalid events already.
 template <class CustomerOf, class Stored>
-bool refuse_whole_batch(const core::ParsedEvents& parsed, CustomerOf&& customer_of,
-                        Stored&& stored, IngestSummary* sum) {
+bool refuse_whole_batch(const core::ParsedEvents& parsed, CustomerOf&& customer_of, Stored&& stored,
+                        IngestSummary* sum) {
   const core::EventBatch& b = parsed.batch;
   std::set<std::pair<std::string_view, std::string_view>> in_request;  // customer, id
   bool faulty = !parsed.errors.empty();
@@ -40,14 +41,14 @@ bool refuse_whole_batch(const core::ParsedEvents& parsed, CustomerOf&& customer_
     const WholeCustomer kind = customer_of(i);
     if (kind == WholeCustomer::kUnknown) {
       sum->errors.push_back(EventError{parsed.indexes[i], std::string(id), "UNKNOWN_CUSTOMER",
-                                      core::customer_not_found(customer).message()});
+                                       core::customer_not_found(customer).message()});
       faulty = true;
       continue;
     }
     if (!in_request.emplace(customer, id).second || stored(i, kind)) {
       sum->errors.push_back(EventError{parsed.indexes[i], std::string(id), "DUPLICATE",
-                                      "event '" + std::string(id) + "' of customer '" +
-                                          std::string(customer) + "' is already stored"});
+                                       "event '" + std::string(id) + "' of customer '" +
+                                           std::string(customer) + "' is already stored"});
       faulty = true;
     }
   }
