@@ -23,9 +23,7 @@
 //    written to PostgreSQL as a usage event by the writer threads, in batches, so usage and
 //    queries include it within the flush interval (kUsageFlushUs), like the embedded mode's
 //    check_durability = "async"; with [enforcement] check_sync the check answers after it. A
-//    batch is all or nothing: a denied check and what the others consumed is taken back. A
-//    check on a latest or max meter (a gauge) is decided in PostgreSQL instead, under a lock of
-//    (customer, meter), its usage written before the answer (cluster_gauge.cc);
+//    batch is all or nothing: a denied check and what the others consumed is taken back;
 //  - alerts: the thresholds of a customer's calendar limits, evaluated off the request path
 //    after checks and ingest change usage, inserted once across every node by PostgreSQL's
 //    unique constraint with their deliveries (shard 0); every node's webhook sender claims due
