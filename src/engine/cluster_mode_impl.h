@@ -2,7 +2,8 @@
 // cluster_mode.cc (opening, customers, keys, operations), cluster_ingest.cc (ingest),
 // cluster_batch.cc (all-or-nothing ingest), cluster_query.cc (queries), cluster_check.cc (checks
 // and their usage), cluster_gauge.cc (checks on latest and max meters), cluster_reservations.cc
-// (reservations) and cluster_alerts.cc (alerts and the outbox).
+// (reservations) and cluster_alerts.cc (alerts and the outbox). A check on a latest or max meter
+// (a gauge) is decided in PostgreSQL rather than by the Redis counters (cluster_gauge.cc).
 #pragma once
 #include <algorithm>
 #include <atomic>
