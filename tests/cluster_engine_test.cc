@@ -2743,10 +2743,6 @@ limits = [
   { meter = "seats", period = "month", amount = 11, hard = false },
   { meter = "storage", period = "month", amount = 100 },
 ]
-
-[[plans]]
-key = "gauges_rated"
-limits = [{ meter = "seats", period = "minute", amount = 5 }]
 )";
 
 // A check's answer as text, to compare a node's with the embedded store's.
@@ -2880,9 +2876,6 @@ TEST_F(ClusterGaugeTest, LatestAndMaxLimitsAreTheEmbeddedAnswers) {
   ASSERT_TRUE(verified.has_value()) << verified.error().to_string();
   EXPECT_TRUE(verified->differences.empty());
   // What the mode does not do with gauges answers 501; nothing is consumed.
-  customer("g3", "gauges_rated");
-  EXPECT_EQ(a_->check(gauge_check("g3", "seats", "1")).error().code(), StatusCode::kNotImplemented);
-  EXPECT_EQ(a_->limits_report("g3").error().code(), StatusCode::kNotImplemented);
   EXPECT_EQ(a_->check(gauge_check("g1", "storage", "1", Consume::kReserve)).error().code(),
             StatusCode::kNotImplemented);
   auto batch = a_->check_batch({gauge_check("g2", "seats", "1"), check_of("g2")});

@@ -115,13 +115,6 @@ Status ClusterMode::Impl::prepare_check(const CheckRequest& r, ClusterPrepared* 
                                  "' is not in this node's configuration");
   }
   p->rules = limits_of(*config, p->customer, r.meter);
-  if (is_gauge(meter->spec.aggregation)) {
-    for (const core::LimitRule& rule : p->rules) {
-      if (core::period_is_rate(rule.period) && !rule.unlimited) {
-        return not_built("a rate limit on a latest or max meter");
-      }
-    }
-  }
   if (p->plan != nullptr && p->plan->prepaid) {
     if (is_gauge(meter->spec.aggregation)) {
       return not_built("a check of a prepaid plan on a latest or max meter");

@@ -18,8 +18,8 @@
 // A check with an event_id is a replay when the customer has an event stored with that id
 // (read under the lock): nothing is consumed again.
 //
-// Not done here (each answers 501, cluster_check.cc): a rate limit (second, minute, hour) on a
-// gauge, a reservation on one, a batch holding a gauge check, a prepaid plan's gauge check.
+// Not done here (each answers 501, cluster_check.cc): a reservation on a gauge, a batch holding
+// a gauge check, a prepaid plan's gauge check. (The configuration refuses rate limits on gauges.)
 #include <limits>
 
 #include "engine/cluster_mode_impl.h"
@@ -73,7 +73,7 @@ Status gauge_inputs(pg::Connection& conn, const Customer& c, const MeterDef& met
     core::LimitInput& x = (*in)[i];
     x.rule = &rule;
     if (core::period_is_rate(rule.period)) {
-      continue;  // unlimited (prepare_check refuses the others): nothing to count
+      continue;  // the configuration refuses a rate limit on a gauge: nothing to count
     }
     core::Span span;
     if (!core::period_span(rule, now, pc, &span)) {
@@ -181,9 +181,6 @@ Result<CheckResult> ClusterMode::Impl::decide_gauge(const CheckRequest& r, const
 
 Result<LimitState> ClusterMode::Impl::gauge_report_limit(const Customer& c, const MeterDef& meter,
                                                          const core::LimitRule& rule, TimeUs now) {
-  if (core::period_is_rate(rule.period) && !rule.unlimited) {
-    return not_built("a rate limit on a latest or max meter");
-  }
   auto lease = shard_of(c.id).lease();
   if (!lease) {
     return lease.error();
