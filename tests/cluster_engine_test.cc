@@ -17,6 +17,7 @@
 
 #include <gtest/gtest.h>
 
+#include "cluster/shard.h"
 #include "config/config.h"
 #include "core/decimal.h"
 #include "export/export.h"
@@ -655,12 +656,10 @@ TEST_F(ClusterEngineTest, WhatTheModeDoesNotDoAnswersNotImplemented) {
   auto a = node();
   ASSERT_TRUE(a);
   ASSERT_TRUE(a->ingest_json(events("acme", 0, 1)).has_value());
-  EXPECT_EQ(a->audit_log(10).error().code(), StatusCode::kNotImplemented);
+  EXPECT_EQ(a->organization_summaries(0, 10).error().code(), StatusCode::kNotImplemented);
   auto no_alerts = a->alerts({});  // built: no thresholds configured, none fire
   ASSERT_TRUE(no_alerts.has_value()) << no_alerts.error().to_string();
   EXPECT_TRUE(no_alerts->alerts.empty());
-  EXPECT_EQ(a->reset_period("acme", "api_calls", "admin").error().code(),
-            StatusCode::kNotImplemented);
   MeterQuery everyone;
   everyone.meter = "api_calls";
   everyone.from_us = kNow - 3'600'000'000LL;
@@ -2499,6 +2498,339 @@ TEST_F(ClusterQueryTest, TheUsageReportIsTheEmbeddedAnswer) {
             usage_report_text(embedded_->usage_report("k1", "nope")));
   EXPECT_EQ(usage_report_text(cluster_->usage_report("nobody", "")),
             usage_report_text(embedded_->usage_report("nobody", "")));
+}
+
+// ---- the audit log, period resets and the denial history ------------------------------------
+
+constexpr TimeUs kSecondUs = 1'000'000;
+constexpr TimeUs kMinuteUs = 60 * kSecondUs;
+
+// Two nodes over two shards and an embedded engine with the same configuration (a second plan,
+// `pro`), for the tests that compare them.
+class ClusterHistoryTest : public ClusterEngineTest {
+ protected:
+  static constexpr const char* kPro = R"(
+[[plans]]
+key = "pro"
+limits = [{ meter = "api_calls", period = "day", amount = 500 }]
+)";
+
+  void start() {
+    ASSERT_TRUE(pg2_->create_database(db_).ok());
+    two_shards_ = true;
+    migrate();
+    for (auto* n : {&a_, &b_}) {
+      auto opened = open(config(kPro));
+      ASSERT_TRUE(opened.has_value()) << opened.error().to_string();
+      *n = std::move(*opened);
+    }
+    EngineOptions o;
+    o.config_toml = std::string(kMeters) + kPro;
+    o.in_memory = true;
+    o.clock = &clock_;
+    auto e = Engine::open(o);
+    ASSERT_TRUE(e.has_value()) << e.error().to_string();
+    e_ = std::move(*e);
+  }
+
+  // A customer id of `prefix` that lives on `shard` (of two).
+  static std::string on_shard(const std::string& prefix, std::size_t shard) {
+    for (int i = 0;; ++i) {
+      std::string id = prefix + std::to_string(i);
+      if (cluster::shard_of(id, 2) == shard) {
+        return id;
+      }
+    }
+  }
+
+  // Created with the same fields on the node and on the embedded engine.
+  void create(const std::string& id) {
+    Customer c;
+    c.id = id;
+    c.name = id;
+    ASSERT_TRUE(a_->create_customer(c).has_value());
+    ASSERT_TRUE(e_->create_customer(c).has_value());
+  }
+
+  // `n` checks answered alternately by the two nodes, and as many by the embedded engine; the
+  // allowed ones counted.
+  void check_both(const std::string& id, int n, int* allowed, int* allowed_embedded) {
+    for (int i = 0; i < n; ++i) {
+      auto r = (i % 2 == 0 ? *a_ : *b_).check(check_of(id));
+      ASSERT_TRUE(r.has_value()) << r.error().to_string();
+      *allowed += r->allowed ? 1 : 0;
+      auto re = e_->check(check_of(id));
+      ASSERT_TRUE(re.has_value()) << re.error().to_string();
+      *allowed_embedded += re->allowed ? 1 : 0;
+    }
+  }
+
+  std::unique_ptr<Engine> a_;
+  std::unique_ptr<Engine> b_;
+  std::unique_ptr<Engine> e_;
+};
+
+// `log` with each pair's first text (an id one store chose) replaced by its second.
+std::vector<std::string> renamed(std::vector<std::string> log,
+                                 const std::vector<std::pair<std::string, std::string>>& names) {
+  for (std::string& record : log) {
+    for (const auto& [from, to] : names) {
+      for (std::size_t at = record.find(from); at != std::string::npos;
+           at = record.find(from, at + to.size())) {
+        record.replace(at, from.size(), to);
+      }
+    }
+  }
+  return log;
+}
+
+// Every operator action the cluster mode has, made on two nodes for customers on both shards
+// (records in the change's transaction on shard 0, right after it on shard 1): the log of either
+// node is the embedded engine's, record for record and in its order (ids the stores chose
+// renamed alike), with its limit; refused actions leave no record on either.
+TEST_F(ClusterHistoryTest, TheAuditLogIsTheEmbeddedOne) {
+  start();
+  ASSERT_TRUE(a_ && b_ && e_);
+  EXPECT_TRUE(a_->audit_log(10)->empty());
+  std::vector<std::pair<std::string, std::string>> names;
+  int step = 0;
+  for (const std::string& id : {on_shard("aud", 0), on_shard("aud", 1)}) {
+    SCOPED_TRACE(id);
+    create(id);
+    Engine& n = step++ % 2 == 0 ? *a_ : *b_;
+    CustomerPatch plan;
+    plan.plan = "pro";
+    ASSERT_TRUE(n.update_customer(id, plan, "key_ops1").has_value());
+    ASSERT_TRUE(e_->update_customer(id, plan, "key_ops1").has_value());
+    clock_.advance_us(kSecondUs);
+    CustomerPatch suspend;  // two records of one instant: the status, then the other fields
+    suspend.status = CustomerStatus::kSuspended;
+    suspend.name = "Renamed";
+    ASSERT_TRUE(n.update_customer(id, suspend, "key_ops1").has_value());
+    ASSERT_TRUE(e_->update_customer(id, suspend, "key_ops1").has_value());
+    WalletTransactionRequest top;
+    top.type = LedgerType::kTopUp;
+    top.amount = "25";
+    auto t = n.wallet_transaction(id, top, "key_ops2");
+    auto te = e_->wallet_transaction(id, top, "key_ops2");
+    ASSERT_TRUE(t.has_value()) << t.error().to_string();
+    ASSERT_TRUE(te.has_value()) << te.error().to_string();
+    names.emplace_back("\"" + t->id + "\"", "\"txn " + id + "\"");
+    names.emplace_back("\"" + te->id + "\"", "\"txn " + id + "\"");
+    clock_.advance_us(kSecondUs);
+    NewApiKeyRequest kr;
+    kr.customer = id;
+    kr.name = "dash";
+    auto k = n.create_key(kr, "key_ops2");
+    auto ke = e_->create_key(kr, "key_ops2");
+    ASSERT_TRUE(k.has_value()) << k.error().to_string();
+    ASSERT_TRUE(ke.has_value()) << ke.error().to_string();
+    names.emplace_back(k->info.id, "key of " + id);
+    names.emplace_back(ke->info.id, "key of " + id);
+    ASSERT_TRUE(b_->revoke_key(k->info.id, "key_ops3").ok());
+    ASSERT_TRUE(e_->revoke_key(ke->info.id, "key_ops3").ok());
+    const std::vector<LimitOverride> overrides = {{"api_calls", LimitPeriod::kDay, 0, "9", true}};
+    ASSERT_TRUE(n.set_overrides(id, overrides).has_value());
+    ASSERT_TRUE(e_->set_overrides(id, overrides).has_value());
+    clock_.advance_us(kSecondUs);
+    auto reset = n.reset_period(id, "api_calls", "key_ops3");
+    ASSERT_TRUE(reset.has_value()) << reset.error().to_string();
+    ASSERT_TRUE(e_->reset_period(id, "api_calls", "key_ops3").has_value());
+  }
+  NewApiKeyRequest admin_key;  // an admin key: its records name no customer
+  admin_key.name = "ops";
+  auto k = a_->create_key(admin_key, "");
+  auto ke = e_->create_key(admin_key, "");
+  ASSERT_TRUE(k.has_value() && ke.has_value());
+  names.emplace_back(k->info.id, "admin key");
+  names.emplace_back(ke->info.id, "admin key");
+
+  // Refused actions change nothing and leave no record.
+  const std::string id = on_shard("aud", 1);
+  CustomerPatch bad;
+  bad.plan = "nope";
+  EXPECT_FALSE(a_->update_customer(id, bad, "key_bad").has_value());
+  CustomerPatch same;  // a patch that changes nothing is no action
+  same.plan = "pro";
+  ASSERT_TRUE(b_->update_customer(id, same, "key_bad").has_value());
+  WalletTransactionRequest negative;
+  negative.type = LedgerType::kTopUp;
+  negative.amount = "-1";
+  EXPECT_FALSE(b_->wallet_transaction(id, negative, "key_bad").has_value());
+  EXPECT_EQ(a_->revoke_key("key_ghost", "key_bad").code(), StatusCode::kNotFound);
+  NewApiKeyRequest ghost;
+  ghost.customer = "ghost";
+  EXPECT_FALSE(b_->create_key(ghost, "key_bad").has_value());
+  EXPECT_EQ(a_->reset_period("ghost", "api_calls", "key_bad").error().to_string(),
+            e_->reset_period("ghost", "api_calls", "key_bad").error().to_string());
+  EXPECT_EQ(a_->reset_period(id, "nope", "key_bad").error().to_string(),
+            e_->reset_period(id, "nope", "key_bad").error().to_string());
+  EXPECT_FALSE(b_->set_overrides("ghost", {}).has_value());
+
+  auto want = e_->audit_log(1000);
+  ASSERT_TRUE(want.has_value());
+  ASSERT_EQ(want->size(), 17u);  // 8 per customer, and the admin key
+  EXPECT_NE((*want)[0].find(R"("action":"plan_change")"), std::string::npos) << (*want)[0];
+  for (Engine* n : {a_.get(), b_.get()}) {
+    auto got = n->audit_log(1000);
+    ASSERT_TRUE(got.has_value()) << got.error().to_string();
+    EXPECT_EQ(renamed(*got, names), renamed(*want, names));
+    auto last3 = n->audit_log(3);
+    ASSERT_TRUE(last3.has_value());
+    EXPECT_EQ(renamed(*last3, names), renamed(*e_->audit_log(3), names));
+  }
+  auto rows = pg_->psql(db_, "SELECT count(*) FROM audit_log");  // shard 0 holds them all
+  ASSERT_TRUE(rows.has_value()) << rows.error().to_string();
+  EXPECT_EQ(*rows, "17");
+  rows = pg2_->psql(db_, "SELECT count(*) FROM audit_log");
+  ASSERT_TRUE(rows.has_value()) << rows.error().to_string();
+  EXPECT_EQ(*rows, "0");
+}
+
+// A reset on one node: the customer's day counter restarts at once for every node (the other
+// node still caches the customer without the reset), so both together admit exactly the limit
+// again; events ingested after it but dated before it are not counted; the limits report and the
+// check's answer are the embedded engine's (the window starting at the reset); a counter Redis
+// lost is rebuilt from PostgreSQL from the reset, not from the day's start; the errors are the
+// embedded ones.
+TEST_F(ClusterHistoryTest, AResetRestartsTheCountersOfEveryNodeAtOnce) {
+  start();
+  ASSERT_TRUE(a_ && b_ && e_);
+  const std::string id = on_shard("rst", 1);
+  create(id);
+  const std::vector<LimitOverride> overrides = {{"api_calls", LimitPeriod::kDay, 0, "20", true}};
+  ASSERT_TRUE(a_->set_overrides(id, overrides).has_value());
+  ASSERT_TRUE(e_->set_overrides(id, overrides).has_value());
+  ASSERT_EQ(a_->ingest_json(events(id, 0, 10))->accepted, 10u);
+  ASSERT_EQ(e_->ingest_json(events(id, 0, 10))->accepted, 10u);
+  int allowed = 0;
+  int allowed_embedded = 0;
+  check_both(id, 12, &allowed, &allowed_embedded);
+  EXPECT_EQ(allowed, 10);
+  EXPECT_EQ(allowed_embedded, 10);
+  EXPECT_EQ(report_text(a_->limits_report(id)), report_text(e_->limits_report(id)));
+
+  // A minute and a half later, reset on a: b (whose customer cache has no reset) admits at once.
+  // The minute's rate bucket is rebuilt from the usage PostgreSQL holds, as the embedded engine
+  // rebuilds its own: the checks' usage is written first.
+  a_->flush();
+  b_->flush();
+  clock_.advance_us(90 * kSecondUs);
+  auto reset = a_->reset_period(id, "api_calls", "key_ops");
+  ASSERT_TRUE(reset.has_value()) << reset.error().to_string();
+  auto reset_embedded = e_->reset_period(id, "api_calls", "key_ops");
+  ASSERT_TRUE(reset_embedded.has_value());
+  ASSERT_EQ(reset->resets.size(), 1u);
+  EXPECT_EQ(reset->resets, reset_embedded->resets);
+  EXPECT_EQ(b_->get_customer(id)->resets, reset_embedded->resets);
+  auto first = b_->check(check_of(id));
+  ASSERT_TRUE(first.has_value()) << first.error().to_string();
+  auto first_embedded = e_->check(check_of(id));
+  EXPECT_TRUE(first->allowed) << first->message;
+  EXPECT_TRUE(first_embedded->allowed);
+  EXPECT_EQ(first->rule.used.text(), "1");
+  EXPECT_EQ(first->rule.used.text(), first_embedded->rule.used.text());
+  // a dropped its cached customer: its answer starts the window at the reset, as embedded.
+  auto second = a_->check(check_of(id));
+  auto second_embedded = e_->check(check_of(id));
+  ASSERT_TRUE(second.has_value() && second_embedded.has_value());
+  EXPECT_EQ(second->rule.window_start_us, kNow + 90 * kSecondUs);
+  EXPECT_EQ(second->rule.window_start_us, second_embedded->rule.window_start_us);
+  EXPECT_EQ(second->rule.used.text(), "2");
+  // Dated before the reset: kept as usage, not counted by the limit (on either store).
+  ASSERT_EQ(b_->ingest_json(events(id, 100, 3))->accepted, 3u);
+  ASSERT_EQ(e_->ingest_json(events(id, 100, 3))->accepted, 3u);
+  EXPECT_EQ(report_text(a_->limits_report(id)), report_text(e_->limits_report(id)));
+  EXPECT_EQ(report_text(b_->limits_report(id)), report_text(e_->limits_report(id)));
+
+  allowed = 0;
+  allowed_embedded = 0;
+  check_both(id, 10, &allowed, &allowed_embedded);
+  EXPECT_EQ(allowed, 10);
+  EXPECT_EQ(allowed_embedded, 10);
+  a_->flush();
+  b_->flush();
+  EXPECT_EQ(report_text(b_->limits_report(id)), report_text(e_->limits_report(id)));
+
+  // Redis loses the counters: seeded again from PostgreSQL from the reset's minute, which holds
+  // only usage after the reset: 12 of 20 used, so 8 more, not 0 (nor 20). Two minutes on, the
+  // rate buckets (which Redis does not rebuild) have drained on both stores.
+  clock_.advance_us(2 * kMinuteUs);
+  for (const std::string& endpoint : redis_->endpoints()) {
+    const auto port =
+        static_cast<std::uint16_t>(std::stoi(endpoint.substr(endpoint.find(':') + 1)));
+    redis_->cli(port, {"FLUSHALL"}).status().ignore_error();
+  }
+  allowed = 0;
+  allowed_embedded = 0;
+  check_both(id, 12, &allowed, &allowed_embedded);
+  EXPECT_EQ(allowed, 8);
+  EXPECT_EQ(allowed_embedded, 8);
+  EXPECT_EQ(report_text(a_->limits_report(id)), report_text(e_->limits_report(id)));
+  a_->flush();
+  b_->flush();
+  EXPECT_EQ(value_of(*a_, "api_calls", id), "43");  // usage keeps what the reset does not count
+  EXPECT_EQ(value_of(*a_, "api_calls", id), value_of(*e_, "api_calls", id));
+
+  // The next day counts from its own start.
+  clock_.advance_us(24 * 3600 * kSecondUs);
+  auto next_day = b_->check(check_of(id));
+  ASSERT_TRUE(next_day.has_value()) << next_day.error().to_string();
+  EXPECT_TRUE(next_day->allowed);
+  EXPECT_EQ(next_day->rule.used.text(), "1");
+  EXPECT_EQ(next_day->rule.window_start_us, e_->check(check_of(id))->rule.window_start_us);
+
+  // The embedded errors, and nothing changed by them.
+  EXPECT_EQ(b_->reset_period("ghost", "api_calls", "k").error().to_string(),
+            e_->reset_period("ghost", "api_calls", "k").error().to_string());
+  EXPECT_EQ(b_->reset_period(id, "nope", "k").error().to_string(),
+            e_->reset_period(id, "nope", "k").error().to_string());
+  EXPECT_EQ(b_->get_customer(id)->resets, reset_embedded->resets);
+}
+
+// Denied checks on two nodes are counted where both see them: either node's history is their
+// sum, minute by minute, and equals the embedded engine's after the same checks (a denied check
+// of a batch counts, its sibling not consumed because of it does not).
+TEST_F(ClusterHistoryTest, DenialsOnTwoNodesAreSummedInTheHistoryOfEither) {
+  start();
+  ASSERT_TRUE(a_ && b_ && e_);
+  const std::string id = on_shard("den", 0);
+  create(id);
+  const std::vector<LimitOverride> overrides = {{"api_calls", LimitPeriod::kDay, 0, "2", true}};
+  ASSERT_TRUE(a_->set_overrides(id, overrides).has_value());
+  ASSERT_TRUE(e_->set_overrides(id, overrides).has_value());
+  int allowed = 0;
+  int allowed_embedded = 0;
+  check_both(id, 7, &allowed, &allowed_embedded);  // 5 denied, 3 on a, 2 on b
+  EXPECT_EQ(allowed, 2);
+  EXPECT_EQ(allowed_embedded, 2);
+  clock_.advance_us(kMinuteUs);
+  // A batch: tokens allowed, then api_calls denied: one denial.
+  const std::vector<CheckRequest> batch = {check_of(id, "tokens", "5"), check_of(id)};
+  auto denied = b_->check_batch(batch);
+  ASSERT_TRUE(denied.has_value()) << denied.error().to_string();
+  ASSERT_TRUE(e_->check_batch(batch).has_value());
+  EXPECT_EQ((*denied)[0].reason, Denial::kBatchDenied);
+  auto want = e_->denials_last_hour(id);
+  ASSERT_TRUE(want.has_value());
+  EXPECT_EQ(want->total, 6u);
+  for (Engine* n : {a_.get(), b_.get()}) {
+    auto got = n->denials_last_hour(id);
+    ASSERT_TRUE(got.has_value()) << got.error().to_string();
+    EXPECT_EQ(got->customer, want->customer);
+    EXPECT_EQ(got->from_us, want->from_us);
+    EXPECT_EQ(got->to_us, want->to_us);
+    EXPECT_EQ(got->total, want->total);
+    EXPECT_EQ(got->per_minute, want->per_minute);
+  }
+  EXPECT_EQ(a_->denials_last_hour(id)->per_minute[58], 5u);
+  EXPECT_EQ(a_->denials_last_hour(id)->per_minute[59], 1u);
+  // An hour later the first minute is out of the history.
+  clock_.advance_us(59 * kMinuteUs);
+  EXPECT_EQ(b_->denials_last_hour(id)->total, 1u);
+  EXPECT_EQ(b_->denials_last_hour(id)->per_minute, e_->denials_last_hour(id)->per_minute);
+  EXPECT_EQ(a_->denials_last_hour("ghost").error().to_string(),
+            e_->denials_last_hour("ghost").error().to_string());
 }
 
 }  // namespace
