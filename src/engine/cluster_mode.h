@@ -27,7 +27,13 @@
 //  - alerts: the thresholds of a customer's calendar limits, evaluated off the request path
 //    after checks and ingest change usage, inserted once across every node by PostgreSQL's
 //    unique constraint with their deliveries (shard 0); every node's webhook sender claims due
-//    deliveries from that shared outbox for a lease (cluster_alerts.cc, cluster/pg_alerts.h).
+//    deliveries from that shared outbox for a lease (cluster_alerts.cc, cluster/pg_alerts.h);
+//  - the audit log: the embedded store's records (audit.h) on shard 0, in the change's
+//    transaction when the change is there, else right after it (cluster_mode.cc);
+//  - period resets: stored in the customer's row, its window counters of the meter set to 0 in
+//    Redis before the reset commits, so every node counts from it at once (cluster_mode.cc);
+//  - the denial history: denied checks counted per customer and minute in Redis by every node
+//    (cluster_denials.cc).
 //
 // Thread safety: every method may be called from any thread. Connections are leased from
 // per-shard pools; Redis clients from a pool of their own (one client per thread at a time).
