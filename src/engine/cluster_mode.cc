@@ -242,7 +242,7 @@ Status rebuild_rate(cluster::PgPool& shard, cluster::RedisLimits& limits,
 Status ClusterMode::Impl::commit_audited(pg::Transaction& txn, pg::Connection& conn,
                                          std::string_view customer,
                                          const std::vector<std::string>& records, TimeUs at) {
-  const bool on_home = cluster::shard_of(customer, shards.size()) == 0;
+  const bool on_home = customer.empty() || cluster::shard_of(customer, shards.size()) == 0;
   if (on_home) {
     for (const std::string& record : records) {
       TALLY_TRY(cluster::insert_audit(conn, at, record));
