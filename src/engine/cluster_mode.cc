@@ -226,7 +226,7 @@ Status rebuild_rate(cluster::PgPool& shard, cluster::RedisLimits& limits,
   uq.customer = customer;
   uq.from_us = core::floor_to(now - core::rate_period_us(rule.period), core::kUsPerMinute);
   uq.to_us = core::floor_to(now, core::kUsPerMinute) + core::kUsPerMinute;
-  auto lease = shard.lease();  // another connection than the reset's, which is in a transaction
+  auto lease = shard.lease();
   if (!lease) {
     return lease.error();
   }
@@ -349,57 +349,69 @@ Result<Customer> ClusterMode::set_overrides(const std::string& customer,
 Result<Customer> ClusterMode::reset_period(const std::string& customer, const std::string& meter,
                                            const std::string& actor) {
   Impl& d = *impl_;
-  auto lease = d.shard_of(customer).lease();
-  if (!lease) {
-    return lease.error();
-  }
-  auto txn = pg::Transaction::begin(**lease);
-  if (!txn) {
-    return txn.error();
-  }
-  auto found = locked_customer(**lease, customer);
-  if (!found) {
-    return found.error();
-  }
-  const TimeUs now = d.clock->now_us();
-  Customer c = with_reset(*found, meter, now);
-  TALLY_TRY(cluster::store_customer(**lease, c));
-  // The counters restart while the row is locked and before the reset commits: a check on any
-  // node after this counts from 0 (its usage is after the reset), and a reset that does not
-  // commit drops the counters it restarted, which are then rebuilt from PostgreSQL (without it).
   auto slot = d.lease_redis();
   if (!slot) {
     return slot.error();
   }
-  const core::PeriodContext pc = period_context_of(c);
-  const MeterDef& def = *d.catalog->find(meter);  // configured: the engine checked
-  std::vector<core::LimitRule> restarted;
-  Status s;
-  for (const core::LimitRule& rule : limits_of(*d.config, c, meter)) {
-    core::Span span;
-    if (core::period_is_rate(rule.period)) {
-      if (!rule.unlimited) {
-        s = rebuild_rate(d.shard_of(customer), *(*slot)->limits, customer, rule, def.spec, now);
-      }
-    } else if (core::period_span(rule, now, pc, &span)) {
-      restarted.push_back(rule);
-      s = (*slot)->limits->restart(customer, rule, pc, now);
+  RedisSlot& redis = **slot;
+  Customer c;
+  Status s = [&]() -> Status {
+    auto lease = d.shard_of(customer).lease();
+    if (!lease) {
+      return lease.error();
     }
-    if (!s.ok()) {
-      break;
+    auto txn = pg::Transaction::begin(**lease);
+    if (!txn) {
+      return txn.error();
     }
-  }
-  if (s.ok()) {
-    s = d.commit_audited(*txn, **lease, customer, {reset_record(customer, meter, actor, now)}, now);
-  }
-  if (!s.ok()) {
-    for (const core::LimitRule& rule : restarted) {
+    auto found = locked_customer(**lease, customer);
+    if (!found) {
+      return found.error();
+    }
+    const TimeUs now = d.clock->now_us();
+    c = with_reset(*found, meter, now);
+    TALLY_TRY(cluster::store_customer(**lease, c));
+    // The counters restart while the row is locked and before the reset commits: a check on any
+    // node after this counts from 0 (its usage is after the reset), and a reset that does not
+    // commit drops the counters it restarted, which are then seeded from PostgreSQL again.
+    const core::PeriodContext pc = period_context_of(c);
+    std::vector<std::string> restarted;
+    Status done;
+    for (const core::LimitRule& rule : limits_of(*d.config, c, meter)) {
       core::Span span;
-      core::period_span(rule, now, pc, &span);
-      (*slot)
-          ->client->command({"DEL", cluster::window_key(customer, rule, span.start)})
-          .status()
-          .ignore_error();  // left as restarted when Redis fails too (logged by the caller)
+      if (!core::period_is_rate(rule.period) && core::period_span(rule, now, pc, &span)) {
+        restarted.push_back(cluster::window_key(customer, rule, span.start));
+        done = redis.limits->restart(customer, rule, pc, now);
+        if (!done.ok()) {
+          break;
+        }
+      }
+    }
+    if (done.ok()) {
+      done = d.commit_audited(*txn, **lease, customer, {reset_record(customer, meter, actor, now)},
+                              now);
+    }
+    if (!done.ok()) {
+      for (const std::string& key : restarted) {
+        redis.client->command({"DEL", key}).status().ignore_error();  // else it stays restarted
+      }
+    }
+    return done;
+  }();
+  if (s.ok()) {
+    // The rate buckets after the reset's commit, on a connection of their own.
+    const TimeUs now = reset_at(c, meter);
+    const MeterDef& def = *d.catalog->find(meter);  // configured: the engine checked
+    for (const core::LimitRule& rule : limits_of(*d.config, c, meter)) {
+      if (!core::period_is_rate(rule.period) || rule.unlimited) {
+        continue;
+      }
+      if (Status rebuilt =
+              rebuild_rate(d.shard_of(customer), *redis.limits, customer, rule, def.spec, now);
+          !rebuilt.ok()) {
+        spdlog::error("cluster: a reset of customer '{}' left its {} bucket as it was: {}",
+                      customer, rule.meter, rebuilt.to_string());
+      }
     }
   }
   d.return_redis(std::move(*slot));
