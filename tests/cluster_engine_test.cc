@@ -656,12 +656,14 @@ TEST_F(ClusterEngineTest, WhatTheModeDoesNotDoAnswersNotImplemented) {
   auto a = node();
   ASSERT_TRUE(a);
   ASSERT_TRUE(a->ingest_json(events("acme", 0, 1)).has_value());
-  EXPECT_EQ(a->audit_log(10).error().code(), StatusCode::kNotImplemented);
+  RepriceRequest reprice;
+  reprice.customer = "acme";
+  reprice.from_us = kNow - 3'600'000'000LL;
+  reprice.to_us = kNow;
+  EXPECT_EQ(a->reprice(reprice).error().code(), StatusCode::kNotImplemented);
   auto no_alerts = a->alerts({});  // built: no thresholds configured, none fire
   ASSERT_TRUE(no_alerts.has_value()) << no_alerts.error().to_string();
   EXPECT_TRUE(no_alerts->alerts.empty());
-  EXPECT_EQ(a->reset_period("acme", "api_calls", "admin").error().code(),
-            StatusCode::kNotImplemented);
   MeterQuery everyone;
   everyone.meter = "api_calls";
   everyone.from_us = kNow - 3'600'000'000LL;
@@ -2502,6 +2504,351 @@ TEST_F(ClusterQueryTest, TheUsageReportIsTheEmbeddedAnswer) {
             usage_report_text(embedded_->usage_report("nobody", "")));
 }
 
+// ---- the audit log, period resets and the denial history ------------------------------------
+
+constexpr TimeUs kSecondUs = 1'000'000;
+constexpr TimeUs kMinuteUs = 60 * kSecondUs;
+
+// Two nodes over two shards and an embedded engine with the same configuration (a second plan,
+// `pro`), for the tests that compare them.
+class ClusterHistoryTest : public ClusterEngineTest {
+ protected:
+  static constexpr const char* kPro = R"(
+[[plans]]
+key = "pro"
+limits = [{ meter = "api_calls", period = "day", amount = 500 }]
+)";
+
+  void start() {
+    ASSERT_TRUE(pg2_->create_database(db_).ok());
+    two_shards_ = true;
+    migrate();
+    for (auto* n : {&a_, &b_}) {
+      auto opened = open(config(kPro));
+      ASSERT_TRUE(opened.has_value()) << opened.error().to_string();
+      *n = std::move(*opened);
+    }
+    EngineOptions o;
+    o.config_toml = std::string(kMeters) + kPro;
+    o.in_memory = true;
+    o.clock = &clock_;
+    auto e = Engine::open(o);
+    ASSERT_TRUE(e.has_value()) << e.error().to_string();
+    e_ = std::move(*e);
+  }
+
+  // A customer id of `prefix` that lives on `shard` (of two).
+  static std::string on_shard(const std::string& prefix, std::size_t shard) {
+    for (int i = 0;; ++i) {
+      std::string id = prefix + std::to_string(i);
+      if (cluster::shard_of(id, 2) == shard) {
+        return id;
+      }
+    }
+  }
+
+  // Created with the same fields on the node and on the embedded engine.
+  void create(const std::string& id) {
+    Customer c;
+    c.id = id;
+    c.name = id;
+    ASSERT_TRUE(a_->create_customer(c).has_value());
+    ASSERT_TRUE(e_->create_customer(c).has_value());
+  }
+
+  // `n` checks answered alternately by the two nodes, and as many by the embedded engine; the
+  // allowed ones counted.
+  void check_both(const std::string& id, int n, int* allowed, int* allowed_embedded) {
+    for (int i = 0; i < n; ++i) {
+      auto r = (i % 2 == 0 ? *a_ : *b_).check(check_of(id));
+      ASSERT_TRUE(r.has_value()) << r.error().to_string();
+      *allowed += r->allowed ? 1 : 0;
+      auto re = e_->check(check_of(id));
+      ASSERT_TRUE(re.has_value()) << re.error().to_string();
+      *allowed_embedded += re->allowed ? 1 : 0;
+    }
+  }
+
+  std::unique_ptr<Engine> a_;
+  std::unique_ptr<Engine> b_;
+  std::unique_ptr<Engine> e_;
+};
+
+// `log` with each pair's first text (an id one store chose) replaced by its second, and every
+// wallet transaction's id by "txn".
+std::vector<std::string> renamed(std::vector<std::string> log,
+                                 const std::vector<std::pair<std::string, std::string>>& names) {
+  const std::string txn = "\"transaction\":\"";
+  for (std::string& record : log) {
+    if (std::size_t at = record.find(txn); at != std::string::npos) {
+      const std::size_t from = at + txn.size();
+      record.replace(from, record.find('"', from) - from, "txn");
+    }
+    for (const auto& [from, to] : names) {
+      for (std::size_t at = record.find(from); at != std::string::npos;
+           at = record.find(from, at + to.size())) {
+        record.replace(at, from.size(), to);
+      }
+    }
+  }
+  return log;
+}
+
+// Every operator action the cluster mode has, made on two nodes for customers on both shards
+// (records in the change's transaction on shard 0, right after it on shard 1): the log of either
+// node is the embedded engine's, record for record and in its order (ids the stores chose
+// renamed alike), with its limit; refused actions leave no record on either.
+TEST_F(ClusterHistoryTest, TheAuditLogIsTheEmbeddedOne) {
+  start();
+  ASSERT_TRUE(a_ && b_ && e_);
+  EXPECT_TRUE(a_->audit_log(10)->empty());
+  std::vector<std::pair<std::string, std::string>> names;
+  std::vector<std::string> txn_ids;
+  int step = 0;
+  for (const std::string& id : {on_shard("aud", 0), on_shard("aud", 1)}) {
+    SCOPED_TRACE(id);
+    create(id);
+    Engine& n = step++ % 2 == 0 ? *a_ : *b_;
+    CustomerPatch plan;
+    plan.plan = "pro";
+    ASSERT_TRUE(n.update_customer(id, plan, "key_ops1").has_value());
+    ASSERT_TRUE(e_->update_customer(id, plan, "key_ops1").has_value());
+    clock_.advance_us(kSecondUs);
+    CustomerPatch suspend;  // two records of one instant: the status, then the other fields
+    suspend.status = CustomerStatus::kSuspended;
+    suspend.name = "Renamed";
+    ASSERT_TRUE(n.update_customer(id, suspend, "key_ops1").has_value());
+    ASSERT_TRUE(e_->update_customer(id, suspend, "key_ops1").has_value());
+    WalletTransactionRequest top;
+    top.type = LedgerType::kTopUp;
+    top.amount = "25";
+    auto t = n.wallet_transaction(id, top, "key_ops2");
+    auto te = e_->wallet_transaction(id, top, "key_ops2");
+    ASSERT_TRUE(t.has_value()) << t.error().to_string();
+    ASSERT_TRUE(te.has_value()) << te.error().to_string();
+    txn_ids.push_back(t->id);  // numbered per shard on the node: checked, then renamed
+    clock_.advance_us(kSecondUs);
+    NewApiKeyRequest kr;
+    // Keys live on shard 0, whose api_keys.customer_id references its own customers only: a key
+    // of a customer on another shard is refused there (a foreign key violation, not this test's).
+    kr.customer = on_shard("aud", 0);
+    kr.name = "dash";
+    auto k = n.create_key(kr, "key_ops2");
+    auto ke = e_->create_key(kr, "key_ops2");
+    ASSERT_TRUE(k.has_value()) << k.error().to_string();
+    ASSERT_TRUE(ke.has_value()) << ke.error().to_string();
+    names.emplace_back(k->info.id, "key of " + id);
+    names.emplace_back(ke->info.id, "key of " + id);
+    ASSERT_TRUE(b_->revoke_key(k->info.id, "key_ops3").ok());
+    ASSERT_TRUE(e_->revoke_key(ke->info.id, "key_ops3").ok());
+    const std::vector<LimitOverride> overrides = {{"api_calls", LimitPeriod::kDay, 0, "9", true}};
+    ASSERT_TRUE(n.set_overrides(id, overrides).has_value());
+    ASSERT_TRUE(e_->set_overrides(id, overrides).has_value());
+    clock_.advance_us(kSecondUs);
+    auto reset = n.reset_period(id, "api_calls", "key_ops3");
+    ASSERT_TRUE(reset.has_value()) << reset.error().to_string();
+    ASSERT_TRUE(e_->reset_period(id, "api_calls", "key_ops3").has_value());
+  }
+
+  // Refused actions change nothing and leave no record.
+  const std::string id = on_shard("aud", 1);
+  CustomerPatch bad;
+  bad.plan = "nope";
+  EXPECT_FALSE(a_->update_customer(id, bad, "key_bad").has_value());
+  CustomerPatch same;  // a patch that changes nothing is no action
+  same.plan = "pro";
+  ASSERT_TRUE(b_->update_customer(id, same, "key_bad").has_value());
+  WalletTransactionRequest negative;
+  negative.type = LedgerType::kTopUp;
+  negative.amount = "-1";
+  EXPECT_FALSE(b_->wallet_transaction(id, negative, "key_bad").has_value());
+  EXPECT_EQ(a_->revoke_key("key_ghost", "key_bad").code(), StatusCode::kNotFound);
+  NewApiKeyRequest ghost;
+  ghost.customer = "ghost";
+  EXPECT_FALSE(b_->create_key(ghost, "key_bad").has_value());
+  EXPECT_EQ(a_->reset_period("ghost", "api_calls", "key_bad").error().to_string(),
+            e_->reset_period("ghost", "api_calls", "key_bad").error().to_string());
+  EXPECT_EQ(a_->reset_period(id, "nope", "key_bad").error().to_string(),
+            e_->reset_period(id, "nope", "key_bad").error().to_string());
+  EXPECT_FALSE(b_->set_overrides("ghost", {}).has_value());
+
+  auto want = e_->audit_log(1000);
+  ASSERT_TRUE(want.has_value());
+  ASSERT_EQ(want->size(), 16u);  // 8 per customer
+  EXPECT_NE((*want)[0].find(R"("action":"plan_change")"), std::string::npos) << (*want)[0];
+  for (Engine* n : {a_.get(), b_.get()}) {
+    auto got = n->audit_log(1000);
+    ASSERT_TRUE(got.has_value()) << got.error().to_string();
+    EXPECT_EQ(renamed(*got, names), renamed(*want, names));
+    for (const std::string& txn : txn_ids) {
+      EXPECT_EQ(std::count_if(got->begin(), got->end(),
+                              [&](const std::string& r) {
+                                return r.find("\"transaction\":\"" + txn + "\"") !=
+                                       std::string::npos;
+                              }),
+                std::count(txn_ids.begin(), txn_ids.end(), txn))
+          << txn;
+    }
+    auto last3 = n->audit_log(3);
+    ASSERT_TRUE(last3.has_value());
+    EXPECT_EQ(renamed(*last3, names), renamed(*e_->audit_log(3), names));
+  }
+  auto rows = pg_->psql(db_, "SELECT count(*) FROM audit_log");  // shard 0 holds them all
+  ASSERT_TRUE(rows.has_value()) << rows.error().to_string();
+  EXPECT_EQ(std::stoi(*rows), 16);
+  rows = pg2_->psql(db_, "SELECT count(*) FROM audit_log");
+  ASSERT_TRUE(rows.has_value()) << rows.error().to_string();
+  EXPECT_EQ(std::stoi(*rows), 0);
+}
+
+// A reset on one node: the customer's day counter restarts at once for every node (the other
+// node still caches the customer without the reset), so both together admit exactly the limit
+// again; events ingested after it but dated before it are not counted; the limits report and the
+// check's answer are the embedded engine's (the window starting at the reset); a counter Redis
+// lost is rebuilt from PostgreSQL from the reset, not from the day's start; the errors are the
+// embedded ones.
+TEST_F(ClusterHistoryTest, AResetRestartsTheCountersOfEveryNodeAtOnce) {
+  start();
+  ASSERT_TRUE(a_ && b_ && e_);
+  const std::string id = on_shard("rst", 1);
+  create(id);
+  const std::vector<LimitOverride> overrides = {{"api_calls", LimitPeriod::kDay, 0, "20", true}};
+  ASSERT_TRUE(a_->set_overrides(id, overrides).has_value());
+  ASSERT_TRUE(e_->set_overrides(id, overrides).has_value());
+  ASSERT_EQ(a_->ingest_json(events(id, 0, 10))->accepted, 10u);
+  ASSERT_EQ(e_->ingest_json(events(id, 0, 10))->accepted, 10u);
+  int allowed = 0;
+  int allowed_embedded = 0;
+  check_both(id, 12, &allowed, &allowed_embedded);
+  EXPECT_EQ(allowed, 10);
+  EXPECT_EQ(allowed_embedded, 10);
+  EXPECT_EQ(report_text(a_->limits_report(id)), report_text(e_->limits_report(id)));
+
+  // A minute and a half later, reset on a: b (whose customer cache has no reset) admits at once.
+  // The minute's rate bucket is rebuilt from the usage PostgreSQL holds, as the embedded engine
+  // rebuilds its own: the checks' usage is written first.
+  a_->flush();
+  b_->flush();
+  e_->flush();
+  clock_.advance_us(90 * kSecondUs);
+  auto reset = a_->reset_period(id, "api_calls", "key_ops");
+  ASSERT_TRUE(reset.has_value()) << reset.error().to_string();
+  auto reset_embedded = e_->reset_period(id, "api_calls", "key_ops");
+  ASSERT_TRUE(reset_embedded.has_value());
+  ASSERT_EQ(reset->resets.size(), 1u);
+  EXPECT_EQ(reset->resets, reset_embedded->resets);
+  EXPECT_EQ(b_->get_customer(id)->resets, reset_embedded->resets);
+  auto first = b_->check(check_of(id));
+  ASSERT_TRUE(first.has_value()) << first.error().to_string();
+  auto first_embedded = e_->check(check_of(id));
+  EXPECT_TRUE(first->allowed) << first->message;
+  EXPECT_TRUE(first_embedded->allowed);
+  EXPECT_EQ(first->rule.used.text(), "1");
+  EXPECT_EQ(first->rule.used.text(), first_embedded->rule.used.text());
+  // a dropped its cached customer: its answer starts the window at the reset, as embedded.
+  auto second = a_->check(check_of(id));
+  auto second_embedded = e_->check(check_of(id));
+  ASSERT_TRUE(second.has_value() && second_embedded.has_value());
+  EXPECT_EQ(second->rule.window_start_us, kNow + 90 * kSecondUs);
+  EXPECT_EQ(second->rule.window_start_us, second_embedded->rule.window_start_us);
+  EXPECT_EQ(second->rule.used.text(), "2");
+  EXPECT_EQ(report_text(a_->limits_report(id)), report_text(e_->limits_report(id)));
+  EXPECT_EQ(report_text(b_->limits_report(id)), report_text(e_->limits_report(id)));
+  // Dated before the reset: kept as usage, not counted by the limit (on either store): 10 more
+  // of 20 are admitted, not 7.
+  ASSERT_EQ(b_->ingest_json(events(id, 100, 3))->accepted, 3u);
+  ASSERT_EQ(e_->ingest_json(events(id, 100, 3))->accepted, 3u);
+  allowed = 0;
+  allowed_embedded = 0;
+  check_both(id, 10, &allowed, &allowed_embedded);
+  EXPECT_EQ(allowed, 10);
+  EXPECT_EQ(allowed_embedded, 10);
+  a_->flush();
+  b_->flush();
+  // Two minutes on, the rate buckets have drained on both stores (the embedded one fills its
+  // bucket with ingested usage whatever its date, the nodes' buckets count checks only).
+  clock_.advance_us(2 * kMinuteUs);
+  EXPECT_EQ(report_text(b_->limits_report(id)), report_text(e_->limits_report(id)));
+
+  // Redis loses the counters: seeded again from PostgreSQL from the reset's minute, which holds
+  // only usage after the reset: 12 of 20 used, so 8 more, not 0 (nor 20).
+  for (const std::string& endpoint : redis_->endpoints()) {
+    const auto port =
+        static_cast<std::uint16_t>(std::stoi(endpoint.substr(endpoint.find(':') + 1)));
+    redis_->cli(port, {"FLUSHALL"}).status().ignore_error();
+  }
+  allowed = 0;
+  allowed_embedded = 0;
+  check_both(id, 12, &allowed, &allowed_embedded);
+  EXPECT_EQ(allowed, 8);
+  EXPECT_EQ(allowed_embedded, 8);
+  EXPECT_EQ(report_text(a_->limits_report(id)), report_text(e_->limits_report(id)));
+  a_->flush();
+  b_->flush();
+  EXPECT_EQ(value_of(*a_, "api_calls", id), "43");  // usage keeps what the reset does not count
+  EXPECT_EQ(value_of(*a_, "api_calls", id), value_of(*e_, "api_calls", id));
+
+  // The next day counts from its own start.
+  clock_.advance_us(24 * 3600 * kSecondUs);
+  auto next_day = b_->check(check_of(id));
+  ASSERT_TRUE(next_day.has_value()) << next_day.error().to_string();
+  EXPECT_TRUE(next_day->allowed);
+  EXPECT_EQ(next_day->rule.used.text(), "1");
+  EXPECT_EQ(next_day->rule.window_start_us, e_->check(check_of(id))->rule.window_start_us);
+
+  // The embedded errors, and nothing changed by them.
+  EXPECT_EQ(b_->reset_period("ghost", "api_calls", "k").error().to_string(),
+            e_->reset_period("ghost", "api_calls", "k").error().to_string());
+  EXPECT_EQ(b_->reset_period(id, "nope", "k").error().to_string(),
+            e_->reset_period(id, "nope", "k").error().to_string());
+  EXPECT_EQ(b_->get_customer(id)->resets, reset_embedded->resets);
+}
+
+// Denied checks on two nodes are counted where both see them: either node's history is their
+// sum, minute by minute, and equals the embedded engine's after the same checks (a denied check
+// of a batch counts, its sibling not consumed because of it does not).
+TEST_F(ClusterHistoryTest, DenialsOnTwoNodesAreSummedInTheHistoryOfEither) {
+  start();
+  ASSERT_TRUE(a_ && b_ && e_);
+  const std::string id = on_shard("den", 0);
+  create(id);
+  const std::vector<LimitOverride> overrides = {{"api_calls", LimitPeriod::kDay, 0, "2", true}};
+  ASSERT_TRUE(a_->set_overrides(id, overrides).has_value());
+  ASSERT_TRUE(e_->set_overrides(id, overrides).has_value());
+  int allowed = 0;
+  int allowed_embedded = 0;
+  check_both(id, 7, &allowed, &allowed_embedded);  // 5 denied, 3 on a, 2 on b
+  EXPECT_EQ(allowed, 2);
+  EXPECT_EQ(allowed_embedded, 2);
+  clock_.advance_us(kMinuteUs);
+  // A batch: tokens allowed, then api_calls denied: one denial.
+  const std::vector<CheckRequest> batch = {check_of(id, "tokens", "5"), check_of(id)};
+  auto denied = b_->check_batch(batch);
+  ASSERT_TRUE(denied.has_value()) << denied.error().to_string();
+  ASSERT_TRUE(e_->check_batch(batch).has_value());
+  EXPECT_EQ((*denied)[0].reason, Denial::kBatchDenied);
+  auto want = e_->denials_last_hour(id);
+  ASSERT_TRUE(want.has_value());
+  EXPECT_EQ(want->total, 6u);
+  for (Engine* n : {a_.get(), b_.get()}) {
+    auto got = n->denials_last_hour(id);
+    ASSERT_TRUE(got.has_value()) << got.error().to_string();
+    EXPECT_EQ(got->customer, want->customer);
+    EXPECT_EQ(got->from_us, want->from_us);
+    EXPECT_EQ(got->to_us, want->to_us);
+    EXPECT_EQ(got->total, want->total);
+    EXPECT_EQ(got->per_minute, want->per_minute);
+  }
+  EXPECT_EQ(a_->denials_last_hour(id)->per_minute[58], 5u);
+  EXPECT_EQ(a_->denials_last_hour(id)->per_minute[59], 1u);
+  // An hour later the first minute is out of the history.
+  clock_.advance_us(59 * kMinuteUs);
+  EXPECT_EQ(b_->denials_last_hour(id)->total, 1u);
+  EXPECT_EQ(b_->denials_last_hour(id)->per_minute, e_->denials_last_hour(id)->per_minute);
+  EXPECT_EQ(a_->denials_last_hour("ghost").error().to_string(),
+            e_->denials_last_hour("ghost").error().to_string());
+}
+
 // ---- the all-or-nothing batch (IngestOptions::all_or_nothing: the Lago API's events) ---------
 
 // An all-or-nothing answer as text, to compare a node's with the embedded store's: the counts,
@@ -2915,6 +3262,277 @@ TEST_F(ClusterGaugeTest, TwoNodesTogetherNeverAdmitPastAGaugesLimit) {
   ASSERT_TRUE(denied.has_value()) << denied.error().to_string();
   EXPECT_FALSE(denied->allowed);
   EXPECT_EQ(denied->rule.used.text(), "10");
+}
+
+// ---- the customer and organization summaries -----------------------------------------------
+
+// A second plan for the summaries: a lower daily limit, so percents differ by plan.
+constexpr const char* kSummaryPlans = R"(
+[[plans]]
+key = "pro"
+features = ["chat", "export"]
+limits = [
+  { meter = "api_calls", period = "day", amount = 20 },
+  { meter = "api_calls", period = "minute", amount = 500, hard = false },
+]
+)";
+
+// Every field of a page of customer summaries, one customer per line.
+std::string summaries_text(const Result<CustomerSummaryPage>& p) {
+  if (!p) {
+    return "error: " + p.error().to_string();
+  }
+  std::string out = "total " + std::to_string(p->total);
+  for (const CustomerSummary& s : p->customers) {
+    out += "\n" + s.id + "|" + s.name + "|" + s.plan + "|" + std::string(to_string(s.status)) +
+           "|" + s.organization + "|" + s.max_percent + "|" + s.max_rule;
+  }
+  return out;
+}
+
+// Every field of a page of organization summaries, one organization per line.
+std::string organizations_text(const Result<OrganizationSummaryPage>& p) {
+  if (!p) {
+    return "error: " + p.error().to_string();
+  }
+  std::string out = "total " + std::to_string(p->total);
+  for (const OrganizationSummary& o : p->organizations) {
+    out += "\n" + o.organization + "|" + std::to_string(o.customers) + "|" +
+           std::to_string(o.suspended) + "|" + o.max_percent + "|" + o.max_customer + "|" +
+           o.max_rule + "|";
+    for (const UsageItem& m : o.meters) {
+      out += " " + m.meter + "/" + std::string(to_string(m.aggregation)) + "/" + m.unit + "=" +
+             m.value;
+    }
+  }
+  return out;
+}
+
+// The summaries read only the customers' records and their limits reports (and an organization's
+// usage), which both modes answer alike: a node's pages are the embedded ones, by every sort, in
+// both orders, searched and paged, and so are their refusals.
+TEST_F(ClusterQueryTest, CustomerAndOrganizationSummariesAreTheEmbeddedAnswer) {
+  start(kSummaryPlans);
+  ASSERT_TRUE(cluster_ && embedded_);
+  // Counters other tests of this binary left in the shared Redis for k1 and k2 (the same
+  // customers, the same day) are dropped: this test's are seeded from its own database.
+  for (const std::string& endpoint : redis_->endpoints()) {
+    const auto port =
+        static_cast<std::uint16_t>(std::stoi(endpoint.substr(endpoint.find(':') + 1)));
+    redis_->cli(port, {"FLUSHALL"}).status().ignore_error();  // replicas refuse: READONLY
+  }
+  // Names, plans, a suspension and two organizations (each member on its organization's shard),
+  // the same on both.
+  std::vector<std::string> joined;
+  for (int n = 2; n < 14; ++n) {
+    const std::string id = "q" + std::to_string(n);
+    CustomerPatch patch;
+    patch.name = std::string(n % 3 == 0 ? "Zeta " : "acme ") + std::to_string(20 - n % 5);
+    if (n % 4 == 0) {
+      patch.plan = "pro";
+    }
+    if (n == 5 || n == 8) {
+      patch.status = CustomerStatus::kSuspended;
+    }
+    ASSERT_TRUE(cluster_->update_customer(id, patch).has_value()) << id;
+    ASSERT_TRUE(embedded_->update_customer(id, patch).has_value()) << id;
+    CustomerPatch org;
+    org.organization = n % 2 == 0 ? "k1" : "k2";
+    auto in = cluster_->update_customer(id, org);
+    if (!in) {
+      EXPECT_EQ(in.error().code(), StatusCode::kNotImplemented) << in.error().to_string();
+      continue;
+    }
+    ASSERT_TRUE(embedded_->update_customer(id, org).has_value()) << id;
+    joined.push_back(id);
+  }
+  ASSERT_GE(joined.size(), 2u);
+  // Usage today: q<n> calls n times, k1 once more by a check; the percents of the plans'
+  // daily limits differ (and some tie: q4 on pro and q10 on free are both at 20 %).
+  std::string body = "[";
+  for (int n = 2; n < 14; ++n) {
+    for (int i = 0; i < n; ++i) {
+      body += std::string(body.size() == 1 ? "" : ",") + R"({"id":"s)" + std::to_string(n) + "_" +
+              std::to_string(i) + R"(","customer_id":"q)" + std::to_string(n) +
+              R"(","type":"api_call","timestamp":"2026-12-07T09:30:00Z"})";
+    }
+  }
+  body += "]";
+  ASSERT_EQ(cluster_->ingest_json(body)->accepted, 90u);
+  ASSERT_EQ(embedded_->ingest_json(body)->accepted, 90u);
+  ASSERT_TRUE(cluster_->check(check_of("k1"))->allowed);
+  ASSERT_TRUE(embedded_->check(check_of("k1"))->allowed);
+  cluster_->flush();
+  embedded_->flush();
+
+  auto same_page = [&](const CustomerSummaryQuery& q, const std::string& what) {
+    SCOPED_TRACE(what);
+    const std::string want = summaries_text(embedded_->customer_summaries(q));
+    EXPECT_EQ(summaries_text(cluster_->customer_summaries(q)), want);
+    return want;
+  };
+  for (CustomerSort sort : {CustomerSort::kId, CustomerSort::kName, CustomerSort::kPlan,
+                            CustomerSort::kStatus, CustomerSort::kUsage}) {
+    for (bool descending : {false, true}) {
+      CustomerSummaryQuery q;
+      q.sort = sort;
+      q.descending = descending;
+      q.limit = 1000;
+      const std::string what =
+          std::string(to_string(sort)) + (descending ? " descending" : " ascending");
+      EXPECT_EQ(same_page(q, what).rfind("total 14\n", 0), 0u) << what;
+    }
+  }
+  CustomerSummaryQuery by_usage;
+  by_usage.sort = CustomerSort::kUsage;
+  by_usage.descending = true;
+  by_usage.limit = 1000;
+  const std::string all = same_page(by_usage, "by usage");
+  // q12 (pro, 12 of 20) first; q8 (pro, suspended) at 40 %, the organizations as joined.
+  EXPECT_EQ(all.rfind("total 14\nq12|Zeta 18|pro|active|", 0), 0u) << all;
+  EXPECT_NE(all.find("|60.00|api_calls per day\n"), std::string::npos) << all;
+  EXPECT_NE(all.find("\nq8|acme 17|pro|suspended|"), std::string::npos) << all;
+  EXPECT_NE(all.find("|40.00|api_calls per day\n"), std::string::npos) << all;
+  // Pages of 4 by usage, one past the end; searches in any case, by id or name.
+  by_usage.limit = 4;
+  for (std::uint32_t offset : {0u, 4u, 8u, 12u, 40u}) {
+    by_usage.offset = offset;
+    same_page(by_usage, "a page from " + std::to_string(offset));
+  }
+  for (const char* search : {"Q1", "zeta", "ACME 1", "k", "nobody"}) {
+    CustomerSummaryQuery q;
+    q.search = search;
+    q.sort = CustomerSort::kName;
+    same_page(q, std::string("searching ") + search);
+  }
+  CustomerSummaryQuery bad;
+  bad.limit = 0;
+  EXPECT_EQ(same_page(bad, "limit 0").rfind("error", 0), 0u);
+  bad.limit = 1001;
+  EXPECT_EQ(same_page(bad, "limit 1001").rfind("error", 0), 0u);
+
+  auto same_organizations = [&](std::uint32_t offset, std::uint32_t limit) {
+    SCOPED_TRACE("organizations from " + std::to_string(offset) + ", " + std::to_string(limit));
+    const std::string want = organizations_text(embedded_->organization_summaries(offset, limit));
+    EXPECT_EQ(organizations_text(cluster_->organization_summaries(offset, limit)), want);
+    return want;
+  };
+  const std::string orgs = same_organizations(0, 100);
+  EXPECT_EQ(orgs.rfind("total ", 0), 0u) << orgs;
+  EXPECT_NE(orgs.find("|api_calls per day| "), std::string::npos) << orgs;
+  EXPECT_NE(orgs.find(" api_calls/count/="), std::string::npos) << orgs;
+  same_organizations(0, 1);
+  same_organizations(1, 1);
+  same_organizations(2, 5);
+  EXPECT_EQ(same_organizations(0, 0).rfind("error", 0), 0u);
+  EXPECT_EQ(same_organizations(0, 101).rfind("error", 0), 0u);
+}
+
+// ---- ad-hoc limits ---------------------------------------------------------------------------
+
+// Every field of the answers of an ad-hoc request, one limit per line.
+std::string adhoc_text(const Result<std::vector<AdHocResult>>& r) {
+  if (!r) {
+    return "error: " + r.error().to_string();
+  }
+  std::string out;
+  for (const AdHocResult& x : *r) {
+    out += x.ns + "|" + x.identifier + "|" + (x.allowed ? "allowed" : "denied") + "|" +
+           std::to_string(x.limit) + "|" + std::to_string(x.used) + "|" +
+           std::to_string(x.remaining) + "|" + std::to_string(x.window_start_us) + "|" +
+           std::to_string(x.reset_us) + "\n";
+  }
+  return out;
+}
+
+// POST /v1/ratelimit's limits on two nodes answer as the embedded store does, request after
+// request (alternating nodes: the windows are shared), all or nothing, with its refusals; and
+// two nodes checking one limit at once never admit more than it, nor fewer.
+TEST_F(ClusterEngineTest, AdHocLimitsAreTheEmbeddedAnswersAndTwoNodesNeverAdmitMoreThanTheLimit) {
+  auto a = node();
+  auto b = node();
+  ASSERT_TRUE(a && b);
+  EngineOptions o;
+  o.config_toml = kMeters;
+  o.in_memory = true;
+  o.clock = &clock_;
+  auto opened = Engine::open(o);
+  ASSERT_TRUE(opened.has_value()) << opened.error().to_string();
+  std::unique_ptr<Engine> e = std::move(*opened);
+
+  auto lim = [](const std::string& id, std::int64_t n, std::int64_t cost = 1,
+                std::int64_t duration_ms = 60'000, const std::string& ns = "adhoc.sms") {
+    return AdHocLimit{ns, id, n, duration_ms, cost};
+  };
+  int step = 0;
+  auto same = [&](const std::vector<AdHocLimit>& ls, const std::string& what) {
+    SCOPED_TRACE(what);
+    Engine& n = step++ % 2 == 0 ? *a : *b;
+    const std::string want = adhoc_text(e->limit_adhoc(ls));
+    EXPECT_EQ(adhoc_text(n.limit_adhoc(ls)), want);
+    return want;
+  };
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NE(same({lim("u1", 3)}, "u1 #" + std::to_string(i)).find("|allowed|"),
+              std::string::npos);
+  }
+  EXPECT_NE(same({lim("u1", 3)}, "u1 over").find("|denied|3|3|0|"), std::string::npos);
+  same({lim("u1", 3, 0)}, "a cost of 0 only asks");
+  same({lim("u1", 5)}, "a higher limit counts on the same window");
+  same({lim("u1", 3, 1, 3'600'000)}, "another window length");
+  same({lim("u1", 3, 1, 60'000, "adhoc.email")}, "another namespace");
+  same({lim("{u1}", 2, 2, 60'000, "~adhoc")}, "braces and a tilde");
+  same({lim("u2", 0, 0)}, "a limit of 0 asked");
+  same({lim("u2", 0)}, "a limit of 0");
+  // All or nothing: the denied one leaves every window as it was, the same window twice counts
+  // twice, and every answer says what its window holds after.
+  ASSERT_TRUE(same({lim("b", 2)}, "b once").find("|allowed|") != std::string::npos);
+  EXPECT_NE(same({lim("a", 5), lim("b", 2, 2), lim("a", 5, 3)}, "b denied").find("|denied|"),
+            std::string::npos);
+  same({lim("a", 5, 0)}, "a untouched");
+  same({lim("a", 5, 2), lim("a", 5, 3)}, "a twice");
+  same({lim("a", 5, 1), lim("c", 9, 4), lim("a", 5, 0)}, "a over, c given back");
+  same({lim("c", 9, 0)}, "c untouched");
+  // A new window.
+  clock_.advance_us(60'000'000);
+  same({lim("u1", 3, 3)}, "u1 in the next minute");
+  same({lim("a", 5, 5)}, "a in the next minute");
+  // The refusals, and nothing counted by them.
+  same({}, "no limits");
+  same(std::vector<AdHocLimit>(101, lim("many", 200)), "101 limits");
+  same({lim("bad\x01", 3)}, "a control character");
+  same({lim("d", 3), lim("d", 3, 1, 999)}, "a short window");
+  same({lim("d", 3), lim("d", -1)}, "a negative limit");
+  same({lim("d", 3, 1'000'000'000'000'001)}, "a cost above 1e15");
+  same({lim("d", 3, 0)}, "d untouched");
+  same({lim("big", 1'000'000'000'000'000, 999'999'999'999'999)}, "near 1e15");
+  same({lim("big", 1'000'000'000'000'000, 2)}, "past it");
+
+  // 8 threads on two nodes, 100 requests of one limit of 50: exactly 50 admitted.
+  std::atomic<int> allowed{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    Engine* n = t % 2 == 0 ? a.get() : b.get();
+    threads.emplace_back([&, n] {
+      for (int i = 0; i < 13; ++i) {
+        auto r = n->limit_adhoc({lim("race", 50)});
+        if (!r) {
+          ++failed;
+        } else if ((*r)[0].allowed) {
+          ++allowed;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(allowed.load(), 50);
+  auto left = b->limit_adhoc({lim("race", 50, 0)});
+  ASSERT_TRUE(left.has_value()) << left.error().to_string();
+  EXPECT_EQ((*left)[0].used, 50);
 }
 
 }  // namespace

@@ -832,7 +832,7 @@ TEST_F(ClusterE2eTest, WhatTheModeDoesNotDoAnswers501) {
   };
 
   const std::vector<Route> routes = {
-      {"POST", "/v1/customers/unbuilt/reset", R"({"meter":"api_calls"})"},
+      {"GET", "/v1/admin/organizations", ""},
       {"POST", "/v1/admin/archive", R"({"before":")" + t.from + R"("})"},
   };
   // Alerts are built (docs/cluster.md, "Alerts"): listed from PostgreSQL on every node.

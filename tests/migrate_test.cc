@@ -129,8 +129,9 @@ TEST_F(MigrateTest, FreshDatabaseIsMigratedAndASecondRunHasNothingToDo) {
   EXPECT_EQ(query("fresh",
                   "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM "
                   "information_schema.tables WHERE table_schema = 'public'"),
-            "aggregate_uniques,aggregates_hour,aggregates_minute,alerts,api_keys,customers,"
-            "events,ledger,price_usage,reservations,tally_schema_version,wallets,webhook_outbox");
+            "aggregate_uniques,aggregates_hour,aggregates_minute,alerts,api_keys,audit_log,"
+            "customers,events,ledger,price_usage,reservations,tally_schema_version,wallets,"
+            "webhook_outbox");
   const std::string tables_before = query("fresh", "SELECT count(*) FROM pg_class");
 
   CliRun second = tally({"migrate", "--config", config});

@@ -16,14 +16,17 @@ std::string text(const pg::Value& v) {
 }
 
 // The overrides come as one line per override, its fields separated by tabs (meter keys,
-// period names, numbers and booleans hold neither).
+// period names, numbers and booleans hold neither); the resets likewise, a meter and an instant
+// (microseconds) per line.
 constexpr std::string_view kCustomerColumns =
     "id, name, email, plan, status, time_zone, " TALLY_US("billing_anchor") ", "
     "coalesce(parent_id, ''), metadata::text, " TALLY_US("created_at") ", " TALLY_US(
         "updated_at") ", " TALLY_US("trial_started_at") ", "
     "(SELECT coalesce(string_agg(concat_ws(E'\\t', o->>'meter', o->>'period', o->>'days', "
     "o->>'amount', o->>'hard'), E'\\n' ORDER BY n), '') "
-    "FROM jsonb_array_elements(limit_overrides) WITH ORDINALITY AS t(o, n))";
+    "FROM jsonb_array_elements(limit_overrides) WITH ORDINALITY AS t(o, n)), "
+    "(SELECT coalesce(string_agg(concat_ws(E'\\t', r->>'meter', r->>'at'), E'\\n' ORDER BY n), "
+    "'') FROM jsonb_array_elements(period_resets) WITH ORDINALITY AS t(r, n))";
 
 // The fields of `text` separated by `sep`.
 std::vector<std::string_view> split(std::string_view text, char sep) {
@@ -61,6 +64,32 @@ std::vector<LimitOverride> overrides_of(std::string_view lines) {
   return out;
 }
 
+// The resets of kCustomerColumns' last column. A line Tally did not write is skipped.
+std::vector<std::pair<std::string, TimeUs>> resets_of(std::string_view lines) {
+  std::vector<std::pair<std::string, TimeUs>> out;
+  if (lines.empty()) {
+    return out;
+  }
+  for (std::string_view line : split(lines, '\n')) {
+    const std::vector<std::string_view> f = split(line, '\t');
+    if (f.size() == 2 && !f[0].empty()) {
+      out.emplace_back(std::string(f[0]), pg::int_or_zero(std::string(f[1])));
+    }
+  }
+  return out;
+}
+
+// The resets as the jsonb the column holds.
+std::string resets_json(const std::vector<std::pair<std::string, TimeUs>>& resets) {
+  common::JsonWriter w;
+  w.begin_array();
+  for (const auto& [meter, at] : resets) {
+    w.begin_object().key("meter").value(meter).key("at").value(std::int64_t{at}).end_object();
+  }
+  w.end_array();
+  return w.take();
+}
+
 // The overrides as the jsonb the column holds.
 std::string overrides_json(const std::vector<LimitOverride>& overrides) {
   common::JsonWriter w;
@@ -93,6 +122,7 @@ Customer customer_of(const std::vector<pg::Value>& row) {
   c.updated_at_us = pg::int_or_zero(row[10]);
   c.trial_started_at_us = pg::int_or_zero(row[11]);
   c.overrides = overrides_of(text(row[12]));
+  c.resets = resets_of(text(row[13]));
   return c;
 }
 
@@ -109,7 +139,8 @@ std::vector<pg::Value> customer_params(const Customer& c) {
           micros(c.created_at_us),
           micros(c.updated_at_us),
           micros_or_null(c.trial_started_at_us),
-          overrides_json(c.overrides)};
+          overrides_json(c.overrides),
+          resets_json(c.resets)};
 }
 
 constexpr std::string_view kKeyColumns =
@@ -150,9 +181,9 @@ Result<std::optional<KeyRow>> one_key(pg::Connection& conn, std::string_view whe
 Status insert_customer(pg::Connection& conn, const Customer& c) {
   auto r = conn.exec(
       "INSERT INTO customers (id, name, email, plan, status, time_zone, billing_anchor, "
-      "parent_id, metadata, created_at, updated_at, trial_started_at, limit_overrides) VALUES ($1, "
-      "$2, $3, $4, $5, $6, " TALLY_TS(7) ", $8, $9::jsonb, " TALLY_TS(10) ", " TALLY_TS(
-          11) ", " TALLY_TS(12) ", $13::jsonb)",
+      "parent_id, metadata, created_at, updated_at, trial_started_at, limit_overrides, "
+      "period_resets) VALUES ($1, $2, $3, $4, $5, $6, " TALLY_TS(7) ", $8, $9::jsonb, " TALLY_TS(
+          10) ", " TALLY_TS(11) ", " TALLY_TS(12) ", $13::jsonb, $14::jsonb)",
       customer_params(c));
   if (!r && pg::is_unique_violation(r.error())) {
     return Status::already_exists("customer '" + c.id + "' already exists");
@@ -231,7 +262,7 @@ Status store_customer(pg::Connection& conn, const Customer& c) {
   auto r = conn.exec(
       "UPDATE customers SET name = $2, email = $3, plan = $4, status = $5, time_zone = $6, "
       "billing_anchor = " TALLY_TS(7) ", parent_id = $8, metadata = $9::jsonb, created_at = " TALLY_TS(
-          10) ", updated_at = " TALLY_TS(11) ", trial_started_at = " TALLY_TS(12) ", limit_overrides = $13::jsonb WHERE id = $1",
+          10) ", updated_at = " TALLY_TS(11) ", trial_started_at = " TALLY_TS(12) ", limit_overrides = $13::jsonb, period_resets = $14::jsonb WHERE id = $1",
       customer_params(c));
   if (!r) {
     return r.error();

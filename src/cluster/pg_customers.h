@@ -7,8 +7,8 @@
 // which is exact. Validation (names, time zones, plans) is the engine's: these functions store
 // what they are given.
 //
-// Not kept here yet: limit overrides and period resets (their routes answer 501 in the cluster
-// mode), and the key's last use and request count.
+// A customer's limit overrides and period resets are columns of its row (jsonb). Not kept here
+// yet: the key's last use and request count.
 //
 // Thread safety: the functions use the given connection only (see pg/connection.h).
 #pragma once

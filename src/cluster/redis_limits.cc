@@ -585,6 +585,61 @@ Result<bool> RedisLimits::seed(std::string_view customer, const core::LimitRule&
   return *r == 1;
 }
 
+Status RedisLimits::restart(std::string_view customer, const core::LimitRule& rule,
+                            const core::PeriodContext& ctx, core::TimeUs at_us) {
+  Result<core::Span> span = window_of(rule, ctx, at_us);
+  if (!span) {
+    return span.error();
+  }
+  std::vector<std::string> argv = {"SET", window_key(customer, rule, span->start), "0"};
+  if (const std::int64_t expiry = window_expiry_ms(*span, options_.expiry_margin_ms); expiry > 0) {
+    argv.insert(argv.end(), {"PXAT", std::to_string(expiry)});
+  }
+  Result<redis::Reply> r = client_.command(argv);
+  if (!r) {
+    return r.error();
+  }
+  if (r->is_error()) {
+    return reply_error(*r, "SET");
+  }
+  return Status();
+}
+
+Status RedisLimits::set_rate(std::string_view customer, const core::LimitRule& rule,
+                             core::Decimal level, core::TimeUs now_us) {
+  TALLY_DASSERT(core::period_is_rate(rule.period) && !rule.unlimited, "a counted rate rule");
+  Result<std::int64_t> limit = to_units(rule.amount, limit_name(rule));
+  if (!limit) {
+    return limit.error();
+  }
+  Result<std::int64_t> units = to_units(level, "the rebuilt level", kCounterUnitsMax);
+  if (!units) {
+    return units.error();
+  }
+  const std::int64_t l = std::min(*units, *limit);
+  // Kept until it has drained, plus the margin, as tally_check keeps a bucket it consumed on.
+  constexpr std::int64_t kKeepMaxMs = 3'153'600'000'000;  // 100 years
+  const std::int64_t period_ms = (core::rate_period_us(rule.period) + 999) / 1000;
+  const std::int64_t keep_ms =
+      *limit > 0 ? std::min(kKeepMaxMs, (l / *limit + 1) * period_ms) : kKeepMaxMs;
+  const std::string key = rate_key(customer, rule);
+  for (const std::vector<std::string>& argv :
+       {std::vector<std::string>{"HSET", key, "l", std::to_string(l), "f", "0", "t",
+                                 std::to_string(now_us)},
+        std::vector<std::string>{
+            "PEXPIREAT", key,
+            std::to_string(now_us / 1000 + keep_ms + options_.expiry_margin_ms)}}) {
+    Result<redis::Reply> r = client_.command(argv);
+    if (!r) {
+      return r.error();
+    }
+    if (r->is_error()) {
+      return reply_error(*r, argv[0]);
+    }
+  }
+  return Status();
+}
+
 Result<std::int64_t> RedisLimits::release(std::string_view customer, const core::LimitRule& rule,
                                           const core::PeriodContext& ctx, core::Decimal amount,
                                           core::TimeUs at_us) {

@@ -141,6 +141,17 @@ class RedisLimits {
   Result<bool> seed(std::string_view customer, const core::LimitRule& rule,
                     const core::PeriodContext& ctx, core::Decimal used, core::TimeUs at_us);
 
+  // Sets the counter of `rule`'s window containing `at_us` to 0, whether it exists or not (a
+  // period reset: the window counts from now on), expiring with its window. Errors as seed().
+  Status restart(std::string_view customer, const core::LimitRule& rule,
+                 const core::PeriodContext& ctx, core::TimeUs at_us);
+
+  // Sets `rule`'s bucket to hold `level` (at most the limit) as of `now_us`, whatever it held: a
+  // period reset rebuilding it from the last period's usage, as the embedded store rebuilds its
+  // buckets. REQUIRES: a rate rule, not unlimited. Errors as seed().
+  Status set_rate(std::string_view customer, const core::LimitRule& rule, core::Decimal level,
+                  core::TimeUs now_us);
+
   // Gives `amount` back to the counter of `rule`'s window containing `at_us` (a consumption
   // whose write failed), never below 0. Returns the counter after, in units, or -1 when there
   // is no counter (nothing to give back to: Redis lost it, or the window expired). Errors as

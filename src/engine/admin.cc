@@ -121,79 +121,6 @@ Result<std::pair<NewApiKey, KeyRecord>> new_key(const NewApiKeyRequest& request,
   return std::make_pair(std::move(out), std::move(rec));
 }
 
-}  // namespace engine
-
-namespace {
-
-// The audit records of a customer update: one for a plan change, one for a status change
-// (suspend, activate), one naming the other fields the patch set. Nothing for a patch that
-// changes nothing.
-void audit_update(Engine::Impl& d, store::WriteBatch& wb, const Customer& before,
-                  const Customer& after, const CustomerPatch& patch, const std::string& actor,
-                  core::TimeUs now) {
-  auto nullable = [](common::JsonWriter& w, const std::string& s) {
-    if (s.empty()) {
-      w.null();
-    } else {
-      w.value(s);
-    }
-  };
-  if (before.plan != after.plan) {
-    engine::put_audit(
-        d, wb, "plan_change", after.id, actor,
-        [&](common::JsonWriter& w) {
-          w.key("from");
-          nullable(w, before.plan);
-          w.key("to");
-          nullable(w, after.plan);
-        },
-        now);
-  }
-  if (before.status != after.status) {
-    engine::put_audit(
-        d, wb, "status_change", after.id, actor,
-        [&](common::JsonWriter& w) {
-          w.key("from").value(to_string(before.status)).key("to").value(to_string(after.status));
-        },
-        now);
-  }
-  std::vector<const char*> fields;
-  if (patch.name && before.name != after.name)
-    fields.push_back("name");
-  if (patch.email && before.email != after.email)
-    fields.push_back("email");
-  if (patch.timezone && before.timezone != after.timezone)
-    fields.push_back("timezone");
-  if (patch.metadata_json && before.metadata_json != after.metadata_json) {
-    fields.push_back("metadata");
-  }
-  if (patch.trial_started_at_us && before.trial_started_at_us != after.trial_started_at_us) {
-    fields.push_back("trial_started_at");
-  }
-  if (patch.billing_anchor_us && before.billing_anchor_us != after.billing_anchor_us) {
-    fields.push_back("billing_anchor");
-  }
-  if (patch.organization && before.organization != after.organization) {
-    fields.push_back("organization");
-  }
-  if (!fields.empty()) {
-    engine::put_audit(
-        d, wb, "customer_update", after.id, actor,
-        [&](common::JsonWriter& w) {
-          w.key("fields").begin_array();
-          for (const char* f : fields) {
-            w.value(f);
-          }
-          w.end_array();
-        },
-        now);
-  }
-}
-
-}  // namespace
-
-namespace engine {
-
 Status run_admin(Engine::Impl& d, std::function<Status(store::WriteBatch&)> prepare,
                  std::function<void()> install) {
   if (d.read_only) {
@@ -292,7 +219,7 @@ Result<Customer> Engine::update_customer(const std::string& id, const CustomerPa
                                          const std::string& actor) {
   Impl& d = *impl_;
   if (d.cluster != nullptr) {
-    return d.cluster->update_customer(id, patch);
+    return d.cluster->update_customer(id, patch, actor);
   }
   auto updated = std::make_shared<Customer>();
   auto num = std::make_shared<std::uint32_t>(0);
@@ -310,7 +237,10 @@ Result<Customer> Engine::update_customer(const std::string& id, const CustomerPa
           return patched.error();
         }
         const Customer& c = *patched;
-        audit_update(d, wb, d.customers.at(*num).record, c, patch, actor, now);
+        for (std::string& record :
+             engine::customer_update_records(d.customers.at(*num).record, c, patch, actor, now)) {
+          engine::put_audit(d, wb, std::move(record), now);
+        }
         *updated = c;
         wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
         return Status();
@@ -342,7 +272,7 @@ Result<NewApiKey> Engine::create_key(const NewApiKeyRequest& request, const std:
     return made.error();
   }
   if (d.cluster != nullptr) {
-    TALLY_TRY(d.cluster->create_key(made->second.info, made->second.hash));
+    TALLY_TRY(d.cluster->create_key(made->second.info, made->second.hash, actor));
     return made->first;
   }
   const NewApiKey& out = made->first;
@@ -354,12 +284,8 @@ Result<NewApiKey> Engine::create_key(const NewApiKeyRequest& request, const std:
           return core::customer_not_found(rec.info.customer);
         }
         wb.put(store::Space::kKeys, rec.info.id, engine::encode_key_record(rec));
-        engine::put_audit(
-            d, wb, "key_create", rec.info.customer, actor,
-            [&](common::JsonWriter& w) {
-              w.key("key").value(rec.info.id).key("name").value(rec.info.name);
-            },
-            rec.info.created_at_us);
+        engine::put_audit(d, wb, engine::key_create_record(rec.info, actor),
+                          rec.info.created_at_us);
         return Status();
       },
       [&d, rec]() {
@@ -400,7 +326,7 @@ std::vector<ApiKeyInfo> Engine::list_keys() const {
 Status Engine::revoke_key(const std::string& key_id, const std::string& actor) {
   Impl& d = *impl_;
   if (d.cluster != nullptr) {
-    return d.cluster->revoke_key(key_id);
+    return d.cluster->revoke_key(key_id, actor);
   }
   const core::TimeUs now = d.clock->now_us();
   return engine::run_admin(
@@ -418,8 +344,7 @@ Status Engine::revoke_key(const std::string& key_id, const std::string& actor) {
         rec.info.last_used_at_us = it->second->last_used_at_us.load();
         wb.put(store::Space::kKeys, rec.info.id, engine::encode_key_record(rec));
         engine::put_audit(
-            d, wb, "key_revoke", rec.info.customer, actor,
-            [&](common::JsonWriter& w) { w.key("key").value(rec.info.id); }, now);
+            d, wb, engine::key_revoke_record(rec.info.id, rec.info.customer, actor, now), now);
         return Status();
       },
       [&d, key_id, now]() {

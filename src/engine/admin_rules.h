@@ -19,6 +19,13 @@ Result<Customer> new_customer(const Customer& in, const config::Config& config, 
 Result<Customer> patched_customer(Customer c, const CustomerPatch& patch,
                                   const config::Config& config, core::TimeUs now);
 
+// `record` with the reset of `meter`'s periods at `now` (replacing an earlier reset of it),
+// updated at `now`.
+Customer with_reset(const Customer& record, const std::string& meter, core::TimeUs now);
+
+// The latest reset of `meter`'s periods in `c`'s record; 0 when none.
+core::TimeUs reset_at(const Customer& c, std::string_view meter);
+
 // A new key for `request`: its secret (shown once), id, prefix, default scopes, and the record
 // to store (the secret's SHA-256, never the secret). Errors: kInvalidArgument.
 Result<std::pair<NewApiKey, KeyRecord>> new_key(const NewApiKeyRequest& request, core::TimeUs now);

@@ -70,7 +70,7 @@ void answer_check(const CheckRequest& r, const ClusterPrepared& p, const cluster
   for (std::size_t i = 0; i < p.rules.size(); ++i) {
     LimitState s = limit_state(p.rules[i], states[i]);
     // A window's bounds are the same before and after; a bucket's reset moves with its fill.
-    s.window_start_us = rc.limits[i].window_start_us;
+    s.window_start_us = window_start_of(p.customer, p.rules[i], rc.limits[i]);
     s.reset_us =
         core::period_is_rate(p.rules[i].period) ? states[i].reset_us : rc.limits[i].reset_us;
     out->limits.push_back(std::move(s));
@@ -105,9 +105,6 @@ Status ClusterMode::Impl::prepare_check(const CheckRequest& r, ClusterPrepared* 
   p->meter = meter;
   TALLY_TRY(validate(r, *meter, p));
   p->customer = std::move(*customer);
-  if (!p->customer.resets.empty()) {
-    return not_built("period resets");
-  }
   p->plan = plan_of(*config, p->customer);
   if (!p->customer.plan.empty() && p->plan == nullptr) {
     // Fail closed, as the embedded store refuses to open: unchecked would be unlimited.
@@ -266,6 +263,9 @@ Result<std::vector<CheckResult>> ClusterMode::check(const std::vector<CheckReque
   Status s = d.decide_all(*(*slot), requests, prepared, now, &results);
   if (s.ok()) {
     s = d.open_reservations(*(*slot), requests, prepared, now, &results);
+  }
+  if (s.ok()) {
+    d.record_denials(*(*slot)->client, requests, results, now);
   }
   d.return_redis(std::move(*slot));
   if (!s.ok()) {
@@ -444,6 +444,7 @@ Status ClusterMode::Impl::seed_counters(cluster::RedisLimits& limits, const Cust
                                         const std::vector<core::LimitRule>& rules,
                                         const core::PeriodContext& ctx, const MeterDef& meter,
                                         TimeUs now) {
+  std::optional<Customer> stored_resets;  // the customer as stored, read for the first seed
   for (const core::LimitRule& rule : rules) {
     core::Span span;
     if (core::period_is_rate(rule.period) || !core::period_span(rule, now, ctx, &span)) {
@@ -456,17 +457,27 @@ Status ClusterMode::Impl::seed_counters(cluster::RedisLimits& limits, const Cust
         continue;
       }
     }
-    cluster::UsageQuery uq;
-    uq.customer = c.id;
-    uq.from_us = std::max<TimeUs>(span.start, 0);
-    // Events may be dated up to the future skew ahead of now; none lie beyond it.
-    const TimeUs horizon =
-        now + config->server.future_skew_seconds_max * core::kUsPerSecond + core::kUsPerMinute;
-    uq.to_us = std::min(span.end, horizon);
     auto lease = shard_of(c.id).lease();
     if (!lease) {
       return lease.error();
     }
+    if (!stored_resets) {
+      // A reset another node made may be newer than `c`: the count starts at the stored one.
+      auto fresh = cluster::find_customer(**lease, c.id);
+      if (!fresh) {
+        return fresh.error();
+      }
+      stored_resets = fresh->value_or(c);
+    }
+    cluster::UsageQuery uq;
+    uq.customer = c.id;
+    // From a reset inside the window, the minute that holds it whole (read_usage reads whole
+    // minutes): that minute's usage before the reset is counted again, never less than is used.
+    uq.from_us = std::max<TimeUs>(counted_from(*stored_resets, rule, span), 0);
+    // Events may be dated up to the future skew ahead of now; none lie beyond it.
+    const TimeUs horizon =
+        now + config->server.future_skew_seconds_max * core::kUsPerSecond + core::kUsPerMinute;
+    uq.to_us = std::min(span.end, horizon);
     auto stored = cluster::read_usage(**lease, meter.spec, uq);
     if (!stored) {
       return stored.error();
@@ -708,7 +719,9 @@ Result<LimitsReport> ClusterMode::limits_report(const std::string& customer) {
       failure = states.error();
       break;
     }
-    add_report_limit(limit_state(rule, states->limits[0]), &out);
+    LimitState state = limit_state(rule, states->limits[0]);
+    state.window_start_us = window_start_of(*c, rule, states->limits[0]);
+    add_report_limit(std::move(state), &out);
   }
   d.return_redis(std::move(*slot));
   if (!failure.ok()) {

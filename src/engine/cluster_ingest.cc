@@ -120,11 +120,14 @@ struct CounterAdds {
   core::PeriodContext ctx;
   std::map<Window, std::pair<TimeUs, core::Decimal>> amounts;  // an instant in it, the sum
 
-  // Adds `value` at `at_us` to every calendar window of `limits` that contains it.
-  void add(const std::vector<core::LimitRule>& limits, TimeUs at_us, const core::Decimal& value) {
+  // Adds `value` at `at_us` to every calendar window of `limits` that contains it and counts it:
+  // not when it is dated before a reset of `c` inside the window (counted_from).
+  void add(const Customer& c, const std::vector<core::LimitRule>& limits, TimeUs at_us,
+           const core::Decimal& value) {
     for (const core::LimitRule& rule : limits) {
       core::Span span;
-      if (core::period_is_rate(rule.period) || !core::period_span(rule, at_us, ctx, &span)) {
+      if (core::period_is_rate(rule.period) || !core::period_span(rule, at_us, ctx, &span) ||
+          at_us < counted_from(c, rule, span)) {
         continue;
       }
       auto rit = std::find(rules.begin(), rules.end(), rule);
@@ -173,7 +176,7 @@ std::map<std::string_view, CounterAdds> ClusterMode::Impl::counter_adds(
       if (fresh) {
         it->second.ctx = period_context_of(cit->second);
       }
-      it->second.add(limits_of(*config, cit->second, spec.key), e.time_us, value);
+      it->second.add(cit->second, limits_of(*config, cit->second, spec.key), e.time_us, value);
     }
   }
   return out;

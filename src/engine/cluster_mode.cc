@@ -215,9 +215,64 @@ Result<Customer> locked_customer(pg::Connection& conn, const std::string& id) {
   return std::move(**found);
 }
 
+// `rule`'s bucket (a rate) rebuilt at a reset as the embedded store rebuilds one: filled with the
+// usage of the last period that `shard` holds (whole minutes, so up to a minute more than the
+// period) as if it had all just happened. The checks of the last few milliseconds that their
+// nodes have not written yet are not in it.
+Status rebuild_rate(cluster::PgPool& shard, cluster::RedisLimits& limits,
+                    const std::string& customer, const core::LimitRule& rule,
+                    const core::MeterSpec& meter, TimeUs now) {
+  cluster::UsageQuery uq;
+  uq.customer = customer;
+  uq.from_us = core::floor_to(now - core::rate_period_us(rule.period), core::kUsPerMinute);
+  uq.to_us = core::floor_to(now, core::kUsPerMinute) + core::kUsPerMinute;
+  auto lease = shard.lease();
+  if (!lease) {
+    return lease.error();
+  }
+  auto recent = cluster::read_usage(**lease, meter, uq);
+  if (!recent) {
+    return recent.error();
+  }
+  return limits.set_rate(customer, rule, used_value(meter.aggregation, recent->state), now);
+}
+
 }  // namespace
 
-Result<Customer> ClusterMode::update_customer(const std::string& id, const CustomerPatch& patch) {
+Status ClusterMode::Impl::commit_audited(pg::Transaction& txn, pg::Connection& conn,
+                                         std::string_view customer,
+                                         const std::vector<std::string>& records, TimeUs at) {
+  const bool on_home = customer.empty() || cluster::shard_of(customer, shards.size()) == 0;
+  if (on_home) {
+    for (const std::string& record : records) {
+      TALLY_TRY(cluster::insert_audit(conn, at, record));
+    }
+  }
+  TALLY_TRY(txn.commit());
+  if (on_home || records.empty()) {
+    return Status();
+  }
+  Status written;
+  if (auto lease = home().lease(); !lease) {
+    written = lease.error();
+  } else {
+    for (const std::string& record : records) {
+      written = cluster::insert_audit(**lease, at, record);
+      if (!written.ok()) {
+        break;
+      }
+    }
+  }
+  if (!written.ok()) {
+    audit_failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::error("cluster: the audit record of a change of customer '{}' was lost: {}", customer,
+                  written.to_string());
+  }
+  return Status();
+}
+
+Result<Customer> ClusterMode::update_customer(const std::string& id, const CustomerPatch& patch,
+                                              const std::string& actor) {
   auto lease = impl_->shard_of(id).lease();
   if (!lease) {
     return lease.error();
@@ -232,8 +287,9 @@ Result<Customer> ClusterMode::update_customer(const std::string& id, const Custo
   if (!found) {
     return found.error();
   }
-  auto patched =
-      engine::patched_customer(std::move(*found), patch, *impl_->config, impl_->clock->now_us());
+  const TimeUs now = impl_->clock->now_us();
+  const Customer before = *found;
+  auto patched = engine::patched_customer(std::move(*found), patch, *impl_->config, now);
   if (!patched) {
     return patched.error();
   }
@@ -251,7 +307,8 @@ Result<Customer> ClusterMode::update_customer(const std::string& id, const Custo
     }
   }
   TALLY_TRY(cluster::store_customer(**lease, *patched));
-  TALLY_TRY(txn->commit());
+  TALLY_TRY(impl_->commit_audited(
+      *txn, **lease, id, customer_update_records(before, *patched, patch, actor, now), now));
   {
     std::lock_guard lock(impl_->auth_mutex);
     impl_->keys_by_hash.clear();  // a suspension takes effect on this node at once
@@ -281,13 +338,91 @@ Result<Customer> ClusterMode::set_overrides(const std::string& customer,
   c.overrides = overrides;
   c.updated_at_us = impl_->clock->now_us();
   TALLY_TRY(cluster::store_customer(**lease, c));
-  TALLY_TRY(txn->commit());
+  TALLY_TRY(impl_->commit_audited(*txn, **lease, customer,
+                                  {overrides_record(customer, overrides.size(), c.updated_at_us)},
+                                  c.updated_at_us));
   std::lock_guard lock(impl_->customers_mutex);
   impl_->check_customers.erase(customer);  // this node's checks apply them at once
   return c;
 }
 
-Status ClusterMode::create_key(const ApiKeyInfo& info, const std::string& secret_sha256) {
+Result<Customer> ClusterMode::reset_period(const std::string& customer, const std::string& meter,
+                                           const std::string& actor) {
+  Impl& d = *impl_;
+  auto slot = d.lease_redis();
+  if (!slot) {
+    return slot.error();
+  }
+  RedisSlot& redis = **slot;
+  Customer c;
+  Status s = [&]() -> Status {
+    auto lease = d.shard_of(customer).lease();
+    if (!lease) {
+      return lease.error();
+    }
+    auto txn = pg::Transaction::begin(**lease);
+    if (!txn) {
+      return txn.error();
+    }
+    auto found = locked_customer(**lease, customer);
+    if (!found) {
+      return found.error();
+    }
+    const TimeUs now = d.clock->now_us();
+    c = with_reset(*found, meter, now);
+    TALLY_TRY(cluster::store_customer(**lease, c));
+    // The counters restart while the row is locked and before the reset commits: a check on any
+    // node after this counts from 0 (its usage is after the reset), and a reset that does not
+    // commit drops the counters it restarted, which are then seeded from PostgreSQL again.
+    const core::PeriodContext pc = period_context_of(c);
+    std::vector<std::string> restarted;
+    Status done;
+    for (const core::LimitRule& rule : limits_of(*d.config, c, meter)) {
+      core::Span span;
+      if (!core::period_is_rate(rule.period) && core::period_span(rule, now, pc, &span)) {
+        restarted.push_back(cluster::window_key(customer, rule, span.start));
+        done = redis.limits->restart(customer, rule, pc, now);
+        if (!done.ok()) {
+          break;
+        }
+      }
+    }
+    if (done.ok()) {
+      done = d.commit_audited(*txn, **lease, customer, {reset_record(customer, meter, actor, now)},
+                              now);
+    }
+    if (!done.ok()) {
+      for (const std::string& key : restarted) {
+        redis.client->command({"DEL", key}).status().ignore_error();  // else it stays restarted
+      }
+    }
+    return done;
+  }();
+  if (s.ok()) {
+    // The rate buckets after the reset's commit, on a connection of their own.
+    const TimeUs now = reset_at(c, meter);
+    const MeterDef& def = *d.catalog->find(meter);  // configured: the engine checked
+    for (const core::LimitRule& rule : limits_of(*d.config, c, meter)) {
+      if (!core::period_is_rate(rule.period) || rule.unlimited) {
+        continue;
+      }
+      if (Status rebuilt =
+              rebuild_rate(d.shard_of(customer), *redis.limits, customer, rule, def.spec, now);
+          !rebuilt.ok()) {
+        spdlog::error("cluster: a reset of customer '{}' left its {} bucket as it was: {}",
+                      customer, rule.meter, rebuilt.to_string());
+      }
+    }
+  }
+  d.return_redis(std::move(*slot));
+  TALLY_TRY(s);
+  std::lock_guard lock(d.customers_mutex);
+  d.check_customers.erase(customer);  // this node's answers start the windows at the reset
+  return c;
+}
+
+Status ClusterMode::create_key(const ApiKeyInfo& info, const std::string& secret_sha256,
+                               const std::string& actor) {
   if (!info.customer.empty()) {
     auto c = get_customer(info.customer);
     if (!c) {
@@ -298,7 +433,13 @@ Status ClusterMode::create_key(const ApiKeyInfo& info, const std::string& secret
   if (!lease) {
     return lease.error();
   }
-  return cluster::insert_key(**lease, cluster::KeyRow{info, secret_sha256});
+  auto txn = pg::Transaction::begin(**lease);
+  if (!txn) {
+    return txn.error();
+  }
+  TALLY_TRY(cluster::insert_key(**lease, cluster::KeyRow{info, secret_sha256}));
+  return impl_->commit_audited(*txn, **lease, "", {key_create_record(info, actor)},
+                               info.created_at_us);
 }
 
 Result<std::vector<ApiKeyInfo>> ClusterMode::list_keys() {
@@ -309,12 +450,23 @@ Result<std::vector<ApiKeyInfo>> ClusterMode::list_keys() {
   return cluster::all_keys(**lease);
 }
 
-Status ClusterMode::revoke_key(const std::string& id) {
+Status ClusterMode::revoke_key(const std::string& id, const std::string& actor) {
   auto lease = impl_->home().lease();
   if (!lease) {
     return lease.error();
   }
-  TALLY_TRY(cluster::revoke_key(**lease, id, impl_->clock->now_us()));
+  auto txn = pg::Transaction::begin(**lease);
+  if (!txn) {
+    return txn.error();
+  }
+  const TimeUs now = impl_->clock->now_us();
+  auto key = cluster::find_key(**lease, id);
+  if (!key) {
+    return key.error();
+  }
+  TALLY_TRY(cluster::revoke_key(**lease, id, now));  // kNotFound for a key that does not exist
+  TALLY_TRY(impl_->commit_audited(*txn, **lease, "",
+                                  {key_revoke_record(id, (*key)->info.customer, actor, now)}, now));
   std::lock_guard lock(impl_->auth_mutex);
   impl_->keys_by_hash.clear();
   return Status();
@@ -379,6 +531,16 @@ Result<Identity> ClusterMode::authenticate_key_id(const std::string& key_id) {
     return Status::unauthenticated("Invalid or missing API key");
   }
   return authenticate_hash((*found)->secret_sha256);
+}
+
+// ---- the audit log -------------------------------------------------------------------------
+
+Result<std::vector<std::string>> ClusterMode::audit_log(std::size_t limit) {
+  auto lease = impl_->home().lease();
+  if (!lease) {
+    return lease.error();
+  }
+  return cluster::newest_audit(**lease, limit);
 }
 
 // ---- operations ---------------------------------------------------------------------------

@@ -27,13 +27,20 @@
 //  - alerts: the thresholds of a customer's calendar limits, evaluated off the request path
 //    after checks and ingest change usage, inserted once across every node by PostgreSQL's
 //    unique constraint with their deliveries (shard 0); every node's webhook sender claims due
-//    deliveries from that shared outbox for a lease (cluster_alerts.cc, cluster/pg_alerts.h).
+//    deliveries from that shared outbox for a lease (cluster_alerts.cc, cluster/pg_alerts.h);
+//  - the audit log: the embedded store's records (audit.h) on shard 0, in the change's
+//    transaction when the change is there, else right after it (cluster_mode.cc);
+//  - period resets: stored in the customer's row, its window counters of the meter set to 0 in
+//    Redis before the reset commits, so every node counts from it at once (cluster_mode.cc);
+//  - the denial history: denied checks counted per customer and minute in Redis by every node
+//    (cluster_denials.cc).
 //
 // Thread safety: every method may be called from any thread. Connections are leased from
 // per-shard pools; Redis clients from a pool of their own (one client per thread at a time).
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -69,10 +76,15 @@ class ClusterMode {
   Result<Customer> create_customer(const Customer& c);
   Result<Customer> get_customer(const std::string& id);
   Result<std::vector<Customer>> list_customers();
-  Result<Customer> update_customer(const std::string& id, const CustomerPatch& patch);
-  Status create_key(const ApiKeyInfo& info, const std::string& secret_sha256);
+  // The changes of customers and keys write the embedded store's audit records (engine/audit.h),
+  // `actor` the key that acted ("" = none), to the audit log on shard 0: in the change's own
+  // transaction when the change is on shard 0, else right after it commits.
+  Result<Customer> update_customer(const std::string& id, const CustomerPatch& patch,
+                                   const std::string& actor);
+  Status create_key(const ApiKeyInfo& info, const std::string& secret_sha256,
+                    const std::string& actor);
   Result<std::vector<ApiKeyInfo>> list_keys();
-  Status revoke_key(const std::string& id);
+  Status revoke_key(const std::string& id, const std::string& actor);
   // By the SHA-256 of the presented secret, or by key id.
   Result<Identity> authenticate_hash(const std::string& secret_sha256);
   Result<Identity> authenticate_key_id(const std::string& key_id);
@@ -100,6 +112,9 @@ class ClusterMode {
   // One check, or a batch (all or nothing, as the embedded store's check_batch). A reserving
   // check holds its amount on the counters and stores its reservation on the customer's shard.
   Result<std::vector<CheckResult>> check(const std::vector<CheckRequest>& requests);
+  // The customer's denied checks of each of the 60 minutes ending with the minute of `now`,
+  // oldest first, counted by every node (cluster_denials.cc). Errors: kNotFound; Redis's.
+  Result<std::vector<std::uint64_t>> denials_last_hour(const std::string& customer, TimeUs now);
   // Closes a reservation once across the nodes (Engine::commit_reservation and
   // release_reservation say what they answer).
   Result<CheckResult> commit_reservation(const std::string& id, const std::string& amount,
@@ -113,6 +128,14 @@ class ClusterMode {
   // age (kCustomerCacheUs).
   Result<Customer> set_overrides(const std::string& customer,
                                  const std::vector<LimitOverride>& overrides);
+  // Starts the current period of every calendar limit of `meter` over for the customer at the
+  // node's now (Engine::reset_period): stored in its row (locked) with its audit record, and the
+  // customer's window counters of the meter in Redis set to 0, so every node's next check
+  // counts from the reset. REQUIRES: `meter` is configured. Errors: kNotFound; the shard's and
+  // Redis's (the reset stays stored: a counter it could not set counts from the window's start
+  // until it is set again by a reset).
+  Result<Customer> reset_period(const std::string& customer, const std::string& meter,
+                                const std::string& actor);
 
   // ---- alerts and the shared webhook outbox (cluster_alerts.cc; Engine's contract) ----
   Result<AlertPage> alerts(const AlertQuery& q);
@@ -129,10 +152,15 @@ class ClusterMode {
   // customer's shard) ----
   Result<Wallet> wallet(const std::string& customer);
   // One or more of an admin's transactions, all or none (Engine::wallet_transactions_atomic).
+  // With `audit_actor`, the last transaction is audited as the embedded
+  // Engine::wallet_transaction audits it.
   Result<std::vector<LedgerTransaction>> wallet_transactions_atomic(
       const std::string& customer, const std::vector<WalletTransactionRequest>& requests,
-      bool only_if_new);
+      bool only_if_new, const std::optional<std::string>& audit_actor = std::nullopt);
   Result<LedgerPage> wallet_transactions(const LedgerQuery& q);
+
+  // ---- the audit log (Engine::audit_log): the newest `limit` records, oldest first ----
+  Result<std::vector<std::string>> audit_log(std::size_t limit);
 
   // ---- operations ----
   // Every shard answers and Redis answers; else kUnavailable saying which does not.

@@ -1,9 +1,10 @@
 // The inside of the engine's scale-out mode (cluster_mode.h), shared by its files:
-// cluster_mode.cc (opening, customers, keys, operations), cluster_ingest.cc (ingest),
-// cluster_batch.cc (all-or-nothing ingest), cluster_query.cc (queries), cluster_check.cc (checks
-// and their usage), cluster_gauge.cc (checks on latest and max meters), cluster_reservations.cc
-// (reservations) and cluster_alerts.cc (alerts and the outbox). A check on a latest or max meter
-// (a gauge) is decided in PostgreSQL rather than by the Redis counters (cluster_gauge.cc).
+// cluster_mode.cc (opening, customers, keys, resets, the audit log, operations), cluster_ingest.cc
+// (ingest), cluster_batch.cc (all-or-nothing ingest), cluster_denials.cc (the denial history),
+// cluster_query.cc (queries), cluster_check.cc (checks and their usage), cluster_gauge.cc (checks
+// on latest and max meters), cluster_reservations.cc (reservations) and cluster_alerts.cc (alerts
+// and the outbox). A check on a latest or max meter (a gauge) is decided in PostgreSQL rather than
+// by the Redis counters (cluster_gauge.cc).
 #pragma once
 #include <algorithm>
 #include <atomic>
@@ -12,6 +13,7 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -22,6 +24,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cluster/pg_alerts.h"
+#include "cluster/pg_audit.h"
 #include "cluster/pg_customers.h"
 #include "cluster/pg_events.h"
 #include "cluster/pg_prices.h"
@@ -36,6 +39,7 @@
 #include "core/event_parse.h"
 #include "core/ids.h"
 #include "engine/admin_rules.h"
+#include "engine/audit.h"
 #include "engine/cluster_mode.h"
 #include "engine/limits_impl.h"
 #include "pg/schema.h"
@@ -96,6 +100,23 @@ inline core::PeriodContext period_context_of(const Customer& c) {
   pc.billing_anchor_us = c.billing_anchor_us != 0 ? c.billing_anchor_us : c.created_at_us;
   pc.trial_start_us = c.trial_started_at_us != 0 ? c.trial_started_at_us : c.created_at_us;
   return pc;
+}
+
+// Where the count of `rule`'s calendar window `span` starts for customer `c`: the window's start,
+// or a reset of the rule's meter inside the window (as the embedded store's counters count, and
+// answer as the window's start). A rate rule's: `span.start`.
+inline TimeUs counted_from(const Customer& c, const core::LimitRule& rule, const core::Span& span) {
+  const TimeUs reset = core::period_is_rate(rule.period) ? 0 : reset_at(c, rule.meter);
+  return reset != 0 && span.contains(reset) ? std::max(span.start, reset) : span.start;
+}
+
+// Where the count of `rule`'s outcome `o` (RedisLimits::check's) starts: counted_from of its
+// window (`o.reset_us` 0: a window that never ends).
+inline TimeUs window_start_of(const Customer& c, const core::LimitRule& rule,
+                              const core::LimitOutcome& o) {
+  const core::Span span{o.window_start_us,
+                        o.reset_us == 0 ? std::numeric_limits<TimeUs>::max() : o.reset_us};
+  return counted_from(c, rule, span);
 }
 
 // One ingest request, answered once the part of every shard it touches is written.
@@ -230,6 +251,7 @@ struct ClusterMode::Impl {
   std::atomic<std::uint64_t> events_duplicate{0};
   std::atomic<std::uint64_t> batches{0};
   std::atomic<std::uint64_t> usage_write_failures{0};
+  std::atomic<std::uint64_t> audit_failures{0};  // records lost after their change committed
 
   // Alerts (cluster_alerts.cc): work queued by checks and ingest for the alert thread, the
   // thresholds this node has inserted or found inserted (so each is sent to PostgreSQL once
@@ -253,6 +275,14 @@ struct ClusterMode::Impl {
   }
 
   cluster::PgPool& home() { return *shards[0]; }
+
+  // Commits `txn`, a change open on `conn` of the shard of `customer` ("" = shard 0), with its
+  // audit `records` (made at `at`): on shard 0 they are inserted in the transaction, so they
+  // commit with the change or not at all; on another shard they are inserted on shard 0 right
+  // after the change committed, and a failure then is logged and counted (audit_failures), not
+  // answered: the change stands. Errors: the commit's, and the records' on shard 0.
+  Status commit_audited(pg::Transaction& txn, pg::Connection& conn, std::string_view customer,
+                        const std::vector<std::string>& records, TimeUs at);
 
   Result<std::unique_ptr<RedisSlot>> lease_redis();
   void return_redis(std::unique_ptr<RedisSlot> slot);
@@ -293,6 +323,10 @@ struct ClusterMode::Impl {
                     const std::vector<ClusterPrepared>& prepared, TimeUs now,
                     std::vector<CheckResult>* results);
   Status queue_usage(const CheckRequest& r, const ClusterPrepared& p, TimeUs now);
+  // Counts the checks of `requests` denied by their own decision in their customers' denial
+  // history (cluster_denials.cc).
+  void record_denials(redis::ClusterClient& client, const std::vector<CheckRequest>& requests,
+                      const std::vector<CheckResult>& results, TimeUs now);
   // Queues `u` for the usage writer; with `wait`, returns once it is written (or failed).
   Status push_usage(PendingUsage u, bool wait);
   // Reservations (cluster_reservations.cc): opened for a batch's allowed reserving checks once

@@ -198,7 +198,7 @@ Result<CheckResult> ClusterMode::commit_reservation(const std::string& id,
           st.remaining = states->limits[i].remaining;
           out.overage = out.overage || st.used > st.limit;
         }
-        st.window_start_us = states->limits[i].window_start_us;
+        st.window_start_us = window_start_of(*customer, rules[i], states->limits[i]);
         st.reset_us = states->limits[i].reset_us;
         out.limits.push_back(std::move(st));
       }

@@ -214,7 +214,7 @@ Result<Wallet> ClusterMode::wallet(const std::string& customer) {
 
 Result<std::vector<LedgerTransaction>> ClusterMode::wallet_transactions_atomic(
     const std::string& customer, const std::vector<WalletTransactionRequest>& requests,
-    bool only_if_new) {
+    bool only_if_new, const std::optional<std::string>& audit_actor) {
   if (requests.empty()) {
     return Status::invalid_argument("no transactions given");
   }
@@ -249,13 +249,17 @@ Result<std::vector<LedgerTransaction>> ClusterMode::wallet_transactions_atomic(
     }
   }
   TALLY_TRY(write_changes(**lease, changes));
-  TALLY_TRY(txn->commit());
   std::vector<LedgerTransaction> result;
   for (const auto& [id, record] : changes.txns) {
     LedgerTransaction t = to_transaction(record);
     t.customer = customer;
     result.push_back(std::move(t));
   }
+  std::vector<std::string> audit;
+  if (audit_actor && !result.empty()) {
+    audit.push_back(wallet_record(customer, result.back(), *audit_actor, now));
+  }
+  TALLY_TRY(impl_->commit_audited(*txn, **lease, customer, audit, now));
   return result;
 }
 

@@ -4,6 +4,7 @@
 
 #include "core/ids.h"
 #include "core/time.h"
+#include "engine/cluster_mode.h"
 #include "engine/engine_impl.h"
 
 namespace tally {
@@ -56,28 +57,37 @@ std::array<std::uint64_t, DenialCounter::kMinutes> DenialCounter::last_hour(
 }  // namespace engine
 
 Result<DenialHistory> Engine::denials_last_hour(const std::string& customer) const {
-  TALLY_EMBEDDED_ONLY("the denial history");
   const Impl& d = *impl_;
-  std::uint32_t num = 0;
-  {
-    std::shared_lock lock(d.state_mutex);
-    const engine::CustomerState* cs = d.find_customer(customer);
-    if (cs == nullptr) {
-      return core::customer_not_found(customer);
-    }
-    num = cs->num;
-  }
   const core::TimeUs now = d.clock->now_us();
+  std::vector<std::uint64_t> minutes;
+  if (d.cluster != nullptr) {
+    auto counted = d.cluster->denials_last_hour(customer, now);
+    if (!counted) {
+      return counted.error();
+    }
+    minutes = std::move(*counted);
+  } else {
+    std::uint32_t num = 0;
+    {
+      std::shared_lock lock(d.state_mutex);
+      const engine::CustomerState* cs = d.find_customer(customer);
+      if (cs == nullptr) {
+        return core::customer_not_found(customer);
+      }
+      num = cs->num;
+    }
+    const auto counted = d.denials.last_hour(num, now);
+    minutes.assign(counted.begin(), counted.end());
+  }
   DenialHistory out;
   out.customer = customer;
   out.to_us = core::floor_to(now, core::kUsPerMinute) + core::kUsPerMinute;
   out.from_us =
       out.to_us - static_cast<core::TimeUs>(engine::DenialCounter::kMinutes) * core::kUsPerMinute;
-  const auto minutes = d.denials.last_hour(num, now);
-  out.per_minute.assign(minutes.begin(), minutes.end());
   for (std::uint64_t n : minutes) {
     out.total += n;
   }
+  out.per_minute = std::move(minutes);
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/assert.h"
+#include "engine/admin_rules.h"
 #include "engine/limits_impl.h"
 
 namespace tally {
@@ -16,16 +17,6 @@ namespace tally {
 namespace engine {
 
 namespace {
-
-core::TimeUs reset_at(const Customer& c, std::string_view meter) {
-  core::TimeUs at = 0;
-  for (const auto& [m, t] : c.resets) {
-    if (m == meter) {
-      at = std::max(at, t);
-    }
-  }
-  return at;
-}
 
 bool same_overrides(const std::vector<LimitOverride>& a, const std::vector<LimitOverride>& b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end(),

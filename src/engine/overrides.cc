@@ -3,8 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/json_writer.h"
 #include "core/ids.h"
+#include "engine/admin_rules.h"
 #include "engine/audit.h"
 #include "engine/cluster_mode.h"
 #include "engine/limits_impl.h"
@@ -20,6 +20,32 @@ using engine::used_value;
 // -----------------------------------------------------------------
 
 namespace engine {
+
+Customer with_reset(const Customer& record, const std::string& meter, core::TimeUs now) {
+  Customer c = record;
+  bool replaced = false;
+  for (auto& [m, at] : c.resets) {
+    if (m == meter) {
+      at = now;
+      replaced = true;
+    }
+  }
+  if (!replaced) {
+    c.resets.emplace_back(meter, now);
+  }
+  c.updated_at_us = now;
+  return c;
+}
+
+core::TimeUs reset_at(const Customer& c, std::string_view meter) {
+  core::TimeUs at = 0;
+  for (const auto& [m, t] : c.resets) {
+    if (m == meter) {
+      at = std::max(at, t);
+    }
+  }
+  return at;
+}
 
 Status check_overrides(const config::Config& config, const Catalog& catalog,
                        const std::vector<LimitOverride>& overrides) {
@@ -73,10 +99,7 @@ Result<Customer> Engine::set_overrides(const std::string& customer,
         c.updated_at_us = now;
         *updated = c;
         wb.put(store::Space::kCustomers, c.id, engine::encode_customer(*num, c));
-        engine::put_audit(
-            d, wb, "overrides", customer, "",
-            [&](common::JsonWriter& w) { w.key("count").value(std::uint64_t{overrides.size()}); },
-            now);
+        engine::put_audit(d, wb, engine::overrides_record(customer, overrides.size(), now), now);
         return Status();
       },
       [&d, updated, num]() {
@@ -97,23 +120,6 @@ Result<Customer> Engine::set_overrides(const std::string& customer,
 }
 
 namespace {
-
-// `record` with the reset of `meter` at `now`, replacing an earlier reset of it.
-Customer with_reset(const Customer& record, const std::string& meter, core::TimeUs now) {
-  Customer c = record;
-  bool replaced = false;
-  for (auto& [m, at] : c.resets) {
-    if (m == meter) {
-      at = now;
-      replaced = true;
-    }
-  }
-  if (!replaced) {
-    c.resets.emplace_back(meter, now);
-  }
-  c.updated_at_us = now;
-  return c;
-}
 
 // The usage of the reset's minute before the reset at `at` (all of that minute's committed
 // usage: nothing newer is committed yet), which a counter summing whole minutes takes off; zero
@@ -169,10 +175,12 @@ void restart_counters(Engine::Impl& d, const engine::CustomerState& cs, std::uin
 
 Result<Customer> Engine::reset_period(const std::string& customer, const std::string& meter,
                                       const std::string& actor) {
-  TALLY_EMBEDDED_ONLY("period resets");
   Impl& d = *impl_;
   if (d.config.find_meter(meter) == nullptr) {
     return Status::invalid_argument("'" + meter + "' is not a configured meter");
+  }
+  if (d.cluster != nullptr) {
+    return d.cluster->reset_period(customer, meter, actor);
   }
   const auto meter_index =
       static_cast<std::uint32_t>(d.config.find_meter(meter) - d.config.meters.data());
@@ -192,11 +200,9 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
         const core::TimeUs now = d.clock->now_us();
         *reset_us = now;
         *num = cs->num;
-        *updated = with_reset(cs->record, meter, now);
+        *updated = engine::with_reset(cs->record, meter, now);
         wb.put(store::Space::kCustomers, updated->id, engine::encode_customer(*num, *updated));
-        engine::put_audit(
-            d, wb, "reset", customer, actor,
-            [&](common::JsonWriter& w) { w.key("meter").value(meter); }, now);
+        engine::put_audit(d, wb, engine::reset_record(customer, meter, actor, now), now);
         return Status();
       },
       [&d, updated, num, meter_index, reset_us]() {
@@ -212,7 +218,9 @@ Result<Customer> Engine::reset_period(const std::string& customer, const std::st
 }
 
 Result<std::vector<std::string>> Engine::audit_log(std::size_t limit) const {
-  TALLY_EMBEDDED_ONLY("the audit log");
+  if (impl_->cluster != nullptr) {
+    return impl_->cluster->audit_log(limit);
+  }
   std::vector<std::string> out;
   impl_->store
       ->scan(store::Space::kAudit, "", "",

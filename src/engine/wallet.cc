@@ -565,7 +565,7 @@ Result<LedgerTransaction> Engine::wallet_transaction(const std::string& customer
                                                      const WalletTransactionRequest& req,
                                                      const std::string& actor) {
   if (impl_->cluster != nullptr) {
-    auto done = impl_->cluster->wallet_transactions_atomic(customer, {req}, false);
+    auto done = impl_->cluster->wallet_transactions_atomic(customer, {req}, false, actor);
     if (!done) {
       return done.error();
     }
@@ -584,17 +584,7 @@ Result<LedgerTransaction> Engine::wallet_transaction(const std::string& customer
         TALLY_TRY(d.apply_wallet_request(*work, it->second, req, now));
         d.write_ledger(*work, wb);
         const LedgerTransaction t = engine::to_transaction(work->txns.back().second);
-        engine::put_audit(
-            d, wb, "wallet_transaction", customer, actor,
-            [&](common::JsonWriter& w) {
-              w.key("transaction")
-                  .value(t.id)
-                  .key("type")
-                  .value(to_string(t.type))
-                  .key("amount")
-                  .value(t.amount);
-            },
-            now);
+        engine::put_audit(d, wb, engine::wallet_record(customer, t, actor, now), now);
         return Status();
       },
       [&d, work]() { d.install_ledger(*work); });

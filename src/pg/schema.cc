@@ -222,11 +222,29 @@ CREATE INDEX events_customer_seq ON events (customer_id, seq);
 CREATE INDEX customers_created ON customers (created_at, id);
 )sql";
 
+// Version 9: the audit log of operators' actions (engine/audit.h), on shard 0, each record the
+// embedded store's JSON text, read by time then by insertion; and a customer's period resets
+// (POST /v1/customers/{id}/reset), objects {"meter", "at" (microseconds since the epoch)}.
+constexpr std::string_view kAuditAndResets = R"sql(
+CREATE TABLE audit_log (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  at timestamptz NOT NULL,
+  record text NOT NULL
+);
+CREATE INDEX audit_log_order ON audit_log (at, id);
+ALTER TABLE customers ADD COLUMN period_resets jsonb NOT NULL DEFAULT '[]';
+)sql";
+
 constexpr Migration kMigrations[] = {
-    {1, "the initial cluster schema", kInitialSchema}, {2, "customers' trial start", kTrialStart},
-    {3, "alert and delivery details", kAlertDetails},  {4, "open reservations", kReservations},
-    {5, "wallets' grants and debt", kWalletState},     {6, "limit overrides", kLimitOverrides},
-    {7, "tiered prices' period units", kPriceUsage},   {8, "listing events", kEventListing},
+    {1, "the initial cluster schema", kInitialSchema},
+    {2, "customers' trial start", kTrialStart},
+    {3, "alert and delivery details", kAlertDetails},
+    {4, "open reservations", kReservations},
+    {5, "wallets' grants and debt", kWalletState},
+    {6, "limit overrides", kLimitOverrides},
+    {7, "tiered prices' period units", kPriceUsage},
+    {8, "listing events", kEventListing},
+    {9, "the audit log and period resets", kAuditAndResets},
 };
 
 constexpr std::string_view kCreateVersionTable =
