@@ -2501,5 +2501,270 @@ TEST_F(ClusterQueryTest, TheUsageReportIsTheEmbeddedAnswer) {
             usage_report_text(embedded_->usage_report("nobody", "")));
 }
 
+
+// ---- the customer and organization summaries -----------------------------------------------
+
+// A second plan for the summaries: a lower daily limit, so percents differ by plan.
+constexpr const char* kSummaryPlans = R"(
+[[plans]]
+key = "pro"
+features = ["chat", "export"]
+limits = [
+  { meter = "api_calls", period = "day", amount = 20 },
+  { meter = "api_calls", period = "minute", amount = 500, hard = false },
+]
+)";
+
+// Every field of a page of customer summaries, one customer per line.
+std::string summaries_text(const Result<CustomerSummaryPage>& p) {
+  if (!p) {
+    return "error: " + p.error().to_string();
+  }
+  std::string out = "total " + std::to_string(p->total);
+  for (const CustomerSummary& s : p->customers) {
+    out += "\n" + s.id + "|" + s.name + "|" + s.plan + "|" + std::string(to_string(s.status)) +
+           "|" + s.organization + "|" + s.max_percent + "|" + s.max_rule;
+  }
+  return out;
+}
+
+// Every field of a page of organization summaries, one organization per line.
+std::string organizations_text(const Result<OrganizationSummaryPage>& p) {
+  if (!p) {
+    return "error: " + p.error().to_string();
+  }
+  std::string out = "total " + std::to_string(p->total);
+  for (const OrganizationSummary& o : p->organizations) {
+    out += "\n" + o.organization + "|" + std::to_string(o.customers) + "|" +
+           std::to_string(o.suspended) + "|" + o.max_percent + "|" + o.max_customer + "|" +
+           o.max_rule + "|";
+    for (const UsageItem& m : o.meters) {
+      out += " " + m.meter + "/" + std::string(to_string(m.aggregation)) + "/" + m.unit + "=" +
+             m.value;
+    }
+  }
+  return out;
+}
+
+// The summaries read only the customers' records and their limits reports (and an organization's
+// usage), which both modes answer alike: a node's pages are the embedded ones, by every sort, in
+// both orders, searched and paged, and so are their refusals.
+TEST_F(ClusterQueryTest, CustomerAndOrganizationSummariesAreTheEmbeddedAnswer) {
+  start(kSummaryPlans);
+  ASSERT_TRUE(cluster_ && embedded_);
+  // Names, plans, a suspension and two organizations (each member on its organization's shard),
+  // the same on both.
+  std::vector<std::string> joined;
+  for (int n = 2; n < 14; ++n) {
+    const std::string id = "q" + std::to_string(n);
+    CustomerPatch patch;
+    patch.name = std::string(n % 3 == 0 ? "Zeta " : "acme ") + std::to_string(20 - n % 5);
+    if (n % 4 == 0) {
+      patch.plan = "pro";
+    }
+    if (n == 5 || n == 8) {
+      patch.status = CustomerStatus::kSuspended;
+    }
+    ASSERT_TRUE(cluster_->update_customer(id, patch).has_value()) << id;
+    ASSERT_TRUE(embedded_->update_customer(id, patch).has_value()) << id;
+    CustomerPatch org;
+    org.organization = n % 2 == 0 ? "k1" : "k2";
+    auto in = cluster_->update_customer(id, org);
+    if (!in) {
+      EXPECT_EQ(in.error().code(), StatusCode::kNotImplemented) << in.error().to_string();
+      continue;
+    }
+    ASSERT_TRUE(embedded_->update_customer(id, org).has_value()) << id;
+    joined.push_back(id);
+  }
+  ASSERT_GE(joined.size(), 2u);
+  // Usage today: q<n> calls n times, k1 once more by a check; the percents of the plans'
+  // daily limits differ (and some tie: q4 on pro and q10 on free are both at 20 %).
+  std::string body = "[";
+  for (int n = 2; n < 14; ++n) {
+    for (int i = 0; i < n; ++i) {
+      body += std::string(body.size() == 1 ? "" : ",") + R"({"id":"s)" + std::to_string(n) + "_" +
+              std::to_string(i) + R"(","customer_id":"q)" + std::to_string(n) +
+              R"(","type":"api_call","timestamp":"2026-12-07T09:30:00Z"})";
+    }
+  }
+  body += "]";
+  ASSERT_EQ(cluster_->ingest_json(body)->accepted, 90u);
+  ASSERT_EQ(embedded_->ingest_json(body)->accepted, 90u);
+  ASSERT_TRUE(cluster_->check(check_of("k1"))->allowed);
+  ASSERT_TRUE(embedded_->check(check_of("k1"))->allowed);
+  cluster_->flush();
+  embedded_->flush();
+
+  auto same_page = [&](const CustomerSummaryQuery& q, const std::string& what) {
+    SCOPED_TRACE(what);
+    const std::string want = summaries_text(embedded_->customer_summaries(q));
+    EXPECT_EQ(summaries_text(cluster_->customer_summaries(q)), want);
+    return want;
+  };
+  for (CustomerSort sort : {CustomerSort::kId, CustomerSort::kName, CustomerSort::kPlan,
+                            CustomerSort::kStatus, CustomerSort::kUsage}) {
+    for (bool descending : {false, true}) {
+      CustomerSummaryQuery q;
+      q.sort = sort;
+      q.descending = descending;
+      q.limit = 1000;
+      const std::string what =
+          std::string(to_string(sort)) + (descending ? " descending" : " ascending");
+      EXPECT_EQ(same_page(q, what).rfind("total 14\n", 0), 0u) << what;
+    }
+  }
+  CustomerSummaryQuery by_usage;
+  by_usage.sort = CustomerSort::kUsage;
+  by_usage.descending = true;
+  by_usage.limit = 1000;
+  const std::string all = same_page(by_usage, "by usage");
+  // q12 (pro, 12 of 20) first; q8 (pro, suspended) at 40 %, the organizations as joined.
+  EXPECT_EQ(all.rfind("total 14\nq12|Zeta 18|pro|active|", 0), 0u) << all;
+  EXPECT_NE(all.find("|60.00|api_calls per day\n"), std::string::npos) << all;
+  EXPECT_NE(all.find("\nq8|acme 17|pro|suspended|"), std::string::npos) << all;
+  EXPECT_NE(all.find("|40.00|api_calls per day\n"), std::string::npos) << all;
+  // Pages of 4 by usage, one past the end; searches in any case, by id or name.
+  by_usage.limit = 4;
+  for (std::uint32_t offset : {0u, 4u, 8u, 12u, 40u}) {
+    by_usage.offset = offset;
+    same_page(by_usage, "a page from " + std::to_string(offset));
+  }
+  for (const char* search : {"Q1", "zeta", "ACME 1", "k", "nobody"}) {
+    CustomerSummaryQuery q;
+    q.search = search;
+    q.sort = CustomerSort::kName;
+    same_page(q, std::string("searching ") + search);
+  }
+  CustomerSummaryQuery bad;
+  bad.limit = 0;
+  EXPECT_EQ(same_page(bad, "limit 0").rfind("error", 0), 0u);
+  bad.limit = 1001;
+  EXPECT_EQ(same_page(bad, "limit 1001").rfind("error", 0), 0u);
+
+  auto same_organizations = [&](std::uint32_t offset, std::uint32_t limit) {
+    SCOPED_TRACE("organizations from " + std::to_string(offset) + ", " + std::to_string(limit));
+    const std::string want = organizations_text(embedded_->organization_summaries(offset, limit));
+    EXPECT_EQ(organizations_text(cluster_->organization_summaries(offset, limit)), want);
+    return want;
+  };
+  const std::string orgs = same_organizations(0, 100);
+  EXPECT_EQ(orgs.rfind("total ", 0), 0u) << orgs;
+  EXPECT_NE(orgs.find("|api_calls per day| "), std::string::npos) << orgs;
+  EXPECT_NE(orgs.find(" api_calls/count/="), std::string::npos) << orgs;
+  same_organizations(0, 1);
+  same_organizations(1, 1);
+  same_organizations(2, 5);
+  EXPECT_EQ(same_organizations(0, 0).rfind("error", 0), 0u);
+  EXPECT_EQ(same_organizations(0, 101).rfind("error", 0), 0u);
+}
+
+// ---- ad-hoc limits ---------------------------------------------------------------------------
+
+// Every field of the answers of an ad-hoc request, one limit per line.
+std::string adhoc_text(const Result<std::vector<AdHocResult>>& r) {
+  if (!r) {
+    return "error: " + r.error().to_string();
+  }
+  std::string out;
+  for (const AdHocResult& x : *r) {
+    out += x.ns + "|" + x.identifier + "|" + (x.allowed ? "allowed" : "denied") + "|" +
+           std::to_string(x.limit) + "|" + std::to_string(x.used) + "|" +
+           std::to_string(x.remaining) + "|" + std::to_string(x.window_start_us) + "|" +
+           std::to_string(x.reset_us) + "\n";
+  }
+  return out;
+}
+
+// POST /v1/ratelimit's limits on two nodes answer as the embedded store does, request after
+// request (alternating nodes: the windows are shared), all or nothing, with its refusals; and
+// two nodes checking one limit at once never admit more than it, nor fewer.
+TEST_F(ClusterEngineTest, AdHocLimitsAreTheEmbeddedAnswersAndTwoNodesNeverAdmitMoreThanTheLimit) {
+  auto a = node();
+  auto b = node();
+  ASSERT_TRUE(a && b);
+  EngineOptions o;
+  o.config_toml = kMeters;
+  o.in_memory = true;
+  o.clock = &clock_;
+  auto opened = Engine::open(o);
+  ASSERT_TRUE(opened.has_value()) << opened.error().to_string();
+  std::unique_ptr<Engine> e = std::move(*opened);
+
+  auto lim = [](const std::string& id, std::int64_t n, std::int64_t cost = 1,
+                std::int64_t duration_ms = 60'000, const std::string& ns = "adhoc.sms") {
+    return AdHocLimit{ns, id, n, duration_ms, cost};
+  };
+  int step = 0;
+  auto same = [&](const std::vector<AdHocLimit>& ls, const std::string& what) {
+    SCOPED_TRACE(what);
+    Engine& n = step++ % 2 == 0 ? *a : *b;
+    const std::string want = adhoc_text(e->limit_adhoc(ls));
+    EXPECT_EQ(adhoc_text(n.limit_adhoc(ls)), want);
+    return want;
+  };
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_NE(same({lim("u1", 3)}, "u1 #" + std::to_string(i)).find("|allowed|"),
+              std::string::npos);
+  }
+  EXPECT_NE(same({lim("u1", 3)}, "u1 over").find("|denied|3|3|0|"), std::string::npos);
+  same({lim("u1", 3, 0)}, "a cost of 0 only asks");
+  same({lim("u1", 5)}, "a higher limit counts on the same window");
+  same({lim("u1", 3, 1, 3'600'000)}, "another window length");
+  same({lim("u1", 3, 1, 60'000, "adhoc.email")}, "another namespace");
+  same({lim("{u1}", 2, 2, 60'000, "~adhoc")}, "braces and a tilde");
+  same({lim("u2", 0, 0)}, "a limit of 0 asked");
+  same({lim("u2", 0)}, "a limit of 0");
+  // All or nothing: the denied one leaves every window as it was, the same window twice counts
+  // twice, and every answer says what its window holds after.
+  ASSERT_TRUE(same({lim("b", 2)}, "b once").find("|allowed|") != std::string::npos);
+  EXPECT_NE(same({lim("a", 5), lim("b", 2, 2), lim("a", 5, 3)}, "b denied").find("|denied|"),
+            std::string::npos);
+  same({lim("a", 5, 0)}, "a untouched");
+  same({lim("a", 5, 2), lim("a", 5, 3)}, "a twice");
+  same({lim("a", 5, 1), lim("c", 9, 4), lim("a", 5, 0)}, "a over, c given back");
+  same({lim("c", 9, 0)}, "c untouched");
+  // A new window.
+  clock_.advance_us(60'000'000);
+  same({lim("u1", 3, 3)}, "u1 in the next minute");
+  same({lim("a", 5, 5)}, "a in the next minute");
+  // The refusals, and nothing counted by them.
+  same({}, "no limits");
+  same(std::vector<AdHocLimit>(101, lim("many", 200)), "101 limits");
+  same({lim("bad\x01", 3)}, "a control character");
+  same({lim("d", 3), lim("d", 3, 1, 999)}, "a short window");
+  same({lim("d", 3), lim("d", -1)}, "a negative limit");
+  same({lim("d", 3, 1'000'000'000'000'001)}, "a cost above 1e15");
+  same({lim("d", 3, 0)}, "d untouched");
+  same({lim("big", 1'000'000'000'000'000, 999'999'999'999'999)}, "near 1e15");
+  same({lim("big", 1'000'000'000'000'000, 2)}, "past it");
+
+  // 8 threads on two nodes, 100 requests of one limit of 50: exactly 50 admitted.
+  std::atomic<int> allowed{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    Engine* n = t % 2 == 0 ? a.get() : b.get();
+    threads.emplace_back([&, n] {
+      for (int i = 0; i < 13; ++i) {
+        auto r = n->limit_adhoc({lim("race", 50)});
+        if (!r) {
+          ++failed;
+        } else if ((*r)[0].allowed) {
+          ++allowed;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(allowed.load(), 50);
+  auto left = b->limit_adhoc({lim("race", 50, 0)});
+  ASSERT_TRUE(left.has_value()) << left.error().to_string();
+  EXPECT_EQ((*left)[0].used, 50);
+}
+
 }  // namespace
 }  // namespace tally
