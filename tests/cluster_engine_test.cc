@@ -2766,5 +2766,138 @@ TEST_F(ClusterEngineTest, AdHocLimitsAreTheEmbeddedAnswersAndTwoNodesNeverAdmitM
   EXPECT_EQ((*left)[0].used, 50);
 }
 
+// ---- low-balance alerts -----------------------------------------------------------------------
+
+// Prices (0.3 credits per completion event), a low-balance amount of 5 credits and a webhook.
+std::string low_balance_config() {
+  return std::string(kPrices) +
+         "\n[alerts]\nbalance_below = 5\n\n[[webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\n"
+         "secret = \"s3cret-s3cret-s3cret\"\ntimeout = \"5s\"\n";
+}
+
+// The alerts of `customer` without their ids (each store numbers its own), oldest first.
+std::string alerts_text(Engine& e, const std::string& customer) {
+  e.flush();
+  AlertQuery q;
+  q.customer = customer;
+  auto page = e.alerts(q);
+  if (!page) {
+    return "error: " + page.error().to_string();
+  }
+  std::string out;
+  for (const Alert& a : page->alerts) {
+    out += std::string(to_string(a.kind)) + "|" + std::string(to_string(a.level)) + "|" +
+           a.customer + "|" + a.threshold_amount + "|" + a.balance + "|" + a.meter + "|" + a.limit +
+           "|" + a.used + "|" + a.limit_amount + "|" + std::to_string(a.threshold_percent) + "|" +
+           std::to_string(a.window_start_us) + "|" + std::to_string(a.window_end_us) + "|" +
+           std::to_string(a.created_at_us) + "|" + std::string(to_string(a.status)) + "|" +
+           std::to_string(a.deliveries.size()) + "|" +
+           (a.deliveries.empty() ? "" : a.deliveries[0].url) + "\n";
+  }
+  return out;
+}
+
+// A wallet crossing its low-balance amount raises one alert per drop, by burns (of events written
+// on either node) and by an admin's transactions, as on the embedded store: the same alerts,
+// fields and deliveries; two nodes burning across it at once raise it once.
+TEST_F(ClusterEngineTest, LowBalanceAlertsFireOncePerDropAcrossNodesAsOnTheEmbeddedStore) {
+  migrate();
+  const std::string extra = low_balance_config();
+  auto a = open(config(extra));
+  auto b = open(config(extra));
+  ASSERT_TRUE(a.has_value()) << a.error().to_string();
+  ASSERT_TRUE(b.has_value()) << b.error().to_string();
+  EngineOptions eo;
+  eo.config_toml = std::string(kMeters) + extra;
+  eo.in_memory = true;
+  eo.clock = &clock_;
+  auto embedded = Engine::open(eo);
+  ASSERT_TRUE(embedded.has_value()) << embedded.error().to_string();
+  Engine& e = **embedded;
+  for (Engine* s : {&e, a->get()}) {
+    for (const char* id : {"lb", "race"}) {
+      Customer c;
+      c.id = id;
+      c.email = std::string("ops@") + id + ".test";
+      ASSERT_TRUE(s->create_customer(c).has_value());
+    }
+  }
+  // Each step on the embedded store and on one node (alternating), then the alerts compared.
+  int step = 0;
+  auto both = [&](const auto& act, const std::string& what) {
+    SCOPED_TRACE(what);
+    Engine& n = step++ % 2 == 0 ? **a : **b;
+    act(e);
+    act(n);
+    const std::string want = alerts_text(e, "lb");
+    EXPECT_EQ(alerts_text(**a, "lb"), want);
+    EXPECT_EQ(alerts_text(**b, "lb"), want);
+    return want;
+  };
+  auto top_up = [](const std::string& amount) {
+    return [amount](Engine& s) {
+      auto t = s.wallet_transaction("lb", wallet_request(LedgerType::kTopUp, amount));
+      ASSERT_TRUE(t.has_value()) << t.error().to_string();
+    };
+  };
+  auto burn = [](int from, int n) {
+    return [from, n](Engine& s) {
+      auto r = s.ingest_json(events("lb", from, n, "completion"));
+      ASSERT_TRUE(r.has_value()) << r.error().to_string();
+      ASSERT_EQ(r->accepted, static_cast<std::uint32_t>(n));
+    };
+  };
+  EXPECT_EQ(both(top_up("10"), "10 credits"), "");
+  EXPECT_EQ(both(burn(0, 10), "7 left"), "");
+  const std::string first = both(burn(10, 10), "4 left: below 5");
+  EXPECT_EQ(first,
+            "low_balance|warning|lb|5|4|||||0|0|0|" + std::to_string(kNow) +
+                "|pending|1|http://127.0.0.1:9/hook\n");
+  EXPECT_EQ(both(burn(20, 5), "2.5 left: still below"), first);
+  EXPECT_EQ(both(top_up("10"), "12.5: at or above again"), first);
+  const std::string second = both(burn(25, 30), "3.5 left: below again");
+  EXPECT_EQ(second.size(), 2 * first.size()) << second;
+  const std::string third = both(
+      [](Engine& s) {
+        auto t = s.wallet_transaction("lb", wallet_request(LedgerType::kAdjustment, "-3.5"));
+        ASSERT_TRUE(t.has_value()) << t.error().to_string();
+      },
+      "0 by an adjustment: still below");
+  EXPECT_EQ(third, second);
+  both(top_up("5"), "5: at the amount, re-armed");
+  const std::string fourth = both(
+      [](Engine& s) {
+        auto t = s.wallet_transaction("lb", wallet_request(LedgerType::kAdjustment, "-5"));
+        ASSERT_TRUE(t.has_value()) << t.error().to_string();
+      },
+      "0 by an adjustment: below again");
+  EXPECT_NE(fourth.find("low_balance|exceeded|lb|5|0|"), std::string::npos) << fourth;
+
+  // Two nodes burning across the amount at once: 10 credits, 30 events of 0.3 from each node's
+  // two threads (the same ids on both: each burns once) leave 1; one alert.
+  ASSERT_TRUE(
+      (*a)->wallet_transaction("race", wallet_request(LedgerType::kTopUp, "10")).has_value());
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    Engine* n = t % 2 == 0 ? a->get() : b->get();
+    threads.emplace_back([n, t] {
+      for (int i = 0; i < 15; ++i) {
+        const int from = (t / 2) * 15 + i;
+        auto r = n->ingest_json(events("race", from, 1, "completion"));
+        ASSERT_TRUE(r.has_value()) << r.error().to_string();
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(wallet_text((*b)->wallet("race")).rfind("1 avail 1 ", 0), 0u)
+      << wallet_text((*b)->wallet("race"));
+  const std::string raced = alerts_text(**a, "race");
+  EXPECT_EQ(alerts_text(**b, "race"), raced);
+  EXPECT_EQ(std::count(raced.begin(), raced.end(), '\n'), 1) << raced;
+  EXPECT_EQ(raced.rfind("low_balance|warning|race|5|", 0), 0u) << raced;
+}
+
 }  // namespace
 }  // namespace tally
