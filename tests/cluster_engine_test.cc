@@ -2501,7 +2501,6 @@ TEST_F(ClusterQueryTest, TheUsageReportIsTheEmbeddedAnswer) {
             usage_report_text(embedded_->usage_report("nobody", "")));
 }
 
-
 // ---- the customer and organization summaries -----------------------------------------------
 
 // A second plan for the summaries: a lower daily limit, so percents differ by plan.
@@ -2850,9 +2849,8 @@ TEST_F(ClusterEngineTest, LowBalanceAlertsFireOncePerDropAcrossNodesAsOnTheEmbed
   EXPECT_EQ(both(top_up("10"), "10 credits"), "");
   EXPECT_EQ(both(burn(0, 10), "7 left"), "");
   const std::string first = both(burn(10, 10), "4 left: below 5");
-  EXPECT_EQ(first,
-            "low_balance|warning|lb|5|4|||||0|0|0|" + std::to_string(kNow) +
-                "|pending|1|http://127.0.0.1:9/hook\n");
+  EXPECT_EQ(first, "low_balance|warning|lb|5|4|||||0|0|0|" + std::to_string(kNow) +
+                       "|pending|1|http://127.0.0.1:9/hook\n");
   EXPECT_EQ(both(burn(20, 5), "2.5 left: still below"), first);
   EXPECT_EQ(both(top_up("10"), "12.5: at or above again"), first);
   const std::string second = both(burn(25, 30), "3.5 left: below again");

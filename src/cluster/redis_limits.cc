@@ -343,8 +343,8 @@ namespace {
 // `text` as the whole of a hash tag: as it is, or '~' and its bytes in hex when it holds a
 // brace or starts with '~' (see the header's file comment).
 void append_tag(std::string& out, std::string_view text) {
-  const bool plain = text.find_first_of("{}") == std::string_view::npos &&
-                     (text.empty() || text.front() != '~');
+  const bool plain =
+      text.find_first_of("{}") == std::string_view::npos && (text.empty() || text.front() != '~');
   if (plain) {
     out += text;
     return;

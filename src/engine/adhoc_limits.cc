@@ -112,9 +112,9 @@ Result<std::vector<AdHocResult>> cluster_adhoc(engine::ClusterMode& cluster,
       failure = counted.error();
       break;
     }
-    const core::WindowDecision w = core::window_decide(
-        core::WindowCount{placed.window_start_us, counted->used_before}, l.limit, duration_us,
-        l.cost, now);
+    const core::WindowDecision w =
+        core::window_decide(core::WindowCount{placed.window_start_us, counted->used_before},
+                            l.limit, duration_us, l.cost, now);
     TALLY_BUG(w.allowed == counted->fits, "core and tally_adhoc agree on an ad-hoc limit");
     out[i] = result_of(l, w);
     out[i].allowed = counted->fits;

@@ -15,17 +15,15 @@ constexpr std::int64_t kAdHocExpiryMarginMs = 60'000;
 }  // namespace
 
 Result<ClusterMode::AdHocCount> ClusterMode::adhoc_window(const AdHocLimit& l,
-                                                          TimeUs window_start_us,
-                                                          TimeUs reset_us) {
+                                                          TimeUs window_start_us, TimeUs reset_us) {
   Impl& d = *impl_;
   auto slot = d.lease_redis();
   if (!slot) {
     return slot.error();
   }
   const std::string key = cluster::adhoc_key(l.ns, l.identifier, l.duration_ms, window_start_us);
-  auto decided = (*slot)->limits->adhoc(key, l.limit, l.cost,
-                                        (reset_us + 999) / 1000 + kAdHocExpiryMarginMs,
-                                        d.clock->now_us());
+  auto decided = (*slot)->limits->adhoc(
+      key, l.limit, l.cost, (reset_us + 999) / 1000 + kAdHocExpiryMarginMs, d.clock->now_us());
   d.return_redis(std::move(*slot));
   if (!decided) {
     return decided.error();

@@ -186,7 +186,8 @@ void ClusterMode::Impl::evaluate_balance(const std::string& customer,
   }
   std::string key = "low_balance:" + std::to_string((*mark)->drops);
   std::string tried = customer + '\x1f' + key;
-  if (alerts_tried.count(tried) != 0 || std::find(keys->begin(), keys->end(), tried) != keys->end()) {
+  if (alerts_tried.count(tried) != 0 ||
+      std::find(keys->begin(), keys->end(), tried) != keys->end()) {
     return;
   }
   keys->push_back(std::move(tried));

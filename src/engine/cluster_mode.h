@@ -125,6 +125,7 @@ class ClusterMode {
     bool fits = false;
     std::int64_t used_before = 0;
   };
+
   // `l`'s cost on its window starting at `window_start_us` (ending at `reset_us`), a counter in
   // Redis that every node shares, decided as core::window_decide and added when it fits, in one
   // FCALL. Errors: Redis's (kUnavailable; cluster::may_have_run: the cost may have been added).

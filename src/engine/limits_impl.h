@@ -209,6 +209,8 @@ Result<std::vector<Customer>> every_customer(const Engine::Impl& d, const Engine
 // Whether a summary goes on without a customer's read that failed with `s`: a customer removed
 // meanwhile (kNotFound) is shown without usage; any other failure (a shard or Redis down, a
 // limit the scale-out mode cannot report) is the summary's answer.
-inline bool removed_meanwhile(const Status& s) { return s.code() == StatusCode::kNotFound; }
+inline bool removed_meanwhile(const Status& s) {
+  return s.code() == StatusCode::kNotFound;
+}
 
 }  // namespace tally::engine

@@ -230,10 +230,14 @@ ALTER TABLE wallets ADD COLUMN low_drops bigint NOT NULL DEFAULT 0;
 )sql";
 
 constexpr Migration kMigrations[] = {
-    {1, "the initial cluster schema", kInitialSchema}, {2, "customers' trial start", kTrialStart},
-    {3, "alert and delivery details", kAlertDetails},  {4, "open reservations", kReservations},
-    {5, "wallets' grants and debt", kWalletState},     {6, "limit overrides", kLimitOverrides},
-    {7, "tiered prices' period units", kPriceUsage},   {8, "listing events", kEventListing},
+    {1, "the initial cluster schema", kInitialSchema},
+    {2, "customers' trial start", kTrialStart},
+    {3, "alert and delivery details", kAlertDetails},
+    {4, "open reservations", kReservations},
+    {5, "wallets' grants and debt", kWalletState},
+    {6, "limit overrides", kLimitOverrides},
+    {7, "tiered prices' period units", kPriceUsage},
+    {8, "listing events", kEventListing},
     {9, "low-balance marks", kBalanceLow},
 };
 
