@@ -2828,6 +2828,8 @@ TEST_F(ClusterEngineTest, LowBalanceAlertsFireOncePerDropAcrossNodesAsOnTheEmbed
     Engine& n = step++ % 2 == 0 ? **a : **b;
     act(e);
     act(n);
+    (*a)->flush();  // each node evaluates the changes it made
+    (*b)->flush();
     const std::string want = alerts_text(e, "lb");
     EXPECT_EQ(alerts_text(**a, "lb"), want);
     EXPECT_EQ(alerts_text(**b, "lb"), want);
@@ -2889,6 +2891,8 @@ TEST_F(ClusterEngineTest, LowBalanceAlertsFireOncePerDropAcrossNodesAsOnTheEmbed
   for (auto& t : threads) {
     t.join();
   }
+  (*a)->flush();
+  (*b)->flush();
   EXPECT_EQ(wallet_text((*b)->wallet("race")).rfind("1 avail 1 ", 0), 0u)
       << wallet_text((*b)->wallet("race"));
   const std::string raced = alerts_text(**a, "race");
