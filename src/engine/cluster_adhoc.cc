@@ -12,6 +12,15 @@ namespace {
 // How long a window's counter outlives the window's end, for clocks that lag.
 constexpr std::int64_t kAdHocExpiryMarginMs = 60'000;
 
+// When the counter of a window ending at `reset_us` (by the engine's clock, which places the
+// windows; `now_us` now) expires in Redis, whose expiries run on the real clock: as far from the
+// real now as the window's end is from the engine's now, plus the margin, so a clock that differs
+// from the real one (a test's) keeps the window for its whole length.
+std::int64_t expiry_unix_ms(TimeUs reset_us, TimeUs now_us) {
+  const TimeUs left_us = reset_us > now_us ? reset_us - now_us : 0;
+  return (system_clock().now_us() + left_us + 999) / 1000 + kAdHocExpiryMarginMs;
+}
+
 }  // namespace
 
 Result<ClusterMode::AdHocCount> ClusterMode::adhoc_window(const AdHocLimit& l,
@@ -22,8 +31,9 @@ Result<ClusterMode::AdHocCount> ClusterMode::adhoc_window(const AdHocLimit& l,
     return slot.error();
   }
   const std::string key = cluster::adhoc_key(l.ns, l.identifier, l.duration_ms, window_start_us);
-  auto decided = (*slot)->limits->adhoc(
-      key, l.limit, l.cost, (reset_us + 999) / 1000 + kAdHocExpiryMarginMs, d.clock->now_us());
+  const TimeUs now_us = d.clock->now_us();
+  auto decided =
+      (*slot)->limits->adhoc(key, l.limit, l.cost, expiry_unix_ms(reset_us, now_us), now_us);
   d.return_redis(std::move(*slot));
   if (!decided) {
     return decided.error();
