@@ -49,12 +49,6 @@ std::pair<std::int64_t, Alert> alert_of(const std::vector<pg::Value>& row) {
   a.limit = text(row[11]);
   a.percent = text(row[12]);
   a.window_end_us = pg::int_or_zero(row[13]);
-  if (a.kind == AlertKind::kLowBalance) {
-    a.balance = std::move(a.used);
-    a.threshold_amount = std::move(a.limit_amount);
-    a.used.clear();
-    a.limit_amount.clear();
-  }
   return {id, std::move(a)};
 }
 
@@ -135,20 +129,17 @@ Result<std::vector<Alert>> insert_alerts(pg::Connection& conn, const std::vector
   }
   for (const NewAlert& n : alerts) {
     const Alert& a = n.alert;
-    // A low-balance alert keeps its balance as the usage and its amount as the limit's.
-    const bool low = a.kind == AlertKind::kLowBalance;
-    const std::string& amount = low ? a.threshold_amount : a.limit_amount;
     auto inserted = conn.exec(
         "INSERT INTO alerts (customer_id, kind, level, meter, limit_key, period, window_start, "
         "threshold, usage, limit_amount, created_at, limit_text, percent, window_end) "
-        "VALUES ($1, $2, $3, $4, $14, $5, " TALLY_TS(6) ", $7, $8, $9, " TALLY_TS(
+        "VALUES ($1, $2, $3, $4, $4, $5, " TALLY_TS(6) ", $7, $8, $9, " TALLY_TS(
             10) ", $11, $12, " TALLY_TS(13) ") "
                     "ON CONFLICT ON CONSTRAINT alerts_once DO NOTHING RETURNING id",
         {a.customer, std::string(to_string(a.kind)), std::string(to_string(a.level)), a.meter,
-         low ? std::string() : std::string(to_string(a.period)), micros(a.window_start_us),
-         std::to_string(a.threshold_percent), low ? a.balance : a.used,
-         amount.empty() ? pg::Value() : pg::Value(amount), micros(now_us), a.limit, a.percent,
-         micros_or_null(a.window_end_us), n.key.empty() ? a.meter : n.key});
+         std::string(to_string(a.period)), micros(a.window_start_us),
+         std::to_string(a.threshold_percent), a.used,
+         a.limit_amount.empty() ? pg::Value() : pg::Value(a.limit_amount), micros(now_us), a.limit,
+         a.percent, micros_or_null(a.window_end_us)});
     if (!inserted) {
       return inserted.error();
     }

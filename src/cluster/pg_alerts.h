@@ -36,15 +36,11 @@ namespace tally::cluster {
 std::string alert_id_of(std::int64_t row);
 std::optional<std::int64_t> alert_row_of(std::string_view id);
 
-// An alert to insert (id and deliveries ignored) and where it is delivered: (index in
-// [[webhooks]] or [[notifications]], url). A "limit" alert is once per customer, meter, period,
-// window and threshold; a "low_balance" one (no meter, period, window or threshold; its balance
-// and amount are stored as the usage and the limit amount) once per customer and `key`, which
-// names its drop ("low_balance:<n>").
+// An alert to insert (kind "limit"; id and deliveries ignored) and where it is delivered:
+// (index in [[webhooks]] or [[notifications]], url).
 struct NewAlert {
   Alert alert;
   std::vector<std::pair<std::uint32_t, std::string>> destinations;
-  std::string key;  // the alert's limit_key in alerts_once; "" = its meter
 };
 
 // Inserts each alert that no node inserted before (alerts_once), created at `now_us`, with one

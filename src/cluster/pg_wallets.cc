@@ -239,43 +239,4 @@ Result<std::vector<LedgerRow>> read_ledger(pg::Connection& conn, const std::stri
   return out;
 }
 
-Result<std::optional<BalanceMark>> mark_balance_low(pg::Connection& conn,
-                                                    const std::string& customer,
-                                                    core::Decimal below) {
-  const std::string amount = core::format_decimal(below);
-  // The row is locked by the UPDATE; one racing it waits, then finds the mark already turned
-  // (PostgreSQL evaluates the condition again on the row it waited for) and changes nothing.
-  auto turned = conn.exec(
-      "UPDATE wallets SET balance_low = NOT balance_low, "
-      "low_drops = low_drops + CASE WHEN balance_low THEN 0 ELSE 1 END "
-      "WHERE customer_id = $1 AND state IS NOT NULL AND balance_low <> (balance < $2::numeric) "
-      "RETURNING balance_low, low_drops, balance::text",
-      {customer, amount});
-  if (!turned) {
-    return turned.error();
-  }
-  const bool changed = !turned->rows.empty();
-  pg::QueryResult read;
-  if (!changed) {
-    auto r = conn.exec(
-        "SELECT balance_low, low_drops, balance::text FROM wallets "
-        "WHERE customer_id = $1 AND state IS NOT NULL",
-        {customer});
-    if (!r) {
-      return r.error();
-    }
-    read = std::move(*r);
-  }
-  const auto& rows = changed ? turned->rows : read.rows;
-  if (rows.empty()) {
-    return std::optional<BalanceMark>();
-  }
-  BalanceMark m;
-  m.changed = changed;
-  m.low = rows[0][0].value_or("") == "t";
-  m.drops = pg::int_or_zero(rows[0][1]);
-  m.balance = decimal_of(rows[0][2]);
-  return std::optional<BalanceMark>(m);
-}
-
 }  // namespace tally::cluster

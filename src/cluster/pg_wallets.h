@@ -81,24 +81,6 @@ Status insert_ledger(pg::Connection& conn, const std::vector<LedgerRow>& rows);
 // Writes the wallets' new balance, last seq and state (their rows exist: lock_wallets).
 Status store_wallets(pg::Connection& conn, const std::vector<WalletWrite>& wallets);
 
-// A wallet's low-balance mark (schema version 9): whether its balance is below its alert amount,
-// as last marked, and how many times it has gone below (each drop's alert is named by it).
-struct BalanceMark {
-  bool changed = false;  // this call turned the mark
-  bool low = false;
-  std::int64_t drops = 0;
-  core::Decimal balance;  // the balance the mark was taken at
-};
-
-// Turns the low-balance mark of `customer`'s wallet to (balance < below) when it is not that, in
-// one UPDATE of its row (a wallet changing meanwhile is waited for): two nodes marking at once
-// turn it once, and a mark turned on counts one more drop. Returns the mark after, changed or
-// not; nullopt when the customer has no wallet with a transaction. REQUIRES: no transaction open
-// on `conn` holds the row (the UPDATE commits on its own).
-Result<std::optional<BalanceMark>> mark_balance_low(pg::Connection& conn,
-                                                    const std::string& customer,
-                                                    core::Decimal below);
-
 // Up to `limit` transactions of `customer` with seq > after_seq, oldest first, of `type` when
 // given, created in [from_us, to_us) (to_us 0 = no bound).
 Result<std::vector<LedgerRow>> read_ledger(pg::Connection& conn, const std::string& customer,

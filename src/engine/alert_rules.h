@@ -32,20 +32,6 @@ AlertThresholds alert_thresholds_of(const config::Config& config, const core::Pl
 // Whether any alert can fire: thresholds or a balance amount, in [alerts] or in a plan.
 bool alerts_configured(const config::Config& config);
 
-// The amount below which the wallet of a customer of `plan` (null: none) raises a low-balance
-// alert, the plan's own (alert_balance_below), else [alerts]'s (balance_below), into *below;
-// false when neither sets one.
-bool balance_below_of(const config::Config& config, const core::Plan* plan, core::Decimal* below);
-
-// Whether any wallet can raise a low-balance alert: a balance amount in [alerts] or in a plan.
-bool balance_alerts_configured(const config::Config& config);
-
-// The low-balance alert of `customer`'s wallet, whose balance `balance` fell below `below`: every
-// field but its id and creation time ("exceeded" at 0 or less, else "warning"). Which drop it
-// belongs to, and whether it fired, is the caller's to know.
-Alert low_balance_alert(const std::string& customer, const core::Decimal& below,
-                        const core::Decimal& balance);
-
 // The limit alerts of one calendar limit (`rule`, its text "api_calls per day", its window
 // `span`) whose usage is `used`: one per threshold reached, lowest first, with every field of
 // the alert but its id and creation time. Which of them fired before is the caller's to know.

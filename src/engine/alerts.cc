@@ -101,38 +101,6 @@ engine::AlertThresholds engine::alert_thresholds_of(const config::Config& config
           own ? &plan->alert_levels : &config.alerts.levels};
 }
 
-bool engine::balance_below_of(const config::Config& config, const core::Plan* plan,
-                              core::Decimal* below) {
-  if (plan != nullptr && plan->has_alert_balance_below) {
-    *below = plan->alert_balance_below;
-    return true;
-  }
-  if (config.alerts.has_balance_below) {
-    *below = config.alerts.balance_below;
-    return true;
-  }
-  return false;
-}
-
-bool engine::balance_alerts_configured(const config::Config& config) {
-  bool enabled = config.alerts.has_balance_below;
-  for (const auto& p : config.plans) {
-    enabled = enabled || p.has_alert_balance_below;
-  }
-  return enabled;
-}
-
-Alert engine::low_balance_alert(const std::string& customer, const core::Decimal& below,
-                                const core::Decimal& balance) {
-  Alert a;
-  a.customer = customer;
-  a.kind = AlertKind::kLowBalance;
-  a.level = balance.units <= 0 ? AlertLevel::kExceeded : AlertLevel::kWarning;
-  a.threshold_amount = core::format_decimal(below);
-  a.balance = core::format_decimal(balance);
-  return a;
-}
-
 bool engine::alerts_configured(const config::Config& config) {
   bool enabled = !config.alerts.thresholds.empty() || config.alerts.has_balance_below;
   for (const auto& p : config.plans) {
@@ -383,11 +351,12 @@ void collect_balance_alerts(const Engine::Impl& d, FreshAlerts* fresh) {
     if (cit == d.customers.end() || wit == d.wallets.end()) {
       continue;
     }
-    core::Decimal below;
-    if (!engine::balance_below_of(d.config, engine::plan_of(d.config, cit->second.record),
-                                  &below)) {
+    const core::Plan* plan = engine::plan_of(d.config, cit->second.record);
+    const bool own = plan != nullptr && plan->has_alert_balance_below;
+    if (!own && !d.config.alerts.has_balance_below) {
       continue;
     }
+    const core::Decimal below = own ? plan->alert_balance_below : d.config.alerts.balance_below;
     const core::Decimal balance = wit->second.balance;
     const bool low = balance < below;
     const bool was_low = d.balance_low.count(cnum) != 0;
@@ -396,8 +365,13 @@ void collect_balance_alerts(const Engine::Impl& d, FreshAlerts* fresh) {
     }
     fresh->balance_changes.emplace_back(cnum, low);
     if (low) {
-      fresh->add(engine::low_balance_alert(cit->second.record.id, below, balance),
-                 cit->second.record.email);
+      Alert a;
+      a.customer = cit->second.record.id;
+      a.kind = AlertKind::kLowBalance;
+      a.level = balance.units <= 0 ? AlertLevel::kExceeded : AlertLevel::kWarning;
+      a.threshold_amount = core::format_decimal(below);
+      a.balance = core::format_decimal(balance);
+      fresh->add(std::move(a), cit->second.record.email);
     }
   }
 }

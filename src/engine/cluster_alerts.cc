@@ -12,21 +12,10 @@
 // node also remembers which thresholds it sent, so it asks PostgreSQL once per threshold and
 // window. An insert that fails is logged and tried again at the next change.
 //
-// Low balances: a change of a wallet (an admin's transactions, the burns of a write) queues its
-// customer; the alert thread turns the wallet's low-balance mark (wallets.balance_low, on the
-// customer's shard) to whether the balance is below the customer's amount now, in one UPDATE of
-// its row, so that one node turns it once per crossing (the UPDATE waits for a change in flight,
-// then sees its balance). A mark turned on counts a drop (wallets.low_drops), and the drop's alert
-// is inserted on shard 0 once across every node (alerts_once, keyed "low_balance:<drop>"); while
-// the mark is on, every evaluation on a node that has not tried that drop's alert inserts it
-// (nothing, when it is there), so one lost with a node that died after turning the mark fires at
-// the wallet's next change. A balance back at or above the amount turns the mark off, and the
-// next drop fires again, as on the embedded store.
-//
 // Bounds: an alert follows its usage change by the queue's delay (milliseconds); one that a
 // full queue dropped, or whose insert failed, fires at the next change of the same usage in the
-// same window, and not at all if none comes. A wallet that drops and recovers between two
-// evaluations (milliseconds) raises nothing, as one commit of the embedded store would not.
+// same window, and not at all if none comes. Low-balance alerts are not evaluated (wallets are
+// not built in the mode).
 //
 // Sending: the webhook sender of every node (src/webhook) calls due_deliveries, which claims
 // due deliveries for this node for delivery_lease_us (the longest attempt's timeout plus
@@ -50,7 +39,6 @@ void ClusterMode::Impl::start_alerts() {
     timeout_s = std::max(timeout_s, n.timeout_seconds);
   }
   delivery_lease_us = timeout_s * core::kUsPerSecond + kDeliveryLeaseMarginUs;
-  balance_alerts_on = balance_alerts_configured(*config);
   if (alerts_on) {
     alert_thread = std::thread([this] { alert_loop(); });
   }
@@ -75,9 +63,7 @@ void ClusterMode::Impl::wait_alerts_idle() {
 
 void ClusterMode::Impl::queue_alerts(AlertWork work) {
   if (!alerts_on ||
-      (work.wallet
-           ? !balance_alerts_on
-           : alert_thresholds_of(*config, plan_of(*config, work.customer)).thresholds->empty())) {
+      alert_thresholds_of(*config, plan_of(*config, work.customer)).thresholds->empty()) {
     return;  // nothing can fire for this customer: the queue stays for those who can
   }
   {
@@ -92,13 +78,6 @@ void ClusterMode::Impl::queue_alerts(AlertWork work) {
     alert_queue.push_back(std::move(work));
   }
   alert_cv.notify_one();
-}
-
-void ClusterMode::Impl::queue_wallet_alert(const std::string& customer) {
-  AlertWork w;
-  w.customer.id = customer;
-  w.wallet = true;
-  queue_alerts(std::move(w));
 }
 
 void ClusterMode::Impl::alert_loop() {
@@ -156,57 +135,10 @@ Status ClusterMode::Impl::read_used(AlertWork& w) {
   return Status();
 }
 
-void ClusterMode::Impl::evaluate_balance(const std::string& customer,
-                                         std::vector<cluster::NewAlert>* fresh,
-                                         std::vector<std::string>* keys) {
-  auto c = find_check_customer(customer);
-  if (!c) {
-    spdlog::error("cluster: the low balance of customer '{}' not evaluated: {}", customer,
-                  c.error().to_string());
-    return;
-  }
-  core::Decimal below;
-  if (!balance_below_of(*config, plan_of(*config, *c), &below)) {
-    return;
-  }
-  auto lease = shard_of(customer).lease();
-  if (!lease) {
-    spdlog::error("cluster: the low balance of customer '{}' not evaluated: {}", customer,
-                  lease.error().to_string());
-    return;
-  }
-  auto mark = cluster::mark_balance_low(**lease, customer, below);
-  if (!mark) {
-    spdlog::error("cluster: the low balance of customer '{}' not evaluated: {}", customer,
-                  mark.error().to_string());
-    return;
-  }
-  if (!mark->has_value() || !(*mark)->low) {
-    return;  // no wallet yet, or not below its amount
-  }
-  std::string key = "low_balance:" + std::to_string((*mark)->drops);
-  std::string tried = customer + '\x1f' + key;
-  if (alerts_tried.count(tried) != 0 ||
-      std::find(keys->begin(), keys->end(), tried) != keys->end()) {
-    return;
-  }
-  keys->push_back(std::move(tried));
-  Alert a = low_balance_alert(customer, below, (*mark)->balance);
-  auto destinations = alert_destinations(*config, a, c->email);
-  fresh->push_back(cluster::NewAlert{std::move(a), std::move(destinations), std::move(key)});
-}
-
 void ClusterMode::Impl::evaluate_alerts(std::vector<AlertWork> batch) {
   std::vector<cluster::NewAlert> fresh;
   std::vector<std::string> keys;
-  std::vector<std::string> wallets;  // each evaluated once, after the limits
   for (AlertWork& w : batch) {
-    if (w.wallet) {
-      if (std::find(wallets.begin(), wallets.end(), w.customer.id) == wallets.end()) {
-        wallets.push_back(w.customer.id);
-      }
-      continue;
-    }
     const AlertThresholds t = alert_thresholds_of(*config, plan_of(*config, w.customer));
     if (t.thresholds->empty()) {
       continue;
@@ -241,9 +173,6 @@ void ClusterMode::Impl::evaluate_alerts(std::vector<AlertWork> batch) {
         fresh.push_back(cluster::NewAlert{std::move(a), std::move(destinations)});
       }
     }
-  }
-  for (const std::string& customer : wallets) {
-    evaluate_balance(customer, &fresh, &keys);
   }
   if (fresh.empty()) {
     return;

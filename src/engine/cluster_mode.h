@@ -27,8 +27,7 @@
 //  - ad-hoc limits (POST /v1/ratelimit): a fixed window's counter per namespace, identifier and
 //    duration in Redis, decided and added by one function call (cluster_adhoc.cc);
 //  - alerts: the thresholds of a customer's calendar limits, evaluated off the request path
-//    after checks and ingest change usage, and a wallet's low balance after it changes (its mark
-//    turned once per crossing in its row), inserted once across every node by PostgreSQL's
+//    after checks and ingest change usage, inserted once across every node by PostgreSQL's
 //    unique constraint with their deliveries (shard 0); every node's webhook sender claims due
 //    deliveries from that shared outbox for a lease (cluster_alerts.cc, cluster/pg_alerts.h).
 //

@@ -122,15 +122,13 @@ inline constexpr TimeUs kDeliveryLeaseMarginUs = 30 * core::kUsPerSecond;
 
 // Usage of one customer's meter that changed at `at_us`: its calendar limits' thresholds to
 // evaluate. `used` (one per rule) when the caller knows it (a check's consumption), else empty:
-// read from the Redis counters. With `wallet`, the customer's wallet changed instead (only
-// customer.id is set): its low-balance mark to evaluate.
+// read from the Redis counters.
 struct AlertWork {
   Customer customer;
   std::string meter;
   std::vector<core::LimitRule> rules;
   std::vector<core::Decimal> used;
   TimeUs at_us = 0;
-  bool wallet = false;
 };
 
 // A check validated (cluster_check.cc): its customer, meter, amount, plan and the limits that
@@ -223,7 +221,6 @@ struct ClusterMode::Impl {
   // thresholds this node has inserted or found inserted (so each is sent to PostgreSQL once
   // per node), and the deliveries this node added (wait_for_deliveries).
   bool alerts_on = false;
-  bool balance_alerts_on = false;  // a balance amount is configured: wallets are evaluated
   TimeUs delivery_lease_us = 0;
   std::mutex alert_mutex;
   std::condition_variable alert_cv;       // work queued, or stopping
@@ -355,14 +352,6 @@ struct ClusterMode::Impl {
   void stop_alerts();
   void wait_alerts_idle();
   void queue_alerts(AlertWork work);
-  // The wallet of `customer` changed (in a transaction that holds its row until it ends): its
-  // low-balance mark is evaluated by the alert thread once that transaction has ended.
-  void queue_wallet_alert(const std::string& customer);
-  // The low-balance mark of `customer`'s wallet turned to what its balance is now, once across
-  // every node (cluster::mark_balance_low); while it is low, the alert of its current drop into
-  // *fresh, unless this node tried it before (`keys`: those of this evaluation).
-  void evaluate_balance(const std::string& customer, std::vector<cluster::NewAlert>* fresh,
-                        std::vector<std::string>* keys);
   void alert_loop();
   void evaluate_alerts(std::vector<AlertWork> batch);
   Status read_used(AlertWork& w);

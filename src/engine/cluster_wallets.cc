@@ -164,12 +164,7 @@ Status ClusterMode::Impl::burn_credits(pg::Connection& conn, const core::EventBa
       changes.txns.emplace_back(customer, std::move(t));
     }
   }
-  TALLY_TRY(write_changes(conn, changes));
-  // Their low balances, evaluated once the write's transaction, which holds the rows, has ended.
-  for (const std::string& customer : customers) {
-    queue_wallet_alert(customer);
-  }
-  return Status();
+  return write_changes(conn, changes);
 }
 
 Status ClusterMode::Impl::verify_wallets(pg::Connection& conn, const std::string& shard,
@@ -255,7 +250,6 @@ Result<std::vector<LedgerTransaction>> ClusterMode::wallet_transactions_atomic(
   }
   TALLY_TRY(write_changes(**lease, changes));
   TALLY_TRY(txn->commit());
-  impl_->queue_wallet_alert(customer);
   std::vector<LedgerTransaction> result;
   for (const auto& [id, record] : changes.txns) {
     LedgerTransaction t = to_transaction(record);

@@ -222,23 +222,11 @@ CREATE INDEX events_customer_seq ON events (customer_id, seq);
 CREATE INDEX customers_created ON customers (created_at, id);
 )sql";
 
-// Version 9: a wallet's low-balance mark (engine/cluster_alerts.cc): set while its balance is below
-// its alert amount, and how many times it has gone below, which names each drop's alert.
-constexpr std::string_view kBalanceLow = R"sql(
-ALTER TABLE wallets ADD COLUMN balance_low boolean NOT NULL DEFAULT false;
-ALTER TABLE wallets ADD COLUMN low_drops bigint NOT NULL DEFAULT 0;
-)sql";
-
 constexpr Migration kMigrations[] = {
-    {1, "the initial cluster schema", kInitialSchema},
-    {2, "customers' trial start", kTrialStart},
-    {3, "alert and delivery details", kAlertDetails},
-    {4, "open reservations", kReservations},
-    {5, "wallets' grants and debt", kWalletState},
-    {6, "limit overrides", kLimitOverrides},
-    {7, "tiered prices' period units", kPriceUsage},
-    {8, "listing events", kEventListing},
-    {9, "low-balance marks", kBalanceLow},
+    {1, "the initial cluster schema", kInitialSchema}, {2, "customers' trial start", kTrialStart},
+    {3, "alert and delivery details", kAlertDetails},  {4, "open reservations", kReservations},
+    {5, "wallets' grants and debt", kWalletState},     {6, "limit overrides", kLimitOverrides},
+    {7, "tiered prices' period units", kPriceUsage},   {8, "listing events", kEventListing},
 };
 
 constexpr std::string_view kCreateVersionTable =
