@@ -87,5 +87,20 @@ TEST(LimitKeysTest, EveryKeyOfACustomerHashesByTheWholeId) {
   EXPECT_EQ(tag(window_key("}", day, 0)), "tally:c:~7d");
 }
 
+TEST(LimitKeysTest, AnAdHocWindowIsKeyedByItsWholeNamespaceAndIdentifier) {
+  EXPECT_EQ(adhoc_key("sms", "u1", 60'000, 120'000'000), "{tally:a:sms\nu1}:60000:120000000");
+  // A brace in either is written in hex, so the tag is always the whole pair.
+  EXPECT_EQ(adhoc_key("a", "}", 1'000, 0), "{tally:a:~610a7d}:1000:0");
+  EXPECT_EQ(adhoc_key("~", "x", 1'000, 0), "{tally:a:~7e0a78}:1000:0");
+  // Pairs that would read alike joined otherwise get keys of their own.
+  EXPECT_NE(adhoc_key("a:b", "c", 1'000, 0), adhoc_key("a", "b:c", 1'000, 0));
+  EXPECT_NE(adhoc_key("a", "b", 1'000, 0), adhoc_key("a", "b", 2'000, 0));
+  EXPECT_NE(adhoc_key("a", "b", 1'000, 0), adhoc_key("a", "b", 1'000, 1'000'000));
+  // Every window of one pair in one slot; the slot of a customer's keys is another tag's.
+  EXPECT_EQ(redis::key_slot(adhoc_key("login", "10.0.0.1", 1'000, 0)),
+            redis::key_slot(adhoc_key("login", "10.0.0.1", 60'000, 5'000'000)));
+  EXPECT_NE(adhoc_key("x", "y", 1'000, 0).substr(0, 9), customer_key_prefix("x").substr(0, 9));
+}
+
 }  // namespace
 }  // namespace tally::cluster

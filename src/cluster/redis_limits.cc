@@ -32,6 +32,11 @@ namespace {
 // tally_add KEYS: window counters. ARGV: units for each key. Adds to each counter that exists
 // (usage ingested: a counter that does not exist yet is seeded from PostgreSQL, which holds
 // it), never past COUNTER_MAX, keeping the expiry; returns how many counters it added to.
+//
+// tally_adhoc KEYS: an ad-hoc limit's window counter (adhoc_key). ARGV: limit, cost (whole
+// numbers up to 1e15, not units), expiry (unix ms). As core::window_decide: the cost fits when
+// used <= limit and cost <= limit - used, and is then added. Returns {fits, used before}. Given
+// back with tally_release.
 constexpr std::string_view kLibrarySource = R"lua(#!lua name=tally_limits
 
 local COUNTER_MAX = 4503599627370496 -- 2^52
@@ -218,7 +223,19 @@ local function take_back(keys, args)
   return given
 end
 
+local function adhoc(keys, args)
+  local limit = tonumber(args[1])
+  local cost = tonumber(args[2])
+  local used = tonumber(redis.call('GET', keys[1]) or '0')
+  if used <= limit and cost <= limit - used then
+    if cost > 0 then redis.call('SET', keys[1], fmt(used + cost), 'PXAT', args[3]) end
+    return { 1, used }
+  end
+  return { 0, used }
+end
+
 redis.register_function('tally_check', check)
+redis.register_function('tally_adhoc', adhoc)
 redis.register_function('tally_take_back', take_back)
 redis.register_function('tally_seed', seed)
 redis.register_function('tally_release', release)
@@ -321,22 +338,50 @@ Result<std::int64_t> to_units(core::Decimal d, std::string_view what, std::int64
   return static_cast<std::int64_t>(d.units / kDecimalPerUnit);
 }
 
+namespace {
+
+// `text` as the whole of a hash tag: as it is, or '~' and its bytes in hex when it holds a
+// brace or starts with '~' (see the header's file comment).
+void append_tag(std::string& out, std::string_view text) {
+  const bool plain =
+      text.find_first_of("{}") == std::string_view::npos && (text.empty() || text.front() != '~');
+  if (plain) {
+    out += text;
+    return;
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '~';
+  for (unsigned char c : text) {
+    out += kHex[c >> 4];
+    out += kHex[c & 15];
+  }
+}
+
+}  // namespace
+
 std::string customer_key_prefix(std::string_view customer) {
   std::string out = "{tally:c:";
-  const bool plain = customer.find_first_of("{}") == std::string_view::npos &&
-                     (customer.empty() || customer.front() != '~');
-  if (plain) {
-    out += customer;
-  } else {
-    static constexpr char kHex[] = "0123456789abcdef";
-    out += '~';
-    for (unsigned char c : customer) {
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
+  append_tag(out, customer);
   out += "}:";
   return out;
+}
+
+std::string adhoc_key(std::string_view ns, std::string_view identifier, std::int64_t duration_ms,
+                      core::TimeUs window_start_us) {
+  // A newline cannot be in either (ad-hoc texts hold no control characters), so the pair is
+  // unambiguous.
+  std::string pair;
+  pair.reserve(ns.size() + identifier.size() + 1);
+  pair += ns;
+  pair += '\n';
+  pair += identifier;
+  std::string key = "{tally:a:";
+  append_tag(key, pair);
+  key += "}:";
+  key += std::to_string(duration_ms);
+  key += ':';
+  key += std::to_string(window_start_us);
+  return key;
 }
 
 std::string window_key(std::string_view customer, const core::LimitRule& rule,
@@ -693,6 +738,42 @@ Result<std::int64_t> RedisLimits::take_back(std::string_view customer,
   argv.push_back(std::to_string(*units));
   argv.insert(argv.end(), kinds.begin(), kinds.end());
   return integer_reply(fcall(argv), "tally_take_back");
+}
+
+Result<AdHocDecision> RedisLimits::adhoc(const std::string& key, std::int64_t limit,
+                                         std::int64_t cost, std::int64_t expiry_ms,
+                                         core::TimeUs now_us) {
+  if (limit < 0 || limit > kAdHocValueMax || cost < 0 || cost > kAdHocValueMax) {
+    return Status::invalid_argument("an ad-hoc limit and cost must be 0 to 1e15");
+  }
+  Result<redis::Reply> r = fcall({"FCALL", "tally_adhoc", "1", key, std::to_string(limit),
+                                  std::to_string(cost), std::to_string(expiry_ms)});
+  if (!r) {
+    return r.error();
+  }
+  if (r->is_error()) {
+    return reply_error(*r, "tally_adhoc");
+  }
+  if (!r->is_array() || r->elements.size() != 2 || !r->elements[0].is_integer() ||
+      !r->elements[1].is_integer()) {
+    return Status::internal("tally_adhoc answered a reply of an unexpected shape");
+  }
+  ++stats_.checks;
+  AdHocDecision out;
+  out.fits = r->elements[0].integer == 1;
+  out.used_before = r->elements[1].integer;
+  if (out.fits && cost > 0 && options_.wait_replicas > 0) {
+    TALLY_TRY(wait_for_replicas(key, now_us));
+  }
+  return out;
+}
+
+Result<std::int64_t> RedisLimits::adhoc_take_back(const std::string& key, std::int64_t cost) {
+  if (cost < 0 || cost > kAdHocValueMax) {
+    return Status::invalid_argument("an ad-hoc cost must be 0 to 1e15");
+  }
+  return integer_reply(fcall({"FCALL", "tally_release", "1", key, std::to_string(cost)}),
+                       "tally_release");
 }
 
 Result<std::int64_t> RedisLimits::add(std::string_view customer,

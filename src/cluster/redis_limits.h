@@ -20,6 +20,10 @@
 //    `f` and the instant `t` of its last consumption. The bucket holds at most `limit` and
 //    drains continuously at limit/period, as core::rate_evaluate. The limit is part of the key
 //    (its drain rate is): a changed limit starts a new, empty bucket.
+//  - Ad-hoc limits (POST /v1/ratelimit: no customer, the limit given by the caller): a fixed
+//    window's integer counter per namespace, identifier, duration and window start,
+//    `{tally:a:<namespace and identifier>}:<duration ms>:<window start us>`, decided and added by
+//    one `FCALL tally_adhoc` as core::window_decide decides; whole numbers up to 1e15, not units.
 //
 // Exactness: Lua's numbers are doubles, so every value is an integer count of millionths
 // (kUnitsPerOne) below 2^53. Limits and amounts must be multiples of 0.000001 and at most
@@ -108,8 +112,19 @@ struct RedisCheck {
   int top_after = -1;
 };
 
+// What tally_adhoc decided on an ad-hoc limit's window: whether the cost fitted (it was added
+// then) and the window's count before.
+struct AdHocDecision {
+  bool fits = false;
+  std::int64_t used_before = 0;
+};
+
+// An ad-hoc limit or cost is at most this (whole numbers, exact in Lua's doubles, as is a count
+// of the window, which never passes the largest limit given).
+inline constexpr std::int64_t kAdHocValueMax = 1'000'000'000'000'000;  // 1e15
+
 struct RedisLimitsStats {
-  std::uint64_t checks = 0;       // FCALLs of tally_check answered
+  std::uint64_t checks = 0;       // FCALLs of tally_check and tally_adhoc answered
   std::uint64_t loads = 0;        // the library loaded on every primary
   std::uint64_t reloads = 0;      // FCALLs answered "function not found", then loaded and resent
   std::uint64_t waits = 0;        // WAITs sent after consuming checks
@@ -183,6 +198,20 @@ class RedisLimits {
   // seed(); an amount past kCounterUnitsMax is kInvalidArgument.
   Result<std::int64_t> add(std::string_view customer, const std::vector<WindowAdd>& adds);
 
+  // An ad-hoc limit (Engine::limit_adhoc) on its window's counter `key` (adhoc_key): `cost`
+  // fits when the count is at most `limit` and cost <= limit - count (core::window_decide), and
+  // is then added, in one FCALL (the counter expires at `expiry_ms`, unix ms: the window's end
+  // plus a margin). With wait_replicas, an added cost then waits for them as check() does.
+  // Errors: kInvalidArgument for a limit or cost outside 0..kAdHocValueMax (nothing sent);
+  // others as check().
+  Result<AdHocDecision> adhoc(const std::string& key, std::int64_t limit, std::int64_t cost,
+                              std::int64_t expiry_ms, core::TimeUs now_us);
+
+  // Gives `cost` back to the ad-hoc counter `key` (the rest of its request was denied), never
+  // below 0, keeping its expiry. Returns the count after, or -1 when there is no counter.
+  // Errors as adhoc().
+  Result<std::int64_t> adhoc_take_back(const std::string& key, std::int64_t cost);
+
   const RedisLimitsStats& stats() const { return stats_; }
 
  private:
@@ -225,5 +254,12 @@ std::string window_key(std::string_view customer, const core::LimitRule& rule,
 
 // The key of `rule`'s GCRA bucket. REQUIRES: core::period_is_rate(rule.period).
 std::string rate_key(std::string_view customer, const core::LimitRule& rule);
+
+// The key of an ad-hoc limit's window counter, "{tally:a:<tag>}:<duration ms>:<window start us>",
+// the tag made of the namespace and the identifier (escaped as a customer's, so it is always the
+// whole pair): each namespace and identifier lands in a slot of its own. REQUIRES: neither holds
+// a newline.
+std::string adhoc_key(std::string_view ns, std::string_view identifier, std::int64_t duration_ms,
+                      core::TimeUs window_start_us);
 
 }  // namespace tally::cluster

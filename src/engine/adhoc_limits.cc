@@ -1,10 +1,25 @@
 // Ad-hoc limits: limits the caller states with each request (the shape of Unkey's and
 // Gubernator's rate limits), counted exactly in fixed windows (core::window_decide) per
-// namespace, identifier and window length. Held in memory only, like rate buckets: a restart
-// starts every window from zero. Windows that ended are swept as the map grows, so memory is
-// bounded by the windows live now.
+// namespace, identifier and window length. On the embedded store they are held in memory only,
+// like rate buckets: a restart starts every window from zero. Windows that ended are swept as the
+// map grows, so memory is bounded by the windows live now.
+//
+// In the scale-out mode each window is a counter in Redis that every node shares
+// (cluster_adhoc.cc), decided and added by one function call per limit, so N nodes together never
+// admit more than a limit. A request's limits are decided in order, each seeing those before it;
+// when one is denied, what the others added is given back (never below 0) and every answer says
+// what its window holds then, as on the embedded store. For the instant between an addition and
+// its giving back, another request may see it and be denied: a batch can under-admit others for
+// that instant, never over-admit. Redis keeps the counters (they expire a minute after their
+// window ends); a node's clock places the windows, so nodes' clocks should agree well within a
+// window.
 #include <algorithm>
+#include <map>
 
+#include <spdlog/spdlog.h>
+
+#include "common/assert.h"
+#include "engine/cluster_mode.h"
 #include "engine/engine_impl.h"
 
 namespace tally {
@@ -58,10 +73,84 @@ std::string window_key(const AdHocLimit& l) {
   return k;
 }
 
+// The answer of limit `l` from its window's decision `w`.
+AdHocResult result_of(const AdHocLimit& l, const core::WindowDecision& w) {
+  AdHocResult r;
+  r.ns = l.ns;
+  r.identifier = l.identifier;
+  r.allowed = w.allowed;
+  r.limit = l.limit;
+  r.used = w.used_after;
+  r.remaining = w.remaining;
+  r.window_start_us = w.window_start_us;
+  r.reset_us = w.reset_us;
+  return r;
+}
+
+// A denied request's answer of a limit whose window holds `used` now that nothing counted.
+void restate(AdHocResult& r, std::int64_t used) {
+  r.used = used;
+  r.remaining = r.limit > used ? r.limit - used : 0;
+}
+
+// The scale-out mode's: each limit decided in order on its window's counter in Redis; when one is
+// denied (or Redis fails), what the others added is given back, last first, and each answer
+// says what its window holds after.
+Result<std::vector<AdHocResult>> cluster_adhoc(engine::ClusterMode& cluster,
+                                               const std::vector<AdHocLimit>& limits,
+                                               core::TimeUs now) {
+  std::vector<AdHocResult> out(limits.size());
+  std::vector<bool> added(limits.size(), false);
+  Status failure;
+  bool all = true;
+  for (std::size_t i = 0; i < limits.size() && failure.ok(); ++i) {
+    const AdHocLimit& l = limits[i];
+    const core::TimeUs duration_us = l.duration_ms * 1000;
+    const core::WindowDecision placed = core::window_decide({}, l.limit, duration_us, 0, now);
+    auto counted = cluster.adhoc_window(l, placed.window_start_us, placed.reset_us);
+    if (!counted) {
+      failure = counted.error();
+      break;
+    }
+    const core::WindowDecision w =
+        core::window_decide(core::WindowCount{placed.window_start_us, counted->used_before},
+                            l.limit, duration_us, l.cost, now);
+    TALLY_BUG(w.allowed == counted->fits, "core and tally_adhoc agree on an ad-hoc limit");
+    out[i] = result_of(l, w);
+    out[i].allowed = counted->fits;
+    added[i] = counted->fits && l.cost > 0;
+    all = all && counted->fits;
+  }
+  if (failure.ok() && all) {
+    return out;
+  }
+  std::map<std::string, std::int64_t> now_used;  // window_key -> its count after giving back
+  for (std::size_t i = limits.size(); i-- > 0;) {
+    if (!added[i]) {
+      continue;
+    }
+    auto after = cluster.adhoc_take_back(limits[i], out[i].window_start_us);
+    if (!after) {
+      // The counter keeps the cost until its window ends: it under-admits, never over-admits.
+      spdlog::error("cluster: an ad-hoc limit's cost was not given back: {}",
+                    after.error().to_string());
+      continue;
+    }
+    now_used[window_key(limits[i])] = std::max<std::int64_t>(*after, 0);
+  }
+  if (!failure.ok()) {
+    return failure;
+  }
+  for (std::size_t i = 0; i < limits.size(); ++i) {
+    auto it = now_used.find(window_key(limits[i]));
+    restate(out[i], it != now_used.end() ? it->second : out[i].used);
+  }
+  return out;
+}
+
 }  // namespace
 
 Result<std::vector<AdHocResult>> Engine::limit_adhoc(const std::vector<AdHocLimit>& limits) {
-  TALLY_EMBEDDED_ONLY("ad-hoc limits (POST /v1/ratelimit)");
   Impl& d = *impl_;
   if (limits.empty() || limits.size() > kAdHocBatchMax) {
     return Status::invalid_argument("give 1 to 100 limits");
@@ -70,6 +159,9 @@ Result<std::vector<AdHocResult>> Engine::limit_adhoc(const std::vector<AdHocLimi
     TALLY_TRY(validate(limits[i], i, limits.size()));
   }
   const core::TimeUs now = d.clock->now_us();
+  if (d.cluster != nullptr) {
+    return cluster_adhoc(*d.cluster, limits, now);
+  }
   std::vector<AdHocResult> out(limits.size());
   std::vector<std::string> keys;
   keys.reserve(limits.size());
@@ -94,15 +186,7 @@ Result<std::vector<AdHocResult>> Engine::limit_adhoc(const std::vector<AdHocLimi
     before.emplace_back(keys[i], it->second);
     const core::WindowDecision w =
         core::window_decide(it->second.count, l.limit, l.duration_ms * 1000, l.cost, now);
-    AdHocResult& r = out[i];
-    r.ns = l.ns;
-    r.identifier = l.identifier;
-    r.allowed = w.allowed;
-    r.limit = l.limit;
-    r.used = w.used_after;
-    r.remaining = w.remaining;
-    r.window_start_us = w.window_start_us;
-    r.reset_us = w.reset_us;
+    out[i] = result_of(l, w);
     it->second = Impl::AdHocWindow{core::WindowCount{w.window_start_us, w.used_after}, w.reset_us};
     all = all && w.allowed;
   }
@@ -113,9 +197,7 @@ Result<std::vector<AdHocResult>> Engine::limit_adhoc(const std::vector<AdHocLimi
     }
     for (std::size_t i = 0; i < limits.size(); ++i) {
       const core::WindowCount& c = d.adhoc_windows[keys[i]].count;
-      const std::int64_t used = c.start_us == out[i].window_start_us ? c.used : 0;
-      out[i].used = used;
-      out[i].remaining = limits[i].limit > used ? limits[i].limit - used : 0;
+      restate(out[i], c.start_us == out[i].window_start_us ? c.used : 0);
     }
   }
   return out;

@@ -24,6 +24,8 @@
 //    queries include it within the flush interval (kUsageFlushUs), like the embedded mode's
 //    check_durability = "async"; with [enforcement] check_sync the check answers after it. A
 //    batch is all or nothing: a denied check and what the others consumed is taken back;
+//  - ad-hoc limits (POST /v1/ratelimit): a fixed window's counter per namespace, identifier and
+//    duration in Redis, decided and added by one function call (cluster_adhoc.cc);
 //  - alerts: the thresholds of a customer's calendar limits, evaluated off the request path
 //    after checks and ingest change usage, inserted once across every node by PostgreSQL's
 //    unique constraint with their deliveries (shard 0); every node's webhook sender claims due
@@ -136,6 +138,23 @@ class ClusterMode {
   // until it is set again by a reset).
   Result<Customer> reset_period(const std::string& customer, const std::string& meter,
                                 const std::string& actor);
+
+  // ---- ad-hoc limits (cluster_adhoc.cc; Engine::limit_adhoc validates, decides the batch and
+  // answers) ----
+  // What one limit's window decided: whether the cost fitted (it was added then) and the
+  // window's count before.
+  struct AdHocCount {
+    bool fits = false;
+    std::int64_t used_before = 0;
+  };
+
+  // `l`'s cost on its window starting at `window_start_us` (ending at `reset_us`), a counter in
+  // Redis that every node shares, decided as core::window_decide and added when it fits, in one
+  // FCALL. Errors: Redis's (kUnavailable; cluster::may_have_run: the cost may have been added).
+  Result<AdHocCount> adhoc_window(const AdHocLimit& l, TimeUs window_start_us, TimeUs reset_us);
+  // Gives `l`'s cost back to that window (never below 0). Returns its count after, -1 when the
+  // counter is gone.
+  Result<std::int64_t> adhoc_take_back(const AdHocLimit& l, TimeUs window_start_us);
 
   // ---- alerts and the shared webhook outbox (cluster_alerts.cc; Engine's contract) ----
   Result<AlertPage> alerts(const AlertQuery& q);

@@ -1,5 +1,7 @@
 // The limits report of a customer and the admin's customer summaries: the counters a check
-// would read, evaluated without consuming.
+// would read, evaluated without consuming. The summaries read only the customers' records and
+// their limits reports, which both modes answer alike, so the scale-out mode's are the embedded
+// code's (each customer's report there is a round trip to Redis per limit).
 #include <algorithm>
 
 #include "core/ids.h"
@@ -32,6 +34,13 @@ const LimitState* engine::highest_limit(const LimitsReport& report, core::Decima
 // ---- reports ------------------------------------------------------------------------------------
 
 namespace engine {
+
+Result<std::vector<Customer>> every_customer(const Engine::Impl& d, const Engine& e) {
+  if (d.cluster != nullptr) {
+    return d.cluster->list_customers();
+  }
+  return e.list_customers();
+}
 
 void add_alert_thresholds(const config::Config& config, const core::Plan* plan, LimitsReport* out) {
   // The same choice as the alerts' evaluation (alerts.cc): the plan's own, else [alerts]'s.
@@ -106,13 +115,13 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-// The customers whose id or name holds `needle` (in lower case; "" = every customer), without
-// their usage.
-std::vector<CustomerSummary> matching_customers(const Engine::Impl& d, const std::string& needle) {
+// The customers of `all` whose id or name holds `needle` (in lower case; "" = every customer),
+// without their usage.
+std::vector<CustomerSummary> matching_customers(const config::Config& config,
+                                                const std::vector<Customer>& all,
+                                                const std::string& needle) {
   std::vector<CustomerSummary> rows;
-  std::shared_lock lock(d.state_mutex);
-  for (const auto& [num, cs] : d.customers) {
-    const Customer& c = cs.record;
+  for (const Customer& c : all) {
     if (!needle.empty() && lower(c.id).find(needle) == std::string::npos &&
         lower(c.name).find(needle) == std::string::npos) {
       continue;
@@ -120,7 +129,7 @@ std::vector<CustomerSummary> matching_customers(const Engine::Impl& d, const std
     CustomerSummary s;
     s.id = c.id;
     s.name = c.name;
-    const core::Plan* plan = engine::plan_of(d.config, c);
+    const core::Plan* plan = engine::plan_of(config, c);
     s.plan = plan != nullptr ? plan->key : "";
     s.status = c.status;
     s.organization = c.organization;
@@ -130,16 +139,17 @@ std::vector<CustomerSummary> matching_customers(const Engine::Impl& d, const std
 }
 
 // The highest limit percent of a customer now (its limits report's, exactly as shown there).
-void fill_usage(Engine& e, CustomerSummary& s) {
+Status fill_usage(Engine& e, CustomerSummary& s) {
   Result<LimitsReport> r = e.limits_report(s.id);
   if (!r) {
-    return;  // removed meanwhile: shown without usage
+    return engine::removed_meanwhile(r.error()) ? Status() : r.error();
   }
   core::Decimal percent;
   if (const LimitState* l = engine::highest_limit(*r, &percent); l != nullptr) {
     s.max_percent = l->percent();
     s.max_rule = l->rule();
   }
+  return Status();
 }
 
 // Whether `a` comes before `b` by the key `sort` alone (an id sort has no key of its own).
@@ -189,16 +199,19 @@ void sort_summaries(const CustomerSummaryQuery& q, std::vector<CustomerSummary>&
 }  // namespace
 
 Result<CustomerSummaryPage> Engine::customer_summaries(const CustomerSummaryQuery& q) {
-  TALLY_EMBEDDED_ONLY("the customer summaries");
   if (q.limit == 0 || q.limit > 1000) {
     return Status::invalid_argument("limit must be 1..1000");
   }
-  std::vector<CustomerSummary> rows = matching_customers(*impl_, lower(q.search));
+  Result<std::vector<Customer>> all = engine::every_customer(*impl_, *this);
+  if (!all) {
+    return all.error();
+  }
+  std::vector<CustomerSummary> rows = matching_customers(impl_->config, *all, lower(q.search));
   // Sorting by usage needs every row's usage; the other sorts need only the page's.
   const bool by_usage = q.sort == CustomerSort::kUsage;
   if (by_usage) {
     for (auto& s : rows) {
-      fill_usage(*this, s);
+      TALLY_TRY(fill_usage(*this, s));
     }
   }
   sort_summaries(q, rows);
@@ -208,7 +221,7 @@ Result<CustomerSummaryPage> Engine::customer_summaries(const CustomerSummaryQuer
   const std::size_t to = std::min<std::size_t>(from + q.limit, rows.size());
   for (std::size_t i = from; i < to; ++i) {
     if (!by_usage) {
-      fill_usage(*this, rows[i]);
+      TALLY_TRY(fill_usage(*this, rows[i]));
     }
     out.customers.push_back(std::move(rows[i]));
   }

@@ -201,4 +201,16 @@ void restore_reservation(Engine::Impl& d, const std::string& id, Reservation res
 // none has a percent (an unlimited limit has none). Reads only the report: no lock needed.
 const LimitState* highest_limit(const LimitsReport& report, core::Decimal* percent);
 
+// Every customer, ordered by id, for the summaries (customer_summaries, organization_summaries):
+// the scale-out mode's from every shard, whose failure is the answer (Engine::list_customers
+// would log it and list none), else e.list_customers().
+Result<std::vector<Customer>> every_customer(const Engine::Impl& d, const Engine& e);
+
+// Whether a summary goes on without a customer's read that failed with `s`: a customer removed
+// meanwhile (kNotFound) is shown without usage; any other failure (a shard or Redis down, a
+// limit the scale-out mode cannot report) is the summary's answer.
+inline bool removed_meanwhile(const Status& s) {
+  return s.code() == StatusCode::kNotFound;
+}
+
 }  // namespace tally::engine

@@ -2,11 +2,12 @@
 // organization that customers name, with its members counted, the highest limit percent of any
 // member now and every meter's total this calendar month.
 //
-// Built only on the engine's public reads (list_customers, limits_report, organization_usage, and
-// highest_limit over a limits report, as the customer summaries use it), so a member's percent
-// is exactly its limits report's and an organization's totals exactly
-// GET /v1/organizations/{id}/usage's. It evaluates every member's limits: callers run it off the
-// I/O threads (the HTTP route is on the work pool).
+// Built only on reads both modes answer alike (every_customer, limits_report,
+// organization_usage, and highest_limit over a limits report, as the customer summaries use it),
+// so a member's percent is exactly its limits report's, an organization's totals exactly
+// GET /v1/organizations/{id}/usage's, and the scale-out mode's answer the embedded one. It
+// evaluates every member's limits: callers run it off the I/O threads (the HTTP route is on the
+// work pool).
 #include <algorithm>
 #include <map>
 
@@ -38,10 +39,12 @@ void add_member_usage(const Customer& c, const LimitsReport& r, OrganizationSumm
   }
 }
 
-// Every organization that customers name, with its members counted and their highest limit.
-std::vector<OrganizationSummary> organizations_of(Engine& e) {
+// Every organization that the customers of `all` name, with its members counted and their
+// highest limit.
+Result<std::vector<OrganizationSummary>> organizations_of(Engine& e,
+                                                          const std::vector<Customer>& all) {
   std::map<std::string, OrganizationSummary> orgs;
-  for (const Customer& c : e.list_customers()) {
+  for (const Customer& c : all) {
     if (c.organization.empty()) {
       continue;
     }
@@ -52,8 +55,10 @@ std::vector<OrganizationSummary> organizations_of(Engine& e) {
       ++o.suspended;
     }
     Result<LimitsReport> r = e.limits_report(c.id);
-    if (r) {  // else removed meanwhile: counted without usage
+    if (r) {
       add_member_usage(c, *r, &o);
+    } else if (!engine::removed_meanwhile(r.error())) {
+      return r.error();
     }
   }
   std::vector<OrganizationSummary> rows;
@@ -89,11 +94,18 @@ void sort_organizations(std::vector<OrganizationSummary>& rows) {
 
 Result<OrganizationSummaryPage> Engine::organization_summaries(std::uint32_t offset,
                                                                std::uint32_t limit) {
-  TALLY_EMBEDDED_ONLY("the organization summaries");
   if (limit == 0 || limit > 100) {
     return Status::invalid_argument("limit must be 1..100");
   }
-  std::vector<OrganizationSummary> rows = organizations_of(*this);
+  Result<std::vector<Customer>> all = engine::every_customer(*impl_, *this);
+  if (!all) {
+    return all.error();
+  }
+  Result<std::vector<OrganizationSummary>> orgs = organizations_of(*this, *all);
+  if (!orgs) {
+    return orgs.error();
+  }
+  std::vector<OrganizationSummary>& rows = *orgs;
   sort_organizations(rows);
   OrganizationSummaryPage out;
   out.total = rows.size();
@@ -103,6 +115,8 @@ Result<OrganizationSummaryPage> Engine::organization_summaries(std::uint32_t off
     Result<OrganizationUsage> u = organization_usage(rows[i].organization, 0, 0, "");
     if (u) {
       rows[i].meters = std::move(u->meters);
+    } else if (!engine::removed_meanwhile(u.error())) {
+      return u.error();
     }
     out.organizations.push_back(std::move(rows[i]));
   }
