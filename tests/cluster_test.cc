@@ -832,7 +832,8 @@ TEST_F(ClusterE2eTest, WhatTheModeDoesNotDoAnswers501) {
   };
 
   const std::vector<Route> routes = {
-      {"GET", "/v1/admin/organizations", ""},
+      {"POST", "/v1/customers/unbuilt/reprice",
+       R"({"from":")" + t.from + R"(","to":")" + t.to + R"("})"},
       {"POST", "/v1/admin/archive", R"({"before":")" + t.from + R"("})"},
   };
   // Alerts are built (docs/cluster.md, "Alerts"): listed from PostgreSQL on every node.
