@@ -70,6 +70,18 @@ void DedupIndex::insert_all(const std::vector<Slot>& entries) {
   size_ += entries.size();
 }
 
+bool DedupIndex::adopt_table(std::vector<Slot> table, std::size_t entries) {
+  const std::size_t n = table.size();
+  if (size_ != 0 || n < 1024 || (n & (n - 1)) != 0 || needs_growth_of(n, entries)) {
+    return false;
+  }
+  slots_ = std::move(table);
+  prepared_ = {};
+  copied_ = 0;
+  size_ = entries;
+  return true;
+}
+
 void DedupIndex::insert(std::uint64_t hash, std::uint64_t seq, std::uint32_t customer_num) {
   if (needs_growth(1)) {
     grow();

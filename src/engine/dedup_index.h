@@ -71,6 +71,17 @@ class DedupIndex {
 
   std::size_t size() const { return size_; }
 
+  // The table as it is, empty slots included: what dedup_file.cc writes, to be read back whole
+  // by adopt_table.
+  const std::vector<Slot>& table() const { return slots_; }
+
+  // Makes `table`, holding `entries` entries, this index's table, as table() gave it (restart:
+  // one block read back instead of every entry inserted again). False, changing nothing, unless
+  // this index is empty and the table is one insert() could have made: a power of two of at
+  // least 1,024 slots, at most 70 % full. The caller has checked the slots' contents (a file's
+  // checksum): `entries` must be its count of non-empty slots.
+  [[nodiscard]] bool adopt_table(std::vector<Slot> table, std::size_t entries);
+
   std::size_t bytes() const { return slots_.size() * sizeof(Slot); }
 
   // Copies the next part of the current table into the grown one (begun once the table is half
