@@ -351,7 +351,7 @@ void Engine::Impl::stop() {
         installed_seq != checkpoint_written_seq) {
       save_checkpoint().ignore_error();
     }
-    save_dedup_table();
+    save_dedup_table(*this);
   }
 }
 
