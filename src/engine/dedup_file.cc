@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -54,7 +55,7 @@ std::uint64_t magic_word() {
 // (the slots' hashes and locations) whose multiplies overlap: about 50 ms for the 268 MB table
 // of 10 M entries, where SHA-256 took about a second. It catches a torn or damaged file, not a
 // forged one: the file is the server's own, in its data directory.
-std::uint64_t checksum_of(const Header& h, const std::vector<Slot>& table) {
+std::uint64_t checksum_of(const Header& h, std::span<const Slot> table) {
   constexpr std::uint64_t kMul = 0x9e3779b97f4a7c15ull;
   auto mix = [](std::uint64_t acc, std::uint64_t w) {
     acc = (acc ^ w) * kMul;
@@ -121,7 +122,7 @@ std::string dedup_file_path(const std::string& data_dir) {
 }
 
 Status write_dedup_file(const std::string& path, const DedupIndex& index, std::uint64_t seq) {
-  const std::vector<Slot>& table = index.table();
+  const std::span<const Slot> table = index.table();
   Header h{};
   h[kMagicWord] = magic_word();
   h[kVersionWord] = kVersion;
@@ -169,7 +170,7 @@ std::optional<std::uint64_t> read_dedup_file(const std::string& path, std::uint6
   }
   const std::uint64_t seq = h[kSeqWord];
   const std::uint64_t slots = h[kSlotsWord];
-  // The size first: the table allocated below is never larger than the file on disk.
+  // The size first: the table mapped below is exactly the file's.
   if (slots > (std::uint64_t{1} << 40) ||
       static_cast<std::uint64_t>(st.st_size) != sizeof(Header) + slots * sizeof(Slot)) {
     return unusable("its size is not that of its table");
@@ -177,15 +178,24 @@ std::optional<std::uint64_t> read_dedup_file(const std::string& path, std::uint6
   if (seq > next_seq) {
     return unusable("written after entries the store does not hold");
   }
-  std::vector<Slot> table(slots);
-  if (!read_exactly(fd.get(), table.data(), slots * sizeof(Slot))) {
-    return unusable("its table cannot be read");
+  // Mapped, not read: the kernel reads each page of the file as it is first touched (the checks
+  // below touch them all, which costs about as much as reading the file's pages from the page
+  // cache), and gives the process its own copy of a page the first time an insert writes to it.
+  // A private mapping of 268 MB took 0.05 s to check where reading the file into a new table took
+  // over a second, most of it the kernel handing out and zeroing the table's fresh pages.
+  void* map = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE, fd.get(), 0);
+  if (map == MAP_FAILED) {
+    return unusable("it cannot be mapped");
   }
-  if (checksum_of(h, table) != h[kChecksumWord]) {
+  SlotTable table = SlotTable::of_mapping(
+      map, static_cast<std::size_t>(st.st_size),
+      reinterpret_cast<Slot*>(static_cast<char*>(map) + sizeof(Header)), slots);
+  if (checksum_of(h, table.span()) != h[kChecksumWord]) {
     return unusable("its checksum does not match");
   }
   std::uint64_t entries = 0;
-  for (const Slot& s : table) {
+  for (const Slot& s : table.span()) {
     if (s.hash == 0) {
       if (s.packed != 0) {
         return unusable("an empty slot holds a location");
