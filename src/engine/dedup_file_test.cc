@@ -89,14 +89,14 @@ TEST_F(DedupFileTest, TheWrittenTableReadsBackAsTheSameIndex) {
   EXPECT_EQ(why, "");
   expect_same(read);
   EXPECT_EQ(read.bytes(), index.bytes());
-  EXPECT_TRUE(read.table_mapped());
+  EXPECT_TRUE(read.table_from_file());
   // It takes entries as one built by inserting does, also past its next growth.
   for (std::uint64_t seq = 5001; seq <= 9000; ++seq) {
     read.insert(seq * 0x9e3779b97f4a7c15ull | 1, seq, static_cast<std::uint32_t>(seq % 5 + 1));
     want_.emplace(seq * 0x9e3779b97f4a7c15ull | 1, seq);
   }
   expect_same(read);
-  EXPECT_FALSE(read.table_mapped()) << "grown onto the heap";
+  EXPECT_FALSE(read.table_from_file()) << "grown onto the heap";
   // A store that went on after the file (a crash after a restart that read it) can use it.
   DedupIndex later;
   EXPECT_EQ(read_dedup_file(path_, 9000, 6, &later, &why), 5001u);

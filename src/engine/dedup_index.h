@@ -28,15 +28,15 @@ struct DedupSlot {
   std::uint64_t packed = 0;  // customer_num << 40 | seq
 };
 
-// The memory of a table's slots: on the heap, or a private mapping of a file that holds them
-// (dedup_file.cc: a restart maps the table a clean stop wrote, and the kernel reads its pages
-// as they are first touched and copies a page the first time it is written). Move only.
+// The memory of a table's slots: a vector on the heap, or a mapping of its own (dedup_file.cc
+// reads a table a clean stop wrote into anonymous memory, on 2 MB pages where the kernel allows,
+// without the vector's zeroing pass). Move only.
 class SlotTable {
  public:
   SlotTable() = default;
   explicit SlotTable(std::vector<DedupSlot> slots);
-  // Owns the private writable mapping [map, map + map_bytes) (unmapped when this goes), whose
-  // slots are the n at `slots`.
+  // Owns the writable mapping [map, map + map_bytes) (unmapped when this goes), whose slots are
+  // the n at `slots`.
   static SlotTable of_mapping(void* map, std::size_t map_bytes, DedupSlot* slots, std::size_t n);
   SlotTable(SlotTable&& other) noexcept;
   SlotTable& operator=(SlotTable&& other) noexcept;
@@ -120,9 +120,9 @@ class DedupIndex {
   // by adopt_table.
   std::span<const Slot> table() const { return slots_.span(); }
 
-  // Whether the table is still the mapping of a file adopt_table took (it stops being one when
-  // the table grows).
-  bool table_mapped() const { return slots_.mapped(); }
+  // Whether the table is still the one adopt_table took from a file (it stops being one when the
+  // table grows).
+  bool table_from_file() const { return slots_.mapped(); }
 
   // Makes `table`, holding `entries` entries, this index's table, as table() gave it (restart:
   // one block read back instead of every entry inserted again). False, changing nothing, unless

@@ -149,7 +149,7 @@ TEST(DedupIndexTest, AnAdoptedTableIsTheIndexItWasAndOnlyAWellFormedOneIsAdopted
   ASSERT_TRUE(adopted.adopt_table(copy_of(index), index.size()));
   expect_all(adopted, want);
   EXPECT_EQ(adopted.bytes(), index.bytes());
-  EXPECT_FALSE(adopted.table_mapped());
+  EXPECT_FALSE(adopted.table_from_file());
   for (std::uint64_t seq = 2001; seq <= 6000; ++seq) {  // grows past it
     const std::uint64_t hash = rng() | 1;
     adopted.insert(hash, seq, static_cast<std::uint32_t>(seq % 7));

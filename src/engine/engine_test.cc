@@ -1808,7 +1808,7 @@ TEST_F(EngineDiskTest, EveryDuplicateIsCaughtAfterARestartFromTheDedupTableAndAC
     ASSERT_TRUE(e);
     EXPECT_TRUE(std::filesystem::exists(table)) << "used, not rejected";
     EXPECT_EQ(Engine::Impl::of(*e).dedup.size(), 900u);
-    EXPECT_TRUE(Engine::Impl::of(*e).dedup.table_mapped());
+    EXPECT_TRUE(Engine::Impl::of(*e).dedup.table_from_file());
     expect_duplicates(*e, 0, 300);
     ASSERT_EQ(e->ingest_json(checkpoint_events(300, 100))->accepted, 300u);
   }
@@ -1820,7 +1820,7 @@ TEST_F(EngineDiskTest, EveryDuplicateIsCaughtAfterARestartFromTheDedupTableAndAC
     ASSERT_TRUE(e);
     EXPECT_TRUE(std::filesystem::exists(table)) << "used, not rejected";
     EXPECT_EQ(Engine::Impl::of(*e).dedup.size(), 1200u);
-    EXPECT_TRUE(Engine::Impl::of(*e).dedup.table_mapped());
+    EXPECT_TRUE(Engine::Impl::of(*e).dedup.table_from_file());
     expect_duplicates(*e, 0, 400);
     ASSERT_EQ(e->ingest_json(checkpoint_events(400, 50))->accepted, 150u);
   }
@@ -1840,7 +1840,7 @@ TEST_F(EngineDiskTest, EveryDuplicateIsCaughtAfterARestartFromTheDedupTableAndAC
     ASSERT_TRUE(e);
     EXPECT_FALSE(std::filesystem::exists(table)) << "a file not used is removed";
     EXPECT_EQ(Engine::Impl::of(*e).dedup.size(), 1350u);
-    EXPECT_FALSE(Engine::Impl::of(*e).dedup.table_mapped());
+    EXPECT_FALSE(Engine::Impl::of(*e).dedup.table_from_file());
     expect_duplicates(*e, 0, 450);
   }
   EXPECT_TRUE(std::filesystem::exists(table)) << "the clean stop writes it again";
@@ -1851,7 +1851,7 @@ TEST_F(EngineDiskTest, EveryDuplicateIsCaughtAfterARestartFromTheDedupTableAndAC
     auto e = open(std::string(kConfig) + "\n[storage]\ndedup_window = \"3650d\"\n");
     ASSERT_TRUE(e);
     EXPECT_EQ(Engine::Impl::of(*e).dedup.size(), 1350u);
-    EXPECT_FALSE(Engine::Impl::of(*e).dedup.table_mapped());
+    EXPECT_FALSE(Engine::Impl::of(*e).dedup.table_from_file());
     expect_duplicates(*e, 0, 450);
   }
   EXPECT_FALSE(std::filesystem::exists(table));
