@@ -71,8 +71,7 @@ int main(int argc, char** argv) {
         round, inserted.size(), inserted.bytes(), seconds_since(start));
     if (round == 0) {
       start = std::chrono::steady_clock::now();
-      if (tally::Status s = tally::engine::write_dedup_file(path, inserted, entries + 1);
-          !s.ok()) {
+      if (tally::Status s = tally::engine::write_dedup_file(path, inserted, entries + 1); !s.ok()) {
         std::fprintf(stderr, "cannot write %s: %s\n", path.c_str(), s.message().c_str());
         return 1;
       }
