@@ -53,8 +53,8 @@ std::uint64_t magic_word() {
 
 // The checksum of the header's words before kChecksumWord and of the table, read as two lanes
 // (the slots' hashes and locations) whose multiplies overlap: about 40 ms for the 268 MB table
-// of 10 M entries, where SHA-256 would take most of a second. It catches a torn or damaged file, not a
-// forged one: the file is the server's own, in its data directory.
+// of 10 M entries, where SHA-256 would take most of a second. It catches a torn or damaged file,
+// not a forged one: the file is the server's own, in its data directory.
 std::uint64_t checksum_of(const Header& h, std::span<const Slot> table) {
   constexpr std::uint64_t kMul = 0x9e3779b97f4a7c15ull;
   auto mix = [](std::uint64_t acc, std::uint64_t w) {
