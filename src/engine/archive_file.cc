@@ -572,24 +572,30 @@ Status sync_dir(const std::string& dir) {
 }
 
 Status write_file_synced(const std::string& path, std::string_view text) {
+  return write_file_synced(path, std::span<const std::string_view>(&text, 1));
+}
+
+Status write_file_synced(const std::string& path, std::span<const std::string_view> parts) {
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     return errno_status("cannot create", tmp);
   }
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t w = ::write(fd, text.data() + done, text.size() - done);
-    if (w < 0 && errno == EINTR) {
-      continue;
+  for (const std::string_view text : parts) {
+    std::size_t done = 0;
+    while (done < text.size()) {
+      const ssize_t w = ::write(fd, text.data() + done, text.size() - done);
+      if (w < 0 && errno == EINTR) {
+        continue;
+      }
+      if (w < 0) {
+        Status s = errno_status("cannot write", tmp);
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        return s;
+      }
+      done += static_cast<std::size_t>(w);
     }
-    if (w < 0) {
-      Status s = errno_status("cannot write", tmp);
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return s;
-    }
-    done += static_cast<std::size_t>(w);
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     Status s = errno_status("cannot fsync", tmp);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -140,6 +141,9 @@ class ArchiveReader {
 
 // Writes `text` to `path` through a temporary file, fsyncs it and the directory, then renames.
 Status write_file_synced(const std::string& path, std::string_view text);
+// The same for a file made of `parts`, one after another (a large block written where it is,
+// without first copying it beside a header).
+Status write_file_synced(const std::string& path, std::span<const std::string_view> parts);
 // Reads a whole small file. Errors: kNotFound, kIOError, kInvalidArgument (over `bytes_max`).
 Result<std::string> read_small_file(const std::string& path, std::size_t bytes_max);
 // fsyncs a directory, so the names of new files in it are durable.

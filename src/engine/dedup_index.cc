@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
+
+#include <sys/mman.h>
 
 #include "common/assert.h"
 
@@ -9,10 +12,10 @@ namespace tally::engine {
 
 namespace {
 
-using Slots = std::vector<DedupIndex::Slot>;
+using Slots = std::span<DedupIndex::Slot>;
 
 // Puts `s` in its first free slot from its home on; that slot's position.
-std::size_t put(Slots& slots, const DedupIndex::Slot& s) {
+std::size_t put(Slots slots, const DedupIndex::Slot& s) {
   const std::size_t mask = slots.size() - 1;
   for (std::size_t i = s.hash & mask;; i = (i + 1) & mask) {
     if (slots[i].hash == 0) {
@@ -24,7 +27,7 @@ std::size_t put(Slots& slots, const DedupIndex::Slot& s) {
 
 // Sets the location of (hash, old packed seq) to `packed`; the slot's position, or npos when
 // the entry is absent.
-std::size_t set(Slots& slots, std::uint64_t hash, std::uint64_t old_seq, std::uint64_t packed) {
+std::size_t set(Slots slots, std::uint64_t hash, std::uint64_t old_seq, std::uint64_t packed) {
   const std::size_t mask = slots.size() - 1;
   for (std::size_t i = hash & mask;; i = (i + 1) & mask) {
     DedupIndex::Slot& s = slots[i];
@@ -39,6 +42,54 @@ std::size_t set(Slots& slots, std::uint64_t hash, std::uint64_t old_seq, std::ui
 }
 
 }  // namespace
+
+SlotTable::SlotTable(std::vector<DedupSlot> slots)
+    : heap_(std::move(slots)), data_(heap_.data()), size_(heap_.size()) {}
+
+SlotTable SlotTable::of_mapping(void* map, std::size_t map_bytes, DedupSlot* slots, std::size_t n) {
+  SlotTable t;
+  t.data_ = slots;
+  t.size_ = n;
+  t.map_ = map;
+  t.map_bytes_ = map_bytes;
+  return t;
+}
+
+SlotTable::SlotTable(SlotTable&& other) noexcept {
+  *this = std::move(other);
+}
+
+SlotTable& SlotTable::operator=(SlotTable&& other) noexcept {
+  if (this != &other) {
+    release();
+    heap_ = std::move(other.heap_);
+    data_ = other.map_ != nullptr ? other.data_ : heap_.data();
+    size_ = other.size_;
+    map_ = other.map_;
+    map_bytes_ = other.map_bytes_;
+    other.heap_ = {};
+    other.data_ = nullptr;
+    other.size_ = 0;
+    other.map_ = nullptr;
+    other.map_bytes_ = 0;
+  }
+  return *this;
+}
+
+SlotTable::~SlotTable() {
+  release();
+}
+
+void SlotTable::release() {
+  if (map_ != nullptr) {
+    ::munmap(map_, map_bytes_);
+    map_ = nullptr;
+    map_bytes_ = 0;
+  }
+  heap_ = {};
+  data_ = nullptr;
+  size_ = 0;
+}
 
 DedupIndex::Slot DedupIndex::slot_of(std::uint64_t hash, std::uint64_t seq,
                                      std::uint32_t customer_num) {
@@ -55,7 +106,7 @@ void DedupIndex::insert_all(const std::vector<Slot>& entries) {
     while (needs_growth_of(n, entries.size())) {
       n *= 2;
     }
-    slots_ = rehashed(n);
+    slots_ = SlotTable(rehashed(n));
   }
   // Far enough ahead that the line arrives before its turn, near enough that it stays cached.
   constexpr std::size_t kAhead = 16;
@@ -65,9 +116,21 @@ void DedupIndex::insert_all(const std::vector<Slot>& entries) {
       __builtin_prefetch(&slots_[entries[i + kAhead].hash & mask], 1);
     }
     TALLY_ASSERT(entries[i].hash != 0, "dedup hash 0 is reserved for empty slots");
-    put(slots_, entries[i]);
+    put(slots_.span(), entries[i]);
   }
   size_ += entries.size();
+}
+
+bool DedupIndex::adopt_table(SlotTable table, std::size_t entries) {
+  const std::size_t n = table.size();
+  if (size_ != 0 || n < 1024 || (n & (n - 1)) != 0 || needs_growth_of(n, entries)) {
+    return false;
+  }
+  slots_ = std::move(table);
+  prepared_ = {};
+  copied_ = 0;
+  size_ = entries;
+  return true;
 }
 
 void DedupIndex::insert(std::uint64_t hash, std::uint64_t seq, std::uint32_t customer_num) {
@@ -75,7 +138,7 @@ void DedupIndex::insert(std::uint64_t hash, std::uint64_t seq, std::uint32_t cus
     grow();
   }
   const Slot s = slot_of(hash, seq, customer_num);
-  if (put(slots_, s) < copied_) {
+  if (put(slots_.span(), s) < copied_) {
     put(prepared_, s);  // its slot was copied already: the prepared table gets it now
   }
   ++size_;
@@ -84,7 +147,7 @@ void DedupIndex::insert(std::uint64_t hash, std::uint64_t seq, std::uint32_t cus
 void DedupIndex::replace(std::uint64_t hash, std::uint64_t old_seq, std::uint64_t new_seq,
                          std::uint32_t customer_num) {
   const std::uint64_t packed = (static_cast<std::uint64_t>(customer_num) << kSeqBits) | new_seq;
-  const std::size_t at = set(slots_, hash, old_seq, packed);
+  const std::size_t at = set(slots_.span(), hash, old_seq, packed);
   if (at == std::string::npos) {
     insert(hash, new_seq, customer_num);
     return;
@@ -94,9 +157,9 @@ void DedupIndex::replace(std::uint64_t hash, std::uint64_t old_seq, std::uint64_
   }
 }
 
-Slots DedupIndex::rehashed(std::size_t n) const {
-  Slots out(n);
-  for (const Slot& s : slots_) {
+std::vector<DedupIndex::Slot> DedupIndex::rehashed(std::size_t n) const {
+  std::vector<Slot> out(n);
+  for (const Slot& s : slots_.span()) {
     if (s.hash != 0) {
       put(out, s);
     }
@@ -133,14 +196,14 @@ void DedupIndex::grow() {
   // slot was copied went to both).
   if (copied_ == slots_.size() && prepared_.size() > slots_.size() &&
       !needs_growth_of(prepared_.size(), 1)) {
-    slots_.swap(prepared_);
+    slots_ = SlotTable(std::move(prepared_));
     prepared_ = {};
     copied_ = 0;
     return;
   }
   prepared_ = {};
   copied_ = 0;
-  slots_ = rehashed(slots_.size() * 2);
+  slots_ = SlotTable(rehashed(slots_.size() * 2));
 }
 
 }  // namespace tally::engine

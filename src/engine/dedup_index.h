@@ -17,12 +17,58 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 namespace tally::engine {
 
+// One slot of the table.
+struct DedupSlot {
+  std::uint64_t hash = 0;    // 0 = empty
+  std::uint64_t packed = 0;  // customer_num << 40 | seq
+};
+
+// The memory of a table's slots: a vector on the heap, or a mapping of its own (dedup_file.cc
+// reads a table a clean stop wrote into anonymous memory, on 2 MB pages where the kernel allows,
+// without the vector's zeroing pass). Move only.
+class SlotTable {
+ public:
+  SlotTable() = default;
+  explicit SlotTable(std::vector<DedupSlot> slots);
+  // Owns the writable mapping [map, map + map_bytes) (unmapped when this goes), whose slots are
+  // the n at `slots`.
+  static SlotTable of_mapping(void* map, std::size_t map_bytes, DedupSlot* slots, std::size_t n);
+  SlotTable(SlotTable&& other) noexcept;
+  SlotTable& operator=(SlotTable&& other) noexcept;
+  SlotTable(const SlotTable&) = delete;
+  SlotTable& operator=(const SlotTable&) = delete;
+  ~SlotTable();
+
+  std::size_t size() const { return size_; }
+
+  DedupSlot& operator[](std::size_t i) { return data_[i]; }
+
+  const DedupSlot& operator[](std::size_t i) const { return data_[i]; }
+
+  std::span<DedupSlot> span() { return {data_, size_}; }
+
+  std::span<const DedupSlot> span() const { return {data_, size_}; }
+
+  bool mapped() const { return map_ != nullptr; }
+
+ private:
+  void release();
+
+  std::vector<DedupSlot> heap_;
+  DedupSlot* data_ = nullptr;
+  std::size_t size_ = 0;
+  void* map_ = nullptr;
+  std::size_t map_bytes_ = 0;
+};
+
 class DedupIndex {
  public:
+  using Slot = DedupSlot;
   static constexpr std::uint64_t kSeqBits = 40;
   static constexpr std::uint64_t kSeqMax = (1ull << kSeqBits) - 1;
   static constexpr std::uint32_t kCustomerMax = (1u << 24) - 1;
@@ -35,12 +81,11 @@ class DedupIndex {
     std::uint32_t customer_num = 0;
   };
 
-  DedupIndex() { slots_.resize(1024); }
+  DedupIndex() : slots_(std::vector<Slot>(1024)) {}
 
   // Adds an entry; several entries may share a hash (true collisions).
   void insert(std::uint64_t hash, std::uint64_t seq, std::uint32_t customer_num);
 
-  struct Slot;
   // The slot that insert(hash, seq, customer_num) would fill.
   static Slot slot_of(std::uint64_t hash, std::uint64_t seq, std::uint32_t customer_num);
 
@@ -71,6 +116,21 @@ class DedupIndex {
 
   std::size_t size() const { return size_; }
 
+  // The table as it is, empty slots included: what dedup_file.cc writes, to be read back whole
+  // by adopt_table.
+  std::span<const Slot> table() const { return slots_.span(); }
+
+  // Whether the table is still the one adopt_table took from a file (it stops being one when the
+  // table grows).
+  bool table_from_file() const { return slots_.mapped(); }
+
+  // Makes `table`, holding `entries` entries, this index's table, as table() gave it (restart:
+  // one block read back instead of every entry inserted again). False, changing nothing, unless
+  // this index is empty and the table is one insert() could have made: a power of two of at
+  // least 1,024 slots, at most 70 % full. The caller has checked the slots' contents (a file's
+  // checksum): `entries` must be its count of non-empty slots.
+  [[nodiscard]] bool adopt_table(SlotTable table, std::size_t entries);
+
   std::size_t bytes() const { return slots_.size() * sizeof(Slot); }
 
   // Copies the next part of the current table into the grown one (begun once the table is half
@@ -85,11 +145,6 @@ class DedupIndex {
 
   std::size_t copied() const { return copied_; }
 
-  struct Slot {
-    std::uint64_t hash = 0;    // 0 = empty
-    std::uint64_t packed = 0;  // customer_num << 40 | seq
-  };
-
  private:
   bool needs_growth(std::size_t extra) const { return needs_growth_of(slots_.size(), extra); }
 
@@ -101,7 +156,7 @@ class DedupIndex {
   std::vector<Slot> rehashed(std::size_t n) const;
   void grow();
 
-  std::vector<Slot> slots_;
+  SlotTable slots_;
   std::vector<Slot> prepared_;  // a grown copy of slots_ (prepare_growth), or empty
   std::size_t copied_ = 0;      // slots_ before this one are in prepared_
   std::size_t size_ = 0;

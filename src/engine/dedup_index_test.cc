@@ -131,5 +131,45 @@ TEST(DedupIndexTest, TheGrownTableIsCopiedAPartPerCommitAndSwappedInWhole) {
   expect_all(index, want);
 }
 
+// A heap copy of an index's table.
+SlotTable copy_of(const DedupIndex& index) {
+  return SlotTable(std::vector<DedupIndex::Slot>(index.table().begin(), index.table().end()));
+}
+
+TEST(DedupIndexTest, AnAdoptedTableIsTheIndexItWasAndOnlyAWellFormedOneIsAdopted) {
+  DedupIndex index;
+  std::multimap<std::uint64_t, std::uint64_t> want;
+  std::mt19937_64 rng(5);
+  for (std::uint64_t seq = 1; seq <= 2000; ++seq) {
+    const std::uint64_t hash = rng() | 1;
+    index.insert(hash, seq, static_cast<std::uint32_t>(seq % 7));
+    want.emplace(hash, seq);
+  }
+  DedupIndex adopted;
+  ASSERT_TRUE(adopted.adopt_table(copy_of(index), index.size()));
+  expect_all(adopted, want);
+  EXPECT_EQ(adopted.bytes(), index.bytes());
+  EXPECT_FALSE(adopted.table_from_file());
+  for (std::uint64_t seq = 2001; seq <= 6000; ++seq) {  // grows past it
+    const std::uint64_t hash = rng() | 1;
+    adopted.insert(hash, seq, static_cast<std::uint32_t>(seq % 7));
+    want.emplace(hash, seq);
+  }
+  expect_all(adopted, want);
+
+  // Refused, changing nothing: into an index holding entries, a size not a power of two or
+  // under 1,024 slots, more entries than 70 % of the slots.
+  EXPECT_FALSE(adopted.adopt_table(copy_of(index), index.size()));
+  expect_all(adopted, want);
+  DedupIndex fresh;
+  EXPECT_FALSE(fresh.adopt_table(SlotTable(std::vector<DedupIndex::Slot>(3000)), 0));
+  EXPECT_FALSE(fresh.adopt_table(SlotTable(std::vector<DedupIndex::Slot>(512)), 0));
+  EXPECT_FALSE(fresh.adopt_table(SlotTable(std::vector<DedupIndex::Slot>(1024)), 717));
+  EXPECT_EQ(fresh.size(), 0u);
+  EXPECT_EQ(fresh.bytes(), 1024u * 16);
+  EXPECT_TRUE(fresh.adopt_table(SlotTable(std::vector<DedupIndex::Slot>(2048)), 0));
+  EXPECT_EQ(fresh.bytes(), 2048u * 16);
+}
+
 }  // namespace
 }  // namespace tally::engine

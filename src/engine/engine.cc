@@ -12,9 +12,12 @@
 #include <future>
 #include <set>
 
+#include <spdlog/spdlog.h>
+
 #include "common/assert.h"
 #include "common/crypto.h"
 #include "engine/cluster_mode.h"
+#include "engine/dedup_file.h"
 #include "engine/engine_impl.h"
 #include "engine/price_match.h"
 
@@ -300,6 +303,28 @@ void Engine::Impl::start() {
   }
 }
 
+namespace {
+
+// After the commit thread stopped, the dedup table for the next open (engine/dedup_file.h), when
+// that open will read it (the window forever) and the file does not hold it already. A failure
+// costs the next open the scan of every dedup record: logged, nothing else.
+void save_dedup_table(Engine::Impl& d) {
+  if (d.checkpoint_path.empty() || d.config.storage.dedup_window_seconds != 0 ||
+      !d.writes_allowed().ok()) {
+    return;
+  }
+  const std::string path =
+      engine::dedup_file_path(std::filesystem::path(d.checkpoint_path).parent_path().string());
+  if (engine::dedup_file_seq(path) == d.next_seq) {
+    return;
+  }
+  if (Status s = engine::write_dedup_file(path, d.dedup, d.next_seq); !s.ok()) {
+    spdlog::warn("the dedup table could not be written: {}", s.message());
+  }
+}
+
+}  // namespace
+
 void Engine::Impl::stop() {
   if (checkpointer.joinable()) {
     checkpoint_abandon.store(true, std::memory_order_relaxed);
@@ -326,6 +351,7 @@ void Engine::Impl::stop() {
         installed_seq != checkpoint_written_seq) {
       save_checkpoint().ignore_error();
     }
+    save_dedup_table(*this);
   }
 }
 

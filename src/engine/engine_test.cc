@@ -1784,5 +1784,83 @@ TEST_F(EngineDiskTest, TheHorizonMovesOnWithTheClockAndVerifyReadsTheStore) {
       << report->differences[0];
 }
 
+// ---- the dedup table written at a clean stop (engine/dedup_file.h) ---------------------------
+
+TEST_F(EngineDiskTest, EveryDuplicateIsCaughtAfterARestartFromTheDedupTableAndACrashPastIt) {
+  const std::string table = dir_ + "/dedup.checkpoint";
+  const std::string stale = dir_ + "/stale.dedup";
+  // Three events per number: 900 ids.
+  auto expect_duplicates = [](Engine& e, int first_id, int n) {
+    auto again = e.ingest_json(checkpoint_events(first_id, n));
+    ASSERT_TRUE(again.has_value()) << again.error().message();
+    EXPECT_EQ(again->accepted, 0u);
+    EXPECT_EQ(again->duplicates, static_cast<std::uint32_t>(3 * n));
+  };
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(0, 300))->accepted, 900u);
+  }
+  ASSERT_TRUE(std::filesystem::exists(table));
+  std::filesystem::copy_file(table, stale);
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    EXPECT_TRUE(std::filesystem::exists(table)) << "used, not rejected";
+    EXPECT_EQ(Engine::Impl::of(*e).dedup.size(), 900u);
+    EXPECT_TRUE(Engine::Impl::of(*e).dedup.table_from_file());
+    expect_duplicates(*e, 0, 300);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(300, 100))->accepted, 300u);
+  }
+  // As if the last stop had been a crash after an older clean stop: the file's S is behind the
+  // store, and the commits after it come from their dedup records.
+  std::filesystem::copy_file(stale, table, std::filesystem::copy_options::overwrite_existing);
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    EXPECT_TRUE(std::filesystem::exists(table)) << "used, not rejected";
+    EXPECT_EQ(Engine::Impl::of(*e).dedup.size(), 1200u);
+    EXPECT_TRUE(Engine::Impl::of(*e).dedup.table_from_file());
+    expect_duplicates(*e, 0, 400);
+    ASSERT_EQ(e->ingest_json(checkpoint_events(400, 50))->accepted, 150u);
+  }
+  // A byte changed in the middle: the file is removed, every record read, nothing missed.
+  {
+    std::FILE* f = std::fopen(table.c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    const long middle = static_cast<long>(std::filesystem::file_size(table) / 2);
+    std::fseek(f, middle, SEEK_SET);
+    const int c = std::fgetc(f);
+    std::fseek(f, middle, SEEK_SET);
+    std::fputc(c ^ 0x5A, f);
+    std::fclose(f);
+  }
+  {
+    auto e = open(kConfig);
+    ASSERT_TRUE(e);
+    EXPECT_FALSE(std::filesystem::exists(table)) << "a file not used is removed";
+    EXPECT_EQ(Engine::Impl::of(*e).dedup.size(), 1350u);
+    EXPECT_FALSE(Engine::Impl::of(*e).dedup.table_from_file());
+    expect_duplicates(*e, 0, 450);
+  }
+  EXPECT_TRUE(std::filesystem::exists(table)) << "the clean stop writes it again";
+  // With a dedup window the open must leave out what the window dropped, which the table does
+  // not record: the file is neither read nor written, and a duplicate is still caught.
+  std::filesystem::remove(table);
+  {
+    auto e = open(std::string(kConfig) + "\n[storage]\ndedup_window = \"3650d\"\n");
+    ASSERT_TRUE(e);
+    EXPECT_EQ(Engine::Impl::of(*e).dedup.size(), 1350u);
+    EXPECT_FALSE(Engine::Impl::of(*e).dedup.table_from_file());
+    expect_duplicates(*e, 0, 450);
+  }
+  EXPECT_FALSE(std::filesystem::exists(table));
+  auto e = open(kConfig);
+  ASSERT_TRUE(e);
+  auto report = e->verify();
+  ASSERT_TRUE(report.has_value());
+  EXPECT_TRUE(report->ok()) << (report->differences.empty() ? "" : report->differences[0]);
+}
+
 }  // namespace
 }  // namespace tally

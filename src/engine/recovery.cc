@@ -8,11 +8,14 @@
 // the customers with events after it are read again from the store), else from every stored
 // minute aggregate and distinct value.
 #include <algorithm>
+#include <filesystem>
 #include <map>
+#include <system_error>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
+#include "engine/dedup_file.h"
 #include "engine/engine_impl.h"
 
 namespace tally {
@@ -197,11 +200,28 @@ Status Engine::Impl::load() {
 Status Engine::Impl::load_dedup() {
   const std::int64_t window_us = config.storage.dedup_window_seconds * core::kUsPerSecond;
   const core::TimeUs now = clock->now_us();
+  // With the window forever, the table a clean stop wrote (engine/dedup_file.h) holds every
+  // entry before its S: only the records from dedup_key(S) on are read.
+  std::uint64_t from_seq = 0;
+  if (window_us == 0 && !checkpoint_path.empty()) {
+    const std::string path =
+        engine::dedup_file_path(std::filesystem::path(checkpoint_path).parent_path().string());
+    std::string why;
+    if (auto seq = engine::read_dedup_file(path, next_seq, next_customer, &dedup, &why)) {
+      from_seq = *seq;
+    } else if (!why.empty()) {
+      spdlog::warn("the dedup table {} is not used ({}): the dedup records are read instead", path,
+                   why);
+      std::error_code ignored;
+      std::filesystem::remove(path, ignored);
+    }
+  }
   std::vector<engine::DedupEntry> entries;
   std::vector<engine::DedupIndex::Slot> slots;
   Status bad;
-  TALLY_TRY(
-      store->scan_once(store::Space::kDedup, "", "", [&](std::string_view, std::string_view v) {
+  TALLY_TRY(store->scan_once(
+      store::Space::kDedup, from_seq == 0 ? std::string() : engine::dedup_key(from_seq), "",
+      [&](std::string_view, std::string_view v) {
         core::TimeUs received = 0;
         if (!engine::decode_dedup_record(v, &received, &entries)) {
           bad = Status::corruption("a dedup record cannot be decoded");
@@ -211,7 +231,9 @@ Status Engine::Impl::load_dedup() {
           return true;
         }
         for (const auto& e : entries) {
-          slots.push_back(engine::DedupIndex::slot_of(e.hash, e.seq, e.customer_num));
+          if (e.seq >= from_seq) {
+            slots.push_back(engine::DedupIndex::slot_of(e.hash, e.seq, e.customer_num));
+          }
         }
         return true;
       }));
