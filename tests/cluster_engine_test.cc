@@ -3535,5 +3535,39 @@ TEST_F(ClusterEngineTest, AdHocLimitsAreTheEmbeddedAnswersAndTwoNodesNeverAdmitM
   EXPECT_EQ((*left)[0].used, 50);
 }
 
+// ---- keys of every shard's customers (schema version 11) -----------------------------------
+
+// Keys live on shard 0: a key of a customer on shard 1 was refused by a reference to shard 0's
+// customers, and an admin key's scopes (the high bit) did not fit an integer column.
+TEST_F(ClusterHistoryTest, CustomersOfEveryShardAndAdminsHaveKeysThatEveryNodeKnows) {
+  start();
+  for (std::size_t shard : {0u, 1u}) {
+    const std::string id = on_shard("keyed", shard);
+    create(id);
+    NewApiKeyRequest request;
+    request.customer = id;
+    request.name = "k";
+    auto made = a_->create_key(request, "admin");
+    ASSERT_TRUE(made.has_value()) << "shard " << shard << ": " << made.error().to_string();
+    auto who = b_->authenticate(made->secret);
+    ASSERT_TRUE(who.has_value()) << "shard " << shard << ": " << who.error().to_string();
+    EXPECT_EQ(who->customer, id);
+    EXPECT_FALSE(who->admin());
+    EXPECT_EQ(who->scopes, made->info.scopes);
+  }
+  auto admin = a_->create_key(NewApiKeyRequest{}, "admin");
+  ASSERT_TRUE(admin.has_value()) << admin.error().to_string();
+  EXPECT_TRUE(has(admin->info.scopes, Scope::kAdmin));
+  auto who = b_->authenticate(admin->secret);
+  ASSERT_TRUE(who.has_value()) << who.error().to_string();
+  EXPECT_TRUE(who->admin());
+  EXPECT_EQ(who->scopes, admin->info.scopes);
+  // A customer that exists on no shard still has no key, as on the embedded store.
+  NewApiKeyRequest nobody;
+  nobody.customer = "nobody-here";
+  EXPECT_EQ(a_->create_key(nobody, "admin").error().code(),
+            e_->create_key(nobody, "admin").error().code());
+}
+
 }  // namespace
 }  // namespace tally

@@ -35,17 +35,17 @@ constexpr std::string_view kDrawSeqs =
 // DROP) cost catalog writes each time.
 constexpr std::string_view kStageEvents =
     "CREATE TEMP TABLE IF NOT EXISTS tally_stage_events (seq bigint, customer_id text, "
-    "event_id text, type text, time timestamptz, quantity bigint, properties jsonb, "
-    "properties_text text, cost numeric, credits numeric) ON COMMIT DELETE ROWS;";
+    "event_id text, type text, time timestamptz, quantity bigint, properties_text text, "
+    "cost numeric, credits numeric) ON COMMIT DELETE ROWS;";
 constexpr std::string_view kCopyEvents =
-    "COPY tally_stage_events (seq, customer_id, event_id, type, time, quantity, properties, "
+    "COPY tally_stage_events (seq, customer_id, event_id, type, time, quantity, "
     "properties_text, cost, credits) FROM STDIN";
 // Sorted by the dedup key, so two nodes inserting the same ids take their locks in one order.
 constexpr std::string_view kInsertEvents =
     "INSERT INTO events (seq, customer_id, event_id, type, time, received_at, quantity, "
-    "properties, properties_text, cost, credits) OVERRIDING SYSTEM VALUE "
-    "SELECT seq, customer_id, event_id, type, time, $1::timestamptz, quantity, properties, "
-    "properties_text, cost, credits "
+    "properties_text, cost, credits) OVERRIDING SYSTEM VALUE "
+    "SELECT seq, customer_id, event_id, type, time, $1::timestamptz, quantity, properties_text, "
+    "cost, credits "
     "FROM tally_stage_events ORDER BY customer_id, event_id "
     "ON CONFLICT ON CONSTRAINT events_dedup DO NOTHING RETURNING seq";
 
@@ -325,12 +325,11 @@ Status BatchWriter::prepare(EventWriteResult* result) {
       cost = core::format_decimal((*charge)->cost);
       credits = core::format_decimal((*charge)->credits);
     }
-    // The same JSON text twice: jsonb for queries and verify, text for listing in the order sent.
-    std::string properties = properties_json(batch_, e);
+    // As text only (schema version 10): the order and number texts sent, for listing and verify.
     event_rows_.push_back({std::nullopt, std::string(batch_.text(e.customer)),
                            std::string(batch_.text(e.id)), std::string(batch_.text(e.type)),
-                           time_text(e.time_us), std::to_string(e.quantity), properties,
-                           std::move(properties), std::move(cost), std::move(credits)});
+                           time_text(e.time_us), std::to_string(e.quantity),
+                           properties_json(batch_, e), std::move(cost), std::move(credits)});
   }
   return Status();
 }

@@ -93,24 +93,28 @@ struct MeterSql {
   const char* group;
 };
 
-constexpr const char* kTokens = "(properties->>'tokens')::numeric";
-constexpr const char* kHasTokens = "jsonb_typeof(properties->'tokens') = 'number'";
-constexpr const char* kModel = "coalesce(properties->>'model', '')";
+constexpr const char* kTokens = "(properties_text::jsonb->>'tokens')::numeric";
+constexpr const char* kHasTokens = "jsonb_typeof(properties_text::jsonb->'tokens') = 'number'";
+constexpr const char* kModel = "coalesce(properties_text::jsonb->>'model', '')";
 
 std::vector<MeterSql> meters_sql() {
   using A = core::Aggregation;
   return {
       {meter("calls", "api", A::kCount), "quantity::numeric", "true", "''"},
       {meter("tokens", "llm", A::kSum, "tokens", {"model", "region"}), kTokens, kHasTokens,
-       "coalesce(properties->>'model', '') || chr(31) || coalesce(properties->>'region', '')"},
+       "coalesce(properties_text::jsonb->>'model', '') || chr(31) || "
+       "coalesce(properties_text::jsonb->>'region', '')"},
       {meter("tok_min", "llm", A::kMin, "tokens", {"model"}), kTokens, kHasTokens, kModel},
       {meter("tok_max", "llm", A::kMax, "tokens", {"model"}), kTokens, kHasTokens, kModel},
       {meter("tok_latest", "llm", A::kLatest, "tokens", {"model"}), kTokens, kHasTokens, kModel},
       {meter("tok_avg", "llm", A::kAvg, "tokens"), kTokens, kHasTokens, "''"},
       {meter("gpt_tokens", "llm", A::kSum, "tokens", {}, {{"model", "gpt"}}), kTokens,
-       "jsonb_typeof(properties->'tokens') = 'number' AND properties->>'model' = 'gpt'", "''"},
+       "jsonb_typeof(properties_text::jsonb->'tokens') = 'number' AND "
+       "properties_text::jsonb->>'model' = 'gpt'",
+       "''"},
       {meter("users", "llm", A::kUniqueCount, "user", {"model"}), "1::numeric",
-       "jsonb_typeof(properties->'user') IS NOT NULL AND jsonb_typeof(properties->'user') <> "
+       "jsonb_typeof(properties_text::jsonb->'user') IS NOT NULL AND "
+       "jsonb_typeof(properties_text::jsonb->'user') <> "
        "'null'",
        kModel},
   };
@@ -221,7 +225,7 @@ class ClusterPgTest : public testing::PgDatabaseTest {
     const std::string sql =
         std::string("WITH r AS (SELECT DISTINCT customer_id, ") + m.group +
         " AS group_key, date_bin('1 minute', time, timestamptz '1970-01-01 00:00:00+00') AS "
-        "bucket_start, properties->>'user' AS value FROM events WHERE type = $1 AND " +
+        "bucket_start, properties_text::jsonb->>'user' AS value FROM events WHERE type = $1 AND " +
         m.where +
         "), a AS (SELECT customer_id, group_key, bucket_start, value FROM aggregate_uniques "
         "WHERE meter = $2) "
@@ -328,16 +332,31 @@ TEST_F(ClusterPgTest, PropertiesTimesAndQuantitiesAreStoredAsSent) {
   auto w = write(*conn_, events);
   ASSERT_TRUE(w.has_value()) << w.error().to_string();
   EXPECT_EQ(w->inserted, 2u);
-  EXPECT_EQ(scalar("SELECT properties->>'note' FROM events WHERE event_id = 'p1'"), hostile);
-  EXPECT_EQ(scalar("SELECT (properties->'tokens')::text FROM events WHERE event_id = 'p1'"),
-            "1.50");
-  EXPECT_EQ(scalar("SELECT (properties->'big')::text FROM events WHERE event_id = 'p1'"),
-            "-12345678901234567890.000000001");
-  EXPECT_EQ(scalar("SELECT jsonb_typeof(properties->'tokens') || jsonb_typeof(properties->'flag')"
-                   " || jsonb_typeof(properties->'none') FROM events WHERE event_id = 'p1'"),
-            "numberbooleannull");
-  EXPECT_EQ(scalar("SELECT properties->>'usage.input' FROM events WHERE event_id = 'p1'"), "3");
-  EXPECT_EQ(scalar("SELECT properties::text FROM events WHERE event_id = 'p2'"), "{}");
+  EXPECT_EQ(scalar("SELECT properties_text::jsonb->>'note' FROM events WHERE event_id = 'p1'"),
+            hostile);
+  EXPECT_EQ(
+      scalar("SELECT (properties_text::jsonb->'tokens')::text FROM events WHERE event_id = 'p1'"),
+      "1.50");
+  EXPECT_EQ(
+      scalar("SELECT (properties_text::jsonb->'big')::text FROM events WHERE event_id = 'p1'"),
+      "-12345678901234567890.000000001");
+  EXPECT_EQ(
+      scalar("SELECT jsonb_typeof(properties_text::jsonb->'tokens') || "
+             "jsonb_typeof(properties_text::jsonb->'flag')"
+             " || jsonb_typeof(properties_text::jsonb->'none') FROM events WHERE event_id = 'p1'"),
+      "numberbooleannull");
+  EXPECT_EQ(
+      scalar("SELECT properties_text::jsonb->>'usage.input' FROM events WHERE event_id = 'p1'"),
+      "3");
+  EXPECT_EQ(scalar("SELECT properties_text FROM events WHERE event_id = 'p2'"), "{}");
+  // Stored once, as the text written (key order and number texts as sent); the jsonb column of
+  // schema versions before 10 is left NULL.
+  EXPECT_EQ(scalar("SELECT left(properties_text, 35) FROM events WHERE event_id = 'p1'"),
+            "{\"note\":\"it's \\\"q\\\" \\\\ back\\nline\\t");
+  EXPECT_EQ(scalar("SELECT right(properties_text, 92) FROM events WHERE event_id = 'p1'"),
+            "\"tokens\":1.50,\"big\":-12345678901234567890.000000001,\"flag\":true,\"none\":null,"
+            "\"usage.input\":3}");
+  EXPECT_EQ(scalar("SELECT count(*) FROM events WHERE properties IS NOT NULL"), "0");
   // Microseconds survive, whatever the session's zone.
   ASSERT_TRUE(conn_->exec("SET TimeZone = 'Asia/Kolkata'").has_value());
   EXPECT_EQ(scalar("SELECT (extract(epoch FROM time) * 1000000)::bigint FROM events WHERE "
@@ -401,7 +420,8 @@ TEST_F(ClusterPgTest, DuplicatesInsideABatchAndAcrossBatchesCountOnce) {
   EXPECT_EQ(first->duplicates, 1u);
   EXPECT_EQ(first->seqs[2], 0);
   // The first copy is the one stored.
-  EXPECT_EQ(scalar("SELECT properties->>'tokens' FROM events WHERE event_id = 'a'"), "10");
+  EXPECT_EQ(scalar("SELECT properties_text::jsonb->>'tokens' FROM events WHERE event_id = 'a'"),
+            "10");
 
   // The same id for another customer is another event.
   TestEvent other = llm("a", "5", "u1");

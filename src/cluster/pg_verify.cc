@@ -21,7 +21,8 @@ constexpr int kChunk = 10'000;
 
 constexpr std::string_view kEventsCursor =
     "DECLARE tally_verify NO SCROLL CURSOR FOR SELECT seq, customer_id, event_id, type, "
-    "(extract(epoch FROM time) * 1000000)::bigint, quantity, properties::text, cost, credits "
+    "(extract(epoch FROM time) * 1000000)::bigint, quantity, "
+    "coalesce(properties_text, properties::text), cost, credits "
     "FROM events ORDER BY seq";
 
 constexpr std::string_view kStoredAggregates =
@@ -43,7 +44,8 @@ core::Decimal to_decimal(const pg::Value& v) {
 }
 
 // The rows of one FETCH as an ingest body, parsed by core's own parser, so that each event
-// reaches the meters with the same properties it was written with (jsonb's text of them).
+// reaches the meters with the same properties it was written with (their text as written; the
+// jsonb's text for rows written before schema version 10).
 Status parse_rows(const pg::QueryResult& rows, core::ParsedEvents* parsed) {
   std::string body = "[";
   for (std::size_t i = 0; i < rows.row_count(); ++i) {
