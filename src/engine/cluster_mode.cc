@@ -215,6 +215,31 @@ Result<Customer> locked_customer(pg::Connection& conn, const std::string& id) {
   return std::move(**found);
 }
 
+// A transaction open on a connection of customer `id`'s shard, and the customer read in it with
+// its row locked (locked_customer); destroyed in reverse order, the transaction (rolled back when
+// not committed) before the lease gives its connection back. Errors: kNotFound; the shard's.
+struct LockedCustomer {
+  cluster::PgPool::Lease lease;
+  pg::Transaction txn;
+  Customer customer;
+};
+
+Result<LockedCustomer> lock_customer(cluster::PgPool& shard, const std::string& id) {
+  auto lease = shard.lease();
+  if (!lease) {
+    return lease.error();
+  }
+  auto txn = pg::Transaction::begin(**lease);
+  if (!txn) {
+    return txn.error();
+  }
+  auto found = locked_customer(**lease, id);
+  if (!found) {
+    return found.error();
+  }
+  return LockedCustomer{std::move(*lease), std::move(*txn), std::move(*found)};
+}
+
 // `rule`'s bucket (a rate) rebuilt at a reset as the embedded store rebuilds one: filled with the
 // usage of the last period that `shard` holds (whole minutes, so up to a minute more than the
 // period) as if it had all just happened. The checks of the last few milliseconds that their
@@ -273,23 +298,16 @@ Status ClusterMode::Impl::commit_audited(pg::Transaction& txn, pg::Connection& c
 
 Result<Customer> ClusterMode::update_customer(const std::string& id, const CustomerPatch& patch,
                                               const std::string& actor) {
-  auto lease = impl_->shard_of(id).lease();
-  if (!lease) {
-    return lease.error();
-  }
   // Read and write in one transaction, the row locked: two nodes patching one customer at once
   // apply both patches, one after the other.
-  auto txn = pg::Transaction::begin(**lease);
-  if (!txn) {
-    return txn.error();
+  auto locked = lock_customer(impl_->shard_of(id), id);
+  if (!locked) {
+    return locked.error();
   }
-  auto found = locked_customer(**lease, id);
-  if (!found) {
-    return found.error();
-  }
+  pg::Connection& conn = *locked->lease;
   const TimeUs now = impl_->clock->now_us();
-  const Customer before = *found;
-  auto patched = engine::patched_customer(std::move(*found), patch, *impl_->config, now);
+  const Customer before = locked->customer;
+  auto patched = engine::patched_customer(std::move(locked->customer), patch, *impl_->config, now);
   if (!patched) {
     return patched.error();
   }
@@ -306,9 +324,9 @@ Result<Customer> ClusterMode::update_customer(const std::string& id, const Custo
       return not_built("an organization on another PostgreSQL shard than its member");
     }
   }
-  TALLY_TRY(cluster::store_customer(**lease, *patched));
+  TALLY_TRY(cluster::store_customer(conn, *patched));
   TALLY_TRY(impl_->commit_audited(
-      *txn, **lease, id, customer_update_records(before, *patched, patch, actor, now), now));
+      locked->txn, conn, id, customer_update_records(before, *patched, patch, actor, now), now));
   {
     std::lock_guard lock(impl_->auth_mutex);
     impl_->keys_by_hash.clear();  // a suspension takes effect on this node at once
@@ -322,23 +340,15 @@ Result<Customer> ClusterMode::update_customer(const std::string& id, const Custo
 
 Result<Customer> ClusterMode::set_overrides(const std::string& customer,
                                             const std::vector<LimitOverride>& overrides) {
-  auto lease = impl_->shard_of(customer).lease();
-  if (!lease) {
-    return lease.error();
+  auto locked = lock_customer(impl_->shard_of(customer), customer);
+  if (!locked) {
+    return locked.error();
   }
-  auto txn = pg::Transaction::begin(**lease);
-  if (!txn) {
-    return txn.error();
-  }
-  auto found = locked_customer(**lease, customer);
-  if (!found) {
-    return found.error();
-  }
-  Customer c = std::move(*found);
+  Customer c = std::move(locked->customer);
   c.overrides = overrides;
   c.updated_at_us = impl_->clock->now_us();
-  TALLY_TRY(cluster::store_customer(**lease, c));
-  TALLY_TRY(impl_->commit_audited(*txn, **lease, customer,
+  TALLY_TRY(cluster::store_customer(*locked->lease, c));
+  TALLY_TRY(impl_->commit_audited(locked->txn, *locked->lease, customer,
                                   {overrides_record(customer, overrides.size(), c.updated_at_us)},
                                   c.updated_at_us));
   std::lock_guard lock(impl_->customers_mutex);
@@ -356,21 +366,13 @@ Result<Customer> ClusterMode::reset_period(const std::string& customer, const st
   RedisSlot& redis = **slot;
   Customer c;
   Status s = [&]() -> Status {
-    auto lease = d.shard_of(customer).lease();
-    if (!lease) {
-      return lease.error();
-    }
-    auto txn = pg::Transaction::begin(**lease);
-    if (!txn) {
-      return txn.error();
-    }
-    auto found = locked_customer(**lease, customer);
-    if (!found) {
-      return found.error();
+    auto locked = lock_customer(d.shard_of(customer), customer);
+    if (!locked) {
+      return locked.error();
     }
     const TimeUs now = d.clock->now_us();
-    c = with_reset(*found, meter, now);
-    TALLY_TRY(cluster::store_customer(**lease, c));
+    c = with_reset(locked->customer, meter, now);
+    TALLY_TRY(cluster::store_customer(*locked->lease, c));
     // The counters restart while the row is locked and before the reset commits: a check on any
     // node after this counts from 0 (its usage is after the reset), and a reset that does not
     // commit drops the counters it restarted, which are then seeded from PostgreSQL again.
@@ -388,8 +390,8 @@ Result<Customer> ClusterMode::reset_period(const std::string& customer, const st
       }
     }
     if (done.ok()) {
-      done = d.commit_audited(*txn, **lease, customer, {reset_record(customer, meter, actor, now)},
-                              now);
+      done = d.commit_audited(locked->txn, *locked->lease, customer,
+                              {reset_record(customer, meter, actor, now)}, now);
     }
     if (!done.ok()) {
       for (const std::string& key : restarted) {
