@@ -187,12 +187,24 @@ class ClusterEngineTest : public ::testing::Test {
     return r;
   }
 
+  // An embedded engine in memory with the nodes' meters and `extra`.
+  std::unique_ptr<Engine> embedded(const std::string& extra = "") {
+    EngineOptions o;
+    o.config_toml = std::string(kMeters) + extra;
+    o.in_memory = true;
+    o.clock = &clock_;
+    auto e = Engine::open(o);
+    EXPECT_TRUE(e.has_value()) << e.error().to_string();
+    return e ? std::move(*e) : nullptr;
+  }
+
   static inline std::string skip_reason_;
   static inline std::string start_error_;
   static inline std::unique_ptr<PgServer> pg_;
   static inline std::unique_ptr<PgServer> pg2_;
   static inline std::unique_ptr<RedisServers> redis_;
   static inline int databases_ = 0;
+
   FakeClock clock_{kNow};
   std::string db_;
   bool migrated_ = false;
@@ -1927,13 +1939,8 @@ TEST_F(ClusterEngineTest, OverridesApplyOnEveryNodeAndTheLimitsReportIsTheEmbedd
   auto a = node();
   auto b = node();
   ASSERT_TRUE(a && b);
-  EngineOptions o;
-  o.config_toml = kMeters;
-  o.in_memory = true;
-  o.clock = &clock_;
-  auto opened = Engine::open(o);
-  ASSERT_TRUE(opened.has_value()) << opened.error().to_string();
-  std::unique_ptr<Engine> e = std::move(*opened);
+  std::unique_ptr<Engine> e = embedded();
+  ASSERT_TRUE(e);
 
   // The same usage on both: 10 events, then one check (which b caches the customer for).
   ASSERT_EQ(a->ingest_json(events("ovr", 0, 10))->accepted, 10u);
@@ -2868,17 +2875,6 @@ std::string whole_answer(const Result<IngestSummary>& r) {
 
 class ClusterBatchTest : public ClusterEngineTest {
  protected:
-  // An embedded engine in memory with the nodes' meters and `extra`.
-  std::unique_ptr<Engine> embedded(const std::string& extra = "") {
-    EngineOptions o;
-    o.config_toml = std::string(kMeters) + extra;
-    o.in_memory = true;
-    o.clock = &clock_;
-    auto e = Engine::open(o);
-    EXPECT_TRUE(e.has_value()) << e.error().to_string();
-    return e ? std::move(*e) : nullptr;
-  }
-
   // Sends `body` all or nothing to the node and to the embedded engine: the same answer.
   std::string same_whole(Engine& node, Engine& embedded, const std::string& body) {
     IngestOptions whole;
@@ -3452,13 +3448,8 @@ TEST_F(ClusterEngineTest, AdHocLimitsAreTheEmbeddedAnswersAndTwoNodesNeverAdmitM
   auto a = node();
   auto b = node();
   ASSERT_TRUE(a && b);
-  EngineOptions o;
-  o.config_toml = kMeters;
-  o.in_memory = true;
-  o.clock = &clock_;
-  auto opened = Engine::open(o);
-  ASSERT_TRUE(opened.has_value()) << opened.error().to_string();
-  std::unique_ptr<Engine> e = std::move(*opened);
+  std::unique_ptr<Engine> e = embedded();
+  ASSERT_TRUE(e);
 
   auto lim = [](const std::string& id, std::int64_t n, std::int64_t cost = 1,
                 std::int64_t duration_ms = 60'000, const std::string& ns = "adhoc.sms") {
