@@ -446,6 +446,16 @@ redis = [\"127.0.0.1:${rc_ports[0]}\"]"
   start_node node5 "$tmp/cluster-8-threads.toml"
   checks cluster-1-node-check-8-threads
   stop_nodes
+  # Leased checks (docs/cluster.md, "Leased checks"): each node takes 1,000 of a customer's
+  # limits at once and answers from them without a Redis round trip.
+  write_config "$tmp/cluster-leased.toml" "$cluster_toml
+check_lease = 1000" 0
+  start_node node6 "$tmp/cluster-leased.toml"
+  checks cluster-1-node-check-leased
+  start_node node7 "$tmp/cluster-leased.toml"
+  start_node node8 "$tmp/cluster-leased.toml"
+  checks cluster-3-nodes-check-leased
+  stop_nodes
   echo "# postgres after the cluster figures: $(psql -At -h 127.0.0.1 -p "$pg_port" -U tally \
     -d tally -c "SELECT count(*) || ' events, ' || (SELECT count(*) FROM aggregates_minute) \
 || ' minute aggregates, ' || pg_size_pretty(pg_database_size('tally')) FROM events")"
@@ -482,6 +492,10 @@ redis = [\"127.0.0.1:${rc_ports[0]}\"]"
     cluster_check_ratio_1_node: (.["cluster-1-node-check"].requests_per_s
       / .["seed-redis-lua-check"].rps * 100 | round / 100),
     cluster_check_ratio_3_nodes: (.["cluster-3-nodes-check"].requests_per_s
+      / .["seed-redis-lua-check"].rps * 100 | round / 100),
+    cluster_check_ratio_leased_1_node: (.["cluster-1-node-check-leased"].requests_per_s
+      / .["seed-redis-lua-check"].rps * 100 | round / 100),
+    cluster_check_ratio_leased_3_nodes: (.["cluster-3-nodes-check-leased"].requests_per_s
       / .["seed-redis-lua-check"].rps * 100 | round / 100),
     check_ratio_target: 0.8,
     events_per_postgres_core_s_1_node: (.["cluster-1-node-ingest"].events_per_s

@@ -3560,5 +3560,97 @@ TEST_F(ClusterHistoryTest, CustomersOfEveryShardAndAdminsHaveKeysThatEveryNodeKn
             e_->create_key(nobody, "admin").error().code());
 }
 
+// Leased checks (docs/cluster.md, "Leased checks"): each node takes 10 of the day's 50 at once
+// and answers from it. Together they never admit more than 50; a node may deny while another
+// holds unused units, and those go back when the lease ends, so in the end exactly 50 are
+// admitted, and exactly 50 are written.
+TEST_F(ClusterEngineTest, LeasedChecksNeverAdmitMoreThanTheLimitAndUnusedLeasesGoBack) {
+  migrate();
+  const std::string leased = config() + "check_lease = 10\ncheck_lease_ms = 500\n";
+  auto a = open(leased);
+  auto b = open(leased);
+  ASSERT_TRUE(a.has_value()) << a.error().to_string();
+  ASSERT_TRUE(b.has_value()) << b.error().to_string();
+  for (const char* id : {"leased", "busy"}) {
+    Customer c;
+    c.id = id;
+    ASSERT_TRUE((*a)->create_customer(c).has_value());
+  }
+  auto check_until_denied = [&](Engine& e, const std::string& customer) {
+    int admitted = 0;
+    for (;;) {
+      auto r = e.check(check_of(customer));
+      EXPECT_TRUE(r.has_value()) << r.error().to_string();
+      if (!r || !r->allowed) {
+        if (r) {
+          EXPECT_EQ(r->reason, Denial::kLimitExceeded);
+        }
+        return admitted;
+      }
+      ++admitted;
+    }
+  };
+
+  // Node a takes a lease of 10 and uses 3: its answers count what was used, not what it holds.
+  for (int i = 0; i < 3; ++i) {
+    auto r = (*a)->check(check_of("leased"));
+    ASSERT_TRUE(r.has_value()) << r.error().to_string();
+    ASSERT_TRUE(r->allowed);
+    ASSERT_EQ(r->limits.size(), 2u);
+    EXPECT_EQ(r->limits[0].used.text(), std::to_string(i + 1));
+    EXPECT_EQ(r->limits[0].remaining.text(), std::to_string(50 - i - 1));
+  }
+  // Node b gets the 40 that no lease holds; a's 7 unused count as used until its lease ends.
+  EXPECT_EQ(check_until_denied(**b, "leased"), 40);
+  // The lease's life passes: a gives its 7 back (its usage writer's sweep), and b admits them.
+  clock_.advance_us(600'000);
+  int late = 0;
+  for (int tries = 0; tries < 200 && late == 0; ++tries) {
+    late = check_until_denied(**b, "leased");
+    if (late == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  EXPECT_EQ(late, 7);
+  EXPECT_EQ(check_until_denied(**a, "leased"), 0);
+  (*a)->flush();
+  (*b)->flush();
+  EXPECT_EQ(value_of(**a, "api_calls", "leased"), "50");
+
+  // 8 threads on the two nodes, 104 checks of another customer: never more than 50, and fewer
+  // by at most what the two nodes' leases hold unused (9 each).
+  std::atomic<int> allowed{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    Engine* e = t % 2 == 0 ? a->get() : b->get();
+    threads.emplace_back([&, e] {
+      for (int i = 0; i < 13; ++i) {
+        auto r = e->check(check_of("busy"));
+        if (!r) {
+          ++failed;
+        } else if (r->allowed) {
+          ++allowed;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_LE(allowed.load(), 50);
+  EXPECT_GE(allowed.load(), 50 - 2 * 9);
+  // Once both leases have ended and gone back, the rest of the day is admitted, and no more.
+  clock_.advance_us(600'000);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const int rest = check_until_denied(**a, "busy");
+  EXPECT_EQ(allowed.load() + rest, 50);
+  EXPECT_EQ(check_until_denied(**b, "busy"), 0);
+  (*a)->flush();
+  (*b)->flush();
+  EXPECT_EQ(value_of(**b, "api_calls", "busy"), "50");
+}
+
 }  // namespace
 }  // namespace tally

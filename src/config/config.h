@@ -109,6 +109,10 @@ struct ClusterConfig {
   std::int64_t redis_pool = 8;     // connections per node per Redis node
   std::int64_t connect_timeout_seconds = 5;
   std::int64_t command_timeout_seconds = 10;
+  // Leased checks (docs/cluster.md, "Leased checks"): a node takes this much of every limit of
+  // a (customer, meter) from Redis at once and answers checks from it locally; 0 = off.
+  core::Decimal check_lease;
+  std::int64_t check_lease_ms = 1000;  // a lease's life; then what is left goes back to Redis
 
   friend bool operator==(const ClusterConfig&, const ClusterConfig&) = default;
 };

@@ -343,6 +343,15 @@ TEST(ConfigTest, ClusterSectionAcceptedForms) {
   EXPECT_EQ(shards.cluster->redis_pool, 4);
   EXPECT_EQ(shards.cluster->connect_timeout_seconds, 2);
   EXPECT_EQ(shards.cluster->command_timeout_seconds, 60);
+  EXPECT_EQ(shards.cluster->check_lease.units, 0);  // leased checks off
+  EXPECT_EQ(shards.cluster->check_lease_ms, 1000);
+
+  Config leased = parse_ok(
+      "[cluster]\npostgres = \"host=db1\"\nredis = [\"127.0.0.1:7000\"]\n"
+      "check_lease = \"2.5\"\ncheck_lease_ms = 250\n");
+  ASSERT_TRUE(leased.cluster.has_value());
+  EXPECT_EQ(leased.cluster->check_lease.text(), "2.5");
+  EXPECT_EQ(leased.cluster->check_lease_ms, 250);
 }
 
 TEST(ConfigTest, ClusterSectionRefusedValues) {
@@ -388,6 +397,13 @@ TEST(ConfigTest, ClusterSectionRefusedValues) {
                  {"tally.toml:4:", "cluster.connect_timeout: 600 seconds is out of range"}));
   EXPECT_TRUE(fails_with(both + "command_timeout = 0\n",
                          {"tally.toml:4:", "cluster.command_timeout: 0 seconds is out of range"}));
+  EXPECT_TRUE(fails_with(both + "check_lease = \"0.0000001\"\n",
+                         {"tally.toml:4:", "cluster.check_lease: must be a multiple of 0.000001"}));
+  EXPECT_TRUE(
+      fails_with(both + "check_lease = 2000000000\n", {"tally.toml:4:", "from 0 to 1000000000"}));
+  EXPECT_TRUE(fails_with(both + "check_lease = -1\n", {"tally.toml:4:", "cluster.check_lease"}));
+  EXPECT_TRUE(fails_with(both + "check_lease_ms = 5\n",
+                         {"tally.toml:4:", "cluster.check_lease_ms: 5 is out of range 10..60000"}));
   EXPECT_TRUE(
       fails_with(both + "shards = 2\n", {"tally.toml:4:", "unknown key 'shards' in [cluster]"}));
   EXPECT_TRUE(fails_with("cluster = \"postgresql://db\"\n",

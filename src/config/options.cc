@@ -932,6 +932,26 @@ constexpr Option<ClusterConfig> kClusterTable[] = {
      "`tally migrate`, each migration and the wait for another node's lock): `\"1s\"` to "
      "`\"1h\"`.",
      field<&ClusterConfig::command_timeout_seconds>},
+    {"check_lease", Kind::kAmount, 0, 0, false, "0",
+     "Leased checks (docs/cluster.md, \"Leased checks\"): how much of each limit a node takes "
+     "from Redis at once for a customer and meter, to answer that many units of consuming "
+     "checks locally, without a Redis round trip. Nodes together still never admit more than a "
+     "limit; they may deny up to this much per other node early. `0` (the default): every check "
+     "asks Redis.",
+     [](ClusterConfig& c, Value&& v) {
+       TALLY_TRY(decimal_value(v.text, false, &c.check_lease));
+       // As every amount counted in Redis: millionths, at most 1e9 (cluster/redis_limits.h).
+       constexpr __int128 kMillionth = core::Decimal::kScale / 1'000'000;
+       if (c.check_lease.units % kMillionth != 0 ||
+           c.check_lease > core::Decimal::from_int(1'000'000'000)) {
+         return Status::invalid_argument("must be a multiple of 0.000001 from 0 to 1000000000");
+       }
+       return Status();
+     }},
+    {"check_lease_ms", Kind::kInteger, 10, 60'000, false, "1000",
+     "How long a node keeps a lease (milliseconds); then what it has not used goes back to "
+     "Redis for every node.",
+     field<&ClusterConfig::check_lease_ms>},
 };
 
 }  // namespace
@@ -1004,8 +1024,7 @@ constexpr SectionDoc kCustomersSection{
 constexpr SectionDoc kClusterSection{
     "cluster", false,
     "The scale-out mode (docs/cluster.md): PostgreSQL shards and a Redis Cluster shared by many "
-    "nodes. **Not built yet**: `tally migrate` creates the PostgreSQL schema from this section, "
-    "and `tally serve` refuses to start with it, saying so. Without it, Tally runs on its "
-    "embedded store."};
+    "nodes: `tally migrate` creates or upgrades the PostgreSQL schema from this section, and "
+    "`tally serve` runs as one of the nodes. Without it, Tally runs on its embedded store."};
 
 }  // namespace tally::config

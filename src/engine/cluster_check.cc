@@ -255,6 +255,21 @@ Result<std::vector<CheckResult>> ClusterMode::check(const std::vector<CheckReque
       return Status::unavailable("the usage of answered checks waits to be written; retry");
     }
   }
+  if (n == 1 && d.leases_on && d.leasable(requests[0], prepared[0])) {
+    // Answered from this node's lease when it holds enough (cluster_leases.h).
+    const CheckRequest& r = requests[0];
+    const ClusterPrepared& p = prepared[0];
+    const TimeUs now = d.clock->now_us();
+    CheckResult denial;
+    cluster::RedisCheck leased;
+    if (!denied_before_limits(r, p, &denial) &&
+        d.leases.use(r.customer, r.meter, p.rules, p.amount, now, &leased)) {
+      answer_check(r, p, leased, &results[0]);
+      TALLY_TRY(d.queue_usage(r, p, now));
+      d.alert_on_check(r, p, results[0], now);
+      return results;
+    }
+  }
   auto slot = d.lease_redis();
   if (!slot) {
     return slot.error();
@@ -420,6 +435,16 @@ Result<CheckResult> ClusterMode::Impl::decide(RedisSlot& slot, const CheckReques
     }
     credits_held = true;
   }
+  if (consume && leases_on && leasable(r, p) && !leases.cooling(r.customer, r.meter, now)) {
+    // No event_id and no credits: nothing claimed or held to free on the way out.
+    auto leased = take_lease(slot, r, p, pc, now, &out);
+    if (!leased) {
+      return leased.error();
+    }
+    if (*leased) {
+      return out;
+    }
+  }
   auto decided = limits_check(consume);
   if (!decided || !decided->verdict.allowed) {
     if (claimed) {
@@ -434,6 +459,82 @@ Result<CheckResult> ClusterMode::Impl::decide(RedisSlot& slot, const CheckReques
   }
   answer_check(r, p, *decided, &out);
   return out;
+}
+
+bool ClusterMode::Impl::leasable(const CheckRequest& r, const ClusterPrepared& p) const {
+  if (r.consume != Consume::kYes || !r.event_id.empty() || p.prepaid || p.rules.empty() ||
+      is_gauge(p.meter->spec.aggregation)) {
+    return false;
+  }
+  return std::all_of(p.rules.begin(), p.rules.end(),
+                     [](const core::LimitRule& rule) { return rule.hard; });
+}
+
+Result<bool> ClusterMode::Impl::take_lease(RedisSlot& slot, const CheckRequest& r,
+                                           const ClusterPrepared& p, const core::PeriodContext& pc,
+                                           TimeUs now, CheckResult* out) {
+  const core::Decimal block = config->cluster->check_lease;
+  if (block <= p.amount) {
+    return false;  // a lease would hold nothing beyond this check
+  }
+  const TimeUs life_us = config->cluster->check_lease_ms * 1000;
+  auto taken = ask_counters(slot, p.customer, *p.meter, p.rules, pc, block, now, true);
+  if (!taken) {
+    return taken.error();
+  }
+  if (!taken->verdict.allowed) {
+    leases.cool(r.customer, r.meter, now + life_us);  // near the limit: exact checks for a while
+    return false;
+  }
+  CheckLease lease;
+  lease.customer = r.customer;
+  lease.rules = p.rules;
+  lease.ctx = pc;
+  lease.left = block - p.amount;
+  lease.taken_us = now;
+  lease.until_us = now + life_us;
+  for (const core::LimitRule& rule : p.rules) {
+    // Units counted in one window are never used in the next.
+    core::Span span;
+    if (!core::period_is_rate(rule.period) && core::period_span(rule, now, pc, &span)) {
+      lease.until_us = std::min(lease.until_us, span.end);
+    }
+  }
+  lease.taken = std::move(*taken);
+  answer_check(r, p, leased_answer(lease), out);
+  if (auto replaced = leases.put(r.meter, std::move(lease))) {
+    give_back(slot, *replaced);
+  }
+  return true;
+}
+
+void ClusterMode::Impl::give_back(RedisSlot& slot, const CheckLease& lease) {
+  if (lease.left.units <= 0) {
+    return;
+  }
+  auto given =
+      slot.limits->take_back(lease.customer, lease.rules, lease.ctx, lease.left, lease.taken_us);
+  if (!given) {
+    // Counted as used until its windows end: other nodes may deny that much early, never admit
+    // more.
+    spdlog::warn("cluster: {} unused of a lease of customer '{}' not given back: {}",
+                 lease.left.text(), lease.customer, given.error().to_string());
+  }
+}
+
+void ClusterMode::Impl::give_back(std::vector<CheckLease> given) {
+  if (given.empty()) {
+    return;
+  }
+  auto slot = lease_redis();
+  if (!slot) {
+    spdlog::warn("cluster: {} leases not given back: {}", given.size(), slot.error().to_string());
+    return;
+  }
+  for (const CheckLease& lease : given) {
+    give_back(**slot, lease);
+  }
+  return_redis(std::move(*slot));
 }
 
 // The window counters of `rules` at `now` that this node has not seeded yet: each set in Redis,
@@ -623,6 +724,12 @@ void ClusterMode::Impl::usage_loop() {
   std::unique_lock lock(work_mutex);
   for (;;) {
     work_cv.wait_for(lock, kUsageFlush, [&] { return stopping; });
+    if (!stopping && leases_on && cluster_steady_us() - leases_swept_us >= kLeaseSweepUs) {
+      leases_swept_us = cluster_steady_us();
+      lock.unlock();
+      give_back(leases.take_expired(clock->now_us()));
+      lock.lock();
+    }
     if (!stopping && cluster_steady_us() - reservations_swept_us >= kReservationSweepUs) {
       reservations_swept_us = cluster_steady_us();
       lock.unlock();

@@ -46,6 +46,7 @@ Result<std::unique_ptr<ClusterMode>> ClusterMode::open(const config::Config& con
   impl->charge_meters =
       cluster::ChargeMeters::of(catalog.cost_meter, catalog.credits_meter, catalog.meters.size());
   impl->node_prefix = common::to_hex(common::random_bytes(6));
+  impl->leases_on = cc.check_lease.units > 0;
   for (std::size_t i = 0; i < cc.postgres.size(); ++i) {
     pg::ConnectOptions co;
     co.conninfo = cc.postgres[i];
@@ -109,7 +110,8 @@ void ClusterMode::Impl::stop() {
     t.join();
   }
   usage_writer.join();
-  stop_alerts();  // after the writers, which queue alert work
+  give_back(leases.take_all());  // what this node did not use, for the other nodes
+  stop_alerts();                 // after the writers, which queue alert work
 }
 
 namespace {
@@ -401,6 +403,9 @@ Result<Customer> ClusterMode::reset_period(const std::string& customer, const st
     return done;
   }();
   if (s.ok()) {
+    // This node's leases were counted before the reset: dropped, not given back (the counters
+    // restarted). Another node's lives on until its end (docs/cluster.md, "Leased checks").
+    d.leases.take_customer(customer);
     // The rate buckets after the reset's commit, on a connection of their own.
     const TimeUs now = reset_at(c, meter);
     const MeterDef& def = *d.catalog->find(meter);  // configured: the engine checked

@@ -40,6 +40,7 @@
 #include "core/ids.h"
 #include "engine/admin_rules.h"
 #include "engine/audit.h"
+#include "engine/cluster_leases.h"
 #include "engine/cluster_mode.h"
 #include "engine/limits_impl.h"
 #include "pg/schema.h"
@@ -55,6 +56,8 @@ inline constexpr std::size_t kCustomerCacheMax = 100'000;
 inline constexpr TimeUs kAuthCacheUs = 5 * core::kUsPerSecond;
 // How often a node closes expired reservations.
 inline constexpr std::int64_t kReservationSweepUs = core::kUsPerSecond;
+// How often a node gives back what its expired check leases did not use.
+inline constexpr std::int64_t kLeaseSweepUs = 20'000;
 // Answered checks' usage is written at least this often.
 inline constexpr auto kUsageFlush = std::chrono::milliseconds(5);
 // Answered checks' usage waiting to be written, at most: a consuming check beyond it is refused
@@ -246,6 +249,11 @@ struct ClusterMode::Impl {
   std::thread usage_writer;
   std::int64_t reservations_swept_us = 0;  // steady time of the last expiry sweep (usage writer)
 
+  // Leased checks (cluster_leases.h), when config's check_lease is above 0.
+  bool leases_on = false;
+  CheckLeases leases;
+  std::int64_t leases_swept_us = 0;  // steady time of the last give-back of expired leases
+
   std::atomic<std::uint64_t> events_accepted{0};
   std::atomic<std::uint64_t> events_rejected{0};
   std::atomic<std::uint64_t> events_duplicate{0};
@@ -306,6 +314,17 @@ struct ClusterMode::Impl {
   // The counters' verdict on `amount` for `rules` of customer `c` on `meter` (consumed when
   // `consume`): when Redis lost counters this node had seeded, they are rebuilt from PostgreSQL
   // and asked again. The counters must have been seeded (seed_counters) before.
+  // Whether check `r` may be answered from a lease: one consuming check without an event_id, of
+  // a count or sum meter whose every limit is hard, not of a prepaid plan.
+  bool leasable(const CheckRequest& r, const ClusterPrepared& p) const;
+  // decide()'s way for a leasable check that no lease answered: takes a lease of check_lease (as
+  // a consuming check of that amount) and answers `r` from it. Returns false, having consumed
+  // nothing, when not that much is left: the check then asks for its own amount.
+  Result<bool> take_lease(RedisSlot& slot, const CheckRequest& r, const ClusterPrepared& p,
+                          const core::PeriodContext& pc, TimeUs now, CheckResult* out);
+  // Gives what `lease` did not use back to the counters of its windows.
+  void give_back(RedisSlot& slot, const CheckLease& lease);
+  void give_back(std::vector<CheckLease> leases);  // on a Redis client of its own
   Result<cluster::RedisCheck> ask_counters(RedisSlot& slot, const Customer& c,
                                            const MeterDef& meter,
                                            const std::vector<core::LimitRule>& rules,
