@@ -48,11 +48,11 @@ void ClusterMode::ingest(std::string body, const IngestOptions& options,
   const core::EventBatch& b = req->parsed.batch;
   req->known.assign(b.size(), true);
   req->outcome.assign(b.size(), std::nullopt);
-  std::vector<std::vector<std::size_t>> by_shard(d.shards.size());
+  std::vector<std::vector<std::size_t>> by_queue(d.shard_queues.size());
   for (std::size_t i = 0; i < b.size(); ++i) {
-    by_shard[cluster::shard_of(b.text(b.events()[i].customer), d.shards.size())].push_back(i);
+    by_queue[d.queue_of(b.text(b.events()[i].customer))].push_back(i);
   }
-  for (const auto& events : by_shard) {
+  for (const auto& events : by_queue) {
     req->parts_left += events.empty() ? 0 : 1;
   }
   if (req->parts_left == 0) {
@@ -62,9 +62,9 @@ void ClusterMode::ingest(std::string body, const IngestOptions& options,
   {
     std::lock_guard lock(d.work_mutex);
     if (!d.stopping) {
-      for (std::size_t shard = 0; shard < by_shard.size(); ++shard) {
-        if (!by_shard[shard].empty()) {
-          d.shard_queues[shard].push_back(ShardPart{req, std::move(by_shard[shard])});
+      for (std::size_t q = 0; q < by_queue.size(); ++q) {
+        if (!by_queue[q].empty()) {
+          d.shard_queues[q].push_back(ShardPart{req, std::move(by_queue[q])});
         }
       }
       d.work_cv.notify_all();
@@ -348,12 +348,21 @@ void ClusterMode::Impl::complete(IngestRequest& req) {
   req.done(std::move(sum));
 }
 
-// The writer of one shard: takes every part waiting (up to kGroupEventsMax events, at least
-// one part) and writes them as one group, so a node holds one write transaction per shard and
-// its concurrent requests lock each hot aggregate row once per group, not once per request.
-void ClusterMode::Impl::writer_loop(std::size_t shard) {
+std::size_t ClusterMode::Impl::queue_of(std::string_view customer) const {
+  const std::uint64_t h = cluster::fnv1a64(customer);
+  const std::size_t n = shards.size();
+  return static_cast<std::size_t>(h % n) * kWriterLanes +
+         static_cast<std::size_t>((h / n) % kWriterLanes);  // the shard is h % n: shard_of
+}
+
+// A writer of one shard's lane: takes every part waiting (up to kGroupEventsMax events, at
+// least one part) and writes them as one group, so a node holds one write transaction per lane
+// and its concurrent requests lock each hot aggregate row once per group, not once per request.
+// The lanes of a shard write disjoint customers, so they never wait for each other's rows.
+void ClusterMode::Impl::writer_loop(std::size_t q) {
+  const std::size_t shard = q / kWriterLanes;
   std::unique_lock lock(work_mutex);
-  std::deque<ShardPart>& queue = shard_queues[shard];
+  std::deque<ShardPart>& queue = shard_queues[q];
   for (;;) {
     work_cv.wait(lock, [&] { return stopping || !queue.empty(); });
     if (queue.empty()) {

@@ -85,9 +85,9 @@ Result<std::unique_ptr<ClusterMode>> ClusterMode::open(const config::Config& con
     TALLY_TRY((*slot)->limits->load());
     impl->return_redis(std::move(*slot));
   }
-  impl->shard_queues.resize(impl->shards.size());
-  for (std::size_t shard = 0; shard < impl->shards.size(); ++shard) {
-    impl->writers.emplace_back([p = impl.get(), shard] { p->writer_loop(shard); });
+  impl->shard_queues.resize(impl->shards.size() * kWriterLanes);
+  for (std::size_t q = 0; q < impl->shard_queues.size(); ++q) {
+    impl->writers.emplace_back([p = impl.get(), q] { p->writer_loop(q); });
   }
   impl->usage_writer = std::thread([p = impl.get()] { p->usage_loop(); });
   impl->start_alerts();

@@ -63,7 +63,11 @@ inline constexpr auto kUsageFlush = std::chrono::milliseconds(5);
 // Answered checks' usage waiting to be written, at most: a consuming check beyond it is refused
 // (503) rather than held in memory without bound.
 inline constexpr std::size_t kUsageQueueMax = 100'000;
-// The most events one shard's writer puts in one transaction (it takes at least one request's).
+// Writer threads (lanes) per shard on each node: a customer's events always go to the same
+// lane (cluster::fnv1a64 of its id), so the lanes' transactions touch disjoint rows and run side
+// by side, where one writer would wait for each commit before the next.
+inline constexpr std::size_t kWriterLanes = 2;
+// The most events one lane's writer puts in one transaction (it takes at least one request's).
 inline constexpr std::size_t kGroupEventsMax = 20'000;
 // How long a check's event_id is remembered in Redis (its usage event, written within
 // milliseconds, remembers it in PostgreSQL from then on).
@@ -134,7 +138,7 @@ struct IngestRequest {
   Status failure;      // the first part's failure
 };
 
-// A request's events (indexes into its batch) of one shard, waiting for the shard's writer.
+// A request's events (indexes into its batch) of one shard's lane, waiting for its writer.
 struct ShardPart {
   std::shared_ptr<IngestRequest> req;
   std::vector<std::size_t> events;
@@ -239,7 +243,7 @@ struct ClusterMode::Impl {
   std::mutex work_mutex;
   std::condition_variable work_cv;
   std::condition_variable usage_cv;                 // the usage queue emptied (flush)
-  std::vector<std::deque<ShardPart>> shard_queues;  // one per shard
+  std::vector<std::deque<ShardPart>> shard_queues;  // one per shard and lane (queue_of)
   std::vector<PendingUsage> usage;
   std::size_t usage_writing = 0;
   std::uint64_t usage_seq = 0;              // the usage writer's: names its events
@@ -380,7 +384,9 @@ struct ClusterMode::Impl {
   // alone when it names one). Errors: the first shard's that failed.
   Result<std::vector<cluster::GroupedUsage>> read_shards(const core::MeterSpec& spec,
                                                          const cluster::GroupedQuery& query);
-  void writer_loop(std::size_t shard);
+  // The writer queue of `customer`'s events: its shard's lane for it.
+  std::size_t queue_of(std::string_view customer) const;
+  void writer_loop(std::size_t q);
   // cluster_prices.cc: per entry of `indices`, what the event is charged by per_unit prices
   // (nullopt: none charges it); empty when the catalog has no prices. The parts tiered prices
   // charge are appended to *tiered (in event, then meter order).
