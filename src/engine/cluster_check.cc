@@ -652,7 +652,44 @@ void ClusterMode::Impl::forget_seeded(const std::string& customer,
 // Writes answered checks' usage, one transaction per shard. The consumption is counted in Redis
 // already, so a failed write is tried again (every 100 ms, 50 times) before it is given up and
 // logged.
+// Answered checks' usage that adds up, as the embedded store merges it (check.cc): the entries
+// of one customer and meter in one minute, without an event_id, properties, credits in flight or
+// a caller waiting, of a meter whose checks' usage merges (MeterDef::merges_check_usage: a count
+// or sum meter without prices, the only meter of its event type), become one event dated at the
+// first, their amounts summed (a count up to core::kEventQuantityMax). The minute is what a
+// counter seeded from PostgreSQL reads whole, so every window counts the merged event as it
+// would have counted its checks' own.
+std::vector<PendingUsage> merged_usage(std::vector<PendingUsage> batch) {
+  std::vector<PendingUsage> out;
+  out.reserve(batch.size());
+  std::unordered_map<std::string, std::size_t> open;  // customer, meter, minute -> entry of out
+  std::string key;
+  for (PendingUsage& u : batch) {
+    if (!u.meter->merges_check_usage || !u.event_id.empty() || !u.properties.empty() ||
+        u.credits_in_flight.units != 0 || u.written) {
+      out.push_back(std::move(u));
+      continue;
+    }
+    key.assign(u.customer).append(1, '\n').append(u.meter->spec.key).append(1, '\n');
+    key.append(std::to_string(core::floor_to(u.at_us, core::kUsPerMinute)));
+    auto [it, fresh] = open.try_emplace(key, out.size());
+    if (!fresh) {
+      PendingUsage& into = out[it->second];
+      const core::Decimal sum = into.amount + u.amount;
+      if (u.meter->spec.aggregation != core::Aggregation::kCount ||
+          core::decimal_floor_int(sum) <= core::kEventQuantityMax) {
+        into.amount = sum;
+        continue;
+      }
+      it->second = out.size();  // full: this one opens the next event
+    }
+    out.push_back(std::move(u));
+  }
+  return out;
+}
+
 void ClusterMode::Impl::write_usage(std::vector<PendingUsage> batch) {
+  batch = merged_usage(std::move(batch));
   const core::EventBatch b = usage_events(batch, node_prefix, &usage_seq);
   std::vector<std::vector<std::uint32_t>> by_shard(shards.size());
   for (std::uint32_t i = 0; i < b.size(); ++i) {

@@ -7,7 +7,9 @@ namespace {
 
 constexpr core::TimeUs kT = 1'796'637'600'000'000;  // 2026-12-07T10:00:00Z
 
-core::Decimal units(std::int64_t n) { return core::Decimal::from_int(n); }
+core::Decimal units(std::int64_t n) {
+  return core::Decimal::from_int(n);
+}
 
 std::vector<core::LimitRule> day_rule(std::int64_t amount) {
   core::LimitRule rule;

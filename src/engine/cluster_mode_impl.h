@@ -201,6 +201,11 @@ struct WriteCharges {
 core::EventBatch usage_events(const std::vector<PendingUsage>& batch, const std::string& node,
                               std::uint64_t* seq);
 
+// Answered checks' usage with the entries that add up merged into one (cluster_check.cc): of one
+// customer and meter in one minute, without an event_id, properties, credits or a waiting
+// caller, of a meter whose checks' usage merges; the others as they are, in order.
+std::vector<PendingUsage> merged_usage(std::vector<PendingUsage> batch);
+
 // The counters' verdict as a check's answer (cluster_check.cc): every limit's state (after the
 // consumption when it consumed), the most restrictive as its rule, a denial's reason and message.
 void answer_check(const CheckRequest& r, const ClusterPrepared& p, const cluster::RedisCheck& rc,

@@ -152,6 +152,7 @@ Result<std::unique_ptr<Engine>> Engine::Impl::open_cluster(std::unique_ptr<Impl>
   impl->admin_key_hash = admin_key_hash_of(options, impl->config);
   engine::Catalog catalog = engine::Catalog::build(impl->config);
   TALLY_TRY(engine::add_config_versions(catalog, impl->config));
+  catalog.mark_merged_usage();
   impl->catalog = std::make_unique<const engine::Catalog>(std::move(catalog));
   auto node = engine::ClusterMode::open(impl->config, *impl->catalog, *impl->clock);
   if (!node) {
