@@ -456,6 +456,12 @@ check_lease = 1000" 0
   start_node node8 "$tmp/cluster-leased.toml"
   checks cluster-3-nodes-check-leased
   stop_nodes
+  # What-if: a leased node with 2 HTTP threads (its checks no longer wait on Redis).
+  write_config "$tmp/cluster-leased-2-threads.toml" "$cluster_toml
+check_lease = 1000" 2
+  start_node node9 "$tmp/cluster-leased-2-threads.toml"
+  checks cluster-1-node-check-leased-2-threads
+  stop_nodes
   echo "# postgres after the cluster figures: $(psql -At -h 127.0.0.1 -p "$pg_port" -U tally \
     -d tally -c "SELECT count(*) || ' events, ' || (SELECT count(*) FROM aggregates_minute) \
 || ' minute aggregates, ' || pg_size_pretty(pg_database_size('tally')) FROM events")"
