@@ -8,10 +8,11 @@
 //  - customers and keys: rows of the customer's shard (keys: shard 0), read through on every
 //    call; authentication keeps what it read for kAuthCacheUs, so a key revoked (or a customer
 //    suspended) on another node is refused here within that time (on this node at once);
-//  - ingest: the request is parsed as in the embedded mode and its events split by shard; each
-//    shard's writer thread writes every request part waiting for it in one transaction
-//    (cluster::write_events, duplicates decided by PostgreSQL's unique constraint); the answer
-//    (202) comes after every shard committed. Customers are created on first use as in the embedded
+//  - ingest: the request is parsed as in the embedded mode and its events split by shard, and
+//    within a shard by lane (kWriterLanes, a hash of the customer id); each lane's writer thread
+//    writes every request part waiting for it in one transaction (cluster::write_events,
+//    duplicates decided by PostgreSQL's unique constraint); the answer (202) comes after every
+//    part committed. Customers are created on first use as in the embedded
 //    mode (auto_create_customers);
 //  - queries: a meter's usage of one or every customer, by group_by and filter, whole or by
 //    window in any zone, aggregated on every shard at once (cluster::read_grouped) and merged
@@ -19,11 +20,14 @@
 //  - listing events (and exports of events): read from the events table of every shard at once
 //    through indexes, merged in the listing order (cluster_events.cc);
 //  - checks: the customer's plan limits on a count or sum meter, checked and consumed across
-//    every node by one Redis function call (cluster::RedisLimits); the consumption is then
-//    written to PostgreSQL as a usage event by the writer threads, in batches, so usage and
-//    queries include it within the flush interval (kUsageFlushUs), like the embedded mode's
-//    check_durability = "async"; with [enforcement] check_sync the check answers after it. A
-//    batch is all or nothing: a denied check and what the others consumed is taken back;
+//    every node by one Redis function call (cluster::RedisLimits), or, with [cluster]
+//    check_lease, answered from a lease of the counters the node took (cluster_leases.h); the
+//    consumption is then written to PostgreSQL as a usage event by the usage writer, in batches
+//    (checks that add up merged into one event: merged_usage), so usage and queries include it
+//    within the flush interval (kUsageFlush), like the embedded mode's check_durability =
+//    "async"; with [enforcement] check_sync the check answers after it. A batch is all or
+//    nothing: a denied check and what the others consumed is taken back. Checks on latest and
+//    max meters are decided in PostgreSQL under a lock of (customer, meter) (cluster_gauge.cc);
 //  - ad-hoc limits (POST /v1/ratelimit): a fixed window's counter per namespace, identifier and
 //    duration in Redis, decided and added by one function call (cluster_adhoc.cc);
 //  - alerts: the thresholds of a customer's calendar limits, evaluated off the request path

@@ -16,8 +16,7 @@ MeterDef meter_of(const std::string& key, core::Aggregation a, bool merges) {
   return m;
 }
 
-PendingUsage usage(const MeterDef& m, const std::string& customer, std::int64_t amount,
-                   TimeUs at) {
+PendingUsage usage(const MeterDef& m, const std::string& customer, std::int64_t amount, TimeUs at) {
   PendingUsage u;
   u.customer = customer;
   u.meter = &m;
