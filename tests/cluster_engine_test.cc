@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
@@ -62,6 +63,42 @@ limits = [
 [enforcement]
 default_plan = "free"
 )";
+
+// What a race of attempts on two nodes gave (race()).
+struct RaceCounts {
+  int allowed = 0;
+  int denied = 0;
+  int failed = 0;
+};
+
+enum class Attempt { kAllowed, kDenied, kFailed };
+
+Attempt attempt_of(const Result<CheckResult>& r) {
+  return !r ? Attempt::kFailed : r->allowed ? Attempt::kAllowed : Attempt::kDenied;
+}
+
+// `threads` threads, alternately on nodes `a` and `b`, each making `each` attempts at once with
+// the others: how many were allowed, denied, or failed.
+RaceCounts race(Engine& a, Engine& b, int threads, int each,
+                const std::function<Attempt(Engine&)>& attempt) {
+  std::atomic<int> allowed{0};
+  std::atomic<int> denied{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> running;
+  for (int t = 0; t < threads; ++t) {
+    Engine* e = t % 2 == 0 ? &a : &b;
+    running.emplace_back([&, e] {
+      for (int i = 0; i < each; ++i) {
+        const Attempt got = attempt(*e);
+        ++(got == Attempt::kAllowed ? allowed : got == Attempt::kDenied ? denied : failed);
+      }
+    });
+  }
+  for (auto& t : running) {
+    t.join();
+  }
+  return {allowed.load(), denied.load(), failed.load()};
+}
 
 class ClusterEngineTest : public ::testing::Test {
  protected:
@@ -302,32 +339,16 @@ TEST_F(ClusterEngineTest, TwoNodesTogetherNeverAdmitMoreThanTheLimit) {
   ASSERT_TRUE(a && b);
   // 20 of the day's 50 were ingested before any check: the counter starts from them.
   ASSERT_EQ(a->ingest_json(events("busy", 0, 20))->accepted, 20u);
-  std::atomic<int> allowed{0};
-  std::atomic<int> denied{0};
-  std::atomic<int> failed{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 8; ++t) {
-    Engine* e = t % 2 == 0 ? a.get() : b.get();
-    threads.emplace_back([&, e] {
-      for (int i = 0; i < 10; ++i) {
-        auto r = e->check(check_of("busy"));
-        if (!r) {
-          ++failed;
-        } else if (r->allowed) {
-          ++allowed;
-        } else {
-          ++denied;
-          EXPECT_EQ(r->reason, Denial::kLimitExceeded);
-        }
-      }
-    });
-  }
-  for (auto& t : threads) {
-    t.join();
-  }
-  EXPECT_EQ(failed.load(), 0);
-  EXPECT_EQ(allowed.load(), 30);
-  EXPECT_EQ(denied.load(), 50);
+  const RaceCounts got = race(*a, *b, 8, 10, [](Engine& e) {
+    auto r = e.check(check_of("busy"));
+    if (r && !r->allowed) {
+      EXPECT_EQ(r->reason, Denial::kLimitExceeded);
+    }
+    return attempt_of(r);
+  });
+  EXPECT_EQ(got.failed, 0);
+  EXPECT_EQ(got.allowed, 30);
+  EXPECT_EQ(got.denied, 50);
   // The admitted checks' usage is written to PostgreSQL: the day holds exactly 50.
   a->flush();
   b->flush();
@@ -1548,33 +1569,18 @@ TEST_F(ClusterEngineTest, PrepaidChecksOnTwoNodesNeverSpendBeyondTheBalance) {
   EXPECT_EQ(broke->credits_available, broke_embedded->credits_available);
   ASSERT_TRUE((*a)->wallet_transaction("pp", wallet_request(LedgerType::kTopUp, "1000")));
   // 8 threads, 4 on each node, 10 checks each: 80 asked for, at most 20 admitted.
-  std::atomic<int> allowed{0};
-  std::atomic<int> insufficient{0};
-  std::atomic<int> failed{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 8; ++t) {
-    Engine* node = t % 2 == 0 ? a->get() : b->get();
-    threads.emplace_back([&, node] {
-      for (int i = 0; i < 10; ++i) {
-        auto r = node->check(gold());
-        if (!r) {
-          ++failed;
-        } else if (r->allowed) {
-          ++allowed;
-        } else if (r->reason == Denial::kInsufficientCredits) {
-          ++insufficient;
-        }
-      }
-    });
-  }
-  for (auto& t : threads) {
-    t.join();
-  }
-  EXPECT_EQ(failed.load(), 0);
-  EXPECT_LE(allowed.load(), 20);
-  EXPECT_EQ(allowed.load() + insufficient.load(), 80);
+  const RaceCounts got = race(**a, **b, 8, 10, [&](Engine& e) {
+    auto r = e.check(gold());
+    if (r && !r->allowed) {
+      EXPECT_EQ(r->reason, Denial::kInsufficientCredits);
+    }
+    return attempt_of(r);
+  });
+  EXPECT_EQ(got.failed, 0);
+  EXPECT_LE(got.allowed, 20);
+  EXPECT_EQ(got.allowed + got.denied, 80);
   std::printf("prepaid checks on two nodes at once: %d of 80 admitted (20 affordable)\n",
-              allowed.load());
+              got.allowed);
   (*a)->flush();
   (*b)->flush();
   // Once every burn landed, checks one at a time use up exactly what is left.
@@ -1588,7 +1594,7 @@ TEST_F(ClusterEngineTest, PrepaidChecksOnTwoNodesNeverSpendBeyondTheBalance) {
     ++more;
     (i % 2 == 0 ? *a : *b)->flush();
   }
-  EXPECT_EQ(allowed.load() + more, 20);
+  EXPECT_EQ(got.allowed + more, 20);
   auto w = (*a)->wallet("pp");
   ASSERT_TRUE(w.has_value());
   EXPECT_EQ(w->balance, "0");
@@ -1966,27 +1972,10 @@ TEST_F(ClusterEngineTest, OverridesApplyOnEveryNodeAndTheLimitsReportIsTheEmbedd
   // b read the customer for its check less than a second ago; past that, both nodes apply the
   // override: 11 of 12 are used, so 40 checks from both admit exactly one.
   std::this_thread::sleep_for(std::chrono::milliseconds(1100));
-  std::atomic<int> allowed{0};
-  std::atomic<int> failed{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 8; ++t) {
-    Engine* n = t % 2 == 0 ? a.get() : b.get();
-    threads.emplace_back([&, n] {
-      for (int i = 0; i < 5; ++i) {
-        auto r = n->check(check_of("ovr"));
-        if (!r) {
-          ++failed;
-        } else if (r->allowed) {
-          ++allowed;
-        }
-      }
-    });
-  }
-  for (auto& t : threads) {
-    t.join();
-  }
-  EXPECT_EQ(failed.load(), 0);
-  EXPECT_EQ(allowed.load(), 1);
+  const RaceCounts got =
+      race(*a, *b, 8, 5, [](Engine& n) { return attempt_of(n.check(check_of("ovr"))); });
+  EXPECT_EQ(got.failed, 0);
+  EXPECT_EQ(got.allowed, 1);
   ASSERT_TRUE(e->check(check_of("ovr"))->allowed);
   EXPECT_FALSE(e->check(check_of("ovr"))->allowed);
   a->flush();
@@ -3232,27 +3221,11 @@ TEST_F(ClusterGaugeTest, TwoNodesTogetherNeverAdmitPastAGaugesLimit) {
   customer("g4", "gauges");
   reading("s1", "g4", "seats_gauge", "count", "2", "2026-12-07T09:30:00Z");
   // 8 of the day's 10 are left: 48 checks of 1 from 6 threads on two nodes admit exactly 8.
-  std::atomic<int> allowed{0};
-  std::atomic<int> failed{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 6; ++t) {
-    Engine* n = t % 2 == 0 ? a_.get() : b_.get();
-    threads.emplace_back([&, n] {
-      for (int i = 0; i < 8; ++i) {
-        auto r = n->check(gauge_check("g4", "seats", "1"));
-        if (!r) {
-          ++failed;
-        } else if (r->allowed) {
-          ++allowed;
-        }
-      }
-    });
-  }
-  for (auto& t : threads) {
-    t.join();
-  }
-  EXPECT_EQ(failed.load(), 0);
-  EXPECT_EQ(allowed.load(), 8);
+  const RaceCounts got = race(*a_, *b_, 6, 8, [](Engine& e) {
+    return attempt_of(e.check(gauge_check("g4", "seats", "1")));
+  });
+  EXPECT_EQ(got.failed, 0);
+  EXPECT_EQ(got.allowed, 8);
   EXPECT_EQ(value_of(*a_, "seats", "g4"), "10");
   auto denied = b_->check(gauge_check("g4", "seats", "1", Consume::kNo));
   ASSERT_TRUE(denied.has_value()) << denied.error().to_string();
@@ -3500,27 +3473,12 @@ TEST_F(ClusterEngineTest, AdHocLimitsAreTheEmbeddedAnswersAndTwoNodesNeverAdmitM
   same({lim("big", 1'000'000'000'000'000, 2)}, "past it");
 
   // 8 threads on two nodes, 100 requests of one limit of 50: exactly 50 admitted.
-  std::atomic<int> allowed{0};
-  std::atomic<int> failed{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 8; ++t) {
-    Engine* n = t % 2 == 0 ? a.get() : b.get();
-    threads.emplace_back([&, n] {
-      for (int i = 0; i < 13; ++i) {
-        auto r = n->limit_adhoc({lim("race", 50)});
-        if (!r) {
-          ++failed;
-        } else if ((*r)[0].allowed) {
-          ++allowed;
-        }
-      }
-    });
-  }
-  for (auto& t : threads) {
-    t.join();
-  }
-  EXPECT_EQ(failed.load(), 0);
-  EXPECT_EQ(allowed.load(), 50);
+  const RaceCounts got = race(*a, *b, 8, 13, [&](Engine& n) {
+    auto r = n.limit_adhoc({lim("race", 50)});
+    return !r ? Attempt::kFailed : (*r)[0].allowed ? Attempt::kAllowed : Attempt::kDenied;
+  });
+  EXPECT_EQ(got.failed, 0);
+  EXPECT_EQ(got.allowed, 50);
   auto left = b->limit_adhoc({lim("race", 50, 0)});
   ASSERT_TRUE(left.has_value()) << left.error().to_string();
   EXPECT_EQ((*left)[0].used, 50);
@@ -3619,33 +3577,16 @@ TEST_F(ClusterEngineTest, LeasedChecksNeverAdmitMoreThanTheLimitAndUnusedLeasesG
 
   // 8 threads on the two nodes, 104 checks of another customer: never more than 50, and fewer
   // by at most what the two nodes' leases hold unused (9 each).
-  std::atomic<int> allowed{0};
-  std::atomic<int> failed{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 8; ++t) {
-    Engine* e = t % 2 == 0 ? a->get() : b->get();
-    threads.emplace_back([&, e] {
-      for (int i = 0; i < 13; ++i) {
-        auto r = e->check(check_of("busy"));
-        if (!r) {
-          ++failed;
-        } else if (r->allowed) {
-          ++allowed;
-        }
-      }
-    });
-  }
-  for (auto& t : threads) {
-    t.join();
-  }
-  EXPECT_EQ(failed.load(), 0);
-  EXPECT_LE(allowed.load(), 50);
-  EXPECT_GE(allowed.load(), 50 - 2 * 9);
+  const RaceCounts got =
+      race(**a, **b, 8, 13, [](Engine& e) { return attempt_of(e.check(check_of("busy"))); });
+  EXPECT_EQ(got.failed, 0);
+  EXPECT_LE(got.allowed, 50);
+  EXPECT_GE(got.allowed, 50 - 2 * 9);
   // Once both leases have ended and gone back, the rest of the day is admitted, and no more.
   clock_.advance_us(600'000);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   const int rest = check_until_denied(**a, "busy");
-  EXPECT_EQ(allowed.load() + rest, 50);
+  EXPECT_EQ(got.allowed + rest, 50);
   EXPECT_EQ(check_until_denied(**b, "busy"), 0);
   (*a)->flush();
   (*b)->flush();
