@@ -649,9 +649,6 @@ void ClusterMode::Impl::forget_seeded(const std::string& customer,
   }
 }
 
-// Writes answered checks' usage, one transaction per shard. The consumption is counted in Redis
-// already, so a failed write is tried again (every 100 ms, 50 times) before it is given up and
-// logged.
 // Answered checks' usage that adds up, as the embedded store merges it (check.cc): the entries
 // of one customer and meter in one minute, without an event_id, properties, credits in flight or
 // a caller waiting, of a meter whose checks' usage merges (MeterDef::merges_check_usage: a count
@@ -688,6 +685,9 @@ std::vector<PendingUsage> merged_usage(std::vector<PendingUsage> batch) {
   return out;
 }
 
+// Writes answered checks' usage, one transaction per shard. The consumption is counted in Redis
+// already, so a failed write is tried again (every 100 ms, 50 times) before it is given up and
+// logged.
 void ClusterMode::Impl::write_usage(std::vector<PendingUsage> batch) {
   batch = merged_usage(std::move(batch));
   const core::EventBatch b = usage_events(batch, node_prefix, &usage_seq);
