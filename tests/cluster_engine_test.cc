@@ -1011,13 +1011,8 @@ class ClusterQueryTest : public ClusterEngineTest {
     auto c = open(config(kQueryMeters + extra));
     ASSERT_TRUE(c.has_value()) << c.error().to_string();
     cluster_ = std::move(*c);
-    EngineOptions o;
-    o.config_toml = std::string(kMeters) + kQueryMeters + extra;
-    o.in_memory = true;
-    o.clock = &clock_;
-    auto e = Engine::open(o);
-    ASSERT_TRUE(e.has_value()) << e.error().to_string();
-    embedded_ = std::move(*e);
+    embedded_ = embedded(kQueryMeters + extra);
+    ASSERT_NE(embedded_, nullptr);
     for (const char* id : {"k1", "k2"}) {
       Customer k;
       k.id = id;
@@ -1447,14 +1442,10 @@ TEST_F(ClusterEngineTest, WalletsAnswerAsTheEmbeddedStoreAndBurnEachEventOnce) {
   auto b = open(config(kPrices));
   ASSERT_TRUE(a.has_value()) << a.error().to_string();
   ASSERT_TRUE(b.has_value());
-  EngineOptions eo;
-  eo.config_toml = std::string(kMeters) + kPrices;
-  eo.in_memory = true;
-  eo.clock = &clock_;
-  auto embedded = Engine::open(eo);
-  ASSERT_TRUE(embedded.has_value()) << embedded.error().to_string();
+  std::unique_ptr<Engine> solo = embedded(kPrices);
+  ASSERT_NE(solo, nullptr);
   // The same story on both stores: credits, usage burning them, a second node, mistakes.
-  std::vector<Engine*> stores = {embedded->get(), a->get()};
+  std::vector<Engine*> stores = {solo.get(), a->get()};
   std::vector<std::string> wallets, ledgers, errors;
   for (Engine* e : stores) {
     Customer c;
@@ -1549,15 +1540,11 @@ TEST_F(ClusterEngineTest, PrepaidChecksOnTwoNodesNeverSpendBeyondTheBalance) {
     return r;
   };
   // No credits yet: denied as the embedded mode denies, nothing consumed.
-  EngineOptions eo;
-  eo.config_toml = std::string(kMeters) + kPrices + prepaid;
-  eo.in_memory = true;
-  eo.clock = &clock_;
-  auto embedded = Engine::open(eo);
-  ASSERT_TRUE(embedded.has_value()) << embedded.error().to_string();
-  ASSERT_TRUE((*embedded)->create_customer(c).has_value());
+  std::unique_ptr<Engine> solo = embedded(kPrices + prepaid);
+  ASSERT_NE(solo, nullptr);
+  ASSERT_TRUE(solo->create_customer(c).has_value());
   auto broke = (*b)->check(gold());
-  auto broke_embedded = (*embedded)->check(gold());
+  auto broke_embedded = solo->check(gold());
   ASSERT_TRUE(broke.has_value()) << broke.error().to_string();
   ASSERT_TRUE(broke_embedded.has_value());
   EXPECT_FALSE(broke->allowed);
@@ -1815,23 +1802,19 @@ TEST_F(ClusterEngineTest, TieredPricesCountThePeriodsUnitsAcrossNodes) {
   auto b = open(config(kTieredPrices));
   ASSERT_TRUE(a.has_value()) << a.error().to_string();
   ASSERT_TRUE(b.has_value()) << b.error().to_string();
-  EngineOptions eo;
-  eo.config_toml = std::string(kMeters) + kTieredPrices;
-  eo.in_memory = true;
-  eo.clock = &clock_;
-  auto embedded = Engine::open(eo);
-  ASSERT_TRUE(embedded.has_value()) << embedded.error().to_string();
+  std::unique_ptr<Engine> solo = embedded(kTieredPrices);
+  ASSERT_NE(solo, nullptr);
 
   // Sent in one order to one node: each event charged as on the embedded store, minute by
   // minute (the same order of arrival).
   for (const std::string& body : tiered_batches("seq", 12)) {
     ASSERT_EQ((*a)->ingest_json(body)->accepted, 10u);
-    ASSERT_EQ((*embedded)->ingest_json(body)->accepted, 10u);
+    ASSERT_EQ(solo->ingest_json(body)->accepted, 10u);
   }
   for (const char* meter : {"tokens", "api_calls"}) {
     for (const Measure m : {Measure::kCost, Measure::kCredits}) {
       const MeterQuery q = measure_query(meter, "seq", m, Window::kMinute);
-      const std::string want = rows_text((*embedded)->query(q));
+      const std::string want = rows_text(solo->query(q));
       EXPECT_EQ(rows_text((*b)->query(q)), want) << meter;
       EXPECT_GT(want.size(), 100u);
     }
@@ -1841,7 +1824,7 @@ TEST_F(ClusterEngineTest, TieredPricesCountThePeriodsUnitsAcrossNodes) {
   // total the embedded store's for the same events.
   const std::vector<std::string> batches = tiered_batches("conc", 30);
   for (const std::string& body : batches) {
-    ASSERT_EQ((*embedded)->ingest_json(body)->accepted, 10u);
+    ASSERT_EQ(solo->ingest_json(body)->accepted, 10u);
   }
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> duplicates{0};
@@ -1862,12 +1845,12 @@ TEST_F(ClusterEngineTest, TieredPricesCountThePeriodsUnitsAcrossNodes) {
   for (const char* meter : {"tokens", "api_calls"}) {
     for (const Measure m : {Measure::kCost, Measure::kCredits}) {
       const MeterQuery q = measure_query(meter, "conc", m);
-      const std::string want = rows_text((*embedded)->query(q));
+      const std::string want = rows_text(solo->query(q));
       EXPECT_EQ(rows_text((*a)->query(q)), want) << meter;
       EXPECT_EQ(rows_text((*b)->query(q)), want) << meter;
     }
   }
-  auto embedded_usage = (*embedded)->customer_usage("conc", kNow - 86'400'000'000LL, kNow);
+  auto embedded_usage = solo->customer_usage("conc", kNow - 86'400'000'000LL, kNow);
   ASSERT_TRUE(embedded_usage.has_value());
   core::Decimal want_total;
   for (const UsageItem& item : embedded_usage->meters) {
@@ -1882,8 +1865,8 @@ TEST_F(ClusterEngineTest, TieredPricesCountThePeriodsUnitsAcrossNodes) {
   EXPECT_EQ(core::format_decimal(*stored_total), core::format_decimal(want_total));
   // The periods' units: every event's once (tokens, and a unit per call), in four rows (two
   // prices of each meter, one period).
-  const long long units = std::stoll(value_of(**embedded, "tokens", "conc")) +
-                          std::stoll(value_of(**embedded, "api_calls", "conc"));
+  const long long units = std::stoll(value_of(*solo, "tokens", "conc")) +
+                          std::stoll(value_of(*solo, "api_calls", "conc"));
   EXPECT_EQ(trimmed(pg_->psql(db_,
                               "SELECT count(*), sum(units)::bigint FROM price_usage WHERE "
                               "customer_id = 'conc'")),
@@ -2053,13 +2036,8 @@ class ClusterListingTest : public ClusterEngineTest {
     auto c = open(config(kPrices));
     ASSERT_TRUE(c.has_value()) << c.error().to_string();
     cluster_ = std::move(*c);
-    EngineOptions o;
-    o.config_toml = std::string(kMeters) + kPrices;
-    o.in_memory = true;
-    o.clock = &clock_;
-    auto e = Engine::open(o);
-    ASSERT_TRUE(e.has_value()) << e.error().to_string();
-    embedded_ = std::move(*e);
+    embedded_ = embedded(kPrices);
+    ASSERT_NE(embedded_, nullptr);
     for (const char* id : kCustomers) {
       Customer k;
       k.id = id;
@@ -2524,13 +2502,8 @@ limits = [{ meter = "api_calls", period = "day", amount = 500 }]
       ASSERT_TRUE(opened.has_value()) << opened.error().to_string();
       *n = std::move(*opened);
     }
-    EngineOptions o;
-    o.config_toml = std::string(kMeters) + kPro;
-    o.in_memory = true;
-    o.clock = &clock_;
-    auto e = Engine::open(o);
-    ASSERT_TRUE(e.has_value()) << e.error().to_string();
-    e_ = std::move(*e);
+    e_ = embedded(kPro);
+    ASSERT_NE(e_, nullptr);
   }
 
   // A customer id of `prefix` that lives on `shard` (of two).
@@ -3110,13 +3083,8 @@ class ClusterGaugeTest : public ClusterEngineTest {
       ASSERT_TRUE(opened.has_value()) << opened.error().to_string();
       *n = std::move(*opened);
     }
-    EngineOptions o;
-    o.config_toml = std::string(kMeters) + kGauges;
-    o.in_memory = true;
-    o.clock = &clock_;
-    auto e = Engine::open(o);
-    ASSERT_TRUE(e.has_value()) << e.error().to_string();
-    e_ = std::move(*e);
+    e_ = embedded(kGauges);
+    ASSERT_NE(e_, nullptr);
   }
 
   void customer(const std::string& id, const std::string& plan) {
